@@ -1,0 +1,338 @@
+//! IOS-style command parsing: keywords match by unique prefix
+//! (`sh plat hard qfp act stat`), arguments are typed, and errors read as on
+//! a router (`% Invalid input detected at '^' marker.`, `% Incomplete
+//! command.`, `% Ambiguous command:`), with a hint of what was expected.
+use std::net::IpAddr;
+
+/// One word of a command pattern.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Token {
+    /// A keyword, matched by unique prefix, case-insensitively.
+    Kw(&'static str),
+    /// An IPv4 or IPv6 address argument.
+    Addr(&'static str),
+    /// A number argument (0-65535).
+    Num(&'static str),
+    /// Any single word.
+    Word(&'static str),
+}
+
+impl Token {
+    fn describe(&self) -> String {
+        match self {
+            Token::Kw(k) => (*k).to_string(),
+            Token::Addr(n) | Token::Num(n) | Token::Word(n) => format!("<{n}>"),
+        }
+    }
+}
+
+/// A value bound to an argument token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Arg {
+    /// An address.
+    Addr(IpAddr),
+    /// A number.
+    Num(u32),
+    /// A word.
+    Word(String),
+}
+
+/// A command the parser recognises: its words and an id for the dispatcher.
+#[derive(Clone, Copy, Debug)]
+pub struct CommandSpec<C: Copy> {
+    /// The command's words in order.
+    pub tokens: &'static [Token],
+    /// What the dispatcher runs.
+    pub id: C,
+    /// One line of help.
+    pub help: &'static str,
+}
+
+/// A successfully parsed command.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Parsed<C> {
+    /// The command id.
+    pub id: C,
+    /// The arguments, in order.
+    pub args: Vec<Arg>,
+}
+
+/// A parse failure, formatted as IOS prints it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ParseError(pub String);
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn token_matches(tok: &Token, word: &str) -> Option<Option<Arg>> {
+    match tok {
+        Token::Kw(k) => {
+            let w = word.to_ascii_lowercase();
+            k.starts_with(&w).then_some(None)
+        }
+        Token::Addr(_) => word.parse().ok().map(|a| Some(Arg::Addr(a))),
+        Token::Num(_) => {
+            let v = if let Some(h) = word.strip_prefix("0x") {
+                u32::from_str_radix(h, 16).ok()
+            } else {
+                word.parse().ok()
+            };
+            v.map(|n| Some(Arg::Num(n)))
+        }
+        Token::Word(_) => Some(Some(Arg::Word(word.to_string()))),
+    }
+}
+
+/// Parse `line` against `specs`.
+pub fn parse<C: Copy>(specs: &[CommandSpec<C>], line: &str) -> Result<Parsed<C>, ParseError> {
+    // Word start offsets, for the caret.
+    let mut words: Vec<(usize, &str)> = Vec::new();
+    let mut start = None;
+    for (i, ch) in line.char_indices() {
+        if ch.is_whitespace() {
+            if let Some(s) = start.take() {
+                words.push((s, &line[s..i]));
+            }
+        } else if start.is_none() {
+            start = Some(i);
+        }
+    }
+    if let Some(s) = start {
+        words.push((s, &line[s..]));
+    }
+    if words.is_empty() {
+        return Err(ParseError("% Incomplete command.".into()));
+    }
+
+    // Candidates still alive after each word, with their bound arguments.
+    let mut alive: Vec<(usize, Vec<Arg>)> = (0..specs.len()).map(|i| (i, Vec::new())).collect();
+    for (pos, &(off, word)) in words.iter().enumerate() {
+        let mut next = Vec::new();
+        let mut kw_hits: Vec<&'static str> = Vec::new();
+        for (i, args) in &alive {
+            let Some(tok) = specs[*i].tokens.get(pos) else {
+                continue;
+            };
+            if let Some(arg) = token_matches(tok, word) {
+                let mut a = args.clone();
+                if let Some(v) = arg {
+                    a.push(v);
+                }
+                if let Token::Kw(k) = tok {
+                    if !kw_hits.contains(k) {
+                        kw_hits.push(k);
+                    }
+                }
+                next.push((*i, a, *tok));
+            }
+        }
+        if next.is_empty() {
+            let expected = expected_at(specs, &alive, pos);
+            return Err(ParseError(format!(
+                "{line}\n{caret}^\n% Invalid input detected at '^' marker.{hint}",
+                caret = " ".repeat(off),
+                hint = hint(&expected)
+            )));
+        }
+        // A word that is a prefix of several different keywords is ambiguous,
+        // unless it spells one of them exactly.
+        if kw_hits.len() > 1 {
+            let w = word.to_ascii_lowercase();
+            if let Some(exact) = kw_hits.iter().find(|k| **k == w) {
+                let exact = *exact;
+                next.retain(|(_, _, t)| !matches!(t, Token::Kw(k) if *k != exact));
+            } else {
+                let typed: Vec<&str> = words[..=pos].iter().map(|w| w.1).collect();
+                return Err(ParseError(format!(
+                    "% Ambiguous command:  \"{}\"\n  could be: {}",
+                    typed.join(" "),
+                    kw_hits.join(", ")
+                )));
+            }
+        }
+        alive = next.into_iter().map(|(i, a, _)| (i, a)).collect();
+    }
+    let n = words.len();
+    if let Some((i, args)) = alive.iter().find(|(i, _)| specs[*i].tokens.len() == n) {
+        return Ok(Parsed {
+            id: specs[*i].id,
+            args: args.clone(),
+        });
+    }
+    let expected = expected_at(specs, &alive, n);
+    Err(ParseError(format!(
+        "% Incomplete command.{}",
+        hint(&expected)
+    )))
+}
+
+fn expected_at<C: Copy>(
+    specs: &[CommandSpec<C>],
+    alive: &[(usize, Vec<Arg>)],
+    pos: usize,
+) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (i, _) in alive {
+        if let Some(t) = specs[*i].tokens.get(pos) {
+            let d = t.describe();
+            if !out.contains(&d) {
+                out.push(d);
+            }
+        } else if !out.iter().any(|s| s == "<cr>") {
+            out.push("<cr>".into());
+        }
+    }
+    out
+}
+
+fn hint(expected: &[String]) -> String {
+    if expected.is_empty() {
+        String::new()
+    } else {
+        format!("\n  expected: {}", expected.join(" | "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Token::*;
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Id {
+        Stats,
+        Drops,
+        DropsAll,
+        SaPeer,
+        Sa,
+        Set,
+    }
+
+    const SPECS: &[CommandSpec<Id>] = &[
+        CommandSpec {
+            tokens: &[
+                Kw("show"),
+                Kw("platform"),
+                Kw("hardware"),
+                Kw("qfp"),
+                Kw("active"),
+                Kw("statistics"),
+            ],
+            id: Id::Stats,
+            help: "",
+        },
+        CommandSpec {
+            tokens: &[
+                Kw("show"),
+                Kw("platform"),
+                Kw("hardware"),
+                Kw("qfp"),
+                Kw("active"),
+                Kw("feature"),
+                Kw("ipsec"),
+                Kw("datapath"),
+                Kw("drops"),
+            ],
+            id: Id::Drops,
+            help: "",
+        },
+        CommandSpec {
+            tokens: &[
+                Kw("show"),
+                Kw("platform"),
+                Kw("hardware"),
+                Kw("qfp"),
+                Kw("active"),
+                Kw("feature"),
+                Kw("ipsec"),
+                Kw("datapath"),
+                Kw("drops"),
+                Kw("all"),
+            ],
+            id: Id::DropsAll,
+            help: "",
+        },
+        CommandSpec {
+            tokens: &[
+                Kw("show"),
+                Kw("crypto"),
+                Kw("ipsec"),
+                Kw("sa"),
+                Kw("peer"),
+                Addr("address"),
+            ],
+            id: Id::SaPeer,
+            help: "",
+        },
+        CommandSpec {
+            tokens: &[Kw("show"), Kw("crypto"), Kw("ipsec"), Kw("sa")],
+            id: Id::Sa,
+            help: "",
+        },
+        CommandSpec {
+            tokens: &[Kw("set"), Num("port")],
+            id: Id::Set,
+            help: "",
+        },
+    ];
+
+    #[test]
+    fn full_and_abbreviated_words() {
+        assert_eq!(
+            parse(SPECS, "show platform hardware qfp active statistics")
+                .unwrap()
+                .id,
+            Id::Stats
+        );
+        assert_eq!(
+            parse(SPECS, "sh plat hard qfp act stat").unwrap().id,
+            Id::Stats
+        );
+        assert_eq!(
+            parse(SPECS, "  SHOW   crypto ipsec sa ").unwrap().id,
+            Id::Sa
+        );
+        assert_eq!(
+            parse(SPECS, "sh pl ha q a f i d drops").unwrap().id,
+            Id::Drops
+        );
+        assert_eq!(
+            parse(SPECS, "sh pl ha q a f i d drops all").unwrap().id,
+            Id::DropsAll
+        );
+        let p = parse(SPECS, "sh cry ipsec sa peer 198.51.100.2").unwrap();
+        assert_eq!(p.id, Id::SaPeer);
+        assert_eq!(p.args, vec![Arg::Addr("198.51.100.2".parse().unwrap())]);
+        assert_eq!(parse(SPECS, "set 0x10").unwrap().args, vec![Arg::Num(16)]);
+    }
+
+    #[test]
+    fn invalid_input_marks_the_word() {
+        let e = parse(SPECS, "show platform hardwear qfp").unwrap_err().0;
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines[0], "show platform hardwear qfp");
+        assert_eq!(lines[1], "              ^");
+        assert_eq!(lines[2], "% Invalid input detected at '^' marker.");
+        assert!(lines[3].contains("hardware"), "{e}");
+        let e = parse(SPECS, "show crypto ipsec sa peer 10.0.0.300")
+            .unwrap_err()
+            .0;
+        assert!(e.contains("<address>"), "{e}");
+    }
+
+    #[test]
+    fn incomplete_and_ambiguous() {
+        let e = parse(SPECS, "show platform").unwrap_err().0;
+        assert!(e.starts_with("% Incomplete command."), "{e}");
+        assert!(e.contains("hardware"), "{e}");
+        let e = parse(SPECS, "s crypto").unwrap_err().0;
+        assert!(e.starts_with("% Ambiguous command:"), "{e}");
+        assert_eq!(parse(SPECS, "").unwrap_err().0, "% Incomplete command.");
+        // "sa" is complete by itself, and "peer" needs an address.
+        let e = parse(SPECS, "show crypto ipsec sa peer").unwrap_err().0;
+        assert!(e.contains("<address>"), "{e}");
+    }
+}

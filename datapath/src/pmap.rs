@@ -1,0 +1,96 @@
+//! A small persistent (copy-on-write) hash table keyed by `u32`, used for the
+//! SA snapshot so that a change copies only the path it touches.
+//!
+//! Two levels of 1024-wide arrays of `Arc`s over a multiplicative hash of the
+//! key, then a leaf slice of `(key, value)` rows (several rows may share a
+//! key). Cloning the map copies the 1024 top-level pointers (8 KiB); a
+//! change then copies one 1024-pointer middle node and rebuilds one leaf, so
+//! a single change costs O(1024) pointer copies however many entries there
+//! are, and a batch touching k leaves costs at most O(1024 * min(k, 1024)).
+//! Old snapshots keep sharing every untouched node.
+
+use std::sync::Arc;
+
+const BITS: u32 = 10;
+const FAN: usize = 1 << BITS;
+
+type Leaf<V> = Arc<[(u32, V)]>;
+
+#[derive(Clone)]
+struct Mid<V> {
+    leaves: Vec<Leaf<V>>,
+}
+
+/// Persistent hash table from `u32` keys to rows of `V`.
+#[derive(Clone)]
+pub(crate) struct PMap<V> {
+    top: Vec<Arc<Mid<V>>>,
+    len: usize,
+}
+
+#[inline]
+fn slots(key: u32) -> (usize, usize) {
+    // Fibonacci hashing spreads sequential and random SPIs alike.
+    let h = key.wrapping_mul(0x9e37_79b1);
+    ((h >> (32 - BITS)) as usize, ((h >> (32 - 2 * BITS)) as usize) & (FAN - 1))
+}
+
+impl<V: Clone> PMap<V> {
+    /// An empty map: every slot shares one empty middle node and leaf.
+    pub(crate) fn new() -> PMap<V> {
+        let empty_leaf: Leaf<V> = Arc::from(Vec::new());
+        let mid = Arc::new(Mid { leaves: vec![empty_leaf; FAN] });
+        PMap { top: vec![mid; FAN], len: 0 }
+    }
+
+    /// Number of rows.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// All rows whose key hashes to the same leaf as `key` (filter by key).
+    #[inline]
+    pub(crate) fn bucket(&self, key: u32) -> &[(u32, V)] {
+        let (a, b) = slots(key);
+        &self.top[a].leaves[b]
+    }
+
+    /// Rebuild the leaf of `key` with `f` (which may add or remove rows).
+    pub(crate) fn update(&mut self, key: u32, f: impl FnOnce(&mut Vec<(u32, V)>)) {
+        let (a, b) = slots(key);
+        let mid = Arc::make_mut(&mut self.top[a]);
+        let mut rows: Vec<(u32, V)> = mid.leaves[b].to_vec();
+        let before = rows.len();
+        f(&mut rows);
+        self.len = self.len + rows.len() - before;
+        mid.leaves[b] = Arc::from(rows);
+    }
+
+    /// Iterate over all rows (control-plane use only; O(n + 2^20)).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &(u32, V)> {
+        self.top.iter().flat_map(|m| m.leaves.iter().flat_map(|l| l.iter()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_on_write_keeps_old_versions() {
+        let mut a: PMap<u64> = PMap::new();
+        for k in 0..5000u32 {
+            a.update(k, |rows| rows.push((k, u64::from(k) * 3)));
+        }
+        let old = a.clone();
+        a.update(42, |rows| rows.retain(|r| r.0 != 42));
+        a.update(7, |rows| rows.push((7, 1)));
+        assert_eq!(a.len(), 5000);
+        assert_eq!(old.len(), 5000);
+        assert!(a.bucket(42).iter().all(|r| r.0 != 42));
+        assert!(old.bucket(42).iter().any(|r| *r == (42, 126)));
+        assert_eq!(a.bucket(7).iter().filter(|r| r.0 == 7).count(), 2);
+        assert_eq!(old.bucket(7).iter().filter(|r| r.0 == 7).count(), 1);
+        assert_eq!(a.iter().count(), 5000);
+    }
+}

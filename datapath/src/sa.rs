@@ -1,0 +1,877 @@
+//! The SA table: control edits it, workers read immutable snapshots.
+//!
+//! Publishing: control applies a batch of [`SaChange`]s to its copy and
+//! swaps the new [`SaSnapshot`] into an [`ArcSwap`] ([`SharedSnapshot`]).
+//! Workers load the snapshot once per batch and never lock; an SA a worker
+//! is using stays alive while any snapshot (or the worker's guard) holds its
+//! `Arc`. Cost of a change: see `pmap`: a snapshot copy is 8 KiB of pointers
+//! plus, per touched leaf, one 1024-pointer node and the leaf's few rows;
+//! with 1M SAs a single change does not copy the table.
+//!
+//! Hot/cold split (VPP): the snapshot holds only what the packet path needs
+//! ([`InboundSa`], [`OutboundSa`]: cipher context, SPI, flags, tunnel, owner).
+//! Names and raw key material ([`SaCold`]) stay in the control-side
+//! [`SaTable`]. Replay windows and per-SA counters are not in the snapshot at
+//! all: they are worker-local (`worker`), keyed by the stable [`SaId`].
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::crypto::{Cipher, EspCipher, KeyError, KeyMaterial};
+use crate::pmap::PMap;
+use crate::replay::{validate_window, BadWindowSize};
+use crate::wire::ethernet::MacAddr;
+
+/// How long a deleted inbound SPI is remembered, so its packets count as
+/// `IN_V?_PKT_HIT_INVALID_SA` (1/9) instead of `SA_NOT_FOUND_SPI` (4/12).
+/// Our choice (IOS does not document its hold time): two minutes, a little
+/// over one invalid-SPI log interval.
+pub const RECENTLY_DELETED_TTL: Duration = Duration::from_secs(120);
+/// Most deleted SPIs remembered at once; the oldest are forgotten first.
+pub const RECENTLY_DELETED_MAX: usize = 1 << 16;
+
+/// Stable identity of an SA: a slot index reused after deletion, and a
+/// generation that changes on every reuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SaId {
+    /// Dense index (worker-local state is an array indexed by it).
+    pub index: u32,
+    /// Generation of this use of the index (never 0).
+    pub generation: u32,
+}
+
+/// A peer's outer address and UDP source port (0 for plain ESP), used to
+/// qualify inbound SAs that share one SPI (SD-WAN: every peer of a TLOC
+/// encrypts to the same SPI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PeerKey {
+    /// Peer's outer source address.
+    pub addr: IpAddr,
+    /// Peer's UDP source port, 0 for ESP not in UDP.
+    pub port: u16,
+}
+
+/// Hot part of an inbound SA: what decap needs.
+#[derive(Debug)]
+pub struct InboundSa {
+    /// Identity (for worker-local state and counters).
+    pub id: SaId,
+    /// SPI the peer sends to.
+    pub spi: u32,
+    /// Set when the SA only matches packets from this peer.
+    pub peer: Option<PeerKey>,
+    /// Tunnel (interface) index the decrypted packets belong to.
+    pub tunnel: u32,
+    /// Worker that owns the replay window; others hand packets off to it.
+    pub owner: u16,
+    /// Extended (64-bit) sequence numbers.
+    pub esn: bool,
+    /// Replay window size (0 = off).
+    pub window: u32,
+    /// AEAD context.
+    pub cipher: EspCipher,
+}
+
+/// Ethernet addresses to put in front of encapsulated packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EthernetHeader {
+    /// Source MAC.
+    pub src: MacAddr,
+    /// Destination MAC (next hop).
+    pub dst: MacAddr,
+}
+
+/// How an outbound SA's packets are framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OuterHeader {
+    /// Local tunnel address (outer source).
+    pub src: IpAddr,
+    /// Peer tunnel address (outer destination); same family as `src`.
+    pub dst: IpAddr,
+    /// `(source port, destination port)` for ESP in UDP (RFC 3948 / SD-WAN).
+    pub udp: Option<(u16, u16)>,
+    /// Ethernet header to prepend, if the caller sends whole frames.
+    pub ethernet: Option<EthernetHeader>,
+    /// Outer TTL / hop limit.
+    pub ttl: u8,
+}
+
+/// Hot part of an outbound SA: what encap needs.
+#[derive(Debug)]
+pub struct OutboundSa {
+    /// Identity (for per-SA counters).
+    pub id: SaId,
+    /// SPI the peer knows this SA by.
+    pub spi: u32,
+    /// Tunnel index.
+    pub tunnel: u32,
+    /// Extended sequence numbers.
+    pub esn: bool,
+    /// Outer framing.
+    pub outer: OuterHeader,
+    /// AEAD context.
+    pub cipher: EspCipher,
+    /// Last sequence number handed out. Shared by all workers that encap
+    /// for this tunnel (an atomic increment; uncontended with one worker
+    /// per tunnel). Lives in the `Arc`, so it survives snapshot swaps.
+    seq: AtomicU64,
+}
+
+impl OutboundSa {
+    /// Highest sequence number this SA may send.
+    pub fn seq_limit(&self) -> u64 {
+        if self.esn { u64::MAX } else { u64::from(u32::MAX) }
+    }
+
+    /// Take the next sequence number, or `None` when exhausted: the counter
+    /// never wraps (RFC 4303 3.3.3), the SA must be rekeyed.
+    pub fn next_seq(&self) -> Option<u64> {
+        let limit = self.seq_limit();
+        self.seq
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| s.checked_add(1).filter(|&n| n <= limit))
+            .ok()
+            .map(|prev| prev + 1)
+    }
+
+    /// Last sequence number sent (0 before the first).
+    pub fn last_seq(&self) -> u64 {
+        self.seq.load(Ordering::Relaxed)
+    }
+}
+
+/// What a tunnel has for sending.
+#[derive(Debug, Clone)]
+pub enum OutboundEntry {
+    /// A usable SA.
+    Active(Arc<OutboundSa>),
+    /// The SA was deleted and not replaced (e.g. `clear crypto sa` on an
+    /// SD-WAN tunnel): sending counts `OUT_V?_PKT_HIT_INVALID_SA`.
+    Invalid,
+}
+
+/// A local address (and UDP port) that terminates tunnels, so a packet with
+/// an unknown SPI can still be attributed to a tunnel interface in logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalEndpoint {
+    /// Local outer address.
+    pub addr: IpAddr,
+    /// Local UDP port, or `None` for plain ESP.
+    pub udp_port: Option<u16>,
+    /// Tunnel index.
+    pub tunnel: u32,
+}
+
+/// A remembered deleted inbound SPI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeletedSpi {
+    /// When it was deleted.
+    pub at: Duration,
+    /// Its tunnel.
+    pub tunnel: u32,
+}
+
+#[derive(Debug, Clone)]
+struct InboundRow {
+    peer: Option<PeerKey>,
+    sa: Arc<InboundSa>,
+}
+
+/// An immutable view of all SAs, as workers see it.
+#[derive(Clone)]
+pub struct SaSnapshot {
+    version: u64,
+    index_capacity: u32,
+    inbound: PMap<InboundRow>,
+    outbound: PMap<OutboundEntry>,
+    deleted: PMap<DeletedSpi>,
+    udp_ports: Arc<[RangeInclusive<u16>]>,
+    endpoints: Arc<[LocalEndpoint]>,
+}
+
+impl core::fmt::Debug for SaSnapshot {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SaSnapshot")
+            .field("version", &self.version)
+            .field("inbound", &self.inbound.len())
+            .field("outbound", &self.outbound.len())
+            .field("deleted", &self.deleted.len())
+            .finish()
+    }
+}
+
+impl SaSnapshot {
+    /// An empty snapshot (version 0).
+    pub fn empty() -> SaSnapshot {
+        SaSnapshot {
+            version: 0,
+            index_capacity: 0,
+            inbound: PMap::new(),
+            outbound: PMap::new(),
+            deleted: PMap::new(),
+            udp_ports: Arc::from(Vec::new()),
+            endpoints: Arc::from(Vec::new()),
+        }
+    }
+
+    /// Publish counter: each published snapshot has a larger version.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// One more than the largest [`SaId::index`] in use (worker arrays size).
+    pub fn index_capacity(&self) -> u32 {
+        self.index_capacity
+    }
+
+    /// Number of inbound SAs.
+    pub fn inbound_len(&self) -> usize {
+        self.inbound.len()
+    }
+
+    /// Find the inbound SA for `spi`, preferring one qualified by the
+    /// packet's source address and UDP source port (0 for plain ESP), then
+    /// an unqualified one. O(1): one hash, two pointer hops, a short scan.
+    #[inline]
+    pub fn lookup_inbound(&self, spi: u32, src: IpAddr, src_port: u16) -> Option<&Arc<InboundSa>> {
+        let mut fallback = None;
+        for (k, row) in self.inbound.bucket(spi) {
+            if *k != spi {
+                continue;
+            }
+            match row.peer {
+                Some(p) if p.addr == src && p.port == src_port => return Some(&row.sa),
+                Some(_) => {}
+                None => fallback = Some(&row.sa),
+            }
+        }
+        fallback
+    }
+
+    /// If `spi` belonged to an inbound SA deleted less than
+    /// [`RECENTLY_DELETED_TTL`] before `now`, when and on which tunnel.
+    pub fn recently_deleted(&self, spi: u32, now: Duration) -> Option<DeletedSpi> {
+        self.deleted
+            .bucket(spi)
+            .iter()
+            .find(|(k, _)| *k == spi)
+            .map(|(_, d)| *d)
+            .filter(|d| now.saturating_sub(d.at) < RECENTLY_DELETED_TTL)
+    }
+
+    /// The tunnel's outbound state.
+    pub fn outbound(&self, tunnel: u32) -> Option<&OutboundEntry> {
+        self.outbound.bucket(tunnel).iter().find(|(k, _)| *k == tunnel).map(|(_, e)| e)
+    }
+
+    /// Is `port` a UDP destination port that carries ESP (RFC 3948)?
+    #[inline]
+    pub fn is_esp_udp_port(&self, port: u16) -> bool {
+        self.udp_ports.iter().any(|r| r.contains(&port))
+    }
+
+    /// Tunnel terminated at this local address / UDP port, if configured.
+    pub fn endpoint_tunnel(&self, dst: IpAddr, udp_port: Option<u16>) -> Option<u32> {
+        self.endpoints.iter().find(|e| e.addr == dst && e.udp_port == udp_port).map(|e| e.tunnel)
+    }
+
+    /// All inbound SAs (control-plane use; walks the whole table).
+    pub fn inbound_sas(&self) -> impl Iterator<Item = &Arc<InboundSa>> {
+        self.inbound.iter().map(|(_, r)| &r.sa)
+    }
+}
+
+/// Configuration of an inbound SA.
+#[derive(Debug, Clone)]
+pub struct InboundSaConfig {
+    /// SPI (not 0).
+    pub spi: u32,
+    /// Only accept from this peer (SD-WAN shared SPI); `None` = any source.
+    pub peer: Option<PeerKey>,
+    /// Tunnel index.
+    pub tunnel: u32,
+    /// Owning worker.
+    pub owner: u16,
+    /// Transform.
+    pub cipher: Cipher,
+    /// key || salt.
+    pub key: KeyMaterial,
+    /// Extended sequence numbers.
+    pub esn: bool,
+    /// Replay window (0 or a power of two in 64..=8192).
+    pub window: u32,
+    /// Name for show commands (e.g. the crypto map tag).
+    pub name: String,
+}
+
+/// Configuration of a tunnel's outbound SA.
+#[derive(Debug, Clone)]
+pub struct OutboundSaConfig {
+    /// SPI (not 0).
+    pub spi: u32,
+    /// Tunnel index.
+    pub tunnel: u32,
+    /// Transform.
+    pub cipher: Cipher,
+    /// key || salt.
+    pub key: KeyMaterial,
+    /// Extended sequence numbers.
+    pub esn: bool,
+    /// Outer framing.
+    pub outer: OuterHeader,
+    /// Last sequence number already used (0 for a new SA: the first packet
+    /// carries 1).
+    pub last_seq: u64,
+    /// Name for show commands.
+    pub name: String,
+}
+
+/// One edit of the SA table; a batch is published at once.
+#[derive(Debug, Clone)]
+pub enum SaChange {
+    /// Install an inbound SA.
+    AddInbound(InboundSaConfig),
+    /// Delete an inbound SA; its SPI is remembered for a while.
+    RemoveInbound(SaId),
+    /// Install or replace a tunnel's outbound SA.
+    SetOutbound(OutboundSaConfig),
+    /// Delete a tunnel's outbound SA; `keep_invalid` leaves an invalid
+    /// marker (sends count 32/37) instead of nothing (111/112).
+    RemoveOutbound {
+        /// Tunnel index.
+        tunnel: u32,
+        /// Leave an [`OutboundEntry::Invalid`] marker.
+        keep_invalid: bool,
+    },
+    /// Replace the UDP destination port ranges that carry ESP.
+    SetUdpPorts(Vec<RangeInclusive<u16>>),
+    /// Replace the local endpoints used to name tunnels in logs.
+    SetEndpoints(Vec<LocalEndpoint>),
+}
+
+/// Why a batch was refused (nothing of it was applied).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SaError {
+    /// SPI 0 is reserved (RFC 4303 2.1).
+    ZeroSpi,
+    /// Bad key material.
+    Key(KeyError),
+    /// Bad replay window.
+    Window(BadWindowSize),
+    /// An inbound SA with this SPI and peer qualifier already exists.
+    DuplicateInbound {
+        /// The SPI.
+        spi: u32,
+    },
+    /// No such SA.
+    UnknownSa(SaId),
+    /// Outer source and destination of different address families.
+    MixedFamilies,
+}
+
+impl core::fmt::Display for SaError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SaError::ZeroSpi => f.write_str("SPI 0 is reserved"),
+            SaError::Key(e) => write!(f, "{e}"),
+            SaError::Window(e) => write!(f, "{e}"),
+            SaError::DuplicateInbound { spi } => write!(f, "inbound SA with SPI 0x{spi:08X} already exists"),
+            SaError::UnknownSa(id) => write!(f, "no SA {}/{}", id.index, id.generation),
+            SaError::MixedFamilies => f.write_str("outer source and destination differ in address family"),
+        }
+    }
+}
+
+impl std::error::Error for SaError {}
+
+/// Direction of an SA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Decrypting.
+    Inbound,
+    /// Encrypting.
+    Outbound,
+}
+
+/// Cold part of an SA, kept by control only.
+#[derive(Debug, Clone)]
+pub struct SaCold {
+    /// Name.
+    pub name: String,
+    /// Direction.
+    pub direction: Direction,
+    /// SPI.
+    pub spi: u32,
+    /// Peer qualifier (inbound SD-WAN SAs).
+    pub peer: Option<PeerKey>,
+    /// Tunnel.
+    pub tunnel: u32,
+    /// Transform.
+    pub cipher: Cipher,
+    /// Raw key material (zeroized on drop, redacted in Debug).
+    pub key: KeyMaterial,
+    /// When it was installed.
+    pub installed_at: Duration,
+}
+
+/// Workers' handle on the published snapshot.
+pub type SharedSnapshot = Arc<ArcSwap<SaSnapshot>>;
+
+#[derive(Debug, Default)]
+struct IndexAllocator {
+    generations: Vec<u32>,
+    free: Vec<u32>,
+}
+
+impl IndexAllocator {
+    fn alloc(&mut self) -> SaId {
+        if let Some(index) = self.free.pop() {
+            SaId { index, generation: self.generations[index as usize] }
+        } else {
+            self.generations.push(1);
+            SaId { index: (self.generations.len() - 1) as u32, generation: 1 }
+        }
+    }
+
+    fn release(&mut self, id: SaId) {
+        let g = &mut self.generations[id.index as usize];
+        *g = g.wrapping_add(1).max(1);
+        self.free.push(id.index);
+    }
+}
+
+/// Control's SA table: the master copy, the cold parts, and the publisher.
+pub struct SaTable {
+    shared: SharedSnapshot,
+    current: SaSnapshot,
+    alloc: IndexAllocator,
+    cold: HashMap<SaId, SaCold>,
+    deleted_order: VecDeque<(Duration, u32)>,
+}
+
+impl core::fmt::Debug for SaTable {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SaTable").field("current", &self.current).field("cold", &self.cold.len()).finish()
+    }
+}
+
+impl Default for SaTable {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SaTable {
+    /// An empty table with an empty published snapshot.
+    pub fn new() -> SaTable {
+        SaTable {
+            shared: Arc::new(ArcSwap::from_pointee(SaSnapshot::empty())),
+            current: SaSnapshot::empty(),
+            alloc: IndexAllocator::default(),
+            cold: HashMap::new(),
+            deleted_order: VecDeque::new(),
+        }
+    }
+
+    /// The handle workers load snapshots from (`shared.load()` per batch).
+    pub fn shared(&self) -> SharedSnapshot {
+        self.shared.clone()
+    }
+
+    /// The latest published snapshot.
+    pub fn snapshot(&self) -> Arc<SaSnapshot> {
+        self.shared.load_full()
+    }
+
+    /// Cold part of an SA.
+    pub fn cold(&self, id: SaId) -> Option<&SaCold> {
+        self.cold.get(&id)
+    }
+
+    /// All SAs' cold parts.
+    pub fn cold_all(&self) -> impl Iterator<Item = (&SaId, &SaCold)> {
+        self.cold.iter()
+    }
+
+    fn validate(&self, changes: &[SaChange]) -> Result<Vec<Option<EspCipher>>, SaError> {
+        let mut ciphers = Vec::with_capacity(changes.len());
+        let mut removed = std::collections::HashSet::new();
+        let mut keys_removed = std::collections::HashSet::new();
+        let mut keys_added = std::collections::HashSet::new();
+        for c in changes {
+            let cipher = match c {
+                SaChange::AddInbound(cfg) => {
+                    if cfg.spi == 0 {
+                        return Err(SaError::ZeroSpi);
+                    }
+                    validate_window(cfg.window).map_err(SaError::Window)?;
+                    let key = (cfg.spi, cfg.peer);
+                    let exists = self
+                        .current
+                        .inbound
+                        .bucket(cfg.spi)
+                        .iter()
+                        .any(|(k, r)| *k == cfg.spi && r.peer == cfg.peer && !keys_removed.contains(&key));
+                    if exists || !keys_added.insert(key) {
+                        return Err(SaError::DuplicateInbound { spi: cfg.spi });
+                    }
+                    Some(EspCipher::new(cfg.cipher, cfg.key.as_bytes()).map_err(SaError::Key)?)
+                }
+                SaChange::SetOutbound(cfg) => {
+                    if cfg.spi == 0 {
+                        return Err(SaError::ZeroSpi);
+                    }
+                    if cfg.outer.src.is_ipv4() != cfg.outer.dst.is_ipv4() {
+                        return Err(SaError::MixedFamilies);
+                    }
+                    Some(EspCipher::new(cfg.cipher, cfg.key.as_bytes()).map_err(SaError::Key)?)
+                }
+                SaChange::RemoveInbound(id) => {
+                    match self.cold.get(id) {
+                        Some(c) if c.direction == Direction::Inbound && removed.insert(*id) => {
+                            keys_removed.insert((c.spi, c.peer));
+                        }
+                        _ => return Err(SaError::UnknownSa(*id)),
+                    }
+                    None
+                }
+                _ => None,
+            };
+            ciphers.push(cipher);
+        }
+        Ok(ciphers)
+    }
+
+    /// Apply a batch of changes and publish one new snapshot. Either the
+    /// whole batch applies or none of it (validated first). Returns the ids
+    /// of SAs added, in order.
+    pub fn apply(&mut self, changes: Vec<SaChange>, now: Duration) -> Result<Vec<SaId>, SaError> {
+        let ciphers = self.validate(&changes)?;
+        let mut next = self.current.clone();
+        let mut added = Vec::new();
+        for (change, cipher) in changes.into_iter().zip(ciphers) {
+            match change {
+                SaChange::AddInbound(cfg) => {
+                    let id = self.alloc.alloc();
+                    let sa = Arc::new(InboundSa {
+                        id,
+                        spi: cfg.spi,
+                        peer: cfg.peer,
+                        tunnel: cfg.tunnel,
+                        owner: cfg.owner,
+                        esn: cfg.esn,
+                        window: cfg.window,
+                        cipher: cipher.expect("validated"),
+                    });
+                    next.inbound.update(cfg.spi, |rows| rows.push((cfg.spi, InboundRow { peer: cfg.peer, sa })));
+                    // The SPI is valid again.
+                    next.deleted.update(cfg.spi, |rows| rows.retain(|(k, _)| *k != cfg.spi));
+                    next.index_capacity = next.index_capacity.max(id.index + 1);
+                    self.cold.insert(
+                        id,
+                        SaCold {
+                            name: cfg.name,
+                            direction: Direction::Inbound,
+                            spi: cfg.spi,
+                            peer: cfg.peer,
+                            tunnel: cfg.tunnel,
+                            cipher: cfg.cipher,
+                            key: cfg.key,
+                            installed_at: now,
+                        },
+                    );
+                    added.push(id);
+                }
+                SaChange::RemoveInbound(id) => {
+                    let cold = self.cold.remove(&id).expect("validated");
+                    let spi = cold.spi;
+                    next.inbound.update(spi, |rows| rows.retain(|(k, r)| !(*k == spi && r.sa.id == id)));
+                    let still_there = next.inbound.bucket(spi).iter().any(|(k, _)| *k == spi);
+                    if !still_there {
+                        let d = DeletedSpi { at: now, tunnel: cold.tunnel };
+                        next.deleted.update(spi, |rows| {
+                            rows.retain(|(k, _)| *k != spi);
+                            rows.push((spi, d));
+                        });
+                        self.deleted_order.push_back((now, spi));
+                    }
+                    self.alloc.release(id);
+                }
+                SaChange::SetOutbound(cfg) => {
+                    let id = self.alloc.alloc();
+                    let sa = Arc::new(OutboundSa {
+                        id,
+                        spi: cfg.spi,
+                        tunnel: cfg.tunnel,
+                        esn: cfg.esn,
+                        outer: cfg.outer,
+                        cipher: cipher.expect("validated"),
+                        seq: AtomicU64::new(cfg.last_seq),
+                    });
+                    let tunnel = cfg.tunnel;
+                    let mut old = None;
+                    next.outbound.update(tunnel, |rows| {
+                        if let Some(pos) = rows.iter().position(|(k, _)| *k == tunnel) {
+                            if let OutboundEntry::Active(o) = &rows.remove(pos).1 {
+                                old = Some(o.id);
+                            }
+                        }
+                        rows.push((tunnel, OutboundEntry::Active(sa)));
+                    });
+                    if let Some(old) = old {
+                        self.cold.remove(&old);
+                        self.alloc.release(old);
+                    }
+                    next.index_capacity = next.index_capacity.max(id.index + 1);
+                    self.cold.insert(
+                        id,
+                        SaCold {
+                            name: cfg.name,
+                            direction: Direction::Outbound,
+                            spi: cfg.spi,
+                            peer: None,
+                            tunnel,
+                            cipher: cfg.cipher,
+                            key: cfg.key,
+                            installed_at: now,
+                        },
+                    );
+                    added.push(id);
+                }
+                SaChange::RemoveOutbound { tunnel, keep_invalid } => {
+                    let mut old = None;
+                    next.outbound.update(tunnel, |rows| {
+                        if let Some(pos) = rows.iter().position(|(k, _)| *k == tunnel) {
+                            if let OutboundEntry::Active(o) = &rows.remove(pos).1 {
+                                old = Some(o.id);
+                            }
+                        }
+                        if keep_invalid {
+                            rows.push((tunnel, OutboundEntry::Invalid));
+                        }
+                    });
+                    if let Some(old) = old {
+                        self.cold.remove(&old);
+                        self.alloc.release(old);
+                    }
+                }
+                SaChange::SetUdpPorts(ports) => next.udp_ports = Arc::from(ports),
+                SaChange::SetEndpoints(eps) => next.endpoints = Arc::from(eps),
+            }
+        }
+        self.expire_deleted(&mut next, now);
+        next.version = self.current.version + 1;
+        self.current = next;
+        self.shared.store(Arc::new(self.current.clone()));
+        Ok(added)
+    }
+
+    /// Forget deleted SPIs older than the TTL or beyond the cap. Called by
+    /// [`SaTable::apply`]; call it periodically too (an empty batch does).
+    fn expire_deleted(&mut self, next: &mut SaSnapshot, now: Duration) {
+        while let Some(&(at, spi)) = self.deleted_order.front() {
+            let expired = now.saturating_sub(at) >= RECENTLY_DELETED_TTL;
+            if !expired && self.deleted_order.len() <= RECENTLY_DELETED_MAX {
+                break;
+            }
+            self.deleted_order.pop_front();
+            // Only remove the entry this record made (the SPI may have been
+            // deleted again later, or reinstalled).
+            next.deleted.update(spi, |rows| rows.retain(|(k, d)| !(*k == spi && d.at == at)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    pub(crate) fn inbound(spi: u32, peer: Option<PeerKey>) -> SaChange {
+        SaChange::AddInbound(InboundSaConfig {
+            spi,
+            peer,
+            tunnel: spi % 7,
+            owner: 0,
+            cipher: Cipher::Aes256Gcm,
+            key: KeyMaterial::new(vec![spi as u8; 36]),
+            esn: false,
+            window: 64,
+            name: format!("sa-{spi}"),
+        })
+    }
+
+    fn v4(a: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(10, 0, 0, a))
+    }
+
+    #[test]
+    fn qualified_lookup_prefers_peer_then_falls_back() {
+        let mut t = SaTable::new();
+        let p1 = PeerKey { addr: v4(1), port: 12346 };
+        let p2 = PeerKey { addr: v4(2), port: 12366 };
+        let ids = t.apply(vec![inbound(0x100, Some(p1)), inbound(0x100, Some(p2)), inbound(0x100, None)], Duration::ZERO).unwrap();
+        let s = t.snapshot();
+        assert_eq!(s.lookup_inbound(0x100, v4(1), 12346).unwrap().id, ids[0]);
+        assert_eq!(s.lookup_inbound(0x100, v4(2), 12366).unwrap().id, ids[1]);
+        assert_eq!(s.lookup_inbound(0x100, v4(2), 12346).unwrap().id, ids[2]);
+        assert_eq!(s.lookup_inbound(0x100, v4(9), 0).unwrap().id, ids[2]);
+        assert!(s.lookup_inbound(0x101, v4(1), 12346).is_none());
+        // Without the unqualified SA, only listed peers match.
+        t.apply(vec![SaChange::RemoveInbound(ids[2])], Duration::ZERO).unwrap();
+        let s = t.snapshot();
+        assert!(s.lookup_inbound(0x100, v4(9), 0).is_none());
+        assert_eq!(s.lookup_inbound(0x100, v4(1), 12346).unwrap().id, ids[0]);
+        // The SPI still has SAs, so it is not "recently deleted".
+        assert!(s.recently_deleted(0x100, Duration::ZERO).is_none());
+    }
+
+    #[test]
+    fn batch_is_atomic_and_validated() {
+        let mut t = SaTable::new();
+        t.apply(vec![inbound(1, None)], Duration::ZERO).unwrap();
+        let v = t.snapshot().version();
+        assert_eq!(t.apply(vec![inbound(2, None), inbound(1, None)], Duration::ZERO), Err(SaError::DuplicateInbound { spi: 1 }));
+        assert_eq!(t.apply(vec![inbound(0, None)], Duration::ZERO), Err(SaError::ZeroSpi));
+        let mut bad = inbound(3, None);
+        if let SaChange::AddInbound(c) = &mut bad {
+            c.window = 100;
+        }
+        assert_eq!(t.apply(vec![bad], Duration::ZERO), Err(SaError::Window(BadWindowSize(100))));
+        let s = t.snapshot();
+        assert_eq!(s.version(), v);
+        assert!(s.lookup_inbound(2, v4(1), 0).is_none());
+        assert_eq!(s.inbound_len(), 1);
+        // Nothing of the failed batches was allocated.
+        let ids = t.apply(vec![inbound(2, None)], Duration::ZERO).unwrap();
+        assert_eq!(ids[0].index, 1);
+        // Remove and re-add of the same SPI in one batch is fine.
+        let id1 = t.snapshot().lookup_inbound(1, v4(1), 0).unwrap().id;
+        t.apply(vec![SaChange::RemoveInbound(id1), inbound(1, None)], Duration::ZERO).unwrap();
+        assert_eq!(t.apply(vec![SaChange::RemoveInbound(id1)], Duration::ZERO), Err(SaError::UnknownSa(id1)));
+    }
+
+    #[test]
+    fn recently_deleted_expires() {
+        let mut t = SaTable::new();
+        let ids = t.apply(vec![inbound(0x215EBFF1, None)], Duration::from_secs(10)).unwrap();
+        t.apply(vec![SaChange::RemoveInbound(ids[0])], Duration::from_secs(20)).unwrap();
+        let s = t.snapshot();
+        assert!(s.lookup_inbound(0x215EBFF1, v4(1), 0).is_none());
+        let d = s.recently_deleted(0x215EBFF1, Duration::from_secs(139)).unwrap();
+        assert_eq!(d.tunnel, 0x215EBFF1 % 7);
+        // Time-based even before control prunes.
+        assert!(s.recently_deleted(0x215EBFF1, Duration::from_secs(140)).is_none());
+        // Pruned by a later publish.
+        t.apply(vec![], Duration::from_secs(141)).unwrap();
+        assert_eq!(t.snapshot().deleted.len(), 0);
+        // Re-adding the SPI makes it valid again.
+        let ids = t.apply(vec![inbound(0x215EBFF1, None)], Duration::from_secs(150)).unwrap();
+        t.apply(vec![SaChange::RemoveInbound(ids[0])], Duration::from_secs(151)).unwrap();
+        t.apply(vec![inbound(0x215EBFF1, None)], Duration::from_secs(152)).unwrap();
+        assert!(t.snapshot().recently_deleted(0x215EBFF1, Duration::from_secs(152)).is_none());
+        // Generations change when an index is reused.
+        assert_ne!(ids[0], t.snapshot().lookup_inbound(0x215EBFF1, v4(1), 0).unwrap().id);
+    }
+
+    #[test]
+    fn old_snapshot_keeps_sa_alive() {
+        let mut t = SaTable::new();
+        let ids = t.apply(vec![inbound(5, None)], Duration::ZERO).unwrap();
+        let held = t.shared().load_full();
+        let sa = held.lookup_inbound(5, v4(1), 0).unwrap().clone();
+        t.apply(vec![SaChange::RemoveInbound(ids[0])], Duration::ZERO).unwrap();
+        assert!(t.snapshot().lookup_inbound(5, v4(1), 0).is_none());
+        assert_eq!(sa.spi, 5);
+        assert!(held.lookup_inbound(5, v4(1), 0).is_some());
+    }
+
+    fn outbound(tunnel: u32, last_seq: u64, esn: bool) -> SaChange {
+        SaChange::SetOutbound(OutboundSaConfig {
+            spi: 0x1000 + tunnel,
+            tunnel,
+            cipher: Cipher::Aes128Gcm,
+            key: KeyMaterial::new(vec![1; 20]),
+            esn,
+            outer: OuterHeader { src: v4(1), dst: v4(2), udp: None, ethernet: None, ttl: 64 },
+            last_seq,
+            name: "out".into(),
+        })
+    }
+
+    #[test]
+    fn outbound_sequence_never_wraps() {
+        let mut t = SaTable::new();
+        t.apply(vec![outbound(1, u64::from(u32::MAX) - 2, false), outbound(2, u64::MAX - 1, true)], Duration::ZERO).unwrap();
+        let s = t.snapshot();
+        let Some(OutboundEntry::Active(a)) = s.outbound(1) else { panic!() };
+        assert_eq!(a.next_seq(), Some(u64::from(u32::MAX) - 1));
+        assert_eq!(a.next_seq(), Some(u64::from(u32::MAX)));
+        assert_eq!(a.next_seq(), None);
+        assert_eq!(a.next_seq(), None);
+        assert_eq!(a.last_seq(), u64::from(u32::MAX));
+        let Some(OutboundEntry::Active(b)) = s.outbound(2) else { panic!() };
+        assert_eq!(b.next_seq(), Some(u64::MAX));
+        assert_eq!(b.next_seq(), None);
+        // Sequence state survives unrelated publishes.
+        t.apply(vec![inbound(9, None)], Duration::ZERO).unwrap();
+        let Some(OutboundEntry::Active(a2)) = t.snapshot().outbound(1).cloned() else { panic!() };
+        assert_eq!(a2.next_seq(), None);
+        t.apply(vec![SaChange::RemoveOutbound { tunnel: 1, keep_invalid: true }, SaChange::RemoveOutbound { tunnel: 2, keep_invalid: false }], Duration::ZERO).unwrap();
+        assert!(matches!(t.snapshot().outbound(1), Some(OutboundEntry::Invalid)));
+        assert!(t.snapshot().outbound(2).is_none());
+    }
+
+    #[test]
+    fn cold_part_never_prints_keys() {
+        let mut t = SaTable::new();
+        let ids = t.apply(vec![inbound(0x77, None)], Duration::ZERO).unwrap();
+        let s = format!("{:?} {:?} {:?}", t.cold(ids[0]).unwrap(), t, t.snapshot().lookup_inbound(0x77, v4(1), 0));
+        assert!(s.contains("redacted"));
+        assert!(!s.contains("119, 119"), "{s}");
+    }
+
+    /// One million inbound SAs installed in one batch, then every one found
+    /// by SPI. Debug builds take a few seconds (ring key setup dominates).
+    #[test]
+    fn one_million_sas() {
+        const N: u32 = 1_000_000;
+        let mut t = SaTable::new();
+        let changes: Vec<SaChange> = (1..=N)
+            .map(|spi| {
+                SaChange::AddInbound(InboundSaConfig {
+                    spi,
+                    peer: None,
+                    tunnel: spi,
+                    owner: 0,
+                    cipher: Cipher::Aes256Gcm,
+                    key: KeyMaterial::new(vec![7; 36]),
+                    esn: false,
+                    window: 512,
+                    name: String::new(),
+                })
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        t.apply(changes, Duration::ZERO).unwrap();
+        let installed = started.elapsed();
+        let s = t.snapshot();
+        let started = std::time::Instant::now();
+        for spi in 1..=N {
+            assert_eq!(s.lookup_inbound(spi, v4(1), 0).map(|sa| sa.tunnel), Some(spi));
+        }
+        assert!(s.lookup_inbound(N + 1, v4(1), 0).is_none());
+        let looked_up = started.elapsed();
+        // A single change after that publishes without copying the table.
+        let started = std::time::Instant::now();
+        t.apply(vec![inbound(N + 5, None)], Duration::ZERO).unwrap();
+        let one_change = started.elapsed();
+        eprintln!("1M SAs: install {installed:?}, 1M lookups {looked_up:?}, one change {one_change:?}");
+        assert_eq!(t.snapshot().inbound_len(), N as usize + 1);
+    }
+}

@@ -1,0 +1,292 @@
+//! Worker-local state: replay windows and per-SA counters, each with a
+//! single writer (the worker), plus what the worker shares with control
+//! (drop counters, per-SA counters, drop events).
+//!
+//! Every inbound SA has an owner worker; only the owner touches its replay
+//! window, so no lock is needed (VPP's model). State is kept per stable
+//! [`SaId`] index; a generation mismatch means the index was reused by a
+//! new SA and the old state is reset.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::drop::DropCounters;
+use crate::events::{EventRing, DEFAULT_EVENT_CAPACITY};
+use crate::replay::ReplayWindow;
+use crate::sa::{SaId, SaSnapshot};
+
+const PAGE: usize = 1024;
+
+/// Per-SA counters as control reads them (summed over workers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SaCounters {
+    /// Packets encapsulated (IOS `#pkts encaps/encrypt/digest`).
+    pub encaps: u64,
+    /// Packets decapsulated (IOS `#pkts decaps/decrypt/verify`).
+    pub decaps: u64,
+    /// ICV failures (IOS `#pkts verify failed`).
+    pub verify_failed: u64,
+    /// Anti-replay: left of the window.
+    pub replay_too_old: u64,
+    /// Anti-replay: already seen.
+    pub replay_duplicate: u64,
+    /// Outbound failures after the SA was found (sequence exhausted, no
+    /// buffer, and what the caller reports with `count_send_error`).
+    pub send_errors: u64,
+    /// Inbound failures after the SA was found other than ICV and replay
+    /// (bad padding/length, next header mismatch).
+    pub recv_errors: u64,
+}
+
+impl SaCounters {
+    /// IOS `#pkts replay failed (rcv)`: both anti-replay kinds.
+    pub fn replay_failed(&self) -> u64 {
+        self.replay_too_old + self.replay_duplicate
+    }
+
+    fn add(&mut self, o: &SaCounters) {
+        self.encaps += o.encaps;
+        self.decaps += o.decaps;
+        self.verify_failed += o.verify_failed;
+        self.replay_too_old += o.replay_too_old;
+        self.replay_duplicate += o.replay_duplicate;
+        self.send_errors += o.send_errors;
+        self.recv_errors += o.recv_errors;
+    }
+
+    /// Field-wise difference (for clear baselines kept by control).
+    pub fn saturating_sub(&self, o: &SaCounters) -> SaCounters {
+        SaCounters {
+            encaps: self.encaps.saturating_sub(o.encaps),
+            decaps: self.decaps.saturating_sub(o.decaps),
+            verify_failed: self.verify_failed.saturating_sub(o.verify_failed),
+            replay_too_old: self.replay_too_old.saturating_sub(o.replay_too_old),
+            replay_duplicate: self.replay_duplicate.saturating_sub(o.replay_duplicate),
+            send_errors: self.send_errors.saturating_sub(o.send_errors),
+            recv_errors: self.recv_errors.saturating_sub(o.recv_errors),
+        }
+    }
+}
+
+/// Which per-SA counter to bump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SaCounter {
+    Encaps,
+    Decaps,
+    VerifyFailed,
+    ReplayTooOld,
+    ReplayDuplicate,
+    SendErrors,
+    RecvErrors,
+}
+
+/// One SA's counters in one worker; single writer.
+#[derive(Debug, Default)]
+struct SaCounterCell {
+    generation: AtomicU32,
+    c: [AtomicU64; 7],
+}
+
+impl SaCounterCell {
+    #[inline]
+    fn bump(&self, which: SaCounter) {
+        let c = &self.c[which as usize];
+        c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+
+    fn reset(&self, generation: u32) {
+        self.generation.store(0, Ordering::Release);
+        for c in &self.c {
+            c.store(0, Ordering::Relaxed);
+        }
+        self.generation.store(generation, Ordering::Release);
+    }
+
+    fn read(&self, generation: u32) -> Option<SaCounters> {
+        if self.generation.load(Ordering::Acquire) != generation {
+            return None;
+        }
+        let v: [u64; 7] = core::array::from_fn(|i| self.c[i].load(Ordering::Relaxed));
+        if self.generation.load(Ordering::Acquire) != generation {
+            return None;
+        }
+        Some(SaCounters {
+            encaps: v[0],
+            decaps: v[1],
+            verify_failed: v[2],
+            replay_too_old: v[3],
+            replay_duplicate: v[4],
+            send_errors: v[5],
+            recv_errors: v[6],
+        })
+    }
+}
+
+type Page = Arc<[SaCounterCell]>;
+
+fn new_page() -> Page {
+    (0..PAGE).map(|_| SaCounterCell::default()).collect::<Vec<_>>().into()
+}
+
+/// What a worker shares with control: read lock-free, written by the worker.
+#[derive(Debug)]
+pub struct WorkerShared {
+    id: u16,
+    /// Drop counters indexed by reason.
+    pub drops: DropCounters,
+    /// Frames handed back as not ESP (`Verdict::Pass`).
+    pub passed: AtomicU64,
+    /// Frames delivered (decapsulated).
+    pub delivered: AtomicU64,
+    /// Drop events for IOS logs.
+    pub events: EventRing,
+    pages: ArcSwap<Vec<Page>>,
+}
+
+impl WorkerShared {
+    /// The worker's id.
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+
+    /// This worker's counters for an SA (zero if it never saw it).
+    pub fn sa_counters(&self, id: SaId) -> SaCounters {
+        let pages = self.pages.load();
+        let i = id.index as usize;
+        pages.get(i / PAGE).and_then(|p| p[i % PAGE].read(id.generation)).unwrap_or_default()
+    }
+}
+
+/// Sum an SA's counters over workers (what `show crypto ipsec sa` prints).
+pub fn sa_counters(workers: &[Arc<WorkerShared>], id: SaId) -> SaCounters {
+    let mut t = SaCounters::default();
+    for w in workers {
+        t.add(&w.sa_counters(id));
+    }
+    t
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct SaSlot {
+    generation: u32,
+    /// Allocated on the first authenticated packet of the SA on this worker
+    /// (once per SA, never per packet; forged packets cannot trigger it).
+    pub(crate) window: Option<Box<ReplayWindow>>,
+}
+
+/// A worker's private state. Create one per worker thread and pass it to
+/// `decap_batch` / `encap`; share [`WorkerState::shared`] with control.
+#[derive(Debug)]
+pub struct WorkerState {
+    shared: Arc<WorkerShared>,
+    pages: Vec<Page>,
+    slots: Vec<SaSlot>,
+    synced_version: Option<u64>,
+}
+
+impl WorkerState {
+    /// A worker with the default event capacity.
+    pub fn new(id: u16) -> WorkerState {
+        Self::with_event_capacity(id, DEFAULT_EVENT_CAPACITY)
+    }
+
+    /// A worker whose event queue holds `capacity` events.
+    pub fn with_event_capacity(id: u16, capacity: usize) -> WorkerState {
+        let shared = Arc::new(WorkerShared {
+            id,
+            drops: DropCounters::new(),
+            passed: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            events: EventRing::new(capacity),
+            pages: ArcSwap::from_pointee(Vec::new()),
+        });
+        WorkerState { shared, pages: Vec::new(), slots: Vec::new(), synced_version: None }
+    }
+
+    /// The worker's id (compared with inbound SAs' `owner`).
+    pub fn id(&self) -> u16 {
+        self.shared.id
+    }
+
+    /// What control reads: counters and events.
+    pub fn shared(&self) -> Arc<WorkerShared> {
+        self.shared.clone()
+    }
+
+    /// Grow local arrays to the snapshot's SA index range. Runs only when a
+    /// new snapshot version is seen (allocates then, never per packet).
+    pub(crate) fn sync(&mut self, snap: &SaSnapshot) {
+        if self.synced_version == Some(snap.version()) {
+            return;
+        }
+        self.synced_version = Some(snap.version());
+        let cap = snap.index_capacity() as usize;
+        if self.slots.len() < cap {
+            self.slots.resize_with(cap, SaSlot::default);
+        }
+        let need_pages = cap.div_ceil(PAGE);
+        if self.pages.len() < need_pages {
+            while self.pages.len() < need_pages {
+                self.pages.push(new_page());
+            }
+            self.shared.pages.store(Arc::new(self.pages.clone()));
+        }
+    }
+
+    /// The SA's worker-local slot and counters, reset if the index was
+    /// reused by a new SA. `None` if the snapshot was not synced (cannot
+    /// happen through the pipeline).
+    #[inline]
+    pub(crate) fn slot(&mut self, id: SaId) -> Option<&mut SaSlot> {
+        let i = id.index as usize;
+        let slot = self.slots.get_mut(i)?;
+        if slot.generation != id.generation {
+            slot.generation = id.generation;
+            slot.window = None;
+            self.pages[i / PAGE][i % PAGE].reset(id.generation);
+        }
+        Some(slot)
+    }
+
+    #[inline]
+    pub(crate) fn count(&mut self, id: SaId, which: SaCounter) {
+        if self.slot(id).is_some() {
+            let i = id.index as usize;
+            self.pages[i / PAGE][i % PAGE].bump(which);
+        }
+    }
+
+    /// Record that sending a packet encapsulated with SA `id` failed
+    /// (the caller's TX ring was full, the socket errored...).
+    pub fn count_send_error(&mut self, id: SaId) {
+        self.count(id, SaCounter::SendErrors);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_reset_on_generation_change() {
+        let mut w = WorkerState::new(0);
+        // As sync() would for a snapshot with index capacity 3000.
+        w.slots.resize_with(3000, SaSlot::default);
+        w.pages = (0..3).map(|_| new_page()).collect();
+        w.shared.pages.store(Arc::new(w.pages.clone()));
+        let a = SaId { index: 2500, generation: 1 };
+        w.count(a, SaCounter::Decaps);
+        w.count(a, SaCounter::Decaps);
+        w.count(a, SaCounter::ReplayDuplicate);
+        let shared = [w.shared()];
+        let c = sa_counters(&shared, a);
+        assert_eq!((c.decaps, c.replay_duplicate, c.replay_failed()), (2, 1, 1));
+        let b = SaId { index: 2500, generation: 2 };
+        assert_eq!(sa_counters(&shared, b), SaCounters::default());
+        w.count(b, SaCounter::Encaps);
+        assert_eq!(sa_counters(&shared, b).encaps, 1);
+        assert_eq!(sa_counters(&shared, a), SaCounters::default());
+    }
+}

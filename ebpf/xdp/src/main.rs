@@ -1,0 +1,273 @@
+//! The xdpsec XDP program.
+//!
+//! Steers ESP (IP protocol 50, over IPv4 or IPv6) and UDP-encapsulated ESP
+//! (RFC 3948, to the UDP destination ports marked in `UDP_PORTS`) to the
+//! AF_XDP socket of the receiving queue. Everything else, and anything it
+//! cannot parse with certainty, passes to the kernel untouched. Every frame
+//! bumps exactly one per-CPU counter (`xdpsec_common::XdpCounter`).
+#![no_std]
+#![no_main]
+
+use core::mem;
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{map, xdp},
+    maps::{Array, PerCpuArray, XskMap},
+    programs::XdpContext,
+};
+use xdpsec_common::{
+    IPPROTO_ESP, IPPROTO_UDP, MAX_QUEUES, UDP_PORT_SLOTS, XDP_COUNTER_COUNT, XdpCounter,
+};
+
+#[map(name = "XSKS")]
+static XSKS: XskMap = XskMap::with_max_entries(MAX_QUEUES, 0);
+
+#[map(name = "UDP_PORTS")]
+static UDP_PORTS: Array<u8> = Array::with_max_entries(UDP_PORT_SLOTS, 0);
+
+#[map(name = "COUNTERS")]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(XDP_COUNTER_COUNT, 0);
+
+const ETH_HDR_LEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const IPV6_HDR_LEN: usize = 40;
+const UDP_HDR_LEN: usize = 8;
+/// SPI + sequence number: the least a frame must carry to be handed to the datapath.
+const ESP_HDR_LEN: usize = 8;
+/// IPv6 extension headers walked before giving up (and passing the frame).
+const MAX_IPV6_EXT_HDRS: usize = 6;
+/// Largest transport offset accepted; keeps the verifier's offset range bounded.
+const MAX_L4_OFFSET: usize = 512;
+
+/// Where a frame goes.
+enum Verdict {
+    Steer(XdpCounter),
+    Pass(XdpCounter),
+}
+
+#[xdp]
+pub fn xdpsec(ctx: XdpContext) -> u32 {
+    match classify(&ctx) {
+        Verdict::Steer(counter) => {
+            // SAFETY: ctx.ctx is the kernel's xdp_md for this invocation.
+            let queue = unsafe { (*ctx.ctx).rx_queue_index };
+            // Falls back to XDP_PASS when the queue has no socket in the map.
+            match XSKS.redirect(queue, xdp_action::XDP_PASS as u64) {
+                Ok(action) => {
+                    count(counter);
+                    action
+                }
+                Err(_) => {
+                    count(XdpCounter::PassNoSocket);
+                    xdp_action::XDP_PASS
+                }
+            }
+        }
+        Verdict::Pass(counter) => {
+            count(counter);
+            xdp_action::XDP_PASS
+        }
+    }
+}
+
+#[inline(always)]
+fn count(counter: XdpCounter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// A pointer to a `T` at `offset`, if the whole `T` lies inside the frame.
+#[inline(always)]
+fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + mem::size_of::<T>() > end {
+        return None;
+    }
+    Some((start + offset) as *const T)
+}
+
+#[inline(always)]
+fn read<T: Copy>(ctx: &XdpContext, offset: usize) -> Option<T> {
+    // SAFETY: ptr_at checked that the bytes are inside the packet.
+    ptr_at::<T>(ctx, offset).map(|p| unsafe { core::ptr::read_unaligned(p) })
+}
+
+#[inline(always)]
+fn classify(ctx: &XdpContext) -> Verdict {
+    let Some(ethertype) = read::<[u8; 2]>(ctx, 12) else {
+        return Verdict::Pass(XdpCounter::PassTruncated);
+    };
+    match u16::from_be_bytes(ethertype) {
+        ETH_P_IP => classify_v4(ctx, ETH_HDR_LEN),
+        ETH_P_IPV6 => classify_v6(ctx, ETH_HDR_LEN),
+        _ => Verdict::Pass(XdpCounter::PassNotIp),
+    }
+}
+
+#[inline(always)]
+fn classify_v4(ctx: &XdpContext, l3: usize) -> Verdict {
+    // Fixed part of the IPv4 header: version/IHL, ..., flags/fragment offset, TTL, protocol.
+    let Some(hdr) = read::<[u8; 20]>(ctx, l3) else {
+        return Verdict::Pass(XdpCounter::PassTruncated);
+    };
+    if hdr[0] >> 4 != 4 {
+        return Verdict::Pass(XdpCounter::PassTruncated);
+    }
+    let ihl = ((hdr[0] & 0x0f) as usize) * 4;
+    if ihl < 20 {
+        return Verdict::Pass(XdpCounter::PassTruncated);
+    }
+    let frag = u16::from_be_bytes([hdr[6], hdr[7]]);
+    let more_fragments = frag & 0x2000 != 0;
+    let frag_offset = frag & 0x1fff;
+    let l4 = l3 + ihl;
+    // Options must be present in full before we trust the transport offset.
+    // (Never a 1-byte check: LLVM turns `p + 1 > end` into `end > p`, which
+    // the verifier does not accept as a bound. Read the last two bytes.)
+    if ptr_at::<[u8; 2]>(ctx, l4 - 2).is_none() {
+        return Verdict::Pass(XdpCounter::PassTruncated);
+    }
+    match hdr[9] {
+        IPPROTO_ESP => {
+            // Fragments of ESP go to the datapath, which drops and counts them
+            // (QFP 70 IN_V4_PKT_FRAG_ERR); only whole packets must carry SPI+seq.
+            if more_fragments || frag_offset != 0 {
+                return Verdict::Steer(XdpCounter::SteeredEspV4);
+            }
+            esp_header_present(ctx, l4, XdpCounter::SteeredEspV4)
+        }
+        // A non-first fragment carries no UDP header: the kernel reassembles it.
+        IPPROTO_UDP if frag_offset == 0 => classify_udp(ctx, l4, XdpCounter::SteeredUdpEspV4),
+        _ => Verdict::Pass(XdpCounter::PassOther),
+    }
+}
+
+#[inline(always)]
+fn classify_v6(ctx: &XdpContext, l3: usize) -> Verdict {
+    let Some(hdr) = read::<[u8; 8]>(ctx, l3) else {
+        return Verdict::Pass(XdpCounter::PassTruncated);
+    };
+    if hdr[0] >> 4 != 6 {
+        return Verdict::Pass(XdpCounter::PassTruncated);
+    }
+    let mut next = hdr[6];
+    let mut off = l3 + IPV6_HDR_LEN;
+    let mut fragment = false;
+    let mut first_fragment = true;
+    for _ in 0..MAX_IPV6_EXT_HDRS {
+        match next {
+            // Hop-by-hop, routing, destination options: length in 8-octet units, not counting the first.
+            0 | 43 | 60 => {
+                let Some(ext) = read::<[u8; 2]>(ctx, off) else {
+                    return Verdict::Pass(XdpCounter::PassTruncated);
+                };
+                next = ext[0];
+                off += (ext[1] as usize + 1) * 8;
+            }
+            // Fragment header: fixed 8 bytes.
+            44 => {
+                let Some(ext) = read::<[u8; 4]>(ctx, off) else {
+                    return Verdict::Pass(XdpCounter::PassTruncated);
+                };
+                next = ext[0];
+                let frag = u16::from_be_bytes([ext[2], ext[3]]);
+                fragment = true;
+                first_fragment = frag & 0xfff8 == 0;
+                off += 8;
+            }
+            // Authentication header: length in 4-octet units, minus 2.
+            51 => {
+                let Some(ext) = read::<[u8; 2]>(ctx, off) else {
+                    return Verdict::Pass(XdpCounter::PassTruncated);
+                };
+                next = ext[0];
+                off += (ext[1] as usize + 2) * 4;
+            }
+            _ => break,
+        }
+        if off > MAX_L4_OFFSET {
+            return Verdict::Pass(XdpCounter::PassTruncated);
+        }
+    }
+    if off > MAX_L4_OFFSET {
+        return Verdict::Pass(XdpCounter::PassTruncated);
+    }
+    match next {
+        IPPROTO_ESP => {
+            if fragment {
+                return Verdict::Steer(XdpCounter::SteeredEspV6);
+            }
+            esp_header_present(ctx, off, XdpCounter::SteeredEspV6)
+        }
+        IPPROTO_UDP if first_fragment => classify_udp(ctx, off, XdpCounter::SteeredUdpEspV6),
+        // Still an extension header after the walk, or any other protocol.
+        _ => Verdict::Pass(XdpCounter::PassOther),
+    }
+}
+
+#[inline(always)]
+fn esp_header_present(ctx: &XdpContext, off: usize, counter: XdpCounter) -> Verdict {
+    if ptr_at::<[u8; ESP_HDR_LEN]>(ctx, off).is_none() {
+        return Verdict::Pass(XdpCounter::PassTruncated);
+    }
+    Verdict::Steer(counter)
+}
+
+#[inline(always)]
+fn classify_udp(ctx: &XdpContext, l4: usize, counter: XdpCounter) -> Verdict {
+    let Some(udp) = read::<[u8; UDP_HDR_LEN]>(ctx, l4) else {
+        return Verdict::Pass(XdpCounter::PassTruncated);
+    };
+    let dport = u16::from_be_bytes([udp[2], udp[3]]);
+    match UDP_PORTS.get(dport as u32) {
+        Some(v) if *v != 0 => {}
+        _ => return Verdict::Pass(XdpCounter::PassOther),
+    }
+    // Payload length from the UDP header, not the frame: Ethernet may pad short frames.
+    let ulen = u16::from_be_bytes([udp[4], udp[5]]) as usize;
+    if ulen < UDP_HDR_LEN {
+        return Verdict::Pass(XdpCounter::PassTruncated);
+    }
+    let payload = ulen - UDP_HDR_LEN;
+    let data = l4 + UDP_HDR_LEN;
+    // RFC 3948 section 2.2: a single 0xFF octet is a NAT-keepalive.
+    if payload == 1 {
+        // Read the payload byte with the last byte of the UDP header before
+        // it: see classify_v4 on why no 1-byte bounds check.
+        return match read::<[u8; 2]>(ctx, data - 1) {
+            Some([_, 0xff]) => Verdict::Pass(XdpCounter::PassKeepalive),
+            Some(_) => Verdict::Pass(XdpCounter::PassOther),
+            None => Verdict::Pass(XdpCounter::PassTruncated),
+        };
+    }
+    if payload < 4 {
+        return Verdict::Pass(XdpCounter::PassTruncated);
+    }
+    let Some(marker) = read::<[u8; 4]>(ctx, data) else {
+        return Verdict::Pass(XdpCounter::PassTruncated);
+    };
+    // RFC 3948 section 2.2: a zero SPI field is the non-ESP marker (IKE on port 4500).
+    if marker == [0, 0, 0, 0] {
+        return Verdict::Pass(XdpCounter::PassIkeMarker);
+    }
+    // ESP needs at least SPI and sequence number.
+    if payload < ESP_HDR_LEN || ptr_at::<[u8; ESP_HDR_LEN]>(ctx, data).is_none() {
+        return Verdict::Pass(XdpCounter::PassTruncated);
+    }
+    Verdict::Steer(counter)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

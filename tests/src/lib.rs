@@ -1,0 +1,362 @@
+//! Test harness for xdpsec end-to-end tests, shared with `cargo xtask lab`
+//! and the demo: network namespaces joined by veth, a running daemon, code
+//! run inside a namespace, and hand-built frames.
+//!
+//! Everything created here is removed by `Drop`, also when a test panics.
+use std::{
+    fs::File,
+    io::Write,
+    net::IpAddr,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+pub mod frames;
+
+/// Two network namespaces joined by one veth pair.
+pub struct Lab {
+    /// Namespace of node 1 (runs xdpsec).
+    pub ns1: String,
+    /// Namespace of node 2 (the peer).
+    pub ns2: String,
+    /// veth end in ns1.
+    pub if1: String,
+    /// veth end in ns2.
+    pub if2: String,
+    /// Underlay IPv4 addresses of node 1 and 2.
+    pub v4: [IpAddr; 2],
+    /// Underlay IPv6 addresses of node 1 and 2.
+    pub v6: [IpAddr; 2],
+    up: bool,
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip (iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "ip {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+impl Lab {
+    /// The lab of `cargo xtask lab` and the demo.
+    pub fn default_names() -> Lab {
+        Lab::named("xdpsec-edge1", "xdpsec-edge2", "xs-e1", "xs-e2", 100)
+    }
+
+    /// A lab with names unique to this process and call, for tests that run in parallel.
+    pub fn unique() -> Lab {
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:x}{n}", std::process::id() % 0xffff);
+        Lab::named(
+            &format!("xst{id}a"),
+            &format!("xst{id}b"),
+            &format!("xt{id}a"),
+            &format!("xt{id}b"),
+            // Each test gets its own /30-ish pair inside 198.51.100.0/24 only
+            // for readability; namespaces keep them apart anyway.
+            100,
+        )
+    }
+
+    fn named(ns1: &str, ns2: &str, if1: &str, if2: &str, _net: u8) -> Lab {
+        Lab {
+            ns1: ns1.into(),
+            ns2: ns2.into(),
+            if1: if1.into(),
+            if2: if2.into(),
+            v4: [
+                "198.51.100.1".parse().unwrap(),
+                "198.51.100.2".parse().unwrap(),
+            ],
+            v6: [
+                "2001:db8:100::1".parse().unwrap(),
+                "2001:db8:100::2".parse().unwrap(),
+            ],
+            up: false,
+        }
+    }
+
+    /// Create both namespaces, the veth pair with `queues` rx/tx queues, and addresses.
+    pub fn up(mut self, queues: u32) -> Result<Lab> {
+        self.down();
+        self.up = true; // from here on, Drop cleans up whatever exists
+        let q = queues.to_string();
+        ip(&["netns", "add", &self.ns1])?;
+        ip(&["netns", "add", &self.ns2])?;
+        ip(&[
+            "link",
+            "add",
+            &self.if1,
+            "netns",
+            &self.ns1,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "type",
+            "veth",
+            "peer",
+            &self.if2,
+            "netns",
+            &self.ns2,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+        ])?;
+        for (ns, ifname, i) in [(&self.ns1, &self.if1, 0), (&self.ns2, &self.if2, 1)] {
+            let v4 = format!("{}/24", self.v4[i]);
+            let v6 = format!("{}/64", self.v6[i]);
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+            ip(&["-n", ns, "addr", "add", &v4, "dev", ifname])?;
+            ip(&["-n", ns, "addr", "add", &v6, "dev", ifname, "nodad"])?;
+            ip(&["-n", ns, "link", "set", ifname, "up"])?;
+        }
+        Ok(self)
+    }
+
+    /// Remove the namespaces (the veth pair goes with them). Never fails.
+    pub fn down(&self) {
+        for ns in [&self.ns1, &self.ns2] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+
+    /// Print names and addresses.
+    pub fn print(&self) {
+        println!(
+            "namespace {}: {} {} {}",
+            self.ns1, self.if1, self.v4[0], self.v6[0]
+        );
+        println!(
+            "namespace {}: {} {} {}",
+            self.ns2, self.if2, self.v4[1], self.v6[1]
+        );
+    }
+
+    /// Run `f` with this thread's network namespace switched to `ns`.
+    pub fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> Result<T> {
+        let path = format!("/run/netns/{ns}");
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let file = File::open(&path).with_context(|| format!("opening {path}"))?;
+                // SAFETY: setns on a namespace fd affects only this (scoped) thread.
+                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    bail!("setns({path}): {}", std::io::Error::last_os_error());
+                }
+                Ok(f())
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("thread in namespace {ns} panicked"))?
+        })
+    }
+
+    /// Run a command inside `ns`, returning its output.
+    pub fn exec(ns: &str, cmd: &[&str]) -> Result<std::process::Output> {
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(cmd)
+            .output()
+            .with_context(|| format!("ip netns exec {ns} {}", cmd.join(" ")))
+    }
+
+    /// Whether an XDP program is attached to `ifname` in `ns`.
+    pub fn xdp_attached(ns: &str, ifname: &str) -> bool {
+        Command::new("ip")
+            .args(["-n", ns, "-d", "link", "show", ifname])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains("prog/xdp"))
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if self.up {
+            self.down();
+        }
+    }
+}
+
+/// Path of the xdpsec binary under test: `$XDPSEC_BIN`, else target/{release,debug}/xdpsec.
+pub fn xdpsec_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("XDPSEC_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    for p in ["target/release/xdpsec", "target/debug/xdpsec"] {
+        let p = root.join(p);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("no xdpsec binary: run `cargo build --release --bin xdpsec` or set XDPSEC_BIN");
+}
+
+/// A running `xdpsec run` in a namespace; stopped with SIGINT on drop.
+pub struct Daemon {
+    child: Option<Child>,
+    /// The control socket.
+    pub socket: PathBuf,
+    /// The config file.
+    pub config: PathBuf,
+    /// The daemon's stderr log.
+    pub log: PathBuf,
+    dir: PathBuf,
+}
+
+/// A scratch directory removed on drop.
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("xdpsec-{tag}-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+impl Daemon {
+    /// Write `config` (with `{socket}` replaced by a fresh socket path) and
+    /// start `xdpsec run` in `ns`; wait until its control socket answers.
+    pub fn start(ns: &str, config: &str) -> Result<Daemon> {
+        let dir = scratch_dir("daemon");
+        let socket = dir.join("ctl.sock");
+        let cfg_path = dir.join("xdpsec.toml");
+        let log = dir.join("xdpsec.log");
+        std::fs::write(
+            &cfg_path,
+            config.replace("{socket}", &socket.display().to_string()),
+        )?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(xdpsec_bin())
+            .args(["run", "--config"])
+            .arg(&cfg_path)
+            .env("XDPSEC_LOG", "debug,aya=info,aya_obj=info")
+            .stdout(File::create(dir.join("stdout"))?)
+            .stderr(File::create(&log)?)
+            .spawn()
+            .context("spawning xdpsec run")?;
+        let mut d = Daemon {
+            child: Some(child),
+            socket,
+            config: cfg_path,
+            log,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = d.child.as_mut().unwrap().try_wait()? {
+                bail!("xdpsec exited at start-up ({status}):\n{}", d.log_text());
+            }
+            if d.cli("show platform hardware qfp active statistics")
+                .is_ok()
+            {
+                return Ok(d);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "xdpsec did not answer on its control socket in 20 s:\n{}",
+                    d.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The daemon's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Run a CLI command; Ok(stdout) when it exits 0, Err(stderr) otherwise.
+    pub fn cli(&self, command: &str) -> std::result::Result<String, String> {
+        cli(&self.socket, command, false)
+    }
+
+    /// Run a CLI command with `--json` and parse the output.
+    pub fn cli_json(&self, command: &str) -> Result<serde_json::Value> {
+        let out = cli(&self.socket, command, true).map_err(|e| anyhow::anyhow!(e))?;
+        serde_json::from_str(&out).with_context(|| format!("parsing JSON of `{command}`: {out}"))
+    }
+
+    /// Stop with SIGINT and wait (SIGKILL after 10 s); returns the exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        // `ip netns exec` execs xdpsec, so the child pid is the daemon.
+        // SAFETY: sending a signal to our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(s)) = child.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- xdpsec log ({}) ---\n{}",
+                self.log.display(),
+                self.log_text()
+            );
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Run `xdpsec cli` against `socket`.
+pub fn cli(socket: &Path, command: &str, json: bool) -> std::result::Result<String, String> {
+    let mut c = Command::new(xdpsec_bin());
+    c.arg("cli").arg("--socket").arg(socket);
+    if json {
+        c.arg("--json");
+    }
+    let out = c.arg(command).output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// A minimal config for node `node` on `ifname` with `address` and `queues`.
+pub fn base_config(node: &str, ifname: &str, address: IpAddr, queues: u32) -> String {
+    format!(
+        "node = \"{node}\"\nsocket = \"{{socket}}\"\n[underlay]\ninterface = \"{ifname}\"\naddress = \"{address}\"\nqueues = {queues}\n"
+    )
+}
+
+/// Write bytes to a file, creating parent directories.
+pub fn write_file(path: &Path, data: &[u8]) -> Result<()> {
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p)?;
+    }
+    File::create(path)?.write_all(data)?;
+    Ok(())
+}

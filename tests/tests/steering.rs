@@ -1,0 +1,452 @@
+//! The XDP program and AF_XDP receive path, end to end in namespaces:
+//! ESP and UDP-encapsulated ESP go to xdpsec, everything else to the kernel.
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    process::Command,
+    time::Duration,
+};
+
+use xdpsec_e2e::{
+    Daemon, Lab, base_config,
+    frames::{PacketSocket, RawListener, esp, ipv4, ipv6, udp, udp_count, udp_listener},
+    xdpsec_bin,
+};
+
+const WAIT: Duration = Duration::from_millis(400);
+
+fn v4(a: IpAddr) -> Ipv4Addr {
+    match a {
+        IpAddr::V4(a) => a,
+        _ => unreachable!(),
+    }
+}
+
+fn v6(a: IpAddr) -> Ipv6Addr {
+    match a {
+        IpAddr::V6(a) => a,
+        _ => unreachable!(),
+    }
+}
+
+struct Setup {
+    lab: Lab,
+    daemon: Daemon,
+    tx: PacketSocket,
+}
+
+fn setup(queues: u32) -> Setup {
+    let lab = Lab::unique().up(queues).expect("lab up");
+    let daemon = Daemon::start(&lab.ns1, &base_config("edge1", &lab.if1, lab.v4[0], queues))
+        .expect("xdpsec starts");
+    let tx = PacketSocket::open(&lab.ns2, &lab.if2, &lab.ns1, &lab.if1).expect("packet socket");
+    Setup { lab, daemon, tx }
+}
+
+fn xdp_counter(d: &Daemon, name: &str) -> u64 {
+    let v = d
+        .cli_json("show platform hardware qfp active statistics")
+        .unwrap();
+    v["xdp"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no counter {name} in {v}"))
+}
+
+fn queue_sum(d: &Daemon, field: &str) -> u64 {
+    let v = d
+        .cli_json("show platform hardware qfp active statistics")
+        .unwrap();
+    v["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q[field].as_u64().unwrap())
+        .sum()
+}
+
+fn esp_v4(lab: &Lab, seq: u32) -> Vec<u8> {
+    ipv4(
+        v4(lab.v4[1]),
+        v4(lab.v4[0]),
+        50,
+        &[],
+        0,
+        &esp(0x1001, seq, &[0xab; 48]),
+    )
+}
+
+fn esp_v6(lab: &Lab, seq: u32) -> Vec<u8> {
+    ipv6(
+        v6(lab.v6[1]),
+        v6(lab.v6[0]),
+        &[],
+        50,
+        &esp(0x1001, seq, &[0xab; 48]),
+    )
+}
+
+fn udp_v4(lab: &Lab, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let (s, d) = (lab.v4[1], lab.v4[0]);
+    ipv4(v4(s), v4(d), 17, &[], 0, &udp(s, d, 40000, dport, payload))
+}
+
+fn udp_v6(lab: &Lab, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let (s, d) = (lab.v6[1], lab.v6[0]);
+    ipv6(v6(s), v6(d), &[], 17, &udp(s, d, 40000, dport, payload))
+}
+
+#[test]
+fn esp_and_udp_esp_go_to_userspace_not_to_the_kernel() {
+    let Setup { lab, daemon, tx } = setup(1);
+    let raw4 = RawListener::open(&lab.ns1, 50, false).unwrap();
+    let raw6 = RawListener::open(&lab.ns1, 50, true).unwrap();
+    let u4500 = udp_listener(&lab.ns1, IpAddr::V4(Ipv4Addr::UNSPECIFIED), 4500).unwrap();
+    let u12346 = udp_listener(&lab.ns1, IpAddr::V6(Ipv6Addr::UNSPECIFIED), 12346).unwrap();
+
+    let esp_payload = esp(0x2002, 1, &[0xcd; 64]);
+    for seq in 1..=5 {
+        tx.send_v4(&esp_v4(&lab, seq)).unwrap();
+        tx.send_v6(&esp_v6(&lab, seq)).unwrap();
+        tx.send_v4(&udp_v4(&lab, 4500, &esp_payload)).unwrap();
+        tx.send_v4(&udp_v4(&lab, 12346, &esp_payload)).unwrap();
+        tx.send_v6(&udp_v6(&lab, 12346, &esp_payload)).unwrap();
+    }
+    assert_eq!(raw4.count(WAIT), 0, "the kernel saw ESP over IPv4");
+    assert_eq!(
+        raw6.count(Duration::ZERO),
+        0,
+        "the kernel saw ESP over IPv6"
+    );
+    assert_eq!(
+        udp_count(&u4500, Duration::ZERO),
+        0,
+        "the kernel saw UDP-ESP on 4500"
+    );
+    assert_eq!(
+        udp_count(&u12346, Duration::ZERO),
+        0,
+        "the kernel saw UDP-ESP on 12346"
+    );
+
+    assert_eq!(xdp_counter(&daemon, "steered_esp_v4"), 5);
+    assert_eq!(xdp_counter(&daemon, "steered_esp_v6"), 5);
+    assert_eq!(xdp_counter(&daemon, "steered_udp_esp_v4"), 10);
+    assert_eq!(xdp_counter(&daemon, "steered_udp_esp_v6"), 5);
+    // The worker received every steered frame and classified it the same way.
+    assert_eq!(queue_sum(&daemon, "rx_frames"), 25);
+    assert_eq!(queue_sum(&daemon, "esp_v4"), 5);
+    assert_eq!(queue_sum(&daemon, "esp_v6"), 5);
+    assert_eq!(queue_sum(&daemon, "udp_esp_v4"), 10);
+    assert_eq!(queue_sum(&daemon, "udp_esp_v6"), 5);
+    assert_eq!(queue_sum(&daemon, "other"), 0);
+
+    // The IOS-style text form shows the same, with the AF_XDP mode.
+    let text = daemon
+        .cli("show platform hardware qfp active statistics")
+        .unwrap();
+    assert!(
+        text.contains("steered_esp_v4") && text.contains("copy"),
+        "{text}"
+    );
+    // `clear` zeroes what `show` reports.
+    daemon
+        .cli("clear platform hardware qfp active statistics")
+        .unwrap();
+    assert_eq!(xdp_counter(&daemon, "steered_udp_esp_v4"), 0);
+    assert_eq!(queue_sum(&daemon, "rx_frames"), 0);
+}
+
+#[test]
+fn other_traffic_reaches_the_kernel_untouched() {
+    let Setup { lab, daemon, tx } = setup(1);
+    let any4 = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    let u500 = udp_listener(&lab.ns1, any4, 500).unwrap();
+    let u4500 = udp_listener(&lab.ns1, any4, 4500).unwrap();
+    let u9999 = udp_listener(&lab.ns1, IpAddr::V6(Ipv6Addr::UNSPECIFIED), 9999).unwrap();
+
+    // ping (ARP and ICMP both ways) through the kernel, IPv4 and IPv6.
+    for dst in [lab.v4[0].to_string(), lab.v6[0].to_string()] {
+        let out = Lab::exec(&lab.ns2, &["ping", "-c", "3", "-i", "0.2", "-W", "2", &dst]).unwrap();
+        assert!(
+            out.status.success(),
+            "ping {dst}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let mut ike = vec![0u8; 4];
+    ike.extend_from_slice(&[0x11; 36]); // non-ESP marker + an IKE header's worth
+    for _ in 0..3 {
+        tx.send_v4(&udp_v4(&lab, 500, &[0x22; 40])).unwrap(); // IKE on 500
+        tx.send_v4(&udp_v4(&lab, 4500, &ike)).unwrap(); // IKE on 4500
+        tx.send_v4(&udp_v4(&lab, 4500, &[0xff])).unwrap(); // NAT keepalive
+        tx.send_v6(&udp_v6(&lab, 9999, &esp(0x1001, 1, &[0; 32])))
+            .unwrap(); // other port
+    }
+    assert_eq!(udp_count(&u500, WAIT), 3, "IKE on 500 reaches the kernel");
+    assert_eq!(
+        udp_count(&u4500, Duration::ZERO),
+        6,
+        "IKE marker and keepalives on 4500 reach the kernel"
+    );
+    assert_eq!(
+        udp_count(&u9999, Duration::ZERO),
+        3,
+        "UDP to other ports reaches the kernel"
+    );
+
+    assert_eq!(xdp_counter(&daemon, "pass_ike_marker"), 3);
+    assert_eq!(xdp_counter(&daemon, "pass_nat_keepalive"), 3);
+    for c in [
+        "steered_esp_v4",
+        "steered_esp_v6",
+        "steered_udp_esp_v4",
+        "steered_udp_esp_v6",
+    ] {
+        assert_eq!(xdp_counter(&daemon, c), 0, "{c}");
+    }
+    assert_eq!(queue_sum(&daemon, "rx_frames"), 0);
+    assert!(
+        xdp_counter(&daemon, "pass_other") >= 12,
+        "ICMP and UDP counted as passed"
+    );
+}
+
+#[test]
+fn options_extension_headers_fragments_and_truncation() {
+    let Setup { lab, daemon, tx } = setup(1);
+    let (s4, d4) = (v4(lab.v4[1]), v4(lab.v4[0]));
+    let (s6, d6) = (v6(lab.v6[1]), v6(lab.v6[0]));
+    let body = esp(0x3003, 7, &[0x5a; 40]);
+
+    // IPv4 with options (a router alert plus NOPs: 8 option bytes, IHL 7).
+    tx.send_v4(&ipv4(s4, d4, 50, &[0x94, 0x04, 0, 0, 1, 1, 1, 1], 0, &body))
+        .unwrap();
+    // IPv4 with options, UDP-ESP on 12366 (a port-hop port).
+    let u = udp(lab.v4[1], lab.v4[0], 1, 12366, &body);
+    tx.send_v4(&ipv4(s4, d4, 17, &[1, 1, 1, 1], 0, &u)).unwrap();
+    // IPv6: hop-by-hop, destination options, routing (type 0 stub) before ESP.
+    let hbh = vec![0, 0, 1, 4, 0, 0, 0, 0]; // PadN
+    let dst = vec![0, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]; // 16 bytes
+    let rt = vec![0, 0, 4, 0, 0, 0, 0, 0]; // segments left 0
+    tx.send_v6(&ipv6(
+        s6,
+        d6,
+        &[(0, hbh.clone()), (60, dst.clone()), (43, rt)],
+        50,
+        &body,
+    ))
+    .unwrap();
+    // IPv6 with a destination options header before UDP-ESP on 4500.
+    let u6 = udp(lab.v6[1], lab.v6[0], 1, 4500, &body);
+    tx.send_v6(&ipv6(s6, d6, &[(60, dst)], 17, &u6)).unwrap();
+    // ESP fragments go to the datapath (it counts them as fragment errors).
+    tx.send_v4(&ipv4(s4, d4, 50, &[], 0x2000, &body)).unwrap(); // first, MF
+    tx.send_v4(&ipv4(s4, d4, 50, &[], 0x0005, &body)).unwrap(); // last, offset 40
+    let frag = vec![0, 0, 0, 0x28, 0, 0, 0, 1]; // offset 5 (40 bytes), last
+    tx.send_v6(&ipv6(s6, d6, &[(44, frag)], 50, &body)).unwrap();
+
+    assert_eq!(xdp_counter(&daemon, "steered_esp_v4"), 3);
+    assert_eq!(xdp_counter(&daemon, "steered_udp_esp_v4"), 1);
+    assert_eq!(xdp_counter(&daemon, "steered_esp_v6"), 2);
+    assert_eq!(xdp_counter(&daemon, "steered_udp_esp_v6"), 1);
+
+    // Truncated: ESP with fewer than 8 bytes, an IHL pointing past the end,
+    // UDP-ESP shorter than an ESP header, a bare Ethernet header.
+    let before = xdp_counter(&daemon, "pass_truncated");
+    tx.send_v4(&ipv4(s4, d4, 50, &[], 0, &[1, 2, 3, 4, 5]))
+        .unwrap();
+    let mut bad_ihl = ipv4(s4, d4, 50, &[], 0, &[]);
+    bad_ihl[0] = 0x4f;
+    tx.send_v4(&bad_ihl).unwrap();
+    tx.send_v4(&udp_v4(&lab, 4500, &[1, 2, 3, 4, 5, 6]))
+        .unwrap();
+    tx.send(&tx_frame_header_only(&tx)).unwrap();
+    assert_eq!(xdp_counter(&daemon, "pass_truncated") - before, 4);
+    // Non-IP (an unknown ethertype) passes.
+    let before = xdp_counter(&daemon, "pass_not_ip");
+    tx.send(&xdpsec_e2e::frames::eth(
+        tx.dst_mac, tx.src_mac, 0x88b5, &[0; 46],
+    ))
+    .unwrap();
+    assert_eq!(xdp_counter(&daemon, "pass_not_ip") - before, 1);
+    assert_eq!(queue_sum(&daemon, "rx_frames"), 7);
+}
+
+fn tx_frame_header_only(tx: &PacketSocket) -> Vec<u8> {
+    xdpsec_e2e::frames::eth(tx.dst_mac, tx.src_mac, 0x0800, &[])
+}
+
+#[test]
+fn udp_ports_change_at_run_time() {
+    let Setup { lab, daemon, tx } = setup(1);
+    let body = esp(0x4004, 1, &[1; 40]);
+    let u = udp_listener(&lab.ns1, IpAddr::V4(Ipv4Addr::UNSPECIFIED), 5555).unwrap();
+    tx.send_v4(&udp_v4(&lab, 5555, &body)).unwrap();
+    assert_eq!(udp_count(&u, WAIT), 1);
+
+    let out = daemon
+        .cli("request platform software xdpsec udp-port add 5555")
+        .unwrap();
+    assert!(out.contains("5555"), "{out}");
+    tx.send_v4(&udp_v4(&lab, 5555, &body)).unwrap();
+    assert_eq!(udp_count(&u, WAIT), 0);
+    assert_eq!(xdp_counter(&daemon, "steered_udp_esp_v4"), 1);
+
+    daemon
+        .cli("request platform software xdpsec udp-port remove 5555")
+        .unwrap();
+    tx.send_v4(&udp_v4(&lab, 5555, &body)).unwrap();
+    assert_eq!(udp_count(&u, WAIT), 1);
+    let ports = daemon
+        .cli_json("show platform software xdpsec udp-ports")
+        .unwrap();
+    assert_eq!(
+        ports["udp_ports"],
+        serde_json::json!([4500, 12346, 12366, 12386, 12406, 12426])
+    );
+    // IKE's port is refused, with the reason.
+    let err = daemon
+        .cli("request platform software xdpsec udp-port add 500")
+        .unwrap_err();
+    assert!(err.contains("500"), "{err}");
+}
+
+#[test]
+fn two_queues_each_get_a_socket() {
+    let Setup { lab, daemon, tx } = setup(2);
+    let v = daemon
+        .cli_json("show platform hardware qfp active statistics")
+        .unwrap();
+    let queues = v["queues"].as_array().unwrap();
+    assert_eq!(queues.len(), 2);
+    for q in queues {
+        // veth offers copy mode only; the daemon asked for zero-copy and fell back.
+        assert_eq!(q["mode"], "copy", "{v}");
+    }
+    for seq in 0..20 {
+        tx.send_v4(&esp_v4(&lab, seq)).unwrap();
+    }
+    std::thread::sleep(WAIT);
+    assert_eq!(xdp_counter(&daemon, "steered_esp_v4"), 20);
+    assert_eq!(xdp_counter(&daemon, "pass_no_socket"), 0);
+    assert_eq!(queue_sum(&daemon, "rx_frames"), 20);
+}
+
+#[test]
+fn after_stop_nothing_is_attached_and_esp_reaches_the_kernel() {
+    let Setup {
+        lab,
+        mut daemon,
+        tx,
+    } = setup(1);
+    assert!(Lab::xdp_attached(&lab.ns1, &lab.if1));
+    let status = daemon.stop().unwrap();
+    assert!(status.success(), "xdpsec exited with {status}");
+    assert!(
+        !Lab::xdp_attached(&lab.ns1, &lab.if1),
+        "XDP program left attached"
+    );
+    assert!(!daemon.socket.exists(), "control socket left behind");
+    let raw4 = RawListener::open(&lab.ns1, 50, false).unwrap();
+    for seq in 1..=4 {
+        tx.send_v4(&esp_v4(&lab, seq)).unwrap();
+    }
+    assert_eq!(
+        raw4.count(WAIT),
+        4,
+        "ESP reaches the kernel once xdpsec is gone"
+    );
+}
+
+fn run_expect_failure(ns: &str, config: &str, dir: &std::path::Path) -> (i32, String) {
+    let cfg = dir.join("bad.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(xdpsec_bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn startup_errors_are_clear_and_leave_nothing_behind() {
+    let Setup {
+        lab,
+        daemon,
+        tx: _tx,
+    } = setup(1);
+    let dir = xdpsec_e2e::scratch_dir("errors");
+    let sock2 = dir.join("second.sock");
+    let cfg = |iface: &str, sock: &std::path::Path| {
+        base_config("edge9", iface, lab.v4[0], 1).replace("{socket}", &sock.display().to_string())
+    };
+
+    // Interface missing.
+    let (code, err) = run_expect_failure(&lab.ns1, &cfg("nosuch0", &sock2), &dir);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("nosuch0") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(!sock2.exists());
+
+    // Control socket path in use by the running daemon.
+    let (code, err) = run_expect_failure(&lab.ns1, &cfg(&lab.if1, &daemon.socket), &dir);
+    assert_ne!(code, 0);
+    assert!(err.contains("in use"), "{err}");
+    assert!(
+        daemon.socket.exists(),
+        "the running daemon's socket was disturbed"
+    );
+
+    // XDP attach refused: the interface already has xdpsec's program.
+    let (code, err) = run_expect_failure(&lab.ns1, &cfg(&lab.if1, &sock2), &dir);
+    assert_ne!(code, 0);
+    assert!(err.contains("attaching the XDP program"), "{err}");
+    assert!(!sock2.exists(), "failed start-up left its control socket");
+    // The first daemon still steers.
+    assert!(
+        daemon
+            .cli("show platform hardware qfp active statistics")
+            .is_ok()
+    );
+
+    // Config invalid: the field and line are named, exit code 2.
+    let bad = cfg(&lab.if2, &sock2).replace("queues = 1", "queues = 100");
+    let (code, err) = run_expect_failure(&lab.ns1, &bad, &dir);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("line 6") && err.contains("underlay.queues"),
+        "{err}"
+    );
+
+    // Not root: capabilities named, nothing attached.
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(xdpsec_bin())
+        .args(["run", "--config"])
+        .arg({
+            let p = dir.join("noroot.toml");
+            std::fs::write(&p, cfg("lo", &dir.join("noroot.sock"))).unwrap();
+            p
+        })
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("CAP_NET_ADMIN") && err.contains("root"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Idempotent fresh-machine setup for xdpsec (Debian 12, root, rustup stable).
+# Installs only what is missing and says what it installs.
+set -euo pipefail
+say() { echo "[setup] $*"; }
+
+need_apt=()
+for p in clang libelf-dev m4 zlib1g-dev pkg-config iproute2 iputils-ping python3-venv; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$p")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  say "apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if ! rustup component list --installed 2>/dev/null | grep -q '^rust-src'; then
+  say "rustup component add rust-src (eBPF build: -Z build-std=core)"
+  rustup component add rust-src
+fi
+
+if ! bpf-linker --version >/dev/null 2>&1; then
+  # bpf-linker must link against rustc's own libLLVM (Debian's LLVM is too old,
+  # bpf-linker's default feature wants a newer one than rustc ships).
+  SYSROOT=$(rustc --print sysroot)
+  MAJOR=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
+  LIB=$(basename "$(ls "$SYSROOT"/lib/libLLVM.so.* | head -1)")
+  P=$HOME/.cargo/bpf-linker-llvm
+  mkdir -p "$P/lib"
+  ln -sf "$SYSROOT/lib/$LIB" "$P/lib/libLLVM.so"
+  ln -sf "$SYSROOT/lib/$LIB" "$P/lib/$LIB"
+  say "cargo install bpf-linker 0.13.0 against rustc's LLVM $MAJOR (about 2 minutes)"
+  LLVM_PREFIX=$P cargo install bpf-linker --version 0.13.0 --locked \
+    --no-default-features --features "llvm-$MAJOR"
+fi
+say "ok"

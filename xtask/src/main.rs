@@ -1,0 +1,160 @@
+//! Project tasks: `cargo xtask setup | lab up|down | demo | test | bench | fuzz`.
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+mod demo;
+mod lab;
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the build and tests need (idempotent): apt packages, rust-src, bpf-linker, the scapy venv.
+    Setup,
+    /// The network-namespace lab.
+    Lab {
+        #[command(subcommand)]
+        action: LabAction,
+    },
+    /// Setup, build, then show ESP steered to userspace while other traffic is untouched.
+    Demo,
+    /// Setup, build, then run every test (unit, known-answer, end-to-end in namespaces).
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Run the criterion benchmarks (ratios against baselines measured in the same run).
+    Bench {
+        /// Extra arguments for `cargo bench`.
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Fuzz the receive path for a bounded time.
+    Fuzz {
+        /// Seconds to run.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabAction {
+    /// Create the namespaces and veth pair (see `cargo xtask lab up --help`).
+    Up {
+        /// Rx/tx queues on each veth end.
+        #[arg(long, default_value_t = 1)]
+        queues: u32,
+    },
+    /// Remove everything `lab up` created.
+    Down,
+    /// Print the lab's names and addresses.
+    Show,
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Run a command, failing with its command line when it fails.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn setup() -> Result<()> {
+    run(Command::new("bash").arg(root().join("xtask/setup.sh")))
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+/// Build the xdpsec binary (release) and return its path.
+pub fn build_xdpsec() -> Result<PathBuf> {
+    run(cargo().args(["build", "--release", "--bin", "xdpsec"]))?;
+    Ok(root().join("target/release/xdpsec"))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let r = match args.cmd {
+        Cmd::Setup => setup(),
+        Cmd::Lab { action } => match action {
+            LabAction::Up { queues } => lab::Lab::default_names().up(queues).map(|l| {
+                l.print();
+                std::mem::forget(l); // keep it up after we exit
+            }),
+            LabAction::Down => {
+                lab::Lab::default_names().down();
+                Ok(())
+            }
+            LabAction::Show => {
+                lab::Lab::default_names().print();
+                Ok(())
+            }
+        },
+        Cmd::Demo => setup().and_then(|_| demo::run()),
+        Cmd::Test { args } => setup().and_then(|_| test(&args)),
+        Cmd::Bench { args } => run(cargo().args(["bench", "-p", "xdpsec-benches"]).args(&args)),
+        Cmd::Fuzz { seconds } => fuzz(seconds),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    let bin = build_xdpsec()?;
+    run(cargo()
+        .args(["test", "--workspace", "--release"])
+        .args(extra)
+        .env("XDPSEC_BIN", &bin)
+        .env("XDPSEC_VENV", root().join(".venv")))
+}
+
+fn fuzz(seconds: u64) -> Result<()> {
+    setup()?;
+    if Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        println!("[fuzz] cargo install cargo-fuzz");
+        run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    run(Command::new("cargo")
+        .current_dir(root().join("datapath"))
+        .env("RUSTC_BOOTSTRAP", "1")
+        .args([
+            "fuzz",
+            "run",
+            "decap",
+            "--",
+            &format!("-max_total_time={seconds}"),
+        ]))
+}
