@@ -34,4 +34,11 @@ if ! bpf-linker --version >/dev/null 2>&1; then
   LLVM_PREFIX=$P cargo install bpf-linker --version 0.13.0 --locked \
     --no-default-features --features "llvm-$MAJOR"
 fi
+# scapy (an independent ESP implementation) for the interop tests, in the project's own venv.
+VENV="$(cd "$(dirname "$0")/.." && pwd)/.venv"
+if ! "$VENV/bin/python" -c 'import scapy, cryptography; assert scapy.__version__ == "2.8.0"' >/dev/null 2>&1; then
+  say "python venv $VENV with scapy 2.8.0 and cryptography (ESP interop tests)"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check scapy==2.8.0 cryptography
+fi
 say "ok"

@@ -9,12 +9,20 @@ use serde_json::{Value, json};
 use xdpsec_afxdp::{BindMode, QueueStats};
 use xdpsec_common::{XDP_COUNTER_COUNT, XdpCounter};
 
+use xdpsec_datapath::{
+    DropReason,
+    sa::SaTable,
+    worker::{WorkerShared, sa_counters},
+};
+
 use crate::{
     cli::{self, Arg, CommandSpec, Token::*},
-    config::Config,
+    config::{Config, Encap, Tunnel},
     ctlsock::{Reply, Request},
     daemon::lock,
+    datapath::IoStats,
     loader::XdpSteering,
+    state::{EventLogger, LogBuffer, TunnelSas, crypto_map_tag},
     worker::ClassStats,
 };
 
@@ -31,9 +39,27 @@ pub enum Cmd {
     UdpPortAdd,
     /// Stop steering a UDP port.
     UdpPortRemove,
+    /// `show platform hardware qfp active feature ipsec datapath drops`.
+    ShowDrops,
+    /// The same with `all`: zero rows too.
+    ShowDropsAll,
+    /// Zero the drop counters.
+    ClearDrops,
+    /// `show crypto ipsec sa`.
+    ShowCryptoSa,
+    /// `show crypto ipsec sa peer ADDR`.
+    ShowCryptoSaPeer,
+    /// `show logging`.
+    ShowLogging,
+    /// `clear logging`.
+    ClearLogging,
     /// The command list.
     Help,
 }
+
+const QFP_IPSEC_DROPS: &[crate::cli::Token] = &[
+    Kw("show"), Kw("platform"), Kw("hardware"), Kw("qfp"), Kw("active"), Kw("feature"), Kw("ipsec"), Kw("datapath"), Kw("drops"),
+];
 
 /// The command table.
 pub const COMMANDS: &[CommandSpec<Cmd>] = &[
@@ -99,6 +125,41 @@ pub const COMMANDS: &[CommandSpec<Cmd>] = &[
         help: "stop steering UDP destination port <port>",
     },
     CommandSpec {
+        tokens: QFP_IPSEC_DROPS,
+        id: Cmd::ShowDrops,
+        help: "IPsec datapath drops by QFP drop type (non-zero rows)",
+    },
+    CommandSpec {
+        tokens: &[Kw("show"), Kw("platform"), Kw("hardware"), Kw("qfp"), Kw("active"), Kw("feature"), Kw("ipsec"), Kw("datapath"), Kw("drops"), Kw("all")],
+        id: Cmd::ShowDropsAll,
+        help: "IPsec datapath drops, every drop type",
+    },
+    CommandSpec {
+        tokens: &[Kw("clear"), Kw("platform"), Kw("hardware"), Kw("qfp"), Kw("active"), Kw("feature"), Kw("ipsec"), Kw("datapath"), Kw("drops")],
+        id: Cmd::ClearDrops,
+        help: "zero the IPsec datapath drop counters",
+    },
+    CommandSpec {
+        tokens: &[Kw("show"), Kw("crypto"), Kw("ipsec"), Kw("sa")],
+        id: Cmd::ShowCryptoSa,
+        help: "IPsec SAs and their counters",
+    },
+    CommandSpec {
+        tokens: &[Kw("show"), Kw("crypto"), Kw("ipsec"), Kw("sa"), Kw("peer"), Addr("address")],
+        id: Cmd::ShowCryptoSaPeer,
+        help: "IPsec SAs with one peer",
+    },
+    CommandSpec {
+        tokens: &[Kw("show"), Kw("logging")],
+        id: Cmd::ShowLogging,
+        help: "the buffered log (IOS %CRYPTO/%IPSEC lines)",
+    },
+    CommandSpec {
+        tokens: &[Kw("clear"), Kw("logging")],
+        id: Cmd::ClearLogging,
+        help: "empty the log buffer",
+    },
+    CommandSpec {
         tokens: &[Kw("help")],
         id: Cmd::Help,
         help: "list the commands",
@@ -115,6 +176,8 @@ pub struct QueueInfo {
     pub stats: Arc<QueueStats>,
     /// The worker's classification counters.
     pub class: Arc<ClassStats>,
+    /// The worker's inside I/O counters.
+    pub io: Arc<IoStats>,
 }
 
 /// Per-queue counter values, in display order.
@@ -151,29 +214,213 @@ struct Baseline {
     queues: Vec<[u64; 8]>,
 }
 
+/// The datapath pieces control reads.
+pub struct DatapathView {
+    /// Each worker's shared counters and events.
+    pub workers: Vec<Arc<WorkerShared>>,
+    /// Each worker's I/O counters.
+    pub io: Vec<Arc<IoStats>>,
+    /// The SA table (control's master copy).
+    pub table: Mutex<SaTable>,
+    /// Configured tunnels.
+    pub tunnels: Vec<Tunnel>,
+    /// Their SA ids.
+    pub tunnel_sas: Vec<TunnelSas>,
+    /// The `show logging` buffer.
+    pub log: Arc<Mutex<LogBuffer>>,
+    /// Turns events into log lines (the housekeeping thread drives it).
+    pub events: Arc<Mutex<EventLogger>>,
+}
+
 /// The running daemon as the control socket sees it.
 pub struct Daemon {
     node: String,
+    local: std::net::IpAddr,
+    interface: String,
     steering: Mutex<Option<XdpSteering>>,
     queues: Vec<QueueInfo>,
     baseline: Mutex<Baseline>,
+    drop_baseline: Mutex<[u64; DropReason::COUNT]>,
+    dp: DatapathView,
     started: Instant,
 }
 
 impl Daemon {
     /// Wrap the started pieces.
-    pub fn new(config: &Config, steering: XdpSteering, queues: Vec<QueueInfo>) -> Daemon {
+    pub fn new(config: &Config, steering: XdpSteering, queues: Vec<QueueInfo>, dp: DatapathView) -> Daemon {
         let n = queues.len();
         Daemon {
             node: config.node.clone(),
+            local: config.underlay.address,
+            interface: config.underlay.interface.clone(),
             steering: Mutex::new(Some(steering)),
             queues,
             baseline: Mutex::new(Baseline {
                 xdp: [0; XDP_COUNTER_COUNT as usize],
                 queues: vec![[0; 8]; n],
             }),
+            drop_baseline: Mutex::new([0; DropReason::COUNT]),
+            dp,
             started: Instant::now(),
         }
+    }
+
+    /// Drop counters summed over workers, since the last clear.
+    fn drop_totals(&self) -> [u64; DropReason::COUNT] {
+        let mut t = [0u64; DropReason::COUNT];
+        for w in &self.dp.workers {
+            for r in DropReason::ALL {
+                t[r.index()] += w.drops.get(r);
+            }
+        }
+        let base = lock(&self.drop_baseline);
+        for (v, b) in t.iter_mut().zip(base.iter()) {
+            *v = v.wrapping_sub(*b);
+        }
+        t
+    }
+
+    fn show_drops(&self, all: bool) -> (String, Value) {
+        let t = self.drop_totals();
+        let dash = "-".repeat(72);
+        let mut text = format!("{dash}\n{:<65}{:>7}\n{dash}\n", "Drop Type Name", "Packets");
+        let mut rows = Vec::new();
+        for r in DropReason::ALL {
+            let n = t[r.index()];
+            rows.push(json!({"id": r.id(), "name": r.name(), "packets": n}));
+            if n != 0 || all {
+                let left = format!("{} {}", r.id(), r.name());
+                let width = 72usize.saturating_sub(left.len()).max(n.to_string().len() + 1);
+                let _ = writeln!(text, "{left}{n:>width$}");
+            }
+        }
+        (text, json!({ "drops": rows }))
+    }
+
+    fn clear_drops(&self) -> (String, Value) {
+        let mut raw = [0u64; DropReason::COUNT];
+        for w in &self.dp.workers {
+            for r in DropReason::ALL {
+                raw[r.index()] += w.drops.get(r);
+            }
+        }
+        *lock(&self.drop_baseline) = raw;
+        (String::new(), json!({"cleared": true}))
+    }
+
+    fn show_crypto_sa(&self, peer: Option<std::net::IpAddr>) -> (String, Value) {
+        let mut text = String::new();
+        let mut list = Vec::new();
+        let table = lock(&self.dp.table);
+        for (i, t) in self.dp.tunnels.iter().enumerate() {
+            if peer.is_some_and(|p| p != t.peer) {
+                continue;
+            }
+            let ids = self.dp.tunnel_sas[i];
+            let inb = sa_counters(&self.dp.workers, ids.inbound);
+            let outb = sa_counters(&self.dp.workers, ids.outbound);
+            let in_cold = table.cold(ids.inbound);
+            let out_cold = table.cold(ids.outbound);
+            let encaps = outb.encaps;
+            let decaps = inb.decaps;
+            let verify_failed = inb.verify_failed;
+            let replay_failed = inb.replay_failed();
+            let send_errors = outb.send_errors;
+            // As on IOS, receive errors include integrity and replay failures.
+            let recv_errors = inb.recv_errors + verify_failed + replay_failed;
+            let port = match t.encap {
+                Encap::Esp => 500,
+                Encap::Udp { peer_port, .. } => peer_port,
+            };
+            let tag = crypto_map_tag(t);
+            let mask = |c: &crate::config::Cidr| -> String {
+                if c.addr.is_ipv4() {
+                    let m = if c.len == 0 { 0 } else { u32::MAX << (32 - c.len) };
+                    format!("{}/{}", c.addr, std::net::Ipv4Addr::from(m))
+                } else {
+                    format!("{}/{}", c.addr, c.len)
+                }
+            };
+            let remote = t.remote_subnets.first().map(mask).unwrap_or_else(|| "0.0.0.0/0.0.0.0".into());
+            let any = if t.peer.is_ipv4() { "0.0.0.0/0.0.0.0" } else { "::/0" };
+            let transform = crate::state::cipher_of(t.cipher).ios_transform();
+            let settings = match t.encap {
+                Encap::Esp => "{Tunnel, }",
+                Encap::Udp { .. } => "{Tunnel UDP-Encaps, }",
+            };
+            let _ = writeln!(text, "interface: {}", t.name);
+            let _ = writeln!(text, "    Crypto map tag: {tag}, local addr {}\n", self.local);
+            let _ = writeln!(text, "   protected vrf: (none)");
+            let _ = writeln!(text, "   local  ident (addr/mask/prot/port): ({any}/0/0)");
+            let _ = writeln!(text, "   remote ident (addr/mask/prot/port): ({remote}/0/0)");
+            let _ = writeln!(text, "   current_peer {} port {port}", t.peer);
+            let _ = writeln!(text, "     PERMIT, flags={{origin_is_acl,}}");
+            let _ = writeln!(text, "    #pkts encaps: {encaps}, #pkts encrypt: {encaps}, #pkts digest: {encaps}");
+            let _ = writeln!(text, "    #pkts decaps: {decaps}, #pkts decrypt: {decaps}, #pkts verify: {decaps}");
+            let _ = writeln!(text, "    #pkts compressed: 0, #pkts decompressed: 0");
+            let _ = writeln!(text, "    #pkts not compressed: 0, #pkts compr. failed: 0");
+            let _ = writeln!(text, "    #pkts not decompressed: 0, #pkts decompress failed: 0");
+            let _ = writeln!(text, "    #send errors {send_errors}, #recv errors {recv_errors}\n");
+            let _ = writeln!(text, "     local crypto endpt.: {}, remote crypto endpt.: {}", self.local, t.peer);
+            let _ = writeln!(text, "     plaintext mtu {}, path mtu 1500, ip mtu 1500, ip mtu idb {}", crate::tun::TUN_MTU, self.interface);
+            let _ = writeln!(text, "     current outbound spi: 0x{:X}({})", t.outbound.spi, t.outbound.spi);
+            let _ = writeln!(text, "     PFS (Y/N): N, DH group: none\n");
+            let sa_block = |text: &mut String, dir: &str, spi: u32, present: bool, conn: u32| {
+                let _ = writeln!(text, "     {dir} esp sas:");
+                if present {
+                    let _ = writeln!(text, "      spi: 0x{spi:X}({spi})");
+                    let _ = writeln!(text, "        transform: {transform} ,");
+                    let _ = writeln!(text, "        in use settings ={settings}");
+                    let _ = writeln!(text, "        conn id: {conn}, flow_id: SW:{conn}, sibling_flags 80000000, crypto map: {tag}");
+                    let _ = writeln!(text, "        sa timing: remaining key lifetime: manual keys, no expiry");
+                    let _ = writeln!(text, "        IV size: 8 bytes");
+                    let replay = if dir == "inbound" && t.replay_window > 0 { "Y" } else { "N" };
+                    let _ = writeln!(text, "        replay detection support: {replay}");
+                    let _ = writeln!(text, "        Status: ACTIVE(ACTIVE)");
+                }
+                let _ = writeln!(text, "\n     {dir} ah sas:\n\n     {dir} pcp sas:\n");
+            };
+            sa_block(&mut text, "inbound", t.inbound.spi, in_cold.is_some(), ids.inbound.index + 1);
+            sa_block(&mut text, "outbound", t.outbound.spi, out_cold.is_some(), ids.outbound.index + 1);
+            list.push(json!({
+                "tunnel": t.name,
+                "peer": t.peer.to_string(),
+                "outbound_spi": t.outbound.spi,
+                "inbound_spis": [t.inbound.spi],
+                "pkts_encaps": encaps,
+                "pkts_decaps": decaps,
+                "pkts_verify_failed": verify_failed,
+                "pkts_replay_failed": replay_failed,
+                "pkts_replay_too_old": inb.replay_too_old,
+                "pkts_replay_duplicate": inb.replay_duplicate,
+                "send_errors": send_errors,
+                "recv_errors": recv_errors,
+            }));
+        }
+        (text, json!({ "sas": list }))
+    }
+
+    fn show_logging(&self) -> (String, Value) {
+        let log = lock(&self.dp.log);
+        let ev = lock(&self.dp.events);
+        let suppressed: u64 = ev.suppressed().iter().map(|(_, n)| n).sum();
+        let lines: Vec<&String> = log.lines().collect();
+        let mut text = format!(
+            "Syslog logging: enabled ({} messages rate-limited, {} events lost, {} messages logged)\n\nLog Buffer ({} lines):\n",
+            suppressed,
+            ev.lost,
+            log.logged,
+            lines.len()
+        );
+        for l in &lines {
+            let _ = writeln!(text, "{l}");
+        }
+        let value = json!({
+            "lines": lines,
+            "rate_limited": ev.suppressed().iter().map(|(k, n)| json!({"kind": format!("{k:?}"), "suppressed": n})).collect::<Vec<_>>(),
+            "events_lost": ev.lost,
+        });
+        (text, value)
     }
 
     /// Detach the XDP program now (the workers have stopped).
@@ -206,6 +453,22 @@ impl Daemon {
                     _ => 0,
                 };
                 self.set_udp_port(port, parsed.id == Cmd::UdpPortAdd)
+            }
+            Cmd::ShowDrops => Ok(self.show_drops(false)),
+            Cmd::ShowDropsAll => Ok(self.show_drops(true)),
+            Cmd::ClearDrops => Ok(self.clear_drops()),
+            Cmd::ShowCryptoSa => Ok(self.show_crypto_sa(None)),
+            Cmd::ShowCryptoSaPeer => {
+                let peer = match parsed.args.first() {
+                    Some(Arg::Addr(a)) => Some(*a),
+                    _ => None,
+                };
+                Ok(self.show_crypto_sa(peer))
+            }
+            Cmd::ShowLogging => Ok(self.show_logging()),
+            Cmd::ClearLogging => {
+                lock(&self.dp.log).clear();
+                Ok((String::new(), json!({"cleared": true})))
             }
             Cmd::Help => Ok(help()),
         };

@@ -20,6 +20,137 @@ pub struct Config {
     pub socket: PathBuf,
     /// The underlay: where ESP arrives and leaves.
     pub underlay: Underlay,
+    /// Where decrypted packets go.
+    pub inside: Inside,
+    /// Configured tunnels, in file order.
+    pub tunnels: Vec<Tunnel>,
+}
+
+/// Where decrypted inner packets go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Inside {
+    /// Written to a TUN device, so the local kernel sees them; packets the
+    /// kernel routes into it towards a tunnel's `remote_subnets` are encrypted.
+    Tun {
+        /// Device name.
+        name: String,
+        /// Address (with prefix length) given to the device.
+        address: Cidr,
+    },
+    /// Counted and dropped after decrypt (benchmarks).
+    Sink,
+}
+
+/// An address with a prefix length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    /// The address.
+    pub addr: IpAddr,
+    /// Prefix length.
+    pub len: u8,
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Cidr, ()> {
+        let (a, l) = s.split_once('/').ok_or(())?;
+        let addr: IpAddr = a.parse().map_err(|_| ())?;
+        let len: u8 = l.parse().map_err(|_| ())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if len > max {
+            return Err(());
+        }
+        Ok(Cidr { addr, len })
+    }
+}
+
+/// How a tunnel's SAs are keyed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TunnelKind {
+    /// Static keys from the config (IOS `ipsec-manual` crypto map).
+    Manual,
+}
+
+/// Outer framing of a tunnel's ESP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encap {
+    /// ESP directly in IP (protocol 50).
+    Esp,
+    /// ESP in UDP (RFC 3948) between the given ports.
+    Udp {
+        /// Our UDP port.
+        local_port: u16,
+        /// The peer's UDP port.
+        peer_port: u16,
+    },
+}
+
+/// The AEAD transforms a tunnel can use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CipherName {
+    /// AES-128-GCM (RFC 4106), 16-byte key + 4-byte salt.
+    Aes128Gcm,
+    /// AES-256-GCM (RFC 4106), 32-byte key + 4-byte salt.
+    Aes256Gcm,
+    /// ChaCha20-Poly1305 (RFC 7634), 32-byte key + 4-byte salt.
+    ChaCha20Poly1305,
+}
+
+impl CipherName {
+    /// Bytes of key || salt.
+    pub fn key_material_len(self) -> usize {
+        match self {
+            CipherName::Aes128Gcm => 20,
+            CipherName::Aes256Gcm | CipherName::ChaCha20Poly1305 => 36,
+        }
+    }
+}
+
+/// One direction's SA of a manual tunnel.
+#[derive(Clone)]
+pub struct ManualSa {
+    /// SPI.
+    pub spi: u32,
+    /// key || salt; zeroized on drop.
+    pub key: zeroize::Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ManualSa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Keys never appear in logs or debug output.
+        write!(f, "ManualSa {{ spi: {:#x}, key: <{} bytes redacted> }}", self.spi, self.key.len())
+    }
+}
+
+/// A configured tunnel.
+#[derive(Clone, Debug)]
+pub struct Tunnel {
+    /// Name, e.g. `Tunnel1` (the IOS interface name in logs and show output).
+    pub name: String,
+    /// How it is keyed.
+    pub kind: TunnelKind,
+    /// The peer's underlay address.
+    pub peer: IpAddr,
+    /// Outer framing.
+    pub encap: Encap,
+    /// Transform.
+    pub cipher: CipherName,
+    /// Extended sequence numbers.
+    pub esn: bool,
+    /// Anti-replay window: 0 (off) or a power of two 64..8192.
+    pub replay_window: u32,
+    /// Inner destinations routed into this tunnel.
+    pub remote_subnets: Vec<Cidr>,
+    /// Inbound SA.
+    pub inbound: ManualSa,
+    /// Outbound SA.
+    pub outbound: ManualSa,
 }
 
 /// Underlay interface settings.
@@ -51,6 +182,51 @@ struct RawConfig {
     node: Spanned<String>,
     socket: Option<Spanned<String>>,
     underlay: Spanned<RawUnderlay>,
+    #[serde(default)]
+    inside: Option<Spanned<RawInside>>,
+    #[serde(default)]
+    tunnel: Vec<Spanned<RawTunnel>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInside {
+    mode: Spanned<String>,
+    #[serde(default)]
+    name: Option<Spanned<String>>,
+    #[serde(default)]
+    address: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTunnel {
+    name: Spanned<String>,
+    kind: Spanned<String>,
+    peer: Spanned<String>,
+    #[serde(default)]
+    encap: Option<Spanned<String>>,
+    #[serde(default)]
+    local_port: Option<Spanned<i64>>,
+    #[serde(default)]
+    peer_port: Option<Spanned<i64>>,
+    #[serde(default)]
+    cipher: Option<Spanned<String>>,
+    #[serde(default)]
+    esn: Option<Spanned<bool>>,
+    #[serde(default)]
+    replay_window: Option<Spanned<i64>>,
+    #[serde(default)]
+    remote_subnets: Option<Spanned<Vec<Spanned<String>>>>,
+    inbound: Spanned<RawSa>,
+    outbound: Spanned<RawSa>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSa {
+    spi: Spanned<i64>,
+    key: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -160,6 +336,29 @@ impl Config {
                 set
             }
         };
+        let inside = match &raw.inside {
+            None => Inside::Sink,
+            Some(i) => parse_inside(i, &at)?,
+        };
+        let mut tunnels: Vec<Tunnel> = Vec::new();
+        for t in &raw.tunnel {
+            let tun = parse_tunnel(t.get_ref(), &at, address)?;
+            let line = at(t.span());
+            if tunnels.iter().any(|o| o.name == tun.name) {
+                return Err(format!("line {line}: field `tunnel.name`: a tunnel named {} is already configured", tun.name));
+            }
+            for o in &tunnels {
+                if o.inbound.spi == tun.inbound.spi {
+                    return Err(format!(
+                        "line {}: field `tunnel.inbound.spi` = {:#x} is already the inbound SPI of {}: inbound SPIs identify SAs and must differ",
+                        at(t.get_ref().inbound.get_ref().spi.span()),
+                        tun.inbound.spi,
+                        o.name
+                    ));
+                }
+            }
+            tunnels.push(tun);
+        }
         Ok(Config {
             node,
             socket,
@@ -169,8 +368,200 @@ impl Config {
                 queues,
                 udp_ports,
             },
+            inside,
+            tunnels,
         })
     }
+}
+
+fn parse_inside(i: &Spanned<RawInside>, at: &dyn Fn(std::ops::Range<usize>) -> usize) -> Result<Inside, String> {
+    let r = i.get_ref();
+    match r.mode.get_ref().as_str() {
+        "sink" => Ok(Inside::Sink),
+        "tun" => {
+            let name = r.name.as_ref().ok_or_else(|| {
+                format!("line {}: field `inside.name` is missing: mode \"tun\" needs a TUN device name", at(i.span()))
+            })?;
+            let n = name.get_ref();
+            if n.is_empty() || n.len() >= libc::IFNAMSIZ || n.contains(['/', ' ']) {
+                return Err(format!(
+                    "line {}: field `inside.name` = {n:?} is not a valid interface name (1-15 characters)",
+                    at(name.span())
+                ));
+            }
+            let addr = r.address.as_ref().ok_or_else(|| {
+                format!("line {}: field `inside.address` is missing: mode \"tun\" needs an address like \"203.0.113.2/32\"", at(i.span()))
+            })?;
+            let address: Cidr = addr.get_ref().parse().map_err(|_| {
+                format!(
+                    "line {}: field `inside.address` = {:?}: give an address with a prefix length, e.g. \"203.0.113.2/32\"",
+                    at(addr.span()),
+                    addr.get_ref()
+                )
+            })?;
+            Ok(Inside::Tun { name: n.clone(), address })
+        }
+        other => Err(format!(
+            "line {}: field `inside.mode` = {other:?}: give \"tun\" or \"sink\"",
+            at(r.mode.span())
+        )),
+    }
+}
+
+fn parse_tunnel(t: &RawTunnel, at: &dyn Fn(std::ops::Range<usize>) -> usize, local: IpAddr) -> Result<Tunnel, String> {
+    let name = t.name.get_ref().trim().to_string();
+    if name.is_empty() || name.len() > 63 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
+        return Err(format!(
+            "line {}: field `tunnel.name` = {:?}: give 1-63 characters from A-Z a-z 0-9 - _ . /",
+            at(t.name.span()),
+            t.name.get_ref()
+        ));
+    }
+    let kind = match t.kind.get_ref().as_str() {
+        "manual" => TunnelKind::Manual,
+        other => {
+            return Err(format!(
+                "line {}: field `tunnel.kind` = {other:?} in tunnel {name}: give \"manual\"",
+                at(t.kind.span())
+            ));
+        }
+    };
+    let peer: IpAddr = t.peer.get_ref().parse().map_err(|_| {
+        format!(
+            "line {}: field `tunnel.peer` = {:?} in tunnel {name} is not an IPv4 or IPv6 address",
+            at(t.peer.span()),
+            t.peer.get_ref()
+        )
+    })?;
+    if peer.is_ipv4() != local.is_ipv4() {
+        return Err(format!(
+            "line {}: field `tunnel.peer` = {peer} in tunnel {name} is not of the same family as underlay.address {local}",
+            at(t.peer.span())
+        ));
+    }
+    let port = |f: &Option<Spanned<i64>>, field: &str| -> Result<Option<u16>, String> {
+        match f {
+            None => Ok(None),
+            Some(p) if (1..=65535).contains(p.get_ref()) => Ok(Some(*p.get_ref() as u16)),
+            Some(p) => Err(format!(
+                "line {}: field `tunnel.{field}` = {} in tunnel {name}: give a UDP port 1-65535",
+                at(p.span()),
+                p.get_ref()
+            )),
+        }
+    };
+    let local_port = port(&t.local_port, "local_port")?;
+    let peer_port = port(&t.peer_port, "peer_port")?;
+    let encap = match t.encap.as_ref().map(|e| e.get_ref().as_str()).unwrap_or("esp") {
+        "esp" => {
+            for (f, field) in [(&t.local_port, "local_port"), (&t.peer_port, "peer_port")] {
+                if let Some(p) = f {
+                    return Err(format!(
+                        "line {}: field `tunnel.{field}` in tunnel {name} applies to encap = \"udp\" only",
+                        at(p.span())
+                    ));
+                }
+            }
+            Encap::Esp
+        }
+        "udp" => Encap::Udp {
+            local_port: local_port.unwrap_or(4500),
+            peer_port: peer_port.unwrap_or(4500),
+        },
+        other => {
+            let e = t.encap.as_ref().unwrap();
+            return Err(format!(
+                "line {}: field `tunnel.encap` = {other:?} in tunnel {name}: give \"esp\" or \"udp\"",
+                at(e.span())
+            ));
+        }
+    };
+    let cipher = match t.cipher.as_ref().map(|c| c.get_ref().as_str()).unwrap_or("aes256-gcm") {
+        "aes128-gcm" => CipherName::Aes128Gcm,
+        "aes256-gcm" => CipherName::Aes256Gcm,
+        "chacha20-poly1305" => CipherName::ChaCha20Poly1305,
+        other => {
+            let c = t.cipher.as_ref().unwrap();
+            return Err(format!(
+                "line {}: field `tunnel.cipher` = {other:?} in tunnel {name}: give \"aes128-gcm\", \"aes256-gcm\" or \"chacha20-poly1305\"",
+                at(c.span())
+            ));
+        }
+    };
+    let esn = t.esn.as_ref().map(|e| *e.get_ref()).unwrap_or(false);
+    let replay_window = match &t.replay_window {
+        None => 64,
+        Some(w) => {
+            let v = *w.get_ref();
+            if !(v == 0 || ((64..=8192).contains(&v) && (v as u64).is_power_of_two())) {
+                return Err(format!(
+                    "line {}: field `tunnel.replay_window` = {v} in tunnel {name}: give 0 (off) or a power of two from 64 to 8192",
+                    at(w.span())
+                ));
+            }
+            v as u32
+        }
+    };
+    let mut remote_subnets = Vec::new();
+    if let Some(list) = &t.remote_subnets {
+        for s in list.get_ref() {
+            let c: Cidr = s.get_ref().parse().map_err(|_| {
+                format!(
+                    "line {}: field `tunnel.remote_subnets` has {:?} in tunnel {name}: give prefixes like \"203.0.113.1/32\"",
+                    at(s.span()),
+                    s.get_ref()
+                )
+            })?;
+            remote_subnets.push(c);
+        }
+    }
+    let sa = |raw: &Spanned<RawSa>, dir: &str| -> Result<ManualSa, String> {
+        let r = raw.get_ref();
+        let spi = *r.spi.get_ref();
+        // RFC 4303 2.1: SPI 0 is never sent, 1-255 are reserved by IANA.
+        if !(256..=u32::MAX as i64).contains(&spi) {
+            return Err(format!(
+                "line {}: field `tunnel.{dir}.spi` = {spi} in tunnel {name}: give 256 to 0xFFFFFFFF (0-255 are reserved, RFC 4303)",
+                at(r.spi.span())
+            ));
+        }
+        let hex = r.key.get_ref().trim();
+        let key = decode_hex(hex).ok_or_else(|| {
+            format!(
+                "line {}: field `tunnel.{dir}.key` in tunnel {name} is not hex (give key || salt as hex digits)",
+                at(r.key.span())
+            )
+        })?;
+        if key.len() != cipher.key_material_len() {
+            return Err(format!(
+                "line {}: field `tunnel.{dir}.key` in tunnel {name} has {} bytes; {:?} needs {} (key || 4-byte salt, {} hex digits)",
+                at(r.key.span()),
+                key.len(),
+                cipher,
+                cipher.key_material_len(),
+                cipher.key_material_len() * 2
+            ));
+        }
+        Ok(ManualSa { spi: spi as u32, key })
+    };
+    let inbound = sa(&t.inbound, "inbound")?;
+    let outbound = sa(&t.outbound, "outbound")?;
+    Ok(Tunnel { name, kind, peer, encap, cipher, esn, replay_window, remote_subnets, inbound, outbound })
+}
+
+/// Decode hex digits (an optional 0x prefix, no separators) into zeroizing bytes.
+fn decode_hex(s: &str) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+    let s = s.strip_prefix("0x").unwrap_or(s);
+    if s.is_empty() || s.len() % 2 != 0 {
+        return None;
+    }
+    let mut out = zeroize::Zeroizing::new(Vec::with_capacity(s.len() / 2));
+    for pair in s.as_bytes().chunks(2) {
+        let hi = (pair[0] as char).to_digit(16)?;
+        let lo = (pair[1] as char).to_digit(16)?;
+        out.push((hi * 16 + lo) as u8);
+    }
+    Some(out)
 }
 
 /// 1-based line number of byte offset `pos` in `text`.
@@ -248,6 +639,83 @@ queues = 2
         let bad = GOOD.replace("queues = 2", "queues = \"two\"");
         let e = Config::parse(&bad).unwrap_err();
         assert!(e.contains("line 6"), "{e}");
+    }
+
+    const TUNNEL: &str = r#"
+[inside]
+mode = "tun"
+name = "xs0"
+address = "203.0.113.2/32"
+
+[[tunnel]]
+name = "Tunnel1"
+kind = "manual"
+peer = "198.51.100.2"
+encap = "udp"
+local_port = 4500
+peer_port = 4500
+cipher = "aes256-gcm"
+esn = false
+replay_window = 64
+remote_subnets = ["203.0.113.1/32"]
+[tunnel.inbound]
+spi = 0x1001
+key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1fcafebabe"
+[tunnel.outbound]
+spi = 0x2001
+key = "101112131415161718191a1b1c1d1e1f000102030405060708090a0b0c0d0e0fdeadbeef"
+"#;
+
+    #[test]
+    fn parses_the_tunnel_contract() {
+        let c = Config::parse(&format!("{GOOD}{TUNNEL}")).unwrap();
+        assert_eq!(
+            c.inside,
+            Inside::Tun { name: "xs0".into(), address: "203.0.113.2/32".parse().unwrap() }
+        );
+        let t = &c.tunnels[0];
+        assert_eq!(t.name, "Tunnel1");
+        assert_eq!(t.encap, Encap::Udp { local_port: 4500, peer_port: 4500 });
+        assert_eq!(t.cipher, CipherName::Aes256Gcm);
+        assert_eq!((t.inbound.spi, t.outbound.spi), (0x1001, 0x2001));
+        assert_eq!(t.inbound.key.len(), 36);
+        assert_eq!(&t.outbound.key[32..], &[0xde, 0xad, 0xbe, 0xef]);
+        assert_eq!(t.remote_subnets, vec!["203.0.113.1/32".parse().unwrap()]);
+        // Keys never show in debug output.
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("cafebabe") && !dbg.contains("202, 254"), "{dbg}");
+        // No [inside]: sink.
+        assert_eq!(Config::parse(GOOD).unwrap().inside, Inside::Sink);
+    }
+
+    #[test]
+    fn tunnel_errors_name_field_and_line() {
+        let full = format!("{GOOD}{TUNNEL}");
+        let line_of_text = |needle: &str| full.lines().position(|l| l.contains(needle)).unwrap() + 1;
+        let cases = [
+            ("cipher = \"aes256-gcm\"", "cipher = \"aes-gcm\"", "tunnel.cipher"),
+            ("replay_window = 64", "replay_window = 100", "tunnel.replay_window"),
+            ("spi = 0x1001", "spi = 255", "tunnel.inbound.spi"),
+            ("key = \"0001", "key = \"0g01", "tunnel.inbound.key"),
+            ("peer = \"198.51.100.2\"", "peer = \"2001:db8::2\"", "tunnel.peer"),
+            ("encap = \"udp\"", "encap = \"esp\"", "tunnel.local_port"),
+            ("mode = \"tun\"", "mode = \"tap\"", "inside.mode"),
+            ("remote_subnets = [\"203.0.113.1/32\"]", "remote_subnets = [\"203.0.113.1\"]", "tunnel.remote_subnets"),
+        ];
+        for (from, to, field) in cases {
+            let bad = full.replacen(from, to, 1);
+            let e = Config::parse(&bad).unwrap_err();
+            let line = if field == "tunnel.local_port" { line_of_text("local_port") } else { line_of_text(from) };
+            assert!(e.contains(field) && e.contains(&format!("line {line}")), "{field}: {e}");
+        }
+        // A key of the wrong length names the needed size.
+        let bad = full.replacen("cafebabe\"", "cafe\"", 1);
+        let e = Config::parse(&bad).unwrap_err();
+        assert!(e.contains("34 bytes") && e.contains("72 hex"), "{e}");
+        // Duplicate inbound SPI across tunnels.
+        let second = TUNNEL.split("[[tunnel]]").nth(1).unwrap().replace("Tunnel1", "Tunnel2");
+        let e = Config::parse(&format!("{full}[[tunnel]]{second}")).unwrap_err();
+        assert!(e.contains("already the inbound SPI of Tunnel1"), "{e}");
     }
 
     #[test]

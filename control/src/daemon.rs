@@ -9,19 +9,28 @@ use std::{
         atomic::{AtomicBool, Ordering},
     },
     thread,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
 use tracing::{error, info};
 use xdpsec_afxdp::{QueueConfig, XskQueue};
+use xdpsec_datapath::WorkerState;
 
 use crate::{
-    commands::{Daemon, QueueInfo},
-    config::Config,
+    commands::{DatapathView, Daemon, QueueInfo},
+    config::{Config, Inside},
     ctlsock::ControlSocket,
+    datapath::{DatapathHandler, InsideIo, IoStats, RouteTable, WorkerCtx},
     loader::XdpSteering,
-    worker::{ClassStats, ClassifyHandler},
+    neighbor::{self, SharedMac},
+    state::{EventLogger, LogBuffer, build_sa_table, refresh_next_hops},
+    tun::Tun,
+    worker::ClassStats,
 };
+
+/// How often control re-reads the peers' next-hop MACs from the kernel.
+const NEXT_HOP_REFRESH: Duration = Duration::from_secs(2);
 
 /// Capabilities `xdpsec run` needs (bit numbers from linux/capability.h).
 const CAP_NET_ADMIN: u32 = 12;
@@ -102,39 +111,100 @@ pub fn run(config: Config) -> Result<()> {
     // The control socket first: a second daemon on the same path stops here,
     // before it touches the interface.
     let ctl = ControlSocket::bind(&config.socket)?;
+    let epoch = Instant::now();
+    // SAs next: a key the cipher refuses stops start-up before anything is attached.
+    let (table, tunnel_sas) = build_sa_table(&config, epoch.elapsed())?;
+    let snap = table.shared();
+
+    let tun = match &config.inside {
+        Inside::Tun { name, address } => {
+            let t = Tun::create(name, config.underlay.queues, *address)?;
+            for tunnel in &config.tunnels {
+                for subnet in &tunnel.remote_subnets {
+                    t.add_route(*subnet).with_context(|| {
+                        format!("routing {subnet} (remote_subnets of {}) into {name}", tunnel.name)
+                    })?;
+                }
+            }
+            Some(t)
+        }
+        Inside::Sink => None,
+    };
+    let mut routes = Vec::new();
+    for (i, t) in config.tunnels.iter().enumerate() {
+        for s in &t.remote_subnets {
+            routes.push((*s, i as u32));
+        }
+    }
+    let routes = Arc::new(RouteTable::new(routes));
+    let local_mac = neighbor::interface_mac(iface)
+        .with_context(|| format!("reading the MAC address of {iface}"))?;
+    let next_hops: Arc<Vec<SharedMac>> =
+        Arc::new(config.tunnels.iter().map(|_| SharedMac::default()).collect());
+    let peers: Vec<std::net::IpAddr> = config.tunnels.iter().map(|t| t.peer).collect();
+
     let mut steering = XdpSteering::attach(iface, &config.underlay.udp_ports)?;
 
     let mut queues = Vec::new();
     let mut infos = Vec::new();
+    let mut workers_shared = Vec::new();
+    let mut io_stats = Vec::new();
     for q in 0..config.underlay.queues {
         let xsk = XskQueue::open(&QueueConfig::new(iface, q)).with_context(|| {
-            format!(
-                "opening AF_XDP queue {q} of {iface} (does it have {} rx queues?)",
-                config.underlay.queues
-            )
+            format!("opening AF_XDP queue {q} of {iface} (does it have {} rx queues?)", config.underlay.queues)
         })?;
         steering.set_socket(q, xsk.raw_fd())?;
         info!(queue = q, mode = xsk.mode().as_str(), "AF_XDP socket bound");
         let class = Arc::new(ClassStats::default());
+        let io = Arc::new(IoStats::default());
+        let ws = WorkerState::new(q as u16);
+        workers_shared.push(ws.shared());
+        io_stats.push(Arc::clone(&io));
         infos.push(QueueInfo {
             queue: q,
             mode: xsk.mode(),
             stats: xsk.stats(),
             class: Arc::clone(&class),
+            io: Arc::clone(&io),
         });
-        queues.push((xsk, class));
+        let inside = match &tun {
+            Some(t) => InsideIo::Tun(t.queue_fd(q as usize)),
+            None => InsideIo::Sink,
+        };
+        let ctx = WorkerCtx {
+            snap: snap.clone(),
+            routes: Arc::clone(&routes),
+            next_hops: Arc::clone(&next_hops),
+            local_mac,
+            epoch,
+        };
+        queues.push((xsk, DatapathHandler::new(ws, ctx, inside, class, io)));
     }
+    // Learn the peers' next hops before traffic flows (bounded wait).
+    refresh_next_hops(&peers, iface, &next_hops, Duration::from_secs(2));
 
-    let daemon = Arc::new(Daemon::new(&config, steering, infos));
+    let log = Arc::new(Mutex::new(LogBuffer::default()));
+    let events = Arc::new(Mutex::new(EventLogger::new(
+        config.tunnels.iter().map(|t| t.name.clone()).collect(),
+    )));
+    let dp = DatapathView {
+        workers: workers_shared.clone(),
+        io: io_stats,
+        table: Mutex::new(table),
+        tunnels: config.tunnels.clone(),
+        tunnel_sas,
+        log: Arc::clone(&log),
+        events: Arc::clone(&events),
+    };
+    let daemon = Arc::new(Daemon::new(&config, steering, infos, dp));
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
-    for (mut xsk, class) in queues {
+    for (mut xsk, mut handler) in queues {
         let stop = Arc::clone(&stop);
         let q = xsk.queue();
         let h = thread::Builder::new()
             .name(format!("xdpsec-q{q}"))
             .spawn(move || {
-                let mut handler = ClassifyHandler::new(class);
                 if let Err(e) = xsk.run(&mut handler, &stop) {
                     error!(queue = q, error = %e, "AF_XDP worker failed");
                 }
@@ -143,6 +213,25 @@ pub fn run(config: Config) -> Result<()> {
             .context("spawning a worker thread")?;
         workers.push(h);
     }
+    let housekeeping = {
+        let stop = Arc::clone(&stop);
+        let iface = iface.clone();
+        let next_hops = Arc::clone(&next_hops);
+        thread::Builder::new()
+            .name("xdpsec-hk".into())
+            .spawn(move || {
+                let mut last_arp = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    thread::sleep(Duration::from_millis(100));
+                    lock(&events).drain(&workers_shared, &log, epoch.elapsed());
+                    if last_arp.elapsed() >= NEXT_HOP_REFRESH {
+                        refresh_next_hops(&peers, &iface, &next_hops, Duration::ZERO);
+                        last_arp = Instant::now();
+                    }
+                }
+            })
+            .context("spawning the housekeeping thread")?
+    };
     let ctl_thread = {
         let stop = Arc::clone(&stop);
         let daemon = Arc::clone(&daemon);
@@ -174,8 +263,10 @@ pub fn run(config: Config) -> Result<()> {
         let _ = w.join();
     }
     let _ = ctl_thread.join();
+    let _ = housekeeping.join();
     daemon.shutdown();
     drop(daemon);
+    drop(tun);
     info!("stopped: XDP program detached, sockets closed");
     println!("xdpsec {} stopped", config.node);
     Ok(())

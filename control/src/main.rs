@@ -4,7 +4,11 @@ mod commands;
 mod config;
 mod ctlsock;
 mod daemon;
+mod datapath;
 mod loader;
+mod neighbor;
+mod state;
+mod tun;
 mod worker;
 
 use std::{

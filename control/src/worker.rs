@@ -7,7 +7,7 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
-use xdpsec_afxdp::{BatchHandler, RxBatch};
+use xdpsec_afxdp::{BatchHandler, RxBatch, XskTx};
 
 /// What a worker saw, per class (single writer: the worker).
 #[derive(Debug, Default)]
@@ -100,7 +100,7 @@ impl ClassifyHandler {
 }
 
 impl BatchHandler for ClassifyHandler {
-    fn handle_batch(&mut self, _queue: u32, batch: &mut RxBatch<'_>) {
+    fn handle_batch(&mut self, _queue: u32, batch: &mut RxBatch<'_>, _tx: &mut XskTx) {
         for i in 0..batch.len() {
             let c = classify(batch.frame_mut(i));
             self.local[c as usize] += 1;

@@ -106,7 +106,10 @@ impl core::fmt::Display for KeyError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             KeyError::WrongLength { expected, got } => {
-                write!(f, "key material must be {expected} bytes (key || 4-byte salt), got {got}")
+                write!(
+                    f,
+                    "key material must be {expected} bytes (key || 4-byte salt), got {got}"
+                )
             }
             KeyError::Rejected => f.write_str("key rejected by the AEAD"),
         }
@@ -147,7 +150,11 @@ pub struct Opened {
 
 /// Total ESP length (SPI to ICV) for a payload of `payload_len` bytes.
 pub const fn sealed_len(payload_len: usize) -> usize {
-    CIPHERTEXT_OFFSET + payload_len + Trailer::pad_len_for(payload_len) + esp_wire::TRAILER_LEN + ICV_LEN
+    CIPHERTEXT_OFFSET
+        + payload_len
+        + Trailer::pad_len_for(payload_len)
+        + esp_wire::TRAILER_LEN
+        + ICV_LEN
 }
 
 /// An AEAD context for one SA direction: expanded key plus salt.
@@ -163,7 +170,9 @@ pub struct EspCipher {
 
 impl core::fmt::Debug for EspCipher {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("EspCipher").field("cipher", &self.cipher).finish_non_exhaustive()
+        f.debug_struct("EspCipher")
+            .field("cipher", &self.cipher)
+            .finish_non_exhaustive()
     }
 }
 
@@ -186,7 +195,11 @@ impl EspCipher {
         let unbound = UnboundKey::new(cipher.algorithm(), key).map_err(|_| KeyError::Rejected)?;
         let mut s = [0u8; SALT_LEN];
         s.copy_from_slice(salt);
-        Ok(EspCipher { cipher, key: LessSafeKey::new(unbound), salt: s })
+        Ok(EspCipher {
+            cipher,
+            key: LessSafeKey::new(unbound),
+            salt: s,
+        })
     }
 
     /// The transform.
@@ -206,7 +219,11 @@ impl EspCipher {
     ///
     /// On success returns the plaintext range (payload, padding, pad length,
     /// next header) relative to the SPI; the ICV bytes are left as they were.
-    pub fn decrypt_in_place(&self, esp: &mut [u8], seq_hi: Option<u32>) -> Result<Range<usize>, OpenError> {
+    pub fn decrypt_in_place(
+        &self,
+        esp: &mut [u8],
+        seq_hi: Option<u32>,
+    ) -> Result<Range<usize>, OpenError> {
         if esp.len() < MIN_ESP_LEN {
             return Err(OpenError::Truncated);
         }
@@ -237,8 +254,12 @@ impl EspCipher {
     /// [`EspCipher::decrypt_in_place`] then check the trailer and padding.
     pub fn open_in_place(&self, esp: &mut [u8], seq_hi: Option<u32>) -> Result<Opened, OpenError> {
         let plain = self.decrypt_in_place(esp, seq_hi)?;
-        let (trailer, payload_len) = Trailer::parse(&esp[plain.clone()]).map_err(|_| OpenError::Padding)?;
-        Ok(Opened { payload: plain.start..plain.start + payload_len, trailer })
+        let (trailer, payload_len) =
+            Trailer::parse(&esp[plain.clone()]).map_err(|_| OpenError::Padding)?;
+        Ok(Opened {
+            payload: plain.start..plain.start + payload_len,
+            trailer,
+        })
     }
 
     /// Seal in place an ESP packet whose payload was already copied to
@@ -266,13 +287,24 @@ impl EspCipher {
             return Err(SealError::Sequence);
         }
         let seq_lo = seq as u32;
-        let seq_hi = (seq >> 32) as u32;
         esp[..4].copy_from_slice(&spi.to_be_bytes());
         esp[4..8].copy_from_slice(&seq_lo.to_be_bytes());
         esp[8..CIPHERTEXT_OFFSET].copy_from_slice(&seq.to_be_bytes());
-        let trailer = Trailer { pad_len: Trailer::pad_len_for(payload_len) as u8, next_header };
+        let trailer = Trailer {
+            pad_len: Trailer::pad_len_for(payload_len) as u8,
+            next_header,
+        };
         let tstart = CIPHERTEXT_OFFSET + payload_len;
         trailer.emit(&mut esp[tstart..tstart + trailer.buffer_len()]);
+        self.seal_prepared(esp, spi, seq, esn);
+        Ok(())
+    }
+
+    /// Encrypt `esp[CIPHERTEXT_OFFSET..len - ICV_LEN]` (payload and trailer
+    /// already in place, header and IV already written) and write the ICV.
+    pub(crate) fn seal_prepared(&self, esp: &mut [u8], spi: u32, seq: u64, esn: bool) {
+        let seq_lo = seq as u32;
+        let seq_hi = (seq >> 32) as u32;
         let mut aad_buf = [0u8; 12];
         aad_buf[..4].copy_from_slice(&spi.to_be_bytes());
         let aad: &[u8] = if esn {
@@ -283,16 +315,17 @@ impl EspCipher {
             aad_buf[4..8].copy_from_slice(&seq_lo.to_be_bytes());
             &aad_buf[..8]
         };
-        let nonce = self.nonce(&seq.to_be_bytes());
+        let nonce = self.nonce(&esp[esp_wire::HEADER_LEN..CIPHERTEXT_OFFSET]);
         let icv_at = esp.len() - ICV_LEN;
-        let tag = self
-            .key
-            .seal_in_place_separate_tag(nonce, Aad::from(aad), &mut esp[CIPHERTEXT_OFFSET..icv_at])
-            // ring fails only for inputs beyond the AEAD's length limit
-            // (~64 GiB for GCM), which a packet cannot reach.
-            .map_err(|_| SealError::BufferSize)?;
-        esp[icv_at..].copy_from_slice(tag.as_ref());
-        Ok(())
+        // ring fails only past the AEAD's length limit (~64 GiB for GCM),
+        // which a packet cannot reach.
+        if let Ok(tag) = self.key.seal_in_place_separate_tag(
+            nonce,
+            Aad::from(aad),
+            &mut esp[CIPHERTEXT_OFFSET..icv_at],
+        ) {
+            esp[icv_at..].copy_from_slice(tag.as_ref());
+        }
     }
 }
 
@@ -304,7 +337,10 @@ mod tests {
     fn key_lengths_checked() {
         assert_eq!(
             EspCipher::new(Cipher::Aes256Gcm, &[0; 32]).unwrap_err(),
-            KeyError::WrongLength { expected: 36, got: 32 }
+            KeyError::WrongLength {
+                expected: 36,
+                got: 32
+            }
         );
         assert!(EspCipher::new(Cipher::Aes128Gcm, &[0; 20]).is_ok());
         assert!(EspCipher::new(Cipher::ChaCha20Poly1305, &[0; 36]).is_ok());
@@ -315,20 +351,34 @@ mod tests {
         let km = KeyMaterial::new(vec![0xab; 36]);
         let c = EspCipher::new(Cipher::Aes256Gcm, km.as_bytes()).unwrap();
         let s = format!("{km:?} {c:?}");
-        assert!(!s.to_lowercase().contains("ab, ") && !s.contains("171"), "{s}");
+        assert!(
+            !s.to_lowercase().contains("ab, ") && !s.contains("171"),
+            "{s}"
+        );
         assert!(s.contains("redacted"));
     }
 
     #[test]
     fn seal_open_round_trip_all_lengths() {
-        for cipher in [Cipher::Aes128Gcm, Cipher::Aes256Gcm, Cipher::ChaCha20Poly1305] {
+        for cipher in [
+            Cipher::Aes128Gcm,
+            Cipher::Aes256Gcm,
+            Cipher::ChaCha20Poly1305,
+        ] {
             let km: Vec<u8> = (0..cipher.key_material_len() as u8).collect();
             let c = EspCipher::new(cipher, &km).unwrap();
             for esn in [false, true] {
                 for len in 0..40usize {
-                    let seq = if esn { (3u64 << 32) | len as u64 + 1 } else { len as u64 + 1 };
+                    let seq = if esn {
+                        (3u64 << 32) | (len as u64 + 1)
+                    } else {
+                        len as u64 + 1
+                    };
                     let mut buf = vec![0u8; sealed_len(len)];
-                    for (i, b) in buf[CIPHERTEXT_OFFSET..CIPHERTEXT_OFFSET + len].iter_mut().enumerate() {
+                    for (i, b) in buf[CIPHERTEXT_OFFSET..CIPHERTEXT_OFFSET + len]
+                        .iter_mut()
+                        .enumerate()
+                    {
                         *b = i as u8 ^ 0x5a;
                     }
                     let orig = buf[CIPHERTEXT_OFFSET..CIPHERTEXT_OFFSET + len].to_vec();
@@ -343,7 +393,10 @@ mod tests {
                     // Any flipped bit (header, IV, ciphertext or ICV) fails.
                     let at = (len * 7) % tampered.len();
                     tampered[at] ^= 1;
-                    assert_eq!(c.open_in_place(&mut tampered, hi).unwrap_err(), OpenError::Integrity);
+                    assert_eq!(
+                        c.open_in_place(&mut tampered, hi).unwrap_err(),
+                        OpenError::Integrity
+                    );
                 }
             }
         }
@@ -353,20 +406,36 @@ mod tests {
     fn wrong_esn_high_half_fails_icv() {
         let c = EspCipher::new(Cipher::Aes128Gcm, &[7; 20]).unwrap();
         let mut buf = vec![0u8; sealed_len(20)];
-        c.seal_in_place(&mut buf, 20, 41, 9, (5u64 << 32) | 1, true).unwrap();
+        c.seal_in_place(&mut buf, 20, 41, 9, (5u64 << 32) | 1, true)
+            .unwrap();
         let mut b2 = buf.clone();
-        assert_eq!(c.open_in_place(&mut b2, Some(4)).unwrap_err(), OpenError::Integrity);
-        assert_eq!(c.open_in_place(&mut buf, None).unwrap_err(), OpenError::Integrity);
+        assert_eq!(
+            c.open_in_place(&mut b2, Some(4)).unwrap_err(),
+            OpenError::Integrity
+        );
+        assert_eq!(
+            c.open_in_place(&mut buf, None).unwrap_err(),
+            OpenError::Integrity
+        );
     }
 
     #[test]
     fn seal_rejects_bad_sequence_and_size() {
         let c = EspCipher::new(Cipher::Aes128Gcm, &[7; 20]).unwrap();
         let mut buf = vec![0u8; sealed_len(4)];
-        assert_eq!(c.seal_in_place(&mut buf, 4, 4, 9, 0, false), Err(SealError::Sequence));
-        assert_eq!(c.seal_in_place(&mut buf, 4, 4, 9, 1 << 32, false), Err(SealError::Sequence));
+        assert_eq!(
+            c.seal_in_place(&mut buf, 4, 4, 9, 0, false),
+            Err(SealError::Sequence)
+        );
+        assert_eq!(
+            c.seal_in_place(&mut buf, 4, 4, 9, 1 << 32, false),
+            Err(SealError::Sequence)
+        );
         assert!(c.seal_in_place(&mut buf, 4, 4, 9, 1 << 32, true).is_ok());
-        assert_eq!(c.seal_in_place(&mut buf, 8, 4, 9, 1, false), Err(SealError::BufferSize));
+        assert_eq!(
+            c.seal_in_place(&mut buf, 8, 4, 9, 1, false),
+            Err(SealError::BufferSize)
+        );
     }
 
     #[test]
@@ -374,7 +443,10 @@ mod tests {
         let c = EspCipher::new(Cipher::Aes128Gcm, &[7; 20]).unwrap();
         for n in 0..MIN_ESP_LEN {
             let mut b = vec![0u8; n];
-            assert_eq!(c.open_in_place(&mut b, None).unwrap_err(), OpenError::Truncated);
+            assert_eq!(
+                c.open_in_place(&mut b, None).unwrap_err(),
+                OpenError::Truncated
+            );
         }
     }
 }

@@ -150,7 +150,10 @@ pub struct DropStats {
 impl DropStats {
     /// Aggregate these workers' counters.
     pub fn new(workers: Vec<Arc<DropCounters>>) -> DropStats {
-        DropStats { workers, baseline: Mutex::new([0; DropReason::COUNT]) }
+        DropStats {
+            workers,
+            baseline: Mutex::new([0; DropReason::COUNT]),
+        }
     }
 
     /// Raw sums over workers, ignoring the clear baseline.
@@ -178,7 +181,11 @@ impl DropStats {
     /// without `all`.
     pub fn nonzero(&self) -> Vec<(DropReason, u64)> {
         let t = self.totals();
-        DropReason::ALL.iter().map(|&r| (r, t[r.index()])).filter(|&(_, n)| n != 0).collect()
+        DropReason::ALL
+            .iter()
+            .map(|&r| (r, t[r.index()]))
+            .filter(|&(_, n)| n != 0)
+            .collect()
     }
 
     /// Make every counter read as zero from now on (workers are not touched).
@@ -202,9 +209,18 @@ mod tests {
         // Sorted by QFP number, all distinct.
         assert!(DropReason::ALL.windows(2).all(|w| w[0].id() < w[1].id()));
         assert_eq!(DropReason::InV4HitInvalidSa.id(), 1);
-        assert_eq!(DropReason::InV4SaNotFoundSpi.name(), "IN_US_V4_PKT_SA_NOT_FOUND_SPI");
-        assert_eq!(DropReason::InAntiReplayFail.to_string(), "19 IN_OCT_ANTI_REPLAY_FAIL");
-        assert_eq!(DropReason::OutSeqOverflow.name(), "OUT_CD_SW_IPSEC_DETECT_SEQ_OVEFLOW");
+        assert_eq!(
+            DropReason::InV4SaNotFoundSpi.name(),
+            "IN_US_V4_PKT_SA_NOT_FOUND_SPI"
+        );
+        assert_eq!(
+            DropReason::InAntiReplayFail.to_string(),
+            "19 IN_OCT_ANTI_REPLAY_FAIL"
+        );
+        assert_eq!(
+            DropReason::OutSeqOverflow.name(),
+            "OUT_CD_SW_IPSEC_DETECT_SEQ_OVEFLOW"
+        );
         assert_eq!(DropReason::from_id(2), None);
     }
 
@@ -223,7 +239,10 @@ mod tests {
         assert_eq!(t[DropReason::InAntiReplayFail.index()], 1);
         assert_eq!(
             stats.nonzero(),
-            vec![(DropReason::InV4SaNotFoundSpi, 4), (DropReason::InAntiReplayFail, 1)]
+            vec![
+                (DropReason::InV4SaNotFoundSpi, 4),
+                (DropReason::InAntiReplayFail, 1)
+            ]
         );
         stats.clear();
         assert!(stats.nonzero().is_empty());

@@ -60,7 +60,10 @@ pub struct EventRing {
 impl EventRing {
     /// A queue holding at most `capacity` (at least 1) events.
     pub fn new(capacity: usize) -> EventRing {
-        EventRing { queue: ArrayQueue::new(capacity.max(1)), lost: AtomicU64::new(0) }
+        EventRing {
+            queue: ArrayQueue::new(capacity.max(1)),
+            lost: AtomicU64::new(0),
+        }
     }
 
     /// Record an event, or count it lost when the queue is full. Never
@@ -138,7 +141,11 @@ mod tests {
 
     #[test]
     fn logged_reasons() {
-        let logged: Vec<u16> = DropReason::ALL.iter().filter(|r| DropEvent::is_logged(**r)).map(|r| r.id()).collect();
+        let logged: Vec<u16> = DropReason::ALL
+            .iter()
+            .filter(|r| DropEvent::is_logged(**r))
+            .map(|r| r.id())
+            .collect();
         assert_eq!(logged, vec![1, 4, 9, 12, 19, 62]);
     }
 }

@@ -21,14 +21,21 @@ pub mod crypto;
 pub mod drop;
 pub mod events;
 pub mod ioslog;
-mod pmap;
 pub mod pipeline;
+mod pmap;
 pub mod replay;
 pub mod sa;
 pub mod wire;
 pub mod worker;
 
+#[cfg(test)]
+mod kat;
+#[cfg(test)]
+mod pipeline_tests;
+#[cfg(test)]
+mod testutil;
+
 pub use drop::{DropCounters, DropReason, DropStats};
-pub use pipeline::{decap_batch, encap, EncapOutput, Verdict, MAX_BATCH};
+pub use pipeline::{EncapOutput, MAX_BATCH, Verdict, decap_batch, encap};
 pub use sa::{SaSnapshot, SaTable};
 pub use worker::WorkerState;

@@ -28,7 +28,11 @@ pub struct BadWindowSize(pub u32);
 
 impl core::fmt::Display for BadWindowSize {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "replay window {} is not 0 or a power of two in 64..=8192", self.0)
+        write!(
+            f,
+            "replay window {} is not 0 or a power of two in 64..=8192",
+            self.0
+        )
     }
 }
 
@@ -58,7 +62,10 @@ pub struct ReplayWindow {
 
 impl core::fmt::Debug for ReplayWindow {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("ReplayWindow").field("size", &self.size).field("top", &self.top).finish()
+        f.debug_struct("ReplayWindow")
+            .field("size", &self.size)
+            .field("top", &self.top)
+            .finish()
     }
 }
 
@@ -66,8 +73,16 @@ impl ReplayWindow {
     /// A fresh window (nothing received yet).
     pub fn new(size: u32) -> Result<ReplayWindow, BadWindowSize> {
         validate_window(size)?;
-        let nblocks = if size == 0 { 0 } else { (size as usize / 64 + 1).next_power_of_two() };
-        Ok(ReplayWindow { size, top: 0, blocks: vec![0u64; nblocks].into_boxed_slice() })
+        let nblocks = if size == 0 {
+            0
+        } else {
+            (size as usize / 64 + 1).next_power_of_two()
+        };
+        Ok(ReplayWindow {
+            size,
+            top: 0,
+            blocks: vec![0u64; nblocks].into_boxed_slice(),
+        })
     }
 
     /// Window size in packets (0 = replay check off).
@@ -102,7 +117,11 @@ impl ReplayWindow {
             return Err(ReplayError::TooOld);
         }
         let (b, bit) = self.slot(seq);
-        if self.blocks[b] & bit != 0 { Err(ReplayError::Duplicate) } else { Ok(()) }
+        if self.blocks[b] & bit != 0 {
+            Err(ReplayError::Duplicate)
+        } else {
+            Ok(())
+        }
     }
 
     /// Check again and, if accepted, record `seq` and move the window.
@@ -139,7 +158,11 @@ impl ReplayWindow {
         let bottom = tl.wrapping_sub(w - 1);
         if tl >= w - 1 {
             // Window within one 2^32 subspace: below it means the next one.
-            if seq_lo >= bottom { th } else { th.wrapping_add(1) }
+            if seq_lo >= bottom {
+                th
+            } else {
+                th.wrapping_add(1)
+            }
         } else if seq_lo >= bottom {
             // Window spans a subspace boundary and seq_lo is in its older
             // part. Before the first wrap there is no older subspace: treat

@@ -7,13 +7,13 @@
 //! [`SaId`] index; a generation mismatch means the index was reused by a
 //! new SA and the old state is reset.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 
 use crate::drop::DropCounters;
-use crate::events::{EventRing, DEFAULT_EVENT_CAPACITY};
+use crate::events::{DEFAULT_EVENT_CAPACITY, EventRing};
 use crate::replay::ReplayWindow;
 use crate::sa::{SaId, SaSnapshot};
 
@@ -127,7 +127,10 @@ impl SaCounterCell {
 type Page = Arc<[SaCounterCell]>;
 
 fn new_page() -> Page {
-    (0..PAGE).map(|_| SaCounterCell::default()).collect::<Vec<_>>().into()
+    (0..PAGE)
+        .map(|_| SaCounterCell::default())
+        .collect::<Vec<_>>()
+        .into()
 }
 
 /// What a worker shares with control: read lock-free, written by the worker.
@@ -155,7 +158,10 @@ impl WorkerShared {
     pub fn sa_counters(&self, id: SaId) -> SaCounters {
         let pages = self.pages.load();
         let i = id.index as usize;
-        pages.get(i / PAGE).and_then(|p| p[i % PAGE].read(id.generation)).unwrap_or_default()
+        pages
+            .get(i / PAGE)
+            .and_then(|p| p[i % PAGE].read(id.generation))
+            .unwrap_or_default()
     }
 }
 
@@ -202,7 +208,12 @@ impl WorkerState {
             events: EventRing::new(capacity),
             pages: ArcSwap::from_pointee(Vec::new()),
         });
-        WorkerState { shared, pages: Vec::new(), slots: Vec::new(), synced_version: None }
+        WorkerState {
+            shared,
+            pages: Vec::new(),
+            slots: Vec::new(),
+            synced_version: None,
+        }
     }
 
     /// The worker's id (compared with inbound SAs' `owner`).
@@ -218,11 +229,11 @@ impl WorkerState {
     /// Grow local arrays to the snapshot's SA index range. Runs only when a
     /// new snapshot version is seen (allocates then, never per packet).
     pub(crate) fn sync(&mut self, snap: &SaSnapshot) {
-        if self.synced_version == Some(snap.version()) {
+        let cap = snap.index_capacity() as usize;
+        if self.synced_version == Some(snap.version()) && self.slots.len() >= cap {
             return;
         }
         self.synced_version = Some(snap.version());
-        let cap = snap.index_capacity() as usize;
         if self.slots.len() < cap {
             self.slots.resize_with(cap, SaSlot::default);
         }
@@ -276,14 +287,20 @@ mod tests {
         w.slots.resize_with(3000, SaSlot::default);
         w.pages = (0..3).map(|_| new_page()).collect();
         w.shared.pages.store(Arc::new(w.pages.clone()));
-        let a = SaId { index: 2500, generation: 1 };
+        let a = SaId {
+            index: 2500,
+            generation: 1,
+        };
         w.count(a, SaCounter::Decaps);
         w.count(a, SaCounter::Decaps);
         w.count(a, SaCounter::ReplayDuplicate);
         let shared = [w.shared()];
         let c = sa_counters(&shared, a);
         assert_eq!((c.decaps, c.replay_duplicate, c.replay_failed()), (2, 1, 1));
-        let b = SaId { index: 2500, generation: 2 };
+        let b = SaId {
+            index: 2500,
+            generation: 2,
+        };
         assert_eq!(sa_counters(&shared, b), SaCounters::default());
         w.count(b, SaCounter::Encaps);
         assert_eq!(sa_counters(&shared, b).encaps, 1);

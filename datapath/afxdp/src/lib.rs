@@ -114,6 +114,8 @@ pub struct QueueStats {
     pub rx_batches: AtomicU64,
     /// Times the fill ring would not take all recycled frames (they were stashed).
     pub fill_stashed: AtomicU64,
+    /// Frames put on the tx ring.
+    pub tx_frames: AtomicU64,
 }
 
 impl QueueStats {
@@ -124,42 +126,66 @@ impl QueueStats {
     }
 }
 
+/// One received frame's bytes inside the UMEM.
+pub struct FrameBuf {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Default for FrameBuf {
+    fn default() -> Self {
+        FrameBuf { ptr: std::ptr::NonNull::dangling().as_ptr(), len: 0 }
+    }
+}
+
+impl AsMut<[u8]> for FrameBuf {
+    fn as_mut(&mut self) -> &mut [u8] {
+        // SAFETY: a FrameBuf is only handed out inside an RxBatch, whose
+        // lifetime keeps the UMEM mapped and the frame owned by userspace
+        // (taken off the rx ring, not yet back on the fill ring); `&mut self`
+        // keeps the access unique. A default FrameBuf is an empty slice.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
 /// A batch of received frames, borrowed from the queue's UMEM.
 pub struct RxBatch<'a> {
-    umem: &'a Umem,
-    descs: &'a mut [FrameDesc],
+    frames: &'a mut [FrameBuf],
 }
 
 impl RxBatch<'_> {
     /// Number of frames in the batch.
     pub fn len(&self) -> usize {
-        self.descs.len()
+        self.frames.len()
     }
 
     /// Whether the batch is empty.
     pub fn is_empty(&self) -> bool {
-        self.descs.is_empty()
+        self.frames.is_empty()
     }
 
     /// The bytes of frame `i` (Ethernet header first), writable in place.
     pub fn frame_mut(&mut self, i: usize) -> &mut [u8] {
-        let desc = &mut self.descs[i];
-        // SAFETY: every descriptor in the batch came from this UMEM's rx ring
-        // and is owned by userspace until the worker puts it back on the fill
-        // ring after the handler returns; no other reference to it exists.
-        let mut data = unsafe { self.umem.data_mut(desc) };
-        let contents: &mut [u8] = data.contents_mut();
-        let (ptr, len) = (contents.as_mut_ptr(), contents.len());
-        // SAFETY: the slice points into the mmap'd UMEM, which outlives the
-        // batch (`'a`), and the `&mut self` borrow keeps it unique.
-        unsafe { std::slice::from_raw_parts_mut(ptr, len) }
+        self.frames[i].as_mut()
+    }
+
+    /// All frames, for a datapath that takes the batch at once.
+    pub fn frames_mut(&mut self) -> &mut [FrameBuf] {
+        self.frames
     }
 }
 
 /// What the datapath does with a batch of received frames.
 pub trait BatchHandler {
     /// Handle every frame of `batch`; the frames are recycled afterwards.
-    fn handle_batch(&mut self, queue: u32, batch: &mut RxBatch<'_>);
+    /// Frames to send are built with `tx` (flushed after the call).
+    fn handle_batch(&mut self, queue: u32, batch: &mut RxBatch<'_>, tx: &mut XskTx);
+    /// A second file descriptor the worker should wait on (e.g. a TUN queue).
+    fn extra_fd(&self) -> Option<RawFd> {
+        None
+    }
+    /// `extra_fd` is readable: read from it, sending with `tx` (flushed after the call).
+    fn on_extra_readable(&mut self, _queue: u32, _tx: &mut XskTx) {}
     /// Called when the worker has been idle for a poll interval (timers, flushing).
     fn on_idle(&mut self, _queue: u32) {}
 }
@@ -169,14 +195,109 @@ pub struct XskQueue {
     queue: u32,
     mode: BindMode,
     umem: Umem,
-    // Kept for the transmit path; holding it also keeps the socket alive.
-    _tx: TxQueue,
     rx: RxQueue,
     fill: FillQueue,
-    _comp: CompQueue,
-    /// Frames not on any ring: the transmit pool and frames the fill ring refused.
+    tx: XskTx,
+    /// Frames not yet on the fill ring at start-up.
     stash: Vec<FrameDesc>,
     stats: Arc<QueueStats>,
+}
+
+/// The transmit side of a queue: tx ring, completion ring and a pool of free frames.
+pub struct XskTx {
+    umem: Umem,
+    ring: TxQueue,
+    comp: CompQueue,
+    /// Frames free for transmit.
+    pool: Vec<FrameDesc>,
+    /// Frames written but not yet on the tx ring.
+    pending: [FrameDesc; BATCH_SIZE],
+    n_pending: usize,
+    /// Frames on the tx ring, not yet completed.
+    in_flight: usize,
+    stats: Arc<QueueStats>,
+}
+
+impl XskTx {
+    /// Build one frame in place: `build` gets the frame's whole buffer and
+    /// returns the length to send, or `None` to give the frame back unsent.
+    /// Returns false when no frame is free (the caller counts the drop).
+    pub fn send_with(&mut self, build: impl FnOnce(&mut [u8]) -> Option<usize>) -> bool {
+        if self.n_pending == BATCH_SIZE {
+            self.flush();
+        }
+        if self.pool.is_empty() {
+            self.reclaim();
+        }
+        let Some(mut desc) = self.pool.pop() else {
+            return false;
+        };
+        let sent = {
+            // SAFETY: the frame came from the pool: it belongs to this UMEM and
+            // is on no ring, so nothing else reads or writes it.
+            let mut data = unsafe { self.umem.data_mut(&mut desc) };
+            let mut cur = data.cursor();
+            let cap = cur.buf_len();
+            cur.set_pos(cap);
+            match build(data.contents_mut()) {
+                Some(len) if len <= cap => {
+                    data.cursor().set_pos(len);
+                    true
+                }
+                _ => false,
+            }
+        };
+        if sent {
+            self.pending[self.n_pending] = desc;
+            self.n_pending += 1;
+        } else {
+            self.pool.push(desc);
+        }
+        sent
+    }
+
+    /// Put written frames on the tx ring and kick the kernel (copy mode
+    /// transmits only on a `sendto`).
+    pub fn flush(&mut self) {
+        self.reclaim();
+        if self.n_pending == 0 {
+            return;
+        }
+        // SAFETY: pending frames belong to this UMEM and are on no ring.
+        let done = unsafe { self.ring.produce(&self.pending[..self.n_pending]) };
+        if done > 0 {
+            self.in_flight += done;
+            QueueStats::add(&self.stats.tx_frames, done as u64);
+            self.pending.copy_within(done..self.n_pending, 0);
+            self.n_pending -= done;
+        }
+        // Kick even when the ring was full, so the kernel drains it.
+        if let Err(e) = self.ring.wakeup() {
+            debug!(error = %e, "AF_XDP tx wakeup failed");
+        }
+    }
+
+    /// Take completed frames back into the pool.
+    fn reclaim(&mut self) {
+        if self.in_flight == 0 {
+            return;
+        }
+        let mut done = [FrameDesc::default(); BATCH_SIZE];
+        loop {
+            // SAFETY: completed descriptors are frames of this UMEM.
+            let n = unsafe { self.comp.consume(&mut done) };
+            self.pool.extend_from_slice(&done[..n]);
+            self.in_flight -= n.min(self.in_flight);
+            if n < BATCH_SIZE {
+                break;
+            }
+        }
+    }
+
+    /// Frames free for transmit right now.
+    pub fn free_frames(&self) -> usize {
+        self.pool.len()
+    }
 }
 
 impl XskQueue {
@@ -229,16 +350,28 @@ impl XskQueue {
             match unsafe { Socket::new(sock_cfg, &umem, &interface, queue) } {
                 Ok((tx, rx, Some((fill, comp)))) => {
                     let actual = query_mode(rx.fd().as_raw_fd()).unwrap_or(mode);
+                    let stats = Arc::new(QueueStats::default());
+                    // First half of the frames for receive, the rest for transmit.
+                    let mut stash = descs;
+                    let pool = stash.split_off(cfg.ring_size as usize);
                     let mut q = XskQueue {
                         queue,
                         mode: actual,
-                        umem,
-                        _tx: tx,
+                        umem: umem.clone(),
                         rx,
                         fill,
-                        _comp: comp,
-                        stash: descs,
-                        stats: Arc::new(QueueStats::default()),
+                        tx: XskTx {
+                            umem,
+                            ring: tx,
+                            comp,
+                            pool,
+                            pending: [FrameDesc::default(); BATCH_SIZE],
+                            n_pending: 0,
+                            in_flight: 0,
+                            stats: Arc::clone(&stats),
+                        },
+                        stash,
+                        stats,
                     };
                     q.stock_fill_ring(cfg.ring_size as usize);
                     return Ok(q);
@@ -296,6 +429,7 @@ impl XskQueue {
             "AF_XDP worker started"
         );
         let mut descs = [FrameDesc::default(); BATCH_SIZE];
+        let mut bufs: [FrameBuf; BATCH_SIZE] = std::array::from_fn(|_| FrameBuf::default());
         // Recycled frames the fill ring had no room for: retried first next round.
         let mut pending = [FrameDesc::default(); BATCH_SIZE];
         let mut n_pending = 0usize;
@@ -317,8 +451,13 @@ impl XskQueue {
                 if self.fill.needs_wakeup() {
                     self.fill.wakeup(self.rx.fd_mut(), 0)?;
                 }
-                if !self.rx.poll(IDLE_POLL_MS)? {
-                    handler.on_idle(self.queue);
+                match wait_readable(self.rx.fd().as_raw_fd(), handler.extra_fd(), IDLE_POLL_MS)? {
+                    Readable::Extra => {
+                        handler.on_extra_readable(self.queue, &mut self.tx);
+                        self.tx.flush();
+                    }
+                    Readable::Timeout => handler.on_idle(self.queue),
+                    Readable::Xsk => {}
                 }
                 continue;
             }
@@ -326,11 +465,16 @@ impl XskQueue {
             QueueStats::add(&self.stats.rx_frames, n as u64);
             QueueStats::add(&self.stats.rx_bytes, bytes as u64);
             QueueStats::add(&self.stats.rx_batches, 1);
-            let mut batch = RxBatch {
-                umem: &self.umem,
-                descs: &mut descs[..n],
-            };
-            handler.handle_batch(self.queue, &mut batch);
+            for (buf, desc) in bufs.iter_mut().zip(descs[..n].iter_mut()) {
+                // SAFETY: the descriptor came from this UMEM's rx ring and is
+                // owned by userspace until it goes back on the fill ring below.
+                let mut data = unsafe { self.umem.data_mut(desc) };
+                let c: &mut [u8] = data.contents_mut();
+                *buf = FrameBuf { ptr: c.as_mut_ptr(), len: c.len() };
+            }
+            let mut batch = RxBatch { frames: &mut bufs[..n] };
+            handler.handle_batch(self.queue, &mut batch, &mut self.tx);
+            self.tx.flush();
             // SAFETY: the batch's frames are ours again and go back to the kernel.
             let done = unsafe { self.fill.produce(&descs[..n]) };
             if done < n {
@@ -344,6 +488,35 @@ impl XskQueue {
         info!(queue = self.queue, "AF_XDP worker stopped");
         Ok(())
     }
+}
+
+enum Readable {
+    Xsk,
+    Extra,
+    Timeout,
+}
+
+/// Wait until the AF_XDP socket or the extra fd is readable. When both are,
+/// the extra fd is served first this time and the socket on the next pass
+/// (consume() finds its frames without waiting).
+fn wait_readable(xsk: RawFd, extra: Option<RawFd>, timeout_ms: i32) -> io::Result<Readable> {
+    let mut fds = [
+        libc::pollfd { fd: xsk, events: libc::POLLIN, revents: 0 },
+        libc::pollfd { fd: extra.unwrap_or(-1), events: libc::POLLIN, revents: 0 },
+    ];
+    // SAFETY: two valid pollfds; a negative fd is ignored by poll().
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted { Ok(Readable::Timeout) } else { Err(e) };
+    }
+    if rc == 0 {
+        return Ok(Readable::Timeout);
+    }
+    if fds[1].revents & libc::POLLIN != 0 {
+        return Ok(Readable::Extra);
+    }
+    Ok(Readable::Xsk)
 }
 
 /// Ask the kernel which mode it bound the socket in (`XDP_OPTIONS`).

@@ -1,7 +1,7 @@
 //! ESP header (RFC 4303 2: SPI, sequence number) and trailer
 //! (padding, pad length, next header) views.
 
-use super::{get_u32, put_u32, Error, Result};
+use super::{Error, Result, get_u32, put_u32};
 
 mod field {
     use core::ops::Range;
@@ -96,7 +96,10 @@ impl Repr {
         if p.spi() == 0 {
             return Err(Error::Malformed);
         }
-        Ok(Repr { spi: p.spi(), sequence_number: p.sequence_number() })
+        Ok(Repr {
+            spi: p.spi(),
+            sequence_number: p.sequence_number(),
+        })
     }
 
     /// Bytes [`Repr::emit`] writes.
@@ -140,7 +143,13 @@ impl Trailer {
         if padding.iter().zip(1u8..).any(|(&b, want)| b != want) {
             return Err(Error::Malformed);
         }
-        Ok((Trailer { pad_len, next_header }, payload_len))
+        Ok((
+            Trailer {
+                pad_len,
+                next_header,
+            },
+            payload_len,
+        ))
     }
 
     /// Padding needed after `payload_len` bytes so that payload, padding and
@@ -186,11 +195,17 @@ mod tests {
 
     #[test]
     fn construct() {
-        let repr = Repr { spi: 0xa5f8, sequence_number: 10 };
+        let repr = Repr {
+            spi: 0xa5f8,
+            sequence_number: 10,
+        };
         let mut b = vec![0u8; 8];
         repr.emit(&mut Packet::new_unchecked(&mut b[..]));
         assert_eq!(b, hex(HDR)[..8]);
-        assert_eq!(Repr::parse(&Packet::new_checked(&b[..]).unwrap()).unwrap(), repr);
+        assert_eq!(
+            Repr::parse(&Packet::new_checked(&b[..]).unwrap()).unwrap(),
+            repr
+        );
     }
 
     #[test]
@@ -200,7 +215,10 @@ mod tests {
             assert_eq!(Packet::new_checked(&b[..n]).unwrap_err(), Error::Truncated);
         }
         let z = hex("0000000000000001");
-        assert_eq!(Repr::parse(&Packet::new_checked(&z[..]).unwrap()).unwrap_err(), Error::Malformed);
+        assert_eq!(
+            Repr::parse(&Packet::new_checked(&z[..]).unwrap()).unwrap_err(),
+            Error::Malformed
+        );
     }
 
     #[test]
@@ -209,16 +227,37 @@ mod tests {
         // ... 71 72 73 74 | 01 02 | 02 | 04
         let pt = hex("7172737401020204");
         let (t, n) = Trailer::parse(&pt).unwrap();
-        assert_eq!(t, Trailer { pad_len: 2, next_header: 4 });
+        assert_eq!(
+            t,
+            Trailer {
+                pad_len: 2,
+                next_header: 4
+            }
+        );
         assert_eq!(n, 4);
         let mut out = [0u8; 4];
         t.emit(&mut out);
         assert_eq!(&out, &pt[4..]);
         // Bad padding content, pad length beyond the plaintext, too short.
-        assert_eq!(Trailer::parse(&hex("7172737401030204")).unwrap_err(), Error::Malformed);
-        assert_eq!(Trailer::parse(&hex("01020504")).unwrap_err(), Error::Malformed);
+        assert_eq!(
+            Trailer::parse(&hex("7172737401030204")).unwrap_err(),
+            Error::Malformed
+        );
+        assert_eq!(
+            Trailer::parse(&hex("01020504")).unwrap_err(),
+            Error::Malformed
+        );
         assert_eq!(Trailer::parse(&hex("04")).unwrap_err(), Error::Truncated);
-        assert_eq!(Trailer::parse(&hex("0004")).unwrap(), (Trailer { pad_len: 0, next_header: 4 }, 0));
+        assert_eq!(
+            Trailer::parse(&hex("0004")).unwrap(),
+            (
+                Trailer {
+                    pad_len: 0,
+                    next_header: 4
+                },
+                0
+            )
+        );
     }
 
     #[test]

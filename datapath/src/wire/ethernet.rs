@@ -1,6 +1,6 @@
 //! Ethernet II frame view (optionally one 802.1Q tag, see [`Frame::payload_offset`]).
 
-use super::{get_u16, put_u16, Error, Result};
+use super::{Error, Result, get_u16, put_u16};
 
 mod field {
     use core::ops::Range;
@@ -200,17 +200,27 @@ mod tests {
     #[test]
     fn construct() {
         let mut b = vec![0u8; 14];
-        let repr = Repr { src_addr: [0xf2; 6], dst_addr: [0xf1; 6], ethertype: ethertype::IPV4 };
+        let repr = Repr {
+            src_addr: [0xf2; 6],
+            dst_addr: [0xf1; 6],
+            ethertype: ethertype::IPV4,
+        };
         assert_eq!(repr.buffer_len(), 14);
         repr.emit(&mut Frame::new_unchecked(&mut b[..]));
         assert_eq!(b, hex(FRAME)[..14]);
-        assert_eq!(Repr::parse(&Frame::new_checked(&b[..]).unwrap()).unwrap(), repr);
+        assert_eq!(
+            Repr::parse(&Frame::new_checked(&b[..]).unwrap()).unwrap(),
+            repr
+        );
     }
 
     #[test]
     fn check_len() {
         for n in 0..14 {
-            assert_eq!(Frame::new_checked(&hex(FRAME)[..n]).unwrap_err(), Error::Truncated);
+            assert_eq!(
+                Frame::new_checked(&hex(FRAME)[..n]).unwrap_err(),
+                Error::Truncated
+            );
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use core::net::Ipv4Addr;
 
-use super::{checksum, get_u16, put_u16, Error, Result};
+use super::{Error, Result, checksum, get_u16, put_u16};
 
 mod field {
     use core::ops::Range;
@@ -370,13 +370,16 @@ mod tests {
             dscp_ecn: 0,
             dont_frag: false,
         };
-        let mut b = vec![0u8; 0x74];
+        let mut b = [0u8; 0x74];
         let mut p = Packet::new_unchecked(&mut b[..]);
         repr.emit(&mut p);
         p.set_ident(0x698f);
         p.fill_checksum();
         assert_eq!(&b[..20], &hex(HDR)[..]);
-        assert_eq!(Repr::parse(&Packet::new_checked(&b[..]).unwrap()).unwrap(), repr);
+        assert_eq!(
+            Repr::parse(&Packet::new_checked(&b[..]).unwrap()).unwrap(),
+            repr
+        );
     }
 
     #[test]
@@ -386,7 +389,10 @@ mod tests {
             assert_eq!(Packet::new_checked(&b[..n]).unwrap_err(), Error::Truncated);
         }
         // total_len larger than the buffer
-        assert_eq!(Packet::new_checked(&b[..0x73]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            Packet::new_checked(&b[..0x73]).unwrap_err(),
+            Error::Truncated
+        );
         // IHL below 5
         let mut bad = b.clone();
         bad[0] = 0x44;
@@ -403,13 +409,19 @@ mod tests {
         // Ethernet padding after total_len is fine.
         let mut padded = b.clone();
         padded.extend_from_slice(&[0; 6]);
-        assert_eq!(Packet::new_checked(&padded[..]).unwrap().payload().len(), 0x74 - 20);
+        assert_eq!(
+            Packet::new_checked(&padded[..]).unwrap().payload().len(),
+            0x74 - 20
+        );
     }
 
     #[test]
     fn parse_rejects() {
         let mut b = packet_bytes();
         b[0] = 0x65; // version 6
-        assert_eq!(Repr::parse(&Packet::new_checked(&b[..]).unwrap()).unwrap_err(), Error::Malformed);
+        assert_eq!(
+            Repr::parse(&Packet::new_checked(&b[..]).unwrap()).unwrap_err(),
+            Error::Malformed
+        );
     }
 }

@@ -2,7 +2,7 @@
 
 use core::net::Ipv6Addr;
 
-use super::{get_u16, get_u32, ip_proto, put_u16, put_u32, Error, Result};
+use super::{Error, Result, get_u16, get_u32, ip_proto, put_u16, put_u32};
 
 mod field {
     use core::ops::Range;
@@ -223,12 +223,22 @@ pub fn walk_extension_headers(first: u8, payload: &[u8]) -> Result<UpperLayer> {
                 let hdr = payload.get(off..off + 8).ok_or(Error::Truncated)?;
                 let off_m = get_u16(hdr, 2);
                 if off_m & 0xfff9 != 0 {
-                    return Ok(UpperLayer { protocol: hdr[0], offset: off + 8, fragment: true });
+                    return Ok(UpperLayer {
+                        protocol: hdr[0],
+                        offset: off + 8,
+                        fragment: true,
+                    });
                 }
                 nh = hdr[0];
                 off += 8;
             }
-            _ => return Ok(UpperLayer { protocol: nh, offset: off, fragment: false }),
+            _ => {
+                return Ok(UpperLayer {
+                    protocol: nh,
+                    offset: off,
+                    fragment: false,
+                });
+            }
         }
     }
     Err(Error::Malformed)
@@ -261,10 +271,20 @@ mod tests {
         assert_eq!(p.payload_len(), 0x98);
         assert_eq!(p.next_header(), ip_proto::HOPOPT);
         assert_eq!(p.hop_limit(), 64);
-        assert_eq!(p.src_addr(), "2001:db8::211:43ff:fe4a:d70a".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(
+            p.src_addr(),
+            "2001:db8::211:43ff:fe4a:d70a".parse::<Ipv6Addr>().unwrap()
+        );
         assert_eq!(p.dst_addr(), "2001:db8::16".parse::<Ipv6Addr>().unwrap());
         let ul = walk_extension_headers(p.next_header(), p.payload()).unwrap();
-        assert_eq!(ul, UpperLayer { protocol: ip_proto::UDP, offset: 8, fragment: false });
+        assert_eq!(
+            ul,
+            UpperLayer {
+                protocol: ip_proto::UDP,
+                offset: 8,
+                fragment: false
+            }
+        );
     }
 
     #[test]
@@ -285,7 +305,14 @@ mod tests {
         // Atomic fragment: offset 0, M clear -> walked through.
         let p = hex("3200000000000001");
         let ul = walk_extension_headers(ip_proto::FRAGMENT, &p).unwrap();
-        assert_eq!(ul, UpperLayer { protocol: ip_proto::ESP, offset: 8, fragment: false });
+        assert_eq!(
+            ul,
+            UpperLayer {
+                protocol: ip_proto::ESP,
+                offset: 8,
+                fragment: false
+            }
+        );
     }
 
     #[test]
@@ -294,12 +321,24 @@ mod tests {
         for n in [0, 1, 39] {
             assert_eq!(Packet::new_checked(&b[..n]).unwrap_err(), Error::Truncated);
         }
-        assert_eq!(Packet::new_checked(&b[..b.len() - 1]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            Packet::new_checked(&b[..b.len() - 1]).unwrap_err(),
+            Error::Truncated
+        );
         // Extension header longer than the payload.
-        assert_eq!(walk_extension_headers(ip_proto::HOPOPT, &hex("11ff")).unwrap_err(), Error::Truncated);
-        assert_eq!(walk_extension_headers(ip_proto::HOPOPT, &hex("11")).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            walk_extension_headers(ip_proto::HOPOPT, &hex("11ff")).unwrap_err(),
+            Error::Truncated
+        );
+        assert_eq!(
+            walk_extension_headers(ip_proto::HOPOPT, &hex("11")).unwrap_err(),
+            Error::Truncated
+        );
         // A chain longer than MAX_EXT_HEADERS.
         let chain: Vec<u8> = (0..9).flat_map(|_| hex("0000000000000000")).collect();
-        assert_eq!(walk_extension_headers(ip_proto::HOPOPT, &chain).unwrap_err(), Error::Malformed);
+        assert_eq!(
+            walk_extension_headers(ip_proto::HOPOPT, &chain).unwrap_err(),
+            Error::Malformed
+        );
     }
 }

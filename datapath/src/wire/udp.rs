@@ -1,6 +1,6 @@
 //! UDP header view (RFC 768), used for ESP-in-UDP (RFC 3948).
 
-use super::{get_u16, put_u16, Error, Result};
+use super::{Error, Result, get_u16, put_u16};
 
 mod field {
     use core::ops::Range;
@@ -174,11 +174,18 @@ mod tests {
 
     #[test]
     fn construct() {
-        let repr = Repr { src_port: 4500, dst_port: 4500, payload_len: 0x88 };
+        let repr = Repr {
+            src_port: 4500,
+            dst_port: 4500,
+            payload_len: 0x88,
+        };
         let mut b = vec![0xffu8; 8];
         repr.emit(&mut Packet::new_unchecked(&mut b[..]));
         assert_eq!(b, hex(HDR));
-        assert_eq!(Repr::parse(&Packet::new_checked(&bytes()[..]).unwrap()).unwrap(), repr);
+        assert_eq!(
+            Repr::parse(&Packet::new_checked(&bytes()[..]).unwrap()).unwrap(),
+            repr
+        );
     }
 
     #[test]
@@ -187,7 +194,10 @@ mod tests {
         for n in 0..8 {
             assert_eq!(Packet::new_checked(&b[..n]).unwrap_err(), Error::Truncated);
         }
-        assert_eq!(Packet::new_checked(&b[..0x8f]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            Packet::new_checked(&b[..0x8f]).unwrap_err(),
+            Error::Truncated
+        );
         let mut bad = b.clone();
         bad[5] = 7;
         bad[4] = 0;

@@ -1,0 +1,132 @@
+//! Decap pipeline vs bare `ring` AEAD open on the same bytes, in one run, so
+//! hot-path changes show up as a ratio rather than an absolute rate (the
+//! machine is small and shared).
+//!
+//! Each iteration copies a template batch of 64 frames (decap works in
+//! place), for the pipeline and for the ring baseline alike. The bench SAs
+//! have the replay window off (size 0): the same template frames are fed
+//! again every iteration and would otherwise all be replays after the first.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use xdpsec_datapath::crypto::{Cipher, KeyMaterial};
+use xdpsec_datapath::sa::{EthernetHeader, InboundSaConfig, OuterHeader, OutboundSaConfig, SaChange, SaTable};
+use xdpsec_datapath::{decap_batch, encap, Verdict, WorkerState, MAX_BATCH};
+
+const KEY: [u8; 36] = [0x5c; 36];
+
+fn inbound(spi: u32) -> SaChange {
+    SaChange::AddInbound(InboundSaConfig {
+        spi,
+        peer: None,
+        tunnel: spi,
+        owner: 0,
+        cipher: Cipher::Aes256Gcm,
+        key: KeyMaterial::new(KEY.to_vec()),
+        esn: false,
+        window: 0,
+        name: String::new(),
+    })
+}
+
+fn outbound(spi: u32, tunnel: u32) -> SaChange {
+    SaChange::SetOutbound(OutboundSaConfig {
+        spi,
+        tunnel,
+        cipher: Cipher::Aes256Gcm,
+        key: KeyMaterial::new(KEY.to_vec()),
+        esn: false,
+        outer: OuterHeader {
+            src: "10.40.40.1".parse().unwrap(),
+            dst: "10.30.30.1".parse().unwrap(),
+            udp: Some((12346, 12346)),
+            ethernet: Some(EthernetHeader { src: [2, 0, 0, 0, 0, 1], dst: [2, 0, 0, 0, 0, 2] }),
+            ttl: 64,
+        },
+        last_seq: 0,
+        name: String::new(),
+    })
+}
+
+fn inner_packet(payload: usize) -> Vec<u8> {
+    let mut p = vec![0x45, 0, 0, 0, 0, 1, 0, 0, 63, 17, 0, 0, 192, 168, 1, 1, 192, 168, 2, 1];
+    p.resize(20 + payload, 0xab);
+    let l = p.len() as u16;
+    p[2..4].copy_from_slice(&l.to_be_bytes());
+    p
+}
+
+/// A table with `n_sas` inbound SAs and a template batch whose frames go to
+/// 64 SPIs spread over the table (all of them the same SA when `n_sas` is 1).
+fn setup(n_sas: u32, payload: usize) -> (SaTable, Vec<Vec<u8>>) {
+    let mut t = SaTable::new();
+    t.apply((1..=n_sas).map(inbound).collect(), Duration::ZERO).unwrap();
+    let targets: Vec<u32> = (0..MAX_BATCH as u32).map(|i| 1 + (i.wrapping_mul(2_654_435_761) % n_sas)).collect();
+    let mut changes: Vec<SaChange> = targets.iter().enumerate().map(|(i, &spi)| outbound(spi, i as u32)).collect();
+    changes.push(SaChange::SetUdpPorts(vec![12346..=12445]));
+    t.apply(changes, Duration::ZERO).unwrap();
+    let snap = t.snapshot();
+    let mut ws = WorkerState::new(0);
+    let inner = inner_packet(payload);
+    let frames = (0..MAX_BATCH)
+        .map(|i| {
+            let mut out = vec![0u8; 2048];
+            let e = encap(&mut ws, &snap, i as u32, &inner, &mut out).unwrap();
+            out.truncate(e.len);
+            out
+        })
+        .collect();
+    (t, frames)
+}
+
+fn bench_decap(c: &mut Criterion) {
+    let mut group = c.benchmark_group("decap_aes256gcm_batch64");
+    group.measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1)).sample_size(10);
+    group.throughput(Throughput::Elements(MAX_BATCH as u64));
+    let ring_key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &KEY[..32]).unwrap());
+    for n_sas in [1u32, 1_000_000] {
+        for payload in [64usize, 1400] {
+            let (table, template) = setup(n_sas, payload);
+            let snap = table.snapshot();
+            let mut ws = WorkerState::new(0);
+            let mut frames = template.clone();
+            let mut out = vec![Verdict::Handoff(0); MAX_BATCH];
+            // Sanity: everything decapsulates.
+            decap_batch(&mut ws, &snap, &mut frames, &mut out, Duration::ZERO);
+            assert!(out.iter().all(|v| matches!(v, Verdict::Deliver { .. })), "{:?}", out[0]);
+            let label = format!("{payload}B/{n_sas}sa");
+            group.bench_function(BenchmarkId::new("pipeline", &label), |b| {
+                b.iter(|| {
+                    for (f, t) in frames.iter_mut().zip(&template) {
+                        f.copy_from_slice(t);
+                    }
+                    decap_batch(&mut ws, &snap, &mut frames, &mut out, Duration::ZERO);
+                    black_box(&out);
+                })
+            });
+            // Bare ring on the same bytes: ESP starts after Ethernet (14),
+            // IPv4 (20) and UDP (8).
+            const ESP: usize = 14 + 20 + 8;
+            group.bench_function(BenchmarkId::new("ring_open_in_place", &label), |b| {
+                b.iter(|| {
+                    for (f, t) in frames.iter_mut().zip(&template) {
+                        f.copy_from_slice(t);
+                        let (hdr, rest) = f[ESP..].split_at_mut(16);
+                        let mut nonce = [0u8; 12];
+                        nonce[..4].copy_from_slice(&KEY[32..]);
+                        nonce[4..].copy_from_slice(&hdr[8..16]);
+                        let r = ring_key.open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(&hdr[..8]), rest);
+                        black_box(r.is_ok());
+                    }
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_decap);
+criterion_main!(benches);

@@ -1,0 +1,269 @@
+//! The per-queue datapath handler: AF_XDP batches through the ESP core
+//! (`xdpsec-datapath`), decrypted packets to the inside (TUN or sink), and
+//! packets read from the TUN encrypted and sent through AF_XDP TX.
+use std::{
+    net::IpAddr,
+    os::fd::RawFd,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Instant,
+};
+
+use xdpsec_afxdp::{BATCH_SIZE, BatchHandler, RxBatch, XskTx};
+use xdpsec_datapath::{
+    DropReason, Verdict, WorkerState, decap_batch, encap,
+    sa::SharedSnapshot,
+};
+
+use crate::{
+    config::Cidr,
+    neighbor::SharedMac,
+    worker::{ClassStats, classify},
+};
+
+/// Where a worker puts decrypted packets.
+#[derive(Clone, Copy)]
+pub enum InsideIo {
+    /// Write to this TUN queue fd (and read packets to encrypt from it).
+    Tun(RawFd),
+    /// Count and drop.
+    Sink,
+}
+
+/// Counters of the worker's I/O around the core (single writer: the worker).
+#[derive(Debug, Default)]
+pub struct IoStats {
+    /// Decrypted packets written to the TUN device.
+    pub tun_tx: AtomicU64,
+    /// Decrypted packets the TUN device refused (queue full).
+    pub tun_tx_errors: AtomicU64,
+    /// Decrypted packets counted and dropped by the sink.
+    pub sink: AtomicU64,
+    /// Packets read from the TUN device (to encrypt).
+    pub tun_rx: AtomicU64,
+    /// Encrypted frames handed to AF_XDP TX.
+    pub encap_tx: AtomicU64,
+    /// Frames for another worker's SA (handoff not yet implemented: dropped).
+    pub handoff: AtomicU64,
+    /// Frames the core passed back as not ESP (steered by mistake).
+    pub not_esp: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, n: u64) {
+    // Single writer: load + store avoids a locked add.
+    c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+}
+
+/// Inner destination prefixes routed into tunnels, longest prefix first.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    routes: Vec<(Cidr, u32)>,
+}
+
+impl RouteTable {
+    /// Build from `(prefix, tunnel index)` pairs.
+    pub fn new(mut routes: Vec<(Cidr, u32)>) -> RouteTable {
+        routes.sort_by(|a, b| b.0.len.cmp(&a.0.len));
+        RouteTable { routes }
+    }
+
+    /// The tunnel for inner destination `dst` (linear longest-prefix match:
+    /// configs hold a handful of prefixes; sorted so the first hit is longest).
+    pub fn lookup(&self, dst: IpAddr) -> Option<u32> {
+        self.routes
+            .iter()
+            .find(|(c, _)| prefix_match(c, dst))
+            .map(|(_, t)| *t)
+    }
+}
+
+fn prefix_match(c: &Cidr, a: IpAddr) -> bool {
+    match (c.addr, a) {
+        (IpAddr::V4(p), IpAddr::V4(x)) => {
+            let m = if c.len == 0 { 0 } else { u32::MAX << (32 - c.len) };
+            u32::from(p) & m == u32::from(x) & m
+        }
+        (IpAddr::V6(p), IpAddr::V6(x)) => {
+            let m = if c.len == 0 { 0 } else { u128::MAX << (128 - c.len) };
+            u128::from(p) & m == u128::from(x) & m
+        }
+        _ => false,
+    }
+}
+
+/// Inner destination address of an IP packet.
+fn inner_dst(pkt: &[u8]) -> Option<IpAddr> {
+    match pkt.first()? >> 4 {
+        4 if pkt.len() >= 20 => Some(IpAddr::from(<[u8; 4]>::try_from(&pkt[16..20]).ok()?)),
+        6 if pkt.len() >= 40 => Some(IpAddr::from(<[u8; 16]>::try_from(&pkt[24..40]).ok()?)),
+        _ => None,
+    }
+}
+
+/// What a worker needs, shared with control.
+pub struct WorkerCtx {
+    /// The published SA snapshot.
+    pub snap: SharedSnapshot,
+    /// Inner routes into tunnels.
+    pub routes: Arc<RouteTable>,
+    /// Next-hop MAC per tunnel index.
+    pub next_hops: Arc<Vec<SharedMac>>,
+    /// This interface's MAC.
+    pub local_mac: [u8; 6],
+    /// The daemon's clock origin (`now` for the core is time since it).
+    pub epoch: Instant,
+}
+
+/// The datapath for one queue.
+pub struct DatapathHandler {
+    ws: WorkerState,
+    ctx: WorkerCtx,
+    inside: InsideIo,
+    verdicts: Vec<Verdict>,
+    class: Arc<ClassStats>,
+    class_local: [u64; 5],
+    io: Arc<IoStats>,
+    /// One inner packet read from the TUN (max IP packet).
+    tun_buf: Box<[u8]>,
+}
+
+impl DatapathHandler {
+    /// A handler for worker `ws`.
+    pub fn new(ws: WorkerState, ctx: WorkerCtx, inside: InsideIo, class: Arc<ClassStats>, io: Arc<IoStats>) -> Self {
+        DatapathHandler {
+            ws,
+            ctx,
+            inside,
+            // Allocated once; reused for every batch.
+            verdicts: vec![Verdict::Drop(DropReason::PktBufferUnavailable); BATCH_SIZE],
+            class,
+            class_local: [0; 5],
+            io,
+            tun_buf: vec![0u8; 65536].into_boxed_slice(),
+        }
+    }
+}
+
+impl BatchHandler for DatapathHandler {
+    fn handle_batch(&mut self, _queue: u32, batch: &mut RxBatch<'_>, _tx: &mut XskTx) {
+        let n = batch.len();
+        for i in 0..n {
+            self.class_local[classify(batch.frame_mut(i)) as usize] += 1;
+        }
+        let now = self.ctx.epoch.elapsed();
+        // One snapshot for the whole batch: every frame sees the same SA set.
+        let snap = self.ctx.snap.load();
+        decap_batch(&mut self.ws, &snap, batch.frames_mut(), &mut self.verdicts[..n], now);
+        let (mut tun_ok, mut tun_err, mut sink, mut handoff, mut not_esp) = (0, 0, 0, 0, 0);
+        for i in 0..n {
+            match &self.verdicts[i] {
+                Verdict::Deliver { inner, .. } => match self.inside {
+                    InsideIo::Tun(fd) => {
+                        let frame = batch.frame_mut(i);
+                        if crate::tun::write_packet(fd, &frame[inner.clone()]) {
+                            tun_ok += 1;
+                        } else {
+                            tun_err += 1;
+                        }
+                    }
+                    InsideIo::Sink => sink += 1,
+                },
+                Verdict::Drop(_) => {}
+                Verdict::Handoff(_) => handoff += 1,
+                Verdict::Pass(_) => not_esp += 1,
+            }
+        }
+        bump(&self.io.tun_tx, tun_ok);
+        bump(&self.io.tun_tx_errors, tun_err);
+        bump(&self.io.sink, sink);
+        bump(&self.io.handoff, handoff);
+        bump(&self.io.not_esp, not_esp);
+        let s = &self.class;
+        for (slot, v) in [&s.esp_v4, &s.esp_v6, &s.udp_esp_v4, &s.udp_esp_v6, &s.other]
+            .into_iter()
+            .zip(self.class_local)
+        {
+            slot.store(v, Ordering::Relaxed);
+        }
+    }
+
+    fn extra_fd(&self) -> Option<RawFd> {
+        match self.inside {
+            InsideIo::Tun(fd) => Some(fd),
+            InsideIo::Sink => None,
+        }
+    }
+
+    fn on_extra_readable(&mut self, _queue: u32, tx: &mut XskTx) {
+        let InsideIo::Tun(fd) = self.inside else {
+            return;
+        };
+        let snap = self.ctx.snap.load();
+        let mut read = 0;
+        let mut sent = 0;
+        // A bounded batch per wake-up, so received ESP is served in between.
+        for _ in 0..BATCH_SIZE {
+            let Some(len) = crate::tun::read_packet(fd, &mut self.tun_buf) else {
+                break;
+            };
+            read += 1;
+            let inner = &self.tun_buf[..len];
+            let Some(dst) = inner_dst(inner) else {
+                // Not IP: the core counts it (89) when given no tunnel.
+                let _ = encap(&mut self.ws, &snap, u32::MAX, inner, &mut []);
+                continue;
+            };
+            // A destination routed into the TUN that no tunnel claims: no SA.
+            let tunnel = self.ctx.routes.lookup(dst).unwrap_or(u32::MAX);
+            let dst_mac = self.ctx.next_hops.get(tunnel as usize).and_then(|m| m.get());
+            let src_mac = self.ctx.local_mac;
+            let ws = &mut self.ws;
+            let mut failed_sa = None;
+            let ok = tx.send_with(|buf| {
+                let (eth, rest) = buf.split_at_mut(14);
+                match encap(ws, &snap, tunnel, inner, rest) {
+                    Ok(out) => match dst_mac {
+                        Some(dst) => {
+                            eth[..6].copy_from_slice(&dst);
+                            eth[6..12].copy_from_slice(&src_mac);
+                            let et: u16 = if rest[0] >> 4 == 6 { 0x86dd } else { 0x0800 };
+                            eth[12..14].copy_from_slice(&et.to_be_bytes());
+                            Some(14 + out.len)
+                        }
+                        None => {
+                            // No next-hop MAC yet (control is resolving it).
+                            failed_sa = Some(out.sa);
+                            None
+                        }
+                    },
+                    Err(_) => None, // counted by the core
+                }
+            });
+            if let Some(sa) = failed_sa {
+                self.ws.count_send_error(sa);
+            } else if ok {
+                sent += 1;
+            }
+        }
+        bump(&self.io.tun_rx, read);
+        bump(&self.io.encap_tx, sent);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longest_prefix_wins() {
+        let c = |s: &str| s.parse::<Cidr>().unwrap();
+        let t = RouteTable::new(vec![(c("203.0.113.0/24"), 1), (c("203.0.113.1/32"), 2), (c("2001:db8::/32"), 3)]);
+        assert_eq!(t.lookup("203.0.113.1".parse().unwrap()), Some(2));
+        assert_eq!(t.lookup("203.0.113.9".parse().unwrap()), Some(1));
+        assert_eq!(t.lookup("198.51.100.1".parse().unwrap()), None);
+        assert_eq!(t.lookup("2001:db8:5::1".parse().unwrap()), Some(3));
+        assert_eq!(t.lookup("2001:db9::1".parse().unwrap()), None);
+    }
+}

@@ -1,0 +1,267 @@
+//! Control-plane state: the SA table built from the config, the buffered
+//! IOS log, and the housekeeping that turns datapath events into log lines
+//! and keeps next-hop MACs fresh.
+use std::{
+    collections::VecDeque,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Result, anyhow};
+use xdpsec_datapath::{
+    crypto::{Cipher, KeyMaterial},
+    events::DropEvent,
+    ioslog::{IosLogger, LogKind},
+    sa::{InboundSaConfig, LocalEndpoint, OuterHeader, OutboundSaConfig, SaChange, SaId, SaTable},
+    worker::WorkerShared,
+};
+
+use crate::{
+    config::{CipherName, Config, Encap, Tunnel},
+    daemon::lock,
+    neighbor::{self, SharedMac},
+};
+
+/// Lines kept for `show logging`.
+pub const LOG_BUFFER_LINES: usize = 1000;
+
+/// The datapath cipher for a configured name.
+pub fn cipher_of(c: CipherName) -> Cipher {
+    match c {
+        CipherName::Aes128Gcm => Cipher::Aes128Gcm,
+        CipherName::Aes256Gcm => Cipher::Aes256Gcm,
+        CipherName::ChaCha20Poly1305 => Cipher::ChaCha20Poly1305,
+    }
+}
+
+/// The IOS crypto map tag of a tunnel interface.
+pub fn crypto_map_tag(tunnel: &Tunnel) -> String {
+    format!("{}-head-0", tunnel.name)
+}
+
+/// SA ids of one tunnel.
+#[derive(Clone, Copy, Debug)]
+pub struct TunnelSas {
+    /// Inbound SA.
+    pub inbound: SaId,
+    /// Outbound SA.
+    pub outbound: SaId,
+}
+
+/// Build the SA table for the configured tunnels, in one publish.
+pub fn build_sa_table(cfg: &Config, now: Duration) -> Result<(SaTable, Vec<TunnelSas>)> {
+    let mut table = SaTable::new();
+    let mut changes = Vec::new();
+    let mut endpoints = Vec::new();
+    for (i, t) in cfg.tunnels.iter().enumerate() {
+        let tunnel = i as u32;
+        let cipher = cipher_of(t.cipher);
+        let udp = match t.encap {
+            Encap::Esp => None,
+            Encap::Udp { local_port, peer_port } => Some((local_port, peer_port)),
+        };
+        changes.push(SaChange::AddInbound(InboundSaConfig {
+            spi: t.inbound.spi,
+            peer: None,
+            tunnel,
+            // One replay window per SA, owned by worker 0 (see the README on queues).
+            owner: 0,
+            cipher,
+            key: KeyMaterial::new(t.inbound.key.to_vec()),
+            esn: t.esn,
+            window: t.replay_window,
+            name: crypto_map_tag(t),
+        }));
+        changes.push(SaChange::SetOutbound(OutboundSaConfig {
+            spi: t.outbound.spi,
+            tunnel,
+            cipher,
+            key: KeyMaterial::new(t.outbound.key.to_vec()),
+            esn: t.esn,
+            outer: OuterHeader {
+                src: cfg.underlay.address,
+                dst: t.peer,
+                udp,
+                ethernet: None,
+                ttl: 64,
+            },
+            last_seq: 0,
+            name: crypto_map_tag(t),
+        }));
+        endpoints.push(LocalEndpoint {
+            addr: cfg.underlay.address,
+            udp_port: udp.map(|u| u.0),
+            tunnel,
+        });
+    }
+    let ports: Vec<_> = cfg.underlay.udp_ports.iter().map(|&p| p..=p).collect();
+    changes.push(SaChange::SetUdpPorts(ports));
+    changes.push(SaChange::SetEndpoints(endpoints));
+    table
+        .apply(changes, now)
+        .map_err(|e| anyhow!("installing the configured SAs: {e:?}"))?;
+    let mut ids = Vec::new();
+    for i in 0..cfg.tunnels.len() as u32 {
+        let find = |inbound: bool| {
+            table
+                .cold_all()
+                .find(|(_, c)| {
+                    c.tunnel == i && (c.direction == xdpsec_datapath::sa::Direction::Inbound) == inbound
+                })
+                .map(|(id, _)| *id)
+        };
+        ids.push(TunnelSas {
+            inbound: find(true).ok_or_else(|| anyhow!("tunnel {i}: inbound SA missing"))?,
+            outbound: find(false).ok_or_else(|| anyhow!("tunnel {i}: outbound SA missing"))?,
+        });
+    }
+    Ok((table, ids))
+}
+
+/// The buffered log behind `show logging`.
+#[derive(Default)]
+pub struct LogBuffer {
+    lines: VecDeque<String>,
+    /// Lines logged since start (including those rotated out).
+    pub logged: u64,
+}
+
+impl LogBuffer {
+    /// Append a line (already carrying its timestamp).
+    pub fn push(&mut self, line: String) {
+        if self.lines.len() == LOG_BUFFER_LINES {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(line);
+        self.logged += 1;
+    }
+
+    /// The buffered lines, oldest first.
+    pub fn lines(&self) -> impl Iterator<Item = &String> {
+        self.lines.iter()
+    }
+
+    /// Empty the buffer (`clear logging`).
+    pub fn clear(&mut self) {
+        self.lines.clear();
+    }
+}
+
+/// `*Nov 27 14:30:01.123: ` as IOS prints with `service timestamps log datetime msec`.
+pub fn ios_timestamp(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    const MON: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    format!(
+        "*{} {:>2} {:02}:{:02}:{:02}.{:03}: ",
+        MON[(month - 1) as usize],
+        day,
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// Turns datapath drop events into rate-limited IOS log lines.
+pub struct EventLogger {
+    logger: IosLogger,
+    tunnel_names: Vec<String>,
+    /// Events the datapath could not queue (its ring was full).
+    pub lost: u64,
+}
+
+impl EventLogger {
+    /// A logger naming tunnels by index.
+    pub fn new(tunnel_names: Vec<String>) -> Self {
+        EventLogger { logger: IosLogger::default(), tunnel_names, lost: 0 }
+    }
+
+    /// Drain every worker's events into `log`; `now` is the daemon's clock.
+    pub fn drain(&mut self, workers: &[Arc<WorkerShared>], log: &Mutex<LogBuffer>, now: Duration) {
+        for w in workers {
+            for ev in w.events.drain(4096) {
+                self.one(&ev, log, now);
+            }
+        }
+        self.lost = workers.iter().map(|w| w.events.lost()).sum();
+    }
+
+    fn one(&mut self, ev: &DropEvent, log: &Mutex<LogBuffer>, now: Duration) {
+        let iface = ev
+            .tunnel
+            .and_then(|t| self.tunnel_names.get(t as usize))
+            .map(String::as_str);
+        if let Some(line) = self.logger.log(ev, iface, now) {
+            // Keys never reach this line: it carries addresses and the SPI only.
+            tracing::warn!(target: "ios", "{line}");
+            lock(log).push(format!("{}{line}", ios_timestamp(SystemTime::now())));
+        }
+    }
+
+    /// Lines suppressed by the one-a-minute rate limit, per kind.
+    pub fn suppressed(&self) -> [(LogKind, u64); 3] {
+        [LogKind::InvalidSpi, LogKind::Replay, LogKind::Hmac].map(|k| (k, self.logger.suppressed(k)))
+    }
+}
+
+/// Resolve each tunnel peer's next-hop MAC through the kernel and publish it.
+/// With `wait`, solicit missing entries and retry for up to that long.
+pub fn refresh_next_hops(peers: &[IpAddr], ifname: &str, macs: &[SharedMac], wait: Duration) {
+    let deadline = Instant::now() + wait;
+    loop {
+        let mut missing = false;
+        for (peer, slot) in peers.iter().zip(macs) {
+            let hop = neighbor::next_hop(*peer, ifname);
+            let mac = neighbor::lookup(hop, ifname);
+            if mac.is_none() {
+                neighbor::solicit(hop);
+                missing = true;
+            }
+            if mac.is_some() || slot.get().is_none() {
+                slot.set(mac);
+            }
+        }
+        if !missing || Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ios_timestamps() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_789_801_123); // 2026-11-27 14:30:01.123 UTC
+        assert_eq!(ios_timestamp(t), "*Nov 27 14:30:01.123: ");
+        assert_eq!(ios_timestamp(UNIX_EPOCH), "*Jan  1 00:00:00.000: ");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(ios_timestamp(leap), "*Feb 29 00:00:00.000: ");
+    }
+
+    #[test]
+    fn log_buffer_is_bounded() {
+        let mut b = LogBuffer::default();
+        for i in 0..LOG_BUFFER_LINES + 5 {
+            b.push(format!("l{i}"));
+        }
+        assert_eq!(b.lines().count(), LOG_BUFFER_LINES);
+        assert_eq!(b.lines().next().unwrap(), "l5");
+        assert_eq!(b.logged, LOG_BUFFER_LINES as u64 + 5);
+    }
+}

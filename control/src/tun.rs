@@ -1,0 +1,132 @@
+//! The inside interface: a multi-queue TUN device, one queue per worker.
+//!
+//! Decrypted inner packets are written to it, so the local kernel, ping and
+//! sockets see them; the kernel routes packets for a tunnel's
+//! `remote_subnets` into it, and the worker encrypts what it reads. The
+//! device is not persistent: it (and its routes) vanish when the daemon's
+//! queue fds close.
+use std::{
+    fs::OpenOptions,
+    os::fd::{AsRawFd, OwnedFd, RawFd},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::config::Cidr;
+
+const TUNSETIFF: libc::c_ulong = 0x400454ca;
+const IFF_TUN: libc::c_short = 0x0001;
+const IFF_NO_PI: libc::c_short = 0x1000;
+const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
+
+/// Inner MTU: leaves room for outer IPv6 (40) + UDP (8) + ESP header and IV
+/// (16) + up to 3 pad + 2 trailer + 16 ICV bytes on a 1500-byte underlay
+/// (strongSwan's kernel-libipsec uses the same 1400).
+pub const TUN_MTU: u32 = 1400;
+
+/// An open multi-queue TUN device.
+pub struct Tun {
+    /// Device name.
+    pub name: String,
+    queues: Vec<OwnedFd>,
+}
+
+#[repr(C)]
+struct IfReq {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// Run `ip` with `args`, naming the command on failure.
+pub fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip (iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+impl Tun {
+    /// Create `name` with `queues` queues, give it `address`, bring it up.
+    pub fn create(name: &str, queues: u32, address: Cidr) -> Result<Tun> {
+        let mut fds = Vec::new();
+        for q in 0..queues {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/net/tun")
+                .context("opening /dev/net/tun (is the tun driver available?)")?;
+            let mut req = IfReq {
+                name: [0; libc::IFNAMSIZ],
+                flags: IFF_TUN | IFF_NO_PI | IFF_MULTI_QUEUE,
+                _pad: [0; 22],
+            };
+            req.name[..name.len()].copy_from_slice(name.as_bytes());
+            // SAFETY: TUNSETIFF reads and writes an ifreq-sized struct.
+            if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, &mut req) } < 0 {
+                bail!(
+                    "creating TUN device {name} (inside.name), queue {q}: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+            // SAFETY: fcntl on an fd we own.
+            unsafe {
+                let fl = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+                libc::fcntl(file.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
+            }
+            fds.push(OwnedFd::from(file));
+        }
+        let tun = Tun {
+            name: name.to_string(),
+            queues: fds,
+        };
+        let mtu = TUN_MTU.to_string();
+        ip(&["link", "set", "dev", name, "mtu", &mtu])?;
+        // No IPv6 link-local address: the kernel would otherwise send router
+        // solicitations and MLD reports into the tunnel (counted as drops).
+        ip(&["link", "set", "dev", name, "addrgenmode", "none"])?;
+        let addr = address.to_string();
+        let mut args = vec!["addr", "add", addr.as_str(), "dev", name];
+        if address.addr.is_ipv6() {
+            args.push("nodad");
+        }
+        ip(&args).with_context(|| format!("giving {name} the address {address} (inside.address)"))?;
+        ip(&["link", "set", "dev", name, "up"])?;
+        Ok(tun)
+    }
+
+    /// Route `subnet` into the device.
+    pub fn add_route(&self, subnet: Cidr) -> Result<()> {
+        let s = subnet.to_string();
+        ip(&["route", "replace", &s, "dev", &self.name])
+    }
+
+    /// The fd of queue `q`.
+    pub fn queue_fd(&self, q: usize) -> RawFd {
+        self.queues[q].as_raw_fd()
+    }
+}
+
+/// Write one packet to a TUN queue (non-blocking). Returns false if the
+/// kernel did not take it.
+pub fn write_packet(fd: RawFd, packet: &[u8]) -> bool {
+    // SAFETY: packet is a valid buffer for the call.
+    let n = unsafe { libc::write(fd, packet.as_ptr().cast(), packet.len()) };
+    n == packet.len() as isize
+}
+
+/// Read one packet from a TUN queue (non-blocking): its length, or None when empty.
+pub fn read_packet(fd: RawFd, buf: &mut [u8]) -> Option<usize> {
+    // SAFETY: buf is valid for writing.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    (n > 0).then_some(n as usize)
+}

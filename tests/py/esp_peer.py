@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""An independent ESP peer for xdpsec's interop tests, built on scapy.
+
+Reads one JSON object (argv[1]) describing the SAs and addresses, sends
+`count` ICMP echo requests encrypted by scapy through the tunnel, captures
+what comes back on the interface, decrypts it with scapy and prints a JSON
+report on stdout. xdpsec is the other end: it decrypts to its TUN device,
+the kernel there answers, xdpsec encrypts the reply.
+
+Bounded: at most `count` packets sent, at most `timeout` seconds waited.
+"""
+import json
+import select
+import sys
+import time
+
+from scapy.all import conf, Ether, IP, IPv6, UDP, ICMP, ICMPv6EchoRequest, ICMPv6EchoReply, Raw
+from scapy.layers.ipsec import ESP, SecurityAssociation
+from scapy.packet import bind_layers
+
+cfg = json.loads(sys.argv[1])
+v6_outer = ":" in cfg["outer_src"]
+v6_inner = ":" in cfg["inner_src"]
+udp = cfg.get("udp")  # [our port, xdpsec's port] or None
+if udp:
+    for p in set(udp):
+        if p != 4500:
+            bind_layers(UDP, ESP, dport=p)
+            bind_layers(UDP, ESP, sport=p)
+
+def mk_sa(d, outbound):
+    src, dst = (cfg["outer_src"], cfg["outer_dst"]) if outbound else (cfg["outer_dst"], cfg["outer_src"])
+    hdr = IPv6(src=src, dst=dst) if v6_outer else IP(src=src, dst=dst)
+    nat = None
+    if udp:
+        nat = UDP(sport=udp[0], dport=udp[1]) if outbound else UDP(sport=udp[1], dport=udp[0])
+    sa = SecurityAssociation(ESP, spi=d["spi"], crypt_algo=cfg["cipher"],
+                             crypt_key=bytes.fromhex(d["key"]), tunnel_header=hdr,
+                             nat_t_header=nat, esn_en=cfg.get("esn", False))
+    # scapy treats seq_num=0 / esn=0 passed to the constructor as unset: set them directly.
+    sa.seq_num = d.get("seq", 1)
+    sa.esn = d.get("esn_hi", 0)
+    return sa
+
+tx_sa = mk_sa(cfg["tx"], True)
+rx_sa = mk_sa(cfg["rx"], False)
+count = cfg.get("count", 5)
+timeout = cfg.get("timeout", 5.0)
+ident = 0x4242
+report = {"sent": 0, "received_esp": 0, "decrypted": 0, "matched": [], "errors": [], "reply_seqs": []}
+
+sock = conf.L2socket(iface=cfg["iface"])
+eth = Ether(src=cfg["src_mac"], dst=cfg["dst_mac"])
+
+def inner(i):
+    payload = bytes([(i + k) & 0xFF for k in range(cfg.get("payload", 56))])
+    if v6_inner:
+        return IPv6(src=cfg["inner_src"], dst=cfg["inner_dst"]) / ICMPv6EchoRequest(id=ident, seq=i, data=payload)
+    return IP(src=cfg["inner_src"], dst=cfg["inner_dst"]) / ICMP(type=8, id=ident, seq=i) / Raw(payload)
+
+def handle(frame):
+    pkt = Ether(bytes(frame))
+    outer = pkt.getlayer(IPv6 if v6_outer else IP)
+    if outer is None or outer.src != cfg["outer_dst"]:
+        return
+    if not pkt.haslayer(ESP) or pkt[ESP].spi != cfg["rx"]["spi"]:
+        return
+    report["received_esp"] += 1
+    report["reply_seqs"].append(pkt[ESP].seq)
+    try:
+        # decrypt() wants the outer IP packet (with the UDP header for NAT-T).
+        clear = rx_sa.decrypt(outer)
+    except Exception as e:  # integrity failure or parse error
+        report["errors"].append("decrypt: %r" % (e,))
+        return
+    report["decrypted"] += 1
+    if v6_inner:
+        if clear.haslayer(ICMPv6EchoReply) and clear[ICMPv6EchoReply].id == ident:
+            report["matched"].append(clear[ICMPv6EchoReply].seq)
+    elif clear.haslayer(ICMP) and clear[ICMP].type == 0 and clear[ICMP].id == ident:
+        report["matched"].append(clear[ICMP].seq)
+
+deadline = time.time() + timeout
+seq = cfg["tx"].get("seq", 1)  # 64-bit sequence number of the first packet
+for i in range(count):
+    # Set the halves directly: scapy's encrypt() keeps 32 bits and treats 0 as "unset".
+    tx_sa.seq_num = seq & 0xFFFFFFFF
+    tx_sa.esn = seq >> 32
+    sock.send(eth / tx_sa.encrypt(inner(i)))
+    seq += 1
+    report["sent"] += 1
+    # Collect the reply before the next request (bounded wait per packet).
+    t_end = min(time.time() + 1.0, deadline)
+    want = len(report["matched"]) + 1
+    while time.time() < t_end and len(report["matched"]) < want:
+        ready, _, _ = select.select([sock.ins], [], [], 0.05)
+        if ready:
+            _, raw, _ = sock.recv_raw()
+            if raw:
+                handle(raw)
+# Late replies (bounded).
+t_end = min(time.time() + 0.3, deadline)
+while time.time() < t_end:
+    ready, _, _ = select.select([sock.ins], [], [], 0.05)
+    if ready:
+        _, raw, _ = sock.recv_raw()
+        if raw:
+            handle(raw)
+
+print(json.dumps(report))
