@@ -53,6 +53,8 @@ pub enum Cmd {
     ShowLogging,
     /// `clear logging`.
     ClearLogging,
+    /// Re-read the config file and apply changed manual SAs.
+    Reload,
     /// The command list.
     Help,
 }
@@ -160,6 +162,11 @@ pub const COMMANDS: &[CommandSpec<Cmd>] = &[
         help: "empty the log buffer",
     },
     CommandSpec {
+        tokens: &[Kw("request"), Kw("platform"), Kw("software"), Kw("xdpsec"), Kw("reload")],
+        id: Cmd::Reload,
+        help: "re-read the config file: apply changed manual SAs (SPIs, keys) without stopping traffic",
+    },
+    CommandSpec {
         tokens: &[Kw("help")],
         id: Cmd::Help,
         help: "list the commands",
@@ -222,10 +229,14 @@ pub struct DatapathView {
     pub io: Vec<Arc<IoStats>>,
     /// The SA table (control's master copy).
     pub table: Mutex<SaTable>,
-    /// Configured tunnels.
-    pub tunnels: Vec<Tunnel>,
-    /// Their SA ids.
-    pub tunnel_sas: Vec<TunnelSas>,
+    /// Configured tunnels with their SA ids (replaced by a reload).
+    pub tunnels: Mutex<Vec<(Tunnel, TunnelSas)>>,
+    /// The config file, re-read by `request platform software xdpsec reload`.
+    pub config_path: std::path::PathBuf,
+    /// The config in force.
+    pub config: Mutex<Config>,
+    /// The daemon's clock origin.
+    pub epoch: Instant,
     /// The `show logging` buffer.
     pub log: Arc<Mutex<LogBuffer>>,
     /// Turns events into log lines (the housekeeping thread drives it).
@@ -312,11 +323,12 @@ impl Daemon {
         let mut text = String::new();
         let mut list = Vec::new();
         let table = lock(&self.dp.table);
-        for (i, t) in self.dp.tunnels.iter().enumerate() {
+        let tunnels = lock(&self.dp.tunnels);
+        for (t, ids) in tunnels.iter() {
             if peer.is_some_and(|p| p != t.peer) {
                 continue;
             }
-            let ids = self.dp.tunnel_sas[i];
+            let ids = *ids;
             let inb = sa_counters(&self.dp.workers, ids.inbound);
             let outb = sa_counters(&self.dp.workers, ids.outbound);
             let in_cold = table.cold(ids.inbound);
@@ -400,6 +412,81 @@ impl Daemon {
         (text, json!({ "sas": list }))
     }
 
+    /// Re-read the config file and apply what changed in the tunnels' SAs
+    /// as one atomic SA-table update. Anything else that changed needs a
+    /// restart and is refused, naming the field; nothing is half-applied.
+    pub fn reload(&self) -> anyhow::Result<String> {
+        let new = Config::load(&self.dp.config_path).map_err(|e| anyhow::anyhow!("reload refused: {e}"))?;
+        let mut cur = lock(&self.dp.config);
+        let refuse = |field: &str| Err(anyhow::anyhow!("reload refused: `{field}` changed; restart xdpsec to apply it"));
+        if new.node != cur.node {
+            return refuse("node");
+        }
+        if new.socket != cur.socket {
+            return refuse("socket");
+        }
+        let (u, v) = (&new.underlay, &cur.underlay);
+        if u.interface != v.interface || u.address != v.address || u.queues != v.queues || u.udp_ports != v.udp_ports {
+            return refuse("underlay");
+        }
+        if new.inside != cur.inside {
+            return refuse("inside");
+        }
+        if new.tunnels.len() != cur.tunnels.len() {
+            return refuse("tunnel (tunnels added or removed)");
+        }
+        let mut tunnels = lock(&self.dp.tunnels);
+        let mut changes = Vec::new();
+        let mut summary = Vec::new();
+        let mut new_ids = Vec::new();
+        for (i, (n, (o, ids))) in new.tunnels.iter().zip(tunnels.iter()).enumerate() {
+            if n.name != o.name {
+                return refuse("tunnel.name");
+            }
+            if n.peer != o.peer || n.encap != o.encap || n.remote_subnets != o.remote_subnets || n.kind != o.kind {
+                return refuse(&format!("tunnel {} (peer, encap or remote_subnets)", n.name));
+            }
+            let same_params = n.cipher == o.cipher && n.esn == o.esn;
+            let in_changed = !same_params
+                || n.replay_window != o.replay_window
+                || n.inbound.spi != o.inbound.spi
+                || *n.inbound.key != *o.inbound.key;
+            let out_changed = !same_params || n.outbound.spi != o.outbound.spi || *n.outbound.key != *o.outbound.key;
+            let sa_changes = crate::state::tunnel_sa_changes(&new, i as u32);
+            if in_changed {
+                changes.push(xdpsec_datapath::sa::SaChange::RemoveInbound(ids.inbound));
+                changes.push(sa_changes.inbound);
+                summary.push(format!("{}: inbound SA 0x{:X} -> 0x{:X}", n.name, o.inbound.spi, n.inbound.spi));
+            }
+            if out_changed {
+                changes.push(sa_changes.outbound);
+                summary.push(format!("{}: outbound SA 0x{:X} -> 0x{:X}", n.name, o.outbound.spi, n.outbound.spi));
+            }
+            new_ids.push((in_changed, out_changed));
+        }
+        if changes.is_empty() {
+            return Ok("Reloaded: no SA changed\n".into());
+        }
+        let mut table = lock(&self.dp.table);
+        table
+            .apply(changes, self.dp.epoch.elapsed())
+            .map_err(|e| anyhow::anyhow!("reload refused by the SA table: {e:?}"))?;
+        let fresh = crate::state::tunnel_sa_ids(&table, new.tunnels.len())?;
+        for (i, ((t, ids), (inc, outc))) in tunnels.iter_mut().zip(new_ids).enumerate() {
+            if inc {
+                ids.inbound = fresh[i].inbound;
+            }
+            if outc {
+                ids.outbound = fresh[i].outbound;
+            }
+            *t = new.tunnels[i].clone();
+        }
+        *cur = new;
+        let text = format!("Reloaded: {}\n", summary.join("; "));
+        tracing::info!("{}", text.trim_end());
+        Ok(text)
+    }
+
     fn show_logging(&self) -> (String, Value) {
         let log = lock(&self.dp.log);
         let ev = lock(&self.dp.events);
@@ -470,6 +557,7 @@ impl Daemon {
                 lock(&self.dp.log).clear();
                 Ok((String::new(), json!({"cleared": true})))
             }
+            Cmd::Reload => self.reload().map(|t| (t.clone(), json!({ "reloaded": t }))),
             Cmd::Help => Ok(help()),
         };
         match result {

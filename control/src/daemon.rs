@@ -79,13 +79,14 @@ fn block_signals() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }
 }
 
 /// Run the daemon in the foreground until SIGINT or SIGTERM.
-pub fn run(config: Config) -> Result<()> {
+pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
     check_privileges()?;
     let sigset = block_signals();
     let iface = &config.underlay.interface;
@@ -191,8 +192,10 @@ pub fn run(config: Config) -> Result<()> {
         workers: workers_shared.clone(),
         io: io_stats,
         table: Mutex::new(table),
-        tunnels: config.tunnels.clone(),
-        tunnel_sas,
+        tunnels: Mutex::new(config.tunnels.iter().cloned().zip(tunnel_sas).collect()),
+        config_path: config_path.to_path_buf(),
+        config: Mutex::new(config.clone()),
+        epoch,
         log: Arc::clone(&log),
         events: Arc::clone(&events),
     };
@@ -255,8 +258,18 @@ pub fn run(config: Config) -> Result<()> {
     );
 
     let mut sig: libc::c_int = 0;
-    // SAFETY: sigset holds SIGINT and SIGTERM, blocked in every thread.
-    unsafe { libc::sigwait(&sigset, &mut sig) };
+    loop {
+        // SAFETY: sigset holds SIGINT, SIGTERM and SIGHUP, blocked in every thread.
+        unsafe { libc::sigwait(&sigset, &mut sig) };
+        if sig != libc::SIGHUP {
+            break;
+        }
+        // SIGHUP: reload the config file, as `request platform software xdpsec reload`.
+        match daemon.reload() {
+            Ok(t) => info!("SIGHUP: {}", t.trim_end()),
+            Err(e) => error!("SIGHUP: {e}"),
+        }
+    }
     info!(signal = sig, "stopping");
     stop.store(true, Ordering::Relaxed);
     for w in workers {

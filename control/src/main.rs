@@ -74,7 +74,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match daemon::run(cfg) {
+            match daemon::run(cfg, &config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("xdpsec: {}", format_chain(&e));

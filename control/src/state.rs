@@ -13,7 +13,7 @@ use xdpsec_datapath::{
     crypto::{Cipher, KeyMaterial},
     events::DropEvent,
     ioslog::{IosLogger, LogKind},
-    sa::{InboundSaConfig, LocalEndpoint, OuterHeader, OutboundSaConfig, SaChange, SaId, SaTable},
+    sa::{Direction, InboundSaConfig, LocalEndpoint, OuterHeader, OutboundSaConfig, SaChange, SaId, SaTable},
     worker::WorkerShared,
 };
 
@@ -49,22 +49,29 @@ pub struct TunnelSas {
     pub outbound: SaId,
 }
 
-/// Build the SA table for the configured tunnels, in one publish.
-pub fn build_sa_table(cfg: &Config, now: Duration) -> Result<(SaTable, Vec<TunnelSas>)> {
-    let mut table = SaTable::new();
-    let mut changes = Vec::new();
-    let mut endpoints = Vec::new();
-    for (i, t) in cfg.tunnels.iter().enumerate() {
-        let tunnel = i as u32;
-        let cipher = cipher_of(t.cipher);
-        let udp = match t.encap {
-            Encap::Esp => None,
-            Encap::Udp { local_port, peer_port } => Some((local_port, peer_port)),
-        };
-        changes.push(SaChange::AddInbound(InboundSaConfig {
+/// The SA changes that install tunnel `i` of `cfg`.
+pub struct TunnelChanges {
+    /// `AddInbound`.
+    pub inbound: SaChange,
+    /// `SetOutbound`.
+    pub outbound: SaChange,
+    /// Where the tunnel terminates locally (names it in logs).
+    pub endpoint: LocalEndpoint,
+}
+
+/// Build the inbound and outbound SA changes of tunnel `i`.
+pub fn tunnel_sa_changes(cfg: &Config, i: u32) -> TunnelChanges {
+    let t = &cfg.tunnels[i as usize];
+    let cipher = cipher_of(t.cipher);
+    let udp = match t.encap {
+        Encap::Esp => None,
+        Encap::Udp { local_port, peer_port } => Some((local_port, peer_port)),
+    };
+    TunnelChanges {
+        inbound: SaChange::AddInbound(InboundSaConfig {
             spi: t.inbound.spi,
             peer: None,
-            tunnel,
+            tunnel: i,
             // One replay window per SA, owned by worker 0 (see the README on queues).
             owner: 0,
             cipher,
@@ -72,10 +79,10 @@ pub fn build_sa_table(cfg: &Config, now: Duration) -> Result<(SaTable, Vec<Tunne
             esn: t.esn,
             window: t.replay_window,
             name: crypto_map_tag(t),
-        }));
-        changes.push(SaChange::SetOutbound(OutboundSaConfig {
+        }),
+        outbound: SaChange::SetOutbound(OutboundSaConfig {
             spi: t.outbound.spi,
-            tunnel,
+            tunnel: i,
             cipher,
             key: KeyMaterial::new(t.outbound.key.to_vec()),
             esn: t.esn,
@@ -88,12 +95,43 @@ pub fn build_sa_table(cfg: &Config, now: Duration) -> Result<(SaTable, Vec<Tunne
             },
             last_seq: 0,
             name: crypto_map_tag(t),
-        }));
-        endpoints.push(LocalEndpoint {
+        }),
+        endpoint: LocalEndpoint {
             addr: cfg.underlay.address,
             udp_port: udp.map(|u| u.0),
-            tunnel,
+            tunnel: i,
+        },
+    }
+}
+
+/// The current SA ids of tunnels `0..n`.
+pub fn tunnel_sa_ids(table: &SaTable, n: usize) -> Result<Vec<TunnelSas>> {
+    let mut ids = Vec::new();
+    for i in 0..n as u32 {
+        let find = |dir: Direction| {
+            table
+                .cold_all()
+                .find(|(_, c)| c.tunnel == i && c.direction == dir)
+                .map(|(id, _)| *id)
+        };
+        ids.push(TunnelSas {
+            inbound: find(Direction::Inbound).ok_or_else(|| anyhow!("tunnel {i}: inbound SA missing"))?,
+            outbound: find(Direction::Outbound).ok_or_else(|| anyhow!("tunnel {i}: outbound SA missing"))?,
         });
+    }
+    Ok(ids)
+}
+
+/// Build the SA table for the configured tunnels, in one publish.
+pub fn build_sa_table(cfg: &Config, now: Duration) -> Result<(SaTable, Vec<TunnelSas>)> {
+    let mut table = SaTable::new();
+    let mut changes = Vec::new();
+    let mut endpoints = Vec::new();
+    for i in 0..cfg.tunnels.len() as u32 {
+        let c = tunnel_sa_changes(cfg, i);
+        changes.push(c.inbound);
+        changes.push(c.outbound);
+        endpoints.push(c.endpoint);
     }
     let ports: Vec<_> = cfg.underlay.udp_ports.iter().map(|&p| p..=p).collect();
     changes.push(SaChange::SetUdpPorts(ports));
@@ -101,21 +139,7 @@ pub fn build_sa_table(cfg: &Config, now: Duration) -> Result<(SaTable, Vec<Tunne
     table
         .apply(changes, now)
         .map_err(|e| anyhow!("installing the configured SAs: {e:?}"))?;
-    let mut ids = Vec::new();
-    for i in 0..cfg.tunnels.len() as u32 {
-        let find = |inbound: bool| {
-            table
-                .cold_all()
-                .find(|(_, c)| {
-                    c.tunnel == i && (c.direction == xdpsec_datapath::sa::Direction::Inbound) == inbound
-                })
-                .map(|(id, _)| *id)
-        };
-        ids.push(TunnelSas {
-            inbound: find(true).ok_or_else(|| anyhow!("tunnel {i}: inbound SA missing"))?,
-            outbound: find(false).ok_or_else(|| anyhow!("tunnel {i}: outbound SA missing"))?,
-        });
-    }
+    let ids = tunnel_sa_ids(&table, cfg.tunnels.len())?;
     Ok((table, ids))
 }
 

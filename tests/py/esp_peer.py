@@ -80,6 +80,49 @@ def handle(frame):
     elif clear.haslayer(ICMP) and clear[ICMP].type == 0 and clear[ICMP].id == ident:
         report["matched"].append(clear[ICMP].seq)
 
+def crafted(i, spec):
+    """One ESP packet built by hand with scapy's cipher: custom padding,
+    next header, SPI, tampering, truncation, fragment flags."""
+    from scapy.layers.ipsec import _ESPPlain
+    seq = spec["seq"]
+    clear = inner(i)
+    esp = _ESPPlain(spi=spec.get("spi", tx_sa.spi), seq=seq & 0xFFFFFFFF, iv=tx_sa.crypt_algo.generate_iv())
+    esp.data = clear
+    esp.nh = spec.get("nh", 41 if v6_inner else 4)
+    if "pad" in spec:
+        esp.padding = bytes.fromhex(spec["pad"])
+    else:
+        # RFC 4303 2.4: pad bytes 1, 2, 3, ... to 4-byte alignment of the trailer.
+        n = (-(len(bytes(clear)) + 2)) % 4
+        esp.padding = bytes(range(1, n + 1))
+    esp.padlen = len(esp.padding)
+    enc = tx_sa.crypt_algo.encrypt(tx_sa, esp, tx_sa.crypt_key, tx_sa.crypt_icv_size,
+                                   esn_en=cfg.get("esn", False), esn=seq >> 32)
+    wire = bytes(enc)
+    if spec.get("tamper"):
+        wire = wire[:-1] + bytes([wire[-1] ^ 0x01])
+    if "truncate" in spec:
+        wire = wire[:8 + spec["truncate"]]
+    if v6_outer:
+        ip = IPv6(src=cfg["outer_src"], dst=cfg["outer_dst"])
+    else:
+        ip = IP(src=cfg["outer_src"], dst=cfg["outer_dst"], flags="MF" if spec.get("frag") else 0)
+    if udp:
+        return ip / UDP(sport=udp[0], dport=udp[1], chksum=0) / Raw(wire)
+    if not v6_outer:
+        ip.proto = 50
+    else:
+        ip.nh = 50
+    return ip / Raw(wire)
+
+if "packets" in cfg:
+    for i, spec in enumerate(cfg["packets"]):
+        sock.send(eth / crafted(i, spec))
+        report["sent"] += 1
+        time.sleep(cfg.get("gap", 0.01))
+    print(json.dumps(report))
+    sys.exit(0)
+
 deadline = time.time() + timeout
 seq = cfg["tx"].get("seq", 1)  # 64-bit sequence number of the first packet
 for i in range(count):

@@ -360,3 +360,39 @@ pub fn write_file(path: &Path, data: &[u8]) -> Result<()> {
     File::create(path)?.write_all(data)?;
     Ok(())
 }
+
+/// The project's Python venv (with scapy), from `$XDPSEC_VENV` or `<root>/.venv`.
+pub fn venv_python() -> PathBuf {
+    let venv = std::env::var("XDPSEC_VENV").map(PathBuf::from).unwrap_or_else(|_| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join(".venv")
+    });
+    let py = venv.join("bin/python");
+    assert!(
+        py.exists(),
+        "no Python venv with scapy at {}: run `cargo xtask setup`",
+        venv.display()
+    );
+    py
+}
+
+/// Run the scapy ESP peer (tests/py/esp_peer.py) in `ns` with `cfg`; its JSON report.
+pub fn scapy_peer(ns: &str, cfg: &serde_json::Value) -> Result<serde_json::Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/esp_peer.py");
+    let out = Command::new("timeout")
+        .args(["60", "ip", "netns", "exec", ns])
+        .arg(venv_python())
+        .arg(&script)
+        .arg(cfg.to_string())
+        .output()
+        .context("running the scapy peer")?;
+    if !out.status.success() {
+        bail!(
+            "scapy peer failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or("");
+    serde_json::from_str(last).with_context(|| format!("scapy peer report: {stdout}"))
+}

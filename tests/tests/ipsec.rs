@@ -1,0 +1,341 @@
+//! The ESP datapath end to end: interop with scapy (an independent ESP
+//! implementation) in both directions, exact drop accounting on bad input,
+//! IOS log lines, and two xdpsec nodes pinging across a manual tunnel.
+use std::net::IpAddr;
+
+use serde_json::{Value, json};
+use xdpsec_e2e::{Daemon, Lab, frames::mac_of, scapy_peer};
+
+/// key || salt, AES-256-GCM / ChaCha20-Poly1305 sized (36 bytes).
+const KEY_A: &str = "4c80cdefbb5d10da906ac73c3613a634e1fa3d5c9e5a1ab0ff0d1cd58e4e6d2fcafebabe";
+const KEY_B: &str = "feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308deadbeef";
+/// AES-128-GCM sized (20 bytes).
+const KEY_A128: &str = "4c80cdefbb5d10da906ac73c3613a634cafebabe";
+const KEY_B128: &str = "feffe9928665731c6d6a8f9467308308deadbeef";
+
+/// One tunnel case.
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    cipher: &'static str,
+    esn: bool,
+    /// None: plain ESP; Some(port): UDP-encapsulated on that port both ways.
+    udp: Option<u16>,
+    v6_outer: bool,
+    v6_inner: bool,
+    window: u32,
+}
+
+impl Case {
+    fn keys(&self) -> (&'static str, &'static str) {
+        if self.cipher == "aes128-gcm" { (KEY_A128, KEY_B128) } else { (KEY_A, KEY_B) }
+    }
+    fn scapy_cipher(&self) -> &'static str {
+        if self.cipher == "chacha20-poly1305" { "CHACHA20-POLY1305" } else { "AES-GCM" }
+    }
+}
+
+fn inner_addrs(v6: bool) -> [&'static str; 2] {
+    if v6 { ["2001:db8:200::1", "2001:db8:200::2"] } else { ["203.0.113.1", "203.0.113.2"] }
+}
+
+/// Config for node `side` (0 or 1) of `lab`: it receives on SPI 0x1001+side
+/// with key A/B and sends to SPI 0x1001+(1-side).
+fn tunnel_config(lab: &Lab, side: usize, c: &Case) -> String {
+    let outer = if c.v6_outer { lab.v6 } else { lab.v4 };
+    let inner = inner_addrs(c.v6_inner);
+    let plen = if c.v6_inner { 128 } else { 32 };
+    let (ka, kb) = c.keys();
+    let (kin, kout) = if side == 0 { (ka, kb) } else { (kb, ka) };
+    let iface = if side == 0 { &lab.if1 } else { &lab.if2 };
+    let encap = match c.udp {
+        None => "encap = \"esp\"".to_string(),
+        Some(p) => format!("encap = \"udp\"\nlocal_port = {p}\npeer_port = {p}"),
+    };
+    format!(
+        r#"node = "edge{n}"
+socket = "{{socket}}"
+[underlay]
+interface = "{iface}"
+address = "{local}"
+queues = 1
+[inside]
+mode = "tun"
+name = "xs{n}"
+address = "{inner_local}/{plen}"
+[[tunnel]]
+name = "Tunnel1"
+kind = "manual"
+peer = "{peer}"
+{encap}
+cipher = "{cipher}"
+esn = {esn}
+replay_window = {window}
+remote_subnets = ["{inner_peer}/{plen}"]
+[tunnel.inbound]
+spi = {spi_in:#x}
+key = "{kin}"
+[tunnel.outbound]
+spi = {spi_out:#x}
+key = "{kout}"
+"#,
+        n = side + 1,
+        local = outer[side],
+        peer = outer[1 - side],
+        inner_local = inner[side],
+        inner_peer = inner[1 - side],
+        cipher = c.cipher,
+        esn = c.esn,
+        window = c.window,
+        spi_in = 0x1001 + side,
+        spi_out = 0x1001 + (1 - side),
+    )
+}
+
+/// The scapy peer's config: it is node 1 of the lab, talking to xdpsec on node 0.
+fn peer_cfg(lab: &Lab, c: &Case) -> Value {
+    let outer = if c.v6_outer { lab.v6 } else { lab.v4 };
+    let inner = inner_addrs(c.v6_inner);
+    let (ka, kb) = c.keys();
+    json!({
+        "iface": lab.if2,
+        "src_mac": fmt_mac(mac_of(&lab.ns2, &lab.if2).unwrap()),
+        "dst_mac": fmt_mac(mac_of(&lab.ns1, &lab.if1).unwrap()),
+        "outer_src": outer[1].to_string(),
+        "outer_dst": outer[0].to_string(),
+        "inner_src": inner[1],
+        "inner_dst": inner[0],
+        "udp": c.udp.map(|p| json!([p, p])),
+        "cipher": c.scapy_cipher(),
+        "esn": c.esn,
+        // scapy sends to xdpsec's inbound SA (0x1001, key A) and decrypts
+        // xdpsec's outbound SA (0x1002, key B).
+        "tx": {"spi": 0x1001, "key": ka},
+        "rx": {"spi": 0x1002, "key": kb},
+        "count": 5,
+        "timeout": 15,
+    })
+}
+
+fn fmt_mac(m: [u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+fn sa(d: &Daemon) -> Value {
+    let v = d.cli_json("show crypto ipsec sa").unwrap();
+    v["sas"][0].clone()
+}
+
+/// Drop counters as {id: packets} for non-zero rows.
+fn drops(d: &Daemon) -> std::collections::BTreeMap<u64, u64> {
+    let v = d.cli_json("show platform hardware qfp active feature ipsec datapath drops").unwrap();
+    v["drops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["packets"].as_u64().unwrap() != 0)
+        .map(|r| (r["id"].as_u64().unwrap(), r["packets"].as_u64().unwrap()))
+        .collect()
+}
+
+fn interop(c: Case, first_seq: u64) {
+    let lab = Lab::unique().up(1).unwrap();
+    let d = Daemon::start(&lab.ns1, &tunnel_config(&lab, 0, &c)).unwrap();
+    let mut cfg = peer_cfg(&lab, &c);
+    cfg["tx"]["seq"] = json!(first_seq);
+    let r = scapy_peer(&lab.ns2, &cfg).unwrap();
+    assert_eq!(r["sent"], 5, "{c:?}: {r}");
+    assert_eq!(r["errors"], json!([]), "{c:?}: scapy could not decrypt xdpsec's ESP: {r}");
+    assert_eq!(r["matched"], json!([0, 1, 2, 3, 4]), "{c:?}: echo replies through xdpsec: {r}");
+    // xdpsec's outbound sequence numbers start at 1 and increase by one.
+    assert_eq!(r["reply_seqs"], json!([1, 2, 3, 4, 5]), "{c:?}: {r}");
+    let s = sa(&d);
+    assert_eq!((s["pkts_decaps"].as_u64(), s["pkts_encaps"].as_u64()), (Some(5), Some(5)), "{c:?}: {s}");
+    assert_eq!(s["recv_errors"], 0, "{c:?}: {s}");
+    assert!(drops(&d).is_empty(), "{c:?}: {:?}", drops(&d));
+}
+
+const BASE: Case = Case { cipher: "aes256-gcm", esn: false, udp: None, v6_outer: false, v6_inner: false, window: 64 };
+
+#[test]
+fn scapy_interop_aes256_gcm_esp_ipv4() {
+    interop(BASE, 1);
+}
+
+#[test]
+fn scapy_interop_aes128_gcm_udp4500_ipv4() {
+    interop(Case { cipher: "aes128-gcm", udp: Some(4500), ..BASE }, 1);
+}
+
+#[test]
+fn scapy_interop_chacha20_poly1305_udp12346_ipv4() {
+    interop(Case { cipher: "chacha20-poly1305", udp: Some(12346), window: 512, ..BASE }, 1);
+}
+
+#[test]
+fn scapy_interop_aes256_gcm_esp_ipv6_outer_and_inner() {
+    interop(Case { v6_outer: true, v6_inner: true, ..BASE }, 1);
+}
+
+#[test]
+fn scapy_interop_udp_ipv6_outer_ipv4_inner() {
+    interop(Case { v6_outer: true, udp: Some(4500), ..BASE }, 1);
+}
+
+#[test]
+fn scapy_interop_esn_across_2_pow_32() {
+    // Five packets with 64-bit sequence numbers 2^32-3 .. 2^32+1: the high
+    // half is never on the wire, xdpsec infers it (RFC 4303 A2.1).
+    interop(Case { esn: true, ..BASE }, (1u64 << 32) - 3);
+}
+
+#[test]
+fn scapy_interop_esn_chacha_udp_ipv6() {
+    interop(Case { esn: true, cipher: "chacha20-poly1305", udp: Some(12346), v6_outer: true, ..BASE }, 7);
+}
+
+#[test]
+fn bad_packets_are_dropped_and_counted_exactly() {
+    let lab = Lab::unique().up(1).unwrap();
+    let d = Daemon::start(&lab.ns1, &tunnel_config(&lab, 0, &BASE)).unwrap();
+    let mut cfg = peer_cfg(&lab, &BASE);
+    let p = |seq: u64| json!({"seq": seq});
+    let mut packets: Vec<Value> = (1..=5).map(p).collect();
+    packets.push(p(3)); // duplicate
+    packets.push(p(100)); // moves the window to 37..100
+    packets.push(p(10)); // too old for a 64-packet window
+    packets.push(json!({"seq": 101, "tamper": true})); // ICV fails
+    packets.push(p(101)); // accepted: the tampered copy did not advance the window
+    for _ in 0..3 {
+        packets.push(json!({"seq": 1, "spi": 0xBEEF})); // unknown SPI
+    }
+    packets.push(json!({"seq": 102, "truncate": 10})); // shorter than IV + ICV
+    packets.push(json!({"seq": 103, "pad": "0000"})); // padding not 1, 2, ...
+    packets.push(json!({"seq": 104, "nh": 17})); // next header neither 4 nor 41
+    packets.push(json!({"seq": 105, "frag": true})); // outer IPv4 fragment
+    cfg["packets"] = json!(packets);
+    let r = scapy_peer(&lab.ns2, &cfg).unwrap();
+    assert_eq!(r["sent"], 17);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+
+    let got = drops(&d);
+    let want: std::collections::BTreeMap<u64, u64> =
+        [(4, 3), (19, 2), (23, 2), (62, 1), (65, 1), (70, 1)].into_iter().collect();
+    assert_eq!(got, want, "drop counters");
+    let s = sa(&d);
+    assert_eq!(s["pkts_decaps"], 7, "{s}");
+    assert_eq!(s["pkts_verify_failed"], 1, "{s}");
+    assert_eq!(s["pkts_replay_failed"], 2, "{s}");
+    assert_eq!(s["pkts_replay_too_old"], 1, "{s}");
+    assert_eq!(s["pkts_replay_duplicate"], 1, "{s}");
+
+    // IOS text layout: only non-zero rows without `all`, every row with it.
+    let text = d.cli("show platform hardware qfp active feature ipsec datapath drops").unwrap();
+    let rows: Vec<&str> = text.lines().filter(|l| l.starts_with(char::is_numeric)).collect();
+    assert_eq!(rows.len(), 6, "{text}");
+    assert!(rows.contains(&format!("4 IN_US_V4_PKT_SA_NOT_FOUND_SPI{:>41}", 3).as_str()), "{text}");
+    assert!(text.lines().all(|l| l.len() <= 72), "{text}");
+    let all = d.cli("show platform hardware qfp active feature ipsec datapath drops all").unwrap();
+    let json_rows = d.cli_json("show platform hardware qfp active feature ipsec datapath drops").unwrap();
+    assert_eq!(
+        all.lines().filter(|l| l.starts_with(char::is_numeric)).count(),
+        json_rows["drops"].as_array().unwrap().len()
+    );
+
+    // IOS log lines: one of each kind (rate-limited to one a minute).
+    let log = d.cli("show logging").unwrap();
+    let inv: Vec<&str> = log.lines().filter(|l| l.contains("%CRYPTO-4-RECVD_PKT_INV_SPI")).collect();
+    assert_eq!(inv.len(), 1, "{log}");
+    assert!(
+        inv[0].contains(&format!(
+            "%CRYPTO-4-RECVD_PKT_INV_SPI: decaps: rec'd IPSEC packet has invalid spi for destaddr={}, prot=50, spi=0x0000BEEF(48879), srcaddr={}",
+            lab.v4[0], lab.v4[1]
+        )),
+        "{log}"
+    );
+    assert_eq!(log.lines().filter(|l| l.contains("%IPSEC-3-REPLAY_ERROR")).count(), 1, "{log}");
+    assert_eq!(log.lines().filter(|l| l.contains("%IPSEC-3-HMAC_ERROR")).count(), 1, "{log}");
+    assert!(log.contains("2 messages rate-limited") || log.contains("rate-limited"), "{log}");
+    // Keys never appear in logs.
+    let daemon_log = d.log_text();
+    for k in [KEY_A, KEY_B, &KEY_A[..16], &KEY_B[..16]] {
+        assert!(!log.contains(k) && !daemon_log.contains(k), "key material in a log");
+    }
+
+    // `clear` zeroes the drop counters.
+    d.cli("clear platform hardware qfp active feature ipsec datapath drops").unwrap();
+    assert!(drops(&d).is_empty());
+}
+
+#[test]
+fn two_xdpsec_nodes_ping_across_manual_tunnels() {
+    for c in [
+        Case { udp: Some(4500), ..BASE },
+        Case { v6_outer: true, v6_inner: true, cipher: "chacha20-poly1305", esn: true, ..BASE },
+    ] {
+        let lab = Lab::unique().up(1).unwrap();
+        let d1 = Daemon::start(&lab.ns1, &tunnel_config(&lab, 0, &c)).unwrap();
+        let d2 = Daemon::start(&lab.ns2, &tunnel_config(&lab, 1, &c)).unwrap();
+        let inner = inner_addrs(c.v6_inner);
+        let out = Lab::exec(&lab.ns1, &["ping", "-c", "4", "-i", "0.2", "-W", "2", "-I", inner[0], inner[1]]).unwrap();
+        assert!(out.status.success(), "{c:?}: {}", String::from_utf8_lossy(&out.stdout));
+        for d in [&d1, &d2] {
+            let s = sa(d);
+            assert_eq!((s["pkts_encaps"].as_u64(), s["pkts_decaps"].as_u64()), (Some(4), Some(4)), "{c:?}: {s}");
+            assert!(drops(d).is_empty(), "{c:?}: {:?}", drops(d));
+        }
+        let peer: IpAddr = if c.v6_outer { lab.v6[1] } else { lab.v4[1] };
+        let text = d1.cli(&format!("show crypto ipsec sa peer {peer}")).unwrap();
+        assert!(text.contains("interface: Tunnel1"), "{text}");
+        assert!(text.contains(&format!("current_peer {peer} port")), "{text}");
+        assert!(text.contains("#pkts encaps: 4, #pkts encrypt: 4, #pkts digest: 4"), "{text}");
+        assert!(text.contains("#pkts decaps: 4, #pkts decrypt: 4, #pkts verify: 4"), "{text}");
+        assert!(text.contains("current outbound spi: 0x1002(4098)"), "{text}");
+        assert!(text.contains("spi: 0x1001(4097)"), "{text}");
+        assert!(text.contains("Status: ACTIVE(ACTIVE)"), "{text}");
+        // Another peer: nothing.
+        let none = d1.cli("show crypto ipsec sa peer 198.51.100.99").unwrap();
+        assert!(!none.contains("interface:"), "{none}");
+    }
+}
+
+#[test]
+fn reload_rekeys_manual_sas_and_the_old_spi_counts_as_invalid_sa() {
+    let lab = Lab::unique().up(1).unwrap();
+    let d = Daemon::start(&lab.ns1, &tunnel_config(&lab, 0, &BASE)).unwrap();
+    let mut cfg = peer_cfg(&lab, &BASE);
+    cfg["packets"] = json!([{"seq": 1}]);
+    scapy_peer(&lab.ns2, &cfg).unwrap();
+
+    // A change that needs a restart is refused, naming the field; nothing changes.
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, text.replace("queues = 1", "queues = 2")).unwrap();
+    let err = d.cli("request platform software xdpsec reload").unwrap_err();
+    assert!(err.contains("underlay") && err.contains("restart"), "{err}");
+    // A bad key is refused with its line; nothing changes.
+    std::fs::write(&d.config, text.replace("spi = 0x1001", "spi = 0x1003").replace(KEY_A, "00")).unwrap();
+    let err = d.cli("request platform software xdpsec reload").unwrap_err();
+    assert!(err.contains("tunnel.inbound.key") && err.contains("line"), "{err}");
+    assert_eq!(sa(&d)["inbound_spis"], json!([0x1001]));
+
+    // New inbound SPI: the old SA goes, its SPI is remembered as invalid.
+    std::fs::write(&d.config, text.replace("spi = 0x1001", "spi = 0x1003")).unwrap();
+    let out = d.cli("request platform software xdpsec reload").unwrap();
+    assert!(out.contains("inbound SA 0x1001 -> 0x1003"), "{out}");
+    assert_eq!(sa(&d)["inbound_spis"], json!([0x1003]));
+
+    cfg["packets"] = json!([{"seq": 2}, {"seq": 3}]); // still to 0x1001
+    scapy_peer(&lab.ns2, &cfg).unwrap();
+    cfg["tx"]["spi"] = json!(0x1003);
+    cfg["packets"] = json!([{"seq": 1}, {"seq": 2}]);
+    scapy_peer(&lab.ns2, &cfg).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+
+    assert_eq!(drops(&d), [(1, 2)].into_iter().collect(), "IN_V4_PKT_HIT_INVALID_SA for the old SPI");
+    assert_eq!(sa(&d)["pkts_decaps"], 2, "the new SA decrypts");
+    let log = d.cli("show logging").unwrap();
+    let line = format!(
+        "%CRYPTO-4-RECVD_PKT_INV_SPI: decaps: rec'd IPSEC packet has invalid spi for destaddr={}, prot=50, spi=0x00001001(4097), srcaddr={}, input interface=Tunnel1",
+        lab.v4[0], lab.v4[1]
+    );
+    assert_eq!(log.lines().filter(|l| l.ends_with(&line)).count(), 1, "{log}");
+}
