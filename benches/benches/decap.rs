@@ -10,11 +10,13 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use xdpsec_datapath::crypto::{Cipher, KeyMaterial};
-use xdpsec_datapath::sa::{EthernetHeader, InboundSaConfig, OuterHeader, OutboundSaConfig, SaChange, SaTable};
-use xdpsec_datapath::{decap_batch, encap, Verdict, WorkerState, MAX_BATCH};
+use xdpsec_datapath::sa::{
+    EthernetHeader, InboundSaConfig, OutboundSaConfig, OuterHeader, SaChange, SaTable,
+};
+use xdpsec_datapath::{MAX_BATCH, Verdict, WorkerState, decap_batch, encap};
 
 const KEY: [u8; 36] = [0x5c; 36];
 
@@ -43,7 +45,10 @@ fn outbound(spi: u32, tunnel: u32) -> SaChange {
             src: "10.40.40.1".parse().unwrap(),
             dst: "10.30.30.1".parse().unwrap(),
             udp: Some((12346, 12346)),
-            ethernet: Some(EthernetHeader { src: [2, 0, 0, 0, 0, 1], dst: [2, 0, 0, 0, 0, 2] }),
+            ethernet: Some(EthernetHeader {
+                src: [2, 0, 0, 0, 0, 1],
+                dst: [2, 0, 0, 0, 0, 2],
+            }),
             ttl: 64,
         },
         last_seq: 0,
@@ -52,7 +57,9 @@ fn outbound(spi: u32, tunnel: u32) -> SaChange {
 }
 
 fn inner_packet(payload: usize) -> Vec<u8> {
-    let mut p = vec![0x45, 0, 0, 0, 0, 1, 0, 0, 63, 17, 0, 0, 192, 168, 1, 1, 192, 168, 2, 1];
+    let mut p = vec![
+        0x45, 0, 0, 0, 0, 1, 0, 0, 63, 17, 0, 0, 192, 168, 1, 1, 192, 168, 2, 1,
+    ];
     p.resize(20 + payload, 0xab);
     let l = p.len() as u16;
     p[2..4].copy_from_slice(&l.to_be_bytes());
@@ -63,9 +70,16 @@ fn inner_packet(payload: usize) -> Vec<u8> {
 /// 64 SPIs spread over the table (all of them the same SA when `n_sas` is 1).
 fn setup(n_sas: u32, payload: usize) -> (SaTable, Vec<Vec<u8>>) {
     let mut t = SaTable::new();
-    t.apply((1..=n_sas).map(inbound).collect(), Duration::ZERO).unwrap();
-    let targets: Vec<u32> = (0..MAX_BATCH as u32).map(|i| 1 + (i.wrapping_mul(2_654_435_761) % n_sas)).collect();
-    let mut changes: Vec<SaChange> = targets.iter().enumerate().map(|(i, &spi)| outbound(spi, i as u32)).collect();
+    t.apply((1..=n_sas).map(inbound).collect(), Duration::ZERO)
+        .unwrap();
+    let targets: Vec<u32> = (0..MAX_BATCH as u32)
+        .map(|i| 1 + (i.wrapping_mul(2_654_435_761) % n_sas))
+        .collect();
+    let mut changes: Vec<SaChange> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, &spi)| outbound(spi, i as u32))
+        .collect();
     changes.push(SaChange::SetUdpPorts(vec![12346..=12445]));
     t.apply(changes, Duration::ZERO).unwrap();
     let snap = t.snapshot();
@@ -84,7 +98,10 @@ fn setup(n_sas: u32, payload: usize) -> (SaTable, Vec<Vec<u8>>) {
 
 fn bench_decap(c: &mut Criterion) {
     let mut group = c.benchmark_group("decap_aes256gcm_batch64");
-    group.measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1)).sample_size(10);
+    group
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(10);
     group.throughput(Throughput::Elements(MAX_BATCH as u64));
     let ring_key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &KEY[..32]).unwrap());
     for n_sas in [1u32, 1_000_000] {
@@ -96,7 +113,11 @@ fn bench_decap(c: &mut Criterion) {
             let mut out = vec![Verdict::Handoff(0); MAX_BATCH];
             // Sanity: everything decapsulates.
             decap_batch(&mut ws, &snap, &mut frames, &mut out, Duration::ZERO);
-            assert!(out.iter().all(|v| matches!(v, Verdict::Deliver { .. })), "{:?}", out[0]);
+            assert!(
+                out.iter().all(|v| matches!(v, Verdict::Deliver { .. })),
+                "{:?}",
+                out[0]
+            );
             let label = format!("{payload}B/{n_sas}sa");
             group.bench_function(BenchmarkId::new("pipeline", &label), |b| {
                 b.iter(|| {
@@ -118,7 +139,11 @@ fn bench_decap(c: &mut Criterion) {
                         let mut nonce = [0u8; 12];
                         nonce[..4].copy_from_slice(&KEY[32..]);
                         nonce[4..].copy_from_slice(&hdr[8..16]);
-                        let r = ring_key.open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(&hdr[..8]), rest);
+                        let r = ring_key.open_in_place(
+                            Nonce::assume_unique_for_key(nonce),
+                            Aad::from(&hdr[..8]),
+                            rest,
+                        );
                         black_box(r.is_ok());
                     }
                 })

@@ -169,6 +169,44 @@ pub fn parse<C: Copy>(specs: &[CommandSpec<C>], line: &str) -> Result<Parsed<C>,
     )))
 }
 
+/// Words that can follow the complete words of `line` (IOS `?` help) when
+/// `line` ends in white space, or that complete its last, partial word.
+/// Returns the byte offset where the completed word starts, and the words.
+pub fn completions<C: Copy>(specs: &[CommandSpec<C>], line: &str) -> (usize, Vec<String>) {
+    let partial_start = line.rfind(char::is_whitespace).map(|i| i + 1).unwrap_or(0);
+    let partial = &line[partial_start..];
+    let done: Vec<&str> = line[..partial_start].split_whitespace().collect();
+    let mut out: Vec<String> = Vec::new();
+    for spec in specs {
+        let matches_prefix = done.len() < spec.tokens.len()
+            && done
+                .iter()
+                .zip(spec.tokens)
+                .all(|(w, t)| token_matches(t, w).is_some());
+        if !matches_prefix {
+            if done.len() == spec.tokens.len()
+                && done.iter().zip(spec.tokens).all(|(w, t)| token_matches(t, w).is_some())
+                && partial.is_empty()
+                && !out.iter().any(|o| o == "<cr>")
+            {
+                out.push("<cr>".into());
+            }
+            continue;
+        }
+        let next = &spec.tokens[done.len()];
+        let cand = match next {
+            Token::Kw(k) if k.starts_with(&partial.to_ascii_lowercase()) => (*k).to_string(),
+            Token::Kw(_) => continue,
+            other if partial.is_empty() => other.describe(),
+            _ => continue,
+        };
+        if !out.contains(&cand) {
+            out.push(cand);
+        }
+    }
+    (partial_start, out)
+}
+
 fn expected_at<C: Copy>(
     specs: &[CommandSpec<C>],
     alive: &[(usize, Vec<Arg>)],
@@ -321,6 +359,17 @@ mod tests {
             .unwrap_err()
             .0;
         assert!(e.contains("<address>"), "{e}");
+    }
+
+    #[test]
+    fn completion_lists_next_words() {
+        assert_eq!(completions(SPECS, "sh"), (0, vec!["show".to_string()]));
+        assert_eq!(completions(SPECS, "show c"), (5, vec!["crypto".to_string()]));
+        let (_, next) = completions(SPECS, "show crypto ipsec sa ");
+        assert_eq!(next, vec!["peer".to_string(), "<cr>".to_string()]);
+        let (_, next) = completions(SPECS, "show crypto ipsec sa peer ");
+        assert_eq!(next, vec!["<address>".to_string()]);
+        assert!(completions(SPECS, "bogus ").1.is_empty());
     }
 
     #[test]

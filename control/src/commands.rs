@@ -55,6 +55,8 @@ pub enum Cmd {
     ClearLogging,
     /// Re-read the config file and apply changed manual SAs.
     Reload,
+    /// `show version`: software, node name, uptime.
+    ShowVersion,
     /// The command list.
     Help,
 }
@@ -165,6 +167,11 @@ pub const COMMANDS: &[CommandSpec<Cmd>] = &[
         tokens: &[Kw("request"), Kw("platform"), Kw("software"), Kw("xdpsec"), Kw("reload")],
         id: Cmd::Reload,
         help: "re-read the config file: apply changed manual SAs (SPIs, keys) without stopping traffic",
+    },
+    CommandSpec {
+        tokens: &[Kw("show"), Kw("version")],
+        id: Cmd::ShowVersion,
+        help: "software version, node name and uptime",
     },
     CommandSpec {
         tokens: &[Kw("help")],
@@ -386,7 +393,7 @@ impl Daemon {
                     let _ = writeln!(text, "        conn id: {conn}, flow_id: SW:{conn}, sibling_flags 80000000, crypto map: {tag}");
                     let _ = writeln!(text, "        sa timing: remaining key lifetime: manual keys, no expiry");
                     let _ = writeln!(text, "        IV size: 8 bytes");
-                    let replay = if dir == "inbound" && t.replay_window > 0 { "Y" } else { "N" };
+                    let replay = if t.replay_window > 0 { "Y" } else { "N" };
                     let _ = writeln!(text, "        replay detection support: {replay}");
                     let _ = writeln!(text, "        Status: ACTIVE(ACTIVE)");
                 }
@@ -558,6 +565,20 @@ impl Daemon {
                 Ok((String::new(), json!({"cleared": true})))
             }
             Cmd::Reload => self.reload().map(|t| (t.clone(), json!({ "reloaded": t }))),
+            Cmd::ShowVersion => {
+                let up = self.started.elapsed().as_secs();
+                let text = format!(
+                    "xdpsec Software, Version {}\n{} uptime is {} hours, {} minutes, {} seconds\nUnderlay {} address {}\n",
+                    env!("CARGO_PKG_VERSION"),
+                    self.node,
+                    up / 3600,
+                    up % 3600 / 60,
+                    up % 60,
+                    self.interface,
+                    self.local
+                );
+                Ok((text, json!({"version": env!("CARGO_PKG_VERSION"), "node": self.node, "uptime_s": up})))
+            }
             Cmd::Help => Ok(help()),
         };
         match result {

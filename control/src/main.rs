@@ -11,11 +11,7 @@ mod state;
 mod tun;
 mod worker;
 
-use std::{
-    io::{BufRead, Write},
-    path::PathBuf,
-    process::ExitCode,
-};
+use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
@@ -135,30 +131,128 @@ fn one_command(socket: &std::path::Path, command: &str, json: bool) -> ExitCode 
     }
 }
 
-fn interactive(socket: &std::path::Path, json: bool) -> ExitCode {
-    let node = socket
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "xdpsec".into());
-    let stdin = std::io::stdin();
-    loop {
-        print!("{node}#");
-        let _ = std::io::stdout().flush();
-        let mut line = String::new();
-        match stdin.lock().read_line(&mut line) {
-            Ok(0) | Err(_) => {
-                println!();
-                return ExitCode::SUCCESS;
-            }
-            Ok(_) => {}
-        }
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        if matches!(line, "exit" | "quit" | "end") {
-            return ExitCode::SUCCESS;
-        }
-        let _ = one_command(socket, line, json);
+/// Tab completion from the command table compiled into this binary.
+struct CliHelper;
+
+impl rustyline::completion::Completer for CliHelper {
+    type Candidate = String;
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _ctx: &rustyline::Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<String>)> {
+        let (start, words) = cli::completions(commands::COMMANDS, &line[..pos]);
+        Ok((start, words.into_iter().filter(|w| !w.starts_with('<')).collect()))
     }
+}
+impl rustyline::hint::Hinter for CliHelper {
+    type Hint = String;
+}
+impl rustyline::highlight::Highlighter for CliHelper {}
+impl rustyline::validate::Validator for CliHelper {}
+impl rustyline::Helper for CliHelper {}
+
+/// IOS `?`: list what can come next (or what completes the last word).
+fn question_mark_help(line: &str) -> String {
+    let (_, words) = cli::completions(commands::COMMANDS, line);
+    if words.is_empty() {
+        return "% Unrecognized command".into();
+    }
+    let help = |w: &str| {
+        commands::COMMANDS
+            .iter()
+            .find(|c| c.tokens.iter().any(|t| matches!(t, cli::Token::Kw(k) if *k == w)))
+            .map(|c| c.help)
+            .unwrap_or("")
+    };
+    words
+        .iter()
+        .map(|w| if line.ends_with(char::is_whitespace) || line.is_empty() { format!("  {w:<16}{}", if w == "<cr>" { "" } else { help(w) }) } else { format!("{w}  ") })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn interactive(socket: &std::path::Path, json: bool) -> ExitCode {
+    // The prompt is the daemon's node name, as a router's is its hostname.
+    let node = match ctlsock::request(socket, "show version", true) {
+        Ok(r) if r.ok => serde_json::from_str::<serde_json::Value>(&r.output)
+            .ok()
+            .and_then(|v| v["node"].as_str().map(String::from))
+            .unwrap_or_else(|| "xdpsec".into()),
+        Ok(r) => {
+            eprintln!("{}", r.output);
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("xdpsec: {}", format_chain(&e));
+            return ExitCode::from(2);
+        }
+    };
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        return scripted(socket, json, &node);
+    }
+    let mut rl = match rustyline::Editor::<CliHelper, rustyline::history::FileHistory>::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("xdpsec: terminal: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    rl.set_helper(Some(CliHelper));
+    let history = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".xdpsec_history"));
+    if let Some(h) = &history {
+        let _ = rl.load_history(h);
+    }
+    let prompt = format!("{node}#");
+    loop {
+        let line = match rl.readline(&prompt) {
+            Ok(l) => l,
+            Err(rustyline::error::ReadlineError::Interrupted) => continue,
+            Err(_) => break, // EOF (Ctrl-D) or a closed terminal
+        };
+        let line = line.trim_end_matches(['\r', '\n']);
+        if !line.trim().is_empty() {
+            let _ = rl.add_history_entry(line);
+        }
+        if !run_line(socket, json, line) {
+            break;
+        }
+    }
+    if let Some(h) = &history {
+        let _ = rl.save_history(h);
+    }
+    ExitCode::SUCCESS
+}
+
+/// One line typed at the prompt; false when it ends the session.
+fn run_line(socket: &std::path::Path, json: bool, line: &str) -> bool {
+    if line.trim().is_empty() {
+        return true;
+    }
+    if let Some(q) = line.strip_suffix('?') {
+        println!("{}", question_mark_help(q));
+        return true;
+    }
+    if matches!(line.trim(), "exit" | "quit" | "end" | "logout") {
+        return false;
+    }
+    let _ = one_command(socket, line.trim(), json);
+    true
+}
+
+/// Commands from a pipe: each echoed after the prompt, so the output reads
+/// like a console transcript.
+fn scripted(socket: &std::path::Path, json: bool, node: &str) -> ExitCode {
+    use std::io::{BufRead, Write};
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        println!("{node}#{line}");
+        let _ = std::io::stdout().flush();
+        if !run_line(socket, json, &line) {
+            break;
+        }
+        let _ = std::io::stdout().flush();
+    }
+    ExitCode::SUCCESS
 }

@@ -13,7 +13,7 @@
 
 use core::net::IpAddr;
 use core::ops::Range;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::crypto::{CIPHERTEXT_OFFSET, MIN_ESP_LEN, sealed_len};
@@ -69,6 +69,13 @@ fn drop_frame(shared: &WorkerShared, out: &mut Verdict, reason: DropReason, ev: 
         shared.events.push(ev);
     }
     *out = Verdict::Drop(reason);
+}
+
+/// Single-writer increment (the worker owns these counters): a load and a
+/// store, no locked read-modify-write.
+#[inline]
+fn bump(c: &AtomicU64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
 }
 
 /// Pass-1 result for a frame that goes on to decryption.
@@ -356,7 +363,7 @@ fn decap_chunk<F: AsMut<[u8]>>(
                 }
                 match e.verdict {
                     Ok(p) => {
-                        shared.passed.fetch_add(1, Ordering::Relaxed);
+                        bump(&shared.passed);
                         out[i] = Verdict::Pass(p);
                     }
                     Err(r) => drop_frame(&shared, &mut out[i], r, e.ev),
@@ -438,7 +445,7 @@ fn decap_chunk<F: AsMut<[u8]>>(
             continue;
         }
         ws.count(sa.id, SaCounter::Decaps);
-        shared.delivered.fetch_add(1, Ordering::Relaxed);
+        bump(&shared.delivered);
         out[i] = Verdict::Deliver {
             tunnel: sa.tunnel,
             inner,

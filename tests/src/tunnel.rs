@@ -1,0 +1,98 @@
+//! Manual-key tunnel configs for two nodes of a [`Lab`], shared by the tests and the demo.
+use crate::Lab;
+
+/// key || salt, AES-256-GCM / ChaCha20-Poly1305 sized (36 bytes).
+pub const KEY_A: &str = "4c80cdefbb5d10da906ac73c3613a634e1fa3d5c9e5a1ab0ff0d1cd58e4e6d2fcafebabe";
+pub const KEY_B: &str = "feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308deadbeef";
+/// AES-128-GCM sized (20 bytes).
+pub const KEY_A128: &str = "4c80cdefbb5d10da906ac73c3613a634cafebabe";
+pub const KEY_B128: &str = "feffe9928665731c6d6a8f9467308308deadbeef";
+
+/// One tunnel case.
+#[derive(Clone, Copy, Debug)]
+pub struct Case {
+    /// Cipher name as in the config.
+    pub cipher: &'static str,
+    /// Extended sequence numbers.
+    pub esn: bool,
+    /// None: plain ESP; Some(port): UDP-encapsulated on that port both ways.
+    pub udp: Option<u16>,
+    /// Outer IPv6.
+    pub v6_outer: bool,
+    /// Inner IPv6.
+    pub v6_inner: bool,
+    /// Replay window.
+    pub window: u32,
+}
+
+impl Case {
+    /// The two key || salt strings for this cipher.
+    pub fn keys(&self) -> (&'static str, &'static str) {
+        if self.cipher == "aes128-gcm" { (KEY_A128, KEY_B128) } else { (KEY_A, KEY_B) }
+    }
+    /// scapy's name of the cipher.
+    pub fn scapy_cipher(&self) -> &'static str {
+        if self.cipher == "chacha20-poly1305" { "CHACHA20-POLY1305" } else { "AES-GCM" }
+    }
+}
+
+/// Inner addresses of node 0 and 1.
+pub fn inner_addrs(v6: bool) -> [&'static str; 2] {
+    if v6 { ["2001:db8:200::1", "2001:db8:200::2"] } else { ["203.0.113.1", "203.0.113.2"] }
+}
+
+/// Config for node `side` (0 or 1) of `lab`: it receives on SPI 0x1001+side
+/// with key A/B and sends to SPI 0x1001+(1-side).
+pub fn tunnel_config(lab: &Lab, side: usize, c: &Case) -> String {
+    let outer = if c.v6_outer { lab.v6 } else { lab.v4 };
+    let inner = inner_addrs(c.v6_inner);
+    let plen = if c.v6_inner { 128 } else { 32 };
+    let (ka, kb) = c.keys();
+    let (kin, kout) = if side == 0 { (ka, kb) } else { (kb, ka) };
+    let iface = if side == 0 { &lab.if1 } else { &lab.if2 };
+    let encap = match c.udp {
+        None => "encap = \"esp\"".to_string(),
+        Some(p) => format!("encap = \"udp\"\nlocal_port = {p}\npeer_port = {p}"),
+    };
+    format!(
+        r#"node = "edge{n}"
+socket = "{{socket}}"
+[underlay]
+interface = "{iface}"
+address = "{local}"
+queues = 1
+[inside]
+mode = "tun"
+name = "xs{n}"
+address = "{inner_local}/{plen}"
+[[tunnel]]
+name = "Tunnel1"
+kind = "manual"
+peer = "{peer}"
+{encap}
+cipher = "{cipher}"
+esn = {esn}
+replay_window = {window}
+remote_subnets = ["{inner_peer}/{plen}"]
+[tunnel.inbound]
+spi = {spi_in:#x}
+key = "{kin}"
+[tunnel.outbound]
+spi = {spi_out:#x}
+key = "{kout}"
+"#,
+        n = side + 1,
+        local = outer[side],
+        peer = outer[1 - side],
+        inner_local = inner[side],
+        inner_peer = inner[1 - side],
+        cipher = c.cipher,
+        esn = c.esn,
+        window = c.window,
+        spi_in = 0x1001 + side,
+        spi_out = 0x1001 + (1 - side),
+    )
+}
+
+/// AES-256-GCM, plain ESP, IPv4 in IPv4, window 64.
+pub const BASE: Case = Case { cipher: "aes256-gcm", esn: false, udp: None, v6_outer: false, v6_inner: false, window: 64 };
