@@ -13,15 +13,13 @@ pub enum Token {
     Addr(&'static str),
     /// A number argument (0-65535).
     Num(&'static str),
-    /// Any single word.
-    Word(&'static str),
 }
 
 impl Token {
     fn describe(&self) -> String {
         match self {
             Token::Kw(k) => (*k).to_string(),
-            Token::Addr(n) | Token::Num(n) | Token::Word(n) => format!("<{n}>"),
+            Token::Addr(n) | Token::Num(n) => format!("<{n}>"),
         }
     }
 }
@@ -33,8 +31,6 @@ pub enum Arg {
     Addr(IpAddr),
     /// A number.
     Num(u32),
-    /// A word.
-    Word(String),
 }
 
 /// A command the parser recognises: its words and an id for the dispatcher.
@@ -82,7 +78,6 @@ fn token_matches(tok: &Token, word: &str) -> Option<Option<Arg>> {
             };
             v.map(|n| Some(Arg::Num(n)))
         }
-        Token::Word(_) => Some(Some(Arg::Word(word.to_string()))),
     }
 }
 
@@ -121,10 +116,10 @@ pub fn parse<C: Copy>(specs: &[CommandSpec<C>], line: &str) -> Result<Parsed<C>,
                 if let Some(v) = arg {
                     a.push(v);
                 }
-                if let Token::Kw(k) = tok {
-                    if !kw_hits.contains(k) {
-                        kw_hits.push(k);
-                    }
+                if let Token::Kw(k) = tok
+                    && !kw_hits.contains(k)
+                {
+                    kw_hits.push(k);
                 }
                 next.push((*i, a, *tok));
             }
@@ -185,7 +180,10 @@ pub fn completions<C: Copy>(specs: &[CommandSpec<C>], line: &str) -> (usize, Vec
                 .all(|(w, t)| token_matches(t, w).is_some());
         if !matches_prefix {
             if done.len() == spec.tokens.len()
-                && done.iter().zip(spec.tokens).all(|(w, t)| token_matches(t, w).is_some())
+                && done
+                    .iter()
+                    .zip(spec.tokens)
+                    .all(|(w, t)| token_matches(t, w).is_some())
                 && partial.is_empty()
                 && !out.iter().any(|o| o == "<cr>")
             {
@@ -364,7 +362,10 @@ mod tests {
     #[test]
     fn completion_lists_next_words() {
         assert_eq!(completions(SPECS, "sh"), (0, vec!["show".to_string()]));
-        assert_eq!(completions(SPECS, "show c"), (5, vec!["crypto".to_string()]));
+        assert_eq!(
+            completions(SPECS, "show c"),
+            (5, vec!["crypto".to_string()])
+        );
         let (_, next) = completions(SPECS, "show crypto ipsec sa ");
         assert_eq!(next, vec!["peer".to_string(), "<cr>".to_string()]);
         let (_, next) = completions(SPECS, "show crypto ipsec sa peer ");

@@ -62,7 +62,15 @@ pub enum Cmd {
 }
 
 const QFP_IPSEC_DROPS: &[crate::cli::Token] = &[
-    Kw("show"), Kw("platform"), Kw("hardware"), Kw("qfp"), Kw("active"), Kw("feature"), Kw("ipsec"), Kw("datapath"), Kw("drops"),
+    Kw("show"),
+    Kw("platform"),
+    Kw("hardware"),
+    Kw("qfp"),
+    Kw("active"),
+    Kw("feature"),
+    Kw("ipsec"),
+    Kw("datapath"),
+    Kw("drops"),
 ];
 
 /// The command table.
@@ -134,12 +142,33 @@ pub const COMMANDS: &[CommandSpec<Cmd>] = &[
         help: "IPsec datapath drops by QFP drop type (non-zero rows)",
     },
     CommandSpec {
-        tokens: &[Kw("show"), Kw("platform"), Kw("hardware"), Kw("qfp"), Kw("active"), Kw("feature"), Kw("ipsec"), Kw("datapath"), Kw("drops"), Kw("all")],
+        tokens: &[
+            Kw("show"),
+            Kw("platform"),
+            Kw("hardware"),
+            Kw("qfp"),
+            Kw("active"),
+            Kw("feature"),
+            Kw("ipsec"),
+            Kw("datapath"),
+            Kw("drops"),
+            Kw("all"),
+        ],
         id: Cmd::ShowDropsAll,
         help: "IPsec datapath drops, every drop type",
     },
     CommandSpec {
-        tokens: &[Kw("clear"), Kw("platform"), Kw("hardware"), Kw("qfp"), Kw("active"), Kw("feature"), Kw("ipsec"), Kw("datapath"), Kw("drops")],
+        tokens: &[
+            Kw("clear"),
+            Kw("platform"),
+            Kw("hardware"),
+            Kw("qfp"),
+            Kw("active"),
+            Kw("feature"),
+            Kw("ipsec"),
+            Kw("datapath"),
+            Kw("drops"),
+        ],
         id: Cmd::ClearDrops,
         help: "zero the IPsec datapath drop counters",
     },
@@ -149,7 +178,14 @@ pub const COMMANDS: &[CommandSpec<Cmd>] = &[
         help: "IPsec SAs and their counters",
     },
     CommandSpec {
-        tokens: &[Kw("show"), Kw("crypto"), Kw("ipsec"), Kw("sa"), Kw("peer"), Addr("address")],
+        tokens: &[
+            Kw("show"),
+            Kw("crypto"),
+            Kw("ipsec"),
+            Kw("sa"),
+            Kw("peer"),
+            Addr("address"),
+        ],
         id: Cmd::ShowCryptoSaPeer,
         help: "IPsec SAs with one peer",
     },
@@ -164,7 +200,13 @@ pub const COMMANDS: &[CommandSpec<Cmd>] = &[
         help: "empty the log buffer",
     },
     CommandSpec {
-        tokens: &[Kw("request"), Kw("platform"), Kw("software"), Kw("xdpsec"), Kw("reload")],
+        tokens: &[
+            Kw("request"),
+            Kw("platform"),
+            Kw("software"),
+            Kw("xdpsec"),
+            Kw("reload"),
+        ],
         id: Cmd::Reload,
         help: "re-read the config file: apply changed manual SAs (SPIs, keys) without stopping traffic",
     },
@@ -232,8 +274,6 @@ struct Baseline {
 pub struct DatapathView {
     /// Each worker's shared counters and events.
     pub workers: Vec<Arc<WorkerShared>>,
-    /// Each worker's I/O counters.
-    pub io: Vec<Arc<IoStats>>,
     /// The SA table (control's master copy).
     pub table: Mutex<SaTable>,
     /// Configured tunnels with their SA ids (replaced by a reload).
@@ -265,7 +305,12 @@ pub struct Daemon {
 
 impl Daemon {
     /// Wrap the started pieces.
-    pub fn new(config: &Config, steering: XdpSteering, queues: Vec<QueueInfo>, dp: DatapathView) -> Daemon {
+    pub fn new(
+        config: &Config,
+        steering: XdpSteering,
+        queues: Vec<QueueInfo>,
+        dp: DatapathView,
+    ) -> Daemon {
         let n = queues.len();
         Daemon {
             node: config.node.clone(),
@@ -308,7 +353,9 @@ impl Daemon {
             rows.push(json!({"id": r.id(), "name": r.name(), "packets": n}));
             if n != 0 || all {
                 let left = format!("{} {}", r.id(), r.name());
-                let width = 72usize.saturating_sub(left.len()).max(n.to_string().len() + 1);
+                let width = 72usize
+                    .saturating_sub(left.len())
+                    .max(n.to_string().len() + 1);
                 let _ = writeln!(text, "{left}{n:>width$}");
             }
         }
@@ -354,35 +401,79 @@ impl Daemon {
             let tag = crypto_map_tag(t);
             let mask = |c: &crate::config::Cidr| -> String {
                 if c.addr.is_ipv4() {
-                    let m = if c.len == 0 { 0 } else { u32::MAX << (32 - c.len) };
+                    let m = if c.len == 0 {
+                        0
+                    } else {
+                        u32::MAX << (32 - c.len)
+                    };
                     format!("{}/{}", c.addr, std::net::Ipv4Addr::from(m))
                 } else {
                     format!("{}/{}", c.addr, c.len)
                 }
             };
-            let remote = t.remote_subnets.first().map(mask).unwrap_or_else(|| "0.0.0.0/0.0.0.0".into());
-            let any = if t.peer.is_ipv4() { "0.0.0.0/0.0.0.0" } else { "::/0" };
+            let remote = t
+                .remote_subnets
+                .first()
+                .map(mask)
+                .unwrap_or_else(|| "0.0.0.0/0.0.0.0".into());
+            let any = if t.peer.is_ipv4() {
+                "0.0.0.0/0.0.0.0"
+            } else {
+                "::/0"
+            };
             let transform = crate::state::cipher_of(t.cipher).ios_transform();
             let settings = match t.encap {
                 Encap::Esp => "{Tunnel, }",
                 Encap::Udp { .. } => "{Tunnel UDP-Encaps, }",
             };
             let _ = writeln!(text, "interface: {}", t.name);
-            let _ = writeln!(text, "    Crypto map tag: {tag}, local addr {}\n", self.local);
+            let _ = writeln!(
+                text,
+                "    Crypto map tag: {tag}, local addr {}\n",
+                self.local
+            );
             let _ = writeln!(text, "   protected vrf: (none)");
             let _ = writeln!(text, "   local  ident (addr/mask/prot/port): ({any}/0/0)");
-            let _ = writeln!(text, "   remote ident (addr/mask/prot/port): ({remote}/0/0)");
+            let _ = writeln!(
+                text,
+                "   remote ident (addr/mask/prot/port): ({remote}/0/0)"
+            );
             let _ = writeln!(text, "   current_peer {} port {port}", t.peer);
             let _ = writeln!(text, "     PERMIT, flags={{origin_is_acl,}}");
-            let _ = writeln!(text, "    #pkts encaps: {encaps}, #pkts encrypt: {encaps}, #pkts digest: {encaps}");
-            let _ = writeln!(text, "    #pkts decaps: {decaps}, #pkts decrypt: {decaps}, #pkts verify: {decaps}");
+            let _ = writeln!(
+                text,
+                "    #pkts encaps: {encaps}, #pkts encrypt: {encaps}, #pkts digest: {encaps}"
+            );
+            let _ = writeln!(
+                text,
+                "    #pkts decaps: {decaps}, #pkts decrypt: {decaps}, #pkts verify: {decaps}"
+            );
             let _ = writeln!(text, "    #pkts compressed: 0, #pkts decompressed: 0");
             let _ = writeln!(text, "    #pkts not compressed: 0, #pkts compr. failed: 0");
-            let _ = writeln!(text, "    #pkts not decompressed: 0, #pkts decompress failed: 0");
-            let _ = writeln!(text, "    #send errors {send_errors}, #recv errors {recv_errors}\n");
-            let _ = writeln!(text, "     local crypto endpt.: {}, remote crypto endpt.: {}", self.local, t.peer);
-            let _ = writeln!(text, "     plaintext mtu {}, path mtu 1500, ip mtu 1500, ip mtu idb {}", crate::tun::TUN_MTU, self.interface);
-            let _ = writeln!(text, "     current outbound spi: 0x{:X}({})", t.outbound.spi, t.outbound.spi);
+            let _ = writeln!(
+                text,
+                "    #pkts not decompressed: 0, #pkts decompress failed: 0"
+            );
+            let _ = writeln!(
+                text,
+                "    #send errors {send_errors}, #recv errors {recv_errors}\n"
+            );
+            let _ = writeln!(
+                text,
+                "     local crypto endpt.: {}, remote crypto endpt.: {}",
+                self.local, t.peer
+            );
+            let _ = writeln!(
+                text,
+                "     plaintext mtu {}, path mtu 1500, ip mtu 1500, ip mtu idb {}",
+                crate::tun::TUN_MTU,
+                self.interface
+            );
+            let _ = writeln!(
+                text,
+                "     current outbound spi: 0x{:X}({})",
+                t.outbound.spi, t.outbound.spi
+            );
             let _ = writeln!(text, "     PFS (Y/N): N, DH group: none\n");
             let sa_block = |text: &mut String, dir: &str, spi: u32, present: bool, conn: u32| {
                 let _ = writeln!(text, "     {dir} esp sas:");
@@ -390,8 +481,14 @@ impl Daemon {
                     let _ = writeln!(text, "      spi: 0x{spi:X}({spi})");
                     let _ = writeln!(text, "        transform: {transform} ,");
                     let _ = writeln!(text, "        in use settings ={settings}");
-                    let _ = writeln!(text, "        conn id: {conn}, flow_id: SW:{conn}, sibling_flags 80000000, crypto map: {tag}");
-                    let _ = writeln!(text, "        sa timing: remaining key lifetime: manual keys, no expiry");
+                    let _ = writeln!(
+                        text,
+                        "        conn id: {conn}, flow_id: SW:{conn}, sibling_flags 80000000, crypto map: {tag}"
+                    );
+                    let _ = writeln!(
+                        text,
+                        "        sa timing: remaining key lifetime: manual keys, no expiry"
+                    );
                     let _ = writeln!(text, "        IV size: 8 bytes");
                     let replay = if t.replay_window > 0 { "Y" } else { "N" };
                     let _ = writeln!(text, "        replay detection support: {replay}");
@@ -399,8 +496,20 @@ impl Daemon {
                 }
                 let _ = writeln!(text, "\n     {dir} ah sas:\n\n     {dir} pcp sas:\n");
             };
-            sa_block(&mut text, "inbound", t.inbound.spi, in_cold.is_some(), ids.inbound.index + 1);
-            sa_block(&mut text, "outbound", t.outbound.spi, out_cold.is_some(), ids.outbound.index + 1);
+            sa_block(
+                &mut text,
+                "inbound",
+                t.inbound.spi,
+                in_cold.is_some(),
+                ids.inbound.index + 1,
+            );
+            sa_block(
+                &mut text,
+                "outbound",
+                t.outbound.spi,
+                out_cold.is_some(),
+                ids.outbound.index + 1,
+            );
             list.push(json!({
                 "tunnel": t.name,
                 "peer": t.peer.to_string(),
@@ -423,9 +532,14 @@ impl Daemon {
     /// as one atomic SA-table update. Anything else that changed needs a
     /// restart and is refused, naming the field; nothing is half-applied.
     pub fn reload(&self) -> anyhow::Result<String> {
-        let new = Config::load(&self.dp.config_path).map_err(|e| anyhow::anyhow!("reload refused: {e}"))?;
+        let new = Config::load(&self.dp.config_path)
+            .map_err(|e| anyhow::anyhow!("reload refused: {e}"))?;
         let mut cur = lock(&self.dp.config);
-        let refuse = |field: &str| Err(anyhow::anyhow!("reload refused: `{field}` changed; restart xdpsec to apply it"));
+        let refuse = |field: &str| {
+            Err(anyhow::anyhow!(
+                "reload refused: `{field}` changed; restart xdpsec to apply it"
+            ))
+        };
         if new.node != cur.node {
             return refuse("node");
         }
@@ -433,7 +547,11 @@ impl Daemon {
             return refuse("socket");
         }
         let (u, v) = (&new.underlay, &cur.underlay);
-        if u.interface != v.interface || u.address != v.address || u.queues != v.queues || u.udp_ports != v.udp_ports {
+        if u.interface != v.interface
+            || u.address != v.address
+            || u.queues != v.queues
+            || u.udp_ports != v.udp_ports
+        {
             return refuse("underlay");
         }
         if new.inside != cur.inside {
@@ -450,24 +568,40 @@ impl Daemon {
             if n.name != o.name {
                 return refuse("tunnel.name");
             }
-            if n.peer != o.peer || n.encap != o.encap || n.remote_subnets != o.remote_subnets || n.kind != o.kind {
-                return refuse(&format!("tunnel {} (peer, encap or remote_subnets)", n.name));
+            if n.peer != o.peer
+                || n.encap != o.encap
+                || n.remote_subnets != o.remote_subnets
+                || n.kind != o.kind
+            {
+                return refuse(&format!(
+                    "tunnel {} (peer, encap or remote_subnets)",
+                    n.name
+                ));
             }
             let same_params = n.cipher == o.cipher && n.esn == o.esn;
             let in_changed = !same_params
                 || n.replay_window != o.replay_window
+                || n.worker != o.worker
                 || n.inbound.spi != o.inbound.spi
                 || *n.inbound.key != *o.inbound.key;
-            let out_changed = !same_params || n.outbound.spi != o.outbound.spi || *n.outbound.key != *o.outbound.key;
+            let out_changed = !same_params
+                || n.outbound.spi != o.outbound.spi
+                || *n.outbound.key != *o.outbound.key;
             let sa_changes = crate::state::tunnel_sa_changes(&new, i as u32);
             if in_changed {
                 changes.push(xdpsec_datapath::sa::SaChange::RemoveInbound(ids.inbound));
                 changes.push(sa_changes.inbound);
-                summary.push(format!("{}: inbound SA 0x{:X} -> 0x{:X}", n.name, o.inbound.spi, n.inbound.spi));
+                summary.push(format!(
+                    "{}: inbound SA 0x{:X} -> 0x{:X}",
+                    n.name, o.inbound.spi, n.inbound.spi
+                ));
             }
             if out_changed {
                 changes.push(sa_changes.outbound);
-                summary.push(format!("{}: outbound SA 0x{:X} -> 0x{:X}", n.name, o.outbound.spi, n.outbound.spi));
+                summary.push(format!(
+                    "{}: outbound SA 0x{:X} -> 0x{:X}",
+                    n.name, o.outbound.spi, n.outbound.spi
+                ));
             }
             new_ids.push((in_changed, out_changed));
         }
@@ -577,7 +711,10 @@ impl Daemon {
                     self.interface,
                     self.local
                 );
-                Ok((text, json!({"version": env!("CARGO_PKG_VERSION"), "node": self.node, "uptime_s": up})))
+                Ok((
+                    text,
+                    json!({"version": env!("CARGO_PKG_VERSION"), "node": self.node, "uptime_s": up}),
+                ))
             }
             Cmd::Help => Ok(help()),
         };
@@ -670,6 +807,28 @@ impl Daemon {
             for (k, val) in QUEUE_FIELDS.iter().zip(&d) {
                 obj.insert((*k).into(), json!(val));
             }
+            let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            let io = [
+                ("tun_tx", r(&q.io.tun_tx)),
+                ("tun_tx_errors", r(&q.io.tun_tx_errors)),
+                ("sink", r(&q.io.sink)),
+                ("tun_rx", r(&q.io.tun_rx)),
+                ("encap_tx", r(&q.io.encap_tx)),
+                ("handoff", r(&q.io.handoff)),
+                ("not_esp", r(&q.io.not_esp)),
+                ("tx_frames", r(&q.stats.tx_frames)),
+            ];
+            let _ = writeln!(
+                text,
+                "      inside: {}",
+                io.iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            for (k, v) in io {
+                obj.insert(k.into(), json!(v));
+            }
             queues.push(Value::Object(obj));
         }
         let value = json!({
@@ -708,7 +867,18 @@ impl Daemon {
         if port == 0 || port > 65535 || port == 500 {
             anyhow::bail!("port {port}: give a UDP port 1-65535 other than 500 (IKE)");
         }
-        self.with_steering(|s| s.set_udp_port(port as u16, steer))?;
+        // The XDP map and the datapath's list of ESP-in-UDP ports change together.
+        let ports = self.with_steering(|s| {
+            s.set_udp_port(port as u16, steer)?;
+            s.udp_ports()
+        })?;
+        let ranges = ports.iter().map(|&p| p..=p).collect();
+        lock(&self.dp.table)
+            .apply(
+                vec![xdpsec_datapath::sa::SaChange::SetUdpPorts(ranges)],
+                self.dp.epoch.elapsed(),
+            )
+            .map_err(|e| anyhow::anyhow!("updating the datapath's UDP ports: {e:?}"))?;
         self.show_udp_ports()
     }
 }
@@ -722,7 +892,7 @@ fn help() -> (String, Value) {
             .iter()
             .map(|t| match t {
                 Kw(k) => (*k).to_string(),
-                Addr(n) | Num(n) | Word(n) => format!("<{n}>"),
+                Addr(n) | Num(n) => format!("<{n}>"),
             })
             .collect();
         let line = words.join(" ");

@@ -124,7 +124,12 @@ pub struct ManualSa {
 impl std::fmt::Debug for ManualSa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Keys never appear in logs or debug output.
-        write!(f, "ManualSa {{ spi: {:#x}, key: <{} bytes redacted> }}", self.spi, self.key.len())
+        write!(
+            f,
+            "ManualSa {{ spi: {:#x}, key: <{} bytes redacted> }}",
+            self.spi,
+            self.key.len()
+        )
     }
 }
 
@@ -151,6 +156,9 @@ pub struct Tunnel {
     pub inbound: ManualSa,
     /// Outbound SA.
     pub outbound: ManualSa,
+    /// The worker (rx queue) that owns the inbound SA's replay window;
+    /// frames arriving on other queues are handed to it.
+    pub worker: u32,
 }
 
 /// Underlay interface settings.
@@ -220,6 +228,8 @@ struct RawTunnel {
     remote_subnets: Option<Spanned<Vec<Spanned<String>>>>,
     inbound: Spanned<RawSa>,
     outbound: Spanned<RawSa>,
+    #[serde(default)]
+    worker: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -343,9 +353,21 @@ impl Config {
         let mut tunnels: Vec<Tunnel> = Vec::new();
         for t in &raw.tunnel {
             let tun = parse_tunnel(t.get_ref(), &at, address)?;
+            if tun.worker >= queues {
+                let w = t.get_ref().worker.as_ref().unwrap();
+                return Err(format!(
+                    "line {}: field `tunnel.worker` = {} in tunnel {}: give a queue below underlay.queues ({queues})",
+                    at(w.span()),
+                    tun.worker,
+                    tun.name
+                ));
+            }
             let line = at(t.span());
             if tunnels.iter().any(|o| o.name == tun.name) {
-                return Err(format!("line {line}: field `tunnel.name`: a tunnel named {} is already configured", tun.name));
+                return Err(format!(
+                    "line {line}: field `tunnel.name`: a tunnel named {} is already configured",
+                    tun.name
+                ));
             }
             for o in &tunnels {
                 if o.inbound.spi == tun.inbound.spi {
@@ -374,13 +396,19 @@ impl Config {
     }
 }
 
-fn parse_inside(i: &Spanned<RawInside>, at: &dyn Fn(std::ops::Range<usize>) -> usize) -> Result<Inside, String> {
+fn parse_inside(
+    i: &Spanned<RawInside>,
+    at: &dyn Fn(std::ops::Range<usize>) -> usize,
+) -> Result<Inside, String> {
     let r = i.get_ref();
     match r.mode.get_ref().as_str() {
         "sink" => Ok(Inside::Sink),
         "tun" => {
             let name = r.name.as_ref().ok_or_else(|| {
-                format!("line {}: field `inside.name` is missing: mode \"tun\" needs a TUN device name", at(i.span()))
+                format!(
+                    "line {}: field `inside.name` is missing: mode \"tun\" needs a TUN device name",
+                    at(i.span())
+                )
             })?;
             let n = name.get_ref();
             if n.is_empty() || n.len() >= libc::IFNAMSIZ || n.contains(['/', ' ']) {
@@ -399,7 +427,10 @@ fn parse_inside(i: &Spanned<RawInside>, at: &dyn Fn(std::ops::Range<usize>) -> u
                     addr.get_ref()
                 )
             })?;
-            Ok(Inside::Tun { name: n.clone(), address })
+            Ok(Inside::Tun {
+                name: n.clone(),
+                address,
+            })
         }
         other => Err(format!(
             "line {}: field `inside.mode` = {other:?}: give \"tun\" or \"sink\"",
@@ -408,9 +439,18 @@ fn parse_inside(i: &Spanned<RawInside>, at: &dyn Fn(std::ops::Range<usize>) -> u
     }
 }
 
-fn parse_tunnel(t: &RawTunnel, at: &dyn Fn(std::ops::Range<usize>) -> usize, local: IpAddr) -> Result<Tunnel, String> {
+fn parse_tunnel(
+    t: &RawTunnel,
+    at: &dyn Fn(std::ops::Range<usize>) -> usize,
+    local: IpAddr,
+) -> Result<Tunnel, String> {
     let name = t.name.get_ref().trim().to_string();
-    if name.is_empty() || name.len() > 63 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
+    if name.is_empty()
+        || name.len() > 63
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+    {
         return Err(format!(
             "line {}: field `tunnel.name` = {:?}: give 1-63 characters from A-Z a-z 0-9 - _ . /",
             at(t.name.span()),
@@ -452,7 +492,12 @@ fn parse_tunnel(t: &RawTunnel, at: &dyn Fn(std::ops::Range<usize>) -> usize, loc
     };
     let local_port = port(&t.local_port, "local_port")?;
     let peer_port = port(&t.peer_port, "peer_port")?;
-    let encap = match t.encap.as_ref().map(|e| e.get_ref().as_str()).unwrap_or("esp") {
+    let encap = match t
+        .encap
+        .as_ref()
+        .map(|e| e.get_ref().as_str())
+        .unwrap_or("esp")
+    {
         "esp" => {
             for (f, field) in [(&t.local_port, "local_port"), (&t.peer_port, "peer_port")] {
                 if let Some(p) = f {
@@ -476,7 +521,12 @@ fn parse_tunnel(t: &RawTunnel, at: &dyn Fn(std::ops::Range<usize>) -> usize, loc
             ));
         }
     };
-    let cipher = match t.cipher.as_ref().map(|c| c.get_ref().as_str()).unwrap_or("aes256-gcm") {
+    let cipher = match t
+        .cipher
+        .as_ref()
+        .map(|c| c.get_ref().as_str())
+        .unwrap_or("aes256-gcm")
+    {
         "aes128-gcm" => CipherName::Aes128Gcm,
         "aes256-gcm" => CipherName::Aes256Gcm,
         "chacha20-poly1305" => CipherName::ChaCha20Poly1305,
@@ -542,17 +592,44 @@ fn parse_tunnel(t: &RawTunnel, at: &dyn Fn(std::ops::Range<usize>) -> usize, loc
                 cipher.key_material_len() * 2
             ));
         }
-        Ok(ManualSa { spi: spi as u32, key })
+        Ok(ManualSa {
+            spi: spi as u32,
+            key,
+        })
     };
     let inbound = sa(&t.inbound, "inbound")?;
     let outbound = sa(&t.outbound, "outbound")?;
-    Ok(Tunnel { name, kind, peer, encap, cipher, esn, replay_window, remote_subnets, inbound, outbound })
+    let worker = match &t.worker {
+        None => 0,
+        Some(w) if (0..i64::from(MAX_QUEUES)).contains(w.get_ref()) => *w.get_ref() as u32,
+        Some(w) => {
+            return Err(format!(
+                "line {}: field `tunnel.worker` = {} in tunnel {name}: give a queue number 0-{}",
+                at(w.span()),
+                w.get_ref(),
+                MAX_QUEUES - 1
+            ));
+        }
+    };
+    Ok(Tunnel {
+        name,
+        kind,
+        peer,
+        encap,
+        cipher,
+        esn,
+        replay_window,
+        remote_subnets,
+        inbound,
+        outbound,
+        worker,
+    })
 }
 
 /// Decode hex digits (an optional 0x prefix, no separators) into zeroizing bytes.
 fn decode_hex(s: &str) -> Option<zeroize::Zeroizing<Vec<u8>>> {
     let s = s.strip_prefix("0x").unwrap_or(s);
-    if s.is_empty() || s.len() % 2 != 0 {
+    if s.is_empty() || !s.len().is_multiple_of(2) {
         return None;
     }
     let mut out = zeroize::Zeroizing::new(Vec::with_capacity(s.len() / 2));
@@ -671,11 +748,20 @@ key = "101112131415161718191a1b1c1d1e1f000102030405060708090a0b0c0d0e0fdeadbeef"
         let c = Config::parse(&format!("{GOOD}{TUNNEL}")).unwrap();
         assert_eq!(
             c.inside,
-            Inside::Tun { name: "xs0".into(), address: "203.0.113.2/32".parse().unwrap() }
+            Inside::Tun {
+                name: "xs0".into(),
+                address: "203.0.113.2/32".parse().unwrap()
+            }
         );
         let t = &c.tunnels[0];
         assert_eq!(t.name, "Tunnel1");
-        assert_eq!(t.encap, Encap::Udp { local_port: 4500, peer_port: 4500 });
+        assert_eq!(
+            t.encap,
+            Encap::Udp {
+                local_port: 4500,
+                peer_port: 4500
+            }
+        );
         assert_eq!(t.cipher, CipherName::Aes256Gcm);
         assert_eq!((t.inbound.spi, t.outbound.spi), (0x1001, 0x2001));
         assert_eq!(t.inbound.key.len(), 36);
@@ -683,7 +769,10 @@ key = "101112131415161718191a1b1c1d1e1f000102030405060708090a0b0c0d0e0fdeadbeef"
         assert_eq!(t.remote_subnets, vec!["203.0.113.1/32".parse().unwrap()]);
         // Keys never show in debug output.
         let dbg = format!("{c:?}");
-        assert!(!dbg.contains("cafebabe") && !dbg.contains("202, 254"), "{dbg}");
+        assert!(
+            !dbg.contains("cafebabe") && !dbg.contains("202, 254"),
+            "{dbg}"
+        );
         // No [inside]: sink.
         assert_eq!(Config::parse(GOOD).unwrap().inside, Inside::Sink);
     }
@@ -691,29 +780,57 @@ key = "101112131415161718191a1b1c1d1e1f000102030405060708090a0b0c0d0e0fdeadbeef"
     #[test]
     fn tunnel_errors_name_field_and_line() {
         let full = format!("{GOOD}{TUNNEL}");
-        let line_of_text = |needle: &str| full.lines().position(|l| l.contains(needle)).unwrap() + 1;
+        let line_of_text =
+            |needle: &str| full.lines().position(|l| l.contains(needle)).unwrap() + 1;
         let cases = [
-            ("cipher = \"aes256-gcm\"", "cipher = \"aes-gcm\"", "tunnel.cipher"),
-            ("replay_window = 64", "replay_window = 100", "tunnel.replay_window"),
+            (
+                "cipher = \"aes256-gcm\"",
+                "cipher = \"aes-gcm\"",
+                "tunnel.cipher",
+            ),
+            (
+                "replay_window = 64",
+                "replay_window = 100",
+                "tunnel.replay_window",
+            ),
             ("spi = 0x1001", "spi = 255", "tunnel.inbound.spi"),
             ("key = \"0001", "key = \"0g01", "tunnel.inbound.key"),
-            ("peer = \"198.51.100.2\"", "peer = \"2001:db8::2\"", "tunnel.peer"),
+            (
+                "peer = \"198.51.100.2\"",
+                "peer = \"2001:db8::2\"",
+                "tunnel.peer",
+            ),
             ("encap = \"udp\"", "encap = \"esp\"", "tunnel.local_port"),
             ("mode = \"tun\"", "mode = \"tap\"", "inside.mode"),
-            ("remote_subnets = [\"203.0.113.1/32\"]", "remote_subnets = [\"203.0.113.1\"]", "tunnel.remote_subnets"),
+            (
+                "remote_subnets = [\"203.0.113.1/32\"]",
+                "remote_subnets = [\"203.0.113.1\"]",
+                "tunnel.remote_subnets",
+            ),
         ];
         for (from, to, field) in cases {
             let bad = full.replacen(from, to, 1);
             let e = Config::parse(&bad).unwrap_err();
-            let line = if field == "tunnel.local_port" { line_of_text("local_port") } else { line_of_text(from) };
-            assert!(e.contains(field) && e.contains(&format!("line {line}")), "{field}: {e}");
+            let line = if field == "tunnel.local_port" {
+                line_of_text("local_port")
+            } else {
+                line_of_text(from)
+            };
+            assert!(
+                e.contains(field) && e.contains(&format!("line {line}")),
+                "{field}: {e}"
+            );
         }
         // A key of the wrong length names the needed size.
         let bad = full.replacen("cafebabe\"", "cafe\"", 1);
         let e = Config::parse(&bad).unwrap_err();
         assert!(e.contains("34 bytes") && e.contains("72 hex"), "{e}");
         // Duplicate inbound SPI across tunnels.
-        let second = TUNNEL.split("[[tunnel]]").nth(1).unwrap().replace("Tunnel1", "Tunnel2");
+        let second = TUNNEL
+            .split("[[tunnel]]")
+            .nth(1)
+            .unwrap()
+            .replace("Tunnel1", "Tunnel2");
         let e = Config::parse(&format!("{full}[[tunnel]]{second}")).unwrap_err();
         assert!(e.contains("already the inbound SPI of Tunnel1"), "{e}");
     }

@@ -40,12 +40,12 @@ impl ControlSocket {
     /// Bind `path` with mode 0600. A stale socket file (nobody listening) is
     /// replaced; a live one means another daemon uses the path: error.
     pub fn bind(path: &Path) -> Result<ControlSocket> {
-        if let Some(dir) = path.parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).with_context(|| {
-                    format!("creating the control socket directory {}", dir.display())
-                })?;
-            }
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).with_context(|| {
+                format!("creating the control socket directory {}", dir.display())
+            })?;
         }
         if let Ok(meta) = std::fs::symlink_metadata(path) {
             use std::os::unix::fs::FileTypeExt;

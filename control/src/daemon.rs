@@ -18,10 +18,11 @@ use xdpsec_afxdp::{QueueConfig, XskQueue};
 use xdpsec_datapath::WorkerState;
 
 use crate::{
-    commands::{DatapathView, Daemon, QueueInfo},
+    commands::{Daemon, DatapathView, QueueInfo},
     config::{Config, Inside},
     ctlsock::ControlSocket,
     datapath::{DatapathHandler, InsideIo, IoStats, RouteTable, WorkerCtx},
+    handoff::HandoffQueue,
     loader::XdpSteering,
     neighbor::{self, SharedMac},
     state::{EventLogger, LogBuffer, build_sa_table, refresh_next_hops},
@@ -123,7 +124,10 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
             for tunnel in &config.tunnels {
                 for subnet in &tunnel.remote_subnets {
                     t.add_route(*subnet).with_context(|| {
-                        format!("routing {subnet} (remote_subnets of {}) into {name}", tunnel.name)
+                        format!(
+                            "routing {subnet} (remote_subnets of {}) into {name}",
+                            tunnel.name
+                        )
                     })?;
                 }
             }
@@ -140,19 +144,32 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
     let routes = Arc::new(RouteTable::new(routes));
     let local_mac = neighbor::interface_mac(iface)
         .with_context(|| format!("reading the MAC address of {iface}"))?;
-    let next_hops: Arc<Vec<SharedMac>> =
-        Arc::new(config.tunnels.iter().map(|_| SharedMac::default()).collect());
+    let next_hops: Arc<Vec<SharedMac>> = Arc::new(
+        config
+            .tunnels
+            .iter()
+            .map(|_| SharedMac::default())
+            .collect(),
+    );
     let peers: Vec<std::net::IpAddr> = config.tunnels.iter().map(|t| t.peer).collect();
 
     let mut steering = XdpSteering::attach(iface, &config.underlay.udp_ports)?;
 
+    let handoff: Arc<Vec<Arc<HandoffQueue>>> = Arc::new(
+        (0..config.underlay.queues)
+            .map(|_| HandoffQueue::new().map(Arc::new))
+            .collect::<std::io::Result<_>>()
+            .context("creating the workers' handoff queues")?,
+    );
     let mut queues = Vec::new();
     let mut infos = Vec::new();
     let mut workers_shared = Vec::new();
-    let mut io_stats = Vec::new();
     for q in 0..config.underlay.queues {
         let xsk = XskQueue::open(&QueueConfig::new(iface, q)).with_context(|| {
-            format!("opening AF_XDP queue {q} of {iface} (does it have {} rx queues?)", config.underlay.queues)
+            format!(
+                "opening AF_XDP queue {q} of {iface} (does it have {} rx queues?)",
+                config.underlay.queues
+            )
         })?;
         steering.set_socket(q, xsk.raw_fd())?;
         info!(queue = q, mode = xsk.mode().as_str(), "AF_XDP socket bound");
@@ -160,7 +177,6 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
         let io = Arc::new(IoStats::default());
         let ws = WorkerState::new(q as u16);
         workers_shared.push(ws.shared());
-        io_stats.push(Arc::clone(&io));
         infos.push(QueueInfo {
             queue: q,
             mode: xsk.mode(),
@@ -178,6 +194,7 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
             next_hops: Arc::clone(&next_hops),
             local_mac,
             epoch,
+            handoff: Arc::clone(&handoff),
         };
         queues.push((xsk, DatapathHandler::new(ws, ctx, inside, class, io)));
     }
@@ -190,7 +207,6 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
     )));
     let dp = DatapathView {
         workers: workers_shared.clone(),
-        io: io_stats,
         table: Mutex::new(table),
         tunnels: Mutex::new(config.tunnels.iter().cloned().zip(tunnel_sas).collect()),
         config_path: config_path.to_path_buf(),

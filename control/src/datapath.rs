@@ -13,12 +13,12 @@ use std::{
 
 use xdpsec_afxdp::{BATCH_SIZE, BatchHandler, RxBatch, XskTx};
 use xdpsec_datapath::{
-    DropReason, Verdict, WorkerState, decap_batch, encap,
-    sa::SharedSnapshot,
+    DropReason, Verdict, WorkerState, decap_batch, encap, sa::SharedSnapshot, worker::WorkerShared,
 };
 
 use crate::{
     config::Cidr,
+    handoff::{HandoffQueue, HandoffSlot},
     neighbor::SharedMac,
     worker::{ClassStats, classify},
 };
@@ -45,7 +45,7 @@ pub struct IoStats {
     pub tun_rx: AtomicU64,
     /// Encrypted frames handed to AF_XDP TX.
     pub encap_tx: AtomicU64,
-    /// Frames for another worker's SA (handoff not yet implemented: dropped).
+    /// Frames handed to the worker owning their SA.
     pub handoff: AtomicU64,
     /// Frames the core passed back as not ESP (steered by mistake).
     pub not_esp: AtomicU64,
@@ -65,7 +65,7 @@ pub struct RouteTable {
 impl RouteTable {
     /// Build from `(prefix, tunnel index)` pairs.
     pub fn new(mut routes: Vec<(Cidr, u32)>) -> RouteTable {
-        routes.sort_by(|a, b| b.0.len.cmp(&a.0.len));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.0.len));
         RouteTable { routes }
     }
 
@@ -82,11 +82,19 @@ impl RouteTable {
 fn prefix_match(c: &Cidr, a: IpAddr) -> bool {
     match (c.addr, a) {
         (IpAddr::V4(p), IpAddr::V4(x)) => {
-            let m = if c.len == 0 { 0 } else { u32::MAX << (32 - c.len) };
+            let m = if c.len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - c.len)
+            };
             u32::from(p) & m == u32::from(x) & m
         }
         (IpAddr::V6(p), IpAddr::V6(x)) => {
-            let m = if c.len == 0 { 0 } else { u128::MAX << (128 - c.len) };
+            let m = if c.len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - c.len)
+            };
             u128::from(p) & m == u128::from(x) & m
         }
         _ => false,
@@ -114,11 +122,17 @@ pub struct WorkerCtx {
     pub local_mac: [u8; 6],
     /// The daemon's clock origin (`now` for the core is time since it).
     pub epoch: Instant,
+    /// Every worker's handoff queue, indexed by worker id.
+    pub handoff: Arc<Vec<Arc<HandoffQueue>>>,
 }
 
 /// The datapath for one queue.
 pub struct DatapathHandler {
     ws: WorkerState,
+    shared: Arc<WorkerShared>,
+    handoff: Arc<Vec<Arc<HandoffQueue>>>,
+    /// Frames taken from this worker's handoff queue (capacity reused).
+    handoff_slots: Vec<HandoffSlot>,
     ctx: WorkerCtx,
     inside: InsideIo,
     verdicts: Vec<Verdict>,
@@ -131,8 +145,17 @@ pub struct DatapathHandler {
 
 impl DatapathHandler {
     /// A handler for worker `ws`.
-    pub fn new(ws: WorkerState, ctx: WorkerCtx, inside: InsideIo, class: Arc<ClassStats>, io: Arc<IoStats>) -> Self {
+    pub fn new(
+        ws: WorkerState,
+        ctx: WorkerCtx,
+        inside: InsideIo,
+        class: Arc<ClassStats>,
+        io: Arc<IoStats>,
+    ) -> Self {
         DatapathHandler {
+            shared: ws.shared(),
+            handoff: Arc::clone(&ctx.handoff),
+            handoff_slots: Vec::with_capacity(BATCH_SIZE),
             ws,
             ctx,
             inside,
@@ -146,23 +169,29 @@ impl DatapathHandler {
     }
 }
 
-impl BatchHandler for DatapathHandler {
-    fn handle_batch(&mut self, _queue: u32, batch: &mut RxBatch<'_>, _tx: &mut XskTx) {
-        let n = batch.len();
-        for i in 0..n {
-            self.class_local[classify(batch.frame_mut(i)) as usize] += 1;
-        }
+impl DatapathHandler {
+    /// Decap `frames` and act on the verdicts: deliver to the inside, hand
+    /// frames of other workers' SAs to them. Every frame not delivered was
+    /// counted by the core, or is counted here (110 when a handoff queue is full).
+    fn decap_and_deliver<F: AsMut<[u8]>>(&mut self, frames: &mut [F]) {
+        let n = frames.len().min(self.verdicts.len());
         let now = self.ctx.epoch.elapsed();
         // One snapshot for the whole batch: every frame sees the same SA set.
         let snap = self.ctx.snap.load();
-        decap_batch(&mut self.ws, &snap, batch.frames_mut(), &mut self.verdicts[..n], now);
-        let (mut tun_ok, mut tun_err, mut sink, mut handoff, mut not_esp) = (0, 0, 0, 0, 0);
-        for i in 0..n {
+        decap_batch(
+            &mut self.ws,
+            &snap,
+            &mut frames[..n],
+            &mut self.verdicts[..n],
+            now,
+        );
+        let (mut tun_ok, mut tun_err, mut sink, mut handed, mut not_esp) = (0, 0, 0, 0, 0);
+        let mut woken = 0u64; // bit per owner worker to notify once
+        for (i, frame) in frames[..n].iter_mut().enumerate() {
             match &self.verdicts[i] {
                 Verdict::Deliver { inner, .. } => match self.inside {
                     InsideIo::Tun(fd) => {
-                        let frame = batch.frame_mut(i);
-                        if crate::tun::write_packet(fd, &frame[inner.clone()]) {
+                        if crate::tun::write_packet(fd, &frame.as_mut()[inner.clone()]) {
                             tun_ok += 1;
                         } else {
                             tun_err += 1;
@@ -171,15 +200,38 @@ impl BatchHandler for DatapathHandler {
                     InsideIo::Sink => sink += 1,
                 },
                 Verdict::Drop(_) => {}
-                Verdict::Handoff(_) => handoff += 1,
+                Verdict::Handoff(owner) => {
+                    let owner = *owner as usize;
+                    match self.handoff.get(owner) {
+                        Some(q) if q.push(frame.as_mut()) => {
+                            handed += 1;
+                            woken |= 1 << (owner % 64);
+                        }
+                        _ => self.shared.drops.bump(DropReason::PktBufferUnavailable),
+                    }
+                }
                 Verdict::Pass(_) => not_esp += 1,
+            }
+        }
+        for (w, q) in self.handoff.iter().enumerate() {
+            if woken & (1 << (w % 64)) != 0 {
+                q.notify();
             }
         }
         bump(&self.io.tun_tx, tun_ok);
         bump(&self.io.tun_tx_errors, tun_err);
         bump(&self.io.sink, sink);
-        bump(&self.io.handoff, handoff);
+        bump(&self.io.handoff, handed);
         bump(&self.io.not_esp, not_esp);
+    }
+}
+
+impl BatchHandler for DatapathHandler {
+    fn handle_batch(&mut self, _queue: u32, batch: &mut RxBatch<'_>, _tx: &mut XskTx) {
+        for i in 0..batch.len() {
+            self.class_local[classify(batch.frame_mut(i)) as usize] += 1;
+        }
+        self.decap_and_deliver(batch.frames_mut());
         let s = &self.class;
         for (slot, v) in [&s.esp_v4, &s.esp_v6, &s.udp_esp_v4, &s.udp_esp_v6, &s.other]
             .into_iter()
@@ -187,6 +239,24 @@ impl BatchHandler for DatapathHandler {
         {
             slot.store(v, Ordering::Relaxed);
         }
+    }
+
+    fn wake_fd(&self) -> Option<RawFd> {
+        self.handoff.get(self.ws.id() as usize).map(|q| q.fd())
+    }
+
+    fn poll_handoff(&mut self, _queue: u32, _tx: &mut XskTx) {
+        let Some(q) = self.handoff.get(self.ws.id() as usize).cloned() else {
+            return;
+        };
+        if q.is_empty() {
+            return;
+        }
+        let mut slots = std::mem::take(&mut self.handoff_slots);
+        q.take(&mut slots, BATCH_SIZE);
+        self.decap_and_deliver(&mut slots);
+        q.recycle(&mut slots);
+        self.handoff_slots = slots;
     }
 
     fn extra_fd(&self) -> Option<RawFd> {
@@ -217,7 +287,11 @@ impl BatchHandler for DatapathHandler {
             };
             // A destination routed into the TUN that no tunnel claims: no SA.
             let tunnel = self.ctx.routes.lookup(dst).unwrap_or(u32::MAX);
-            let dst_mac = self.ctx.next_hops.get(tunnel as usize).and_then(|m| m.get());
+            let dst_mac = self
+                .ctx
+                .next_hops
+                .get(tunnel as usize)
+                .and_then(|m| m.get());
             let src_mac = self.ctx.local_mac;
             let ws = &mut self.ws;
             let mut failed_sa = None;
@@ -259,7 +333,11 @@ mod tests {
     #[test]
     fn longest_prefix_wins() {
         let c = |s: &str| s.parse::<Cidr>().unwrap();
-        let t = RouteTable::new(vec![(c("203.0.113.0/24"), 1), (c("203.0.113.1/32"), 2), (c("2001:db8::/32"), 3)]);
+        let t = RouteTable::new(vec![
+            (c("203.0.113.0/24"), 1),
+            (c("203.0.113.1/32"), 2),
+            (c("2001:db8::/32"), 3),
+        ]);
         assert_eq!(t.lookup("203.0.113.1".parse().unwrap()), Some(2));
         assert_eq!(t.lookup("203.0.113.9".parse().unwrap()), Some(1));
         assert_eq!(t.lookup("198.51.100.1".parse().unwrap()), None);

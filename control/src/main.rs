@@ -5,6 +5,7 @@ mod config;
 mod ctlsock;
 mod daemon;
 mod datapath;
+mod handoff;
 mod loader;
 mod neighbor;
 mod state;
@@ -143,7 +144,10 @@ impl rustyline::completion::Completer for CliHelper {
         _ctx: &rustyline::Context<'_>,
     ) -> rustyline::Result<(usize, Vec<String>)> {
         let (start, words) = cli::completions(commands::COMMANDS, &line[..pos]);
-        Ok((start, words.into_iter().filter(|w| !w.starts_with('<')).collect()))
+        Ok((
+            start,
+            words.into_iter().filter(|w| !w.starts_with('<')).collect(),
+        ))
     }
 }
 impl rustyline::hint::Hinter for CliHelper {
@@ -162,13 +166,23 @@ fn question_mark_help(line: &str) -> String {
     let help = |w: &str| {
         commands::COMMANDS
             .iter()
-            .find(|c| c.tokens.iter().any(|t| matches!(t, cli::Token::Kw(k) if *k == w)))
+            .find(|c| {
+                c.tokens
+                    .iter()
+                    .any(|t| matches!(t, cli::Token::Kw(k) if *k == w))
+            })
             .map(|c| c.help)
             .unwrap_or("")
     };
     words
         .iter()
-        .map(|w| if line.ends_with(char::is_whitespace) || line.is_empty() { format!("  {w:<16}{}", if w == "<cr>" { "" } else { help(w) }) } else { format!("{w}  ") })
+        .map(|w| {
+            if line.ends_with(char::is_whitespace) || line.is_empty() {
+                format!("  {w:<16}{}", if w == "<cr>" { "" } else { help(w) })
+            } else {
+                format!("{w}  ")
+            }
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }

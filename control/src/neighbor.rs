@@ -131,7 +131,10 @@ mod tests {
         assert_eq!(m.get(), Some([0xde, 0xad, 0xbe, 0xef, 0x01, 0x02]));
         m.set(None);
         assert_eq!(m.get(), None);
-        assert_eq!(parse_mac("0a:1b:2c:3d:4e:5f"), Some([0x0a, 0x1b, 0x2c, 0x3d, 0x4e, 0x5f]));
+        assert_eq!(
+            parse_mac("0a:1b:2c:3d:4e:5f"),
+            Some([0x0a, 0x1b, 0x2c, 0x3d, 0x4e, 0x5f])
+        );
         assert_eq!(parse_mac("0a:1b"), None);
     }
 }

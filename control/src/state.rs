@@ -13,7 +13,10 @@ use xdpsec_datapath::{
     crypto::{Cipher, KeyMaterial},
     events::DropEvent,
     ioslog::{IosLogger, LogKind},
-    sa::{Direction, InboundSaConfig, LocalEndpoint, OuterHeader, OutboundSaConfig, SaChange, SaId, SaTable},
+    sa::{
+        Direction, InboundSaConfig, LocalEndpoint, OutboundSaConfig, OuterHeader, SaChange, SaId,
+        SaTable,
+    },
     worker::WorkerShared,
 };
 
@@ -65,15 +68,19 @@ pub fn tunnel_sa_changes(cfg: &Config, i: u32) -> TunnelChanges {
     let cipher = cipher_of(t.cipher);
     let udp = match t.encap {
         Encap::Esp => None,
-        Encap::Udp { local_port, peer_port } => Some((local_port, peer_port)),
+        Encap::Udp {
+            local_port,
+            peer_port,
+        } => Some((local_port, peer_port)),
     };
     TunnelChanges {
         inbound: SaChange::AddInbound(InboundSaConfig {
             spi: t.inbound.spi,
             peer: None,
             tunnel: i,
-            // One replay window per SA, owned by worker 0 (see the README on queues).
-            owner: 0,
+            // One replay window per SA, owned by one worker; frames that
+            // arrive on other queues are handed to it.
+            owner: t.worker as u16,
             cipher,
             key: KeyMaterial::new(t.inbound.key.to_vec()),
             esn: t.esn,
@@ -115,8 +122,10 @@ pub fn tunnel_sa_ids(table: &SaTable, n: usize) -> Result<Vec<TunnelSas>> {
                 .map(|(id, _)| *id)
         };
         ids.push(TunnelSas {
-            inbound: find(Direction::Inbound).ok_or_else(|| anyhow!("tunnel {i}: inbound SA missing"))?,
-            outbound: find(Direction::Outbound).ok_or_else(|| anyhow!("tunnel {i}: outbound SA missing"))?,
+            inbound: find(Direction::Inbound)
+                .ok_or_else(|| anyhow!("tunnel {i}: inbound SA missing"))?,
+            outbound: find(Direction::Outbound)
+                .ok_or_else(|| anyhow!("tunnel {i}: outbound SA missing"))?,
         });
     }
     Ok(ids)
@@ -187,7 +196,9 @@ pub fn ios_timestamp(t: SystemTime) -> String {
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    const MON: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MON: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     format!(
         "*{} {:>2} {:02}:{:02}:{:02}.{:03}: ",
         MON[(month - 1) as usize],
@@ -210,7 +221,11 @@ pub struct EventLogger {
 impl EventLogger {
     /// A logger naming tunnels by index.
     pub fn new(tunnel_names: Vec<String>) -> Self {
-        EventLogger { logger: IosLogger::default(), tunnel_names, lost: 0 }
+        EventLogger {
+            logger: IosLogger::default(),
+            tunnel_names,
+            lost: 0,
+        }
     }
 
     /// Drain every worker's events into `log`; `now` is the daemon's clock.
@@ -237,7 +252,8 @@ impl EventLogger {
 
     /// Lines suppressed by the one-a-minute rate limit, per kind.
     pub fn suppressed(&self) -> [(LogKind, u64); 3] {
-        [LogKind::InvalidSpi, LogKind::Replay, LogKind::Hmac].map(|k| (k, self.logger.suppressed(k)))
+        [LogKind::InvalidSpi, LogKind::Replay, LogKind::Hmac]
+            .map(|k| (k, self.logger.suppressed(k)))
     }
 }
 

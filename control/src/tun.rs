@@ -99,7 +99,8 @@ impl Tun {
         if address.addr.is_ipv6() {
             args.push("nodad");
         }
-        ip(&args).with_context(|| format!("giving {name} the address {address} (inside.address)"))?;
+        ip(&args)
+            .with_context(|| format!("giving {name} the address {address} (inside.address)"))?;
         ip(&["link", "set", "dev", name, "up"])?;
         Ok(tun)
     }

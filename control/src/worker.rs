@@ -1,13 +1,6 @@
-//! What a queue's worker does with received frames.
-//!
-//! Foundation stage: classify each frame, count it, recycle it. The ESP
-//! datapath (SA lookup, anti-replay, decrypt) replaces the classifier.
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering},
-};
-
-use xdpsec_afxdp::{BatchHandler, RxBatch, XskTx};
+//! Per-queue classification of received frames by outer headers, shown by
+//! `show platform hardware qfp active statistics` beside the XDP counters.
+use std::sync::atomic::AtomicU64;
 
 /// What a worker saw, per class (single writer: the worker).
 #[derive(Debug, Default)]
@@ -80,39 +73,6 @@ pub fn classify(frame: &[u8]) -> Class {
         (17, false) => Class::UdpEspV4,
         (17, true) => Class::UdpEspV6,
         _ => Class::Other,
-    }
-}
-
-/// Counts each frame of a batch by class.
-pub struct ClassifyHandler {
-    stats: Arc<ClassStats>,
-    local: [u64; 5],
-}
-
-impl ClassifyHandler {
-    /// A handler publishing into `stats`.
-    pub fn new(stats: Arc<ClassStats>) -> Self {
-        ClassifyHandler {
-            stats,
-            local: [0; 5],
-        }
-    }
-}
-
-impl BatchHandler for ClassifyHandler {
-    fn handle_batch(&mut self, _queue: u32, batch: &mut RxBatch<'_>, _tx: &mut XskTx) {
-        for i in 0..batch.len() {
-            let c = classify(batch.frame_mut(i));
-            self.local[c as usize] += 1;
-        }
-        // Publish once per batch; the worker is the only writer.
-        let s = &self.stats;
-        for (slot, v) in [&s.esp_v4, &s.esp_v6, &s.udp_esp_v4, &s.udp_esp_v6, &s.other]
-            .into_iter()
-            .zip(self.local)
-        {
-            slot.store(v, Ordering::Relaxed);
-        }
     }
 }
 

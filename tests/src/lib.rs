@@ -197,19 +197,20 @@ impl Drop for Lab {
     }
 }
 
-/// Path of the xdpsec binary under test: `$XDPSEC_BIN`, else target/{release,debug}/xdpsec.
+/// Path of the xdpsec binary under test: `$XDPSEC_BIN`, else the newer of
+/// target/release/xdpsec and target/debug/xdpsec.
 pub fn xdpsec_bin() -> PathBuf {
     if let Ok(p) = std::env::var("XDPSEC_BIN") {
         return PathBuf::from(p);
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    for p in ["target/release/xdpsec", "target/debug/xdpsec"] {
-        let p = root.join(p);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("no xdpsec binary: run `cargo build --release --bin xdpsec` or set XDPSEC_BIN");
+    ["target/release/xdpsec", "target/debug/xdpsec"]
+        .iter()
+        .map(|p| root.join(p))
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .max()
+        .map(|(_, p)| p)
+        .expect("no xdpsec binary: run `cargo build --release --bin xdpsec` or set XDPSEC_BIN")
 }
 
 /// A running `xdpsec run` in a namespace; stopped with SIGINT on drop.
@@ -364,9 +365,14 @@ pub fn write_file(path: &Path, data: &[u8]) -> Result<()> {
 
 /// The project's Python venv (with scapy), from `$XDPSEC_VENV` or `<root>/.venv`.
 pub fn venv_python() -> PathBuf {
-    let venv = std::env::var("XDPSEC_VENV").map(PathBuf::from).unwrap_or_else(|_| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join(".venv")
-    });
+    let venv = std::env::var("XDPSEC_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .unwrap()
+                .join(".venv")
+        });
     let py = venv.join("bin/python");
     assert!(
         py.exists(),

@@ -28,17 +28,29 @@ pub struct Case {
 impl Case {
     /// The two key || salt strings for this cipher.
     pub fn keys(&self) -> (&'static str, &'static str) {
-        if self.cipher == "aes128-gcm" { (KEY_A128, KEY_B128) } else { (KEY_A, KEY_B) }
+        if self.cipher == "aes128-gcm" {
+            (KEY_A128, KEY_B128)
+        } else {
+            (KEY_A, KEY_B)
+        }
     }
     /// scapy's name of the cipher.
     pub fn scapy_cipher(&self) -> &'static str {
-        if self.cipher == "chacha20-poly1305" { "CHACHA20-POLY1305" } else { "AES-GCM" }
+        if self.cipher == "chacha20-poly1305" {
+            "CHACHA20-POLY1305"
+        } else {
+            "AES-GCM"
+        }
     }
 }
 
 /// Inner addresses of node 0 and 1.
 pub fn inner_addrs(v6: bool) -> [&'static str; 2] {
-    if v6 { ["2001:db8:200::1", "2001:db8:200::2"] } else { ["203.0.113.1", "203.0.113.2"] }
+    if v6 {
+        ["2001:db8:200::1", "2001:db8:200::2"]
+    } else {
+        ["203.0.113.1", "203.0.113.2"]
+    }
 }
 
 /// Config for node `side` (0 or 1) of `lab`: it receives on SPI 0x1001+side
@@ -95,4 +107,11 @@ key = "{kout}"
 }
 
 /// AES-256-GCM, plain ESP, IPv4 in IPv4, window 64.
-pub const BASE: Case = Case { cipher: "aes256-gcm", esn: false, udp: None, v6_outer: false, v6_inner: false, window: 64 };
+pub const BASE: Case = Case {
+    cipher: "aes256-gcm",
+    esn: false,
+    udp: None,
+    v6_outer: false,
+    v6_inner: false,
+    window: 64,
+};

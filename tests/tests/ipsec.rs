@@ -37,7 +37,10 @@ fn peer_cfg(lab: &Lab, c: &Case) -> Value {
 }
 
 fn fmt_mac(m: [u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 fn sa(d: &Daemon) -> Value {
@@ -47,7 +50,9 @@ fn sa(d: &Daemon) -> Value {
 
 /// Drop counters as {id: packets} for non-zero rows.
 fn drops(d: &Daemon) -> std::collections::BTreeMap<u64, u64> {
-    let v = d.cli_json("show platform hardware qfp active feature ipsec datapath drops").unwrap();
+    let v = d
+        .cli_json("show platform hardware qfp active feature ipsec datapath drops")
+        .unwrap();
     v["drops"]
         .as_array()
         .unwrap()
@@ -64,16 +69,27 @@ fn interop(c: Case, first_seq: u64) {
     cfg["tx"]["seq"] = json!(first_seq);
     let r = scapy_peer(&lab.ns2, &cfg).unwrap();
     assert_eq!(r["sent"], 5, "{c:?}: {r}");
-    assert_eq!(r["errors"], json!([]), "{c:?}: scapy could not decrypt xdpsec's ESP: {r}");
-    assert_eq!(r["matched"], json!([0, 1, 2, 3, 4]), "{c:?}: echo replies through xdpsec: {r}");
+    assert_eq!(
+        r["errors"],
+        json!([]),
+        "{c:?}: scapy could not decrypt xdpsec's ESP: {r}"
+    );
+    assert_eq!(
+        r["matched"],
+        json!([0, 1, 2, 3, 4]),
+        "{c:?}: echo replies through xdpsec: {r}"
+    );
     // xdpsec's outbound sequence numbers start at 1 and increase by one.
     assert_eq!(r["reply_seqs"], json!([1, 2, 3, 4, 5]), "{c:?}: {r}");
     let s = sa(&d);
-    assert_eq!((s["pkts_decaps"].as_u64(), s["pkts_encaps"].as_u64()), (Some(5), Some(5)), "{c:?}: {s}");
+    assert_eq!(
+        (s["pkts_decaps"].as_u64(), s["pkts_encaps"].as_u64()),
+        (Some(5), Some(5)),
+        "{c:?}: {s}"
+    );
     assert_eq!(s["recv_errors"], 0, "{c:?}: {s}");
     assert!(drops(&d).is_empty(), "{c:?}: {:?}", drops(&d));
 }
-
 
 #[test]
 fn scapy_interop_aes256_gcm_esp_ipv4() {
@@ -82,22 +98,51 @@ fn scapy_interop_aes256_gcm_esp_ipv4() {
 
 #[test]
 fn scapy_interop_aes128_gcm_udp4500_ipv4() {
-    interop(Case { cipher: "aes128-gcm", udp: Some(4500), ..BASE }, 1);
+    interop(
+        Case {
+            cipher: "aes128-gcm",
+            udp: Some(4500),
+            ..BASE
+        },
+        1,
+    );
 }
 
 #[test]
 fn scapy_interop_chacha20_poly1305_udp12346_ipv4() {
-    interop(Case { cipher: "chacha20-poly1305", udp: Some(12346), window: 512, ..BASE }, 1);
+    interop(
+        Case {
+            cipher: "chacha20-poly1305",
+            udp: Some(12346),
+            window: 512,
+            ..BASE
+        },
+        1,
+    );
 }
 
 #[test]
 fn scapy_interop_aes256_gcm_esp_ipv6_outer_and_inner() {
-    interop(Case { v6_outer: true, v6_inner: true, ..BASE }, 1);
+    interop(
+        Case {
+            v6_outer: true,
+            v6_inner: true,
+            ..BASE
+        },
+        1,
+    );
 }
 
 #[test]
 fn scapy_interop_udp_ipv6_outer_ipv4_inner() {
-    interop(Case { v6_outer: true, udp: Some(4500), ..BASE }, 1);
+    interop(
+        Case {
+            v6_outer: true,
+            udp: Some(4500),
+            ..BASE
+        },
+        1,
+    );
 }
 
 #[test]
@@ -109,7 +154,16 @@ fn scapy_interop_esn_across_2_pow_32() {
 
 #[test]
 fn scapy_interop_esn_chacha_udp_ipv6() {
-    interop(Case { esn: true, cipher: "chacha20-poly1305", udp: Some(12346), v6_outer: true, ..BASE }, 7);
+    interop(
+        Case {
+            esn: true,
+            cipher: "chacha20-poly1305",
+            udp: Some(12346),
+            v6_outer: true,
+            ..BASE
+        },
+        7,
+    );
 }
 
 #[test]
@@ -138,7 +192,9 @@ fn bad_packets_are_dropped_and_counted_exactly() {
 
     let got = drops(&d);
     let want: std::collections::BTreeMap<u64, u64> =
-        [(4, 3), (19, 2), (23, 2), (62, 1), (65, 1), (70, 1)].into_iter().collect();
+        [(4, 3), (19, 2), (23, 2), (62, 1), (65, 1), (70, 1)]
+            .into_iter()
+            .collect();
     assert_eq!(got, want, "drop counters");
     let s = sa(&d);
     assert_eq!(s["pkts_decaps"], 7, "{s}");
@@ -148,21 +204,38 @@ fn bad_packets_are_dropped_and_counted_exactly() {
     assert_eq!(s["pkts_replay_duplicate"], 1, "{s}");
 
     // IOS text layout: only non-zero rows without `all`, every row with it.
-    let text = d.cli("show platform hardware qfp active feature ipsec datapath drops").unwrap();
-    let rows: Vec<&str> = text.lines().filter(|l| l.starts_with(char::is_numeric)).collect();
+    let text = d
+        .cli("show platform hardware qfp active feature ipsec datapath drops")
+        .unwrap();
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with(char::is_numeric))
+        .collect();
     assert_eq!(rows.len(), 6, "{text}");
-    assert!(rows.contains(&format!("4 IN_US_V4_PKT_SA_NOT_FOUND_SPI{:>41}", 3).as_str()), "{text}");
+    assert!(
+        rows.contains(&format!("4 IN_US_V4_PKT_SA_NOT_FOUND_SPI{:>41}", 3).as_str()),
+        "{text}"
+    );
     assert!(text.lines().all(|l| l.len() <= 72), "{text}");
-    let all = d.cli("show platform hardware qfp active feature ipsec datapath drops all").unwrap();
-    let json_rows = d.cli_json("show platform hardware qfp active feature ipsec datapath drops").unwrap();
+    let all = d
+        .cli("show platform hardware qfp active feature ipsec datapath drops all")
+        .unwrap();
+    let json_rows = d
+        .cli_json("show platform hardware qfp active feature ipsec datapath drops")
+        .unwrap();
     assert_eq!(
-        all.lines().filter(|l| l.starts_with(char::is_numeric)).count(),
+        all.lines()
+            .filter(|l| l.starts_with(char::is_numeric))
+            .count(),
         json_rows["drops"].as_array().unwrap().len()
     );
 
     // IOS log lines: one of each kind (rate-limited to one a minute).
     let log = d.cli("show logging").unwrap();
-    let inv: Vec<&str> = log.lines().filter(|l| l.contains("%CRYPTO-4-RECVD_PKT_INV_SPI")).collect();
+    let inv: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("%CRYPTO-4-RECVD_PKT_INV_SPI"))
+        .collect();
     assert_eq!(inv.len(), 1, "{log}");
     assert!(
         inv[0].contains(&format!(
@@ -171,44 +244,100 @@ fn bad_packets_are_dropped_and_counted_exactly() {
         )),
         "{log}"
     );
-    assert_eq!(log.lines().filter(|l| l.contains("%IPSEC-3-REPLAY_ERROR")).count(), 1, "{log}");
-    assert_eq!(log.lines().filter(|l| l.contains("%IPSEC-3-HMAC_ERROR")).count(), 1, "{log}");
-    assert!(log.contains("2 messages rate-limited") || log.contains("rate-limited"), "{log}");
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("%IPSEC-3-REPLAY_ERROR"))
+            .count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("%IPSEC-3-HMAC_ERROR"))
+            .count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        log.contains("2 messages rate-limited") || log.contains("rate-limited"),
+        "{log}"
+    );
     // Keys never appear in logs.
     let daemon_log = d.log_text();
     for k in [KEY_A, KEY_B, &KEY_A[..16], &KEY_B[..16]] {
-        assert!(!log.contains(k) && !daemon_log.contains(k), "key material in a log");
+        assert!(
+            !log.contains(k) && !daemon_log.contains(k),
+            "key material in a log"
+        );
     }
 
     // `clear` zeroes the drop counters.
-    d.cli("clear platform hardware qfp active feature ipsec datapath drops").unwrap();
+    d.cli("clear platform hardware qfp active feature ipsec datapath drops")
+        .unwrap();
     assert!(drops(&d).is_empty());
 }
 
 #[test]
 fn two_xdpsec_nodes_ping_across_manual_tunnels() {
     for c in [
-        Case { udp: Some(4500), ..BASE },
-        Case { v6_outer: true, v6_inner: true, cipher: "chacha20-poly1305", esn: true, ..BASE },
+        Case {
+            udp: Some(4500),
+            ..BASE
+        },
+        Case {
+            v6_outer: true,
+            v6_inner: true,
+            cipher: "chacha20-poly1305",
+            esn: true,
+            ..BASE
+        },
     ] {
         let lab = Lab::unique().up(1).unwrap();
         let d1 = Daemon::start(&lab.ns1, &tunnel_config(&lab, 0, &c)).unwrap();
         let d2 = Daemon::start(&lab.ns2, &tunnel_config(&lab, 1, &c)).unwrap();
         let inner = inner_addrs(c.v6_inner);
-        let out = Lab::exec(&lab.ns1, &["ping", "-c", "4", "-i", "0.2", "-W", "2", "-I", inner[0], inner[1]]).unwrap();
-        assert!(out.status.success(), "{c:?}: {}", String::from_utf8_lossy(&out.stdout));
+        let out = Lab::exec(
+            &lab.ns1,
+            &[
+                "ping", "-c", "4", "-i", "0.2", "-W", "2", "-I", inner[0], inner[1],
+            ],
+        )
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{c:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         for d in [&d1, &d2] {
             let s = sa(d);
-            assert_eq!((s["pkts_encaps"].as_u64(), s["pkts_decaps"].as_u64()), (Some(4), Some(4)), "{c:?}: {s}");
+            assert_eq!(
+                (s["pkts_encaps"].as_u64(), s["pkts_decaps"].as_u64()),
+                (Some(4), Some(4)),
+                "{c:?}: {s}"
+            );
             assert!(drops(d).is_empty(), "{c:?}: {:?}", drops(d));
         }
         let peer: IpAddr = if c.v6_outer { lab.v6[1] } else { lab.v4[1] };
-        let text = d1.cli(&format!("show crypto ipsec sa peer {peer}")).unwrap();
+        let text = d1
+            .cli(&format!("show crypto ipsec sa peer {peer}"))
+            .unwrap();
         assert!(text.contains("interface: Tunnel1"), "{text}");
-        assert!(text.contains(&format!("current_peer {peer} port")), "{text}");
-        assert!(text.contains("#pkts encaps: 4, #pkts encrypt: 4, #pkts digest: 4"), "{text}");
-        assert!(text.contains("#pkts decaps: 4, #pkts decrypt: 4, #pkts verify: 4"), "{text}");
-        assert!(text.contains("current outbound spi: 0x1002(4098)"), "{text}");
+        assert!(
+            text.contains(&format!("current_peer {peer} port")),
+            "{text}"
+        );
+        assert!(
+            text.contains("#pkts encaps: 4, #pkts encrypt: 4, #pkts digest: 4"),
+            "{text}"
+        );
+        assert!(
+            text.contains("#pkts decaps: 4, #pkts decrypt: 4, #pkts verify: 4"),
+            "{text}"
+        );
+        assert!(
+            text.contains("current outbound spi: 0x1002(4098)"),
+            "{text}"
+        );
         assert!(text.contains("spi: 0x1001(4097)"), "{text}");
         assert!(text.contains("Status: ACTIVE(ACTIVE)"), "{text}");
         // Another peer: nothing.
@@ -228,12 +357,24 @@ fn reload_rekeys_manual_sas_and_the_old_spi_counts_as_invalid_sa() {
     // A change that needs a restart is refused, naming the field; nothing changes.
     let text = std::fs::read_to_string(&d.config).unwrap();
     std::fs::write(&d.config, text.replace("queues = 1", "queues = 2")).unwrap();
-    let err = d.cli("request platform software xdpsec reload").unwrap_err();
+    let err = d
+        .cli("request platform software xdpsec reload")
+        .unwrap_err();
     assert!(err.contains("underlay") && err.contains("restart"), "{err}");
     // A bad key is refused with its line; nothing changes.
-    std::fs::write(&d.config, text.replace("spi = 0x1001", "spi = 0x1003").replace(KEY_A, "00")).unwrap();
-    let err = d.cli("request platform software xdpsec reload").unwrap_err();
-    assert!(err.contains("tunnel.inbound.key") && err.contains("line"), "{err}");
+    std::fs::write(
+        &d.config,
+        text.replace("spi = 0x1001", "spi = 0x1003")
+            .replace(KEY_A, "00"),
+    )
+    .unwrap();
+    let err = d
+        .cli("request platform software xdpsec reload")
+        .unwrap_err();
+    assert!(
+        err.contains("tunnel.inbound.key") && err.contains("line"),
+        "{err}"
+    );
     assert_eq!(sa(&d)["inbound_spis"], json!([0x1001]));
 
     // New inbound SPI: the old SA goes, its SPI is remembered as invalid.
@@ -249,12 +390,55 @@ fn reload_rekeys_manual_sas_and_the_old_spi_counts_as_invalid_sa() {
     scapy_peer(&lab.ns2, &cfg).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
 
-    assert_eq!(drops(&d), [(1, 2)].into_iter().collect(), "IN_V4_PKT_HIT_INVALID_SA for the old SPI");
+    assert_eq!(
+        drops(&d),
+        [(1, 2)].into_iter().collect(),
+        "IN_V4_PKT_HIT_INVALID_SA for the old SPI"
+    );
     assert_eq!(sa(&d)["pkts_decaps"], 2, "the new SA decrypts");
     let log = d.cli("show logging").unwrap();
     let line = format!(
         "%CRYPTO-4-RECVD_PKT_INV_SPI: decaps: rec'd IPSEC packet has invalid spi for destaddr={}, prot=50, spi=0x00001001(4097), srcaddr={}, input interface=Tunnel1",
         lab.v4[0], lab.v4[1]
     );
-    assert_eq!(log.lines().filter(|l| l.ends_with(&line)).count(), 1, "{log}");
+    assert_eq!(
+        log.lines().filter(|l| l.ends_with(&line)).count(),
+        1,
+        "{log}"
+    );
+}
+
+#[test]
+fn frames_on_another_queue_are_handed_to_the_sa_owner() {
+    let lab = Lab::unique().up(2).unwrap();
+    let mut handed_total = 0;
+    for worker in [0u64, 1] {
+        let cfg_text = tunnel_config(&lab, 0, &BASE)
+            .replace("queues = 1", "queues = 2")
+            .replace(
+                "kind = \"manual\"",
+                &format!("kind = \"manual\"\nworker = {worker}"),
+            );
+        let d = Daemon::start(&lab.ns1, &cfg_text).unwrap();
+        let r = scapy_peer(&lab.ns2, &peer_cfg(&lab, &BASE)).unwrap();
+        assert_eq!(r["matched"], json!([0, 1, 2, 3, 4]), "worker {worker}: {r}");
+        assert_eq!(sa(&d)["pkts_decaps"], 5);
+        assert!(drops(&d).is_empty(), "{:?}", drops(&d));
+        let v = d
+            .cli_json("show platform hardware qfp active statistics")
+            .unwrap();
+        for q in v["queues"].as_array().unwrap() {
+            if q["queue"] != worker {
+                // Every ESP frame received on a queue that does not own the SA is handed over.
+                assert_eq!(q["rx_frames"], q["handoff"], "worker {worker}: {v}");
+                handed_total += q["handoff"].as_u64().unwrap();
+            } else {
+                assert_eq!(q["handoff"], 0, "{v}");
+            }
+        }
+    }
+    assert!(
+        handed_total > 0,
+        "no frame took the handoff path in either run"
+    );
 }

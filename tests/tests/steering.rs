@@ -454,7 +454,11 @@ fn startup_errors_are_clear_and_leave_nothing_behind() {
 #[test]
 fn interactive_cli_prompt_help_and_errors() {
     use std::io::Write;
-    let Setup { lab: _lab, daemon, tx: _tx } = setup(1);
+    let Setup {
+        lab: _lab,
+        daemon,
+        tx: _tx,
+    } = setup(1);
     let mut child = Command::new(xdpsec_bin())
         .args(["cli", "--socket"])
         .arg(&daemon.socket)
@@ -474,11 +478,20 @@ fn interactive_cli_prompt_help_and_errors() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success());
-    assert!(stdout.contains("edge1#"), "prompt is the node name: {stdout}");
+    assert!(
+        stdout.contains("edge1#"),
+        "prompt is the node name: {stdout}"
+    );
     assert!(stdout.contains("edge1 uptime is"), "{stdout}");
     assert!(stdout.contains("steered_esp_v4"), "{stdout}");
-    assert!(stdout.contains("hardware") && stdout.contains("software"), "? lists next words: {stdout}");
-    assert!(stderr.contains("% Invalid input detected at '^' marker."), "{stderr}");
+    assert!(
+        stdout.contains("hardware") && stdout.contains("software"),
+        "? lists next words: {stdout}"
+    );
+    assert!(
+        stderr.contains("% Invalid input detected at '^' marker."),
+        "{stderr}"
+    );
     assert!(stderr.contains("% Incomplete command."), "{stderr}");
     // One-shot errors exit non-zero.
     let err = daemon.cli("show bogus").unwrap_err();

@@ -142,9 +142,15 @@ fn show(node: &str, d: &Daemon, cmd: &str) -> Result<String> {
 fn ping(lab: &Lab, count: &str) -> Result<bool> {
     let [a, b] = inner_addrs(false);
     println!("\n{}$ ping -c {count} -I {a} {b}", lab.ns1);
-    let out = Lab::exec(&lab.ns1, &["ping", "-c", count, "-i", "0.2", "-W", "1", "-I", a, b])?;
+    let out = Lab::exec(
+        &lab.ns1,
+        &["ping", "-c", count, "-i", "0.2", "-W", "1", "-I", a, b],
+    )?;
     let text = String::from_utf8_lossy(&out.stdout);
-    for l in text.lines().filter(|l| l.contains("transmitted") || l.contains("bytes from")) {
+    for l in text
+        .lines()
+        .filter(|l| l.contains("transmitted") || l.contains("bytes from"))
+    {
         println!("{l}");
     }
     Ok(out.status.success())
@@ -155,29 +161,55 @@ fn ping(lab: &Lab, count: &str) -> Result<bool> {
 /// alone, edge1 sees an SPI it does not know (the seed's fault: invalid-SPI
 /// drops and the IOS log line); rekeying edge1 to match recovers it.
 fn tunnel_demo(lab: &Lab) -> Result<()> {
-    let case = Case { udp: Some(12346), ..BASE };
-    step("two xdpsec nodes, a manual tunnel (AES-256-GCM in UDP 12346) between 203.0.113.1 and 203.0.113.2");
+    let case = Case {
+        udp: Some(12346),
+        ..BASE
+    };
+    step(
+        "two xdpsec nodes, a manual tunnel (AES-256-GCM in UDP 12346) between 203.0.113.1 and 203.0.113.2",
+    );
     let d1 = Daemon::start(&lab.ns1, &tunnel_config(lab, 0, &case))?;
     let d2 = Daemon::start(&lab.ns2, &tunnel_config(lab, 1, &case))?;
     ensure!(ping(lab, "3")?, "ping across the tunnel failed");
-    show("edge1", &d1, &format!("show crypto ipsec sa peer {}", lab.v4[1]))?;
+    show(
+        "edge1",
+        &d1,
+        &format!("show crypto ipsec sa peer {}", lab.v4[1]),
+    )?;
 
     step("fault: edge2 alone moves its outbound SA to SPI 0x2002; edge1 does not know that SPI");
     let cfg2 = std::fs::read_to_string(&d2.config)?;
     std::fs::write(&d2.config, cfg2.replace("spi = 0x1001", "spi = 0x2002"))?;
     show("edge2", &d2, "request platform software xdpsec reload")?;
-    ensure!(!ping(lab, "3")?, "ping should fail while the SAs are out of sync");
+    ensure!(
+        !ping(lab, "3")?,
+        "ping should fail while the SAs are out of sync"
+    );
     std::thread::sleep(Duration::from_millis(300));
-    let drops = show("edge1", &d1, "show platform hardware qfp active feature ipsec datapath drops")?;
-    ensure!(drops.contains("IN_US_V4_PKT_SA_NOT_FOUND_SPI"), "no invalid-SPI drops counted");
+    let drops = show(
+        "edge1",
+        &d1,
+        "show platform hardware qfp active feature ipsec datapath drops",
+    )?;
+    ensure!(
+        drops.contains("IN_US_V4_PKT_SA_NOT_FOUND_SPI"),
+        "no invalid-SPI drops counted"
+    );
     let log = show("edge1", &d1, "show logging")?;
-    ensure!(log.contains("%CRYPTO-4-RECVD_PKT_INV_SPI"), "no %CRYPTO-4-RECVD_PKT_INV_SPI line");
+    ensure!(
+        log.contains("%CRYPTO-4-RECVD_PKT_INV_SPI"),
+        "no %CRYPTO-4-RECVD_PKT_INV_SPI line"
+    );
 
     step("recovery: edge1 takes the new SPI (as a rekey would); traffic passes again");
     let cfg1 = std::fs::read_to_string(&d1.config)?;
     std::fs::write(&d1.config, cfg1.replace("spi = 0x1001", "spi = 0x2002"))?;
     show("edge1", &d1, "request platform software xdpsec reload")?;
     ensure!(ping(lab, "3")?, "ping after recovery failed");
-    show("edge1", &d1, "show platform hardware qfp active feature ipsec datapath drops")?;
+    show(
+        "edge1",
+        &d1,
+        "show platform hardware qfp active feature ipsec datapath drops",
+    )?;
     Ok(())
 }

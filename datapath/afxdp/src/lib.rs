@@ -134,7 +134,10 @@ pub struct FrameBuf {
 
 impl Default for FrameBuf {
     fn default() -> Self {
-        FrameBuf { ptr: std::ptr::NonNull::dangling().as_ptr(), len: 0 }
+        FrameBuf {
+            ptr: std::ptr::NonNull::dangling().as_ptr(),
+            len: 0,
+        }
     }
 }
 
@@ -186,6 +189,13 @@ pub trait BatchHandler {
     }
     /// `extra_fd` is readable: read from it, sending with `tx` (flushed after the call).
     fn on_extra_readable(&mut self, _queue: u32, _tx: &mut XskTx) {}
+    /// A wake-up fd for work handed over by other workers.
+    fn wake_fd(&self) -> Option<RawFd> {
+        None
+    }
+    /// Serve work handed over by other workers; called every loop pass (it
+    /// must be cheap when there is none) and when `wake_fd` is readable.
+    fn poll_handoff(&mut self, _queue: u32, _tx: &mut XskTx) {}
     /// Called when the worker has been idle for a poll interval (timers, flushing).
     fn on_idle(&mut self, _queue: u32) {}
 }
@@ -451,9 +461,18 @@ impl XskQueue {
                 if self.fill.needs_wakeup() {
                     self.fill.wakeup(self.rx.fd_mut(), 0)?;
                 }
-                match wait_readable(self.rx.fd().as_raw_fd(), handler.extra_fd(), IDLE_POLL_MS)? {
+                match wait_readable(
+                    self.rx.fd().as_raw_fd(),
+                    handler.extra_fd(),
+                    handler.wake_fd(),
+                    IDLE_POLL_MS,
+                )? {
                     Readable::Extra => {
                         handler.on_extra_readable(self.queue, &mut self.tx);
+                        self.tx.flush();
+                    }
+                    Readable::Wake => {
+                        handler.poll_handoff(self.queue, &mut self.tx);
                         self.tx.flush();
                     }
                     Readable::Timeout => handler.on_idle(self.queue),
@@ -470,10 +489,16 @@ impl XskQueue {
                 // owned by userspace until it goes back on the fill ring below.
                 let mut data = unsafe { self.umem.data_mut(desc) };
                 let c: &mut [u8] = data.contents_mut();
-                *buf = FrameBuf { ptr: c.as_mut_ptr(), len: c.len() };
+                *buf = FrameBuf {
+                    ptr: c.as_mut_ptr(),
+                    len: c.len(),
+                };
             }
-            let mut batch = RxBatch { frames: &mut bufs[..n] };
+            let mut batch = RxBatch {
+                frames: &mut bufs[..n],
+            };
             handler.handle_batch(self.queue, &mut batch, &mut self.tx);
+            handler.poll_handoff(self.queue, &mut self.tx);
             self.tx.flush();
             // SAFETY: the batch's frames are ours again and go back to the kernel.
             let done = unsafe { self.fill.produce(&descs[..n]) };
@@ -493,25 +518,51 @@ impl XskQueue {
 enum Readable {
     Xsk,
     Extra,
+    Wake,
     Timeout,
 }
 
-/// Wait until the AF_XDP socket or the extra fd is readable. When both are,
-/// the extra fd is served first this time and the socket on the next pass
-/// (consume() finds its frames without waiting).
-fn wait_readable(xsk: RawFd, extra: Option<RawFd>, timeout_ms: i32) -> io::Result<Readable> {
+/// Wait until the AF_XDP socket, the extra fd or the wake-up fd is readable.
+/// The wake-up fd wins, then the extra fd; the socket is served on the next
+/// pass anyway (consume() finds its frames without waiting).
+fn wait_readable(
+    xsk: RawFd,
+    extra: Option<RawFd>,
+    wake: Option<RawFd>,
+    timeout_ms: i32,
+) -> io::Result<Readable> {
     let mut fds = [
-        libc::pollfd { fd: xsk, events: libc::POLLIN, revents: 0 },
-        libc::pollfd { fd: extra.unwrap_or(-1), events: libc::POLLIN, revents: 0 },
+        libc::pollfd {
+            fd: xsk,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: extra.unwrap_or(-1),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: wake.unwrap_or(-1),
+            events: libc::POLLIN,
+            revents: 0,
+        },
     ];
-    // SAFETY: two valid pollfds; a negative fd is ignored by poll().
-    let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
+    // SAFETY: three valid pollfds; a negative fd is ignored by poll().
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), 3, timeout_ms) };
     if rc < 0 {
         let e = io::Error::last_os_error();
-        return if e.kind() == io::ErrorKind::Interrupted { Ok(Readable::Timeout) } else { Err(e) };
+        return if e.kind() == io::ErrorKind::Interrupted {
+            Ok(Readable::Timeout)
+        } else {
+            Err(e)
+        };
     }
     if rc == 0 {
         return Ok(Readable::Timeout);
+    }
+    if fds[2].revents & libc::POLLIN != 0 {
+        return Ok(Readable::Wake);
     }
     if fds[1].revents & libc::POLLIN != 0 {
         return Ok(Readable::Extra);
