@@ -287,38 +287,40 @@ impl BatchHandler for DatapathHandler {
             };
             // A destination routed into the TUN that no tunnel claims: no SA.
             let tunnel = self.ctx.routes.lookup(dst).unwrap_or(u32::MAX);
-            let dst_mac = self
+            let Some(dst_mac) = self
                 .ctx
                 .next_hops
                 .get(tunnel as usize)
-                .and_then(|m| m.get());
+                .and_then(|m| m.get())
+            else {
+                // No tunnel (the core counts 111/112) or no next-hop MAC yet
+                // (control is resolving it): nothing to build a frame with.
+                if tunnel == u32::MAX {
+                    let _ = encap(&mut self.ws, &snap, tunnel, inner, &mut []);
+                } else {
+                    self.shared.drops.bump(DropReason::OutSettingWrongL2Hdr);
+                }
+                continue;
+            };
             let src_mac = self.ctx.local_mac;
             let ws = &mut self.ws;
-            let mut failed_sa = None;
+            let mut built = false;
             let ok = tx.send_with(|buf| {
+                built = true;
                 let (eth, rest) = buf.split_at_mut(14);
-                match encap(ws, &snap, tunnel, inner, rest) {
-                    Ok(out) => match dst_mac {
-                        Some(dst) => {
-                            eth[..6].copy_from_slice(&dst);
-                            eth[6..12].copy_from_slice(&src_mac);
-                            let et: u16 = if rest[0] >> 4 == 6 { 0x86dd } else { 0x0800 };
-                            eth[12..14].copy_from_slice(&et.to_be_bytes());
-                            Some(14 + out.len)
-                        }
-                        None => {
-                            // No next-hop MAC yet (control is resolving it).
-                            failed_sa = Some(out.sa);
-                            None
-                        }
-                    },
-                    Err(_) => None, // counted by the core
-                }
+                // Err: counted by the core (one drop reason each).
+                let out = encap(ws, &snap, tunnel, inner, rest).ok()?;
+                eth[..6].copy_from_slice(&dst_mac);
+                eth[6..12].copy_from_slice(&src_mac);
+                let et: u16 = if rest[0] >> 4 == 6 { 0x86dd } else { 0x0800 };
+                eth[12..14].copy_from_slice(&et.to_be_bytes());
+                Some(14 + out.len)
             });
-            if let Some(sa) = failed_sa {
-                self.ws.count_send_error(sa);
-            } else if ok {
+            if ok {
                 sent += 1;
+            } else if !built {
+                // No free AF_XDP frame to transmit from.
+                self.shared.drops.bump(DropReason::PktBufferUnavailable);
             }
         }
         bump(&self.io.tun_rx, read);

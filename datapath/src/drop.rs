@@ -65,6 +65,9 @@ drop_reasons! {
     /// Outbound sequence number exhausted: stop sending, never wrap or reuse
     /// (RFC 4303 3.3.3). The misspelling is IOS's.
     OutSeqOverflow = 46, "OUT_CD_SW_IPSEC_DETECT_SEQ_OVEFLOW";
+    /// The Ethernet header for an encapsulated packet could not be built:
+    /// the next hop's MAC address is not known (yet).
+    OutSettingWrongL2Hdr = 55, "OUT_SETTING_WRONG_L2_HDR";
     /// ICV (integrity) check failed.
     InMacException = 62, "IN_OCT_MAC_EXCEPTION";
     /// Decrypted next header is not 4/41, or the inner IP version disagrees.
@@ -83,7 +86,7 @@ drop_reasons! {
 
 impl DropReason {
     /// Number of drop reasons.
-    pub const COUNT: usize = 16;
+    pub const COUNT: usize = 17;
 
     /// Position in [`DropReason::ALL`] and in counter arrays.
     pub const fn index(self) -> usize {

@@ -442,3 +442,49 @@ fn frames_on_another_queue_are_handed_to_the_sa_owner() {
         "no frame took the handoff path in either run"
     );
 }
+
+#[test]
+fn packets_to_a_peer_without_a_next_hop_mac_are_counted() {
+    let lab = Lab::unique().up(1).unwrap();
+    // 198.51.100.77 is on the link but nobody answers ARP for it.
+    let cfg = tunnel_config(&lab, 0, &BASE).replace(
+        &format!("peer = \"{}\"", lab.v4[1]),
+        "peer = \"198.51.100.77\"",
+    );
+    let d = Daemon::start(&lab.ns1, &cfg).unwrap();
+    let [a, b] = inner_addrs(false);
+    let out = Lab::exec(
+        &lab.ns1,
+        &["ping", "-c", "3", "-i", "0.2", "-W", "1", "-I", a, b],
+    )
+    .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(
+        drops(&d),
+        [(55, 3)].into_iter().collect(),
+        "OUT_SETTING_WRONG_L2_HDR"
+    );
+    // A destination routed into the TUN that no tunnel claims: no SA (111).
+    Lab::exec(
+        &lab.ns1,
+        &["ip", "route", "add", "203.0.113.99/32", "dev", "xs1"],
+    )
+    .unwrap();
+    let _ = Lab::exec(
+        &lab.ns1,
+        &[
+            "ping",
+            "-c",
+            "2",
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            "-I",
+            a,
+            "203.0.113.99",
+        ],
+    )
+    .unwrap();
+    assert_eq!(drops(&d), [(55, 3), (111, 2)].into_iter().collect());
+}
