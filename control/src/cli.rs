@@ -36,12 +36,29 @@ pub enum Arg {
 /// A command the parser recognises: its words and an id for the dispatcher.
 #[derive(Clone, Copy, Debug)]
 pub struct CommandSpec<C: Copy> {
-    /// The command's words in order.
-    pub tokens: &'static [Token],
+    /// The command's words, space-separated: keywords as written,
+    /// `<address>` for an IPv4/IPv6 address, any other `<name>` for a number.
+    pub pattern: &'static str,
     /// What the dispatcher runs.
     pub id: C,
     /// One line of help.
     pub help: &'static str,
+}
+
+impl<C: Copy> CommandSpec<C> {
+    /// The pattern's words as tokens.
+    pub fn tokens(&self) -> Vec<Token> {
+        self.pattern
+            .split_whitespace()
+            .map(
+                |w| match w.strip_prefix('<').and_then(|w| w.strip_suffix('>')) {
+                    Some("address") => Token::Addr("address"),
+                    Some(name) => Token::Num(name),
+                    None => Token::Kw(w),
+                },
+            )
+            .collect()
+    }
 }
 
 /// A successfully parsed command.
@@ -102,13 +119,14 @@ pub fn parse<C: Copy>(specs: &[CommandSpec<C>], line: &str) -> Result<Parsed<C>,
         return Err(ParseError("% Incomplete command.".into()));
     }
 
+    let tokens: Vec<Vec<Token>> = specs.iter().map(|s| s.tokens()).collect();
     // Candidates still alive after each word, with their bound arguments.
     let mut alive: Vec<(usize, Vec<Arg>)> = (0..specs.len()).map(|i| (i, Vec::new())).collect();
     for (pos, &(off, word)) in words.iter().enumerate() {
         let mut next = Vec::new();
         let mut kw_hits: Vec<&'static str> = Vec::new();
         for (i, args) in &alive {
-            let Some(tok) = specs[*i].tokens.get(pos) else {
+            let Some(tok) = tokens[*i].get(pos) else {
                 continue;
             };
             if let Some(arg) = token_matches(tok, word) {
@@ -125,7 +143,7 @@ pub fn parse<C: Copy>(specs: &[CommandSpec<C>], line: &str) -> Result<Parsed<C>,
             }
         }
         if next.is_empty() {
-            let expected = expected_at(specs, &alive, pos);
+            let expected = expected_at(&tokens, &alive, pos);
             return Err(ParseError(format!(
                 "{line}\n{caret}^\n% Invalid input detected at '^' marker.{hint}",
                 caret = " ".repeat(off),
@@ -151,13 +169,13 @@ pub fn parse<C: Copy>(specs: &[CommandSpec<C>], line: &str) -> Result<Parsed<C>,
         alive = next.into_iter().map(|(i, a, _)| (i, a)).collect();
     }
     let n = words.len();
-    if let Some((i, args)) = alive.iter().find(|(i, _)| specs[*i].tokens.len() == n) {
+    if let Some((i, args)) = alive.iter().find(|(i, _)| tokens[*i].len() == n) {
         return Ok(Parsed {
             id: specs[*i].id,
             args: args.clone(),
         });
     }
-    let expected = expected_at(specs, &alive, n);
+    let expected = expected_at(&tokens, &alive, n);
     Err(ParseError(format!(
         "% Incomplete command.{}",
         hint(&expected)
@@ -173,17 +191,15 @@ pub fn completions<C: Copy>(specs: &[CommandSpec<C>], line: &str) -> (usize, Vec
     let done: Vec<&str> = line[..partial_start].split_whitespace().collect();
     let mut out: Vec<String> = Vec::new();
     for spec in specs {
-        let matches_prefix = done.len() < spec.tokens.len()
-            && done
-                .iter()
-                .zip(spec.tokens)
-                .all(|(w, t)| token_matches(t, w).is_some());
+        let tokens = spec.tokens();
+        let words_match = done
+            .iter()
+            .zip(&tokens)
+            .all(|(w, t)| token_matches(t, w).is_some());
+        let matches_prefix = done.len() < tokens.len() && words_match;
         if !matches_prefix {
-            if done.len() == spec.tokens.len()
-                && done
-                    .iter()
-                    .zip(spec.tokens)
-                    .all(|(w, t)| token_matches(t, w).is_some())
+            if done.len() == tokens.len()
+                && words_match
                 && partial.is_empty()
                 && !out.iter().any(|o| o == "<cr>")
             {
@@ -191,7 +207,7 @@ pub fn completions<C: Copy>(specs: &[CommandSpec<C>], line: &str) -> (usize, Vec
             }
             continue;
         }
-        let next = &spec.tokens[done.len()];
+        let next = &tokens[done.len()];
         let cand = match next {
             Token::Kw(k) if k.starts_with(&partial.to_ascii_lowercase()) => (*k).to_string(),
             Token::Kw(_) => continue,
@@ -205,14 +221,10 @@ pub fn completions<C: Copy>(specs: &[CommandSpec<C>], line: &str) -> (usize, Vec
     (partial_start, out)
 }
 
-fn expected_at<C: Copy>(
-    specs: &[CommandSpec<C>],
-    alive: &[(usize, Vec<Arg>)],
-    pos: usize,
-) -> Vec<String> {
+fn expected_at(tokens: &[Vec<Token>], alive: &[(usize, Vec<Arg>)], pos: usize) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for (i, _) in alive {
-        if let Some(t) = specs[*i].tokens.get(pos) {
+        if let Some(t) = tokens[*i].get(pos) {
             let d = t.describe();
             if !out.contains(&d) {
                 out.push(d);
@@ -235,7 +247,6 @@ fn hint(expected: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use Token::*;
 
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     enum Id {
@@ -249,67 +260,32 @@ mod tests {
 
     const SPECS: &[CommandSpec<Id>] = &[
         CommandSpec {
-            tokens: &[
-                Kw("show"),
-                Kw("platform"),
-                Kw("hardware"),
-                Kw("qfp"),
-                Kw("active"),
-                Kw("statistics"),
-            ],
+            pattern: "show platform hardware qfp active statistics",
             id: Id::Stats,
             help: "",
         },
         CommandSpec {
-            tokens: &[
-                Kw("show"),
-                Kw("platform"),
-                Kw("hardware"),
-                Kw("qfp"),
-                Kw("active"),
-                Kw("feature"),
-                Kw("ipsec"),
-                Kw("datapath"),
-                Kw("drops"),
-            ],
+            pattern: "show platform hardware qfp active feature ipsec datapath drops",
             id: Id::Drops,
             help: "",
         },
         CommandSpec {
-            tokens: &[
-                Kw("show"),
-                Kw("platform"),
-                Kw("hardware"),
-                Kw("qfp"),
-                Kw("active"),
-                Kw("feature"),
-                Kw("ipsec"),
-                Kw("datapath"),
-                Kw("drops"),
-                Kw("all"),
-            ],
+            pattern: "show platform hardware qfp active feature ipsec datapath drops all",
             id: Id::DropsAll,
             help: "",
         },
         CommandSpec {
-            tokens: &[
-                Kw("show"),
-                Kw("crypto"),
-                Kw("ipsec"),
-                Kw("sa"),
-                Kw("peer"),
-                Addr("address"),
-            ],
+            pattern: "show crypto ipsec sa peer <address>",
             id: Id::SaPeer,
             help: "",
         },
         CommandSpec {
-            tokens: &[Kw("show"), Kw("crypto"), Kw("ipsec"), Kw("sa")],
+            pattern: "show crypto ipsec sa",
             id: Id::Sa,
             help: "",
         },
         CommandSpec {
-            tokens: &[Kw("set"), Num("port")],
+            pattern: "set <port>",
             id: Id::Set,
             help: "",
         },

@@ -16,7 +16,7 @@ use xdpsec_datapath::{
 };
 
 use crate::{
-    cli::{self, Arg, CommandSpec, Token::*},
+    cli::{self, Arg, CommandSpec},
     config::{Config, Encap, Tunnel},
     ctlsock::{Reply, Request},
     daemon::lock,
@@ -61,162 +61,80 @@ pub enum Cmd {
     Help,
 }
 
-const QFP_IPSEC_DROPS: &[crate::cli::Token] = &[
-    Kw("show"),
-    Kw("platform"),
-    Kw("hardware"),
-    Kw("qfp"),
-    Kw("active"),
-    Kw("feature"),
-    Kw("ipsec"),
-    Kw("datapath"),
-    Kw("drops"),
-];
-
 /// The command table.
 pub const COMMANDS: &[CommandSpec<Cmd>] = &[
     CommandSpec {
-        tokens: &[
-            Kw("show"),
-            Kw("platform"),
-            Kw("hardware"),
-            Kw("qfp"),
-            Kw("active"),
-            Kw("statistics"),
-        ],
+        pattern: "show platform hardware qfp active statistics",
         id: Cmd::ShowQfpStatistics,
         help: "XDP steering counters and AF_XDP queues (mode, frames received)",
     },
     CommandSpec {
-        tokens: &[
-            Kw("clear"),
-            Kw("platform"),
-            Kw("hardware"),
-            Kw("qfp"),
-            Kw("active"),
-            Kw("statistics"),
-        ],
+        pattern: "clear platform hardware qfp active statistics",
         id: Cmd::ClearQfpStatistics,
         help: "zero the counters shown by `show platform hardware qfp active statistics`",
     },
     CommandSpec {
-        tokens: &[
-            Kw("show"),
-            Kw("platform"),
-            Kw("software"),
-            Kw("xdpsec"),
-            Kw("udp-ports"),
-        ],
+        pattern: "show platform software xdpsec udp-ports",
         id: Cmd::ShowUdpPorts,
         help: "UDP destination ports steered as UDP-encapsulated ESP",
     },
     CommandSpec {
-        tokens: &[
-            Kw("request"),
-            Kw("platform"),
-            Kw("software"),
-            Kw("xdpsec"),
-            Kw("udp-port"),
-            Kw("add"),
-            Num("port"),
-        ],
+        pattern: "request platform software xdpsec udp-port add <port>",
         id: Cmd::UdpPortAdd,
         help: "steer UDP destination port <port> to the datapath",
     },
     CommandSpec {
-        tokens: &[
-            Kw("request"),
-            Kw("platform"),
-            Kw("software"),
-            Kw("xdpsec"),
-            Kw("udp-port"),
-            Kw("remove"),
-            Num("port"),
-        ],
+        pattern: "request platform software xdpsec udp-port remove <port>",
         id: Cmd::UdpPortRemove,
         help: "stop steering UDP destination port <port>",
     },
     CommandSpec {
-        tokens: QFP_IPSEC_DROPS,
+        pattern: "show platform hardware qfp active feature ipsec datapath drops",
         id: Cmd::ShowDrops,
         help: "IPsec datapath drops by QFP drop type (non-zero rows)",
     },
     CommandSpec {
-        tokens: &[
-            Kw("show"),
-            Kw("platform"),
-            Kw("hardware"),
-            Kw("qfp"),
-            Kw("active"),
-            Kw("feature"),
-            Kw("ipsec"),
-            Kw("datapath"),
-            Kw("drops"),
-            Kw("all"),
-        ],
+        pattern: "show platform hardware qfp active feature ipsec datapath drops all",
         id: Cmd::ShowDropsAll,
         help: "IPsec datapath drops, every drop type",
     },
     CommandSpec {
-        tokens: &[
-            Kw("clear"),
-            Kw("platform"),
-            Kw("hardware"),
-            Kw("qfp"),
-            Kw("active"),
-            Kw("feature"),
-            Kw("ipsec"),
-            Kw("datapath"),
-            Kw("drops"),
-        ],
+        pattern: "clear platform hardware qfp active feature ipsec datapath drops",
         id: Cmd::ClearDrops,
         help: "zero the IPsec datapath drop counters",
     },
     CommandSpec {
-        tokens: &[Kw("show"), Kw("crypto"), Kw("ipsec"), Kw("sa")],
+        pattern: "show crypto ipsec sa",
         id: Cmd::ShowCryptoSa,
         help: "IPsec SAs and their counters",
     },
     CommandSpec {
-        tokens: &[
-            Kw("show"),
-            Kw("crypto"),
-            Kw("ipsec"),
-            Kw("sa"),
-            Kw("peer"),
-            Addr("address"),
-        ],
+        pattern: "show crypto ipsec sa peer <address>",
         id: Cmd::ShowCryptoSaPeer,
         help: "IPsec SAs with one peer",
     },
     CommandSpec {
-        tokens: &[Kw("show"), Kw("logging")],
+        pattern: "show logging",
         id: Cmd::ShowLogging,
         help: "the buffered log (IOS %CRYPTO/%IPSEC lines)",
     },
     CommandSpec {
-        tokens: &[Kw("clear"), Kw("logging")],
+        pattern: "clear logging",
         id: Cmd::ClearLogging,
         help: "empty the log buffer",
     },
     CommandSpec {
-        tokens: &[
-            Kw("request"),
-            Kw("platform"),
-            Kw("software"),
-            Kw("xdpsec"),
-            Kw("reload"),
-        ],
+        pattern: "request platform software xdpsec reload",
         id: Cmd::Reload,
         help: "re-read the config file: apply changed manual SAs (SPIs, keys) without stopping traffic",
     },
     CommandSpec {
-        tokens: &[Kw("show"), Kw("version")],
+        pattern: "show version",
         id: Cmd::ShowVersion,
         help: "software version, node name and uptime",
     },
     CommandSpec {
-        tokens: &[Kw("help")],
+        pattern: "help",
         id: Cmd::Help,
         help: "list the commands",
     },
@@ -887,15 +805,7 @@ fn help() -> (String, Value) {
     let mut text = String::new();
     let mut list = Vec::new();
     for c in COMMANDS {
-        let words: Vec<String> = c
-            .tokens
-            .iter()
-            .map(|t| match t {
-                Kw(k) => (*k).to_string(),
-                Addr(n) | Num(n) => format!("<{n}>"),
-            })
-            .collect();
-        let line = words.join(" ");
+        let line = c.pattern;
         let _ = writeln!(text, "  {line:<72} {}", c.help);
         list.push(json!({"command": line, "help": c.help}));
     }

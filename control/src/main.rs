@@ -163,28 +163,15 @@ fn question_mark_help(line: &str) -> String {
     if words.is_empty() {
         return "% Unrecognized command".into();
     }
-    let help = |w: &str| {
-        commands::COMMANDS
+    if line.is_empty() || line.ends_with(char::is_whitespace) {
+        words
             .iter()
-            .find(|c| {
-                c.tokens
-                    .iter()
-                    .any(|t| matches!(t, cli::Token::Kw(k) if *k == w))
-            })
-            .map(|c| c.help)
-            .unwrap_or("")
-    };
-    words
-        .iter()
-        .map(|w| {
-            if line.ends_with(char::is_whitespace) || line.is_empty() {
-                format!("  {w:<16}{}", if w == "<cr>" { "" } else { help(w) })
-            } else {
-                format!("{w}  ")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+            .map(|w| format!("  {w}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    } else {
+        words.join("  ")
+    }
 }
 
 fn interactive(socket: &std::path::Path, json: bool) -> ExitCode {
