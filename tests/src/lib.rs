@@ -403,3 +403,17 @@ pub fn scapy_peer(ns: &str, cfg: &serde_json::Value) -> Result<serde_json::Value
     let last = stdout.lines().last().unwrap_or("");
     serde_json::from_str(last).with_context(|| format!("scapy peer report: {stdout}"))
 }
+
+/// Poll `f` until it returns `want` or 3 s pass; returns the last value.
+/// Counters are read over the control socket while the datapath may still be
+/// working through frames the test just sent.
+pub fn settle<T: PartialEq>(want: T, mut f: impl FnMut() -> T) -> T {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let v = f();
+        if v == want || Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

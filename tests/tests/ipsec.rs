@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use xdpsec_e2e::{
     Daemon, Lab,
     frames::mac_of,
-    scapy_peer,
+    scapy_peer, settle,
     tunnel::{BASE, Case, KEY_A, KEY_B, inner_addrs, tunnel_config},
 };
 
@@ -188,14 +188,12 @@ fn bad_packets_are_dropped_and_counted_exactly() {
     cfg["packets"] = json!(packets);
     let r = scapy_peer(&lab.ns2, &cfg).unwrap();
     assert_eq!(r["sent"], 17);
-    std::thread::sleep(std::time::Duration::from_millis(300));
 
-    let got = drops(&d);
     let want: std::collections::BTreeMap<u64, u64> =
         [(4, 3), (19, 2), (23, 2), (62, 1), (65, 1), (70, 1)]
             .into_iter()
             .collect();
-    assert_eq!(got, want, "drop counters");
+    assert_eq!(settle(want.clone(), || drops(&d)), want, "drop counters");
     let s = sa(&d);
     assert_eq!(s["pkts_decaps"], 7, "{s}");
     assert_eq!(s["pkts_verify_failed"], 1, "{s}");
@@ -388,11 +386,11 @@ fn reload_rekeys_manual_sas_and_the_old_spi_counts_as_invalid_sa() {
     cfg["tx"]["spi"] = json!(0x1003);
     cfg["packets"] = json!([{"seq": 1}, {"seq": 2}]);
     scapy_peer(&lab.ns2, &cfg).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
 
+    let want: std::collections::BTreeMap<u64, u64> = [(1, 2)].into_iter().collect();
     assert_eq!(
-        drops(&d),
-        [(1, 2)].into_iter().collect(),
+        settle(want.clone(), || drops(&d)),
+        want,
         "IN_V4_PKT_HIT_INVALID_SA for the old SPI"
     );
     assert_eq!(sa(&d)["pkts_decaps"], 2, "the new SA decrypts");
@@ -459,9 +457,10 @@ fn packets_to_a_peer_without_a_next_hop_mac_are_counted() {
     )
     .unwrap();
     assert!(!out.status.success());
+    let want: std::collections::BTreeMap<u64, u64> = [(55, 3)].into_iter().collect();
     assert_eq!(
-        drops(&d),
-        [(55, 3)].into_iter().collect(),
+        settle(want.clone(), || drops(&d)),
+        want,
         "OUT_SETTING_WRONG_L2_HDR"
     );
     // A destination routed into the TUN that no tunnel claims: no SA (111).
@@ -486,5 +485,6 @@ fn packets_to_a_peer_without_a_next_hop_mac_are_counted() {
         ],
     )
     .unwrap();
-    assert_eq!(drops(&d), [(55, 3), (111, 2)].into_iter().collect());
+    let want: std::collections::BTreeMap<u64, u64> = [(55, 3), (111, 2)].into_iter().collect();
+    assert_eq!(settle(want.clone(), || drops(&d)), want);
 }

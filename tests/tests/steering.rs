@@ -9,7 +9,7 @@ use std::{
 use xdpsec_e2e::{
     Daemon, Lab, base_config,
     frames::{PacketSocket, RawListener, esp, ipv4, ipv6, udp, udp_count, udp_listener},
-    xdpsec_bin,
+    settle, xdpsec_bin,
 };
 
 const WAIT: Duration = Duration::from_millis(400);
@@ -127,17 +127,20 @@ fn esp_and_udp_esp_go_to_userspace_not_to_the_kernel() {
         "the kernel saw UDP-ESP on 12346"
     );
 
-    assert_eq!(xdp_counter(&daemon, "steered_esp_v4"), 5);
-    assert_eq!(xdp_counter(&daemon, "steered_esp_v6"), 5);
-    assert_eq!(xdp_counter(&daemon, "steered_udp_esp_v4"), 10);
-    assert_eq!(xdp_counter(&daemon, "steered_udp_esp_v6"), 5);
+    assert_eq!(settle(5, || xdp_counter(&daemon, "steered_esp_v4")), 5);
+    assert_eq!(settle(5, || xdp_counter(&daemon, "steered_esp_v6")), 5);
+    assert_eq!(
+        settle(10, || xdp_counter(&daemon, "steered_udp_esp_v4")),
+        10
+    );
+    assert_eq!(settle(5, || xdp_counter(&daemon, "steered_udp_esp_v6")), 5);
     // The worker received every steered frame and classified it the same way.
-    assert_eq!(queue_sum(&daemon, "rx_frames"), 25);
-    assert_eq!(queue_sum(&daemon, "esp_v4"), 5);
-    assert_eq!(queue_sum(&daemon, "esp_v6"), 5);
-    assert_eq!(queue_sum(&daemon, "udp_esp_v4"), 10);
-    assert_eq!(queue_sum(&daemon, "udp_esp_v6"), 5);
-    assert_eq!(queue_sum(&daemon, "other"), 0);
+    assert_eq!(settle(25, || queue_sum(&daemon, "rx_frames")), 25);
+    assert_eq!(settle(5, || queue_sum(&daemon, "esp_v4")), 5);
+    assert_eq!(settle(5, || queue_sum(&daemon, "esp_v6")), 5);
+    assert_eq!(settle(10, || queue_sum(&daemon, "udp_esp_v4")), 10);
+    assert_eq!(settle(5, || queue_sum(&daemon, "udp_esp_v6")), 5);
+    assert_eq!(settle(0, || queue_sum(&daemon, "other")), 0);
 
     // The IOS-style text form shows the same, with the AF_XDP mode.
     let text = daemon
@@ -151,8 +154,8 @@ fn esp_and_udp_esp_go_to_userspace_not_to_the_kernel() {
     daemon
         .cli("clear platform hardware qfp active statistics")
         .unwrap();
-    assert_eq!(xdp_counter(&daemon, "steered_udp_esp_v4"), 0);
-    assert_eq!(queue_sum(&daemon, "rx_frames"), 0);
+    assert_eq!(settle(0, || xdp_counter(&daemon, "steered_udp_esp_v4")), 0);
+    assert_eq!(settle(0, || queue_sum(&daemon, "rx_frames")), 0);
 }
 
 #[test]
@@ -193,17 +196,17 @@ fn other_traffic_reaches_the_kernel_untouched() {
         "UDP to other ports reaches the kernel"
     );
 
-    assert_eq!(xdp_counter(&daemon, "pass_ike_marker"), 3);
-    assert_eq!(xdp_counter(&daemon, "pass_nat_keepalive"), 3);
+    assert_eq!(settle(3, || xdp_counter(&daemon, "pass_ike_marker")), 3);
+    assert_eq!(settle(3, || xdp_counter(&daemon, "pass_nat_keepalive")), 3);
     for c in [
         "steered_esp_v4",
         "steered_esp_v6",
         "steered_udp_esp_v4",
         "steered_udp_esp_v6",
     ] {
-        assert_eq!(xdp_counter(&daemon, c), 0, "{c}");
+        assert_eq!(settle(0, || xdp_counter(&daemon, c)), 0, "{c}");
     }
-    assert_eq!(queue_sum(&daemon, "rx_frames"), 0);
+    assert_eq!(settle(0, || queue_sum(&daemon, "rx_frames")), 0);
     assert!(
         xdp_counter(&daemon, "pass_other") >= 12,
         "ICMP and UDP counted as passed"
@@ -244,10 +247,10 @@ fn options_extension_headers_fragments_and_truncation() {
     let frag = vec![0, 0, 0, 0x28, 0, 0, 0, 1]; // offset 5 (40 bytes), last
     tx.send_v6(&ipv6(s6, d6, &[(44, frag)], 50, &body)).unwrap();
 
-    assert_eq!(xdp_counter(&daemon, "steered_esp_v4"), 3);
-    assert_eq!(xdp_counter(&daemon, "steered_udp_esp_v4"), 1);
-    assert_eq!(xdp_counter(&daemon, "steered_esp_v6"), 2);
-    assert_eq!(xdp_counter(&daemon, "steered_udp_esp_v6"), 1);
+    assert_eq!(settle(3, || xdp_counter(&daemon, "steered_esp_v4")), 3);
+    assert_eq!(settle(1, || xdp_counter(&daemon, "steered_udp_esp_v4")), 1);
+    assert_eq!(settle(2, || xdp_counter(&daemon, "steered_esp_v6")), 2);
+    assert_eq!(settle(1, || xdp_counter(&daemon, "steered_udp_esp_v6")), 1);
 
     // Truncated: ESP with fewer than 8 bytes, an IHL pointing past the end,
     // UDP-ESP shorter than an ESP header, a bare Ethernet header.
@@ -260,15 +263,21 @@ fn options_extension_headers_fragments_and_truncation() {
     tx.send_v4(&udp_v4(&lab, 4500, &[1, 2, 3, 4, 5, 6]))
         .unwrap();
     tx.send(&tx_frame_header_only(&tx)).unwrap();
-    assert_eq!(xdp_counter(&daemon, "pass_truncated") - before, 4);
+    assert_eq!(
+        settle(4, || xdp_counter(&daemon, "pass_truncated") - before),
+        4
+    );
     // Non-IP (an unknown ethertype) passes.
     let before = xdp_counter(&daemon, "pass_not_ip");
     tx.send(&xdpsec_e2e::frames::eth(
         tx.dst_mac, tx.src_mac, 0x88b5, &[0; 46],
     ))
     .unwrap();
-    assert_eq!(xdp_counter(&daemon, "pass_not_ip") - before, 1);
-    assert_eq!(queue_sum(&daemon, "rx_frames"), 7);
+    assert_eq!(
+        settle(1, || xdp_counter(&daemon, "pass_not_ip") - before),
+        1
+    );
+    assert_eq!(settle(7, || queue_sum(&daemon, "rx_frames")), 7);
 }
 
 fn tx_frame_header_only(tx: &PacketSocket) -> Vec<u8> {
@@ -289,7 +298,7 @@ fn udp_ports_change_at_run_time() {
     assert!(out.contains("5555"), "{out}");
     tx.send_v4(&udp_v4(&lab, 5555, &body)).unwrap();
     assert_eq!(udp_count(&u, WAIT), 0);
-    assert_eq!(xdp_counter(&daemon, "steered_udp_esp_v4"), 1);
+    assert_eq!(settle(1, || xdp_counter(&daemon, "steered_udp_esp_v4")), 1);
 
     daemon
         .cli("request platform software xdpsec udp-port remove 5555")
@@ -326,9 +335,9 @@ fn two_queues_each_get_a_socket() {
         tx.send_v4(&esp_v4(&lab, seq)).unwrap();
     }
     std::thread::sleep(WAIT);
-    assert_eq!(xdp_counter(&daemon, "steered_esp_v4"), 20);
-    assert_eq!(xdp_counter(&daemon, "pass_no_socket"), 0);
-    assert_eq!(queue_sum(&daemon, "rx_frames"), 20);
+    assert_eq!(settle(20, || xdp_counter(&daemon, "steered_esp_v4")), 20);
+    assert_eq!(settle(0, || xdp_counter(&daemon, "pass_no_socket")), 0);
+    assert_eq!(settle(20, || queue_sum(&daemon, "rx_frames")), 20);
 }
 
 #[test]
