@@ -42,8 +42,8 @@ fn outbound(spi: u32, tunnel: u32) -> SaChange {
         key: KeyMaterial::new(KEY.to_vec()),
         esn: false,
         outer: OuterHeader {
-            src: "10.40.40.1".parse().unwrap(),
-            dst: "10.30.30.1".parse().unwrap(),
+            src: "198.51.100.2".parse().unwrap(),
+            dst: "198.51.100.1".parse().unwrap(),
             udp: Some((12346, 12346)),
             ethernet: Some(EthernetHeader {
                 src: [2, 0, 0, 0, 0, 1],
@@ -58,7 +58,7 @@ fn outbound(spi: u32, tunnel: u32) -> SaChange {
 
 fn inner_packet(payload: usize) -> Vec<u8> {
     let mut p = vec![
-        0x45, 0, 0, 0, 0, 1, 0, 0, 63, 17, 0, 0, 192, 168, 1, 1, 192, 168, 2, 1,
+        0x45, 0, 0, 0, 0, 1, 0, 0, 63, 17, 0, 0, 203, 0, 113, 1, 203, 0, 113, 2,
     ];
     p.resize(20 + payload, 0xab);
     let l = p.len() as u16;

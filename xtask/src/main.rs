@@ -115,7 +115,8 @@ fn main() -> ExitCode {
         },
         Cmd::Demo => setup().and_then(|_| demo::run()),
         Cmd::Test { args } => setup().and_then(|_| test(&args)),
-        Cmd::Bench { args } => run(cargo().args(["bench", "-p", "xdpsec-benches"]).args(&args)),
+        Cmd::Bench { args } => run(cargo().args(["bench", "-p", "xdpsec-benches"]).args(&args))
+            .and_then(|_| print_ratios()),
         Cmd::Fuzz { seconds } => fuzz(seconds),
     };
     match r {
@@ -134,6 +135,41 @@ fn test(extra: &[String]) -> Result<()> {
         .args(extra)
         .env("XDPSEC_BIN", &bin)
         .env("XDPSEC_VENV", root().join(".venv")))
+}
+
+/// Print each benchmark's mean time over its baseline's, from criterion's
+/// estimates of this run: `<group>/<name>/<case>` against `<group>/<baseline>/<case>`.
+fn print_ratios() -> Result<()> {
+    const GROUP: &str = "decap_aes256gcm_batch64";
+    const PAIRS: [(&str, &str); 1] = [("pipeline", "ring_open_in_place")];
+    let dir = root().join("target/criterion").join(GROUP);
+    let mean = |bench: &str, case: &str| -> Option<f64> {
+        let p = dir.join(bench).join(case).join("new/estimates.json");
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).ok()?).ok()?;
+        v["mean"]["point_estimate"].as_f64()
+    };
+    println!("\n{GROUP}: mean time, ratio to the baseline measured in the same run");
+    for (bench, base) in PAIRS {
+        let mut cases: Vec<String> = std::fs::read_dir(dir.join(bench))
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        cases.retain(|c| c != "report");
+        cases.sort();
+        for case in cases {
+            if let (Some(a), Some(b)) = (mean(bench, &case), mean(base, &case)) {
+                println!(
+                    "  {case:<16} {bench} {:>9.2} us   {base} {:>9.2} us   ratio {:.2}",
+                    a / 1000.0,
+                    b / 1000.0,
+                    a / b
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn fuzz(seconds: u64) -> Result<()> {
