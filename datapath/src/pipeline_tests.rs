@@ -19,6 +19,15 @@ use crate::worker::{WorkerState, sa_counters};
 const KEY: [u8; 36] = [0x11; 36];
 const TUNNEL: u32 = 10001;
 
+/// A copy of `frame` with the given bytes overwritten.
+fn patch(frame: &[u8], bytes: &[(usize, u8)]) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    for &(i, v) in bytes {
+        f[i] = v;
+    }
+    f
+}
+
 fn inner_v4(len: usize) -> Vec<u8> {
     let mut p = hex("4500000000010000 3f11 0000 c0a80101 c0a80201");
     p.resize(len.max(20), 0x5a);
@@ -338,45 +347,20 @@ fn outer_header_drops_and_passes() {
             Verdict::Drop(DropReason::InHeadPadLenErr),
         ),
         (
-            {
-                let mut f = good.clone();
-                f[14] = 0x65;
-                f
-            },
+            patch(&good, &[(14, 0x65)]),
             Verdict::Drop(DropReason::InIpVerInvalid),
         ),
         (
-            {
-                let mut f = good.clone();
-                f[20] = 0x20;
-                f
-            },
+            patch(&good, &[(20, 0x20)]),
             Verdict::Drop(DropReason::InV4FragErr),
         ),
         (
-            {
-                let mut f = good.clone();
-                f[12] = 0x08;
-                f[13] = 0x06;
-                f
-            },
+            patch(&good, &[(12, 0x08), (13, 0x06)]),
             Verdict::Pass(PassReason::NotIp),
         ),
+        (patch(&good, &[(23, 6)]), Verdict::Pass(PassReason::NotEsp)),
         (
-            {
-                let mut f = good.clone();
-                f[23] = 6;
-                f
-            },
-            Verdict::Pass(PassReason::NotEsp),
-        ),
-        (
-            {
-                let mut f = good.clone();
-                f[36] = 0x01;
-                f[37] = 0xf4;
-                f
-            },
+            patch(&good, &[(36, 0x01), (37, 0xf4)]),
             Verdict::Pass(PassReason::NotEsp),
         ), // dport 500
         (
