@@ -11,8 +11,8 @@ use xdpsec_common::{XDP_COUNTER_COUNT, XdpCounter};
 
 use xdpsec_datapath::{
     DropReason,
-    sa::SaTable,
-    worker::{WorkerShared, sa_counters},
+    sa::{SaId, SaTable},
+    worker::{SaCounters, WorkerShared, sa_counters},
 };
 
 use crate::{
@@ -49,6 +49,8 @@ pub enum Cmd {
     ShowCryptoSa,
     /// `show crypto ipsec sa peer ADDR`.
     ShowCryptoSaPeer,
+    /// `clear crypto sa counters`.
+    ClearSaCounters,
     /// `show logging`.
     ShowLogging,
     /// `clear logging`.
@@ -112,6 +114,11 @@ pub const COMMANDS: &[CommandSpec<Cmd>] = &[
         pattern: "show crypto ipsec sa peer <address>",
         id: Cmd::ShowCryptoSaPeer,
         help: "IPsec SAs with one peer",
+    },
+    CommandSpec {
+        pattern: "clear crypto sa counters",
+        id: Cmd::ClearSaCounters,
+        help: "zero the SA packet and error counters shown by `show crypto ipsec sa`",
     },
     CommandSpec {
         pattern: "show logging",
@@ -217,6 +224,8 @@ pub struct Daemon {
     queues: Vec<QueueInfo>,
     baseline: Mutex<Baseline>,
     drop_baseline: Mutex<[u64; DropReason::COUNT]>,
+    /// Per-SA counter values at the last `clear crypto sa counters`.
+    sa_baseline: Mutex<std::collections::HashMap<SaId, SaCounters>>,
     dp: DatapathView,
     started: Instant,
 }
@@ -241,6 +250,7 @@ impl Daemon {
                 queues: vec![[0; 8]; n],
             }),
             drop_baseline: Mutex::new([0; DropReason::COUNT]),
+            sa_baseline: Mutex::new(std::collections::HashMap::new()),
             dp,
             started: Instant::now(),
         }
@@ -291,6 +301,28 @@ impl Daemon {
         (String::new(), json!({"cleared": true}))
     }
 
+    /// An SA's counters summed over workers, less the last clear.
+    fn sa_counters_since_clear(&self, id: SaId) -> SaCounters {
+        let now = sa_counters(&self.dp.workers, id);
+        match lock(&self.sa_baseline).get(&id) {
+            Some(base) => now.saturating_sub(base),
+            None => now,
+        }
+    }
+
+    /// `clear crypto sa counters`: every SA's counters read as zero from now on.
+    fn clear_sa_counters(&self) -> (String, Value) {
+        let tunnels = lock(&self.dp.tunnels);
+        let mut base = lock(&self.sa_baseline);
+        base.clear();
+        for (_, ids) in tunnels.iter() {
+            for id in [ids.inbound, ids.outbound] {
+                base.insert(id, sa_counters(&self.dp.workers, id));
+            }
+        }
+        (String::new(), json!({"cleared": true}))
+    }
+
     fn show_crypto_sa(&self, peer: Option<std::net::IpAddr>) -> (String, Value) {
         let mut text = String::new();
         let mut list = Vec::new();
@@ -301,8 +333,8 @@ impl Daemon {
                 continue;
             }
             let ids = *ids;
-            let inb = sa_counters(&self.dp.workers, ids.inbound);
-            let outb = sa_counters(&self.dp.workers, ids.outbound);
+            let inb = self.sa_counters_since_clear(ids.inbound);
+            let outb = self.sa_counters_since_clear(ids.outbound);
             let in_cold = table.cold(ids.inbound);
             let out_cold = table.cold(ids.outbound);
             let encaps = outb.encaps;
@@ -611,6 +643,7 @@ impl Daemon {
                 };
                 Ok(self.show_crypto_sa(peer))
             }
+            Cmd::ClearSaCounters => Ok(self.clear_sa_counters()),
             Cmd::ShowLogging => Ok(self.show_logging()),
             Cmd::ClearLogging => {
                 lock(&self.dp.log).clear();

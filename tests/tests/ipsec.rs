@@ -341,6 +341,21 @@ fn two_xdpsec_nodes_ping_across_manual_tunnels() {
         // Another peer: nothing.
         let none = d1.cli("show crypto ipsec sa peer 198.51.100.99").unwrap();
         assert!(!none.contains("interface:"), "{none}");
+        // `clear crypto sa counters` zeroes them; new traffic counts from zero.
+        d1.cli("clear crypto sa counters").unwrap();
+        assert_eq!(sa(&d1)["pkts_encaps"], 0);
+        let out = Lab::exec(
+            &lab.ns1,
+            &["ping", "-c", "1", "-W", "2", "-I", inner[0], inner[1]],
+        )
+        .unwrap();
+        assert!(out.status.success());
+        let s = sa(&d1);
+        assert_eq!(
+            (s["pkts_encaps"].as_u64(), s["pkts_decaps"].as_u64()),
+            (Some(1), Some(1)),
+            "{s}"
+        );
     }
 }
 
