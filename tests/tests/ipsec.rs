@@ -503,3 +503,41 @@ fn packets_to_a_peer_without_a_next_hop_mac_are_counted() {
     let want: std::collections::BTreeMap<u64, u64> = [(55, 3), (111, 2)].into_iter().collect();
     assert_eq!(settle(want.clone(), || drops(&d)), want);
 }
+
+#[test]
+fn ipv6_outer_drops_use_the_ipv6_drop_types() {
+    let c = Case {
+        v6_outer: true,
+        v6_inner: true,
+        ..BASE
+    };
+    let lab = Lab::unique().up(1).unwrap();
+    let d = Daemon::start(&lab.ns1, &tunnel_config(&lab, 0, &c)).unwrap();
+    let mut cfg = peer_cfg(&lab, &c);
+    cfg["packets"] = json!([
+        {"seq": 1},
+        {"seq": 1, "spi": 0xBEEF},
+        {"seq": 2, "spi": 0xBEEF},
+        {"seq": 2, "tamper": true},
+        {"seq": 1},
+    ]);
+    scapy_peer(&lab.ns2, &cfg).unwrap();
+    let want: std::collections::BTreeMap<u64, u64> =
+        [(12, 2), (19, 1), (62, 1)].into_iter().collect();
+    assert_eq!(
+        settle(want.clone(), || drops(&d)),
+        want,
+        "IN_US_V6_PKT_SA_NOT_FOUND_SPI, replay, ICV"
+    );
+    assert_eq!(sa(&d)["pkts_decaps"], 1);
+    let log = d.cli("show logging").unwrap();
+    let line = format!(
+        "%CRYPTO-4-RECVD_PKT_INV_SPI: decaps: rec'd IPSEC packet has invalid spi for destaddr={}, prot=50, spi=0x0000BEEF(48879), srcaddr={}",
+        lab.v6[0], lab.v6[1]
+    );
+    assert_eq!(
+        log.lines().filter(|l| l.contains(&line)).count(),
+        1,
+        "{log}"
+    );
+}
