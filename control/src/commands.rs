@@ -10,7 +10,7 @@ use xdpsec_afxdp::{BindMode, QueueStats};
 use xdpsec_common::{XDP_COUNTER_COUNT, XdpCounter};
 
 use xdpsec_datapath::{
-    DropReason,
+    DropReason, DropStats,
     sa::{SaId, SaTable},
     worker::{SaCounters, WorkerShared, sa_counters},
 };
@@ -223,7 +223,8 @@ pub struct Daemon {
     steering: Mutex<Option<XdpSteering>>,
     queues: Vec<QueueInfo>,
     baseline: Mutex<Baseline>,
-    drop_baseline: Mutex<[u64; DropReason::COUNT]>,
+    /// Drop counters over all workers, with the `clear` baseline.
+    drops: DropStats,
     /// Per-SA counter values at the last `clear crypto sa counters`.
     sa_baseline: Mutex<std::collections::HashMap<SaId, SaCounters>>,
     dp: DatapathView,
@@ -249,30 +250,15 @@ impl Daemon {
                 xdp: [0; XDP_COUNTER_COUNT as usize],
                 queues: vec![[0; 8]; n],
             }),
-            drop_baseline: Mutex::new([0; DropReason::COUNT]),
+            drops: DropStats::new(dp.workers.iter().map(|w| Arc::clone(&w.drops)).collect()),
             sa_baseline: Mutex::new(std::collections::HashMap::new()),
             dp,
             started: Instant::now(),
         }
     }
 
-    /// Drop counters summed over workers, since the last clear.
-    fn drop_totals(&self) -> [u64; DropReason::COUNT] {
-        let mut t = [0u64; DropReason::COUNT];
-        for w in &self.dp.workers {
-            for r in DropReason::ALL {
-                t[r.index()] += w.drops.get(r);
-            }
-        }
-        let base = lock(&self.drop_baseline);
-        for (v, b) in t.iter_mut().zip(base.iter()) {
-            *v = v.wrapping_sub(*b);
-        }
-        t
-    }
-
     fn show_drops(&self, all: bool) -> (String, Value) {
-        let t = self.drop_totals();
+        let t = self.drops.totals();
         let dash = "-".repeat(72);
         let mut text = format!("{dash}\n{:<65}{:>7}\n{dash}\n", "Drop Type Name", "Packets");
         let mut rows = Vec::new();
@@ -291,13 +277,7 @@ impl Daemon {
     }
 
     fn clear_drops(&self) -> (String, Value) {
-        let mut raw = [0u64; DropReason::COUNT];
-        for w in &self.dp.workers {
-            for r in DropReason::ALL {
-                raw[r.index()] += w.drops.get(r);
-            }
-        }
-        *lock(&self.drop_baseline) = raw;
+        self.drops.clear();
         (String::new(), json!({"cleared": true}))
     }
 

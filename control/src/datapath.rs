@@ -11,7 +11,7 @@ use std::{
     time::Instant,
 };
 
-use xdpsec_afxdp::{BATCH_SIZE, BatchHandler, RxBatch, XskTx};
+use xdpsec_afxdp::{BATCH_SIZE, BatchHandler, RxBatch, XskTx, add_single_writer};
 use xdpsec_datapath::{
     DropReason, Verdict, WorkerState, decap_batch, encap, sa::SharedSnapshot, worker::WorkerShared,
 };
@@ -49,11 +49,6 @@ pub struct IoStats {
     pub handoff: AtomicU64,
     /// Frames the core passed back as not ESP (steered by mistake).
     pub not_esp: AtomicU64,
-}
-
-fn bump(c: &AtomicU64, n: u64) {
-    // Single writer: load + store avoids a locked add.
-    c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
 }
 
 /// Inner destination prefixes routed into tunnels, longest prefix first.
@@ -218,11 +213,11 @@ impl DatapathHandler {
                 q.notify();
             }
         }
-        bump(&self.io.tun_tx, tun_ok);
-        bump(&self.io.tun_tx_errors, tun_err);
-        bump(&self.io.sink, sink);
-        bump(&self.io.handoff, handed);
-        bump(&self.io.not_esp, not_esp);
+        add_single_writer(&self.io.tun_tx, tun_ok);
+        add_single_writer(&self.io.tun_tx_errors, tun_err);
+        add_single_writer(&self.io.sink, sink);
+        add_single_writer(&self.io.handoff, handed);
+        add_single_writer(&self.io.not_esp, not_esp);
     }
 }
 
@@ -280,26 +275,20 @@ impl BatchHandler for DatapathHandler {
             };
             read += 1;
             let inner = &self.tun_buf[..len];
-            let Some(dst) = inner_dst(inner) else {
-                // Not IP: the core counts it (89) when given no tunnel.
+            // Not IP, or a destination routed into the TUN that no tunnel
+            // claims: there is no SA, and the core counts it (89, 111/112).
+            let Some(tunnel) = inner_dst(inner).and_then(|d| self.ctx.routes.lookup(d)) else {
                 let _ = encap(&mut self.ws, &snap, u32::MAX, inner, &mut []);
                 continue;
             };
-            // A destination routed into the TUN that no tunnel claims: no SA.
-            let tunnel = self.ctx.routes.lookup(dst).unwrap_or(u32::MAX);
             let Some(dst_mac) = self
                 .ctx
                 .next_hops
                 .get(tunnel as usize)
                 .and_then(|m| m.get())
             else {
-                // No tunnel (the core counts 111/112) or no next-hop MAC yet
-                // (control is resolving it): nothing to build a frame with.
-                if tunnel == u32::MAX {
-                    let _ = encap(&mut self.ws, &snap, tunnel, inner, &mut []);
-                } else {
-                    self.shared.drops.bump(DropReason::OutSettingWrongL2Hdr);
-                }
+                // No next-hop MAC yet (control is resolving it).
+                self.shared.drops.bump(DropReason::OutSettingWrongL2Hdr);
                 continue;
             };
             let src_mac = self.ctx.local_mac;
@@ -323,8 +312,8 @@ impl BatchHandler for DatapathHandler {
                 self.shared.drops.bump(DropReason::PktBufferUnavailable);
             }
         }
-        bump(&self.io.tun_rx, read);
-        bump(&self.io.encap_tx, sent);
+        add_single_writer(&self.io.tun_rx, read);
+        add_single_writer(&self.io.encap_tx, sent);
     }
 }
 

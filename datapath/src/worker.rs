@@ -138,7 +138,7 @@ fn new_page() -> Page {
 pub struct WorkerShared {
     id: u16,
     /// Drop counters indexed by reason.
-    pub drops: DropCounters,
+    pub drops: Arc<DropCounters>,
     /// Frames handed back as not ESP (`Verdict::Pass`).
     pub passed: AtomicU64,
     /// Frames delivered (decapsulated).
@@ -202,7 +202,7 @@ impl WorkerState {
     pub fn with_event_capacity(id: u16, capacity: usize) -> WorkerState {
         let shared = Arc::new(WorkerShared {
             id,
-            drops: DropCounters::new(),
+            drops: Arc::new(DropCounters::new()),
             passed: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             events: EventRing::new(capacity),

@@ -118,12 +118,11 @@ pub struct QueueStats {
     pub tx_frames: AtomicU64,
 }
 
-impl QueueStats {
-    #[inline]
-    fn add(counter: &AtomicU64, n: u64) {
-        // Single writer: a relaxed load + store is enough and avoids a locked add.
-        counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
-    }
+/// Add `n` to a counter only the calling worker writes: a relaxed load and
+/// store is enough and avoids a locked read-modify-write.
+#[inline]
+pub fn add_single_writer(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
 }
 
 /// One received frame's bytes inside the UMEM.
@@ -277,7 +276,7 @@ impl XskTx {
         let done = unsafe { self.ring.produce(&self.pending[..self.n_pending]) };
         if done > 0 {
             self.in_flight += done;
-            QueueStats::add(&self.stats.tx_frames, done as u64);
+            add_single_writer(&self.stats.tx_frames, done as u64);
             self.pending.copy_within(done..self.n_pending, 0);
             self.n_pending -= done;
         }
@@ -481,9 +480,9 @@ impl XskQueue {
                 continue;
             }
             let bytes: usize = descs[..n].iter().map(|d| d.lengths().data()).sum();
-            QueueStats::add(&self.stats.rx_frames, n as u64);
-            QueueStats::add(&self.stats.rx_bytes, bytes as u64);
-            QueueStats::add(&self.stats.rx_batches, 1);
+            add_single_writer(&self.stats.rx_frames, n as u64);
+            add_single_writer(&self.stats.rx_bytes, bytes as u64);
+            add_single_writer(&self.stats.rx_batches, 1);
             for (buf, desc) in bufs.iter_mut().zip(descs[..n].iter_mut()) {
                 // SAFETY: the descriptor came from this UMEM's rx ring and is
                 // owned by userspace until it goes back on the fill ring below.
@@ -507,7 +506,7 @@ impl XskQueue {
                 // (it publishes its consumer index per batch): keep the rest.
                 pending[..n - done].copy_from_slice(&descs[done..n]);
                 n_pending = n - done;
-                QueueStats::add(&self.stats.fill_stashed, 1);
+                add_single_writer(&self.stats.fill_stashed, 1);
             }
         }
         info!(queue = self.queue, "AF_XDP worker stopped");
