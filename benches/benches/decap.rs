@@ -52,6 +52,7 @@ fn outbound(spi: u32, tunnel: u32) -> SaChange {
             ttl: 64,
         },
         last_seq: 0,
+        seq_limit: u64::MAX,
         name: String::new(),
     })
 }

@@ -1,28 +1,32 @@
 //! The IOS-style commands the daemon answers on its control socket.
+//!
+//! Commands run on the owner of control state ([`Owner`]), one at a time:
+//! they read its state directly and change it only through its methods.
 use std::{
+    collections::BTreeSet,
     fmt::Write as _,
-    sync::{Arc, Mutex, atomic::Ordering},
+    sync::{Arc, atomic::Ordering},
     time::Instant,
 };
 
 use serde_json::{Value, json};
 use xdpsec_afxdp::{BindMode, QueueStats};
-use xdpsec_common::{XDP_COUNTER_COUNT, XdpCounter};
+use xdpsec_common::XdpCounter;
 
 use xdpsec_datapath::{
-    DropReason, DropStats,
-    sa::{SaId, SaTable},
-    worker::{SaCounters, WorkerShared, sa_counters},
+    DropReason,
+    sa::{SaChange, SaId, SaTable},
+    worker::{SaCounters, sa_counters},
 };
 
 use crate::{
     cli::{self, Arg, CommandSpec},
-    config::{Config, Encap, Tunnel},
+    config::Encap,
     ctlsock::{Reply, Request},
-    daemon::lock,
     datapath::IoStats,
     loader::XdpSteering,
-    state::{EventLogger, LogBuffer, TunnelSas, crypto_map_tag},
+    owner::Owner,
+    state::crypto_map_tag,
     worker::ClassStats,
 };
 
@@ -189,74 +193,7 @@ impl QueueInfo {
     }
 }
 
-/// Counter values at the last `clear`, subtracted on read.
-struct Baseline {
-    xdp: [u64; XDP_COUNTER_COUNT as usize],
-    queues: Vec<[u64; 8]>,
-}
-
-/// The datapath pieces control reads.
-pub struct DatapathView {
-    /// Each worker's shared counters and events.
-    pub workers: Vec<Arc<WorkerShared>>,
-    /// The SA table (control's master copy).
-    pub table: Mutex<SaTable>,
-    /// Configured tunnels with their SA ids (replaced by a reload).
-    pub tunnels: Mutex<Vec<(Tunnel, TunnelSas)>>,
-    /// The config file, re-read by `request platform software xdpsec reload`.
-    pub config_path: std::path::PathBuf,
-    /// The config in force.
-    pub config: Mutex<Config>,
-    /// The daemon's clock origin.
-    pub epoch: Instant,
-    /// The `show logging` buffer.
-    pub log: Arc<Mutex<LogBuffer>>,
-    /// Turns events into log lines (the housekeeping thread drives it).
-    pub events: Arc<Mutex<EventLogger>>,
-}
-
-/// The running daemon as the control socket sees it.
-pub struct Daemon {
-    node: String,
-    local: std::net::IpAddr,
-    interface: String,
-    steering: Mutex<Option<XdpSteering>>,
-    queues: Vec<QueueInfo>,
-    baseline: Mutex<Baseline>,
-    /// Drop counters over all workers, with the `clear` baseline.
-    drops: DropStats,
-    /// Per-SA counter values at the last `clear crypto sa counters`.
-    sa_baseline: Mutex<std::collections::HashMap<SaId, SaCounters>>,
-    dp: DatapathView,
-    started: Instant,
-}
-
-impl Daemon {
-    /// Wrap the started pieces.
-    pub fn new(
-        config: &Config,
-        steering: XdpSteering,
-        queues: Vec<QueueInfo>,
-        dp: DatapathView,
-    ) -> Daemon {
-        let n = queues.len();
-        Daemon {
-            node: config.node.clone(),
-            local: config.underlay.address,
-            interface: config.underlay.interface.clone(),
-            steering: Mutex::new(Some(steering)),
-            queues,
-            baseline: Mutex::new(Baseline {
-                xdp: [0; XDP_COUNTER_COUNT as usize],
-                queues: vec![[0; 8]; n],
-            }),
-            drops: DropStats::new(dp.workers.iter().map(|w| Arc::clone(&w.drops)).collect()),
-            sa_baseline: Mutex::new(std::collections::HashMap::new()),
-            dp,
-            started: Instant::now(),
-        }
-    }
-
+impl Owner {
     fn show_drops(&self, all: bool) -> (String, Value) {
         let t = self.drops.totals();
         let dash = "-".repeat(72);
@@ -283,21 +220,20 @@ impl Daemon {
 
     /// An SA's counters summed over workers, less the last clear.
     fn sa_counters_since_clear(&self, id: SaId) -> SaCounters {
-        let now = sa_counters(&self.dp.workers, id);
-        match lock(&self.sa_baseline).get(&id) {
+        let now = sa_counters(&self.workers, id);
+        match self.sa_baseline.get(&id) {
             Some(base) => now.saturating_sub(base),
             None => now,
         }
     }
 
     /// `clear crypto sa counters`: every SA's counters read as zero from now on.
-    fn clear_sa_counters(&self) -> (String, Value) {
-        let tunnels = lock(&self.dp.tunnels);
-        let mut base = lock(&self.sa_baseline);
+    fn clear_sa_counters(&mut self) -> (String, Value) {
+        let base = &mut self.sa_baseline;
         base.clear();
-        for (_, ids) in tunnels.iter() {
-            for id in [ids.inbound, ids.outbound] {
-                base.insert(id, sa_counters(&self.dp.workers, id));
+        for t in &self.tunnels {
+            for id in [t.ids.inbound, t.ids.outbound] {
+                base.insert(id, sa_counters(&self.workers, id));
             }
         }
         (String::new(), json!({"cleared": true}))
@@ -306,13 +242,13 @@ impl Daemon {
     fn show_crypto_sa(&self, peer: Option<std::net::IpAddr>) -> (String, Value) {
         let mut text = String::new();
         let mut list = Vec::new();
-        let table = lock(&self.dp.table);
-        let tunnels = lock(&self.dp.tunnels);
-        for (t, ids) in tunnels.iter() {
+        let table = &self.table;
+        for ts in &self.tunnels {
+            let t = &ts.cfg;
             if peer.is_some_and(|p| p != t.peer) {
                 continue;
             }
-            let ids = *ids;
+            let ids = ts.ids;
             let inb = self.sa_counters_since_clear(ids.inbound);
             let outb = self.sa_counters_since_clear(ids.outbound);
             let in_cold = table.cold(ids.inbound);
@@ -458,109 +394,9 @@ impl Daemon {
         (text, json!({ "sas": list }))
     }
 
-    /// Re-read the config file and apply what changed in the tunnels' SAs
-    /// as one atomic SA-table update. Anything else that changed needs a
-    /// restart and is refused, naming the field; nothing is half-applied.
-    pub fn reload(&self) -> anyhow::Result<String> {
-        let new = Config::load(&self.dp.config_path)
-            .map_err(|e| anyhow::anyhow!("reload refused: {e}"))?;
-        let mut cur = lock(&self.dp.config);
-        let refuse = |field: &str| {
-            Err(anyhow::anyhow!(
-                "reload refused: `{field}` changed; restart xdpsec to apply it"
-            ))
-        };
-        if new.node != cur.node {
-            return refuse("node");
-        }
-        if new.socket != cur.socket {
-            return refuse("socket");
-        }
-        let (u, v) = (&new.underlay, &cur.underlay);
-        if u.interface != v.interface
-            || u.address != v.address
-            || u.queues != v.queues
-            || u.udp_ports != v.udp_ports
-        {
-            return refuse("underlay");
-        }
-        if new.inside != cur.inside {
-            return refuse("inside");
-        }
-        if new.tunnels.len() != cur.tunnels.len() {
-            return refuse("tunnel (tunnels added or removed)");
-        }
-        let mut tunnels = lock(&self.dp.tunnels);
-        let mut changes = Vec::new();
-        let mut summary = Vec::new();
-        let mut new_ids = Vec::new();
-        for (i, (n, (o, ids))) in new.tunnels.iter().zip(tunnels.iter()).enumerate() {
-            if n.name != o.name {
-                return refuse("tunnel.name");
-            }
-            if n.peer != o.peer
-                || n.encap != o.encap
-                || n.remote_subnets != o.remote_subnets
-                || n.kind != o.kind
-            {
-                return refuse(&format!(
-                    "tunnel {} (peer, encap or remote_subnets)",
-                    n.name
-                ));
-            }
-            let same_params = n.cipher == o.cipher && n.esn == o.esn;
-            let in_changed = !same_params
-                || n.replay_window != o.replay_window
-                || n.worker != o.worker
-                || n.inbound.spi != o.inbound.spi
-                || *n.inbound.key != *o.inbound.key;
-            let out_changed = !same_params
-                || n.outbound.spi != o.outbound.spi
-                || *n.outbound.key != *o.outbound.key;
-            let sa_changes = crate::state::tunnel_sa_changes(&new, i as u32);
-            if in_changed {
-                changes.push(xdpsec_datapath::sa::SaChange::RemoveInbound(ids.inbound));
-                changes.push(sa_changes.inbound);
-                summary.push(format!(
-                    "{}: inbound SA 0x{:X} -> 0x{:X}",
-                    n.name, o.inbound.spi, n.inbound.spi
-                ));
-            }
-            if out_changed {
-                changes.push(sa_changes.outbound);
-                summary.push(format!(
-                    "{}: outbound SA 0x{:X} -> 0x{:X}",
-                    n.name, o.outbound.spi, n.outbound.spi
-                ));
-            }
-            new_ids.push((in_changed, out_changed));
-        }
-        if changes.is_empty() {
-            return Ok("Reloaded: no SA changed\n".into());
-        }
-        let mut table = lock(&self.dp.table);
-        table
-            .apply(changes, self.dp.epoch.elapsed())
-            .map_err(|e| anyhow::anyhow!("reload refused by the SA table: {e:?}"))?;
-        let fresh = crate::state::tunnel_sa_ids(&table, new.tunnels.len())?;
-        for (i, ((t, ids), (inc, outc))) in tunnels.iter_mut().zip(new_ids).enumerate() {
-            if inc {
-                ids.inbound = fresh[i].inbound;
-            }
-            if outc {
-                ids.outbound = fresh[i].outbound;
-            }
-            *t = new.tunnels[i].clone();
-        }
-        *cur = new;
-        let text = format!("Reloaded: {}\n", summary.join("; "));
-        tracing::info!("{}", text.trim_end());
-        Ok(text)
-    }
-
     fn show_logging(&self) -> (String, Value) {
-        let log = lock(&self.dp.log);
-        let ev = lock(&self.dp.events);
+        let log = &self.log;
+        let ev = &self.events;
         let suppressed: u64 = ev.suppressed().iter().map(|(_, n)| n).sum();
         let lines: Vec<&String> = log.lines().collect();
         let mut text = format!(
@@ -581,17 +417,8 @@ impl Daemon {
         (text, value)
     }
 
-    /// Detach the XDP program now (the workers have stopped).
-    pub fn shutdown(&self) {
-        if let Some(mut s) = lock(&self.steering).take() {
-            for q in &self.queues {
-                s.unset_socket(q.queue);
-            }
-        }
-    }
-
     /// Run one request from the control socket.
-    pub fn execute(&self, req: &Request) -> Reply {
+    pub fn execute(&mut self, req: &Request) -> Reply {
         let parsed = match cli::parse(COMMANDS, &req.command) {
             Ok(p) => p,
             Err(e) => {
@@ -626,7 +453,7 @@ impl Daemon {
             Cmd::ClearSaCounters => Ok(self.clear_sa_counters()),
             Cmd::ShowLogging => Ok(self.show_logging()),
             Cmd::ClearLogging => {
-                lock(&self.dp.log).clear();
+                self.log.clear();
                 Ok((String::new(), json!({"cleared": true})))
             }
             Cmd::Reload => self.reload().map(|t| (t.clone(), json!({ "reloaded": t }))),
@@ -666,19 +493,19 @@ impl Daemon {
     }
 
     fn with_steering<T>(
-        &self,
+        &mut self,
         f: impl FnOnce(&mut XdpSteering) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
-        match lock(&self.steering).as_mut() {
+        match self.steering.as_mut() {
             Some(s) => f(s),
             None => anyhow::bail!("the datapath is shutting down"),
         }
     }
 
-    fn show_qfp_statistics(&self) -> anyhow::Result<(String, Value)> {
+    fn show_qfp_statistics(&mut self) -> anyhow::Result<(String, Value)> {
         let (iface, mode, raw) =
             self.with_steering(|s| Ok((s.interface.clone(), s.attach_mode, s.counters()?)))?;
-        let base = lock(&self.baseline);
+        let base = &self.baseline;
         let mut text = String::new();
         let _ = writeln!(
             text,
@@ -772,9 +599,9 @@ impl Daemon {
         Ok((text, value))
     }
 
-    fn clear_qfp_statistics(&self) -> anyhow::Result<(String, Value)> {
+    fn clear_qfp_statistics(&mut self) -> anyhow::Result<(String, Value)> {
         let raw = self.with_steering(|s| s.counters())?;
-        let mut base = lock(&self.baseline);
+        let base = &mut self.baseline;
         base.xdp = raw;
         for (i, q) in self.queues.iter().enumerate() {
             base.queues[i] = q.values();
@@ -782,7 +609,7 @@ impl Daemon {
         Ok((String::new(), json!({"cleared": true})))
     }
 
-    fn show_udp_ports(&self) -> anyhow::Result<(String, Value)> {
+    fn show_udp_ports(&mut self) -> anyhow::Result<(String, Value)> {
         let ports = self.with_steering(|s| s.udp_ports())?;
         let list: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
         Ok((
@@ -794,22 +621,40 @@ impl Daemon {
         ))
     }
 
-    fn set_udp_port(&self, port: u32, steer: bool) -> anyhow::Result<(String, Value)> {
+    fn set_udp_port(&mut self, port: u32, steer: bool) -> anyhow::Result<(String, Value)> {
         if port == 0 || port > 65535 || port == 500 {
             anyhow::bail!("port {port}: give a UDP port 1-65535 other than 500 (IKE)");
         }
-        // The XDP map and the datapath's list of ESP-in-UDP ports change together.
-        let ports = self.with_steering(|s| {
-            s.set_udp_port(port as u16, steer)?;
-            s.udp_ports()
-        })?;
-        let ranges = ports.iter().map(|&p| p..=p).collect();
-        lock(&self.dp.table)
-            .apply(
-                vec![xdpsec_datapath::sa::SaChange::SetUdpPorts(ranges)],
-                self.dp.epoch.elapsed(),
-            )
-            .map_err(|e| anyhow::anyhow!("updating the datapath's UDP ports: {e:?}"))?;
+        let port = port as u16;
+        let mut ports = self.with_steering(|s| s.udp_ports())?;
+        let changed = if steer {
+            ports.insert(port)
+        } else {
+            ports.remove(&port)
+        };
+        if changed {
+            // The datapath learns a new port before XDP steers it there, and
+            // forgets a removed one only after XDP stopped steering it: a
+            // steered frame always finds its port in the snapshot (never
+            // passed back as "not ESP").
+            let publish = |table: &mut SaTable, epoch: Instant, ports: &BTreeSet<u16>| {
+                table
+                    .apply(
+                        vec![SaChange::SetUdpPorts(
+                            ports.iter().map(|&p| p..=p).collect(),
+                        )],
+                        epoch.elapsed(),
+                    )
+                    .map_err(|e| anyhow::anyhow!("updating the datapath's UDP ports: {e}"))
+            };
+            if steer {
+                publish(&mut self.table, self.epoch, &ports)?;
+            }
+            self.with_steering(|s| s.set_udp_port(port, steer))?;
+            if !steer {
+                publish(&mut self.table, self.epoch, &ports)?;
+            }
+        }
         self.show_udp_ports()
     }
 }

@@ -3,7 +3,7 @@
 //! Errors name the field and the line, and say how to fix it. Nothing is
 //! applied from a config that fails validation.
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, HashMap},
     net::IpAddr,
     path::{Path, PathBuf},
 };
@@ -18,6 +18,9 @@ pub struct Config {
     pub node: String,
     /// Path of the control socket.
     pub socket: PathBuf,
+    /// Directory for state that must survive restarts (outbound sequence
+    /// number reservations); default `/var/lib/xdpsec/<node>`, mode 0700.
+    pub state_dir: PathBuf,
     /// The underlay: where ESP arrives and leaves.
     pub underlay: Underlay,
     /// Where decrypted packets go.
@@ -189,6 +192,8 @@ pub struct ConfigError {
 struct RawConfig {
     node: Spanned<String>,
     socket: Option<Spanned<String>>,
+    #[serde(default)]
+    state_dir: Option<Spanned<String>>,
     underlay: Spanned<RawUnderlay>,
     #[serde(default)]
     inside: Option<Spanned<RawInside>>,
@@ -236,7 +241,16 @@ struct RawTunnel {
 #[serde(deny_unknown_fields)]
 struct RawSa {
     spi: Spanned<i64>,
-    key: Spanned<String>,
+    key: Spanned<SecretText>,
+}
+
+/// A key as written in the config file: the text is zeroized when dropped.
+struct SecretText(zeroize::Zeroizing<String>);
+
+impl<'de> Deserialize<'de> for SecretText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|s| SecretText(zeroize::Zeroizing::new(s)))
+    }
 }
 
 #[derive(Deserialize)]
@@ -256,10 +270,12 @@ pub const MAX_QUEUES: u32 = xdpsec_common::MAX_QUEUES;
 impl Config {
     /// Read and validate the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            path: path.display().to_string(),
-            msg: format!("cannot read the config file: {e}"),
-        })?;
+        // The file text holds keys: zeroized when dropped.
+        let text =
+            zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| ConfigError {
+                path: path.display().to_string(),
+                msg: format!("cannot read the config file: {e}"),
+            })?);
         Config::parse(&text).map_err(|msg| ConfigError {
             path: path.display().to_string(),
             msg,
@@ -296,6 +312,17 @@ impl Config {
             }
             Some(s) => PathBuf::from(s.get_ref()),
             None => PathBuf::from(format!("/run/xdpsec/{node}.sock")),
+        };
+        let state_dir = match &raw.state_dir {
+            Some(s) if s.get_ref().is_empty() || !s.get_ref().starts_with('/') => {
+                return Err(format!(
+                    "line {}: field `state_dir` = {:?}: give an absolute directory path or leave it out for /var/lib/xdpsec/{node}",
+                    at(s.span()),
+                    s.get_ref()
+                ));
+            }
+            Some(s) => PathBuf::from(s.get_ref()),
+            None => PathBuf::from(format!("/var/lib/xdpsec/{node}")),
         };
 
         let u = raw.underlay.get_ref();
@@ -350,11 +377,19 @@ impl Config {
             None => Inside::Sink,
             Some(i) => parse_inside(i, &at)?,
         };
-        let mut tunnels: Vec<Tunnel> = Vec::new();
+        let mut tunnels: Vec<Tunnel> = Vec::with_capacity(raw.tunnel.len());
+        // Linear in the number of tunnels: names, inbound SPIs and outbound
+        // keys are checked for duplicates through hash maps.
+        let mut names: HashMap<String, usize> = HashMap::with_capacity(raw.tunnel.len());
+        let mut in_spis: HashMap<u32, usize> = HashMap::with_capacity(raw.tunnel.len());
+        // Keyed by fingerprint: no further copies of the keys.
+        let mut out_keys: HashMap<crate::seqstore::KeyId, usize> =
+            HashMap::with_capacity(raw.tunnel.len());
         for t in &raw.tunnel {
             let tun = parse_tunnel(t.get_ref(), &at, address)?;
+            let r = t.get_ref();
             if tun.worker >= queues {
-                let w = t.get_ref().worker.as_ref().unwrap();
+                let w = r.worker.as_ref().unwrap();
                 return Err(format!(
                     "line {}: field `tunnel.worker` = {} in tunnel {}: give a queue below underlay.queues ({queues})",
                     at(w.span()),
@@ -362,28 +397,45 @@ impl Config {
                     tun.name
                 ));
             }
-            let line = at(t.span());
-            if tunnels.iter().any(|o| o.name == tun.name) {
+            let i = tunnels.len();
+            if names.insert(tun.name.clone(), i).is_some() {
                 return Err(format!(
-                    "line {line}: field `tunnel.name`: a tunnel named {} is already configured",
+                    "line {}: field `tunnel.name`: a tunnel named {} is already configured",
+                    at(t.span()),
                     tun.name
                 ));
             }
-            for o in &tunnels {
-                if o.inbound.spi == tun.inbound.spi {
-                    return Err(format!(
-                        "line {}: field `tunnel.inbound.spi` = {:#x} is already the inbound SPI of {}: inbound SPIs identify SAs and must differ",
-                        at(t.get_ref().inbound.get_ref().spi.span()),
-                        tun.inbound.spi,
-                        o.name
-                    ));
-                }
+            if let Some(o) = in_spis.insert(tun.inbound.spi, i) {
+                return Err(format!(
+                    "line {}: field `tunnel.inbound.spi` = {:#x} is already the inbound SPI of {}: inbound SPIs identify SAs and must differ",
+                    at(r.inbound.get_ref().spi.span()),
+                    tun.inbound.spi,
+                    tunnels[o].name
+                ));
+            }
+            // AES-GCM and ChaCha20-Poly1305 use the sequence number as IV: one
+            // key in two places means one nonce used twice (RFC 4106 section 8).
+            if *tun.inbound.key == *tun.outbound.key {
+                return Err(format!(
+                    "line {}: field `tunnel.outbound.key` in tunnel {} equals `tunnel.inbound.key`: each direction needs its own key (a shared key reuses AEAD nonces)",
+                    at(r.outbound.get_ref().key.span()),
+                    tun.name
+                ));
+            }
+            if let Some(o) = out_keys.insert(crate::seqstore::KeyId::of(&tun.outbound.key), i) {
+                return Err(format!(
+                    "line {}: field `tunnel.outbound.key` in tunnel {} is already the outbound key of {}: each outbound SA needs its own key (a shared key reuses AEAD nonces)",
+                    at(r.outbound.get_ref().key.span()),
+                    tun.name,
+                    tunnels[o].name
+                ));
             }
             tunnels.push(tun);
         }
         Ok(Config {
             node,
             socket,
+            state_dir,
             underlay: Underlay {
                 interface,
                 address,
@@ -575,7 +627,7 @@ fn parse_tunnel(
                 at(r.spi.span())
             ));
         }
-        let hex = r.key.get_ref().trim();
+        let hex = r.key.get_ref().0.trim();
         let key = decode_hex(hex).ok_or_else(|| {
             format!(
                 "line {}: field `tunnel.{dir}.key` in tunnel {name} is not hex (give key || salt as hex digits)",

@@ -1,10 +1,19 @@
 //! The control socket: a Unix stream socket (mode 0600) taking one request
 //! per connection. Request and reply are one JSON line each:
 //! `{"command":"show ...","json":false}` -> `{"ok":true,"output":"..."}`.
+//!
+//! Each connection is served on its own thread (at most
+//! [`MAX_CONNECTIONS`] at once), so a slow client holds up nobody; the
+//! reply is written through a buffer as it is encoded, so a large answer
+//! (thousands of tunnels) streams at socket speed.
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::{BufRead, BufReader, BufWriter, Read, Write},
     os::unix::net::{UnixListener, UnixStream},
     path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -29,6 +38,23 @@ pub struct Reply {
     /// Text to print.
     pub output: String,
 }
+
+impl Reply {
+    /// A failed request with this message.
+    pub fn error(msg: impl Into<String>) -> Reply {
+        Reply {
+            ok: false,
+            output: msg.into(),
+        }
+    }
+}
+
+/// Longest request line accepted (a command line is a few hundred bytes).
+pub const MAX_REQUEST: usize = 64 * 1024;
+/// Connections served at once; more are told to retry.
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long a client may take to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The bound listening socket; removes its path when dropped.
 pub struct ControlSocket {
@@ -78,15 +104,39 @@ impl ControlSocket {
         })
     }
 
-    /// Serve requests with `handle` until `stop()` returns true (checked between requests).
-    pub fn serve(&self, stop: impl Fn() -> bool, mut handle: impl FnMut(&Request) -> Reply) {
+    /// Serve requests with `handle` until `stop()` returns true (checked
+    /// at least every 20 ms), each connection on its own thread.
+    pub fn serve<H>(&self, stop: impl Fn() -> bool, handle: H)
+    where
+        H: Fn(Request) -> Reply + Send + Sync + 'static,
+    {
         self.listener
             .set_nonblocking(true)
             .expect("setting the control socket non-blocking");
+        let handle = Arc::new(handle);
+        let active = Arc::new(AtomicUsize::new(0));
         while !stop() {
             match self.listener.accept() {
                 Ok((stream, _)) => {
-                    let _ = serve_one(stream, &mut handle);
+                    if active.load(Ordering::Acquire) >= MAX_CONNECTIONS {
+                        let _ = write_reply(
+                            &stream,
+                            &Reply::error("% The control socket is busy: try again"),
+                        );
+                        continue;
+                    }
+                    active.fetch_add(1, Ordering::AcqRel);
+                    let (handle, active2) = (Arc::clone(&handle), Arc::clone(&active));
+                    let spawned = std::thread::Builder::new()
+                        .name("xdpsec-ctl-conn".into())
+                        .spawn(move || {
+                            let _ = serve_one(stream, &*handle);
+                            active2.fetch_sub(1, Ordering::AcqRel);
+                        });
+                    if let Err(e) = spawned {
+                        active.fetch_sub(1, Ordering::AcqRel);
+                        tracing::warn!(error = %e, "control socket: cannot start a connection thread");
+                    }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     std::thread::sleep(Duration::from_millis(20));
@@ -106,21 +156,43 @@ impl Drop for ControlSocket {
     }
 }
 
-fn serve_one(stream: UnixStream, handle: &mut impl FnMut(&Request) -> Reply) -> Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut line = String::new();
-    BufReader::new(&stream).read_line(&mut line)?;
-    let reply = match serde_json::from_str::<Request>(&line) {
-        Ok(req) => handle(&req),
-        Err(e) => Reply {
-            ok: false,
-            output: format!("% Bad request on the control socket: {e}"),
-        },
+/// Read one request line of at most [`MAX_REQUEST`] bytes: the parsed
+/// request, or the error reply to send.
+fn read_request(stream: &UnixStream) -> std::io::Result<Result<Request, Reply>> {
+    let mut line = Vec::new();
+    BufReader::new(stream)
+        .take(MAX_REQUEST as u64 + 1)
+        .read_until(b'\n', &mut line)?;
+    if line.len() > MAX_REQUEST {
+        return Ok(Err(Reply::error(format!(
+            "% Bad request on the control socket: longer than {MAX_REQUEST} bytes"
+        ))));
+    }
+    let Ok(text) = std::str::from_utf8(&line) else {
+        return Ok(Err(Reply::error(
+            "% Bad request on the control socket: not UTF-8",
+        )));
     };
-    let mut w = &stream;
-    serde_json::to_writer(&mut w, &reply)?;
+    Ok(serde_json::from_str::<Request>(text)
+        .map_err(|e| Reply::error(format!("% Bad request on the control socket: {e}"))))
+}
+
+fn write_reply(stream: &UnixStream, reply: &Reply) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    let mut w = BufWriter::with_capacity(64 * 1024, stream);
+    serde_json::to_writer(&mut w, reply)?;
     w.write_all(b"\n")?;
+    w.flush()
+}
+
+fn serve_one(stream: UnixStream, handle: &dyn Fn(Request) -> Reply) -> Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+    let reply = match read_request(&stream)? {
+        Ok(req) => handle(req),
+        Err(bad) => bad,
+    };
+    write_reply(&stream, &reply)?;
     Ok(())
 }
 
@@ -132,7 +204,8 @@ pub fn request(path: &Path, command: &str, json: bool) -> Result<Reply> {
             path.display()
         )
     })?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    // Generous: a show of 100,000 tunnels takes seconds to render.
+    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
     let mut w = &stream;
     serde_json::to_writer(
         &mut w,
@@ -142,7 +215,10 @@ pub fn request(path: &Path, command: &str, json: bool) -> Result<Reply> {
         },
     )?;
     w.write_all(b"\n")?;
-    let mut line = String::new();
-    BufReader::new(&stream).read_line(&mut line)?;
-    serde_json::from_str(&line).context("reading the daemon's reply")
+    // The reply streams in as the daemon encodes it: read it whole.
+    let mut line = Vec::new();
+    BufReader::with_capacity(256 * 1024, &stream)
+        .read_until(b'\n', &mut line)
+        .context("reading the daemon's reply")?;
+    serde_json::from_slice(&line).context("reading the daemon's reply")
 }

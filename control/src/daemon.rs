@@ -1,11 +1,14 @@
 //! `xdpsec run`: start-up, the workers, the control socket, and shutdown.
+//! This module only wires the pieces together: the owner of control state
+//! (`owner`), the per-queue workers, the control socket and the platform
+//! shells; it holds no control state itself.
 //!
 //! Every resource is owned by a value whose drop releases it (the XDP link,
 //! the AF_XDP sockets, the control socket file), so a start-up that fails
 //! half-way leaves nothing attached.
 use std::{
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     thread,
@@ -18,14 +21,16 @@ use xdpsec_afxdp::{QueueConfig, XskQueue};
 use xdpsec_datapath::WorkerState;
 
 use crate::{
-    commands::{Daemon, DatapathView, QueueInfo},
+    commands::QueueInfo,
     config::{Config, Inside},
     ctlsock::ControlSocket,
     datapath::{DatapathHandler, InsideIo, IoStats, RouteTable, WorkerCtx},
     handoff::HandoffQueue,
     loader::XdpSteering,
     neighbor::{self, SharedMac},
-    state::{EventLogger, LogBuffer, build_sa_table, refresh_next_hops},
+    owner::{Msg, Owner, OwnerHandle, Started, build_tunnels},
+    seqstore::SeqStore,
+    state::refresh_next_hops,
     tun::Tun,
     worker::ClassStats,
 };
@@ -86,9 +91,29 @@ fn block_signals() -> libc::sigset_t {
     }
 }
 
+/// Keys are in memory from here on: no core dumps, and no ptrace attach
+/// by unprivileged processes of the same user (PR_SET_DUMPABLE 0).
+fn forbid_core_dumps() {
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit and prctl with valid arguments; they only change
+    // this process's own limits and flags.
+    unsafe {
+        if libc::setrlimit(libc::RLIMIT_CORE, &zero) != 0 {
+            tracing::warn!("could not disable core dumps (RLIMIT_CORE)");
+        }
+        if libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 {
+            tracing::warn!("could not mark the process non-dumpable");
+        }
+    }
+}
+
 /// Run the daemon in the foreground until SIGINT or SIGTERM.
 pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
     check_privileges()?;
+    forbid_core_dumps();
     let sigset = block_signals();
     let iface = &config.underlay.interface;
     let c_iface = std::ffi::CString::new(iface.as_str())?;
@@ -114,23 +139,27 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
     // before it touches the interface.
     let ctl = ControlSocket::bind(&config.socket)?;
     let epoch = Instant::now();
-    // SAs next: a key the cipher refuses stops start-up before anything is attached.
-    let (table, tunnel_sas) = build_sa_table(&config, epoch.elapsed())?;
+    // Sequence reservations and SAs next: a damaged state file or a key the
+    // cipher refuses stops start-up before anything is attached.
+    let mut seq = SeqStore::open(&config.state_dir).with_context(|| {
+        format!(
+            "opening state_dir {} (outbound sequence numbers must survive restarts)",
+            config.state_dir.display()
+        )
+    })?;
+    let (table, tunnels) = build_tunnels(&config, &mut seq, epoch.elapsed())?;
     let snap = table.shared();
 
     let tun = match &config.inside {
         Inside::Tun { name, address } => {
             let t = Tun::create(name, config.underlay.queues, *address)?;
-            for tunnel in &config.tunnels {
-                for subnet in &tunnel.remote_subnets {
-                    t.add_route(*subnet).with_context(|| {
-                        format!(
-                            "routing {subnet} (remote_subnets of {}) into {name}",
-                            tunnel.name
-                        )
-                    })?;
-                }
-            }
+            let subnets: Vec<_> = config
+                .tunnels
+                .iter()
+                .flat_map(|t| t.remote_subnets.iter().copied())
+                .collect();
+            t.add_routes(&subnets)
+                .with_context(|| format!("routing the tunnels' remote_subnets into {name}"))?;
             Some(t)
         }
         Inside::Sink => None,
@@ -201,21 +230,24 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
     // Learn the peers' next hops before traffic flows (bounded wait).
     refresh_next_hops(&peers, iface, &next_hops, Duration::from_secs(2));
 
-    let log = Arc::new(Mutex::new(LogBuffer::default()));
-    let events = Arc::new(Mutex::new(EventLogger::new(
-        config.tunnels.iter().map(|t| t.name.clone()).collect(),
-    )));
-    let dp = DatapathView {
-        workers: workers_shared.clone(),
-        table: Mutex::new(table),
-        tunnels: Mutex::new(config.tunnels.iter().cloned().zip(tunnel_sas).collect()),
-        config_path: config_path.to_path_buf(),
-        config: Mutex::new(config.clone()),
-        epoch,
-        log: Arc::clone(&log),
-        events: Arc::clone(&events),
-    };
-    let daemon = Arc::new(Daemon::new(&config, steering, infos, dp));
+    let owner = Owner::new(
+        Started {
+            config: config.clone(),
+            config_path: config_path.to_path_buf(),
+            epoch,
+            steering,
+            queues: infos,
+            workers: workers_shared,
+        },
+        table,
+        tunnels,
+        seq,
+    );
+    let (handle, inbox) = OwnerHandle::channel();
+    let owner_thread = thread::Builder::new()
+        .name("xdpsec-owner".into())
+        .spawn(move || owner.run(inbox))
+        .context("spawning the control-state owner")?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
     for (mut xsk, mut handler) in queues {
@@ -232,31 +264,31 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
             .context("spawning a worker thread")?;
         workers.push(h);
     }
-    let housekeeping = {
+    // Platform shell: keeps the peers' next-hop MACs fresh for the workers.
+    let next_hop_thread = {
         let stop = Arc::clone(&stop);
         let iface = iface.clone();
         let next_hops = Arc::clone(&next_hops);
         thread::Builder::new()
-            .name("xdpsec-hk".into())
+            .name("xdpsec-nh".into())
             .spawn(move || {
-                let mut last_arp = Instant::now();
+                let mut last = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
                     thread::sleep(Duration::from_millis(100));
-                    lock(&events).drain(&workers_shared, &log, epoch.elapsed());
-                    if last_arp.elapsed() >= NEXT_HOP_REFRESH {
+                    if last.elapsed() >= NEXT_HOP_REFRESH {
                         refresh_next_hops(&peers, &iface, &next_hops, Duration::ZERO);
-                        last_arp = Instant::now();
+                        last = Instant::now();
                     }
                 }
             })
-            .context("spawning the housekeeping thread")?
+            .context("spawning the next-hop thread")?
     };
     let ctl_thread = {
         let stop = Arc::clone(&stop);
-        let daemon = Arc::clone(&daemon);
+        let handle = handle.clone();
         thread::Builder::new()
             .name("xdpsec-ctl".into())
-            .spawn(move || ctl.serve(|| stop.load(Ordering::Relaxed), |r| daemon.execute(r)))
+            .spawn(move || ctl.serve(|| stop.load(Ordering::Relaxed), move |r| handle.request(r)))
             .context("spawning the control thread")?
     };
     info!(
@@ -281,10 +313,7 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
             break;
         }
         // SIGHUP: reload the config file, as `request platform software xdpsec reload`.
-        match daemon.reload() {
-            Ok(t) => info!("SIGHUP: {}", t.trim_end()),
-            Err(e) => error!("SIGHUP: {e}"),
-        }
+        handle.send(Msg::Reload);
     }
     info!(signal = sig, "stopping");
     stop.store(true, Ordering::Relaxed);
@@ -292,16 +321,16 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
         let _ = w.join();
     }
     let _ = ctl_thread.join();
-    let _ = housekeeping.join();
-    daemon.shutdown();
-    drop(daemon);
+    let _ = next_hop_thread.join();
+    handle.send(Msg::Shutdown);
+    let mut owner = owner_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the control-state owner panicked"))?;
+    // Dropping the steering detaches the XDP program.
+    drop(owner.shutdown());
+    drop(owner);
     drop(tun);
     info!("stopped: XDP program detached, sockets closed");
     println!("xdpsec {} stopped", config.node);
     Ok(())
-}
-
-/// Lock a mutex, recovering the data if a panicking thread poisoned it.
-pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

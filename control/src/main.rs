@@ -8,6 +8,8 @@ mod datapath;
 mod handoff;
 mod loader;
 mod neighbor;
+mod owner;
+mod seqstore;
 mod state;
 mod tun;
 mod worker;

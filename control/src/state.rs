@@ -4,25 +4,20 @@
 use std::{
     collections::VecDeque,
     net::IpAddr,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use anyhow::{Result, anyhow};
 use xdpsec_datapath::{
     crypto::{Cipher, KeyMaterial},
     events::DropEvent,
     ioslog::{IosLogger, LogKind},
-    sa::{
-        Direction, InboundSaConfig, LocalEndpoint, OutboundSaConfig, OuterHeader, SaChange, SaId,
-        SaTable,
-    },
+    sa::{InboundSaConfig, LocalEndpoint, OutboundSaConfig, OuterHeader, SaChange, SaId},
     worker::WorkerShared,
 };
 
 use crate::{
     config::{CipherName, Config, Encap, Tunnel},
-    daemon::lock,
     neighbor::{self, SharedMac},
 };
 
@@ -62,8 +57,10 @@ pub struct TunnelChanges {
     pub endpoint: LocalEndpoint,
 }
 
-/// Build the inbound and outbound SA changes of tunnel `i`.
-pub fn tunnel_sa_changes(cfg: &Config, i: u32) -> TunnelChanges {
+/// Build the inbound and outbound SA changes of tunnel `i`; the outbound SA
+/// continues after sequence number `last_seq` and may use numbers up to
+/// `seq_limit` (the durable reservation, see `seqstore`).
+pub fn tunnel_sa_changes(cfg: &Config, i: u32, last_seq: u64, seq_limit: u64) -> TunnelChanges {
     let t = &cfg.tunnels[i as usize];
     let cipher = cipher_of(t.cipher);
     let udp = match t.encap {
@@ -100,7 +97,8 @@ pub fn tunnel_sa_changes(cfg: &Config, i: u32) -> TunnelChanges {
                 ethernet: None,
                 ttl: 64,
             },
-            last_seq: 0,
+            last_seq,
+            seq_limit,
             name: crypto_map_tag(t),
         }),
         endpoint: LocalEndpoint {
@@ -109,47 +107,6 @@ pub fn tunnel_sa_changes(cfg: &Config, i: u32) -> TunnelChanges {
             tunnel: i,
         },
     }
-}
-
-/// The current SA ids of tunnels `0..n`.
-pub fn tunnel_sa_ids(table: &SaTable, n: usize) -> Result<Vec<TunnelSas>> {
-    let mut ids = Vec::new();
-    for i in 0..n as u32 {
-        let find = |dir: Direction| {
-            table
-                .cold_all()
-                .find(|(_, c)| c.tunnel == i && c.direction == dir)
-                .map(|(id, _)| *id)
-        };
-        ids.push(TunnelSas {
-            inbound: find(Direction::Inbound)
-                .ok_or_else(|| anyhow!("tunnel {i}: inbound SA missing"))?,
-            outbound: find(Direction::Outbound)
-                .ok_or_else(|| anyhow!("tunnel {i}: outbound SA missing"))?,
-        });
-    }
-    Ok(ids)
-}
-
-/// Build the SA table for the configured tunnels, in one publish.
-pub fn build_sa_table(cfg: &Config, now: Duration) -> Result<(SaTable, Vec<TunnelSas>)> {
-    let mut table = SaTable::new();
-    let mut changes = Vec::new();
-    let mut endpoints = Vec::new();
-    for i in 0..cfg.tunnels.len() as u32 {
-        let c = tunnel_sa_changes(cfg, i);
-        changes.push(c.inbound);
-        changes.push(c.outbound);
-        endpoints.push(c.endpoint);
-    }
-    let ports: Vec<_> = cfg.underlay.udp_ports.iter().map(|&p| p..=p).collect();
-    changes.push(SaChange::SetUdpPorts(ports));
-    changes.push(SaChange::SetEndpoints(endpoints));
-    table
-        .apply(changes, now)
-        .map_err(|e| anyhow!("installing the configured SAs: {e:?}"))?;
-    let ids = tunnel_sa_ids(&table, cfg.tunnels.len())?;
-    Ok((table, ids))
 }
 
 /// The buffered log behind `show logging`.
@@ -229,7 +186,7 @@ impl EventLogger {
     }
 
     /// Drain every worker's events into `log`; `now` is the daemon's clock.
-    pub fn drain(&mut self, workers: &[Arc<WorkerShared>], log: &Mutex<LogBuffer>, now: Duration) {
+    pub fn drain(&mut self, workers: &[Arc<WorkerShared>], log: &mut LogBuffer, now: Duration) {
         for w in workers {
             for ev in w.events.drain(4096) {
                 self.one(&ev, log, now);
@@ -238,7 +195,7 @@ impl EventLogger {
         self.lost = workers.iter().map(|w| w.events.lost()).sum();
     }
 
-    fn one(&mut self, ev: &DropEvent, log: &Mutex<LogBuffer>, now: Duration) {
+    fn one(&mut self, ev: &DropEvent, log: &mut LogBuffer, now: Duration) {
         let iface = ev
             .tunnel
             .and_then(|t| self.tunnel_names.get(t as usize))
@@ -246,7 +203,7 @@ impl EventLogger {
         if let Some(line) = self.logger.log(ev, iface, now) {
             // Keys never reach this line: it carries addresses and the SPI only.
             tracing::warn!(target: "ios", "{line}");
-            lock(log).push(format!("{}{line}", ios_timestamp(SystemTime::now())));
+            log.push(format!("{}{line}", ios_timestamp(SystemTime::now())));
         }
     }
 

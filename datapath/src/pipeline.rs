@@ -535,7 +535,14 @@ pub fn encap(
     }
     let Some(seq) = sa.next_seq() else {
         ws.count(sa.id, SaCounter::SendErrors);
-        return fail(DropReason::OutSeqOverflow);
+        // 46 only when the sequence space itself is used up (rekey needed);
+        // a reservation control has not extended yet (its disk write is
+        // late) is a resource shortage, as QFP's 110 is.
+        return fail(if sa.seq_exhausted() {
+            DropReason::OutSeqOverflow
+        } else {
+            DropReason::PktBufferUnavailable
+        });
     };
     let out = &mut out[..total];
     if let Some(e) = o.ethernet {

@@ -121,11 +121,15 @@ pub struct OutboundSa {
     /// for this tunnel (an atomic increment; uncontended with one worker
     /// per tunnel). Lives in the `Arc`, so it survives snapshot swaps.
     seq: AtomicU64,
+    /// Highest sequence number the datapath may use: the control plane's
+    /// durable reservation (nonce safety across restarts). Raised by
+    /// control only, never lowered.
+    limit: AtomicU64,
 }
 
 impl OutboundSa {
-    /// Highest sequence number this SA may send.
-    pub fn seq_limit(&self) -> u64 {
+    /// End of the sequence number space: 2^32-1, or 2^64-1 with ESN.
+    pub fn seq_space_end(&self) -> u64 {
         if self.esn {
             u64::MAX
         } else {
@@ -133,16 +137,34 @@ impl OutboundSa {
         }
     }
 
-    /// Take the next sequence number, or `None` when exhausted: the counter
-    /// never wraps (RFC 4303 3.3.3), the SA must be rekeyed.
+    /// The current limit: the highest sequence number control reserved.
+    pub fn seq_limit(&self) -> u64 {
+        self.limit.load(Ordering::Acquire)
+    }
+
+    /// Let the datapath use sequence numbers up to `limit` (control calls
+    /// this after the reservation is durable). Never lowers the limit.
+    pub fn raise_limit(&self, limit: u64) {
+        self.limit.fetch_max(limit, Ordering::Release);
+    }
+
+    /// Take the next sequence number, or `None` when the sequence space
+    /// is exhausted (the counter never wraps, RFC 4303 3.3.3: the SA must
+    /// be rekeyed) or control's reservation is used up.
     pub fn next_seq(&self) -> Option<u64> {
-        let limit = self.seq_limit();
+        let limit = self.seq_space_end().min(self.seq_limit());
         self.seq
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
                 s.checked_add(1).filter(|&n| n <= limit)
             })
             .ok()
             .map(|prev| prev + 1)
+    }
+
+    /// Whether `next_seq` fails because the sequence space itself is
+    /// exhausted (as opposed to the reservation).
+    pub fn seq_exhausted(&self) -> bool {
+        self.last_seq() >= self.seq_space_end()
     }
 
     /// Last sequence number sent (0 before the first).
@@ -340,6 +362,9 @@ pub struct OutboundSaConfig {
     /// Last sequence number already used (0 for a new SA: the first packet
     /// carries 1).
     pub last_seq: u64,
+    /// Highest sequence number the datapath may use until control raises
+    /// it ([`OutboundSa::raise_limit`]); `u64::MAX` for no limit.
+    pub seq_limit: u64,
     /// Name for show commands.
     pub name: String,
 }
@@ -643,6 +668,7 @@ impl SaTable {
                         outer: cfg.outer,
                         cipher: cipher.expect("validated"),
                         seq: AtomicU64::new(cfg.last_seq),
+                        limit: AtomicU64::new(cfg.seq_limit),
                     });
                     let tunnel = cfg.tunnel;
                     let mut old = None;
@@ -902,6 +928,7 @@ mod tests {
                 ttl: 64,
             },
             last_seq,
+            seq_limit: u64::MAX,
             name: "out".into(),
         })
     }
@@ -956,6 +983,29 @@ mod tests {
             Some(OutboundEntry::Invalid)
         ));
         assert!(t.snapshot().outbound(2).is_none());
+    }
+
+    #[test]
+    fn outbound_sequence_stops_at_the_reservation() {
+        let mut t = SaTable::new();
+        let mut c = outbound(3, 10, false);
+        if let SaChange::SetOutbound(cfg) = &mut c {
+            cfg.seq_limit = 12;
+        }
+        t.apply(vec![c], Duration::ZERO).unwrap();
+        let Some(OutboundEntry::Active(a)) = t.snapshot().outbound(3).cloned() else {
+            panic!()
+        };
+        assert_eq!(a.next_seq(), Some(11));
+        assert_eq!(a.next_seq(), Some(12));
+        assert_eq!(a.next_seq(), None);
+        assert!(!a.seq_exhausted());
+        a.raise_limit(5); // never lowered
+        assert_eq!(a.seq_limit(), 12);
+        a.raise_limit(13);
+        assert_eq!(a.next_seq(), Some(13));
+        assert_eq!(a.next_seq(), None);
+        assert_eq!(a.last_seq(), 13);
     }
 
     #[test]

@@ -56,6 +56,7 @@ pub(crate) fn outbound_cfg(
         esn,
         outer,
         last_seq,
+        seq_limit: u64::MAX,
         name: format!("out-{spi:x}"),
     }
 }

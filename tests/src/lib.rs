@@ -241,10 +241,14 @@ impl Daemon {
         let socket = dir.join("ctl.sock");
         let cfg_path = dir.join("xdpsec.toml");
         let log = dir.join("xdpsec.log");
-        std::fs::write(
-            &cfg_path,
-            config.replace("{socket}", &socket.display().to_string()),
-        )?;
+        // Each daemon gets its own state_dir (sequence reservations) unless
+        // the test gives one (to keep it across a restart).
+        let mut text = config.replace("{socket}", &socket.display().to_string());
+        if !text.contains("state_dir") {
+            let state = dir.join("state");
+            text = format!("state_dir = \"{}\"\n{text}", state.display());
+        }
+        std::fs::write(&cfg_path, text)?;
         let child = Command::new("ip")
             .args(["netns", "exec", ns])
             .arg(xdpsec_bin())
@@ -296,6 +300,14 @@ impl Daemon {
     pub fn cli_json(&self, command: &str) -> Result<serde_json::Value> {
         let out = cli(&self.socket, command, true).map_err(|e| anyhow::anyhow!(e))?;
         serde_json::from_str(&out).with_context(|| format!("parsing JSON of `{command}`: {out}"))
+    }
+
+    /// Send `signal` to the daemon (e.g. `libc::SIGHUP` to reload).
+    pub fn signal(&self, signal: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: sending a signal to our own child.
+            unsafe { libc::kill(c.id() as i32, signal) };
+        }
     }
 
     /// Stop with SIGINT and wait (SIGKILL after 10 s); returns the exit status.

@@ -4,6 +4,8 @@ use crate::Lab;
 /// key || salt, AES-256-GCM / ChaCha20-Poly1305 sized (36 bytes).
 pub const KEY_A: &str = "4c80cdefbb5d10da906ac73c3613a634e1fa3d5c9e5a1ab0ff0d1cd58e4e6d2fcafebabe";
 pub const KEY_B: &str = "feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308deadbeef";
+/// A third 36-byte key || salt, for rekeys (a new SPI needs a new key).
+pub const KEY_C: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0a5a5a5a5";
 /// AES-128-GCM sized (20 bytes).
 pub const KEY_A128: &str = "4c80cdefbb5d10da906ac73c3613a634cafebabe";
 pub const KEY_B128: &str = "feffe9928665731c6d6a8f9467308308deadbeef";

@@ -9,7 +9,7 @@ use anyhow::{Result, ensure};
 use xdpsec_e2e::{
     Daemon, Lab, base_config,
     frames::{PacketSocket, RawListener, esp, ipv4, ipv6, udp, udp_count, udp_listener},
-    tunnel::{BASE, Case, inner_addrs, tunnel_config},
+    tunnel::{BASE, Case, KEY_A, KEY_C, inner_addrs, tunnel_config},
 };
 
 fn step(s: &str) {
@@ -177,9 +177,21 @@ fn tunnel_demo(lab: &Lab) -> Result<()> {
         &format!("show crypto ipsec sa peer {}", lab.v4[1]),
     )?;
 
-    step("fault: edge2 alone moves its outbound SA to SPI 0x2002; edge1 does not know that SPI");
+    // A new SPI always comes with a new key: AEAD nonces (the sequence
+    // numbers) must never repeat under one key, and the peer restarts them.
+    let (old_sa, new_sa) = (
+        format!("spi = 0x1001\nkey = \"{KEY_A}\""),
+        format!("spi = 0x2002\nkey = \"{KEY_C}\""),
+    );
+    step(
+        "fault: edge2 alone rekeys its outbound SA (SPI 0x2002, new key); edge1 does not know that SPI",
+    );
     let cfg2 = std::fs::read_to_string(&d2.config)?;
-    std::fs::write(&d2.config, cfg2.replace("spi = 0x1001", "spi = 0x2002"))?;
+    ensure!(
+        cfg2.contains(&old_sa),
+        "edge2's outbound SA is not in its config"
+    );
+    std::fs::write(&d2.config, cfg2.replace(&old_sa, &new_sa))?;
     show("edge2", &d2, "request platform software xdpsec reload")?;
     ensure!(
         !ping(lab, "3")?,
@@ -201,9 +213,13 @@ fn tunnel_demo(lab: &Lab) -> Result<()> {
         "no %CRYPTO-4-RECVD_PKT_INV_SPI line"
     );
 
-    step("recovery: edge1 takes the new SPI (as a rekey would); traffic passes again");
+    step("recovery: edge1 takes the new SPI and key (as a rekey would); traffic passes again");
     let cfg1 = std::fs::read_to_string(&d1.config)?;
-    std::fs::write(&d1.config, cfg1.replace("spi = 0x1001", "spi = 0x2002"))?;
+    ensure!(
+        cfg1.contains(&old_sa),
+        "edge1's inbound SA is not in its config"
+    );
+    std::fs::write(&d1.config, cfg1.replace(&old_sa, &new_sa))?;
     show("edge1", &d1, "request platform software xdpsec reload")?;
     ensure!(ping(lab, "3")?, "ping after recovery failed");
     show(

@@ -65,6 +65,7 @@ fn setup() -> &'static Setup {
                     ttl: 64,
                 },
                 last_seq: 0,
+                seq_limit: u64::MAX,
                 name: String::new(),
             }));
         }

@@ -1,0 +1,464 @@
+//! The owner of control state.
+//!
+//! One thread owns the configuration in force, the tunnels, the SA table,
+//! the outbound sequence reservations, the log buffer, the XDP steering
+//! handle and every `clear` baseline. Everything that changes state reaches
+//! it as a [`Msg`] over one channel (control-socket commands with a reply
+//! channel, SIGHUP reloads) or is done on its own tick (datapath events
+//! into log lines, sequence reservations). No other thread writes control
+//! state, so there are no locks and no lock order to get wrong; workers
+//! only ever see published SA snapshots and read nothing the owner holds.
+//!
+//! IKE, OMP and BFD cores will be further producers of messages to it.
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, anyhow};
+use crossbeam::channel::{Receiver, Sender, select, tick};
+use tracing::{error, info, warn};
+use xdpsec_common::XDP_COUNTER_COUNT;
+use xdpsec_datapath::{
+    DropStats,
+    sa::{OutboundEntry, SaChange, SaId, SaTable},
+    worker::{SaCounters, WorkerShared},
+};
+
+use crate::{
+    commands::QueueInfo,
+    config::Config,
+    ctlsock::{Reply, Request},
+    loader::XdpSteering,
+    seqstore::{self, KeyId, SeqStore},
+    state::{EventLogger, LogBuffer, TunnelSas, tunnel_sa_changes},
+};
+
+/// How often the owner drains datapath events and checks reservations.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// What the owner is asked to do.
+pub enum Msg {
+    /// A control-socket request; the reply goes back on the channel.
+    Command(Request, Sender<Reply>),
+    /// SIGHUP: re-read the config file (as `request platform software xdpsec reload`).
+    Reload,
+    /// Stop serving and hand the state back (the workers have stopped).
+    Shutdown,
+}
+
+/// One configured tunnel as the owner tracks it.
+pub struct TunnelState {
+    /// The tunnel's configuration in force.
+    pub cfg: crate::config::Tunnel,
+    /// Its SAs in the table.
+    pub ids: TunnelSas,
+    /// The fingerprint its outbound key's reservations are filed under.
+    pub out_key: KeyId,
+}
+
+/// Counter values at the last `clear platform hardware qfp active statistics`.
+pub struct Baseline {
+    /// XDP steering counters.
+    pub xdp: [u64; XDP_COUNTER_COUNT as usize],
+    /// Per-queue values, in `QUEUE_FIELDS` order.
+    pub queues: Vec<[u64; 8]>,
+}
+
+/// The control state and its single owner.
+pub struct Owner {
+    /// Node name.
+    pub node: String,
+    /// Local underlay address.
+    pub local: IpAddr,
+    /// Underlay interface.
+    pub interface: String,
+    /// When the daemon started (uptime).
+    pub started: Instant,
+    /// The datapath's clock origin (`now` for the SA table).
+    pub epoch: Instant,
+    /// The config in force.
+    pub config: Config,
+    /// The config file (re-read by reloads).
+    pub config_path: PathBuf,
+    /// Tunnels, indexed as in the datapath.
+    pub tunnels: Vec<TunnelState>,
+    /// The SA table (control's master copy; publishes snapshots).
+    pub table: SaTable,
+    /// XDP steering (None once shut down).
+    pub steering: Option<XdpSteering>,
+    /// What control knows of each queue.
+    pub queues: Vec<QueueInfo>,
+    /// `clear platform hardware qfp active statistics` baseline.
+    pub baseline: Baseline,
+    /// Drop counters over all workers, with the `clear` baseline.
+    pub drops: DropStats,
+    /// Per-SA counters at the last `clear crypto sa counters`.
+    pub sa_baseline: HashMap<SaId, SaCounters>,
+    /// Each worker's shared counters and events.
+    pub workers: Vec<Arc<WorkerShared>>,
+    /// The `show logging` buffer.
+    pub log: LogBuffer,
+    /// Turns datapath events into rate-limited log lines.
+    pub events: EventLogger,
+    /// Outbound sequence reservations on disk.
+    pub seq: SeqStore,
+    /// When the last failed reservation write was logged (rate limit).
+    seq_error_logged: Option<Instant>,
+}
+
+/// The pieces `Owner::start` needs from start-up.
+pub struct Started {
+    /// The validated config.
+    pub config: Config,
+    /// Its path.
+    pub config_path: PathBuf,
+    /// The datapath's clock origin.
+    pub epoch: Instant,
+    /// XDP steering.
+    pub steering: XdpSteering,
+    /// Per-queue views.
+    pub queues: Vec<QueueInfo>,
+    /// The workers' shared parts.
+    pub workers: Vec<Arc<WorkerShared>>,
+}
+
+/// Build the SA table for `cfg`: one publish, sequence numbers resumed above
+/// the reservations in `seq` (made durable before anything is published).
+/// Linear in the number of tunnels.
+pub fn build_tunnels(
+    cfg: &Config,
+    seq: &mut SeqStore,
+    now: Duration,
+) -> Result<(SaTable, Vec<TunnelState>)> {
+    let mut table = SaTable::new();
+    let mut changes = Vec::with_capacity(cfg.tunnels.len() * 2 + 2);
+    let mut endpoints = Vec::with_capacity(cfg.tunnels.len());
+    let mut keys = Vec::with_capacity(cfg.tunnels.len());
+    for (i, t) in cfg.tunnels.iter().enumerate() {
+        let key = KeyId::of(&t.outbound.key);
+        let (last, limit) = seqstore::start(seq, key);
+        let c = tunnel_sa_changes(cfg, i as u32, last, limit);
+        changes.push(c.inbound);
+        changes.push(c.outbound);
+        endpoints.push(c.endpoint);
+        keys.push(key);
+    }
+    let ports: Vec<_> = cfg.underlay.udp_ports.iter().map(|&p| p..=p).collect();
+    changes.push(SaChange::SetUdpPorts(ports));
+    changes.push(SaChange::SetEndpoints(endpoints));
+    // Durable before any SA can send: a crash after this point resumes
+    // above these reservations.
+    seq.commit()
+        .context("recording outbound sequence reservations in state_dir")?;
+    let ids = table
+        .apply(changes, now)
+        .map_err(|e| anyhow!("installing the configured SAs: {e}"))?;
+    // `apply` returns the added SAs in order: inbound, outbound per tunnel.
+    let tunnels = cfg
+        .tunnels
+        .iter()
+        .zip(ids.chunks_exact(2))
+        .zip(keys)
+        .map(|((t, id), out_key)| TunnelState {
+            cfg: t.clone(),
+            ids: TunnelSas {
+                inbound: id[0],
+                outbound: id[1],
+            },
+            out_key,
+        })
+        .collect();
+    Ok((table, tunnels))
+}
+
+impl Owner {
+    /// Take over the started pieces and the SA table built for them.
+    pub fn new(s: Started, table: SaTable, tunnels: Vec<TunnelState>, seq: SeqStore) -> Owner {
+        let n = s.queues.len();
+        Owner {
+            node: s.config.node.clone(),
+            local: s.config.underlay.address,
+            interface: s.config.underlay.interface.clone(),
+            started: Instant::now(),
+            epoch: s.epoch,
+            events: EventLogger::new(s.config.tunnels.iter().map(|t| t.name.clone()).collect()),
+            config: s.config,
+            config_path: s.config_path,
+            tunnels,
+            table,
+            steering: Some(s.steering),
+            queues: s.queues,
+            baseline: Baseline {
+                xdp: [0; XDP_COUNTER_COUNT as usize],
+                queues: vec![[0; 8]; n],
+            },
+            drops: DropStats::new(s.workers.iter().map(|w| Arc::clone(&w.drops)).collect()),
+            sa_baseline: HashMap::new(),
+            workers: s.workers,
+            log: LogBuffer::default(),
+            seq,
+            seq_error_logged: None,
+        }
+    }
+
+    /// Serve messages until [`Msg::Shutdown`] (or every sender is gone),
+    /// then hand the state back for an orderly teardown.
+    pub fn run(mut self, rx: Receiver<Msg>) -> Owner {
+        let ticker = tick(TICK);
+        loop {
+            select! {
+                recv(rx) -> m => match m {
+                    Ok(Msg::Command(req, reply)) => {
+                        let r = self.execute(&req);
+                        // The client may have gone; nothing to do then.
+                        let _ = reply.send(r);
+                    }
+                    Ok(Msg::Reload) => match self.reload() {
+                        Ok(t) => info!("SIGHUP: {}", t.trim_end()),
+                        Err(e) => error!("SIGHUP: {e}"),
+                    },
+                    Ok(Msg::Shutdown) | Err(_) => break,
+                },
+                recv(ticker) -> _ => self.tick(),
+            }
+        }
+        // Lines the workers queued before they stopped.
+        self.tick();
+        self
+    }
+
+    /// Periodic work: datapath events into log lines, sequence reservations.
+    pub fn tick(&mut self) {
+        let now = self.epoch.elapsed();
+        self.events.drain(&self.workers, &mut self.log, now);
+        self.extend_reservations();
+    }
+
+    /// Reserve the next block for every outbound SA that has used half of
+    /// its current one: one durable write for all of them, then the new
+    /// limits are handed to the datapath.
+    fn extend_reservations(&mut self) {
+        let snap = self.table.snapshot();
+        let mut raise = Vec::new();
+        for (i, t) in self.tunnels.iter().enumerate() {
+            let Some(OutboundEntry::Active(sa)) = snap.outbound(i as u32) else {
+                continue;
+            };
+            let limit = sa.seq_limit();
+            let end = sa.seq_space_end();
+            if limit >= end || limit.saturating_sub(sa.last_seq()) >= seqstore::LOW_WATER {
+                continue;
+            }
+            let next = limit.saturating_add(seqstore::BLOCK).min(end);
+            self.seq.reserve(t.out_key, next);
+            raise.push((Arc::clone(sa), next));
+        }
+        if raise.is_empty() {
+            return;
+        }
+        match self.seq.commit() {
+            Ok(()) => {
+                for (sa, limit) in raise {
+                    sa.raise_limit(limit);
+                }
+            }
+            Err(e) => {
+                // The datapath stops at its current limit (counted as 110)
+                // rather than risk a nonce that is not on disk.
+                if self
+                    .seq_error_logged
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+                {
+                    error!(
+                        "cannot extend outbound sequence reservations: {e:#}; tunnels stop sending when their reserved numbers run out"
+                    );
+                    self.seq_error_logged = Some(Instant::now());
+                }
+            }
+        }
+    }
+
+    /// Re-read the config file and apply what changed in the tunnels' SAs
+    /// as one atomic SA-table update. Anything else that changed needs a
+    /// restart and is refused, naming the field; nothing is half-applied.
+    pub fn reload(&mut self) -> Result<String> {
+        let new = Config::load(&self.config_path).map_err(|e| anyhow!("reload refused: {e}"))?;
+        let cur = &self.config;
+        let refuse = |field: &str, why: &str| -> Result<String> {
+            Err(anyhow!("reload refused: `{field}` changed; {why}"))
+        };
+        let restart = "restart xdpsec to apply it";
+        if new.node != cur.node {
+            return refuse("node", restart);
+        }
+        if new.socket != cur.socket {
+            return refuse("socket", restart);
+        }
+        if new.state_dir != cur.state_dir {
+            return refuse("state_dir", restart);
+        }
+        let (u, v) = (&new.underlay, &cur.underlay);
+        if u.interface != v.interface
+            || u.address != v.address
+            || u.queues != v.queues
+            || u.udp_ports != v.udp_ports
+        {
+            return refuse("underlay", restart);
+        }
+        if new.inside != cur.inside {
+            return refuse("inside", restart);
+        }
+        if new.tunnels.len() != cur.tunnels.len() {
+            return refuse("tunnel (tunnels added or removed)", restart);
+        }
+        let mut changes = Vec::new();
+        let mut summary = Vec::new();
+        let mut replaced = Vec::with_capacity(new.tunnels.len());
+        for (i, (n, ts)) in new.tunnels.iter().zip(&self.tunnels).enumerate() {
+            let o = &ts.cfg;
+            if n.name != o.name {
+                return refuse("tunnel.name", restart);
+            }
+            if n.peer != o.peer
+                || n.encap != o.encap
+                || n.remote_subnets != o.remote_subnets
+                || n.kind != o.kind
+            {
+                return refuse(
+                    &format!("tunnel {} (peer, encap or remote_subnets)", n.name),
+                    restart,
+                );
+            }
+            let same_params = n.cipher == o.cipher && n.esn == o.esn;
+            let in_key_same = *n.inbound.key == *o.inbound.key;
+            let out_key_same = *n.outbound.key == *o.outbound.key;
+            // A new SA under the same inbound key would start with an empty
+            // replay window: packets the old window rejected would be
+            // accepted again.
+            if in_key_same && n.replay_window != o.replay_window {
+                return refuse(
+                    &format!("tunnel.replay_window in tunnel {}", n.name),
+                    "with the same tunnel.inbound.key the replay window's state would be lost and old packets accepted again: change inbound.key with it",
+                );
+            }
+            if in_key_same && n.worker != o.worker {
+                return refuse(
+                    &format!("tunnel.worker in tunnel {}", n.name),
+                    "with the same tunnel.inbound.key the replay window's state would be lost and old packets accepted again: change inbound.key with it",
+                );
+            }
+            // The peer starts a new replay window for a new SPI; sequence
+            // numbers under the old key would have to start again at 1,
+            // reusing nonces. A new SPI needs a new key.
+            if out_key_same && n.outbound.spi != o.outbound.spi {
+                return refuse(
+                    &format!("tunnel.outbound.spi in tunnel {}", n.name),
+                    "a new outbound SPI needs a new tunnel.outbound.key (sequence numbers restart for the peer, and AEAD nonces must never repeat under a key)",
+                );
+            }
+            let in_changed = !same_params || n.inbound.spi != o.inbound.spi || !in_key_same;
+            let out_changed = !same_params || !out_key_same;
+            replaced.push((in_changed, out_changed));
+            if !(in_changed || out_changed) {
+                continue;
+            }
+            let out_key = KeyId::of(&n.outbound.key);
+            let (last, limit) = if out_changed {
+                seqstore::start(&mut self.seq, out_key)
+            } else {
+                (0, 0)
+            };
+            let c = tunnel_sa_changes(&new, i as u32, last, limit);
+            if in_changed {
+                changes.push(SaChange::RemoveInbound(ts.ids.inbound));
+                changes.push(c.inbound);
+                summary.push(format!(
+                    "{}: inbound SA 0x{:X} -> 0x{:X}",
+                    n.name, o.inbound.spi, n.inbound.spi
+                ));
+            }
+            if out_changed {
+                changes.push(c.outbound);
+                summary.push(format!(
+                    "{}: outbound SA 0x{:X} -> 0x{:X}",
+                    n.name, o.outbound.spi, n.outbound.spi
+                ));
+            }
+        }
+        if changes.is_empty() {
+            self.config = new;
+            return Ok("Reloaded: no SA changed\n".into());
+        }
+        self.seq
+            .commit()
+            .map_err(|e| anyhow!("reload refused: recording sequence reservations: {e:#}"))?;
+        let added = self
+            .table
+            .apply(changes, self.epoch.elapsed())
+            .map_err(|e| anyhow!("reload refused by the SA table: {e}"))?;
+        // `added` lists new SAs in change order: inbound before outbound per tunnel.
+        let mut added = added.into_iter();
+        for (i, (inc, outc)) in replaced.into_iter().enumerate() {
+            let ts = &mut self.tunnels[i];
+            if inc {
+                ts.ids.inbound = added.next().expect("one id per added SA");
+            }
+            if outc {
+                ts.ids.outbound = added.next().expect("one id per added SA");
+                ts.out_key = KeyId::of(&new.tunnels[i].outbound.key);
+            }
+            ts.cfg = new.tunnels[i].clone();
+        }
+        self.config = new;
+        let text = format!("Reloaded: {}\n", summary.join("; "));
+        info!("{}", text.trim_end());
+        Ok(text)
+    }
+
+    /// Detach the XDP program's sockets and hand the steering back (the
+    /// workers have stopped); dropping it detaches the program.
+    pub fn shutdown(&mut self) -> Option<XdpSteering> {
+        let mut s = self.steering.take()?;
+        for q in &self.queues {
+            s.unset_socket(q.queue);
+        }
+        if let Err(e) = self.seq.commit() {
+            warn!("writing sequence reservations at shutdown: {e:#}");
+        }
+        Some(s)
+    }
+}
+
+/// The owner's inbox, as the control socket and signal handling hold it.
+#[derive(Clone)]
+pub struct OwnerHandle {
+    tx: Sender<Msg>,
+}
+
+impl OwnerHandle {
+    /// A handle and the receiving end for [`Owner::run`].
+    pub fn channel() -> (OwnerHandle, Receiver<Msg>) {
+        // Bounded: a flood of requests waits at the socket, not in memory.
+        let (tx, rx) = crossbeam::channel::bounded(256);
+        (OwnerHandle { tx }, rx)
+    }
+
+    /// Send a message (false when the owner has stopped).
+    pub fn send(&self, m: Msg) -> bool {
+        self.tx.send(m).is_ok()
+    }
+
+    /// Run one control-socket request on the owner and wait for its reply.
+    pub fn request(&self, req: Request) -> Reply {
+        let (tx, rx) = crossbeam::channel::bounded(1);
+        if !self.send(Msg::Command(req, tx)) {
+            return Reply::error("% The daemon is shutting down");
+        }
+        rx.recv()
+            .unwrap_or_else(|_| Reply::error("% The daemon is shutting down"))
+    }
+}
