@@ -589,12 +589,23 @@ impl Owner {
             }
             queues.push(Value::Object(obj));
         }
+        let mut kernel = serde_json::Map::new();
+        let _ = writeln!(
+            text,
+            "\nKernel sockets (reassembled fragments, ESP that XDP passed)"
+        );
+        for (i, (k, v)) in self.kernel_rx.values().into_iter().enumerate() {
+            let v = v.saturating_sub(base.kernel[i]);
+            let _ = writeln!(text, "{k:<40}{v:>16}");
+            kernel.insert(k.into(), json!(v));
+        }
         let value = json!({
             "node": self.node,
             "interface": iface,
             "attach_mode": mode,
             "xdp": xdp,
             "queues": queues,
+            "kernel": kernel,
         });
         Ok((text, value))
     }
@@ -606,6 +617,7 @@ impl Owner {
         for (i, q) in self.queues.iter().enumerate() {
             base.queues[i] = q.values();
         }
+        base.kernel = self.kernel_rx.values().map(|(_, v)| v);
         Ok((String::new(), json!({"cleared": true})))
     }
 
@@ -654,6 +666,10 @@ impl Owner {
             if !steer {
                 publish(&mut self.table, self.epoch, &ports)?;
             }
+            // The kernel socket for fragmented ESP in UDP follows.
+            let _ = self.kernel_ctl.send(crate::kernelrx::Ctl::SetPorts(
+                ports.iter().copied().collect(),
+            ));
         }
         self.show_udp_ports()
     }

@@ -18,7 +18,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use tracing::{error, info};
 use xdpsec_afxdp::{QueueConfig, XskQueue};
-use xdpsec_datapath::WorkerState;
+use xdpsec_datapath::{DropCounters, WorkerState};
 
 use crate::{
     commands::QueueInfo,
@@ -26,6 +26,7 @@ use crate::{
     ctlsock::ControlSocket,
     datapath::{DatapathHandler, InsideIo, IoStats, RouteTable, WorkerCtx},
     handoff::HandoffQueue,
+    kernelrx::{self, KernelRxStats},
     loader::XdpSteering,
     neighbor::{self, SharedMac},
     owner::{Msg, Owner, OwnerHandle, Started, build_tunnels},
@@ -227,6 +228,22 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
         };
         queues.push((xsk, DatapathHandler::new(ws, ctx, inside, class, io)));
     }
+    // Fragments the kernel reassembles, and ESP it received, come back
+    // through worker 0 (which hands frames on to their SA's owner).
+    let stop = Arc::new(AtomicBool::new(false));
+    let kernel_drops = Arc::new(DropCounters::new());
+    let kernel_rx = Arc::new(KernelRxStats::default());
+    let (kernel_ctl, kernel_ctl_rx) = crossbeam::channel::unbounded();
+    let ports: Vec<u16> = config.underlay.udp_ports.iter().copied().collect();
+    let kernel_thread = kernelrx::spawn(
+        &ports,
+        Arc::clone(&handoff[0]),
+        Arc::clone(&kernel_drops),
+        Arc::clone(&kernel_rx),
+        kernel_ctl_rx,
+        Arc::clone(&stop),
+    )
+    .context("spawning the kernel-socket thread")?;
     // Learn the peers' next hops before traffic flows (bounded wait).
     refresh_next_hops(&peers, iface, &next_hops, Duration::from_secs(2));
 
@@ -238,6 +255,9 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
             steering,
             queues: infos,
             workers: workers_shared,
+            extra_drops: vec![kernel_drops],
+            kernel_rx,
+            kernel_ctl,
         },
         table,
         tunnels,
@@ -248,7 +268,6 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
         .name("xdpsec-owner".into())
         .spawn(move || owner.run(inbox))
         .context("spawning the control-state owner")?;
-    let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
     for (mut xsk, mut handler) in queues {
         let stop = Arc::clone(&stop);
@@ -322,6 +341,7 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
     }
     let _ = ctl_thread.join();
     let _ = next_hop_thread.join();
+    let _ = kernel_thread.join();
     handle.send(Msg::Shutdown);
     let mut owner = owner_thread
         .join()

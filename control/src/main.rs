@@ -6,6 +6,7 @@ mod ctlsock;
 mod daemon;
 mod datapath;
 mod handoff;
+mod kernelrx;
 mod loader;
 mod neighbor;
 mod owner;
@@ -46,11 +47,14 @@ enum Command {
         /// Without it, an interactive NODE# prompt reads commands.
         command: Vec<String>,
     },
-    /// Check a configuration file and print what it means.
+    /// Check a configuration file and print what it means (exit 2 if invalid).
     CheckConfig {
         /// The TOML configuration file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Print nothing when the config is valid (for scripts, ExecStartPre).
+        #[arg(long, short)]
+        quiet: bool,
     },
 }
 
@@ -81,9 +85,11 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::CheckConfig { config } => match config::Config::load(&config) {
+        Command::CheckConfig { config, quiet } => match config::Config::load(&config) {
             Ok(c) => {
-                println!("{c:#?}");
+                if !quiet {
+                    println!("{c:#?}");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -23,7 +23,7 @@ use crossbeam::channel::{Receiver, Sender, select, tick};
 use tracing::{error, info, warn};
 use xdpsec_common::XDP_COUNTER_COUNT;
 use xdpsec_datapath::{
-    DropStats,
+    DropCounters, DropStats,
     sa::{OutboundEntry, SaChange, SaId, SaTable},
     worker::{SaCounters, WorkerShared},
 };
@@ -32,6 +32,7 @@ use crate::{
     commands::QueueInfo,
     config::Config,
     ctlsock::{Reply, Request},
+    kernelrx::{self, KernelRxStats},
     loader::XdpSteering,
     seqstore::{self, KeyId, SeqStore},
     state::{EventLogger, LogBuffer, TunnelSas, tunnel_sa_changes},
@@ -66,6 +67,8 @@ pub struct Baseline {
     pub xdp: [u64; XDP_COUNTER_COUNT as usize],
     /// Per-queue values, in `QUEUE_FIELDS` order.
     pub queues: Vec<[u64; 8]>,
+    /// The kernel-socket shell's values, in `KernelRxStats::values` order.
+    pub kernel: [u64; 7],
 }
 
 /// The control state and its single owner.
@@ -106,6 +109,10 @@ pub struct Owner {
     pub events: EventLogger,
     /// Outbound sequence reservations on disk.
     pub seq: SeqStore,
+    /// What the kernel-socket shell received (reassembled fragments).
+    pub kernel_rx: Arc<KernelRxStats>,
+    /// Tells the kernel-socket shell about UDP port changes.
+    pub kernel_ctl: Sender<kernelrx::Ctl>,
     /// When the last failed reservation write was logged (rate limit).
     seq_error_logged: Option<Instant>,
 }
@@ -124,6 +131,12 @@ pub struct Started {
     pub queues: Vec<QueueInfo>,
     /// The workers' shared parts.
     pub workers: Vec<Arc<WorkerShared>>,
+    /// Drop counters of other datapath threads (the kernel-socket shell).
+    pub extra_drops: Vec<Arc<DropCounters>>,
+    /// The kernel-socket shell's counters.
+    pub kernel_rx: Arc<KernelRxStats>,
+    /// The kernel-socket shell's control channel.
+    pub kernel_ctl: Sender<kernelrx::Ctl>,
 }
 
 /// Build the SA table for `cfg`: one publish, sequence numbers resumed above
@@ -195,12 +208,21 @@ impl Owner {
             baseline: Baseline {
                 xdp: [0; XDP_COUNTER_COUNT as usize],
                 queues: vec![[0; 8]; n],
+                kernel: [0; 7],
             },
-            drops: DropStats::new(s.workers.iter().map(|w| Arc::clone(&w.drops)).collect()),
+            drops: DropStats::new(
+                s.workers
+                    .iter()
+                    .map(|w| Arc::clone(&w.drops))
+                    .chain(s.extra_drops)
+                    .collect(),
+            ),
             sa_baseline: HashMap::new(),
             workers: s.workers,
             log: LogBuffer::default(),
             seq,
+            kernel_rx: s.kernel_rx,
+            kernel_ctl: s.kernel_ctl,
             seq_error_logged: None,
         }
     }

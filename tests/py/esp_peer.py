@@ -123,13 +123,31 @@ if "packets" in cfg:
     print(json.dumps(report))
     sys.exit(0)
 
+def on_wire(pkt):
+    """The outer packet as sent: whole, or in fragments of at most
+    `fragsize` bytes when the config asks for it (RFC 791 / RFC 8200)."""
+    fs = cfg.get("fragsize")
+    if not fs:
+        return [pkt]
+    if v6_outer:
+        from scapy.layers.inet6 import IPv6ExtHdrFragment, fragment6
+        ip = pkt.getlayer(IPv6)
+        payload = ip.payload.copy()
+        hdr = ip.copy()
+        hdr.remove_payload()
+        del hdr.nh  # recomputed: the fragment header follows
+        return fragment6(hdr / IPv6ExtHdrFragment() / payload, fs)
+    from scapy.layers.inet import fragment
+    return fragment(pkt, fragsize=fs)
+
 deadline = time.time() + timeout
 seq = cfg["tx"].get("seq", 1)  # 64-bit sequence number of the first packet
 for i in range(count):
     # Set the halves directly: scapy's encrypt() keeps 32 bits and treats 0 as "unset".
     tx_sa.seq_num = seq & 0xFFFFFFFF
     tx_sa.esn = seq >> 32
-    sock.send(eth / tx_sa.encrypt(inner(i)))
+    for piece in on_wire(tx_sa.encrypt(inner(i))):
+        sock.send(eth / piece)
     seq += 1
     report["sent"] += 1
     # Collect the reply before the next request (bounded wait per packet).

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod demo;
 mod lab;
+mod scale;
 
 #[derive(Parser)]
 #[command(name = "xtask")]
@@ -34,8 +35,15 @@ enum Cmd {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
-    /// Run the criterion benchmarks (ratios against baselines measured in the same run).
+    /// Run the criterion benchmarks (ratios against baselines measured in
+    /// the same run), then the control-plane scale benchmark.
     Bench {
+        /// Only the control-plane scale benchmark (1,000 / 10,000 / 100,000 tunnels).
+        #[arg(long)]
+        scale_only: bool,
+        /// Tunnel counts for the scale benchmark.
+        #[arg(long, value_delimiter = ',', default_values_t = [1_000u32, 10_000, 100_000])]
+        tunnels: Vec<u32>,
         /// Extra arguments for `cargo bench`.
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
@@ -115,8 +123,17 @@ fn main() -> ExitCode {
         },
         Cmd::Demo => setup().and_then(|_| demo::run()),
         Cmd::Test { args } => setup().and_then(|_| test(&args)),
-        Cmd::Bench { args } => run(cargo().args(["bench", "-p", "xdpsec-benches"]).args(&args))
-            .and_then(|_| print_ratios()),
+        Cmd::Bench {
+            scale_only,
+            tunnels,
+            args,
+        } => {
+            let criterion = || {
+                run(cargo().args(["bench", "-p", "xdpsec-benches"]).args(&args))
+                    .and_then(|_| print_ratios())
+            };
+            (if scale_only { Ok(()) } else { criterion() }).and_then(|_| scale::run(&tunnels))
+        }
         Cmd::Fuzz { seconds } => fuzz(seconds),
     };
     match r {

@@ -53,10 +53,14 @@ pub enum XdpCounter {
     PassKeepalive = 8,
     /// Too short or malformed to read (headers cut off, bad IHL, short ESP header): passed.
     PassTruncated = 9,
+    /// An IPv4 or IPv6 fragment (any protocol): passed for the kernel to
+    /// reassemble (RFC 4303 3.4.1); xdpsec receives whole ESP and UDP-ESP
+    /// datagrams on its raw ESP and UDP sockets.
+    PassFragment = 10,
 }
 
 /// Number of counter slots.
-pub const XDP_COUNTER_COUNT: u32 = 10;
+pub const XDP_COUNTER_COUNT: u32 = 11;
 
 impl XdpCounter {
     /// All counters, in slot order.
@@ -71,6 +75,7 @@ impl XdpCounter {
         XdpCounter::PassIkeMarker,
         XdpCounter::PassKeepalive,
         XdpCounter::PassTruncated,
+        XdpCounter::PassFragment,
     ];
 
     /// Stable name used in `show` output, JSON and tests.
@@ -86,6 +91,7 @@ impl XdpCounter {
             XdpCounter::PassIkeMarker => "pass_ike_marker",
             XdpCounter::PassKeepalive => "pass_nat_keepalive",
             XdpCounter::PassTruncated => "pass_truncated",
+            XdpCounter::PassFragment => "pass_fragment",
         }
     }
 

@@ -132,17 +132,15 @@ fn classify_v4(ctx: &XdpContext, l3: usize) -> Verdict {
     if ptr_at::<[u8; 2]>(ctx, l4 - 2).is_none() {
         return Verdict::Pass(XdpCounter::PassTruncated);
     }
+    // Fragments go to the kernel, which reassembles them; xdpsec reads
+    // whole ESP and UDP-ESP datagrams from its raw ESP and UDP sockets
+    // (RFC 4303 3.4.1: reassembly before ESP processing).
+    if more_fragments || frag_offset != 0 {
+        return Verdict::Pass(XdpCounter::PassFragment);
+    }
     match hdr[9] {
-        IPPROTO_ESP => {
-            // Fragments of ESP go to the datapath, which drops and counts them
-            // (QFP 70 IN_V4_PKT_FRAG_ERR); only whole packets must carry SPI+seq.
-            if more_fragments || frag_offset != 0 {
-                return Verdict::Steer(XdpCounter::SteeredEspV4);
-            }
-            esp_header_present(ctx, l4, XdpCounter::SteeredEspV4)
-        }
-        // A non-first fragment carries no UDP header: the kernel reassembles it.
-        IPPROTO_UDP if frag_offset == 0 => classify_udp(ctx, l4, XdpCounter::SteeredUdpEspV4),
+        IPPROTO_ESP => esp_header_present(ctx, l4, XdpCounter::SteeredEspV4),
+        IPPROTO_UDP => classify_udp(ctx, l4, XdpCounter::SteeredUdpEspV4),
         _ => Verdict::Pass(XdpCounter::PassOther),
     }
 }
@@ -157,8 +155,6 @@ fn classify_v6(ctx: &XdpContext, l3: usize) -> Verdict {
     }
     let mut next = hdr[6];
     let mut off = l3 + IPV6_HDR_LEN;
-    let mut fragment = false;
-    let mut first_fragment = true;
     for _ in 0..MAX_IPV6_EXT_HDRS {
         match next {
             // Hop-by-hop, routing, destination options: length in 8-octet units, not counting the first.
@@ -169,17 +165,8 @@ fn classify_v6(ctx: &XdpContext, l3: usize) -> Verdict {
                 next = ext[0];
                 off += (ext[1] as usize + 1) * 8;
             }
-            // Fragment header: fixed 8 bytes.
-            44 => {
-                let Some(ext) = read::<[u8; 4]>(ctx, off) else {
-                    return Verdict::Pass(XdpCounter::PassTruncated);
-                };
-                next = ext[0];
-                let frag = u16::from_be_bytes([ext[2], ext[3]]);
-                fragment = true;
-                first_fragment = frag & 0xfff8 == 0;
-                off += 8;
-            }
+            // A fragment: for the kernel to reassemble (as in classify_v4).
+            44 => return Verdict::Pass(XdpCounter::PassFragment),
             // Authentication header: length in 4-octet units, minus 2.
             51 => {
                 let Some(ext) = read::<[u8; 2]>(ctx, off) else {
@@ -198,13 +185,8 @@ fn classify_v6(ctx: &XdpContext, l3: usize) -> Verdict {
         return Verdict::Pass(XdpCounter::PassTruncated);
     }
     match next {
-        IPPROTO_ESP => {
-            if fragment {
-                return Verdict::Steer(XdpCounter::SteeredEspV6);
-            }
-            esp_header_present(ctx, off, XdpCounter::SteeredEspV6)
-        }
-        IPPROTO_UDP if first_fragment => classify_udp(ctx, off, XdpCounter::SteeredUdpEspV6),
+        IPPROTO_ESP => esp_header_present(ctx, off, XdpCounter::SteeredEspV6),
+        IPPROTO_UDP => classify_udp(ctx, off, XdpCounter::SteeredUdpEspV6),
         // Still an extension header after the walk, or any other protocol.
         _ => Verdict::Pass(XdpCounter::PassOther),
     }
