@@ -14,14 +14,14 @@ use xdpsec_datapath::{
     events::DropEvent,
     ioslog::{IosLogger, LogKind},
     sa::{
-        Direction, InboundSaConfig, LocalEndpoint, OutboundSaConfig, OuterHeader, SaChange, SaId,
-        SaTable,
+        AddrSet, Direction, InboundSaConfig, LocalEndpoint, OutboundSaConfig, OuterHeader, Prefix,
+        SaChange, SaId, SaTable, Selectors,
     },
     worker::WorkerShared,
 };
 
 use crate::{
-    config::{CipherName, Config, Encap, Tunnel},
+    config::{Cidr, CipherName, Config, Encap, Tunnel},
     daemon::lock,
     neighbor::{self, SharedMac},
 };
@@ -62,6 +62,20 @@ pub struct TunnelChanges {
     pub endpoint: LocalEndpoint,
 }
 
+/// The datapath's address set for configured prefixes (empty = any).
+fn addr_set(list: &[Cidr]) -> AddrSet {
+    AddrSet::from_prefixes(list.iter().filter_map(|c| Prefix::new(c.addr, c.len)))
+}
+
+/// The inbound policy of a tunnel (RFC 4301 5.2): sources in
+/// `remote_subnets` (empty: any), destinations in its local selectors.
+pub fn tunnel_selectors(cfg: &Config, t: &Tunnel) -> Arc<Selectors> {
+    Arc::new(Selectors {
+        local: addr_set(&t.local_selectors(&cfg.inside)),
+        remote: addr_set(&t.remote_subnets),
+    })
+}
+
 /// Build the inbound and outbound SA changes of tunnel `i`.
 pub fn tunnel_sa_changes(cfg: &Config, i: u32) -> TunnelChanges {
     let t = &cfg.tunnels[i as usize];
@@ -85,11 +99,15 @@ pub fn tunnel_sa_changes(cfg: &Config, i: u32) -> TunnelChanges {
             key: KeyMaterial::new(t.inbound.key.to_vec()),
             esn: t.esn,
             window: t.replay_window,
+            selectors: tunnel_selectors(cfg, t),
             name: crypto_map_tag(t),
         }),
         outbound: SaChange::SetOutbound(OutboundSaConfig {
             spi: t.outbound.spi,
             tunnel: i,
+            // The same worker owns the outbound sequence counter: other
+            // workers hand it their packets for this tunnel.
+            owner: t.worker as u16,
             cipher,
             key: KeyMaterial::new(t.outbound.key.to_vec()),
             esn: t.esn,
@@ -101,6 +119,9 @@ pub fn tunnel_sa_changes(cfg: &Config, i: u32) -> TunnelChanges {
                 ttl: 64,
             },
             last_seq: 0,
+            // No reservation yet: the state_dir reservation (issue 6
+            // point 1) sets this and raises it with `raise_limit`.
+            seq_limit: u64::MAX,
             name: crypto_map_tag(t),
         }),
         endpoint: LocalEndpoint {
@@ -251,9 +272,8 @@ impl EventLogger {
     }
 
     /// Lines suppressed by the one-a-minute rate limit, per kind.
-    pub fn suppressed(&self) -> [(LogKind, u64); 3] {
-        [LogKind::InvalidSpi, LogKind::Replay, LogKind::Hmac]
-            .map(|k| (k, self.logger.suppressed(k)))
+    pub fn suppressed(&self) -> [(LogKind, u64); LogKind::ALL.len()] {
+        LogKind::ALL.map(|k| (k, self.logger.suppressed(k)))
     }
 }
 
