@@ -14,7 +14,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use xdpsec_datapath::crypto::{Cipher, KeyMaterial};
 use xdpsec_datapath::sa::{
-    EthernetHeader, InboundSaConfig, OutboundSaConfig, OuterHeader, SaChange, SaTable,
+    EthernetHeader, InboundSaConfig, OutboundSaConfig, OuterHeader, SaChange, SaTable, Selectors,
 };
 use xdpsec_datapath::{MAX_BATCH, Verdict, WorkerState, decap_batch, encap};
 
@@ -30,6 +30,7 @@ fn inbound(spi: u32) -> SaChange {
         key: KeyMaterial::new(KEY.to_vec()),
         esn: false,
         window: 0,
+        selectors: Selectors::any(),
         name: String::new(),
     })
 }
@@ -38,6 +39,7 @@ fn outbound(spi: u32, tunnel: u32) -> SaChange {
     SaChange::SetOutbound(OutboundSaConfig {
         spi,
         tunnel,
+        owner: 0,
         cipher: Cipher::Aes256Gcm,
         key: KeyMaterial::new(KEY.to_vec()),
         esn: false,

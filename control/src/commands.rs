@@ -573,6 +573,7 @@ impl Owner {
                 ("tun_rx", r(&q.io.tun_rx)),
                 ("encap_tx", r(&q.io.encap_tx)),
                 ("handoff", r(&q.io.handoff)),
+                ("handoff_out", r(&q.io.handoff_out)),
                 ("not_esp", r(&q.io.not_esp)),
                 ("tx_frames", r(&q.stats.tx_frames)),
             ];

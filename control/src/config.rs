@@ -153,8 +153,14 @@ pub struct Tunnel {
     pub esn: bool,
     /// Anti-replay window: 0 (off) or a power of two 64..8192.
     pub replay_window: u32,
-    /// Inner destinations routed into this tunnel.
+    /// Inner destinations routed into this tunnel; also the remote traffic
+    /// selectors: a decrypted packet's source must be in one of them (an
+    /// empty list allows any source).
     pub remote_subnets: Vec<Cidr>,
+    /// Local traffic selectors as configured: a decrypted packet's
+    /// destination must be in one of them (an empty list allows any).
+    /// `None` when not configured: see [`Tunnel::local_selectors`].
+    pub local_subnets: Option<Vec<Cidr>>,
     /// Inbound SA.
     pub inbound: ManualSa,
     /// Outbound SA.
@@ -231,6 +237,8 @@ struct RawTunnel {
     replay_window: Option<Spanned<i64>>,
     #[serde(default)]
     remote_subnets: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    local_subnets: Option<Spanned<Vec<Spanned<String>>>>,
     inbound: Spanned<RawSa>,
     outbound: Spanned<RawSa>,
     #[serde(default)]
@@ -604,19 +612,30 @@ fn parse_tunnel(
             v as u32
         }
     };
-    let mut remote_subnets = Vec::new();
-    if let Some(list) = &t.remote_subnets {
-        for s in list.get_ref() {
-            let c: Cidr = s.get_ref().parse().map_err(|_| {
-                format!(
-                    "line {}: field `tunnel.remote_subnets` has {:?} in tunnel {name}: give prefixes like \"203.0.113.1/32\"",
-                    at(s.span()),
-                    s.get_ref()
-                )
-            })?;
-            remote_subnets.push(c);
-        }
-    }
+    let subnets = |list: &Spanned<Vec<Spanned<String>>>,
+                   field: &str|
+     -> Result<Vec<Cidr>, String> {
+        list.get_ref()
+            .iter()
+            .map(|s| {
+                s.get_ref().parse::<Cidr>().map_err(|_| {
+                    format!(
+                        "line {}: field `tunnel.{field}` has {:?} in tunnel {name}: give prefixes like \"203.0.113.1/32\"",
+                        at(s.span()),
+                        s.get_ref()
+                    )
+                })
+            })
+            .collect()
+    };
+    let remote_subnets = match &t.remote_subnets {
+        Some(list) => subnets(list, "remote_subnets")?,
+        None => Vec::new(),
+    };
+    let local_subnets = match &t.local_subnets {
+        Some(list) => Some(subnets(list, "local_subnets")?),
+        None => None,
+    };
     let sa = |raw: &Spanned<RawSa>, dir: &str| -> Result<ManualSa, String> {
         let r = raw.get_ref();
         let spi = *r.spi.get_ref();
@@ -672,10 +691,27 @@ fn parse_tunnel(
         esn,
         replay_window,
         remote_subnets,
+        local_subnets,
         inbound,
         outbound,
         worker,
     })
+}
+
+impl Tunnel {
+    /// The local traffic selectors in force: `local_subnets` if configured,
+    /// else the `[inside]` address as a host prefix in tun mode, else (sink
+    /// mode) none, which allows any destination.
+    pub fn local_selectors(&self, inside: &Inside) -> Vec<Cidr> {
+        match (&self.local_subnets, inside) {
+            (Some(list), _) => list.clone(),
+            (None, Inside::Tun { address, .. }) => vec![Cidr {
+                addr: address.addr,
+                len: if address.addr.is_ipv4() { 32 } else { 128 },
+            }],
+            (None, Inside::Sink) => Vec::new(),
+        }
+    }
 }
 
 /// Decode hex digits (an optional 0x prefix, no separators) into zeroizing bytes.
@@ -787,6 +823,7 @@ cipher = "aes256-gcm"
 esn = false
 replay_window = 64
 remote_subnets = ["203.0.113.1/32"]
+local_subnets = ["203.0.113.2/32", "2001:db8:200::/64"]
 [tunnel.inbound]
 spi = 0x1001
 key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1fcafebabe"
@@ -819,6 +856,12 @@ key = "101112131415161718191a1b1c1d1e1f000102030405060708090a0b0c0d0e0fdeadbeef"
         assert_eq!(t.inbound.key.len(), 36);
         assert_eq!(&t.outbound.key[32..], &[0xde, 0xad, 0xbe, 0xef]);
         assert_eq!(t.remote_subnets, vec!["203.0.113.1/32".parse().unwrap()]);
+        let local: Vec<Cidr> = vec![
+            "203.0.113.2/32".parse().unwrap(),
+            "2001:db8:200::/64".parse().unwrap(),
+        ];
+        assert_eq!(t.local_subnets, Some(local.clone()));
+        assert_eq!(t.local_selectors(&c.inside), local);
         // Keys never show in debug output.
         let dbg = format!("{c:?}");
         assert!(
@@ -859,6 +902,11 @@ key = "101112131415161718191a1b1c1d1e1f000102030405060708090a0b0c0d0e0fdeadbeef"
                 "remote_subnets = [\"203.0.113.1\"]",
                 "tunnel.remote_subnets",
             ),
+            (
+                "local_subnets = [\"203.0.113.2/32\", \"2001:db8:200::/64\"]",
+                "local_subnets = [\"203.0.113.2/32\", \"2001:db8:200::/129\"]",
+                "tunnel.local_subnets",
+            ),
         ];
         for (from, to, field) in cases {
             let bad = full.replacen(from, to, 1);
@@ -885,6 +933,40 @@ key = "101112131415161718191a1b1c1d1e1f000102030405060708090a0b0c0d0e0fdeadbeef"
             .replace("Tunnel1", "Tunnel2");
         let e = Config::parse(&format!("{full}[[tunnel]]{second}")).unwrap_err();
         assert!(e.contains("already the inbound SPI of Tunnel1"), "{e}");
+    }
+
+    #[test]
+    fn local_subnets_default_to_the_inside_address_or_any() {
+        let full = format!("{GOOD}{TUNNEL}").replace(
+            "local_subnets = [\"203.0.113.2/32\", \"2001:db8:200::/64\"]\n",
+            "",
+        );
+        let c = Config::parse(&full).unwrap();
+        let t = &c.tunnels[0];
+        assert_eq!(t.local_subnets, None);
+        // tun mode: the inside address as a host prefix (it is 203.0.113.2/32 here).
+        assert_eq!(
+            t.local_selectors(&c.inside),
+            vec!["203.0.113.2/32".parse().unwrap()]
+        );
+        let wide = Inside::Tun {
+            name: "xs0".into(),
+            address: "2001:db8:200::2/64".parse().unwrap(),
+        };
+        assert_eq!(
+            t.local_selectors(&wide),
+            vec!["2001:db8:200::2/128".parse().unwrap()]
+        );
+        // sink mode: any destination.
+        assert!(t.local_selectors(&Inside::Sink).is_empty());
+        // An explicit empty list also allows any destination.
+        let c = Config::parse(&full.replace(
+            "remote_subnets = [\"203.0.113.1/32\"]",
+            "remote_subnets = [\"203.0.113.1/32\"]\nlocal_subnets = []",
+        ))
+        .unwrap();
+        assert_eq!(c.tunnels[0].local_subnets, Some(vec![]));
+        assert!(c.tunnels[0].local_selectors(&c.inside).is_empty());
     }
 
     #[test]

@@ -13,7 +13,8 @@ use std::{
 
 use xdpsec_afxdp::{BATCH_SIZE, BatchHandler, RxBatch, XskTx, add_single_writer};
 use xdpsec_datapath::{
-    DropReason, Verdict, WorkerState, decap_batch, encap, sa::SharedSnapshot, worker::WorkerShared,
+    DropReason, SaSnapshot, Verdict, WorkerState, decap_batch, encap, sa::SharedSnapshot,
+    worker::WorkerShared,
 };
 
 use crate::{
@@ -47,6 +48,9 @@ pub struct IoStats {
     pub encap_tx: AtomicU64,
     /// Frames handed to the worker owning their SA.
     pub handoff: AtomicU64,
+    /// Inner packets read from the TUN and handed to the worker owning
+    /// their tunnel's outbound SA (its sequence counter's only writer).
+    pub handoff_out: AtomicU64,
     /// Frames the core passed back as not ESP (steered by mistake).
     pub not_esp: AtomicU64,
 }
@@ -128,6 +132,8 @@ pub struct DatapathHandler {
     handoff: Arc<Vec<Arc<HandoffQueue>>>,
     /// Frames taken from this worker's handoff queue (capacity reused).
     handoff_slots: Vec<HandoffSlot>,
+    /// Inner packets taken from this worker's handoff queue (capacity reused).
+    handoff_out_slots: Vec<HandoffSlot>,
     ctx: WorkerCtx,
     inside: InsideIo,
     verdicts: Vec<Verdict>,
@@ -151,6 +157,7 @@ impl DatapathHandler {
             shared: ws.shared(),
             handoff: Arc::clone(&ctx.handoff),
             handoff_slots: Vec::with_capacity(BATCH_SIZE),
+            handoff_out_slots: Vec::with_capacity(BATCH_SIZE),
             ws,
             ctx,
             inside,
@@ -240,7 +247,7 @@ impl BatchHandler for DatapathHandler {
         self.handoff.get(self.ws.id() as usize).map(|q| q.fd())
     }
 
-    fn poll_handoff(&mut self, _queue: u32, _tx: &mut XskTx) {
+    fn poll_handoff(&mut self, _queue: u32, tx: &mut XskTx) {
         let Some(q) = self.handoff.get(self.ws.id() as usize).cloned() else {
             return;
         };
@@ -252,6 +259,36 @@ impl BatchHandler for DatapathHandler {
         self.decap_and_deliver(&mut slots);
         q.recycle(&mut slots);
         self.handoff_slots = slots;
+
+        // Inner packets other workers read from the TUN for tunnels whose
+        // outbound SA this worker owns: encrypted here, in arrival order.
+        let mut slots = std::mem::take(&mut self.handoff_out_slots);
+        q.take_outbound(&mut slots, BATCH_SIZE);
+        if !slots.is_empty() {
+            let snap = self.ctx.snap.load();
+            let mut sent = 0;
+            for s in &slots {
+                if encap_and_send(
+                    &mut self.ws,
+                    &self.shared,
+                    &self.ctx,
+                    &snap,
+                    s.tunnel(),
+                    s.bytes(),
+                    tx,
+                ) {
+                    sent += 1;
+                }
+            }
+            add_single_writer(&self.io.encap_tx, sent);
+        }
+        q.recycle_outbound(&mut slots);
+        self.handoff_out_slots = slots;
+        // More than a batch waiting: come back without waiting for a new
+        // wake-up (the read in `take` cleared it).
+        if !q.is_empty() {
+            q.notify();
+        }
     }
 
     fn extra_fd(&self) -> Option<RawFd> {
@@ -266,8 +303,9 @@ impl BatchHandler for DatapathHandler {
             return;
         };
         let snap = self.ctx.snap.load();
-        let mut read = 0;
-        let mut sent = 0;
+        let me = self.ws.id();
+        let (mut read, mut sent, mut handed) = (0, 0, 0);
+        let mut woken = 0u64; // bit per owner worker to notify once
         // A bounded batch per wake-up, so received ESP is served in between.
         for _ in 0..BATCH_SIZE {
             let Some(len) = crate::tun::read_packet(fd, &mut self.tun_buf) else {
@@ -281,40 +319,80 @@ impl BatchHandler for DatapathHandler {
                 let _ = encap(&mut self.ws, &snap, u32::MAX, inner, &mut []);
                 continue;
             };
-            let Some(dst_mac) = self
-                .ctx
-                .next_hops
-                .get(tunnel as usize)
-                .and_then(|m| m.get())
-            else {
-                // No next-hop MAC yet (control is resolving it).
-                self.shared.drops.bump(DropReason::OutSettingWrongL2Hdr);
-                continue;
-            };
-            let src_mac = self.ctx.local_mac;
-            let ws = &mut self.ws;
-            let mut built = false;
-            let ok = tx.send_with(|buf| {
-                built = true;
-                let (eth, rest) = buf.split_at_mut(14);
-                // Err: counted by the core (one drop reason each).
-                let out = encap(ws, &snap, tunnel, inner, rest).ok()?;
-                eth[..6].copy_from_slice(&dst_mac);
-                eth[6..12].copy_from_slice(&src_mac);
-                let et: u16 = if rest[0] >> 4 == 6 { 0x86dd } else { 0x0800 };
-                eth[12..14].copy_from_slice(&et.to_be_bytes());
-                Some(14 + out.len)
-            });
-            if ok {
-                sent += 1;
-            } else if !built {
-                // No free AF_XDP frame to transmit from.
-                self.shared.drops.bump(DropReason::PktBufferUnavailable);
+            // One sequencing owner per outbound SA: a packet for a tunnel
+            // another worker owns goes to that worker (bounded queue; full
+            // counts 110 once), so its sequence counter has one writer and
+            // packets leave in order. Without a usable SA any worker lets
+            // the core count the drop.
+            match snap.outbound_owner(tunnel) {
+                Some(owner) if owner != me => match self.handoff.get(owner as usize) {
+                    Some(q) if q.push_outbound(tunnel, inner) => {
+                        handed += 1;
+                        woken |= 1 << (owner % 64);
+                    }
+                    _ => self.shared.drops.bump(DropReason::PktBufferUnavailable),
+                },
+                _ => {
+                    if encap_and_send(
+                        &mut self.ws,
+                        &self.shared,
+                        &self.ctx,
+                        &snap,
+                        tunnel,
+                        inner,
+                        tx,
+                    ) {
+                        sent += 1;
+                    }
+                }
+            }
+        }
+        for (w, q) in self.handoff.iter().enumerate() {
+            if woken & (1 << (w % 64)) != 0 {
+                q.notify();
             }
         }
         add_single_writer(&self.io.tun_rx, read);
         add_single_writer(&self.io.encap_tx, sent);
+        add_single_writer(&self.io.handoff_out, handed);
     }
+}
+
+/// Encrypt `inner` for `tunnel` and queue the frame on `tx`. True when a
+/// frame was queued; otherwise exactly one drop was counted (by the core, or
+/// here: 55 no next-hop MAC, 110 no free TX frame).
+fn encap_and_send(
+    ws: &mut WorkerState,
+    shared: &WorkerShared,
+    ctx: &WorkerCtx,
+    snap: &SaSnapshot,
+    tunnel: u32,
+    inner: &[u8],
+    tx: &mut XskTx,
+) -> bool {
+    let Some(dst_mac) = ctx.next_hops.get(tunnel as usize).and_then(|m| m.get()) else {
+        // No next-hop MAC yet (control is resolving it).
+        shared.drops.bump(DropReason::OutSettingWrongL2Hdr);
+        return false;
+    };
+    let src_mac = ctx.local_mac;
+    let mut built = false;
+    let ok = tx.send_with(|buf| {
+        built = true;
+        let (eth, rest) = buf.split_at_mut(14);
+        // Err: counted by the core (one drop reason each).
+        let out = encap(ws, snap, tunnel, inner, rest).ok()?;
+        eth[..6].copy_from_slice(&dst_mac);
+        eth[6..12].copy_from_slice(&src_mac);
+        let et: u16 = if rest[0] >> 4 == 6 { 0x86dd } else { 0x0800 };
+        eth[12..14].copy_from_slice(&et.to_be_bytes());
+        Some(14 + out.len)
+    });
+    if !ok && !built {
+        // No free AF_XDP frame to transmit from.
+        shared.drops.bump(DropReason::PktBufferUnavailable);
+    }
+    ok
 }
 
 #[cfg(test)]

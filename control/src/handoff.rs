@@ -1,28 +1,52 @@
-//! Frames for an SA owned by another worker are handed to that worker.
+//! Work for an SA owned by another worker is handed to that worker.
 //!
-//! Each inbound SA's replay window has a single writer, its owner worker
-//! (VPP's design). A frame that arrives on another queue is copied into a
-//! preallocated buffer and queued for the owner, which is woken through an
-//! eventfd once per batch. Buffers cycle between a free queue and a ready
-//! queue: nothing is allocated per packet. When no buffer is free the frame
-//! is dropped as PKT_BUFFER_UNAVAILABLE (110).
+//! Inbound: each inbound SA's replay window has a single writer, its owner
+//! worker (VPP's design). A frame that arrives on another queue is copied
+//! into a preallocated buffer and queued for the owner.
+//!
+//! Outbound: each outbound SA's sequence counter has a single writer too,
+//! the same owner worker, so packets leave in sequence order. An inner
+//! packet read from the TUN by another worker is queued for the owner with
+//! its tunnel index; the owner encrypts and sends it.
+//!
+//! The owner is woken through one eventfd once per batch. Buffers cycle
+//! between a free queue and a ready queue, one pair per direction:
+//! nothing is allocated per packet. When no buffer is free the packet is
+//! dropped as PKT_BUFFER_UNAVAILABLE (110), counted once by the sender.
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use crossbeam::queue::ArrayQueue;
 
-/// Largest frame a handoff buffer holds (an AF_XDP frame is at most this).
+/// Largest frame or inner packet a handoff buffer holds (an AF_XDP frame
+/// is at most this; inner packets are at most the TUN MTU).
 pub const HANDOFF_FRAME: usize = 4096;
-/// Buffers per receiving worker.
+/// Buffers per receiving worker for received frames.
 pub const HANDOFF_BUFFERS: usize = 1024;
+/// Buffers per receiving worker for inner packets to encrypt.
+pub const HANDOFF_OUTBOUND_BUFFERS: usize = 512;
 
-/// One handed-off frame.
+/// One handed-off frame or inner packet.
 pub struct HandoffBuf {
     len: usize,
+    /// Tunnel index (inner packets only).
+    tunnel: u32,
     data: [u8; HANDOFF_FRAME],
 }
 
-/// A handed-off frame while the owner processes it.
+/// A handed-off frame or inner packet while the owner processes it.
 pub struct HandoffSlot(pub Box<HandoffBuf>);
+
+impl HandoffSlot {
+    /// The tunnel an inner packet is for (0 for received frames).
+    pub fn tunnel(&self) -> u32 {
+        self.0.tunnel
+    }
+
+    /// The bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0.data[..self.0.len]
+    }
+}
 
 impl AsMut<[u8]> for HandoffSlot {
     fn as_mut(&mut self) -> &mut [u8] {
@@ -31,50 +55,93 @@ impl AsMut<[u8]> for HandoffSlot {
     }
 }
 
-/// The queue of frames handed to one worker.
-pub struct HandoffQueue {
+/// A pool of buffers and the queue of filled ones.
+struct Ring {
     free: ArrayQueue<Box<HandoffBuf>>,
     ready: ArrayQueue<Box<HandoffBuf>>,
+}
+
+impl Ring {
+    fn new(n: usize) -> Ring {
+        let free = ArrayQueue::new(n);
+        for _ in 0..n {
+            let _ = free.push(Box::new(HandoffBuf {
+                len: 0,
+                tunnel: 0,
+                data: [0; HANDOFF_FRAME],
+            }));
+        }
+        Ring {
+            free,
+            ready: ArrayQueue::new(n),
+        }
+    }
+
+    fn push(&self, tunnel: u32, bytes: &[u8]) -> bool {
+        if bytes.len() > HANDOFF_FRAME {
+            return false;
+        }
+        let Some(mut buf) = self.free.pop() else {
+            return false;
+        };
+        buf.data[..bytes.len()].copy_from_slice(bytes);
+        buf.len = bytes.len();
+        buf.tunnel = tunnel;
+        // Cannot fail: there are as many ready slots as buffers.
+        let _ = self.ready.push(buf);
+        true
+    }
+
+    fn take(&self, out: &mut Vec<HandoffSlot>, max: usize) {
+        while out.len() < max {
+            match self.ready.pop() {
+                Some(b) => out.push(HandoffSlot(b)),
+                None => break,
+            }
+        }
+    }
+
+    fn recycle(&self, slots: &mut Vec<HandoffSlot>) {
+        for s in slots.drain(..) {
+            let _ = self.free.push(s.0);
+        }
+    }
+}
+
+/// The queues of work handed to one worker.
+pub struct HandoffQueue {
+    frames: Ring,
+    outbound: Ring,
     efd: OwnedFd,
 }
 
 impl HandoffQueue {
-    /// A queue with `HANDOFF_BUFFERS` preallocated buffers and its eventfd.
+    /// A queue with preallocated buffers and its eventfd.
     pub fn new() -> std::io::Result<HandoffQueue> {
         // SAFETY: plain eventfd creation; the fd is owned below.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        let free = ArrayQueue::new(HANDOFF_BUFFERS);
-        for _ in 0..HANDOFF_BUFFERS {
-            let _ = free.push(Box::new(HandoffBuf {
-                len: 0,
-                data: [0; HANDOFF_FRAME],
-            }));
-        }
         Ok(HandoffQueue {
-            free,
-            ready: ArrayQueue::new(HANDOFF_BUFFERS),
+            frames: Ring::new(HANDOFF_BUFFERS),
+            outbound: Ring::new(HANDOFF_OUTBOUND_BUFFERS),
             // SAFETY: fd is a fresh eventfd we own.
             efd: unsafe { OwnedFd::from_raw_fd(fd) },
         })
     }
 
-    /// Queue a copy of `frame` (sender side). False when no buffer is free
-    /// or the frame is too large: the caller counts the drop.
+    /// Queue a copy of a received `frame` (sender side). False when no
+    /// buffer is free or the frame is too large: the caller counts the drop.
     pub fn push(&self, frame: &[u8]) -> bool {
-        if frame.len() > HANDOFF_FRAME {
-            return false;
-        }
-        let Some(mut buf) = self.free.pop() else {
-            return false;
-        };
-        buf.data[..frame.len()].copy_from_slice(frame);
-        buf.len = frame.len();
-        // Cannot fail: there are as many ready slots as buffers.
-        let _ = self.ready.push(buf);
-        true
+        self.frames.push(0, frame)
+    }
+
+    /// Queue a copy of an inner `packet` to encrypt for `tunnel` (sender
+    /// side). False when no buffer is free or it is too large: the caller
+    /// counts the drop.
+    pub fn push_outbound(&self, tunnel: u32, packet: &[u8]) -> bool {
+        self.outbound.push(tunnel, packet)
     }
 
     /// Wake the owner (sender side, once per batch).
@@ -89,29 +156,34 @@ impl HandoffQueue {
         self.efd.as_raw_fd()
     }
 
-    /// Owner side: clear the wake-up and take up to `max` frames into `out`.
+    /// Owner side: clear the wake-up and take up to `max` received frames
+    /// into `out`. Call [`HandoffQueue::take_outbound`] in the same pass:
+    /// the wake-up covers both.
     pub fn take(&self, out: &mut Vec<HandoffSlot>, max: usize) {
         let mut v: u64 = 0;
         // SAFETY: reading 8 bytes from our non-blocking eventfd.
         unsafe { libc::read(self.efd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
-        while out.len() < max {
-            match self.ready.pop() {
-                Some(b) => out.push(HandoffSlot(b)),
-                None => break,
-            }
-        }
+        self.frames.take(out, max);
     }
 
-    /// Whether frames are waiting.
+    /// Owner side: take up to `max` inner packets to encrypt into `out`.
+    pub fn take_outbound(&self, out: &mut Vec<HandoffSlot>, max: usize) {
+        self.outbound.take(out, max);
+    }
+
+    /// Whether nothing is waiting, in either direction.
     pub fn is_empty(&self) -> bool {
-        self.ready.is_empty()
+        self.frames.ready.is_empty() && self.outbound.ready.is_empty()
     }
 
-    /// Owner side: give processed buffers back.
+    /// Owner side: give processed frame buffers back.
     pub fn recycle(&self, slots: &mut Vec<HandoffSlot>) {
-        for s in slots.drain(..) {
-            let _ = self.free.push(s.0);
-        }
+        self.frames.recycle(slots);
+    }
+
+    /// Owner side: give processed inner-packet buffers back.
+    pub fn recycle_outbound(&self, slots: &mut Vec<HandoffSlot>) {
+        self.outbound.recycle(slots);
     }
 }
 
@@ -137,5 +209,37 @@ mod tests {
         assert_eq!(out.len(), 64);
         q.recycle(&mut out);
         assert!(q.push(&[9]));
+    }
+
+    #[test]
+    fn outbound_packets_keep_order_and_tunnel_and_have_their_own_pool() {
+        let q = HandoffQueue::new().unwrap();
+        // The frame pool being full does not starve the outbound one.
+        for _ in 0..HANDOFF_BUFFERS {
+            assert!(q.push(&[9]));
+        }
+        assert!(!q.push(&[9]));
+        for i in 0..HANDOFF_OUTBOUND_BUFFERS {
+            assert!(q.push_outbound(7 + (i % 2) as u32, &(i as u32).to_be_bytes()));
+        }
+        assert!(!q.push_outbound(7, &[1]), "bounded: the caller counts 110");
+        assert!(!q.is_empty());
+        let mut out = Vec::new();
+        q.take_outbound(&mut out, 64);
+        // FIFO: the owner encrypts them in the order they were read.
+        for (i, s) in out.iter().enumerate() {
+            assert_eq!(s.bytes(), &(i as u32).to_be_bytes());
+            assert_eq!(s.tunnel(), 7 + (i % 2) as u32);
+        }
+        q.recycle_outbound(&mut out);
+        assert!(q.push_outbound(9, &[1, 2]));
+        assert!(!q.push_outbound(9, &[0; HANDOFF_FRAME + 1]));
+        let mut frames = Vec::new();
+        q.take(&mut frames, HANDOFF_BUFFERS);
+        q.recycle(&mut frames);
+        q.take_outbound(&mut out, usize::MAX);
+        assert_eq!(out.len(), HANDOFF_OUTBOUND_BUFFERS - 64 + 1);
+        q.recycle_outbound(&mut out);
+        assert!(q.is_empty());
     }
 }

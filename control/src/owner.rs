@@ -271,7 +271,7 @@ impl Owner {
                 continue;
             };
             let limit = sa.seq_limit();
-            let end = sa.seq_space_end();
+            let end = sa.max_seq();
             if limit >= end || limit.saturating_sub(sa.last_seq()) >= seqstore::LOW_WATER {
                 continue;
             }
@@ -289,7 +289,7 @@ impl Owner {
                 }
             }
             Err(e) => {
-                // The datapath stops at its current limit (counted as 110)
+                // The datapath stops at its current limit (counted as 45)
                 // rather than risk a nonce that is not on disk.
                 if self
                     .seq_error_logged
@@ -348,10 +348,14 @@ impl Owner {
             if n.peer != o.peer
                 || n.encap != o.encap
                 || n.remote_subnets != o.remote_subnets
+                || n.local_subnets != o.local_subnets
                 || n.kind != o.kind
             {
                 return refuse(
-                    &format!("tunnel {} (peer, encap or remote_subnets)", n.name),
+                    &format!(
+                        "tunnel {} (peer, encap, remote_subnets or local_subnets)",
+                        n.name
+                    ),
                     restart,
                 );
             }

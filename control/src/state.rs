@@ -12,12 +12,15 @@ use xdpsec_datapath::{
     crypto::{Cipher, KeyMaterial},
     events::DropEvent,
     ioslog::{IosLogger, LogKind},
-    sa::{InboundSaConfig, LocalEndpoint, OutboundSaConfig, OuterHeader, SaChange, SaId},
+    sa::{
+        AddrSet, InboundSaConfig, LocalEndpoint, OutboundSaConfig, OuterHeader, Prefix, SaChange,
+        SaId, Selectors,
+    },
     worker::WorkerShared,
 };
 
 use crate::{
-    config::{CipherName, Config, Encap, Tunnel},
+    config::{Cidr, CipherName, Config, Encap, Tunnel},
     neighbor::{self, SharedMac},
 };
 
@@ -57,6 +60,20 @@ pub struct TunnelChanges {
     pub endpoint: LocalEndpoint,
 }
 
+/// The datapath's address set for configured prefixes (empty = any).
+fn addr_set(list: &[Cidr]) -> AddrSet {
+    AddrSet::from_prefixes(list.iter().filter_map(|c| Prefix::new(c.addr, c.len)))
+}
+
+/// The inbound policy of a tunnel (RFC 4301 5.2): sources in
+/// `remote_subnets` (empty: any), destinations in its local selectors.
+pub fn tunnel_selectors(cfg: &Config, t: &Tunnel) -> Arc<Selectors> {
+    Arc::new(Selectors {
+        local: addr_set(&t.local_selectors(&cfg.inside)),
+        remote: addr_set(&t.remote_subnets),
+    })
+}
+
 /// Build the inbound and outbound SA changes of tunnel `i`; the outbound SA
 /// continues after sequence number `last_seq` and may use numbers up to
 /// `seq_limit` (the durable reservation, see `seqstore`).
@@ -82,11 +99,15 @@ pub fn tunnel_sa_changes(cfg: &Config, i: u32, last_seq: u64, seq_limit: u64) ->
             key: KeyMaterial::new(t.inbound.key.to_vec()),
             esn: t.esn,
             window: t.replay_window,
+            selectors: tunnel_selectors(cfg, t),
             name: crypto_map_tag(t),
         }),
         outbound: SaChange::SetOutbound(OutboundSaConfig {
             spi: t.outbound.spi,
             tunnel: i,
+            // The same worker owns the outbound sequence counter: other
+            // workers hand it their packets for this tunnel.
+            owner: t.worker as u16,
             cipher,
             key: KeyMaterial::new(t.outbound.key.to_vec()),
             esn: t.esn,
@@ -208,9 +229,8 @@ impl EventLogger {
     }
 
     /// Lines suppressed by the one-a-minute rate limit, per kind.
-    pub fn suppressed(&self) -> [(LogKind, u64); 3] {
-        [LogKind::InvalidSpi, LogKind::Replay, LogKind::Hmac]
-            .map(|k| (k, self.logger.suppressed(k)))
+    pub fn suppressed(&self) -> [(LogKind, u64); LogKind::ALL.len()] {
+        LogKind::ALL.map(|k| (k, self.logger.suppressed(k)))
     }
 }
 

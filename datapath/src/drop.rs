@@ -57,11 +57,25 @@ drop_reasons! {
     /// Bad ESP padding, or a length that cannot hold header, IV, trailer and
     /// ICV (also used for truncated or inconsistent outer headers).
     InHeadPadLenErr = 23, "IN_PKT_HEADPAD_LEN_ERR";
+    /// A decrypted IPv4 inner packet whose source is outside the SA's remote
+    /// traffic selectors or whose destination is outside its local ones
+    /// (RFC 4301 5.2 inbound policy check).
+    InV4PostInputPolicyFail = 30, "IN_V4_POST_INPUT_POLICY_FAIL";
+    /// IPv6 form of [`DropReason::InV4PostInputPolicyFail`] (the inner
+    /// packet's version decides).
+    InV6PostInputPolicyFail = 31, "IN_V6_POST_INPUT_POLICY_FAIL";
     /// Outbound IPv4 packet for a tunnel whose SA is known but not usable
     /// (deleted and not replaced).
     OutV4HitInvalidSa = 32, "OUT_V4_PKT_HIT_INVALID_SA";
     /// IPv6 form of [`DropReason::OutV4HitInvalidSa`].
     OutV6HitInvalidSa = 37, "OUT_V6_PKT_HIT_INVALID_SA";
+    /// The outbound SA cannot take a sequence number right now: the control
+    /// plane's sequence reservation ran out and was not extended yet, or a
+    /// worker other than the SA's owner tried to encapsulate. Our choice
+    /// (IOS has no drop type for a reservation): QFP's catch-all for an
+    /// unexpected outbound crypto condition, kept apart from 46 (the real
+    /// end of the sequence space, which needs a rekey) and from 110 (buffers).
+    OutUnexpException = 45, "OUT_UNEXP_CD_SW_IPSEC_EXCEPTION";
     /// Outbound sequence number exhausted: stop sending, never wrap or reuse
     /// (RFC 4303 3.3.3). The misspelling is IOS's.
     OutSeqOverflow = 46, "OUT_CD_SW_IPSEC_DETECT_SEQ_OVEFLOW";
@@ -86,7 +100,7 @@ drop_reasons! {
 
 impl DropReason {
     /// Number of drop reasons.
-    pub const COUNT: usize = 17;
+    pub const COUNT: usize = 20;
 
     /// Position in [`DropReason::ALL`] and in counter arrays.
     pub const fn index(self) -> usize {
@@ -225,6 +239,18 @@ mod tests {
             "OUT_CD_SW_IPSEC_DETECT_SEQ_OVEFLOW"
         );
         assert_eq!(DropReason::from_id(2), None);
+        assert_eq!(
+            DropReason::InV4PostInputPolicyFail.to_string(),
+            "30 IN_V4_POST_INPUT_POLICY_FAIL"
+        );
+        assert_eq!(
+            DropReason::InV6PostInputPolicyFail.to_string(),
+            "31 IN_V6_POST_INPUT_POLICY_FAIL"
+        );
+        assert_eq!(
+            DropReason::OutUnexpException.to_string(),
+            "45 OUT_UNEXP_CD_SW_IPSEC_EXCEPTION"
+        );
     }
 
     #[test]

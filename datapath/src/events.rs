@@ -3,8 +3,8 @@
 //! Each worker pushes `Copy` [`DropEvent`]s into its own fixed-capacity,
 //! lock-free queue (crossbeam's `ArrayQueue`, allocated once); when the
 //! queue is full the event is dropped and counted in [`EventRing::lost`].
-//! Only invalid-SPI (1/4/9/12), anti-replay (19) and ICV (62) drops produce
-//! events: those are the ones IOS logs.
+//! Only invalid-SPI (1/4/9/12), inbound policy (30/31), anti-replay (19)
+//! and ICV (62) drops produce events: those are the ones IOS logs.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +33,20 @@ pub struct DropEvent {
     pub tunnel: Option<u32>,
     /// The SA (for IOS's "DP Handle"), when one was found.
     pub sa: Option<SaId>,
+    /// The decrypted inner packet's addresses and protocol, for inbound
+    /// policy drops (30/31); `None` for the others.
+    pub inner: Option<InnerFlow>,
+}
+
+/// Addresses and protocol of a decrypted inner packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InnerFlow {
+    /// Inner source address.
+    pub src: IpAddr,
+    /// Inner destination address.
+    pub dst: IpAddr,
+    /// IPv4 protocol, or the IPv6 fixed header's next header.
+    pub protocol: u8,
 }
 
 impl DropEvent {
@@ -44,6 +58,8 @@ impl DropEvent {
                 | DropReason::InV4SaNotFoundSpi
                 | DropReason::InV6HitInvalidSa
                 | DropReason::InV6SaNotFoundSpi
+                | DropReason::InV4PostInputPolicyFail
+                | DropReason::InV6PostInputPolicyFail
                 | DropReason::InAntiReplayFail
                 | DropReason::InMacException
         )
@@ -121,6 +137,7 @@ mod tests {
             dst: IpAddr::V4(Ipv4Addr::new(10, 30, 30, 1)),
             tunnel: None,
             sa: None,
+            inner: None,
         }
     }
 
@@ -146,6 +163,6 @@ mod tests {
             .filter(|r| DropEvent::is_logged(**r))
             .map(|r| r.id())
             .collect();
-        assert_eq!(logged, vec![1, 4, 9, 12, 19, 62]);
+        assert_eq!(logged, vec![1, 4, 9, 12, 19, 30, 31, 62]);
     }
 }

@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use crate::crypto::{CIPHERTEXT_OFFSET, MIN_ESP_LEN, sealed_len};
 use crate::drop::DropReason;
-use crate::events::DropEvent;
+use crate::events::{DropEvent, InnerFlow};
 use crate::replay::{ReplayError, ReplayWindow};
-use crate::sa::{InboundSa, OutboundEntry, SaId, SaSnapshot};
+use crate::sa::{InboundSa, OutboundEntry, SaId, SaSnapshot, SeqError};
 use crate::wire::esp::Trailer;
 use crate::wire::{esp, ethernet, ip_proto, ipv4, ipv6, udp};
 use crate::worker::{SaCounter, WorkerShared, WorkerState};
@@ -239,6 +239,7 @@ fn classify<'a>(
             dst,
             tunnel,
             sa: None,
+            inner: None,
         };
         return Err(Early {
             verdict: Err(reason),
@@ -304,9 +305,32 @@ fn replay_early(sa: &InboundSa, e: ReplayError, spi: u32, src: IpAddr, dst: IpAd
             dst,
             tunnel: Some(sa.tunnel),
             sa: Some(sa.id),
+            inner: None,
         }),
         counter: Some((sa.id, which)),
         handoff: None,
+    }
+}
+
+/// Addresses and protocol of a decrypted inner packet whose version and
+/// minimum length (20 bytes IPv4, 40 IPv6) pass 3 has already checked.
+fn inner_flow(pkt: &[u8]) -> InnerFlow {
+    // Only fixed-header fields are read, within the length checked by the
+    // next-header check; the inner length fields are the inside's business.
+    if pkt.first().map(|b| b >> 4) == Some(6) {
+        let ip = ipv6::Packet::new_unchecked(&pkt[..ipv6::HEADER_LEN]);
+        InnerFlow {
+            src: IpAddr::V6(ip.src_addr()),
+            dst: IpAddr::V6(ip.dst_addr()),
+            protocol: ip.next_header(),
+        }
+    } else {
+        let ip = ipv4::Packet::new_unchecked(&pkt[..ipv4::HEADER_LEN]);
+        InnerFlow {
+            src: IpAddr::V4(ip.src_addr()),
+            dst: IpAddr::V4(ip.dst_addr()),
+            protocol: ip.protocol(),
+        }
     }
 }
 
@@ -390,6 +414,7 @@ fn decap_chunk<F: AsMut<[u8]>>(
                     dst: p.dst,
                     tunnel: Some(tunnel),
                     sa: Some(id),
+                    inner: None,
                 };
                 ws.count(id, SaCounter::VerifyFailed);
                 drop_frame(&shared, &mut out[i], DropReason::InMacException, Some(ev));
@@ -444,6 +469,33 @@ fn decap_chunk<F: AsMut<[u8]>>(
             drop_frame(&shared, &mut out[i], DropReason::InNhMismatch, None);
             continue;
         }
+        // Inbound policy check (RFC 4301 5.2): the inner addresses must be
+        // within the SA's traffic selectors. Skipped for "any" selectors.
+        // The replay window has already advanced for this packet, on
+        // purpose: it was authentic (the ICV verified), so its sequence
+        // number is spent like any other's; only its content is refused.
+        if !sa.selectors.is_any() {
+            let flow = inner_flow(&bytes[inner.clone()]);
+            if !sa.selectors.allows(flow.src, flow.dst) {
+                let reason = if flow.src.is_ipv6() {
+                    DropReason::InV6PostInputPolicyFail
+                } else {
+                    DropReason::InV4PostInputPolicyFail
+                };
+                let ev = DropEvent {
+                    reason,
+                    spi: sa.spi,
+                    src: p.src,
+                    dst: p.dst,
+                    tunnel: Some(sa.tunnel),
+                    sa: Some(sa.id),
+                    inner: Some(flow),
+                };
+                ws.count(sa.id, SaCounter::RecvErrors);
+                drop_frame(&shared, &mut out[i], reason, Some(ev));
+                continue;
+            }
+        }
         ws.count(sa.id, SaCounter::Decaps);
         bump(&shared.delivered);
         out[i] = Verdict::Deliver {
@@ -470,7 +522,9 @@ pub struct EncapOutput {
 ///
 /// Drops are counted like decap's (one counter each): 89 inner not IP,
 /// 111/112 no outbound SA, 32/37 SA invalid, 110 `out` too small or outer
-/// length overflow, 46 sequence numbers exhausted.
+/// length overflow, 46 sequence numbers exhausted, 45 sequence reservation
+/// used up (not yet raised by control) or `ws` is not the SA's owner
+/// worker (hand the packet to [`SaSnapshot::outbound_owner`] instead).
 ///
 /// The outer IPv4 header has ident 0, no DF and TOS 0; the outer IPv6 header
 /// traffic class and flow label 0.
@@ -509,6 +563,15 @@ pub fn encap(
             });
         }
     };
+    // One sequencing owner per outbound SA: the counter has a single
+    // writer (no shared compare-and-swap), so packets leave in sequence
+    // order. Callers hand packets for SAs they do not own to the owner
+    // first (`SaSnapshot::outbound_owner`); this refuses anything else
+    // rather than race the owner for a sequence number.
+    if sa.owner != ws.id() {
+        ws.count(sa.id, SaCounter::SendErrors);
+        return fail(DropReason::OutUnexpException);
+    }
     let o = &sa.outer;
     let eth_len = if o.ethernet.is_some() {
         ethernet::HEADER_LEN
@@ -533,16 +596,17 @@ pub fn encap(
         ws.count(sa.id, SaCounter::SendErrors);
         return fail(DropReason::PktBufferUnavailable);
     }
-    let Some(seq) = sa.next_seq() else {
-        ws.count(sa.id, SaCounter::SendErrors);
-        // 46 only when the sequence space itself is used up (rekey needed);
-        // a reservation control has not extended yet (its disk write is
-        // late) is a resource shortage, as QFP's 110 is.
-        return fail(if sa.seq_exhausted() {
-            DropReason::OutSeqOverflow
-        } else {
-            DropReason::PktBufferUnavailable
-        });
+    let seq = match sa.next_seq() {
+        Ok(seq) => seq,
+        Err(e) => {
+            ws.count(sa.id, SaCounter::SendErrors);
+            return fail(match e {
+                SeqError::Exhausted => DropReason::OutSeqOverflow,
+                // The control plane has not extended the reservation yet;
+                // see `DropReason::OutUnexpException` for the choice of 45.
+                SeqError::ReservationExhausted => DropReason::OutUnexpException,
+            });
+        }
     };
     let out = &mut out[..total];
     if let Some(e) = o.ethernet {

@@ -11,8 +11,12 @@ use proptest::strategy::ValueTree;
 use crate::crypto::{CIPHERTEXT_OFFSET, Cipher, EspCipher, ICV_LEN, sealed_len};
 use crate::drop::DropReason;
 use crate::events::DropEvent;
+use crate::events::InnerFlow;
 use crate::pipeline::{MAX_BATCH, PassReason, Verdict, decap_batch, encap};
-use crate::sa::{EthernetHeader, LocalEndpoint, OuterHeader, PeerKey, SaChange, SaId, SaTable};
+use crate::sa::{
+    AddrSet, EthernetHeader, LocalEndpoint, OutboundSaConfig, OuterHeader, PeerKey, Prefix,
+    SaChange, SaId, SaTable, Selectors,
+};
 use crate::testutil::*;
 use crate::worker::{WorkerState, sa_counters};
 
@@ -160,7 +164,8 @@ fn unknown_and_recently_deleted_spi() {
             src: ip("10.40.40.1"),
             dst: ip("10.30.30.1"),
             tunnel: Some(TUNNEL),
-            sa: None
+            sa: None,
+            inner: None,
         }
     );
     // Never-known SPI: tunnel from the local endpoint it arrived on.
@@ -780,4 +785,271 @@ fn event_ring_overflow_counts_lost() {
     assert_eq!(ws.shared().events.len(), 4);
     assert_eq!(ws.shared().events.lost(), 6);
     let _: IpAddr = ws.shared().events.pop().unwrap().src;
+}
+
+/// A loopback table whose inbound SA allows inner packets from
+/// 192.168.1.0/24 or fd00:1::/64 to 192.168.2.1 or fd00:2::/64 (the
+/// addresses `inner_v4` / `inner_v6` use).
+fn loopback_with_selectors() -> (SaTable, SaId) {
+    let p = |s: &str, l| Prefix::new(ip(s), l).unwrap();
+    let mut cfg = inbound_cfg(0x215EBFF1, Cipher::Aes256Gcm, &KEY, false, 64, TUNNEL);
+    cfg.selectors = std::sync::Arc::new(Selectors {
+        local: AddrSet::from_prefixes([p("192.168.2.1", 32), p("fd00:2::", 64)]),
+        remote: AddrSet::from_prefixes([p("192.168.1.0", 24), p("fd00:1::", 64)]),
+    });
+    let mut t = SaTable::new();
+    let ids = t
+        .apply(
+            vec![
+                SaChange::SetOutbound(outbound_cfg(
+                    0x215EBFF1,
+                    TUNNEL,
+                    Cipher::Aes256Gcm,
+                    &KEY,
+                    false,
+                    outer(false, true),
+                    0,
+                )),
+                SaChange::AddInbound(cfg),
+                SaChange::SetUdpPorts(vec![12346..=12346]),
+            ],
+            Duration::ZERO,
+        )
+        .unwrap();
+    (t, ids[1])
+}
+
+#[test]
+fn inbound_policy_check_drops_inner_packets_outside_the_selectors() {
+    let (t, id) = loopback_with_selectors();
+    let snap = t.snapshot();
+    let mut ws = WorkerState::new(0);
+    // inner_v4: 192.168.1.1 -> 192.168.2.1 (bytes 12..16 src, 16..20 dst);
+    // inner_v6: fd00:1::1 -> fd00:2::1 (bytes 8..24 src, 24..40 dst).
+    let v4_src_out = patch(&inner_v4(60), &[(14, 9)]); // 192.168.9.1
+    let v4_dst_out = patch(&inner_v4(60), &[(19, 2)]); // 192.168.2.2
+    let v6_src_out = patch(&inner_v6(60), &[(10, 0x99)]); // fd00:9901::1
+    let v6_dst_out = patch(&inner_v6(60), &[(26, 0x77)]); // fd00:7702::1
+    let cases: [(&[u8], Option<DropReason>); 6] = [
+        (&inner_v4(60), None),
+        (&v4_src_out, Some(DropReason::InV4PostInputPolicyFail)),
+        (&v4_dst_out, Some(DropReason::InV4PostInputPolicyFail)),
+        (&inner_v6(60), None),
+        (&v6_src_out, Some(DropReason::InV6PostInputPolicyFail)),
+        (&v6_dst_out, Some(DropReason::InV6PostInputPolicyFail)),
+    ];
+    let mut frames = Vec::new();
+    for (i, (inner, want)) in cases.iter().enumerate() {
+        let frame = encap_frame(&mut ws, &t, inner);
+        let (v, out) = decap_one(&mut ws, &snap, &frame, Duration::ZERO);
+        match want {
+            None => {
+                let Verdict::Deliver { tunnel, inner: r } = v else {
+                    panic!("#{i}: {v:?}")
+                };
+                assert_eq!((tunnel, &out[r]), (TUNNEL, &inner[..]), "#{i}");
+            }
+            Some(r) => assert_eq!(v, Verdict::Drop(*r), "#{i}"),
+        }
+        frames.push(frame);
+    }
+    // Exactly one drop counter per refused packet, nothing else.
+    let d = ws.shared().drops.snapshot();
+    assert_eq!(d[DropReason::InV4PostInputPolicyFail.index()], 2);
+    assert_eq!(d[DropReason::InV6PostInputPolicyFail.index()], 2);
+    assert_eq!(ws.shared().drops.total(), 4);
+    let c = sa_counters(&[ws.shared()], id);
+    assert_eq!((c.decaps, c.recv_errors, c.replay_failed()), (2, 4, 0));
+    assert_eq!(ws.shared().delivered.load(Ordering::Relaxed), 2);
+    // One event each, with the inner flow for the log line.
+    let ev = ws.shared().events.drain(10);
+    assert_eq!(ev.len(), 4);
+    assert_eq!(
+        ev[0],
+        DropEvent {
+            reason: DropReason::InV4PostInputPolicyFail,
+            spi: 0x215EBFF1,
+            src: ip("10.40.40.1"),
+            dst: ip("10.30.30.1"),
+            tunnel: Some(TUNNEL),
+            sa: Some(id),
+            inner: Some(InnerFlow {
+                src: ip("192.168.9.1"),
+                dst: ip("192.168.2.1"),
+                protocol: 17,
+            }),
+        }
+    );
+    assert_eq!(ev[3].inner.unwrap().dst, ip("fd00:7702::1"));
+    assert!(
+        crate::ioslog::format_event(&ev[2], Some("Tunnel10001"))
+            .unwrap()
+            .ends_with("dest_addr= /fd00:2::1, src_addr= fd00:9901::1, prot= 59"),
+    );
+    // The refused packets were authentic: their sequence numbers are spent
+    // (the window advanced), so a replay of one is a duplicate (19).
+    let (v, _) = decap_one(&mut ws, &snap, &frames[1], Duration::ZERO);
+    assert_eq!(v, Verdict::Drop(DropReason::InAntiReplayFail));
+    assert_eq!(sa_counters(&[ws.shared()], id).replay_duplicate, 1);
+}
+
+#[test]
+fn any_selectors_deliver_every_inner_address() {
+    // The default loopback SA has "any" selectors: the same packets pass.
+    let (t, id) = loopback(Cipher::Aes256Gcm, false, false, false, 64);
+    let mut ws = WorkerState::new(0);
+    for inner in [
+        patch(&inner_v4(60), &[(14, 9)]),
+        patch(&inner_v6(60), &[(26, 0x77)]),
+    ] {
+        let frame = encap_frame(&mut ws, &t, &inner);
+        let (v, _) = decap_one(&mut ws, &t.snapshot(), &frame, Duration::ZERO);
+        assert!(matches!(v, Verdict::Deliver { .. }), "{v:?}");
+    }
+    assert_eq!(sa_counters(&[ws.shared()], id).decaps, 2);
+    assert_eq!(ws.shared().drops.total(), 0);
+}
+
+#[test]
+fn deliveries_carry_the_sa_tunnel_and_count_per_sa() {
+    // Two tunnels in one batch: each Deliver names its SA's tunnel and each
+    // SA's decaps counter counts exactly its tunnel's deliveries.
+    let mut t = SaTable::new();
+    let mut changes = Vec::new();
+    for (spi, tunnel) in [(0x501u32, 1u32), (0x502, 2)] {
+        changes.push(SaChange::SetOutbound(outbound_cfg(
+            spi,
+            tunnel,
+            Cipher::Aes256Gcm,
+            &KEY,
+            false,
+            outer(false, false),
+            0,
+        )));
+        changes.push(SaChange::AddInbound(inbound_cfg(
+            spi,
+            Cipher::Aes256Gcm,
+            &KEY,
+            false,
+            64,
+            tunnel,
+        )));
+    }
+    let ids = t.apply(changes, Duration::ZERO).unwrap();
+    let snap = t.snapshot();
+    let mut ws = WorkerState::new(0);
+    let mut out = vec![0u8; 512];
+    let mut frames = Vec::new();
+    for tunnel in [1u32, 2, 2, 1, 2] {
+        let n = encap(&mut ws, &snap, tunnel, &inner_v4(40), &mut out)
+            .unwrap()
+            .len;
+        frames.push(out[..n].to_vec());
+    }
+    let mut verdicts = vec![Verdict::Handoff(9); frames.len()];
+    decap_batch(&mut ws, &snap, &mut frames, &mut verdicts, Duration::ZERO);
+    let tunnels: Vec<u32> = verdicts
+        .iter()
+        .map(|v| match v {
+            Verdict::Deliver { tunnel, .. } => *tunnel,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(tunnels, vec![1, 2, 2, 1, 2]);
+    let w = [ws.shared()];
+    assert_eq!(sa_counters(&w, ids[1]).decaps, 2);
+    assert_eq!(sa_counters(&w, ids[3]).decaps, 3);
+}
+
+#[test]
+fn only_the_owner_worker_encapsulates() {
+    let mut t = SaTable::new();
+    let ids = t
+        .apply(
+            vec![SaChange::SetOutbound(OutboundSaConfig {
+                owner: 1,
+                ..outbound_cfg(
+                    0x88,
+                    7,
+                    Cipher::Aes128Gcm,
+                    &KEY[..20],
+                    false,
+                    outer(false, false),
+                    0,
+                )
+            })],
+            Duration::ZERO,
+        )
+        .unwrap();
+    let snap = t.snapshot();
+    assert_eq!(snap.outbound_owner(7), Some(1));
+    assert_eq!(snap.outbound_owner(8), None);
+    let mut w0 = WorkerState::new(0);
+    let mut w1 = WorkerState::new(1);
+    let mut out = vec![0u8; 512];
+    // Worker 0 must hand the packet over; it never touches the sequence.
+    assert_eq!(
+        encap(&mut w0, &snap, 7, &inner_v4(40), &mut out),
+        Err(DropReason::OutUnexpException)
+    );
+    let Some(crate::sa::OutboundEntry::Active(sa)) = snap.outbound(7) else {
+        panic!()
+    };
+    assert_eq!(sa.last_seq(), 0);
+    let seqs: Vec<u64> = (0..3)
+        .map(|_| {
+            encap(&mut w1, &snap, 7, &inner_v4(40), &mut out)
+                .unwrap()
+                .seq
+        })
+        .collect();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    assert_eq!(w0.shared().drops.get(DropReason::OutUnexpException), 1);
+    assert_eq!(w0.shared().drops.total(), 1);
+    assert_eq!(w1.shared().drops.total(), 0);
+    let c = sa_counters(&[w0.shared(), w1.shared()], ids[0]);
+    assert_eq!((c.encaps, c.send_errors), (3, 1));
+}
+
+#[test]
+fn encap_stops_at_the_sequence_reservation() {
+    let mut t = SaTable::new();
+    let ids = t
+        .apply(
+            vec![SaChange::SetOutbound(OutboundSaConfig {
+                seq_limit: 2,
+                ..outbound_cfg(
+                    0x89,
+                    3,
+                    Cipher::Aes256Gcm,
+                    &KEY,
+                    false,
+                    outer(false, true),
+                    0,
+                )
+            })],
+            Duration::ZERO,
+        )
+        .unwrap();
+    let snap = t.snapshot();
+    let mut ws = WorkerState::new(0);
+    let mut out = vec![0u8; 512];
+    let mut send =
+        |ws: &mut WorkerState| encap(ws, &snap, 3, &inner_v6(40), &mut out).map(|e| e.seq);
+    assert_eq!(send(&mut ws), Ok(1));
+    assert_eq!(send(&mut ws), Ok(2));
+    assert_eq!(send(&mut ws), Err(DropReason::OutUnexpException));
+    assert_eq!(send(&mut ws), Err(DropReason::OutUnexpException));
+    let Some(crate::sa::OutboundEntry::Active(sa)) = snap.outbound(3) else {
+        panic!()
+    };
+    sa.raise_limit(3);
+    assert_eq!(send(&mut ws), Ok(3));
+    assert_eq!(send(&mut ws), Err(DropReason::OutUnexpException));
+    let d = ws.shared().drops.snapshot();
+    assert_eq!(d[DropReason::OutUnexpException.index()], 3);
+    assert_eq!(d[DropReason::OutSeqOverflow.index()], 0);
+    assert_eq!(ws.shared().drops.total(), 3);
+    let c = sa_counters(&[ws.shared()], ids[0]);
+    assert_eq!((c.encaps, c.send_errors), (3, 3));
 }

@@ -74,8 +74,131 @@ pub struct InboundSa {
     pub esn: bool,
     /// Replay window size (0 = off).
     pub window: u32,
+    /// Traffic selectors the decrypted inner packets must match
+    /// (RFC 4301 5.2); shared, so "any" costs one pointer.
+    pub selectors: Arc<Selectors>,
     /// AEAD context.
     pub cipher: EspCipher,
+}
+
+/// An IP prefix: an address and a prefix length (a traffic selector range
+/// as configured, e.g. `203.0.113.0/24`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Prefix {
+    addr: IpAddr,
+    len: u8,
+}
+
+impl Prefix {
+    /// `addr/len`, or `None` if `len` exceeds the address width. Host bits
+    /// below the prefix are ignored when matching.
+    pub fn new(addr: IpAddr, len: u8) -> Option<Prefix> {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        (len <= max).then_some(Prefix { addr, len })
+    }
+
+    /// The address as given.
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    /// The prefix length.
+    pub fn len(&self) -> u8 {
+        self.len
+    }
+
+    /// Whether the prefix covers every address of its family (`/0`).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Does the prefix contain `a`? Never across address families.
+    #[inline]
+    pub fn contains(&self, a: IpAddr) -> bool {
+        match (self.addr, a) {
+            (IpAddr::V4(p), IpAddr::V4(x)) => {
+                let m = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
+                u32::from(p) & m == u32::from(x) & m
+            }
+            (IpAddr::V6(p), IpAddr::V6(x)) => {
+                let m = u128::MAX
+                    .checked_shl(128 - u32::from(self.len))
+                    .unwrap_or(0);
+                u128::from(p) & m == u128::from(x) & m
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A set of addresses for one side of a traffic selector.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AddrSet {
+    /// Every address (no check).
+    #[default]
+    Any,
+    /// The union of these prefixes (an address of another family, or one
+    /// outside all of them, is not in the set).
+    Prefixes(Box<[Prefix]>),
+}
+
+impl AddrSet {
+    /// The set of these prefixes; an empty list means [`AddrSet::Any`].
+    pub fn from_prefixes(prefixes: impl IntoIterator<Item = Prefix>) -> AddrSet {
+        let v: Vec<Prefix> = prefixes.into_iter().collect();
+        if v.is_empty() {
+            AddrSet::Any
+        } else {
+            AddrSet::Prefixes(v.into())
+        }
+    }
+
+    /// Is `a` in the set?
+    #[inline]
+    pub fn contains(&self, a: IpAddr) -> bool {
+        match self {
+            AddrSet::Any => true,
+            // Linear: a tunnel has a handful of prefixes.
+            AddrSet::Prefixes(p) => p.iter().any(|p| p.contains(a)),
+        }
+    }
+}
+
+/// Traffic selectors of an inbound SA (RFC 4301 4.4.1, 5.2): the inner
+/// source address of a decrypted packet must be in `remote`, its inner
+/// destination in `local`. IKE sets them from the negotiated TS; manual
+/// tunnels from `remote_subnets` / `local_subnets`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Selectors {
+    /// Allowed inner destinations (our side).
+    pub local: AddrSet,
+    /// Allowed inner sources (the peer's side).
+    pub remote: AddrSet,
+}
+
+impl Selectors {
+    /// Selectors that allow every packet.
+    pub const ANY: Selectors = Selectors {
+        local: AddrSet::Any,
+        remote: AddrSet::Any,
+    };
+
+    /// Shared "allow everything" selectors.
+    pub fn any() -> Arc<Selectors> {
+        Arc::new(Selectors::ANY)
+    }
+
+    /// True when nothing is checked (the packet path skips the inner parse).
+    #[inline]
+    pub fn is_any(&self) -> bool {
+        matches!((&self.local, &self.remote), (AddrSet::Any, AddrSet::Any))
+    }
+
+    /// Does a decrypted packet from `src` to `dst` match?
+    #[inline]
+    pub fn allows(&self, src: IpAddr, dst: IpAddr) -> bool {
+        self.remote.contains(src) && self.local.contains(dst)
+    }
 }
 
 /// Ethernet addresses to put in front of encapsulated packets.
@@ -111,25 +234,41 @@ pub struct OutboundSa {
     pub spi: u32,
     /// Tunnel index.
     pub tunnel: u32,
+    /// The worker that owns the sequence counter: only it encapsulates with
+    /// this SA; other workers hand it their packets for this tunnel, so the
+    /// counter has one writer and packets leave in sequence order.
+    pub owner: u16,
     /// Extended sequence numbers.
     pub esn: bool,
     /// Outer framing.
     pub outer: OuterHeader,
     /// AEAD context.
     pub cipher: EspCipher,
-    /// Last sequence number handed out. Shared by all workers that encap
-    /// for this tunnel (an atomic increment; uncontended with one worker
-    /// per tunnel). Lives in the `Arc`, so it survives snapshot swaps.
+    /// Last sequence number handed out. Written only by the owner worker
+    /// (a plain load and store, no read-modify-write), read by control.
+    /// Lives in the `Arc`, so it survives snapshot swaps.
     seq: AtomicU64,
     /// Highest sequence number the datapath may use: the control plane's
-    /// durable reservation (nonce safety across restarts). Raised by
-    /// control only, never lowered.
+    /// reservation (recorded on disk before it is raised here). Written
+    /// only by control, only upwards.
     limit: AtomicU64,
 }
 
+/// Why [`OutboundSa`] handed out no sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeqError {
+    /// The sequence space is used up (2^32-1, or 2^64-1 with ESN): the
+    /// counter never wraps (RFC 4303 3.3.3), the SA must be rekeyed.
+    Exhausted,
+    /// The control plane's reservation ran out and was not raised yet
+    /// ([`OutboundSa::raise_limit`]).
+    ReservationExhausted,
+}
+
 impl OutboundSa {
-    /// End of the sequence number space: 2^32-1, or 2^64-1 with ESN.
-    pub fn seq_space_end(&self) -> u64 {
+    /// Highest sequence number the SA's sequence space has: 2^32-1, or
+    /// 2^64-1 with ESN.
+    pub fn max_seq(&self) -> u64 {
         if self.esn {
             u64::MAX
         } else {
@@ -137,37 +276,42 @@ impl OutboundSa {
         }
     }
 
-    /// The current limit: the highest sequence number control reserved.
+    /// Highest sequence number the datapath may use now (the control
+    /// plane's current reservation; may exceed [`OutboundSa::max_seq`]).
     pub fn seq_limit(&self) -> u64 {
         self.limit.load(Ordering::Acquire)
     }
 
-    /// Let the datapath use sequence numbers up to `limit` (control calls
-    /// this after the reservation is durable). Never lowers the limit.
+    /// Let the datapath use sequence numbers up to `limit` (control thread,
+    /// after the reservation is on disk). Only ever raises: a lower value
+    /// is ignored.
     pub fn raise_limit(&self, limit: u64) {
+        // Release: pairs with the owner's Acquire load in `next_seq`, so
+        // whatever control did before (writing the reservation) happens
+        // before the datapath uses the new numbers. fetch_max keeps it
+        // monotonic even if two control threads raced; workers never write.
         self.limit.fetch_max(limit, Ordering::Release);
     }
 
-    /// Take the next sequence number, or `None` when the sequence space
-    /// is exhausted (the counter never wraps, RFC 4303 3.3.3: the SA must
-    /// be rekeyed) or control's reservation is used up.
-    pub fn next_seq(&self) -> Option<u64> {
-        let limit = self.seq_space_end().min(self.seq_limit());
-        self.seq
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
-                s.checked_add(1).filter(|&n| n <= limit)
-            })
-            .ok()
-            .map(|prev| prev + 1)
+    /// Take the next sequence number. Only the owner worker may call this
+    /// (single writer: a load and a store). Refuses numbers above the
+    /// sequence space (never wraps) and above the current reservation.
+    pub(crate) fn next_seq(&self) -> Result<u64, SeqError> {
+        let next = self
+            .seq
+            .load(Ordering::Relaxed)
+            .checked_add(1)
+            .filter(|&n| n <= self.max_seq())
+            .ok_or(SeqError::Exhausted)?;
+        if next > self.limit.load(Ordering::Acquire) {
+            return Err(SeqError::ReservationExhausted);
+        }
+        self.seq.store(next, Ordering::Relaxed);
+        Ok(next)
     }
 
-    /// Whether `next_seq` fails because the sequence space itself is
-    /// exhausted (as opposed to the reservation).
-    pub fn seq_exhausted(&self) -> bool {
-        self.last_seq() >= self.seq_space_end()
-    }
-
-    /// Last sequence number sent (0 before the first).
+    /// Last sequence number sent (0 before the first); control may read it
+    /// at any time.
     pub fn last_seq(&self) -> u64 {
         self.seq.load(Ordering::Relaxed)
     }
@@ -301,6 +445,17 @@ impl SaSnapshot {
             .map(|(_, e)| e)
     }
 
+    /// The worker that must encapsulate for `tunnel` (its outbound SA's
+    /// sequencing owner), or `None` when the tunnel has no usable SA (any
+    /// worker may then call `encap`, which only counts the drop).
+    #[inline]
+    pub fn outbound_owner(&self, tunnel: u32) -> Option<u16> {
+        match self.outbound(tunnel)? {
+            OutboundEntry::Active(sa) => Some(sa.owner),
+            OutboundEntry::Invalid => None,
+        }
+    }
+
     /// Is `port` a UDP destination port that carries ESP (RFC 3948)?
     #[inline]
     pub fn is_esp_udp_port(&self, port: u16) -> bool {
@@ -340,6 +495,9 @@ pub struct InboundSaConfig {
     pub esn: bool,
     /// Replay window (0 or a power of two in 64..=8192).
     pub window: u32,
+    /// Traffic selectors decrypted packets must match ([`Selectors::any`]
+    /// for no check).
+    pub selectors: Arc<Selectors>,
     /// Name for show commands (e.g. the crypto map tag).
     pub name: String,
 }
@@ -351,6 +509,8 @@ pub struct OutboundSaConfig {
     pub spi: u32,
     /// Tunnel index.
     pub tunnel: u32,
+    /// The worker that owns the sequence counter (the tunnel's `worker`).
+    pub owner: u16,
     /// Transform.
     pub cipher: Cipher,
     /// key || salt.
@@ -362,8 +522,9 @@ pub struct OutboundSaConfig {
     /// Last sequence number already used (0 for a new SA: the first packet
     /// carries 1).
     pub last_seq: u64,
-    /// Highest sequence number the datapath may use until control raises
-    /// it ([`OutboundSa::raise_limit`]); `u64::MAX` for no limit.
+    /// Highest sequence number the datapath may use until control raises it
+    /// ([`OutboundSa::raise_limit`]): the control plane's current on-disk
+    /// reservation. `u64::MAX` for no reservation.
     pub seq_limit: u64,
     /// Name for show commands.
     pub name: String,
@@ -614,6 +775,7 @@ impl SaTable {
                         owner: cfg.owner,
                         esn: cfg.esn,
                         window: cfg.window,
+                        selectors: cfg.selectors,
                         cipher: cipher.expect("validated"),
                     });
                     next.inbound.update(cfg.spi, |rows| {
@@ -664,6 +826,7 @@ impl SaTable {
                         id,
                         spi: cfg.spi,
                         tunnel: cfg.tunnel,
+                        owner: cfg.owner,
                         esn: cfg.esn,
                         outer: cfg.outer,
                         cipher: cipher.expect("validated"),
@@ -763,6 +926,7 @@ mod tests {
             key: KeyMaterial::new(vec![spi as u8; 36]),
             esn: false,
             window: 64,
+            selectors: Selectors::any(),
             name: format!("sa-{spi}"),
         })
     }
@@ -914,9 +1078,14 @@ mod tests {
     }
 
     fn outbound(tunnel: u32, last_seq: u64, esn: bool) -> SaChange {
+        outbound_limited(tunnel, last_seq, esn, u64::MAX)
+    }
+
+    fn outbound_limited(tunnel: u32, last_seq: u64, esn: bool, seq_limit: u64) -> SaChange {
         SaChange::SetOutbound(OutboundSaConfig {
             spi: 0x1000 + tunnel,
             tunnel,
+            owner: 0,
             cipher: Cipher::Aes128Gcm,
             key: KeyMaterial::new(vec![1; 20]),
             esn,
@@ -928,9 +1097,16 @@ mod tests {
                 ttl: 64,
             },
             last_seq,
-            seq_limit: u64::MAX,
+            seq_limit,
             name: "out".into(),
         })
+    }
+
+    fn active(s: &SaSnapshot, tunnel: u32) -> Arc<OutboundSa> {
+        match s.outbound(tunnel) {
+            Some(OutboundEntry::Active(a)) => a.clone(),
+            other => panic!("tunnel {tunnel}: {other:?}"),
+        }
     }
 
     #[test]
@@ -945,25 +1121,24 @@ mod tests {
         )
         .unwrap();
         let s = t.snapshot();
-        let Some(OutboundEntry::Active(a)) = s.outbound(1) else {
-            panic!()
-        };
-        assert_eq!(a.next_seq(), Some(u64::from(u32::MAX) - 1));
-        assert_eq!(a.next_seq(), Some(u64::from(u32::MAX)));
-        assert_eq!(a.next_seq(), None);
-        assert_eq!(a.next_seq(), None);
+        let a = active(&s, 1);
+        assert_eq!(a.next_seq(), Ok(u64::from(u32::MAX) - 1));
+        assert_eq!(a.next_seq(), Ok(u64::from(u32::MAX)));
+        assert_eq!(a.next_seq(), Err(SeqError::Exhausted));
+        assert_eq!(a.next_seq(), Err(SeqError::Exhausted));
         assert_eq!(a.last_seq(), u64::from(u32::MAX));
-        let Some(OutboundEntry::Active(b)) = s.outbound(2) else {
-            panic!()
-        };
-        assert_eq!(b.next_seq(), Some(u64::MAX));
-        assert_eq!(b.next_seq(), None);
+        // A reservation beyond the space does not let it wrap either.
+        a.raise_limit(u64::MAX);
+        assert_eq!(a.next_seq(), Err(SeqError::Exhausted));
+        assert_eq!(a.last_seq(), u64::from(u32::MAX));
+        let b = active(&s, 2);
+        assert_eq!(b.next_seq(), Ok(u64::MAX));
+        assert_eq!(b.next_seq(), Err(SeqError::Exhausted));
+        assert_eq!(b.last_seq(), u64::MAX);
         // Sequence state survives unrelated publishes.
         t.apply(vec![inbound(9, None)], Duration::ZERO).unwrap();
-        let Some(OutboundEntry::Active(a2)) = t.snapshot().outbound(1).cloned() else {
-            panic!()
-        };
-        assert_eq!(a2.next_seq(), None);
+        let a2 = active(&t.snapshot(), 1);
+        assert_eq!(a2.next_seq(), Err(SeqError::Exhausted));
         t.apply(
             vec![
                 SaChange::RemoveOutbound {
@@ -986,26 +1161,85 @@ mod tests {
     }
 
     #[test]
-    fn outbound_sequence_stops_at_the_reservation() {
+    fn outbound_sequence_respects_the_reservation() {
         let mut t = SaTable::new();
-        let mut c = outbound(3, 10, false);
-        if let SaChange::SetOutbound(cfg) = &mut c {
-            cfg.seq_limit = 12;
-        }
-        t.apply(vec![c], Duration::ZERO).unwrap();
-        let Some(OutboundEntry::Active(a)) = t.snapshot().outbound(3).cloned() else {
-            panic!()
+        // Resumed above a reservation of 100, allowed up to 103.
+        t.apply(vec![outbound_limited(1, 100, false, 103)], Duration::ZERO)
+            .unwrap();
+        let a = active(&t.snapshot(), 1);
+        assert_eq!(a.seq_limit(), 103);
+        assert_eq!(a.next_seq(), Ok(101));
+        assert_eq!(a.next_seq(), Ok(102));
+        assert_eq!(a.next_seq(), Ok(103));
+        assert_eq!(a.next_seq(), Err(SeqError::ReservationExhausted));
+        assert_eq!(a.next_seq(), Err(SeqError::ReservationExhausted));
+        // Refusals use no number.
+        assert_eq!(a.last_seq(), 103);
+        // Lowering is ignored; raising lets it continue where it stopped.
+        a.raise_limit(50);
+        assert_eq!(a.seq_limit(), 103);
+        assert_eq!(a.next_seq(), Err(SeqError::ReservationExhausted));
+        a.raise_limit(105);
+        assert_eq!(a.seq_limit(), 105);
+        assert_eq!(a.next_seq(), Ok(104));
+        assert_eq!(a.next_seq(), Ok(105));
+        assert_eq!(a.next_seq(), Err(SeqError::ReservationExhausted));
+        assert_eq!(a.last_seq(), 105);
+        // Near the end of the 32-bit space the space wins over the reservation.
+        t.apply(
+            vec![outbound_limited(2, u64::from(u32::MAX) - 1, false, 1 << 40)],
+            Duration::ZERO,
+        )
+        .unwrap();
+        let b = active(&t.snapshot(), 2);
+        assert_eq!(b.next_seq(), Ok(u64::from(u32::MAX)));
+        assert_eq!(b.next_seq(), Err(SeqError::Exhausted));
+        // A limit of 0 (nothing reserved yet) sends nothing.
+        t.apply(vec![outbound_limited(3, 0, true, 0)], Duration::ZERO)
+            .unwrap();
+        let c = active(&t.snapshot(), 3);
+        assert_eq!(c.next_seq(), Err(SeqError::ReservationExhausted));
+        c.raise_limit(1);
+        assert_eq!(c.next_seq(), Ok(1));
+    }
+
+    #[test]
+    fn prefixes_and_selectors() {
+        let p = |s: &str, l| Prefix::new(s.parse().unwrap(), l).unwrap();
+        let a = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(Prefix::new(a("10.0.0.0"), 33).is_none());
+        assert!(Prefix::new(a("2001:db8::"), 129).is_none());
+        assert!(p("203.0.113.0", 24).contains(a("203.0.113.77")));
+        assert!(!p("203.0.113.0", 24).contains(a("203.0.114.1")));
+        // Host bits of the prefix are ignored.
+        assert!(p("203.0.113.9", 24).contains(a("203.0.113.200")));
+        assert!(p("203.0.113.1", 32).contains(a("203.0.113.1")));
+        assert!(!p("203.0.113.1", 32).contains(a("203.0.113.2")));
+        assert!(p("0.0.0.0", 0).contains(a("198.51.100.1")));
+        // Never across families.
+        assert!(!p("0.0.0.0", 0).contains(a("2001:db8::1")));
+        assert!(p("::", 0).contains(a("2001:db8::1")));
+        assert!(p("2001:db8:200::", 48).contains(a("2001:db8:200:1::5")));
+        assert!(!p("2001:db8:200::", 48).contains(a("2001:db8:201::5")));
+        assert!(p("2001:db8::1", 128).contains(a("2001:db8::1")));
+
+        assert!(Selectors::ANY.is_any());
+        assert_eq!(AddrSet::from_prefixes([]), AddrSet::Any);
+        let sel = Selectors {
+            local: AddrSet::from_prefixes([p("203.0.113.2", 32)]),
+            remote: AddrSet::from_prefixes([p("203.0.113.1", 32), p("2001:db8:200::", 64)]),
         };
-        assert_eq!(a.next_seq(), Some(11));
-        assert_eq!(a.next_seq(), Some(12));
-        assert_eq!(a.next_seq(), None);
-        assert!(!a.seq_exhausted());
-        a.raise_limit(5); // never lowered
-        assert_eq!(a.seq_limit(), 12);
-        a.raise_limit(13);
-        assert_eq!(a.next_seq(), Some(13));
-        assert_eq!(a.next_seq(), None);
-        assert_eq!(a.last_seq(), 13);
+        assert!(!sel.is_any());
+        assert!(sel.allows(a("203.0.113.1"), a("203.0.113.2")));
+        assert!(!sel.allows(a("203.0.113.5"), a("203.0.113.2")));
+        assert!(!sel.allows(a("203.0.113.1"), a("203.0.113.3")));
+        // IPv6 source allowed, but no IPv6 local prefix.
+        assert!(!sel.allows(a("2001:db8:200::1"), a("2001:db8:200::2")));
+        let only_remote = Selectors {
+            local: AddrSet::Any,
+            remote: sel.remote.clone(),
+        };
+        assert!(only_remote.allows(a("2001:db8:200::1"), a("2001:db8:999::2")));
     }
 
     #[test]
@@ -1055,6 +1289,7 @@ mod tests {
                     key: KeyMaterial::new(vec![7; 36]),
                     esn: false,
                     window: 512,
+                    selectors: Selectors::any(),
                     name: String::new(),
                 })
             })

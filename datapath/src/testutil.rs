@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use crate::crypto::{Cipher, KeyMaterial};
 use crate::pipeline::{Verdict, decap_batch};
-use crate::sa::{InboundSaConfig, OutboundSaConfig, OuterHeader, PeerKey, SaChange, SaSnapshot};
+use crate::sa::{
+    InboundSaConfig, OutboundSaConfig, OuterHeader, PeerKey, SaChange, SaSnapshot, Selectors,
+};
 use crate::worker::WorkerState;
 
 pub(crate) use crate::wire::hex;
@@ -27,6 +29,7 @@ pub(crate) fn inbound_cfg(
         key: KeyMaterial::new(key.to_vec()),
         esn,
         window,
+        selectors: Selectors::any(),
         name: format!("in-{spi:x}"),
     }
 }
@@ -51,6 +54,7 @@ pub(crate) fn outbound_cfg(
     OutboundSaConfig {
         spi,
         tunnel,
+        owner: 0,
         cipher,
         key: KeyMaterial::new(key.to_vec()),
         esn,

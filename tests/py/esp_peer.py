@@ -52,11 +52,13 @@ report = {"sent": 0, "received_esp": 0, "decrypted": 0, "matched": [], "errors":
 sock = conf.L2socket(iface=cfg["iface"])
 eth = Ether(src=cfg["src_mac"], dst=cfg["dst_mac"])
 
-def inner(i):
+def inner(i, src=None, dst=None):
     payload = bytes([(i + k) & 0xFF for k in range(cfg.get("payload", 56))])
+    src = src or cfg["inner_src"]
+    dst = dst or cfg["inner_dst"]
     if v6_inner:
-        return IPv6(src=cfg["inner_src"], dst=cfg["inner_dst"]) / ICMPv6EchoRequest(id=ident, seq=i, data=payload)
-    return IP(src=cfg["inner_src"], dst=cfg["inner_dst"]) / ICMP(type=8, id=ident, seq=i) / Raw(payload)
+        return IPv6(src=src, dst=dst) / ICMPv6EchoRequest(id=ident, seq=i, data=payload)
+    return IP(src=src, dst=dst) / ICMP(type=8, id=ident, seq=i) / Raw(payload)
 
 def handle(frame):
     pkt = Ether(bytes(frame))
@@ -82,10 +84,11 @@ def handle(frame):
 
 def crafted(i, spec):
     """One ESP packet built by hand with scapy's cipher: custom padding,
-    next header, SPI, tampering, truncation, fragment flags."""
+    next header, SPI, tampering, truncation, fragment flags, inner
+    addresses (inner_src / inner_dst)."""
     from scapy.layers.ipsec import _ESPPlain
     seq = spec["seq"]
-    clear = inner(i)
+    clear = inner(i, spec.get("inner_src"), spec.get("inner_dst"))
     esp = _ESPPlain(spi=spec.get("spi", tx_sa.spi), seq=seq & 0xFFFFFFFF, iv=tx_sa.crypt_algo.generate_iv())
     esp.data = clear
     esp.nh = spec.get("nh", 41 if v6_inner else 4)

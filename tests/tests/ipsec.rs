@@ -435,6 +435,13 @@ fn frames_on_another_queue_are_handed_to_the_sa_owner() {
         let d = Daemon::start(&lab.ns1, &cfg_text).unwrap();
         let r = scapy_peer(&lab.ns2, &peer_cfg(&lab, &BASE)).unwrap();
         assert_eq!(r["matched"], json!([0, 1, 2, 3, 4]), "worker {worker}: {r}");
+        // Replies are encrypted by the tunnel's owner worker only, whichever
+        // TUN queue they were read on: sequence numbers leave in order.
+        assert_eq!(
+            r["reply_seqs"],
+            json!([1, 2, 3, 4, 5]),
+            "worker {worker}: {r}"
+        );
         assert_eq!(sa(&d)["pkts_decaps"], 5);
         assert!(drops(&d).is_empty(), "{:?}", drops(&d));
         let v = d
@@ -671,6 +678,64 @@ fn fragmented_esp_is_reassembled_and_decrypted() {
         assert!(
             st["xdp"]["pass_fragment"].as_u64().unwrap() >= 10,
             "{c:?}: {st}"
+        );
+    }
+}
+
+#[test]
+fn inner_packets_outside_the_tunnel_policy_are_dropped_and_logged() {
+    for c in [
+        BASE,
+        Case {
+            v6_outer: true,
+            v6_inner: true,
+            ..BASE
+        },
+    ] {
+        let lab = Lab::unique().up(1).unwrap();
+        let d = Daemon::start(&lab.ns1, &tunnel_config(&lab, 0, &c)).unwrap();
+        let mut cfg = peer_cfg(&lab, &c);
+        // The tunnel allows sources in remote_subnets (the peer's inner
+        // address) to the [inside] address (the default local_subnets).
+        let (bad_src, bad_dst, code) = if c.v6_inner {
+            ("2001:db8:200::77", "2001:db8:200::50", 31)
+        } else {
+            ("203.0.113.77", "203.0.113.50", 30)
+        };
+        cfg["packets"] = json!([
+            {"seq": 1},
+            {"seq": 2, "inner_src": bad_src}, // source outside remote_subnets
+            {"seq": 3, "inner_dst": bad_dst}, // destination outside local_subnets
+            {"seq": 2}, // authentic but refused packets still used their sequence numbers
+            {"seq": 4},
+        ]);
+        let r = scapy_peer(&lab.ns2, &cfg).unwrap();
+        assert_eq!(r["sent"], 5, "{c:?}: {r}");
+        let want: std::collections::BTreeMap<u64, u64> = [(code, 2), (19, 1)].into_iter().collect();
+        assert_eq!(
+            settle(want.clone(), || drops(&d)),
+            want,
+            "{c:?}: POST_INPUT_POLICY_FAIL and the replay of a refused packet"
+        );
+        let s = sa(&d);
+        assert_eq!(s["pkts_decaps"], 2, "{c:?}: {s}");
+        // recv errors: 2 policy + 1 replay.
+        assert_eq!(s["recv_errors"], 3, "{c:?}: {s}");
+        let log = d.cli("show logging").unwrap();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("%CRYPTO-4-RECVD_PKT_INV_IDENTITY_ACL"))
+            .collect();
+        // One a minute: the second refused packet is rate-limited.
+        assert_eq!(lines.len(), 1, "{c:?}: {log}");
+        let inner = inner_addrs(c.v6_inner);
+        let prot = if c.v6_inner { 58 } else { 1 };
+        assert!(
+            lines[0].ends_with(&format!(
+                "%CRYPTO-4-RECVD_PKT_INV_IDENTITY_ACL: ipsec check access: identity not allowed by ACL. ip vrf/dest_addr= /{}, src_addr= {bad_src}, prot= {prot}",
+                inner[0]
+            )),
+            "{c:?}: {log}"
         );
     }
 }

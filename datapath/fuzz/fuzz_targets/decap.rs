@@ -12,7 +12,8 @@ use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use xdpsec_datapath::crypto::{Cipher, KeyMaterial};
 use xdpsec_datapath::sa::{
-    EthernetHeader, InboundSaConfig, OuterHeader, OutboundSaConfig, SaChange, SaSnapshot, SaTable,
+    AddrSet, EthernetHeader, InboundSaConfig, OuterHeader, OutboundSaConfig, Prefix, SaChange,
+    SaSnapshot, SaTable, Selectors,
 };
 use xdpsec_datapath::{decap_batch, encap, Verdict, WorkerState};
 
@@ -35,7 +36,7 @@ fn setup() -> &'static Setup {
         for (i, &(cipher, esn, v6, udp, window)) in combos.iter().enumerate() {
             let spi = 0x1000 + i as u32;
             let key = vec![i as u8 + 1; cipher.key_material_len()];
-            let (src, dst) = if v6 {
+            let (src, dst): (std::net::IpAddr, std::net::IpAddr) = if v6 {
                 ("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap())
             } else {
                 ("10.40.40.1".parse().unwrap(), "10.30.30.1".parse().unwrap())
@@ -49,11 +50,21 @@ fn setup() -> &'static Setup {
                 key: KeyMaterial::new(key.clone()),
                 esn,
                 window,
+                // Every other SA checks the inner addresses (drops 30/31).
+                selectors: if i % 2 == 1 {
+                    Arc::new(Selectors {
+                        local: AddrSet::from_prefixes(Prefix::new(dst, 24)),
+                        remote: AddrSet::from_prefixes(Prefix::new(src, 64)),
+                    })
+                } else {
+                    Selectors::any()
+                },
                 name: String::new(),
             }));
             changes.push(SaChange::SetOutbound(OutboundSaConfig {
                 spi,
                 tunnel: i as u32,
+                owner: 0,
                 cipher,
                 key: KeyMaterial::new(key),
                 esn,
