@@ -34,9 +34,8 @@ if ! bpf-linker --version >/dev/null 2>&1; then
   LLVM_PREFIX=$P cargo install bpf-linker --version 0.13.0 --locked \
     --no-default-features --features "llvm-$MAJOR"
 fi
-# scapy (an independent ESP implementation) for the interop tests, in the project's
-# own venv ($XDPSEC_VENV if set, as the e2e tests read it; else <repo>/.venv).
-VENV="${XDPSEC_VENV:-$(cd "$(dirname "$0")/.." && pwd)/.venv}"
+# scapy (an independent ESP implementation) for the interop tests, in the project's own venv.
+VENV="$(cd "$(dirname "$0")/.." && pwd)/.venv"
 if ! "$VENV/bin/python" -c 'import scapy, cryptography; assert scapy.__version__ == "2.8.0"' >/dev/null 2>&1; then
   say "python venv $VENV with scapy 2.8.0 and cryptography (ESP interop tests)"
   python3 -m venv "$VENV"
@@ -47,7 +46,7 @@ GENIE_VERSION=26.9
 if ! "$VENV/bin/python" -c '
 import genie.libs.parser.iosxe.show_crypto as c, genie.libs.parser.iosxe.show_platform_hardware as p
 c.ShowCryptoIpsecSa, p.ShowPlatformHardwareQfpActiveFeatureIpsecDatapathDropsAll' >/dev/null 2>&1; then
-  say "pip install pyats, genie, genie.libs.parser $GENIE_VERSION into $VENV (genieparser test; about a minute)"
+  say "pip install pyats, genie, genie.libs.parser $GENIE_VERSION into $VENV (genieparser test; 1.5-3 minutes)"
   "$VENV/bin/pip" install -q --disable-pip-version-check \
     "pyats==$GENIE_VERSION" "genie==$GENIE_VERSION" "genie.libs.parser==$GENIE_VERSION"
 fi
