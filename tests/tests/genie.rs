@@ -3,12 +3,16 @@
 //! `ShowCryptoIpsecSa` and `... datapath drops all` through
 //! `ShowPlatformHardwareQfpActiveFeatureIpsecDatapathDropsAll`, after real
 //! traffic from the scapy peer left decaps, encaps and several drop types.
+//!
+//! IPv4 underlay only: genie's `ShowCryptoIpsecSa` matches addresses
+//! (`local addr`, `current_peer`, idents, crypto endpoints) as dotted IPv4
+//! and raises on IPv6 ones, real IOS output included.
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 use xdpsec_e2e::{
     Daemon, Lab, genie_parse, scapy_peer, settle,
-    tunnel::{BASE, scapy_peer_config, tunnel_config},
+    tunnel::{BASE, KEY_A128, KEY_B128, scapy_peer_config, tunnel_config},
 };
 
 const SA: &str = "show crypto ipsec sa";
@@ -157,7 +161,12 @@ fn drops(d: &Daemon) -> BTreeMap<u64, u64> {
 
 fn sa_counts(d: &Daemon) -> (u64, u64) {
     let v = d.cli_json(SA).unwrap();
-    let s = &v["sas"][0];
+    let s = v["sas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["tunnel"] == "Tunnel1")
+        .unwrap_or_else(|| panic!("no Tunnel1 in {v}"));
     (
         s["pkts_decaps"].as_u64().unwrap(),
         s["pkts_encaps"].as_u64().unwrap(),
@@ -167,7 +176,30 @@ fn sa_counts(d: &Daemon) -> (u64, u64) {
 #[test]
 fn genieparser_reads_show_output_as_json_gives_it() {
     let lab = Lab::unique().up(1).unwrap();
-    let d = Daemon::start(&lab.ns1, &tunnel_config(&lab, 0, &BASE)).unwrap();
+    // Tunnel1 carries the traffic; Tunnel2 (UDP-encapsulated, AES-128-GCM,
+    // another peer) stays idle: two interfaces in the text.
+    let config = tunnel_config(&lab, 0, &BASE)
+        + &format!(
+            r#"[[tunnel]]
+name = "Tunnel2"
+kind = "manual"
+peer = "198.51.100.3"
+encap = "udp"
+local_port = 4500
+peer_port = 4500
+cipher = "aes128-gcm"
+esn = false
+replay_window = 128
+remote_subnets = ["203.0.113.3/32"]
+[tunnel.inbound]
+spi = 0x2001
+key = "{KEY_A128}"
+[tunnel.outbound]
+spi = 0x2002
+key = "{KEY_B128}"
+"#
+        );
+    let d = Daemon::start(&lab.ns1, &config).unwrap();
     let mut cfg = scapy_peer_config(&lab, &BASE).unwrap();
     // Five echo requests through the tunnel, the replies back through it.
     let r = scapy_peer(&lab.ns2, &cfg).unwrap();
@@ -220,7 +252,13 @@ fn genieparser_reads_show_output_as_json_gives_it() {
         diff.join("\n"),
         parsed[0]
     );
-    // Sanity: genie saw the traffic (not an all-zero parse that happens to agree).
+    // Sanity: genie saw both tunnels and the traffic (not an all-zero parse
+    // that happens to agree).
+    let names: Vec<&String> = parsed[0]["sa"]["parsed"]["interface"]
+        .as_object()
+        .map(|o| o.keys().collect())
+        .unwrap_or_default();
+    assert_eq!(names, ["Tunnel1", "Tunnel2"], "{}", parsed[0]);
     let g = &parsed[0]["sa"]["parsed"]["interface"]["Tunnel1"]["ident"];
     let first = g.as_object().and_then(|o| o.values().next()).unwrap();
     assert_eq!(first["pkts_decaps"], 6, "{g}");
