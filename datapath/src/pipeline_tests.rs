@@ -797,7 +797,7 @@ fn frame_spec() -> impl Strategy<Value = FrameSpec> {
     ];
     let trail = prop_oneof![
         6 => Just(Trail::Good),
-        2 => any::<u8>().prop_map(Trail::NextHeader),
+        2 => prop_oneof![Just(4u8), Just(41), Just(59), Just(17), Just(50), any::<u8>()].prop_map(Trail::NextHeader),
         1 => any::<u8>().prop_map(Trail::BadPadByte),
         1 => Just(Trail::PadTooLong),
         1 => (0u8..20).prop_map(Trail::ShortInner),
@@ -992,7 +992,13 @@ fn outer_frame(s: &FrameSpec, proto: u8, l4: &[u8]) -> Vec<u8> {
             Damage::AtomicFragment => 0x4000, // DF
             _ => 0,
         };
-        let mut h = vec![0x45, 0];
+        // Version 6 behind the IPv4 ethertype: the checksum still matches.
+        let version = if matches!(s.damage, Damage::IpVersion) {
+            0x65
+        } else {
+            0x45
+        };
+        let mut h = vec![version, 0];
         h.extend(((20 + l4.len()) as u16).to_be_bytes());
         h.extend([0x12, 0x34]);
         h.extend(flags.to_be_bytes());
@@ -1002,8 +1008,8 @@ fn outer_frame(s: &FrameSpec, proto: u8, l4: &[u8]) -> Vec<u8> {
         h.extend(l4);
         (h, [0x08, 0x00])
     };
-    if matches!(s.damage, Damage::IpVersion) {
-        ip[0] = if s.v6_outer { 0x45 } else { 0x65 };
+    if s.v6_outer && matches!(s.damage, Damage::IpVersion) {
+        ip[0] = 0x45;
     }
     let mut f = vec![0xf1; 6];
     f.extend([0xf2; 6]);
@@ -1121,6 +1127,7 @@ fn build_one(
         // before the trailer are not 1, 2, ...
         Trail::PadTooLong => Err(DropReason::InHeadPadLenErr),
         Trail::ShortInner(_) => Err(DropReason::InNhMismatch),
+        // Every other next header, 59 (dummy packet) included, is 65 today.
         Trail::NextHeader(n) if n != inner_nh => Err(DropReason::InNhMismatch),
         _ => Ok(()),
     };
