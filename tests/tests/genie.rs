@@ -235,7 +235,7 @@ key = "{KEY_B128}"
     assert_ne!(bad_sa, sa_text, "{sa_text}");
     let row4 = drops_text
         .lines()
-        .find(|l| l.starts_with("4 "))
+        .find(|l| l.trim_start().starts_with("4 "))
         .unwrap_or_else(|| panic!("no drop row 4 in {drops_text}"));
     let bad_drops = drops_text.replace(row4, &format!("{}3", &row4[..row4.len() - 1]));
     assert_ne!(bad_drops, drops_text);
