@@ -41,4 +41,13 @@ if ! "$VENV/bin/python" -c 'import scapy, cryptography; assert scapy.__version__
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check scapy==2.8.0 cryptography
 fi
+# Cisco's genieparser (pyATS) reads our IOS-style show output in tests/tests/genie.rs.
+GENIE_VERSION=26.9
+if ! "$VENV/bin/python" -c '
+import genie.libs.parser.iosxe.show_crypto as c, genie.libs.parser.iosxe.show_platform_hardware as p
+c.ShowCryptoIpsecSa, p.ShowPlatformHardwareQfpActiveFeatureIpsecDatapathDropsAll' >/dev/null 2>&1; then
+  say "pip install pyats, genie, genie.libs.parser $GENIE_VERSION into $VENV (genieparser test; 1.5-3 minutes)"
+  "$VENV/bin/pip" install -q --disable-pip-version-check \
+    "pyats==$GENIE_VERSION" "genie==$GENIE_VERSION" "genie.libs.parser==$GENIE_VERSION"
+fi
 say "ok"

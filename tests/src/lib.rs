@@ -416,16 +416,102 @@ pub fn scapy_peer(ns: &str, cfg: &serde_json::Value) -> Result<serde_json::Value
     serde_json::from_str(last).with_context(|| format!("scapy peer report: {stdout}"))
 }
 
-/// Poll `f` until it returns `want` or 3 s pass; returns the last value.
-/// Counters are read over the control socket while the datapath may still be
-/// working through frames the test just sent.
-pub fn settle<T: PartialEq>(want: T, mut f: impl FnMut() -> T) -> T {
-    let deadline = Instant::now() + Duration::from_secs(3);
+/// How long a counter must stay unchanged before [`settle`] trusts it: long
+/// enough for frames still in a veth queue, an AF_XDP ring or a worker's batch.
+pub const QUIET: Duration = Duration::from_millis(500);
+
+/// Poll `f` until it returns `want` and has not changed for [`QUIET`]; give
+/// up (returning the last value) when `want` was not reached in 3 s, or after
+/// 5 s in all. Counters are read over the control socket while the datapath
+/// may still be working through frames the test just sent.
+//
+// Returning as soon as the value equals `want` would let a zero-count check
+// pass before a late frame arrives, and an exact count pass before an extra
+// one is counted: the value must also hold still. Settle a tuple of every
+// counter a step checks in one call, so the quiet period is paid once.
+pub fn settle<T: PartialEq>(want: T, f: impl FnMut() -> T) -> T {
+    settle_for(want, QUIET, Duration::from_secs(3), f)
+}
+
+/// [`settle`] with its quiet period and reach time given.
+pub fn settle_for<T: PartialEq>(
+    want: T,
+    quiet: Duration,
+    reach: Duration,
+    mut f: impl FnMut() -> T,
+) -> T {
+    let start = Instant::now();
+    let cap = start + reach + quiet + Duration::from_secs(1);
+    let mut last = f();
+    let mut changed = start;
     loop {
-        let v = f();
-        if v == want || Instant::now() > deadline {
-            return v;
+        let now = Instant::now();
+        if last == want && now >= changed + quiet {
+            return last;
+        }
+        if (last != want && now >= start + reach) || now >= cap {
+            return last;
         }
         std::thread::sleep(Duration::from_millis(20));
+        let v = f();
+        if v != last {
+            changed = Instant::now();
+            last = v;
+        }
+    }
+}
+
+/// Run tests/py/genie_parse.py (Cisco's genieparser, from the venv) on
+/// `cases`: `[{"sa": TEXT, "drops": TEXT}, ...]`; returns its list of
+/// `{"sa": {"parsed"|"error": ...}, "drops": {...}}`.
+pub fn genie_parse(cases: &serde_json::Value) -> Result<serde_json::Value> {
+    let dir = scratch_dir("genie");
+    let input = dir.join("cases.json");
+    std::fs::write(&input, serde_json::json!({ "cases": cases }).to_string())?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/genie_parse.py");
+    let out = Command::new("timeout")
+        .arg("120")
+        .arg(venv_python())
+        .arg(&script)
+        .arg(&input)
+        .output()
+        .context("running genie_parse.py");
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = out?;
+    if !out.status.success() {
+        bail!(
+            "genie_parse.py failed ({}): is genie installed in the venv (`cargo xtask setup`)?\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or("");
+    serde_json::from_str(last).with_context(|| format!("genie_parse.py output: {stdout}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A counter that is 0 for 150 ms, then 1 (a late frame): a zero check must see the 1.
+    #[test]
+    fn settle_waits_for_a_late_change() {
+        let t0 = Instant::now();
+        let late = || u32::from(t0.elapsed() > Duration::from_millis(150));
+        assert_eq!(settle_for(0, QUIET, Duration::from_secs(1), late), 1);
+        // A value that reaches `want` and holds returns after the quiet period, not at the cap.
+        let t0 = Instant::now();
+        let v = settle(3, || (t0.elapsed().as_millis() / 100).min(3) as u32);
+        assert_eq!(v, 3);
+        let took = t0.elapsed();
+        assert!(
+            took >= Duration::from_millis(800) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+        // Never reached: give up after the reach time.
+        let t0 = Instant::now();
+        assert_eq!(settle_for(1, QUIET, Duration::from_millis(300), || 0), 0);
+        assert!(t0.elapsed() < Duration::from_secs(1));
     }
 }

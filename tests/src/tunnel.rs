@@ -117,3 +117,35 @@ pub const BASE: Case = Case {
     v6_inner: false,
     window: 64,
 };
+
+/// The scapy peer's config (tests/py/esp_peer.py) for node 1 of `lab`,
+/// talking to xdpsec on node 0 configured with [`tunnel_config`]`(lab, 0, c)`:
+/// scapy sends to xdpsec's inbound SA (0x1001, key A) and decrypts xdpsec's
+/// outbound SA (0x1002, key B). Five echo requests unless `count` is changed.
+pub fn scapy_peer_config(lab: &Lab, c: &Case) -> anyhow::Result<serde_json::Value> {
+    let fmt = |m: [u8; 6]| {
+        m.iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    };
+    let outer = if c.v6_outer { lab.v6 } else { lab.v4 };
+    let inner = inner_addrs(c.v6_inner);
+    let (ka, kb) = c.keys();
+    Ok(serde_json::json!({
+        "iface": lab.if2,
+        "src_mac": fmt(crate::frames::mac_of(&lab.ns2, &lab.if2)?),
+        "dst_mac": fmt(crate::frames::mac_of(&lab.ns1, &lab.if1)?),
+        "outer_src": outer[1].to_string(),
+        "outer_dst": outer[0].to_string(),
+        "inner_src": inner[1],
+        "inner_dst": inner[0],
+        "udp": c.udp.map(|p| serde_json::json!([p, p])),
+        "cipher": c.scapy_cipher(),
+        "esn": c.esn,
+        "tx": {"spi": 0x1001, "key": ka},
+        "rx": {"spi": 0x1002, "key": kb},
+        "count": 5,
+        "timeout": 15,
+    }))
+}
