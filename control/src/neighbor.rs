@@ -5,13 +5,13 @@
 //! matching route out of the underlay interface gives the gateway (or the
 //! peer itself when on-link), the neighbour table of that interface (by
 //! interface index, so IPv6 link-local gateways work) gives the MAC. A
-//! missing entry is resolved by the kernel on request (`RTM_NEWNEIGH` with
-//! `NTF_USE`). The MAC is published in an atomic the workers read per
+//! missing entry is resolved by the kernel when an empty UDP datagram to
+//! the next hop's discard port leaves through the interface. The MAC is published in an atomic the workers read per
 //! packet; workers never wait on this.
 use std::{
     collections::{HashMap, HashSet},
     ffi::CString,
-    net::{IpAddr, UdpSocket},
+    net::{IpAddr, SocketAddr, SocketAddrV6, UdpSocket},
     os::fd::AsRawFd,
     sync::atomic::{AtomicBool, AtomicU64, Ordering},
     time::{Duration, Instant},
@@ -282,12 +282,73 @@ fn report(what: &str, e: &dyn std::fmt::Display) {
     }
 }
 
+/// Make the kernel resolve each of `hops` on `ifname`: one empty UDP
+/// datagram to its discard port, sent from that interface (so a link-local
+/// hop is scoped by the interface index). The datagram waits in the kernel's
+/// neighbour queue, which sends ARP or a neighbour solicitation from the
+/// datagram's source address.
+//
+// Not RTM_NEWNEIGH with NTF_USE: it resolves too, but its solicitations need
+// a usable link-local address on the interface, which a freshly created
+// interface lacks for the seconds of duplicate address detection.
+fn solicit(ifname: &str, ifindex: u32, hops: &[IpAddr]) {
+    let mut v4 = None;
+    let mut v6 = None;
+    for &hop in hops {
+        let (slot, bind, dst) = match hop {
+            IpAddr::V4(a) => (
+                &mut v4,
+                SocketAddr::from(([0u8; 4], 0)),
+                SocketAddr::from((a, DISCARD_PORT)),
+            ),
+            IpAddr::V6(a) => (
+                &mut v6,
+                SocketAddr::from(([0u16; 8], 0)),
+                SocketAddr::V6(SocketAddrV6::new(a, DISCARD_PORT, 0, ifindex)),
+            ),
+        };
+        if slot.is_none() {
+            *slot = Some(bound_to_device(bind, ifname));
+        }
+        let sent = match slot {
+            Some(Ok(s)) => s.send_to(&[], dst).map(|_| ()),
+            Some(Err(e)) => Err(std::io::Error::new(e.kind(), e.to_string())),
+            None => Ok(()),
+        };
+        if let Err(e) = sent {
+            debug!(%hop, interface = ifname, error = %e, "next-hop solicitation not sent");
+        }
+    }
+}
+
+/// The discard port (RFC 863): where the solicitation datagram goes.
+const DISCARD_PORT: u16 = 9;
+
+/// A UDP socket bound to `bind` and to interface `ifname` (SO_BINDTODEVICE).
+fn bound_to_device(bind: SocketAddr, ifname: &str) -> std::io::Result<UdpSocket> {
+    let s = UdpSocket::bind(bind)?;
+    // SAFETY: the option value is the interface name and its length.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            ifname.as_ptr().cast(),
+            ifname.len() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(s)
+}
+
 /// Resolve each peer's next-hop MAC on `ifname` into `macs` (same order as
 /// `peers`). Per round it makes one route dump and one neighbour dump for
-/// all peers together, asks the kernel to resolve the next hops it lacks,
+/// all peers together, makes the kernel resolve the next hops it lacks,
 /// and repeats every 100 ms until all are known or `wait` has passed
 /// (`Duration::ZERO`: one round). A MAC once known is kept while a lookup
-/// finds none. No subprocess, no I/O other than rtnetlink.
+/// finds none. No subprocess.
 pub fn refresh_next_hops(peers: &[IpAddr], ifname: &str, macs: &[SharedMac], wait: Duration) {
     let deadline = Instant::now() + wait;
     let Ok(name) = CString::new(ifname) else {
@@ -344,16 +405,7 @@ pub fn refresh_next_hops(peers: &[IpAddr], ifname: &str, macs: &[SharedMac], wai
                 slot.set(mac);
             }
         }
-        if !missing.is_empty() {
-            match rtnl.solicit(ifindex, &missing) {
-                Ok(refused) => {
-                    for (hop, e) in refused {
-                        debug!(%hop, interface = ifname, error = %e, "kernel refused to resolve next hop");
-                    }
-                }
-                Err(e) => report("neighbour resolution request", &e),
-            }
-        }
+        solicit(ifname, ifindex, &missing);
         if missing.is_empty() || Instant::now() >= deadline {
             return;
         }

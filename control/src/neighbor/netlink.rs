@@ -1,28 +1,18 @@
 //! A small synchronous rtnetlink client for the next-hop refresh: one route
-//! dump, one neighbour dump, and neighbour resolution requests
-//! (`RTM_NEWNEIGH` with `NTF_USE`, which makes the kernel send ARP/ND).
+//! dump and one neighbour dump.
 //!
 //! Every receive is bounded: the socket has a receive timeout and each
 //! exchange a deadline, so a refresh never hangs on the kernel.
 use std::{
     io,
-    net::IpAddr,
     os::fd::AsRawFd,
     time::{Duration, Instant},
 };
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader,
-    NetlinkMessage, NetlinkPayload,
+    NLM_F_DUMP, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
-use netlink_packet_route::{
-    AddressFamily, RouteNetlinkMessage,
-    neighbour::{
-        NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourHeader, NeighbourMessage,
-        NeighbourState,
-    },
-    route::{RouteMessage, RouteType},
-};
+use netlink_packet_route::{RouteNetlinkMessage, neighbour::NeighbourMessage, route::RouteMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 /// How long one request/answer exchange with the kernel may take.
@@ -30,9 +20,6 @@ const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Receive buffer: larger than any datagram the kernel sends in a dump
 /// (it caps dump skbs at 32 KiB); `MSG_TRUNC` catches anything larger.
 const RECV_BUF: usize = 64 * 1024;
-/// Resolution requests per datagram (about 40 bytes each), so that a
-/// datagram and its acknowledgements stay well inside the socket buffers.
-const SOLICIT_BATCH: usize = 512;
 
 /// A NETLINK_ROUTE socket with its own sequence numbers.
 pub struct Rtnl {
@@ -175,63 +162,6 @@ impl Rtnl {
             NeighbourMessage::default(),
         ))
     }
-
-    /// Ask the kernel to resolve each of `hops` on interface `ifindex`
-    /// (it sends ARP requests or neighbour solicitations and fills its
-    /// neighbour table). Returns the hops the kernel refused, with the error.
-    pub fn solicit(
-        &mut self,
-        ifindex: u32,
-        hops: &[IpAddr],
-    ) -> io::Result<Vec<(IpAddr, io::Error)>> {
-        let mut refused = Vec::new();
-        for chunk in hops.chunks(SOLICIT_BATCH) {
-            let msgs = chunk
-                .iter()
-                .map(|h| RouteNetlinkMessage::NewNeighbour(resolve_request(ifindex, *h)))
-                .collect();
-            let first = self.send(msgs, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK)?;
-            let deadline = Instant::now() + EXCHANGE_TIMEOUT;
-            let mut acked = 0;
-            while acked < chunk.len() {
-                self.recv_each(deadline, |s, payload| {
-                    let i = s.wrapping_sub(first) as usize;
-                    if i >= chunk.len() {
-                        return true;
-                    }
-                    if let Some(NetlinkPayload::Error(e)) = payload {
-                        acked += 1;
-                        if e.code.is_some() {
-                            refused.push((chunk[i], e.to_io()));
-                        }
-                    }
-                    true
-                })?;
-            }
-        }
-        Ok(refused)
-    }
-}
-
-/// The request that makes the kernel resolve `hop` on `ifindex`:
-/// RTM_NEWNEIGH with NTF_USE creates the entry if needed and starts
-/// resolution as if a packet were waiting for it; it never overwrites a
-/// known link-layer address.
-pub fn resolve_request(ifindex: u32, hop: IpAddr) -> NeighbourMessage {
-    let (family, addr) = match hop {
-        IpAddr::V4(a) => (AddressFamily::Inet, NeighbourAddress::Inet(a)),
-        IpAddr::V6(a) => (AddressFamily::Inet6, NeighbourAddress::Inet6(a)),
-    };
-    let mut m = NeighbourMessage::default();
-    m.header = NeighbourHeader {
-        family,
-        ifindex,
-        state: NeighbourState::None,
-        flags: NeighbourFlags::Use,
-        kind: RouteType::Unicast,
-    };
-    m.attributes.push(NeighbourAttribute::Destination(addr));
-    m
 }
 
 /// Split one datagram into its netlink messages: (sequence number, payload
