@@ -440,6 +440,181 @@ pub fn interface_mac(ifname: &str) -> Option<[u8; 6]> {
 mod tests {
     use super::*;
 
+    // Captured from a namespace made with (xc0 has index 3, xc1 index 2):
+    //   ip link add xc0 type veth peer name xc1; ip link set lo/xc0/xc1 up
+    //   ip addr add 198.51.100.1/24 dev xc0; ip addr add 2001:db8:100::1/64 dev xc0 nodad
+    //   ip addr add fe80::1/64 dev xc0 nodad; ip addr add 2001:db8:400::1/64 dev xc1 nodad
+    //   ip route add default via 198.51.100.254 dev xc0
+    //   ip route add 203.0.113.0/24 via 198.51.100.2 metric 50
+    //   ip route add 203.0.113.0/24 via 198.51.100.3 metric 10
+    //   ip route add 203.0.113.128/25 nexthop via 198.51.100.4 dev xc0 nexthop via 198.51.100.5 dev xc0
+    //   ip route add blackhole 203.0.113.7/32
+    //   ip route add 203.0.113.64/26 via inet6 fe80::2 dev xc0
+    //   ip -6 route add default via fe80::2 dev xc0
+    //   ip -6 route add 2001:db8:300::/48 via 2001:db8:100::9
+    //   ip -6 route add 2001:db8:500::/48 via 2001:db8:400::2 dev xc1
+    //   ip route add 203.0.113.0/24 via 198.51.100.66 table 100
+    //   ip neigh add 198.51.100.2 lladdr 02:00:00:00:00:02 dev xc0 nud permanent
+    //   ip neigh add 198.51.100.3 lladdr 02:00:00:00:00:03 dev xc0 nud reachable
+    //   ip neigh add fe80::2 lladdr 02:00:00:00:00:22 dev xc0 nud stale
+    //   ip neigh add 198.51.100.4 dev xc0 nud incomplete
+    //   ip neigh add 198.51.100.5 lladdr 02:00:00:00:00:05 dev xc0 nud failed
+    //   ip neigh add 2001:db8:400::2 lladdr 02:00:00:00:00:42 dev xc1 nud permanent
+    //   ip neigh add 198.51.100.3 lladdr 02:00:00:00:00:13 dev xc1 nud permanent
+    //   ip neigh add fe80::2 lladdr 02:00:00:00:00:99 dev xc1 nud permanent
+    // then `netlink::capture::print_dumps` (ignored test) run inside it.
+    const XC0: u32 = 3;
+    const XC1: u32 = 2;
+
+    fn unhex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn messages(hex: &str) -> Vec<RouteNetlinkMessage> {
+        let bytes = unhex(hex);
+        netlink::split_messages(&bytes)
+            .filter_map(|(_, p)| match p {
+                Some(netlink_packet_core::NetlinkPayload::InnerMessage(m)) => Some(m),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn table(ifindex: u32) -> NextHopTable {
+        let msgs = messages(include_str!("neighbor/testdata/route_dump.hex"));
+        NextHopTable::new(
+            msgs.iter().flat_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(r) => route_entries(r),
+                _ => Vec::new(),
+            }),
+            ifindex,
+        )
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn next_hops_from_a_captured_route_dump() {
+        let t = table(XC0);
+        let cases = [
+            // The lower metric of two equal prefixes; table 100 is not looked up.
+            ("203.0.113.9", "198.51.100.3"),
+            // A multipath route: its first hop.
+            ("203.0.113.130", "198.51.100.4"),
+            // RTA_VIA: an IPv6 gateway for an IPv4 prefix (RFC 5549).
+            ("203.0.113.70", "fe80::2"),
+            // A blackhole names no way out of the interface: the /24 decides.
+            ("203.0.113.7", "198.51.100.3"),
+            // On-link in the connected prefix: the peer itself.
+            ("198.51.100.77", "198.51.100.77"),
+            ("192.0.2.1", "198.51.100.254"),
+            ("2001:db8:300::5", "2001:db8:100::9"),
+            ("2001:db8:100::2", "2001:db8:100::2"),
+            // The IPv6 default route via a link-local gateway.
+            ("2001:db8:999::1", "fe80::2"),
+            // A route out of another interface does not count.
+            ("2001:db8:500::1", "fe80::2"),
+        ];
+        for (peer, hop) in cases {
+            assert_eq!(t.next_hop(ip(peer)), ip(hop), "{peer}");
+        }
+        let t = table(XC1);
+        assert_eq!(t.next_hop(ip("2001:db8:500::1")), ip("2001:db8:400::2"));
+        // No route out of xc1: assumed on-link, as the kernel does with `oif`.
+        assert_eq!(t.next_hop(ip("198.51.100.77")), ip("198.51.100.77"));
+    }
+
+    #[test]
+    fn neighbour_macs_from_a_captured_dump_are_per_interface() {
+        let msgs = messages(include_str!("neighbor/testdata/neigh_dump.hex"));
+        let neigh = |ifindex| {
+            neighbour_macs(
+                msgs.iter().filter_map(|m| match m {
+                    RouteNetlinkMessage::NewNeighbour(n) => Some(n),
+                    _ => None,
+                }),
+                ifindex,
+            )
+        };
+        let m = |last: u8| [2, 0, 0, 0, 0, last];
+        let xc0 = neigh(XC0);
+        // Incomplete and failed entries have no usable MAC; NOARP multicast
+        // entries (ff02::1 and the like) do, but never name a next hop.
+        let unicast: HashMap<IpAddr, [u8; 6]> =
+            xc0.into_iter().filter(|(a, _)| !a.is_multicast()).collect();
+        let want: HashMap<IpAddr, [u8; 6]> = [
+            (ip("198.51.100.2"), m(0x02)),
+            (ip("198.51.100.3"), m(0x03)),
+            (ip("fe80::2"), m(0x22)),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(unicast, want);
+        let xc1 = neigh(XC1);
+        assert_eq!(xc1.get(&ip("fe80::2")), Some(&m(0x99)));
+        assert_eq!(xc1.get(&ip("198.51.100.3")), Some(&m(0x13)));
+        assert_eq!(xc1.get(&ip("2001:db8:400::2")), Some(&m(0x42)));
+    }
+
+    #[test]
+    fn truncated_or_corrupt_dumps_never_panic() {
+        for hex in [
+            include_str!("neighbor/testdata/route_dump.hex"),
+            include_str!("neighbor/testdata/neigh_dump.hex"),
+        ] {
+            let bytes = unhex(hex);
+            let all = netlink::split_messages(&bytes).count();
+            assert!(all > 5, "{all}");
+            // Every message parses, and the dump ends with NLMSG_DONE.
+            assert!(netlink::split_messages(&bytes).all(|(_, p)| p.is_some()));
+            assert!(matches!(
+                netlink::split_messages(&bytes).last(),
+                Some((_, Some(netlink_packet_core::NetlinkPayload::Done(_))))
+            ));
+            for cut in 0..bytes.len() {
+                let _ = netlink::split_messages(&bytes[..cut]).count();
+            }
+            let mut flipped = bytes.clone();
+            for i in (0..flipped.len()).step_by(7) {
+                flipped[i] ^= 0xa5;
+                for (_, p) in netlink::split_messages(&flipped) {
+                    if let Some(netlink_packet_core::NetlinkPayload::InnerMessage(m)) = p {
+                        if let RouteNetlinkMessage::NewRoute(r) = &m {
+                            let _ = route_entries(r);
+                        }
+                        if let RouteNetlinkMessage::NewNeighbour(n) = &m {
+                            let _ = neighbour_macs([n], XC0);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn prefix_masks() {
+        assert_eq!(masked(ip("203.0.113.130"), 25), u128::from(0xcb00_7180u32));
+        assert_eq!(masked(ip("203.0.113.130"), 0), 0);
+        assert_eq!(masked(ip("203.0.113.130"), 32), u128::from(0xcb00_7182u32));
+        assert_eq!(masked(ip("203.0.113.130"), 99), u128::from(0xcb00_7182u32));
+        assert_eq!(
+            masked(ip("2001:db8::1"), 128),
+            u128::from(ip6("2001:db8::1"))
+        );
+        assert_eq!(masked(ip("2001:db8::1"), 32), u128::from(ip6("2001:db8::")));
+        assert_eq!(masked(ip("2001:db8::1"), 0), 0);
+    }
+
+    fn ip6(s: &str) -> std::net::Ipv6Addr {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn shared_mac_round_trips() {
         let m = SharedMac::default();

@@ -182,3 +182,35 @@ pub fn split_messages(
         Some((seq, msg))
     })
 }
+
+/// Regenerates the captured dumps of the neighbour module's tests: run the
+/// ignored test inside a namespace set up as those tests describe.
+#[cfg(test)]
+mod capture {
+    use super::*;
+
+    #[test]
+    #[ignore]
+    fn print_dumps() {
+        let mut r = Rtnl::open().unwrap();
+        for req in [
+            RouteNetlinkMessage::GetRoute(RouteMessage::default()),
+            RouteNetlinkMessage::GetNeighbour(NeighbourMessage::default()),
+        ] {
+            let seq = r.send(vec![req], NLM_F_REQUEST | NLM_F_DUMP).unwrap();
+            let mut all = Vec::new();
+            loop {
+                let n = r.sock.recv(&mut &mut r.buf[..], 0).unwrap();
+                let d = &r.buf[..n];
+                all.extend_from_slice(d);
+                if split_messages(d)
+                    .any(|(s, p)| s == seq && matches!(p, Some(NetlinkPayload::Done(_))))
+                {
+                    break;
+                }
+            }
+            let hex: String = all.iter().map(|b| format!("{b:02x}")).collect();
+            println!("{hex}");
+        }
+    }
+}
