@@ -615,6 +615,30 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// Cost of one refresh for many tunnels (run by hand inside a namespace
+    /// whose `NH_IF` reaches 2001:db8:300::/48 via a resolved gateway):
+    /// `NH_IF=xc0 ip netns exec NS target/debug/deps/xdpsec-* refresh_cost --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn refresh_cost() {
+        let ifname = std::env::var("NH_IF").unwrap();
+        for n in [1_000u32, 10_000, 100_000] {
+            let peers: Vec<IpAddr> = (0..n)
+                .map(|i| {
+                    IpAddr::V6(std::net::Ipv6Addr::from(
+                        (0x2001_0db8_0300_u128 << 80) | (u128::from(i) + 1),
+                    ))
+                })
+                .collect();
+            let macs: Vec<SharedMac> = peers.iter().map(|_| SharedMac::default()).collect();
+            let t = Instant::now();
+            refresh_next_hops(&peers, &ifname, &macs, Duration::ZERO);
+            let e = t.elapsed();
+            assert!(macs.iter().all(|m| m.get().is_some()));
+            println!("{n} peers: one refresh {e:?}");
+        }
+    }
+
     #[test]
     fn shared_mac_round_trips() {
         let m = SharedMac::default();
