@@ -3,9 +3,8 @@
 //! and keeps next-hop MACs fresh.
 use std::{
     collections::VecDeque,
-    net::IpAddr,
     sync::Arc,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use xdpsec_datapath::{
@@ -19,10 +18,7 @@ use xdpsec_datapath::{
     worker::WorkerShared,
 };
 
-use crate::{
-    config::{Cidr, CipherName, Config, Encap, Tunnel},
-    neighbor::{self, SharedMac},
-};
+use crate::config::{Cidr, CipherName, Config, Encap, Tunnel};
 
 /// Lines kept for `show logging`.
 pub const LOG_BUFFER_LINES: usize = 1000;
@@ -234,29 +230,8 @@ impl EventLogger {
     }
 }
 
-/// Resolve each tunnel peer's next-hop MAC through the kernel and publish it.
-/// With `wait`, solicit missing entries and retry for up to that long.
-pub fn refresh_next_hops(peers: &[IpAddr], ifname: &str, macs: &[SharedMac], wait: Duration) {
-    let deadline = Instant::now() + wait;
-    loop {
-        let mut missing = false;
-        for (peer, slot) in peers.iter().zip(macs) {
-            let hop = neighbor::next_hop(*peer, ifname);
-            let mac = neighbor::lookup(hop, ifname);
-            if mac.is_none() {
-                neighbor::solicit(hop);
-                missing = true;
-            }
-            if mac.is_some() || slot.get().is_none() {
-                slot.set(mac);
-            }
-        }
-        if !missing || Instant::now() >= deadline {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+/// Moved to the neighbour module (rtnetlink); re-exported for the daemon.
+pub use crate::neighbor::refresh_next_hops;
 
 #[cfg(test)]
 mod tests {

@@ -237,6 +237,12 @@ impl Daemon {
     /// Write `config` (with `{socket}` replaced by a fresh socket path) and
     /// start `xdpsec run` in `ns`; wait until its control socket answers.
     pub fn start(ns: &str, config: &str) -> Result<Daemon> {
+        Daemon::start_with_env(ns, config, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment variables for the daemon
+    /// (and for the `ip netns exec` that starts it).
+    pub fn start_with_env(ns: &str, config: &str, env: &[(&str, &str)]) -> Result<Daemon> {
         let dir = scratch_dir("daemon");
         let socket = dir.join("ctl.sock");
         let cfg_path = dir.join("xdpsec.toml");
@@ -255,6 +261,7 @@ impl Daemon {
             .args(["run", "--config"])
             .arg(&cfg_path)
             .env("XDPSEC_LOG", "debug,aya=info,aya_obj=info")
+            .envs(env.iter().copied())
             .stdout(File::create(dir.join("stdout"))?)
             .stderr(File::create(&log)?)
             .spawn()
