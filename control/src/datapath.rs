@@ -206,6 +206,8 @@ impl DatapathHandler {
                     }
                 }
                 Verdict::Pass(_) => not_esp += 1,
+                // Counted by the core (dummy_packets): discarded silently.
+                Verdict::Dummy => {}
             }
         }
         for (w, q) in self.handoff.iter().enumerate() {
