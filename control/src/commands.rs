@@ -6,13 +6,13 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use xdpsec_afxdp::{BindMode, QueueStats};
+use xdpsec_afxdp::{BindMode, QueueStats, XdpStatistics, xdp_statistics};
 use xdpsec_common::{XDP_COUNTER_COUNT, XdpCounter};
 
 use xdpsec_datapath::{
     DropReason, DropStats,
     sa::{SaId, SaTable},
-    worker::{SaCounters, WorkerShared, sa_counters},
+    worker::{FrameClass, SaCounters, WorkerShared, sa_counters},
 };
 
 use crate::{
@@ -23,7 +23,6 @@ use crate::{
     datapath::IoStats,
     loader::XdpSteering,
     state::{EventLogger, LogBuffer, TunnelSas, crypto_map_tag},
-    worker::ClassStats,
 };
 
 /// Commands the daemon knows.
@@ -155,44 +154,81 @@ pub struct QueueInfo {
     pub mode: BindMode,
     /// The worker's ring counters.
     pub stats: Arc<QueueStats>,
-    /// The worker's classification counters.
-    pub class: Arc<ClassStats>,
+    /// The worker's core counters: frames per outer-header class (from the
+    /// datapath's own parse), dummy packets.
+    pub worker: Arc<WorkerShared>,
     /// The worker's inside I/O counters.
     pub io: Arc<IoStats>,
+    /// A duplicate of the queue's AF_XDP socket fd, for the kernel's ring
+    /// counters (`XDP_STATISTICS`); `None` if it could not be duplicated.
+    pub xsk_fd: Option<std::os::fd::OwnedFd>,
 }
 
-/// Per-queue counter values, in display order.
-const QUEUE_FIELDS: [&str; 8] = [
+/// Number of per-queue counters in [`QUEUE_FIELDS`].
+const N_QUEUE_FIELDS: usize = 3 + FrameClass::COUNT + 6;
+
+/// Per-queue counter values, in display order: ring counters, the core's
+/// frame classes, then the kernel's AF_XDP ring drops.
+const QUEUE_FIELDS: [&str; N_QUEUE_FIELDS] = [
     "rx_frames",
     "rx_bytes",
     "rx_batches",
-    "esp_v4",
-    "esp_v6",
-    "udp_esp_v4",
-    "udp_esp_v6",
-    "other",
+    FrameClass::ALL[0].name(),
+    FrameClass::ALL[1].name(),
+    FrameClass::ALL[2].name(),
+    FrameClass::ALL[3].name(),
+    FrameClass::ALL[4].name(),
+    XdpStatistics::FIELDS[0],
+    XdpStatistics::FIELDS[1],
+    XdpStatistics::FIELDS[2],
+    XdpStatistics::FIELDS[3],
+    XdpStatistics::FIELDS[4],
+    XdpStatistics::FIELDS[5],
 ];
 
 impl QueueInfo {
-    fn values(&self) -> [u64; 8] {
+    fn values(&self) -> [u64; N_QUEUE_FIELDS] {
         let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        [
+        let classes = self.worker.classes.snapshot();
+        // Read from the kernel now; zeros if the socket cannot tell.
+        let xdp = self
+            .xsk_fd
+            .as_ref()
+            .and_then(|fd| {
+                use std::os::fd::AsFd;
+                xdp_statistics(fd.as_fd()).ok()
+            })
+            .unwrap_or_default()
+            .values();
+        let mut v = [0u64; N_QUEUE_FIELDS];
+        v[..3].copy_from_slice(&[
             r(&self.stats.rx_frames),
             r(&self.stats.rx_bytes),
             r(&self.stats.rx_batches),
-            r(&self.class.esp_v4),
-            r(&self.class.esp_v6),
-            r(&self.class.udp_esp_v4),
-            r(&self.class.udp_esp_v6),
-            r(&self.class.other),
-        ]
+        ]);
+        v[3..3 + FrameClass::COUNT].copy_from_slice(&classes);
+        v[3 + FrameClass::COUNT..].copy_from_slice(&xdp);
+        v
     }
 }
 
 /// Counter values at the last `clear`, subtracted on read.
 struct Baseline {
     xdp: [u64; XDP_COUNTER_COUNT as usize],
-    queues: Vec<[u64; 8]>,
+    queues: Vec<[u64; N_QUEUE_FIELDS]>,
+    /// Dummy packets summed over workers.
+    dummy_packets: u64,
+}
+
+impl Daemon {
+    /// Dummy packets (next header 59) summed over every worker.
+    fn dummy_packets(&self) -> u64 {
+        self.dp
+            .workers
+            .iter()
+            .map(|w| w.dummy_packets.load(Ordering::Relaxed))
+            .sum()
+    }
 }
 
 /// The datapath pieces control reads.
@@ -248,7 +284,8 @@ impl Daemon {
             queues,
             baseline: Mutex::new(Baseline {
                 xdp: [0; XDP_COUNTER_COUNT as usize],
-                queues: vec![[0; 8]; n],
+                queues: vec![[0; N_QUEUE_FIELDS]; n],
+                dummy_packets: 0,
             }),
             drops: DropStats::new(dp.workers.iter().map(|w| Arc::clone(&w.drops)).collect()),
             sa_baseline: Mutex::new(std::collections::HashMap::new()),
@@ -738,6 +775,16 @@ impl Daemon {
             for (k, val) in QUEUE_FIELDS.iter().zip(&d) {
                 obj.insert((*k).into(), json!(val));
             }
+            let _ = writeln!(
+                text,
+                "      kernel: {}",
+                QUEUE_FIELDS[3 + FrameClass::COUNT..]
+                    .iter()
+                    .zip(&d[3 + FrameClass::COUNT..])
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
             let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
             let io = [
                 ("tun_tx", r(&q.io.tun_tx)),
@@ -762,12 +809,18 @@ impl Daemon {
             }
             queues.push(Value::Object(obj));
         }
+        let dummy = self.dummy_packets().saturating_sub(base.dummy_packets);
+        let _ = writeln!(
+            text,
+            "\ndummy_packets {dummy} (ESP next header 59, discarded silently, RFC 4303 2.6)"
+        );
         let value = json!({
             "node": self.node,
             "interface": iface,
             "attach_mode": mode,
             "xdp": xdp,
             "queues": queues,
+            "dummy_packets": dummy,
         });
         Ok((text, value))
     }
@@ -779,6 +832,7 @@ impl Daemon {
         for (i, q) in self.queues.iter().enumerate() {
             base.queues[i] = q.values();
         }
+        base.dummy_packets = self.dummy_packets();
         Ok((String::new(), json!({"cleared": true})))
     }
 

@@ -10,7 +10,6 @@ mod loader;
 mod neighbor;
 mod state;
 mod tun;
-mod worker;
 
 use std::{path::PathBuf, process::ExitCode};
 

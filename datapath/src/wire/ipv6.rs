@@ -17,8 +17,10 @@ mod field {
 /// Length of the fixed IPv6 header.
 pub const HEADER_LEN: usize = field::DST_ADDR.end;
 
-/// Most extension headers the walker follows before giving up.
-pub const MAX_EXT_HEADERS: usize = 8;
+/// Most extension headers the walker follows before giving up: the same
+/// limit as the XDP program's `MAX_IPV6_EXT_HDRS`, so both agree on which
+/// frames carry ESP.
+pub const MAX_EXT_HEADERS: usize = 6;
 
 /// A read/write view of an IPv6 packet.
 #[derive(Debug, Clone)]
@@ -244,16 +246,21 @@ pub fn walk_extension_headers(first: u8, payload: &[u8]) -> Result<UpperLayer> {
                 nh = hdr[0];
                 off += 8;
             }
-            _ => {
-                return Ok(UpperLayer {
-                    protocol: nh,
-                    offset: off,
-                    fragment: false,
-                });
-            }
+            _ => break,
         }
     }
-    Err(Error::Malformed)
+    match nh {
+        // Still an extension header after the limit (XDP passes these too).
+        ip_proto::HOPOPT | ip_proto::ROUTING | ip_proto::DSTOPTS | ip_proto::AH => {
+            Err(Error::Malformed)
+        }
+        ip_proto::FRAGMENT => Err(Error::Malformed),
+        _ => Ok(UpperLayer {
+            protocol: nh,
+            offset: off,
+            fragment: false,
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -385,6 +392,17 @@ mod tests {
         let chain: Vec<u8> = (0..9).flat_map(|_| hex("0000000000000000")).collect();
         assert_eq!(
             walk_extension_headers(ip_proto::HOPOPT, &chain).unwrap_err(),
+            Error::Malformed
+        );
+        // Exactly MAX_EXT_HEADERS (6, as in XDP) before ESP is fine, 7 is not.
+        let mut six: Vec<u8> = (0..5).flat_map(|_| hex("3c00000000000000")).collect();
+        six.extend(hex("3200000000000000 215ebff100000001"));
+        let ul = walk_extension_headers(ip_proto::DSTOPTS, &six).unwrap();
+        assert_eq!((ul.protocol, ul.offset), (ip_proto::ESP, 48));
+        let mut seven = hex("3c00000000000000");
+        seven.extend(&six);
+        assert_eq!(
+            walk_extension_headers(ip_proto::DSTOPTS, &seven).unwrap_err(),
             Error::Malformed
         );
     }
