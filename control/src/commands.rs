@@ -220,15 +220,12 @@ struct Baseline {
     dummy_packets: u64,
 }
 
-impl Daemon {
-    /// Dummy packets (next header 59) summed over every worker.
-    fn dummy_packets(&self) -> u64 {
-        self.dp
-            .workers
-            .iter()
-            .map(|w| w.dummy_packets.load(Ordering::Relaxed))
-            .sum()
-    }
+/// Dummy packets (ESP next header 59) summed over every worker.
+fn dummy_packets(workers: &[Arc<WorkerShared>]) -> u64 {
+    workers
+        .iter()
+        .map(|w| w.dummy_packets.load(Ordering::Relaxed))
+        .sum()
 }
 
 /// The datapath pieces control reads.
@@ -809,7 +806,7 @@ impl Daemon {
             }
             queues.push(Value::Object(obj));
         }
-        let dummy = self.dummy_packets().saturating_sub(base.dummy_packets);
+        let dummy = dummy_packets(&self.dp.workers).saturating_sub(base.dummy_packets);
         let _ = writeln!(
             text,
             "\ndummy_packets {dummy} (ESP next header 59, discarded silently, RFC 4303 2.6)"
@@ -832,7 +829,7 @@ impl Daemon {
         for (i, q) in self.queues.iter().enumerate() {
             base.queues[i] = q.values();
         }
-        base.dummy_packets = self.dummy_packets();
+        base.dummy_packets = dummy_packets(&self.dp.workers);
         Ok((String::new(), json!({"cleared": true})))
     }
 
