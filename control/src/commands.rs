@@ -10,13 +10,13 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use xdpsec_afxdp::{BindMode, QueueStats};
+use xdpsec_afxdp::{BindMode, QueueStats, XdpStatistics, xdp_statistics};
 use xdpsec_common::XdpCounter;
 
 use xdpsec_datapath::{
     DropReason,
     sa::{SaChange, SaId, SaTable},
-    worker::{SaCounters, sa_counters},
+    worker::{FrameClass, SaCounters, WorkerShared, sa_counters},
 };
 
 use crate::{
@@ -27,7 +27,6 @@ use crate::{
     loader::XdpSteering,
     owner::Owner,
     state::crypto_map_tag,
-    worker::ClassStats,
 };
 
 /// Commands the daemon knows.
@@ -159,38 +158,70 @@ pub struct QueueInfo {
     pub mode: BindMode,
     /// The worker's ring counters.
     pub stats: Arc<QueueStats>,
-    /// The worker's classification counters.
-    pub class: Arc<ClassStats>,
+    /// The worker's core counters: frames per outer-header class (from the
+    /// datapath's own parse), dummy packets.
+    pub worker: Arc<WorkerShared>,
     /// The worker's inside I/O counters.
     pub io: Arc<IoStats>,
+    /// A duplicate of the queue's AF_XDP socket fd, for the kernel's ring
+    /// counters (`XDP_STATISTICS`); `None` if it could not be duplicated.
+    pub xsk_fd: Option<std::os::fd::OwnedFd>,
 }
 
-/// Per-queue counter values, in display order.
-const QUEUE_FIELDS: [&str; 8] = [
+/// Number of per-queue counters in [`QUEUE_FIELDS`].
+pub const N_QUEUE_FIELDS: usize = 3 + FrameClass::COUNT + 6;
+
+/// Per-queue counter values, in display order: ring counters, the core's
+/// frame classes, then the kernel's AF_XDP ring drops.
+const QUEUE_FIELDS: [&str; N_QUEUE_FIELDS] = [
     "rx_frames",
     "rx_bytes",
     "rx_batches",
-    "esp_v4",
-    "esp_v6",
-    "udp_esp_v4",
-    "udp_esp_v6",
-    "other",
+    FrameClass::ALL[0].name(),
+    FrameClass::ALL[1].name(),
+    FrameClass::ALL[2].name(),
+    FrameClass::ALL[3].name(),
+    FrameClass::ALL[4].name(),
+    XdpStatistics::FIELDS[0],
+    XdpStatistics::FIELDS[1],
+    XdpStatistics::FIELDS[2],
+    XdpStatistics::FIELDS[3],
+    XdpStatistics::FIELDS[4],
+    XdpStatistics::FIELDS[5],
 ];
 
 impl QueueInfo {
-    fn values(&self) -> [u64; 8] {
+    fn values(&self) -> [u64; N_QUEUE_FIELDS] {
         let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        [
+        let classes = self.worker.classes.snapshot();
+        // Read from the kernel now; zeros if the socket cannot tell.
+        let xdp = self
+            .xsk_fd
+            .as_ref()
+            .and_then(|fd| {
+                use std::os::fd::AsFd;
+                xdp_statistics(fd.as_fd()).ok()
+            })
+            .unwrap_or_default()
+            .values();
+        let mut v = [0u64; N_QUEUE_FIELDS];
+        v[..3].copy_from_slice(&[
             r(&self.stats.rx_frames),
             r(&self.stats.rx_bytes),
             r(&self.stats.rx_batches),
-            r(&self.class.esp_v4),
-            r(&self.class.esp_v6),
-            r(&self.class.udp_esp_v4),
-            r(&self.class.udp_esp_v6),
-            r(&self.class.other),
-        ]
+        ]);
+        v[3..3 + FrameClass::COUNT].copy_from_slice(&classes);
+        v[3 + FrameClass::COUNT..].copy_from_slice(&xdp);
+        v
     }
+}
+
+/// Dummy packets (ESP next header 59) summed over every worker.
+fn dummy_packets(workers: &[Arc<WorkerShared>]) -> u64 {
+    workers
+        .iter()
+        .map(|w| w.dummy_packets.load(Ordering::Relaxed))
+        .sum()
 }
 
 impl Owner {
@@ -565,6 +596,16 @@ impl Owner {
             for (k, val) in QUEUE_FIELDS.iter().zip(&d) {
                 obj.insert((*k).into(), json!(val));
             }
+            let _ = writeln!(
+                text,
+                "      kernel: {}",
+                QUEUE_FIELDS[3 + FrameClass::COUNT..]
+                    .iter()
+                    .zip(&d[3 + FrameClass::COUNT..])
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
             let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
             let io = [
                 ("tun_tx", r(&q.io.tun_tx)),
@@ -600,6 +641,11 @@ impl Owner {
             let _ = writeln!(text, "{k:<40}{v:>16}");
             kernel.insert(k.into(), json!(v));
         }
+        let dummy = dummy_packets(&self.workers).saturating_sub(base.dummy_packets);
+        let _ = writeln!(
+            text,
+            "\ndummy_packets {dummy} (ESP next header 59, discarded silently, RFC 4303 2.6)"
+        );
         let value = json!({
             "node": self.node,
             "interface": iface,
@@ -607,6 +653,7 @@ impl Owner {
             "xdp": xdp,
             "queues": queues,
             "kernel": kernel,
+            "dummy_packets": dummy,
         });
         Ok((text, value))
     }
@@ -619,6 +666,7 @@ impl Owner {
             base.queues[i] = q.values();
         }
         base.kernel = self.kernel_rx.values().map(|(_, v)| v);
+        base.dummy_packets = dummy_packets(&self.workers);
         Ok((String::new(), json!({"cleared": true})))
     }
 

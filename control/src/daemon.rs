@@ -33,7 +33,6 @@ use crate::{
     seqstore::SeqStore,
     state::refresh_next_hops,
     tun::Tun,
-    worker::ClassStats,
 };
 
 /// How often control re-reads the peers' next-hop MACs from the kernel.
@@ -203,16 +202,20 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
         })?;
         steering.set_socket(q, xsk.raw_fd())?;
         info!(queue = q, mode = xsk.mode().as_str(), "AF_XDP socket bound");
-        let class = Arc::new(ClassStats::default());
         let io = Arc::new(IoStats::default());
         let ws = WorkerState::new(q as u16);
         workers_shared.push(ws.shared());
+        let xsk_fd = xsk
+            .stats_fd()
+            .map_err(|e| error!(queue = q, error = %e, "no AF_XDP ring counters for this queue"))
+            .ok();
         infos.push(QueueInfo {
             queue: q,
             mode: xsk.mode(),
             stats: xsk.stats(),
-            class: Arc::clone(&class),
+            worker: ws.shared(),
             io: Arc::clone(&io),
+            xsk_fd,
         });
         let inside = match &tun {
             Some(t) => InsideIo::Tun(t.queue_fd(q as usize)),
@@ -226,7 +229,7 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
             epoch,
             handoff: Arc::clone(&handoff),
         };
-        queues.push((xsk, DatapathHandler::new(ws, ctx, inside, class, io)));
+        queues.push((xsk, DatapathHandler::new(ws, ctx, inside, io)));
     }
     // Fragments the kernel reassembles, and ESP it received, come back
     // through worker 0 (which hands frames on to their SA's owner).

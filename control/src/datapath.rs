@@ -4,10 +4,7 @@
 use std::{
     net::IpAddr,
     os::fd::RawFd,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, atomic::AtomicU64},
     time::Instant,
 };
 
@@ -21,7 +18,6 @@ use crate::{
     config::Cidr,
     handoff::{HandoffQueue, HandoffSlot},
     neighbor::SharedMac,
-    worker::{ClassStats, classify},
 };
 
 /// Where a worker puts decrypted packets.
@@ -137,8 +133,6 @@ pub struct DatapathHandler {
     ctx: WorkerCtx,
     inside: InsideIo,
     verdicts: Vec<Verdict>,
-    class: Arc<ClassStats>,
-    class_local: [u64; 5],
     io: Arc<IoStats>,
     /// One inner packet read from the TUN (max IP packet).
     tun_buf: Box<[u8]>,
@@ -146,13 +140,7 @@ pub struct DatapathHandler {
 
 impl DatapathHandler {
     /// A handler for worker `ws`.
-    pub fn new(
-        ws: WorkerState,
-        ctx: WorkerCtx,
-        inside: InsideIo,
-        class: Arc<ClassStats>,
-        io: Arc<IoStats>,
-    ) -> Self {
+    pub fn new(ws: WorkerState, ctx: WorkerCtx, inside: InsideIo, io: Arc<IoStats>) -> Self {
         DatapathHandler {
             shared: ws.shared(),
             handoff: Arc::clone(&ctx.handoff),
@@ -163,8 +151,6 @@ impl DatapathHandler {
             inside,
             // Allocated once; reused for every batch.
             verdicts: vec![Verdict::Drop(DropReason::PktBufferUnavailable); BATCH_SIZE],
-            class,
-            class_local: [0; 5],
             io,
             tun_buf: vec![0u8; 65536].into_boxed_slice(),
         }
@@ -213,6 +199,8 @@ impl DatapathHandler {
                     }
                 }
                 Verdict::Pass(_) => not_esp += 1,
+                // Counted by the core (dummy_packets): discarded silently.
+                Verdict::Dummy => {}
             }
         }
         for (w, q) in self.handoff.iter().enumerate() {
@@ -229,18 +217,9 @@ impl DatapathHandler {
 }
 
 impl BatchHandler for DatapathHandler {
-    fn handle_batch(&mut self, _queue: u32, batch: &mut RxBatch<'_>, _tx: &mut XskTx) {
-        for i in 0..batch.len() {
-            self.class_local[classify(batch.frame_mut(i)) as usize] += 1;
-        }
+    // The core classifies each frame (esp_v4, ...) in its own parse.
+    fn handle_batch(&mut self, _queue: u32, batch: &mut RxBatch<'_, '_>, _tx: &mut XskTx) {
         self.decap_and_deliver(batch.frames_mut());
-        let s = &self.class;
-        for (slot, v) in [&s.esp_v4, &s.esp_v6, &s.udp_esp_v4, &s.udp_esp_v6, &s.other]
-            .into_iter()
-            .zip(self.class_local)
-        {
-            slot.store(v, Ordering::Relaxed);
-        }
     }
 
     fn wake_fd(&self) -> Option<RawFd> {

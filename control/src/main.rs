@@ -13,7 +13,6 @@ mod owner;
 mod seqstore;
 mod state;
 mod tun;
-mod worker;
 
 use std::{path::PathBuf, process::ExitCode};
 

@@ -66,7 +66,9 @@ pub struct Baseline {
     /// XDP steering counters.
     pub xdp: [u64; XDP_COUNTER_COUNT as usize],
     /// Per-queue values, in `QUEUE_FIELDS` order.
-    pub queues: Vec<[u64; 8]>,
+    pub queues: Vec<[u64; crate::commands::N_QUEUE_FIELDS]>,
+    /// Dummy packets summed over workers.
+    pub dummy_packets: u64,
     /// The kernel-socket shell's values, in `KernelRxStats::values` order.
     pub kernel: [u64; 7],
 }
@@ -207,7 +209,8 @@ impl Owner {
             queues: s.queues,
             baseline: Baseline {
                 xdp: [0; XDP_COUNTER_COUNT as usize],
-                queues: vec![[0; 8]; n],
+                queues: vec![[0; crate::commands::N_QUEUE_FIELDS]; n],
+                dummy_packets: 0,
                 kernel: [0; 7],
             },
             drops: DropStats::new(

@@ -96,11 +96,20 @@ drop_reasons! {
     OutIpv4SaNotFound = 111, "OUT_IPV4_SA_NOT_FOUND";
     /// Outbound IPv6 packet for a tunnel without any outbound SA.
     OutIpv6SaNotFound = 112, "OUT_IPV6_SA_NOT_FOUND";
+    /// Inbound outer IPv4 header whose header checksum is wrong. IOS's QFP
+    /// has no IPsec drop type for this (its IPv4 input drops it earlier):
+    /// 120 and its name are xdpsec's own, beyond IOS's numbers.
+    InV4ChecksumErr = 120, "IN_V4_PKT_CHECKSUM_ERR";
+    /// Authentic inbound packet whose outer ECN field is CE while the inner
+    /// packet is Not-ECT: RFC 6040 section 4.2 says the decapsulator MUST
+    /// drop it (its transport would not understand the mark). xdpsec's own
+    /// number and name, beyond IOS's.
+    InEcnCeNotEct = 121, "IN_ECN_CE_ON_NOT_ECT";
 }
 
 impl DropReason {
     /// Number of drop reasons.
-    pub const COUNT: usize = 20;
+    pub const COUNT: usize = 22;
 
     /// Position in [`DropReason::ALL`] and in counter arrays.
     pub const fn index(self) -> usize {

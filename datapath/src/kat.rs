@@ -260,7 +260,7 @@ fn gen_vectors() -> Vec<GenVector> {
                 ttl: 64,
             },
             inner: inner_v4,
-            packet: "45000068000000004011203e0a2828010a1e1e01303a303a00540000215ebff1\
+            packet: "4500006800050000401120390a2828010a1e1e01303a303a00540000215ebff1\
                      000000050000000000000005f976b556e747bcc782d6fb1771ab3e65d99fcdbf\
                      373111b2115613022f195648c3611222eeb7de8b381ddf0e86a323098e43c933\
                      43805ce9da040044",
@@ -301,10 +301,32 @@ fn gen_vectors() -> Vec<GenVector> {
                 ttl: 64,
             },
             inner: inner_v6,
-            packet: "45000078000000004032200d0a2828010a1e1e01000010000000000100000000\
+            packet: "45000078000100004032200c0a2828010a1e1e01000010000000000100000000\
                      00000001fa63ec05d8b6fb7c01d44e0427ea696460e0d7f81781bb432267aa18\
                      dc3ffe4829c5938bd9066343ccddaedccdf7134c90aadc2ea6653ac0fc2b3ddc\
                      d3559161f9b9c8528656554189be1c8ab0d9d92eb60cd619",
+        },
+        GenVector {
+            // UDP checksum over IPv6 and the copied traffic class as scapy
+            // computes them (check_vectors.py: gen_gcm256_v6_udp).
+            name: "AES-256-GCM, IPv6 + UDP 4500, inner DSCP EF + ECT(1)",
+            cipher: Cipher::Aes256Gcm,
+            key_salt: key(1..33, "deadbeef"),
+            spi: 0x215EBFF2,
+            seq: 9,
+            esn: false,
+            outer: OuterHeader {
+                src: ip("2001:db8::1"),
+                dst: ip("2001:db8::2"),
+                udp: Some((4500, 4500)),
+                ethernet: None,
+                ttl: 64,
+            },
+            inner: "45b9002b000200003f11f6b4c0a80101c0a8020104d2162e001767fa68656c6c6f20786470736563204546",
+            packet: "6b9000000058114020010db800000000000000000000000120010db800000000\
+                     000000000000000211941194005873ce215ebff2000000090000000000000009\
+                     a9d8efad0bc0b8b8c6be7e35f51852e6ed548b5b4d0ae53e0144305e50675d2f\
+                     e604f7ce8a1a5c1fbcf423326d497e3aa44d747d57cf3a13ea98af897fb3620e",
         },
     ]
 }

@@ -3,10 +3,12 @@
 //! `decap_batch` runs three passes over up to [`MAX_BATCH`] frames with
 //! fixed scratch arrays on the stack (no allocation, lock or syscall per
 //! packet):
-//! 1. parse Ethernet / IPv4 (options) or IPv6 (extension headers) / [UDP] /
-//!    ESP, drop fragments, look the SA up, infer ESN, anti-replay pre-check;
+//! 1. parse Ethernet / IPv4 (options, header checksum) or IPv6 (extension
+//!    headers, AH) / [UDP] / ESP, count the frame's [`FrameClass`], drop
+//!    fragments, look the SA up, infer ESN, anti-replay pre-check;
 //! 2. verify and decrypt in place;
-//! 3. anti-replay re-check and window advance, trailer and inner checks.
+//! 3. anti-replay re-check and window advance, trailer and inner checks,
+//!    dummy packets, ECN (RFC 6040).
 //!
 //! Every frame ends with exactly one [`Verdict`]; every `Drop` bumps exactly
 //! one drop counter (in [`drop_frame`], the only place that does).
@@ -22,8 +24,8 @@ use crate::events::{DropEvent, InnerFlow};
 use crate::replay::{ReplayError, ReplayWindow};
 use crate::sa::{InboundSa, OutboundEntry, SaId, SaSnapshot, SeqError};
 use crate::wire::esp::Trailer;
-use crate::wire::{esp, ethernet, ip_proto, ipv4, ipv6, udp};
-use crate::worker::{SaCounter, WorkerShared, WorkerState};
+use crate::wire::{checksum, ecn, esp, ethernet, ip_proto, ipv4, ipv6, udp};
+use crate::worker::{FrameClass, SaCounter, WorkerShared, WorkerState};
 
 /// Frames processed per pass; longer slices are processed in chunks.
 pub const MAX_BATCH: usize = 64;
@@ -55,6 +57,10 @@ pub enum Verdict {
     Drop(DropReason),
     /// The SA is owned by this other worker: send the untouched frame there.
     Handoff(u16),
+    /// An authentic dummy packet (next header 59): discarded silently as
+    /// RFC 4303 section 2.6 says, counted in `WorkerShared::dummy_packets`,
+    /// not a drop.
+    Dummy,
     /// Not ESP: give it to the kernel or ignore it (counted in
     /// `WorkerShared::passed`).
     Pass(PassReason),
@@ -90,6 +96,8 @@ struct Pending<'a> {
     plain: Range<usize>,
     src: IpAddr,
     dst: IpAddr,
+    /// The outer header's ECN field (RFC 6040 decapsulation).
+    outer_ecn: u8,
 }
 
 /// Pass-1 failure: verdict plus optional SA (for per-SA counters) and event.
@@ -119,16 +127,29 @@ impl Early {
     }
 }
 
-/// Where a frame's ESP bytes are: `(esp range, src, dst, udp ports)`.
-type EspLocation = (Range<usize>, IpAddr, IpAddr, Option<(u16, u16)>);
+/// Where a frame's ESP bytes are.
+struct EspLocation {
+    esp: Range<usize>,
+    src: IpAddr,
+    dst: IpAddr,
+    /// UDP (source, destination) ports for ESP in UDP.
+    ports: Option<(u16, u16)>,
+    /// ECN bits of the outer IPv4 TOS / IPv6 traffic class.
+    outer_ecn: u8,
+}
 
-/// Locate the ESP bytes of a frame.
-fn locate_esp(snap: &SaSnapshot, frame: &[u8]) -> Result<EspLocation, Early> {
+/// Locate the ESP bytes of a frame; `class` is set as soon as the outer
+/// protocol is known (the same classes the XDP program counts).
+fn locate_esp(
+    snap: &SaSnapshot,
+    frame: &[u8],
+    class: &mut FrameClass,
+) -> Result<EspLocation, Early> {
     let eth = ethernet::Frame::new_checked(frame)
         .map_err(|_| Early::drop(DropReason::InHeadPadLenErr))?;
     let l3 = eth.payload_offset();
     let ip_bytes = &frame[l3..];
-    let (proto, l4, src, dst) = match eth.payload_ethertype() {
+    let l3_fields = match eth.payload_ethertype() {
         ethernet::ethertype::IPV4 => {
             match ip_bytes.first() {
                 None => return Err(Early::drop(DropReason::InHeadPadLenErr)),
@@ -137,6 +158,15 @@ fn locate_esp(snap: &SaSnapshot, frame: &[u8]) -> Result<EspLocation, Early> {
             }
             let ip = ipv4::Packet::new_checked(ip_bytes)
                 .map_err(|_| Early::drop(DropReason::InHeadPadLenErr))?;
+            *class = match ip.protocol() {
+                ip_proto::ESP => FrameClass::EspV4,
+                ip_proto::UDP => FrameClass::UdpEspV4,
+                _ => FrameClass::Other,
+            };
+            // Before anything else of the header is trusted.
+            if !ip.verify_checksum() {
+                return Err(Early::drop(DropReason::InV4ChecksumErr));
+            }
             if ip.is_fragment() {
                 return Err(Early::drop(DropReason::InV4FragErr));
             }
@@ -147,6 +177,7 @@ fn locate_esp(snap: &SaSnapshot, frame: &[u8]) -> Result<EspLocation, Early> {
                 start..end,
                 IpAddr::V4(ip.src_addr()),
                 IpAddr::V4(ip.dst_addr()),
+                ip.dscp_ecn() & ecn::MASK,
             )
         }
         ethernet::ethertype::IPV6 => {
@@ -159,6 +190,11 @@ fn locate_esp(snap: &SaSnapshot, frame: &[u8]) -> Result<EspLocation, Early> {
                 .map_err(|_| Early::drop(DropReason::InHeadPadLenErr))?;
             let ul = ipv6::walk_extension_headers(ip.next_header(), ip.payload())
                 .map_err(|_| Early::drop(DropReason::InHeadPadLenErr))?;
+            *class = match ul.protocol {
+                ip_proto::ESP => FrameClass::EspV6,
+                ip_proto::UDP => FrameClass::UdpEspV6,
+                _ => FrameClass::Other,
+            };
             if ul.fragment {
                 // IOS has no IPv6 form of 70; the same reason covers both.
                 return Err(Early::drop(DropReason::InV4FragErr));
@@ -170,32 +206,46 @@ fn locate_esp(snap: &SaSnapshot, frame: &[u8]) -> Result<EspLocation, Early> {
                 base + ul.offset..end,
                 IpAddr::V6(ip.src_addr()),
                 IpAddr::V6(ip.dst_addr()),
+                ip.traffic_class() & ecn::MASK,
             )
         }
         _ => return Err(Early::pass(PassReason::NotIp)),
     };
+    let (proto, l4, src, dst, outer_ecn) = l3_fields;
     match proto {
-        ip_proto::ESP => Ok((l4, src, dst, None)),
+        ip_proto::ESP => Ok(EspLocation {
+            esp: l4,
+            src,
+            dst,
+            ports: None,
+            outer_ecn,
+        }),
         ip_proto::UDP => {
             let u = udp::Packet::new_checked(&frame[l4.clone()])
                 .map_err(|_| Early::drop(DropReason::InHeadPadLenErr))?;
+            // What XDP steers as UDP-ESP: an ESP port, neither keepalive
+            // nor IKE. The rest is "other" there too.
             if !snap.is_esp_udp_port(u.dst_port()) {
+                *class = FrameClass::Other;
                 return Err(Early::pass(PassReason::NotEsp));
             }
             let payload = u.payload();
             if payload == [0xff] {
+                *class = FrameClass::Other;
                 return Err(Early::pass(PassReason::NatKeepalive));
             }
             if payload.len() >= 4 && payload[..4] == [0; 4] {
+                *class = FrameClass::Other;
                 return Err(Early::pass(PassReason::IkeMarker));
             }
             let start = l4.start + udp::HEADER_LEN;
-            Ok((
-                start..start + payload.len(),
+            Ok(EspLocation {
+                esp: start..start + payload.len(),
                 src,
                 dst,
-                Some((u.src_port(), u.dst_port())),
-            ))
+                ports: Some((u.src_port(), u.dst_port())),
+                outer_ecn,
+            })
         }
         _ => Err(Early::pass(PassReason::NotEsp)),
     }
@@ -207,8 +257,15 @@ fn classify<'a>(
     snap: &'a SaSnapshot,
     frame: &[u8],
     now: Duration,
+    class: &mut FrameClass,
 ) -> Result<Pending<'a>, Early> {
-    let (esp_range, src, dst, ports) = locate_esp(snap, frame)?;
+    let EspLocation {
+        esp: esp_range,
+        src,
+        dst,
+        ports,
+        outer_ecn,
+    } = locate_esp(snap, frame, class)?;
     let esp = esp::Packet::new_checked(&frame[esp_range.clone()])
         .map_err(|_| Early::drop(DropReason::InHeadPadLenErr))?;
     let (spi, seq_lo) = (esp.spi(), esp.sequence_number());
@@ -287,6 +344,7 @@ fn classify<'a>(
         plain: 0..0,
         src,
         dst,
+        outer_ecn,
     })
 }
 
@@ -372,10 +430,17 @@ fn decap_chunk<F: AsMut<[u8]>>(
 ) {
     let shared = ws.shared();
     let mut pending: [Option<Pending<'_>>; MAX_BATCH] = [const { None }; MAX_BATCH];
+    let mut classes = [0u64; FrameClass::COUNT];
 
     // Pass 1: parse, look up, pre-check.
     for (i, frame) in frames.iter_mut().enumerate() {
-        match classify(ws, snap, frame.as_mut(), now) {
+        let mut class = FrameClass::Other;
+        let r = classify(ws, snap, frame.as_mut(), now, &mut class);
+        // A handed-off frame is classified again by its owner: count it there.
+        if !matches!(&r, Err(e) if e.handoff.is_some()) {
+            classes[class as usize] += 1;
+        }
+        match r {
             Ok(p) => pending[i] = Some(p),
             Err(e) => {
                 if let Some(owner) = e.handoff {
@@ -395,6 +460,8 @@ fn decap_chunk<F: AsMut<[u8]>>(
             }
         }
     }
+
+    shared.classes.add(&classes);
 
     // Pass 2: verify and decrypt in place.
     for (i, frame) in frames.iter_mut().enumerate() {
@@ -456,17 +523,28 @@ fn decap_chunk<F: AsMut<[u8]>>(
             continue;
         };
         let inner = p.plain.start..p.plain.start + payload_len;
+        if trailer.next_header == ip_proto::NONE {
+            // RFC 4303 2.6: an authentic dummy packet (traffic flow
+            // confidentiality padding) is discarded silently, not dropped.
+            bump(&shared.dummy_packets);
+            out[i] = Verdict::Dummy;
+            continue;
+        }
         let version = bytes.get(inner.start).map(|b| b >> 4);
         let ok = match trailer.next_header {
             ip_proto::IPV4 => version == Some(4) && payload_len >= ipv4::HEADER_LEN,
             ip_proto::IPV6 => version == Some(6) && payload_len >= ipv6::HEADER_LEN,
-            // Anything else, dummy packets (59) included, is not a tunnel
-            // packet we can deliver.
+            // Anything else is not a tunnel packet we can deliver.
             _ => false,
         };
         if !ok {
             ws.count(sa.id, SaCounter::RecvErrors);
             drop_frame(&shared, &mut out[i], DropReason::InNhMismatch, None);
+            continue;
+        }
+        if !decap_ecn(&mut bytes[inner.clone()], p.outer_ecn) {
+            ws.count(sa.id, SaCounter::RecvErrors);
+            drop_frame(&shared, &mut out[i], DropReason::InEcnCeNotEct, None);
             continue;
         }
         // Inbound policy check (RFC 4301 5.2): the inner addresses must be
@@ -505,6 +583,44 @@ fn decap_chunk<F: AsMut<[u8]>>(
     }
 }
 
+/// Apply RFC 6040 section 4.2 to the inner IP packet `inner` (version and
+/// length checked by the caller): write the combined ECN field (and fix the
+/// IPv4 header checksum). False when the combination must be dropped.
+fn decap_ecn(inner: &mut [u8], outer_ecn: u8) -> bool {
+    let v6 = inner[0] >> 4 == 6;
+    let now = if v6 {
+        (inner[1] >> 4) & ecn::MASK
+    } else {
+        inner[1] & ecn::MASK
+    };
+    let Some(new) = ecn::decap(outer_ecn, now) else {
+        return false;
+    };
+    if new != now {
+        if v6 {
+            inner[1] = (inner[1] & !(ecn::MASK << 4)) | (new << 4);
+        } else {
+            let old_word = u16::from_be_bytes([inner[0], inner[1]]);
+            inner[1] = (inner[1] & !ecn::MASK) | new;
+            let new_word = u16::from_be_bytes([inner[0], inner[1]]);
+            let check = u16::from_be_bytes([inner[10], inner[11]]);
+            let check = checksum::update(check, old_word, new_word);
+            inner[10..12].copy_from_slice(&check.to_be_bytes());
+        }
+    }
+    true
+}
+
+/// The inner packet's DSCP + ECN byte (IPv4 TOS, IPv6 traffic class); 0 when
+/// the packet is too short to carry one.
+fn inner_tos(inner: &[u8], v6: bool) -> u8 {
+    match (v6, inner.first(), inner.get(1)) {
+        (false, _, Some(&tos)) => tos,
+        (true, Some(&b0), Some(&b1)) => (b0 << 4) | (b1 >> 4),
+        _ => 0,
+    }
+}
+
 /// A packet built by [`encap`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EncapOutput {
@@ -517,8 +633,7 @@ pub struct EncapOutput {
 }
 
 /// Encapsulate the inner IP packet `inner` for `tunnel` into `out`:
-/// [Ethernet] + outer IPv4/IPv6 + [UDP, checksum 0] + ESP + IV + ciphertext
-/// + ICV.
+/// [Ethernet] + outer IPv4/IPv6 + [UDP] + ESP + IV + ciphertext + ICV.
 ///
 /// Drops are counted like decap's (one counter each): 89 inner not IP,
 /// 111/112 no outbound SA, 32/37 SA invalid, 110 `out` too small or outer
@@ -526,8 +641,13 @@ pub struct EncapOutput {
 /// used up (not yet raised by control) or `ws` is not the SA's owner
 /// worker (hand the packet to [`SaSnapshot::outbound_owner`] instead).
 ///
-/// The outer IPv4 header has ident 0, no DF and TOS 0; the outer IPv6 header
-/// traffic class and flow label 0.
+/// Outer headers: DSCP copied from the inner packet, ECN copied too (RFC
+/// 6040 section 4.1 normal mode); IPv4 without DF, identification = the low
+/// 16 bits of the ESP sequence number (RFC 6864: the datagram may be
+/// fragmented, so the ID must not repeat soon for this source, destination
+/// and protocol; the SA's sequence is unique per packet and needs no shared
+/// counter); IPv6 flow label 0. UDP checksum 0 over IPv4 (RFC 3948 2.1),
+/// computed over IPv6 (RFC 8200 section 8.1: zero is invalid there).
 pub fn encap(
     ws: &mut WorkerState,
     snap: &SaSnapshot,
@@ -609,6 +729,9 @@ pub fn encap(
         }
     };
     let out = &mut out[..total];
+    // DSCP copied, ECN per RFC 6040 4.1 normal mode (a copy as well).
+    let tos = inner_tos(inner, inner_v6);
+    let tos = (tos & !ecn::MASK) | ecn::encap(tos);
     if let Some(e) = o.ethernet {
         let ethertype = if o.dst.is_ipv6() {
             ethernet::ethertype::IPV6
@@ -635,8 +758,9 @@ pub fn encap(
             protocol: proto,
             payload_len: ip_payload,
             ttl: o.ttl,
-            dscp_ecn: 0,
+            dscp_ecn: tos,
             dont_frag: false,
+            ident: seq as u16,
         }
         .emit(&mut ipv4::Packet::new_unchecked(ip_buf)),
         (IpAddr::V6(src), IpAddr::V6(dst)) => ipv6::Repr {
@@ -645,7 +769,7 @@ pub fn encap(
             next_header: proto,
             payload_len: ip_payload,
             hop_limit: o.ttl,
-            traffic_class: 0,
+            traffic_class: tos,
         }
         .emit(&mut ipv6::Packet::new_unchecked(ip_buf)),
         // Refused by SaTable::apply.
@@ -672,6 +796,11 @@ pub fn encap(
         // Lengths and sequence were checked above; kept for robustness.
         ws.count(sa.id, SaCounter::SendErrors);
         return fail(DropReason::PktBufferUnavailable);
+    }
+    if let (Some(_), IpAddr::V6(src), IpAddr::V6(dst)) = (o.udp, o.src, o.dst) {
+        // Over the finished ciphertext: it is the UDP payload.
+        let at = eth_len + ip_len;
+        udp::Packet::new_unchecked(&mut out[at..]).fill_checksum_v6(&src, &dst);
     }
     ws.count(sa.id, SaCounter::Encaps);
     Ok(EncapOutput {

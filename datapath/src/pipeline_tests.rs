@@ -31,6 +31,13 @@ fn patch(frame: &[u8], bytes: &[(usize, u8)]) -> Vec<u8> {
     f
 }
 
+/// Recompute the header checksum of the outer IPv4 header (at offset 14).
+fn fix_v4(mut frame: Vec<u8>) -> Vec<u8> {
+    let hl = usize::from(frame[14] & 0x0f) * 4;
+    crate::wire::ipv4::Packet::new_unchecked(&mut frame[14..14 + hl]).fill_checksum();
+    frame
+}
+
 fn inner_v4(len: usize) -> Vec<u8> {
     let mut p = hex("4500000000010000 3f11 0000 c0a80101 c0a80201");
     p.resize(len.max(20), 0x5a);
@@ -310,10 +317,6 @@ fn trailer_and_next_header_checks() {
             DropReason::InNhMismatch,
         ), // says IPv4, is IPv6
         (
-            [inner_v4(22), vec![1, 2, 2, 59]].concat(),
-            DropReason::InNhMismatch,
-        ), // dummy packet
-        (
             [inner_v4(22), vec![1, 2, 2, 17]].concat(),
             DropReason::InNhMismatch,
         ), // transport mode
@@ -328,7 +331,27 @@ fn trailer_and_next_header_checks() {
         );
         assert_eq!(v, Verdict::Drop(want), "case {i}");
     }
-    assert_eq!(sa_counters(&[ws.shared()], id).recv_errors, 7);
+    assert_eq!(sa_counters(&[ws.shared()], id).recv_errors, 6);
+    // Dummy packets (next header 59, RFC 4303 2.6): discarded silently,
+    // counted apart, not a drop and not a receive error.
+    let drops = ws.shared().drops.total();
+    for (k, plain) in [
+        [inner_v4(22), vec![1, 2, 2, 59]].concat(),
+        vec![0xde, 0xad, 0, 59],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let f = frame_with_plaintext(&plain, 100 + k as u32);
+        assert_eq!(
+            decap_one(&mut ws, &snap, &f, Duration::ZERO).0,
+            Verdict::Dummy
+        );
+    }
+    assert_eq!(ws.shared().dummy_packets.load(Ordering::Relaxed), 2);
+    assert_eq!(ws.shared().drops.total(), drops);
+    let c = sa_counters(&[ws.shared()], id);
+    assert_eq!((c.recv_errors, c.decaps), (6, 1));
 }
 
 #[test]
@@ -355,14 +378,22 @@ fn outer_header_drops_and_passes() {
             Verdict::Drop(DropReason::InIpVerInvalid),
         ),
         (
-            patch(&good, &[(20, 0x20)]),
+            fix_v4(patch(&good, &[(20, 0x20)])),
             Verdict::Drop(DropReason::InV4FragErr),
+        ),
+        // Header checksum wrong (TTL changed without fixing it).
+        (
+            patch(&good, &[(22, 0x3f)]),
+            Verdict::Drop(DropReason::InV4ChecksumErr),
         ),
         (
             patch(&good, &[(12, 0x08), (13, 0x06)]),
             Verdict::Pass(PassReason::NotIp),
         ),
-        (patch(&good, &[(23, 6)]), Verdict::Pass(PassReason::NotEsp)),
+        (
+            fix_v4(patch(&good, &[(23, 6)])),
+            Verdict::Pass(PassReason::NotEsp),
+        ),
         (
             patch(&good, &[(36, 0x01), (37, 0xf4)]),
             Verdict::Pass(PassReason::NotEsp),
@@ -381,7 +412,7 @@ fn outer_header_drops_and_passes() {
                 f[42] = 0xff;
                 f[16..18].copy_from_slice(&29u16.to_be_bytes());
                 f[38..40].copy_from_slice(&9u16.to_be_bytes());
-                f
+                fix_v4(f)
             },
             Verdict::Pass(PassReason::NatKeepalive),
         ),
@@ -390,7 +421,7 @@ fn outer_header_drops_and_passes() {
                 let mut f = good[..60].to_vec();
                 f[16..18].copy_from_slice(&46u16.to_be_bytes());
                 f[38..40].copy_from_slice(&26u16.to_be_bytes());
-                f
+                fix_v4(f)
             },
             Verdict::Drop(DropReason::InHeadPadLenErr),
         ),
@@ -504,6 +535,7 @@ fn sdwan_shared_spi_qualified_by_peer() {
     );
     // From an unlisted peer: no SA.
     f[29] = 9;
+    let f = fix_v4(f);
     assert_eq!(
         decap_one(&mut ws, &snap, &f, Duration::ZERO).0,
         Verdict::Drop(DropReason::InV4SaNotFoundSpi)
@@ -936,6 +968,8 @@ enum Want {
     Drop(DropReason),
     Pass(PassReason),
     Handoff(u16),
+    /// A dummy packet (next header 59), discarded silently.
+    Dummy,
     /// Random bytes: any one verdict.
     Any,
 }
@@ -1132,9 +1166,11 @@ fn build_one(
         // before the trailer are not 1, 2, ...
         Trail::PadTooLong => Err(DropReason::InHeadPadLenErr),
         Trail::ShortInner(_) => Err(DropReason::InNhMismatch),
-        // Every other next header, 59 (dummy packet) included, is 65 today.
+        // RFC 4303 2.6: a dummy packet is discarded silently, not a drop.
+        Trail::NextHeader(59) => Ok(true),
+        // Every other next header is 65.
         Trail::NextHeader(n) if n != inner_nh => Err(DropReason::InNhMismatch),
-        _ => Ok(()),
+        _ => Ok(false),
     };
 
     // ESP: SPI, sequence number, IV (the 64-bit number), plaintext, ICV.
@@ -1244,7 +1280,8 @@ fn build_one(
             c.recv_errors += 1;
             (frame, Want::Drop(r))
         }
-        Ok(()) => {
+        Ok(true) => (frame, Want::Dummy),
+        Ok(false) => {
             c.decaps += 1;
             (frame, Want::Deliver(TUNNEL + k as u32, inner))
         }
@@ -1268,13 +1305,14 @@ proptest! {
         prop_assert_eq!(decap_batch(&mut ws, &t.snapshot(), &mut frames, &mut out, Duration::ZERO), n);
         let after = ws.shared().drops.snapshot();
         let mut by_reason = [0u64; DropReason::COUNT];
-        let (mut delivered, mut passed, mut handoff) = (0u64, 0u64, 0u64);
+        let (mut delivered, mut passed, mut handoff, mut dummy) = (0u64, 0u64, 0u64, 0u64);
         for (i, v) in out.iter().enumerate() {
             match v {
                 Verdict::Deliver { inner, .. } => { delivered += 1; prop_assert!(inner.end <= frames[i].len()); }
                 Verdict::Drop(r) => by_reason[r.index()] += 1,
                 Verdict::Pass(_) => passed += 1,
                 Verdict::Handoff(_) => handoff += 1,
+                Verdict::Dummy => dummy += 1,
             }
             let ok = match (&wants[i], v) {
                 (Want::Any, _) => true,
@@ -1284,6 +1322,7 @@ proptest! {
                 (Want::Drop(a), Verdict::Drop(b)) => a == b,
                 (Want::Pass(a), Verdict::Pass(b)) => a == b,
                 (Want::Handoff(a), Verdict::Handoff(b)) => a == b,
+                (Want::Dummy, Verdict::Dummy) => true,
                 _ => false,
             };
             prop_assert!(ok, "frame {}: {:?}\nwant {:?}\ngot {:?}", i, specs[i], wants[i], v);
@@ -1292,7 +1331,10 @@ proptest! {
             prop_assert_eq!(after[r.index()] - before[r.index()], by_reason[r.index()], "{}", r);
         }
         let drops: u64 = by_reason.iter().sum();
-        prop_assert_eq!(drops + delivered + passed + handoff, n as u64);
+        prop_assert_eq!(drops + delivered + passed + handoff + dummy, n as u64);
+        // Every frame classified once, by the one parser (a frame handed
+        // to its owner worker is counted there, not here).
+        prop_assert_eq!(ws.shared().classes.snapshot().iter().sum::<u64>(), n as u64 - handoff);
         prop_assert_eq!(ws.shared().delivered.load(Ordering::Relaxed), delivered);
         prop_assert_eq!(ws.shared().passed.load(Ordering::Relaxed), passed);
         for (k, id) in ids.iter().enumerate() {
@@ -1316,8 +1358,9 @@ proptest! {
         let mut frames = frames;
         let mut out = vec![Verdict::Handoff(0); frames.len()];
         decap_batch(&mut ws, &t.snapshot(), &mut frames, &mut out, Duration::ZERO);
-        let total = ws.shared().drops.total() + ws.shared().passed.load(Ordering::Relaxed) + ws.shared().delivered.load(Ordering::Relaxed);
+        let total = ws.shared().drops.total() + ws.shared().passed.load(Ordering::Relaxed) + ws.shared().delivered.load(Ordering::Relaxed) + ws.shared().dummy_packets.load(Ordering::Relaxed);
         prop_assert_eq!(total, frames.len() as u64);
+        prop_assert_eq!(ws.shared().classes.snapshot().iter().sum::<u64>(), frames.len() as u64);
     }
 }
 
@@ -1607,4 +1650,188 @@ fn encap_stops_at_the_sequence_reservation() {
     assert_eq!(ws.shared().drops.total(), 3);
     let c = sa_counters(&[ws.shared()], ids[0]);
     assert_eq!((c.encaps, c.send_errors), (3, 3));
+}
+
+/// The outer header of an encapsulated frame: DSCP and ECN copied from the
+/// inner packet, IPv4 ident from the sequence number, UDP/IPv6 checksum.
+#[test]
+fn encap_outer_header_fields() {
+    use crate::wire::{ipv4, ipv6, udp};
+    let mut ws = WorkerState::new(0);
+    // IPv4 outer, inner IPv4 TOS 0xb9 (DSCP EF, ECT(1)) and inner IPv6 TC 0x2a.
+    let (t, _) = loopback(Cipher::Aes256Gcm, false, false, true, 64);
+    let mut v4 = inner_v4(40);
+    v4[1] = 0xb9;
+    let mut v6 = inner_v6(41);
+    v6[0] = 0x62;
+    v6[1] = 0xa0; // traffic class 0x2a
+    for (seq, (inner, tos)) in [(&v4, 0xb9u8), (&v6, 0x2a), (&v4, 0xb9)]
+        .into_iter()
+        .enumerate()
+    {
+        let f = encap_frame(&mut ws, &t, inner);
+        let ip = ipv4::Packet::new_checked(&f[14..]).unwrap();
+        assert_eq!(ip.dscp_ecn(), tos);
+        assert_eq!(ip.ident(), seq as u16 + 1);
+        assert!(ip.verify_checksum() && !ip.dont_frag());
+        // RFC 3948: no UDP checksum over IPv4.
+        assert_eq!(
+            udp::Packet::new_checked(ip.payload()).unwrap().checksum(),
+            0
+        );
+    }
+    // IPv6 outer: traffic class copied, UDP checksum valid for odd and even
+    // lengths (checked against scapy in kat.rs and wire::udp).
+    let (t6, _) = loopback(Cipher::ChaCha20Poly1305, false, true, true, 64);
+    for (inner, tc) in [
+        (&v4, 0xb9u8),
+        (&v6, 0x2a),
+        (&inner_v4(21), 0),
+        (&inner_v6(77), 0),
+    ] {
+        let f = encap_frame(&mut ws, &t6, inner);
+        let ip = ipv6::Packet::new_checked(&f[14..]).unwrap();
+        assert_eq!(ip.traffic_class(), tc);
+        let u = udp::Packet::new_checked(ip.payload()).unwrap();
+        assert_ne!(u.checksum(), 0);
+        assert!(u.verify_checksum_v6(&ip.src_addr(), &ip.dst_addr()));
+        let (v, _) = decap_one(&mut ws, &t6.snapshot(), &f, Duration::ZERO);
+        assert!(matches!(v, Verdict::Deliver { .. }), "{v:?}");
+    }
+}
+
+/// RFC 6040 section 4.2 on decap: outer CE marks an ECN-capable inner
+/// packet, is dropped on a Not-ECT one; the inner IPv4 checksum stays right.
+#[test]
+fn decap_ecn_combination() {
+    let (t, id) = loopback(Cipher::Aes256Gcm, false, false, false, 64);
+    let (t6, _) = loopback(Cipher::Aes256Gcm, false, true, false, 64);
+    // One worker per table: the loopback tables share SA indexes.
+    let (mut ws, mut ws6) = (WorkerState::new(0), WorkerState::new(0));
+    // (outer v6?, inner ECN, outer ECN forced, expected inner ECN or None = drop)
+    let cases = [
+        (false, 0b10, 0b11, Some(0b11)),
+        (false, 0b01, 0b11, Some(0b11)),
+        (false, 0b10, 0b01, Some(0b01)),
+        (false, 0b00, 0b10, Some(0b00)),
+        (false, 0b00, 0b11, None),
+        (true, 0b01, 0b11, Some(0b11)),
+        (true, 0b00, 0b11, None),
+        (true, 0b11, 0b00, Some(0b11)),
+    ];
+    for (k, (v6, inner_ecn, outer_ecn, want)) in cases.into_iter().enumerate() {
+        let mut inner = inner_v4(48);
+        inner[1] = 0xb8 | inner_ecn;
+        crate::wire::ipv4::Packet::new_unchecked(&mut inner[..]).fill_checksum();
+        let (table, ws) = if v6 { (&t6, &mut ws6) } else { (&t, &mut ws) };
+        let mut f = encap_frame(ws, table, &inner);
+        if v6 {
+            // Traffic class low bits: byte 1, bits 4-5 of the IPv6 header.
+            f[15] = (f[15] & !0x30) | (outer_ecn << 4);
+        } else {
+            f[15] = (f[15] & !3) | outer_ecn;
+            f = fix_v4(f);
+        }
+        let (v, out) = decap_one(ws, &table.snapshot(), &f, Duration::ZERO);
+        match want {
+            Some(e) => {
+                let Verdict::Deliver { inner: r, .. } = v else {
+                    panic!("case {k}: {v:?}")
+                };
+                let got = crate::wire::ipv4::Packet::new_checked(&out[r]).unwrap();
+                assert_eq!(got.dscp_ecn(), 0xb8 | e, "case {k}");
+                assert!(got.verify_checksum(), "case {k}");
+            }
+            None => assert_eq!(v, Verdict::Drop(DropReason::InEcnCeNotEct), "case {k}"),
+        }
+    }
+    // Inner IPv6: ECN in the traffic class (byte 1, bits 4-5), ECT(0) + CE.
+    let mut inner = inner_v6(50);
+    inner[0] = 0x6b;
+    inner[1] = 0xa0; // traffic class 0xba: DSCP EF, ECT(0)
+    let mut f = encap_frame(&mut ws, &t, &inner);
+    assert_eq!(f[15], 0xba, "outer TOS = inner traffic class");
+    f[15] |= 0b11;
+    let (v, out) = decap_one(&mut ws, &t.snapshot(), &fix_v4(f), Duration::ZERO);
+    let Verdict::Deliver { inner: r, .. } = v else {
+        panic!("{v:?}")
+    };
+    let got = crate::wire::ipv6::Packet::new_checked(&out[r]).unwrap();
+    assert_eq!(got.traffic_class(), 0xbb);
+    assert_eq!(got.flow_label(), 0);
+    assert_eq!(ws.shared().drops.get(DropReason::InEcnCeNotEct), 1);
+    assert_eq!(ws6.shared().drops.get(DropReason::InEcnCeNotEct), 1);
+    assert_eq!(sa_counters(&[ws.shared()], id).recv_errors, 1);
+}
+
+/// The per-worker class counters come from the core's own parse, IPv6 AH
+/// included (AH length in 4-octet units, RFC 4302), and a frame handed to
+/// another worker is counted by that worker only.
+#[test]
+fn class_counters_from_the_one_parser() {
+    use crate::worker::FrameClass;
+    let mut ws = WorkerState::new(0);
+    let (t4, _) = loopback(Cipher::Aes256Gcm, false, false, false, 64);
+    let (t4u, _) = loopback(Cipher::Aes256Gcm, false, false, true, 64);
+    let (t6, _) = loopback(Cipher::Aes256Gcm, false, true, false, 64);
+    let (t6u, _) = loopback(Cipher::Aes256Gcm, false, true, true, 64);
+    let e4 = encap_frame(&mut ws, &t4, &inner_v4(60));
+    let u4 = encap_frame(&mut ws, &t4u, &inner_v4(60));
+    let e6 = encap_frame(&mut ws, &t6, &inner_v4(60));
+    let u6 = encap_frame(&mut ws, &t6u, &inner_v4(60));
+    // ESP behind a 24-byte AH (next header 51, payload length 4).
+    let mut ah = e6[..54].to_vec();
+    ah[20] = 51;
+    ah.extend(hex("3204 0000 00000100 00000001 aaaaaaaaaaaaaaaaaaaaaaaa"));
+    ah.extend(&e6[54..]);
+    let pl = u16::from_be_bytes([ah[18], ah[19]]) + 24;
+    ah[18..20].copy_from_slice(&pl.to_be_bytes());
+    // A fresh worker per frame (the loopback tables share SA indexes).
+    let mut d = [0u64; FrameClass::COUNT];
+    let arp = patch(&e4, &[(12, 0x08), (13, 0x06)]);
+    for (k, (f, t)) in [
+        (&e4, &t4),
+        (&u4, &t4u),
+        (&e6, &t6),
+        (&u6, &t6u),
+        (&ah, &t6),
+        (&arp, &t4),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut w = WorkerState::new(0);
+        let (v, out) = decap_one(&mut w, &t.snapshot(), f, Duration::ZERO);
+        if k < 5 {
+            let Verdict::Deliver { inner, .. } = v else {
+                panic!("frame {k}: {v:?}")
+            };
+            assert_eq!(&out[inner], &inner_v4(60)[..]);
+        }
+        for (a, b) in d.iter_mut().zip(w.shared().classes.snapshot()) {
+            *a += b;
+        }
+    }
+    assert_eq!(
+        d,
+        [1, 2, 1, 1, 1],
+        "{:?}",
+        FrameClass::ALL.map(FrameClass::name)
+    );
+    let c = ws.shared().classes.snapshot();
+    // Owned by worker 1: not counted by worker 0, which hands it over.
+    let mut t_other = SaTable::new();
+    t_other
+        .apply(
+            vec![SaChange::AddInbound({
+                let mut c = inbound_cfg(0x215EBFF1, Cipher::Aes256Gcm, &KEY, false, 64, TUNNEL);
+                c.owner = 1;
+                c
+            })],
+            Duration::ZERO,
+        )
+        .unwrap();
+    let (v, _) = decap_one(&mut ws, &t_other.snapshot(), &e4, Duration::ZERO);
+    assert_eq!(v, Verdict::Handoff(1));
+    assert_eq!(ws.shared().classes.snapshot(), c);
 }

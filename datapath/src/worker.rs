@@ -8,7 +8,7 @@
 //! new SA and the old state is reset.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 use arc_swap::ArcSwap;
 
@@ -96,20 +96,29 @@ impl SaCounterCell {
         c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
 
+    // Seqlock-style write (Boehm, "Can seqlocks get along with programming
+    // language memory models?"): mark the cell invalid, then a Release fence
+    // so the zeroing stores cannot become visible before the mark.
     fn reset(&self, generation: u32) {
-        self.generation.store(0, Ordering::Release);
+        self.generation.store(0, Ordering::Relaxed);
+        fence(Ordering::Release);
         for c in &self.c {
             c.store(0, Ordering::Relaxed);
         }
         self.generation.store(generation, Ordering::Release);
     }
 
+    // Seqlock-style read: generation, counters, generation again. The
+    // Acquire fence orders the Relaxed counter loads before the second
+    // generation load (an Acquire *load* would only order later accesses,
+    // not earlier ones), so a reset that overlapped the read is seen.
     fn read(&self, generation: u32) -> Option<SaCounters> {
         if self.generation.load(Ordering::Acquire) != generation {
             return None;
         }
         let v: [u64; 7] = core::array::from_fn(|i| self.c[i].load(Ordering::Relaxed));
-        if self.generation.load(Ordering::Acquire) != generation {
+        fence(Ordering::Acquire);
+        if self.generation.load(Ordering::Relaxed) != generation {
             return None;
         }
         Some(SaCounters {
@@ -125,6 +134,79 @@ impl SaCounterCell {
 }
 
 type Page = Arc<[SaCounterCell]>;
+
+/// Outer-header class of a received frame, from the datapath's own parse
+/// (pass 1 of `decap_batch`): the one userspace parser of outer headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FrameClass {
+    /// ESP directly in IPv4 (fragments included).
+    EspV4,
+    /// ESP directly in IPv6 (after extension headers and AH).
+    EspV6,
+    /// UDP-encapsulated ESP in IPv4 (UDP to an ESP port).
+    UdpEspV4,
+    /// UDP-encapsulated ESP in IPv6.
+    UdpEspV6,
+    /// Anything else: not IP, other protocols, UDP to other ports, NAT
+    /// keepalives, IKE, headers too short or malformed to tell.
+    Other,
+}
+
+impl FrameClass {
+    /// Number of classes.
+    pub const COUNT: usize = 5;
+    /// Every class, in counter order.
+    pub const ALL: [FrameClass; FrameClass::COUNT] = [
+        FrameClass::EspV4,
+        FrameClass::EspV6,
+        FrameClass::UdpEspV4,
+        FrameClass::UdpEspV6,
+        FrameClass::Other,
+    ];
+
+    /// Stable name used in `show` output and JSON.
+    pub const fn name(self) -> &'static str {
+        match self {
+            FrameClass::EspV4 => "esp_v4",
+            FrameClass::EspV6 => "esp_v6",
+            FrameClass::UdpEspV4 => "udp_esp_v4",
+            FrameClass::UdpEspV6 => "udp_esp_v6",
+            FrameClass::Other => "other",
+        }
+    }
+}
+
+/// Frames per [`FrameClass`] one worker parsed (single writer: the worker).
+///
+/// A frame handed to another worker (the SA's owner) is counted by the
+/// owner, not by the worker that received it: every frame once.
+#[derive(Debug, Default)]
+pub struct ClassCounters([AtomicU64; FrameClass::COUNT]);
+
+impl ClassCounters {
+    /// Current count of one class.
+    pub fn get(&self, class: FrameClass) -> u64 {
+        self.0[class as usize].load(Ordering::Relaxed)
+    }
+
+    /// All classes, indexed by `FrameClass as usize`.
+    pub fn snapshot(&self) -> [u64; FrameClass::COUNT] {
+        core::array::from_fn(|i| self.0[i].load(Ordering::Relaxed))
+    }
+
+    /// Add a batch's local counts (the owning worker only).
+    pub(crate) fn add(&self, n: &[u64; FrameClass::COUNT]) {
+        for (c, v) in self.0.iter().zip(n) {
+            if *v != 0 {
+                c.store(
+                    c.load(Ordering::Relaxed).wrapping_add(*v),
+                    Ordering::Relaxed,
+                );
+            }
+        }
+    }
+}
 
 fn new_page() -> Page {
     (0..PAGE)
@@ -143,6 +225,11 @@ pub struct WorkerShared {
     pub passed: AtomicU64,
     /// Frames delivered (decapsulated).
     pub delivered: AtomicU64,
+    /// Authentic ESP dummy packets (next header 59, RFC 4303 section 2.6)
+    /// discarded silently: not a drop (`Verdict::Dummy`).
+    pub dummy_packets: AtomicU64,
+    /// Frames parsed per outer-header class.
+    pub classes: ClassCounters,
     /// Drop events for IOS logs.
     pub events: EventRing,
     pages: ArcSwap<Vec<Page>>,
@@ -205,6 +292,8 @@ impl WorkerState {
             drops: Arc::new(DropCounters::new()),
             passed: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
+            dummy_packets: AtomicU64::new(0),
+            classes: ClassCounters::default(),
             events: EventRing::new(capacity),
             pages: ArcSwap::from_pointee(Vec::new()),
         });

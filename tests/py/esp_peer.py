@@ -47,7 +47,8 @@ rx_sa = mk_sa(cfg["rx"], False)
 count = cfg.get("count", 5)
 timeout = cfg.get("timeout", 5.0)
 ident = 0x4242
-report = {"sent": 0, "received_esp": 0, "decrypted": 0, "matched": [], "errors": [], "reply_seqs": []}
+report = {"sent": 0, "received_esp": 0, "decrypted": 0, "matched": [], "errors": [], "reply_seqs": [],
+          "udp_chksums": [], "ipv4_ids": []}
 
 sock = conf.L2socket(iface=cfg["iface"])
 eth = Ether(src=cfg["src_mac"], dst=cfg["dst_mac"])
@@ -69,6 +70,14 @@ def handle(frame):
         return
     report["received_esp"] += 1
     report["reply_seqs"].append(pkt[ESP].seq)
+    # Outer headers as scapy sees them: [checksum sent, checksum scapy
+    # computes] for ESP in UDP, and the IPv4 identification.
+    if udp and outer.haslayer(UDP):
+        again = outer.copy()
+        again[UDP].chksum = None
+        report["udp_chksums"].append([outer[UDP].chksum, outer.__class__(bytes(again))[UDP].chksum])
+    if not v6_outer:
+        report["ipv4_ids"].append(outer.id)
     try:
         # decrypt() wants the outer IP packet (with the UDP header for NAT-T).
         clear = rx_sa.decrypt(outer)
@@ -84,8 +93,8 @@ def handle(frame):
 
 def crafted(i, spec):
     """One ESP packet built by hand with scapy's cipher: custom padding,
-    next header, SPI, tampering, truncation, fragment flags, inner
-    addresses (inner_src / inner_dst)."""
+    next header, SPI, tampering, truncation, fragment flags, outer TOS
+    (ECN), outer IPv4 checksum, inner addresses (inner_src / inner_dst)."""
     from scapy.layers.ipsec import _ESPPlain
     seq = spec["seq"]
     clear = inner(i, spec.get("inner_src"), spec.get("inner_dst"))
@@ -107,9 +116,12 @@ def crafted(i, spec):
     if "truncate" in spec:
         wire = wire[:8 + spec["truncate"]]
     if v6_outer:
-        ip = IPv6(src=cfg["outer_src"], dst=cfg["outer_dst"])
+        ip = IPv6(src=cfg["outer_src"], dst=cfg["outer_dst"], tc=spec.get("tos", 0))
     else:
-        ip = IP(src=cfg["outer_src"], dst=cfg["outer_dst"], flags="MF" if spec.get("frag") else 0)
+        ip = IP(src=cfg["outer_src"], dst=cfg["outer_dst"], flags="MF" if spec.get("frag") else 0,
+                tos=spec.get("tos", 0))
+        if "chksum" in spec:
+            ip.chksum = spec["chksum"]  # a wrong outer header checksum
     if udp:
         return ip / UDP(sport=udp[0], dport=udp[1], chksum=0) / Raw(wire)
     if not v6_outer:

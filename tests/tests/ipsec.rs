@@ -81,6 +81,23 @@ fn interop(c: Case, first_seq: u64) {
     );
     // xdpsec's outbound sequence numbers start at 1 and increase by one.
     assert_eq!(r["reply_seqs"], json!([1, 2, 3, 4, 5]), "{c:?}: {r}");
+    // Outer headers checked by scapy: the UDP checksum is computed over IPv6
+    // (RFC 8200 8.1; zero is invalid there) and may be 0 over IPv4 (RFC
+    // 3948); the IPv4 ident does not repeat (RFC 6864: the low 16 bits of
+    // the sequence number).
+    let sums = r["udp_chksums"].as_array().unwrap();
+    assert_eq!(sums.len(), if c.udp.is_some() { 5 } else { 0 }, "{r}");
+    for pair in sums {
+        let (got, want) = (pair[0].as_u64().unwrap(), pair[1].as_u64().unwrap());
+        if c.v6_outer {
+            assert!(got != 0 && got == want, "{c:?}: UDP/IPv6 checksum {pair}");
+        } else {
+            assert!(got == 0 || got == want, "{c:?}: UDP/IPv4 checksum {pair}");
+        }
+    }
+    if !c.v6_outer {
+        assert_eq!(r["ipv4_ids"], json!([1, 2, 3, 4, 5]), "{c:?}: {r}");
+    }
     let s = sa(&d);
     assert_eq!(
         (s["pkts_decaps"].as_u64(), s["pkts_encaps"].as_u64()),
@@ -187,13 +204,25 @@ fn bad_packets_are_dropped_and_counted_exactly() {
     packets.push(json!({"seq": 104, "nh": 17})); // next header neither 4 nor 41
     // (Outer fragments are reassembled by the kernel first: see
     // `fragmented_esp_is_reassembled_and_decrypted`.)
+    packets.push(json!({"seq": 106, "nh": 59})); // dummy packet: not a drop
+    packets.push(json!({"seq": 107, "chksum": 0x1234})); // bad outer IPv4 checksum
+    // Outer CE over a Not-ECT inner packet: RFC 6040 4.2 says drop.
+    packets.push(json!({"seq": 108, "tos": 3}));
     cfg["packets"] = json!(packets);
     let r = scapy_peer(&lab.ns2, &cfg).unwrap();
-    assert_eq!(r["sent"], 16);
+    assert_eq!(r["sent"], 19);
 
-    let want: std::collections::BTreeMap<u64, u64> = [(4, 3), (19, 2), (23, 2), (62, 1), (65, 1)]
-        .into_iter()
-        .collect();
+    let want: std::collections::BTreeMap<u64, u64> = [
+        (4, 3),
+        (19, 2),
+        (23, 2),
+        (62, 1),
+        (65, 1),
+        (120, 1),
+        (121, 1),
+    ]
+    .into_iter()
+    .collect();
     assert_eq!(settle(want.clone(), || drops(&d)), want, "drop counters");
     let s = sa(&d);
     assert_eq!(s["pkts_decaps"], 7, "{s}");
@@ -201,6 +230,10 @@ fn bad_packets_are_dropped_and_counted_exactly() {
     assert_eq!(s["pkts_replay_failed"], 2, "{s}");
     assert_eq!(s["pkts_replay_too_old"], 1, "{s}");
     assert_eq!(s["pkts_replay_duplicate"], 1, "{s}");
+    let st = d
+        .cli_json("show platform hardware qfp active statistics")
+        .unwrap();
+    assert_eq!(st["dummy_packets"], 1, "{st}");
 
     // IOS text layout: only non-zero rows without `all`, every row with it.
     let text = d
@@ -210,7 +243,7 @@ fn bad_packets_are_dropped_and_counted_exactly() {
         .lines()
         .filter(|l| l.starts_with(char::is_numeric))
         .collect();
-    assert_eq!(rows.len(), 5, "{text}");
+    assert_eq!(rows.len(), 7, "{text}");
     assert!(
         rows.contains(&format!("4 IN_US_V4_PKT_SA_NOT_FOUND_SPI{:>41}", 3).as_str()),
         "{text}"

@@ -172,13 +172,34 @@ fn esp_and_udp_esp_go_to_userspace_not_to_the_kernel() {
     for c in ["kernel_udp_esp_v4", "kernel_udp_esp_v6", "kernel_esp_v4"] {
         assert_eq!(kernel_counter(&daemon, c), 0, "{c}");
     }
+    // The kernel's AF_XDP ring counters per queue, and the dummy packets.
+    let v = daemon
+        .cli_json("show platform hardware qfp active statistics")
+        .unwrap();
+    for q in v["queues"].as_array().unwrap() {
+        for f in [
+            "xdp_rx_dropped",
+            "xdp_rx_invalid_descs",
+            "xdp_tx_invalid_descs",
+            "xdp_rx_ring_full",
+            "xdp_rx_fill_ring_empty_descs",
+            "xdp_tx_ring_empty_descs",
+        ] {
+            assert!(q[f].is_u64(), "{f} missing: {q}");
+        }
+        assert_eq!(q["xdp_rx_invalid_descs"], 0, "{q}");
+    }
+    assert_eq!(v["dummy_packets"], 0, "{v}");
 
     // The IOS-style text form shows the same, with the AF_XDP mode.
     let text = daemon
         .cli("show platform hardware qfp active statistics")
         .unwrap();
     assert!(
-        text.contains("steered_esp_v4") && text.contains("copy"),
+        text.contains("steered_esp_v4")
+            && text.contains("copy")
+            && text.contains("xdp_rx_ring_full 0")
+            && text.contains("dummy_packets 0"),
         "{text}"
     );
     // `clear` zeroes what `show` reports.

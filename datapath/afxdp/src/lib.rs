@@ -8,8 +8,9 @@
 
 use std::{
     io,
+    marker::PhantomData,
     num::NonZeroU32,
-    os::fd::{AsRawFd, RawFd},
+    os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -21,6 +22,7 @@ use xsk_rs::{
     CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem,
     config::{BindFlags, FrameSize, LibxdpFlags, QueueSize, SocketConfig, UmemConfig},
     socket::Socket,
+    umem::frame::DataMut,
 };
 
 /// Frames received (and recycled) per batch.
@@ -125,37 +127,67 @@ pub fn add_single_writer(counter: &AtomicU64, n: u64) {
     counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
 }
 
-/// One received frame's bytes inside the UMEM.
-pub struct FrameBuf {
+/// One received frame's bytes inside the UMEM, valid for `'a`: the borrow
+/// of the frame's descriptor and of the UMEM that the worker takes for one
+/// batch. Safe code cannot keep it past the batch (its lifetime ends before
+/// the frame goes back on the fill ring):
+///
+/// ```compile_fail
+/// use xdpsec_afxdp::{BatchHandler, FrameBuf, RxBatch, XskTx};
+/// struct Keep(Option<FrameBuf<'static>>);
+/// impl BatchHandler for Keep {
+///     fn handle_batch(&mut self, _: u32, batch: &mut RxBatch<'_, '_>, _: &mut XskTx) {
+///         self.0 = Some(std::mem::take(&mut batch.frames_mut()[0]));
+///     }
+/// }
+/// ```
+pub struct FrameBuf<'a> {
     ptr: *mut u8,
     len: usize,
+    _frame: PhantomData<&'a mut [u8]>,
 }
 
-impl Default for FrameBuf {
+impl Default for FrameBuf<'_> {
+    /// An empty buffer (no frame).
     fn default() -> Self {
         FrameBuf {
             ptr: std::ptr::NonNull::dangling().as_ptr(),
             len: 0,
+            _frame: PhantomData,
         }
     }
 }
 
-impl AsMut<[u8]> for FrameBuf {
+impl<'a> FrameBuf<'a> {
+    /// The bytes of `data`, for as long as `data`'s borrow of the UMEM and
+    /// of the descriptor lasts.
+    fn new(mut data: DataMut<'a>) -> Self {
+        let c: &mut [u8] = data.contents_mut();
+        FrameBuf {
+            ptr: c.as_mut_ptr(),
+            len: c.len(),
+            _frame: PhantomData,
+        }
+    }
+}
+
+impl AsMut<[u8]> for FrameBuf<'_> {
     fn as_mut(&mut self) -> &mut [u8] {
-        // SAFETY: a FrameBuf is only handed out inside an RxBatch, whose
-        // lifetime keeps the UMEM mapped and the frame owned by userspace
-        // (taken off the rx ring, not yet back on the fill ring); `&mut self`
-        // keeps the access unique. A default FrameBuf is an empty slice.
+        // SAFETY: built by FrameBuf::new from a DataMut<'a> (the frame, taken
+        // off the rx ring and owned by userspace until the fill ring gets it
+        // back, which the borrow 'a outlives); each FrameBuf covers its own
+        // descriptor, and `&mut self` keeps the access unique. A default
+        // FrameBuf is an empty slice.
         unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
     }
 }
 
 /// A batch of received frames, borrowed from the queue's UMEM.
-pub struct RxBatch<'a> {
-    frames: &'a mut [FrameBuf],
+pub struct RxBatch<'b, 'a> {
+    frames: &'b mut [FrameBuf<'a>],
 }
 
-impl RxBatch<'_> {
+impl<'a> RxBatch<'_, 'a> {
     /// Number of frames in the batch.
     pub fn len(&self) -> usize {
         self.frames.len()
@@ -172,7 +204,7 @@ impl RxBatch<'_> {
     }
 
     /// All frames, for a datapath that takes the batch at once.
-    pub fn frames_mut(&mut self) -> &mut [FrameBuf] {
+    pub fn frames_mut(&mut self) -> &mut [FrameBuf<'a>] {
         self.frames
     }
 }
@@ -181,7 +213,7 @@ impl RxBatch<'_> {
 pub trait BatchHandler {
     /// Handle every frame of `batch`; the frames are recycled afterwards.
     /// Frames to send are built with `tx` (flushed after the call).
-    fn handle_batch(&mut self, queue: u32, batch: &mut RxBatch<'_>, tx: &mut XskTx);
+    fn handle_batch(&mut self, queue: u32, batch: &mut RxBatch<'_, '_>, tx: &mut XskTx);
     /// A second file descriptor the worker should wait on (e.g. a TUN queue).
     fn extra_fd(&self) -> Option<RawFd> {
         None
@@ -220,8 +252,7 @@ pub struct XskTx {
     /// Frames free for transmit.
     pool: Vec<FrameDesc>,
     /// Frames written but not yet on the tx ring.
-    pending: [FrameDesc; BATCH_SIZE],
-    n_pending: usize,
+    pending: PendingFrames<FrameDesc>,
     /// Frames on the tx ring, not yet completed.
     in_flight: usize,
     stats: Arc<QueueStats>,
@@ -231,9 +262,15 @@ impl XskTx {
     /// Build one frame in place: `build` gets the frame's whole buffer and
     /// returns the length to send, or `None` to give the frame back unsent.
     /// Returns false when no frame is free (the caller counts the drop).
+    /// Also false, without calling `build`, when the tx ring had no room
+    /// for the frames already written (they stay pending).
     pub fn send_with(&mut self, build: impl FnOnce(&mut [u8]) -> Option<usize>) -> bool {
-        if self.n_pending == BATCH_SIZE {
+        if self.pending.is_full() {
             self.flush();
+            if self.pending.is_full() {
+                // The tx ring took nothing: no room to queue another frame.
+                return false;
+            }
         }
         if self.pool.is_empty() {
             self.reclaim();
@@ -256,11 +293,12 @@ impl XskTx {
                 _ => false,
             }
         };
-        if sent {
-            self.pending[self.n_pending] = desc;
-            self.n_pending += 1;
-        } else {
+        if !sent {
             self.pool.push(desc);
+        } else if let Err(desc) = self.pending.push(desc) {
+            // Cannot happen (checked above); the frame goes back unsent.
+            self.pool.push(desc);
+            return false;
         }
         sent
     }
@@ -269,16 +307,15 @@ impl XskTx {
     /// transmits only on a `sendto`).
     pub fn flush(&mut self) {
         self.reclaim();
-        if self.n_pending == 0 {
+        if self.pending.is_empty() {
             return;
         }
         // SAFETY: pending frames belong to this UMEM and are on no ring.
-        let done = unsafe { self.ring.produce(&self.pending[..self.n_pending]) };
+        let done = unsafe { self.ring.produce(self.pending.as_slice()) };
         if done > 0 {
             self.in_flight += done;
             add_single_writer(&self.stats.tx_frames, done as u64);
-            self.pending.copy_within(done..self.n_pending, 0);
-            self.n_pending -= done;
+            self.pending.remove_front(done);
         }
         // Kick even when the ring was full, so the kernel drains it.
         if let Err(e) = self.ring.wakeup() {
@@ -374,8 +411,7 @@ impl XskQueue {
                             ring: tx,
                             comp,
                             pool,
-                            pending: [FrameDesc::default(); BATCH_SIZE],
-                            n_pending: 0,
+                            pending: PendingFrames::new(FrameDesc::default()),
                             in_flight: 0,
                             stats: Arc::clone(&stats),
                         },
@@ -424,6 +460,15 @@ impl XskQueue {
         self.rx.fd().as_raw_fd()
     }
 
+    /// A duplicate of the socket's fd for reading [`xdp_statistics`] from
+    /// another thread (control) while the worker owns the queue. It keeps the
+    /// socket open until dropped.
+    pub fn stats_fd(&self) -> io::Result<OwnedFd> {
+        // SAFETY: the socket's fd stays open for this borrow of self.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.rx.fd().as_raw_fd()) };
+        fd.try_clone_to_owned()
+    }
+
     /// Counters the worker keeps for this queue.
     pub fn stats(&self) -> Arc<QueueStats> {
         Arc::clone(&self.stats)
@@ -438,7 +483,6 @@ impl XskQueue {
             "AF_XDP worker started"
         );
         let mut descs = [FrameDesc::default(); BATCH_SIZE];
-        let mut bufs: [FrameBuf; BATCH_SIZE] = std::array::from_fn(|_| FrameBuf::default());
         // Recycled frames the fill ring had no room for: retried first next round.
         let mut pending = [FrameDesc::default(); BATCH_SIZE];
         let mut n_pending = 0usize;
@@ -483,20 +527,22 @@ impl XskQueue {
             add_single_writer(&self.stats.rx_frames, n as u64);
             add_single_writer(&self.stats.rx_bytes, bytes as u64);
             add_single_writer(&self.stats.rx_batches, 1);
-            for (buf, desc) in bufs.iter_mut().zip(descs[..n].iter_mut()) {
-                // SAFETY: the descriptor came from this UMEM's rx ring and is
-                // owned by userspace until it goes back on the fill ring below.
-                let mut data = unsafe { self.umem.data_mut(desc) };
-                let c: &mut [u8] = data.contents_mut();
-                *buf = FrameBuf {
-                    ptr: c.as_mut_ptr(),
-                    len: c.len(),
+            {
+                // The frames' borrows end with this block, before the frames
+                // go back on the fill ring below.
+                let umem = &self.umem;
+                let mut bufs: [FrameBuf<'_>; BATCH_SIZE] =
+                    std::array::from_fn(|_| FrameBuf::default());
+                for (buf, desc) in bufs.iter_mut().zip(descs[..n].iter_mut()) {
+                    // SAFETY: the descriptor came from this UMEM's rx ring and
+                    // is owned by userspace until it goes back on the fill ring.
+                    *buf = FrameBuf::new(unsafe { umem.data_mut(desc) });
+                }
+                let mut batch = RxBatch {
+                    frames: &mut bufs[..n],
                 };
+                handler.handle_batch(self.queue, &mut batch, &mut self.tx);
             }
-            let mut batch = RxBatch {
-                frames: &mut bufs[..n],
-            };
-            handler.handle_batch(self.queue, &mut batch, &mut self.tx);
             handler.poll_handoff(self.queue, &mut self.tx);
             self.tx.flush();
             // SAFETY: the batch's frames are ours again and go back to the kernel.
@@ -592,4 +638,159 @@ fn query_mode(fd: RawFd) -> Option<BindMode> {
     } else {
         BindMode::Copy
     })
+}
+
+/// A fixed-capacity queue of frames written but not yet on the tx ring:
+/// pushing into a full one gives the frame back instead of indexing past the
+/// array.
+struct PendingFrames<T: Copy> {
+    items: [T; BATCH_SIZE],
+    len: usize,
+}
+
+impl<T: Copy> PendingFrames<T> {
+    fn new(fill: T) -> Self {
+        PendingFrames {
+            items: [fill; BATCH_SIZE],
+            len: 0,
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.len == BATCH_SIZE
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn push(&mut self, v: T) -> Result<(), T> {
+        match self.items.get_mut(self.len) {
+            Some(slot) => {
+                *slot = v;
+                self.len += 1;
+                Ok(())
+            }
+            None => Err(v),
+        }
+    }
+
+    fn as_slice(&self) -> &[T] {
+        &self.items[..self.len]
+    }
+
+    /// Forget the first `n` (they went on the ring).
+    fn remove_front(&mut self, n: usize) {
+        let n = n.min(self.len);
+        self.items.copy_within(n..self.len, 0);
+        self.len -= n;
+    }
+}
+
+/// The kernel's AF_XDP ring counters for one socket (`getsockopt(SOL_XDP,
+/// XDP_STATISTICS)`, `struct xdp_statistics`): frames the kernel dropped or
+/// could not move, which no userspace counter sees.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpStatistics {
+    /// Dropped for reasons other than invalid descriptors (e.g. no room).
+    pub rx_dropped: u64,
+    /// Dropped because of invalid rx descriptors.
+    pub rx_invalid_descs: u64,
+    /// Dropped because of invalid tx descriptors.
+    pub tx_invalid_descs: u64,
+    /// Dropped because the rx ring was full.
+    pub rx_ring_full: u64,
+    /// Times the fill ring was empty when the kernel needed a frame.
+    pub rx_fill_ring_empty_descs: u64,
+    /// Times the tx ring was empty when the kernel looked for frames.
+    pub tx_ring_empty_descs: u64,
+}
+
+impl XdpStatistics {
+    /// Field names as shown in `show` output and JSON: the kernel's names
+    /// prefixed `xdp_`, in [`XdpStatistics::values`] order.
+    pub const FIELDS: [&'static str; 6] = [
+        "xdp_rx_dropped",
+        "xdp_rx_invalid_descs",
+        "xdp_tx_invalid_descs",
+        "xdp_rx_ring_full",
+        "xdp_rx_fill_ring_empty_descs",
+        "xdp_tx_ring_empty_descs",
+    ];
+
+    /// The counters in [`XdpStatistics::FIELDS`] order.
+    pub fn values(&self) -> [u64; 6] {
+        [
+            self.rx_dropped,
+            self.rx_invalid_descs,
+            self.tx_invalid_descs,
+            self.rx_ring_full,
+            self.rx_fill_ring_empty_descs,
+            self.tx_ring_empty_descs,
+        ]
+    }
+}
+
+/// Read the kernel's ring counters of the AF_XDP socket `fd`. Kernels before
+/// 5.9 fill only the first three fields; the rest read as 0.
+pub fn xdp_statistics(fd: BorrowedFd<'_>) -> io::Result<XdpStatistics> {
+    // SAFETY: xdp_statistics is plain integers; all-zero is a valid value.
+    let mut st: libc::xdp_statistics = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::xdp_statistics>() as libc::socklen_t;
+    // SAFETY: fd is a live socket for the borrow; st/len are valid for writing
+    // and len says how many bytes st holds.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_XDP,
+            libc::XDP_STATISTICS,
+            (&mut st as *mut libc::xdp_statistics).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(XdpStatistics {
+        rx_dropped: st.rx_dropped,
+        rx_invalid_descs: st.rx_invalid_descs,
+        tx_invalid_descs: st.tx_invalid_descs,
+        rx_ring_full: st.rx_ring_full,
+        rx_fill_ring_empty_descs: st.rx_fill_ring_empty_descs,
+        tx_ring_empty_descs: st.tx_ring_empty_descs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn pending_frames_never_index_past_capacity() {
+        let mut p = PendingFrames::new(0u32);
+        for i in 0..BATCH_SIZE as u32 {
+            assert_eq!(p.push(i), Ok(()));
+        }
+        assert!(p.is_full());
+        // A full queue gives the frame back (send_with used to index
+        // pending[BATCH_SIZE] here when flush could not move any frame).
+        assert_eq!(p.push(99), Err(99));
+        p.remove_front(3);
+        assert_eq!(p.as_slice().len(), BATCH_SIZE - 3);
+        assert_eq!(p.as_slice()[0], 3);
+        assert_eq!(p.push(7), Ok(()));
+        assert_eq!(*p.as_slice().last().unwrap(), 7);
+        p.remove_front(usize::MAX);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn xdp_statistics_needs_an_xdp_socket() {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        // SOL_XDP options are not UDP's: an error, never garbage.
+        assert!(xdp_statistics(sock.as_fd()).is_err());
+        assert_eq!(XdpStatistics::default().values(), [0; 6]);
+        assert!(XdpStatistics::FIELDS.iter().all(|f| f.starts_with("xdp_")));
+    }
 }

@@ -147,13 +147,20 @@ fuzz_target!(|data: &[u8]| {
         match v {
             Verdict::Deliver { inner, .. } => assert!(inner.end <= frames[i].len()),
             Verdict::Drop(_) => drops += 1,
-            Verdict::Pass(_) => {}
+            Verdict::Pass(_) | Verdict::Dummy => {}
             Verdict::Handoff(_) => panic!("single worker owns every SA"),
         }
     }
     assert_eq!(sh.drops.total(), drops);
     assert_eq!(
-        drops + sh.passed.load(Ordering::Relaxed) + sh.delivered.load(Ordering::Relaxed),
+        drops
+            + sh.passed.load(Ordering::Relaxed)
+            + sh.delivered.load(Ordering::Relaxed)
+            + sh.dummy_packets.load(Ordering::Relaxed),
+        frames.len() as u64
+    );
+    assert_eq!(
+        sh.classes.snapshot().iter().sum::<u64>(),
         frames.len() as u64
     );
 });

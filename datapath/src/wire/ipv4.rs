@@ -248,6 +248,8 @@ pub struct Repr {
     pub dscp_ecn: u8,
     /// Don't Fragment flag.
     pub dont_frag: bool,
+    /// Identification field.
+    pub ident: u16,
 }
 
 impl Repr {
@@ -265,6 +267,7 @@ impl Repr {
             ttl: p.ttl(),
             dscp_ecn: p.dscp_ecn(),
             dont_frag: p.dont_frag(),
+            ident: p.ident(),
         })
     }
 
@@ -273,14 +276,14 @@ impl Repr {
         HEADER_LEN
     }
 
-    /// Write a 20-byte header (ident 0) with a correct checksum.
+    /// Write a 20-byte header with a correct checksum.
     ///
     /// The caller makes sure `payload_len + 20` fits in 16 bits.
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, p: &mut Packet<T>) {
         p.set_version_and_header_len(4, HEADER_LEN as u8);
         p.set_dscp_ecn(self.dscp_ecn);
         p.set_total_len((HEADER_LEN + self.payload_len) as u16);
-        p.set_ident(0);
+        p.set_ident(self.ident);
         p.set_unfragmented(self.dont_frag);
         p.set_ttl(self.ttl);
         p.set_protocol(self.protocol);
@@ -369,12 +372,10 @@ mod tests {
             ttl: 0x80,
             dscp_ecn: 0,
             dont_frag: false,
+            ident: 0x698f,
         };
         let mut b = [0u8; 0x74];
-        let mut p = Packet::new_unchecked(&mut b[..]);
-        repr.emit(&mut p);
-        p.set_ident(0x698f);
-        p.fill_checksum();
+        repr.emit(&mut Packet::new_unchecked(&mut b[..]));
         assert_eq!(&b[..20], &hex(HDR)[..]);
         assert_eq!(
             Repr::parse(&Packet::new_checked(&b[..]).unwrap()).unwrap(),

@@ -17,8 +17,10 @@ mod field {
 /// Length of the fixed IPv6 header.
 pub const HEADER_LEN: usize = field::DST_ADDR.end;
 
-/// Most extension headers the walker follows before giving up.
-pub const MAX_EXT_HEADERS: usize = 8;
+/// Most extension headers the walker follows before giving up: the same
+/// limit as the XDP program's `MAX_IPV6_EXT_HDRS`, so both agree on which
+/// frames carry ESP.
+pub const MAX_EXT_HEADERS: usize = 6;
 
 /// A read/write view of an IPv6 packet.
 #[derive(Debug, Clone)]
@@ -200,11 +202,14 @@ pub struct UpperLayer {
     pub fragment: bool,
 }
 
-/// Walk Hop-by-Hop, Routing, Destination Options and Fragment headers in
-/// `payload` (the IPv6 payload, starting with `first` as next header).
+/// Walk Hop-by-Hop, Routing, Destination Options, Fragment and
+/// Authentication headers in `payload` (the IPv6 payload, starting with
+/// `first` as next header), as the XDP program (`ebpf/xdp`) does.
 ///
 /// Stops at the first other protocol, or at a real fragment (atomic fragments,
-/// offset 0 without M, RFC 6946, are walked through).
+/// offset 0 without M, RFC 6946, are walked through). AH is walked through,
+/// not verified: its length field counts 4-octet units minus 2 (RFC 4302
+/// section 2.2), unlike the other headers' 8-octet units minus 1.
 pub fn walk_extension_headers(first: u8, payload: &[u8]) -> Result<UpperLayer> {
     let mut nh = first;
     let mut off = 0usize;
@@ -213,6 +218,15 @@ pub fn walk_extension_headers(first: u8, payload: &[u8]) -> Result<UpperLayer> {
             ip_proto::HOPOPT | ip_proto::ROUTING | ip_proto::DSTOPTS => {
                 let hdr = payload.get(off..off + 2).ok_or(Error::Truncated)?;
                 let len = (usize::from(hdr[1]) + 1) * 8;
+                if off + len > payload.len() {
+                    return Err(Error::Truncated);
+                }
+                nh = hdr[0];
+                off += len;
+            }
+            ip_proto::AH => {
+                let hdr = payload.get(off..off + 2).ok_or(Error::Truncated)?;
+                let len = (usize::from(hdr[1]) + 2) * 4;
                 if off + len > payload.len() {
                     return Err(Error::Truncated);
                 }
@@ -232,16 +246,21 @@ pub fn walk_extension_headers(first: u8, payload: &[u8]) -> Result<UpperLayer> {
                 nh = hdr[0];
                 off += 8;
             }
-            _ => {
-                return Ok(UpperLayer {
-                    protocol: nh,
-                    offset: off,
-                    fragment: false,
-                });
-            }
+            _ => break,
         }
     }
-    Err(Error::Malformed)
+    match nh {
+        // Still an extension header after the limit (XDP passes these too).
+        ip_proto::HOPOPT | ip_proto::ROUTING | ip_proto::DSTOPTS | ip_proto::AH => {
+            Err(Error::Malformed)
+        }
+        ip_proto::FRAGMENT => Err(Error::Malformed),
+        _ => Ok(UpperLayer {
+            protocol: nh,
+            offset: off,
+            fragment: false,
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -315,6 +334,41 @@ mod tests {
         );
     }
 
+    // scapy 2.8.0: IPv6(src="2001:db8::1", dst="2001:db8::2") /
+    // AH(nh=50, payloadlen=4, spi=0x100, seq=1, icv=b"\xaa" * 12) /
+    // ESP(spi=0x215ebff1, seq=7, data=bytes(32)): a 24-byte AH, then ESP.
+    const AH_ESP: &str = "600000000040334020010db8000000000000000000000001\
+                          20010db8000000000000000000000002\
+                          3204000000000100000000 01aaaaaaaaaaaaaaaaaaaaaaaa\
+                          215ebff100000007";
+
+    #[test]
+    fn esp_after_ah() {
+        let mut b = hex(AH_ESP);
+        b.resize(40 + 0x40, 0);
+        let p = Packet::new_checked(&b[..]).unwrap();
+        assert_eq!(p.next_header(), ip_proto::AH);
+        let ul = walk_extension_headers(p.next_header(), p.payload()).unwrap();
+        assert_eq!(
+            ul,
+            UpperLayer {
+                protocol: ip_proto::ESP,
+                offset: 24,
+                fragment: false
+            }
+        );
+        assert_eq!(&p.payload()[ul.offset..ul.offset + 4], &hex("215ebff1")[..]);
+        // AH behind a destination options header, and a cut-off AH.
+        let mut chain = hex("3300000000000000");
+        chain.extend_from_slice(p.payload());
+        let ul = walk_extension_headers(ip_proto::DSTOPTS, &chain).unwrap();
+        assert_eq!((ul.protocol, ul.offset), (ip_proto::ESP, 32));
+        assert_eq!(
+            walk_extension_headers(ip_proto::AH, &p.payload()[..20]).unwrap_err(),
+            Error::Truncated
+        );
+    }
+
     #[test]
     fn check_len() {
         let b = bytes();
@@ -338,6 +392,17 @@ mod tests {
         let chain: Vec<u8> = (0..9).flat_map(|_| hex("0000000000000000")).collect();
         assert_eq!(
             walk_extension_headers(ip_proto::HOPOPT, &chain).unwrap_err(),
+            Error::Malformed
+        );
+        // Exactly MAX_EXT_HEADERS (6, as in XDP) before ESP is fine, 7 is not.
+        let mut six: Vec<u8> = (0..5).flat_map(|_| hex("3c00000000000000")).collect();
+        six.extend(hex("3200000000000000 215ebff100000001"));
+        let ul = walk_extension_headers(ip_proto::DSTOPTS, &six).unwrap();
+        assert_eq!((ul.protocol, ul.offset), (ip_proto::ESP, 48));
+        let mut seven = hex("3c00000000000000");
+        seven.extend(&six);
+        assert_eq!(
+            walk_extension_headers(ip_proto::DSTOPTS, &seven).unwrap_err(),
             Error::Malformed
         );
     }

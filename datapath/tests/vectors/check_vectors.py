@@ -110,14 +110,19 @@ FRAME_VECTORS = [
 # ----------------------------------------------- encap vectors (IV = seq)
 # (name, algo, key, salt, spi, seq64, esn, outer, udp ports or None, inner)
 INNER_V4 = IP(src="192.168.1.1", dst="192.168.2.1", id=1, ttl=63) / UDP(sport=1234, dport=5678) / Raw(b"hello xdpsec")
+INNER_V4_EF = IP(src="192.168.1.1", dst="192.168.2.1", id=2, ttl=63, tos=0xb9) / UDP(sport=1234, dport=5678) / Raw(b"hello xdpsec EF")
 INNER_V6 = IPv6(src="fd00:1::1", dst="fd00:2::1", hlim=63) / UDP(sport=1234, dport=5678) / Raw(b"hello xdpsec v6!")
 GEN_VECTORS = [
     ("gen_gcm256_v4_udp", "AES-GCM", bytes(range(1, 33)), h("deadbeef"), 0x215EBFF1, 5, False,
-     IP(src="10.40.40.1", dst="10.30.30.1", ttl=64, id=0), (12346, 12346), INNER_V4),
+     IP(src="10.40.40.1", dst="10.30.30.1", ttl=64, id=5), (12346, 12346), INNER_V4),
     ("gen_gcm128_esn_v6", "AES-GCM", bytes(range(0x40, 0x50)), h("01020304"), 0x241BBFF1, (1 << 32) + 7, True,
      IPv6(src="2001:db8::1", dst="2001:db8::2", hlim=64), None, INNER_V6),
     ("gen_chacha_v4", "CHACHA20-POLY1305", bytes(range(0x80, 0xa0)), h("a0a1a2a3"), 0x1000, 1, False,
-     IP(src="10.40.40.1", dst="10.30.30.1", ttl=64, id=0), None, INNER_V6),
+     IP(src="10.40.40.1", dst="10.30.30.1", ttl=64, id=1), None, INNER_V6),
+    # UDP over IPv6: scapy computes the UDP checksum (RFC 8200 8.1); the inner
+    # TOS 0xb9 (DSCP EF, ECT(1)) is copied to the outer traffic class.
+    ("gen_gcm256_v6_udp", "AES-GCM", bytes(range(1, 33)), h("deadbeef"), 0x215EBFF2, 9, False,
+     IPv6(src="2001:db8::1", dst="2001:db8::2", hlim=64, tc=0xb9), (4500, 4500), INNER_V4_EF),
 ]
 
 failures = 0
@@ -171,6 +176,12 @@ def generated():
         sa.esn = seq >> 32
         sa.seq_num = seq & 0xffffffff
         out = sa.encrypt(inner, iv=seq.to_bytes(8, "big"))
+        if udp and out.haslayer(IPv6):
+            # scapy zeroes NAT-T checksums; over IPv6 one is required.
+            out = out.__class__(bytes(out))
+            out[UDP].chksum = None
+            out = out.__class__(bytes(out))
+            check(out[UDP].chksum != 0, f"{name}: UDP/IPv6 checksum present")
         raw = bytes(out)
         print(f"     {name}: inner {bytes(inner).hex()}")
         print(f"     {name}: outer {raw.hex()}")

@@ -36,7 +36,8 @@ const IPV6_HDR_LEN: usize = 40;
 const UDP_HDR_LEN: usize = 8;
 /// SPI + sequence number: the least a frame must carry to be handed to the datapath.
 const ESP_HDR_LEN: usize = 8;
-/// IPv6 extension headers walked before giving up (and passing the frame).
+/// IPv6 extension headers walked before giving up (and passing the frame);
+/// `ipv6::MAX_EXT_HEADERS` in the datapath is the same.
 const MAX_IPV6_EXT_HDRS: usize = 6;
 /// Largest transport offset accepted; keeps the verifier's offset range bounded.
 const MAX_L4_OFFSET: usize = 512;
@@ -167,7 +168,9 @@ fn classify_v6(ctx: &XdpContext, l3: usize) -> Verdict {
             }
             // A fragment: for the kernel to reassemble (as in classify_v4).
             44 => return Verdict::Pass(XdpCounter::PassFragment),
-            // Authentication header: length in 4-octet units, minus 2.
+            // Authentication header: length in 4-octet units, minus 2 (RFC
+            // 4302 2.2). The datapath's walker (datapath/src/wire/ipv6.rs)
+            // does the same, with the same limit of headers.
             51 => {
                 let Some(ext) = read::<[u8; 2]>(ctx, off) else {
                     return Verdict::Pass(XdpCounter::PassTruncated);
