@@ -24,8 +24,8 @@ use crate::{
     config::Encap,
     ctlsock::{Reply, Request},
     datapath::IoStats,
-    loader::XdpSteering,
     owner::Owner,
+    platform::loader::XdpSteering,
     state::crypto_map_tag,
 };
 
@@ -363,7 +363,7 @@ impl Owner {
             let _ = writeln!(
                 text,
                 "     plaintext mtu {}, path mtu 1500, ip mtu 1500, ip mtu idb {}",
-                crate::tun::TUN_MTU,
+                crate::platform::tun::TUN_MTU,
                 self.interface
             );
             let _ = writeln!(
@@ -716,9 +716,11 @@ impl Owner {
                 publish(&mut self.table, self.epoch, &ports)?;
             }
             // The kernel socket for fragmented ESP in UDP follows.
-            let _ = self.kernel_ctl.send(crate::kernelrx::Ctl::SetPorts(
-                ports.iter().copied().collect(),
-            ));
+            let _ = self
+                .kernel_ctl
+                .send(crate::platform::kernelrx::Ctl::SetPorts(
+                    ports.iter().copied().collect(),
+                ));
         }
         self.show_udp_ports()
     }

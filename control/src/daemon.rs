@@ -26,13 +26,12 @@ use crate::{
     ctlsock::ControlSocket,
     datapath::{DatapathHandler, InsideIo, IoStats, RouteTable, WorkerCtx},
     handoff::HandoffQueue,
-    kernelrx::{self, KernelRxStats},
-    loader::XdpSteering,
-    neighbor::{self, SharedMac},
     owner::{Msg, Owner, OwnerHandle, Started, build_tunnels},
+    platform::kernelrx::{self, KernelRxStats},
+    platform::loader::XdpSteering,
+    platform::neighbor::{self, SharedMac, refresh_next_hops},
+    platform::tun::Tun,
     seqstore::SeqStore,
-    state::refresh_next_hops,
-    tun::Tun,
 };
 
 /// How often control re-reads the peers' next-hop MACs from the kernel.

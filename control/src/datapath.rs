@@ -17,7 +17,7 @@ use xdpsec_datapath::{
 use crate::{
     config::Cidr,
     handoff::{HandoffQueue, HandoffSlot},
-    neighbor::SharedMac,
+    platform::neighbor::SharedMac,
 };
 
 /// Where a worker puts decrypted packets.
@@ -179,7 +179,7 @@ impl DatapathHandler {
             match &self.verdicts[i] {
                 Verdict::Deliver { inner, .. } => match self.inside {
                     InsideIo::Tun(fd) => {
-                        if crate::tun::write_packet(fd, &frame.as_mut()[inner.clone()]) {
+                        if crate::platform::tun::write_packet(fd, &frame.as_mut()[inner.clone()]) {
                             tun_ok += 1;
                         } else {
                             tun_err += 1;
@@ -287,7 +287,7 @@ impl BatchHandler for DatapathHandler {
         let mut woken = 0u64; // bit per owner worker to notify once
         // A bounded batch per wake-up, so received ESP is served in between.
         for _ in 0..BATCH_SIZE {
-            let Some(len) = crate::tun::read_packet(fd, &mut self.tun_buf) else {
+            let Some(len) = crate::platform::tun::read_packet(fd, &mut self.tun_buf) else {
                 break;
             };
             read += 1;

@@ -6,13 +6,10 @@ mod ctlsock;
 mod daemon;
 mod datapath;
 mod handoff;
-mod kernelrx;
-mod loader;
-mod neighbor;
 mod owner;
+mod platform;
 mod seqstore;
 mod state;
-mod tun;
 
 use std::{path::PathBuf, process::ExitCode};
 

@@ -32,8 +32,8 @@ use crate::{
     commands::QueueInfo,
     config::Config,
     ctlsock::{Reply, Request},
-    kernelrx::{self, KernelRxStats},
-    loader::XdpSteering,
+    platform::kernelrx::{self, KernelRxStats},
+    platform::loader::XdpSteering,
     seqstore::{self, KeyId, SeqStore},
     state::{EventLogger, LogBuffer, TunnelSas, tunnel_sa_changes},
 };

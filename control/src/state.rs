@@ -1,6 +1,6 @@
-//! Control-plane state: the SA table built from the config, the buffered
-//! IOS log, and the housekeeping that turns datapath events into log lines
-//! and keeps next-hop MACs fresh.
+//! Pieces of control state the owner keeps: the SA changes a configured
+//! tunnel installs, the buffered IOS log, and the logger that turns
+//! datapath events into rate-limited IOS lines.
 use std::{
     collections::VecDeque,
     sync::Arc,
@@ -229,9 +229,6 @@ impl EventLogger {
         LogKind::ALL.map(|k| (k, self.logger.suppressed(k)))
     }
 }
-
-/// Moved to the neighbour module (rtnetlink); re-exported for the daemon.
-pub use crate::neighbor::refresh_next_hops;
 
 #[cfg(test)]
 mod tests {
