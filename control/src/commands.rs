@@ -10,7 +10,6 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use xdpsec_afxdp::{BindMode, QueueStats, XdpStatistics, xdp_statistics};
 use xdpsec_common::XdpCounter;
 
 use xdpsec_datapath::{
@@ -23,9 +22,9 @@ use crate::{
     cli::{self, Arg, CommandSpec},
     config::Encap,
     ctlsock::{Reply, Request},
-    datapath::IoStats,
     owner::Owner,
     platform::loader::XdpSteering,
+    queues::QUEUE_FIELDS,
     state::crypto_map_tag,
 };
 
@@ -149,72 +148,6 @@ pub const COMMANDS: &[CommandSpec<Cmd>] = &[
         help: "list the commands",
     },
 ];
-
-/// What control knows about one queue.
-pub struct QueueInfo {
-    /// Rx queue index.
-    pub queue: u32,
-    /// Bind mode granted by the kernel.
-    pub mode: BindMode,
-    /// The worker's ring counters.
-    pub stats: Arc<QueueStats>,
-    /// The worker's core counters: frames per outer-header class (from the
-    /// datapath's own parse), dummy packets.
-    pub worker: Arc<WorkerShared>,
-    /// The worker's inside I/O counters.
-    pub io: Arc<IoStats>,
-    /// A duplicate of the queue's AF_XDP socket fd, for the kernel's ring
-    /// counters (`XDP_STATISTICS`); `None` if it could not be duplicated.
-    pub xsk_fd: Option<std::os::fd::OwnedFd>,
-}
-
-/// Number of per-queue counters in [`QUEUE_FIELDS`].
-pub const N_QUEUE_FIELDS: usize = 3 + FrameClass::COUNT + 6;
-
-/// Per-queue counter values, in display order: ring counters, the core's
-/// frame classes, then the kernel's AF_XDP ring drops.
-const QUEUE_FIELDS: [&str; N_QUEUE_FIELDS] = [
-    "rx_frames",
-    "rx_bytes",
-    "rx_batches",
-    FrameClass::ALL[0].name(),
-    FrameClass::ALL[1].name(),
-    FrameClass::ALL[2].name(),
-    FrameClass::ALL[3].name(),
-    FrameClass::ALL[4].name(),
-    XdpStatistics::FIELDS[0],
-    XdpStatistics::FIELDS[1],
-    XdpStatistics::FIELDS[2],
-    XdpStatistics::FIELDS[3],
-    XdpStatistics::FIELDS[4],
-    XdpStatistics::FIELDS[5],
-];
-
-impl QueueInfo {
-    fn values(&self) -> [u64; N_QUEUE_FIELDS] {
-        let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        let classes = self.worker.classes.snapshot();
-        // Read from the kernel now; zeros if the socket cannot tell.
-        let xdp = self
-            .xsk_fd
-            .as_ref()
-            .and_then(|fd| {
-                use std::os::fd::AsFd;
-                xdp_statistics(fd.as_fd()).ok()
-            })
-            .unwrap_or_default()
-            .values();
-        let mut v = [0u64; N_QUEUE_FIELDS];
-        v[..3].copy_from_slice(&[
-            r(&self.stats.rx_frames),
-            r(&self.stats.rx_bytes),
-            r(&self.stats.rx_batches),
-        ]);
-        v[3..3 + FrameClass::COUNT].copy_from_slice(&classes);
-        v[3 + FrameClass::COUNT..].copy_from_slice(&xdp);
-        v
-    }
-}
 
 /// Dummy packets (ESP next header 59) summed over every worker.
 fn dummy_packets(workers: &[Arc<WorkerShared>]) -> u64 {

@@ -21,7 +21,6 @@ use xdpsec_afxdp::{QueueConfig, XskQueue};
 use xdpsec_datapath::{DropCounters, WorkerState};
 
 use crate::{
-    commands::QueueInfo,
     config::{Config, Inside},
     ctlsock::ControlSocket,
     datapath::{DatapathHandler, InsideIo, IoStats, RouteTable, WorkerCtx},
@@ -31,6 +30,7 @@ use crate::{
     platform::loader::XdpSteering,
     platform::neighbor::{self, SharedMac, refresh_next_hops},
     platform::tun::Tun,
+    queues::QueueInfo,
     seqstore::SeqStore,
 };
 

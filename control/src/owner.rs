@@ -29,11 +29,11 @@ use xdpsec_datapath::{
 };
 
 use crate::{
-    commands::QueueInfo,
     config::Config,
     ctlsock::{Reply, Request},
     platform::kernelrx::{self, KernelRxStats},
     platform::loader::XdpSteering,
+    queues::QueueInfo,
     seqstore::{self, KeyId, SeqStore},
     state::{EventLogger, LogBuffer, TunnelSas, tunnel_sa_changes},
 };
@@ -66,7 +66,7 @@ pub struct Baseline {
     /// XDP steering counters.
     pub xdp: [u64; XDP_COUNTER_COUNT as usize],
     /// Per-queue values, in `QUEUE_FIELDS` order.
-    pub queues: Vec<[u64; crate::commands::N_QUEUE_FIELDS]>,
+    pub queues: Vec<[u64; crate::queues::N_QUEUE_FIELDS]>,
     /// Dummy packets summed over workers.
     pub dummy_packets: u64,
     /// The kernel-socket shell's values, in `KernelRxStats::values` order.
@@ -209,7 +209,7 @@ impl Owner {
             queues: s.queues,
             baseline: Baseline {
                 xdp: [0; XDP_COUNTER_COUNT as usize],
-                queues: vec![[0; crate::commands::N_QUEUE_FIELDS]; n],
+                queues: vec![[0; crate::queues::N_QUEUE_FIELDS]; n],
                 dummy_packets: 0,
                 kernel: [0; 7],
             },
