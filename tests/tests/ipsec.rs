@@ -5,42 +5,13 @@ use std::net::IpAddr;
 
 use serde_json::{Value, json};
 use xdpsec_e2e::{
-    Daemon, Lab,
-    frames::mac_of,
-    scapy_peer, settle,
+    Daemon, Lab, scapy_peer, settle,
     tunnel::{BASE, Case, KEY_A, KEY_B, inner_addrs, tunnel_config},
 };
 
 /// The scapy peer's config: it is node 1 of the lab, talking to xdpsec on node 0.
 fn peer_cfg(lab: &Lab, c: &Case) -> Value {
-    let outer = if c.v6_outer { lab.v6 } else { lab.v4 };
-    let inner = inner_addrs(c.v6_inner);
-    let (ka, kb) = c.keys();
-    json!({
-        "iface": lab.if2,
-        "src_mac": fmt_mac(mac_of(&lab.ns2, &lab.if2).unwrap()),
-        "dst_mac": fmt_mac(mac_of(&lab.ns1, &lab.if1).unwrap()),
-        "outer_src": outer[1].to_string(),
-        "outer_dst": outer[0].to_string(),
-        "inner_src": inner[1],
-        "inner_dst": inner[0],
-        "udp": c.udp.map(|p| json!([p, p])),
-        "cipher": c.scapy_cipher(),
-        "esn": c.esn,
-        // scapy sends to xdpsec's inbound SA (0x1001, key A) and decrypts
-        // xdpsec's outbound SA (0x1002, key B).
-        "tx": {"spi": 0x1001, "key": ka},
-        "rx": {"spi": 0x1002, "key": kb},
-        "count": 5,
-        "timeout": 15,
-    })
-}
-
-fn fmt_mac(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    xdpsec_e2e::tunnel::scapy_peer_config(lab, c).unwrap()
 }
 
 fn sa(d: &Daemon) -> Value {
