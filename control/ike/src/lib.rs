@@ -1,0 +1,425 @@
+//! IKEv2 (RFC 7296) protocol core for xdpsec: no I/O, no clocks, no threads.
+//!
+//! The owner of control state holds one [`Ike`] for every IKE tunnel of the
+//! node. The daemon's thin shell owns the UDP sockets (500 and the NAT-T
+//! port) and the timer: it feeds received datagrams, timer expiries and
+//! commands to [`Ike::handle`] with the current time, and carries out the
+//! [`Action`]s that come back (send a datagram, install or remove ESP SAs,
+//! log a line). [`Ike::next_timeout`] says when to call again. Tests run two
+//! cores against each other in memory with a mock clock (boringtun's shape).
+//!
+//! This file is the contract between the core and the daemon: the types
+//! and signatures here are what the daemon uses.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use zeroize::Zeroizing;
+
+/// IKE's own port (RFC 7296 2.).
+pub const IKE_PORT: u16 = 500;
+/// The NAT-T port (RFC 3948, RFC 7296 2.23), unless configured otherwise.
+pub const NAT_T_PORT: u16 = 4500;
+
+/// An identity (RFC 7296 3.5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// ID_IPV4_ADDR / ID_IPV6_ADDR.
+    Addr(IpAddr),
+    /// ID_FQDN.
+    Fqdn(String),
+    /// ID_RFC822_ADDR.
+    Email(String),
+    /// ID_KEY_ID (opaque bytes).
+    KeyId(Vec<u8>),
+}
+
+/// An IKE SA proposal, parsed from strongSwan notation such as
+/// `aes256gcm16-prfsha256-x25519` or `aes256-sha256-ecp256` ([`IkeProposal::parse`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IkeProposal {
+    /// Encryption (with its key size).
+    pub encr: Encr,
+    /// Integrity; `None` for AEAD ciphers.
+    pub integ: Option<Integ>,
+    /// Pseudo-random function.
+    pub prf: Prf,
+    /// Diffie-Hellman group.
+    pub dh: DhGroup,
+}
+
+/// An ESP (child SA) proposal in strongSwan notation: `aes256gcm16`,
+/// `aes256-sha256`, `aes128-sha1`, optionally with a DH group for PFS
+/// (`aes256gcm16-x25519`) ([`EspProposal::parse`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EspProposal {
+    /// Encryption (with its key size).
+    pub encr: Encr,
+    /// Integrity; `None` for AEAD ciphers.
+    pub integ: Option<Integ>,
+    /// DH group for PFS in CREATE_CHILD_SA, if any.
+    pub dh: Option<DhGroup>,
+}
+
+/// Encryption transforms (IANA "Transform Type 1").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Encr {
+    /// ENCR_AES_CBC (12) with a 128-bit key.
+    AesCbc128,
+    /// ENCR_AES_CBC (12) with a 256-bit key.
+    AesCbc256,
+    /// ENCR_AES_GCM_16 (20) with a 128-bit key.
+    AesGcm16_128,
+    /// ENCR_AES_GCM_16 (20) with a 256-bit key.
+    AesGcm16_256,
+    /// ENCR_CHACHA20_POLY1305 (28); ESP only.
+    ChaCha20Poly1305,
+}
+
+/// Integrity transforms (IANA "Transform Type 3").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Integ {
+    /// AUTH_HMAC_SHA1_96 (2).
+    HmacSha1_96,
+    /// AUTH_HMAC_SHA2_256_128 (12).
+    HmacSha256_128,
+    /// AUTH_HMAC_SHA2_384_192 (13).
+    HmacSha384_192,
+    /// AUTH_HMAC_SHA2_512_256 (14).
+    HmacSha512_256,
+}
+
+/// Pseudo-random functions (IANA "Transform Type 2").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Prf {
+    /// PRF_HMAC_SHA2_256 (5).
+    HmacSha256,
+    /// PRF_HMAC_SHA2_384 (6).
+    HmacSha384,
+    /// PRF_HMAC_SHA2_512 (7).
+    HmacSha512,
+}
+
+/// Diffie-Hellman groups (IANA "Transform Type 4").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DhGroup {
+    /// 19: 256-bit random ECP (P-256).
+    Ecp256,
+    /// 20: 384-bit random ECP (P-384).
+    Ecp384,
+    /// 31: Curve25519.
+    Curve25519,
+}
+
+/// Why a proposal string was refused: the word that is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProposalError(pub String);
+
+impl IkeProposal {
+    /// Parse strongSwan notation (`aes256gcm16-prfsha256-x25519`,
+    /// `aes256-sha256-ecp256`: an integrity algorithm without `prf` also
+    /// gives the PRF of the same hash).
+    pub fn parse(s: &str) -> Result<IkeProposal, ProposalError> {
+        let _ = s;
+        todo!("IKE core: proposal parsing")
+    }
+}
+
+impl EspProposal {
+    /// Parse strongSwan notation (`aes256gcm16`, `aes256-sha256`,
+    /// `aes128-sha1`, `aes256gcm16-x25519`).
+    pub fn parse(s: &str) -> Result<EspProposal, ProposalError> {
+        let _ = s;
+        todo!("IKE core: proposal parsing")
+    }
+}
+
+/// An address prefix used as a traffic selector (RFC 7296 3.13.1; ports
+/// and protocol: any).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prefix {
+    /// The address.
+    pub addr: IpAddr,
+    /// Prefix length.
+    pub len: u8,
+}
+
+/// One IKE tunnel's configuration.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// The tunnel's name (`Tunnel2`): names it in logs, shows and actions.
+    pub tunnel: String,
+    /// The datapath's tunnel index (passed back in child SA actions).
+    pub tunnel_index: u32,
+    /// Local underlay address.
+    pub local: IpAddr,
+    /// The peer's address.
+    pub remote: IpAddr,
+    /// Pre-shared key (zeroized on drop).
+    pub psk: Zeroizing<Vec<u8>>,
+    /// Our identity (default: `Identity::Addr(local)`).
+    pub local_id: Identity,
+    /// The identity the peer must present (default: `Identity::Addr(remote)`).
+    pub remote_id: Identity,
+    /// IKE proposals, in order of preference.
+    pub ike_proposals: Vec<IkeProposal>,
+    /// ESP proposals, in order of preference.
+    pub esp_proposals: Vec<EspProposal>,
+    /// IKE SA lifetime; rekeyed before it ends.
+    pub ike_lifetime: Duration,
+    /// Child SA lifetime; rekeyed before it ends.
+    pub child_lifetime: Duration,
+    /// Dead peer detection interval; `None` = off.
+    pub dpd: Option<Duration>,
+    /// Start the exchange ourselves (else wait for the peer).
+    pub initiate: bool,
+    /// Always encapsulate in UDP on the NAT-T port (as if a NAT were there).
+    pub force_encap: bool,
+    /// The NAT-T port, ours and the peer's (default 4500).
+    pub nat_t_port: u16,
+    /// Local traffic selectors (the tunnel's `local_subnets`).
+    pub local_ts: Vec<Prefix>,
+    /// Remote traffic selectors (the tunnel's `remote_subnets`).
+    pub remote_ts: Vec<Prefix>,
+    /// Replay window for the child SAs' inbound side.
+    pub replay_window: u32,
+    /// React to ESP with an unknown SPI from a peer with a live IKE SA by
+    /// sending INVALID_SPI in that IKE SA (rate-limited), as IOS's
+    /// `crypto isakmp invalid-spi-recovery`.
+    pub invalid_spi_recovery: bool,
+}
+
+/// What the daemon tells the core.
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// An IKE message received on `local` from `remote` (on the NAT-T port
+    /// the shell has already removed the 4-byte non-ESP marker).
+    Datagram {
+        /// Our address and port it arrived on.
+        local: SocketAddr,
+        /// The sender.
+        remote: SocketAddr,
+        /// The IKE message.
+        data: &'a [u8],
+    },
+    /// `next_timeout()` has passed.
+    Timer,
+    /// An operator command.
+    Command(Command),
+    /// ESP arrived from `peer` with an SPI no SA has (for invalid-SPI
+    /// recovery; the shell samples these, never one per packet).
+    UnknownSpi {
+        /// The sender's address.
+        peer: IpAddr,
+        /// The SPI it used.
+        spi: u32,
+    },
+}
+
+/// Operator commands the core acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `clear crypto sa peer ADDR`: delete that peer's child SAs (telling
+    /// the peer) and negotiate new ones at once.
+    ClearChildSas(IpAddr),
+    /// `clear crypto ikev2 sa [remote ADDR]` / `clear crypto session
+    /// [remote ADDR]`: delete the IKE SA (and its children), then initiate
+    /// again where configured.
+    ClearIkeSas(Option<IpAddr>),
+}
+
+/// One direction's ESP keys and parameters of a child SA.
+#[derive(Clone)]
+pub struct ChildKeys {
+    /// The SPI (the receiver's).
+    pub spi: u32,
+    /// Encryption.
+    pub encr: Encr,
+    /// Integrity (CBC only).
+    pub integ: Option<Integ>,
+    /// Encryption key (|| 4-byte salt for GCM and ChaCha20-Poly1305, RFC
+    /// 4106 / RFC 7634), then the integrity key: as KEYMAT is taken
+    /// (RFC 7296 2.17). Zeroized on drop.
+    pub key: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ChildKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Keys never appear in logs or debug output.
+        write!(
+            f,
+            "ChildKeys {{ spi: {:#010x}, encr: {:?}, integ: {:?}, key: <{} bytes redacted> }}",
+            self.spi,
+            self.encr,
+            self.integ,
+            self.key.len()
+        )
+    }
+}
+
+/// How the child SA's ESP travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EspEncap {
+    /// Plain ESP (protocol 50).
+    Esp,
+    /// ESP in UDP between these ports (ours, the peer's).
+    Udp(u16, u16),
+}
+
+/// What the core asks the daemon to do, in order.
+#[derive(Debug)]
+pub enum Action {
+    /// Send `data` from `local` to `remote` (on the NAT-T port the shell
+    /// prepends the non-ESP marker).
+    Send {
+        /// Our address and port to send from.
+        local: SocketAddr,
+        /// Where to.
+        remote: SocketAddr,
+        /// The IKE message.
+        data: Vec<u8>,
+    },
+    /// Install an inbound ESP SA (before the peer can use it: make before break).
+    AddInbound {
+        /// Tunnel index.
+        tunnel: u32,
+        /// The peer's address.
+        peer: IpAddr,
+        /// How its ESP arrives.
+        encap: EspEncap,
+        /// Our SPI and the keys to decrypt with.
+        keys: ChildKeys,
+        /// Replay window.
+        replay_window: u32,
+        /// Negotiated local traffic selectors (inner destinations allowed).
+        local_ts: Vec<Prefix>,
+        /// Negotiated remote traffic selectors (inner sources allowed).
+        remote_ts: Vec<Prefix>,
+        /// Lifetime the SA was negotiated with (for `show`).
+        lifetime: Duration,
+    },
+    /// Send on this tunnel with a new outbound SA from now on (replaces the
+    /// tunnel's outbound SA atomically).
+    SetOutbound {
+        /// Tunnel index.
+        tunnel: u32,
+        /// The peer's address.
+        peer: IpAddr,
+        /// How ESP goes out.
+        encap: EspEncap,
+        /// The peer's SPI and the keys to encrypt with.
+        keys: ChildKeys,
+        /// Lifetime the SA was negotiated with (for `show`).
+        lifetime: Duration,
+    },
+    /// Delete the inbound SA with our SPI `spi` (after a rekey's grace, or
+    /// on DELETE).
+    RemoveInbound {
+        /// Tunnel index.
+        tunnel: u32,
+        /// Our SPI.
+        spi: u32,
+    },
+    /// The tunnel has no outbound SA any more (deleted, not replaced).
+    RemoveOutbound {
+        /// Tunnel index.
+        tunnel: u32,
+    },
+    /// A line for the daemon's log (and `show logging` where it is an IOS line).
+    Log {
+        /// IOS-style lines (`%IKEV2-...`) go to `show logging`; others only
+        /// to the daemon's log.
+        ios: bool,
+        /// The text (never a key).
+        line: String,
+    },
+}
+
+/// State of an IKE SA as `show crypto ikev2 sa` prints it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IkeSaStatus {
+    /// Negotiating (IKE_SA_INIT or IKE_AUTH in flight).
+    InNeg,
+    /// Established.
+    Ready,
+    /// Being deleted.
+    Deleting,
+}
+
+/// One IKE SA as the show commands see it.
+#[derive(Debug, Clone)]
+pub struct IkeSaView {
+    /// A small number naming the IKE SA (`Tunnel-id`), stable while it lives.
+    pub id: u32,
+    /// The tunnel's name.
+    pub tunnel: String,
+    /// Our address and port.
+    pub local: SocketAddr,
+    /// The peer's address and port.
+    pub remote: SocketAddr,
+    /// Status.
+    pub status: IkeSaStatus,
+    /// Whether we initiated it.
+    pub initiator: bool,
+    /// Negotiated encryption.
+    pub encr: Encr,
+    /// Negotiated integrity (None for AEAD).
+    pub integ: Option<Integ>,
+    /// Negotiated PRF.
+    pub prf: Prf,
+    /// Negotiated DH group.
+    pub dh: DhGroup,
+    /// Initiator's IKE SPI.
+    pub spi_i: u64,
+    /// Responder's IKE SPI.
+    pub spi_r: u64,
+    /// Configured lifetime.
+    pub lifetime: Duration,
+    /// Time since it was established.
+    pub active: Duration,
+    /// A NAT was detected (or encapsulation forced).
+    pub nat: bool,
+    /// Its child SAs: (our inbound SPI, the peer's SPI).
+    pub children: Vec<(u32, u32)>,
+}
+
+/// All IKE tunnels of a node.
+pub struct Ike {
+    peers: Vec<PeerConfig>,
+}
+
+impl Ike {
+    /// A core for these tunnels; nothing is sent until the first `handle`
+    /// (initiators start on their first `Timer`, which is due at once).
+    pub fn new(peers: Vec<PeerConfig>) -> Ike {
+        Ike { peers }
+    }
+
+    /// Reserve SPIs the core must not pick for its inbound child SAs
+    /// (manual tunnels' SPIs); checked with every allocation.
+    pub fn reserve_spis(&mut self, spis: impl IntoIterator<Item = u32>) {
+        let _ = spis.into_iter();
+        todo!("IKE core")
+    }
+
+    /// Process one input at `now` and return what to do.
+    pub fn handle(&mut self, now: Instant, input: Input<'_>) -> Vec<Action> {
+        let _ = (now, input, &self.peers);
+        todo!("IKE core")
+    }
+
+    /// When `handle(now, Input::Timer)` is next due, if ever.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        todo!("IKE core")
+    }
+
+    /// The IKE SAs, for the show commands.
+    pub fn sas(&self, now: Instant) -> Vec<IkeSaView> {
+        let _ = now;
+        todo!("IKE core")
+    }
+}
