@@ -53,6 +53,12 @@ pub enum Cmd {
     ShowCryptoSaPeer,
     /// `clear crypto sa counters`.
     ClearSaCounters,
+    /// `clear crypto sa peer ADDR`.
+    ClearSaPeer,
+    /// `clear crypto sa`: every peer.
+    ClearSaAll,
+    /// Fault injection: the datapath forgets a peer's inbound SAs.
+    ForgetSa,
     /// `show logging`.
     ShowLogging,
     /// `clear logging`.
@@ -121,6 +127,21 @@ pub const COMMANDS: &[CommandSpec<Cmd>] = &[
         pattern: "clear crypto sa counters",
         id: Cmd::ClearSaCounters,
         help: "zero the SA packet and error counters shown by `show crypto ipsec sa`",
+    },
+    CommandSpec {
+        pattern: "clear crypto sa peer <address>",
+        id: Cmd::ClearSaPeer,
+        help: "delete and re-create the SAs with one peer (manual tunnels: re-installed from the config)",
+    },
+    CommandSpec {
+        pattern: "clear crypto sa",
+        id: Cmd::ClearSaAll,
+        help: "delete and re-create the SAs with every peer",
+    },
+    CommandSpec {
+        pattern: "request platform software xdpsec fault forget-sa peer <address>",
+        id: Cmd::ForgetSa,
+        help: "fault injection: the datapath loses that peer's inbound SAs; the control plane and the peer are not told",
     },
     CommandSpec {
         pattern: "show logging",
@@ -415,6 +436,17 @@ impl Owner {
                 Ok(self.show_crypto_sa(peer))
             }
             Cmd::ClearSaCounters => Ok(self.clear_sa_counters()),
+            Cmd::ClearSaPeer | Cmd::ClearSaAll | Cmd::ForgetSa => {
+                let peer = match parsed.args.first() {
+                    Some(Arg::Addr(a)) => Some(*a),
+                    _ => None,
+                };
+                if parsed.id == Cmd::ForgetSa {
+                    self.forget_sa(peer.expect("pattern has <address>"))
+                } else {
+                    self.clear_sa(peer)
+                }
+            }
             Cmd::ShowLogging => Ok(self.show_logging()),
             Cmd::ClearLogging => {
                 self.log.clear();

@@ -448,6 +448,94 @@ impl Owner {
         Ok(text)
     }
 
+    /// `request platform software xdpsec fault forget-sa peer ADDR`: the
+    /// datapath loses every inbound SA with that peer. Nothing else is
+    /// told: the owner's view (and `show crypto ipsec sa`) keeps them and
+    /// the peer keeps sending on their SPIs, which now count as unknown
+    /// (4/12) with `%CRYPTO-4-RECVD_PKT_INV_SPI`, as in the seed.
+    pub fn forget_sa(&mut self, peer: IpAddr) -> Result<(String, serde_json::Value)> {
+        let mut changes = Vec::new();
+        let mut spis = Vec::new();
+        let mut any = false;
+        for t in self.tunnels.iter().filter(|t| t.cfg.peer == peer) {
+            any = true;
+            if !self.table.is_forgotten(t.ids.inbound) {
+                changes.push(SaChange::ForgetInbound(t.ids.inbound));
+                spis.push((t.cfg.name.clone(), t.cfg.inbound.spi));
+            }
+        }
+        if !any {
+            return Err(anyhow!("no tunnel has peer {peer}"));
+        }
+        self.table
+            .apply(changes, self.epoch.elapsed())
+            .map_err(|e| anyhow!("forget-sa: {e}"))?;
+        let mut text = String::new();
+        for (t, spi) in &spis {
+            text.push_str(&format!(
+                "Fault injected: the datapath forgot inbound SA 0x{spi:08X} of {t} (peer {peer}); the control plane still lists it\n"
+            ));
+        }
+        if spis.is_empty() {
+            text = format!("The datapath has no inbound SA of peer {peer} left to forget\n");
+        }
+        warn!(
+            "fault injection: forget-sa peer {peer}: {} inbound SA(s)",
+            spis.len()
+        );
+        let json = serde_json::json!({
+            "peer": peer.to_string(),
+            "forgotten_spis": spis.iter().map(|(_, s)| s).collect::<Vec<_>>(),
+        });
+        Ok((text, json))
+    }
+
+    /// `clear crypto sa [peer ADDR]`: delete and re-create the SAs with
+    /// that peer (every peer without one). Manual tunnels re-install their
+    /// SAs from the config: an inbound SA the datapath lost comes back (the
+    /// same SA, so its replay window carries on), and the tunnel's SA
+    /// counters start again from zero, as after a clear on IOS.
+    pub fn clear_sa(&mut self, peer: Option<IpAddr>) -> Result<(String, serde_json::Value)> {
+        let mut changes = Vec::new();
+        let mut cleared = Vec::new();
+        for t in &self.tunnels {
+            if peer.is_some_and(|p| p != t.cfg.peer) {
+                continue;
+            }
+            if self.table.is_forgotten(t.ids.inbound) {
+                changes.push(SaChange::RestoreInbound(t.ids.inbound));
+            }
+            cleared.push(t);
+        }
+        if cleared.is_empty() {
+            if let Some(p) = peer {
+                return Err(anyhow!("no tunnel has peer {p}"));
+            }
+        }
+        let names: Vec<String> = cleared.iter().map(|t| t.cfg.name.clone()).collect();
+        let ids: Vec<SaId> = cleared
+            .iter()
+            .flat_map(|t| [t.ids.inbound, t.ids.outbound])
+            .collect();
+        self.table
+            .apply(changes, self.epoch.elapsed())
+            .map_err(|e| anyhow!("clear crypto sa: {e}"))?;
+        for id in ids {
+            let now = xdpsec_datapath::worker::sa_counters(&self.workers, id);
+            self.sa_baseline.insert(id, now);
+        }
+        let text = names
+            .iter()
+            .map(|n| format!("{n}: manual SAs re-installed from the configuration\n"))
+            .collect::<String>();
+        info!(
+            "clear crypto sa{}: {}",
+            peer.map(|p| format!(" peer {p}")).unwrap_or_default(),
+            names.join(", ")
+        );
+        Ok((text, serde_json::json!({ "cleared": names })))
+    }
+
     /// Detach the XDP program's sockets and hand the steering back (the
     /// workers have stopped); dropping it detaches the program.
     pub fn shutdown(&mut self) -> Option<XdpSteering> {

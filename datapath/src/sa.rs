@@ -537,6 +537,15 @@ pub enum SaChange {
     AddInbound(InboundSaConfig),
     /// Delete an inbound SA; its SPI is remembered for a while.
     RemoveInbound(SaId),
+    /// Fault injection (`forget-sa`): take an inbound SA out of the
+    /// datapath only. Control keeps it (cold part, name, counters); its SPI
+    /// is not remembered as deleted, so its packets count as
+    /// SA_NOT_FOUND_SPI (4/12), as when a router's forwarding plane lost an
+    /// SA its control plane still has.
+    ForgetInbound(SaId),
+    /// Put a forgotten inbound SA back, the same SA (its replay window and
+    /// counters carry on).
+    RestoreInbound(SaId),
     /// Install or replace a tunnel's outbound SA.
     SetOutbound(OutboundSaConfig),
     /// Delete a tunnel's outbound SA; `keep_invalid` leaves an invalid
@@ -661,6 +670,8 @@ pub struct SaTable {
     alloc: IndexAllocator,
     cold: HashMap<SaId, SaCold>,
     deleted_order: VecDeque<(Duration, u32)>,
+    /// Inbound SAs taken out of the snapshot by `ForgetInbound`.
+    forgotten: HashMap<SaId, Arc<InboundSa>>,
 }
 
 impl core::fmt::Debug for SaTable {
@@ -687,6 +698,7 @@ impl SaTable {
             alloc: IndexAllocator::default(),
             cold: HashMap::new(),
             deleted_order: VecDeque::new(),
+            forgotten: HashMap::new(),
         }
     }
 
@@ -703,6 +715,11 @@ impl SaTable {
     /// Cold part of an SA.
     pub fn cold(&self, id: SaId) -> Option<&SaCold> {
         self.cold.get(&id)
+    }
+
+    /// Whether an inbound SA was taken out of the datapath by `ForgetInbound`.
+    pub fn is_forgotten(&self, id: SaId) -> bool {
+        self.forgotten.contains_key(&id)
     }
 
     /// All SAs' cold parts.
@@ -746,6 +763,32 @@ impl SaTable {
                             keys_removed.insert((c.spi, c.peer));
                         }
                         _ => return Err(SaError::UnknownSa(*id)),
+                    }
+                    None
+                }
+                SaChange::ForgetInbound(id) => {
+                    match self.cold.get(id) {
+                        Some(c)
+                            if c.direction == Direction::Inbound
+                                && !self.forgotten.contains_key(id)
+                                && removed.insert(*id) =>
+                        {
+                            keys_removed.insert((c.spi, c.peer));
+                        }
+                        _ => return Err(SaError::UnknownSa(*id)),
+                    }
+                    None
+                }
+                SaChange::RestoreInbound(id) => {
+                    let Some(sa) = self.forgotten.get(id) else {
+                        return Err(SaError::UnknownSa(*id));
+                    };
+                    let key = (sa.spi, sa.peer);
+                    let exists = self.current.inbound.bucket(sa.spi).iter().any(|(k, r)| {
+                        *k == sa.spi && r.peer == sa.peer && !keys_removed.contains(&key)
+                    });
+                    if exists || !keys_added.insert(key) {
+                        return Err(SaError::DuplicateInbound { spi: sa.spi });
                     }
                     None
                 }
@@ -800,7 +843,31 @@ impl SaTable {
                     );
                     added.push(id);
                 }
+                SaChange::ForgetInbound(id) => {
+                    let spi = self.cold.get(&id).expect("validated").spi;
+                    let mut taken = None;
+                    next.inbound.update(spi, |rows| {
+                        if let Some(pos) = rows.iter().position(|(k, r)| *k == spi && r.sa.id == id)
+                        {
+                            taken = Some(rows.remove(pos).1.sa);
+                        }
+                    });
+                    // Deliberately not in `deleted`: a forgotten SPI is unknown.
+                    if let Some(sa) = taken {
+                        self.forgotten.insert(id, sa);
+                    }
+                }
+                SaChange::RestoreInbound(id) => {
+                    let sa = self.forgotten.remove(&id).expect("validated");
+                    let spi = sa.spi;
+                    next.inbound.update(spi, |rows| {
+                        rows.push((spi, InboundRow { peer: sa.peer, sa }))
+                    });
+                    next.deleted
+                        .update(spi, |rows| rows.retain(|(k, _)| *k != spi));
+                }
                 SaChange::RemoveInbound(id) => {
+                    self.forgotten.remove(&id);
                     let cold = self.cold.remove(&id).expect("validated");
                     let spi = cold.spi;
                     next.inbound.update(spi, |rows| {
@@ -1061,6 +1128,62 @@ mod tests {
                 .lookup_inbound(0x215EBFF1, v4(1), 0)
                 .unwrap()
                 .id
+        );
+    }
+
+    #[test]
+    fn forgotten_sas_are_unknown_not_deleted_and_come_back_whole() {
+        let mut t = SaTable::new();
+        let ids = t
+            .apply(
+                vec![inbound(0x300, None), inbound(0x301, None)],
+                Duration::ZERO,
+            )
+            .unwrap();
+        let before = t
+            .snapshot()
+            .lookup_inbound(0x300, v4(1), 0)
+            .unwrap()
+            .clone();
+        t.apply(
+            vec![SaChange::ForgetInbound(ids[0])],
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let s = t.snapshot();
+        assert!(s.lookup_inbound(0x300, v4(1), 0).is_none());
+        // Not "recently deleted": its packets are SA_NOT_FOUND_SPI (4/12).
+        assert!(s.recently_deleted(0x300, Duration::from_secs(2)).is_none());
+        // Control still has it.
+        assert!(t.cold(ids[0]).is_some() && t.is_forgotten(ids[0]));
+        assert!(s.lookup_inbound(0x301, v4(1), 0).is_some());
+        // Twice is refused; restoring brings back the same SA.
+        assert_eq!(
+            t.apply(vec![SaChange::ForgetInbound(ids[0])], Duration::ZERO),
+            Err(SaError::UnknownSa(ids[0]))
+        );
+        t.apply(vec![SaChange::RestoreInbound(ids[0])], Duration::ZERO)
+            .unwrap();
+        let after = t
+            .snapshot()
+            .lookup_inbound(0x300, v4(1), 0)
+            .unwrap()
+            .clone();
+        assert!(Arc::ptr_eq(&before, &after));
+        assert!(!t.is_forgotten(ids[0]));
+        // A forgotten SA can still be deleted for real.
+        t.apply(vec![SaChange::ForgetInbound(ids[1])], Duration::ZERO)
+            .unwrap();
+        t.apply(
+            vec![SaChange::RemoveInbound(ids[1])],
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert!(t.cold(ids[1]).is_none() && !t.is_forgotten(ids[1]));
+        assert!(
+            t.snapshot()
+                .recently_deleted(0x301, Duration::from_secs(6))
+                .is_some()
         );
     }
 

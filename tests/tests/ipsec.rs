@@ -746,3 +746,66 @@ fn inner_packets_outside_the_tunnel_policy_are_dropped_and_logged() {
         );
     }
 }
+
+/// The seed's fault on demand: `forget-sa` makes the datapath lose the
+/// peer's inbound SA while the control plane keeps it; the peer's packets
+/// count as unknown SPI (4, never 1) with the IOS log line; `show crypto
+/// ipsec sa` still lists the SA. `clear crypto sa peer` re-installs the
+/// manual SA (the same one: its replay window carries on).
+#[test]
+fn forget_sa_reproduces_the_invalid_spi_fault_and_clear_crypto_sa_peer_recovers() {
+    let lab = Lab::unique().up(1).unwrap();
+    let d = Daemon::start(&lab.ns1, &tunnel_config(&lab, 0, &BASE)).unwrap();
+    let mut cfg = peer_cfg(&lab, &BASE);
+    cfg["packets"] = json!([{"seq": 1}, {"seq": 2}]);
+    scapy_peer(&lab.ns2, &cfg).unwrap();
+    assert_eq!(settle(json!(2), || sa(&d)["pkts_decaps"].clone()), 2);
+
+    let peer = lab.v4[1].to_string();
+    let out = d
+        .cli(&format!(
+            "request platform software xdpsec fault forget-sa peer {peer}"
+        ))
+        .unwrap();
+    assert!(
+        out.contains("0x00001001") && out.contains("Tunnel1"),
+        "{out}"
+    );
+    cfg["packets"] = json!([{"seq": 3}, {"seq": 4}]);
+    scapy_peer(&lab.ns2, &cfg).unwrap();
+    let want: std::collections::BTreeMap<u64, u64> = [(4, 2)].into_iter().collect();
+    assert_eq!(
+        settle(want.clone(), || drops(&d)),
+        want,
+        "SA_NOT_FOUND_SPI, not HIT_INVALID_SA"
+    );
+    let log = d.cli("show logging").unwrap();
+    assert!(
+        log.contains(&format!(
+            "%CRYPTO-4-RECVD_PKT_INV_SPI: decaps: rec'd IPSEC packet has invalid spi for destaddr={}, prot=50, spi=0x00001001(4097), srcaddr={peer}, input interface=Tunnel1",
+            lab.v4[0]
+        )),
+        "{log}"
+    );
+    // The control plane still has the SA, as the router does.
+    assert_eq!(sa(&d)["inbound_spis"], json!([0x1001]));
+    let text = d.cli(&format!("show crypto ipsec sa peer {peer}")).unwrap();
+    assert!(text.contains("spi: 0x1001(4097)"), "{text}");
+
+    // Recovery: the SA is back, counters restart, the replay window carried on.
+    let out = d.cli(&format!("clear crypto sa peer {peer}")).unwrap();
+    assert!(out.contains("Tunnel1"), "{out}");
+    assert_eq!(sa(&d)["pkts_decaps"], 0, "counters restart after the clear");
+    cfg["packets"] = json!([{"seq": 5}, {"seq": 2}]);
+    scapy_peer(&lab.ns2, &cfg).unwrap();
+    assert_eq!(settle(json!(1), || sa(&d)["pkts_decaps"].clone()), 1);
+    let want: std::collections::BTreeMap<u64, u64> = [(4, 2), (19, 1)].into_iter().collect();
+    assert_eq!(
+        settle(want.clone(), || drops(&d)),
+        want,
+        "seq 2 is still a replay"
+    );
+    // A peer without tunnels is an error naming it.
+    let err = d.cli("clear crypto sa peer 198.51.100.77").unwrap_err();
+    assert!(err.contains("198.51.100.77"), "{err}");
+}
