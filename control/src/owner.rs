@@ -507,10 +507,8 @@ impl Owner {
             }
             cleared.push(t);
         }
-        if cleared.is_empty() {
-            if let Some(p) = peer {
-                return Err(anyhow!("no tunnel has peer {p}"));
-            }
+        if let (true, Some(p)) = (cleared.is_empty(), peer) {
+            return Err(anyhow!("no tunnel has peer {p}"));
         }
         let names: Vec<String> = cleared.iter().map(|t| t.cfg.name.clone()).collect();
         let ids: Vec<SaId> = cleared
