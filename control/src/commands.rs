@@ -14,13 +14,13 @@ use xdpsec_common::XdpCounter;
 
 use xdpsec_datapath::{
     DropReason,
-    sa::{SaChange, SaId, SaTable},
+    sa::{SaChange, SaCold, SaId, SaTable},
     worker::{FrameClass, SaCounters, WorkerShared, sa_counters},
 };
 
 use crate::{
     cli::{self, Arg, CommandSpec},
-    config::Encap,
+    config::{Encap, TunnelKind},
     ctlsock::{Reply, Request},
     owner::Owner,
     platform::loader::XdpSteering,
@@ -217,7 +217,7 @@ impl Owner {
         let base = &mut self.sa_baseline;
         base.clear();
         for t in &self.tunnels {
-            for id in [t.ids.inbound, t.ids.outbound] {
+            for id in t.sa_ids() {
                 base.insert(id, sa_counters(&self.workers, id));
             }
         }
@@ -233,11 +233,23 @@ impl Owner {
             if peer.is_some_and(|p| p != t.peer) {
                 continue;
             }
-            let ids = ts.ids;
-            let inb = self.sa_counters_since_clear(ids.inbound);
-            let outb = self.sa_counters_since_clear(ids.outbound);
-            let in_cold = table.cold(ids.inbound);
-            let out_cold = table.cold(ids.outbound);
+            // Counters over the tunnel's SAs (two inbound during a rekey).
+            let mut inb = SaCounters::default();
+            for &id in &ts.inbound {
+                inb = inb.plus(&self.sa_counters_since_clear(id));
+            }
+            let outb = ts
+                .outbound
+                .map(|id| self.sa_counters_since_clear(id))
+                .unwrap_or_default();
+            let inbound: Vec<(SaId, &SaCold)> = ts
+                .inbound
+                .iter()
+                .filter_map(|&id| Some((id, table.cold(id)?)))
+                .collect();
+            let outbound: Option<(SaId, &SaCold)> =
+                ts.outbound.and_then(|id| Some((id, table.cold(id)?)));
+            let out_spi = outbound.map_or(0, |(_, c)| c.spi);
             let encaps = outb.encaps;
             let decaps = inb.decaps;
             let verify_failed = inb.verify_failed;
@@ -272,7 +284,10 @@ impl Owner {
             } else {
                 "::/0"
             };
-            let transform = crate::state::cipher_of(t.cipher).ios_transform();
+            let keys_note = match &t.kind {
+                TunnelKind::Manual(_) => "manual keys, no expiry",
+                TunnelKind::Ike(_) => "negotiated keys",
+            };
             let settings = match t.encap {
                 Encap::Esp => "{Tunnel, }",
                 Encap::Udp { .. } => "{Tunnel UDP-Encaps, }",
@@ -320,15 +335,13 @@ impl Owner {
                 crate::platform::tun::TUN_MTU,
                 self.interface
             );
-            let _ = writeln!(
-                text,
-                "     current outbound spi: 0x{:X}({})",
-                t.outbound.spi, t.outbound.spi
-            );
+            let _ = writeln!(text, "     current outbound spi: 0x{out_spi:X}({out_spi})");
             let _ = writeln!(text, "     PFS (Y/N): N, DH group: none\n");
-            let sa_block = |text: &mut String, dir: &str, spi: u32, present: bool, conn: u32| {
+            let sa_block = |text: &mut String, dir: &str, sas: &[(SaId, &SaCold)]| {
                 let _ = writeln!(text, "     {dir} esp sas:");
-                if present {
+                for (id, cold) in sas {
+                    let (spi, conn) = (cold.spi, id.index + 1);
+                    let transform = cold.cipher.ios_transform();
                     let _ = writeln!(text, "      spi: 0x{spi:X}({spi})");
                     let _ = writeln!(text, "        transform: {transform} ,");
                     let _ = writeln!(text, "        in use settings ={settings}");
@@ -338,7 +351,7 @@ impl Owner {
                     );
                     let _ = writeln!(
                         text,
-                        "        sa timing: remaining key lifetime: manual keys, no expiry"
+                        "        sa timing: remaining key lifetime: {keys_note}"
                     );
                     let _ = writeln!(text, "        IV size: 8 bytes");
                     let replay = if t.replay_window > 0 { "Y" } else { "N" };
@@ -347,25 +360,13 @@ impl Owner {
                 }
                 let _ = writeln!(text, "\n     {dir} ah sas:\n\n     {dir} pcp sas:\n");
             };
-            sa_block(
-                &mut text,
-                "inbound",
-                t.inbound.spi,
-                in_cold.is_some(),
-                ids.inbound.index + 1,
-            );
-            sa_block(
-                &mut text,
-                "outbound",
-                t.outbound.spi,
-                out_cold.is_some(),
-                ids.outbound.index + 1,
-            );
+            sa_block(&mut text, "inbound", &inbound);
+            sa_block(&mut text, "outbound", outbound.as_slice());
             list.push(json!({
                 "tunnel": t.name,
                 "peer": t.peer.to_string(),
-                "outbound_spi": t.outbound.spi,
-                "inbound_spis": [t.inbound.spi],
+                "outbound_spi": out_spi,
+                "inbound_spis": inbound.iter().map(|(_, c)| c.spi).collect::<Vec<_>>(),
                 "pkts_encaps": encaps,
                 "pkts_decaps": decaps,
                 "pkts_verify_failed": verify_failed,

@@ -74,10 +74,81 @@ impl std::str::FromStr for Cidr {
 }
 
 /// How a tunnel's SAs are keyed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum TunnelKind {
     /// Static keys from the config (IOS `ipsec-manual` crypto map).
-    Manual,
+    Manual(ManualKeys),
+    /// Negotiated with IKEv2 (RFC 7296).
+    Ike(IkeTunnel),
+}
+
+impl TunnelKind {
+    /// The keyword in the config (`kind = "..."`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            TunnelKind::Manual(_) => "manual",
+            TunnelKind::Ike(_) => "ike",
+        }
+    }
+}
+
+/// The SAs of a manual tunnel.
+#[derive(Clone, Debug)]
+pub struct ManualKeys {
+    /// Transform.
+    pub cipher: CipherName,
+    /// Extended sequence numbers.
+    pub esn: bool,
+    /// Inbound SA.
+    pub inbound: ManualSa,
+    /// Outbound SA.
+    pub outbound: ManualSa,
+}
+
+/// The IKEv2 settings of an `ike` tunnel.
+#[derive(Clone)]
+pub struct IkeTunnel {
+    /// Pre-shared key (from `psk` or `psk_file`); zeroized on drop.
+    pub psk: zeroize::Zeroizing<Vec<u8>>,
+    /// Our identity as configured (default: the underlay address).
+    pub local_id: Option<String>,
+    /// The peer's identity as configured (default: its address).
+    pub remote_id: Option<String>,
+    /// IKE proposals, strongSwan notation.
+    pub ike_proposals: Vec<String>,
+    /// ESP proposals, strongSwan notation.
+    pub esp_proposals: Vec<String>,
+    /// IKE SA lifetime.
+    pub ike_lifetime: std::time::Duration,
+    /// Child SA lifetime.
+    pub lifetime: std::time::Duration,
+    /// Dead peer detection interval (None: off).
+    pub dpd: Option<std::time::Duration>,
+    /// Start the negotiation (else wait for the peer).
+    pub initiate: bool,
+    /// The NAT-T port (ours and the peer's).
+    pub nat_t_port: u16,
+    /// Send INVALID_SPI for ESP with an unknown SPI from this peer.
+    pub invalid_spi_recovery: bool,
+}
+
+impl std::fmt::Debug for IkeTunnel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The PSK never appears in logs or debug output.
+        f.debug_struct("IkeTunnel")
+            .field("psk", &format_args!("<{} bytes redacted>", self.psk.len()))
+            .field("local_id", &self.local_id)
+            .field("remote_id", &self.remote_id)
+            .field("ike_proposals", &self.ike_proposals)
+            .field("esp_proposals", &self.esp_proposals)
+            .field("ike_lifetime", &self.ike_lifetime)
+            .field("lifetime", &self.lifetime)
+            .field("dpd", &self.dpd)
+            .field("initiate", &self.initiate)
+            .field("nat_t_port", &self.nat_t_port)
+            .field("invalid_spi_recovery", &self.invalid_spi_recovery)
+            .finish()
+    }
 }
 
 /// Outer framing of a tunnel's ESP.
@@ -141,16 +212,12 @@ impl std::fmt::Debug for ManualSa {
 pub struct Tunnel {
     /// Name, e.g. `Tunnel1` (the IOS interface name in logs and show output).
     pub name: String,
-    /// How it is keyed.
+    /// How it is keyed, with the keys or the IKE settings.
     pub kind: TunnelKind,
     /// The peer's underlay address.
     pub peer: IpAddr,
     /// Outer framing.
     pub encap: Encap,
-    /// Transform.
-    pub cipher: CipherName,
-    /// Extended sequence numbers.
-    pub esn: bool,
     /// Anti-replay window: 0 (off) or a power of two 64..8192.
     pub replay_window: u32,
     /// Inner destinations routed into this tunnel; also the remote traffic
@@ -161,10 +228,6 @@ pub struct Tunnel {
     /// destination must be in one of them (an empty list allows any).
     /// `None` when not configured: see [`Tunnel::local_selectors`].
     pub local_subnets: Option<Vec<Cidr>>,
-    /// Inbound SA.
-    pub inbound: ManualSa,
-    /// Outbound SA.
-    pub outbound: ManualSa,
     /// The worker (rx queue) that owns the inbound SA's replay window;
     /// frames arriving on other queues are handed to it.
     pub worker: u32,
@@ -239,10 +302,35 @@ struct RawTunnel {
     remote_subnets: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     local_subnets: Option<Spanned<Vec<Spanned<String>>>>,
-    inbound: Spanned<RawSa>,
-    outbound: Spanned<RawSa>,
+    #[serde(default)]
+    inbound: Option<Spanned<RawSa>>,
+    #[serde(default)]
+    outbound: Option<Spanned<RawSa>>,
     #[serde(default)]
     worker: Option<Spanned<i64>>,
+    // kind = "ike" only:
+    #[serde(default)]
+    psk: Option<Spanned<SecretText>>,
+    #[serde(default)]
+    psk_file: Option<Spanned<String>>,
+    #[serde(default)]
+    local_id: Option<Spanned<String>>,
+    #[serde(default)]
+    remote_id: Option<Spanned<String>>,
+    #[serde(default)]
+    ike_proposals: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    esp_proposals: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    ike_lifetime_seconds: Option<Spanned<i64>>,
+    #[serde(default)]
+    lifetime_seconds: Option<Spanned<i64>>,
+    #[serde(default)]
+    dpd_seconds: Option<Spanned<i64>>,
+    #[serde(default)]
+    initiate: Option<Spanned<bool>>,
+    #[serde(default)]
+    invalid_spi_recovery: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -413,30 +501,36 @@ impl Config {
                     tun.name
                 ));
             }
-            if let Some(o) = in_spis.insert(tun.inbound.spi, i) {
-                return Err(format!(
-                    "line {}: field `tunnel.inbound.spi` = {:#x} is already the inbound SPI of {}: inbound SPIs identify SAs and must differ",
-                    at(r.inbound.get_ref().spi.span()),
-                    tun.inbound.spi,
-                    tunnels[o].name
-                ));
-            }
-            // AES-GCM and ChaCha20-Poly1305 use the sequence number as IV: one
-            // key in two places means one nonce used twice (RFC 4106 section 8).
-            if *tun.inbound.key == *tun.outbound.key {
-                return Err(format!(
-                    "line {}: field `tunnel.outbound.key` in tunnel {} equals `tunnel.inbound.key`: each direction needs its own key (a shared key reuses AEAD nonces)",
-                    at(r.outbound.get_ref().key.span()),
-                    tun.name
-                ));
-            }
-            if let Some(o) = out_keys.insert(crate::seqstore::KeyId::of(&tun.outbound.key), i) {
-                return Err(format!(
-                    "line {}: field `tunnel.outbound.key` in tunnel {} is already the outbound key of {}: each outbound SA needs its own key (a shared key reuses AEAD nonces)",
-                    at(r.outbound.get_ref().key.span()),
-                    tun.name,
-                    tunnels[o].name
-                ));
+            if let TunnelKind::Manual(m) = &tun.kind {
+                let (ri, ro) = (
+                    r.inbound.as_ref().expect("manual"),
+                    r.outbound.as_ref().expect("manual"),
+                );
+                if let Some(o) = in_spis.insert(m.inbound.spi, i) {
+                    return Err(format!(
+                        "line {}: field `tunnel.inbound.spi` = {:#x} is already the inbound SPI of {}: inbound SPIs identify SAs and must differ",
+                        at(ri.get_ref().spi.span()),
+                        m.inbound.spi,
+                        tunnels[o].name
+                    ));
+                }
+                // AES-GCM and ChaCha20-Poly1305 use the sequence number as IV: one
+                // key in two places means one nonce used twice (RFC 4106 section 8).
+                if *m.inbound.key == *m.outbound.key {
+                    return Err(format!(
+                        "line {}: field `tunnel.outbound.key` in tunnel {} equals `tunnel.inbound.key`: each direction needs its own key (a shared key reuses AEAD nonces)",
+                        at(ro.get_ref().key.span()),
+                        tun.name
+                    ));
+                }
+                if let Some(o) = out_keys.insert(crate::seqstore::KeyId::of(&m.outbound.key), i) {
+                    return Err(format!(
+                        "line {}: field `tunnel.outbound.key` in tunnel {} is already the outbound key of {}: each outbound SA needs its own key (a shared key reuses AEAD nonces)",
+                        at(ro.get_ref().key.span()),
+                        tun.name,
+                        tunnels[o].name
+                    ));
+                }
             }
             tunnels.push(tun);
         }
@@ -517,15 +611,56 @@ fn parse_tunnel(
             t.name.get_ref()
         ));
     }
-    let kind = match t.kind.get_ref().as_str() {
-        "manual" => TunnelKind::Manual,
+    let ike = match t.kind.get_ref().as_str() {
+        "manual" => false,
+        "ike" => true,
         other => {
             return Err(format!(
-                "line {}: field `tunnel.kind` = {other:?} in tunnel {name}: give \"manual\"",
+                "line {}: field `tunnel.kind` = {other:?} in tunnel {name}: give \"manual\" or \"ike\"",
                 at(t.kind.span())
             ));
         }
     };
+    // Fields of the other kind are refused, naming them.
+    let manual_only: [(&str, Option<std::ops::Range<usize>>); 4] = [
+        ("cipher", t.cipher.as_ref().map(|v| v.span())),
+        ("esn", t.esn.as_ref().map(|v| v.span())),
+        ("inbound", t.inbound.as_ref().map(|v| v.span())),
+        ("outbound", t.outbound.as_ref().map(|v| v.span())),
+    ];
+    let ike_only: [(&str, Option<std::ops::Range<usize>>); 11] = [
+        ("psk", t.psk.as_ref().map(|v| v.span())),
+        ("psk_file", t.psk_file.as_ref().map(|v| v.span())),
+        ("local_id", t.local_id.as_ref().map(|v| v.span())),
+        ("remote_id", t.remote_id.as_ref().map(|v| v.span())),
+        ("ike_proposals", t.ike_proposals.as_ref().map(|v| v.span())),
+        ("esp_proposals", t.esp_proposals.as_ref().map(|v| v.span())),
+        (
+            "ike_lifetime_seconds",
+            t.ike_lifetime_seconds.as_ref().map(|v| v.span()),
+        ),
+        (
+            "lifetime_seconds",
+            t.lifetime_seconds.as_ref().map(|v| v.span()),
+        ),
+        ("dpd_seconds", t.dpd_seconds.as_ref().map(|v| v.span())),
+        ("initiate", t.initiate.as_ref().map(|v| v.span())),
+        (
+            "invalid_spi_recovery",
+            t.invalid_spi_recovery.as_ref().map(|v| v.span()),
+        ),
+    ];
+    let (foreign, other_kind) = if ike {
+        (&manual_only[..], "manual")
+    } else {
+        (&ike_only[..], "ike")
+    };
+    if let Some((field, Some(span))) = foreign.iter().find(|(_, s)| s.is_some()) {
+        return Err(format!(
+            "line {}: field `tunnel.{field}` in tunnel {name} applies to kind = \"{other_kind}\" only",
+            at(span.clone())
+        ));
+    }
     let peer: IpAddr = t.peer.get_ref().parse().map_err(|_| {
         format!(
             "line {}: field `tunnel.peer` = {:?} in tunnel {name} is not an IPv4 or IPv6 address",
@@ -558,6 +693,7 @@ fn parse_tunnel(
         .map(|e| e.get_ref().as_str())
         .unwrap_or("esp")
     {
+        "esp" if ike => Encap::Esp,
         "esp" => {
             for (f, field) in [(&t.local_port, "local_port"), (&t.peer_port, "peer_port")] {
                 if let Some(p) = f {
@@ -668,8 +804,29 @@ fn parse_tunnel(
             key,
         })
     };
-    let inbound = sa(&t.inbound, "inbound")?;
-    let outbound = sa(&t.outbound, "outbound")?;
+    let kind = if ike {
+        TunnelKind::Ike(parse_ike(t, at, &name, local_port.unwrap_or(4500))?)
+    } else {
+        fn need<'r>(
+            raw: &'r Option<Spanned<RawSa>>,
+            dir: &str,
+            name: &str,
+            line: usize,
+        ) -> Result<&'r Spanned<RawSa>, String> {
+            raw.as_ref().ok_or_else(|| {
+                format!(
+                    "line {line}: tunnel {name} (kind = \"manual\") has no [tunnel.{dir}] table: give its spi and key"
+                )
+            })
+        }
+        let line = at(t.name.span());
+        TunnelKind::Manual(ManualKeys {
+            cipher,
+            esn,
+            inbound: sa(need(&t.inbound, "inbound", &name, line)?, "inbound")?,
+            outbound: sa(need(&t.outbound, "outbound", &name, line)?, "outbound")?,
+        })
+    };
     let worker = match &t.worker {
         None => 0,
         Some(w) if (0..i64::from(MAX_QUEUES)).contains(w.get_ref()) => *w.get_ref() as u32,
@@ -687,15 +844,135 @@ fn parse_tunnel(
         kind,
         peer,
         encap,
-        cipher,
-        esn,
         replay_window,
         remote_subnets,
         local_subnets,
-        inbound,
-        outbound,
         worker,
     })
+}
+
+/// Default IKE SA lifetime (IOS IKEv2 profile default: 86400 s).
+const DEFAULT_IKE_LIFETIME: u64 = 86400;
+/// Default child SA lifetime (IOS `crypto ipsec security-association
+/// lifetime seconds` default: 3600 s).
+const DEFAULT_CHILD_LIFETIME: u64 = 3600;
+/// Default proposals: what the issue's example and strongSwan's tests use.
+const DEFAULT_IKE_PROPOSAL: &str = "aes256gcm16-prfsha256-x25519";
+const DEFAULT_ESP_PROPOSAL: &str = "aes256gcm16";
+
+/// The `kind = "ike"` fields of a tunnel.
+fn parse_ike(
+    t: &RawTunnel,
+    at: &dyn Fn(std::ops::Range<usize>) -> usize,
+    name: &str,
+    nat_t_port: u16,
+) -> Result<IkeTunnel, String> {
+    let psk = match (&t.psk, &t.psk_file) {
+        (Some(_), Some(f)) => {
+            return Err(format!(
+                "line {}: fields `tunnel.psk` and `tunnel.psk_file` in tunnel {name}: give one of them",
+                at(f.span())
+            ));
+        }
+        (Some(p), None) => {
+            let v = p.get_ref().0.as_bytes();
+            if v.is_empty() {
+                return Err(format!(
+                    "line {}: field `tunnel.psk` in tunnel {name} is empty",
+                    at(p.span())
+                ));
+            }
+            zeroize::Zeroizing::new(v.to_vec())
+        }
+        (None, Some(f)) => read_psk_file(f.get_ref()).map_err(|e| {
+            format!(
+                "line {}: field `tunnel.psk_file` = {:?} in tunnel {name}: {e}",
+                at(f.span()),
+                f.get_ref()
+            )
+        })?,
+        (None, None) => {
+            return Err(format!(
+                "line {}: tunnel {name} (kind = \"ike\") needs `psk` or `psk_file`",
+                at(t.name.span())
+            ));
+        }
+    };
+    let proposals = |list: &Option<Spanned<Vec<Spanned<String>>>>,
+                     field: &str,
+                     default: &str|
+     -> Result<Vec<String>, String> {
+        let Some(l) = list else {
+            return Ok(vec![default.to_string()]);
+        };
+        if l.get_ref().is_empty() {
+            return Err(format!(
+                "line {}: field `tunnel.{field}` in tunnel {name} is empty: give at least one proposal, e.g. \"{default}\"",
+                at(l.span())
+            ));
+        }
+        Ok(l.get_ref().iter().map(|p| p.get_ref().clone()).collect())
+    };
+    let seconds = |v: &Option<Spanned<i64>>, field: &str, default: u64, min: i64| match v {
+        None => Ok(default),
+        Some(s) if *s.get_ref() >= min && *s.get_ref() <= 31_536_000 => Ok(*s.get_ref() as u64),
+        Some(s) => Err(format!(
+            "line {}: field `tunnel.{field}` = {} in tunnel {name}: give {min} to 31536000 seconds",
+            at(s.span()),
+            s.get_ref()
+        )),
+    };
+    let ike_lifetime = seconds(
+        &t.ike_lifetime_seconds,
+        "ike_lifetime_seconds",
+        DEFAULT_IKE_LIFETIME,
+        120,
+    )?;
+    let lifetime = seconds(
+        &t.lifetime_seconds,
+        "lifetime_seconds",
+        DEFAULT_CHILD_LIFETIME,
+        10,
+    )?;
+    let dpd = seconds(&t.dpd_seconds, "dpd_seconds", 0, 0)?;
+    Ok(IkeTunnel {
+        psk,
+        local_id: t.local_id.as_ref().map(|v| v.get_ref().clone()),
+        remote_id: t.remote_id.as_ref().map(|v| v.get_ref().clone()),
+        ike_proposals: proposals(&t.ike_proposals, "ike_proposals", DEFAULT_IKE_PROPOSAL)?,
+        esp_proposals: proposals(&t.esp_proposals, "esp_proposals", DEFAULT_ESP_PROPOSAL)?,
+        ike_lifetime: std::time::Duration::from_secs(ike_lifetime),
+        lifetime: std::time::Duration::from_secs(lifetime),
+        dpd: (dpd > 0).then(|| std::time::Duration::from_secs(dpd)),
+        initiate: t.initiate.as_ref().is_none_or(|v| *v.get_ref()),
+        nat_t_port,
+        invalid_spi_recovery: t
+            .invalid_spi_recovery
+            .as_ref()
+            .is_some_and(|v| *v.get_ref()),
+    })
+}
+
+/// Read a pre-shared key file: it must be a regular file of mode 0600 (or
+/// stricter); one trailing newline is not part of the key.
+fn read_psk_file(path: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if !meta.is_file() || mode & 0o077 != 0 {
+        return Err(format!(
+            "mode {mode:04o}: a key file must be readable by its owner only (chmod 600)"
+        ));
+    }
+    let mut key =
+        zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?);
+    if key.last() == Some(&b'\n') {
+        key.pop();
+    }
+    if key.is_empty() {
+        return Err("the file is empty".into());
+    }
+    Ok(key)
 }
 
 impl Tunnel {
@@ -851,10 +1128,13 @@ key = "101112131415161718191a1b1c1d1e1f000102030405060708090a0b0c0d0e0fdeadbeef"
                 peer_port: 4500
             }
         );
-        assert_eq!(t.cipher, CipherName::Aes256Gcm);
-        assert_eq!((t.inbound.spi, t.outbound.spi), (0x1001, 0x2001));
-        assert_eq!(t.inbound.key.len(), 36);
-        assert_eq!(&t.outbound.key[32..], &[0xde, 0xad, 0xbe, 0xef]);
+        let TunnelKind::Manual(m) = &t.kind else {
+            panic!("{:?}", t.kind)
+        };
+        assert_eq!(m.cipher, CipherName::Aes256Gcm);
+        assert_eq!((m.inbound.spi, m.outbound.spi), (0x1001, 0x2001));
+        assert_eq!(m.inbound.key.len(), 36);
+        assert_eq!(&m.outbound.key[32..], &[0xde, 0xad, 0xbe, 0xef]);
         assert_eq!(t.remote_subnets, vec!["203.0.113.1/32".parse().unwrap()]);
         let local: Vec<Cidr> = vec![
             "203.0.113.2/32".parse().unwrap(),
@@ -979,5 +1259,124 @@ key = "101112131415161718191a1b1c1d1e1f000102030405060708090a0b0c0d0e0fdeadbeef"
                 .unwrap_err()
                 .contains("underlay.udp_ports")
         );
+    }
+
+    const IKE: &str = r#"
+[[tunnel]]
+name = "Tunnel2"
+kind = "ike"
+peer = "198.51.100.2"
+encap = "udp"
+psk = "not-a-real-secret"
+local_id = "198.51.100.1"
+ike_proposals = ["aes256gcm16-prfsha256-x25519", "aes256-sha256-ecp256"]
+esp_proposals = ["aes256gcm16"]
+ike_lifetime_seconds = 28800
+lifetime_seconds = 1800
+dpd_seconds = 10
+initiate = false
+local_subnets = ["203.0.113.2/32"]
+remote_subnets = ["203.0.113.1/32"]
+replay_window = 128
+"#;
+
+    #[test]
+    fn parses_the_ike_tunnel_contract() {
+        let c = Config::parse(&format!("{GOOD}{IKE}")).unwrap();
+        let t = &c.tunnels[0];
+        let TunnelKind::Ike(i) = &t.kind else {
+            panic!("{:?}", t.kind)
+        };
+        assert_eq!(&i.psk[..], b"not-a-real-secret");
+        assert_eq!(i.local_id.as_deref(), Some("198.51.100.1"));
+        assert_eq!(i.remote_id, None);
+        assert_eq!(i.ike_proposals.len(), 2);
+        assert_eq!(i.esp_proposals, vec!["aes256gcm16".to_string()]);
+        assert_eq!(i.ike_lifetime.as_secs(), 28800);
+        assert_eq!(i.lifetime.as_secs(), 1800);
+        assert_eq!(i.dpd.map(|d| d.as_secs()), Some(10));
+        assert!(!i.initiate);
+        assert_eq!(i.nat_t_port, 4500);
+        assert_eq!(
+            t.encap,
+            Encap::Udp {
+                local_port: 4500,
+                peer_port: 4500
+            }
+        );
+        assert_eq!(t.replay_window, 128);
+        // The PSK never shows in debug output.
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("not-a-real-secret"), "{dbg}");
+        // Defaults.
+        let min =
+            "[[tunnel]]\nname = \"T\"\nkind = \"ike\"\npeer = \"198.51.100.2\"\npsk = \"x\"\n";
+        let c = Config::parse(&format!("{GOOD}{min}")).unwrap();
+        let TunnelKind::Ike(i) = &c.tunnels[0].kind else {
+            panic!()
+        };
+        assert_eq!(i.ike_proposals, vec![DEFAULT_IKE_PROPOSAL.to_string()]);
+        assert_eq!(
+            (i.ike_lifetime.as_secs(), i.lifetime.as_secs()),
+            (86400, 3600)
+        );
+        assert!(i.initiate && i.dpd.is_none() && !i.invalid_spi_recovery);
+        assert_eq!(c.tunnels[0].encap, Encap::Esp);
+    }
+
+    #[test]
+    fn ike_tunnel_errors_name_the_field() {
+        let full = format!("{GOOD}{IKE}");
+        for (from, to, field) in [
+            ("psk = \"not-a-real-secret\"\n", "", "psk"),
+            ("dpd_seconds = 10", "dpd_seconds = -1", "tunnel.dpd_seconds"),
+            (
+                "esp_proposals = [\"aes256gcm16\"]",
+                "esp_proposals = []",
+                "tunnel.esp_proposals",
+            ),
+            (
+                "initiate = false",
+                "initiate = false\ncipher = \"aes256-gcm\"",
+                "tunnel.cipher",
+            ),
+            ("kind = \"ike\"", "kind = \"ikev1\"", "tunnel.kind"),
+        ] {
+            let e = Config::parse(&full.replacen(from, to, 1)).unwrap_err();
+            assert!(e.contains(field), "{field}: {e}");
+        }
+        // A manual tunnel refuses IKE fields, and needs its SAs.
+        let manual =
+            format!("{GOOD}{TUNNEL}").replacen("esn = false", "esn = false\ndpd_seconds = 5", 1);
+        let e = Config::parse(&manual).unwrap_err();
+        assert!(e.contains("tunnel.dpd_seconds") && e.contains("ike"), "{e}");
+        // psk_file must be 0600.
+        let dir = std::env::temp_dir().join(format!("xdpsec-psk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("psk");
+        std::fs::write(&f, "s3cret\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let with_file = full.replacen(
+            "psk = \"not-a-real-secret\"",
+            &format!("psk_file = \"{}\"", f.display()),
+            1,
+        );
+        let e = Config::parse(&with_file).unwrap_err();
+        assert!(
+            e.contains("tunnel.psk_file") && e.contains("chmod 600"),
+            "{e}"
+        );
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = Config::parse(&with_file).unwrap();
+        let TunnelKind::Ike(i) = &c.tunnels[0].kind else {
+            panic!()
+        };
+        assert_eq!(
+            &i.psk[..],
+            b"s3cret",
+            "one trailing newline is not part of the key"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

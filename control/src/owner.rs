@@ -29,13 +29,13 @@ use xdpsec_datapath::{
 };
 
 use crate::{
-    config::Config,
+    config::{Config, Tunnel, TunnelKind},
     ctlsock::{Reply, Request},
     platform::kernelrx::{self, KernelRxStats},
     platform::loader::XdpSteering,
     queues::QueueInfo,
     seqstore::{self, KeyId, SeqStore},
-    state::{EventLogger, LogBuffer, TunnelSas, tunnel_sa_changes},
+    state::{EventLogger, LogBuffer, tunnel_endpoint, tunnel_sa_changes},
 };
 
 /// How often the owner drains datapath events and checks reservations.
@@ -55,10 +55,21 @@ pub enum Msg {
 pub struct TunnelState {
     /// The tunnel's configuration in force.
     pub cfg: crate::config::Tunnel,
-    /// Its SAs in the table.
-    pub ids: TunnelSas,
-    /// The fingerprint its outbound key's reservations are filed under.
-    pub out_key: KeyId,
+    /// Its inbound SAs in the table (a manual tunnel has one; an IKE
+    /// tunnel none before negotiation, two during a rekey).
+    pub inbound: Vec<SaId>,
+    /// Its outbound SA in the table, if any.
+    pub outbound: Option<SaId>,
+    /// Manual tunnels: the fingerprint their outbound key's sequence
+    /// reservations are filed under.
+    pub out_key: Option<KeyId>,
+}
+
+impl TunnelState {
+    /// The tunnel's SAs, inbound first.
+    pub fn sa_ids(&self) -> impl Iterator<Item = SaId> + '_ {
+        self.inbound.iter().copied().chain(self.outbound)
+    }
 }
 
 /// Counter values at the last `clear platform hardware qfp active statistics`.
@@ -154,13 +165,17 @@ pub fn build_tunnels(
     let mut endpoints = Vec::with_capacity(cfg.tunnels.len());
     let mut keys = Vec::with_capacity(cfg.tunnels.len());
     for (i, t) in cfg.tunnels.iter().enumerate() {
-        let key = KeyId::of(&t.outbound.key);
+        endpoints.push(tunnel_endpoint(cfg, i as u32));
+        let TunnelKind::Manual(m) = &t.kind else {
+            keys.push(None);
+            continue;
+        };
+        let key = KeyId::of(&m.outbound.key);
         let (last, limit) = seqstore::start(seq, key);
-        let c = tunnel_sa_changes(cfg, i as u32, last, limit);
+        let c = tunnel_sa_changes(cfg, i as u32, last, limit).expect("a manual tunnel");
         changes.push(c.inbound);
         changes.push(c.outbound);
-        endpoints.push(c.endpoint);
-        keys.push(key);
+        keys.push(Some(key));
     }
     let ports: Vec<_> = cfg.underlay.udp_ports.iter().map(|&p| p..=p).collect();
     changes.push(SaChange::SetUdpPorts(ports));
@@ -172,19 +187,26 @@ pub fn build_tunnels(
     let ids = table
         .apply(changes, now)
         .map_err(|e| anyhow!("installing the configured SAs: {e}"))?;
-    // `apply` returns the added SAs in order: inbound, outbound per tunnel.
+    // `apply` returns the added SAs in order: inbound, outbound per manual tunnel.
+    let mut ids = ids.into_iter();
     let tunnels = cfg
         .tunnels
         .iter()
-        .zip(ids.chunks_exact(2))
         .zip(keys)
-        .map(|((t, id), out_key)| TunnelState {
-            cfg: t.clone(),
-            ids: TunnelSas {
-                inbound: id[0],
-                outbound: id[1],
-            },
-            out_key,
+        .map(|(t, out_key)| {
+            let (inbound, outbound) = match out_key {
+                Some(_) => (
+                    vec![ids.next().expect("one id per SA")],
+                    Some(ids.next().expect("one id per SA")),
+                ),
+                None => (Vec::new(), None),
+            };
+            TunnelState {
+                cfg: t.clone(),
+                inbound,
+                outbound,
+                out_key,
+            }
         })
         .collect();
     Ok((table, tunnels))
@@ -270,6 +292,9 @@ impl Owner {
         let snap = self.table.snapshot();
         let mut raise = Vec::new();
         for (i, t) in self.tunnels.iter().enumerate() {
+            let Some(out_key) = t.out_key else {
+                continue; // negotiated keys: rekeyed long before the end instead
+            };
             let Some(OutboundEntry::Active(sa)) = snap.outbound(i as u32) else {
                 continue;
             };
@@ -279,7 +304,7 @@ impl Owner {
                 continue;
             }
             let next = limit.saturating_add(seqstore::BLOCK).min(end);
-            self.seq.reserve(t.out_key, next);
+            self.seq.reserve(out_key, next);
             raise.push((Arc::clone(sa), next));
         }
         if raise.is_empty() {
@@ -352,19 +377,32 @@ impl Owner {
                 || n.encap != o.encap
                 || n.remote_subnets != o.remote_subnets
                 || n.local_subnets != o.local_subnets
-                || n.kind != o.kind
+                || n.kind.name() != o.kind.name()
             {
                 return refuse(
                     &format!(
-                        "tunnel {} (peer, encap, remote_subnets or local_subnets)",
+                        "tunnel {} (kind, peer, encap, remote_subnets or local_subnets)",
                         n.name
                     ),
                     restart,
                 );
             }
-            let same_params = n.cipher == o.cipher && n.esn == o.esn;
-            let in_key_same = *n.inbound.key == *o.inbound.key;
-            let out_key_same = *n.outbound.key == *o.outbound.key;
+            let (TunnelKind::Manual(nm), TunnelKind::Manual(om)) = (&n.kind, &o.kind) else {
+                // IKE settings take effect when the tunnel next negotiates
+                // after a restart; nothing to swap here.
+                if format!("{:?}", n.kind) != format!("{:?}", o.kind)
+                    || *ike_psk(n) != *ike_psk(o)
+                    || n.replay_window != o.replay_window
+                    || n.worker != o.worker
+                {
+                    return refuse(&format!("tunnel {} (IKE settings)", n.name), restart);
+                }
+                replaced.push((false, false));
+                continue;
+            };
+            let same_params = nm.cipher == om.cipher && nm.esn == om.esn;
+            let in_key_same = *nm.inbound.key == *om.inbound.key;
+            let out_key_same = *nm.outbound.key == *om.outbound.key;
             // A new SA under the same inbound key would start with an empty
             // replay window: packets the old window rejected would be
             // accepted again.
@@ -383,38 +421,38 @@ impl Owner {
             // The peer starts a new replay window for a new SPI; sequence
             // numbers under the old key would have to start again at 1,
             // reusing nonces. A new SPI needs a new key.
-            if out_key_same && n.outbound.spi != o.outbound.spi {
+            if out_key_same && nm.outbound.spi != om.outbound.spi {
                 return refuse(
                     &format!("tunnel.outbound.spi in tunnel {}", n.name),
                     "a new outbound SPI needs a new tunnel.outbound.key (sequence numbers restart for the peer, and AEAD nonces must never repeat under a key)",
                 );
             }
-            let in_changed = !same_params || n.inbound.spi != o.inbound.spi || !in_key_same;
+            let in_changed = !same_params || nm.inbound.spi != om.inbound.spi || !in_key_same;
             let out_changed = !same_params || !out_key_same;
             replaced.push((in_changed, out_changed));
             if !(in_changed || out_changed) {
                 continue;
             }
-            let out_key = KeyId::of(&n.outbound.key);
+            let out_key = KeyId::of(&nm.outbound.key);
             let (last, limit) = if out_changed {
                 seqstore::start(&mut self.seq, out_key)
             } else {
                 (0, 0)
             };
-            let c = tunnel_sa_changes(&new, i as u32, last, limit);
+            let c = tunnel_sa_changes(&new, i as u32, last, limit).expect("a manual tunnel");
             if in_changed {
-                changes.push(SaChange::RemoveInbound(ts.ids.inbound));
+                changes.extend(ts.inbound.iter().map(|&id| SaChange::RemoveInbound(id)));
                 changes.push(c.inbound);
                 summary.push(format!(
                     "{}: inbound SA 0x{:X} -> 0x{:X}",
-                    n.name, o.inbound.spi, n.inbound.spi
+                    n.name, om.inbound.spi, nm.inbound.spi
                 ));
             }
             if out_changed {
                 changes.push(c.outbound);
                 summary.push(format!(
                     "{}: outbound SA 0x{:X} -> 0x{:X}",
-                    n.name, o.outbound.spi, n.outbound.spi
+                    n.name, om.outbound.spi, nm.outbound.spi
                 ));
             }
         }
@@ -434,11 +472,13 @@ impl Owner {
         for (i, (inc, outc)) in replaced.into_iter().enumerate() {
             let ts = &mut self.tunnels[i];
             if inc {
-                ts.ids.inbound = added.next().expect("one id per added SA");
+                ts.inbound = vec![added.next().expect("one id per added SA")];
             }
             if outc {
-                ts.ids.outbound = added.next().expect("one id per added SA");
-                ts.out_key = KeyId::of(&new.tunnels[i].outbound.key);
+                ts.outbound = Some(added.next().expect("one id per added SA"));
+                if let TunnelKind::Manual(m) = &new.tunnels[i].kind {
+                    ts.out_key = Some(KeyId::of(&m.outbound.key));
+                }
             }
             ts.cfg = new.tunnels[i].clone();
         }
@@ -459,9 +499,12 @@ impl Owner {
         let mut any = false;
         for t in self.tunnels.iter().filter(|t| t.cfg.peer == peer) {
             any = true;
-            if !self.table.is_forgotten(t.ids.inbound) {
-                changes.push(SaChange::ForgetInbound(t.ids.inbound));
-                spis.push((t.cfg.name.clone(), t.cfg.inbound.spi));
+            for &id in &t.inbound {
+                if !self.table.is_forgotten(id) {
+                    changes.push(SaChange::ForgetInbound(id));
+                    let spi = self.table.cold(id).map_or(0, |c| c.spi);
+                    spis.push((t.cfg.name.clone(), spi));
+                }
             }
         }
         if !any {
@@ -502,8 +545,10 @@ impl Owner {
             if peer.is_some_and(|p| p != t.cfg.peer) {
                 continue;
             }
-            if self.table.is_forgotten(t.ids.inbound) {
-                changes.push(SaChange::RestoreInbound(t.ids.inbound));
+            for &id in &t.inbound {
+                if self.table.is_forgotten(id) {
+                    changes.push(SaChange::RestoreInbound(id));
+                }
             }
             cleared.push(t);
         }
@@ -511,10 +556,7 @@ impl Owner {
             return Err(anyhow!("no tunnel has peer {p}"));
         }
         let names: Vec<String> = cleared.iter().map(|t| t.cfg.name.clone()).collect();
-        let ids: Vec<SaId> = cleared
-            .iter()
-            .flat_map(|t| [t.ids.inbound, t.ids.outbound])
-            .collect();
+        let ids: Vec<SaId> = cleared.iter().flat_map(|t| t.sa_ids()).collect();
         self.table
             .apply(changes, self.epoch.elapsed())
             .map_err(|e| anyhow!("clear crypto sa: {e}"))?;
@@ -545,6 +587,14 @@ impl Owner {
             warn!("writing sequence reservations at shutdown: {e:#}");
         }
         Some(s)
+    }
+}
+
+/// An IKE tunnel's pre-shared key (empty for other kinds).
+fn ike_psk(t: &Tunnel) -> &[u8] {
+    match &t.kind {
+        TunnelKind::Ike(i) => &i.psk,
+        TunnelKind::Manual(_) => &[],
     }
 }
 

@@ -13,12 +13,12 @@ use xdpsec_datapath::{
     ioslog::{IosLogger, LogKind},
     sa::{
         AddrSet, InboundSaConfig, LocalEndpoint, OutboundSaConfig, OuterHeader, Prefix, SaChange,
-        SaId, Selectors,
+        Selectors,
     },
     worker::WorkerShared,
 };
 
-use crate::config::{Cidr, CipherName, Config, Encap, Tunnel};
+use crate::config::{Cidr, CipherName, Config, Encap, Tunnel, TunnelKind};
 
 /// Lines kept for `show logging`.
 pub const LOG_BUFFER_LINES: usize = 1000;
@@ -37,23 +37,12 @@ pub fn crypto_map_tag(tunnel: &Tunnel) -> String {
     format!("{}-head-0", tunnel.name)
 }
 
-/// SA ids of one tunnel.
-#[derive(Clone, Copy, Debug)]
-pub struct TunnelSas {
-    /// Inbound SA.
-    pub inbound: SaId,
-    /// Outbound SA.
-    pub outbound: SaId,
-}
-
-/// The SA changes that install tunnel `i` of `cfg`.
+/// The SA changes that install manual tunnel `i` of `cfg`.
 pub struct TunnelChanges {
     /// `AddInbound`.
     pub inbound: SaChange,
     /// `SetOutbound`.
     pub outbound: SaChange,
-    /// Where the tunnel terminates locally (names it in logs).
-    pub endpoint: LocalEndpoint,
 }
 
 /// The datapath's address set for configured prefixes (empty = any).
@@ -70,47 +59,69 @@ pub fn tunnel_selectors(cfg: &Config, t: &Tunnel) -> Arc<Selectors> {
     })
 }
 
-/// Build the inbound and outbound SA changes of tunnel `i`; the outbound SA
-/// continues after sequence number `last_seq` and may use numbers up to
-/// `seq_limit` (the durable reservation, see `seqstore`).
-pub fn tunnel_sa_changes(cfg: &Config, i: u32, last_seq: u64, seq_limit: u64) -> TunnelChanges {
-    let t = &cfg.tunnels[i as usize];
-    let cipher = cipher_of(t.cipher);
-    let udp = match t.encap {
+/// `(our port, the peer's port)` when the tunnel's ESP travels in UDP.
+pub fn udp_ports(t: &Tunnel) -> Option<(u16, u16)> {
+    match t.encap {
         Encap::Esp => None,
         Encap::Udp {
             local_port,
             peer_port,
         } => Some((local_port, peer_port)),
+    }
+}
+
+/// Where tunnel `i` terminates locally (names it in invalid-SPI logs).
+pub fn tunnel_endpoint(cfg: &Config, i: u32) -> LocalEndpoint {
+    LocalEndpoint {
+        addr: cfg.underlay.address,
+        udp_port: udp_ports(&cfg.tunnels[i as usize]).map(|u| u.0),
+        tunnel: i,
+    }
+}
+
+/// Build the inbound and outbound SA changes of tunnel `i` if it is a
+/// manual tunnel (IKE tunnels get theirs from negotiation); the outbound SA
+/// continues after sequence number `last_seq` and may use numbers up to
+/// `seq_limit` (the durable reservation, see `seqstore`).
+pub fn tunnel_sa_changes(
+    cfg: &Config,
+    i: u32,
+    last_seq: u64,
+    seq_limit: u64,
+) -> Option<TunnelChanges> {
+    let t = &cfg.tunnels[i as usize];
+    let TunnelKind::Manual(m) = &t.kind else {
+        return None;
     };
-    TunnelChanges {
+    let cipher = cipher_of(m.cipher);
+    Some(TunnelChanges {
         inbound: SaChange::AddInbound(InboundSaConfig {
-            spi: t.inbound.spi,
+            spi: m.inbound.spi,
             peer: None,
             tunnel: i,
             // One replay window per SA, owned by one worker; frames that
             // arrive on other queues are handed to it.
             owner: t.worker as u16,
             cipher,
-            key: KeyMaterial::new(t.inbound.key.to_vec()),
-            esn: t.esn,
+            key: KeyMaterial::new(m.inbound.key.to_vec()),
+            esn: m.esn,
             window: t.replay_window,
             selectors: tunnel_selectors(cfg, t),
             name: crypto_map_tag(t),
         }),
         outbound: SaChange::SetOutbound(OutboundSaConfig {
-            spi: t.outbound.spi,
+            spi: m.outbound.spi,
             tunnel: i,
             // The same worker owns the outbound sequence counter: other
             // workers hand it their packets for this tunnel.
             owner: t.worker as u16,
             cipher,
-            key: KeyMaterial::new(t.outbound.key.to_vec()),
-            esn: t.esn,
+            key: KeyMaterial::new(m.outbound.key.to_vec()),
+            esn: m.esn,
             outer: OuterHeader {
                 src: cfg.underlay.address,
                 dst: t.peer,
-                udp,
+                udp: udp_ports(t),
                 ethernet: None,
                 ttl: 64,
             },
@@ -118,12 +129,7 @@ pub fn tunnel_sa_changes(cfg: &Config, i: u32, last_seq: u64, seq_limit: u64) ->
             seq_limit,
             name: crypto_map_tag(t),
         }),
-        endpoint: LocalEndpoint {
-            addr: cfg.underlay.address,
-            udp_port: udp.map(|u| u.0),
-            tunnel: i,
-        },
-    }
+    })
 }
 
 /// The buffered log behind `show logging`.

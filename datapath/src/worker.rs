@@ -56,6 +56,13 @@ impl SaCounters {
         self.recv_errors += o.recv_errors;
     }
 
+    /// Field-wise sum (several SAs of one tunnel).
+    pub fn plus(&self, o: &SaCounters) -> SaCounters {
+        let mut t = *self;
+        t.add(o);
+        t
+    }
+
     /// Field-wise difference (for clear baselines kept by control).
     pub fn saturating_sub(&self, o: &SaCounters) -> SaCounters {
         SaCounters {
