@@ -18,6 +18,8 @@ use xdpsec_datapath::{
     worker::{FrameClass, SaCounters, WorkerShared, sa_counters},
 };
 
+use xdpsec_ike::{DhGroup, Encr, IkeSaStatus, IkeSaView, Integ, Prf};
+
 use crate::{
     cli::{self, Arg, CommandSpec},
     config::{Encap, TunnelKind},
@@ -67,6 +69,22 @@ pub enum Cmd {
     Reload,
     /// `show version`: software, node name, uptime.
     ShowVersion,
+    /// `show crypto ikev2 sa`.
+    ShowIkev2Sa,
+    /// `show crypto ikev2 sa detailed`.
+    ShowIkev2SaDetailed,
+    /// `clear crypto ikev2 sa`.
+    ClearIkev2Sa,
+    /// `clear crypto ikev2 sa remote ADDR`.
+    ClearIkev2SaRemote,
+    /// `show crypto session`.
+    ShowSession,
+    /// `show crypto session detail`.
+    ShowSessionDetail,
+    /// `clear crypto session`.
+    ClearSession,
+    /// `clear crypto session remote ADDR`.
+    ClearSessionRemote,
     /// The command list.
     Help,
 }
@@ -157,6 +175,46 @@ pub const COMMANDS: &[CommandSpec<Cmd>] = &[
         pattern: "request platform software xdpsec reload",
         id: Cmd::Reload,
         help: "re-read the config file: apply changed manual SAs (SPIs, keys) without stopping traffic",
+    },
+    CommandSpec {
+        pattern: "show crypto ikev2 sa",
+        id: Cmd::ShowIkev2Sa,
+        help: "IKEv2 SAs: local and remote address/port, status, transforms, lifetime",
+    },
+    CommandSpec {
+        pattern: "show crypto ikev2 sa detailed",
+        id: Cmd::ShowIkev2SaDetailed,
+        help: "IKEv2 SAs with SPIs, identities, DPD and NAT-T state",
+    },
+    CommandSpec {
+        pattern: "clear crypto ikev2 sa",
+        id: Cmd::ClearIkev2Sa,
+        help: "delete every IKEv2 SA (and its child SAs); initiators negotiate again",
+    },
+    CommandSpec {
+        pattern: "clear crypto ikev2 sa remote <address>",
+        id: Cmd::ClearIkev2SaRemote,
+        help: "delete the IKEv2 SA with one peer (and its child SAs)",
+    },
+    CommandSpec {
+        pattern: "show crypto session",
+        id: Cmd::ShowSession,
+        help: "crypto sessions: one per tunnel, with its IKE SA and flows",
+    },
+    CommandSpec {
+        pattern: "show crypto session detail",
+        id: Cmd::ShowSessionDetail,
+        help: "crypto sessions with per-flow packet counters",
+    },
+    CommandSpec {
+        pattern: "clear crypto session",
+        id: Cmd::ClearSession,
+        help: "delete every IKE session (as clear crypto ikev2 sa)",
+    },
+    CommandSpec {
+        pattern: "clear crypto session remote <address>",
+        id: Cmd::ClearSessionRemote,
+        help: "delete the IKE session with one peer",
     },
     CommandSpec {
         pattern: "show version",
@@ -454,6 +512,17 @@ impl Owner {
                 Ok((String::new(), json!({"cleared": true})))
             }
             Cmd::Reload => self.reload().map(|t| (t.clone(), json!({ "reloaded": t }))),
+            Cmd::ShowIkev2Sa | Cmd::ShowIkev2SaDetailed => {
+                Ok(self.show_ikev2_sa(parsed.id == Cmd::ShowIkev2SaDetailed))
+            }
+            Cmd::ShowSession | Cmd::ShowSessionDetail => {
+                Ok(self.show_session(parsed.id == Cmd::ShowSessionDetail))
+            }
+            Cmd::ClearIkev2Sa | Cmd::ClearSession => self.clear_ike(None),
+            Cmd::ClearIkev2SaRemote | Cmd::ClearSessionRemote => match parsed.args.first() {
+                Some(Arg::Addr(a)) => self.clear_ike(Some(*a)),
+                _ => Err(anyhow::anyhow!("give the remote address")),
+            },
             Cmd::ShowVersion => {
                 let up = self.started.elapsed().as_secs();
                 let text = format!(
@@ -682,13 +751,275 @@ impl Owner {
                 publish(&mut self.table, self.epoch, &ports)?;
             }
             // The kernel socket for fragmented ESP in UDP follows.
-            let _ = self
-                .kernel_ctl
+            self.kernel_ctl
                 .send(crate::platform::kernelrx::Ctl::SetPorts(
                     ports.iter().copied().collect(),
                 ));
         }
         self.show_udp_ports()
+    }
+}
+
+/// IOS names of IKE transforms: (encryption, key size, PRF, hash).
+fn ike_names(v: &IkeSaView) -> (&'static str, u32, &'static str, &'static str) {
+    let (encr, keysize) = match v.encr {
+        Encr::AesCbc128 => ("AES-CBC", 128),
+        Encr::AesCbc256 => ("AES-CBC", 256),
+        Encr::AesGcm16_128 => ("AES-GCM", 128),
+        Encr::AesGcm16_256 => ("AES-GCM", 256),
+        Encr::ChaCha20Poly1305 => ("CHACHA20-POLY1305", 256),
+    };
+    let prf = match v.prf {
+        Prf::HmacSha256 => "SHA256",
+        Prf::HmacSha384 => "SHA384",
+        Prf::HmacSha512 => "SHA512",
+    };
+    let hash = match v.integ {
+        None => "None",
+        Some(Integ::HmacSha1_96) => "SHA96",
+        Some(Integ::HmacSha256_128) => "SHA256",
+        Some(Integ::HmacSha384_192) => "SHA384",
+        Some(Integ::HmacSha512_256) => "SHA512",
+    };
+    (encr, keysize, prf, hash)
+}
+
+/// IANA number of a DH group.
+fn dh_number(g: DhGroup) -> u32 {
+    match g {
+        DhGroup::Ecp256 => 19,
+        DhGroup::Ecp384 => 20,
+        DhGroup::Curve25519 => 31,
+    }
+}
+
+fn ike_status(s: IkeSaStatus) -> &'static str {
+    match s {
+        IkeSaStatus::InNeg => "IN-NEG",
+        IkeSaStatus::Ready => "READY",
+        IkeSaStatus::Deleting => "DELETE",
+    }
+}
+
+impl Owner {
+    /// The IKE SAs now (none without IKE tunnels).
+    fn ike_views(&self) -> Vec<IkeSaView> {
+        self.ike
+            .as_ref()
+            .map(|i| i.sas(std::time::Instant::now()))
+            .unwrap_or_default()
+    }
+
+    /// `show crypto ikev2 sa [detailed]` in the IOS XE layout.
+    fn show_ikev2_sa(&self, detailed: bool) -> (String, Value) {
+        let views = self.ike_views();
+        let mut text = String::new();
+        let mut list = Vec::new();
+        for v6 in [false, true] {
+            let _ = writeln!(text, " IPv{} Crypto IKEv2  SA\n", if v6 { 6 } else { 4 });
+            for v in views.iter().filter(|v| v.local.is_ipv6() == v6) {
+                let (encr, keysize, prf, hash) = ike_names(v);
+                let (local_spi, remote_spi) = if v.initiator {
+                    (v.spi_i, v.spi_r)
+                } else {
+                    (v.spi_r, v.spi_i)
+                };
+                let status = ike_status(v.status);
+                if v6 {
+                    let _ = writeln!(text, "Tunnel-id    fvrf/ivrf              Status");
+                    let _ = writeln!(text, "{:<10} none/none             {status}", v.id);
+                    let _ = writeln!(text, "Local  {}/{}", v.local.ip(), v.local.port());
+                    let _ = writeln!(text, "Remote  {}/{}", v.remote.ip(), v.remote.port());
+                } else {
+                    let _ = writeln!(
+                        text,
+                        "Tunnel-id Local                 Remote                fvrf/ivrf            Status"
+                    );
+                    let _ = writeln!(
+                        text,
+                        "{:<10}{:<22}{:<22}{:<21}{status}",
+                        v.id,
+                        format!("{}/{}", v.local.ip(), v.local.port()),
+                        format!("{}/{}", v.remote.ip(), v.remote.port()),
+                        "none/none"
+                    );
+                }
+                let _ = writeln!(
+                    text,
+                    "      Encr: {encr}, keysize: {keysize}, PRF: {prf}, Hash: {hash}, DH Grp:{}, Auth sign: PSK, Auth verify: PSK",
+                    dh_number(v.dh)
+                );
+                let _ = writeln!(
+                    text,
+                    "      Life/Active Time: {}/{} sec",
+                    v.lifetime.as_secs(),
+                    v.active.as_secs()
+                );
+                if detailed {
+                    let _ = writeln!(text, "      CE id: 0, Session-id: {}", v.id);
+                    let _ = writeln!(
+                        text,
+                        "      Local spi: {local_spi:016X}       Remote spi: {remote_spi:016X}"
+                    );
+                    let _ = writeln!(
+                        text,
+                        "      Status Description: {}",
+                        match v.status {
+                            IkeSaStatus::Ready => "Negotiation done",
+                            IkeSaStatus::InNeg => "Negotiation in progress",
+                            IkeSaStatus::Deleting => "Deleting",
+                        }
+                    );
+                    let _ = writeln!(
+                        text,
+                        "      NAT-T is {}",
+                        if v.nat { "detected" } else { "not detected" }
+                    );
+                    let _ = writeln!(
+                        text,
+                        "      Initiator of SA : {}",
+                        if v.initiator { "Yes" } else { "No" }
+                    );
+                    let _ = writeln!(text, "      Tunnel: {}", v.tunnel);
+                }
+                let _ = writeln!(text);
+                list.push(json!({
+                    "tunnel_id": v.id,
+                    "tunnel": v.tunnel,
+                    "local": v.local.ip().to_string(),
+                    "local_port": v.local.port(),
+                    "remote": v.remote.ip().to_string(),
+                    "remote_port": v.remote.port(),
+                    "status": status,
+                    "encryption": encr,
+                    "keysize": keysize,
+                    "prf": prf,
+                    "hash": hash,
+                    "dh_group": dh_number(v.dh),
+                    "auth_sign": "PSK",
+                    "auth_verify": "PSK",
+                    "initiator_spi": format!("{:016x}", v.spi_i),
+                    "responder_spi": format!("{:016x}", v.spi_r),
+                    "life_seconds": v.lifetime.as_secs(),
+                    "active_seconds": v.active.as_secs(),
+                    "nat_detected": v.nat,
+                    "initiator": v.initiator,
+                    "child_sas": v.children.iter().map(|(i, o)| json!({"inbound_spi": i, "outbound_spi": o})).collect::<Vec<_>>(),
+                }));
+            }
+        }
+        (text, json!({ "ike_sas": list }))
+    }
+
+    /// `show crypto session [detail]`: a session per tunnel.
+    fn show_session(&self, detail: bool) -> (String, Value) {
+        let views = self.ike_views();
+        let mut text = String::from("Crypto session current status\n\n");
+        let mut list = Vec::new();
+        for (i, ts) in self.tunnels.iter().enumerate() {
+            let t = &ts.cfg;
+            let ike = views.iter().find(|v| v.tunnel == t.name);
+            let active_sas = ts.inbound.len() + usize::from(ts.outbound.is_some());
+            let status = match (&t.kind, ike) {
+                (TunnelKind::Manual(_), _) => "UP-NO-IKE",
+                (TunnelKind::Ike(_), Some(v))
+                    if v.status == IkeSaStatus::Ready && active_sas > 0 =>
+                {
+                    "UP-ACTIVE"
+                }
+                (TunnelKind::Ike(_), Some(v)) if v.status == IkeSaStatus::Ready => "UP-IDLE",
+                (TunnelKind::Ike(_), Some(_)) => "DOWN-NEGOTIATING",
+                (TunnelKind::Ike(_), None) => "DOWN",
+            };
+            let port = ike.map(|v| v.remote.port()).unwrap_or(match t.encap {
+                Encap::Udp { peer_port, .. } => peer_port,
+                Encap::Esp => 500,
+            });
+            let _ = writeln!(text, "Interface: {}", t.name);
+            let _ = writeln!(text, "Session status: {status}");
+            let _ = writeln!(text, "Peer: {} port {port}", t.peer);
+            let _ = writeln!(text, "  Session ID: {i}");
+            if let Some(v) = ike {
+                let _ = writeln!(
+                    text,
+                    "  IKEv2 SA: local {}/{} remote {}/{} {}",
+                    v.local.ip(),
+                    v.local.port(),
+                    v.remote.ip(),
+                    v.remote.port(),
+                    if v.status == IkeSaStatus::Ready {
+                        "Active"
+                    } else {
+                        "Inactive"
+                    }
+                );
+            }
+            let flow = |c: &[crate::config::Cidr]| {
+                c.first()
+                    .map(|c| format!("{}/{}", c.addr, c.len))
+                    .unwrap_or_else(|| "any".into())
+            };
+            let (lo, re) = (
+                flow(&t.local_selectors(&self.config.inside)),
+                flow(&t.remote_subnets),
+            );
+            let _ = writeln!(text, "  IPSEC FLOW: permit ip {lo} {re}");
+            let _ = writeln!(text, "        Active SAs: {active_sas}, origin: crypto map");
+            let mut inb = SaCounters::default();
+            for &id in &ts.inbound {
+                inb = inb.plus(&self.sa_counters_since_clear(id));
+            }
+            let outb = ts
+                .outbound
+                .map(|id| self.sa_counters_since_clear(id))
+                .unwrap_or_default();
+            if detail {
+                let drops_in = inb.verify_failed + inb.replay_failed() + inb.recv_errors;
+                let _ = writeln!(
+                    text,
+                    "        Inbound:  #pkts dec'ed {} drop {drops_in} life (KB/Sec) 0/0",
+                    inb.decaps
+                );
+                let _ = writeln!(
+                    text,
+                    "        Outbound: #pkts enc'ed {} drop {} life (KB/Sec) 0/0",
+                    outb.encaps, outb.send_errors
+                );
+            }
+            let _ = writeln!(text);
+            list.push(json!({
+                "interface": t.name,
+                "session_status": status,
+                "peer": t.peer.to_string(),
+                "peer_port": port,
+                "session_id": i,
+                "kind": t.kind.name(),
+                "ike_sa": ike.map(|v| json!({"tunnel_id": v.id, "status": ike_status(v.status)})),
+                "active_sas": active_sas,
+                "pkts_decaps": inb.decaps,
+                "pkts_encaps": outb.encaps,
+            }));
+        }
+        (text, json!({ "sessions": list }))
+    }
+
+    /// `clear crypto ikev2 sa [remote ADDR]` / `clear crypto session [remote ADDR]`.
+    fn clear_ike(&mut self, peer: Option<std::net::IpAddr>) -> anyhow::Result<(String, Value)> {
+        if self.ike.is_none() {
+            anyhow::bail!("no IKEv2 tunnel is configured");
+        }
+        if let Some(p) = peer
+            && !self
+                .tunnels
+                .iter()
+                .any(|t| t.cfg.peer == p && matches!(t.cfg.kind, TunnelKind::Ike(_)))
+        {
+            anyhow::bail!("no IKEv2 tunnel has peer {p}");
+        }
+        self.ike_input(xdpsec_ike::Input::Command(
+            xdpsec_ike::Command::ClearIkeSas(peer),
+        ));
+        Ok((String::new(), json!({"cleared": true})))
     }
 }
 

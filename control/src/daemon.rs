@@ -26,7 +26,7 @@ use crate::{
     datapath::{DatapathHandler, InsideIo, IoStats, RouteTable, WorkerCtx},
     handoff::HandoffQueue,
     owner::{Msg, Owner, OwnerHandle, Started, build_tunnels},
-    platform::kernelrx::{self, KernelRxStats},
+    platform::kernelrx::{self, CtlHandle, KernelRxStats},
     platform::loader::XdpSteering,
     platform::neighbor::{self, SharedMac, refresh_next_hops},
     platform::tun::Tun,
@@ -248,14 +248,25 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let kernel_drops = Arc::new(DropCounters::new());
     let kernel_rx = Arc::new(KernelRxStats::default());
-    let (kernel_ctl, kernel_ctl_rx) = crossbeam::channel::unbounded();
+    let (kernel_ctl, kernel_ctl_rx, kernel_wake) =
+        CtlHandle::new().context("creating the kernel-socket thread's wake-up")?;
     let ports: Vec<u16> = config.underlay.udp_ports.iter().copied().collect();
+    // IKE messages from the kernel sockets to the owner (IKE tunnels only).
+    let ike_peers = crate::owner::ike_peers(&config)?;
+    let (ike_tx, ike_rx) = if ike_peers.is_empty() {
+        (None, crossbeam::channel::never())
+    } else {
+        let (tx, rx) = crossbeam::channel::bounded(1024);
+        (Some(tx), rx)
+    };
     let kernel_thread = kernelrx::spawn(
         &ports,
         Arc::clone(&handoff[0]),
         Arc::clone(&kernel_drops),
         Arc::clone(&kernel_rx),
         kernel_ctl_rx,
+        kernel_wake,
+        ike_tx,
         Arc::clone(&stop),
     )
     .context("spawning the kernel-socket thread")?;
@@ -277,11 +288,12 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
         table,
         tunnels,
         seq,
+        ike_peers,
     );
     let (handle, inbox) = OwnerHandle::channel();
     let owner_thread = thread::Builder::new()
         .name("xdpsec-owner".into())
-        .spawn(move || owner.run(inbox))
+        .spawn(move || owner.run(inbox, ike_rx))
         .context("spawning the control-state owner")?;
     let mut workers = Vec::new();
     for (mut xsk, mut handler) in queues {

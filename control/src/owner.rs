@@ -24,14 +24,19 @@ use tracing::{error, info, warn};
 use xdpsec_common::XDP_COUNTER_COUNT;
 use xdpsec_datapath::{
     DropCounters, DropStats,
+    crypto::{Cipher, KeyMaterial},
+    sa::{AddrSet, InboundSaConfig, OutboundSaConfig, OuterHeader, Prefix as DpPrefix, Selectors},
     sa::{OutboundEntry, SaChange, SaId, SaTable},
     worker::{SaCounters, WorkerShared},
+};
+use xdpsec_ike::{
+    Action, Encr, EspEncap, EspProposal, Identity, Ike, IkeProposal, Input, Integ, PeerConfig,
 };
 
 use crate::{
     config::{Config, Tunnel, TunnelKind},
     ctlsock::{Reply, Request},
-    platform::kernelrx::{self, KernelRxStats},
+    platform::kernelrx::{self, IkeDatagram, KernelRxStats},
     platform::loader::XdpSteering,
     queues::QueueInfo,
     seqstore::{self, KeyId, SeqStore},
@@ -81,7 +86,7 @@ pub struct Baseline {
     /// Dummy packets summed over workers.
     pub dummy_packets: u64,
     /// The kernel-socket shell's values, in `KernelRxStats::values` order.
-    pub kernel: [u64; 7],
+    pub kernel: [u64; 9],
 }
 
 /// The control state and its single owner.
@@ -124,8 +129,11 @@ pub struct Owner {
     pub seq: SeqStore,
     /// What the kernel-socket shell received (reassembled fragments).
     pub kernel_rx: Arc<KernelRxStats>,
-    /// Tells the kernel-socket shell about UDP port changes.
-    pub kernel_ctl: Sender<kernelrx::Ctl>,
+    /// Tells the kernel-socket shell about UDP port changes and IKE
+    /// messages to send.
+    pub kernel_ctl: kernelrx::CtlHandle,
+    /// The IKEv2 core for every IKE tunnel (None without IKE tunnels).
+    pub ike: Option<Ike>,
     /// When the last failed reservation write was logged (rate limit).
     seq_error_logged: Option<Instant>,
 }
@@ -149,7 +157,7 @@ pub struct Started {
     /// The kernel-socket shell's counters.
     pub kernel_rx: Arc<KernelRxStats>,
     /// The kernel-socket shell's control channel.
-    pub kernel_ctl: Sender<kernelrx::Ctl>,
+    pub kernel_ctl: kernelrx::CtlHandle,
 }
 
 /// Build the SA table for `cfg`: one publish, sequence numbers resumed above
@@ -214,8 +222,20 @@ pub fn build_tunnels(
 
 impl Owner {
     /// Take over the started pieces and the SA table built for them.
-    pub fn new(s: Started, table: SaTable, tunnels: Vec<TunnelState>, seq: SeqStore) -> Owner {
+    pub fn new(
+        s: Started,
+        table: SaTable,
+        tunnels: Vec<TunnelState>,
+        seq: SeqStore,
+        ike_peers: Vec<PeerConfig>,
+    ) -> Owner {
         let n = s.queues.len();
+        let ike = (!ike_peers.is_empty()).then(|| {
+            let mut ike = Ike::new(ike_peers);
+            // Negotiated SPIs never collide with manual ones.
+            ike.reserve_spis(tunnels_manual_spis(&s.config));
+            ike
+        });
         Owner {
             node: s.config.node.clone(),
             local: s.config.underlay.address,
@@ -233,7 +253,7 @@ impl Owner {
                 xdp: [0; XDP_COUNTER_COUNT as usize],
                 queues: vec![[0; crate::queues::N_QUEUE_FIELDS]; n],
                 dummy_packets: 0,
-                kernel: [0; 7],
+                kernel: [0; 9],
             },
             drops: DropStats::new(
                 s.workers
@@ -248,16 +268,24 @@ impl Owner {
             seq,
             kernel_rx: s.kernel_rx,
             kernel_ctl: s.kernel_ctl,
+            ike,
             seq_error_logged: None,
         }
     }
 
     /// Serve messages until [`Msg::Shutdown`] (or every sender is gone),
     /// then hand the state back for an orderly teardown.
-    pub fn run(mut self, rx: Receiver<Msg>) -> Owner {
+    pub fn run(mut self, rx: Receiver<Msg>, ike_rx: Receiver<IkeDatagram>) -> Owner {
         let ticker = tick(TICK);
         loop {
             select! {
+                recv(ike_rx) -> m => if let Ok(d) = m {
+                    self.ike_input(Input::Datagram {
+                        local: d.local,
+                        remote: d.remote,
+                        data: &d.data,
+                    });
+                },
                 recv(rx) -> m => match m {
                     Ok(Msg::Command(req, reply)) => {
                         let r = self.execute(&req);
@@ -283,6 +311,160 @@ impl Owner {
         let now = self.epoch.elapsed();
         self.events.drain(&self.workers, &mut self.log, now);
         self.extend_reservations();
+        if self
+            .ike
+            .as_ref()
+            .and_then(|i| i.next_timeout())
+            .is_some_and(|t| t <= Instant::now())
+        {
+            self.ike_input(Input::Timer);
+        }
+    }
+
+    /// Feed the IKE core one input and carry out what it returns.
+    pub fn ike_input(&mut self, input: Input<'_>) {
+        let Some(ike) = self.ike.as_mut() else {
+            return;
+        };
+        let actions = ike.handle(Instant::now(), input);
+        for a in actions {
+            self.ike_action(a);
+        }
+    }
+
+    /// Carry out one IKE action: a datagram to send, an SA change, a log line.
+    fn ike_action(&mut self, a: Action) {
+        let now = self.epoch.elapsed();
+        match a {
+            Action::Send {
+                local,
+                remote,
+                data,
+            } => self.kernel_ctl.send(kernelrx::Ctl::Send(IkeDatagram {
+                local,
+                remote,
+                data,
+            })),
+            Action::Log { ios, line } => {
+                info!(target: "ike", "{line}");
+                if ios {
+                    self.log.push(format!(
+                        "{}{line}",
+                        crate::state::ios_timestamp(std::time::SystemTime::now())
+                    ));
+                }
+            }
+            Action::AddInbound {
+                tunnel,
+                encap: _,
+                keys,
+                replay_window,
+                local_ts,
+                remote_ts,
+                ..
+            } => {
+                let Some(t) = self.tunnels.get(tunnel as usize) else {
+                    return;
+                };
+                let Some(cipher) = esp_cipher(keys.encr, keys.integ) else {
+                    error!(
+                        "{}: negotiated ESP transform {:?}/{:?} is not in the datapath",
+                        t.cfg.name, keys.encr, keys.integ
+                    );
+                    return;
+                };
+                let change = SaChange::AddInbound(InboundSaConfig {
+                    spi: keys.spi,
+                    peer: None,
+                    tunnel,
+                    owner: t.cfg.worker as u16,
+                    cipher,
+                    key: KeyMaterial::new(keys.key.to_vec()),
+                    esn: false,
+                    window: replay_window,
+                    selectors: ts_selectors(&local_ts, &remote_ts),
+                    name: crate::state::crypto_map_tag(&t.cfg),
+                });
+                match self.table.apply(vec![change], now) {
+                    Ok(ids) => self.tunnels[tunnel as usize].inbound.extend(ids),
+                    Err(e) => error!("installing an IKE inbound SA: {e}"),
+                }
+            }
+            Action::SetOutbound {
+                tunnel,
+                peer,
+                encap,
+                keys,
+                ..
+            } => {
+                let Some(t) = self.tunnels.get(tunnel as usize) else {
+                    return;
+                };
+                let Some(cipher) = esp_cipher(keys.encr, keys.integ) else {
+                    error!(
+                        "{}: negotiated ESP transform {:?}/{:?} is not in the datapath",
+                        t.cfg.name, keys.encr, keys.integ
+                    );
+                    return;
+                };
+                let change = SaChange::SetOutbound(OutboundSaConfig {
+                    spi: keys.spi,
+                    tunnel,
+                    owner: t.cfg.worker as u16,
+                    cipher,
+                    key: KeyMaterial::new(keys.key.to_vec()),
+                    esn: false,
+                    outer: OuterHeader {
+                        src: self.local,
+                        dst: peer,
+                        udp: match encap {
+                            EspEncap::Esp => None,
+                            EspEncap::Udp(l, p) => Some((l, p)),
+                        },
+                        ethernet: None,
+                        ttl: 64,
+                    },
+                    // A fresh key per negotiated SA: its numbers start at 1.
+                    // The IKE core rekeys long before they run out.
+                    last_seq: 0,
+                    seq_limit: u64::MAX,
+                    name: crate::state::crypto_map_tag(&t.cfg),
+                });
+                match self.table.apply(vec![change], now) {
+                    Ok(ids) => self.tunnels[tunnel as usize].outbound = ids.first().copied(),
+                    Err(e) => error!("installing an IKE outbound SA: {e}"),
+                }
+            }
+            Action::RemoveInbound { tunnel, spi } => {
+                let Some(t) = self.tunnels.get_mut(tunnel as usize) else {
+                    return;
+                };
+                let table = &self.table;
+                let Some(pos) = t
+                    .inbound
+                    .iter()
+                    .position(|&id| table.cold(id).is_some_and(|c| c.spi == spi))
+                else {
+                    return;
+                };
+                let id = t.inbound.remove(pos);
+                if let Err(e) = self.table.apply(vec![SaChange::RemoveInbound(id)], now) {
+                    error!("removing an IKE inbound SA: {e}");
+                }
+            }
+            Action::RemoveOutbound { tunnel } => {
+                if let Some(t) = self.tunnels.get_mut(tunnel as usize) {
+                    t.outbound = None;
+                }
+                let change = SaChange::RemoveOutbound {
+                    tunnel,
+                    keep_invalid: false,
+                };
+                if let Err(e) = self.table.apply(vec![change], now) {
+                    error!("removing an IKE outbound SA: {e}");
+                }
+            }
+        }
     }
 
     /// Reserve the next block for every outbound SA that has used half of
@@ -541,8 +723,16 @@ impl Owner {
     pub fn clear_sa(&mut self, peer: Option<IpAddr>) -> Result<(String, serde_json::Value)> {
         let mut changes = Vec::new();
         let mut cleared = Vec::new();
+        let mut ike_peers = Vec::new();
         for t in &self.tunnels {
             if peer.is_some_and(|p| p != t.cfg.peer) {
+                continue;
+            }
+            if matches!(t.cfg.kind, TunnelKind::Ike(_)) {
+                // IKE deletes the child SAs (telling the peer) and
+                // negotiates new ones at once, with new SPIs.
+                ike_peers.push(t.cfg.peer);
+                cleared.push(t);
                 continue;
             }
             for &id in &t.inbound {
@@ -556,6 +746,7 @@ impl Owner {
             return Err(anyhow!("no tunnel has peer {p}"));
         }
         let names: Vec<String> = cleared.iter().map(|t| t.cfg.name.clone()).collect();
+        let kinds: Vec<&'static str> = cleared.iter().map(|t| t.cfg.kind.name()).collect();
         let ids: Vec<SaId> = cleared.iter().flat_map(|t| t.sa_ids()).collect();
         self.table
             .apply(changes, self.epoch.elapsed())
@@ -564,9 +755,16 @@ impl Owner {
             let now = xdpsec_datapath::worker::sa_counters(&self.workers, id);
             self.sa_baseline.insert(id, now);
         }
+        for p in ike_peers {
+            self.ike_input(Input::Command(xdpsec_ike::Command::ClearChildSas(p)));
+        }
         let text = names
             .iter()
-            .map(|n| format!("{n}: manual SAs re-installed from the configuration\n"))
+            .zip(&kinds)
+            .map(|(n, k)| match *k {
+                "ike" => format!("{n}: child SAs deleted; IKEv2 negotiates new ones\n"),
+                _ => format!("{n}: manual SAs re-installed from the configuration\n"),
+            })
             .collect::<String>();
         info!(
             "clear crypto sa{}: {}",
@@ -588,6 +786,98 @@ impl Owner {
         }
         Some(s)
     }
+}
+
+/// The datapath cipher for a negotiated ESP transform, if it has one.
+fn esp_cipher(encr: Encr, integ: Option<Integ>) -> Option<Cipher> {
+    match (encr, integ) {
+        (Encr::AesGcm16_128, None) => Some(Cipher::Aes128Gcm),
+        (Encr::AesGcm16_256, None) => Some(Cipher::Aes256Gcm),
+        (Encr::ChaCha20Poly1305, None) => Some(Cipher::ChaCha20Poly1305),
+        _ => None,
+    }
+}
+
+/// The inbound policy for negotiated traffic selectors.
+fn ts_selectors(local: &[xdpsec_ike::Prefix], remote: &[xdpsec_ike::Prefix]) -> Arc<Selectors> {
+    let set = |l: &[xdpsec_ike::Prefix]| {
+        AddrSet::from_prefixes(l.iter().filter_map(|p| DpPrefix::new(p.addr, p.len)))
+    };
+    Arc::new(Selectors {
+        local: set(local),
+        remote: set(remote),
+    })
+}
+
+/// The inbound SPIs of the manual tunnels (IKE must not pick them).
+fn tunnels_manual_spis(cfg: &Config) -> Vec<u32> {
+    cfg.tunnels
+        .iter()
+        .filter_map(|t| match &t.kind {
+            TunnelKind::Manual(m) => Some(m.inbound.spi),
+            TunnelKind::Ike(_) => None,
+        })
+        .collect()
+}
+
+/// The IKE core's configuration of every `kind = "ike"` tunnel of `cfg`.
+pub fn ike_peers(cfg: &Config) -> Result<Vec<PeerConfig>> {
+    let mut peers = Vec::new();
+    for (i, t) in cfg.tunnels.iter().enumerate() {
+        let TunnelKind::Ike(k) = &t.kind else {
+            continue;
+        };
+        let id = |s: &Option<String>, default: IpAddr| match s {
+            None => Identity::Addr(default),
+            Some(v) => match v.parse::<IpAddr>() {
+                Ok(a) => Identity::Addr(a),
+                Err(_) if v.contains('@') && !v.starts_with('@') => Identity::Email(v.clone()),
+                Err(_) => Identity::Fqdn(v.trim_start_matches('@').to_string()),
+            },
+        };
+        let ike_proposals = k
+            .ike_proposals
+            .iter()
+            .map(|p| IkeProposal::parse(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow!("tunnel {}: ike_proposals: {}", t.name, e.0))?;
+        let esp_proposals = k
+            .esp_proposals
+            .iter()
+            .map(|p| EspProposal::parse(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow!("tunnel {}: esp_proposals: {}", t.name, e.0))?;
+        let prefixes = |l: &[crate::config::Cidr]| {
+            l.iter()
+                .map(|c| xdpsec_ike::Prefix {
+                    addr: c.addr,
+                    len: c.len,
+                })
+                .collect::<Vec<_>>()
+        };
+        peers.push(PeerConfig {
+            tunnel: t.name.clone(),
+            tunnel_index: i as u32,
+            local: cfg.underlay.address,
+            remote: t.peer,
+            psk: k.psk.clone(),
+            local_id: id(&k.local_id, cfg.underlay.address),
+            remote_id: id(&k.remote_id, t.peer),
+            ike_proposals,
+            esp_proposals,
+            ike_lifetime: k.ike_lifetime,
+            child_lifetime: k.lifetime,
+            dpd: k.dpd,
+            initiate: k.initiate,
+            force_encap: matches!(t.encap, crate::config::Encap::Udp { .. }),
+            nat_t_port: k.nat_t_port,
+            local_ts: prefixes(&t.local_selectors(&cfg.inside)),
+            remote_ts: prefixes(&t.remote_subnets),
+            replay_window: t.replay_window,
+            invalid_spi_recovery: k.invalid_spi_recovery,
+        });
+    }
+    Ok(peers)
 }
 
 /// An IKE tunnel's pre-shared key (empty for other kinds).

@@ -249,6 +249,8 @@ fn other_traffic_reaches_the_kernel_untouched() {
         3,
         "IKE marker on 4500 reaches the kernel"
     );
+    // No IKE tunnel here: not handed on.
+    assert_eq!(kernel_counter(&daemon, "kernel_ike_dropped"), 3);
     assert_eq!(
         settle(3, || kernel_counter(&daemon, "kernel_nat_keepalive")),
         3,

@@ -19,7 +19,7 @@ use std::{
     collections::BTreeMap,
     io,
     mem::{size_of, zeroed},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
     sync::{
         Arc,
@@ -55,8 +55,13 @@ pub struct KernelRxStats {
     pub udp_esp_v4: AtomicU64,
     /// ESP in UDP over IPv6 from the port sockets.
     pub udp_esp_v6: AtomicU64,
-    /// Datagrams with the non-ESP marker (IKE; discarded until IKE runs here).
+    /// IKE messages received (on 500, or with the non-ESP marker on a
+    /// NAT-T port).
     pub ike: AtomicU64,
+    /// IKE messages sent.
+    pub ike_sent: AtomicU64,
+    /// IKE messages not handed on (no IKE tunnel, or the owner's queue full).
+    pub ike_dropped: AtomicU64,
     /// NAT keepalives (one 0xFF byte), discarded as RFC 3948 says.
     pub keepalive: AtomicU64,
     /// Datagrams larger than a frame buffer (counted as drop 70 too).
@@ -65,7 +70,7 @@ pub struct KernelRxStats {
 
 impl KernelRxStats {
     /// `(name, value)` pairs in display order; the names are `--json` fields.
-    pub fn values(&self) -> [(&'static str, u64); 7] {
+    pub fn values(&self) -> [(&'static str, u64); 9] {
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
         [
             ("kernel_esp_v4", r(&self.esp_v4)),
@@ -73,16 +78,71 @@ impl KernelRxStats {
             ("kernel_udp_esp_v4", r(&self.udp_esp_v4)),
             ("kernel_udp_esp_v6", r(&self.udp_esp_v6)),
             ("kernel_ike", r(&self.ike)),
+            ("kernel_ike_sent", r(&self.ike_sent)),
+            ("kernel_ike_dropped", r(&self.ike_dropped)),
             ("kernel_nat_keepalive", r(&self.keepalive)),
             ("kernel_too_big", r(&self.too_big)),
         ]
     }
 }
 
+/// An IKE message received or to send (on a NAT-T port without the
+/// 4-byte non-ESP marker: the shell removes and adds it).
+#[derive(Debug, Clone)]
+pub struct IkeDatagram {
+    /// Our address and port.
+    pub local: SocketAddr,
+    /// The peer's address and port.
+    pub remote: SocketAddr,
+    /// The IKE message.
+    pub data: Vec<u8>,
+}
+
 /// Messages from the owner.
 pub enum Ctl {
     /// The ESP-in-UDP ports changed: open and close sockets to match.
     SetPorts(Vec<u16>),
+    /// Send an IKE message.
+    Send(IkeDatagram),
+}
+
+/// How the owner reaches the shell: the channel, and an eventfd that wakes
+/// its `poll` so a message goes out at once.
+#[derive(Clone)]
+pub struct CtlHandle {
+    tx: crossbeam::channel::Sender<Ctl>,
+    wake: Arc<OwnedFd>,
+}
+
+impl CtlHandle {
+    /// A handle and the receiving end for [`spawn`].
+    pub fn new() -> io::Result<(CtlHandle, Receiver<Ctl>, Arc<OwnedFd>)> {
+        // SAFETY: plain eventfd creation; the fd is owned below.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh fd we own.
+        let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
+        let (tx, rx) = crossbeam::channel::unbounded();
+        Ok((
+            CtlHandle {
+                tx,
+                wake: Arc::clone(&wake),
+            },
+            rx,
+            wake,
+        ))
+    }
+
+    /// Send a message and wake the shell.
+    pub fn send(&self, m: Ctl) {
+        if self.tx.send(m).is_ok() {
+            let one: u64 = 1;
+            // SAFETY: writing 8 bytes to our eventfd.
+            unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        }
+    }
 }
 
 fn check(rc: libc::c_int, what: &str) -> io::Result<libc::c_int> {
@@ -307,10 +367,16 @@ struct Shell {
     raw6: Option<OwnedFd>,
     /// Per port: the IPv4 and IPv6 socket (None where the bind failed).
     udp: BTreeMap<u16, [Option<OwnedFd>; 2]>,
+    /// IKE's own port 500, IPv4 and IPv6 (open only with IKE tunnels).
+    ike500: [Option<OwnedFd>; 2],
     frame: Box<[u8]>,
     target: Arc<HandoffQueue>,
     drops: Arc<DropCounters>,
     stats: Arc<KernelRxStats>,
+    /// Where received IKE messages go (the owner); None: no IKE tunnels.
+    ike_tx: Option<crossbeam::channel::Sender<IkeDatagram>>,
+    /// Wakes `poll` when the owner sent a `Ctl`.
+    wake: Arc<OwnedFd>,
 }
 
 impl Shell {
@@ -406,8 +472,9 @@ impl Shell {
                 continue;
             }
             if d.len >= 4 && payload[..4] == [0; 4] {
-                // IKE on the NAT-T port: the IKE shell will take these.
-                add_single_writer(&self.stats.ike, 1);
+                // IKE on the NAT-T port (RFC 3948 2.2): to the owner, without the marker.
+                let data = payload[4..].to_vec();
+                self.hand_to_ike(&d, port, data);
                 continue;
             }
             if d.truncated || at + d.len > HANDOFF_FRAME {
@@ -440,15 +507,104 @@ impl Shell {
         }
     }
 
+    /// Hand an IKE message to the owner.
+    fn hand_to_ike(&mut self, d: &Datagram, port: u16, data: Vec<u8>) {
+        add_single_writer(&self.stats.ike, 1);
+        let (Some(tx), Some(dst)) = (&self.ike_tx, d.dst) else {
+            add_single_writer(&self.stats.ike_dropped, 1);
+            return;
+        };
+        let m = IkeDatagram {
+            local: SocketAddr::new(dst, port),
+            remote: SocketAddr::new(d.src, d.src_port),
+            data,
+        };
+        if tx.try_send(m).is_err() {
+            add_single_writer(&self.stats.ike_dropped, 1);
+        }
+    }
+
+    /// Drain port 500's socket of family `v6`: every datagram is IKE.
+    fn read_ike500(&mut self, v6: bool) {
+        let Some(fd) = self.ike500[v6 as usize].as_ref().map(|f| f.as_raw_fd()) else {
+            return;
+        };
+        let mut buf = vec![0u8; 65536];
+        for _ in 0..64 {
+            let Some(d) = recv(fd, &mut buf) else {
+                return;
+            };
+            if d.truncated {
+                add_single_writer(&self.stats.ike_dropped, 1);
+                continue;
+            }
+            let data = buf[..d.len].to_vec();
+            self.hand_to_ike(&d, xdpsec_ike::IKE_PORT, data);
+        }
+    }
+
+    /// Send an IKE message from its local address and port (adding the
+    /// non-ESP marker on a NAT-T port).
+    fn send_ike(&mut self, m: &IkeDatagram) {
+        let v6 = m.local.is_ipv6();
+        let fd = if m.local.port() == xdpsec_ike::IKE_PORT {
+            self.ike500[v6 as usize].as_ref()
+        } else {
+            self.udp
+                .get(&m.local.port())
+                .and_then(|s| s[v6 as usize].as_ref())
+        };
+        let Some(fd) = fd.map(|f| f.as_raw_fd()) else {
+            warn!(
+                "IKE message to {} not sent: no socket on UDP port {}",
+                m.remote,
+                m.local.port()
+            );
+            return;
+        };
+        let marker: &[u8] = if m.local.port() == xdpsec_ike::IKE_PORT {
+            &[]
+        } else {
+            &[0, 0, 0, 0]
+        };
+        match send_from(fd, m.local.ip(), m.remote, &[marker, &m.data]) {
+            Ok(()) => add_single_writer(&self.stats.ike_sent, 1),
+            Err(e) => warn!("sending an IKE message to {}: {e}", m.remote),
+        }
+    }
+
     fn run(&mut self, ctl: &Receiver<Ctl>, stop: &AtomicBool) {
         let mut fds: Vec<libc::pollfd> = Vec::new();
-        let mut who: Vec<(Option<u16>, bool)> = Vec::new();
+        let mut who: Vec<Who> = Vec::new();
         while !stop.load(Ordering::Relaxed) {
-            while let Ok(Ctl::SetPorts(p)) = ctl.try_recv() {
-                self.set_ports(&p);
+            let mut v: u64 = 0;
+            // SAFETY: reading 8 bytes from our non-blocking eventfd.
+            unsafe { libc::read(self.wake.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+            while let Ok(m) = ctl.try_recv() {
+                match m {
+                    Ctl::SetPorts(p) => self.set_ports(&p),
+                    Ctl::Send(d) => self.send_ike(&d),
+                }
             }
             fds.clear();
             who.clear();
+            // The wake-up first: (None, None) below.
+            fds.push(libc::pollfd {
+                fd: self.wake.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+            who.push(Who::Wake);
+            for (v6, fd) in self.ike500.iter().enumerate() {
+                if let Some(fd) = fd {
+                    fds.push(libc::pollfd {
+                        fd: fd.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    });
+                    who.push(Who::Ike500(v6 == 1));
+                }
+            }
             for (v6, fd) in [(false, &self.raw4), (true, &self.raw6)] {
                 if let Some(fd) = fd {
                     fds.push(libc::pollfd {
@@ -456,7 +612,7 @@ impl Shell {
                         events: libc::POLLIN,
                         revents: 0,
                     });
-                    who.push((None, v6));
+                    who.push(Who::Raw(v6));
                 }
             }
             for (&port, s) in &self.udp {
@@ -467,7 +623,7 @@ impl Shell {
                             events: libc::POLLIN,
                             revents: 0,
                         });
-                        who.push((Some(port), v6 == 1));
+                        who.push(Who::Udp(port, v6 == 1));
                     }
                 }
             }
@@ -481,23 +637,108 @@ impl Shell {
                     continue;
                 }
                 match who[i] {
-                    (None, v6) => self.read_raw(v6),
-                    (Some(port), v6) => self.read_udp(port, v6),
+                    Who::Wake => {}
+                    Who::Ike500(v6) => self.read_ike500(v6),
+                    Who::Raw(v6) => self.read_raw(v6),
+                    Who::Udp(port, v6) => self.read_udp(port, v6),
                 }
             }
         }
     }
 }
 
-/// Open the raw ESP sockets and the UDP sockets for `ports`, and serve them
-/// on a thread until `stop`. Frames go to `target` (worker 0's handoff
-/// queue); drops are counted in `drops` (summed with the workers').
+/// Which socket a pollfd is.
+#[derive(Clone, Copy)]
+enum Who {
+    Wake,
+    Ike500(bool),
+    Raw(bool),
+    Udp(u16, bool),
+}
+
+/// Send `parts` as one datagram to `remote` from `local` (IP_PKTINFO /
+/// IPV6_PKTINFO pick the source address on a socket bound to any).
+fn send_from(fd: RawFd, local: IpAddr, remote: SocketAddr, parts: &[&[u8]]) -> io::Result<()> {
+    let mut iov: Vec<libc::iovec> = parts
+        .iter()
+        .map(|p| libc::iovec {
+            iov_base: p.as_ptr() as *mut libc::c_void,
+            iov_len: p.len(),
+        })
+        .collect();
+    let mut cmsg = [0u64; 8];
+    // SAFETY: zeroed storage, then filled as the family's sockaddr.
+    let mut addr: libc::sockaddr_storage = unsafe { zeroed() };
+    // SAFETY: zeroed msghdr; every pointer set to live buffers below.
+    let mut msg: libc::msghdr = unsafe { zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = iov.len();
+    msg.msg_control = cmsg.as_mut_ptr().cast();
+    // SAFETY: the CMSG macros on our own control buffer, sized for one
+    // in_pktinfo / in6_pktinfo; addr is written as the matching sockaddr.
+    unsafe {
+        match (local, remote) {
+            (IpAddr::V4(l), SocketAddr::V4(r)) => {
+                let a =
+                    &mut *(&mut addr as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>();
+                a.sin_family = libc::AF_INET as libc::sa_family_t;
+                a.sin_port = r.port().to_be();
+                a.sin_addr.s_addr = u32::from(*r.ip()).to_be();
+                msg.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                msg.msg_controllen =
+                    libc::CMSG_SPACE(size_of::<libc::in_pktinfo>() as u32) as usize;
+                let c = libc::CMSG_FIRSTHDR(&msg);
+                (*c).cmsg_level = libc::IPPROTO_IP;
+                (*c).cmsg_type = libc::IP_PKTINFO;
+                (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as u32) as usize;
+                let p = libc::CMSG_DATA(c) as *mut libc::in_pktinfo;
+                (*p).ipi_spec_dst.s_addr = u32::from(l).to_be();
+            }
+            (IpAddr::V6(l), SocketAddr::V6(r)) => {
+                let a =
+                    &mut *(&mut addr as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>();
+                a.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                a.sin6_port = r.port().to_be();
+                a.sin6_addr.s6_addr = r.ip().octets();
+                msg.msg_namelen = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+                msg.msg_controllen =
+                    libc::CMSG_SPACE(size_of::<libc::in6_pktinfo>() as u32) as usize;
+                let c = libc::CMSG_FIRSTHDR(&msg);
+                (*c).cmsg_level = libc::IPPROTO_IPV6;
+                (*c).cmsg_type = libc::IPV6_PKTINFO;
+                (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::in6_pktinfo>() as u32) as usize;
+                let p = libc::CMSG_DATA(c) as *mut libc::in6_pktinfo;
+                (*p).ipi6_addr.s6_addr = l.octets();
+            }
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "local and remote address families differ",
+                ));
+            }
+        }
+        msg.msg_name = (&mut addr as *mut libc::sockaddr_storage).cast();
+        if libc::sendmsg(fd, &msg, 0) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Open the raw ESP sockets, the UDP sockets for `ports` and, with IKE
+/// tunnels (`ike_tx`), IKE's port 500; serve them on a thread until
+/// `stop`. ESP frames go to `target` (worker 0's handoff queue), IKE
+/// messages to `ike_tx`; drops are counted in `drops` (summed with the
+/// workers').
+#[allow(clippy::too_many_arguments)]
 pub fn spawn(
     ports: &[u16],
     target: Arc<HandoffQueue>,
     drops: Arc<DropCounters>,
     stats: Arc<KernelRxStats>,
     ctl: Receiver<Ctl>,
+    wake: Arc<OwnedFd>,
+    ike_tx: Option<crossbeam::channel::Sender<IkeDatagram>>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let raw = |family| match socket(family, libc::SOCK_RAW, IPPROTO_ESP) {
@@ -522,12 +763,28 @@ pub fn spawn(
         raw4: raw(libc::AF_INET),
         raw6: raw(libc::AF_INET6),
         udp: BTreeMap::new(),
+        ike500: [None, None],
         // Room for a whole frame buffer plus one byte to detect truncation.
         frame: vec![0u8; HANDOFF_FRAME + 1].into_boxed_slice(),
         target,
         drops,
         stats,
+        ike_tx,
+        wake,
     };
+    if shell.ike_tx.is_some() {
+        // IKE tunnels need port 500 (RFC 7296 2.): a failure is fatal.
+        shell.ike500 = [
+            Some(
+                udp_socket(libc::AF_INET, xdpsec_ike::IKE_PORT)
+                    .map_err(|e| anyhow::anyhow!("binding UDP port 500 for IKE (IPv4): {e}"))?,
+            ),
+            Some(
+                udp_socket(libc::AF_INET6, xdpsec_ike::IKE_PORT)
+                    .map_err(|e| anyhow::anyhow!("binding UDP port 500 for IKE (IPv6): {e}"))?,
+            ),
+        ];
+    }
     shell.set_ports(ports);
     debug!(ports = ?ports, "kernel ESP sockets open");
     Ok(std::thread::Builder::new()
