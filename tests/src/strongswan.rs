@@ -86,7 +86,10 @@ pub struct CharonOpts {
     pub retransmit_timeout: f64,
     /// `filelog` levels per subsystem, e.g. `("ike", 2)`; `default` included.
     pub log_levels: Vec<(&'static str, i32)>,
-    /// Log the negotiated keys (`chd = 4`, `ike = 4`): only for tests that need them.
+    /// Log the child SAs' negotiated ESP keys (`chd = 4`: "encryption
+    /// initiator key => 36 bytes" and a hex dump): only for tests that need them.
+    // Not `ike = 4`: that also dumps the PSK; put ("ike", 4) in `log_levels`
+    // for the IKE SA's keys.
     pub log_keys: bool,
 }
 
@@ -110,19 +113,15 @@ impl CharonOpts {
     pub fn strongswan_conf(&self, dir: &Path) -> String {
         let mut levels = String::new();
         for (subsystem, level) in &self.log_levels {
-            let level = if self.log_keys && matches!(*subsystem, "ike" | "chd") {
+            let level = if self.log_keys && *subsystem == "chd" {
                 4
             } else {
                 *level
             };
             let _ = writeln!(levels, "      {subsystem} = {level}");
         }
-        if self.log_keys {
-            for s in ["ike", "chd"] {
-                if !self.log_levels.iter().any(|(n, _)| *n == s) {
-                    let _ = writeln!(levels, "      {s} = 4");
-                }
-            }
+        if self.log_keys && !self.log_levels.iter().any(|(n, _)| *n == "chd") {
+            let _ = writeln!(levels, "      chd = 4");
         }
         format!(
             "# written by xdpsec_e2e::strongswan for one test charon\n\
@@ -881,13 +880,13 @@ mod tests {
     }
 
     #[test]
-    fn log_keys_raises_ike_and_chd() {
+    fn log_keys_raises_chd_only() {
         let o = CharonOpts {
             log_keys: true,
             ..CharonOpts::default()
         };
         let t = o.strongswan_conf(Path::new("/x"));
-        assert!(t.contains("ike = 4") && t.contains("chd = 4"), "{t}");
+        assert!(t.contains("chd = 4") && t.contains("ike = 2"), "{t}");
         assert!(t.contains("socket = unix:///x/charon.vici"));
         let t = CharonOpts::default().strongswan_conf(Path::new("/x"));
         assert!(!t.contains("ike = 4") && !t.contains("chd"), "{t}");

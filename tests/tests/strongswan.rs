@@ -37,8 +37,14 @@ struct Pair {
 }
 
 /// A lab with each node's inner address on `lo`, a charon in each namespace
-/// and the connection `ss` loaded on both (node 2 with `psk_b`).
-fn pair(proposals: Proposals, nat_t_port: u16, psk_b: &str) -> Pair {
+/// and the connection `ss` loaded on both (node 2 with `psk_b`, node 1's
+/// changed by `tweak_a`).
+fn pair(
+    proposals: Proposals,
+    nat_t_port: u16,
+    psk_b: &str,
+    tweak_a: impl FnOnce(&mut Conn),
+) -> Pair {
     require_strongswan();
     let lab = Lab::unique().up(1).unwrap();
     for (ns, inner) in [(&lab.ns1, INNER[0]), (&lab.ns2, INNER[1])] {
@@ -69,10 +75,11 @@ fn pair(proposals: Proposals, nat_t_port: u16, psk_b: &str) -> Pair {
         conn.local_port = Some(nat_t_port);
         conn.remote_port = Some(nat_t_port);
     }
-    a.load_conn(&conn.to_swanctl()).unwrap();
     let mut mirror = conn.mirrored();
     mirror.psk = psk_b.into();
     b.load_conn(&mirror.to_swanctl()).unwrap();
+    tweak_a(&mut conn);
+    a.load_conn(&conn.to_swanctl()).unwrap();
     Pair { a, b, lab }
 }
 
@@ -114,7 +121,7 @@ fn assert_mirrored(a: &(IkeSa, ChildSa), b: &(IkeSa, ChildSa)) {
 #[test]
 fn strongswan_pair_psk_gcm_ping_and_rekeys() {
     let t0 = Instant::now();
-    let p = pair(GCM_X25519, 4500, PSK);
+    let p = pair(GCM_X25519, 4500, PSK, |_| {});
     p.a.initiate("ss").unwrap();
     let (sa_a, sa_b) = (up(&p.a), up(&p.b));
     assert_mirrored(&sa_a, &sa_b);
@@ -215,10 +222,17 @@ fn strongswan_pair_psk_gcm_ping_and_rekeys() {
     eprintln!("took {:?}", t0.elapsed());
 }
 
+/// CBC + HMAC with ECP-256 straight on NAT-T port 12346, node 2 initiating;
+/// node 1's child SA rekeys by itself (`rekey_time`) under a steady ping,
+/// and its dead peer detection (`dpd_delay`) probes an idle peer.
 #[test]
-fn strongswan_pair_psk_cbc_on_nat_t_port_12346() {
-    let p = pair(CBC_ECP256, 12346, PSK);
-    // Node 2 initiates this time.
+fn strongswan_pair_psk_cbc_on_nat_t_port_12346_lifetime_rekey_dpd() {
+    let p = pair(CBC_ECP256, 12346, PSK, |a| {
+        a.rekey_time = Some(3);
+        a.life_time = Some(20);
+        a.rand_time = Some(0);
+        a.dpd_delay = Some(1);
+    });
     p.b.initiate("ss").unwrap();
     let (sa_a, sa_b) = (up(&p.a), up(&p.b));
     assert_mirrored(&sa_a, &sa_b);
@@ -236,12 +250,38 @@ fn strongswan_pair_psk_cbc_on_nat_t_port_12346() {
     assert_eq!(child.integ_alg, "HMAC_SHA2_256_128");
     assert!(child.encap);
     assert_eq!(ping(&p.lab.ns2, INNER[1], INNER[0], 3, "0.05"), (3, 3));
-    assert_eq!(ping(&p.lab.ns1, INNER[0], INNER[1], 3, "0.05"), (3, 3));
+
+    // Node 1 rekeys about 3 s after the child came up; a 4 s ping (80 at
+    // 50 ms) spans it without losing an echo.
+    assert_eq!(ping(&p.lab.ns1, INNER[0], INNER[1], 80, "0.05"), (80, 80));
+    let (sa_a, sa_b) = (up(&p.a), up(&p.b));
+    assert_mirrored(&sa_a, &sa_b);
+    assert_ne!(
+        sa_a.1.spi_in, child.spi_out,
+        "no rekey within rekey_time + 1 s"
+    );
+    assert!(
+        sa_a.1.packets_in > 0,
+        "traffic did not move to the new child SA"
+    );
+    assert!(
+        p.a.log_text()
+            .contains("generating CREATE_CHILD_SA request"),
+        "node 1 did not start the rekey"
+    );
+
+    // Idle for dpd_delay: node 1 sends an empty INFORMATIONAL, node 2 answers.
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while !p.a.log_text().contains("sending DPD request") {
+        assert!(Instant::now() < deadline, "no DPD request in 4 s");
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(up(&p.a).0.state, "ESTABLISHED");
 }
 
 #[test]
 fn strongswan_pair_wrong_psk_refused_on_both_sides() {
-    let p = pair(GCM_X25519, 4500, "not the same key");
+    let p = pair(GCM_X25519, 4500, "not the same key", |_| {});
     let (pid_a, dir_a) = (p.a.pid().unwrap(), p.a.dir.clone());
     let err = p.a.initiate("ss").unwrap_err();
     assert!(
