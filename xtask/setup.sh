@@ -61,7 +61,21 @@ if [ ${#need_ss[@]} -gt 0 ]; then
   say "apt-get install --no-install-recommends ${need_ss[*]} (strongSwan peer for the IKEv2 interop tests; its system service is then disabled)"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # strongswan-starter's postinst would start its service at once: deny
+  # service starts for this install only (policy-rc.d, honoured by
+  # invoke-rc.d and deb-systemd-invoke) unless the machine has its own.
+  own_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    own_policy=1
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   apt-get install -y -qq --no-install-recommends "${need_ss[@]}" >/dev/null
+  if [ -n "$own_policy" ]; then
+    rm -f /usr/sbin/policy-rc.d
+    trap - EXIT
+  fi
 fi
 # strongswan-starter (a dependency of strongswan-charon) ships a unit and an
 # init script that start a charon in the root namespace on UDP 500/4500 with
