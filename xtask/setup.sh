@@ -50,4 +50,51 @@ c.ShowCryptoIpsecSa, p.ShowPlatformHardwareQfpActiveFeatureIpsecDatapathDropsAll
   "$VENV/bin/pip" install -q --disable-pip-version-check \
     "pyats==$GENIE_VERSION" "genie==$GENIE_VERSION" "genie.libs.parser==$GENIE_VERSION"
 fi
+# strongSwan 5.9.8 (Debian), an independent IKEv2/ESP peer for tests/tests/strongswan.rs.
+# The tests run their own charons in namespaces (kernel-libipsec: ESP in
+# userspace, this kernel has no ESP); the system service is not wanted.
+need_ss=()
+for p in strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_ss+=("$p")
+done
+if [ ${#need_ss[@]} -gt 0 ]; then
+  say "apt-get install --no-install-recommends ${need_ss[*]} (strongSwan peer for the IKEv2 interop tests; its system service is then disabled)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # strongswan-starter's postinst would start its service at once: deny
+  # service starts for this install only (policy-rc.d, honoured by
+  # invoke-rc.d and deb-systemd-invoke) unless the machine has its own.
+  own_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    own_policy=1
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
+  apt-get install -y -qq --no-install-recommends "${need_ss[@]}" >/dev/null
+  if [ -n "$own_policy" ]; then
+    rm -f /usr/sbin/policy-rc.d
+    trap - EXIT
+  fi
+fi
+# strongswan-starter (a dependency of strongswan-charon) ships a unit and an
+# init script that start a charon in the root namespace on UDP 500/4500 with
+# the system's /etc/ipsec.conf: stop and disable it, every run (idempotent).
+if [ -d /run/systemd/system ]; then
+  for u in strongswan-starter.service strongswan.service; do
+    if systemctl is-enabled --quiet "$u" 2>/dev/null || systemctl is-active --quiet "$u" 2>/dev/null; then
+      say "systemctl disable --now $u (tests run their own charon per namespace)"
+      systemctl disable --now "$u" >/dev/null 2>&1 || true
+    fi
+  done
+elif [ -x /etc/init.d/ipsec ]; then
+  if [ -e /run/starter.charon.pid ] || [ -e /run/charon.pid ]; then
+    say "stopping the system strongSwan (/etc/init.d/ipsec stop)"
+    /etc/init.d/ipsec stop >/dev/null 2>&1 || true
+  fi
+  if ls /etc/rc[2-5].d/S*ipsec >/dev/null 2>&1; then
+    say "update-rc.d ipsec disable (tests run their own charon per namespace)"
+    update-rc.d ipsec disable >/dev/null 2>&1 || true
+  fi
+fi
 say "ok"

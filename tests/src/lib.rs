@@ -17,6 +17,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 pub mod frames;
+pub mod strongswan;
 pub mod tunnel;
 
 /// Two network namespaces joined by one veth pair.
