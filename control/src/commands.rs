@@ -407,11 +407,30 @@ impl Owner {
                         text,
                         "        conn id: {conn}, flow_id: SW:{conn}, sibling_flags 80000000, crypto map: {tag}"
                     );
-                    let _ = writeln!(
-                        text,
-                        "        sa timing: remaining key lifetime: {keys_note}"
-                    );
-                    let _ = writeln!(text, "        IV size: 8 bytes");
+                    match self.lifetimes.get(id) {
+                        // IOS: (kilobytes/seconds) left; no volume limit here.
+                        Some((at, life)) => {
+                            let left = life.saturating_sub(at.elapsed()).as_secs();
+                            let _ = writeln!(
+                                text,
+                                "        sa timing: remaining key lifetime (k/sec): (4608000/{left})"
+                            );
+                        }
+                        None => {
+                            let _ = writeln!(
+                                text,
+                                "        sa timing: remaining key lifetime: {keys_note}"
+                            );
+                        }
+                    }
+                    let iv = if cold.cipher.ios_transform().contains("gcm")
+                        || cold.cipher.ios_transform().contains("chacha")
+                    {
+                        8
+                    } else {
+                        16
+                    };
+                    let _ = writeln!(text, "        IV size: {iv} bytes");
                     let replay = if t.replay_window > 0 { "Y" } else { "N" };
                     let _ = writeln!(text, "        replay detection support: {replay}");
                     let _ = writeln!(text, "        Status: ACTIVE(ACTIVE)");

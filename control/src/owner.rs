@@ -134,6 +134,9 @@ pub struct Owner {
     pub kernel_ctl: kernelrx::CtlHandle,
     /// The IKEv2 core for every IKE tunnel (None without IKE tunnels).
     pub ike: Option<Ike>,
+    /// Negotiated SAs: when they were installed and their lifetime (for
+    /// `show crypto ipsec sa`'s remaining key lifetime).
+    pub lifetimes: HashMap<SaId, (Instant, Duration)>,
     /// When the last failed reservation write was logged (rate limit).
     seq_error_logged: Option<Instant>,
 }
@@ -269,6 +272,7 @@ impl Owner {
             kernel_rx: s.kernel_rx,
             kernel_ctl: s.kernel_ctl,
             ike,
+            lifetimes: HashMap::new(),
             seq_error_logged: None,
         }
     }
@@ -361,6 +365,7 @@ impl Owner {
                 replay_window,
                 local_ts,
                 remote_ts,
+                lifetime,
                 ..
             } => {
                 let Some(t) = self.tunnels.get(tunnel as usize) else {
@@ -386,7 +391,12 @@ impl Owner {
                     name: crate::state::crypto_map_tag(&t.cfg),
                 });
                 match self.table.apply(vec![change], now) {
-                    Ok(ids) => self.tunnels[tunnel as usize].inbound.extend(ids),
+                    Ok(ids) => {
+                        for &id in &ids {
+                            self.lifetimes.insert(id, (Instant::now(), lifetime));
+                        }
+                        self.tunnels[tunnel as usize].inbound.extend(ids);
+                    }
                     Err(e) => error!("installing an IKE inbound SA: {e}"),
                 }
             }
@@ -395,7 +405,7 @@ impl Owner {
                 peer,
                 encap,
                 keys,
-                ..
+                lifetime,
             } => {
                 let Some(t) = self.tunnels.get(tunnel as usize) else {
                     return;
@@ -431,7 +441,15 @@ impl Owner {
                     name: crate::state::crypto_map_tag(&t.cfg),
                 });
                 match self.table.apply(vec![change], now) {
-                    Ok(ids) => self.tunnels[tunnel as usize].outbound = ids.first().copied(),
+                    Ok(ids) => {
+                        if let Some(old) = self.tunnels[tunnel as usize].outbound.take() {
+                            self.lifetimes.remove(&old);
+                        }
+                        for &id in &ids {
+                            self.lifetimes.insert(id, (Instant::now(), lifetime));
+                        }
+                        self.tunnels[tunnel as usize].outbound = ids.first().copied();
+                    }
                     Err(e) => error!("installing an IKE outbound SA: {e}"),
                 }
             }
@@ -448,13 +466,18 @@ impl Owner {
                     return;
                 };
                 let id = t.inbound.remove(pos);
+                self.lifetimes.remove(&id);
                 if let Err(e) = self.table.apply(vec![SaChange::RemoveInbound(id)], now) {
                     error!("removing an IKE inbound SA: {e}");
                 }
             }
             Action::RemoveOutbound { tunnel } => {
-                if let Some(t) = self.tunnels.get_mut(tunnel as usize) {
-                    t.outbound = None;
+                if let Some(id) = self
+                    .tunnels
+                    .get_mut(tunnel as usize)
+                    .and_then(|t| t.outbound.take())
+                {
+                    self.lifetimes.remove(&id);
                 }
                 let change = SaChange::RemoveOutbound {
                     tunnel,
