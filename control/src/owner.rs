@@ -313,7 +313,13 @@ impl Owner {
     /// Periodic work: datapath events into log lines, sequence reservations.
     pub fn tick(&mut self) {
         let now = self.epoch.elapsed();
-        self.events.drain(&self.workers, &mut self.log, now);
+        let unknown = self.events.drain(&self.workers, &mut self.log, now);
+        if self.ike.is_some() {
+            // Samples, at most one per (peer, SPI) a tick: the core rate-limits further.
+            for (peer, spi) in unknown {
+                self.ike_input(Input::UnknownSpi { peer, spi });
+            }
+        }
         self.extend_reservations();
         if self
             .ike

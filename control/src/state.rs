@@ -8,6 +8,7 @@ use std::{
 };
 
 use xdpsec_datapath::{
+    DropReason,
     crypto::{Cipher, KeyMaterial},
     events::DropEvent,
     ioslog::{IosLogger, LogKind},
@@ -209,13 +210,33 @@ impl EventLogger {
     }
 
     /// Drain every worker's events into `log`; `now` is the daemon's clock.
-    pub fn drain(&mut self, workers: &[Arc<WorkerShared>], log: &mut LogBuffer, now: Duration) {
+    /// Returns the distinct (peer, SPI) pairs of ESP with an SPI no SA has
+    /// (drops 1/4/9/12), for IKE's invalid-SPI recovery.
+    pub fn drain(
+        &mut self,
+        workers: &[Arc<WorkerShared>],
+        log: &mut LogBuffer,
+        now: Duration,
+    ) -> Vec<(std::net::IpAddr, u32)> {
+        let mut unknown = Vec::new();
         for w in workers {
             for ev in w.events.drain(4096) {
+                if matches!(
+                    ev.reason,
+                    DropReason::InV4HitInvalidSa
+                        | DropReason::InV4SaNotFoundSpi
+                        | DropReason::InV6HitInvalidSa
+                        | DropReason::InV6SaNotFoundSpi
+                ) && !unknown.contains(&(ev.src, ev.spi))
+                    && unknown.len() < 64
+                {
+                    unknown.push((ev.src, ev.spi));
+                }
                 self.one(&ev, log, now);
             }
         }
         self.lost = workers.iter().map(|w| w.events.lost()).sum();
+        unknown
     }
 
     fn one(&mut self, ev: &DropEvent, log: &mut LogBuffer, now: Duration) {
