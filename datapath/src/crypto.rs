@@ -654,6 +654,21 @@ impl EspCipher {
         }
     }
 
+    /// A CBC context with an integrity key of any length (the HMAC
+    /// known-answer tests use RFC 4231's and RFC 2202's 20-byte keys).
+    #[cfg(test)]
+    pub(crate) fn cbc_with_keys(
+        size: AesKeySize,
+        integ: Integrity,
+        enc: &[u8],
+        auth: &[u8],
+    ) -> Result<EspCipher, KeyError> {
+        Ok(EspCipher {
+            cipher: Cipher::AesCbc(size, integ),
+            imp: Imp::Cbc(Box::new(cbc::CbcHmac::from_keys(size, integ, enc, auth)?)),
+        })
+    }
+
     /// CBC only: write the ICV over `esp[..len - icv_len]` as it is (tests
     /// use it to build authentic packets with faulty ciphertext).
     #[cfg(test)]
