@@ -2131,7 +2131,7 @@ fn cbc_accounting_one_counter_per_frame() {
     assert_eq!(shared.drops.total(), drops);
     assert_eq!(shared.delivered.load(Ordering::Relaxed), 3);
     assert_eq!(shared.drops.get(DropReason::InHeadPadLenErr), 3);
-    let c = sa_counters(&[shared.clone()], id);
+    let c = sa_counters(std::slice::from_ref(&shared), id);
     assert_eq!(
         (c.decaps, c.verify_failed, c.replay_duplicate, c.recv_errors),
         (3, 1, 1, 3)
