@@ -165,26 +165,11 @@ pub enum Encap {
     },
 }
 
-/// The AEAD transforms a tunnel can use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CipherName {
-    /// AES-128-GCM (RFC 4106), 16-byte key + 4-byte salt.
-    Aes128Gcm,
-    /// AES-256-GCM (RFC 4106), 32-byte key + 4-byte salt.
-    Aes256Gcm,
-    /// ChaCha20-Poly1305 (RFC 7634), 32-byte key + 4-byte salt.
-    ChaCha20Poly1305,
-}
-
-impl CipherName {
-    /// Bytes of key || salt.
-    pub fn key_material_len(self) -> usize {
-        match self {
-            CipherName::Aes128Gcm => 20,
-            CipherName::Aes256Gcm | CipherName::ChaCha20Poly1305 => 36,
-        }
-    }
-}
+/// The ESP transform a tunnel uses: the datapath's own list (AEADs with
+/// key || 4-byte salt, AES-CBC + HMAC with encryption key || integrity key),
+/// named in the config as [`CipherName::from_name`] reads them
+/// (`aes256-gcm`, `aes256-sha256`, `aes128-sha1`, ...).
+pub type CipherName = xdpsec_datapath::crypto::Cipher;
 
 /// One direction's SA of a manual tunnel.
 #[derive(Clone)]
@@ -717,22 +702,15 @@ fn parse_tunnel(
             ));
         }
     };
-    let cipher = match t
-        .cipher
-        .as_ref()
-        .map(|c| c.get_ref().as_str())
-        .unwrap_or("aes256-gcm")
-    {
-        "aes128-gcm" => CipherName::Aes128Gcm,
-        "aes256-gcm" => CipherName::Aes256Gcm,
-        "chacha20-poly1305" => CipherName::ChaCha20Poly1305,
-        other => {
-            let c = t.cipher.as_ref().unwrap();
-            return Err(format!(
-                "line {}: field `tunnel.cipher` = {other:?} in tunnel {name}: give \"aes128-gcm\", \"aes256-gcm\" or \"chacha20-poly1305\"",
-                at(c.span())
-            ));
-        }
+    let cipher = match &t.cipher {
+        None => CipherName::Aes256Gcm,
+        Some(c) => CipherName::from_name(c.get_ref()).ok_or_else(|| {
+            format!(
+                "line {}: field `tunnel.cipher` = {:?} in tunnel {name}: give \"aes128-gcm\", \"aes256-gcm\", \"chacha20-poly1305\" or AES-CBC with HMAC as \"aes128|aes192|aes256-sha1|sha256|sha384|sha512\" (e.g. \"aes256-sha256\", \"aes128-sha1\")",
+                at(c.span()),
+                c.get_ref()
+            )
+        })?,
     };
     let esn = t.esn.as_ref().map(|e| *e.get_ref()).unwrap_or(false);
     let replay_window = match &t.replay_window {
@@ -785,17 +763,23 @@ fn parse_tunnel(
         let hex = r.key.get_ref().0.trim();
         let key = decode_hex(hex).ok_or_else(|| {
             format!(
-                "line {}: field `tunnel.{dir}.key` in tunnel {name} is not hex (give key || salt as hex digits)",
-                at(r.key.span())
+                "line {}: field `tunnel.{dir}.key` in tunnel {name} is not hex (give {} as hex digits)",
+                at(r.key.span()),
+                cipher.key_material_layout()
             )
         })?;
         if key.len() != cipher.key_material_len() {
+            let parts = match cipher {
+                CipherName::AesCbc(k, i) => format!("{} + {} bytes", k.key_len(), i.key_len()),
+                _ => format!("{} + 4 bytes", cipher.key_len()),
+            };
             return Err(format!(
-                "line {}: field `tunnel.{dir}.key` in tunnel {name} has {} bytes; {:?} needs {} (key || 4-byte salt, {} hex digits)",
+                "line {}: field `tunnel.{dir}.key` in tunnel {name} has {} bytes; \"{}\" needs {} ({}: {parts}, {} hex digits)",
                 at(r.key.span()),
                 key.len(),
-                cipher,
+                cipher.name(),
                 cipher.key_material_len(),
+                cipher.key_material_layout(),
                 cipher.key_material_len() * 2
             ));
         }
@@ -1213,6 +1197,90 @@ key = "101112131415161718191a1b1c1d1e1f000102030405060708090a0b0c0d0e0fdeadbeef"
             .replace("Tunnel1", "Tunnel2");
         let e = Config::parse(&format!("{full}[[tunnel]]{second}")).unwrap_err();
         assert!(e.contains("already the inbound SPI of Tunnel1"), "{e}");
+    }
+
+    #[test]
+    fn cbc_hmac_ciphers_and_their_key_lengths() {
+        use xdpsec_datapath::crypto::{AesKeySize, Integrity};
+        let full = format!("{GOOD}{TUNNEL}");
+        let gcm_in = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1fcafebabe";
+        let gcm_out = "101112131415161718191a1b1c1d1e1f000102030405060708090a0b0c0d0e0fdeadbeef";
+        let with = |name: &str, in_len: usize, out_len: usize| {
+            Config::parse(
+                &full
+                    .replace("cipher = \"aes256-gcm\"", &format!("cipher = \"{name}\""))
+                    .replace(gcm_in, &"ab".repeat(in_len))
+                    .replace(gcm_out, &"cd".repeat(out_len)),
+            )
+        };
+        let cases = [
+            (
+                "aes128-sha1",
+                AesKeySize::Aes128,
+                Integrity::HmacSha1_96,
+                36,
+            ),
+            (
+                "aes128-sha256",
+                AesKeySize::Aes128,
+                Integrity::HmacSha256_128,
+                48,
+            ),
+            (
+                "aes256-sha256",
+                AesKeySize::Aes256,
+                Integrity::HmacSha256_128,
+                64,
+            ),
+            (
+                "aes256-sha384",
+                AesKeySize::Aes256,
+                Integrity::HmacSha384_192,
+                80,
+            ),
+            (
+                "aes256-sha512",
+                AesKeySize::Aes256,
+                Integrity::HmacSha512_256,
+                96,
+            ),
+            (
+                "aes192-sha256",
+                AesKeySize::Aes192,
+                Integrity::HmacSha256_128,
+                56,
+            ),
+        ];
+        for (name, k, i, len) in cases {
+            let c = with(name, len, len).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let t = &c.tunnels[0];
+            assert_eq!(t.cipher, CipherName::AesCbc(k, i), "{name}");
+            assert_eq!(t.inbound.key.len(), len, "{name}");
+            // One byte short: the error names the field, the transform and
+            // the length it needs, split into encryption and integrity key.
+            let e = with(name, len - 1, len).unwrap_err();
+            assert!(
+                e.contains("tunnel.inbound.key")
+                    && e.contains(&format!("\"{name}\" needs {len}"))
+                    && e.contains("encryption key || integrity key")
+                    && e.contains(&format!("{} + {} bytes", k.key_len(), i.key_len()))
+                    && e.contains(&format!("{} hex digits", len * 2)),
+                "{e}"
+            );
+        }
+        // The AEAD names keep working, with their own error text.
+        let e = with("aes128-gcm", 21, 20).unwrap_err();
+        assert!(
+            e.contains("key || 4-byte salt") && e.contains("needs 20"),
+            "{e}"
+        );
+        assert!(with("chacha20-poly1305", 36, 36).is_ok());
+        // Unknown integrity: the error lists the CBC forms.
+        let e = with("aes256-md5", 64, 64).unwrap_err();
+        assert!(
+            e.contains("tunnel.cipher") && e.contains("aes256-sha256"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use core::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::crypto::{CIPHERTEXT_OFFSET, MIN_ESP_LEN, sealed_len};
+use crate::crypto::OpenError;
 use crate::drop::DropReason;
 use crate::events::{DropEvent, InnerFlow};
 use crate::replay::{ReplayError, ReplayWindow};
@@ -94,6 +94,9 @@ struct Pending<'a> {
     seq: u64,
     /// Plaintext range within the frame after pass 2.
     plain: Range<usize>,
+    /// Pass 2 found an authentic packet whose ciphertext is not a whole
+    /// number of cipher blocks (CBC): dropped as 23 in pass 3.
+    bad_length: bool,
     src: IpAddr,
     dst: IpAddr,
     /// The outer header's ECN field (RFC 6040 decapsulation).
@@ -313,7 +316,7 @@ fn classify<'a>(
             handoff: Some(sa.owner),
         });
     }
-    if esp_range.len() < MIN_ESP_LEN {
+    if esp_range.len() < sa.cipher.min_esp_len() {
         return Err(Early {
             verdict: Err(DropReason::InHeadPadLenErr),
             ev: None,
@@ -342,6 +345,7 @@ fn classify<'a>(
         esp: esp_range,
         seq,
         plain: 0..0,
+        bad_length: false,
         src,
         dst,
         outer_ecn,
@@ -472,6 +476,10 @@ fn decap_chunk<F: AsMut<[u8]>>(
         let esp = &mut frame.as_mut()[p.esp.clone()];
         match p.sa.cipher.decrypt_in_place(esp, hi) {
             Ok(plain) => p.plain = p.esp.start + plain.start..p.esp.start + plain.end,
+            // Authentic (the ICV verified) but not decryptable: like a bad
+            // trailer, its sequence number is spent in pass 3, then it is
+            // dropped there as 23.
+            Err(OpenError::Padding) => p.bad_length = true,
             Err(_) => {
                 let (id, tunnel, spi) = (p.sa.id, p.sa.tunnel, p.sa.spi);
                 let ev = DropEvent {
@@ -517,7 +525,12 @@ fn decap_chunk<F: AsMut<[u8]>>(
             continue;
         }
         let bytes = frame.as_mut();
-        let Ok((trailer, payload_len)) = Trailer::parse(&bytes[p.plain.clone()]) else {
+        let parsed = if p.bad_length {
+            None
+        } else {
+            Trailer::parse(&bytes[p.plain.clone()]).ok()
+        };
+        let Some((trailer, payload_len)) = parsed else {
             ws.count(sa.id, SaCounter::RecvErrors);
             drop_frame(&shared, &mut out[i], DropReason::InHeadPadLenErr, None);
             continue;
@@ -704,7 +717,7 @@ pub fn encap(
         ipv4::HEADER_LEN
     };
     let udp_len = if o.udp.is_some() { udp::HEADER_LEN } else { 0 };
-    let esp_len = sealed_len(inner.len());
+    let esp_len = sa.cipher.sealed_len(inner.len());
     let ip_payload = udp_len + esp_len;
     let total = eth_len + ip_len + ip_payload;
     let too_big = if o.dst.is_ipv6() {
@@ -787,7 +800,8 @@ pub fn encap(
         ));
     }
     let esp_buf = &mut out[eth_len + ip_len + udp_len..];
-    esp_buf[CIPHERTEXT_OFFSET..CIPHERTEXT_OFFSET + inner.len()].copy_from_slice(inner);
+    let offset = sa.cipher.ciphertext_offset();
+    esp_buf[offset..offset + inner.len()].copy_from_slice(inner);
     if sa
         .cipher
         .seal_in_place(esp_buf, inner.len(), nh, sa.spi, seq, sa.esn)

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use crate::crypto::{CIPHERTEXT_OFFSET, Cipher, EspCipher, ICV_LEN, sealed_len};
+use crate::crypto::{
+    AesKeySize, CIPHERTEXT_OFFSET, Cipher, EspCipher, ICV_LEN, Integrity, sealed_len,
+};
 use crate::drop::DropReason;
 use crate::events::DropEvent;
 use crate::events::InnerFlow;
@@ -1834,4 +1836,342 @@ fn class_counters_from_the_one_parser() {
     let (v, _) = decap_one(&mut ws, &t_other.snapshot(), &e4, Duration::ZERO);
     assert_eq!(v, Verdict::Handoff(1));
     assert_eq!(ws.shared().classes.snapshot(), c);
+}
+
+// ---------------------------------------------------------------- AES-CBC + HMAC
+
+const CBC_KEY: [u8; 96] = [0x22; 96];
+const CBC_SPI: u32 = 0x3C0C_0001;
+
+/// A CBC loopback table (SPI [`CBC_SPI`] both ways), as [`loopback`].
+fn loopback_cbc(cipher: Cipher, esn: bool, v6: bool, udp: bool) -> (SaTable, SaId) {
+    let key = &CBC_KEY[..cipher.key_material_len()];
+    let mut t = SaTable::new();
+    let ids = t
+        .apply(
+            vec![
+                SaChange::SetOutbound(outbound_cfg(
+                    CBC_SPI,
+                    TUNNEL,
+                    cipher,
+                    key,
+                    esn,
+                    outer(v6, udp),
+                    0,
+                )),
+                SaChange::AddInbound(inbound_cfg(CBC_SPI, cipher, key, esn, 64, TUNNEL)),
+                SaChange::SetUdpPorts(vec![12346..=12445, 4500..=4500]),
+            ],
+            Duration::ZERO,
+        )
+        .unwrap();
+    (t, ids[1])
+}
+
+fn cbc_sha256() -> Cipher {
+    Cipher::AesCbc(AesKeySize::Aes256, Integrity::HmacSha256_128)
+}
+
+/// An ESP-in-IPv4 frame for [`CBC_SPI`] with a valid ICV whose plaintext is
+/// `plain` verbatim (payload, padding, pad length, next header). A `plain`
+/// that is not whole blocks leaves its tail unencrypted: the ciphertext is
+/// then not a multiple of 16, yet authentic.
+fn cbc_frame(cipher: Cipher, plain: &[u8], seq: u32) -> Vec<u8> {
+    let c = EspCipher::new(cipher, &CBC_KEY[..cipher.key_material_len()]).unwrap();
+    let mut esp = CBC_SPI.to_be_bytes().to_vec();
+    esp.extend(seq.to_be_bytes());
+    esp.extend([0x0f ^ seq as u8; 16]); // IV
+    esp.extend(plain);
+    esp.extend(vec![0; cipher.icv_len()]);
+    c.seal_prepared(&mut esp, CBC_SPI, u64::from(seq), false);
+    let mut ipb = hex("4500000000000000403200000a2828010a1e1e01");
+    let total = (20 + esp.len()) as u16;
+    ipb[2..4].copy_from_slice(&total.to_be_bytes());
+    ipb.extend(esp);
+    crate::wire::ipv4::Packet::new_unchecked(&mut ipb[..]).fill_checksum();
+    eth(&ipb)
+}
+
+#[test]
+fn cbc_round_trip_every_combination() {
+    for cipher in Cipher::ALL {
+        if !matches!(cipher, Cipher::AesCbc(..)) {
+            continue;
+        }
+        for esn in [false, true] {
+            for v6 in [false, true] {
+                for udp in [false, true] {
+                    let (t, id) = loopback_cbc(cipher, esn, v6, udp);
+                    let mut ws = WorkerState::new(0);
+                    for (i, inner) in [inner_v4(20), inner_v6(61), inner_v4(1400), inner_v6(40)]
+                        .iter()
+                        .enumerate()
+                    {
+                        let frame = encap_frame(&mut ws, &t, inner);
+                        let (v, out) = decap_one(&mut ws, &t.snapshot(), &frame, Duration::ZERO);
+                        let Verdict::Deliver { tunnel, inner: r } = v else {
+                            panic!("{cipher} esn={esn} v6={v6} udp={udp} #{i}: {v:?}")
+                        };
+                        assert_eq!(tunnel, TUNNEL);
+                        assert_eq!(&out[r], &inner[..]);
+                    }
+                    let c = sa_counters(&[ws.shared()], id);
+                    assert_eq!(c.decaps, 4);
+                    assert_eq!(ws.shared().drops.total(), 0);
+                }
+            }
+        }
+    }
+}
+
+/// A bad ICV is 62 IN_OCT_MAC_EXCEPTION, counted once, with the SA's
+/// `verify failed`, and the replay window does not move: the authentic
+/// packets with the same and with lower sequence numbers still deliver.
+#[test]
+fn cbc_bad_icv_is_62_and_window_not_advanced() {
+    let cipher = cbc_sha256();
+    let (t, id) = loopback_cbc(cipher, false, false, false);
+    let snap = t.snapshot();
+    let mut ws = WorkerState::new(0);
+    let frames: Vec<Vec<u8>> = (0..3)
+        .map(|_| encap_frame(&mut ws, &t, &inner_v4(80)))
+        .collect();
+    // Forge the highest (seq 3): one flipped bit in the ciphertext, in the
+    // IV, and in the ICV.
+    let n = frames[2].len();
+    for at in [n - 30, 14 + 20 + 8 + 3, n - 1] {
+        let mut forged = frames[2].clone();
+        forged[at] ^= 0x01;
+        assert_eq!(
+            decap_one(&mut ws, &snap, &forged, Duration::ZERO).0,
+            Verdict::Drop(DropReason::InMacException),
+            "flip at {at}"
+        );
+    }
+    for f in [&frames[2], &frames[0], &frames[1]] {
+        assert!(matches!(
+            decap_one(&mut ws, &snap, f, Duration::ZERO).0,
+            Verdict::Deliver { .. }
+        ));
+    }
+    let c = sa_counters(&[ws.shared()], id);
+    assert_eq!((c.verify_failed, c.decaps, c.recv_errors), (3, 3, 0));
+    let d = &ws.shared().drops;
+    assert_eq!(d.get(DropReason::InMacException), 3);
+    assert_eq!(d.total(), 3);
+    let ev = ws.shared().events.pop().unwrap();
+    assert_eq!((ev.reason, ev.sa), (DropReason::InMacException, Some(id)));
+}
+
+/// The ICV is checked first: a forged packet is 62 even when its padding
+/// or length is wrong too (nothing of it is decrypted or parsed).
+#[test]
+fn cbc_icv_is_checked_before_padding_and_length() {
+    let cipher = cbc_sha256();
+    let (t, id) = loopback_cbc(cipher, false, false, false);
+    let snap = t.snapshot();
+    let mut ws = WorkerState::new(0);
+    let bad_pad = [inner_v4(24), vec![1, 2, 9, 4, 5, 6, 6, 4]].concat();
+    let short_block = [inner_v4(20), vec![1, 2, 2, 4]].concat();
+    for (i, plain) in [bad_pad, short_block].iter().enumerate() {
+        let mut f = cbc_frame(cipher, plain, 1 + i as u32);
+        let n = f.len();
+        f[n - 3] ^= 0x40; // in the ICV
+        assert_eq!(
+            decap_one(&mut ws, &snap, &f, Duration::ZERO).0,
+            Verdict::Drop(DropReason::InMacException)
+        );
+    }
+    let c = sa_counters(&[ws.shared()], id);
+    assert_eq!((c.verify_failed, c.recv_errors), (2, 0));
+}
+
+/// Authentic packets with bad padding are 23 IN_PKT_HEADPAD_LEN_ERR, one
+/// counter each, the SA's receive errors: padding bytes not 1, 2, 3, ...;
+/// a pad length beyond the payload; a ciphertext that is not whole blocks.
+/// They were authentic, so their sequence numbers are spent.
+#[test]
+fn cbc_padding_faults_are_23() {
+    for cipher in [
+        cbc_sha256(),
+        Cipher::AesCbc(AesKeySize::Aes128, Integrity::HmacSha1_96),
+    ] {
+        let (t, id) = loopback_cbc(cipher, false, false, false);
+        let snap = t.snapshot();
+        let mut ws = WorkerState::new(0);
+        // 40-byte inner + 6 padding + 2 = 48: whole blocks.
+        let good = [inner_v4(40), vec![1, 2, 3, 4, 5, 6, 6, 4]].concat();
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "padding byte not 4",
+                [inner_v4(40), vec![1, 2, 3, 5, 5, 6, 6, 4]].concat(),
+            ),
+            (
+                "padding starts at 0",
+                [inner_v4(40), vec![0, 1, 2, 3, 4, 5, 6, 4]].concat(),
+            ),
+            (
+                "pad length beyond the payload",
+                [inner_v4(46), vec![200, 4]].concat(),
+            ),
+            (
+                "pad length = all of the plaintext",
+                [vec![1u8; 46], vec![46, 4]].concat(),
+            ),
+            (
+                "ciphertext 52 bytes, not whole blocks",
+                [inner_v4(44), vec![1, 2, 3, 4, 5, 6, 6, 4]].concat(),
+            ),
+            (
+                "ciphertext 40 bytes, not whole blocks",
+                [inner_v4(38), vec![4]].concat(),
+            ),
+        ];
+        assert!(matches!(
+            decap_one(&mut ws, &snap, &cbc_frame(cipher, &good, 1), Duration::ZERO).0,
+            Verdict::Deliver { .. }
+        ));
+        for (i, (what, plain)) in cases.iter().enumerate() {
+            let seq = 2 + i as u32;
+            let f = cbc_frame(cipher, plain, seq);
+            assert_eq!(
+                decap_one(&mut ws, &snap, &f, Duration::ZERO).0,
+                Verdict::Drop(DropReason::InHeadPadLenErr),
+                "{cipher} {what}"
+            );
+            // Authentic: the window advanced, the same packet is a replay.
+            assert_eq!(
+                decap_one(&mut ws, &snap, &f, Duration::ZERO).0,
+                Verdict::Drop(DropReason::InAntiReplayFail),
+                "{cipher} {what} again"
+            );
+        }
+        let n = cases.len() as u64;
+        let c = sa_counters(&[ws.shared()], id);
+        assert_eq!(
+            (c.decaps, c.recv_errors, c.replay_duplicate, c.verify_failed),
+            (1, n, n, 0),
+            "{cipher}"
+        );
+        let d = &ws.shared().drops;
+        assert_eq!(d.get(DropReason::InHeadPadLenErr), n);
+        assert_eq!(d.get(DropReason::InAntiReplayFail), n);
+        assert_eq!(d.total(), 2 * n);
+    }
+}
+
+/// Every CBC frame of one batch ends in exactly one verdict and every drop
+/// in exactly one counter: good, forged, replayed in the batch, bad padding,
+/// partial block, too short, unknown SPI.
+#[test]
+fn cbc_accounting_one_counter_per_frame() {
+    let cipher = Cipher::AesCbc(AesKeySize::Aes128, Integrity::HmacSha512_256);
+    let (t, id) = loopback_cbc(cipher, false, false, false);
+    let snap = t.snapshot();
+    let mut ws = WorkerState::new(0);
+    let good = |seq| {
+        cbc_frame(
+            cipher,
+            &[inner_v4(40), vec![1, 2, 3, 4, 5, 6, 6, 4]].concat(),
+            seq,
+        )
+    };
+    let mut forged = good(3);
+    let fl = forged.len();
+    forged[fl - 40] ^= 2;
+    let mut short = good(9);
+    let cut = 14 + 20 + 8 + 16 + 16 + cipher.icv_len() - 1;
+    short.truncate(cut);
+    let total = (short.len() - 14) as u16;
+    short[16..18].copy_from_slice(&total.to_be_bytes());
+    let short = fix_v4(short);
+    let mut unknown = good(10);
+    unknown[14 + 20] ^= 0x80;
+    let frames = vec![
+        good(1),
+        good(2),
+        forged,
+        good(2), // duplicate in the same batch
+        cbc_frame(
+            cipher,
+            &[inner_v4(40), vec![1, 2, 3, 9, 5, 6, 6, 4]].concat(),
+            4,
+        ),
+        cbc_frame(
+            cipher,
+            &[inner_v4(41), vec![1, 2, 3, 4, 5, 6, 6, 4]].concat(),
+            5,
+        ),
+        short,
+        unknown,
+        good(3),
+    ];
+    let mut batch = frames.clone();
+    let mut out = vec![Verdict::Drop(DropReason::PktBufferUnavailable); batch.len()];
+    decap_batch(&mut ws, &snap, &mut batch, &mut out, Duration::ZERO);
+    let want = [
+        None,
+        None,
+        Some(DropReason::InMacException),
+        Some(DropReason::InAntiReplayFail),
+        Some(DropReason::InHeadPadLenErr),
+        Some(DropReason::InHeadPadLenErr),
+        Some(DropReason::InHeadPadLenErr),
+        Some(DropReason::InV4SaNotFoundSpi),
+        None,
+    ];
+    for (i, (v, w)) in out.iter().zip(want).enumerate() {
+        match w {
+            None => assert!(matches!(v, Verdict::Deliver { .. }), "#{i}: {v:?}"),
+            Some(r) => assert_eq!(*v, Verdict::Drop(r), "#{i}"),
+        }
+    }
+    let shared = ws.shared();
+    let drops = want.iter().filter(|w| w.is_some()).count() as u64;
+    assert_eq!(shared.drops.total(), drops);
+    assert_eq!(shared.delivered.load(Ordering::Relaxed), 3);
+    assert_eq!(shared.drops.get(DropReason::InHeadPadLenErr), 3);
+    let c = sa_counters(std::slice::from_ref(&shared), id);
+    assert_eq!(
+        (c.decaps, c.verify_failed, c.replay_duplicate, c.recv_errors),
+        (3, 1, 1, 3)
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Arbitrary damage to CBC frames (cuts, flips, junk tails) never panics
+    /// and every frame bumps exactly one counter or is delivered.
+    #[test]
+    fn cbc_damaged_frames_count_once(
+        damage in prop::collection::vec((any::<u16>(), any::<u8>(), 0u8..3), 1..MAX_BATCH)
+    ) {
+        let cipher = Cipher::AesCbc(AesKeySize::Aes192, Integrity::HmacSha384_192);
+        let (t, _) = loopback_cbc(cipher, true, false, false);
+        let snap = t.snapshot();
+        let mut ws = WorkerState::new(0);
+        let mut frames: Vec<Vec<u8>> = damage
+            .iter()
+            .map(|&(at, x, kind)| {
+                let mut f = encap_frame(&mut ws, &t, &inner_v4(60));
+                let n = f.len();
+                match kind {
+                    0 => f[14 + usize::from(at) % (n - 14)] ^= x | 1,
+                    1 => f.truncate(14 + usize::from(at) % (n - 14)),
+                    _ => f.extend(vec![x; usize::from(at % 40)]),
+                }
+                f
+            })
+            .collect();
+        let mut out = vec![Verdict::Drop(DropReason::PktBufferUnavailable); frames.len()];
+        decap_batch(&mut ws, &snap, &mut frames, &mut out, Duration::ZERO);
+        let s = ws.shared();
+        let delivered = s.delivered.load(Ordering::Relaxed);
+        let passed = s.passed.load(Ordering::Relaxed);
+        let dummies = s.dummy_packets.load(Ordering::Relaxed);
+        prop_assert_eq!(s.drops.total() + delivered + passed + dummies, frames.len() as u64);
+        let drops = out.iter().filter(|v| matches!(v, Verdict::Drop(_))).count() as u64;
+        prop_assert_eq!(drops, s.drops.total());
+    }
 }

@@ -8,6 +8,11 @@ report on stdout. xdpsec is the other end: it decrypts to its TUN device,
 the kernel there answers, xdpsec encrypts the reply.
 
 Bounded: at most `count` packets sent, at most `timeout` seconds waited.
+
+Transforms: `cipher` is scapy's crypt_algo ('AES-GCM', 'CHACHA20-POLY1305',
+'AES-CBC'); with a non-AEAD cipher, `auth_algo` is scapy's ('SHA2-256-128',
+'HMAC-SHA1-96', ...) and each direction's `auth_key` its integrity key, and
+`key` is the encryption key alone (no salt).
 """
 import json
 import select
@@ -34,9 +39,12 @@ def mk_sa(d, outbound):
     nat = None
     if udp:
         nat = UDP(sport=udp[0], dport=udp[1]) if outbound else UDP(sport=udp[1], dport=udp[0])
+    auth = {}
+    if cfg.get("auth_algo"):
+        auth = {"auth_algo": cfg["auth_algo"], "auth_key": bytes.fromhex(d["auth_key"])}
     sa = SecurityAssociation(ESP, spi=d["spi"], crypt_algo=cfg["cipher"],
                              crypt_key=bytes.fromhex(d["key"]), tunnel_header=hdr,
-                             nat_t_header=nat, esn_en=cfg.get("esn", False))
+                             nat_t_header=nat, esn_en=cfg.get("esn", False), **auth)
     # scapy treats seq_num=0 / esn=0 passed to the constructor as unset: set them directly.
     sa.seq_num = d.get("seq", 1)
     sa.esn = d.get("esn_hi", 0)
@@ -104,12 +112,16 @@ def crafted(i, spec):
     if "pad" in spec:
         esp.padding = bytes.fromhex(spec["pad"])
     else:
-        # RFC 4303 2.4: pad bytes 1, 2, 3, ... to 4-byte alignment of the trailer.
-        n = (-(len(bytes(clear)) + 2)) % 4
+        # RFC 4303 2.4: pad bytes 1, 2, 3, ... to 4-byte alignment of the
+        # trailer, or to the cipher's block (16 for AES-CBC).
+        align = max(4, tx_sa.crypt_algo.block_size)
+        n = (-(len(bytes(clear)) + 2)) % align
         esp.padding = bytes(range(1, n + 1))
     esp.padlen = len(esp.padding)
     enc = tx_sa.crypt_algo.encrypt(tx_sa, esp, tx_sa.crypt_key, tx_sa.crypt_icv_size,
                                    esn_en=cfg.get("esn", False), esn=seq >> 32)
+    # The ICV of a non-AEAD transform (a no-op for the AEADs' NULL auth).
+    tx_sa.auth_algo.sign(enc, tx_sa.auth_key, esn_en=cfg.get("esn", False), esn=seq >> 32)
     wire = bytes(enc)
     if spec.get("tamper"):
         wire = wire[:-1] + bytes([wire[-1] ^ 0x01])

@@ -38,7 +38,14 @@ fn interop(c: Case, first_seq: u64) {
     let d = Daemon::start(&lab.ns1, &tunnel_config(&lab, 0, &c)).unwrap();
     let mut cfg = peer_cfg(&lab, &c);
     cfg["tx"]["seq"] = json!(first_seq);
-    let r = scapy_peer(&lab.ns2, &cfg).unwrap();
+    check_interop(&lab, &d, &c, &cfg);
+}
+
+/// Five echo requests from scapy through xdpsec and back, decrypted by
+/// scapy; the sequence numbers, outer headers, SA counters and drops as
+/// [`interop`] expects them.
+fn check_interop(lab: &Lab, d: &Daemon, c: &Case, cfg: &Value) {
+    let r = scapy_peer(&lab.ns2, cfg).unwrap();
     assert_eq!(r["sent"], 5, "{c:?}: {r}");
     assert_eq!(
         r["errors"],
@@ -69,7 +76,7 @@ fn interop(c: Case, first_seq: u64) {
     if !c.v6_outer {
         assert_eq!(r["ipv4_ids"], json!([1, 2, 3, 4, 5]), "{c:?}: {r}");
     }
-    let s = sa(&d);
+    let s = sa(d);
     assert_eq!(
         (s["pkts_decaps"].as_u64(), s["pkts_encaps"].as_u64()),
         (Some(5), Some(5)),
@@ -77,7 +84,50 @@ fn interop(c: Case, first_seq: u64) {
     );
     assert_eq!(s["recv_errors"], 0, "{c:?}: {s}");
     let none = std::collections::BTreeMap::new();
-    assert_eq!(settle(none.clone(), || drops(&d)), none, "{c:?}");
+    assert_eq!(settle(none.clone(), || drops(d)), none, "{c:?}");
+}
+
+/// An AES-CBC + HMAC transform for [`interop_cbc`]: xdpsec's cipher name,
+/// key lengths, scapy's `auth_algo`, IOS's transform.
+struct CbcTransform {
+    enc_len: usize,
+    integ_len: usize,
+    scapy_auth: &'static str,
+    ios: &'static str,
+}
+
+/// `n` key bytes from `start` up, as hex.
+fn key_hex(start: u8, n: usize) -> String {
+    (0..n)
+        .map(|i| format!("{:02x}", start.wrapping_add(i as u8)))
+        .collect()
+}
+
+/// [`interop`] with an AES-CBC + HMAC transform: xdpsec's keys are
+/// encryption key || integrity key, scapy gets them apart
+/// (`crypt_algo='AES-CBC'`, `auth_algo`, `crypt_key` = the encryption key
+/// alone). Also checks the IOS transform in `show crypto ipsec sa`.
+fn interop_cbc(c: Case, t: CbcTransform, first_seq: u64) {
+    let lab = Lab::unique().up(1).unwrap();
+    let (enc_a, auth_a) = (key_hex(0x10, t.enc_len), key_hex(0x40, t.integ_len));
+    let (enc_b, auth_b) = (key_hex(0x90, t.enc_len), key_hex(0xc0, t.integ_len));
+    // tunnel_config writes KEY_A (inbound) and KEY_B (outbound) for any
+    // cipher but aes128-gcm: put the CBC key material in their place.
+    let config = tunnel_config(&lab, 0, &c)
+        .replace(KEY_A, &format!("{enc_a}{auth_a}"))
+        .replace(KEY_B, &format!("{enc_b}{auth_b}"));
+    let d = Daemon::start(&lab.ns1, &config).unwrap();
+    let mut cfg = peer_cfg(&lab, &c);
+    cfg["cipher"] = json!("AES-CBC");
+    cfg["auth_algo"] = json!(t.scapy_auth);
+    cfg["tx"] = json!({"spi": 0x1001, "key": enc_a, "auth_key": auth_a, "seq": first_seq});
+    cfg["rx"] = json!({"spi": 0x1002, "key": enc_b, "auth_key": auth_b});
+    check_interop(&lab, &d, &c, &cfg);
+    let text = d.cli("show crypto ipsec sa").unwrap();
+    assert!(
+        text.contains(&format!("transform: {} ,", t.ios)),
+        "{c:?}: {text}"
+    );
 }
 
 #[test]
@@ -152,6 +202,134 @@ fn scapy_interop_esn_chacha_udp_ipv6() {
             ..BASE
         },
         7,
+    );
+}
+
+#[test]
+fn scapy_interop_aes256_cbc_sha256_esp_ipv4() {
+    // IOS `esp-aes 256 esp-sha256-hmac`.
+    interop_cbc(
+        Case {
+            cipher: "aes256-sha256",
+            ..BASE
+        },
+        CbcTransform {
+            enc_len: 32,
+            integ_len: 32,
+            scapy_auth: "SHA2-256-128",
+            ios: "esp-256-aes esp-sha256-hmac",
+        },
+        1,
+    );
+}
+
+#[test]
+fn scapy_interop_aes128_cbc_sha1_udp4500_ipv4() {
+    // IOS's default transform set, `esp-aes esp-sha-hmac`, over NAT-T.
+    interop_cbc(
+        Case {
+            cipher: "aes128-sha1",
+            udp: Some(4500),
+            ..BASE
+        },
+        CbcTransform {
+            enc_len: 16,
+            integ_len: 20,
+            scapy_auth: "HMAC-SHA1-96",
+            ios: "esp-aes esp-sha-hmac",
+        },
+        1,
+    );
+}
+
+#[test]
+fn scapy_interop_aes256_cbc_sha512_esn_ipv6() {
+    // ESN across 2^32: the high half is in the ICV, never on the wire.
+    interop_cbc(
+        Case {
+            cipher: "aes256-sha512",
+            esn: true,
+            v6_outer: true,
+            v6_inner: true,
+            ..BASE
+        },
+        CbcTransform {
+            enc_len: 32,
+            integ_len: 64,
+            scapy_auth: "SHA2-512-256",
+            ios: "esp-256-aes esp-sha512-hmac",
+        },
+        (1u64 << 32) - 3,
+    );
+}
+
+#[test]
+fn scapy_interop_aes128_cbc_sha384_udp_ipv6() {
+    interop_cbc(
+        Case {
+            cipher: "aes128-sha384",
+            udp: Some(12346),
+            v6_outer: true,
+            ..BASE
+        },
+        CbcTransform {
+            enc_len: 16,
+            integ_len: 48,
+            scapy_auth: "SHA2-384-192",
+            ios: "esp-aes esp-sha384-hmac",
+        },
+        1,
+    );
+}
+
+/// CBC faults on the wire, from scapy: a bad ICV is 62 and leaves the
+/// window where it was (the authentic packet with the same sequence number
+/// still delivers), bad padding bytes in an authentic packet are 23.
+#[test]
+fn cbc_bad_icv_and_padding_counted_exactly() {
+    let lab = Lab::unique().up(1).unwrap();
+    let c = Case {
+        cipher: "aes256-sha256",
+        ..BASE
+    };
+    let (enc_a, auth_a) = (key_hex(0x10, 32), key_hex(0x40, 32));
+    let config = tunnel_config(&lab, 0, &c)
+        .replace(KEY_A, &format!("{enc_a}{auth_a}"))
+        .replace(
+            KEY_B,
+            &format!("{}{}", key_hex(0x90, 32), key_hex(0xc0, 32)),
+        );
+    let d = Daemon::start(&lab.ns1, &config).unwrap();
+    let mut cfg = peer_cfg(&lab, &c);
+    cfg["cipher"] = json!("AES-CBC");
+    cfg["auth_algo"] = json!("SHA2-256-128");
+    cfg["tx"] = json!({"spi": 0x1001, "key": enc_a, "auth_key": auth_a});
+    cfg["rx"] = json!({"spi": 0x1002, "key": key_hex(0x90, 32), "auth_key": key_hex(0xc0, 32)});
+    // The ICMP echo is 84 bytes: 84 + 2 trailer bytes pad to 96 with 10.
+    cfg["packets"] = json!([
+        {"seq": 1},
+        {"seq": 2, "tamper": true},
+        {"seq": 2},
+        {"seq": 3, "pad": "0102030405060708090b"},
+        {"seq": 4, "pad": "0102030405060708090a"},
+    ]);
+    let r = scapy_peer(&lab.ns2, &cfg).unwrap();
+    assert_eq!(r["sent"], 5);
+    let want: std::collections::BTreeMap<u64, u64> = [(23, 1), (62, 1)].into_iter().collect();
+    assert_eq!(settle(want.clone(), || drops(&d)), want, "drop counters");
+    let s = sa(&d);
+    assert_eq!(s["pkts_decaps"], 3, "{s}");
+    assert_eq!(s["pkts_verify_failed"], 1, "{s}");
+    // IOS's `#recv errors` counts the ICV failure too: 1 + the padding one.
+    assert_eq!(s["recv_errors"], 2, "{s}");
+    assert_eq!(s["pkts_replay_failed"], 0, "{s}");
+    let log = d.cli("show logging").unwrap();
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("%IPSEC-3-HMAC_ERROR"))
+            .count(),
+        1,
+        "{log}"
     );
 }
 
