@@ -1253,9 +1253,11 @@ key = "101112131415161718191a1b1c1d1e1f000102030405060708090a0b0c0d0e0fdeadbeef"
         ];
         for (name, k, i, len) in cases {
             let c = with(name, len, len).unwrap_or_else(|e| panic!("{name}: {e}"));
-            let t = &c.tunnels[0];
-            assert_eq!(t.cipher, CipherName::AesCbc(k, i), "{name}");
-            assert_eq!(t.inbound.key.len(), len, "{name}");
+            let TunnelKind::Manual(m) = &c.tunnels[0].kind else {
+                panic!("{name}")
+            };
+            assert_eq!(m.cipher, CipherName::AesCbc(k, i), "{name}");
+            assert_eq!(m.inbound.key.len(), len, "{name}");
             // One byte short: the error names the field, the transform and
             // the length it needs, split into encryption and integrity key.
             let e = with(name, len - 1, len).unwrap_err();

@@ -819,10 +819,19 @@ impl Owner {
 
 /// The datapath cipher for a negotiated ESP transform, if it has one.
 fn esp_cipher(encr: Encr, integ: Option<Integ>) -> Option<Cipher> {
+    use xdpsec_datapath::crypto::{AesKeySize, Integrity};
+    let integrity = |i: Integ| match i {
+        Integ::HmacSha1_96 => Integrity::HmacSha1_96,
+        Integ::HmacSha256_128 => Integrity::HmacSha256_128,
+        Integ::HmacSha384_192 => Integrity::HmacSha384_192,
+        Integ::HmacSha512_256 => Integrity::HmacSha512_256,
+    };
     match (encr, integ) {
         (Encr::AesGcm16_128, None) => Some(Cipher::Aes128Gcm),
         (Encr::AesGcm16_256, None) => Some(Cipher::Aes256Gcm),
         (Encr::ChaCha20Poly1305, None) => Some(Cipher::ChaCha20Poly1305),
+        (Encr::AesCbc128, Some(i)) => Some(Cipher::AesCbc(AesKeySize::Aes128, integrity(i))),
+        (Encr::AesCbc256, Some(i)) => Some(Cipher::AesCbc(AesKeySize::Aes256, integrity(i))),
         _ => None,
     }
 }

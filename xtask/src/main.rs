@@ -157,16 +157,25 @@ fn test(extra: &[String]) -> Result<()> {
 /// Print each benchmark's mean time over its baseline's, from criterion's
 /// estimates of this run: `<group>/<name>/<case>` against `<group>/<baseline>/<case>`.
 fn print_ratios() -> Result<()> {
-    const GROUP: &str = "decap_aes256gcm_batch64";
-    const PAIRS: [(&str, &str); 1] = [("pipeline", "ring_open_in_place")];
-    let dir = root().join("target/criterion").join(GROUP);
-    let mean = |bench: &str, case: &str| -> Option<f64> {
-        let p = dir.join(bench).join(case).join("new/estimates.json");
-        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).ok()?).ok()?;
-        v["mean"]["point_estimate"].as_f64()
-    };
-    println!("\n{GROUP}: mean time, ratio to the baseline measured in the same run");
-    for (bench, base) in PAIRS {
+    // (criterion group, [(bench, its baseline measured in the same run)])
+    const GROUPS: [(&str, (&str, &str)); 2] = [
+        (
+            "decap_aes256gcm_batch64",
+            ("pipeline", "ring_open_in_place"),
+        ),
+        (
+            "decap_aes256cbc_sha256_batch64",
+            ("pipeline", "cbc_hmac_bare"),
+        ),
+    ];
+    for (group, (bench, base)) in GROUPS {
+        let dir = root().join("target/criterion").join(group);
+        let mean = |bench: &str, case: &str| -> Option<f64> {
+            let p = dir.join(bench).join(case).join("new/estimates.json");
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).ok()?).ok()?;
+            v["mean"]["point_estimate"].as_f64()
+        };
+        println!("\n{group}: mean time, ratio to the baseline measured in the same run");
         let mut cases: Vec<String> = std::fs::read_dir(dir.join(bench))
             .map(|d| {
                 d.filter_map(|e| e.ok()?.file_name().into_string().ok())

@@ -20,10 +20,13 @@ const IFF_TUN: libc::c_short = 0x0001;
 const IFF_NO_PI: libc::c_short = 0x1000;
 const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
 
-/// Inner MTU: leaves room for outer IPv6 (40) + UDP (8) + ESP header and IV
-/// (16) + up to 3 pad + 2 trailer + 16 ICV bytes on a 1500-byte underlay
-/// (strongSwan's kernel-libipsec uses the same 1400).
-pub const TUN_MTU: u32 = 1400;
+/// Inner MTU: leaves room on a 1500-byte underlay for the largest ESP
+/// overhead of any transform here: outer IPv6 (40) + UDP (8) + ESP header
+/// (8) + a CBC IV (16) + up to 15 pad and 2 trailer bytes + a 32-byte
+/// HMAC-SHA-512-256 ICV = 121 bytes, so 1379, rounded down to 1376 (a
+/// multiple of 16). strongSwan's kernel-libipsec uses 1400, which only the
+/// AEADs and the shorter ICVs fit.
+pub const TUN_MTU: u32 = 1376;
 
 /// An open multi-queue TUN device.
 pub struct Tun {
