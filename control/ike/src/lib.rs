@@ -20,6 +20,10 @@ use std::{
 
 use zeroize::Zeroizing;
 
+pub mod crypto;
+pub mod proposal;
+pub mod wire;
+
 /// IKE's own port (RFC 7296 2.).
 pub const IKE_PORT: u16 = 500;
 /// The NAT-T port (RFC 3948, RFC 7296 2.23), unless configured otherwise.
@@ -124,8 +128,7 @@ impl IkeProposal {
     /// `aes256-sha256-ecp256`: an integrity algorithm without `prf` also
     /// gives the PRF of the same hash).
     pub fn parse(s: &str) -> Result<IkeProposal, ProposalError> {
-        let _ = s;
-        todo!("IKE core: proposal parsing")
+        proposal::parse_ike(s)
     }
 }
 
@@ -133,8 +136,7 @@ impl EspProposal {
     /// Parse strongSwan notation (`aes256gcm16`, `aes256-sha256`,
     /// `aes128-sha1`, `aes256gcm16-x25519`).
     pub fn parse(s: &str) -> Result<EspProposal, ProposalError> {
-        let _ = s;
-        todo!("IKE core: proposal parsing")
+        proposal::parse_esp(s)
     }
 }
 
