@@ -413,10 +413,13 @@ impl Core {
         theirs: &[ProposalRepr],
         pfs: bool,
     ) -> Option<(u8, u32, EspProposal)> {
-        for o in ours {
+        // Matched without the DH transform when there is no KE (IKE_AUTH,
+        // no PFS), but the configured proposal (with its PFS group, for
+        // later rekeys) is what the child keeps.
+        for configured in ours {
             let o = EspProposal {
-                dh: if pfs { o.dh } else { None },
-                ..o.clone()
+                dh: if pfs { configured.dh } else { None },
+                ..configured.clone()
             };
             let mine = Self::esp_transforms(&o, pfs);
             for t in theirs
@@ -425,7 +428,7 @@ impl Core {
             {
                 if Self::offers(t, &mine) {
                     let spi = u32::from_be_bytes(t.spi.clone().try_into().unwrap_or([0; 4]));
-                    return Some((t.num, spi, o));
+                    return Some((t.num, spi, configured.clone()));
                 }
             }
         }
@@ -456,12 +459,14 @@ impl Core {
         }
         let spi = u32::from_be_bytes(t.spi.clone().try_into().unwrap_or([0; 4]));
         ours.iter()
-            .map(|o| EspProposal {
-                dh: if pfs { o.dh } else { None },
-                ..o.clone()
+            .find(|configured| {
+                let o = EspProposal {
+                    dh: if pfs { configured.dh } else { None },
+                    ..(*configured).clone()
+                };
+                Self::offers(t, &Self::esp_transforms(&o, pfs))
             })
-            .find(|o| Self::offers(t, &Self::esp_transforms(o, pfs)))
-            .map(|o| (spi, o))
+            .map(|o| (spi, o.clone()))
     }
 
     fn ts_payloads(local: &[Prefix], remote: &[Prefix], initiator: bool) -> [Payload; 2] {
@@ -2633,6 +2638,17 @@ impl Core {
         };
         let pfs = ke.is_some();
         let (num, spi_out, esp, lts, rts) = match self.child_offer(i, m, pfs, old) {
+            Ok(x) if pfs && x.2.dh.is_none() => {
+                // A KE without a DH transform in the proposal we chose.
+                let _ = x;
+                self.respond(
+                    i,
+                    wire::CREATE_CHILD_SA,
+                    msg_id,
+                    &[Self::notify_payload(notify::NO_PROPOSAL_CHOSEN, vec![])],
+                );
+                return;
+            }
             Ok(x) => x,
             Err(n) => {
                 self.respond(

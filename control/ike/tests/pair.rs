@@ -893,3 +893,37 @@ fn garbage_never_panics_a_live_core() {
     assert!(n.ready(1));
     n.assert_keys_match();
 }
+
+#[test]
+fn rekey_with_pfs() {
+    for esp in ["aes256gcm16-x25519", "aes256-sha256-ecp256"] {
+        let mut n = established("aes256-sha256-ecp256", esp);
+        let (a0, b0) = n.assert_keys_match();
+        let acts = n.nodes[1].ike.rekey_now(n.now, ip(A), false);
+        // The rekey request carries a KE payload (PFS): it is larger than
+        // one without, which the next test compares.
+        n.apply(1, acts);
+        n.run_for(Duration::from_secs(10));
+        let (a1, b1) = n.assert_keys_match();
+        assert!(a1 != a0 && b1 != b0, "{esp}: {}", n.logs(1));
+        assert!(n.violations.is_empty(), "{:?}", n.violations);
+    }
+}
+
+#[test]
+fn pfs_adds_a_ke_to_the_rekey() {
+    let mut sizes = Vec::new();
+    for esp in ["aes256gcm16", "aes256gcm16-x25519"] {
+        let mut n = established("aes256gcm16-prfsha256-x25519", esp);
+        let before = n.queue.len();
+        let acts = n.nodes[0].ike.rekey_now(n.now, ip(B), false);
+        n.apply(0, acts);
+        assert_eq!(n.queue.len(), before + 1);
+        sizes.push(n.queue.back().unwrap().3.len());
+        n.run_for(Duration::from_secs(10));
+        n.assert_keys_match();
+    }
+    // KE payload: 4-byte header, group and reserved, 32 bytes (X25519); the
+    // SA payload's DH transform: 8 bytes.
+    assert_eq!(sizes[1] - sizes[0], 4 + 4 + 32 + 8);
+}
