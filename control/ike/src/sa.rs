@@ -166,6 +166,11 @@ pub(crate) struct Core {
     used_spis: HashSet<u32>,
     next_id: u32,
     out: Vec<Action>,
+    /// Key of the responder's stateless cookies (RFC 7296 2.6).
+    cookie_secret: ring::hmac::Key,
+    /// No `handle` yet: initiators start at the first one, whatever its
+    /// `now` (a mock clock may be behind the `Instant` of `new`).
+    fresh: bool,
 }
 
 impl Core {
@@ -185,6 +190,12 @@ impl Core {
             reserved: HashSet::new(),
             used_spis: HashSet::new(),
             next_id: 1,
+            fresh: true,
+            cookie_secret: {
+                let mut k = [0u8; 32];
+                let _ = SystemRandom::new().fill(&mut k);
+                ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &k)
+            },
             out: Vec::new(),
         }
     }
@@ -826,7 +837,7 @@ impl Core {
                     if let Some(r) = c.remove_at {
                         at(r);
                     }
-                    if c.pending_out.is_some() {
+                    if !c.superseded && !c.deleting {
                         at(c.expire_at);
                     }
                 }
@@ -884,6 +895,13 @@ impl Core {
     // ---- timers ----------------------------------------------------------
 
     fn timers(&mut self, now: Instant) {
+        if std::mem::take(&mut self.fresh) {
+            for (t, p) in self.tunnels.iter_mut().zip(&self.peers) {
+                if p.initiate {
+                    t.initiate_at = Some(now);
+                }
+            }
+        }
         // Initiations.
         for p in 0..self.peers.len() {
             if let Some(at) = self.tunnels[p].initiate_at
@@ -956,6 +974,23 @@ impl Core {
                 // Never told to switch: the SA is not used; drop it.
                 let spi = c.spi_in;
                 self.remove_child(i, spi);
+                continue;
+            }
+            if !c.superseded && !c.deleting && c.pending_out.is_none() && c.expire_at <= now {
+                // The hard lifetime passed and no rekey got through: the
+                // keys must not be used longer (RFC 7296 2.8).
+                let spi = c.spi_in;
+                self.log(
+                    self.sas[i].peer,
+                    false,
+                    format!("child SA (inbound SPI 0x{spi:08x}) reached its lifetime without a rekey; deleting it and negotiating a new one"),
+                );
+                self.remove_child(i, spi);
+                self.sas[i]
+                    .queue
+                    .retain(|w| !matches!(w, Work::RekeyChild(s) if *s == spi));
+                self.sas[i].queue.push_back(Work::DeleteChildren(vec![spi]));
+                self.sas[i].queue.push_back(Work::NewChild);
                 continue;
             }
             if !c.superseded && !c.deleting && c.pending_out.is_none() && c.rekey_at <= now {
@@ -1196,10 +1231,23 @@ impl Core {
 
     fn send_init(&mut self, i: usize, now: Instant, group: DhGroup) {
         let cfg = self.peers[self.sas[i].peer].clone();
-        let Ok(dh) = Dh::generate(group, &self.rng) else {
-            return;
+        // Retrying with a COOKIE resends the same Ni and KE (the cookie is
+        // bound to Ni, RFC 7296 2.6); a new group needs a new key.
+        let reuse = self.sas[i].neg.as_mut().and_then(|n| match &n.dh {
+            Some(d) if d.group == group && !n.ni.is_empty() => {
+                n.dh.take().map(|d| (d, n.ni.clone()))
+            }
+            _ => None,
+        });
+        let (dh, ni) = match reuse {
+            Some(x) => x,
+            None => {
+                let Ok(dh) = Dh::generate(group, &self.rng) else {
+                    return;
+                };
+                (dh, self.nonce())
+            }
         };
-        let ni = self.nonce();
         let sa = &self.sas[i];
         let mut p = Vec::new();
         if let Some(c) = sa.neg.as_ref().and_then(|n| n.cookie.clone()) {
@@ -1501,6 +1549,23 @@ impl Core {
             self.send(local, remote, d);
             return;
         }
+        // Under load, ask for a cookie before spending a DH computation
+        // or any state (RFC 7296 2.6).
+        let half_open = self
+            .sas
+            .iter()
+            .filter(|s| s.state == State::InitDone)
+            .count();
+        if half_open >= COOKIE_THRESHOLD {
+            let want = self.cookie(&ni, remote.ip(), m.header.spi_i);
+            if m.notify(notify::COOKIE)
+                .is_none_or(|c| !ring_eq(&c.data, &want))
+            {
+                let d = wire::emit_message(&h(0), &[Self::notify_payload(notify::COOKIE, want)]);
+                self.send(local, remote, d);
+                return;
+            }
+        }
         let Ok(dh) = Dh::generate(prop.dh, &self.rng) else {
             return;
         };
@@ -1569,6 +1634,20 @@ impl Core {
         self.send(local, remote, resp);
     }
 
+    /// Cookie = 0 (secret version) | HMAC-SHA256(secret, Ni | IPi | SPIi).
+    fn cookie(&self, ni: &[u8], ip: IpAddr, spi_i: u64) -> Vec<u8> {
+        let mut c = ring::hmac::Context::with_key(&self.cookie_secret);
+        c.update(ni);
+        match ip {
+            IpAddr::V4(a) => c.update(&a.octets()),
+            IpAddr::V6(a) => c.update(&a.octets()),
+        }
+        c.update(&spi_i.to_be_bytes());
+        let mut v = vec![0u8];
+        v.extend_from_slice(c.sign().as_ref());
+        v
+    }
+
     // ---- datagrams -----------------------------------------------------------
 
     fn datagram(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, data: &[u8]) {
@@ -1583,8 +1662,17 @@ impl Core {
         let m = match Message::parse(data) {
             Ok(m) => m,
             Err(e) => {
-                let line = format!("IKE message from {remote} dropped: {e}");
-                self.out.push(Action::Log { ios: false, line });
+                match self.tunnel_for(remote.ip()) {
+                    Some(p) => {
+                        self.log(p, false, format!("IKE message from {remote} dropped: {e}"))
+                    }
+                    None => {
+                        let line = format!(
+                            "IKE message from {remote} (no tunnel has this peer) dropped: {e}"
+                        );
+                        self.out.push(Action::Log { ios: false, line });
+                    }
+                }
                 return;
             }
         };

@@ -46,3 +46,8 @@ pub const FAILED_RETRY: Duration = Duration::from_secs(60);
 /// At most one INVALID_SPI notify per IKE SA in this interval (IOS rate-
 /// limits invalid-spi-recovery likewise; an unauthenticated trigger).
 pub const INVALID_SPI_INTERVAL: Duration = Duration::from_secs(10);
+
+/// With this many half-open IKE SAs (IKE_SA_INIT answered, no IKE_AUTH
+/// yet), the responder answers IKE_SA_INIT with a COOKIE first (RFC 7296
+/// 2.6; strongSwan's default threshold is 10 per peer, 30 in all).
+pub const COOKIE_THRESHOLD: usize = 30;

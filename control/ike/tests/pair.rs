@@ -927,3 +927,83 @@ fn pfs_adds_a_ke_to_the_rekey() {
     // SA payload's DH transform: 8 bytes.
     assert_eq!(sizes[1] - sizes[0], 4 + 4 + 32 + 8);
 }
+
+#[test]
+fn responder_asks_for_cookies_under_load() {
+    let mut n = pair(&["aes256gcm16-prfsha256-x25519"], &["aes256gcm16"]);
+    // 30 half-open IKE SAs from initiators that never continue.
+    for _ in 0..30 {
+        let mut ghost = Ike::new(vec![cfg(
+            A,
+            B,
+            &["aes256gcm16-prfsha256-x25519"],
+            &["aes256gcm16"],
+            true,
+        )]);
+        let acts = ghost.handle(n.now, Input::Timer);
+        let Some(Action::Send {
+            local,
+            remote,
+            data,
+        }) = acts.into_iter().find(|a| matches!(a, Action::Send { .. }))
+        else {
+            panic!()
+        };
+        let r = n.nodes[1].ike.handle(
+            n.now,
+            Input::Datagram {
+                local: remote,
+                remote: local,
+                data: &data,
+            },
+        );
+        assert!(r.iter().any(|a| matches!(a, Action::Send { .. })));
+    }
+    assert_eq!(n.nodes[1].ike.sas(n.now).len(), 30);
+    // The real initiator gets a COOKIE, retries with it, and gets through.
+    n.run_for(Duration::from_secs(3));
+    assert!(n.ready(0) && n.ready(1), "{}", n.logs(0));
+    n.assert_keys_match();
+    assert_eq!(
+        n.sent, 6,
+        "INIT, COOKIE, INIT with cookie, answer, AUTH, answer"
+    );
+    // The ghosts time out.
+    n.run_for(Duration::from_secs(31));
+    assert_eq!(n.nodes[1].ike.sas(n.now).len(), 1);
+}
+
+#[test]
+fn child_deleted_at_its_lifetime_when_rekeys_fail() {
+    let mut a = cfg(
+        A,
+        B,
+        &["aes256gcm16-prfsha256-x25519"],
+        &["aes256gcm16"],
+        true,
+    );
+    a.child_lifetime = Duration::from_secs(100);
+    let b = cfg(
+        B,
+        A,
+        &["aes256gcm16-prfsha256-x25519"],
+        &["aes256gcm16"],
+        false,
+    );
+    let mut n = Net::new(a, b);
+    n.run_for(Duration::from_secs(1));
+    let (_, b0) = n.assert_keys_match();
+    // A's rekey (CREATE_CHILD_SA, exchange 36) never arrives; A still
+    // retransmits it when the hard lifetime (100 s) comes.
+    n.drop = Box::new(|side, _, d| side == 0 && d[18] == 36);
+    n.run_for(Duration::from_secs(98));
+    assert!(n.nodes[0].dp.inbound.contains_key(&b0));
+    n.run_for(Duration::from_secs(2));
+    assert!(
+        n.logs(0).contains("reached its lifetime without a rekey"),
+        "{}",
+        n.logs(0)
+    );
+    assert!(!n.nodes[0].dp.inbound.contains_key(&b0));
+    assert!(n.nodes[0].dp.outbound.is_none());
+}
