@@ -20,6 +20,12 @@ use std::{
 
 use zeroize::Zeroizing;
 
+pub mod crypto;
+pub mod proposal;
+mod sa;
+pub mod timers;
+pub mod wire;
+
 /// IKE's own port (RFC 7296 2.).
 pub const IKE_PORT: u16 = 500;
 /// The NAT-T port (RFC 3948, RFC 7296 2.23), unless configured otherwise.
@@ -124,8 +130,7 @@ impl IkeProposal {
     /// `aes256-sha256-ecp256`: an integrity algorithm without `prf` also
     /// gives the PRF of the same hash).
     pub fn parse(s: &str) -> Result<IkeProposal, ProposalError> {
-        let _ = s;
-        todo!("IKE core: proposal parsing")
+        proposal::parse_ike(s)
     }
 }
 
@@ -133,8 +138,7 @@ impl EspProposal {
     /// Parse strongSwan notation (`aes256gcm16`, `aes256-sha256`,
     /// `aes128-sha1`, `aes256gcm16-x25519`).
     pub fn parse(s: &str) -> Result<EspProposal, ProposalError> {
-        let _ = s;
-        todo!("IKE core: proposal parsing")
+        proposal::parse_esp(s)
     }
 }
 
@@ -389,37 +393,43 @@ pub struct IkeSaView {
 
 /// All IKE tunnels of a node.
 pub struct Ike {
-    peers: Vec<PeerConfig>,
+    core: sa::Core,
 }
 
 impl Ike {
     /// A core for these tunnels; nothing is sent until the first `handle`
     /// (initiators start on their first `Timer`, which is due at once).
     pub fn new(peers: Vec<PeerConfig>) -> Ike {
-        Ike { peers }
+        Ike {
+            core: sa::Core::new(peers),
+        }
     }
 
     /// Reserve SPIs the core must not pick for its inbound child SAs
     /// (manual tunnels' SPIs); checked with every allocation.
     pub fn reserve_spis(&mut self, spis: impl IntoIterator<Item = u32>) {
-        let _ = spis.into_iter();
-        todo!("IKE core")
+        self.core.reserve_spis(spis)
     }
 
     /// Process one input at `now` and return what to do.
     pub fn handle(&mut self, now: Instant, input: Input<'_>) -> Vec<Action> {
-        let _ = (now, input, &self.peers);
-        todo!("IKE core")
+        self.core.handle(now, input)
     }
 
     /// When `handle(now, Input::Timer)` is next due, if ever.
     pub fn next_timeout(&self) -> Option<Instant> {
-        todo!("IKE core")
+        self.core.next_timeout()
     }
 
     /// The IKE SAs, for the show commands.
     pub fn sas(&self, now: Instant) -> Vec<IkeSaView> {
-        let _ = now;
-        todo!("IKE core")
+        self.core.sas(now)
+    }
+
+    /// Start a rekey of `peer`'s child SAs (`ike = false`) or IKE SA now,
+    /// as if their soft lifetime had passed (tests, and a future `request`
+    /// command).
+    pub fn rekey_now(&mut self, now: Instant, peer: IpAddr, ike: bool) -> Vec<Action> {
+        self.core.rekey_now(now, peer, ike)
     }
 }

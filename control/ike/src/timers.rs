@@ -1,0 +1,53 @@
+//! Timer and protocol constants, each with its source.
+
+use std::time::Duration;
+
+/// Retransmission intervals of a request: sent, then again after 1, 2, 4
+/// and 8 s; after 16 s more without an answer the peer is given up (RFC
+/// 7296 2.1 and 2.4 ask for exponential backoff; strongSwan's defaults are
+/// 4 s x 1.8^n, five tries: ours is shorter for tests and DPD).
+pub const RETRANSMIT: [Duration; 5] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(8),
+    Duration::from_secs(16),
+];
+
+/// Nonce length: 32 bytes (RFC 7296 2.10: at least half the PRF's key size,
+/// at least 16; 32 covers PRF-HMAC-SHA2-512's half).
+pub const NONCE_LEN: usize = 32;
+
+/// Soft lifetime of child and IKE SAs as a fraction (per mille) of the
+/// configured lifetime: rekey at a random point between 85 % and 90 %, so
+/// that both peers do not start at the same moment (strongSwan uses
+/// rekey_time and rand_time the same way).
+pub const REKEY_SOFT_MIN: u32 = 850;
+/// See [`REKEY_SOFT_MIN`].
+pub const REKEY_SOFT_MAX: u32 = 900;
+
+/// When a rekey could not start or failed, try again after this long.
+pub const REKEY_RETRY: Duration = Duration::from_secs(30);
+
+/// After a rekey, the old inbound SA still decrypts for this long once the
+/// peer has moved (packets already in flight on the old SPI).
+pub const INBOUND_GRACE: Duration = Duration::from_secs(5);
+
+/// A responder's IKE SA that never saw IKE_AUTH is dropped after this.
+pub const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Initiators start again this long after their IKE SA went away (peer
+/// dead, deleted by the peer).
+pub const REINITIATE_DELAY: Duration = Duration::from_secs(5);
+
+/// After a failed negotiation (authentication, proposals), retry after this.
+pub const FAILED_RETRY: Duration = Duration::from_secs(60);
+
+/// At most one INVALID_SPI notify per IKE SA in this interval (IOS rate-
+/// limits invalid-spi-recovery likewise; an unauthenticated trigger).
+pub const INVALID_SPI_INTERVAL: Duration = Duration::from_secs(10);
+
+/// With this many half-open IKE SAs (IKE_SA_INIT answered, no IKE_AUTH
+/// yet), the responder answers IKE_SA_INIT with a COOKIE first (RFC 7296
+/// 2.6; strongSwan's default threshold is 10 per peer, 30 in all).
+pub const COOKIE_THRESHOLD: usize = 30;

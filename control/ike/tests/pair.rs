@@ -1,0 +1,1009 @@
+//! Two IKE cores talking to each other in memory with a mock clock: they
+//! reach READY and install matching child SAs (our inbound keys are the
+//! peer's outbound keys) for each proposal family, through INVALID_KE,
+//! lost and duplicated datagrams, rekeys, deletes, DPD and INVALID_SPI.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    net::{IpAddr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use xdpsec_ike::{
+    Action, Command, EspEncap, EspProposal, Identity, Ike, IkeProposal, IkeSaStatus, Input,
+    PeerConfig, Prefix,
+};
+use zeroize::Zeroizing;
+
+const A: &str = "198.51.100.1";
+const B: &str = "198.51.100.2";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn pfx(s: &str) -> Prefix {
+    let (a, l) = s.split_once('/').unwrap();
+    Prefix {
+        addr: ip(a),
+        len: l.parse().unwrap(),
+    }
+}
+
+fn cfg(local: &str, remote: &str, ike: &[&str], esp: &[&str], initiate: bool) -> PeerConfig {
+    let (lts, rts) = if local == A {
+        ("203.0.113.1/32", "203.0.113.2/32")
+    } else {
+        ("203.0.113.2/32", "203.0.113.1/32")
+    };
+    PeerConfig {
+        tunnel: "Tunnel2".into(),
+        tunnel_index: 7,
+        local: ip(local),
+        remote: ip(remote),
+        psk: Zeroizing::new(b"an example psk".to_vec()),
+        local_id: Identity::Addr(ip(local)),
+        remote_id: Identity::Addr(ip(remote)),
+        ike_proposals: ike.iter().map(|s| IkeProposal::parse(s).unwrap()).collect(),
+        esp_proposals: esp.iter().map(|s| EspProposal::parse(s).unwrap()).collect(),
+        ike_lifetime: Duration::from_secs(86400),
+        child_lifetime: Duration::from_secs(3600),
+        dpd: None,
+        initiate,
+        force_encap: false,
+        nat_t_port: 4500,
+        local_ts: vec![pfx(lts)],
+        remote_ts: vec![pfx(rts)],
+        replay_window: 64,
+        invalid_spi_recovery: false,
+    }
+}
+
+/// What one node's datapath holds, as the actions built it.
+#[derive(Default)]
+struct Datapath {
+    inbound: BTreeMap<u32, Vec<u8>>,
+    outbound: Option<(u32, Vec<u8>, EspEncap)>,
+    inbound_encap: BTreeMap<u32, EspEncap>,
+    logs: Vec<String>,
+    sends: Vec<Instant>,
+}
+
+struct Node {
+    ike: Ike,
+    addr: IpAddr,
+    dp: Datapath,
+}
+
+/// Which node: 0 = A, 1 = B.
+type Side = usize;
+
+/// Decides whether a datagram (sender, index, bytes) is lost.
+type DropFilter = Box<dyn FnMut(Side, usize, &[u8]) -> bool>;
+
+struct Net {
+    nodes: [Node; 2],
+    now: Instant,
+    queue: VecDeque<(Side, SocketAddr, SocketAddr, Vec<u8>)>,
+    /// Drop the n-th datagram sent (counting from 0), per filter.
+    drop: DropFilter,
+    /// Deliver every datagram twice.
+    duplicate: bool,
+    sent: usize,
+    /// Check make-before-break at every step: each node's outbound SPI is
+    /// installed as inbound at the peer, and no inbound SA is removed while
+    /// the peer still sends on it.
+    check_mbb: bool,
+    violations: Vec<String>,
+}
+
+impl Net {
+    fn new(a: PeerConfig, b: PeerConfig) -> Net {
+        Net {
+            nodes: [
+                Node {
+                    ike: Ike::new(vec![a]),
+                    addr: ip(A),
+                    dp: Datapath::default(),
+                },
+                Node {
+                    ike: Ike::new(vec![b]),
+                    addr: ip(B),
+                    dp: Datapath::default(),
+                },
+            ],
+            now: Instant::now(),
+            queue: VecDeque::new(),
+            drop: Box::new(|_, _, _| false),
+            duplicate: false,
+            sent: 0,
+            check_mbb: false,
+            violations: Vec::new(),
+        }
+    }
+
+    fn apply(&mut self, side: Side, actions: Vec<Action>) {
+        for a in actions {
+            let peer = 1 - side;
+            match a {
+                Action::Send {
+                    local,
+                    remote,
+                    data,
+                } => {
+                    assert_eq!(local.ip(), self.nodes[side].addr);
+                    assert_eq!(remote.ip(), self.nodes[peer].addr);
+                    self.nodes[side].dp.sends.push(self.now);
+                    let n = self.sent;
+                    self.sent += 1;
+                    if (self.drop)(side, n, &data) {
+                        continue;
+                    }
+                    if self.duplicate {
+                        self.queue.push_back((peer, remote, local, data.clone()));
+                    }
+                    self.queue.push_back((peer, remote, local, data));
+                }
+                Action::AddInbound {
+                    keys,
+                    encap,
+                    tunnel,
+                    ..
+                } => {
+                    assert_eq!(tunnel, 7);
+                    assert!(keys.spi > 255);
+                    assert!(
+                        self.nodes[side]
+                            .dp
+                            .inbound
+                            .insert(keys.spi, keys.key.to_vec())
+                            .is_none(),
+                        "SPI installed twice"
+                    );
+                    self.nodes[side].dp.inbound_encap.insert(keys.spi, encap);
+                }
+                Action::SetOutbound { keys, encap, .. } => {
+                    if self.check_mbb && !self.nodes[peer].dp.inbound.contains_key(&keys.spi) {
+                        self.violations.push(format!(
+                            "node {side} sends on 0x{:08x} before the peer installed it",
+                            keys.spi
+                        ));
+                    }
+                    self.nodes[side].dp.outbound = Some((keys.spi, keys.key.to_vec(), encap));
+                }
+                Action::RemoveInbound { spi, .. } => {
+                    if self.check_mbb
+                        && self.nodes[peer]
+                            .dp
+                            .outbound
+                            .as_ref()
+                            .is_some_and(|o| o.0 == spi)
+                    {
+                        self.violations.push(format!("node {side} removed inbound 0x{spi:08x} while the peer still sends on it"));
+                    }
+                    assert!(
+                        self.nodes[side].dp.inbound.remove(&spi).is_some(),
+                        "removing an SPI never installed"
+                    );
+                }
+                Action::RemoveOutbound { .. } => self.nodes[side].dp.outbound = None,
+                Action::Log { line, .. } => {
+                    assert!(
+                        line.contains("Tunnel2")
+                            || line.contains("IKE message")
+                            || line.contains("IKE_SA_INIT from"),
+                        "{line}"
+                    );
+                    self.nodes[side].dp.logs.push(line)
+                }
+            }
+        }
+    }
+
+    fn deliver_one(&mut self) -> bool {
+        let Some((to, local, remote, data)) = self.queue.pop_front() else {
+            return false;
+        };
+        let acts = self.nodes[to].ike.handle(
+            self.now,
+            Input::Datagram {
+                local,
+                remote,
+                data: &data,
+            },
+        );
+        self.apply(to, acts);
+        true
+    }
+
+    fn timers(&mut self) {
+        for s in 0..2 {
+            if self.nodes[s]
+                .ike
+                .next_timeout()
+                .is_some_and(|t| t <= self.now)
+            {
+                let acts = self.nodes[s].ike.handle(self.now, Input::Timer);
+                self.apply(s, acts);
+            }
+        }
+    }
+
+    /// Run until `until` (mock time), delivering every datagram at once
+    /// (latency 1 ms) and firing timers when due.
+    fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        let mut steps = 0;
+        loop {
+            steps += 1;
+            assert!(steps < 100_000, "no progress");
+            self.timers();
+            if self.deliver_one() {
+                self.now += Duration::from_millis(1);
+                continue;
+            }
+            let next = [0, 1]
+                .iter()
+                .filter_map(|&s| self.nodes[s].ike.next_timeout())
+                .min();
+            match next {
+                Some(t) if t <= end => self.now = self.now.max(t),
+                _ => {
+                    self.now = end;
+                    self.timers();
+                    if self.queue.is_empty() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, side: Side, c: Command) {
+        let acts = self.nodes[side].ike.handle(self.now, Input::Command(c));
+        self.apply(side, acts);
+    }
+
+    fn ready(&self, side: Side) -> bool {
+        self.nodes[side]
+            .ike
+            .sas(self.now)
+            .iter()
+            .any(|s| s.status == IkeSaStatus::Ready)
+    }
+
+    /// Both outbound SAs exist and match the peer's inbound keys.
+    fn assert_keys_match(&self) -> (u32, u32) {
+        let mut spis = [0; 2];
+        #[allow(clippy::needless_range_loop)]
+        for s in 0..2 {
+            let (spi, key, _) = self.nodes[s].dp.outbound.clone().unwrap_or_else(|| {
+                panic!(
+                    "node {s} has no outbound SA; logs {:?}",
+                    self.nodes[s].dp.logs
+                )
+            });
+            let theirs = self.nodes[1 - s]
+                .dp
+                .inbound
+                .get(&spi)
+                .unwrap_or_else(|| panic!("peer lacks inbound 0x{spi:08x}"));
+            assert_eq!(&key, theirs, "keys differ for SPI 0x{spi:08x}");
+            spis[s] = spi;
+        }
+        // And the two directions use different keys.
+        assert_ne!(
+            self.nodes[0].dp.outbound.as_ref().unwrap().1,
+            self.nodes[1].dp.outbound.as_ref().unwrap().1
+        );
+        (spis[0], spis[1])
+    }
+
+    fn logs(&self, side: Side) -> String {
+        self.nodes[side].dp.logs.join("\n")
+    }
+}
+
+fn pair(ike: &[&str], esp: &[&str]) -> Net {
+    Net::new(cfg(A, B, ike, esp, true), cfg(B, A, ike, esp, false))
+}
+
+#[test]
+fn establish_each_proposal_family() {
+    for (ike, esp, keylen) in [
+        ("aes256gcm16-prfsha256-x25519", "aes256gcm16", 36),
+        ("aes256-sha256-ecp256", "aes256-sha256", 64),
+        ("aes128-sha384-ecp384", "aes128-sha1", 36),
+        ("aes128gcm16-prfsha512-ecp384", "aes128gcm16", 20),
+        ("aes256gcm16-prfsha256-x25519", "chacha20poly1305", 36),
+    ] {
+        let mut n = pair(&[ike], &[esp]);
+        n.run_for(Duration::from_secs(5));
+        assert!(
+            n.ready(0) && n.ready(1),
+            "{ike}: {}\n{}",
+            n.logs(0),
+            n.logs(1)
+        );
+        let (a, b) = n.assert_keys_match();
+        assert_ne!(a, b);
+        assert_eq!(
+            n.nodes[0].dp.outbound.as_ref().unwrap().1.len(),
+            keylen,
+            "{esp}"
+        );
+        let v = &n.nodes[0].ike.sas(n.now)[0];
+        assert!(v.initiator);
+        assert_eq!(v.children, vec![(b, a)]);
+        assert_eq!(v.prf, IkeProposal::parse(ike).unwrap().prf);
+        assert_eq!(n.nodes[1].ike.sas(n.now)[0].spi_i, v.spi_i);
+        assert!(n.logs(0).contains("%IKEV2-5-SA_UP"));
+        // IKE_SA_INIT, IKE_AUTH: two requests, two answers; nothing more.
+        assert_eq!(n.sent, 4);
+    }
+}
+
+#[test]
+fn invalid_ke_retried_with_the_group_the_peer_asks_for() {
+    let a = cfg(
+        A,
+        B,
+        &[
+            "aes256gcm16-prfsha256-x25519",
+            "aes256gcm16-prfsha256-ecp256",
+        ],
+        &["aes256gcm16"],
+        true,
+    );
+    let b = cfg(
+        B,
+        A,
+        &["aes256gcm16-prfsha256-ecp256"],
+        &["aes256gcm16"],
+        false,
+    );
+    let mut n = Net::new(a, b);
+    n.run_for(Duration::from_secs(5));
+    assert!(n.ready(0) && n.ready(1), "{}", n.logs(0));
+    assert!(n.logs(0).contains("INVALID_KE_PAYLOAD"), "{}", n.logs(0));
+    assert_eq!(n.nodes[0].ike.sas(n.now)[0].dh, xdpsec_ike::DhGroup::Ecp256);
+    n.assert_keys_match();
+    assert_eq!(n.sent, 6);
+}
+
+#[test]
+fn no_common_proposal() {
+    let mut n = Net::new(
+        cfg(
+            A,
+            B,
+            &["aes256gcm16-prfsha256-x25519"],
+            &["aes256gcm16"],
+            true,
+        ),
+        cfg(B, A, &["aes256-sha256-ecp256"], &["aes256gcm16"], false),
+    );
+    n.run_for(Duration::from_secs(5));
+    assert!(!n.ready(0) && !n.ready(1));
+    assert!(n.logs(0).contains("NO_PROPOSAL_CHOSEN"), "{}", n.logs(0));
+    assert!(n.logs(1).contains("NO_PROPOSAL_CHOSEN"), "{}", n.logs(1));
+}
+
+#[test]
+fn wrong_psk_refused_on_both_sides() {
+    let a = cfg(
+        A,
+        B,
+        &["aes256gcm16-prfsha256-x25519"],
+        &["aes256gcm16"],
+        true,
+    );
+    let mut b = cfg(
+        B,
+        A,
+        &["aes256gcm16-prfsha256-x25519"],
+        &["aes256gcm16"],
+        false,
+    );
+    b.psk = Zeroizing::new(b"another psk".to_vec());
+    let mut n = Net::new(a, b);
+    n.run_for(Duration::from_secs(5));
+    assert!(!n.ready(0) && !n.ready(1));
+    assert!(n.nodes[0].dp.inbound.is_empty() && n.nodes[1].dp.inbound.is_empty());
+    assert!(n.logs(1).contains("AUTH does not verify"), "{}", n.logs(1));
+    assert!(n.logs(0).contains("AUTHENTICATION_FAILED"), "{}", n.logs(0));
+    assert!(
+        n.logs(0).contains("Tunnel2: peer 198.51.100.2")
+            || n.logs(0).contains("Tunnel2 peer 198.51.100.2")
+    );
+    // Keys never in logs: the PSK is not there.
+    assert!(!n.logs(0).contains("example") && !n.logs(1).contains("another"));
+    // A wrong remote_id is refused too.
+    let a = cfg(
+        A,
+        B,
+        &["aes256gcm16-prfsha256-x25519"],
+        &["aes256gcm16"],
+        true,
+    );
+    let mut b = cfg(
+        B,
+        A,
+        &["aes256gcm16-prfsha256-x25519"],
+        &["aes256gcm16"],
+        false,
+    );
+    b.remote_id = Identity::Fqdn("initiator.example".into());
+    let mut n = Net::new(a, b);
+    n.run_for(Duration::from_secs(5));
+    assert!(!n.ready(0) && !n.ready(1));
+    assert!(
+        n.logs(1).contains("not the configured remote_id"),
+        "{}",
+        n.logs(1)
+    );
+}
+
+#[test]
+fn lost_and_duplicated_datagrams() {
+    // Lose the first IKE_SA_INIT and the first IKE_AUTH response; deliver
+    // everything twice.
+    let mut n = pair(&["aes256-sha256-ecp256"], &["aes256-sha256"]);
+    n.duplicate = true;
+    n.drop = Box::new(|side, i, _| (side == 0 && i == 0) || (side == 1 && i == 3));
+    n.run_for(Duration::from_secs(20));
+    assert!(n.ready(0) && n.ready(1), "{}\n{}", n.logs(0), n.logs(1));
+    n.assert_keys_match();
+    // Exactly one child each side despite the duplicates.
+    assert_eq!(n.nodes[0].dp.inbound.len(), 1);
+    assert_eq!(n.nodes[1].dp.inbound.len(), 1);
+    assert_eq!(n.nodes[0].ike.sas(n.now).len(), 1);
+    assert_eq!(n.nodes[1].ike.sas(n.now).len(), 1);
+}
+
+#[test]
+fn responder_only_side_never_sends_first() {
+    let mut n = Net::new(
+        cfg(
+            A,
+            B,
+            &["aes256gcm16-prfsha256-x25519"],
+            &["aes256gcm16"],
+            false,
+        ),
+        cfg(
+            B,
+            A,
+            &["aes256gcm16-prfsha256-x25519"],
+            &["aes256gcm16"],
+            false,
+        ),
+    );
+    n.run_for(Duration::from_secs(60));
+    assert_eq!(n.sent, 0);
+    assert!(n.nodes[0].ike.next_timeout().is_none());
+}
+
+#[test]
+fn retransmission_backoff_then_give_up() {
+    let mut n = pair(&["aes256gcm16-prfsha256-x25519"], &["aes256gcm16"]);
+    let start = n.now;
+    // The responder is unreachable.
+    n.drop = Box::new(|_, _, _| true);
+    n.run_for(Duration::from_secs(40));
+    let sends: Vec<u64> = n.nodes[0]
+        .dp
+        .sends
+        .iter()
+        .map(|t| (*t - start).as_secs())
+        .collect();
+    // Sent at 0, again after 1, 2, 4, 8 s; given up 16 s later (31 s).
+    assert_eq!(sends[..5], [0, 1, 3, 7, 15]);
+    // The next attempt comes 5 s after giving up.
+    assert_eq!(sends[5], 36);
+    assert!(
+        n.logs(0)
+            .contains("no answer to IKE_SA_INIT after 4 retransmissions (31 s)"),
+        "{}",
+        n.logs(0)
+    );
+}
+
+fn established(ike: &str, esp: &str) -> Net {
+    let mut n = pair(&[ike], &[esp]);
+    n.run_for(Duration::from_secs(3));
+    assert!(n.ready(0) && n.ready(1));
+    n.assert_keys_match();
+    n.check_mbb = true;
+    n
+}
+
+#[test]
+fn child_rekey_by_lifetime_make_before_break() {
+    let mut n = established("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let (a0, b0) = n.assert_keys_match();
+    // Soft lifetime: between 85 % and 90 % of 3600 s, whoever comes first.
+    n.run_for(Duration::from_secs(3000));
+    assert_eq!(n.assert_keys_match(), (a0, b0), "rekeyed too early");
+    n.run_for(Duration::from_secs(300));
+    let (a1, b1) = n.assert_keys_match();
+    assert!(a1 != a0 && b1 != b0, "not rekeyed");
+    assert!(n.violations.is_empty(), "{:?}", n.violations);
+    // After the grace, only the new inbound SAs remain.
+    n.run_for(Duration::from_secs(10));
+    assert_eq!(
+        n.nodes[0].dp.inbound.keys().copied().collect::<Vec<_>>(),
+        vec![b1]
+    );
+    assert_eq!(
+        n.nodes[1].dp.inbound.keys().copied().collect::<Vec<_>>(),
+        vec![a1]
+    );
+    assert_eq!(n.nodes[0].ike.sas(n.now)[0].children, vec![(b1, a1)]);
+    assert!(n.violations.is_empty(), "{:?}", n.violations);
+}
+
+#[test]
+fn child_rekey_started_by_each_side_with_traffic_in_flight() {
+    for side in [0, 1] {
+        let mut n = established("aes256-sha256-ecp256", "aes256-sha256");
+        let (a0, b0) = n.assert_keys_match();
+        let peer = n.nodes[1 - side].addr;
+        let acts = n.nodes[side].ike.rekey_now(n.now, peer, false);
+        n.apply(side, acts);
+        // Step message by message: at every point each side's outbound SA
+        // exists at the peer (check_mbb), so a packet sent at any moment
+        // is decrypted.
+        n.run_for(Duration::from_secs(1));
+        let (a1, b1) = n.assert_keys_match();
+        assert!(a1 != a0 && b1 != b0);
+        // Old inbound SAs still there during the grace, gone after.
+        assert!(n.nodes[0].dp.inbound.contains_key(&b0) && n.nodes[1].dp.inbound.contains_key(&a0));
+        n.run_for(Duration::from_secs(10));
+        assert!(
+            !n.nodes[0].dp.inbound.contains_key(&b0) && !n.nodes[1].dp.inbound.contains_key(&a0)
+        );
+        assert!(n.violations.is_empty(), "side {side}: {:?}", n.violations);
+    }
+}
+
+#[test]
+fn simultaneous_child_rekey_resolved_by_nonces() {
+    for _ in 0..4 {
+        let mut n = established("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+        let (a0, b0) = n.assert_keys_match();
+        // Both start before either sees the other's request.
+        let acts0 = n.nodes[0].ike.rekey_now(n.now, ip(B), false);
+        let acts1 = n.nodes[1].ike.rekey_now(n.now, ip(A), false);
+        n.apply(0, acts0);
+        n.apply(1, acts1);
+        n.run_for(Duration::from_secs(20));
+        let (a1, b1) = n.assert_keys_match();
+        assert!(a1 != a0 && b1 != b0);
+        // One pair of SAs survives on each side (the redundant one deleted).
+        assert_eq!(n.nodes[0].dp.inbound.len(), 1, "{}", n.logs(0));
+        assert_eq!(n.nodes[1].dp.inbound.len(), 1, "{}", n.logs(1));
+        assert!(
+            n.logs(0).contains("simultaneous rekey") && n.logs(1).contains("simultaneous rekey")
+        );
+        assert!(n.violations.is_empty(), "{:?}", n.violations);
+    }
+}
+
+#[test]
+fn ike_rekey_moves_children() {
+    for side in [0, 1] {
+        let mut n = established("aes256-sha256-ecp256", "aes256-sha256");
+        let spis = n.assert_keys_match();
+        let old = n.nodes[0].ike.sas(n.now)[0].clone();
+        let peer = n.nodes[1 - side].addr;
+        let acts = n.nodes[side].ike.rekey_now(n.now, peer, true);
+        n.apply(side, acts);
+        n.run_for(Duration::from_secs(2));
+        for s in 0..2 {
+            let v = n.nodes[s].ike.sas(n.now);
+            assert_eq!(v.len(), 1, "old IKE SA not deleted on {s}: {}", n.logs(s));
+            assert_ne!((v[0].spi_i, v[0].spi_r), (old.spi_i, old.spi_r));
+            assert_eq!(v[0].status, IkeSaStatus::Ready);
+            assert_eq!(v[0].children.len(), 1);
+        }
+        assert_eq!(
+            n.nodes[0].ike.sas(n.now)[0].spi_i,
+            n.nodes[1].ike.sas(n.now)[0].spi_i
+        );
+        // Children untouched, and they rekey in the new IKE SA.
+        assert_eq!(n.assert_keys_match(), spis);
+        let acts = n.nodes[0].ike.rekey_now(n.now, ip(B), false);
+        n.apply(0, acts);
+        n.run_for(Duration::from_secs(10));
+        let spis2 = n.assert_keys_match();
+        assert!(spis2.0 != spis.0 && spis2.1 != spis.1);
+        assert!(n.violations.is_empty(), "{:?}", n.violations);
+    }
+}
+
+#[test]
+fn clear_child_sas_gives_new_spis() {
+    for side in [0, 1] {
+        let mut n = established("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+        let (a0, b0) = n.assert_keys_match();
+        let peer = n.nodes[1 - side].addr;
+        n.command(side, Command::ClearChildSas(peer));
+        n.run_for(Duration::from_secs(2));
+        let (a1, b1) = n.assert_keys_match();
+        assert!(a1 != a0 && b1 != b0);
+        assert_eq!(n.nodes[0].dp.inbound.len(), 1);
+        assert_eq!(n.nodes[1].dp.inbound.len(), 1);
+        assert!(n.logs(side).contains("clearing 1 child SA(s)"));
+    }
+}
+
+#[test]
+fn clear_ike_sas_renegotiates() {
+    let mut n = established("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let old = n.nodes[0].ike.sas(n.now)[0].spi_i;
+    let (a0, _) = n.assert_keys_match();
+    n.check_mbb = false;
+    n.command(1, Command::ClearIkeSas(None));
+    assert!(n.nodes[1].ike.sas(n.now).is_empty());
+    n.run_for(Duration::from_secs(10));
+    assert!(n.ready(0) && n.ready(1), "{}", n.logs(0));
+    let v = n.nodes[0].ike.sas(n.now);
+    assert_eq!(v.len(), 1);
+    assert_ne!(v[0].spi_i, old);
+    let (a1, _) = n.assert_keys_match();
+    assert_ne!(a1, a0);
+    assert!(n.logs(0).contains("peer deleted the IKE SA"));
+}
+
+#[test]
+fn dpd_declares_a_silent_peer_dead() {
+    let mut a = cfg(
+        A,
+        B,
+        &["aes256gcm16-prfsha256-x25519"],
+        &["aes256gcm16"],
+        false,
+    );
+    a.dpd = Some(Duration::from_secs(10));
+    let b = cfg(
+        B,
+        A,
+        &["aes256gcm16-prfsha256-x25519"],
+        &["aes256gcm16"],
+        true,
+    );
+    let mut n = Net::new(a, b);
+    n.run_for(Duration::from_secs(3));
+    assert!(n.ready(0) && n.ready(1));
+    // An idle, live peer: DPD exchanges keep it up.
+    n.run_for(Duration::from_secs(60));
+    assert!(n.ready(0));
+    assert!(n.sent > 4);
+    // Now B goes silent.
+    n.drop = Box::new(|side, _, _| side == 1);
+    n.run_for(Duration::from_secs(45));
+    assert!(!n.ready(0));
+    assert!(n.nodes[0].dp.inbound.is_empty() && n.nodes[0].dp.outbound.is_none());
+    assert!(
+        n.logs(0)
+            .contains("peer dead: no answer after 4 retransmissions"),
+        "{}",
+        n.logs(0)
+    );
+    assert!(n.logs(0).contains("%IKEV2-5-SA_DOWN"));
+}
+
+#[test]
+fn invalid_spi_recovery() {
+    let mut a = cfg(
+        A,
+        B,
+        &["aes256gcm16-prfsha256-x25519"],
+        &["aes256gcm16"],
+        true,
+    );
+    a.invalid_spi_recovery = true;
+    let b = cfg(
+        B,
+        A,
+        &["aes256gcm16-prfsha256-x25519"],
+        &["aes256gcm16"],
+        false,
+    );
+    let mut n = Net::new(a, b);
+    n.run_for(Duration::from_secs(3));
+    let (a0, b0) = n.assert_keys_match();
+    // A's datapath forgot its inbound SA b0 (the seed's fault).
+    n.nodes[0].dp.inbound.remove(&b0);
+    let acts = n.nodes[0].ike.handle(
+        n.now,
+        Input::UnknownSpi {
+            peer: ip(B),
+            spi: b0,
+        },
+    );
+    n.apply(0, acts);
+    let sent = n.sent;
+    // Rate-limited: a second one at once is ignored.
+    let acts = n.nodes[0].ike.handle(
+        n.now,
+        Input::UnknownSpi {
+            peer: ip(B),
+            spi: b0,
+        },
+    );
+    assert!(acts.is_empty(), "{acts:?}");
+    assert_eq!(n.sent, sent);
+    // B deletes that child (A's half of it is gone already: tolerated) and
+    // negotiates a new one.
+    n.nodes[0].dp.inbound.insert(b0, vec![]);
+    n.run_for(Duration::from_secs(3));
+    let (a1, b1) = n.assert_keys_match();
+    assert!(a1 != a0 && b1 != b0, "{}\n{}", n.logs(0), n.logs(1));
+    assert!(n.logs(1).contains("INVALID_SPI"));
+    // Off by default: no notify.
+    let mut n = established("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let acts = n.nodes[0].ike.handle(
+        n.now,
+        Input::UnknownSpi {
+            peer: ip(B),
+            spi: 0x1234,
+        },
+    );
+    assert!(acts.is_empty());
+    n.run_for(Duration::from_secs(1));
+}
+
+#[test]
+fn force_encap_moves_to_nat_t() {
+    let mut a = cfg(
+        A,
+        B,
+        &["aes256gcm16-prfsha256-x25519"],
+        &["aes256gcm16"],
+        true,
+    );
+    a.force_encap = true;
+    let b = cfg(
+        B,
+        A,
+        &["aes256gcm16-prfsha256-x25519"],
+        &["aes256gcm16"],
+        false,
+    );
+    let mut n = Net::new(a, b);
+    n.run_for(Duration::from_secs(3));
+    assert!(n.ready(0) && n.ready(1), "{}\n{}", n.logs(0), n.logs(1));
+    n.assert_keys_match();
+    for s in 0..2 {
+        let v = &n.nodes[s].ike.sas(n.now)[0];
+        assert!(v.nat, "node {s}");
+        assert_eq!((v.local.port(), v.remote.port()), (4500, 4500));
+        assert_eq!(
+            n.nodes[s].dp.outbound.as_ref().unwrap().2,
+            EspEncap::Udp(4500, 4500)
+        );
+        assert!(
+            n.nodes[s]
+                .dp
+                .inbound_encap
+                .values()
+                .all(|e| *e == EspEncap::Udp(4500, 4500))
+        );
+    }
+    // Without it, plain ESP on 500.
+    let n = established("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    assert_eq!(n.nodes[0].dp.outbound.as_ref().unwrap().2, EspEncap::Esp);
+    assert_eq!(n.nodes[0].ike.sas(n.now)[0].remote.port(), 500);
+}
+
+#[test]
+fn narrowed_traffic_selectors_refused() {
+    // B (responder) only has 203.0.113.2/32 locally but A asks for the /24.
+    let mut a = cfg(
+        A,
+        B,
+        &["aes256gcm16-prfsha256-x25519"],
+        &["aes256gcm16"],
+        true,
+    );
+    a.remote_ts = vec![pfx("203.0.113.0/24")];
+    let b = cfg(
+        B,
+        A,
+        &["aes256gcm16-prfsha256-x25519"],
+        &["aes256gcm16"],
+        false,
+    );
+    let mut n = Net::new(a, b);
+    n.run_for(Duration::from_secs(3));
+    assert!(n.ready(0) && n.ready(1));
+    assert!(
+        n.logs(0).contains("narrowed our traffic selectors"),
+        "{}",
+        n.logs(0)
+    );
+    assert!(n.logs(0).contains("TS_UNACCEPTABLE"));
+    assert!(n.nodes[0].dp.outbound.is_none());
+    // The responder's half was deleted again.
+    assert!(n.nodes[1].dp.inbound.is_empty(), "{}", n.logs(1));
+    // Selectors that do not cover the responder's: TS_UNACCEPTABLE from it.
+    let mut a = cfg(
+        A,
+        B,
+        &["aes256gcm16-prfsha256-x25519"],
+        &["aes256gcm16"],
+        true,
+    );
+    a.remote_ts = vec![pfx("203.0.113.9/32")];
+    let b = cfg(
+        B,
+        A,
+        &["aes256gcm16-prfsha256-x25519"],
+        &["aes256gcm16"],
+        false,
+    );
+    let mut n = Net::new(a, b);
+    n.run_for(Duration::from_secs(3));
+    assert!(n.logs(1).contains("TS_UNACCEPTABLE"), "{}", n.logs(1));
+    assert!(
+        n.logs(0)
+            .contains("first child SA refused by the peer (TS_UNACCEPTABLE"),
+        "{}",
+        n.logs(0)
+    );
+}
+
+#[test]
+fn garbage_never_panics_a_live_core() {
+    let mut n = established("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let v = n.nodes[1].ike.sas(n.now)[0].clone();
+    let mut seed = 0x12345678u32;
+    for len in 0..400usize {
+        let mut d: Vec<u8> = (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                seed as u8
+            })
+            .collect();
+        if len >= 28 {
+            // Aim at the live SA half of the time.
+            if len % 2 == 0 {
+                d[..8].copy_from_slice(&v.spi_i.to_be_bytes());
+                d[8..16].copy_from_slice(&v.spi_r.to_be_bytes());
+                d[17] = 0x20;
+                d[24..28].copy_from_slice(&(len as u32).to_be_bytes());
+            }
+        }
+        let local = SocketAddr::new(ip(B), 500);
+        let remote = SocketAddr::new(ip(A), 500);
+        let _ = n.nodes[1].ike.handle(
+            n.now,
+            Input::Datagram {
+                local,
+                remote,
+                data: &d,
+            },
+        );
+    }
+    n.run_for(Duration::from_secs(1));
+    assert!(n.ready(1));
+    n.assert_keys_match();
+}
+
+#[test]
+fn rekey_with_pfs() {
+    for esp in ["aes256gcm16-x25519", "aes256-sha256-ecp256"] {
+        let mut n = established("aes256-sha256-ecp256", esp);
+        let (a0, b0) = n.assert_keys_match();
+        let acts = n.nodes[1].ike.rekey_now(n.now, ip(A), false);
+        // The rekey request carries a KE payload (PFS): it is larger than
+        // one without, which the next test compares.
+        n.apply(1, acts);
+        n.run_for(Duration::from_secs(10));
+        let (a1, b1) = n.assert_keys_match();
+        assert!(a1 != a0 && b1 != b0, "{esp}: {}", n.logs(1));
+        assert!(n.violations.is_empty(), "{:?}", n.violations);
+    }
+}
+
+#[test]
+fn pfs_adds_a_ke_to_the_rekey() {
+    let mut sizes = Vec::new();
+    for esp in ["aes256gcm16", "aes256gcm16-x25519"] {
+        let mut n = established("aes256gcm16-prfsha256-x25519", esp);
+        let before = n.queue.len();
+        let acts = n.nodes[0].ike.rekey_now(n.now, ip(B), false);
+        n.apply(0, acts);
+        assert_eq!(n.queue.len(), before + 1);
+        sizes.push(n.queue.back().unwrap().3.len());
+        n.run_for(Duration::from_secs(10));
+        n.assert_keys_match();
+    }
+    // KE payload: 4-byte header, group and reserved, 32 bytes (X25519); the
+    // SA payload's DH transform: 8 bytes.
+    assert_eq!(sizes[1] - sizes[0], 4 + 4 + 32 + 8);
+}
+
+#[test]
+fn responder_asks_for_cookies_under_load() {
+    let mut n = pair(&["aes256gcm16-prfsha256-x25519"], &["aes256gcm16"]);
+    // 30 half-open IKE SAs from initiators that never continue.
+    for _ in 0..30 {
+        let mut ghost = Ike::new(vec![cfg(
+            A,
+            B,
+            &["aes256gcm16-prfsha256-x25519"],
+            &["aes256gcm16"],
+            true,
+        )]);
+        let acts = ghost.handle(n.now, Input::Timer);
+        let Some(Action::Send {
+            local,
+            remote,
+            data,
+        }) = acts.into_iter().find(|a| matches!(a, Action::Send { .. }))
+        else {
+            panic!()
+        };
+        let r = n.nodes[1].ike.handle(
+            n.now,
+            Input::Datagram {
+                local: remote,
+                remote: local,
+                data: &data,
+            },
+        );
+        assert!(r.iter().any(|a| matches!(a, Action::Send { .. })));
+    }
+    assert_eq!(n.nodes[1].ike.sas(n.now).len(), 30);
+    // The real initiator gets a COOKIE, retries with it, and gets through.
+    n.run_for(Duration::from_secs(3));
+    assert!(n.ready(0) && n.ready(1), "{}", n.logs(0));
+    n.assert_keys_match();
+    assert_eq!(
+        n.sent, 6,
+        "INIT, COOKIE, INIT with cookie, answer, AUTH, answer"
+    );
+    // The ghosts time out.
+    n.run_for(Duration::from_secs(31));
+    assert_eq!(n.nodes[1].ike.sas(n.now).len(), 1);
+}
+
+#[test]
+fn child_deleted_at_its_lifetime_when_rekeys_fail() {
+    let mut a = cfg(
+        A,
+        B,
+        &["aes256gcm16-prfsha256-x25519"],
+        &["aes256gcm16"],
+        true,
+    );
+    a.child_lifetime = Duration::from_secs(100);
+    let b = cfg(
+        B,
+        A,
+        &["aes256gcm16-prfsha256-x25519"],
+        &["aes256gcm16"],
+        false,
+    );
+    let mut n = Net::new(a, b);
+    n.run_for(Duration::from_secs(1));
+    let (_, b0) = n.assert_keys_match();
+    // A's rekey (CREATE_CHILD_SA, exchange 36) never arrives; A still
+    // retransmits it when the hard lifetime (100 s) comes.
+    n.drop = Box::new(|side, _, d| side == 0 && d[18] == 36);
+    n.run_for(Duration::from_secs(98));
+    assert!(n.nodes[0].dp.inbound.contains_key(&b0));
+    n.run_for(Duration::from_secs(2));
+    assert!(
+        n.logs(0).contains("reached its lifetime without a rekey"),
+        "{}",
+        n.logs(0)
+    );
+    assert!(!n.nodes[0].dp.inbound.contains_key(&b0));
+    assert!(n.nodes[0].dp.outbound.is_none());
+}
