@@ -895,6 +895,21 @@ fn parse_ike(
                 at(l.span())
             ));
         }
+        for p in l.get_ref() {
+            let checked = if field == "ike_proposals" {
+                xdpsec_ike::IkeProposal::parse(p.get_ref()).map(|_| ())
+            } else {
+                xdpsec_ike::EspProposal::parse(p.get_ref()).map(|_| ())
+            };
+            if let Err(e) = checked {
+                return Err(format!(
+                    "line {}: field `tunnel.{field}` has {:?} in tunnel {name}: {} (strongSwan notation, e.g. \"{default}\")",
+                    at(p.span()),
+                    p.get_ref(),
+                    e.0
+                ));
+            }
+        }
         Ok(l.get_ref().iter().map(|p| p.get_ref().clone()).collect())
     };
     let seconds = |v: &Option<Spanned<i64>>, field: &str, default: u64, min: i64| match v {
@@ -1411,6 +1426,16 @@ replay_window = 128
                 "tunnel.cipher",
             ),
             ("kind = \"ike\"", "kind = \"ikev1\"", "tunnel.kind"),
+            (
+                "\"aes256-sha256-ecp256\"",
+                "\"aes256-sha256-modp1024\"",
+                "tunnel.ike_proposals",
+            ),
+            (
+                "esp_proposals = [\"aes256gcm16\"]",
+                "esp_proposals = [\"des\"]",
+                "tunnel.esp_proposals",
+            ),
         ] {
             let e = Config::parse(&full.replacen(from, to, 1)).unwrap_err();
             assert!(e.contains(field), "{field}: {e}");

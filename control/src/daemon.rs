@@ -111,19 +111,6 @@ fn forbid_core_dumps() {
 
 /// Run the daemon in the foreground until SIGINT or SIGTERM.
 pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
-    // IKEv2 tunnels parse (check-config), but negotiating them is not wired
-    // into the daemon yet: refuse them clearly instead of running a tunnel
-    // that never comes up.
-    if let Some(t) = config
-        .tunnels
-        .iter()
-        .find(|t| matches!(t.kind, crate::config::TunnelKind::Ike(_)))
-    {
-        bail!(
-            "tunnel {} has kind = \"ike\": IKEv2 negotiation is not available in this build yet (manual tunnels are)",
-            t.name
-        );
-    }
     check_privileges()?;
     forbid_core_dumps();
     let sigset = block_signals();

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Parse xdpsec's show output with Cisco's genieparser (pyATS), offline.
 
-argv[1] is a JSON file: {"cases": [{"sa": TEXT, "drops": TEXT}, ...]} with
-the text of `show crypto ipsec sa` and of `show platform hardware qfp active
-feature ipsec datapath drops all`. For each case this prints what the IOS XE
+argv[1] is a JSON file: {"cases": [{"sa": TEXT, "drops": TEXT, "ikev2": TEXT}, ...]}
+with the text of `show crypto ipsec sa`, of `show platform hardware qfp
+active feature ipsec datapath drops all` and of `show crypto ikev2 sa`
+(each optional). For each case this prints what the IOS XE
 parsers ShowCryptoIpsecSa and
 ShowPlatformHardwareQfpActiveFeatureIpsecDatapathDropsAll make of the text
 (or the parser's error), as one JSON line on stdout. No device: genie parses
@@ -13,10 +14,17 @@ import json
 import sys
 from unittest import mock
 
-from genie.libs.parser.iosxe.show_crypto import ShowCryptoIpsecSa
+from genie.libs.parser.iosxe.show_crypto import ShowCryptoIkev2Sa, ShowCryptoIpsecSa
 from genie.libs.parser.iosxe.show_platform_hardware import (
     ShowPlatformHardwareQfpActiveFeatureIpsecDatapathDropsAll,
 )
+
+# Which parser reads which text of a case.
+PARSERS = {
+    "sa": ShowCryptoIpsecSa,
+    "drops": ShowPlatformHardwareQfpActiveFeatureIpsecDatapathDropsAll,
+    "ikev2": ShowCryptoIkev2Sa,
+}
 
 
 def parse(parser_cls, text):
@@ -30,9 +38,6 @@ with open(sys.argv[1]) as f:
     cases = json.load(f)["cases"]
 out = []
 for c in cases:
-    out.append({
-        "sa": parse(ShowCryptoIpsecSa, c["sa"]),
-        "drops": parse(ShowPlatformHardwareQfpActiveFeatureIpsecDatapathDropsAll, c["drops"]),
-    })
+    out.append({k: parse(PARSERS[k], text) for k, text in c.items()})
 # json turns the parsers' integer keys (ident numbers) into strings.
 print(json.dumps(out))

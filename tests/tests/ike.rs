@@ -1,0 +1,340 @@
+//! IKEv2 tunnels end to end: two xdpsec nodes negotiate with each other,
+//! and xdpsec negotiates with strongSwan 5.9.8 (an independent IKEv2
+//! implementation, kernel-libipsec for its ESP) as initiator and as
+//! responder; traffic flows through the TUN devices; `clear crypto sa peer`
+//! brings new SPIs; `forget-sa` reproduces the seed's INV_SPI fault and
+//! `clear crypto sa peer` recovers it; a wrong PSK is refused on both sides.
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use xdpsec_e2e::{
+    Daemon, Lab,
+    strongswan::{CBC_ECP256, Charon, CharonOpts, Conn, GCM_X25519, Proposals},
+};
+
+const PSK: &str = "xdpsec ikev2 test key";
+/// Inner addresses of node 1 (xdpsec, TUN) and node 2.
+const INNER: [&str; 2] = ["203.0.113.1", "203.0.113.2"];
+
+/// An xdpsec config with one IKE tunnel to the other node of `lab`.
+fn ike_config(lab: &Lab, side: usize, psk: &str, initiate: bool, proposals: &Proposals) -> String {
+    let iface = if side == 0 { &lab.if1 } else { &lab.if2 };
+    format!(
+        r#"node = "ike{n}"
+socket = "{{socket}}"
+[underlay]
+interface = "{iface}"
+address = "{local}"
+[inside]
+mode = "tun"
+name = "xsike{n}"
+address = "{inner_local}/32"
+[[tunnel]]
+name = "Tunnel2"
+kind = "ike"
+peer = "{peer}"
+encap = "udp"
+psk = "{psk}"
+ike_proposals = ["{ike}"]
+esp_proposals = ["{esp}"]
+initiate = {initiate}
+local_subnets = ["{inner_local}/32"]
+remote_subnets = ["{inner_peer}/32"]
+"#,
+        n = side + 1,
+        local = lab.v4[side],
+        peer = lab.v4[1 - side],
+        inner_local = INNER[side],
+        inner_peer = INNER[1 - side],
+        ike = proposals.ike,
+        esp = proposals.esp,
+    )
+}
+
+/// `ping` from `src` to `dst` in `ns`, bounded; (transmitted, received).
+fn ping(ns: &str, src: &str, dst: &str, count: u32) -> (u32, u32) {
+    let out = std::process::Command::new("timeout")
+        .args([
+            "20", "ip", "netns", "exec", ns, "ping", "-n", "-q", "-W", "1",
+        ])
+        .args(["-c", &count.to_string(), "-i", "0.2", "-I", src, dst])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_else(|| panic!("no ping summary: {text}"));
+    let num = |word: &str| -> u32 {
+        let before = &line[..line.find(word).unwrap()];
+        before.split_whitespace().last().unwrap().parse().unwrap()
+    };
+    (num("packets transmitted"), num("received"))
+}
+
+/// Wait (bounded) until `d` has a READY IKE SA and a child SA; its JSON.
+fn wait_ready(d: &Daemon, timeout: Duration) -> Value {
+    let end = Instant::now() + timeout;
+    loop {
+        let v = d.cli_json("show crypto ikev2 sa").unwrap();
+        let sa = &v["ike_sas"][0];
+        let s = d.cli_json("show crypto ipsec sa").unwrap();
+        if sa["status"] == "READY" && s["sas"][0]["outbound_spi"].as_u64().unwrap_or(0) != 0 {
+            return v;
+        }
+        assert!(
+            Instant::now() < end,
+            "no READY IKE SA with a child: {v}\n{s}\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn spis(d: &Daemon) -> (u64, Vec<u64>) {
+    let s = d.cli_json("show crypto ipsec sa").unwrap();
+    let sa = &s["sas"][0];
+    (
+        sa["outbound_spi"].as_u64().unwrap(),
+        sa["inbound_spis"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect(),
+    )
+}
+
+#[test]
+fn two_xdpsec_nodes_negotiate_clear_and_recover_from_forget_sa() {
+    let lab = Lab::unique().up(1).unwrap();
+    let d2 = Daemon::start(&lab.ns2, &ike_config(&lab, 1, PSK, false, &GCM_X25519)).unwrap();
+    let d1 = Daemon::start(&lab.ns1, &ike_config(&lab, 0, PSK, true, &GCM_X25519)).unwrap();
+    let v1 = wait_ready(&d1, Duration::from_secs(10));
+    let v2 = wait_ready(&d2, Duration::from_secs(10));
+    let (a, b) = (&v1["ike_sas"][0], &v2["ike_sas"][0]);
+    assert_eq!(a["initiator_spi"], b["initiator_spi"], "{a} {b}");
+    assert_eq!(a["responder_spi"], b["responder_spi"], "{a} {b}");
+    assert_eq!(
+        (a["encryption"].as_str(), a["keysize"].as_u64()),
+        (Some("AES-GCM"), Some(256))
+    );
+    assert_eq!(a["dh_group"], 31);
+    assert_eq!(
+        (a["local_port"].as_u64(), a["remote_port"].as_u64()),
+        (Some(4500), Some(4500))
+    );
+    // The child SAs mirror each other.
+    let (out1, in1) = spis(&d1);
+    let (out2, in2) = spis(&d2);
+    assert_eq!((in1.clone(), in2.clone()), (vec![out2], vec![out1]));
+    assert_eq!(ping(&lab.ns1, INNER[0], INNER[1], 5), (5, 5));
+
+    // Cisco's genieparser reads `show crypto ikev2 sa` and `show crypto
+    // ipsec sa` into the values `--json` gives.
+    let texts = serde_json::json!([{
+        "ikev2": d1.cli("show crypto ikev2 sa").unwrap(),
+        "sa": d1.cli("show crypto ipsec sa").unwrap(),
+    }]);
+    let parsed = xdpsec_e2e::genie_parse(&texts).unwrap();
+    let g = &parsed[0]["ikev2"]["parsed"]["ipv4"];
+    let (id, e) = g
+        .as_object()
+        .and_then(|m| m.iter().next())
+        .unwrap_or_else(|| panic!("{parsed}"));
+    assert_eq!(id, &a["tunnel_id"].to_string());
+    for (gk, jk) in [
+        ("local_ip", "local"),
+        ("remote_ip", "remote"),
+        ("status", "status"),
+        ("encryption", "encryption"),
+        ("prf", "prf"),
+        ("hash", "hash"),
+        ("auth_sign", "auth_sign"),
+        ("auth_verify", "auth_verify"),
+    ] {
+        assert_eq!(e[gk], a[jk], "{gk}: {e} vs {a}");
+    }
+    for (gk, jk) in [
+        ("local_port", "local_port"),
+        ("remote_port", "remote_port"),
+        ("keysize", "keysize"),
+        ("dh_group", "dh_group"),
+        ("life_time", "life_seconds"),
+    ] {
+        assert_eq!(e[gk], a[jk], "{gk}: {e} vs {a}");
+    }
+    let sa_parsed = &parsed[0]["sa"]["parsed"]["interface"]["Tunnel2"];
+    let out_hex = format!("0x{out1:X}");
+    let text = sa_parsed.to_string();
+    assert!(text.contains(&out_hex), "{out_hex} not in {sa_parsed}");
+
+    // clear crypto sa peer: the children go (the peer is told) and new
+    // ones come with new SPIs; traffic resumes.
+    let out = d1
+        .cli(&format!("clear crypto sa peer {}", lab.v4[1]))
+        .unwrap();
+    assert!(out.contains("Tunnel2"), "{out}");
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (o1, i1) = spis(&d1);
+        let (o2, i2) = spis(&d2);
+        if o1 != 0 && o1 != out1 && i1 == vec![o2] && i2 == vec![o1] {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "no new SPIs: {o1:x} {i1:x?} / {o2:x} {i2:x?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(ping(&lab.ns1, INNER[0], INNER[1], 5), (5, 5));
+
+    // The seed's fault: node 1's datapath forgets its inbound SA.
+    d1.cli(&format!(
+        "request platform software xdpsec fault forget-sa peer {}",
+        lab.v4[1]
+    ))
+    .unwrap();
+    let (tx, rx) = ping(&lab.ns1, INNER[0], INNER[1], 3);
+    assert_eq!(
+        (tx, rx),
+        (3, 0),
+        "replies are dropped while the SA is forgotten"
+    );
+    let drops = d1
+        .cli("show platform hardware qfp active feature ipsec datapath drops")
+        .unwrap();
+    assert!(drops.contains("4 IN_US_V4_PKT_SA_NOT_FOUND_SPI"), "{drops}");
+    assert!(
+        d1.cli("show logging")
+            .unwrap()
+            .contains("%CRYPTO-4-RECVD_PKT_INV_SPI")
+    );
+    // Recovery: IKE renegotiates.
+    d1.cli(&format!("clear crypto sa peer {}", lab.v4[1]))
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    while ping(&lab.ns1, INNER[0], INNER[1], 2).1 < 2 {
+        assert!(Instant::now() < end, "no recovery:\n{}", d1.log_text());
+    }
+}
+
+#[test]
+fn a_wrong_psk_is_refused_with_a_clear_log_line_on_both_sides() {
+    let lab = Lab::unique().up(1).unwrap();
+    let d2 = Daemon::start(
+        &lab.ns2,
+        &ike_config(&lab, 1, "another key", false, &GCM_X25519),
+    )
+    .unwrap();
+    let d1 = Daemon::start(&lab.ns1, &ike_config(&lab, 0, PSK, true, &GCM_X25519)).unwrap();
+    let end = Instant::now() + Duration::from_secs(8);
+    loop {
+        let (l1, l2) = (d1.log_text(), d2.log_text());
+        if l1.to_lowercase().contains("authentication")
+            && l2.to_lowercase().contains("authentication")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "no authentication failure logged:\n{l1}\n---\n{l2}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(spis(&d1).0, 0, "no child SA");
+}
+
+/// xdpsec and strongSwan, either side initiating, with `proposals`.
+fn with_strongswan(proposals: Proposals, xdpsec_initiates: bool) {
+    let lab = Lab::unique().up(1).unwrap();
+    // strongSwan's inner address lives on lo in its namespace.
+    let out = Lab::exec(
+        &lab.ns2,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/32", INNER[1]),
+            "dev",
+            "lo",
+        ],
+    )
+    .unwrap();
+    assert!(out.status.success());
+    let charon = Charon::start(&lab.ns2, &CharonOpts::default()).unwrap();
+    let mut conn = Conn::psk(
+        "xs",
+        lab.v4[1],
+        lab.v4[0],
+        &format!("{}/32", INNER[1]),
+        &format!("{}/32", INNER[0]),
+        PSK,
+    );
+    conn.proposals = proposals;
+    charon.load_conn(&conn.to_swanctl()).unwrap();
+    let d = Daemon::start(
+        &lab.ns1,
+        &ike_config(&lab, 0, PSK, xdpsec_initiates, &proposals),
+    )
+    .unwrap();
+    if !xdpsec_initiates {
+        charon.initiate("xs").unwrap();
+    }
+    let (ike, child) = charon
+        .wait_installed("xs", Duration::from_secs(10))
+        .unwrap();
+    wait_ready(&d, Duration::from_secs(10));
+    let (out, inb) = spis(&d);
+    assert_eq!(inb, vec![u64::from(child.spi_out)], "{child:?}");
+    assert_eq!(out, u64::from(child.spi_in), "{child:?}");
+    assert_eq!(ike.initiator, !xdpsec_initiates);
+    assert_eq!(
+        ping(&lab.ns1, INNER[0], INNER[1], 5),
+        (5, 5),
+        "{}",
+        charon.log_text()
+    );
+
+    // clear crypto sa peer on xdpsec: strongSwan follows onto new SPIs.
+    d.cli(&format!("clear crypto sa peer {}", lab.v4[1]))
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (o, i) = spis(&d);
+        if o != 0 && o != out && i.len() == 1 {
+            break;
+        }
+        assert!(Instant::now() < end, "no new SPIs:\n{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let end = Instant::now() + Duration::from_secs(10);
+    while ping(&lab.ns1, INNER[0], INNER[1], 2).1 < 2 {
+        assert!(
+            Instant::now() < end,
+            "no traffic on the new SAs:\n{}",
+            charon.log_text()
+        );
+    }
+}
+
+#[test]
+fn xdpsec_initiates_to_strongswan_gcm_x25519() {
+    with_strongswan(GCM_X25519, true);
+}
+
+#[test]
+fn strongswan_initiates_to_xdpsec_gcm_x25519() {
+    with_strongswan(GCM_X25519, false);
+}
+
+#[test]
+fn xdpsec_initiates_to_strongswan_cbc_sha256_ecp256() {
+    with_strongswan(CBC_ECP256, true);
+}
+
+#[test]
+fn strongswan_initiates_to_xdpsec_cbc_sha256_ecp256() {
+    with_strongswan(CBC_ECP256, false);
+}
