@@ -394,7 +394,23 @@ impl Owner {
                 self.interface
             );
             let _ = writeln!(text, "     current outbound spi: 0x{out_spi:X}({out_spi})");
-            let _ = writeln!(text, "     PFS (Y/N): N, DH group: none\n");
+            // PFS: the DH group of the tunnel's first ESP proposal, if any.
+            let pfs = match &t.kind {
+                TunnelKind::Ike(k) => k
+                    .esp_proposals
+                    .first()
+                    .and_then(|p| xdpsec_ike::EspProposal::parse(p).ok())
+                    .and_then(|p| p.dh),
+                TunnelKind::Manual(_) => None,
+            };
+            match pfs {
+                Some(g) => {
+                    let _ = writeln!(text, "     PFS (Y/N): Y, DH group: group{}\n", dh_number(g));
+                }
+                None => {
+                    let _ = writeln!(text, "     PFS (Y/N): N, DH group: none\n");
+                }
+            }
             let sa_block = |text: &mut String, dir: &str, sas: &[(SaId, &SaCold)]| {
                 let _ = writeln!(text, "     {dir} esp sas:");
                 for (id, cold) in sas {
