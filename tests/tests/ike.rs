@@ -335,6 +335,25 @@ fn with_strongswan(proposals: Proposals, xdpsec_initiates: bool) {
             charon.log_text()
         );
     }
+
+    // The seed's fault against strongSwan: xdpsec's datapath forgets the
+    // inbound SA; strongSwan keeps encrypting to it; clear recovers.
+    d.cli(&format!(
+        "request platform software xdpsec fault forget-sa peer {}",
+        lab.v4[1]
+    ))
+    .unwrap();
+    assert_eq!(ping(&lab.ns1, INNER[0], INNER[1], 3).1, 0);
+    let drops = d
+        .cli("show platform hardware qfp active feature ipsec datapath drops")
+        .unwrap();
+    assert!(drops.contains("4 IN_US_V4_PKT_SA_NOT_FOUND_SPI"), "{drops}");
+    d.cli(&format!("clear crypto sa peer {}", lab.v4[1]))
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    while ping(&lab.ns1, INNER[0], INNER[1], 2).1 < 2 {
+        assert!(Instant::now() < end, "no recovery:\n{}", charon.log_text());
+    }
 }
 
 #[test]
