@@ -152,8 +152,8 @@ pub struct Prefix {
     pub len: u8,
 }
 
-/// One IKE tunnel's configuration.
-#[derive(Debug, Clone)]
+/// One IKE tunnel's configuration (its Debug output hides the PSK).
+#[derive(Clone)]
 pub struct PeerConfig {
     /// The tunnel's name (`Tunnel2`): names it in logs, shows and actions.
     pub tunnel: String,
@@ -195,6 +195,33 @@ pub struct PeerConfig {
     /// sending INVALID_SPI in that IKE SA (rate-limited), as IOS's
     /// `crypto isakmp invalid-spi-recovery`.
     pub invalid_spi_recovery: bool,
+}
+
+impl std::fmt::Debug for PeerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Keys never appear in logs or debug output.
+        f.debug_struct("PeerConfig")
+            .field("tunnel", &self.tunnel)
+            .field("tunnel_index", &self.tunnel_index)
+            .field("local", &self.local)
+            .field("remote", &self.remote)
+            .field("psk", &format_args!("<{} bytes redacted>", self.psk.len()))
+            .field("local_id", &self.local_id)
+            .field("remote_id", &self.remote_id)
+            .field("ike_proposals", &self.ike_proposals)
+            .field("esp_proposals", &self.esp_proposals)
+            .field("ike_lifetime", &self.ike_lifetime)
+            .field("child_lifetime", &self.child_lifetime)
+            .field("dpd", &self.dpd)
+            .field("initiate", &self.initiate)
+            .field("force_encap", &self.force_encap)
+            .field("nat_t_port", &self.nat_t_port)
+            .field("local_ts", &self.local_ts)
+            .field("remote_ts", &self.remote_ts)
+            .field("replay_window", &self.replay_window)
+            .field("invalid_spi_recovery", &self.invalid_spi_recovery)
+            .finish()
+    }
 }
 
 /// What the daemon tells the core.

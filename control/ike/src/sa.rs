@@ -730,8 +730,12 @@ impl Core {
         let cfg = self.peers[self.sas[i].peer].clone();
         let encap = self.encap(&self.sas[i]);
         let spi = outb.spi;
-        for c in &mut self.sas[i].children {
-            c.outbound = false;
+        // One outbound SA per tunnel, whichever IKE SA made it.
+        let peer = self.sas[i].peer;
+        for sa in self.sas.iter_mut().filter(|s| s.peer == peer) {
+            for c in &mut sa.children {
+                c.outbound = false;
+            }
         }
         if let Some(c) = self.sas[i].children.iter_mut().find(|c| c.spi_out == spi) {
             c.outbound = true;
@@ -1439,8 +1443,16 @@ impl Core {
             Payload::IdI(idt, idd),
             Payload::Auth(crypto::AUTH_PSK, auth.to_vec()),
         ];
-        // INITIAL_CONTACT: the peer may drop IKE SAs left from our past.
-        p.push(Self::notify_payload(notify::INITIAL_CONTACT, vec![]));
+        // INITIAL_CONTACT: the peer may drop IKE SAs left from our past
+        // (only when we have no other established one with it).
+        let peer = sa.peer;
+        if !self
+            .sas
+            .iter()
+            .any(|s| s.peer == peer && s.state == State::Ready)
+        {
+            p.push(Self::notify_payload(notify::INITIAL_CONTACT, vec![]));
+        }
         p.push(Self::esp_sa_payload(
             &cfg.esp_proposals,
             neg.child_spi,
@@ -1481,6 +1493,21 @@ impl Core {
             return;
         };
         let cfg = self.peers[p].clone();
+        if let Some(j) = self.sas.iter().position(|s| {
+            s.peer == p && s.initiator && matches!(s.state, State::InitSent | State::AuthSent)
+        }) {
+            // Both sides initiated at once (both `initiate`): one IKE SA is
+            // enough. The side with the lower address keeps its exchange;
+            // the other gives its own up and answers.
+            if addr_key(cfg.local) < addr_key(cfg.remote) {
+                self.log(p, false, "simultaneous initiation: the peer's IKE_SA_INIT ignored, ours goes on (we have the lower address)");
+                return;
+            }
+            self.log(p, false, "simultaneous initiation: answering the peer's IKE_SA_INIT and giving ours up (the peer has the lower address)");
+            self.used_spis
+                .remove(&self.sas[j].neg.as_ref().map_or(0, |n| n.child_spi));
+            self.sas.remove(j);
+        }
         let h = |spi_r: u64| HeaderRepr {
             spi_i: m.header.spi_i,
             spi_r,
@@ -1828,7 +1855,7 @@ impl Core {
         let p = self.sas[i].peer;
         let cfg = self.peers[p].clone();
         if m.notify(notify::AUTHENTICATION_FAILED).is_some() {
-            self.log(p, true, "%IKEV2-5-AUTH_FAILED: peer refused our authentication (AUTHENTICATION_FAILED): check the pre-shared key and local_id");
+            self.log(p, false, "authentication failed: peer refused our authentication (AUTHENTICATION_FAILED): check the pre-shared key and local_id");
             self.drop_sa(i, now, Some(FAILED_RETRY));
             return;
         }
@@ -1856,9 +1883,9 @@ impl Core {
         if (idt, idd.clone()) != want {
             self.log(
                 p,
-                true,
+                false,
                 format!(
-                    "%IKEV2-5-AUTH_FAILED: peer identity {} is not the configured remote_id {:?}",
+                    "authentication failed: peer identity {} is not the configured remote_id {:?}",
                     id_text(idt, &idd),
                     cfg.remote_id
                 ),
@@ -1882,7 +1909,7 @@ impl Core {
             am == crypto::AUTH_PSK && ring_eq(&expect, &ad)
         };
         if !ok {
-            self.log(p, true, "%IKEV2-5-AUTH_FAILED: the peer's AUTH does not verify with our pre-shared key (AUTHENTICATION_FAILED)");
+            self.log(p, false, "authentication failed: the peer's AUTH does not verify with our pre-shared key (AUTHENTICATION_FAILED)");
             // RFC 7296 2.21.2: delete the IKE SA with an INFORMATIONAL.
             let msg_id = self.sas[i].next_req_id;
             if let Some(d) = self.seal(
@@ -2378,8 +2405,8 @@ impl Core {
         let fail = |s: &mut Core, why: String| {
             s.log(
                 p,
-                true,
-                format!("%IKEV2-5-AUTH_FAILED: {why}; answered AUTHENTICATION_FAILED"),
+                false,
+                format!("authentication failed: {why}; answered AUTHENTICATION_FAILED"),
             );
             s.respond(
                 i,
@@ -2467,6 +2494,19 @@ impl Core {
             Err(n) => {
                 out.push(Self::notify_payload(n, vec![]));
                 self.respond(i, wire::IKE_AUTH, msg_id, &out);
+            }
+        }
+        if m.notify(notify::INITIAL_CONTACT).is_some() {
+            // RFC 7296 2.4: the peer has no other IKE SA with us (it
+            // restarted): ours from before are stale.
+            let me = self.sas[i].id;
+            while let Some(j) = self
+                .sas
+                .iter()
+                .position(|s| s.peer == p && s.id != me && s.state == State::Ready)
+            {
+                self.log(p, false, "INITIAL_CONTACT: the peer started afresh; deleting our older IKE SA and its child SAs");
+                self.drop_sa(j, now, None);
             }
         }
     }
@@ -3003,6 +3043,14 @@ impl Core {
             format!("ESP with unknown SPI 0x{spi:08x}: telling the peer (INVALID_SPI)"),
         );
         self.sas[i].queue.push_back(Work::InvalidSpi(spi));
+    }
+}
+
+/// Addresses ordered as numbers (IPv4 before IPv6).
+fn addr_key(a: IpAddr) -> (u8, u128) {
+    match a {
+        IpAddr::V4(a) => (4, u128::from(u32::from(a))),
+        IpAddr::V6(a) => (6, u128::from(a)),
     }
 }
 

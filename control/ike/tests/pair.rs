@@ -1007,3 +1007,68 @@ fn child_deleted_at_its_lifetime_when_rekeys_fail() {
     assert!(!n.nodes[0].dp.inbound.contains_key(&b0));
     assert!(n.nodes[0].dp.outbound.is_none());
 }
+
+#[test]
+fn both_sides_initiating_make_one_ike_sa() {
+    let mut n = Net::new(
+        cfg(
+            A,
+            B,
+            &["aes256gcm16-prfsha256-x25519"],
+            &["aes256gcm16"],
+            true,
+        ),
+        cfg(
+            B,
+            A,
+            &["aes256gcm16-prfsha256-x25519"],
+            &["aes256gcm16"],
+            true,
+        ),
+    );
+    // Both IKE_SA_INITs are on the wire before either arrives.
+    let a = n.nodes[0].ike.handle(n.now, Input::Timer);
+    let b = n.nodes[1].ike.handle(n.now, Input::Timer);
+    n.apply(0, a);
+    n.apply(1, b);
+    n.run_for(Duration::from_secs(10));
+    for s in 0..2 {
+        assert_eq!(
+            n.nodes[s].ike.sas(n.now).len(),
+            1,
+            "node {s}: {}",
+            n.logs(s)
+        );
+        assert_eq!(n.nodes[s].dp.inbound.len(), 1);
+    }
+    assert!(
+        n.nodes[0].ike.sas(n.now)[0].initiator,
+        "the lower address initiates"
+    );
+    assert!(n.logs(1).contains("simultaneous initiation"));
+    n.assert_keys_match();
+}
+
+#[test]
+fn restarted_peer_replaces_the_old_ike_sa() {
+    let mut n = established("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    n.check_mbb = false;
+    let old = n.nodes[1].ike.sas(n.now)[0].spi_i;
+    // A restarts: new core, empty datapath; it initiates again. B's old
+    // IKE SA goes at INITIAL_CONTACT, with its child SA.
+    n.nodes[0].ike = Ike::new(vec![cfg(
+        A,
+        B,
+        &["aes256gcm16-prfsha256-x25519"],
+        &["aes256gcm16"],
+        true,
+    )]);
+    n.nodes[0].dp = Datapath::default();
+    n.run_for(Duration::from_secs(3));
+    let v = n.nodes[1].ike.sas(n.now);
+    assert_eq!(v.len(), 1, "{}", n.logs(1));
+    assert_ne!(v[0].spi_i, old);
+    assert_eq!(n.nodes[1].dp.inbound.len(), 1);
+    assert!(n.logs(1).contains("INITIAL_CONTACT"));
+    n.assert_keys_match();
+}
