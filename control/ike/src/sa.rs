@@ -93,6 +93,8 @@ struct Neg {
     child_spi: u32,
     /// Groups already tried after INVALID_KE_PAYLOAD (no loops).
     ke_retries: usize,
+    /// The peer answered IKE_SA_INIT with an error (logged once).
+    refused: bool,
 }
 
 /// A child SA (one pair of ESP SAs).
@@ -953,7 +955,8 @@ impl Core {
                     false,
                     format!("{what} after {} retransmissions ({} s); deleting the IKE SA and its child SAs", RETRANSMIT.len() - 1, total.as_secs()),
                 );
-                self.drop_sa(i, now, None);
+                let refused = self.sas[i].neg.as_ref().is_some_and(|n| n.refused);
+                self.drop_sa(i, now, if refused { Some(FAILED_RETRY) } else { None });
                 return false;
             }
             p.next_at = now + RETRANSMIT[p.tries];
@@ -1073,6 +1076,14 @@ impl Core {
                         cfg.esp_proposals.clone(),
                     ),
                 };
+                if esp_list.is_empty() {
+                    self.log(
+                        self.sas[i].peer,
+                        false,
+                        "no ESP proposals configured; no child SA",
+                    );
+                    return;
+                }
                 let spi_in = self.alloc_spi();
                 let ni = self.nonce();
                 let pfs = esp_list.first().and_then(|e| e.dh);
@@ -1215,6 +1226,7 @@ impl Core {
                 cookie: None,
                 child_spi,
                 ke_retries: 0,
+                refused: false,
             }),
             rekeyed: false,
             last_invalid_spi: None,
@@ -1332,12 +1344,20 @@ impl Core {
             } else {
                 format!("error notify {}", e.ty)
             };
-            self.log(
-                p,
-                false,
-                format!("IKE_SA_INIT refused by the peer ({what})"),
-            );
-            self.drop_sa(i, now, Some(FAILED_RETRY));
+            // Unauthenticated: a forged or damaged answer must not end the
+            // exchange (RFC 7296 2.21.1). Keep retransmitting and waiting
+            // for a valid answer; give up when the retransmissions end.
+            let first = self.sas[i]
+                .neg
+                .as_mut()
+                .is_some_and(|n| !std::mem::replace(&mut n.refused, true));
+            if first {
+                self.log(
+                    p,
+                    false,
+                    format!("IKE_SA_INIT refused by the peer ({what}); IKE SA not established"),
+                );
+            }
             return;
         }
         let props = m.payloads.iter().find_map(|p| {
@@ -1477,7 +1497,7 @@ impl Core {
         if let Some(sa) = self
             .sas
             .iter()
-            .find(|s| !s.initiator && s.spi_i == m.header.spi_i && s.remote == remote)
+            .find(|s| !s.initiator && s.spi_i == m.header.spi_i && s.remote.ip() == remote.ip())
         {
             if let Some((0, data)) = &sa.last_response {
                 let d = data.clone();
@@ -1654,6 +1674,7 @@ impl Core {
                 cookie: None,
                 child_spi: 0,
                 ke_retries: 0,
+                refused: false,
             }),
             rekeyed: false,
             last_invalid_spi: None,

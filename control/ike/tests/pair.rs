@@ -89,6 +89,9 @@ struct Net {
     drop: DropFilter,
     /// Deliver every datagram twice.
     duplicate: bool,
+    /// Before each datagram, deliver a copy with a few bytes changed
+    /// (xorshift state; 0 = off).
+    mutate: u32,
     sent: usize,
     /// Check make-before-break at every step: each node's outbound SPI is
     /// installed as inbound at the peer, and no inbound SA is removed while
@@ -116,6 +119,7 @@ impl Net {
             queue: VecDeque::new(),
             drop: Box::new(|_, _, _| false),
             duplicate: false,
+            mutate: 0,
             sent: 0,
             check_mbb: false,
             violations: Vec::new(),
@@ -141,6 +145,20 @@ impl Net {
                     }
                     if self.duplicate {
                         self.queue.push_back((peer, remote, local, data.clone()));
+                    }
+                    if self.mutate != 0 {
+                        let mut m = data.clone();
+                        for _ in 0..3 {
+                            self.mutate ^= self.mutate << 13;
+                            self.mutate ^= self.mutate >> 17;
+                            self.mutate ^= self.mutate << 5;
+                            let pos = self.mutate as usize % m.len();
+                            m[pos] ^= (self.mutate >> 8) as u8 | 1;
+                        }
+                        if self.mutate % 4 == 0 {
+                            m.truncate(self.mutate as usize % m.len());
+                        }
+                        self.queue.push_back((peer, remote, local, m));
                     }
                     self.queue.push_back((peer, remote, local, data));
                 }
@@ -1071,4 +1089,42 @@ fn restarted_peer_replaces_the_old_ike_sa() {
     assert_eq!(n.nodes[1].dp.inbound.len(), 1);
     assert!(n.logs(1).contains("INITIAL_CONTACT"));
     n.assert_keys_match();
+}
+
+#[test]
+fn mutated_datagrams_are_refused_and_the_exchanges_go_on() {
+    for seed in (1u32..40).map(|x| x.wrapping_mul(0x9e3779b9)) {
+        let mut n = pair(&["aes256-sha256-ecp256"], &["aes256-sha256"]);
+        n.mutate = seed;
+        // IKE_SA_INIT is unauthenticated: a damaged answer may cost a
+        // retry, never the tunnel.
+        n.run_for(Duration::from_secs(200));
+        assert!(
+            n.ready(0) && n.ready(1),
+            "seed {seed}: {}\n{}",
+            n.logs(0),
+            n.logs(1)
+        );
+        n.assert_keys_match();
+        // Rekeys, a clear and DPD-free idling under the same damage.
+        n.check_mbb = true;
+        let acts = n.nodes[1].ike.rekey_now(n.now, ip(A), false);
+        n.apply(1, acts);
+        n.run_for(Duration::from_secs(10));
+        let acts = n.nodes[0].ike.rekey_now(n.now, ip(B), true);
+        n.apply(0, acts);
+        n.run_for(Duration::from_secs(10));
+        assert!(n.violations.is_empty(), "{:?}", n.violations);
+        // A clear breaks before it makes, by design.
+        n.check_mbb = false;
+        n.command(0, Command::ClearChildSas(ip(B)));
+        n.run_for(Duration::from_secs(10));
+        n.assert_keys_match();
+        assert_eq!(n.nodes[0].ike.sas(n.now).len(), 1);
+        let all = format!("{}\n{}", n.logs(0), n.logs(1));
+        assert!(
+            all.contains("failed its integrity check") && all.contains("dropped"),
+            "{all}"
+        );
+    }
 }
