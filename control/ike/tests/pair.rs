@@ -155,7 +155,7 @@ impl Net {
                             let pos = self.mutate as usize % m.len();
                             m[pos] ^= (self.mutate >> 8) as u8 | 1;
                         }
-                        if self.mutate % 4 == 0 {
+                        if self.mutate.is_multiple_of(4) {
                             m.truncate(self.mutate as usize % m.len());
                         }
                         self.queue.push_back((peer, remote, local, m));
