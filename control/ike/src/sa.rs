@@ -825,9 +825,7 @@ impl Core {
                 at(sa.created + HALF_OPEN_TIMEOUT);
             }
             if sa.state == State::Ready {
-                if let Some(r) = sa.rekey_at
-                    && !sa.rekeyed
-                {
+                if let Some(r) = sa.rekey_at {
                     at(r);
                 }
                 if let Some(d) = self.peers[sa.peer].dpd
@@ -967,6 +965,13 @@ impl Core {
         if self.sas[i].state != State::Ready {
             return true;
         }
+        if self.sas[i].rekeyed {
+            if self.sas[i].rekey_at.is_some_and(|t| t <= now) {
+                self.drop_sa(i, now, None);
+                return false;
+            }
+            return true;
+        }
         let cfg = self.peers[self.sas[i].peer].clone();
         // Children: grace removals, deferred outbound fallbacks, rekeys.
         let mut j = 0;
@@ -1002,7 +1007,8 @@ impl Core {
             }
             if !c.superseded && !c.deleting && c.pending_out.is_none() && c.rekey_at <= now {
                 let spi = c.spi_in;
-                self.sas[i].children[j].rekey_at = now + REKEY_RETRY;
+                let retry = now + self.jitter(REKEY_RETRY, 500, 1500);
+                self.sas[i].children[j].rekey_at = retry;
                 if !self.sas[i]
                     .queue
                     .iter()
@@ -1017,7 +1023,7 @@ impl Core {
             && r <= now
             && !self.sas[i].rekeyed
         {
-            self.sas[i].rekey_at = Some(now + REKEY_RETRY);
+            self.sas[i].rekey_at = Some(now + self.jitter(REKEY_RETRY, 500, 1500));
             if !self.sas[i]
                 .queue
                 .iter()
@@ -2291,6 +2297,9 @@ impl Core {
         let children = std::mem::take(&mut self.sas[i].children);
         let old_sa = &mut self.sas[i];
         old_sa.rekeyed = true;
+        // The rekey's initiator deletes the old SA; if that DELETE never
+        // comes, it goes anyway after a while (its children have moved).
+        old_sa.rekey_at = Some(now + REKEYED_LINGER);
         let new = IkeSa {
             id,
             peer: old_sa.peer,
@@ -2705,9 +2714,11 @@ impl Core {
                 || self.sas[i]
                     .pending
                     .as_ref()
-                    .is_some_and(|x| matches!(x.sent, Sent::Ike { .. }))
+                    .is_some_and(|x| matches!(x.sent, Sent::Ike { .. } | Sent::Child { .. }))
             {
-                // A simultaneous IKE rekey: refused, both retry with jitter.
+                // A simultaneous IKE rekey, or one while our child exchange
+                // is in flight: TEMPORARY_FAILURE (RFC 7296 2.25); both
+                // retry after a random delay.
                 self.respond(
                     i,
                     wire::CREATE_CHILD_SA,

@@ -1128,3 +1128,39 @@ fn mutated_datagrams_are_refused_and_the_exchanges_go_on() {
         );
     }
 }
+
+#[test]
+fn simultaneous_ike_rekey_converges() {
+    let mut n = established("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let spis = n.assert_keys_match();
+    let old = n.nodes[0].ike.sas(n.now)[0].spi_i;
+    let a = n.nodes[0].ike.rekey_now(n.now, ip(B), true);
+    let b = n.nodes[1].ike.rekey_now(n.now, ip(A), true);
+    n.apply(0, a);
+    n.apply(1, b);
+    n.run_for(Duration::from_secs(120));
+    for s in 0..2 {
+        let v = n.nodes[s].ike.sas(n.now);
+        assert_eq!(v.len(), 1, "node {s}: {}", n.logs(s));
+        assert_ne!(v[0].spi_i, old);
+        assert_eq!(v[0].status, IkeSaStatus::Ready);
+    }
+    assert_eq!(n.assert_keys_match(), spis);
+    assert!(n.violations.is_empty(), "{:?}", n.violations);
+}
+
+#[test]
+fn old_ike_sa_goes_even_without_the_peers_delete() {
+    let mut n = established("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    // A rekeys the IKE SA; its DELETE of the old one is lost (exchange 37
+    // with an IKE Delete is the only INFORMATIONAL here).
+    let a = n.nodes[0].ike.rekey_now(n.now, ip(B), true);
+    n.apply(0, a);
+    n.drop = Box::new(|side, _, d| side == 0 && d[18] == 37);
+    n.run_for(Duration::from_secs(2));
+    assert_eq!(n.nodes[1].ike.sas(n.now).len(), 2);
+    n.run_for(Duration::from_secs(70));
+    assert_eq!(n.nodes[1].ike.sas(n.now).len(), 1);
+    assert_eq!(n.nodes[1].dp.inbound.len(), 1);
+    n.assert_keys_match();
+}
