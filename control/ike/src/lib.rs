@@ -10,6 +10,27 @@
 //!
 //! This file is the contract between the core and the daemon: the types
 //! and signatures here are what the daemon uses.
+//!
+//! What the shell must do (`examples/ike_peer.rs` is a minimal one):
+//! - Feed every datagram of the IKE sockets (500 and `nat_t_port`) as
+//!   [`Input::Datagram`] with the local address and port it arrived on (a
+//!   wildcard address is replaced by the tunnel's `local`). On the NAT-T
+//!   port, datagrams starting with four zero bytes are IKE: strip them;
+//!   others are ESP. [`Action::Send`] from a port other than 500 needs the
+//!   four zero bytes prepended (RFC 3948 2.2).
+//! - Call `handle(now, Input::Timer)` when [`Ike::next_timeout`] passes;
+//!   initiators start at the first `handle`, whatever `now` is.
+//! - Carry out the actions in order. `AddInbound` comes before the
+//!   `SetOutbound` that makes the peer use it; after a rekey the old
+//!   inbound SA stays until its `RemoveInbound` (a grace of
+//!   [`timers::INBOUND_GRACE`] after the peer moved). `RemoveInbound` may
+//!   name an SPI the datapath no longer has (after a fault injection).
+//! - `Action::Log { ios: true }` lines are `%IKEV2-5-SA_UP: SA UP (Tunnel2
+//!   peer ADDR)` and `%IKEV2-5-SA_DOWN: SA DOWN (...)`; every other line is
+//!   `Tunnel2: peer ADDR: <plain English>`.
+//! - [`Input::UnknownSpi`] only when the tunnel has `invalid_spi_recovery`
+//!   (the core checks it too), sampled; the core rate-limits the notify.
+//! - DPD counts IKE messages only: the core does not see ESP.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
