@@ -721,9 +721,9 @@ impl Core {
             self.sas[i].peer,
             false,
             format!(
-                "child SA {what}: inbound SPI 0x{spi_in:08x}, outbound SPI 0x{spi_out:08x}, {:?}{}",
+                "child SA {what}: inbound SPI 0x{spi_in:08x}, outbound SPI 0x{spi_out:08x}, {}{}",
                 esp.encr,
-                esp.integ.map(|x| format!(" {x:?}")).unwrap_or_default()
+                esp.integ.map(|x| format!(" {x}")).unwrap_or_default()
             ),
         );
     }
@@ -1912,9 +1912,9 @@ impl Core {
                 p,
                 false,
                 format!(
-                    "authentication failed: peer identity {} is not the configured remote_id {:?}",
+                    "authentication failed: peer identity {} is not the configured remote_id {}",
                     id_text(idt, &idd),
-                    cfg.remote_id
+                    ident_text(&cfg.remote_id)
                 ),
             );
             self.drop_sa(i, now, Some(FAILED_RETRY));
@@ -2371,8 +2371,9 @@ impl Core {
                 self.sas[i].peer,
                 false,
                 format!(
-                    "IKE SA established as {role}: {l} <-> {r}, SPIs {spi_i:016x}/{spi_r:016x}, {:?} PRF {:?} DH {}{}",
+                    "IKE SA established as {role}: {l} <-> {r}, SPIs {spi_i:016x}/{spi_r:016x}, {}{} {} DH group {}{}",
                     prop.encr,
+                    prop.integ.map(|x| format!(" {x}")).unwrap_or_default(),
                     prop.prf,
                     prop.dh.id(),
                     if nat { ", NAT-T (UDP encapsulation)" } else { "" }
@@ -2456,9 +2457,9 @@ impl Core {
             fail(
                 self,
                 format!(
-                    "peer identity {} is not the configured remote_id {:?}",
+                    "peer identity {} is not the configured remote_id {}",
                     id_text(idt, &idd),
-                    cfg.remote_id
+                    ident_text(&cfg.remote_id)
                 ),
             );
             return;
@@ -3101,6 +3102,11 @@ fn id_text(t: u8, d: &[u8]) -> String {
         (wire::id_type::FQDN | wire::id_type::RFC822, _) => String::from_utf8_lossy(d).into_owned(),
         _ => format!("(type {t}, {} bytes)", d.len()),
     }
+}
+
+fn ident_text(i: &crate::Identity) -> String {
+    let (t, d) = Core::id_payload(i);
+    id_text(t, &d)
 }
 
 fn prefixes(p: &[Prefix]) -> String {
