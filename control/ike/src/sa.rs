@@ -835,7 +835,9 @@ impl Core {
                     at(sa.last_rx + d);
                 }
                 for c in &sa.children {
-                    if !c.superseded && !c.deleting {
+                    // (A child waiting for the peer's DELETE of the one it
+                    // replaces is not rekeyed before that.)
+                    if !c.superseded && !c.deleting && c.pending_out.is_none() {
                         at(c.rekey_at);
                     }
                     if let Some(r) = c.remove_at {
