@@ -102,16 +102,17 @@ struct Net {
 
 impl Net {
     fn new(a: PeerConfig, b: PeerConfig) -> Net {
+        let (la, lb) = (a.local, b.local);
         Net {
             nodes: [
                 Node {
                     ike: Ike::new(vec![a]),
-                    addr: ip(A),
+                    addr: la,
                     dp: Datapath::default(),
                 },
                 Node {
                     ike: Ike::new(vec![b]),
-                    addr: ip(B),
+                    addr: lb,
                     dp: Datapath::default(),
                 },
             ],
@@ -1163,4 +1164,46 @@ fn old_ike_sa_goes_even_without_the_peers_delete() {
     assert_eq!(n.nodes[1].ike.sas(n.now).len(), 1);
     assert_eq!(n.nodes[1].dp.inbound.len(), 1);
     n.assert_keys_match();
+}
+
+#[test]
+fn ipv6_underlay_and_selectors() {
+    let mk = |local: &str, remote: &str, lts: &str, rts: &str, initiate: bool| {
+        let mut c = cfg(
+            A,
+            B,
+            &["aes256gcm16-prfsha256-x25519"],
+            &["aes256gcm16"],
+            initiate,
+        );
+        c.local = ip(local);
+        c.remote = ip(remote);
+        c.local_id = Identity::Addr(ip(local));
+        c.remote_id = Identity::Addr(ip(remote));
+        c.local_ts = vec![pfx(lts)];
+        c.remote_ts = vec![pfx(rts)];
+        c.force_encap = initiate;
+        c
+    };
+    let a = mk(
+        "2001:db8::1",
+        "2001:db8::2",
+        "2001:db8:1::/64",
+        "2001:db8:2::/64",
+        true,
+    );
+    let b = mk(
+        "2001:db8::2",
+        "2001:db8::1",
+        "2001:db8:2::/64",
+        "2001:db8:1::/64",
+        false,
+    );
+    let mut n = Net::new(a, b);
+    n.run_for(Duration::from_secs(3));
+    assert!(n.ready(0) && n.ready(1), "{}\n{}", n.logs(0), n.logs(1));
+    n.assert_keys_match();
+    let v = &n.nodes[1].ike.sas(n.now)[0];
+    assert!(v.nat);
+    assert_eq!(v.remote, "[2001:db8::1]:4500".parse().unwrap());
 }
