@@ -10,6 +10,27 @@
 //!
 //! This file is the contract between the core and the daemon: the types
 //! and signatures here are what the daemon uses.
+//!
+//! What the shell must do (`examples/ike_peer.rs` is a minimal one):
+//! - Feed every datagram of the IKE sockets (500 and `nat_t_port`) as
+//!   [`Input::Datagram`] with the local address and port it arrived on (a
+//!   wildcard address is replaced by the tunnel's `local`). On the NAT-T
+//!   port, datagrams starting with four zero bytes are IKE: strip them;
+//!   others are ESP. [`Action::Send`] from a port other than 500 needs the
+//!   four zero bytes prepended (RFC 3948 2.2).
+//! - Call `handle(now, Input::Timer)` when [`Ike::next_timeout`] passes;
+//!   initiators start at the first `handle`, whatever `now` is.
+//! - Carry out the actions in order. `AddInbound` comes before the
+//!   `SetOutbound` that makes the peer use it; after a rekey the old
+//!   inbound SA stays until its `RemoveInbound` (a grace of
+//!   [`timers::INBOUND_GRACE`] after the peer moved). `RemoveInbound` may
+//!   name an SPI the datapath no longer has (after a fault injection).
+//! - `Action::Log { ios: true }` lines are `%IKEV2-5-SA_UP: SA UP (Tunnel2
+//!   peer ADDR)` and `%IKEV2-5-SA_DOWN: SA DOWN (...)`; every other line is
+//!   `Tunnel2: peer ADDR: <plain English>`.
+//! - [`Input::UnknownSpi`] only when the tunnel has `invalid_spi_recovery`
+//!   (the core checks it too), sampled; the core rate-limits the notify.
+//! - DPD counts IKE messages only: the core does not see ESP.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -152,8 +173,8 @@ pub struct Prefix {
     pub len: u8,
 }
 
-/// One IKE tunnel's configuration.
-#[derive(Debug, Clone)]
+/// One IKE tunnel's configuration (its Debug output hides the PSK).
+#[derive(Clone)]
 pub struct PeerConfig {
     /// The tunnel's name (`Tunnel2`): names it in logs, shows and actions.
     pub tunnel: String,
@@ -195,6 +216,33 @@ pub struct PeerConfig {
     /// sending INVALID_SPI in that IKE SA (rate-limited), as IOS's
     /// `crypto isakmp invalid-spi-recovery`.
     pub invalid_spi_recovery: bool,
+}
+
+impl std::fmt::Debug for PeerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Keys never appear in logs or debug output.
+        f.debug_struct("PeerConfig")
+            .field("tunnel", &self.tunnel)
+            .field("tunnel_index", &self.tunnel_index)
+            .field("local", &self.local)
+            .field("remote", &self.remote)
+            .field("psk", &format_args!("<{} bytes redacted>", self.psk.len()))
+            .field("local_id", &self.local_id)
+            .field("remote_id", &self.remote_id)
+            .field("ike_proposals", &self.ike_proposals)
+            .field("esp_proposals", &self.esp_proposals)
+            .field("ike_lifetime", &self.ike_lifetime)
+            .field("child_lifetime", &self.child_lifetime)
+            .field("dpd", &self.dpd)
+            .field("initiate", &self.initiate)
+            .field("force_encap", &self.force_encap)
+            .field("nat_t_port", &self.nat_t_port)
+            .field("local_ts", &self.local_ts)
+            .field("remote_ts", &self.remote_ts)
+            .field("replay_window", &self.replay_window)
+            .field("invalid_spi_recovery", &self.invalid_spi_recovery)
+            .finish()
+    }
 }
 
 /// What the daemon tells the core.

@@ -169,6 +169,70 @@ impl DhGroup {
     }
 }
 
+impl Encr {
+    /// The name `show crypto ikev2 sa` prints (`Encr: AES-GCM, keysize: 256`).
+    pub fn ios_name(self) -> &'static str {
+        match self {
+            Encr::AesCbc128 | Encr::AesCbc256 => "AES-CBC",
+            Encr::AesGcm16_128 | Encr::AesGcm16_256 => "AES-GCM",
+            Encr::ChaCha20Poly1305 => "CHACHA20-POLY1305",
+        }
+    }
+    /// Key size in bits.
+    pub fn key_bits(self) -> u16 {
+        self.transform().1
+    }
+}
+
+impl Integ {
+    /// The name `show crypto ikev2 sa` prints (`Hash: SHA256`; HMAC-SHA1-96 is `SHA96`).
+    pub fn ios_name(self) -> &'static str {
+        match self {
+            Integ::HmacSha1_96 => "SHA96",
+            Integ::HmacSha256_128 => "SHA256",
+            Integ::HmacSha384_192 => "SHA384",
+            Integ::HmacSha512_256 => "SHA512",
+        }
+    }
+}
+
+impl Prf {
+    /// The name `show crypto ikev2 sa` prints (`PRF: SHA256`).
+    pub fn ios_name(self) -> &'static str {
+        match self {
+            Prf::HmacSha256 => "SHA256",
+            Prf::HmacSha384 => "SHA384",
+            Prf::HmacSha512 => "SHA512",
+        }
+    }
+}
+
+impl std::fmt::Display for Encr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Encr::ChaCha20Poly1305 => write!(f, "ChaCha20-Poly1305"),
+            e => write!(f, "{}-{}", e.ios_name(), e.key_bits()),
+        }
+    }
+}
+
+impl std::fmt::Display for Integ {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Integ::HmacSha1_96 => "HMAC-SHA1-96",
+            Integ::HmacSha256_128 => "HMAC-SHA2-256-128",
+            Integ::HmacSha384_192 => "HMAC-SHA2-384-192",
+            Integ::HmacSha512_256 => "HMAC-SHA2-512-256",
+        })
+    }
+}
+
+impl std::fmt::Display for Prf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PRF-HMAC-{}", self.ios_name().replace("SHA", "SHA2-"))
+    }
+}
+
 fn parse_encr(w: &str) -> Option<Encr> {
     Some(match w {
         "aes128" => Encr::AesCbc128,
@@ -339,5 +403,13 @@ mod tests {
             }
         );
         assert!(EspProposal::parse("aes256gcm16-sha256").is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(Encr::AesGcm16_256.to_string(), "AES-GCM-256");
+        assert_eq!(Encr::AesCbc128.to_string(), "AES-CBC-128");
+        assert_eq!(Integ::HmacSha1_96.ios_name(), "SHA96");
+        assert_eq!(Prf::HmacSha384.to_string(), "PRF-HMAC-SHA2-384");
     }
 }

@@ -93,6 +93,8 @@ struct Neg {
     child_spi: u32,
     /// Groups already tried after INVALID_KE_PAYLOAD (no loops).
     ke_retries: usize,
+    /// The peer answered IKE_SA_INIT with an error (logged once).
+    refused: bool,
 }
 
 /// A child SA (one pair of ESP SAs).
@@ -719,9 +721,9 @@ impl Core {
             self.sas[i].peer,
             false,
             format!(
-                "child SA {what}: inbound SPI 0x{spi_in:08x}, outbound SPI 0x{spi_out:08x}, {:?}{}",
+                "child SA {what}: inbound SPI 0x{spi_in:08x}, outbound SPI 0x{spi_out:08x}, {}{}",
                 esp.encr,
-                esp.integ.map(|x| format!(" {x:?}")).unwrap_or_default()
+                esp.integ.map(|x| format!(" {x}")).unwrap_or_default()
             ),
         );
     }
@@ -730,8 +732,12 @@ impl Core {
         let cfg = self.peers[self.sas[i].peer].clone();
         let encap = self.encap(&self.sas[i]);
         let spi = outb.spi;
-        for c in &mut self.sas[i].children {
-            c.outbound = false;
+        // One outbound SA per tunnel, whichever IKE SA made it.
+        let peer = self.sas[i].peer;
+        for sa in self.sas.iter_mut().filter(|s| s.peer == peer) {
+            for c in &mut sa.children {
+                c.outbound = false;
+            }
         }
         if let Some(c) = self.sas[i].children.iter_mut().find(|c| c.spi_out == spi) {
             c.outbound = true;
@@ -819,9 +825,7 @@ impl Core {
                 at(sa.created + HALF_OPEN_TIMEOUT);
             }
             if sa.state == State::Ready {
-                if let Some(r) = sa.rekey_at
-                    && !sa.rekeyed
-                {
+                if let Some(r) = sa.rekey_at {
                     at(r);
                 }
                 if let Some(d) = self.peers[sa.peer].dpd
@@ -831,7 +835,9 @@ impl Core {
                     at(sa.last_rx + d);
                 }
                 for c in &sa.children {
-                    if !c.superseded && !c.deleting {
+                    // (A child waiting for the peer's DELETE of the one it
+                    // replaces is not rekeyed before that.)
+                    if !c.superseded && !c.deleting && c.pending_out.is_none() {
                         at(c.rekey_at);
                     }
                     if let Some(r) = c.remove_at {
@@ -949,7 +955,8 @@ impl Core {
                     false,
                     format!("{what} after {} retransmissions ({} s); deleting the IKE SA and its child SAs", RETRANSMIT.len() - 1, total.as_secs()),
                 );
-                self.drop_sa(i, now, None);
+                let refused = self.sas[i].neg.as_ref().is_some_and(|n| n.refused);
+                self.drop_sa(i, now, if refused { Some(FAILED_RETRY) } else { None });
                 return false;
             }
             p.next_at = now + RETRANSMIT[p.tries];
@@ -958,6 +965,13 @@ impl Core {
             self.send(local, remote, data);
         }
         if self.sas[i].state != State::Ready {
+            return true;
+        }
+        if self.sas[i].rekeyed {
+            if self.sas[i].rekey_at.is_some_and(|t| t <= now) {
+                self.drop_sa(i, now, None);
+                return false;
+            }
             return true;
         }
         let cfg = self.peers[self.sas[i].peer].clone();
@@ -995,7 +1009,8 @@ impl Core {
             }
             if !c.superseded && !c.deleting && c.pending_out.is_none() && c.rekey_at <= now {
                 let spi = c.spi_in;
-                self.sas[i].children[j].rekey_at = now + REKEY_RETRY;
+                let retry = now + self.jitter(REKEY_RETRY, 500, 1500);
+                self.sas[i].children[j].rekey_at = retry;
                 if !self.sas[i]
                     .queue
                     .iter()
@@ -1010,7 +1025,7 @@ impl Core {
             && r <= now
             && !self.sas[i].rekeyed
         {
-            self.sas[i].rekey_at = Some(now + REKEY_RETRY);
+            self.sas[i].rekey_at = Some(now + self.jitter(REKEY_RETRY, 500, 1500));
             if !self.sas[i]
                 .queue
                 .iter()
@@ -1069,6 +1084,14 @@ impl Core {
                         cfg.esp_proposals.clone(),
                     ),
                 };
+                if esp_list.is_empty() {
+                    self.log(
+                        self.sas[i].peer,
+                        false,
+                        "no ESP proposals configured; no child SA",
+                    );
+                    return;
+                }
                 let spi_in = self.alloc_spi();
                 let ni = self.nonce();
                 let pfs = esp_list.first().and_then(|e| e.dh);
@@ -1211,6 +1234,7 @@ impl Core {
                 cookie: None,
                 child_spi,
                 ke_retries: 0,
+                refused: false,
             }),
             rekeyed: false,
             last_invalid_spi: None,
@@ -1328,12 +1352,20 @@ impl Core {
             } else {
                 format!("error notify {}", e.ty)
             };
-            self.log(
-                p,
-                false,
-                format!("IKE_SA_INIT refused by the peer ({what})"),
-            );
-            self.drop_sa(i, now, Some(FAILED_RETRY));
+            // Unauthenticated: a forged or damaged answer must not end the
+            // exchange (RFC 7296 2.21.1). Keep retransmitting and waiting
+            // for a valid answer; give up when the retransmissions end.
+            let first = self.sas[i]
+                .neg
+                .as_mut()
+                .is_some_and(|n| !std::mem::replace(&mut n.refused, true));
+            if first {
+                self.log(
+                    p,
+                    false,
+                    format!("IKE_SA_INIT refused by the peer ({what}); IKE SA not established"),
+                );
+            }
             return;
         }
         let props = m.payloads.iter().find_map(|p| {
@@ -1439,8 +1471,16 @@ impl Core {
             Payload::IdI(idt, idd),
             Payload::Auth(crypto::AUTH_PSK, auth.to_vec()),
         ];
-        // INITIAL_CONTACT: the peer may drop IKE SAs left from our past.
-        p.push(Self::notify_payload(notify::INITIAL_CONTACT, vec![]));
+        // INITIAL_CONTACT: the peer may drop IKE SAs left from our past
+        // (only when we have no other established one with it).
+        let peer = sa.peer;
+        if !self
+            .sas
+            .iter()
+            .any(|s| s.peer == peer && s.state == State::Ready)
+        {
+            p.push(Self::notify_payload(notify::INITIAL_CONTACT, vec![]));
+        }
         p.push(Self::esp_sa_payload(
             &cfg.esp_proposals,
             neg.child_spi,
@@ -1465,7 +1505,7 @@ impl Core {
         if let Some(sa) = self
             .sas
             .iter()
-            .find(|s| !s.initiator && s.spi_i == m.header.spi_i && s.remote == remote)
+            .find(|s| !s.initiator && s.spi_i == m.header.spi_i && s.remote.ip() == remote.ip())
         {
             if let Some((0, data)) = &sa.last_response {
                 let d = data.clone();
@@ -1481,6 +1521,21 @@ impl Core {
             return;
         };
         let cfg = self.peers[p].clone();
+        if let Some(j) = self.sas.iter().position(|s| {
+            s.peer == p && s.initiator && matches!(s.state, State::InitSent | State::AuthSent)
+        }) {
+            // Both sides initiated at once (both `initiate`): one IKE SA is
+            // enough. The side with the lower address keeps its exchange;
+            // the other gives its own up and answers.
+            if addr_key(cfg.local) < addr_key(cfg.remote) {
+                self.log(p, false, "simultaneous initiation: the peer's IKE_SA_INIT ignored, ours goes on (we have the lower address)");
+                return;
+            }
+            self.log(p, false, "simultaneous initiation: answering the peer's IKE_SA_INIT and giving ours up (the peer has the lower address)");
+            self.used_spis
+                .remove(&self.sas[j].neg.as_ref().map_or(0, |n| n.child_spi));
+            self.sas.remove(j);
+        }
         let h = |spi_r: u64| HeaderRepr {
             spi_i: m.header.spi_i,
             spi_r,
@@ -1627,6 +1682,7 @@ impl Core {
                 cookie: None,
                 child_spi: 0,
                 ke_retries: 0,
+                refused: false,
             }),
             rekeyed: false,
             last_invalid_spi: None,
@@ -1828,7 +1884,7 @@ impl Core {
         let p = self.sas[i].peer;
         let cfg = self.peers[p].clone();
         if m.notify(notify::AUTHENTICATION_FAILED).is_some() {
-            self.log(p, true, "%IKEV2-5-AUTH_FAILED: peer refused our authentication (AUTHENTICATION_FAILED): check the pre-shared key and local_id");
+            self.log(p, false, "authentication failed: peer refused our authentication (AUTHENTICATION_FAILED): check the pre-shared key and local_id");
             self.drop_sa(i, now, Some(FAILED_RETRY));
             return;
         }
@@ -1856,11 +1912,11 @@ impl Core {
         if (idt, idd.clone()) != want {
             self.log(
                 p,
-                true,
+                false,
                 format!(
-                    "%IKEV2-5-AUTH_FAILED: peer identity {} is not the configured remote_id {:?}",
+                    "authentication failed: peer identity {} is not the configured remote_id {}",
                     id_text(idt, &idd),
-                    cfg.remote_id
+                    ident_text(&cfg.remote_id)
                 ),
             );
             self.drop_sa(i, now, Some(FAILED_RETRY));
@@ -1882,7 +1938,7 @@ impl Core {
             am == crypto::AUTH_PSK && ring_eq(&expect, &ad)
         };
         if !ok {
-            self.log(p, true, "%IKEV2-5-AUTH_FAILED: the peer's AUTH does not verify with our pre-shared key (AUTHENTICATION_FAILED)");
+            self.log(p, false, "authentication failed: the peer's AUTH does not verify with our pre-shared key (AUTHENTICATION_FAILED)");
             // RFC 7296 2.21.2: delete the IKE SA with an INFORMATIONAL.
             let msg_id = self.sas[i].next_req_id;
             if let Some(d) = self.seal(
@@ -2243,6 +2299,9 @@ impl Core {
         let children = std::mem::take(&mut self.sas[i].children);
         let old_sa = &mut self.sas[i];
         old_sa.rekeyed = true;
+        // The rekey's initiator deletes the old SA; if that DELETE never
+        // comes, it goes anyway after a while (its children have moved).
+        old_sa.rekey_at = Some(now + REKEYED_LINGER);
         let new = IkeSa {
             id,
             peer: old_sa.peer,
@@ -2314,8 +2373,9 @@ impl Core {
                 self.sas[i].peer,
                 false,
                 format!(
-                    "IKE SA established as {role}: {l} <-> {r}, SPIs {spi_i:016x}/{spi_r:016x}, {:?} PRF {:?} DH {}{}",
+                    "IKE SA established as {role}: {l} <-> {r}, SPIs {spi_i:016x}/{spi_r:016x}, {}{} {} DH group {}{}",
                     prop.encr,
+                    prop.integ.map(|x| format!(" {x}")).unwrap_or_default(),
                     prop.prf,
                     prop.dh.id(),
                     if nat { ", NAT-T (UDP encapsulation)" } else { "" }
@@ -2378,8 +2438,8 @@ impl Core {
         let fail = |s: &mut Core, why: String| {
             s.log(
                 p,
-                true,
-                format!("%IKEV2-5-AUTH_FAILED: {why}; answered AUTHENTICATION_FAILED"),
+                false,
+                format!("authentication failed: {why}; answered AUTHENTICATION_FAILED"),
             );
             s.respond(
                 i,
@@ -2399,9 +2459,9 @@ impl Core {
             fail(
                 self,
                 format!(
-                    "peer identity {} is not the configured remote_id {:?}",
+                    "peer identity {} is not the configured remote_id {}",
                     id_text(idt, &idd),
-                    cfg.remote_id
+                    ident_text(&cfg.remote_id)
                 ),
             );
             return;
@@ -2467,6 +2527,19 @@ impl Core {
             Err(n) => {
                 out.push(Self::notify_payload(n, vec![]));
                 self.respond(i, wire::IKE_AUTH, msg_id, &out);
+            }
+        }
+        if m.notify(notify::INITIAL_CONTACT).is_some() {
+            // RFC 7296 2.4: the peer has no other IKE SA with us (it
+            // restarted): ours from before are stale.
+            let me = self.sas[i].id;
+            while let Some(j) = self
+                .sas
+                .iter()
+                .position(|s| s.peer == p && s.id != me && s.state == State::Ready)
+            {
+                self.log(p, false, "INITIAL_CONTACT: the peer started afresh; deleting our older IKE SA and its child SAs");
+                self.drop_sa(j, now, None);
             }
         }
     }
@@ -2644,9 +2717,11 @@ impl Core {
                 || self.sas[i]
                     .pending
                     .as_ref()
-                    .is_some_and(|x| matches!(x.sent, Sent::Ike { .. }))
+                    .is_some_and(|x| matches!(x.sent, Sent::Ike { .. } | Sent::Child { .. }))
             {
-                // A simultaneous IKE rekey: refused, both retry with jitter.
+                // A simultaneous IKE rekey, or one while our child exchange
+                // is in flight: TEMPORARY_FAILURE (RFC 7296 2.25); both
+                // retry after a random delay.
                 self.respond(
                     i,
                     wire::CREATE_CHILD_SA,
@@ -3006,6 +3081,14 @@ impl Core {
     }
 }
 
+/// Addresses ordered as numbers (IPv4 before IPv6).
+fn addr_key(a: IpAddr) -> (u8, u128) {
+    match a {
+        IpAddr::V4(a) => (4, u128::from(u32::from(a))),
+        IpAddr::V6(a) => (6, u128::from(a)),
+    }
+}
+
 fn ring_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -3021,6 +3104,11 @@ fn id_text(t: u8, d: &[u8]) -> String {
         (wire::id_type::FQDN | wire::id_type::RFC822, _) => String::from_utf8_lossy(d).into_owned(),
         _ => format!("(type {t}, {} bytes)", d.len()),
     }
+}
+
+fn ident_text(i: &crate::Identity) -> String {
+    let (t, d) = Core::id_payload(i);
+    id_text(t, &d)
 }
 
 fn prefixes(p: &[Prefix]) -> String {

@@ -51,3 +51,7 @@ pub const INVALID_SPI_INTERVAL: Duration = Duration::from_secs(10);
 /// yet), the responder answers IKE_SA_INIT with a COOKIE first (RFC 7296
 /// 2.6; strongSwan's default threshold is 10 per peer, 30 in all).
 pub const COOKIE_THRESHOLD: usize = 30;
+
+/// The old IKE SA of a rekey is dropped after this if the peer never
+/// deleted it (its children moved to the new SA already).
+pub const REKEYED_LINGER: Duration = Duration::from_secs(60);

@@ -1,7 +1,7 @@
 //! The IKEv2 message codec (RFC 7296 3.): a checked view of the fixed
 //! header and a parser of the payload chain into small `Repr`s, with `emit`.
 //!
-//! Every read goes through [`Reader`], which returns an error instead of
+//! Every read goes through `Reader`, which returns an error instead of
 //! indexing past the end: no input can make the parser panic.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -89,6 +89,9 @@ struct Net {
     drop: DropFilter,
     /// Deliver every datagram twice.
     duplicate: bool,
+    /// Before each datagram, deliver a copy with a few bytes changed
+    /// (xorshift state; 0 = off).
+    mutate: u32,
     sent: usize,
     /// Check make-before-break at every step: each node's outbound SPI is
     /// installed as inbound at the peer, and no inbound SA is removed while
@@ -99,16 +102,17 @@ struct Net {
 
 impl Net {
     fn new(a: PeerConfig, b: PeerConfig) -> Net {
+        let (la, lb) = (a.local, b.local);
         Net {
             nodes: [
                 Node {
                     ike: Ike::new(vec![a]),
-                    addr: ip(A),
+                    addr: la,
                     dp: Datapath::default(),
                 },
                 Node {
                     ike: Ike::new(vec![b]),
-                    addr: ip(B),
+                    addr: lb,
                     dp: Datapath::default(),
                 },
             ],
@@ -116,6 +120,7 @@ impl Net {
             queue: VecDeque::new(),
             drop: Box::new(|_, _, _| false),
             duplicate: false,
+            mutate: 0,
             sent: 0,
             check_mbb: false,
             violations: Vec::new(),
@@ -141,6 +146,20 @@ impl Net {
                     }
                     if self.duplicate {
                         self.queue.push_back((peer, remote, local, data.clone()));
+                    }
+                    if self.mutate != 0 {
+                        let mut m = data.clone();
+                        for _ in 0..3 {
+                            self.mutate ^= self.mutate << 13;
+                            self.mutate ^= self.mutate >> 17;
+                            self.mutate ^= self.mutate << 5;
+                            let pos = self.mutate as usize % m.len();
+                            m[pos] ^= (self.mutate >> 8) as u8 | 1;
+                        }
+                        if self.mutate.is_multiple_of(4) {
+                            m.truncate(self.mutate as usize % m.len());
+                        }
+                        self.queue.push_back((peer, remote, local, m));
                     }
                     self.queue.push_back((peer, remote, local, data));
                 }
@@ -1006,4 +1025,185 @@ fn child_deleted_at_its_lifetime_when_rekeys_fail() {
     );
     assert!(!n.nodes[0].dp.inbound.contains_key(&b0));
     assert!(n.nodes[0].dp.outbound.is_none());
+}
+
+#[test]
+fn both_sides_initiating_make_one_ike_sa() {
+    let mut n = Net::new(
+        cfg(
+            A,
+            B,
+            &["aes256gcm16-prfsha256-x25519"],
+            &["aes256gcm16"],
+            true,
+        ),
+        cfg(
+            B,
+            A,
+            &["aes256gcm16-prfsha256-x25519"],
+            &["aes256gcm16"],
+            true,
+        ),
+    );
+    // Both IKE_SA_INITs are on the wire before either arrives.
+    let a = n.nodes[0].ike.handle(n.now, Input::Timer);
+    let b = n.nodes[1].ike.handle(n.now, Input::Timer);
+    n.apply(0, a);
+    n.apply(1, b);
+    n.run_for(Duration::from_secs(10));
+    for s in 0..2 {
+        assert_eq!(
+            n.nodes[s].ike.sas(n.now).len(),
+            1,
+            "node {s}: {}",
+            n.logs(s)
+        );
+        assert_eq!(n.nodes[s].dp.inbound.len(), 1);
+    }
+    assert!(
+        n.nodes[0].ike.sas(n.now)[0].initiator,
+        "the lower address initiates"
+    );
+    assert!(n.logs(1).contains("simultaneous initiation"));
+    n.assert_keys_match();
+}
+
+#[test]
+fn restarted_peer_replaces_the_old_ike_sa() {
+    let mut n = established("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    n.check_mbb = false;
+    let old = n.nodes[1].ike.sas(n.now)[0].spi_i;
+    // A restarts: new core, empty datapath; it initiates again. B's old
+    // IKE SA goes at INITIAL_CONTACT, with its child SA.
+    n.nodes[0].ike = Ike::new(vec![cfg(
+        A,
+        B,
+        &["aes256gcm16-prfsha256-x25519"],
+        &["aes256gcm16"],
+        true,
+    )]);
+    n.nodes[0].dp = Datapath::default();
+    n.run_for(Duration::from_secs(3));
+    let v = n.nodes[1].ike.sas(n.now);
+    assert_eq!(v.len(), 1, "{}", n.logs(1));
+    assert_ne!(v[0].spi_i, old);
+    assert_eq!(n.nodes[1].dp.inbound.len(), 1);
+    assert!(n.logs(1).contains("INITIAL_CONTACT"));
+    n.assert_keys_match();
+}
+
+#[test]
+fn mutated_datagrams_are_refused_and_the_exchanges_go_on() {
+    for seed in (1u32..40).map(|x| x.wrapping_mul(0x9e3779b9)) {
+        let mut n = pair(&["aes256-sha256-ecp256"], &["aes256-sha256"]);
+        n.mutate = seed;
+        // IKE_SA_INIT is unauthenticated: a damaged answer may cost a
+        // retry, never the tunnel.
+        n.run_for(Duration::from_secs(200));
+        assert!(
+            n.ready(0) && n.ready(1),
+            "seed {seed}: {}\n{}",
+            n.logs(0),
+            n.logs(1)
+        );
+        n.assert_keys_match();
+        // Rekeys, a clear and DPD-free idling under the same damage.
+        n.check_mbb = true;
+        let acts = n.nodes[1].ike.rekey_now(n.now, ip(A), false);
+        n.apply(1, acts);
+        n.run_for(Duration::from_secs(10));
+        let acts = n.nodes[0].ike.rekey_now(n.now, ip(B), true);
+        n.apply(0, acts);
+        n.run_for(Duration::from_secs(10));
+        assert!(n.violations.is_empty(), "{:?}", n.violations);
+        // A clear breaks before it makes, by design.
+        n.check_mbb = false;
+        n.command(0, Command::ClearChildSas(ip(B)));
+        n.run_for(Duration::from_secs(10));
+        n.assert_keys_match();
+        assert_eq!(n.nodes[0].ike.sas(n.now).len(), 1);
+        let all = format!("{}\n{}", n.logs(0), n.logs(1));
+        assert!(
+            all.contains("failed its integrity check") && all.contains("dropped"),
+            "{all}"
+        );
+    }
+}
+
+#[test]
+fn simultaneous_ike_rekey_converges() {
+    let mut n = established("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let spis = n.assert_keys_match();
+    let old = n.nodes[0].ike.sas(n.now)[0].spi_i;
+    let a = n.nodes[0].ike.rekey_now(n.now, ip(B), true);
+    let b = n.nodes[1].ike.rekey_now(n.now, ip(A), true);
+    n.apply(0, a);
+    n.apply(1, b);
+    n.run_for(Duration::from_secs(120));
+    for s in 0..2 {
+        let v = n.nodes[s].ike.sas(n.now);
+        assert_eq!(v.len(), 1, "node {s}: {}", n.logs(s));
+        assert_ne!(v[0].spi_i, old);
+        assert_eq!(v[0].status, IkeSaStatus::Ready);
+    }
+    assert_eq!(n.assert_keys_match(), spis);
+    assert!(n.violations.is_empty(), "{:?}", n.violations);
+}
+
+#[test]
+fn old_ike_sa_goes_even_without_the_peers_delete() {
+    let mut n = established("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    // A rekeys the IKE SA; its DELETE of the old one is lost (exchange 37
+    // with an IKE Delete is the only INFORMATIONAL here).
+    let a = n.nodes[0].ike.rekey_now(n.now, ip(B), true);
+    n.apply(0, a);
+    n.drop = Box::new(|side, _, d| side == 0 && d[18] == 37);
+    n.run_for(Duration::from_secs(2));
+    assert_eq!(n.nodes[1].ike.sas(n.now).len(), 2);
+    n.run_for(Duration::from_secs(70));
+    assert_eq!(n.nodes[1].ike.sas(n.now).len(), 1);
+    assert_eq!(n.nodes[1].dp.inbound.len(), 1);
+    n.assert_keys_match();
+}
+
+#[test]
+fn ipv6_underlay_and_selectors() {
+    let mk = |local: &str, remote: &str, lts: &str, rts: &str, initiate: bool| {
+        let mut c = cfg(
+            A,
+            B,
+            &["aes256gcm16-prfsha256-x25519"],
+            &["aes256gcm16"],
+            initiate,
+        );
+        c.local = ip(local);
+        c.remote = ip(remote);
+        c.local_id = Identity::Addr(ip(local));
+        c.remote_id = Identity::Addr(ip(remote));
+        c.local_ts = vec![pfx(lts)];
+        c.remote_ts = vec![pfx(rts)];
+        c.force_encap = initiate;
+        c
+    };
+    let a = mk(
+        "2001:db8::1",
+        "2001:db8::2",
+        "2001:db8:1::/64",
+        "2001:db8:2::/64",
+        true,
+    );
+    let b = mk(
+        "2001:db8::2",
+        "2001:db8::1",
+        "2001:db8:2::/64",
+        "2001:db8:1::/64",
+        false,
+    );
+    let mut n = Net::new(a, b);
+    n.run_for(Duration::from_secs(3));
+    assert!(n.ready(0) && n.ready(1), "{}\n{}", n.logs(0), n.logs(1));
+    n.assert_keys_match();
+    let v = &n.nodes[1].ike.sas(n.now)[0];
+    assert!(v.nat);
+    assert_eq!(v.remote, "[2001:db8::1]:4500".parse().unwrap());
 }
