@@ -18,7 +18,7 @@ use xdpsec_datapath::{
     worker::{FrameClass, SaCounters, WorkerShared, sa_counters},
 };
 
-use xdpsec_ike::{DhGroup, Encr, IkeSaStatus, IkeSaView, Integ, Prf};
+use xdpsec_ike::{DhGroup, IkeSaStatus, IkeSaView};
 
 use crate::{
     cli::{self, Arg, CommandSpec},
@@ -797,35 +797,17 @@ impl Owner {
 
 /// IOS names of IKE transforms: (encryption, key size, PRF, hash).
 fn ike_names(v: &IkeSaView) -> (&'static str, u32, &'static str, &'static str) {
-    let (encr, keysize) = match v.encr {
-        Encr::AesCbc128 => ("AES-CBC", 128),
-        Encr::AesCbc256 => ("AES-CBC", 256),
-        Encr::AesGcm16_128 => ("AES-GCM", 128),
-        Encr::AesGcm16_256 => ("AES-GCM", 256),
-        Encr::ChaCha20Poly1305 => ("CHACHA20-POLY1305", 256),
-    };
-    let prf = match v.prf {
-        Prf::HmacSha256 => "SHA256",
-        Prf::HmacSha384 => "SHA384",
-        Prf::HmacSha512 => "SHA512",
-    };
-    let hash = match v.integ {
-        None => "None",
-        Some(Integ::HmacSha1_96) => "SHA96",
-        Some(Integ::HmacSha256_128) => "SHA256",
-        Some(Integ::HmacSha384_192) => "SHA384",
-        Some(Integ::HmacSha512_256) => "SHA512",
-    };
-    (encr, keysize, prf, hash)
+    (
+        v.encr.ios_name(),
+        u32::from(v.encr.key_bits()),
+        v.prf.ios_name(),
+        v.integ.map_or("None", |i| i.ios_name()),
+    )
 }
 
 /// IANA number of a DH group.
 fn dh_number(g: DhGroup) -> u32 {
-    match g {
-        DhGroup::Ecp256 => 19,
-        DhGroup::Ecp384 => 20,
-        DhGroup::Curve25519 => 31,
-    }
+    u32::from(g.id())
 }
 
 fn ike_status(s: IkeSaStatus) -> &'static str {

@@ -137,6 +137,9 @@ pub struct Owner {
     /// Negotiated SAs: when they were installed and their lifetime (for
     /// `show crypto ipsec sa`'s remaining key lifetime).
     pub lifetimes: HashMap<SaId, (Instant, Duration)>,
+    /// Negotiated outbound SAs already asked to rekey for their sequence
+    /// numbers (asked once each).
+    seq_rekeyed: std::collections::HashSet<SaId>,
     /// When the last failed reservation write was logged (rate limit).
     seq_error_logged: Option<Instant>,
 }
@@ -273,6 +276,7 @@ impl Owner {
             kernel_ctl: s.kernel_ctl,
             ike,
             lifetimes: HashMap::new(),
+            seq_rekeyed: std::collections::HashSet::new(),
             seq_error_logged: None,
         }
     }
@@ -321,6 +325,7 @@ impl Owner {
             }
         }
         self.extend_reservations();
+        self.rekey_before_sequence_runs_out();
         if self
             .ike
             .as_ref()
@@ -328,6 +333,42 @@ impl Owner {
             .is_some_and(|t| t <= Instant::now())
         {
             self.ike_input(Input::Timer);
+        }
+    }
+
+    /// Negotiated SAs rekey long before their 32-bit sequence numbers run
+    /// out (RFC 4303 3.3.3: they never wrap), whatever their lifetime: at
+    /// half the space, a new child SA is negotiated at once.
+    fn rekey_before_sequence_runs_out(&mut self) {
+        const REKEY_AT: u64 = 1 << 31;
+        if self.ike.is_none() {
+            return;
+        }
+        let snap = self.table.snapshot();
+        let mut due = Vec::new();
+        for (i, t) in self.tunnels.iter().enumerate() {
+            if t.out_key.is_some() {
+                continue; // manual keys: reservations instead
+            }
+            let Some(OutboundEntry::Active(sa)) = snap.outbound(i as u32) else {
+                continue;
+            };
+            if sa.last_seq() >= REKEY_AT && self.seq_rekeyed.insert(sa.id) {
+                due.push(t.cfg.peer);
+            }
+        }
+        self.seq_rekeyed
+            .retain(|id| self.tunnels.iter().any(|t| t.outbound == Some(*id)));
+        for peer in due {
+            info!("{peer}: child SA used half its sequence numbers: rekeying now");
+            let actions =
+                self.ike
+                    .as_mut()
+                    .expect("checked above")
+                    .rekey_now(Instant::now(), peer, false);
+            for a in actions {
+                self.ike_action(a);
+            }
         }
     }
 
