@@ -318,6 +318,14 @@ impl Daemon {
         }
     }
 
+    /// Kill with SIGKILL (a crash: nothing is said to anyone) and wait.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Stop with SIGINT and wait (SIGKILL after 10 s); returns the exit status.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;

@@ -476,3 +476,85 @@ fn rekeys_started_by_strongswan_and_by_xdpsec_lose_nothing() {
     let (out1, _) = spis(&d);
     assert_ne!(out1, out0, "rekeyed");
 }
+
+/// `invalid_spi_recovery = true` (IOS `crypto isakmp invalid-spi-recovery`):
+/// after `forget-sa`, ESP with the forgotten SPI makes xdpsec send
+/// INVALID_SPI in the IKE SA; the peer deletes that child SA and negotiates
+/// a new one, so traffic recovers without an operator.
+#[test]
+fn invalid_spi_recovery_heals_a_forgotten_sa_by_itself() {
+    let lab = Lab::unique().up(1).unwrap();
+    let d2 = Daemon::start(&lab.ns2, &ike_config(&lab, 1, PSK, false, &GCM_X25519)).unwrap();
+    let d1 = Daemon::start(
+        &lab.ns1,
+        &ike_config_with(
+            &lab,
+            0,
+            PSK,
+            true,
+            &GCM_X25519,
+            "invalid_spi_recovery = true",
+        ),
+    )
+    .unwrap();
+    wait_ready(&d1, Duration::from_secs(10));
+    assert_eq!(ping(&lab.ns1, INNER[0], INNER[1], 2), (2, 2));
+    let (_, before) = spis(&d1);
+    d1.cli(&format!(
+        "request platform software xdpsec fault forget-sa peer {}",
+        lab.v4[1]
+    ))
+    .unwrap();
+    let end = Instant::now() + Duration::from_secs(15);
+    while ping(&lab.ns1, INNER[0], INNER[1], 2).1 < 2 {
+        assert!(
+            Instant::now() < end,
+            "no recovery by INVALID_SPI:\n{}\n---\n{}",
+            d1.log_text(),
+            d2.log_text()
+        );
+    }
+    let (_, after) = spis(&d1);
+    assert!(
+        !after.iter().any(|s| before.contains(s)),
+        "a new child SA: {before:x?} -> {after:x?}"
+    );
+    assert!(d1.log_text().contains("INVALID_SPI"), "{}", d1.log_text());
+    assert!(d2.log_text().contains("INVALID_SPI"), "{}", d2.log_text());
+    let drops = d1
+        .cli("show platform hardware qfp active feature ipsec datapath drops")
+        .unwrap();
+    assert!(drops.contains("4 IN_US_V4_PKT_SA_NOT_FOUND_SPI"), "{drops}");
+}
+
+/// Dead peer detection: the peer vanishes without a DELETE (its daemon is
+/// killed); after `dpd_seconds` without a message and the retransmissions
+/// of the liveness check (RFC 7296 2.4: 1+2+4+8+16 s), the IKE SA and its
+/// children are removed and a line says so.
+#[test]
+fn dead_peer_detection_removes_the_sas_of_a_peer_that_vanished() {
+    let lab = Lab::unique().up(1).unwrap();
+    let mut d2 = Daemon::start(&lab.ns2, &ike_config(&lab, 1, PSK, false, &GCM_X25519)).unwrap();
+    let d1 = Daemon::start(
+        &lab.ns1,
+        &ike_config_with(&lab, 0, PSK, true, &GCM_X25519, "dpd_seconds = 2"),
+    )
+    .unwrap();
+    wait_ready(&d1, Duration::from_secs(10));
+    d2.kill();
+    let end = Instant::now() + Duration::from_secs(50);
+    loop {
+        let (out, inb) = spis(&d1);
+        if out == 0 && inb.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < end, "SAs kept:\n{}", d1.log_text());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let log = d1.log_text().to_lowercase();
+    assert!(
+        log.contains("dead") || log.contains("dpd"),
+        "{}",
+        d1.log_text()
+    );
+}
