@@ -270,6 +270,19 @@ impl Owner {
         }
     }
 
+    /// A tunnel's counters since the last clear: (inbound, over all its
+    /// inbound SAs, two during a rekey; outbound).
+    fn tunnel_counters(&self, ts: &crate::owner::TunnelState) -> (SaCounters, SaCounters) {
+        let inb = ts.inbound.iter().fold(SaCounters::default(), |a, &id| {
+            a.plus(&self.sa_counters_since_clear(id))
+        });
+        let outb = ts
+            .outbound
+            .map(|id| self.sa_counters_since_clear(id))
+            .unwrap_or_default();
+        (inb, outb)
+    }
+
     /// `clear crypto sa counters`: every SA's counters read as zero from now on.
     fn clear_sa_counters(&mut self) -> (String, Value) {
         let base = &mut self.sa_baseline;
@@ -291,15 +304,7 @@ impl Owner {
             if peer.is_some_and(|p| p != t.peer) {
                 continue;
             }
-            // Counters over the tunnel's SAs (two inbound during a rekey).
-            let mut inb = SaCounters::default();
-            for &id in &ts.inbound {
-                inb = inb.plus(&self.sa_counters_since_clear(id));
-            }
-            let outb = ts
-                .outbound
-                .map(|id| self.sa_counters_since_clear(id))
-                .unwrap_or_default();
+            let (inb, outb) = self.tunnel_counters(ts);
             let inbound: Vec<(SaId, &SaCold)> = ts
                 .inbound
                 .iter()
@@ -982,14 +987,7 @@ impl Owner {
             );
             let _ = writeln!(text, "  IPSEC FLOW: permit ip {lo} {re}");
             let _ = writeln!(text, "        Active SAs: {active_sas}, origin: crypto map");
-            let mut inb = SaCounters::default();
-            for &id in &ts.inbound {
-                inb = inb.plus(&self.sa_counters_since_clear(id));
-            }
-            let outb = ts
-                .outbound
-                .map(|id| self.sa_counters_since_clear(id))
-                .unwrap_or_default();
+            let (inb, outb) = self.tunnel_counters(ts);
             if detail {
                 let drops_in = inb.verify_failed + inb.replay_failed() + inb.recv_errors;
                 let _ = writeln!(

@@ -2,6 +2,7 @@
 //! (`xdpsec-datapath`), decrypted packets to the inside (TUN or sink), and
 //! packets read from the TUN encrypted and sent through AF_XDP TX.
 use std::{
+    collections::HashMap,
     net::IpAddr,
     os::fd::RawFd,
     sync::{Arc, atomic::AtomicU64},
@@ -51,48 +52,71 @@ pub struct IoStats {
     pub not_esp: AtomicU64,
 }
 
-/// Inner destination prefixes routed into tunnels, longest prefix first.
+/// Inner destination prefixes routed into tunnels. Longest-prefix match
+/// with one hash table per prefix length in use, longest first: a lookup
+/// costs one hash probe per distinct length (typically one or two), not
+/// one comparison per tunnel, so thousands of tunnels cost no more per
+/// packet than one. Built once at start-up (no allocation per packet).
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    routes: Vec<(Cidr, u32)>,
+    /// (prefix length, masked address -> tunnel), IPv4 then IPv6 keys as
+    /// u128 (IPv4 in the low 32 bits), longest length first per family.
+    v4: Vec<(u8, HashMap<u128, u32>)>,
+    v6: Vec<(u8, HashMap<u128, u32>)>,
+}
+
+/// `addr` with the bits beyond `len` cleared, as a u128 (IPv4 in the low 32).
+fn masked(addr: IpAddr, len: u8) -> u128 {
+    match addr {
+        IpAddr::V4(a) => {
+            let m = if len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - len.min(32))
+            };
+            u128::from(u32::from(a) & m)
+        }
+        IpAddr::V6(a) => {
+            let m = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len.min(128))
+            };
+            u128::from(a) & m
+        }
+    }
 }
 
 impl RouteTable {
-    /// Build from `(prefix, tunnel index)` pairs.
-    pub fn new(mut routes: Vec<(Cidr, u32)>) -> RouteTable {
-        routes.sort_by_key(|r| std::cmp::Reverse(r.0.len));
-        RouteTable { routes }
+    /// Build from `(prefix, tunnel index)` pairs (the first tunnel given a
+    /// prefix keeps it).
+    pub fn new(routes: Vec<(Cidr, u32)>) -> RouteTable {
+        let mut t = RouteTable::default();
+        for (c, tunnel) in routes {
+            let list = if c.addr.is_ipv4() {
+                &mut t.v4
+            } else {
+                &mut t.v6
+            };
+            let pos = match list.iter().position(|(l, _)| *l == c.len) {
+                Some(p) => p,
+                None => {
+                    list.push((c.len, HashMap::new()));
+                    list.len() - 1
+                }
+            };
+            list[pos].1.entry(masked(c.addr, c.len)).or_insert(tunnel);
+        }
+        t.v4.sort_by_key(|(l, _)| std::cmp::Reverse(*l));
+        t.v6.sort_by_key(|(l, _)| std::cmp::Reverse(*l));
+        t
     }
 
-    /// The tunnel for inner destination `dst` (linear longest-prefix match:
-    /// configs hold a handful of prefixes; sorted so the first hit is longest).
+    /// The tunnel for inner destination `dst` (longest prefix wins).
     pub fn lookup(&self, dst: IpAddr) -> Option<u32> {
-        self.routes
-            .iter()
-            .find(|(c, _)| prefix_match(c, dst))
-            .map(|(_, t)| *t)
-    }
-}
-
-fn prefix_match(c: &Cidr, a: IpAddr) -> bool {
-    match (c.addr, a) {
-        (IpAddr::V4(p), IpAddr::V4(x)) => {
-            let m = if c.len == 0 {
-                0
-            } else {
-                u32::MAX << (32 - c.len)
-            };
-            u32::from(p) & m == u32::from(x) & m
-        }
-        (IpAddr::V6(p), IpAddr::V6(x)) => {
-            let m = if c.len == 0 {
-                0
-            } else {
-                u128::MAX << (128 - c.len)
-            };
-            u128::from(p) & m == u128::from(x) & m
-        }
-        _ => false,
+        let list = if dst.is_ipv4() { &self.v4 } else { &self.v6 };
+        list.iter()
+            .find_map(|(len, m)| m.get(&masked(dst, *len)).copied())
     }
 }
 
@@ -391,5 +415,25 @@ mod tests {
         assert_eq!(t.lookup("198.51.100.1".parse().unwrap()), None);
         assert_eq!(t.lookup("2001:db8:5::1".parse().unwrap()), Some(3));
         assert_eq!(t.lookup("2001:db9::1".parse().unwrap()), None);
+        // A default route, and thousands of host routes: still exact.
+        let mut routes = vec![(c("0.0.0.0/0"), 9)];
+        for i in 0..5000u32 {
+            let a = std::net::Ipv4Addr::from(0xcb00_7100u32 + i); // from 203.0.113.0
+            routes.push((
+                Cidr {
+                    addr: a.into(),
+                    len: 32,
+                },
+                100 + i,
+            ));
+        }
+        let t = RouteTable::new(routes);
+        assert_eq!(t.lookup("203.0.113.5".parse().unwrap()), Some(105));
+        assert_eq!(
+            t.lookup(std::net::Ipv4Addr::from(0xcb00_7100u32 + 4999).into()),
+            Some(5099)
+        );
+        assert_eq!(t.lookup("198.51.100.1".parse().unwrap()), Some(9));
+        assert_eq!(t.lookup("2001:db8::1".parse().unwrap()), None);
     }
 }

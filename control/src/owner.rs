@@ -372,6 +372,24 @@ impl Owner {
         }
     }
 
+    /// The tunnel of a negotiated child SA and the datapath's cipher for its
+    /// transform (None, logged, when either is missing).
+    fn ike_child(
+        &self,
+        tunnel: u32,
+        keys: &xdpsec_ike::ChildKeys,
+    ) -> Option<(&TunnelState, Cipher)> {
+        let t = self.tunnels.get(tunnel as usize)?;
+        let Some(cipher) = esp_cipher(keys.encr, keys.integ) else {
+            error!(
+                "{}: negotiated ESP transform {:?}/{:?} is not in the datapath",
+                t.cfg.name, keys.encr, keys.integ
+            );
+            return None;
+        };
+        Some((t, cipher))
+    }
+
     /// Feed the IKE core one input and carry out what it returns.
     pub fn ike_input(&mut self, input: Input<'_>) {
         let Some(ike) = self.ike.as_mut() else {
@@ -415,14 +433,7 @@ impl Owner {
                 lifetime,
                 ..
             } => {
-                let Some(t) = self.tunnels.get(tunnel as usize) else {
-                    return;
-                };
-                let Some(cipher) = esp_cipher(keys.encr, keys.integ) else {
-                    error!(
-                        "{}: negotiated ESP transform {:?}/{:?} is not in the datapath",
-                        t.cfg.name, keys.encr, keys.integ
-                    );
+                let Some((t, cipher)) = self.ike_child(tunnel, &keys) else {
                     return;
                 };
                 let change = SaChange::AddInbound(InboundSaConfig {
@@ -454,14 +465,7 @@ impl Owner {
                 keys,
                 lifetime,
             } => {
-                let Some(t) = self.tunnels.get(tunnel as usize) else {
-                    return;
-                };
-                let Some(cipher) = esp_cipher(keys.encr, keys.integ) else {
-                    error!(
-                        "{}: negotiated ESP transform {:?}/{:?} is not in the datapath",
-                        t.cfg.name, keys.encr, keys.integ
-                    );
+                let Some((t, cipher)) = self.ike_child(tunnel, &keys) else {
                     return;
                 };
                 let change = SaChange::SetOutbound(OutboundSaConfig {

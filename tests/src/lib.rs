@@ -506,6 +506,28 @@ pub fn genie_parse(cases: &serde_json::Value) -> Result<serde_json::Value> {
     serde_json::from_str(last).with_context(|| format!("genie_parse.py output: {stdout}"))
 }
 
+/// `ping -c count -i interval -I src dst` inside `ns`, bounded to 40 s;
+/// (transmitted, received) from its summary line.
+pub fn ping(ns: &str, src: &str, dst: &str, count: u32, interval: &str) -> (u32, u32) {
+    let out = Command::new("timeout")
+        .args([
+            "40", "ip", "netns", "exec", ns, "ping", "-n", "-q", "-W", "1",
+        ])
+        .args(["-c", &count.to_string(), "-i", interval, "-I", src, dst])
+        .output()
+        .expect("running ping");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_else(|| panic!("no ping summary: {text}"));
+    let num = |word: &str| -> u32 {
+        let before = &line[..line.find(word).unwrap()];
+        before.split_whitespace().last().unwrap().parse().unwrap()
+    };
+    (num("packets transmitted"), num("received"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -71,23 +71,7 @@ fn ping(ns: &str, src: &str, dst: &str, count: u32) -> (u32, u32) {
 
 /// `ping -i interval`, bounded to 40 s; (transmitted, received).
 fn ping_every(ns: &str, src: &str, dst: &str, count: u32, interval: &str) -> (u32, u32) {
-    let out = std::process::Command::new("timeout")
-        .args([
-            "40", "ip", "netns", "exec", ns, "ping", "-n", "-q", "-W", "1",
-        ])
-        .args(["-c", &count.to_string(), "-i", interval, "-I", src, dst])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or_else(|| panic!("no ping summary: {text}"));
-    let num = |word: &str| -> u32 {
-        let before = &line[..line.find(word).unwrap()];
-        before.split_whitespace().last().unwrap().parse().unwrap()
-    };
-    (num("packets transmitted"), num("received"))
+    xdpsec_e2e::ping(ns, src, dst, count, interval)
 }
 
 /// Wait (bounded) until `d` has a READY IKE SA and a child SA; its JSON.

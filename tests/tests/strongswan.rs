@@ -12,7 +12,7 @@ use std::{
 };
 
 use xdpsec_e2e::{
-    Lab,
+    Lab, ping,
     strongswan::{CBC_ECP256, Charon, CharonOpts, ChildSa, Conn, GCM_X25519, IkeSa, Proposals},
 };
 
@@ -81,28 +81,6 @@ fn pair(
     tweak_a(&mut conn);
     a.load_conn(&conn.to_swanctl()).unwrap();
     Pair { a, b, lab }
-}
-
-/// `ping -c count -i interval` from `src` to `dst` inside `ns`, bounded by
-/// `timeout`; (transmitted, received).
-fn ping(ns: &str, src: &str, dst: &str, count: u32, interval: &str) -> (u32, u32) {
-    let out = std::process::Command::new("timeout")
-        .args([
-            "20", "ip", "netns", "exec", ns, "ping", "-n", "-q", "-W", "1",
-        ])
-        .args(["-c", &count.to_string(), "-i", interval, "-I", src, dst])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or_else(|| panic!("no ping summary: {text}"));
-    let num = |word: &str| -> u32 {
-        let before = &line[..line.find(word).unwrap()];
-        before.split_whitespace().last().unwrap().parse().unwrap()
-    };
-    (num("packets transmitted"), num("received"))
 }
 
 /// The single ESTABLISHED IKE SA `ss` and its INSTALLED child on `c`.
