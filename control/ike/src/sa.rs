@@ -151,6 +151,11 @@ struct IkeSa {
     rekeyed: bool,
     /// Last INVALID_SPI sent (rate limit).
     last_invalid_spi: Option<Instant>,
+    /// A simultaneous IKE SA rekey (RFC 7296 2.8.2): the nonces (Ni, Nr)
+    /// of the peer's rekey of this SA that we answered while ours was in
+    /// flight, and the id of the IKE SA it created. Resolved when our own
+    /// exchange completes.
+    peer_ike_rekey: Option<(Vec<u8>, Vec<u8>, u32)>,
 }
 
 struct TunnelState {
@@ -1238,6 +1243,7 @@ impl Core {
             }),
             rekeyed: false,
             last_invalid_spi: None,
+            peer_ike_rekey: None,
         };
         self.sas.push(sa);
         let i = self.sas.len() - 1;
@@ -1686,6 +1692,7 @@ impl Core {
             }),
             rekeyed: false,
             last_invalid_spi: None,
+            peer_ike_rekey: None,
         });
         self.send(local, remote, resp);
     }
@@ -2327,6 +2334,7 @@ impl Core {
             neg: None,
             rekeyed: false,
             last_invalid_spi: None,
+            peer_ike_rekey: None,
         };
         // Work waiting on the old SA (child rekeys, deletes) moves too.
         let moved: Vec<Work> = self.sas[i]
@@ -2342,8 +2350,85 @@ impl Core {
             false,
             format!("IKE SA rekeyed: new SPIs {spi_i:016x}/{spi_r:016x}"),
         );
+        let ours_in_flight = self.sas[i]
+            .pending
+            .as_ref()
+            .is_some_and(|x| matches!(x.sent, Sent::Ike { .. }));
+        if !we_initiated && ours_in_flight {
+            // Simultaneous rekey (RFC 7296 2.8.2), the peer's exchange
+            // done first: the children serve on its new SA until ours
+            // completes and the nonces decide which new SA survives.
+            self.sas[i].peer_ike_rekey = Some((ni.to_vec(), nr.to_vec(), id));
+            self.log(
+                self.sas[i].peer,
+                false,
+                "simultaneous IKE SA rekey: answered the peer's while ours is in flight",
+            );
+            return;
+        }
+        if we_initiated
+            && let Some((pni, pnr, pid)) = self.sas[i].peer_ike_rekey.take()
+            && let Some(pj) = self.sas.iter().position(|s| s.id == pid)
+        {
+            self.resolve_ike_rekey_collision(i, n, pj, now, (ni, nr), (&pni, &pnr));
+            return;
+        }
         if we_initiated {
             self.sas[i].queue.push_back(Work::DeleteIke);
+        }
+    }
+
+    /// Both rekeys of the IKE SA `old` completed: `ours` is the new SA we
+    /// initiated, `theirs` the one the peer initiated. RFC 7296 2.8.2: the
+    /// new SA created by the exchange with the lowest of the four nonces
+    /// is deleted by the side that initiated it; the survivor takes the
+    /// children, and its initiator deletes the old SA. Both sides see the
+    /// same four nonces, so both come to the same answer.
+    fn resolve_ike_rekey_collision(
+        &mut self,
+        old: usize,
+        ours: usize,
+        theirs: usize,
+        now: Instant,
+        our_nonces: (&[u8], &[u8]),
+        their_nonces: (&[u8], &[u8]),
+    ) {
+        let p = self.sas[old].peer;
+        let ours_min = std::cmp::min(our_nonces.0, our_nonces.1);
+        let theirs_min = std::cmp::min(their_nonces.0, their_nonces.1);
+        let (spi_i, spi_r) = (self.sas[ours].spi_i, self.sas[ours].spi_r);
+        if ours_min < theirs_min {
+            // Ours is redundant: we delete it; the children stay on the
+            // peer's, and the peer deletes the old SA.
+            let sa = &mut self.sas[ours];
+            sa.rekeyed = true;
+            sa.rekey_at = Some(now + REKEYED_LINGER);
+            sa.queue.push_back(Work::DeleteIke);
+            self.log(
+                p,
+                false,
+                format!("simultaneous IKE SA rekey: ours ({spi_i:016x}/{spi_r:016x}) has the lowest nonce and is redundant; deleting it"),
+            );
+        } else {
+            // The peer's is redundant (the peer deletes it): the children
+            // and pending work move to ours, and we delete the old SA.
+            let children = std::mem::take(&mut self.sas[theirs].children);
+            let work: Vec<Work> = self.sas[theirs]
+                .queue
+                .drain(..)
+                .filter(|w| !matches!(w, Work::RekeyIke | Work::Dpd))
+                .collect();
+            let t = &mut self.sas[theirs];
+            t.rekeyed = true;
+            t.rekey_at = Some(now + REKEYED_LINGER);
+            self.sas[ours].children.extend(children);
+            self.sas[ours].queue.extend(work);
+            self.sas[old].queue.push_back(Work::DeleteIke);
+            self.log(
+                p,
+                false,
+                format!("simultaneous IKE SA rekey: ours ({spi_i:016x}/{spi_r:016x}) survives (the peer's has the lowest nonce)"),
+            );
         }
     }
 
@@ -2717,11 +2802,13 @@ impl Core {
                 || self.sas[i]
                     .pending
                     .as_ref()
-                    .is_some_and(|x| matches!(x.sent, Sent::Ike { .. } | Sent::Child { .. }))
+                    .is_some_and(|x| matches!(x.sent, Sent::Child { .. }))
             {
-                // A simultaneous IKE rekey, or one while our child exchange
-                // is in flight: TEMPORARY_FAILURE (RFC 7296 2.25); both
-                // retry after a random delay.
+                // An IKE rekey while our child exchange is in flight, or of
+                // an SA already replaced: TEMPORARY_FAILURE (RFC 7296
+                // 2.25). A simultaneous IKE rekey (ours in flight) is
+                // answered as usual and resolved by the nonces (2.8.2)
+                // when ours completes (rekey_ike_finish).
                 self.respond(
                     i,
                     wire::CREATE_CHILD_SA,
@@ -2955,6 +3042,25 @@ impl Core {
         }
         if delete_ike {
             self.respond(i, wire::INFORMATIONAL, msg_id, &[]);
+            let me = self.sas[i].id;
+            if let Some(j) = self
+                .sas
+                .iter()
+                .position(|s| s.peer_ike_rekey.as_ref().is_some_and(|x| x.2 == me))
+            {
+                // A simultaneous IKE rekey the peer resolved before the
+                // answer to ours reached us (reordered): it deleted the SA
+                // of its own exchange, so ours survives. The children go
+                // back to the old SA; ours takes them when it completes.
+                let children = std::mem::take(&mut self.sas[i].children);
+                let work: Vec<Work> = self.sas[i].queue.drain(..).collect();
+                self.sas[j].children.extend(children);
+                self.sas[j].queue.extend(work);
+                self.sas[j].peer_ike_rekey = None;
+                self.log(p, false, "simultaneous IKE SA rekey: the peer deleted the new IKE SA of its exchange; ours survives");
+                self.sas.remove(i);
+                return;
+            }
             self.log(p, false, "peer deleted the IKE SA");
             let re = if self.sas[i].rekeyed {
                 None

@@ -1207,3 +1207,67 @@ fn ipv6_underlay_and_selectors() {
     assert!(v.nat);
     assert_eq!(v.remote, "[2001:db8::1]:4500".parse().unwrap());
 }
+
+#[test]
+fn simultaneous_ike_rekey_resolved_by_nonces_in_both_orders() {
+    // Which side initiated the surviving new IKE SA, over the runs: the
+    // nonces are random, so both outcomes come up (each run 1/2).
+    let mut survivor_by = [0; 2];
+    for run in 0..24 {
+        // Both orders of delivery: either side's request goes first.
+        let first = run % 2;
+        let mut n = established("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+        let spis = n.assert_keys_match();
+        let old = n.nodes[0].ike.sas(n.now)[0].clone();
+        let a = n.nodes[first]
+            .ike
+            .rekey_now(n.now, n.nodes[1 - first].addr, true);
+        let b = n.nodes[1 - first]
+            .ike
+            .rekey_now(n.now, n.nodes[first].addr, true);
+        n.apply(first, a);
+        n.apply(1 - first, b);
+        // Both exchanges complete and are resolved at once (no retry
+        // after TEMPORARY_FAILURE, which waits 15 s or more).
+        n.run_for(Duration::from_secs(2));
+        let v: Vec<_> = (0..2).map(|s| n.nodes[s].ike.sas(n.now)).collect();
+        #[allow(clippy::needless_range_loop)]
+        for s in 0..2 {
+            assert_eq!(v[s].len(), 1, "run {run} node {s}: {}", n.logs(s));
+            assert_eq!(v[s][0].status, IkeSaStatus::Ready);
+            assert_ne!((v[s][0].spi_i, v[s][0].spi_r), (old.spi_i, old.spi_r));
+            assert_eq!(v[s][0].children.len(), 1, "run {run} node {s}");
+            // No child SA lost or duplicated in the datapath.
+            assert_eq!(n.nodes[s].dp.inbound.len(), 1, "run {run} node {s}");
+            assert!(
+                n.logs(s).contains("simultaneous IKE SA rekey"),
+                "{}",
+                n.logs(s)
+            );
+        }
+        // The same surviving IKE SA on both sides, with the children.
+        assert_eq!(
+            (v[0][0].spi_i, v[0][0].spi_r),
+            (v[1][0].spi_i, v[1][0].spi_r)
+        );
+        assert_ne!(v[0][0].initiator, v[1][0].initiator);
+        let (ci, co) = v[0][0].children[0];
+        assert_eq!(v[1][0].children[0], (co, ci));
+        assert_eq!(n.assert_keys_match(), spis);
+        survivor_by[if v[0][0].initiator { 0 } else { 1 }] += 1;
+        // Nothing more happens later, and the children rekey in the
+        // surviving IKE SA.
+        n.run_for(Duration::from_secs(120));
+        assert_eq!(n.nodes[0].ike.sas(n.now).len(), 1);
+        assert_eq!(n.nodes[1].ike.sas(n.now).len(), 1);
+        assert_eq!(n.nodes[0].ike.sas(n.now)[0].spi_i, v[0][0].spi_i);
+        assert_eq!(n.assert_keys_match(), spis);
+        let acts = n.nodes[1].ike.rekey_now(n.now, ip(A), false);
+        n.apply(1, acts);
+        n.run_for(Duration::from_secs(10));
+        let spis2 = n.assert_keys_match();
+        assert!(spis2.0 != spis.0 && spis2.1 != spis.1);
+        assert!(n.violations.is_empty(), "{:?}", n.violations);
+    }
+    assert!(survivor_by[0] > 0 && survivor_by[1] > 0, "{survivor_by:?}");
+}
