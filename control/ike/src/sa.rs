@@ -44,6 +44,13 @@ enum State {
 enum Work {
     NewChild,
     RekeyChild(u32),
+    /// A new child (`rekey` None) or a child rekey again, with the PFS
+    /// group the peer asked for (INVALID_KE_PAYLOAD); `retries` so far.
+    ChildWithGroup {
+        rekey: Option<u32>,
+        group: DhGroup,
+        retries: u8,
+    },
     RekeyIke,
     DeleteChildren(Vec<u32>),
     DeleteIke,
@@ -60,7 +67,10 @@ enum Sent {
         spi_in: u32,
         ni: Vec<u8>,
         dh: Option<Dh>,
-        esp: EspProposal,
+        /// The ESP proposals offered, in order.
+        offered: Vec<EspProposal>,
+        /// Retries after INVALID_KE_PAYLOAD so far (no loops).
+        ke_retries: u8,
     },
     Ike {
         spi: u64,
@@ -1063,87 +1073,133 @@ impl Core {
         }
     }
 
-    fn start_work(&mut self, i: usize, now: Instant, w: Work) {
-        let cfg = self.peers[self.sas[i].peer].clone();
-        match w {
-            Work::NewChild | Work::RekeyChild(_) => {
-                let rekey = if let Work::RekeyChild(s) = w {
-                    Some(s)
-                } else {
-                    None
-                };
-                let old = rekey.and_then(|s| {
-                    self.sas[i]
-                        .children
-                        .iter()
-                        .find(|c| c.spi_in == s && !c.superseded && !c.deleting)
+    /// The ESP proposals for a rekey of a child negotiated as `esp`: that
+    /// one first, then the same transforms with each other PFS group of
+    /// the configured proposals (so that a peer asking for another group
+    /// with INVALID_KE_PAYLOAD, RFC 7296 1.3 and 2.7, finds it offered).
+    fn rekey_proposals(cfg: &PeerConfig, esp: &EspProposal) -> Vec<EspProposal> {
+        let mut v = vec![esp.clone()];
+        if esp.dh.is_none() {
+            return v;
+        }
+        for c in &cfg.esp_proposals {
+            if c.encr == esp.encr
+                && c.integ == esp.integ
+                && c.dh.is_some()
+                && !v.iter().any(|x| x.dh == c.dh)
+            {
+                v.push(EspProposal {
+                    dh: c.dh,
+                    ..esp.clone()
                 });
-                if rekey.is_some() && old.is_none() {
-                    return;
-                }
-                let (local_ts, remote_ts, esp_list) = match old {
-                    Some(c) => (c.local_ts.clone(), c.remote_ts.clone(), vec![c.esp.clone()]),
-                    None => (
-                        cfg.local_ts.clone(),
-                        cfg.remote_ts.clone(),
-                        cfg.esp_proposals.clone(),
-                    ),
-                };
-                if esp_list.is_empty() {
-                    self.log(
-                        self.sas[i].peer,
-                        false,
-                        "no ESP proposals configured; no child SA",
-                    );
-                    return;
-                }
-                let spi_in = self.alloc_spi();
-                let ni = self.nonce();
-                let pfs = esp_list.first().and_then(|e| e.dh);
-                let dh = match pfs {
-                    Some(g) => match Dh::generate(g, &self.rng) {
-                        Ok(d) => Some(d),
-                        Err(_) => return,
-                    },
-                    None => None,
-                };
-                let mut p = vec![
-                    Self::esp_sa_payload(&esp_list, spi_in, true),
-                    Payload::Nonce(ni.clone()),
-                ];
-                if let Some(d) = &dh {
-                    p.push(Payload::Ke {
-                        group: d.group.id(),
-                        data: d.public().to_vec(),
-                    });
-                }
-                p.extend(Self::ts_payloads(&local_ts, &remote_ts, true));
-                if let Some(s) = rekey {
-                    p.insert(
-                        0,
-                        Payload::Notify(NotifyRepr {
-                            protocol: wire::PROTO_ESP,
-                            spi: s.to_be_bytes().to_vec(),
-                            ty: notify::REKEY_SA,
-                            data: vec![],
-                        }),
-                    );
-                }
-                let esp = esp_list[0].clone();
-                self.send_request(
-                    i,
-                    now,
-                    wire::CREATE_CHILD_SA,
-                    &p,
-                    Sent::Child {
-                        rekey,
-                        spi_in,
-                        ni,
-                        dh,
-                        esp,
-                    },
-                );
             }
+        }
+        v
+    }
+
+    /// Send a CREATE_CHILD_SA request for a new child (`rekey` None) or a
+    /// rekey of the child with inbound SPI `rekey`; `group` overrides the
+    /// PFS group of the first proposal (after INVALID_KE_PAYLOAD).
+    fn start_child(
+        &mut self,
+        i: usize,
+        now: Instant,
+        rekey: Option<u32>,
+        group: Option<DhGroup>,
+        ke_retries: u8,
+    ) {
+        let cfg = self.peers[self.sas[i].peer].clone();
+        let old = rekey.and_then(|s| {
+            self.sas[i]
+                .children
+                .iter()
+                .find(|c| c.spi_in == s && !c.superseded && !c.deleting)
+        });
+        if rekey.is_some() && old.is_none() {
+            return;
+        }
+        let (local_ts, remote_ts, esp_list) = match old {
+            Some(c) => (
+                c.local_ts.clone(),
+                c.remote_ts.clone(),
+                Self::rekey_proposals(&cfg, &c.esp),
+            ),
+            None => (
+                cfg.local_ts.clone(),
+                cfg.remote_ts.clone(),
+                cfg.esp_proposals.clone(),
+            ),
+        };
+        if esp_list.is_empty() {
+            self.log(
+                self.sas[i].peer,
+                false,
+                "no ESP proposals configured; no child SA",
+            );
+            return;
+        }
+        let spi_in = self.alloc_spi();
+        let ni = self.nonce();
+        let pfs = esp_list.first().and_then(|e| e.dh);
+        // The group the peer asked for, if it is one we offer.
+        let pfs = match group {
+            Some(g) if pfs.is_some() && esp_list.iter().any(|e| e.dh == Some(g)) => Some(g),
+            _ => pfs,
+        };
+        let dh = match pfs {
+            Some(g) => match Dh::generate(g, &self.rng) {
+                Ok(d) => Some(d),
+                Err(_) => return,
+            },
+            None => None,
+        };
+        let mut p = vec![
+            Self::esp_sa_payload(&esp_list, spi_in, true),
+            Payload::Nonce(ni.clone()),
+        ];
+        if let Some(d) = &dh {
+            p.push(Payload::Ke {
+                group: d.group.id(),
+                data: d.public().to_vec(),
+            });
+        }
+        p.extend(Self::ts_payloads(&local_ts, &remote_ts, true));
+        if let Some(s) = rekey {
+            p.insert(
+                0,
+                Payload::Notify(NotifyRepr {
+                    protocol: wire::PROTO_ESP,
+                    spi: s.to_be_bytes().to_vec(),
+                    ty: notify::REKEY_SA,
+                    data: vec![],
+                }),
+            );
+        }
+        self.send_request(
+            i,
+            now,
+            wire::CREATE_CHILD_SA,
+            &p,
+            Sent::Child {
+                rekey,
+                spi_in,
+                ni,
+                dh,
+                offered: esp_list,
+                ke_retries,
+            },
+        );
+    }
+
+    fn start_work(&mut self, i: usize, now: Instant, w: Work) {
+        match w {
+            Work::NewChild => self.start_child(i, now, None, None, 0),
+            Work::RekeyChild(s) => self.start_child(i, now, Some(s), None, 0),
+            Work::ChildWithGroup {
+                rekey,
+                group,
+                retries,
+            } => self.start_child(i, now, rekey, Some(group), retries),
             Work::RekeyIke => {
                 let Some(prop) = self.sas[i].prop.clone() else {
                     return;
@@ -1858,8 +1914,9 @@ impl Core {
                 spi_in,
                 ni,
                 dh,
-                esp,
-            } => self.child_response(i, now, m, rekey, spi_in, ni, dh, esp),
+                offered,
+                ke_retries,
+            } => self.child_response(i, now, m, rekey, spi_in, ni, dh, offered, ke_retries),
             Sent::Ike { spi, ni, dh, prop } => {
                 self.ike_rekey_response(i, now, m, spi, ni, dh, prop)
             }
@@ -2097,12 +2154,51 @@ impl Core {
         spi_in: u32,
         ni: Vec<u8>,
         dh: Option<Dh>,
-        esp: EspProposal,
+        offered: Vec<EspProposal>,
+        ke_retries: u8,
     ) {
         let p = self.sas[i].peer;
         if let Some(e) = m.error_notify() {
             self.used_spis.remove(&spi_in);
             let t = e.ty;
+            if t == notify::INVALID_KE_PAYLOAD && dh.is_some() {
+                // RFC 7296 1.3 and 2.7: the peer wants another PFS group;
+                // retry at once with it if we offered it (as IKE_SA_INIT
+                // does), at most twice.
+                let want = e
+                    .data
+                    .get(..2)
+                    .map(|b| u16::from_be_bytes([b[0], b[1]]))
+                    .and_then(DhGroup::from_id);
+                let what = if rekey.is_some() {
+                    "child SA rekey"
+                } else {
+                    "new child SA"
+                };
+                match want {
+                    Some(g) if offered.iter().any(|x| x.dh == Some(g)) && ke_retries < 2 => {
+                        self.log(
+                            p,
+                            false,
+                            format!("peer asks for PFS DH group {} (INVALID_KE_PAYLOAD); retrying the {what} with it", g.id()),
+                        );
+                        self.sas[i].queue.push_front(Work::ChildWithGroup {
+                            rekey,
+                            group: g,
+                            retries: ke_retries + 1,
+                        });
+                    }
+                    _ => {
+                        let g = want.map_or_else(|| "unknown".to_string(), |g| g.id().to_string());
+                        self.log(
+                            p,
+                            false,
+                            format!("peer asks for PFS DH group {g} (INVALID_KE_PAYLOAD), which we do not offer; {what} refused"),
+                        );
+                    }
+                }
+                return;
+            }
             if t == notify::TEMPORARY_FAILURE || t == notify::CHILD_SA_NOT_FOUND {
                 // A collision the peer resolved (RFC 7296 2.25): its own
                 // rekey or delete of this child goes on.
@@ -2151,10 +2247,7 @@ impl Core {
             None => None,
         };
         let pfs = shared.is_some();
-        let esp_list = match rekey {
-            Some(_) => vec![esp],
-            None => self.peers[p].esp_proposals.clone(),
-        };
+        let esp_list = offered;
         // Simultaneous rekey (RFC 7296 2.8.1): the new child made with the
         // lowest of the four nonces is redundant; whoever created it
         // deletes it.
@@ -2666,7 +2759,7 @@ impl Core {
             }
         });
         let ours = match rekeyed {
-            Some(c) => vec![self.sas[i].children[c].esp.clone()],
+            Some(c) => Self::rekey_proposals(&cfg, &self.sas[i].children[c].esp),
             None => cfg.esp_proposals.clone(),
         };
         let Some((num, spi_out, esp)) = props.and_then(|x| Self::select_esp(&ours, x, pfs)) else {

@@ -1271,3 +1271,78 @@ fn simultaneous_ike_rekey_resolved_by_nonces_in_both_orders() {
     }
     assert!(survivor_by[0] > 0 && survivor_by[1] > 0, "{survivor_by:?}");
 }
+
+#[test]
+fn pfs_group_mismatch_in_a_rekey_retried_with_the_group_the_peer_asks_for() {
+    // A prefers PFS with Curve25519 and also allows ECP-256; B only
+    // ECP-256. The first child (IKE_AUTH, no KE) leaves A with x25519 as
+    // its child's group: A's rekey offers x25519 first, B answers
+    // INVALID_KE_PAYLOAD(19), and A retries with group 19 at once. B's
+    // rekey offers group 19, which A accepts.
+    for side in [0, 1] {
+        let ike = ["aes256gcm16-prfsha256-x25519"];
+        let mut n = Net::new(
+            cfg(
+                A,
+                B,
+                &ike,
+                &["aes256gcm16-x25519", "aes256gcm16-ecp256"],
+                true,
+            ),
+            cfg(B, A, &ike, &["aes256gcm16-ecp256"], false),
+        );
+        n.run_for(Duration::from_secs(3));
+        let (a0, b0) = n.assert_keys_match();
+        n.check_mbb = true;
+        let peer = n.nodes[1 - side].addr;
+        let acts = n.nodes[side].ike.rekey_now(n.now, peer, false);
+        n.apply(side, acts);
+        // Well before the rekey retry timer (15 s or more).
+        n.run_for(Duration::from_secs(2));
+        let (a1, b1) = n.assert_keys_match();
+        assert!(a1 != a0 && b1 != b0, "side {side}: {}", n.logs(side));
+        if side == 0 {
+            assert!(
+                n.logs(0).contains(
+                    "peer asks for PFS DH group 19 (INVALID_KE_PAYLOAD); retrying the child SA rekey with it"
+                ),
+                "{}",
+                n.logs(0)
+            );
+        }
+        n.run_for(Duration::from_secs(10));
+        assert_eq!(n.nodes[0].dp.inbound.len(), 1);
+        assert_eq!(n.nodes[1].dp.inbound.len(), 1);
+        // The next rekey (by A) goes straight to group 19.
+        let before = n.logs(0).matches("INVALID_KE_PAYLOAD").count();
+        let acts = n.nodes[0].ike.rekey_now(n.now, ip(B), false);
+        n.apply(0, acts);
+        n.run_for(Duration::from_secs(2));
+        let (a2, b2) = n.assert_keys_match();
+        assert!(a2 != a1 && b2 != b1);
+        assert_eq!(n.logs(0).matches("INVALID_KE_PAYLOAD").count(), before);
+        assert!(n.violations.is_empty(), "{:?}", n.violations);
+    }
+}
+
+#[test]
+fn pfs_groups_without_overlap_leave_the_child_as_it_is() {
+    let ike = ["aes256gcm16-prfsha256-x25519"];
+    let mut n = Net::new(
+        cfg(A, B, &ike, &["aes256gcm16-x25519"], true),
+        cfg(B, A, &ike, &["aes256gcm16-ecp256"], false),
+    );
+    n.run_for(Duration::from_secs(3));
+    let spis = n.assert_keys_match();
+    let acts = n.nodes[0].ike.rekey_now(n.now, ip(B), false);
+    n.apply(0, acts);
+    n.run_for(Duration::from_secs(2));
+    // B's proposals do not match A's (different group): NO_PROPOSAL_CHOSEN,
+    // no retry loop, the old child stays.
+    assert_eq!(n.assert_keys_match(), spis);
+    assert!(
+        n.logs(0).matches("CREATE_CHILD_SA").count() <= 1,
+        "{}",
+        n.logs(0)
+    );
+}
