@@ -4,7 +4,7 @@
 //! retransmission and cached responses.
 
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     net::{IpAddr, SocketAddr},
     sync::Arc,
     time::{Duration, Instant},
@@ -168,6 +168,27 @@ struct IkeSa {
     peer_ike_rekey: Option<(Vec<u8>, Vec<u8>, u32)>,
 }
 
+/// Kinds of log lines an unauthenticated sender can cause at will: at
+/// most one a [`LOG_INTERVAL`] per sender address and kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Noise {
+    /// A sender no tunnel has as its peer.
+    UnknownPeer,
+    /// A message that does not parse (outside or inside SK), or lacks
+    /// payloads it must have.
+    Malformed,
+    /// A message of a known IKE SA that fails its integrity check.
+    BadIntegrity,
+}
+
+/// The rate limit of one (sender, kind).
+struct NoiseState {
+    /// When the last line was logged.
+    last: Instant,
+    /// Lines suppressed since.
+    suppressed: u64,
+}
+
 struct TunnelState {
     /// When to (re)initiate, for initiators without an IKE SA.
     initiate_at: Option<Instant>,
@@ -185,6 +206,8 @@ pub(crate) struct Core {
     out: Vec<Action>,
     /// Key of the responder's stateless cookies (RFC 7296 2.6).
     cookie_secret: ring::hmac::Key,
+    /// Rate limits of the log lines unauthenticated senders can cause.
+    noise: HashMap<(IpAddr, Noise), NoiseState>,
     /// No `handle` yet: initiators start at the first one, whatever its
     /// `now` (a mock clock may be behind the `Instant` of `new`).
     fresh: bool,
@@ -208,6 +231,7 @@ impl Core {
             used_spis: HashSet::new(),
             next_id: 1,
             fresh: true,
+            noise: HashMap::new(),
             cookie_secret: {
                 let mut k = [0u8; 32];
                 let _ = SystemRandom::new().fill(&mut k);
@@ -231,6 +255,60 @@ impl Core {
             format!("{}: peer {}: {msg}", cfg.tunnel, cfg.remote)
         };
         self.out.push(Action::Log { ios, line });
+    }
+
+    /// Log a line an unauthenticated sender `from` can cause at will (an
+    /// unknown peer, a malformed message, a failed integrity check): at
+    /// most one a [`LOG_INTERVAL`] per sender and kind; the next line
+    /// logged says how many were suppressed. `tunnel`: the tunnel whose
+    /// peer `from` is, if any (the line names it).
+    fn log_noise(
+        &mut self,
+        now: Instant,
+        from: IpAddr,
+        kind: Noise,
+        tunnel: Option<usize>,
+        msg: impl std::fmt::Display,
+    ) {
+        let mut key = (from, kind);
+        if !self.noise.contains_key(&key) && self.noise.len() >= LOG_LIMIT_SENDERS {
+            // Many senders (spoofed, say): forget those whose interval
+            // passed (their suppressed counts go unreported); if all are
+            // recent, the newcomers share one limit per kind.
+            self.noise.retain(|_, v| now < v.last + LOG_INTERVAL);
+            if self.noise.len() >= LOG_LIMIT_SENDERS {
+                key = (IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), kind);
+            }
+        }
+        let suppressed = match self.noise.get_mut(&key) {
+            Some(e) if now < e.last + LOG_INTERVAL => {
+                e.suppressed += 1;
+                return;
+            }
+            Some(e) => std::mem::take(&mut e.suppressed),
+            None => 0,
+        };
+        self.noise.insert(
+            key,
+            NoiseState {
+                last: now,
+                suppressed: 0,
+            },
+        );
+        let msg = if suppressed > 0 {
+            format!(
+                "{msg} ({suppressed} more such line(s) suppressed since the last one; at most one a minute per sender)"
+            )
+        } else {
+            msg.to_string()
+        };
+        match tunnel {
+            Some(p) => self.log(p, false, msg),
+            None => self.out.push(Action::Log {
+                ios: false,
+                line: msg,
+            }),
+        }
     }
 
     fn random_bytes(&self, n: usize) -> Vec<u8> {
@@ -1452,9 +1530,11 @@ impl Core {
             }
         });
         let (Some(props), Some((group, ke)), Some(nr)) = (props, ke, nr) else {
-            self.log(
-                p,
-                false,
+            self.log_noise(
+                now,
+                remote.ip(),
+                Noise::Malformed,
+                Some(p),
                 "IKE_SA_INIT response without SA, KE or Nonce; ignored",
             );
             return;
@@ -1576,10 +1656,13 @@ impl Core {
             return;
         }
         let Some(p) = self.tunnel_for(remote.ip()) else {
-            self.out.push(Action::Log {
-                ios: false,
-                line: format!("IKE_SA_INIT from {remote}: no tunnel has this peer; ignored"),
-            });
+            self.log_noise(
+                now,
+                remote.ip(),
+                Noise::UnknownPeer,
+                None,
+                format!("IKE_SA_INIT from {remote}: no tunnel has this peer; ignored"),
+            );
             return;
         };
         let cfg = self.peers[p].clone();
@@ -1627,7 +1710,13 @@ impl Core {
             }
         });
         let (Some(props), Some((group, ke)), Some(ni)) = (props, ke, ni) else {
-            self.log(p, false, "IKE_SA_INIT without SA, KE or Nonce; ignored");
+            self.log_noise(
+                now,
+                remote.ip(),
+                Noise::Malformed,
+                Some(p),
+                "IKE_SA_INIT without SA, KE or Nonce; ignored",
+            );
             return;
         };
         if !(16..=256).contains(&ni.len()) {
@@ -1688,7 +1777,13 @@ impl Core {
         };
         let public = dh.public().to_vec();
         let Ok(shared) = dh.agree(ke) else {
-            self.log(p, false, "IKE_SA_INIT with an invalid KE payload; ignored");
+            self.log_noise(
+                now,
+                remote.ip(),
+                Noise::Malformed,
+                Some(p),
+                "IKE_SA_INIT with an invalid KE payload; ignored",
+            );
             return;
         };
         let spi_r = self.random_u64();
@@ -1782,15 +1877,20 @@ impl Core {
             Ok(m) => m,
             Err(e) => {
                 match self.tunnel_for(remote.ip()) {
-                    Some(p) => {
-                        self.log(p, false, format!("IKE message from {remote} dropped: {e}"))
-                    }
-                    None => {
-                        let line = format!(
-                            "IKE message from {remote} (no tunnel has this peer) dropped: {e}"
-                        );
-                        self.out.push(Action::Log { ios: false, line });
-                    }
+                    Some(p) => self.log_noise(
+                        now,
+                        remote.ip(),
+                        Noise::Malformed,
+                        Some(p),
+                        format!("IKE message from {remote} dropped: {e}"),
+                    ),
+                    None => self.log_noise(
+                        now,
+                        remote.ip(),
+                        Noise::UnknownPeer,
+                        None,
+                        format!("IKE message from {remote} (no tunnel has this peer) dropped: {e}"),
+                    ),
                 }
                 return;
             }
@@ -1858,9 +1958,12 @@ impl Core {
             match keys.open(from_initiator, data, sk) {
                 Ok(p) => p,
                 Err(_) => {
-                    self.log(
-                        self.sas[i].peer,
-                        false,
+                    let p = self.sas[i].peer;
+                    self.log_noise(
+                        now,
+                        remote.ip(),
+                        Noise::BadIntegrity,
+                        Some(p),
                         format!(
                             "IKE message {} failed its integrity check; dropped",
                             h.msg_id
@@ -1873,9 +1976,12 @@ impl Core {
         let inner = match wire::parse_chain(sk.first_inner, &plain, 0) {
             Ok((p, None)) => p,
             _ => {
-                self.log(
-                    self.sas[i].peer,
-                    false,
+                let p = self.sas[i].peer;
+                self.log_noise(
+                    now,
+                    remote.ip(),
+                    Noise::Malformed,
+                    Some(p),
                     "malformed payloads inside SK; dropped",
                 );
                 return;

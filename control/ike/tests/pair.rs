@@ -1346,3 +1346,107 @@ fn pfs_groups_without_overlap_leave_the_child_as_it_is() {
         n.logs(0)
     );
 }
+
+#[test]
+fn log_lines_of_unknown_peers_and_malformed_messages_are_rate_limited() {
+    let mut n = established("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let stranger: SocketAddr = "198.51.100.99:500".parse().unwrap();
+    let peer = SocketAddr::new(ip(A), 500);
+    let local = SocketAddr::new(ip(B), 500);
+    // A valid IKE message of the live IKE SA with one byte changed: it
+    // fails the integrity check.
+    let acts = n.nodes[0].ike.rekey_now(n.now, ip(B), false);
+    let mut forged = acts
+        .iter()
+        .find_map(|a| match a {
+            Action::Send { data, .. } => Some(data.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let garbage = [0x5au8; 12];
+    let lines_of = |n: &mut Net, from: SocketAddr, data: &[u8]| {
+        let acts = n.nodes[1].ike.handle(
+            n.now,
+            Input::Datagram {
+                local,
+                remote: from,
+                data,
+            },
+        );
+        acts.into_iter()
+            .filter_map(|a| match a {
+                Action::Log { line, .. } => Some(line),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut logged = Vec::new();
+    // Ten of each kind within half a minute: one line per sender and kind.
+    for _ in 0..10 {
+        logged.extend(lines_of(&mut n, stranger, &garbage));
+        logged.extend(lines_of(&mut n, peer, &garbage));
+        logged.extend(lines_of(&mut n, peer, &forged));
+        n.now += Duration::from_secs(3);
+    }
+    assert_eq!(logged.len(), 3, "{logged:#?}");
+    assert!(logged[0].contains("198.51.100.99") && logged[0].contains("no tunnel has this peer"));
+    assert!(logged[1].starts_with("Tunnel2: peer 198.51.100.1: IKE message from"));
+    assert!(logged[2].contains("failed its integrity check"));
+    assert!(logged.iter().all(|l| !l.contains("suppressed")));
+    // Another sender is limited on its own.
+    let other: SocketAddr = "198.51.100.98:500".parse().unwrap();
+    assert_eq!(lines_of(&mut n, other, &garbage).len(), 1);
+    // A minute after each first line, the next one says how many were
+    // suppressed meanwhile (nine of each).
+    n.now += Duration::from_secs(31);
+    let l = lines_of(&mut n, stranger, &garbage);
+    assert_eq!(l.len(), 1);
+    assert!(l[0].contains("(9 more such line(s) suppressed"), "{}", l[0]);
+    let l = lines_of(&mut n, peer, &forged);
+    assert_eq!(l.len(), 1);
+    assert!(
+        l[0].contains("failed its integrity check") && l[0].contains("(9 more"),
+        "{}",
+        l[0]
+    );
+    // And then nothing suppressed to report.
+    n.now += Duration::from_secs(61);
+    let l = lines_of(&mut n, stranger, &garbage);
+    assert!(!l[0].contains("suppressed"), "{}", l[0]);
+    // The IKE SA is unharmed.
+    assert!(n.ready(1));
+}
+
+#[test]
+fn log_rate_limits_are_bounded_in_memory() {
+    // 1100 senders within a minute: the first 1024 get a line each, the
+    // others share one limit (and one line).
+    let mut ike = Ike::new(vec![cfg(
+        A,
+        B,
+        &["aes256gcm16-prfsha256-x25519"],
+        &["aes256gcm16"],
+        false,
+    )]);
+    let now = Instant::now();
+    let local: SocketAddr = "[2001:db8::1]:500".parse().unwrap();
+    let mut lines = 0;
+    for k in 0..1100u32 {
+        let from = SocketAddr::new(format!("2001:db8:1::{k:x}").parse().unwrap(), 500);
+        for a in ike.handle(
+            now,
+            Input::Datagram {
+                local,
+                remote: from,
+                data: &[0u8; 8],
+            },
+        ) {
+            if matches!(a, Action::Log { .. }) {
+                lines += 1;
+            }
+        }
+    }
+    assert_eq!(lines, 1025);
+}
