@@ -1450,3 +1450,51 @@ fn log_rate_limits_are_bounded_in_memory() {
     }
     assert_eq!(lines, 1025);
 }
+
+#[test]
+fn simultaneous_ike_rekey_with_the_first_answer_lost() {
+    // B's answer to A's rekey is lost, so A sees B's resolution (a DELETE
+    // of the new IKE SA of B's exchange, or of the old IKE SA) before the
+    // retransmitted answer. Whatever the nonces, both sides end with the
+    // same single IKE SA and the children intact.
+    let mut reordered = 0;
+    for run in 0..16 {
+        let mut n = established("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+        let spis = n.assert_keys_match();
+        let old = n.nodes[0].ike.sas(n.now)[0].clone();
+        let mut dropped = false;
+        // Exchange type at byte 18 (CREATE_CHILD_SA = 36), flags at 19
+        // (response = 0x20).
+        n.drop = Box::new(move |side, _, d| {
+            let hit = !dropped && side == 1 && d[18] == 36 && d[19] & 0x20 != 0;
+            dropped |= hit;
+            hit
+        });
+        let a = n.nodes[0].ike.rekey_now(n.now, ip(B), true);
+        let b = n.nodes[1].ike.rekey_now(n.now, ip(A), true);
+        n.apply(0, a);
+        n.apply(1, b);
+        n.run_for(Duration::from_secs(70));
+        let v: Vec<_> = (0..2).map(|s| n.nodes[s].ike.sas(n.now)).collect();
+        #[allow(clippy::needless_range_loop)]
+        for s in 0..2 {
+            assert_eq!(v[s].len(), 1, "run {run} node {s}: {}", n.logs(s));
+            assert_eq!(v[s][0].status, IkeSaStatus::Ready);
+            assert_ne!((v[s][0].spi_i, v[s][0].spi_r), (old.spi_i, old.spi_r));
+            assert_eq!(v[s][0].children.len(), 1, "run {run} node {s}");
+            assert_eq!(n.nodes[s].dp.inbound.len(), 1, "run {run} node {s}");
+        }
+        assert_eq!(
+            (v[0][0].spi_i, v[0][0].spi_r),
+            (v[1][0].spi_i, v[1][0].spi_r)
+        );
+        assert_eq!(n.assert_keys_match(), spis);
+        assert!(n.violations.is_empty(), "{:?}", n.violations);
+        if n.logs(0)
+            .contains("the peer deleted the new IKE SA of its exchange; ours survives")
+        {
+            reordered += 1;
+        }
+    }
+    assert!(reordered > 0);
+}
