@@ -31,6 +31,10 @@
 //! - [`Input::UnknownSpi`] only when the tunnel has `invalid_spi_recovery`
 //!   (the core checks it too), sampled; the core rate-limits the notify.
 //! - DPD counts IKE messages only: the core does not see ESP.
+//! - Log lines an unauthenticated sender can cause at will (unknown peer,
+//!   malformed message, failed integrity check) come at most once a
+//!   [`timers::LOG_INTERVAL`] per sender address and kind; the next one
+//!   says `(N more such line(s) suppressed since the last one; ...)`.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -4,7 +4,7 @@
 //! retransmission and cached responses.
 
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     net::{IpAddr, SocketAddr},
     sync::Arc,
     time::{Duration, Instant},
@@ -44,6 +44,13 @@ enum State {
 enum Work {
     NewChild,
     RekeyChild(u32),
+    /// A new child (`rekey` None) or a child rekey again, with the PFS
+    /// group the peer asked for (INVALID_KE_PAYLOAD); `retries` so far.
+    ChildWithGroup {
+        rekey: Option<u32>,
+        group: DhGroup,
+        retries: u8,
+    },
     RekeyIke,
     DeleteChildren(Vec<u32>),
     DeleteIke,
@@ -60,7 +67,10 @@ enum Sent {
         spi_in: u32,
         ni: Vec<u8>,
         dh: Option<Dh>,
-        esp: EspProposal,
+        /// The ESP proposals offered, in order.
+        offered: Vec<EspProposal>,
+        /// Retries after INVALID_KE_PAYLOAD so far (no loops).
+        ke_retries: u8,
     },
     Ike {
         spi: u64,
@@ -151,6 +161,32 @@ struct IkeSa {
     rekeyed: bool,
     /// Last INVALID_SPI sent (rate limit).
     last_invalid_spi: Option<Instant>,
+    /// A simultaneous IKE SA rekey (RFC 7296 2.8.2): the nonces (Ni, Nr)
+    /// of the peer's rekey of this SA that we answered while ours was in
+    /// flight, and the id of the IKE SA it created. Resolved when our own
+    /// exchange completes.
+    peer_ike_rekey: Option<(Vec<u8>, Vec<u8>, u32)>,
+}
+
+/// Kinds of log lines an unauthenticated sender can cause at will: at
+/// most one a [`LOG_INTERVAL`] per sender address and kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Noise {
+    /// A sender no tunnel has as its peer.
+    UnknownPeer,
+    /// A message that does not parse (outside or inside SK), or lacks
+    /// payloads it must have.
+    Malformed,
+    /// A message of a known IKE SA that fails its integrity check.
+    BadIntegrity,
+}
+
+/// The rate limit of one (sender, kind).
+struct NoiseState {
+    /// When the last line was logged.
+    last: Instant,
+    /// Lines suppressed since.
+    suppressed: u64,
 }
 
 struct TunnelState {
@@ -170,6 +206,8 @@ pub(crate) struct Core {
     out: Vec<Action>,
     /// Key of the responder's stateless cookies (RFC 7296 2.6).
     cookie_secret: ring::hmac::Key,
+    /// Rate limits of the log lines unauthenticated senders can cause.
+    noise: HashMap<(IpAddr, Noise), NoiseState>,
     /// No `handle` yet: initiators start at the first one, whatever its
     /// `now` (a mock clock may be behind the `Instant` of `new`).
     fresh: bool,
@@ -193,6 +231,7 @@ impl Core {
             used_spis: HashSet::new(),
             next_id: 1,
             fresh: true,
+            noise: HashMap::new(),
             cookie_secret: {
                 let mut k = [0u8; 32];
                 let _ = SystemRandom::new().fill(&mut k);
@@ -216,6 +255,60 @@ impl Core {
             format!("{}: peer {}: {msg}", cfg.tunnel, cfg.remote)
         };
         self.out.push(Action::Log { ios, line });
+    }
+
+    /// Log a line an unauthenticated sender `from` can cause at will (an
+    /// unknown peer, a malformed message, a failed integrity check): at
+    /// most one a [`LOG_INTERVAL`] per sender and kind; the next line
+    /// logged says how many were suppressed. `tunnel`: the tunnel whose
+    /// peer `from` is, if any (the line names it).
+    fn log_noise(
+        &mut self,
+        now: Instant,
+        from: IpAddr,
+        kind: Noise,
+        tunnel: Option<usize>,
+        msg: impl std::fmt::Display,
+    ) {
+        let mut key = (from, kind);
+        if !self.noise.contains_key(&key) && self.noise.len() >= LOG_LIMIT_SENDERS {
+            // Many senders (spoofed, say): forget those whose interval
+            // passed (their suppressed counts go unreported); if all are
+            // recent, the newcomers share one limit per kind.
+            self.noise.retain(|_, v| now < v.last + LOG_INTERVAL);
+            if self.noise.len() >= LOG_LIMIT_SENDERS {
+                key = (IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), kind);
+            }
+        }
+        let suppressed = match self.noise.get_mut(&key) {
+            Some(e) if now < e.last + LOG_INTERVAL => {
+                e.suppressed += 1;
+                return;
+            }
+            Some(e) => std::mem::take(&mut e.suppressed),
+            None => 0,
+        };
+        self.noise.insert(
+            key,
+            NoiseState {
+                last: now,
+                suppressed: 0,
+            },
+        );
+        let msg = if suppressed > 0 {
+            format!(
+                "{msg} ({suppressed} more such line(s) suppressed since the last one; at most one a minute per sender)"
+            )
+        } else {
+            msg.to_string()
+        };
+        match tunnel {
+            Some(p) => self.log(p, false, msg),
+            None => self.out.push(Action::Log {
+                ios: false,
+                line: msg,
+            }),
+        }
     }
 
     fn random_bytes(&self, n: usize) -> Vec<u8> {
@@ -1058,87 +1151,133 @@ impl Core {
         }
     }
 
-    fn start_work(&mut self, i: usize, now: Instant, w: Work) {
-        let cfg = self.peers[self.sas[i].peer].clone();
-        match w {
-            Work::NewChild | Work::RekeyChild(_) => {
-                let rekey = if let Work::RekeyChild(s) = w {
-                    Some(s)
-                } else {
-                    None
-                };
-                let old = rekey.and_then(|s| {
-                    self.sas[i]
-                        .children
-                        .iter()
-                        .find(|c| c.spi_in == s && !c.superseded && !c.deleting)
+    /// The ESP proposals for a rekey of a child negotiated as `esp`: that
+    /// one first, then the same transforms with each other PFS group of
+    /// the configured proposals (so that a peer asking for another group
+    /// with INVALID_KE_PAYLOAD, RFC 7296 1.3 and 2.7, finds it offered).
+    fn rekey_proposals(cfg: &PeerConfig, esp: &EspProposal) -> Vec<EspProposal> {
+        let mut v = vec![esp.clone()];
+        if esp.dh.is_none() {
+            return v;
+        }
+        for c in &cfg.esp_proposals {
+            if c.encr == esp.encr
+                && c.integ == esp.integ
+                && c.dh.is_some()
+                && !v.iter().any(|x| x.dh == c.dh)
+            {
+                v.push(EspProposal {
+                    dh: c.dh,
+                    ..esp.clone()
                 });
-                if rekey.is_some() && old.is_none() {
-                    return;
-                }
-                let (local_ts, remote_ts, esp_list) = match old {
-                    Some(c) => (c.local_ts.clone(), c.remote_ts.clone(), vec![c.esp.clone()]),
-                    None => (
-                        cfg.local_ts.clone(),
-                        cfg.remote_ts.clone(),
-                        cfg.esp_proposals.clone(),
-                    ),
-                };
-                if esp_list.is_empty() {
-                    self.log(
-                        self.sas[i].peer,
-                        false,
-                        "no ESP proposals configured; no child SA",
-                    );
-                    return;
-                }
-                let spi_in = self.alloc_spi();
-                let ni = self.nonce();
-                let pfs = esp_list.first().and_then(|e| e.dh);
-                let dh = match pfs {
-                    Some(g) => match Dh::generate(g, &self.rng) {
-                        Ok(d) => Some(d),
-                        Err(_) => return,
-                    },
-                    None => None,
-                };
-                let mut p = vec![
-                    Self::esp_sa_payload(&esp_list, spi_in, true),
-                    Payload::Nonce(ni.clone()),
-                ];
-                if let Some(d) = &dh {
-                    p.push(Payload::Ke {
-                        group: d.group.id(),
-                        data: d.public().to_vec(),
-                    });
-                }
-                p.extend(Self::ts_payloads(&local_ts, &remote_ts, true));
-                if let Some(s) = rekey {
-                    p.insert(
-                        0,
-                        Payload::Notify(NotifyRepr {
-                            protocol: wire::PROTO_ESP,
-                            spi: s.to_be_bytes().to_vec(),
-                            ty: notify::REKEY_SA,
-                            data: vec![],
-                        }),
-                    );
-                }
-                let esp = esp_list[0].clone();
-                self.send_request(
-                    i,
-                    now,
-                    wire::CREATE_CHILD_SA,
-                    &p,
-                    Sent::Child {
-                        rekey,
-                        spi_in,
-                        ni,
-                        dh,
-                        esp,
-                    },
-                );
             }
+        }
+        v
+    }
+
+    /// Send a CREATE_CHILD_SA request for a new child (`rekey` None) or a
+    /// rekey of the child with inbound SPI `rekey`; `group` overrides the
+    /// PFS group of the first proposal (after INVALID_KE_PAYLOAD).
+    fn start_child(
+        &mut self,
+        i: usize,
+        now: Instant,
+        rekey: Option<u32>,
+        group: Option<DhGroup>,
+        ke_retries: u8,
+    ) {
+        let cfg = self.peers[self.sas[i].peer].clone();
+        let old = rekey.and_then(|s| {
+            self.sas[i]
+                .children
+                .iter()
+                .find(|c| c.spi_in == s && !c.superseded && !c.deleting)
+        });
+        if rekey.is_some() && old.is_none() {
+            return;
+        }
+        let (local_ts, remote_ts, esp_list) = match old {
+            Some(c) => (
+                c.local_ts.clone(),
+                c.remote_ts.clone(),
+                Self::rekey_proposals(&cfg, &c.esp),
+            ),
+            None => (
+                cfg.local_ts.clone(),
+                cfg.remote_ts.clone(),
+                cfg.esp_proposals.clone(),
+            ),
+        };
+        if esp_list.is_empty() {
+            self.log(
+                self.sas[i].peer,
+                false,
+                "no ESP proposals configured; no child SA",
+            );
+            return;
+        }
+        let spi_in = self.alloc_spi();
+        let ni = self.nonce();
+        let pfs = esp_list.first().and_then(|e| e.dh);
+        // The group the peer asked for, if it is one we offer.
+        let pfs = match group {
+            Some(g) if pfs.is_some() && esp_list.iter().any(|e| e.dh == Some(g)) => Some(g),
+            _ => pfs,
+        };
+        let dh = match pfs {
+            Some(g) => match Dh::generate(g, &self.rng) {
+                Ok(d) => Some(d),
+                Err(_) => return,
+            },
+            None => None,
+        };
+        let mut p = vec![
+            Self::esp_sa_payload(&esp_list, spi_in, true),
+            Payload::Nonce(ni.clone()),
+        ];
+        if let Some(d) = &dh {
+            p.push(Payload::Ke {
+                group: d.group.id(),
+                data: d.public().to_vec(),
+            });
+        }
+        p.extend(Self::ts_payloads(&local_ts, &remote_ts, true));
+        if let Some(s) = rekey {
+            p.insert(
+                0,
+                Payload::Notify(NotifyRepr {
+                    protocol: wire::PROTO_ESP,
+                    spi: s.to_be_bytes().to_vec(),
+                    ty: notify::REKEY_SA,
+                    data: vec![],
+                }),
+            );
+        }
+        self.send_request(
+            i,
+            now,
+            wire::CREATE_CHILD_SA,
+            &p,
+            Sent::Child {
+                rekey,
+                spi_in,
+                ni,
+                dh,
+                offered: esp_list,
+                ke_retries,
+            },
+        );
+    }
+
+    fn start_work(&mut self, i: usize, now: Instant, w: Work) {
+        match w {
+            Work::NewChild => self.start_child(i, now, None, None, 0),
+            Work::RekeyChild(s) => self.start_child(i, now, Some(s), None, 0),
+            Work::ChildWithGroup {
+                rekey,
+                group,
+                retries,
+            } => self.start_child(i, now, rekey, Some(group), retries),
             Work::RekeyIke => {
                 let Some(prop) = self.sas[i].prop.clone() else {
                     return;
@@ -1238,6 +1377,7 @@ impl Core {
             }),
             rekeyed: false,
             last_invalid_spi: None,
+            peer_ike_rekey: None,
         };
         self.sas.push(sa);
         let i = self.sas.len() - 1;
@@ -1390,9 +1530,11 @@ impl Core {
             }
         });
         let (Some(props), Some((group, ke)), Some(nr)) = (props, ke, nr) else {
-            self.log(
-                p,
-                false,
+            self.log_noise(
+                now,
+                remote.ip(),
+                Noise::Malformed,
+                Some(p),
                 "IKE_SA_INIT response without SA, KE or Nonce; ignored",
             );
             return;
@@ -1514,10 +1656,13 @@ impl Core {
             return;
         }
         let Some(p) = self.tunnel_for(remote.ip()) else {
-            self.out.push(Action::Log {
-                ios: false,
-                line: format!("IKE_SA_INIT from {remote}: no tunnel has this peer; ignored"),
-            });
+            self.log_noise(
+                now,
+                remote.ip(),
+                Noise::UnknownPeer,
+                None,
+                format!("IKE_SA_INIT from {remote}: no tunnel has this peer; ignored"),
+            );
             return;
         };
         let cfg = self.peers[p].clone();
@@ -1565,7 +1710,13 @@ impl Core {
             }
         });
         let (Some(props), Some((group, ke)), Some(ni)) = (props, ke, ni) else {
-            self.log(p, false, "IKE_SA_INIT without SA, KE or Nonce; ignored");
+            self.log_noise(
+                now,
+                remote.ip(),
+                Noise::Malformed,
+                Some(p),
+                "IKE_SA_INIT without SA, KE or Nonce; ignored",
+            );
             return;
         };
         if !(16..=256).contains(&ni.len()) {
@@ -1626,7 +1777,13 @@ impl Core {
         };
         let public = dh.public().to_vec();
         let Ok(shared) = dh.agree(ke) else {
-            self.log(p, false, "IKE_SA_INIT with an invalid KE payload; ignored");
+            self.log_noise(
+                now,
+                remote.ip(),
+                Noise::Malformed,
+                Some(p),
+                "IKE_SA_INIT with an invalid KE payload; ignored",
+            );
             return;
         };
         let spi_r = self.random_u64();
@@ -1686,6 +1843,7 @@ impl Core {
             }),
             rekeyed: false,
             last_invalid_spi: None,
+            peer_ike_rekey: None,
         });
         self.send(local, remote, resp);
     }
@@ -1719,15 +1877,20 @@ impl Core {
             Ok(m) => m,
             Err(e) => {
                 match self.tunnel_for(remote.ip()) {
-                    Some(p) => {
-                        self.log(p, false, format!("IKE message from {remote} dropped: {e}"))
-                    }
-                    None => {
-                        let line = format!(
-                            "IKE message from {remote} (no tunnel has this peer) dropped: {e}"
-                        );
-                        self.out.push(Action::Log { ios: false, line });
-                    }
+                    Some(p) => self.log_noise(
+                        now,
+                        remote.ip(),
+                        Noise::Malformed,
+                        Some(p),
+                        format!("IKE message from {remote} dropped: {e}"),
+                    ),
+                    None => self.log_noise(
+                        now,
+                        remote.ip(),
+                        Noise::UnknownPeer,
+                        None,
+                        format!("IKE message from {remote} (no tunnel has this peer) dropped: {e}"),
+                    ),
                 }
                 return;
             }
@@ -1795,9 +1958,12 @@ impl Core {
             match keys.open(from_initiator, data, sk) {
                 Ok(p) => p,
                 Err(_) => {
-                    self.log(
-                        self.sas[i].peer,
-                        false,
+                    let p = self.sas[i].peer;
+                    self.log_noise(
+                        now,
+                        remote.ip(),
+                        Noise::BadIntegrity,
+                        Some(p),
                         format!(
                             "IKE message {} failed its integrity check; dropped",
                             h.msg_id
@@ -1810,9 +1976,12 @@ impl Core {
         let inner = match wire::parse_chain(sk.first_inner, &plain, 0) {
             Ok((p, None)) => p,
             _ => {
-                self.log(
-                    self.sas[i].peer,
-                    false,
+                let p = self.sas[i].peer;
+                self.log_noise(
+                    now,
+                    remote.ip(),
+                    Noise::Malformed,
+                    Some(p),
                     "malformed payloads inside SK; dropped",
                 );
                 return;
@@ -1851,8 +2020,9 @@ impl Core {
                 spi_in,
                 ni,
                 dh,
-                esp,
-            } => self.child_response(i, now, m, rekey, spi_in, ni, dh, esp),
+                offered,
+                ke_retries,
+            } => self.child_response(i, now, m, rekey, spi_in, ni, dh, offered, ke_retries),
             Sent::Ike { spi, ni, dh, prop } => {
                 self.ike_rekey_response(i, now, m, spi, ni, dh, prop)
             }
@@ -2090,12 +2260,51 @@ impl Core {
         spi_in: u32,
         ni: Vec<u8>,
         dh: Option<Dh>,
-        esp: EspProposal,
+        offered: Vec<EspProposal>,
+        ke_retries: u8,
     ) {
         let p = self.sas[i].peer;
         if let Some(e) = m.error_notify() {
             self.used_spis.remove(&spi_in);
             let t = e.ty;
+            if t == notify::INVALID_KE_PAYLOAD && dh.is_some() {
+                // RFC 7296 1.3 and 2.7: the peer wants another PFS group;
+                // retry at once with it if we offered it (as IKE_SA_INIT
+                // does), at most twice.
+                let want = e
+                    .data
+                    .get(..2)
+                    .map(|b| u16::from_be_bytes([b[0], b[1]]))
+                    .and_then(DhGroup::from_id);
+                let what = if rekey.is_some() {
+                    "child SA rekey"
+                } else {
+                    "new child SA"
+                };
+                match want {
+                    Some(g) if offered.iter().any(|x| x.dh == Some(g)) && ke_retries < 2 => {
+                        self.log(
+                            p,
+                            false,
+                            format!("peer asks for PFS DH group {} (INVALID_KE_PAYLOAD); retrying the {what} with it", g.id()),
+                        );
+                        self.sas[i].queue.push_front(Work::ChildWithGroup {
+                            rekey,
+                            group: g,
+                            retries: ke_retries + 1,
+                        });
+                    }
+                    _ => {
+                        let g = want.map_or_else(|| "unknown".to_string(), |g| g.id().to_string());
+                        self.log(
+                            p,
+                            false,
+                            format!("peer asks for PFS DH group {g} (INVALID_KE_PAYLOAD), which we do not offer; {what} refused"),
+                        );
+                    }
+                }
+                return;
+            }
             if t == notify::TEMPORARY_FAILURE || t == notify::CHILD_SA_NOT_FOUND {
                 // A collision the peer resolved (RFC 7296 2.25): its own
                 // rekey or delete of this child goes on.
@@ -2144,10 +2353,7 @@ impl Core {
             None => None,
         };
         let pfs = shared.is_some();
-        let esp_list = match rekey {
-            Some(_) => vec![esp],
-            None => self.peers[p].esp_proposals.clone(),
-        };
+        let esp_list = offered;
         // Simultaneous rekey (RFC 7296 2.8.1): the new child made with the
         // lowest of the four nonces is redundant; whoever created it
         // deletes it.
@@ -2327,6 +2533,7 @@ impl Core {
             neg: None,
             rekeyed: false,
             last_invalid_spi: None,
+            peer_ike_rekey: None,
         };
         // Work waiting on the old SA (child rekeys, deletes) moves too.
         let moved: Vec<Work> = self.sas[i]
@@ -2342,8 +2549,85 @@ impl Core {
             false,
             format!("IKE SA rekeyed: new SPIs {spi_i:016x}/{spi_r:016x}"),
         );
+        let ours_in_flight = self.sas[i]
+            .pending
+            .as_ref()
+            .is_some_and(|x| matches!(x.sent, Sent::Ike { .. }));
+        if !we_initiated && ours_in_flight {
+            // Simultaneous rekey (RFC 7296 2.8.2), the peer's exchange
+            // done first: the children serve on its new SA until ours
+            // completes and the nonces decide which new SA survives.
+            self.sas[i].peer_ike_rekey = Some((ni.to_vec(), nr.to_vec(), id));
+            self.log(
+                self.sas[i].peer,
+                false,
+                "simultaneous IKE SA rekey: answered the peer's while ours is in flight",
+            );
+            return;
+        }
+        if we_initiated
+            && let Some((pni, pnr, pid)) = self.sas[i].peer_ike_rekey.take()
+            && let Some(pj) = self.sas.iter().position(|s| s.id == pid)
+        {
+            self.resolve_ike_rekey_collision(i, n, pj, now, (ni, nr), (&pni, &pnr));
+            return;
+        }
         if we_initiated {
             self.sas[i].queue.push_back(Work::DeleteIke);
+        }
+    }
+
+    /// Both rekeys of the IKE SA `old` completed: `ours` is the new SA we
+    /// initiated, `theirs` the one the peer initiated. RFC 7296 2.8.2: the
+    /// new SA created by the exchange with the lowest of the four nonces
+    /// is deleted by the side that initiated it; the survivor takes the
+    /// children, and its initiator deletes the old SA. Both sides see the
+    /// same four nonces, so both come to the same answer.
+    fn resolve_ike_rekey_collision(
+        &mut self,
+        old: usize,
+        ours: usize,
+        theirs: usize,
+        now: Instant,
+        our_nonces: (&[u8], &[u8]),
+        their_nonces: (&[u8], &[u8]),
+    ) {
+        let p = self.sas[old].peer;
+        let ours_min = std::cmp::min(our_nonces.0, our_nonces.1);
+        let theirs_min = std::cmp::min(their_nonces.0, their_nonces.1);
+        let (spi_i, spi_r) = (self.sas[ours].spi_i, self.sas[ours].spi_r);
+        if ours_min < theirs_min {
+            // Ours is redundant: we delete it; the children stay on the
+            // peer's, and the peer deletes the old SA.
+            let sa = &mut self.sas[ours];
+            sa.rekeyed = true;
+            sa.rekey_at = Some(now + REKEYED_LINGER);
+            sa.queue.push_back(Work::DeleteIke);
+            self.log(
+                p,
+                false,
+                format!("simultaneous IKE SA rekey: ours ({spi_i:016x}/{spi_r:016x}) has the lowest nonce and is redundant; deleting it"),
+            );
+        } else {
+            // The peer's is redundant (the peer deletes it): the children
+            // and pending work move to ours, and we delete the old SA.
+            let children = std::mem::take(&mut self.sas[theirs].children);
+            let work: Vec<Work> = self.sas[theirs]
+                .queue
+                .drain(..)
+                .filter(|w| !matches!(w, Work::RekeyIke | Work::Dpd))
+                .collect();
+            let t = &mut self.sas[theirs];
+            t.rekeyed = true;
+            t.rekey_at = Some(now + REKEYED_LINGER);
+            self.sas[ours].children.extend(children);
+            self.sas[ours].queue.extend(work);
+            self.sas[old].queue.push_back(Work::DeleteIke);
+            self.log(
+                p,
+                false,
+                format!("simultaneous IKE SA rekey: ours ({spi_i:016x}/{spi_r:016x}) survives (the peer's has the lowest nonce)"),
+            );
         }
     }
 
@@ -2581,7 +2865,7 @@ impl Core {
             }
         });
         let ours = match rekeyed {
-            Some(c) => vec![self.sas[i].children[c].esp.clone()],
+            Some(c) => Self::rekey_proposals(&cfg, &self.sas[i].children[c].esp),
             None => cfg.esp_proposals.clone(),
         };
         let Some((num, spi_out, esp)) = props.and_then(|x| Self::select_esp(&ours, x, pfs)) else {
@@ -2717,11 +3001,13 @@ impl Core {
                 || self.sas[i]
                     .pending
                     .as_ref()
-                    .is_some_and(|x| matches!(x.sent, Sent::Ike { .. } | Sent::Child { .. }))
+                    .is_some_and(|x| matches!(x.sent, Sent::Child { .. }))
             {
-                // A simultaneous IKE rekey, or one while our child exchange
-                // is in flight: TEMPORARY_FAILURE (RFC 7296 2.25); both
-                // retry after a random delay.
+                // An IKE rekey while our child exchange is in flight, or of
+                // an SA already replaced: TEMPORARY_FAILURE (RFC 7296
+                // 2.25). A simultaneous IKE rekey (ours in flight) is
+                // answered as usual and resolved by the nonces (2.8.2)
+                // when ours completes (rekey_ike_finish).
                 self.respond(
                     i,
                     wire::CREATE_CHILD_SA,
@@ -2955,6 +3241,25 @@ impl Core {
         }
         if delete_ike {
             self.respond(i, wire::INFORMATIONAL, msg_id, &[]);
+            let me = self.sas[i].id;
+            if let Some(j) = self
+                .sas
+                .iter()
+                .position(|s| s.peer_ike_rekey.as_ref().is_some_and(|x| x.2 == me))
+            {
+                // A simultaneous IKE rekey the peer resolved before the
+                // answer to ours reached us (reordered): it deleted the SA
+                // of its own exchange, so ours survives. The children go
+                // back to the old SA; ours takes them when it completes.
+                let children = std::mem::take(&mut self.sas[i].children);
+                let work: Vec<Work> = self.sas[i].queue.drain(..).collect();
+                self.sas[j].children.extend(children);
+                self.sas[j].queue.extend(work);
+                self.sas[j].peer_ike_rekey = None;
+                self.log(p, false, "simultaneous IKE SA rekey: the peer deleted the new IKE SA of its exchange; ours survives");
+                self.sas.remove(i);
+                return;
+            }
             self.log(p, false, "peer deleted the IKE SA");
             let re = if self.sas[i].rekeyed {
                 None

@@ -55,3 +55,13 @@ pub const COOKIE_THRESHOLD: usize = 30;
 /// The old IKE SA of a rekey is dropped after this if the peer never
 /// deleted it (its children moved to the new SA already).
 pub const REKEYED_LINGER: Duration = Duration::from_secs(60);
+
+/// Log lines an unauthenticated sender can cause at will (an unknown
+/// peer, a malformed message, a failed integrity check): at most one this
+/// often per sender address and kind; the next line says how many were
+/// suppressed.
+pub const LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Senders whose log rate limits are kept at once (memory bound against
+/// spoofed sources); beyond it, newcomers share one limit per kind.
+pub const LOG_LIMIT_SENDERS: usize = 1024;

@@ -1207,3 +1207,294 @@ fn ipv6_underlay_and_selectors() {
     assert!(v.nat);
     assert_eq!(v.remote, "[2001:db8::1]:4500".parse().unwrap());
 }
+
+#[test]
+fn simultaneous_ike_rekey_resolved_by_nonces_in_both_orders() {
+    // Which side initiated the surviving new IKE SA, over the runs: the
+    // nonces are random, so both outcomes come up (each run 1/2).
+    let mut survivor_by = [0; 2];
+    for run in 0..24 {
+        // Both orders of delivery: either side's request goes first.
+        let first = run % 2;
+        let mut n = established("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+        let spis = n.assert_keys_match();
+        let old = n.nodes[0].ike.sas(n.now)[0].clone();
+        let a = n.nodes[first]
+            .ike
+            .rekey_now(n.now, n.nodes[1 - first].addr, true);
+        let b = n.nodes[1 - first]
+            .ike
+            .rekey_now(n.now, n.nodes[first].addr, true);
+        n.apply(first, a);
+        n.apply(1 - first, b);
+        // Both exchanges complete and are resolved at once (no retry
+        // after TEMPORARY_FAILURE, which waits 15 s or more).
+        n.run_for(Duration::from_secs(2));
+        let v: Vec<_> = (0..2).map(|s| n.nodes[s].ike.sas(n.now)).collect();
+        #[allow(clippy::needless_range_loop)]
+        for s in 0..2 {
+            assert_eq!(v[s].len(), 1, "run {run} node {s}: {}", n.logs(s));
+            assert_eq!(v[s][0].status, IkeSaStatus::Ready);
+            assert_ne!((v[s][0].spi_i, v[s][0].spi_r), (old.spi_i, old.spi_r));
+            assert_eq!(v[s][0].children.len(), 1, "run {run} node {s}");
+            // No child SA lost or duplicated in the datapath.
+            assert_eq!(n.nodes[s].dp.inbound.len(), 1, "run {run} node {s}");
+            assert!(
+                n.logs(s).contains("simultaneous IKE SA rekey"),
+                "{}",
+                n.logs(s)
+            );
+        }
+        // The same surviving IKE SA on both sides, with the children.
+        assert_eq!(
+            (v[0][0].spi_i, v[0][0].spi_r),
+            (v[1][0].spi_i, v[1][0].spi_r)
+        );
+        assert_ne!(v[0][0].initiator, v[1][0].initiator);
+        let (ci, co) = v[0][0].children[0];
+        assert_eq!(v[1][0].children[0], (co, ci));
+        assert_eq!(n.assert_keys_match(), spis);
+        survivor_by[if v[0][0].initiator { 0 } else { 1 }] += 1;
+        // Nothing more happens later, and the children rekey in the
+        // surviving IKE SA.
+        n.run_for(Duration::from_secs(120));
+        assert_eq!(n.nodes[0].ike.sas(n.now).len(), 1);
+        assert_eq!(n.nodes[1].ike.sas(n.now).len(), 1);
+        assert_eq!(n.nodes[0].ike.sas(n.now)[0].spi_i, v[0][0].spi_i);
+        assert_eq!(n.assert_keys_match(), spis);
+        let acts = n.nodes[1].ike.rekey_now(n.now, ip(A), false);
+        n.apply(1, acts);
+        n.run_for(Duration::from_secs(10));
+        let spis2 = n.assert_keys_match();
+        assert!(spis2.0 != spis.0 && spis2.1 != spis.1);
+        assert!(n.violations.is_empty(), "{:?}", n.violations);
+    }
+    assert!(survivor_by[0] > 0 && survivor_by[1] > 0, "{survivor_by:?}");
+}
+
+#[test]
+fn pfs_group_mismatch_in_a_rekey_retried_with_the_group_the_peer_asks_for() {
+    // A prefers PFS with Curve25519 and also allows ECP-256; B only
+    // ECP-256. The first child (IKE_AUTH, no KE) leaves A with x25519 as
+    // its child's group: A's rekey offers x25519 first, B answers
+    // INVALID_KE_PAYLOAD(19), and A retries with group 19 at once. B's
+    // rekey offers group 19, which A accepts.
+    for side in [0, 1] {
+        let ike = ["aes256gcm16-prfsha256-x25519"];
+        let mut n = Net::new(
+            cfg(
+                A,
+                B,
+                &ike,
+                &["aes256gcm16-x25519", "aes256gcm16-ecp256"],
+                true,
+            ),
+            cfg(B, A, &ike, &["aes256gcm16-ecp256"], false),
+        );
+        n.run_for(Duration::from_secs(3));
+        let (a0, b0) = n.assert_keys_match();
+        n.check_mbb = true;
+        let peer = n.nodes[1 - side].addr;
+        let acts = n.nodes[side].ike.rekey_now(n.now, peer, false);
+        n.apply(side, acts);
+        // Well before the rekey retry timer (15 s or more).
+        n.run_for(Duration::from_secs(2));
+        let (a1, b1) = n.assert_keys_match();
+        assert!(a1 != a0 && b1 != b0, "side {side}: {}", n.logs(side));
+        if side == 0 {
+            assert!(
+                n.logs(0).contains(
+                    "peer asks for PFS DH group 19 (INVALID_KE_PAYLOAD); retrying the child SA rekey with it"
+                ),
+                "{}",
+                n.logs(0)
+            );
+        }
+        n.run_for(Duration::from_secs(10));
+        assert_eq!(n.nodes[0].dp.inbound.len(), 1);
+        assert_eq!(n.nodes[1].dp.inbound.len(), 1);
+        // The next rekey (by A) goes straight to group 19.
+        let before = n.logs(0).matches("INVALID_KE_PAYLOAD").count();
+        let acts = n.nodes[0].ike.rekey_now(n.now, ip(B), false);
+        n.apply(0, acts);
+        n.run_for(Duration::from_secs(2));
+        let (a2, b2) = n.assert_keys_match();
+        assert!(a2 != a1 && b2 != b1);
+        assert_eq!(n.logs(0).matches("INVALID_KE_PAYLOAD").count(), before);
+        assert!(n.violations.is_empty(), "{:?}", n.violations);
+    }
+}
+
+#[test]
+fn pfs_groups_without_overlap_leave_the_child_as_it_is() {
+    let ike = ["aes256gcm16-prfsha256-x25519"];
+    let mut n = Net::new(
+        cfg(A, B, &ike, &["aes256gcm16-x25519"], true),
+        cfg(B, A, &ike, &["aes256gcm16-ecp256"], false),
+    );
+    n.run_for(Duration::from_secs(3));
+    let spis = n.assert_keys_match();
+    let acts = n.nodes[0].ike.rekey_now(n.now, ip(B), false);
+    n.apply(0, acts);
+    n.run_for(Duration::from_secs(2));
+    // B's proposals do not match A's (different group): NO_PROPOSAL_CHOSEN,
+    // no retry loop, the old child stays.
+    assert_eq!(n.assert_keys_match(), spis);
+    assert!(
+        n.logs(0).matches("CREATE_CHILD_SA").count() <= 1,
+        "{}",
+        n.logs(0)
+    );
+}
+
+#[test]
+fn log_lines_of_unknown_peers_and_malformed_messages_are_rate_limited() {
+    let mut n = established("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let stranger: SocketAddr = "198.51.100.99:500".parse().unwrap();
+    let peer = SocketAddr::new(ip(A), 500);
+    let local = SocketAddr::new(ip(B), 500);
+    // A valid IKE message of the live IKE SA with one byte changed: it
+    // fails the integrity check.
+    let acts = n.nodes[0].ike.rekey_now(n.now, ip(B), false);
+    let mut forged = acts
+        .iter()
+        .find_map(|a| match a {
+            Action::Send { data, .. } => Some(data.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let garbage = [0x5au8; 12];
+    let lines_of = |n: &mut Net, from: SocketAddr, data: &[u8]| {
+        let acts = n.nodes[1].ike.handle(
+            n.now,
+            Input::Datagram {
+                local,
+                remote: from,
+                data,
+            },
+        );
+        acts.into_iter()
+            .filter_map(|a| match a {
+                Action::Log { line, .. } => Some(line),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut logged = Vec::new();
+    // Ten of each kind within half a minute: one line per sender and kind.
+    for _ in 0..10 {
+        logged.extend(lines_of(&mut n, stranger, &garbage));
+        logged.extend(lines_of(&mut n, peer, &garbage));
+        logged.extend(lines_of(&mut n, peer, &forged));
+        n.now += Duration::from_secs(3);
+    }
+    assert_eq!(logged.len(), 3, "{logged:#?}");
+    assert!(logged[0].contains("198.51.100.99") && logged[0].contains("no tunnel has this peer"));
+    assert!(logged[1].starts_with("Tunnel2: peer 198.51.100.1: IKE message from"));
+    assert!(logged[2].contains("failed its integrity check"));
+    assert!(logged.iter().all(|l| !l.contains("suppressed")));
+    // Another sender is limited on its own.
+    let other: SocketAddr = "198.51.100.98:500".parse().unwrap();
+    assert_eq!(lines_of(&mut n, other, &garbage).len(), 1);
+    // A minute after each first line, the next one says how many were
+    // suppressed meanwhile (nine of each).
+    n.now += Duration::from_secs(31);
+    let l = lines_of(&mut n, stranger, &garbage);
+    assert_eq!(l.len(), 1);
+    assert!(l[0].contains("(9 more such line(s) suppressed"), "{}", l[0]);
+    let l = lines_of(&mut n, peer, &forged);
+    assert_eq!(l.len(), 1);
+    assert!(
+        l[0].contains("failed its integrity check") && l[0].contains("(9 more"),
+        "{}",
+        l[0]
+    );
+    // And then nothing suppressed to report.
+    n.now += Duration::from_secs(61);
+    let l = lines_of(&mut n, stranger, &garbage);
+    assert!(!l[0].contains("suppressed"), "{}", l[0]);
+    // The IKE SA is unharmed.
+    assert!(n.ready(1));
+}
+
+#[test]
+fn log_rate_limits_are_bounded_in_memory() {
+    // 1100 senders within a minute: the first 1024 get a line each, the
+    // others share one limit (and one line).
+    let mut ike = Ike::new(vec![cfg(
+        A,
+        B,
+        &["aes256gcm16-prfsha256-x25519"],
+        &["aes256gcm16"],
+        false,
+    )]);
+    let now = Instant::now();
+    let local: SocketAddr = "[2001:db8::1]:500".parse().unwrap();
+    let mut lines = 0;
+    for k in 0..1100u32 {
+        let from = SocketAddr::new(format!("2001:db8:1::{k:x}").parse().unwrap(), 500);
+        for a in ike.handle(
+            now,
+            Input::Datagram {
+                local,
+                remote: from,
+                data: &[0u8; 8],
+            },
+        ) {
+            if matches!(a, Action::Log { .. }) {
+                lines += 1;
+            }
+        }
+    }
+    assert_eq!(lines, 1025);
+}
+
+#[test]
+fn simultaneous_ike_rekey_with_the_first_answer_lost() {
+    // B's answer to A's rekey is lost, so A sees B's resolution (a DELETE
+    // of the new IKE SA of B's exchange, or of the old IKE SA) before the
+    // retransmitted answer. Whatever the nonces, both sides end with the
+    // same single IKE SA and the children intact.
+    let mut reordered = 0;
+    for run in 0..16 {
+        let mut n = established("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+        let spis = n.assert_keys_match();
+        let old = n.nodes[0].ike.sas(n.now)[0].clone();
+        let mut dropped = false;
+        // Exchange type at byte 18 (CREATE_CHILD_SA = 36), flags at 19
+        // (response = 0x20).
+        n.drop = Box::new(move |side, _, d| {
+            let hit = !dropped && side == 1 && d[18] == 36 && d[19] & 0x20 != 0;
+            dropped |= hit;
+            hit
+        });
+        let a = n.nodes[0].ike.rekey_now(n.now, ip(B), true);
+        let b = n.nodes[1].ike.rekey_now(n.now, ip(A), true);
+        n.apply(0, a);
+        n.apply(1, b);
+        n.run_for(Duration::from_secs(70));
+        let v: Vec<_> = (0..2).map(|s| n.nodes[s].ike.sas(n.now)).collect();
+        #[allow(clippy::needless_range_loop)]
+        for s in 0..2 {
+            assert_eq!(v[s].len(), 1, "run {run} node {s}: {}", n.logs(s));
+            assert_eq!(v[s][0].status, IkeSaStatus::Ready);
+            assert_ne!((v[s][0].spi_i, v[s][0].spi_r), (old.spi_i, old.spi_r));
+            assert_eq!(v[s][0].children.len(), 1, "run {run} node {s}");
+            assert_eq!(n.nodes[s].dp.inbound.len(), 1, "run {run} node {s}");
+        }
+        assert_eq!(
+            (v[0][0].spi_i, v[0][0].spi_r),
+            (v[1][0].spi_i, v[1][0].spi_r)
+        );
+        assert_eq!(n.assert_keys_match(), spis);
+        assert!(n.violations.is_empty(), "{:?}", n.violations);
+        if n.logs(0)
+            .contains("the peer deleted the new IKE SA of its exchange; ours survives")
+        {
+            reordered += 1;
+        }
+    }
+    assert!(reordered > 0);
+}
