@@ -283,16 +283,19 @@ impl Owner {
 
     /// Serve messages until [`Msg::Shutdown`] (or every sender is gone),
     /// then hand the state back for an orderly teardown.
-    pub fn run(mut self, rx: Receiver<Msg>, ike_rx: Receiver<IkeDatagram>) -> Owner {
+    pub fn run(mut self, rx: Receiver<Msg>, mut ike_rx: Receiver<IkeDatagram>) -> Owner {
         let ticker = tick(TICK);
         loop {
             select! {
-                recv(ike_rx) -> m => if let Ok(d) = m {
-                    self.ike_input(Input::Datagram {
+                recv(ike_rx) -> m => match m {
+                    Ok(d) => self.ike_input(Input::Datagram {
                         local: d.local,
                         remote: d.remote,
                         data: &d.data,
-                    });
+                    }),
+                    // The kernel-socket thread has stopped: stop listening
+                    // (a closed channel would be ready forever).
+                    Err(_) => ike_rx = crossbeam::channel::never(),
                 },
                 recv(rx) -> m => match m {
                     Ok(Msg::Command(req, reply)) => {
