@@ -369,6 +369,8 @@ struct Shell {
     udp: BTreeMap<u16, [Option<OwnedFd>; 2]>,
     /// IKE's own port 500, IPv4 and IPv6 (open only with IKE tunnels).
     ike500: [Option<OwnedFd>; 2],
+    /// Receive buffer for port 500 (an IKE message may exceed a frame).
+    ike_buf: Box<[u8]>,
     frame: Box<[u8]>,
     target: Arc<HandoffQueue>,
     drops: Arc<DropCounters>,
@@ -529,16 +531,15 @@ impl Shell {
         let Some(fd) = self.ike500[v6 as usize].as_ref().map(|f| f.as_raw_fd()) else {
             return;
         };
-        let mut buf = vec![0u8; 65536];
         for _ in 0..64 {
-            let Some(d) = recv(fd, &mut buf) else {
+            let Some(d) = recv(fd, &mut self.ike_buf) else {
                 return;
             };
             if d.truncated {
                 add_single_writer(&self.stats.ike_dropped, 1);
                 continue;
             }
-            let data = buf[..d.len].to_vec();
+            let data = self.ike_buf[..d.len].to_vec();
             self.hand_to_ike(&d, xdpsec_ike::IKE_PORT, data);
         }
     }
@@ -764,6 +765,7 @@ pub fn spawn(
         raw6: raw(libc::AF_INET6),
         udp: BTreeMap::new(),
         ike500: [None, None],
+        ike_buf: vec![0u8; 65536].into_boxed_slice(),
         // Room for a whole frame buffer plus one byte to detect truncation.
         frame: vec![0u8; HANDOFF_FRAME + 1].into_boxed_slice(),
         target,
