@@ -109,6 +109,30 @@ fn forbid_core_dumps() {
     }
 }
 
+/// Tell systemd (`Type=notify`) about our state: `READY=1`, `STOPPING=1`.
+/// Nothing happens without `NOTIFY_SOCKET` (not started by systemd).
+fn sd_notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+    let sent = if let Some(name) = bytes.strip_prefix(b"@") {
+        // An abstract socket name.
+        <std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(
+            name,
+        )
+        .and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
+    } else {
+        sock.send_to(state.as_bytes(), &path)
+    };
+    if let Err(e) = sent {
+        tracing::warn!("sd_notify {state}: {e}");
+    }
+}
+
 /// Run the daemon in the foreground until SIGINT or SIGTERM.
 pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
     check_privileges()?;
@@ -331,6 +355,7 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
         socket = %config.socket.display(),
         "xdpsec running; SIGINT or SIGTERM stops it"
     );
+    sd_notify("READY=1");
     println!(
         "xdpsec {} running on {iface} ({} queue(s)); control socket {}",
         config.node,
@@ -349,6 +374,7 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
         handle.send(Msg::Reload);
     }
     info!(signal = sig, "stopping");
+    sd_notify("STOPPING=1");
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         let _ = w.join();
