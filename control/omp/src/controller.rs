@@ -506,11 +506,17 @@ impl Controller {
         };
         let remote = c.remote;
         match (c.state.clone(), m) {
-            (_, Message::Goodbye(r)) => {
+            (state, Message::Goodbye(r)) => {
                 let why = match r {
                     GoodbyeReason::AuthFailed => {
+                        let who = match &state {
+                            CState::Challenge {
+                                system_ip, color, ..
+                            } => format!("vedge {system_ip} color {color} ({remote})"),
+                            _ => format!("{remote}"),
+                        };
                         out.push(Action::Log(format!(
-                            "%SDWAN-3-CONTROL_AUTH_FAIL: control connection from {remote}: the edge refused our PSK authentication (check the psk)"
+                            "%SDWAN-3-CONTROL_AUTH_FAIL: control connection from {who} refused: PSK authentication failed (the edge rejected our challenge response; the PSKs differ)"
                         )));
                         "authentication failed"
                     }

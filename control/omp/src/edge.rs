@@ -665,9 +665,15 @@ impl Edge {
             self.send(i, &Message::Goodbye(GoodbyeReason::Shutdown), out);
             self.conn_down(now, i, why, true, out);
         }
+        // An operator flap reconnects at once, without backoff.
         let l = &mut self.locals[i];
         l.conn.backoff = RECONNECT_INITIAL;
-        l.conn.state = ConnState::Idle { retry_at: now };
+        l.conn.state = ConnState::Connecting {
+            deadline: now + HANDSHAKE_TIMEOUT,
+        };
+        out.push(Action::Connect {
+            color: l.cfg.color.clone(),
+        });
     }
 
     /// Connection `i` is gone: routes only it carried become stale
