@@ -201,8 +201,9 @@ struct LocalTloc {
     cfg: TlocConfig,
     hop: u16,
     current: Inbound,
-    /// Old inbound keys kept until the given time.
-    old: Vec<(Inbound, Instant)>,
+    /// Old inbound keys kept until the given time; `None` while the new
+    /// key has not reached any controller yet (the grace starts when it does).
+    old: Vec<(Inbound, Option<Instant>)>,
     next_rekey: Instant,
     conn: Conn,
 }
@@ -431,7 +432,9 @@ impl Edge {
         for l in &self.locals {
             min(l.next_rekey);
             for (_, at) in &l.old {
-                min(*at);
+                if let Some(at) = at {
+                    min(*at);
+                }
             }
             match l.conn.state {
                 ConnState::Idle { retry_at } => min(retry_at),
@@ -777,6 +780,12 @@ impl Edge {
                 };
             }
             (ConnState::AuthSent { .. }, Message::AuthOk) => {
+                let grace = now + self.cfg.rekey_grace;
+                for l in &mut self.locals {
+                    for (_, at) in &mut l.old {
+                        at.get_or_insert(grace);
+                    }
+                }
                 let c = &mut self.locals[i].conn;
                 c.state = ConnState::Up { since: now };
                 c.backoff = RECONNECT_INITIAL;
@@ -996,7 +1005,13 @@ impl Edge {
         }
         let spi = random_spi(&self.rng, &used);
         let key = KeyMaterial::random(&self.rng);
-        let grace = now + self.cfg.rekey_grace;
+        // Peers can only move once the new route reached the controller:
+        // with no connection up the grace starts when one comes up.
+        let any_up = self
+            .locals
+            .iter()
+            .any(|l| matches!(l.conn.state, ConnState::Up { .. }));
+        let grace = any_up.then(|| now + self.cfg.rekey_grace);
         let l = &mut self.locals[i];
         let old = std::mem::replace(&mut l.current, Inbound { spi, key });
         let old_spi = old.spi;
@@ -1020,7 +1035,9 @@ impl Edge {
                 self.rekey(now, i, out);
             }
             let before = self.locals[i].old.len();
-            self.locals[i].old.retain(|(_, at)| *at > now);
+            self.locals[i]
+                .old
+                .retain(|(_, at)| at.is_none_or(|at| at > now));
             if self.locals[i].old.len() != before {
                 self.refresh_local_sas(i, out);
             }

@@ -102,7 +102,10 @@ impl Fabric {
         self.edges.push(Some(Edge::new(c, self.now)));
         self.state.push(EdgeState::default());
         let i = self.edges.len() - 1;
-        let a = self.edges[i].as_mut().unwrap().handle(self.now, edge::Input::Timer);
+        let a = self.edges[i]
+            .as_mut()
+            .unwrap()
+            .handle(self.now, edge::Input::Timer);
         self.edge_actions(i, a);
         self.run();
         i
@@ -126,7 +129,12 @@ impl Fabric {
     /// An edge process dies: its TCP connections reset.
     fn kill_edge(&mut self, i: usize) {
         self.edges[i] = None;
-        let ids: Vec<u64> = self.conns.iter().filter(|(_, (e, _))| *e == i).map(|(k, _)| *k).collect();
+        let ids: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, (e, _))| *e == i)
+            .map(|(k, _)| *k)
+            .collect();
         for id in ids {
             self.conns.remove(&id);
             self.queue.push_back(Ev::Ctrl(CtrlEv::Closed(id)));
@@ -139,7 +147,9 @@ impl Fabric {
             let st = &mut self.state[i];
             st.history.push(match &a {
                 edge::Action::Send { color, .. } => format!("send {color}"),
-                edge::Action::SaInstall(sa) => format!("sa-install {} {}", sa.local_color, sa.remote),
+                edge::Action::SaInstall(sa) => {
+                    format!("sa-install {} {}", sa.local_color, sa.remote)
+                }
                 other => format!("{other:?}"),
             });
             match a {
@@ -171,9 +181,13 @@ impl Fabric {
                 edge::Action::SaInstall(sa) => {
                     // The shell's make-before-break rule: every inbound SPI
                     // listed is installed; ones not listed go.
-                    st.sas.insert((sa.local_color.clone(), sa.remote.clone()), sa);
+                    st.sas
+                        .insert((sa.local_color.clone(), sa.remote.clone()), sa);
                 }
-                edge::Action::SaRemove { local_color, remote } => {
+                edge::Action::SaRemove {
+                    local_color,
+                    remote,
+                } => {
                     st.sa_removes += 1;
                     st.sas.remove(&(local_color, remote));
                 }
@@ -193,7 +207,8 @@ impl Fabric {
             match a {
                 controller::Action::Send { conn, data } => {
                     if let Some((e, color)) = self.conns.get(&conn) {
-                        self.queue.push_back(Ev::Edge(*e, EdgeEv::Bytes(color.clone(), data)));
+                        self.queue
+                            .push_back(Ev::Edge(*e, EdgeEv::Bytes(color.clone(), data)));
                     }
                 }
                 controller::Action::Close { conn } => {
@@ -207,7 +222,10 @@ impl Fabric {
     }
 
     fn conn_of(&self, i: usize, color: &str) -> Option<u64> {
-        self.conns.iter().find(|(_, (e, c))| *e == i && c == color).map(|(k, _)| *k)
+        self.conns
+            .iter()
+            .find(|(_, (e, c))| *e == i && c == color)
+            .map(|(k, _)| *k)
     }
 
     fn run(&mut self) {
@@ -218,25 +236,36 @@ impl Fabric {
             let now = self.now;
             match ev {
                 Ev::Ctrl(e) => {
-                    let Some(c) = self.ctrl.as_mut() else { continue };
+                    let Some(c) = self.ctrl.as_mut() else {
+                        continue;
+                    };
                     let a = match e {
                         CtrlEv::Accepted(id) => c.handle(
                             now,
                             controller::Input::Accepted {
                                 conn: id,
-                                remote: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 200)), 40000 + id as u16),
+                                remote: SocketAddr::new(
+                                    IpAddr::V4(Ipv4Addr::new(198, 51, 100, 200)),
+                                    40000 + id as u16,
+                                ),
                             },
                         ),
-                        CtrlEv::Bytes(id, d) => c.handle(now, controller::Input::Bytes { conn: id, data: &d }),
+                        CtrlEv::Bytes(id, d) => {
+                            c.handle(now, controller::Input::Bytes { conn: id, data: &d })
+                        }
                         CtrlEv::Closed(id) => c.handle(now, controller::Input::Closed { conn: id }),
                     };
                     self.ctrl_actions(a);
                 }
                 Ev::Edge(i, e) => {
-                    let Some(ed) = self.edges[i].as_mut() else { continue };
+                    let Some(ed) = self.edges[i].as_mut() else {
+                        continue;
+                    };
                     let a = match &e {
                         EdgeEv::Connected(c) => ed.handle(now, edge::Input::Connected { color: c }),
-                        EdgeEv::Bytes(c, d) => ed.handle(now, edge::Input::Bytes { color: c, data: d }),
+                        EdgeEv::Bytes(c, d) => {
+                            ed.handle(now, edge::Input::Bytes { color: c, data: d })
+                        }
                         EdgeEv::Closed(c) => ed.handle(now, edge::Input::Closed { color: c }),
                     };
                     self.edge_actions(i, a);
@@ -255,7 +284,9 @@ impl Fabric {
                     next = Some(next.map_or(t, |n| n.min(t)));
                 }
             }
-            let Some(t) = next.filter(|t| *t <= end) else { break };
+            let Some(t) = next.filter(|t| *t <= end) else {
+                break;
+            };
             self.now = self.now.max(t);
             let now = self.now;
             if let Some(c) = self.ctrl.as_mut()
@@ -290,18 +321,27 @@ impl Fabric {
 
     fn colors(&self, i: usize) -> Vec<String> {
         let e = self.edges[i].as_ref().unwrap();
-        e.tlocs().into_iter().filter(|t| t.system_ip == sys(i as u8 + 1)).map(|t| t.color).collect()
+        e.tlocs()
+            .into_iter()
+            .filter(|t| t.system_ip == sys(i as u8 + 1))
+            .map(|t| t.color)
+            .collect()
     }
 }
 
 fn tloc(n: u8, color: &str) -> TlocId {
-    TlocId { system_ip: sys(n), color: color.into() }
+    TlocId {
+        system_ip: sys(n),
+        color: color.into(),
+    }
 }
 
 /// Every live edge has an SA pair from each local TLOC to each remote TLOC,
 /// and A's outbound to B equals B's newest inbound from A (pairwise key).
 fn assert_converged(f: &Fabric) {
-    let live: Vec<usize> = (0..f.edges.len()).filter(|i| f.edges[*i].is_some()).collect();
+    let live: Vec<usize> = (0..f.edges.len())
+        .filter(|i| f.edges[*i].is_some())
+        .collect();
     for &a in &live {
         let mut want = BTreeSet::new();
         for &b in &live {
@@ -313,10 +353,16 @@ fn assert_converged(f: &Fabric) {
                     want.insert((la.clone(), tloc(b as u8 + 1, &lb)));
                     let out = &f.state[a].sas[&(la.clone(), tloc(b as u8 + 1, &lb))];
                     let inb = &f.state[b].sas[&(lb.clone(), tloc(a as u8 + 1, &la))];
-                    assert_eq!(out.outbound, inb.inbound[0], "edge {a} {la} -> edge {b} {lb}");
+                    assert_eq!(
+                        out.outbound, inb.inbound[0],
+                        "edge {a} {la} -> edge {b} {lb}"
+                    );
                     assert_eq!(out.remote_port, inb.local_port);
                     assert_eq!(out.local_port, inb.remote_port);
-                    assert_eq!(out.outbound.spi, f.edges[b].as_ref().unwrap().local_spi(&lb).unwrap());
+                    assert_eq!(
+                        out.outbound.spi,
+                        f.edges[b].as_ref().unwrap().local_spi(&lb).unwrap()
+                    );
                 }
             }
         }
@@ -335,7 +381,11 @@ fn all_edges_learn_each_other_and_sa_pairs_match_pairwise() {
     assert_eq!(ctrl.peers(f.now).len(), 3);
     assert!(ctrl.peers(f.now).iter().all(|p| p.state == "up"));
     assert_eq!(ctrl.control_connections(f.now).len(), 4);
-    assert!(ctrl.control_connections(f.now).iter().all(|c| c.state == "up"));
+    assert!(
+        ctrl.control_connections(f.now)
+            .iter()
+            .all(|c| c.state == "up")
+    );
     // Pairwise: the two senders to edge 2's TLOC use different keys, same SPI.
     let from1 = &f.state[0].sas[&("biz-internet".to_string(), tloc(2, "biz-internet"))].outbound;
     let from1m = &f.state[0].sas[&("mpls".to_string(), tloc(2, "biz-internet"))].outbound;
@@ -354,7 +404,10 @@ fn all_edges_learn_each_other_and_sa_pairs_match_pairwise() {
     for st in &f.state {
         for sa in st.sas.values() {
             let d = format!("{sa:?}");
-            assert!(!d.contains(&format!("{:?}", sa.outbound.key.bytes())), "{d}");
+            assert!(
+                !d.contains(&format!("{:?}", sa.outbound.key.bytes())),
+                "{d}"
+            );
         }
     }
     // Keepalives keep everything up for a while; nothing changes.
@@ -363,7 +416,11 @@ fn all_edges_learn_each_other_and_sa_pairs_match_pairwise() {
     f.advance(Duration::from_secs(120));
     assert_converged(&f);
     for (i, s) in f.state.iter().enumerate() {
-        assert!(s.history[before[i]..].iter().all(|h| h.starts_with("send")), "{:?}", &s.history[before[i]..]);
+        assert!(
+            s.history[before[i]..].iter().all(|h| h.starts_with("send")),
+            "{:?}",
+            &s.history[before[i]..]
+        );
     }
 }
 
@@ -378,7 +435,12 @@ fn rekey_is_make_before_break_and_old_inbound_goes_after_grace() {
     // On edge 2, every SA install (new inbound listed) precedes the advertisement.
     let h = &f.state[1].history[mark..];
     let first_send = h.iter().position(|x| x.starts_with("send")).unwrap();
-    let installs: Vec<usize> = h.iter().enumerate().filter(|(_, x)| x.starts_with("sa-install")).map(|(i, _)| i).collect();
+    let installs: Vec<usize> = h
+        .iter()
+        .enumerate()
+        .filter(|(_, x)| x.starts_with("sa-install"))
+        .map(|(i, _)| i)
+        .collect();
     assert_eq!(installs.len(), 3, "{h:?}");
     assert!(installs.iter().all(|i| *i < first_send), "{h:?}");
     for sa in f.state[1].sas.values() {
@@ -391,14 +453,22 @@ fn rekey_is_make_before_break_and_old_inbound_goes_after_grace() {
     f.advance(REKEY_GRACE - Duration::from_secs(1));
     assert!(f.state[1].sas.values().all(|sa| sa.inbound.len() == 2));
     f.advance(Duration::from_secs(2));
-    assert!(f.state[1].sas.values().all(|sa| sa.inbound.iter().map(|s| s.spi).collect::<Vec<_>>() == vec![new]));
+    assert!(
+        f.state[1]
+            .sas
+            .values()
+            .all(|sa| sa.inbound.iter().map(|s| s.spi).collect::<Vec<_>>() == vec![new])
+    );
     assert_converged(&f);
     assert_eq!(f.state.iter().map(|s| s.sa_removes).sum::<usize>(), 0);
 }
 
 #[test]
 fn timed_rekey_follows_rekey_seconds() {
-    let mut cfgs = vec![edge_cfg(1, &["biz-internet"], PSK), edge_cfg(2, &["biz-internet"], PSK)];
+    let mut cfgs = vec![
+        edge_cfg(1, &["biz-internet"], PSK),
+        edge_cfg(2, &["biz-internet"], PSK),
+    ];
     cfgs[0].rekey = Duration::from_secs(300);
     cfgs[0].rekey_grace = Duration::from_secs(10);
     let mut f = Fabric::with(cfgs);
@@ -423,12 +493,19 @@ fn wrong_psk_is_refused_with_a_log_on_both_sides() {
     let bad = f.add_edge(edge_cfg(4, &["lte"], b"not-the-psk"));
     f.advance(Duration::from_secs(30));
     assert!(
-        f.ctrl_logs.iter().any(|l| l.starts_with("%SDWAN-3-CONTROL_AUTH_FAIL") && l.contains("192.0.2.4") && l.contains("refused")),
+        f.ctrl_logs
+            .iter()
+            .any(|l| l.starts_with("%SDWAN-3-CONTROL_AUTH_FAIL")
+                && l.contains("192.0.2.4")
+                && l.contains("refused")),
         "{:?}",
         f.ctrl_logs
     );
     assert!(
-        f.state[bad].logs.iter().any(|l| l.starts_with("%SDWAN-3-CONTROL_AUTH_FAIL")),
+        f.state[bad]
+            .logs
+            .iter()
+            .any(|l| l.starts_with("%SDWAN-3-CONTROL_AUTH_FAIL")),
         "{:?}",
         f.state[bad].logs
     );
@@ -439,7 +516,11 @@ fn wrong_psk_is_refused_with_a_log_on_both_sides() {
     let now = f.now;
     assert_ne!(f.edge(bad).control_connections(now)[0].state, "up");
     // It keeps retrying with backoff (1, 2, 4, 8, 16 s): a handful of tries, not 30.
-    let tries = f.state[bad].history.iter().filter(|h| h.starts_with("Connect")).count();
+    let tries = f.state[bad]
+        .history
+        .iter()
+        .filter(|h| h.starts_with("Connect"))
+        .count();
     assert!((4..=6).contains(&tries), "{tries}");
 }
 
@@ -458,30 +539,81 @@ fn a_replayed_auth_is_refused() {
         nonce: [5; 32],
     };
     let ctrl_nonce = |acts: &[controller::Action]| {
-        let controller::Action::Send { data, .. } = &acts[0] else { panic!() };
+        let controller::Action::Send { data, .. } = &acts[0] else {
+            panic!()
+        };
         let mut r = FrameReader::default();
         r.push(data);
-        let Some(Message::Hello { nonce, .. }) = r.next_message().unwrap() else { panic!() };
+        let Some(Message::Hello { nonce, .. }) = r.next_message().unwrap() else {
+            panic!()
+        };
         nonce
     };
     c.handle(now, controller::Input::Accepted { conn: 1, remote });
-    let a = c.handle(now, controller::Input::Bytes { conn: 1, data: &hello.encode() });
+    let a = c.handle(
+        now,
+        controller::Input::Bytes {
+            conn: 1,
+            data: &hello.encode(),
+        },
+    );
     let cn = ctrl_nonce(&a);
-    let auth = Message::Auth { mac: auth_mac(PSK, Role::Edge, &[5; 32], &cn, sys(9), "mpls") }.encode();
-    let a = c.handle(now, controller::Input::Bytes { conn: 1, data: &auth });
-    assert!(a.iter().any(|x| matches!(x, controller::Action::Log(l) if l.contains("CONTROL_CONN_UP"))), "{a:?}");
+    let auth = Message::Auth {
+        mac: auth_mac(PSK, Role::Edge, &[5; 32], &cn, sys(9), "mpls"),
+    }
+    .encode();
+    let a = c.handle(
+        now,
+        controller::Input::Bytes {
+            conn: 1,
+            data: &auth,
+        },
+    );
+    assert!(
+        a.iter()
+            .any(|x| matches!(x, controller::Action::Log(l) if l.contains("CONTROL_CONN_UP"))),
+        "{a:?}"
+    );
     // The same Hello and Auth replayed on a new connection: the
     // controller's nonce differs, so the recorded MAC fails.
     c.handle(now, controller::Input::Accepted { conn: 2, remote });
-    let a = c.handle(now, controller::Input::Bytes { conn: 2, data: &hello.encode() });
+    let a = c.handle(
+        now,
+        controller::Input::Bytes {
+            conn: 2,
+            data: &hello.encode(),
+        },
+    );
     assert_ne!(ctrl_nonce(&a), cn);
-    let a = c.handle(now, controller::Input::Bytes { conn: 2, data: &auth });
-    assert!(a.iter().any(|x| matches!(x, controller::Action::Log(l) if l.contains("CONTROL_AUTH_FAIL"))), "{a:?}");
-    assert!(a.iter().any(|x| matches!(x, controller::Action::Close { conn: 2 })));
+    let a = c.handle(
+        now,
+        controller::Input::Bytes {
+            conn: 2,
+            data: &auth,
+        },
+    );
+    assert!(
+        a.iter()
+            .any(|x| matches!(x, controller::Action::Log(l) if l.contains("CONTROL_AUTH_FAIL"))),
+        "{a:?}"
+    );
+    assert!(
+        a.iter()
+            .any(|x| matches!(x, controller::Action::Close { conn: 2 }))
+    );
     // Garbage never panics and closes the connection.
     c.handle(now, controller::Input::Accepted { conn: 3, remote });
-    let a = c.handle(now, controller::Input::Bytes { conn: 3, data: &[0, 0, 0, 2, 99, 1] });
-    assert!(a.iter().any(|x| matches!(x, controller::Action::Close { conn: 3 })));
+    let a = c.handle(
+        now,
+        controller::Input::Bytes {
+            conn: 3,
+            data: &[0, 0, 0, 2, 99, 1],
+        },
+    );
+    assert!(
+        a.iter()
+            .any(|x| matches!(x, controller::Action::Close { conn: 3 }))
+    );
 }
 
 #[test]
@@ -489,8 +621,16 @@ fn a_dropped_edge_is_withdrawn_after_the_hold_time_not_before() {
     let mut f = Fabric::new();
     f.kill_edge(2);
     let ctrl = f.ctrl.as_ref().unwrap();
-    assert!(ctrl.peers(f.now).iter().any(|p| p.system_ip == sys(3) && p.state == "down"));
-    assert!(ctrl.tlocs().iter().any(|t| t.system_ip == sys(3) && t.status == "C,R,Stale"));
+    assert!(
+        ctrl.peers(f.now)
+            .iter()
+            .any(|p| p.system_ip == sys(3) && p.state == "down")
+    );
+    assert!(
+        ctrl.tlocs()
+            .iter()
+            .any(|t| t.system_ip == sys(3) && t.status == "C,R,Stale")
+    );
     f.advance(GRACEFUL_RESTART - Duration::from_secs(1));
     assert!(f.state[0].sas.keys().any(|(_, r)| r.system_ip == sys(3)));
     assert!(f.state[1].sas.keys().any(|(_, r)| r.system_ip == sys(3)));
@@ -499,7 +639,11 @@ fn a_dropped_edge_is_withdrawn_after_the_hold_time_not_before() {
     assert!(f.state[0].sas.keys().all(|(_, r)| r.system_ip != sys(3)));
     assert!(f.state[1].sas.keys().all(|(_, r)| r.system_ip != sys(3)));
     assert!(f.state[1].routes.iter().all(|(_, v)| v.system_ip != sys(3)));
-    assert!(f.ctrl_logs.iter().any(|l| l.starts_with("%SDWAN-5-OMP_GR_EXPIRED") && l.contains("192.0.2.3")));
+    assert!(
+        f.ctrl_logs
+            .iter()
+            .any(|l| l.starts_with("%SDWAN-5-OMP_GR_EXPIRED") && l.contains("192.0.2.3"))
+    );
     let ctrl = f.ctrl.as_ref().unwrap();
     assert!(ctrl.tlocs().iter().all(|t| t.system_ip != sys(3)));
     assert_eq!(ctrl.peers(f.now).len(), 2);
@@ -548,7 +692,11 @@ fn controller_restart_keeps_sas_through_graceful_restart_then_reconverges() {
     f.advance(Duration::from_secs(65));
     let ctrl = f.ctrl.as_ref().unwrap();
     assert_eq!(ctrl.tlocs().len(), 4);
-    assert!(ctrl.control_connections(f.now).iter().all(|c| c.state == "up"));
+    assert!(
+        ctrl.control_connections(f.now)
+            .iter()
+            .all(|c| c.state == "up")
+    );
     assert_eq!(ctrl.control_connections(f.now).len(), 4);
     for (i, s) in f.state.iter().enumerate() {
         assert_eq!(s.sa_removes, 0);
@@ -570,15 +718,34 @@ fn port_hop_changes_the_port_and_flaps_only_that_color() {
     f.edge_actions(0, a);
     f.run();
     let h = &f.state[0].history[mark..];
-    assert!(h.iter().any(|x| x.contains("Close { color: \"biz-internet\" }")), "{h:?}");
-    assert!(h.iter().any(|x| x.contains("Connect { color: \"biz-internet\" }")), "{h:?}");
-    assert!(!h.iter().any(|x| x.contains("color: \"mpls\" }") && (x.starts_with("Close") || x.starts_with("Connect"))), "{h:?}");
+    assert!(
+        h.iter()
+            .any(|x| x.contains("Close { color: \"biz-internet\" }")),
+        "{h:?}"
+    );
+    assert!(
+        h.iter()
+            .any(|x| x.contains("Connect { color: \"biz-internet\" }")),
+        "{h:?}"
+    );
+    assert!(
+        !h.iter().any(|x| x.contains("color: \"mpls\" }")
+            && (x.starts_with("Close") || x.starts_with("Connect"))),
+        "{h:?}"
+    );
     assert_eq!(f.state[0].ports["biz-internet"], 12366);
     assert_eq!(f.state[0].ports["mpls"], 12346);
     let ctrl = f.ctrl.as_ref().unwrap();
-    let t = ctrl.tlocs().into_iter().find(|t| t.system_ip == sys(1) && t.color == "biz-internet").unwrap();
+    let t = ctrl
+        .tlocs()
+        .into_iter()
+        .find(|t| t.system_ip == sys(1) && t.color == "biz-internet")
+        .unwrap();
     assert_eq!(t.public_port, 12366);
-    assert_eq!(f.state[1].sas[&("biz-internet".to_string(), tloc(1, "biz-internet"))].remote_port, 12366);
+    assert_eq!(
+        f.state[1].sas[&("biz-internet".to_string(), tloc(1, "biz-internet"))].remote_port,
+        12366
+    );
     assert_converged(&f);
     assert!(f.edge(0).port_hop(now, "no-such-color").is_none());
     let mut ports = vec![];
@@ -611,5 +778,28 @@ fn clear_control_connections_reinstalls_sas() {
     let mut f = Fabric::new();
     f.state[1].sas.clear();
     f.command(1, |e, now| e.clear_control_connections(now));
+    assert_converged(&f);
+}
+
+#[test]
+fn a_rekey_while_the_controller_is_down_keeps_the_old_inbound_until_it_is_back() {
+    let mut f = Fabric::new();
+    f.kill_controller();
+    let old = f.edge(1).local_spi("biz-internet").unwrap();
+    f.command(1, |e, now| e.ipsec_rekey(now));
+    f.advance(REKEY_GRACE * 10);
+    // The peers still send on the old SPI: it must still decrypt.
+    assert!(
+        f.state[1]
+            .sas
+            .values()
+            .all(|sa| sa.inbound.iter().any(|s| s.spi == old))
+    );
+    f.start_controller();
+    f.advance(Duration::from_secs(65));
+    assert_converged(&f);
+    assert!(f.state[1].sas.values().all(|sa| sa.inbound.len() == 2));
+    f.advance(REKEY_GRACE);
+    assert!(f.state[1].sas.values().all(|sa| sa.inbound.len() == 1));
     assert_converged(&f);
 }
