@@ -259,3 +259,183 @@ proptest! {
         let _ = r.next_message();
     }
 }
+
+mod cores {
+    use super::*;
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+    use xdpsec_omp::controller::{self, Controller, ControllerConfig};
+    use xdpsec_omp::edge::{self, Edge, EdgeConfig, TlocConfig};
+
+    /// Well-formed messages with small random fields (few system-ips and
+    /// colors, so advertisements and withdrawals hit the same routes).
+    fn message() -> impl Strategy<Value = Message> {
+        (0u8..8, 1u8..4, 0u8..3, any::<u16>(), any::<u32>(), 0u8..33).prop_map(
+            |(t, s, c, port, spi, len)| {
+                let system_ip = Ipv4Addr::new(192, 0, 2, s);
+                let color = ["mpls", "lte", "biz-internet"][c as usize].to_string();
+                let prefix = Prefix::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, s)), len).unwrap();
+                match t {
+                    0 => Message::TlocAdvertise(TlocRoute {
+                        system_ip,
+                        site_id: s as u32,
+                        color,
+                        public_ip: IpAddr::V4(Ipv4Addr::new(198, 51, 100, s)),
+                        public_port: port,
+                        spi,
+                        key: KeyMaterial::random(&SystemRandom::new()),
+                    }),
+                    1 => Message::TlocWithdraw { system_ip, color },
+                    2 => Message::RouteAdvertise(ServiceRoute {
+                        prefix,
+                        system_ip,
+                        site_id: 1,
+                    }),
+                    3 => Message::RouteWithdraw { prefix, system_ip },
+                    4 => Message::Keepalive,
+                    5 => Message::AuthOk,
+                    6 => Message::Auth { mac: [0; 32] },
+                    _ => Message::Goodbye(GoodbyeReason::Replaced),
+                }
+            },
+        )
+    }
+
+    fn frames(parts: &[(u8, Vec<u8>)]) -> Vec<u8> {
+        // Valid length prefixes around random bodies reach the decoders of
+        // every message type; a few raw chunks test the framing itself.
+        let mut v = Vec::new();
+        for (t, body) in parts {
+            if *t == 0 {
+                v.extend(body);
+            } else {
+                v.extend(((body.len() + 1) as u32).to_be_bytes());
+                v.push(*t % 10);
+                v.extend(body);
+            }
+        }
+        v
+    }
+
+    proptest! {
+        #[test]
+        fn cores_never_panic_on_any_bytes(
+            parts in proptest::collection::vec((any::<u8>(), proptest::collection::vec(any::<u8>(), 0..80)), 0..12),
+            split in 1usize..50,
+        ) {
+            let now = Instant::now();
+            let data = frames(&parts);
+            let mut c = Controller::new(ControllerConfig::new(Ipv4Addr::new(192, 0, 2, 254), b"k"));
+            let remote: SocketAddr = "198.51.100.9:40000".parse().unwrap();
+            c.handle(now, controller::Input::Accepted { conn: 1, remote });
+            for ch in data.chunks(split) {
+                c.handle(now, controller::Input::Bytes { conn: 1, data: ch });
+            }
+            c.handle(now + Duration::from_secs(100), controller::Input::Timer);
+            let _ = c.tlocs();
+            let _ = c.peers(now);
+
+            let cfg = EdgeConfig::new(Ipv4Addr::new(192, 0, 2, 1), 1, b"k", vec![TlocConfig {
+                color: "mpls".into(),
+                address: "198.51.100.1".parse().unwrap(),
+                port_offset: 0,
+            }]);
+            let mut e = Edge::new(cfg, now);
+            e.handle(now, edge::Input::Timer);
+            let a = e.handle(now, edge::Input::Connected { color: "mpls" });
+            // Play the controller so the random frames reach an up connection.
+            let edge::Action::Send { data: hello, .. } = &a[0] else { panic!("{a:?}") };
+            let mut r = FrameReader::default();
+            r.push(hello);
+            let Some(Message::Hello { nonce, .. }) = r.next_message().unwrap() else { panic!() };
+            let mac = auth_mac(b"k", Role::Controller, &nonce, &[3; 32], Ipv4Addr::new(192, 0, 2, 1), "mpls");
+            let mut reply = Message::Hello {
+                role: Role::Controller,
+                system_ip: Ipv4Addr::new(192, 0, 2, 254),
+                site_id: 0,
+                color: String::new(),
+                version: String::new(),
+                nonce: [3; 32],
+            }
+            .encode();
+            reply.extend(Message::Auth { mac }.encode());
+            reply.extend(Message::AuthOk.encode());
+            e.handle(now, edge::Input::Bytes { color: "mpls", data: &reply });
+            prop_assert_eq!(e.control_connections(now)[0].state, "up");
+            for ch in data.chunks(split) {
+                e.handle(now, edge::Input::Bytes { color: "mpls", data: ch });
+            }
+            e.handle(now + Duration::from_secs(100), edge::Input::Timer);
+            let _ = e.tlocs();
+        }
+
+        #[test]
+        fn an_up_edge_never_panics_on_any_message_sequence(msgs in proptest::collection::vec(message(), 0..40)) {
+            let now = Instant::now();
+            let cfg = EdgeConfig::new(Ipv4Addr::new(192, 0, 2, 1), 1, b"k", vec![TlocConfig {
+                color: "mpls".into(),
+                address: "198.51.100.1".parse().unwrap(),
+                port_offset: 0,
+            }]);
+            let mut e = Edge::new(cfg, now);
+            e.handle(now, edge::Input::Timer);
+            let a = e.handle(now, edge::Input::Connected { color: "mpls" });
+            let edge::Action::Send { data: hello, .. } = &a[0] else { panic!("{a:?}") };
+            let mut r = FrameReader::default();
+            r.push(hello);
+            let Some(Message::Hello { nonce, .. }) = r.next_message().unwrap() else { panic!() };
+            let mac = auth_mac(b"k", Role::Controller, &nonce, &[3; 32], Ipv4Addr::new(192, 0, 2, 1), "mpls");
+            let mut reply = Message::Hello {
+                role: Role::Controller,
+                system_ip: Ipv4Addr::new(192, 0, 2, 254),
+                site_id: 0,
+                color: String::new(),
+                version: String::new(),
+                nonce: [3; 32],
+            }
+            .encode();
+            reply.extend(Message::Auth { mac }.encode());
+            reply.extend(Message::AuthOk.encode());
+            e.handle(now, edge::Input::Bytes { color: "mpls", data: &reply });
+            let mut t = now;
+            for m in msgs {
+                t += Duration::from_millis(300);
+                e.handle(t, edge::Input::Bytes { color: "mpls", data: &m.encode() });
+                if e.control_connections(t)[0].state != "up" {
+                    break;
+                }
+            }
+            e.ipsec_rekey(t);
+            e.clear_omp(t);
+            let _ = e.tlocs();
+        }
+
+        #[test]
+        fn an_up_controller_never_panics_on_any_message_sequence(msgs in proptest::collection::vec(message(), 0..40)) {
+            let now = Instant::now();
+            let mut c = Controller::new(ControllerConfig::new(Ipv4Addr::new(192, 0, 2, 254), b"k"));
+            let remote: SocketAddr = "198.51.100.9:40000".parse().unwrap();
+            let mut t = now;
+            for conn in [1u64, 2] {
+                let s = Ipv4Addr::new(192, 0, 2, conn as u8);
+                c.handle(t, controller::Input::Accepted { conn, remote });
+                let hello = Message::Hello { role: Role::Edge, system_ip: s, site_id: 1, color: "mpls".into(), version: String::new(), nonce: [conn as u8; 32] };
+                let a = c.handle(t, controller::Input::Bytes { conn, data: &hello.encode() });
+                let controller::Action::Send { data, .. } = &a[0] else { panic!("{a:?}") };
+                let mut r = FrameReader::default();
+                r.push(data);
+                let Some(Message::Hello { nonce, .. }) = r.next_message().unwrap() else { panic!() };
+                let mac = auth_mac(b"k", Role::Edge, &[conn as u8; 32], &nonce, s, "mpls");
+                c.handle(t, controller::Input::Bytes { conn, data: &Message::Auth { mac }.encode() });
+            }
+            prop_assert_eq!(c.control_connections(t).iter().filter(|x| x.state == "up").count(), 2);
+            for (i, m) in msgs.into_iter().enumerate() {
+                t += Duration::from_millis(300);
+                c.handle(t, controller::Input::Bytes { conn: 1 + (i as u64 % 2), data: &m.encode() });
+            }
+            c.handle(t, controller::Input::Closed { conn: 1 });
+            c.handle(t + Duration::from_secs(50_000), controller::Input::Timer);
+            let _ = (c.tlocs(), c.routes(), c.peers(t));
+        }
+    }
+}
