@@ -85,14 +85,13 @@ pub enum Input<'a> {
 }
 
 /// What the controller core asks the shell to do, in order.
-#[derive(Debug)]
 pub enum Action {
     /// Write bytes to a connection.
     Send {
         /// The connection.
         conn: ConnId,
-        /// One or more frames (may carry key material: zeroize after use).
-        data: Vec<u8>,
+        /// One or more frames (may carry key material: zeroized on drop).
+        data: Zeroizing<Vec<u8>>,
     },
     /// Close a connection (no `Closed` input is expected after it).
     Close {
@@ -101,6 +100,19 @@ pub enum Action {
     },
     /// A log line (IOS-style, never a key).
     Log(String),
+}
+
+impl std::fmt::Debug for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // Frames may carry key material: only their length is shown.
+            Action::Send { conn, data } => {
+                write!(f, "Send {{ conn: {conn}, data: <{} bytes> }}", data.len())
+            }
+            Action::Close { conn } => write!(f, "Close {{ conn: {conn} }}"),
+            Action::Log(l) => write!(f, "Log({l:?})"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -556,7 +568,7 @@ impl Controller {
                     nonce: our_nonce,
                 }
                 .encode();
-                data.extend(Message::Auth { mac }.encode());
+                data.extend_from_slice(&Message::Auth { mac }.encode());
                 out.push(Action::Send { conn, data });
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.state = CState::Challenge {
@@ -735,10 +747,10 @@ impl Controller {
                 continue;
             }
             for t in e.tlocs.values() {
-                data.extend(Message::TlocAdvertise(t.clone()).encode());
+                data.extend_from_slice(&Message::TlocAdvertise(t.clone()).encode());
             }
             for s in e.services.values() {
-                data.extend(Message::RouteAdvertise(s.clone()).encode());
+                data.extend_from_slice(&Message::RouteAdvertise(s.clone()).encode());
             }
         }
         out.push(Action::Send { conn, data });

@@ -108,7 +108,6 @@ pub enum Input<'a> {
 }
 
 /// What the edge core asks the shell to do, in order.
-#[derive(Debug)]
 pub enum Action {
     /// Open the TCP control connection of this TLOC to the controller
     /// (from the TLOC's address); answer with `Connected` or `Closed`.
@@ -120,8 +119,8 @@ pub enum Action {
     Send {
         /// The TLOC color.
         color: String,
-        /// One or more frames (may carry key material: zeroize after use).
-        data: Vec<u8>,
+        /// One or more frames (may carry key material: zeroized on drop).
+        data: Zeroizing<Vec<u8>>,
     },
     /// Close that connection (no `Closed` input is expected after it).
     Close {
@@ -165,6 +164,47 @@ pub enum Action {
     },
     /// A log line (IOS-style, never a key).
     Log(String),
+}
+
+impl std::fmt::Debug for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Action::Connect { color } => write!(f, "Connect {{ color: {color:?} }}"),
+            // Frames may carry key material: only their length is shown.
+            Action::Send { color, data } => {
+                write!(
+                    f,
+                    "Send {{ color: {color:?}, data: <{} bytes> }}",
+                    data.len()
+                )
+            }
+            Action::Close { color } => write!(f, "Close {{ color: {color:?} }}"),
+            Action::TlocPort {
+                color,
+                address,
+                port,
+                old_port,
+            } => write!(
+                f,
+                "TlocPort {{ color: {color:?}, address: {address}, port: {port}, old_port: {old_port:?} }}"
+            ),
+            Action::SaInstall(sa) => write!(f, "SaInstall({sa:?})"),
+            Action::SaRemove {
+                local_color,
+                remote,
+            } => write!(
+                f,
+                "SaRemove {{ local_color: {local_color:?}, remote: {remote} }}"
+            ),
+            Action::RouteAdd { prefix, via } => {
+                write!(f, "RouteAdd {{ prefix: {prefix}, via: {via} }}")
+            }
+            Action::RouteRemove { prefix, via } => {
+                write!(f, "RouteRemove {{ prefix: {prefix}, via: {via} }}")
+            }
+            Action::Log(l) => write!(f, "Log({l:?})"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -476,10 +516,10 @@ impl Edge {
         let mut out = Vec::new();
         for i in 0..self.locals.len() {
             if matches!(self.locals[i].conn.state, ConnState::Up { .. }) {
-                let mut data = Vec::new();
+                let mut data = Zeroizing::new(Vec::new());
                 for l in &self.locals {
-                    data.extend(
-                        Message::TlocWithdraw {
+                    data.extend_from_slice(
+                        &Message::TlocWithdraw {
                             system_ip: self.cfg.system_ip,
                             color: l.cfg.color.clone(),
                         }
@@ -487,8 +527,8 @@ impl Edge {
                     );
                 }
                 for p in &self.cfg.service_prefixes {
-                    data.extend(
-                        Message::RouteWithdraw {
+                    data.extend_from_slice(
+                        &Message::RouteWithdraw {
                             prefix: *p,
                             system_ip: self.cfg.system_ip,
                         }
@@ -796,13 +836,13 @@ impl Edge {
                 )));
                 // Our TLOCs (all colors) and service routes on every
                 // connection, as each is an OMP session of its own here.
-                let mut data = Vec::new();
+                let mut data = Zeroizing::new(Vec::new());
                 for j in 0..self.locals.len() {
-                    data.extend(Message::TlocAdvertise(self.tloc_route(j)).encode());
+                    data.extend_from_slice(&Message::TlocAdvertise(self.tloc_route(j)).encode());
                 }
                 for p in &self.cfg.service_prefixes {
-                    data.extend(
-                        Message::RouteAdvertise(ServiceRoute {
+                    data.extend_from_slice(
+                        &Message::RouteAdvertise(ServiceRoute {
                             prefix: *p,
                             system_ip: self.cfg.system_ip,
                             site_id: self.cfg.site_id,

@@ -183,10 +183,10 @@ const T_GOODBYE: u8 = 9;
 const ENCAP_IPSEC: u8 = 1;
 
 impl Message {
-    /// Encodes the message as one frame (length prefix included).
-    pub fn encode(&self) -> Vec<u8> {
-        // The body may carry key material: build it in a zeroizing buffer
-        // and zeroize the copy too (the caller's frame is its to clear).
+    /// Encodes the message as one frame (length prefix included); the
+    /// buffer is zeroized on drop (a TLOC route carries key material).
+    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
+        // The body may carry key material: both buffers are zeroizing.
         let mut b = Zeroizing::new(Vec::with_capacity(128));
         match self {
             Message::Hello {
@@ -243,7 +243,7 @@ impl Message {
                 b.push(*r as u8);
             }
         }
-        let mut out = Vec::with_capacity(4 + b.len());
+        let mut out = Zeroizing::new(Vec::with_capacity(4 + b.len()));
         out.extend_from_slice(&(b.len() as u32).to_be_bytes());
         out.extend_from_slice(&b);
         out

@@ -166,7 +166,8 @@ impl Fabric {
                 }
                 edge::Action::Send { color, data } => {
                     if let Some(id) = self.conn_of(i, &color) {
-                        self.queue.push_back(Ev::Ctrl(CtrlEv::Bytes(id, data)));
+                        self.queue
+                            .push_back(Ev::Ctrl(CtrlEv::Bytes(id, data.to_vec())));
                     }
                 }
                 edge::Action::Close { color } => {
@@ -208,7 +209,7 @@ impl Fabric {
                 controller::Action::Send { conn, data } => {
                     if let Some((e, color)) = self.conns.get(&conn) {
                         self.queue
-                            .push_back(Ev::Edge(*e, EdgeEv::Bytes(color.clone(), data)));
+                            .push_back(Ev::Edge(*e, EdgeEv::Bytes(color.clone(), data.to_vec())));
                     }
                 }
                 controller::Action::Close { conn } => {
@@ -801,5 +802,31 @@ fn a_rekey_while_the_controller_is_down_keeps_the_old_inbound_until_it_is_back()
     assert!(f.state[1].sas.values().all(|sa| sa.inbound.len() == 2));
     f.advance(REKEY_GRACE);
     assert!(f.state[1].sas.values().all(|sa| sa.inbound.len() == 1));
+    assert_converged(&f);
+}
+
+#[test]
+fn no_key_in_the_debug_output_of_actions() {
+    let mut f = Fabric::new();
+    let now = f.now;
+    let acts = f.edge(1).ipsec_rekey(now);
+    let dbg = format!("{acts:?}");
+    assert!(
+        dbg.contains("Send { color: \"biz-internet\", data: <"),
+        "{dbg}"
+    );
+    assert!(dbg.contains("redacted"), "{dbg}");
+    for a in &acts {
+        if let edge::Action::SaInstall(sa) = a {
+            for k in sa.inbound.iter().chain([&sa.outbound]) {
+                assert!(!dbg.contains(&format!("{:?}", k.key.bytes())));
+                // Nor as a run of the first bytes in decimal.
+                let b = k.key.bytes();
+                assert!(!dbg.contains(&format!("{}, {}, {}, {}", b[0], b[1], b[2], b[3])));
+            }
+        }
+    }
+    f.edge_actions(1, acts);
+    f.run();
     assert_converged(&f);
 }

@@ -66,7 +66,7 @@ fn exact_layout_of_a_service_route() {
         system_ip: Ipv4Addr::new(192, 0, 2, 2),
     };
     assert_eq!(
-        m.encode(),
+        *m.encode(),
         [0, 0, 0, 11, 8, 4, 203, 0, 113, 0, 24, 192, 0, 2, 2]
     );
 }
@@ -75,7 +75,7 @@ fn exact_layout_of_a_service_route() {
 fn reader_reassembles_split_and_joined_frames() {
     let mut stream = Vec::new();
     for m in samples() {
-        stream.extend(m.encode());
+        stream.extend_from_slice(&m.encode());
     }
     let mut r = FrameReader::default();
     let mut got = Vec::new();
@@ -358,8 +358,8 @@ mod cores {
                 nonce: [3; 32],
             }
             .encode();
-            reply.extend(Message::Auth { mac }.encode());
-            reply.extend(Message::AuthOk.encode());
+            reply.extend_from_slice(&Message::Auth { mac }.encode());
+            reply.extend_from_slice(&Message::AuthOk.encode());
             e.handle(now, edge::Input::Bytes { color: "mpls", data: &reply });
             prop_assert_eq!(e.control_connections(now)[0].state, "up");
             for ch in data.chunks(split) {
@@ -394,8 +394,8 @@ mod cores {
                 nonce: [3; 32],
             }
             .encode();
-            reply.extend(Message::Auth { mac }.encode());
-            reply.extend(Message::AuthOk.encode());
+            reply.extend_from_slice(&Message::Auth { mac }.encode());
+            reply.extend_from_slice(&Message::AuthOk.encode());
             e.handle(now, edge::Input::Bytes { color: "mpls", data: &reply });
             let mut t = now;
             for m in msgs {
