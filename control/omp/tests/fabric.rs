@@ -816,6 +816,25 @@ fn no_key_in_the_debug_output_of_actions() {
         "{dbg}"
     );
     assert!(dbg.contains("redacted"), "{dbg}");
+    let mut keys = Vec::new();
+    for a in &acts {
+        if let edge::Action::Send { data, .. } = a {
+            let mut r = xdpsec_omp::wire::FrameReader::default();
+            r.push(data);
+            while let Some(m) = r.next_message().unwrap() {
+                if let xdpsec_omp::wire::Message::TlocAdvertise(t) = m {
+                    keys.push(*t.key.bytes());
+                }
+            }
+        }
+    }
+    assert!(!keys.is_empty());
+    for k in &keys {
+        assert!(
+            !dbg.contains(&format!("{}, {}, {}, {}", k[0], k[1], k[2], k[3])),
+            "{dbg}"
+        );
+    }
     for a in &acts {
         if let edge::Action::SaInstall(sa) = a {
             for k in sa.inbound.iter().chain([&sa.outbound]) {
