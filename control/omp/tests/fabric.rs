@@ -47,6 +47,8 @@ struct Fabric {
     conns: BTreeMap<u64, (usize, String)>,
     next_conn: u64,
     queue: VecDeque<Ev>,
+    /// Edges whose bytes are lost both ways (TCP stalled, no reset).
+    blackhole: BTreeSet<usize>,
 }
 
 fn sys(n: u8) -> Ipv4Addr {
@@ -90,6 +92,7 @@ impl Fabric {
             conns: BTreeMap::new(),
             next_conn: 1,
             queue: VecDeque::new(),
+            blackhole: BTreeSet::new(),
         };
         f.start_controller();
         for c in cfgs {
@@ -165,7 +168,9 @@ impl Fabric {
                     }
                 }
                 edge::Action::Send { color, data } => {
-                    if let Some(id) = self.conn_of(i, &color) {
+                    if let Some(id) = self.conn_of(i, &color)
+                        && !self.blackhole.contains(&i)
+                    {
                         self.queue
                             .push_back(Ev::Ctrl(CtrlEv::Bytes(id, data.to_vec())));
                     }
@@ -207,7 +212,9 @@ impl Fabric {
         for a in actions {
             match a {
                 controller::Action::Send { conn, data } => {
-                    if let Some((e, color)) = self.conns.get(&conn) {
+                    if let Some((e, color)) = self.conns.get(&conn)
+                        && !self.blackhole.contains(e)
+                    {
                         self.queue
                             .push_back(Ev::Edge(*e, EdgeEv::Bytes(color.clone(), data.to_vec())));
                     }
@@ -848,4 +855,51 @@ fn no_key_in_the_debug_output_of_actions() {
     f.edge_actions(1, acts);
     f.run();
     assert_converged(&f);
+}
+
+#[test]
+fn a_silent_connection_is_dropped_after_the_hold_time_and_recovers() {
+    use xdpsec_omp::consts::KEEPALIVE_HOLD;
+    let mut f = Fabric::new();
+    f.blackhole.insert(1);
+    f.advance(KEEPALIVE_HOLD - Duration::from_secs(1));
+    assert!(f.ctrl_logs.iter().all(|l| !l.contains("CONTROL_CONN_DOWN")));
+    f.advance(Duration::from_secs(2));
+    assert!(
+        f.ctrl_logs.iter().any(|l| l.contains("CONTROL_CONN_DOWN")
+            && l.contains("192.0.2.2")
+            && l.contains("hold time expired")),
+        "{:?}",
+        f.ctrl_logs
+    );
+    assert!(
+        f.state[1]
+            .logs
+            .iter()
+            .any(|l| l.contains("CONTROL_CONN_DOWN")),
+        "{:?}",
+        f.state[1].logs
+    );
+    // Routes are held (graceful restart), nothing removed; retries back off.
+    assert_eq!(f.state.iter().map(|s| s.sa_removes).sum::<usize>(), 0);
+    let mark = f.state[1].history.len();
+    f.advance(Duration::from_secs(200));
+    let tries = f.state[1].history[mark..]
+        .iter()
+        .filter(|h| h.starts_with("Connect"))
+        .count();
+    // Connects at +1, +2, +4 ... each failing its handshake after 10 s.
+    assert!((4..=8).contains(&tries), "{tries}");
+    f.blackhole.clear();
+    f.advance(Duration::from_secs(80));
+    assert_converged(&f);
+    assert!(
+        f.ctrl
+            .as_ref()
+            .unwrap()
+            .control_connections(f.now)
+            .iter()
+            .all(|c| c.state == "up")
+    );
+    assert_eq!(f.state.iter().map(|s| s.sa_removes).sum::<usize>(), 0);
 }
