@@ -9,6 +9,25 @@
 //! [`controller::Controller`] are cores in the style of `xdpsec-ike`:
 //! `handle(now, input) -> Vec<Action>` and `next_timeout()`; a thin shell
 //! owns the sockets and the timer.
+//!
+//! A control connection, edge to controller (see [`wire`] for the bytes):
+//!
+//! 1. edge: `Hello` (role edge, system-ip, site-id, color, version, nonce Ne);
+//! 2. controller: `Hello` (role controller, nonce Nc) and `Auth`
+//!    (HMAC-SHA256(PSK, label, role, Ne, Nc, edge system-ip, color));
+//! 3. edge checks it (a mismatch: log `%SDWAN-3-CONTROL_AUTH_FAIL`, `Goodbye`
+//!    AuthFailed, close), answers with its own `Auth` (role edge);
+//! 4. controller checks it (a mismatch: the same log and Goodbye) and sends
+//!    `AuthOk` and every other edge's routes; the edge sends all its TLOCs
+//!    and service routes on each of its connections;
+//! 5. both send `Keepalive` every interval; routes flow as
+//!    advertise/withdraw; `Goodbye` before an orderly close.
+//!
+//! SA pairs use pairwise keys ([`pairwise_key`]): the key a sender encrypts
+//! with towards a TLOC is derived from that TLOC's advertised key and both
+//! TLOC identities, so every sender has its own GCM nonce space.
+
+#![warn(missing_docs)]
 
 pub mod consts;
 pub mod controller;
