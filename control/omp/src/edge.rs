@@ -1,0 +1,1147 @@
+//! The edge core: one control connection per local TLOC, TLOC and service
+//! route advertisement, SA pairs and routes towards learned TLOCs, rekey.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use ring::rand::{SecureRandom, SystemRandom};
+use zeroize::Zeroizing;
+
+use crate::consts::*;
+use crate::wire::{
+    FrameReader, GoodbyeReason, Message, Role, ServiceRoute, TlocRoute, auth_check, auth_mac,
+};
+use crate::{KeyMaterial, Prefix, SOFTWARE_VERSION, SaParams, SdwanSa, TlocId, pairwise_key};
+
+/// One local TLOC of the edge's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlocConfig {
+    /// Color, e.g. `biz-internet`.
+    pub color: String,
+    /// Underlay address of the TLOC.
+    pub address: IpAddr,
+    /// Added to the TLOC port (12346 + hop * 20 + offset).
+    pub port_offset: u16,
+}
+
+/// The edge core's configuration.
+#[derive(Clone)]
+pub struct EdgeConfig {
+    /// System-ip (an identifier only).
+    pub system_ip: Ipv4Addr,
+    /// Site-id.
+    pub site_id: u32,
+    /// Pre-shared key of the control connections.
+    pub psk: Zeroizing<Vec<u8>>,
+    /// Local TLOCs.
+    pub tlocs: Vec<TlocConfig>,
+    /// Inside prefixes advertised as service routes.
+    pub service_prefixes: Vec<Prefix>,
+    /// Rekey interval of each TLOC's inbound key.
+    pub rekey: Duration,
+    /// Old inbound SA kept this long after a rekey.
+    pub rekey_grace: Duration,
+    /// Keepalive interval.
+    pub keepalive: Duration,
+    /// No message for this long: the connection is down.
+    pub hold: Duration,
+    /// Learned routes are kept this long after every connection that
+    /// carried them dropped.
+    pub graceful_restart: Duration,
+}
+
+impl EdgeConfig {
+    /// A configuration with the default timers.
+    pub fn new(system_ip: Ipv4Addr, site_id: u32, psk: &[u8], tlocs: Vec<TlocConfig>) -> Self {
+        EdgeConfig {
+            system_ip,
+            site_id,
+            psk: Zeroizing::new(psk.to_vec()),
+            tlocs,
+            service_prefixes: Vec::new(),
+            rekey: REKEY_INTERVAL,
+            rekey_grace: REKEY_GRACE,
+            keepalive: KEEPALIVE_INTERVAL,
+            hold: KEEPALIVE_HOLD,
+            graceful_restart: GRACEFUL_RESTART,
+        }
+    }
+}
+
+impl std::fmt::Debug for EdgeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeConfig")
+            .field("system_ip", &self.system_ip)
+            .field("site_id", &self.site_id)
+            .field("psk", &"<redacted>")
+            .field("tlocs", &self.tlocs)
+            .field("service_prefixes", &self.service_prefixes)
+            .field("rekey", &self.rekey)
+            .field("rekey_grace", &self.rekey_grace)
+            .finish()
+    }
+}
+
+/// What the shell tells the edge core.
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// The TCP connection of this color to the controller is established.
+    Connected {
+        /// The TLOC color.
+        color: &'a str,
+    },
+    /// It failed to connect or was closed by the peer.
+    Closed {
+        /// The TLOC color.
+        color: &'a str,
+    },
+    /// Bytes arrived on it.
+    Bytes {
+        /// The TLOC color.
+        color: &'a str,
+        /// The bytes.
+        data: &'a [u8],
+    },
+    /// `next_timeout()` has passed.
+    Timer,
+}
+
+/// What the edge core asks the shell to do, in order.
+pub enum Action {
+    /// Open the TCP control connection of this TLOC to the controller
+    /// (from the TLOC's address); answer with `Connected` or `Closed`.
+    Connect {
+        /// The TLOC color.
+        color: String,
+    },
+    /// Write bytes to that connection.
+    Send {
+        /// The TLOC color.
+        color: String,
+        /// One or more frames (may carry key material: zeroized on drop).
+        data: Zeroizing<Vec<u8>>,
+    },
+    /// Close that connection (no `Closed` input is expected after it).
+    Close {
+        /// The TLOC color.
+        color: String,
+    },
+    /// The TLOC's IPsec/UDP port (at start and after a port hop): the XDP
+    /// port map and the TLOC's socket follow.
+    TlocPort {
+        /// The TLOC color.
+        color: String,
+        /// Address of the TLOC.
+        address: IpAddr,
+        /// The new port.
+        port: u16,
+        /// The previous port, if any.
+        old_port: Option<u16>,
+    },
+    /// Install or replace the SA pair to a remote TLOC (see [`SdwanSa`]).
+    SaInstall(SdwanSa),
+    /// Remove the SA pair of `local_color` to `remote`.
+    SaRemove {
+        /// Local TLOC color.
+        local_color: String,
+        /// The remote TLOC.
+        remote: TlocId,
+    },
+    /// Route a service prefix through the tunnels to a remote TLOC.
+    RouteAdd {
+        /// The prefix.
+        prefix: Prefix,
+        /// The remote TLOC.
+        via: TlocId,
+    },
+    /// Remove that route.
+    RouteRemove {
+        /// The prefix.
+        prefix: Prefix,
+        /// The remote TLOC.
+        via: TlocId,
+    },
+    /// A log line (IOS-style, never a key).
+    Log(String),
+}
+
+impl std::fmt::Debug for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Action::Connect { color } => write!(f, "Connect {{ color: {color:?} }}"),
+            // Frames may carry key material: only their length is shown.
+            Action::Send { color, data } => {
+                write!(
+                    f,
+                    "Send {{ color: {color:?}, data: <{} bytes> }}",
+                    data.len()
+                )
+            }
+            Action::Close { color } => write!(f, "Close {{ color: {color:?} }}"),
+            Action::TlocPort {
+                color,
+                address,
+                port,
+                old_port,
+            } => write!(
+                f,
+                "TlocPort {{ color: {color:?}, address: {address}, port: {port}, old_port: {old_port:?} }}"
+            ),
+            Action::SaInstall(sa) => write!(f, "SaInstall({sa:?})"),
+            Action::SaRemove {
+                local_color,
+                remote,
+            } => write!(
+                f,
+                "SaRemove {{ local_color: {local_color:?}, remote: {remote} }}"
+            ),
+            Action::RouteAdd { prefix, via } => {
+                write!(f, "RouteAdd {{ prefix: {prefix}, via: {via} }}")
+            }
+            Action::RouteRemove { prefix, via } => {
+                write!(f, "RouteRemove {{ prefix: {prefix}, via: {via} }}")
+            }
+            Action::Log(l) => write!(f, "Log({l:?})"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnState {
+    /// Waiting to (re)connect at this time.
+    Idle { retry_at: Instant },
+    /// Connect asked for; Hello sent once connected.
+    Connecting { deadline: Instant },
+    /// Hello sent, waiting for the controller's Hello and Auth.
+    Handshake { deadline: Instant },
+    /// Our Auth sent, waiting for AuthOk.
+    AuthSent { deadline: Instant },
+    /// Up since.
+    Up { since: Instant },
+}
+
+struct Conn {
+    state: ConnState,
+    backoff: Duration,
+    frames: FrameReader,
+    nonce: [u8; NONCE_LEN],
+    controller_nonce: Option<[u8; NONCE_LEN]>,
+    controller: Option<(Ipv4Addr, u32)>,
+    last_rx: Instant,
+    next_keepalive: Instant,
+}
+
+struct Inbound {
+    spi: u32,
+    key: KeyMaterial,
+}
+
+struct LocalTloc {
+    cfg: TlocConfig,
+    hop: u16,
+    current: Inbound,
+    /// Old inbound keys kept until the given time; `None` while the new
+    /// key has not reached any controller yet (the grace starts when it does).
+    old: Vec<(Inbound, Option<Instant>)>,
+    next_rekey: Instant,
+    conn: Conn,
+}
+
+impl LocalTloc {
+    fn port(&self) -> u16 {
+        TLOC_BASE_PORT
+            .wrapping_add(self.hop * PORT_HOP_STEP)
+            .wrapping_add(self.cfg.port_offset)
+    }
+    fn id(&self, system_ip: Ipv4Addr) -> TlocId {
+        TlocId {
+            system_ip,
+            color: self.cfg.color.clone(),
+        }
+    }
+}
+
+struct Learned<T> {
+    route: T,
+    /// Colors of the connections it was received on (and not withdrawn).
+    sources: BTreeSet<String>,
+    /// Set when no connection carries it any more: removed at this time.
+    stale_until: Option<Instant>,
+}
+
+/// A connection's view for `show sdwan control connections` on the edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionView {
+    /// Always `vsmart` on an edge.
+    pub peer_type: &'static str,
+    /// The controller's system-ip once known.
+    pub system_ip: Option<Ipv4Addr>,
+    /// The controller's site-id once known.
+    pub site_id: Option<u32>,
+    /// Local TLOC color.
+    pub color: String,
+    /// `up`, `connect`, `challenge`, `down`.
+    pub state: &'static str,
+    /// Seconds up (0 unless up).
+    pub uptime_seconds: u64,
+}
+
+/// A TLOC as `show sdwan omp tlocs` lists it (never a key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlocView {
+    /// Originator.
+    pub system_ip: Ipv4Addr,
+    /// Color.
+    pub color: String,
+    /// Always `ipsec`.
+    pub encap: &'static str,
+    /// Public address.
+    pub public_ip: IpAddr,
+    /// Public port.
+    pub public_port: u16,
+    /// Inbound SPI of that TLOC.
+    pub spi: u32,
+    /// IOS-style status: `C,Red,R` (chosen, redistributed, resolved) for
+    /// local TLOCs, `C,I,R` for installed learned ones, `C,I,R,Stale` while
+    /// held by graceful restart.
+    pub status: &'static str,
+}
+
+/// The SD-WAN edge protocol core.
+pub struct Edge {
+    cfg: EdgeConfig,
+    rng: SystemRandom,
+    locals: Vec<LocalTloc>,
+    tlocs: BTreeMap<TlocId, Learned<TlocRoute>>,
+    routes: BTreeMap<(Prefix, Ipv4Addr), Learned<ServiceRoute>>,
+    started: bool,
+}
+
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Edge {{ system_ip: {} }}", self.cfg.system_ip)
+    }
+}
+
+fn random_spi(rng: &SystemRandom, avoid: &BTreeSet<u32>) -> u32 {
+    loop {
+        let mut b = [0u8; 4];
+        rng.fill(&mut b).expect("system random source failed");
+        let spi = u32::from_be_bytes(b);
+        if spi >= MIN_SPI && !avoid.contains(&spi) {
+            return spi;
+        }
+    }
+}
+
+fn random_nonce(rng: &SystemRandom) -> [u8; NONCE_LEN] {
+    let mut n = [0u8; NONCE_LEN];
+    rng.fill(&mut n).expect("system random source failed");
+    n
+}
+
+impl Edge {
+    /// A new edge core; nothing happens until the first `handle` (any
+    /// input, e.g. `Timer`), which asks for every control connection and
+    /// announces every TLOC port.
+    pub fn new(cfg: EdgeConfig, now: Instant) -> Edge {
+        let rng = SystemRandom::new();
+        let mut used = BTreeSet::new();
+        let mut locals = Vec::new();
+        for t in &cfg.tlocs {
+            let spi = random_spi(&rng, &used);
+            used.insert(spi);
+            locals.push(LocalTloc {
+                cfg: t.clone(),
+                hop: 0,
+                current: Inbound {
+                    spi,
+                    key: KeyMaterial::random(&rng),
+                },
+                old: Vec::new(),
+                next_rekey: now + cfg.rekey,
+                conn: Conn {
+                    state: ConnState::Idle { retry_at: now },
+                    backoff: RECONNECT_INITIAL,
+                    frames: FrameReader::default(),
+                    nonce: [0; NONCE_LEN],
+                    controller_nonce: None,
+                    controller: None,
+                    last_rx: now,
+                    next_keepalive: now,
+                },
+            });
+        }
+        Edge {
+            cfg,
+            rng,
+            locals,
+            tlocs: BTreeMap::new(),
+            routes: BTreeMap::new(),
+            started: false,
+        }
+    }
+
+    /// Feeds one input; returns the actions to carry out in order.
+    pub fn handle(&mut self, now: Instant, input: Input<'_>) -> Vec<Action> {
+        let mut out = Vec::new();
+        if !self.started {
+            self.started = true;
+            for l in &self.locals {
+                out.push(Action::TlocPort {
+                    color: l.cfg.color.clone(),
+                    address: l.cfg.address,
+                    port: l.port(),
+                    old_port: None,
+                });
+            }
+        }
+        match input {
+            Input::Connected { color } => {
+                if let Some(i) = self.local_index(color)
+                    && matches!(self.locals[i].conn.state, ConnState::Connecting { .. })
+                {
+                    let nonce = random_nonce(&self.rng);
+                    let l = &mut self.locals[i];
+                    l.conn.nonce = nonce;
+                    l.conn.controller_nonce = None;
+                    l.conn.frames = FrameReader::default();
+                    l.conn.last_rx = now;
+                    l.conn.state = ConnState::Handshake {
+                        deadline: now + HANDSHAKE_TIMEOUT,
+                    };
+                    let hello = Message::Hello {
+                        role: Role::Edge,
+                        system_ip: self.cfg.system_ip,
+                        site_id: self.cfg.site_id,
+                        color: color.to_owned(),
+                        version: SOFTWARE_VERSION.to_owned(),
+                        nonce,
+                    };
+                    out.push(Action::Send {
+                        color: color.to_owned(),
+                        data: hello.encode(),
+                    });
+                }
+            }
+            Input::Closed { color } => {
+                if let Some(i) = self.local_index(color)
+                    && !matches!(self.locals[i].conn.state, ConnState::Idle { .. })
+                {
+                    self.conn_down(now, i, "connection closed by peer", false, &mut out);
+                }
+            }
+            Input::Bytes { color, data } => {
+                if let Some(i) = self.local_index(color)
+                    && !matches!(self.locals[i].conn.state, ConnState::Idle { .. })
+                {
+                    self.locals[i].conn.frames.push(data);
+                    self.locals[i].conn.last_rx = now;
+                    loop {
+                        if matches!(self.locals[i].conn.state, ConnState::Idle { .. }) {
+                            break;
+                        }
+                        match self.locals[i].conn.frames.next_message() {
+                            Ok(Some(m)) => self.on_message(now, i, m, &mut out),
+                            Ok(None) => break,
+                            Err(e) => {
+                                let why = format!("protocol error: {e}");
+                                self.send(
+                                    i,
+                                    &Message::Goodbye(GoodbyeReason::ProtocolError),
+                                    &mut out,
+                                );
+                                self.conn_down(now, i, &why, true, &mut out);
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            Input::Timer => {}
+        }
+        self.on_timers(now, &mut out);
+        out
+    }
+
+    /// When `handle(now, Input::Timer)` is next due.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        let mut t: Option<Instant> = None;
+        let mut min = |x: Instant| t = Some(t.map_or(x, |t| t.min(x)));
+        for l in &self.locals {
+            min(l.next_rekey);
+            for (_, at) in &l.old {
+                if let Some(at) = at {
+                    min(*at);
+                }
+            }
+            match l.conn.state {
+                ConnState::Idle { retry_at } => min(retry_at),
+                ConnState::Connecting { deadline }
+                | ConnState::Handshake { deadline }
+                | ConnState::AuthSent { deadline } => min(deadline),
+                ConnState::Up { .. } => {
+                    min(l.conn.next_keepalive);
+                    min(l.conn.last_rx + self.cfg.hold);
+                }
+            }
+        }
+        for r in self.tlocs.values() {
+            if let Some(s) = r.stale_until {
+                min(s);
+            }
+        }
+        for r in self.routes.values() {
+            if let Some(s) = r.stale_until {
+                min(s);
+            }
+        }
+        t
+    }
+
+    /// `request platform software sdwan security ipsec-rekey`: new inbound
+    /// SPI and key for every local TLOC now (old ones kept for the grace).
+    pub fn ipsec_rekey(&mut self, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        for i in 0..self.locals.len() {
+            self.rekey(now, i, &mut out);
+        }
+        out
+    }
+
+    /// `clear sdwan omp all`: withdraw our routes, forget every learned
+    /// route (SAs and routes removed), and relearn over fresh connections.
+    pub fn clear_omp(&mut self, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        for i in 0..self.locals.len() {
+            if matches!(self.locals[i].conn.state, ConnState::Up { .. }) {
+                let mut data = Zeroizing::new(Vec::new());
+                for l in &self.locals {
+                    data.extend_from_slice(
+                        &Message::TlocWithdraw {
+                            system_ip: self.cfg.system_ip,
+                            color: l.cfg.color.clone(),
+                        }
+                        .encode(),
+                    );
+                }
+                for p in &self.cfg.service_prefixes {
+                    data.extend_from_slice(
+                        &Message::RouteWithdraw {
+                            prefix: *p,
+                            system_ip: self.cfg.system_ip,
+                        }
+                        .encode(),
+                    );
+                }
+                out.push(Action::Send {
+                    color: self.locals[i].cfg.color.clone(),
+                    data,
+                });
+            }
+        }
+        let ids: Vec<TlocId> = self.tlocs.keys().cloned().collect();
+        for id in ids {
+            self.remove_tloc(&id, &mut out);
+        }
+        let keys: Vec<_> = self.routes.keys().cloned().collect();
+        for k in keys {
+            self.remove_route(&k, &mut out);
+        }
+        for i in 0..self.locals.len() {
+            self.flap(now, i, "cleared (clear sdwan omp all)", &mut out);
+        }
+        out
+    }
+
+    /// `request platform software sdwan port_hop COLOR`: the TLOC moves to
+    /// its next port; only that color's control connection flaps. `None`
+    /// if there is no such color.
+    pub fn port_hop(&mut self, now: Instant, color: &str) -> Option<Vec<Action>> {
+        let i = self.local_index(color)?;
+        let mut out = Vec::new();
+        let old = self.locals[i].port();
+        self.locals[i].hop = (self.locals[i].hop + 1) % PORT_HOP_COUNT;
+        let l = &self.locals[i];
+        out.push(Action::TlocPort {
+            color: l.cfg.color.clone(),
+            address: l.cfg.address,
+            port: l.port(),
+            old_port: Some(old),
+        });
+        out.push(Action::Log(format!(
+            "%SDWAN-5-PORT_HOP: TLOC color {} moved from port {} to port {}",
+            color,
+            old,
+            l.port()
+        )));
+        self.refresh_local_sas(i, &mut out);
+        self.advertise_tloc_everywhere(i, Some(i), &mut out);
+        self.flap(now, i, "port hop", &mut out);
+        Some(out)
+    }
+
+    /// `clear sdwan control connections`: every control connection flaps
+    /// (learned routes are held by graceful restart and refreshed).
+    pub fn clear_control_connections(&mut self, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        for i in 0..self.locals.len() {
+            self.flap(
+                now,
+                i,
+                "cleared (clear sdwan control connections)",
+                &mut out,
+            );
+        }
+        out
+    }
+
+    /// `show sdwan control connections` on the edge.
+    pub fn control_connections(&self, now: Instant) -> Vec<ConnectionView> {
+        self.locals
+            .iter()
+            .map(|l| {
+                let (state, up) = match l.conn.state {
+                    ConnState::Up { since } => {
+                        ("up", now.saturating_duration_since(since).as_secs())
+                    }
+                    ConnState::Connecting { .. } => ("connect", 0),
+                    ConnState::Handshake { .. } | ConnState::AuthSent { .. } => ("challenge", 0),
+                    ConnState::Idle { .. } => ("down", 0),
+                };
+                ConnectionView {
+                    peer_type: "vsmart",
+                    system_ip: l.conn.controller.map(|c| c.0),
+                    site_id: l.conn.controller.map(|c| c.1),
+                    color: l.cfg.color.clone(),
+                    state,
+                    uptime_seconds: up,
+                }
+            })
+            .collect()
+    }
+
+    /// `show sdwan omp tlocs` on the edge: local TLOCs, then learned ones.
+    pub fn tlocs(&self) -> Vec<TlocView> {
+        let mut v: Vec<TlocView> = self
+            .locals
+            .iter()
+            .map(|l| TlocView {
+                system_ip: self.cfg.system_ip,
+                color: l.cfg.color.clone(),
+                encap: "ipsec",
+                public_ip: l.cfg.address,
+                public_port: l.port(),
+                spi: l.current.spi,
+                status: "C,Red,R",
+            })
+            .collect();
+        v.extend(self.tlocs.values().map(|r| TlocView {
+            system_ip: r.route.system_ip,
+            color: r.route.color.clone(),
+            encap: "ipsec",
+            public_ip: r.route.public_ip,
+            public_port: r.route.public_port,
+            spi: r.route.spi,
+            status: if r.stale_until.is_some() {
+                "C,I,R,Stale"
+            } else {
+                "C,I,R"
+            },
+        }));
+        v
+    }
+
+    /// Learned service routes: (prefix, originating system-ip, site-id).
+    pub fn routes(&self) -> Vec<ServiceRoute> {
+        self.routes.values().map(|r| r.route.clone()).collect()
+    }
+
+    /// The current inbound SPI of a local TLOC.
+    pub fn local_spi(&self, color: &str) -> Option<u32> {
+        self.local_index(color).map(|i| self.locals[i].current.spi)
+    }
+
+    /// The current port of a local TLOC.
+    pub fn local_port(&self, color: &str) -> Option<u16> {
+        self.local_index(color).map(|i| self.locals[i].port())
+    }
+
+    fn local_index(&self, color: &str) -> Option<usize> {
+        self.locals.iter().position(|l| l.cfg.color == color)
+    }
+
+    fn send(&self, i: usize, m: &Message, out: &mut Vec<Action>) {
+        out.push(Action::Send {
+            color: self.locals[i].cfg.color.clone(),
+            data: m.encode(),
+        });
+    }
+
+    fn tloc_route(&self, i: usize) -> TlocRoute {
+        let l = &self.locals[i];
+        TlocRoute {
+            system_ip: self.cfg.system_ip,
+            site_id: self.cfg.site_id,
+            color: l.cfg.color.clone(),
+            public_ip: l.cfg.address,
+            public_port: l.port(),
+            spi: l.current.spi,
+            key: l.current.key.clone(),
+        }
+    }
+
+    /// Advertises local TLOC `i` on every up connection (except `skip`).
+    fn advertise_tloc_everywhere(&self, i: usize, skip: Option<usize>, out: &mut Vec<Action>) {
+        let m = Message::TlocAdvertise(self.tloc_route(i));
+        for (j, l) in self.locals.iter().enumerate() {
+            if Some(j) != skip && matches!(l.conn.state, ConnState::Up { .. }) {
+                self.send(j, &m, out);
+            }
+        }
+    }
+
+    /// Closes connection `i` and reconnects at once (operator action).
+    fn flap(&mut self, now: Instant, i: usize, why: &str, out: &mut Vec<Action>) {
+        if !matches!(self.locals[i].conn.state, ConnState::Idle { .. }) {
+            self.send(i, &Message::Goodbye(GoodbyeReason::Shutdown), out);
+            self.conn_down(now, i, why, true, out);
+        }
+        // An operator flap reconnects at once, without backoff.
+        let l = &mut self.locals[i];
+        l.conn.backoff = RECONNECT_INITIAL;
+        l.conn.state = ConnState::Connecting {
+            deadline: now + HANDSHAKE_TIMEOUT,
+        };
+        out.push(Action::Connect {
+            color: l.cfg.color.clone(),
+        });
+    }
+
+    /// Connection `i` is gone: routes only it carried become stale
+    /// (graceful restart); reconnect after the backoff.
+    fn conn_down(&mut self, now: Instant, i: usize, why: &str, close: bool, out: &mut Vec<Action>) {
+        let color = self.locals[i].cfg.color.clone();
+        if close {
+            out.push(Action::Close {
+                color: color.clone(),
+            });
+        }
+        let was_up = matches!(self.locals[i].conn.state, ConnState::Up { .. });
+        let c = &mut self.locals[i].conn;
+        c.state = ConnState::Idle {
+            retry_at: now + c.backoff,
+        };
+        c.backoff = (c.backoff * 2).min(RECONNECT_MAX);
+        c.frames = FrameReader::default();
+        if was_up {
+            out.push(Action::Log(format!(
+                "%SDWAN-5-CONTROL_CONN_DOWN: control connection to vsmart color {color} down: {why}"
+            )));
+        }
+        let gr = now + self.cfg.graceful_restart;
+        for r in self.tlocs.values_mut() {
+            if r.sources.remove(&color) && r.sources.is_empty() {
+                r.stale_until = Some(gr);
+            }
+        }
+        for r in self.routes.values_mut() {
+            if r.sources.remove(&color) && r.sources.is_empty() {
+                r.stale_until = Some(gr);
+            }
+        }
+    }
+
+    fn on_message(&mut self, now: Instant, i: usize, m: Message, out: &mut Vec<Action>) {
+        let color = self.locals[i].cfg.color.clone();
+        match (self.locals[i].conn.state, m) {
+            (_, Message::Goodbye(reason)) => {
+                let why = match reason {
+                    GoodbyeReason::AuthFailed => {
+                        out.push(Action::Log(format!(
+                            "%SDWAN-3-CONTROL_AUTH_FAIL: control connection color {color} refused by vsmart: PSK authentication failed (challenge-response mismatch; check the psk)"
+                        )));
+                        "authentication failed"
+                    }
+                    GoodbyeReason::Replaced => "replaced by a newer connection",
+                    GoodbyeReason::ProtocolError => "protocol error reported by peer",
+                    GoodbyeReason::Shutdown => "peer shut down",
+                };
+                self.conn_down(now, i, why, true, out);
+            }
+            (
+                ConnState::Handshake { deadline },
+                Message::Hello {
+                    role: Role::Controller,
+                    system_ip,
+                    site_id,
+                    nonce,
+                    ..
+                },
+            ) => {
+                let c = &mut self.locals[i].conn;
+                c.controller_nonce = Some(nonce);
+                c.controller = Some((system_ip, site_id));
+                c.state = ConnState::Handshake { deadline };
+            }
+            (ConnState::Handshake { .. }, Message::Auth { mac }) => {
+                let c = &self.locals[i].conn;
+                let Some(cn) = c.controller_nonce else {
+                    return self.protocol_error(now, i, "Auth before Hello", out);
+                };
+                let ok = auth_check(
+                    &self.cfg.psk,
+                    Role::Controller,
+                    &c.nonce,
+                    &cn,
+                    self.cfg.system_ip,
+                    &color,
+                    &mac,
+                );
+                if !ok {
+                    out.push(Action::Log(format!(
+                        "%SDWAN-3-CONTROL_AUTH_FAIL: control connection color {color}: vsmart failed PSK authentication (challenge-response mismatch; check the psk)"
+                    )));
+                    self.send(i, &Message::Goodbye(GoodbyeReason::AuthFailed), out);
+                    return self.conn_down(now, i, "authentication failed", true, out);
+                }
+                let mine = auth_mac(
+                    &self.cfg.psk,
+                    Role::Edge,
+                    &c.nonce,
+                    &cn,
+                    self.cfg.system_ip,
+                    &color,
+                );
+                self.send(i, &Message::Auth { mac: mine }, out);
+                self.locals[i].conn.state = ConnState::AuthSent {
+                    deadline: now + HANDSHAKE_TIMEOUT,
+                };
+            }
+            (ConnState::AuthSent { .. }, Message::AuthOk) => {
+                let grace = now + self.cfg.rekey_grace;
+                for l in &mut self.locals {
+                    for (_, at) in &mut l.old {
+                        at.get_or_insert(grace);
+                    }
+                }
+                let c = &mut self.locals[i].conn;
+                c.state = ConnState::Up { since: now };
+                c.backoff = RECONNECT_INITIAL;
+                c.next_keepalive = now + self.cfg.keepalive;
+                let ctrl = c.controller.map(|c| c.0.to_string()).unwrap_or_default();
+                out.push(Action::Log(format!(
+                    "%SDWAN-5-CONTROL_CONN_UP: control connection to vsmart {ctrl} color {color} up"
+                )));
+                // Our TLOCs (all colors) and service routes on every
+                // connection, as each is an OMP session of its own here.
+                let mut data = Zeroizing::new(Vec::new());
+                for j in 0..self.locals.len() {
+                    data.extend_from_slice(&Message::TlocAdvertise(self.tloc_route(j)).encode());
+                }
+                for p in &self.cfg.service_prefixes {
+                    data.extend_from_slice(
+                        &Message::RouteAdvertise(ServiceRoute {
+                            prefix: *p,
+                            system_ip: self.cfg.system_ip,
+                            site_id: self.cfg.site_id,
+                        })
+                        .encode(),
+                    );
+                }
+                out.push(Action::Send { color, data });
+            }
+            (ConnState::Up { .. }, Message::Keepalive) => {}
+            (ConnState::Up { .. }, Message::TlocAdvertise(t)) => self.learn_tloc(&color, t, out),
+            (
+                ConnState::Up { .. },
+                Message::TlocWithdraw {
+                    system_ip,
+                    color: c,
+                },
+            ) => {
+                let id = TlocId {
+                    system_ip,
+                    color: c,
+                };
+                if let Some(r) = self.tlocs.get_mut(&id) {
+                    r.sources.remove(&color);
+                    // A withdraw from the controller is authoritative: the
+                    // route goes now, whichever connections still carry it.
+                    self.remove_tloc(&id, out);
+                }
+            }
+            (ConnState::Up { .. }, Message::RouteAdvertise(r)) => self.learn_route(&color, r, out),
+            (ConnState::Up { .. }, Message::RouteWithdraw { prefix, system_ip }) => {
+                self.remove_route(&(prefix, system_ip), out);
+            }
+            (_, m) => {
+                let why = format!("unexpected message {}", message_name(&m));
+                self.protocol_error(now, i, &why, out);
+            }
+        }
+    }
+
+    fn protocol_error(&mut self, now: Instant, i: usize, why: &str, out: &mut Vec<Action>) {
+        self.send(i, &Message::Goodbye(GoodbyeReason::ProtocolError), out);
+        self.conn_down(now, i, &format!("protocol error: {why}"), true, out);
+    }
+
+    fn learn_tloc(&mut self, from: &str, t: TlocRoute, out: &mut Vec<Action>) {
+        if t.system_ip == self.cfg.system_ip {
+            return;
+        }
+        let id = TlocId {
+            system_ip: t.system_ip,
+            color: t.color.clone(),
+        };
+        let (changed, new) = match self.tlocs.get_mut(&id) {
+            Some(r) => {
+                let changed = r.route != t;
+                // Re-announced on a connection that did not carry it (after
+                // a reconnect): install again, so a datapath that lost the
+                // SA (clear crypto sa) gets it back.
+                let refreshed = r.sources.insert(from.to_owned());
+                r.stale_until = None;
+                r.route = t;
+                (changed || refreshed, false)
+            }
+            None => {
+                self.tlocs.insert(
+                    id.clone(),
+                    Learned {
+                        route: t,
+                        sources: BTreeSet::from([from.to_owned()]),
+                        stale_until: None,
+                    },
+                );
+                (true, true)
+            }
+        };
+        if changed {
+            for i in 0..self.locals.len() {
+                let sa = self.sa_for(i, &id);
+                out.push(Action::SaInstall(sa));
+            }
+        }
+        if new {
+            for (p, sys) in self.routes.keys() {
+                if *sys == id.system_ip {
+                    out.push(Action::RouteAdd {
+                        prefix: *p,
+                        via: id.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn learn_route(&mut self, from: &str, r: ServiceRoute, out: &mut Vec<Action>) {
+        if r.system_ip == self.cfg.system_ip {
+            return;
+        }
+        let k = (r.prefix, r.system_ip);
+        if let Some(l) = self.routes.get_mut(&k) {
+            l.sources.insert(from.to_owned());
+            l.stale_until = None;
+            l.route = r;
+            return;
+        }
+        for id in self.tlocs.keys() {
+            if id.system_ip == r.system_ip {
+                out.push(Action::RouteAdd {
+                    prefix: r.prefix,
+                    via: id.clone(),
+                });
+            }
+        }
+        self.routes.insert(
+            k,
+            Learned {
+                route: r,
+                sources: BTreeSet::from([from.to_owned()]),
+                stale_until: None,
+            },
+        );
+    }
+
+    fn remove_tloc(&mut self, id: &TlocId, out: &mut Vec<Action>) {
+        if self.tlocs.remove(id).is_none() {
+            return;
+        }
+        for (p, sys) in self.routes.keys() {
+            if *sys == id.system_ip {
+                out.push(Action::RouteRemove {
+                    prefix: *p,
+                    via: id.clone(),
+                });
+            }
+        }
+        for l in &self.locals {
+            out.push(Action::SaRemove {
+                local_color: l.cfg.color.clone(),
+                remote: id.clone(),
+            });
+        }
+    }
+
+    fn remove_route(&mut self, k: &(Prefix, Ipv4Addr), out: &mut Vec<Action>) {
+        if self.routes.remove(k).is_none() {
+            return;
+        }
+        for id in self.tlocs.keys() {
+            if id.system_ip == k.1 {
+                out.push(Action::RouteRemove {
+                    prefix: k.0,
+                    via: id.clone(),
+                });
+            }
+        }
+    }
+
+    /// The SA pair between local TLOC `i` and learned TLOC `id`.
+    fn sa_for(&self, i: usize, id: &TlocId) -> SdwanSa {
+        let l = &self.locals[i];
+        let me = l.id(self.cfg.system_ip);
+        let r = &self.tlocs[id].route;
+        let mut inbound = vec![SaParams {
+            spi: l.current.spi,
+            key: pairwise_key(&l.current.key, id, &me, l.current.spi),
+        }];
+        for (old, _) in l.old.iter().rev() {
+            inbound.push(SaParams {
+                spi: old.spi,
+                key: pairwise_key(&old.key, id, &me, old.spi),
+            });
+        }
+        SdwanSa {
+            local_color: l.cfg.color.clone(),
+            local_ip: l.cfg.address,
+            local_port: l.port(),
+            remote: id.clone(),
+            remote_site_id: r.site_id,
+            remote_ip: r.public_ip,
+            remote_port: r.public_port,
+            inbound,
+            outbound: SaParams {
+                spi: r.spi,
+                key: pairwise_key(&r.key, &me, id, r.spi),
+            },
+        }
+    }
+
+    fn refresh_local_sas(&self, i: usize, out: &mut Vec<Action>) {
+        for id in self.tlocs.keys() {
+            out.push(Action::SaInstall(self.sa_for(i, id)));
+        }
+    }
+
+    fn rekey(&mut self, now: Instant, i: usize, out: &mut Vec<Action>) {
+        let mut used = BTreeSet::new();
+        for l in &self.locals {
+            used.insert(l.current.spi);
+            used.extend(l.old.iter().map(|(o, _)| o.spi));
+        }
+        let spi = random_spi(&self.rng, &used);
+        let key = KeyMaterial::random(&self.rng);
+        // Peers can only move once the new route reached the controller:
+        // with no connection up the grace starts when one comes up.
+        let any_up = self
+            .locals
+            .iter()
+            .any(|l| matches!(l.conn.state, ConnState::Up { .. }));
+        let grace = any_up.then(|| now + self.cfg.rekey_grace);
+        let l = &mut self.locals[i];
+        let old = std::mem::replace(&mut l.current, Inbound { spi, key });
+        let old_spi = old.spi;
+        l.old.push((old, grace));
+        l.next_rekey = now + self.cfg.rekey;
+        out.push(Action::Log(format!(
+            "%SDWAN-5-IPSEC_REKEY: TLOC color {} new inbound SPI {:#010x}, old SPI {:#010x} kept {} s",
+            l.cfg.color,
+            spi,
+            old_spi,
+            self.cfg.rekey_grace.as_secs()
+        )));
+        // Make before break: the new inbound SAs first, then the advertisement.
+        self.refresh_local_sas(i, out);
+        self.advertise_tloc_everywhere(i, None, out);
+    }
+
+    fn on_timers(&mut self, now: Instant, out: &mut Vec<Action>) {
+        for i in 0..self.locals.len() {
+            if self.locals[i].next_rekey <= now {
+                self.rekey(now, i, out);
+            }
+            let before = self.locals[i].old.len();
+            self.locals[i]
+                .old
+                .retain(|(_, at)| at.is_none_or(|at| at > now));
+            if self.locals[i].old.len() != before {
+                self.refresh_local_sas(i, out);
+            }
+            let color = self.locals[i].cfg.color.clone();
+            match self.locals[i].conn.state {
+                ConnState::Idle { retry_at } if retry_at <= now => {
+                    self.locals[i].conn.state = ConnState::Connecting {
+                        deadline: now + HANDSHAKE_TIMEOUT,
+                    };
+                    out.push(Action::Connect { color });
+                }
+                ConnState::Connecting { deadline }
+                | ConnState::Handshake { deadline }
+                | ConnState::AuthSent { deadline }
+                    if deadline <= now =>
+                {
+                    self.conn_down(now, i, "handshake timeout", true, out);
+                }
+                ConnState::Up { .. } => {
+                    if self.locals[i].conn.last_rx + self.cfg.hold <= now {
+                        self.conn_down(now, i, "hold time expired", true, out);
+                    } else if self.locals[i].conn.next_keepalive <= now {
+                        self.locals[i].conn.next_keepalive = now + self.cfg.keepalive;
+                        self.send(i, &Message::Keepalive, out);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let expired: Vec<TlocId> = self
+            .tlocs
+            .iter()
+            .filter(|(_, r)| r.stale_until.is_some_and(|t| t <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for id in expired {
+            out.push(Action::Log(format!(
+                "%SDWAN-5-OMP_GR_EXPIRED: TLOC {id} withdrawn: graceful-restart time expired"
+            )));
+            self.remove_tloc(&id, out);
+        }
+        let expired: Vec<_> = self
+            .routes
+            .iter()
+            .filter(|(_, r)| r.stale_until.is_some_and(|t| t <= now))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in expired {
+            self.remove_route(&k, out);
+        }
+    }
+}
+
+/// A message's name for logs (never its contents).
+pub(crate) fn message_name(m: &Message) -> &'static str {
+    match m {
+        Message::Hello { .. } => "Hello",
+        Message::Auth { .. } => "Auth",
+        Message::AuthOk => "AuthOk",
+        Message::Keepalive => "Keepalive",
+        Message::TlocAdvertise(_) => "TlocAdvertise",
+        Message::TlocWithdraw { .. } => "TlocWithdraw",
+        Message::RouteAdvertise(_) => "RouteAdvertise",
+        Message::RouteWithdraw { .. } => "RouteWithdraw",
+        Message::Goodbye(_) => "Goodbye",
+    }
+}

@@ -1,0 +1,905 @@
+//! A controller core and three edge cores wired in memory with a mock clock.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use xdpsec_omp::consts::{GRACEFUL_RESTART, REKEY_GRACE};
+use xdpsec_omp::controller::{self, Controller, ControllerConfig};
+use xdpsec_omp::edge::{self, Edge, EdgeConfig, TlocConfig};
+use xdpsec_omp::{Prefix, SdwanSa, TlocId};
+
+const PSK: &[u8] = b"fabric-test-psk";
+
+enum Ev {
+    Ctrl(CtrlEv),
+    Edge(usize, EdgeEv),
+}
+enum CtrlEv {
+    Accepted(u64),
+    Bytes(u64, Vec<u8>),
+    Closed(u64),
+}
+enum EdgeEv {
+    Connected(String),
+    Bytes(String, Vec<u8>),
+    Closed(String),
+}
+
+/// What one edge's shell would have installed, and what it was asked.
+#[derive(Default)]
+struct EdgeState {
+    sas: BTreeMap<(String, TlocId), SdwanSa>,
+    routes: BTreeSet<(Prefix, TlocId)>,
+    ports: BTreeMap<String, u16>,
+    logs: Vec<String>,
+    history: Vec<String>,
+    sa_removes: usize,
+}
+
+struct Fabric {
+    now: Instant,
+    ctrl: Option<Controller>,
+    ctrl_gr: Duration,
+    ctrl_logs: Vec<String>,
+    edges: Vec<Option<Edge>>,
+    state: Vec<EdgeState>,
+    conns: BTreeMap<u64, (usize, String)>,
+    next_conn: u64,
+    queue: VecDeque<Ev>,
+    /// Edges whose bytes are lost both ways (TCP stalled, no reset).
+    blackhole: BTreeSet<usize>,
+}
+
+fn sys(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(192, 0, 2, n)
+}
+
+fn edge_cfg(n: u8, colors: &[&str], psk: &[u8]) -> EdgeConfig {
+    let tlocs = colors
+        .iter()
+        .enumerate()
+        .map(|(i, c)| TlocConfig {
+            color: (*c).into(),
+            address: IpAddr::V4(Ipv4Addr::new(198, 51, 100, n * 10 + i as u8)),
+            port_offset: 0,
+        })
+        .collect();
+    let mut c = EdgeConfig::new(sys(n), n as u32 * 100, psk, tlocs);
+    c.service_prefixes = vec![Prefix::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, n)), 32).unwrap()];
+    c
+}
+
+impl Fabric {
+    /// Edge 1 has two colors; edges 2 and 3 one each.
+    fn new() -> Fabric {
+        Fabric::with(vec![
+            edge_cfg(1, &["biz-internet", "mpls"], PSK),
+            edge_cfg(2, &["biz-internet"], PSK),
+            edge_cfg(3, &["mpls"], PSK),
+        ])
+    }
+
+    fn with(cfgs: Vec<EdgeConfig>) -> Fabric {
+        let now = Instant::now();
+        let mut f = Fabric {
+            now,
+            ctrl: None,
+            ctrl_gr: GRACEFUL_RESTART,
+            ctrl_logs: Vec::new(),
+            edges: Vec::new(),
+            state: Vec::new(),
+            conns: BTreeMap::new(),
+            next_conn: 1,
+            queue: VecDeque::new(),
+            blackhole: BTreeSet::new(),
+        };
+        f.start_controller();
+        for c in cfgs {
+            f.add_edge(c);
+        }
+        f
+    }
+
+    fn add_edge(&mut self, c: EdgeConfig) -> usize {
+        self.edges.push(Some(Edge::new(c, self.now)));
+        self.state.push(EdgeState::default());
+        let i = self.edges.len() - 1;
+        let a = self.edges[i]
+            .as_mut()
+            .unwrap()
+            .handle(self.now, edge::Input::Timer);
+        self.edge_actions(i, a);
+        self.run();
+        i
+    }
+
+    fn start_controller(&mut self) {
+        let mut c = ControllerConfig::new(Ipv4Addr::new(192, 0, 2, 254), PSK);
+        c.graceful_restart = self.ctrl_gr;
+        self.ctrl = Some(Controller::new(c));
+    }
+
+    /// The controller process dies: every TCP connection resets.
+    fn kill_controller(&mut self) {
+        self.ctrl = None;
+        for (_, (e, color)) in std::mem::take(&mut self.conns) {
+            self.queue.push_back(Ev::Edge(e, EdgeEv::Closed(color)));
+        }
+        self.run();
+    }
+
+    /// An edge process dies: its TCP connections reset.
+    fn kill_edge(&mut self, i: usize) {
+        self.edges[i] = None;
+        let ids: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, (e, _))| *e == i)
+            .map(|(k, _)| *k)
+            .collect();
+        for id in ids {
+            self.conns.remove(&id);
+            self.queue.push_back(Ev::Ctrl(CtrlEv::Closed(id)));
+        }
+        self.run();
+    }
+
+    fn edge_actions(&mut self, i: usize, actions: Vec<edge::Action>) {
+        for a in actions {
+            let st = &mut self.state[i];
+            st.history.push(match &a {
+                edge::Action::Send { color, .. } => format!("send {color}"),
+                edge::Action::SaInstall(sa) => {
+                    format!("sa-install {} {}", sa.local_color, sa.remote)
+                }
+                other => format!("{other:?}"),
+            });
+            match a {
+                edge::Action::Connect { color } => {
+                    if self.ctrl.is_some() {
+                        let id = self.next_conn;
+                        self.next_conn += 1;
+                        self.conns.insert(id, (i, color.clone()));
+                        self.queue.push_back(Ev::Ctrl(CtrlEv::Accepted(id)));
+                        self.queue.push_back(Ev::Edge(i, EdgeEv::Connected(color)));
+                    } else {
+                        self.queue.push_back(Ev::Edge(i, EdgeEv::Closed(color)));
+                    }
+                }
+                edge::Action::Send { color, data } => {
+                    if let Some(id) = self.conn_of(i, &color)
+                        && !self.blackhole.contains(&i)
+                    {
+                        self.queue
+                            .push_back(Ev::Ctrl(CtrlEv::Bytes(id, data.to_vec())));
+                    }
+                }
+                edge::Action::Close { color } => {
+                    if let Some(id) = self.conn_of(i, &color) {
+                        self.conns.remove(&id);
+                        self.queue.push_back(Ev::Ctrl(CtrlEv::Closed(id)));
+                    }
+                }
+                edge::Action::TlocPort { color, port, .. } => {
+                    st.ports.insert(color, port);
+                }
+                edge::Action::SaInstall(sa) => {
+                    // The shell's make-before-break rule: every inbound SPI
+                    // listed is installed; ones not listed go.
+                    st.sas
+                        .insert((sa.local_color.clone(), sa.remote.clone()), sa);
+                }
+                edge::Action::SaRemove {
+                    local_color,
+                    remote,
+                } => {
+                    st.sa_removes += 1;
+                    st.sas.remove(&(local_color, remote));
+                }
+                edge::Action::RouteAdd { prefix, via } => {
+                    st.routes.insert((prefix, via));
+                }
+                edge::Action::RouteRemove { prefix, via } => {
+                    st.routes.remove(&(prefix, via));
+                }
+                edge::Action::Log(l) => st.logs.push(l),
+            }
+        }
+    }
+
+    fn ctrl_actions(&mut self, actions: Vec<controller::Action>) {
+        for a in actions {
+            match a {
+                controller::Action::Send { conn, data } => {
+                    if let Some((e, color)) = self.conns.get(&conn)
+                        && !self.blackhole.contains(e)
+                    {
+                        self.queue
+                            .push_back(Ev::Edge(*e, EdgeEv::Bytes(color.clone(), data.to_vec())));
+                    }
+                }
+                controller::Action::Close { conn } => {
+                    if let Some((e, color)) = self.conns.remove(&conn) {
+                        self.queue.push_back(Ev::Edge(e, EdgeEv::Closed(color)));
+                    }
+                }
+                controller::Action::Log(l) => self.ctrl_logs.push(l),
+            }
+        }
+    }
+
+    fn conn_of(&self, i: usize, color: &str) -> Option<u64> {
+        self.conns
+            .iter()
+            .find(|(_, (e, c))| *e == i && c == color)
+            .map(|(k, _)| *k)
+    }
+
+    fn run(&mut self) {
+        let mut n = 0;
+        while let Some(ev) = self.queue.pop_front() {
+            n += 1;
+            assert!(n < 100_000, "no quiescence");
+            let now = self.now;
+            match ev {
+                Ev::Ctrl(e) => {
+                    let Some(c) = self.ctrl.as_mut() else {
+                        continue;
+                    };
+                    let a = match e {
+                        CtrlEv::Accepted(id) => c.handle(
+                            now,
+                            controller::Input::Accepted {
+                                conn: id,
+                                remote: SocketAddr::new(
+                                    IpAddr::V4(Ipv4Addr::new(198, 51, 100, 200)),
+                                    40000 + id as u16,
+                                ),
+                            },
+                        ),
+                        CtrlEv::Bytes(id, d) => {
+                            c.handle(now, controller::Input::Bytes { conn: id, data: &d })
+                        }
+                        CtrlEv::Closed(id) => c.handle(now, controller::Input::Closed { conn: id }),
+                    };
+                    self.ctrl_actions(a);
+                }
+                Ev::Edge(i, e) => {
+                    let Some(ed) = self.edges[i].as_mut() else {
+                        continue;
+                    };
+                    let a = match &e {
+                        EdgeEv::Connected(c) => ed.handle(now, edge::Input::Connected { color: c }),
+                        EdgeEv::Bytes(c, d) => {
+                            ed.handle(now, edge::Input::Bytes { color: c, data: d })
+                        }
+                        EdgeEv::Closed(c) => ed.handle(now, edge::Input::Closed { color: c }),
+                    };
+                    self.edge_actions(i, a);
+                }
+            }
+        }
+    }
+
+    /// Runs every timer due up to `now + d`, in order.
+    fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        loop {
+            let mut next: Option<Instant> = self.ctrl.as_ref().and_then(|c| c.next_timeout());
+            for e in self.edges.iter().flatten() {
+                if let Some(t) = e.next_timeout() {
+                    next = Some(next.map_or(t, |n| n.min(t)));
+                }
+            }
+            let Some(t) = next.filter(|t| *t <= end) else {
+                break;
+            };
+            self.now = self.now.max(t);
+            let now = self.now;
+            if let Some(c) = self.ctrl.as_mut()
+                && c.next_timeout().is_some_and(|t| t <= now)
+            {
+                let a = c.handle(now, controller::Input::Timer);
+                self.ctrl_actions(a);
+            }
+            for i in 0..self.edges.len() {
+                if let Some(e) = self.edges[i].as_mut()
+                    && e.next_timeout().is_some_and(|t| t <= now)
+                {
+                    let a = e.handle(now, edge::Input::Timer);
+                    self.edge_actions(i, a);
+                }
+            }
+            self.run();
+        }
+        self.now = end;
+    }
+
+    fn edge(&mut self, i: usize) -> &mut Edge {
+        self.edges[i].as_mut().unwrap()
+    }
+
+    fn command(&mut self, i: usize, f: impl FnOnce(&mut Edge, Instant) -> Vec<edge::Action>) {
+        let now = self.now;
+        let a = f(self.edge(i), now);
+        self.edge_actions(i, a);
+        self.run();
+    }
+
+    fn colors(&self, i: usize) -> Vec<String> {
+        let e = self.edges[i].as_ref().unwrap();
+        e.tlocs()
+            .into_iter()
+            .filter(|t| t.system_ip == sys(i as u8 + 1))
+            .map(|t| t.color)
+            .collect()
+    }
+}
+
+fn tloc(n: u8, color: &str) -> TlocId {
+    TlocId {
+        system_ip: sys(n),
+        color: color.into(),
+    }
+}
+
+/// Every live edge has an SA pair from each local TLOC to each remote TLOC,
+/// and A's outbound to B equals B's newest inbound from A (pairwise key).
+fn assert_converged(f: &Fabric) {
+    let live: Vec<usize> = (0..f.edges.len())
+        .filter(|i| f.edges[*i].is_some())
+        .collect();
+    for &a in &live {
+        let mut want = BTreeSet::new();
+        for &b in &live {
+            if a == b {
+                continue;
+            }
+            for la in f.colors(a) {
+                for lb in f.colors(b) {
+                    want.insert((la.clone(), tloc(b as u8 + 1, &lb)));
+                    let out = &f.state[a].sas[&(la.clone(), tloc(b as u8 + 1, &lb))];
+                    let inb = &f.state[b].sas[&(lb.clone(), tloc(a as u8 + 1, &la))];
+                    assert_eq!(
+                        out.outbound, inb.inbound[0],
+                        "edge {a} {la} -> edge {b} {lb}"
+                    );
+                    assert_eq!(out.remote_port, inb.local_port);
+                    assert_eq!(out.local_port, inb.remote_port);
+                    assert_eq!(
+                        out.outbound.spi,
+                        f.edges[b].as_ref().unwrap().local_spi(&lb).unwrap()
+                    );
+                }
+            }
+        }
+        let have: BTreeSet<_> = f.state[a].sas.keys().cloned().collect();
+        assert_eq!(have, want, "edge {a}'s SA pairs");
+    }
+}
+
+#[test]
+fn all_edges_learn_each_other_and_sa_pairs_match_pairwise() {
+    let f = Fabric::new();
+    assert_converged(&f);
+    let ctrl = f.ctrl.as_ref().unwrap();
+    assert_eq!(ctrl.tlocs().len(), 4);
+    assert_eq!(ctrl.routes().len(), 3);
+    assert_eq!(ctrl.peers(f.now).len(), 3);
+    assert!(ctrl.peers(f.now).iter().all(|p| p.state == "up"));
+    assert_eq!(ctrl.control_connections(f.now).len(), 4);
+    assert!(
+        ctrl.control_connections(f.now)
+            .iter()
+            .all(|c| c.state == "up")
+    );
+    // Pairwise: the two senders to edge 2's TLOC use different keys, same SPI.
+    let from1 = &f.state[0].sas[&("biz-internet".to_string(), tloc(2, "biz-internet"))].outbound;
+    let from1m = &f.state[0].sas[&("mpls".to_string(), tloc(2, "biz-internet"))].outbound;
+    let from3 = &f.state[2].sas[&("mpls".to_string(), tloc(2, "biz-internet"))].outbound;
+    assert_eq!(from1.spi, from3.spi);
+    assert_eq!(from1.spi, from1m.spi);
+    assert_ne!(from1.key, from3.key);
+    assert_ne!(from1.key, from1m.key);
+    // Service routes: edge 1's prefix via both its TLOCs on edge 2.
+    let p1 = Prefix::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1)), 32).unwrap();
+    assert!(f.state[1].routes.contains(&(p1, tloc(1, "biz-internet"))));
+    assert!(f.state[1].routes.contains(&(p1, tloc(1, "mpls"))));
+    assert_eq!(f.state[1].routes.len(), 3);
+    // Default ports, and no key in any show view or action's Debug.
+    assert_eq!(f.state[0].ports["biz-internet"], 12346);
+    for st in &f.state {
+        for sa in st.sas.values() {
+            let d = format!("{sa:?}");
+            assert!(
+                !d.contains(&format!("{:?}", sa.outbound.key.bytes())),
+                "{d}"
+            );
+        }
+    }
+    // Keepalives keep everything up for a while; nothing changes.
+    let mut f = f;
+    let before: Vec<usize> = f.state.iter().map(|s| s.history.len()).collect();
+    f.advance(Duration::from_secs(120));
+    assert_converged(&f);
+    for (i, s) in f.state.iter().enumerate() {
+        assert!(
+            s.history[before[i]..].iter().all(|h| h.starts_with("send")),
+            "{:?}",
+            &s.history[before[i]..]
+        );
+    }
+}
+
+#[test]
+fn rekey_is_make_before_break_and_old_inbound_goes_after_grace() {
+    let mut f = Fabric::new();
+    let old = f.edge(1).local_spi("biz-internet").unwrap();
+    let mark = f.state[1].history.len();
+    f.command(1, |e, now| e.ipsec_rekey(now));
+    let new = f.edge(1).local_spi("biz-internet").unwrap();
+    assert_ne!(old, new);
+    // On edge 2, every SA install (new inbound listed) precedes the advertisement.
+    let h = &f.state[1].history[mark..];
+    let first_send = h.iter().position(|x| x.starts_with("send")).unwrap();
+    let installs: Vec<usize> = h
+        .iter()
+        .enumerate()
+        .filter(|(_, x)| x.starts_with("sa-install"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(installs.len(), 3, "{h:?}");
+    assert!(installs.iter().all(|i| *i < first_send), "{h:?}");
+    for sa in f.state[1].sas.values() {
+        let spis: Vec<u32> = sa.inbound.iter().map(|s| s.spi).collect();
+        assert_eq!(spis, vec![new, old]);
+    }
+    // Peers moved their outbound to the new SPI.
+    assert_converged(&f);
+    // The old inbound stays for the grace, then goes.
+    f.advance(REKEY_GRACE - Duration::from_secs(1));
+    assert!(f.state[1].sas.values().all(|sa| sa.inbound.len() == 2));
+    f.advance(Duration::from_secs(2));
+    assert!(
+        f.state[1]
+            .sas
+            .values()
+            .all(|sa| sa.inbound.iter().map(|s| s.spi).collect::<Vec<_>>() == vec![new])
+    );
+    assert_converged(&f);
+    assert_eq!(f.state.iter().map(|s| s.sa_removes).sum::<usize>(), 0);
+}
+
+#[test]
+fn timed_rekey_follows_rekey_seconds() {
+    let mut cfgs = vec![
+        edge_cfg(1, &["biz-internet"], PSK),
+        edge_cfg(2, &["biz-internet"], PSK),
+    ];
+    cfgs[0].rekey = Duration::from_secs(300);
+    cfgs[0].rekey_grace = Duration::from_secs(10);
+    let mut f = Fabric::with(cfgs);
+    let s0 = f.edge(0).local_spi("biz-internet").unwrap();
+    f.advance(Duration::from_secs(299));
+    assert_eq!(f.edge(0).local_spi("biz-internet").unwrap(), s0);
+    f.advance(Duration::from_secs(2));
+    let s1 = f.edge(0).local_spi("biz-internet").unwrap();
+    assert_ne!(s0, s1);
+    assert_converged(&f);
+    assert_eq!(f.state[0].sas.values().next().unwrap().inbound.len(), 2);
+    f.advance(Duration::from_secs(10));
+    assert_eq!(f.state[0].sas.values().next().unwrap().inbound.len(), 1);
+    f.advance(Duration::from_secs(300));
+    assert_ne!(f.edge(0).local_spi("biz-internet").unwrap(), s1);
+    assert_converged(&f);
+}
+
+#[test]
+fn wrong_psk_is_refused_with_a_log_on_both_sides() {
+    let mut f = Fabric::new();
+    let bad = f.add_edge(edge_cfg(4, &["lte"], b"not-the-psk"));
+    f.advance(Duration::from_secs(30));
+    assert!(
+        f.ctrl_logs
+            .iter()
+            .any(|l| l.starts_with("%SDWAN-3-CONTROL_AUTH_FAIL")
+                && l.contains("192.0.2.4")
+                && l.contains("refused")),
+        "{:?}",
+        f.ctrl_logs
+    );
+    assert!(
+        f.state[bad]
+            .logs
+            .iter()
+            .any(|l| l.starts_with("%SDWAN-3-CONTROL_AUTH_FAIL")),
+        "{:?}",
+        f.state[bad].logs
+    );
+    assert!(f.state[bad].sas.is_empty());
+    let ctrl = f.ctrl.as_ref().unwrap();
+    assert!(ctrl.tlocs().iter().all(|t| t.system_ip != sys(4)));
+    assert!(f.state[0].sas.keys().all(|(_, r)| r.system_ip != sys(4)));
+    let now = f.now;
+    assert_ne!(f.edge(bad).control_connections(now)[0].state, "up");
+    // It keeps retrying with backoff (1, 2, 4, 8, 16 s): a handful of tries, not 30.
+    let tries = f.state[bad]
+        .history
+        .iter()
+        .filter(|h| h.starts_with("Connect"))
+        .count();
+    assert!((4..=6).contains(&tries), "{tries}");
+}
+
+#[test]
+fn a_replayed_auth_is_refused() {
+    use xdpsec_omp::wire::{FrameReader, Message, Role, auth_mac};
+    let now = Instant::now();
+    let mut c = Controller::new(ControllerConfig::new(sys(254), PSK));
+    let remote: SocketAddr = "198.51.100.9:40000".parse().unwrap();
+    let hello = Message::Hello {
+        role: Role::Edge,
+        system_ip: sys(9),
+        site_id: 9,
+        color: "mpls".into(),
+        version: "x".into(),
+        nonce: [5; 32],
+    };
+    let ctrl_nonce = |acts: &[controller::Action]| {
+        let controller::Action::Send { data, .. } = &acts[0] else {
+            panic!()
+        };
+        let mut r = FrameReader::default();
+        r.push(data);
+        let Some(Message::Hello { nonce, .. }) = r.next_message().unwrap() else {
+            panic!()
+        };
+        nonce
+    };
+    c.handle(now, controller::Input::Accepted { conn: 1, remote });
+    let a = c.handle(
+        now,
+        controller::Input::Bytes {
+            conn: 1,
+            data: &hello.encode(),
+        },
+    );
+    let cn = ctrl_nonce(&a);
+    let auth = Message::Auth {
+        mac: auth_mac(PSK, Role::Edge, &[5; 32], &cn, sys(9), "mpls"),
+    }
+    .encode();
+    let a = c.handle(
+        now,
+        controller::Input::Bytes {
+            conn: 1,
+            data: &auth,
+        },
+    );
+    assert!(
+        a.iter()
+            .any(|x| matches!(x, controller::Action::Log(l) if l.contains("CONTROL_CONN_UP"))),
+        "{a:?}"
+    );
+    // The same Hello and Auth replayed on a new connection: the
+    // controller's nonce differs, so the recorded MAC fails.
+    c.handle(now, controller::Input::Accepted { conn: 2, remote });
+    let a = c.handle(
+        now,
+        controller::Input::Bytes {
+            conn: 2,
+            data: &hello.encode(),
+        },
+    );
+    assert_ne!(ctrl_nonce(&a), cn);
+    let a = c.handle(
+        now,
+        controller::Input::Bytes {
+            conn: 2,
+            data: &auth,
+        },
+    );
+    assert!(
+        a.iter()
+            .any(|x| matches!(x, controller::Action::Log(l) if l.contains("CONTROL_AUTH_FAIL"))),
+        "{a:?}"
+    );
+    assert!(
+        a.iter()
+            .any(|x| matches!(x, controller::Action::Close { conn: 2 }))
+    );
+    // Garbage never panics and closes the connection.
+    c.handle(now, controller::Input::Accepted { conn: 3, remote });
+    let a = c.handle(
+        now,
+        controller::Input::Bytes {
+            conn: 3,
+            data: &[0, 0, 0, 2, 99, 1],
+        },
+    );
+    assert!(
+        a.iter()
+            .any(|x| matches!(x, controller::Action::Close { conn: 3 }))
+    );
+}
+
+#[test]
+fn a_dropped_edge_is_withdrawn_after_the_hold_time_not_before() {
+    let mut f = Fabric::new();
+    f.kill_edge(2);
+    let ctrl = f.ctrl.as_ref().unwrap();
+    assert!(
+        ctrl.peers(f.now)
+            .iter()
+            .any(|p| p.system_ip == sys(3) && p.state == "down")
+    );
+    assert!(
+        ctrl.tlocs()
+            .iter()
+            .any(|t| t.system_ip == sys(3) && t.status == "C,R,Stale")
+    );
+    f.advance(GRACEFUL_RESTART - Duration::from_secs(1));
+    assert!(f.state[0].sas.keys().any(|(_, r)| r.system_ip == sys(3)));
+    assert!(f.state[1].sas.keys().any(|(_, r)| r.system_ip == sys(3)));
+    assert_eq!(f.state[0].sa_removes, 0);
+    f.advance(Duration::from_secs(2));
+    assert!(f.state[0].sas.keys().all(|(_, r)| r.system_ip != sys(3)));
+    assert!(f.state[1].sas.keys().all(|(_, r)| r.system_ip != sys(3)));
+    assert!(f.state[1].routes.iter().all(|(_, v)| v.system_ip != sys(3)));
+    assert!(
+        f.ctrl_logs
+            .iter()
+            .any(|l| l.starts_with("%SDWAN-5-OMP_GR_EXPIRED") && l.contains("192.0.2.3"))
+    );
+    let ctrl = f.ctrl.as_ref().unwrap();
+    assert!(ctrl.tlocs().iter().all(|t| t.system_ip != sys(3)));
+    assert_eq!(ctrl.peers(f.now).len(), 2);
+}
+
+#[test]
+fn graceful_restart_hold_time_is_configurable() {
+    let mut f = Fabric::new();
+    let mut c = ControllerConfig::new(sys(254), PSK);
+    c.graceful_restart = Duration::from_secs(30);
+    f.ctrl = Some(Controller::new(c));
+    f.clear_all_connections();
+    f.advance(Duration::from_secs(5));
+    assert_converged(&f);
+    f.kill_edge(1);
+    f.advance(Duration::from_secs(29));
+    assert!(f.state[0].sas.keys().any(|(_, r)| r.system_ip == sys(2)));
+    f.advance(Duration::from_secs(2));
+    assert!(f.state[0].sas.keys().all(|(_, r)| r.system_ip != sys(2)));
+}
+
+impl Fabric {
+    fn clear_all_connections(&mut self) {
+        for i in 0..self.edges.len() {
+            if self.edges[i].is_some() {
+                self.command(i, |e, now| e.clear_control_connections(now));
+            }
+        }
+    }
+}
+
+#[test]
+fn controller_restart_keeps_sas_through_graceful_restart_then_reconverges() {
+    let mut f = Fabric::new();
+    let sas_before: Vec<_> = f.state.iter().map(|s| s.sas.clone()).collect();
+    f.kill_controller();
+    f.advance(Duration::from_secs(600));
+    for (i, s) in f.state.iter().enumerate() {
+        assert_eq!(s.sa_removes, 0);
+        assert_eq!(s.sas, sas_before[i], "edge {i} kept its SAs");
+        assert!(s.logs.iter().any(|l| l.contains("CONTROL_CONN_DOWN")));
+    }
+    assert!(f.edge(1).tlocs().iter().any(|t| t.status == "C,I,R,Stale"));
+    f.start_controller();
+    // Backoff is capped at 64 s: everyone is back within that.
+    f.advance(Duration::from_secs(65));
+    let ctrl = f.ctrl.as_ref().unwrap();
+    assert_eq!(ctrl.tlocs().len(), 4);
+    assert!(
+        ctrl.control_connections(f.now)
+            .iter()
+            .all(|c| c.state == "up")
+    );
+    assert_eq!(ctrl.control_connections(f.now).len(), 4);
+    for (i, s) in f.state.iter().enumerate() {
+        assert_eq!(s.sa_removes, 0);
+        assert_eq!(s.sas, sas_before[i]);
+    }
+    assert!(f.edge(1).tlocs().iter().all(|t| t.status != "C,I,R,Stale"));
+    assert_converged(&f);
+    // Converged again: a rekey propagates through the new controller.
+    f.command(0, |e, now| e.ipsec_rekey(now));
+    assert_converged(&f);
+}
+
+#[test]
+fn port_hop_changes_the_port_and_flaps_only_that_color() {
+    let mut f = Fabric::new();
+    let mark = f.state[0].history.len();
+    let now = f.now;
+    let a = f.edge(0).port_hop(now, "biz-internet").unwrap();
+    f.edge_actions(0, a);
+    f.run();
+    let h = &f.state[0].history[mark..];
+    assert!(
+        h.iter()
+            .any(|x| x.contains("Close { color: \"biz-internet\" }")),
+        "{h:?}"
+    );
+    assert!(
+        h.iter()
+            .any(|x| x.contains("Connect { color: \"biz-internet\" }")),
+        "{h:?}"
+    );
+    assert!(
+        !h.iter().any(|x| x.contains("color: \"mpls\" }")
+            && (x.starts_with("Close") || x.starts_with("Connect"))),
+        "{h:?}"
+    );
+    assert_eq!(f.state[0].ports["biz-internet"], 12366);
+    assert_eq!(f.state[0].ports["mpls"], 12346);
+    let ctrl = f.ctrl.as_ref().unwrap();
+    let t = ctrl
+        .tlocs()
+        .into_iter()
+        .find(|t| t.system_ip == sys(1) && t.color == "biz-internet")
+        .unwrap();
+    assert_eq!(t.public_port, 12366);
+    assert_eq!(
+        f.state[1].sas[&("biz-internet".to_string(), tloc(1, "biz-internet"))].remote_port,
+        12366
+    );
+    assert_converged(&f);
+    assert!(f.edge(0).port_hop(now, "no-such-color").is_none());
+    let mut ports = vec![];
+    for _ in 0..5 {
+        let a = f.edge(0).port_hop(now, "mpls").unwrap();
+        f.edge_actions(0, a);
+        f.run();
+        ports.push(f.state[0].ports["mpls"]);
+    }
+    assert_eq!(ports, [12366, 12386, 12406, 12426, 12346]);
+    assert_converged(&f);
+}
+
+#[test]
+fn clear_omp_withdraws_and_relearns() {
+    let mut f = Fabric::new();
+    let before = f.state[1].sa_removes;
+    f.command(0, |e, now| e.clear_omp(now));
+    // Edge 1 dropped all it learned, the others dropped edge 1's TLOCs, and
+    // everything came back.
+    assert!(f.state[0].sa_removes > 0);
+    assert!(f.state[1].sa_removes > before);
+    assert_converged(&f);
+}
+
+#[test]
+fn clear_control_connections_reinstalls_sas() {
+    // Recovery of a datapath that lost an SA (the seed's scenario 2): after
+    // a flap of the control connections every SA pair is installed again.
+    let mut f = Fabric::new();
+    f.state[1].sas.clear();
+    f.command(1, |e, now| e.clear_control_connections(now));
+    assert_converged(&f);
+}
+
+#[test]
+fn a_rekey_while_the_controller_is_down_keeps_the_old_inbound_until_it_is_back() {
+    let mut f = Fabric::new();
+    f.kill_controller();
+    let old = f.edge(1).local_spi("biz-internet").unwrap();
+    f.command(1, |e, now| e.ipsec_rekey(now));
+    f.advance(REKEY_GRACE * 10);
+    // The peers still send on the old SPI: it must still decrypt.
+    assert!(
+        f.state[1]
+            .sas
+            .values()
+            .all(|sa| sa.inbound.iter().any(|s| s.spi == old))
+    );
+    f.start_controller();
+    f.advance(Duration::from_secs(65));
+    assert_converged(&f);
+    assert!(f.state[1].sas.values().all(|sa| sa.inbound.len() == 2));
+    f.advance(REKEY_GRACE);
+    assert!(f.state[1].sas.values().all(|sa| sa.inbound.len() == 1));
+    assert_converged(&f);
+}
+
+#[test]
+fn no_key_in_the_debug_output_of_actions() {
+    let mut f = Fabric::new();
+    let now = f.now;
+    let acts = f.edge(1).ipsec_rekey(now);
+    let dbg = format!("{acts:?}");
+    assert!(
+        dbg.contains("Send { color: \"biz-internet\", data: <"),
+        "{dbg}"
+    );
+    assert!(dbg.contains("redacted"), "{dbg}");
+    let mut keys = Vec::new();
+    for a in &acts {
+        if let edge::Action::Send { data, .. } = a {
+            let mut r = xdpsec_omp::wire::FrameReader::default();
+            r.push(data);
+            while let Some(m) = r.next_message().unwrap() {
+                if let xdpsec_omp::wire::Message::TlocAdvertise(t) = m {
+                    keys.push(*t.key.bytes());
+                }
+            }
+        }
+    }
+    assert!(!keys.is_empty());
+    for k in &keys {
+        assert!(
+            !dbg.contains(&format!("{}, {}, {}, {}", k[0], k[1], k[2], k[3])),
+            "{dbg}"
+        );
+    }
+    for a in &acts {
+        if let edge::Action::SaInstall(sa) = a {
+            for k in sa.inbound.iter().chain([&sa.outbound]) {
+                assert!(!dbg.contains(&format!("{:?}", k.key.bytes())));
+                // Nor as a run of the first bytes in decimal.
+                let b = k.key.bytes();
+                assert!(!dbg.contains(&format!("{}, {}, {}, {}", b[0], b[1], b[2], b[3])));
+            }
+        }
+    }
+    f.edge_actions(1, acts);
+    f.run();
+    assert_converged(&f);
+}
+
+#[test]
+fn a_silent_connection_is_dropped_after_the_hold_time_and_recovers() {
+    use xdpsec_omp::consts::KEEPALIVE_HOLD;
+    let mut f = Fabric::new();
+    f.blackhole.insert(1);
+    f.advance(KEEPALIVE_HOLD - Duration::from_secs(1));
+    assert!(f.ctrl_logs.iter().all(|l| !l.contains("CONTROL_CONN_DOWN")));
+    f.advance(Duration::from_secs(2));
+    assert!(
+        f.ctrl_logs.iter().any(|l| l.contains("CONTROL_CONN_DOWN")
+            && l.contains("192.0.2.2")
+            && l.contains("hold time expired")),
+        "{:?}",
+        f.ctrl_logs
+    );
+    assert!(
+        f.state[1]
+            .logs
+            .iter()
+            .any(|l| l.contains("CONTROL_CONN_DOWN")),
+        "{:?}",
+        f.state[1].logs
+    );
+    // Routes are held (graceful restart), nothing removed; retries back off.
+    assert_eq!(f.state.iter().map(|s| s.sa_removes).sum::<usize>(), 0);
+    let mark = f.state[1].history.len();
+    f.advance(Duration::from_secs(200));
+    let tries = f.state[1].history[mark..]
+        .iter()
+        .filter(|h| h.starts_with("Connect"))
+        .count();
+    // Connects at +1, +2, +4 ... each failing its handshake after 10 s.
+    assert!((4..=8).contains(&tries), "{tries}");
+    f.blackhole.clear();
+    f.advance(Duration::from_secs(80));
+    assert_converged(&f);
+    assert!(
+        f.ctrl
+            .as_ref()
+            .unwrap()
+            .control_connections(f.now)
+            .iter()
+            .all(|c| c.state == "up")
+    );
+    assert_eq!(f.state.iter().map(|s| s.sa_removes).sum::<usize>(), 0);
+}
