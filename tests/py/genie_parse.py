@@ -14,7 +14,11 @@ import json
 import sys
 from unittest import mock
 
-from genie.libs.parser.iosxe.show_crypto import ShowCryptoIkev2Sa, ShowCryptoIpsecSa
+from genie.libs.parser.iosxe.show_crypto import (
+    ShowCryptoIkev2Sa,
+    ShowCryptoIpsecSa,
+    ShowCryptoSession,
+)
 from genie.libs.parser.iosxe.show_platform_hardware import (
     ShowPlatformHardwareQfpActiveFeatureIpsecDatapathDropsAll,
 )
@@ -24,6 +28,7 @@ PARSERS = {
     "sa": ShowCryptoIpsecSa,
     "drops": ShowPlatformHardwareQfpActiveFeatureIpsecDatapathDropsAll,
     "ikev2": ShowCryptoIkev2Sa,
+    "session": ShowCryptoSession,
 }
 
 

@@ -137,6 +137,7 @@ fn two_xdpsec_nodes_negotiate_clear_and_recover_from_forget_sa() {
     let texts = serde_json::json!([{
         "ikev2": d1.cli("show crypto ikev2 sa").unwrap(),
         "sa": d1.cli("show crypto ipsec sa").unwrap(),
+        "session": d1.cli("show crypto session").unwrap(),
     }]);
     let parsed = xdpsec_e2e::genie_parse(&texts).unwrap();
     let g = &parsed[0]["ikev2"]["parsed"]["ipv4"];
@@ -166,6 +167,10 @@ fn two_xdpsec_nodes_negotiate_clear_and_recover_from_forget_sa() {
     ] {
         assert_eq!(e[gk], a[jk], "{gk}: {e} vs {a}");
     }
+    let session = &parsed[0]["session"]["parsed"]["interface"]["Tunnel2"];
+    assert_eq!(session["session_status"], "UP-ACTIVE", "{parsed}");
+    let peer = lab.v4[1].to_string();
+    assert!(session["peer"][&peer].is_object(), "{parsed}");
     let sa_parsed = &parsed[0]["sa"]["parsed"]["interface"]["Tunnel2"];
     let out_hex = format!("0x{out1:X}");
     let text = sa_parsed.to_string();
