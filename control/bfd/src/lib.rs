@@ -543,6 +543,12 @@ impl Bfd {
         let Some(s) = self.sessions.get_mut(&id).filter(|s| s.remove_at.is_none()) else {
             return;
         };
+        // RFC 5880 6.8.16: keep telling the peer for at least a detection
+        // time. The peer's detection time for us (our multiplier times our
+        // interval before this change) is enough: after it the peer goes
+        // Down even without hearing us.
+        let iv = s.tx_interval().unwrap_or(s.tx_in_use);
+        s.remove_at = Some(now + iv * u32::from(s.config.multiplier));
         set_state(
             now,
             id,
@@ -551,10 +557,6 @@ impl Bfd {
             Diag::AdministrativelyDown,
             out,
         );
-        // RFC 5880 6.8.16: keep telling the peer for at least a detection
-        // time (the peer's: our multiplier times our interval).
-        let iv = s.tx_interval().unwrap_or(s.tx_in_use);
-        s.remove_at = Some(now + iv * u32::from(s.config.multiplier));
         s.detect_at = None;
         out.push(Action::Send {
             session: id,

@@ -5,8 +5,11 @@
 
 use std::{io::Write, path::PathBuf, process::Command, time::Duration};
 
+mod common;
+
+use common::{Event, Net, cfg};
 use xdpsec_bfd::{
-    Bfd, Diag, Input, SessionConfig, State,
+    Diag, State,
     wire::{Packet, Repr},
 };
 
@@ -86,72 +89,20 @@ fn fields(r: &Repr) -> serde_json::Value {
     })
 }
 
-/// Packets as the core emits them: a first Down packet, then the Init, Up
-/// with Poll and Final packets of two cores coming Up with a 100 ms hello.
+/// Packets as the core emits them: the Down, Init and Up packets, Polls
+/// and Finals of two cores coming Up with a 100 ms hello.
 fn core_packets() -> Vec<Vec<u8>> {
-    let t0 = std::time::Instant::now();
-    let cfg = SessionConfig {
-        hello: Duration::from_millis(100),
-        multiplier: 3,
-    };
-    let mut a = Bfd::new(1);
-    let mut b = Bfd::new(2);
-    let mut pkts = Vec::new();
-    let send = |acts: Vec<xdpsec_bfd::Action>, pkts: &mut Vec<Vec<u8>>| {
-        for act in acts {
-            if let xdpsec_bfd::Action::Send { data, .. } = act {
-                pkts.push(data);
-            }
-        }
-    };
-    send(
-        a.handle(
-            t0,
-            Input::Command(xdpsec_bfd::Command::Add {
-                session: 1,
-                config: cfg,
-            }),
-        ),
-        &mut pkts,
-    );
-    send(
-        b.handle(
-            t0,
-            Input::Command(xdpsec_bfd::Command::Add {
-                session: 1,
-                config: cfg,
-            }),
-        ),
-        &mut pkts,
-    );
-    // Deliver back and forth until both are Up and the polls are answered.
-    let mut i = 0;
-    while i < pkts.len() && i < 20 {
-        let (core, p) = if i % 2 == 0 {
-            (&mut b, pkts[i].clone())
-        } else {
-            (&mut a, pkts[i].clone())
-        };
-        let acts = core.handle(
-            t0,
-            Input::Packet {
-                session: 1,
-                data: &p,
-            },
-        );
-        send(acts, &mut pkts);
-        if pkts.len() == i + 1 {
-            let mut t = t0 + Duration::from_secs(1);
-            for c in [&mut a, &mut b] {
-                t = t.max(c.next_timeout().unwrap());
-            }
-            send(a.handle(t, Input::Timer), &mut pkts);
-            send(b.handle(t, Input::Timer), &mut pkts);
-        }
-        i += 1;
-    }
-    assert!(a.is_up(1) && b.is_up(1), "cores came Up");
-    pkts
+    let mut n = Net::new(2);
+    n.link((0, 1), (1, 1), cfg(100, 3), cfg(100, 3));
+    n.run_until(Duration::from_secs(3));
+    assert!(n.cores[0].is_up(1) && n.cores[1].is_up(1), "cores came Up");
+    n.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Sent { repr, .. } => Some(repr.to_bytes()),
+            Event::Change { .. } => None,
+        })
+        .collect()
 }
 
 #[test]
