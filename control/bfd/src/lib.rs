@@ -44,7 +44,7 @@ use wire::{Packet, Repr};
 
 use timers::{
     DEFAULT_HELLO, DEFAULT_MULTIPLIER, INITIAL_REMOTE_MIN_RX, JITTER_MAX_PERMILLE,
-    JITTER_MAX_PERMILLE_MULT1, JITTER_MIN_PERMILLE, MAX_INTERVAL, SLOW_TX,
+    JITTER_MAX_PERMILLE_MULT1, JITTER_MIN_PERMILLE, MAX_INTERVAL, MIN_HELLO, SLOW_TX,
 };
 
 /// The shell's name for a session (for SD-WAN: the tunnel/peer index).
@@ -54,7 +54,8 @@ pub type SessionId = u64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionConfig {
     /// Hello interval: our Desired Min TX and Required Min RX interval
-    /// (SD-WAN `hello-interval`). Clamped to 1 us ..= [`timers::MAX_INTERVAL`].
+    /// (SD-WAN `hello-interval`). Clamped to [`timers::MIN_HELLO`] ..=
+    /// [`timers::MAX_INTERVAL`].
     pub hello: Duration,
     /// Detect multiplier (SD-WAN `multiplier`); 0 is taken as 1.
     pub multiplier: u8,
@@ -511,7 +512,7 @@ impl Bfd {
         mut config: SessionConfig,
         out: &mut Vec<Action>,
     ) {
-        config.hello = config.hello.clamp(Duration::from_micros(1), MAX_INTERVAL);
+        config.hello = config.hello.clamp(MIN_HELLO, MAX_INTERVAL);
         config.multiplier = config.multiplier.max(1);
         if let Some(s) = self.sessions.get_mut(&id).filter(|s| s.remove_at.is_none()) {
             let (tx, rx, mult) = (s.adv_tx(), s.adv_rx(), s.config.multiplier);

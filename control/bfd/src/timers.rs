@@ -37,6 +37,11 @@ pub const DEFAULT_HELLO: Duration = Duration::from_millis(1000);
 /// SD-WAN `bfd color ... multiplier`, 7).
 pub const DEFAULT_MULTIPLIER: u8 = 7;
 
+/// Lowest hello the core accepts; lower configured values are raised to
+/// it. Our choice: it bounds the shell's timer work per session (Cisco
+/// SD-WAN's lowest `hello-interval` is 100 ms; tests run at 20 ms).
+pub const MIN_HELLO: Duration = Duration::from_millis(10);
+
 /// Periodic transmissions are jittered: each interval is between 75 % and
 /// 100 % of the negotiated one (RFC 5880 6.8.7), in per mille.
 pub const JITTER_MIN_PERMILLE: u64 = 750;
