@@ -35,7 +35,7 @@ pub mod timers;
 pub mod wire;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet, HashSet},
     time::{Duration, Instant},
 };
 
@@ -270,11 +270,15 @@ struct Session {
     /// waits for the Final (RFC 5880 6.8.3).
     rx_in_use: Duration,
     next_tx: Option<Instant>,
+    /// When the last periodic packet went out.
+    last_tx: Option<Instant>,
     detect_at: Option<Instant>,
     /// Set when removed: forgotten at this time.
     remove_at: Option<Instant>,
     up_since: Option<Instant>,
     transitions: u32,
+    /// The deadline under which the session sits in `Bfd::deadlines`.
+    queued: Option<Instant>,
 }
 
 impl Session {
@@ -294,10 +298,12 @@ impl Session {
             tx_in_use: Duration::ZERO,
             rx_in_use: Duration::ZERO,
             next_tx: None,
+            last_tx: None,
             detect_at: None,
             remove_at: None,
             up_since: None,
             transitions: 0,
+            queued: None,
         };
         s.tx_in_use = s.adv_tx();
         s.rx_in_use = s.adv_rx();
@@ -377,18 +383,25 @@ impl Session {
         }
     }
 
-    /// Shortens the pending transmission after the interval shrank (from
-    /// the slow 1 s to the hello when coming Up, or the peer asking for
-    /// faster packets), and starts it when the peer allows packets again.
+    /// Moves the pending periodic transmission after the interval changed:
+    /// sooner when it shrank (from the slow 1 s to the hello when coming
+    /// Up, or the peer asking for faster packets), later when the peer asked
+    /// for slower ones (never less than 75 % of the interval after the
+    /// last periodic packet, RFC 5880 6.8.7), started when the peer allows
+    /// packets again.
     fn reschedule_tx(&mut self, now: Instant, jitter: u64) {
-        match self.tx_interval() {
-            None => self.next_tx = None,
-            Some(iv) => {
-                let cand = now + jittered(iv, jitter, self.config.multiplier);
-                if self.next_tx.is_none_or(|t| t > now + iv) {
-                    self.next_tx = Some(cand);
-                }
+        let Some(iv) = self.tx_interval() else {
+            self.next_tx = None;
+            return;
+        };
+        let step = jittered(iv, jitter, self.config.multiplier);
+        match (self.next_tx, self.last_tx) {
+            (None, _) => self.next_tx = Some(now + step),
+            (Some(t), _) if t > now + iv => self.next_tx = Some(now + step),
+            (Some(t), Some(last)) if t < last + iv * 3 / 4 => {
+                self.next_tx = Some((last + step).max(now));
             }
+            _ => {}
         }
     }
 }
@@ -410,6 +423,11 @@ fn jittered(iv: Duration, r: u64, mult: u8) -> Duration {
 #[derive(Debug)]
 pub struct Bfd {
     sessions: BTreeMap<SessionId, Session>,
+    /// Each session's earliest deadline, so that timers and
+    /// `next_timeout` cost O(log n) however many sessions there are.
+    deadlines: BTreeSet<(Instant, SessionId)>,
+    /// Local discriminators in use.
+    discriminators: HashSet<u32>,
     rng: u64,
     drops: [u64; RxDrop::ALL.len()],
 }
@@ -420,6 +438,8 @@ impl Bfd {
     pub fn new(seed: u64) -> Bfd {
         Bfd {
             sessions: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            discriminators: HashSet::new(),
             rng: seed,
             drops: [0; RxDrop::ALL.len()],
         }
@@ -441,7 +461,7 @@ impl Bfd {
     fn new_discriminator(&mut self) -> u32 {
         loop {
             let d = self.random() as u32;
-            if d != 0 && !self.sessions.values().any(|s| s.local_disc == d) {
+            if d != 0 && self.discriminators.insert(d) {
                 return d;
             }
         }
@@ -451,24 +471,61 @@ impl Bfd {
     pub fn handle(&mut self, now: Instant, input: Input<'_>) -> Vec<Action> {
         let mut out = Vec::new();
         match input {
-            Input::Packet { session, data } => self.receive(now, session, data, &mut out),
+            Input::Packet { session, data } => {
+                self.receive(now, session, data, &mut out);
+                self.requeue(session);
+            }
             Input::Timer => self.timers(now, &mut out),
             Input::Command(Command::Add { session, config }) => {
-                self.add(now, session, config, &mut out)
+                self.add(now, session, config, &mut out);
+                self.requeue(session);
             }
-            Input::Command(Command::Remove { session }) => self.remove(now, session, &mut out),
-            Input::Command(Command::Flap { session }) => self.flap(now, session, &mut out),
+            Input::Command(Command::Remove { session }) => {
+                self.remove(now, session, &mut out);
+                self.requeue(session);
+            }
+            Input::Command(Command::Flap { session }) => {
+                self.flap(now, session, &mut out);
+                self.requeue(session);
+            }
         }
         out
     }
 
     /// When to call `handle(.., Input::Timer)` next.
     pub fn next_timeout(&self) -> Option<Instant> {
-        self.sessions
-            .values()
-            .flat_map(|s| [s.next_tx, s.detect_at, s.remove_at])
+        self.deadlines.first().map(|(t, _)| *t)
+    }
+
+    /// Puts the session's earliest deadline into the index (after anything
+    /// that may have changed its timers).
+    fn requeue(&mut self, id: SessionId) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let due = [s.next_tx, s.detect_at, s.remove_at]
+            .into_iter()
             .flatten()
-            .min()
+            .min();
+        if s.queued != due {
+            if let Some(q) = s.queued {
+                self.deadlines.remove(&(q, id));
+            }
+            if let Some(d) = due {
+                self.deadlines.insert((d, id));
+            }
+            s.queued = due;
+        }
+    }
+
+    /// Deletes a session with its deadline and discriminator.
+    fn forget(&mut self, id: SessionId) {
+        if let Some(s) = self.sessions.remove(&id) {
+            if let Some(q) = s.queued {
+                self.deadlines.remove(&(q, id));
+            }
+            self.discriminators.remove(&s.local_disc);
+        }
     }
 
     /// Whether the session exists and is Up (route over its tunnel).
@@ -526,13 +583,14 @@ impl Bfd {
         }
         // A new session (or one re-added while it was being removed: it
         // starts afresh with a new discriminator).
-        self.sessions.remove(&id);
+        self.forget(id);
         let disc = self.new_discriminator();
         let mut s = Session::new(config, disc);
         out.push(Action::Send {
             session: id,
             data: s.packet(false),
         });
+        s.last_tx = Some(now);
         let r = self.random();
         s.next_tx = s
             .tx_interval()
@@ -653,8 +711,12 @@ impl Bfd {
 
     fn timers(&mut self, now: Instant, out: &mut Vec<Action>) {
         let mut gone = Vec::new();
-        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
-        for id in ids {
+        let ids: Vec<SessionId> = self
+            .deadlines
+            .range(..=(now, SessionId::MAX))
+            .map(|(_, id)| *id)
+            .collect();
+        for &id in &ids {
             let r = self.random();
             let Some(s) = self.sessions.get_mut(&id) else {
                 continue;
@@ -692,14 +754,18 @@ impl Bfd {
                         session: id,
                         data: s.packet(false),
                     });
+                    s.last_tx = Some(now);
                 }
                 s.next_tx = s
                     .tx_interval()
                     .map(|iv| now + jittered(iv, r, s.config.multiplier));
             }
         }
+        for id in ids {
+            self.requeue(id);
+        }
         for id in gone {
-            self.sessions.remove(&id);
+            self.forget(id);
         }
     }
 }
@@ -753,5 +819,114 @@ fn view(now: Instant, id: SessionId, s: &Session) -> SessionView {
             .map_or(Duration::ZERO, |t| now.saturating_duration_since(t)),
         transitions: s.transitions,
         diag: s.local_diag,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The deadline index and discriminator set agree with the sessions.
+    fn check_index(b: &Bfd) {
+        let mut want = BTreeSet::new();
+        for (id, s) in &b.sessions {
+            let due = [s.next_tx, s.detect_at, s.remove_at]
+                .into_iter()
+                .flatten()
+                .min();
+            assert_eq!(s.queued, due, "session {id}");
+            if let Some(d) = due {
+                want.insert((d, *id));
+            }
+        }
+        assert_eq!(b.deadlines, want);
+        let discs: HashSet<u32> = b.sessions.values().map(|s| s.local_disc).collect();
+        assert_eq!(discs.len(), b.sessions.len(), "unique discriminators");
+        assert!(!discs.contains(&0));
+        assert_eq!(b.discriminators, discs);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Add(u64, u64),
+        Remove(u64),
+        Flap(u64),
+        Deliver(u64),
+        Advance(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u64..4, 10u64..300).prop_map(|(s, h)| Op::Add(s, h)),
+            (0u64..4).prop_map(Op::Remove),
+            (0u64..4).prop_map(Op::Flap),
+            (0u64..4).prop_map(Op::Deliver),
+            (1u64..500).prop_map(Op::Advance),
+        ]
+    }
+
+    proptest! {
+        // Random command sequences on two cores joined session by session:
+        // the index never goes stale, timeouts never lie in the past.
+        #[test]
+        fn deadline_index_stays_consistent(ops in proptest::collection::vec(op(), 1..60)) {
+            let mut cores = [Bfd::new(1), Bfd::new(2)];
+            let mut now = Instant::now();
+            // Packets in flight: (to core, session, bytes).
+            let mut pending: Vec<(usize, u64, Vec<u8>)> = Vec::new();
+            for op in ops {
+                let mut out: Vec<(usize, Action)> = Vec::new();
+                match op {
+                    Op::Add(s, h) => {
+                        let config = SessionConfig { hello: Duration::from_millis(h), multiplier: 3 };
+                        for (i, c) in cores.iter_mut().enumerate() {
+                            out.extend(c.handle(now, Input::Command(Command::Add { session: s, config }))
+                                .into_iter().map(|x| (i, x)));
+                        }
+                    }
+                    Op::Remove(s) => out.extend(cores[0].handle(now, Input::Command(Command::Remove { session: s }))
+                        .into_iter().map(|x| (0, x))),
+                    Op::Flap(s) => out.extend(cores[1].handle(now, Input::Command(Command::Flap { session: s }))
+                        .into_iter().map(|x| (1, x))),
+                    Op::Deliver(s) => {
+                        // A few rounds of delivery for session s, both ways.
+                        for _ in 0..4 {
+                            let (now_pkts, rest): (Vec<_>, Vec<_>) =
+                                pending.drain(..).partition(|(_, x, _)| *x == s);
+                            pending = rest;
+                            for (to, sess, data) in now_pkts {
+                                let acts = cores[to].handle(now, Input::Packet { session: sess, data: &data });
+                                for act in acts {
+                                    if let Action::Send { session, data } = act {
+                                        pending.push((1 - to, session, data));
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Op::Advance(ms) => {
+                        let end = now + Duration::from_millis(ms);
+                        while let Some(t) = cores.iter().filter_map(|c| c.next_timeout()).min().filter(|t| *t <= end) {
+                            prop_assert!(t >= now);
+                            now = t;
+                            for (i, c) in cores.iter_mut().enumerate() {
+                                if c.next_timeout().is_some_and(|x| x <= now) {
+                                    out.extend(c.handle(now, Input::Timer).into_iter().map(|x| (i, x)));
+                                }
+                            }
+                        }
+                        now = end;
+                    }
+                }
+                for (from, act) in out {
+                    if let Action::Send { session, data } = act {
+                        pending.push((1 - from, session, data));
+                    }
+                }
+                check_index(&cores[0]);
+                check_index(&cores[1]);
+            }
+        }
     }
 }

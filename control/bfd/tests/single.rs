@@ -190,7 +190,9 @@ fn the_peer_sets_the_pace_when_slower_or_asks_for_nothing() {
     fin.desired_min_tx = ms(500);
     s.rx(fin);
     assert_eq!(s.core.session(s.now, 1).unwrap().tx_interval_ms, 500);
-    let mut times = Vec::new();
+    // The first packet went out at `now` (when the session was added): the
+    // next one, already scheduled 100 ms later, moves to 375-500 ms.
+    let mut times = vec![s.now];
     for _ in 0..8 {
         let acts = s.run(ms(400));
         times.extend(
