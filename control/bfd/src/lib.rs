@@ -26,6 +26,9 @@
 //!   [`Command::Remove`] the core still sends AdminDown packets for the
 //!   session for one detection time, so the peer learns it at once; the
 //!   shell may drop them if the tunnel is already gone.
+//! - [`Command::Add`] when a tunnel appears (again with new parameters to
+//!   change them: Poll/Final when Up), [`Command::Remove`] when it goes,
+//!   [`Command::Flap`] for a clear/flap command.
 //! - Seed the core from the OS's random source ([`Bfd::new`]): the seed
 //!   picks discriminators and jitter.
 #![deny(unsafe_code)]
@@ -406,7 +409,7 @@ impl Session {
     }
 }
 
-/// `iv` reduced by 0-25 % (0-10 % less at most with multiplier 1: 10-25 %),
+/// `iv` reduced by a random 0-25 % (by 10-25 % when the multiplier is 1),
 /// picked by `r` (RFC 5880 6.8.7).
 fn jittered(iv: Duration, r: u64, mult: u8) -> Duration {
     let max = if mult == 1 {
