@@ -347,6 +347,30 @@ fn controller_reflects_edges_and_genie_reads_its_shows() {
         assert_eq!(r["state"], "up", "{r}");
     }
 
+    // Service routes, each resolving through its originator's TLOC colors.
+    let routes = ctrl.cli_json("show sdwan omp routes").unwrap();
+    let got: BTreeSet<(String, String, String)> = routes["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["prefix"].as_str().unwrap().to_string(),
+                r["originator"].as_str().unwrap().to_string(),
+                r["tloc_colors"].to_string(),
+            )
+        })
+        .collect();
+    let want: BTreeSet<(String, String, String)> = [
+        ("203.0.113.1/32", "192.0.2.1", r#"["biz-internet","mpls"]"#),
+        ("203.0.113.2/32", "192.0.2.2", r#"["biz-internet"]"#),
+        ("203.0.113.3/32", "192.0.2.3", r#"["mpls"]"#),
+    ]
+    .iter()
+    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+    .collect();
+    assert_eq!(got, want, "{routes}");
+
     // genieparser reads the text into the values --json gives.
     let texts = json!([{
         "omp_tlocs": ctrl.cli("show sdwan omp tlocs").unwrap(),
@@ -515,6 +539,26 @@ fn controller_holds_routes_for_graceful_restart_then_withdraws() {
         ),
         1
     );
+
+    // A frame longer than the core's limit: the connection is closed, the
+    // controller carries on.
+    let closed = Lab::in_ns(&lab.ns2, || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.write_all(&u32::MAX.to_be_bytes()).unwrap();
+        let mut b = [0u8; 256];
+        // Whatever the controller says (a Goodbye), then EOF or a reset.
+        loop {
+            match s.read(&mut b) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) => return e.kind() == ErrorKind::ConnectionReset,
+            }
+        }
+    })
+    .unwrap();
+    assert!(closed, "an oversized frame must close the connection");
+    assert!(ctrl.cli("show version").is_ok());
 
     // Edge 1 goes away without a Goodbye.
     e1.stop();
