@@ -954,7 +954,7 @@ fn parse_ike(
 
 /// Read a pre-shared key file: it must be a regular file of mode 0600 (or
 /// stricter); one trailing newline is not part of the key.
-fn read_psk_file(path: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
+pub(crate) fn read_psk_file(path: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot read it: {e}"))?;
     let mode = meta.permissions().mode() & 0o777;

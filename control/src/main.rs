@@ -2,6 +2,7 @@
 mod cli;
 mod commands;
 mod config;
+mod controller;
 mod ctlsock;
 mod daemon;
 mod datapath;
@@ -44,6 +45,13 @@ enum Command {
         /// Without it, an interactive NODE# prompt reads commands.
         command: Vec<String>,
     },
+    /// Run the SD-WAN controller (OMP route reflector) in the foreground
+    /// until SIGINT or SIGTERM.
+    Controller {
+        /// The controller's TOML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Check a configuration file and print what it means (exit 2 if invalid).
     CheckConfig {
         /// The TOML configuration file.
@@ -75,6 +83,30 @@ fn main() -> ExitCode {
                 }
             };
             match daemon::run(cfg, &config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("xdpsec: {}", format_chain(&e));
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Controller { config } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_env("XDPSEC_LOG")
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .init();
+            let cfg = match controller::ControllerConfig::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("xdpsec: invalid config: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match controller::run(cfg) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("xdpsec: {}", format_chain(&e));

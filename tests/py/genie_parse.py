@@ -22,6 +22,30 @@ from genie.libs.parser.iosxe.show_crypto import (
 from genie.libs.parser.iosxe.show_platform_hardware import (
     ShowPlatformHardwareQfpActiveFeatureIpsecDatapathDropsAll,
 )
+from genie.libs.parser.iosxe.show_sdwan import (
+    ShowSdwanControlConnections,
+    ShowSdwanOmpPeers,
+    ShowSdwanOmpTlocs,
+)
+
+
+def via_device(parser_cls):
+    """The IOS XE ShowSdwanOmpTlocs and ShowSdwanOmpPeers parsers ignore
+    `output=` (they only read `device.execute(...)`, and raise
+    UnboundLocalError otherwise): hand them the text through a mocked device
+    instead, as genie's own tests do."""
+
+    class ViaDevice:
+        def __init__(self, device):
+            pass
+
+        def parse(self, output):
+            device = mock.Mock()
+            device.execute = mock.Mock(return_value=output)
+            return parser_cls(device=device).parse()
+
+    return ViaDevice
+
 
 # Which parser reads which text of a case.
 PARSERS = {
@@ -29,6 +53,9 @@ PARSERS = {
     "drops": ShowPlatformHardwareQfpActiveFeatureIpsecDatapathDropsAll,
     "ikev2": ShowCryptoIkev2Sa,
     "session": ShowCryptoSession,
+    "omp_tlocs": via_device(ShowSdwanOmpTlocs),
+    "omp_peers": via_device(ShowSdwanOmpPeers),
+    "control_connections": ShowSdwanControlConnections,
 }
 
 

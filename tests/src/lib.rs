@@ -16,6 +16,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
+pub mod controller;
 pub mod frames;
 pub mod strongswan;
 pub mod tunnel;

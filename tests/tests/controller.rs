@@ -1,0 +1,635 @@
+//! `xdpsec controller` in a namespace, with fake edges: `xdpsec_omp::Edge`
+//! cores driven over real TCP from the other namespace by a small shell in
+//! this file. The controller's shows list the edges' connections, TLOCs and
+//! peers (`--json`), Cisco's genieparser reads the text into the same
+//! values, a wrong PSK is refused with a log line, and a stopped edge's
+//! routes are held for the graceful-restart time and then withdrawn.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::{ErrorKind, Read, Write},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+use xdpsec_e2e::{Lab, controller::Controller, genie_parse, settle_for};
+use xdpsec_omp::{
+    Prefix, TlocId,
+    edge::{Action, Edge, EdgeConfig, Input, TlocConfig},
+};
+
+const PSK: &str = "controller-test-psk";
+const PORT: u16 = 23456;
+
+/// What a fake edge's shell saw, shared with the test thread.
+#[derive(Default)]
+struct Seen {
+    /// SA pairs installed: (local color, remote TLOC).
+    sas: BTreeSet<(String, TlocId)>,
+    /// Inbound SPI of each local color.
+    spis: BTreeMap<String, u32>,
+    /// TLOC ports announced.
+    ports: BTreeMap<String, u16>,
+    logs: Vec<String>,
+}
+
+/// An edge core in a thread inside a namespace, connected to the
+/// controller over TCP; its connections close when it is stopped.
+struct FakeEdge {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Seen>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FakeEdge {
+    fn start(ns: &str, controller: SocketAddr, n: u8, colors: &[&str], psk: &str) -> FakeEdge {
+        let tlocs = colors
+            .iter()
+            .enumerate()
+            .map(|(i, c)| TlocConfig {
+                color: (*c).into(),
+                address: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 20 + n * 2 + i as u8)),
+                port_offset: 0,
+            })
+            .collect();
+        let mut cfg = EdgeConfig::new(
+            Ipv4Addr::new(192, 0, 2, n),
+            n as u32 * 100,
+            psk.as_bytes(),
+            tlocs,
+        );
+        cfg.service_prefixes =
+            vec![Prefix::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, n)), 32).unwrap()];
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let (stop2, seen2, ns) = (Arc::clone(&stop), Arc::clone(&seen), ns.to_string());
+        let thread = std::thread::spawn(move || {
+            Lab::in_ns(&ns, || edge_loop(cfg, controller, &stop2, &seen2))
+                .expect("entering the edge namespace");
+        });
+        FakeEdge {
+            stop,
+            seen,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stop the core and close its connections (no Goodbye: as a crash).
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for FakeEdge {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The edge shell: blocking sockets with a short read timeout, bounded to
+/// 120 s in all.
+fn edge_loop(cfg: EdgeConfig, controller: SocketAddr, stop: &AtomicBool, seen: &Mutex<Seen>) {
+    let colors: Vec<String> = cfg.tlocs.iter().map(|t| t.color.clone()).collect();
+    let start = Instant::now();
+    let mut edge = Edge::new(cfg, start);
+    let mut conns: BTreeMap<String, TcpStream> = BTreeMap::new();
+    let mut pending = edge.handle(start, Input::Timer);
+    let mut buf = vec![0u8; 16 * 1024];
+    while !stop.load(Ordering::Acquire) && start.elapsed() < Duration::from_secs(120) {
+        while !pending.is_empty() {
+            let now = Instant::now();
+            let mut next = Vec::new();
+            for a in pending.drain(..) {
+                match a {
+                    Action::Connect { color } => {
+                        match TcpStream::connect_timeout(&controller, Duration::from_secs(2)) {
+                            Ok(s) => {
+                                s.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+                                conns.insert(color.clone(), s);
+                                next.extend(edge.handle(now, Input::Connected { color: &color }));
+                            }
+                            Err(_) => {
+                                next.extend(edge.handle(now, Input::Closed { color: &color }))
+                            }
+                        }
+                    }
+                    Action::Send { color, data } => {
+                        let failed = match conns.get_mut(&color) {
+                            Some(s) => s.write_all(&data).is_err(),
+                            None => false,
+                        };
+                        if failed {
+                            conns.remove(&color);
+                            next.extend(edge.handle(now, Input::Closed { color: &color }));
+                        }
+                    }
+                    Action::Close { color } => {
+                        conns.remove(&color);
+                    }
+                    Action::TlocPort { color, port, .. } => {
+                        seen.lock().unwrap().ports.insert(color, port);
+                    }
+                    Action::SaInstall(sa) => {
+                        seen.lock().unwrap().sas.insert((sa.local_color, sa.remote));
+                    }
+                    Action::SaRemove {
+                        local_color,
+                        remote,
+                    } => {
+                        seen.lock().unwrap().sas.remove(&(local_color, remote));
+                    }
+                    Action::Log(l) => seen.lock().unwrap().logs.push(l),
+                    _ => {}
+                }
+            }
+            pending = next;
+        }
+        {
+            let mut s = seen.lock().unwrap();
+            for c in &colors {
+                if let Some(spi) = edge.local_spi(c) {
+                    s.spis.insert(c.clone(), spi);
+                }
+            }
+        }
+        // Read each connection for up to its 10 ms timeout.
+        let names: Vec<String> = conns.keys().cloned().collect();
+        for color in names {
+            let now = Instant::now();
+            let r = conns.get_mut(&color).map(|s| s.read(&mut buf));
+            let n = match r {
+                None => continue,
+                Some(Ok(n)) if n > 0 => n,
+                Some(Err(e))
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue;
+                }
+                // EOF or a reset.
+                Some(_) => {
+                    conns.remove(&color);
+                    pending.extend(edge.handle(now, Input::Closed { color: &color }));
+                    continue;
+                }
+            };
+            pending.extend(edge.handle(
+                now,
+                Input::Bytes {
+                    color: &color,
+                    data: &buf[..n],
+                },
+            ));
+        }
+        if conns.is_empty() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let now = Instant::now();
+        if edge.next_timeout().is_some_and(|t| t <= now) {
+            pending.extend(edge.handle(now, Input::Timer));
+        }
+    }
+    // Dropping `conns` closes the TCP connections.
+}
+
+fn controller_config(listen: &str, gr: Option<u64>) -> String {
+    let mut c = format!(
+        "node = \"vsmart1\"\nsocket = \"{{socket}}\"\nlisten = \"{listen}\"\npsk = \"{PSK}\"\n"
+    );
+    if let Some(g) = gr {
+        c.push_str(&format!("graceful_restart_seconds = {g}\n"));
+    }
+    c
+}
+
+/// (system_ip, color, state) of the connections in `show sdwan control connections --json`.
+fn conn_rows(c: &Controller) -> BTreeSet<(String, String, String)> {
+    let v = c.cli_json("show sdwan control connections").unwrap();
+    v["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["system_ip"].as_str().unwrap_or("-").to_string(),
+                r["color"].as_str().unwrap_or("-").to_string(),
+                r["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn up(sys: &str, color: &str) -> (String, String, String) {
+    (sys.into(), color.into(), "up".into())
+}
+
+/// Note in `diff` when genie's value differs from `--json`'s.
+fn check(diff: &mut Vec<String>, what: String, got: &Value, want: Value) {
+    if *got != want {
+        diff.push(format!("{what}: genie read {got}, --json says {want}"));
+    }
+}
+
+#[test]
+fn controller_reflects_edges_and_genie_reads_its_shows() {
+    let lab = Lab::unique().up(1).expect("lab");
+    let addr = SocketAddr::new(lab.v4[0], PORT);
+    let ctrl = Controller::start(&lab.ns1, &controller_config(&addr.to_string(), None))
+        .expect("controller");
+    let e1 = FakeEdge::start(&lab.ns2, addr, 1, &["biz-internet", "mpls"], PSK);
+    let e2 = FakeEdge::start(&lab.ns2, addr, 2, &["biz-internet"], PSK);
+    let e3 = FakeEdge::start(&lab.ns2, addr, 3, &["mpls"], PSK);
+
+    let want: BTreeSet<_> = [
+        up("192.0.2.1", "biz-internet"),
+        up("192.0.2.1", "mpls"),
+        up("192.0.2.2", "biz-internet"),
+        up("192.0.2.3", "mpls"),
+    ]
+    .into();
+    let got = settle_for(
+        want.clone(),
+        Duration::from_millis(300),
+        Duration::from_secs(15),
+        || conn_rows(&ctrl),
+    );
+    assert_eq!(got, want, "control connections");
+
+    // Every TLOC, with the SPI and port the edge core chose; reflected to
+    // every other edge (all colors: no restrict).
+    let tloc_count = || {
+        ctrl.cli_json("show sdwan omp tlocs").unwrap()["tlocs"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(
+        settle_for(
+            4,
+            Duration::from_millis(300),
+            Duration::from_secs(10),
+            tloc_count
+        ),
+        4
+    );
+    let tlocs = ctrl.cli_json("show sdwan omp tlocs").unwrap();
+    for (e, n, colors) in [
+        (&e1, 1, vec!["biz-internet", "mpls"]),
+        (&e2, 2, vec!["biz-internet"]),
+        (&e3, 3, vec!["mpls"]),
+    ] {
+        let s = e.seen.lock().unwrap();
+        for (i, color) in colors.iter().enumerate() {
+            let row = tlocs["tlocs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["system_ip"] == format!("192.0.2.{n}") && r["color"] == *color)
+                .unwrap_or_else(|| panic!("no TLOC 192.0.2.{n}/{color} in {tlocs}"));
+            assert_eq!(row["spi"], json!(s.spis[*color]), "{row}");
+            assert_eq!(row["public_port"], json!(s.ports[*color]), "{row}");
+            assert_eq!(
+                row["public_ip"],
+                json!(format!("198.51.100.{}", 20 + n * 2 + i as u8))
+            );
+            assert_eq!(row["encap"], "ipsec");
+            assert_eq!(row["status"], "C,R");
+            let keys: BTreeSet<&str> = row
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(|k| k.as_str())
+                .collect();
+            assert_eq!(
+                keys,
+                [
+                    "color",
+                    "encap",
+                    "public_ip",
+                    "public_port",
+                    "spi",
+                    "status",
+                    "system_ip"
+                ]
+                .into(),
+                "a TLOC row carries exactly the contract's fields (never a key)"
+            );
+        }
+    }
+    let sa_count = |e: &FakeEdge| e.seen.lock().unwrap().sas.len();
+    // edge1: 2 local colors x 2 remote TLOCs; edge2 and edge3: 1 x 3.
+    for (e, want) in [(&e1, 4), (&e2, 3), (&e3, 3)] {
+        assert_eq!(
+            settle_for(
+                want,
+                Duration::from_millis(200),
+                Duration::from_secs(10),
+                || sa_count(e)
+            ),
+            want,
+            "SA pairs learned through the controller"
+        );
+    }
+    let peers = ctrl.cli_json("show sdwan omp peers").unwrap();
+    let rows = peers["peers"].as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{peers}");
+    for r in rows {
+        assert_eq!(r["state"], "up", "{r}");
+    }
+
+    // Service routes, each resolving through its originator's TLOC colors.
+    let routes = ctrl.cli_json("show sdwan omp routes").unwrap();
+    let got: BTreeSet<(String, String, String)> = routes["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["prefix"].as_str().unwrap().to_string(),
+                r["originator"].as_str().unwrap().to_string(),
+                r["tloc_colors"].to_string(),
+            )
+        })
+        .collect();
+    let want: BTreeSet<(String, String, String)> = [
+        ("203.0.113.1/32", "192.0.2.1", r#"["biz-internet","mpls"]"#),
+        ("203.0.113.2/32", "192.0.2.2", r#"["biz-internet"]"#),
+        ("203.0.113.3/32", "192.0.2.3", r#"["mpls"]"#),
+    ]
+    .iter()
+    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+    .collect();
+    assert_eq!(got, want, "{routes}");
+
+    // genieparser reads the text into the values --json gives.
+    let texts = json!([{
+        "omp_tlocs": ctrl.cli("show sdwan omp tlocs").unwrap(),
+        "omp_peers": ctrl.cli("sh sdwan omp peers").unwrap(),
+        "control_connections": ctrl.cli("show sdwan control connections").unwrap(),
+    }]);
+    let tlocs = ctrl.cli_json("show sdwan omp tlocs").unwrap();
+    let peers = ctrl.cli_json("show sdwan omp peers").unwrap();
+    let conns = ctrl.cli_json("show sdwan control connections").unwrap();
+    let g = genie_parse(&texts).expect("genie");
+    let g = &g[0];
+    let mut diff = Vec::new();
+    let gt = &g["omp_tlocs"]["parsed"]["tloc_data"];
+    assert!(gt.is_object(), "ShowSdwanOmpTlocs: {}", g["omp_tlocs"]);
+    let mut n = 0;
+    for r in tlocs["tlocs"].as_array().unwrap() {
+        let t = &gt[r["system_ip"].as_str().unwrap()]["tloc"][r["color"].as_str().unwrap()];
+        let a = &t["received_from"]["attributes"];
+        check(
+            &mut diff,
+            format!("{r} transport"),
+            &t["transport"],
+            r["encap"].clone(),
+        );
+        check(
+            &mut diff,
+            format!("{r} encap_spi"),
+            &a["encap_spi"],
+            r["spi"].clone(),
+        );
+        check(
+            &mut diff,
+            format!("{r} public_ip"),
+            &a["public_ip"],
+            r["public_ip"].clone(),
+        );
+        check(
+            &mut diff,
+            format!("{r} public_port"),
+            &a["public_port"],
+            r["public_port"].clone(),
+        );
+        let status: Vec<&str> = r["status"].as_str().unwrap().split(',').collect();
+        check(
+            &mut diff,
+            format!("{r} status"),
+            &t["received_from"]["status"],
+            json!(status),
+        );
+        n += 1;
+    }
+    assert_eq!(n, 4);
+    let gp = &g["omp_peers"]["parsed"]["peer"];
+    assert!(gp.is_object(), "ShowSdwanOmpPeers: {}", g["omp_peers"]);
+    for r in peers["peers"].as_array().unwrap() {
+        let p = &gp[r["system_ip"].as_str().unwrap()];
+        check(
+            &mut diff,
+            format!("{r} type"),
+            &p["type"],
+            r["peer_type"].clone(),
+        );
+        check(
+            &mut diff,
+            format!("{r} site_id"),
+            &p["site_id"],
+            r["site_id"].clone(),
+        );
+        check(
+            &mut diff,
+            format!("{r} state"),
+            &p["state"],
+            r["state"].clone(),
+        );
+        check(
+            &mut diff,
+            format!("{r} recv"),
+            &p["route"]["recv"],
+            r["received"].clone(),
+        );
+        check(
+            &mut diff,
+            format!("{r} sent"),
+            &p["route"]["sent"],
+            r["sent"].clone(),
+        );
+    }
+    let gc = &g["control_connections"]["parsed"]["local_color"];
+    assert!(
+        gc.is_object(),
+        "ShowSdwanControlConnections: {}",
+        g["control_connections"]
+    );
+    for r in conns["connections"].as_array().unwrap() {
+        let c =
+            &gc[r["color"].as_str().unwrap()]["peer_system_ip"][r["system_ip"].as_str().unwrap()];
+        check(
+            &mut diff,
+            format!("{r} peer_type"),
+            &c["peer_type"],
+            r["peer_type"].clone(),
+        );
+        check(
+            &mut diff,
+            format!("{r} site_id"),
+            &c["site_id"],
+            json!(r["site_id"].to_string()),
+        );
+        check(
+            &mut diff,
+            format!("{r} state"),
+            &c["state"],
+            r["state"].clone(),
+        );
+    }
+    assert!(
+        diff.is_empty(),
+        "genie and --json differ:\n{}",
+        diff.join("\n")
+    );
+
+    // A wrong PSK: refused, with a clear log line naming the edge.
+    let mut bad = FakeEdge::start(&lab.ns2, addr, 9, &["lte"], "not-the-psk");
+    let refused = || {
+        ctrl.cli("show logging").unwrap().lines().any(|l| {
+            l.contains("%SDWAN-3-CONTROL_AUTH_FAIL") && l.contains("192.0.2.9") && l.contains("PSK")
+        })
+    };
+    assert!(
+        settle_for(true, Duration::ZERO, Duration::from_secs(10), refused),
+        "no auth failure logged:\n{}",
+        ctrl.cli("show logging").unwrap()
+    );
+    bad.stop();
+    assert!(
+        !conn_rows(&ctrl)
+            .iter()
+            .any(|(s, _, st)| s == "192.0.2.9" && st == "up"),
+        "the wrong-PSK edge must never be up"
+    );
+    assert!(
+        bad.seen.lock().unwrap().sas.is_empty(),
+        "the wrong-PSK edge learned routes"
+    );
+    let tlocs = ctrl.cli_json("show sdwan omp tlocs").unwrap();
+    assert_eq!(tlocs["tlocs"].as_array().unwrap().len(), 4, "{tlocs}");
+    // Keys never in the log.
+    assert!(!ctrl.log_text().contains(PSK));
+}
+
+#[test]
+fn controller_holds_routes_for_graceful_restart_then_withdraws() {
+    let lab = Lab::unique().up(1).expect("lab");
+    let addr = SocketAddr::new(lab.v4[0], PORT);
+    let ctrl = Controller::start(&lab.ns1, &controller_config(&addr.to_string(), Some(3)))
+        .expect("controller");
+    let mut e1 = FakeEdge::start(&lab.ns2, addr, 1, &["biz-internet"], PSK);
+    let e2 = FakeEdge::start(&lab.ns2, addr, 2, &["biz-internet"], PSK);
+    let sas = |e: &FakeEdge| e.seen.lock().unwrap().sas.len();
+    assert_eq!(
+        settle_for(
+            1,
+            Duration::from_millis(200),
+            Duration::from_secs(15),
+            || sas(&e2)
+        ),
+        1
+    );
+
+    // A frame longer than the core's limit: the connection is closed, the
+    // controller carries on.
+    let closed = Lab::in_ns(&lab.ns2, || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.write_all(&u32::MAX.to_be_bytes()).unwrap();
+        let mut b = [0u8; 256];
+        // Whatever the controller says (a Goodbye), then EOF or a reset.
+        loop {
+            match s.read(&mut b) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) => return e.kind() == ErrorKind::ConnectionReset,
+            }
+        }
+    })
+    .unwrap();
+    assert!(closed, "an oversized frame must close the connection");
+    assert!(ctrl.cli("show version").is_ok());
+
+    // Edge 1 goes away without a Goodbye.
+    e1.stop();
+    let stopped = Instant::now();
+    let state_of = |sys: &str| -> (String, String) {
+        let t = ctrl.cli_json("show sdwan omp tlocs").unwrap();
+        let p = ctrl.cli_json("show sdwan omp peers").unwrap();
+        let ts = t["tlocs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["system_ip"] == sys)
+            .map_or("gone".into(), |r| r["status"].as_str().unwrap().to_string());
+        let ps = p["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["system_ip"] == sys)
+            .map_or("gone".into(), |r| r["state"].as_str().unwrap().to_string());
+        (ts, ps)
+    };
+    let held = ("C,R,Stale".to_string(), "down".to_string());
+    assert_eq!(
+        settle_for(held.clone(), Duration::ZERO, Duration::from_secs(2), || {
+            state_of("192.0.2.1")
+        }),
+        held,
+        "routes held (stale) while the graceful-restart time runs"
+    );
+    assert!(stopped.elapsed() < Duration::from_secs(3));
+    assert_eq!(
+        sas(&e2),
+        1,
+        "edge 2 keeps its SA to edge 1 during graceful restart"
+    );
+    assert!(
+        ctrl.cli("show logging")
+            .unwrap()
+            .contains("%SDWAN-5-OMP_PEER_DOWN: OMP peer 192.0.2.1")
+    );
+
+    // After 3 s: withdrawn at the controller and on edge 2.
+    let gone = ("gone".to_string(), "gone".to_string());
+    assert_eq!(
+        settle_for(
+            gone.clone(),
+            Duration::from_millis(200),
+            Duration::from_secs(6),
+            || state_of("192.0.2.1")
+        ),
+        gone
+    );
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(3),
+        "withdrawn before the graceful-restart time"
+    );
+    assert_eq!(
+        settle_for(
+            0,
+            Duration::from_millis(200),
+            Duration::from_secs(3),
+            || sas(&e2)
+        ),
+        0,
+        "edge 2 removed its SA to edge 1"
+    );
+    let log = ctrl.cli("show logging").unwrap();
+    assert!(
+        log.contains("%SDWAN-5-OMP_GR_EXPIRED: OMP peer 192.0.2.1"),
+        "{log}"
+    );
+    // Edge 2 is untouched.
+    assert_eq!(state_of("192.0.2.2"), ("C,R".to_string(), "up".to_string()));
+}
