@@ -8,6 +8,7 @@ mod datapath;
 mod handoff;
 mod owner;
 mod platform;
+mod punt;
 mod queues;
 mod seqstore;
 mod state;
