@@ -8,7 +8,8 @@
 //!    fragments, look the SA up, infer ESN, anti-replay pre-check;
 //! 2. verify and decrypt in place;
 //! 3. anti-replay re-check and window advance, trailer and inner checks,
-//!    dummy packets, ECN (RFC 6040).
+//!    dummy packets, ECN (RFC 6040), packets for the node itself (BFD) to
+//!    control ([`Verdict::Punt`]), then the inbound policy check.
 //!
 //! Every frame ends with exactly one [`Verdict`]; every `Drop` bumps exactly
 //! one drop counter (in [`drop_frame`], the only place that does).
