@@ -692,6 +692,12 @@ impl Owner {
                 ("handoff_out", r(&q.io.handoff_out)),
                 ("not_esp", r(&q.io.not_esp)),
                 ("tx_frames", r(&q.stats.tx_frames)),
+                // Punt/inject between datapath and control (BFD inside
+                // SD-WAN tunnels); punt_dropped is part of punted.
+                ("punted", r(&q.worker.punted)),
+                ("punt_dropped", r(&q.io.punt_dropped)),
+                ("injected", r(&q.io.injected)),
+                ("inject_dropped", r(&q.io.inject_dropped)),
             ];
             let _ = writeln!(
                 text,

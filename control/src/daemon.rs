@@ -23,13 +23,14 @@ use xdpsec_datapath::{DropCounters, WorkerState};
 use crate::{
     config::{Config, Inside},
     ctlsock::ControlSocket,
-    datapath::{DatapathHandler, InsideIo, IoStats, RouteTable, WorkerCtx},
+    datapath::{DatapathHandler, InsideIo, RouteTable, WorkerCtx},
     handoff::HandoffQueue,
     owner::{Msg, Owner, OwnerHandle, Started, build_tunnels},
     platform::kernelrx::{self, CtlHandle, KernelRxStats},
     platform::loader::XdpSteering,
     platform::neighbor::{self, SharedMac, refresh_next_hops},
     platform::tun::Tun,
+    punt::PuntHub,
     queues::QueueInfo,
     seqstore::SeqStore,
 };
@@ -213,6 +214,8 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
             .collect::<std::io::Result<_>>()
             .context("creating the workers' handoff queues")?,
     );
+    let punt =
+        Arc::new(PuntHub::new(Arc::clone(&handoff)).context("creating the workers' punt rings")?);
     let mut queues = Vec::new();
     let mut infos = Vec::new();
     let mut workers_shared = Vec::new();
@@ -225,7 +228,7 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
         })?;
         steering.set_socket(q, xsk.raw_fd())?;
         info!(queue = q, mode = xsk.mode().as_str(), "AF_XDP socket bound");
-        let io = Arc::new(IoStats::default());
+        let io = punt.io(q as usize);
         let ws = WorkerState::new(q as u16);
         workers_shared.push(ws.shared());
         let xsk_fd = xsk
@@ -251,6 +254,7 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
             local_mac,
             epoch,
             handoff: Arc::clone(&handoff),
+            punt: Arc::clone(&punt),
         };
         queues.push((xsk, DatapathHandler::new(ws, ctx, inside, io)));
     }

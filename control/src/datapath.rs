@@ -19,6 +19,7 @@ use crate::{
     config::Cidr,
     handoff::{HandoffQueue, HandoffSlot},
     platform::neighbor::SharedMac,
+    punt::PuntHub,
 };
 
 /// Where a worker puts decrypted packets.
@@ -50,6 +51,15 @@ pub struct IoStats {
     pub handoff_out: AtomicU64,
     /// Frames the core passed back as not ESP (steered by mistake).
     pub not_esp: AtomicU64,
+    /// Punted packets (`WorkerShared::punted`) lost because the punt ring
+    /// to control was full (or the packet too large for its buffers).
+    pub punt_dropped: AtomicU64,
+    /// Packets control injected that this worker encrypted and queued on
+    /// AF_XDP TX.
+    pub injected: AtomicU64,
+    /// Packets control could not inject because this worker's inject
+    /// queue was full (written by control, not by the worker).
+    pub inject_dropped: AtomicU64,
 }
 
 /// Inner destination prefixes routed into tunnels. Longest-prefix match
@@ -143,6 +153,8 @@ pub struct WorkerCtx {
     pub epoch: Instant,
     /// Every worker's handoff queue, indexed by worker id.
     pub handoff: Arc<Vec<Arc<HandoffQueue>>>,
+    /// Punt rings to control (and control's inject path).
+    pub punt: Arc<PuntHub>,
 }
 
 /// The datapath for one queue.
@@ -154,6 +166,8 @@ pub struct DatapathHandler {
     handoff_slots: Vec<HandoffSlot>,
     /// Inner packets taken from this worker's handoff queue (capacity reused).
     handoff_out_slots: Vec<HandoffSlot>,
+    /// Packets control injected, taken from the handoff queue (capacity reused).
+    inject_slots: Vec<HandoffSlot>,
     ctx: WorkerCtx,
     inside: InsideIo,
     verdicts: Vec<Verdict>,
@@ -170,6 +184,7 @@ impl DatapathHandler {
             handoff: Arc::clone(&ctx.handoff),
             handoff_slots: Vec::with_capacity(BATCH_SIZE),
             handoff_out_slots: Vec::with_capacity(BATCH_SIZE),
+            inject_slots: Vec::with_capacity(BATCH_SIZE),
             ws,
             ctx,
             inside,
@@ -183,8 +198,10 @@ impl DatapathHandler {
 
 impl DatapathHandler {
     /// Decap `frames` and act on the verdicts: deliver to the inside, hand
-    /// frames of other workers' SAs to them. Every frame not delivered was
-    /// counted by the core, or is counted here (110 when a handoff queue is full).
+    /// frames of other workers' SAs to them, packets for the node itself to
+    /// control. Every frame not delivered was counted by the core, or is
+    /// counted here (110 when a handoff queue is full, `punt_dropped` when
+    /// the punt ring is full).
     fn decap_and_deliver<F: AsMut<[u8]>>(&mut self, frames: &mut [F]) {
         let n = frames.len().min(self.verdicts.len());
         let now = self.ctx.epoch.elapsed();
@@ -198,6 +215,7 @@ impl DatapathHandler {
             now,
         );
         let (mut tun_ok, mut tun_err, mut sink, mut handed, mut not_esp) = (0, 0, 0, 0, 0);
+        let (mut punted, mut punt_dropped) = (0, 0);
         let mut woken = 0u64; // bit per owner worker to notify once
         for (i, frame) in frames[..n].iter_mut().enumerate() {
             match &self.verdicts[i] {
@@ -225,8 +243,25 @@ impl DatapathHandler {
                 Verdict::Pass(_) => not_esp += 1,
                 // Counted by the core (dummy_packets): discarded silently.
                 Verdict::Dummy => {}
+                // For the node itself (BFD): to control, never the inside.
+                // Counted by the core as punted; a full ring counts here.
+                Verdict::Punt { tunnel, inner } => {
+                    if self
+                        .ctx
+                        .punt
+                        .punt(self.ws.id(), *tunnel, &frame.as_mut()[inner.clone()])
+                    {
+                        punted += 1;
+                    } else {
+                        punt_dropped += 1;
+                    }
+                }
             }
         }
+        if punted > 0 {
+            self.ctx.punt.notify();
+        }
+        add_single_writer(&self.io.punt_dropped, punt_dropped);
         for (w, q) in self.handoff.iter().enumerate() {
             if woken & (1 << (w % 64)) != 0 {
                 q.notify();
@@ -287,6 +322,32 @@ impl BatchHandler for DatapathHandler {
         }
         q.recycle_outbound(&mut slots);
         self.handoff_out_slots = slots;
+
+        // Packets control injects (BFD hellos): the same encapsulation as
+        // a packet read from the TUN, on the tunnel control chose.
+        let mut slots = std::mem::take(&mut self.inject_slots);
+        q.take_inject(&mut slots, BATCH_SIZE);
+        if !slots.is_empty() {
+            let snap = self.ctx.snap.load();
+            let mut sent = 0;
+            for s in &slots {
+                if encap_and_send(
+                    &mut self.ws,
+                    &self.shared,
+                    &self.ctx,
+                    &snap,
+                    s.tunnel(),
+                    s.bytes(),
+                    tx,
+                ) {
+                    sent += 1;
+                }
+            }
+            add_single_writer(&self.io.encap_tx, sent);
+            add_single_writer(&self.io.injected, sent);
+        }
+        q.recycle_inject(&mut slots);
+        self.inject_slots = slots;
         // More than a batch waiting: come back without waiting for a new
         // wake-up (the read in `take` cleared it).
         if !q.is_empty() {
@@ -378,18 +439,10 @@ fn encap_and_send(
         shared.drops.bump(DropReason::OutSettingWrongL2Hdr);
         return false;
     };
-    let src_mac = ctx.local_mac;
     let mut built = false;
     let ok = tx.send_with(|buf| {
         built = true;
-        let (eth, rest) = buf.split_at_mut(14);
-        // Err: counted by the core (one drop reason each).
-        let out = encap(ws, snap, tunnel, inner, rest).ok()?;
-        eth[..6].copy_from_slice(&dst_mac);
-        eth[6..12].copy_from_slice(&src_mac);
-        let et: u16 = if rest[0] >> 4 == 6 { 0x86dd } else { 0x0800 };
-        eth[12..14].copy_from_slice(&et.to_be_bytes());
-        Some(14 + out.len)
+        encap_frame(ws, snap, tunnel, inner, [dst_mac, ctx.local_mac], buf)
     });
     if !ok && !built {
         // No free AF_XDP frame to transmit from.
@@ -398,9 +451,204 @@ fn encap_and_send(
     ok
 }
 
+/// Build the Ethernet frame (`macs`: destination, source) carrying `inner`
+/// encrypted for `tunnel` into `buf`; returns its length, or `None` when
+/// the core refused (and counted the drop). The one encapsulation path for
+/// packets read from the TUN, handed off, or injected by control.
+fn encap_frame(
+    ws: &mut WorkerState,
+    snap: &SaSnapshot,
+    tunnel: u32,
+    inner: &[u8],
+    macs: [[u8; 6]; 2],
+    buf: &mut [u8],
+) -> Option<usize> {
+    let Some((eth, rest)) = buf.split_at_mut_checked(14) else {
+        // Too small for anything: the core counts 110.
+        let _ = encap(ws, snap, tunnel, inner, &mut []);
+        return None;
+    };
+    // Err: counted by the core (one drop reason each).
+    let out = encap(ws, snap, tunnel, inner, rest).ok()?;
+    eth[..6].copy_from_slice(&macs[0]);
+    eth[6..12].copy_from_slice(&macs[1]);
+    let et: u16 = if rest[0] >> 4 == 6 { 0x86dd } else { 0x0800 };
+    eth[12..14].copy_from_slice(&et.to_be_bytes());
+    Some(14 + out.len)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
+    use xdpsec_datapath::SaTable;
+    use xdpsec_datapath::crypto::{Cipher, KeyMaterial};
+    use xdpsec_datapath::sa::{
+        InboundSaConfig, OutboundSaConfig, OuterHeader, SaChange, Selectors,
+    };
+
+    const LOCAL: &str = "198.51.100.2";
+
+    /// A loopback tunnel 0 (outbound and inbound SPI 0x2001, owner worker
+    /// 0) from 198.51.100.1 to [`LOCAL`], without an Ethernet header in the
+    /// SA (the worker adds it, as the daemon's SAs), and a handler for
+    /// worker 0 with a sink inside.
+    fn setup() -> (SaTable, DatapathHandler, Arc<PuntHub>) {
+        let key = KeyMaterial::new(vec![0x33; 36]);
+        let mut t = SaTable::new();
+        t.apply(
+            vec![
+                SaChange::SetOutbound(OutboundSaConfig {
+                    spi: 0x2001,
+                    tunnel: 0,
+                    owner: 0,
+                    cipher: Cipher::Aes256Gcm,
+                    key: key.clone(),
+                    esn: false,
+                    outer: OuterHeader {
+                        src: "198.51.100.1".parse().unwrap(),
+                        dst: LOCAL.parse().unwrap(),
+                        udp: Some((12346, 12346)),
+                        ethernet: None,
+                        ttl: 64,
+                    },
+                    last_seq: 0,
+                    seq_limit: u64::MAX,
+                    name: "out".into(),
+                }),
+                SaChange::AddInbound(InboundSaConfig {
+                    spi: 0x2001,
+                    peer: None,
+                    tunnel: 0,
+                    owner: 0,
+                    cipher: Cipher::Aes256Gcm,
+                    key,
+                    esn: false,
+                    window: 64,
+                    selectors: Selectors::any(),
+                    name: "in".into(),
+                }),
+                SaChange::SetUdpPorts(vec![12346..=12346]),
+            ],
+            std::time::Duration::ZERO,
+        )
+        .unwrap();
+        let handoff = Arc::new(vec![Arc::new(HandoffQueue::new().unwrap())]);
+        let punt = Arc::new(PuntHub::new(Arc::clone(&handoff)).unwrap());
+        let mac = SharedMac::default();
+        mac.set(Some([2, 0, 0, 0, 0, 0xb]));
+        let ctx = WorkerCtx {
+            snap: t.shared(),
+            routes: Arc::new(RouteTable::default()),
+            next_hops: Arc::new(vec![mac]),
+            local_mac: [2, 0, 0, 0, 0, 0xa],
+            epoch: Instant::now(),
+            handoff,
+            punt: Arc::clone(&punt),
+        };
+        let h = DatapathHandler::new(WorkerState::new(0), ctx, InsideIo::Sink, punt.io(0));
+        (t, h, punt)
+    }
+
+    /// An inner IPv4 UDP packet from 203.0.113.1 to `dst`, port `dport`.
+    fn udp(dst: &str, dport: u16) -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 52, 0, 1, 0, 0, 64, 17, 0, 0, 203, 0, 113, 1];
+        p.extend_from_slice(&dst.parse::<std::net::Ipv4Addr>().unwrap().octets());
+        p.extend_from_slice(&49152u16.to_be_bytes());
+        p.extend_from_slice(&dport.to_be_bytes());
+        p.extend_from_slice(&[0, 32, 0, 0]);
+        p.resize(52, 0x20);
+        p
+    }
+
+    /// Encrypt `inner` on tunnel 0 through the workers' encap path.
+    fn frame(h: &mut DatapathHandler, t: &SaTable, inner: &[u8]) -> Vec<u8> {
+        let mut buf = vec![0u8; 2048];
+        let macs = [[2, 0, 0, 0, 0, 0xb], h.ctx.local_mac];
+        let n = encap_frame(&mut h.ws, &t.snapshot(), 0, inner, macs, &mut buf).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    #[test]
+    fn bfd_goes_to_control_never_inside_and_a_full_ring_counts() {
+        let (t, mut h, punt) = setup();
+        let bfd = udp(LOCAL, 3784);
+        let other = udp("203.0.113.2", 3784);
+        let mut frames = vec![frame(&mut h, &t, &bfd), frame(&mut h, &t, &other)];
+        h.decap_and_deliver(&mut frames);
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        // One punted to control, one delivered inside (the sink).
+        assert_eq!(r(&h.shared.punted), 1);
+        assert_eq!(r(&h.io.sink), 1);
+        assert_eq!(r(&h.io.punt_dropped), 0);
+        let mut got = Vec::new();
+        punt.drain(&mut got);
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].worker, got[0].tunnel), (0, 0));
+        assert_eq!(got[0].packet, bfd);
+        // Nobody drains: the ring fills, then each extra punt counts once.
+        let extra = 5;
+        let n = crate::punt::PUNT_BUFFERS + extra;
+        let mut frames: Vec<_> = (0..n).map(|_| frame(&mut h, &t, &bfd)).collect();
+        for chunk in frames.chunks_mut(BATCH_SIZE) {
+            h.decap_and_deliver(chunk);
+        }
+        assert_eq!(r(&h.shared.punted), 1 + n as u64);
+        assert_eq!(r(&h.io.punt_dropped), extra as u64);
+        assert_eq!(r(&h.io.sink), 1, "never to the inside");
+        assert_eq!(h.shared.drops.total(), 0, "not a QFP drop");
+        got.clear();
+        punt.drain(&mut got);
+        assert_eq!(got.len(), crate::punt::PUNT_BUFFERS);
+    }
+
+    #[test]
+    fn injected_packets_are_encrypted_on_the_tunnel_by_the_owner() {
+        let (t, mut h, punt) = setup();
+        let hello = udp("198.51.100.1", 3784);
+        assert!(punt.inject(&t.snapshot(), 0, &hello));
+        // What the worker's poll_handoff does with the inject queue, minus
+        // the AF_XDP TX ring: take, encapsulate on the given tunnel.
+        let q = Arc::clone(&h.handoff[0]);
+        let mut slots = Vec::new();
+        q.take_inject(&mut slots, BATCH_SIZE);
+        assert_eq!(slots.len(), 1);
+        let snap = t.snapshot();
+        let mut buf = vec![0u8; 2048];
+        let macs = [[2, 0, 0, 0, 0, 0xb], h.ctx.local_mac];
+        let n = encap_frame(
+            &mut h.ws,
+            &snap,
+            slots[0].tunnel(),
+            slots[0].bytes(),
+            macs,
+            &mut buf,
+        )
+        .unwrap();
+        q.recycle_inject(&mut slots);
+        let mut out = buf[..n].to_vec();
+        // Ethernet to the next hop, UDP-ESP with the tunnel's SPI, and the
+        // plaintext nowhere in the frame.
+        assert_eq!(&out[..12], &[2, 0, 0, 0, 0, 0xb, 2, 0, 0, 0, 0, 0xa]);
+        assert_eq!(&out[12..14], &[0x08, 0x00]);
+        assert_eq!(out[14 + 9], 17);
+        assert_eq!(&out[42..46], &0x2001u32.to_be_bytes());
+        assert!(!out.windows(hello.len()).any(|w| w == hello));
+        // It decrypts back to the packet (loopback SA).
+        let mut v = [Verdict::Drop(DropReason::PktBufferUnavailable)];
+        decap_batch(
+            &mut h.ws,
+            &snap,
+            std::slice::from_mut(&mut out),
+            &mut v,
+            std::time::Duration::ZERO,
+        );
+        let Verdict::Deliver { tunnel: 0, inner } = v[0].clone() else {
+            panic!("{:?}", v[0])
+        };
+        assert_eq!(&out[inner], &hello[..]);
+    }
 
     #[test]
     fn longest_prefix_wins() {

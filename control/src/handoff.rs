@@ -24,6 +24,9 @@ pub const HANDOFF_FRAME: usize = 4096;
 pub const HANDOFF_BUFFERS: usize = 1024;
 /// Buffers per receiving worker for inner packets to encrypt.
 pub const HANDOFF_OUTBOUND_BUFFERS: usize = 512;
+/// Buffers per worker for packets control injects (BFD hellos: a few per
+/// tunnel per second).
+pub const HANDOFF_INJECT_BUFFERS: usize = 256;
 
 /// One handed-off frame or inner packet.
 pub struct HandoffBuf {
@@ -112,6 +115,8 @@ impl Ring {
 pub struct HandoffQueue {
     frames: Ring,
     outbound: Ring,
+    /// Inner packets from control to encrypt (`crate::punt::PuntHub::inject`).
+    inject: Ring,
     efd: OwnedFd,
 }
 
@@ -126,6 +131,7 @@ impl HandoffQueue {
         Ok(HandoffQueue {
             frames: Ring::new(HANDOFF_BUFFERS),
             outbound: Ring::new(HANDOFF_OUTBOUND_BUFFERS),
+            inject: Ring::new(HANDOFF_INJECT_BUFFERS),
             // SAFETY: fd is a fresh eventfd we own.
             efd: unsafe { OwnedFd::from_raw_fd(fd) },
         })
@@ -142,6 +148,13 @@ impl HandoffQueue {
     /// counts the drop.
     pub fn push_outbound(&self, tunnel: u32, packet: &[u8]) -> bool {
         self.outbound.push(tunnel, packet)
+    }
+
+    /// Queue a copy of an inner `packet` control injects for `tunnel`
+    /// (control side). False when no buffer is free or it is too large: the
+    /// caller counts the drop.
+    pub fn push_inject(&self, tunnel: u32, packet: &[u8]) -> bool {
+        self.inject.push(tunnel, packet)
     }
 
     /// Wake the owner (sender side, once per batch).
@@ -171,9 +184,16 @@ impl HandoffQueue {
         self.outbound.take(out, max);
     }
 
-    /// Whether nothing is waiting, in either direction.
+    /// Owner side: take up to `max` injected packets to encrypt into `out`.
+    pub fn take_inject(&self, out: &mut Vec<HandoffSlot>, max: usize) {
+        self.inject.take(out, max);
+    }
+
+    /// Whether nothing is waiting, in any direction.
     pub fn is_empty(&self) -> bool {
-        self.frames.ready.is_empty() && self.outbound.ready.is_empty()
+        self.frames.ready.is_empty()
+            && self.outbound.ready.is_empty()
+            && self.inject.ready.is_empty()
     }
 
     /// Owner side: give processed frame buffers back.
@@ -184,6 +204,11 @@ impl HandoffQueue {
     /// Owner side: give processed inner-packet buffers back.
     pub fn recycle_outbound(&self, slots: &mut Vec<HandoffSlot>) {
         self.outbound.recycle(slots);
+    }
+
+    /// Owner side: give processed injected-packet buffers back.
+    pub fn recycle_inject(&self, slots: &mut Vec<HandoffSlot>) {
+        self.inject.recycle(slots);
     }
 }
 

@@ -9,6 +9,7 @@ mod datapath;
 mod handoff;
 mod owner;
 mod platform;
+mod punt;
 mod queues;
 mod seqstore;
 mod state;

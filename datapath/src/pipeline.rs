@@ -8,7 +8,8 @@
 //!    fragments, look the SA up, infer ESN, anti-replay pre-check;
 //! 2. verify and decrypt in place;
 //! 3. anti-replay re-check and window advance, trailer and inner checks,
-//!    dummy packets, ECN (RFC 6040).
+//!    dummy packets, ECN (RFC 6040), packets for the node itself (BFD) to
+//!    control ([`Verdict::Punt`]), then the inbound policy check.
 //!
 //! Every frame ends with exactly one [`Verdict`]; every `Drop` bumps exactly
 //! one drop counter (in [`drop_frame`], the only place that does).
@@ -64,6 +65,45 @@ pub enum Verdict {
     /// Not ESP: give it to the kernel or ignore it (counted in
     /// `WorkerShared::passed`).
     Pass(PassReason),
+    /// Decrypted and for the node itself (BFD inside an SD-WAN tunnel,
+    /// see [`is_punt`]): hand `frame[inner]` (an IPv4 packet) to the control
+    /// plane, never to the inside. Counted in `WorkerShared::punted`, not a
+    /// drop.
+    Punt {
+        /// Tunnel index of the SA.
+        tunnel: u32,
+        /// The inner IP packet's bytes within the frame.
+        inner: Range<usize>,
+    },
+}
+
+/// UDP destination port of single-hop BFD control packets (RFC 5881
+/// section 4), which SD-WAN runs inside its tunnels.
+pub const BFD_CONTROL_PORT: u16 = 3784;
+
+/// Whether the decrypted inner packet `inner` is for the node itself and
+/// goes to the control plane: IPv4, not a fragment, UDP to
+/// [`BFD_CONTROL_PORT`], addressed to `local` (the outer destination of
+/// the ESP packet: the tunnel's local TLOC address). Never panics: every
+/// length is checked first.
+pub fn is_punt(inner: &[u8], local: IpAddr) -> bool {
+    let IpAddr::V4(local) = local else {
+        return false;
+    };
+    // Cheap rejections first (protocol, destination: fixed offsets within
+    // the 20 bytes pass 3 checked), since nearly every packet is not a
+    // punt; the full header and length checks only for candidates.
+    if inner.get(9) != Some(&ip_proto::UDP) || inner.get(16..20) != Some(&local.octets()[..]) {
+        return false;
+    }
+    let Ok(ip) = ipv4::Packet::new_checked(inner) else {
+        return false;
+    };
+    if ip.is_fragment() {
+        return false;
+    }
+    // The UDP header must lie within the IPv4 total length.
+    udp::Packet::new_checked(ip.payload()).is_ok_and(|u| u.dst_port() == BFD_CONTROL_PORT)
 }
 
 /// The one place a frame is dropped: sets the verdict, bumps one counter,
@@ -558,6 +598,19 @@ fn decap_chunk<F: AsMut<[u8]>>(
         if !decap_ecn(&mut bytes[inner.clone()], p.outer_ecn) {
             ws.count(sa.id, SaCounter::RecvErrors);
             drop_frame(&shared, &mut out[i], DropReason::InEcnCeNotEct, None);
+            continue;
+        }
+        // For the node itself (BFD inside an SD-WAN tunnel): to control,
+        // before the policy check, since the tunnel's own addresses are not
+        // within the selectors of the traffic it carries. Decrypted, so it
+        // counts as a decap of its SA.
+        if trailer.next_header == ip_proto::IPV4 && is_punt(&bytes[inner.clone()], p.dst) {
+            ws.count(sa.id, SaCounter::Decaps);
+            bump(&shared.punted);
+            out[i] = Verdict::Punt {
+                tunnel: sa.tunnel,
+                inner,
+            };
             continue;
         }
         // Inbound policy check (RFC 4301 5.2): the inner addresses must be

@@ -1315,6 +1315,7 @@ proptest! {
                 Verdict::Pass(_) => passed += 1,
                 Verdict::Handoff(_) => handoff += 1,
                 Verdict::Dummy => dummy += 1,
+                Verdict::Punt { .. } => prop_assert!(false, "nothing in the model is for the node"),
             }
             let ok = match (&wants[i], v) {
                 (Want::Any, _) => true,
@@ -1360,7 +1361,7 @@ proptest! {
         let mut frames = frames;
         let mut out = vec![Verdict::Handoff(0); frames.len()];
         decap_batch(&mut ws, &t.snapshot(), &mut frames, &mut out, Duration::ZERO);
-        let total = ws.shared().drops.total() + ws.shared().passed.load(Ordering::Relaxed) + ws.shared().delivered.load(Ordering::Relaxed) + ws.shared().dummy_packets.load(Ordering::Relaxed);
+        let total = ws.shared().drops.total() + ws.shared().passed.load(Ordering::Relaxed) + ws.shared().delivered.load(Ordering::Relaxed) + ws.shared().dummy_packets.load(Ordering::Relaxed) + ws.shared().punted.load(Ordering::Relaxed);
         prop_assert_eq!(total, frames.len() as u64);
         prop_assert_eq!(ws.shared().classes.snapshot().iter().sum::<u64>(), frames.len() as u64);
     }
@@ -2174,4 +2175,120 @@ proptest! {
         let drops = out.iter().filter(|v| matches!(v, Verdict::Drop(_))).count() as u64;
         prop_assert_eq!(drops, s.drops.total());
     }
+}
+
+/// An inner IPv4 UDP packet from 192.168.1.1 to `dst`, destination port
+/// `dport`, with a 24-byte BFD-like payload (RFC 5880 control packet size).
+fn inner_udp(dst: [u8; 4], dport: u16) -> Vec<u8> {
+    let mut p = hex("45000034 00010000 4011 0000 c0a80101");
+    p.extend_from_slice(&dst);
+    p.extend_from_slice(&49152u16.to_be_bytes());
+    p.extend_from_slice(&dport.to_be_bytes());
+    p.extend_from_slice(&hex("0020 0000"));
+    p.extend_from_slice(&hex(
+        "20c00318 00000001 00000000 000f4240 000f4240 00000000",
+    ));
+    crate::wire::ipv4::Packet::new_unchecked(&mut p[..20]).fill_checksum();
+    p
+}
+
+#[test]
+fn bfd_to_the_local_tunnel_address_is_punted_before_the_policy_check() {
+    // Selectors allow 192.168.1.0/24 -> 192.168.2.1 only; the outer
+    // destination (the local tunnel address) is 10.30.30.1.
+    let (t, id) = loopback_with_selectors();
+    let snap = t.snapshot();
+    let mut ws = WorkerState::new(0);
+    let local = [10, 30, 30, 1];
+    let bfd = inner_udp(local, crate::pipeline::BFD_CONTROL_PORT);
+    let frame = encap_frame(&mut ws, &t, &bfd);
+    let (v, out) = decap_one(&mut ws, &snap, &frame, Duration::ZERO);
+    let Verdict::Punt { tunnel, inner } = v else {
+        panic!("{v:?}")
+    };
+    assert_eq!((tunnel, &out[inner]), (TUNNEL, &bfd[..]));
+    let sh = ws.shared();
+    assert_eq!(sh.punted.load(Ordering::Relaxed), 1);
+    assert_eq!(sh.delivered.load(Ordering::Relaxed), 0);
+    assert_eq!(sh.drops.total(), 0, "a punt is not a drop");
+    assert!(sh.events.drain(10).is_empty());
+    assert_eq!(sa_counters(std::slice::from_ref(&sh), id).decaps, 1);
+
+    // Not for the node: policy-checked as before.
+    let cases: [(Vec<u8>, Option<DropReason>); 4] = [
+        // BFD port, but to an inside address the selectors allow: delivered.
+        (inner_udp([192, 168, 2, 1], 3784), None),
+        // The local address, another UDP port: refused by the policy.
+        (
+            inner_udp(local, 3785),
+            Some(DropReason::InV4PostInputPolicyFail),
+        ),
+        // BFD port to another address outside the selectors: refused.
+        (
+            inner_udp([10, 30, 30, 2], 3784),
+            Some(DropReason::InV4PostInputPolicyFail),
+        ),
+        // A fragment of a BFD packet (more fragments set): not punted.
+        (
+            {
+                let mut p = inner_udp(local, 3784);
+                p[6] = 0x20;
+                crate::wire::ipv4::Packet::new_unchecked(&mut p[..20]).fill_checksum();
+                p
+            },
+            Some(DropReason::InV4PostInputPolicyFail),
+        ),
+    ];
+    for (i, (inner, want)) in cases.iter().enumerate() {
+        let frame = encap_frame(&mut ws, &t, inner);
+        let (v, out) = decap_one(&mut ws, &snap, &frame, Duration::ZERO);
+        match want {
+            None => {
+                let Verdict::Deliver { tunnel, inner: r } = v else {
+                    panic!("#{i}: {v:?}")
+                };
+                assert_eq!((tunnel, &out[r]), (TUNNEL, &inner[..]), "#{i}");
+            }
+            Some(r) => assert_eq!(v, Verdict::Drop(*r), "#{i}"),
+        }
+    }
+    // Accounting: every frame once (1 punted, 1 delivered, 3 dropped).
+    assert_eq!(sh.punted.load(Ordering::Relaxed), 1);
+    assert_eq!(sh.delivered.load(Ordering::Relaxed), 1);
+    assert_eq!(sh.drops.total(), 3);
+    assert_eq!(
+        sh.drops.get(DropReason::InV4PostInputPolicyFail),
+        3,
+        "one counter each"
+    );
+    let c = sa_counters(&[sh], id);
+    assert_eq!((c.decaps, c.recv_errors), (2, 3));
+}
+
+#[test]
+fn punt_classification_checks_every_length() {
+    use crate::pipeline::is_punt;
+    let local = ip("10.30.30.1");
+    let bfd = inner_udp([10, 30, 30, 1], 3784);
+    assert!(is_punt(&bfd, local));
+    // Outer IPv6 (no IPv4 local address) or another local address.
+    assert!(!is_punt(&bfd, ip("2001:db8::2")));
+    assert!(!is_punt(&bfd, ip("10.30.30.9")));
+    // Not UDP.
+    assert!(!is_punt(&patch(&bfd, &[(9, 6)]), local));
+    // Every truncation, and a total length cutting the UDP header: never
+    // a punt, never a panic.
+    for n in 0..bfd.len() {
+        assert!(!is_punt(&bfd[..n], local), "{n}");
+    }
+    assert!(!is_punt(&patch(&bfd, &[(2, 0), (3, 24)]), local));
+    // Options move the UDP header; IHL 6 with a 4-byte option.
+    let mut opt = bfd[..20].to_vec();
+    opt[0] = 0x46;
+    opt.extend_from_slice(&[1, 1, 1, 0]);
+    opt.extend_from_slice(&bfd[20..]);
+    opt[3] += 4;
+    assert!(is_punt(&opt, local));
+    // An IPv6 inner packet never is (RFC 5881 over IPv6 is not used here).
+    assert!(!is_punt(&inner_v6(60), local));
 }

@@ -235,6 +235,9 @@ pub struct WorkerShared {
     /// Authentic ESP dummy packets (next header 59, RFC 4303 section 2.6)
     /// discarded silently: not a drop (`Verdict::Dummy`).
     pub dummy_packets: AtomicU64,
+    /// Decrypted packets for the node itself handed to control
+    /// (`Verdict::Punt`, BFD inside SD-WAN tunnels): not a drop.
+    pub punted: AtomicU64,
     /// Frames parsed per outer-header class.
     pub classes: ClassCounters,
     /// Drop events for IOS logs.
@@ -300,6 +303,7 @@ impl WorkerState {
             passed: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             dummy_packets: AtomicU64::new(0),
+            punted: AtomicU64::new(0),
             classes: ClassCounters::default(),
             events: EventRing::new(capacity),
             pages: ArcSwap::from_pointee(Vec::new()),

@@ -102,10 +102,19 @@ def handle(frame):
 def crafted(i, spec):
     """One ESP packet built by hand with scapy's cipher: custom padding,
     next header, SPI, tampering, truncation, fragment flags, outer TOS
-    (ECN), outer IPv4 checksum, inner addresses (inner_src / inner_dst)."""
+    (ECN), outer IPv4 checksum, inner addresses (inner_src / inner_dst),
+    an inner IPv4 UDP datagram to port `inner_udp_dport` instead of the echo
+    request (a BFD-like control packet for port 3784, RFC 5880 4.1)."""
     from scapy.layers.ipsec import _ESPPlain
     seq = spec["seq"]
-    clear = inner(i, spec.get("inner_src"), spec.get("inner_dst"))
+    if "inner_udp_dport" in spec:
+        # Version 1, state Down, detect multiplier 3, length 24,
+        # discriminators 1 / 0, intervals 1 s.
+        bfd = bytes.fromhex("20400318 00000001 00000000 000f4240 000f4240 00000000")
+        clear = IP(src=spec.get("inner_src", cfg["inner_src"]), dst=spec.get("inner_dst", cfg["inner_dst"]),
+                   ttl=255) / UDP(sport=49152, dport=spec["inner_udp_dport"]) / Raw(bfd)
+    else:
+        clear = inner(i, spec.get("inner_src"), spec.get("inner_dst"))
     esp = _ESPPlain(spi=spec.get("spi", tx_sa.spi), seq=seq & 0xFFFFFFFF, iv=tx_sa.crypt_algo.generate_iv())
     esp.data = clear
     esp.nh = spec.get("nh", 41 if v6_inner else 4)

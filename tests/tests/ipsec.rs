@@ -987,3 +987,59 @@ fn forget_sa_reproduces_the_invalid_spi_fault_and_clear_crypto_sa_peer_recovers(
     let err = d.cli("clear crypto sa peer 198.51.100.77").unwrap_err();
     assert!(err.contains("198.51.100.77"), "{err}");
 }
+
+/// Sum of one per-queue counter of `show platform hardware qfp active
+/// statistics` over the queues.
+fn queue_counter(d: &Daemon, name: &str) -> u64 {
+    let st = d
+        .cli_json("show platform hardware qfp active statistics")
+        .unwrap();
+    st["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q[name].as_u64().unwrap())
+        .sum()
+}
+
+/// BFD inside the tunnel (issue 8): an ESP packet from scapy carrying an
+/// inner UDP datagram to port 3784 addressed to xdpsec's own tunnel
+/// address is handed to control (`punted`), never written to the TUN
+/// device, and is no drop, although that address is outside the tunnel's
+/// policy; the same datagram to another port is refused by the policy as
+/// before, and an ordinary packet still reaches the TUN.
+#[test]
+fn bfd_inside_the_tunnel_is_punted_to_control_not_the_inside() {
+    let lab = Lab::unique().up(1).unwrap();
+    let d = Daemon::start(&lab.ns1, &tunnel_config(&lab, 0, &BASE)).unwrap();
+    let mut cfg = peer_cfg(&lab, &BASE);
+    let local = cfg["outer_dst"].clone();
+    cfg["packets"] = json!([
+        {"seq": 1, "inner_dst": local, "inner_udp_dport": 3784},
+        {"seq": 2, "inner_dst": local, "inner_udp_dport": 3785},
+        {"seq": 3},
+    ]);
+    let r = scapy_peer(&lab.ns2, &cfg).unwrap();
+    assert_eq!(r["sent"], 3, "{r}");
+    assert_eq!(settle(1, || queue_counter(&d, "punted")), 1);
+    assert_eq!(
+        settle(1, || queue_counter(&d, "tun_tx")),
+        1,
+        "the echo only"
+    );
+    assert_eq!(queue_counter(&d, "punt_dropped"), 0);
+    // Only the UDP/3785 datagram is a drop: POST_INPUT_POLICY_FAIL (30).
+    let want: std::collections::BTreeMap<u64, u64> = [(30, 1)].into_iter().collect();
+    assert_eq!(settle(want.clone(), || drops(&d)), want);
+    // The punted packet was decrypted: a decap of the SA.
+    let s = sa(&d);
+    assert_eq!(s["pkts_decaps"], 2, "{s}");
+    assert_eq!(s["recv_errors"], 1, "{s}");
+    let text = d
+        .cli("show platform hardware qfp active statistics")
+        .unwrap();
+    assert!(
+        text.contains("punted 1, punt_dropped 0, injected 0, inject_dropped 0"),
+        "{text}"
+    );
+}

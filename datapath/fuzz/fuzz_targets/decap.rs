@@ -145,7 +145,9 @@ fuzz_target!(|data: &[u8]| {
     let mut drops = 0u64;
     for (i, v) in out.iter().enumerate() {
         match v {
-            Verdict::Deliver { inner, .. } => assert!(inner.end <= frames[i].len()),
+            Verdict::Deliver { inner, .. } | Verdict::Punt { inner, .. } => {
+                assert!(inner.end <= frames[i].len())
+            }
             Verdict::Drop(_) => drops += 1,
             Verdict::Pass(_) | Verdict::Dummy => {}
             Verdict::Handoff(_) => panic!("single worker owns every SA"),
@@ -156,7 +158,8 @@ fuzz_target!(|data: &[u8]| {
         drops
             + sh.passed.load(Ordering::Relaxed)
             + sh.delivered.load(Ordering::Relaxed)
-            + sh.dummy_packets.load(Ordering::Relaxed),
+            + sh.dummy_packets.load(Ordering::Relaxed)
+            + sh.punted.load(Ordering::Relaxed),
         frames.len() as u64
     );
     assert_eq!(
