@@ -365,35 +365,9 @@ impl Config {
 
     /// Parse and validate config text.
     pub fn parse(text: &str) -> Result<Config, String> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
-            format!("line {line}: {}", e.message().trim_end().replace('\n', " "))
-        })?;
+        let raw: RawConfig = parse_toml(text)?;
         let at = |span: std::ops::Range<usize>| line_of(text, span.start);
-
-        let node = raw.node.get_ref().trim().to_string();
-        if node.is_empty()
-            || node.len() > 63
-            || !node
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-        {
-            return Err(format!(
-                "line {}: field `node` = {:?}: give 1-63 characters from A-Z a-z 0-9 - _ .",
-                at(raw.node.span()),
-                raw.node.get_ref()
-            ));
-        }
-        let socket = match &raw.socket {
-            Some(s) if s.get_ref().is_empty() => {
-                return Err(format!(
-                    "line {}: field `socket` is empty: give a path or leave it out for /run/xdpsec/{node}.sock",
-                    at(s.span())
-                ));
-            }
-            Some(s) => PathBuf::from(s.get_ref()),
-            None => PathBuf::from(format!("/run/xdpsec/{node}.sock")),
-        };
+        let (node, socket) = node_and_socket(&raw.node, &raw.socket, &at)?;
         let state_dir = match &raw.state_dir {
             Some(s) if s.get_ref().is_empty() || !s.get_ref().starts_with('/') => {
                 return Err(format!(
@@ -990,6 +964,47 @@ impl Tunnel {
     }
 }
 
+/// Deserialize config text, naming the line of a syntax or type error.
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+        format!("line {line}: {}", e.message().trim_end().replace('\n', " "))
+    })
+}
+
+/// The `node` name and the control `socket` path (default
+/// `/run/xdpsec/<node>.sock`) every xdpsec config starts with.
+pub(crate) fn node_and_socket(
+    node: &Spanned<String>,
+    socket: &Option<Spanned<String>>,
+    at: &dyn Fn(std::ops::Range<usize>) -> usize,
+) -> Result<(String, PathBuf), String> {
+    let name = node.get_ref().trim().to_string();
+    if name.is_empty()
+        || name.len() > 63
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    {
+        return Err(format!(
+            "line {}: field `node` = {:?}: give 1-63 characters from A-Z a-z 0-9 - _ .",
+            at(node.span()),
+            node.get_ref()
+        ));
+    }
+    let socket = match socket {
+        Some(s) if s.get_ref().is_empty() => {
+            return Err(format!(
+                "line {}: field `socket` is empty: give a path or leave it out for /run/xdpsec/{name}.sock",
+                at(s.span())
+            ));
+        }
+        Some(s) => PathBuf::from(s.get_ref()),
+        None => PathBuf::from(format!("/run/xdpsec/{name}.sock")),
+    };
+    Ok((name, socket))
+}
+
 /// Decode hex digits (an optional 0x prefix, no separators) into zeroizing bytes.
 fn decode_hex(s: &str) -> Option<zeroize::Zeroizing<Vec<u8>>> {
     let s = s.strip_prefix("0x").unwrap_or(s);
@@ -1006,7 +1021,7 @@ fn decode_hex(s: &str) -> Option<zeroize::Zeroizing<Vec<u8>>> {
 }
 
 /// 1-based line number of byte offset `pos` in `text`.
-fn line_of(text: &str, pos: usize) -> usize {
+pub(crate) fn line_of(text: &str, pos: usize) -> usize {
     text.as_bytes()[..pos.min(text.len())]
         .iter()
         .filter(|&&b| b == b'\n')

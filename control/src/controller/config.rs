@@ -11,6 +11,8 @@ use serde::Deserialize;
 use toml::Spanned;
 use zeroize::Zeroizing;
 
+use crate::config::{line_of, node_and_socket, parse_toml};
+
 /// Default OMP graceful-restart time (Cisco SD-WAN `omp timers
 /// graceful-restart-timer` default, 43200 s).
 pub const DEFAULT_GRACEFUL_RESTART_SECONDS: u64 = 43_200;
@@ -69,15 +71,6 @@ struct RawControllerConfig {
     graceful_restart_seconds: Option<Spanned<i64>>,
 }
 
-/// 1-based line number of byte offset `pos` in `text`.
-fn line_of(text: &str, pos: usize) -> usize {
-    text.as_bytes()[..pos.min(text.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
-}
-
 impl ControllerConfig {
     /// Read and validate the file at `path`; the error names the file.
     pub fn load(path: &Path) -> Result<ControllerConfig, String> {
@@ -91,35 +84,9 @@ impl ControllerConfig {
 
     /// Parse and validate config text.
     pub fn parse(text: &str) -> Result<ControllerConfig, String> {
-        let raw: RawControllerConfig = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
-            format!("line {line}: {}", e.message().trim_end().replace('\n', " "))
-        })?;
+        let raw: RawControllerConfig = parse_toml(text)?;
         let at = |span: std::ops::Range<usize>| line_of(text, span.start);
-
-        let node = raw.node.get_ref().trim().to_string();
-        if node.is_empty()
-            || node.len() > 63
-            || !node
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-        {
-            return Err(format!(
-                "line {}: field `node` = {:?}: give 1-63 characters from A-Z a-z 0-9 - _ .",
-                at(raw.node.span()),
-                raw.node.get_ref()
-            ));
-        }
-        let socket = match &raw.socket {
-            Some(s) if s.get_ref().is_empty() => {
-                return Err(format!(
-                    "line {}: field `socket` is empty: give a path or leave it out for /run/xdpsec/{node}.sock",
-                    at(s.span())
-                ));
-            }
-            Some(s) => PathBuf::from(s.get_ref()),
-            None => PathBuf::from(format!("/run/xdpsec/{node}.sock")),
-        };
+        let (node, socket) = node_and_socket(&raw.node, &raw.socket, &at)?;
         let listen: SocketAddr = match raw.listen.get_ref().parse::<SocketAddr>() {
             Ok(a) if a.port() != 0 => a,
             _ => {
