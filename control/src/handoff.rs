@@ -28,18 +28,18 @@ pub const HANDOFF_OUTBOUND_BUFFERS: usize = 512;
 /// tunnel per second).
 pub const HANDOFF_INJECT_BUFFERS: usize = 256;
 
-/// One handed-off frame or inner packet.
-pub struct HandoffBuf {
+/// One handed-off frame or inner packet, in a buffer of `N` bytes.
+pub struct HandoffBuf<const N: usize = HANDOFF_FRAME> {
     len: usize,
     /// Tunnel index (inner packets only).
     tunnel: u32,
-    data: [u8; HANDOFF_FRAME],
+    data: [u8; N],
 }
 
 /// A handed-off frame or inner packet while the owner processes it.
-pub struct HandoffSlot(pub Box<HandoffBuf>);
+pub struct HandoffSlot<const N: usize = HANDOFF_FRAME>(pub Box<HandoffBuf<N>>);
 
-impl HandoffSlot {
+impl<const N: usize> HandoffSlot<N> {
     /// The tunnel an inner packet is for (0 for received frames).
     pub fn tunnel(&self) -> u32 {
         self.0.tunnel
@@ -51,27 +51,30 @@ impl HandoffSlot {
     }
 }
 
-impl AsMut<[u8]> for HandoffSlot {
+impl<const N: usize> AsMut<[u8]> for HandoffSlot<N> {
     fn as_mut(&mut self) -> &mut [u8] {
         let len = self.0.len;
         &mut self.0.data[..len]
     }
 }
 
-/// A pool of buffers and the queue of filled ones.
-struct Ring {
-    free: ArrayQueue<Box<HandoffBuf>>,
-    ready: ArrayQueue<Box<HandoffBuf>>,
+/// A bounded pool of `n` preallocated buffers of `N` bytes and the queue
+/// of filled ones: a producer copies in with `push`, the consumer `take`s
+/// and `recycle`s. Nothing is allocated after `new`. Also the punt rings'
+/// (`crate::punt`).
+pub(crate) struct Ring<const N: usize = HANDOFF_FRAME> {
+    free: ArrayQueue<Box<HandoffBuf<N>>>,
+    ready: ArrayQueue<Box<HandoffBuf<N>>>,
 }
 
-impl Ring {
-    fn new(n: usize) -> Ring {
+impl<const N: usize> Ring<N> {
+    pub(crate) fn new(n: usize) -> Ring<N> {
         let free = ArrayQueue::new(n);
         for _ in 0..n {
             let _ = free.push(Box::new(HandoffBuf {
                 len: 0,
                 tunnel: 0,
-                data: [0; HANDOFF_FRAME],
+                data: [0; N],
             }));
         }
         Ring {
@@ -80,8 +83,15 @@ impl Ring {
         }
     }
 
-    fn push(&self, tunnel: u32, bytes: &[u8]) -> bool {
-        if bytes.len() > HANDOFF_FRAME {
+    /// Buffers in the ring.
+    pub(crate) fn capacity(&self) -> usize {
+        self.ready.capacity()
+    }
+
+    /// Queue a copy of `bytes` for `tunnel`: false when no buffer is free
+    /// or `bytes` is longer than a buffer (the caller counts the drop).
+    pub(crate) fn push(&self, tunnel: u32, bytes: &[u8]) -> bool {
+        if bytes.len() > N {
             return false;
         }
         let Some(mut buf) = self.free.pop() else {
@@ -95,7 +105,8 @@ impl Ring {
         true
     }
 
-    fn take(&self, out: &mut Vec<HandoffSlot>, max: usize) {
+    /// Move filled buffers into `out` until it holds `max`.
+    pub(crate) fn take(&self, out: &mut Vec<HandoffSlot<N>>, max: usize) {
         while out.len() < max {
             match self.ready.pop() {
                 Some(b) => out.push(HandoffSlot(b)),
@@ -104,10 +115,46 @@ impl Ring {
         }
     }
 
-    fn recycle(&self, slots: &mut Vec<HandoffSlot>) {
+    /// Give the buffers in `slots` back to the pool.
+    pub(crate) fn recycle(&self, slots: &mut Vec<HandoffSlot<N>>) {
         for s in slots.drain(..) {
             let _ = self.free.push(s.0);
         }
+    }
+}
+
+/// A non-blocking eventfd: producers `notify`, the consumer polls `fd` and
+/// `clear`s it before taking work.
+pub(crate) struct EventFd(OwnedFd);
+
+impl EventFd {
+    pub(crate) fn new() -> std::io::Result<EventFd> {
+        // SAFETY: plain eventfd creation; the fd is owned below.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh eventfd we own.
+        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Wake the consumer.
+    pub(crate) fn notify(&self) {
+        let one: u64 = 1;
+        // SAFETY: writing 8 bytes to our eventfd.
+        unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Reset the wake-up (consumer side).
+    pub(crate) fn clear(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reading 8 bytes from our non-blocking eventfd.
+        unsafe { libc::read(self.0.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    }
+
+    /// The fd to poll.
+    pub(crate) fn fd(&self) -> RawFd {
+        self.0.as_raw_fd()
     }
 }
 
@@ -117,23 +164,17 @@ pub struct HandoffQueue {
     outbound: Ring,
     /// Inner packets from control to encrypt (`crate::punt::PuntHub::inject`).
     inject: Ring,
-    efd: OwnedFd,
+    efd: EventFd,
 }
 
 impl HandoffQueue {
     /// A queue with preallocated buffers and its eventfd.
     pub fn new() -> std::io::Result<HandoffQueue> {
-        // SAFETY: plain eventfd creation; the fd is owned below.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
         Ok(HandoffQueue {
             frames: Ring::new(HANDOFF_BUFFERS),
             outbound: Ring::new(HANDOFF_OUTBOUND_BUFFERS),
             inject: Ring::new(HANDOFF_INJECT_BUFFERS),
-            // SAFETY: fd is a fresh eventfd we own.
-            efd: unsafe { OwnedFd::from_raw_fd(fd) },
+            efd: EventFd::new()?,
         })
     }
 
@@ -159,23 +200,19 @@ impl HandoffQueue {
 
     /// Wake the owner (sender side, once per batch).
     pub fn notify(&self) {
-        let one: u64 = 1;
-        // SAFETY: writing 8 bytes to our eventfd.
-        unsafe { libc::write(self.efd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        self.efd.notify();
     }
 
     /// The owner's wake-up fd.
     pub fn fd(&self) -> RawFd {
-        self.efd.as_raw_fd()
+        self.efd.fd()
     }
 
     /// Owner side: clear the wake-up and take up to `max` received frames
     /// into `out`. Call [`HandoffQueue::take_outbound`] in the same pass:
     /// the wake-up covers both.
     pub fn take(&self, out: &mut Vec<HandoffSlot>, max: usize) {
-        let mut v: u64 = 0;
-        // SAFETY: reading 8 bytes from our non-blocking eventfd.
-        unsafe { libc::read(self.efd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+        self.efd.clear();
         self.frames.take(out, max);
     }
 

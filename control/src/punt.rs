@@ -24,15 +24,14 @@
 //! one tick (100 ms), well inside a BFD detection time (hello 1000 ms x 7
 //! by default, and still 3 x 300 ms in fast tests); with the fd in its
 //! poll set it is the owner's wake-up latency (microseconds).
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crossbeam::queue::ArrayQueue;
 use xdpsec_datapath::SaSnapshot;
 
 use crate::datapath::IoStats;
-use crate::handoff::HandoffQueue;
+use crate::handoff::{EventFd, HandoffQueue, Ring};
 
 /// Largest inner packet a punt buffer holds (a BFD control packet with
 /// IPv4 and UDP headers is 52 bytes; authentication adds at most 28).
@@ -51,89 +50,24 @@ pub struct Punted {
     pub packet: Vec<u8>,
 }
 
-struct PuntBuf {
-    len: usize,
-    tunnel: u32,
-    data: [u8; PUNT_PACKET],
-}
-
-/// One worker's punt ring: a pool of buffers and the queue of filled ones.
-struct PuntRing {
-    free: ArrayQueue<Box<PuntBuf>>,
-    ready: ArrayQueue<Box<PuntBuf>>,
-}
-
-impl PuntRing {
-    fn new(n: usize) -> PuntRing {
-        let free = ArrayQueue::new(n);
-        for _ in 0..n {
-            let _ = free.push(Box::new(PuntBuf {
-                len: 0,
-                tunnel: 0,
-                data: [0; PUNT_PACKET],
-            }));
-        }
-        PuntRing {
-            free,
-            ready: ArrayQueue::new(n),
-        }
-    }
-
-    fn push(&self, tunnel: u32, bytes: &[u8]) -> bool {
-        if bytes.len() > PUNT_PACKET {
-            return false;
-        }
-        let Some(mut buf) = self.free.pop() else {
-            return false;
-        };
-        buf.data[..bytes.len()].copy_from_slice(bytes);
-        buf.len = bytes.len();
-        buf.tunnel = tunnel;
-        // Cannot fail: there are as many ready slots as buffers.
-        let _ = self.ready.push(buf);
-        true
-    }
-
-    /// Copy every ready packet into `out` and give the buffers back.
-    fn take(&self, worker: u16, out: &mut Vec<Punted>) {
-        // Bounded by the ring size: a worker refilling it meanwhile waits
-        // for the next drain.
-        for _ in 0..self.ready.capacity() {
-            let Some(b) = self.ready.pop() else { break };
-            out.push(Punted {
-                worker,
-                tunnel: b.tunnel,
-                packet: b.data[..b.len].to_vec(),
-            });
-            let _ = self.free.push(b);
-        }
-    }
-}
-
 /// Every worker's punt ring and inject path, and the owner's wake-up fd.
 pub struct PuntHub {
-    rings: Vec<PuntRing>,
+    rings: Vec<Ring<PUNT_PACKET>>,
     handoff: Arc<Vec<Arc<HandoffQueue>>>,
     io: Vec<Arc<IoStats>>,
-    efd: OwnedFd,
+    efd: EventFd,
 }
 
 impl PuntHub {
     /// Rings for one worker per handoff queue, with preallocated buffers,
     /// and one `IoStats` per worker (give `io(w)` to worker `w`).
     pub fn new(handoff: Arc<Vec<Arc<HandoffQueue>>>) -> std::io::Result<PuntHub> {
-        // SAFETY: plain eventfd creation; the fd is owned below.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
         let n = handoff.len();
         Ok(PuntHub {
-            rings: (0..n).map(|_| PuntRing::new(PUNT_BUFFERS)).collect(),
+            rings: (0..n).map(|_| Ring::new(PUNT_BUFFERS)).collect(),
             io: (0..n).map(|_| Arc::new(IoStats::default())).collect(),
             handoff,
-            // SAFETY: fd is a fresh eventfd we own.
-            efd: unsafe { OwnedFd::from_raw_fd(fd) },
+            efd: EventFd::new()?,
         })
     }
 
@@ -153,9 +87,7 @@ impl PuntHub {
 
     /// Worker side: wake the owner (once per batch that punted).
     pub fn notify(&self) {
-        let one: u64 = 1;
-        // SAFETY: writing 8 bytes to our eventfd.
-        unsafe { libc::write(self.efd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        self.efd.notify();
     }
 
     /// The owner's wake-up fd (readable when something was punted).
@@ -163,7 +95,7 @@ impl PuntHub {
     // tick-driven `drain` is enough.
     #[allow(dead_code)]
     pub fn fd(&self) -> RawFd {
-        self.efd.as_raw_fd()
+        self.efd.fd()
     }
 
     /// Owner side: clear the wake-up and move every punted packet of every
@@ -171,11 +103,18 @@ impl PuntHub {
     /// a wake-up of [`PuntHub::fd`] and on the owner's tick.
     #[allow(dead_code)] // called by the owner once BFD is wired (issue 8)
     pub fn drain(&self, out: &mut Vec<Punted>) {
-        let mut v: u64 = 0;
-        // SAFETY: reading 8 bytes from our non-blocking eventfd.
-        unsafe { libc::read(self.efd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+        self.efd.clear();
+        let mut slots = Vec::new();
         for (w, r) in self.rings.iter().enumerate() {
-            r.take(w as u16, out);
+            // Bounded by the ring size: a worker refilling it meanwhile
+            // waits for the next drain.
+            r.take(&mut slots, r.capacity());
+            out.extend(slots.iter().map(|s| Punted {
+                worker: w as u16,
+                tunnel: s.tunnel(),
+                packet: s.bytes().to_vec(),
+            }));
+            r.recycle(&mut slots);
         }
     }
 

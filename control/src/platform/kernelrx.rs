@@ -32,7 +32,7 @@ use tracing::{debug, warn};
 use xdpsec_afxdp::add_single_writer;
 use xdpsec_datapath::{DropCounters, DropReason};
 
-use crate::handoff::{HANDOFF_FRAME, HandoffQueue};
+use crate::handoff::{EventFd, HANDOFF_FRAME, HandoffQueue};
 
 const ETH_LEN: usize = 14;
 const IPV4_LEN: usize = 20;
@@ -111,19 +111,13 @@ pub enum Ctl {
 #[derive(Clone)]
 pub struct CtlHandle {
     tx: crossbeam::channel::Sender<Ctl>,
-    wake: Arc<OwnedFd>,
+    wake: Arc<EventFd>,
 }
 
 impl CtlHandle {
     /// A handle and the receiving end for [`spawn`].
-    pub fn new() -> io::Result<(CtlHandle, Receiver<Ctl>, Arc<OwnedFd>)> {
-        // SAFETY: plain eventfd creation; the fd is owned below.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh fd we own.
-        let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
+    pub fn new() -> io::Result<(CtlHandle, Receiver<Ctl>, Arc<EventFd>)> {
+        let wake = Arc::new(EventFd::new()?);
         let (tx, rx) = crossbeam::channel::unbounded();
         Ok((
             CtlHandle {
@@ -138,9 +132,7 @@ impl CtlHandle {
     /// Send a message and wake the shell.
     pub fn send(&self, m: Ctl) {
         if self.tx.send(m).is_ok() {
-            let one: u64 = 1;
-            // SAFETY: writing 8 bytes to our eventfd.
-            unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+            self.wake.notify();
         }
     }
 }
@@ -378,7 +370,7 @@ struct Shell {
     /// Where received IKE messages go (the owner); None: no IKE tunnels.
     ike_tx: Option<crossbeam::channel::Sender<IkeDatagram>>,
     /// Wakes `poll` when the owner sent a `Ctl`.
-    wake: Arc<OwnedFd>,
+    wake: Arc<EventFd>,
 }
 
 impl Shell {
@@ -578,9 +570,7 @@ impl Shell {
         let mut fds: Vec<libc::pollfd> = Vec::new();
         let mut who: Vec<Who> = Vec::new();
         while !stop.load(Ordering::Relaxed) {
-            let mut v: u64 = 0;
-            // SAFETY: reading 8 bytes from our non-blocking eventfd.
-            unsafe { libc::read(self.wake.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+            self.wake.clear();
             while let Ok(m) = ctl.try_recv() {
                 match m {
                     Ctl::SetPorts(p) => self.set_ports(&p),
@@ -591,7 +581,7 @@ impl Shell {
             who.clear();
             // The wake-up first: (None, None) below.
             fds.push(libc::pollfd {
-                fd: self.wake.as_raw_fd(),
+                fd: self.wake.fd(),
                 events: libc::POLLIN,
                 revents: 0,
             });
@@ -738,7 +728,7 @@ pub fn spawn(
     drops: Arc<DropCounters>,
     stats: Arc<KernelRxStats>,
     ctl: Receiver<Ctl>,
-    wake: Arc<OwnedFd>,
+    wake: Arc<EventFd>,
     ike_tx: Option<crossbeam::channel::Sender<IkeDatagram>>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
