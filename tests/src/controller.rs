@@ -91,21 +91,7 @@ impl Controller {
 
     /// Stop with SIGINT and wait (SIGKILL after 10 s); returns the exit status.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
-        let mut child = self.child.take()?;
-        // `ip netns exec` execs xdpsec, so the child pid is the controller.
-        // SAFETY: sending a signal to our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(s)) = child.try_wait() {
-                return Some(s);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                return child.wait().ok();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::stop_child(self.child.take()?)
     }
 }
 
