@@ -197,6 +197,31 @@ impl DatapathHandler {
 }
 
 impl DatapathHandler {
+    /// Encrypt and send the inner packets in `slots` on their tunnels
+    /// (counted in `encap_tx`); returns how many were sent.
+    fn encap_slots(&mut self, slots: &[HandoffSlot], tx: &mut XskTx) -> u64 {
+        if slots.is_empty() {
+            return 0;
+        }
+        let snap = self.ctx.snap.load();
+        let mut sent = 0;
+        for s in slots {
+            if encap_and_send(
+                &mut self.ws,
+                &self.shared,
+                &self.ctx,
+                &snap,
+                s.tunnel(),
+                s.bytes(),
+                tx,
+            ) {
+                sent += 1;
+            }
+        }
+        add_single_writer(&self.io.encap_tx, sent);
+        sent
+    }
+
     /// Decap `frames` and act on the verdicts: deliver to the inside, hand
     /// frames of other workers' SAs to them, packets for the node itself to
     /// control. Every frame not delivered was counted by the core, or is
@@ -302,24 +327,7 @@ impl BatchHandler for DatapathHandler {
         // outbound SA this worker owns: encrypted here, in arrival order.
         let mut slots = std::mem::take(&mut self.handoff_out_slots);
         q.take_outbound(&mut slots, BATCH_SIZE);
-        if !slots.is_empty() {
-            let snap = self.ctx.snap.load();
-            let mut sent = 0;
-            for s in &slots {
-                if encap_and_send(
-                    &mut self.ws,
-                    &self.shared,
-                    &self.ctx,
-                    &snap,
-                    s.tunnel(),
-                    s.bytes(),
-                    tx,
-                ) {
-                    sent += 1;
-                }
-            }
-            add_single_writer(&self.io.encap_tx, sent);
-        }
+        self.encap_slots(&slots, tx);
         q.recycle_outbound(&mut slots);
         self.handoff_out_slots = slots;
 
@@ -327,25 +335,8 @@ impl BatchHandler for DatapathHandler {
         // a packet read from the TUN, on the tunnel control chose.
         let mut slots = std::mem::take(&mut self.inject_slots);
         q.take_inject(&mut slots, BATCH_SIZE);
-        if !slots.is_empty() {
-            let snap = self.ctx.snap.load();
-            let mut sent = 0;
-            for s in &slots {
-                if encap_and_send(
-                    &mut self.ws,
-                    &self.shared,
-                    &self.ctx,
-                    &snap,
-                    s.tunnel(),
-                    s.bytes(),
-                    tx,
-                ) {
-                    sent += 1;
-                }
-            }
-            add_single_writer(&self.io.encap_tx, sent);
-            add_single_writer(&self.io.injected, sent);
-        }
+        let sent = self.encap_slots(&slots, tx);
+        add_single_writer(&self.io.injected, sent);
         q.recycle_inject(&mut slots);
         self.inject_slots = slots;
         // More than a batch waiting: come back without waiting for a new
