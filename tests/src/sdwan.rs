@@ -152,6 +152,35 @@ fn netns_pids(ns: &str) -> Vec<i32> {
         .unwrap_or_default()
 }
 
+/// Stop every process in `nss` (SIGINT, SIGKILL after 10 s), by the pids
+/// `ip netns pids` gives, then remove the namespaces. Never fails.
+fn remove_namespaces(nss: &[String]) {
+    let pids: Vec<i32> = nss.iter().flat_map(|ns| netns_pids(ns)).collect();
+    for &p in &pids {
+        // SAFETY: signalling a process found in our own namespaces by its pid.
+        unsafe { libc::kill(p, libc::SIGINT) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // A zombie has exited: its parent (a test that started the lab) has
+    // just not reaped it yet.
+    let alive = |p: &i32| {
+        std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
+            s.rsplit_once(") ")
+                .is_some_and(|(_, r)| !r.starts_with('Z'))
+        })
+    };
+    while pids.iter().any(alive) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for p in pids.iter().filter(|p| alive(p)) {
+        // SAFETY: as above.
+        unsafe { libc::kill(*p, libc::SIGKILL) };
+    }
+    for ns in nss.iter().rev() {
+        netns_del(ns);
+    }
+}
+
 impl Fabric {
     /// A fabric with names unique to this process and call (tests run in parallel).
     pub fn unique(specs: Vec<EdgeSpec>, timers: Timers) -> Fabric {
@@ -251,28 +280,9 @@ impl Fabric {
     }
 
     /// Stop every process in the fabric's namespaces (SIGINT, SIGKILL after
-    /// 10 s) and remove the namespaces. Never fails. Used by `cargo xtask
-    /// lab down` for a fabric left running.
+    /// 10 s) and remove the namespaces. Never fails.
     pub fn down(&self) {
-        let nss = self.namespaces();
-        let pids: Vec<i32> = nss.iter().flat_map(|ns| netns_pids(ns)).collect();
-        for &p in &pids {
-            // SAFETY: signalling a process found in our own namespaces by its pid.
-            unsafe { libc::kill(p, libc::SIGINT) };
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        // SAFETY: signal 0 only checks that the pid exists.
-        let alive = |p: &i32| unsafe { libc::kill(*p, 0) } == 0;
-        while pids.iter().any(alive) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        for p in pids.iter().filter(|p| alive(p)) {
-            // SAFETY: as above.
-            unsafe { libc::kill(*p, libc::SIGKILL) };
-        }
-        for ns in nss.iter().rev() {
-            netns_del(ns);
-        }
+        remove_namespaces(&self.namespaces());
     }
 
     /// Number of edges.
@@ -572,15 +582,19 @@ impl Fabric {
         )
     }
 
-    /// Print how to reach each node (for `cargo xtask lab`).
-    pub fn print(&self) {
+    /// How to reach each node (what `cargo xtask lab up --sdwan` prints).
+    pub fn describe(&self) -> String {
+        use std::fmt::Write;
         let bin = crate::xdpsec_bin();
-        println!(
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
             "bridge br0 in namespace {} (underlay 198.51.100.0/24)",
             self.bridge_ns
         );
         if let Some(c) = &self.controller {
-            println!(
+            let _ = writeln!(
+                out,
                 "controller vsmart: namespace {}, {CONTROLLER_IP}:{CONTROLLER_PORT}\n  {} cli --socket {}",
                 self.controller_ns,
                 bin.display(),
@@ -601,7 +615,8 @@ impl Fabric {
                     )
                 })
                 .collect();
-            println!(
+            let _ = writeln!(
+                out,
                 "edge{i}: namespace {}, system-ip {}, site-id {}, inside {} on xs0, TLOCs {}",
                 self.edge_ns[i - 1],
                 Fabric::system_ip(i),
@@ -610,9 +625,23 @@ impl Fabric {
                 tlocs.join(", ")
             );
             if let Some(d) = &self.edges[i - 1] {
-                println!("  {} cli --socket {}", bin.display(), d.socket.display());
+                let _ = writeln!(
+                    out,
+                    "  ip netns exec {} {} cli --socket {} \"show sdwan bfd sessions\"",
+                    self.edge_ns[i - 1],
+                    bin.display(),
+                    d.socket.display()
+                );
             }
         }
+        let _ = writeln!(
+            out,
+            "a ping between inside addresses:\n  ip netns exec {} ping -I {} {}",
+            self.edge_ns[0],
+            Fabric::inside_ip(1),
+            Fabric::inside_ip(self.len())
+        );
+        out
     }
 }
 
@@ -627,5 +656,97 @@ impl Drop for Fabric {
         if self.up {
             self.down();
         }
+    }
+}
+
+/// The edges of `cargo xtask lab up --sdwan` (the tests' three-edge fabric):
+/// edges 1 and 2 on biz-internet, edge 3 on biz-internet and mpls.
+pub fn lab_edges() -> Vec<EdgeSpec> {
+    vec![
+        EdgeSpec::new(&["biz-internet"]),
+        EdgeSpec::new(&["biz-internet"]),
+        EdgeSpec::new(&["biz-internet", "mpls"]),
+    ]
+}
+
+/// Where a lab left running records its daemons' scratch directories.
+fn lab_state_file(prefix: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("{prefix}-lab.json"))
+}
+
+/// `cargo xtask lab up --sdwan`: build the fabric `prefix` with the lab's
+/// edges, start the controller and the edges, wait until it converged
+/// (BFD up everywhere, within `within`), print how to reach each node, and
+/// leave it running (until [`lab_down`]).
+pub fn lab_up(prefix: &str, timers: Timers, within: Duration) -> Result<()> {
+    lab_down(prefix);
+    let mut f = Fabric::named(prefix, lab_edges(), timers).up()?;
+    f.start()?;
+    let all: Vec<usize> = (1..=f.len()).collect();
+    f.wait_converged(&all, within)?;
+    let mut dirs: Vec<String> = f
+        .edges
+        .iter()
+        .flatten()
+        .map(|d| d.socket.clone())
+        .chain(f.controller.iter().map(|c| c.socket.clone()))
+        .filter_map(|s| Some(s.parent()?.display().to_string()))
+        .collect();
+    dirs.sort();
+    let info = f.describe();
+    std::fs::write(
+        lab_state_file(prefix),
+        serde_json::json!({ "dirs": dirs, "info": info }).to_string(),
+    )?;
+    print!("{info}");
+    // Keep it up after we return: the processes, the namespaces and the
+    // daemons' directories stay until `lab_down`.
+    std::mem::forget(f);
+    Ok(())
+}
+
+/// `cargo xtask lab show --sdwan`: what [`lab_up`] printed, while the lab runs.
+pub fn lab_show(prefix: &str) -> Option<String> {
+    let text = std::fs::read_to_string(lab_state_file(prefix)).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    v["info"].as_str().map(String::from)
+}
+
+/// `cargo xtask lab down`: stop every process in the namespaces of the
+/// fabric `prefix` (`{prefix}-br`, `{prefix}-vsmart`, `{prefix}-edge<N>`),
+/// remove them and the daemons' directories. Never fails; nothing to do
+/// when no such lab runs.
+pub fn lab_down(prefix: &str) {
+    let list = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let ours = |name: &str| {
+        let Some(rest) = name.strip_prefix(prefix).and_then(|r| r.strip_prefix('-')) else {
+            return false;
+        };
+        rest == "br"
+            || rest == "vsmart"
+            || rest
+                .strip_prefix("edge")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let nss: Vec<String> = list
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| ours(n))
+        .map(String::from)
+        .collect();
+    remove_namespaces(&nss);
+    let state = lab_state_file(prefix);
+    if let Ok(text) = std::fs::read_to_string(&state) {
+        let v: Value = serde_json::from_str(&text).unwrap_or_default();
+        for d in v["dirs"].as_array().into_iter().flatten() {
+            if let Some(d) = d.as_str() {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        }
+        let _ = std::fs::remove_file(state);
     }
 }

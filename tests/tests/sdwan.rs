@@ -15,17 +15,13 @@ use std::{
 use serde_json::Value;
 use xdpsec_e2e::{
     Lab,
-    sdwan::{EdgeSpec, Fabric, Timers},
+    sdwan::{self, EdgeSpec, Fabric, Timers},
     settle_for,
 };
 
-/// Edges 1 and 2 on biz-internet, edge 3 on biz-internet and mpls.
+/// Edges 1 and 2 on biz-internet, edge 3 on biz-internet and mpls (the lab's).
 fn three_edges() -> Vec<EdgeSpec> {
-    vec![
-        EdgeSpec::new(&["biz-internet"]),
-        EdgeSpec::new(&["biz-internet"]),
-        EdgeSpec::new(&["biz-internet", "mpls"]),
-    ]
+    sdwan::lab_edges()
 }
 
 fn fabric(specs: Vec<EdgeSpec>, timers: Timers) -> Fabric {
@@ -664,4 +660,74 @@ fn stopped_edge_is_withdrawn_after_the_hold_time() {
         (2, 0),
         "no route to the withdrawn edge"
     );
+}
+
+/// `cargo xtask lab up --sdwan` / `lab down` (here under a unique prefix):
+/// the fabric outlives the call, answers and pings; `lab_down` stops its
+/// processes and removes its namespaces.
+#[test]
+fn lab_up_leaves_a_fabric_running_and_lab_down_removes_it() {
+    let prefix = format!("xsl{:x}", std::process::id() % 0xffff);
+    // Removes the lab if an assertion below fails.
+    struct Down<'a>(&'a str);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            sdwan::lab_down(self.0);
+        }
+    }
+    let _guard = Down(&prefix);
+    sdwan::lab_up(&prefix, Timers::fast(), Duration::from_secs(20)).expect("lab up");
+    let info = sdwan::lab_show(&prefix).expect("lab show");
+    let ns = |n: &str| format!("{prefix}-{n}");
+    for n in ["br", "vsmart", "edge1", "edge2", "edge3"] {
+        assert!(info.contains(&ns(n)), "{n} in\n{info}");
+    }
+    // Each node's control socket, as printed, answers.
+    let socks: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split("--socket ").nth(1))
+        .map(|r| r.split_whitespace().next().unwrap().to_string())
+        .collect();
+    assert_eq!(socks.len(), 4, "{info}");
+    for s in &socks {
+        xdpsec_e2e::cli(std::path::Path::new(s), "show version", false).expect(s);
+    }
+    assert_eq!(
+        xdpsec_e2e::ping(&ns("edge1"), "203.0.113.1", "203.0.113.3", 3, "0.2"),
+        (3, 3)
+    );
+    let pids: Vec<i32> = ["vsmart", "edge1", "edge2", "edge3"]
+        .iter()
+        .flat_map(|n| {
+            let o = std::process::Command::new("ip")
+                .args(["netns", "pids", &ns(n)])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .map(|p| p.parse::<i32>().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(pids.len(), 4, "one xdpsec per node: {pids:?}");
+
+    sdwan::lab_down(&prefix);
+    for p in pids {
+        // Gone, or a zombie of this test process (lab_up started them here).
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        assert!(
+            stat.is_empty() || stat.contains(") Z "),
+            "pid {p} still runs: {stat}"
+        );
+    }
+    let list = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(!list.contains(&prefix), "{list}");
+    for s in &socks {
+        assert!(!std::path::Path::new(s).exists(), "{s} left behind");
+    }
+    assert!(sdwan::lab_show(&prefix).is_none());
 }
