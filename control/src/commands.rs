@@ -85,6 +85,18 @@ pub enum Cmd {
     ClearSession,
     /// `clear crypto session remote ADDR`.
     ClearSessionRemote,
+    /// `show sdwan bfd sessions`.
+    ShowSdwanBfdSessions,
+    /// `show sdwan control connections` (edge).
+    ShowSdwanControlConnections,
+    /// `show sdwan omp tlocs` (edge).
+    ShowSdwanOmpTlocs,
+    /// `show sdwan omp routes` (edge).
+    ShowSdwanOmpRoutes,
+    /// `show sdwan omp peers` (edge).
+    ShowSdwanOmpPeers,
+    /// `request platform software sdwan security ipsec-rekey`.
+    SdwanIpsecRekey,
     /// The command list.
     Help,
 }
@@ -222,11 +234,75 @@ pub const COMMANDS: &[CommandSpec<Cmd>] = &[
         help: "software version, node name and uptime",
     },
     CommandSpec {
+        pattern: "show sdwan bfd sessions",
+        id: Cmd::ShowSdwanBfdSessions,
+        help: "SD-WAN: BFD sessions inside the tunnels, one per local and remote TLOC",
+    },
+    CommandSpec {
+        pattern: "show sdwan control connections",
+        id: Cmd::ShowSdwanControlConnections,
+        help: "SD-WAN: control connections to the controller, one per local color",
+    },
+    CommandSpec {
+        pattern: "show sdwan omp tlocs",
+        id: Cmd::ShowSdwanOmpTlocs,
+        help: "SD-WAN: local and learned TLOCs (address, port, SPI; never a key)",
+    },
+    CommandSpec {
+        pattern: "show sdwan omp routes",
+        id: Cmd::ShowSdwanOmpRoutes,
+        help: "SD-WAN: learned service routes and the TLOC colors they resolve through",
+    },
+    CommandSpec {
+        pattern: "show sdwan omp peers",
+        id: Cmd::ShowSdwanOmpPeers,
+        help: "SD-WAN: OMP peers (the controller)",
+    },
+    CommandSpec {
+        pattern: "request platform software sdwan security ipsec-rekey",
+        id: Cmd::SdwanIpsecRekey,
+        help: "SD-WAN: new inbound SPI and key on every local TLOC now, advertised through the controller",
+    },
+    CommandSpec {
         pattern: "help",
         id: Cmd::Help,
         help: "list the commands",
     },
 ];
+
+/// One interface's SAs as `show crypto ipsec sa` shows them.
+pub(crate) struct SaEntry<'a> {
+    /// Interface (tunnel) name.
+    pub name: &'a str,
+    /// Crypto map tag.
+    pub tag: String,
+    /// Local address.
+    pub local: std::net::IpAddr,
+    /// `addr/mask/prot/port` of the local ident.
+    pub local_ident: String,
+    /// `addr/mask/prot/port` of the remote ident.
+    pub remote_ident: String,
+    /// The peer.
+    pub peer: std::net::IpAddr,
+    /// The peer's port.
+    pub port: u16,
+    /// Inbound SAs.
+    pub inbound: Vec<(SaId, &'a SaCold)>,
+    /// Outbound SA.
+    pub outbound: Option<(SaId, &'a SaCold)>,
+    /// Inbound counters since the last clear.
+    pub inb: SaCounters,
+    /// Outbound counters since the last clear.
+    pub outb: SaCounters,
+    /// UDP-encapsulated.
+    pub udp: bool,
+    /// What the SA timing line says without a lifetime.
+    pub keys_note: &'static str,
+    /// PFS group.
+    pub pfs: Option<DhGroup>,
+    /// Replay detection on.
+    pub replay: bool,
+}
 
 /// Dummy packets (ESP next header 59) summed over every worker.
 fn dummy_packets(workers: &[Arc<WorkerShared>]) -> u64 {
@@ -273,24 +349,28 @@ impl Owner {
     /// A tunnel's counters since the last clear: (inbound, over all its
     /// inbound SAs, two during a rekey; outbound).
     fn tunnel_counters(&self, ts: &crate::owner::TunnelState) -> (SaCounters, SaCounters) {
-        let inb = ts.inbound.iter().fold(SaCounters::default(), |a, &id| {
-            a.plus(&self.sa_counters_since_clear(id))
-        });
-        let outb = ts
-            .outbound
-            .map(|id| self.sa_counters_since_clear(id))
-            .unwrap_or_default();
-        (inb, outb)
+        self.sa_pair_counters(ts.inbound.iter().copied(), ts.outbound)
     }
 
     /// `clear crypto sa counters`: every SA's counters read as zero from now on.
     fn clear_sa_counters(&mut self) -> (String, Value) {
         let base = &mut self.sa_baseline;
         base.clear();
-        for t in &self.tunnels {
-            for id in t.sa_ids() {
-                base.insert(id, sa_counters(&self.workers, id));
-            }
+        let sdwan_ids = self.sdwan.iter().flat_map(|s| {
+            s.peers.values().flat_map(|p| {
+                p.inbound
+                    .iter()
+                    .map(|(_, id)| *id)
+                    .chain(p.outbound.map(|o| o.1))
+            })
+        });
+        for id in self
+            .tunnels
+            .iter()
+            .flat_map(|t| t.sa_ids())
+            .chain(sdwan_ids)
+        {
+            base.insert(id, sa_counters(&self.workers, id));
         }
         (String::new(), json!({"cleared": true}))
     }
@@ -305,26 +385,10 @@ impl Owner {
                 continue;
             }
             let (inb, outb) = self.tunnel_counters(ts);
-            let inbound: Vec<(SaId, &SaCold)> = ts
-                .inbound
-                .iter()
-                .filter_map(|&id| Some((id, table.cold(id)?)))
-                .collect();
-            let outbound: Option<(SaId, &SaCold)> =
-                ts.outbound.and_then(|id| Some((id, table.cold(id)?)));
-            let out_spi = outbound.map_or(0, |(_, c)| c.spi);
-            let encaps = outb.encaps;
-            let decaps = inb.decaps;
-            let verify_failed = inb.verify_failed;
-            let replay_failed = inb.replay_failed();
-            let send_errors = outb.send_errors;
-            // As on IOS, receive errors include integrity and replay failures.
-            let recv_errors = inb.recv_errors + verify_failed + replay_failed;
             let port = match t.encap {
                 Encap::Esp => 500,
                 Encap::Udp { peer_port, .. } => peer_port,
             };
-            let tag = crypto_map_tag(t);
             let mask = |c: &crate::config::Cidr| -> String {
                 if c.addr.is_ipv4() {
                     let m = if c.len == 0 {
@@ -347,58 +411,6 @@ impl Owner {
             } else {
                 "::/0"
             };
-            let keys_note = match &t.kind {
-                TunnelKind::Manual(_) => "manual keys, no expiry",
-                TunnelKind::Ike(_) => "negotiated keys",
-            };
-            let settings = match t.encap {
-                Encap::Esp => "{Tunnel, }",
-                Encap::Udp { .. } => "{Tunnel UDP-Encaps, }",
-            };
-            let _ = writeln!(text, "interface: {}", t.name);
-            let _ = writeln!(
-                text,
-                "    Crypto map tag: {tag}, local addr {}\n",
-                self.local
-            );
-            let _ = writeln!(text, "   protected vrf: (none)");
-            let _ = writeln!(text, "   local  ident (addr/mask/prot/port): ({any}/0/0)");
-            let _ = writeln!(
-                text,
-                "   remote ident (addr/mask/prot/port): ({remote}/0/0)"
-            );
-            let _ = writeln!(text, "   current_peer {} port {port}", t.peer);
-            let _ = writeln!(text, "     PERMIT, flags={{origin_is_acl,}}");
-            let _ = writeln!(
-                text,
-                "    #pkts encaps: {encaps}, #pkts encrypt: {encaps}, #pkts digest: {encaps}"
-            );
-            let _ = writeln!(
-                text,
-                "    #pkts decaps: {decaps}, #pkts decrypt: {decaps}, #pkts verify: {decaps}"
-            );
-            let _ = writeln!(text, "    #pkts compressed: 0, #pkts decompressed: 0");
-            let _ = writeln!(text, "    #pkts not compressed: 0, #pkts compr. failed: 0");
-            let _ = writeln!(
-                text,
-                "    #pkts not decompressed: 0, #pkts decompress failed: 0"
-            );
-            let _ = writeln!(
-                text,
-                "    #send errors {send_errors}, #recv errors {recv_errors}\n"
-            );
-            let _ = writeln!(
-                text,
-                "     local crypto endpt.: {}, remote crypto endpt.: {}",
-                self.local, t.peer
-            );
-            let _ = writeln!(
-                text,
-                "     plaintext mtu {}, path mtu 1500, ip mtu 1500, ip mtu idb {}",
-                crate::platform::tun::TUN_MTU,
-                self.interface
-            );
-            let _ = writeln!(text, "     current outbound spi: 0x{out_spi:X}({out_spi})");
             // PFS: the DH group of the tunnel's first ESP proposal, if any.
             let pfs = match &t.kind {
                 TunnelKind::Ike(k) => k
@@ -408,74 +420,180 @@ impl Owner {
                     .and_then(|p| p.dh),
                 TunnelKind::Manual(_) => None,
             };
-            match pfs {
-                Some(g) => {
-                    let _ = writeln!(text, "     PFS (Y/N): Y, DH group: group{}\n", dh_number(g));
-                }
-                None => {
-                    let _ = writeln!(text, "     PFS (Y/N): N, DH group: none\n");
-                }
-            }
-            let sa_block = |text: &mut String, dir: &str, sas: &[(SaId, &SaCold)]| {
-                let _ = writeln!(text, "     {dir} esp sas:");
-                for (id, cold) in sas {
-                    let (spi, conn) = (cold.spi, id.index + 1);
-                    let transform = cold.cipher.ios_transform();
-                    let _ = writeln!(text, "      spi: 0x{spi:X}({spi})");
-                    let _ = writeln!(text, "        transform: {transform} ,");
-                    let _ = writeln!(text, "        in use settings ={settings}");
-                    let _ = writeln!(
-                        text,
-                        "        conn id: {conn}, flow_id: SW:{conn}, sibling_flags 80000000, crypto map: {tag}"
-                    );
-                    match self.lifetimes.get(id) {
-                        // IOS: (kilobytes/seconds) left; no volume limit here.
-                        Some((at, life)) => {
-                            let left = life.saturating_sub(at.elapsed()).as_secs();
-                            let _ = writeln!(
-                                text,
-                                "        sa timing: remaining key lifetime (k/sec): (4608000/{left})"
-                            );
-                        }
-                        None => {
-                            let _ = writeln!(
-                                text,
-                                "        sa timing: remaining key lifetime: {keys_note}"
-                            );
-                        }
-                    }
-                    let iv = if cold.cipher.ios_transform().contains("gcm")
-                        || cold.cipher.ios_transform().contains("chacha")
-                    {
-                        8
-                    } else {
-                        16
-                    };
-                    let _ = writeln!(text, "        IV size: {iv} bytes");
-                    let replay = if t.replay_window > 0 { "Y" } else { "N" };
-                    let _ = writeln!(text, "        replay detection support: {replay}");
-                    let _ = writeln!(text, "        Status: ACTIVE(ACTIVE)");
-                }
-                let _ = writeln!(text, "\n     {dir} ah sas:\n\n     {dir} pcp sas:\n");
+            let e = SaEntry {
+                name: &t.name,
+                tag: crypto_map_tag(t),
+                local: self.local,
+                local_ident: format!("{any}/0/0"),
+                remote_ident: format!("{remote}/0/0"),
+                peer: t.peer,
+                port,
+                inbound: ts
+                    .inbound
+                    .iter()
+                    .filter_map(|&id| Some((id, table.cold(id)?)))
+                    .collect(),
+                outbound: ts.outbound.and_then(|id| Some((id, table.cold(id)?))),
+                inb,
+                outb,
+                udp: matches!(t.encap, Encap::Udp { .. }),
+                keys_note: match &t.kind {
+                    TunnelKind::Manual(_) => "manual keys, no expiry",
+                    TunnelKind::Ike(_) => "negotiated keys",
+                },
+                pfs,
+                replay: t.replay_window > 0,
             };
-            sa_block(&mut text, "inbound", &inbound);
-            sa_block(&mut text, "outbound", outbound.as_slice());
-            list.push(json!({
-                "tunnel": t.name,
-                "peer": t.peer.to_string(),
-                "outbound_spi": out_spi,
-                "inbound_spis": inbound.iter().map(|(_, c)| c.spi).collect::<Vec<_>>(),
-                "pkts_encaps": encaps,
-                "pkts_decaps": decaps,
-                "pkts_verify_failed": verify_failed,
-                "pkts_replay_failed": replay_failed,
-                "pkts_replay_too_old": inb.replay_too_old,
-                "pkts_replay_duplicate": inb.replay_duplicate,
-                "send_errors": send_errors,
-                "recv_errors": recv_errors,
-            }));
+            list.push(self.render_sa_entry(&e, &mut text));
+        }
+        for e in self.sdwan_sa_entries(peer) {
+            list.push(self.render_sa_entry(&e, &mut text));
         }
         (text, json!({ "sas": list }))
+    }
+
+    /// Counters of a set of inbound SAs and an outbound SA since the last clear.
+    pub(crate) fn sa_pair_counters(
+        &self,
+        inbound: impl Iterator<Item = SaId>,
+        outbound: Option<SaId>,
+    ) -> (SaCounters, SaCounters) {
+        let inb = inbound.fold(SaCounters::default(), |a, id| {
+            a.plus(&self.sa_counters_since_clear(id))
+        });
+        let outb = outbound
+            .map(|id| self.sa_counters_since_clear(id))
+            .unwrap_or_default();
+        (inb, outb)
+    }
+
+    /// One interface's block of `show crypto ipsec sa`, and its JSON row.
+    fn render_sa_entry(&self, e: &SaEntry<'_>, text: &mut String) -> Value {
+        let (inb, outb) = (&e.inb, &e.outb);
+        let out_spi = e.outbound.map_or(0, |(_, c)| c.spi);
+        let encaps = outb.encaps;
+        let decaps = inb.decaps;
+        let verify_failed = inb.verify_failed;
+        let replay_failed = inb.replay_failed();
+        let send_errors = outb.send_errors;
+        // As on IOS, receive errors include integrity and replay failures.
+        let recv_errors = inb.recv_errors + verify_failed + replay_failed;
+        let tag = &e.tag;
+        let settings = if e.udp {
+            "{Tunnel UDP-Encaps, }"
+        } else {
+            "{Tunnel, }"
+        };
+        let _ = writeln!(text, "interface: {}", e.name);
+        let _ = writeln!(text, "    Crypto map tag: {tag}, local addr {}\n", e.local);
+        let _ = writeln!(text, "   protected vrf: (none)");
+        let _ = writeln!(
+            text,
+            "   local  ident (addr/mask/prot/port): ({})",
+            e.local_ident
+        );
+        let _ = writeln!(
+            text,
+            "   remote ident (addr/mask/prot/port): ({})",
+            e.remote_ident
+        );
+        let _ = writeln!(text, "   current_peer {} port {}", e.peer, e.port);
+        let _ = writeln!(text, "     PERMIT, flags={{origin_is_acl,}}");
+        let _ = writeln!(
+            text,
+            "    #pkts encaps: {encaps}, #pkts encrypt: {encaps}, #pkts digest: {encaps}"
+        );
+        let _ = writeln!(
+            text,
+            "    #pkts decaps: {decaps}, #pkts decrypt: {decaps}, #pkts verify: {decaps}"
+        );
+        let _ = writeln!(text, "    #pkts compressed: 0, #pkts decompressed: 0");
+        let _ = writeln!(text, "    #pkts not compressed: 0, #pkts compr. failed: 0");
+        let _ = writeln!(
+            text,
+            "    #pkts not decompressed: 0, #pkts decompress failed: 0"
+        );
+        let _ = writeln!(
+            text,
+            "    #send errors {send_errors}, #recv errors {recv_errors}\n"
+        );
+        let _ = writeln!(
+            text,
+            "     local crypto endpt.: {}, remote crypto endpt.: {}",
+            e.local, e.peer
+        );
+        let _ = writeln!(
+            text,
+            "     plaintext mtu {}, path mtu 1500, ip mtu 1500, ip mtu idb {}",
+            crate::platform::tun::TUN_MTU,
+            self.interface
+        );
+        let _ = writeln!(text, "     current outbound spi: 0x{out_spi:X}({out_spi})");
+        match e.pfs {
+            Some(g) => {
+                let _ = writeln!(text, "     PFS (Y/N): Y, DH group: group{}\n", dh_number(g));
+            }
+            None => {
+                let _ = writeln!(text, "     PFS (Y/N): N, DH group: none\n");
+            }
+        }
+        let sa_block = |text: &mut String, dir: &str, sas: &[(SaId, &SaCold)]| {
+            let _ = writeln!(text, "     {dir} esp sas:");
+            for (id, cold) in sas {
+                let (spi, conn) = (cold.spi, id.index + 1);
+                let transform = cold.cipher.ios_transform();
+                let _ = writeln!(text, "      spi: 0x{spi:X}({spi})");
+                let _ = writeln!(text, "        transform: {transform} ,");
+                let _ = writeln!(text, "        in use settings ={settings}");
+                let _ = writeln!(
+                    text,
+                    "        conn id: {conn}, flow_id: SW:{conn}, sibling_flags 80000000, crypto map: {tag}"
+                );
+                match self.lifetimes.get(id) {
+                    // IOS: (kilobytes/seconds) left; no volume limit here.
+                    Some((at, life)) => {
+                        let left = life.saturating_sub(at.elapsed()).as_secs();
+                        let _ = writeln!(
+                            text,
+                            "        sa timing: remaining key lifetime (k/sec): (4608000/{left})"
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(
+                            text,
+                            "        sa timing: remaining key lifetime: {}",
+                            e.keys_note
+                        );
+                    }
+                }
+                let iv = if transform.contains("gcm") || transform.contains("chacha") {
+                    8
+                } else {
+                    16
+                };
+                let _ = writeln!(text, "        IV size: {iv} bytes");
+                let replay = if e.replay { "Y" } else { "N" };
+                let _ = writeln!(text, "        replay detection support: {replay}");
+                let _ = writeln!(text, "        Status: ACTIVE(ACTIVE)");
+            }
+            let _ = writeln!(text, "\n     {dir} ah sas:\n\n     {dir} pcp sas:\n");
+        };
+        sa_block(text, "inbound", &e.inbound);
+        sa_block(text, "outbound", e.outbound.as_slice());
+        json!({
+            "tunnel": e.name,
+            "peer": e.peer.to_string(),
+            "outbound_spi": out_spi,
+            "inbound_spis": e.inbound.iter().map(|(_, c)| c.spi).collect::<Vec<_>>(),
+            "pkts_encaps": encaps,
+            "pkts_decaps": decaps,
+            "pkts_verify_failed": verify_failed,
+            "pkts_replay_failed": replay_failed,
+            "pkts_replay_too_old": inb.replay_too_old,
+            "pkts_replay_duplicate": inb.replay_duplicate,
+            "send_errors": send_errors,
+            "recv_errors": recv_errors,
+        })
     }
 
     fn show_logging(&self) -> (String, Value) {
@@ -580,6 +698,12 @@ impl Owner {
                     json!({"version": env!("CARGO_PKG_VERSION"), "node": self.node, "uptime_s": up}),
                 ))
             }
+            Cmd::ShowSdwanBfdSessions => self.show_sdwan_bfd_sessions(),
+            Cmd::ShowSdwanControlConnections => self.show_sdwan_control_connections(),
+            Cmd::ShowSdwanOmpTlocs => self.show_sdwan_omp_tlocs(),
+            Cmd::ShowSdwanOmpRoutes => self.show_sdwan_omp_routes(),
+            Cmd::ShowSdwanOmpPeers => self.show_sdwan_omp_peers(),
+            Cmd::SdwanIpsecRekey => self.sdwan_ipsec_rekey(),
             Cmd::Help => Ok(help()),
         };
         match result {
@@ -763,7 +887,11 @@ impl Owner {
         ))
     }
 
-    fn set_udp_port(&mut self, port: u32, steer: bool) -> anyhow::Result<(String, Value)> {
+    pub(crate) fn set_udp_port(
+        &mut self,
+        port: u32,
+        steer: bool,
+    ) -> anyhow::Result<(String, Value)> {
         if port == 0 || port > 65535 || port == 500 {
             anyhow::bail!("port {port}: give a UDP port 1-65535 other than 500 (IKE)");
         }

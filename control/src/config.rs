@@ -27,6 +27,8 @@ pub struct Config {
     pub inside: Inside,
     /// Configured tunnels, in file order.
     pub tunnels: Vec<Tunnel>,
+    /// The SD-WAN edge (`[sdwan]`), if this node is one.
+    pub sdwan: Option<crate::sdwan::config::SdwanConfig>,
 }
 
 /// Where decrypted inner packets go.
@@ -45,7 +47,7 @@ pub enum Inside {
 }
 
 /// An address with a prefix length.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Cidr {
     /// The address.
     pub addr: IpAddr,
@@ -253,6 +255,8 @@ struct RawConfig {
     inside: Option<Spanned<RawInside>>,
     #[serde(default)]
     tunnel: Vec<Spanned<RawTunnel>>,
+    #[serde(default)]
+    sdwan: Option<Spanned<crate::sdwan::config::RawSdwan>>,
 }
 
 #[derive(Deserialize)]
@@ -326,7 +330,7 @@ struct RawSa {
 }
 
 /// A key as written in the config file: the text is zeroized when dropped.
-struct SecretText(zeroize::Zeroizing<String>);
+pub(crate) struct SecretText(pub(crate) zeroize::Zeroizing<String>);
 
 impl<'de> Deserialize<'de> for SecretText {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -493,6 +497,11 @@ impl Config {
             }
             tunnels.push(tun);
         }
+        let sdwan = raw
+            .sdwan
+            .as_ref()
+            .map(|s| crate::sdwan::config::parse_sdwan(s, &inside, &at))
+            .transpose()?;
         Ok(Config {
             node,
             socket,
@@ -505,6 +514,7 @@ impl Config {
             },
             inside,
             tunnels,
+            sdwan,
         })
     }
 }
@@ -825,37 +835,19 @@ fn parse_ike(
     name: &str,
     nat_t_port: u16,
 ) -> Result<IkeTunnel, String> {
-    let psk = match (&t.psk, &t.psk_file) {
-        (Some(_), Some(f)) => {
-            return Err(format!(
-                "line {}: fields `tunnel.psk` and `tunnel.psk_file` in tunnel {name}: give one of them",
-                at(f.span())
-            ));
-        }
-        (Some(p), None) => {
-            let v = p.get_ref().0.as_bytes();
-            if v.is_empty() {
-                return Err(format!(
-                    "line {}: field `tunnel.psk` in tunnel {name} is empty",
-                    at(p.span())
-                ));
-            }
-            zeroize::Zeroizing::new(v.to_vec())
-        }
-        (None, Some(f)) => read_psk_file(f.get_ref()).map_err(|e| {
+    let psk = psk_field(
+        &t.psk,
+        &t.psk_file,
+        "tunnel.",
+        &format!(" in tunnel {name}"),
+        &|| {
             format!(
-                "line {}: field `tunnel.psk_file` = {:?} in tunnel {name}: {e}",
-                at(f.span()),
-                f.get_ref()
-            )
-        })?,
-        (None, None) => {
-            return Err(format!(
                 "line {}: tunnel {name} (kind = \"ike\") needs `psk` or `psk_file`",
                 at(t.name.span())
-            ));
-        }
-    };
+            )
+        },
+        at,
+    )?;
     let proposals = |list: &Option<Spanned<Vec<Spanned<String>>>>,
                      field: &str,
                      default: &str|
@@ -928,6 +920,44 @@ fn parse_ike(
 
 /// Read a pre-shared key file: it must be a regular file of mode 0600 (or
 /// stricter); one trailing newline is not part of the key.
+/// A pre-shared key given as `psk` or `psk_file` (one of them): the
+/// fields are named `{field}psk`/`{field}psk_file`{whose} in errors;
+/// `missing` is the error when neither is given.
+pub(crate) fn psk_field(
+    psk: &Option<Spanned<SecretText>>,
+    psk_file: &Option<Spanned<String>>,
+    field: &str,
+    whose: &str,
+    missing: &dyn Fn() -> String,
+    at: &dyn Fn(std::ops::Range<usize>) -> usize,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
+    match (psk, psk_file) {
+        (Some(_), Some(f)) => Err(format!(
+            "line {}: fields `{field}psk` and `{field}psk_file`{whose}: give one of them",
+            at(f.span())
+        )),
+        (Some(p), None) => {
+            let v = p.get_ref().0.as_bytes();
+            if v.is_empty() {
+                return Err(format!(
+                    "line {}: field `{field}psk`{whose} is empty",
+                    at(p.span())
+                ));
+            }
+            Ok(zeroize::Zeroizing::new(v.to_vec()))
+        }
+        (None, Some(f)) => read_psk_file(f.get_ref()).map_err(|e| {
+            format!(
+                "line {}: field `{field}psk_file` = {:?}{whose}: {e}",
+                at(f.span()),
+                f.get_ref()
+            )
+        }),
+        (None, None) => Err(missing()),
+    }
+}
+
+/// Read a key file (mode 0600 or stricter; one trailing newline dropped).
 pub(crate) fn read_psk_file(path: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot read it: {e}"))?;

@@ -16,6 +16,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use arc_swap::ArcSwap;
 use tracing::{error, info};
 use xdpsec_afxdp::{QueueConfig, XskQueue};
 use xdpsec_datapath::{DropCounters, WorkerState};
@@ -28,7 +29,7 @@ use crate::{
     owner::{Msg, Owner, OwnerHandle, Started, build_tunnels},
     platform::kernelrx::{self, CtlHandle, KernelRxStats},
     platform::loader::XdpSteering,
-    platform::neighbor::{self, SharedMac, refresh_next_hops},
+    platform::neighbor::{self, NextHops},
     platform::tun::Tun,
     punt::PuntHub,
     queues::QueueInfo,
@@ -194,17 +195,22 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
             routes.push((*s, i as u32));
         }
     }
-    let routes = Arc::new(RouteTable::new(routes));
+    let static_routes = routes.clone();
+    let routes = Arc::new(ArcSwap::from_pointee(RouteTable::new(routes)));
     let local_mac = neighbor::interface_mac(iface)
         .with_context(|| format!("reading the MAC address of {iface}"))?;
-    let next_hops: Arc<Vec<SharedMac>> = Arc::new(
-        config
-            .tunnels
-            .iter()
-            .map(|_| SharedMac::default())
+    // Tunnel indices: the configured tunnels, then the SD-WAN TLOCs and
+    // room for their peers.
+    let n_tunnels = config.tunnels.len() as u32;
+    let index_end = match &config.sdwan {
+        Some(s) => n_tunnels + s.tlocs.len() as u32 + crate::sdwan::MAX_PEERS,
+        None => n_tunnels,
+    };
+    let next_hops = Arc::new(NextHops::new(
+        (0..index_end)
+            .map(|i| config.tunnels.get(i as usize).map(|t| t.peer))
             .collect(),
-    );
-    let peers: Vec<std::net::IpAddr> = config.tunnels.iter().map(|t| t.peer).collect();
+    ));
 
     let mut steering = XdpSteering::attach(iface, &config.underlay.udp_ports)?;
 
@@ -286,7 +292,23 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
     )
     .context("spawning the kernel-socket thread")?;
     // Learn the peers' next hops before traffic flows (bounded wait).
-    refresh_next_hops(&peers, iface, &next_hops, Duration::from_secs(2));
+    next_hops.refresh(iface, Duration::from_secs(2));
+    // The SD-WAN edge: its I/O shell (control connections, punted BFD).
+    let (sdwan, sdwan_rx, sdwan_thread) = match &config.sdwan {
+        Some(cfg) => {
+            let (tx, rx) = crossbeam::channel::bounded(crate::sdwan::io::EVENT_QUEUE);
+            let (io, h) = crate::sdwan::io::spawn(Arc::clone(&punt), tx, Arc::clone(&stop))?;
+            let edge = crate::sdwan::Sdwan::new(
+                cfg.clone(),
+                n_tunnels,
+                io,
+                Arc::clone(&punt),
+                Instant::now(),
+            );
+            (Some(edge), rx, Some(h))
+        }
+        None => (None, crossbeam::channel::never(), None),
+    };
 
     let owner = Owner::new(
         Started {
@@ -299,6 +321,10 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
             extra_drops: vec![kernel_drops],
             kernel_rx,
             kernel_ctl,
+            sdwan,
+            routes: Arc::clone(&routes),
+            static_routes,
+            next_hops: Arc::clone(&next_hops),
         },
         table,
         tunnels,
@@ -308,7 +334,7 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
     let (handle, inbox) = OwnerHandle::channel();
     let owner_thread = thread::Builder::new()
         .name("xdpsec-owner".into())
-        .spawn(move || owner.run(inbox, ike_rx))
+        .spawn(move || owner.run(inbox, ike_rx, sdwan_rx))
         .context("spawning the control-state owner")?;
     let mut workers = Vec::new();
     for (mut xsk, mut handler) in queues {
@@ -335,9 +361,13 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
             .spawn(move || {
                 let mut last = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
-                    thread::sleep(Duration::from_millis(100));
-                    if last.elapsed() >= NEXT_HOP_REFRESH {
-                        refresh_next_hops(&peers, &iface, &next_hops, Duration::ZERO);
+                    // A new peer (SD-WAN) is resolved at once, waiting up
+                    // to a second for the kernel's answer.
+                    if next_hops.wait_poke(Duration::from_millis(100)) {
+                        next_hops.refresh(&iface, Duration::from_secs(1));
+                        last = Instant::now();
+                    } else if last.elapsed() >= NEXT_HOP_REFRESH {
+                        next_hops.refresh(&iface, Duration::ZERO);
                         last = Instant::now();
                     }
                 }
@@ -386,6 +416,9 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
     let _ = ctl_thread.join();
     let _ = next_hop_thread.join();
     let _ = kernel_thread.join();
+    if let Some(h) = sdwan_thread {
+        let _ = h.join();
+    }
     handle.send(Msg::Shutdown);
     let mut owner = owner_thread
         .join()

@@ -9,6 +9,7 @@ use std::{
     time::Instant,
 };
 
+use arc_swap::ArcSwap;
 use xdpsec_afxdp::{BATCH_SIZE, BatchHandler, RxBatch, XskTx, add_single_writer};
 use xdpsec_datapath::{
     DropReason, SaSnapshot, Verdict, WorkerState, decap_batch, encap, sa::SharedSnapshot,
@@ -18,7 +19,7 @@ use xdpsec_datapath::{
 use crate::{
     config::Cidr,
     handoff::{HandoffQueue, HandoffSlot},
-    platform::neighbor::SharedMac,
+    platform::neighbor::NextHops,
     punt::PuntHub,
 };
 
@@ -143,10 +144,11 @@ fn inner_dst(pkt: &[u8]) -> Option<IpAddr> {
 pub struct WorkerCtx {
     /// The published SA snapshot.
     pub snap: SharedSnapshot,
-    /// Inner routes into tunnels.
-    pub routes: Arc<RouteTable>,
+    /// Inner routes into tunnels (republished by control when SD-WAN
+    /// routes change; loaded once per batch).
+    pub routes: Arc<ArcSwap<RouteTable>>,
     /// Next-hop MAC per tunnel index.
-    pub next_hops: Arc<Vec<SharedMac>>,
+    pub next_hops: Arc<NextHops>,
     /// This interface's MAC.
     pub local_mac: [u8; 6],
     /// The daemon's clock origin (`now` for the core is time since it).
@@ -358,6 +360,7 @@ impl BatchHandler for DatapathHandler {
             return;
         };
         let snap = self.ctx.snap.load();
+        let routes = self.ctx.routes.load();
         let me = self.ws.id();
         let (mut read, mut sent, mut handed) = (0, 0, 0);
         let mut woken = 0u64; // bit per owner worker to notify once
@@ -370,7 +373,7 @@ impl BatchHandler for DatapathHandler {
             let inner = &self.tun_buf[..len];
             // Not IP, or a destination routed into the TUN that no tunnel
             // claims: there is no SA, and the core counts it (89, 111/112).
-            let Some(tunnel) = inner_dst(inner).and_then(|d| self.ctx.routes.lookup(d)) else {
+            let Some(tunnel) = inner_dst(inner).and_then(|d| routes.lookup(d)) else {
                 let _ = encap(&mut self.ws, &snap, u32::MAX, inner, &mut []);
                 continue;
             };
@@ -526,12 +529,12 @@ mod tests {
         .unwrap();
         let handoff = Arc::new(vec![Arc::new(HandoffQueue::new().unwrap())]);
         let punt = Arc::new(PuntHub::new(Arc::clone(&handoff)).unwrap());
-        let mac = SharedMac::default();
-        mac.set(Some([2, 0, 0, 0, 0, 0xb]));
+        let next_hops = NextHops::new(vec![None]);
+        next_hops.get(0).unwrap().set(Some([2, 0, 0, 0, 0, 0xb]));
         let ctx = WorkerCtx {
             snap: t.shared(),
-            routes: Arc::new(RouteTable::default()),
-            next_hops: Arc::new(vec![mac]),
+            routes: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
+            next_hops: Arc::new(next_hops),
             local_mac: [2, 0, 0, 0, 0, 0xa],
             epoch: Instant::now(),
             handoff,

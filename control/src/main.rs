@@ -11,6 +11,7 @@ mod owner;
 mod platform;
 mod punt;
 mod queues;
+mod sdwan;
 mod seqstore;
 mod state;
 

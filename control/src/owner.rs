@@ -33,11 +33,15 @@ use xdpsec_ike::{
     Action, Encr, EspEncap, EspProposal, Identity, Ike, IkeProposal, Input, Integ, PeerConfig,
 };
 
+use arc_swap::ArcSwap;
+
 use crate::{
-    config::{Config, Tunnel, TunnelKind},
+    config::{Cidr, Config, Tunnel, TunnelKind},
     ctlsock::{Reply, Request},
+    datapath::RouteTable,
     platform::kernelrx::{self, IkeDatagram, KernelRxStats},
     platform::loader::XdpSteering,
+    platform::neighbor::NextHops,
     queues::QueueInfo,
     seqstore::{self, KeyId, SeqStore},
     state::{EventLogger, LogBuffer, tunnel_endpoint, tunnel_sa_changes},
@@ -142,6 +146,14 @@ pub struct Owner {
     seq_rekeyed: std::collections::HashSet<SaId>,
     /// When the last failed reservation write was logged (rate limit).
     seq_error_logged: Option<Instant>,
+    /// The SD-WAN edge (`[sdwan]`), if this node is one.
+    pub sdwan: Option<crate::sdwan::Sdwan>,
+    /// The workers' inner route table (republished on SD-WAN route changes).
+    pub routes: Arc<ArcSwap<RouteTable>>,
+    /// Routes of the configured tunnels (`remote_subnets`).
+    pub static_routes: Vec<(Cidr, u32)>,
+    /// Next-hop MACs per tunnel index, and the peers they resolve.
+    pub next_hops: Arc<NextHops>,
 }
 
 /// The pieces `Owner::start` needs from start-up.
@@ -164,6 +176,14 @@ pub struct Started {
     pub kernel_rx: Arc<KernelRxStats>,
     /// The kernel-socket shell's control channel.
     pub kernel_ctl: kernelrx::CtlHandle,
+    /// The SD-WAN edge, if configured.
+    pub sdwan: Option<crate::sdwan::Sdwan>,
+    /// The workers' route table.
+    pub routes: Arc<ArcSwap<RouteTable>>,
+    /// Routes of the configured tunnels.
+    pub static_routes: Vec<(Cidr, u32)>,
+    /// Next-hop MACs.
+    pub next_hops: Arc<NextHops>,
 }
 
 /// Build the SA table for `cfg`: one publish, sequence numbers resumed above
@@ -242,13 +262,18 @@ impl Owner {
             ike.reserve_spis(tunnels_manual_spis(&s.config));
             ike
         });
+        let mut events =
+            EventLogger::new(s.config.tunnels.iter().map(|t| t.name.clone()).collect());
+        for t in s.sdwan.iter().flat_map(|e| e.tlocs.iter()) {
+            events.set_name(t.index, t.name.clone());
+        }
         Owner {
             node: s.config.node.clone(),
             local: s.config.underlay.address,
             interface: s.config.underlay.interface.clone(),
             started: Instant::now(),
             epoch: s.epoch,
-            events: EventLogger::new(s.config.tunnels.iter().map(|t| t.name.clone()).collect()),
+            events,
             config: s.config,
             config_path: s.config_path,
             tunnels,
@@ -278,15 +303,38 @@ impl Owner {
             lifetimes: HashMap::new(),
             seq_rekeyed: std::collections::HashSet::new(),
             seq_error_logged: None,
+            sdwan: s.sdwan,
+            routes: s.routes,
+            static_routes: s.static_routes,
+            next_hops: s.next_hops,
         }
     }
 
     /// Serve messages until [`Msg::Shutdown`] (or every sender is gone),
     /// then hand the state back for an orderly teardown.
-    pub fn run(mut self, rx: Receiver<Msg>, mut ike_rx: Receiver<IkeDatagram>) -> Owner {
+    pub fn run(
+        mut self,
+        rx: Receiver<Msg>,
+        mut ike_rx: Receiver<IkeDatagram>,
+        mut sdwan_rx: Receiver<crate::sdwan::io::IoEvent>,
+    ) -> Owner {
         let ticker = tick(TICK);
+        if self.sdwan.is_some() {
+            // Ports, control connections: the edge starts at once.
+            self.sdwan_omp(xdpsec_omp::edge::Input::Timer);
+        }
         loop {
+            // The SD-WAN cores' next timer (BFD hellos need better than the tick).
+            let timer = match self.sdwan.as_ref().and_then(|s| s.next_timeout()) {
+                Some(t) => crossbeam::channel::at(t),
+                None => crossbeam::channel::never(),
+            };
             select! {
+                recv(sdwan_rx) -> m => match m {
+                    Ok(ev) => self.sdwan_io(ev),
+                    Err(_) => sdwan_rx = crossbeam::channel::never(),
+                },
+                recv(timer) -> _ => self.sdwan_timers(),
                 recv(ike_rx) -> m => match m {
                     Ok(d) => self.ike_input(Input::Datagram {
                         local: d.local,
@@ -329,6 +377,7 @@ impl Owner {
         }
         self.extend_reservations();
         self.rekey_before_sequence_runs_out();
+        self.sdwan_timers();
         if self
             .ike
             .as_ref()
@@ -550,11 +599,20 @@ impl Owner {
     fn extend_reservations(&mut self) {
         let snap = self.table.snapshot();
         let mut raise = Vec::new();
-        for (i, t) in self.tunnels.iter().enumerate() {
-            let Some(out_key) = t.out_key else {
-                continue; // negotiated keys: rekeyed long before the end instead
-            };
-            let Some(OutboundEntry::Active(sa)) = snap.outbound(i as u32) else {
+        // Manual tunnels and SD-WAN peers (negotiated keys are rekeyed
+        // long before the end instead).
+        let reserved = self
+            .tunnels
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| Some((i as u32, t.out_key?)))
+            .chain(self.sdwan.iter().flat_map(|s| {
+                s.peers
+                    .values()
+                    .filter_map(|p| Some((p.index, p.outbound?.2)))
+            }));
+        for (i, out_key) in reserved {
+            let Some(OutboundEntry::Active(sa)) = snap.outbound(i) else {
                 continue;
             };
             let limit = sa.seq_limit();
@@ -861,6 +919,7 @@ impl Owner {
         if let Err(e) = self.seq.commit() {
             warn!("writing sequence reservations at shutdown: {e:#}");
         }
+        self.sdwan_shutdown();
         Some(s)
     }
 }

@@ -91,9 +91,6 @@ impl PuntHub {
     }
 
     /// The owner's wake-up fd (readable when something was punted).
-    // The owner's poll loop is wired by the lead (issue 8); until then the
-    // tick-driven `drain` is enough.
-    #[allow(dead_code)]
     pub fn fd(&self) -> RawFd {
         self.efd.fd()
     }
@@ -101,7 +98,6 @@ impl PuntHub {
     /// Owner side: clear the wake-up and move every punted packet of every
     /// worker into `out` (appended, in arrival order per worker). Call it on
     /// a wake-up of [`PuntHub::fd`] and on the owner's tick.
-    #[allow(dead_code)] // called by the owner once BFD is wired (issue 8)
     pub fn drain(&self, out: &mut Vec<Punted>) {
         self.efd.clear();
         let mut slots = Vec::new();
@@ -124,7 +120,6 @@ impl PuntHub {
     /// outbound SA it goes to worker 0, whose core counts the drop (111,
     /// 32). False when that worker's inject queue is full or the packet too
     /// large: counted once in its `inject_dropped`.
-    #[allow(dead_code)] // called by the BFD shell once wired (issue 8)
     pub fn inject(&self, snap: &SaSnapshot, tunnel: u32, packet: &[u8]) -> bool {
         let w = snap.outbound_owner(tunnel).unwrap_or(0);
         let Some(q) = self.handoff.get(usize::from(w)) else {

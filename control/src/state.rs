@@ -206,6 +206,16 @@ impl EventLogger {
         }
     }
 
+    /// Name tunnel index `i` in log lines (SD-WAN peers get their TLOC's
+    /// `TunnelNNNNN`).
+    pub fn set_name(&mut self, i: u32, name: String) {
+        let i = i as usize;
+        if self.tunnel_names.len() <= i {
+            self.tunnel_names.resize(i + 1, String::new());
+        }
+        self.tunnel_names[i] = name;
+    }
+
     /// Drain every worker's events into `log`; `now` is the daemon's clock.
     /// Returns the distinct (peer, SPI) pairs of ESP with an SPI no SA has
     /// (drops 1/4/9/12), for IKE's invalid-SPI recovery.
@@ -240,6 +250,7 @@ impl EventLogger {
         let iface = ev
             .tunnel
             .and_then(|t| self.tunnel_names.get(t as usize))
+            .filter(|n| !n.is_empty())
             .map(String::as_str);
         if let Some(line) = self.logger.log(ev, iface, now) {
             // Keys never reach this line: it carries addresses and the SPI only.

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use zeroize::Zeroizing;
 
-use crate::config::{line_of, node_and_socket, parse_toml};
+use crate::config::{SecretText, line_of, node_and_socket, parse_toml, psk_field};
 
 /// Default OMP graceful-restart time (Cisco SD-WAN `omp timers
 /// graceful-restart-timer` default, 43200 s).
@@ -44,15 +44,6 @@ impl std::fmt::Debug for ControllerConfig {
             .field("psk", &"<redacted>")
             .field("graceful_restart", &self.graceful_restart)
             .finish()
-    }
-}
-
-/// A key as written in the file: zeroized when dropped.
-struct SecretText(Zeroizing<String>);
-
-impl<'de> Deserialize<'de> for SecretText {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(|s| SecretText(Zeroizing::new(s)))
     }
 }
 
@@ -97,34 +88,19 @@ impl ControllerConfig {
                 ));
             }
         };
-        let psk = match (&raw.psk, &raw.psk_file) {
-            (Some(_), Some(f)) => {
-                return Err(format!(
-                    "line {}: fields `psk` and `psk_file`: give one of them",
-                    at(f.span())
-                ));
-            }
-            (Some(p), None) => {
-                let v = p.get_ref().0.as_bytes();
-                if v.is_empty() {
-                    return Err(format!("line {}: field `psk` is empty", at(p.span())));
-                }
-                Zeroizing::new(v.to_vec())
-            }
-            (None, Some(f)) => crate::config::read_psk_file(f.get_ref()).map_err(|e| {
+        let psk = psk_field(
+            &raw.psk,
+            &raw.psk_file,
+            "",
+            "",
+            &|| {
                 format!(
-                    "line {}: field `psk_file` = {:?}: {e}",
-                    at(f.span()),
-                    f.get_ref()
-                )
-            })?,
-            (None, None) => {
-                return Err(format!(
                     "line {}: the controller needs `psk` or `psk_file` (the edges' control-connection key)",
                     at(raw.node.span())
-                ));
-            }
-        };
+                )
+            },
+            &at,
+        )?;
         let graceful_restart = match &raw.graceful_restart_seconds {
             None => Duration::from_secs(DEFAULT_GRACEFUL_RESTART_SECONDS),
             Some(g) => {

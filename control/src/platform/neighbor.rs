@@ -13,9 +13,14 @@ use std::{
     ffi::CString,
     net::{IpAddr, SocketAddr, SocketAddrV6, UdpSocket},
     os::fd::AsRawFd,
-    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
+
+use crossbeam::channel::{Receiver, Sender};
 
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
@@ -50,6 +55,65 @@ impl SharedMac {
         }
         let b = v.to_le_bytes();
         Some([b[0], b[1], b[2], b[3], b[4], b[5]])
+    }
+}
+
+/// The next-hop MAC of every tunnel index, for the workers, and the peer
+/// address each is resolved for. Sized once at start-up (the configured
+/// tunnels plus room for SD-WAN peers); control sets a slot's peer when a
+/// tunnel appears, and the next-hop thread resolves it.
+pub struct NextHops {
+    macs: Vec<SharedMac>,
+    peers: Mutex<Vec<Option<IpAddr>>>,
+    poke: (Sender<()>, Receiver<()>),
+}
+
+impl NextHops {
+    /// Slots for `peers` (index = tunnel index); `None` for unused ones.
+    pub fn new(peers: Vec<Option<IpAddr>>) -> NextHops {
+        NextHops {
+            macs: peers.iter().map(|_| SharedMac::default()).collect(),
+            peers: Mutex::new(peers),
+            poke: crossbeam::channel::bounded(1),
+        }
+    }
+
+    /// Tunnel `i`'s next-hop MAC slot (workers).
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<&SharedMac> {
+        self.macs.get(i)
+    }
+
+    /// Control: tunnel `i` now goes to `peer` (or nowhere). A new peer is
+    /// resolved at once by the next-hop thread.
+    pub fn set_peer(&self, i: usize, peer: Option<IpAddr>) {
+        let Some(slot) = self.macs.get(i) else {
+            return;
+        };
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if peers[i] != peer {
+            peers[i] = peer;
+            slot.set(None);
+            if peer.is_some() {
+                let _ = self.poke.0.try_send(());
+            }
+        }
+    }
+
+    /// Resolve every slot's peer on `ifname` (see [`refresh_next_hops`]).
+    pub fn refresh(&self, ifname: &str, wait: Duration) {
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let pairs: Vec<(IpAddr, &SharedMac)> = peers
+            .iter()
+            .zip(&self.macs)
+            .filter_map(|(p, m)| p.map(|p| (p, m)))
+            .collect();
+        refresh_next_hops(&pairs, ifname, wait);
+    }
+
+    /// Wait up to `d` for a new peer to resolve (true when poked).
+    pub fn wait_poke(&self, d: Duration) -> bool {
+        self.poke.1.recv_timeout(d).is_ok()
     }
 }
 
@@ -343,13 +407,12 @@ fn bound_to_device(bind: SocketAddr, ifname: &str) -> std::io::Result<UdpSocket>
     Ok(s)
 }
 
-/// Resolve each peer's next-hop MAC on `ifname` into `macs` (same order as
-/// `peers`). Per round it makes one route dump and one neighbour dump for
+/// Resolve each peer's next-hop MAC on `ifname` into its slot. Per round it makes one route dump and one neighbour dump for
 /// all peers together, makes the kernel resolve the next hops it lacks,
 /// and repeats every 100 ms until all are known or `wait` has passed
 /// (`Duration::ZERO`: one round). A MAC once known is kept while a lookup
 /// finds none. No subprocess.
-pub fn refresh_next_hops(peers: &[IpAddr], ifname: &str, macs: &[SharedMac], wait: Duration) {
+pub fn refresh_next_hops(peers: &[(IpAddr, &SharedMac)], ifname: &str, wait: Duration) {
     let deadline = Instant::now() + wait;
     let Ok(name) = CString::new(ifname) else {
         return;
@@ -392,8 +455,8 @@ pub fn refresh_next_hops(peers: &[IpAddr], ifname: &str, macs: &[SharedMac], wai
         );
         let mut missing = Vec::new();
         let mut seen = HashSet::new();
-        for (peer, slot) in peers.iter().zip(macs) {
-            let hop = table.next_hop(*peer);
+        for &(peer, slot) in peers {
+            let hop = table.next_hop(peer);
             let mac = known.get(&hop).copied();
             if mac.is_none() && seen.insert(hop) {
                 missing.push(hop);
@@ -631,8 +694,9 @@ mod tests {
                 })
                 .collect();
             let macs: Vec<SharedMac> = peers.iter().map(|_| SharedMac::default()).collect();
+            let pairs: Vec<_> = peers.iter().copied().zip(&macs).collect();
             let t = Instant::now();
-            refresh_next_hops(&peers, &ifname, &macs, Duration::ZERO);
+            refresh_next_hops(&pairs, &ifname, Duration::ZERO);
             let e = t.elapsed();
             assert!(macs.iter().all(|m| m.get().is_some()));
             println!("{n} peers: one refresh {e:?}");

@@ -1,0 +1,361 @@
+//! The `[sdwan]` section of the daemon's config: this node is an SD-WAN
+//! edge with one TLOC per `[[sdwan.tloc]]`, keyed through `xdpsec
+//! controller` (no IKE). Errors name the field and the line.
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::Duration,
+};
+
+use serde::Deserialize;
+use toml::Spanned;
+use zeroize::Zeroizing;
+
+use crate::config::{Cidr, Inside, SecretText, psk_field};
+
+/// TLOC colors as Cisco SD-WAN names them.
+pub const COLORS: &[&str] = &[
+    "default",
+    "mpls",
+    "metro-ethernet",
+    "biz-internet",
+    "public-internet",
+    "lte",
+    "3g",
+    "red",
+    "green",
+    "blue",
+    "gold",
+    "silver",
+    "bronze",
+    "custom1",
+    "custom2",
+    "custom3",
+    "private1",
+    "private2",
+    "private3",
+    "private4",
+    "private5",
+    "private6",
+];
+
+/// Defaults (Cisco SD-WAN's where it has one).
+pub const DEFAULT_REKEY_SECONDS: u64 = 86_400;
+/// Default replay window of SD-WAN inbound SAs.
+pub const DEFAULT_REPLAY_WINDOW: u32 = 512;
+/// Old inbound SA kept after a rekey: long enough for every peer to learn
+/// the new TLOC through the controller and switch, short against misuse.
+pub const DEFAULT_REKEY_GRACE_SECONDS: u64 = 60;
+/// BFD hello interval.
+pub const DEFAULT_BFD_HELLO_MS: u64 = 1000;
+/// BFD detect multiplier.
+pub const DEFAULT_BFD_MULTIPLIER: u8 = 7;
+/// How long routes learned from the controller are kept after every
+/// control connection dropped (OMP graceful restart).
+pub const DEFAULT_GRACEFUL_RESTART_SECONDS: u64 = 43_200;
+
+/// One local TLOC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlocCfg {
+    /// Color (`biz-internet`, `mpls`, ...).
+    pub color: String,
+    /// Its address on the underlay interface.
+    pub address: IpAddr,
+    /// Added to the TLOC port: 12346 + offset (0-19).
+    pub port_offset: u16,
+}
+
+/// A validated `[sdwan]` section.
+#[derive(Clone)]
+pub struct SdwanConfig {
+    /// System-ip: an identifier, never used as an address on the wire.
+    pub system_ip: Ipv4Addr,
+    /// Site-id.
+    pub site_id: u32,
+    /// TCP address of `xdpsec controller`.
+    pub controller: SocketAddr,
+    /// Pre-shared key of the control connections.
+    pub psk: Zeroizing<Vec<u8>>,
+    /// Each TLOC's key and SPI are replaced this often.
+    pub rekey: Duration,
+    /// Replay window of the inbound SAs.
+    pub replay_window: u32,
+    /// Inside prefixes advertised to the other edges.
+    pub service_prefixes: Vec<Cidr>,
+    /// Old inbound SA kept this long after a rekey.
+    pub rekey_grace: Duration,
+    /// BFD hello interval.
+    pub bfd_hello: Duration,
+    /// BFD detect multiplier.
+    pub bfd_multiplier: u8,
+    /// Learned routes kept this long without a control connection.
+    pub graceful_restart: Duration,
+    /// Local TLOCs, in file order (Tunnel10001, Tunnel10002, ...).
+    pub tlocs: Vec<TlocCfg>,
+}
+
+impl std::fmt::Debug for SdwanConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The PSK never appears in output.
+        f.debug_struct("SdwanConfig")
+            .field("system_ip", &self.system_ip)
+            .field("site_id", &self.site_id)
+            .field("controller", &self.controller)
+            .field("psk", &"<redacted>")
+            .field("rekey", &self.rekey)
+            .field("replay_window", &self.replay_window)
+            .field("service_prefixes", &self.service_prefixes)
+            .field("tlocs", &self.tlocs)
+            .finish()
+    }
+}
+
+impl PartialEq for SdwanConfig {
+    fn eq(&self, o: &Self) -> bool {
+        format!("{self:?}") == format!("{o:?}")
+            && *self.psk == *o.psk
+            && self.rekey_grace == o.rekey_grace
+            && self.bfd_hello == o.bfd_hello
+            && self.bfd_multiplier == o.bfd_multiplier
+            && self.graceful_restart == o.graceful_restart
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSdwan {
+    system_ip: Spanned<String>,
+    site_id: Spanned<i64>,
+    controller: Spanned<String>,
+    #[serde(default)]
+    psk: Option<Spanned<SecretText>>,
+    #[serde(default)]
+    psk_file: Option<Spanned<String>>,
+    #[serde(default)]
+    rekey_seconds: Option<Spanned<i64>>,
+    #[serde(default)]
+    replay_window: Option<Spanned<i64>>,
+    #[serde(default)]
+    service_prefixes: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    rekey_grace_seconds: Option<Spanned<i64>>,
+    #[serde(default)]
+    bfd_hello_ms: Option<Spanned<i64>>,
+    #[serde(default)]
+    bfd_multiplier: Option<Spanned<i64>>,
+    #[serde(default)]
+    graceful_restart_seconds: Option<Spanned<i64>>,
+    #[serde(default)]
+    tloc: Vec<Spanned<RawTloc>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTloc {
+    color: Spanned<String>,
+    address: Spanned<String>,
+    #[serde(default)]
+    port_offset: Option<Spanned<i64>>,
+}
+
+/// An integer field in `range`, or its default.
+fn int_field(
+    v: &Option<Spanned<i64>>,
+    field: &str,
+    range: std::ops::RangeInclusive<i64>,
+    default: i64,
+    at: &dyn Fn(std::ops::Range<usize>) -> usize,
+) -> Result<i64, String> {
+    match v {
+        None => Ok(default),
+        Some(s) if range.contains(s.get_ref()) => Ok(*s.get_ref()),
+        Some(s) => Err(format!(
+            "line {}: field `sdwan.{field}` = {}: give {}-{} (default {default})",
+            at(s.span()),
+            s.get_ref(),
+            range.start(),
+            range.end()
+        )),
+    }
+}
+
+/// Validate the `[sdwan]` section against the rest of the config.
+pub(crate) fn parse_sdwan(
+    s: &Spanned<RawSdwan>,
+    inside: &Inside,
+    at: &dyn Fn(std::ops::Range<usize>) -> usize,
+) -> Result<SdwanConfig, String> {
+    let r = s.get_ref();
+    let system_ip: Ipv4Addr = r.system_ip.get_ref().parse().map_err(|_| {
+        format!(
+            "line {}: field `sdwan.system_ip` = {:?}: give an IPv4 address (an identifier, e.g. \"192.0.2.1\")",
+            at(r.system_ip.span()),
+            r.system_ip.get_ref()
+        )
+    })?;
+    let site_id = int_field(
+        &Some(r.site_id.clone()),
+        "site_id",
+        1..=4_294_967_295,
+        0,
+        at,
+    )? as u32;
+    let controller: SocketAddr = match r.controller.get_ref().parse::<SocketAddr>() {
+        Ok(a) if a.port() != 0 => a,
+        _ => {
+            return Err(format!(
+                "line {}: field `sdwan.controller` = {:?}: give the controller's ADDR:PORT, e.g. \"198.51.100.10:23456\"",
+                at(r.controller.span()),
+                r.controller.get_ref()
+            ));
+        }
+    };
+    let psk = psk_field(
+        &r.psk,
+        &r.psk_file,
+        "sdwan.",
+        "",
+        &|| {
+            format!(
+                "line {}: section `sdwan` needs `psk` or `psk_file` (the control connections' key)",
+                at(s.span())
+            )
+        },
+        at,
+    )?;
+    let rekey = int_field(
+        &r.rekey_seconds,
+        "rekey_seconds",
+        2..=1_209_600,
+        DEFAULT_REKEY_SECONDS as i64,
+        at,
+    )?;
+    let replay_window = match &r.replay_window {
+        None => DEFAULT_REPLAY_WINDOW,
+        Some(w) => {
+            let v = *w.get_ref();
+            if !((64..=8192).contains(&v) && (v as u64).is_power_of_two()) {
+                return Err(format!(
+                    "line {}: field `sdwan.replay_window` = {v}: give a power of two from 64 to 8192 (default {DEFAULT_REPLAY_WINDOW})",
+                    at(w.span())
+                ));
+            }
+            v as u32
+        }
+    };
+    let service_prefixes = match &r.service_prefixes {
+        Some(list) => list
+            .get_ref()
+            .iter()
+            .map(|p| {
+                p.get_ref().parse::<Cidr>().map_err(|_| {
+                    format!(
+                        "line {}: field `sdwan.service_prefixes` has {:?}: give prefixes as ADDR/LEN",
+                        at(p.span()),
+                        p.get_ref()
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        None => match inside {
+            Inside::Tun { address, .. } => vec![Cidr {
+                addr: address.addr,
+                len: if address.addr.is_ipv4() { 32 } else { 128 },
+            }],
+            Inside::Sink => Vec::new(),
+        },
+    };
+    let rekey_grace = int_field(
+        &r.rekey_grace_seconds,
+        "rekey_grace_seconds",
+        1..=86_400,
+        DEFAULT_REKEY_GRACE_SECONDS as i64,
+        at,
+    )?;
+    let bfd_hello = int_field(
+        &r.bfd_hello_ms,
+        "bfd_hello_ms",
+        50..=300_000,
+        DEFAULT_BFD_HELLO_MS as i64,
+        at,
+    )?;
+    let bfd_multiplier = int_field(
+        &r.bfd_multiplier,
+        "bfd_multiplier",
+        1..=60,
+        i64::from(DEFAULT_BFD_MULTIPLIER),
+        at,
+    )?;
+    let graceful_restart = int_field(
+        &r.graceful_restart_seconds,
+        "graceful_restart_seconds",
+        1..=604_800,
+        DEFAULT_GRACEFUL_RESTART_SECONDS as i64,
+        at,
+    )?;
+    if r.tloc.is_empty() {
+        return Err(format!(
+            "line {}: section `sdwan` needs at least one `[[sdwan.tloc]]` (color, address, port_offset)",
+            at(s.span())
+        ));
+    }
+    let mut tlocs: Vec<TlocCfg> = Vec::new();
+    let mut colors = BTreeSet::new();
+    let mut ports = BTreeSet::new();
+    for t in &r.tloc {
+        let tr = t.get_ref();
+        let color = tr.color.get_ref().clone();
+        if !COLORS.contains(&color.as_str()) {
+            return Err(format!(
+                "line {}: field `sdwan.tloc.color` = {color:?}: give one of {}",
+                at(tr.color.span()),
+                COLORS.join(", ")
+            ));
+        }
+        if !colors.insert(color.clone()) {
+            return Err(format!(
+                "line {}: field `sdwan.tloc.color`: a TLOC with color {color} is already configured (one TLOC per color)",
+                at(tr.color.span())
+            ));
+        }
+        let address: IpAddr = tr.address.get_ref().parse().map_err(|_| {
+            format!(
+                "line {}: field `sdwan.tloc.address` = {:?} in TLOC {color}: give an IPv4 or IPv6 address of the underlay interface",
+                at(tr.address.span()),
+                tr.address.get_ref()
+            )
+        })?;
+        if address.is_ipv4() != controller.is_ipv4() {
+            return Err(format!(
+                "line {}: field `sdwan.tloc.address` = {address} in TLOC {color}: the control connection runs from it to sdwan.controller {controller}: give addresses of one family",
+                at(tr.address.span()),
+            ));
+        }
+        let port_offset = int_field(&tr.port_offset, "tloc.port_offset", 0..=19, 0, at)? as u16;
+        if !ports.insert((address, port_offset)) {
+            return Err(format!(
+                "line {}: field `sdwan.tloc.port_offset` = {port_offset} in TLOC {color}: another TLOC has the same address and port",
+                at(t.span())
+            ));
+        }
+        tlocs.push(TlocCfg {
+            color,
+            address,
+            port_offset,
+        });
+    }
+    Ok(SdwanConfig {
+        system_ip,
+        site_id,
+        controller,
+        psk,
+        rekey: Duration::from_secs(rekey as u64),
+        replay_window,
+        service_prefixes,
+        rekey_grace: Duration::from_secs(rekey_grace as u64),
+        bfd_hello: Duration::from_millis(bfd_hello as u64),
+        bfd_multiplier: bfd_multiplier as u8,
+        graceful_restart: Duration::from_secs(graceful_restart as u64),
+        tlocs,
+    })
+}
