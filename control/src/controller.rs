@@ -8,7 +8,7 @@
 //! the core: they pass each request to the owner thread over a channel and
 //! wake it through a socket pair, so the core stays single-owner.
 mod config;
-mod show;
+pub(crate) mod show;
 
 pub use config::ControllerConfig;
 

@@ -11,6 +11,10 @@ mod owner;
 mod platform;
 mod punt;
 mod queues;
+// The SD-WAN edge's show renderers: pure functions the owner calls once
+// the edge's state feeds them.
+#[allow(dead_code)]
+mod sdwan_show;
 mod seqstore;
 mod state;
 
