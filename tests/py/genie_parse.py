@@ -4,7 +4,7 @@
 argv[1] is a JSON file: {"cases": [{"sa": TEXT, "drops": TEXT, "ikev2": TEXT}, ...]}
 with the text of `show crypto ipsec sa`, of `show platform hardware qfp
 active feature ipsec datapath drops all` and of `show crypto ikev2 sa`
-(each optional). For each case this prints what the IOS XE
+(each optional; the keys of PARSERS below name the other show commands). For each case this prints what the IOS XE
 parsers ShowCryptoIpsecSa and
 ShowPlatformHardwareQfpActiveFeatureIpsecDatapathDropsAll make of the text
 (or the parser's error), as one JSON line on stdout. No device: genie parses
@@ -23,9 +23,16 @@ from genie.libs.parser.iosxe.show_platform_hardware import (
     ShowPlatformHardwareQfpActiveFeatureIpsecDatapathDropsAll,
 )
 from genie.libs.parser.iosxe.show_sdwan import (
+    ShowSdwanBfdSessions,
+    ShowSdwanBfdSummary,
     ShowSdwanControlConnections,
+    ShowSdwanControlLocalProperties,
+    ShowSdwanIpsecInboundConnections,
+    ShowSdwanIpsecLocalsa,
+    ShowSdwanIpsecOutboundConnections,
     ShowSdwanOmpPeers,
     ShowSdwanOmpTlocs,
+    ShowSdwanTunnelStatistics,
 )
 
 
@@ -56,6 +63,13 @@ PARSERS = {
     "omp_tlocs": via_device(ShowSdwanOmpTlocs),
     "omp_peers": via_device(ShowSdwanOmpPeers),
     "control_connections": ShowSdwanControlConnections,
+    "bfd_sessions": ShowSdwanBfdSessions,
+    "bfd_summary": ShowSdwanBfdSummary,
+    "ipsec_inbound_connections": ShowSdwanIpsecInboundConnections,
+    "ipsec_outbound_connections": ShowSdwanIpsecOutboundConnections,
+    "ipsec_local_sa": ShowSdwanIpsecLocalsa,
+    "tunnel_statistics": ShowSdwanTunnelStatistics,
+    "control_local_properties": ShowSdwanControlLocalProperties,
 }
 
 

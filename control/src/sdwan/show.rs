@@ -7,7 +7,7 @@ use xdpsec_datapath::sa::{SaCold, SaId};
 
 use crate::{commands::SaEntry, controller::show as cshow, owner::Owner};
 
-use super::{Sdwan, bfd_state_name};
+use super::{Sdwan, render};
 
 /// `addr/255.255.255.255/0/port` (IPv4) or `addr/128/0/port`, as IOS XE
 /// shows an SD-WAN tunnel's idents.
@@ -72,7 +72,7 @@ impl Owner {
             let Some(v) = s.bfd.session(now, u64::from(p.index)) else {
                 continue;
             };
-            rows.push(BfdRow {
+            rows.push(render::BfdSessionRow {
                 system_ip: p.sa.remote.system_ip,
                 site_id: p.sa.remote_site_id,
                 state: if v.state == xdpsec_bfd::State::Up {
@@ -87,13 +87,12 @@ impl Owner {
                 destination_port: p.sa.remote_port,
                 encap: "ipsec",
                 multiplier: v.multiplier,
-                tx_interval_ms: v.tx_interval_ms,
+                tx_interval_ms: u32::try_from(v.tx_interval_ms).unwrap_or(u32::MAX),
                 uptime_seconds: v.uptime.as_secs(),
                 transitions: u64::from(v.transitions),
-                detail_state: bfd_state_name(v.state),
             });
         }
-        Ok(bfd_sessions(&rows))
+        Ok(render::bfd_sessions(&rows))
     }
 
     /// `show sdwan control connections` on the edge: one row per local color.
@@ -231,69 +230,4 @@ impl Owner {
         tracing::info!("ipsec-rekey: {}", text.trim_end().replace('\n', "; "));
         Ok((text, json!({ "rekeyed": list })))
     }
-}
-
-/// One row of `show sdwan bfd sessions`.
-pub(crate) struct BfdRow {
-    pub system_ip: std::net::Ipv4Addr,
-    pub site_id: u32,
-    pub state: &'static str,
-    pub source_color: String,
-    pub remote_color: String,
-    pub source_ip: IpAddr,
-    pub destination_ip: IpAddr,
-    pub destination_port: u16,
-    pub encap: &'static str,
-    pub multiplier: u8,
-    pub tx_interval_ms: u64,
-    pub uptime_seconds: u64,
-    pub transitions: u64,
-    #[allow(dead_code)]
-    pub detail_state: &'static str,
-}
-
-/// `show sdwan bfd sessions` (IOS XE SD-WAN layout).
-fn bfd_sessions(rows: &[BfdRow]) -> (String, Value) {
-    use std::fmt::Write;
-    let mut t = String::from(
-        "                                      SOURCE TLOC      REMOTE TLOC                                    DST PUBLIC       DST PUBLIC         DETECT      TX\n\
-SYSTEM IP        SITE ID          STATE       COLOR            COLOR            SOURCE IP                     IP               PORT        ENCAP  MULTIPLIER  INTERVAL(msec)  UPTIME           TRANSITIONS\n\
---------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------\n",
-    );
-    let mut list = Vec::new();
-    for r in rows {
-        let _ = writeln!(
-            t,
-            "{:<16} {:<16} {:<11} {:<16} {:<16} {:<29} {:<16} {:<11} {:<6} {:<11} {:<15} {:<16} {}",
-            r.system_ip.to_string(),
-            r.site_id,
-            r.state,
-            r.source_color,
-            r.remote_color,
-            r.source_ip.to_string(),
-            r.destination_ip.to_string(),
-            r.destination_port,
-            r.encap,
-            r.multiplier,
-            r.tx_interval_ms,
-            cshow::uptime(r.uptime_seconds),
-            r.transitions
-        );
-        list.push(json!({
-            "system_ip": r.system_ip.to_string(),
-            "site_id": r.site_id,
-            "state": r.state,
-            "source_color": r.source_color,
-            "remote_color": r.remote_color,
-            "source_ip": r.source_ip.to_string(),
-            "destination_ip": r.destination_ip.to_string(),
-            "destination_port": r.destination_port,
-            "encap": r.encap,
-            "multiplier": r.multiplier,
-            "tx_interval_ms": r.tx_interval_ms,
-            "uptime_seconds": r.uptime_seconds,
-            "transitions": r.transitions,
-        }));
-    }
-    (t, json!({ "sessions": list }))
 }
