@@ -627,8 +627,7 @@ impl Fabric {
             if let Some(d) = &self.edges[i - 1] {
                 let _ = writeln!(
                     out,
-                    "  ip netns exec {} {} cli --socket {} \"show sdwan bfd sessions\"",
-                    self.edge_ns[i - 1],
+                    "  {} cli --socket {} \"show sdwan bfd sessions\"",
                     bin.display(),
                     d.socket.display()
                 );

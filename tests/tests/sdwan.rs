@@ -36,22 +36,28 @@ fn str_of(v: &Value) -> String {
     v.as_str().unwrap_or("?").to_string()
 }
 
-/// The SPI edge `j` receives on with its TLOC `k`: the one inbound SPI of
-/// its `Tunnel1000(k+1)` rows in `show crypto ipsec sa` (every peer
-/// encrypts to a TLOC with the same SPI).
-fn own_spi(f: &Fabric, j: usize, k: usize) -> u64 {
+/// The inbound SPIs of edge `j`'s `Tunnel1000(k+1)` rows in `show crypto
+/// ipsec sa` (every peer encrypts to a TLOC with the same SPI; after a
+/// rekey the old one stays for the grace time).
+fn inbound_spis(f: &Fabric, j: usize, k: usize) -> BTreeSet<u64> {
     let tunnel = Fabric::tunnel_name(k);
-    let sas = f.ipsec_sas(j);
-    let spis: BTreeSet<u64> = sas
+    f.ipsec_sas(j)
         .iter()
         .filter(|r| r["tunnel"] == tunnel.as_str())
         .flat_map(|r| r["inbound_spis"].as_array().cloned().unwrap_or_default())
         .filter_map(|s| s.as_u64())
-        .collect();
+        .collect()
+}
+
+/// The SPI edge `j` receives on with its TLOC `k`, outside a rekey.
+fn own_spi(f: &Fabric, j: usize, k: usize) -> u64 {
+    let spis = inbound_spis(f, j, k);
     assert_eq!(
         spis.len(),
         1,
-        "edge {j} {tunnel}: one inbound SPI for all its peers: {sas:?}"
+        "edge {j} {}: one inbound SPI for all its peers: {:?}",
+        Fabric::tunnel_name(k),
+        f.ipsec_sas(j)
     );
     *spis.first().unwrap()
 }
@@ -326,6 +332,57 @@ fn fabric_comes_up_and_every_pair_pings() {
     }
 
     ping_all_pairs(&f, &all, 5);
+
+    // `request platform software sdwan security ipsec-rekey` on edge 3,
+    // under traffic: both its TLOCs get a new SPI at once, the others learn
+    // them, nothing is lost.
+    let spis_of_3 = || -> Vec<u64> {
+        let t = remote_tlocs(&f, 1);
+        f.colors(3)
+            .iter()
+            .map(|c| {
+                t[&(Fabric::system_ip(3), c.clone())]["spi"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let before = spis_of_3();
+    let (pinged, rekeyed) = std::thread::scope(|s| {
+        let p = s.spawn(|| f.ping(1, 3, 40, "0.05"));
+        std::thread::sleep(Duration::from_millis(500));
+        let r = f
+            .edge(3)
+            .cli_json("request platform software sdwan security ipsec-rekey")
+            .unwrap();
+        (p.join().unwrap(), r)
+    });
+    assert_eq!(pinged, (40, 40), "edge 1 -> edge 3 across a manual rekey");
+    let rows = rekeyed["rekeyed"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{rekeyed}");
+    for (k, r) in rows.iter().enumerate() {
+        assert_eq!(r["tunnel"], Fabric::tunnel_name(k), "{rekeyed}");
+        assert_eq!(r["old_spi"], before[k], "{rekeyed}");
+        assert_ne!(r["new_spi"], r["old_spi"], "{rekeyed}");
+    }
+    let want: Vec<u64> = rows
+        .iter()
+        .map(|r| r["new_spi"].as_u64().unwrap())
+        .collect();
+    let learned = settle_for(
+        want.clone(),
+        Duration::ZERO,
+        Duration::from_secs(3),
+        spis_of_3,
+    );
+    assert_eq!(learned, want, "edge 1 learned edge 3's new SPIs");
+    for k in 0..2 {
+        assert_eq!(
+            inbound_spis(&f, 3, k),
+            [before[k], want[k]].into(),
+            "edge 3's inbound SAs: the new one, and the old one for the grace time"
+        );
+    }
 }
 
 #[test]
