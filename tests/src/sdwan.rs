@@ -496,10 +496,12 @@ impl Fabric {
         want
     }
 
-    /// Edge `i`'s BFD sessions as keys with their state.
-    pub fn bfd_state(&self, i: usize) -> BTreeSet<(BfdKey, String)> {
+    /// Edge `i`'s BFD sessions as keys with their state, sorted (a
+    /// duplicate row shows).
+    pub fn bfd_state(&self, i: usize) -> Vec<(BfdKey, String)> {
         let s = |v: &Value| v.as_str().unwrap_or("?").to_string();
-        self.bfd_sessions(i)
+        let mut rows: Vec<_> = self
+            .bfd_sessions(i)
             .iter()
             .map(|r| {
                 (
@@ -516,16 +518,21 @@ impl Fabric {
                     s(&r["state"]),
                 )
             })
-            .collect()
+            .collect();
+        rows.sort();
+        rows
     }
 
-    /// Edge `i`'s (color, peer_type, state) of its control connections.
-    pub fn control_state(&self, i: usize) -> BTreeSet<(String, String, String)> {
+    /// Edge `i`'s (color, peer_type, state) of its control connections, sorted.
+    pub fn control_state(&self, i: usize) -> Vec<(String, String, String)> {
         let s = |v: &Value| v.as_str().unwrap_or("?").to_string();
-        self.control_connections(i)
+        let mut rows: Vec<_> = self
+            .control_connections(i)
             .iter()
             .map(|r| (s(&r["color"]), s(&r["peer_type"]), s(&r["state"])))
-            .collect()
+            .collect();
+        rows.sort();
+        rows
     }
 
     /// Wait (up to `within`) until each edge in `members` has one control
@@ -536,12 +543,14 @@ impl Fabric {
         let want: Vec<_> = members
             .iter()
             .map(|&i| {
-                let conns: BTreeSet<_> = self
+                let mut conns: Vec<_> = self
                     .colors(i)
                     .iter()
                     .map(|c| (c.clone(), "vsmart".to_string(), "up".to_string()))
                     .collect();
-                let bfd: BTreeSet<_> = self
+                conns.sort();
+                // From a set, so already sorted.
+                let bfd: Vec<_> = self
                     .expected_bfd(i, members)
                     .into_iter()
                     .map(|k| (k, "up".to_string()))
