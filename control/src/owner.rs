@@ -679,6 +679,12 @@ impl Owner {
         if new.inside != cur.inside {
             return refuse("inside", restart);
         }
+        if new.sdwan != cur.sdwan {
+            return refuse(
+                "sdwan",
+                "restart xdpsec to apply it (its TLOC keys come from the controller; `request platform software sdwan security ipsec-rekey` rekeys without a restart)",
+            );
+        }
         if new.tunnels.len() != cur.tunnels.len() {
             return refuse("tunnel (tunnels added or removed)", restart);
         }
