@@ -13,13 +13,15 @@ pub enum Token {
     Addr(&'static str),
     /// A number argument (0-65535).
     Num(&'static str),
+    /// A word argument (a TLOC color).
+    Word(&'static str),
 }
 
 impl Token {
     fn describe(&self) -> String {
         match self {
             Token::Kw(k) => (*k).to_string(),
-            Token::Addr(n) | Token::Num(n) => format!("<{n}>"),
+            Token::Addr(n) | Token::Num(n) | Token::Word(n) => format!("<{n}>"),
         }
     }
 }
@@ -31,13 +33,16 @@ pub enum Arg {
     Addr(IpAddr),
     /// A number.
     Num(u32),
+    /// A word.
+    Word(String),
 }
 
 /// A command the parser recognises: its words and an id for the dispatcher.
 #[derive(Clone, Copy, Debug)]
 pub struct CommandSpec<C: Copy> {
     /// The command's words, space-separated: keywords as written,
-    /// `<address>` for an IPv4/IPv6 address, any other `<name>` for a number.
+    /// `<address>` for an IPv4/IPv6 address, `<color>` for a word, any
+    /// other `<name>` for a number.
     pub pattern: &'static str,
     /// What the dispatcher runs.
     pub id: C,
@@ -53,6 +58,7 @@ impl<C: Copy> CommandSpec<C> {
             .map(
                 |w| match w.strip_prefix('<').and_then(|w| w.strip_suffix('>')) {
                     Some("address") => Token::Addr("address"),
+                    Some("color") => Token::Word("color"),
                     Some(name) => Token::Num(name),
                     None => Token::Kw(w),
                 },
@@ -95,6 +101,7 @@ fn token_matches(tok: &Token, word: &str) -> Option<Option<Arg>> {
             };
             v.map(|n| Some(Arg::Num(n)))
         }
+        Token::Word(_) => Some(Some(Arg::Word(word.to_string()))),
     }
 }
 

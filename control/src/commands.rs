@@ -97,6 +97,24 @@ pub enum Cmd {
     ShowSdwanOmpPeers,
     /// `request platform software sdwan security ipsec-rekey`.
     SdwanIpsecRekey,
+    /// `clear sdwan omp all`.
+    ClearSdwanOmp,
+    /// `request platform software sdwan port_hop COLOR`.
+    SdwanPortHop,
+    /// `clear sdwan control connections`.
+    ClearSdwanControl,
+    /// `show sdwan bfd summary`.
+    ShowSdwanBfdSummary,
+    /// `show sdwan ipsec inbound-connections`.
+    ShowSdwanIpsecInbound,
+    /// `show sdwan ipsec outbound-connections`.
+    ShowSdwanIpsecOutbound,
+    /// `show sdwan ipsec local-sa ADDR`.
+    ShowSdwanIpsecLocalSa,
+    /// `show sdwan tunnel statistics`.
+    ShowSdwanTunnelStatistics,
+    /// `show sdwan control local-properties`.
+    ShowSdwanLocalProperties,
     /// The command list.
     Help,
 }
@@ -262,6 +280,56 @@ pub const COMMANDS: &[CommandSpec<Cmd>] = &[
         pattern: "request platform software sdwan security ipsec-rekey",
         id: Cmd::SdwanIpsecRekey,
         help: "SD-WAN: new inbound SPI and key on every local TLOC now, advertised through the controller",
+    },
+    CommandSpec {
+        pattern: "clear sdwan omp all",
+        id: Cmd::ClearSdwanOmp,
+        help: "SD-WAN: withdraw and relearn every OMP route; every SD-WAN tunnel is rebuilt and every BFD session flaps",
+    },
+    CommandSpec {
+        pattern: "request platform software sdwan port_hop <color>",
+        id: Cmd::SdwanPortHop,
+        help: "SD-WAN: move the TLOC of <color> to its next port (12346, 12366, ... 12426, plus its offset); its control connection and BFD sessions flap",
+    },
+    CommandSpec {
+        pattern: "request platform software sdwan port-hop <color>",
+        id: Cmd::SdwanPortHop,
+        help: "the same as port_hop",
+    },
+    CommandSpec {
+        pattern: "clear sdwan control connections",
+        id: Cmd::ClearSdwanControl,
+        help: "SD-WAN: flap every control connection and every BFD session; everything is relearned",
+    },
+    CommandSpec {
+        pattern: "show sdwan bfd summary",
+        id: Cmd::ShowSdwanBfdSummary,
+        help: "SD-WAN: BFD sessions total, up, flaps",
+    },
+    CommandSpec {
+        pattern: "show sdwan ipsec inbound-connections",
+        id: Cmd::ShowSdwanIpsecInbound,
+        help: "SD-WAN: peers sending to our TLOCs (their address and port, SPIs in use)",
+    },
+    CommandSpec {
+        pattern: "show sdwan ipsec outbound-connections",
+        id: Cmd::ShowSdwanIpsecOutbound,
+        help: "SD-WAN: peers we send to (their SPI, a hash of the pairwise key)",
+    },
+    CommandSpec {
+        pattern: "show sdwan ipsec local-sa <address>",
+        id: Cmd::ShowSdwanIpsecLocalSa,
+        help: "SD-WAN: this edge's TLOC SPIs (give its system-ip or a TLOC address)",
+    },
+    CommandSpec {
+        pattern: "show sdwan tunnel statistics",
+        id: Cmd::ShowSdwanTunnelStatistics,
+        help: "SD-WAN: packets and octets per tunnel peer",
+    },
+    CommandSpec {
+        pattern: "show sdwan control local-properties",
+        id: Cmd::ShowSdwanLocalProperties,
+        help: "SD-WAN: system-ip, site-id and each TLOC's current port",
     },
     CommandSpec {
         pattern: "help",
@@ -704,6 +772,21 @@ impl Owner {
             Cmd::ShowSdwanOmpRoutes => self.show_sdwan_omp_routes(),
             Cmd::ShowSdwanOmpPeers => self.show_sdwan_omp_peers(),
             Cmd::SdwanIpsecRekey => self.sdwan_ipsec_rekey(),
+            Cmd::ClearSdwanOmp => self.sdwan_clear_omp(),
+            Cmd::SdwanPortHop => match parsed.args.first() {
+                Some(Arg::Word(c)) => self.sdwan_port_hop(c),
+                _ => Err(anyhow::anyhow!("give the TLOC color")),
+            },
+            Cmd::ClearSdwanControl => self.sdwan_clear_control(),
+            Cmd::ShowSdwanBfdSummary => self.show_sdwan_bfd_summary(),
+            Cmd::ShowSdwanIpsecInbound => self.show_sdwan_ipsec_inbound(),
+            Cmd::ShowSdwanIpsecOutbound => self.show_sdwan_ipsec_outbound(),
+            Cmd::ShowSdwanIpsecLocalSa => match parsed.args.first() {
+                Some(Arg::Addr(a)) => self.show_sdwan_ipsec_local_sa(*a),
+                _ => Err(anyhow::anyhow!("give the TLOC address")),
+            },
+            Cmd::ShowSdwanTunnelStatistics => self.show_sdwan_tunnel_statistics(),
+            Cmd::ShowSdwanLocalProperties => self.show_sdwan_local_properties(),
             Cmd::Help => Ok(help()),
         };
         match result {

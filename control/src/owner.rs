@@ -679,6 +679,12 @@ impl Owner {
         if new.inside != cur.inside {
             return refuse("inside", restart);
         }
+        if new.sdwan != cur.sdwan {
+            return refuse(
+                "sdwan",
+                "restart xdpsec to apply it (its TLOC keys come from the controller; `request platform software sdwan security ipsec-rekey` rekeys without a restart)",
+            );
+        }
         if new.tunnels.len() != cur.tunnels.len() {
             return refuse("tunnel (tunnels added or removed)", restart);
         }
@@ -824,7 +830,10 @@ impl Owner {
                 }
             }
         }
-        if !any {
+        let (sd_any, sd_changes, sd_spis) = self.sdwan_forget(peer);
+        changes.extend(sd_changes);
+        spis.extend(sd_spis);
+        if !any && !sd_any {
             return Err(anyhow!("no tunnel has peer {peer}"));
         }
         self.table
@@ -877,7 +886,14 @@ impl Owner {
             }
             cleared.push(t);
         }
-        if let (true, Some(p)) = (cleared.is_empty(), peer) {
+        let sdwan_has = |o: &Owner| {
+            o.sdwan.as_ref().is_some_and(|s| {
+                s.peers
+                    .values()
+                    .any(|x| peer.is_none_or(|a| a == x.sa.remote_ip))
+            })
+        };
+        if let (true, Some(p)) = (cleared.is_empty() && !sdwan_has(self), peer) {
             return Err(anyhow!("no tunnel has peer {p}"));
         }
         let names: Vec<String> = cleared.iter().map(|t| t.cfg.name.clone()).collect();
@@ -893,6 +909,7 @@ impl Owner {
         for p in ike_peers {
             self.ike_input(Input::Command(xdpsec_ike::Command::ClearChildSas(p)));
         }
+        let sdwan_lines = self.sdwan_clear_sa(peer);
         let text = names
             .iter()
             .zip(&kinds)
@@ -900,13 +917,28 @@ impl Owner {
                 "ike" => format!("{n}: child SAs deleted; IKEv2 negotiates new ones\n"),
                 _ => format!("{n}: manual SAs re-installed from the configuration\n"),
             })
+            .chain(sdwan_lines.iter().cloned())
             .collect::<String>();
         info!(
             "clear crypto sa{}: {}",
             peer.map(|p| format!(" peer {p}")).unwrap_or_default(),
             names.join(", ")
         );
-        Ok((text, serde_json::json!({ "cleared": names })))
+        let mut cleared_names = names;
+        if let Some(s) = &self.sdwan {
+            for p in s
+                .peers
+                .values()
+                .filter(|p| p.cleared && peer.is_none_or(|a| a == p.sa.remote_ip))
+            {
+                if let Some(t) = s.tloc(&p.sa.local_color)
+                    && !cleared_names.contains(&t.name)
+                {
+                    cleared_names.push(t.name.clone());
+                }
+            }
+        }
+        Ok((text, serde_json::json!({ "cleared": cleared_names })))
     }
 
     /// Detach the XDP program's sockets and hand the steering back (the

@@ -20,8 +20,6 @@
 //! nonce twice (and the remote's replay window keeps accepting).
 pub mod config;
 pub mod io;
-// Issue 9 wires the remaining renderers (inbound/outbound connections, ...).
-#[allow(dead_code)]
 pub mod render;
 pub mod show;
 
@@ -92,6 +90,11 @@ pub struct Peer {
     pub outbound: Option<(u32, SaId, KeyId)>,
     /// BFD: up since (routes use the peer only then).
     pub up_since: Option<Instant>,
+    /// `clear crypto sa` deleted its SAs: nothing re-creates them (OMP
+    /// updates are ignored) until the peer is rebuilt by `clear sdwan omp
+    /// all`, a port hop of its color or `clear sdwan control connections`
+    /// (the seed's scenario 2).
+    pub cleared: bool,
 }
 
 /// BFD packets the shell discarded before the core (each counted once).
@@ -134,6 +137,8 @@ pub struct Sdwan {
     punt: Arc<PuntHub>,
     /// Shell-side BFD discards.
     pub bfd_drops: BfdShellDrops,
+    /// When a TLOC last moved port (`port_hop`).
+    pub last_port_hop: Option<Instant>,
 }
 
 impl Sdwan {
@@ -196,6 +201,7 @@ impl Sdwan {
             io,
             punt,
             bfd_drops: BfdShellDrops::default(),
+            last_port_hop: None,
             cfg,
         }
     }
@@ -487,6 +493,7 @@ impl Owner {
                     inbound: Vec::new(),
                     outbound: None,
                     up_since: None,
+                    cleared: false,
                 },
             );
             let cfg = SessionConfig {
@@ -511,6 +518,16 @@ impl Owner {
         let s = self.sdwan.as_mut().expect("checked above");
         let window = s.cfg.replay_window;
         let peer = s.peers.get_mut(&key).expect("inserted above");
+        if peer.cleared {
+            // Scenario 2: OMP (not IKE) drives SAs, and this peer's were
+            // cleared: a new route or rekey does not bring them back.
+            tracing::debug!(
+                "{}: peer {} was cleared (clear crypto sa): OMP update not installed",
+                tloc.name,
+                sa.remote
+            );
+            return;
+        }
         let index = peer.index;
         let owner = (index % queues) as u16;
         let moved = peer.sa.remote_ip != sa.remote_ip || peer.sa.remote_port != sa.remote_port;
@@ -656,6 +673,95 @@ impl Owner {
         info!("{}: peer {} removed", key.0, key.1);
         // The session is gone: its AdminDown packets have no tunnel left.
         self.sdwan_bfd_actions(acts);
+    }
+
+    /// `fault forget-sa peer ADDR` on SD-WAN peers at `addr`: whether any
+    /// peer has that address, the changes, and (interface, SPI) forgotten.
+    pub(crate) fn sdwan_forget(&self, addr: IpAddr) -> (bool, Vec<SaChange>, Vec<(String, u32)>) {
+        let Some(s) = &self.sdwan else {
+            return (false, Vec::new(), Vec::new());
+        };
+        let mut any = false;
+        let mut changes = Vec::new();
+        let mut spis = Vec::new();
+        for p in s.peers.values().filter(|p| p.sa.remote_ip == addr) {
+            any = true;
+            let name = s.tloc(&p.sa.local_color).map_or("", |t| t.name.as_str());
+            for &(spi, id) in &p.inbound {
+                if !self.table.is_forgotten(id) {
+                    changes.push(SaChange::ForgetInbound(id));
+                    spis.push((name.to_string(), spi));
+                }
+            }
+        }
+        (any, changes, spis)
+    }
+
+    /// `clear crypto sa [peer ADDR]` on SD-WAN peers: their SAs are
+    /// deleted and nothing re-creates them (no IKE; OMP updates for them
+    /// are ignored from now on); the tunnel and its BFD session stay, down.
+    /// Returns a line per peer cleared.
+    pub(crate) fn sdwan_clear_sa(&mut self, addr: Option<IpAddr>) -> Vec<String> {
+        let now = self.epoch.elapsed();
+        let Some(s) = self.sdwan.as_mut() else {
+            return Vec::new();
+        };
+        let mut changes = Vec::new();
+        let mut lines = Vec::new();
+        let mut gone = Vec::new();
+        for p in s.peers.values_mut() {
+            if addr.is_some_and(|a| a != p.sa.remote_ip) {
+                continue;
+            }
+            let name = s
+                .tlocs
+                .iter()
+                .find(|t| t.color == p.sa.local_color)
+                .map_or("", |t| t.name.as_str());
+            p.cleared = true;
+            for (_, id) in p.inbound.drain(..) {
+                changes.push(SaChange::RemoveInbound(id));
+                gone.push(id);
+            }
+            if let Some((_, id, _)) = p.outbound.take() {
+                gone.push(id);
+                // Sending on it now counts OUT_V?_PKT_HIT_INVALID_SA.
+                changes.push(SaChange::RemoveOutbound {
+                    tunnel: p.index,
+                    keep_invalid: true,
+                });
+            }
+            lines.push(format!(
+                "{name}: SAs with peer {} ({} {}:{}) deleted; SD-WAN has no IKE: nothing negotiates new ones\n",
+                p.sa.remote.system_ip, p.sa.remote.color, p.sa.remote_ip, p.sa.remote_port
+            ));
+        }
+        if let Err(e) = self.table.apply(changes, now) {
+            error!("clear crypto sa (SD-WAN): {e}");
+        }
+        for id in gone {
+            self.sa_baseline.remove(&id);
+        }
+        lines
+    }
+
+    /// Rebuild peers (all, or those under local TLOC `color`): their SAs
+    /// and BFD sessions go now, and OMP's next install creates them fresh
+    /// (a cleared peer comes back this way).
+    pub(crate) fn sdwan_flap_peers(&mut self, color: Option<&str>) {
+        let Some(s) = self.sdwan.as_ref() else {
+            return;
+        };
+        let keys: Vec<(String, TlocId)> = s
+            .peers
+            .keys()
+            .filter(|(c, _)| color.is_none_or(|x| x == c))
+            .cloned()
+            .collect();
+        for k in &keys {
+            self.sdwan_remove_peer(k);
+        }
+        self.sdwan_publish_routes();
     }
 
     /// Feed the BFD core one input and carry out what it returns.

@@ -606,6 +606,7 @@ fn decap_chunk<F: AsMut<[u8]>>(
         // counts as a decap of its SA.
         if trailer.next_header == ip_proto::IPV4 && is_punt(&bytes[inner.clone()], p.dst) {
             ws.count(sa.id, SaCounter::Decaps);
+            ws.count_n(sa.id, SaCounter::DecapOctets, inner.len() as u64);
             bump(&shared.punted);
             out[i] = Verdict::Punt {
                 tunnel: sa.tunnel,
@@ -641,6 +642,7 @@ fn decap_chunk<F: AsMut<[u8]>>(
             }
         }
         ws.count(sa.id, SaCounter::Decaps);
+        ws.count_n(sa.id, SaCounter::DecapOctets, inner.len() as u64);
         bump(&shared.delivered);
         out[i] = Verdict::Deliver {
             tunnel: sa.tunnel,
@@ -870,6 +872,7 @@ pub fn encap(
         udp::Packet::new_unchecked(&mut out[at..]).fill_checksum_v6(&src, &dst);
     }
     ws.count(sa.id, SaCounter::Encaps);
+    ws.count_n(sa.id, SaCounter::EncapOctets, inner.len() as u64);
     Ok(EncapOutput {
         len: total,
         sa: sa.id,

@@ -38,6 +38,10 @@ pub struct SaCounters {
     /// Inbound failures after the SA was found other than ICV and replay
     /// (bad padding/length, next header mismatch).
     pub recv_errors: u64,
+    /// Plaintext octets of the packets encapsulated.
+    pub encap_octets: u64,
+    /// Plaintext octets of the packets decapsulated.
+    pub decap_octets: u64,
 }
 
 impl SaCounters {
@@ -54,6 +58,8 @@ impl SaCounters {
         self.replay_duplicate += o.replay_duplicate;
         self.send_errors += o.send_errors;
         self.recv_errors += o.recv_errors;
+        self.encap_octets += o.encap_octets;
+        self.decap_octets += o.decap_octets;
     }
 
     /// Field-wise sum (several SAs of one tunnel).
@@ -73,6 +79,8 @@ impl SaCounters {
             replay_duplicate: self.replay_duplicate.saturating_sub(o.replay_duplicate),
             send_errors: self.send_errors.saturating_sub(o.send_errors),
             recv_errors: self.recv_errors.saturating_sub(o.recv_errors),
+            encap_octets: self.encap_octets.saturating_sub(o.encap_octets),
+            decap_octets: self.decap_octets.saturating_sub(o.decap_octets),
         }
     }
 }
@@ -87,20 +95,22 @@ pub(crate) enum SaCounter {
     ReplayDuplicate,
     SendErrors,
     RecvErrors,
+    EncapOctets,
+    DecapOctets,
 }
 
 /// One SA's counters in one worker; single writer.
 #[derive(Debug, Default)]
 struct SaCounterCell {
     generation: AtomicU32,
-    c: [AtomicU64; 7],
+    c: [AtomicU64; 9],
 }
 
 impl SaCounterCell {
     #[inline]
-    fn bump(&self, which: SaCounter) {
+    fn add(&self, which: SaCounter, n: u64) {
         let c = &self.c[which as usize];
-        c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
     }
 
     // Seqlock-style write (Boehm, "Can seqlocks get along with programming
@@ -123,7 +133,7 @@ impl SaCounterCell {
         if self.generation.load(Ordering::Acquire) != generation {
             return None;
         }
-        let v: [u64; 7] = core::array::from_fn(|i| self.c[i].load(Ordering::Relaxed));
+        let v: [u64; 9] = core::array::from_fn(|i| self.c[i].load(Ordering::Relaxed));
         fence(Ordering::Acquire);
         if self.generation.load(Ordering::Relaxed) != generation {
             return None;
@@ -136,6 +146,8 @@ impl SaCounterCell {
             replay_duplicate: v[4],
             send_errors: v[5],
             recv_errors: v[6],
+            encap_octets: v[7],
+            decap_octets: v[8],
         })
     }
 }
@@ -363,9 +375,15 @@ impl WorkerState {
 
     #[inline]
     pub(crate) fn count(&mut self, id: SaId, which: SaCounter) {
+        self.count_n(id, which, 1);
+    }
+
+    /// Add `n` to one of SA `id`'s counters (octets).
+    #[inline]
+    pub(crate) fn count_n(&mut self, id: SaId, which: SaCounter, n: u64) {
         if self.slot(id).is_some() {
             let i = id.index as usize;
-            self.pages[i / PAGE][i % PAGE].bump(which);
+            self.pages[i / PAGE][i % PAGE].add(which, n);
         }
     }
 

@@ -663,6 +663,24 @@ impl Edge {
         self.local_index(color).map(|i| self.locals[i].current.spi)
     }
 
+    /// A local TLOC's inbound SPIs and keys, current first, then those
+    /// kept for the grace time (for `show sdwan ipsec local-sa`; show only
+    /// a hash of a key).
+    pub fn local_sas(&self, color: &str) -> Vec<(u32, &KeyMaterial)> {
+        let Some(i) = self.local_index(color) else {
+            return Vec::new();
+        };
+        let l = &self.locals[i];
+        std::iter::once((l.current.spi, &l.current.key))
+            .chain(l.old.iter().rev().map(|(o, _)| (o.spi, &o.key)))
+            .collect()
+    }
+
+    /// When a local TLOC's key is next replaced.
+    pub fn next_rekey(&self, color: &str) -> Option<Instant> {
+        self.local_index(color).map(|i| self.locals[i].next_rekey)
+    }
+
     /// The current port of a local TLOC.
     pub fn local_port(&self, color: &str) -> Option<u16> {
         self.local_index(color).map(|i| self.locals[i].port())

@@ -325,6 +325,14 @@ pub(crate) fn parse_sdwan(
                 tr.address.get_ref()
             )
         })?;
+        if address.is_ipv6() {
+            // BFD runs inside the tunnels as inner IPv4 between the TLOC
+            // addresses (RFC 5881), which the datapath punts.
+            return Err(format!(
+                "line {}: field `sdwan.tloc.address` = {address} in TLOC {color}: SD-WAN TLOCs are IPv4 here (BFD inside the tunnels is IPv4); give an IPv4 address of the underlay interface",
+                at(tr.address.span()),
+            ));
+        }
         if address.is_ipv4() != controller.is_ipv4() {
             return Err(format!(
                 "line {}: field `sdwan.tloc.address` = {address} in TLOC {color}: the control connection runs from it to sdwan.controller {controller}: give addresses of one family",
@@ -358,4 +366,81 @@ pub(crate) fn parse_sdwan(
         graceful_restart: Duration::from_secs(graceful_restart as u64),
         tlocs,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    const BASE: &str = "node = \"e1\"\n[underlay]\ninterface = \"e0\"\naddress = \"198.51.100.1\"\n[inside]\nmode = \"tun\"\nname = \"xs0\"\naddress = \"203.0.113.1/32\"\n";
+    const SDWAN: &str = "[sdwan]\nsystem_ip = \"192.0.2.1\"\nsite_id = 100\ncontroller = \"198.51.100.10:23456\"\npsk = \"not-a-real-secret\"\n[[sdwan.tloc]]\ncolor = \"biz-internet\"\naddress = \"198.51.100.1\"\n";
+
+    #[test]
+    fn defaults_follow_the_issue_contract() {
+        let c = Config::parse(&format!("{BASE}{SDWAN}")).unwrap();
+        let s = c.sdwan.unwrap();
+        assert_eq!(s.system_ip.to_string(), "192.0.2.1");
+        assert_eq!(s.site_id, 100);
+        assert_eq!(s.rekey.as_secs(), 86_400);
+        assert_eq!(s.replay_window, 512);
+        assert_eq!(s.rekey_grace.as_secs(), 60);
+        assert_eq!(s.bfd_hello.as_millis(), 1000);
+        assert_eq!(s.bfd_multiplier, 7);
+        assert_eq!(s.graceful_restart.as_secs(), 43_200);
+        // Default service prefix: the inside address, as a host route.
+        assert_eq!(s.service_prefixes[0].to_string(), "203.0.113.1/32");
+        assert_eq!(s.tlocs[0].port_offset, 0);
+        assert!(!format!("{s:?}").contains("not-a-real-secret"));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("site_id = 100", "site_id = 0", "sdwan.site_id"),
+            (
+                "color = \"biz-internet\"",
+                "color = \"purple\"",
+                "sdwan.tloc.color",
+            ),
+            (
+                "address = \"198.51.100.1\"\n",
+                "address = \"2001:db8::1\"\n",
+                "sdwan.tloc.address",
+            ),
+            (
+                "controller = \"198.51.100.10:23456\"",
+                "controller = \"198.51.100.10\"",
+                "sdwan.controller",
+            ),
+            ("psk = \"not-a-real-secret\"", "psk = \"\"", "sdwan.psk"),
+            (
+                "site_id = 100",
+                "site_id = 100\nreplay_window = 100",
+                "sdwan.replay_window",
+            ),
+            (
+                "site_id = 100",
+                "site_id = 100\nbfd_multiplier = 0",
+                "sdwan.bfd_multiplier",
+            ),
+        ];
+        for (from, to, want) in cases {
+            let text = format!("{BASE}{}", SDWAN.replacen(from, to, 1));
+            let e = Config::parse(&text).unwrap_err();
+            assert!(e.contains(want), "{to}: {e}");
+        }
+        // Two TLOCs of one color.
+        let e = Config::parse(&format!(
+            "{BASE}{SDWAN}[[sdwan.tloc]]\ncolor = \"biz-internet\"\naddress = \"198.51.100.21\"\nport_offset = 1\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("already configured"), "{e}");
+        // No TLOC at all.
+        let e = Config::parse(&format!(
+            "{BASE}{}",
+            SDWAN.split("[[sdwan.tloc]]").next().unwrap()
+        ))
+        .unwrap_err();
+        assert!(e.contains("[[sdwan.tloc]]"), "{e}");
+    }
 }

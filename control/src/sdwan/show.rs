@@ -231,3 +231,258 @@ impl Owner {
         Ok((text, json!({ "rekeyed": list })))
     }
 }
+
+/// The seed's recovery commands and the remaining SD-WAN show commands.
+impl Owner {
+    /// `clear sdwan omp all`: every OMP route withdrawn and relearned, so
+    /// every SD-WAN tunnel is rebuilt and every BFD session flaps.
+    pub(crate) fn sdwan_clear_omp(&mut self) -> Result<(String, Value)> {
+        let n = self.edge()?.peers.len();
+        self.sdwan_flap_peers(None);
+        let s = self.sdwan.as_mut().expect("checked above");
+        let actions = s.edge.clear_omp(Instant::now());
+        self.sdwan_omp_actions(actions);
+        tracing::info!("clear sdwan omp all: {n} SD-WAN peer(s) rebuilt");
+        Ok((
+            format!(
+                "OMP routes withdrawn and relearned; {n} SD-WAN tunnel peer(s) rebuilt, their BFD sessions flap\n"
+            ),
+            json!({ "rebuilt_peers": n }),
+        ))
+    }
+
+    /// `request platform software sdwan port_hop COLOR`: that TLOC moves to
+    /// its next port; its control connection and its BFD sessions flap.
+    pub(crate) fn sdwan_port_hop(&mut self, color: &str) -> Result<(String, Value)> {
+        let s = self.edge()?;
+        let Some(t) = s.tloc(color) else {
+            let colors: Vec<&str> = s.tlocs.iter().map(|t| t.color.as_str()).collect();
+            return Err(anyhow!(
+                "no local TLOC has color {color}: give one of {}",
+                colors.join(", ")
+            ));
+        };
+        let (name, old) = (t.name.clone(), t.port);
+        self.sdwan_flap_peers(Some(color));
+        let s = self.sdwan.as_mut().expect("checked above");
+        let actions = s
+            .edge
+            .port_hop(Instant::now(), color)
+            .expect("the color exists");
+        s.last_port_hop = Some(Instant::now());
+        self.sdwan_omp_actions(actions);
+        let new = self.edge()?.tloc(color).map_or(0, |t| t.port);
+        Ok((
+            format!(
+                "{name} ({color}): TLOC port {old} -> {new}; control connection and BFD sessions of {color} flap\n"
+            ),
+            json!({ "tunnel": name, "color": color, "old_port": old, "new_port": new }),
+        ))
+    }
+
+    /// `clear sdwan control connections`: every control connection and
+    /// every BFD session flaps; everything is relearned.
+    pub(crate) fn sdwan_clear_control(&mut self) -> Result<(String, Value)> {
+        let n = self.edge()?.tlocs.len();
+        self.sdwan_flap_peers(None);
+        let s = self.sdwan.as_mut().expect("checked above");
+        let actions = s.edge.clear_control_connections(Instant::now());
+        self.sdwan_omp_actions(actions);
+        Ok((
+            format!(
+                "{n} control connection(s) and every BFD session flapped; routes are relearned\n"
+            ),
+            json!({ "flapped_connections": n }),
+        ))
+    }
+
+    /// `show sdwan bfd summary`.
+    pub(crate) fn show_sdwan_bfd_summary(&self) -> Result<(String, Value)> {
+        let s = self.edge()?;
+        let now = Instant::now();
+        let views: Vec<_> = s
+            .peers
+            .values()
+            .filter_map(|p| s.bfd.session(now, u64::from(p.index)))
+            .collect();
+        let up = views
+            .iter()
+            .filter(|v| v.state == xdpsec_bfd::State::Up)
+            .count() as u64;
+        // Flaps: each exit from Up (a session that came up once shows 1 transition).
+        let flaps = views.iter().map(|v| u64::from(v.transitions / 2)).sum();
+        Ok(render::bfd_summary(&render::BfdSummary {
+            sessions_total: views.len() as u64,
+            sessions_up: up,
+            sessions_max: u64::from(super::MAX_PEERS),
+            sessions_flap: flaps,
+            poll_interval_ms: 600_000,
+        }))
+    }
+
+    /// `show sdwan ipsec inbound-connections`: one row per peer sending to us.
+    pub(crate) fn show_sdwan_ipsec_inbound(&self) -> Result<(String, Value)> {
+        let s = self.edge()?;
+        let rows: Vec<render::InboundConnectionRow> = s
+            .peers
+            .values()
+            .filter(|p| !p.inbound.is_empty())
+            .map(|p| render::InboundConnectionRow {
+                source_ip: p.sa.remote_ip,
+                source_port: p.sa.remote_port,
+                destination_ip: p.sa.local_ip,
+                destination_port: p.sa.local_port,
+                remote_tloc: p.sa.remote.system_ip,
+                remote_tloc_color: p.sa.remote.color.clone(),
+                local_tloc: s.cfg.system_ip,
+                local_tloc_color: p.sa.local_color.clone(),
+                encryption_algorithm: "AES-GCM-256",
+                tc_spis: p.inbound.len() as u32,
+            })
+            .collect();
+        Ok(render::ipsec_inbound_connections(&rows))
+    }
+
+    /// `show sdwan ipsec outbound-connections`: one row per peer we send to.
+    pub(crate) fn show_sdwan_ipsec_outbound(&self) -> Result<(String, Value)> {
+        let s = self.edge()?;
+        let rows: Vec<render::OutboundConnectionRow> = s
+            .peers
+            .values()
+            .filter_map(|p| {
+                let (spi, _, _) = p.outbound?;
+                Some(render::OutboundConnectionRow {
+                    source_ip: p.sa.local_ip,
+                    source_port: p.sa.local_port,
+                    destination_ip: p.sa.remote_ip,
+                    destination_port: p.sa.remote_port,
+                    spi,
+                    tunnel_mtu: crate::platform::tun::TUN_MTU as u16,
+                    remote_tloc: p.sa.remote.system_ip,
+                    remote_tloc_color: p.sa.remote.color.clone(),
+                    authentication: "AES-GCM-256",
+                    key_hash: render::key_hash(p.sa.outbound.key.bytes()),
+                    encryption_algorithm: "AES-GCM-256",
+                    tc_spis: 1,
+                })
+            })
+            .collect();
+        Ok(render::ipsec_outbound_connections(&rows))
+    }
+
+    /// `show sdwan ipsec local-sa SYSTEM-IP`: this edge's TLOC SPIs
+    /// (current, and old ones within the rekey grace), never a key.
+    pub(crate) fn show_sdwan_ipsec_local_sa(&self, tloc: IpAddr) -> Result<(String, Value)> {
+        let s = self.edge()?;
+        let matches_tloc =
+            |t: &super::TlocIf| tloc == IpAddr::V4(s.cfg.system_ip) || tloc == t.address;
+        let mut rows = Vec::new();
+        for t in s.tlocs.iter().filter(|t| matches_tloc(t)) {
+            for (spi, key) in s.edge.local_sas(&t.color) {
+                rows.push(render::LocalSaRow {
+                    tloc_address: s.cfg.system_ip,
+                    tloc_color: t.color.clone(),
+                    spi,
+                    source_ip: t.address,
+                    source_port: t.port,
+                    key_hash: render::key_hash(key.bytes()),
+                });
+            }
+        }
+        if rows.is_empty() {
+            return Err(anyhow!(
+                "{tloc} is not this edge's system-ip ({}) or a local TLOC address",
+                s.cfg.system_ip
+            ));
+        }
+        Ok(render::ipsec_local_sa(&rows))
+    }
+
+    /// `show sdwan tunnel statistics`: per peer, packets and plaintext
+    /// octets since the last `clear crypto sa counters`.
+    pub(crate) fn show_sdwan_tunnel_statistics(&self) -> Result<(String, Value)> {
+        let s = self.edge()?;
+        let rows: Vec<render::TunnelStatisticsRow> = s
+            .peers
+            .values()
+            .map(|p| {
+                let (inb, outb) = self
+                    .sa_pair_counters(p.inbound.iter().map(|(_, id)| *id), p.outbound.map(|o| o.1));
+                render::TunnelStatisticsRow {
+                    protocol: "ipsec",
+                    src_ip: p.sa.local_ip,
+                    dest_ip: p.sa.remote_ip,
+                    src_port: p.sa.local_port,
+                    dst_port: p.sa.remote_port,
+                    remote_sys_ip: p.sa.remote.system_ip,
+                    local_color: p.sa.local_color.clone(),
+                    remote_color: p.sa.remote.color.clone(),
+                    tunnel_mtu: crate::platform::tun::TUN_MTU as u16,
+                    tx_pkts: outb.encaps,
+                    tx_octets: outb.encap_octets,
+                    rx_pkts: inb.decaps,
+                    rx_octets: inb.decap_octets,
+                    tcp_mss_adjust: (crate::platform::tun::TUN_MTU - 40) as u16,
+                    // Inner IPv6 is counted with the rest: not split out.
+                    ipv6_tx_pkts: 0,
+                    ipv6_tx_octets: 0,
+                    ipv6_rx_pkts: 0,
+                    ipv6_rx_octets: 0,
+                    ipsec_decrypt_inbound: inb.decaps,
+                    ipsec_rx_auth_failures: inb.verify_failed,
+                    ipsec_rx_failures: inb.recv_errors + inb.replay_failed(),
+                    ipsec_encrypt_outbound: outb.encaps,
+                    ipsec_tx_auth_failures: 0,
+                    ipsec_tx_failures: outb.send_errors,
+                }
+            })
+            .collect();
+        Ok(render::tunnel_statistics(&rows))
+    }
+
+    /// `show sdwan control local-properties`: the edge's identity and each
+    /// TLOC's current port (after port hops).
+    pub(crate) fn show_sdwan_local_properties(&self) -> Result<(String, Value)> {
+        let s = self.edge()?;
+        let now = Instant::now();
+        let conns = s.edge.control_connections(now);
+        let tlocs = s
+            .tlocs
+            .iter()
+            .map(|t| {
+                let c = conns.iter().find(|c| c.color == t.color);
+                render::LocalTlocRow {
+                    interface: self.interface.clone(),
+                    address: t.address,
+                    port: t.port,
+                    vsmart: u32::from(c.is_some_and(|c| c.state == "up")),
+                    color: t.color.clone(),
+                    state: if c.is_some_and(|c| c.state == "up") {
+                        "up"
+                    } else {
+                        "down"
+                    },
+                    last_connection_seconds: c.map_or(0, |c| c.uptime_seconds),
+                    spi_time_remaining_seconds: s
+                        .edge
+                        .next_rekey(&t.color)
+                        .map_or(0, |at| at.saturating_duration_since(now).as_secs()),
+                }
+            })
+            .collect();
+        Ok(render::control_local_properties(&render::LocalProperties {
+            system_ip: s.cfg.system_ip,
+            site_id: s.cfg.site_id,
+            dns_name: s.cfg.controller.ip().to_string(),
+            protocol: "tcp",
+            chassis_num: self.node.clone(),
+            keygen_interval_seconds: s.cfg.rekey.as_secs(),
+            retry_interval_seconds: 1,
+            no_activity_exp_interval_seconds: 12,
+            port_hopped: s.last_port_hop.is_some(),
+            time_since_last_port_hop_seconds: s.last_port_hop.map_or(0, |t| t.elapsed().as_secs()),
+            pairwise_keying: true,
+            tlocs,
+        }))
+    }
+}
