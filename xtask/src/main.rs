@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | lab up|down | demo | test | bench | fuzz`.
+//! Project tasks: `cargo xtask setup | lab up [--sdwan]|down|show | demo | test | bench | fuzz`.
 use std::{
     path::{Path, PathBuf},
     process::{Command, ExitCode},
@@ -63,11 +63,19 @@ enum LabAction {
         /// Rx/tx queues on each veth end.
         #[arg(long, default_value_t = 1)]
         queues: u32,
+        /// Instead: a three-edge SD-WAN fabric (a controller and three
+        /// `xdpsec run` edges, one with two colors, on a bridge), left running.
+        #[arg(long)]
+        sdwan: bool,
     },
-    /// Remove everything `lab up` created.
+    /// Remove everything `lab up` (and `lab up --sdwan`) created.
     Down,
     /// Print the lab's names and addresses.
-    Show,
+    Show {
+        /// The SD-WAN fabric's nodes and control sockets.
+        #[arg(long)]
+        sdwan: bool,
+    },
 }
 
 /// The workspace root.
@@ -108,15 +116,18 @@ fn main() -> ExitCode {
     let r = match args.cmd {
         Cmd::Setup => setup(),
         Cmd::Lab { action } => match action {
-            LabAction::Up { queues } => lab::Lab::default_names().up(queues).map(|l| {
+            LabAction::Up { sdwan: true, .. } => lab::sdwan_up(),
+            LabAction::Up { queues, .. } => lab::Lab::default_names().up(queues).map(|l| {
                 l.print();
                 std::mem::forget(l); // keep it up after we exit
             }),
             LabAction::Down => {
                 lab::Lab::default_names().down();
+                lab::sdwan_down();
                 Ok(())
             }
-            LabAction::Show => {
+            LabAction::Show { sdwan: true } => lab::sdwan_show(),
+            LabAction::Show { sdwan: false } => {
                 lab::Lab::default_names().print();
                 Ok(())
             }

@@ -233,7 +233,14 @@ fn run(
                     }
                 }
                 IoCmd::Close { color } => {
-                    conns.remove(&color);
+                    // What the core queued before the close (a Goodbye
+                    // saying why) still goes out, best effort: dropping it
+                    // would leave the controller without the reason.
+                    if let Some(mut c) = conns.remove(&color)
+                        && !c.connecting
+                    {
+                        let _ = flush(&mut c);
+                    }
                 }
             }
         }

@@ -1,0 +1,790 @@
+//! The SD-WAN fabric end to end: `xdpsec controller` and three `xdpsec run`
+//! edges (one with two colors) on a shared bridge, each in its own network
+//! namespace (tests/src/sdwan.rs). Control connections and BFD sessions
+//! come up, every pair of inside addresses pings through the tunnels, a
+//! timed rekey under traffic loses nothing, the fabric survives a
+//! controller restart, a wrong PSK is refused with a log line, and a
+//! stopped edge is withdrawn after the graceful-restart time.
+//!
+//! BFD runs at 200 ms x 3 here so each test stays within about 30 s.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use xdpsec_e2e::{
+    Lab,
+    sdwan::{self, EdgeSpec, Fabric, Timers},
+    settle_for,
+};
+
+/// Edges 1 and 2 on biz-internet, edge 3 on biz-internet and mpls (the lab's).
+fn three_edges() -> Vec<EdgeSpec> {
+    sdwan::lab_edges()
+}
+
+fn fabric(specs: Vec<EdgeSpec>, timers: Timers) -> Fabric {
+    let mut f = Fabric::unique(specs, timers)
+        .up()
+        .expect("fabric namespaces");
+    f.start().expect("controller and edges");
+    f
+}
+
+fn str_of(v: &Value) -> String {
+    v.as_str().unwrap_or("?").to_string()
+}
+
+/// The inbound SPIs of edge `j`'s `Tunnel1000(k+1)` rows in `show crypto
+/// ipsec sa` (every peer encrypts to a TLOC with the same SPI; after a
+/// rekey the old one stays for the grace time).
+fn inbound_spis(f: &Fabric, j: usize, k: usize) -> BTreeSet<u64> {
+    let tunnel = Fabric::tunnel_name(k);
+    f.ipsec_sas(j)
+        .iter()
+        .filter(|r| r["tunnel"] == tunnel.as_str())
+        .flat_map(|r| r["inbound_spis"].as_array().cloned().unwrap_or_default())
+        .filter_map(|s| s.as_u64())
+        .collect()
+}
+
+/// The SPI edge `j` receives on with its TLOC `k`, outside a rekey.
+fn own_spi(f: &Fabric, j: usize, k: usize) -> u64 {
+    let spis = inbound_spis(f, j, k);
+    assert_eq!(
+        spis.len(),
+        1,
+        "edge {j} {}: one inbound SPI for all its peers: {:?}",
+        Fabric::tunnel_name(k),
+        f.ipsec_sas(j)
+    );
+    *spis.first().unwrap()
+}
+
+/// `show sdwan omp tlocs` of edge `i`: (system_ip, color) -> row, without
+/// edge `i`'s own TLOCs.
+fn remote_tlocs(f: &Fabric, i: usize) -> BTreeMap<(String, String), Value> {
+    f.omp_tlocs(i)
+        .into_iter()
+        .filter(|r| r["system_ip"] != Fabric::system_ip(i).as_str())
+        .map(|r| ((str_of(&r["system_ip"]), str_of(&r["color"])), r))
+        .collect()
+}
+
+/// The originator of an edge's OMP service route (`originator` as on the
+/// controller, or `system_ip`).
+fn originator(r: &Value) -> String {
+    if r["originator"].is_string() {
+        str_of(&r["originator"])
+    } else {
+        str_of(&r["system_ip"])
+    }
+}
+
+/// Edge `i`'s (prefix, originator) of the service routes other edges sent.
+fn remote_routes(f: &Fabric, i: usize) -> BTreeSet<(String, String)> {
+    f.omp_routes(i)
+        .iter()
+        .map(|r| (str_of(&r["prefix"]), originator(r)))
+        .filter(|(_, o)| *o != Fabric::system_ip(i))
+        .collect()
+}
+
+/// Edge `i`'s (tunnel, peer) rows of `show crypto ipsec sa`.
+fn sa_rows(f: &Fabric, i: usize) -> BTreeSet<(String, String)> {
+    f.ipsec_sas(i)
+        .iter()
+        .map(|r| (str_of(&r["tunnel"]), str_of(&r["peer"])))
+        .collect()
+}
+
+/// What the SA rows of edge `i` should be with the edges in `peers`.
+fn expected_sa_rows(f: &Fabric, i: usize, peers: &[usize]) -> BTreeSet<(String, String)> {
+    let mut want = BTreeSet::new();
+    for k in 0..f.colors(i).len() {
+        for &j in peers.iter().filter(|&&j| j != i) {
+            for m in 0..f.colors(j).len() {
+                want.insert((Fabric::tunnel_name(k), f.tloc_ip(j, m).to_string()));
+            }
+        }
+    }
+    want
+}
+
+/// Non-zero QFP drop rows of edge `i`: {id: packets}.
+fn drops(f: &Fabric, i: usize) -> BTreeMap<u64, u64> {
+    f.edge(i)
+        .cli_json("show platform hardware qfp active feature ipsec datapath drops")
+        .unwrap()["drops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["packets"].as_u64().unwrap() != 0)
+        .map(|r| (r["id"].as_u64().unwrap(), r["packets"].as_u64().unwrap()))
+        .collect()
+}
+
+/// Ping every ordered pair of `members`, `count` each (pairs in parallel).
+fn ping_all_pairs(f: &Fabric, members: &[usize], count: u32) {
+    let pairs: Vec<(usize, usize)> = members
+        .iter()
+        .flat_map(|&i| members.iter().map(move |&j| (i, j)))
+        .filter(|(i, j)| i != j)
+        .collect();
+    let results: Vec<((usize, usize), (u32, u32))> = std::thread::scope(|s| {
+        let hs: Vec<_> = pairs
+            .iter()
+            .map(|&(i, j)| s.spawn(move || ((i, j), f.ping(i, j, count, "0.2"))))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for ((i, j), got) in results {
+        assert_eq!(
+            got,
+            (count, count),
+            "ping {} -> {} (edge {i} -> edge {j}): (transmitted, received)",
+            Fabric::inside_ip(i),
+            Fabric::inside_ip(j)
+        );
+    }
+}
+
+/// The harness alone: the bridge joins every namespace (edges' second
+/// addresses too), the controller starts on .10, and dropping the fabric
+/// removes every namespace.
+#[test]
+fn fabric_harness_builds_and_removes_its_namespaces() {
+    let mut f = Fabric::unique(three_edges(), Timers::fast())
+        .up()
+        .expect("fabric");
+    f.start_controller().expect("controller");
+    let ping1 = |ns: &str, dst: &str| {
+        Lab::exec(ns, &["ping", "-n", "-q", "-c", "1", "-W", "2", dst])
+            .unwrap()
+            .status
+            .success()
+    };
+    for i in 1..=3 {
+        assert!(
+            ping1(&f.edge_ns[i - 1], "198.51.100.10"),
+            "edge {i} -> controller"
+        );
+    }
+    assert!(
+        ping1(&f.edge_ns[0], &f.tloc_ip(3, 1).to_string()),
+        "edge 1 -> edge 3 mpls"
+    );
+    assert!(
+        ping1(&f.edge_ns[2], &f.tloc_ip(2, 0).to_string()),
+        "edge 3 -> edge 2"
+    );
+    let conns = f.ctrl().cli_json("show sdwan control connections").unwrap();
+    assert_eq!(conns["connections"], serde_json::json!([]), "{conns}");
+    let cfg = f.edge_config(3);
+    for line in [
+        "system_ip = \"192.0.2.3\"",
+        "site_id = 103",
+        "address = \"203.0.113.3/32\"",
+        "controller = \"198.51.100.10:23456\"",
+        "color = \"mpls\"\naddress = \"198.51.100.23\"\nport_offset = 1",
+    ] {
+        assert!(cfg.contains(line), "{line} in\n{cfg}");
+    }
+    let names = f.namespaces();
+    assert_eq!(names.len(), 5);
+    drop(f);
+    let list = String::from_utf8_lossy(
+        &std::process::Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    for ns in names {
+        assert!(
+            !list.split_whitespace().any(|w| w == ns),
+            "{ns} left behind"
+        );
+    }
+}
+
+#[test]
+fn fabric_comes_up_and_every_pair_pings() {
+    let f = fabric(three_edges(), Timers::fast());
+    let all = [1, 2, 3];
+    f.wait_converged(&all, Duration::from_secs(20)).unwrap();
+
+    // c_i x sum(c_j, j != i) sessions, each row as the topology says.
+    for (i, n) in [(1, 3), (2, 3), (3, 4)] {
+        let rows = f.bfd_sessions(i);
+        assert_eq!(rows.len(), n, "edge {i}: {rows:?}");
+        for r in &rows {
+            assert_eq!(r["state"], "up", "{r}");
+            assert_eq!(r["encap"], "ipsec", "{r}");
+            assert_eq!(r["multiplier"], 3, "edge {i}: {r}");
+            assert_eq!(r["tx_interval_ms"], 200, "edge {i}: {r}");
+            assert!(r["uptime_seconds"].is_u64(), "{r}");
+            assert!(r["transitions"].is_u64(), "{r}");
+        }
+    }
+
+    // One control connection per local color, to the vSmart.
+    for i in all {
+        let rows = f.control_connections(i);
+        assert_eq!(rows.len(), f.colors(i).len(), "edge {i}: {rows:?}");
+        for r in &rows {
+            assert!(r["site_id"].is_u64() || r["site_id"].is_string(), "{r}");
+            assert!(r["uptime_seconds"].is_u64(), "{r}");
+        }
+    }
+    let ctrl_conns = f.ctrl().cli_json("show sdwan control connections").unwrap();
+    let up: BTreeSet<(String, String)> = ctrl_conns["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["state"] == "up")
+        .map(|r| (str_of(&r["system_ip"]), str_of(&r["color"])))
+        .collect();
+    let want: BTreeSet<(String, String)> = all
+        .iter()
+        .flat_map(|&i| {
+            f.colors(i)
+                .iter()
+                .map(move |c| (Fabric::system_ip(i), c.clone()))
+        })
+        .collect();
+    assert_eq!(up, want, "controller's connections: {ctrl_conns}");
+
+    // Each edge learned every remote TLOC with the SPI its owner receives on.
+    let spis: BTreeMap<(usize, usize), u64> = all
+        .iter()
+        .flat_map(|&j| (0..f.colors(j).len()).map(move |k| (j, k)))
+        .map(|(j, k)| ((j, k), own_spi(&f, j, k)))
+        .collect();
+    for i in all {
+        let tlocs = remote_tlocs(&f, i);
+        let mut want = BTreeSet::new();
+        for j in all.iter().copied().filter(|&j| j != i) {
+            for (m, color) in f.colors(j).iter().enumerate() {
+                want.insert((Fabric::system_ip(j), color.clone()));
+                let r = &tlocs
+                    .get(&(Fabric::system_ip(j), color.clone()))
+                    .unwrap_or_else(|| panic!("edge {i} lacks TLOC {j}/{color}: {tlocs:?}"));
+                assert_eq!(r["spi"], spis[&(j, m)], "edge {i}: {r}");
+                assert_eq!(r["encap"], "ipsec", "{r}");
+                assert_eq!(r["public_ip"], f.tloc_ip(j, m).to_string(), "{r}");
+                assert_eq!(r["public_port"], Fabric::tloc_port(m), "{r}");
+                for k in r.as_object().unwrap().keys() {
+                    assert!(!k.contains("key"), "a TLOC row never carries a key: {r}");
+                }
+            }
+        }
+        assert_eq!(
+            tlocs.keys().cloned().collect::<BTreeSet<_>>(),
+            want,
+            "edge {i}'s remote TLOCs"
+        );
+        // Its own TLOCs, where it lists them, carry the SPI it receives on.
+        for r in f.omp_tlocs(i) {
+            if r["system_ip"] == Fabric::system_ip(i).as_str() {
+                let k = f
+                    .colors(i)
+                    .iter()
+                    .position(|c| r["color"] == c.as_str())
+                    .unwrap_or_else(|| panic!("edge {i} lists a TLOC it does not have: {r}"));
+                assert_eq!(r["spi"], spis[&(i, k)], "edge {i}'s own TLOC: {r}");
+            }
+        }
+        // Service routes: every other edge's inside address, from it.
+        let want: BTreeSet<(String, String)> = all
+            .iter()
+            .filter(|&&j| j != i)
+            .map(|&j| (format!("{}/32", Fabric::inside_ip(j)), Fabric::system_ip(j)))
+            .collect();
+        assert_eq!(remote_routes(&f, i), want, "edge {i}'s omp routes");
+    }
+
+    // show crypto ipsec sa: one row per (local tunnel, remote TLOC),
+    // encrypting to the remote TLOC's SPI.
+    let tloc_of_ip: BTreeMap<String, (usize, usize)> = spis
+        .keys()
+        .map(|&(j, m)| (f.tloc_ip(j, m).to_string(), (j, m)))
+        .collect();
+    for i in all {
+        assert_eq!(
+            sa_rows(&f, i),
+            expected_sa_rows(&f, i, &all),
+            "edge {i}: (tunnel, peer) rows of show crypto ipsec sa"
+        );
+        for r in f.ipsec_sas(i) {
+            let peer = &tloc_of_ip[&str_of(&r["peer"])];
+            assert_eq!(r["outbound_spi"], spis[peer], "edge {i}: {r}");
+        }
+        let text = f.edge(i).cli("show crypto ipsec sa").unwrap();
+        for k in 0..f.colors(i).len() {
+            assert!(
+                text.contains(&format!("interface: {}", Fabric::tunnel_name(k))),
+                "edge {i}:\n{text}"
+            );
+        }
+    }
+
+    ping_all_pairs(&f, &all, 5);
+
+    // `request platform software sdwan security ipsec-rekey` on edge 3,
+    // under traffic: both its TLOCs get a new SPI at once, the others learn
+    // them, nothing is lost.
+    let spis_of_3 = || -> Vec<u64> {
+        let t = remote_tlocs(&f, 1);
+        f.colors(3)
+            .iter()
+            .map(|c| {
+                t[&(Fabric::system_ip(3), c.clone())]["spi"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let before = spis_of_3();
+    let (pinged, rekeyed) = std::thread::scope(|s| {
+        let p = s.spawn(|| f.ping(1, 3, 40, "0.05"));
+        std::thread::sleep(Duration::from_millis(500));
+        let r = f
+            .edge(3)
+            .cli_json("request platform software sdwan security ipsec-rekey")
+            .unwrap();
+        (p.join().unwrap(), r)
+    });
+    assert_eq!(pinged, (40, 40), "edge 1 -> edge 3 across a manual rekey");
+    let rows = rekeyed["rekeyed"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{rekeyed}");
+    for (k, r) in rows.iter().enumerate() {
+        assert_eq!(r["tunnel"], Fabric::tunnel_name(k), "{rekeyed}");
+        assert_eq!(r["old_spi"], before[k], "{rekeyed}");
+        assert_ne!(r["new_spi"], r["old_spi"], "{rekeyed}");
+    }
+    let want: Vec<u64> = rows
+        .iter()
+        .map(|r| r["new_spi"].as_u64().unwrap())
+        .collect();
+    let learned = settle_for(
+        want.clone(),
+        Duration::ZERO,
+        Duration::from_secs(3),
+        spis_of_3,
+    );
+    assert_eq!(learned, want, "edge 1 learned edge 3's new SPIs");
+    for k in 0..2 {
+        assert_eq!(
+            inbound_spis(&f, 3, k),
+            [before[k], want[k]].into(),
+            "edge 3's inbound SAs: the new one, and the old one for the grace time"
+        );
+    }
+}
+
+#[test]
+fn timed_rekey_under_traffic_loses_nothing() {
+    let timers = Timers {
+        rekey_seconds: 4,
+        rekey_grace_seconds: 3,
+        ..Timers::fast()
+    };
+    let f = fabric(
+        vec![
+            EdgeSpec::new(&["biz-internet"]),
+            EdgeSpec::new(&["biz-internet", "mpls"]),
+        ],
+        timers,
+    );
+    let all = [1, 2];
+    f.wait_converged(&all, Duration::from_secs(20)).unwrap();
+    // Drops while the fabric converged (a TLOC not yet learned) are not ours.
+    for i in all {
+        f.edge(i)
+            .cli("clear platform hardware qfp active feature ipsec datapath drops")
+            .unwrap();
+    }
+    let spis_seen_by = |i: usize| -> BTreeMap<(String, String), u64> {
+        remote_tlocs(&f, i)
+            .into_iter()
+            .map(|(k, r)| (k, r["spi"].as_u64().unwrap_or(0)))
+            .collect()
+    };
+    let before = (spis_seen_by(1), spis_seen_by(2));
+
+    // 200 pings each way at 50 ms (10 s): two rekeys of every TLOC or more.
+    let (a, b, seen) = std::thread::scope(|s| {
+        let a = s.spawn(|| f.ping(1, 2, 200, "0.05"));
+        let b = s.spawn(|| f.ping(2, 1, 200, "0.05"));
+        // Every SPI each TLOC had while the pings ran, as the other edge learned it.
+        let mut seen: BTreeMap<(String, String), BTreeSet<u64>> = BTreeMap::new();
+        while !(a.is_finished() && b.is_finished()) {
+            for (k, spi) in spis_seen_by(1).into_iter().chain(spis_seen_by(2)) {
+                seen.entry(k).or_default().insert(spi);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        (a.join().unwrap(), b.join().unwrap(), seen)
+    });
+    assert_eq!(a, (200, 200), "edge 1 -> edge 2 across rekeys");
+    assert_eq!(b, (200, 200), "edge 2 -> edge 1 across rekeys");
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    for (tloc, spis) in &seen {
+        assert!(
+            spis.len() >= 3,
+            "TLOC {tloc:?}: at least two rekeys during the pings, saw SPIs {spis:x?}"
+        );
+    }
+    let after = (spis_seen_by(1), spis_seen_by(2));
+    for (b, a) in [(&before.0, &after.0), (&before.1, &after.1)] {
+        assert_eq!(b.len(), a.len());
+        for (k, spi) in b {
+            assert_ne!(a[k], *spi, "TLOC {k:?} kept its SPI across rekeys");
+        }
+    }
+    for i in all {
+        assert_eq!(
+            drops(&f, i),
+            BTreeMap::new(),
+            "edge {i}: drops across rekeys"
+        );
+    }
+    // The fabric is still whole.
+    f.wait_converged(&all, Duration::from_secs(5)).unwrap();
+}
+
+#[test]
+fn controller_restart_keeps_traffic_then_reconverges() {
+    let mut f = fabric(three_edges(), Timers::fast());
+    let all = [1, 2, 3];
+    f.wait_converged(&all, Duration::from_secs(20)).unwrap();
+
+    // 120 pings at 50 ms (6 s) each, across the outage and the restart.
+    let pinger = |f: &Fabric, i: usize, j: usize| {
+        let ns = f.edge_ns[i - 1].clone();
+        std::thread::spawn(move || {
+            xdpsec_e2e::ping(
+                &ns,
+                &Fabric::inside_ip(i),
+                &Fabric::inside_ip(j),
+                120,
+                "0.05",
+            )
+        })
+    };
+    let p13 = pinger(&f, 1, 3);
+    let p32 = pinger(&f, 3, 2);
+    std::thread::sleep(Duration::from_millis(500));
+    f.stop_controller();
+    let stopped = Instant::now();
+    // Every edge sees its control connections go down...
+    for i in all {
+        let any_up = settle_for(false, Duration::ZERO, Duration::from_secs(2), || {
+            f.control_state(i).iter().any(|(_, _, s)| s == "up")
+        });
+        assert!(
+            !any_up,
+            "edge {i}: control connections still up without a controller"
+        );
+    }
+    // ... and keeps its tunnels (graceful restart): BFD stays up.
+    std::thread::sleep(Duration::from_secs(2).saturating_sub(stopped.elapsed()));
+    for i in all {
+        let down: Vec<_> = f
+            .bfd_state(i)
+            .into_iter()
+            .filter(|(_, s)| s != "up")
+            .collect();
+        assert_eq!(
+            down,
+            vec![],
+            "edge {i}: BFD sessions down during the outage"
+        );
+        assert_eq!(f.bfd_sessions(i).len(), f.expected_bfd(i, &all).len());
+    }
+    f.start_controller().expect("controller again");
+    let outage = stopped.elapsed();
+    assert_eq!(
+        p13.join().unwrap(),
+        (120, 120),
+        "edge 1 -> edge 3 through the outage"
+    );
+    assert_eq!(
+        p32.join().unwrap(),
+        (120, 120),
+        "edge 3 -> edge 2 through the outage"
+    );
+    assert!(outage >= Duration::from_secs(2), "{outage:?}");
+
+    // Reconverged: every connection up again (edges back off 1, 2, 4 s).
+    f.wait_converged(&all, Duration::from_secs(20)).unwrap();
+    let c = f.ctrl().cli_json("show sdwan control connections").unwrap();
+    let up = c["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["state"] == "up")
+        .count();
+    assert_eq!(up, 4, "{c}");
+    let t = f.ctrl().cli_json("show sdwan omp tlocs").unwrap();
+    assert_eq!(t["tlocs"].as_array().unwrap().len(), 4, "{t}");
+    ping_all_pairs(&f, &all, 3);
+}
+
+#[test]
+fn wrong_psk_is_refused_with_a_log_line() {
+    let bad_psk = "not-the-fabric-psk";
+    let f = fabric(
+        vec![
+            EdgeSpec::new(&["biz-internet"]),
+            EdgeSpec::new(&["biz-internet"]),
+            EdgeSpec::new(&["lte"]).with_psk(bad_psk),
+        ],
+        Timers::fast(),
+    );
+    let good = [1, 2];
+    f.wait_converged(&good, Duration::from_secs(20)).unwrap();
+
+    let edge_log = || f.edge(3).cli("show logging").unwrap();
+    let refused = settle_for(true, Duration::ZERO, Duration::from_secs(10), || {
+        edge_log()
+            .lines()
+            .any(|l| l.contains("%SDWAN-3-CONTROL_AUTH_FAIL") && l.contains("PSK"))
+    });
+    assert!(refused, "no auth failure on the edge:\n{}", edge_log());
+    let ctrl_log = f.ctrl().cli("show logging").unwrap();
+    assert!(
+        ctrl_log
+            .lines()
+            .any(|l| l.contains("%SDWAN-3-CONTROL_AUTH_FAIL") && l.contains("192.0.2.3")),
+        "no auth failure naming 192.0.2.3 on the controller:\n{ctrl_log}"
+    );
+
+    // For 3 s more (it keeps retrying): never up, nothing learned either way.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        let conns = f.control_state(3);
+        assert!(
+            !conns.iter().any(|(_, _, state)| state == "up"),
+            "the wrong-PSK edge is up: {conns:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        remote_tlocs(&f, 3),
+        BTreeMap::new(),
+        "the wrong-PSK edge learned TLOCs"
+    );
+    assert_eq!(f.bfd_sessions(3), Vec::<Value>::new());
+    for i in good {
+        let tlocs = remote_tlocs(&f, i);
+        assert!(
+            !tlocs.keys().any(|(s, _)| s == "192.0.2.3"),
+            "edge {i} learned the refused edge's TLOC: {tlocs:?}"
+        );
+        assert!(!remote_routes(&f, i).iter().any(|(_, o)| o == "192.0.2.3"));
+        assert_eq!(f.bfd_sessions(i).len(), 1, "edge {i}");
+    }
+    let ctrl_tlocs = f.ctrl().cli_json("show sdwan omp tlocs").unwrap();
+    assert!(
+        !ctrl_tlocs["tlocs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["system_ip"] == "192.0.2.3"),
+        "{ctrl_tlocs}"
+    );
+    assert_eq!(f.ping(1, 2, 3, "0.2"), (3, 3));
+    assert_eq!(
+        f.ping(1, 3, 2, "0.2"),
+        (2, 0),
+        "no route to the refused edge"
+    );
+    // Neither key is ever logged.
+    for i in 1..=3 {
+        let log = f.edge(i).log_text() + &f.edge(i).cli("show logging").unwrap();
+        assert!(!log.contains(bad_psk) && !log.contains(xdpsec_e2e::sdwan::PSK));
+    }
+    assert!(!f.ctrl().log_text().contains(bad_psk));
+}
+
+#[test]
+fn stopped_edge_is_withdrawn_after_the_hold_time() {
+    let hold = Duration::from_secs(4);
+    let mut f = fabric(
+        three_edges(),
+        Timers {
+            controller_graceful_restart_seconds: hold.as_secs(),
+            ..Timers::fast()
+        },
+    );
+    let all = [1, 2, 3];
+    f.wait_converged(&all, Duration::from_secs(20)).unwrap();
+    let others = [1, 2];
+    let gone_peers = [f.tloc_ip(3, 0).to_string(), f.tloc_ip(3, 1).to_string()];
+    // What edge i still has of edge 3: (TLOCs, routes, BFD sessions, SA rows).
+    let of_edge3 = |f: &Fabric, i: usize| -> (usize, usize, usize, usize) {
+        (
+            remote_tlocs(f, i)
+                .keys()
+                .filter(|(s, _)| s == "192.0.2.3")
+                .count(),
+            remote_routes(f, i)
+                .iter()
+                .filter(|(_, o)| o == "192.0.2.3")
+                .count(),
+            f.bfd_sessions(i)
+                .iter()
+                .filter(|r| r["system_ip"] == "192.0.2.3")
+                .count(),
+            sa_rows(f, i)
+                .iter()
+                .filter(|(_, p)| gone_peers.contains(p))
+                .count(),
+        )
+    };
+    for i in others {
+        assert_eq!(of_edge3(&f, i), (2, 1, 2, 2), "edge {i} before");
+    }
+
+    f.stop_edge(3);
+    let stopped = Instant::now();
+    // BFD notices first (600 ms); the routes are held meanwhile.
+    for i in others {
+        let down = settle_for(true, Duration::ZERO, Duration::from_secs(3), || {
+            let s = f.bfd_state(i);
+            let to3: Vec<_> = s.iter().filter(|(k, _)| k.0 == "192.0.2.3").collect();
+            to3.len() == 2 && to3.iter().all(|(_, st)| st == "down")
+        });
+        assert!(
+            down,
+            "edge {i}: BFD to the stopped edge not down: {:?}",
+            f.bfd_state(i)
+        );
+    }
+    let held: Vec<_> = others.iter().map(|&i| of_edge3(&f, i)).collect();
+    assert!(
+        stopped.elapsed() < hold,
+        "too slow to see the hold time: {:?}",
+        stopped.elapsed()
+    );
+    for (i, h) in others.iter().zip(&held) {
+        assert_eq!(
+            h.0, 2,
+            "edge {i}: edge 3's TLOCs withdrawn before the hold time"
+        );
+        assert_eq!(
+            h.1, 1,
+            "edge {i}: edge 3's route withdrawn before the hold time"
+        );
+    }
+    assert_eq!(f.ping(1, 2, 2, "0.2"), (2, 2));
+
+    // After the hold time: all of it gone on both.
+    let mut gone_at = None;
+    let deadline = stopped + hold + Duration::from_secs(8);
+    while Instant::now() < deadline {
+        if others.iter().all(|&i| of_edge3(&f, i) == (0, 0, 0, 0)) {
+            gone_at = Some(stopped.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let state: Vec<_> = others.iter().map(|&i| of_edge3(&f, i)).collect();
+    let gone_at = gone_at.unwrap_or_else(|| {
+        panic!(
+            "edge 3 not withdrawn {:?} after it stopped: (tlocs, routes, bfd, sas) {state:?}",
+            hold + Duration::from_secs(8)
+        )
+    });
+    assert!(
+        gone_at >= hold,
+        "withdrawn after {gone_at:?}, before the hold time"
+    );
+    let log = f.ctrl().cli("show logging").unwrap();
+    assert!(
+        log.contains("%SDWAN-5-OMP_GR_EXPIRED: OMP peer 192.0.2.3"),
+        "{log}"
+    );
+    // Edges 1 and 2 are untouched.
+    f.wait_converged(&others, Duration::from_secs(3)).unwrap();
+    assert_eq!(f.ping(1, 2, 3, "0.2"), (3, 3));
+    assert_eq!(
+        f.ping(2, 3, 2, "0.2"),
+        (2, 0),
+        "no route to the withdrawn edge"
+    );
+}
+
+/// `cargo xtask lab up --sdwan` / `lab down` (here under a unique prefix):
+/// the fabric outlives the call, answers and pings; `lab_down` stops its
+/// processes and removes its namespaces.
+#[test]
+fn lab_up_leaves_a_fabric_running_and_lab_down_removes_it() {
+    let prefix = format!("xsl{:x}", std::process::id() % 0xffff);
+    // Removes the lab if an assertion below fails.
+    struct Down<'a>(&'a str);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            sdwan::lab_down(self.0);
+        }
+    }
+    let _guard = Down(&prefix);
+    sdwan::lab_up(&prefix, Timers::fast(), Duration::from_secs(20)).expect("lab up");
+    let info = sdwan::lab_show(&prefix).expect("lab show");
+    let ns = |n: &str| format!("{prefix}-{n}");
+    for n in ["br", "vsmart", "edge1", "edge2", "edge3"] {
+        assert!(info.contains(&ns(n)), "{n} in\n{info}");
+    }
+    // Each node's control socket, as printed, answers.
+    let socks: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split("--socket ").nth(1))
+        .map(|r| r.split_whitespace().next().unwrap().to_string())
+        .collect();
+    assert_eq!(socks.len(), 4, "{info}");
+    for s in &socks {
+        xdpsec_e2e::cli(std::path::Path::new(s), "show version", false).expect(s);
+    }
+    assert_eq!(
+        xdpsec_e2e::ping(&ns("edge1"), "203.0.113.1", "203.0.113.3", 3, "0.2"),
+        (3, 3)
+    );
+    let pids: Vec<i32> = ["vsmart", "edge1", "edge2", "edge3"]
+        .iter()
+        .flat_map(|n| {
+            let o = std::process::Command::new("ip")
+                .args(["netns", "pids", &ns(n)])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .map(|p| p.parse::<i32>().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(pids.len(), 4, "one xdpsec per node: {pids:?}");
+
+    sdwan::lab_down(&prefix);
+    for p in pids {
+        // Gone, or a zombie of this test process (lab_up started them here).
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        assert!(
+            stat.is_empty() || stat.contains(") Z "),
+            "pid {p} still runs: {stat}"
+        );
+    }
+    let list = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(!list.contains(&prefix), "{list}");
+    for s in &socks {
+        assert!(!std::path::Path::new(s).exists(), "{s} left behind");
+    }
+    assert!(sdwan::lab_show(&prefix).is_none());
+}
