@@ -38,6 +38,7 @@ use xdpsec_datapath::{
         InboundSaConfig, LocalEndpoint, OutboundEntry, OutboundSaConfig, OuterHeader, PeerKey,
         SaChange, SaId, Selectors,
     },
+    wire::checksum as cks,
 };
 use xdpsec_omp::{
     SdwanSa, TlocId,
@@ -288,39 +289,19 @@ fn bfd_packet(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, payload: &[u8]) -> Vec<u
     p.extend_from_slice(&[0, 0]);
     p.extend_from_slice(&src.octets());
     p.extend_from_slice(&dst.octets());
-    let csum = checksum(&p[..20], 0);
+    let csum = cks::compute(&p[..20]);
     p[10..12].copy_from_slice(&csum.to_be_bytes());
     p.extend_from_slice(&sport.to_be_bytes());
     p.extend_from_slice(&BFD_PORT.to_be_bytes());
     p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
     p.extend_from_slice(&[0, 0]);
     p.extend_from_slice(payload);
-    // UDP checksum over the pseudo-header.
-    let mut pseudo = 0u32;
-    for c in src.octets().chunks(2).chain(dst.octets().chunks(2)) {
-        pseudo += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    pseudo += 17 + (8 + payload.len()) as u32;
-    let u = checksum(&p[20..], pseudo);
+    // UDP checksum over the pseudo-header (0 is sent as 0xffff).
+    let pseudo = cks::pseudo_header_v4(&src, &dst, (8 + payload.len()) as u16, 17);
+    let u = !cks::combine(pseudo, cks::sum(&p[20..]));
     let u = if u == 0 { 0xffff } else { u };
     p[26..28].copy_from_slice(&u.to_be_bytes());
     p
-}
-
-fn checksum(data: &[u8], init: u32) -> u16 {
-    let mut sum = init;
-    for c in data.chunks(2) {
-        let w = if c.len() == 2 {
-            u16::from_be_bytes([c[0], c[1]])
-        } else {
-            u16::from_be_bytes([c[0], 0])
-        };
-        sum += u32::from(w);
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// The UDP payload of a punted BFD packet, or why it is discarded.
@@ -975,7 +956,14 @@ mod tests {
             &[1, 2, 3, 4, 5],
         );
         assert_eq!(p.len(), 33);
-        assert_eq!(checksum(&p[..20], 0), 0, "IPv4 header checksum");
+        assert_eq!(cks::compute(&p[..20]), 0, "IPv4 header checksum");
+        let pseudo = cks::pseudo_header_v4(
+            &"198.51.100.1".parse().unwrap(),
+            &"198.51.100.2".parse().unwrap(),
+            13,
+            17,
+        );
+        assert_eq!(!cks::combine(pseudo, cks::sum(&p[20..])), 0, "UDP checksum");
         assert_eq!(p[8], 255);
         assert_eq!(bfd_payload(&p), Ok(&[1u8, 2, 3, 4, 5][..]));
         let mut low = p.clone();
