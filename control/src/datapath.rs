@@ -68,13 +68,23 @@ pub struct IoStats {
 /// costs one hash probe per distinct length (typically one or two), not
 /// one comparison per tunnel, so thousands of tunnels cost no more per
 /// packet than one. Built once at start-up (no allocation per packet).
+///
+/// A prefix may route into several tunnels at equal cost (SD-WAN: one per
+/// BFD-up path, across colors): each flow (addresses, protocol, ports)
+/// sticks to one of them, so its packets stay in order.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    /// (prefix length, masked address -> tunnel), IPv4 then IPv6 keys as
+    /// (prefix length, masked address -> target), IPv4 then IPv6 keys as
     /// u128 (IPv4 in the low 32 bits), longest length first per family.
+    /// A target is a tunnel, or with [`ECMP`] set an index into `groups`.
     v4: Vec<(u8, HashMap<u128, u32>)>,
     v6: Vec<(u8, HashMap<u128, u32>)>,
+    /// Equal-cost tunnel sets.
+    groups: Vec<Box<[u32]>>,
 }
+
+/// A route target with this bit set is an equal-cost group.
+const ECMP: u32 = 1 << 31;
 
 /// `addr` with the bits beyond `len` cleared, as a u128 (IPv4 in the low 32).
 fn masked(addr: IpAddr, len: u8) -> u128 {
@@ -102,8 +112,23 @@ impl RouteTable {
     /// Build from `(prefix, tunnel index)` pairs (the first tunnel given a
     /// prefix keeps it).
     pub fn new(routes: Vec<(Cidr, u32)>) -> RouteTable {
+        RouteTable::with_ecmp(routes.into_iter().map(|(c, t)| (c, vec![t])).collect())
+    }
+
+    /// Build from `(prefix, tunnels)` pairs: several tunnels share the
+    /// prefix's flows at equal cost (the first pair given a prefix keeps it;
+    /// an empty list routes nothing).
+    pub fn with_ecmp(routes: Vec<(Cidr, Vec<u32>)>) -> RouteTable {
         let mut t = RouteTable::default();
-        for (c, tunnel) in routes {
+        for (c, tunnels) in routes {
+            let tunnel = match tunnels.as_slice() {
+                [] => continue,
+                [one] => *one,
+                many => {
+                    t.groups.push(many.into());
+                    ECMP | (t.groups.len() - 1) as u32
+                }
+            };
             let list = if c.addr.is_ipv4() {
                 &mut t.v4
             } else {
@@ -123,12 +148,61 @@ impl RouteTable {
         t
     }
 
-    /// The tunnel for inner destination `dst` (longest prefix wins).
-    pub fn lookup(&self, dst: IpAddr) -> Option<u32> {
+    /// The route target for inner destination `dst` (longest prefix wins).
+    fn target(&self, dst: IpAddr) -> Option<u32> {
         let list = if dst.is_ipv4() { &self.v4 } else { &self.v6 };
         list.iter()
             .find_map(|(len, m)| m.get(&masked(dst, *len)).copied())
     }
+
+    /// The tunnel for inner destination `dst` (longest prefix wins; of an
+    /// equal-cost set, the first).
+    #[cfg(test)]
+    pub fn lookup(&self, dst: IpAddr) -> Option<u32> {
+        let t = self.target(dst)?;
+        if t & ECMP == 0 {
+            return Some(t);
+        }
+        self.groups.get((t & !ECMP) as usize)?.first().copied()
+    }
+
+    /// The tunnel for the inner IP packet `pkt`: by its destination, and
+    /// within an equal-cost set by a hash of its flow (addresses, protocol,
+    /// ports), so a flow always takes the same tunnel.
+    pub fn lookup_packet(&self, pkt: &[u8]) -> Option<u32> {
+        let t = self.target(inner_dst(pkt)?)?;
+        if t & ECMP == 0 {
+            return Some(t);
+        }
+        let g = self.groups.get((t & !ECMP) as usize)?;
+        let h = flow_hash(pkt);
+        g.get((h % g.len() as u64) as usize).copied()
+    }
+}
+
+/// A hash of an inner packet's flow: source and destination addresses,
+/// protocol, and the first four bytes after the IPv4 header (ports for TCP,
+/// UDP, SCTP; type and code for ICMP) or after the fixed IPv6 header.
+fn flow_hash(pkt: &[u8]) -> u64 {
+    let (addrs, proto, l4) = match pkt.first().map(|b| b >> 4) {
+        Some(4) if pkt.len() >= 20 => {
+            let ihl = usize::from(pkt[0] & 0xf) * 4;
+            (&pkt[12..20], pkt[9], pkt.get(ihl..ihl + 4))
+        }
+        Some(6) if pkt.len() >= 40 => (&pkt[8..40], pkt[6], pkt.get(40..44)),
+        _ => return 0,
+    };
+    // FNV-1a: cheap, and good enough to spread flows over a few tunnels.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in addrs
+        .iter()
+        .chain(std::iter::once(&proto))
+        .chain(l4.unwrap_or(&[]))
+    {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 /// Inner destination address of an IP packet.
@@ -373,7 +447,7 @@ impl BatchHandler for DatapathHandler {
             let inner = &self.tun_buf[..len];
             // Not IP, or a destination routed into the TUN that no tunnel
             // claims: there is no SA, and the core counts it (89, 111/112).
-            let Some(tunnel) = inner_dst(inner).and_then(|d| routes.lookup(d)) else {
+            let Some(tunnel) = routes.lookup_packet(inner) else {
                 let _ = encap(&mut self.ws, &snap, u32::MAX, inner, &mut []);
                 continue;
             };
@@ -642,6 +716,47 @@ mod tests {
             panic!("{:?}", v[0])
         };
         assert_eq!(&out[inner], &hello[..]);
+    }
+
+    /// An inner IPv4/UDP packet header from `src` port `sport` to `dst`.
+    fn udp4(src: [u8; 4], sport: u16, dst: [u8; 4]) -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0];
+        p.extend_from_slice(&src);
+        p.extend_from_slice(&dst);
+        p.extend_from_slice(&sport.to_be_bytes());
+        p.extend_from_slice(&[0x30, 0x39, 0, 8, 0, 0]);
+        p
+    }
+
+    #[test]
+    fn equal_cost_tunnels_share_flows_and_each_flow_sticks() {
+        let c = |s: &str| s.parse::<Cidr>().unwrap();
+        let t = RouteTable::with_ecmp(vec![
+            (c("203.0.113.3/32"), vec![7, 8]),
+            (c("203.0.113.0/24"), vec![5]),
+            (c("203.0.113.9/32"), vec![]),
+        ]);
+        let mut seen = std::collections::BTreeMap::new();
+        for port in 1000..1064u16 {
+            let p = udp4([203, 0, 113, 1], port, [203, 0, 113, 3]);
+            let a = t.lookup_packet(&p).unwrap();
+            // The same flow always takes the same tunnel.
+            assert_eq!(t.lookup_packet(&p), Some(a));
+            *seen.entry(a).or_insert(0) += 1;
+        }
+        assert_eq!(
+            seen.keys().copied().collect::<Vec<_>>(),
+            vec![7, 8],
+            "{seen:?}"
+        );
+        assert!(seen.values().all(|&n| n >= 16), "64 flows spread: {seen:?}");
+        // A single tunnel, and a prefix with none (falls to the /24).
+        let p = udp4([203, 0, 113, 1], 1, [203, 0, 113, 4]);
+        assert_eq!(t.lookup_packet(&p), Some(5));
+        let p = udp4([203, 0, 113, 1], 1, [203, 0, 113, 9]);
+        assert_eq!(t.lookup_packet(&p), Some(5));
+        assert_eq!(t.lookup("203.0.113.3".parse().unwrap()), Some(7));
+        assert_eq!(t.lookup_packet(&[0x45, 0]), None);
     }
 
     #[test]

@@ -251,24 +251,25 @@ impl Sdwan {
             .collect()
     }
 
-    /// Datapath routes for the learned service prefixes: through the
-    /// first peer (local color, remote TLOC order) whose BFD session is up.
-    pub fn datapath_routes(&self) -> Vec<(Cidr, u32)> {
+    /// Datapath routes for the learned service prefixes: through every
+    /// peer (any local and remote color) whose BFD session is up, at equal
+    /// cost; prefixes without one are not routed.
+    pub fn datapath_routes(&self) -> Vec<(Cidr, Vec<u32>)> {
         let mut out = Vec::new();
         for (prefix, via) in &self.routes {
-            let best = self
+            let up: Vec<u32> = self
                 .peers
                 .iter()
                 .filter(|((_, remote), p)| via.contains(remote) && p.up_since.is_some())
                 .map(|(_, p)| p.index)
-                .next();
-            if let Some(t) = best {
+                .collect();
+            if !up.is_empty() {
                 out.push((
                     Cidr {
                         addr: prefix.addr,
                         len: prefix.len,
                     },
-                    t,
+                    up,
                 ));
             }
         }
@@ -886,10 +887,14 @@ impl Owner {
         };
         let dyn_routes = s.datapath_routes();
         let wanted: BTreeSet<Cidr> = dyn_routes.iter().map(|(c, _)| *c).collect();
-        let mut all = self.static_routes.clone();
+        let mut all: Vec<(Cidr, Vec<u32>)> = self
+            .static_routes
+            .iter()
+            .map(|(c, t)| (*c, vec![*t]))
+            .collect();
         all.extend(dyn_routes);
         self.routes
-            .store(Arc::new(crate::datapath::RouteTable::new(all)));
+            .store(Arc::new(crate::datapath::RouteTable::with_ecmp(all)));
         let crate::config::Inside::Tun { name, .. } = &self.config.inside else {
             s.kernel_routes = wanted;
             return;

@@ -788,3 +788,75 @@ fn lab_up_leaves_a_fabric_running_and_lab_down_removes_it() {
     }
     assert!(sdwan::lab_show(&prefix).is_none());
 }
+
+/// Equal-cost paths across colors: edge 1 reaches edge 3 through both of
+/// edge 3's TLOCs (biz-internet and mpls), each flow on one of them; when
+/// one path's BFD session goes down, every flow takes the other.
+#[test]
+fn flows_share_equal_cost_paths_across_colors_and_fail_over() {
+    let f = fabric(three_edges(), Timers::fast());
+    f.wait_converged(&[1, 2, 3], Duration::from_secs(20))
+        .expect("fabric converges");
+    let biz = f.tloc_ip(3, 0).to_string();
+    let mpls = f.tloc_ip(3, 1).to_string();
+    let encaps = |peer: &str| -> u64 {
+        f.ipsec_sas(1)
+            .iter()
+            .filter(|r| r["tunnel"] == "Tunnel10001" && r["peer"] == peer)
+            .map(|r| r["pkts_encaps"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    // 64 UDP flows (source ports) from edge 1's inside address to edge 3's.
+    let send_flows = |n_ports: u16| {
+        let src = Fabric::inside_ip(1);
+        let dst = Fabric::inside_ip(3);
+        Lab::in_ns(&f.edge_ns[0], move || {
+            for port in 0..n_ports {
+                let s = std::net::UdpSocket::bind((src.as_str(), 40000 + port)).unwrap();
+                for _ in 0..5 {
+                    s.send_to(b"ecmp", (dst.as_str(), 9)).unwrap();
+                }
+            }
+        })
+        .unwrap();
+    };
+    let (b0, m0) = (encaps(&biz), encaps(&mpls));
+    send_flows(64);
+    // Frames still in rings and queues: counted within well under a second.
+    std::thread::sleep(Duration::from_millis(700));
+    let (b1, m1) = (encaps(&biz), encaps(&mpls));
+    let (db, dm) = (b1 - b0, m1 - m0);
+    // BFD hellos add a few per path; 320 data packets are split by flow.
+    assert!(
+        db >= 64 && dm >= 64,
+        "both paths carry flows: biz +{db}, mpls +{dm}"
+    );
+    assert!(db + dm >= 320, "every packet sent: biz +{db}, mpls +{dm}");
+
+    // The mpls path goes down (its SAs cleared on edge 1: no BFD): all
+    // flows move to biz-internet, and pings lose nothing once it settled.
+    f.edge(1)
+        .cli(&format!("clear crypto sa peer {mpls}"))
+        .expect("clear crypto sa peer");
+    let down = settle_for(true, Duration::ZERO, Duration::from_secs(5), || {
+        f.bfd_sessions(1)
+            .iter()
+            .any(|s| s["destination_ip"] == mpls.as_str() && s["state"] == "down")
+    });
+    assert!(
+        down,
+        "BFD to edge 3 mpls goes down: {:?}",
+        f.bfd_sessions(1)
+    );
+    let (b2, m2) = (encaps(&biz), encaps(&mpls));
+    send_flows(64);
+    std::thread::sleep(Duration::from_millis(700));
+    let (b3, m3) = (encaps(&biz), encaps(&mpls));
+    assert_eq!(m3, m2, "nothing goes to the path that is down");
+    assert!(b3 - b2 >= 320, "every flow on biz-internet: +{}", b3 - b2);
+    assert_eq!(
+        f.ping(1, 3, 10, "0.1"),
+        (10, 10),
+        "edge 1 -> edge 3 over biz-internet"
+    );
+}
