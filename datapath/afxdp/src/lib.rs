@@ -218,7 +218,9 @@ pub trait BatchHandler {
     fn extra_fd(&self) -> Option<RawFd> {
         None
     }
-    /// `extra_fd` is readable: read from it, sending with `tx` (flushed after the call).
+    /// `extra_fd` is readable, or a busy pass gives it its turn: read what
+    /// it has (a bounded batch; nothing may be there), sending with `tx`
+    /// (flushed after the call).
     fn on_extra_readable(&mut self, _queue: u32, _tx: &mut XskTx) {}
     /// A wake-up fd for work handed over by other workers.
     fn wake_fd(&self) -> Option<RawFd> {
@@ -544,6 +546,12 @@ impl XskQueue {
                 handler.handle_batch(self.queue, &mut batch, &mut self.tx);
             }
             handler.poll_handoff(self.queue, &mut self.tx);
+            // The other direction gets its turn in every busy pass too (a
+            // bounded batch, one non-blocking read when it has nothing), so
+            // steady receive load never starves it.
+            if handler.extra_fd().is_some() {
+                handler.on_extra_readable(self.queue, &mut self.tx);
+            }
             self.tx.flush();
             // SAFETY: the batch's frames are ours again and go back to the kernel.
             let done = unsafe { self.fill.produce(&descs[..n]) };
