@@ -523,7 +523,7 @@ fn encap_and_send(
 /// encrypted for `tunnel` into `buf`; returns its length, or `None` when
 /// the core refused (and counted the drop). The one encapsulation path for
 /// packets read from the TUN, handed off, or injected by control.
-fn encap_frame(
+pub(crate) fn encap_frame(
     ws: &mut WorkerState,
     snap: &SaSnapshot,
     tunnel: u32,

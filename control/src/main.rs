@@ -14,6 +14,7 @@ mod queues;
 mod sdwan;
 mod seqstore;
 mod state;
+mod traffic_gen;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -53,6 +54,37 @@ enum Command {
         /// The controller's TOML configuration file.
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Send ESP for a configured manual tunnel through AF_XDP (a traffic
+    /// generator); stops by itself at --count or --duration (default 10 s).
+    Gen {
+        /// An xdpsec config for the sending side (underlay, the tunnel's keys, state_dir).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The tunnel (default: the first manual one).
+        #[arg(long)]
+        tunnel: Option<String>,
+        /// Inner UDP payload bytes.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Frames per second (default: flat out).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Stop after this many frames.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Extra frames per valid one: unknown-spi=F,replay=F,old=F,bad-icv=F.
+        #[arg(long, default_value = "")]
+        mix: String,
+        /// AF_XDP queues to send on.
+        #[arg(long, default_value_t = 1)]
+        queues: u32,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Check a configuration file and print what it means (exit 2 if invalid).
     CheckConfig {
@@ -113,6 +145,42 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("xdpsec: {}", format_chain(&e));
                     ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Gen {
+            config,
+            tunnel,
+            size,
+            rate,
+            count,
+            duration,
+            mix,
+            queues,
+            json,
+        } => {
+            let run = || -> anyhow::Result<traffic_gen::Sent> {
+                let args = traffic_gen::GenArgs {
+                    tunnel,
+                    size,
+                    rate: rate.filter(|r| *r > 0.0),
+                    count,
+                    duration: duration
+                        .map(|d| {
+                            std::time::Duration::try_from_secs_f64(d)
+                                .map_err(|_| anyhow::anyhow!("--duration {d}: give seconds >= 0"))
+                        })
+                        .transpose()?,
+                    mix: traffic_gen::Mix::parse(&mix)?,
+                    queues,
+                };
+                traffic_gen::run(&config, &args, json)
+            };
+            match run() {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("xdpsec gen: {}", format_chain(&e));
+                    ExitCode::from(2)
                 }
             }
         }

@@ -471,6 +471,12 @@ impl XskQueue {
         fd.try_clone_to_owned()
     }
 
+    /// The transmit side, for a sender that does not run the receive loop
+    /// (the traffic generator).
+    pub fn tx(&mut self) -> &mut XskTx {
+        &mut self.tx
+    }
+
     /// Counters the worker keeps for this queue.
     pub fn stats(&self) -> Arc<QueueStats> {
         Arc::clone(&self.stats)

@@ -1,0 +1,429 @@
+//! `xdpsec gen`: an AF_XDP ESP traffic generator for one configured manual
+//! tunnel: valid ESP under the tunnel's outbound SA (its cipher, ESN, plain
+//! or UDP-encapsulated, IPv4/IPv6), at a set rate or flat out, mixed on
+//! request with unknown SPIs, replays, too-old packets and corrupted ICVs.
+//!
+//! Frames are built by the datapath's own encapsulation (the daemon's
+//! `encap`), so what the generator sends is what xdpsec sends. Sequence
+//! numbers come from the config's `state_dir` reservations, as the
+//! daemon's: consecutive runs never reuse a nonce and are never replays.
+//! It always stops by itself (count or duration; 10 s by default).
+use std::{
+    net::IpAddr,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::json;
+use xdpsec_afxdp::{QueueConfig, XskQueue};
+use xdpsec_datapath::{SaTable, WorkerState, sa::OutboundEntry};
+
+use crate::{
+    config::{Config, Inside, TunnelKind},
+    platform::neighbor::{self, NextHops},
+    seqstore::{self, KeyId, SeqStore},
+    state::tunnel_sa_changes,
+};
+
+/// Fractions of extra frames per valid frame (`--mix`).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Mix {
+    /// A valid frame with its SPI replaced by one no SA has.
+    pub unknown_spi: f64,
+    /// A copy of a frame sent moments ago (a duplicate for the receiver).
+    pub replay: f64,
+    /// A copy of a frame sent long ago (older than any replay window).
+    pub old: f64,
+    /// A valid frame with its last ICV byte flipped.
+    pub bad_icv: f64,
+}
+
+impl Mix {
+    /// Parse `unknown-spi=F,replay=F,old=F,bad-icv=F` (any subset).
+    pub fn parse(s: &str) -> Result<Mix> {
+        let mut m = Mix::default();
+        for part in s.split(',').filter(|p| !p.is_empty()) {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--mix: `{part}` is not NAME=FRACTION"))?;
+            let f: f64 = v
+                .parse()
+                .ok()
+                .filter(|f: &f64| f.is_finite() && *f >= 0.0 && *f <= 100.0)
+                .ok_or_else(|| anyhow!("--mix: {k}={v}: give a fraction from 0 to 100"))?;
+            match k {
+                "unknown-spi" => m.unknown_spi = f,
+                "replay" => m.replay = f,
+                "old" => m.old = f,
+                "bad-icv" => m.bad_icv = f,
+                _ => bail!("--mix: unknown kind `{k}`: give unknown-spi, replay, old or bad-icv"),
+            }
+        }
+        Ok(m)
+    }
+}
+
+/// What to send.
+#[derive(Debug, Clone)]
+pub struct GenArgs {
+    /// The tunnel (default: the first manual one).
+    pub tunnel: Option<String>,
+    /// Inner UDP payload bytes.
+    pub size: usize,
+    /// Packets per second (None: flat out).
+    pub rate: Option<f64>,
+    /// Stop after this many frames.
+    pub count: Option<u64>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Extra frames.
+    pub mix: Mix,
+    /// AF_XDP queues to send on.
+    pub queues: u32,
+}
+
+/// What was sent.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// Valid frames.
+    pub valid: u64,
+    /// Unknown-SPI frames.
+    pub unknown_spi: u64,
+    /// Replayed frames.
+    pub replay: u64,
+    /// Too-old frames.
+    pub old: u64,
+    /// Corrupted-ICV frames.
+    pub bad_icv: u64,
+}
+
+impl Sent {
+    fn total(&self) -> u64 {
+        self.valid + self.unknown_spi + self.replay + self.old + self.bad_icv
+    }
+}
+
+/// How many valid frames beyond the tunnel's replay window an "old" frame
+/// is taken from (the receiver is assumed to use the same window; with a
+/// larger one it counts the frame as a duplicate instead).
+const OLD_MARGIN: usize = 32;
+
+/// An inner IPv4/IPv6 UDP packet from `src` to `dst` with `size` payload bytes.
+fn inner_packet(src: IpAddr, dst: IpAddr, size: usize, n: u64) -> Vec<u8> {
+    let payload: Vec<u8> = (0..size).map(|i| (n as usize + i) as u8).collect();
+    let ulen = (8 + size) as u16;
+    let mut udp = Vec::with_capacity(8 + size);
+    udp.extend_from_slice(&9000u16.to_be_bytes());
+    udp.extend_from_slice(&9u16.to_be_bytes());
+    udp.extend_from_slice(&ulen.to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(&payload);
+    use xdpsec_datapath::wire::checksum as cks;
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0];
+            p[2..4].copy_from_slice(&(20 + ulen).to_be_bytes());
+            p.extend_from_slice(&s.octets());
+            p.extend_from_slice(&d.octets());
+            let c = cks::compute(&p);
+            p[10..12].copy_from_slice(&c.to_be_bytes());
+            let u = !cks::combine(cks::pseudo_header_v4(&s, &d, ulen, 17), cks::sum(&udp));
+            udp[6..8].copy_from_slice(&(if u == 0 { 0xffff } else { u }).to_be_bytes());
+            p.extend_from_slice(&udp);
+            p
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let mut p = vec![0x60, 0, 0, 0];
+            p.extend_from_slice(&ulen.to_be_bytes());
+            p.extend_from_slice(&[17, 64]);
+            p.extend_from_slice(&s.octets());
+            p.extend_from_slice(&d.octets());
+            let u = !cks::combine(
+                cks::pseudo_header_v6(&s, &d, u32::from(ulen), 17),
+                cks::sum(&udp),
+            );
+            udp[6..8].copy_from_slice(&(if u == 0 { 0xffff } else { u }).to_be_bytes());
+            p.extend_from_slice(&udp);
+            p
+        }
+        _ => unreachable!("inner families checked by the caller"),
+    }
+}
+
+/// Offset of the ESP header in an Ethernet frame built for this tunnel.
+fn esp_offset(frame: &[u8], udp: bool) -> usize {
+    let ip = if frame.get(14).is_some_and(|b| b >> 4 == 6) {
+        40
+    } else {
+        20
+    };
+    14 + ip + if udp { 8 } else { 0 }
+}
+
+/// Run the generator for `config_path`; prints the result, returns it.
+pub fn run(config_path: &Path, args: &GenArgs, json_out: bool) -> Result<Sent> {
+    let cfg = Config::load(config_path).map_err(|e| anyhow!("{e}"))?;
+    if args.queues != 1 {
+        bail!(
+            "--queues {}: the generator sends on one queue for now (one outbound SA has one sequence counter)",
+            args.queues
+        );
+    }
+    if args.count.is_none() && args.duration.is_none() && args.rate == Some(0.0) {
+        bail!("--rate 0 sends nothing");
+    }
+    let (i, t) = match &args.tunnel {
+        Some(n) => cfg
+            .tunnels
+            .iter()
+            .enumerate()
+            .find(|(_, t)| &t.name == n)
+            .ok_or_else(|| {
+                anyhow!(
+                    "--tunnel {n}: no tunnel of that name in {}",
+                    config_path.display()
+                )
+            })?,
+        None => cfg
+            .tunnels
+            .iter()
+            .enumerate()
+            .find(|(_, t)| matches!(t.kind, TunnelKind::Manual(_)))
+            .ok_or_else(|| anyhow!("{} has no manual tunnel to send on", config_path.display()))?,
+    };
+    let TunnelKind::Manual(m) = &t.kind else {
+        bail!(
+            "--tunnel {}: it is kind = \"ike\": the generator needs a manual tunnel's keys",
+            t.name
+        );
+    };
+    // Inner addresses: from the tunnel's local selectors (or the inside
+    // address) to the first remote subnet's first address.
+    let src = t
+        .local_selectors(&cfg.inside)
+        .first()
+        .map(|c| c.addr)
+        .or(match &cfg.inside {
+            Inside::Tun { address, .. } => Some(address.addr),
+            Inside::Sink => None,
+        })
+        .unwrap_or(cfg.underlay.address);
+    let dst = t.remote_subnets.first().map(|c| c.addr).unwrap_or(t.peer);
+    if src.is_ipv4() != dst.is_ipv4() {
+        bail!(
+            "tunnel {}: inner source {src} and destination {dst} differ in family",
+            t.name
+        );
+    }
+    if args.size > 1400 {
+        bail!(
+            "--size {}: give at most 1400 payload bytes (one frame)",
+            args.size
+        );
+    }
+
+    // Sequence numbers: reserved durably before use, as the daemon does.
+    let mut seq = SeqStore::open(&cfg.state_dir).with_context(|| {
+        format!(
+            "opening state_dir {} (is an xdpsec daemon running with this config? it holds the tunnel's sequence numbers)",
+            cfg.state_dir.display()
+        )
+    })?;
+    let key = KeyId::of(&m.outbound.key);
+    let (last, limit) = seqstore::start(&mut seq, key);
+    seq.commit().context("recording sequence reservations")?;
+    let c = tunnel_sa_changes(&cfg, i as u32, last, limit).expect("a manual tunnel");
+    let mut table = SaTable::new();
+    table
+        .apply(vec![c.outbound], Duration::ZERO)
+        .map_err(|e| anyhow!("tunnel {}: {e}", t.name))?;
+    let snap = table.snapshot();
+    let Some(OutboundEntry::Active(sa)) = snap.outbound(i as u32).cloned() else {
+        bail!("tunnel {}: no outbound SA", t.name);
+    };
+
+    let iface = &cfg.underlay.interface;
+    let local_mac = neighbor::interface_mac(iface)
+        .with_context(|| format!("reading the MAC address of {iface}"))?;
+    let nh = NextHops::new(vec![Some(t.peer)]);
+    nh.refresh(iface, Duration::from_secs(2));
+    let Some(dst_mac) = nh.get(0).and_then(|m| m.get()) else {
+        bail!(
+            "no next-hop MAC for {} on {iface} (is the peer reachable?)",
+            t.peer
+        );
+    };
+    let mut xsk = XskQueue::open(&QueueConfig::new(iface, 0))
+        .with_context(|| format!("opening AF_XDP queue 0 of {iface}"))?;
+    let tx = xsk.tx();
+    let mut ws = WorkerState::new(0);
+    let udp = t.encap != crate::config::Encap::Esp;
+
+    let start = Instant::now();
+    let deadline = start
+        + args.duration.unwrap_or(if args.count.is_some() {
+            Duration::from_secs(3600)
+        } else {
+            Duration::from_secs(10)
+        });
+    let count = args.count.unwrap_or(u64::MAX);
+    let mut sent = Sent::default();
+    // Recent valid frames, for replays and too-old copies.
+    let mut history: std::collections::VecDeque<Vec<u8>> = std::collections::VecDeque::new();
+    let mut owed = Mix::default();
+    let old_distance = t.replay_window.max(64) as usize + OLD_MARGIN;
+    let mut frame = vec![0u8; 2048];
+    let mut next_reserve_check = 0u64;
+    let inner_for = |n: u64| inner_packet(src, dst, args.size, n);
+    while sent.total() < count && Instant::now() < deadline {
+        // Rate: wait until this frame is due.
+        if let Some(r) = args.rate {
+            let due = start + Duration::from_secs_f64(sent.total() as f64 / r);
+            let now = Instant::now();
+            if due > now {
+                tx.flush();
+                std::thread::sleep((due - now).min(Duration::from_millis(10)));
+                continue;
+            }
+        }
+        // Which kind this frame is: owed extras first.
+        let kind = if owed.unknown_spi >= 1.0 {
+            owed.unknown_spi -= 1.0;
+            1
+        } else if owed.replay >= 1.0 && !history.is_empty() {
+            owed.replay -= 1.0;
+            2
+        } else if owed.old >= 1.0 && history.len() > old_distance {
+            owed.old -= 1.0;
+            3
+        } else if owed.bad_icv >= 1.0 {
+            owed.bad_icv -= 1.0;
+            4
+        } else {
+            0
+        };
+        let len = match kind {
+            2 => {
+                let f = history.back().expect("checked").clone();
+                frame[..f.len()].copy_from_slice(&f);
+                f.len()
+            }
+            3 => {
+                let f = history[history.len() - 1 - old_distance].clone();
+                frame[..f.len()].copy_from_slice(&f);
+                f.len()
+            }
+            _ => {
+                // Reserve more numbers before the current block runs out.
+                if sa.last_seq() >= next_reserve_check {
+                    let lim = sa.seq_limit();
+                    if lim.saturating_sub(sa.last_seq()) < seqstore::LOW_WATER {
+                        let next = lim.saturating_add(seqstore::BLOCK).min(sa.max_seq());
+                        seq.reserve(key, next);
+                        seq.commit().context("extending sequence reservations")?;
+                        sa.raise_limit(next);
+                    }
+                    next_reserve_check = sa.last_seq() + 1024;
+                }
+                let inner = inner_for(sent.total());
+                let Some(n) = crate::datapath::encap_frame(
+                    &mut ws,
+                    &snap,
+                    i as u32,
+                    &inner,
+                    [dst_mac, local_mac],
+                    &mut frame,
+                ) else {
+                    bail!(
+                        "tunnel {}: the SA refused to encapsulate (sequence numbers used up?)",
+                        t.name
+                    );
+                };
+                if kind == 0 {
+                    history.push_back(frame[..n].to_vec());
+                    if history.len() > old_distance + 1 {
+                        history.pop_front();
+                    }
+                }
+                n
+            }
+        };
+        let off = esp_offset(&frame[..len], udp);
+        match kind {
+            1 => {
+                // An SPI no SA of the tunnel has: the tunnel's own, inverted.
+                let spi = !m.outbound.spi | 0x100;
+                frame[off..off + 4].copy_from_slice(&spi.to_be_bytes());
+            }
+            4 => frame[len - 1] ^= 0x01,
+            _ => {}
+        }
+        let ok = tx.send_with(|buf| {
+            buf[..len].copy_from_slice(&frame[..len]);
+            Some(len)
+        });
+        if !ok {
+            // No free frame: let the kernel complete some.
+            tx.flush();
+            std::thread::yield_now();
+            // The frame is lost to the count of this kind only if never sent:
+            // a valid frame's sequence number is simply skipped (never reused).
+            continue;
+        }
+        match kind {
+            0 => {
+                sent.valid += 1;
+                owed.unknown_spi += args.mix.unknown_spi;
+                owed.replay += args.mix.replay;
+                owed.old += args.mix.old;
+                owed.bad_icv += args.mix.bad_icv;
+            }
+            1 => sent.unknown_spi += 1,
+            2 => sent.replay += 1,
+            3 => sent.old += 1,
+            _ => sent.bad_icv += 1,
+        }
+        if sent.total() % 64 == 0 {
+            tx.flush();
+        }
+    }
+    tx.flush();
+    // Let the kernel finish sending what is queued.
+    std::thread::sleep(Duration::from_millis(50));
+    tx.flush();
+    let secs = start.elapsed().as_secs_f64();
+    seq.commit().ok();
+    let pps = sent.total() as f64 / secs.max(1e-9);
+    if json_out {
+        println!(
+            "{}",
+            json!({
+                "sent": sent.total(),
+                "seconds": (secs * 1000.0).round() / 1000.0,
+                "pps": (pps * 10.0).round() / 10.0,
+                "valid": sent.valid,
+                "mixed": {
+                    "unknown_spi": sent.unknown_spi,
+                    "replay": sent.replay,
+                    "old": sent.old,
+                    "bad_icv": sent.bad_icv,
+                },
+            })
+        );
+    } else {
+        println!(
+            "sent {} frames in {secs:.3} s ({pps:.1} pps): {} valid, {} unknown SPI, {} replayed, {} too old, {} bad ICV (tunnel {}, SPI 0x{:08X}, last sequence number {})",
+            sent.total(),
+            sent.valid,
+            sent.unknown_spi,
+            sent.replay,
+            sent.old,
+            sent.bad_icv,
+            t.name,
+            m.outbound.spi,
+            sa.last_seq()
+        );
+    }
+    Ok(sent)
+}
