@@ -204,3 +204,76 @@ fn pyats_unicon_connects_parses_filters_and_monitors() {
         eprintln!("{transcript}");
     }
 }
+
+/// Keys typed at `xdpsec cli` on a pseudo-terminal: the output after each.
+fn type_keys(socket: &Path, keys: &[&str]) -> Vec<String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/pty_keys.py");
+    let dir = scratch_dir("pty");
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg(venv_python())
+        .arg(&script)
+        .arg(json!(keys).to_string())
+        .arg(xdpsec_bin())
+        .args(["cli", "--socket"])
+        .arg(socket)
+        .env("HOME", &dir)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| {
+        panic!(
+            "pty_keys.py: {e}\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn a_person_at_a_terminal_has_tab_help_history_and_no_escapes() {
+    let lab = Lab::unique().up(1).unwrap();
+    let d = Daemon::start(&lab.ns1, &tunnel_config(&lab, 0, &BASE)).unwrap();
+    let keys = [
+        "sh\t",                                  // 1: Tab completes "show "
+        "ver\r",                                 // 2: show version runs
+        "show crypto ?",                         // 3: ? lists the next words at once
+        "\x15\x10",                              // 4: Ctrl-U clears, Ctrl-P recalls
+        "\x15show versioX\x7f\x7fon | i mode\r", // 5: backspaces, a filter
+        "\x1b[A\x1b[A",                          // 6: two arrows up
+        "\x1b[B",                                // 7: one down
+        "\x15\r\n",                              // 8: CR LF: one new prompt
+        "conf t\rline vty 0 4\r",                // 9: configuration prompts
+        "\x1a",                                  // 10: Ctrl-Z: back to EXEC
+        "exit\r",
+    ];
+    let o = type_keys(&d.socket, &keys);
+    let all = o.concat();
+    let ctx = format!("{o:#?}");
+    assert!(
+        !all.contains('\x1b'),
+        "an escape sequence was written: {ctx}"
+    );
+    assert_eq!(o[0], "edge1#", "{ctx}");
+    assert_eq!(o[1], "show ", "{ctx}");
+    assert!(o[2].starts_with("ver\r\nxdpsec Software"), "{ctx}");
+    assert!(o[2].ends_with("\r\nedge1#"), "{ctx}");
+    assert!(
+        o[3].contains("?\r\n") && o[3].contains("  ipsec\r\n"),
+        "{ctx}"
+    );
+    assert!(o[3].ends_with("\r\nedge1#show crypto "), "{ctx}");
+    // Erased with backspace-space-backspace, one per character.
+    assert_eq!(o[4], format!("{}show ver", "\x08 \x08".repeat(12)), "{ctx}");
+    assert!(
+        o[5].ends_with("on | i mode\r\nRouter operating mode: Autonomous\r\nedge1#"),
+        "{ctx}"
+    );
+    assert!(o[6].ends_with("show ver"), "{ctx}");
+    assert!(o[7].ends_with("show version | i mode"), "{ctx}");
+    assert!(o[8].ends_with("\r\nedge1#"), "{ctx}");
+    assert_eq!(o[8].matches("edge1#").count(), 1, "{ctx}");
+    assert!(o[9].contains("\r\nedge1(config)#line vty 0 4"), "{ctx}");
+    assert!(o[9].ends_with("\r\nedge1(config-line)#"), "{ctx}");
+    assert_eq!(o[10], "\r\nedge1#", "{ctx}");
+}
