@@ -41,14 +41,16 @@ if ! "$VENV/bin/python" -c 'import scapy, cryptography; assert scapy.__version__
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check scapy==2.8.0 cryptography
 fi
-# Cisco's genieparser (pyATS) reads our IOS-style show output in tests/tests/genie.rs.
+# Cisco's genieparser (pyATS) reads our IOS-style show output in tests/tests/genie.rs;
+# pyATS/Unicon (its iosxe plugin) drives `xdpsec cli` in tests/tests/pyats.rs.
 GENIE_VERSION=26.9
 if ! "$VENV/bin/python" -c '
 import genie.libs.parser.iosxe.show_crypto as c, genie.libs.parser.iosxe.show_platform_hardware as p
+import pyats.topology, unicon.plugins.iosxe
 c.ShowCryptoIpsecSa, p.ShowPlatformHardwareQfpActiveFeatureIpsecDatapathDropsAll' >/dev/null 2>&1; then
-  say "pip install pyats, genie, genie.libs.parser $GENIE_VERSION into $VENV (genieparser test; 1.5-3 minutes)"
+  say "pip install pyats, unicon, genie, genie.libs.parser $GENIE_VERSION into $VENV (genie and pyATS tests; 1.5-3 minutes)"
   "$VENV/bin/pip" install -q --disable-pip-version-check \
-    "pyats==$GENIE_VERSION" "genie==$GENIE_VERSION" "genie.libs.parser==$GENIE_VERSION"
+    "pyats==$GENIE_VERSION" "unicon==$GENIE_VERSION" "genie==$GENIE_VERSION" "genie.libs.parser==$GENIE_VERSION"
 fi
 # strongSwan 5.9.8 (Debian), an independent IKEv2/ESP peer for tests/tests/strongswan.rs.
 # The tests run their own charons in namespaces (kernel-libipsec: ESP in

@@ -683,6 +683,9 @@ impl Owner {
             "lines": lines,
             "rate_limited": ev.suppressed().iter().map(|(k, n)| json!({"kind": format!("{k:?}"), "suppressed": n})).collect::<Vec<_>>(),
             "events_lost": ev.lost,
+            // Lines logged since start, rotated out or cleared included:
+            // `terminal monitor` prints the lines it has not seen.
+            "logged": log.logged,
         });
         (text, value)
     }
@@ -749,23 +752,7 @@ impl Owner {
                 Some(Arg::Addr(a)) => self.clear_ike(Some(*a)),
                 _ => Err(anyhow::anyhow!("give the remote address")),
             },
-            Cmd::ShowVersion => {
-                let up = self.started.elapsed().as_secs();
-                let text = format!(
-                    "xdpsec Software, Version {}\n{} uptime is {} hours, {} minutes, {} seconds\nUnderlay {} address {}\n",
-                    env!("CARGO_PKG_VERSION"),
-                    self.node,
-                    up / 3600,
-                    up % 3600 / 60,
-                    up % 60,
-                    self.interface,
-                    self.local
-                );
-                Ok((
-                    text,
-                    json!({"version": env!("CARGO_PKG_VERSION"), "node": self.node, "uptime_s": up}),
-                ))
-            }
+            Cmd::ShowVersion => Ok(self.show_version()),
             Cmd::ShowSdwanBfdSessions => self.show_sdwan_bfd_sessions(),
             Cmd::ShowSdwanControlConnections => self.show_sdwan_control_connections(),
             Cmd::ShowSdwanOmpTlocs => self.show_sdwan_omp_tlocs(),
@@ -1255,6 +1242,93 @@ impl Owner {
     }
 }
 
+/// IOS's uptime wording: `1 week, 2 days, 3 hours, 4 minutes`, leading
+/// zero units left out, minutes always there.
+fn ios_uptime(secs: u64) -> String {
+    let units = [
+        (secs / 604_800, "week"),
+        (secs % 604_800 / 86_400, "day"),
+        (secs % 86_400 / 3_600, "hour"),
+        (secs % 3_600 / 60, "minute"),
+    ];
+    let first = units.iter().position(|(n, _)| *n != 0).unwrap_or(3);
+    units[first..]
+        .iter()
+        .map(|(n, u)| format!("{n} {u}{}", if *n == 1 { "" } else { "s" }))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The kernel's name, release and machine (`uname -srm`).
+fn kernel_release() -> String {
+    // SAFETY: utsname is plain data, filled by uname.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid utsname to fill.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return "Linux".into();
+    }
+    let field = |f: &[libc::c_char]| {
+        let bytes: Vec<u8> = f
+            .iter()
+            .take_while(|c| **c != 0)
+            .map(|c| *c as u8)
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    format!(
+        "{} {} ({})",
+        field(&u.sysname),
+        field(&u.release),
+        field(&u.machine)
+    )
+}
+
+impl Owner {
+    /// `show version` in the IOS XE layout, naming xdpsec for what it is.
+    //
+    // Test automation reads two lines: `NODE uptime is ...` and `Router
+    // operating mode: Autonomous` (pyATS/Unicon asks `show version | include
+    // operating mode`; `Controller-Managed` would make it send SD-WAN-only
+    // commands, which this CLI does not have). Nothing here claims to be
+    // Cisco software.
+    fn show_version(&self) -> (String, Value) {
+        let up = self.started.elapsed().as_secs();
+        let version = env!("CARGO_PKG_VERSION");
+        let image = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "xdpsec".into());
+        let kernel = kernel_release();
+        let text = format!(
+            "xdpsec Software, Version {version}\n\
+             xdpsec: a userspace IPsec ESP datapath on XDP and AF_XDP for Linux, with an IOS-style CLI.\n\
+             Not Cisco software; not affiliated with Cisco Systems, Inc.\n\
+             \n\
+             {node} uptime is {uptime}\n\
+             System image file is \"{image}\"\n\
+             Last reload reason: process start\n\
+             \n\
+             {kernel} host, XDP on {iface}\n\
+             Router operating mode: Autonomous\n\
+             Underlay {iface} address {local}\n",
+            node = self.node,
+            uptime = ios_uptime(up),
+            iface = self.interface,
+            local = self.local,
+        );
+        let value = json!({
+            "version": version,
+            "node": self.node,
+            "uptime_s": up,
+            "operating_mode": "Autonomous",
+            "kernel": kernel,
+            "image": image,
+            "interface": self.interface,
+            "local": self.local.to_string(),
+        });
+        (text, value)
+    }
+}
+
 fn help() -> (String, Value) {
     let mut text = String::new();
     let mut list = Vec::new();
@@ -1264,4 +1338,21 @@ fn help() -> (String, Value) {
         list.push(json!({"command": line, "help": c.help}));
     }
     (text, json!({ "commands": list }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uptime_reads_as_on_ios() {
+        assert_eq!(ios_uptime(59), "0 minutes");
+        assert_eq!(ios_uptime(61), "1 minute");
+        assert_eq!(ios_uptime(3_600 + 120), "1 hour, 2 minutes");
+        assert_eq!(ios_uptime(86_400), "1 day, 0 hours, 0 minutes");
+        assert_eq!(
+            ios_uptime(2 * 604_800 + 86_400 + 7_200 + 180),
+            "2 weeks, 1 day, 2 hours, 3 minutes"
+        );
+    }
 }

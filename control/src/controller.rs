@@ -495,7 +495,7 @@ impl Shell {
             text.push_str(l);
             text.push('\n');
         }
-        (text, json!({ "lines": lines }))
+        (text, json!({ "lines": lines, "logged": self.log.logged }))
     }
 
     fn show_version(&self, now: Instant) -> (String, Value) {

@@ -6,6 +6,7 @@ mod controller;
 mod ctlsock;
 mod daemon;
 mod datapath;
+mod filter;
 mod handoff;
 mod owner;
 mod platform;
@@ -13,6 +14,7 @@ mod punt;
 mod queues;
 mod sdwan;
 mod seqstore;
+mod session;
 mod state;
 mod traffic_gen;
 
@@ -204,7 +206,7 @@ fn main() -> ExitCode {
             if command.is_empty() {
                 interactive(&socket, json)
             } else {
-                one_command(&socket, &command.join(" "), json)
+                session::one_command(&socket, &command.join(" "), json)
             }
         }
     }
@@ -217,150 +219,17 @@ fn format_chain(e: &anyhow::Error) -> String {
         .join(": ")
 }
 
-fn one_command(socket: &std::path::Path, command: &str, json: bool) -> ExitCode {
-    match ctlsock::request(socket, command, json) {
-        Ok(reply) => {
-            let out = reply.output;
-            if reply.ok {
-                print!("{out}");
-                if !out.is_empty() && !out.ends_with('\n') {
-                    println!();
-                }
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("{out}");
-                ExitCode::from(1)
-            }
-        }
-        Err(e) => {
-            eprintln!("xdpsec: {}", format_chain(&e));
-            ExitCode::from(2)
-        }
-    }
-}
-
-/// Tab completion from the command table compiled into this binary.
-struct CliHelper;
-
-impl rustyline::completion::Completer for CliHelper {
-    type Candidate = String;
-    fn complete(
-        &self,
-        line: &str,
-        pos: usize,
-        _ctx: &rustyline::Context<'_>,
-    ) -> rustyline::Result<(usize, Vec<String>)> {
-        let (start, words) = cli::completions(commands::COMMANDS, &line[..pos]);
-        Ok((
-            start,
-            words.into_iter().filter(|w| !w.starts_with('<')).collect(),
-        ))
-    }
-}
-impl rustyline::hint::Hinter for CliHelper {
-    type Hint = String;
-}
-impl rustyline::highlight::Highlighter for CliHelper {}
-impl rustyline::validate::Validator for CliHelper {}
-impl rustyline::Helper for CliHelper {}
-
-/// IOS `?`: list what can come next (or what completes the last word).
-fn question_mark_help(line: &str) -> String {
-    let (_, words) = cli::completions(commands::COMMANDS, line);
-    if words.is_empty() {
-        return "% Unrecognized command".into();
-    }
-    if line.is_empty() || line.ends_with(char::is_whitespace) {
-        words
-            .iter()
-            .map(|w| format!("  {w}"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    } else {
-        words.join("  ")
-    }
-}
-
 fn interactive(socket: &std::path::Path, json: bool) -> ExitCode {
-    // The prompt is the daemon's node name, as a router's is its hostname.
-    let node = match ctlsock::request(socket, "show version", true) {
-        Ok(r) if r.ok => serde_json::from_str::<serde_json::Value>(&r.output)
-            .ok()
-            .and_then(|v| v["node"].as_str().map(String::from))
-            .unwrap_or_else(|| "xdpsec".into()),
-        Ok(r) => {
-            eprintln!("{}", r.output);
-            return ExitCode::from(2);
-        }
+    let session = match session::Session::connect(socket, json) {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("xdpsec: {}", format_chain(&e));
             return ExitCode::from(2);
         }
     };
-    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-        return scripted(socket, json, &node);
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        session.interactive()
+    } else {
+        session::scripted(session)
     }
-    let mut rl = match rustyline::Editor::<CliHelper, rustyline::history::FileHistory>::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("xdpsec: terminal: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    rl.set_helper(Some(CliHelper));
-    let history = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".xdpsec_history"));
-    if let Some(h) = &history {
-        let _ = rl.load_history(h);
-    }
-    let prompt = format!("{node}#");
-    loop {
-        let line = match rl.readline(&prompt) {
-            Ok(l) => l,
-            Err(rustyline::error::ReadlineError::Interrupted) => continue,
-            Err(_) => break, // EOF (Ctrl-D) or a closed terminal
-        };
-        let line = line.trim_end_matches(['\r', '\n']);
-        if !line.trim().is_empty() {
-            let _ = rl.add_history_entry(line);
-        }
-        if !run_line(socket, json, line) {
-            break;
-        }
-    }
-    if let Some(h) = &history {
-        let _ = rl.save_history(h);
-    }
-    ExitCode::SUCCESS
-}
-
-/// One line typed at the prompt; false when it ends the session.
-fn run_line(socket: &std::path::Path, json: bool, line: &str) -> bool {
-    if line.trim().is_empty() {
-        return true;
-    }
-    if let Some(q) = line.strip_suffix('?') {
-        println!("{}", question_mark_help(q));
-        return true;
-    }
-    if matches!(line.trim(), "exit" | "quit" | "end" | "logout") {
-        return false;
-    }
-    let _ = one_command(socket, line.trim(), json);
-    true
-}
-
-/// Commands from a pipe: each echoed after the prompt, so the output reads
-/// like a console transcript.
-fn scripted(socket: &std::path::Path, json: bool, node: &str) -> ExitCode {
-    use std::io::{BufRead, Write};
-    for line in std::io::stdin().lock().lines() {
-        let Ok(line) = line else { break };
-        println!("{node}#{line}");
-        let _ = std::io::stdout().flush();
-        if !run_line(socket, json, &line) {
-            break;
-        }
-        let _ = std::io::stdout().flush();
-    }
-    ExitCode::SUCCESS
 }
