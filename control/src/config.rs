@@ -29,6 +29,8 @@ pub struct Config {
     pub tunnels: Vec<Tunnel>,
     /// The SD-WAN edge (`[sdwan]`), if this node is one.
     pub sdwan: Option<crate::sdwan::config::SdwanConfig>,
+    /// Remote syslog (`[logging]`).
+    pub logging: Option<crate::syslog::LoggingConfig>,
 }
 
 /// Where decrypted inner packets go.
@@ -257,6 +259,8 @@ struct RawConfig {
     tunnel: Vec<Spanned<RawTunnel>>,
     #[serde(default)]
     sdwan: Option<Spanned<crate::sdwan::config::RawSdwan>>,
+    #[serde(default)]
+    logging: Option<Spanned<crate::syslog::RawLogging>>,
 }
 
 #[derive(Deserialize)]
@@ -497,6 +501,11 @@ impl Config {
             }
             tunnels.push(tun);
         }
+        let logging = raw
+            .logging
+            .as_ref()
+            .map(|l| crate::syslog::parse_logging(l, &at))
+            .transpose()?;
         let sdwan = raw
             .sdwan
             .as_ref()
@@ -515,6 +524,7 @@ impl Config {
             inside,
             tunnels,
             sdwan,
+            logging,
         })
     }
 }

@@ -16,6 +16,7 @@ mod sdwan;
 mod seqstore;
 mod session;
 mod state;
+mod syslog;
 mod traffic_gen;
 
 use std::{path::PathBuf, process::ExitCode};

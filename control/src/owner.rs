@@ -262,6 +262,13 @@ impl Owner {
             ike.reserve_spis(tunnels_manual_spis(&s.config));
             ike
         });
+        let mut log = LogBuffer::default();
+        if let Some(l) = &s.config.logging {
+            match crate::syslog::RemoteSyslog::new(l.clone(), &s.config.node) {
+                Ok(r) => log.remote = Some(r),
+                Err(e) => error!("remote syslog to {}: {e}", l.host),
+            }
+        }
         let mut events =
             EventLogger::new(s.config.tunnels.iter().map(|t| t.name.clone()).collect());
         for t in s.sdwan.iter().flat_map(|e| e.tlocs.iter()) {
@@ -295,7 +302,7 @@ impl Owner {
             ),
             sa_baseline: HashMap::new(),
             workers: s.workers,
-            log: LogBuffer::default(),
+            log,
             seq,
             kernel_rx: s.kernel_rx,
             kernel_ctl: s.kernel_ctl,
@@ -678,6 +685,9 @@ impl Owner {
         }
         if new.inside != cur.inside {
             return refuse("inside", restart);
+        }
+        if new.logging != cur.logging {
+            return refuse("logging", restart);
         }
         if new.sdwan != cur.sdwan {
             return refuse(

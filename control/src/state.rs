@@ -136,6 +136,8 @@ pub struct LogBuffer {
     lines: VecDeque<String>,
     /// Lines logged since start (including those rotated out).
     pub logged: u64,
+    /// Where lines also go (`[logging] host`).
+    pub remote: Option<crate::syslog::RemoteSyslog>,
 }
 
 impl LogBuffer {
@@ -143,6 +145,9 @@ impl LogBuffer {
     pub fn push(&mut self, line: String) {
         if self.lines.len() == LOG_BUFFER_LINES {
             self.lines.pop_front();
+        }
+        if let Some(r) = self.remote.as_mut() {
+            r.send(&line);
         }
         self.lines.push_back(line);
         self.logged += 1;

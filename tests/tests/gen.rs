@@ -187,3 +187,45 @@ fn an_xdpsec_receiver_counts_every_valid_and_mixed_frame_exactly() {
         "(decaps, replay duplicate, too old, verify failed, 4 unknown SPI) on the receiver vs what gen sent: {g}"
     );
 }
+
+/// `[logging] host`: the IOS lines reach a collector over UDP as a router
+/// sends them (RFC 3164 in IOS's layout, facility local7): here the
+/// `%CRYPTO-4-RECVD_PKT_INV_SPI` line for frames with an unknown SPI.
+#[test]
+fn log_lines_reach_a_remote_syslog_collector() {
+    let lab = Lab::unique().up(1).unwrap();
+    let collector = Lab::in_ns(&lab.ns2, || {
+        let s = std::net::UdpSocket::bind(("198.51.100.2", 5514)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        s
+    })
+    .unwrap();
+    let cfg = format!(
+        "{}[logging]\nhost = \"{}:5514\"\n",
+        tunnel_config(&lab, 0, &BASE),
+        lab.v4[1]
+    );
+    let d = Daemon::start(&lab.ns1, &cfg).unwrap();
+    let dir = scratch_dir("gen");
+    let g = run_gen(
+        &lab.ns2,
+        &gen_config(&lab, &dir),
+        &["--count", "6", "--rate", "100", "--mix", "unknown-spi=1"],
+    );
+    assert_eq!(g["mixed"]["unknown_spi"], 3, "{g}");
+    let mut buf = [0u8; 2048];
+    let (n, from) = collector.recv_from(&mut buf).expect("a syslog datagram");
+    let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert_eq!(from.ip(), lab.v4[0], "{msg}");
+    // local7 (23) * 8 + warning (4) = 188; sequence number, host, the line.
+    assert!(msg.starts_with("<188>1: edge1: *"), "{msg}");
+    assert!(
+        msg.contains("%CRYPTO-4-RECVD_PKT_INV_SPI: decaps: rec'd IPSEC packet has invalid spi for destaddr=198.51.100.1, prot=50"),
+        "{msg}"
+    );
+    // The same line is in the daemon's own buffer.
+    let log = d.cli("show logging").unwrap();
+    let line = msg.split_once("edge1: ").unwrap().1;
+    assert!(log.contains(line), "{log}\n{msg}");
+}
