@@ -139,6 +139,12 @@ pub struct Sdwan {
     pub bfd_drops: BfdShellDrops,
     /// When a TLOC last moved port (`port_hop`).
     pub last_port_hop: Option<Instant>,
+    /// BFD transitions of removed sessions, by (local color, remote TLOC):
+    /// a peer rebuilt by `clear sdwan omp all`, a port hop or `clear sdwan
+    /// control connections` gets a new session, and its count carries on
+    /// from these (the removal counted as the down transition), so the
+    /// flap shows in `show sdwan bfd sessions` as on a router.
+    pub bfd_transitions_before: BTreeMap<(String, TlocId), u64>,
 }
 
 impl Sdwan {
@@ -202,6 +208,7 @@ impl Sdwan {
             punt,
             bfd_drops: BfdShellDrops::default(),
             last_port_hop: None,
+            bfd_transitions_before: BTreeMap::new(),
             cfg,
         }
     }
@@ -643,6 +650,11 @@ impl Owner {
         let Some(peer) = s.peers.remove(key) else {
             return;
         };
+        if let Some(v) = s.bfd.session(Instant::now(), u64::from(peer.index)) {
+            // Removing an up session takes it down: one transition more.
+            let ended = u64::from(v.transitions) + u64::from(v.state == BfdState::Up);
+            *s.bfd_transitions_before.entry(key.clone()).or_default() += ended;
+        }
         let acts = s.bfd.handle(
             Instant::now(),
             xdpsec_bfd::Input::Command(xdpsec_bfd::Command::Remove {
