@@ -367,6 +367,61 @@ fn assert_all_flapped(f: &Fabric, i: usize, before: &Sessions) {
     }
 }
 
+/// TLOC ports that moved: (edge, color) -> port; the others are on 12346 + offset.
+type Ports = BTreeMap<(usize, String), u64>;
+
+/// [`Fabric::wait_converged`] for all three edges with TLOCs on `ports`:
+/// each edge has one control connection up per color and every BFD
+/// session up, to the right destination port, for 300 ms.
+fn wait_converged_on(f: &Fabric, ports: &Ports, within: Duration) {
+    let port = |j: usize, m: usize| {
+        ports
+            .get(&(j, f.colors(j)[m].clone()))
+            .copied()
+            .unwrap_or(Fabric::tloc_port(m))
+    };
+    type State = (Vec<(String, String)>, Sessions);
+    let want: Vec<State> = (1..=3)
+        .map(|i| {
+            let c = f
+                .colors(i)
+                .iter()
+                .map(|c| (c.clone(), "up".to_string()))
+                .collect();
+            let mut s = Sessions::new();
+            for lc in f.colors(i) {
+                for j in (1..=3).filter(|&j| j != i) {
+                    for (m, rc) in f.colors(j).iter().enumerate() {
+                        s.insert(skey(lc, j, rc), ("up".into(), 0, 0, port(j, m)));
+                    }
+                }
+            }
+            (c, s)
+        })
+        .collect();
+    // Transitions and uptimes are not part of convergence.
+    let got_now = || -> Vec<State> {
+        (1..=3)
+            .map(|i| {
+                let c = conns(f, i)
+                    .into_iter()
+                    .map(|(k, (st, _))| (k, st))
+                    .collect();
+                let s = sessions(f, i)
+                    .into_iter()
+                    .map(|(k, (st, _, _, p))| (k, (st, 0, 0, p)))
+                    .collect();
+                (c, s)
+            })
+            .collect()
+    };
+    let got = settle_for(want.clone(), Duration::from_millis(300), within, got_now);
+    assert_eq!(
+        got, want,
+        "the fabric did not converge in {within:?} with TLOC ports {ports:?}"
+    );
+}
+
 /// Scenario 2's break: `clear crypto sa peer <edge 2>` on edge 1. The SAs
 /// are gone and nothing regenerates them: `show crypto ipsec sa peer` keeps
 /// the tunnel with encaps and decaps at 0 while edge 2 keeps sending, the
@@ -451,9 +506,8 @@ fn assert_scenario2_stuck(f: &Fabric) {
 
 /// A scenario-2 break recovered: every session up, pings both ways, and
 /// the SAs with edge 2 back with counters moving.
-fn assert_recovered(f: &Fabric) {
-    f.wait_converged(&[1, 2, 3], Duration::from_secs(15))
-        .unwrap();
+fn assert_recovered(f: &Fabric, ports: &Ports) {
+    wait_converged_on(f, ports, Duration::from_secs(15));
     let a = sa_counts(f, 1, E2, "Tunnel10001");
     assert_ping(f, 1, 2, 3, 3);
     assert_ping(f, 2, 1, 3, 3);
@@ -487,7 +541,7 @@ fn scenario2_survives_ipsec_rekey_and_clear_sdwan_omp_all_recovers() {
     let before = sessions(&f, 1);
     let r = json_of(&f, 1, "clear sdwan omp all");
     assert_eq!(r["rebuilt_peers"], 3, "{r}");
-    assert_recovered(&f);
+    assert_recovered(&f, &Ports::new());
     assert_all_flapped(&f, 1, &before);
 }
 
@@ -509,7 +563,7 @@ fn scenario2_port_hop_recovers() {
             r,
             json!({"tunnel": "Tunnel10001", "color": "biz-internet", "old_port": old, "new_port": new}),
         );
-        assert_recovered(&f);
+        assert_recovered(&f, &Ports::from([((1, "biz-internet".into()), new)]));
         assert_all_flapped(&f, 1, &before);
     }
 }
@@ -557,7 +611,7 @@ fn scenario2_clear_sdwan_control_connections_recovers() {
     let before = sessions(&f, 1);
     let r = json_of(&f, 1, "clear sdwan control connections");
     assert_eq!(r["flapped_connections"], 1, "{r}");
-    assert_recovered(&f);
+    assert_recovered(&f, &Ports::new());
     assert_all_flapped(&f, 1, &before);
     let up1 = conn_up(&f);
     assert!(
@@ -623,9 +677,24 @@ fn port_hop_moves_one_color_through_the_port_sequence() {
         .unwrap_err();
     assert!(e.contains("lte") && e.contains("mpls"), "{e}");
 
+    let mut ports = Ports::new();
     for (i, color, k) in [(1, "biz-internet", 0), (3, "mpls", 1)] {
         let first = 12346 + k as u64;
-        assert_eq!(udp_ports(&f, i), BTreeSet::from([4500, first]), "edge {i}");
+        // 4500 by config, and the port of each of the edge's TLOCs.
+        let steered = |ports: &Ports| -> BTreeSet<u64> {
+            let mut want = BTreeSet::from([4500]);
+            for (m, c) in f.colors(i).iter().enumerate() {
+                want.insert(
+                    ports
+                        .get(&(i, c.clone()))
+                        .copied()
+                        .unwrap_or(Fabric::tloc_port(m)),
+                );
+            }
+            want
+        };
+        assert_eq!(udp_ports(&f, i), steered(&ports), "edge {i}");
+        assert!(udp_ports(&f, i).contains(&first));
         let mut port = first;
         for hop in 1..=5 {
             let next = if hop == 5 { first } else { first + 20 * hop };
@@ -642,10 +711,12 @@ fn port_hop_moves_one_color_through_the_port_sequence() {
                 json!({"tunnel": Fabric::tunnel_name(k), "color": color, "old_port": port, "new_port": next}),
                 "edge {i} hop {hop}"
             );
-            assert_eq!(
-                udp_ports(&f, i),
-                BTreeSet::from([4500, next]),
-                "edge {i} hop {hop}"
+            ports.insert((i, color.to_string()), next);
+            let now_steered = udp_ports(&f, i);
+            assert_eq!(now_steered, steered(&ports), "edge {i} hop {hop}");
+            assert!(
+                now_steered.contains(&next) && !now_steered.contains(&port),
+                "edge {i} hop {hop}: {port} -> {next}: {now_steered:?}"
             );
             let p = json_of(&f, i, "show sdwan control local-properties");
             assert_eq!(p["port_hopped"], true, "{p}");
@@ -669,8 +740,7 @@ fn port_hop_moves_one_color_through_the_port_sequence() {
                 "{text}"
             );
 
-            f.wait_converged(&[1, 2, 3], Duration::from_secs(10))
-                .unwrap();
+            wait_converged_on(&f, &ports, Duration::from_secs(10));
             // The peers learned the new port.
             for j in [1, 2, 3].into_iter().filter(|&j| j != i) {
                 let t: Vec<Value> = f
