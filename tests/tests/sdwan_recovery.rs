@@ -170,6 +170,21 @@ fn assert_ping(f: &Fabric, i: usize, j: usize, count: u32, received: u32) {
     );
 }
 
+/// Ping edge `j` from edge `i` in the background, `count` times at 100 ms:
+/// (transmitted, received) when joined.
+fn pinger(f: &Fabric, i: usize, j: usize, count: u32) -> std::thread::JoinHandle<(u32, u32)> {
+    let ns = f.edge_ns[i - 1].clone();
+    std::thread::spawn(move || {
+        xdpsec_e2e::ping(
+            &ns,
+            &Fabric::inside_ip(i),
+            &Fabric::inside_ip(j),
+            count,
+            "0.1",
+        )
+    })
+}
+
 /// A manual tunnel for edge 1's config, to a peer that never answers: its
 /// SAs must not move when the SD-WAN tunnels are rekeyed.
 const MANUAL_TUNNEL: &str = r#"
@@ -242,6 +257,8 @@ fn scenario1_forget_sa_drops_as_4_and_ipsec_rekey_recovers() {
         .cli("clear platform hardware qfp active feature ipsec datapath drops")
         .unwrap();
 
+    // Edge 3 -> edge 1 throughout the fault and the rekey: nothing lost.
+    let p31 = pinger(&f, 3, 1, 80);
     let r = json_of(
         &f,
         1,
@@ -340,6 +357,11 @@ fn scenario1_forget_sa_drops_as_4_and_ipsec_rekey_recovers() {
         .unwrap();
     assert_ping(&f, 2, 1, 3, 3);
     assert_ping(&f, 1, 2, 3, 3);
+    assert_eq!(
+        p31.join().unwrap(),
+        (80, 80),
+        "edge 3 -> edge 1 throughout forget-sa and ipsec-rekey"
+    );
     assert_eq!(
         sa_row(&f, 2, E1, "Tunnel10001")["outbound_spi"],
         new,
@@ -537,6 +559,8 @@ fn assert_recovered(f: &Fabric, ports: &Ports) {
 #[test]
 fn scenario2_survives_ipsec_rekey_and_clear_sdwan_omp_all_recovers() {
     let f = fabric();
+    // Edge 3 -> edge 1 throughout the break and both rekeys: nothing lost.
+    let p31 = pinger(&f, 3, 1, 100);
     break_scenario2(&f);
     for i in [1, 2] {
         let r = json_of(&f, i, REKEY);
@@ -550,6 +574,11 @@ fn scenario2_survives_ipsec_rekey_and_clear_sdwan_omp_all_recovers() {
         assert_scenario2_stuck(&f);
     }
 
+    assert_eq!(
+        p31.join().unwrap(),
+        (100, 100),
+        "edge 3 -> edge 1 throughout the clear and the rekeys"
+    );
     let before = sessions(&f, 1);
     let r = json_of(&f, 1, "clear sdwan omp all");
     assert_eq!(r["rebuilt_peers"], 3, "{r}");
@@ -630,6 +659,23 @@ fn scenario2_clear_sdwan_control_connections_recovers() {
         up1 < up0,
         "the control connection flapped: uptime {up0} then {up1}"
     );
+
+    // On edge 3 both control connections flap, and all four sessions.
+    std::thread::sleep(Duration::from_secs(2));
+    let (c0, s0) = (conns(&f, 3), sessions(&f, 3));
+    assert!(c0.values().all(|(st, up)| st == "up" && *up >= 2), "{c0:?}");
+    let r = json_of(&f, 3, "clear sdwan control connections");
+    assert_eq!(r["flapped_connections"], 2, "{r}");
+    f.wait_converged(&[1, 2, 3], Duration::from_secs(15))
+        .unwrap();
+    assert_all_flapped(&f, 3, &s0);
+    let c1 = conns(&f, 3);
+    for (c, (_, up)) in &c0 {
+        assert!(
+            c1[c].1 < *up,
+            "edge 3's {c} connection did not flap: {c0:?} then {c1:?}"
+        );
+    }
 }
 
 /// UDP ports edge `i`'s XDP program steers.
