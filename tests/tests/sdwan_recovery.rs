@@ -1261,6 +1261,190 @@ fn sa_differences(got: &Value, a: &Value, b: &Value, diff: &mut Vec<String>) {
     }
 }
 
+/// The `--json` fields each show command documents (control/src/sdwan/
+/// render.rs): (parser key, list key or "" for the top level, fields).
+const DOCUMENTED: &[(&str, &str, &[&str])] = &[
+    (
+        "bfd_sessions",
+        "sessions",
+        &[
+            "system_ip",
+            "site_id",
+            "state",
+            "source_color",
+            "remote_color",
+            "source_ip",
+            "destination_ip",
+            "destination_port",
+            "encap",
+            "multiplier",
+            "tx_interval_ms",
+            "uptime_seconds",
+            "transitions",
+        ],
+    ),
+    (
+        "bfd_summary",
+        "",
+        &[
+            "sessions_total",
+            "sessions_up",
+            "sessions_max",
+            "sessions_flap",
+            "poll_interval",
+        ],
+    ),
+    (
+        "ipsec_inbound_connections",
+        "connections",
+        &[
+            "source_ip",
+            "source_port",
+            "destination_ip",
+            "destination_port",
+            "remote_tloc",
+            "remote_tloc_color",
+            "local_tloc",
+            "local_tloc_color",
+            "encryption_algorithm",
+            "tc_spi",
+        ],
+    ),
+    (
+        "ipsec_outbound_connections",
+        "connections",
+        &[
+            "source_ip",
+            "source_port",
+            "destination_ip",
+            "destination_port",
+            "spi",
+            "tunnel_mtu",
+            "remote_tloc",
+            "remote_tloc_color",
+            "authentication",
+            "key_hash",
+            "encryption_algorithm",
+            "tc_spi",
+        ],
+    ),
+    (
+        "ipsec_local_sa",
+        "local_sa",
+        &[
+            "tloc_address",
+            "tloc_color",
+            "spi",
+            "source_ipv4",
+            "source_ipv6",
+            "source_port",
+            "key_hash",
+        ],
+    ),
+    (
+        "tunnel_statistics",
+        "tunnels",
+        &[
+            "protocol",
+            "src_ip",
+            "dest_ip",
+            "src_port",
+            "dst_port",
+            "remote_sys_ip",
+            "local_color",
+            "remote_color",
+            "tunnel_mtu",
+            "tx_pkts",
+            "tx_octets",
+            "rx_pkts",
+            "rx_octets",
+            "tcp_mss_adjust",
+            "ipv6_tx_pkts",
+            "ipv6_tx_octets",
+            "ipv6_rx_pkts",
+            "ipv6_rx_octets",
+            "ipsec_decrypt_inbound",
+            "ipsec_rx_auth_failures",
+            "ipsec_rx_failures",
+            "ipsec_encrypt_outbound",
+            "ipsec_tx_auth_failures",
+            "ipsec_tx_failures",
+        ],
+    ),
+    (
+        "control_local_properties",
+        "",
+        &[
+            "personality",
+            "organization_name",
+            "dns_name",
+            "site_id",
+            "domain_id",
+            "protocol",
+            "tls_port",
+            "system_ip",
+            "chassis_num_unique_id",
+            "keygen_interval_seconds",
+            "retry_interval_seconds",
+            "no_activity_exp_interval_seconds",
+            "port_hopped",
+            "time_since_last_port_hop_seconds",
+            "pairwise_keying",
+            "number_vbond_peers",
+            "number_active_wan_interfaces",
+            "wan_interfaces",
+        ],
+    ),
+    (
+        "control_local_properties",
+        "wan_interfaces",
+        &[
+            "interface",
+            "public_ipv4",
+            "public_port",
+            "private_ipv4",
+            "private_ipv6",
+            "private_port",
+            "vsmart",
+            "vmanage",
+            "color",
+            "state",
+            "max_cntrl",
+            "last_connection_seconds",
+            "spi_time_remaining_seconds",
+            "nat_type",
+        ],
+    ),
+];
+
+/// Differences between a command's `--json` and its documented fields:
+/// every row (or the top level) has exactly those.
+fn field_differences(key: &str, j: &Value, diff: &mut Vec<String>) {
+    for (k, list, fields) in DOCUMENTED.iter().filter(|(k, _, _)| *k == key) {
+        let rows: Vec<&Value> = if list.is_empty() {
+            vec![j]
+        } else {
+            j[*list]
+                .as_array()
+                .map(|a| a.iter().collect())
+                .unwrap_or_default()
+        };
+        if rows.is_empty() {
+            diff.push(format!("{k}: no {list} rows: {j}"));
+        }
+        let want: BTreeSet<&str> = fields.iter().copied().collect();
+        for r in rows {
+            let got: BTreeSet<&str> = r
+                .as_object()
+                .map(|o| o.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            if got != want {
+                diff.push(format!("{k} {list}: fields {got:?}, documented {want:?}"));
+            }
+        }
+    }
+}
+
 /// Genie reads the live text of every SD-WAN show command on each edge
 /// into the values `--json` gives around it; a changed number in the text
 /// shows as a difference.
@@ -1313,6 +1497,9 @@ fn genieparser_reads_live_sdwan_shows_as_json_gives_them() {
         let p = &parsed[i - 1];
         for (key, _, exact) in live_commands(i) {
             let (a, b) = &reads[i - 1][key];
+            let mut d = Vec::new();
+            field_differences(key, a, &mut d);
+            diff.extend(d.into_iter().map(|d| format!("edge {i} --json {d}")));
             let got = &p[key];
             if key == "ipsec_local_sa" && a["local_sa"].as_array().unwrap().len() < 2 {
                 // Genie's schema wants two rows (its sample had two); a
