@@ -512,10 +512,16 @@ impl Owner {
                 pfs,
                 replay: t.replay_window > 0,
             };
-            list.push(self.render_sa_entry(&e, &mut text));
+            list.push(self.render_sa_entry(&e, true, &mut text));
         }
+        // An SD-WAN tunnel's peers are idents under one `interface:` and
+        // crypto map header, as IOS lists a crypto map's peers (a repeated
+        // header makes genieparser fold every peer into one ident).
+        let mut last: Option<String> = None;
         for e in self.sdwan_sa_entries(peer) {
-            list.push(self.render_sa_entry(&e, &mut text));
+            let header = last.as_deref() != Some(e.name);
+            last = Some(e.name.to_string());
+            list.push(self.render_sa_entry(&e, header, &mut text));
         }
         (text, json!({ "sas": list }))
     }
@@ -535,8 +541,9 @@ impl Owner {
         (inb, outb)
     }
 
-    /// One interface's block of `show crypto ipsec sa`, and its JSON row.
-    fn render_sa_entry(&self, e: &SaEntry<'_>, text: &mut String) -> Value {
+    /// One interface's block of `show crypto ipsec sa` (without the
+    /// `interface:` and crypto map lines unless `header`), and its JSON row.
+    fn render_sa_entry(&self, e: &SaEntry<'_>, header: bool, text: &mut String) -> Value {
         let (inb, outb) = (&e.inb, &e.outb);
         let out_spi = e.outbound.map_or(0, |(_, c)| c.spi);
         let encaps = outb.encaps;
@@ -552,8 +559,10 @@ impl Owner {
         } else {
             "{Tunnel, }"
         };
-        let _ = writeln!(text, "interface: {}", e.name);
-        let _ = writeln!(text, "    Crypto map tag: {tag}, local addr {}\n", e.local);
+        if header {
+            let _ = writeln!(text, "interface: {}", e.name);
+            let _ = writeln!(text, "    Crypto map tag: {tag}, local addr {}\n", e.local);
+        }
         let _ = writeln!(text, "   protected vrf: (none)");
         let _ = writeln!(
             text,

@@ -140,6 +140,12 @@ pub struct Sdwan {
     pub bfd_drops: BfdShellDrops,
     /// When a TLOC last moved port (`port_hop`).
     pub last_port_hop: Option<Instant>,
+    /// BFD transitions of removed sessions, by (local color, remote TLOC):
+    /// a peer rebuilt by `clear sdwan omp all`, a port hop or `clear sdwan
+    /// control connections` gets a new session, and its count carries on
+    /// from these (the removal counted as the down transition), so the
+    /// flap shows in `show sdwan bfd sessions` as on a router.
+    pub bfd_transitions_before: BTreeMap<(String, TlocId), u64>,
 }
 
 impl Sdwan {
@@ -203,6 +209,7 @@ impl Sdwan {
             punt,
             bfd_drops: BfdShellDrops::default(),
             last_port_hop: None,
+            bfd_transitions_before: BTreeMap::new(),
             cfg,
         }
     }
@@ -392,14 +399,9 @@ impl Owner {
                 let still_used = |p: u16, tl: &[TlocIf]| tl.iter().any(|t| t.port == p);
                 let old = old_port.filter(|p| !still_used(*p, &s.tlocs));
                 info!("{color} TLOC {address} now on UDP port {port}");
-                if let Err(e) = self.set_udp_port(u32::from(port), true) {
-                    error!("steering TLOC port {port}: {e:#}");
-                }
-                if let Some(p) = old
-                    && !self.config.underlay.udp_ports.contains(&p)
-                    && let Err(e) = self.set_udp_port(u32::from(p), false)
-                {
-                    error!("un-steering old TLOC port {p}: {e:#}");
+                let old = old.filter(|p| !self.config.underlay.udp_ports.contains(p));
+                if let Err(e) = self.sdwan_move_udp_port(port, old) {
+                    error!("steering TLOC port {port} (from {old:?}): {e:#}");
                 }
                 self.publish_endpoints();
                 false
@@ -429,6 +431,50 @@ impl Owner {
                 true
             }
         }
+    }
+
+    /// Steer UDP port `new` as ESP and stop steering `old`: the datapath
+    /// learns the new port before XDP steers it, and forgets the old one
+    /// after XDP stopped; the kernel's fragment socket follows.
+    //
+    // Not two `set_udp_port` calls: each reads the whole 65536-entry port
+    // map back from the kernel (twice, with its show), about 100 ms each in
+    // a debug build; a port hop blocked this thread for ~450 ms, long
+    // enough for the other colors' BFD sessions (600 ms detection in the
+    // tests) to miss hellos and flap. One read here.
+    fn sdwan_move_udp_port(&mut self, new: u16, old: Option<u16>) -> anyhow::Result<()> {
+        let Some(steering) = self.steering.as_mut() else {
+            anyhow::bail!("the datapath is shutting down");
+        };
+        let mut ports = steering.udp_ports()?;
+        let publish = |o: &mut Owner, ports: &BTreeSet<u16>| -> anyhow::Result<()> {
+            o.table
+                .apply(
+                    vec![SaChange::SetUdpPorts(
+                        ports.iter().map(|&p| p..=p).collect(),
+                    )],
+                    o.epoch.elapsed(),
+                )
+                .map(|_| ())
+                .map_err(|e| anyhow::anyhow!("updating the datapath's UDP ports: {e}"))
+        };
+        ports.insert(new);
+        publish(self, &ports)?;
+        if let Some(s) = self.steering.as_mut() {
+            s.set_udp_port(new, true)?;
+        }
+        if let Some(o) = old.filter(|&o| o != new) {
+            if let Some(s) = self.steering.as_mut() {
+                s.set_udp_port(o, false)?;
+            }
+            ports.remove(&o);
+            publish(self, &ports)?;
+        }
+        self.kernel_ctl
+            .send(crate::platform::kernelrx::Ctl::SetPorts(
+                ports.iter().copied().collect(),
+            ));
+        Ok(())
     }
 
     /// Endpoints of the configured tunnels and the local TLOCs, published.
@@ -625,6 +671,11 @@ impl Owner {
         let Some(peer) = s.peers.remove(key) else {
             return;
         };
+        if let Some(v) = s.bfd.session(Instant::now(), u64::from(peer.index)) {
+            // Removing an up session takes it down: one transition more.
+            let ended = u64::from(v.transitions) + u64::from(v.state == BfdState::Up);
+            *s.bfd_transitions_before.entry(key.clone()).or_default() += ended;
+        }
         let acts = s.bfd.handle(
             Instant::now(),
             xdpsec_bfd::Input::Command(xdpsec_bfd::Command::Remove {

@@ -68,10 +68,11 @@ impl Owner {
         let s = self.edge()?;
         let now = Instant::now();
         let mut rows = Vec::new();
-        for p in s.peers.values() {
+        for (key, p) in &s.peers {
             let Some(v) = s.bfd.session(now, u64::from(p.index)) else {
                 continue;
             };
+            let before = s.bfd_transitions_before.get(key).copied().unwrap_or(0);
             rows.push(render::BfdSessionRow {
                 system_ip: p.sa.remote.system_ip,
                 site_id: p.sa.remote_site_id,
@@ -89,7 +90,7 @@ impl Owner {
                 multiplier: v.multiplier,
                 tx_interval_ms: u32::try_from(v.tx_interval_ms).unwrap_or(u32::MAX),
                 uptime_seconds: v.uptime.as_secs(),
-                transitions: u64::from(v.transitions),
+                transitions: before + u64::from(v.transitions),
             });
         }
         Ok(render::bfd_sessions(&rows))
@@ -302,15 +303,20 @@ impl Owner {
         let now = Instant::now();
         let views: Vec<_> = s
             .peers
-            .values()
-            .filter_map(|p| s.bfd.session(now, u64::from(p.index)))
+            .iter()
+            .filter_map(|(key, p)| {
+                let v = s.bfd.session(now, u64::from(p.index))?;
+                let before = s.bfd_transitions_before.get(key).copied().unwrap_or(0);
+                Some((v.state, before + u64::from(v.transitions)))
+            })
             .collect();
         let up = views
             .iter()
-            .filter(|v| v.state == xdpsec_bfd::State::Up)
+            .filter(|(state, _)| *state == xdpsec_bfd::State::Up)
             .count() as u64;
-        // Flaps: each exit from Up (a session that came up once shows 1 transition).
-        let flaps = views.iter().map(|v| u64::from(v.transitions / 2)).sum();
+        // Flaps: each exit from Up (a session that came up once shows 1
+        // transition), rebuilt sessions' earlier ones included.
+        let flaps = views.iter().map(|(_, t)| t / 2).sum();
         Ok(render::bfd_summary(&render::BfdSummary {
             sessions_total: views.len() as u64,
             sessions_up: up,
