@@ -52,6 +52,11 @@ c.ShowCryptoIpsecSa, p.ShowPlatformHardwareQfpActiveFeatureIpsecDatapathDropsAll
   "$VENV/bin/pip" install -q --disable-pip-version-check \
     "pyats==$GENIE_VERSION" "unicon==$GENIE_VERSION" "genie==$GENIE_VERSION" "genie.libs.parser==$GENIE_VERSION"
 fi
+# The Prometheus project's own OpenMetrics parser reads `/metrics` in tests/tests/gen.rs.
+if ! "$VENV/bin/python" -c 'import prometheus_client.openmetrics.parser' >/dev/null 2>&1; then
+  say "pip install prometheus-client 0.21.1 into $VENV (the metrics test's parser)"
+  "$VENV/bin/pip" install -q --disable-pip-version-check prometheus-client==0.21.1
+fi
 # strongSwan 5.9.8 (Debian), an independent IKEv2/ESP peer for tests/tests/strongswan.rs.
 # The tests run their own charons in namespaces (kernel-libipsec: ESP in
 # userspace, this kernel has no ESP); the system service is not wanted.

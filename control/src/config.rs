@@ -31,6 +31,8 @@ pub struct Config {
     pub sdwan: Option<crate::sdwan::config::SdwanConfig>,
     /// Remote syslog (`[logging]`).
     pub logging: Option<crate::syslog::LoggingConfig>,
+    /// Prometheus `/metrics` (`[metrics]`).
+    pub metrics: Option<crate::metrics::MetricsConfig>,
 }
 
 /// Where decrypted inner packets go.
@@ -261,6 +263,8 @@ struct RawConfig {
     sdwan: Option<Spanned<crate::sdwan::config::RawSdwan>>,
     #[serde(default)]
     logging: Option<Spanned<crate::syslog::RawLogging>>,
+    #[serde(default)]
+    metrics: Option<Spanned<crate::metrics::RawMetrics>>,
 }
 
 #[derive(Deserialize)]
@@ -501,6 +505,11 @@ impl Config {
             }
             tunnels.push(tun);
         }
+        let metrics = raw
+            .metrics
+            .as_ref()
+            .map(|m| crate::metrics::parse_metrics(m, &at))
+            .transpose()?;
         let logging = raw
             .logging
             .as_ref()
@@ -525,6 +534,7 @@ impl Config {
             tunnels,
             sdwan,
             logging,
+            metrics,
         })
     }
 }

@@ -163,6 +163,12 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
     // The control socket first: a second daemon on the same path stops here,
     // before it touches the interface.
     let ctl = ControlSocket::bind(&config.socket)?;
+    // The metrics listener too: a bind failure is a start-up error.
+    let metrics_server = config
+        .metrics
+        .as_ref()
+        .map(crate::metrics::bind)
+        .transpose()?;
     let epoch = Instant::now();
     // Sequence reservations and SAs next: a damaged state file or a key the
     // cipher refuses stops start-up before anything is attached.
@@ -382,6 +388,14 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
             .spawn(move || ctl.serve(|| stop.load(Ordering::Relaxed), move |r| handle.request(r)))
             .context("spawning the control thread")?
     };
+    let metrics_thread = match metrics_server {
+        Some(server) => Some(crate::metrics::spawn(
+            server,
+            handle.clone(),
+            Arc::clone(&stop),
+        )?),
+        None => None,
+    };
     info!(
         node = %config.node,
         interface = %iface,
@@ -414,6 +428,9 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
         let _ = w.join();
     }
     let _ = ctl_thread.join();
+    if let Some(h) = metrics_thread {
+        let _ = h.join();
+    }
     let _ = next_hop_thread.join();
     let _ = kernel_thread.join();
     if let Some(h) = sdwan_thread {

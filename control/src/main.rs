@@ -8,6 +8,7 @@ mod daemon;
 mod datapath;
 mod filter;
 mod handoff;
+mod metrics;
 mod owner;
 mod platform;
 mod punt;

@@ -58,6 +58,8 @@ pub enum Msg {
     Reload,
     /// Stop serving and hand the state back (the workers have stopped).
     Shutdown,
+    /// A Prometheus scrape: the OpenMetrics text goes back on the channel.
+    Metrics(Sender<String>),
 }
 
 /// One configured tunnel as the owner tracks it.
@@ -362,6 +364,9 @@ impl Owner {
                         Ok(t) => info!("SIGHUP: {}", t.trim_end()),
                         Err(e) => error!("SIGHUP: {e}"),
                     },
+                    Ok(Msg::Metrics(reply)) => {
+                        let _ = reply.send(self.metrics_text());
+                    }
                     Ok(Msg::Shutdown) | Err(_) => break,
                 },
                 recv(ticker) -> _ => self.tick(),
@@ -685,6 +690,9 @@ impl Owner {
         }
         if new.inside != cur.inside {
             return refuse("inside", restart);
+        }
+        if new.metrics != cur.metrics {
+            return refuse("metrics", restart);
         }
         if new.logging != cur.logging {
             return refuse("logging", restart);

@@ -229,3 +229,142 @@ fn log_lines_reach_a_remote_syslog_collector() {
     let line = msg.split_once("edge1: ").unwrap().1;
     assert!(log.contains(line), "{log}\n{msg}");
 }
+
+/// `[metrics] listen`: `/metrics` in OpenMetrics text, read by the
+/// Prometheus project's own parser, with exact drop and SA counters.
+#[test]
+fn metrics_are_scraped_and_parsed_with_exact_counters() {
+    let lab = Lab::unique().up(1).unwrap();
+    let listen = format!("{}:9273", lab.v4[0]);
+    let cfg = format!(
+        "{}[metrics]\nlisten = \"{listen}\"\n",
+        tunnel_config(&lab, 0, &BASE)
+    );
+    let d = Daemon::start(&lab.ns1, &cfg).unwrap();
+    let dir = scratch_dir("gen");
+    let g = run_gen(
+        &lab.ns2,
+        &gen_config(&lab, &dir),
+        &["--count", "60", "--rate", "500", "--mix", "unknown-spi=0.5"],
+    );
+    let (valid, unknown) = (
+        g["valid"].as_u64().unwrap(),
+        g["mixed"]["unknown_spi"].as_u64().unwrap(),
+    );
+    // Counted by the daemon before we scrape.
+    settle(valid, || {
+        d.cli_json("show crypto ipsec sa").unwrap()["sas"][0]["pkts_decaps"]
+            .as_u64()
+            .unwrap()
+    });
+    let body = Lab::in_ns(&lab.ns2, || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(listen.as_str()).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        r
+    })
+    .unwrap();
+    let (head, text) = body.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text"),
+        "{head}"
+    );
+    let file = dir.join("metrics.txt");
+    std::fs::write(&file, text).unwrap();
+    let out = Command::new(venv_python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("py/openmetrics_parse.py"))
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the OpenMetrics parser refused it: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let samples: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let value = |name: &str, want: &[(&str, &str)]| -> f64 {
+        samples
+            .iter()
+            .filter(|s| s["name"] == name && want.iter().all(|(k, v)| s["labels"][*k] == *v))
+            .map(|s| s["value"].as_f64().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        value(
+            "xdpsec_qfp_drops_total",
+            &[("id", "4"), ("name", "IN_US_V4_PKT_SA_NOT_FOUND_SPI")]
+        ),
+        unknown as f64,
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            "xdpsec_sa_packets_total",
+            &[
+                ("tunnel", "Tunnel1"),
+                ("direction", "inbound"),
+                ("spi", "0x00001001")
+            ]
+        ),
+        valid as f64,
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            "xdpsec_sa_octets_total",
+            &[("tunnel", "Tunnel1"), ("direction", "inbound")]
+        ),
+        (valid * (20 + 8 + 64)) as f64,
+        "64-byte UDP payloads in IPv4: {text}"
+    );
+    assert!(
+        value(
+            "xdpsec_afxdp_total",
+            &[("queue", "0"), ("counter", "rx_frames")]
+        ) >= (valid + unknown) as f64,
+        "{text}"
+    );
+    assert!(
+        samples
+            .iter()
+            .any(|s| s["name"] == "xdpsec_xdp_steering_total"),
+        "{text}"
+    );
+    // Anything but GET /metrics: 404.
+    let other = Lab::in_ns(&lab.ns2, || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(listen.as_str()).unwrap();
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        r
+    })
+    .unwrap();
+    assert!(other.contains(" 404 "), "{other}");
+}
+
+/// A `[metrics] listen` address the daemon cannot bind stops it at start-up
+/// with an error naming the field; nothing stays attached.
+#[test]
+fn an_unbindable_metrics_address_is_a_clear_start_up_error() {
+    let lab = Lab::unique().up(1).unwrap();
+    let cfg = format!(
+        "{}[metrics]\nlisten = \"203.0.113.99:9273\"\n",
+        tunnel_config(&lab, 0, &BASE)
+    );
+    let e = Daemon::start(&lab.ns1, &cfg).err().expect("start-up fails");
+    let e = format!("{e:#}");
+    assert!(e.contains("metrics.listen 203.0.113.99:9273"), "{e}");
+    assert!(
+        !Lab::xdp_attached(&lab.ns1, &lab.if1),
+        "no XDP left attached"
+    );
+}

@@ -1,0 +1,259 @@
+//! Prometheus: `[metrics] listen = "ADDR:PORT"` serves `GET /metrics` in
+//! the OpenMetrics text format (the `prometheus-client` crate's encoder,
+//! `tiny_http` for HTTP). A scrape asks the owner of control state for one
+//! snapshot; the owner reads the counters the workers already keep (as
+//! `show` does), so scraping costs the datapath nothing. Counters are raw
+//! totals since start: `clear` commands do not reset them (Prometheus
+//! computes rates).
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, anyhow};
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use serde::Deserialize;
+use toml::Spanned;
+use xdpsec_common::XdpCounter;
+use xdpsec_datapath::{DropReason, sa::SaId, worker::sa_counters};
+
+use crate::owner::{Msg, Owner, OwnerHandle};
+
+/// A validated `[metrics]` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Where `/metrics` is served.
+    pub listen: SocketAddr,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMetrics {
+    listen: Spanned<String>,
+}
+
+/// Validate `[metrics]`.
+pub(crate) fn parse_metrics(
+    m: &Spanned<RawMetrics>,
+    at: &dyn Fn(std::ops::Range<usize>) -> usize,
+) -> Result<MetricsConfig, String> {
+    let l = &m.get_ref().listen;
+    match l.get_ref().parse::<SocketAddr>() {
+        Ok(a) if a.port() != 0 => Ok(MetricsConfig { listen: a }),
+        _ => Err(format!(
+            "line {}: field `metrics.listen` = {:?}: give ADDR:PORT, e.g. \"198.51.100.1:9273\"",
+            at(l.span()),
+            l.get_ref()
+        )),
+    }
+}
+
+/// Bind the HTTP listener (at start-up: a failure stops the daemon with a
+/// clear error before anything is attached).
+pub fn bind(cfg: &MetricsConfig) -> Result<tiny_http::Server> {
+    tiny_http::Server::http(cfg.listen).map_err(|e| {
+        anyhow!(
+            "metrics.listen {}: cannot listen there: {e} (is the address on an interface of this namespace, the port free?)",
+            cfg.listen
+        )
+    })
+}
+
+/// Serve scrapes until `stop`.
+pub fn spawn(
+    server: tiny_http::Server,
+    owner: OwnerHandle,
+    stop: Arc<AtomicBool>,
+) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("xdpsec-metrics".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(Some(req)) = server.recv_timeout(Duration::from_millis(200)) else {
+                    continue;
+                };
+                let path = req.url().split('?').next().unwrap_or("").to_string();
+                let resp = if req.method() == &tiny_http::Method::Get && path == "/metrics" {
+                    let (tx, rx) = crossbeam::channel::bounded(1);
+                    let body = if owner.send(Msg::Metrics(tx)) {
+                        rx.recv_timeout(Duration::from_secs(5)).ok()
+                    } else {
+                        None
+                    };
+                    match body {
+                        Some(b) => tiny_http::Response::from_string(b).with_header(
+                            "Content-Type: application/openmetrics-text; version=1.0.0; charset=utf-8"
+                                .parse::<tiny_http::Header>()
+                                .expect("a valid header"),
+                        ),
+                        None => tiny_http::Response::from_string("the daemon is busy or stopping\n")
+                            .with_status_code(503),
+                    }
+                } else {
+                    tiny_http::Response::from_string("only GET /metrics here\n")
+                        .with_status_code(404)
+                };
+                let _ = req.respond(resp);
+            }
+        })
+        .context("spawning the metrics thread")
+}
+
+type Labels = Vec<(String, String)>;
+
+fn labels(kv: &[(&str, String)]) -> Labels {
+    kv.iter()
+        .map(|(k, v)| ((*k).to_string(), v.clone()))
+        .collect()
+}
+
+/// A counter family registered under `name`.
+fn counters(r: &mut Registry, name: &str, help: &str) -> Family<Labels, Counter> {
+    let f = Family::<Labels, Counter>::default();
+    r.register(name, help, f.clone());
+    f
+}
+
+/// A gauge family registered under `name`.
+fn gauges(r: &mut Registry, name: &str, help: &str) -> Family<Labels, Gauge> {
+    let f = Family::<Labels, Gauge>::default();
+    r.register(name, help, f.clone());
+    f
+}
+
+impl Owner {
+    /// One scrape: every metric, encoded.
+    pub fn metrics_text(&mut self) -> String {
+        let mut r = Registry::with_prefix("xdpsec");
+        let drops = counters(&mut r, "qfp_drops", "IPsec datapath drops by QFP drop type");
+        let totals = self.drops.raw_totals();
+        for reason in DropReason::ALL {
+            drops
+                .get_or_create(&labels(&[
+                    ("id", reason.id().to_string()),
+                    ("name", reason.name().to_string()),
+                ]))
+                .inc_by(totals[reason.index()]);
+        }
+
+        let pkts = counters(
+            &mut r,
+            "sa_packets",
+            "Packets per SA (encaps outbound, decaps inbound)",
+        );
+        let octets = counters(&mut r, "sa_octets", "Plaintext octets per SA");
+        let errs = counters(&mut r, "sa_errors", "Errors per SA by kind");
+        let sa = |tunnel: &str, peer: String, dir: &str, id: SaId, spi: u32| {
+            let c = sa_counters(&self.workers, id);
+            let l = |extra: Option<(&str, &str)>| {
+                let mut v = labels(&[
+                    ("tunnel", tunnel.to_string()),
+                    ("peer", peer.clone()),
+                    ("direction", dir.to_string()),
+                    ("spi", format!("0x{spi:08X}")),
+                ]);
+                if let Some((k, val)) = extra {
+                    v.push((k.to_string(), val.to_string()));
+                }
+                v
+            };
+            let (p, o) = if dir == "outbound" {
+                (c.encaps, c.encap_octets)
+            } else {
+                (c.decaps, c.decap_octets)
+            };
+            pkts.get_or_create(&l(None)).inc_by(p);
+            octets.get_or_create(&l(None)).inc_by(o);
+            for (kind, v) in [
+                ("verify_failed", c.verify_failed),
+                ("replay_too_old", c.replay_too_old),
+                ("replay_duplicate", c.replay_duplicate),
+                ("send", c.send_errors),
+                ("recv", c.recv_errors),
+            ] {
+                errs.get_or_create(&l(Some(("kind", kind)))).inc_by(v);
+            }
+        };
+        for t in &self.tunnels {
+            for &id in &t.inbound {
+                let spi = self.table.cold(id).map_or(0, |c| c.spi);
+                sa(&t.cfg.name, t.cfg.peer.to_string(), "inbound", id, spi);
+            }
+            if let Some(id) = t.outbound {
+                let spi = self.table.cold(id).map_or(0, |c| c.spi);
+                sa(&t.cfg.name, t.cfg.peer.to_string(), "outbound", id, spi);
+            }
+        }
+        if let Some(s) = &self.sdwan {
+            for p in s.peers.values() {
+                let name = s.tloc(&p.sa.local_color).map_or("", |t| t.name.as_str());
+                let peer = format!("{}:{}", p.sa.remote_ip, p.sa.remote_port);
+                for &(spi, id) in &p.inbound {
+                    sa(name, peer.clone(), "inbound", id, spi);
+                }
+                if let Some((spi, id, _)) = p.outbound {
+                    sa(name, peer.clone(), "outbound", id, spi);
+                }
+            }
+        }
+
+        let q = counters(&mut r, "afxdp", "AF_XDP per-queue counters");
+        for info in &self.queues {
+            for (name, v) in crate::queues::QUEUE_FIELDS.iter().zip(info.values()) {
+                q.get_or_create(&labels(&[
+                    ("queue", info.queue.to_string()),
+                    ("counter", (*name).to_string()),
+                ]))
+                .inc_by(v);
+            }
+        }
+        if let Some(st) = self.steering.as_ref()
+            && let Ok(raw) = st.counters()
+        {
+            let x = counters(&mut r, "xdp_steering", "XDP steering counters");
+            for c in XdpCounter::ALL {
+                x.get_or_create(&labels(&[("counter", c.name().to_string())]))
+                    .inc_by(raw[c as usize]);
+            }
+        }
+        if let Some(ike) = &self.ike {
+            let g = gauges(&mut r, "ike_sa_up", "IKEv2 SAs: 1 when established");
+            for v in ike.sas(Instant::now()) {
+                g.get_or_create(&labels(&[
+                    ("tunnel", v.tunnel.clone()),
+                    ("peer", v.remote.to_string()),
+                ]))
+                .set(i64::from(v.status == xdpsec_ike::IkeSaStatus::Ready));
+            }
+        }
+        if let Some(s) = &self.sdwan {
+            let g = gauges(&mut r, "bfd_session_up", "SD-WAN BFD sessions: 1 when up");
+            for p in s.peers.values() {
+                g.get_or_create(&labels(&[
+                    ("system_ip", p.sa.remote.system_ip.to_string()),
+                    ("local_color", p.sa.local_color.clone()),
+                    ("remote_color", p.sa.remote.color.clone()),
+                    (
+                        "destination",
+                        format!("{}:{}", p.sa.remote_ip, p.sa.remote_port),
+                    ),
+                ]))
+                .set(i64::from(p.up_since.is_some()));
+            }
+        }
+        let mut out = String::new();
+        if let Err(e) = encode(&mut out, &r) {
+            tracing::error!("encoding metrics: {e}");
+        }
+        out
+    }
+}
