@@ -63,15 +63,20 @@ impl Run {
             .collect()
     }
 
+    /// How the harness names the demo's scratch directories (by its pid).
+    fn scratch_tags(&self) -> [String; 2] {
+        let pid = self.child.id();
+        [
+            format!("xdpsec-daemon-{pid}-"),
+            format!("xdpsec-controller-{pid}-"),
+        ]
+    }
+
     /// What the run left behind: namespaces, the daemons' scratch
     /// directories, processes whose command line names them.
     fn leftovers(&self) -> Vec<String> {
         let mut left = self.namespaces();
-        let pid = self.child.id();
-        let tags = [
-            format!("xdpsec-daemon-{pid}-"),
-            format!("xdpsec-controller-{pid}-"),
-        ];
+        let tags = self.scratch_tags();
         for e in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if tags.iter().any(|t| name.starts_with(t)) {
@@ -101,6 +106,21 @@ impl Drop for Run {
             let _ = self.child.wait();
         }
         xdpsec_e2e::sdwan::lab_down(&self.prefix);
+        // A demo that died without cleaning up leaves its daemons' scratch
+        // directories (their processes went with the namespaces above).
+        let pid = self.child.id();
+        for e in std::fs::read_dir(std::env::temp_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&format!("xdpsec-daemon-{pid}-"))
+                || name.starts_with(&format!("xdpsec-controller-{pid}-"))
+            {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
     }
 }
 
