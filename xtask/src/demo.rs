@@ -26,7 +26,6 @@ use serde_json::Value;
 use xdpsec_e2e::{
     Daemon,
     sdwan::{Fabric, Timers, lab_edges},
-    settle_for,
 };
 
 /// The demo's namespaces are `{PREFIX}-br`, `{PREFIX}-vsmart`, `{PREFIX}-edge1..3`.
@@ -236,17 +235,30 @@ impl Walk {
     }
 
     /// Wait (up to `within`) until [`Walk::all_up`] holds for 300 ms.
+    // Not the harness's `settle_for`: that polls on until `within` has
+    // passed when the state is not reached, and a Ctrl-C must end the wait.
     fn wait_all_up(&self, within: Duration) -> Result<()> {
-        let up = settle_for(true, Duration::from_millis(300), within, || {
-            !INTERRUPTED.load(Ordering::SeqCst) && self.all_up()
-        });
-        check_interrupt()?;
-        ensure!(
-            up,
-            "the fabric did not come back up within {within:?}: edge1 BFD {:?}",
-            self.f.bfd_state(1)
-        );
-        Ok(())
+        let deadline = Instant::now() + within;
+        let mut up_since: Option<Instant> = None;
+        loop {
+            check_interrupt()?;
+            let now = Instant::now();
+            if self.all_up() {
+                let since = *up_since.get_or_insert(now);
+                if now >= since + Duration::from_millis(300) {
+                    return Ok(());
+                }
+            } else {
+                up_since = None;
+            }
+            if now >= deadline {
+                bail!(
+                    "the fabric did not come (back) up within {within:?}: edge1 BFD {:?}",
+                    self.f.bfd_state(1)
+                );
+            }
+            sleep(Duration::from_millis(50))?;
+        }
     }
 
     /// `show sdwan bfd sessions` on edge 1, after waiting until its
