@@ -98,6 +98,7 @@ const EDGE1_TLOC: &str = "198.51.100.1";
 /// Which lines of an output to print: what they are (for the note) and the test.
 type Filter<'a> = (&'a str, &'a dyn Fn(&str) -> bool);
 
+/// The running fabric and the pace of the walk-through.
 struct Walk {
     f: Fabric,
     fast: bool,
