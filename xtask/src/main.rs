@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | lab up [--sdwan]|down|show | demo | test | bench | fuzz`.
+//! Project tasks: `cargo xtask setup | lab up [--sdwan]|down|show | demo [--steering] | test | bench | fuzz`.
 use std::{
     path::{Path, PathBuf},
     process::{Command, ExitCode},
@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod demo;
 mod lab;
 mod scale;
+mod steering;
 
 #[derive(Parser)]
 #[command(name = "xtask")]
@@ -27,8 +28,25 @@ enum Cmd {
         #[command(subcommand)]
         action: LabAction,
     },
-    /// Setup, build, then show ESP steered to userspace while other traffic is untouched.
-    Demo,
+    /// Setup, build, then walk through the seed on an SD-WAN fabric: tunnels
+    /// up, an SA lost (invalid-SPI drops and log line, BFD down), ipsec-rekey
+    /// recovering it (scenario 1), clear crypto sa defeating ipsec-rekey and
+    /// the three recoveries (scenario 2).
+    Demo {
+        /// No pauses (for CI); `XDPSEC_DEMO_FAST=1` does the same.
+        #[arg(long)]
+        fast: bool,
+        /// Instead: the earlier demo (ESP steered to userspace while other
+        /// traffic is untouched, then a manual tunnel broken and repaired).
+        #[arg(long)]
+        steering: bool,
+        /// Namespace prefix of the fabric (the tests give a unique one).
+        #[arg(long, default_value = demo::PREFIX, hide = true)]
+        prefix: String,
+        /// Skip setup and build; use `XDPSEC_BIN` or the newest build (for the tests).
+        #[arg(long, hide = true)]
+        no_build: bool,
+    },
     /// Setup, build, then run every test (unit, known-answer, end-to-end in namespaces).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -132,7 +150,20 @@ fn main() -> ExitCode {
                 Ok(())
             }
         },
-        Cmd::Demo => setup().and_then(|_| demo::run()),
+        Cmd::Demo { steering: true, .. } => setup().and_then(|_| steering::run()),
+        Cmd::Demo {
+            fast,
+            prefix,
+            no_build,
+            ..
+        } => {
+            let opts = demo::Options { fast, prefix };
+            if no_build {
+                demo::run(&opts, false)
+            } else {
+                setup().and_then(|_| demo::run(&opts, true))
+            }
+        }
         Cmd::Test { args } => setup().and_then(|_| test(&args)),
         Cmd::Bench {
             scale_only,
