@@ -90,6 +90,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout.
+    Man,
     /// Check a configuration file and print what it means (exit 2 if invalid).
     CheckConfig {
         /// The TOML configuration file.
@@ -185,6 +192,21 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("xdpsec gen: {}", format_chain(&e));
                     ExitCode::from(2)
+                }
+            }
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Args as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "xdpsec", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            let cmd = <Args as clap::CommandFactory>::command();
+            match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("xdpsec man: {e}");
+                    ExitCode::FAILURE
                 }
             }
         }

@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | lab up [--sdwan]|down|show | demo [--steering] | test | bench | fuzz`.
+//! Project tasks: `cargo xtask setup | lab up [--sdwan]|down|show | demo [--steering] | test | bench | dist | fuzz`.
 use std::{
     path::{Path, PathBuf},
     process::{Command, ExitCode},
@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod demo;
+mod dist;
 mod lab;
 mod scale;
 mod steering;
@@ -65,6 +66,13 @@ enum Cmd {
         /// Extra arguments for `cargo bench`.
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
+    },
+    /// Build a Debian package (target/debian/xdpsec_VERSION_ARCH.deb): the
+    /// binary, the systemd unit, an example config, man page, completions.
+    Dist {
+        /// Package this binary instead of building one (for the tests).
+        #[arg(long, hide = true)]
+        bin: Option<PathBuf>,
     },
     /// Fuzz the receive path for a bounded time.
     Fuzz {
@@ -133,6 +141,12 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let r = match args.cmd {
         Cmd::Setup => setup(),
+        Cmd::Dist { bin } => match bin {
+            Some(b) => Ok(b),
+            None => setup().and_then(|_| build_xdpsec()),
+        }
+        .and_then(|bin| dist::package(&bin))
+        .map(|deb| println!("{}", deb.display())),
         Cmd::Lab { action } => match action {
             LabAction::Up { sdwan: true, .. } => lab::sdwan_up(),
             LabAction::Up { queues, .. } => lab::Lab::default_names().up(queues).map(|l| {
