@@ -164,10 +164,11 @@ fn esp_offset(frame: &[u8], udp: bool) -> usize {
 /// Run the generator for `config_path`; prints the result, returns it.
 pub fn run(config_path: &Path, args: &GenArgs, json_out: bool) -> Result<Sent> {
     let cfg = Config::load(config_path).map_err(|e| anyhow!("{e}"))?;
-    if args.queues != 1 {
+    if args.queues == 0 || args.queues > crate::config::MAX_QUEUES {
         bail!(
-            "--queues {}: the generator sends on one queue for now (one outbound SA has one sequence counter)",
-            args.queues
+            "--queues {}: give 1 to {} (TX queues of the underlay interface)",
+            args.queues,
+            crate::config::MAX_QUEUES
         );
     }
     if args.count.is_none() && args.duration.is_none() && args.rate == Some(0.0) {
@@ -254,9 +255,19 @@ pub fn run(config_path: &Path, args: &GenArgs, json_out: bool) -> Result<Sent> {
             t.peer
         );
     };
-    let mut xsk = XskQueue::open(&QueueConfig::new(iface, 0))
-        .with_context(|| format!("opening AF_XDP queue 0 of {iface}"))?;
-    let tx = xsk.tx();
+    // One AF_XDP socket per queue; one thread encrypts (the SA has one
+    // sequence counter) and deals the frames round-robin over the queues.
+    let mut xsks = (0..args.queues)
+        .map(|q| {
+            XskQueue::open(&QueueConfig::new(iface, q)).with_context(|| {
+                format!(
+                    "opening AF_XDP queue {q} of {iface} (does it have {} tx queues?)",
+                    args.queues
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut turn = 0usize;
     let mut ws = WorkerState::new(0);
     let udp = t.encap != crate::config::Encap::Esp;
 
@@ -282,7 +293,7 @@ pub fn run(config_path: &Path, args: &GenArgs, json_out: bool) -> Result<Sent> {
             let due = start + Duration::from_secs_f64(sent.total() as f64 / r);
             let now = Instant::now();
             if due > now {
-                tx.flush();
+                xsks.iter_mut().for_each(|x| x.tx().flush());
                 std::thread::sleep((due - now).min(Duration::from_millis(10)));
                 continue;
             }
@@ -359,6 +370,8 @@ pub fn run(config_path: &Path, args: &GenArgs, json_out: bool) -> Result<Sent> {
             4 => frame[len - 1] ^= 0x01,
             _ => {}
         }
+        let nq = xsks.len();
+        let tx = xsks[turn % nq].tx();
         let ok = tx.send_with(|buf| {
             buf[..len].copy_from_slice(&frame[..len]);
             Some(len)
@@ -387,11 +400,12 @@ pub fn run(config_path: &Path, args: &GenArgs, json_out: bool) -> Result<Sent> {
         if sent.total() % 64 == 0 {
             tx.flush();
         }
+        turn += 1;
     }
-    tx.flush();
+    xsks.iter_mut().for_each(|x| x.tx().flush());
     // Let the kernel finish sending what is queued.
     std::thread::sleep(Duration::from_millis(50));
-    tx.flush();
+    xsks.iter_mut().for_each(|x| x.tx().flush());
     let secs = start.elapsed().as_secs_f64();
     seq.commit().ok();
     let pps = sent.total() as f64 / secs.max(1e-9);
