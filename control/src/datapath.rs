@@ -250,6 +250,9 @@ pub struct DatapathHandler {
     io: Arc<IoStats>,
     /// One inner packet read from the TUN (max IP packet).
     tun_buf: Box<[u8]>,
+    /// `XDPSEC_BENCH_COUNT_ONLY=1`: receive and count, nothing else (the
+    /// raw AF_XDP ceiling `cargo xtask bench --e2e` compares against).
+    count_only: bool,
 }
 
 impl DatapathHandler {
@@ -268,6 +271,7 @@ impl DatapathHandler {
             verdicts: vec![Verdict::Drop(DropReason::PktBufferUnavailable); BATCH_SIZE],
             io,
             tun_buf: vec![0u8; 65536].into_boxed_slice(),
+            count_only: std::env::var_os("XDPSEC_BENCH_COUNT_ONLY").is_some_and(|v| v == "1"),
         }
     }
 }
@@ -379,6 +383,11 @@ impl DatapathHandler {
 impl BatchHandler for DatapathHandler {
     // The core classifies each frame (esp_v4, ...) in its own parse.
     fn handle_batch(&mut self, _queue: u32, batch: &mut RxBatch<'_, '_>, _tx: &mut XskTx) {
+        if self.count_only {
+            // The benchmark's ceiling: frames received and only counted
+            // (rx_frames), no parse, no crypto.
+            return;
+        }
         self.decap_and_deliver(batch.frames_mut());
     }
 

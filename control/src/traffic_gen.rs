@@ -259,12 +259,25 @@ pub fn run(config_path: &Path, args: &GenArgs, json_out: bool) -> Result<Sent> {
     // sequence counter) and deals the frames round-robin over the queues.
     let mut xsks = (0..args.queues)
         .map(|q| {
-            XskQueue::open(&QueueConfig::new(iface, q)).with_context(|| {
-                format!(
-                    "opening AF_XDP queue {q} of {iface} (does it have {} tx queues?)",
-                    args.queues
-                )
-            })
+            // A socket closed just before (the previous run) is released by
+            // the kernel asynchronously: the queue can be busy for a moment.
+            let until = Instant::now() + Duration::from_secs(2);
+            loop {
+                match XskQueue::open(&QueueConfig::new(iface, q)) {
+                    Ok(x) => return Ok(x),
+                    Err(_) if Instant::now() < until => {
+                        std::thread::sleep(Duration::from_millis(50))
+                    }
+                    Err(e) => {
+                        return Err(e).with_context(|| {
+                            format!(
+                                "opening AF_XDP queue {q} of {iface} (does it have {} tx queues?)",
+                                args.queues
+                            )
+                        });
+                    }
+                }
+            }
         })
         .collect::<Result<Vec<_>>>()?;
     let mut turn = 0usize;

@@ -7,6 +7,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod bench_e2e;
 mod demo;
 mod dist;
 mod lab;
@@ -60,6 +61,10 @@ enum Cmd {
         /// Only the control-plane scale benchmark (1,000 / 10,000 / 100,000 tunnels).
         #[arg(long)]
         scale_only: bool,
+        /// Only the end-to-end datapath rates on veth (xdpsec gen into an
+        /// xdpsec receiver; ratios against the raw AF_XDP ceiling).
+        #[arg(long)]
+        e2e: bool,
         /// Tunnel counts for the scale benchmark.
         #[arg(long, value_delimiter = ',', default_values_t = [1_000u32, 10_000, 100_000])]
         tunnels: Vec<u32>,
@@ -179,10 +184,18 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Test { args } => setup().and_then(|_| test(&args)),
+        Cmd::Bench { e2e: true, .. } => {
+            setup().and_then(|_| build_xdpsec()).and_then(|bin| {
+                // SAFETY: set before any thread is started by the benchmark.
+                unsafe { std::env::set_var("XDPSEC_BIN", &bin) };
+                bench_e2e::run(&bin)
+            })
+        }
         Cmd::Bench {
             scale_only,
             tunnels,
             args,
+            ..
         } => {
             let criterion = || {
                 run(cargo().args(["bench", "-p", "xdpsec-benches"]).args(&args))

@@ -1,0 +1,183 @@
+//! `cargo xtask bench --e2e`: end-to-end datapath rates on veth in network
+//! namespaces, every row a ratio against a baseline measured in the same
+//! run (this machine is shared and noisy: absolute numbers move, ratios
+//! much less). `xdpsec gen` (AF_XDP TX) sends flat out from one namespace
+//! to an xdpsec receiver in the other:
+//! - decap into the sink vs the raw AF_XDP ceiling (the same frames
+//!   received and only counted: `XDPSEC_BENCH_COUNT_ONLY=1`), at 64 and
+//!   1400 payload bytes, with 1 and 2 queues;
+//! - the share of valid frames decrypted with a 1:1 unknown-SPI flood
+//!   interleaved by the generator vs without it.
+//!
+//! Generator and receiver share the machine's two cores.
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use xdpsec_e2e::{
+    Daemon, Lab, scratch_dir,
+    tunnel::{BASE, tunnel_config},
+};
+
+/// Seconds each generator run lasts.
+const SECONDS: &str = "3";
+
+/// The receiver: node 1 of `lab`, sink inside, `queues` queues.
+fn receiver_config(lab: &Lab, queues: u32) -> String {
+    let c = tunnel_config(lab, 0, &BASE).replace("queues = 1", &format!("queues = {queues}"));
+    let (a, b) = (c.find("[inside]").unwrap(), c.find("[[tunnel]]").unwrap());
+    format!("{}[inside]\nmode = \"sink\"\n{}", &c[..a], &c[b..])
+}
+
+/// The generator's config (node 2).
+fn gen_config(lab: &Lab, queues: u32, dir: &Path) -> PathBuf {
+    let c = tunnel_config(lab, 1, &BASE)
+        .replace("queues = 1", &format!("queues = {queues}"))
+        .replace(
+            "socket = \"{socket}\"",
+            &format!(
+                "socket = \"{}\"\nstate_dir = \"{}\"",
+                dir.join("unused.sock").display(),
+                dir.join("state").display()
+            ),
+        );
+    let p = dir.join("gen.toml");
+    std::fs::write(&p, c).unwrap();
+    p
+}
+
+fn spawn_gen(
+    bin: &Path,
+    ns: &str,
+    cfg: &Path,
+    size: u32,
+    queues: u32,
+    flood: bool,
+) -> Result<std::process::Child> {
+    Command::new("timeout")
+        .args(["30", "ip", "netns", "exec", ns])
+        .arg(bin)
+        .args(["gen", "--config"])
+        .arg(cfg)
+        .args(["--json", "--duration", SECONDS, "--size", &size.to_string()])
+        .args(["--queues", &queues.to_string()])
+        .args(if flood {
+            &["--mix", "unknown-spi=1"][..]
+        } else {
+            &[][..]
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("spawning xdpsec gen")
+}
+
+fn gen_result(c: std::process::Child) -> Result<Value> {
+    let out = c.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "xdpsec gen failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// (frames received by AF_XDP, packets decrypted) on the receiver.
+fn counters(d: &Daemon) -> Result<(u64, u64)> {
+    let q = d.cli_json("show platform hardware qfp active statistics")?;
+    let rx = q["queues"]
+        .as_array()
+        .context("queues")?
+        .iter()
+        .filter_map(|r| r["rx_frames"].as_u64())
+        .sum();
+    let sa = d.cli_json("show crypto ipsec sa")?;
+    let decaps = sa["sas"]
+        .as_array()
+        .context("sas")?
+        .iter()
+        .filter_map(|r| r["pkts_decaps"].as_u64())
+        .sum();
+    Ok((rx, decaps))
+}
+
+/// One measured run: (sender pps, receiver rx pps, decap pps).
+fn measure(
+    bin: &Path,
+    lab: &Lab,
+    d: &Daemon,
+    queues: u32,
+    size: u32,
+    flood: bool,
+) -> Result<(f64, f64, f64)> {
+    let dir = scratch_dir("bench-e2e");
+    let cfg = gen_config(lab, queues, &dir);
+    let before = counters(d)?;
+    let g = gen_result(spawn_gen(bin, &lab.ns2, &cfg, size, queues, flood)?)?;
+    std::thread::sleep(Duration::from_millis(300));
+    let after = counters(d)?;
+    let secs = g["seconds"].as_f64().unwrap_or(1.0).max(0.1);
+    let valid_share =
+        g["valid"].as_f64().unwrap_or(0.0) / g["sent"].as_f64().unwrap_or(1.0).max(1.0);
+    Ok((
+        g["pps"].as_f64().unwrap_or(0.0) * valid_share,
+        (after.0 - before.0) as f64 / secs,
+        (after.1 - before.1) as f64 / secs,
+    ))
+}
+
+/// Run every row and print the table.
+pub fn run(bin: &Path) -> Result<()> {
+    let mut rows = Vec::new();
+    for queues in [1u32, 2] {
+        let lab = Lab::unique().up(queues)?;
+        for size in [64u32, 1400] {
+            let d = Daemon::start(&lab.ns1, &receiver_config(&lab, queues))?;
+            let (tx, _, decap) = measure(bin, &lab, &d, queues, size, false)?;
+            drop(d);
+            let d = Daemon::start_with_env(
+                &lab.ns1,
+                &receiver_config(&lab, queues),
+                &[("XDPSEC_BENCH_COUNT_ONLY", "1")],
+            )?;
+            let (tx0, ceiling, _) = measure(bin, &lab, &d, queues, size, false)?;
+            drop(d);
+            rows.push(format!(
+                "decap vs raw AF_XDP ceiling  {size:>4} B  {queues} queue(s)  {:>9.0} pps vs {:>9.0} pps  ratio {:.2}   (gen sent {:.0} / {:.0} pps)",
+                decap,
+                ceiling,
+                decap / ceiling.max(1.0),
+                tx,
+                tx0
+            ));
+        }
+    }
+    let lab = Lab::unique().up(1)?;
+    let d = Daemon::start(&lab.ns1, &receiver_config(&lab, 1))?;
+    let (sent_clean, _, clean) = measure(bin, &lab, &d, 1, 64, false)?;
+    let (sent_valid, rx, flooded) = measure(bin, &lab, &d, 1, 64, true)?;
+    // The generator interleaves one unknown-SPI frame per valid one: the
+    // share of valid frames that decrypt, flooded vs clean.
+    let (a, b) = (flooded / sent_valid.max(1.0), clean / sent_clean.max(1.0));
+    rows.push(format!(
+        "valid frames decrypted, 1:1 unknown-SPI flood vs none   64 B  {:.3} vs {:.3}  ratio {:.2}   (valid {flooded:.0} pps; receiver took {rx:.0} frames/s in all)",
+        a,
+        b,
+        a / b.max(1e-9)
+    ));
+    println!(
+        "\nEnd to end on veth (2 vCPU shared by generator and receiver; copy-mode AF_XDP), {SECONDS} s per run:"
+    );
+    for r in rows {
+        println!("  {r}");
+    }
+    println!(
+        "  (not measured here: iperf3 through a tunnel vs plain veth vs strongSwan: no iperf3 on this machine)"
+    );
+    Ok(())
+}
