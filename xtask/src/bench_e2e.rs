@@ -33,8 +33,11 @@ fn receiver_config(lab: &Lab, queues: u32) -> String {
     format!("{}[inside]\nmode = \"sink\"\n{}", &c[..a], &c[b..])
 }
 
-/// The generator's config (node 2).
-fn gen_config(lab: &Lab, queues: u32, dir: &Path) -> PathBuf {
+/// The generator's config (node 2). Its `state_dir` is `state` (one for
+/// the whole benchmark: the key is the same in every run, so sequence
+/// numbers must carry on; a fresh state_dir would reuse nonces, and a
+/// receiver that saw the earlier run would drop them as replays).
+fn gen_config(lab: &Lab, queues: u32, dir: &Path, state: &Path) -> PathBuf {
     let c = tunnel_config(lab, 1, &BASE)
         .replace("queues = 1", &format!("queues = {queues}"))
         .replace(
@@ -42,7 +45,7 @@ fn gen_config(lab: &Lab, queues: u32, dir: &Path) -> PathBuf {
             &format!(
                 "socket = \"{}\"\nstate_dir = \"{}\"",
                 dir.join("unused.sock").display(),
-                dir.join("state").display()
+                state.display()
             ),
         );
     let p = dir.join("gen.toml");
@@ -114,9 +117,10 @@ fn measure(
     queues: u32,
     size: u32,
     flood: bool,
+    state: &Path,
 ) -> Result<(f64, f64, f64)> {
     let dir = scratch_dir("bench-e2e");
-    let cfg = gen_config(lab, queues, &dir);
+    let cfg = gen_config(lab, queues, &dir, state);
     let before = counters(d)?;
     let g = gen_result(spawn_gen(bin, &lab.ns2, &cfg, size, queues, flood)?)?;
     std::thread::sleep(Duration::from_millis(300));
@@ -133,19 +137,20 @@ fn measure(
 
 /// Run every row and print the table.
 pub fn run(bin: &Path) -> Result<()> {
+    let state = scratch_dir("bench-e2e-state").join("state");
     let mut rows = Vec::new();
     for queues in [1u32, 2] {
         let lab = Lab::unique().up(queues)?;
         for size in [64u32, 1400] {
             let d = Daemon::start(&lab.ns1, &receiver_config(&lab, queues))?;
-            let (tx, _, decap) = measure(bin, &lab, &d, queues, size, false)?;
+            let (tx, _, decap) = measure(bin, &lab, &d, queues, size, false, &state)?;
             drop(d);
             let d = Daemon::start_with_env(
                 &lab.ns1,
                 &receiver_config(&lab, queues),
                 &[("XDPSEC_BENCH_COUNT_ONLY", "1")],
             )?;
-            let (tx0, ceiling, _) = measure(bin, &lab, &d, queues, size, false)?;
+            let (tx0, ceiling, _) = measure(bin, &lab, &d, queues, size, false, &state)?;
             drop(d);
             rows.push(format!(
                 "decap vs raw AF_XDP ceiling  {size:>4} B  {queues} queue(s)  {:>9.0} pps vs {:>9.0} pps  ratio {:.2}   (gen sent {:.0} / {:.0} pps)",
@@ -159,8 +164,8 @@ pub fn run(bin: &Path) -> Result<()> {
     }
     let lab = Lab::unique().up(1)?;
     let d = Daemon::start(&lab.ns1, &receiver_config(&lab, 1))?;
-    let (sent_clean, _, clean) = measure(bin, &lab, &d, 1, 64, false)?;
-    let (sent_valid, rx, flooded) = measure(bin, &lab, &d, 1, 64, true)?;
+    let (sent_clean, _, clean) = measure(bin, &lab, &d, 1, 64, false, &state)?;
+    let (sent_valid, rx, flooded) = measure(bin, &lab, &d, 1, 64, true, &state)?;
     // The generator interleaves one unknown-SPI frame per valid one: the
     // share of valid frames that decrypt, flooded vs clean.
     let (a, b) = (flooded / sent_valid.max(1.0), clean / sent_clean.max(1.0));
