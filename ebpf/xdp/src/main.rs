@@ -422,7 +422,7 @@ fn sample(
             _ => return,
         }
     }
-    let _ = SPI_SAMPLES.output(&s, 0);
+    let _ = SPI_SAMPLES.output::<SpiSample>(&s, 0);
 }
 
 #[cfg(not(test))]
