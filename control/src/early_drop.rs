@@ -30,14 +30,15 @@ const MIRRORED: [(XdpCounter, DropReason); 4] = [
 
 /// The drop event userspace would have recorded for a sampled frame.
 pub fn sample_event(s: &SpiSample, snap: &SaSnapshot, now: std::time::Duration) -> DropEvent {
+    let (src, dst) = (SpiSample::addr_bytes(s.src), SpiSample::addr_bytes(s.dst));
     let (src, dst) = if s.family == 6 {
         (
-            IpAddr::V6(Ipv6Addr::from(s.src)),
-            IpAddr::V6(Ipv6Addr::from(s.dst)),
+            IpAddr::V6(Ipv6Addr::from(src)),
+            IpAddr::V6(Ipv6Addr::from(dst)),
         )
     } else {
         let v4 = |a: [u8; 16]| IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]));
-        (v4(s.src), v4(s.dst))
+        (v4(src), v4(dst))
     };
     let v6 = s.family == 6;
     // Named as the pipeline names them (pipeline.rs classify): the deleted
@@ -157,11 +158,9 @@ mod tests {
             dport: 4500,
             sport: 4500,
             _pad: 0,
-            src: [0; 16],
-            dst: [0; 16],
+            src: [u32::from_ne_bytes([198, 51, 100, 2]) as u64, 0],
+            dst: [u32::from_ne_bytes([198, 51, 100, 1]) as u64, 0],
         };
-        s.src[..4].copy_from_slice(&[198, 51, 100, 2]);
-        s.dst[..4].copy_from_slice(&[198, 51, 100, 1]);
         let ev = sample_event(&s, &t.snapshot(), Duration::ZERO);
         assert_eq!(ev.reason, DropReason::InV4SaNotFoundSpi);
         assert_eq!(ev.src, "198.51.100.2".parse::<IpAddr>().unwrap());
@@ -172,7 +171,11 @@ mod tests {
         assert_eq!(sample_event(&s, &t.snapshot(), Duration::ZERO).tunnel, None);
         s.family = 6;
         s.deleted = 1;
-        s.src = "2001:db8::2".parse::<Ipv6Addr>().unwrap().octets();
+        let o = "2001:db8::2".parse::<Ipv6Addr>().unwrap().octets();
+        s.src = [
+            u64::from_ne_bytes(o[..8].try_into().unwrap()),
+            u64::from_ne_bytes(o[8..].try_into().unwrap()),
+        ];
         let ev = sample_event(&s, &t.snapshot(), Duration::ZERO);
         assert_eq!(ev.reason, DropReason::InV6HitInvalidSa);
         assert_eq!(ev.src, "2001:db8::2".parse::<IpAddr>().unwrap());

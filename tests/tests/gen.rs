@@ -429,7 +429,7 @@ fn an_unknown_spi_flood_is_dropped_in_xdp_counted_as_4_and_logged_once() {
                 "--count",
                 "3000",
                 "--rate",
-                "20000",
+                "4000",
                 "--mix",
                 "unknown-spi=9",
             ],

@@ -63,10 +63,24 @@ pub struct SpiSample {
     pub sport: u16,
     /// Padding.
     pub _pad: u16,
-    /// Outer source address (IPv4 in the first four bytes).
-    pub src: [u8; 16],
-    /// Outer destination address (IPv4 in the first four bytes).
-    pub dst: [u8; 16],
+    /// Outer source address: its bytes in wire order in the memory of
+    /// these two words (IPv4 in the first four bytes, the rest zero).
+    // Words, not a byte array: zeroing and partly overwriting a byte array
+    // makes LLVM call memset, which the verifier refuses.
+    pub src: [u64; 2],
+    /// Outer destination address, as `src`.
+    pub dst: [u64; 2],
+}
+
+impl SpiSample {
+    /// An address field's 16 bytes in wire order.
+    pub fn addr_bytes(words: [u64; 2]) -> [u8; 16] {
+        let (a, b) = (words[0].to_ne_bytes(), words[1].to_ne_bytes());
+        [
+            a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], b[0], b[1], b[2], b[3], b[4], b[5],
+            b[6], b[7],
+        ]
+    }
 }
 
 /// IP protocol number of ESP (RFC 4303).
@@ -185,6 +199,6 @@ mod tests {
             XdpCounter::ALL.iter().filter(|c| c.is_early_drop()).count(),
             4
         );
-        assert_eq!(core::mem::size_of::<SpiSample>(), 44);
+        assert_eq!(core::mem::size_of::<SpiSample>(), 48);
     }
 }

@@ -395,33 +395,43 @@ fn sample(
         }
         *last = now;
     }
-    let mut s = SpiSample {
+    // One read at a time, each returning on failure: a tuple of Options
+    // lets LLVM carry an undefined register into the merge, which the
+    // verifier refuses.
+    let (src, dst) = if outer.v6 {
+        let Some(a) = read::<u64>(ctx, outer.l3 + 8) else {
+            return;
+        };
+        let Some(b) = read::<u64>(ctx, outer.l3 + 16) else {
+            return;
+        };
+        let Some(c) = read::<u64>(ctx, outer.l3 + 24) else {
+            return;
+        };
+        let Some(d) = read::<u64>(ctx, outer.l3 + 32) else {
+            return;
+        };
+        ([a, b], [c, d])
+    } else {
+        let Some(a) = read::<u32>(ctx, outer.l3 + 12) else {
+            return;
+        };
+        let Some(b) = read::<u32>(ctx, outer.l3 + 16) else {
+            return;
+        };
+        // Little-endian BPF: the low word's bytes come first in memory.
+        ([a as u64, 0], [b as u64, 0])
+    };
+    let s = SpiSample {
         spi,
         family: if outer.v6 { 6 } else { 4 },
         deleted: deleted as u8,
         dport,
         sport,
         _pad: 0,
-        src: [0; 16],
-        dst: [0; 16],
+        src,
+        dst,
     };
-    if outer.v6 {
-        match (read::<[u8; 16]>(ctx, outer.l3 + 8), read::<[u8; 16]>(ctx, outer.l3 + 24)) {
-            (Some(a), Some(b)) => {
-                s.src = a;
-                s.dst = b;
-            }
-            _ => return,
-        }
-    } else {
-        match (read::<[u8; 4]>(ctx, outer.l3 + 12), read::<[u8; 4]>(ctx, outer.l3 + 16)) {
-            (Some(a), Some(b)) => {
-                s.src[..4].copy_from_slice(&a);
-                s.dst[..4].copy_from_slice(&b);
-            }
-            _ => return,
-        }
-    }
     let _ = SPI_SAMPLES.output::<SpiSample>(&s, 0);
 }
 
