@@ -382,10 +382,13 @@ pub fn cli(socket: &Path, command: &str, json: bool) -> std::result::Result<Stri
     }
 }
 
-/// A minimal config for node `node` on `ifname` with `address` and `queues`.
+/// A minimal config for node `node` on `ifname` with `address` and `queues`
+/// (no tunnels, `early_drop = false`).
 pub fn base_config(node: &str, ifname: &str, address: IpAddr, queues: u32) -> String {
+    // No tunnels, and early drop off: every ESP frame (no SA has its SPI)
+    // reaches the AF_XDP sockets whose steering these configs test.
     format!(
-        "node = \"{node}\"\nsocket = \"{{socket}}\"\n[underlay]\ninterface = \"{ifname}\"\naddress = \"{address}\"\nqueues = {queues}\n"
+        "node = \"{node}\"\nsocket = \"{{socket}}\"\n[underlay]\ninterface = \"{ifname}\"\naddress = \"{address}\"\nqueues = {queues}\nearly_drop = false\n"
     )
 }
 
