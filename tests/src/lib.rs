@@ -320,6 +320,11 @@ impl Daemon {
         }
     }
 
+    /// The daemon's process id (`ip netns exec` execs it in place).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Kill with SIGKILL (a crash: nothing is said to anyone) and wait.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
