@@ -540,7 +540,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 }
 
 /// Measurement, not a test (run it by name with `--ignored`): the
-/// daemon's CPU while `xdpsec gen` sends flat out for 5 s, 99% of it
+/// daemon's CPU while `xdpsec gen` sends flat out for 5 s, 100 unknown for each valid one
 /// unknown SPIs, with early drop and without. Prints one line per mode.
 #[test]
 #[ignore = "measurement: prints the daemon's CPU under an unknown-SPI flood"]
@@ -550,7 +550,10 @@ fn measure_daemon_cpu_under_an_unknown_spi_flood() {
     let gen_cfg = gen_config(&lab, &dir);
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    for early in [true, false] {
+    // The third run: the first run's valid frames at their rate, without
+    // the flood (what the valid traffic alone costs).
+    let mut valid_pps = 0.0;
+    for (early, flood) in [(true, true), (false, true), (true, false)] {
         let mut cfg = tunnel_config(&lab, 0, &BASE);
         if !early {
             cfg = cfg.replace("queues = 1", "queues = 1\nearly_drop = false");
@@ -558,21 +561,46 @@ fn measure_daemon_cpu_under_an_unknown_spi_flood() {
         let d = Daemon::start(&lab.ns1, &cfg).unwrap();
         let pid = d.pid().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(500));
+        let threads = |pid: u32| -> std::collections::BTreeMap<String, u64> {
+            let mut m = std::collections::BTreeMap::new();
+            for e in std::fs::read_dir(format!("/proc/{pid}/task"))
+                .unwrap()
+                .flatten()
+            {
+                let tid: u32 = e.file_name().to_string_lossy().parse().unwrap();
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+                    .unwrap_or_default();
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))
+                    .unwrap_or_default();
+                if let Some(i) = stat.rfind(')') {
+                    let f: Vec<&str> = stat[i + 2..].split_whitespace().collect();
+                    let t = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+                    *m.entry(comm.trim().to_string()).or_insert(0) += t;
+                }
+            }
+            m
+        };
+        let th0 = threads(pid);
         let (t0, c0) = (std::time::Instant::now(), cpu_ticks(pid));
-        let g = run_gen(
-            &lab.ns2,
-            &gen_cfg,
-            &["--duration", "5", "--mix", "unknown-spi=99"],
-        );
+        let rate = format!("{valid_pps:.0}");
+        let args: &[&str] = if flood {
+            &["--duration", "5", "--mix", "unknown-spi=100"]
+        } else {
+            &["--duration", "5", "--rate", &rate]
+        };
+        let g = run_gen(&lab.ns2, &gen_cfg, args);
         let (secs, cpu) = (
             t0.elapsed().as_secs_f64(),
             (cpu_ticks(pid) - c0) as f64 / hz,
         );
+        if early && flood {
+            valid_pps = g["valid"].as_f64().unwrap() / g["seconds"].as_f64().unwrap();
+        }
         let v = d
             .cli_json("show platform hardware qfp active statistics")
             .unwrap();
         println!(
-            "early_drop={early}: daemon CPU {:.1}% of a core over {secs:.1} s; gen sent {} ({:.0} pps, {} unknown SPI); XDP drop_unknown_spi_v4 {}, AF_XDP rx_frames {}",
+            "early_drop={early} flood={flood}: daemon CPU {:.1}% of a core over {secs:.1} s; gen sent {} ({:.0} pps, {} unknown SPI); XDP drop_unknown_spi_v4 {}, AF_XDP rx_frames {}",
             100.0 * cpu / secs,
             g["sent"],
             g["pps"].as_f64().unwrap_or(0.0),
@@ -580,6 +608,13 @@ fn measure_daemon_cpu_under_an_unknown_spi_flood() {
             v["xdp"]["drop_unknown_spi_v4"],
             v["queues"][0]["rx_frames"],
         );
+        let th1 = threads(pid);
+        let per: Vec<String> = th1
+            .iter()
+            .map(|(k, v)| format!("{k} {}", v - th0.get(k).copied().unwrap_or(0)))
+            .filter(|s| !s.ends_with(" 0"))
+            .collect();
+        println!("  ticks by thread ({hz} a second): {}", per.join(", "));
         drop(d);
     }
 }
