@@ -701,6 +701,8 @@ impl Owner {
 
     /// Run one request from the control socket.
     pub fn execute(&mut self, req: &Request) -> Reply {
+        // The drop table's early-drop rows come from XDP.
+        self.sync_xdp_drops();
         let parsed = match cli::parse(COMMANDS, &req.command) {
             Ok(p) => p,
             Err(e) => {
@@ -812,8 +814,14 @@ impl Owner {
     }
 
     fn show_qfp_statistics(&mut self) -> anyhow::Result<(String, Value)> {
-        let (iface, mode, raw) =
-            self.with_steering(|s| Ok((s.interface.clone(), s.attach_mode, s.counters()?)))?;
+        let (iface, mode, raw, early) = self.with_steering(|s| {
+            Ok((
+                s.interface.clone(),
+                s.attach_mode,
+                s.counters()?,
+                s.early_drop(),
+            ))
+        })?;
         let base = &self.baseline;
         let mut text = String::new();
         let _ = writeln!(
@@ -821,6 +829,11 @@ impl Owner {
             "Node {}: XDP steering on {iface} ({mode} mode), up {}s",
             self.node,
             self.started.elapsed().as_secs()
+        );
+        let _ = writeln!(
+            text,
+            "Early drop of unknown SPIs: {}",
+            if early { "armed" } else { "off" }
         );
         let _ = writeln!(text, "{}", "-".repeat(56));
         let _ = writeln!(text, "{:<40}{:>16}", "Counter", "Packets");
@@ -934,6 +947,7 @@ impl Owner {
             "node": self.node,
             "interface": iface,
             "attach_mode": mode,
+            "early_drop": early,
             "xdp": xdp,
             "queues": queues,
             "kernel": kernel,

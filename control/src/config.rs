@@ -235,6 +235,9 @@ pub struct Underlay {
     pub queues: u32,
     /// UDP destination ports steered as UDP-encapsulated ESP at start-up.
     pub udp_ports: BTreeSet<u16>,
+    /// Drop ESP with an SPI no inbound SA has in the XDP program
+    /// (`underlay.early_drop`, default true); false sends it to userspace.
+    pub early_drop: bool,
 }
 
 /// A configuration error: what is wrong, where, and how to fix it.
@@ -355,6 +358,8 @@ struct RawUnderlay {
     queues: Option<Spanned<i64>>,
     #[serde(default)]
     udp_ports: Option<Spanned<Vec<i64>>>,
+    #[serde(default)]
+    early_drop: Option<bool>,
 }
 
 /// Largest `underlay.queues` accepted (the XDP program's XSKMAP size).
@@ -529,6 +534,7 @@ impl Config {
                 address,
                 queues,
                 udp_ports,
+                early_drop: u.early_drop.unwrap_or(true),
             },
             inside,
             tunnels,

@@ -6,6 +6,7 @@ mod controller;
 mod ctlsock;
 mod daemon;
 mod datapath;
+mod early_drop;
 mod filter;
 mod handoff;
 mod metrics;

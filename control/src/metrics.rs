@@ -133,6 +133,7 @@ fn gauges(r: &mut Registry, name: &str, help: &str) -> Family<Labels, Gauge> {
 impl Owner {
     /// One scrape: every metric, encoded.
     pub fn metrics_text(&mut self) -> String {
+        self.sync_xdp_drops();
         let mut r = Registry::with_prefix("xdpsec");
         let drops = counters(&mut r, "qfp_drops", "IPsec datapath drops by QFP drop type");
         let totals = self.drops.raw_totals();

@@ -156,6 +156,13 @@ pub struct Owner {
     pub static_routes: Vec<(Cidr, u32)>,
     /// Next-hop MACs per tunnel index, and the peers they resolve.
     pub next_hops: Arc<NextHops>,
+    /// The XDP program's early drops, mirrored into the drop table (part of `drops`).
+    pub xdp_drops: Arc<DropCounters>,
+    /// A drop capture or packet trace is armed: early drop stays off so
+    /// they see every frame (set it, then call `sync_early_drop`).
+    pub early_drop_hold: bool,
+    /// Whether early drop is armed in XDP now.
+    pub early_drop_armed: bool,
 }
 
 /// The pieces `Owner::start` needs from start-up.
@@ -252,7 +259,7 @@ impl Owner {
     /// Take over the started pieces and the SA table built for them.
     pub fn new(
         s: Started,
-        table: SaTable,
+        mut table: SaTable,
         tunnels: Vec<TunnelState>,
         seq: SeqStore,
         ike_peers: Vec<PeerConfig>,
@@ -276,7 +283,16 @@ impl Owner {
         for t in s.sdwan.iter().flat_map(|e| e.tlocs.iter()) {
             events.set_name(t.index, t.name.clone());
         }
-        Owner {
+        let xdp_drops = Arc::new(DropCounters::new());
+        let mut steering = s.steering;
+        // Before the owner serves anything: the SPI map complete, then
+        // early drop armed (sync_early_drop below). Until then XDP sends
+        // every SPI up, as without early drop.
+        let spi_sync = steering.take_spi_sync();
+        if let Some(sync) = spi_sync {
+            table.set_spi_observer(Box::new(sync), s.epoch.elapsed());
+        }
+        let mut owner = Owner {
             node: s.config.node.clone(),
             local: s.config.underlay.address,
             interface: s.config.underlay.interface.clone(),
@@ -287,7 +303,7 @@ impl Owner {
             config_path: s.config_path,
             tunnels,
             table,
-            steering: Some(s.steering),
+            steering: Some(steering),
             queues: s.queues,
             baseline: Baseline {
                 xdp: [0; XDP_COUNTER_COUNT as usize],
@@ -300,6 +316,7 @@ impl Owner {
                     .iter()
                     .map(|w| Arc::clone(&w.drops))
                     .chain(s.extra_drops)
+                    .chain([Arc::clone(&xdp_drops)])
                     .collect(),
             ),
             sa_baseline: HashMap::new(),
@@ -316,7 +333,12 @@ impl Owner {
             routes: s.routes,
             static_routes: s.static_routes,
             next_hops: s.next_hops,
-        }
+            xdp_drops,
+            early_drop_hold: false,
+            early_drop_armed: false,
+        };
+        owner.sync_early_drop();
+        owner
     }
 
     /// Serve messages until [`Msg::Shutdown`] (or every sender is gone),
@@ -380,7 +402,8 @@ impl Owner {
     /// Periodic work: datapath events into log lines, sequence reservations.
     pub fn tick(&mut self) {
         let now = self.epoch.elapsed();
-        let unknown = self.events.drain(&self.workers, &mut self.log, now);
+        let mut unknown = self.events.drain(&self.workers, &mut self.log, now);
+        self.early_drop_tick(&mut unknown);
         if self.ike.is_some() {
             // Samples, at most one per (peer, SPI) a tick: the core rate-limits further.
             for (peer, spi) in unknown {
@@ -799,6 +822,7 @@ impl Owner {
         }
         if changes.is_empty() {
             self.config = new;
+            self.sync_early_drop();
             return Ok("Reloaded: no SA changed\n".into());
         }
         self.seq
@@ -824,6 +848,7 @@ impl Owner {
             ts.cfg = new.tunnels[i].clone();
         }
         self.config = new;
+        self.sync_early_drop();
         let text = format!("Reloaded: {}\n", summary.join("; "));
         info!("{}", text.trim_end());
         Ok(text)

@@ -244,14 +244,15 @@ impl EventLogger {
                 {
                     unknown.push((ev.src, ev.spi));
                 }
-                self.one(&ev, log, now);
+                self.log_event(&ev, log, now);
             }
         }
         self.lost = workers.iter().map(|w| w.events.lost()).sum();
         unknown
     }
 
-    fn one(&mut self, ev: &DropEvent, log: &mut LogBuffer, now: Duration) {
+    /// Log one drop event (rate-limited per kind, as the datapath's).
+    pub fn log_event(&mut self, ev: &DropEvent, log: &mut LogBuffer, now: Duration) {
         let iface = ev
             .tunnel
             .and_then(|t| self.tunnel_names.get(t as usize))

@@ -149,6 +149,12 @@ impl DropCounters {
         c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
     }
 
+    /// Set a counter whose count is kept elsewhere and mirrored here (the
+    /// XDP program's early drops). Single writer, as [`DropCounters::bump`].
+    pub fn store(&self, reason: DropReason, value: u64) {
+        self.0[reason.index()].store(value, Ordering::Relaxed);
+    }
+
     /// Current value of one counter.
     pub fn get(&self, reason: DropReason) -> u64 {
         self.0[reason.index()].load(Ordering::Relaxed)

@@ -474,6 +474,52 @@ impl SaSnapshot {
     pub fn inbound_sas(&self) -> impl Iterator<Item = &Arc<InboundSa>> {
         self.inbound.iter().map(|(_, r)| &r.sa)
     }
+
+    /// What the packet path makes of `spi` at `now`, whatever the peer: an
+    /// SPI some inbound SA has (for any peer) is live.
+    pub fn spi_state(&self, spi: u32, now: Duration) -> SpiState {
+        if self.inbound.bucket(spi).iter().any(|(k, _)| *k == spi) {
+            return SpiState::Live;
+        }
+        match self.recently_deleted(spi, now) {
+            Some(d) => SpiState::Deleted {
+                until: d.at + RECENTLY_DELETED_TTL,
+            },
+            None => SpiState::Unknown,
+        }
+    }
+
+    /// Every SPI of an inbound SA or remembered as deleted (may repeat;
+    /// control-plane use, walks the whole table).
+    pub fn known_spis(&self) -> impl Iterator<Item = u32> + '_ {
+        self.inbound
+            .iter()
+            .map(|(k, _)| *k)
+            .chain(self.deleted.iter().map(|(k, _)| *k))
+    }
+}
+
+/// An inbound SPI as [`SaSnapshot::spi_state`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpiState {
+    /// Some inbound SA has it.
+    Live,
+    /// Deleted; counts as recently deleted (1/9) until `until` (table clock).
+    Deleted {
+        /// End of [`RECENTLY_DELETED_TTL`].
+        until: Duration,
+    },
+    /// Never had, forgotten (`ForgetInbound`) or deleted too long ago (4/12).
+    Unknown,
+}
+
+/// Told which inbound SPIs may have changed state in a batch, before the
+/// snapshot with the batch is published (so the XDP early-drop map knows a
+/// new SPI before any worker can see its SA). Call
+/// [`SaSnapshot::spi_state`] on `next` for their new state.
+pub trait SpiObserver: Send {
+    /// `spis` (may repeat) may have changed in `next`; `now` is the table's clock.
+    fn spis_changed(&mut self, next: &SaSnapshot, spis: &[u32], now: Duration);
 }
 
 /// Configuration of an inbound SA.
@@ -672,6 +718,10 @@ pub struct SaTable {
     deleted_order: VecDeque<(Duration, u32)>,
     /// Inbound SAs taken out of the snapshot by `ForgetInbound`.
     forgotten: HashMap<SaId, Arc<InboundSa>>,
+    /// Told about SPI changes before each publish.
+    spi_observer: Option<Box<dyn SpiObserver>>,
+    /// SPIs touched by the batch being applied (reused).
+    touched: Vec<u32>,
 }
 
 impl core::fmt::Debug for SaTable {
@@ -699,7 +749,22 @@ impl SaTable {
             cold: HashMap::new(),
             deleted_order: VecDeque::new(),
             forgotten: HashMap::new(),
+            spi_observer: None,
+            touched: Vec::new(),
         }
+    }
+
+    /// Install `o`: it is told every SPI known now at once, then the SPIs
+    /// of every batch before the batch is published. Replaces (and
+    /// returns) any earlier observer.
+    pub fn set_spi_observer(
+        &mut self,
+        mut o: Box<dyn SpiObserver>,
+        now: Duration,
+    ) -> Option<Box<dyn SpiObserver>> {
+        let all: Vec<u32> = self.current.known_spis().collect();
+        o.spis_changed(&self.current, &all, now);
+        self.spi_observer.replace(o)
     }
 
     /// The handle workers load snapshots from (`shared.load()` per batch).
@@ -804,6 +869,7 @@ impl SaTable {
     /// of SAs added, in order.
     pub fn apply(&mut self, changes: Vec<SaChange>, now: Duration) -> Result<Vec<SaId>, SaError> {
         let ciphers = self.validate(&changes)?;
+        self.touched.clear();
         let mut next = self.current.clone();
         let mut added = Vec::new();
         for (change, cipher) in changes.into_iter().zip(ciphers) {
@@ -821,6 +887,7 @@ impl SaTable {
                         selectors: cfg.selectors,
                         cipher: cipher.expect("validated"),
                     });
+                    self.touched.push(cfg.spi);
                     next.inbound.update(cfg.spi, |rows| {
                         rows.push((cfg.spi, InboundRow { peer: cfg.peer, sa }))
                     });
@@ -845,6 +912,7 @@ impl SaTable {
                 }
                 SaChange::ForgetInbound(id) => {
                     let spi = self.cold.get(&id).expect("validated").spi;
+                    self.touched.push(spi);
                     let mut taken = None;
                     next.inbound.update(spi, |rows| {
                         if let Some(pos) = rows.iter().position(|(k, r)| *k == spi && r.sa.id == id)
@@ -860,6 +928,7 @@ impl SaTable {
                 SaChange::RestoreInbound(id) => {
                     let sa = self.forgotten.remove(&id).expect("validated");
                     let spi = sa.spi;
+                    self.touched.push(spi);
                     next.inbound.update(spi, |rows| {
                         rows.push((spi, InboundRow { peer: sa.peer, sa }))
                     });
@@ -870,6 +939,7 @@ impl SaTable {
                     self.forgotten.remove(&id);
                     let cold = self.cold.remove(&id).expect("validated");
                     let spi = cold.spi;
+                    self.touched.push(spi);
                     next.inbound.update(spi, |rows| {
                         rows.retain(|(k, r)| !(*k == spi && r.sa.id == id))
                     });
@@ -957,6 +1027,11 @@ impl SaTable {
         self.expire_deleted(&mut next, now);
         next.version = self.current.version + 1;
         self.current = next;
+        if let Some(o) = self.spi_observer.as_mut()
+            && !self.touched.is_empty()
+        {
+            o.spis_changed(&self.current, &self.touched, now);
+        }
         self.shared.store(Arc::new(self.current.clone()));
         Ok(added)
     }
@@ -970,6 +1045,7 @@ impl SaTable {
                 break;
             }
             self.deleted_order.pop_front();
+            self.touched.push(spi);
             // Only remove the entry this record made (the SPI may have been
             // deleted again later, or reinstalled).
             next.deleted
@@ -1078,6 +1154,73 @@ mod tests {
             t.apply(vec![SaChange::RemoveInbound(id1)], Duration::ZERO),
             Err(SaError::UnknownSa(id1))
         );
+    }
+
+    /// Records what an observer is told, as the XDP map would hold it.
+    struct Recorder(std::sync::Arc<std::sync::Mutex<HashMap<u32, SpiState>>>);
+    impl SpiObserver for Recorder {
+        fn spis_changed(&mut self, next: &SaSnapshot, spis: &[u32], now: Duration) {
+            let mut m = self.0.lock().unwrap();
+            for &spi in spis {
+                match next.spi_state(spi, now) {
+                    SpiState::Unknown => m.remove(&spi),
+                    st => m.insert(spi, st),
+                };
+            }
+        }
+    }
+
+    #[test]
+    fn spi_observer_follows_every_change() {
+        let mut t = SaTable::new();
+        let ids = t.apply(vec![inbound(0x100, None)], Duration::ZERO).unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(HashMap::new()));
+        assert!(
+            t.set_spi_observer(Box::new(Recorder(seen.clone())), Duration::ZERO)
+                .is_none()
+        );
+        let get = |spi| seen.lock().unwrap().get(&spi).copied();
+        assert_eq!(get(0x100), Some(SpiState::Live));
+        let peer = PeerKey {
+            addr: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 9)),
+            port: 12346,
+        };
+        let more = t
+            .apply(vec![inbound(0x200, Some(peer))], Duration::from_secs(1))
+            .unwrap();
+        assert_eq!(
+            get(0x200),
+            Some(SpiState::Live),
+            "a peer-qualified SPI is live"
+        );
+        t.apply(
+            vec![SaChange::RemoveInbound(ids[0])],
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        assert_eq!(
+            get(0x100),
+            Some(SpiState::Deleted {
+                until: Duration::from_secs(2) + RECENTLY_DELETED_TTL
+            })
+        );
+        // Forgotten: unknown, not recently deleted (4, not 1).
+        t.apply(
+            vec![SaChange::ForgetInbound(more[0])],
+            Duration::from_secs(3),
+        )
+        .unwrap();
+        assert_eq!(get(0x200), None);
+        t.apply(
+            vec![SaChange::RestoreInbound(more[0])],
+            Duration::from_secs(4),
+        )
+        .unwrap();
+        assert_eq!(get(0x200), Some(SpiState::Live));
+        // Expiry of the remembered SPI (any later batch runs it).
+        t.apply(Vec::new(), Duration::from_secs(2) + RECENTLY_DELETED_TTL)
+            .unwrap();
+        assert_eq!(get(0x100), None);
     }
 
     #[test]

@@ -320,6 +320,11 @@ impl Daemon {
         }
     }
 
+    /// The daemon's process id (`ip netns exec` execs it in place).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Kill with SIGKILL (a crash: nothing is said to anyone) and wait.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -382,10 +387,13 @@ pub fn cli(socket: &Path, command: &str, json: bool) -> std::result::Result<Stri
     }
 }
 
-/// A minimal config for node `node` on `ifname` with `address` and `queues`.
+/// A minimal config for node `node` on `ifname` with `address` and `queues`
+/// (no tunnels, `early_drop = false`).
 pub fn base_config(node: &str, ifname: &str, address: IpAddr, queues: u32) -> String {
+    // No tunnels, and early drop off: every ESP frame (no SA has its SPI)
+    // reaches the AF_XDP sockets whose steering these configs test.
     format!(
-        "node = \"{node}\"\nsocket = \"{{socket}}\"\n[underlay]\ninterface = \"{ifname}\"\naddress = \"{address}\"\nqueues = {queues}\n"
+        "node = \"{node}\"\nsocket = \"{{socket}}\"\n[underlay]\ninterface = \"{ifname}\"\naddress = \"{address}\"\nqueues = {queues}\nearly_drop = false\n"
     )
 }
 

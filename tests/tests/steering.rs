@@ -699,3 +699,59 @@ fn interactive_cli_prompt_help_and_errors() {
     let err = daemon.cli("show bogus").unwrap_err();
     assert!(err.contains("% Invalid input"), "{err}");
 }
+
+/// Early drop (issue 10 item 5) drops only frames the userspace parser
+/// would have counted as 4/12 itself: plain and UDP ESP with an unknown SPI
+/// over IPv4 and IPv6. IPv4 options, IPv6 extension headers and a bad IPv4
+/// header checksum still go up and get their reasons there (4, 12, 120).
+#[test]
+fn early_drop_takes_only_what_userspace_would_count_as_unknown_spi() {
+    let lab = Lab::unique().up(1).expect("lab up");
+    let cfg = base_config("edge1", &lab.if1, lab.v4[0], 1)
+        .replace("early_drop = false", "early_drop = true");
+    let daemon = Daemon::start(&lab.ns1, &cfg).expect("xdpsec starts");
+    let tx = PacketSocket::open(&lab.ns2, &lab.if2, &lab.ns1, &lab.if1).expect("packet socket");
+    let (s4, d4) = (v4(lab.v4[1]), v4(lab.v4[0]));
+    let (s6, d6) = (v6(lab.v6[1]), v6(lab.v6[0]));
+    let body = esp(0x3003, 7, &[0x5a; 40]);
+    // Dropped in XDP: 2 over IPv4 (plain, UDP 4500), 2 over IPv6.
+    tx.send_v4(&esp_v4(&lab, 1)).unwrap();
+    tx.send_v4(&udp_v4(&lab, 4500, &body)).unwrap();
+    tx.send_v6(&esp_v6(&lab, 1)).unwrap();
+    tx.send_v6(&udp_v6(&lab, 12346, &body)).unwrap();
+    // Steered: IPv4 options, an IPv6 destination options header, a bad
+    // IPv4 header checksum.
+    tx.send_v4(&ipv4(s4, d4, 50, &[1, 1, 1, 1], 0, &body))
+        .unwrap();
+    let dst = vec![0, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    tx.send_v6(&ipv6(s6, d6, &[(60, dst)], 50, &body)).unwrap();
+    let mut bad = ipv4(s4, d4, 50, &[], 0, &body);
+    bad[10] ^= 0x40;
+    tx.send_v4(&bad).unwrap();
+    let names = [
+        "drop_unknown_spi_v4",
+        "drop_unknown_spi_v6",
+        "steered_esp_v4",
+        "steered_esp_v6",
+    ];
+    assert_eq!(
+        settle(vec![2, 2, 2, 1, 3], || counters(
+            &daemon,
+            &names,
+            &["rx_frames"]
+        )),
+        vec![2, 2, 2, 1, 3],
+        "{names:?} rx_frames"
+    );
+    let v = daemon
+        .cli_json("show platform hardware qfp active feature ipsec datapath drops")
+        .unwrap();
+    let rows: Vec<(u64, u64)> = v["drops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["packets"] != 0)
+        .map(|r| (r["id"].as_u64().unwrap(), r["packets"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(rows, vec![(4, 3), (12, 3), (120, 1)], "{v}");
+}

@@ -3,18 +3,27 @@
 //! The program is attached through a BPF link: the kernel detaches it when
 //! the link's file descriptor closes, so it never outlives the daemon, even
 //! when the daemon is killed.
-use std::collections::BTreeSet;
+use std::{
+    collections::BTreeSet,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf,
-    maps::{Array, MapData, PerCpuArray, XskMap},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, XskMap},
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
-use tracing::info;
+use tracing::{error, info};
 use xdpsec_common::{
-    MAP_COUNTERS, MAP_UDP_PORTS, MAP_XSKS, PROG_NAME, XDP_COUNTER_COUNT, XdpCounter,
+    MAP_COUNTERS, MAP_EARLY_DROP, MAP_SPI_SAMPLES, MAP_SPIS, MAP_UDP_PORTS, MAP_XSKS, PROG_NAME,
+    SPI_LIVE, SpiSample, XDP_COUNTER_COUNT, XdpCounter,
 };
+use xdpsec_datapath::sa::{SaSnapshot, SpiObserver, SpiState};
 
 /// The XDP object built by build.rs.
 static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdpsec.bpf.o"));
@@ -27,6 +36,12 @@ pub struct XdpSteering {
     xsks: XskMap<MapData>,
     udp_ports: Array<MapData, u8>,
     counters: PerCpuArray<MapData, u64>,
+    early_drop: Array<MapData, u32>,
+    samples: RingBuf<MapData>,
+    /// The SPI map until [`XdpSteering::take_spi_sync`] hands it to the SA table.
+    spis: Option<HashMap<MapData, u32, u64>>,
+    /// Set when the SPI map could not be kept in step (early drop stays off).
+    spi_sync_failed: Arc<AtomicBool>,
     /// Interface it is attached to.
     pub interface: String,
     /// "driver" or "generic".
@@ -50,12 +65,28 @@ impl XdpSteering {
             ebpf.take_map(MAP_COUNTERS)
                 .context("XDP object has no COUNTERS map")?,
         )?;
+        let early_drop: Array<MapData, u32> = Array::try_from(
+            ebpf.take_map(MAP_EARLY_DROP)
+                .context("XDP object has no EARLY_DROP map")?,
+        )?;
+        let samples = RingBuf::try_from(
+            ebpf.take_map(MAP_SPI_SAMPLES)
+                .context("XDP object has no SPI_SAMPLES map")?,
+        )?;
+        let spis: HashMap<MapData, u32, u64> = HashMap::try_from(
+            ebpf.take_map(MAP_SPIS)
+                .context("XDP object has no SPIS map")?,
+        )?;
         let mut s = XdpSteering {
             ebpf,
             link: None,
             xsks,
             udp_ports,
             counters,
+            early_drop,
+            samples,
+            spis: Some(spis),
+            spi_sync_failed: Arc::new(AtomicBool::new(false)),
             interface: interface.to_string(),
             attach_mode: "driver",
         };
@@ -132,6 +163,48 @@ impl XdpSteering {
         Ok(set)
     }
 
+    /// The SPI map's keeper, for [`xdpsec_datapath::SaTable::set_spi_observer`]
+    /// (once; `None` after). Early drop stays disarmed until
+    /// [`XdpSteering::set_early_drop`], so install it first.
+    pub fn take_spi_sync(&mut self) -> Option<XdpSpiSync> {
+        Some(XdpSpiSync {
+            map: self.spis.take()?,
+            failed: Arc::clone(&self.spi_sync_failed),
+        })
+    }
+
+    /// Arm (or disarm) early drop of unknown SPIs in XDP. It is never armed
+    /// after the SPI map failed to follow the SA table (it could drop a
+    /// live SPI); returns whether it is armed.
+    pub fn set_early_drop(&mut self, on: bool) -> Result<bool> {
+        let on = on && !self.spi_sync_failed.load(Ordering::Relaxed);
+        self.early_drop
+            .set(0, u32::from(on), 0)
+            .context("updating the XDP early-drop switch")?;
+        Ok(on)
+    }
+
+    /// Whether early drop is armed (read back from the kernel map).
+    pub fn early_drop(&self) -> bool {
+        self.early_drop.get(&0, 0).is_ok_and(|v| v != 0)
+    }
+
+    /// Take up to `max` samples of early-dropped frames (never blocks).
+    pub fn drain_samples(&mut self, max: usize) -> Vec<SpiSample> {
+        let mut v = Vec::new();
+        while v.len() < max {
+            let Some(item) = self.samples.next() else {
+                break;
+            };
+            if item.len() >= std::mem::size_of::<SpiSample>() {
+                // SAFETY: the XDP program writes whole `SpiSample`s
+                // (repr(C), every bit pattern valid); read unaligned.
+                v.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<SpiSample>()) });
+            }
+        }
+        v
+    }
+
     /// The per-CPU counters summed, in `XdpCounter` slot order.
     pub fn counters(&self) -> Result<[u64; XDP_COUNTER_COUNT as usize]> {
         let mut out = [0u64; XDP_COUNTER_COUNT as usize];
@@ -141,6 +214,65 @@ impl XdpSteering {
         }
         Ok(out)
     }
+}
+
+/// Keeps the XDP program's `SPIS` map in step with the SA table: installed
+/// as its [`SpiObserver`], it is told of every changed SPI before the
+/// snapshot is published, so a new SA's SPI is live in XDP before any
+/// worker can decrypt with it.
+pub struct XdpSpiSync {
+    map: HashMap<MapData, u32, u64>,
+    failed: Arc<AtomicBool>,
+}
+
+impl XdpSpiSync {
+    fn sync(
+        &mut self,
+        next: &SaSnapshot,
+        spi: u32,
+        now: Duration,
+    ) -> Result<(), aya::maps::MapError> {
+        match next.spi_state(spi, now) {
+            SpiState::Live => self.map.insert(spi, SPI_LIVE, 0),
+            SpiState::Deleted { until } => {
+                // XDP compares with bpf_ktime_get_ns (CLOCK_MONOTONIC).
+                let left = until.saturating_sub(now).as_nanos() as u64;
+                let value = monotonic_ns().saturating_add(left).max(SPI_LIVE + 1);
+                self.map.insert(spi, value, 0)
+            }
+            SpiState::Unknown => match self.map.remove(&spi) {
+                Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                r => r,
+            },
+        }
+    }
+}
+
+impl SpiObserver for XdpSpiSync {
+    fn spis_changed(&mut self, next: &SaSnapshot, spis: &[u32], now: Duration) {
+        for &spi in spis {
+            if let Err(e) = self.sync(next, spi, now) {
+                // A live SPI missing from the map would be dropped: disarm
+                // for good (the owner re-reads this flag every tick).
+                if !self.failed.swap(true, Ordering::Relaxed) {
+                    error!("XDP SPI map out of step (SPI {spi:#x}): {e}; early drop disabled");
+                }
+            }
+        }
+    }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds, the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
 }
 
 /// An error and its causes on one line.

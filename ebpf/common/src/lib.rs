@@ -11,6 +11,14 @@ pub const MAP_XSKS: &str = "XSKS";
 pub const MAP_UDP_PORTS: &str = "UDP_PORTS";
 /// Name of the per-CPU counter array.
 pub const MAP_COUNTERS: &str = "COUNTERS";
+/// Name of the hash map of inbound SPIs (`u32` SPI -> [`SpiState`] value).
+pub const MAP_SPIS: &str = "SPIS";
+/// Name of the one-slot array whose non-zero value arms early drop.
+pub const MAP_EARLY_DROP: &str = "EARLY_DROP";
+/// Name of the ring buffer carrying [`SpiSample`]s of early-dropped frames.
+pub const MAP_SPI_SAMPLES: &str = "SPI_SAMPLES";
+/// Name of the per-CPU one-slot array with the time of the CPU's last sample.
+pub const MAP_SAMPLE_AT: &str = "SAMPLE_AT";
 /// Name of the XDP program in the object file.
 pub const PROG_NAME: &str = "xdpsec";
 
@@ -23,6 +31,57 @@ pub const UDP_PORT_SLOTS: u32 = 65536;
 /// Cisco SD-WAN data-plane ports, base 12346 plus the four port-hop offsets
 /// (12346 -> 12366 -> 12386 -> 12406 -> 12426; see shared/docs/references.md).
 pub const DEFAULT_UDP_ENCAP_PORTS: [u16; 6] = [4500, 12346, 12366, 12386, 12406, 12426];
+
+/// Most SPIs the `SPIS` map holds (live plus recently deleted; entries are
+/// allocated on insert, not preallocated).
+pub const MAX_SPIS: u32 = 1 << 21;
+/// Size in bytes of the sample ring buffer (a power of two, whole pages).
+pub const SPI_SAMPLES_BYTES: u32 = 1 << 16;
+/// Least time between two samples from one CPU: at most 1000 samples a
+/// second per CPU reach userspace, whatever the flood.
+pub const SAMPLE_GAP_NS: u64 = 1_000_000;
+
+/// Value of an `SPIS` entry for a live inbound SPI (some SA has it, for
+/// any peer). Any other value is a recently deleted SPI: the
+/// `CLOCK_MONOTONIC` nanoseconds (`bpf_ktime_get_ns`) until which it counts
+/// as "recently deleted" (1/9); after that it is unknown (4/12).
+pub const SPI_LIVE: u64 = 0;
+
+/// An early-dropped frame, sampled to userspace for the IOS log line.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpiSample {
+    /// SPI (host order).
+    pub spi: u32,
+    /// 4 or 6.
+    pub family: u8,
+    /// 1 when the SPI was recently deleted (1/9), 0 when unknown (4/12).
+    pub deleted: u8,
+    /// UDP destination port (UDP-ESP), 0 for plain ESP.
+    pub dport: u16,
+    /// UDP source port (UDP-ESP), 0 for plain ESP.
+    pub sport: u16,
+    /// Padding.
+    pub _pad: u16,
+    /// Outer source address: its bytes in wire order in the memory of
+    /// these two words (IPv4 in the first four bytes, the rest zero).
+    // Words, not a byte array: zeroing and partly overwriting a byte array
+    // makes LLVM call memset, which the verifier refuses.
+    pub src: [u64; 2],
+    /// Outer destination address, as `src`.
+    pub dst: [u64; 2],
+}
+
+impl SpiSample {
+    /// An address field's 16 bytes in wire order.
+    pub fn addr_bytes(words: [u64; 2]) -> [u8; 16] {
+        let (a, b) = (words[0].to_ne_bytes(), words[1].to_ne_bytes());
+        [
+            a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], b[0], b[1], b[2], b[3], b[4], b[5],
+            b[6], b[7],
+        ]
+    }
+}
 
 /// IP protocol number of ESP (RFC 4303).
 pub const IPPROTO_ESP: u8 = 50;
@@ -57,10 +116,19 @@ pub enum XdpCounter {
     /// reassemble (RFC 4303 3.4.1); xdpsec receives whole ESP and UDP-ESP
     /// datagrams on its raw ESP and UDP sockets.
     PassFragment = 10,
+    /// ESP in IPv4 (plain or UDP) with an SPI no inbound SA has: dropped
+    /// (4 IN_US_V4_PKT_SA_NOT_FOUND_SPI).
+    DropUnknownSpiV4 = 11,
+    /// The same in IPv6 (12 IN_US_V6_PKT_SA_NOT_FOUND_SPI).
+    DropUnknownSpiV6 = 12,
+    /// ESP in IPv4 for a recently deleted SA: dropped (1 IN_V4_PKT_HIT_INVALID_SA).
+    DropDeletedSpiV4 = 13,
+    /// The same in IPv6 (9 IN_V6_PKT_HIT_INVALID_SA).
+    DropDeletedSpiV6 = 14,
 }
 
 /// Number of counter slots.
-pub const XDP_COUNTER_COUNT: u32 = 11;
+pub const XDP_COUNTER_COUNT: u32 = 15;
 
 impl XdpCounter {
     /// All counters, in slot order.
@@ -76,6 +144,10 @@ impl XdpCounter {
         XdpCounter::PassKeepalive,
         XdpCounter::PassTruncated,
         XdpCounter::PassFragment,
+        XdpCounter::DropUnknownSpiV4,
+        XdpCounter::DropUnknownSpiV6,
+        XdpCounter::DropDeletedSpiV4,
+        XdpCounter::DropDeletedSpiV6,
     ];
 
     /// Stable name used in `show` output, JSON and tests.
@@ -92,7 +164,16 @@ impl XdpCounter {
             XdpCounter::PassKeepalive => "pass_nat_keepalive",
             XdpCounter::PassTruncated => "pass_truncated",
             XdpCounter::PassFragment => "pass_fragment",
+            XdpCounter::DropUnknownSpiV4 => "drop_unknown_spi_v4",
+            XdpCounter::DropUnknownSpiV6 => "drop_unknown_spi_v6",
+            XdpCounter::DropDeletedSpiV4 => "drop_deleted_spi_v4",
+            XdpCounter::DropDeletedSpiV6 => "drop_deleted_spi_v6",
         }
+    }
+
+    /// Whether frames counted here were dropped in XDP (early drop).
+    pub const fn is_early_drop(self) -> bool {
+        (self as u32) >= XdpCounter::DropUnknownSpiV4 as u32
     }
 
     /// Whether frames counted here went to userspace.
@@ -114,5 +195,10 @@ mod tests {
             }
         }
         assert_eq!(XdpCounter::ALL.iter().filter(|c| c.is_steered()).count(), 4);
+        assert_eq!(
+            XdpCounter::ALL.iter().filter(|c| c.is_early_drop()).count(),
+            4
+        );
+        assert_eq!(core::mem::size_of::<SpiSample>(), 48);
     }
 }

@@ -5,6 +5,13 @@
 //! AF_XDP socket of the receiving queue. Everything else, and anything it
 //! cannot parse with certainty, passes to the kernel untouched. Every frame
 //! bumps exactly one per-CPU counter (`xdpsec_common::XdpCounter`).
+//!
+//! Early drop: while `EARLY_DROP` is armed, ESP whose SPI is not live in
+//! `SPIS` (kept by control from its SA table) is dropped here and counted as
+//! unknown (4/12) or recently deleted (1/9), with at most one sample per
+//! millisecond per CPU sent to userspace through `SPI_SAMPLES` for the IOS
+//! log line. Only frames the userspace parser would also have reached the
+//! SPI lookup with are dropped; anything unusual goes up as before.
 #![no_std]
 #![no_main]
 
@@ -13,11 +20,13 @@ use core::mem;
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
-    maps::{Array, PerCpuArray, XskMap},
+    helpers::bpf_ktime_get_ns,
+    maps::{Array, HashMap, PerCpuArray, RingBuf, XskMap},
     programs::XdpContext,
 };
 use xdpsec_common::{
-    IPPROTO_ESP, IPPROTO_UDP, MAX_QUEUES, UDP_PORT_SLOTS, XDP_COUNTER_COUNT, XdpCounter,
+    IPPROTO_ESP, IPPROTO_UDP, MAX_QUEUES, MAX_SPIS, SAMPLE_GAP_NS, SPI_LIVE, SPI_SAMPLES_BYTES,
+    SpiSample, UDP_PORT_SLOTS, XDP_COUNTER_COUNT, XdpCounter,
 };
 
 #[map(name = "XSKS")]
@@ -29,6 +38,24 @@ static UDP_PORTS: Array<u8> = Array::with_max_entries(UDP_PORT_SLOTS, 0);
 #[map(name = "COUNTERS")]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(XDP_COUNTER_COUNT, 0);
 
+/// Inbound SPIs: `SPI_LIVE`, or "recently deleted until" in monotonic ns.
+/// Entries are allocated on insert (BPF_F_NO_PREALLOC), not all up front.
+#[map(name = "SPIS")]
+static SPIS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_SPIS, BPF_F_NO_PREALLOC);
+
+/// Slot 0 non-zero: early drop armed. Zero (the initial value) until
+/// control filled `SPIS`, and while a capture or trace needs every frame.
+#[map(name = "EARLY_DROP")]
+static EARLY_DROP: Array<u32> = Array::with_max_entries(1, 0);
+
+#[map(name = "SPI_SAMPLES")]
+static SPI_SAMPLES: RingBuf = RingBuf::with_byte_size(SPI_SAMPLES_BYTES, 0);
+
+/// Per CPU: when it last sent a sample (monotonic ns).
+#[map(name = "SAMPLE_AT")]
+static SAMPLE_AT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+const BPF_F_NO_PREALLOC: u32 = 1;
 const ETH_HDR_LEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -46,6 +73,21 @@ const MAX_L4_OFFSET: usize = 512;
 enum Verdict {
     Steer(XdpCounter),
     Pass(XdpCounter),
+    Drop(XdpCounter),
+}
+
+/// The outer IP header as early drop needs it.
+struct Outer {
+    /// Offset of the IP header.
+    l3: usize,
+    v6: bool,
+    /// End of the IP datagram (from its length field).
+    ip_end: usize,
+    /// The userspace parser would reach the SPI lookup on this header
+    /// (IPv4: no options, valid checksum, length within the frame; IPv6: no
+    /// extension headers, length within the frame). Only then may XDP drop:
+    /// anything else goes up and gets its own drop reason there.
+    clean: bool,
 }
 
 #[xdp]
@@ -69,6 +111,10 @@ pub fn xdpsec(ctx: XdpContext) -> u32 {
         Verdict::Pass(counter) => {
             count(counter);
             xdp_action::XDP_PASS
+        }
+        Verdict::Drop(counter) => {
+            count(counter);
+            xdp_action::XDP_DROP
         }
     }
 }
@@ -139,9 +185,17 @@ fn classify_v4(ctx: &XdpContext, l3: usize) -> Verdict {
     if more_fragments || frag_offset != 0 {
         return Verdict::Pass(XdpCounter::PassFragment);
     }
+    let total = u16::from_be_bytes([hdr[2], hdr[3]]) as usize;
+    let frame_len = ctx.data_end() - ctx.data();
+    let outer = Outer {
+        l3,
+        v6: false,
+        ip_end: l3 + total,
+        clean: ihl == 20 && total >= 20 && l3 + total <= frame_len && checksum_ok(&hdr),
+    };
     match hdr[9] {
-        IPPROTO_ESP => esp_header_present(ctx, l4, XdpCounter::SteeredEspV4),
-        IPPROTO_UDP => classify_udp(ctx, l4, XdpCounter::SteeredUdpEspV4),
+        IPPROTO_ESP => esp_header_present(ctx, &outer, l4, XdpCounter::SteeredEspV4),
+        IPPROTO_UDP => classify_udp(ctx, &outer, l4, XdpCounter::SteeredUdpEspV4),
         _ => Verdict::Pass(XdpCounter::PassOther),
     }
 }
@@ -187,24 +241,35 @@ fn classify_v6(ctx: &XdpContext, l3: usize) -> Verdict {
     if off > MAX_L4_OFFSET {
         return Verdict::Pass(XdpCounter::PassTruncated);
     }
+    let payload_len = u16::from_be_bytes([hdr[4], hdr[5]]) as usize;
+    let ip_end = l3 + IPV6_HDR_LEN + payload_len;
+    let outer = Outer {
+        l3,
+        v6: true,
+        ip_end,
+        clean: off == l3 + IPV6_HDR_LEN && ip_end <= ctx.data_end() - ctx.data(),
+    };
     match next {
-        IPPROTO_ESP => esp_header_present(ctx, off, XdpCounter::SteeredEspV6),
-        IPPROTO_UDP => classify_udp(ctx, off, XdpCounter::SteeredUdpEspV6),
+        IPPROTO_ESP => esp_header_present(ctx, &outer, off, XdpCounter::SteeredEspV6),
+        IPPROTO_UDP => classify_udp(ctx, &outer, off, XdpCounter::SteeredUdpEspV6),
         // Still an extension header after the walk, or any other protocol.
         _ => Verdict::Pass(XdpCounter::PassOther),
     }
 }
 
 #[inline(always)]
-fn esp_header_present(ctx: &XdpContext, off: usize, counter: XdpCounter) -> Verdict {
+fn esp_header_present(ctx: &XdpContext, outer: &Outer, off: usize, counter: XdpCounter) -> Verdict {
     if ptr_at::<[u8; ESP_HDR_LEN]>(ctx, off).is_none() {
         return Verdict::Pass(XdpCounter::PassTruncated);
     }
-    Verdict::Steer(counter)
+    if off + ESP_HDR_LEN > outer.ip_end {
+        return Verdict::Steer(counter);
+    }
+    early_drop(ctx, outer, off, 0, 0, counter)
 }
 
 #[inline(always)]
-fn classify_udp(ctx: &XdpContext, l4: usize, counter: XdpCounter) -> Verdict {
+fn classify_udp(ctx: &XdpContext, outer: &Outer, l4: usize, counter: XdpCounter) -> Verdict {
     let Some(udp) = read::<[u8; UDP_HDR_LEN]>(ctx, l4) else {
         return Verdict::Pass(XdpCounter::PassTruncated);
     };
@@ -244,7 +309,130 @@ fn classify_udp(ctx: &XdpContext, l4: usize, counter: XdpCounter) -> Verdict {
     if payload < ESP_HDR_LEN || ptr_at::<[u8; ESP_HDR_LEN]>(ctx, data).is_none() {
         return Verdict::Pass(XdpCounter::PassTruncated);
     }
-    Verdict::Steer(counter)
+    if l4 + ulen > outer.ip_end {
+        return Verdict::Steer(counter);
+    }
+    let sport = u16::from_be_bytes([udp[0], udp[1]]);
+    early_drop(ctx, outer, data, sport, dport, counter)
+}
+
+/// IPv4 header checksum (RFC 791) over a 20-byte header: valid when the
+/// one's complement sum of its 16-bit words is 0xffff.
+#[inline(always)]
+fn checksum_ok(hdr: &[u8; 20]) -> bool {
+    let mut sum = 0u32;
+    let mut i = 0;
+    while i < 20 {
+        sum += u16::from_be_bytes([hdr[i], hdr[i + 1]]) as u32;
+        i += 2;
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum == 0xffff
+}
+
+/// Steer the ESP frame at `esp` (SPI and sequence number present), or drop
+/// it when early drop is armed and its SPI is not live.
+#[inline(always)]
+fn early_drop(
+    ctx: &XdpContext,
+    outer: &Outer,
+    esp: usize,
+    sport: u16,
+    dport: u16,
+    steer: XdpCounter,
+) -> Verdict {
+    if !outer.clean {
+        return Verdict::Steer(steer);
+    }
+    let Some(spi) = read::<[u8; 4]>(ctx, esp) else {
+        return Verdict::Steer(steer);
+    };
+    let spi = u32::from_be_bytes(spi);
+    // SAFETY: the value is copied out at once; the kernel frees a deleted
+    // entry only after the program run (RCU).
+    let deleted_until = match unsafe { SPIS.get(&spi) } {
+        Some(&SPI_LIVE) => return Verdict::Steer(steer),
+        Some(&until) => until,
+        None => 0,
+    };
+    match EARLY_DROP.get(0) {
+        Some(armed) if *armed != 0 => {}
+        _ => return Verdict::Steer(steer),
+    }
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let deleted = now < deleted_until;
+    sample(ctx, outer, spi, deleted, sport, dport, now);
+    Verdict::Drop(match (outer.v6, deleted) {
+        (false, false) => XdpCounter::DropUnknownSpiV4,
+        (true, false) => XdpCounter::DropUnknownSpiV6,
+        (false, true) => XdpCounter::DropDeletedSpiV4,
+        (true, true) => XdpCounter::DropDeletedSpiV6,
+    })
+}
+
+/// Send the dropped frame's SPI and addresses to userspace, at most one
+/// sample per `SAMPLE_GAP_NS` per CPU (the log line is rate-limited further
+/// there); a full ring loses the sample, never the count.
+#[inline(always)]
+fn sample(
+    ctx: &XdpContext,
+    outer: &Outer,
+    spi: u32,
+    deleted: bool,
+    sport: u16,
+    dport: u16,
+    now: u64,
+) {
+    let Some(last) = SAMPLE_AT.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU slot, only this CPU touches it while the program runs.
+    unsafe {
+        if now.wrapping_sub(*last) < SAMPLE_GAP_NS {
+            return;
+        }
+        *last = now;
+    }
+    // One read at a time, each returning on failure: a tuple of Options
+    // lets LLVM carry an undefined register into the merge, which the
+    // verifier refuses.
+    let (src, dst) = if outer.v6 {
+        let Some(a) = read::<u64>(ctx, outer.l3 + 8) else {
+            return;
+        };
+        let Some(b) = read::<u64>(ctx, outer.l3 + 16) else {
+            return;
+        };
+        let Some(c) = read::<u64>(ctx, outer.l3 + 24) else {
+            return;
+        };
+        let Some(d) = read::<u64>(ctx, outer.l3 + 32) else {
+            return;
+        };
+        ([a, b], [c, d])
+    } else {
+        let Some(a) = read::<u32>(ctx, outer.l3 + 12) else {
+            return;
+        };
+        let Some(b) = read::<u32>(ctx, outer.l3 + 16) else {
+            return;
+        };
+        // Little-endian BPF: the low word's bytes come first in memory.
+        ([a as u64, 0], [b as u64, 0])
+    };
+    let s = SpiSample {
+        spi,
+        family: if outer.v6 { 6 } else { 4 },
+        deleted: deleted as u8,
+        dport,
+        sport,
+        _pad: 0,
+        src,
+        dst,
+    };
+    let _ = SPI_SAMPLES.output::<SpiSample>(&s, 0);
 }
 
 #[cfg(not(test))]
