@@ -21,6 +21,7 @@ use crate::{
     handoff::{HandoffQueue, HandoffSlot},
     platform::neighbor::NextHops,
     punt::PuntHub,
+    taps::{Input, Taps, WorkerTap},
 };
 
 /// Where a worker puts decrypted packets.
@@ -231,6 +232,8 @@ pub struct WorkerCtx {
     pub handoff: Arc<Vec<Arc<HandoffQueue>>>,
     /// Punt rings to control (and control's inject path).
     pub punt: Arc<PuntHub>,
+    /// Packet trace and drop capture (checked once per batch).
+    pub taps: Arc<Taps>,
 }
 
 /// The datapath for one queue.
@@ -250,6 +253,11 @@ pub struct DatapathHandler {
     io: Arc<IoStats>,
     /// One inner packet read from the TUN (max IP packet).
     tun_buf: Box<[u8]>,
+    /// This worker's scratch for the trace and the capture.
+    tap: WorkerTap,
+    /// Drops the handler counted itself in the batch (110 when a handoff
+    /// queue is full), for the trace and the capture; kept only when armed.
+    handler_drops: Vec<Option<DropReason>>,
 }
 
 impl DatapathHandler {
@@ -268,6 +276,8 @@ impl DatapathHandler {
             verdicts: vec![Verdict::Drop(DropReason::PktBufferUnavailable); BATCH_SIZE],
             io,
             tun_buf: vec![0u8; 65536].into_boxed_slice(),
+            tap: WorkerTap::default(),
+            handler_drops: vec![None; BATCH_SIZE],
         }
     }
 }
@@ -303,11 +313,17 @@ impl DatapathHandler {
     /// control. Every frame not delivered was counted by the core, or is
     /// counted here (110 when a handoff queue is full, `punt_dropped` when
     /// the punt ring is full).
-    fn decap_and_deliver<F: AsMut<[u8]>>(&mut self, frames: &mut [F]) {
+    fn decap_and_deliver<F: AsMut<[u8]>>(&mut self, frames: &mut [F], input: Input) {
         let n = frames.len().min(self.verdicts.len());
         let now = self.ctx.epoch.elapsed();
         // One snapshot for the whole batch: every frame sees the same SA set.
         let snap = self.ctx.snap.load();
+        // The one check per batch the trace and the capture cost when off.
+        let armed = self.ctx.taps.armed();
+        if armed {
+            self.tap.before(&self.ctx.taps, &mut frames[..n]);
+            self.handler_drops[..n].fill(None);
+        }
         decap_batch(
             &mut self.ws,
             &snap,
@@ -338,7 +354,12 @@ impl DatapathHandler {
                             handed += 1;
                             woken |= 1 << (owner % 64);
                         }
-                        _ => self.shared.drops.bump(DropReason::PktBufferUnavailable),
+                        _ => {
+                            self.shared.drops.bump(DropReason::PktBufferUnavailable);
+                            if armed {
+                                self.handler_drops[i] = Some(DropReason::PktBufferUnavailable);
+                            }
+                        }
                     }
                 }
                 Verdict::Pass(_) => not_esp += 1,
@@ -359,6 +380,17 @@ impl DatapathHandler {
                 }
             }
         }
+        if armed {
+            self.tap.after(
+                &self.ctx.taps,
+                self.ws.id(),
+                input,
+                &snap,
+                &mut frames[..n],
+                &self.verdicts[..n],
+                &self.handler_drops[..n],
+            );
+        }
         if punted > 0 {
             self.ctx.punt.notify();
         }
@@ -378,8 +410,8 @@ impl DatapathHandler {
 
 impl BatchHandler for DatapathHandler {
     // The core classifies each frame (esp_v4, ...) in its own parse.
-    fn handle_batch(&mut self, _queue: u32, batch: &mut RxBatch<'_, '_>, _tx: &mut XskTx) {
-        self.decap_and_deliver(batch.frames_mut());
+    fn handle_batch(&mut self, queue: u32, batch: &mut RxBatch<'_, '_>, _tx: &mut XskTx) {
+        self.decap_and_deliver(batch.frames_mut(), Input::Xdp(queue));
     }
 
     fn wake_fd(&self) -> Option<RawFd> {
@@ -395,7 +427,7 @@ impl BatchHandler for DatapathHandler {
         }
         let mut slots = std::mem::take(&mut self.handoff_slots);
         q.take(&mut slots, BATCH_SIZE);
-        self.decap_and_deliver(&mut slots);
+        self.decap_and_deliver(&mut slots, Input::Handoff);
         q.recycle(&mut slots);
         self.handoff_slots = slots;
 
@@ -613,6 +645,7 @@ mod tests {
             epoch: Instant::now(),
             handoff,
             punt: Arc::clone(&punt),
+            taps: Arc::new(Taps::new(1)),
         };
         let h = DatapathHandler::new(WorkerState::new(0), ctx, InsideIo::Sink, punt.io(0));
         (t, h, punt)
@@ -644,7 +677,7 @@ mod tests {
         let bfd = udp(LOCAL, 3784);
         let other = udp("203.0.113.2", 3784);
         let mut frames = vec![frame(&mut h, &t, &bfd), frame(&mut h, &t, &other)];
-        h.decap_and_deliver(&mut frames);
+        h.decap_and_deliver(&mut frames, Input::Xdp(0));
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
         // One punted to control, one delivered inside (the sink).
         assert_eq!(r(&h.shared.punted), 1);
@@ -660,7 +693,7 @@ mod tests {
         let n = crate::punt::PUNT_BUFFERS + extra;
         let mut frames: Vec<_> = (0..n).map(|_| frame(&mut h, &t, &bfd)).collect();
         for chunk in frames.chunks_mut(BATCH_SIZE) {
-            h.decap_and_deliver(chunk);
+            h.decap_and_deliver(chunk, Input::Xdp(0));
         }
         assert_eq!(r(&h.shared.punted), 1 + n as u64);
         assert_eq!(r(&h.io.punt_dropped), extra as u64);

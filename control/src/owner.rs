@@ -156,6 +156,10 @@ pub struct Owner {
     pub static_routes: Vec<(Cidr, u32)>,
     /// Next-hop MACs per tunnel index, and the peers they resolve.
     pub next_hops: Arc<NextHops>,
+    /// Packet trace and drop capture, shared with the workers.
+    pub taps: Arc<crate::taps::Taps>,
+    /// The running `monitor capture drops` writer, if any.
+    pub capture: Option<crate::taps::Capture>,
 }
 
 /// The pieces `Owner::start` needs from start-up.
@@ -186,6 +190,8 @@ pub struct Started {
     pub static_routes: Vec<(Cidr, u32)>,
     /// Next-hop MACs.
     pub next_hops: Arc<NextHops>,
+    /// Packet trace and drop capture, shared with the workers.
+    pub taps: Arc<crate::taps::Taps>,
 }
 
 /// Build the SA table for `cfg`: one publish, sequence numbers resumed above
@@ -316,6 +322,8 @@ impl Owner {
             routes: s.routes,
             static_routes: s.static_routes,
             next_hops: s.next_hops,
+            taps: s.taps,
+            capture: None,
         }
     }
 
