@@ -140,51 +140,6 @@ pub enum Cmd {
 /// The command table.
 pub const COMMANDS: &[CommandSpec<Cmd>] = &[
     CommandSpec {
-        pattern: "debug platform packet-trace packet <count>",
-        id: Cmd::DebugPacketTrace,
-        help: "trace the path of the next <count> received frames (1-8192)",
-    },
-    CommandSpec {
-        pattern: "debug platform packet-trace packet <count> drops-only",
-        id: Cmd::DebugPacketTraceDrops,
-        help: "trace the path of the next <count> dropped frames",
-    },
-    CommandSpec {
-        pattern: "clear platform packet-trace",
-        id: Cmd::ClearPacketTrace,
-        help: "stop the packet trace and forget its frames",
-    },
-    CommandSpec {
-        pattern: "show platform packet-trace summary",
-        id: Cmd::ShowPacketTraceSummary,
-        help: "traced frames: input, output, state, drop reason",
-    },
-    CommandSpec {
-        pattern: "show platform packet-trace packet <number>",
-        id: Cmd::ShowPacketTracePacket,
-        help: "one traced frame's path (XDP, outer headers, SPI, SA, anti-replay, ICV, result)",
-    },
-    CommandSpec {
-        pattern: "monitor capture drops start file <file>",
-        id: Cmd::CaptureDropsStart,
-        help: "write dropped frames to a pcapng file, each with its drop type as a comment",
-    },
-    CommandSpec {
-        pattern: "monitor capture drops start file <file> limit <count>",
-        id: Cmd::CaptureDropsStartLimit,
-        help: "the same, at most <count> frames",
-    },
-    CommandSpec {
-        pattern: "monitor capture drops stop",
-        id: Cmd::CaptureDropsStop,
-        help: "stop the drop capture and close its file",
-    },
-    CommandSpec {
-        pattern: "show crypto ipsec sa export wireshark <file>",
-        id: Cmd::ExportWireshark,
-        help: "write the live SAs' keys as Wireshark's esp_sa table to <file> (mode 0600)",
-    },
-    CommandSpec {
         pattern: "show platform hardware qfp active statistics",
         id: Cmd::ShowQfpStatistics,
         help: "XDP steering counters and AF_XDP queues (mode, frames received)",
@@ -393,6 +348,51 @@ pub const COMMANDS: &[CommandSpec<Cmd>] = &[
         pattern: "show sdwan control local-properties",
         id: Cmd::ShowSdwanLocalProperties,
         help: "SD-WAN: system-ip, site-id and each TLOC's current port",
+    },
+    CommandSpec {
+        pattern: "debug platform packet-trace packet <count>",
+        id: Cmd::DebugPacketTrace,
+        help: "trace the path of the next <count> received frames (1-8192)",
+    },
+    CommandSpec {
+        pattern: "debug platform packet-trace packet <count> drops-only",
+        id: Cmd::DebugPacketTraceDrops,
+        help: "trace the path of the next <count> dropped frames",
+    },
+    CommandSpec {
+        pattern: "clear platform packet-trace",
+        id: Cmd::ClearPacketTrace,
+        help: "stop the packet trace and forget its frames",
+    },
+    CommandSpec {
+        pattern: "show platform packet-trace summary",
+        id: Cmd::ShowPacketTraceSummary,
+        help: "traced frames: input, output, state, drop reason",
+    },
+    CommandSpec {
+        pattern: "show platform packet-trace packet <number>",
+        id: Cmd::ShowPacketTracePacket,
+        help: "one traced frame's path (XDP, outer headers, SPI, SA, anti-replay, ICV, result)",
+    },
+    CommandSpec {
+        pattern: "monitor capture drops start file <file>",
+        id: Cmd::CaptureDropsStart,
+        help: "write dropped frames to a pcapng file, each with its drop type as a comment",
+    },
+    CommandSpec {
+        pattern: "monitor capture drops start file <file> limit <count>",
+        id: Cmd::CaptureDropsStartLimit,
+        help: "the same, at most <count> frames",
+    },
+    CommandSpec {
+        pattern: "monitor capture drops stop",
+        id: Cmd::CaptureDropsStop,
+        help: "stop the drop capture and close its file",
+    },
+    CommandSpec {
+        pattern: "show crypto ipsec sa export wireshark <file>",
+        id: Cmd::ExportWireshark,
+        help: "write the live SAs' keys as Wireshark's esp_sa table to <file> (mode 0600)",
     },
     CommandSpec {
         pattern: "help",

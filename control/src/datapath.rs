@@ -705,6 +705,66 @@ mod tests {
     }
 
     #[test]
+    fn trace_and_capture_see_each_frame_only_while_armed() {
+        use crate::taps::{Capture, Fate, Step};
+        let (t, mut h, _punt) = setup();
+        let taps = Arc::clone(&h.ctx.taps);
+        let inner = udp("203.0.113.2", 9);
+        let valid = frame(&mut h, &t, &inner);
+        let mut forged = frame(&mut h, &t, &inner);
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        // Off: nothing recorded.
+        h.decap_and_deliver(&mut [valid.clone()], Input::Xdp(0));
+        assert!(taps.trace_records().is_empty());
+        let dir = std::env::temp_dir().join(format!("xdpsec-taps-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pcap = dir.join("d.pcapng");
+        let cap = Capture::start(&taps, &pcap, Some(1)).unwrap();
+        taps.arm_trace(3, false);
+        let mut frames = vec![frame(&mut h, &t, &inner), forged.clone(), forged.clone()];
+        let sent_forged = forged.clone();
+        h.decap_and_deliver(&mut frames, Input::Xdp(0));
+        let recs = taps.trace_records();
+        let got: Vec<_> = recs
+            .iter()
+            .map(|r| (r.pkt, r.fate, r.drop, r.sa, r.replay, r.icv, r.spi))
+            .collect();
+        let ok = (Step::Pass, Step::Pass, Step::Pass, Some(0x2001));
+        let bad = (Step::Pass, Step::Pass, Step::Fail, Some(0x2001));
+        let mac = Some(DropReason::InMacException);
+        assert_eq!(
+            got,
+            vec![
+                (0, Fate::Delivered(0), None, ok.0, ok.1, ok.2, ok.3),
+                (1, Fate::Dropped, mac, bad.0, bad.1, bad.2, bad.3),
+                (2, Fate::Dropped, mac, bad.0, bad.1, bad.2, bad.3),
+            ]
+        );
+        // The trace is full: later frames are not traced.
+        h.decap_and_deliver(&mut [forged.clone()], Input::Xdp(0));
+        assert_eq!(taps.trace_records().len(), 3);
+        // Limit 1: only the first drop, as received (not decrypted).
+        assert_eq!(cap.stop(&taps).unwrap(), (1, 0));
+        let mut r =
+            pcap_file::pcapng::PcapNgReader::new(std::fs::File::open(&pcap).unwrap()).unwrap();
+        let mut got = Vec::new();
+        while let Some(b) = r.next_block() {
+            if let pcap_file::pcapng::Block::EnhancedPacket(p) = b.unwrap() {
+                got.push((p.data.to_vec(), format!("{:?}", p.options)));
+            }
+        }
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, sent_forged);
+        assert!(
+            got[0].1.contains("drop 62 IN_OCT_MAC_EXCEPTION"),
+            "{}",
+            got[0].1
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn injected_packets_are_encrypted_on_the_tunnel_by_the_owner() {
         let (t, mut h, punt) = setup();
         let hello = udp("198.51.100.1", 3784);

@@ -974,6 +974,12 @@ impl Owner {
         for q in &self.queues {
             s.unset_socket(q.queue);
         }
+        // A running drop capture: write what is queued and close the file.
+        if let Some(c) = self.capture.take()
+            && let Err(e) = c.stop(&self.taps)
+        {
+            warn!("closing the drop capture at shutdown: {e:#}");
+        }
         if let Err(e) = self.seq.commit() {
             warn!("writing sequence reservations at shutdown: {e:#}");
         }

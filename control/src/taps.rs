@@ -177,6 +177,9 @@ pub struct Taps {
     trace_remaining: AtomicU32,
     trace_next: AtomicU32,
     trace_drops_only: AtomicBool,
+    /// Bumped by each arm and clear: records claimed under an older trace
+    /// are discarded, not mixed into the new one.
+    trace_generation: AtomicU32,
     /// Per-worker trace records: capacity reserved when armed, so a worker
     /// pushing within it never allocates.
     trace_bufs: Vec<Mutex<Vec<TraceRecord>>>,
@@ -194,6 +197,7 @@ impl Taps {
             trace_remaining: AtomicU32::new(0),
             trace_next: AtomicU32::new(0),
             trace_drops_only: AtomicBool::new(false),
+            trace_generation: AtomicU32::new(0),
             trace_bufs: (0..workers).map(|_| Mutex::new(Vec::new())).collect(),
             capture_remaining: AtomicU64::new(0),
             capture_free: ArrayQueue::new(CAPTURE_POOL),
@@ -224,6 +228,7 @@ impl Taps {
     pub fn arm_trace(&self, n: u32, drops_only: bool) {
         let n = n.clamp(1, TRACE_MAX_PACKETS);
         self.armed.fetch_and(!ARM_TRACE, Ordering::SeqCst);
+        self.trace_generation.fetch_add(1, Ordering::SeqCst);
         for b in &self.trace_bufs {
             let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
             b.clear();
@@ -240,6 +245,7 @@ impl Taps {
     pub fn clear_trace(&self) {
         self.armed.fetch_and(!ARM_TRACE, Ordering::SeqCst);
         self.trace_remaining.store(0, Ordering::SeqCst);
+        self.trace_generation.fetch_add(1, Ordering::SeqCst);
         for b in &self.trace_bufs {
             let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
             *b = Vec::new();
@@ -374,6 +380,7 @@ impl WorkerTap {
         }
         let drops_only = taps.trace_drops_only.load(Ordering::Relaxed);
         let want = (0..n).filter(|&i| !drops_only || fate(i).is_some()).count() as u32;
+        let generation = taps.trace_generation.load(Ordering::SeqCst);
         let Some((first, got)) = taps.claim_trace(want) else {
             return;
         };
@@ -405,6 +412,10 @@ impl WorkerTap {
         }
         if let Some(b) = taps.trace_bufs.get(worker as usize) {
             let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
+            if taps.trace_generation.load(Ordering::SeqCst) != generation {
+                // Re-armed or cleared since the claim.
+                return;
+            }
             // Within the capacity reserved when armed.
             let room = b.capacity() - b.len();
             b.extend(self.recs.drain(..).take(room));
