@@ -764,6 +764,46 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// What the taps cost a worker: ns per frame through the handler with
+    /// nothing armed, with an exhausted trace armed, and with the capture
+    /// armed (frames dropped as replays: the cheapest path, where a fixed
+    /// per-batch cost shows most). `cargo test --release -p
+    /// xdpsec-control taps_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn taps_cost() {
+        use crate::taps::Capture;
+        let (t, mut h, _punt) = setup();
+        let taps = Arc::clone(&h.ctx.taps);
+        let one = frame(&mut h, &t, &udp("203.0.113.2", 9));
+        let mut frames = vec![one.clone(); BATCH_SIZE];
+        let rounds = 20_000;
+        let mut run = |h: &mut DatapathHandler| {
+            let start = Instant::now();
+            for _ in 0..rounds {
+                for f in frames.iter_mut() {
+                    f.copy_from_slice(&one);
+                }
+                h.decap_and_deliver(&mut frames, Input::Xdp(0));
+            }
+            start.elapsed().as_nanos() as f64 / (rounds * BATCH_SIZE) as f64
+        };
+        let _warm_up = run(&mut h);
+        let off = run(&mut h);
+        taps.arm_trace(1, false);
+        let traced = run(&mut h);
+        taps.clear_trace();
+        let off2 = run(&mut h);
+        let pcap = std::env::temp_dir().join(format!("xdpsec-cost-{}.pcapng", std::process::id()));
+        let cap = Capture::start(&taps, &pcap, None).unwrap();
+        let captured = run(&mut h);
+        let (written, lost) = cap.stop(&taps).unwrap();
+        let _ = std::fs::remove_file(&pcap);
+        println!(
+            "ns/frame: off {off:.1} / {off2:.1}, trace armed (full) {traced:.1}, capture {captured:.1} ({written} written, {lost} lost)"
+        );
+    }
+
     #[test]
     fn injected_packets_are_encrypted_on_the_tunnel_by_the_owner() {
         let (t, mut h, punt) = setup();
