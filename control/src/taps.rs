@@ -212,6 +212,13 @@ impl Taps {
         self.armed.load(Ordering::Relaxed) != 0
     }
 
+    /// Whether frames the XDP program could drop early (unknown SPIs)
+    /// must reach the workers instead: a trace that still wants frames or a
+    /// drop capture is armed.
+    pub fn wants_every_frame(&self) -> bool {
+        self.tracing() || self.capturing()
+    }
+
     /// Whether the drop capture is armed.
     pub fn capturing(&self) -> bool {
         self.armed.load(Ordering::Relaxed) & ARM_CAPTURE != 0

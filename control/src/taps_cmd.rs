@@ -17,6 +17,14 @@ use crate::{
 };
 
 impl Owner {
+    /// Called after every change of the trace or the capture (armed,
+    /// cleared, started, stopped). The merge point for XDP early drop:
+    /// while [`crate::taps::Taps::wants_every_frame`], early-droppable
+    /// frames must still reach the workers (and so the trace and capture).
+    fn taps_changed(&mut self) {
+        let _ = self.taps.wants_every_frame();
+    }
+
     /// `debug platform packet-trace packet N [drops-only]`.
     pub(crate) fn debug_packet_trace(
         &mut self,
@@ -27,6 +35,7 @@ impl Owner {
             bail!("packet count must be 1 to {TRACE_MAX_PACKETS}");
         }
         self.taps.arm_trace(n, drops_only);
+        self.taps_changed();
         let what = if drops_only {
             "dropped frames"
         } else {
@@ -41,6 +50,7 @@ impl Owner {
     /// `clear platform packet-trace`: stop and forget.
     pub(crate) fn clear_packet_trace(&mut self) -> (String, Value) {
         self.taps.clear_trace();
+        self.taps_changed();
         (String::new(), json!({"cleared": true}))
     }
 
@@ -129,6 +139,7 @@ impl Owner {
         }
         let c = Capture::start(&self.taps, Path::new(path), limit)?;
         self.capture = Some(c);
+        self.taps_changed();
         let lim = limit.map_or("no limit".to_string(), |n| format!("limit {n} frames"));
         Ok((
             format!("Started capture of dropped frames to {path} ({lim})\n"),
@@ -144,6 +155,7 @@ impl Owner {
             .ok_or_else(|| anyhow!("no drop capture is running"))?;
         let path = c.path().display().to_string();
         let (written, lost) = c.stop(&self.taps)?;
+        self.taps_changed();
         Ok((
             format!("Stopped capture to {path}: {written} frames written, {lost} lost\n"),
             json!({"file": path, "written": written, "lost": lost}),
