@@ -41,7 +41,7 @@ pub enum Arg {
 #[derive(Clone, Copy, Debug)]
 pub struct CommandSpec<C: Copy> {
     /// The command's words, space-separated: keywords as written,
-    /// `<address>` for an IPv4/IPv6 address, `<color>` for a word, any
+    /// `<address>` for an IPv4/IPv6 address, `<color>` and `<file>` for a word, any
     /// other `<name>` for a number.
     pub pattern: &'static str,
     /// What the dispatcher runs.
@@ -59,6 +59,7 @@ impl<C: Copy> CommandSpec<C> {
                 |w| match w.strip_prefix('<').and_then(|w| w.strip_suffix('>')) {
                     Some("address") => Token::Addr("address"),
                     Some("color") => Token::Word("color"),
+                    Some("file") => Token::Word("file"),
                     Some(name) => Token::Num(name),
                     None => Token::Kw(w),
                 },

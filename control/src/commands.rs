@@ -115,6 +115,24 @@ pub enum Cmd {
     ShowSdwanTunnelStatistics,
     /// `show sdwan control local-properties`.
     ShowSdwanLocalProperties,
+    /// `debug platform packet-trace packet N`.
+    DebugPacketTrace,
+    /// `debug platform packet-trace packet N drops-only`.
+    DebugPacketTraceDrops,
+    /// `clear platform packet-trace`.
+    ClearPacketTrace,
+    /// `show platform packet-trace summary`.
+    ShowPacketTraceSummary,
+    /// `show platform packet-trace packet K`.
+    ShowPacketTracePacket,
+    /// `monitor capture drops start file PATH`.
+    CaptureDropsStart,
+    /// `monitor capture drops start file PATH limit N`.
+    CaptureDropsStartLimit,
+    /// `monitor capture drops stop`.
+    CaptureDropsStop,
+    /// `show crypto ipsec sa export wireshark FILE`.
+    ExportWireshark,
     /// The command list.
     Help,
 }
@@ -330,6 +348,51 @@ pub const COMMANDS: &[CommandSpec<Cmd>] = &[
         pattern: "show sdwan control local-properties",
         id: Cmd::ShowSdwanLocalProperties,
         help: "SD-WAN: system-ip, site-id and each TLOC's current port",
+    },
+    CommandSpec {
+        pattern: "debug platform packet-trace packet <count>",
+        id: Cmd::DebugPacketTrace,
+        help: "trace the path of the next <count> received frames (1-8192)",
+    },
+    CommandSpec {
+        pattern: "debug platform packet-trace packet <count> drops-only",
+        id: Cmd::DebugPacketTraceDrops,
+        help: "trace the path of the next <count> dropped frames",
+    },
+    CommandSpec {
+        pattern: "clear platform packet-trace",
+        id: Cmd::ClearPacketTrace,
+        help: "stop the packet trace and forget its frames",
+    },
+    CommandSpec {
+        pattern: "show platform packet-trace summary",
+        id: Cmd::ShowPacketTraceSummary,
+        help: "traced frames: input, output, state, drop reason",
+    },
+    CommandSpec {
+        pattern: "show platform packet-trace packet <number>",
+        id: Cmd::ShowPacketTracePacket,
+        help: "one traced frame's path (XDP, outer headers, SPI, SA, anti-replay, ICV, result)",
+    },
+    CommandSpec {
+        pattern: "monitor capture drops start file <file>",
+        id: Cmd::CaptureDropsStart,
+        help: "write dropped frames to a pcapng file, each with its drop type as a comment",
+    },
+    CommandSpec {
+        pattern: "monitor capture drops start file <file> limit <count>",
+        id: Cmd::CaptureDropsStartLimit,
+        help: "the same, at most <count> frames",
+    },
+    CommandSpec {
+        pattern: "monitor capture drops stop",
+        id: Cmd::CaptureDropsStop,
+        help: "stop the drop capture and close its file",
+    },
+    CommandSpec {
+        pattern: "show crypto ipsec sa export wireshark <file>",
+        id: Cmd::ExportWireshark,
+        help: "write the live SAs' keys as Wireshark's esp_sa table to <file> (mode 0600)",
     },
     CommandSpec {
         pattern: "help",
@@ -785,6 +848,28 @@ impl Owner {
             },
             Cmd::ShowSdwanTunnelStatistics => self.show_sdwan_tunnel_statistics(),
             Cmd::ShowSdwanLocalProperties => self.show_sdwan_local_properties(),
+            Cmd::DebugPacketTrace | Cmd::DebugPacketTraceDrops => match parsed.args.first() {
+                Some(Arg::Num(n)) => {
+                    self.debug_packet_trace(*n, parsed.id == Cmd::DebugPacketTraceDrops)
+                }
+                _ => Err(anyhow::anyhow!("give the packet count")),
+            },
+            Cmd::ClearPacketTrace => Ok(self.clear_packet_trace()),
+            Cmd::ShowPacketTraceSummary => Ok(self.show_packet_trace_summary()),
+            Cmd::ShowPacketTracePacket => match parsed.args.first() {
+                Some(Arg::Num(k)) => self.show_packet_trace_packet(*k),
+                _ => Err(anyhow::anyhow!("give the packet number")),
+            },
+            Cmd::CaptureDropsStart | Cmd::CaptureDropsStartLimit => match parsed.args.as_slice() {
+                [Arg::Word(f)] => self.capture_start(f, None),
+                [Arg::Word(f), Arg::Num(n)] => self.capture_start(f, Some(u64::from(*n))),
+                _ => Err(anyhow::anyhow!("give the file")),
+            },
+            Cmd::CaptureDropsStop => self.capture_stop(),
+            Cmd::ExportWireshark => match parsed.args.first() {
+                Some(Arg::Word(f)) => self.export_wireshark(f),
+                _ => Err(anyhow::anyhow!("give the file")),
+            },
             Cmd::Help => Ok(help()),
         };
         match result {

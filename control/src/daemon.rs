@@ -228,6 +228,7 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
     );
     let punt =
         Arc::new(PuntHub::new(Arc::clone(&handoff)).context("creating the workers' punt rings")?);
+    let taps = Arc::new(crate::taps::Taps::new(config.underlay.queues as usize));
     let mut queues = Vec::new();
     let mut infos = Vec::new();
     let mut workers_shared = Vec::new();
@@ -267,6 +268,7 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
             epoch,
             handoff: Arc::clone(&handoff),
             punt: Arc::clone(&punt),
+            taps: Arc::clone(&taps),
         };
         queues.push((xsk, DatapathHandler::new(ws, ctx, inside, io)));
     }
@@ -331,6 +333,7 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
             routes: Arc::clone(&routes),
             static_routes,
             next_hops: Arc::clone(&next_hops),
+            taps,
         },
         table,
         tunnels,

@@ -109,7 +109,10 @@ impl Owner {
     /// the counters, and log the sampled drops. Returns the (peer, SPI)
     /// pairs of unknown SPIs seen, for IKE.
     pub fn early_drop_tick(&mut self, unknown: &mut Vec<(IpAddr, u32)>) {
-        if self.early_drop_armed {
+        // A trace that filled up ends by itself: early drop comes back.
+        if self.early_drop_hold != self.taps.wants_every_frame() {
+            self.taps_changed();
+        } else if self.early_drop_armed {
             self.sync_early_drop();
         }
         self.sync_xdp_drops();

@@ -19,6 +19,8 @@ mod seqstore;
 mod session;
 mod state;
 mod syslog;
+mod taps;
+mod taps_cmd;
 mod traffic_gen;
 
 use std::{path::PathBuf, process::ExitCode};

@@ -163,6 +163,10 @@ pub struct Owner {
     pub early_drop_hold: bool,
     /// Whether early drop is armed in XDP now.
     pub early_drop_armed: bool,
+    /// Packet trace and drop capture, shared with the workers.
+    pub taps: Arc<crate::taps::Taps>,
+    /// The running `monitor capture drops` writer, if any.
+    pub capture: Option<crate::taps::Capture>,
 }
 
 /// The pieces `Owner::start` needs from start-up.
@@ -193,6 +197,8 @@ pub struct Started {
     pub static_routes: Vec<(Cidr, u32)>,
     /// Next-hop MACs.
     pub next_hops: Arc<NextHops>,
+    /// Packet trace and drop capture, shared with the workers.
+    pub taps: Arc<crate::taps::Taps>,
 }
 
 /// Build the SA table for `cfg`: one publish, sequence numbers resumed above
@@ -336,6 +342,8 @@ impl Owner {
             xdp_drops,
             early_drop_hold: false,
             early_drop_armed: false,
+            taps: s.taps,
+            capture: None,
         };
         owner.sync_early_drop();
         owner
@@ -990,6 +998,12 @@ impl Owner {
         let mut s = self.steering.take()?;
         for q in &self.queues {
             s.unset_socket(q.queue);
+        }
+        // A running drop capture: write what is queued and close the file.
+        if let Some(c) = self.capture.take()
+            && let Err(e) = c.stop(&self.taps)
+        {
+            warn!("closing the drop capture at shutdown: {e:#}");
         }
         if let Err(e) = self.seq.commit() {
             warn!("writing sequence reservations at shutdown: {e:#}");

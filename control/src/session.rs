@@ -438,14 +438,15 @@ impl Session {
     }
 }
 
-/// Whether an EXEC command (its first word) is a `show` (or `help`).
+/// Whether an EXEC command (its first word) is a `show` (or `help`) that
+/// user EXEC may run: not `show crypto ipsec sa export ...`, which writes
+/// keys to a file and needs `enable` (as keys need privilege on IOS).
 fn is_show(command: &str) -> bool {
-    let first = command
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    !first.is_empty() && ("show".starts_with(&first) || first == "help")
+    let lower = command.to_ascii_lowercase();
+    let mut words = lower.split_whitespace();
+    let first = words.next().unwrap_or("");
+    let export = words.any(|w| "export".starts_with(w));
+    !first.is_empty() && ("show".starts_with(first) || first == "help") && !export
 }
 
 /// Print a session command's output through the line's filter, if any.
@@ -833,5 +834,7 @@ mod tests {
         assert_eq!(s.help("terminal m"), "monitor");
         assert!(is_show("sh ver"));
         assert!(!is_show("clear crypto sa"));
+        assert!(!is_show("sh cry ipsec sa exp wireshark /tmp/k"));
+        assert!(is_show("show crypto ipsec sa peer 198.51.100.2"));
     }
 }
