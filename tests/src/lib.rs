@@ -447,6 +447,19 @@ pub fn scapy_peer(ns: &str, cfg: &serde_json::Value) -> Result<serde_json::Value
     serde_json::from_str(last).with_context(|| format!("scapy peer report: {stdout}"))
 }
 
+/// The daemon's non-zero QFP drop rows as {id: packets} (`show platform
+/// hardware qfp active feature ipsec datapath drops --json`).
+pub fn drop_rows(d: &Daemon) -> std::collections::BTreeMap<u64, u64> {
+    d.cli_json("show platform hardware qfp active feature ipsec datapath drops")
+        .unwrap()["drops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["packets"] != 0)
+        .map(|r| (r["id"].as_u64().unwrap(), r["packets"].as_u64().unwrap()))
+        .collect()
+}
+
 /// How long a counter must stay unchanged before [`settle`] trusts it: long
 /// enough for frames still in a veth queue, an AF_XDP ring or a worker's batch.
 pub const QUIET: Duration = Duration::from_millis(500);

@@ -422,19 +422,7 @@ fn two_queues_deal_frames_over_both_and_every_one_decrypts() {
     );
 }
 
-/// The drop table's rows by QFP id (non-zero ones).
-fn drop_rows(d: &Daemon) -> std::collections::BTreeMap<u64, u64> {
-    let v = d
-        .cli_json("show platform hardware qfp active feature ipsec datapath drops")
-        .unwrap();
-    v["drops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["packets"] != 0)
-        .map(|r| (r["id"].as_u64().unwrap(), r["packets"].as_u64().unwrap()))
-        .collect()
-}
+use xdpsec_e2e::drop_rows;
 
 /// (XDP counter `name`, AF_XDP rx_frames of queue 0, early drop armed).
 fn xdp_and_rx(d: &Daemon, name: &str) -> (u64, u64, bool) {

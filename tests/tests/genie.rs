@@ -147,17 +147,7 @@ fn differences(parsed: &Value, sas: &Value, drops: &Value) -> Vec<String> {
     diff
 }
 
-/// Non-zero drop counters as {id: packets}.
-fn drops(d: &Daemon) -> BTreeMap<u64, u64> {
-    let v = d.cli_json(DROPS_ALL).unwrap();
-    v["drops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["packets"] != 0)
-        .map(|r| (r["id"].as_u64().unwrap(), r["packets"].as_u64().unwrap()))
-        .collect()
-}
+use xdpsec_e2e::drop_rows as drops;
 
 fn sa_counts(d: &Daemon) -> (u64, u64) {
     let v = d.cli_json(SA).unwrap();

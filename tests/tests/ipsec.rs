@@ -19,19 +19,7 @@ fn sa(d: &Daemon) -> Value {
     v["sas"][0].clone()
 }
 
-/// Drop counters as {id: packets} for non-zero rows.
-fn drops(d: &Daemon) -> std::collections::BTreeMap<u64, u64> {
-    let v = d
-        .cli_json("show platform hardware qfp active feature ipsec datapath drops")
-        .unwrap();
-    v["drops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["packets"].as_u64().unwrap() != 0)
-        .map(|r| (r["id"].as_u64().unwrap(), r["packets"].as_u64().unwrap()))
-        .collect()
-}
+use xdpsec_e2e::drop_rows as drops;
 
 fn interop(c: Case, first_seq: u64) {
     let lab = Lab::unique().up(1).unwrap();

@@ -114,15 +114,7 @@ fn expected_sa_rows(f: &Fabric, i: usize, peers: &[usize]) -> BTreeSet<(String, 
 
 /// Non-zero QFP drop rows of edge `i`: {id: packets}.
 fn drops(f: &Fabric, i: usize) -> BTreeMap<u64, u64> {
-    f.edge(i)
-        .cli_json("show platform hardware qfp active feature ipsec datapath drops")
-        .unwrap()["drops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["packets"].as_u64().unwrap() != 0)
-        .map(|r| (r["id"].as_u64().unwrap(), r["packets"].as_u64().unwrap()))
-        .collect()
+    xdpsec_e2e::drop_rows(f.edge(i))
 }
 
 /// Ping every ordered pair of `members`, `count` each (pairs in parallel).

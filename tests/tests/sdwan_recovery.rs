@@ -60,13 +60,7 @@ fn json_of(f: &Fabric, i: usize, command: &str) -> Value {
 
 /// Non-zero QFP drop rows of edge `i`: {id: packets}.
 fn drops(f: &Fabric, i: usize) -> BTreeMap<u64, u64> {
-    json_of(f, i, DROPS)["drops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["packets"].as_u64().unwrap() != 0)
-        .map(|r| (r["id"].as_u64().unwrap(), r["packets"].as_u64().unwrap()))
-        .collect()
+    xdpsec_e2e::drop_rows(f.edge(i))
 }
 
 /// Edge `i`'s `show crypto ipsec sa peer ADDR --json` row of `tunnel`.

@@ -17,19 +17,7 @@ use xdpsec_e2e::{
     tunnel::{BASE, scapy_peer_config, tunnel_config},
 };
 
-/// Drop counters as {id: packets} for non-zero rows.
-fn drops(d: &Daemon) -> BTreeMap<u64, u64> {
-    let v = d
-        .cli_json("show platform hardware qfp active feature ipsec datapath drops")
-        .unwrap();
-    v["drops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["packets"].as_u64().unwrap() != 0)
-        .map(|r| (r["id"].as_u64().unwrap(), r["packets"].as_u64().unwrap()))
-        .collect()
-}
+use xdpsec_e2e::drop_rows as drops;
 
 /// (comment, frame length) of every packet in a pcapng file.
 fn read_pcapng(path: &Path) -> Vec<(String, usize)> {
