@@ -25,6 +25,11 @@ struct Mid<V> {
 #[derive(Clone)]
 pub(crate) struct PMap<V> {
     top: Vec<Arc<Mid<V>>>,
+    /// The shared all-empty middle node: a slot whose leaves all became
+    /// empty goes back to it, so memory follows the live keys (random SPIs
+    /// would otherwise leave a 16 KiB middle node behind in every slot
+    /// they ever touched).
+    empty: Arc<Mid<V>>,
     len: usize,
 }
 
@@ -46,7 +51,8 @@ impl<V: Clone> PMap<V> {
             leaves: vec![empty_leaf; FAN],
         });
         PMap {
-            top: vec![mid; FAN],
+            top: vec![Arc::clone(&mid); FAN],
+            empty: mid,
             len: 0,
         }
     }
@@ -71,7 +77,20 @@ impl<V: Clone> PMap<V> {
         let before = rows.len();
         f(&mut rows);
         self.len = self.len + rows.len() - before;
+        let now_empty = rows.is_empty();
         mid.leaves[b] = Arc::from(rows);
+        if now_empty && mid.leaves.iter().all(|l| l.is_empty()) {
+            self.top[a] = Arc::clone(&self.empty);
+        }
+    }
+
+    /// Middle nodes of their own (not the shared empty one).
+    #[cfg(test)]
+    fn own_mids(&self) -> usize {
+        self.top
+            .iter()
+            .filter(|m| !Arc::ptr_eq(m, &self.empty))
+            .count()
     }
 
     /// Iterate over all rows (control-plane use only; O(n + 2^20)).
@@ -102,5 +121,25 @@ mod tests {
         assert_eq!(a.bucket(7).iter().filter(|r| r.0 == 7).count(), 2);
         assert_eq!(old.bucket(7).iter().filter(|r| r.0 == 7).count(), 1);
         assert_eq!(a.iter().count(), 5000);
+    }
+
+    #[test]
+    fn emptied_slots_share_the_empty_node_again() {
+        let mut m: PMap<u8> = PMap::new();
+        // Random-looking keys, as SPIs are: most land in slots of their own.
+        let keys: Vec<u32> = (1..=300u32).map(|i| i.wrapping_mul(0x2545_f491)).collect();
+        for &k in &keys {
+            m.update(k, |rows| rows.push((k, 1)));
+        }
+        assert!(m.own_mids() > 200, "{}", m.own_mids());
+        for &k in &keys {
+            m.update(k, |rows| rows.retain(|r| r.0 != k));
+        }
+        assert_eq!(m.len(), 0);
+        assert_eq!(m.own_mids(), 0, "every slot back on the shared empty node");
+        // And the map still works.
+        m.update(7, |rows| rows.push((7, 2)));
+        assert_eq!(m.bucket(7), &[(7, 2)]);
+        assert_eq!(m.own_mids(), 1);
     }
 }
