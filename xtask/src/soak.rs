@@ -13,8 +13,15 @@
 //! in the daemon log, the daemon still answers, and its RSS (VmRSS, sampled
 //! each round) grew at most [`RSS_BOUND_KB`] after the warm-up rounds.
 //!
-//! Not in the soak yet (issue 11 item 7): the SD-WAN fabric (rekeys,
-//! controller restart) and IKE tunnels.
+//! Then the SD-WAN fabric ([`Fabric`], the lab's three edges, BFD 200 ms x
+//! 3, `rekey_seconds` 4 with a 3 s grace): cycles of 6 s of pings at 50 ms
+//! between the inside addresses of every pair (1->2, 2->3, 3->1), with timed
+//! rekeys throughout, `ipsec-rekey` on one edge in each cycle and, every
+//! other cycle, the controller stopped for 2.5 s and started again
+//! (graceful restart). Checked: zero ping loss, no QFP drop on any edge, no
+//! panic in any log, the fabric reconverged after each cycle, edge RSS flat.
+//!
+//! Not in the soak (issue 11 item 7): IKE tunnels.
 //!
 //! Cleanup: the [`Lab`] and [`Daemon`] drops remove the namespaces and stop
 //! the daemon on success, failure and Ctrl-C (the signal only sets a flag
@@ -30,7 +37,9 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 use xdpsec_e2e::{
-    Daemon, Lab, drop_rows, scratch_dir, settle_for,
+    Daemon, Lab, drop_rows, scratch_dir,
+    sdwan::{Fabric, Timers, lab_edges},
+    settle_for,
     tunnel::{BASE, tunnel_config},
     xdpsec_bin,
 };
@@ -97,11 +106,15 @@ struct Round {
 pub fn run(seconds: u64) -> Result<()> {
     catch_signals();
     let t0 = Instant::now();
-    let r = manual(Duration::from_secs(seconds));
+    // Half the time for each phase; each runs at least one full cycle.
+    let half = Duration::from_secs(seconds) / 2;
+    let r = manual(half);
+    let r2 = if r.is_ok() { fabric(half) } else { Ok(()) };
     if INTERRUPTED.load(Ordering::SeqCst) {
-        bail!("interrupted; the soak's namespaces and daemon were removed");
+        bail!("interrupted; the soak's namespaces and daemons were removed");
     }
     r?;
+    r2?;
     println!(
         "\nsoak ok in {:.0} s; namespaces and daemon removed",
         t0.elapsed().as_secs_f64()
@@ -407,9 +420,206 @@ fn report(rounds: &[Round], log: &str, alive: bool) -> Result<()> {
     } else {
         println!("  RSS: too few rounds to judge ({rss:?} kB)");
     }
-    println!("  not in this soak: SD-WAN fabric rekeys and controller restart, IKE tunnels");
     if !failures.is_empty() {
         bail!("soak failed:\n  {}", failures.join("\n  "));
+    }
+    Ok(())
+}
+
+/// Pings per pair and cycle (at 50 ms: 6 s).
+const PINGS: u32 = 120;
+/// The pairs pinged in every cycle.
+const PAIRS: [(usize, usize); 3] = [(1, 2), (2, 3), (3, 1)];
+/// Fabric cycles before the edges' RSS baseline is taken.
+const FABRIC_WARM_UP: usize = 2;
+
+/// One fabric cycle's line of the ledger.
+struct Cycle {
+    rekeyed_edge: usize,
+    controller_restart: bool,
+    /// (transmitted, received) per pair of [`PAIRS`].
+    pings: Vec<(u32, u32)>,
+    /// VmRSS of each edge after the cycle (kB).
+    rss_kb: Vec<u64>,
+    /// Empty when the cycle passed.
+    error: String,
+}
+
+/// Phase 2: the SD-WAN fabric, cycles until `budget` is spent.
+fn fabric(budget: Duration) -> Result<()> {
+    let timers = Timers {
+        rekey_seconds: 4,
+        rekey_grace_seconds: 3,
+        ..Timers::fast()
+    };
+    let mut f = Fabric::unique(lab_edges(), timers).up()?;
+    f.start()?;
+    let all = [1, 2, 3];
+    f.wait_converged(&all, Duration::from_secs(30))?;
+    // Drops while the fabric converged (a TLOC not yet learned) are not the soak's.
+    for i in all {
+        f.edge(i)
+            .cli("clear platform hardware qfp active feature ipsec datapath drops")
+            .map_err(|e| anyhow::anyhow!("clearing drops: {e}"))?;
+    }
+    let pids: Vec<u32> = all.iter().filter_map(|&i| f.edge(i).pid()).collect();
+    let mut controller_logs = String::new();
+    let deadline = Instant::now() + budget;
+    let mut cycles: Vec<Cycle> = Vec::new();
+    while cycles.len() < 2 || Instant::now() < deadline {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            bail!("interrupted");
+        }
+        let n = cycles.len();
+        let rekeyed_edge = n % 3 + 1;
+        let controller_restart = n % 2 == 1;
+        let pingers: Vec<_> = PAIRS
+            .iter()
+            .map(|&(i, j)| {
+                let ns = f.edge_ns[i - 1].clone();
+                std::thread::spawn(move || {
+                    xdpsec_e2e::ping(
+                        &ns,
+                        &Fabric::inside_ip(i),
+                        &Fabric::inside_ip(j),
+                        PINGS,
+                        "0.05",
+                    )
+                })
+            })
+            .collect();
+        let t0 = Instant::now();
+        let mut error = String::new();
+        std::thread::sleep(Duration::from_millis(1000));
+        if let Err(e) = f
+            .edge(rekeyed_edge)
+            .cli("request platform software sdwan security ipsec-rekey")
+        {
+            error = format!("ipsec-rekey on edge {rekeyed_edge}: {e}");
+        }
+        if controller_restart {
+            std::thread::sleep(Duration::from_millis(2000).saturating_sub(t0.elapsed()));
+            controller_logs.push_str(&f.ctrl().log_text());
+            f.stop_controller();
+            std::thread::sleep(Duration::from_millis(2500));
+            f.start_controller()?;
+        }
+        let pings: Vec<(u32, u32)> = pingers
+            .into_iter()
+            .map(|p| p.join().unwrap_or((0, 0)))
+            .collect();
+        if let Err(e) = f.wait_converged(&all, Duration::from_secs(20)) {
+            error = format!("not reconverged: {e:#}");
+        }
+        if error.is_empty() && pings.iter().any(|&(tx, rx)| tx != PINGS || rx != tx) {
+            error = format!("ping loss: {pings:?}");
+        }
+        let rss_kb = pids.iter().map(|&p| rss_kb(p).unwrap_or(0)).collect();
+        cycles.push(Cycle {
+            rekeyed_edge,
+            controller_restart,
+            pings,
+            rss_kb,
+            error,
+        });
+        let c = cycles.last().unwrap();
+        println!(
+            "cycle {:>3}  ipsec-rekey edge {}  {:<20} pings {:?}  edge RSS {:?} kB  {}",
+            cycles.len(),
+            c.rekeyed_edge,
+            if c.controller_restart {
+                "controller restart"
+            } else {
+                "-"
+            },
+            c.pings,
+            c.rss_kb,
+            if c.error.is_empty() { "ok" } else { &c.error }
+        );
+    }
+    let drops: Vec<BTreeMap<u64, u64>> = all.iter().map(|&i| drop_rows(f.edge(i))).collect();
+    let logs: String = all
+        .iter()
+        .map(|&i| f.edge(i).log_text())
+        .collect::<String>()
+        + &controller_logs
+        + &f.ctrl().log_text();
+    drop(f);
+    fabric_report(&cycles, &drops, &logs)
+}
+
+/// Print the fabric ledger and its checks; Err when any failed.
+fn fabric_report(cycles: &[Cycle], drops: &[BTreeMap<u64, u64>], logs: &str) -> Result<()> {
+    println!(
+        "\nSoak ledger: SD-WAN fabric, {} cycles (timed rekeys every 4 s, ipsec-rekey each cycle, {} controller restarts)",
+        cycles.len(),
+        cycles.iter().filter(|c| c.controller_restart).count()
+    );
+    let mut failures: Vec<String> = cycles
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| !c.error.is_empty())
+        .map(|(i, c)| format!("cycle {}: {}", i + 1, c.error))
+        .collect();
+    for restart in [false, true] {
+        let (tx, rx) = cycles
+            .iter()
+            .filter(|c| c.controller_restart == restart)
+            .flat_map(|c| c.pings.iter())
+            .fold((0, 0), |(a, b), &(t, r)| (a + t, b + r));
+        println!(
+            "  pings across rekeys{:<28} sent {tx:>6} received {rx:>6} lost {:>4}  {}",
+            if restart {
+                " and a controller restart"
+            } else {
+                ""
+            },
+            tx - rx,
+            if tx == rx { "ok" } else { "LOSS" }
+        );
+    }
+    for (i, d) in drops.iter().enumerate() {
+        println!(
+            "  edge {} QFP drops: {:<30} {}",
+            i + 1,
+            fmt_drops(d),
+            if d.is_empty() { "ok" } else { "NOT ZERO" }
+        );
+        if !d.is_empty() {
+            failures.push(format!("edge {} dropped {}", i + 1, fmt_drops(d)));
+        }
+    }
+    let panicked = logs.contains("panicked");
+    println!(
+        "  logs (edges, controller) without a panic: {}",
+        if panicked { "NO" } else { "ok" }
+    );
+    if panicked {
+        failures.push("a fabric log has a panic".into());
+    }
+    if cycles.len() > FABRIC_WARM_UP {
+        for e in 0..cycles[0].rss_kb.len() {
+            let rss: Vec<u64> = cycles[FABRIC_WARM_UP..]
+                .iter()
+                .map(|c| c.rss_kb[e])
+                .collect();
+            let growth = rss.iter().max().unwrap().saturating_sub(rss[0]);
+            println!(
+                "  edge {} RSS after warm-up: {} kB, growth {growth} kB (bound {RSS_BOUND_KB} kB): {}",
+                e + 1,
+                rss[0],
+                if growth <= RSS_BOUND_KB { "ok" } else { "NO" }
+            );
+            if growth > RSS_BOUND_KB {
+                failures.push(format!("edge {} RSS grew {growth} kB", e + 1));
+            }
+        }
+    } else {
+        println!("  edge RSS: too few cycles to judge");
+    }
+    println!("  not in this soak: IKE tunnels");
+    if !failures.is_empty() {
+        bail!("soak (fabric) failed:\n  {}", failures.join("\n  "));
     }
     Ok(())
 }
