@@ -18,7 +18,8 @@
 //! between the inside addresses of every pair (1->2, 2->3, 3->1), with timed
 //! rekeys throughout, `ipsec-rekey` on one edge in each cycle and, every
 //! other cycle, the controller stopped for 2.5 s and started again
-//! (graceful restart). Checked: zero ping loss, no QFP drop on any edge, no
+//! (graceful restart). Checked: every edge got new inbound SPIs in
+//! every cycle (rekeys happened), zero ping loss, no QFP drop on any edge, no
 //! panic in any log, the fabric reconverged after each cycle, edge RSS flat.
 //!
 //! Not in the soak (issue 11 item 7): IKE tunnels.
@@ -27,7 +28,7 @@
 //! the daemon on success, failure and Ctrl-C (the signal only sets a flag
 //! checked between rounds).
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
     process::Command,
     sync::atomic::Ordering,
@@ -439,6 +440,8 @@ struct Cycle {
     controller_restart: bool,
     /// (transmitted, received) per pair of [`PAIRS`].
     pings: Vec<(u32, u32)>,
+    /// Edges whose inbound SPIs changed during the cycle (rekeyed).
+    rekeyed: usize,
     /// VmRSS of each edge after the cycle (kB).
     rss_kb: Vec<u64>,
     /// Empty when the cycle passed.
@@ -473,6 +476,7 @@ fn fabric(budget: Duration) -> Result<()> {
         let n = cycles.len();
         let rekeyed_edge = n % 3 + 1;
         let controller_restart = n % 2 == 1;
+        let spis_before: Vec<BTreeSet<u64>> = all.iter().map(|&i| inbound_spis(&f, i)).collect();
         let pingers: Vec<_> = PAIRS
             .iter()
             .map(|&(i, j)| {
@@ -514,17 +518,26 @@ fn fabric(budget: Duration) -> Result<()> {
         if error.is_empty() && pings.iter().any(|&(tx, rx)| tx != PINGS || rx != tx) {
             error = format!("ping loss: {pings:?}");
         }
+        let rekeyed = all
+            .iter()
+            .zip(&spis_before)
+            .filter(|(i, b)| inbound_spis(&f, **i) != **b)
+            .count();
+        if error.is_empty() && rekeyed != all.len() {
+            error = format!("only {rekeyed} edges got new inbound SPIs in the cycle");
+        }
         let rss_kb = pids.iter().map(|&p| rss_kb(p).unwrap_or(0)).collect();
         cycles.push(Cycle {
             rekeyed_edge,
             controller_restart,
             pings,
+            rekeyed,
             rss_kb,
             error,
         });
         let c = cycles.last().unwrap();
         println!(
-            "cycle {:>3}  ipsec-rekey edge {}  {:<20} pings {:?}  edge RSS {:?} kB  {}",
+            "cycle {:>3}  ipsec-rekey edge {}  {:<20} edges rekeyed {}  pings {:?}  edge RSS {:?} kB  {}",
             cycles.len(),
             c.rekeyed_edge,
             if c.controller_restart {
@@ -532,6 +545,7 @@ fn fabric(budget: Duration) -> Result<()> {
             } else {
                 "-"
             },
+            c.rekeyed,
             c.pings,
             c.rss_kb,
             if c.error.is_empty() { "ok" } else { &c.error }
@@ -546,6 +560,15 @@ fn fabric(budget: Duration) -> Result<()> {
         + &f.ctrl().log_text();
     drop(f);
     fabric_report(&cycles, &drops, &logs)
+}
+
+/// Every inbound SPI of edge `i`'s SD-WAN SAs (`show crypto ipsec sa`).
+fn inbound_spis(f: &Fabric, i: usize) -> BTreeSet<u64> {
+    f.ipsec_sas(i)
+        .iter()
+        .flat_map(|r| r["inbound_spis"].as_array().cloned().unwrap_or_default())
+        .filter_map(|s| s.as_u64())
+        .collect()
 }
 
 /// Print the fabric ledger and its checks; Err when any failed.
