@@ -512,6 +512,10 @@ fn fabric(budget: Duration) -> Result<()> {
             .into_iter()
             .map(|p| p.join().unwrap_or((0, 0)))
             .collect();
+        // Ctrl-C reached the daemons too: do not wait for a fabric that is gone.
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            bail!("interrupted");
+        }
         if let Err(e) = f.wait_converged(&all, Duration::from_secs(20)) {
             error = format!("not reconverged: {e:#}");
         }
