@@ -102,15 +102,19 @@ struct Round {
     error: String,
 }
 
-/// `cargo xtask soak`: run for `seconds`, print the ledger, fail when any
-/// check failed.
-pub fn run(seconds: u64) -> Result<()> {
+/// `cargo xtask soak`: run for `seconds` (only the manual phase when
+/// `manual_only`), print the ledgers, fail when any check failed.
+pub fn run(seconds: u64, manual_only: bool) -> Result<()> {
     catch_signals();
     let t0 = Instant::now();
     // Half the time for each phase; each runs at least one full cycle.
     let half = Duration::from_secs(seconds) / 2;
     let r = manual(half);
-    let r2 = if r.is_ok() { fabric(half) } else { Ok(()) };
+    let r2 = if r.is_ok() && !manual_only {
+        fabric(half)
+    } else {
+        Ok(())
+    };
     if INTERRUPTED.load(Ordering::SeqCst) {
         bail!("interrupted; the soak's namespaces and daemons were removed");
     }
@@ -204,6 +208,7 @@ fn wait_reloads(d: &Daemon, n: usize) -> Result<()> {
 /// Phase 1: the manual tunnel, rounds until `budget` is spent.
 fn manual(budget: Duration) -> Result<()> {
     let lab = Lab::unique().up(1)?;
+    println!("manual tunnel: namespaces {} {}", lab.ns1, lab.ns2);
     let d = Daemon::start(&lab.ns1, &receiver_config(&lab))?;
     let pid = d.pid().context("daemon pid")?;
     let dir = scratch_dir("soak");
@@ -212,7 +217,8 @@ fn manual(budget: Duration) -> Result<()> {
     let deadline = Instant::now() + budget;
     let mut rounds: Vec<Round> = Vec::new();
     let mut reloads = 0;
-    // At least one full cycle of actions, then until the budget is spent.
+    // At least one full cycle of actions, then until the budget is spent
+    // (or a round fails).
     while rounds.len() < 4 || Instant::now() < deadline {
         if INTERRUPTED.load(Ordering::SeqCst) {
             bail!("interrupted");
@@ -312,6 +318,11 @@ fn manual(budget: Duration) -> Result<()> {
             r.rss_kb,
             if r.error.is_empty() { "ok" } else { &r.error }
         );
+        // The first round that does not balance ends the phase: its line
+        // and the ledger so far say what went wrong.
+        if !r.error.is_empty() {
+            break;
+        }
     }
     let log = d.log_text();
     let alive = d.cli("show version").is_ok();
