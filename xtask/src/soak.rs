@@ -456,6 +456,9 @@ struct Cycle {
     rekeyed: usize,
     /// VmRSS of each edge after the cycle (kB).
     rss_kb: Vec<u64>,
+    /// Lines each edge logged since start (its buffer keeps the last 1000:
+    /// RSS grows until it is full).
+    logged: Vec<u64>,
     /// Empty when the cycle passed.
     error: String,
 }
@@ -543,17 +546,26 @@ fn fabric(budget: Duration) -> Result<()> {
             error = format!("only {rekeyed} edges got new inbound SPIs in the cycle");
         }
         let rss_kb = pids.iter().map(|&p| rss_kb(p).unwrap_or(0)).collect();
+        let logged = all
+            .iter()
+            .map(|&i| {
+                f.edge(i)
+                    .cli_json("show logging")
+                    .map_or(0, |v| v["logged"].as_u64().unwrap_or(0))
+            })
+            .collect();
         cycles.push(Cycle {
             rekeyed_edge,
             controller_restart,
             pings,
             rekeyed,
             rss_kb,
+            logged,
             error,
         });
         let c = cycles.last().unwrap();
         println!(
-            "cycle {:>3}  ipsec-rekey edge {}  {:<20} edges rekeyed {}  pings {:?}  edge RSS {:?} kB  {}",
+            "cycle {:>3}  ipsec-rekey edge {}  {:<20} edges rekeyed {}  pings {:?}  edge RSS {:?} kB  log lines {:?}  {}",
             cycles.len(),
             c.rekeyed_edge,
             if c.controller_restart {
@@ -564,6 +576,7 @@ fn fabric(budget: Duration) -> Result<()> {
             c.rekeyed,
             c.pings,
             c.rss_kb,
+            c.logged,
             if c.error.is_empty() { "ok" } else { &c.error }
         );
     }
