@@ -656,10 +656,13 @@ fn fabric_report(cycles: &[Cycle], drops: &[BTreeMap<u64, u64>], logs: &str) -> 
                 .map(|c| c.rss_kb[e])
                 .collect();
             let growth = rss.iter().max().unwrap().saturating_sub(rss[0]);
+            // The rate tells a steady leak from a one-off step, which the
+            // bound alone does not.
             println!(
-                "  edge {} RSS after warm-up: {} kB, growth {growth} kB (bound {RSS_BOUND_KB} kB): {}",
+                "  edge {} RSS after warm-up: {} kB, growth {growth} kB ({:.0} kB a cycle; bound {RSS_BOUND_KB} kB): {}",
                 e + 1,
                 rss[0],
+                (*rss.last().unwrap() as f64 - rss[0] as f64) / (rss.len() - 1).max(1) as f64,
                 if growth <= RSS_BOUND_KB { "ok" } else { "NO" }
             );
             if growth > RSS_BOUND_KB {
