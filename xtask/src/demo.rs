@@ -32,7 +32,7 @@ use xdpsec_e2e::{
 pub const PREFIX: &str = "xdpsec-demo";
 
 /// Set by SIGINT, SIGTERM or SIGHUP.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+pub(crate) static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
@@ -40,7 +40,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 /// From here on SIGINT, SIGTERM and SIGHUP set [`INTERRUPTED`] instead of
 /// killing the process, so the fabric's `Drop` still runs.
-fn catch_signals() {
+pub(crate) fn catch_signals() {
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         // SAFETY: the handler only stores to an atomic (async-signal-safe).
         unsafe {

@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | lab up [--sdwan]|down|show | demo [--steering] | test | bench | dist | fuzz`.
+//! Project tasks: `cargo xtask setup | lab up [--sdwan]|down|show | demo [--steering] | test | bench | dist | soak | fuzz`.
 use std::{
     path::{Path, PathBuf},
     process::{Command, ExitCode},
@@ -12,6 +12,7 @@ mod demo;
 mod dist;
 mod lab;
 mod scale;
+mod soak;
 mod steering;
 
 #[derive(Parser)]
@@ -78,6 +79,24 @@ enum Cmd {
         /// Package this binary instead of building one (for the tests).
         #[arg(long, hide = true)]
         bin: Option<PathBuf>,
+    },
+    /// Soak (not in CI): rounds of `xdpsec gen` traffic into an xdpsec
+    /// receiver with SIGHUP reloads, forget-sa and `clear crypto sa peer`
+    /// in between; prints the ledger (every frame decrypted or in exactly
+    /// one drop row), fails on any mismatch, a panic or RSS growth.
+    Soak {
+        /// Minutes to run.
+        #[arg(long, default_value_t = 2)]
+        minutes: u64,
+        /// Instead: seconds to run (for the tests).
+        #[arg(long, hide = true)]
+        seconds: Option<u64>,
+        /// Only the manual-tunnel phase (for the tests).
+        #[arg(long, hide = true)]
+        manual_only: bool,
+        /// Skip setup and build; use `XDPSEC_BIN` or the newest build (for the tests).
+        #[arg(long, hide = true)]
+        no_build: bool,
     },
     /// Fuzz the receive path for a bounded time.
     Fuzz {
@@ -203,6 +222,18 @@ fn main() -> ExitCode {
             };
             (if scale_only { Ok(()) } else { criterion() }).and_then(|_| scale::run(&tunnels))
         }
+        Cmd::Soak {
+            minutes,
+            seconds,
+            manual_only,
+            no_build,
+        } => (if no_build { Ok(()) } else { setup() }).and_then(|_| {
+            if !no_build {
+                // SAFETY: set before any thread is started; the harness reads it.
+                unsafe { std::env::set_var("XDPSEC_BIN", build_xdpsec()?) };
+            }
+            soak::run(seconds.unwrap_or(minutes * 60), manual_only)
+        }),
         Cmd::Fuzz { seconds } => fuzz(seconds),
     };
     match r {
