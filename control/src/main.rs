@@ -115,14 +115,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     match args.cmd {
         Command::Run { config } => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_env("XDPSEC_LOG")
-                        .unwrap_or_else(|_| "info".into()),
-                )
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .init();
+            init_logging();
             let cfg = match config::Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -139,14 +132,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Controller { config } => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_env("XDPSEC_LOG")
-                        .unwrap_or_else(|_| "info".into()),
-                )
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .init();
+            init_logging();
             let cfg = match controller::ControllerConfig::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -237,6 +223,18 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Logs to stderr (the journal under systemd), filtered by `XDPSEC_LOG`.
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("XDPSEC_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
 }
 
 fn format_chain(e: &anyhow::Error) -> String {

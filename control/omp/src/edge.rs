@@ -287,26 +287,8 @@ pub struct ConnectionView {
     pub uptime_seconds: u64,
 }
 
-/// A TLOC as `show sdwan omp tlocs` lists it (never a key).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlocView {
-    /// Originator.
-    pub system_ip: Ipv4Addr,
-    /// Color.
-    pub color: String,
-    /// Always `ipsec`.
-    pub encap: &'static str,
-    /// Public address.
-    pub public_ip: IpAddr,
-    /// Public port.
-    pub public_port: u16,
-    /// Inbound SPI of that TLOC.
-    pub spi: u32,
-    /// IOS-style status: `C,Red,R` (chosen, redistributed, resolved) for
-    /// local TLOCs, `C,I,R` for installed learned ones, `C,I,R,Stale` while
-    /// held by graceful restart.
-    pub status: &'static str,
-}
+/// A TLOC as `show sdwan omp tlocs` lists it: the controller's view type.
+pub use crate::controller::TlocView;
 
 /// The SD-WAN edge protocol core.
 pub struct Edge {

@@ -119,21 +119,7 @@ impl Owner {
     /// `show sdwan omp tlocs` on the edge: local TLOCs, then learned ones.
     pub(crate) fn show_sdwan_omp_tlocs(&self) -> Result<(String, Value)> {
         let s = self.edge()?;
-        let rows: Vec<xdpsec_omp::controller::TlocView> = s
-            .edge
-            .tlocs()
-            .into_iter()
-            .map(|t| xdpsec_omp::controller::TlocView {
-                system_ip: t.system_ip,
-                color: t.color,
-                encap: t.encap,
-                public_ip: t.public_ip,
-                public_port: t.public_port,
-                spi: t.spi,
-                status: t.status,
-            })
-            .collect();
-        Ok(cshow::omp_tlocs(&rows))
+        Ok(cshow::omp_tlocs(&s.edge.tlocs()))
     }
 
     /// `show sdwan omp routes` on the edge: learned service routes, with
