@@ -38,7 +38,6 @@ use xdpsec_datapath::{
         InboundSaConfig, LocalEndpoint, OutboundEntry, OutboundSaConfig, OuterHeader, PeerKey,
         SaChange, SaId, Selectors,
     },
-    wire::checksum as cks,
 };
 use xdpsec_omp::{
     SdwanSa, TlocId,
@@ -287,29 +286,8 @@ impl Sdwan {
 /// An inner IPv4/UDP BFD packet from `src` to `dst` (RFC 5881: TTL 255,
 /// destination port 3784, a source port fixed per session).
 fn bfd_packet(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, payload: &[u8]) -> Vec<u8> {
-    let total = 20 + 8 + payload.len();
-    let mut p = Vec::with_capacity(total);
-    p.extend_from_slice(&[0x45, 0xc0]); // DSCP CS6: network control
-    p.extend_from_slice(&(total as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 0, 0x40, 0]); // ID 0, DF
-    p.push(BFD_TTL);
-    p.push(17);
-    p.extend_from_slice(&[0, 0]);
-    p.extend_from_slice(&src.octets());
-    p.extend_from_slice(&dst.octets());
-    let csum = cks::compute(&p[..20]);
-    p[10..12].copy_from_slice(&csum.to_be_bytes());
-    p.extend_from_slice(&sport.to_be_bytes());
-    p.extend_from_slice(&BFD_PORT.to_be_bytes());
-    p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 0]);
-    p.extend_from_slice(payload);
-    // UDP checksum over the pseudo-header (0 is sent as 0xffff).
-    let pseudo = cks::pseudo_header_v4(&src, &dst, (8 + payload.len()) as u16, 17);
-    let u = !cks::combine(pseudo, cks::sum(&p[20..]));
-    let u = if u == 0 { 0xffff } else { u };
-    p[26..28].copy_from_slice(&u.to_be_bytes());
-    p
+    // DSCP CS6: network control.
+    xdpsec_datapath::wire::build_udp_v4(src, dst, 0xc0, BFD_TTL, sport, BFD_PORT, payload)
 }
 
 /// The UDP payload of a punted BFD packet, or why it is discarded.
@@ -1002,6 +980,7 @@ pub fn bfd_state_name(s: BfdState) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use xdpsec_datapath::wire::checksum as cks;
 
     #[test]
     fn bfd_packets_round_trip_with_valid_checksums() {

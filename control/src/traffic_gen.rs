@@ -112,28 +112,19 @@ const OLD_MARGIN: usize = 32;
 /// An inner IPv4/IPv6 UDP packet from `src` to `dst` with `size` payload bytes.
 fn inner_packet(src: IpAddr, dst: IpAddr, size: usize, n: u64) -> Vec<u8> {
     let payload: Vec<u8> = (0..size).map(|i| (n as usize + i) as u8).collect();
-    let ulen = (8 + size) as u16;
-    let mut udp = Vec::with_capacity(8 + size);
-    udp.extend_from_slice(&9000u16.to_be_bytes());
-    udp.extend_from_slice(&9u16.to_be_bytes());
-    udp.extend_from_slice(&ulen.to_be_bytes());
-    udp.extend_from_slice(&[0, 0]);
-    udp.extend_from_slice(&payload);
     use xdpsec_datapath::wire::checksum as cks;
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0];
-            p[2..4].copy_from_slice(&(20 + ulen).to_be_bytes());
-            p.extend_from_slice(&s.octets());
-            p.extend_from_slice(&d.octets());
-            let c = cks::compute(&p);
-            p[10..12].copy_from_slice(&c.to_be_bytes());
-            let u = !cks::combine(cks::pseudo_header_v4(&s, &d, ulen, 17), cks::sum(&udp));
-            udp[6..8].copy_from_slice(&(if u == 0 { 0xffff } else { u }).to_be_bytes());
-            p.extend_from_slice(&udp);
-            p
+            xdpsec_datapath::wire::build_udp_v4(s, d, 0, 64, 9000, 9, &payload)
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let ulen = (8 + size) as u16;
+            let mut udp = Vec::with_capacity(8 + size);
+            udp.extend_from_slice(&9000u16.to_be_bytes());
+            udp.extend_from_slice(&9u16.to_be_bytes());
+            udp.extend_from_slice(&ulen.to_be_bytes());
+            udp.extend_from_slice(&[0, 0]);
+            udp.extend_from_slice(&payload);
             let mut p = vec![0x60, 0, 0, 0];
             p.extend_from_slice(&ulen.to_be_bytes());
             p.extend_from_slice(&[17, 64]);

@@ -95,6 +95,42 @@ pub mod ecn {
     }
 }
 
+/// An IPv4/UDP packet (20-byte header, DF, both checksums) carrying
+/// `payload`: for control-plane senders (BFD hellos, the traffic
+/// generator), never the per-packet path (it allocates).
+#[allow(clippy::too_many_arguments)]
+pub fn build_udp_v4(
+    src: core::net::Ipv4Addr,
+    dst: core::net::Ipv4Addr,
+    tos: u8,
+    ttl: u8,
+    sport: u16,
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let ulen = (8 + payload.len()) as u16;
+    let mut p = Vec::with_capacity(20 + usize::from(ulen));
+    p.extend_from_slice(&[0x45, tos]);
+    p.extend_from_slice(&(20 + ulen).to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0x40, 0, ttl, 17, 0, 0]);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    let c = checksum::compute(&p);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    p.extend_from_slice(&sport.to_be_bytes());
+    p.extend_from_slice(&dport.to_be_bytes());
+    p.extend_from_slice(&ulen.to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(payload);
+    // UDP checksum over the pseudo-header; 0 is sent as 0xffff.
+    let u = !checksum::combine(
+        checksum::pseudo_header_v4(&src, &dst, ulen, 17),
+        checksum::sum(&p[20..]),
+    );
+    p[26..28].copy_from_slice(&(if u == 0 { 0xffff } else { u }).to_be_bytes());
+    p
+}
+
 /// Internet checksum (RFC 1071) helpers.
 pub mod checksum {
     /// One's-complement sum of `data` folded to 16 bits (not inverted).
