@@ -35,6 +35,18 @@ pub struct Config {
     pub metrics: Option<crate::metrics::MetricsConfig>,
 }
 
+/// How the XDP program is attached to the underlay (`underlay.xdp_mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpAttach {
+    /// Driver (native) mode, generic if the driver has no XDP (the default).
+    Driver,
+    /// Generic (SKB) mode only. On veth this keeps the peer's TSO/GSO
+    /// (veth turns them off for a driver-mode program, frags or not), so
+    /// traffic passed to the kernel keeps its speed; ESP then reaches
+    /// AF_XDP after the kernel built an skb for it.
+    Generic,
+}
+
 /// Where decrypted inner packets go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Inside {
@@ -238,6 +250,8 @@ pub struct Underlay {
     /// Drop ESP with an SPI no inbound SA has in the XDP program
     /// (`underlay.early_drop`, default true); false sends it to userspace.
     pub early_drop: bool,
+    /// How the XDP program is attached (`underlay.xdp_mode`, default "driver").
+    pub xdp_mode: XdpAttach,
 }
 
 /// A configuration error: what is wrong, where, and how to fix it.
@@ -360,6 +374,8 @@ struct RawUnderlay {
     udp_ports: Option<Spanned<Vec<i64>>>,
     #[serde(default)]
     early_drop: Option<bool>,
+    #[serde(default)]
+    xdp_mode: Option<Spanned<String>>,
 }
 
 /// Largest `underlay.queues` accepted (the XDP program's XSKMAP size).
@@ -427,6 +443,20 @@ impl Config {
                     ));
                 }
                 v as u32
+            }
+        };
+        let xdp_mode = match u
+            .xdp_mode
+            .as_ref()
+            .map(|m| (m.get_ref().as_str(), m.span()))
+        {
+            None | Some(("driver", _)) => XdpAttach::Driver,
+            Some(("generic", _)) => XdpAttach::Generic,
+            Some((other, span)) => {
+                return Err(format!(
+                    "line {}: field `underlay.xdp_mode` = {other:?}: give \"driver\" (the default) or \"generic\"",
+                    at(span)
+                ));
             }
         };
         let udp_ports = match &u.udp_ports {
@@ -535,6 +565,7 @@ impl Config {
                 queues,
                 udp_ports,
                 early_drop: u.early_drop.unwrap_or(true),
+                xdp_mode,
             },
             inside,
             tunnels,
@@ -1111,6 +1142,25 @@ queues = 2
         assert_eq!(
             c.underlay.udp_ports.iter().copied().collect::<Vec<_>>(),
             vec![4500, 12346, 12366, 12386, 12406, 12426]
+        );
+    }
+
+    #[test]
+    fn xdp_mode_defaults_to_driver_and_takes_generic() {
+        assert_eq!(
+            Config::parse(GOOD).unwrap().underlay.xdp_mode,
+            XdpAttach::Driver
+        );
+        let g = GOOD.replace("queues = 2", "queues = 2\nxdp_mode = \"generic\"");
+        assert_eq!(
+            Config::parse(&g).unwrap().underlay.xdp_mode,
+            XdpAttach::Generic
+        );
+        let bad = GOOD.replace("queues = 2", "queues = 2\nxdp_mode = \"native\"");
+        let e = Config::parse(&bad).unwrap_err();
+        assert!(
+            e.contains("line 7") && e.contains("underlay.xdp_mode") && e.contains("generic"),
+            "{e}"
         );
     }
 

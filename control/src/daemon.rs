@@ -218,7 +218,8 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
             .collect(),
     ));
 
-    let mut steering = XdpSteering::attach(iface, &config.underlay.udp_ports)?;
+    let mut steering =
+        XdpSteering::attach(iface, &config.underlay.udp_ports, config.underlay.xdp_mode)?;
 
     let handoff: Arc<Vec<Arc<HandoffQueue>>> = Arc::new(
         (0..config.underlay.queues)

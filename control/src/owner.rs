@@ -716,6 +716,7 @@ impl Owner {
             || u.address != v.address
             || u.queues != v.queues
             || u.udp_ports != v.udp_ports
+            || u.xdp_mode != v.xdp_mode
         {
             return refuse("underlay", restart);
         }

@@ -25,6 +25,8 @@ use xdpsec_common::{
 };
 use xdpsec_datapath::sa::{SaSnapshot, SpiObserver, SpiState};
 
+use crate::config::XdpAttach;
+
 /// The XDP object built by build.rs.
 static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdpsec.bpf.o"));
 
@@ -50,8 +52,9 @@ pub struct XdpSteering {
 
 impl XdpSteering {
     /// Load the program, fill the port map, attach to `interface` in driver
-    /// mode (generic mode if the driver has no XDP support).
-    pub fn attach(interface: &str, ports: &BTreeSet<u16>) -> Result<XdpSteering> {
+    /// mode (generic mode if the driver has no XDP support), or in generic
+    /// mode only when `mode` says so.
+    pub fn attach(interface: &str, ports: &BTreeSet<u16>, mode: XdpAttach) -> Result<XdpSteering> {
         let mut ebpf = Ebpf::load(XDP_OBJECT).context("loading the XDP object into the kernel")?;
         let xsks: XskMap<MapData> = XskMap::try_from(
             ebpf.take_map(MAP_XSKS)
@@ -100,28 +103,40 @@ impl XdpSteering {
             .try_into()?;
         prog.load()
             .context("the kernel refused the XDP program (verifier)")?;
-        let link = match prog.attach(interface, XdpMode::Driver) {
-            Ok(l) => l,
-            Err(driver_err) => match prog.attach(interface, XdpMode::Skb) {
-                Ok(l) => {
-                    s.attach_mode = "generic";
-                    l
-                }
-                Err(_) => {
-                    let hint = match std::io::Error::last_os_error().raw_os_error() {
-                        Some(libc::EBUSY) | Some(libc::EEXIST) => {
-                            " (another XDP program is attached: remove it with `ip link set dev IFACE xdp off`)"
-                        }
-                        _ => "",
-                    };
-                    bail!(
-                        "attaching the XDP program to {interface} was refused: {}{}",
-                        error_chain(&driver_err),
-                        hint.replace("IFACE", interface)
-                    );
-                }
-            },
+        let (first, mut name) = match mode {
+            XdpAttach::Driver => (XdpMode::Driver, "driver"),
+            XdpAttach::Generic => (XdpMode::Skb, "generic"),
         };
+        let link = match prog.attach(interface, first) {
+            Ok(l) => l,
+            Err(first_err) => {
+                // Driver mode refused (no native XDP): generic mode instead.
+                let fallback = match mode {
+                    XdpAttach::Driver => prog.attach(interface, XdpMode::Skb).ok(),
+                    XdpAttach::Generic => None,
+                };
+                match fallback {
+                    Some(l) => {
+                        name = "generic";
+                        l
+                    }
+                    None => {
+                        let hint = match std::io::Error::last_os_error().raw_os_error() {
+                            Some(libc::EBUSY) | Some(libc::EEXIST) => {
+                                " (another XDP program is attached: remove it with `ip link set dev IFACE xdp off`)"
+                            }
+                            _ => "",
+                        };
+                        bail!(
+                            "attaching the XDP program to {interface} was refused: {}{}",
+                            error_chain(&first_err),
+                            hint.replace("IFACE", interface)
+                        );
+                    }
+                }
+            }
+        };
+        s.attach_mode = name;
         s.link = Some(link);
         info!(interface, mode = s.attach_mode, "XDP program attached");
         Ok(s)
