@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod bench_e2e;
+mod bench_iperf;
 mod demo;
 mod dist;
 mod lab;
