@@ -259,7 +259,7 @@ pub fn run(bin: &Path) -> Result<()> {
     crate::bench_iperf::tunnels(&mut rows, crate::bench_iperf::InsideMode::Tun)?;
     println!(
         "\nEnd to end on veth in namespaces (2 vCPU shared by sender and receiver; copy-mode AF_XDP); \
-         xdpsec gen runs {SECONDS} s, iperf3 runs 3 s; every ratio is between two runs of this benchmark:\n"
+         xdpsec gen runs {SECONDS} s, iperf3 runs 3 s (best of 2 runs each); every ratio is between runs of this benchmark:\n"
     );
     print_table(&rows);
     println!("\n(took {:.0} s)", t0.elapsed().as_secs_f64());

@@ -10,6 +10,7 @@
 //!   kernel-libipsec (userspace ESP through a TUN, AES-256-GCM in UDP 4500)
 //!   on the same two-namespace topology.
 //!
+//! Each configuration runs [`ROUNDS`] times and the best run counts.
 //! iperf3 runs are bounded (`-t 3` under `timeout`); every namespace,
 //! daemon and charon is removed on the way out, also on failure.
 use std::{
@@ -29,6 +30,9 @@ use crate::bench_e2e::{Row, Target};
 
 /// Seconds each iperf3 run lasts.
 const SECONDS: &str = "3";
+/// Runs of each configuration; the table keeps the best (the machine is
+/// shared: other load only ever lowers a rate).
+const ROUNDS: usize = 2;
 /// iperf3's port inside the namespaces.
 const PORT: &str = "5201";
 /// Largest UDP payload whose inner packet (IPv4 + UDP: 28 bytes more) fits
@@ -70,6 +74,15 @@ impl Rate {
         match load {
             Load::Udp(_) => self.pps,
             Load::Tcp => self.bps,
+        }
+    }
+
+    /// The better of two runs of the same load.
+    fn best(self, other: Rate, load: Load) -> Rate {
+        if other.figure(load) > self.figure(load) {
+            other
+        } else {
+            self
         }
     }
 
@@ -196,15 +209,20 @@ pub fn passed_traffic(rows: &mut Vec<Row>) -> Result<()> {
     let config = base_config("edge1", &lab.if1, lab.v4[0], 1);
     let generic = config.replace("[underlay]\n", "[underlay]\nxdp_mode = \"generic\"\n");
     for load in [Load::Udp(64), Load::Tcp] {
-        let none = iperf(&path, load)?;
-        let driver = {
-            let _d = Daemon::start(&lab.ns1, &config)?;
-            iperf(&path, load)?
-        };
-        let gen_mode = {
-            let _d = Daemon::start(&lab.ns1, &generic)?;
-            iperf(&path, load)?
-        };
+        // Rounds of none, driver, generic: a burst of other load on the
+        // machine hits one round, not one configuration.
+        let (mut none, mut driver, mut gen_mode) = Default::default();
+        for _ in 0..ROUNDS {
+            none = iperf(&path, load)?.best(none, load);
+            driver = {
+                let _d = Daemon::start(&lab.ns1, &config)?;
+                iperf(&path, load)?.best(driver, load)
+            };
+            gen_mode = {
+                let _d = Daemon::start(&lab.ns1, &generic)?;
+                iperf(&path, load)?.best(gen_mode, load)
+            };
+        }
         rows.push(row(
             format!(
                 "passed kernel traffic, {}: xdpsec attached (driver mode) vs none",
@@ -403,8 +421,10 @@ const LOADS: [Load; 3] = [Load::Udp(64), Load::Udp(UDP_LARGE), Load::Tcp];
 fn measure_all(setup: impl FnOnce() -> Result<(Path, Vec<Guard>)>) -> Result<[Rate; LOADS.len()]> {
     let (path, guards) = setup()?;
     let mut out = [Rate::default(); LOADS.len()];
-    for (i, load) in LOADS.into_iter().enumerate() {
-        out[i] = iperf(&path, load)?;
+    for _ in 0..ROUNDS {
+        for (i, load) in LOADS.into_iter().enumerate() {
+            out[i] = iperf(&path, load)?.best(out[i], load);
+        }
     }
     // In order: daemons and charons before their namespaces.
     for g in guards {
