@@ -485,24 +485,11 @@ impl Owner {
 
     /// `clear crypto sa counters`: every SA's counters read as zero from now on.
     fn clear_sa_counters(&mut self) -> (String, Value) {
-        let base = &mut self.sa_baseline;
-        base.clear();
-        let sdwan_ids = self.sdwan.iter().flat_map(|s| {
-            s.peers.values().flat_map(|p| {
-                p.inbound
-                    .iter()
-                    .map(|(_, id)| *id)
-                    .chain(p.outbound.map(|o| o.1))
-            })
-        });
-        for id in self
-            .tunnels
-            .iter()
-            .flat_map(|t| t.sa_ids())
-            .chain(sdwan_ids)
-        {
-            base.insert(id, sa_counters(&self.workers, id));
-        }
+        let now: Vec<(SaId, SaCounters)> = self
+            .all_sas()
+            .map(|r| (r.id, sa_counters(&self.workers, r.id)))
+            .collect();
+        self.sa_baseline = now.into_iter().collect();
         (String::new(), json!({"cleared": true}))
     }
 

@@ -83,6 +83,20 @@ impl TunnelState {
     }
 }
 
+/// One SA of the node, as [`Owner::all_sas`] lists them.
+pub struct SaRef<'a> {
+    /// Its tunnel's name (an SD-WAN peer's: its local TLOC's interface).
+    pub tunnel: &'a str,
+    /// Its peer: the address, or `address:port` for an SD-WAN peer.
+    pub peer: String,
+    /// True for an inbound SA.
+    pub inbound: bool,
+    /// Its id in the table.
+    pub id: SaId,
+    /// Its SPI (0 when the table no longer has it).
+    pub spi: u32,
+}
+
 /// Counter values at the last `clear platform hardware qfp active statistics`.
 pub struct Baseline {
     /// XDP steering counters.
@@ -262,6 +276,39 @@ pub fn build_tunnels(
 }
 
 impl Owner {
+    /// Every SA of the node: the configured tunnels' (inbound first), then
+    /// the SD-WAN peers'.
+    pub fn all_sas(&self) -> impl Iterator<Item = SaRef<'_>> + '_ {
+        let configured = self.tunnels.iter().flat_map(move |t| {
+            t.sa_ids().map(move |id| SaRef {
+                tunnel: &t.cfg.name,
+                peer: t.cfg.peer.to_string(),
+                inbound: t.inbound.contains(&id),
+                id,
+                spi: self.table.cold(id).map_or(0, |c| c.spi),
+            })
+        });
+        let sdwan = self.sdwan.iter().flat_map(|s| {
+            s.peers.values().flat_map(move |p| {
+                let tunnel = s.tloc(&p.sa.local_color).map_or("", |t| t.name.as_str());
+                let peer = format!("{}:{}", p.sa.remote_ip, p.sa.remote_port);
+                let sa = move |inbound, spi, id| SaRef {
+                    tunnel,
+                    peer: peer.clone(),
+                    inbound,
+                    id,
+                    spi,
+                };
+                let sa2 = sa.clone();
+                p.inbound
+                    .iter()
+                    .map(move |&(spi, id)| sa(true, spi, id))
+                    .chain(p.outbound.map(move |(spi, id, _)| sa2(false, spi, id)))
+            })
+        });
+        configured.chain(sdwan)
+    }
+
     /// Take over the started pieces and the SA table built for them.
     pub fn new(
         s: Started,
