@@ -482,6 +482,58 @@ impl XskQueue {
         Arc::clone(&self.stats)
     }
 
+    /// Receive one batch without waiting, for a socket served from another
+    /// queue's loop (gateway mode's inside interface): up to
+    /// [`BATCH_SIZE`] frames go to `handle` with this socket's transmit
+    /// side, then back on the fill ring. Returns how many were received
+    /// (0 when none were waiting).
+    pub fn poll_batch(&mut self, handle: impl FnOnce(&mut RxBatch<'_, '_>, &mut XskTx)) -> usize {
+        if !self.stash.is_empty() {
+            // Frames the fill ring had no room for last time go first.
+            let n = self.stash.len();
+            self.stock_fill_ring(n);
+            if !self.stash.is_empty() {
+                return 0;
+            }
+        }
+        let mut descs = [FrameDesc::default(); BATCH_SIZE];
+        // SAFETY: descs are overwritten with frames of this UMEM.
+        let n = unsafe { self.rx.consume(&mut descs) };
+        if n == 0 {
+            if self.fill.needs_wakeup() {
+                let _ = self.fill.wakeup(self.rx.fd_mut(), 0);
+            }
+            return 0;
+        }
+        let bytes: usize = descs[..n].iter().map(|d| d.lengths().data()).sum();
+        add_single_writer(&self.stats.rx_frames, n as u64);
+        add_single_writer(&self.stats.rx_bytes, bytes as u64);
+        add_single_writer(&self.stats.rx_batches, 1);
+        {
+            // The frames' borrows end with this block, before the frames
+            // go back on the fill ring below.
+            let umem = &self.umem;
+            let mut bufs: [FrameBuf<'_>; BATCH_SIZE] = std::array::from_fn(|_| FrameBuf::default());
+            for (buf, desc) in bufs.iter_mut().zip(descs[..n].iter_mut()) {
+                // SAFETY: the descriptor came from this UMEM's rx ring and
+                // is owned by userspace until it goes back on the fill ring.
+                *buf = FrameBuf::new(unsafe { umem.data_mut(desc) });
+            }
+            let mut batch = RxBatch {
+                frames: &mut bufs[..n],
+            };
+            handle(&mut batch, &mut self.tx);
+        }
+        // SAFETY: the batch's frames are ours again and go back to the kernel.
+        let done = unsafe { self.fill.produce(&descs[..n]) };
+        if done < n {
+            // Kept for the next call (the stash has room: it held more at start-up).
+            self.stash.extend_from_slice(&descs[done..n]);
+            add_single_writer(&self.stats.fill_stashed, 1);
+        }
+        n
+    }
+
     /// Receive in batches until `stop` is set, handing each batch to `handler`
     /// and recycling its frames into the fill ring.
     pub fn run<H: BatchHandler>(&mut self, handler: &mut H, stop: &AtomicBool) -> io::Result<()> {
