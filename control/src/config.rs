@@ -1149,6 +1149,45 @@ queues = 2
     }
 
     #[test]
+    fn inside_xdp_mode_needs_a_valid_interface_other_than_the_underlay() {
+        let c = Config::parse(&format!(
+            "{GOOD}[inside]\nmode = \"xdp\"\ninterface = \"veth-in\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.inside,
+            Inside::Xdp {
+                interface: "veth-in".into()
+            }
+        );
+        // Any destination is allowed by default (no single inside address).
+        assert!(c.tunnels.is_empty() || c.tunnels[0].local_selectors(&c.inside).is_empty());
+        let err = |inside: &str| Config::parse(&format!("{GOOD}[inside]\n{inside}")).unwrap_err();
+        let e = err("mode = \"xdp\"\n");
+        assert!(
+            e.contains("line 7") && e.contains("`inside.interface` is missing"),
+            "{e}"
+        );
+        let e = err("mode = \"xdp\"\ninterface = \"veth-e1\"\n");
+        assert!(
+            e.contains("line 9")
+                && e.contains("`inside.interface` = \"veth-e1\" is the underlay interface"),
+            "{e}"
+        );
+        let e = err("mode = \"xdp\"\ninterface = \"a-name-far-too-long\"\n");
+        assert!(
+            e.contains("`inside.interface`") && e.contains("not a valid"),
+            "{e}"
+        );
+        let e = err("mode = \"wire\"\n");
+        assert!(e.contains("give \"tun\", \"xdp\" or \"sink\""), "{e}");
+        // "tun" and "sink" are as before; `interface` belongs to "xdp" only
+        // in meaning, and an unknown key is still refused.
+        let e = err("mode = \"xdp\"\ninterface = \"veth-in\"\nifname = \"x\"\n");
+        assert!(e.contains("ifname"), "{e}");
+    }
+
+    #[test]
     fn socket_defaults_from_node_and_queues_to_one() {
         let c = Config::parse(
             "node = \"n2\"\n[underlay]\ninterface = \"eth0\"\naddress = \"2001:db8::1\"\n",

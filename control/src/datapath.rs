@@ -1080,6 +1080,33 @@ mod tests {
     }
 
     #[test]
+    fn inside_frames_lose_ethernet_padding_and_gain_a_header_on_the_way_out() {
+        // A 28-byte IPv4 packet in a minimum frame: 18 bytes of padding.
+        let mut p = udp4([203, 0, 113, 1], 7, [203, 0, 113, 2]);
+        let mut padded = p.clone();
+        padded.resize(46, 0);
+        assert_eq!(ip_packet(&padded), &p[..]);
+        // A length field beyond the bytes: left for the core to judge.
+        p[3] = 200;
+        assert_eq!(ip_packet(&p), &p[..]);
+        assert_eq!(ip_packet(&[0x45, 0]), &[0x45, 0]);
+        let mut v6 = vec![0x60, 0, 0, 0, 0, 8, 17, 64];
+        v6.resize(48, 1);
+        let mut padded = v6.clone();
+        padded.extend_from_slice(&[0; 6]);
+        assert_eq!(ip_packet(&padded), &v6[..]);
+        let mut buf = [0u8; 64];
+        let (dst, src) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let n = ethernet_frame(&mut buf, dst, src, &v6).unwrap();
+        assert_eq!(n, 14 + 48);
+        assert_eq!(&buf[..12], &[2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2]);
+        assert_eq!(&buf[12..14], &[0x86, 0xdd]);
+        assert_eq!(&buf[14..n], &v6[..]);
+        // Too small a buffer: nothing written, no panic.
+        assert_eq!(ethernet_frame(&mut buf[..40], dst, src, &v6), None);
+    }
+
+    #[test]
     fn longest_prefix_wins() {
         let c = |s: &str| s.parse::<Cidr>().unwrap();
         let t = RouteTable::new(vec![
