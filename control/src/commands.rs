@@ -991,8 +991,10 @@ impl Owner {
                 // Gateway mode (`[inside] mode = "xdp"`): inner packets
                 // received on / sent to the inside interface's AF_XDP
                 // socket; each decrypted packet not sent is counted once
-                // as inside_no_neighbor or inside_tx_errors.
+                // as inside_no_neighbor or inside_tx_errors, each received
+                // one too large to encrypt as inside_too_big.
                 ("inside_rx", r(&q.io.inside_rx)),
+                ("inside_too_big", r(&q.io.inside_too_big)),
                 ("inside_tx", r(&q.io.inside_tx)),
                 ("inside_no_neighbor", r(&q.io.inside_no_neighbor)),
                 ("inside_tx_errors", r(&q.io.inside_tx_errors)),

@@ -29,7 +29,10 @@ use crate::{
     owner::{Msg, Owner, OwnerHandle, Started, build_tunnels},
     platform::kernelrx::{self, CtlHandle, KernelRxStats},
     platform::loader::XdpSteering,
-    platform::neighbor::{self, NextHops, inside::InsideNeighbors},
+    platform::neighbor::{
+        self, NextHops,
+        inside::{self, InsideNeighbors},
+    },
     platform::tun::Tun,
     punt::PuntHub,
     queues::QueueInfo,
@@ -213,6 +216,22 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
         }
         _ => None,
     };
+    // Gateway mode: inner packets must fit the underlay after the largest
+    // ESP overhead, as the TUN's MTU does on a 1500-byte underlay.
+    let max_inner = {
+        let overhead = 1500 - crate::platform::tun::TUN_MTU;
+        let underlay_mtu = inside::interface_mtu(iface).unwrap_or(1500);
+        let max = underlay_mtu.saturating_sub(overhead);
+        if let Inside::Xdp { interface } = &config.inside
+            && let Some(mtu) = inside::interface_mtu(interface)
+            && mtu > max
+        {
+            tracing::warn!(
+                "inside.interface {interface} has MTU {mtu}: inner packets over {max} bytes would not fit the underlay's MTU {underlay_mtu} after ESP and are dropped (inside_too_big); give it and its hosts MTU {max}"
+            );
+        }
+        max as usize
+    };
     let mut routes = Vec::new();
     for (i, t) in config.tunnels.iter().enumerate() {
         for s in &t.remote_subnets {
@@ -298,6 +317,7 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
                 InsideIo::Xdp(Box::new(InsideXdp {
                     xsk,
                     neighbors: Arc::clone(neighbors),
+                    max_inner,
                 }))
             }
             _ => InsideIo::Sink,

@@ -41,6 +41,9 @@ pub struct InsideXdp {
     pub xsk: XskQueue,
     /// Next-hop MACs on the inside interface.
     pub neighbors: Arc<InsideNeighbors>,
+    /// Largest inner packet encrypted: larger ones would exceed the
+    /// underlay's MTU once encapsulated (counted as `inside_too_big`).
+    pub max_inner: usize,
 }
 
 /// Counters of the worker's I/O around the core (single writer: the worker).
@@ -66,6 +69,10 @@ pub struct IoStats {
     /// Gateway mode: frames received on the inside interface's AF_XDP
     /// socket (inner packets to encrypt).
     pub inside_rx: AtomicU64,
+    /// Gateway mode: inner packets from the inside interface dropped as
+    /// larger than `InsideXdp::max_inner` (they would not fit the
+    /// underlay's MTU after ESP; nothing fragments them).
+    pub inside_too_big: AtomicU64,
     /// Encrypted frames handed to AF_XDP TX.
     pub encap_tx: AtomicU64,
     /// Frames handed to the worker owning their SA.
@@ -598,14 +605,19 @@ impl DatapathHandler {
         let snap = self.ctx.snap.load();
         let routes = self.ctx.routes.load();
         let (ws, shared, ctx, handoff) = (&mut self.ws, &self.shared, &self.ctx, &self.handoff);
-        let (mut sent, mut handed) = (0, 0);
+        let (mut sent, mut handed, mut too_big) = (0, 0, 0);
         let mut woken = 0u64; // bit per owner worker to notify once
+        let max_inner = x.max_inner;
         let read = x.xsk.poll_batch(|batch, _inside_tx| {
             for f in batch.frames_mut() {
                 // The inner packet after the Ethernet header, without the
                 // padding of a short frame; a runt is empty (the core
                 // counts 89).
                 let inner = f.as_mut().get(14..).map(ip_packet).unwrap_or(&[]);
+                if inner.len() > max_inner {
+                    too_big += 1;
+                    continue;
+                }
                 match route_and_encap(ws, shared, ctx, handoff, &snap, &routes, inner, tx) {
                     Outbound::Sent => sent += 1,
                     Outbound::Handed(owner) => {
@@ -622,6 +634,7 @@ impl DatapathHandler {
             }
         }
         add_single_writer(&self.io.inside_rx, read as u64);
+        add_single_writer(&self.io.inside_too_big, too_big);
         add_single_writer(&self.io.encap_tx, sent);
         add_single_writer(&self.io.handoff_out, handed);
     }

@@ -174,6 +174,20 @@ fn gateway_mode_forwards_between_hosts_through_af_xdp_on_both_sides() {
         assert_eq!(settle(none.clone(), || drop_rows(d)), none);
     }
 
+    // Too large to fit the underlay after ESP (inside MTU 1500, underlay
+    // 1500): counted once each on gw1, nothing sent.
+    let before = sa_counts(&d1).0;
+    let out = Lab::exec(
+        &g.hosts[0],
+        &[
+            "ping", "-c", "2", "-i", "0.2", "-W", "1", "-s", "1422", "-M", "do", HOST_B[0],
+        ],
+    )
+    .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(settle(2, || queue(&d1, "inside_too_big")), 2);
+    assert_eq!(sa_counts(&d1).0, before);
+
     // A destination behind gw2 that does not exist: decrypted, then
     // counted once each as inside_no_neighbor (no QFP drop, no loss
     // unaccounted for).

@@ -252,6 +252,10 @@ pub struct InsideSteering {
     _ebpf: Ebpf,
     xsks: XskMap<MapData>,
     counters: PerCpuArray<MapData, u64>,
+    v4: LpmTrie<MapData, [u8; 4], u8>,
+    v6: LpmTrie<MapData, [u8; 16], u8>,
+    /// The prefixes in the route tries.
+    routes: BTreeSet<Cidr>,
     /// Interface it is attached to.
     pub interface: String,
     /// "driver" or "generic".
@@ -271,21 +275,14 @@ impl InsideSteering {
             ebpf.take_map(MAP_INSIDE_COUNTERS)
                 .context("XDP object has no INSIDE_COUNTERS map")?,
         )?;
-        let mut v4: LpmTrie<MapData, [u8; 4], u8> = LpmTrie::try_from(
+        let v4: LpmTrie<MapData, [u8; 4], u8> = LpmTrie::try_from(
             ebpf.take_map(MAP_INSIDE_ROUTES_V4)
                 .context("XDP object has no INSIDE_ROUTES_V4 map")?,
         )?;
-        let mut v6: LpmTrie<MapData, [u8; 16], u8> = LpmTrie::try_from(
+        let v6: LpmTrie<MapData, [u8; 16], u8> = LpmTrie::try_from(
             ebpf.take_map(MAP_INSIDE_ROUTES_V6)
                 .context("XDP object has no INSIDE_ROUTES_V6 map")?,
         )?;
-        for c in prefixes {
-            let r = match c.addr {
-                IpAddr::V4(a) => v4.insert(&LpmKey::new(u32::from(c.len), a.octets()), 1, 0),
-                IpAddr::V6(a) => v6.insert(&LpmKey::new(u32::from(c.len), a.octets()), 1, 0),
-            };
-            r.with_context(|| format!("adding {c} to the inside route map"))?;
-        }
         let prog: &mut Xdp = ebpf
             .program_mut(PROG_NAME_INSIDE)
             .context("XDP object has no xdpsec_inside program")?
@@ -297,13 +294,49 @@ impl InsideSteering {
             prefixes = prefixes.len(),
             "inside XDP program attached"
         );
-        Ok(InsideSteering {
+        let mut s = InsideSteering {
             _ebpf: ebpf,
             xsks,
             counters,
+            v4,
+            v6,
+            routes: BTreeSet::new(),
             interface: interface.to_string(),
             attach_mode,
-        })
+        };
+        s.sync_routes(&prefixes.iter().copied().collect())?;
+        Ok(s)
+    }
+
+    /// Make the route tries hold exactly `want` (SD-WAN routes come and go).
+    pub fn sync_routes(&mut self, want: &BTreeSet<Cidr>) -> Result<()> {
+        for c in want.difference(&self.routes.clone()) {
+            let r = match c.addr {
+                IpAddr::V4(a) => self
+                    .v4
+                    .insert(&LpmKey::new(u32::from(c.len), a.octets()), 1, 0),
+                IpAddr::V6(a) => self
+                    .v6
+                    .insert(&LpmKey::new(u32::from(c.len), a.octets()), 1, 0),
+            };
+            r.with_context(|| format!("adding {c} to the inside route map"))?;
+            self.routes.insert(*c);
+        }
+        for c in self.routes.clone().difference(want) {
+            let r = match c.addr {
+                IpAddr::V4(a) => self.v4.remove(&LpmKey::new(u32::from(c.len), a.octets())),
+                IpAddr::V6(a) => self.v6.remove(&LpmKey::new(u32::from(c.len), a.octets())),
+            };
+            match r {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("removing {c} from the inside route map"));
+                }
+            }
+            self.routes.remove(c);
+        }
+        Ok(())
     }
 
     /// Put queue `queue`'s inside AF_XDP socket into the XSKMAP.

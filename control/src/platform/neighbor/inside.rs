@@ -147,6 +147,34 @@ impl InsideNeighbors {
     }
 }
 
+/// The MTU of `ifname` (SIOCGIFMTU).
+pub fn interface_mtu(ifname: &str) -> Option<u32> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0")
+        .or_else(|_| std::net::UdpSocket::bind("[::]:0"))
+        .ok()?;
+    // SAFETY: zeroed ifreq is valid; the name is copied in below.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    if ifname.len() >= req.ifr_name.len() {
+        return None;
+    }
+    for (d, b) in req.ifr_name.iter_mut().zip(ifname.as_bytes()) {
+        *d = *b as libc::c_char;
+    }
+    // SAFETY: SIOCGIFMTU fills the ifreq.
+    if unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&s),
+            libc::SIOCGIFMTU,
+            &mut req,
+        )
+    } < 0
+    {
+        return None;
+    }
+    // SAFETY: the union holds ifru_mtu after SIOCGIFMTU.
+    u32::try_from(unsafe { req.ifr_ifru.ifru_mtu }).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,5 +219,7 @@ mod tests {
             n.request(ip("203.0.113.11"));
         }
         assert!(n.has_requests());
+        assert_eq!(interface_mtu("lo").map(|m| m >= 1280), Some(true));
+        assert_eq!(interface_mtu("nonexistent0"), None);
     }
 }
