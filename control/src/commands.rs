@@ -1021,6 +1021,27 @@ impl Owner {
             for (k, v) in io {
                 obj.insert(k.into(), json!(v));
             }
+            // Gateway mode: frames the kernel could not put on the inside
+            // socket's rings (no userspace counter sees them).
+            if let Some(k) = q.inside_kernel_counters() {
+                let pairs: Vec<(String, u64)> = xdpsec_afxdp::XdpStatistics::FIELDS
+                    .iter()
+                    .zip(k.values())
+                    .map(|(f, v)| (format!("inside_{f}"), v))
+                    .collect();
+                let _ = writeln!(
+                    text,
+                    "      inside kernel: {}",
+                    pairs
+                        .iter()
+                        .map(|(k, v)| format!("{k} {v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                for (k, v) in pairs {
+                    obj.insert(k, json!(v));
+                }
+            }
             queues.push(Value::Object(obj));
         }
         let mut kernel = serde_json::Map::new();

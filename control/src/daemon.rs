@@ -293,14 +293,6 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
             .stats_fd()
             .map_err(|e| error!(queue = q, error = %e, "no AF_XDP ring counters for this queue"))
             .ok();
-        infos.push(QueueInfo {
-            queue: q,
-            mode: xsk.mode(),
-            stats: xsk.stats(),
-            worker: ws.shared(),
-            io: Arc::clone(&io),
-            xsk_fd,
-        });
         let inside = match (&tun, &config.inside, &inside_neighbors) {
             (Some(t), _, _) => InsideIo::Tun(t.queue_fd(q as usize)),
             (None, Inside::Xdp { interface }, Some(neighbors)) => {
@@ -322,6 +314,23 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
             }
             _ => InsideIo::Sink,
         };
+        let inside_xsk_fd = match &inside {
+            InsideIo::Xdp(x) => x
+                .xsk
+                .stats_fd()
+                .map_err(|e| error!(queue = q, error = %e, "no AF_XDP ring counters for this inside queue"))
+                .ok(),
+            _ => None,
+        };
+        infos.push(QueueInfo {
+            queue: q,
+            mode: xsk.mode(),
+            stats: xsk.stats(),
+            worker: ws.shared(),
+            io: Arc::clone(&io),
+            xsk_fd,
+            inside_xsk_fd,
+        });
         let ctx = WorkerCtx {
             snap: snap.clone(),
             routes: Arc::clone(&routes),

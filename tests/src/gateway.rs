@@ -31,16 +31,25 @@ pub struct GatewayLab {
     pub hosts: [String; 2],
     /// The inside veth ends in gw1 and gw2.
     pub inside: [String; 2],
+    /// Rx/tx queues of every veth, and AF_XDP queues of each gateway.
+    pub queues: u32,
 }
 
 impl GatewayLab {
-    /// Create the four namespaces, the three veth pairs and the addresses
-    /// and routes; hosts route everything to their gateway.
-    pub fn up() -> Result<GatewayLab> {
-        let lab = Lab::unique().up(1)?;
+    /// Create the four namespaces, the three veth pairs (`queues` rx/tx
+    /// queues each) and the addresses and routes; hosts route everything
+    /// to their gateway.
+    pub fn up(queues: u32) -> Result<GatewayLab> {
+        let lab = Lab::unique().up(queues)?;
         let hosts = [format!("{}h", lab.ns1), format!("{}h", lab.ns2)];
         let inside = [format!("{}i", lab.if1), format!("{}i", lab.if2)];
-        let g = GatewayLab { lab, hosts, inside };
+        let g = GatewayLab {
+            lab,
+            hosts,
+            inside,
+            queues,
+        };
+        let q = queues.to_string();
         for side in 0..2 {
             let gw = if side == 0 { &g.lab.ns1 } else { &g.lab.ns2 };
             let host = &g.hosts[side];
@@ -57,12 +66,20 @@ impl GatewayLab {
                 &g.inside[side],
                 "netns",
                 gw,
+                "numtxqueues",
+                &q,
+                "numrxqueues",
+                &q,
                 "type",
                 "veth",
                 "peer",
                 &hif,
                 "netns",
                 host,
+                "numtxqueues",
+                &q,
+                "numrxqueues",
+                &q,
             ])?;
             ip(&["-n", host, "link", "set", "lo", "up"])?;
             let plen = |i: usize| if i == 0 { "25" } else { "64" };
@@ -111,7 +128,7 @@ socket = "{{socket}}"
 [underlay]
 interface = "{iface}"
 address = "{local}"
-queues = 1
+queues = {queues}
 [inside]
 mode = "xdp"
 interface = "{inside}"
@@ -122,6 +139,7 @@ peer = "{peer}"
 encap = "esp"
 cipher = "aes256-gcm"
 replay_window = 64
+worker = {worker}
 remote_subnets = ["{r4}", "{r6}"]
 local_subnets = ["{l4}", "{l6}"]
 [tunnel.inbound]
@@ -132,6 +150,10 @@ spi = {spi_out:#x}
 key = "{kout}"
 "#,
             n = side + 1,
+            queues = self.queues,
+            // With two queues gw2's SAs belong to worker 1: ESP arriving
+            // on queue 0 is handed over before it reaches the inside.
+            worker = if side == 1 { self.queues - 1 } else { 0 },
             inside = self.inside[side],
             local = self.lab.v4[side],
             peer = self.lab.v4[1 - side],
