@@ -539,6 +539,13 @@ impl BatchHandler for DatapathHandler {
         }
     }
 
+    fn on_idle(&mut self, _queue: u32) {
+        // Gateway mode: frames a kick left on the inside tx ring go now.
+        if let InsideIo::Xdp(x) = &mut self.inside {
+            x.xsk.tx().kick_if_in_flight();
+        }
+    }
+
     fn extra_fd(&self) -> Option<RawFd> {
         match &self.inside {
             InsideIo::Tun(fd) => Some(*fd),

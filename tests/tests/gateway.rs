@@ -233,3 +233,86 @@ fn gateway(queues: u32) {
         assert!(!Lab::xdp_attached(ns, ifname), "XDP left on {ifname}");
     }
 }
+
+/// What gateway mode carries, flat out for 2 s: 64-byte UDP from hostA's
+/// kernel socket (checksum 0, `SO_NO_CHECK`, so no offload is involved)
+/// to hostB, received rate and where the rest went. A measurement, not
+/// a check: `cargo test --release -p xdpsec-e2e --test gateway
+/// gateway_rate -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn gateway_rate() {
+    let g = GatewayLab::up(1).unwrap();
+    let d1 = Daemon::start(&g.lab.ns1, &g.config(0)).unwrap();
+    let d2 = Daemon::start(&g.lab.ns2, &g.config(1)).unwrap();
+    // Neighbours resolved first.
+    let _ = ping(&g.hosts[0], HOST_A[0], HOST_B[0], 3, "0.2");
+    let rx = Lab::in_ns(&g.hosts[1], || UdpSocket::bind((HOST_B[0], 9999)))
+        .unwrap()
+        .unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let tx = Lab::in_ns(&g.hosts[0], || UdpSocket::bind((HOST_A[0], 0)))
+        .unwrap()
+        .unwrap();
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt on a live socket with an int option.
+    unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&tx),
+            libc::SOL_SOCKET,
+            libc::SO_NO_CHECK,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    let secs = 2.0;
+    let received = std::thread::scope(|s| {
+        let r = s.spawn(|| {
+            let mut buf = [0u8; 2048];
+            let mut n = 0u64;
+            while rx.recv(&mut buf).is_ok() {
+                n += 1;
+            }
+            n
+        });
+        let t0 = Instant::now();
+        let mut sent = 0u64;
+        while t0.elapsed().as_secs_f64() < secs {
+            if tx.send_to(&[0u8; 64], (HOST_B[0], 9999)).is_ok() {
+                sent += 1;
+            }
+        }
+        (sent, r.join().unwrap())
+    });
+    let (sent, got) = received;
+    println!(
+        "gateway mode, 64 B UDP for {secs} s: sent {sent} ({:.0} pps), received {got} ({:.0} pps, {:.1}% loss)",
+        sent as f64 / secs,
+        got as f64 / secs,
+        100.0 * (sent - got.min(sent)) as f64 / sent.max(1) as f64
+    );
+    for (name, d) in [("gw1", &d1), ("gw2", &d2)] {
+        let st = stats(d);
+        let q = &st["queues"][0];
+        println!(
+            "{name}: underlay rx_frames {} xdp_rx_dropped {} xdp_rx_ring_full {}; inside_rx {} encap_tx {} inside_tx {} inside_tx_errors {} inside_no_neighbor {} inside_xdp_rx_dropped {} inside_xdp_rx_ring_full {}; drops {:?}",
+            q["rx_frames"],
+            q["xdp_rx_dropped"],
+            q["xdp_rx_ring_full"],
+            q["inside_rx"],
+            q["encap_tx"],
+            q["inside_tx"],
+            q["inside_tx_errors"],
+            q["inside_no_neighbor"],
+            q["inside_xdp_rx_dropped"],
+            q["inside_xdp_rx_ring_full"],
+            drop_rows(d)
+        );
+    }
+    // hostB's own losses (its socket's buffer).
+    let snmp = Lab::exec(&g.hosts[1], &["cat", "/proc/net/snmp"]).unwrap();
+    let text = String::from_utf8_lossy(&snmp.stdout);
+    let udp: Vec<&str> = text.lines().filter(|l| l.starts_with("Udp:")).collect();
+    println!("hostB {}", udp.join(" / "));
+}
