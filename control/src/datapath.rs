@@ -388,12 +388,14 @@ impl DatapathHandler {
                     InsideIo::Sink => sink += 1,
                     InsideIo::Xdp(x) => {
                         let pkt = &frame.as_mut()[inner.clone()];
-                        // The core delivers only IPv4/IPv6 (else 89).
+                        // The core delivers only IPv4/IPv6 (else 89), so
+                        // a destination is always there.
                         let hop = match (&view, inner_dst(pkt)) {
                             (Some(v), Some(dst)) => v.resolve(dst),
                             _ => (IpAddr::from([0u8; 4]), None),
                         };
                         match hop {
+                            (hop, None) if hop.is_unspecified() => no_neighbor += 1,
                             (_, Some(mac)) => {
                                 let src = x.neighbors.mac;
                                 if x.xsk
