@@ -1,6 +1,7 @@
 //! The per-queue datapath handler: AF_XDP batches through the ESP core
-//! (`xdpsec-datapath`), decrypted packets to the inside (TUN or sink), and
-//! packets read from the TUN encrypted and sent through AF_XDP TX.
+//! (`xdpsec-datapath`), decrypted packets to the inside (TUN, sink, or in
+//! gateway mode the inside interface's AF_XDP socket), and packets read
+//! from the TUN or the inside socket encrypted and sent through AF_XDP TX.
 use std::{
     collections::HashMap,
     net::IpAddr,
