@@ -48,6 +48,13 @@ pub enum Inside {
     },
     /// Counted and dropped after decrypt (benchmarks).
     Sink,
+    /// Gateway mode: inner packets leave and enter as Ethernet frames
+    /// through AF_XDP on this interface (next hops from the kernel's
+    /// neighbour table), no syscall per packet.
+    Xdp {
+        /// The inside interface (never the underlay's).
+        interface: String,
+    },
 }
 
 /// An address with a prefix length.
@@ -278,6 +285,8 @@ struct RawInside {
     name: Option<Spanned<String>>,
     #[serde(default)]
     address: Option<Spanned<String>>,
+    #[serde(default)]
+    interface: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -447,7 +456,7 @@ impl Config {
         };
         let inside = match &raw.inside {
             None => Inside::Sink,
-            Some(i) => parse_inside(i, &at)?,
+            Some(i) => parse_inside(i, &at, &interface)?,
         };
         let mut tunnels: Vec<Tunnel> = Vec::with_capacity(raw.tunnel.len());
         // Linear in the number of tunnels: names, inbound SPIs and outbound
@@ -548,10 +557,35 @@ impl Config {
 fn parse_inside(
     i: &Spanned<RawInside>,
     at: &dyn Fn(std::ops::Range<usize>) -> usize,
+    underlay: &str,
 ) -> Result<Inside, String> {
     let r = i.get_ref();
     match r.mode.get_ref().as_str() {
         "sink" => Ok(Inside::Sink),
+        "xdp" => {
+            let name = r.interface.as_ref().ok_or_else(|| {
+                format!(
+                    "line {}: field `inside.interface` is missing: mode \"xdp\" needs the inside interface's name",
+                    at(i.span())
+                )
+            })?;
+            let n = name.get_ref();
+            if n.is_empty() || n.len() >= libc::IFNAMSIZ || n.contains(['/', ' ']) {
+                return Err(format!(
+                    "line {}: field `inside.interface` = {n:?} is not a valid interface name (1-15 characters)",
+                    at(name.span())
+                ));
+            }
+            if n == underlay {
+                return Err(format!(
+                    "line {}: field `inside.interface` = {n:?} is the underlay interface: give the interface the inside hosts are on",
+                    at(name.span())
+                ));
+            }
+            Ok(Inside::Xdp {
+                interface: n.clone(),
+            })
+        }
         "tun" => {
             let name = r.name.as_ref().ok_or_else(|| {
                 format!(
@@ -582,7 +616,7 @@ fn parse_inside(
             })
         }
         other => Err(format!(
-            "line {}: field `inside.mode` = {other:?}: give \"tun\" or \"sink\"",
+            "line {}: field `inside.mode` = {other:?}: give \"tun\", \"xdp\" or \"sink\"",
             at(r.mode.span())
         )),
     }
@@ -1007,7 +1041,7 @@ pub(crate) fn read_psk_file(path: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, S
 impl Tunnel {
     /// The local traffic selectors in force: `local_subnets` if configured,
     /// else the `[inside]` address as a host prefix in tun mode, else (sink
-    /// mode) none, which allows any destination.
+    /// and xdp modes) none, which allows any destination.
     pub fn local_selectors(&self, inside: &Inside) -> Vec<Cidr> {
         match (&self.local_subnets, inside) {
             (Some(list), _) => list.clone(),
@@ -1015,7 +1049,7 @@ impl Tunnel {
                 addr: address.addr,
                 len: if address.addr.is_ipv4() { 32 } else { 128 },
             }],
-            (None, Inside::Sink) => Vec::new(),
+            (None, Inside::Sink | Inside::Xdp { .. }) => Vec::new(),
         }
     }
 }
@@ -1112,6 +1146,45 @@ queues = 2
             c.underlay.udp_ports.iter().copied().collect::<Vec<_>>(),
             vec![4500, 12346, 12366, 12386, 12406, 12426]
         );
+    }
+
+    #[test]
+    fn inside_xdp_mode_needs_a_valid_interface_other_than_the_underlay() {
+        let c = Config::parse(&format!(
+            "{GOOD}[inside]\nmode = \"xdp\"\ninterface = \"veth-in\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.inside,
+            Inside::Xdp {
+                interface: "veth-in".into()
+            }
+        );
+        // Any destination is allowed by default (no single inside address).
+        assert!(c.tunnels.is_empty() || c.tunnels[0].local_selectors(&c.inside).is_empty());
+        let err = |inside: &str| Config::parse(&format!("{GOOD}[inside]\n{inside}")).unwrap_err();
+        let e = err("mode = \"xdp\"\n");
+        assert!(
+            e.contains("line 7") && e.contains("`inside.interface` is missing"),
+            "{e}"
+        );
+        let e = err("mode = \"xdp\"\ninterface = \"veth-e1\"\n");
+        assert!(
+            e.contains("line 9")
+                && e.contains("`inside.interface` = \"veth-e1\" is the underlay interface"),
+            "{e}"
+        );
+        let e = err("mode = \"xdp\"\ninterface = \"a-name-far-too-long\"\n");
+        assert!(
+            e.contains("`inside.interface`") && e.contains("not a valid"),
+            "{e}"
+        );
+        let e = err("mode = \"wire\"\n");
+        assert!(e.contains("give \"tun\", \"xdp\" or \"sink\""), "{e}");
+        // "tun" and "sink" are as before; `interface` belongs to "xdp" only
+        // in meaning, and an unknown key is still refused.
+        let e = err("mode = \"xdp\"\ninterface = \"veth-in\"\nifname = \"x\"\n");
+        assert!(e.contains("ifname"), "{e}");
     }
 
     #[test]

@@ -107,6 +107,8 @@ pub struct Baseline {
     pub dummy_packets: u64,
     /// The kernel-socket shell's values, in `KernelRxStats::values` order.
     pub kernel: [u64; 9],
+    /// Gateway mode: the inside XDP program's counters.
+    pub inside_xdp: [u64; xdpsec_common::INSIDE_COUNTER_COUNT as usize],
 }
 
 /// The control state and its single owner.
@@ -363,6 +365,7 @@ impl Owner {
                 queues: vec![[0; crate::queues::N_QUEUE_FIELDS]; n],
                 dummy_packets: 0,
                 kernel: [0; 9],
+                inside_xdp: [0; xdpsec_common::INSIDE_COUNTER_COUNT as usize],
             },
             drops: DropStats::new(
                 s.workers
@@ -1045,6 +1048,9 @@ impl Owner {
         let mut s = self.steering.take()?;
         for q in &self.queues {
             s.unset_socket(q.queue);
+            if let Some(i) = s.inside() {
+                i.unset_socket(q.queue);
+            }
         }
         // A running drop capture: write what is queued and close the file.
         if let Some(c) = self.capture.take()

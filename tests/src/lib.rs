@@ -18,6 +18,7 @@ use anyhow::{Context, Result, bail};
 
 pub mod controller;
 pub mod frames;
+pub mod gateway;
 pub mod ike;
 pub mod sdwan;
 pub mod strongswan;

@@ -257,6 +257,10 @@ pub struct XskTx {
     pending: PendingFrames<FrameDesc>,
     /// Frames on the tx ring, not yet completed.
     in_flight: usize,
+    /// Frames the kernel sends per `sendto` kick in copy mode: the tx
+    /// ring's size where the kernel takes `XDP_MAX_TX_SKB_BUDGET`, else
+    /// its default of 32.
+    kick_budget: usize,
     stats: Arc<QueueStats>,
 }
 
@@ -319,9 +323,25 @@ impl XskTx {
             add_single_writer(&self.stats.tx_frames, done as u64);
             self.pending.remove_front(done);
         }
-        // Kick even when the ring was full, so the kernel drains it.
-        if let Err(e) = self.ring.wakeup() {
-            debug!(error = %e, "AF_XDP tx wakeup failed");
+        // Kick even when the ring was full, so the kernel drains it; in
+        // copy mode one kick sends at most `kick_budget` frames, so a
+        // batch larger than that gets as many kicks as it needs (frames
+        // left on the ring would otherwise wait for the next batch).
+        for _ in 0..done.div_ceil(self.kick_budget).max(1) {
+            if let Err(e) = self.ring.wakeup() {
+                debug!(error = %e, "AF_XDP tx wakeup failed");
+                break;
+            }
+        }
+    }
+
+    /// Kick the kernel if frames are still on the tx ring (not completed):
+    /// for a socket idle in receive, so the end of a burst does not wait
+    /// on the ring for the next one.
+    pub fn kick_if_in_flight(&mut self) {
+        self.reclaim();
+        if self.in_flight > 0 || !self.pending.is_empty() {
+            self.flush();
         }
     }
 
@@ -398,6 +418,7 @@ impl XskQueue {
             match unsafe { Socket::new(sock_cfg, &umem, &interface, queue) } {
                 Ok((tx, rx, Some((fill, comp)))) => {
                     let actual = query_mode(rx.fd().as_raw_fd()).unwrap_or(mode);
+                    let kick_budget = raise_tx_budget(rx.fd().as_raw_fd(), cfg.ring_size);
                     let stats = Arc::new(QueueStats::default());
                     // First half of the frames for receive, the rest for transmit.
                     let mut stash = descs;
@@ -415,6 +436,7 @@ impl XskQueue {
                             pool,
                             pending: PendingFrames::new(FrameDesc::default()),
                             in_flight: 0,
+                            kick_budget,
                             stats: Arc::clone(&stats),
                         },
                         stash,
@@ -480,6 +502,58 @@ impl XskQueue {
     /// Counters the worker keeps for this queue.
     pub fn stats(&self) -> Arc<QueueStats> {
         Arc::clone(&self.stats)
+    }
+
+    /// Receive one batch without waiting, for a socket served from another
+    /// queue's loop (gateway mode's inside interface): up to
+    /// [`BATCH_SIZE`] frames go to `handle` with this socket's transmit
+    /// side, then back on the fill ring. Returns how many were received
+    /// (0 when none were waiting).
+    pub fn poll_batch(&mut self, handle: impl FnOnce(&mut RxBatch<'_, '_>, &mut XskTx)) -> usize {
+        if !self.stash.is_empty() {
+            // Frames the fill ring had no room for last time go first.
+            let n = self.stash.len();
+            self.stock_fill_ring(n);
+            if !self.stash.is_empty() {
+                return 0;
+            }
+        }
+        let mut descs = [FrameDesc::default(); BATCH_SIZE];
+        // SAFETY: descs are overwritten with frames of this UMEM.
+        let n = unsafe { self.rx.consume(&mut descs) };
+        if n == 0 {
+            if self.fill.needs_wakeup() {
+                let _ = self.fill.wakeup(self.rx.fd_mut(), 0);
+            }
+            return 0;
+        }
+        let bytes: usize = descs[..n].iter().map(|d| d.lengths().data()).sum();
+        add_single_writer(&self.stats.rx_frames, n as u64);
+        add_single_writer(&self.stats.rx_bytes, bytes as u64);
+        add_single_writer(&self.stats.rx_batches, 1);
+        {
+            // The frames' borrows end with this block, before the frames
+            // go back on the fill ring below.
+            let umem = &self.umem;
+            let mut bufs: [FrameBuf<'_>; BATCH_SIZE] = std::array::from_fn(|_| FrameBuf::default());
+            for (buf, desc) in bufs.iter_mut().zip(descs[..n].iter_mut()) {
+                // SAFETY: the descriptor came from this UMEM's rx ring and
+                // is owned by userspace until it goes back on the fill ring.
+                *buf = FrameBuf::new(unsafe { umem.data_mut(desc) });
+            }
+            let mut batch = RxBatch {
+                frames: &mut bufs[..n],
+            };
+            handle(&mut batch, &mut self.tx);
+        }
+        // SAFETY: the batch's frames are ours again and go back to the kernel.
+        let done = unsafe { self.fill.produce(&descs[..n]) };
+        if done < n {
+            // Kept for the next call (the stash has room: it held more at start-up).
+            self.stash.extend_from_slice(&descs[done..n]);
+            add_single_writer(&self.stats.fill_stashed, 1);
+        }
+        n
     }
 
     /// Receive in batches until `stop` is set, handing each batch to `handler`
@@ -627,6 +701,35 @@ fn wait_readable(
         return Ok(Readable::Extra);
     }
     Ok(Readable::Xsk)
+}
+
+/// `XDP_MAX_TX_SKB_BUDGET` (linux/if_xdp.h, kernels from 6.17): frames a
+/// copy-mode `sendto` kick sends, 32 by default.
+const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
+/// The kernel's default number of frames per copy-mode kick.
+const DEFAULT_TX_BUDGET: usize = 32;
+
+/// Let one `sendto` kick send up to a whole tx ring (`ring_size`) in copy
+/// mode; returns the frames per kick now in force (32 where the kernel
+/// does not know the option).
+fn raise_tx_budget(fd: RawFd, ring_size: u32) -> usize {
+    let budget = ring_size as libc::c_int;
+    // SAFETY: fd is a live AF_XDP socket; the value is an int.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_XDP,
+            XDP_MAX_TX_SKB_BUDGET,
+            (&budget as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        ring_size as usize
+    } else {
+        debug!(error = %io::Error::last_os_error(), "XDP_MAX_TX_SKB_BUDGET not taken: 32 frames per tx kick");
+        DEFAULT_TX_BUDGET
+    }
 }
 
 /// Ask the kernel which mode it bound the socket in (`XDP_OPTIONS`).
