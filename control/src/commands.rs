@@ -959,15 +959,23 @@ impl Owner {
             for (k, val) in QUEUE_FIELDS.iter().zip(&d) {
                 obj.insert((*k).into(), json!(val));
             }
+            // SO_BUSY_POLL as the kernel has it on the socket (0: off).
+            let busy_poll_us = q.busy_poll_us();
+            obj.insert("busy_poll_us".into(), json!(busy_poll_us));
             let _ = writeln!(
                 text,
-                "      kernel: {}",
+                "      kernel: {}{}",
                 QUEUE_FIELDS[3 + FrameClass::COUNT..]
                     .iter()
                     .zip(&d[3 + FrameClass::COUNT..])
                     .map(|(k, v)| format!("{k} {v}"))
                     .collect::<Vec<_>>()
-                    .join(", ")
+                    .join(", "),
+                if busy_poll_us > 0 {
+                    format!("; busy polling {busy_poll_us} us")
+                } else {
+                    String::new()
+                }
             );
             let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
             let io = [

@@ -245,6 +245,9 @@ pub struct Underlay {
     /// Drop ESP with an SPI no inbound SA has in the XDP program
     /// (`underlay.early_drop`, default true); false sends it to userspace.
     pub early_drop: bool,
+    /// Busy polling on the AF_XDP sockets: `SO_BUSY_POLL` microseconds
+    /// (`underlay.busy_poll_us`; 0, the default, is off).
+    pub busy_poll_us: u32,
 }
 
 /// A configuration error: what is wrong, where, and how to fix it.
@@ -369,6 +372,8 @@ struct RawUnderlay {
     udp_ports: Option<Spanned<Vec<i64>>>,
     #[serde(default)]
     early_drop: Option<bool>,
+    #[serde(default)]
+    busy_poll_us: Option<Spanned<i64>>,
 }
 
 /// Largest `underlay.queues` accepted (the XDP program's XSKMAP size).
@@ -425,6 +430,19 @@ impl Config {
                 u.address.get_ref()
             )
         })?;
+        let busy_poll_us = match &u.busy_poll_us {
+            None => 0,
+            Some(b) => {
+                let v = *b.get_ref();
+                if !(0..=1_000_000).contains(&v) {
+                    return Err(format!(
+                        "line {}: field `underlay.busy_poll_us` = {v}: give 0 (off) to 1000000 microseconds",
+                        at(b.span())
+                    ));
+                }
+                v as u32
+            }
+        };
         let queues = match &u.queues {
             None => 1,
             Some(q) => {
@@ -544,6 +562,7 @@ impl Config {
                 queues,
                 udp_ports,
                 early_drop: u.early_drop.unwrap_or(true),
+                busy_poll_us,
             },
             inside,
             tunnels,
@@ -1224,6 +1243,16 @@ queues = 2
         let bad = GOOD.replace("queues = 2", "queues = \"two\"");
         let e = Config::parse(&bad).unwrap_err();
         assert!(e.contains("line 6"), "{e}");
+
+        let bad = GOOD.replace("queues = 2", "queues = 2\nbusy_poll_us = -5");
+        let e = Config::parse(&bad).unwrap_err();
+        assert!(
+            e.contains("line 7") && e.contains("underlay.busy_poll_us"),
+            "{e}"
+        );
+        let ok = GOOD.replace("queues = 2", "queues = 2\nbusy_poll_us = 50");
+        assert_eq!(Config::parse(&ok).unwrap().underlay.busy_poll_us, 50);
+        assert_eq!(Config::parse(GOOD).unwrap().underlay.busy_poll_us, 0);
     }
 
     const TUNNEL: &str = r#"

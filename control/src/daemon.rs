@@ -278,7 +278,11 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
     let mut infos = Vec::new();
     let mut workers_shared = Vec::new();
     for q in 0..config.underlay.queues {
-        let xsk = XskQueue::open(&QueueConfig::new(iface, q)).with_context(|| {
+        let qcfg = QueueConfig {
+            busy_poll_us: config.underlay.busy_poll_us,
+            ..QueueConfig::new(iface, q)
+        };
+        let xsk = XskQueue::open(&qcfg).with_context(|| {
             format!(
                 "opening AF_XDP queue {q} of {iface} (does it have {} rx queues?)",
                 config.underlay.queues
@@ -296,7 +300,11 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
         let inside = match (&tun, &config.inside, &inside_neighbors) {
             (Some(t), _, _) => InsideIo::Tun(t.queue_fd(q as usize)),
             (None, Inside::Xdp { interface }, Some(neighbors)) => {
-                let xsk = XskQueue::open(&QueueConfig::new(interface, q)).with_context(|| {
+                let qcfg = QueueConfig {
+                    busy_poll_us: config.underlay.busy_poll_us,
+                    ..QueueConfig::new(interface, q)
+                };
+                let xsk = XskQueue::open(&qcfg).with_context(|| {
                     format!(
                         "opening AF_XDP queue {q} of {interface} (inside.interface; does it have {} rx queues?)",
                         config.underlay.queues

@@ -48,7 +48,9 @@ pub struct InsideXdp {
 }
 
 /// Counters of the worker's I/O around the core (single writer: the worker).
+/// On cache lines of its own: no two workers' counters share one.
 #[derive(Debug, Default)]
+#[repr(align(64))]
 pub struct IoStats {
     /// Decrypted packets written to the TUN device.
     pub tun_tx: AtomicU64,

@@ -50,6 +50,16 @@ pub const QUEUE_FIELDS: [&str; N_QUEUE_FIELDS] = [
 ];
 
 impl QueueInfo {
+    /// The socket's `SO_BUSY_POLL` microseconds as the kernel has it (0:
+    /// busy polling off, or the socket cannot tell).
+    pub fn busy_poll_us(&self) -> u32 {
+        use std::os::fd::AsRawFd;
+        self.xsk_fd
+            .as_ref()
+            .and_then(|fd| xdpsec_afxdp::busy_poll_us(fd.as_raw_fd()).ok())
+            .unwrap_or(0)
+    }
+
     /// Gateway mode: the kernel's ring counters of the inside socket
     /// (`None` without one, or if the kernel cannot tell).
     pub fn inside_kernel_counters(&self) -> Option<XdpStatistics> {

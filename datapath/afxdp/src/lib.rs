@@ -15,6 +15,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
+    time::{Duration, Instant},
 };
 
 use tracing::{debug, info, warn};
@@ -60,6 +61,10 @@ pub struct QueueConfig {
     pub frames: u32,
     /// Fill, completion, rx and tx ring sizes (power of two).
     pub ring_size: u32,
+    /// Busy polling: `SO_BUSY_POLL` microseconds (with
+    /// `SO_PREFER_BUSY_POLL` and a budget of one batch) on the socket, and
+    /// a worker that spins instead of sleeping while it has work; 0 is off.
+    pub busy_poll_us: u32,
 }
 
 impl QueueConfig {
@@ -70,6 +75,7 @@ impl QueueConfig {
             queue,
             frames: 4096,
             ring_size: 2048,
+            busy_poll_us: 0,
         }
     }
 }
@@ -106,7 +112,9 @@ pub enum XskError {
 }
 
 /// Per-queue counters kept by the worker (single writer) and read by control.
+/// On cache lines of its own: no two workers' counters share one.
 #[derive(Debug, Default)]
+#[repr(align(64))]
 pub struct QueueStats {
     /// Frames received from the rx ring.
     pub rx_frames: AtomicU64,
@@ -244,6 +252,8 @@ pub struct XskQueue {
     /// Frames not yet on the fill ring at start-up.
     stash: Vec<FrameDesc>,
     stats: Arc<QueueStats>,
+    /// Busy polling on (`QueueConfig::busy_poll_us` > 0).
+    busy_poll: bool,
 }
 
 /// The transmit side of a queue: tx ring, completion ring and a pool of free frames.
@@ -419,6 +429,14 @@ impl XskQueue {
                 Ok((tx, rx, Some((fill, comp)))) => {
                     let actual = query_mode(rx.fd().as_raw_fd()).unwrap_or(mode);
                     let kick_budget = raise_tx_budget(rx.fd().as_raw_fd(), cfg.ring_size);
+                    if cfg.busy_poll_us > 0 {
+                        set_busy_poll(rx.fd().as_raw_fd(), cfg.busy_poll_us).map_err(|e| {
+                            config_err(format!(
+                                "busy polling (SO_BUSY_POLL {} us): {e}",
+                                cfg.busy_poll_us
+                            ))
+                        })?;
+                    }
                     let stats = Arc::new(QueueStats::default());
                     // First half of the frames for receive, the rest for transmit.
                     let mut stash = descs;
@@ -441,6 +459,7 @@ impl XskQueue {
                         },
                         stash,
                         stats,
+                        busy_poll: cfg.busy_poll_us > 0,
                     };
                     q.stock_fill_ring(cfg.ring_size as usize);
                     return Ok(q);
@@ -568,6 +587,8 @@ impl XskQueue {
         // Recycled frames the fill ring had no room for: retried first next round.
         let mut pending = [FrameDesc::default(); BATCH_SIZE];
         let mut n_pending = 0usize;
+        // Busy polling: when the queue went empty (None while it has work).
+        let mut spin_since: Option<Instant> = None;
         while !stop.load(Ordering::Relaxed) {
             if n_pending > 0 {
                 // SAFETY: pending frames came from this UMEM's rx ring and are on no ring.
@@ -582,7 +603,24 @@ impl XskQueue {
             }
             // SAFETY: descs are overwritten with frames of this UMEM.
             let n = unsafe { self.rx.consume(&mut descs) };
+            if n == 0
+                && self.busy_poll
+                && spin_since.get_or_insert_with(Instant::now).elapsed() < BUSY_SPIN
+            {
+                // Busy polling: a non-blocking receive runs the device's
+                // NAPI poll in this thread (SO_PREFER_BUSY_POLL); the other
+                // directions get their turn; no sleep until the queue has
+                // been idle for BUSY_SPIN.
+                busy_poll_once(self.rx.fd().as_raw_fd());
+                handler.poll_handoff(self.queue, &mut self.tx);
+                if handler.extra_fd().is_some() {
+                    handler.on_extra_readable(self.queue, &mut self.tx);
+                }
+                self.tx.flush();
+                continue;
+            }
             if n == 0 {
+                spin_since = None;
                 if self.fill.needs_wakeup() {
                     self.fill.wakeup(self.rx.fd_mut(), 0)?;
                 }
@@ -605,6 +643,7 @@ impl XskQueue {
                 }
                 continue;
             }
+            spin_since = None;
             let bytes: usize = descs[..n].iter().map(|d| d.lengths().data()).sum();
             add_single_writer(&self.stats.rx_frames, n as u64);
             add_single_writer(&self.stats.rx_bytes, bytes as u64);
@@ -730,6 +769,71 @@ fn raise_tx_budget(fd: RawFd, ring_size: u32) -> usize {
         debug!(error = %io::Error::last_os_error(), "XDP_MAX_TX_SKB_BUDGET not taken: 32 frames per tx kick");
         DEFAULT_TX_BUDGET
     }
+}
+
+/// How long a busy-polling worker spins on an empty queue before it
+/// sleeps in `poll()` (which still busy-polls for `SO_BUSY_POLL`).
+const BUSY_SPIN: Duration = Duration::from_millis(10);
+
+/// Turn on busy polling for `fd`: `SO_PREFER_BUSY_POLL`, `SO_BUSY_POLL`
+/// microseconds, and a NAPI budget of one batch (`SO_BUSY_POLL_BUDGET`).
+fn set_busy_poll(fd: RawFd, us: u32) -> io::Result<()> {
+    for (opt, v) in [
+        (libc::SO_PREFER_BUSY_POLL, 1),
+        (libc::SO_BUSY_POLL, us.min(i32::MAX as u32) as libc::c_int),
+        (libc::SO_BUSY_POLL_BUDGET, BATCH_SIZE as libc::c_int),
+    ] {
+        // SAFETY: fd is a live socket; the value is an int.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The socket's `SO_BUSY_POLL` in microseconds (0: off), as the kernel has it.
+pub fn busy_poll_us(fd: RawFd) -> io::Result<u32> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: fd is a live socket; v/len are valid for writing.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_BUSY_POLL,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(v.max(0) as u32)
+}
+
+/// One non-blocking receive on an AF_XDP socket: with busy polling on, the
+/// kernel runs the device's NAPI poll for it (frames land on the rx ring).
+fn busy_poll_once(fd: RawFd) {
+    // SAFETY: fd is a live socket; an empty buffer is allowed.
+    unsafe {
+        libc::recvfrom(
+            fd,
+            std::ptr::null_mut(),
+            0,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    };
 }
 
 /// Ask the kernel which mode it bound the socket in (`XDP_OPTIONS`).
