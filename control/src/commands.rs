@@ -10,7 +10,7 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use xdpsec_common::XdpCounter;
+use xdpsec_common::{InsideCounter, XdpCounter};
 
 use xdpsec_datapath::{
     DropReason,
@@ -485,24 +485,11 @@ impl Owner {
 
     /// `clear crypto sa counters`: every SA's counters read as zero from now on.
     fn clear_sa_counters(&mut self) -> (String, Value) {
-        let base = &mut self.sa_baseline;
-        base.clear();
-        let sdwan_ids = self.sdwan.iter().flat_map(|s| {
-            s.peers.values().flat_map(|p| {
-                p.inbound
-                    .iter()
-                    .map(|(_, id)| *id)
-                    .chain(p.outbound.map(|o| o.1))
-            })
-        });
-        for id in self
-            .tunnels
-            .iter()
-            .flat_map(|t| t.sa_ids())
-            .chain(sdwan_ids)
-        {
-            base.insert(id, sa_counters(&self.workers, id));
-        }
+        let now: Vec<(SaId, SaCounters)> = self
+            .all_sas()
+            .map(|r| (r.id, sa_counters(&self.workers, r.id)))
+            .collect();
+        self.sa_baseline = now.into_iter().collect();
         (String::new(), json!({"cleared": true}))
     }
 
@@ -972,15 +959,23 @@ impl Owner {
             for (k, val) in QUEUE_FIELDS.iter().zip(&d) {
                 obj.insert((*k).into(), json!(val));
             }
+            // SO_BUSY_POLL as the kernel has it on the socket (0: off).
+            let busy_poll_us = q.busy_poll_us();
+            obj.insert("busy_poll_us".into(), json!(busy_poll_us));
             let _ = writeln!(
                 text,
-                "      kernel: {}",
+                "      kernel: {}{}",
                 QUEUE_FIELDS[3 + FrameClass::COUNT..]
                     .iter()
                     .zip(&d[3 + FrameClass::COUNT..])
                     .map(|(k, v)| format!("{k} {v}"))
                     .collect::<Vec<_>>()
-                    .join(", ")
+                    .join(", "),
+                if busy_poll_us > 0 {
+                    format!("; busy polling {busy_poll_us} us")
+                } else {
+                    String::new()
+                }
             );
             let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
             let io = [
@@ -988,6 +983,16 @@ impl Owner {
                 ("tun_tx_errors", r(&q.io.tun_tx_errors)),
                 ("sink", r(&q.io.sink)),
                 ("tun_rx", r(&q.io.tun_rx)),
+                // Gateway mode (`[inside] mode = "xdp"`): inner packets
+                // received on / sent to the inside interface's AF_XDP
+                // socket; each decrypted packet not sent is counted once
+                // as inside_no_neighbor or inside_tx_errors, each received
+                // one too large to encrypt as inside_too_big.
+                ("inside_rx", r(&q.io.inside_rx)),
+                ("inside_too_big", r(&q.io.inside_too_big)),
+                ("inside_tx", r(&q.io.inside_tx)),
+                ("inside_no_neighbor", r(&q.io.inside_no_neighbor)),
+                ("inside_tx_errors", r(&q.io.inside_tx_errors)),
                 ("encap_tx", r(&q.io.encap_tx)),
                 ("handoff", r(&q.io.handoff)),
                 ("handoff_out", r(&q.io.handoff_out)),
@@ -1011,6 +1016,27 @@ impl Owner {
             for (k, v) in io {
                 obj.insert(k.into(), json!(v));
             }
+            // Gateway mode: frames the kernel could not put on the inside
+            // socket's rings (no userspace counter sees them).
+            if let Some(k) = q.inside_kernel_counters() {
+                let pairs: Vec<(String, u64)> = xdpsec_afxdp::XdpStatistics::FIELDS
+                    .iter()
+                    .zip(k.values())
+                    .map(|(f, v)| (format!("inside_{f}"), v))
+                    .collect();
+                let _ = writeln!(
+                    text,
+                    "      inside kernel: {}",
+                    pairs
+                        .iter()
+                        .map(|(k, v)| format!("{k} {v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                for (k, v) in pairs {
+                    obj.insert(k, json!(v));
+                }
+            }
             queues.push(Value::Object(obj));
         }
         let mut kernel = serde_json::Map::new();
@@ -1023,6 +1049,28 @@ impl Owner {
             let _ = writeln!(text, "{k:<40}{v:>16}");
             kernel.insert(k.into(), json!(v));
         }
+        // Gateway mode: what the inside interface's XDP program did.
+        let inside = self.with_steering(|s| {
+            Ok(match s.inside() {
+                Some(i) => Some((i.interface.clone(), i.attach_mode, i.counters()?)),
+                None => None,
+            })
+        })?;
+        let mut inside_xdp = Value::Null;
+        if let Some((ifname, mode, raw)) = inside {
+            let base = &self.baseline;
+            let _ = writeln!(text, "\nInside XDP on {ifname} ({mode} mode; gateway mode)");
+            let mut m = serde_json::Map::new();
+            m.insert("interface".into(), json!(ifname));
+            m.insert("attach_mode".into(), json!(mode));
+            for c in InsideCounter::ALL {
+                let v = raw[c as usize].saturating_sub(base.inside_xdp[c as usize]);
+                let _ = writeln!(text, "{:<40}{:>16}", c.name(), v);
+                m.insert(c.name().into(), json!(v));
+            }
+            inside_xdp = Value::Object(m);
+        }
+        let base = &self.baseline;
         let dummy = dummy_packets(&self.workers).saturating_sub(base.dummy_packets);
         let _ = writeln!(
             text,
@@ -1037,14 +1085,22 @@ impl Owner {
             "queues": queues,
             "kernel": kernel,
             "dummy_packets": dummy,
+            "inside_xdp": inside_xdp,
         });
         Ok((text, value))
     }
 
     fn clear_qfp_statistics(&mut self) -> anyhow::Result<(String, Value)> {
         let raw = self.with_steering(|s| s.counters())?;
+        let inside = self.with_steering(|s| match s.inside() {
+            Some(i) => i.counters().map(Some),
+            None => Ok(None),
+        })?;
         let base = &mut self.baseline;
         base.xdp = raw;
+        if let Some(v) = inside {
+            base.inside_xdp = v;
+        }
         for (i, q) in self.queues.iter().enumerate() {
             base.queues[i] = q.values();
         }

@@ -60,6 +60,13 @@ pub enum Inside {
     },
     /// Counted and dropped after decrypt (benchmarks).
     Sink,
+    /// Gateway mode: inner packets leave and enter as Ethernet frames
+    /// through AF_XDP on this interface (next hops from the kernel's
+    /// neighbour table), no syscall per packet.
+    Xdp {
+        /// The inside interface (never the underlay's).
+        interface: String,
+    },
 }
 
 /// An address with a prefix length.
@@ -252,6 +259,9 @@ pub struct Underlay {
     pub early_drop: bool,
     /// How the XDP program is attached (`underlay.xdp_mode`, default "driver").
     pub xdp_mode: XdpAttach,
+    /// Busy polling on the AF_XDP sockets: `SO_BUSY_POLL` microseconds
+    /// (`underlay.busy_poll_us`; 0, the default, is off).
+    pub busy_poll_us: u32,
 }
 
 /// A configuration error: what is wrong, where, and how to fix it.
@@ -292,6 +302,8 @@ struct RawInside {
     name: Option<Spanned<String>>,
     #[serde(default)]
     address: Option<Spanned<String>>,
+    #[serde(default)]
+    interface: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -376,6 +388,7 @@ struct RawUnderlay {
     early_drop: Option<bool>,
     #[serde(default)]
     xdp_mode: Option<Spanned<String>>,
+    busy_poll_us: Option<Spanned<i64>>,
 }
 
 /// Largest `underlay.queues` accepted (the XDP program's XSKMAP size).
@@ -432,6 +445,19 @@ impl Config {
                 u.address.get_ref()
             )
         })?;
+        let busy_poll_us = match &u.busy_poll_us {
+            None => 0,
+            Some(b) => {
+                let v = *b.get_ref();
+                if !(0..=1_000_000).contains(&v) {
+                    return Err(format!(
+                        "line {}: field `underlay.busy_poll_us` = {v}: give 0 (off) to 1000000 microseconds",
+                        at(b.span())
+                    ));
+                }
+                v as u32
+            }
+        };
         let queues = match &u.queues {
             None => 1,
             Some(q) => {
@@ -477,7 +503,7 @@ impl Config {
         };
         let inside = match &raw.inside {
             None => Inside::Sink,
-            Some(i) => parse_inside(i, &at)?,
+            Some(i) => parse_inside(i, &at, &interface)?,
         };
         let mut tunnels: Vec<Tunnel> = Vec::with_capacity(raw.tunnel.len());
         // Linear in the number of tunnels: names, inbound SPIs and outbound
@@ -566,6 +592,7 @@ impl Config {
                 udp_ports,
                 early_drop: u.early_drop.unwrap_or(true),
                 xdp_mode,
+                busy_poll_us,
             },
             inside,
             tunnels,
@@ -579,10 +606,35 @@ impl Config {
 fn parse_inside(
     i: &Spanned<RawInside>,
     at: &dyn Fn(std::ops::Range<usize>) -> usize,
+    underlay: &str,
 ) -> Result<Inside, String> {
     let r = i.get_ref();
     match r.mode.get_ref().as_str() {
         "sink" => Ok(Inside::Sink),
+        "xdp" => {
+            let name = r.interface.as_ref().ok_or_else(|| {
+                format!(
+                    "line {}: field `inside.interface` is missing: mode \"xdp\" needs the inside interface's name",
+                    at(i.span())
+                )
+            })?;
+            let n = name.get_ref();
+            if n.is_empty() || n.len() >= libc::IFNAMSIZ || n.contains(['/', ' ']) {
+                return Err(format!(
+                    "line {}: field `inside.interface` = {n:?} is not a valid interface name (1-15 characters)",
+                    at(name.span())
+                ));
+            }
+            if n == underlay {
+                return Err(format!(
+                    "line {}: field `inside.interface` = {n:?} is the underlay interface: give the interface the inside hosts are on",
+                    at(name.span())
+                ));
+            }
+            Ok(Inside::Xdp {
+                interface: n.clone(),
+            })
+        }
         "tun" => {
             let name = r.name.as_ref().ok_or_else(|| {
                 format!(
@@ -613,7 +665,7 @@ fn parse_inside(
             })
         }
         other => Err(format!(
-            "line {}: field `inside.mode` = {other:?}: give \"tun\" or \"sink\"",
+            "line {}: field `inside.mode` = {other:?}: give \"tun\", \"xdp\" or \"sink\"",
             at(r.mode.span())
         )),
     }
@@ -1038,7 +1090,7 @@ pub(crate) fn read_psk_file(path: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, S
 impl Tunnel {
     /// The local traffic selectors in force: `local_subnets` if configured,
     /// else the `[inside]` address as a host prefix in tun mode, else (sink
-    /// mode) none, which allows any destination.
+    /// and xdp modes) none, which allows any destination.
     pub fn local_selectors(&self, inside: &Inside) -> Vec<Cidr> {
         match (&self.local_subnets, inside) {
             (Some(list), _) => list.clone(),
@@ -1046,7 +1098,7 @@ impl Tunnel {
                 addr: address.addr,
                 len: if address.addr.is_ipv4() { 32 } else { 128 },
             }],
-            (None, Inside::Sink) => Vec::new(),
+            (None, Inside::Sink | Inside::Xdp { .. }) => Vec::new(),
         }
     }
 }
@@ -1165,6 +1217,45 @@ queues = 2
     }
 
     #[test]
+    fn inside_xdp_mode_needs_a_valid_interface_other_than_the_underlay() {
+        let c = Config::parse(&format!(
+            "{GOOD}[inside]\nmode = \"xdp\"\ninterface = \"veth-in\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.inside,
+            Inside::Xdp {
+                interface: "veth-in".into()
+            }
+        );
+        // Any destination is allowed by default (no single inside address).
+        assert!(c.tunnels.is_empty() || c.tunnels[0].local_selectors(&c.inside).is_empty());
+        let err = |inside: &str| Config::parse(&format!("{GOOD}[inside]\n{inside}")).unwrap_err();
+        let e = err("mode = \"xdp\"\n");
+        assert!(
+            e.contains("line 7") && e.contains("`inside.interface` is missing"),
+            "{e}"
+        );
+        let e = err("mode = \"xdp\"\ninterface = \"veth-e1\"\n");
+        assert!(
+            e.contains("line 9")
+                && e.contains("`inside.interface` = \"veth-e1\" is the underlay interface"),
+            "{e}"
+        );
+        let e = err("mode = \"xdp\"\ninterface = \"a-name-far-too-long\"\n");
+        assert!(
+            e.contains("`inside.interface`") && e.contains("not a valid"),
+            "{e}"
+        );
+        let e = err("mode = \"wire\"\n");
+        assert!(e.contains("give \"tun\", \"xdp\" or \"sink\""), "{e}");
+        // "tun" and "sink" are as before; `interface` belongs to "xdp" only
+        // in meaning, and an unknown key is still refused.
+        let e = err("mode = \"xdp\"\ninterface = \"veth-in\"\nifname = \"x\"\n");
+        assert!(e.contains("ifname"), "{e}");
+    }
+
+    #[test]
     fn socket_defaults_from_node_and_queues_to_one() {
         let c = Config::parse(
             "node = \"n2\"\n[underlay]\ninterface = \"eth0\"\naddress = \"2001:db8::1\"\n",
@@ -1201,6 +1292,16 @@ queues = 2
         let bad = GOOD.replace("queues = 2", "queues = \"two\"");
         let e = Config::parse(&bad).unwrap_err();
         assert!(e.contains("line 6"), "{e}");
+
+        let bad = GOOD.replace("queues = 2", "queues = 2\nbusy_poll_us = -5");
+        let e = Config::parse(&bad).unwrap_err();
+        assert!(
+            e.contains("line 7") && e.contains("underlay.busy_poll_us"),
+            "{e}"
+        );
+        let ok = GOOD.replace("queues = 2", "queues = 2\nbusy_poll_us = 50");
+        assert_eq!(Config::parse(&ok).unwrap().underlay.busy_poll_us, 50);
+        assert_eq!(Config::parse(GOOD).unwrap().underlay.busy_poll_us, 0);
     }
 
     const TUNNEL: &str = r#"

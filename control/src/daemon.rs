@@ -24,12 +24,15 @@ use xdpsec_datapath::{DropCounters, WorkerState};
 use crate::{
     config::{Config, Inside},
     ctlsock::ControlSocket,
-    datapath::{DatapathHandler, InsideIo, RouteTable, WorkerCtx},
+    datapath::{DatapathHandler, InsideIo, InsideXdp, RouteTable, WorkerCtx},
     handoff::HandoffQueue,
     owner::{Msg, Owner, OwnerHandle, Started, build_tunnels},
     platform::kernelrx::{self, CtlHandle, KernelRxStats},
     platform::loader::XdpSteering,
-    platform::neighbor::{self, NextHops},
+    platform::neighbor::{
+        self, NextHops,
+        inside::{self, InsideNeighbors},
+    },
     platform::tun::Tun,
     punt::PuntHub,
     queues::QueueInfo,
@@ -193,7 +196,41 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
                 .with_context(|| format!("routing the tunnels' remote_subnets into {name}"))?;
             Some(t)
         }
-        Inside::Sink => None,
+        Inside::Sink | Inside::Xdp { .. } => None,
+    };
+    // Gateway mode: the inside interface must exist, and its MAC is the
+    // source of every frame sent there.
+    let inside_neighbors = match &config.inside {
+        Inside::Xdp { interface } => {
+            let c = std::ffi::CString::new(interface.as_str())?;
+            // SAFETY: c is a valid NUL-terminated string.
+            if unsafe { libc::if_nametoindex(c.as_ptr()) } == 0 {
+                bail!(
+                    "interface {interface} (inside.interface) does not exist in this network namespace: create it or fix the config"
+                );
+            }
+            let mac = neighbor::interface_mac(interface).with_context(|| {
+                format!("reading the MAC address of {interface} (inside.interface)")
+            })?;
+            Some(Arc::new(InsideNeighbors::new(interface, mac)))
+        }
+        _ => None,
+    };
+    // Gateway mode: inner packets must fit the underlay after the largest
+    // ESP overhead, as the TUN's MTU does on a 1500-byte underlay.
+    let max_inner = {
+        let overhead = 1500 - crate::platform::tun::TUN_MTU;
+        let underlay_mtu = inside::interface_mtu(iface).unwrap_or(1500);
+        let max = underlay_mtu.saturating_sub(overhead);
+        if let Inside::Xdp { interface } = &config.inside
+            && let Some(mtu) = inside::interface_mtu(interface)
+            && mtu > max
+        {
+            tracing::warn!(
+                "inside.interface {interface} has MTU {mtu}: inner packets over {max} bytes would not fit the underlay's MTU {underlay_mtu} after ESP and are dropped (inside_too_big); give it and its hosts MTU {max}"
+            );
+        }
+        max as usize
     };
     let mut routes = Vec::new();
     for (i, t) in config.tunnels.iter().enumerate() {
@@ -220,6 +257,14 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
 
     let mut steering =
         XdpSteering::attach(iface, &config.underlay.udp_ports, config.underlay.xdp_mode)?;
+    if let Inside::Xdp { interface } = &config.inside {
+        // Only destinations a tunnel route covers are taken from the
+        // kernel: the gateway's own and unrouted traffic stay there.
+        let prefixes: Vec<_> = static_routes.iter().map(|(c, _)| *c).collect();
+        steering
+            .attach_inside(interface, &prefixes)
+            .with_context(|| format!("attaching the inside XDP program to {interface}"))?;
+    }
 
     let handoff: Arc<Vec<Arc<HandoffQueue>>> = Arc::new(
         (0..config.underlay.queues)
@@ -234,7 +279,11 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
     let mut infos = Vec::new();
     let mut workers_shared = Vec::new();
     for q in 0..config.underlay.queues {
-        let xsk = XskQueue::open(&QueueConfig::new(iface, q)).with_context(|| {
+        let qcfg = QueueConfig {
+            busy_poll_us: config.underlay.busy_poll_us,
+            ..QueueConfig::new(iface, q)
+        };
+        let xsk = XskQueue::open(&qcfg).with_context(|| {
             format!(
                 "opening AF_XDP queue {q} of {iface} (does it have {} rx queues?)",
                 config.underlay.queues
@@ -249,6 +298,39 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
             .stats_fd()
             .map_err(|e| error!(queue = q, error = %e, "no AF_XDP ring counters for this queue"))
             .ok();
+        let inside = match (&tun, &config.inside, &inside_neighbors) {
+            (Some(t), _, _) => InsideIo::Tun(t.queue_fd(q as usize)),
+            (None, Inside::Xdp { interface }, Some(neighbors)) => {
+                let qcfg = QueueConfig {
+                    busy_poll_us: config.underlay.busy_poll_us,
+                    ..QueueConfig::new(interface, q)
+                };
+                let xsk = XskQueue::open(&qcfg).with_context(|| {
+                    format!(
+                        "opening AF_XDP queue {q} of {interface} (inside.interface; does it have {} rx queues?)",
+                        config.underlay.queues
+                    )
+                })?;
+                if let Some(i) = steering.inside() {
+                    i.set_socket(q, xsk.raw_fd())?;
+                }
+                info!(queue = q, interface = %interface, mode = xsk.mode().as_str(), "inside AF_XDP socket bound");
+                InsideIo::Xdp(Box::new(InsideXdp {
+                    xsk,
+                    neighbors: Arc::clone(neighbors),
+                    max_inner,
+                }))
+            }
+            _ => InsideIo::Sink,
+        };
+        let inside_xsk_fd = match &inside {
+            InsideIo::Xdp(x) => x
+                .xsk
+                .stats_fd()
+                .map_err(|e| error!(queue = q, error = %e, "no AF_XDP ring counters for this inside queue"))
+                .ok(),
+            _ => None,
+        };
         infos.push(QueueInfo {
             queue: q,
             mode: xsk.mode(),
@@ -256,11 +338,8 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
             worker: ws.shared(),
             io: Arc::clone(&io),
             xsk_fd,
+            inside_xsk_fd,
         });
-        let inside = match &tun {
-            Some(t) => InsideIo::Tun(t.queue_fd(q as usize)),
-            None => InsideIo::Sink,
-        };
         let ctx = WorkerCtx {
             snap: snap.clone(),
             routes: Arc::clone(&routes),
@@ -302,6 +381,9 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
     .context("spawning the kernel-socket thread")?;
     // Learn the peers' next hops before traffic flows (bounded wait).
     next_hops.refresh(iface, Duration::from_secs(2));
+    if let Some(n) = &inside_neighbors {
+        n.refresh(Duration::ZERO);
+    }
     // The SD-WAN edge: its I/O shell (control connections, punted BFD).
     let (sdwan, sdwan_rx, sdwan_thread) = match &config.sdwan {
         Some(cfg) => {
@@ -366,11 +448,24 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
         let stop = Arc::clone(&stop);
         let iface = iface.clone();
         let next_hops = Arc::clone(&next_hops);
+        let inside = inside_neighbors.clone();
         thread::Builder::new()
             .name("xdpsec-nh".into())
             .spawn(move || {
                 let mut last = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
+                    // Gateway mode: inside next hops workers found no MAC
+                    // for are resolved now; all are re-read with the rest.
+                    if let Some(n) = &inside
+                        && (n.has_requests() || last.elapsed() >= NEXT_HOP_REFRESH)
+                    {
+                        let wait = if n.has_requests() {
+                            Duration::from_millis(500)
+                        } else {
+                            Duration::ZERO
+                        };
+                        n.refresh(wait);
+                    }
                     // A new peer (SD-WAN) is resolved at once, waiting up
                     // to a second for the kernel's answer.
                     if next_hops.wait_poke(Duration::from_millis(100)) {

@@ -1,6 +1,7 @@
 //! The per-queue datapath handler: AF_XDP batches through the ESP core
-//! (`xdpsec-datapath`), decrypted packets to the inside (TUN or sink), and
-//! packets read from the TUN encrypted and sent through AF_XDP TX.
+//! (`xdpsec-datapath`), decrypted packets to the inside (TUN, sink, or in
+//! gateway mode the inside interface's AF_XDP socket), and packets read
+//! from the TUN or the inside socket encrypted and sent through AF_XDP TX.
 use std::{
     collections::HashMap,
     net::IpAddr,
@@ -10,7 +11,7 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use xdpsec_afxdp::{BATCH_SIZE, BatchHandler, RxBatch, XskTx, add_single_writer};
+use xdpsec_afxdp::{BATCH_SIZE, BatchHandler, RxBatch, XskQueue, XskTx, add_single_writer};
 use xdpsec_datapath::{
     DropReason, SaSnapshot, Verdict, WorkerState, decap_batch, encap, sa::SharedSnapshot,
     worker::WorkerShared,
@@ -19,22 +20,37 @@ use xdpsec_datapath::{
 use crate::{
     config::Cidr,
     handoff::{HandoffQueue, HandoffSlot},
-    platform::neighbor::NextHops,
+    platform::neighbor::{NextHops, inside::InsideNeighbors},
     punt::PuntHub,
     taps::{Input, Taps, WorkerTap},
 };
 
 /// Where a worker puts decrypted packets.
-#[derive(Clone, Copy)]
 pub enum InsideIo {
     /// Write to this TUN queue fd (and read packets to encrypt from it).
     Tun(RawFd),
     /// Count and drop.
     Sink,
+    /// Gateway mode: send as Ethernet frames on this AF_XDP socket of the
+    /// inside interface (and receive packets to encrypt from it).
+    Xdp(Box<InsideXdp>),
+}
+
+/// A worker's AF_XDP socket on the inside interface (gateway mode).
+pub struct InsideXdp {
+    /// The socket, bound to the worker's queue index on the inside interface.
+    pub xsk: XskQueue,
+    /// Next-hop MACs on the inside interface.
+    pub neighbors: Arc<InsideNeighbors>,
+    /// Largest inner packet encrypted: larger ones would exceed the
+    /// underlay's MTU once encapsulated (counted as `inside_too_big`).
+    pub max_inner: usize,
 }
 
 /// Counters of the worker's I/O around the core (single writer: the worker).
+/// On cache lines of its own: no two workers' counters share one.
 #[derive(Debug, Default)]
+#[repr(align(64))]
 pub struct IoStats {
     /// Decrypted packets written to the TUN device.
     pub tun_tx: AtomicU64,
@@ -44,6 +60,22 @@ pub struct IoStats {
     pub sink: AtomicU64,
     /// Packets read from the TUN device (to encrypt).
     pub tun_rx: AtomicU64,
+    /// Gateway mode: decrypted packets queued on the inside interface's
+    /// AF_XDP TX as Ethernet frames.
+    pub inside_tx: AtomicU64,
+    /// Gateway mode: decrypted packets dropped because their next hop on
+    /// the inside interface has no MAC yet (its resolution was requested).
+    pub inside_no_neighbor: AtomicU64,
+    /// Gateway mode: decrypted packets dropped because the inside socket
+    /// had no free TX frame (or its ring no room).
+    pub inside_tx_errors: AtomicU64,
+    /// Gateway mode: frames received on the inside interface's AF_XDP
+    /// socket (inner packets to encrypt).
+    pub inside_rx: AtomicU64,
+    /// Gateway mode: inner packets from the inside interface dropped as
+    /// larger than `InsideXdp::max_inner` (they would not fit the
+    /// underlay's MTU after ESP; nothing fragments them).
+    pub inside_too_big: AtomicU64,
     /// Encrypted frames handed to AF_XDP TX.
     pub encap_tx: AtomicU64,
     /// Frames handed to the worker owning their SA.
@@ -337,11 +369,19 @@ impl DatapathHandler {
         );
         let (mut tun_ok, mut tun_err, mut sink, mut handed, mut not_esp) = (0, 0, 0, 0, 0);
         let (mut punted, mut punt_dropped) = (0, 0);
+        let (mut xdp_ok, mut xdp_err, mut no_neighbor) = (0, 0, 0);
+        // Gateway mode: the inside next hops, loaded once per batch.
+        let view = match &self.inside {
+            InsideIo::Xdp(x) => Some(x.neighbors.load()),
+            _ => None,
+        };
+        let mut last_request = None;
         let mut woken = 0u64; // bit per owner worker to notify once
         for (i, frame) in frames[..n].iter_mut().enumerate() {
             match &self.verdicts[i] {
-                Verdict::Deliver { inner, .. } => match self.inside {
+                Verdict::Deliver { inner, .. } => match &mut self.inside {
                     InsideIo::Tun(fd) => {
+                        let fd = *fd;
                         if crate::platform::tun::write_packet(fd, &frame.as_mut()[inner.clone()]) {
                             tun_ok += 1;
                         } else {
@@ -349,6 +389,37 @@ impl DatapathHandler {
                         }
                     }
                     InsideIo::Sink => sink += 1,
+                    InsideIo::Xdp(x) => {
+                        let pkt = &frame.as_mut()[inner.clone()];
+                        // The core delivers only IPv4/IPv6 (else 89), so
+                        // a destination is always there.
+                        let hop = match (&view, inner_dst(pkt)) {
+                            (Some(v), Some(dst)) => v.resolve(dst),
+                            _ => (IpAddr::from([0u8; 4]), None),
+                        };
+                        match hop {
+                            (hop, None) if hop.is_unspecified() => no_neighbor += 1,
+                            (_, Some(mac)) => {
+                                let src = x.neighbors.mac;
+                                if x.xsk
+                                    .tx()
+                                    .send_with(|buf| ethernet_frame(buf, mac, src, pkt))
+                                {
+                                    xdp_ok += 1;
+                                } else {
+                                    xdp_err += 1;
+                                }
+                            }
+                            (hop, None) => {
+                                // Ask once per batch and hop, never waiting.
+                                if last_request != Some(hop) {
+                                    x.neighbors.request(hop);
+                                    last_request = Some(hop);
+                                }
+                                no_neighbor += 1;
+                            }
+                        }
+                    }
                 },
                 Verdict::Drop(_) => {}
                 Verdict::Handoff(owner) => {
@@ -404,6 +475,16 @@ impl DatapathHandler {
                 q.notify();
             }
         }
+        drop(view);
+        if let InsideIo::Xdp(x) = &mut self.inside
+            && xdp_ok > 0
+        {
+            // One kick per batch (copy mode sends only on a sendto).
+            x.xsk.tx().flush();
+        }
+        add_single_writer(&self.io.inside_tx, xdp_ok);
+        add_single_writer(&self.io.inside_tx_errors, xdp_err);
+        add_single_writer(&self.io.inside_no_neighbor, no_neighbor);
         add_single_writer(&self.io.tun_tx, tun_ok);
         add_single_writer(&self.io.tun_tx_errors, tun_err);
         add_single_writer(&self.io.sink, sink);
@@ -463,20 +544,29 @@ impl BatchHandler for DatapathHandler {
         }
     }
 
+    fn on_idle(&mut self, _queue: u32) {
+        // Gateway mode: frames a kick left on the inside tx ring go now.
+        if let InsideIo::Xdp(x) = &mut self.inside {
+            x.xsk.tx().kick_if_in_flight();
+        }
+    }
+
     fn extra_fd(&self) -> Option<RawFd> {
-        match self.inside {
-            InsideIo::Tun(fd) => Some(fd),
+        match &self.inside {
+            InsideIo::Tun(fd) => Some(*fd),
             InsideIo::Sink => None,
+            InsideIo::Xdp(x) => Some(x.xsk.raw_fd()),
         }
     }
 
     fn on_extra_readable(&mut self, _queue: u32, tx: &mut XskTx) {
-        let InsideIo::Tun(fd) = self.inside else {
-            return;
+        let fd = match &self.inside {
+            InsideIo::Tun(fd) => *fd,
+            InsideIo::Xdp(_) => return self.inside_xdp_rx(tx),
+            InsideIo::Sink => return,
         };
         let snap = self.ctx.snap.load();
         let routes = self.ctx.routes.load();
-        let me = self.ws.id();
         let (mut read, mut sent, mut handed) = (0, 0, 0);
         let mut woken = 0u64; // bit per owner worker to notify once
         // A bounded batch per wake-up, so received ESP is served in between.
@@ -486,38 +576,22 @@ impl BatchHandler for DatapathHandler {
             };
             read += 1;
             let inner = &self.tun_buf[..len];
-            // Not IP, or a destination routed into the TUN that no tunnel
-            // claims: there is no SA, and the core counts it (89, 111/112).
-            let Some(tunnel) = routes.lookup_packet(inner) else {
-                let _ = encap(&mut self.ws, &snap, u32::MAX, inner, &mut []);
-                continue;
-            };
-            // One sequencing owner per outbound SA: a packet for a tunnel
-            // another worker owns goes to that worker (bounded queue; full
-            // counts 110 once), so its sequence counter has one writer and
-            // packets leave in order. Without a usable SA any worker lets
-            // the core count the drop.
-            match snap.outbound_owner(tunnel) {
-                Some(owner) if owner != me => match self.handoff.get(owner as usize) {
-                    Some(q) if q.push_outbound(tunnel, inner) => {
-                        handed += 1;
-                        woken |= 1 << (owner % 64);
-                    }
-                    _ => self.shared.drops.bump(DropReason::PktBufferUnavailable),
-                },
-                _ => {
-                    if encap_and_send(
-                        &mut self.ws,
-                        &self.shared,
-                        &self.ctx,
-                        &snap,
-                        tunnel,
-                        inner,
-                        tx,
-                    ) {
-                        sent += 1;
-                    }
+            match route_and_encap(
+                &mut self.ws,
+                &self.shared,
+                &self.ctx,
+                &self.handoff,
+                &snap,
+                &routes,
+                inner,
+                tx,
+            ) {
+                Outbound::Sent => sent += 1,
+                Outbound::Handed(owner) => {
+                    handed += 1;
+                    woken |= 1 << (owner % 64);
                 }
+                Outbound::Dropped => {}
             }
         }
         for (w, q) in self.handoff.iter().enumerate() {
@@ -529,6 +603,135 @@ impl BatchHandler for DatapathHandler {
         add_single_writer(&self.io.encap_tx, sent);
         add_single_writer(&self.io.handoff_out, handed);
     }
+}
+
+impl DatapathHandler {
+    /// Gateway mode: one batch of frames from the inside interface's
+    /// AF_XDP socket (the XDP program steered only destinations a tunnel
+    /// route covers), encrypted onto the underlay's `tx` or handed to the
+    /// worker owning their tunnel's outbound SA, as packets read from a TUN.
+    fn inside_xdp_rx(&mut self, tx: &mut XskTx) {
+        let InsideIo::Xdp(x) = &mut self.inside else {
+            return;
+        };
+        let snap = self.ctx.snap.load();
+        let routes = self.ctx.routes.load();
+        let (ws, shared, ctx, handoff) = (&mut self.ws, &self.shared, &self.ctx, &self.handoff);
+        let (mut sent, mut handed, mut too_big) = (0, 0, 0);
+        let mut woken = 0u64; // bit per owner worker to notify once
+        let max_inner = x.max_inner;
+        let read = x.xsk.poll_batch(|batch, _inside_tx| {
+            for f in batch.frames_mut() {
+                // The inner packet after the Ethernet header, without the
+                // padding of a short frame; a runt is empty (the core
+                // counts 89).
+                let inner = f.as_mut().get(14..).map(ip_packet).unwrap_or(&[]);
+                if inner.len() > max_inner {
+                    too_big += 1;
+                    continue;
+                }
+                match route_and_encap(ws, shared, ctx, handoff, &snap, &routes, inner, tx) {
+                    Outbound::Sent => sent += 1,
+                    Outbound::Handed(owner) => {
+                        handed += 1;
+                        woken |= 1 << (owner % 64);
+                    }
+                    Outbound::Dropped => {}
+                }
+            }
+        });
+        for (w, q) in self.handoff.iter().enumerate() {
+            if woken & (1 << (w % 64)) != 0 {
+                q.notify();
+            }
+        }
+        add_single_writer(&self.io.inside_rx, read as u64);
+        add_single_writer(&self.io.inside_too_big, too_big);
+        add_single_writer(&self.io.encap_tx, sent);
+        add_single_writer(&self.io.handoff_out, handed);
+    }
+}
+
+/// What became of an inner packet to encrypt.
+enum Outbound {
+    /// Encrypted and queued on the underlay's AF_XDP TX.
+    Sent,
+    /// Handed to this worker, which owns its tunnel's outbound SA.
+    Handed(u16),
+    /// Dropped and counted once (by the core, or 55/110 here).
+    Dropped,
+}
+
+/// Route the inner packet `inner` (read from the TUN or the inside
+/// interface) into its tunnel and encrypt it onto `tx`, or hand it to the
+/// worker owning that tunnel's outbound SA.
+#[allow(clippy::too_many_arguments)]
+fn route_and_encap(
+    ws: &mut WorkerState,
+    shared: &WorkerShared,
+    ctx: &WorkerCtx,
+    handoff: &[Arc<HandoffQueue>],
+    snap: &SaSnapshot,
+    routes: &RouteTable,
+    inner: &[u8],
+    tx: &mut XskTx,
+) -> Outbound {
+    // Not IP, or a destination no tunnel claims: there is no SA, and the
+    // core counts it (89, 111/112).
+    let Some(tunnel) = routes.lookup_packet(inner) else {
+        let _ = encap(ws, snap, u32::MAX, inner, &mut []);
+        return Outbound::Dropped;
+    };
+    // One sequencing owner per outbound SA: a packet for a tunnel another
+    // worker owns goes to that worker (bounded queue; full counts 110
+    // once), so its sequence counter has one writer and packets leave in
+    // order. Without a usable SA any worker lets the core count the drop.
+    match snap.outbound_owner(tunnel) {
+        Some(owner) if owner != ws.id() => match handoff.get(owner as usize) {
+            Some(q) if q.push_outbound(tunnel, inner) => Outbound::Handed(owner),
+            _ => {
+                shared.drops.bump(DropReason::PktBufferUnavailable);
+                Outbound::Dropped
+            }
+        },
+        _ => {
+            if encap_and_send(ws, shared, ctx, snap, tunnel, inner, tx) {
+                Outbound::Sent
+            } else {
+                Outbound::Dropped
+            }
+        }
+    }
+}
+
+/// An IP packet without trailing bytes beyond its length field (the
+/// padding of a short Ethernet frame); unchanged when the field does not
+/// fit (the core judges the packet then).
+fn ip_packet(b: &[u8]) -> &[u8] {
+    let len = match b.first().map(|v| v >> 4) {
+        Some(4) if b.len() >= 20 => usize::from(u16::from_be_bytes([b[2], b[3]])),
+        Some(6) if b.len() >= 40 => 40 + usize::from(u16::from_be_bytes([b[4], b[5]])),
+        _ => return b,
+    };
+    b.get(..len).unwrap_or(b)
+}
+
+/// Write an Ethernet frame (`dst`, `src`, the IP version's EtherType)
+/// carrying the IP packet `pkt` into `buf`; its length, or `None` when it
+/// does not fit.
+fn ethernet_frame(buf: &mut [u8], dst: [u8; 6], src: [u8; 6], pkt: &[u8]) -> Option<usize> {
+    let len = 14 + pkt.len();
+    let out = buf.get_mut(..len)?;
+    out[..6].copy_from_slice(&dst);
+    out[6..12].copy_from_slice(&src);
+    let et: u16 = if pkt.first().is_some_and(|v| v >> 4 == 6) {
+        0x86dd
+    } else {
+        0x0800
+    };
+    out[12..14].copy_from_slice(&et.to_be_bytes());
+    out[14..].copy_from_slice(pkt);
+    Some(len)
 }
 
 /// Encrypt `inner` for `tunnel` and queue the frame on `tx`. True when a
@@ -899,6 +1102,33 @@ mod tests {
         assert_eq!(t.lookup_packet(&p), Some(5));
         assert_eq!(t.lookup("203.0.113.3".parse().unwrap()), Some(7));
         assert_eq!(t.lookup_packet(&[0x45, 0]), None);
+    }
+
+    #[test]
+    fn inside_frames_lose_ethernet_padding_and_gain_a_header_on_the_way_out() {
+        // A 28-byte IPv4 packet in a minimum frame: 18 bytes of padding.
+        let mut p = udp4([203, 0, 113, 1], 7, [203, 0, 113, 2]);
+        let mut padded = p.clone();
+        padded.resize(46, 0);
+        assert_eq!(ip_packet(&padded), &p[..]);
+        // A length field beyond the bytes: left for the core to judge.
+        p[3] = 200;
+        assert_eq!(ip_packet(&p), &p[..]);
+        assert_eq!(ip_packet(&[0x45, 0]), &[0x45, 0]);
+        let mut v6 = vec![0x60, 0, 0, 0, 0, 8, 17, 64];
+        v6.resize(48, 1);
+        let mut padded = v6.clone();
+        padded.extend_from_slice(&[0; 6]);
+        assert_eq!(ip_packet(&padded), &v6[..]);
+        let mut buf = [0u8; 64];
+        let (dst, src) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let n = ethernet_frame(&mut buf, dst, src, &v6).unwrap();
+        assert_eq!(n, 14 + 48);
+        assert_eq!(&buf[..12], &[2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2]);
+        assert_eq!(&buf[12..14], &[0x86, 0xdd]);
+        assert_eq!(&buf[14..n], &v6[..]);
+        // Too small a buffer: nothing written, no panic.
+        assert_eq!(ethernet_frame(&mut buf[..40], dst, src, &v6), None);
     }
 
     #[test]

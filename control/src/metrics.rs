@@ -184,27 +184,9 @@ impl Owner {
                 errs.get_or_create(&l(Some(("kind", kind)))).inc_by(v);
             }
         };
-        for t in &self.tunnels {
-            for &id in &t.inbound {
-                let spi = self.table.cold(id).map_or(0, |c| c.spi);
-                sa(&t.cfg.name, t.cfg.peer.to_string(), "inbound", id, spi);
-            }
-            if let Some(id) = t.outbound {
-                let spi = self.table.cold(id).map_or(0, |c| c.spi);
-                sa(&t.cfg.name, t.cfg.peer.to_string(), "outbound", id, spi);
-            }
-        }
-        if let Some(s) = &self.sdwan {
-            for p in s.peers.values() {
-                let name = s.tloc(&p.sa.local_color).map_or("", |t| t.name.as_str());
-                let peer = format!("{}:{}", p.sa.remote_ip, p.sa.remote_port);
-                for &(spi, id) in &p.inbound {
-                    sa(name, peer.clone(), "inbound", id, spi);
-                }
-                if let Some((spi, id, _)) = p.outbound {
-                    sa(name, peer.clone(), "outbound", id, spi);
-                }
-            }
+        for r in self.all_sas() {
+            let dir = if r.inbound { "inbound" } else { "outbound" };
+            sa(r.tunnel, r.peer, dir, r.id, r.spi);
         }
 
         let q = counters(&mut r, "afxdp", "AF_XDP per-queue counters");

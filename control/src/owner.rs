@@ -83,6 +83,20 @@ impl TunnelState {
     }
 }
 
+/// One SA of the node, as [`Owner::all_sas`] lists them.
+pub struct SaRef<'a> {
+    /// Its tunnel's name (an SD-WAN peer's: its local TLOC's interface).
+    pub tunnel: &'a str,
+    /// Its peer: the address, or `address:port` for an SD-WAN peer.
+    pub peer: String,
+    /// True for an inbound SA.
+    pub inbound: bool,
+    /// Its id in the table.
+    pub id: SaId,
+    /// Its SPI (0 when the table no longer has it).
+    pub spi: u32,
+}
+
 /// Counter values at the last `clear platform hardware qfp active statistics`.
 pub struct Baseline {
     /// XDP steering counters.
@@ -93,6 +107,8 @@ pub struct Baseline {
     pub dummy_packets: u64,
     /// The kernel-socket shell's values, in `KernelRxStats::values` order.
     pub kernel: [u64; 9],
+    /// Gateway mode: the inside XDP program's counters.
+    pub inside_xdp: [u64; xdpsec_common::INSIDE_COUNTER_COUNT as usize],
 }
 
 /// The control state and its single owner.
@@ -262,6 +278,39 @@ pub fn build_tunnels(
 }
 
 impl Owner {
+    /// Every SA of the node: the configured tunnels' (inbound first), then
+    /// the SD-WAN peers'.
+    pub fn all_sas(&self) -> impl Iterator<Item = SaRef<'_>> + '_ {
+        let configured = self.tunnels.iter().flat_map(move |t| {
+            t.sa_ids().map(move |id| SaRef {
+                tunnel: &t.cfg.name,
+                peer: t.cfg.peer.to_string(),
+                inbound: t.inbound.contains(&id),
+                id,
+                spi: self.table.cold(id).map_or(0, |c| c.spi),
+            })
+        });
+        let sdwan = self.sdwan.iter().flat_map(|s| {
+            s.peers.values().flat_map(move |p| {
+                let tunnel = s.tloc(&p.sa.local_color).map_or("", |t| t.name.as_str());
+                let peer = format!("{}:{}", p.sa.remote_ip, p.sa.remote_port);
+                let sa = move |inbound, spi, id| SaRef {
+                    tunnel,
+                    peer: peer.clone(),
+                    inbound,
+                    id,
+                    spi,
+                };
+                let sa2 = sa.clone();
+                p.inbound
+                    .iter()
+                    .map(move |&(spi, id)| sa(true, spi, id))
+                    .chain(p.outbound.map(move |(spi, id, _)| sa2(false, spi, id)))
+            })
+        });
+        configured.chain(sdwan)
+    }
+
     /// Take over the started pieces and the SA table built for them.
     pub fn new(
         s: Started,
@@ -316,6 +365,7 @@ impl Owner {
                 queues: vec![[0; crate::queues::N_QUEUE_FIELDS]; n],
                 dummy_packets: 0,
                 kernel: [0; 9],
+                inside_xdp: [0; xdpsec_common::INSIDE_COUNTER_COUNT as usize],
             },
             drops: DropStats::new(
                 s.workers
@@ -717,6 +767,7 @@ impl Owner {
             || u.queues != v.queues
             || u.udp_ports != v.udp_ports
             || u.xdp_mode != v.xdp_mode
+            || u.busy_poll_us != v.busy_poll_us
         {
             return refuse("underlay", restart);
         }
@@ -999,6 +1050,9 @@ impl Owner {
         let mut s = self.steering.take()?;
         for q in &self.queues {
             s.unset_socket(q.queue);
+            if let Some(i) = s.inside() {
+                i.unset_socket(q.queue);
+            }
         }
         // A running drop capture: write what is queued and close the file.
         if let Some(c) = self.capture.take()

@@ -23,6 +23,8 @@ pub struct QueueInfo {
     /// A duplicate of the queue's AF_XDP socket fd, for the kernel's ring
     /// counters (`XDP_STATISTICS`); `None` if it could not be duplicated.
     pub xsk_fd: Option<std::os::fd::OwnedFd>,
+    /// Gateway mode: the same for the queue's socket on the inside interface.
+    pub inside_xsk_fd: Option<std::os::fd::OwnedFd>,
 }
 
 /// Number of per-queue counters in [`QUEUE_FIELDS`].
@@ -48,6 +50,23 @@ pub const QUEUE_FIELDS: [&str; N_QUEUE_FIELDS] = [
 ];
 
 impl QueueInfo {
+    /// The socket's `SO_BUSY_POLL` microseconds as the kernel has it (0:
+    /// busy polling off, or the socket cannot tell).
+    pub fn busy_poll_us(&self) -> u32 {
+        use std::os::fd::AsRawFd;
+        self.xsk_fd
+            .as_ref()
+            .and_then(|fd| xdpsec_afxdp::busy_poll_us(fd.as_raw_fd()).ok())
+            .unwrap_or(0)
+    }
+
+    /// Gateway mode: the kernel's ring counters of the inside socket
+    /// (`None` without one, or if the kernel cannot tell).
+    pub fn inside_kernel_counters(&self) -> Option<XdpStatistics> {
+        use std::os::fd::AsFd;
+        xdp_statistics(self.inside_xsk_fd.as_ref()?.as_fd()).ok()
+    }
+
     /// The counters, in [`QUEUE_FIELDS`] order.
     pub fn values(&self) -> [u64; N_QUEUE_FIELDS] {
         let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);

@@ -925,6 +925,16 @@ impl Owner {
         self.routes
             .store(Arc::new(crate::datapath::RouteTable::with_ecmp(all)));
         let crate::config::Inside::Tun { name, .. } = &self.config.inside else {
+            // Gateway mode: the inside XDP program steers exactly the
+            // prefixes the datapath routes (configured and SD-WAN).
+            if let Some(i) = self.steering.as_mut().and_then(|st| st.inside()) {
+                let mut prefixes: BTreeSet<Cidr> =
+                    self.static_routes.iter().map(|(c, _)| *c).collect();
+                prefixes.extend(wanted.iter().copied());
+                if let Err(e) = i.sync_routes(&prefixes) {
+                    error!("updating the inside XDP route map: {e:#}");
+                }
+            }
             s.kernel_routes = wanted;
             return;
         };

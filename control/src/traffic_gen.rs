@@ -198,7 +198,7 @@ pub fn run(config_path: &Path, args: &GenArgs, json_out: bool) -> Result<Sent> {
         .map(|c| c.addr)
         .or(match &cfg.inside {
             Inside::Tun { address, .. } => Some(address.addr),
-            Inside::Sink => None,
+            Inside::Sink | Inside::Xdp { .. } => None,
         })
         .unwrap_or(cfg.underlay.address);
     let dst = t.remote_subnets.first().map(|c| c.addr).unwrap_or(t.peer);

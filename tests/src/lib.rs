@@ -18,6 +18,8 @@ use anyhow::{Context, Result, bail};
 
 pub mod controller;
 pub mod frames;
+pub mod gateway;
+pub mod ike;
 pub mod sdwan;
 pub mod strongswan;
 pub mod tunnel;
@@ -226,7 +228,37 @@ pub struct Daemon {
     /// The daemon's stderr log.
     pub log: PathBuf,
     dir: PathBuf,
+    kind: &'static Kind,
 }
+
+/// Which xdpsec program a [`Daemon`] runs.
+pub(crate) struct Kind {
+    /// The subcommand (`run`, `controller`).
+    pub(crate) subcommand: &'static str,
+    /// Its name in messages.
+    pub(crate) name: &'static str,
+    /// Its scratch directory's tag (`xdpsec-TAG-PID-N`).
+    pub(crate) tag: &'static str,
+    /// Its config and log file names, without the extension.
+    pub(crate) file: &'static str,
+    /// `XDPSEC_LOG` for it.
+    pub(crate) log_filter: &'static str,
+    /// A command it answers once it is up.
+    pub(crate) probe: &'static str,
+    /// Whether its config takes a `state_dir` (given one unless set).
+    pub(crate) state_dir: bool,
+}
+
+/// `xdpsec run`.
+const DAEMON: Kind = Kind {
+    subcommand: "run",
+    name: "xdpsec",
+    tag: "daemon",
+    file: "xdpsec",
+    log_filter: "debug,aya=info,aya_obj=info",
+    probe: "show platform hardware qfp active statistics",
+    state_dir: true,
+};
 
 /// A scratch directory removed on drop.
 pub fn scratch_dir(tag: &str) -> PathBuf {
@@ -246,14 +278,26 @@ impl Daemon {
     /// [`Daemon::start`] with extra environment variables for the daemon
     /// (and for the `ip netns exec` that starts it).
     pub fn start_with_env(ns: &str, config: &str, env: &[(&str, &str)]) -> Result<Daemon> {
-        let dir = scratch_dir("daemon");
+        Daemon::spawn(ns, &DAEMON, config, env)
+    }
+
+    /// Write `config` (with `{socket}` replaced by a fresh socket path) and
+    /// start `xdpsec <kind.subcommand>` in `ns`; wait (20 s at most) until
+    /// its control socket answers `kind.probe`.
+    pub(crate) fn spawn(
+        ns: &str,
+        kind: &'static Kind,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Daemon> {
+        let dir = scratch_dir(kind.tag);
         let socket = dir.join("ctl.sock");
-        let cfg_path = dir.join("xdpsec.toml");
-        let log = dir.join("xdpsec.log");
+        let cfg_path = dir.join(format!("{}.toml", kind.file));
+        let log = dir.join(format!("{}.log", kind.file));
+        let mut text = config.replace("{socket}", &socket.display().to_string());
         // Each daemon gets its own state_dir (sequence reservations) unless
         // the test gives one (to keep it across a restart).
-        let mut text = config.replace("{socket}", &socket.display().to_string());
-        if !text.contains("state_dir") {
+        if kind.state_dir && !text.contains("state_dir") {
             let state = dir.join("state");
             text = format!("state_dir = \"{}\"\n{text}", state.display());
         }
@@ -261,34 +305,38 @@ impl Daemon {
         let child = Command::new("ip")
             .args(["netns", "exec", ns])
             .arg(xdpsec_bin())
-            .args(["run", "--config"])
+            .args([kind.subcommand, "--config"])
             .arg(&cfg_path)
-            .env("XDPSEC_LOG", "debug,aya=info,aya_obj=info")
+            .env("XDPSEC_LOG", kind.log_filter)
             .envs(env.iter().copied())
             .stdout(File::create(dir.join("stdout"))?)
             .stderr(File::create(&log)?)
             .spawn()
-            .context("spawning xdpsec run")?;
+            .with_context(|| format!("spawning {}", kind.name))?;
         let mut d = Daemon {
             child: Some(child),
             socket,
             config: cfg_path,
             log,
             dir,
+            kind,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = d.child.as_mut().unwrap().try_wait()? {
-                bail!("xdpsec exited at start-up ({status}):\n{}", d.log_text());
+                bail!(
+                    "{} exited at start-up ({status}):\n{}",
+                    kind.name,
+                    d.log_text()
+                );
             }
-            if d.cli("show platform hardware qfp active statistics")
-                .is_ok()
-            {
+            if d.cli(kind.probe).is_ok() {
                 return Ok(d);
             }
             if Instant::now() > deadline {
                 bail!(
-                    "xdpsec did not answer on its control socket in 20 s:\n{}",
+                    "{} did not answer on its control socket in 20 s:\n{}",
+                    kind.name,
                     d.log_text()
                 );
             }
@@ -363,7 +411,8 @@ impl Drop for Daemon {
         self.stop();
         if std::thread::panicking() {
             eprintln!(
-                "--- xdpsec log ({}) ---\n{}",
+                "--- {} log ({}) ---\n{}",
+                self.kind.name,
                 self.log.display(),
                 self.log_text()
             );

@@ -9,59 +9,14 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use xdpsec_e2e::{
     Daemon, Lab,
+    ike::{INNER, ike_config as ike_config_with},
     strongswan::{CBC_ECP256, Charon, CharonOpts, Conn, GCM_X25519, Proposals},
 };
 
 const PSK: &str = "xdpsec ikev2 test key";
-/// Inner addresses of node 1 (xdpsec, TUN) and node 2.
-const INNER: [&str; 2] = ["203.0.113.1", "203.0.113.2"];
-
 /// An xdpsec config with one IKE tunnel to the other node of `lab`.
 fn ike_config(lab: &Lab, side: usize, psk: &str, initiate: bool, proposals: &Proposals) -> String {
     ike_config_with(lab, side, psk, initiate, proposals, "")
-}
-
-/// [`ike_config`] with `extra` lines added to the tunnel (e.g. lifetimes).
-fn ike_config_with(
-    lab: &Lab,
-    side: usize,
-    psk: &str,
-    initiate: bool,
-    proposals: &Proposals,
-    extra: &str,
-) -> String {
-    let iface = if side == 0 { &lab.if1 } else { &lab.if2 };
-    format!(
-        r#"node = "ike{n}"
-socket = "{{socket}}"
-[underlay]
-interface = "{iface}"
-address = "{local}"
-[inside]
-mode = "tun"
-name = "xsike{n}"
-address = "{inner_local}/32"
-[[tunnel]]
-name = "Tunnel2"
-kind = "ike"
-peer = "{peer}"
-encap = "udp"
-psk = "{psk}"
-ike_proposals = ["{ike}"]
-esp_proposals = ["{esp}"]
-initiate = {initiate}
-local_subnets = ["{inner_local}/32"]
-remote_subnets = ["{inner_peer}/32"]
-{extra}
-"#,
-        n = side + 1,
-        local = lab.v4[side],
-        peer = lab.v4[1 - side],
-        inner_local = INNER[side],
-        inner_peer = INNER[1 - side],
-        ike = proposals.ike,
-        esp = proposals.esp,
-    )
 }
 
 /// `ping` from `src` to `dst` in `ns`, bounded; (transmitted, received).
@@ -76,35 +31,11 @@ fn ping_every(ns: &str, src: &str, dst: &str, count: u32, interval: &str) -> (u3
 
 /// Wait (bounded) until `d` has a READY IKE SA and a child SA; its JSON.
 fn wait_ready(d: &Daemon, timeout: Duration) -> Value {
-    let end = Instant::now() + timeout;
-    loop {
-        let v = d.cli_json("show crypto ikev2 sa").unwrap();
-        let sa = &v["ike_sas"][0];
-        let s = d.cli_json("show crypto ipsec sa").unwrap();
-        if sa["status"] == "READY" && s["sas"][0]["outbound_spi"].as_u64().unwrap_or(0) != 0 {
-            return v;
-        }
-        assert!(
-            Instant::now() < end,
-            "no READY IKE SA with a child: {v}\n{s}\n{}",
-            d.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    xdpsec_e2e::ike::wait_ready(d, timeout).unwrap()
 }
 
 fn spis(d: &Daemon) -> (u64, Vec<u64>) {
-    let s = d.cli_json("show crypto ipsec sa").unwrap();
-    let sa = &s["sas"][0];
-    (
-        sa["outbound_spi"].as_u64().unwrap(),
-        sa["inbound_spis"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap())
-            .collect(),
-    )
+    xdpsec_e2e::ike::spis(d).unwrap()
 }
 
 #[test]

@@ -1031,3 +1031,44 @@ fn bfd_inside_the_tunnel_is_punted_to_control_not_the_inside() {
         "{text}"
     );
 }
+
+/// `underlay.busy_poll_us`: the daemon's AF_XDP sockets carry the busy-poll
+/// options (read back from the kernel per queue), the busy-polling worker
+/// still serves both directions (pings across a manual tunnel whose other
+/// end does not busy-poll), and nothing is dropped.
+#[test]
+fn busy_polling_sockets_carry_the_option_and_traffic_flows() {
+    let lab = Lab::unique().up(1).unwrap();
+    let c = Case {
+        udp: Some(4500),
+        ..BASE
+    };
+    let cfg = tunnel_config(&lab, 0, &c).replace("queues = 1", "queues = 1\nbusy_poll_us = 50");
+    assert!(cfg.contains("busy_poll_us = 50"), "{cfg}");
+    let d1 = Daemon::start(&lab.ns1, &cfg).unwrap();
+    let d2 = Daemon::start(&lab.ns2, &tunnel_config(&lab, 1, &c)).unwrap();
+    let stats = |d: &Daemon| {
+        d.cli_json("show platform hardware qfp active statistics")
+            .unwrap()
+    };
+    let q1 = &stats(&d1)["queues"][0];
+    assert_eq!(q1["busy_poll_us"], 50, "{q1}");
+    assert_eq!(stats(&d2)["queues"][0]["busy_poll_us"], 0);
+    let text = d1
+        .cli("show platform hardware qfp active statistics")
+        .unwrap();
+    assert!(text.contains("busy polling 50 us"), "{text}");
+    let inner = inner_addrs(false);
+    assert_eq!(
+        xdpsec_e2e::ping(&lab.ns1, inner[0], inner[1], 10, "0.1"),
+        (10, 10)
+    );
+    let s = sa(&d1);
+    assert_eq!(
+        (s["pkts_encaps"].as_u64(), s["pkts_decaps"].as_u64()),
+        (Some(10), Some(10)),
+        "{s}"
+    );
+    let none = std::collections::BTreeMap::new();
+    assert_eq!(settle(none.clone(), || drops(&d1)), none);
+}

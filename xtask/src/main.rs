@@ -93,9 +93,9 @@ enum Cmd {
         /// Instead: seconds to run (for the tests).
         #[arg(long, hide = true)]
         seconds: Option<u64>,
-        /// Only the manual-tunnel phase (for the tests).
-        #[arg(long, hide = true)]
-        manual_only: bool,
+        /// Run only this phase (manual, ike or sdwan) for all the time.
+        #[arg(long, value_enum)]
+        only: Option<soak::Phase>,
         /// Skip setup and build; use `XDPSEC_BIN` or the newest build (for the tests).
         #[arg(long, hide = true)]
         no_build: bool,
@@ -227,14 +227,14 @@ fn main() -> ExitCode {
         Cmd::Soak {
             minutes,
             seconds,
-            manual_only,
+            only,
             no_build,
         } => (if no_build { Ok(()) } else { setup() }).and_then(|_| {
             if !no_build {
                 // SAFETY: set before any thread is started; the harness reads it.
                 unsafe { std::env::set_var("XDPSEC_BIN", build_xdpsec()?) };
             }
-            soak::run(seconds.unwrap_or(minutes * 60), manual_only)
+            soak::run(seconds.unwrap_or(minutes * 60), only)
         }),
         Cmd::Fuzz { seconds } => fuzz(seconds),
     };

@@ -22,7 +22,16 @@
 //! every cycle (rekeys happened), zero ping loss, no QFP drop on any edge, no
 //! panic in any log, the fabric reconverged after each cycle, edge RSS flat.
 //!
-//! Not in the soak (issue 11 item 7): IKE tunnels.
+//! Between the two, two xdpsec nodes with an IKEv2 tunnel (TUN inside,
+//! child lifetime 10 s so a child rekey comes every 9 s or so; IKE SA
+//! lifetime 120 s, the shortest the config takes; `invalid_spi_recovery` on
+//! node 1): cycles of 12 s of pings at 50 ms across the tunnel, in turn with
+//! nothing else, a SIGHUP reload of both nodes, `fault forget-sa` on node 1
+//! (healed by INVALID_SPI) and `clear crypto sa peer` on node 1. Rekeys and
+//! reloads must lose no ping and drop nothing; the two recoveries are
+//! counted apart (they lose packets until the new SA is up, and may drop
+//! only in row 4) and must recover within the cycle. Also: no panic, both
+//! nodes' RSS flat.
 //!
 //! Cleanup: the [`Lab`] and [`Daemon`] drops remove the namespaces and stop
 //! the daemon on success, failure and Ctrl-C (the signal only sets a flag
@@ -103,32 +112,51 @@ struct Round {
     error: String,
 }
 
-/// `cargo xtask soak`: run for `seconds` (only the manual phase when
-/// `manual_only`), print the ledgers, fail when any check failed.
-pub fn run(seconds: u64, manual_only: bool) -> Result<()> {
+/// A phase of the soak (`--only`).
+#[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
+pub enum Phase {
+    /// A manual tunnel fed by `xdpsec gen`: the exact ledger.
+    Manual,
+    /// Two xdpsec nodes with an IKEv2 tunnel under pings.
+    Ike,
+    /// The SD-WAN fabric under pings.
+    Sdwan,
+}
+
+/// `cargo xtask soak`: run for `seconds` (split evenly over the phases, or
+/// all of it for `only`), print the ledgers, fail when any check failed.
+/// A phase that fails ends the soak.
+pub fn run(seconds: u64, only: Option<Phase>) -> Result<()> {
     catch_signals();
     let t0 = Instant::now();
-    // Half the time for each phase; each runs at least one full cycle.
-    let half = Duration::from_secs(seconds) / 2;
-    let r = manual(half);
-    let r2 = if r.is_ok() && !manual_only {
-        fabric(half)
-    } else {
-        Ok(())
+    let phases: Vec<Phase> = match only {
+        Some(p) => vec![p],
+        None => vec![Phase::Manual, Phase::Ike, Phase::Sdwan],
     };
+    // Each phase runs at least one full cycle of its actions.
+    let share = Duration::from_secs(seconds) / phases.len() as u32;
+    let mut r = Ok(());
+    for p in phases {
+        if r.is_err() || INTERRUPTED.load(Ordering::SeqCst) {
+            break;
+        }
+        r = match p {
+            Phase::Manual => manual(share),
+            Phase::Ike => ike(share),
+            Phase::Sdwan => fabric(share),
+        };
+    }
     if INTERRUPTED.load(Ordering::SeqCst) {
         bail!("interrupted; the soak's namespaces and daemons were removed");
     }
     r?;
-    r2?;
     println!(
-        "\nsoak ok in {:.0} s; namespaces and daemon removed",
+        "\nsoak ok in {:.0} s; namespaces and daemons removed",
         t0.elapsed().as_secs_f64()
     );
     Ok(())
 }
 
-/// The receiver's config: node 1 of `lab`, sink inside.
 fn receiver_config(lab: &Lab) -> String {
     let c = tunnel_config(lab, 0, &BASE);
     let (a, b) = (c.find("[inside]").unwrap(), c.find("[[tunnel]]").unwrap());
@@ -439,6 +467,290 @@ fn report(rounds: &[Round], log: &str, alive: bool) -> Result<()> {
     Ok(())
 }
 
+/// Pings per IKE cycle (at 50 ms: 12 s, more than one child lifetime).
+const IKE_PINGS: u32 = 240;
+/// The IKE tunnel's lifetimes: the shortest the config takes for the IKE
+/// SA, and a child rekey about every 9 s.
+const IKE_LIFETIMES: &str = "lifetime_seconds = 10\nike_lifetime_seconds = 120";
+/// IKE cycles before the nodes' RSS baseline is taken.
+const IKE_WARM_UP: usize = 4;
+
+/// One IKE cycle's line of the ledger.
+struct IkeCycle {
+    action: Action,
+    /// Pings across the tunnel (transmitted, received).
+    pings: (u32, u32),
+    /// Child SAs rekeyed in the cycle (outbound SPI changes seen by node 1).
+    child_rekeys: u32,
+    /// Whether node 1's IKE SA changed SPIs in the cycle.
+    ike_rekeyed: bool,
+    /// Drop rows that moved on node 1 and node 2.
+    drops: [BTreeMap<u64, u64>; 2],
+    /// VmRSS of both nodes after the cycle (kB).
+    rss_kb: [u64; 2],
+    /// Empty when the cycle passed.
+    error: String,
+}
+
+/// Node 1's IKE SA SPIs (initiator, responder), if it has a READY one.
+fn ike_sa_spis(d: &Daemon) -> Option<(Value, Value)> {
+    let v = d.cli_json("show crypto ikev2 sa").ok()?;
+    let sa = &v["ike_sas"][0];
+    (sa["status"] == "READY").then(|| (sa["initiator_spi"].clone(), sa["responder_spi"].clone()))
+}
+
+/// Phase 2: an IKEv2 tunnel between two xdpsec nodes, cycles until
+/// `budget` is spent (at least one of each action).
+fn ike(budget: Duration) -> Result<()> {
+    use xdpsec_e2e::ike::{INNER, ike_config, spis, wait_ready};
+    use xdpsec_e2e::strongswan::GCM_X25519;
+    const PSK: &str = "xdpsec soak ikev2 key";
+    let lab = Lab::unique().up(1)?;
+    println!("\nIKEv2 tunnel: namespaces {} {}", lab.ns1, lab.ns2);
+    let extra1 = format!("{IKE_LIFETIMES}\ninvalid_spi_recovery = true");
+    let d2 = Daemon::start(
+        &lab.ns2,
+        &ike_config(&lab, 1, PSK, false, &GCM_X25519, IKE_LIFETIMES),
+    )?;
+    let d1 = Daemon::start(
+        &lab.ns1,
+        &ike_config(&lab, 0, PSK, true, &GCM_X25519, &extra1),
+    )?;
+    wait_ready(&d1, Duration::from_secs(15))?;
+    wait_ready(&d2, Duration::from_secs(15))?;
+    let nodes = [&d1, &d2];
+    let pids = [
+        d1.pid().context("node 1 pid")?,
+        d2.pid().context("node 2 pid")?,
+    ];
+    let peer = lab.v4[1];
+    let mut reloads = 0;
+    let deadline = Instant::now() + budget;
+    let mut cycles: Vec<IkeCycle> = Vec::new();
+    while cycles.len() < 4 || Instant::now() < deadline {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            bail!("interrupted");
+        }
+        let action = Action::of_round(cycles.len());
+        let drops0 = nodes.map(drop_rows);
+        let ike0 = ike_sa_spis(&d1);
+        let ns = lab.ns1.clone();
+        let pinger = std::thread::spawn(move || {
+            xdpsec_e2e::ping(&ns, INNER[0], INNER[1], IKE_PINGS, "0.05")
+        });
+        // Watch node 1's outbound SPI to count the child rekeys.
+        let mut out_spi = spis(&d1).map(|s| s.0).unwrap_or(0);
+        let mut child_rekeys = 0;
+        let mut error = String::new();
+        let t0 = Instant::now();
+        let mut acted = false;
+        while !pinger.is_finished() {
+            std::thread::sleep(Duration::from_millis(200));
+            if !acted && t0.elapsed() >= Duration::from_secs(2) {
+                acted = true;
+                let r = match action {
+                    Action::None => Ok(String::new()),
+                    Action::Reload => {
+                        reloads += 1;
+                        d1.signal(libc::SIGHUP);
+                        d2.signal(libc::SIGHUP);
+                        wait_reloads(&d1, reloads)
+                            .and_then(|_| wait_reloads(&d2, reloads))
+                            .map(|_| String::new())
+                            .map_err(|e| format!("{e:#}"))
+                    }
+                    Action::ForgetSa => d1.cli(&format!(
+                        "request platform software xdpsec fault forget-sa peer {peer}"
+                    )),
+                    Action::ClearSa => d1.cli(&format!("clear crypto sa peer {peer}")),
+                };
+                if let Err(e) = r {
+                    error = format!("{}: {e}", action.name());
+                }
+            }
+            if let Ok((o, _)) = spis(&d1)
+                && o != out_spi
+            {
+                if o != 0 && out_spi != 0 {
+                    child_rekeys += 1;
+                }
+                out_spi = o;
+            }
+        }
+        let pings = pinger.join().unwrap_or((0, 0));
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            bail!("interrupted");
+        }
+        let recovery = matches!(action, Action::ForgetSa | Action::ClearSa);
+        // After a recovery the tunnel must carry traffic again (bounded).
+        if error.is_empty() && recovery {
+            let end = Instant::now() + Duration::from_secs(15);
+            while xdpsec_e2e::ping(&lab.ns1, INNER[0], INNER[1], 2, "0.2").1 < 2 {
+                if Instant::now() >= end {
+                    error = format!("no recovery within 15 s of {}", action.name());
+                    break;
+                }
+            }
+        }
+        let drops: [BTreeMap<u64, u64>; 2] = [0, 1].map(|i| {
+            drop_rows(nodes[i])
+                .into_iter()
+                .map(|(id, v)| {
+                    (
+                        id,
+                        v.saturating_sub(drops0[i].get(&id).copied().unwrap_or(0)),
+                    )
+                })
+                .filter(|&(_, v)| v != 0)
+                .collect()
+        });
+        if error.is_empty() && !recovery && pings.1 != pings.0 {
+            error = format!("ping loss across rekeys: {pings:?}");
+        }
+        if error.is_empty() && pings.0 != IKE_PINGS {
+            error = format!("ping sent {} of {IKE_PINGS}", pings.0);
+        }
+        if error.is_empty() {
+            let allowed: &[u64] = if recovery { &[4] } else { &[] };
+            if let Some((i, d)) = drops
+                .iter()
+                .enumerate()
+                .find(|(_, d)| d.keys().any(|id| !allowed.contains(id)))
+            {
+                error = format!("node {} dropped {}", i + 1, fmt_drops(d));
+            }
+        }
+        if error.is_empty() && !recovery && child_rekeys == 0 {
+            error = "no child rekey in 12 s (lifetime 10 s)".into();
+        }
+        let ike1 = ike_sa_spis(&d1);
+        let rss_kb = pids.map(|p| rss_kb(p).unwrap_or(0));
+        cycles.push(IkeCycle {
+            action,
+            pings,
+            child_rekeys,
+            ike_rekeyed: ike0.is_some() && ike1.is_some() && ike0 != ike1,
+            drops,
+            rss_kb,
+            error,
+        });
+        let c = cycles.last().unwrap();
+        println!(
+            "cycle {:>3}  {:<21} pings {:>3}/{:<3}  child rekeys {}  IKE SA rekeyed {:<3}  drops {:<14} {:<14} RSS {:?} kB  {}",
+            cycles.len(),
+            c.action.name(),
+            c.pings.1,
+            c.pings.0,
+            c.child_rekeys,
+            if c.ike_rekeyed { "yes" } else { "no" },
+            fmt_drops(&c.drops[0]),
+            fmt_drops(&c.drops[1]),
+            c.rss_kb,
+            if c.error.is_empty() { "ok" } else { &c.error }
+        );
+        if !c.error.is_empty() {
+            break;
+        }
+    }
+    let logs = d1.log_text() + &d2.log_text();
+    let alive = nodes.iter().all(|d| d.cli("show version").is_ok());
+    drop(d1);
+    drop(d2);
+    drop(lab);
+    ike_report(&cycles, &logs, alive)
+}
+
+/// Print the IKE ledger and its checks; Err when any failed.
+fn ike_report(cycles: &[IkeCycle], logs: &str, alive: bool) -> Result<()> {
+    println!(
+        "\nSoak ledger: IKEv2 tunnel between two xdpsec nodes, {} cycles ({} child rekeys, {} IKE SA rekeys seen)",
+        cycles.len(),
+        cycles.iter().map(|c| c.child_rekeys).sum::<u32>(),
+        cycles.iter().filter(|c| c.ike_rekeyed).count()
+    );
+    let mut failures: Vec<String> = cycles
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| !c.error.is_empty())
+        .map(|(i, c)| format!("cycle {}: {}", i + 1, c.error))
+        .collect();
+    let sum = |f: &dyn Fn(&IkeCycle) -> bool| {
+        cycles
+            .iter()
+            .filter(|c| f(c))
+            .fold((0, 0), |(t, r), c| (t + c.pings.0, r + c.pings.1))
+    };
+    let steady = sum(&|c| matches!(c.action, Action::None | Action::Reload));
+    let recovery = sum(&|c| matches!(c.action, Action::ForgetSa | Action::ClearSa));
+    println!(
+        "  pings across rekeys and reloads                    sent {:>6} received {:>6} lost {:>4}  {}",
+        steady.0,
+        steady.1,
+        steady.0 - steady.1,
+        if steady.0 == steady.1 { "ok" } else { "LOSS" }
+    );
+    println!(
+        "  pings across forget-sa / clear (counted apart)     sent {:>6} received {:>6} lost {:>4}  (recovered: {})",
+        recovery.0,
+        recovery.1,
+        recovery.0 - recovery.1,
+        if cycles.iter().any(|c| c.error.contains("no recovery")) {
+            "NO"
+        } else {
+            "ok"
+        }
+    );
+    for node in 0..2 {
+        let mut total: BTreeMap<u64, u64> = BTreeMap::new();
+        for c in cycles {
+            for (id, v) in &c.drops[node] {
+                *total.entry(*id).or_default() += v;
+            }
+        }
+        println!(
+            "  node {} QFP drops (all during recoveries, row 4): {}",
+            node + 1,
+            fmt_drops(&total)
+        );
+    }
+    let panicked = logs.contains("panicked");
+    println!(
+        "  logs without a panic: {}",
+        if panicked { "NO" } else { "ok" }
+    );
+    if panicked {
+        failures.push("an IKE node's log has a panic".into());
+    }
+    println!(
+        "  both nodes still answering at the end: {}",
+        if alive { "ok" } else { "NO" }
+    );
+    if !alive {
+        failures.push("an IKE node stopped answering".into());
+    }
+    if cycles.len() > IKE_WARM_UP {
+        for n in 0..2 {
+            let rss: Vec<u64> = cycles[IKE_WARM_UP..].iter().map(|c| c.rss_kb[n]).collect();
+            let growth = rss.iter().max().unwrap().saturating_sub(rss[0]);
+            println!(
+                "  node {} RSS after warm-up: {} kB, growth {growth} kB (bound {RSS_BOUND_KB} kB): {}",
+                n + 1,
+                rss[0],
+                if growth <= RSS_BOUND_KB { "ok" } else { "NO" }
+            );
+            if growth > RSS_BOUND_KB {
+                failures.push(format!("IKE node {} RSS grew {growth} kB", n + 1));
+            }
+        }
+    } else {
+        println!("  RSS: too few cycles to judge");
+    }
+    if !failures.is_empty() {
+        bail!("soak (IKE) failed:\n  {}", failures.join("\n  "));
+    }
+    Ok(())
+}
+
 /// Pings per pair and cycle (at 50 ms: 6 s).
 const PINGS: u32 = 120;
 /// The pairs pinged in every cycle.
@@ -463,7 +775,7 @@ struct Cycle {
     error: String,
 }
 
-/// Phase 2: the SD-WAN fabric, cycles until `budget` is spent.
+/// Phase 3: the SD-WAN fabric, cycles until `budget` is spent.
 fn fabric(budget: Duration) -> Result<()> {
     let timers = Timers {
         rekey_seconds: 4,
@@ -672,7 +984,6 @@ fn fabric_report(cycles: &[Cycle], drops: &[BTreeMap<u64, u64>], logs: &str) -> 
     } else {
         println!("  edge RSS: too few cycles to judge");
     }
-    println!("  not in this soak: IKE tunnels");
     if !failures.is_empty() {
         bail!("soak (fabric) failed:\n  {}", failures.join("\n  "));
     }

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 fn soak(env: &[(&str, &str)]) -> Output {
     Command::new("timeout")
         .args(["120", env!("CARGO_BIN_EXE_xtask")])
-        .args(["soak", "--seconds", "0", "--manual-only", "--no-build"])
+        .args(["soak", "--seconds", "0", "--only", "manual", "--no-build"])
         .envs(env.iter().copied())
         .output()
         .expect("running xtask soak")

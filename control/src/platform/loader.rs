@@ -5,6 +5,7 @@
 //! when the daemon is killed.
 use std::{
     collections::BTreeSet,
+    net::IpAddr,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -15,17 +16,21 @@ use std::{
 use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, XskMap},
+    maps::{
+        Array, HashMap, MapData, PerCpuArray, RingBuf, XskMap,
+        lpm_trie::{Key as LpmKey, LpmTrie},
+    },
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use tracing::{error, info};
 use xdpsec_common::{
-    MAP_COUNTERS, MAP_EARLY_DROP, MAP_SPI_SAMPLES, MAP_SPIS, MAP_UDP_PORTS, MAP_XSKS, PROG_NAME,
-    SPI_LIVE, SpiSample, XDP_COUNTER_COUNT, XdpCounter,
+    INSIDE_COUNTER_COUNT, InsideCounter, MAP_COUNTERS, MAP_EARLY_DROP, MAP_INSIDE_COUNTERS,
+    MAP_INSIDE_ROUTES_V4, MAP_INSIDE_ROUTES_V6, MAP_SPI_SAMPLES, MAP_SPIS, MAP_UDP_PORTS, MAP_XSKS,
+    PROG_NAME, PROG_NAME_INSIDE, SPI_LIVE, SpiSample, XDP_COUNTER_COUNT, XdpCounter,
 };
 use xdpsec_datapath::sa::{SaSnapshot, SpiObserver, SpiState};
 
-use crate::config::XdpAttach;
+use crate::config::{Cidr, XdpAttach};
 
 /// The XDP object built by build.rs.
 static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdpsec.bpf.o"));
@@ -44,6 +49,9 @@ pub struct XdpSteering {
     spis: Option<HashMap<MapData, u32, u64>>,
     /// Set when the SPI map could not be kept in step (early drop stays off).
     spi_sync_failed: Arc<AtomicBool>,
+    /// Gateway mode's program on the inside interface (dropped, and so
+    /// detached, with this steering).
+    inside: Option<InsideSteering>,
     /// Interface it is attached to.
     pub interface: String,
     /// "driver" or "generic".
@@ -90,6 +98,7 @@ impl XdpSteering {
             samples,
             spis: Some(spis),
             spi_sync_failed: Arc::new(AtomicBool::new(false)),
+            inside: None,
             interface: interface.to_string(),
             attach_mode: "driver",
         };
@@ -101,45 +110,24 @@ impl XdpSteering {
             .program_mut(PROG_NAME)
             .context("XDP object has no xdpsec program")?
             .try_into()?;
-        prog.load()
-            .context("the kernel refused the XDP program (verifier)")?;
-        let (first, mut name) = match mode {
-            XdpAttach::Driver => (XdpMode::Driver, "driver"),
-            XdpAttach::Generic => (XdpMode::Skb, "generic"),
-        };
-        let link = match prog.attach(interface, first) {
-            Ok(l) => l,
-            Err(first_err) => {
-                // Driver mode refused (no native XDP): generic mode instead.
-                let fallback = match mode {
-                    XdpAttach::Driver => prog.attach(interface, XdpMode::Skb).ok(),
-                    XdpAttach::Generic => None,
-                };
-                match fallback {
-                    Some(l) => {
-                        name = "generic";
-                        l
-                    }
-                    None => {
-                        let hint = match std::io::Error::last_os_error().raw_os_error() {
-                            Some(libc::EBUSY) | Some(libc::EEXIST) => {
-                                " (another XDP program is attached: remove it with `ip link set dev IFACE xdp off`)"
-                            }
-                            _ => "",
-                        };
-                        bail!(
-                            "attaching the XDP program to {interface} was refused: {}{}",
-                            error_chain(&first_err),
-                            hint.replace("IFACE", interface)
-                        );
-                    }
-                }
-            }
-        };
-        s.attach_mode = name;
+        let (link, attach_mode) = load_and_attach(prog, interface, mode)?;
+        s.attach_mode = attach_mode;
         s.link = Some(link);
         info!(interface, mode = s.attach_mode, "XDP program attached");
         Ok(s)
+    }
+
+    /// Gateway mode: load the inside-role program on `interface`, steering
+    /// inner packets towards `prefixes` (the tunnels' remote subnets) to
+    /// the queues' sockets. It stays attached as long as this steering.
+    pub fn attach_inside(&mut self, interface: &str, prefixes: &[Cidr]) -> Result<()> {
+        self.inside = Some(InsideSteering::attach(interface, prefixes)?);
+        Ok(())
+    }
+
+    /// The inside-role program, when gateway mode attached one.
+    pub fn inside(&mut self) -> Option<&mut InsideSteering> {
+        self.inside.as_mut()
     }
 
     /// Put an AF_XDP socket into the XSKMAP slot of its rx queue.
@@ -228,6 +216,173 @@ impl XdpSteering {
             out[c as usize] = per_cpu.iter().sum();
         }
         Ok(out)
+    }
+}
+
+/// Load `prog` and attach it to `interface` in driver mode, or generic
+/// mode if the driver has no XDP support; returns the link and the mode.
+/// Load `prog` and attach it to `interface`: in driver mode, generic if
+/// the driver refuses (`XdpAttach::Driver`), or in generic mode only; the
+/// link and the mode it got.
+fn load_and_attach(
+    prog: &mut Xdp,
+    interface: &str,
+    mode: XdpAttach,
+) -> Result<(XdpLinkId, &'static str)> {
+    prog.load()
+        .context("the kernel refused the XDP program (verifier)")?;
+    let (first, name) = match mode {
+        XdpAttach::Driver => (XdpMode::Driver, "driver"),
+        XdpAttach::Generic => (XdpMode::Skb, "generic"),
+    };
+    let first_err = match prog.attach(interface, first) {
+        Ok(l) => return Ok((l, name)),
+        Err(e) => e,
+    };
+    if mode == XdpAttach::Driver {
+        // Driver mode refused (no native XDP): generic mode instead.
+        if let Ok(l) = prog.attach(interface, XdpMode::Skb) {
+            return Ok((l, "generic"));
+        }
+    }
+    let hint = match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::EBUSY) | Some(libc::EEXIST) => {
+            " (another XDP program is attached: remove it with `ip link set dev IFACE xdp off`)"
+        }
+        _ => "",
+    };
+    bail!(
+        "attaching the XDP program to {interface} was refused: {}{}",
+        error_chain(&first_err),
+        hint.replace("IFACE", interface)
+    );
+}
+
+/// Gateway mode's XDP program on the inside interface (its own load of
+/// the object, so its own maps): inner packets whose destination a tunnel
+/// route covers go to the queue's AF_XDP socket, the rest to the kernel.
+pub struct InsideSteering {
+    // Never read: kept because dropping it closes the program's link (the
+    // program detaches).
+    _ebpf: Ebpf,
+    xsks: XskMap<MapData>,
+    counters: PerCpuArray<MapData, u64>,
+    v4: LpmTrie<MapData, [u8; 4], u8>,
+    v6: LpmTrie<MapData, [u8; 16], u8>,
+    /// The prefixes in the route tries.
+    routes: BTreeSet<Cidr>,
+    /// Interface it is attached to.
+    pub interface: String,
+    /// "driver" or "generic".
+    pub attach_mode: &'static str,
+}
+
+impl InsideSteering {
+    /// Load the inside-role program, fill its route tries with `prefixes`,
+    /// and attach it to `interface`.
+    pub fn attach(interface: &str, prefixes: &[Cidr]) -> Result<InsideSteering> {
+        let mut ebpf = Ebpf::load(XDP_OBJECT).context("loading the XDP object into the kernel")?;
+        let xsks: XskMap<MapData> = XskMap::try_from(
+            ebpf.take_map(MAP_XSKS)
+                .context("XDP object has no XSKS map")?,
+        )?;
+        let counters: PerCpuArray<MapData, u64> = PerCpuArray::try_from(
+            ebpf.take_map(MAP_INSIDE_COUNTERS)
+                .context("XDP object has no INSIDE_COUNTERS map")?,
+        )?;
+        let v4: LpmTrie<MapData, [u8; 4], u8> = LpmTrie::try_from(
+            ebpf.take_map(MAP_INSIDE_ROUTES_V4)
+                .context("XDP object has no INSIDE_ROUTES_V4 map")?,
+        )?;
+        let v6: LpmTrie<MapData, [u8; 16], u8> = LpmTrie::try_from(
+            ebpf.take_map(MAP_INSIDE_ROUTES_V6)
+                .context("XDP object has no INSIDE_ROUTES_V6 map")?,
+        )?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(PROG_NAME_INSIDE)
+            .context("XDP object has no xdpsec_inside program")?
+            .try_into()?;
+        let (_link, attach_mode) = load_and_attach(prog, interface, XdpAttach::Driver)?;
+        info!(
+            interface,
+            mode = attach_mode,
+            prefixes = prefixes.len(),
+            "inside XDP program attached"
+        );
+        let mut s = InsideSteering {
+            _ebpf: ebpf,
+            xsks,
+            counters,
+            v4,
+            v6,
+            routes: BTreeSet::new(),
+            interface: interface.to_string(),
+            attach_mode,
+        };
+        s.sync_routes(&prefixes.iter().copied().collect())?;
+        Ok(s)
+    }
+
+    /// Make the route tries hold exactly `want` (SD-WAN routes come and go).
+    pub fn sync_routes(&mut self, want: &BTreeSet<Cidr>) -> Result<()> {
+        for c in want.difference(&self.routes.clone()) {
+            let r = match c.addr {
+                IpAddr::V4(a) => self
+                    .v4
+                    .insert(&LpmKey::new(u32::from(c.len), a.octets()), 1, 0),
+                IpAddr::V6(a) => self
+                    .v6
+                    .insert(&LpmKey::new(u32::from(c.len), a.octets()), 1, 0),
+            };
+            r.with_context(|| format!("adding {c} to the inside route map"))?;
+            self.routes.insert(*c);
+        }
+        for c in self.routes.clone().difference(want) {
+            let r = match c.addr {
+                IpAddr::V4(a) => self.v4.remove(&LpmKey::new(u32::from(c.len), a.octets())),
+                IpAddr::V6(a) => self.v6.remove(&LpmKey::new(u32::from(c.len), a.octets())),
+            };
+            match r {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("removing {c} from the inside route map"));
+                }
+            }
+            self.routes.remove(c);
+        }
+        Ok(())
+    }
+
+    /// Put queue `queue`'s inside AF_XDP socket into the XSKMAP.
+    pub fn set_socket(&mut self, queue: u32, fd: std::os::fd::RawFd) -> Result<()> {
+        self.xsks.set(queue, RawFdRef(fd), 0).with_context(|| {
+            format!("putting queue {queue}'s inside AF_XDP socket into the XSKMAP")
+        })
+    }
+
+    /// Remove queue `queue`'s inside socket (its frames pass to the kernel).
+    pub fn unset_socket(&mut self, queue: u32) {
+        let _ = self.xsks.unset(queue);
+    }
+
+    /// The per-CPU inside counters summed, in `InsideCounter` slot order.
+    pub fn counters(&self) -> Result<[u64; INSIDE_COUNTER_COUNT as usize]> {
+        let mut out = [0u64; INSIDE_COUNTER_COUNT as usize];
+        for c in InsideCounter::ALL {
+            let per_cpu = self.counters.get(&(c as u32), 0)?;
+            out[c as usize] = per_cpu.iter().sum();
+        }
+        Ok(out)
+    }
+}
+
+/// A raw fd for the XSKMAP, which takes anything `AsRawFd`.
+struct RawFdRef(std::os::fd::RawFd);
+
+impl std::os::fd::AsRawFd for RawFdRef {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0
     }
 }
 

@@ -29,6 +29,7 @@ use netlink_packet_route::{
 };
 use tracing::{debug, warn};
 
+pub mod inside;
 pub mod netlink;
 
 /// A MAC address published by control, read by workers (0 = unknown).

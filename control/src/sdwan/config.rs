@@ -262,7 +262,7 @@ pub(crate) fn parse_sdwan(
                 addr: address.addr,
                 len: if address.addr.is_ipv4() { 32 } else { 128 },
             }],
-            Inside::Sink => Vec::new(),
+            Inside::Sink | Inside::Xdp { .. } => Vec::new(),
         },
     };
     let rekey_grace = int_field(

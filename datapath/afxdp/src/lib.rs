@@ -15,6 +15,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
+    time::{Duration, Instant},
 };
 
 use tracing::{debug, info, warn};
@@ -60,6 +61,10 @@ pub struct QueueConfig {
     pub frames: u32,
     /// Fill, completion, rx and tx ring sizes (power of two).
     pub ring_size: u32,
+    /// Busy polling: `SO_BUSY_POLL` microseconds (with
+    /// `SO_PREFER_BUSY_POLL` and a budget of one batch) on the socket, and
+    /// a worker that spins instead of sleeping while it has work; 0 is off.
+    pub busy_poll_us: u32,
 }
 
 impl QueueConfig {
@@ -70,6 +75,7 @@ impl QueueConfig {
             queue,
             frames: 4096,
             ring_size: 2048,
+            busy_poll_us: 0,
         }
     }
 }
@@ -106,7 +112,9 @@ pub enum XskError {
 }
 
 /// Per-queue counters kept by the worker (single writer) and read by control.
+/// On cache lines of its own: no two workers' counters share one.
 #[derive(Debug, Default)]
+#[repr(align(64))]
 pub struct QueueStats {
     /// Frames received from the rx ring.
     pub rx_frames: AtomicU64,
@@ -244,6 +252,8 @@ pub struct XskQueue {
     /// Frames not yet on the fill ring at start-up.
     stash: Vec<FrameDesc>,
     stats: Arc<QueueStats>,
+    /// Busy polling on (`QueueConfig::busy_poll_us` > 0).
+    busy_poll: bool,
 }
 
 /// The transmit side of a queue: tx ring, completion ring and a pool of free frames.
@@ -257,6 +267,10 @@ pub struct XskTx {
     pending: PendingFrames<FrameDesc>,
     /// Frames on the tx ring, not yet completed.
     in_flight: usize,
+    /// Frames the kernel sends per `sendto` kick in copy mode: the tx
+    /// ring's size where the kernel takes `XDP_MAX_TX_SKB_BUDGET`, else
+    /// its default of 32.
+    kick_budget: usize,
     stats: Arc<QueueStats>,
 }
 
@@ -319,9 +333,25 @@ impl XskTx {
             add_single_writer(&self.stats.tx_frames, done as u64);
             self.pending.remove_front(done);
         }
-        // Kick even when the ring was full, so the kernel drains it.
-        if let Err(e) = self.ring.wakeup() {
-            debug!(error = %e, "AF_XDP tx wakeup failed");
+        // Kick even when the ring was full, so the kernel drains it; in
+        // copy mode one kick sends at most `kick_budget` frames, so a
+        // batch larger than that gets as many kicks as it needs (frames
+        // left on the ring would otherwise wait for the next batch).
+        for _ in 0..done.div_ceil(self.kick_budget).max(1) {
+            if let Err(e) = self.ring.wakeup() {
+                debug!(error = %e, "AF_XDP tx wakeup failed");
+                break;
+            }
+        }
+    }
+
+    /// Kick the kernel if frames are still on the tx ring (not completed):
+    /// for a socket idle in receive, so the end of a burst does not wait
+    /// on the ring for the next one.
+    pub fn kick_if_in_flight(&mut self) {
+        self.reclaim();
+        if self.in_flight > 0 || !self.pending.is_empty() {
+            self.flush();
         }
     }
 
@@ -398,6 +428,15 @@ impl XskQueue {
             match unsafe { Socket::new(sock_cfg, &umem, &interface, queue) } {
                 Ok((tx, rx, Some((fill, comp)))) => {
                     let actual = query_mode(rx.fd().as_raw_fd()).unwrap_or(mode);
+                    let kick_budget = raise_tx_budget(rx.fd().as_raw_fd(), cfg.ring_size);
+                    if cfg.busy_poll_us > 0 {
+                        set_busy_poll(rx.fd().as_raw_fd(), cfg.busy_poll_us).map_err(|e| {
+                            config_err(format!(
+                                "busy polling (SO_BUSY_POLL {} us): {e}",
+                                cfg.busy_poll_us
+                            ))
+                        })?;
+                    }
                     let stats = Arc::new(QueueStats::default());
                     // First half of the frames for receive, the rest for transmit.
                     let mut stash = descs;
@@ -415,10 +454,12 @@ impl XskQueue {
                             pool,
                             pending: PendingFrames::new(FrameDesc::default()),
                             in_flight: 0,
+                            kick_budget,
                             stats: Arc::clone(&stats),
                         },
                         stash,
                         stats,
+                        busy_poll: cfg.busy_poll_us > 0,
                     };
                     q.stock_fill_ring(cfg.ring_size as usize);
                     return Ok(q);
@@ -482,6 +523,58 @@ impl XskQueue {
         Arc::clone(&self.stats)
     }
 
+    /// Receive one batch without waiting, for a socket served from another
+    /// queue's loop (gateway mode's inside interface): up to
+    /// [`BATCH_SIZE`] frames go to `handle` with this socket's transmit
+    /// side, then back on the fill ring. Returns how many were received
+    /// (0 when none were waiting).
+    pub fn poll_batch(&mut self, handle: impl FnOnce(&mut RxBatch<'_, '_>, &mut XskTx)) -> usize {
+        if !self.stash.is_empty() {
+            // Frames the fill ring had no room for last time go first.
+            let n = self.stash.len();
+            self.stock_fill_ring(n);
+            if !self.stash.is_empty() {
+                return 0;
+            }
+        }
+        let mut descs = [FrameDesc::default(); BATCH_SIZE];
+        // SAFETY: descs are overwritten with frames of this UMEM.
+        let n = unsafe { self.rx.consume(&mut descs) };
+        if n == 0 {
+            if self.fill.needs_wakeup() {
+                let _ = self.fill.wakeup(self.rx.fd_mut(), 0);
+            }
+            return 0;
+        }
+        let bytes: usize = descs[..n].iter().map(|d| d.lengths().data()).sum();
+        add_single_writer(&self.stats.rx_frames, n as u64);
+        add_single_writer(&self.stats.rx_bytes, bytes as u64);
+        add_single_writer(&self.stats.rx_batches, 1);
+        {
+            // The frames' borrows end with this block, before the frames
+            // go back on the fill ring below.
+            let umem = &self.umem;
+            let mut bufs: [FrameBuf<'_>; BATCH_SIZE] = std::array::from_fn(|_| FrameBuf::default());
+            for (buf, desc) in bufs.iter_mut().zip(descs[..n].iter_mut()) {
+                // SAFETY: the descriptor came from this UMEM's rx ring and
+                // is owned by userspace until it goes back on the fill ring.
+                *buf = FrameBuf::new(unsafe { umem.data_mut(desc) });
+            }
+            let mut batch = RxBatch {
+                frames: &mut bufs[..n],
+            };
+            handle(&mut batch, &mut self.tx);
+        }
+        // SAFETY: the batch's frames are ours again and go back to the kernel.
+        let done = unsafe { self.fill.produce(&descs[..n]) };
+        if done < n {
+            // Kept for the next call (the stash has room: it held more at start-up).
+            self.stash.extend_from_slice(&descs[done..n]);
+            add_single_writer(&self.stats.fill_stashed, 1);
+        }
+        n
+    }
+
     /// Receive in batches until `stop` is set, handing each batch to `handler`
     /// and recycling its frames into the fill ring.
     pub fn run<H: BatchHandler>(&mut self, handler: &mut H, stop: &AtomicBool) -> io::Result<()> {
@@ -494,6 +587,8 @@ impl XskQueue {
         // Recycled frames the fill ring had no room for: retried first next round.
         let mut pending = [FrameDesc::default(); BATCH_SIZE];
         let mut n_pending = 0usize;
+        // Busy polling: when the queue went empty (None while it has work).
+        let mut spin_since: Option<Instant> = None;
         while !stop.load(Ordering::Relaxed) {
             if n_pending > 0 {
                 // SAFETY: pending frames came from this UMEM's rx ring and are on no ring.
@@ -508,7 +603,24 @@ impl XskQueue {
             }
             // SAFETY: descs are overwritten with frames of this UMEM.
             let n = unsafe { self.rx.consume(&mut descs) };
+            if n == 0
+                && self.busy_poll
+                && spin_since.get_or_insert_with(Instant::now).elapsed() < BUSY_SPIN
+            {
+                // Busy polling: a non-blocking receive runs the device's
+                // NAPI poll in this thread (SO_PREFER_BUSY_POLL); the other
+                // directions get their turn; no sleep until the queue has
+                // been idle for BUSY_SPIN.
+                busy_poll_once(self.rx.fd().as_raw_fd());
+                handler.poll_handoff(self.queue, &mut self.tx);
+                if handler.extra_fd().is_some() {
+                    handler.on_extra_readable(self.queue, &mut self.tx);
+                }
+                self.tx.flush();
+                continue;
+            }
             if n == 0 {
+                spin_since = None;
                 if self.fill.needs_wakeup() {
                     self.fill.wakeup(self.rx.fd_mut(), 0)?;
                 }
@@ -531,6 +643,7 @@ impl XskQueue {
                 }
                 continue;
             }
+            spin_since = None;
             let bytes: usize = descs[..n].iter().map(|d| d.lengths().data()).sum();
             add_single_writer(&self.stats.rx_frames, n as u64);
             add_single_writer(&self.stats.rx_bytes, bytes as u64);
@@ -627,6 +740,100 @@ fn wait_readable(
         return Ok(Readable::Extra);
     }
     Ok(Readable::Xsk)
+}
+
+/// `XDP_MAX_TX_SKB_BUDGET` (linux/if_xdp.h, kernels from 6.17): frames a
+/// copy-mode `sendto` kick sends, 32 by default.
+const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
+/// The kernel's default number of frames per copy-mode kick.
+const DEFAULT_TX_BUDGET: usize = 32;
+
+/// Let one `sendto` kick send up to a whole tx ring (`ring_size`) in copy
+/// mode; returns the frames per kick now in force (32 where the kernel
+/// does not know the option).
+fn raise_tx_budget(fd: RawFd, ring_size: u32) -> usize {
+    let budget = ring_size as libc::c_int;
+    // SAFETY: fd is a live AF_XDP socket; the value is an int.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_XDP,
+            XDP_MAX_TX_SKB_BUDGET,
+            (&budget as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        ring_size as usize
+    } else {
+        debug!(error = %io::Error::last_os_error(), "XDP_MAX_TX_SKB_BUDGET not taken: 32 frames per tx kick");
+        DEFAULT_TX_BUDGET
+    }
+}
+
+/// How long a busy-polling worker spins on an empty queue before it
+/// sleeps in `poll()` (which still busy-polls for `SO_BUSY_POLL`).
+const BUSY_SPIN: Duration = Duration::from_millis(10);
+
+/// Turn on busy polling for `fd`: `SO_PREFER_BUSY_POLL`, `SO_BUSY_POLL`
+/// microseconds, and a NAPI budget of one batch (`SO_BUSY_POLL_BUDGET`).
+fn set_busy_poll(fd: RawFd, us: u32) -> io::Result<()> {
+    for (opt, v) in [
+        (libc::SO_PREFER_BUSY_POLL, 1),
+        (libc::SO_BUSY_POLL, us.min(i32::MAX as u32) as libc::c_int),
+        (libc::SO_BUSY_POLL_BUDGET, BATCH_SIZE as libc::c_int),
+    ] {
+        // SAFETY: fd is a live socket; the value is an int.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The socket's `SO_BUSY_POLL` in microseconds (0: off), as the kernel has it.
+pub fn busy_poll_us(fd: RawFd) -> io::Result<u32> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: fd is a live socket; v/len are valid for writing.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_BUSY_POLL,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(v.max(0) as u32)
+}
+
+/// One non-blocking receive on an AF_XDP socket: with busy polling on, the
+/// kernel runs the device's NAPI poll for it (frames land on the rx ring).
+fn busy_poll_once(fd: RawFd) {
+    // SAFETY: fd is a live socket; an empty buffer is allowed.
+    unsafe {
+        libc::recvfrom(
+            fd,
+            std::ptr::null_mut(),
+            0,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    };
 }
 
 /// Ask the kernel which mode it bound the socket in (`XDP_OPTIONS`).

@@ -83,6 +83,67 @@ impl SpiSample {
     }
 }
 
+/// Name of the inside-role XDP program (gateway mode, `[inside] mode =
+/// "xdp"`): inner packets towards tunnel-routed prefixes to the queue's
+/// AF_XDP socket, everything else to the kernel.
+pub const PROG_NAME_INSIDE: &str = "xdpsec_inside";
+/// Name of the LPM trie of IPv4 inner prefixes routed into tunnels
+/// (key: prefix length and the address's 4 bytes in wire order; value unused).
+pub const MAP_INSIDE_ROUTES_V4: &str = "INSIDE_ROUTES_V4";
+/// Name of the LPM trie of IPv6 inner prefixes routed into tunnels (16 bytes).
+pub const MAP_INSIDE_ROUTES_V6: &str = "INSIDE_ROUTES_V6";
+/// Name of the per-CPU counter array of the inside-role program.
+pub const MAP_INSIDE_COUNTERS: &str = "INSIDE_COUNTERS";
+/// Most prefixes each inside route trie holds.
+pub const MAX_INSIDE_ROUTES: u32 = 1 << 16;
+
+/// What the inside-role XDP program did with a frame. Every frame bumps
+/// exactly one slot.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InsideCounter {
+    /// IPv4 to a tunnel-routed prefix: redirected to the queue's AF_XDP socket.
+    SteeredV4 = 0,
+    /// IPv6 to a tunnel-routed prefix: redirected.
+    SteeredV6 = 1,
+    /// Would have been steered, but the queue has no socket: passed.
+    PassNoSocket = 2,
+    /// Not IPv4/IPv6 (ARP, ...): passed to the kernel.
+    PassNotIp = 3,
+    /// IP to a destination no tunnel route covers (the gateway itself,
+    /// unrouted traffic, ND): passed to the kernel.
+    PassNoRoute = 4,
+    /// Too short to read the destination address: passed.
+    PassTruncated = 5,
+}
+
+/// Number of inside counter slots.
+pub const INSIDE_COUNTER_COUNT: u32 = 6;
+
+impl InsideCounter {
+    /// All inside counters, in slot order.
+    pub const ALL: [InsideCounter; INSIDE_COUNTER_COUNT as usize] = [
+        InsideCounter::SteeredV4,
+        InsideCounter::SteeredV6,
+        InsideCounter::PassNoSocket,
+        InsideCounter::PassNotIp,
+        InsideCounter::PassNoRoute,
+        InsideCounter::PassTruncated,
+    ];
+
+    /// Stable name used in `show` output, JSON and tests.
+    pub const fn name(self) -> &'static str {
+        match self {
+            InsideCounter::SteeredV4 => "inside_steered_v4",
+            InsideCounter::SteeredV6 => "inside_steered_v6",
+            InsideCounter::PassNoSocket => "inside_pass_no_socket",
+            InsideCounter::PassNotIp => "inside_pass_not_ip",
+            InsideCounter::PassNoRoute => "inside_pass_no_route",
+            InsideCounter::PassTruncated => "inside_pass_truncated",
+        }
+    }
+}
+
 /// IP protocol number of ESP (RFC 4303).
 pub const IPPROTO_ESP: u8 = 50;
 /// IP protocol number of UDP.
@@ -222,5 +283,11 @@ mod tests {
             4
         );
         assert_eq!(core::mem::size_of::<SpiSample>(), 48);
+        for (i, c) in InsideCounter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+            for d in &InsideCounter::ALL[..i] {
+                assert_ne!(c.name(), d.name());
+            }
+        }
     }
 }

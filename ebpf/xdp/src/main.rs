@@ -31,12 +31,13 @@ use aya_ebpf::{
     bindings::xdp_action,
     helpers::{bpf_ktime_get_ns, bpf_xdp_get_buff_len},
     macros::{map, xdp},
-    maps::{Array, HashMap, PerCpuArray, RingBuf, XskMap},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf, XskMap, lpm_trie::Key},
     programs::XdpContext,
 };
 use xdpsec_common::{
-    IPPROTO_ESP, IPPROTO_UDP, MAX_QUEUES, MAX_SPIS, SAMPLE_GAP_NS, SPI_LIVE, SPI_SAMPLES_BYTES,
-    SpiSample, UDP_PORT_SLOTS, XDP_COUNTER_COUNT, XSK_FRAME_ROOM, XdpCounter,
+    INSIDE_COUNTER_COUNT, IPPROTO_ESP, IPPROTO_UDP, InsideCounter, MAX_INSIDE_ROUTES, MAX_QUEUES,
+    MAX_SPIS, SAMPLE_GAP_NS, SPI_LIVE, SPI_SAMPLES_BYTES, SpiSample, UDP_PORT_SLOTS,
+    XDP_COUNTER_COUNT, XSK_FRAME_ROOM, XdpCounter,
 };
 
 #[map(name = "XSKS")]
@@ -64,6 +65,19 @@ static SPI_SAMPLES: RingBuf = RingBuf::with_byte_size(SPI_SAMPLES_BYTES, 0);
 /// Per CPU: when it last sent a sample (monotonic ns).
 #[map(name = "SAMPLE_AT")]
 static SAMPLE_AT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Inside role: IPv4 inner prefixes routed into tunnels (filled by control).
+#[map(name = "INSIDE_ROUTES_V4")]
+static INSIDE_ROUTES_V4: LpmTrie<[u8; 4], u8> =
+    LpmTrie::with_max_entries(MAX_INSIDE_ROUTES, BPF_F_NO_PREALLOC);
+
+/// Inside role: IPv6 inner prefixes routed into tunnels.
+#[map(name = "INSIDE_ROUTES_V6")]
+static INSIDE_ROUTES_V6: LpmTrie<[u8; 16], u8> =
+    LpmTrie::with_max_entries(MAX_INSIDE_ROUTES, BPF_F_NO_PREALLOC);
+
+#[map(name = "INSIDE_COUNTERS")]
+static INSIDE_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(INSIDE_COUNTER_COUNT, 0);
 
 const BPF_F_NO_PREALLOC: u32 = 1;
 const ETH_HDR_LEN: usize = 14;
@@ -142,6 +156,80 @@ fn fits_socket(ctx: &XdpContext) -> bool {
     // SAFETY: ctx.ctx is the kernel's xdp_md for this invocation.
     let total = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
     total == ctx.data_end() - ctx.data() && total <= XSK_FRAME_ROOM as usize
+}
+
+/// The inside role (gateway mode): inner IPv4/IPv6 whose destination a
+/// tunnel route covers goes to the queue's AF_XDP socket (to be
+/// encrypted); everything else (ARP, neighbour discovery, traffic for the
+/// gateway itself or for unrouted destinations) passes to the kernel. The
+/// routes are the control plane's `INSIDE_ROUTES_*` tries, so nothing that
+/// would find no tunnel in userspace is taken from the kernel.
+#[xdp]
+pub fn xdpsec_inside(ctx: XdpContext) -> u32 {
+    let (steer, counter) = classify_inside(&ctx);
+    if !steer {
+        count_inside(counter);
+        return xdp_action::XDP_PASS;
+    }
+    // SAFETY: ctx.ctx is the kernel's xdp_md for this invocation.
+    let queue = unsafe { (*ctx.ctx).rx_queue_index };
+    match XSKS.redirect(queue, xdp_action::XDP_PASS as u64) {
+        Ok(action) => {
+            count_inside(counter);
+            action
+        }
+        Err(_) => {
+            count_inside(InsideCounter::PassNoSocket);
+            xdp_action::XDP_PASS
+        }
+    }
+}
+
+/// (steer?, counter) for a frame on the inside interface.
+#[inline(always)]
+fn classify_inside(ctx: &XdpContext) -> (bool, InsideCounter) {
+    let Some(ethertype) = read::<[u8; 2]>(ctx, 12) else {
+        return (false, InsideCounter::PassTruncated);
+    };
+    match u16::from_be_bytes(ethertype) {
+        ETH_P_IP => {
+            // Version/IHL .. destination address: the fixed 20 bytes.
+            let Some(hdr) = read::<[u8; 20]>(ctx, ETH_HDR_LEN) else {
+                return (false, InsideCounter::PassTruncated);
+            };
+            if hdr[0] >> 4 != 4 {
+                return (false, InsideCounter::PassTruncated);
+            }
+            let key = Key::new(32, [hdr[16], hdr[17], hdr[18], hdr[19]]);
+            match INSIDE_ROUTES_V4.get(&key) {
+                Some(_) => (true, InsideCounter::SteeredV4),
+                None => (false, InsideCounter::PassNoRoute),
+            }
+        }
+        ETH_P_IPV6 => {
+            let Some(dst) = read::<[u8; 16]>(ctx, ETH_HDR_LEN + 24) else {
+                return (false, InsideCounter::PassTruncated);
+            };
+            // Two bytes, never one (see classify_v4).
+            match read::<[u8; 2]>(ctx, ETH_HDR_LEN) {
+                Some(v) if v[0] >> 4 == 6 => {}
+                _ => return (false, InsideCounter::PassTruncated),
+            }
+            match INSIDE_ROUTES_V6.get(&Key::new(128, dst)) {
+                Some(_) => (true, InsideCounter::SteeredV6),
+                None => (false, InsideCounter::PassNoRoute),
+            }
+        }
+        _ => (false, InsideCounter::PassNotIp),
+    }
+}
+
+#[inline(always)]
+fn count_inside(counter: InsideCounter) {
+    if let Some(slot) = INSIDE_COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe { *slot += 1 };
+    }
 }
 
 #[inline(always)]
