@@ -256,7 +256,13 @@ pub fn run(bin: &Path) -> Result<()> {
         target: Target::AtLeast(0.9),
     });
     crate::bench_iperf::passed_traffic(&mut rows)?;
-    crate::bench_iperf::tunnels(&mut rows, crate::bench_iperf::InsideMode::Tun)?;
+    crate::bench_iperf::tunnels(
+        &mut rows,
+        &[
+            crate::bench_iperf::InsideMode::Tun,
+            crate::bench_iperf::InsideMode::Xdp,
+        ],
+    )?;
     println!(
         "\nEnd to end on veth in namespaces (2 vCPU shared by sender and receiver; copy-mode AF_XDP); \
          xdpsec gen runs {SECONDS} s, iperf3 runs 3 s (best of 2 runs each); every ratio is between runs of this benchmark:\n"

@@ -4,8 +4,8 @@
 //!   running (its XDP program attached, in driver and in generic mode) vs
 //!   the same veth without xdpsec;
 //! - a tunnel between two xdpsec nodes (manual AES-256-GCM in UDP 4500,
-//!   inside mode a parameter: [`InsideMode`]) carrying iperf3 between inside
-//!   addresses vs the same iperf3 over plain veth forwarding (a namespace
+//!   TUN inside and gateway mode: [`InsideMode`]) carrying iperf3 between
+//!   inside addresses vs the same iperf3 over plain veth forwarding (a namespace
 //!   routing between two veths) and vs two strongSwan 5.9.8 charons with
 //!   kernel-libipsec (userspace ESP through a TUN, AES-256-GCM in UDP 4500)
 //!   on the same two-namespace topology.
@@ -21,7 +21,9 @@ use std::{
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use xdpsec_e2e::{
-    Daemon, Lab, base_config, ping,
+    Daemon, Lab, base_config,
+    gateway::{GatewayLab, HOST_A, HOST_B},
+    ping,
     strongswan::{Charon, CharonOpts, Conn, GCM_X25519},
     tunnel::{BASE, Case, inner_addrs, tunnel_config},
 };
@@ -248,19 +250,21 @@ pub fn passed_traffic(rows: &mut Vec<Row>) -> Result<()> {
 }
 
 /// How the xdpsec nodes of the tunnel rows deliver inner packets.
-// Gateway mode (`[inside] mode = "xdp"`, hosts behind each gateway in
-// their own namespaces) becomes another variant here.
 #[derive(Clone, Copy, Debug)]
 pub enum InsideMode {
     /// A TUN device on each node with its inside address (iperf3 runs on
     /// the nodes themselves).
     Tun,
+    /// Gateway mode (`[inside] mode = "xdp"`): hostA —veth— gw1 ==ESP==
+    /// gw2 —veth— hostB, iperf3 between the hosts.
+    Xdp,
 }
 
 impl InsideMode {
     fn label(self) -> &'static str {
         match self {
             InsideMode::Tun => "TUN inside",
+            InsideMode::Xdp => "gateway mode, inside \"xdp\"",
         }
     }
 }
@@ -294,6 +298,37 @@ fn xdpsec_tunnel(mode: InsideMode) -> Result<(Path, Vec<Guard>)> {
             };
             // Daemons first, then the namespaces.
             Ok((path, vec![Box::new(d1), Box::new(d2), Box::new(lab)]))
+        }
+        InsideMode::Xdp => {
+            let g = GatewayLab::up(1)?;
+            // The hosts' MTU is the gateways' inside room after ESP (1376:
+            // larger packets are counted as inside_too_big), and their
+            // transmit checksum offload is off: XDP forwarding never
+            // completes a veth's partial checksums (README, gateway mode).
+            for side in 0..2 {
+                let hif = format!("{}h", g.inside[side]);
+                sh(
+                    &g.hosts[side],
+                    &format!("ip link set {hif} mtu 1376; ethtool -K {hif} tx off >/dev/null"),
+                )?;
+            }
+            // UDP 4500 as in the TUN row and strongSwan's.
+            let udp = "encap = \"udp\"\nlocal_port = 4500\npeer_port = 4500";
+            let d1 = Daemon::start(&g.lab.ns1, &g.config(0).replace("encap = \"esp\"", udp))?;
+            let d2 = Daemon::start(&g.lab.ns2, &g.config(1).replace("encap = \"esp\"", udp))?;
+            // The first packets may find no neighbour yet (resolved then).
+            let _ = ping(&g.hosts[1], HOST_B[0], HOST_A[0], 3, "0.2");
+            let (_, got) = ping(&g.hosts[1], HOST_B[0], HOST_A[0], 3, "0.1");
+            if got == 0 {
+                bail!("the gateways carry no ping");
+            }
+            let path = Path {
+                server_ns: g.hosts[0].clone(),
+                server_addr: HOST_A[0].into(),
+                client_ns: g.hosts[1].clone(),
+                client_addr: HOST_B[0].into(),
+            };
+            Ok((path, vec![Box::new(d1), Box::new(d2), Box::new(g)]))
         }
     }
 }
@@ -433,9 +468,13 @@ fn measure_all(setup: impl FnOnce() -> Result<(Path, Vec<Guard>)>) -> Result<[Ra
     Ok(out)
 }
 
-/// The tunnel rows for xdpsec nodes in `mode`: vs plain forwarding and vs strongSwan.
-pub fn tunnels(rows: &mut Vec<Row>, mode: InsideMode) -> Result<()> {
-    let xs = measure_all(|| xdpsec_tunnel(mode))?;
+/// The tunnel rows for xdpsec nodes in each of `modes`: vs plain
+/// forwarding and vs strongSwan (each measured once).
+pub fn tunnels(rows: &mut Vec<Row>, modes: &[InsideMode]) -> Result<()> {
+    let mut xs = Vec::new();
+    for &mode in modes {
+        xs.push((mode, measure_all(|| xdpsec_tunnel(mode))?));
+    }
     let plain = measure_all(plain_forwarding)?;
     let ss = match measure_all(strongswan_tunnel) {
         Ok(r) => Some(r),
@@ -451,29 +490,33 @@ pub fn tunnels(rows: &mut Vec<Row>, mode: InsideMode) -> Result<()> {
             // packet, shown without a target (issue 10 item 8).
             Load::Tcp => (Target::None, Target::AtLeast(4.0)),
         };
-        rows.push(row(
-            format!(
-                "xdpsec tunnel ({}) vs plain veth forwarding, {}",
-                mode.label(),
-                load.label()
-            ),
-            xs[i],
-            plain[i],
-            load,
-            vs_plain,
-        ));
-        if let Some(ss) = &ss {
+        for (mode, x) in &xs {
             rows.push(row(
                 format!(
-                    "xdpsec tunnel ({}) vs strongSwan 5.9.8 kernel-libipsec, {}",
+                    "xdpsec tunnel ({}) vs plain veth forwarding, {}",
                     mode.label(),
                     load.label()
                 ),
-                xs[i],
-                ss[i],
+                x[i],
+                plain[i],
                 load,
-                vs_ss,
+                vs_plain,
             ));
+        }
+        if let Some(ss) = &ss {
+            for (mode, x) in &xs {
+                rows.push(row(
+                    format!(
+                        "xdpsec tunnel ({}) vs strongSwan 5.9.8 kernel-libipsec, {}",
+                        mode.label(),
+                        load.label()
+                    ),
+                    x[i],
+                    ss[i],
+                    load,
+                    vs_ss,
+                ));
+            }
         }
     }
     Ok(())
