@@ -35,6 +35,18 @@ pub struct Config {
     pub metrics: Option<crate::metrics::MetricsConfig>,
 }
 
+/// How the XDP program is attached to the underlay (`underlay.xdp_mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpAttach {
+    /// Driver (native) mode, generic if the driver has no XDP (the default).
+    Driver,
+    /// Generic (SKB) mode only. On veth this keeps the peer's TSO/GSO
+    /// (veth turns them off for a driver-mode program, frags or not), so
+    /// traffic passed to the kernel keeps its speed; ESP then reaches
+    /// AF_XDP after the kernel built an skb for it.
+    Generic,
+}
+
 /// Where decrypted inner packets go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Inside {
@@ -245,6 +257,8 @@ pub struct Underlay {
     /// Drop ESP with an SPI no inbound SA has in the XDP program
     /// (`underlay.early_drop`, default true); false sends it to userspace.
     pub early_drop: bool,
+    /// How the XDP program is attached (`underlay.xdp_mode`, default "driver").
+    pub xdp_mode: XdpAttach,
     /// Busy polling on the AF_XDP sockets: `SO_BUSY_POLL` microseconds
     /// (`underlay.busy_poll_us`; 0, the default, is off).
     pub busy_poll_us: u32,
@@ -373,6 +387,7 @@ struct RawUnderlay {
     #[serde(default)]
     early_drop: Option<bool>,
     #[serde(default)]
+    xdp_mode: Option<Spanned<String>>,
     busy_poll_us: Option<Spanned<i64>>,
 }
 
@@ -454,6 +469,20 @@ impl Config {
                     ));
                 }
                 v as u32
+            }
+        };
+        let xdp_mode = match u
+            .xdp_mode
+            .as_ref()
+            .map(|m| (m.get_ref().as_str(), m.span()))
+        {
+            None | Some(("driver", _)) => XdpAttach::Driver,
+            Some(("generic", _)) => XdpAttach::Generic,
+            Some((other, span)) => {
+                return Err(format!(
+                    "line {}: field `underlay.xdp_mode` = {other:?}: give \"driver\" (the default) or \"generic\"",
+                    at(span)
+                ));
             }
         };
         let udp_ports = match &u.udp_ports {
@@ -562,6 +591,7 @@ impl Config {
                 queues,
                 udp_ports,
                 early_drop: u.early_drop.unwrap_or(true),
+                xdp_mode,
                 busy_poll_us,
             },
             inside,
@@ -1164,6 +1194,25 @@ queues = 2
         assert_eq!(
             c.underlay.udp_ports.iter().copied().collect::<Vec<_>>(),
             vec![4500, 12346, 12366, 12386, 12406, 12426]
+        );
+    }
+
+    #[test]
+    fn xdp_mode_defaults_to_driver_and_takes_generic() {
+        assert_eq!(
+            Config::parse(GOOD).unwrap().underlay.xdp_mode,
+            XdpAttach::Driver
+        );
+        let g = GOOD.replace("queues = 2", "queues = 2\nxdp_mode = \"generic\"");
+        assert_eq!(
+            Config::parse(&g).unwrap().underlay.xdp_mode,
+            XdpAttach::Generic
+        );
+        let bad = GOOD.replace("queues = 2", "queues = 2\nxdp_mode = \"native\"");
+        let e = Config::parse(&bad).unwrap_err();
+        assert!(
+            e.contains("line 7") && e.contains("underlay.xdp_mode") && e.contains("generic"),
+            "{e}"
         );
     }
 

@@ -255,7 +255,8 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
             .collect(),
     ));
 
-    let mut steering = XdpSteering::attach(iface, &config.underlay.udp_ports)?;
+    let mut steering =
+        XdpSteering::attach(iface, &config.underlay.udp_ports, config.underlay.xdp_mode)?;
     if let Inside::Xdp { interface } = &config.inside {
         // Only destinations a tunnel route covers are taken from the
         // kernel: the gateway's own and unrouted traffic stay there.

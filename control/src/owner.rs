@@ -766,6 +766,7 @@ impl Owner {
             || u.address != v.address
             || u.queues != v.queues
             || u.udp_ports != v.udp_ports
+            || u.xdp_mode != v.xdp_mode
             || u.busy_poll_us != v.busy_poll_us
         {
             return refuse("underlay", restart);

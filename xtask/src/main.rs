@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod bench_e2e;
+mod bench_iperf;
 mod demo;
 mod dist;
 mod lab;
@@ -62,8 +63,9 @@ enum Cmd {
         /// Only the control-plane scale benchmark (1,000 / 10,000 / 100,000 tunnels).
         #[arg(long)]
         scale_only: bool,
-        /// Only the end-to-end datapath rates on veth (xdpsec gen into an
-        /// xdpsec receiver; ratios against the raw AF_XDP ceiling).
+        /// Only the end-to-end rates on veth (xdpsec gen into an xdpsec
+        /// receiver vs the raw AF_XDP ceiling; iperf3: passed kernel
+        /// traffic, a tunnel vs plain forwarding vs strongSwan).
         #[arg(long)]
         e2e: bool,
         /// Tunnel counts for the scale benchmark.

@@ -13,7 +13,6 @@ use std::{
     time::Duration,
 };
 
-use crate::config::Cidr;
 use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf,
@@ -30,6 +29,8 @@ use xdpsec_common::{
     PROG_NAME, PROG_NAME_INSIDE, SPI_LIVE, SpiSample, XDP_COUNTER_COUNT, XdpCounter,
 };
 use xdpsec_datapath::sa::{SaSnapshot, SpiObserver, SpiState};
+
+use crate::config::{Cidr, XdpAttach};
 
 /// The XDP object built by build.rs.
 static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdpsec.bpf.o"));
@@ -59,8 +60,9 @@ pub struct XdpSteering {
 
 impl XdpSteering {
     /// Load the program, fill the port map, attach to `interface` in driver
-    /// mode (generic mode if the driver has no XDP support).
-    pub fn attach(interface: &str, ports: &BTreeSet<u16>) -> Result<XdpSteering> {
+    /// mode (generic mode if the driver has no XDP support), or in generic
+    /// mode only when `mode` says so.
+    pub fn attach(interface: &str, ports: &BTreeSet<u16>, mode: XdpAttach) -> Result<XdpSteering> {
         let mut ebpf = Ebpf::load(XDP_OBJECT).context("loading the XDP object into the kernel")?;
         let xsks: XskMap<MapData> = XskMap::try_from(
             ebpf.take_map(MAP_XSKS)
@@ -108,8 +110,8 @@ impl XdpSteering {
             .program_mut(PROG_NAME)
             .context("XDP object has no xdpsec program")?
             .try_into()?;
-        let (link, mode) = load_and_attach(prog, interface)?;
-        s.attach_mode = mode;
+        let (link, attach_mode) = load_and_attach(prog, interface, mode)?;
+        s.attach_mode = attach_mode;
         s.link = Some(link);
         info!(interface, mode = s.attach_mode, "XDP program attached");
         Ok(s)
@@ -219,28 +221,41 @@ impl XdpSteering {
 
 /// Load `prog` and attach it to `interface` in driver mode, or generic
 /// mode if the driver has no XDP support; returns the link and the mode.
-fn load_and_attach(prog: &mut Xdp, interface: &str) -> Result<(XdpLinkId, &'static str)> {
+/// Load `prog` and attach it to `interface`: in driver mode, generic if
+/// the driver refuses (`XdpAttach::Driver`), or in generic mode only; the
+/// link and the mode it got.
+fn load_and_attach(
+    prog: &mut Xdp,
+    interface: &str,
+    mode: XdpAttach,
+) -> Result<(XdpLinkId, &'static str)> {
     prog.load()
         .context("the kernel refused the XDP program (verifier)")?;
-    match prog.attach(interface, XdpMode::Driver) {
-        Ok(l) => Ok((l, "driver")),
-        Err(driver_err) => match prog.attach(interface, XdpMode::Skb) {
-            Ok(l) => Ok((l, "generic")),
-            Err(_) => {
-                let hint = match std::io::Error::last_os_error().raw_os_error() {
-                    Some(libc::EBUSY) | Some(libc::EEXIST) => {
-                        " (another XDP program is attached: remove it with `ip link set dev IFACE xdp off`)"
-                    }
-                    _ => "",
-                };
-                bail!(
-                    "attaching the XDP program to {interface} was refused: {}{}",
-                    error_chain(&driver_err),
-                    hint.replace("IFACE", interface)
-                );
-            }
-        },
+    let (first, name) = match mode {
+        XdpAttach::Driver => (XdpMode::Driver, "driver"),
+        XdpAttach::Generic => (XdpMode::Skb, "generic"),
+    };
+    let first_err = match prog.attach(interface, first) {
+        Ok(l) => return Ok((l, name)),
+        Err(e) => e,
+    };
+    if mode == XdpAttach::Driver {
+        // Driver mode refused (no native XDP): generic mode instead.
+        if let Ok(l) = prog.attach(interface, XdpMode::Skb) {
+            return Ok((l, "generic"));
+        }
     }
+    let hint = match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::EBUSY) | Some(libc::EEXIST) => {
+            " (another XDP program is attached: remove it with `ip link set dev IFACE xdp off`)"
+        }
+        _ => "",
+    };
+    bail!(
+        "attaching the XDP program to {interface} was refused: {}{}",
+        error_chain(&first_err),
+        hint.replace("IFACE", interface)
+    );
 }
 
 /// Gateway mode's XDP program on the inside interface (its own load of
@@ -287,7 +302,7 @@ impl InsideSteering {
             .program_mut(PROG_NAME_INSIDE)
             .context("XDP object has no xdpsec_inside program")?
             .try_into()?;
-        let (_link, attach_mode) = load_and_attach(prog, interface)?;
+        let (_link, attach_mode) = load_and_attach(prog, interface, XdpAttach::Driver)?;
         info!(
             interface,
             mode = attach_mode,

@@ -186,10 +186,24 @@ pub enum XdpCounter {
     DropDeletedSpiV4 = 13,
     /// The same in IPv6 (9 IN_V6_PKT_HIT_INVALID_SA).
     DropDeletedSpiV6 = 14,
+    /// ESP (plain or UDP) in a frame an AF_XDP socket cannot take: a
+    /// multi-buffer frame (the program is loaded with `xdp.frags`, so
+    /// jumbo MTUs and large GRO frames reach it in several buffers, and our
+    /// sockets do not bind with `XDP_USE_SG`) or a single buffer longer
+    /// than [`XSK_FRAME_ROOM`]. Passed to the kernel, whose raw ESP and
+    /// UDP sockets hand it to xdpsec as they do reassembled fragments
+    /// (`kernel_esp_v4` and the like; drop 70 when it exceeds a handoff
+    /// buffer). Redirecting it would lose it uncounted in the socket.
+    PassMultiBuffer = 15,
 }
 
 /// Number of counter slots.
-pub const XDP_COUNTER_COUNT: u32 = 15;
+pub const XDP_COUNTER_COUNT: u32 = 16;
+
+/// Longest frame an AF_XDP socket of ours receives: the UMEM frame (4096
+/// bytes, `datapath/afxdp`) less the kernel's `XDP_PACKET_HEADROOM` (256)
+/// the copy-mode receive keeps in front of it.
+pub const XSK_FRAME_ROOM: u32 = 4096 - 256;
 
 impl XdpCounter {
     /// All counters, in slot order.
@@ -209,6 +223,7 @@ impl XdpCounter {
         XdpCounter::DropUnknownSpiV6,
         XdpCounter::DropDeletedSpiV4,
         XdpCounter::DropDeletedSpiV6,
+        XdpCounter::PassMultiBuffer,
     ];
 
     /// Stable name used in `show` output, JSON and tests.
@@ -229,12 +244,19 @@ impl XdpCounter {
             XdpCounter::DropUnknownSpiV6 => "drop_unknown_spi_v6",
             XdpCounter::DropDeletedSpiV4 => "drop_deleted_spi_v4",
             XdpCounter::DropDeletedSpiV6 => "drop_deleted_spi_v6",
+            XdpCounter::PassMultiBuffer => "pass_multi_buffer",
         }
     }
 
     /// Whether frames counted here were dropped in XDP (early drop).
     pub const fn is_early_drop(self) -> bool {
-        (self as u32) >= XdpCounter::DropUnknownSpiV4 as u32
+        matches!(
+            self,
+            XdpCounter::DropUnknownSpiV4
+                | XdpCounter::DropUnknownSpiV6
+                | XdpCounter::DropDeletedSpiV4
+                | XdpCounter::DropDeletedSpiV6
+        )
     }
 
     /// Whether frames counted here went to userspace.

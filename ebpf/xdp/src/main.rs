@@ -12,6 +12,16 @@
 //! millisecond per CPU sent to userspace through `SPI_SAMPLES` for the IOS
 //! log line. Only frames the userspace parser would also have reached the
 //! SPI lookup with are dropped; anything unusual goes up as before.
+//!
+//! Multi-buffer (`xdp.frags`): the program declares it handles frames in
+//! several buffers. Without that, veth caps the peer's MTU at about 3.5 KB
+//! (a jumbo-MTU veth refuses a driver-mode attach) and NIC drivers refuse
+//! or disable multi-buffer receive. Everything here reads headers within
+//! the first buffer only (`data..data_end` is the first buffer), which is
+//! all a frags program may assume. A frame to be steered that is
+//! multi-buffer, or longer than an AF_XDP frame, passes to the kernel
+//! instead (`PassMultiBuffer`): our sockets bind without `XDP_USE_SG`,
+//! and the kernel would drop such a redirect uncounted by us.
 #![no_std]
 #![no_main]
 
@@ -19,15 +29,15 @@ use core::mem;
 
 use aya_ebpf::{
     bindings::xdp_action,
+    helpers::{bpf_ktime_get_ns, bpf_xdp_get_buff_len},
     macros::{map, xdp},
-    helpers::bpf_ktime_get_ns,
     maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf, XskMap, lpm_trie::Key},
     programs::XdpContext,
 };
 use xdpsec_common::{
     INSIDE_COUNTER_COUNT, IPPROTO_ESP, IPPROTO_UDP, InsideCounter, MAX_INSIDE_ROUTES, MAX_QUEUES,
     MAX_SPIS, SAMPLE_GAP_NS, SPI_LIVE, SPI_SAMPLES_BYTES, SpiSample, UDP_PORT_SLOTS,
-    XDP_COUNTER_COUNT, XdpCounter,
+    XDP_COUNTER_COUNT, XSK_FRAME_ROOM, XdpCounter,
 };
 
 #[map(name = "XSKS")]
@@ -104,9 +114,15 @@ struct Outer {
     clean: bool,
 }
 
-#[xdp]
+// `frags`: loaded with BPF_F_XDP_HAS_FRAGS (section `xdp.frags`); see the
+// module doc for what that asks of the program.
+#[xdp(frags)]
 pub fn xdpsec(ctx: XdpContext) -> u32 {
     match classify(&ctx) {
+        Verdict::Steer(_) if !fits_socket(&ctx) => {
+            count(XdpCounter::PassMultiBuffer);
+            xdp_action::XDP_PASS
+        }
         Verdict::Steer(counter) => {
             // SAFETY: ctx.ctx is the kernel's xdp_md for this invocation.
             let queue = unsafe { (*ctx.ctx).rx_queue_index };
@@ -131,6 +147,15 @@ pub fn xdpsec(ctx: XdpContext) -> u32 {
             xdp_action::XDP_DROP
         }
     }
+}
+
+/// Whether an AF_XDP socket without `XDP_USE_SG` can take the frame: one
+/// buffer, no longer than a UMEM frame's room.
+#[inline(always)]
+fn fits_socket(ctx: &XdpContext) -> bool {
+    // SAFETY: ctx.ctx is the kernel's xdp_md for this invocation.
+    let total = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
+    total == ctx.data_end() - ctx.data() && total <= XSK_FRAME_ROOM as usize
 }
 
 /// The inside role (gateway mode): inner IPv4/IPv6 whose destination a
