@@ -205,6 +205,39 @@ fn gateway(queues: u32) {
     assert_eq!(settle(2, || queue(&d1, "inside_too_big")), 2);
     assert_eq!(sa_counts(&d1).0, before);
 
+    // A jumbo inside MTU (the program declares multi-buffer support, so the
+    // MTU can go up with it attached): a 5000-byte packet to hostB cannot
+    // go to the socket and must not go to gw1's kernel, which would route
+    // it in clear; dropped in XDP and counted once each, nothing sent.
+    let hif = format!("{}h", g.inside[0]);
+    Lab::exec(&g.hosts[0], &["ip", "link", "set", &hif, "mtu", "9000"]).unwrap();
+    let set = Lab::exec(
+        &g.lab.ns1,
+        &["ip", "link", "set", &g.inside[0], "mtu", "9000"],
+    )
+    .unwrap();
+    assert!(
+        set.status.success(),
+        "MTU 9000 with the inside program attached: {}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let out = Lab::exec(
+        &g.hosts[0],
+        &[
+            "ping", "-c", "2", "-i", "0.2", "-W", "1", "-s", "5000", "-M", "do", HOST_B[0],
+        ],
+    )
+    .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(settle(2, || inside_xdp(&d1, "inside_drop_multi_buffer")), 2);
+    assert_eq!(sa_counts(&d1).0, before);
+    for (ns, ifname) in [
+        (&g.hosts[0], hif.as_str()),
+        (&g.lab.ns1, g.inside[0].as_str()),
+    ] {
+        Lab::exec(ns, &["ip", "link", "set", ifname, "mtu", "1500"]).unwrap();
+    }
+
     // A destination behind gw2 that does not exist: decrypted, then
     // counted once each as inside_no_neighbor (no QFP drop, no loss
     // unaccounted for).

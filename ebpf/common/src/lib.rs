@@ -115,10 +115,14 @@ pub enum InsideCounter {
     PassNoRoute = 4,
     /// Too short to read the destination address: passed.
     PassTruncated = 5,
+    /// To a tunnel-routed prefix, but in several buffers or longer than a
+    /// socket frame (a jumbo inside MTU): dropped, never passed to the
+    /// kernel, which would forward it unencrypted.
+    DropMultiBuffer = 6,
 }
 
 /// Number of inside counter slots.
-pub const INSIDE_COUNTER_COUNT: u32 = 6;
+pub const INSIDE_COUNTER_COUNT: u32 = 7;
 
 impl InsideCounter {
     /// All inside counters, in slot order.
@@ -129,6 +133,7 @@ impl InsideCounter {
         InsideCounter::PassNotIp,
         InsideCounter::PassNoRoute,
         InsideCounter::PassTruncated,
+        InsideCounter::DropMultiBuffer,
     ];
 
     /// Stable name used in `show` output, JSON and tests.
@@ -140,6 +145,7 @@ impl InsideCounter {
             InsideCounter::PassNotIp => "inside_pass_not_ip",
             InsideCounter::PassNoRoute => "inside_pass_no_route",
             InsideCounter::PassTruncated => "inside_pass_truncated",
+            InsideCounter::DropMultiBuffer => "inside_drop_multi_buffer",
         }
     }
 }

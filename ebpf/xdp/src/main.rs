@@ -164,12 +164,20 @@ fn fits_socket(ctx: &XdpContext) -> bool {
 /// gateway itself or for unrouted destinations) passes to the kernel. The
 /// routes are the control plane's `INSIDE_ROUTES_*` tries, so nothing that
 /// would find no tunnel in userspace is taken from the kernel.
-#[xdp]
+// `frags` as the underlay program: a jumbo inside MTU keeps driver mode.
+#[xdp(frags)]
 pub fn xdpsec_inside(ctx: XdpContext) -> u32 {
     let (steer, counter) = classify_inside(&ctx);
     if !steer {
         count_inside(counter);
         return xdp_action::XDP_PASS;
+    }
+    if !fits_socket(&ctx) {
+        // Our socket cannot take it, and the kernel would route it in
+        // clear: dropped, counted. (Anything this large is over the
+        // tunnel's MTU anyway.)
+        count_inside(InsideCounter::DropMultiBuffer);
+        return xdp_action::XDP_DROP;
     }
     // SAFETY: ctx.ctx is the kernel's xdp_md for this invocation.
     let queue = unsafe { (*ctx.ctx).rx_queue_index };
