@@ -89,6 +89,10 @@ enum Command {
         /// AF_XDP queues to send on.
         #[arg(long, default_value_t = 1)]
         queues: u32,
+        /// The first queue to send on: queues Q..Q+N-1 with N = --queues
+        /// (on a veth, a frame sent on queue Q arrives on the peer's queue Q).
+        #[arg(long, value_name = "Q", default_value_t = 0)]
+        first_queue: u32,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -157,6 +161,7 @@ fn main() -> ExitCode {
             duration,
             mix,
             queues,
+            first_queue,
             json,
         } => {
             let run = || -> anyhow::Result<traffic_gen::Sent> {
@@ -173,6 +178,7 @@ fn main() -> ExitCode {
                         .transpose()?,
                     mix: traffic_gen::Mix::parse(&mix)?,
                     queues,
+                    first_queue,
                 };
                 traffic_gen::run(&config, &args, json)
             };

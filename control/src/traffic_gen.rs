@@ -81,6 +81,9 @@ pub struct GenArgs {
     pub mix: Mix,
     /// AF_XDP queues to send on.
     pub queues: u32,
+    /// The first of them: frames go out on queues
+    /// `first_queue..first_queue + queues`.
+    pub first_queue: u32,
 }
 
 /// What was sent.
@@ -152,6 +155,48 @@ fn esp_offset(frame: &[u8], udp: bool) -> usize {
     14 + ip + if udp { 8 } else { 0 }
 }
 
+/// How many queues `iface` has that an AF_XDP socket can bind to (the
+/// smaller of its rx and tx counts in sysfs); `None` when sysfs does not
+/// show the interface (for example a namespace entered without `ip netns
+/// exec`, which remounts /sys): then the bind itself tells.
+fn interface_queues(iface: &str) -> Option<u32> {
+    let dir = std::fs::read_dir(format!("/sys/class/net/{iface}/queues")).ok()?;
+    let (mut rx, mut tx) = (0u32, 0u32);
+    for e in dir.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("rx-") {
+            rx += 1;
+        } else if name.starts_with("tx-") {
+            tx += 1;
+        }
+    }
+    Some(rx.min(tx))
+}
+
+/// The queues `--first-queue first --queues n` sends on, checked against
+/// the `available` queues of `iface` (when known).
+fn queue_range(
+    first: u32,
+    n: u32,
+    iface: &str,
+    available: Option<u32>,
+) -> Result<std::ops::Range<u32>> {
+    let end = first
+        .checked_add(n)
+        .ok_or_else(|| anyhow!("--first-queue {first}: too large"))?;
+    match available {
+        // The kernel binds an AF_XDP socket only to a queue below both the
+        // rx and tx queue counts of the device.
+        Some(have) if end > have => bail!(
+            "--first-queue {first} --queues {n}: {iface} has {have} queue(s) (0-{}); it lacks queue {}",
+            have.saturating_sub(1),
+            have.max(first)
+        ),
+        _ => Ok(first..end),
+    }
+}
+
 /// Run the generator for `config_path`; prints the result, returns it.
 pub fn run(config_path: &Path, args: &GenArgs, json_out: bool) -> Result<Sent> {
     let cfg = Config::load(config_path).map_err(|e| anyhow!("{e}"))?;
@@ -162,6 +207,12 @@ pub fn run(config_path: &Path, args: &GenArgs, json_out: bool) -> Result<Sent> {
             crate::config::MAX_QUEUES
         );
     }
+    let queues = queue_range(
+        args.first_queue,
+        args.queues,
+        &cfg.underlay.interface,
+        interface_queues(&cfg.underlay.interface),
+    )?;
     if args.count.is_none() && args.duration.is_none() && args.rate == Some(0.0) {
         bail!("--rate 0 sends nothing");
     }
@@ -248,7 +299,7 @@ pub fn run(config_path: &Path, args: &GenArgs, json_out: bool) -> Result<Sent> {
     };
     // One AF_XDP socket per queue; one thread encrypts (the SA has one
     // sequence counter) and deals the frames round-robin over the queues.
-    let mut xsks = (0..args.queues)
+    let mut xsks = queues
         .map(|q| {
             // A socket closed just before (the previous run) is released by
             // the kernel asynchronously: the queue can be busy for a moment.
@@ -263,7 +314,7 @@ pub fn run(config_path: &Path, args: &GenArgs, json_out: bool) -> Result<Sent> {
                         return Err(e).with_context(|| {
                             format!(
                                 "opening AF_XDP queue {q} of {iface} (does it have {} tx queues?)",
-                                args.queues
+                                q + 1
                             )
                         });
                     }
@@ -444,4 +495,26 @@ pub fn run(config_path: &Path, args: &GenArgs, json_out: bool) -> Result<Sent> {
         );
     }
     Ok(sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_range_starts_at_first_queue_and_checks_the_interface() {
+        assert_eq!(queue_range(0, 1, "eth0", Some(1)).unwrap(), 0..1);
+        assert_eq!(queue_range(1, 1, "eth0", Some(2)).unwrap(), 1..2);
+        assert_eq!(queue_range(2, 2, "eth0", Some(4)).unwrap(), 2..4);
+        // Unknown queue count: the bind decides.
+        assert_eq!(queue_range(5, 2, "eth0", None).unwrap(), 5..7);
+        let e = queue_range(1, 1, "eth0", Some(1)).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "--first-queue 1 --queues 1: eth0 has 1 queue(s) (0-0); it lacks queue 1"
+        );
+        let e = queue_range(1, 2, "eth0", Some(2)).unwrap_err().to_string();
+        assert!(e.contains("it lacks queue 2"), "{e}");
+        assert!(queue_range(u32::MAX, 2, "eth0", None).is_err());
+    }
 }

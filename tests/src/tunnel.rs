@@ -6,6 +6,8 @@ pub const KEY_A: &str = "4c80cdefbb5d10da906ac73c3613a634e1fa3d5c9e5a1ab0ff0d1cd
 pub const KEY_B: &str = "feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308deadbeef";
 /// A third 36-byte key || salt, for rekeys (a new SPI needs a new key).
 pub const KEY_C: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0a5a5a5a5";
+/// A fourth 36-byte key || salt (the second tunnel of [`two_tunnel_receiver`]).
+pub const KEY_D: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9012345678";
 /// AES-128-GCM sized (20 bytes).
 pub const KEY_A128: &str = "4c80cdefbb5d10da906ac73c3613a634cafebabe";
 pub const KEY_B128: &str = "feffe9928665731c6d6a8f9467308308deadbeef";
@@ -105,6 +107,52 @@ key = "{kout}"
         window = c.window,
         spi_in = 0x1001 + side,
         spi_out = 0x1001 + (1 - side),
+    )
+}
+
+/// Node 1's inner address for Tunnel2 of [`two_tunnel_receiver`] (Tunnel1
+/// uses node 1's inside address, as in [`tunnel_config`]).
+pub const TUNNEL2_INNER: &str = "203.0.113.12";
+
+/// `text` (a [`tunnel_config`] with [`BASE`]) with its one tunnel turned
+/// into Tunnel2: SPIs 0x2001/0x2002 with keys C/D instead of 0x1001/0x1002
+/// with A/B.
+fn as_tunnel2(text: &str) -> String {
+    text.replace("name = \"Tunnel1\"", "name = \"Tunnel2\"")
+        .replace("spi = 0x1001", "spi = 0x2001")
+        .replace("spi = 0x1002", "spi = 0x2002")
+        .replace(KEY_A, KEY_C)
+        .replace(KEY_B, KEY_D)
+}
+
+/// Node 0's config (IPv4, AES-256-GCM) with `queues` queues and two manual
+/// tunnels to node 1, each owned by its own worker: Tunnel1 (inbound SPI
+/// 0x1001, key A, `worker = 0`) as in [`tunnel_config`], and Tunnel2
+/// (inbound SPI 0x2001, key C, `worker = 1`, inner peer [`TUNNEL2_INNER`]).
+/// `queues` must be at least 2. Node 1 sends on them with
+/// [`two_tunnel_sender`].
+pub fn two_tunnel_receiver(lab: &Lab, queues: u32) -> String {
+    let c = tunnel_config(lab, 0, &BASE).replace("queues = 1", &format!("queues = {queues}"));
+    let at = c.find("[[tunnel]]").expect("a tunnel");
+    let remote = |w: u32, peer: &str| format!("remote_subnets = [\"{peer}/32\"]\nworker = {w}\n");
+    let peer1 = format!("remote_subnets = [\"{}/32\"]\n", inner_addrs(false)[1]);
+    let tunnel1 = c[at..].replace(&peer1, &remote(0, inner_addrs(false)[1]));
+    let tunnel2 = as_tunnel2(&c[at..]).replace(&peer1, &remote(1, TUNNEL2_INNER));
+    format!("{}{tunnel1}{tunnel2}", &c[..at])
+}
+
+/// Node 1's config sending to tunnel `n` (1 or 2) of
+/// [`two_tunnel_receiver`]: one tunnel, `queues` queues (Tunnel2's inner
+/// source is [`TUNNEL2_INNER`]).
+pub fn two_tunnel_sender(lab: &Lab, n: usize, queues: u32) -> String {
+    let c = tunnel_config(lab, 1, &BASE).replace("queues = 1", &format!("queues = {queues}"));
+    if n == 1 {
+        return c;
+    }
+    let peer0 = format!("remote_subnets = [\"{}/32\"]\n", inner_addrs(false)[0]);
+    as_tunnel2(&c).replace(
+        &peer0,
+        &format!("{peer0}local_subnets = [\"{TUNNEL2_INNER}/32\"]\n"),
     )
 }
 

@@ -10,14 +10,19 @@ use std::{
 use serde_json::{Value, json};
 use xdpsec_e2e::{
     Daemon, Lab, scratch_dir, settle,
-    tunnel::{BASE, KEY_A, tunnel_config},
+    tunnel::{BASE, KEY_A, tunnel_config, two_tunnel_receiver, two_tunnel_sender},
     venv_python, xdpsec_bin,
 };
 
 /// Node 2's config for the generator (it sends on SPI 0x1001 with key A),
 /// with its own state_dir (sequence reservations).
 fn gen_config(lab: &Lab, dir: &Path) -> std::path::PathBuf {
-    let text = tunnel_config(lab, 1, &BASE).replace(
+    gen_config_from(&tunnel_config(lab, 1, &BASE), dir)
+}
+
+/// `text` as a generator's config in `dir`, with its own state_dir there.
+fn gen_config_from(text: &str, dir: &Path) -> std::path::PathBuf {
+    let text = text.replace(
         "socket = \"{socket}\"",
         &format!(
             "socket = \"{}\"\nstate_dir = \"{}\"",
@@ -419,6 +424,104 @@ fn two_queues_deal_frames_over_both_and_every_one_decrypts() {
     assert!(
         per_queue.iter().all(|&n| n >= 50),
         "frames on both queues: {per_queue:?}"
+    );
+}
+
+/// `--first-queue`: two generators at once, one per tunnel, on queues 0
+/// and 1, into a two-queue receiver whose tunnels are owned by workers 0
+/// and 1 (as RSS spreads SAs over a NIC's queues): every valid frame of
+/// each decrypts on its own SA, and no frame is handed between workers.
+#[test]
+fn two_generators_on_their_own_queues_need_no_handoff() {
+    let lab = Lab::unique().up(2).unwrap();
+    let d = Daemon::start(&lab.ns1, &two_tunnel_receiver(&lab, 2)).unwrap();
+    let spawn = |n: usize| {
+        let dir = scratch_dir("gen");
+        let cfg = gen_config_from(&two_tunnel_sender(&lab, n, 2), &dir);
+        Command::new("timeout")
+            .args(["60", "ip", "netns", "exec", &lab.ns2])
+            .arg(xdpsec_bin())
+            .args(["gen", "--config"])
+            .arg(&cfg)
+            .args(["--json", "--count", "1000", "--rate", "4000"])
+            .args(["--first-queue", &(n - 1).to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(1), spawn(2));
+    let report = |c: std::process::Child| {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "xdpsec gen failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let (ga, gb) = (report(a), report(b));
+    assert_eq!(
+        (ga["valid"].as_u64(), gb["valid"].as_u64()),
+        (Some(1000), Some(1000))
+    );
+    let decaps = |t: &str| {
+        d.cli_json("show crypto ipsec sa").unwrap()["sas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["tunnel"] == t)
+            .map(|s| s["pkts_decaps"].as_u64().unwrap())
+    };
+    let got = settle((Some(1000), Some(1000)), || {
+        (decaps("Tunnel1"), decaps("Tunnel2"))
+    });
+    assert_eq!(got, (Some(1000), Some(1000)), "(Tunnel1, Tunnel2) decaps");
+    let q = d
+        .cli_json("show platform hardware qfp active statistics")
+        .unwrap();
+    let per_queue: Vec<(u64, u64)> = q["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["rx_frames"].as_u64().unwrap(),
+                r["handoff"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    // Each generator's frames arrive on its own queue (the peer's ARP or
+    // IPv6 frames are passed to the kernel, not to the sockets).
+    assert_eq!(
+        per_queue,
+        vec![(1000, 0), (1000, 0)],
+        "(rx_frames, handoff) per queue"
+    );
+}
+
+/// `--first-queue` beyond the interface's queues is a clear error.
+#[test]
+fn a_first_queue_the_interface_lacks_is_a_clear_error() {
+    let lab = Lab::unique().up(1).unwrap();
+    let dir = scratch_dir("gen");
+    let cfg = gen_config(&lab, &dir);
+    let out = Command::new("timeout")
+        .args(["30", "ip", "netns", "exec", &lab.ns2])
+        .arg(xdpsec_bin())
+        .args(["gen", "--config"])
+        .arg(&cfg)
+        .args(["--count", "1", "--first-queue", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{} has 1 queue(s) (0-0); it lacks queue 1",
+            lab.if2
+        )),
+        "{err}"
     );
 }
 

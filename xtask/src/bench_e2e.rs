@@ -5,7 +5,11 @@
 //! to an xdpsec receiver in the other:
 //! - decap into the sink vs the raw AF_XDP ceiling (the same frames
 //!   received and only counted: `XDPSEC_BENCH_COUNT_ONLY=1`), at 64 and
-//!   1400 payload bytes, with 1 and 2 queues;
+//!   1400 payload bytes, with 1 queue, with 2 queues and one SA (its
+//!   frames dealt over both queues: the worst case, half of them handed to
+//!   the SA's owner worker), and with 2 queues and 2 SAs, one generator per
+//!   SA on its own queue (`--first-queue`), each SA owned by that queue's
+//!   worker, as RSS spreads SAs over a NIC's queues;
 //! - the share of valid frames decrypted with a 1:1 unknown-SPI flood
 //!   interleaved by the generator vs without it;
 //! - the iperf3 rows (`bench_iperf`): passed kernel traffic, and a tunnel
@@ -23,7 +27,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use xdpsec_e2e::{
     Daemon, Lab, scratch_dir,
-    tunnel::{BASE, tunnel_config},
+    tunnel::{BASE, tunnel_config, two_tunnel_receiver, two_tunnel_sender},
 };
 
 /// Seconds each generator run lasts.
@@ -31,7 +35,11 @@ const SECONDS: &str = "3";
 
 /// The receiver: node 1 of `lab`, sink inside, `queues` queues.
 fn receiver_config(lab: &Lab, queues: u32) -> String {
-    let c = tunnel_config(lab, 0, &BASE).replace("queues = 1", &format!("queues = {queues}"));
+    sink(&tunnel_config(lab, 0, &BASE).replace("queues = 1", &format!("queues = {queues}")))
+}
+
+/// Config `c` with its inside replaced by the sink.
+fn sink(c: &str) -> String {
     let (a, b) = (c.find("[inside]").unwrap(), c.find("[[tunnel]]").unwrap());
     format!("{}[inside]\nmode = \"sink\"\n{}", &c[..a], &c[b..])
 }
@@ -41,16 +49,23 @@ fn receiver_config(lab: &Lab, queues: u32) -> String {
 /// numbers must carry on; a fresh state_dir would reuse nonces, and a
 /// receiver that saw the earlier run would drop them as replays).
 fn gen_config(lab: &Lab, queues: u32, dir: &Path, state: &Path) -> PathBuf {
-    let c = tunnel_config(lab, 1, &BASE)
-        .replace("queues = 1", &format!("queues = {queues}"))
-        .replace(
-            "socket = \"{socket}\"",
-            &format!(
-                "socket = \"{}\"\nstate_dir = \"{}\"",
-                dir.join("unused.sock").display(),
-                state.display()
-            ),
-        );
+    gen_config_from(
+        &tunnel_config(lab, 1, &BASE).replace("queues = 1", &format!("queues = {queues}")),
+        dir,
+        state,
+    )
+}
+
+/// Config `c` as a generator's in `dir`, with `state` as its state_dir.
+fn gen_config_from(c: &str, dir: &Path, state: &Path) -> PathBuf {
+    let c = c.replace(
+        "socket = \"{socket}\"",
+        &format!(
+            "socket = \"{}\"\nstate_dir = \"{}\"",
+            dir.join("unused.sock").display(),
+            state.display()
+        ),
+    );
     let p = dir.join("gen.toml");
     std::fs::write(&p, c).unwrap();
     p
@@ -62,6 +77,7 @@ fn spawn_gen(
     cfg: &Path,
     size: u32,
     queues: u32,
+    first_queue: u32,
     flood: bool,
 ) -> Result<std::process::Child> {
     Command::new("timeout")
@@ -71,6 +87,7 @@ fn spawn_gen(
         .arg(cfg)
         .args(["--json", "--duration", SECONDS, "--size", &size.to_string()])
         .args(["--queues", &queues.to_string()])
+        .args(["--first-queue", &first_queue.to_string()])
         .args(if flood {
             &["--mix", "unknown-spi=1"][..]
         } else {
@@ -125,7 +142,7 @@ fn measure(
     let dir = scratch_dir("bench-e2e");
     let cfg = gen_config(lab, queues, &dir, state);
     let before = counters(d)?;
-    let g = gen_result(spawn_gen(bin, &lab.ns2, &cfg, size, queues, flood)?)?;
+    let g = gen_result(spawn_gen(bin, &lab.ns2, &cfg, size, queues, 0, flood)?)?;
     std::thread::sleep(Duration::from_millis(300));
     let after = counters(d)?;
     let secs = g["seconds"].as_f64().unwrap_or(1.0).max(0.1);
@@ -133,6 +150,49 @@ fn measure(
         g["valid"].as_f64().unwrap_or(0.0) / g["sent"].as_f64().unwrap_or(1.0).max(1.0);
     Ok((
         g["pps"].as_f64().unwrap_or(0.0) * valid_share,
+        (after.0 - before.0) as f64 / secs,
+        (after.1 - before.1) as f64 / secs,
+    ))
+}
+
+/// One measured run with two generators at once, one per tunnel of
+/// [`two_tunnel_receiver`], each on its own queue (0 and 1): (the two
+/// senders' pps summed, receiver rx pps, decap pps). The receiver's rates
+/// are over the longer of the two runs (they start within a few
+/// milliseconds of each other).
+fn measure_two(
+    bin: &Path,
+    lab: &Lab,
+    d: &Daemon,
+    size: u32,
+    states: [&Path; 2],
+) -> Result<(f64, f64, f64)> {
+    let before = counters(d)?;
+    let mut children = Vec::new();
+    for (n, state) in [1usize, 2].into_iter().zip(states) {
+        let dir = scratch_dir("bench-e2e");
+        let cfg = gen_config_from(&two_tunnel_sender(lab, n, 2), &dir, state);
+        children.push(spawn_gen(
+            bin,
+            &lab.ns2,
+            &cfg,
+            size,
+            1,
+            n as u32 - 1,
+            false,
+        )?);
+    }
+    let mut sent = 0.0;
+    let mut secs: f64 = 0.1;
+    for c in children {
+        let g = gen_result(c)?;
+        sent += g["pps"].as_f64().unwrap_or(0.0);
+        secs = secs.max(g["seconds"].as_f64().unwrap_or(1.0));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let after = counters(d)?;
+    Ok((
+        sent,
         (after.0 - before.0) as f64 / secs,
         (after.1 - before.1) as f64 / secs,
     ))
@@ -187,10 +247,43 @@ fn print_table(rows: &[Row]) {
     }
 }
 
+/// The honest multi-queue rows: two SAs, one generator each on its own
+/// queue, each SA owned by that queue's worker (no handoff), vs the raw
+/// AF_XDP ceiling with the same two generators; 64 and 1400 B.
+fn two_sa_rows(bin: &Path, lab: &Lab, rows: &mut Vec<Row>, states: [&Path; 2]) -> Result<()> {
+    let cfg = sink(&two_tunnel_receiver(lab, 2));
+    for size in [64u32, 1400] {
+        let d = Daemon::start(&lab.ns1, &cfg)?;
+        let (tx, _, decap) = measure_two(bin, lab, &d, size, states)?;
+        drop(d);
+        let d = Daemon::start_with_env(&lab.ns1, &cfg, &[("XDPSEC_BENCH_COUNT_ONLY", "1")])?;
+        let (tx0, ceiling, _) = measure_two(bin, lab, &d, size, states)?;
+        drop(d);
+        rows.push(Row {
+            what: format!(
+                "decap, 2 queues, 2 SAs (one per queue, as RSS spreads them on a NIC) vs raw \
+                 AF_XDP ceiling with the same two generators, {size} B"
+            ),
+            figures: format!(
+                "{:.0} vs {:.0} kpps (gens sent {:.0} / {:.0} kpps)",
+                decap / 1e3,
+                ceiling / 1e3,
+                tx / 1e3,
+                tx0 / 1e3
+            ),
+            ratio: decap / ceiling.max(1.0),
+            target: Target::AtLeast(0.9),
+        });
+    }
+    Ok(())
+}
+
 /// Run every row and print the table.
 pub fn run(bin: &Path) -> Result<()> {
     let t0 = std::time::Instant::now();
     let state = scratch_dir("bench-e2e-state").join("state");
+    // Tunnel2's key (the two-SA rows) has its own reservations.
+    let state2 = scratch_dir("bench-e2e-state").join("state");
     let mut rows = Vec::new();
     for queues in [1u32, 2] {
         let lab = Lab::unique().up(queues)?;
@@ -206,9 +299,14 @@ pub fn run(bin: &Path) -> Result<()> {
             let (tx0, ceiling, _) = measure(bin, &lab, &d, queues, size, false, &state)?;
             drop(d);
             rows.push(Row {
-                what: format!(
-                    "decap into the sink vs raw AF_XDP ceiling, {size} B, {queues} queue(s)"
-                ),
+                what: if queues == 1 {
+                    format!("decap into the sink vs raw AF_XDP ceiling, {size} B, 1 queue")
+                } else {
+                    format!(
+                        "decap into the sink vs raw AF_XDP ceiling, {size} B, {queues} queues, \
+                         1 SA dealt over both (worst case: half its frames handed to its owner worker)"
+                    )
+                },
                 figures: format!(
                     "{:.0} vs {:.0} kpps (gen sent {:.0} / {:.0} kpps)",
                     decap / 1e3,
@@ -219,6 +317,9 @@ pub fn run(bin: &Path) -> Result<()> {
                 ratio: decap / ceiling.max(1.0),
                 target: Target::AtLeast(0.9),
             });
+        }
+        if queues == 2 {
+            two_sa_rows(bin, &lab, &mut rows, [&state, &state2])?;
         }
     }
     let lab = Lab::unique().up(1)?;
