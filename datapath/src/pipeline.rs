@@ -551,10 +551,8 @@ fn decap_chunk<F: AsMut<[u8]>>(
             continue;
         };
         let window = slot.window.get_or_insert_with(|| {
-            Box::new(
-                ReplayWindow::new(sa.window)
-                    .unwrap_or_else(|_| ReplayWindow::new(0).expect("0 is valid")),
-            )
+            ReplayWindow::new(sa.window)
+                .unwrap_or_else(|_| ReplayWindow::new(0).expect("0 is valid"))
         });
         if let Err(e) = window.check_and_advance(p.seq) {
             let early = replay_early(sa, e, sa.spi, p.src, p.dst);

@@ -516,9 +516,12 @@ fn sdwan_shared_spi_qualified_by_peer() {
         senders.push(tx);
     }
     let mut ws = WorkerState::new(0);
+    // The senders' own worker: worker state (counters, replay windows) is
+    // per SA table, and the senders' SA ids overlap the receiver's.
+    let mut tx_ws = WorkerState::new(0);
     let snap = rx.snapshot();
     for (i, tx) in senders.iter().enumerate() {
-        let f = encap_frame(&mut ws, tx, &inner_v4(50));
+        let f = encap_frame(&mut tx_ws, tx, &inner_v4(50));
         let (v, _) = decap_one(&mut ws, &snap, &f, Duration::ZERO);
         assert!(
             matches!(v, Verdict::Deliver { tunnel, .. } if tunnel == i as u32 + 1),
@@ -526,7 +529,7 @@ fn sdwan_shared_spi_qualified_by_peer() {
         );
     }
     // Peer 2's packet from peer 1's address matches peer 1's SA: ICV fails.
-    let mut f = encap_frame(&mut ws, &senders[1], &inner_v4(50));
+    let mut f = encap_frame(&mut tx_ws, &senders[1], &inner_v4(50));
     f[26..30].copy_from_slice(&[10, 20, 20, 1]);
     f[34..36].copy_from_slice(&12346u16.to_be_bytes());
     let mut p = crate::wire::ipv4::Packet::new_unchecked(&mut f[14..]);
