@@ -83,6 +83,22 @@ impl<R: Row> PMap<R> {
         &self.top[a].leaves[b]
     }
 
+    /// Prefetch step 1: the leaf pointer of `key` (its middle node's slot).
+    #[inline]
+    pub(crate) fn prefetch_slot(&self, key: u32) {
+        let (a, b) = slots(key);
+        crate::prefetch::line(&self.top[a].leaves[b]);
+    }
+
+    /// Prefetch step 2 (after step 1 had time): the first rows of `key`'s
+    /// leaf.
+    #[inline]
+    pub(crate) fn prefetch_rows(&self, key: u32) {
+        if let Some(first) = self.bucket(key).first() {
+            crate::prefetch::line(first);
+        }
+    }
+
     /// Rebuild the leaf of `key` with `f` (which may add or remove rows).
     pub(crate) fn update(&mut self, key: u32, f: impl FnOnce(&mut Vec<R>)) {
         let (a, b) = slots(key);

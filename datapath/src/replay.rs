@@ -115,6 +115,14 @@ impl ReplayWindow {
         (((seq >> 6) & mask) as usize, 1u64 << (seq & 63))
     }
 
+    /// Prefetch the bitmap word of `seq` (its low 32 bits are enough).
+    #[inline]
+    pub(crate) fn prefetch(&self, seq: u64) {
+        if !self.blocks.is_empty() {
+            crate::prefetch::line(&self.blocks[self.slot(seq).0]);
+        }
+    }
+
     /// Would `seq` be accepted? Does not change anything.
     #[inline]
     pub fn check(&self, seq: u64) -> Result<(), ReplayError> {

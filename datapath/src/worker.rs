@@ -413,6 +413,29 @@ impl WorkerState {
         }
     }
 
+    /// Prefetch the SA's slot and counter cell.
+    #[inline]
+    pub(crate) fn prefetch_sa(&self, id: SaId) {
+        let i = id.index as usize;
+        if let (Some(slot), Some(page)) = (self.slots.get(i), self.pages.get(i / PAGE)) {
+            crate::prefetch::line(slot);
+            crate::prefetch::line(&page[i % PAGE]);
+        }
+    }
+
+    /// Prefetch the bitmap word of `seq` in the SA's replay window, if it
+    /// has one (reads the slot: after [`WorkerState::prefetch_sa`]).
+    #[inline]
+    pub(crate) fn prefetch_replay(&self, id: SaId, seq: u64) {
+        if let Some(w) = self
+            .slots
+            .get(id.index as usize)
+            .and_then(|s| s.window.as_ref())
+        {
+            w.prefetch(seq);
+        }
+    }
+
     /// The SA's worker-local slot and counters, reset if the index was
     /// reused by a new SA. `None` if the snapshot was not synced (cannot
     /// happen through the pipeline).
