@@ -434,7 +434,8 @@ pub const fn sealed_len(payload_len: usize) -> usize {
 /// kept here, the salt is zeroized on drop and so are the AES key schedules
 /// (the `aes` crate's `zeroize` feature).
 pub struct EspCipher {
-    cipher: Cipher,
+    // The transform sits inside `Imp`, in the padding after the AEAD salt:
+    // beside it, it would cost 16 bytes per SA (ring's key is 16-aligned).
     imp: Imp,
 }
 
@@ -445,16 +446,17 @@ enum Imp {
     Aead {
         key: LessSafeKey,
         salt: [u8; SALT_LEN],
+        cipher: Cipher,
     },
     // Boxed: the AES and HMAC key schedules are large, and an AEAD SA should
     // not carry their size in the SA table.
-    Cbc(Box<cbc::CbcHmac>),
+    Cbc(Box<cbc::CbcHmac>, Cipher),
 }
 
 impl core::fmt::Debug for EspCipher {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("EspCipher")
-            .field("cipher", &self.cipher)
+            .field("cipher", &self.cipher())
             .finish_non_exhaustive()
     }
 }
@@ -479,7 +481,9 @@ impl EspCipher {
             });
         }
         let imp = match (cipher, cipher.algorithm()) {
-            (Cipher::AesCbc(k, i), _) => Imp::Cbc(Box::new(cbc::CbcHmac::new(k, i, key_material)?)),
+            (Cipher::AesCbc(k, i), _) => {
+                Imp::Cbc(Box::new(cbc::CbcHmac::new(k, i, key_material)?), cipher)
+            }
             (_, Some(alg)) => {
                 let (key, salt) = key_material.split_at(cipher.key_len());
                 let unbound = UnboundKey::new(alg, key).map_err(|_| KeyError::Rejected)?;
@@ -488,31 +492,44 @@ impl EspCipher {
                 Imp::Aead {
                     key: LessSafeKey::new(unbound),
                     salt: s,
+                    cipher,
                 }
             }
             (_, None) => return Err(KeyError::Rejected),
         };
-        Ok(EspCipher { cipher, imp })
+        Ok(EspCipher { imp })
+    }
+
+    /// Bytes of a context for `cipher` kept apart from the [`EspCipher`]
+    /// itself (CBC's boxed AES and HMAC key schedules; 0 for the AEADs).
+    pub fn boxed_bytes(cipher: Cipher) -> usize {
+        match cipher {
+            Cipher::AesCbc(..) => core::mem::size_of::<cbc::CbcHmac>(),
+            _ => 0,
+        }
     }
 
     /// The transform.
+    #[inline]
     pub fn cipher(&self) -> Cipher {
-        self.cipher
+        match &self.imp {
+            Imp::Aead { cipher, .. } | Imp::Cbc(_, cipher) => *cipher,
+        }
     }
 
     /// Total ESP length (SPI to ICV) for a payload of `payload_len` bytes.
     pub fn sealed_len(&self, payload_len: usize) -> usize {
-        self.cipher.sealed_len(payload_len)
+        self.cipher().sealed_len(payload_len)
     }
 
     /// Offset of the ciphertext (the payload before sealing) from the SPI.
     pub fn ciphertext_offset(&self) -> usize {
-        self.cipher.ciphertext_offset()
+        self.cipher().ciphertext_offset()
     }
 
     /// Smallest ESP packet this transform can open.
     pub fn min_esp_len(&self) -> usize {
-        self.cipher.min_esp_len()
+        self.cipher().min_esp_len()
     }
 
     fn nonce(salt: &[u8; SALT_LEN], iv: &[u8]) -> Nonce {
@@ -536,8 +553,8 @@ impl EspCipher {
         seq_hi: Option<u32>,
     ) -> Result<Range<usize>, OpenError> {
         let (key, salt) = match &self.imp {
-            Imp::Cbc(c) => return c.decrypt_in_place(esp, seq_hi),
-            Imp::Aead { key, salt } => (key, salt),
+            Imp::Cbc(c, _) => return c.decrypt_in_place(esp, seq_hi),
+            Imp::Aead { key, salt, .. } => (key, salt),
         };
         if esp.len() < MIN_ESP_LEN {
             return Err(OpenError::Truncated);
@@ -608,10 +625,10 @@ impl EspCipher {
         esp[4..8].copy_from_slice(&seq_lo.to_be_bytes());
         match &self.imp {
             Imp::Aead { .. } => esp[8..offset].copy_from_slice(&seq.to_be_bytes()),
-            Imp::Cbc(c) => esp[8..offset].copy_from_slice(&c.iv_for(seq)),
+            Imp::Cbc(c, _) => esp[8..offset].copy_from_slice(&c.iv_for(seq)),
         }
         let trailer = Trailer {
-            pad_len: self.cipher.pad_len_for(payload_len) as u8,
+            pad_len: self.cipher().pad_len_for(payload_len) as u8,
             next_header,
         };
         let tstart = offset + payload_len;
@@ -628,8 +645,8 @@ impl EspCipher {
         let seq_lo = seq as u32;
         let seq_hi = (seq >> 32) as u32;
         let (key, salt) = match &self.imp {
-            Imp::Cbc(c) => return c.seal_prepared(esp, esn.then_some(seq_hi)),
-            Imp::Aead { key, salt } => (key, salt),
+            Imp::Cbc(c, _) => return c.seal_prepared(esp, esn.then_some(seq_hi)),
+            Imp::Aead { key, salt, .. } => (key, salt),
         };
         let mut aad_buf = [0u8; 12];
         aad_buf[..4].copy_from_slice(&spi.to_be_bytes());
@@ -664,8 +681,10 @@ impl EspCipher {
         auth: &[u8],
     ) -> Result<EspCipher, KeyError> {
         Ok(EspCipher {
-            cipher: Cipher::AesCbc(size, integ),
-            imp: Imp::Cbc(Box::new(cbc::CbcHmac::from_keys(size, integ, enc, auth)?)),
+            imp: Imp::Cbc(
+                Box::new(cbc::CbcHmac::from_keys(size, integ, enc, auth)?),
+                Cipher::AesCbc(size, integ),
+            ),
         })
     }
 
@@ -673,7 +692,7 @@ impl EspCipher {
     /// use it to build authentic packets with faulty ciphertext).
     #[cfg(test)]
     pub(crate) fn write_icv(&self, esp: &mut [u8], seq_hi: Option<u32>) {
-        if let Imp::Cbc(c) = &self.imp {
+        if let Imp::Cbc(c, _) = &self.imp {
             c.write_icv(esp, seq_hi);
         }
     }

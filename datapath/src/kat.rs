@@ -376,7 +376,7 @@ fn encap_matches_scapy_and_decap_opens_it() {
             let slot = ws.slot(ids[1]).unwrap();
             let mut w = ReplayWindow::new(1024).unwrap();
             w.check_and_advance((1 << 32) + 1).unwrap();
-            slot.window = Some(Box::new(w));
+            slot.window = Some(w);
         }
         let (verdict, frame) = decap_one(&mut ws, &snap, &eth(&hex(v.packet)), Duration::ZERO);
         let Verdict::Deliver {
@@ -673,7 +673,7 @@ fn cbc_scapy_frames_decap_through_pipeline() {
             let slot = ws.slot(ids[0]).unwrap();
             let mut w = ReplayWindow::new(64).unwrap();
             w.check_and_advance(seen).unwrap();
-            slot.window = Some(Box::new(w));
+            slot.window = Some(w);
         }
         let frame = eth(&hex(v.packet));
         let mut flipped = frame.clone();

@@ -23,6 +23,7 @@ pub mod events;
 pub mod ioslog;
 pub mod pipeline;
 mod pmap;
+mod prefetch;
 pub mod replay;
 pub mod sa;
 pub mod wire;

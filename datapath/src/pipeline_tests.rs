@@ -242,6 +242,51 @@ fn replay_in_one_batch_and_across_batches() {
     );
 }
 
+/// A table of more than `PREFETCH_MIN_SAS` inbound SAs gets pass 1 in
+/// prefetching stages: the same verdicts and counters as frame by frame,
+/// including two copies of one sequence number in one batch, an unknown
+/// SPI and a frame that is not IP between them.
+#[test]
+fn many_sas_take_the_staged_pass_1() {
+    let _forced = crate::pipeline::tests_force_staged::set(None);
+    let (mut t, id) = loopback(Cipher::Aes256Gcm, false, false, false, 64);
+    let small = t.snapshot();
+    assert!(!crate::pipeline::prefetches(&small));
+    let more: Vec<SaChange> = (0..5000u32)
+        .map(|i| {
+            let cfg = inbound_cfg(0x1000 + i, Cipher::Aes128Gcm, &KEY[..20], false, 64, i);
+            SaChange::AddInbound(cfg)
+        })
+        .collect();
+    t.apply(more, Duration::ZERO).unwrap();
+    let snap = t.snapshot();
+    assert!(crate::pipeline::prefetches(&snap));
+    let mut ws = WorkerState::new(0);
+    let f1 = encap_frame(&mut ws, &t, &inner_v4(64));
+    let f2 = encap_frame(&mut ws, &t, &inner_v4(64));
+    // ESP starts after Ethernet (14) and IPv4 (20): an SPI nobody has.
+    let unknown = patch(&f1, &[(34, 0xde), (35, 0xad), (36, 0xbe), (37, 0xef)]);
+    let not_ip = patch(&f1, &[(12, 0x08), (13, 0x06)]);
+    let mut frames = vec![f1, unknown, f2.clone(), not_ip, f2];
+    let mut out = vec![Verdict::Handoff(9); frames.len()];
+    decap_batch(&mut ws, &snap, &mut frames, &mut out, Duration::ZERO);
+    assert!(
+        matches!(out[0], Verdict::Deliver { tunnel: TUNNEL, .. }),
+        "{out:?}"
+    );
+    assert_eq!(out[1], Verdict::Drop(DropReason::InV4SaNotFoundSpi));
+    assert!(
+        matches!(out[2], Verdict::Deliver { tunnel: TUNNEL, .. }),
+        "{out:?}"
+    );
+    assert_eq!(out[3], Verdict::Pass(PassReason::NotIp));
+    assert_eq!(out[4], Verdict::Drop(DropReason::InAntiReplayFail));
+    let c = sa_counters(&[ws.shared()], id);
+    assert_eq!((c.decaps, c.replay_duplicate), (2, 1));
+    assert_eq!(ws.shared().drops.total(), 2);
+    assert_eq!(ws.shared().classes.snapshot().iter().sum::<u64>(), 5);
+}
+
 #[test]
 fn forged_packet_does_not_move_window() {
     let (t, id) = loopback(Cipher::Aes128Gcm, false, false, false, 64);
@@ -516,9 +561,12 @@ fn sdwan_shared_spi_qualified_by_peer() {
         senders.push(tx);
     }
     let mut ws = WorkerState::new(0);
+    // The senders' own worker: worker state (counters, replay windows) is
+    // per SA table, and the senders' SA ids overlap the receiver's.
+    let mut tx_ws = WorkerState::new(0);
     let snap = rx.snapshot();
     for (i, tx) in senders.iter().enumerate() {
-        let f = encap_frame(&mut ws, tx, &inner_v4(50));
+        let f = encap_frame(&mut tx_ws, tx, &inner_v4(50));
         let (v, _) = decap_one(&mut ws, &snap, &f, Duration::ZERO);
         assert!(
             matches!(v, Verdict::Deliver { tunnel, .. } if tunnel == i as u32 + 1),
@@ -526,7 +574,7 @@ fn sdwan_shared_spi_qualified_by_peer() {
         );
     }
     // Peer 2's packet from peer 1's address matches peer 1's SA: ICV fails.
-    let mut f = encap_frame(&mut ws, &senders[1], &inner_v4(50));
+    let mut f = encap_frame(&mut tx_ws, &senders[1], &inner_v4(50));
     f[26..30].copy_from_slice(&[10, 20, 20, 1]);
     f[34..36].copy_from_slice(&12346u16.to_be_bytes());
     let mut p = crate::wire::ipv4::Packet::new_unchecked(&mut f[14..]);
@@ -1295,9 +1343,11 @@ proptest! {
 
     /// Every frame gets exactly the verdict the model expects, every drop
     /// bumps exactly one counter, and drops + delivered + passed + handed
-    /// off == frames, per reason and per SA too.
+    /// off == frames, per reason and per SA too; with pass 1 frame by frame
+    /// and in prefetching stages (what tables of many SAs get).
     #[test]
-    fn every_frame_accounted_once(specs in proptest::collection::vec(frame_spec(), 1..200)) {
+    fn every_frame_accounted_once(specs in proptest::collection::vec(frame_spec(), 1..200), staged in any::<bool>()) {
+        let _forced = crate::pipeline::tests_force_staged::set(Some(staged));
         let (t, ids) = prop_table();
         let mut ws = WorkerState::new(0);
         let (mut frames, wants, model) = build_and_model(&specs);
@@ -1353,9 +1403,11 @@ proptest! {
         }
     }
 
-    /// Arbitrary bytes never panic the pipeline (the fuzz target does more).
+    /// Arbitrary bytes never panic the pipeline (the fuzz target does more),
+    /// either way pass 1 runs.
     #[test]
-    fn arbitrary_bytes_never_panic(frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 1..80)) {
+    fn arbitrary_bytes_never_panic(frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 1..80), staged in any::<bool>()) {
+        let _forced = crate::pipeline::tests_force_staged::set(Some(staged));
         let (t, _) = loopback(Cipher::ChaCha20Poly1305, false, true, true, 128);
         let mut ws = WorkerState::new(0);
         let mut frames = frames;

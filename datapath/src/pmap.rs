@@ -2,8 +2,8 @@
 //! SA snapshot so that a change copies only the path it touches.
 //!
 //! Two levels of 1024-wide arrays of `Arc`s over a multiplicative hash of the
-//! key, then a leaf slice of `(key, value)` rows (several rows may share a
-//! key). Cloning the map copies the 1024 top-level pointers (8 KiB); a
+//! key, then a leaf slice of rows, each carrying its key ([`Row`]; several
+//! rows may share a key). Cloning the map copies the 1024 top-level pointers (8 KiB); a
 //! change then copies one 1024-pointer middle node and rebuilds one leaf, so
 //! a single change costs O(1024) pointer copies however many entries there
 //! are, and a batch touching k leaves costs at most O(1024 * min(k, 1024)).
@@ -14,22 +14,36 @@ use std::sync::Arc;
 const BITS: u32 = 10;
 const FAN: usize = 1 << BITS;
 
-type Leaf<V> = Arc<[(u32, V)]>;
+type Leaf<R> = Arc<[R]>;
 
-#[derive(Clone)]
-struct Mid<V> {
-    leaves: Vec<Leaf<V>>,
+/// A row of a [`PMap`]: something with a `u32` key. `(key, value)` is one;
+/// a row type of its own can keep the key in what would be padding.
+pub(crate) trait Row: Clone {
+    /// The row's key.
+    fn key(&self) -> u32;
 }
 
-/// Persistent hash table from `u32` keys to rows of `V`.
+impl<V: Clone> Row for (u32, V) {
+    #[inline]
+    fn key(&self) -> u32 {
+        self.0
+    }
+}
+
 #[derive(Clone)]
-pub(crate) struct PMap<V> {
-    top: Vec<Arc<Mid<V>>>,
+struct Mid<R> {
+    leaves: Vec<Leaf<R>>,
+}
+
+/// Persistent hash table from `u32` keys to rows `R`.
+#[derive(Clone)]
+pub(crate) struct PMap<R> {
+    top: Vec<Arc<Mid<R>>>,
     /// The shared all-empty middle node: a slot whose leaves all became
     /// empty goes back to it, so memory follows the live keys (random SPIs
     /// would otherwise leave a 16 KiB middle node behind in every slot
     /// they ever touched).
-    empty: Arc<Mid<V>>,
+    empty: Arc<Mid<R>>,
     len: usize,
 }
 
@@ -43,10 +57,10 @@ fn slots(key: u32) -> (usize, usize) {
     )
 }
 
-impl<V: Clone> PMap<V> {
+impl<R: Row> PMap<R> {
     /// An empty map: every slot shares one empty middle node and leaf.
-    pub(crate) fn new() -> PMap<V> {
-        let empty_leaf: Leaf<V> = Arc::from(Vec::new());
+    pub(crate) fn new() -> PMap<R> {
+        let empty_leaf: Leaf<R> = Arc::from(Vec::new());
         let mid = Arc::new(Mid {
             leaves: vec![empty_leaf; FAN],
         });
@@ -64,18 +78,36 @@ impl<V: Clone> PMap<V> {
 
     /// All rows whose key hashes to the same leaf as `key` (filter by key).
     #[inline]
-    pub(crate) fn bucket(&self, key: u32) -> &[(u32, V)] {
+    pub(crate) fn bucket(&self, key: u32) -> &[R] {
         let (a, b) = slots(key);
         &self.top[a].leaves[b]
     }
 
+    /// Prefetch step 1: the leaf pointer of `key` (its middle node's slot).
+    #[inline]
+    pub(crate) fn prefetch_slot(&self, key: u32) {
+        let (a, b) = slots(key);
+        crate::prefetch::line(&self.top[a].leaves[b]);
+    }
+
+    /// Prefetch step 2 (after step 1 had time): the first rows of `key`'s
+    /// leaf.
+    #[inline]
+    pub(crate) fn prefetch_rows(&self, key: u32) {
+        if let Some(first) = self.bucket(key).first() {
+            crate::prefetch::line(first);
+        }
+    }
+
     /// Rebuild the leaf of `key` with `f` (which may add or remove rows).
-    pub(crate) fn update(&mut self, key: u32, f: impl FnOnce(&mut Vec<(u32, V)>)) {
+    pub(crate) fn update(&mut self, key: u32, f: impl FnOnce(&mut Vec<R>)) {
         let (a, b) = slots(key);
         let mid = Arc::make_mut(&mut self.top[a]);
-        let mut rows: Vec<(u32, V)> = mid.leaves[b].to_vec();
+        let mut rows: Vec<R> = mid.leaves[b].to_vec();
         let before = rows.len();
         f(&mut rows);
+        // Every row must live in its own key's leaf, or lookups miss it.
+        debug_assert!(rows.iter().all(|r| slots(r.key()) == (a, b)));
         self.len = self.len + rows.len() - before;
         let now_empty = rows.is_empty();
         mid.leaves[b] = Arc::from(rows);
@@ -94,7 +126,7 @@ impl<V: Clone> PMap<V> {
     }
 
     /// Iterate over all rows (control-plane use only; O(n + 2^20)).
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &(u32, V)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &R> {
         self.top
             .iter()
             .flat_map(|m| m.leaves.iter().flat_map(|l| l.iter()))
@@ -107,7 +139,7 @@ mod tests {
 
     #[test]
     fn copy_on_write_keeps_old_versions() {
-        let mut a: PMap<u64> = PMap::new();
+        let mut a: PMap<(u32, u64)> = PMap::new();
         for k in 0..5000u32 {
             a.update(k, |rows| rows.push((k, u64::from(k) * 3)));
         }
@@ -125,7 +157,7 @@ mod tests {
 
     #[test]
     fn emptied_slots_share_the_empty_node_again() {
-        let mut m: PMap<u8> = PMap::new();
+        let mut m: PMap<(u32, u8)> = PMap::new();
         // Random-looking keys, as SPIs are: most land in slots of their own.
         let keys: Vec<u32> = (1..=300u32).map(|i| i.wrapping_mul(0x2545_f491)).collect();
         for &k in &keys {

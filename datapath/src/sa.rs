@@ -24,7 +24,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use crate::crypto::{Cipher, EspCipher, KeyError, KeyMaterial};
-use crate::pmap::PMap;
+use crate::pmap::{PMap, Row};
 use crate::replay::{BadWindowSize, validate_window};
 use crate::wire::ethernet::MacAddr;
 
@@ -58,27 +58,95 @@ pub struct PeerKey {
 }
 
 /// Hot part of an inbound SA: what decap needs.
+///
+/// Laid out as VPP's `ipsec_sa_t` cache line 0: the scalars pass 1 reads
+/// come first (32 bytes, [`InboundSa::HOT_BYTES`]; with the `Arc`'s two
+/// counts in front they span at most two cache lines wherever the
+/// allocator puts them), the cipher context (key schedules, read by
+/// pass 2) after them. The peer qualifier is in the SPI map's row (the
+/// lookup reads it there) and in the cold part, not here.
 #[derive(Debug)]
+#[repr(C)]
 pub struct InboundSa {
     /// Identity (for worker-local state and counters).
     pub id: SaId,
+    /// Traffic selectors the decrypted inner packets must match
+    /// (RFC 4301 5.2); shared, so "any" costs one pointer.
+    pub selectors: Arc<Selectors>,
     /// SPI the peer sends to.
     pub spi: u32,
-    /// Set when the SA only matches packets from this peer.
-    pub peer: Option<PeerKey>,
     /// Tunnel (interface) index the decrypted packets belong to.
     pub tunnel: u32,
+    /// Replay window size (0 = off).
+    pub window: u32,
     /// Worker that owns the replay window; others hand packets off to it.
     pub owner: u16,
     /// Extended (64-bit) sequence numbers.
     pub esn: bool,
-    /// Replay window size (0 = off).
-    pub window: u32,
-    /// Traffic selectors the decrypted inner packets must match
-    /// (RFC 4301 5.2); shared, so "any" costs one pointer.
-    pub selectors: Arc<Selectors>,
-    /// AEAD context.
+    /// AEAD context (key schedules); starts at [`InboundSa::HOT_BYTES`].
     pub cipher: EspCipher,
+}
+
+impl InboundSa {
+    /// Bytes of per-packet scalars before the cipher context.
+    pub const HOT_BYTES: usize = core::mem::offset_of!(InboundSa, cipher);
+
+    /// Prefetch, step 3 of 3 (after the lookup): the hot scalars.
+    #[inline]
+    pub(crate) fn prefetch(&self) {
+        // The first line only: measured, asking for the key schedule's
+        // lines too was no faster with a million SAs and slower with one
+        // (the hardware prefetcher follows pass 2's sequential reads).
+        crate::prefetch::line(self);
+    }
+}
+
+/// What the datapath keeps per inbound SA, in bytes, by part, as laid out
+/// in memory (`size_of` and heap bytes; the allocator's own overhead comes
+/// on top: `cargo xtask bench --memory` measures RSS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboundFootprint {
+    /// The `Arc`'s two counts and the scalars pass 1 reads
+    /// ([`InboundSa::HOT_BYTES`]).
+    pub hot: usize,
+    /// The cipher context: for AES-GCM, ring's expanded AES key and GHASH
+    /// key table (544 bytes; read by pass 2).
+    pub key_schedule: usize,
+    /// The SPI map: the row, and one leaf pointer and leaf header (one
+    /// leaf per SA: the bound, reached at about a million SAs).
+    pub map_entry: usize,
+    /// Control's cold part (name and transform as configured, the raw key
+    /// material's heap bytes, the index's generation); names' heap bytes
+    /// are not counted.
+    pub cold: usize,
+    /// Per worker: the replay slot and its bitmap (allocated on the SA's
+    /// first authentic packet).
+    pub replay: usize,
+    /// Per worker: the SA's counter cell.
+    pub counters: usize,
+}
+
+impl InboundFootprint {
+    /// The footprint of an inbound SA with `cipher` and a replay window of
+    /// `window` packets, on one worker.
+    pub fn of(cipher: Cipher, window: u32) -> InboundFootprint {
+        use core::mem::size_of;
+        let word = size_of::<usize>();
+        InboundFootprint {
+            hot: 2 * word + InboundSa::HOT_BYTES,
+            key_schedule: size_of::<InboundSa>() - InboundSa::HOT_BYTES
+                + EspCipher::boxed_bytes(cipher),
+            map_entry: size_of::<InboundRow>() + size_of::<Arc<[InboundRow]>>() + 2 * word,
+            cold: size_of::<Option<SaCold>>() + cipher.key_material_len() + size_of::<u32>(),
+            replay: crate::worker::SLOT_BYTES + crate::replay::ReplayWindow::bitmap_bytes(window),
+            counters: crate::worker::COUNTER_CELL_BYTES,
+        }
+    }
+
+    /// Sum of the parts.
+    pub fn total(&self) -> usize {
+        self.hot + self.key_schedule + self.map_entry + self.cold + self.replay + self.counters
+    }
 }
 
 /// An IP prefix: an address and a prefix length (a traffic selector range
@@ -348,10 +416,20 @@ pub struct DeletedSpi {
     pub tunnel: u32,
 }
 
+/// The SPI map's row of an inbound SA: 32 bytes (the SPI sits beside the
+/// 20-byte peer qualifier, where a `(spi, row)` pair would pad to 40).
 #[derive(Debug, Clone)]
 struct InboundRow {
+    spi: u32,
     peer: Option<PeerKey>,
     sa: Arc<InboundSa>,
+}
+
+impl Row for InboundRow {
+    #[inline]
+    fn key(&self) -> u32 {
+        self.spi
+    }
 }
 
 /// An immutable view of all SAs, as workers see it.
@@ -360,8 +438,8 @@ pub struct SaSnapshot {
     version: u64,
     index_capacity: u32,
     inbound: PMap<InboundRow>,
-    outbound: PMap<OutboundEntry>,
-    deleted: PMap<DeletedSpi>,
+    outbound: PMap<(u32, OutboundEntry)>,
+    deleted: PMap<(u32, DeletedSpi)>,
     udp_ports: Arc<[RangeInclusive<u16>]>,
     endpoints: Arc<[LocalEndpoint]>,
 }
@@ -412,8 +490,8 @@ impl SaSnapshot {
     #[inline]
     pub fn lookup_inbound(&self, spi: u32, src: IpAddr, src_port: u16) -> Option<&Arc<InboundSa>> {
         let mut fallback = None;
-        for (k, row) in self.inbound.bucket(spi) {
-            if *k != spi {
+        for row in self.inbound.bucket(spi) {
+            if row.spi != spi {
                 continue;
             }
             match row.peer {
@@ -423,6 +501,19 @@ impl SaSnapshot {
             }
         }
         fallback
+    }
+
+    /// Prefetch, step 1 of 3 before [`SaSnapshot::lookup_inbound`]: the
+    /// SPI map slot of `spi`.
+    #[inline]
+    pub(crate) fn prefetch_inbound_slot(&self, spi: u32) {
+        self.inbound.prefetch_slot(spi);
+    }
+
+    /// Prefetch, step 2 of 3: the SPI map rows of `spi` (reads the slot).
+    #[inline]
+    pub(crate) fn prefetch_inbound_rows(&self, spi: u32) {
+        self.inbound.prefetch_rows(spi);
     }
 
     /// If `spi` belonged to an inbound SA deleted less than
@@ -472,13 +563,13 @@ impl SaSnapshot {
 
     /// All inbound SAs (control-plane use; walks the whole table).
     pub fn inbound_sas(&self) -> impl Iterator<Item = &Arc<InboundSa>> {
-        self.inbound.iter().map(|(_, r)| &r.sa)
+        self.inbound.iter().map(|r| &r.sa)
     }
 
     /// What the packet path makes of `spi` at `now`, whatever the peer: an
     /// SPI some inbound SA has (for any peer) is live.
     pub fn spi_state(&self, spi: u32, now: Duration) -> SpiState {
-        if self.inbound.bucket(spi).iter().any(|(k, _)| *k == spi) {
+        if self.inbound.bucket(spi).iter().any(|r| r.spi == spi) {
             return SpiState::Live;
         }
         match self.recently_deleted(spi, now) {
@@ -494,7 +585,7 @@ impl SaSnapshot {
     pub fn known_spis(&self) -> impl Iterator<Item = u32> + '_ {
         self.inbound
             .iter()
-            .map(|(k, _)| *k)
+            .map(|r| r.spi)
             .chain(self.deleted.iter().map(|(k, _)| *k))
     }
 }
@@ -702,10 +793,62 @@ impl IndexAllocator {
         }
     }
 
+    /// Whether `id` is the current use of its index.
+    fn is_current(&self, id: SaId) -> bool {
+        self.generations.get(id.index as usize) == Some(&id.generation)
+    }
+
     fn release(&mut self, id: SaId) {
         let g = &mut self.generations[id.index as usize];
         *g = g.wrapping_add(1).max(1);
         self.free.push(id.index);
+    }
+}
+
+/// Cold parts by SA index: `parts[i]` is the cold part of the SA whose
+/// index is `i` and whose generation is the allocator's current one for
+/// `i` (an index is emptied when released, before it can be reused).
+#[derive(Debug, Default)]
+struct ColdParts {
+    parts: Vec<Option<SaCold>>,
+    len: usize,
+}
+
+impl ColdParts {
+    fn get(&self, alloc: &IndexAllocator, id: SaId) -> Option<&SaCold> {
+        if !alloc.is_current(id) {
+            return None;
+        }
+        self.parts.get(id.index as usize)?.as_ref()
+    }
+
+    fn insert(&mut self, id: SaId, c: SaCold) {
+        let i = id.index as usize;
+        if self.parts.len() <= i {
+            self.parts.resize_with(i + 1, || None);
+        }
+        if self.parts[i].replace(c).is_none() {
+            self.len += 1;
+        }
+    }
+
+    fn remove(&mut self, alloc: &IndexAllocator, id: SaId) -> Option<SaCold> {
+        if !alloc.is_current(id) {
+            return None;
+        }
+        let c = self.parts.get_mut(id.index as usize)?.take()?;
+        self.len -= 1;
+        Some(c)
+    }
+
+    fn iter<'a>(&'a self, alloc: &'a IndexAllocator) -> impl Iterator<Item = (SaId, &'a SaCold)> {
+        self.parts.iter().enumerate().filter_map(|(i, e)| {
+            let id = SaId {
+                index: i as u32,
+                generation: alloc.generations[i],
+            };
+            e.as_ref().map(|c| (id, c))
+        })
     }
 }
 
@@ -714,7 +857,9 @@ pub struct SaTable {
     shared: SharedSnapshot,
     current: SaSnapshot,
     alloc: IndexAllocator,
-    cold: HashMap<SaId, SaCold>,
+    /// Cold parts indexed by [`SaId::index`] (dense, like the workers'
+    /// arrays: no hash table's key copy and spare buckets per SA).
+    cold: ColdParts,
     deleted_order: VecDeque<(Duration, u32)>,
     /// Inbound SAs taken out of the snapshot by `ForgetInbound`.
     forgotten: HashMap<SaId, Arc<InboundSa>>,
@@ -728,7 +873,7 @@ impl core::fmt::Debug for SaTable {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("SaTable")
             .field("current", &self.current)
-            .field("cold", &self.cold.len())
+            .field("cold", &self.cold.len)
             .finish()
     }
 }
@@ -746,7 +891,7 @@ impl SaTable {
             shared: Arc::new(ArcSwap::from_pointee(SaSnapshot::empty())),
             current: SaSnapshot::empty(),
             alloc: IndexAllocator::default(),
-            cold: HashMap::new(),
+            cold: ColdParts::default(),
             deleted_order: VecDeque::new(),
             forgotten: HashMap::new(),
             spi_observer: None,
@@ -779,7 +924,7 @@ impl SaTable {
 
     /// Cold part of an SA.
     pub fn cold(&self, id: SaId) -> Option<&SaCold> {
-        self.cold.get(&id)
+        self.cold.get(&self.alloc, id)
     }
 
     /// Whether an inbound SA was taken out of the datapath by `ForgetInbound`.
@@ -788,8 +933,8 @@ impl SaTable {
     }
 
     /// All SAs' cold parts.
-    pub fn cold_all(&self) -> impl Iterator<Item = (&SaId, &SaCold)> {
-        self.cold.iter()
+    pub fn cold_all(&self) -> impl Iterator<Item = (SaId, &SaCold)> {
+        self.cold.iter(&self.alloc)
     }
 
     fn validate(&self, changes: &[SaChange]) -> Result<Vec<Option<EspCipher>>, SaError> {
@@ -805,8 +950,8 @@ impl SaTable {
                     }
                     validate_window(cfg.window).map_err(SaError::Window)?;
                     let key = (cfg.spi, cfg.peer);
-                    let exists = self.current.inbound.bucket(cfg.spi).iter().any(|(k, r)| {
-                        *k == cfg.spi && r.peer == cfg.peer && !keys_removed.contains(&key)
+                    let exists = self.current.inbound.bucket(cfg.spi).iter().any(|r| {
+                        r.spi == cfg.spi && r.peer == cfg.peer && !keys_removed.contains(&key)
                     });
                     if exists || !keys_added.insert(key) {
                         return Err(SaError::DuplicateInbound { spi: cfg.spi });
@@ -823,7 +968,7 @@ impl SaTable {
                     Some(EspCipher::new(cfg.cipher, cfg.key.as_bytes()).map_err(SaError::Key)?)
                 }
                 SaChange::RemoveInbound(id) => {
-                    match self.cold.get(id) {
+                    match self.cold.get(&self.alloc, *id) {
                         Some(c) if c.direction == Direction::Inbound && removed.insert(*id) => {
                             keys_removed.insert((c.spi, c.peer));
                         }
@@ -832,7 +977,7 @@ impl SaTable {
                     None
                 }
                 SaChange::ForgetInbound(id) => {
-                    match self.cold.get(id) {
+                    match self.cold.get(&self.alloc, *id) {
                         Some(c)
                             if c.direction == Direction::Inbound
                                 && !self.forgotten.contains_key(id)
@@ -848,10 +993,12 @@ impl SaTable {
                     let Some(sa) = self.forgotten.get(id) else {
                         return Err(SaError::UnknownSa(*id));
                     };
-                    let key = (sa.spi, sa.peer);
-                    let exists = self.current.inbound.bucket(sa.spi).iter().any(|(k, r)| {
-                        *k == sa.spi && r.peer == sa.peer && !keys_removed.contains(&key)
-                    });
+                    let peer = self.cold(*id).and_then(|c| c.peer);
+                    let key = (sa.spi, peer);
+                    let exists =
+                        self.current.inbound.bucket(sa.spi).iter().any(|r| {
+                            r.spi == sa.spi && r.peer == peer && !keys_removed.contains(&key)
+                        });
                     if exists || !keys_added.insert(key) {
                         return Err(SaError::DuplicateInbound { spi: sa.spi });
                     }
@@ -879,7 +1026,6 @@ impl SaTable {
                     let sa = Arc::new(InboundSa {
                         id,
                         spi: cfg.spi,
-                        peer: cfg.peer,
                         tunnel: cfg.tunnel,
                         owner: cfg.owner,
                         esn: cfg.esn,
@@ -889,7 +1035,11 @@ impl SaTable {
                     });
                     self.touched.push(cfg.spi);
                     next.inbound.update(cfg.spi, |rows| {
-                        rows.push((cfg.spi, InboundRow { peer: cfg.peer, sa }))
+                        rows.push(InboundRow {
+                            spi: cfg.spi,
+                            peer: cfg.peer,
+                            sa,
+                        })
                     });
                     // The SPI is valid again.
                     next.deleted
@@ -911,13 +1061,12 @@ impl SaTable {
                     added.push(id);
                 }
                 SaChange::ForgetInbound(id) => {
-                    let spi = self.cold.get(&id).expect("validated").spi;
+                    let spi = self.cold.get(&self.alloc, id).expect("validated").spi;
                     self.touched.push(spi);
                     let mut taken = None;
                     next.inbound.update(spi, |rows| {
-                        if let Some(pos) = rows.iter().position(|(k, r)| *k == spi && r.sa.id == id)
-                        {
-                            taken = Some(rows.remove(pos).1.sa);
+                        if let Some(pos) = rows.iter().position(|r| r.spi == spi && r.sa.id == id) {
+                            taken = Some(rows.remove(pos).sa);
                         }
                     });
                     // Deliberately not in `deleted`: a forgotten SPI is unknown.
@@ -928,22 +1077,22 @@ impl SaTable {
                 SaChange::RestoreInbound(id) => {
                     let sa = self.forgotten.remove(&id).expect("validated");
                     let spi = sa.spi;
+                    let peer = self.cold(id).expect("validated").peer;
                     self.touched.push(spi);
-                    next.inbound.update(spi, |rows| {
-                        rows.push((spi, InboundRow { peer: sa.peer, sa }))
-                    });
+                    next.inbound
+                        .update(spi, |rows| rows.push(InboundRow { spi, peer, sa }));
                     next.deleted
                         .update(spi, |rows| rows.retain(|(k, _)| *k != spi));
                 }
                 SaChange::RemoveInbound(id) => {
                     self.forgotten.remove(&id);
-                    let cold = self.cold.remove(&id).expect("validated");
+                    let cold = self.cold.remove(&self.alloc, id).expect("validated");
                     let spi = cold.spi;
                     self.touched.push(spi);
                     next.inbound.update(spi, |rows| {
-                        rows.retain(|(k, r)| !(*k == spi && r.sa.id == id))
+                        rows.retain(|r| !(r.spi == spi && r.sa.id == id))
                     });
-                    let still_there = next.inbound.bucket(spi).iter().any(|(k, _)| *k == spi);
+                    let still_there = next.inbound.bucket(spi).iter().any(|r| r.spi == spi);
                     if !still_there {
                         let d = DeletedSpi {
                             at: now,
@@ -981,7 +1130,7 @@ impl SaTable {
                         rows.push((tunnel, OutboundEntry::Active(sa)));
                     });
                     if let Some(old) = old {
-                        self.cold.remove(&old);
+                        self.cold.remove(&self.alloc, old);
                         self.alloc.release(old);
                     }
                     next.index_capacity = next.index_capacity.max(id.index + 1);
@@ -1016,7 +1165,7 @@ impl SaTable {
                         }
                     });
                     if let Some(old) = old {
-                        self.cold.remove(&old);
+                        self.cold.remove(&self.alloc, old);
                         self.alloc.release(old);
                     }
                 }
@@ -1520,6 +1669,126 @@ mod tests {
         );
         assert!(s.contains("redacted"));
         assert!(!s.contains("119, 119"), "{s}");
+    }
+
+    /// Issue 10 item 6: at most 1 KiB per inbound SA at replay windows up
+    /// to 1024 (so a million SAs fit in about a gigabyte), with the hot
+    /// scalars in one or two cache lines and the cold part apart.
+    #[test]
+    fn memory_per_inbound_sa() {
+        use core::mem::{align_of, size_of};
+        for cipher in [
+            Cipher::Aes128Gcm,
+            Cipher::Aes256Gcm,
+            Cipher::ChaCha20Poly1305,
+            Cipher::AesCbc(
+                crate::crypto::AesKeySize::Aes256,
+                crate::crypto::Integrity::HmacSha256_128,
+            ),
+        ] {
+            for window in [0, 64, 512, 1024] {
+                let f = InboundFootprint::of(cipher, window);
+                eprintln!(
+                    "{:<20} window {window:>4}: {f:?} total {}",
+                    cipher.name(),
+                    f.total()
+                );
+                if !matches!(cipher, Cipher::AesCbc(..)) {
+                    assert!(
+                        f.total() <= 1024,
+                        "{cipher:?} window {window}: {f:?} = {}",
+                        f.total()
+                    );
+                }
+            }
+        }
+        // The scalars pass 1 reads come first and, with the Arc's counts in
+        // front, fit in 64 bytes: wherever a 16-byte-aligned allocation
+        // puts them, they touch at most two cache lines.
+        assert_eq!(InboundSa::HOT_BYTES, 32);
+        assert!(InboundFootprint::of(Cipher::Aes256Gcm, 0).hot <= 64);
+        assert!(align_of::<InboundSa>() <= 16);
+        // The parts that were larger before: the row (the SPI beside the
+        // peer, not padded in front of it), the replay bitmap (no spare
+        // block: 128 bytes at 1024, not 256), the counter cell (six words
+        // shared by the directions, not nine), the cipher context (its
+        // transform in the AEAD salt's padding).
+        assert_eq!(size_of::<InboundRow>(), 32);
+        assert_eq!(crate::replay::ReplayWindow::bitmap_bytes(1024), 128);
+        assert_eq!(crate::worker::COUNTER_CELL_BYTES, 56);
+        assert_eq!(crate::worker::SLOT_BYTES, 24);
+        assert_eq!(
+            size_of::<EspCipher>(),
+            size_of::<ring::aead::LessSafeKey>() + 16
+        );
+    }
+
+    /// RSS per inbound SA of a table of `XDPSEC_MEMORY_SAS` (default
+    /// 100,000) AES-256-GCM SAs at replay window 1024, each with its replay
+    /// window allocated on one worker (as after its first packet): what
+    /// `cargo xtask bench --memory` prints, one process per size. Installed
+    /// in batches of 10,000 as control does at start-up, so the transient
+    /// configs reuse each other's memory.
+    #[test]
+    #[ignore = "measures this process's RSS; `cargo xtask bench --memory` runs it in release"]
+    fn rss_per_inbound_sa() {
+        let n: u32 = std::env::var("XDPSEC_MEMORY_SAS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000);
+        const WINDOW: u32 = 1024;
+        let rss = || -> u64 {
+            let s = std::fs::read_to_string("/proc/self/status").unwrap();
+            let kb: u64 = s
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .expect("VmRSS in /proc/self/status");
+            kb * 1024
+        };
+        let before = rss();
+        let mut t = SaTable::new();
+        let mut spi = 1u32;
+        while spi <= n {
+            let end = (spi + 10_000).min(n + 1);
+            let changes = (spi..end)
+                .map(|spi| {
+                    let mut key = vec![0x5c; 36];
+                    key[..4].copy_from_slice(&spi.to_be_bytes());
+                    SaChange::AddInbound(InboundSaConfig {
+                        spi,
+                        peer: None,
+                        tunnel: spi,
+                        owner: 0,
+                        cipher: Cipher::Aes256Gcm,
+                        key: KeyMaterial::new(key),
+                        esn: false,
+                        window: WINDOW,
+                        selectors: Selectors::any(),
+                        name: format!("Tunnel{spi}"),
+                    })
+                })
+                .collect();
+            t.apply(changes, Duration::ZERO).unwrap();
+            spi = end;
+        }
+        let snap = t.snapshot();
+        let mut ws = crate::worker::WorkerState::new(0);
+        ws.sync(&snap);
+        for sa in snap.inbound_sas() {
+            let slot = ws.slot(sa.id).unwrap();
+            slot.window = Some(crate::replay::ReplayWindow::new(sa.window).unwrap());
+        }
+        let grown = rss().saturating_sub(before);
+        let parts = InboundFootprint::of(Cipher::Aes256Gcm, WINDOW);
+        println!(
+            "rss_per_inbound_sa: {n} SAs, window {WINDOW}, AES-256-GCM, 1 worker: RSS +{:.1} MB = {:.0} bytes per SA (parts by size: {} bytes)",
+            grown as f64 / 1e6,
+            grown as f64 / f64::from(n),
+            parts.total()
+        );
+        assert_eq!(snap.inbound_len(), n as usize);
+        drop((ws, snap, t));
     }
 
     /// 100k SAs: runs with every `cargo test` (about 2 s in debug).

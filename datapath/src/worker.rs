@@ -8,7 +8,7 @@
 //! new SA and the old state is reset.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
 
 use arc_swap::ArcSwap;
 
@@ -99,17 +99,52 @@ pub(crate) enum SaCounter {
     DecapOctets,
 }
 
+impl SaCounter {
+    /// Whether only outbound SAs count it.
+    #[inline]
+    const fn outbound(self) -> bool {
+        matches!(
+            self,
+            SaCounter::Encaps | SaCounter::SendErrors | SaCounter::EncapOctets
+        )
+    }
+
+    /// Its word in a [`SaCounterCell`].
+    #[inline]
+    const fn word(self) -> usize {
+        match self {
+            SaCounter::Decaps | SaCounter::Encaps => 0,
+            SaCounter::VerifyFailed | SaCounter::SendErrors => 1,
+            SaCounter::ReplayTooOld | SaCounter::EncapOctets => 2,
+            SaCounter::ReplayDuplicate => 3,
+            SaCounter::RecvErrors => 4,
+            SaCounter::DecapOctets => 5,
+        }
+    }
+}
+
+/// Words in a [`SaCounterCell`]: an inbound SA counts six things, an
+/// outbound SA three, and an SA is one or the other, so they share the
+/// words (56 bytes a cell instead of 80 for all nine: 24 bytes per SA and
+/// worker, 24 MB at a million SAs).
+const CELL_WORDS: usize = 6;
+
 /// One SA's counters in one worker; single writer.
 #[derive(Debug, Default)]
 struct SaCounterCell {
     generation: AtomicU32,
-    c: [AtomicU64; 9],
+    /// The words hold an outbound SA's counters (set by its first count).
+    outbound: AtomicBool,
+    c: [AtomicU64; CELL_WORDS],
 }
 
 impl SaCounterCell {
     #[inline]
     fn add(&self, which: SaCounter, n: u64) {
-        let c = &self.c[which as usize];
+        if self.outbound.load(Ordering::Relaxed) != which.outbound() {
+            self.outbound.store(which.outbound(), Ordering::Relaxed);
+        }
+        let c = &self.c[which.word()];
         c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
     }
 
@@ -119,6 +154,7 @@ impl SaCounterCell {
     fn reset(&self, generation: u32) {
         self.generation.store(0, Ordering::Relaxed);
         fence(Ordering::Release);
+        self.outbound.store(false, Ordering::Relaxed);
         for c in &self.c {
             c.store(0, Ordering::Relaxed);
         }
@@ -133,21 +169,30 @@ impl SaCounterCell {
         if self.generation.load(Ordering::Acquire) != generation {
             return None;
         }
-        let v: [u64; 9] = core::array::from_fn(|i| self.c[i].load(Ordering::Relaxed));
+        let outbound = self.outbound.load(Ordering::Relaxed);
+        let v: [u64; CELL_WORDS] = core::array::from_fn(|i| self.c[i].load(Ordering::Relaxed));
         fence(Ordering::Acquire);
         if self.generation.load(Ordering::Relaxed) != generation {
             return None;
         }
-        Some(SaCounters {
-            encaps: v[0],
-            decaps: v[1],
-            verify_failed: v[2],
-            replay_too_old: v[3],
-            replay_duplicate: v[4],
-            send_errors: v[5],
-            recv_errors: v[6],
-            encap_octets: v[7],
-            decap_octets: v[8],
+        let w = |c: SaCounter| v[c.word()];
+        Some(if outbound {
+            SaCounters {
+                encaps: w(SaCounter::Encaps),
+                send_errors: w(SaCounter::SendErrors),
+                encap_octets: w(SaCounter::EncapOctets),
+                ..SaCounters::default()
+            }
+        } else {
+            SaCounters {
+                decaps: w(SaCounter::Decaps),
+                verify_failed: w(SaCounter::VerifyFailed),
+                replay_too_old: w(SaCounter::ReplayTooOld),
+                replay_duplicate: w(SaCounter::ReplayDuplicate),
+                recv_errors: w(SaCounter::RecvErrors),
+                decap_octets: w(SaCounter::DecapOctets),
+                ..SaCounters::default()
+            }
         })
     }
 }
@@ -283,16 +328,26 @@ pub fn sa_counters(workers: &[Arc<WorkerShared>], id: SaId) -> SaCounters {
     t
 }
 
+/// Bytes a worker keeps per SA index besides the replay bitmap: its
+/// replay slot and its counter cell.
+pub(crate) const SLOT_BYTES: usize = core::mem::size_of::<SaSlot>();
+/// See [`SLOT_BYTES`].
+pub(crate) const COUNTER_CELL_BYTES: usize = core::mem::size_of::<SaCounterCell>();
+
+/// A worker's replay state for one SA index. Its generation is the one of
+/// the SA's counter cell (same index, same single writer), so the slot
+/// holds nothing else: 24 bytes plus the bitmap.
 #[derive(Debug, Default)]
 pub(crate) struct SaSlot {
-    generation: u32,
     /// Allocated on the first authenticated packet of the SA on this worker
     /// (once per SA, never per packet; forged packets cannot trigger it).
-    pub(crate) window: Option<Box<ReplayWindow>>,
+    pub(crate) window: Option<ReplayWindow>,
 }
 
 /// A worker's private state. Create one per worker thread and pass it to
 /// `decap_batch` / `encap`; share [`WorkerState::shared`] with control.
+/// It belongs to one [`crate::SaTable`]: its state is indexed by the
+/// table's [`SaId`]s, which another table hands out again.
 #[derive(Debug)]
 pub struct WorkerState {
     shared: Arc<WorkerShared>,
@@ -358,6 +413,29 @@ impl WorkerState {
         }
     }
 
+    /// Prefetch the SA's slot and counter cell.
+    #[inline]
+    pub(crate) fn prefetch_sa(&self, id: SaId) {
+        let i = id.index as usize;
+        if let (Some(slot), Some(page)) = (self.slots.get(i), self.pages.get(i / PAGE)) {
+            crate::prefetch::line(slot);
+            crate::prefetch::line(&page[i % PAGE]);
+        }
+    }
+
+    /// Prefetch the bitmap word of `seq` in the SA's replay window, if it
+    /// has one (reads the slot: after [`WorkerState::prefetch_sa`]).
+    #[inline]
+    pub(crate) fn prefetch_replay(&self, id: SaId, seq: u64) {
+        if let Some(w) = self
+            .slots
+            .get(id.index as usize)
+            .and_then(|s| s.window.as_ref())
+        {
+            w.prefetch(seq);
+        }
+    }
+
     /// The SA's worker-local slot and counters, reset if the index was
     /// reused by a new SA. `None` if the snapshot was not synced (cannot
     /// happen through the pipeline).
@@ -365,10 +443,11 @@ impl WorkerState {
     pub(crate) fn slot(&mut self, id: SaId) -> Option<&mut SaSlot> {
         let i = id.index as usize;
         let slot = self.slots.get_mut(i)?;
-        if slot.generation != id.generation {
-            slot.generation = id.generation;
+        let cell = &self.pages.get(i / PAGE)?[i % PAGE];
+        // Only this worker writes the cell's generation.
+        if cell.generation.load(Ordering::Relaxed) != id.generation {
             slot.window = None;
-            self.pages[i / PAGE][i % PAGE].reset(id.generation);
+            cell.reset(id.generation);
         }
         Some(slot)
     }
@@ -397,6 +476,67 @@ impl WorkerState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Inbound and outbound SAs share a cell's words: each counter still
+    /// reads back as itself, and never as another.
+    #[test]
+    fn every_counter_reads_back_as_itself() {
+        let mut w = WorkerState::new(0);
+        w.slots.resize_with(2, SaSlot::default);
+        w.pages = vec![new_page()];
+        w.shared.pages.store(Arc::new(w.pages.clone()));
+        let inb = SaId {
+            index: 0,
+            generation: 1,
+        };
+        let out = SaId {
+            index: 1,
+            generation: 1,
+        };
+        let inbound = [
+            SaCounter::Decaps,
+            SaCounter::VerifyFailed,
+            SaCounter::ReplayTooOld,
+            SaCounter::ReplayDuplicate,
+            SaCounter::RecvErrors,
+            SaCounter::DecapOctets,
+        ];
+        for (n, c) in inbound.into_iter().enumerate() {
+            w.count_n(inb, c, 1 + n as u64);
+        }
+        for (n, c) in [
+            SaCounter::Encaps,
+            SaCounter::SendErrors,
+            SaCounter::EncapOctets,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            w.count_n(out, c, 10 + n as u64);
+        }
+        let shared = [w.shared()];
+        assert_eq!(
+            sa_counters(&shared, inb),
+            SaCounters {
+                decaps: 1,
+                verify_failed: 2,
+                replay_too_old: 3,
+                replay_duplicate: 4,
+                recv_errors: 5,
+                decap_octets: 6,
+                ..SaCounters::default()
+            }
+        );
+        assert_eq!(
+            sa_counters(&shared, out),
+            SaCounters {
+                encaps: 10,
+                send_errors: 11,
+                encap_octets: 12,
+                ..SaCounters::default()
+            }
+        );
+    }
 
     #[test]
     fn counters_reset_on_generation_change() {

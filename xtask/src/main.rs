@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | lab up [--sdwan]|down|show | demo [--steering] | test | bench | dist | soak | fuzz`.
+//! Project tasks: `cargo xtask setup | lab up [--sdwan]|down|show | demo [--steering] | test | bench [--e2e|--callgrind|--memory|--scale-only] | dist | soak | fuzz`.
 use std::{
     path::{Path, PathBuf},
     process::{Command, ExitCode},
@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod bench_e2e;
 mod bench_iperf;
+mod cost;
 mod demo;
 mod dist;
 mod lab;
@@ -71,6 +72,21 @@ enum Cmd {
         /// Tunnel counts for the scale benchmark.
         #[arg(long, value_delimiter = ',', default_values_t = [1_000u32, 10_000, 100_000])]
         tunnels: Vec<u32>,
+        /// Only instructions per packet of the decap pipeline and of bare
+        /// ring AES-256-GCM under callgrind (1 SA and 1,000,000 SAs, 64 and
+        /// 1400 B): deterministic, unlike the timings.
+        #[arg(long)]
+        callgrind: bool,
+        /// Batches of 64 frames per callgrind case.
+        #[arg(long, default_value_t = 20)]
+        batches: u32,
+        /// Only RSS per inbound SA (replay window 1024) of tables of these
+        /// sizes.
+        #[arg(long)]
+        memory: bool,
+        /// SA counts for `--memory`.
+        #[arg(long, value_delimiter = ',', default_values_t = [10_000u32, 100_000, 1_000_000])]
+        sas: Vec<u32>,
         /// Extra arguments for `cargo bench`.
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
@@ -147,11 +163,11 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn setup() -> Result<()> {
+pub(crate) fn setup() -> Result<()> {
     run(Command::new("bash").arg(root().join("xtask/setup.sh")))
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root());
     c
@@ -212,6 +228,14 @@ fn main() -> ExitCode {
                 bench_e2e::run(&bin)
             })
         }
+        Cmd::Bench {
+            callgrind: true,
+            batches,
+            ..
+        } => cost::callgrind(batches),
+        Cmd::Bench {
+            memory: true, sas, ..
+        } => cost::memory(&sas),
         Cmd::Bench {
             scale_only,
             tunnels,

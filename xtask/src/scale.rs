@@ -7,7 +7,8 @@
 //! Absolute wall-clock times on this (shared, 2 vCPU) machine: the targets
 //! are absolute (10,000 tunnels load and start in under 1 s, shows in
 //! under 1 s), and the table prints each row's growth over the previous
-//! size so linear behaviour (about 10x per 10x tunnels) is visible.
+//! size so linear behaviour (about 10x per 10x tunnels) is visible, and
+//! the daemon's RSS after start-up with its growth per tunnel between rows.
 use std::{
     fmt::Write as _,
     process::Command,
@@ -57,6 +58,8 @@ struct Row {
     show_text: Duration,
     show_json: Duration,
     text_bytes: usize,
+    /// The daemon's VmRSS right after start-up (kB).
+    rss_kb: u64,
 }
 
 fn time_cli(d: &Daemon, command: &str, json: bool) -> Result<(Duration, usize)> {
@@ -89,6 +92,7 @@ fn measure(bin: &std::path::Path, lab: &Lab, n: u32) -> Result<Row> {
     let t = Instant::now();
     let d = Daemon::start(&lab.ns1, &text)?;
     let start = t.elapsed();
+    let rss_kb = crate::soak::rss_kb(d.pid().context("daemon pid")?)?;
     let (show_text, text_bytes) = time_cli(&d, "show crypto ipsec sa", false)?;
     let (show_json, json_bytes) = time_cli(&d, "show crypto ipsec sa", true)?;
     let v: serde_json::Value = serde_json::from_str(
@@ -111,6 +115,7 @@ fn measure(bin: &std::path::Path, lab: &Lab, n: u32) -> Result<Row> {
         show_text,
         show_json,
         text_bytes,
+        rss_kb,
     })
 }
 
@@ -129,8 +134,15 @@ pub fn run(sizes: &[u32]) -> Result<()> {
         "\ncontrol-plane scale (manual tunnels; wall clock, 2 vCPU shared machine; x = growth over the previous row)"
     );
     println!(
-        "{:>8} {:>14} {:>14} {:>18} {:>18} {:>10}",
-        "tunnels", "check-config", "start-up", "show sa (text)", "show sa (json)", "text MB"
+        "{:>8} {:>14} {:>14} {:>18} {:>18} {:>10} {:>8} {:>12}",
+        "tunnels",
+        "check-config",
+        "start-up",
+        "show sa (text)",
+        "show sa (json)",
+        "text MB",
+        "RSS MB",
+        "KB/tunnel"
     );
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let mut prev: Option<&Row> = None;
@@ -139,14 +151,24 @@ pub fn run(sizes: &[u32]) -> Result<()> {
             Some(b) if !b.is_zero() => format!("{:>8.0} ms {:>4.1}x", ms(a), ms(a) / ms(b)),
             _ => format!("{:>8.0} ms      ", ms(a)),
         };
+        // RSS growth per tunnel since the previous row (the fixed part cancels).
+        let per_tunnel = match prev {
+            Some(p) if r.n > p.n => format!(
+                "{:.2}",
+                (r.rss_kb as f64 - p.rss_kb as f64) / f64::from(r.n - p.n)
+            ),
+            _ => "-".into(),
+        };
         println!(
-            "{:>8} {:>14} {:>14} {:>18} {:>18} {:>10.1}",
+            "{:>8} {:>14} {:>14} {:>18} {:>18} {:>10.1} {:>8.1} {:>12}",
             r.n,
             g(r.load, prev.map(|p| p.load)),
             g(r.start, prev.map(|p| p.start)),
             g(r.show_text, prev.map(|p| p.show_text)),
             g(r.show_json, prev.map(|p| p.show_json)),
-            r.text_bytes as f64 / 1e6
+            r.text_bytes as f64 / 1e6,
+            r.rss_kb as f64 / 1024.0,
+            per_tunnel
         );
         prev = Some(r);
     }

@@ -213,7 +213,7 @@ fn counters(d: &Daemon) -> Result<(u64, BTreeMap<u64, u64>)> {
 }
 
 /// VmRSS of `pid` in kB.
-fn rss_kb(pid: u32) -> Result<u64> {
+pub(crate) fn rss_kb(pid: u32) -> Result<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     s.lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
