@@ -412,7 +412,8 @@ impl Config {
     /// Parse and validate config text.
     pub fn parse(text: &str) -> Result<Config, String> {
         let raw: RawConfig = parse_toml(text)?;
-        let at = |span: std::ops::Range<usize>| line_of(text, span.start);
+        let lines = LineIndex::new(text);
+        let at = |span: std::ops::Range<usize>| lines.line(span.start);
         let (node, socket) = node_and_socket(&raw.node, &raw.socket, &at)?;
         let state_dir = match &raw.state_dir {
             Some(s) if s.get_ref().is_empty() || !s.get_ref().starts_with('/') => {
@@ -1159,6 +1160,29 @@ fn decode_hex(s: &str) -> Option<zeroize::Zeroizing<Vec<u8>>> {
     Some(out)
 }
 
+/// Line numbers of byte offsets in one text: its newlines found once, then
+/// a binary search per lookup (a config with 100,000 tunnels asks for
+/// many lines; counting from the start each time was quadratic).
+pub(crate) struct LineIndex(Vec<usize>);
+
+impl LineIndex {
+    /// Index the newlines of `text`.
+    pub(crate) fn new(text: &str) -> LineIndex {
+        LineIndex(
+            text.bytes()
+                .enumerate()
+                .filter(|&(_, b)| b == b'\n')
+                .map(|(i, _)| i)
+                .collect(),
+        )
+    }
+
+    /// 1-based line number of byte offset `pos`.
+    pub(crate) fn line(&self, pos: usize) -> usize {
+        self.0.partition_point(|&nl| nl < pos) + 1
+    }
+}
+
 /// 1-based line number of byte offset `pos` in `text`.
 pub(crate) fn line_of(text: &str, pos: usize) -> usize {
     text.as_bytes()[..pos.min(text.len())]
@@ -1253,6 +1277,15 @@ queues = 2
         // in meaning, and an unknown key is still refused.
         let e = err("mode = \"xdp\"\ninterface = \"veth-in\"\nifname = \"x\"\n");
         assert!(e.contains("ifname"), "{e}");
+    }
+
+    #[test]
+    fn line_index_agrees_with_counting() {
+        let text = "a\nbb\n\nccc\n";
+        let idx = LineIndex::new(text);
+        for pos in 0..=text.len() + 2 {
+            assert_eq!(idx.line(pos), line_of(text, pos), "offset {pos}");
+        }
     }
 
     #[test]

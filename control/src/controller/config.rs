@@ -11,7 +11,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use zeroize::Zeroizing;
 
-use crate::config::{SecretText, line_of, node_and_socket, parse_toml, psk_field};
+use crate::config::{LineIndex, SecretText, node_and_socket, parse_toml, psk_field};
 
 /// Default OMP graceful-restart time (Cisco SD-WAN `omp timers
 /// graceful-restart-timer` default, 43200 s).
@@ -76,7 +76,8 @@ impl ControllerConfig {
     /// Parse and validate config text.
     pub fn parse(text: &str) -> Result<ControllerConfig, String> {
         let raw: RawControllerConfig = parse_toml(text)?;
-        let at = |span: std::ops::Range<usize>| line_of(text, span.start);
+        let lines = LineIndex::new(text);
+        let at = |span: std::ops::Range<usize>| lines.line(span.start);
         let (node, socket) = node_and_socket(&raw.node, &raw.socket, &at)?;
         let listen: SocketAddr = match raw.listen.get_ref().parse::<SocketAddr>() {
             Ok(a) if a.port() != 0 => a,
