@@ -1,7 +1,10 @@
 //! Decap pipeline vs bare `ring` AEAD open on the same bytes, in one run, so
 //! hot-path changes show up as a ratio rather than an absolute rate (the
-//! machine is small and shared). The AES-256-CBC + HMAC-SHA-256-128 case
-//! (`decap_aes256cbc_sha256_batch64`) runs beside a bare `cbc` + `ring::hmac`
+//! machine is small and shared): AES-256-GCM, AES-128-GCM and
+//! ChaCha20-Poly1305 at 64, 512 and 1400 payload bytes with 1 SA, and
+//! AES-256-GCM with 1,000,000 SAs (`decap_batch64`, cases
+//! `CIPHER_SIZE_SAS`). The AES-256-CBC + HMAC-SHA-256-128 case
+//! (`decap_aes256cbc_sha256_batch64`, 64, 512 and 1400 bytes) runs beside a bare `cbc` + `ring::hmac`
 //! verify-then-decrypt of the same bytes.
 //!
 //! Each iteration copies a template batch of 64 frames (decap works in
@@ -24,15 +27,50 @@ use xdpsec_datapath::sa::{
 use xdpsec_datapath::{MAX_BATCH, Verdict, WorkerState, decap_batch, encap};
 
 const KEY: [u8; 36] = [0x5c; 36];
+/// AES-128-GCM's key and salt.
+const KEY20: [u8; 20] = [0x5c; 20];
+
+/// An AEAD under test: our cipher, its ESP key (key || 4-byte salt) and
+/// ring's algorithm for the bare baseline.
+#[derive(Clone, Copy)]
+struct Aead {
+    name: &'static str,
+    cipher: Cipher,
+    key: &'static [u8],
+    ring: &'static ring::aead::Algorithm,
+}
+
+const AES256GCM: Aead = Aead {
+    name: "aes256gcm",
+    cipher: Cipher::Aes256Gcm,
+    key: &KEY,
+    ring: &AES_256_GCM,
+};
+const AES128GCM: Aead = Aead {
+    name: "aes128gcm",
+    cipher: Cipher::Aes128Gcm,
+    key: &KEY20,
+    ring: &ring::aead::AES_128_GCM,
+};
+const CHACHA: Aead = Aead {
+    name: "chacha20poly1305",
+    cipher: Cipher::ChaCha20Poly1305,
+    key: &KEY,
+    ring: &ring::aead::CHACHA20_POLY1305,
+};
 
 fn inbound(spi: u32) -> SaChange {
+    inbound_with(spi, &AES256GCM)
+}
+
+fn inbound_with(spi: u32, a: &Aead) -> SaChange {
     SaChange::AddInbound(InboundSaConfig {
         spi,
         peer: None,
         tunnel: spi,
         owner: 0,
-        cipher: Cipher::Aes256Gcm,
-        key: KeyMaterial::new(KEY.to_vec()),
+        cipher: a.cipher,
+        key: KeyMaterial::new(a.key.to_vec()),
         esn: false,
         window: 0,
         selectors: Selectors::any(),
@@ -41,12 +79,16 @@ fn inbound(spi: u32) -> SaChange {
 }
 
 fn outbound(spi: u32, tunnel: u32) -> SaChange {
+    outbound_with(spi, tunnel, &AES256GCM)
+}
+
+fn outbound_with(spi: u32, tunnel: u32, a: &Aead) -> SaChange {
     SaChange::SetOutbound(OutboundSaConfig {
         spi,
         tunnel,
         owner: 0,
-        cipher: Cipher::Aes256Gcm,
-        key: KeyMaterial::new(KEY.to_vec()),
+        cipher: a.cipher,
+        key: KeyMaterial::new(a.key.to_vec()),
         esn: false,
         outer: OuterHeader {
             src: "198.51.100.2".parse().unwrap(),
@@ -76,17 +118,20 @@ fn inner_packet(payload: usize) -> Vec<u8> {
 
 /// A table with `n_sas` inbound SAs and a template batch whose frames go to
 /// 64 SPIs spread over the table (all of them the same SA when `n_sas` is 1).
-fn setup(n_sas: u32, payload: usize) -> (SaTable, Vec<Vec<u8>>) {
+fn setup(n_sas: u32, payload: usize, a: &Aead) -> (SaTable, Vec<Vec<u8>>) {
     let mut t = SaTable::new();
-    t.apply((1..=n_sas).map(inbound).collect(), Duration::ZERO)
-        .unwrap();
+    t.apply(
+        (1..=n_sas).map(|spi| inbound_with(spi, a)).collect(),
+        Duration::ZERO,
+    )
+    .unwrap();
     let targets: Vec<u32> = (0..MAX_BATCH as u32)
         .map(|i| 1 + (i.wrapping_mul(2_654_435_761) % n_sas))
         .collect();
     let mut changes: Vec<SaChange> = targets
         .iter()
         .enumerate()
-        .map(|(i, &spi)| outbound(spi, i as u32))
+        .map(|(i, &spi)| outbound_with(spi, i as u32, a))
         .collect();
     changes.push(SaChange::SetUdpPorts(vec![12346..=12445]));
     t.apply(changes, Duration::ZERO).unwrap();
@@ -104,59 +149,70 @@ fn setup(n_sas: u32, payload: usize) -> (SaTable, Vec<Vec<u8>>) {
     (t, frames)
 }
 
+/// Every AEAD at 64, 512 and 1400 payload bytes with 1 SA, and AES-256-GCM
+/// with 1,000,000 SAs too, each beside ring's bare open of the same bytes.
 fn bench_decap(c: &mut Criterion) {
-    let mut group = c.benchmark_group("decap_aes256gcm_batch64");
+    let mut cases: Vec<(Aead, u32, usize)> = Vec::new();
+    for a in [AES256GCM, AES128GCM, CHACHA] {
+        for payload in [64usize, 512, 1400] {
+            cases.push((a, 1, payload));
+        }
+    }
+    for payload in [64usize, 512, 1400] {
+        cases.push((AES256GCM, 1_000_000, payload));
+    }
+    let mut group = c.benchmark_group("decap_batch64");
     group
         .measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_secs(1))
         .sample_size(10);
     group.throughput(Throughput::Elements(MAX_BATCH as u64));
-    let ring_key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &KEY[..32]).unwrap());
-    for n_sas in [1u32, 1_000_000] {
-        for payload in [64usize, 1400] {
-            let (table, template) = setup(n_sas, payload);
-            let snap = table.snapshot();
-            let mut ws = WorkerState::new(0);
-            let mut frames = template.clone();
-            let mut out = vec![Verdict::Handoff(0); MAX_BATCH];
-            // Sanity: everything decapsulates.
-            decap_batch(&mut ws, &snap, &mut frames, &mut out, Duration::ZERO);
-            assert!(
-                out.iter().all(|v| matches!(v, Verdict::Deliver { .. })),
-                "{:?}",
-                out[0]
-            );
-            let label = format!("{payload}B/{n_sas}sa");
-            group.bench_function(BenchmarkId::new("pipeline", &label), |b| {
-                b.iter(|| {
-                    for (f, t) in frames.iter_mut().zip(&template) {
-                        f.copy_from_slice(t);
-                    }
-                    decap_batch(&mut ws, &snap, &mut frames, &mut out, Duration::ZERO);
-                    black_box(&out);
-                })
-            });
-            // Bare ring on the same bytes: ESP starts after Ethernet (14),
-            // IPv4 (20) and UDP (8).
-            const ESP: usize = 14 + 20 + 8;
-            group.bench_function(BenchmarkId::new("ring_open_in_place", &label), |b| {
-                b.iter(|| {
-                    for (f, t) in frames.iter_mut().zip(&template) {
-                        f.copy_from_slice(t);
-                        let (hdr, rest) = f[ESP..].split_at_mut(16);
-                        let mut nonce = [0u8; 12];
-                        nonce[..4].copy_from_slice(&KEY[32..]);
-                        nonce[4..].copy_from_slice(&hdr[8..16]);
-                        let r = ring_key.open_in_place(
-                            Nonce::assume_unique_for_key(nonce),
-                            Aad::from(&hdr[..8]),
-                            rest,
-                        );
-                        black_box(r.is_ok());
-                    }
-                })
-            });
-        }
+    for (a, n_sas, payload) in cases {
+        let ring_key =
+            LessSafeKey::new(UnboundKey::new(a.ring, &a.key[..a.key.len() - 4]).unwrap());
+        let salt = &a.key[a.key.len() - 4..];
+        let (table, template) = setup(n_sas, payload, &a);
+        let snap = table.snapshot();
+        let mut ws = WorkerState::new(0);
+        let mut frames = template.clone();
+        let mut out = vec![Verdict::Handoff(0); MAX_BATCH];
+        // Sanity: everything decapsulates.
+        decap_batch(&mut ws, &snap, &mut frames, &mut out, Duration::ZERO);
+        assert!(
+            out.iter().all(|v| matches!(v, Verdict::Deliver { .. })),
+            "{:?}",
+            out[0]
+        );
+        let label = format!("{}_{payload}B_{n_sas}sa", a.name);
+        group.bench_function(BenchmarkId::new("pipeline", &label), |b| {
+            b.iter(|| {
+                for (f, t) in frames.iter_mut().zip(&template) {
+                    f.copy_from_slice(t);
+                }
+                decap_batch(&mut ws, &snap, &mut frames, &mut out, Duration::ZERO);
+                black_box(&out);
+            })
+        });
+        // Bare ring on the same bytes: ESP starts after Ethernet (14),
+        // IPv4 (20) and UDP (8).
+        const ESP: usize = 14 + 20 + 8;
+        group.bench_function(BenchmarkId::new("ring_open_in_place", &label), |b| {
+            b.iter(|| {
+                for (f, t) in frames.iter_mut().zip(&template) {
+                    f.copy_from_slice(t);
+                    let (hdr, rest) = f[ESP..].split_at_mut(16);
+                    let mut nonce = [0u8; 12];
+                    nonce[..4].copy_from_slice(salt);
+                    nonce[4..].copy_from_slice(&hdr[8..16]);
+                    let r = ring_key.open_in_place(
+                        Nonce::assume_unique_for_key(nonce),
+                        Aad::from(&hdr[..8]),
+                        rest,
+                    );
+                    black_box(r.is_ok());
+                }
+            })
+        });
     }
     group.finish();
 }
@@ -211,7 +267,7 @@ fn bench_decap_cbc(c: &mut Criterion) {
     group.throughput(Throughput::Elements(MAX_BATCH as u64));
     let aes = aes::Aes256::new_from_slice(&CBC_KEY[..32]).unwrap();
     let mac_key = hmac::Key::new(hmac::HMAC_SHA256, &CBC_KEY[32..]);
-    for payload in [64usize, 1400] {
+    for payload in [64usize, 512, 1400] {
         let (table, template) = setup_cbc(payload);
         let snap = table.snapshot();
         let mut ws = WorkerState::new(0);
