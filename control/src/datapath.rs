@@ -567,8 +567,8 @@ impl BatchHandler for DatapathHandler {
         };
         let snap = self.ctx.snap.load();
         let routes = self.ctx.routes.load();
-        let (mut read, mut sent, mut handed) = (0, 0, 0);
-        let mut woken = 0u64; // bit per owner worker to notify once
+        let mut read = 0;
+        let mut tally = Tally::default();
         // A bounded batch per wake-up, so received ESP is served in between.
         for _ in 0..BATCH_SIZE {
             let Some(len) = crate::platform::tun::read_packet(fd, &mut self.tun_buf) else {
@@ -576,7 +576,7 @@ impl BatchHandler for DatapathHandler {
             };
             read += 1;
             let inner = &self.tun_buf[..len];
-            match route_and_encap(
+            tally.add(route_and_encap(
                 &mut self.ws,
                 &self.shared,
                 &self.ctx,
@@ -585,23 +585,10 @@ impl BatchHandler for DatapathHandler {
                 &routes,
                 inner,
                 tx,
-            ) {
-                Outbound::Sent => sent += 1,
-                Outbound::Handed(owner) => {
-                    handed += 1;
-                    woken |= 1 << (owner % 64);
-                }
-                Outbound::Dropped => {}
-            }
-        }
-        for (w, q) in self.handoff.iter().enumerate() {
-            if woken & (1 << (w % 64)) != 0 {
-                q.notify();
-            }
+            ));
         }
         add_single_writer(&self.io.tun_rx, read);
-        add_single_writer(&self.io.encap_tx, sent);
-        add_single_writer(&self.io.handoff_out, handed);
+        tally.finish(&self.handoff, &self.io);
     }
 }
 
@@ -617,8 +604,8 @@ impl DatapathHandler {
         let snap = self.ctx.snap.load();
         let routes = self.ctx.routes.load();
         let (ws, shared, ctx, handoff) = (&mut self.ws, &self.shared, &self.ctx, &self.handoff);
-        let (mut sent, mut handed, mut too_big) = (0, 0, 0);
-        let mut woken = 0u64; // bit per owner worker to notify once
+        let mut too_big = 0;
+        let mut tally = Tally::default();
         let max_inner = x.max_inner;
         let read = x.xsk.poll_batch(|batch, _inside_tx| {
             for f in batch.frames_mut() {
@@ -630,25 +617,47 @@ impl DatapathHandler {
                     too_big += 1;
                     continue;
                 }
-                match route_and_encap(ws, shared, ctx, handoff, &snap, &routes, inner, tx) {
-                    Outbound::Sent => sent += 1,
-                    Outbound::Handed(owner) => {
-                        handed += 1;
-                        woken |= 1 << (owner % 64);
-                    }
-                    Outbound::Dropped => {}
-                }
+                tally.add(route_and_encap(
+                    ws, shared, ctx, handoff, &snap, &routes, inner, tx,
+                ));
             }
         });
-        for (w, q) in self.handoff.iter().enumerate() {
-            if woken & (1 << (w % 64)) != 0 {
+        add_single_writer(&self.io.inside_rx, read as u64);
+        add_single_writer(&self.io.inside_too_big, too_big);
+        tally.finish(&self.handoff, &self.io);
+    }
+}
+
+/// What became of a batch of inner packets to encrypt.
+#[derive(Default)]
+struct Tally {
+    sent: u64,
+    handed: u64,
+    /// A bit per owner worker to notify once.
+    woken: u64,
+}
+
+impl Tally {
+    fn add(&mut self, o: Outbound) {
+        match o {
+            Outbound::Sent => self.sent += 1,
+            Outbound::Handed(owner) => {
+                self.handed += 1;
+                self.woken |= 1 << (owner % 64);
+            }
+            Outbound::Dropped => {}
+        }
+    }
+
+    /// Wake the workers packets were handed to (once each) and count.
+    fn finish(self, handoff: &[Arc<HandoffQueue>], io: &IoStats) {
+        for (w, q) in handoff.iter().enumerate() {
+            if self.woken & (1 << (w % 64)) != 0 {
                 q.notify();
             }
         }
-        add_single_writer(&self.io.inside_rx, read as u64);
-        add_single_writer(&self.io.inside_too_big, too_big);
-        add_single_writer(&self.io.encap_tx, sent);
-        add_single_writer(&self.io.handoff_out, handed);
+        add_single_writer(&io.encap_tx, self.sent);
+        add_single_writer(&io.handoff_out, self.handed);
     }
 }
 

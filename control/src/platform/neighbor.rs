@@ -408,6 +408,35 @@ fn bound_to_device(bind: SocketAddr, ifname: &str) -> std::io::Result<UdpSocket>
     Ok(s)
 }
 
+/// Neighbours' MAC addresses by IP address, on one interface.
+pub(super) type NeighbourMacs = HashMap<IpAddr, [u8; 6]>;
+
+/// One route dump and one neighbour dump: the next-hop table out of
+/// interface `ifindex` and the MACs its neighbours have there. On error,
+/// which dump failed.
+pub(super) fn dump_next_hops(
+    rtnl: &mut netlink::Rtnl,
+    ifindex: u32,
+) -> Result<(NextHopTable, NeighbourMacs), (&'static str, std::io::Error)> {
+    let routes = rtnl.dump_routes().map_err(|e| ("route dump", e))?;
+    let table = NextHopTable::new(
+        routes.messages.iter().flat_map(|m| match m {
+            RouteNetlinkMessage::NewRoute(r) => route_entries(r),
+            _ => Vec::new(),
+        }),
+        ifindex,
+    );
+    let neigh = rtnl.dump_neighbours().map_err(|e| ("neighbour dump", e))?;
+    let macs = neighbour_macs(
+        neigh.messages.iter().filter_map(|m| match m {
+            RouteNetlinkMessage::NewNeighbour(n) => Some(n),
+            _ => None,
+        }),
+        ifindex,
+    );
+    Ok((table, macs))
+}
+
 /// Resolve each peer's next-hop MAC on `ifname` into its slot. Per round it makes one route dump and one neighbour dump for
 /// all peers together, makes the kernel resolve the next hops it lacks,
 /// and repeats every 100 ms until all are known or `wait` has passed
@@ -432,28 +461,10 @@ pub fn refresh_next_hops(peers: &[(IpAddr, &SharedMac)], ifname: &str, wait: Dur
         Err(e) => return report("opening rtnetlink", &e),
     };
     loop {
-        let routes = match rtnl.dump_routes() {
+        let (table, known) = match dump_next_hops(&mut rtnl, ifindex) {
             Ok(d) => d,
-            Err(e) => return report("route dump", &e),
+            Err((what, e)) => return report(what, &e),
         };
-        let table = NextHopTable::new(
-            routes.messages.iter().flat_map(|m| match m {
-                RouteNetlinkMessage::NewRoute(r) => route_entries(r),
-                _ => Vec::new(),
-            }),
-            ifindex,
-        );
-        let neigh = match rtnl.dump_neighbours() {
-            Ok(d) => d,
-            Err(e) => return report("neighbour dump", &e),
-        };
-        let known = neighbour_macs(
-            neigh.messages.iter().filter_map(|m| match m {
-                RouteNetlinkMessage::NewNeighbour(n) => Some(n),
-                _ => None,
-            }),
-            ifindex,
-        );
         let mut missing = Vec::new();
         let mut seen = HashSet::new();
         for &(peer, slot) in peers {

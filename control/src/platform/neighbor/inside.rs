@@ -19,10 +19,9 @@ use std::{
 
 use arc_swap::{ArcSwap, Guard};
 use crossbeam::channel::{Receiver, Sender};
-use netlink_packet_route::RouteNetlinkMessage;
 use tracing::debug;
 
-use super::{NextHopTable, neighbour_macs, netlink, report, route_entries, solicit};
+use super::{NextHopTable, dump_next_hops, netlink, report, solicit};
 
 /// Next hops requested by workers and not yet handled (more wait for the
 /// next miss: the packets that found none were counted anyway).
@@ -112,28 +111,10 @@ impl InsideNeighbors {
             Err(e) => return report("opening rtnetlink", &e),
         };
         loop {
-            let routes = match rtnl.dump_routes() {
+            let (table, macs) = match dump_next_hops(&mut rtnl, ifindex) {
                 Ok(d) => d,
-                Err(e) => return report("route dump", &e),
+                Err((what, e)) => return report(what, &e),
             };
-            let table = NextHopTable::new(
-                routes.messages.iter().flat_map(|m| match m {
-                    RouteNetlinkMessage::NewRoute(r) => route_entries(r),
-                    _ => Vec::new(),
-                }),
-                ifindex,
-            );
-            let neigh = match rtnl.dump_neighbours() {
-                Ok(d) => d,
-                Err(e) => return report("neighbour dump", &e),
-            };
-            let macs = neighbour_macs(
-                neigh.messages.iter().filter_map(|m| match m {
-                    RouteNetlinkMessage::NewNeighbour(n) => Some(n),
-                    _ => None,
-                }),
-                ifindex,
-            );
             wanted.retain(|h| !macs.contains_key(h));
             self.view.store(Arc::new(InsideView::new(table, macs)));
             if wanted.is_empty() || Instant::now() >= deadline {
