@@ -4,7 +4,8 @@ ESP implementation): the receiving end for `xdpsec gen`'s tests.
 
 argv[1] is JSON: iface, spi, key (hex key||salt), cipher (scapy's
 crypt_algo), outer_src (the sender's outer address), udp (port or null),
-count (frames to wait for), timeout (seconds). Prints `ready` once the
+esn (extended sequence numbers, optional), count (frames to wait for),
+timeout (seconds). Prints `ready` once the
 capture is open, then one JSON report: received, decrypted, seqs, inner
 [{src, dst, dport, len}], errors. Bounded by count and timeout.
 """
@@ -24,7 +25,8 @@ if udp and udp != 4500:
 v6 = ":" in cfg["outer_src"]
 nat = UDP(sport=udp, dport=udp) if udp else None
 sa = SecurityAssociation(ESP, spi=cfg["spi"], crypt_algo=cfg["cipher"],
-                         crypt_key=bytes.fromhex(cfg["key"]), nat_t_header=nat)
+                         crypt_key=bytes.fromhex(cfg["key"]), nat_t_header=nat,
+                         esn_en=bool(cfg.get("esn", False)))
 report = {"received": 0, "decrypted": 0, "seqs": [], "inner": [], "errors": []}
 sock = conf.L2listen(iface=cfg["iface"])
 print("ready", flush=True)

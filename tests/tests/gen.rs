@@ -10,7 +10,7 @@ use std::{
 use serde_json::{Value, json};
 use xdpsec_e2e::{
     Daemon, Lab, scratch_dir, settle,
-    tunnel::{BASE, KEY_A, tunnel_config, two_tunnel_receiver, two_tunnel_sender},
+    tunnel::{BASE, Case, inner_addrs, tunnel_config, two_tunnel_receiver, two_tunnel_sender},
     venv_python, xdpsec_bin,
 };
 
@@ -56,9 +56,16 @@ fn run_gen(ns: &str, config: &Path, extra: &[&str]) -> Value {
 
 /// scapy captures on node 1's interface while `send` runs; its report.
 fn scapy_sink(lab: &Lab, count: u32, send: impl FnOnce()) -> Value {
+    scapy_sink_case(lab, &BASE, count, send)
+}
+
+/// [`scapy_sink`] for node 1's inbound SA of tunnel case `c` (SPI 0x1001).
+fn scapy_sink_case(lab: &Lab, c: &Case, count: u32, send: impl FnOnce()) -> Value {
+    let outer = if c.v6_outer { lab.v6 } else { lab.v4 };
     let cfg = json!({
-        "iface": lab.if1, "spi": 0x1001, "key": KEY_A, "cipher": "AES-GCM",
-        "outer_src": lab.v4[1].to_string(), "udp": null, "count": count, "timeout": 15.0,
+        "iface": lab.if1, "spi": 0x1001, "key": c.keys().0, "cipher": c.scapy_cipher(),
+        "outer_src": outer[1].to_string(), "udp": c.udp, "esn": c.esn,
+        "count": count, "timeout": 15.0,
     });
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/esp_sink.py");
     let mut child = Command::new("timeout")
@@ -128,6 +135,72 @@ fn generated_esp_decrypts_in_scapy_and_sequence_numbers_resume_across_runs() {
         "second run starts above the reservation: {r}"
     );
     assert_eq!(r["decrypted"], 3, "{r}");
+}
+
+/// Every AEAD, ESN, plain and UDP-encapsulated ESP, IPv4 and IPv6 outer
+/// and inner: what the generator sends decrypts in scapy, with the
+/// sequence numbers from 1 and the inner packets as asked.
+#[test]
+fn generated_esp_of_each_aead_encapsulation_and_family_decrypts_in_scapy() {
+    let cases = [
+        Case {
+            cipher: "chacha20-poly1305",
+            esn: true,
+            v6_outer: true,
+            v6_inner: true,
+            ..BASE
+        },
+        Case {
+            cipher: "aes128-gcm",
+            udp: Some(4500),
+            ..BASE
+        },
+        Case {
+            esn: true,
+            udp: Some(4500),
+            v6_outer: true,
+            ..BASE
+        },
+    ];
+    for c in cases {
+        let lab = Lab::unique().up(1).unwrap();
+        let dir = scratch_dir("gen");
+        let cfg = gen_config_from(&tunnel_config(&lab, 1, &c), &dir);
+        let r = scapy_sink_case(&lab, &c, 20, || {
+            let g = run_gen(
+                &lab.ns2,
+                &cfg,
+                &["--count", "20", "--rate", "200", "--size", "100"],
+            );
+            assert_eq!(
+                (g["sent"].as_u64(), g["valid"].as_u64()),
+                (Some(20), Some(20)),
+                "{c:?}: {g}"
+            );
+        });
+        assert_eq!(r["errors"], json!([]), "{c:?}: {r}");
+        assert_eq!(r["decrypted"], 20, "{c:?}: {r}");
+        let seqs: Vec<u64> = r["seqs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_u64().unwrap())
+            .collect();
+        assert_eq!(seqs, (1..=20).collect::<Vec<u64>>(), "{c:?}: {r}");
+        let inner = inner_addrs(c.v6_inner);
+        for i in r["inner"].as_array().unwrap() {
+            assert_eq!(
+                (
+                    i["src"].as_str(),
+                    i["dst"].as_str(),
+                    i["dport"].as_u64(),
+                    i["len"].as_u64()
+                ),
+                (Some(inner[1]), Some(inner[0]), Some(9), Some(100)),
+                "{c:?}: {r}"
+            );
+        }
+    }
 }
 
 #[test]
