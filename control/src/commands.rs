@@ -977,34 +977,7 @@ impl Owner {
                     String::new()
                 }
             );
-            let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-            let io = [
-                ("tun_tx", r(&q.io.tun_tx)),
-                ("tun_tx_errors", r(&q.io.tun_tx_errors)),
-                ("sink", r(&q.io.sink)),
-                ("tun_rx", r(&q.io.tun_rx)),
-                // Gateway mode (`[inside] mode = "xdp"`): inner packets
-                // received on / sent to the inside interface's AF_XDP
-                // socket; each decrypted packet not sent is counted once
-                // as inside_no_neighbor or inside_tx_errors, each received
-                // one too large to encrypt as inside_too_big.
-                ("inside_rx", r(&q.io.inside_rx)),
-                ("inside_too_big", r(&q.io.inside_too_big)),
-                ("inside_tx", r(&q.io.inside_tx)),
-                ("inside_no_neighbor", r(&q.io.inside_no_neighbor)),
-                ("inside_tx_errors", r(&q.io.inside_tx_errors)),
-                ("encap_tx", r(&q.io.encap_tx)),
-                ("handoff", r(&q.io.handoff)),
-                ("handoff_out", r(&q.io.handoff_out)),
-                ("not_esp", r(&q.io.not_esp)),
-                ("tx_frames", r(&q.stats.tx_frames)),
-                // Punt/inject between datapath and control (BFD inside
-                // SD-WAN tunnels); punt_dropped is part of punted.
-                ("punted", r(&q.worker.punted)),
-                ("punt_dropped", r(&q.io.punt_dropped)),
-                ("injected", r(&q.io.injected)),
-                ("inject_dropped", r(&q.io.inject_dropped)),
-            ];
+            let io = q.io_counters();
             let _ = writeln!(
                 text,
                 "      inside: {}",

@@ -199,6 +199,33 @@ impl Owner {
                 .inc_by(v);
             }
         }
+        let w = counters(
+            &mut r,
+            "worker_io",
+            "Per-queue worker I/O around the datapath core (TUN, inside socket, handoff, punt/inject)",
+        );
+        for info in &self.queues {
+            for (name, v) in info.io_counters() {
+                w.get_or_create(&labels(&[
+                    ("queue", info.queue.to_string()),
+                    ("counter", name.to_string()),
+                ]))
+                .inc_by(v);
+            }
+        }
+        if let Some(inside) = self.steering.as_mut().and_then(|st| st.inside())
+            && let Ok(raw) = inside.counters()
+        {
+            let x = counters(
+                &mut r,
+                "inside_xdp",
+                "Gateway mode: the inside XDP program's counters",
+            );
+            for c in xdpsec_common::InsideCounter::ALL {
+                x.get_or_create(&labels(&[("counter", c.name().to_string())]))
+                    .inc_by(raw[c as usize]);
+            }
+        }
         if let Some(st) = self.steering.as_ref()
             && let Ok(raw) = st.counters()
         {

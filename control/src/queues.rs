@@ -49,7 +49,45 @@ pub const QUEUE_FIELDS: [&str; N_QUEUE_FIELDS] = [
     XdpStatistics::FIELDS[5],
 ];
 
+/// Number of the worker's I/O counters in [`QueueInfo::io_counters`].
+pub const N_IO_COUNTERS: usize = 18;
+
 impl QueueInfo {
+    /// The worker's I/O counters around the core, by name, in display
+    /// order (the "inside:" line of `show platform hardware qfp active
+    /// statistics`, and `xdpsec_worker_io_total` in the metrics).
+    pub fn io_counters(&self) -> [(&'static str, u64); N_IO_COUNTERS] {
+        let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let io = &self.io;
+        [
+            ("tun_tx", r(&io.tun_tx)),
+            ("tun_tx_errors", r(&io.tun_tx_errors)),
+            ("sink", r(&io.sink)),
+            ("tun_rx", r(&io.tun_rx)),
+            // Gateway mode (`[inside] mode = "xdp"`): inner packets
+            // received on / sent to the inside interface's AF_XDP socket;
+            // each decrypted packet not sent is counted once as
+            // inside_no_neighbor or inside_tx_errors, each received one too
+            // large to encrypt as inside_too_big.
+            ("inside_rx", r(&io.inside_rx)),
+            ("inside_too_big", r(&io.inside_too_big)),
+            ("inside_tx", r(&io.inside_tx)),
+            ("inside_no_neighbor", r(&io.inside_no_neighbor)),
+            ("inside_tx_errors", r(&io.inside_tx_errors)),
+            ("encap_tx", r(&io.encap_tx)),
+            ("handoff", r(&io.handoff)),
+            ("handoff_out", r(&io.handoff_out)),
+            ("not_esp", r(&io.not_esp)),
+            ("tx_frames", r(&self.stats.tx_frames)),
+            // Punt/inject between datapath and control (BFD inside SD-WAN
+            // tunnels); punt_dropped is part of punted.
+            ("punted", r(&self.worker.punted)),
+            ("punt_dropped", r(&io.punt_dropped)),
+            ("injected", r(&io.injected)),
+            ("inject_dropped", r(&io.inject_dropped)),
+        ]
+    }
+
     /// The socket's `SO_BUSY_POLL` microseconds as the kernel has it (0:
     /// busy polling off, or the socket cannot tell).
     pub fn busy_poll_us(&self) -> u32 {

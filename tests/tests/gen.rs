@@ -427,6 +427,15 @@ fn metrics_are_scraped_and_parsed_with_exact_counters() {
             .any(|s| s["name"] == "xdpsec_xdp_steering_total"),
         "{text}"
     );
+    // The worker's I/O around the core: every decrypted packet into the TUN.
+    assert_eq!(
+        value(
+            "xdpsec_worker_io_total",
+            &[("queue", "0"), ("counter", "tun_tx")]
+        ),
+        valid as f64,
+        "{text}"
+    );
     // Anything but GET /metrics: 404.
     let other = Lab::in_ns(&lab.ns2, || {
         use std::io::{Read, Write};
