@@ -102,27 +102,7 @@ fn generated_esp_decrypts_in_scapy_and_sequence_numbers_resume_across_runs() {
         assert_eq!(g["sent"], 20, "{g}");
         assert_eq!(g["valid"], 20, "{g}");
     });
-    assert_eq!(r["errors"], json!([]), "{r}");
-    assert_eq!(r["decrypted"], 20, "scapy decrypts every frame: {r}");
-    let seqs: Vec<u64> = r["seqs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_u64().unwrap())
-        .collect();
-    assert_eq!(seqs, (1..=20).collect::<Vec<u64>>(), "{r}");
-    for i in r["inner"].as_array().unwrap() {
-        assert_eq!(
-            (
-                i["src"].as_str(),
-                i["dst"].as_str(),
-                i["dport"].as_u64(),
-                i["len"].as_u64()
-            ),
-            (Some("203.0.113.2"), Some("203.0.113.1"), Some(9), Some(100)),
-            "{r}"
-        );
-    }
+    scapy_decrypted_all(&r, &BASE, 20);
     // A second run resumes above the first run's reservation: no nonce
     // reused, nothing a receiver would take for a replay.
     let r = scapy_sink(&lab, 3, || {
@@ -135,6 +115,34 @@ fn generated_esp_decrypts_in_scapy_and_sequence_numbers_resume_across_runs() {
         "second run starts above the reservation: {r}"
     );
     assert_eq!(r["decrypted"], 3, "{r}");
+}
+
+/// scapy's report `r` says it decrypted `n` frames of case `c`, sequence
+/// numbers 1 to `n`, each a UDP packet to port 9 with 100 payload bytes
+/// from node 2's inner address to node 1's.
+fn scapy_decrypted_all(r: &Value, c: &Case, n: u64) {
+    assert_eq!(r["errors"], json!([]), "{c:?}: {r}");
+    assert_eq!(r["decrypted"], n, "scapy decrypts every frame: {c:?}: {r}");
+    let seqs: Vec<u64> = r["seqs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=n).collect::<Vec<u64>>(), "{c:?}: {r}");
+    let inner = inner_addrs(c.v6_inner);
+    for i in r["inner"].as_array().unwrap() {
+        assert_eq!(
+            (
+                i["src"].as_str(),
+                i["dst"].as_str(),
+                i["dport"].as_u64(),
+                i["len"].as_u64()
+            ),
+            (Some(inner[1]), Some(inner[0]), Some(9), Some(100)),
+            "{c:?}: {r}"
+        );
+    }
 }
 
 /// Every AEAD, ESN, plain and UDP-encapsulated ESP, IPv4 and IPv6 outer
@@ -178,28 +186,7 @@ fn generated_esp_of_each_aead_encapsulation_and_family_decrypts_in_scapy() {
                 "{c:?}: {g}"
             );
         });
-        assert_eq!(r["errors"], json!([]), "{c:?}: {r}");
-        assert_eq!(r["decrypted"], 20, "{c:?}: {r}");
-        let seqs: Vec<u64> = r["seqs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s.as_u64().unwrap())
-            .collect();
-        assert_eq!(seqs, (1..=20).collect::<Vec<u64>>(), "{c:?}: {r}");
-        let inner = inner_addrs(c.v6_inner);
-        for i in r["inner"].as_array().unwrap() {
-            assert_eq!(
-                (
-                    i["src"].as_str(),
-                    i["dst"].as_str(),
-                    i["dport"].as_u64(),
-                    i["len"].as_u64()
-                ),
-                (Some(inner[1]), Some(inner[0]), Some(9), Some(100)),
-                "{c:?}: {r}"
-            );
-        }
+        scapy_decrypted_all(&r, &c, 20);
     }
 }
 

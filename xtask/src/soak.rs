@@ -372,6 +372,14 @@ fn fmt_drops(d: &BTreeMap<u64, u64>) -> String {
 }
 
 /// Print the ledger and the checks; Err when any failed.
+/// Print `  {line}: ok` (or `NO`, adding `failure` to `failures`).
+fn check(failures: &mut Vec<String>, ok: bool, line: &str, failure: &str) {
+    println!("  {line}: {}", if ok { "ok" } else { "NO" });
+    if !ok {
+        failures.push(failure.into());
+    }
+}
+
 fn report(rounds: &[Round], log: &str, alive: bool) -> Result<()> {
     let sum = |f: &dyn Fn(&Round) -> u64| rounds.iter().map(f).sum::<u64>();
     let row = |id: u64| sum(&|r: &Round| r.drops.get(&id).copied().unwrap_or(0));
@@ -431,21 +439,18 @@ fn report(rounds: &[Round], log: &str, alive: bool) -> Result<()> {
     if lines.iter().any(|(_, a, b)| a != b) {
         failures.push("the ledger does not balance".into());
     }
-    let panicked = log.contains("panicked");
-    println!(
-        "  daemon log without a panic: {}",
-        if panicked { "NO" } else { "ok" }
+    check(
+        &mut failures,
+        !log.contains("panicked"),
+        "daemon log without a panic",
+        "the daemon log has a panic",
     );
-    if panicked {
-        failures.push("the daemon log has a panic".into());
-    }
-    println!(
-        "  daemon still answering at the end: {}",
-        if alive { "ok" } else { "NO" }
+    check(
+        &mut failures,
+        alive,
+        "daemon still answering at the end",
+        "the daemon stopped answering",
     );
-    if !alive {
-        failures.push("the daemon stopped answering".into());
-    }
     let rss: Vec<u64> = rounds.iter().map(|r| r.rss_kb).collect();
     if rss.len() > WARM_UP_ROUNDS {
         let base = rss[WARM_UP_ROUNDS];
@@ -713,21 +718,18 @@ fn ike_report(cycles: &[IkeCycle], logs: &str, alive: bool) -> Result<()> {
             fmt_drops(&total)
         );
     }
-    let panicked = logs.contains("panicked");
-    println!(
-        "  logs without a panic: {}",
-        if panicked { "NO" } else { "ok" }
+    check(
+        &mut failures,
+        !logs.contains("panicked"),
+        "logs without a panic",
+        "an IKE node's log has a panic",
     );
-    if panicked {
-        failures.push("an IKE node's log has a panic".into());
-    }
-    println!(
-        "  both nodes still answering at the end: {}",
-        if alive { "ok" } else { "NO" }
+    check(
+        &mut failures,
+        alive,
+        "both nodes still answering at the end",
+        "an IKE node stopped answering",
     );
-    if !alive {
-        failures.push("an IKE node stopped answering".into());
-    }
     if cycles.len() > IKE_WARM_UP {
         for n in 0..2 {
             let rss: Vec<u64> = cycles[IKE_WARM_UP..].iter().map(|c| c.rss_kb[n]).collect();
@@ -953,14 +955,12 @@ fn fabric_report(cycles: &[Cycle], drops: &[BTreeMap<u64, u64>], logs: &str) -> 
             failures.push(format!("edge {} dropped {}", i + 1, fmt_drops(d)));
         }
     }
-    let panicked = logs.contains("panicked");
-    println!(
-        "  logs (edges, controller) without a panic: {}",
-        if panicked { "NO" } else { "ok" }
+    check(
+        &mut failures,
+        !logs.contains("panicked"),
+        "logs (edges, controller) without a panic",
+        "a fabric log has a panic",
     );
-    if panicked {
-        failures.push("a fabric log has a panic".into());
-    }
     if cycles.len() > FABRIC_WARM_UP {
         for e in 0..cycles[0].rss_kb.len() {
             let rss: Vec<u64> = cycles[FABRIC_WARM_UP..]
