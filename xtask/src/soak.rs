@@ -39,7 +39,6 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
-    process::Command,
     sync::atomic::Ordering,
     time::{Duration, Instant},
 };
@@ -51,7 +50,6 @@ use xdpsec_e2e::{
     sdwan::{Fabric, Timers, lab_edges},
     settle_for,
     tunnel::{BASE, tunnel_config},
-    xdpsec_bin,
 };
 
 use crate::demo::{INTERRUPTED, catch_signals};
@@ -181,35 +179,26 @@ fn gen_config(lab: &Lab, dir: &Path) -> PathBuf {
 
 /// One generator run; its `--json` report.
 fn run_gen(ns: &str, cfg: &Path) -> Result<Value> {
-    let out = Command::new("timeout")
-        .args(["30", "ip", "netns", "exec", ns])
-        .arg(xdpsec_bin())
-        .args(["gen", "--config"])
-        .arg(cfg)
-        .args(["--json", "--count", ROUND_COUNT, "--rate", ROUND_RATE])
-        .args(["--size", "200", "--mix", MIX])
-        .output()
-        .context("running xdpsec gen")?;
-    if !out.status.success() {
-        bail!(
-            "xdpsec gen failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(serde_json::from_slice(&out.stdout)?)
+    xdpsec_e2e::run_gen(
+        ns,
+        cfg,
+        &[
+            "--count",
+            ROUND_COUNT,
+            "--rate",
+            ROUND_RATE,
+            "--size",
+            "200",
+            "--mix",
+            MIX,
+        ],
+        30,
+    )
 }
 
 /// (decaps of the tunnel's SA, every non-zero drop row).
 fn counters(d: &Daemon) -> Result<(u64, BTreeMap<u64, u64>)> {
-    let sa = d.cli_json("show crypto ipsec sa")?;
-    let decaps = sa["sas"]
-        .as_array()
-        .context("sas")?
-        .iter()
-        .filter_map(|r| r["pkts_decaps"].as_u64())
-        .sum();
-    Ok((decaps, drop_rows(d)))
+    Ok((xdpsec_e2e::sa_decaps(d)?, drop_rows(d)))
 }
 
 /// VmRSS of `pid` in kB.
@@ -380,6 +369,29 @@ fn check(failures: &mut Vec<String>, ok: bool, line: &str, failure: &str) {
     }
 }
 
+/// The RSS check of one process: `samples` (kB, one per round or cycle)
+/// after `warm_up` of them must not grow more than [`RSS_BOUND_KB`] above
+/// the first sample after the warm-up. Prints the line (with the mean
+/// growth per sample, which tells a steady leak from a one-off step) and
+/// adds a failure naming `who`.
+fn rss_check(failures: &mut Vec<String>, who: &str, samples: &[u64], warm_up: usize) {
+    if samples.len() <= warm_up {
+        println!("  {who} RSS: too few samples to judge ({samples:?} kB)");
+        return;
+    }
+    let rss = &samples[warm_up..];
+    let (base, max) = (rss[0], *rss.iter().max().unwrap());
+    let growth = max.saturating_sub(base);
+    let rate = (*rss.last().unwrap() as f64 - base as f64) / (rss.len() - 1).max(1) as f64;
+    println!(
+        "  {who} RSS after warm-up: {base} kB, max {max} kB, growth {growth} kB ({rate:.0} kB a sample; bound {RSS_BOUND_KB} kB): {}",
+        if growth <= RSS_BOUND_KB { "ok" } else { "NO" }
+    );
+    if growth > RSS_BOUND_KB {
+        failures.push(format!("{who} RSS grew {growth} kB after the warm-up"));
+    }
+}
+
 fn report(rounds: &[Round], log: &str, alive: bool) -> Result<()> {
     let sum = |f: &dyn Fn(&Round) -> u64| rounds.iter().map(f).sum::<u64>();
     let row = |id: u64| sum(&|r: &Round| r.drops.get(&id).copied().unwrap_or(0));
@@ -452,20 +464,7 @@ fn report(rounds: &[Round], log: &str, alive: bool) -> Result<()> {
         "the daemon stopped answering",
     );
     let rss: Vec<u64> = rounds.iter().map(|r| r.rss_kb).collect();
-    if rss.len() > WARM_UP_ROUNDS {
-        let base = rss[WARM_UP_ROUNDS];
-        let max = *rss[WARM_UP_ROUNDS..].iter().max().unwrap();
-        let growth = max.saturating_sub(base);
-        println!(
-            "  RSS after warm-up: {base} kB, max {max} kB, growth {growth} kB (bound {RSS_BOUND_KB} kB): {}",
-            if growth <= RSS_BOUND_KB { "ok" } else { "NO" }
-        );
-        if growth > RSS_BOUND_KB {
-            failures.push(format!("RSS grew {growth} kB after the warm-up"));
-        }
-    } else {
-        println!("  RSS: too few rounds to judge ({rss:?} kB)");
-    }
+    rss_check(&mut failures, "daemon", &rss, WARM_UP_ROUNDS);
     if !failures.is_empty() {
         bail!("soak failed:\n  {}", failures.join("\n  "));
     }
@@ -730,22 +729,14 @@ fn ike_report(cycles: &[IkeCycle], logs: &str, alive: bool) -> Result<()> {
         "both nodes still answering at the end",
         "an IKE node stopped answering",
     );
-    if cycles.len() > IKE_WARM_UP {
-        for n in 0..2 {
-            let rss: Vec<u64> = cycles[IKE_WARM_UP..].iter().map(|c| c.rss_kb[n]).collect();
-            let growth = rss.iter().max().unwrap().saturating_sub(rss[0]);
-            println!(
-                "  node {} RSS after warm-up: {} kB, growth {growth} kB (bound {RSS_BOUND_KB} kB): {}",
-                n + 1,
-                rss[0],
-                if growth <= RSS_BOUND_KB { "ok" } else { "NO" }
-            );
-            if growth > RSS_BOUND_KB {
-                failures.push(format!("IKE node {} RSS grew {growth} kB", n + 1));
-            }
-        }
-    } else {
-        println!("  RSS: too few cycles to judge");
+    for n in 0..2 {
+        let rss: Vec<u64> = cycles.iter().map(|c| c.rss_kb[n]).collect();
+        rss_check(
+            &mut failures,
+            &format!("IKE node {}", n + 1),
+            &rss,
+            IKE_WARM_UP,
+        );
     }
     if !failures.is_empty() {
         bail!("soak (IKE) failed:\n  {}", failures.join("\n  "));
@@ -961,28 +952,14 @@ fn fabric_report(cycles: &[Cycle], drops: &[BTreeMap<u64, u64>], logs: &str) -> 
         "logs (edges, controller) without a panic",
         "a fabric log has a panic",
     );
-    if cycles.len() > FABRIC_WARM_UP {
-        for e in 0..cycles[0].rss_kb.len() {
-            let rss: Vec<u64> = cycles[FABRIC_WARM_UP..]
-                .iter()
-                .map(|c| c.rss_kb[e])
-                .collect();
-            let growth = rss.iter().max().unwrap().saturating_sub(rss[0]);
-            // The rate tells a steady leak from a one-off step, which the
-            // bound alone does not.
-            println!(
-                "  edge {} RSS after warm-up: {} kB, growth {growth} kB ({:.0} kB a cycle; bound {RSS_BOUND_KB} kB): {}",
-                e + 1,
-                rss[0],
-                (*rss.last().unwrap() as f64 - rss[0] as f64) / (rss.len() - 1).max(1) as f64,
-                if growth <= RSS_BOUND_KB { "ok" } else { "NO" }
-            );
-            if growth > RSS_BOUND_KB {
-                failures.push(format!("edge {} RSS grew {growth} kB", e + 1));
-            }
-        }
-    } else {
-        println!("  edge RSS: too few cycles to judge");
+    for e in 0..cycles.first().map_or(0, |c| c.rss_kb.len()) {
+        let rss: Vec<u64> = cycles.iter().map(|c| c.rss_kb[e]).collect();
+        rss_check(
+            &mut failures,
+            &format!("edge {}", e + 1),
+            &rss,
+            FABRIC_WARM_UP,
+        );
     }
     if !failures.is_empty() {
         bail!("soak (fabric) failed:\n  {}", failures.join("\n  "));
