@@ -496,6 +496,58 @@ pub fn scapy_peer(ns: &str, cfg: &serde_json::Value) -> Result<serde_json::Value
     serde_json::from_str(last).with_context(|| format!("scapy peer report: {stdout}"))
 }
 
+/// Start `xdpsec gen --config CONFIG --json ARGS` in `ns`, killed after
+/// `timeout_s` seconds at the latest; collect its report with
+/// [`gen_report`].
+pub fn spawn_gen(ns: &str, config: &Path, args: &[&str], timeout_s: u32) -> Result<Child> {
+    Command::new("timeout")
+        .args([&timeout_s.to_string(), "ip", "netns", "exec", ns])
+        .arg(xdpsec_bin())
+        .args(["gen", "--config"])
+        .arg(config)
+        .arg("--json")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("spawning xdpsec gen")
+}
+
+/// Wait for a generator from [`spawn_gen`]: its `--json` report, or what
+/// it said on stderr when it failed.
+pub fn gen_report(child: Child) -> Result<serde_json::Value> {
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "xdpsec gen failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// [`spawn_gen`], then [`gen_report`].
+pub fn run_gen(
+    ns: &str,
+    config: &Path,
+    args: &[&str],
+    timeout_s: u32,
+) -> Result<serde_json::Value> {
+    gen_report(spawn_gen(ns, config, args, timeout_s)?)
+}
+
+/// Packets decapsulated, summed over every SA of `show crypto ipsec sa`.
+pub fn sa_decaps(d: &Daemon) -> Result<u64> {
+    let sa = d.cli_json("show crypto ipsec sa")?;
+    Ok(sa["sas"]
+        .as_array()
+        .context("no `sas` in show crypto ipsec sa")?
+        .iter()
+        .filter_map(|r| r["pkts_decaps"].as_u64())
+        .sum())
+}
+
 /// The daemon's non-zero QFP drop rows as {id: packets} (`show platform
 /// hardware qfp active feature ipsec datapath drops --json`).
 pub fn drop_rows(d: &Daemon) -> std::collections::BTreeMap<u64, u64> {

@@ -9,7 +9,7 @@ use std::{
 
 use serde_json::{Value, json};
 use xdpsec_e2e::{
-    Daemon, Lab, scratch_dir, settle,
+    Daemon, Lab, gen_report, scratch_dir, settle, spawn_gen,
     tunnel::{BASE, Case, inner_addrs, tunnel_config, two_tunnel_receiver, two_tunnel_sender},
     venv_python, xdpsec_bin,
 };
@@ -37,21 +37,7 @@ fn gen_config_from(text: &str, dir: &Path) -> std::path::PathBuf {
 
 /// Run `xdpsec gen` in `ns`; its `--json` report.
 fn run_gen(ns: &str, config: &Path, extra: &[&str]) -> Value {
-    let out = Command::new("timeout")
-        .args(["60", "ip", "netns", "exec", ns])
-        .arg(xdpsec_bin())
-        .args(["gen", "--config"])
-        .arg(config)
-        .arg("--json")
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "xdpsec gen failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    xdpsec_e2e::run_gen(ns, config, extra, 60).unwrap()
 }
 
 /// scapy captures on node 1's interface while `send` runs; its report.
@@ -507,28 +493,12 @@ fn two_generators_on_their_own_queues_need_no_handoff() {
     let spawn = |n: usize| {
         let dir = scratch_dir("gen");
         let cfg = gen_config_from(&two_tunnel_sender(&lab, n, 2), &dir);
-        Command::new("timeout")
-            .args(["60", "ip", "netns", "exec", &lab.ns2])
-            .arg(xdpsec_bin())
-            .args(["gen", "--config"])
-            .arg(&cfg)
-            .args(["--json", "--count", "1000", "--rate", "4000"])
-            .args(["--first-queue", &(n - 1).to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+        let first = (n - 1).to_string();
+        let args = ["--count", "1000", "--rate", "4000", "--first-queue", &first];
+        spawn_gen(&lab.ns2, &cfg, &args, 60).unwrap()
     };
     let (a, b) = (spawn(1), spawn(2));
-    let report = |c: std::process::Child| {
-        let out = c.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "xdpsec gen failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<Value>(&out.stdout).unwrap()
-    };
+    let report = |c| gen_report(c).unwrap();
     let (ga, gb) = (report(a), report(b));
     assert_eq!(
         (ga["valid"].as_u64(), gb["valid"].as_u64()),
@@ -595,6 +565,15 @@ fn a_first_queue_the_interface_lacks_is_a_clear_error() {
 }
 
 use xdpsec_e2e::drop_rows;
+
+/// Lines of `show logging` that end with `line`.
+fn logged(d: &Daemon, line: &str) -> usize {
+    d.cli("show logging")
+        .unwrap()
+        .lines()
+        .filter(|l| l.ends_with(line))
+        .count()
+}
 
 /// (XDP counter `name`, AF_XDP rx_frames of queue 0, early drop armed).
 fn xdp_and_rx(d: &Daemon, name: &str) -> (u64, u64, bool) {
@@ -667,13 +646,7 @@ fn an_unknown_spi_flood_is_dropped_in_xdp_counted_as_4_and_logged_once() {
             "%CRYPTO-4-RECVD_PKT_INV_SPI: decaps: rec'd IPSEC packet has invalid spi for destaddr={}, prot=50, spi=0xFFFFEFFE(4294963198), srcaddr={}, input interface=Tunnel1",
             lab.v4[0], lab.v4[1]
         );
-        let count = || {
-            d.cli("show logging")
-                .unwrap()
-                .lines()
-                .filter(|l| l.ends_with(&line))
-                .count()
-        };
+        let count = || logged(&d, &line);
         assert_eq!(
             settle(1, count),
             1,
@@ -722,13 +695,7 @@ fn a_recently_deleted_spi_is_dropped_in_xdp_as_1() {
         "%CRYPTO-4-RECVD_PKT_INV_SPI: decaps: rec'd IPSEC packet has invalid spi for destaddr={}, prot=50, spi=0x00001001(4097), srcaddr={}, input interface=Tunnel1",
         lab.v4[0], lab.v4[1]
     );
-    let count = || {
-        d.cli("show logging")
-            .unwrap()
-            .lines()
-            .filter(|l| l.ends_with(&line))
-            .count()
-    };
+    let count = || logged(&d, &line);
     assert_eq!(settle(1, count), 1, "{}", d.cli("show logging").unwrap());
 }
 

@@ -19,14 +19,12 @@
 //! for each row its target (issue 10, item 8) and whether it was met.
 use std::{
     path::{Path, PathBuf},
-    process::Command,
     time::Duration,
 };
 
-use anyhow::{Context, Result, bail};
-use serde_json::Value;
+use anyhow::{Context, Result};
 use xdpsec_e2e::{
-    Daemon, Lab, scratch_dir,
+    Daemon, Lab, gen_report, sa_decaps, scratch_dir,
     tunnel::{BASE, tunnel_config, two_tunnel_receiver, two_tunnel_sender},
 };
 
@@ -71,8 +69,10 @@ fn gen_config_from(c: &str, dir: &Path, state: &Path) -> PathBuf {
     p
 }
 
+/// Start a generator run of [`SECONDS`] with `size`-byte payloads on
+/// queues `first_queue`.. (`queues` of them), with a 1:1 unknown-SPI
+/// flood when `flood`.
 fn spawn_gen(
-    bin: &Path,
     ns: &str,
     cfg: &Path,
     size: u32,
@@ -80,34 +80,25 @@ fn spawn_gen(
     first_queue: u32,
     flood: bool,
 ) -> Result<std::process::Child> {
-    Command::new("timeout")
-        .args(["30", "ip", "netns", "exec", ns])
-        .arg(bin)
-        .args(["gen", "--config"])
-        .arg(cfg)
-        .args(["--json", "--duration", SECONDS, "--size", &size.to_string()])
-        .args(["--queues", &queues.to_string()])
-        .args(["--first-queue", &first_queue.to_string()])
-        .args(if flood {
-            &["--mix", "unknown-spi=1"][..]
-        } else {
-            &[][..]
-        })
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .context("spawning xdpsec gen")
-}
-
-fn gen_result(c: std::process::Child) -> Result<Value> {
-    let out = c.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "xdpsec gen failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let (size, queues, first_queue) = (
+        size.to_string(),
+        queues.to_string(),
+        first_queue.to_string(),
+    );
+    let mut args = vec![
+        "--duration",
+        SECONDS,
+        "--size",
+        &size,
+        "--queues",
+        &queues,
+        "--first-queue",
+        &first_queue,
+    ];
+    if flood {
+        args.extend(["--mix", "unknown-spi=1"]);
     }
-    Ok(serde_json::from_slice(&out.stdout)?)
+    xdpsec_e2e::spawn_gen(ns, cfg, &args, 30)
 }
 
 /// (frames received by AF_XDP, packets decrypted) on the receiver.
@@ -119,19 +110,11 @@ fn counters(d: &Daemon) -> Result<(u64, u64)> {
         .iter()
         .filter_map(|r| r["rx_frames"].as_u64())
         .sum();
-    let sa = d.cli_json("show crypto ipsec sa")?;
-    let decaps = sa["sas"]
-        .as_array()
-        .context("sas")?
-        .iter()
-        .filter_map(|r| r["pkts_decaps"].as_u64())
-        .sum();
-    Ok((rx, decaps))
+    Ok((rx, sa_decaps(d)?))
 }
 
 /// One measured run: (sender pps, receiver rx pps, decap pps).
 fn measure(
-    bin: &Path,
     lab: &Lab,
     d: &Daemon,
     queues: u32,
@@ -142,7 +125,7 @@ fn measure(
     let dir = scratch_dir("bench-e2e");
     let cfg = gen_config(lab, queues, &dir, state);
     let before = counters(d)?;
-    let g = gen_result(spawn_gen(bin, &lab.ns2, &cfg, size, queues, 0, flood)?)?;
+    let g = gen_report(spawn_gen(&lab.ns2, &cfg, size, queues, 0, flood)?)?;
     std::thread::sleep(Duration::from_millis(300));
     let after = counters(d)?;
     let secs = g["seconds"].as_f64().unwrap_or(1.0).max(0.1);
@@ -160,32 +143,18 @@ fn measure(
 /// senders' pps summed, receiver rx pps, decap pps). The receiver's rates
 /// are over the longer of the two runs (they start within a few
 /// milliseconds of each other).
-fn measure_two(
-    bin: &Path,
-    lab: &Lab,
-    d: &Daemon,
-    size: u32,
-    states: [&Path; 2],
-) -> Result<(f64, f64, f64)> {
+fn measure_two(lab: &Lab, d: &Daemon, size: u32, states: [&Path; 2]) -> Result<(f64, f64, f64)> {
     let before = counters(d)?;
     let mut children = Vec::new();
     for (n, state) in [1usize, 2].into_iter().zip(states) {
         let dir = scratch_dir("bench-e2e");
         let cfg = gen_config_from(&two_tunnel_sender(lab, n, 2), &dir, state);
-        children.push(spawn_gen(
-            bin,
-            &lab.ns2,
-            &cfg,
-            size,
-            1,
-            n as u32 - 1,
-            false,
-        )?);
+        children.push(spawn_gen(&lab.ns2, &cfg, size, 1, n as u32 - 1, false)?);
     }
     let mut sent = 0.0;
     let mut secs: f64 = 0.1;
     for c in children {
-        let g = gen_result(c)?;
+        let g = gen_report(c)?;
         sent += g["pps"].as_f64().unwrap_or(0.0);
         secs = secs.max(g["seconds"].as_f64().unwrap_or(1.0));
     }
@@ -250,14 +219,14 @@ fn print_table(rows: &[Row]) {
 /// The honest multi-queue rows: two SAs, one generator each on its own
 /// queue, each SA owned by that queue's worker (no handoff), vs the raw
 /// AF_XDP ceiling with the same two generators; 64 and 1400 B.
-fn two_sa_rows(bin: &Path, lab: &Lab, rows: &mut Vec<Row>, states: [&Path; 2]) -> Result<()> {
+fn two_sa_rows(lab: &Lab, rows: &mut Vec<Row>, states: [&Path; 2]) -> Result<()> {
     let cfg = sink(&two_tunnel_receiver(lab, 2));
     for size in [64u32, 1400] {
         let d = Daemon::start(&lab.ns1, &cfg)?;
-        let (tx, _, decap) = measure_two(bin, lab, &d, size, states)?;
+        let (tx, _, decap) = measure_two(lab, &d, size, states)?;
         drop(d);
         let d = Daemon::start_with_env(&lab.ns1, &cfg, &[("XDPSEC_BENCH_COUNT_ONLY", "1")])?;
-        let (tx0, ceiling, _) = measure_two(bin, lab, &d, size, states)?;
+        let (tx0, ceiling, _) = measure_two(lab, &d, size, states)?;
         drop(d);
         rows.push(Row {
             what: format!(
@@ -279,7 +248,7 @@ fn two_sa_rows(bin: &Path, lab: &Lab, rows: &mut Vec<Row>, states: [&Path; 2]) -
 }
 
 /// Run every row and print the table.
-pub fn run(bin: &Path) -> Result<()> {
+pub fn run() -> Result<()> {
     let t0 = std::time::Instant::now();
     let state = scratch_dir("bench-e2e-state").join("state");
     // Tunnel2's key (the two-SA rows) has its own reservations.
@@ -289,14 +258,14 @@ pub fn run(bin: &Path) -> Result<()> {
         let lab = Lab::unique().up(queues)?;
         for size in [64u32, 1400] {
             let d = Daemon::start(&lab.ns1, &receiver_config(&lab, queues))?;
-            let (tx, _, decap) = measure(bin, &lab, &d, queues, size, false, &state)?;
+            let (tx, _, decap) = measure(&lab, &d, queues, size, false, &state)?;
             drop(d);
             let d = Daemon::start_with_env(
                 &lab.ns1,
                 &receiver_config(&lab, queues),
                 &[("XDPSEC_BENCH_COUNT_ONLY", "1")],
             )?;
-            let (tx0, ceiling, _) = measure(bin, &lab, &d, queues, size, false, &state)?;
+            let (tx0, ceiling, _) = measure(&lab, &d, queues, size, false, &state)?;
             drop(d);
             rows.push(Row {
                 what: if queues == 1 {
@@ -319,7 +288,7 @@ pub fn run(bin: &Path) -> Result<()> {
             });
         }
         if queues == 2 {
-            two_sa_rows(bin, &lab, &mut rows, [&state, &state2])?;
+            two_sa_rows(&lab, &mut rows, [&state, &state2])?;
         }
     }
     let lab = Lab::unique().up(1)?;
@@ -330,7 +299,7 @@ pub fn run(bin: &Path) -> Result<()> {
     let mut decap = [0.0; 2];
     for (i, cfg) in [receiver_config(&lab, 1), generic].iter().enumerate() {
         let d = Daemon::start(&lab.ns1, cfg)?;
-        decap[i] = measure(bin, &lab, &d, 1, 64, false, &state)?.2;
+        decap[i] = measure(&lab, &d, 1, 64, false, &state)?.2;
     }
     rows.push(Row {
         what: "decap into the sink, xdp_mode = \"generic\" vs driver mode, 64 B, 1 queue".into(),
@@ -339,8 +308,8 @@ pub fn run(bin: &Path) -> Result<()> {
         target: Target::None,
     });
     let d = Daemon::start(&lab.ns1, &receiver_config(&lab, 1))?;
-    let (sent_clean, _, clean) = measure(bin, &lab, &d, 1, 64, false, &state)?;
-    let (sent_valid, rx, flooded) = measure(bin, &lab, &d, 1, 64, true, &state)?;
+    let (sent_clean, _, clean) = measure(&lab, &d, 1, 64, false, &state)?;
+    let (sent_valid, rx, flooded) = measure(&lab, &d, 1, 64, true, &state)?;
     drop(d);
     drop(lab);
     // The generator interleaves one unknown-SPI frame per valid one: the

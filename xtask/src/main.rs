@@ -225,7 +225,7 @@ fn main() -> ExitCode {
             setup().and_then(|_| build_xdpsec()).and_then(|bin| {
                 // SAFETY: set before any thread is started by the benchmark.
                 unsafe { std::env::set_var("XDPSEC_BIN", &bin) };
-                bench_e2e::run(&bin)
+                bench_e2e::run()
             })
         }
         Cmd::Bench {
