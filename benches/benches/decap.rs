@@ -17,16 +17,17 @@ use std::time::Duration;
 
 use aes::cipher::array::Array;
 use aes::cipher::{BlockModeDecrypt, InnerIvInit, KeyInit};
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{
+    BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main,
+};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::hmac;
-use xdpsec_datapath::crypto::{AesKeySize, Cipher, Integrity, KeyMaterial};
-use xdpsec_datapath::sa::{
-    EthernetHeader, InboundSaConfig, OutboundSaConfig, OuterHeader, SaChange, SaTable, Selectors,
-};
-use xdpsec_datapath::{MAX_BATCH, Verdict, WorkerState, decap_batch, encap};
+use xdpsec_benches::{ESP_OFFSET, KEY, table_for, templates};
+use xdpsec_datapath::crypto::{AesKeySize, Cipher, Integrity};
+use xdpsec_datapath::sa::SaTable;
+use xdpsec_datapath::{MAX_BATCH, Verdict, WorkerState, decap_batch};
 
-const KEY: [u8; 36] = [0x5c; 36];
 /// AES-128-GCM's key and salt.
 const KEY20: [u8; 20] = [0x5c; 20];
 
@@ -59,94 +60,43 @@ const CHACHA: Aead = Aead {
     ring: &ring::aead::CHACHA20_POLY1305,
 };
 
-fn inbound(spi: u32) -> SaChange {
-    inbound_with(spi, &AES256GCM)
-}
-
-fn inbound_with(spi: u32, a: &Aead) -> SaChange {
-    SaChange::AddInbound(InboundSaConfig {
-        spi,
-        peer: None,
-        tunnel: spi,
-        owner: 0,
-        cipher: a.cipher,
-        key: KeyMaterial::new(a.key.to_vec()),
-        esn: false,
-        window: 0,
-        selectors: Selectors::any(),
-        name: String::new(),
-    })
-}
-
-fn outbound(spi: u32, tunnel: u32) -> SaChange {
-    outbound_with(spi, tunnel, &AES256GCM)
-}
-
-fn outbound_with(spi: u32, tunnel: u32, a: &Aead) -> SaChange {
-    SaChange::SetOutbound(OutboundSaConfig {
-        spi,
-        tunnel,
-        owner: 0,
-        cipher: a.cipher,
-        key: KeyMaterial::new(a.key.to_vec()),
-        esn: false,
-        outer: OuterHeader {
-            src: "198.51.100.2".parse().unwrap(),
-            dst: "198.51.100.1".parse().unwrap(),
-            udp: Some((12346, 12346)),
-            ethernet: Some(EthernetHeader {
-                src: [2, 0, 0, 0, 0, 1],
-                dst: [2, 0, 0, 0, 0, 2],
-            }),
-            ttl: 64,
-        },
-        last_seq: 0,
-        seq_limit: u64::MAX,
-        name: String::new(),
-    })
-}
-
-fn inner_packet(payload: usize) -> Vec<u8> {
-    let mut p = vec![
-        0x45, 0, 0, 0, 0, 1, 0, 0, 63, 17, 0, 0, 203, 0, 113, 1, 203, 0, 113, 2,
-    ];
-    p.resize(20 + payload, 0xab);
-    let l = p.len() as u16;
-    p[2..4].copy_from_slice(&l.to_be_bytes());
-    p
-}
-
-/// A table with `n_sas` inbound SAs and a template batch whose frames go to
-/// 64 SPIs spread over the table (all of them the same SA when `n_sas` is 1).
-fn setup(n_sas: u32, payload: usize, a: &Aead) -> (SaTable, Vec<Vec<u8>>) {
-    let mut t = SaTable::new();
-    t.apply(
-        (1..=n_sas).map(|spi| inbound_with(spi, a)).collect(),
-        Duration::ZERO,
-    )
-    .unwrap();
-    let targets: Vec<u32> = (0..MAX_BATCH as u32)
-        .map(|i| 1 + (i.wrapping_mul(2_654_435_761) % n_sas))
-        .collect();
-    let mut changes: Vec<SaChange> = targets
-        .iter()
-        .enumerate()
-        .map(|(i, &spi)| outbound_with(spi, i as u32, a))
-        .collect();
-    changes.push(SaChange::SetUdpPorts(vec![12346..=12445]));
-    t.apply(changes, Duration::ZERO).unwrap();
-    let snap = t.snapshot();
-    let mut ws = WorkerState::new(0);
-    let inner = inner_packet(payload);
-    let frames = (0..MAX_BATCH)
-        .map(|i| {
-            let mut out = vec![0u8; 2048];
-            let e = encap(&mut ws, &snap, i as u32, &inner, &mut out).unwrap();
-            out.truncate(e.len);
-            out
-        })
-        .collect();
+/// A table of `n_sas` SAs of `cipher` under `key` and one template batch
+/// whose frames go to 64 SPIs spread over the table (all of them the same
+/// SA when `n_sas` is 1).
+fn setup(n_sas: u32, payload: usize, cipher: Cipher, key: &[u8]) -> (SaTable, Vec<Vec<u8>>) {
+    let t = table_for(n_sas, MAX_BATCH, cipher, key);
+    let frames = templates(&t, payload, 1).remove(0);
     (t, frames)
+}
+
+/// The `pipeline` bench of `label`: `template` (copied first, as decap
+/// works in place) through `decap_batch`, after checking every frame of
+/// it decapsulates.
+fn bench_pipeline(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    label: &str,
+    table: &SaTable,
+    template: &[Vec<u8>],
+) {
+    let snap = table.snapshot();
+    let mut ws = WorkerState::new(0);
+    let mut frames = template.to_vec();
+    let mut out = vec![Verdict::Handoff(0); MAX_BATCH];
+    decap_batch(&mut ws, &snap, &mut frames, &mut out, Duration::ZERO);
+    assert!(
+        out.iter().all(|v| matches!(v, Verdict::Deliver { .. })),
+        "{:?}",
+        out[0]
+    );
+    group.bench_function(BenchmarkId::new("pipeline", label), |b| {
+        b.iter(|| {
+            for (f, t) in frames.iter_mut().zip(template) {
+                f.copy_from_slice(t);
+            }
+            decap_batch(&mut ws, &snap, &mut frames, &mut out, Duration::ZERO);
+            black_box(&out);
+        })
+    });
 }
 
 /// Every AEAD at 64, 512 and 1400 payload bytes with 1 SA, and AES-256-GCM
@@ -171,36 +121,16 @@ fn bench_decap(c: &mut Criterion) {
         let ring_key =
             LessSafeKey::new(UnboundKey::new(a.ring, &a.key[..a.key.len() - 4]).unwrap());
         let salt = &a.key[a.key.len() - 4..];
-        let (table, template) = setup(n_sas, payload, &a);
-        let snap = table.snapshot();
-        let mut ws = WorkerState::new(0);
-        let mut frames = template.clone();
-        let mut out = vec![Verdict::Handoff(0); MAX_BATCH];
-        // Sanity: everything decapsulates.
-        decap_batch(&mut ws, &snap, &mut frames, &mut out, Duration::ZERO);
-        assert!(
-            out.iter().all(|v| matches!(v, Verdict::Deliver { .. })),
-            "{:?}",
-            out[0]
-        );
+        let (table, template) = setup(n_sas, payload, a.cipher, a.key);
         let label = format!("{}_{payload}B_{n_sas}sa", a.name);
-        group.bench_function(BenchmarkId::new("pipeline", &label), |b| {
-            b.iter(|| {
-                for (f, t) in frames.iter_mut().zip(&template) {
-                    f.copy_from_slice(t);
-                }
-                decap_batch(&mut ws, &snap, &mut frames, &mut out, Duration::ZERO);
-                black_box(&out);
-            })
-        });
-        // Bare ring on the same bytes: ESP starts after Ethernet (14),
-        // IPv4 (20) and UDP (8).
-        const ESP: usize = 14 + 20 + 8;
+        bench_pipeline(&mut group, &label, &table, &template);
+        let mut frames = template.clone();
+        // Bare ring on the same bytes.
         group.bench_function(BenchmarkId::new("ring_open_in_place", &label), |b| {
             b.iter(|| {
                 for (f, t) in frames.iter_mut().zip(&template) {
                     f.copy_from_slice(t);
-                    let (hdr, rest) = f[ESP..].split_at_mut(16);
+                    let (hdr, rest) = f[ESP_OFFSET..].split_at_mut(16);
                     let mut nonce = [0u8; 12];
                     nonce[..4].copy_from_slice(salt);
                     nonce[4..].copy_from_slice(&hdr[8..16]);
@@ -221,43 +151,6 @@ const CBC: Cipher = Cipher::AesCbc(AesKeySize::Aes256, Integrity::HmacSha256_128
 /// AES-256 key || HMAC-SHA-256 key.
 const CBC_KEY: [u8; 64] = [0x3c; 64];
 
-/// One CBC SA both ways (SPI 1) and a template batch of 64 frames to it.
-fn setup_cbc(payload: usize) -> (SaTable, Vec<Vec<u8>>) {
-    let key = || KeyMaterial::new(CBC_KEY.to_vec());
-    let mut t = SaTable::new();
-    let SaChange::SetOutbound(mut out_cfg) = outbound(1, 0) else {
-        unreachable!()
-    };
-    out_cfg.cipher = CBC;
-    out_cfg.key = key();
-    let SaChange::AddInbound(mut in_cfg) = inbound(1) else {
-        unreachable!()
-    };
-    in_cfg.cipher = CBC;
-    in_cfg.key = key();
-    t.apply(
-        vec![
-            SaChange::AddInbound(in_cfg),
-            SaChange::SetOutbound(out_cfg),
-            SaChange::SetUdpPorts(vec![12346..=12445]),
-        ],
-        Duration::ZERO,
-    )
-    .unwrap();
-    let snap = t.snapshot();
-    let mut ws = WorkerState::new(0);
-    let inner = inner_packet(payload);
-    let frames = (0..MAX_BATCH)
-        .map(|_| {
-            let mut out = vec![0u8; 2048];
-            let e = encap(&mut ws, &snap, 0, &inner, &mut out).unwrap();
-            out.truncate(e.len);
-            out
-        })
-        .collect();
-    (t, frames)
-}
-
 fn bench_decap_cbc(c: &mut Criterion) {
     let mut group = c.benchmark_group("decap_aes256cbc_sha256_batch64");
     group
@@ -268,36 +161,17 @@ fn bench_decap_cbc(c: &mut Criterion) {
     let aes = aes::Aes256::new_from_slice(&CBC_KEY[..32]).unwrap();
     let mac_key = hmac::Key::new(hmac::HMAC_SHA256, &CBC_KEY[32..]);
     for payload in [64usize, 512, 1400] {
-        let (table, template) = setup_cbc(payload);
-        let snap = table.snapshot();
-        let mut ws = WorkerState::new(0);
-        let mut frames = template.clone();
-        let mut out = vec![Verdict::Handoff(0); MAX_BATCH];
-        decap_batch(&mut ws, &snap, &mut frames, &mut out, Duration::ZERO);
-        assert!(
-            out.iter().all(|v| matches!(v, Verdict::Deliver { .. })),
-            "{:?}",
-            out[0]
-        );
+        let (table, template) = setup(1, payload, CBC, &CBC_KEY);
         let label = format!("{payload}B/1sa");
-        group.bench_function(BenchmarkId::new("pipeline", &label), |b| {
-            b.iter(|| {
-                for (f, t) in frames.iter_mut().zip(&template) {
-                    f.copy_from_slice(t);
-                }
-                decap_batch(&mut ws, &snap, &mut frames, &mut out, Duration::ZERO);
-                black_box(&out);
-            })
-        });
+        bench_pipeline(&mut group, &label, &table, &template);
+        let mut frames = template.clone();
         // Bare verify-then-decrypt of the same bytes: HMAC over SPI .. end
-        // of ciphertext, compare the 16-byte ICV, CBC-decrypt in place. ESP
-        // starts after Ethernet (14), IPv4 (20) and UDP (8).
-        const ESP: usize = 14 + 20 + 8;
+        // of ciphertext, compare the 16-byte ICV, CBC-decrypt in place.
         group.bench_function(BenchmarkId::new("cbc_hmac_bare", &label), |b| {
             b.iter(|| {
                 for (f, t) in frames.iter_mut().zip(&template) {
                     f.copy_from_slice(t);
-                    let esp = &mut f[ESP..];
+                    let esp = &mut f[ESP_OFFSET..];
                     let icv_at = esp.len() - 16;
                     let tag = hmac::sign(&mac_key, &esp[..icv_at]);
                     let ok = tag.as_ref()[..16] == esp[icv_at..];

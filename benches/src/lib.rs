@@ -21,13 +21,18 @@ pub const ESP_OFFSET: usize = 14 + 20 + 8;
 /// An inbound AES-256-GCM SA with the replay window off: the benchmarks
 /// feed the same frames again and again, which would all be replays.
 pub fn inbound(spi: u32) -> SaChange {
+    inbound_sa(spi, Cipher::Aes256Gcm, &KEY)
+}
+
+/// [`inbound`] with another transform and its key.
+pub fn inbound_sa(spi: u32, cipher: Cipher, key: &[u8]) -> SaChange {
     SaChange::AddInbound(InboundSaConfig {
         spi,
         peer: None,
         tunnel: spi,
         owner: 0,
-        cipher: Cipher::Aes256Gcm,
-        key: KeyMaterial::new(KEY.to_vec()),
+        cipher,
+        key: KeyMaterial::new(key.to_vec()),
         esn: false,
         window: 0,
         selectors: Selectors::any(),
@@ -37,12 +42,17 @@ pub fn inbound(spi: u32) -> SaChange {
 
 /// The outbound twin of [`inbound`] on `tunnel` (it builds the frames).
 pub fn outbound(spi: u32, tunnel: u32) -> SaChange {
+    outbound_sa(spi, tunnel, Cipher::Aes256Gcm, &KEY)
+}
+
+/// [`outbound`] with another transform and its key.
+pub fn outbound_sa(spi: u32, tunnel: u32, cipher: Cipher, key: &[u8]) -> SaChange {
     SaChange::SetOutbound(OutboundSaConfig {
         spi,
         tunnel,
         owner: 0,
-        cipher: Cipher::Aes256Gcm,
-        key: KeyMaterial::new(KEY.to_vec()),
+        cipher,
+        key: KeyMaterial::new(key.to_vec()),
         esn: false,
         outer: OuterHeader {
             src: "198.51.100.2".parse().unwrap(),
@@ -80,11 +90,21 @@ pub fn target_spi(n_sas: u32, k: u32) -> u32 {
 /// A table with `n_sas` inbound SAs (SPIs 1..=n_sas) and outbound SAs on
 /// tunnels 0..`n_frames`, tunnel k's to [`target_spi`]`(n_sas, k)`.
 pub fn table(n_sas: u32, n_frames: usize) -> SaTable {
+    table_for(n_sas, n_frames, Cipher::Aes256Gcm, &KEY)
+}
+
+/// [`table`] with another transform and its key for every SA.
+pub fn table_for(n_sas: u32, n_frames: usize, cipher: Cipher, key: &[u8]) -> SaTable {
     let mut t = SaTable::new();
-    t.apply((1..=n_sas).map(inbound).collect(), Duration::ZERO)
-        .unwrap();
+    t.apply(
+        (1..=n_sas)
+            .map(|spi| inbound_sa(spi, cipher, key))
+            .collect(),
+        Duration::ZERO,
+    )
+    .unwrap();
     let mut changes: Vec<SaChange> = (0..n_frames as u32)
-        .map(|k| outbound(target_spi(n_sas, k), k))
+        .map(|k| outbound_sa(target_spi(n_sas, k), k, cipher, key))
         .collect();
     changes.push(SaChange::SetUdpPorts(vec![12346..=12445]));
     t.apply(changes, Duration::ZERO).unwrap();
