@@ -144,9 +144,7 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
     forbid_core_dumps();
     let sigset = block_signals();
     let iface = &config.underlay.interface;
-    let c_iface = std::ffi::CString::new(iface.as_str())?;
-    // SAFETY: c_iface is a valid NUL-terminated string.
-    if unsafe { libc::if_nametoindex(c_iface.as_ptr()) } == 0 {
+    if crate::platform::ifindex(iface).is_err() {
         bail!(
             "interface {iface} (underlay.interface) does not exist in this network namespace: create it or fix the config"
         );
@@ -202,9 +200,7 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
     // source of every frame sent there.
     let inside_neighbors = match &config.inside {
         Inside::Xdp { interface } => {
-            let c = std::ffi::CString::new(interface.as_str())?;
-            // SAFETY: c is a valid NUL-terminated string.
-            if unsafe { libc::if_nametoindex(c.as_ptr()) } == 0 {
+            if crate::platform::ifindex(interface).is_err() {
                 bail!(
                     "interface {interface} (inside.interface) does not exist in this network namespace: create it or fix the config"
                 );

@@ -7,3 +7,15 @@ pub mod kernelrx;
 pub mod loader;
 pub mod neighbor;
 pub mod tun;
+
+/// The index of interface `name` in this network namespace, or why not
+/// (`NotFound` for a name no interface has).
+pub fn ifindex(name: &str) -> std::io::Result<u32> {
+    let c = std::ffi::CString::new(name)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: `c` is a valid NUL-terminated string.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => Err(std::io::Error::last_os_error()),
+        i => Ok(i),
+    }
+}

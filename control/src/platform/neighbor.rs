@@ -10,7 +10,6 @@
 //! packet; workers never wait on this.
 use std::{
     collections::{HashMap, HashSet},
-    ffi::CString,
     net::{IpAddr, SocketAddr, SocketAddrV6, UdpSocket},
     os::fd::AsRawFd,
     sync::{
@@ -411,6 +410,25 @@ fn bound_to_device(bind: SocketAddr, ifname: &str) -> std::io::Result<UdpSocket>
 /// Neighbours' MAC addresses by IP address, on one interface.
 pub(super) type NeighbourMacs = HashMap<IpAddr, [u8; 6]>;
 
+/// The index of `ifname` and an rtnetlink socket for [`dump_next_hops`];
+/// `None` (reported once, as `what`) when either is missing.
+pub(super) fn open_dumps(what: &str, ifname: &str) -> Option<(u32, netlink::Rtnl)> {
+    let ifindex = match crate::platform::ifindex(ifname) {
+        Ok(i) => i,
+        Err(e) => {
+            report(what, &e);
+            return None;
+        }
+    };
+    match netlink::Rtnl::open() {
+        Ok(r) => Some((ifindex, r)),
+        Err(e) => {
+            report("opening rtnetlink", &e);
+            None
+        }
+    }
+}
+
 /// One route dump and one neighbour dump: the next-hop table out of
 /// interface `ifindex` and the MACs its neighbours have there. On error,
 /// which dump failed.
@@ -444,21 +462,8 @@ pub(super) fn dump_next_hops(
 /// finds none. No subprocess.
 pub fn refresh_next_hops(peers: &[(IpAddr, &SharedMac)], ifname: &str, wait: Duration) {
     let deadline = Instant::now() + wait;
-    let Ok(name) = CString::new(ifname) else {
+    let Some((ifindex, mut rtnl)) = open_dumps(&format!("interface {ifname}"), ifname) else {
         return;
-    };
-    // SAFETY: `name` is a valid NUL-terminated string.
-    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if ifindex == 0 {
-        report(
-            &format!("interface {ifname}"),
-            &std::io::Error::last_os_error(),
-        );
-        return;
-    }
-    let mut rtnl = match netlink::Rtnl::open() {
-        Ok(r) => r,
-        Err(e) => return report("opening rtnetlink", &e),
     };
     loop {
         let (table, known) = match dump_next_hops(&mut rtnl, ifindex) {

@@ -11,7 +11,6 @@
 //! for the underlay) and publishes a new view, so later packets go.
 use std::{
     collections::{HashMap, HashSet},
-    ffi::CString,
     net::IpAddr,
     sync::Arc,
     time::{Duration, Instant},
@@ -21,7 +20,7 @@ use arc_swap::{ArcSwap, Guard};
 use crossbeam::channel::{Receiver, Sender};
 use tracing::debug;
 
-use super::{NextHopTable, dump_next_hops, netlink, report, solicit};
+use super::{NextHopTable, dump_next_hops, open_dumps, report, solicit};
 
 /// Next hops requested by workers and not yet handled (more wait for the
 /// next miss: the packets that found none were counted anyway).
@@ -94,21 +93,9 @@ impl InsideNeighbors {
     pub fn refresh(&self, wait: Duration) {
         let deadline = Instant::now() + wait;
         let mut wanted: HashSet<IpAddr> = self.misses.1.try_iter().collect();
-        let Ok(name) = CString::new(self.ifname.as_str()) else {
+        let what = format!("inside interface {}", self.ifname);
+        let Some((ifindex, mut rtnl)) = open_dumps(&what, &self.ifname) else {
             return;
-        };
-        // SAFETY: `name` is a valid NUL-terminated string.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        if ifindex == 0 {
-            report(
-                &format!("inside interface {}", self.ifname),
-                &std::io::Error::last_os_error(),
-            );
-            return;
-        }
-        let mut rtnl = match netlink::Rtnl::open() {
-            Ok(r) => r,
-            Err(e) => return report("opening rtnetlink", &e),
         };
         loop {
             let (table, macs) = match dump_next_hops(&mut rtnl, ifindex) {
