@@ -496,6 +496,24 @@ pub fn scapy_peer(ns: &str, cfg: &serde_json::Value) -> Result<serde_json::Value
     serde_json::from_str(last).with_context(|| format!("scapy peer report: {stdout}"))
 }
 
+/// Config text `text` (a node's, `socket = "{socket}"` in it) written to
+/// `dir/gen.toml` as a generator's config, with `state` as its
+/// `state_dir` (the sequence-number reservations: keep one across runs
+/// that use the same key); its path.
+pub fn gen_config(text: &str, dir: &Path, state: &Path) -> PathBuf {
+    let text = text.replace(
+        "socket = \"{socket}\"",
+        &format!(
+            "socket = \"{}\"\nstate_dir = \"{}\"",
+            dir.join("unused.sock").display(),
+            state.display()
+        ),
+    );
+    let p = dir.join("gen.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
 /// Start `xdpsec gen --config CONFIG --json ARGS` in `ns`, killed after
 /// `timeout_s` seconds at the latest; collect its report with
 /// [`gen_report`].

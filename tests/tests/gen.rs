@@ -22,17 +22,7 @@ fn gen_config(lab: &Lab, dir: &Path) -> std::path::PathBuf {
 
 /// `text` as a generator's config in `dir`, with its own state_dir there.
 fn gen_config_from(text: &str, dir: &Path) -> std::path::PathBuf {
-    let text = text.replace(
-        "socket = \"{socket}\"",
-        &format!(
-            "socket = \"{}\"\nstate_dir = \"{}\"",
-            dir.join("unused.sock").display(),
-            dir.join("state").display()
-        ),
-    );
-    let p = dir.join("gen.toml");
-    std::fs::write(&p, text).unwrap();
-    p
+    xdpsec_e2e::gen_config(text, dir, &dir.join("state"))
 }
 
 /// Run `xdpsec gen` in `ns`; its `--json` report.

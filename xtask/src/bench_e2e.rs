@@ -47,26 +47,11 @@ fn sink(c: &str) -> String {
 /// numbers must carry on; a fresh state_dir would reuse nonces, and a
 /// receiver that saw the earlier run would drop them as replays).
 fn gen_config(lab: &Lab, queues: u32, dir: &Path, state: &Path) -> PathBuf {
-    gen_config_from(
+    xdpsec_e2e::gen_config(
         &tunnel_config(lab, 1, &BASE).replace("queues = 1", &format!("queues = {queues}")),
         dir,
         state,
     )
-}
-
-/// Config `c` as a generator's in `dir`, with `state` as its state_dir.
-fn gen_config_from(c: &str, dir: &Path, state: &Path) -> PathBuf {
-    let c = c.replace(
-        "socket = \"{socket}\"",
-        &format!(
-            "socket = \"{}\"\nstate_dir = \"{}\"",
-            dir.join("unused.sock").display(),
-            state.display()
-        ),
-    );
-    let p = dir.join("gen.toml");
-    std::fs::write(&p, c).unwrap();
-    p
 }
 
 /// Start a generator run of [`SECONDS`] with `size`-byte payloads on
@@ -148,7 +133,7 @@ fn measure_two(lab: &Lab, d: &Daemon, size: u32, states: [&Path; 2]) -> Result<(
     let mut children = Vec::new();
     for (n, state) in [1usize, 2].into_iter().zip(states) {
         let dir = scratch_dir("bench-e2e");
-        let cfg = gen_config_from(&two_tunnel_sender(lab, n, 2), &dir, state);
+        let cfg = xdpsec_e2e::gen_config(&two_tunnel_sender(lab, n, 2), &dir, state);
         children.push(spawn_gen(&lab.ns2, &cfg, size, 1, n as u32 - 1, false)?);
     }
     let mut sent = 0.0;

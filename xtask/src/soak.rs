@@ -164,17 +164,7 @@ fn receiver_config(lab: &Lab) -> String {
 /// The generator's config (node 2) with one `state_dir` for the whole soak:
 /// the key never changes, so its sequence numbers must carry on.
 fn gen_config(lab: &Lab, dir: &Path) -> PathBuf {
-    let c = tunnel_config(lab, 1, &BASE).replace(
-        "socket = \"{socket}\"",
-        &format!(
-            "socket = \"{}\"\nstate_dir = \"{}\"",
-            dir.join("unused.sock").display(),
-            dir.join("state").display()
-        ),
-    );
-    let p = dir.join("gen.toml");
-    std::fs::write(&p, c).unwrap();
-    p
+    xdpsec_e2e::gen_config(&tunnel_config(lab, 1, &BASE), dir, &dir.join("state"))
 }
 
 /// One generator run; its `--json` report.
