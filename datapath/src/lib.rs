@@ -21,6 +21,7 @@ pub mod crypto;
 pub mod drop;
 pub mod events;
 pub mod ioslog;
+mod layout;
 pub mod pipeline;
 mod pmap;
 mod prefetch;
@@ -37,6 +38,6 @@ mod pipeline_tests;
 mod testutil;
 
 pub use drop::{DropCounters, DropReason, DropStats};
-pub use pipeline::{EncapOutput, MAX_BATCH, Verdict, decap_batch, encap};
+pub use pipeline::{EncapOutput, MAX_BATCH, Verdict, decap_batch, drop_frame, encap};
 pub use sa::{SaSnapshot, SaTable};
 pub use worker::WorkerState;

@@ -15,7 +15,8 @@
 //!    control ([`Verdict::Punt`]), then the inbound policy check.
 //!
 //! Every frame ends with exactly one [`Verdict`]; every `Drop` bumps exactly
-//! one drop counter (in [`drop_frame`], the only place that does).
+//! one drop counter (in [`drop_frame`], the only place that does; encap's
+//! drops and the workers' own go through it too).
 
 use core::net::IpAddr;
 use core::ops::Range;
@@ -113,15 +114,18 @@ pub fn is_punt(inner: &[u8], local: IpAddr) -> bool {
     udp::Packet::new_checked(ip.payload()).is_ok_and(|u| u.dst_port() == BFD_CONTROL_PORT)
 }
 
-/// The one place a frame is dropped: sets the verdict, bumps one counter,
-/// records an event for the reasons IOS logs.
+/// The one place a packet is dropped: bumps one drop counter, records an
+/// event for the reasons IOS logs, and gives the frame's verdict. Decap and
+/// encap here use it, and so do the workers around the core for the drops
+/// they find themselves (a full handoff queue, no next-hop MAC, no free TX
+/// frame).
 #[inline]
-fn drop_frame(shared: &WorkerShared, out: &mut Verdict, reason: DropReason, ev: Option<DropEvent>) {
+pub fn drop_frame(shared: &WorkerShared, reason: DropReason, ev: Option<DropEvent>) -> Verdict {
     shared.drops.bump(reason);
     if let Some(ev) = ev {
         shared.events.push(ev);
     }
-    *out = Verdict::Drop(reason);
+    Verdict::Drop(reason)
 }
 
 /// Single-writer increment (the worker owns these counters): a load and a
@@ -150,29 +154,40 @@ struct Pending<'a> {
     outer_ecn: u8,
 }
 
-/// Pass-1 failure: verdict plus optional SA (for per-SA counters) and event.
+/// How a frame leaves pass 1 early.
+enum EarlyOutcome {
+    /// Not ESP for us: passed back.
+    Pass(PassReason),
+    /// Dropped for this reason.
+    Drop(DropReason),
+    /// Its SA is owned by this worker: handed to it, which classifies
+    /// and counts the frame itself.
+    Handoff(u16),
+}
+
+/// Pass-1 failure: outcome plus optional SA (for per-SA counters) and event.
 struct Early {
-    verdict: Result<PassReason, DropReason>,
+    outcome: EarlyOutcome,
     ev: Option<DropEvent>,
     counter: Option<(SaId, SaCounter)>,
-    handoff: Option<u16>,
 }
 
 impl Early {
     fn drop(r: DropReason) -> Early {
         Early {
-            verdict: Err(r),
+            outcome: EarlyOutcome::Drop(r),
             ev: None,
             counter: None,
-            handoff: None,
         }
+    }
+    fn is_handoff(&self) -> bool {
+        matches!(self.outcome, EarlyOutcome::Handoff(_))
     }
     fn pass(p: PassReason) -> Early {
         Early {
-            verdict: Ok(p),
+            outcome: EarlyOutcome::Pass(p),
             ev: None,
             counter: None,
-            handoff: None,
         }
     }
 }
@@ -386,10 +401,9 @@ fn unknown_spi(snap: &SaSnapshot, l: &Located, now: Duration) -> Early {
         inner: None,
     };
     Early {
-        verdict: Err(reason),
+        outcome: EarlyOutcome::Drop(reason),
         ev: Some(ev),
         counter: None,
-        handoff: None,
     }
 }
 
@@ -412,18 +426,16 @@ fn resolve<'a>(ws: &mut WorkerState, sa: &'a InboundSa, l: &Located) -> Result<P
     } = *l;
     if sa.owner != ws.id() {
         return Err(Early {
-            verdict: Err(DropReason::InHeadPadLenErr),
+            outcome: EarlyOutcome::Handoff(sa.owner),
             ev: None,
             counter: None,
-            handoff: Some(sa.owner),
         });
     }
     if esp_range.len() < sa.cipher.min_esp_len() {
         return Err(Early {
-            verdict: Err(DropReason::InHeadPadLenErr),
+            outcome: EarlyOutcome::Drop(DropReason::InHeadPadLenErr),
             ev: None,
             counter: Some((sa.id, SaCounter::RecvErrors)),
-            handoff: None,
         });
     }
     let slot = ws
@@ -461,7 +473,7 @@ fn replay_early(sa: &InboundSa, e: ReplayError, spi: u32, src: IpAddr, dst: IpAd
     };
     let reason = DropReason::InAntiReplayFail;
     Early {
-        verdict: Err(reason),
+        outcome: EarlyOutcome::Drop(reason),
         ev: Some(DropEvent {
             reason,
             spi,
@@ -472,7 +484,6 @@ fn replay_early(sa: &InboundSa, e: ReplayError, spi: u32, src: IpAddr, dst: IpAd
             inner: None,
         }),
         counter: Some((sa.id, which)),
-        handoff: None,
     }
 }
 
@@ -597,7 +608,7 @@ impl<'s> Pass1<'_, 's> {
             Err(e) => {
                 // A handed-off frame is classified again by its owner:
                 // count it there.
-                if e.handoff.is_none() {
+                if !e.is_handoff() {
                     self.classes[l.class as usize] += 1;
                 }
                 finish_early(self.ws, self.shared, out, e);
@@ -617,7 +628,7 @@ impl<'s> Pass1<'_, 's> {
             let r = classify(self.ws, self.snap, frame.as_mut(), self.now, &mut class);
             // A handed-off frame is classified again by its owner: count it
             // there.
-            if !matches!(&r, Err(e) if e.handoff.is_some()) {
+            if !matches!(&r, Err(e) if e.is_handoff()) {
                 self.classes[class as usize] += 1;
             }
             match r {
@@ -692,19 +703,16 @@ impl<'s> Pass1<'_, 's> {
 /// A frame pass 1 is done with: handed off, passed or dropped, with its
 /// per-SA counter.
 fn finish_early(ws: &mut WorkerState, shared: &WorkerShared, out: &mut Verdict, e: Early) {
-    if let Some(owner) = e.handoff {
-        *out = Verdict::Handoff(owner);
-        return;
-    }
     if let Some((id, which)) = e.counter {
         ws.count(id, which);
     }
-    match e.verdict {
-        Ok(p) => {
+    match e.outcome {
+        EarlyOutcome::Handoff(owner) => *out = Verdict::Handoff(owner),
+        EarlyOutcome::Pass(p) => {
             bump(&shared.passed);
             *out = Verdict::Pass(p);
         }
-        Err(r) => drop_frame(shared, out, r, e.ev),
+        EarlyOutcome::Drop(r) => *out = drop_frame(shared, r, e.ev),
     }
 }
 
@@ -760,7 +768,7 @@ fn decap_chunk<F: AsMut<[u8]>>(
                     inner: None,
                 };
                 ws.count(id, SaCounter::VerifyFailed);
-                drop_frame(&shared, &mut out[i], DropReason::InMacException, Some(ev));
+                out[i] = drop_frame(&shared, DropReason::InMacException, Some(ev));
                 pending[i] = None;
             }
         }
@@ -775,7 +783,7 @@ fn decap_chunk<F: AsMut<[u8]>>(
         // Advanced only now, after the ICV verified (RFC 4303 3.4.3), so
         // forged packets cannot move the window.
         let Some(slot) = ws.slot(sa.id) else {
-            drop_frame(&shared, &mut out[i], DropReason::PktBufferUnavailable, None);
+            out[i] = drop_frame(&shared, DropReason::PktBufferUnavailable, None);
             continue;
         };
         let window = slot.window.get_or_insert_with(|| {
@@ -787,7 +795,7 @@ fn decap_chunk<F: AsMut<[u8]>>(
             if let Some((id, which)) = early.counter {
                 ws.count(id, which);
             }
-            drop_frame(&shared, &mut out[i], DropReason::InAntiReplayFail, early.ev);
+            out[i] = drop_frame(&shared, DropReason::InAntiReplayFail, early.ev);
             continue;
         }
         let bytes = frame.as_mut();
@@ -798,7 +806,7 @@ fn decap_chunk<F: AsMut<[u8]>>(
         };
         let Some((trailer, payload_len)) = parsed else {
             ws.count(sa.id, SaCounter::RecvErrors);
-            drop_frame(&shared, &mut out[i], DropReason::InHeadPadLenErr, None);
+            out[i] = drop_frame(&shared, DropReason::InHeadPadLenErr, None);
             continue;
         };
         let inner = p.plain.start..p.plain.start + payload_len;
@@ -818,12 +826,12 @@ fn decap_chunk<F: AsMut<[u8]>>(
         };
         if !ok {
             ws.count(sa.id, SaCounter::RecvErrors);
-            drop_frame(&shared, &mut out[i], DropReason::InNhMismatch, None);
+            out[i] = drop_frame(&shared, DropReason::InNhMismatch, None);
             continue;
         }
         if !decap_ecn(&mut bytes[inner.clone()], p.outer_ecn) {
             ws.count(sa.id, SaCounter::RecvErrors);
-            drop_frame(&shared, &mut out[i], DropReason::InEcnCeNotEct, None);
+            out[i] = drop_frame(&shared, DropReason::InEcnCeNotEct, None);
             continue;
         }
         // For the node itself (BFD inside an SD-WAN tunnel): to control,
@@ -863,7 +871,7 @@ fn decap_chunk<F: AsMut<[u8]>>(
                     inner: Some(flow),
                 };
                 ws.count(sa.id, SaCounter::RecvErrors);
-                drop_frame(&shared, &mut out[i], reason, Some(ev));
+                out[i] = drop_frame(&shared, reason, Some(ev));
                 continue;
             }
         }
@@ -952,7 +960,7 @@ pub fn encap(
     ws.sync(snap);
     let shared = ws.shared();
     let fail = |r: DropReason| {
-        shared.drops.bump(r);
+        drop_frame(&shared, r, None);
         Err(r)
     };
     let (nh, inner_v6) = match inner.first().map(|b| b >> 4) {

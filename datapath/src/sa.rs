@@ -138,8 +138,8 @@ impl InboundFootprint {
                 + EspCipher::boxed_bytes(cipher),
             map_entry: size_of::<InboundRow>() + size_of::<Arc<[InboundRow]>>() + 2 * word,
             cold: size_of::<Option<SaCold>>() + cipher.key_material_len() + size_of::<u32>(),
-            replay: crate::worker::SLOT_BYTES + crate::replay::ReplayWindow::bitmap_bytes(window),
-            counters: crate::worker::COUNTER_CELL_BYTES,
+            replay: crate::layout::SLOT_BYTES + crate::replay::ReplayWindow::bitmap_bytes(window),
+            counters: crate::layout::COUNTER_CELL_BYTES,
         }
     }
 
@@ -1715,8 +1715,8 @@ mod tests {
         // transform in the AEAD salt's padding).
         assert_eq!(size_of::<InboundRow>(), 32);
         assert_eq!(crate::replay::ReplayWindow::bitmap_bytes(1024), 128);
-        assert_eq!(crate::worker::COUNTER_CELL_BYTES, 56);
-        assert_eq!(crate::worker::SLOT_BYTES, 24);
+        assert_eq!(crate::layout::COUNTER_CELL_BYTES, 56);
+        assert_eq!(crate::layout::SLOT_BYTES, 24);
         assert_eq!(
             size_of::<EspCipher>(),
             size_of::<ring::aead::LessSafeKey>() + 16

@@ -328,11 +328,9 @@ pub fn sa_counters(workers: &[Arc<WorkerShared>], id: SaId) -> SaCounters {
     t
 }
 
-/// Bytes a worker keeps per SA index besides the replay bitmap: its
-/// replay slot and its counter cell.
-pub(crate) const SLOT_BYTES: usize = core::mem::size_of::<SaSlot>();
-/// See [`SLOT_BYTES`].
-pub(crate) const COUNTER_CELL_BYTES: usize = core::mem::size_of::<SaCounterCell>();
+// The sizes an SA's footprint counts (`crate::layout`) are these types'.
+const _: () = assert!(core::mem::size_of::<SaSlot>() == crate::layout::SLOT_BYTES);
+const _: () = assert!(core::mem::size_of::<SaCounterCell>() == crate::layout::COUNTER_CELL_BYTES);
 
 /// A worker's replay state for one SA index. Its generation is the one of
 /// the SA's counter cell (same index, same single writer), so the slot
