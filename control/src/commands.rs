@@ -20,13 +20,14 @@ use xdpsec_datapath::{
 
 use xdpsec_ike::{DhGroup, IkeSaStatus, IkeSaView};
 
+use xdpsec_worker::stats::QUEUE_FIELDS;
+
 use crate::{
     cli::{self, Arg, CommandSpec},
     config::{Encap, TunnelKind},
     ctlsock::{Reply, Request},
     owner::Owner,
     platform::loader::XdpSteering,
-    queues::QUEUE_FIELDS,
     state::crypto_map_tag,
 };
 

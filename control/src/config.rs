@@ -69,34 +69,8 @@ pub enum Inside {
     },
 }
 
-/// An address with a prefix length.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Cidr {
-    /// The address.
-    pub addr: IpAddr,
-    /// Prefix length.
-    pub len: u8,
-}
-
-impl std::fmt::Display for Cidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.len)
-    }
-}
-
-impl std::str::FromStr for Cidr {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Cidr, ()> {
-        let (a, l) = s.split_once('/').ok_or(())?;
-        let addr: IpAddr = a.parse().map_err(|_| ())?;
-        let len: u8 = l.parse().map_err(|_| ())?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        if len > max {
-            return Err(());
-        }
-        Ok(Cidr { addr, len })
-    }
-}
+/// An address with a prefix length (the workers' route tables use it too).
+pub use xdpsec_worker::routes::Cidr;
 
 /// How a tunnel's SAs are keyed.
 #[derive(Clone, Debug)]

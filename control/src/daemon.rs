@@ -20,22 +20,19 @@ use arc_swap::ArcSwap;
 use tracing::{error, info};
 use xdpsec_afxdp::{QueueConfig, XskQueue};
 use xdpsec_datapath::{DropCounters, WorkerState};
+use xdpsec_worker::{
+    InsideIo, InsideXdp, Published, Workers, neighbors::InsideNeighbors, routes::RouteTable,
+    stats::QueueInfo,
+};
 
 use crate::{
     config::{Config, Inside},
     ctlsock::ControlSocket,
-    datapath::{DatapathHandler, InsideIo, InsideXdp, RouteTable, WorkerCtx},
-    handoff::HandoffQueue,
     owner::{Msg, Owner, OwnerHandle, Started, build_tunnels},
     platform::kernelrx::{self, CtlHandle, KernelRxStats},
     platform::loader::XdpSteering,
-    platform::neighbor::{
-        self, NextHops,
-        inside::{self, InsideNeighbors},
-    },
+    platform::neighbor::{self, NextHops, inside},
     platform::tun::Tun,
-    punt::PuntHub,
-    queues::QueueInfo,
     seqstore::SeqStore,
 };
 
@@ -262,15 +259,14 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
             .with_context(|| format!("attaching the inside XDP program to {interface}"))?;
     }
 
-    let handoff: Arc<Vec<Arc<HandoffQueue>>> = Arc::new(
-        (0..config.underlay.queues)
-            .map(|_| HandoffQueue::new().map(Arc::new))
-            .collect::<std::io::Result<_>>()
-            .context("creating the workers' handoff queues")?,
-    );
-    let punt =
-        Arc::new(PuntHub::new(Arc::clone(&handoff)).context("creating the workers' punt rings")?);
-    let taps = Arc::new(crate::taps::Taps::new(config.underlay.queues as usize));
+    let pool = Workers::new(config.underlay.queues as usize)?;
+    let published = Published {
+        snap: snap.clone(),
+        routes: Arc::clone(&routes),
+        next_hops: next_hops.macs(),
+        local_mac,
+        epoch,
+    };
     let mut queues = Vec::new();
     let mut infos = Vec::new();
     let mut workers_shared = Vec::new();
@@ -287,7 +283,7 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
         })?;
         steering.set_socket(q, xsk.raw_fd())?;
         info!(queue = q, mode = xsk.mode().as_str(), "AF_XDP socket bound");
-        let io = punt.io(q as usize);
+        let io = pool.io(q as usize);
         let ws = WorkerState::new(q as u16);
         workers_shared.push(ws.shared());
         let xsk_fd = xsk
@@ -336,17 +332,7 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
             xsk_fd,
             inside_xsk_fd,
         });
-        let ctx = WorkerCtx {
-            snap: snap.clone(),
-            routes: Arc::clone(&routes),
-            next_hops: Arc::clone(&next_hops),
-            local_mac,
-            epoch,
-            handoff: Arc::clone(&handoff),
-            punt: Arc::clone(&punt),
-            taps: Arc::clone(&taps),
-        };
-        queues.push((xsk, DatapathHandler::new(ws, ctx, inside, io)));
+        queues.push((xsk, pool.handler(ws, &published, inside)));
     }
     // Fragments the kernel reassembles, and ESP it received, come back
     // through worker 0 (which hands frames on to their SA's owner).
@@ -366,7 +352,7 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
     };
     let kernel_thread = kernelrx::spawn(
         &ports,
-        Arc::clone(&handoff[0]),
+        pool.handoff(0),
         Arc::clone(&kernel_drops),
         Arc::clone(&kernel_rx),
         kernel_ctl_rx,
@@ -378,20 +364,15 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
     // Learn the peers' next hops before traffic flows (bounded wait).
     next_hops.refresh(iface, Duration::from_secs(2));
     if let Some(n) = &inside_neighbors {
-        n.refresh(Duration::ZERO);
+        inside::refresh(n, Duration::ZERO);
     }
     // The SD-WAN edge: its I/O shell (control connections, punted BFD).
     let (sdwan, sdwan_rx, sdwan_thread) = match &config.sdwan {
         Some(cfg) => {
             let (tx, rx) = crossbeam::channel::bounded(crate::sdwan::io::EVENT_QUEUE);
-            let (io, h) = crate::sdwan::io::spawn(Arc::clone(&punt), tx, Arc::clone(&stop))?;
-            let edge = crate::sdwan::Sdwan::new(
-                cfg.clone(),
-                n_tunnels,
-                io,
-                Arc::clone(&punt),
-                Instant::now(),
-            );
+            let (io, h) = crate::sdwan::io::spawn(pool.punt(), tx, Arc::clone(&stop))?;
+            let edge =
+                crate::sdwan::Sdwan::new(cfg.clone(), n_tunnels, io, pool.punt(), Instant::now());
             (Some(edge), rx, Some(h))
         }
         None => (None, crossbeam::channel::never(), None),
@@ -412,7 +393,7 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
             routes: Arc::clone(&routes),
             static_routes,
             next_hops: Arc::clone(&next_hops),
-            taps,
+            taps: pool.taps(),
         },
         table,
         tunnels,
@@ -424,21 +405,7 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
         .name("xdpsec-owner".into())
         .spawn(move || owner.run(inbox, ike_rx, sdwan_rx))
         .context("spawning the control-state owner")?;
-    let mut workers = Vec::new();
-    for (mut xsk, mut handler) in queues {
-        let stop = Arc::clone(&stop);
-        let q = xsk.queue();
-        let h = thread::Builder::new()
-            .name(format!("xdpsec-q{q}"))
-            .spawn(move || {
-                if let Err(e) = xsk.run(&mut handler, &stop) {
-                    error!(queue = q, error = %e, "AF_XDP worker failed");
-                }
-                // The socket closes here, in its own thread, once the loop ends.
-            })
-            .context("spawning a worker thread")?;
-        workers.push(h);
-    }
+    let workers = Workers::spawn(queues, &stop)?;
     // Platform shell: keeps the peers' next-hop MACs fresh for the workers.
     let next_hop_thread = {
         let stop = Arc::clone(&stop);
@@ -460,7 +427,7 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
                         } else {
                             Duration::ZERO
                         };
-                        n.refresh(wait);
+                        inside::refresh(n, wait);
                     }
                     // A new peer (SD-WAN) is resolved at once, waiting up
                     // to a second for the kernel's answer.

@@ -191,7 +191,7 @@ impl Owner {
 
         let q = counters(&mut r, "afxdp", "AF_XDP per-queue counters");
         for info in &self.queues {
-            for (name, v) in crate::queues::QUEUE_FIELDS.iter().zip(info.values()) {
+            for (name, v) in xdpsec_worker::stats::QUEUE_FIELDS.iter().zip(info.values()) {
                 q.get_or_create(&labels(&[
                     ("queue", info.queue.to_string()),
                     ("counter", (*name).to_string()),

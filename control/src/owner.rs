@@ -34,15 +34,18 @@ use xdpsec_ike::{
 };
 
 use arc_swap::ArcSwap;
+use xdpsec_worker::{
+    routes::RouteTable,
+    stats::{N_QUEUE_FIELDS, QueueInfo},
+    taps::{Capture, Taps},
+};
 
 use crate::{
     config::{Cidr, Config, Tunnel, TunnelKind},
     ctlsock::{Reply, Request},
-    datapath::RouteTable,
     platform::kernelrx::{self, IkeDatagram, KernelRxStats},
     platform::loader::XdpSteering,
     platform::neighbor::NextHops,
-    queues::QueueInfo,
     seqstore::{self, KeyId, SeqStore},
     state::{EventLogger, LogBuffer, tunnel_endpoint, tunnel_sa_changes},
 };
@@ -102,7 +105,7 @@ pub struct Baseline {
     /// XDP steering counters.
     pub xdp: [u64; XDP_COUNTER_COUNT as usize],
     /// Per-queue values, in `QUEUE_FIELDS` order.
-    pub queues: Vec<[u64; crate::queues::N_QUEUE_FIELDS]>,
+    pub queues: Vec<[u64; N_QUEUE_FIELDS]>,
     /// Dummy packets summed over workers.
     pub dummy_packets: u64,
     /// The kernel-socket shell's values, in `KernelRxStats::values` order.
@@ -180,9 +183,9 @@ pub struct Owner {
     /// Whether early drop is armed in XDP now.
     pub early_drop_armed: bool,
     /// Packet trace and drop capture, shared with the workers.
-    pub taps: Arc<crate::taps::Taps>,
+    pub taps: Arc<Taps>,
     /// The running `monitor capture drops` writer, if any.
-    pub capture: Option<crate::taps::Capture>,
+    pub capture: Option<Capture>,
 }
 
 /// The pieces `Owner::start` needs from start-up.
@@ -214,7 +217,7 @@ pub struct Started {
     /// Next-hop MACs.
     pub next_hops: Arc<NextHops>,
     /// Packet trace and drop capture, shared with the workers.
-    pub taps: Arc<crate::taps::Taps>,
+    pub taps: Arc<Taps>,
 }
 
 /// Build the SA table for `cfg`: one publish, sequence numbers resumed above
@@ -362,7 +365,7 @@ impl Owner {
             queues: s.queues,
             baseline: Baseline {
                 xdp: [0; XDP_COUNTER_COUNT as usize],
-                queues: vec![[0; crate::queues::N_QUEUE_FIELDS]; n],
+                queues: vec![[0; N_QUEUE_FIELDS]; n],
                 dummy_packets: 0,
                 kernel: [0; 9],
                 inside_xdp: [0; xdpsec_common::INSIDE_COUNTER_COUNT as usize],

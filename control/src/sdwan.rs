@@ -44,10 +44,11 @@ use xdpsec_omp::{
     edge::{Action as OmpAction, Edge, EdgeConfig, Input as OmpInput, TlocConfig},
 };
 
+use xdpsec_worker::punt::{PuntHub, Punted};
+
 use crate::{
     config::Cidr,
     owner::Owner,
-    punt::{PuntHub, Punted},
     seqstore::{self, KeyId},
 };
 use config::SdwanConfig;
@@ -923,7 +924,7 @@ impl Owner {
             .collect();
         all.extend(dyn_routes);
         self.routes
-            .store(Arc::new(crate::datapath::RouteTable::with_ecmp(all)));
+            .store(Arc::new(xdpsec_worker::routes::RouteTable::with_ecmp(all)));
         let crate::config::Inside::Tun { name, .. } = &self.config.inside else {
             // Gateway mode: the inside XDP program steers exactly the
             // prefixes the datapath routes (configured and SD-WAN).

@@ -11,15 +11,14 @@ use xdpsec_datapath::{
     sa::SaCold,
 };
 
-use crate::{
-    owner::Owner,
-    taps::{Capture, TRACE_MAX_PACKETS, TraceRecord},
-};
+use xdpsec_worker::taps::{Capture, TRACE_MAX_PACKETS, TraceRecord};
+
+use crate::{owner::Owner, taps_render::TraceRender};
 
 impl Owner {
     /// Called after every change of the trace or the capture (armed,
     /// cleared, started, stopped). The merge point for XDP early drop:
-    /// while [`crate::taps::Taps::wants_every_frame`], early-droppable
+    /// while [`xdpsec_worker::taps::Taps::wants_every_frame`], early-droppable
     /// frames must still reach the workers (and so the trace and capture).
     pub(crate) fn taps_changed(&mut self) {
         // While a trace or capture is armed, XDP drops nothing early: they

@@ -4,12 +4,12 @@
 //! request with unknown SPIs, replays, too-old packets and corrupted ICVs.
 //!
 //! Frames are built by the datapath's own encapsulation (the daemon's
-//! `encap`), so what the generator sends is what xdpsec sends. Sequence
+//! `encap`, framed by `xdpsec_worker::traffic_gen`), so what the generator sends
+//! is what xdpsec sends. Sequence
 //! numbers come from the config's `state_dir` reservations, as the
 //! daemon's: consecutive runs never reuse a nonce and are never replays.
 //! It always stops by itself (count or duration; 10 s by default).
 use std::{
-    net::IpAddr,
     path::Path,
     time::{Duration, Instant},
 };
@@ -17,7 +17,9 @@ use std::{
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::json;
 use xdpsec_afxdp::{QueueConfig, XskQueue};
-use xdpsec_datapath::{SaTable, WorkerState, sa::OutboundEntry};
+use xdpsec_datapath::{SaTable, sa::OutboundEntry};
+use xdpsec_worker::traffic_gen::{Framer, GenTunnel};
+pub use xdpsec_worker::traffic_gen::{Mix, Sent};
 
 use crate::{
     config::{Config, Inside, TunnelKind},
@@ -25,44 +27,6 @@ use crate::{
     seqstore::{self, KeyId, SeqStore},
     state::tunnel_sa_changes,
 };
-
-/// Fractions of extra frames per valid frame (`--mix`).
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
-pub struct Mix {
-    /// A valid frame with its SPI replaced by one no SA has.
-    pub unknown_spi: f64,
-    /// A copy of a frame sent moments ago (a duplicate for the receiver).
-    pub replay: f64,
-    /// A copy of a frame sent long ago (older than any replay window).
-    pub old: f64,
-    /// A valid frame with its last ICV byte flipped.
-    pub bad_icv: f64,
-}
-
-impl Mix {
-    /// Parse `unknown-spi=F,replay=F,old=F,bad-icv=F` (any subset).
-    pub fn parse(s: &str) -> Result<Mix> {
-        let mut m = Mix::default();
-        for part in s.split(',').filter(|p| !p.is_empty()) {
-            let (k, v) = part
-                .split_once('=')
-                .ok_or_else(|| anyhow!("--mix: `{part}` is not NAME=FRACTION"))?;
-            let f: f64 = v
-                .parse()
-                .ok()
-                .filter(|f: &f64| f.is_finite() && *f >= 0.0 && *f <= 100.0)
-                .ok_or_else(|| anyhow!("--mix: {k}={v}: give a fraction from 0 to 100"))?;
-            match k {
-                "unknown-spi" => m.unknown_spi = f,
-                "replay" => m.replay = f,
-                "old" => m.old = f,
-                "bad-icv" => m.bad_icv = f,
-                _ => bail!("--mix: unknown kind `{k}`: give unknown-spi, replay, old or bad-icv"),
-            }
-        }
-        Ok(m)
-    }
-}
 
 /// What to send.
 #[derive(Debug, Clone)]
@@ -84,75 +48,6 @@ pub struct GenArgs {
     /// The first of them: frames go out on queues
     /// `first_queue..first_queue + queues`.
     pub first_queue: u32,
-}
-
-/// What was sent.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Sent {
-    /// Valid frames.
-    pub valid: u64,
-    /// Unknown-SPI frames.
-    pub unknown_spi: u64,
-    /// Replayed frames.
-    pub replay: u64,
-    /// Too-old frames.
-    pub old: u64,
-    /// Corrupted-ICV frames.
-    pub bad_icv: u64,
-}
-
-impl Sent {
-    fn total(&self) -> u64 {
-        self.valid + self.unknown_spi + self.replay + self.old + self.bad_icv
-    }
-}
-
-/// How many valid frames beyond the tunnel's replay window an "old" frame
-/// is taken from (the receiver is assumed to use the same window; with a
-/// larger one it counts the frame as a duplicate instead).
-const OLD_MARGIN: usize = 32;
-
-/// An inner IPv4/IPv6 UDP packet from `src` to `dst` with `size` payload bytes.
-fn inner_packet(src: IpAddr, dst: IpAddr, size: usize, n: u64) -> Vec<u8> {
-    let payload: Vec<u8> = (0..size).map(|i| (n as usize + i) as u8).collect();
-    use xdpsec_datapath::wire::checksum as cks;
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            xdpsec_datapath::wire::build_udp_v4(s, d, 0, 64, 9000, 9, &payload)
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let ulen = (8 + size) as u16;
-            let mut udp = Vec::with_capacity(8 + size);
-            udp.extend_from_slice(&9000u16.to_be_bytes());
-            udp.extend_from_slice(&9u16.to_be_bytes());
-            udp.extend_from_slice(&ulen.to_be_bytes());
-            udp.extend_from_slice(&[0, 0]);
-            udp.extend_from_slice(&payload);
-            let mut p = vec![0x60, 0, 0, 0];
-            p.extend_from_slice(&ulen.to_be_bytes());
-            p.extend_from_slice(&[17, 64]);
-            p.extend_from_slice(&s.octets());
-            p.extend_from_slice(&d.octets());
-            let u = !cks::combine(
-                cks::pseudo_header_v6(&s, &d, u32::from(ulen), 17),
-                cks::sum(&udp),
-            );
-            udp[6..8].copy_from_slice(&(if u == 0 { 0xffff } else { u }).to_be_bytes());
-            p.extend_from_slice(&udp);
-            p
-        }
-        _ => unreachable!("inner families checked by the caller"),
-    }
-}
-
-/// Offset of the ESP header in an Ethernet frame built for this tunnel.
-fn esp_offset(frame: &[u8], udp: bool) -> usize {
-    let ip = if frame.get(14).is_some_and(|b| b >> 4 == 6) {
-        40
-    } else {
-        20
-    };
-    14 + ip + if udp { 8 } else { 0 }
 }
 
 /// How many queues `iface` has that an AF_XDP socket can bind to (the
@@ -323,8 +218,19 @@ pub fn run(config_path: &Path, args: &GenArgs, json_out: bool) -> Result<Sent> {
         })
         .collect::<Result<Vec<_>>>()?;
     let mut turn = 0usize;
-    let mut ws = WorkerState::new(0);
-    let udp = t.encap != crate::config::Encap::Esp;
+    let mut framer = Framer::new(
+        GenTunnel {
+            index: i as u32,
+            snap,
+            macs: [dst_mac, local_mac],
+            udp: t.encap != crate::config::Encap::Esp,
+            spi: m.outbound.spi,
+            replay_window: t.replay_window,
+        },
+        (src, dst),
+        args.size,
+        args.mix,
+    );
 
     let start = Instant::now();
     let deadline = start
@@ -335,13 +241,7 @@ pub fn run(config_path: &Path, args: &GenArgs, json_out: bool) -> Result<Sent> {
         });
     let count = args.count.unwrap_or(u64::MAX);
     let mut sent = Sent::default();
-    // Recent valid frames, for replays and too-old copies.
-    let mut history: std::collections::VecDeque<Vec<u8>> = std::collections::VecDeque::new();
-    let mut owed = Mix::default();
-    let old_distance = t.replay_window.max(64) as usize + OLD_MARGIN;
-    let mut frame = vec![0u8; 2048];
     let mut next_reserve_check = 0u64;
-    let inner_for = |n: u64| inner_packet(src, dst, args.size, n);
     while sent.total() < count && Instant::now() < deadline {
         // Rate: wait until this frame is due.
         if let Some(r) = args.rate {
@@ -353,82 +253,29 @@ pub fn run(config_path: &Path, args: &GenArgs, json_out: bool) -> Result<Sent> {
                 continue;
             }
         }
-        // Which kind this frame is: owed extras first.
-        let kind = if owed.unknown_spi >= 1.0 {
-            owed.unknown_spi -= 1.0;
-            1
-        } else if owed.replay >= 1.0 && !history.is_empty() {
-            owed.replay -= 1.0;
-            2
-        } else if owed.old >= 1.0 && history.len() > old_distance {
-            owed.old -= 1.0;
-            3
-        } else if owed.bad_icv >= 1.0 {
-            owed.bad_icv -= 1.0;
-            4
-        } else {
-            0
-        };
-        let len = match kind {
-            2 => {
-                let f = history.back().expect("checked").clone();
-                frame[..f.len()].copy_from_slice(&f);
-                f.len()
+        let kind = framer.pick();
+        if kind.encrypts() && sa.last_seq() >= next_reserve_check {
+            // Reserve more numbers before the current block runs out.
+            let lim = sa.seq_limit();
+            if lim.saturating_sub(sa.last_seq()) < seqstore::LOW_WATER {
+                let next = lim.saturating_add(seqstore::BLOCK).min(sa.max_seq());
+                seq.reserve(key, next);
+                seq.commit().context("extending sequence reservations")?;
+                sa.raise_limit(next);
             }
-            3 => {
-                let f = history[history.len() - 1 - old_distance].clone();
-                frame[..f.len()].copy_from_slice(&f);
-                f.len()
-            }
-            _ => {
-                // Reserve more numbers before the current block runs out.
-                if sa.last_seq() >= next_reserve_check {
-                    let lim = sa.seq_limit();
-                    if lim.saturating_sub(sa.last_seq()) < seqstore::LOW_WATER {
-                        let next = lim.saturating_add(seqstore::BLOCK).min(sa.max_seq());
-                        seq.reserve(key, next);
-                        seq.commit().context("extending sequence reservations")?;
-                        sa.raise_limit(next);
-                    }
-                    next_reserve_check = sa.last_seq() + 1024;
-                }
-                let inner = inner_for(sent.total());
-                let Some(n) = crate::datapath::encap_frame(
-                    &mut ws,
-                    &snap,
-                    i as u32,
-                    &inner,
-                    [dst_mac, local_mac],
-                    &mut frame,
-                ) else {
-                    bail!(
-                        "tunnel {}: the SA refused to encapsulate (sequence numbers used up?)",
-                        t.name
-                    );
-                };
-                if kind == 0 {
-                    history.push_back(frame[..n].to_vec());
-                    if history.len() > old_distance + 1 {
-                        history.pop_front();
-                    }
-                }
-                n
-            }
-        };
-        let off = esp_offset(&frame[..len], udp);
-        match kind {
-            1 => {
-                // An SPI no SA of the tunnel has: the tunnel's own, inverted.
-                let spi = !m.outbound.spi | 0x100;
-                frame[off..off + 4].copy_from_slice(&spi.to_be_bytes());
-            }
-            4 => frame[len - 1] ^= 0x01,
-            _ => {}
+            next_reserve_check = sa.last_seq() + 1024;
         }
+        let Some(frame) = framer.build(kind, sent.total()) else {
+            bail!(
+                "tunnel {}: the SA refused to encapsulate (sequence numbers used up?)",
+                t.name
+            );
+        };
+        let len = frame.len();
         let nq = xsks.len();
         let tx = xsks[turn % nq].tx();
         let ok = tx.send_with(|buf| {
-            buf[..len].copy_from_slice(&frame[..len]);
+            buf[..len].copy_from_slice(frame);
             Some(len)
         });
         if !ok {
@@ -439,19 +286,7 @@ pub fn run(config_path: &Path, args: &GenArgs, json_out: bool) -> Result<Sent> {
             // a valid frame's sequence number is simply skipped (never reused).
             continue;
         }
-        match kind {
-            0 => {
-                sent.valid += 1;
-                owed.unknown_spi += args.mix.unknown_spi;
-                owed.replay += args.mix.replay;
-                owed.old += args.mix.old;
-                owed.bad_icv += args.mix.bad_icv;
-            }
-            1 => sent.unknown_spi += 1,
-            2 => sent.replay += 1,
-            3 => sent.old += 1,
-            _ => sent.bad_icv += 1,
-        }
+        framer.count(kind, &mut sent);
         if sent.total() % 64 == 0 {
             tx.flush();
         }

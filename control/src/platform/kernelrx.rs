@@ -32,7 +32,7 @@ use tracing::{debug, warn};
 use xdpsec_afxdp::add_single_writer;
 use xdpsec_datapath::{DropCounters, DropReason};
 
-use crate::handoff::{EventFd, HANDOFF_FRAME, HandoffQueue};
+use xdpsec_worker::handoff::{EventFd, HANDOFF_FRAME, HandoffQueue};
 
 const ETH_LEN: usize = 14;
 const IPV4_LEN: usize = 20;

@@ -6,15 +6,16 @@
 //! peer itself when on-link), the neighbour table of that interface (by
 //! interface index, so IPv6 link-local gateways work) gives the MAC. A
 //! missing entry is resolved by the kernel when an empty UDP datagram to
-//! the next hop's discard port leaves through the interface. The MAC is published in an atomic the workers read per
-//! packet; workers never wait on this.
+//! the next hop's discard port leaves through the interface. The MAC is
+//! published in an atomic the workers read per packet
+//! (`xdpsec_worker::neighbors`); workers never wait on this.
 use std::{
     collections::{HashMap, HashSet},
     net::{IpAddr, SocketAddr, SocketAddrV6, UdpSocket},
     os::fd::AsRawFd,
     sync::{
-        Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -27,43 +28,17 @@ use netlink_packet_route::{
     route::{RouteAddress, RouteAttribute, RouteMessage, RouteType, RouteVia},
 };
 use tracing::{debug, warn};
+use xdpsec_worker::neighbors::{NextHopMacs, NextHopTable, RouteEntry, SharedMac};
 
 pub mod inside;
 pub mod netlink;
-
-/// A MAC address published by control, read by workers (0 = unknown).
-#[derive(Debug, Default)]
-pub struct SharedMac(AtomicU64);
-
-impl SharedMac {
-    /// Publish `mac`.
-    pub fn set(&self, mac: Option<[u8; 6]>) {
-        let v = mac.map(|m| {
-            let mut b = [0u8; 8];
-            b[..6].copy_from_slice(&m);
-            u64::from_le_bytes(b) | (1 << 63)
-        });
-        self.0.store(v.unwrap_or(0), Ordering::Relaxed);
-    }
-
-    /// The current MAC, if known.
-    #[inline]
-    pub fn get(&self) -> Option<[u8; 6]> {
-        let v = self.0.load(Ordering::Relaxed);
-        if v == 0 {
-            return None;
-        }
-        let b = v.to_le_bytes();
-        Some([b[0], b[1], b[2], b[3], b[4], b[5]])
-    }
-}
 
 /// The next-hop MAC of every tunnel index, for the workers, and the peer
 /// address each is resolved for. Sized once at start-up (the configured
 /// tunnels plus room for SD-WAN peers); control sets a slot's peer when a
 /// tunnel appears, and the next-hop thread resolves it.
 pub struct NextHops {
-    macs: Vec<SharedMac>,
+    macs: Arc<NextHopMacs>,
     peers: Mutex<Vec<Option<IpAddr>>>,
     poke: (Sender<()>, Receiver<()>),
 }
@@ -72,16 +47,21 @@ impl NextHops {
     /// Slots for `peers` (index = tunnel index); `None` for unused ones.
     pub fn new(peers: Vec<Option<IpAddr>>) -> NextHops {
         NextHops {
-            macs: peers.iter().map(|_| SharedMac::default()).collect(),
+            macs: Arc::new(NextHopMacs::new(peers.len())),
             peers: Mutex::new(peers),
             poke: crossbeam::channel::bounded(1),
         }
     }
 
-    /// Tunnel `i`'s next-hop MAC slot (workers).
+    /// Tunnel `i`'s next-hop MAC slot.
     #[inline]
     pub fn get(&self, i: usize) -> Option<&SharedMac> {
         self.macs.get(i)
+    }
+
+    /// The MAC slots, for the workers.
+    pub fn macs(&self) -> Arc<NextHopMacs> {
+        Arc::clone(&self.macs)
     }
 
     /// Control: tunnel `i` now goes to `peer` (or nowhere). A new peer is
@@ -105,7 +85,7 @@ impl NextHops {
         let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let pairs: Vec<(IpAddr, &SharedMac)> = peers
             .iter()
-            .zip(&self.macs)
+            .zip(self.macs.slots())
             .filter_map(|(p, m)| p.map(|p| (p, m)))
             .collect();
         refresh_next_hops(&pairs, ifname, wait);
@@ -115,29 +95,6 @@ impl NextHops {
     pub fn wait_poke(&self, d: Duration) -> bool {
         self.poke.1.recv_timeout(d).is_ok()
     }
-}
-
-/// The main routing table (`RT_TABLE_MAIN`).
-const TABLE_MAIN: u32 = 254;
-/// The default routing table (`RT_TABLE_DEFAULT`), looked up after main.
-const TABLE_DEFAULT: u32 = 253;
-
-/// One way out of a unicast route: traffic to `dst/prefix_len` leaves through
-/// interface `oif`, to `gateway` or (None) directly to the destination.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RouteEntry {
-    /// Routing table id.
-    pub table: u32,
-    /// Destination prefix.
-    pub dst: IpAddr,
-    /// Destination prefix length.
-    pub prefix_len: u8,
-    /// Route metric (lower wins among equal prefixes).
-    pub metric: u32,
-    /// Output interface index.
-    pub oif: u32,
-    /// Gateway (`via`), None when the destination is on-link.
-    pub gateway: Option<IpAddr>,
 }
 
 fn route_addr(a: &RouteAddress) -> Option<IpAddr> {
@@ -211,82 +168,6 @@ pub fn route_entries(m: &RouteMessage) -> Vec<RouteEntry> {
         }
     }
     out
-}
-
-/// An address as a 128-bit number, IPv4 in the low 32 bits, and its width.
-fn addr_bits(a: IpAddr) -> (u128, u8) {
-    match a {
-        IpAddr::V4(a) => (u128::from(u32::from(a)), 32),
-        IpAddr::V6(a) => (u128::from(a), 128),
-    }
-}
-
-/// `a` with all but its first `len` bits cleared.
-fn masked(a: IpAddr, len: u8) -> u128 {
-    let (bits, width) = addr_bits(a);
-    let keep = u32::from(len.min(width));
-    let clear = u32::from(width) - keep;
-    bits.checked_shr(clear)
-        .and_then(|b| b.checked_shl(clear))
-        .unwrap_or(0)
-}
-
-/// Key of a prefix: (table rank, IPv6?, prefix length, masked address).
-type PrefixKey = (u8, bool, u8, u128);
-
-/// Routes out of one interface, indexed for longest-prefix match, so that
-/// each lookup costs one hash probe per distinct prefix length in use.
-#[derive(Debug, Default)]
-pub struct NextHopTable {
-    /// (table rank, IPv6?, prefix length), in lookup order.
-    lengths: Vec<(u8, bool, u8)>,
-    /// The best (lowest metric) gateway of each prefix.
-    prefixes: HashMap<PrefixKey, (u32, Option<IpAddr>)>,
-}
-
-impl NextHopTable {
-    /// Index the routes of the main and default tables that leave through `ifindex`.
-    pub fn new(routes: impl IntoIterator<Item = RouteEntry>, ifindex: u32) -> NextHopTable {
-        let mut t = NextHopTable::default();
-        for r in routes {
-            // Like `ip route get PEER oif IF`: only routes out of the underlay
-            // interface count, main table first, then default (the kernel's
-            // default rules; other policy rules are not followed).
-            let rank = match r.table {
-                TABLE_MAIN => 0,
-                TABLE_DEFAULT => 1,
-                _ => continue,
-            };
-            if r.oif != ifindex {
-                continue;
-            }
-            let v6 = r.dst.is_ipv6();
-            let key = (rank, v6, r.prefix_len, masked(r.dst, r.prefix_len));
-            let e = t.prefixes.entry(key).or_insert((r.metric, r.gateway));
-            if r.metric < e.0 {
-                *e = (r.metric, r.gateway);
-            }
-            if !t.lengths.contains(&(rank, v6, r.prefix_len)) {
-                t.lengths.push((rank, v6, r.prefix_len));
-            }
-        }
-        t.lengths
-            .sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)).then(b.2.cmp(&a.2)));
-        t
-    }
-
-    /// The next hop towards `peer`: the gateway of the longest matching
-    /// prefix, or the peer itself when that route is on-link or no route
-    /// leaves through the interface (then the kernel, too, assumes on-link).
-    pub fn next_hop(&self, peer: IpAddr) -> IpAddr {
-        let v6 = peer.is_ipv6();
-        self.lengths
-            .iter()
-            .filter(|l| l.1 == v6)
-            .find_map(|&(rank, _, len)| self.prefixes.get(&(rank, v6, len, masked(peer, len))))
-            .and_then(|(_, gw)| *gw)
-            .unwrap_or(peer)
-    }
 }
 
 /// Whether a neighbour entry in `state` has a usable link-layer address.
@@ -677,24 +558,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn prefix_masks() {
-        assert_eq!(masked(ip("203.0.113.130"), 25), u128::from(0xcb00_7180u32));
-        assert_eq!(masked(ip("203.0.113.130"), 0), 0);
-        assert_eq!(masked(ip("203.0.113.130"), 32), u128::from(0xcb00_7182u32));
-        assert_eq!(masked(ip("203.0.113.130"), 99), u128::from(0xcb00_7182u32));
-        assert_eq!(
-            masked(ip("2001:db8::1"), 128),
-            u128::from(ip6("2001:db8::1"))
-        );
-        assert_eq!(masked(ip("2001:db8::1"), 32), u128::from(ip6("2001:db8::")));
-        assert_eq!(masked(ip("2001:db8::1"), 0), 0);
-    }
-
-    fn ip6(s: &str) -> std::net::Ipv6Addr {
-        s.parse().unwrap()
-    }
-
     /// Cost of one refresh for many tunnels (run by hand inside a namespace
     /// whose `NH_IF` reaches 2001:db8:300::/48 via a resolved gateway):
     /// `NH_IF=xc0 ip netns exec NS target/debug/deps/xdpsec-* refresh_cost --ignored --nocapture`.
@@ -718,17 +581,5 @@ mod tests {
             assert!(macs.iter().all(|m| m.get().is_some()));
             println!("{n} peers: one refresh {e:?}");
         }
-    }
-
-    #[test]
-    fn shared_mac_round_trips() {
-        let m = SharedMac::default();
-        assert_eq!(m.get(), None);
-        m.set(Some([0, 0, 0, 0, 0, 0]));
-        assert_eq!(m.get(), Some([0; 6]));
-        m.set(Some([0xde, 0xad, 0xbe, 0xef, 0x01, 0x02]));
-        assert_eq!(m.get(), Some([0xde, 0xad, 0xbe, 0xef, 0x01, 0x02]));
-        m.set(None);
-        assert_eq!(m.get(), None);
     }
 }

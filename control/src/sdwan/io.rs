@@ -22,7 +22,7 @@ use crossbeam::channel::{Receiver, Sender};
 use tracing::{debug, warn};
 use zeroize::Zeroizing;
 
-use crate::{
+use xdpsec_worker::{
     handoff::EventFd,
     punt::{PuntHub, Punted},
 };

@@ -1,11 +1,62 @@
-//! What control reads of each AF_XDP queue: ring counters, the datapath
-//! core's per-class frame counts, and the kernel's ring drops.
-use std::sync::{Arc, atomic::Ordering};
+//! Queue statistics: the worker's I/O counters around the core, and what
+//! control reads of each AF_XDP queue (ring counters, the datapath core's
+//! per-class frame counts, the kernel's ring drops).
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
 
 use xdpsec_afxdp::{BindMode, QueueStats, XdpStatistics, xdp_statistics};
 use xdpsec_datapath::worker::{FrameClass, WorkerShared};
 
-use crate::datapath::IoStats;
+/// Counters of the worker's I/O around the core (single writer: the worker).
+/// On cache lines of its own: no two workers' counters share one.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct IoStats {
+    /// Decrypted packets written to the TUN device.
+    pub tun_tx: AtomicU64,
+    /// Decrypted packets the TUN device refused (queue full).
+    pub tun_tx_errors: AtomicU64,
+    /// Decrypted packets counted and dropped by the sink.
+    pub sink: AtomicU64,
+    /// Packets read from the TUN device (to encrypt).
+    pub tun_rx: AtomicU64,
+    /// Gateway mode: decrypted packets queued on the inside interface's
+    /// AF_XDP TX as Ethernet frames.
+    pub inside_tx: AtomicU64,
+    /// Gateway mode: decrypted packets dropped because their next hop on
+    /// the inside interface has no MAC yet (its resolution was requested).
+    pub inside_no_neighbor: AtomicU64,
+    /// Gateway mode: decrypted packets dropped because the inside socket
+    /// had no free TX frame (or its ring no room).
+    pub inside_tx_errors: AtomicU64,
+    /// Gateway mode: frames received on the inside interface's AF_XDP
+    /// socket (inner packets to encrypt).
+    pub inside_rx: AtomicU64,
+    /// Gateway mode: inner packets from the inside interface dropped as
+    /// larger than `InsideXdp::max_inner` (they would not fit the
+    /// underlay's MTU after ESP; nothing fragments them).
+    pub inside_too_big: AtomicU64,
+    /// Encrypted frames handed to AF_XDP TX.
+    pub encap_tx: AtomicU64,
+    /// Frames handed to the worker owning their SA.
+    pub handoff: AtomicU64,
+    /// Inner packets read from the TUN and handed to the worker owning
+    /// their tunnel's outbound SA (its sequence counter's only writer).
+    pub handoff_out: AtomicU64,
+    /// Frames the core passed back as not ESP (steered by mistake).
+    pub not_esp: AtomicU64,
+    /// Punted packets (`WorkerShared::punted`) lost because the punt ring
+    /// to control was full (or the packet too large for its buffers).
+    pub punt_dropped: AtomicU64,
+    /// Packets control injected that this worker encrypted and queued on
+    /// AF_XDP TX.
+    pub injected: AtomicU64,
+    /// Packets control could not inject because this worker's inject
+    /// queue was full (written by control, not by the worker).
+    pub inject_dropped: AtomicU64,
+}
 
 /// What control knows about one queue.
 pub struct QueueInfo {

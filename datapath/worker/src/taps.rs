@@ -78,7 +78,8 @@ pub enum Step {
 }
 
 impl Step {
-    fn as_str(self) -> &'static str {
+    /// `PASS`, `FAIL` or `-` (the trace's path view).
+    pub fn as_str(self) -> &'static str {
         match self {
             Step::NotReached => "-",
             Step::Pass => "PASS",
@@ -563,129 +564,6 @@ fn trace_record(
         state,
         drop,
         fate,
-    }
-}
-
-impl TraceRecord {
-    /// The `Input` column: the interface and queue, or the handoff queue.
-    pub fn input_name(&self, interface: &str) -> String {
-        match self.input {
-            Input::Xdp(q) => format!("{interface}:q{q}"),
-            Input::Handoff => format!("handoff:w{}", self.worker),
-        }
-    }
-
-    /// The `Output` column: the tunnel for FWD/PUNT, `<none>` otherwise.
-    pub fn output_name(&self, tunnels: &dyn Fn(u32) -> String) -> String {
-        match (self.state, self.tunnel) {
-            ("FWD" | "PUNT", Some(t)) => tunnels(t),
-            _ => "<none>".into(),
-        }
-    }
-
-    /// What happened, in words.
-    pub fn result(&self) -> String {
-        match (self.fate, self.drop) {
-            (_, Some(r)) => format!("dropped: {} {}", r.id(), r.name()),
-            (Fate::Delivered(t), _) => format!("decrypted, to the inside on tunnel {t}"),
-            (Fate::Punted(t), _) => {
-                format!("decrypted, for the node itself (BFD) on tunnel {t}: to control")
-            }
-            (Fate::Dummy, _) => {
-                "ESP dummy packet (next header 59), discarded (RFC 4303 2.6)".into()
-            }
-            (Fate::HandedOff(w), _) => format!("SA owned by worker {w}: handed off to it"),
-            (Fate::Passed(p), _) => match p {
-                PassReason::NotIp => "not IP",
-                PassReason::NotEsp => "not ESP",
-                PassReason::NatKeepalive => "NAT keepalive",
-                PassReason::IkeMarker => "IKE (non-ESP marker)",
-            }
-            .into(),
-            (Fate::Dropped, None) => "dropped".into(),
-        }
-    }
-
-    /// The record as JSON (`--json`).
-    pub fn to_json(&self, interface: &str) -> serde_json::Value {
-        serde_json::json!({
-            "pkt": self.pkt,
-            "worker": self.worker,
-            "input": self.input_name(interface),
-            "xdp_verdict": match self.input { Input::Xdp(_) => "XDP_REDIRECT", Input::Handoff => "handoff" },
-            "queue": match self.input { Input::Xdp(q) => Some(q), Input::Handoff => None },
-            "timestamp_ns": self.timestamp_ns,
-            "len": self.len,
-            "outer": self.outer,
-            "spi": self.spi,
-            "seq": self.seq,
-            "sa": self.sa,
-            "tunnel": self.tunnel,
-            "replay": self.replay,
-            "icv": self.icv,
-            "state": self.state,
-            "drop": self.drop.map(|r| serde_json::json!({"id": r.id(), "name": r.name()})),
-            "result": self.result(),
-        })
-    }
-
-    /// The `Reason` column (DROP: `NN (NAME)`, IOS style).
-    pub fn reason(&self) -> String {
-        self.drop
-            .map(|r| format!("{} ({})", r.id(), r.name()))
-            .unwrap_or_default()
-    }
-
-    /// `show platform packet-trace packet K`'s path, one feature a block.
-    pub fn render_path(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        let _ = writeln!(out, "Path Trace");
-        let _ = writeln!(out, "  Feature: XDP");
-        let _ = writeln!(
-            out,
-            "    Verdict     : {}",
-            match self.input {
-                Input::Xdp(q) => format!("XDP_REDIRECT to AF_XDP queue {q}"),
-                Input::Handoff => "(handoff queue, not from XDP)".into(),
-            }
-        );
-        let _ = writeln!(out, "  Feature: IPV4/IPV6 (outer)");
-        match self.outer {
-            Some(o) => {
-                let _ = writeln!(out, "    Source      : {}", o.src);
-                let _ = writeln!(out, "    Destination : {}", o.dst);
-                let name = match o.protocol {
-                    ip_proto::ESP => "ESP",
-                    ip_proto::UDP => "UDP",
-                    _ => "other",
-                };
-                let _ = writeln!(out, "    Protocol    : {} ({name})", o.protocol);
-                if let Some((s, d)) = o.ports {
-                    let _ = writeln!(out, "    SrcPort     : {s}");
-                    let _ = writeln!(out, "    DstPort     : {d}");
-                }
-            }
-            None => {
-                let _ = writeln!(out, "    (not parsed)");
-            }
-        }
-        let _ = writeln!(out, "  Feature: IPSec");
-        if let Some(spi) = self.spi {
-            let _ = writeln!(out, "    SPI         : 0x{spi:08X}");
-        }
-        if let Some(seq) = self.seq {
-            let _ = writeln!(out, "    Sequence    : {seq}");
-        }
-        let sa = match (self.sa, self.tunnel) {
-            (Step::Pass, Some(t)) => format!("FOUND (tunnel {t})"),
-            (Step::Pass, None) => "FOUND".into(),
-            (Step::Fail, _) => "NOT FOUND".into(),
-            (Step::NotReached, _) => "-".into(),
-        };
-        let _ = writeln!(out, "    SA          : {sa}");
-        let _ = writeln!(out, "    Anti-replay : {}", self.replay.as_str());
-        let _ = writeln!(out, "    ICV         : {}", self.icv.as_str());
-        let _ = writeln!(out, "    Result      : {}", self.result());
     }
 }
 

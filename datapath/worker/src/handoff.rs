@@ -61,7 +61,7 @@ impl<const N: usize> AsMut<[u8]> for HandoffSlot<N> {
 /// A bounded pool of `n` preallocated buffers of `N` bytes and the queue
 /// of filled ones: a producer copies in with `push`, the consumer `take`s
 /// and `recycle`s. Nothing is allocated after `new`. Also the punt rings'
-/// (`crate::punt`).
+/// (`PuntHub`).
 pub(crate) struct Ring<const N: usize = HANDOFF_FRAME> {
     free: ArrayQueue<Box<HandoffBuf<N>>>,
     ready: ArrayQueue<Box<HandoffBuf<N>>>,
@@ -125,10 +125,11 @@ impl<const N: usize> Ring<N> {
 
 /// A non-blocking eventfd: producers `notify`, the consumer polls `fd` and
 /// `clear`s it before taking work.
-pub(crate) struct EventFd(OwnedFd);
+pub struct EventFd(OwnedFd);
 
 impl EventFd {
-    pub(crate) fn new() -> std::io::Result<EventFd> {
+    /// A fresh eventfd.
+    pub fn new() -> std::io::Result<EventFd> {
         // SAFETY: plain eventfd creation; the fd is owned below.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if fd < 0 {
@@ -139,21 +140,21 @@ impl EventFd {
     }
 
     /// Wake the consumer.
-    pub(crate) fn notify(&self) {
+    pub fn notify(&self) {
         let one: u64 = 1;
         // SAFETY: writing 8 bytes to our eventfd.
         unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
     }
 
     /// Reset the wake-up (consumer side).
-    pub(crate) fn clear(&self) {
+    pub fn clear(&self) {
         let mut v: u64 = 0;
         // SAFETY: reading 8 bytes from our non-blocking eventfd.
         unsafe { libc::read(self.0.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
     }
 
     /// The fd to poll.
-    pub(crate) fn fd(&self) -> RawFd {
+    pub fn fd(&self) -> RawFd {
         self.0.as_raw_fd()
     }
 }
@@ -162,7 +163,7 @@ impl EventFd {
 pub struct HandoffQueue {
     frames: Ring,
     outbound: Ring,
-    /// Inner packets from control to encrypt (`crate::punt::PuntHub::inject`).
+    /// Inner packets from control to encrypt (`PuntHub::inject`).
     inject: Ring,
     efd: EventFd,
 }

@@ -30,8 +30,8 @@ use std::sync::atomic::Ordering;
 
 use xdpsec_datapath::SaSnapshot;
 
-use crate::datapath::IoStats;
 use crate::handoff::{EventFd, HandoffQueue, Ring};
+use crate::stats::IoStats;
 
 /// Largest inner packet a punt buffer holds (a BFD control packet with
 /// IPv4 and UDP headers is 52 bytes; authentication adds at most 28).

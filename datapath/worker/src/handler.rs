@@ -1,0 +1,562 @@
+//! The per-queue datapath handler: AF_XDP batches through the ESP core
+//! (`xdpsec-datapath`), decrypted packets to the inside (TUN, sink, or in
+//! gateway mode the inside interface's AF_XDP socket), and packets read
+//! from the TUN or the inside socket encrypted and sent through AF_XDP TX.
+use std::{net::IpAddr, os::fd::RawFd, sync::Arc, time::Instant};
+
+use arc_swap::ArcSwap;
+use xdpsec_afxdp::{BATCH_SIZE, BatchHandler, RxBatch, XskQueue, XskTx, add_single_writer};
+use xdpsec_datapath::{
+    DropReason, SaSnapshot, Verdict, WorkerState, decap_batch, encap, sa::SharedSnapshot,
+    worker::WorkerShared,
+};
+
+use crate::{
+    frame::{encap_frame, ethernet_frame, ip_packet},
+    handoff::{HandoffQueue, HandoffSlot},
+    neighbors::{InsideNeighbors, NextHopMacs},
+    punt::PuntHub,
+    routes::{RouteTable, inner_dst},
+    stats::IoStats,
+    taps::{Input, Taps, WorkerTap},
+    tun,
+};
+
+/// Where a worker puts decrypted packets.
+pub enum InsideIo {
+    /// Write to this TUN queue fd (and read packets to encrypt from it).
+    Tun(RawFd),
+    /// Count and drop.
+    Sink,
+    /// Gateway mode: send as Ethernet frames on this AF_XDP socket of the
+    /// inside interface (and receive packets to encrypt from it).
+    Xdp(Box<InsideXdp>),
+}
+
+/// A worker's AF_XDP socket on the inside interface (gateway mode).
+pub struct InsideXdp {
+    /// The socket, bound to the worker's queue index on the inside interface.
+    pub xsk: XskQueue,
+    /// Next-hop MACs on the inside interface.
+    pub neighbors: Arc<InsideNeighbors>,
+    /// Largest inner packet encrypted: larger ones would exceed the
+    /// underlay's MTU once encapsulated (counted as `inside_too_big`).
+    pub max_inner: usize,
+}
+
+/// What control publishes to every worker.
+#[derive(Clone)]
+pub struct Published {
+    /// The published SA snapshot.
+    pub snap: SharedSnapshot,
+    /// Inner routes into tunnels (republished by control when SD-WAN
+    /// routes change; loaded once per batch).
+    pub routes: Arc<ArcSwap<RouteTable>>,
+    /// Next-hop MAC per tunnel index.
+    pub next_hops: Arc<NextHopMacs>,
+    /// The underlay interface's MAC.
+    pub local_mac: [u8; 6],
+    /// The daemon's clock origin (`now` for the core is time since it).
+    pub epoch: Instant,
+}
+
+/// What a worker needs, shared with control.
+pub struct WorkerCtx {
+    /// What control publishes.
+    pub published: Published,
+    /// Every worker's handoff queue, indexed by worker id.
+    pub handoff: Arc<Vec<Arc<HandoffQueue>>>,
+    /// Punt rings to control (and control's inject path).
+    pub punt: Arc<PuntHub>,
+    /// Packet trace and drop capture (checked once per batch).
+    pub taps: Arc<Taps>,
+}
+
+/// The datapath for one queue.
+pub struct DatapathHandler {
+    ws: WorkerState,
+    shared: Arc<WorkerShared>,
+    handoff: Arc<Vec<Arc<HandoffQueue>>>,
+    /// Frames taken from this worker's handoff queue (capacity reused).
+    handoff_slots: Vec<HandoffSlot>,
+    /// Inner packets taken from this worker's handoff queue (capacity reused).
+    handoff_out_slots: Vec<HandoffSlot>,
+    /// Packets control injected, taken from the handoff queue (capacity reused).
+    inject_slots: Vec<HandoffSlot>,
+    ctx: WorkerCtx,
+    inside: InsideIo,
+    verdicts: Vec<Verdict>,
+    io: Arc<IoStats>,
+    /// One inner packet read from the TUN (max IP packet).
+    tun_buf: Box<[u8]>,
+    /// `XDPSEC_BENCH_COUNT_ONLY=1`: receive and count, nothing else (the
+    /// raw AF_XDP ceiling `cargo xtask bench --e2e` compares against).
+    count_only: bool,
+    /// This worker's scratch for the trace and the capture.
+    tap: WorkerTap,
+    /// Drops the handler counted itself in the batch (110 when a handoff
+    /// queue is full), for the trace and the capture; kept only when armed.
+    handler_drops: Vec<Option<DropReason>>,
+}
+
+impl DatapathHandler {
+    /// A handler for worker `ws`.
+    pub fn new(ws: WorkerState, ctx: WorkerCtx, inside: InsideIo, io: Arc<IoStats>) -> Self {
+        DatapathHandler {
+            shared: ws.shared(),
+            handoff: Arc::clone(&ctx.handoff),
+            handoff_slots: Vec::with_capacity(BATCH_SIZE),
+            handoff_out_slots: Vec::with_capacity(BATCH_SIZE),
+            inject_slots: Vec::with_capacity(BATCH_SIZE),
+            ws,
+            ctx,
+            inside,
+            // Allocated once; reused for every batch.
+            verdicts: vec![Verdict::Drop(DropReason::PktBufferUnavailable); BATCH_SIZE],
+            io,
+            tun_buf: vec![0u8; 65536].into_boxed_slice(),
+            count_only: std::env::var_os("XDPSEC_BENCH_COUNT_ONLY").is_some_and(|v| v == "1"),
+            tap: WorkerTap::default(),
+            handler_drops: vec![None; BATCH_SIZE],
+        }
+    }
+}
+
+impl DatapathHandler {
+    /// Encrypt and send the inner packets in `slots` on their tunnels
+    /// (counted in `encap_tx`); returns how many were sent.
+    fn encap_slots(&mut self, slots: &[HandoffSlot], tx: &mut XskTx) -> u64 {
+        if slots.is_empty() {
+            return 0;
+        }
+        let snap = self.ctx.published.snap.load();
+        let mut sent = 0;
+        for s in slots {
+            if encap_and_send(
+                &mut self.ws,
+                &self.shared,
+                &self.ctx,
+                &snap,
+                s.tunnel(),
+                s.bytes(),
+                tx,
+            ) {
+                sent += 1;
+            }
+        }
+        add_single_writer(&self.io.encap_tx, sent);
+        sent
+    }
+
+    /// Decap `frames` and act on the verdicts: deliver to the inside, hand
+    /// frames of other workers' SAs to them, packets for the node itself to
+    /// control. Every frame not delivered was counted by the core, or is
+    /// counted here (110 when a handoff queue is full, `punt_dropped` when
+    /// the punt ring is full).
+    fn decap_and_deliver<F: AsMut<[u8]>>(&mut self, frames: &mut [F], input: Input) {
+        let n = frames.len().min(self.verdicts.len());
+        let now = self.ctx.published.epoch.elapsed();
+        // One snapshot for the whole batch: every frame sees the same SA set.
+        let snap = self.ctx.published.snap.load();
+        // The one check per batch the trace and the capture cost when off.
+        let armed = self.ctx.taps.armed();
+        if armed {
+            self.tap.before(&self.ctx.taps, &mut frames[..n]);
+            self.handler_drops[..n].fill(None);
+        }
+        decap_batch(
+            &mut self.ws,
+            &snap,
+            &mut frames[..n],
+            &mut self.verdicts[..n],
+            now,
+        );
+        let (mut tun_ok, mut tun_err, mut sink, mut handed, mut not_esp) = (0, 0, 0, 0, 0);
+        let (mut punted, mut punt_dropped) = (0, 0);
+        let (mut xdp_ok, mut xdp_err, mut no_neighbor) = (0, 0, 0);
+        // Gateway mode: the inside next hops, loaded once per batch.
+        let view = match &self.inside {
+            InsideIo::Xdp(x) => Some(x.neighbors.load()),
+            _ => None,
+        };
+        let mut last_request = None;
+        let mut woken = 0u64; // bit per owner worker to notify once
+        for (i, frame) in frames[..n].iter_mut().enumerate() {
+            match &self.verdicts[i] {
+                Verdict::Deliver { inner, .. } => match &mut self.inside {
+                    InsideIo::Tun(fd) => {
+                        let fd = *fd;
+                        if tun::write_packet(fd, &frame.as_mut()[inner.clone()]) {
+                            tun_ok += 1;
+                        } else {
+                            tun_err += 1;
+                        }
+                    }
+                    InsideIo::Sink => sink += 1,
+                    InsideIo::Xdp(x) => {
+                        let pkt = &frame.as_mut()[inner.clone()];
+                        // The core delivers only IPv4/IPv6 (else 89), so
+                        // a destination is always there.
+                        let hop = match (&view, inner_dst(pkt)) {
+                            (Some(v), Some(dst)) => v.resolve(dst),
+                            _ => (IpAddr::from([0u8; 4]), None),
+                        };
+                        match hop {
+                            (hop, None) if hop.is_unspecified() => no_neighbor += 1,
+                            (_, Some(mac)) => {
+                                let src = x.neighbors.mac;
+                                if x.xsk
+                                    .tx()
+                                    .send_with(|buf| ethernet_frame(buf, mac, src, pkt))
+                                {
+                                    xdp_ok += 1;
+                                } else {
+                                    xdp_err += 1;
+                                }
+                            }
+                            (hop, None) => {
+                                // Ask once per batch and hop, never waiting.
+                                if last_request != Some(hop) {
+                                    x.neighbors.request(hop);
+                                    last_request = Some(hop);
+                                }
+                                no_neighbor += 1;
+                            }
+                        }
+                    }
+                },
+                Verdict::Drop(_) => {}
+                Verdict::Handoff(owner) => {
+                    let owner = *owner as usize;
+                    match self.handoff.get(owner) {
+                        Some(q) if q.push(frame.as_mut()) => {
+                            handed += 1;
+                            woken |= 1 << (owner % 64);
+                        }
+                        _ => {
+                            self.shared.drops.bump(DropReason::PktBufferUnavailable);
+                            if armed {
+                                self.handler_drops[i] = Some(DropReason::PktBufferUnavailable);
+                            }
+                        }
+                    }
+                }
+                Verdict::Pass(_) => not_esp += 1,
+                // Counted by the core (dummy_packets): discarded silently.
+                Verdict::Dummy => {}
+                // For the node itself (BFD): to control, never the inside.
+                // Counted by the core as punted; a full ring counts here.
+                Verdict::Punt { tunnel, inner } => {
+                    if self
+                        .ctx
+                        .punt
+                        .punt(self.ws.id(), *tunnel, &frame.as_mut()[inner.clone()])
+                    {
+                        punted += 1;
+                    } else {
+                        punt_dropped += 1;
+                    }
+                }
+            }
+        }
+        if armed {
+            self.tap.after(
+                &self.ctx.taps,
+                self.ws.id(),
+                input,
+                &snap,
+                &mut frames[..n],
+                &self.verdicts[..n],
+                &self.handler_drops[..n],
+            );
+        }
+        if punted > 0 {
+            self.ctx.punt.notify();
+        }
+        add_single_writer(&self.io.punt_dropped, punt_dropped);
+        for (w, q) in self.handoff.iter().enumerate() {
+            if woken & (1 << (w % 64)) != 0 {
+                q.notify();
+            }
+        }
+        drop(view);
+        if let InsideIo::Xdp(x) = &mut self.inside
+            && xdp_ok > 0
+        {
+            // One kick per batch (copy mode sends only on a sendto).
+            x.xsk.tx().flush();
+        }
+        add_single_writer(&self.io.inside_tx, xdp_ok);
+        add_single_writer(&self.io.inside_tx_errors, xdp_err);
+        add_single_writer(&self.io.inside_no_neighbor, no_neighbor);
+        add_single_writer(&self.io.tun_tx, tun_ok);
+        add_single_writer(&self.io.tun_tx_errors, tun_err);
+        add_single_writer(&self.io.sink, sink);
+        add_single_writer(&self.io.handoff, handed);
+        add_single_writer(&self.io.not_esp, not_esp);
+    }
+}
+
+impl BatchHandler for DatapathHandler {
+    // The core classifies each frame (esp_v4, ...) in its own parse.
+    fn handle_batch(&mut self, queue: u32, batch: &mut RxBatch<'_, '_>, _tx: &mut XskTx) {
+        if self.count_only {
+            // The benchmark's ceiling: frames received and only counted
+            // (rx_frames), no parse, no crypto.
+            return;
+        }
+        self.decap_and_deliver(batch.frames_mut(), Input::Xdp(queue));
+    }
+
+    fn wake_fd(&self) -> Option<RawFd> {
+        self.handoff.get(self.ws.id() as usize).map(|q| q.fd())
+    }
+
+    fn poll_handoff(&mut self, _queue: u32, tx: &mut XskTx) {
+        let Some(q) = self.handoff.get(self.ws.id() as usize).cloned() else {
+            return;
+        };
+        if q.is_empty() {
+            return;
+        }
+        let mut slots = std::mem::take(&mut self.handoff_slots);
+        q.take(&mut slots, BATCH_SIZE);
+        self.decap_and_deliver(&mut slots, Input::Handoff);
+        q.recycle(&mut slots);
+        self.handoff_slots = slots;
+
+        // Inner packets other workers read from the TUN for tunnels whose
+        // outbound SA this worker owns: encrypted here, in arrival order.
+        let mut slots = std::mem::take(&mut self.handoff_out_slots);
+        q.take_outbound(&mut slots, BATCH_SIZE);
+        self.encap_slots(&slots, tx);
+        q.recycle_outbound(&mut slots);
+        self.handoff_out_slots = slots;
+
+        // Packets control injects (BFD hellos): the same encapsulation as
+        // a packet read from the TUN, on the tunnel control chose.
+        let mut slots = std::mem::take(&mut self.inject_slots);
+        q.take_inject(&mut slots, BATCH_SIZE);
+        let sent = self.encap_slots(&slots, tx);
+        add_single_writer(&self.io.injected, sent);
+        q.recycle_inject(&mut slots);
+        self.inject_slots = slots;
+        // More than a batch waiting: come back without waiting for a new
+        // wake-up (the read in `take` cleared it).
+        if !q.is_empty() {
+            q.notify();
+        }
+    }
+
+    fn on_idle(&mut self, _queue: u32) {
+        // Gateway mode: frames a kick left on the inside tx ring go now.
+        if let InsideIo::Xdp(x) = &mut self.inside {
+            x.xsk.tx().kick_if_in_flight();
+        }
+    }
+
+    fn extra_fd(&self) -> Option<RawFd> {
+        match &self.inside {
+            InsideIo::Tun(fd) => Some(*fd),
+            InsideIo::Sink => None,
+            InsideIo::Xdp(x) => Some(x.xsk.raw_fd()),
+        }
+    }
+
+    fn on_extra_readable(&mut self, _queue: u32, tx: &mut XskTx) {
+        let fd = match &self.inside {
+            InsideIo::Tun(fd) => *fd,
+            InsideIo::Xdp(_) => return self.inside_xdp_rx(tx),
+            InsideIo::Sink => return,
+        };
+        let snap = self.ctx.published.snap.load();
+        let routes = self.ctx.published.routes.load();
+        let mut read = 0;
+        let mut tally = Tally::default();
+        // A bounded batch per wake-up, so received ESP is served in between.
+        for _ in 0..BATCH_SIZE {
+            let Some(len) = tun::read_packet(fd, &mut self.tun_buf) else {
+                break;
+            };
+            read += 1;
+            let inner = &self.tun_buf[..len];
+            tally.add(route_and_encap(
+                &mut self.ws,
+                &self.shared,
+                &self.ctx,
+                &self.handoff,
+                &snap,
+                &routes,
+                inner,
+                tx,
+            ));
+        }
+        add_single_writer(&self.io.tun_rx, read);
+        tally.finish(&self.handoff, &self.io);
+    }
+}
+
+impl DatapathHandler {
+    /// Gateway mode: one batch of frames from the inside interface's
+    /// AF_XDP socket (the XDP program steered only destinations a tunnel
+    /// route covers), encrypted onto the underlay's `tx` or handed to the
+    /// worker owning their tunnel's outbound SA, as packets read from a TUN.
+    fn inside_xdp_rx(&mut self, tx: &mut XskTx) {
+        let InsideIo::Xdp(x) = &mut self.inside else {
+            return;
+        };
+        let snap = self.ctx.published.snap.load();
+        let routes = self.ctx.published.routes.load();
+        let (ws, shared, ctx, handoff) = (&mut self.ws, &self.shared, &self.ctx, &self.handoff);
+        let mut too_big = 0;
+        let mut tally = Tally::default();
+        let max_inner = x.max_inner;
+        let read = x.xsk.poll_batch(|batch, _inside_tx| {
+            for f in batch.frames_mut() {
+                // The inner packet after the Ethernet header, without the
+                // padding of a short frame; a runt is empty (the core
+                // counts 89).
+                let inner = f.as_mut().get(14..).map(ip_packet).unwrap_or(&[]);
+                if inner.len() > max_inner {
+                    too_big += 1;
+                    continue;
+                }
+                tally.add(route_and_encap(
+                    ws, shared, ctx, handoff, &snap, &routes, inner, tx,
+                ));
+            }
+        });
+        add_single_writer(&self.io.inside_rx, read as u64);
+        add_single_writer(&self.io.inside_too_big, too_big);
+        tally.finish(&self.handoff, &self.io);
+    }
+}
+
+/// What became of a batch of inner packets to encrypt.
+#[derive(Default)]
+struct Tally {
+    sent: u64,
+    handed: u64,
+    /// A bit per owner worker to notify once.
+    woken: u64,
+}
+
+impl Tally {
+    fn add(&mut self, o: Outbound) {
+        match o {
+            Outbound::Sent => self.sent += 1,
+            Outbound::Handed(owner) => {
+                self.handed += 1;
+                self.woken |= 1 << (owner % 64);
+            }
+            Outbound::Dropped => {}
+        }
+    }
+
+    /// Wake the workers packets were handed to (once each) and count.
+    fn finish(self, handoff: &[Arc<HandoffQueue>], io: &IoStats) {
+        for (w, q) in handoff.iter().enumerate() {
+            if self.woken & (1 << (w % 64)) != 0 {
+                q.notify();
+            }
+        }
+        add_single_writer(&io.encap_tx, self.sent);
+        add_single_writer(&io.handoff_out, self.handed);
+    }
+}
+
+/// What became of an inner packet to encrypt.
+enum Outbound {
+    /// Encrypted and queued on the underlay's AF_XDP TX.
+    Sent,
+    /// Handed to this worker, which owns its tunnel's outbound SA.
+    Handed(u16),
+    /// Dropped and counted once (by the core, or 55/110 here).
+    Dropped,
+}
+
+/// Route the inner packet `inner` (read from the TUN or the inside
+/// interface) into its tunnel and encrypt it onto `tx`, or hand it to the
+/// worker owning that tunnel's outbound SA.
+#[allow(clippy::too_many_arguments)]
+fn route_and_encap(
+    ws: &mut WorkerState,
+    shared: &WorkerShared,
+    ctx: &WorkerCtx,
+    handoff: &[Arc<HandoffQueue>],
+    snap: &SaSnapshot,
+    routes: &RouteTable,
+    inner: &[u8],
+    tx: &mut XskTx,
+) -> Outbound {
+    // Not IP, or a destination no tunnel claims: there is no SA, and the
+    // core counts it (89, 111/112).
+    let Some(tunnel) = routes.lookup_packet(inner) else {
+        let _ = encap(ws, snap, u32::MAX, inner, &mut []);
+        return Outbound::Dropped;
+    };
+    // One sequencing owner per outbound SA: a packet for a tunnel another
+    // worker owns goes to that worker (bounded queue; full counts 110
+    // once), so its sequence counter has one writer and packets leave in
+    // order. Without a usable SA any worker lets the core count the drop.
+    match snap.outbound_owner(tunnel) {
+        Some(owner) if owner != ws.id() => match handoff.get(owner as usize) {
+            Some(q) if q.push_outbound(tunnel, inner) => Outbound::Handed(owner),
+            _ => {
+                shared.drops.bump(DropReason::PktBufferUnavailable);
+                Outbound::Dropped
+            }
+        },
+        _ => {
+            if encap_and_send(ws, shared, ctx, snap, tunnel, inner, tx) {
+                Outbound::Sent
+            } else {
+                Outbound::Dropped
+            }
+        }
+    }
+}
+
+/// Encrypt `inner` for `tunnel` and queue the frame on `tx`. True when a
+/// frame was queued; otherwise exactly one drop was counted (by the core, or
+/// here: 55 no next-hop MAC, 110 no free TX frame).
+fn encap_and_send(
+    ws: &mut WorkerState,
+    shared: &WorkerShared,
+    ctx: &WorkerCtx,
+    snap: &SaSnapshot,
+    tunnel: u32,
+    inner: &[u8],
+    tx: &mut XskTx,
+) -> bool {
+    let Some(dst_mac) = ctx
+        .published
+        .next_hops
+        .get(tunnel as usize)
+        .and_then(|m| m.get())
+    else {
+        // No next-hop MAC yet (control is resolving it).
+        shared.drops.bump(DropReason::OutSettingWrongL2Hdr);
+        return false;
+    };
+    let mut built = false;
+    let ok = tx.send_with(|buf| {
+        built = true;
+        encap_frame(
+            ws,
+            snap,
+            tunnel,
+            inner,
+            [dst_mac, ctx.published.local_mac],
+            buf,
+        )
+    });
+    if !ok && !built {
+        // No free AF_XDP frame to transmit from.
+        shared.drops.bump(DropReason::PktBufferUnavailable);
+    }
+    ok
+}
+
+#[cfg(test)]
+mod tests;
