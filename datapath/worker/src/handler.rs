@@ -7,8 +7,8 @@ use std::{net::IpAddr, os::fd::RawFd, sync::Arc, time::Instant};
 use arc_swap::ArcSwap;
 use xdpsec_afxdp::{BATCH_SIZE, BatchHandler, RxBatch, XskQueue, XskTx, add_single_writer};
 use xdpsec_datapath::{
-    DropReason, SaSnapshot, Verdict, WorkerState, decap_batch, encap, sa::SharedSnapshot,
-    worker::WorkerShared,
+    DropReason, SaSnapshot, Verdict, WorkerState, decap_batch, drop_frame, encap,
+    sa::SharedSnapshot, worker::WorkerShared,
 };
 
 use crate::{
@@ -94,9 +94,6 @@ pub struct DatapathHandler {
     count_only: bool,
     /// This worker's scratch for the trace and the capture.
     tap: WorkerTap,
-    /// Drops the handler counted itself in the batch (110 when a handoff
-    /// queue is full), for the trace and the capture; kept only when armed.
-    handler_drops: Vec<Option<DropReason>>,
 }
 
 impl DatapathHandler {
@@ -117,7 +114,6 @@ impl DatapathHandler {
             tun_buf: vec![0u8; 65536].into_boxed_slice(),
             count_only: std::env::var_os("XDPSEC_BENCH_COUNT_ONLY").is_some_and(|v| v == "1"),
             tap: WorkerTap::default(),
-            handler_drops: vec![None; BATCH_SIZE],
         }
     }
 }
@@ -151,8 +147,8 @@ impl DatapathHandler {
     /// Decap `frames` and act on the verdicts: deliver to the inside, hand
     /// frames of other workers' SAs to them, packets for the node itself to
     /// control. Every frame not delivered was counted by the core, or is
-    /// counted here (110 when a handoff queue is full, `punt_dropped` when
-    /// the punt ring is full).
+    /// counted here through the core's `drop_frame` (110 when a handoff
+    /// queue is full), or as `punt_dropped` (the punt ring is full).
     fn decap_and_deliver<F: AsMut<[u8]>>(&mut self, frames: &mut [F], input: Input) {
         let n = frames.len().min(self.verdicts.len());
         let now = self.ctx.published.epoch.elapsed();
@@ -162,7 +158,6 @@ impl DatapathHandler {
         let armed = self.ctx.taps.armed();
         if armed {
             self.tap.before(&self.ctx.taps, &mut frames[..n]);
-            self.handler_drops[..n].fill(None);
         }
         decap_batch(
             &mut self.ws,
@@ -233,11 +228,11 @@ impl DatapathHandler {
                             handed += 1;
                             woken |= 1 << (owner % 64);
                         }
+                        // The frame's verdict becomes the drop (the trace
+                        // and the capture see it).
                         _ => {
-                            self.shared.drops.bump(DropReason::PktBufferUnavailable);
-                            if armed {
-                                self.handler_drops[i] = Some(DropReason::PktBufferUnavailable);
-                            }
+                            self.verdicts[i] =
+                                drop_frame(&self.shared, DropReason::PktBufferUnavailable, None);
                         }
                     }
                 }
@@ -267,7 +262,6 @@ impl DatapathHandler {
                 &snap,
                 &mut frames[..n],
                 &self.verdicts[..n],
-                &self.handler_drops[..n],
             );
         }
         if punted > 0 {
@@ -503,7 +497,7 @@ fn route_and_encap(
         Some(owner) if owner != ws.id() => match handoff.get(owner as usize) {
             Some(q) if q.push_outbound(tunnel, inner) => Outbound::Handed(owner),
             _ => {
-                shared.drops.bump(DropReason::PktBufferUnavailable);
+                drop_frame(shared, DropReason::PktBufferUnavailable, None);
                 Outbound::Dropped
             }
         },
@@ -536,7 +530,7 @@ fn encap_and_send(
         .and_then(|m| m.get())
     else {
         // No next-hop MAC yet (control is resolving it).
-        shared.drops.bump(DropReason::OutSettingWrongL2Hdr);
+        drop_frame(shared, DropReason::OutSettingWrongL2Hdr, None);
         return false;
     };
     let mut built = false;
@@ -553,7 +547,7 @@ fn encap_and_send(
     });
     if !ok && !built {
         // No free AF_XDP frame to transmit from.
-        shared.drops.bump(DropReason::PktBufferUnavailable);
+        drop_frame(shared, DropReason::PktBufferUnavailable, None);
     }
     ok
 }

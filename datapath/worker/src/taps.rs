@@ -339,9 +339,9 @@ impl WorkerTap {
         }
     }
 
-    /// After the verdicts are final (`fates[i]`: the verdict, or the drop
-    /// the handler itself counted for frame i): capture the dropped frames
-    /// and trace the frames the trace still wants.
+    /// After the verdicts are final (a drop the handler found itself, such
+    /// as a full handoff queue, is in the frame's verdict): capture the
+    /// dropped frames and trace the frames the trace still wants.
     #[allow(clippy::too_many_arguments)]
     pub fn after<F: AsMut<[u8]>>(
         &mut self,
@@ -351,15 +351,13 @@ impl WorkerTap {
         snap: &SaSnapshot,
         frames: &mut [F],
         verdicts: &[Verdict],
-        handler_drops: &[Option<DropReason>],
     ) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         let fate = |i: usize| -> Option<DropReason> {
-            match (&verdicts[i], handler_drops.get(i).copied().flatten()) {
-                (_, Some(r)) => Some(r),
-                (Verdict::Drop(r), None) => Some(*r),
+            match &verdicts[i] {
+                Verdict::Drop(r) => Some(*r),
                 _ => None,
             }
         };

@@ -12,6 +12,13 @@ const LOCAL: &str = "198.51.100.2";
 /// SA (the worker adds it, as the daemon's SAs), and a handler for
 /// worker 0 with a sink inside.
 fn setup() -> (SaTable, DatapathHandler, Arc<PuntHub>) {
+    let (t, h, pool) = setup_owned(0, 1);
+    (t, h, pool.punt())
+}
+
+/// [`setup`] with `workers` workers and the inbound SA owned by worker
+/// `owner` (the handler is worker 0's, which encrypts).
+fn setup_owned(owner: u16, workers: usize) -> (SaTable, DatapathHandler, crate::Workers) {
     let key = KeyMaterial::new(vec![0x33; 36]);
     let mut t = SaTable::new();
     t.apply(
@@ -38,7 +45,7 @@ fn setup() -> (SaTable, DatapathHandler, Arc<PuntHub>) {
                 spi: 0x2001,
                 peer: None,
                 tunnel: 0,
-                owner: 0,
+                owner,
                 cipher: Cipher::Aes256Gcm,
                 key,
                 esn: false,
@@ -51,7 +58,7 @@ fn setup() -> (SaTable, DatapathHandler, Arc<PuntHub>) {
         std::time::Duration::ZERO,
     )
     .unwrap();
-    let pool = crate::Workers::new(1).unwrap();
+    let pool = crate::Workers::new(workers).unwrap();
     let next_hops = NextHopMacs::new(1);
     next_hops.get(0).unwrap().set(Some([2, 0, 0, 0, 0, 0xb]));
     let published = Published {
@@ -62,8 +69,7 @@ fn setup() -> (SaTable, DatapathHandler, Arc<PuntHub>) {
         epoch: Instant::now(),
     };
     let h = pool.handler(WorkerState::new(0), &published, InsideIo::Sink);
-    let punt = pool.punt();
-    (t, h, punt)
+    (t, h, pool)
 }
 
 /// An inner IPv4 UDP packet from 203.0.113.1 to `dst`, port `dport`.
@@ -263,4 +269,48 @@ fn injected_packets_are_encrypted_on_the_tunnel_by_the_owner() {
         panic!("{:?}", v[0])
     };
     assert_eq!(&out[inner], &hello[..]);
+}
+
+#[test]
+fn a_full_handoff_queue_drops_each_frame_once_as_110_and_the_trace_sees_it() {
+    use crate::handoff::HANDOFF_BUFFERS;
+    use crate::taps::Fate;
+    // Worker 1 owns the inbound SA: worker 0 hands its frames over.
+    let (t, mut h, pool) = setup_owned(1, 2);
+    let inner = udp("203.0.113.2", 9);
+    let one = frame(&mut h, &t, &inner);
+    let mut frames = vec![one.clone(); BATCH_SIZE];
+    let mut handed = 0;
+    while handed < HANDOFF_BUFFERS {
+        let n = (HANDOFF_BUFFERS - handed).min(BATCH_SIZE);
+        h.decap_and_deliver(&mut frames[..n], Input::Xdp(0));
+        handed += n;
+    }
+    let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    assert_eq!(r(&h.io.handoff), HANDOFF_BUFFERS as u64);
+    assert_eq!(h.shared.drops.total(), 0);
+    // Full: each further frame is one 110, in its verdict too.
+    let taps = pool.taps();
+    taps.arm_trace(3, false);
+    h.decap_and_deliver(&mut frames[..3], Input::Xdp(0));
+    assert_eq!(r(&h.io.handoff), HANDOFF_BUFFERS as u64);
+    assert_eq!(h.shared.drops.get(DropReason::PktBufferUnavailable), 3);
+    assert_eq!(h.shared.drops.total(), 3);
+    assert!(
+        h.verdicts[..3]
+            .iter()
+            .all(|v| *v == Verdict::Drop(DropReason::PktBufferUnavailable))
+    );
+    let recs = taps.trace_records();
+    assert_eq!(recs.len(), 3);
+    for rec in &recs {
+        assert_eq!(
+            (rec.fate, rec.drop, rec.state),
+            (
+                Fate::Dropped,
+                Some(DropReason::PktBufferUnavailable),
+                "DROP"
+            )
+        );
+    }
 }
