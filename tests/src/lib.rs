@@ -514,6 +514,55 @@ pub fn py_script(ns: &str, script: &str, arg: &str, timeout_s: u32) -> Result<se
     serde_json::from_str(last).with_context(|| format!("{script} report: {stdout}"))
 }
 
+/// `GET /metrics` from `listen` inside `ns`, parsed by the Prometheus
+/// project's own OpenMetrics parser (tests/py/openmetrics_parse.py): its
+/// samples, `{"name", "labels", "value", "type"}`.
+pub fn scrape_metrics(ns: &str, listen: &str) -> Result<Vec<serde_json::Value>> {
+    let body = Lab::in_ns(ns, || -> Result<String> {
+        use std::io::Read;
+        let mut s = std::net::TcpStream::connect(listen)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")?;
+        let mut r = String::new();
+        s.read_to_string(&mut r)?;
+        Ok(r)
+    })??;
+    let (head, text) = body
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("not an HTTP response: {body}"))?;
+    if !head.contains(" 200 ") {
+        bail!("GET /metrics: {head}");
+    }
+    let dir = scratch_dir("metrics");
+    let file = dir.join("metrics.txt");
+    std::fs::write(&file, text)?;
+    let out = Command::new(venv_python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("py/openmetrics_parse.py"))
+        .arg(&file)
+        .output();
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = out?;
+    if !out.status.success() {
+        bail!(
+            "the OpenMetrics parser refused it: {}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// The sum of the samples named `name` whose labels include `labels`
+/// (None when there is none).
+pub fn metric(samples: &[serde_json::Value], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut hits = samples
+        .iter()
+        .filter(|s| s["name"] == name && labels.iter().all(|(k, v)| s["labels"][*k] == *v))
+        .map(|s| s["value"].as_f64().unwrap_or(f64::NAN))
+        .peekable();
+    hits.peek()?;
+    Some(hits.sum())
+}
+
 /// Config text `text` (a node's, `socket = "{socket}"` in it) written to
 /// `dir/gen.toml` as a generator's config, with `state` as its
 /// `state_dir` (the sequence-number reservations: keep one across runs
