@@ -57,6 +57,11 @@ if ! "$VENV/bin/python" -c 'import prometheus_client.openmetrics.parser' >/dev/n
   say "pip install prometheus-client 0.21.1 into $VENV (the metrics test's parser)"
   "$VENV/bin/pip" install -q --disable-pip-version-check prometheus-client==0.21.1
 fi
+# An RFC 5424 syslog parser from PyPI (not ours) reads the remote syslog lines in tests/tests/commands.rs.
+if ! "$VENV/bin/python" -c 'import syslog_rfc5424_parser' >/dev/null 2>&1; then
+  say "pip install syslog-rfc5424-parser 0.3.2 into $VENV (the RFC 5424 syslog test's parser)"
+  "$VENV/bin/pip" install -q --disable-pip-version-check syslog-rfc5424-parser==0.3.2
+fi
 # strongSwan 5.9.8 (Debian), an independent IKEv2/ESP peer for tests/tests/strongswan.rs.
 # The tests run their own charons in namespaces (kernel-libipsec: ESP in
 # userspace, this kernel has no ESP); the system service is not wanted.

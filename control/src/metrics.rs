@@ -237,12 +237,25 @@ impl Owner {
         }
         if let Some(ike) = &self.ike {
             let g = gauges(&mut r, "ike_sa_up", "IKEv2 SAs: 1 when established");
+            // One series per IKE tunnel and peer address (as configured:
+            // not the port, which moves from 500 to the NAT-T port), there
+            // while the tunnel has no IKE SA at all too (0, as while
+            // negotiating): a peer that is down must read 0, not vanish.
+            // 1 when any of its SAs is established (during a rekey or a
+            // clear there are two).
+            let mut up: std::collections::BTreeMap<(String, String), bool> = self
+                .tunnels
+                .iter()
+                .filter(|t| matches!(t.cfg.kind, crate::config::TunnelKind::Ike(_)))
+                .map(|t| ((t.cfg.name.clone(), t.cfg.peer.to_string()), false))
+                .collect();
             for v in ike.sas(Instant::now()) {
-                g.get_or_create(&labels(&[
-                    ("tunnel", v.tunnel.clone()),
-                    ("peer", v.remote.to_string()),
-                ]))
-                .set(i64::from(v.status == xdpsec_ike::IkeSaStatus::Ready));
+                *up.entry((v.tunnel.clone(), v.remote.ip().to_string()))
+                    .or_default() |= v.status == xdpsec_ike::IkeSaStatus::Ready;
+            }
+            for ((tunnel, peer), up) in up {
+                g.get_or_create(&labels(&[("tunnel", tunnel), ("peer", peer)]))
+                    .set(i64::from(up));
             }
         }
         if let Some(s) = &self.sdwan {

@@ -168,10 +168,28 @@ pub fn format_line(
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default();
             let msg = line.find('%').map_or(line, |i| &line[i..]);
-            let mnemonic = msg.split(':').next().unwrap_or("-").trim_start_matches('%');
-            format!("<{pri}>1 {} {host} xdpsec - {mnemonic} - {msg}", rfc3339(d))
+            format!(
+                "<{pri}>1 {} {host} xdpsec - {} - {msg}",
+                rfc3339(d),
+                msgid(msg)
+            )
         }
     }
+}
+
+/// RFC 5424's MSGID for the message `msg`: its `FAC-SEV-MNEMONIC`, cut to
+/// the 32 characters the field holds (`CRYPTO-4-RECVD_PKT_INV_IDENTITY_ACL`
+/// is 35); `-` (none) when `msg` has no mnemonic or it is not printable
+/// US-ASCII without spaces.
+fn msgid(msg: &str) -> &str {
+    let Some(rest) = msg.strip_prefix('%') else {
+        return "-";
+    };
+    let m = rest.split(':').next().unwrap_or_default();
+    if m.is_empty() || !m.bytes().all(|b| (33..=126).contains(&b)) {
+        return "-";
+    }
+    &m[..m.len().min(32)]
 }
 
 /// `2026-11-28T21:00:26.523Z`.
@@ -235,6 +253,20 @@ mod tests {
             ),
             "{m}"
         );
+        // MSGID is at most 32 printable characters (RFC 5424 section 6).
+        let acl = format_line(
+            &cfg,
+            "edge1",
+            2,
+            "*Nov 28 21:00:26.523: %CRYPTO-4-RECVD_PKT_INV_IDENTITY_ACL: decapsulate",
+            t,
+        );
+        assert!(
+            acl.contains(" edge1 xdpsec - CRYPTO-4-RECVD_PKT_INV_IDENTITY_ - %CRYPTO-4-RECVD_PKT_INV_IDENTITY_ACL: decapsulate"),
+            "{acl}"
+        );
+        let plain = format_line(&cfg, "edge1", 3, "*Nov 28 21:00:26.523: no mnemonic", t);
+        assert!(plain.contains(" edge1 xdpsec - - - *Nov 28"), "{plain}");
         assert_eq!(
             rfc3339(std::time::Duration::from_millis(951_782_400_000)),
             "2000-02-29T00:00:00.000Z"

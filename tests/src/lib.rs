@@ -184,6 +184,15 @@ impl Lab {
             .with_context(|| format!("ip netns exec {ns} {}", cmd.join(" ")))
     }
 
+    /// Move node 2's end of the veth (`if2`) into namespace `ns` (another
+    /// lab's, so that one process there reaches several labs' node 1) and
+    /// set it up there; it keeps its MAC address, not its addresses. It goes
+    /// when either lab does.
+    pub fn move_peer_into(&self, ns: &str) -> Result<()> {
+        ip(&["-n", &self.ns2, "link", "set", &self.if2, "netns", ns])?;
+        ip(&["-n", ns, "link", "set", &self.if2, "up"])
+    }
+
     /// Whether an XDP program is attached to `ifname` in `ns`.
     pub fn xdp_attached(ns: &str, ifname: &str) -> bool {
         Command::new("ip")
@@ -476,24 +485,82 @@ pub fn venv_python() -> PathBuf {
 
 /// Run the scapy ESP peer (tests/py/esp_peer.py) in `ns` with `cfg`; its JSON report.
 pub fn scapy_peer(ns: &str, cfg: &serde_json::Value) -> Result<serde_json::Value> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/esp_peer.py");
+    py_script(ns, "esp_peer.py", &cfg.to_string(), 60)
+}
+
+/// Run tests/py/`script` with the venv's Python in `ns` with one argument,
+/// killed after `timeout_s` seconds; the JSON object on the last line of
+/// its stdout.
+pub fn py_script(ns: &str, script: &str, arg: &str, timeout_s: u32) -> Result<serde_json::Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("py")
+        .join(script);
     let out = Command::new("timeout")
-        .args(["60", "ip", "netns", "exec", ns])
+        .args([&timeout_s.to_string(), "ip", "netns", "exec", ns])
         .arg(venv_python())
-        .arg(&script)
-        .arg(cfg.to_string())
+        .arg(&path)
+        .arg(arg)
         .output()
-        .context("running the scapy peer")?;
+        .with_context(|| format!("running {script}"))?;
     if !out.status.success() {
         bail!(
-            "scapy peer failed ({}):\n{}",
+            "{script} failed ({}):\n{}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let last = stdout.lines().last().unwrap_or("");
-    serde_json::from_str(last).with_context(|| format!("scapy peer report: {stdout}"))
+    serde_json::from_str(last).with_context(|| format!("{script} report: {stdout}"))
+}
+
+/// `GET /metrics` from `listen` inside `ns`, parsed by the Prometheus
+/// project's own OpenMetrics parser (tests/py/openmetrics_parse.py): its
+/// samples, `{"name", "labels", "value", "type"}`.
+pub fn scrape_metrics(ns: &str, listen: &str) -> Result<Vec<serde_json::Value>> {
+    let body = Lab::in_ns(ns, || -> Result<String> {
+        use std::io::Read;
+        let mut s = std::net::TcpStream::connect(listen)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")?;
+        let mut r = String::new();
+        s.read_to_string(&mut r)?;
+        Ok(r)
+    })??;
+    let (head, text) = body
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("not an HTTP response: {body}"))?;
+    if !head.contains(" 200 ") {
+        bail!("GET /metrics: {head}");
+    }
+    let dir = scratch_dir("metrics");
+    let file = dir.join("metrics.txt");
+    std::fs::write(&file, text)?;
+    let out = Command::new(venv_python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("py/openmetrics_parse.py"))
+        .arg(&file)
+        .output();
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = out?;
+    if !out.status.success() {
+        bail!(
+            "the OpenMetrics parser refused it: {}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// The sum of the samples named `name` whose labels include `labels`
+/// (None when there is none).
+pub fn metric(samples: &[serde_json::Value], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut hits = samples
+        .iter()
+        .filter(|s| s["name"] == name && labels.iter().all(|(k, v)| s["labels"][*k] == *v))
+        .map(|s| s["value"].as_f64().unwrap_or(f64::NAN))
+        .peekable();
+    hits.peek()?;
+    Some(hits.sum())
 }
 
 /// Config text `text` (a node's, `socket = "{socket}"` in it) written to
