@@ -9,6 +9,7 @@ mod datapath;
 mod early_drop;
 mod filter;
 mod handoff;
+mod ike_show;
 mod metrics;
 mod owner;
 mod platform;
