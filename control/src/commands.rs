@@ -76,6 +76,10 @@ pub enum Cmd {
     ShowIkev2SaDetailed,
     /// `clear crypto ikev2 sa`.
     ClearIkev2Sa,
+    /// `show crypto ikev2 proposal`.
+    ShowIkev2Proposal,
+    /// `show crypto ipsec transform-set`.
+    ShowIpsecTransformSet,
     /// `clear crypto ikev2 sa remote ADDR`.
     ClearIkev2SaRemote,
     /// `show crypto session`.
@@ -234,6 +238,16 @@ pub const COMMANDS: &[CommandSpec<Cmd>] = &[
         pattern: "show crypto ikev2 sa detailed",
         id: Cmd::ShowIkev2SaDetailed,
         help: "IKEv2 SAs with SPIs, identities, DPD and NAT-T state",
+    },
+    CommandSpec {
+        pattern: "show crypto ikev2 proposal",
+        id: Cmd::ShowIkev2Proposal,
+        help: "IKEv2 proposals of the IKE tunnels (`default`: IOS XE's, for tunnels without ike_proposals)",
+    },
+    CommandSpec {
+        pattern: "show crypto ipsec transform-set",
+        id: Cmd::ShowIpsecTransformSet,
+        help: "ESP transform sets of the IKE tunnels (`default`: esp-aes esp-sha-hmac, for tunnels without esp_proposals)",
     },
     CommandSpec {
         pattern: "clear crypto ikev2 sa",
@@ -809,6 +823,12 @@ impl Owner {
             Cmd::ShowSession | Cmd::ShowSessionDetail => {
                 Ok(self.show_session(parsed.id == Cmd::ShowSessionDetail))
             }
+            Cmd::ShowIkev2Proposal => {
+                Ok(crate::ike_show::ikev2_proposal(&self.ikev2_proposal_rows()))
+            }
+            Cmd::ShowIpsecTransformSet => Ok(crate::ike_show::ipsec_transform_set(
+                &self.transform_set_rows(),
+            )),
             Cmd::ClearIkev2Sa | Cmd::ClearSession => self.clear_ike(None),
             Cmd::ClearIkev2SaRemote | Cmd::ClearSessionRemote => match parsed.args.first() {
                 Some(Arg::Addr(a)) => self.clear_ike(Some(*a)),

@@ -908,9 +908,11 @@ const DEFAULT_IKE_LIFETIME: u64 = 86400;
 /// Default child SA lifetime (IOS `crypto ipsec security-association
 /// lifetime seconds` default: 3600 s).
 const DEFAULT_CHILD_LIFETIME: u64 = 3600;
-/// Default proposals: what the example and strongSwan's tests use.
-const DEFAULT_IKE_PROPOSAL: &str = "aes256gcm16-prfsha256-x25519";
-const DEFAULT_ESP_PROPOSAL: &str = "aes256gcm16";
+/// Default proposals: IOS XE 17's smart defaults, so that a tunnel with
+/// no proposals configured meets a router with none (the IKEv2 proposal
+/// `default`; the transform set `default`, `esp-aes esp-sha-hmac`).
+const DEFAULT_IKE_PROPOSAL: &str = xdpsec_ike::IkeOffer::IOS_DEFAULT;
+const DEFAULT_ESP_PROPOSAL: &str = xdpsec_ike::EspProposal::IOS_DEFAULT;
 
 /// The `kind = "ike"` fields of a tunnel.
 fn parse_ike(
@@ -947,7 +949,7 @@ fn parse_ike(
         }
         for p in l.get_ref() {
             let checked = if field == "ike_proposals" {
-                xdpsec_ike::IkeProposal::parse(p.get_ref()).map(|_| ())
+                xdpsec_ike::IkeOffer::parse(p.get_ref()).map(|_| ())
             } else {
                 xdpsec_ike::EspProposal::parse(p.get_ref()).map(|_| ())
             };

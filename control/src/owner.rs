@@ -30,7 +30,7 @@ use xdpsec_datapath::{
     worker::{SaCounters, WorkerShared},
 };
 use xdpsec_ike::{
-    Action, Encr, EspEncap, EspProposal, Identity, Ike, IkeProposal, Input, Integ, PeerConfig,
+    Action, Encr, EspEncap, EspProposal, Identity, Ike, IkeOffer, Input, Integ, PeerConfig,
 };
 
 use arc_swap::ArcSwap;
@@ -1072,7 +1072,7 @@ impl Owner {
 }
 
 /// The datapath cipher for a negotiated ESP transform, if it has one.
-fn esp_cipher(encr: Encr, integ: Option<Integ>) -> Option<Cipher> {
+pub(crate) fn esp_cipher(encr: Encr, integ: Option<Integ>) -> Option<Cipher> {
     use xdpsec_datapath::crypto::{AesKeySize, Integrity};
     let integrity = |i: Integ| match i {
         Integ::HmacSha1_96 => Integrity::HmacSha1_96,
@@ -1127,12 +1127,14 @@ pub fn ike_peers(cfg: &Config) -> Result<Vec<PeerConfig>> {
                 Err(_) => Identity::Fqdn(v.trim_start_matches('@').to_string()),
             },
         };
+        // Each offer as its single proposals, in order of preference.
         let ike_proposals = k
             .ike_proposals
             .iter()
-            .map(|p| IkeProposal::parse(p))
+            .map(|p| IkeOffer::parse(p).map(|o| o.expand()))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| anyhow!("tunnel {}: ike_proposals: {}", t.name, e.0))?;
+            .map_err(|e| anyhow!("tunnel {}: ike_proposals: {}", t.name, e.0))?
+            .concat();
         let esp_proposals = k
             .esp_proposals
             .iter()

@@ -15,6 +15,7 @@ import sys
 from unittest import mock
 
 from genie.libs.parser.iosxe.show_crypto import (
+    ShowCryptoIkev2Proposal,
     ShowCryptoIkev2Sa,
     ShowCryptoIpsecSa,
     ShowCryptoSession,
@@ -59,6 +60,7 @@ PARSERS = {
     "sa": ShowCryptoIpsecSa,
     "drops": ShowPlatformHardwareQfpActiveFeatureIpsecDatapathDropsAll,
     "ikev2": ShowCryptoIkev2Sa,
+    "ikev2_proposal": ShowCryptoIkev2Proposal,
     "session": ShowCryptoSession,
     "omp_tlocs": via_device(ShowSdwanOmpTlocs),
     "omp_peers": via_device(ShowSdwanOmpPeers),

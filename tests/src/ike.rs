@@ -12,7 +12,8 @@ pub const INNER: [&str; 2] = ["203.0.113.1", "203.0.113.2"];
 
 /// An xdpsec config for node `side` (0 or 1) of `lab` with one IKE tunnel
 /// (`Tunnel2`, UDP-encapsulated) to the other node, `extra` lines added to
-/// the tunnel (e.g. lifetimes).
+/// the tunnel (e.g. lifetimes). An empty proposal string leaves its key
+/// out ([`NO_PROPOSALS`](crate::strongswan::NO_PROPOSALS): xdpsec's defaults).
 pub fn ike_config(
     lab: &Lab,
     side: usize,
@@ -38,9 +39,7 @@ kind = "ike"
 peer = "{peer}"
 encap = "udp"
 psk = "{psk}"
-ike_proposals = ["{ike}"]
-esp_proposals = ["{esp}"]
-initiate = {initiate}
+{ike}{esp}initiate = {initiate}
 local_subnets = ["{inner_local}/32"]
 remote_subnets = ["{inner_peer}/32"]
 {extra}
@@ -50,9 +49,18 @@ remote_subnets = ["{inner_peer}/32"]
         peer = lab.v4[1 - side],
         inner_local = INNER[side],
         inner_peer = INNER[1 - side],
-        ike = proposals.ike,
-        esp = proposals.esp,
+        ike = key_line("ike_proposals", proposals.ike),
+        esp = key_line("esp_proposals", proposals.esp),
     )
+}
+
+/// `key = ["value"]` and a newline, or nothing for an empty value.
+fn key_line(key: &str, value: &str) -> String {
+    if value.is_empty() {
+        String::new()
+    } else {
+        format!("{key} = [\"{value}\"]\n")
+    }
 }
 
 /// Wait (bounded) until `d` has a READY IKE SA and a child SA; its

@@ -35,8 +35,9 @@ pub const CHARON: &str = "/usr/lib/ipsec/charon";
 // - kernel-libipsec before kernel-netlink: the first kernel-ipsec interface
 //   registered wins, and this kernel has no ESP for kernel-netlink's XFRM one;
 //   kernel-netlink stays for routes and addresses (kernel-net);
-// - openssl does AES-CBC/GCM (with AES-NI), HMAC, SHA, X25519 and ECP groups,
-//   and the RNG; nonce derives IKE nonces from it;
+// - openssl does AES-CBC/GCM (with AES-NI), HMAC, SHA, X25519, the ECP
+//   groups (19, 20 and 21: ecp521) and the MODP groups (14: modp2048; no
+//   gmp plugin needed), and the RNG; nonce derives IKE nonces from it;
 // - kdf: 5.9.8's openssl plugin has no KDF_PRF ("KDF_PRF with
 //   PRF_HMAC_SHA2_256 not supported" without it);
 // - no aes/gcm/sha*/hmac/random software fallbacks: had they been listed
@@ -63,6 +64,19 @@ pub const CBC_ECP256: Proposals = Proposals {
     ike: "aes256-sha256-ecp256",
     esp: "aes256-sha256",
 };
+
+/// IOS XE 17's smart defaults in strongSwan notation: the IKEv2 proposal
+/// `default` (AES-CBC-256, SHA-512 and SHA-384, PRF SHA-512 and SHA-384,
+/// groups 19, 14, 21) and the transform set `default` (`esp-aes
+/// esp-sha-hmac`). charon's openssl plugin has MODP-2048 and ECP-521.
+pub const IOS_XE_DEFAULTS: Proposals = Proposals {
+    ike: "aes256-sha512-sha384-prfsha512-prfsha384-ecp256-modp2048-ecp521",
+    esp: "aes128-sha1",
+};
+
+/// For an xdpsec config: no `ike_proposals` or `esp_proposals` at all
+/// (xdpsec then uses [`IOS_XE_DEFAULTS`]). Not for a [`Conn`].
+pub const NO_PROPOSALS: Proposals = Proposals { ike: "", esp: "" };
 
 /// A pair of strongSwan proposal strings (`proposals` and `esp_proposals`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

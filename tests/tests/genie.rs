@@ -266,3 +266,105 @@ key = "{KEY_B128}"
         "a wrong number in the text must show"
     );
 }
+
+/// `show crypto ikev2 proposal` of a live daemon with two IKE tunnels, one
+/// without proposals (IOS XE's `default`) and one with two of its own:
+/// genie's `ShowCryptoIkev2Proposal` reads what `--json` says, and a
+/// changed group in the text shows.
+#[test]
+fn genieparser_reads_show_crypto_ikev2_proposal() {
+    let lab = Lab::unique().up(1).unwrap();
+    let second = r#"
+[[tunnel]]
+name = "Tunnel3"
+kind = "ike"
+peer = "198.51.100.3"
+encap = "udp"
+psk = "another test key"
+initiate = false
+ike_proposals = ["aes256gcm16-prfsha256-x25519", "aes128-sha256-modp2048"]
+esp_proposals = ["aes256gcm16"]
+remote_subnets = ["203.0.113.3/32"]
+"#;
+    let config = xdpsec_e2e::ike::ike_config(
+        &lab,
+        0,
+        "a test key",
+        false,
+        &xdpsec_e2e::strongswan::NO_PROPOSALS,
+        second,
+    );
+    let d = Daemon::start(&lab.ns1, &config).unwrap();
+    let text = d.cli("show crypto ikev2 proposal").unwrap();
+    let j = d.cli_json("show crypto ikev2 proposal").unwrap();
+    let bad = text.replacen("Group 14", "Group 15", 1);
+    assert_ne!(bad, text, "{text}");
+    let parsed =
+        genie_parse(&json!([{ "ikev2_proposal": text }, { "ikev2_proposal": bad }])).unwrap();
+    // genie's names: the IOS words and "NAME/Group N" per DH group.
+    let want = |j: &Value| -> Value {
+        let mut m = serde_json::Map::new();
+        for p in j["proposals"].as_array().unwrap() {
+            let words = |k: &str| -> String {
+                p[k].as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            let groups: Vec<String> = p["dh_group"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|g| {
+                    let g = g.as_u64().unwrap();
+                    let name = match g {
+                        14 => "DH_GROUP_2048_MODP",
+                        19 => "DH_GROUP_256_ECP",
+                        20 => "DH_GROUP_384_ECP",
+                        21 => "DH_GROUP_521_ECP",
+                        31 => "DH_GROUP_CURVE25519",
+                        _ => panic!("group {g}"),
+                    };
+                    format!("{name}/Group {g}")
+                })
+                .collect();
+            m.insert(
+                p["name"].as_str().unwrap().to_string(),
+                json!({
+                    "encryption": words("encryption"),
+                    "integrity": words("integrity"),
+                    "prf": words("prf"),
+                    "dh_group": groups,
+                }),
+            );
+        }
+        json!({ "proposal_name": m })
+    };
+    let expected = want(&j);
+    assert_eq!(
+        parsed[0]["ikev2_proposal"]["parsed"], expected,
+        "genie and --json disagree on\n{text}"
+    );
+    // The three proposals, IOS XE's default first, as its golden output.
+    assert_eq!(
+        expected["proposal_name"]["default"],
+        json!({
+            "encryption": "AES-CBC-256",
+            "integrity": "SHA512 SHA384",
+            "prf": "SHA512 SHA384",
+            "dh_group": [
+                "DH_GROUP_256_ECP/Group 19",
+                "DH_GROUP_2048_MODP/Group 14",
+                "DH_GROUP_521_ECP/Group 21"
+            ],
+        })
+    );
+    assert_eq!(j["proposals"].as_array().unwrap().len(), 3, "{j}");
+    assert_eq!(j["proposals"][0]["tunnels"], json!(["Tunnel2"]), "{j}");
+    assert_ne!(
+        parsed[1]["ikev2_proposal"]["parsed"], expected,
+        "a wrong group in the text must show"
+    );
+}

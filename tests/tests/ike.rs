@@ -6,11 +6,13 @@
 //! `clear crypto sa peer` recovers it; a wrong PSK is refused on both sides.
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use xdpsec_e2e::{
     Daemon, Lab,
     ike::{INNER, ike_config as ike_config_with},
-    strongswan::{CBC_ECP256, Charon, CharonOpts, Conn, GCM_X25519, Proposals},
+    strongswan::{
+        CBC_ECP256, Charon, CharonOpts, Conn, GCM_X25519, IOS_XE_DEFAULTS, NO_PROPOSALS, Proposals,
+    },
 };
 
 const PSK: &str = "xdpsec ikev2 test key";
@@ -184,8 +186,25 @@ fn a_wrong_psk_is_refused_with_a_clear_log_line_on_both_sides() {
     assert_eq!(spis(&d1).0, 0, "no child SA");
 }
 
-/// xdpsec and strongSwan, either side initiating, with `proposals`.
-fn with_strongswan(proposals: Proposals, xdpsec_initiates: bool) {
+/// xdpsec (node 1) and strongSwan (node 2) with an SA up between them.
+/// Fields drop in order: charon and the daemon first, then the namespaces.
+struct WithStrongswan {
+    charon: Charon,
+    d: Daemon,
+    lab: Lab,
+    /// strongSwan's view of the IKE SA and its child.
+    ike: xdpsec_e2e::strongswan::IkeSa,
+    child: xdpsec_e2e::strongswan::ChildSa,
+}
+
+/// xdpsec configured with `ours` (empty strings: no proposal keys) and
+/// strongSwan with `theirs`, one side initiating; waits (bounded) until
+/// both have the SA and checks they hold the same child SPIs.
+fn up_with_strongswan(
+    ours: Proposals,
+    theirs: Proposals,
+    xdpsec_initiates: bool,
+) -> WithStrongswan {
     let lab = Lab::unique().up(1).unwrap();
     // strongSwan's inner address lives on lo in its namespace.
     let out = Lab::exec(
@@ -210,13 +229,9 @@ fn with_strongswan(proposals: Proposals, xdpsec_initiates: bool) {
         &format!("{}/32", INNER[0]),
         PSK,
     );
-    conn.proposals = proposals;
+    conn.proposals = theirs;
     charon.load_conn(&conn.to_swanctl()).unwrap();
-    let d = Daemon::start(
-        &lab.ns1,
-        &ike_config(&lab, 0, PSK, xdpsec_initiates, &proposals),
-    )
-    .unwrap();
+    let d = Daemon::start(&lab.ns1, &ike_config(&lab, 0, PSK, xdpsec_initiates, &ours)).unwrap();
     if !xdpsec_initiates {
         charon.initiate("xs").unwrap();
     }
@@ -228,19 +243,40 @@ fn with_strongswan(proposals: Proposals, xdpsec_initiates: bool) {
     assert_eq!(inb, vec![u64::from(child.spi_out)], "{child:?}");
     assert_eq!(out, u64::from(child.spi_in), "{child:?}");
     assert_eq!(ike.initiator, !xdpsec_initiates);
-    assert_eq!(
-        ping(&lab.ns1, INNER[0], INNER[1], 5),
-        (5, 5),
-        "{}",
-        charon.log_text()
-    );
+    WithStrongswan {
+        charon,
+        d,
+        lab,
+        ike,
+        child,
+    }
+}
+
+impl WithStrongswan {
+    /// Five pings from xdpsec's inner address to strongSwan's, all answered.
+    fn five_pings(&self) {
+        assert_eq!(
+            ping(&self.lab.ns1, INNER[0], INNER[1], 5),
+            (5, 5),
+            "{}",
+            self.charon.log_text()
+        );
+    }
+}
+
+/// xdpsec and strongSwan, either side initiating, with `proposals`.
+fn with_strongswan(proposals: Proposals, xdpsec_initiates: bool) {
+    let w = up_with_strongswan(proposals, proposals, xdpsec_initiates);
+    w.five_pings();
+    let WithStrongswan { charon, d, lab, .. } = &w;
+    let (out, _) = spis(d);
 
     // clear crypto sa peer on xdpsec: strongSwan follows onto new SPIs.
     d.cli(&format!("clear crypto sa peer {}", lab.v4[1]))
         .unwrap();
     let end = Instant::now() + Duration::from_secs(10);
     loop {
-        let (o, i) = spis(&d);
+        let (o, i) = spis(d);
         if o != 0 && o != out && i.len() == 1 {
             break;
         }
@@ -294,6 +330,142 @@ fn xdpsec_initiates_to_strongswan_cbc_sha256_ecp256() {
 #[test]
 fn strongswan_initiates_to_xdpsec_cbc_sha256_ecp256() {
     with_strongswan(CBC_ECP256, false);
+}
+
+/// strongSwan set up as an IOS XE 17 router with smart defaults
+/// (`IOS_XE_DEFAULTS`) against an xdpsec tunnel with no proposals: the SA
+/// comes up with IOS XE's first choice on both sides (AES-CBC-256,
+/// HMAC-SHA-512, PRF SHA-512, group 19; ESP AES-128-CBC with HMAC-SHA1-96),
+/// and pings pass.
+fn ios_xe_defaults_with_strongswan(xdpsec_initiates: bool) {
+    let w = up_with_strongswan(NO_PROPOSALS, IOS_XE_DEFAULTS, xdpsec_initiates);
+    let (ike, child) = (&w.ike, &w.child);
+    // strongSwan's side (swanctl --list-sas).
+    assert_eq!(
+        (
+            ike.encr_alg.as_str(),
+            ike.encr_keysize,
+            ike.integ_alg.as_str(),
+            ike.prf_alg.as_str(),
+            ike.dh_group.as_str()
+        ),
+        (
+            "AES_CBC",
+            256,
+            "HMAC_SHA2_512_256",
+            "PRF_HMAC_SHA2_512",
+            "ECP_256"
+        ),
+        "{ike:#?}"
+    );
+    assert_eq!(
+        (
+            child.encr_alg.as_str(),
+            child.encr_keysize,
+            child.integ_alg.as_str()
+        ),
+        ("AES_CBC", 128, "HMAC_SHA1_96"),
+        "{child:#?}"
+    );
+    // xdpsec's side: show crypto ikev2 sa detailed, text and JSON.
+    let text = w.d.cli("show crypto ikev2 sa detailed").unwrap();
+    assert!(
+        text.contains("Encr: AES-CBC, keysize: 256, PRF: SHA512, Hash: SHA512, DH Grp:19,"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "Initiator of SA : {}",
+            if xdpsec_initiates { "Yes" } else { "No" }
+        )),
+        "{text}"
+    );
+    let v = &w.d.cli_json("show crypto ikev2 sa detailed").unwrap()["ike_sas"][0];
+    assert_eq!(
+        (
+            &v["encryption"],
+            &v["keysize"],
+            &v["prf"],
+            &v["hash"],
+            &v["dh_group"]
+        ),
+        (
+            &json!("AES-CBC"),
+            &json!(256),
+            &json!("SHA512"),
+            &json!("SHA512"),
+            &json!(19)
+        ),
+        "{v}"
+    );
+    assert_eq!(v["initiator_spi"], ike.initiator_spi, "{v}");
+    assert_eq!(v["responder_spi"], ike.responder_spi, "{v}");
+    let sa = w.d.cli("show crypto ipsec sa").unwrap();
+    assert!(sa.contains("transform: esp-aes esp-sha-hmac"), "{sa}");
+    // What it offers, as IOS XE shows its defaults.
+    let p = w.d.cli_json("show crypto ikev2 proposal").unwrap();
+    assert_eq!(p["proposals"][0]["name"], "default", "{p}");
+    assert_eq!(p["proposals"][0]["dh_group"], json!([19, 14, 21]), "{p}");
+    let t = w.d.cli("show crypto ipsec transform-set").unwrap();
+    assert!(
+        t.starts_with("Transform set default: { esp-aes esp-sha-hmac  }"),
+        "{t}"
+    );
+    assert_eq!(
+        ping(&w.lab.ns1, INNER[0], INNER[1], 5),
+        (5, 5),
+        "{}",
+        w.charon.log_text()
+    );
+}
+
+#[test]
+fn xdpsec_without_proposals_initiates_to_strongswan_as_ios_xe_defaults() {
+    ios_xe_defaults_with_strongswan(true);
+}
+
+#[test]
+fn strongswan_as_ios_xe_defaults_initiates_to_xdpsec_without_proposals() {
+    ios_xe_defaults_with_strongswan(false);
+}
+
+/// One DH group alone on both sides: the SA comes up with it (strongSwan's
+/// `dh-group` and xdpsec's `DH Grp`) and pings pass.
+fn one_group_with_strongswan(
+    ike: &'static str,
+    esp: &'static str,
+    xdpsec_initiates: bool,
+    charon_name: &str,
+    ios: u64,
+) {
+    let p = Proposals { ike, esp };
+    let w = up_with_strongswan(p, p, xdpsec_initiates);
+    assert_eq!(w.ike.dh_group, charon_name, "{:#?}", w.ike);
+    let v = w.d.cli_json("show crypto ikev2 sa").unwrap();
+    assert_eq!(v["ike_sas"][0]["dh_group"], ios, "{v}");
+    w.five_pings();
+}
+
+#[test]
+fn group_14_alone_xdpsec_initiates_to_strongswan() {
+    one_group_with_strongswan(
+        "aes256-sha256-modp2048",
+        "aes256-sha256",
+        true,
+        "MODP_2048",
+        14,
+    );
+}
+
+#[test]
+fn group_21_alone_strongswan_initiates_to_xdpsec() {
+    one_group_with_strongswan(
+        "aes256gcm16-prfsha384-ecp521",
+        "aes256gcm16",
+        false,
+        "ECP_521",
+        21,
+    );
 }
 
 /// Child SAs rekeyed on their lifetime under steady traffic, make before

@@ -3,6 +3,11 @@
 //! the SK payload (3.14; RFC 5282 for AES-GCM). No hand-written cipher:
 //! ring for ECDH, HMAC and AES-GCM, RustCrypto `aes`+`cbc` for AES-CBC.
 
+use crypto_bigint::{
+    Odd, U2048,
+    modular::{FixedMontyForm, FixedMontyParams},
+};
+use p521::elliptic_curve::sec1::ToSec1Point;
 use ring::{aead, agreement, hmac, rand::SecureRandom};
 use zeroize::Zeroizing;
 
@@ -29,23 +34,113 @@ pub type Secret = Zeroizing<Vec<u8>>;
 pub struct Dh {
     /// The group.
     pub group: DhGroup,
-    private: agreement::EphemeralPrivateKey,
+    private: Private,
     public: Vec<u8>,
+}
+
+/// The private half of a [`Dh`], by implementation: ring for X25519,
+/// P-256 and P-384; RustCrypto's `p521` for ECP-521; a Montgomery-form
+/// exponentiation (crypto-bigint, constant time) for MODP-2048.
+enum Private {
+    Ring(agreement::EphemeralPrivateKey),
+    /// Zeroized on drop by `elliptic-curve`.
+    P521(p521::SecretKey),
+    Modp2048(Zeroizing<U2048>),
+}
+
+/// The prime of the 2048-bit MODP group 14 (RFC 3526 section 3); the
+/// generator is 2. Checked against its definition from pi in
+/// `testdata/gen_modp2048.py`.
+const MODP2048_P: U2048 = U2048::from_be_hex(concat!(
+    "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74",
+    "020BBEA63B139B22514A08798E3404DDEF9519B3CD3A431B302B0A6DF25F1437",
+    "4FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7ED",
+    "EE386BFB5A899FA5AE9F24117C4B1FE649286651ECE45B3DC2007CB8A163BF05",
+    "98DA48361C55D39A69163FA8FD24CF5F83655D23DCA3AD961C62F356208552BB",
+    "9ED529077096966D670C354E4ABC9804F1746C08CA18217C32905E462E36CE3B",
+    "E39E772C180E86039B2783A2EC07A28FB5C55DF06F4C52C9DE2BCBF695581718",
+    "3995497CEA956AE515D2261898FA051015728E5A8AACAA68FFFFFFFFFFFFFFFF",
+));
+
+/// Montgomery parameters of [`MODP2048_P`], computed once.
+fn modp2048_params() -> &'static FixedMontyParams<{ U2048::LIMBS }> {
+    static P: std::sync::OnceLock<FixedMontyParams<{ U2048::LIMBS }>> = std::sync::OnceLock::new();
+    P.get_or_init(|| {
+        FixedMontyParams::new_vartime(Odd::new(MODP2048_P).expect("the RFC 3526 prime is odd"))
+    })
+}
+
+/// base^exp mod p of group 14, in constant time in `exp`.
+fn modp2048_pow(base: &U2048, exp: &U2048) -> U2048 {
+    FixedMontyForm::new(base, modp2048_params())
+        .pow(exp)
+        .retrieve()
+}
+
+/// A peer's group 14 public value, validated as NIST SP 800-56A rev. 3
+/// 5.6.2.3.1 (full public-key validation of a safe-prime group): 1 < y <
+/// p-1 (RFC 7296 leaves it to the group; 0, 1 and p-1 would force a
+/// known shared secret) and y^q = 1 mod p with q = (p-1)/2, so that y is
+/// in the subgroup the generator 2 spans.
+fn modp2048_peer(peer: &[u8]) -> Result<U2048, CryptoError> {
+    let y = U2048::from_be_slice(peer);
+    let p_minus_1 = MODP2048_P.wrapping_sub(&U2048::ONE);
+    if y <= U2048::ONE || y >= p_minus_1 {
+        return Err(CryptoError::BadPublicKey);
+    }
+    if modp2048_pow(&y, &p_minus_1.shr_vartime(1)) != U2048::ONE {
+        return Err(CryptoError::BadPublicKey);
+    }
+    Ok(y)
 }
 
 impl Dh {
     /// A fresh key pair.
     pub fn generate(group: DhGroup, rng: &dyn SecureRandom) -> Result<Dh, CryptoError> {
-        let alg = Self::alg(group);
-        let private =
-            agreement::EphemeralPrivateKey::generate(alg, rng).map_err(|_| CryptoError::Rng)?;
-        let pk = private.compute_public_key().map_err(|_| CryptoError::Rng)?;
-        let pk = pk.as_ref();
-        // RFC 5903 7: the KE data of ECP groups is x || y, without the
-        // uncompressed-point 0x04 prefix ring uses.
-        let public = match group {
-            DhGroup::Curve25519 => pk.to_vec(),
-            _ => pk.get(1..).unwrap_or_default().to_vec(),
+        let (private, public) = match group {
+            DhGroup::Ecp521 => {
+                // A uniform scalar in [1, n-1]: 521 random bits, retried
+                // while not below the group order n (about half the time).
+                let key = loop {
+                    let mut b = Zeroizing::new([0u8; 66]);
+                    rng.fill(&mut b[..]).map_err(|_| CryptoError::Rng)?;
+                    b[0] &= 0x01;
+                    if let Ok(k) = p521::SecretKey::from_slice(&b[..]) {
+                        break k;
+                    }
+                };
+                // RFC 5903 7: x || y without the 0x04 prefix.
+                let point = key.public_key().to_sec1_point(false);
+                let public = point.as_bytes().get(1..).unwrap_or_default().to_vec();
+                (Private::P521(key), public)
+            }
+            DhGroup::Modp2048 => {
+                // A 2047-bit exponent (below p); 0 and 1 are refused.
+                let x = loop {
+                    let mut b = Zeroizing::new([0u8; 256]);
+                    rng.fill(&mut b[..]).map_err(|_| CryptoError::Rng)?;
+                    b[0] &= 0x7f;
+                    let x = Zeroizing::new(U2048::from_be_slice(&b[..]));
+                    if *x > U2048::ONE {
+                        break x;
+                    }
+                };
+                Self::modp2048_from(x)
+            }
+            _ => {
+                let alg = Self::alg(group);
+                let private = agreement::EphemeralPrivateKey::generate(alg, rng)
+                    .map_err(|_| CryptoError::Rng)?;
+                let pk = private.compute_public_key().map_err(|_| CryptoError::Rng)?;
+                let pk = pk.as_ref();
+                // RFC 5903 7: the KE data of ECP groups is x || y, without the
+                // uncompressed-point 0x04 prefix ring uses.
+                let public = match group {
+                    DhGroup::Curve25519 => pk.to_vec(),
+                    _ => pk.get(1..).unwrap_or_default().to_vec(),
+                };
+                (Private::Ring(private), public)
+            }
         };
         Ok(Dh {
             group,
@@ -54,11 +149,20 @@ impl Dh {
         })
     }
 
+    /// Group 14's key pair for the private exponent `x`: (x, 2^x mod p as
+    /// 256 bytes, RFC 7296 3.4: padded to the length of the prime).
+    fn modp2048_from(x: Zeroizing<U2048>) -> (Private, Vec<u8>) {
+        let y = modp2048_pow(&U2048::from_u8(2), &x);
+        (Private::Modp2048(x), y.to_be_bytes().as_ref().to_vec())
+    }
+
     fn alg(group: DhGroup) -> &'static agreement::Algorithm {
         match group {
             DhGroup::Curve25519 => &agreement::X25519,
-            DhGroup::Ecp256 => &agreement::ECDH_P256,
             DhGroup::Ecp384 => &agreement::ECDH_P384,
+            DhGroup::Ecp256 => &agreement::ECDH_P256,
+            // Never asked for: these two have their own `Private`.
+            DhGroup::Ecp521 | DhGroup::Modp2048 => &agreement::ECDH_P256,
         }
     }
 
@@ -69,20 +173,44 @@ impl Dh {
 
     /// The shared secret g^ir with the peer's KE data (RFC 5903 7: the x
     /// coordinate for ECP groups; RFC 8031 for Curve25519, which refuses
-    /// an all-zero result).
+    /// an all-zero result; RFC 7296 2.14 for MODP: big endian, as long as
+    /// the prime). The peer's value is validated first: for ECP groups a
+    /// point on the curve other than the identity (RFC 6989 2.3, NIST SP
+    /// 800-56A 5.6.2.3.3), for MODP-2048 see [`modp2048_peer`].
     pub fn agree(self, peer: &[u8]) -> Result<Secret, CryptoError> {
         if peer.len() != self.group.ke_len() {
             return Err(CryptoError::BadPublicKey);
         }
-        let mut point = Vec::with_capacity(peer.len() + 1);
-        if self.group != DhGroup::Curve25519 {
+        let point = || {
+            let mut point = Vec::with_capacity(peer.len() + 1);
             point.push(4);
+            point.extend_from_slice(peer);
+            point
+        };
+        match self.private {
+            Private::P521(key) => {
+                let pk = p521::PublicKey::from_sec1_bytes(&point())
+                    .map_err(|_| CryptoError::BadPublicKey)?;
+                let s = p521::ecdh::diffie_hellman(key.to_nonzero_scalar(), pk.as_affine());
+                Ok(Zeroizing::new(s.raw_secret_bytes().to_vec()))
+            }
+            Private::Modp2048(x) => {
+                let y = modp2048_peer(peer)?;
+                let s = Zeroizing::new(modp2048_pow(&y, &x));
+                Ok(Zeroizing::new(s.to_be_bytes().as_ref().to_vec()))
+            }
+            Private::Ring(private) => {
+                let data = if self.group == DhGroup::Curve25519 {
+                    peer.to_vec()
+                } else {
+                    point()
+                };
+                let alg = Self::alg(self.group);
+                let peer = agreement::UnparsedPublicKey::new(alg, &data);
+                agreement::agree_ephemeral(private, &peer, |k| Zeroizing::new(k.to_vec()))
+                    .map_err(|_| CryptoError::BadPublicKey)
+            }
         }
-        point.extend_from_slice(peer);
-        let alg = Self::alg(self.group);
-        let peer = agreement::UnparsedPublicKey::new(alg, &point);
-        agreement::agree_ephemeral(self.private, &peer, |k| Zeroizing::new(k.to_vec()))
-            .map_err(|_| CryptoError::BadPublicKey)
     }
 }
 
@@ -575,7 +703,13 @@ mod tests {
     #[test]
     fn dh_agree_each_group() {
         let rng = SystemRandom::new();
-        for g in [DhGroup::Curve25519, DhGroup::Ecp256, DhGroup::Ecp384] {
+        for g in [
+            DhGroup::Curve25519,
+            DhGroup::Ecp256,
+            DhGroup::Ecp384,
+            DhGroup::Ecp521,
+            DhGroup::Modp2048,
+        ] {
             let a = Dh::generate(g, &rng).unwrap();
             let b = Dh::generate(g, &rng).unwrap();
             assert_eq!(a.public().len(), g.ke_len());
@@ -585,6 +719,99 @@ mod tests {
             assert_eq!(*s1, *s2);
             let c = Dh::generate(g, &rng).unwrap();
             assert!(c.agree(&pa[1..]).is_err());
+        }
+    }
+
+    /// A group 14 key pair with a fixed private exponent (hex).
+    fn modp2048_with(x: &str) -> Dh {
+        let (private, public) = Dh::modp2048_from(Zeroizing::new(U2048::from_be_slice(&hex(x))));
+        Dh {
+            group: DhGroup::Modp2048,
+            private,
+            public,
+        }
+    }
+
+    #[test]
+    fn modp2048_known_answers() {
+        // testdata/gen_modp2048.py: the prime from its definition (pi),
+        // public values and shared secrets from Python's pow().
+        let mut f = std::collections::HashMap::<&str, Vec<&str>>::new();
+        for l in include_str!("../testdata/modp2048.txt").lines() {
+            if let Some((k, v)) = l.split_once(' ')
+                && !l.starts_with('#')
+            {
+                f.entry(k).or_default().push(v);
+            }
+        }
+        assert_eq!(MODP2048_P.to_be_bytes().as_ref(), hex(f["p"][0]));
+        assert_eq!(f["xi"].len(), 2);
+        #[allow(clippy::needless_range_loop)] // five lists, one index
+        for n in 0..2 {
+            let (i, r) = (modp2048_with(f["xi"][n]), modp2048_with(f["xr"][n]));
+            assert_eq!(i.public(), hex(f["yi"][n]), "vector {n}");
+            assert_eq!(r.public(), hex(f["yr"][n]), "vector {n}");
+            assert_eq!(i.public().len(), 256);
+            let want = hex(f["shared"][n]);
+            assert_eq!(*i.agree(&hex(f["yr"][n])).unwrap(), want, "vector {n}");
+            assert_eq!(*r.agree(&hex(f["yi"][n])).unwrap(), want, "vector {n}");
+        }
+        // 0, 1, p-1, p, p+1 and p-2 (outside the order-q subgroup) refused.
+        assert_eq!(f["bad"].len(), 6);
+        for bad in &f["bad"] {
+            let d = modp2048_with(f["xi"][0]);
+            assert_eq!(
+                d.agree(&hex(bad)).unwrap_err(),
+                CryptoError::BadPublicKey,
+                "{}",
+                &bad[bad.len() - 8..]
+            );
+        }
+        // A wrong length too.
+        let d = modp2048_with(f["xi"][0]);
+        assert!(d.agree(&hex(f["yr"][0])[1..]).is_err());
+    }
+
+    /// A group 21 key pair with a fixed private scalar (hex).
+    fn p521_with(k: &str) -> Dh {
+        let key = p521::SecretKey::from_slice(&hex(k)).unwrap();
+        let public = key.public_key().to_sec1_point(false).as_bytes()[1..].to_vec();
+        Dh {
+            group: DhGroup::Ecp521,
+            private: Private::P521(key),
+            public,
+        }
+    }
+
+    #[test]
+    fn ecp521_known_answer() {
+        // The 521-bit random ECP group's test data of RFC 5114 appendix A
+        // (private keys dA, dB; KE data x|y of each public key; shared
+        // secret: the x coordinate, RFC 5903 7), the same numbers Python's
+        // `cryptography` (OpenSSL) computes from dA and dB.
+        let i = "0113F82DA825735E3D97276683B2B74277BAD27335EA71664AF2430CC4F33459B9669EE78B3FFB9B8683015D344DCBFEF6FB9AF4C6C470BE254516CD3C1A1FB47362";
+        let r = "00CEE3480D8645A17D249F2776D28BAE616952D1791FDB4B70F7C3378732AA1B22928448BCD1DC2496D435B01048066EBE4F72903C361B1A9DC1193DC2C9D0891B96";
+        let gi = "01EBB34DD75721ABF8ADC9DBED17889CBB9765D90A7C60F2CEF007BB0F2B26E14881FD4442E689D61CB2DD046EE30E3FFD20F9A45BBDF6413D583A2DBF59924FD35C\
+                  00F6B632D194C0388E22D8437E558C552AE195ADFD153F92D74908351B2F8C4EDA94EDB0916D1B53C020B5EECAED1A5FC38A233E4830587BB2EE3489B3B42A5A86A4";
+        let gr = "010EBFAFC6E85E08D24BFFFCC1A4511DB0E634BEEB1B6DEC8C5939AE44766201AF6200430BA97C8AC6A0E9F08B33CE7E9FEEB5BA4EE5E0D81510C24295B8A08D0235\
+                  00A4A6EC300DF9E257B0372B5E7ABFEF093436719A77887EBB0B18CF8099B9F4212B6E30A1419C18E029D36863CC9D448F4DBA4D2A0E60711BE572915FBD4FEF2695";
+        let shared = "00CDEA89621CFA46B132F9E4CFE2261CDE2D4368EB5656634C7CC98C7A00CDE54ED1866A0DD3E6126C9D2F845DAFF82CEB1DA08F5D87521BB0EBECA77911169C20CC";
+        assert_eq!(p521_with(i).public(), hex(gi));
+        assert_eq!(p521_with(r).public(), hex(gr));
+        assert_eq!(p521_with(i).public().len(), DhGroup::Ecp521.ke_len());
+        assert_eq!(*p521_with(i).agree(&hex(gr)).unwrap(), hex(shared));
+        assert_eq!(*p521_with(r).agree(&hex(gi)).unwrap(), hex(shared));
+        // Not a point on the curve (one bit of y flipped), (0, 0) (what
+        // the identity would be written as), coordinates above p: refused.
+        let mut off = hex(gr);
+        off[131] ^= 1;
+        let mut big = vec![0xff; 132];
+        big[0] = 0x03;
+        for bad in [off, vec![0; 132], big] {
+            assert_eq!(
+                p521_with(i).agree(&bad).unwrap_err(),
+                CryptoError::BadPublicKey
+            );
         }
     }
 

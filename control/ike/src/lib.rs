@@ -83,6 +83,26 @@ pub struct IkeProposal {
     pub dh: DhGroup,
 }
 
+/// One IKE proposal as it goes on the wire: any one transform of each
+/// list may be chosen (RFC 7296 3.3), each list in order of preference.
+/// strongSwan notation with several words of a kind
+/// (`aes256-sha512-sha384-prfsha512-prfsha384-ecp256-modp2048-ecp521`,
+/// IOS XE 17's default proposal, [`IkeOffer::ios_default`]) parses to one.
+/// [`IkeOffer::expand`] gives the [`IkeProposal`]s it allows, most
+/// preferred first; [`IkeOffer::group`] folds such a list back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IkeOffer {
+    /// Encryption transforms (all AEAD or all not).
+    pub encr: Vec<Encr>,
+    /// Integrity transforms; empty with AEAD ciphers.
+    pub integ: Vec<Integ>,
+    /// Pseudo-random functions.
+    pub prf: Vec<Prf>,
+    /// Diffie-Hellman groups; the first is the one the initiator's KE
+    /// payload uses.
+    pub dh: Vec<DhGroup>,
+}
+
 /// An ESP (child SA) proposal in strongSwan notation: `aes256gcm16`,
 /// `aes256-sha256`, `aes128-sha1`, optionally with a DH group for PFS
 /// (`aes256gcm16-x25519`) ([`EspProposal::parse`]).
@@ -138,10 +158,14 @@ pub enum Prf {
 /// Diffie-Hellman groups (IANA "Transform Type 4").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DhGroup {
+    /// 14: 2048-bit MODP (RFC 3526).
+    Modp2048,
     /// 19: 256-bit random ECP (P-256).
     Ecp256,
     /// 20: 384-bit random ECP (P-384).
     Ecp384,
+    /// 21: 521-bit random ECP (P-521).
+    Ecp521,
     /// 31: Curve25519.
     Curve25519,
 }
@@ -151,15 +175,33 @@ pub enum DhGroup {
 pub struct ProposalError(pub String);
 
 impl IkeProposal {
-    /// Parse strongSwan notation (`aes256gcm16-prfsha256-x25519`,
-    /// `aes256-sha256-ecp256`: an integrity algorithm without `prf` also
-    /// gives the PRF of the same hash).
+    /// Parse strongSwan notation with one algorithm of each kind
+    /// (`aes256gcm16-prfsha256-x25519`, `aes256-sha256-ecp256`: an
+    /// integrity algorithm without `prf` also gives the PRF of the same
+    /// hash).
     pub fn parse(s: &str) -> Result<IkeProposal, ProposalError> {
+        match IkeOffer::parse(s)?.expand().as_slice() {
+            [one] => Ok(one.clone()),
+            _ => Err(ProposalError(format!(
+                "several algorithms of a kind in proposal `{s}` where one is needed"
+            ))),
+        }
+    }
+}
+
+impl IkeOffer {
+    /// Parse strongSwan notation, several algorithms of a kind allowed
+    /// (without `prf` words, the PRFs of the integrity algorithms' hashes).
+    pub fn parse(s: &str) -> Result<IkeOffer, ProposalError> {
         proposal::parse_ike(s)
     }
 }
 
 impl EspProposal {
+    /// IOS XE's default transform set `default`: `esp-aes esp-sha-hmac`
+    /// (AES-128-CBC with HMAC-SHA1-96), no PFS.
+    pub const IOS_DEFAULT: &str = "aes128-sha1";
+
     /// Parse strongSwan notation (`aes256gcm16`, `aes256-sha256`,
     /// `aes128-sha1`, `aes256gcm16-x25519`).
     pub fn parse(s: &str) -> Result<EspProposal, ProposalError> {

@@ -1,6 +1,6 @@
 //! Algorithms: strongSwan proposal notation, IANA transform IDs, key sizes.
 
-use crate::{DhGroup, Encr, EspProposal, IkeProposal, Integ, Prf, ProposalError};
+use crate::{DhGroup, Encr, EspProposal, IkeOffer, IkeProposal, Integ, Prf, ProposalError};
 
 /// Transform type 1: encryption (RFC 7296 3.3.2).
 pub const TRANS_ENCR: u8 = 1;
@@ -145,8 +145,10 @@ impl DhGroup {
     /// IANA group number.
     pub fn id(self) -> u16 {
         match self {
+            DhGroup::Modp2048 => 14,
             DhGroup::Ecp256 => 19,
             DhGroup::Ecp384 => 20,
+            DhGroup::Ecp521 => 21,
             DhGroup::Curve25519 => 31,
         }
     }
@@ -154,16 +156,21 @@ impl DhGroup {
     pub fn from_id(id: u16) -> Option<DhGroup> {
         Some(match id {
             19 => DhGroup::Ecp256,
+            14 => DhGroup::Modp2048,
             20 => DhGroup::Ecp384,
+            21 => DhGroup::Ecp521,
             31 => DhGroup::Curve25519,
             _ => return None,
         })
     }
-    /// Length of the KE payload's key exchange data (RFC 5903 7, RFC 8031 2).
+    /// Length of the KE payload's key exchange data (RFC 5903 7, RFC 8031
+    /// 2, RFC 7296 3.4: a MODP value as long as the prime).
     pub fn ke_len(self) -> usize {
         match self {
+            DhGroup::Modp2048 => 256,
             DhGroup::Ecp256 => 64,
             DhGroup::Ecp384 => 96,
+            DhGroup::Ecp521 => 132,
             DhGroup::Curve25519 => 32,
         }
     }
@@ -267,6 +274,8 @@ fn parse_dh(w: &str) -> Option<DhGroup> {
     Some(match w {
         "ecp256" | "modp19" => DhGroup::Ecp256,
         "ecp384" => DhGroup::Ecp384,
+        "ecp521" => DhGroup::Ecp521,
+        "modp2048" => DhGroup::Modp2048,
         "x25519" | "curve25519" => DhGroup::Curve25519,
         _ => return None,
     })
@@ -276,53 +285,145 @@ fn err(s: &str, what: &str) -> ProposalError {
     ProposalError(format!("{what} in proposal `{s}`"))
 }
 
-pub(crate) fn parse_ike(s: &str) -> Result<IkeProposal, ProposalError> {
-    let (mut encr, mut integ, mut prf, mut dh) = (None, None, None, None);
+/// Add `v` to `list` unless it is there already (order kept).
+fn push_new<T: PartialEq>(list: &mut Vec<T>, v: T) {
+    if !list.contains(&v) {
+        list.push(v);
+    }
+}
+
+pub(crate) fn parse_ike(s: &str) -> Result<IkeOffer, ProposalError> {
+    let mut o = IkeOffer {
+        encr: vec![],
+        integ: vec![],
+        prf: vec![],
+        dh: vec![],
+    };
     for w in s.trim().split('-') {
         if let Some(e) = parse_encr(w) {
-            if encr.replace(e).is_some() {
-                return Err(err(s, &format!("a second cipher `{w}`")));
-            }
+            push_new(&mut o.encr, e);
         } else if let Some(i) = parse_integ(w) {
-            if integ.replace(i).is_some() {
-                return Err(err(s, &format!("a second integrity algorithm `{w}`")));
-            }
+            push_new(&mut o.integ, i);
         } else if let Some(p) = parse_prf(w) {
-            prf = Some(p);
+            push_new(&mut o.prf, p);
         } else if let Some(g) = parse_dh(w) {
-            dh = Some(g);
+            push_new(&mut o.dh, g);
         } else {
             return Err(err(s, &format!("unknown word `{w}`")));
         }
     }
-    let encr = encr.ok_or_else(|| err(s, "no cipher"))?;
-    if encr == Encr::ChaCha20Poly1305 {
+    let Some(first) = o.encr.first().copied() else {
+        return Err(err(s, "no cipher"));
+    };
+    if o.encr.contains(&Encr::ChaCha20Poly1305) {
         return Err(err(s, "chacha20poly1305 (ESP only here)"));
     }
-    if encr.is_aead() && integ.is_some() {
+    if o.encr.iter().any(|e| e.is_aead() != first.is_aead()) {
+        return Err(err(s, "AEAD and CBC ciphers together"));
+    }
+    if first.is_aead() && !o.integ.is_empty() {
         return Err(err(s, "an integrity algorithm with an AEAD cipher"));
     }
-    if !encr.is_aead() && integ.is_none() {
+    if !first.is_aead() && o.integ.is_empty() {
         return Err(err(s, "no integrity algorithm for a CBC cipher"));
     }
-    if integ == Some(Integ::HmacSha1_96) && prf.is_none() {
-        return Err(err(s, "no PRF (prfsha1 is not supported; add prfsha256)"));
+    if o.prf.is_empty() {
+        // strongSwan: without an explicit PRF, the integrity algorithms' hashes.
+        for i in &o.integ {
+            let p = match i {
+                Integ::HmacSha256_128 => Prf::HmacSha256,
+                Integ::HmacSha384_192 => Prf::HmacSha384,
+                Integ::HmacSha512_256 => Prf::HmacSha512,
+                Integ::HmacSha1_96 => {
+                    return Err(err(s, "no PRF (prfsha1 is not supported; add prfsha256)"));
+                }
+            };
+            push_new(&mut o.prf, p);
+        }
     }
-    // strongSwan: without an explicit PRF, the integrity algorithm's hash.
-    let prf = match (prf, integ) {
-        (Some(p), _) => p,
-        (None, Some(Integ::HmacSha256_128)) => Prf::HmacSha256,
-        (None, Some(Integ::HmacSha384_192)) => Prf::HmacSha384,
-        (None, Some(Integ::HmacSha512_256)) => Prf::HmacSha512,
-        _ => return Err(err(s, "no PRF")),
-    };
-    let dh = dh.ok_or_else(|| err(s, "no DH group"))?;
-    Ok(IkeProposal {
-        encr,
-        integ,
-        prf,
-        dh,
-    })
+    if o.prf.is_empty() {
+        return Err(err(s, "no PRF"));
+    }
+    if o.dh.is_empty() {
+        return Err(err(s, "no DH group"));
+    }
+    Ok(o)
+}
+
+impl IkeOffer {
+    /// IOS XE 17's default IKEv2 proposal (`show crypto ikev2 proposal
+    /// default`): AES-CBC-256; SHA-512 and SHA-384; PRF SHA-512 and
+    /// SHA-384; DH groups 19, 14, 21.
+    pub const IOS_DEFAULT: &str = "aes256-sha512-sha384-prfsha512-prfsha384-ecp256-modp2048-ecp521";
+
+    /// [`IkeOffer::IOS_DEFAULT`], parsed.
+    pub fn ios_default() -> IkeOffer {
+        parse_ike(Self::IOS_DEFAULT).expect("the IOS XE default proposal parses")
+    }
+
+    /// Every combination it allows, most preferred first: by cipher, then
+    /// integrity, PRF and DH group, each in the order given.
+    pub fn expand(&self) -> Vec<IkeProposal> {
+        let mut out = Vec::new();
+        for &encr in &self.encr {
+            let integs: Vec<Option<Integ>> = if encr.is_aead() {
+                vec![None]
+            } else {
+                self.integ.iter().copied().map(Some).collect()
+            };
+            for &integ in &integs {
+                for &prf in &self.prf {
+                    for &dh in &self.dh {
+                        out.push(IkeProposal {
+                            encr,
+                            integ,
+                            prf,
+                            dh,
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The offer listing every algorithm of `props` (in first-seen order).
+    fn covering(props: &[IkeProposal]) -> IkeOffer {
+        let mut o = IkeOffer {
+            encr: vec![],
+            integ: vec![],
+            prf: vec![],
+            dh: vec![],
+        };
+        for p in props {
+            push_new(&mut o.encr, p.encr);
+            if let Some(i) = p.integ {
+                push_new(&mut o.integ, i);
+            }
+            push_new(&mut o.prf, p.prf);
+            push_new(&mut o.dh, p.dh);
+        }
+        o
+    }
+
+    /// Fold a preference list of single proposals into as few offers as
+    /// keep its meaning and order: from each position, the longest run
+    /// that is exactly one offer's [`expand`](IkeOffer::expand). What the
+    /// IKE_SA_INIT request carries (one proposal for IOS XE's default, as
+    /// a router sends it) and what `show crypto ikev2 proposal` lists.
+    pub fn group(props: &[IkeProposal]) -> Vec<IkeOffer> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < props.len() {
+            let end = (at + 1..=props.len())
+                .rev()
+                .find(|&end| Self::covering(&props[at..end]).expand() == props[at..end])
+                .unwrap_or(at + 1);
+            out.push(Self::covering(&props[at..end]));
+            at = end;
+        }
+        out
+    }
 }
 
 pub(crate) fn parse_esp(s: &str) -> Result<EspProposal, ProposalError> {
@@ -403,6 +504,89 @@ mod tests {
             }
         );
         assert!(EspProposal::parse("aes256gcm16-sha256").is_err());
+    }
+
+    #[test]
+    fn ios_default_offer() {
+        let o = IkeOffer::ios_default();
+        assert_eq!(o.encr, [Encr::AesCbc256]);
+        assert_eq!(o.integ, [Integ::HmacSha512_256, Integ::HmacSha384_192]);
+        assert_eq!(o.prf, [Prf::HmacSha512, Prf::HmacSha384]);
+        assert_eq!(o.dh, [DhGroup::Ecp256, DhGroup::Modp2048, DhGroup::Ecp521]);
+        let all = o.expand();
+        assert_eq!(all.len(), 12);
+        // Most preferred first: SHA-512, PRF SHA-512, group 19 (the KE's).
+        assert_eq!(
+            all[0],
+            IkeProposal::parse("aes256-sha512-prfsha512-ecp256").unwrap()
+        );
+        assert_eq!(
+            all[1],
+            IkeProposal::parse("aes256-sha512-prfsha512-modp2048").unwrap()
+        );
+        assert_eq!(
+            all[11],
+            IkeProposal::parse("aes256-sha384-prfsha384-ecp521").unwrap()
+        );
+        // Folded back into the one proposal.
+        assert_eq!(IkeOffer::group(&all), [o]);
+        assert_eq!(
+            EspProposal::parse(EspProposal::IOS_DEFAULT).unwrap(),
+            EspProposal {
+                encr: Encr::AesCbc128,
+                integ: Some(Integ::HmacSha1_96),
+                dh: None
+            }
+        );
+    }
+
+    #[test]
+    fn offers_parse_expand_and_group() {
+        // Without prf words: the integrity algorithms' hashes.
+        let o = IkeOffer::parse("aes128-aes256-sha256-sha384-x25519").unwrap();
+        assert_eq!(o.prf, [Prf::HmacSha256, Prf::HmacSha384]);
+        assert_eq!(o.expand().len(), 8);
+        // Repeated words count once.
+        assert_eq!(
+            IkeOffer::parse("aes256-sha256-sha256-ecp256-ecp256")
+                .unwrap()
+                .expand()
+                .len(),
+            1
+        );
+        for bad in [
+            "aes256gcm16-aes256-sha256-prfsha256-x25519",
+            "aes256-sha256-sha1-ecp256",
+            "aes256-sha256",
+            "chacha20poly1305-prfsha256-x25519",
+        ] {
+            assert!(IkeOffer::parse(bad).is_err(), "{bad}");
+        }
+        // One algorithm of a kind where a single proposal is asked for.
+        assert!(IkeProposal::parse("aes256-sha256-ecp256-modp2048").is_err());
+        assert_eq!(
+            IkeProposal::parse("aes256-sha256-modp2048").unwrap().dh,
+            DhGroup::Modp2048
+        );
+        assert_eq!(
+            IkeProposal::parse("aes256gcm16-prfsha384-ecp521")
+                .unwrap()
+                .dh,
+            DhGroup::Ecp521
+        );
+        // Two configured proposals stay two; a list that is no product
+        // is not folded into one that would allow more.
+        let a = IkeOffer::parse("aes256gcm16-prfsha256-x25519").unwrap();
+        let b = IkeOffer::parse("aes256-sha256-ecp256-modp2048").unwrap();
+        let list = [a.expand(), b.expand()].concat();
+        assert_eq!(IkeOffer::group(&list), [a, b.clone()]);
+        let partial = [b.expand()[0].clone(), o.expand()[3].clone()];
+        let g = IkeOffer::group(&partial);
+        assert_eq!(
+            g.iter().flat_map(IkeOffer::expand).collect::<Vec<_>>(),
+            partial
+        );
+        assert!(IkeOffer::group(&[]).is_empty());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
 use crate::{
-    Action, ChildKeys, Command, DhGroup, EspEncap, EspProposal, IkeProposal, IkeSaStatus,
+    Action, ChildKeys, Command, DhGroup, EspEncap, EspProposal, IkeOffer, IkeProposal, IkeSaStatus,
     IkeSaView, Input, PeerConfig, Prefix,
     crypto::{self, Dh, IkeKeys, Secret},
     proposal::{TRANS_DH, TRANS_ENCR, TRANS_ESN, TRANS_INTEG, TRANS_PRF},
@@ -399,40 +399,29 @@ impl Core {
         v
     }
 
+    /// The SA payload offering `props`, folded into as few proposals as
+    /// keep their meaning ([`IkeOffer::group`]): IOS XE's default goes out
+    /// as the one proposal a router sends.
     fn ike_sa_payload(props: &[IkeProposal], spi: Option<u64>) -> Payload {
+        let t = |ty, id, key_len| TransformRepr { ty, id, key_len };
         Payload::Sa(
-            props
+            IkeOffer::group(props)
                 .iter()
                 .enumerate()
-                .map(|(i, p)| {
-                    let (eid, kl) = p.encr.transform();
-                    let mut t = vec![TransformRepr {
-                        ty: TRANS_ENCR,
-                        id: eid,
-                        key_len: Some(kl),
-                    }];
-                    t.push(TransformRepr {
-                        ty: TRANS_PRF,
-                        id: p.prf.id(),
-                        key_len: None,
-                    });
-                    if let Some(i) = p.integ {
-                        t.push(TransformRepr {
-                            ty: TRANS_INTEG,
-                            id: i.id(),
-                            key_len: None,
-                        });
+                .map(|(i, o)| {
+                    let mut ts = Vec::new();
+                    for e in &o.encr {
+                        let (eid, kl) = e.transform();
+                        ts.push(t(TRANS_ENCR, eid, Some(kl)));
                     }
-                    t.push(TransformRepr {
-                        ty: TRANS_DH,
-                        id: p.dh.id(),
-                        key_len: None,
-                    });
+                    ts.extend(o.prf.iter().map(|p| t(TRANS_PRF, p.id(), None)));
+                    ts.extend(o.integ.iter().map(|i| t(TRANS_INTEG, i.id(), None)));
+                    ts.extend(o.dh.iter().map(|g| t(TRANS_DH, g.id(), None)));
                     ProposalRepr {
                         num: (i + 1) as u8,
                         protocol: wire::PROTO_IKE,
                         spi: spi.map(|s| s.to_be_bytes().to_vec()).unwrap_or_default(),
-                        transforms: t,
+                        transforms: ts,
                     }
                 })
                 .collect(),

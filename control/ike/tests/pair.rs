@@ -10,8 +10,9 @@ use std::{
 };
 
 use xdpsec_ike::{
-    Action, Command, EspEncap, EspProposal, Identity, Ike, IkeProposal, IkeSaStatus, Input,
-    PeerConfig, Prefix,
+    Action, Command, DhGroup, Encr, EspEncap, EspProposal, Identity, Ike, IkeOffer, IkeProposal,
+    IkeSaStatus, Input, Integ, PeerConfig, Prefix, Prf,
+    wire::{self, Message, Payload},
 };
 use zeroize::Zeroizing;
 
@@ -44,7 +45,10 @@ fn cfg(local: &str, remote: &str, ike: &[&str], esp: &[&str], initiate: bool) ->
         psk: Zeroizing::new(b"an example psk".to_vec()),
         local_id: Identity::Addr(ip(local)),
         remote_id: Identity::Addr(ip(remote)),
-        ike_proposals: ike.iter().map(|s| IkeProposal::parse(s).unwrap()).collect(),
+        ike_proposals: ike
+            .iter()
+            .flat_map(|s| IkeOffer::parse(s).unwrap().expand())
+            .collect(),
         esp_proposals: esp.iter().map(|s| EspProposal::parse(s).unwrap()).collect(),
         ike_lifetime: Duration::from_secs(86400),
         child_lifetime: Duration::from_secs(3600),
@@ -388,6 +392,179 @@ fn invalid_ke_retried_with_the_group_the_peer_asks_for() {
     assert_eq!(n.nodes[0].ike.sas(n.now)[0].dh, xdpsec_ike::DhGroup::Ecp256);
     n.assert_keys_match();
     assert_eq!(n.sent, 6);
+}
+
+/// The transforms (type, id) of each proposal of an IKE_SA_INIT request.
+fn init_proposals(data: &[u8]) -> Vec<Vec<(u8, u16)>> {
+    let m = Message::parse(data).unwrap();
+    assert_eq!(m.header.exchange, wire::IKE_SA_INIT);
+    m.payloads
+        .iter()
+        .find_map(|p| match p {
+            Payload::Sa(ps) => Some(
+                ps.iter()
+                    .map(|p| p.transforms.iter().map(|t| (t.ty, t.id)).collect())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .unwrap()
+}
+
+/// The first datagram node A sends (its IKE_SA_INIT), taken before delivery.
+fn first_init(n: &mut Net) -> Vec<u8> {
+    n.timers();
+    n.queue.front().expect("an IKE_SA_INIT request").3.clone()
+}
+
+#[test]
+fn ios_smart_defaults_on_both_sides() {
+    let mut n = pair(&[IkeOffer::IOS_DEFAULT], &[EspProposal::IOS_DEFAULT]);
+    // One proposal, as IOS XE sends its default: AES-CBC-256, PRF SHA-512
+    // and SHA-384, integrity SHA-512 and SHA-384, groups 19, 14, 21.
+    assert_eq!(
+        init_proposals(&first_init(&mut n)),
+        [vec![
+            (1, 12),
+            (2, 7),
+            (2, 6),
+            (3, 14),
+            (3, 13),
+            (4, 19),
+            (4, 14),
+            (4, 21)
+        ]]
+    );
+    n.run_for(Duration::from_secs(5));
+    assert!(n.ready(0) && n.ready(1), "{}\n{}", n.logs(0), n.logs(1));
+    n.assert_keys_match();
+    for side in 0..2 {
+        let v = &n.nodes[side].ike.sas(n.now)[0];
+        assert_eq!(
+            (v.encr, v.integ, v.prf, v.dh),
+            (
+                Encr::AesCbc256,
+                Some(Integ::HmacSha512_256),
+                Prf::HmacSha512,
+                DhGroup::Ecp256
+            )
+        );
+    }
+    // AES-128 key and HMAC-SHA1 key: esp-aes esp-sha-hmac.
+    assert_eq!(n.nodes[0].dp.outbound.as_ref().unwrap().1.len(), 16 + 20);
+    assert_eq!(n.sent, 4);
+}
+
+#[test]
+fn groups_14_and_21_alone_and_from_the_ios_default() {
+    for (ike, group) in [
+        ("aes256-sha256-modp2048", DhGroup::Modp2048),
+        ("aes256gcm16-prfsha384-ecp521", DhGroup::Ecp521),
+    ] {
+        let mut n = pair(&[ike], &["aes256gcm16"]);
+        n.run_for(Duration::from_secs(5));
+        assert!(n.ready(0) && n.ready(1), "{ike}: {}", n.logs(1));
+        n.assert_keys_match();
+        assert_eq!(n.nodes[1].ike.sas(n.now)[0].dh, group);
+        assert_eq!(n.sent, 4, "{ike}");
+    }
+    // IOS XE's default initiating to a responder with group 21 only, and
+    // to one with group 14 only: one INVALID_KE_PAYLOAD round, then that group.
+    for (only, group) in [
+        ("aes256-sha384-ecp521", DhGroup::Ecp521),
+        ("aes256-sha512-modp2048", DhGroup::Modp2048),
+    ] {
+        let mut n = Net::new(
+            cfg(A, B, &[IkeOffer::IOS_DEFAULT], &["aes128-sha1"], true),
+            cfg(B, A, &[only], &["aes128-sha1"], false),
+        );
+        n.run_for(Duration::from_secs(5));
+        assert!(n.ready(0) && n.ready(1), "{only}: {}", n.logs(0));
+        assert!(n.logs(0).contains("INVALID_KE_PAYLOAD"), "{}", n.logs(0));
+        assert_eq!(n.nodes[0].ike.sas(n.now)[0].dh, group);
+        n.assert_keys_match();
+        assert_eq!(n.sent, 6);
+    }
+}
+
+/// `data` (an IKE_SA_INIT message) with its KE payload's data replaced.
+fn with_ke(data: &[u8], ke: Vec<u8>) -> Vec<u8> {
+    let mut m = Message::parse(data).unwrap();
+    for p in &mut m.payloads {
+        if let Payload::Ke { data, .. } = p {
+            *data = ke.clone();
+        }
+    }
+    wire::emit_message(&m.header, &m.payloads)
+}
+
+#[test]
+fn invalid_dh_public_values_are_refused() {
+    // RFC 3526's group 14 prime, big endian.
+    let p = hex_2048();
+    let mut p_minus_1 = p.clone();
+    p_minus_1[255] -= 1;
+    let mut one = vec![0u8; 256];
+    one[255] = 1;
+    let cases: [(&str, Vec<Vec<u8>>); 2] = [
+        (
+            "aes256-sha256-modp2048",
+            vec![vec![0; 256], one, p_minus_1, p],
+        ),
+        (
+            "aes256-sha256-ecp521",
+            // (0, 0): not on the curve; all ones: coordinates above p.
+            vec![vec![0; 132], vec![0xff; 132]],
+        ),
+    ];
+    for (ike, bad) in cases {
+        for ke in bad {
+            // As responder: the request with a bad KE makes no SA and no answer.
+            let mut n = pair(&[ike], &["aes256gcm16"]);
+            let init = with_ke(&first_init(&mut n), ke.clone());
+            n.queue.clear();
+            let (local, remote) = (SocketAddr::new(ip(B), 500), SocketAddr::new(ip(A), 500));
+            let acts = n.nodes[1].ike.handle(
+                n.now,
+                Input::Datagram {
+                    local,
+                    remote,
+                    data: &init,
+                },
+            );
+            assert!(
+                !acts.iter().any(|a| matches!(a, Action::Send { .. })),
+                "{ike}: answered {acts:?}"
+            );
+            assert!(n.nodes[1].ike.sas(n.now).is_empty(), "{ike}");
+            // As initiator: a response with a bad KE ends that attempt.
+            let mut n = pair(&[ike], &["aes256gcm16"]);
+            n.timers();
+            n.deliver_one();
+            let resp = n.queue.pop_front().expect("the IKE_SA_INIT response");
+            let bad_resp = with_ke(&resp.3, ke.clone());
+            n.queue.push_back((resp.0, resp.1, resp.2, bad_resp));
+            n.deliver_one();
+            assert!(
+                n.logs(0).contains("peer's KE payload is invalid"),
+                "{ike}: {}",
+                n.logs(0)
+            );
+            assert!(!n.ready(0));
+        }
+    }
+}
+
+/// The group 14 prime (RFC 3526 section 3), 256 bytes, from the crate's
+/// known-answer fixture.
+fn hex_2048() -> Vec<u8> {
+    let h = include_str!("../testdata/modp2048.txt")
+        .lines()
+        .find_map(|l| l.strip_prefix("p "))
+        .unwrap();
+    (0..256)
+        .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
 }
 
 #[test]
