@@ -47,6 +47,10 @@ fn ip(args: &[&str]) -> Result<()> {
         .output()
         .context("running ip (iproute2)")?;
     if !out.status.success() {
+        // Not root: say so (and how), not just iproute2's EPERM.
+        if let Some(m) = xdpsec_testenv::missing(&[xdpsec_testenv::Need::Root]) {
+            bail!("ip {}: {m}", args.join(" "));
+        }
         bail!(
             "ip {} failed: {}",
             args.join(" "),
@@ -455,23 +459,11 @@ pub fn write_file(path: &Path, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// The project's Python venv (with scapy), from `$XDPSEC_VENV` or `<root>/.venv`.
+/// The project's Python venv (with scapy), from `$XDPSEC_VENV` or
+/// `<root>/.venv`; panics, naming it and `cargo xtask setup`, when missing.
 pub fn venv_python() -> PathBuf {
-    let venv = std::env::var("XDPSEC_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .parent()
-                .unwrap()
-                .join(".venv")
-        });
-    let py = venv.join("bin/python");
-    assert!(
-        py.exists(),
-        "no Python venv with scapy at {}: run `cargo xtask setup`",
-        venv.display()
-    );
-    py
+    xdpsec_testenv::require(&[xdpsec_testenv::Need::Venv]);
+    xdpsec_testenv::venv_python()
 }
 
 /// Run the scapy ESP peer (tests/py/esp_peer.py) in `ns` with `cfg`; its JSON report.

@@ -277,7 +277,10 @@ fn test(extra: &[String]) -> Result<()> {
         .args(["test", "--workspace", "--release"])
         .args(extra)
         .env("XDPSEC_BIN", &bin)
-        .env("XDPSEC_VENV", root().join(".venv")))
+        .env("XDPSEC_VENV", root().join(".venv"))
+        // A test whose tool, venv or privilege is missing fails here
+        // (xdpsec-testenv), instead of being reported as ignored.
+        .env("XDPSEC_REQUIRE_ALL", "1"))
 }
 
 /// Print each benchmark's mean time over its baseline's, from criterion's
