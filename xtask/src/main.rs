@@ -307,11 +307,18 @@ fn test(extra: &[String]) -> Result<()> {
             ]);
         }
     }
-    println!(
-        "[test] {} with overflow checks and debug assertions",
-        CHECKED.join(", ")
-    );
-    run(checked.args(extra))?;
+    if extra.is_empty() {
+        println!(
+            "[test] {} with overflow checks and debug assertions",
+            CHECKED.join(", ")
+        );
+        run(&mut checked)?;
+    } else {
+        println!(
+            "[test] arguments given: not running {} with overflow checks (`cargo xtask test` alone does)",
+            CHECKED.join(", ")
+        );
+    }
     run(test().arg("--workspace").args(extra))
 }
 
