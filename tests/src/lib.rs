@@ -47,6 +47,10 @@ fn ip(args: &[&str]) -> Result<()> {
         .output()
         .context("running ip (iproute2)")?;
     if !out.status.success() {
+        // Not root: say so (and how), not just iproute2's EPERM.
+        if let Some(m) = xdpsec_testenv::missing(&[xdpsec_testenv::Need::Root]) {
+            bail!("ip {}: {m}", args.join(" "));
+        }
         bail!(
             "ip {} failed: {}",
             args.join(" "),
@@ -464,23 +468,11 @@ pub fn write_file(path: &Path, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// The project's Python venv (with scapy), from `$XDPSEC_VENV` or `<root>/.venv`.
+/// The project's Python venv (with scapy), from `$XDPSEC_VENV` or
+/// `<root>/.venv`; panics, naming it and `cargo xtask setup`, when missing.
 pub fn venv_python() -> PathBuf {
-    let venv = std::env::var("XDPSEC_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .parent()
-                .unwrap()
-                .join(".venv")
-        });
-    let py = venv.join("bin/python");
-    assert!(
-        py.exists(),
-        "no Python venv with scapy at {}: run `cargo xtask setup`",
-        venv.display()
-    );
-    py
+    xdpsec_testenv::require(&[xdpsec_testenv::Need::Venv]);
+    xdpsec_testenv::venv_python()
 }
 
 /// Run the scapy ESP peer (tests/py/esp_peer.py) in `ns` with `cfg`; its JSON report.
@@ -644,6 +636,56 @@ pub fn drop_rows(d: &Daemon) -> std::collections::BTreeMap<u64, u64> {
         .filter(|r| r["packets"] != 0)
         .map(|r| (r["id"].as_u64().unwrap(), r["packets"].as_u64().unwrap()))
         .collect()
+}
+
+/// Poll `ok` (every 20 ms) until it holds; panic naming `what` after `within`.
+pub fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !ok() {
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// ICMP echo requests the kernel of namespace `ns` received (`InEchos` of
+/// its /proc/net/snmp): pings that got through, whatever else a tunnel
+/// carries.
+pub fn icmp_in_echos(ns: &str) -> u64 {
+    let out = Lab::exec(ns, &["cat", "/proc/net/snmp"]).expect("/proc/net/snmp");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut icmp = text.lines().filter(|l| l.starts_with("Icmp:"));
+    let (names, values) = (icmp.next().unwrap_or(""), icmp.next().unwrap_or(""));
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "InEchos")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or_else(|| panic!("no Icmp InEchos in {ns}'s /proc/net/snmp:\n{text}"))
+}
+
+/// Time between the first line of `log` (`show logging`, IOS stamps
+/// `*Mon dd hh:mm:ss.mmm: `) containing `from` and the first after it
+/// containing `to`, by those stamps (the daemon's clock when it logged
+/// them, not the test's); None when either is missing.
+pub fn log_interval(log: &str, from: &str, to: &str) -> Option<Duration> {
+    let ms_of_day = |l: &str| -> Option<u64> {
+        // "*Dec  5 22:03:01.123: ..." -> the hh:mm:ss.mmm field.
+        let t = l
+            .strip_prefix('*')?
+            .split(": ")
+            .next()?
+            .split_whitespace()
+            .nth(2)?;
+        let (hms, ms) = t.split_once('.')?;
+        let mut f = hms.split(':').map(|x| x.parse::<u64>().ok());
+        let (h, m, s) = (f.next()??, f.next()??, f.next()??);
+        Some(((h * 60 + m) * 60 + s) * 1000 + ms.parse::<u64>().ok()?)
+    };
+    let mut lines = log.lines();
+    let a = ms_of_day(lines.by_ref().find(|l| l.contains(from))?)?;
+    let b = ms_of_day(lines.find(|l| l.contains(to))?)?;
+    // Across midnight: the later stamp is on the next day.
+    Some(Duration::from_millis((b + 86_400_000 - a) % 86_400_000))
 }
 
 /// How long a counter must stay unchanged before [`settle`] trusts it: long

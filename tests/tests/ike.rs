@@ -552,9 +552,15 @@ fn rekeys_started_by_strongswan_and_by_xdpsec_lose_nothing() {
         .unwrap();
     wait_ready(&d, Duration::from_secs(10));
     let (out0, _) = spis(&d);
+    let replies0 = xdpsec_e2e::sa_decaps(&d).unwrap();
     std::thread::scope(|s| {
         let pinger = s.spawn(|| ping_every(&lab.ns1, INNER[0], INNER[1], 130, "0.1"));
-        std::thread::sleep(Duration::from_secs(2));
+        // The rekey once the pings flow: 15 replies decrypted (of 130).
+        xdpsec_e2e::wait_for(
+            "15 echo replies before the rekey",
+            Duration::from_secs(10),
+            || xdpsec_e2e::sa_decaps(&d).unwrap() >= replies0 + 15,
+        );
         charon.rekey_child("xs").unwrap();
         let (tx, rx) = pinger.join().unwrap();
         assert_eq!(

@@ -272,7 +272,9 @@ fn scenario1_forget_sa_drops_as_4_and_ipsec_rekey_recovers() {
     let d1 = drops(&f, 1);
     assert_eq!(d1.keys().collect::<Vec<_>>(), [&4], "edge 1 drops: {d1:?}");
     // A BFD session not up sends a hello a second (RFC 5880 6.8.3).
-    std::thread::sleep(Duration::from_millis(2500));
+    xdpsec_e2e::wait_for("drop 4 keeps counting", Duration::from_secs(5), || {
+        drops(&f, 1).get(&4) > d1.get(&4)
+    });
     let d2 = drops(&f, 1);
     assert_eq!(d2.keys().collect::<Vec<_>>(), [&4], "edge 1 drops: {d2:?}");
     assert!(d2[&4] > d1[&4], "drop 4 keeps counting: {d1:?} then {d2:?}");
@@ -511,11 +513,10 @@ fn assert_scenario2_stuck(f: &Fabric) {
         assert!(text.contains(&want), "no `{want}` in edge 1's\n{text}");
     }
     let (sent_a, _) = sa_counts(f, 2, E1, "Tunnel10001");
-    std::thread::sleep(Duration::from_secs(1));
-    let (sent_b, _) = sa_counts(f, 2, E1, "Tunnel10001");
-    assert!(
-        sent_b > sent_a,
-        "edge 2 keeps sending to edge 1: {sent_a} then {sent_b}"
+    xdpsec_e2e::wait_for(
+        &format!("edge 2 keeps sending to edge 1 (encaps {sent_a})"),
+        Duration::from_secs(5),
+        || sa_counts(f, 2, E1, "Tunnel10001").0 > sent_a,
     );
     assert_eq!(
         sa_counts(f, 1, E2, "Tunnel10001"),
@@ -634,15 +635,18 @@ fn break_scenario2_at(f: &Fabric, port: u64) {
 fn scenario2_clear_sdwan_control_connections_recovers() {
     let f = fabric();
     break_scenario2(&f);
-    // Long enough up for a reset uptime to show.
-    std::thread::sleep(Duration::from_secs(2));
     let conn_up = |f: &Fabric| -> u64 {
         let c = f.control_connections(1);
         assert_eq!(c.len(), 1, "{c:?}");
         c[0]["uptime_seconds"].as_u64().unwrap()
     };
+    // Up long enough for a reset uptime to show.
+    xdpsec_e2e::wait_for(
+        "edge 1's connection up 2 s",
+        Duration::from_secs(10),
+        || conn_up(&f) >= 2,
+    );
     let up0 = conn_up(&f);
-    assert!(up0 >= 2, "{up0}");
     let before = sessions(&f, 1);
     let r = json_of(&f, 1, "clear sdwan control connections");
     assert_eq!(r["flapped_connections"], 1, "{r}");
@@ -655,7 +659,14 @@ fn scenario2_clear_sdwan_control_connections_recovers() {
     );
 
     // On edge 3 both control connections flap, and all four sessions.
-    std::thread::sleep(Duration::from_secs(2));
+    xdpsec_e2e::wait_for(
+        "edge 3's connections up 2 s",
+        Duration::from_secs(10),
+        || {
+            let c = conns(&f, 3);
+            c.len() == 2 && c.values().all(|(st, up)| st == "up" && *up >= 2)
+        },
+    );
     let (c0, s0) = (conns(&f, 3), sessions(&f, 3));
     assert!(c0.values().all(|(st, up)| st == "up" && *up >= 2), "{c0:?}");
     let r = json_of(&f, 3, "clear sdwan control connections");

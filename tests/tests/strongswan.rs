@@ -137,7 +137,12 @@ fn strongswan_pair_psk_gcm_ping_and_rekeys() {
     let old = child.clone();
     let ns1 = p.lab.ns1.clone();
     let pinger = thread::spawn(move || ping(&ns1, INNER[0], INNER[1], 40, "0.05"));
-    thread::sleep(Duration::from_millis(700));
+    // The rekey once the pings flow: 10 echoes out of node 1 (of 40).
+    xdpsec_e2e::wait_for(
+        "10 echoes before the rekey",
+        Duration::from_secs(10),
+        || up(&p.a).1.packets_out >= ca.packets_out + 10,
+    );
     p.a.rekey_child("ss").unwrap();
     assert_eq!(
         pinger.join().unwrap(),

@@ -230,7 +230,8 @@ fn tshark_decrypts_a_lab_capture_with_the_exported_sas() {
     let cap = dir.join("lab.pcapng");
     let mut child = Command::new("timeout")
         .args(["-s", "INT", "30", "ip", "netns", "exec", &lab.ns2, "tshark"])
-        .args(["-i", &lab.if2, "-f", "ip proto 50", "-w"])
+        // Stops by itself after the 10 ESP packets of the exchange below.
+        .args(["-i", &lab.if2, "-f", "ip proto 50", "-c", "10", "-w"])
         .arg(&cap)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -248,10 +249,13 @@ fn tshark_decrypts_a_lab_capture_with_the_exported_sas() {
     let cfg = scapy_peer_config(&lab, &BASE).unwrap();
     let r = scapy_peer(&lab.ns2, &cfg).unwrap();
     assert_eq!(r["matched"], json!([0, 1, 2, 3, 4]), "{r}");
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    // SIGINT to `timeout` goes on to tshark, which closes the file.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let _ = child.wait();
+    // 5 echo requests and 5 replies: tshark exits once it has them all
+    // (`timeout` would stop it after 30 s, exiting 124).
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "tshark did not capture the 10 ESP packets: {status}"
+    );
     // tshark with the exported table as its esp_sa UAT file.
     let out = Command::new("tshark")
         .env("HOME", &dir)

@@ -271,13 +271,55 @@ fn main() -> ExitCode {
     }
 }
 
+/// The protocol and datapath crates whose unit and known-answer tests run
+/// a second time with integer overflow checks and `debug_assert!` on, and
+/// their test targets that do (all but the strongSwan interop, an e2e test).
+const CHECKED: [&str; 4] = ["xdpsec-datapath", "xdpsec-ike", "xdpsec-omp", "xdpsec-bfd"];
+const CHECKED_TESTS: [&str; 5] = ["pair", "reference", "single", "fabric", "wire"];
+
 fn test(extra: &[String]) -> Result<()> {
     let bin = build_xdpsec()?;
-    run(cargo()
-        .args(["test", "--workspace", "--release"])
-        .args(extra)
-        .env("XDPSEC_BIN", &bin)
-        .env("XDPSEC_VENV", root().join(".venv")))
+    let test = || {
+        let mut c = cargo();
+        c.args(["test", "--release"])
+            .env("XDPSEC_BIN", &bin)
+            .env("XDPSEC_VENV", root().join(".venv"))
+            // A test whose tool, venv or privilege is missing fails here
+            // (xdpsec-testenv), instead of being reported as ignored.
+            .env("XDPSEC_REQUIRE_ALL", "1");
+        c
+    };
+    // Release with overflow checks and debug assertions for these crates
+    // only (a profile override on the command line): the dependencies'
+    // release builds are shared with the run below, the four crates are
+    // built a second time, apart (their profile is in their artifacts' hash).
+    let mut checked = test();
+    checked.arg("--lib");
+    for t in CHECKED_TESTS {
+        checked.args(["--test", t]);
+    }
+    for p in CHECKED {
+        checked.args(["-p", p]);
+        for key in ["overflow-checks", "debug-assertions"] {
+            checked.args([
+                "--config",
+                &format!("profile.release.package.{p}.{key}=true"),
+            ]);
+        }
+    }
+    if extra.is_empty() {
+        println!(
+            "[test] {} with overflow checks and debug assertions",
+            CHECKED.join(", ")
+        );
+        run(&mut checked)?;
+    } else {
+        println!(
+            "[test] arguments given: not running {} with overflow checks (`cargo xtask test` alone does)",
+            CHECKED.join(", ")
+        );
+    }
+    run(test().arg("--workspace").args(extra))
 }
 
 /// Print each benchmark's mean time over its baseline's, from criterion's

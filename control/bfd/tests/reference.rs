@@ -1,7 +1,8 @@
 //! Cross-check of the wire codec against an independent implementation:
 //! scapy's BFD layer (scapy.contrib.bfd) parses what we emit, also inside
 //! IPv4/UDP to 3784, and builds byte-identical packets from the same
-//! fields. Skipped, with a message, when the venv is missing.
+//! fields. Without the venv: ignored, or a failure under `cargo xtask test` and CI
+//! (`xdpsec_testenv`).
 
 use std::{io::Write, path::PathBuf, process::Command, time::Duration};
 
@@ -12,22 +13,6 @@ use xdpsec_bfd::{
     Diag, State,
     wire::{Packet, Repr},
 };
-
-fn python() -> Option<PathBuf> {
-    let venv = std::env::var("XDPSEC_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv"));
-    let py = venv.join("bin/python");
-    if py.exists() {
-        Some(py)
-    } else {
-        eprintln!(
-            "SKIPPED: no Python venv at {} (set XDPSEC_VENV or run `cargo xtask setup`)",
-            venv.display()
-        );
-        None
-    }
-}
 
 fn run(py: &PathBuf, req: serde_json::Value) -> serde_json::Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/bfd_ref.py");
@@ -105,9 +90,8 @@ fn core_packets() -> Vec<Vec<u8>> {
         .collect()
 }
 
-#[test]
 fn scapy_parses_what_we_emit_and_builds_the_same_bytes() {
-    let Some(py) = python() else { return };
+    let py = xdpsec_testenv::venv_python();
     let fixed = Repr {
         diag: Diag::ControlDetectionTimeExpired,
         state: State::Down,
@@ -160,4 +144,13 @@ fn scapy_parses_what_we_emit_and_builds_the_same_bytes() {
             "scapy reads our fields"
         );
     }
+}
+
+fn main() {
+    use xdpsec_testenv::{Need, trial};
+    xdpsec_testenv::main(vec![trial(
+        "scapy_parses_what_we_emit_and_builds_the_same_bytes",
+        &[Need::Venv],
+        scapy_parses_what_we_emit_and_builds_the_same_bytes,
+    )]);
 }

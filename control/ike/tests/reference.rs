@@ -1,7 +1,8 @@
 //! Cross-checks against independent implementations: scapy's IKEv2 layer
 //! parses what we emit and we parse what it builds; Python's `cryptography`
 //! and `hmac` compute the key derivation and AUTH; it opens our SK payload.
-//! Skipped, with a message, when the venv is missing.
+//! Without the venv: ignored, or a failure under `cargo xtask test` and CI
+//! (`xdpsec_testenv`).
 
 use std::{io::Write, path::PathBuf, process::Command};
 
@@ -14,22 +15,6 @@ use xdpsec_ike::{
         TsRepr,
     },
 };
-
-fn python() -> Option<PathBuf> {
-    let venv = std::env::var("XDPSEC_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv"));
-    let py = venv.join("bin/python");
-    if py.exists() {
-        Some(py)
-    } else {
-        eprintln!(
-            "SKIPPED: no Python venv at {} (set XDPSEC_VENV or run `cargo xtask setup`)",
-            venv.display()
-        );
-        None
-    }
-}
 
 fn run(py: &PathBuf, req: serde_json::Value) -> serde_json::Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/ike_ref.py");
@@ -66,9 +51,8 @@ fn unhex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-#[test]
 fn scapy_parses_what_we_emit() {
-    let Some(py) = python() else { return };
+    let py = xdpsec_testenv::venv_python();
     let h = HeaderRepr {
         spi_i: 0x9c1d3f0a12345678,
         spi_r: 0,
@@ -192,9 +176,8 @@ fn scapy_parses_what_we_emit() {
     assert_eq!(pl[5]["proto"], 3);
 }
 
-#[test]
 fn we_parse_what_scapy_builds() {
-    let Some(py) = python() else { return };
+    let py = xdpsec_testenv::venv_python();
     let v = run(&py, serde_json::json!({"op": "build"}));
     let bytes = unhex(v["hex"].as_str().unwrap());
     let m = Message::parse(&bytes).expect("parse scapy's message");
@@ -258,9 +241,8 @@ fn we_parse_what_scapy_builds() {
     );
 }
 
-#[test]
 fn key_derivation_matches_python() {
-    let Some(py) = python() else { return };
+    let py = xdpsec_testenv::venv_python();
     let rng = SystemRandom::new();
     for group in [DhGroup::Curve25519, DhGroup::Ecp256] {
         let prop = IkeProposal {
@@ -328,4 +310,25 @@ fn key_derivation_matches_python() {
         );
         assert_eq!(o["plain"], hex(&inner));
     }
+}
+
+fn main() {
+    use xdpsec_testenv::{Need, trial};
+    xdpsec_testenv::main(vec![
+        trial(
+            "scapy_parses_what_we_emit",
+            &[Need::Venv],
+            scapy_parses_what_we_emit,
+        ),
+        trial(
+            "we_parse_what_scapy_builds",
+            &[Need::Venv],
+            we_parse_what_scapy_builds,
+        ),
+        trial(
+            "key_derivation_matches_python",
+            &[Need::Venv],
+            key_derivation_matches_python,
+        ),
+    ]);
 }
