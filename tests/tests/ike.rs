@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use xdpsec_e2e::{
     Daemon, Lab,
-    ike::{INNER, ike_config as ike_config_with},
-    strongswan::{CBC_ECP256, Charon, CharonOpts, Conn, GCM_X25519, Proposals},
+    ike::{INNER, charon_peer, ike_config as ike_config_with},
+    strongswan::{CBC_ECP256, GCM_X25519, Proposals},
 };
 
 const PSK: &str = "xdpsec ikev2 test key";
@@ -187,31 +187,7 @@ fn a_wrong_psk_is_refused_with_a_clear_log_line_on_both_sides() {
 /// xdpsec and strongSwan, either side initiating, with `proposals`.
 fn with_strongswan(proposals: Proposals, xdpsec_initiates: bool) {
     let lab = Lab::unique().up(1).unwrap();
-    // strongSwan's inner address lives on lo in its namespace.
-    let out = Lab::exec(
-        &lab.ns2,
-        &[
-            "ip",
-            "addr",
-            "add",
-            &format!("{}/32", INNER[1]),
-            "dev",
-            "lo",
-        ],
-    )
-    .unwrap();
-    assert!(out.status.success());
-    let charon = Charon::start(&lab.ns2, &CharonOpts::default()).unwrap();
-    let mut conn = Conn::psk(
-        "xs",
-        lab.v4[1],
-        lab.v4[0],
-        &format!("{}/32", INNER[1]),
-        &format!("{}/32", INNER[0]),
-        PSK,
-    );
-    conn.proposals = proposals;
-    charon.load_conn(&conn.to_swanctl()).unwrap();
+    let (charon, _) = charon_peer(&lab, PSK, proposals).unwrap();
     let d = Daemon::start(
         &lab.ns1,
         &ike_config(&lab, 0, PSK, xdpsec_initiates, &proposals),
@@ -347,29 +323,7 @@ fn child_rekey_under_traffic_loses_nothing() {
 #[test]
 fn rekeys_started_by_strongswan_and_by_xdpsec_lose_nothing() {
     let lab = Lab::unique().up(1).unwrap();
-    let out = Lab::exec(
-        &lab.ns2,
-        &[
-            "ip",
-            "addr",
-            "add",
-            &format!("{}/32", INNER[1]),
-            "dev",
-            "lo",
-        ],
-    )
-    .unwrap();
-    assert!(out.status.success());
-    let charon = Charon::start(&lab.ns2, &CharonOpts::default()).unwrap();
-    let conn = Conn::psk(
-        "xs",
-        lab.v4[1],
-        lab.v4[0],
-        &format!("{}/32", INNER[1]),
-        &format!("{}/32", INNER[0]),
-        PSK,
-    );
-    charon.load_conn(&conn.to_swanctl()).unwrap();
+    let (charon, _) = charon_peer(&lab, PSK, GCM_X25519).unwrap();
     let d = Daemon::start(
         &lab.ns1,
         &ike_config_with(&lab, 0, PSK, true, &GCM_X25519, "lifetime_seconds = 10"),

@@ -109,7 +109,7 @@ enum Cmd {
         /// Instead: seconds to run (for the tests).
         #[arg(long, hide = true)]
         seconds: Option<u64>,
-        /// Run only this phase (manual, ike or sdwan) for all the time.
+        /// Run only this phase (manual, ike, strongswan or sdwan) for all the time.
         #[arg(long, value_enum)]
         only: Option<soak::Phase>,
         /// Skip setup and build; use `XDPSEC_BIN` or the newest build (for the tests).
@@ -175,7 +175,18 @@ pub(crate) fn cargo() -> Command {
 
 /// Build the xdpsec binary (release) and return its path.
 pub fn build_xdpsec() -> Result<PathBuf> {
-    run(cargo().args(["build", "--release", "--bin", "xdpsec"]))?;
+    build_xdpsec_with(&[])
+}
+
+/// The suite's features: the test hooks (e.g. the soak's injected leak),
+/// never in a production build.
+const TEST_FEATURES: [&str; 2] = ["--features", "xdpsec-control/test-hooks"];
+
+/// Build the xdpsec binary (release) with `args` (e.g. features).
+fn build_xdpsec_with(args: &[&str]) -> Result<PathBuf> {
+    run(cargo()
+        .args(["build", "--release", "--bin", "xdpsec"])
+        .args(args))?;
     Ok(root().join("target/release/xdpsec"))
 }
 
@@ -272,9 +283,12 @@ fn main() -> ExitCode {
 }
 
 fn test(extra: &[String]) -> Result<()> {
-    let bin = build_xdpsec()?;
+    // The same features for the binary and the workspace's tests, so
+    // xdpsec-control is built once.
+    let bin = build_xdpsec_with(&TEST_FEATURES)?;
     run(cargo()
         .args(["test", "--workspace", "--release"])
+        .args(TEST_FEATURES)
         .args(extra)
         .env("XDPSEC_BIN", &bin)
         .env("XDPSEC_VENV", root().join(".venv")))
