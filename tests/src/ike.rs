@@ -5,7 +5,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::{Daemon, Lab, strongswan::Proposals};
+use crate::{
+    Daemon, Lab,
+    strongswan::{Charon, CharonOpts, Conn, Proposals},
+};
 
 /// Inner addresses of node 1 and node 2 (their TUN devices).
 pub const INNER: [&str; 2] = ["203.0.113.1", "203.0.113.2"];
@@ -94,4 +97,29 @@ pub fn spis(d: &Daemon) -> Result<(u64, Vec<u64>)> {
         .filter_map(|v| v.as_u64())
         .collect();
     Ok((out, inb))
+}
+
+/// strongSwan as node 2 of `lab`, the peer of [`ike_config`]'s node 1: its
+/// inner address ([`INNER`]\[1\]) on `lo`, charon started (default
+/// options) and the connection `xs` (PSK, `proposals`) loaded. Charon and
+/// that `swanctl.conf` text (to load again for a reload).
+pub fn charon_peer(lab: &Lab, psk: &str, proposals: Proposals) -> Result<(Charon, String)> {
+    let inner = format!("{}/32", INNER[1]);
+    let out = Lab::exec(&lab.ns2, &["ip", "addr", "add", &inner, "dev", "lo"])?;
+    if !out.status.success() {
+        bail!("adding {inner} on lo: {out:?}");
+    }
+    let charon = Charon::start(&lab.ns2, &CharonOpts::default())?;
+    let mut conn = Conn::psk(
+        "xs",
+        lab.v4[1],
+        lab.v4[0],
+        &inner,
+        &format!("{}/32", INNER[0]),
+        psk,
+    );
+    conn.proposals = proposals;
+    let conf = conn.to_swanctl();
+    charon.load_conn(&conf)?;
+    Ok((charon, conf))
 }

@@ -9,10 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use xdpsec_e2e::{
     Daemon, Lab,
-    ike::{INNER, ike_config as ike_config_with},
-    strongswan::{
-        CBC_ECP256, Charon, CharonOpts, Conn, GCM_X25519, IOS_XE_DEFAULTS, NO_PROPOSALS, Proposals,
-    },
+    ike::{INNER, charon_peer, ike_config as ike_config_with},
+    strongswan::{CBC_ECP256, Charon, GCM_X25519, IOS_XE_DEFAULTS, NO_PROPOSALS, Proposals},
 };
 
 const PSK: &str = "xdpsec ikev2 test key";
@@ -206,31 +204,7 @@ fn up_with_strongswan(
     xdpsec_initiates: bool,
 ) -> WithStrongswan {
     let lab = Lab::unique().up(1).unwrap();
-    // strongSwan's inner address lives on lo in its namespace.
-    let out = Lab::exec(
-        &lab.ns2,
-        &[
-            "ip",
-            "addr",
-            "add",
-            &format!("{}/32", INNER[1]),
-            "dev",
-            "lo",
-        ],
-    )
-    .unwrap();
-    assert!(out.status.success());
-    let charon = Charon::start(&lab.ns2, &CharonOpts::default()).unwrap();
-    let mut conn = Conn::psk(
-        "xs",
-        lab.v4[1],
-        lab.v4[0],
-        &format!("{}/32", INNER[1]),
-        &format!("{}/32", INNER[0]),
-        PSK,
-    );
-    conn.proposals = theirs;
-    charon.load_conn(&conn.to_swanctl()).unwrap();
+    let (charon, _) = charon_peer(&lab, PSK, theirs).unwrap();
     let d = Daemon::start(&lab.ns1, &ike_config(&lab, 0, PSK, xdpsec_initiates, &ours)).unwrap();
     if !xdpsec_initiates {
         charon.initiate("xs").unwrap();
@@ -519,29 +493,7 @@ fn child_rekey_under_traffic_loses_nothing() {
 #[test]
 fn rekeys_started_by_strongswan_and_by_xdpsec_lose_nothing() {
     let lab = Lab::unique().up(1).unwrap();
-    let out = Lab::exec(
-        &lab.ns2,
-        &[
-            "ip",
-            "addr",
-            "add",
-            &format!("{}/32", INNER[1]),
-            "dev",
-            "lo",
-        ],
-    )
-    .unwrap();
-    assert!(out.status.success());
-    let charon = Charon::start(&lab.ns2, &CharonOpts::default()).unwrap();
-    let conn = Conn::psk(
-        "xs",
-        lab.v4[1],
-        lab.v4[0],
-        &format!("{}/32", INNER[1]),
-        &format!("{}/32", INNER[0]),
-        PSK,
-    );
-    charon.load_conn(&conn.to_swanctl()).unwrap();
+    let (charon, _) = charon_peer(&lab, PSK, GCM_X25519).unwrap();
     let d = Daemon::start(
         &lab.ns1,
         &ike_config_with(&lab, 0, PSK, true, &GCM_X25519, "lifetime_seconds = 10"),

@@ -109,7 +109,7 @@ enum Cmd {
         /// Instead: seconds to run (for the tests).
         #[arg(long, hide = true)]
         seconds: Option<u64>,
-        /// Run only this phase (manual, ike or sdwan) for all the time.
+        /// Run only this phase (manual, ike, strongswan or sdwan) for all the time.
         #[arg(long, value_enum)]
         only: Option<soak::Phase>,
         /// Skip setup and build; use `XDPSEC_BIN` or the newest build (for the tests).
@@ -175,7 +175,18 @@ pub(crate) fn cargo() -> Command {
 
 /// Build the xdpsec binary (release) and return its path.
 pub fn build_xdpsec() -> Result<PathBuf> {
-    run(cargo().args(["build", "--release", "--bin", "xdpsec"]))?;
+    build_xdpsec_with(&[])
+}
+
+/// The suite's features: the test hooks (e.g. the soak's injected leak),
+/// never in a production build.
+const TEST_FEATURES: [&str; 2] = ["--features", "xdpsec-control/test-hooks"];
+
+/// Build the xdpsec binary (release) with `args` (e.g. features).
+fn build_xdpsec_with(args: &[&str]) -> Result<PathBuf> {
+    run(cargo()
+        .args(["build", "--release", "--bin", "xdpsec"])
+        .args(args))?;
     Ok(root().join("target/release/xdpsec"))
 }
 
@@ -278,7 +289,9 @@ const CHECKED: [&str; 4] = ["xdpsec-datapath", "xdpsec-ike", "xdpsec-omp", "xdps
 const CHECKED_TESTS: [&str; 5] = ["pair", "reference", "single", "fabric", "wire"];
 
 fn test(extra: &[String]) -> Result<()> {
-    let bin = build_xdpsec()?;
+    // The same features for the binary and the workspace's tests, so
+    // xdpsec-control is built once.
+    let bin = build_xdpsec_with(&TEST_FEATURES)?;
     let test = || {
         let mut c = cargo();
         c.args(["test", "--release"])
@@ -319,7 +332,7 @@ fn test(extra: &[String]) -> Result<()> {
             CHECKED.join(", ")
         );
     }
-    run(test().arg("--workspace").args(extra))
+    run(test().arg("--workspace").args(TEST_FEATURES).args(extra))
 }
 
 /// Print each benchmark's mean time over its baseline's, from criterion's

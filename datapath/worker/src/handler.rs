@@ -92,6 +92,11 @@ pub struct DatapathHandler {
     /// `XDPSEC_BENCH_COUNT_ONLY=1`: receive and count, nothing else (the
     /// raw AF_XDP ceiling `cargo xtask bench --e2e` compares against).
     count_only: bool,
+    /// Test builds only (`--features test-hooks`): `XDPSEC_TEST_LEAK_BYTES=N`
+    /// leaks N bytes (written, so resident) per frame received on AF_XDP, the leak the
+    /// soak's RSS check must catch. Production builds never read the variable.
+    #[cfg(feature = "test-hooks")]
+    leak_bytes: usize,
     /// This worker's scratch for the trace and the capture.
     tap: WorkerTap,
 }
@@ -113,6 +118,8 @@ impl DatapathHandler {
             io,
             tun_buf: vec![0u8; 65536].into_boxed_slice(),
             count_only: std::env::var_os("XDPSEC_BENCH_COUNT_ONLY").is_some_and(|v| v == "1"),
+            #[cfg(feature = "test-hooks")]
+            leak_bytes: test_leak_bytes(),
             tap: WorkerTap::default(),
         }
     }
@@ -294,6 +301,13 @@ impl DatapathHandler {
 impl BatchHandler for DatapathHandler {
     // The core classifies each frame (esp_v4, ...) in its own parse.
     fn handle_batch(&mut self, queue: u32, batch: &mut RxBatch<'_, '_>, _tx: &mut XskTx) {
+        #[cfg(feature = "test-hooks")]
+        if self.leak_bytes > 0 {
+            for _ in 0..batch.len() {
+                // black_box: the optimiser must not elide the allocation.
+                std::hint::black_box(Box::leak(vec![0x5a_u8; self.leak_bytes].into_boxed_slice()));
+            }
+        }
         if self.count_only {
             // The benchmark's ceiling: frames received and only counted
             // (rx_frames), no parse, no crypto.
@@ -554,3 +568,16 @@ fn encap_and_send(
 
 #[cfg(test)]
 mod tests;
+
+/// `XDPSEC_TEST_LEAK_BYTES` (test builds only), announced in the log.
+#[cfg(feature = "test-hooks")]
+fn test_leak_bytes() -> usize {
+    let n = std::env::var("XDPSEC_TEST_LEAK_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if n > 0 {
+        tracing::warn!("test hook: leaking {n} bytes per received frame (XDPSEC_TEST_LEAK_BYTES)");
+    }
+    n
+}
