@@ -286,6 +286,10 @@ pub enum Command {
     /// [remote ADDR]`: delete the IKE SA (and its children), then initiate
     /// again where configured.
     ClearIkeSas(Option<IpAddr>),
+    /// The daemon stops: delete every IKE SA (a DELETE to each peer that
+    /// may hold it established) and its children; from now on nothing is
+    /// initiated and no datagram is answered.
+    Shutdown,
 }
 
 /// One direction's ESP keys and parameters of a child SA.
