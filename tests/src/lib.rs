@@ -476,24 +476,44 @@ pub fn venv_python() -> PathBuf {
 
 /// Run the scapy ESP peer (tests/py/esp_peer.py) in `ns` with `cfg`; its JSON report.
 pub fn scapy_peer(ns: &str, cfg: &serde_json::Value) -> Result<serde_json::Value> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/esp_peer.py");
-    let out = Command::new("timeout")
-        .args(["60", "ip", "netns", "exec", ns])
-        .arg(venv_python())
-        .arg(&script)
-        .arg(cfg.to_string())
+    py_tool(ns, "esp_peer.py", cfg)
+}
+
+/// Run `tests/py/<script>` in `ns` with the JSON argument `cfg` (at most
+/// 60 s); the JSON report on its last line of output.
+pub fn py_tool(ns: &str, script: &str, cfg: &serde_json::Value) -> Result<serde_json::Value> {
+    let out = py_command(ns, script, cfg)
         .output()
-        .context("running the scapy peer")?;
+        .with_context(|| format!("running {script}"))?;
+    py_report(script, out)
+}
+
+/// The command that runs `tests/py/<script>` in `ns` with the JSON
+/// argument `cfg`, killed after 60 s (for [`py_tool`], or to spawn).
+pub fn py_command(ns: &str, script: &str, cfg: &serde_json::Value) -> Command {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("py")
+        .join(script);
+    let mut c = Command::new("timeout");
+    c.args(["60", "ip", "netns", "exec", ns])
+        .arg(venv_python())
+        .arg(&path)
+        .arg(cfg.to_string());
+    c
+}
+
+/// The JSON report on the last line of a Python tool's output.
+pub fn py_report(script: &str, out: std::process::Output) -> Result<serde_json::Value> {
     if !out.status.success() {
         bail!(
-            "scapy peer failed ({}):\n{}",
+            "{script} failed ({}):\n{}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let last = stdout.lines().last().unwrap_or("");
-    serde_json::from_str(last).with_context(|| format!("scapy peer report: {stdout}"))
+    serde_json::from_str(last).with_context(|| format!("{script} report: {stdout}"))
 }
 
 /// Config text `text` (a node's, `socket = "{socket}"` in it) written to
