@@ -3,11 +3,11 @@
 namespace with one JSON argument; prints one JSON line.
 
 {"cmd": "init", "src": A, "dst": B, "kind": "header"|"full", "count": N,
- "interval": S}
-    IKE_SA_INITs from A:500 to B:500, each with a fresh initiator SPI: a
+ "interval": S, "sport": P (default 500; 0: any)}
+    IKE_SA_INITs from A:P to B:500, each with a fresh initiator SPI: a
     bare 28-byte header, or a well-formed request as an honest initiator
     of aes256gcm16-prfsha256-x25519 sends it (SA, KE, Ni). Reports
-    {"sent": N}.
+    {"sent": N, "answers": K}: K answers came back within a second.
 
 {"cmd": "replay", "iface": I, "src": A, "dst": B, "port": P, "spoof": C,
  "wait": S, "timeout": T}
@@ -53,7 +53,7 @@ def header(spi, first, body_len):
 def init(cfg):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((cfg["src"], 500))
+    s.bind((cfg["src"], cfg.get("sport", 500)))
     sent = 0
     for k in range(cfg["count"]):
         spi = struct.unpack("!Q", os.urandom(8))[0] | 1
@@ -62,7 +62,22 @@ def init(cfg):
         sent += 1
         if k + 1 < cfg["count"]:
             time.sleep(cfg["interval"])
-    return {"sent": sent}
+    # Answers (full IKE_SA_INIT responses or COOKIEs) within a second.
+    answers = 0
+    end = time.monotonic() + 1.0
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            break
+        s.settimeout(left)
+        try:
+            data, _ = s.recvfrom(65536)
+        except socket.timeout:
+            break
+        # IKE_SA_INIT responses only (not the peer's own requests).
+        if len(data) >= 28 and data[18] == 34 and data[19] & 0x20:
+            answers += 1
+    return {"sent": sent, "answers": answers}
 
 
 def ike_of(frame, cfg):
