@@ -1642,9 +1642,11 @@ impl Core {
             // it): start over at once with a new IKE SA rather than wait
             // (an answer forged with our SPI, from on the path, costs a
             // retry, never the tunnel).
-            self.log(
-                p,
-                false,
+            self.log_noise(
+                now,
+                remote.ip(),
+                Noise::Malformed,
+                Some(p),
                 "peer's KE payload is invalid; starting over with a new IKE SA",
             );
             self.drop_sa(i, now, Some(Duration::ZERO));
