@@ -62,22 +62,27 @@ def init(cfg):
         sent += 1
         if k + 1 < cfg["count"]:
             time.sleep(cfg["interval"])
-    # Answers (full IKE_SA_INIT responses or COOKIEs) within a second.
-    answers = 0
-    end = time.monotonic() + 1.0
+    # Answers (full IKE_SA_INIT responses or COOKIEs; not the peer's own
+    # requests) within a second.
+    answers = count_received(s, 1.0, lambda d: len(d) >= 28 and d[18] == 34 and d[19] & 0x20)
+    return {"sent": sent, "answers": answers}
+
+
+def count_received(sock, seconds, keep):
+    """How many datagrams `keep` accepts arrive on `sock` within `seconds`."""
+    n = 0
+    end = time.monotonic() + seconds
     while True:
         left = end - time.monotonic()
         if left <= 0:
-            break
-        s.settimeout(left)
+            return n
+        sock.settimeout(left)
         try:
-            data, _ = s.recvfrom(65536)
+            data, _ = sock.recvfrom(65536)
         except socket.timeout:
-            break
-        # IKE_SA_INIT responses only (not the peer's own requests).
-        if len(data) >= 28 and data[18] == 34 and data[19] & 0x20:
-            answers += 1
-    return {"sent": sent, "answers": answers}
+            return n
+        if keep(data):
+            n += 1
 
 
 def ike_of(frame, cfg):
@@ -130,18 +135,7 @@ def replay(cfg):
         elif src == cfg["dst"] and not is_request and request and request[0] == msg_id:
             break
     out.sendto(request[1], (cfg["dst"], cfg["port"]))
-    received = 0
-    end = time.monotonic() + cfg["wait"]
-    while True:
-        left = end - time.monotonic()
-        if left <= 0:
-            break
-        out.settimeout(left)
-        try:
-            out.recvfrom(65536)
-            received += 1
-        except socket.timeout:
-            break
+    received = count_received(out, cfg["wait"], lambda d: True)
     return {"msg_id": request[0], "sent": 1, "received": received}
 
 

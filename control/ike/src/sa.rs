@@ -2232,17 +2232,7 @@ impl Core {
         if !ok {
             self.log(p, false, "authentication failed: the peer's AUTH does not verify with our pre-shared key (AUTHENTICATION_FAILED)");
             // RFC 7296 2.21.2: delete the IKE SA with an INFORMATIONAL.
-            let msg_id = self.sas[i].next_req_id;
-            if let Some(d) = self.seal(
-                i,
-                wire::INFORMATIONAL,
-                false,
-                msg_id,
-                &[Payload::Delete(DeleteRepr::Ike)],
-            ) {
-                let (l, r) = (self.sas[i].local, self.sas[i].remote);
-                self.send(l, r, d);
-            }
+            self.send_delete_ike(i);
             self.drop_sa(i, now, Some(FAILED_RETRY));
             return;
         }
@@ -3494,6 +3484,22 @@ impl Core {
         }
     }
 
+    /// A DELETE of IKE SA `i`, fire and forget (the SA goes locally at
+    /// once; no retransmission).
+    fn send_delete_ike(&mut self, i: usize) {
+        let msg_id = self.sas[i].next_req_id;
+        if let Some(d) = self.seal(
+            i,
+            wire::INFORMATIONAL,
+            false,
+            msg_id,
+            &[Payload::Delete(DeleteRepr::Ike)],
+        ) {
+            let (l, r) = (self.sas[i].local, self.sas[i].remote);
+            self.send(l, r, d);
+        }
+    }
+
     /// Delete the IKE SAs of `peer` (all with None) and their children
     /// now, telling the peer with a DELETE wherever it may hold the SA
     /// established (ours in IKE_AUTH, or established): fire and forget,
@@ -3514,17 +3520,7 @@ impl Core {
                     State::AuthSent | State::Ready | State::Deleting
                 )
             {
-                let msg_id = self.sas[i].next_req_id;
-                if let Some(d) = self.seal(
-                    i,
-                    wire::INFORMATIONAL,
-                    false,
-                    msg_id,
-                    &[Payload::Delete(DeleteRepr::Ike)],
-                ) {
-                    let (l, r) = (self.sas[i].local, self.sas[i].remote);
-                    self.send(l, r, d);
-                }
+                self.send_delete_ike(i);
             }
             self.drop_sa(i, now, Some(Duration::ZERO));
         }

@@ -1533,17 +1533,22 @@ fn simultaneous_ike_rekey_with_the_first_answer_lost() {
 
 // ---- spoofed and unauthenticated messages (issue 19) ---------------------
 
+/// A tunnel from `local` to `remote` with AES-GCM and X25519.
+fn gcm(local: &str, remote: &str, initiate: bool) -> PeerConfig {
+    cfg(
+        local,
+        remote,
+        &["aes256gcm16-prfsha256-x25519"],
+        &["aes256gcm16"],
+        initiate,
+    )
+}
+
 /// A well-formed IKE_SA_INIT as a stranger would forge it from `from` to
 /// `to`: made by a throwaway core with that tunnel, so it is what an
 /// honest initiator sends (new SPI, nonce and key each time).
 fn forged_init(from: &str, to: &str, now: Instant) -> Vec<u8> {
-    let mut ghost = Ike::new(vec![cfg(
-        from,
-        to,
-        &["aes256gcm16-prfsha256-x25519"],
-        &["aes256gcm16"],
-        true,
-    )]);
+    let mut ghost = Ike::new(vec![gcm(from, to, true)]);
     ghost
         .handle(now, Input::Timer)
         .into_iter()
@@ -1599,22 +1604,7 @@ fn log_lines(acts: &[Action]) -> Vec<String> {
 /// Node 0 (198.51.100.2, the higher address: the one the old tie rule made
 /// give up) initiates to node 1 (198.51.100.1, responder only).
 fn higher_initiates() -> Net {
-    Net::new(
-        cfg(
-            B,
-            A,
-            &["aes256gcm16-prfsha256-x25519"],
-            &["aes256gcm16"],
-            true,
-        ),
-        cfg(
-            A,
-            B,
-            &["aes256gcm16-prfsha256-x25519"],
-            &["aes256gcm16"],
-            false,
-        ),
-    )
+    Net::new(gcm(B, A, true), gcm(A, B, false))
 }
 
 #[test]
@@ -1661,21 +1651,9 @@ fn spoofed_inits_from_the_peer_leave_our_exchange_in_flight() {
 fn spoofed_inits_never_keep_an_initiator_from_coming_back() {
     // An established tunnel with DPD; then the peer vanishes and a
     // stranger sends a well-formed IKE_SA_INIT "from the peer" every 25 s.
-    let mut a = cfg(
-        B,
-        A,
-        &["aes256gcm16-prfsha256-x25519"],
-        &["aes256gcm16"],
-        true,
-    );
+    let mut a = gcm(B, A, true);
     a.dpd = Some(Duration::from_secs(10));
-    let b = cfg(
-        A,
-        B,
-        &["aes256gcm16-prfsha256-x25519"],
-        &["aes256gcm16"],
-        false,
-    );
+    let b = gcm(A, B, false);
     let mut n = Net::new(a, b);
     n.run_for(Duration::from_secs(3));
     assert!(n.ready(0) && n.ready(1));
@@ -1721,13 +1699,7 @@ fn spoofed_inits_never_keep_an_initiator_from_coming_back() {
 /// A sender at `from` (it receives there, so it returns COOKIEs) starts
 /// an IKE SA with `target` at `to` and never continues past IKE_SA_INIT.
 fn half_open_via_cookie(target: &mut Ike, now: Instant, from: SocketAddr, to: SocketAddr) {
-    let mut c = cfg(
-        A,
-        B,
-        &["aes256gcm16-prfsha256-x25519"],
-        &["aes256gcm16"],
-        true,
-    );
+    let mut c = gcm(A, B, true);
     (c.local, c.remote) = (from.ip(), to.ip());
     let mut ghost = Ike::new(vec![c]);
     let first = |acts: Vec<Action>| {
@@ -1803,13 +1775,7 @@ fn half_open_ike_sas_are_capped_in_all() {
     let local = SocketAddr::new("2001:db8:1::1".parse().unwrap(), 500);
     let peers: Vec<PeerConfig> = (0..300u32)
         .map(|k| {
-            let mut c = cfg(
-                A,
-                B,
-                &["aes256gcm16-prfsha256-x25519"],
-                &["aes256gcm16"],
-                false,
-            );
+            let mut c = gcm(A, B, false);
             c.remote = format!("2001:db8:2::{k:x}").parse().unwrap();
             c.local = local.ip();
             c
