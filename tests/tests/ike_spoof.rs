@@ -1,7 +1,8 @@
 //! IKEv2 against spoofed packets, with strongSwan 5.9.8 as the peer
 //! (issue 19): IKE_SA_INITs forged with strongSwan's address while it is
-//! stopped (a bare header, then well-formed ones, repeatedly) never keep
-//! xdpsec from bringing the tunnel up once charon starts; a retransmission
+//! stopped (a bare header, then well-formed ones every few seconds, past
+//! the end of xdpsec's first attempt) never keep xdpsec from bringing the
+//! tunnel up once charon starts; a retransmission
 //! of charon's last request sent from another address gets no answer
 //! there (no reflection); and when xdpsec stops, charon hears a DELETE at
 //! once (not by DPD).
@@ -105,9 +106,35 @@ fn spoofed_inits_never_keep_xdpsec_from_strongswan_and_nothing_is_reflected() {
         || d.log_text(),
     );
 
+    // The forging goes on, one every 4 s (from another port, so that
+    // charon can have 500 later), past the end of xdpsec's first attempt
+    // (31 s of retransmissions): half-open state, which the forged
+    // IKE_SA_INITs keep alive, never holds its next attempts back (it did:
+    // one forged packet every 25 s kept the tunnel down).
+    let forger = xdpsec_e2e::py_command(
+        &lab.ns1,
+        "ike_spoof.py",
+        &json!({"cmd": "init", "src": ss, "dst": xs, "kind": "full", "count": 20,
+                "interval": 4, "sport": 0}),
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .map(Stopped)
+    .unwrap();
+    wait_for(
+        Duration::from_secs(45),
+        "xdpsec's first attempt did not end",
+        || {
+            d.log_text()
+                .contains("no answer to IKE_SA_INIT after 4 retransmissions")
+        },
+        || d.log_text(),
+    );
+
     // charon starts (responder only): xdpsec's own attempts bring the
     // tunnel up, within one retransmission gap and backoff (16 + 20 s;
-    // about 15 s at most here, in the first attempts).
+    // its next attempt comes 5 s after the first ended).
     let charon = Charon::start(&lab.ns1, &CharonOpts::default()).unwrap();
     let mut conn = Conn::psk(
         "xs",
@@ -120,19 +147,6 @@ fn spoofed_inits_never_keep_xdpsec_from_strongswan_and_nothing_is_reflected() {
     conn.proposals = GCM_X25519;
     charon.load_conn(&conn.to_swanctl()).unwrap();
     let started = Instant::now();
-    // And the forging goes on meanwhile (from another port: charon has
-    // 500), one every 4 s: half-open state never holds xdpsec back.
-    let forger = xdpsec_e2e::py_command(
-        &lab.ns1,
-        "ike_spoof.py",
-        &json!({"cmd": "init", "src": ss, "dst": xs, "kind": "full", "count": 10,
-                "interval": 4, "sport": 0}),
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .map(Stopped)
-    .unwrap();
     let (ike, _) = charon
         .wait_installed("xs", Duration::from_secs(40))
         .unwrap_or_else(|e| panic!("{e:#}\nxdpsec:\n{}", d.log_text()));
