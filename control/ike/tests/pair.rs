@@ -1737,7 +1737,7 @@ fn half_open_via_cookie(target: &mut Ike, now: Instant, from: SocketAddr, to: So
 }
 
 #[test]
-fn half_open_ike_sas_are_capped_per_peer_and_in_all() {
+fn half_open_ike_sas_are_capped_per_peer() {
     // Node 1 answers: 30 forged IKE_SA_INITs from the peer's address
     // within a minute leave 2 half-open IKE SAs (then COOKIEs, which a
     // spoofer never sees), and one log line per kind.
