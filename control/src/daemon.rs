@@ -485,6 +485,14 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
     }
     info!(signal = sig, "stopping");
     sd_notify("STOPPING=1");
+    // IKE peers hear at once that our IKE SAs end (a DELETE each), not
+    // by DPD: the owner queues them to the kernel-socket thread, which
+    // sends what is queued before it stops. Bounded: a stuck owner does
+    // not hold the stop up.
+    let (tx, rx) = crossbeam::channel::bounded(1);
+    if handle.send(Msg::StopIke(tx)) {
+        let _ = rx.recv_timeout(Duration::from_secs(2));
+    }
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         let _ = w.join();

@@ -61,6 +61,10 @@ pub enum Msg {
     Reload,
     /// Stop serving and hand the state back (the workers have stopped).
     Shutdown,
+    /// The daemon is about to stop (before anything else stops): delete
+    /// every IKE SA, the DELETEs handed to the kernel-socket thread, then
+    /// reply.
+    StopIke(Sender<()>),
     /// A Prometheus scrape: the OpenMetrics text goes back on the channel.
     Metrics(Sender<String>),
 }
@@ -449,6 +453,10 @@ impl Owner {
                     },
                     Ok(Msg::Metrics(reply)) => {
                         let _ = reply.send(self.metrics_text());
+                    }
+                    Ok(Msg::StopIke(reply)) => {
+                        self.ike_input(Input::Command(xdpsec_ike::Command::Shutdown));
+                        let _ = reply.send(());
                     }
                     Ok(Msg::Shutdown) | Err(_) => break,
                 },

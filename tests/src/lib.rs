@@ -477,23 +477,46 @@ pub fn venv_python() -> PathBuf {
 
 /// Run the scapy ESP peer (tests/py/esp_peer.py) in `ns` with `cfg`; its JSON report.
 pub fn scapy_peer(ns: &str, cfg: &serde_json::Value) -> Result<serde_json::Value> {
-    py_script(ns, "esp_peer.py", &cfg.to_string(), 60)
+    py_tool(ns, "esp_peer.py", cfg)
 }
 
 /// Run tests/py/`script` with the venv's Python in `ns` with one argument,
 /// killed after `timeout_s` seconds; the JSON object on the last line of
 /// its stdout.
 pub fn py_script(ns: &str, script: &str, arg: &str, timeout_s: u32) -> Result<serde_json::Value> {
+    let out = py_command_with(ns, script, arg, timeout_s)
+        .output()
+        .with_context(|| format!("running {script}"))?;
+    py_report(script, out)
+}
+
+/// Run `tests/py/<script>` in `ns` with the JSON argument `cfg` (at most
+/// 60 s); the JSON report on its last line of output.
+pub fn py_tool(ns: &str, script: &str, cfg: &serde_json::Value) -> Result<serde_json::Value> {
+    py_script(ns, script, &cfg.to_string(), 60)
+}
+
+/// The command that runs `tests/py/<script>` in `ns` with the JSON
+/// argument `cfg`, killed after 60 s (for [`py_tool`], or to spawn).
+pub fn py_command(ns: &str, script: &str, cfg: &serde_json::Value) -> Command {
+    py_command_with(ns, script, &cfg.to_string(), 60)
+}
+
+/// `timeout T ip netns exec NS <venv python> tests/py/<script> ARG`.
+fn py_command_with(ns: &str, script: &str, arg: &str, timeout_s: u32) -> Command {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("py")
         .join(script);
-    let out = Command::new("timeout")
-        .args([&timeout_s.to_string(), "ip", "netns", "exec", ns])
+    let mut c = Command::new("timeout");
+    c.args([&timeout_s.to_string(), "ip", "netns", "exec", ns])
         .arg(venv_python())
         .arg(&path)
-        .arg(arg)
-        .output()
-        .with_context(|| format!("running {script}"))?;
+        .arg(arg);
+    c
+}
+
+/// The JSON report on the last line of a Python tool's output.
+pub fn py_report(script: &str, out: std::process::Output) -> Result<serde_json::Value> {
     if !out.status.success() {
         bail!(
             "{script} failed ({}):\n{}",

@@ -20,6 +20,8 @@
 //!   four zero bytes prepended (RFC 3948 2.2).
 //! - Call `handle(now, Input::Timer)` when [`Ike::next_timeout`] passes;
 //!   initiators start at the first `handle`, whatever `now` is.
+//! - On stop, feed [`Command::Shutdown`] and send the DELETEs it returns
+//!   before the sockets close.
 //! - Carry out the actions in order. `AddInbound` comes before the
 //!   `SetOutbound` that makes the peer use it; after a rekey the old
 //!   inbound SA stays until its `RemoveInbound` (a grace of
@@ -32,7 +34,8 @@
 //!   (the core checks it too), sampled; the core rate-limits the notify.
 //! - DPD counts IKE messages only: the core does not see ESP.
 //! - Log lines an unauthenticated sender can cause at will (unknown peer,
-//!   malformed message, failed integrity check) come at most once a
+//!   malformed message, failed integrity check, a refused, simultaneous or
+//!   timed-out IKE_SA_INIT, failed authentication) come at most once a
 //!   [`timers::LOG_INTERVAL`] per sender address and kind; the next one
 //!   says `(N more such line(s) suppressed since the last one; ...)`.
 #![deny(unsafe_code)]
@@ -328,6 +331,10 @@ pub enum Command {
     /// [remote ADDR]`: delete the IKE SA (and its children), then initiate
     /// again where configured.
     ClearIkeSas(Option<IpAddr>),
+    /// The daemon stops: delete every IKE SA (a DELETE to each peer that
+    /// may hold it established) and its children; from now on nothing is
+    /// initiated and no datagram is answered.
+    Shutdown,
 }
 
 /// One direction's ESP keys and parameters of a child SA.

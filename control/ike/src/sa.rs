@@ -132,6 +132,9 @@ struct Child {
     /// Nonces of the peer's rekey of this child we answered (for the
     /// simultaneous-rekey rule), and the child it created.
     peer_rekey: Option<(Vec<u8>, Vec<u8>, u32)>,
+    /// Its outbound keys: the tunnel's outbound SA moves back to this
+    /// child if a duplicate IKE SA's child that held it goes.
+    out_keys: ChildKeys,
 }
 
 struct IkeSa {
@@ -153,7 +156,11 @@ struct IkeSa {
     peer_req_id: u32,
     pending: Option<Pending>,
     queue: VecDeque<Work>,
-    last_response: Option<(u32, Vec<u8>)>,
+    /// The answer to the peer's last request (its message id), for its
+    /// retransmissions, and the addresses it went between (ours, the
+    /// peer's): a retransmission from anywhere else gets nothing (no
+    /// reflection of an unauthenticated message to a spoofed source).
+    last_response: Option<(u32, Vec<u8>, SocketAddr, SocketAddr)>,
     last_rx: Instant,
     children: Vec<Child>,
     neg: Option<Neg>,
@@ -179,6 +186,13 @@ enum Noise {
     Malformed,
     /// A message of a known IKE SA that fails its integrity check.
     BadIntegrity,
+    /// An IKE_SA_INIT refused (no proposal, another DH group, limits) or
+    /// answered while ours is in flight.
+    InitRefused,
+    /// A half-open IKE SA that timed out.
+    HalfOpen,
+    /// An IKE_AUTH that failed authentication.
+    AuthFailed,
 }
 
 /// The rate limit of one (sender, kind).
@@ -190,8 +204,11 @@ struct NoiseState {
 }
 
 struct TunnelState {
-    /// When to (re)initiate, for initiators without an IKE SA.
+    /// When to (re)initiate, for initiators without an IKE SA serving the
+    /// tunnel ([`Core::served`]).
     initiate_at: Option<Instant>,
+    /// Our attempts in a row that ended without an IKE SA (the backoff).
+    failures: u32,
 }
 
 /// The core behind [`crate::Ike`].
@@ -211,6 +228,8 @@ pub(crate) struct Core {
     /// No `handle` yet: initiators start at the first one, whatever its
     /// `now` (a mock clock may be behind the `Instant` of `new`).
     fresh: bool,
+    /// [`Command::Shutdown`] came: nothing is initiated or answered any more.
+    stopped: bool,
 }
 
 impl Core {
@@ -220,6 +239,7 @@ impl Core {
             .iter()
             .map(|p| TunnelState {
                 initiate_at: if p.initiate { Some(epoch) } else { None },
+                failures: 0,
             })
             .collect();
         Core {
@@ -231,6 +251,7 @@ impl Core {
             used_spis: HashSet::new(),
             next_id: 1,
             fresh: true,
+            stopped: false,
             noise: HashMap::new(),
             cookie_secret: {
                 let mut k = [0u8; 32];
@@ -701,7 +722,7 @@ impl Core {
         };
         let (local, remote) = (self.sas[i].local, self.sas[i].remote);
         self.send(local, remote, data.clone());
-        self.sas[i].last_response = Some((msg_id, data));
+        self.sas[i].last_response = Some((msg_id, data, local, remote));
         self.sas[i].peer_req_id = msg_id.wrapping_add(1);
     }
 
@@ -771,6 +792,7 @@ impl Core {
             remote_ts: remote_ts.clone(),
             lifetime: cfg.child_lifetime,
         });
+        let out_keys = outb.clone();
         let mut pending_out = None;
         if defer_out {
             pending_out = Some(outb);
@@ -793,6 +815,7 @@ impl Core {
             remove_at: None,
             outbound: !defer_out,
             peer_rekey: None,
+            out_keys,
         });
         let what = if replaces.is_some() {
             "rekeyed"
@@ -847,26 +870,72 @@ impl Core {
         self.used_spis.remove(&c.spi_in);
         if c.outbound {
             // Its outbound SA was the tunnel's (a rekey would have moved
-            // the flag to the replacement): the tunnel has none now.
-            self.out.push(Action::RemoveOutbound { tunnel });
+            // the flag to the replacement). Another live child of the
+            // tunnel (of a duplicate IKE SA: simultaneous initiation) takes
+            // over; else the tunnel has none now.
+            let peer = self.sas[i].peer;
+            let other = self.sas.iter().enumerate().rev().find_map(|(j, s)| {
+                if s.peer != peer || s.state != State::Ready || s.rekeyed {
+                    return None;
+                }
+                s.children
+                    .iter()
+                    .rev()
+                    .find(|c| !c.superseded && !c.deleting && c.pending_out.is_none())
+                    .map(|c| (j, c.out_keys.clone()))
+            });
+            match other {
+                Some((j, keys)) => self.set_outbound(j, keys),
+                None => self.out.push(Action::RemoveOutbound { tunnel }),
+            }
         }
+    }
+
+    /// Whether an IKE SA serves tunnel `p`, so that we need not initiate:
+    /// one of ours (in any state), or an authenticated one of the peer's.
+    /// A half-open responder SA never counts: anyone can make one with a
+    /// spoofed IKE_SA_INIT.
+    fn served(&self, p: usize) -> bool {
+        self.sas.iter().any(|s| {
+            s.peer == p && (s.initiator || matches!(s.state, State::Ready | State::Deleting))
+        })
+    }
+
+    /// The delay before initiating again after `failures` attempts in a
+    /// row went unanswered: doubling from [`REINITIATE_DELAY`] up to
+    /// [`REINITIATE_MAX`].
+    fn backoff(failures: u32) -> Duration {
+        let d = REINITIATE_DELAY.saturating_mul(1 << failures.saturating_sub(1).min(8));
+        d.min(REINITIATE_MAX)
     }
 
     /// Tear down an IKE SA and its children now.
     fn drop_sa(&mut self, i: usize, now: Instant, reinitiate: Option<Duration>) {
+        // None of its children takes the tunnel's outbound SA over.
+        for c in &mut self.sas[i].children {
+            c.deleting = true;
+        }
         let spis: Vec<u32> = self.sas[i].children.iter().map(|c| c.spi_in).collect();
         for s in spis {
             self.remove_child(i, s);
         }
         let sa = self.sas.remove(i);
+        if let Some(n) = &sa.neg {
+            self.used_spis.remove(&n.child_spi);
+        }
         if (sa.state == State::Ready || sa.state == State::Deleting) && !sa.rekeyed {
             self.log(sa.peer, true, "%IKEV2-5-SA_DOWN: SA DOWN");
         }
         let cfg = self.peers[sa.peer].clone();
+        let t = &mut self.tunnels[sa.peer];
+        if sa.initiator && sa.established.is_none() && reinitiate.is_none() {
+            // Our attempt got no IKE SA: back off before the next one.
+            t.failures = t.failures.saturating_add(1);
+        }
         // Re-initiate only if no other IKE SA serves the tunnel.
-        if cfg.initiate && !self.sas.iter().any(|s| s.peer == sa.peer) {
+        if cfg.initiate && !self.served(sa.peer) {
             let t = &mut self.tunnels[sa.peer];
-            let at = now + reinitiate.unwrap_or(REINITIATE_DELAY);
+            let at = now + reinitiate.unwrap_or_else(|| Self::backoff(t.failures));
             t.initiate_at = Some(t.initiate_at.map_or(at, |x| x.min(at)));
         }
     }
@@ -894,7 +963,8 @@ impl Core {
         let mut at = |x: Instant| t = Some(t.map_or(x, |y| y.min(x)));
         for (p, ts) in self.tunnels.iter().enumerate() {
             if let Some(x) = ts.initiate_at
-                && !self.sas.iter().any(|s| s.peer == p)
+                && !self.stopped
+                && !self.served(p)
             {
                 at(x);
             }
@@ -990,14 +1060,26 @@ impl Core {
                 }
             }
         }
-        // Initiations.
+        // Initiations: a tunnel with `initiate` and no IKE SA serving it
+        // always has one due (half-open responder SAs, which a spoofed
+        // IKE_SA_INIT makes, never hold it back).
         for p in 0..self.peers.len() {
-            if let Some(at) = self.tunnels[p].initiate_at
-                && at <= now
-            {
+            if !self.peers[p].initiate || self.stopped {
+                continue;
+            }
+            if self.served(p) {
                 self.tunnels[p].initiate_at = None;
-                if !self.sas.iter().any(|s| s.peer == p) {
+                continue;
+            }
+            match self.tunnels[p].initiate_at {
+                Some(at) if at <= now => {
+                    self.tunnels[p].initiate_at = None;
                     self.start_init(p, now, None);
+                }
+                Some(_) => {}
+                None => {
+                    let d = Self::backoff(self.tunnels[p].failures);
+                    self.tunnels[p].initiate_at = Some(now + d);
                 }
             }
         }
@@ -1012,9 +1094,12 @@ impl Core {
     /// Returns false when the SA at `i` was removed.
     fn sa_timers(&mut self, i: usize, now: Instant) -> bool {
         if self.sas[i].state == State::InitDone && now >= self.sas[i].created + HALF_OPEN_TIMEOUT {
-            self.log(
-                self.sas[i].peer,
-                false,
+            let (from, p) = (self.sas[i].remote.ip(), self.sas[i].peer);
+            self.log_noise(
+                now,
+                from,
+                Noise::HalfOpen,
+                Some(p),
                 "half-open IKE SA timed out (no IKE_AUTH from the peer)",
             );
             self.drop_sa(i, now, None);
@@ -1468,10 +1553,10 @@ impl Core {
                     }
                     self.send_init(i, now, g);
                 }
-                _ => {
-                    self.log(p, false, "peer asks for a DH group we do not propose (INVALID_KE_PAYLOAD); IKE SA not established");
-                    self.drop_sa(i, now, Some(FAILED_RETRY));
-                }
+                _ => self.init_refused(
+                    i,
+                    "peer asks for a DH group we do not propose (INVALID_KE_PAYLOAD); IKE SA not established",
+                ),
             }
             return;
         }
@@ -1481,20 +1566,10 @@ impl Core {
             } else {
                 format!("error notify {}", e.ty)
             };
-            // Unauthenticated: a forged or damaged answer must not end the
-            // exchange (RFC 7296 2.21.1). Keep retransmitting and waiting
-            // for a valid answer; give up when the retransmissions end.
-            let first = self.sas[i]
-                .neg
-                .as_mut()
-                .is_some_and(|n| !std::mem::replace(&mut n.refused, true));
-            if first {
-                self.log(
-                    p,
-                    false,
-                    format!("IKE_SA_INIT refused by the peer ({what}); IKE SA not established"),
-                );
-            }
+            self.init_refused(
+                i,
+                format!("IKE_SA_INIT refused by the peer ({what}); IKE SA not established"),
+            );
             return;
         }
         let props = m.payloads.iter().find_map(|p| {
@@ -1532,34 +1607,38 @@ impl Core {
             return;
         }
         let Some(prop) = Self::accepted_ike(&cfg.ike_proposals, props) else {
-            self.log(
-                p,
-                false,
+            self.init_refused(
+                i,
                 "peer chose an IKE proposal we did not offer; IKE SA not established",
             );
-            self.drop_sa(i, now, Some(FAILED_RETRY));
             return;
         };
-        let Some(neg) = self.sas[i].neg.as_mut() else {
+        let Some(ours) = self.sas[i].neg.as_ref().and_then(|n| n.dh.as_ref()) else {
             return;
         };
-        let Some(dh) = neg.dh.take() else { return };
-        if dh.group.id() != group || prop.dh != dh.group {
-            self.log(
-                p,
-                false,
+        if ours.group.id() != group || prop.dh != ours.group || ke.len() != ours.group.ke_len() {
+            self.init_refused(
+                i,
                 "peer's KE group differs from the chosen proposal; IKE SA not established",
             );
-            self.drop_sa(i, now, Some(FAILED_RETRY));
             return;
         }
+        let Some(dh) = self.sas[i].neg.as_mut().and_then(|n| n.dh.take()) else {
+            return;
+        };
         let Ok(shared) = dh.agree(ke) else {
-            self.log(
-                p,
-                false,
-                "peer's KE payload is invalid; IKE SA not established",
+            // Our key is spent (an invalid point is only found by using
+            // it): start over at once with a new IKE SA rather than wait
+            // (an answer forged with our SPI, from on the path, costs a
+            // retry, never the tunnel).
+            self.log_noise(
+                now,
+                remote.ip(),
+                Noise::Malformed,
+                Some(p),
+                "peer's KE payload is invalid; starting over with a new IKE SA",
             );
-            self.drop_sa(i, now, Some(FAILED_RETRY));
+            self.drop_sa(i, now, Some(Duration::ZERO));
             return;
         };
         let spi_r = m.header.spi_r;
@@ -1581,6 +1660,21 @@ impl Core {
             sa.remote = Self::ike_port_addr(&cfg, remote.ip(), true);
         }
         self.send_auth(i, now);
+    }
+
+    /// An answer to our IKE_SA_INIT we cannot use. It is unauthenticated:
+    /// a forged or damaged answer must not end the exchange (RFC 7296
+    /// 2.21.1). Keep retransmitting and waiting for a valid answer, give
+    /// up when the retransmissions end (then retry after
+    /// [`FAILED_RETRY`]); the line is logged once per exchange.
+    fn init_refused(&mut self, i: usize, line: impl std::fmt::Display) {
+        let first = self.sas[i]
+            .neg
+            .as_mut()
+            .is_some_and(|n| !std::mem::replace(&mut n.refused, true));
+        if first {
+            self.log(self.sas[i].peer, false, line);
+        }
     }
 
     fn send_auth(&mut self, i: usize, now: Instant) {
@@ -1632,15 +1726,21 @@ impl Core {
         remote: SocketAddr,
         raw: &[u8],
     ) {
-        // A retransmitted IKE_SA_INIT: answer from the cache.
+        // A retransmitted IKE_SA_INIT: answer from the cache, only to
+        // the address and port the original came from, and only for the
+        // very same message.
         if let Some(sa) = self
             .sas
             .iter()
             .find(|s| !s.initiator && s.spi_i == m.header.spi_i && s.remote.ip() == remote.ip())
         {
-            if let Some((0, data)) = &sa.last_response {
-                let d = data.clone();
-                self.send(local, remote, d);
+            if let Some((0, data, l, r)) = &sa.last_response
+                && *r == remote
+                && l.port() == local.port()
+                && sa.neg.as_ref().is_some_and(|n| n.init_req == raw)
+            {
+                let (l, r, d) = (*l, *r, data.clone());
+                self.send(l, r, d);
             }
             return;
         }
@@ -1655,21 +1755,6 @@ impl Core {
             return;
         };
         let cfg = self.peers[p].clone();
-        if let Some(j) = self.sas.iter().position(|s| {
-            s.peer == p && s.initiator && matches!(s.state, State::InitSent | State::AuthSent)
-        }) {
-            // Both sides initiated at once (both `initiate`): one IKE SA is
-            // enough. The side with the lower address keeps its exchange;
-            // the other gives its own up and answers.
-            if addr_key(cfg.local) < addr_key(cfg.remote) {
-                self.log(p, false, "simultaneous initiation: the peer's IKE_SA_INIT ignored, ours goes on (we have the lower address)");
-                return;
-            }
-            self.log(p, false, "simultaneous initiation: answering the peer's IKE_SA_INIT and giving ours up (the peer has the lower address)");
-            self.used_spis
-                .remove(&self.sas[j].neg.as_ref().map_or(0, |n| n.child_spi));
-            self.sas.remove(j);
-        }
         let h = |spi_r: u64| HeaderRepr {
             spi_i: m.header.spi_i,
             spi_r,
@@ -1712,9 +1797,11 @@ impl Core {
             return;
         }
         let Some((num, prop)) = Self::select_ike(&cfg.ike_proposals, props) else {
-            self.log(
-                p,
-                false,
+            self.log_noise(
+                now,
+                remote.ip(),
+                Noise::InitRefused,
+                Some(p),
                 "IKE_SA_INIT: no proposal of the peer is acceptable; answered NO_PROPOSAL_CHOSEN",
             );
             let d = wire::emit_message(
@@ -1726,9 +1813,11 @@ impl Core {
         };
         if group != prop.dh.id() {
             // RFC 7296 1.2: ask for the group of the chosen proposal.
-            self.log(
-                p,
-                false,
+            self.log_noise(
+                now,
+                remote.ip(),
+                Noise::InitRefused,
+                Some(p),
                 format!(
                     "IKE_SA_INIT with DH group {group}; asked for group {} (INVALID_KE_PAYLOAD)",
                     prop.dh.id()
@@ -1744,14 +1833,30 @@ impl Core {
             self.send(local, remote, d);
             return;
         }
-        // Under load, ask for a cookie before spending a DH computation
-        // or any state (RFC 7296 2.6).
+        // Half-open SAs are unauthenticated state: hard caps per peer and
+        // in all, and under load a cookie first, before spending a DH
+        // computation or any state (RFC 7296 2.6).
         let half_open = self
             .sas
             .iter()
             .filter(|s| s.state == State::InitDone)
             .count();
-        if half_open >= COOKIE_THRESHOLD {
+        let half_open_peer = self
+            .sas
+            .iter()
+            .filter(|s| s.state == State::InitDone && s.peer == p)
+            .count();
+        if half_open >= HALF_OPEN_MAX || half_open_peer >= HALF_OPEN_MAX_PER_PEER {
+            self.log_noise(
+                now,
+                remote.ip(),
+                Noise::InitRefused,
+                Some(p),
+                format!("IKE_SA_INIT dropped: {half_open_peer} half-open IKE SA(s) of this peer, {half_open} in all (limits {HALF_OPEN_MAX_PER_PEER} and {HALF_OPEN_MAX})"),
+            );
+            return;
+        }
+        if half_open >= COOKIE_THRESHOLD || half_open_peer >= HALF_OPEN_COOKIE_PER_PEER {
             let want = self.cookie(&ni, remote.ip(), m.header.spi_i);
             if m.notify(notify::COOKIE)
                 .is_none_or(|c| !ring_eq(&c.data, &want))
@@ -1816,7 +1921,7 @@ impl Core {
             peer_req_id: 1,
             pending: None,
             queue: VecDeque::new(),
-            last_response: Some((0, resp.clone())),
+            last_response: Some((0, resp.clone(), local, remote)),
             last_rx: now,
             children: Vec::new(),
             neg: Some(Neg {
@@ -1835,6 +1940,21 @@ impl Core {
             peer_ike_rekey: None,
         });
         self.send(local, remote, resp);
+        if self.sas.iter().any(|s| {
+            s.peer == p && s.initiator && matches!(s.state, State::InitSent | State::AuthSent)
+        }) {
+            // RFC 7296 2.21.1: nothing before authentication may end an
+            // exchange; an IKE_SA_INIT with the peer's address may be
+            // anyone's. Both exchanges go on; settle_duplicates decides
+            // once the peer's has authenticated.
+            self.log_noise(
+                now,
+                remote.ip(),
+                Noise::HalfOpen,
+                Some(p),
+                "simultaneous initiation: answering the peer's IKE_SA_INIT; ours goes on too (the tie is settled once the peer's authenticates)",
+            );
+        }
     }
 
     /// Cookie = 0 (secret version) | HMAC-SHA256(secret, Ni | IPi | SPIi).
@@ -1854,6 +1974,9 @@ impl Core {
     // ---- datagrams -----------------------------------------------------------
 
     fn datagram(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, data: &[u8]) {
+        if self.stopped {
+            return;
+        }
         // A shell that read from a wildcard socket: our address is the
         // tunnel's (NAT detection hashes need the real one).
         let local = match self.tunnel_for(remote.ip()) {
@@ -1920,20 +2043,19 @@ impl Core {
             }
         } else {
             let expect = self.sas[i].peer_req_id;
-            if h.msg_id == expect.wrapping_sub(1)
-                && self.sas[i]
-                    .last_response
-                    .as_ref()
-                    .is_some_and(|r| r.0 == h.msg_id)
+            if let Some((id, data, l, r)) = &self.sas[i].last_response
+                && h.msg_id == expect.wrapping_sub(1)
+                && *id == h.msg_id
             {
                 // A retransmitted request: the cached response again
-                // (RFC 7296 2.1), without processing it twice.
-                let data = self.sas[i]
-                    .last_response
-                    .as_ref()
-                    .map(|r| r.1.clone())
-                    .unwrap_or_default();
-                self.send(local, remote, data);
+                // (RFC 7296 2.1), without processing it twice. It is not
+                // checked (that would cost as much as answering), so it
+                // goes only where the original answer went: never to
+                // another source, which could be anyone's (a reflection).
+                if *r == remote && l.port() == local.port() {
+                    let (l, r, d) = (*l, *r, data.clone());
+                    self.send(l, r, d);
+                }
                 return;
             }
             if h.msg_id != expect {
@@ -2099,17 +2221,7 @@ impl Core {
         if !ok {
             self.log(p, false, "authentication failed: the peer's AUTH does not verify with our pre-shared key (AUTHENTICATION_FAILED)");
             // RFC 7296 2.21.2: delete the IKE SA with an INFORMATIONAL.
-            let msg_id = self.sas[i].next_req_id;
-            if let Some(d) = self.seal(
-                i,
-                wire::INFORMATIONAL,
-                false,
-                msg_id,
-                &[Payload::Delete(DeleteRepr::Ike)],
-            ) {
-                let (l, r) = (self.sas[i].local, self.sas[i].remote);
-                self.send(l, r, d);
-            }
+            self.send_delete_ike(i);
             self.drop_sa(i, now, Some(FAILED_RETRY));
             return;
         }
@@ -2657,6 +2769,57 @@ impl Core {
         }
         // A newer IKE SA for the same tunnel replaces older ones (e.g. the
         // peer restarted): nothing to do here; they expire by DPD or delete.
+        let p = self.sas[i].peer;
+        self.tunnels[p].failures = 0;
+        self.settle_duplicates(p);
+    }
+
+    /// Simultaneous initiation (both sides `initiate`, or a peer that
+    /// restarted while we were initiating). RFC 7296 has no tie rule for
+    /// initial exchanges and does not forbid two IKE SAs between the same
+    /// peers; an IKE_SA_INIT is unauthenticated (anyone can send one with
+    /// the peer's address), and nothing unauthenticated may end an
+    /// exchange (2.21.1), so both exchanges go on. Only once the peer's
+    /// has authenticated (its IKE SA is READY here) does the side with the
+    /// higher address give its own up, as 2.8.2 has the initiator of a
+    /// redundant SA delete it: an exchange still in IKE_SA_INIT is
+    /// forgotten (the peer holds half-open state at most, which times
+    /// out); one in IKE_AUTH goes on and is deleted here when it is
+    /// established; an established one is deleted now. The side with the
+    /// lower address keeps both until the peer deletes its redundant one.
+    fn settle_duplicates(&mut self, p: usize) {
+        let cfg = self.peers[p].clone();
+        if addr_key(cfg.local) < addr_key(cfg.remote)
+            || !self
+                .sas
+                .iter()
+                .any(|s| s.peer == p && !s.initiator && s.state == State::Ready && !s.rekeyed)
+        {
+            return;
+        }
+        let mut k = 0;
+        while k < self.sas.len() {
+            let s = &self.sas[k];
+            if s.peer != p || !s.initiator || s.rekeyed {
+                k += 1;
+                continue;
+            }
+            match s.state {
+                State::InitSent => {
+                    let spi = s.neg.as_ref().map_or(0, |n| n.child_spi);
+                    self.log(p, false, "simultaneous initiation: the peer's IKE SA is authenticated and the peer has the lower address; ours (in IKE_SA_INIT) given up");
+                    self.used_spis.remove(&spi);
+                    self.sas.remove(k);
+                    continue;
+                }
+                State::Ready if !s.queue.iter().any(|w| matches!(w, Work::DeleteIke)) => {
+                    self.log(p, false, "simultaneous initiation: the peer's IKE SA is authenticated and the peer has the lower address; deleting ours");
+                    self.sas[k].queue.push_back(Work::DeleteIke);
+                }
+                _ => {}
+            }
+            k += 1;
+        }
     }
 
     // ---- requests of the peer -------------------------------------------
@@ -2709,9 +2872,12 @@ impl Core {
             }
         });
         let fail = |s: &mut Core, why: String| {
-            s.log(
-                p,
-                false,
+            let from = s.sas[i].remote.ip();
+            s.log_noise(
+                now,
+                from,
+                Noise::AuthFailed,
+                Some(p),
                 format!("authentication failed: {why}; answered AUTHENTICATION_FAILED"),
             );
             s.respond(
@@ -3298,33 +3464,54 @@ impl Core {
                 self.sas[i].queue.push_back(Work::NewChild);
             }
             Command::ClearIkeSas(peer) => {
-                let mut i = 0;
-                while i < self.sas.len() {
-                    let p = self.sas[i].peer;
-                    if peer.is_none_or(|x| self.peers[p].remote == x) {
-                        self.log(p, false, "clearing the IKE SA on command");
-                        if self.sas[i].keys.is_some()
-                            && matches!(self.sas[i].state, State::Ready | State::Deleting)
-                        {
-                            // Fire and forget: the SA is gone locally at once.
-                            let msg_id = self.sas[i].next_req_id;
-                            if let Some(d) = self.seal(
-                                i,
-                                wire::INFORMATIONAL,
-                                false,
-                                msg_id,
-                                &[Payload::Delete(DeleteRepr::Ike)],
-                            ) {
-                                let (l, r) = (self.sas[i].local, self.sas[i].remote);
-                                self.send(l, r, d);
-                            }
-                        }
-                        self.drop_sa(i, now, Some(Duration::ZERO));
-                    } else {
-                        i += 1;
-                    }
-                }
+                self.delete_ike_sas(now, peer, "clearing the IKE SA on command")
             }
+            Command::Shutdown => {
+                self.stopped = true;
+                self.delete_ike_sas(now, None, "the daemon stops: deleting the IKE SA");
+            }
+        }
+    }
+
+    /// A DELETE of IKE SA `i`, fire and forget (the SA goes locally at
+    /// once; no retransmission).
+    fn send_delete_ike(&mut self, i: usize) {
+        let msg_id = self.sas[i].next_req_id;
+        if let Some(d) = self.seal(
+            i,
+            wire::INFORMATIONAL,
+            false,
+            msg_id,
+            &[Payload::Delete(DeleteRepr::Ike)],
+        ) {
+            let (l, r) = (self.sas[i].local, self.sas[i].remote);
+            self.send(l, r, d);
+        }
+    }
+
+    /// Delete the IKE SAs of `peer` (all with None) and their children
+    /// now, telling the peer with a DELETE wherever it may hold the SA
+    /// established (ours in IKE_AUTH, or established): fire and forget,
+    /// the SA is gone locally at once. Initiators start again at once
+    /// (unless stopped).
+    fn delete_ike_sas(&mut self, now: Instant, peer: Option<IpAddr>, line: &str) {
+        let mut i = 0;
+        while i < self.sas.len() {
+            let p = self.sas[i].peer;
+            if peer.is_some_and(|x| self.peers[p].remote != x) {
+                i += 1;
+                continue;
+            }
+            self.log(p, false, line);
+            if self.sas[i].keys.is_some()
+                && matches!(
+                    self.sas[i].state,
+                    State::AuthSent | State::Ready | State::Deleting
+                )
+            {
+                self.send_delete_ike(i);
+            }
+            self.drop_sa(i, now, Some(Duration::ZERO));
         }
     }
 
@@ -3395,9 +3582,30 @@ fn id_text(t: u8, d: &[u8]) -> String {
         (wire::id_type::IPV6, 16) => {
             IpAddr::from(<[u8; 16]>::try_from(d).unwrap_or([0; 16])).to_string()
         }
-        (wire::id_type::FQDN | wire::id_type::RFC822, _) => String::from_utf8_lossy(d).into_owned(),
+        (wire::id_type::FQDN | wire::id_type::RFC822, _) => escape_text(d),
         _ => format!("(type {t}, {} bytes)", d.len()),
     }
+}
+
+/// Network-supplied text for a log line: printable ASCII as it is (a
+/// backslash doubled), every other byte as `\xNN` (control characters,
+/// terminal escapes, newlines that would forge log lines, invalid or
+/// look-alike UTF-8), cut to [`LOG_TEXT_MAX`] characters.
+fn escape_text(d: &[u8]) -> String {
+    let mut out = String::new();
+    for &b in d {
+        let piece = match b {
+            b'\\' => "\\\\".to_string(),
+            0x20..=0x7e => char::from(b).to_string(),
+            _ => format!("\\x{b:02x}"),
+        };
+        if out.len() + piece.len() > LOG_TEXT_MAX {
+            out.push_str(&format!("...({} bytes)", d.len()));
+            break;
+        }
+        out.push_str(&piece);
+    }
+    out
 }
 
 fn ident_text(i: &crate::Identity) -> String {
@@ -3420,4 +3628,25 @@ fn ts_text(t: Option<&[TsRepr]>) -> String {
         })
         .collect();
     format!("[{}]", v.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_text_is_escaped_and_cut() {
+        assert_eq!(escape_text(b"vpn.example.com"), "vpn.example.com");
+        assert_eq!(
+            escape_text(b"a\nfake: line\x1b[31m\\\xff"),
+            "a\\x0afake: line\\x1b[31m\\\\\\xff"
+        );
+        let long = escape_text(&[b'\n'; 1000]);
+        assert!(long.len() <= LOG_TEXT_MAX + 20, "{long}");
+        assert!(long.ends_with("...(1000 bytes)"), "{long}");
+        assert_eq!(
+            id_text(wire::id_type::FQDN, b"x\r\nTunnel9: SA UP"),
+            "x\\x0d\\x0aTunnel9: SA UP"
+        );
+    }
 }

@@ -37,8 +37,16 @@ pub const INBOUND_GRACE: Duration = Duration::from_secs(5);
 pub const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Initiators start again this long after their IKE SA went away (peer
-/// dead, deleted by the peer).
+/// dead, deleted by the peer), and after a first attempt that got no
+/// answer.
 pub const REINITIATE_DELAY: Duration = Duration::from_secs(5);
+
+/// An initiator whose attempts go unanswered keeps trying for as long as
+/// the tunnel is configured (as a router does): the delay before the next
+/// attempt doubles from [`REINITIATE_DELAY`] after each unanswered one, up
+/// to this. With [`RETRANSMIT`] inside each attempt, a peer that comes
+/// back hears an IKE_SA_INIT within 16 + 20 s at worst.
+pub const REINITIATE_MAX: Duration = Duration::from_secs(20);
 
 /// After a failed negotiation (authentication, proposals), retry after this.
 pub const FAILED_RETRY: Duration = Duration::from_secs(60);
@@ -52,12 +60,32 @@ pub const INVALID_SPI_INTERVAL: Duration = Duration::from_secs(10);
 /// 2.6; strongSwan's default threshold is 10 per peer, 30 in all).
 pub const COOKIE_THRESHOLD: usize = 30;
 
+/// Half-open IKE SAs (a responder's IKE_SA_INIT answered, no IKE_AUTH
+/// yet) are unauthenticated state anyone can create with a spoofed source
+/// address; these bound them. From [`HALF_OPEN_COOKIE_PER_PEER`] half-open
+/// SAs of one peer address on, a new IKE_SA_INIT from it must carry a
+/// COOKIE (RFC 7296 2.6: only a sender that receives at that address can
+/// return it; an honest peer needs at most two at once, a retry while its
+/// last attempt is still half-open here); strongSwan's `cookie_threshold_ip`
+/// is 3.
+pub const HALF_OPEN_COOKIE_PER_PEER: usize = 2;
+
+/// Hard cap on half-open IKE SAs of one peer address: beyond it an
+/// IKE_SA_INIT is dropped, cookie or not (strongSwan's `block_threshold`
+/// is 5 likewise). Our own initiation never depends on them.
+pub const HALF_OPEN_MAX_PER_PEER: usize = 5;
+
+/// Hard cap on half-open IKE SAs in all (memory and DH work bound
+/// whatever the number of tunnels): beyond it an IKE_SA_INIT is dropped.
+pub const HALF_OPEN_MAX: usize = 256;
+
 /// The old IKE SA of a rekey is dropped after this if the peer never
 /// deleted it (its children moved to the new SA already).
 pub const REKEYED_LINGER: Duration = Duration::from_secs(60);
 
 /// Log lines an unauthenticated sender can cause at will (an unknown
-/// peer, a malformed message, a failed integrity check): at most one this
+/// peer, a malformed message, a failed integrity check, a refused or
+/// half-open IKE_SA_INIT, a failed authentication): at most one this
 /// often per sender address and kind; the next line says how many were
 /// suppressed.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(60);
@@ -65,3 +93,7 @@ pub const LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// Senders whose log rate limits are kept at once (memory bound against
 /// spoofed sources); beyond it, newcomers share one limit per kind.
 pub const LOG_LIMIT_SENDERS: usize = 1024;
+
+/// Network-supplied text (identities) in log lines is cut to this many
+/// characters (after escaping).
+pub const LOG_TEXT_MAX: usize = 128;

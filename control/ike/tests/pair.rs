@@ -1155,7 +1155,9 @@ fn responder_asks_for_cookies_under_load() {
         );
         assert!(r.iter().any(|a| matches!(a, Action::Send { .. })));
     }
-    assert_eq!(n.nodes[1].ike.sas(n.now).len(), 30);
+    // (All from the peer's address: from the third on, each got a COOKIE,
+    // so only two are half-open.)
+    assert_eq!(n.nodes[1].ike.sas(n.now).len(), 2);
     // The real initiator gets a COOKIE, retries with it, and gets through.
     n.run_for(Duration::from_secs(3));
     assert!(n.ready(0) && n.ready(1), "{}", n.logs(0));
@@ -1167,6 +1169,36 @@ fn responder_asks_for_cookies_under_load() {
     // The ghosts time out.
     n.run_for(Duration::from_secs(31));
     assert_eq!(n.nodes[1].ike.sas(n.now).len(), 1);
+    // 30 ghosts each from its own address (other tunnels): from the 30th
+    // half-open IKE SA on, everyone gets a COOKIE first.
+    let mut peers = vec![cfg(
+        B,
+        A,
+        &["aes256gcm16-prfsha256-x25519"],
+        &["aes256gcm16"],
+        false,
+    )];
+    for k in 0..31u8 {
+        let mut c = peers[0].clone();
+        c.remote = IpAddr::from([198, 51, 100, 100 + k]);
+        peers.push(c);
+    }
+    let mut b = Ike::new(peers);
+    let to = SocketAddr::new(ip(B), 500);
+    for k in 0..31u8 {
+        let from = SocketAddr::new(IpAddr::from([198, 51, 100, 100 + k]), 500);
+        let init = forged_init(&from.ip().to_string(), B, n.now);
+        let acts = b.handle(
+            n.now,
+            Input::Datagram {
+                local: to,
+                remote: from,
+                data: &init,
+            },
+        );
+        assert_eq!(sends_to(&acts), [from]);
+    }
+    assert_eq!(b.sas(n.now).len(), 30);
 }
 
 #[test]
@@ -1674,4 +1706,333 @@ fn simultaneous_ike_rekey_with_the_first_answer_lost() {
         }
     }
     assert!(reordered > 0);
+}
+
+// ---- spoofed and unauthenticated messages (issue 19) ---------------------
+
+/// A tunnel from `local` to `remote` with AES-GCM and X25519.
+fn gcm(local: &str, remote: &str, initiate: bool) -> PeerConfig {
+    cfg(
+        local,
+        remote,
+        &["aes256gcm16-prfsha256-x25519"],
+        &["aes256gcm16"],
+        initiate,
+    )
+}
+
+/// A well-formed IKE_SA_INIT as a stranger would forge it from `from` to
+/// `to`: made by a throwaway core with that tunnel, so it is what an
+/// honest initiator sends (new SPI, nonce and key each time).
+fn forged_init(from: &str, to: &str, now: Instant) -> Vec<u8> {
+    let mut ghost = Ike::new(vec![gcm(from, to, true)]);
+    ghost
+        .handle(now, Input::Timer)
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Send { data, .. } => Some(data),
+            _ => None,
+        })
+        .unwrap()
+}
+
+/// An IKE_SA_INIT request that is only a header (28 bytes, no payloads).
+fn header_only_init(spi_i: u64) -> Vec<u8> {
+    let mut m = spi_i.to_be_bytes().to_vec();
+    m.extend_from_slice(&[0; 8]); // SPIr
+    m.extend_from_slice(&[0, 0x20, 34, 0x08]); // no payload, IKEv2, IKE_SA_INIT, I
+    m.extend_from_slice(&0u32.to_be_bytes()); // message id
+    m.extend_from_slice(&28u32.to_be_bytes());
+    m
+}
+
+/// Hand node `to` a datagram from `from` (any address) and return what it
+/// does, without the harness's checks (which assume honest addresses).
+fn inject(n: &mut Net, to: Side, from: SocketAddr, data: &[u8]) -> Vec<Action> {
+    let local = SocketAddr::new(n.nodes[to].addr, from.port());
+    n.nodes[to].ike.handle(
+        n.now,
+        Input::Datagram {
+            local,
+            remote: from,
+            data,
+        },
+    )
+}
+
+fn sends_to(acts: &[Action]) -> Vec<SocketAddr> {
+    acts.iter()
+        .filter_map(|a| match a {
+            Action::Send { remote, .. } => Some(*remote),
+            _ => None,
+        })
+        .collect()
+}
+
+fn log_lines(acts: &[Action]) -> Vec<String> {
+    acts.iter()
+        .filter_map(|a| match a {
+            Action::Log { line, .. } => Some(line.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Node 0 (198.51.100.2, the higher address: the one the old tie rule made
+/// give up) initiates to node 1 (198.51.100.1, responder only).
+fn higher_initiates() -> Net {
+    Net::new(gcm(B, A, true), gcm(A, B, false))
+}
+
+#[test]
+fn spoofed_inits_from_the_peer_leave_our_exchange_in_flight() {
+    let mut n = higher_initiates();
+    // Our IKE_SA_INIT is on the wire (queued, not delivered yet).
+    let acts = n.nodes[0].ike.handle(n.now, Input::Timer);
+    n.apply(0, acts);
+    let ours = n.nodes[0].ike.sas(n.now)[0].spi_i;
+    let peer = SocketAddr::new(ip(A), 500);
+    // A header-only IKE_SA_INIT "from the peer": refused before anything.
+    let acts = inject(&mut n, 0, peer, &header_only_init(0x1122_3344_5566_7788));
+    assert!(sends_to(&acts).is_empty());
+    assert!(
+        log_lines(&acts)
+            .iter()
+            .any(|l| l.contains("without SA, KE or Nonce")),
+        "{acts:?}"
+    );
+    // A well-formed one: answered (it may be the peer's), ours goes on.
+    let init = forged_init(A, B, n.now);
+    let acts = inject(&mut n, 0, peer, &init);
+    assert_eq!(sends_to(&acts), [peer]);
+    let v = n.nodes[0].ike.sas(n.now);
+    assert_eq!(v.len(), 2, "{v:?}");
+    assert!(v.iter().any(|s| s.initiator && s.spi_i == ours));
+    // The real exchange completes on our IKE SA.
+    n.run_for(Duration::from_secs(3));
+    assert!(n.ready(0) && n.ready(1), "{}", n.logs(0));
+    n.assert_keys_match();
+    assert!(
+        n.nodes[0]
+            .ike
+            .sas(n.now)
+            .iter()
+            .any(|s| s.initiator && s.spi_i == ours && s.status == IkeSaStatus::Ready)
+    );
+    // The forged half-open SA times out on its own.
+    n.run_for(Duration::from_secs(31));
+    assert_eq!(n.nodes[0].ike.sas(n.now).len(), 1);
+}
+
+#[test]
+fn spoofed_inits_never_keep_an_initiator_from_coming_back() {
+    // An established tunnel with DPD; then the peer vanishes and a
+    // stranger sends a well-formed IKE_SA_INIT "from the peer" every 25 s.
+    let mut a = gcm(B, A, true);
+    a.dpd = Some(Duration::from_secs(10));
+    let b = gcm(A, B, false);
+    let mut n = Net::new(a, b);
+    n.run_for(Duration::from_secs(3));
+    assert!(n.ready(0) && n.ready(1));
+    let down = std::rc::Rc::new(std::cell::Cell::new(true));
+    let d = down.clone();
+    n.drop = Box::new(move |_, _, _| d.get());
+    let peer = SocketAddr::new(ip(A), 500);
+    let start = n.now;
+    for _ in 0..12 {
+        let init = forged_init(A, B, n.now);
+        let acts = inject(&mut n, 0, peer, &init);
+        n.apply(0, acts);
+        n.run_for(Duration::from_secs(25));
+        let half_open = n.nodes[0]
+            .ike
+            .sas(n.now)
+            .iter()
+            .filter(|s| !s.initiator && s.status == IkeSaStatus::InNeg)
+            .count();
+        assert!(half_open <= 2, "{half_open} half-open IKE SAs");
+    }
+    assert!(!n.ready(0));
+    assert!(n.logs(0).contains("peer dead"), "{}", n.logs(0));
+    // 300 s after the peer vanished: DPD gave it up at 41 s; attempts at
+    // 46, 82, 123, 174, 225 and 276 s (31 s each, then 5, 10, 20, 20 s).
+    let attempts = n.nodes[0]
+        .dp
+        .logs
+        .iter()
+        .filter(|l| l.contains("initiating IKE SA"))
+        .count();
+    assert!(attempts >= 6, "{attempts} attempts in {:?}", n.now - start);
+    // The peer is back: the tunnel is up within one backoff and attempt.
+    down.set(false);
+    let back = n.now;
+    while !(n.ready(0) && n.ready(1)) {
+        assert!(n.now - back < Duration::from_secs(40), "{}", n.logs(0));
+        n.run_for(Duration::from_secs(1));
+    }
+    n.assert_keys_match();
+}
+
+/// A sender at `from` (it receives there, so it returns COOKIEs) starts
+/// an IKE SA with `target` at `to` and never continues past IKE_SA_INIT.
+fn half_open_via_cookie(target: &mut Ike, now: Instant, from: SocketAddr, to: SocketAddr) {
+    let mut c = gcm(A, B, true);
+    (c.local, c.remote) = (from.ip(), to.ip());
+    let mut ghost = Ike::new(vec![c]);
+    let first = |acts: Vec<Action>| {
+        acts.into_iter().find_map(|a| match a {
+            // IKE_SA_INIT only (exchange 34): not past it.
+            Action::Send { data, .. } if data[18] == 34 => Some(data),
+            _ => None,
+        })
+    };
+    let mut msg = first(ghost.handle(now, Input::Timer)).unwrap();
+    for _ in 0..2 {
+        let Some(answer) = first(target.handle(
+            now,
+            Input::Datagram {
+                local: to,
+                remote: from,
+                data: &msg,
+            },
+        )) else {
+            return;
+        };
+        let retry = first(ghost.handle(
+            now,
+            Input::Datagram {
+                local: from,
+                remote: to,
+                data: &answer,
+            },
+        ));
+        match retry {
+            Some(d) => msg = d,
+            None => return,
+        }
+    }
+}
+
+#[test]
+fn half_open_ike_sas_are_capped_per_peer() {
+    // Node 1 answers: 30 forged IKE_SA_INITs from the peer's address
+    // within a minute leave 2 half-open IKE SAs (then COOKIEs, which a
+    // spoofer never sees), and one log line per kind.
+    let mut n = higher_initiates();
+    let peer = SocketAddr::new(ip(B), 500);
+    let mut lines = Vec::new();
+    for _ in 0..30 {
+        let init = forged_init(B, A, n.now);
+        let acts = inject(&mut n, 1, peer, &init);
+        assert_eq!(sends_to(&acts), [peer]);
+        lines.extend(log_lines(&acts));
+        let acts = inject(&mut n, 1, peer, &header_only_init(7));
+        lines.extend(log_lines(&acts));
+        n.now += Duration::from_secs(1);
+    }
+    assert_eq!(n.nodes[1].ike.sas(n.now).len(), 2);
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    // Senders that do return the cookie (they receive at that address):
+    // still at most 5 half-open IKE SAs of the peer.
+    let local = SocketAddr::new(ip(A), 500);
+    for _ in 0..10 {
+        half_open_via_cookie(&mut n.nodes[1].ike, n.now, peer, local);
+    }
+    assert_eq!(n.nodes[1].ike.sas(n.now).len(), 5);
+    // The real initiator still gets through once the half-open SAs time
+    // out (cookie or not, the per-peer cap holds meanwhile).
+    n.run_for(Duration::from_secs(70));
+    assert!(n.ready(0) && n.ready(1), "{}", n.logs(1));
+    n.assert_keys_match();
+}
+
+#[test]
+fn half_open_ike_sas_are_capped_in_all() {
+    // 300 tunnels, 5 cookie-returning senders each: 256 half-open in all.
+    let local = SocketAddr::new("2001:db8:1::1".parse().unwrap(), 500);
+    let peers: Vec<PeerConfig> = (0..300u32)
+        .map(|k| {
+            let mut c = gcm(A, B, false);
+            c.remote = format!("2001:db8:2::{k:x}").parse().unwrap();
+            c.local = local.ip();
+            c
+        })
+        .collect();
+    let remotes: Vec<IpAddr> = peers.iter().map(|p| p.remote).collect();
+    let mut ike = Ike::new(peers);
+    let now = Instant::now();
+    for r in remotes {
+        for _ in 0..5 {
+            half_open_via_cookie(&mut ike, now, SocketAddr::new(r, 500), local);
+        }
+    }
+    assert_eq!(ike.sas(now).len(), 256);
+}
+
+#[test]
+fn retransmissions_from_another_source_get_no_cached_answer() {
+    let mut n = established("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    let real = SocketAddr::new(ip(A), 500);
+    // A's request (a child rekey), delivered once: B answers it.
+    let acts = n.nodes[0].ike.rekey_now(n.now, ip(B), false);
+    let req = acts
+        .iter()
+        .find_map(|a| match a {
+            Action::Send { data, .. } => Some(data.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let acts = inject(&mut n, 1, real, &req);
+    assert_eq!(sends_to(&acts), [real]);
+    // Its retransmission from elsewhere (another address, another port)
+    // gets nothing; from the original source, the cached answer.
+    for spoofed in ["198.51.100.99:500", "198.51.100.1:4500", "198.51.100.1:501"] {
+        let acts = inject(&mut n, 1, spoofed.parse().unwrap(), &req);
+        assert!(sends_to(&acts).is_empty(), "{spoofed}: {acts:?}");
+    }
+    let acts = inject(&mut n, 1, real, &req);
+    assert_eq!(sends_to(&acts), [real]);
+    // Likewise a retransmitted IKE_SA_INIT at a responder.
+    let mut n = pair(&["aes256gcm16-prfsha256-x25519"], &["aes256gcm16"]);
+    let init = forged_init(A, B, n.now);
+    let acts = inject(&mut n, 1, real, &init);
+    assert_eq!(sends_to(&acts), [real]);
+    for spoofed in ["198.51.100.1:4500", "198.51.100.1:501", "198.51.100.99:500"] {
+        let acts = inject(&mut n, 1, spoofed.parse().unwrap(), &init);
+        assert!(sends_to(&acts).is_empty(), "{spoofed}: {acts:?}");
+    }
+    let acts = inject(&mut n, 1, real, &init);
+    assert_eq!(sends_to(&acts), [real]);
+}
+
+#[test]
+fn shutdown_and_clear_send_a_delete_for_every_ike_sa() {
+    let mut n = established("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    n.check_mbb = false;
+    // Clear on the responder: A learns at once (not by DPD).
+    n.command(1, Command::ClearIkeSas(Some(ip(A))));
+    n.run_for(Duration::from_millis(10));
+    assert!(
+        n.logs(0).contains("peer deleted the IKE SA"),
+        "{}",
+        n.logs(0)
+    );
+    n.run_for(Duration::from_secs(10));
+    assert!(n.ready(0) && n.ready(1));
+    // Shutdown of A: a DELETE goes out, B drops its IKE SA and child SAs at
+    // once, and A never initiates again.
+    let acts = n.nodes[0]
+        .ike
+        .handle(n.now, Input::Command(Command::Shutdown));
+    assert_eq!(sends_to(&acts).len(), 1, "{acts:?}");
+    n.apply(0, acts);
+    assert!(n.nodes[0].ike.sas(n.now).is_empty());
+    assert!(n.nodes[0].dp.inbound.is_empty() && n.nodes[0].dp.outbound.is_none());
+    n.run_for(Duration::from_millis(10));
+    assert!(n.nodes[1].ike.sas(n.now).is_empty(), "{}", n.logs(1));
+    assert!(n.nodes[1].dp.inbound.is_empty() && n.nodes[1].dp.outbound.is_none());
+    let sent = n.nodes[0].dp.sends.len();
+    n.run_for(Duration::from_secs(120));
+    assert_eq!(n.nodes[0].dp.sends.len(), sent, "{}", n.logs(0));
+    assert_eq!(n.nodes[0].ike.next_timeout(), None);
 }

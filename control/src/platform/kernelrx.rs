@@ -567,6 +567,17 @@ impl Shell {
     }
 
     fn run(&mut self, ctl: &Receiver<Ctl>, stop: &AtomicBool) {
+        self.serve(ctl, stop);
+        // What was queued before the stop still goes out (the IKE DELETEs
+        // of a daemon that stops).
+        while let Ok(m) = ctl.try_recv() {
+            if let Ctl::Send(d) = m {
+                self.send_ike(&d);
+            }
+        }
+    }
+
+    fn serve(&mut self, ctl: &Receiver<Ctl>, stop: &AtomicBool) {
         let mut fds: Vec<libc::pollfd> = Vec::new();
         let mut who: Vec<Who> = Vec::new();
         while !stop.load(Ordering::Relaxed) {
