@@ -17,7 +17,7 @@ use crate::{
     Action, ChildKeys, Command, DhGroup, EspEncap, EspProposal, IkeProposal, IkeSaStatus,
     IkeSaView, Input, PeerConfig, Prefix,
     crypto::{self, Dh, IkeKeys, Secret},
-    proposal::{TRANS_DH, TRANS_ENCR, TRANS_ESN, TRANS_INTEG, TRANS_PRF},
+    proposal::{self, TRANS_DH, TRANS_ESN},
     timers::*,
     wire::{
         self, DeleteRepr, FLAG_INITIATOR, FLAG_RESPONSE, HeaderRepr, Message, NotifyRepr, Payload,
@@ -399,95 +399,6 @@ impl Core {
         v
     }
 
-    fn ike_sa_payload(props: &[IkeProposal], spi: Option<u64>) -> Payload {
-        Payload::Sa(
-            props
-                .iter()
-                .enumerate()
-                .map(|(i, p)| {
-                    let (eid, kl) = p.encr.transform();
-                    let mut t = vec![TransformRepr {
-                        ty: TRANS_ENCR,
-                        id: eid,
-                        key_len: Some(kl),
-                    }];
-                    t.push(TransformRepr {
-                        ty: TRANS_PRF,
-                        id: p.prf.id(),
-                        key_len: None,
-                    });
-                    if let Some(i) = p.integ {
-                        t.push(TransformRepr {
-                            ty: TRANS_INTEG,
-                            id: i.id(),
-                            key_len: None,
-                        });
-                    }
-                    t.push(TransformRepr {
-                        ty: TRANS_DH,
-                        id: p.dh.id(),
-                        key_len: None,
-                    });
-                    ProposalRepr {
-                        num: (i + 1) as u8,
-                        protocol: wire::PROTO_IKE,
-                        spi: spi.map(|s| s.to_be_bytes().to_vec()).unwrap_or_default(),
-                        transforms: t,
-                    }
-                })
-                .collect(),
-        )
-    }
-
-    fn esp_transforms(p: &EspProposal, with_dh: bool) -> Vec<TransformRepr> {
-        let (eid, kl) = p.encr.transform();
-        let mut t = vec![TransformRepr {
-            ty: TRANS_ENCR,
-            id: eid,
-            key_len: if p.encr.has_key_len_attr() {
-                Some(kl)
-            } else {
-                None
-            },
-        }];
-        if let Some(i) = p.integ {
-            t.push(TransformRepr {
-                ty: TRANS_INTEG,
-                id: i.id(),
-                key_len: None,
-            });
-        }
-        if with_dh && let Some(g) = p.dh {
-            t.push(TransformRepr {
-                ty: TRANS_DH,
-                id: g.id(),
-                key_len: None,
-            });
-        }
-        // No extended sequence numbers (ESN transform 0).
-        t.push(TransformRepr {
-            ty: TRANS_ESN,
-            id: 0,
-            key_len: None,
-        });
-        t
-    }
-
-    fn esp_sa_payload(props: &[EspProposal], spi: u32, with_dh: bool) -> Payload {
-        Payload::Sa(
-            props
-                .iter()
-                .enumerate()
-                .map(|(i, p)| ProposalRepr {
-                    num: (i + 1) as u8,
-                    protocol: wire::PROTO_ESP,
-                    spi: spi.to_be_bytes().to_vec(),
-                    transforms: Self::esp_transforms(p, with_dh),
-                })
-                .collect(),
-        )
-    }
-
     /// Whether a received proposal offers every transform of ours.
     fn offers(theirs: &ProposalRepr, ours: &[TransformRepr]) -> bool {
         ours.iter().all(|o| theirs.transforms.iter().any(|t| t == o))
@@ -501,7 +412,7 @@ impl Core {
     /// Responder: the first of our IKE proposals the peer offers.
     fn select_ike(ours: &[IkeProposal], theirs: &[ProposalRepr]) -> Option<(u8, IkeProposal)> {
         for o in ours {
-            let Payload::Sa(p) = Self::ike_sa_payload(std::slice::from_ref(o), None) else {
+            let Payload::Sa(p) = proposal::ike_sa_payload(std::slice::from_ref(o), None) else {
                 continue;
             };
             for t in theirs.iter().filter(|t| t.protocol == wire::PROTO_IKE) {
@@ -527,7 +438,7 @@ impl Core {
                 dh: if pfs { configured.dh } else { None },
                 ..configured.clone()
             };
-            let mine = Self::esp_transforms(&o, pfs);
+            let mine = proposal::esp_transforms(&o, pfs);
             for t in theirs
                 .iter()
                 .filter(|t| t.protocol == wire::PROTO_ESP && t.spi.len() == 4)
@@ -546,7 +457,7 @@ impl Core {
         let [t] = theirs else { return None };
         ours.iter()
             .find(|o| {
-                let Payload::Sa(p) = Self::ike_sa_payload(std::slice::from_ref(o), None) else {
+                let Payload::Sa(p) = proposal::ike_sa_payload(std::slice::from_ref(o), None) else {
                     return false;
                 };
                 Self::offers(t, &p[0].transforms) && t.transforms.len() == p[0].transforms.len()
@@ -570,7 +481,7 @@ impl Core {
                     dh: if pfs { configured.dh } else { None },
                     ..(*configured).clone()
                 };
-                Self::offers(t, &Self::esp_transforms(&o, pfs))
+                Self::offers(t, &proposal::esp_transforms(&o, pfs))
             })
             .map(|o| (spi, o.clone()))
     }
@@ -945,6 +856,16 @@ impl Core {
         t
     }
 
+    pub(crate) fn footprint(&self) -> crate::Footprint {
+        crate::Footprint {
+            ike_sas: self.sas.len(),
+            child_sas: self.sas.iter().map(|s| s.children.len()).sum(),
+            queued: self.sas.iter().map(|s| s.queue.len()).sum(),
+            spis: self.used_spis.len(),
+            log_limits: self.noise.len(),
+        }
+    }
+
     pub(crate) fn sas(&self, now: Instant) -> Vec<IkeSaView> {
         let mut v: Vec<IkeSaView> = self
             .sas
@@ -1232,7 +1153,7 @@ impl Core {
             None => None,
         };
         let mut p = vec![
-            Self::esp_sa_payload(&esp_list, spi_in, true),
+            proposal::esp_sa_payload(&esp_list, spi_in, true),
             Payload::Nonce(ni.clone()),
         ];
         if let Some(d) = &dh {
@@ -1288,7 +1209,7 @@ impl Core {
                     return;
                 };
                 let p = vec![
-                    Self::ike_sa_payload(std::slice::from_ref(&prop), Some(spi)),
+                    proposal::ike_sa_payload(std::slice::from_ref(&prop), Some(spi)),
                     Payload::Nonce(ni.clone()),
                     Payload::Ke {
                         group: prop.dh.id(),
@@ -1417,7 +1338,7 @@ impl Core {
         if let Some(c) = sa.neg.as_ref().and_then(|n| n.cookie.clone()) {
             p.push(Self::notify_payload(notify::COOKIE, c));
         }
-        p.push(Self::ike_sa_payload(&cfg.ike_proposals, None));
+        p.push(proposal::ike_sa_payload(&cfg.ike_proposals, None));
         p.push(Payload::Ke {
             group: group.id(),
             data: dh.public().to_vec(),
@@ -1623,7 +1544,7 @@ impl Core {
         {
             p.push(Self::notify_payload(notify::INITIAL_CONTACT, vec![]));
         }
-        p.push(Self::esp_sa_payload(
+        p.push(proposal::esp_sa_payload(
             &cfg.esp_proposals,
             neg.child_spi,
             false,
@@ -1790,7 +1711,7 @@ impl Core {
         let spi_i = m.header.spi_i;
         let nr = self.nonce();
         let nat = cfg.force_encap || Self::nat_detected(m, spi_i, 0, local, remote);
-        let mut sa_prop = Self::ike_sa_payload(std::slice::from_ref(&prop), None);
+        let mut sa_prop = proposal::ike_sa_payload(std::slice::from_ref(&prop), None);
         if let Payload::Sa(ps) = &mut sa_prop {
             ps[0].num = num;
         }
@@ -2836,7 +2757,7 @@ impl Core {
         remote_ts: &[Prefix],
         pfs: bool,
     ) -> Vec<Payload> {
-        let mut sa = Self::esp_sa_payload(std::slice::from_ref(esp), spi_in, pfs);
+        let mut sa = proposal::esp_sa_payload(std::slice::from_ref(esp), spi_in, pfs);
         if let Payload::Sa(p) = &mut sa {
             p[0].num = num;
         }
@@ -3031,7 +2952,7 @@ impl Core {
             let public = dh.public().to_vec();
             let Ok(shared) = dh.agree(&kd) else { return };
             let spi_r = self.random_u64();
-            let mut sa = Self::ike_sa_payload(std::slice::from_ref(&prop), Some(spi_r));
+            let mut sa = proposal::ike_sa_payload(std::slice::from_ref(&prop), Some(spi_r));
             if let Payload::Sa(x) = &mut sa {
                 x[0].num = num;
             }
