@@ -781,6 +781,18 @@ impl Core {
             self.remove_child(i, s);
         }
         let sa = self.sas.remove(i);
+        // SPIs taken for children that never came: the first child's of a
+        // handshake that did not finish, an outstanding CREATE_CHILD_SA's.
+        if let Some(n) = &sa.neg {
+            self.used_spis.remove(&n.child_spi);
+        }
+        if let Some(Pending {
+            sent: Sent::Child { spi_in, .. },
+            ..
+        }) = &sa.pending
+        {
+            self.used_spis.remove(spi_in);
+        }
         if (sa.state == State::Ready || sa.state == State::Deleting) && !sa.rekeyed {
             self.log(sa.peer, true, "%IKEV2-5-SA_DOWN: SA DOWN");
         }

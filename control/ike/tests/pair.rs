@@ -528,6 +528,38 @@ fn retransmission_backoff_then_give_up() {
     );
 }
 
+#[test]
+fn unanswered_attempts_give_their_child_spi_back() {
+    // Found by the ike_core fuzz target (fuzz/corpus/ike_core/crash-*):
+    // each IKE_SA_INIT took an SPI for its first child, and an attempt
+    // given up kept it: an unreachable peer grew the core's SPI set by
+    // one every 36 s, forever.
+    let mut n = pair(&["aes256gcm16-prfsha256-x25519"], &["aes256gcm16"]);
+    n.drop = Box::new(|_, _, _| true);
+    n.run_for(Duration::from_secs(10 * 36));
+    let attempts = n.logs(0).matches("initiating IKE SA").count();
+    assert!(attempts >= 9, "{}", n.logs(0));
+    let f = n.nodes[0].ike.footprint();
+    // Only the attempt in flight holds one.
+    assert!(
+        f.spis <= 1 && f.ike_sas <= 1,
+        "{f:?} after {attempts} attempts"
+    );
+
+    // A child rekey left unanswered: the IKE SA is given up with its
+    // CREATE_CHILD_SA outstanding, whose SPI goes back too.
+    let mut n = established("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    n.check_mbb = false;
+    n.drop = Box::new(|_, _, _| true);
+    let peer = n.nodes[1].addr;
+    let acts = n.nodes[0].ike.rekey_now(n.now, peer, false);
+    n.apply(0, acts);
+    // Given up 31 s on; the next attempt comes 5 s later.
+    n.run_for(Duration::from_secs(33));
+    let f = n.nodes[0].ike.footprint();
+    assert!(f.ike_sas == 0 && f.spis == 0, "{f:?}\n{}", n.logs(0));
+}
+
 fn established(ike: &str, esp: &str) -> Net {
     let mut n = pair(&[ike], &[esp]);
     n.run_for(Duration::from_secs(3));
