@@ -20,14 +20,6 @@ fn write(target: &str, name: &str, data: &[u8]) {
     std::fs::write(dir.join(format!("seed-{name}")), data).expect("write seed");
 }
 
-/// The smallest op byte of the IKE core script with `op % 11 == kind` and
-/// the modifier bits `want` (of `mask`).
-fn ike_op(kind: u8, want: u8) -> u8 {
-    (0..=255u8)
-        .find(|b| b % 11 == kind && b & 0xf0 == want)
-        .expect("an op byte")
-}
-
 /// Every datagram of two IKE cores: handshake, child and IKE rekeys.
 fn ike_pair() -> Vec<Vec<u8>> {
     let (a, b) = (ike::CORE, ike::SCRIPT);
@@ -85,15 +77,15 @@ fn main() {
         write("ike_wire", &format!("pair-{i:02}"), d);
     }
     let (first_init, i, a, r, t, w, n, c, x) = (
-        ike_op(1, 0),     // IKE_SA_INIT, proposal 0
-        ike_op(1, 0x10),  // IKE_SA_INIT, proposal 1
-        ike_op(2, 0),     // IKE_AUTH
-        ike_op(3, 0),     // request from a template
-        ike_op(7, 0),     // to the next timer
-        ike_op(8, 0),     // clock step
-        ike_op(4, 0),     // answer the core's request
-        ike_op(9, 0),     // command
-        ike_op(10, 0x80), // rekey_now
+        ike::op(1, 0),     // IKE_SA_INIT, proposal 0
+        ike::op(1, 0x10),  // IKE_SA_INIT, proposal 1
+        ike::op(2, 0),     // IKE_AUTH
+        ike::op(3, 0),     // request from a template
+        ike::op(7, 0),     // to the next timer
+        ike::op(8, 0),     // clock step
+        ike::op(4, 0),     // answer the core's request
+        ike::op(9, 0),     // command
+        ike::op(10, 0x80), // rekey_now
     );
     let _ = i;
     // Templates: 3 new child, 67 rekey child 0x5002 (made by IKE_AUTH),
@@ -105,13 +97,17 @@ fn main() {
         ]
     };
     write("ike_core", "gcm", &happy(first_init, a));
-    write("ike_core", "cbc", &happy(ike_op(1, 0x10), ike_op(2, 0x10)));
+    write(
+        "ike_core",
+        "cbc",
+        &happy(ike::op(1, 0x10), ike::op(2, 0x10)),
+    );
     write(
         "ike_core",
         "initial-contact",
-        &[first_init, a, first_init, ike_op(2, 0x20), t, c, 1, t],
+        &[first_init, a, first_init, ike::op(2, 0x20), t, c, 1, t],
     );
-    let mut raw = vec![ike_op(0, 0)];
+    let mut raw = vec![ike::op(0, 0)];
     let pair = ike_pair();
     raw.extend_from_slice(&(pair[0].len() as u16).to_be_bytes());
     raw.extend_from_slice(&pair[0]);
@@ -120,7 +116,7 @@ fn main() {
     write(
         "ike_core",
         "initiator",
-        &[t, ike_op(6, 0), 1, 0, 20, 0x55, t, w, 0x10, 0, t],
+        &[t, ike::op(6, 0), 1, 0, 20, 0x55, t, w, 0x10, 0, t],
     );
 
     // ---- OMP --------------------------------------------------------------

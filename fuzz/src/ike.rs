@@ -343,8 +343,24 @@ enum Feed {
     Other(Input<'static>),
 }
 
+/// The op byte of the core script with `op % 11 == kind` and the modifier
+/// bits `bits` (of 0xf0), for seeds and tests: 0 raw datagram, 1
+/// IKE_SA_INIT, 2 IKE_AUTH, 3 request, 4 answer to the core's request, 5
+/// replay, 6 answer to the core's initiation, 7 next timer, 8 clock step, 9
+/// command, 10 UnknownSpi (with 0x80: rekey the child, 0xc0: the IKE SA).
+pub fn op(kind: u8, bits: u8) -> u8 {
+    (0..=255u8)
+        .find(|b| b % 11 == kind && b & 0xf0 == bits)
+        .expect("an op byte")
+}
+
 /// The IKE core target.
 pub fn core(data: &[u8]) {
+    play(data);
+}
+
+/// The core target's script played; returns the core as the script left it.
+pub fn play(data: &[u8]) -> Ike {
     let mut s = Script::new(data);
     let mut now = Instant::now();
     let mut ike = Ike::new(vec![
@@ -573,6 +589,7 @@ pub fn core(data: &[u8]) {
         apply(&mut peer, &mut other_last, actions);
         check_footprint(&ike);
     }
+    ike
 }
 
 fn apply(peer: &mut Peer, other_last: &mut Option<Vec<u8>>, actions: Vec<Action>) {

@@ -289,9 +289,10 @@ fn test(extra: &[String]) -> Result<()> {
         .env("XDPSEC_BIN", &bin)
         .env("XDPSEC_VENV", root().join(".venv")))?;
     // Every fuzz target over its corpus, then 2 s of seeded mutations each,
-    // in the test profile: overflow checks and debug assertions on.
+    // and the fuzz findings' named tests, in the test profile: overflow
+    // checks and debug assertions on.
     run(cargo()
-        .args(["test", "-p", "xdpsec-fuzz", "--test", "corpus"])
+        .args(["test", "-p", "xdpsec-fuzz", "--tests"])
         .args(extra))
 }
 

@@ -2264,7 +2264,15 @@ impl Core {
                 None
             }
         });
-        let Some(nr) = nr else { return };
+        let Some(nr) = nr else {
+            self.log(
+                p,
+                false,
+                "CREATE_CHILD_SA response without a nonce; child not created",
+            );
+            self.used_spis.remove(&spi_in);
+            return;
+        };
         let shared = match dh {
             Some(d) => {
                 let ke = m.payloads.iter().find_map(|p| {
@@ -2309,6 +2317,8 @@ impl Core {
                         None
                     }
                 });
+                // Never installed here: the SPI is free again either way.
+                self.used_spis.remove(&spi_in);
                 if props
                     .and_then(|x| Self::accepted_esp(&esp_list, x, pfs))
                     .is_some()
@@ -2316,8 +2326,6 @@ impl Core {
                     self.sas[i]
                         .queue
                         .push_back(Work::DeleteChildren(vec![spi_in]));
-                } else {
-                    self.used_spis.remove(&spi_in);
                 }
                 return;
             }

@@ -638,6 +638,12 @@ fn simultaneous_child_rekey_resolved_by_nonces() {
             n.logs(0).contains("simultaneous rekey") && n.logs(1).contains("simultaneous rekey")
         );
         assert!(n.violations.is_empty(), "{:?}", n.violations);
+        // The redundant child's SPI is free again (it leaked before; found
+        // by the ike_core fuzz target's SPI bound): one SPI per child left.
+        for side in [0, 1] {
+            let f = n.nodes[side].ike.footprint();
+            assert_eq!(f.spis, f.child_sas, "side {side}: {f:?}");
+        }
     }
 }
 
