@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use ring::rand::SystemRandom;
 use xdpsec_ike::crypto::{self, Dh, IkeKeys};
 use xdpsec_ike::proposal::{esp_sa_payload, ike_sa_payload};
-use xdpsec_ike::timers::{COOKIE_THRESHOLD, LOG_LIMIT_SENDERS};
+use xdpsec_ike::timers::{
+    COOKIE_THRESHOLD, LOG_LIMIT_SENDERS, MAX_CHILD_SAS, MAX_IKE_SAS_PER_PEER,
+};
 use xdpsec_ike::wire::{
     self, DeleteRepr, FLAG_INITIATOR, FLAG_RESPONSE, HeaderRepr, Message, NotifyRepr, Payload,
     TsRepr, id_type, notify, payload_type,
@@ -321,12 +323,19 @@ impl Peer {
 }
 
 /// The bounds of the core's tables, whatever the script does: half-open
-/// SAs stop at the cookie threshold, the rest must not pile up.
+/// SAs stop at the cookie threshold, established ones at
+/// [`MAX_IKE_SAS_PER_PEER`] per tunnel (2 tunnels; besides, those being
+/// deleted), their children at [`MAX_CHILD_SAS`] each.
 fn check_footprint(ike: &Ike) {
     let f = ike.footprint();
-    assert!(f.ike_sas <= COOKIE_THRESHOLD + 16, "IKE SAs pile up: {f:?}");
-    assert!(f.child_sas <= 32, "child SAs pile up: {f:?}");
-    assert!(f.queued <= 16, "queued work piles up: {f:?}");
+    let ike_sas = COOKIE_THRESHOLD + 2 * (MAX_IKE_SAS_PER_PEER + 2);
+    assert!(f.ike_sas <= ike_sas, "IKE SAs pile up: {f:?}");
+    let children = 2 * (MAX_IKE_SAS_PER_PEER + 2) * MAX_CHILD_SAS;
+    assert!(f.child_sas <= children, "child SAs pile up: {f:?}");
+    // Per IKE SA: a delete and a new child for each child (all expiring
+    // at once), and a few more.
+    let queued = f.ike_sas * (2 * MAX_CHILD_SAS + 4);
+    assert!(f.queued <= queued, "queued work piles up: {f:?}");
     // Each IKE SA holds at most one SPI for a child still to come.
     assert!(f.spis <= f.child_sas + f.ike_sas, "SPIs leak: {f:?}");
     assert!(

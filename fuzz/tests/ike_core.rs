@@ -14,3 +14,50 @@ fn a_child_response_without_a_nonce_gives_the_spi_back() {
     // with the SPI for its first child; the rekey's SPI is back.
     assert_eq!((f.ike_sas, f.child_sas, f.spis), (2, 1, 2), "{f:?}");
 }
+
+#[test]
+fn a_peer_asking_for_child_after_child_is_refused_past_the_limit() {
+    // Found by the ike_core fuzz target: 33 CREATE_CHILD_SA requests for
+    // new children made 33 inbound SAs. IKE_SA_INIT, IKE_AUTH, then 12
+    // requests from template 3 (a new child).
+    let mut script = vec![op(1, 0), op(2, 0)];
+    for _ in 0..12 {
+        script.extend([op(3, 0), 3]);
+    }
+    let f = ike::play(&script).footprint();
+    assert_eq!(f.child_sas, xdpsec_ike::timers::MAX_CHILD_SAS, "{f:?}");
+}
+
+#[test]
+fn a_peer_authenticating_again_and_again_replaces_its_oldest_ike_sa() {
+    // IKE_SA_INIT and IKE_AUTH 8 times, without INITIAL_CONTACT.
+    let script: Vec<u8> = (0..8).flat_map(|_| [op(1, 0), op(2, 0)]).collect();
+    let core = ike::play(&script);
+    let f = core.footprint();
+    // Tunnel2's attempt besides.
+    assert_eq!(
+        f.ike_sas,
+        xdpsec_ike::timers::MAX_IKE_SAS_PER_PEER + 1,
+        "{f:?}"
+    );
+    assert_eq!(
+        f.child_sas,
+        xdpsec_ike::timers::MAX_IKE_SAS_PER_PEER,
+        "{f:?}"
+    );
+}
+
+#[test]
+fn a_child_made_on_the_old_ike_sa_of_a_rekey_goes_with_it() {
+    // Found by the ike_core fuzz target: the old IKE SA of a rekey was
+    // forgotten on the peer's DELETE as if it had no children, but the
+    // peer had made one on it after the rekey: its inbound SA stayed in
+    // the datapath and its SPI in the core. IKE_SA_INIT, IKE_AUTH, an IKE
+    // rekey (template 5; the script stays on the old SA), a new child
+    // (template 3) on the old SA, then its DELETE (template 2).
+    let script = [op(1, 0), op(2, 0), op(3, 0), 5, op(3, 0), 3, op(3, 0), 2];
+    let core = ike::play(&script);
+    let f = core.footprint();
+    // The new IKE SA with the first child, Tunnel2's attempt with its SPI.
+    assert_eq!((f.ike_sas, f.child_sas, f.spis), (2, 1, 2), "{f:?}");
+}

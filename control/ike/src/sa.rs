@@ -818,9 +818,44 @@ impl Core {
             Input::Command(c) => self.command(now, c),
             Input::UnknownSpi { peer, spi } => self.unknown_spi(now, peer, spi),
         }
+        self.limit_ike_sas(now);
         self.timers(now);
         self.kick(now);
         std::mem::take(&mut self.out)
+    }
+
+    /// At most [`MAX_IKE_SAS_PER_PEER`] established IKE SAs per tunnel: a
+    /// peer that authenticates or rekeys again and again loses its oldest
+    /// ones, those a rekey already replaced first.
+    fn limit_ike_sas(&mut self, now: Instant) {
+        if self.sas.len() <= MAX_IKE_SAS_PER_PEER {
+            return;
+        }
+        let mut count: HashMap<usize, usize> = HashMap::new();
+        for s in self.sas.iter().filter(|s| s.state == State::Ready) {
+            *count.entry(s.peer).or_default() += 1;
+        }
+        for (p, mut n) in count {
+            while n > MAX_IKE_SAS_PER_PEER {
+                let Some((_, j)) = self
+                    .sas
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.peer == p && s.state == State::Ready)
+                    .map(|(j, s)| ((!s.rekeyed, s.established), j))
+                    .min()
+                else {
+                    break;
+                };
+                self.log(
+                    p,
+                    false,
+                    format!("more than {MAX_IKE_SAS_PER_PEER} IKE SAs with the peer; deleting the oldest and its child SAs"),
+                );
+                self.drop_sa(j, now, None);
+                n -= 1;
+            }
+        }
     }
 
     pub(crate) fn next_timeout(&self) -> Option<Instant> {
@@ -3026,6 +3061,24 @@ impl Core {
             },
             None => None,
         };
+        // A peer that keeps asking for children (new ones, or rekeys whose
+        // old SA it never deletes): each is an inbound SA in the datapath.
+        if self.sas[i].children.len() >= MAX_CHILD_SAS {
+            self.log(
+                p,
+                false,
+                format!(
+                    "CREATE_CHILD_SA refused: the IKE SA has {MAX_CHILD_SAS} child SAs already; answered NO_ADDITIONAL_SAS"
+                ),
+            );
+            self.respond(
+                i,
+                wire::CREATE_CHILD_SA,
+                msg_id,
+                &[Self::notify_payload(notify::NO_ADDITIONAL_SAS, vec![])],
+            );
+            return;
+        }
         let pfs = ke.is_some();
         let (num, spi_out, esp, lts, rts) = match self.child_offer(i, m, pfs, old) {
             Ok(x) if pfs && x.2.dh.is_none() => {
@@ -3207,12 +3260,9 @@ impl Core {
             } else {
                 Some(REINITIATE_DELAY)
             };
-            if self.sas[i].rekeyed {
-                // The old SA of a rekey: its children already moved.
-                self.sas.remove(i);
-            } else {
-                self.drop_sa(i, now, re);
-            }
+            // (The old SA of a rekey: its children moved to the new one,
+            // but the peer may have made more on it since.)
+            self.drop_sa(i, now, re);
             return;
         }
         self.respond(i, wire::INFORMATIONAL, msg_id, &answer);
