@@ -61,3 +61,17 @@ fn a_child_made_on_the_old_ike_sa_of_a_rekey_goes_with_it() {
     // The new IKE SA with the first child, Tunnel2's attempt with its SPI.
     assert_eq!((f.ike_sas, f.child_sas, f.spis), (2, 1, 2), "{f:?}");
 }
+
+#[test]
+fn clear_crypto_sa_repeated_towards_a_silent_peer_queues_one_new_child() {
+    // Found by the ike_core fuzz target: each `clear crypto sa peer` queued
+    // one more new child while the peer did not answer. IKE_SA_INIT,
+    // IKE_AUTH, then the command 20 times (the script never answers).
+    let mut script = vec![op(1, 0), op(2, 0)];
+    for _ in 0..20 {
+        script.extend([op(9, 0), 0]);
+    }
+    let f = ike::play(&script).footprint();
+    // The DELETE in flight, one new child queued behind it.
+    assert!(f.queued <= 2, "{f:?}");
+}

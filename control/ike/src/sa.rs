@@ -3297,7 +3297,15 @@ impl Core {
                 if !spis.is_empty() {
                     self.sas[i].queue.push_front(Work::DeleteChildren(spis));
                 }
-                self.sas[i].queue.push_back(Work::NewChild);
+                // One new child however often the command comes before it
+                // is made (a silent peer queued one per command).
+                if !self.sas[i]
+                    .queue
+                    .iter()
+                    .any(|w| matches!(w, Work::NewChild))
+                {
+                    self.sas[i].queue.push_back(Work::NewChild);
+                }
             }
             Command::ClearIkeSas(peer) => {
                 let mut i = 0;
