@@ -75,3 +75,22 @@ fn clear_crypto_sa_repeated_towards_a_silent_peer_queues_one_new_child() {
     // The DELETE in flight, one new child queued behind it.
     assert!(f.queued <= 2, "{f:?}");
 }
+
+#[test]
+fn work_for_a_silent_peer_does_not_pile_up() {
+    // Found by the ike_core fuzz target: children expiring while the peer
+    // answered nothing queued a DELETE and a new child each, without end
+    // as the peer made new ones. IKE_SA_INIT, IKE_AUTH, then 3 rounds of 7
+    // new children (template 3) and a clock step past their lifetime
+    // (10 min: 9,400 x 64 ms) with its timer; the script never answers.
+    let mut script = vec![op(1, 0), op(2, 0)];
+    for _ in 0..3 {
+        for _ in 0..7 {
+            script.extend([op(3, 0), 3]);
+        }
+        script.extend([op(8, 0), 0x24, 0xb8, op(7, 0)]);
+    }
+    let f = ike::play(&script).footprint();
+    // One DELETE (of every expired child) and one new child queued.
+    assert!(f.queued <= 2, "{f:?}");
+}

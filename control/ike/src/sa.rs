@@ -168,6 +168,33 @@ struct IkeSa {
     peer_ike_rekey: Option<(Vec<u8>, Vec<u8>, u32)>,
 }
 
+impl IkeSa {
+    /// Queue work for the request window, without piling it up while the
+    /// window is stuck (a silent peer): one new child at most, and the
+    /// children to delete in one DELETE.
+    fn enqueue(&mut self, w: Work) {
+        match w {
+            Work::NewChild if self.queue.iter().any(|q| matches!(q, Work::NewChild)) => {}
+            Work::DeleteChildren(spis) => {
+                match self.queue.iter_mut().find_map(|q| match q {
+                    Work::DeleteChildren(v) => Some(v),
+                    _ => None,
+                }) {
+                    Some(v) => {
+                        for s in spis {
+                            if !v.contains(&s) {
+                                v.push(s);
+                            }
+                        }
+                    }
+                    None => self.queue.push_back(Work::DeleteChildren(spis)),
+                }
+            }
+            w => self.queue.push_back(w),
+        }
+    }
+}
+
 /// Kinds of log lines an unauthenticated sender can cause at will: at
 /// most one a [`LOG_INTERVAL`] per sender address and kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -1064,8 +1091,8 @@ impl Core {
                 self.sas[i]
                     .queue
                     .retain(|w| !matches!(w, Work::RekeyChild(s) if *s == spi));
-                self.sas[i].queue.push_back(Work::DeleteChildren(vec![spi]));
-                self.sas[i].queue.push_back(Work::NewChild);
+                self.sas[i].enqueue(Work::DeleteChildren(vec![spi]));
+                self.sas[i].enqueue(Work::NewChild);
                 continue;
             }
             if !c.superseded && !c.deleting && c.pending_out.is_none() && c.rekey_at <= now {
@@ -2162,9 +2189,7 @@ impl Core {
                 "child SA: the peer chose an ESP proposal we did not offer; deleting it",
             );
             self.used_spis.remove(&spi_in);
-            self.sas[i]
-                .queue
-                .push_back(Work::DeleteChildren(vec![spi_in]));
+            self.sas[i].enqueue(Work::DeleteChildren(vec![spi_in]));
             return None;
         };
         let (local_ts, remote_ts) =
@@ -2208,9 +2233,7 @@ impl Core {
             self.used_spis.remove(&spi_in);
             let msg_id = self.sas[i].next_req_id;
             let _ = msg_id;
-            self.sas[i]
-                .queue
-                .push_back(Work::DeleteChildren(vec![spi_in]));
+            self.sas[i].enqueue(Work::DeleteChildren(vec![spi_in]));
             return None;
         }
         let keys = self.child_keys(i, shared, ni, nr, &esp, spi_in, spi_out, true)?;
@@ -2358,9 +2381,7 @@ impl Core {
                     .and_then(|x| Self::accepted_esp(&esp_list, x, pfs))
                     .is_some()
                 {
-                    self.sas[i]
-                        .queue
-                        .push_back(Work::DeleteChildren(vec![spi_in]));
+                    self.sas[i].enqueue(Work::DeleteChildren(vec![spi_in]));
                 }
                 return;
             }
@@ -2390,7 +2411,7 @@ impl Core {
             // inbound SA decrypts until the peer has answered our DELETE.
             c.superseded = true;
             c.deleting = true;
-            self.sas[i].queue.push_back(Work::DeleteChildren(vec![old]));
+            self.sas[i].enqueue(Work::DeleteChildren(vec![old]));
         }
     }
 
@@ -3224,10 +3245,8 @@ impl Core {
                         let spi_in = c.spi_in;
                         self.log(p, false, format!("peer reports our ESP SPI 0x{spi:08x} as invalid (INVALID_SPI); deleting that child SA and negotiating a new one"));
                         self.remove_child(i, spi_in);
-                        self.sas[i]
-                            .queue
-                            .push_back(Work::DeleteChildren(vec![spi_in]));
-                        self.sas[i].queue.push_back(Work::NewChild);
+                        self.sas[i].enqueue(Work::DeleteChildren(vec![spi_in]));
+                        self.sas[i].enqueue(Work::NewChild);
                     }
                 }
                 _ => {}
@@ -3299,13 +3318,7 @@ impl Core {
                 }
                 // One new child however often the command comes before it
                 // is made (a silent peer queued one per command).
-                if !self.sas[i]
-                    .queue
-                    .iter()
-                    .any(|w| matches!(w, Work::NewChild))
-                {
-                    self.sas[i].queue.push_back(Work::NewChild);
-                }
+                self.sas[i].enqueue(Work::NewChild);
             }
             Command::ClearIkeSas(peer) => {
                 let mut i = 0;
