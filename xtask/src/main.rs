@@ -116,11 +116,15 @@ enum Cmd {
         #[arg(long, hide = true)]
         no_build: bool,
     },
-    /// Fuzz the receive path for a bounded time.
+    /// Fuzz every parser a network peer reaches (cargo-fuzz), each target
+    /// for a bounded time.
     Fuzz {
-        /// Seconds to run.
+        /// Seconds per target.
         #[arg(long, default_value_t = 60)]
         seconds: u64,
+        /// Only this target (a file name of fuzz/libfuzzer/fuzz_targets).
+        #[arg(long)]
+        only: Option<String>,
     },
 }
 
@@ -271,7 +275,7 @@ fn main() -> ExitCode {
             }
             soak::run(seconds.unwrap_or(minutes * 60), only)
         }),
-        Cmd::Fuzz { seconds } => fuzz(seconds),
+        Cmd::Fuzz { seconds, only } => fuzz(seconds, only.as_deref()),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -285,8 +289,25 @@ fn main() -> ExitCode {
 /// The protocol and datapath crates whose unit and known-answer tests run
 /// a second time with integer overflow checks and `debug_assert!` on, and
 /// their test targets that do (all but the strongSwan interop, an e2e test).
-const CHECKED: [&str; 4] = ["xdpsec-datapath", "xdpsec-ike", "xdpsec-omp", "xdpsec-bfd"];
-const CHECKED_TESTS: [&str; 5] = ["pair", "reference", "single", "fabric", "wire"];
+/// `xdpsec-fuzz` is among them: every fuzz target over its corpus, then
+/// 2 s of seeded mutations each, and the fuzz findings' named tests, run
+/// against the checked builds of the crates they fuzz.
+const CHECKED: [&str; 5] = [
+    "xdpsec-datapath",
+    "xdpsec-ike",
+    "xdpsec-omp",
+    "xdpsec-bfd",
+    "xdpsec-fuzz",
+];
+const CHECKED_TESTS: [&str; 7] = [
+    "pair",
+    "reference",
+    "single",
+    "fabric",
+    "wire",
+    "corpus",
+    "ike_core",
+];
 
 fn test(extra: &[String]) -> Result<()> {
     // The same features for the binary and the workspace's tests, so
@@ -332,7 +353,10 @@ fn test(extra: &[String]) -> Result<()> {
             CHECKED.join(", ")
         );
     }
-    run(test().arg("--workspace").args(TEST_FEATURES).args(extra))
+    run(test()
+        .args(["--workspace", "--exclude", "xdpsec-fuzz"])
+        .args(TEST_FEATURES)
+        .args(extra))
 }
 
 /// Print each benchmark's mean time over its baseline's, from criterion's
@@ -391,7 +415,20 @@ fn print_ratios() -> Result<()> {
     Ok(())
 }
 
-fn fuzz(seconds: u64) -> Result<()> {
+/// One cargo-fuzz run's final stats (libFuzzer's `-print_final_stats`).
+#[derive(Default)]
+struct FuzzStats {
+    runs: u64,
+    per_sec: u64,
+    peak_rss_mb: u64,
+}
+
+/// Every cargo-fuzz target (fuzz/libfuzzer) for `seconds` each, from the
+/// seed and regression corpus fuzz/corpus/<target> (read only; new inputs
+/// go to target/fuzz-corpus/<target>), with libFuzzer's memory limits.
+/// Crashes land in fuzz/libfuzzer/artifacts/<target>/.
+fn fuzz(seconds: u64, only: Option<&str>) -> Result<()> {
+    use std::io::{BufRead, BufReader, Write};
     setup()?;
     if Command::new("cargo")
         .args(["fuzz", "--version"])
@@ -402,14 +439,77 @@ fn fuzz(seconds: u64) -> Result<()> {
         println!("[fuzz] cargo install cargo-fuzz");
         run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
     }
-    run(Command::new("cargo")
-        .current_dir(root().join("datapath"))
-        .env("RUSTC_BOOTSTRAP", "1")
-        .args([
-            "fuzz",
-            "run",
-            "decap",
-            "--",
-            &format!("-max_total_time={seconds}"),
-        ]))
+    let dir = root().join("fuzz/libfuzzer");
+    let mut targets: Vec<String> = std::fs::read_dir(dir.join("fuzz_targets"))?
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            (p.extension()? == "rs").then(|| p.file_stem()?.to_str().map(str::to_owned))?
+        })
+        .filter(|t| only.is_none_or(|o| o == t))
+        .collect();
+    targets.sort();
+    if targets.is_empty() {
+        bail!("no fuzz target {}", only.unwrap_or_default());
+    }
+    let mut report = Vec::new();
+    let mut failed = Vec::new();
+    for t in &targets {
+        let work = root().join("target/fuzz-corpus").join(t);
+        std::fs::create_dir_all(&work)?;
+        println!("[fuzz] {t}: {seconds} s");
+        let mut child = Command::new("cargo")
+            .current_dir(root())
+            .env("RUSTC_BOOTSTRAP", "1")
+            .args(["fuzz", "run", "--fuzz-dir"])
+            .arg(&dir)
+            .arg(t)
+            .arg(&work)
+            .arg(root().join("fuzz/corpus").join(t))
+            .args([
+                "--",
+                &format!("-max_total_time={seconds}"),
+                // Bounded memory: the whole process, and any one allocation.
+                "-rss_limit_mb=2048",
+                "-malloc_limit_mb=256",
+                // An input that takes this long is a finding too.
+                "-timeout=10",
+                "-print_final_stats=1",
+            ])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("running cargo fuzz")?;
+        let mut stats = FuzzStats::default();
+        let stderr = child.stderr.take().context("cargo fuzz stderr")?;
+        for line in BufReader::new(stderr).lines() {
+            let line = line?;
+            let _ = writeln!(std::io::stderr(), "{line}");
+            let num = |key: &str| -> Option<u64> { line.strip_prefix(key)?.trim().parse().ok() };
+            if let Some(n) = num("stat::number_of_executed_units:") {
+                stats.runs = n;
+            } else if let Some(n) = num("stat::average_exec_per_sec:") {
+                stats.per_sec = n;
+            } else if let Some(n) = num("stat::peak_rss_mb:") {
+                stats.peak_rss_mb = n;
+            }
+        }
+        let ok = child.wait()?.success();
+        if !ok {
+            failed.push(t.clone());
+        }
+        report.push(format!(
+            "  {t:<16} {:>10} runs {:>7}/s  peak RSS {:>5} MB  {}",
+            stats.runs,
+            stats.per_sec,
+            stats.peak_rss_mb,
+            if ok { "clean" } else { "FAILED" }
+        ));
+    }
+    println!("\n[fuzz] {seconds} s per target:\n{}", report.join("\n"));
+    if !failed.is_empty() {
+        bail!(
+            "{} found a crash: the input is in fuzz/libfuzzer/artifacts/<target>/; fix it, then add it to fuzz/corpus/<target>/ (replayed by cargo xtask test)",
+            failed.join(", ")
+        );
+    }
+    Ok(())
 }

@@ -492,6 +492,22 @@ pub struct IkeSaView {
     pub children: Vec<(u32, u32)>,
 }
 
+/// Sizes of the core's own tables ([`Ike::footprint`]): what a peer's
+/// messages can make grow, for the fuzz targets and leak checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Footprint {
+    /// IKE SAs, half-open ones included.
+    pub ike_sas: usize,
+    /// Child SAs of all IKE SAs (superseded ones until removed).
+    pub child_sas: usize,
+    /// Work queued for the request windows.
+    pub queued: usize,
+    /// Inbound child SPIs allocated.
+    pub spis: usize,
+    /// Rate-limit entries of unauthenticated senders' log lines.
+    pub log_limits: usize,
+}
+
 /// All IKE tunnels of a node.
 pub struct Ike {
     core: sa::Core,
@@ -515,6 +531,11 @@ impl Ike {
     /// Process one input at `now` and return what to do.
     pub fn handle(&mut self, now: Instant, input: Input<'_>) -> Vec<Action> {
         self.core.handle(now, input)
+    }
+
+    /// Sizes of the core's tables.
+    pub fn footprint(&self) -> Footprint {
+        self.core.footprint()
     }
 
     /// When `handle(now, Input::Timer)` is next due, if ever.

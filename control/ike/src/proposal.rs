@@ -1,5 +1,6 @@
 //! Algorithms: strongSwan proposal notation, IANA transform IDs, key sizes.
 
+use crate::wire::{PROTO_ESP, PROTO_IKE, Payload, ProposalRepr, TransformRepr};
 use crate::{DhGroup, Encr, EspProposal, IkeOffer, IkeProposal, Integ, Prf, ProposalError};
 
 /// Transform type 1: encryption (RFC 7296 3.3.2).
@@ -12,6 +13,88 @@ pub const TRANS_INTEG: u8 = 3;
 pub const TRANS_DH: u8 = 4;
 /// Transform type 5: extended sequence numbers.
 pub const TRANS_ESN: u8 = 5;
+
+/// The SA payload offering these IKE proposals (numbered from 1), folded
+/// into as few proposals as keep their meaning ([`IkeOffer::group`]): IOS
+/// XE's default goes out as the one proposal a router sends; `spi` for an
+/// IKE SA rekey (RFC 7296 1.3.2).
+pub fn ike_sa_payload(props: &[IkeProposal], spi: Option<u64>) -> Payload {
+    let t = |ty, id, key_len| TransformRepr { ty, id, key_len };
+    Payload::Sa(
+        IkeOffer::group(props)
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                let mut ts = Vec::new();
+                for e in &o.encr {
+                    let (eid, kl) = e.transform();
+                    ts.push(t(TRANS_ENCR, eid, Some(kl)));
+                }
+                ts.extend(o.prf.iter().map(|p| t(TRANS_PRF, p.id(), None)));
+                ts.extend(o.integ.iter().map(|i| t(TRANS_INTEG, i.id(), None)));
+                ts.extend(o.dh.iter().map(|g| t(TRANS_DH, g.id(), None)));
+                ProposalRepr {
+                    num: (i + 1) as u8,
+                    protocol: PROTO_IKE,
+                    spi: spi.map(|s| s.to_be_bytes().to_vec()).unwrap_or_default(),
+                    transforms: ts,
+                }
+            })
+            .collect(),
+    )
+}
+
+/// The transforms of one ESP proposal (with its DH group when `with_dh`;
+/// no ESN).
+pub fn esp_transforms(p: &EspProposal, with_dh: bool) -> Vec<TransformRepr> {
+    let (eid, kl) = p.encr.transform();
+    let mut t = vec![TransformRepr {
+        ty: TRANS_ENCR,
+        id: eid,
+        key_len: if p.encr.has_key_len_attr() {
+            Some(kl)
+        } else {
+            None
+        },
+    }];
+    if let Some(i) = p.integ {
+        t.push(TransformRepr {
+            ty: TRANS_INTEG,
+            id: i.id(),
+            key_len: None,
+        });
+    }
+    if with_dh && let Some(g) = p.dh {
+        t.push(TransformRepr {
+            ty: TRANS_DH,
+            id: g.id(),
+            key_len: None,
+        });
+    }
+    // No extended sequence numbers (ESN transform 0).
+    t.push(TransformRepr {
+        ty: TRANS_ESN,
+        id: 0,
+        key_len: None,
+    });
+    t
+}
+
+/// The SA payload offering these ESP proposals with our inbound `spi`.
+pub fn esp_sa_payload(props: &[EspProposal], spi: u32, with_dh: bool) -> Payload {
+    Payload::Sa(
+        props
+            .iter()
+            .enumerate()
+            .map(|(i, p)| ProposalRepr {
+                num: (i + 1) as u8,
+                protocol: PROTO_ESP,
+                spi: spi.to_be_bytes().to_vec(),
+                transforms: esp_transforms(p, with_dh),
+            })
+            .collect(),
+    )
+}
 
 impl Encr {
     /// IANA transform ID and key length in bits (the Key Length attribute).

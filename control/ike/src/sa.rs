@@ -14,10 +14,10 @@ use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
 use crate::{
-    Action, ChildKeys, Command, DhGroup, EspEncap, EspProposal, IkeOffer, IkeProposal, IkeSaStatus,
+    Action, ChildKeys, Command, DhGroup, EspEncap, EspProposal, IkeProposal, IkeSaStatus,
     IkeSaView, Input, PeerConfig, Prefix,
     crypto::{self, Dh, IkeKeys, Secret},
-    proposal::{TRANS_DH, TRANS_ENCR, TRANS_ESN, TRANS_INTEG, TRANS_PRF},
+    proposal::{self, TRANS_DH, TRANS_ESN},
     timers::*,
     wire::{
         self, DeleteRepr, FLAG_INITIATOR, FLAG_RESPONSE, HeaderRepr, Message, NotifyRepr, Payload,
@@ -173,6 +173,33 @@ struct IkeSa {
     /// flight, and the id of the IKE SA it created. Resolved when our own
     /// exchange completes.
     peer_ike_rekey: Option<(Vec<u8>, Vec<u8>, u32)>,
+}
+
+impl IkeSa {
+    /// Queue work for the request window, without piling it up while the
+    /// window is stuck (a silent peer): one new child at most, and the
+    /// children to delete in one DELETE.
+    fn enqueue(&mut self, w: Work) {
+        match w {
+            Work::NewChild if self.queue.iter().any(|q| matches!(q, Work::NewChild)) => {}
+            Work::DeleteChildren(spis) => {
+                match self.queue.iter_mut().find_map(|q| match q {
+                    Work::DeleteChildren(v) => Some(v),
+                    _ => None,
+                }) {
+                    Some(v) => {
+                        for s in spis {
+                            if !v.contains(&s) {
+                                v.push(s);
+                            }
+                        }
+                    }
+                    None => self.queue.push_back(Work::DeleteChildren(spis)),
+                }
+            }
+            w => self.queue.push_back(w),
+        }
+    }
 }
 
 /// Kinds of log lines an unauthenticated sender can cause at will: at
@@ -420,84 +447,6 @@ impl Core {
         v
     }
 
-    /// The SA payload offering `props`, folded into as few proposals as
-    /// keep their meaning ([`IkeOffer::group`]): IOS XE's default goes out
-    /// as the one proposal a router sends.
-    fn ike_sa_payload(props: &[IkeProposal], spi: Option<u64>) -> Payload {
-        let t = |ty, id, key_len| TransformRepr { ty, id, key_len };
-        Payload::Sa(
-            IkeOffer::group(props)
-                .iter()
-                .enumerate()
-                .map(|(i, o)| {
-                    let mut ts = Vec::new();
-                    for e in &o.encr {
-                        let (eid, kl) = e.transform();
-                        ts.push(t(TRANS_ENCR, eid, Some(kl)));
-                    }
-                    ts.extend(o.prf.iter().map(|p| t(TRANS_PRF, p.id(), None)));
-                    ts.extend(o.integ.iter().map(|i| t(TRANS_INTEG, i.id(), None)));
-                    ts.extend(o.dh.iter().map(|g| t(TRANS_DH, g.id(), None)));
-                    ProposalRepr {
-                        num: (i + 1) as u8,
-                        protocol: wire::PROTO_IKE,
-                        spi: spi.map(|s| s.to_be_bytes().to_vec()).unwrap_or_default(),
-                        transforms: ts,
-                    }
-                })
-                .collect(),
-        )
-    }
-
-    fn esp_transforms(p: &EspProposal, with_dh: bool) -> Vec<TransformRepr> {
-        let (eid, kl) = p.encr.transform();
-        let mut t = vec![TransformRepr {
-            ty: TRANS_ENCR,
-            id: eid,
-            key_len: if p.encr.has_key_len_attr() {
-                Some(kl)
-            } else {
-                None
-            },
-        }];
-        if let Some(i) = p.integ {
-            t.push(TransformRepr {
-                ty: TRANS_INTEG,
-                id: i.id(),
-                key_len: None,
-            });
-        }
-        if with_dh && let Some(g) = p.dh {
-            t.push(TransformRepr {
-                ty: TRANS_DH,
-                id: g.id(),
-                key_len: None,
-            });
-        }
-        // No extended sequence numbers (ESN transform 0).
-        t.push(TransformRepr {
-            ty: TRANS_ESN,
-            id: 0,
-            key_len: None,
-        });
-        t
-    }
-
-    fn esp_sa_payload(props: &[EspProposal], spi: u32, with_dh: bool) -> Payload {
-        Payload::Sa(
-            props
-                .iter()
-                .enumerate()
-                .map(|(i, p)| ProposalRepr {
-                    num: (i + 1) as u8,
-                    protocol: wire::PROTO_ESP,
-                    spi: spi.to_be_bytes().to_vec(),
-                    transforms: Self::esp_transforms(p, with_dh),
-                })
-                .collect(),
-        )
-    }
-
     /// Whether a received proposal offers every transform of ours.
     fn offers(theirs: &ProposalRepr, ours: &[TransformRepr]) -> bool {
         ours.iter().all(|o| theirs.transforms.iter().any(|t| t == o))
@@ -511,7 +460,7 @@ impl Core {
     /// Responder: the first of our IKE proposals the peer offers.
     fn select_ike(ours: &[IkeProposal], theirs: &[ProposalRepr]) -> Option<(u8, IkeProposal)> {
         for o in ours {
-            let Payload::Sa(p) = Self::ike_sa_payload(std::slice::from_ref(o), None) else {
+            let Payload::Sa(p) = proposal::ike_sa_payload(std::slice::from_ref(o), None) else {
                 continue;
             };
             for t in theirs.iter().filter(|t| t.protocol == wire::PROTO_IKE) {
@@ -537,7 +486,7 @@ impl Core {
                 dh: if pfs { configured.dh } else { None },
                 ..configured.clone()
             };
-            let mine = Self::esp_transforms(&o, pfs);
+            let mine = proposal::esp_transforms(&o, pfs);
             for t in theirs
                 .iter()
                 .filter(|t| t.protocol == wire::PROTO_ESP && t.spi.len() == 4)
@@ -556,7 +505,7 @@ impl Core {
         let [t] = theirs else { return None };
         ours.iter()
             .find(|o| {
-                let Payload::Sa(p) = Self::ike_sa_payload(std::slice::from_ref(o), None) else {
+                let Payload::Sa(p) = proposal::ike_sa_payload(std::slice::from_ref(o), None) else {
                     return false;
                 };
                 Self::offers(t, &p[0].transforms) && t.transforms.len() == p[0].transforms.len()
@@ -580,7 +529,7 @@ impl Core {
                     dh: if pfs { configured.dh } else { None },
                     ..(*configured).clone()
                 };
-                Self::offers(t, &Self::esp_transforms(&o, pfs))
+                Self::offers(t, &proposal::esp_transforms(&o, pfs))
             })
             .map(|o| (spi, o.clone()))
     }
@@ -920,8 +869,17 @@ impl Core {
             self.remove_child(i, s);
         }
         let sa = self.sas.remove(i);
+        // SPIs taken for children that never came: the first child's of a
+        // handshake that did not finish, an outstanding CREATE_CHILD_SA's.
         if let Some(n) = &sa.neg {
             self.used_spis.remove(&n.child_spi);
+        }
+        if let Some(Pending {
+            sent: Sent::Child { spi_in, .. },
+            ..
+        }) = &sa.pending
+        {
+            self.used_spis.remove(spi_in);
         }
         if (sa.state == State::Ready || sa.state == State::Deleting) && !sa.rekeyed {
             self.log(sa.peer, true, "%IKEV2-5-SA_DOWN: SA DOWN");
@@ -953,9 +911,44 @@ impl Core {
             Input::Command(c) => self.command(now, c),
             Input::UnknownSpi { peer, spi } => self.unknown_spi(now, peer, spi),
         }
+        self.limit_ike_sas(now);
         self.timers(now);
         self.kick(now);
         std::mem::take(&mut self.out)
+    }
+
+    /// At most [`MAX_IKE_SAS_PER_PEER`] established IKE SAs per tunnel: a
+    /// peer that authenticates or rekeys again and again loses its oldest
+    /// ones, those a rekey already replaced first.
+    fn limit_ike_sas(&mut self, now: Instant) {
+        if self.sas.len() <= MAX_IKE_SAS_PER_PEER {
+            return;
+        }
+        let mut count: HashMap<usize, usize> = HashMap::new();
+        for s in self.sas.iter().filter(|s| s.state == State::Ready) {
+            *count.entry(s.peer).or_default() += 1;
+        }
+        for (p, mut n) in count {
+            while n > MAX_IKE_SAS_PER_PEER {
+                let Some((_, j)) = self
+                    .sas
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.peer == p && s.state == State::Ready)
+                    .map(|(j, s)| ((!s.rekeyed, s.established), j))
+                    .min()
+                else {
+                    break;
+                };
+                self.log(
+                    p,
+                    false,
+                    format!("more than {MAX_IKE_SAS_PER_PEER} IKE SAs with the peer; deleting the oldest and its child SAs"),
+                );
+                self.drop_sa(j, now, None);
+                n -= 1;
+            }
+        }
     }
 
     pub(crate) fn next_timeout(&self) -> Option<Instant> {
@@ -1002,6 +995,16 @@ impl Core {
             }
         }
         t
+    }
+
+    pub(crate) fn footprint(&self) -> crate::Footprint {
+        crate::Footprint {
+            ike_sas: self.sas.len(),
+            child_sas: self.sas.iter().map(|s| s.children.len()).sum(),
+            queued: self.sas.iter().map(|s| s.queue.len()).sum(),
+            spis: self.used_spis.len(),
+            log_limits: self.noise.len(),
+        }
     }
 
     pub(crate) fn sas(&self, now: Instant) -> Vec<IkeSaView> {
@@ -1170,8 +1173,8 @@ impl Core {
                 self.sas[i]
                     .queue
                     .retain(|w| !matches!(w, Work::RekeyChild(s) if *s == spi));
-                self.sas[i].queue.push_back(Work::DeleteChildren(vec![spi]));
-                self.sas[i].queue.push_back(Work::NewChild);
+                self.sas[i].enqueue(Work::DeleteChildren(vec![spi]));
+                self.sas[i].enqueue(Work::NewChild);
                 continue;
             }
             if !c.superseded && !c.deleting && c.pending_out.is_none() && c.rekey_at <= now {
@@ -1306,7 +1309,7 @@ impl Core {
             None => None,
         };
         let mut p = vec![
-            Self::esp_sa_payload(&esp_list, spi_in, true),
+            proposal::esp_sa_payload(&esp_list, spi_in, true),
             Payload::Nonce(ni.clone()),
         ];
         if let Some(d) = &dh {
@@ -1362,7 +1365,7 @@ impl Core {
                     return;
                 };
                 let p = vec![
-                    Self::ike_sa_payload(std::slice::from_ref(&prop), Some(spi)),
+                    proposal::ike_sa_payload(std::slice::from_ref(&prop), Some(spi)),
                     Payload::Nonce(ni.clone()),
                     Payload::Ke {
                         group: prop.dh.id(),
@@ -1491,7 +1494,7 @@ impl Core {
         if let Some(c) = sa.neg.as_ref().and_then(|n| n.cookie.clone()) {
             p.push(Self::notify_payload(notify::COOKIE, c));
         }
-        p.push(Self::ike_sa_payload(&cfg.ike_proposals, None));
+        p.push(proposal::ike_sa_payload(&cfg.ike_proposals, None));
         p.push(Payload::Ke {
             group: group.id(),
             data: dh.public().to_vec(),
@@ -1706,7 +1709,7 @@ impl Core {
         {
             p.push(Self::notify_payload(notify::INITIAL_CONTACT, vec![]));
         }
-        p.push(Self::esp_sa_payload(
+        p.push(proposal::esp_sa_payload(
             &cfg.esp_proposals,
             neg.child_spi,
             false,
@@ -1884,7 +1887,7 @@ impl Core {
         let spi_i = m.header.spi_i;
         let nr = self.nonce();
         let nat = cfg.force_encap || Self::nat_detected(m, spi_i, 0, local, remote);
-        let mut sa_prop = Self::ike_sa_payload(std::slice::from_ref(&prop), None);
+        let mut sa_prop = proposal::ike_sa_payload(std::slice::from_ref(&prop), None);
         if let Payload::Sa(ps) = &mut sa_prop {
             ps[0].num = num;
         }
@@ -2295,9 +2298,7 @@ impl Core {
                 "child SA: the peer chose an ESP proposal we did not offer; deleting it",
             );
             self.used_spis.remove(&spi_in);
-            self.sas[i]
-                .queue
-                .push_back(Work::DeleteChildren(vec![spi_in]));
+            self.sas[i].enqueue(Work::DeleteChildren(vec![spi_in]));
             return None;
         };
         let (local_ts, remote_ts) =
@@ -2341,9 +2342,7 @@ impl Core {
             self.used_spis.remove(&spi_in);
             let msg_id = self.sas[i].next_req_id;
             let _ = msg_id;
-            self.sas[i]
-                .queue
-                .push_back(Work::DeleteChildren(vec![spi_in]));
+            self.sas[i].enqueue(Work::DeleteChildren(vec![spi_in]));
             return None;
         }
         let keys = self.child_keys(i, shared, ni, nr, &esp, spi_in, spi_out, true)?;
@@ -2432,7 +2431,15 @@ impl Core {
                 None
             }
         });
-        let Some(nr) = nr else { return };
+        let Some(nr) = nr else {
+            self.log(
+                p,
+                false,
+                "CREATE_CHILD_SA response without a nonce; child not created",
+            );
+            self.used_spis.remove(&spi_in);
+            return;
+        };
         let shared = match dh {
             Some(d) => {
                 let ke = m.payloads.iter().find_map(|p| {
@@ -2477,15 +2484,13 @@ impl Core {
                         None
                     }
                 });
+                // Never installed here: the SPI is free again either way.
+                self.used_spis.remove(&spi_in);
                 if props
                     .and_then(|x| Self::accepted_esp(&esp_list, x, pfs))
                     .is_some()
                 {
-                    self.sas[i]
-                        .queue
-                        .push_back(Work::DeleteChildren(vec![spi_in]));
-                } else {
-                    self.used_spis.remove(&spi_in);
+                    self.sas[i].enqueue(Work::DeleteChildren(vec![spi_in]));
                 }
                 return;
             }
@@ -2515,7 +2520,7 @@ impl Core {
             // inbound SA decrypts until the peer has answered our DELETE.
             c.superseded = true;
             c.deleting = true;
-            self.sas[i].queue.push_back(Work::DeleteChildren(vec![old]));
+            self.sas[i].enqueue(Work::DeleteChildren(vec![old]));
         }
     }
 
@@ -2991,7 +2996,7 @@ impl Core {
         remote_ts: &[Prefix],
         pfs: bool,
     ) -> Vec<Payload> {
-        let mut sa = Self::esp_sa_payload(std::slice::from_ref(esp), spi_in, pfs);
+        let mut sa = proposal::esp_sa_payload(std::slice::from_ref(esp), spi_in, pfs);
         if let Payload::Sa(p) = &mut sa {
             p[0].num = num;
         }
@@ -3186,7 +3191,7 @@ impl Core {
             let public = dh.public().to_vec();
             let Ok(shared) = dh.agree(&kd) else { return };
             let spi_r = self.random_u64();
-            let mut sa = Self::ike_sa_payload(std::slice::from_ref(&prop), Some(spi_r));
+            let mut sa = proposal::ike_sa_payload(std::slice::from_ref(&prop), Some(spi_r));
             if let Payload::Sa(x) = &mut sa {
                 x[0].num = num;
             }
@@ -3240,6 +3245,24 @@ impl Core {
             },
             None => None,
         };
+        // A peer that keeps asking for children (new ones, or rekeys whose
+        // old SA it never deletes): each is an inbound SA in the datapath.
+        if self.sas[i].children.len() >= MAX_CHILD_SAS {
+            self.log(
+                p,
+                false,
+                format!(
+                    "CREATE_CHILD_SA refused: the IKE SA has {MAX_CHILD_SAS} child SAs already; answered NO_ADDITIONAL_SAS"
+                ),
+            );
+            self.respond(
+                i,
+                wire::CREATE_CHILD_SA,
+                msg_id,
+                &[Self::notify_payload(notify::NO_ADDITIONAL_SAS, vec![])],
+            );
+            return;
+        }
         let pfs = ke.is_some();
         let (num, spi_out, esp, lts, rts) = match self.child_offer(i, m, pfs, old) {
             Ok(x) if pfs && x.2.dh.is_none() => {
@@ -3385,10 +3408,8 @@ impl Core {
                         let spi_in = c.spi_in;
                         self.log(p, false, format!("peer reports our ESP SPI 0x{spi:08x} as invalid (INVALID_SPI); deleting that child SA and negotiating a new one"));
                         self.remove_child(i, spi_in);
-                        self.sas[i]
-                            .queue
-                            .push_back(Work::DeleteChildren(vec![spi_in]));
-                        self.sas[i].queue.push_back(Work::NewChild);
+                        self.sas[i].enqueue(Work::DeleteChildren(vec![spi_in]));
+                        self.sas[i].enqueue(Work::NewChild);
                     }
                 }
                 _ => {}
@@ -3421,12 +3442,9 @@ impl Core {
             } else {
                 Some(REINITIATE_DELAY)
             };
-            if self.sas[i].rekeyed {
-                // The old SA of a rekey: its children already moved.
-                self.sas.remove(i);
-            } else {
-                self.drop_sa(i, now, re);
-            }
+            // (The old SA of a rekey: its children moved to the new one,
+            // but the peer may have made more on it since.)
+            self.drop_sa(i, now, re);
             return;
         }
         self.respond(i, wire::INFORMATIONAL, msg_id, &answer);
@@ -3461,7 +3479,9 @@ impl Core {
                 if !spis.is_empty() {
                     self.sas[i].queue.push_front(Work::DeleteChildren(spis));
                 }
-                self.sas[i].queue.push_back(Work::NewChild);
+                // One new child however often the command comes before it
+                // is made (a silent peer queued one per command).
+                self.sas[i].enqueue(Work::NewChild);
             }
             Command::ClearIkeSas(peer) => {
                 self.delete_ike_sas(now, peer, "clearing the IKE SA on command")

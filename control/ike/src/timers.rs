@@ -79,6 +79,17 @@ pub const HALF_OPEN_MAX_PER_PEER: usize = 5;
 /// whatever the number of tunnels): beyond it an IKE_SA_INIT is dropped.
 pub const HALF_OPEN_MAX: usize = 256;
 
+/// Child SAs an IKE SA holds at most (superseded ones until removed
+/// included): beyond, the peer's CREATE_CHILD_SA is answered
+/// NO_ADDITIONAL_SAS (RFC 7296 1.3). One live child, one in its rekey
+/// grace and a collision's need three.
+pub const MAX_CHILD_SAS: usize = 8;
+
+/// Established IKE SAs with one peer at most: a peer that authenticates
+/// again and again (without INITIAL_CONTACT) replaces its oldest one, as
+/// strongSwan's `uniqueids`. One, its rekey and a collision need three.
+pub const MAX_IKE_SAS_PER_PEER: usize = 4;
+
 /// The old IKE SA of a rekey is dropped after this if the peer never
 /// deleted it (its children moved to the new SA already).
 pub const REKEYED_LINGER: Duration = Duration::from_secs(60);

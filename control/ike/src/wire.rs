@@ -68,6 +68,8 @@ pub mod notify {
     pub const INVALID_KE_PAYLOAD: u16 = 17;
     /// Error: AUTH failed.
     pub const AUTHENTICATION_FAILED: u16 = 24;
+    /// Error: no more child SAs on this IKE SA.
+    pub const NO_ADDITIONAL_SAS: u16 = 35;
     /// Error: TS not acceptable.
     pub const TS_UNACCEPTABLE: u16 = 38;
     /// Error: temporary failure (rekey collision).

@@ -705,6 +705,39 @@ fn retransmission_backoff_then_give_up() {
     );
 }
 
+#[test]
+fn unanswered_attempts_give_their_child_spi_back() {
+    // Found by the ike_core fuzz target (fuzz/corpus/ike_core/crash-*):
+    // each IKE_SA_INIT took an SPI for its first child, and an attempt
+    // given up kept it: an unreachable peer grew the core's SPI set by
+    // one every 36 s, forever. (Attempts now come 31 s plus a backoff of
+    // 5, 10, then 20 s apart: about 12 in 600 s.)
+    let mut n = pair(&["aes256gcm16-prfsha256-x25519"], &["aes256gcm16"]);
+    n.drop = Box::new(|_, _, _| true);
+    n.run_for(Duration::from_secs(600));
+    let attempts = n.logs(0).matches("initiating IKE SA").count();
+    assert!(attempts >= 9, "{}", n.logs(0));
+    let f = n.nodes[0].ike.footprint();
+    // Only the attempt in flight holds one.
+    assert!(
+        f.spis <= 1 && f.ike_sas <= 1,
+        "{f:?} after {attempts} attempts"
+    );
+
+    // A child rekey left unanswered: the IKE SA is given up with its
+    // CREATE_CHILD_SA outstanding, whose SPI goes back too.
+    let mut n = established("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    n.check_mbb = false;
+    n.drop = Box::new(|_, _, _| true);
+    let peer = n.nodes[1].addr;
+    let acts = n.nodes[0].ike.rekey_now(n.now, peer, false);
+    n.apply(0, acts);
+    // Given up 31 s on; the next attempt comes 5 s later.
+    n.run_for(Duration::from_secs(33));
+    let f = n.nodes[0].ike.footprint();
+    assert!(f.ike_sas == 0 && f.spis == 0, "{f:?}\n{}", n.logs(0));
+}
+
 fn established(ike: &str, esp: &str) -> Net {
     let mut n = pair(&[ike], &[esp]);
     n.run_for(Duration::from_secs(3));
@@ -783,6 +816,12 @@ fn simultaneous_child_rekey_resolved_by_nonces() {
             n.logs(0).contains("simultaneous rekey") && n.logs(1).contains("simultaneous rekey")
         );
         assert!(n.violations.is_empty(), "{:?}", n.violations);
+        // The redundant child's SPI is free again (it leaked before; found
+        // by the ike_core fuzz target's SPI bound): one SPI per child left.
+        for side in [0, 1] {
+            let f = n.nodes[side].ike.footprint();
+            assert_eq!(f.spis, f.child_sas, "side {side}: {f:?}");
+        }
     }
 }
 

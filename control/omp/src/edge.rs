@@ -704,8 +704,13 @@ impl Edge {
 
     /// Closes connection `i` and reconnects at once (operator action).
     fn flap(&mut self, now: Instant, i: usize, why: &str, out: &mut Vec<Action>) {
-        if !matches!(self.locals[i].conn.state, ConnState::Idle { .. }) {
-            self.send(i, &Message::Goodbye(GoodbyeReason::Shutdown), out);
+        let state = &self.locals[i].conn.state;
+        if !matches!(state, ConnState::Idle { .. }) {
+            // A Goodbye only where TCP is connected: a connect still in
+            // progress has nobody to read it (the shell would queue it).
+            if !matches!(state, ConnState::Connecting { .. }) {
+                self.send(i, &Message::Goodbye(GoodbyeReason::Shutdown), out);
+            }
             self.conn_down(now, i, why, true, out);
         }
         // An operator flap reconnects at once, without backoff.

@@ -903,3 +903,42 @@ fn a_silent_connection_is_dropped_after_the_hold_time_and_recovers() {
     );
     assert_eq!(f.state.iter().map(|s| s.sa_removes).sum::<usize>(), 0);
 }
+
+#[test]
+fn a_flap_while_tcp_connects_sends_nothing_on_that_connection() {
+    // Found by the omp_edge fuzz target (fuzz/corpus/omp_edge/crash-*): a
+    // clear while the TCP connect is still in progress sent a Goodbye on a
+    // connection nobody had accepted yet.
+    let now = Instant::now();
+    let mut e = Edge::new(edge_cfg(1, &["biz-internet"], PSK), now);
+    let start = e.handle(now, edge::Input::Timer);
+    assert!(
+        start
+            .iter()
+            .any(|a| matches!(a, edge::Action::Connect { .. })),
+        "{start:?}"
+    );
+    for (what, actions) in [
+        ("clear sdwan omp all", e.clear_omp(now)),
+        (
+            "clear sdwan control connections",
+            e.clear_control_connections(now),
+        ),
+        ("port hop", e.port_hop(now, "biz-internet").unwrap()),
+    ] {
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, edge::Action::Send { .. })),
+            "{what} while connecting: {actions:?}"
+        );
+        // It still gives the connect up and starts a fresh one.
+        assert!(
+            matches!(
+                &actions[actions.len() - 2..],
+                [edge::Action::Close { .. }, edge::Action::Connect { .. }]
+            ),
+            "{what}: {actions:?}"
+        );
+    }
+}

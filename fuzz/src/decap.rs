@@ -3,19 +3,17 @@
 //! installed (AES-GCM / ChaCha20-Poly1305, IPv4 / IPv6 outer, plain / UDP,
 //! ESN on / off). Checks that nothing panics and that every frame gets
 //! exactly one outcome, every drop exactly one counter.
-#![no_main]
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use libfuzzer_sys::fuzz_target;
 use xdpsec_datapath::crypto::{Cipher, KeyMaterial};
 use xdpsec_datapath::sa::{
-    AddrSet, EthernetHeader, InboundSaConfig, OuterHeader, OutboundSaConfig, Prefix, SaChange,
+    AddrSet, EthernetHeader, InboundSaConfig, OutboundSaConfig, OuterHeader, Prefix, SaChange,
     SaSnapshot, SaTable, Selectors,
 };
-use xdpsec_datapath::{decap_batch, encap, Verdict, WorkerState};
+use xdpsec_datapath::{Verdict, WorkerState, decap_batch, encap};
 
 struct Setup {
     snap: Arc<SaSnapshot>,
@@ -37,7 +35,10 @@ fn setup() -> &'static Setup {
             let spi = 0x1000 + i as u32;
             let key = vec![i as u8 + 1; cipher.key_material_len()];
             let (src, dst): (std::net::IpAddr, std::net::IpAddr) = if v6 {
-                ("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap())
+                (
+                    "2001:db8::1".parse().unwrap(),
+                    "2001:db8::2".parse().unwrap(),
+                )
             } else {
                 ("10.40.40.1".parse().unwrap(), "10.30.30.1".parse().unwrap())
             };
@@ -72,7 +73,10 @@ fn setup() -> &'static Setup {
                     src,
                     dst,
                     udp: udp.then_some((4500, 4500)),
-                    ethernet: Some(EthernetHeader { src: [2; 6], dst: [4; 6] }),
+                    ethernet: Some(EthernetHeader {
+                        src: [2; 6],
+                        dst: [4; 6],
+                    }),
                     ttl: 64,
                 },
                 last_seq: 0,
@@ -85,7 +89,12 @@ fn setup() -> &'static Setup {
         let mut ws = WorkerState::new(0);
         let mut templates = Vec::new();
         for tunnel in 0..combos.len() as u32 {
-            for inner in [&[0x45u8, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8][..], &[0x60; 48][..]] {
+            for inner in [
+                &[
+                    0x45u8, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8,
+                ][..],
+                &[0x60; 48][..],
+            ] {
                 let mut out = vec![0u8; 512];
                 let e = encap(&mut ws, &snap, tunnel, inner, &mut out).expect("template");
                 out.truncate(e.len);
@@ -96,7 +105,8 @@ fn setup() -> &'static Setup {
     })
 }
 
-fuzz_target!(|data: &[u8]| {
+/// The decap target: frames built from `data` through `decap_batch`.
+pub fn decap(data: &[u8]) {
     let s = setup();
     let mut frames: Vec<Vec<u8>> = Vec::new();
     let mut rest = data;
@@ -106,7 +116,9 @@ fuzz_target!(|data: &[u8]| {
     while let Some((&ctl, tail)) = rest.split_first() {
         rest = tail;
         if ctl & 1 == 0 {
-            let Some((&len, tail)) = rest.split_first() else { break };
+            let Some((&len, tail)) = rest.split_first() else {
+                break;
+            };
             let n = usize::from(len).min(tail.len());
             frames.push(tail[..n].to_vec());
             rest = &tail[n..];
@@ -139,7 +151,13 @@ fuzz_target!(|data: &[u8]| {
     }
     let mut ws = WorkerState::new(0);
     let mut out = vec![Verdict::Handoff(u16::MAX); frames.len()];
-    let n = decap_batch(&mut ws, &s.snap, &mut frames, &mut out, Duration::from_secs(1));
+    let n = decap_batch(
+        &mut ws,
+        &s.snap,
+        &mut frames,
+        &mut out,
+        Duration::from_secs(1),
+    );
     assert_eq!(n, frames.len());
     let sh = ws.shared();
     let mut drops = 0u64;
@@ -166,4 +184,4 @@ fuzz_target!(|data: &[u8]| {
         sh.classes.snapshot().iter().sum::<u64>(),
         frames.len() as u64
     );
-});
+}
