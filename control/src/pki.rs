@@ -107,13 +107,13 @@ pub enum PkiCommand {
         /// an edge, serverAuth for a controller).
         #[arg(long, value_enum)]
         role: Role,
-        /// Validity in days from now [default: 365].
+        /// Validity in days from now, or from --not-before [default: 365].
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=36500), conflicts_with = "not_after")]
         days: Option<u32>,
         /// Start of validity, RFC 3339 (default: an hour ago).
         #[arg(long, value_name = "RFC3339", value_parser = parse_time)]
         not_before: Option<OffsetDateTime>,
-        /// End of validity, RFC 3339 (default: --days after now).
+        /// End of validity, RFC 3339 (default: --days after now or --not-before).
         #[arg(long, value_name = "RFC3339", value_parser = parse_time)]
         not_after: Option<OffsetDateTime>,
         /// The directory for device.crt and device.key (created if absent).
@@ -159,20 +159,18 @@ pub fn main(cmd: PkiCommand) -> ExitCode {
             not_after,
             out,
             force,
-        } => {
-            validity(OffsetDateTime::now_utc(), days, not_before, not_after).and_then(|(nb, na)| {
-                let dev = DeviceSpec {
-                    organization: &organization,
-                    serial: &serial,
-                    system_ip,
-                    role,
-                    not_before: nb,
-                    not_after: na,
-                };
-                make_device(&ca, &dev, &out, force)
-                    .map(|()| println!("{}", out.join("device.crt").display()))
-            })
-        }
+        } => validity(now_seconds(), days, not_before, not_after).and_then(|(nb, na)| {
+            let dev = DeviceSpec {
+                organization: &organization,
+                serial: &serial,
+                system_ip,
+                role,
+                not_before: nb,
+                not_after: na,
+            };
+            make_device(&ca, &dev, &out, force)
+                .map(|()| println!("{}", out.join("device.crt").display()))
+        }),
         PkiCommand::Allow {
             serial,
             system_ip,
@@ -226,7 +224,7 @@ pub fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
 }
 
 /// The validity window: explicit times win; by default from an hour before
-/// `now` to `days` (365) days after it.
+/// `now` to `days` (365) days after `now` (or after an explicit start).
 pub fn validity(
     now: OffsetDateTime,
     days: Option<u32>,
@@ -234,7 +232,8 @@ pub fn validity(
     not_after: Option<OffsetDateTime>,
 ) -> Result<(OffsetDateTime, OffsetDateTime)> {
     let nb = not_before.unwrap_or(now - BACKDATE);
-    let na = not_after.unwrap_or(now + Duration::days(days.unwrap_or(DEVICE_DAYS).into()));
+    let start = not_before.unwrap_or(now);
+    let na = not_after.unwrap_or(start + Duration::days(days.unwrap_or(DEVICE_DAYS).into()));
     if na <= nb {
         bail!(
             "--not-after {} is not later than --not-before {}",
@@ -249,6 +248,12 @@ pub fn validity(
         }
     }
     Ok((nb, na))
+}
+
+/// Now, to the second (X.509 times have no fractions).
+fn now_seconds() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_nanosecond(0).unwrap_or(now)
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
@@ -281,7 +286,7 @@ pub fn make_ca(organization: &str, out: &Path, force: bool) -> Result<()> {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    let now = OffsetDateTime::now_utc();
+    let now = now_seconds();
     params.not_before = now - BACKDATE;
     params.not_after = now + Duration::days(CA_DAYS);
     params.serial_number = Some(random_serial()?);
@@ -700,8 +705,12 @@ mod tests {
             e.contains("--not-after") && e.contains("--not-before"),
             "{e}"
         );
-        // An explicit --not-before after the default end.
-        assert!(validity(now, Some(1), Some(now + Duration::days(2)), None).is_err());
+        // --days counts from an explicit --not-before.
+        let later = now + Duration::days(2);
+        assert_eq!(
+            validity(now, Some(1), Some(later), None).unwrap(),
+            (later, later + Duration::days(1))
+        );
         assert!(
             validity(
                 now,

@@ -255,6 +255,17 @@ fn explicit_validity_and_an_expired_certificate() {
         dates.contains("notAfter=Jun  7 06:09:10 2099 GMT"),
         "{dates}"
     );
+    // Not yet valid: --not-before in the future.
+    let soon = t.s("soon");
+    ok(&device(
+        [&ca, "Acme", "ABE", "10.0.0.4", "edge", &soon],
+        &["--not-before", "2098-01-01T00:00:00Z"],
+    ));
+    let (good, v) = openssl(&["verify", "-CAfile", &ca_crt, &format!("{soon}/device.crt")]);
+    assert!(
+        !good && v.contains("certificate is not yet valid"),
+        "not yet valid: {v}"
+    );
 }
 
 #[test]
