@@ -627,7 +627,7 @@ pub fn render_allowed_edges(edges: &BTreeMap<String, Ipv4Addr>) -> String {
     s
 }
 
-/// Adds (or replaces) `serial`'s entry in the file at `path`; refuses a
+/// Adds (or replaces) `serial`'s entry in `edges`; refuses a
 /// system-ip bound to another serial.
 pub fn add_allowed_edge(
     edges: &mut BTreeMap<String, Ipv4Addr>,
