@@ -5,7 +5,7 @@ set -euo pipefail
 say() { echo "[setup] $*"; }
 
 need_apt=()
-for p in clang binutils libelf-dev m4 zlib1g-dev pkg-config iproute2 iputils-ping python3-venv tshark iperf3 ethtool valgrind; do
+for p in clang binutils libelf-dev m4 zlib1g-dev pkg-config iproute2 iputils-ping python3-venv tshark iperf3 ethtool valgrind openssl; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$p")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -10,6 +10,7 @@ mod filter;
 mod ike_show;
 mod metrics;
 mod owner;
+mod pki;
 mod platform;
 mod sdwan;
 mod seqstore;
@@ -101,6 +102,12 @@ enum Command {
     },
     /// Print the man page (roff) to stdout.
     Man,
+    /// Certificates: an enterprise root CA, device certificates, the
+    /// controller's authorized edge list.
+    Pki {
+        #[command(subcommand)]
+        cmd: pki::PkiCommand,
+    },
     /// Check a configuration file and print what it means (exit 2 if invalid).
     CheckConfig {
         /// The TOML configuration file.
@@ -202,6 +209,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Pki { cmd } => pki::main(cmd),
         Command::CheckConfig { config, quiet } => match config::Config::load(&config) {
             Ok(c) => {
                 if !quiet {
