@@ -453,3 +453,73 @@ fn ipv6_underlay_with_strongswan() {
         "{child:#?}"
     );
 }
+
+/// The other direction of INVALID_SPI: xdpsec's datapath loses its inbound
+/// SA (`fault forget-sa`) and, with `invalid_spi_recovery = true`, tells
+/// strongSwan in the IKE SA. charon 5.9.8 authenticates and parses the
+/// notify and answers it, but has no handler for it (libcharon only names
+/// INVALID_SPI), so its child SA stays as it was: against strongSwan the
+/// recovery is the operator's `clear crypto sa peer`, as on IOS.
+#[test]
+fn strongswan_parses_xdpsec_invalid_spi_but_does_not_act_on_it() {
+    require_strongswan();
+    let p = WithStrongswan::start(
+        false,
+        PSK,
+        GCM_X25519,
+        true,
+        "invalid_spi_recovery = true",
+        CharonOpts::default(),
+        |_| {},
+    )
+    .unwrap();
+    let (_, child0, _) = agreed(&p);
+    assert_eq!(ping(&p.lab.ns1, INNER[0], INNER[1], 2, "0.1"), (2, 2));
+    p.d.cli(&format!(
+        "request platform software xdpsec fault forget-sa peer {}",
+        p.peer()
+    ))
+    .unwrap();
+    assert_eq!(ping(&p.lab.ns1, INNER[0], INNER[1], 3, "0.1").1, 0);
+    let told = format!(
+        "ESP with unknown SPI 0x{:08x}: telling the peer (INVALID_SPI)",
+        child0.spi_out
+    );
+    assert!(p.d.log_text().contains(&told), "{told}\n{}", p.d.log_text());
+    p.charon
+        .wait_log("[ N(INVAL_SPI) ]", Duration::from_secs(5))
+        .unwrap();
+    let x = xdpsec_e2e::strongswan::exchanges(&p.charon.log_text(), "INFORMATIONAL");
+    assert!(
+        x.iter()
+            .any(|e| !e.initiator && e.payloads == "N(INVAL_SPI)"),
+        "{x:#?}"
+    );
+    // charon answered (the exchange completed on xdpsec's side: no
+    // retransmission) and kept its child SA.
+    assert!(
+        p.charon
+            .log_text()
+            .contains("generating INFORMATIONAL response"),
+        "{}",
+        p.charon.log_text()
+    );
+    let (_, child) = p
+        .charon
+        .wait_installed("xs", Duration::from_secs(1))
+        .unwrap();
+    assert_eq!(
+        (child.spi_in, child.spi_out),
+        (child0.spi_in, child0.spi_out)
+    );
+    assert!(p.charon.create_child_sas().is_empty());
+    // The operator's way out.
+    p.d.cli(&format!("clear crypto sa peer {}", p.peer()))
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    while ping(&p.lab.ns1, INNER[0], INNER[1], 2, "0.1").1 < 2 {
+        assert!(Instant::now() < end, "no recovery:\n{}", p.d.log_text());
+    }
+    let (_, child, _) = agreed(&p);
+    assert_ne!(child.spi_out, child0.spi_out);
+}
