@@ -362,6 +362,17 @@ pub fn installed_version() -> Result<String> {
     Ok(v.split('-').next().unwrap_or_default().to_string())
 }
 
+/// Panic unless strongSwan 5.9.8 is installed (the version these tests
+/// are written against), saying how to install it.
+pub fn require_5_9_8() {
+    let v =
+        installed_version().unwrap_or_else(|e| panic!("{e:#} (CI runs `cargo xtask setup` first)"));
+    assert_eq!(
+        v, "5.9.8",
+        "these tests are written against strongSwan 5.9.8"
+    );
+}
+
 impl Charon {
     /// Start charon in `ns` (a namespace the test made) and wait until its
     /// vici socket answers (at most 10 s).

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use xdpsec_e2e::{
     Daemon, Lab,
-    ike::{INNER, ike_config as ike_config_with},
+    ike::{INNER, WithStrongswan, ike_config as ike_config_with},
     strongswan::{CBC_ECP256, Charon, CharonOpts, Conn, GCM_X25519, Proposals},
 };
 
@@ -186,45 +186,25 @@ fn a_wrong_psk_is_refused_with_a_clear_log_line_on_both_sides() {
 
 /// xdpsec and strongSwan, either side initiating, with `proposals`.
 fn with_strongswan(proposals: Proposals, xdpsec_initiates: bool) {
-    let lab = Lab::unique().up(1).unwrap();
-    // strongSwan's inner address lives on lo in its namespace.
-    let out = Lab::exec(
-        &lab.ns2,
-        &[
-            "ip",
-            "addr",
-            "add",
-            &format!("{}/32", INNER[1]),
-            "dev",
-            "lo",
-        ],
-    )
-    .unwrap();
-    assert!(out.status.success());
-    let charon = Charon::start(&lab.ns2, &CharonOpts::default()).unwrap();
-    let mut conn = Conn::psk(
-        "xs",
-        lab.v4[1],
-        lab.v4[0],
-        &format!("{}/32", INNER[1]),
-        &format!("{}/32", INNER[0]),
+    let p = WithStrongswan::start(
+        false,
         PSK,
-    );
-    conn.proposals = proposals;
-    charon.load_conn(&conn.to_swanctl()).unwrap();
-    let d = Daemon::start(
-        &lab.ns1,
-        &ike_config(&lab, 0, PSK, xdpsec_initiates, &proposals),
+        proposals,
+        xdpsec_initiates,
+        "",
+        CharonOpts::default(),
+        |_| {},
     )
     .unwrap();
+    let (lab, charon, d) = (&p.lab, &p.charon, &p.d);
     if !xdpsec_initiates {
         charon.initiate("xs").unwrap();
     }
     let (ike, child) = charon
         .wait_installed("xs", Duration::from_secs(10))
         .unwrap();
-    wait_ready(&d, Duration::from_secs(10));
-    let (out, inb) = spis(&d);
+    wait_ready(d, Duration::from_secs(10));
+    let (out, inb) = spis(d);
     assert_eq!(inb, vec![u64::from(child.spi_out)], "{child:?}");
     assert_eq!(out, u64::from(child.spi_in), "{child:?}");
     assert_eq!(ike.initiator, !xdpsec_initiates);
@@ -240,7 +220,7 @@ fn with_strongswan(proposals: Proposals, xdpsec_initiates: bool) {
         .unwrap();
     let end = Instant::now() + Duration::from_secs(10);
     loop {
-        let (o, i) = spis(&d);
+        let (o, i) = spis(d);
         if o != 0 && o != out && i.len() == 1 {
             break;
         }

@@ -26,18 +26,31 @@ use serde_json::Value;
 use xdpsec_e2e::{
     ike::{INNER, WithStrongswan, spis},
     ping,
-    strongswan::{CharonOpts, ChildSa, GCM_X25519, IkeSa},
+    strongswan::{CharonOpts, ChildSa, Conn, GCM_X25519, IkeSa, require_5_9_8},
 };
 
 const PSK: &str = "xdpsec strongSwan proof key";
 
-fn require_strongswan() {
-    let v = xdpsec_e2e::strongswan::installed_version()
-        .unwrap_or_else(|e| panic!("{e:#} (CI runs `cargo xtask setup` first)"));
-    assert_eq!(
-        v, "5.9.8",
-        "these tests are written against strongSwan 5.9.8"
-    );
+/// xdpsec on node 1 (initiating if `xdpsec_initiates`, `xdpsec_extra` in
+/// its tunnel) and charon on node 2 (its connection changed by `tweak`):
+/// PSK, AES-GCM-256 with X25519, over the IPv4 or the IPv6 underlay.
+fn peers(
+    ipv6: bool,
+    xdpsec_initiates: bool,
+    xdpsec_extra: &str,
+    tweak: impl FnOnce(&mut Conn),
+) -> WithStrongswan {
+    require_5_9_8();
+    WithStrongswan::start(
+        ipv6,
+        PSK,
+        GCM_X25519,
+        xdpsec_initiates,
+        xdpsec_extra,
+        CharonOpts::default(),
+        tweak,
+    )
+    .unwrap()
 }
 
 /// Both sides agreeing on one IKE SA and one child SA (old ones gone).
@@ -173,20 +186,10 @@ fn rekey_and_check(p: &WithStrongswan, what: Rekey, by_xdpsec: bool) {
 /// The four rekeys of one side, child then IKE SA, under one steady ping
 /// (100 ms) that outlasts both; not one echo lost.
 fn rekeys_under_pings(by_xdpsec: bool) {
-    require_strongswan();
     let t0 = Instant::now();
     // The side that does not rekey initiates the IKE SA, so the rekeys
     // come from the responder (the harder case for role bookkeeping).
-    let p = WithStrongswan::start(
-        false,
-        PSK,
-        GCM_X25519,
-        !by_xdpsec,
-        "",
-        CharonOpts::default(),
-        |_| {},
-    )
-    .unwrap();
+    let p = peers(false, !by_xdpsec, "", |_| {});
     if by_xdpsec {
         p.charon.initiate("xs").unwrap();
     }
@@ -235,17 +238,7 @@ fn xdpsec_starts_a_child_and_an_ike_rekey_under_pings_none_lost() {
 /// its child SAs and logs it. Not before 31 s, not after 1 + 31 s + slack.
 #[test]
 fn xdpsec_dpd_declares_a_killed_strongswan_dead() {
-    require_strongswan();
-    let mut p = WithStrongswan::start(
-        false,
-        PSK,
-        GCM_X25519,
-        true,
-        "dpd_seconds = 1",
-        CharonOpts::default(),
-        |_| {},
-    )
-    .unwrap();
+    let mut p = peers(false, true, "dpd_seconds = 1", |_| {});
     agreed(&p);
     // Alive: idle for three DPD intervals, charon answers xdpsec's probes.
     thread::sleep(Duration::from_secs(3));
@@ -297,17 +290,7 @@ fn xdpsec_dpd_declares_a_killed_strongswan_dead() {
 /// 1 s after the kill. Before the kill xdpsec answers every probe.
 #[test]
 fn strongswan_dpd_clears_a_killed_xdpsec() {
-    require_strongswan();
-    let mut p = WithStrongswan::start(
-        false,
-        PSK,
-        GCM_X25519,
-        true,
-        "",
-        CharonOpts::default(),
-        |c| c.dpd_delay = Some(1),
-    )
-    .unwrap();
+    let mut p = peers(false, true, "", |c| c.dpd_delay = Some(1));
     agreed(&p);
     thread::sleep(Duration::from_secs(3));
     let probes = p.charon.log_text().matches("sending DPD request").count();
@@ -348,17 +331,7 @@ fn strongswan_dpd_clears_a_killed_xdpsec() {
 /// once, leaving only the new ones on both sides.
 #[test]
 fn strongswan_that_lost_its_sas_is_taken_back_by_initial_contact() {
-    require_strongswan();
-    let mut p = WithStrongswan::start(
-        false,
-        PSK,
-        GCM_X25519,
-        true,
-        "invalid_spi_recovery = true",
-        CharonOpts::default(),
-        |_| {},
-    )
-    .unwrap();
+    let mut p = peers(false, true, "invalid_spi_recovery = true", |_| {});
     let (ike0, child0, _) = agreed(&p);
     assert_eq!(ping(&p.lab.ns1, INNER[0], INNER[1], 3, "0.1"), (3, 3));
     p.restart_charon().unwrap();
@@ -400,17 +373,7 @@ fn strongswan_that_lost_its_sas_is_taken_back_by_initial_contact() {
 /// lost, and charon's child SA counts exactly those packets.
 #[test]
 fn ipv6_underlay_with_strongswan() {
-    require_strongswan();
-    let p = WithStrongswan::start(
-        true,
-        PSK,
-        GCM_X25519,
-        true,
-        "",
-        CharonOpts::default(),
-        |_| {},
-    )
-    .unwrap();
+    let p = peers(true, true, "", |_| {});
     let (ike, child, x) = agreed(&p);
     let (v6a, v6b) = (p.lab.v6[0].to_string(), p.lab.v6[1].to_string());
     assert_eq!(
@@ -462,17 +425,7 @@ fn ipv6_underlay_with_strongswan() {
 /// recovery is the operator's `clear crypto sa peer`, as on IOS.
 #[test]
 fn strongswan_parses_xdpsec_invalid_spi_but_does_not_act_on_it() {
-    require_strongswan();
-    let p = WithStrongswan::start(
-        false,
-        PSK,
-        GCM_X25519,
-        true,
-        "invalid_spi_recovery = true",
-        CharonOpts::default(),
-        |_| {},
-    )
-    .unwrap();
+    let p = peers(false, true, "invalid_spi_recovery = true", |_| {});
     let (_, child0, _) = agreed(&p);
     assert_eq!(ping(&p.lab.ns1, INNER[0], INNER[1], 2, "0.1"), (2, 2));
     p.d.cli(&format!(
