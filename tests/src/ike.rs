@@ -14,8 +14,8 @@ use crate::{
 pub const INNER: [&str; 2] = ["203.0.113.1", "203.0.113.2"];
 
 /// An xdpsec config for node `side` (0 or 1) of `lab` with one IKE tunnel
-/// (`Tunnel2`, UDP-encapsulated) to the other node, `extra` lines added to
-/// the tunnel (e.g. lifetimes).
+/// (`Tunnel2`, UDP-encapsulated unless `extra` has an `encap` line) to the
+/// other node, `extra` lines added to the tunnel (e.g. lifetimes).
 pub fn ike_config(
     lab: &Lab,
     side: usize,
@@ -53,8 +53,7 @@ address = "{inner_local}/32"
 name = "Tunnel2"
 kind = "ike"
 peer = "{peer}"
-encap = "udp"
-psk = "{psk}"
+{encap}psk = "{psk}"
 ike_proposals = ["{ike}"]
 esp_proposals = ["{esp}"]
 initiate = {initiate}
@@ -63,6 +62,12 @@ remote_subnets = ["{inner_peer}/32"]
 {extra}
 "#,
         n = side + 1,
+        // UDP-encapsulated unless `extra` says otherwise.
+        encap = if extra.lines().any(|l| l.trim_start().starts_with("encap ")) {
+            ""
+        } else {
+            "encap = \"udp\"\n"
+        },
         local = under[side],
         peer = under[1 - side],
         inner_local = INNER[side],

@@ -476,3 +476,36 @@ fn strongswan_parses_xdpsec_invalid_spi_but_does_not_act_on_it() {
     let (_, child, _) = agreed(&p);
     assert_ne!(child.spi_out, child0.spi_out);
 }
+
+/// Plain ESP against strongSwan 5.9.8 cannot be had: kernel-libipsec tells
+/// charon it requires UDP encapsulation (`KERNEL_REQUIRE_UDP_ENCAPSULATION`),
+/// so even with `encap = no` charon fakes a NAT in its NAT detection
+/// payloads. xdpsec with `encap = "esp"` (plain ESP unless a NAT is
+/// detected) sees the NAT and moves to UDP-encapsulated ESP on 4500, and
+/// traffic passes.
+#[test]
+fn plain_esp_falls_back_to_udp_when_strongswan_fakes_a_nat() {
+    let p = peers(false, true, "encap = \"esp\"", |c| c.encap = false);
+    let (ike, child, x) = agreed(&p);
+    p.charon
+        .wait_log(
+            "faking NAT situation to enforce UDP encapsulation",
+            Duration::from_secs(1),
+        )
+        .unwrap();
+    assert!(child.encap, "{child:#?}");
+    assert_eq!((ike.local_port, ike.remote_port), (4500, 4500));
+    assert_eq!(x["nat_detected"], true, "{x}");
+    assert_eq!(
+        (x["local_port"].as_u64(), x["remote_port"].as_u64()),
+        (Some(4500), Some(4500))
+    );
+    assert!(
+        p.d.cli("show crypto ikev2 sa detailed")
+            .unwrap()
+            .contains("NAT-T is detected")
+    );
+    assert_eq!(ping(&p.lab.ns1, INNER[0], INNER[1], 10, "0.1"), (10, 10));
+    let (_, child, _) = agreed(&p);
+    assert_eq!((child.packets_in, child.packets_out), (10, 10));
+}
