@@ -10,7 +10,7 @@ use serde_json::Value;
 use xdpsec_e2e::{
     Daemon, Lab,
     ike::{INNER, WithStrongswan, ike_config as ike_config_with},
-    strongswan::{CBC_ECP256, Charon, CharonOpts, Conn, GCM_X25519, Proposals},
+    strongswan::{CBC_ECP256, CharonOpts, GCM_X25519, Proposals},
 };
 
 const PSK: &str = "xdpsec ikev2 test key";
@@ -323,43 +323,26 @@ fn child_rekey_under_traffic_loses_nothing() {
 }
 
 /// strongSwan starts the child rekey (`swanctl --rekey`) under traffic;
-/// then xdpsec's own lifetime rekey: no ping lost either way.
+/// then xdpsec's own lifetime rekey: no ping lost either way, and charon's
+/// log shows it sent the first CREATE_CHILD_SA and answered the second.
 #[test]
 fn rekeys_started_by_strongswan_and_by_xdpsec_lose_nothing() {
-    let lab = Lab::unique().up(1).unwrap();
-    let out = Lab::exec(
-        &lab.ns2,
-        &[
-            "ip",
-            "addr",
-            "add",
-            &format!("{}/32", INNER[1]),
-            "dev",
-            "lo",
-        ],
-    )
-    .unwrap();
-    assert!(out.status.success());
-    let charon = Charon::start(&lab.ns2, &CharonOpts::default()).unwrap();
-    let conn = Conn::psk(
-        "xs",
-        lab.v4[1],
-        lab.v4[0],
-        &format!("{}/32", INNER[1]),
-        &format!("{}/32", INNER[0]),
+    let p = WithStrongswan::start(
+        false,
         PSK,
-    );
-    charon.load_conn(&conn.to_swanctl()).unwrap();
-    let d = Daemon::start(
-        &lab.ns1,
-        &ike_config_with(&lab, 0, PSK, true, &GCM_X25519, "lifetime_seconds = 10"),
+        GCM_X25519,
+        true,
+        "lifetime_seconds = 10",
+        CharonOpts::default(),
+        |_| {},
     )
     .unwrap();
+    let (lab, charon, d) = (&p.lab, &p.charon, &p.d);
     charon
         .wait_installed("xs", Duration::from_secs(10))
         .unwrap();
-    wait_ready(&d, Duration::from_secs(10));
-    let (out0, _) = spis(&d);
+    wait_ready(d, Duration::from_secs(10));
+    let (out0, _) = spis(d);
     std::thread::scope(|s| {
         let pinger = s.spawn(|| ping_every(&lab.ns1, INNER[0], INNER[1], 130, "0.1"));
         std::thread::sleep(Duration::from_secs(2));
@@ -373,8 +356,12 @@ fn rekeys_started_by_strongswan_and_by_xdpsec_lose_nothing() {
             charon.log_text()
         );
     });
-    let (out1, _) = spis(&d);
+    let (out1, _) = spis(d);
     assert_ne!(out1, out0, "rekeyed");
+    // Who sent which: strongSwan the first (swanctl), xdpsec the second (its lifetime).
+    let x = charon.create_child_sas();
+    let who: Vec<_> = x.iter().map(|e| (e.initiator, e.rekeys_child())).collect();
+    assert_eq!(who[..2], [(true, true), (false, true)], "{x:#?}");
 }
 
 /// `invalid_spi_recovery = true` (IOS `crypto isakmp invalid-spi-recovery`):

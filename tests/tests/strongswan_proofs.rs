@@ -11,12 +11,15 @@
 //!   the bound of the configured interval and retransmissions;
 //! - strongSwan losing its SAs (charon killed and started again): xdpsec's
 //!   stale SAs are replaced as soon as charon initiates (INITIAL_CONTACT);
+//! - xdpsec's INVALID_SPI parsed and answered by charon, which does nothing
+//!   with it (5.9.8 has no handler);
 //! - an IPv6 underlay (2001:db8:100::/64), ESP in UDP.
 //!
-//! Plain ESP (`encap = "esp"`) is not here: strongSwan 5.9.8's libipsec
-//! refuses an SA without UDP encapsulation (`ipsec_sa.c`: "IPsec SA: only
-//! UDP encapsulation is supported"; raw ESP came in 5.9.11), and this
-//! kernel has no ESP for charon's XFRM backend.
+//! Plain ESP (`encap = "esp"`, proto 50) cannot be had against 5.9.8:
+//! its libipsec refuses an SA without UDP encapsulation (`ipsec_sa.c`:
+//! "IPsec SA: only UDP encapsulation is supported"; raw ESP came in
+//! 5.9.11), kernel-libipsec makes charon fake a NAT, and this kernel has no
+//! ESP for charon's XFRM backend; the last test shows xdpsec's fallback.
 use std::{
     thread,
     time::{Duration, Instant},
