@@ -62,6 +62,10 @@ pub enum Cmd {
     ClearSaAll,
     /// Fault injection: the datapath forgets a peer's inbound SAs.
     ForgetSa,
+    /// Start a CREATE_CHILD_SA rekey of a peer's child SAs now.
+    RekeyChild,
+    /// Start a CREATE_CHILD_SA rekey of a peer's IKE SA now.
+    RekeyIke,
     /// `show logging`.
     ShowLogging,
     /// `clear logging`.
@@ -213,6 +217,16 @@ pub const COMMANDS: &[CommandSpec<Cmd>] = &[
         pattern: "request platform software xdpsec fault forget-sa peer <address>",
         id: Cmd::ForgetSa,
         help: "fault injection: the datapath loses that peer's inbound SAs; the control plane and the peer are not told",
+    },
+    CommandSpec {
+        pattern: "request platform software xdpsec rekey child-sa peer <address>",
+        id: Cmd::RekeyChild,
+        help: "IKE tunnels: rekey that peer's child SAs now (CREATE_CHILD_SA, make-before-break), as their lifetime would",
+    },
+    CommandSpec {
+        pattern: "request platform software xdpsec rekey ike-sa peer <address>",
+        id: Cmd::RekeyIke,
+        help: "IKE tunnels: rekey that peer's IKE SA now (CREATE_CHILD_SA; its child SAs move to the new one), as its lifetime would",
     },
     CommandSpec {
         pattern: "show logging",
@@ -811,6 +825,10 @@ impl Owner {
                     self.clear_sa(peer)
                 }
             }
+            Cmd::RekeyChild | Cmd::RekeyIke => match parsed.args.first() {
+                Some(Arg::Addr(a)) => self.rekey_now(*a, parsed.id == Cmd::RekeyIke),
+                _ => Err(anyhow::anyhow!("give the peer address")),
+            },
             Cmd::ShowLogging => Ok(self.show_logging()),
             Cmd::ClearLogging => {
                 self.log.clear();

@@ -546,6 +546,35 @@ impl Owner {
         Some((t, cipher))
     }
 
+    /// `request platform software xdpsec rekey child-sa|ike-sa peer ADDR`:
+    /// start the CREATE_CHILD_SA rekey that the lifetime would start, now.
+    pub fn rekey_now(&mut self, peer: IpAddr, ike_sa: bool) -> Result<(String, serde_json::Value)> {
+        let what = if ike_sa { "IKE SA" } else { "child SAs" };
+        let Some(core) = self.ike.as_mut() else {
+            return Err(anyhow!("no IKE tunnel"));
+        };
+        if !self
+            .tunnels
+            .iter()
+            .any(|t| t.cfg.peer == peer && matches!(t.cfg.kind, TunnelKind::Ike(_)))
+        {
+            return Err(anyhow!("no IKE tunnel has peer {peer}"));
+        }
+        let actions = core.rekey_now(Instant::now(), peer, ike_sa);
+        let sent = actions
+            .iter()
+            .filter(|a| matches!(a, Action::Send { .. }))
+            .count();
+        for a in actions {
+            self.ike_action(a);
+        }
+        info!("{peer}: rekeying the {what} on request");
+        Ok((
+            format!("Rekeying the {what} of peer {peer}: {sent} CREATE_CHILD_SA request(s) sent\n"),
+            serde_json::json!({"peer": peer.to_string(), "ike_sa": ike_sa, "requests": sent}),
+        ))
+    }
+
     /// Feed the IKE core one input and carry out what it returns.
     pub fn ike_input(&mut self, input: Input<'_>) {
         let Some(ike) = self.ike.as_mut() else {

@@ -7,16 +7,17 @@ use serde_json::Value;
 
 use crate::{
     Daemon, Lab,
-    strongswan::{Charon, CharonOpts, Conn, Proposals},
+    strongswan::{Charon, CharonOpts, ChildSa, Conn, IkeSa, Proposals},
 };
 
 /// Inner addresses of node 1 and node 2 (their TUN devices).
 pub const INNER: [&str; 2] = ["203.0.113.1", "203.0.113.2"];
 
 /// An xdpsec config for node `side` (0 or 1) of `lab` with one IKE tunnel
-/// (`Tunnel2`, UDP-encapsulated) to the other node, `extra` lines added to
-/// the tunnel (e.g. lifetimes). An empty proposal string leaves its key
-/// out ([`NO_PROPOSALS`](crate::strongswan::NO_PROPOSALS): xdpsec's defaults).
+/// (`Tunnel2`, UDP-encapsulated unless `extra` has an `encap` line) to the
+/// other node, `extra` lines added to the tunnel (e.g. lifetimes). An empty
+/// proposal string leaves its key out
+/// ([`NO_PROPOSALS`](crate::strongswan::NO_PROPOSALS): xdpsec's defaults).
 pub fn ike_config(
     lab: &Lab,
     side: usize,
@@ -25,7 +26,21 @@ pub fn ike_config(
     proposals: &Proposals,
     extra: &str,
 ) -> String {
+    ike_config_on(lab, side, psk, initiate, proposals, extra, false)
+}
+
+/// [`ike_config`] over the lab's IPv6 underlay addresses when `ipv6`.
+pub fn ike_config_on(
+    lab: &Lab,
+    side: usize,
+    psk: &str,
+    initiate: bool,
+    proposals: &Proposals,
+    extra: &str,
+    ipv6: bool,
+) -> String {
     let iface = if side == 0 { &lab.if1 } else { &lab.if2 };
+    let under = if ipv6 { lab.v6 } else { lab.v4 };
     format!(
         r#"node = "ike{n}"
 socket = "{{socket}}"
@@ -40,16 +55,21 @@ address = "{inner_local}/32"
 name = "Tunnel2"
 kind = "ike"
 peer = "{peer}"
-encap = "udp"
-psk = "{psk}"
+{encap}psk = "{psk}"
 {ike}{esp}initiate = {initiate}
 local_subnets = ["{inner_local}/32"]
 remote_subnets = ["{inner_peer}/32"]
 {extra}
 "#,
         n = side + 1,
-        local = lab.v4[side],
-        peer = lab.v4[1 - side],
+        // UDP-encapsulated unless `extra` says otherwise.
+        encap = if extra.lines().any(|l| l.trim_start().starts_with("encap ")) {
+            ""
+        } else {
+            "encap = \"udp\"\n"
+        },
+        local = under[side],
+        peer = under[1 - side],
         inner_local = INNER[side],
         inner_peer = INNER[1 - side],
         ike = key_line("ike_proposals", proposals.ike),
@@ -122,4 +142,140 @@ pub fn charon_peer(lab: &Lab, psk: &str, proposals: Proposals) -> Result<(Charon
     let conf = conn.to_swanctl();
     charon.load_conn(&conf)?;
     Ok((charon, conf))
+}
+
+/// xdpsec on node 1 (TUN inside, one IKE tunnel `Tunnel2`) and strongSwan's
+/// charon on node 2 (connection and child `xs`, its inner address on `lo`).
+/// Fields drop in order: xdpsec, charon, then the namespaces.
+pub struct WithStrongswan {
+    /// xdpsec on node 1.
+    pub d: Daemon,
+    /// charon on node 2.
+    pub charon: Charon,
+    /// charon's connection, to load again after a restart.
+    pub conn: Conn,
+    /// How charon runs.
+    pub opts: CharonOpts,
+    /// The namespaces.
+    pub lab: Lab,
+    /// The underlay is IPv6.
+    pub ipv6: bool,
+}
+
+impl WithStrongswan {
+    /// Start both with `psk` and `proposals` over the IPv4 or IPv6 underlay;
+    /// `xdpsec_extra`: lines added to xdpsec's tunnel; `tweak`: charon's
+    /// connection (e.g. `dpd_delay`). Neither initiates unless
+    /// `xdpsec_initiates`; call [`Charon::initiate`] for the other way.
+    pub fn start(
+        ipv6: bool,
+        psk: &str,
+        proposals: Proposals,
+        xdpsec_initiates: bool,
+        xdpsec_extra: &str,
+        opts: CharonOpts,
+        tweak: impl FnOnce(&mut Conn),
+    ) -> Result<WithStrongswan> {
+        let lab = Lab::unique().up(1)?;
+        let out = Lab::exec(
+            &lab.ns2,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{}/32", INNER[1]),
+                "dev",
+                "lo",
+            ],
+        )?;
+        if !out.status.success() {
+            bail!("adding {} in {}: {out:?}", INNER[1], lab.ns2);
+        }
+        let under = if ipv6 { lab.v6 } else { lab.v4 };
+        let charon = Charon::start(&lab.ns2, &opts)?;
+        let mut conn = Conn::psk(
+            "xs",
+            under[1],
+            under[0],
+            &format!("{}/32", INNER[1]),
+            &format!("{}/32", INNER[0]),
+            psk,
+        );
+        conn.proposals = proposals;
+        tweak(&mut conn);
+        charon.load_conn(&conn.to_swanctl())?;
+        let d = Daemon::start(
+            &lab.ns1,
+            &ike_config_on(
+                &lab,
+                0,
+                psk,
+                xdpsec_initiates,
+                &proposals,
+                xdpsec_extra,
+                ipv6,
+            ),
+        )?;
+        Ok(WithStrongswan {
+            d,
+            charon,
+            conn,
+            opts,
+            lab,
+            ipv6,
+        })
+    }
+
+    /// charon's underlay address (xdpsec's peer).
+    pub fn peer(&self) -> std::net::IpAddr {
+        if self.ipv6 {
+            self.lab.v6[1]
+        } else {
+            self.lab.v4[1]
+        }
+    }
+
+    /// Start a new charon in node 2 (after [`Charon::kill`]): no SAs, the
+    /// same connection loaded.
+    pub fn restart_charon(&mut self) -> Result<()> {
+        self.charon.kill();
+        self.charon = Charon::start(&self.lab.ns2, &self.opts)?;
+        self.charon.load_conn(&self.conn.to_swanctl())?;
+        Ok(())
+    }
+
+    /// Wait (at most `timeout`) until both sides hold the same single IKE SA
+    /// with one child SA each way and no other SA: charon's IKE SA
+    /// ESTABLISHED with child `xs` INSTALLED and nothing else listed, and
+    /// xdpsec's one READY IKE SA with the same SPIs, its outbound SPI
+    /// charon's inbound and its only inbound SPI charon's outbound. Both
+    /// views then, with xdpsec's `show crypto ikev2 sa` JSON entry.
+    pub fn wait_agreed(&self, timeout: Duration) -> Result<(IkeSa, ChildSa, Value)> {
+        let end = Instant::now() + timeout;
+        loop {
+            let sas = self.charon.list_sas()?;
+            let v = self.d.cli_json("show crypto ikev2 sa")?;
+            let (out, inb) = spis(&self.d)?;
+            if let [ike] = sas.as_slice()
+                && let [child] = ike.children.as_slice()
+                && ike.state == "ESTABLISHED"
+                && child.state == "INSTALLED"
+                && let Some([x]) = v["ike_sas"].as_array().map(Vec::as_slice)
+                && x["status"] == "READY"
+                && x["initiator_spi"] == ike.initiator_spi.as_str()
+                && x["responder_spi"] == ike.responder_spi.as_str()
+                && out == u64::from(child.spi_in)
+                && inb == [u64::from(child.spi_out)]
+            {
+                return Ok((ike.clone(), child.clone(), x.clone()));
+            }
+            if Instant::now() >= end {
+                bail!(
+                    "the two sides do not agree on one IKE SA and child in {timeout:?}:\ncharon: {sas:#?}\nxdpsec: {v}\nxdpsec child SPIs: out {out:x} in {inb:x?}\n--- xdpsec log ---\n{}",
+                    self.d.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }

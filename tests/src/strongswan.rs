@@ -376,6 +376,17 @@ pub fn installed_version() -> Result<String> {
     Ok(v.split('-').next().unwrap_or_default().to_string())
 }
 
+/// Panic unless strongSwan 5.9.8 is installed (the version these tests
+/// are written against), saying how to install it.
+pub fn require_5_9_8() {
+    let v =
+        installed_version().unwrap_or_else(|e| panic!("{e:#} (CI runs `cargo xtask setup` first)"));
+    assert_eq!(
+        v, "5.9.8",
+        "these tests are written against strongSwan 5.9.8"
+    );
+}
+
 impl Charon {
     /// Start charon in `ns` (a namespace the test made) and wait until its
     /// vici socket answers (at most 10 s).
@@ -540,6 +551,31 @@ impl Charon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Kill charon with SIGKILL (a crash: no DELETE to anyone) and wait for it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The CREATE_CHILD_SA exchanges in its log so far (see [`exchanges`]).
+    pub fn create_child_sas(&self) -> Vec<Exchange> {
+        exchanges(&self.log_text(), "CREATE_CHILD_SA")
+    }
+
+    /// Poll its log (at most `timeout`) until a line contains `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while !self.log_text().contains(needle) {
+            if Instant::now() > deadline {
+                bail!("no {needle:?} in {timeout:?} in charon's log");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
     /// Stop charon with SIGTERM (SIGKILL after 5 s) and wait for it.
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
@@ -575,6 +611,59 @@ impl Drop for Charon {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// One request of an exchange as charon logs it (`ike = 2`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exchange {
+    /// charon sent the request (`generating ... request`), else it answered
+    /// one (`parsed ... request`).
+    pub initiator: bool,
+    /// The message ID.
+    pub id: u32,
+    /// The payloads, e.g. `N(REKEY_SA) SA No KE TSi TSr`.
+    pub payloads: String,
+}
+
+impl Exchange {
+    /// A CREATE_CHILD_SA that rekeys a child SA (`N(REKEY_SA)`).
+    pub fn rekeys_child(&self) -> bool {
+        self.payloads.contains("N(REKEY_SA)")
+    }
+
+    /// A CREATE_CHILD_SA that rekeys the IKE SA: SA, nonce and KE, no
+    /// traffic selectors (RFC 7296 1.3.2).
+    pub fn rekeys_ike(&self) -> bool {
+        !self.payloads.contains("TSi") && self.payloads.contains("KE")
+    }
+}
+
+/// The requests of exchange type `kind` (e.g. `CREATE_CHILD_SA`) in a charon
+/// log, in order: `generating CREATE_CHILD_SA request 2 [ N(REKEY_SA) SA No
+/// KE TSi TSr ]` (charon initiated) and `parsed CREATE_CHILD_SA request 2 [
+/// SA No KE ]` (charon responded). Retransmissions are logged differently
+/// and not counted.
+pub fn exchanges(log: &str, kind: &str) -> Vec<Exchange> {
+    let mut out = Vec::new();
+    for line in log.lines() {
+        for (verb, initiator) in [("generating ", true), ("parsed ", false)] {
+            let pat = format!("{verb}{kind} request ");
+            let Some(at) = line.find(&pat) else { continue };
+            let rest = &line[at + pat.len()..];
+            let (id, payloads) = rest.split_once(' ').unwrap_or((rest, ""));
+            out.push(Exchange {
+                initiator,
+                id: id.parse().unwrap_or_default(),
+                payloads: payloads
+                    .trim()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .trim()
+                    .into(),
+            });
+        }
+    }
+    out
 }
 
 /// One IKE SA as `swanctl --list-sas` reports it.
@@ -855,6 +944,22 @@ mod tests {
         assert_eq!(new.remote_ts, ["203.0.113.2/32"]);
         assert!(parse_list_sas("list-sas reply {}\n").unwrap().is_empty());
         assert!(parse_list_sas("list-sa event {x {a=[1 2}\n").is_err());
+    }
+
+    #[test]
+    fn exchanges_tell_who_rekeyed_what() {
+        let log = "10:00:01 11[ENC] <xs|1> generating CREATE_CHILD_SA request 2 [ N(REKEY_SA) SA No KE TSi TSr ]\n\
+                   10:00:02 11[ENC] <xs|1> parsed CREATE_CHILD_SA request 3 [ SA No KE ]\n\
+                   10:00:02 11[ENC] <xs|1> generating CREATE_CHILD_SA response 3 [ SA No KE ]\n\
+                   10:00:03 11[IKE] <xs|1> retransmit 1 of request with message ID 4\n\
+                   10:00:04 11[ENC] <xs|1> generating INFORMATIONAL request 5 [ ]\n";
+        let x = exchanges(log, "CREATE_CHILD_SA");
+        assert_eq!(x.len(), 2, "{x:?}");
+        assert!(x[0].initiator && x[0].rekeys_child() && !x[0].rekeys_ike());
+        assert_eq!(x[0].id, 2);
+        assert!(!x[1].initiator && x[1].rekeys_ike() && !x[1].rekeys_child());
+        assert_eq!(x[1].payloads, "SA No KE");
+        assert_eq!(exchanges(log, "INFORMATIONAL")[0].payloads, "");
     }
 
     #[test]

@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use xdpsec_e2e::{
     Daemon, Lab,
-    ike::{INNER, charon_peer, ike_config as ike_config_with},
-    strongswan::{CBC_ECP256, Charon, GCM_X25519, IOS_XE_DEFAULTS, NO_PROPOSALS, Proposals},
+    ike::{INNER, WithStrongswan, charon_peer, ike_config as ike_config_with},
+    strongswan::{
+        CBC_ECP256, Charon, CharonOpts, GCM_X25519, IOS_XE_DEFAULTS, NO_PROPOSALS, Proposals,
+    },
 };
 
 const PSK: &str = "xdpsec ikev2 test key";
@@ -186,7 +188,7 @@ fn a_wrong_psk_is_refused_with_a_clear_log_line_on_both_sides() {
 
 /// xdpsec (node 1) and strongSwan (node 2) with an SA up between them.
 /// Fields drop in order: charon and the daemon first, then the namespaces.
-struct WithStrongswan {
+struct Up {
     charon: Charon,
     d: Daemon,
     lab: Lab,
@@ -198,11 +200,7 @@ struct WithStrongswan {
 /// xdpsec configured with `ours` (empty strings: no proposal keys) and
 /// strongSwan with `theirs`, one side initiating; waits (bounded) until
 /// both have the SA and checks they hold the same child SPIs.
-fn up_with_strongswan(
-    ours: Proposals,
-    theirs: Proposals,
-    xdpsec_initiates: bool,
-) -> WithStrongswan {
+fn up_with_strongswan(ours: Proposals, theirs: Proposals, xdpsec_initiates: bool) -> Up {
     let lab = Lab::unique().up(1).unwrap();
     let (charon, _) = charon_peer(&lab, PSK, theirs).unwrap();
     let d = Daemon::start(&lab.ns1, &ike_config(&lab, 0, PSK, xdpsec_initiates, &ours)).unwrap();
@@ -212,12 +210,12 @@ fn up_with_strongswan(
     let (ike, child) = charon
         .wait_installed("xs", Duration::from_secs(10))
         .unwrap();
-    wait_ready(&d, Duration::from_secs(10));
-    let (out, inb) = spis(&d);
+    wait_ready(d, Duration::from_secs(10));
+    let (out, inb) = spis(d);
     assert_eq!(inb, vec![u64::from(child.spi_out)], "{child:?}");
     assert_eq!(out, u64::from(child.spi_in), "{child:?}");
     assert_eq!(ike.initiator, !xdpsec_initiates);
-    WithStrongswan {
+    Up {
         charon,
         d,
         lab,
@@ -226,7 +224,7 @@ fn up_with_strongswan(
     }
 }
 
-impl WithStrongswan {
+impl Up {
     /// Five pings from xdpsec's inner address to strongSwan's, all answered.
     fn five_pings(&self) {
         assert_eq!(
@@ -242,7 +240,7 @@ impl WithStrongswan {
 fn with_strongswan(proposals: Proposals, xdpsec_initiates: bool) {
     let w = up_with_strongswan(proposals, proposals, xdpsec_initiates);
     w.five_pings();
-    let WithStrongswan { charon, d, lab, .. } = &w;
+    let Up { charon, d, lab, .. } = &w;
     let (out, _) = spis(d);
 
     // clear crypto sa peer on xdpsec: strongSwan follows onto new SPIs.
@@ -489,22 +487,27 @@ fn child_rekey_under_traffic_loses_nothing() {
 }
 
 /// strongSwan starts the child rekey (`swanctl --rekey`) under traffic;
-/// then xdpsec's own lifetime rekey: no ping lost either way.
+/// then xdpsec's own lifetime rekey: no ping lost either way, and charon's
+/// log shows it sent the first CREATE_CHILD_SA and answered the second.
 #[test]
 fn rekeys_started_by_strongswan_and_by_xdpsec_lose_nothing() {
-    let lab = Lab::unique().up(1).unwrap();
-    let (charon, _) = charon_peer(&lab, PSK, GCM_X25519).unwrap();
-    let d = Daemon::start(
-        &lab.ns1,
-        &ike_config_with(&lab, 0, PSK, true, &GCM_X25519, "lifetime_seconds = 10"),
+    let p = WithStrongswan::start(
+        false,
+        PSK,
+        GCM_X25519,
+        true,
+        "lifetime_seconds = 10",
+        CharonOpts::default(),
+        |_| {},
     )
     .unwrap();
+    let (lab, charon, d) = (&p.lab, &p.charon, &p.d);
     charon
         .wait_installed("xs", Duration::from_secs(10))
         .unwrap();
-    wait_ready(&d, Duration::from_secs(10));
-    let (out0, _) = spis(&d);
-    let replies0 = xdpsec_e2e::sa_decaps(&d).unwrap();
+    wait_ready(d, Duration::from_secs(10));
+    let (out0, _) = spis(d);
+    let replies0 = xdpsec_e2e::sa_decaps(d).unwrap();
     std::thread::scope(|s| {
         let pinger = s.spawn(|| ping_every(&lab.ns1, INNER[0], INNER[1], 130, "0.1"));
         // The rekey once the pings flow: 15 replies decrypted (of 130).
@@ -523,8 +526,12 @@ fn rekeys_started_by_strongswan_and_by_xdpsec_lose_nothing() {
             charon.log_text()
         );
     });
-    let (out1, _) = spis(&d);
+    let (out1, _) = spis(d);
     assert_ne!(out1, out0, "rekeyed");
+    // Who sent which: strongSwan the first (swanctl), xdpsec the second (its lifetime).
+    let x = charon.create_child_sas();
+    let who: Vec<_> = x.iter().map(|e| (e.initiator, e.rekeys_child())).collect();
+    assert_eq!(who[..2], [(true, true), (false, true)], "{x:#?}");
 }
 
 /// `invalid_spi_recovery = true` (IOS `crypto isakmp invalid-spi-recovery`):

@@ -21,12 +21,7 @@ const INNER: [&str; 2] = ["203.0.113.1", "203.0.113.2"];
 const PSK: &str = "xdpsec strongSwan test key 1";
 
 fn require_strongswan() {
-    let v = xdpsec_e2e::strongswan::installed_version()
-        .unwrap_or_else(|e| panic!("{e:#} (CI runs `cargo xtask setup` first)"));
-    assert_eq!(
-        v, "5.9.8",
-        "these tests are written against strongSwan 5.9.8"
-    );
+    xdpsec_e2e::strongswan::require_5_9_8();
 }
 
 /// Two charons on a lab. Fields drop in order: charons first, then the namespaces.
