@@ -210,8 +210,8 @@ fn up_with_strongswan(ours: Proposals, theirs: Proposals, xdpsec_initiates: bool
     let (ike, child) = charon
         .wait_installed("xs", Duration::from_secs(10))
         .unwrap();
-    wait_ready(d, Duration::from_secs(10));
-    let (out, inb) = spis(d);
+    wait_ready(&d, Duration::from_secs(10));
+    let (out, inb) = spis(&d);
     assert_eq!(inb, vec![u64::from(child.spi_out)], "{child:?}");
     assert_eq!(out, u64::from(child.spi_in), "{child:?}");
     assert_eq!(ike.initiator, !xdpsec_initiates);
