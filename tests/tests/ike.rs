@@ -514,7 +514,7 @@ fn rekeys_started_by_strongswan_and_by_xdpsec_lose_nothing() {
         xdpsec_e2e::wait_for(
             "15 echo replies before the rekey",
             Duration::from_secs(10),
-            || xdpsec_e2e::sa_decaps(&d).unwrap() >= replies0 + 15,
+            || xdpsec_e2e::sa_decaps(d).unwrap() >= replies0 + 15,
         );
         charon.rekey_child("xs").unwrap();
         let (tx, rx) = pinger.join().unwrap();
