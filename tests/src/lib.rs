@@ -529,15 +529,14 @@ pub fn py_report(script: &str, out: std::process::Output) -> Result<serde_json::
     serde_json::from_str(last).with_context(|| format!("{script} report: {stdout}"))
 }
 
-/// `GET /metrics` from `listen` inside `ns`, parsed by the Prometheus
-/// project's own OpenMetrics parser (tests/py/openmetrics_parse.py): its
-/// samples, `{"name", "labels", "value", "type"}`.
-pub fn scrape_metrics(ns: &str, listen: &str) -> Result<Vec<serde_json::Value>> {
+/// `GET path` over HTTP/1.0 from `listen` inside `ns`: the response's
+/// head and body.
+pub fn http_get(ns: &str, listen: &str, path: &str) -> Result<(String, String)> {
     let body = Lab::in_ns(ns, || -> Result<String> {
         use std::io::Read;
         let mut s = std::net::TcpStream::connect(listen)?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())?;
         let mut r = String::new();
         s.read_to_string(&mut r)?;
         Ok(r)
@@ -545,12 +544,27 @@ pub fn scrape_metrics(ns: &str, listen: &str) -> Result<Vec<serde_json::Value>> 
     let (head, text) = body
         .split_once("\r\n\r\n")
         .with_context(|| format!("not an HTTP response: {body}"))?;
+    Ok((head.to_string(), text.to_string()))
+}
+
+/// `GET /metrics` from `listen` inside `ns` (200, OpenMetrics content
+/// type), parsed by the Prometheus project's own OpenMetrics parser
+/// (tests/py/openmetrics_parse.py): its samples, `{"name", "labels",
+/// "value", "type"}`.
+pub fn scrape_metrics(ns: &str, listen: &str) -> Result<Vec<serde_json::Value>> {
+    let (head, text) = http_get(ns, listen, "/metrics")?;
     if !head.contains(" 200 ") {
         bail!("GET /metrics: {head}");
     }
+    if !head
+        .to_ascii_lowercase()
+        .contains("content-type: application/openmetrics-text")
+    {
+        bail!("GET /metrics: not OpenMetrics text: {head}");
+    }
     let dir = scratch_dir("metrics");
     let file = dir.join("metrics.txt");
-    std::fs::write(&file, text)?;
+    std::fs::write(&file, &text)?;
     let out = Command::new(venv_python())
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("py/openmetrics_parse.py"))
         .arg(&file)

@@ -9,7 +9,7 @@ use std::{
 
 use serde_json::{Value, json};
 use xdpsec_e2e::{
-    Daemon, Lab, gen_report, scratch_dir, settle, spawn_gen,
+    Daemon, Lab, gen_report, http_get, metric, scrape_metrics, scratch_dir, settle, spawn_gen,
     tunnel::{BASE, Case, inner_addrs, tunnel_config, two_tunnel_receiver, two_tunnel_sender},
     venv_python, xdpsec_bin,
 };
@@ -298,46 +298,9 @@ fn metrics_are_scraped_and_parsed_with_exact_counters() {
             .as_u64()
             .unwrap()
     });
-    let body = Lab::in_ns(&lab.ns2, || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(listen.as_str()).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-            .unwrap();
-        let mut r = String::new();
-        s.read_to_string(&mut r).unwrap();
-        r
-    })
-    .unwrap();
-    let (head, text) = body.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(
-        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-        "{head}"
-    );
-    assert!(
-        head.to_ascii_lowercase()
-            .contains("content-type: application/openmetrics-text"),
-        "{head}"
-    );
-    let file = dir.join("metrics.txt");
-    std::fs::write(&file, text).unwrap();
-    let out = Command::new(venv_python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("py/openmetrics_parse.py"))
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the OpenMetrics parser refused it: {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let samples: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
-    let value = |name: &str, want: &[(&str, &str)]| -> f64 {
-        samples
-            .iter()
-            .filter(|s| s["name"] == name && want.iter().all(|(k, v)| s["labels"][*k] == *v))
-            .map(|s| s["value"].as_f64().unwrap())
-            .sum()
-    };
+    let samples = scrape_metrics(&lab.ns2, &listen).unwrap();
+    let text = format!("{samples:#?}");
+    let value = |name: &str, want: &[(&str, &str)]| metric(&samples, name, want).unwrap_or(0.0);
     assert_eq!(
         value(
             "xdpsec_qfp_drops_total",
@@ -400,15 +363,7 @@ fn metrics_are_scraped_and_parsed_with_exact_counters() {
         "{text}"
     );
     // Anything but GET /metrics: 404.
-    let other = Lab::in_ns(&lab.ns2, || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(listen.as_str()).unwrap();
-        s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
-        let mut r = String::new();
-        s.read_to_string(&mut r).unwrap();
-        r
-    })
-    .unwrap();
+    let (other, _) = http_get(&lab.ns2, &listen, "/").unwrap();
     assert!(other.contains(" 404 "), "{other}");
 }
 
