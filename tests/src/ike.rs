@@ -124,24 +124,40 @@ pub fn spis(d: &Daemon) -> Result<(u64, Vec<u64>)> {
 /// options) and the connection `xs` (PSK, `proposals`) loaded. Charon and
 /// that `swanctl.conf` text (to load again for a reload).
 pub fn charon_peer(lab: &Lab, psk: &str, proposals: Proposals) -> Result<(Charon, String)> {
+    let (charon, conn) = charon_node(lab, psk, proposals, false, &CharonOpts::default(), |_| {})?;
+    Ok((charon, conn.to_swanctl()))
+}
+
+/// charon in node 2 of `lab` with `opts`: [`INNER`]\[1\] on `lo`, the
+/// connection `xs` to node 1 (PSK, `proposals`, over the IPv4 or IPv6
+/// underlay, changed by `tweak`) loaded. Charon and that connection.
+fn charon_node(
+    lab: &Lab,
+    psk: &str,
+    proposals: Proposals,
+    ipv6: bool,
+    opts: &CharonOpts,
+    tweak: impl FnOnce(&mut Conn),
+) -> Result<(Charon, Conn)> {
     let inner = format!("{}/32", INNER[1]);
     let out = Lab::exec(&lab.ns2, &["ip", "addr", "add", &inner, "dev", "lo"])?;
     if !out.status.success() {
-        bail!("adding {inner} on lo: {out:?}");
+        bail!("adding {inner} on lo in {}: {out:?}", lab.ns2);
     }
-    let charon = Charon::start(&lab.ns2, &CharonOpts::default())?;
+    let under = if ipv6 { lab.v6 } else { lab.v4 };
+    let charon = Charon::start(&lab.ns2, opts)?;
     let mut conn = Conn::psk(
         "xs",
-        lab.v4[1],
-        lab.v4[0],
+        under[1],
+        under[0],
         &inner,
         &format!("{}/32", INNER[0]),
         psk,
     );
     conn.proposals = proposals;
-    let conf = conn.to_swanctl();
-    charon.load_conn(&conf)?;
-    Ok((charon, conf))
+    tweak(&mut conn);
+    charon.load_conn(&conn.to_swanctl())?;
+    Ok((charon, conn))
 }
 
 /// xdpsec on node 1 (TUN inside, one IKE tunnel `Tunnel2`) and strongSwan's
@@ -177,33 +193,7 @@ impl WithStrongswan {
         tweak: impl FnOnce(&mut Conn),
     ) -> Result<WithStrongswan> {
         let lab = Lab::unique().up(1)?;
-        let out = Lab::exec(
-            &lab.ns2,
-            &[
-                "ip",
-                "addr",
-                "add",
-                &format!("{}/32", INNER[1]),
-                "dev",
-                "lo",
-            ],
-        )?;
-        if !out.status.success() {
-            bail!("adding {} in {}: {out:?}", INNER[1], lab.ns2);
-        }
-        let under = if ipv6 { lab.v6 } else { lab.v4 };
-        let charon = Charon::start(&lab.ns2, &opts)?;
-        let mut conn = Conn::psk(
-            "xs",
-            under[1],
-            under[0],
-            &format!("{}/32", INNER[1]),
-            &format!("{}/32", INNER[0]),
-            psk,
-        );
-        conn.proposals = proposals;
-        tweak(&mut conn);
-        charon.load_conn(&conn.to_swanctl())?;
+        let (charon, conn) = charon_node(&lab, psk, proposals, ipv6, &opts, tweak)?;
         let d = Daemon::start(
             &lab.ns1,
             &ike_config_on(
