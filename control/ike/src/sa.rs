@@ -2891,9 +2891,7 @@ impl Core {
                 msg_id,
                 &[Self::notify_payload(notify::AUTHENTICATION_FAILED, vec![])],
             );
-            let data = s.sas[i].last_response.clone();
             s.drop_sa(i, now, Some(FAILED_RETRY));
-            let _ = data;
         };
         let (Some((idt, idd)), Some((am, ad))) = (idi, auth) else {
             fail(self, "IKE_AUTH without IDi or AUTH".into());
