@@ -376,15 +376,19 @@ pub fn installed_version() -> Result<String> {
     Ok(v.split('-').next().unwrap_or_default().to_string())
 }
 
-/// Panic unless strongSwan 5.9.8 is installed (the version these tests
-/// are written against), saying how to install it.
+/// Fail unless strongSwan 5.9.8 is installed (the version the tests and
+/// the soak are written against), saying how to install it.
+pub fn ensure_5_9_8() -> Result<()> {
+    let v = installed_version()?;
+    if v != "5.9.8" {
+        bail!("strongSwan {v}: these tests are written against strongSwan 5.9.8");
+    }
+    Ok(())
+}
+
+/// [`ensure_5_9_8`] for a test: panic with its message.
 pub fn require_5_9_8() {
-    let v =
-        installed_version().unwrap_or_else(|e| panic!("{e:#} (CI runs `cargo xtask setup` first)"));
-    assert_eq!(
-        v, "5.9.8",
-        "these tests are written against strongSwan 5.9.8"
-    );
+    ensure_5_9_8().unwrap_or_else(|e| panic!("{e:#} (CI runs `cargo xtask setup` first)"));
 }
 
 impl Charon {

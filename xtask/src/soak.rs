@@ -591,18 +591,14 @@ fn ike(budget: Duration) -> Result<()> {
 /// Start the peer of `kind` in `lab.ns2` (ready to answer node 1).
 fn start_peer(kind: PeerKind, lab: &Lab) -> Result<Peer> {
     use xdpsec_e2e::ike::{charon_peer, ike_config};
-    use xdpsec_e2e::strongswan::{GCM_X25519, installed_version};
+    use xdpsec_e2e::strongswan::{GCM_X25519, ensure_5_9_8};
     Ok(match kind {
         PeerKind::Xdpsec => Peer::Xdpsec(Daemon::start(
             &lab.ns2,
             &ike_config(lab, 1, IKE_PSK, false, &GCM_X25519, IKE_LIFETIMES),
         )?),
         PeerKind::Strongswan => {
-            let v = installed_version()?;
-            ensure!(
-                v == "5.9.8",
-                "strongSwan {v}: the soak is written against 5.9.8"
-            );
+            ensure_5_9_8()?;
             let (c, conf) = charon_peer(lab, IKE_PSK, GCM_X25519)?;
             Peer::Charon(c, conf)
         }
