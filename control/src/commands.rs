@@ -1016,6 +1016,13 @@ impl Owner {
                     String::new()
                 }
             );
+            // Since start (not reset by `clear`): a test's "drained" signal.
+            let idle_polls = q.idle_polls();
+            obj.insert("idle_polls".into(), json!(idle_polls));
+            let _ = writeln!(
+                text,
+                "      idle polls: {idle_polls} (waits with nothing to do, since start)"
+            );
             let io = q.io_counters();
             let _ = writeln!(
                 text,
@@ -1088,6 +1095,12 @@ impl Owner {
             text,
             "\ndummy_packets {dummy} (ESP next header 59, discarded silently, RFC 4303 2.6)"
         );
+        // Since start (not reset by `clear`): a pass count, not traffic.
+        let next_hop_refreshes = self.next_hops.refreshes();
+        let _ = writeln!(
+            text,
+            "next_hop_refreshes {next_hop_refreshes} (passes resolving the peers' next hops over rtnetlink, since start)"
+        );
         let value = json!({
             "node": self.node,
             "interface": iface,
@@ -1098,6 +1111,7 @@ impl Owner {
             "kernel": kernel,
             "dummy_packets": dummy,
             "inside_xdp": inside_xdp,
+            "next_hop_refreshes": next_hop_refreshes,
         });
         Ok((text, value))
     }

@@ -70,7 +70,11 @@ fn packet_trace_shows_each_frames_path_and_the_capture_holds_each_drop() {
     let r = scapy_peer(&lab.ns2, &cfg).unwrap();
     assert_eq!(r["sent"], 5, "{r}");
     let want: BTreeMap<u64, u64> = [(4, 1), (19, 1), (62, 1)].into_iter().collect();
-    assert_eq!(settle(want.clone(), || drops(&d)), want, "drop counters");
+    assert_eq!(
+        settle(&d, want.clone(), || drops(&d)),
+        want,
+        "drop counters"
+    );
     assert!(before.is_empty(), "{before:?}");
 
     let s = d.cli_json("show platform packet-trace summary").unwrap();
@@ -165,7 +169,11 @@ fn packet_trace_shows_each_frames_path_and_the_capture_holds_each_drop() {
     cfg["packets"] = json!([{"seq": 10}, {"seq": 11, "spi": 0xBEEF}, {"seq": 12}, {"seq": 10}]);
     scapy_peer(&lab.ns2, &cfg).unwrap();
     let want: BTreeMap<u64, u64> = [(4, 2), (19, 2), (62, 1)].into_iter().collect();
-    assert_eq!(settle(want.clone(), || drops(&d)), want, "drop counters");
+    assert_eq!(
+        settle(&d, want.clone(), || drops(&d)),
+        want,
+        "drop counters"
+    );
     let s = d.cli_json("show platform packet-trace summary").unwrap();
     let ids: Vec<_> = s["packets"]
         .as_array()

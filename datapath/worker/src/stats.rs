@@ -139,6 +139,13 @@ impl QueueInfo {
         ]
     }
 
+    /// Times the worker waited a whole idle poll with nothing to do (see
+    /// `QueueStats::idle_polls`): one more after a moment means the queue
+    /// had drained by then.
+    pub fn idle_polls(&self) -> u64 {
+        self.stats.idle_polls.load(Ordering::Relaxed)
+    }
+
     /// The socket's `SO_BUSY_POLL` microseconds as the kernel has it (0:
     /// busy polling off, or the socket cannot tell).
     pub fn busy_poll_us(&self) -> u32 {
