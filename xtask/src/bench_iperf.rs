@@ -28,7 +28,7 @@ use xdpsec_e2e::{
     tunnel::{BASE, Case, inner_addrs, tunnel_config},
 };
 
-use crate::bench_e2e::{Row, Target};
+use crate::bench_table::{Row, Target};
 
 /// Seconds each iperf3 run lasts.
 const SECONDS: &str = "3";

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod bench_e2e;
 mod bench_iperf;
+mod bench_table;
 mod cost;
 mod demo;
 mod dist;
