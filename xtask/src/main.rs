@@ -180,20 +180,13 @@ pub(crate) fn cargo() -> Command {
 
 /// Build the xdpsec binary (release) and return its path.
 pub fn build_xdpsec() -> Result<PathBuf> {
-    build_xdpsec_with(&[])
+    run(cargo().args(["build", "--release", "--bin", "xdpsec"]))?;
+    Ok(root().join("target/release/xdpsec"))
 }
 
 /// The suite's features: the test hooks (e.g. the soak's injected leak),
 /// never in a production build.
 const TEST_FEATURES: [&str; 2] = ["--features", "xdpsec-control/test-hooks"];
-
-/// Build the xdpsec binary (release) with `args` (e.g. features).
-fn build_xdpsec_with(args: &[&str]) -> Result<PathBuf> {
-    run(cargo()
-        .args(["build", "--release", "--bin", "xdpsec"])
-        .args(args))?;
-    Ok(root().join("target/release/xdpsec"))
-}
 
 fn main() -> ExitCode {
     let args = Args::parse();
