@@ -71,6 +71,8 @@ fn rfc5424_syslog_is_read_back_by_an_independent_parser() {
             .map(|l| l.as_str().unwrap().to_string())
             .collect()
     };
+    // The owner turns the workers' events into lines every 100 ms tick; the
+    // drain ends with an idle poll as long, begun after the 4th line.
     assert_eq!(settle(&d, 4, || lines().len()), 4, "{:?}", lines());
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
