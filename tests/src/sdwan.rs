@@ -558,6 +558,8 @@ impl Fabric {
                 (conns, bfd)
             })
             .collect();
+        // Protocol states, not frame counts: the 300 ms hold only keeps a
+        // session passing through "up" on its way down from counting as up.
         let got = settle_for(want.clone(), Duration::from_millis(300), within, || {
             members
                 .iter()

@@ -453,6 +453,8 @@ fn wait_converged_on(f: &Fabric, ports: &Ports, within: Duration) {
             })
             .collect()
     };
+    // Protocol states, not frame counts: the 300 ms hold only keeps a
+    // session passing through "up" on its way down from counting as up.
     let got = settle_for(want.clone(), Duration::from_millis(300), within, got_now);
     assert_eq!(
         got, want,
