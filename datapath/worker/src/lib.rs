@@ -35,5 +35,5 @@ mod workers;
 #[cfg(test)]
 mod testutil;
 
-pub use handler::{DatapathHandler, InsideIo, InsideXdp, Published};
+pub use handler::{DatapathHandler, InsideIo, InsideXdp, Published, TunVnet};
 pub use workers::Workers;

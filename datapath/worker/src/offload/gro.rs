@@ -161,6 +161,11 @@ impl Gro {
         &self.out
     }
 
+    /// What the last [`Gro::plan`] made of its batch.
+    pub fn outputs(&self) -> &[GroOut] {
+        &self.out
+    }
+
     /// The packet after `i` in its group (`None` after the last).
     pub fn next(&self, i: u16) -> Option<u16> {
         self.next
