@@ -559,7 +559,8 @@ impl DatapathHandler {
         let snap = self.ctx.published.snap.load();
         let routes = self.ctx.published.routes.load();
         let (ws, shared, ctx, handoff) = (&mut self.ws, &self.shared, &self.ctx, &self.handoff);
-        let mut too_big = 0;
+        let seg_buf = &mut self.seg_buf;
+        let (mut too_big, mut cut, mut segments) = (0, 0, 0);
         let mut tally = Tally::default();
         let max_inner = x.max_inner;
         let read = x.xsk.poll_batch(|batch, _inside_tx| {
@@ -569,7 +570,24 @@ impl DatapathHandler {
                 // counts 89).
                 let inner = f.as_mut().get(14..).map(ip_packet).unwrap_or(&[]);
                 if inner.len() > max_inner {
-                    too_big += 1;
+                    // TCP from a host whose MTU is larger than the
+                    // tunnel's: cut into segments that fit, as TSO would
+                    // have. Anything else does not fit.
+                    let done = offload::tso_header(inner, max_inner).and_then(|h| {
+                        offload::segment(&h, inner, max_inner, seg_buf, |seg| {
+                            tally.add(route_and_encap(
+                                ws, shared, ctx, handoff, &snap, &routes, seg, tx,
+                            ));
+                        })
+                        .ok()
+                    });
+                    match done {
+                        Some(s) => {
+                            cut += 1;
+                            segments += u64::from(s.segments);
+                        }
+                        None => too_big += 1,
+                    }
                     continue;
                 }
                 tally.add(route_and_encap(
@@ -579,6 +597,8 @@ impl DatapathHandler {
         });
         add_single_writer(&self.io.inside_rx, read as u64);
         add_single_writer(&self.io.inside_too_big, too_big);
+        add_single_writer(&self.io.inside_segmented, cut);
+        add_single_writer(&self.io.gso_segments, segments);
         tally.finish(&self.handoff, &self.io);
     }
 }

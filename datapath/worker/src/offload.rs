@@ -331,6 +331,30 @@ pub fn segment(
     Ok(Segmented { segments: n as u32 })
 }
 
+/// Gateway mode: the header that makes [`segment`] cut the TCP packet
+/// `pkt`, longer than `max_len`, into segments of at most `max_len` bytes
+/// (as TSO would have, had the host's MTU been the tunnel's); `None` when
+/// it is not TCP, an IPv4 fragment, or malformed.
+pub fn tso_header(pkt: &[u8], max_len: usize) -> Option<VnetHdr> {
+    let l3 = l3(pkt)?;
+    if l3.proto != TCP || (!l3.v6 && u16::from_be_bytes([pkt[6], pkt[7]]) & 0x3fff != 0) {
+        return None;
+    }
+    let doff = usize::from(*pkt.get(l3.l4 + 12)? >> 4) * 4;
+    let hdr_len = l3.l4 + doff;
+    if doff < 20 || pkt.len() <= hdr_len || max_len <= hdr_len {
+        return None;
+    }
+    Some(VnetHdr {
+        flags: 0,
+        gso_type: if l3.v6 { GSO_TCPV6 } else { GSO_TCPV4 },
+        hdr_len: hdr_len as u16,
+        gso_size: u16::try_from(max_len - hdr_len).ok()?,
+        csum_start: l3.l4 as u16,
+        csum_offset: 16,
+    })
+}
+
 /// A packet read from a TUN with virtio-net headers, made ready to
 /// encrypt: a GSO super-packet is split by [`segment`] (each piece to
 /// `emit`), any other packet gets its partial checksum completed in place

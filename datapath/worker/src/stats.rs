@@ -46,6 +46,10 @@ pub struct IoStats {
     /// larger than `InsideXdp::max_inner` (they would not fit the
     /// underlay's MTU after ESP; nothing fragments them).
     pub inside_too_big: AtomicU64,
+    /// Gateway mode: TCP packets from the inside interface larger than
+    /// `InsideXdp::max_inner`, cut into segments that fit (counted in
+    /// gso_segments) instead of dropped.
+    pub inside_segmented: AtomicU64,
     /// Encrypted frames handed to AF_XDP TX.
     pub encap_tx: AtomicU64,
     /// Frames handed to the worker owning their SA.
@@ -109,7 +113,7 @@ pub const QUEUE_FIELDS: [&str; N_QUEUE_FIELDS] = [
 ];
 
 /// Number of the worker's I/O counters in [`QueueInfo::io_counters`].
-pub const N_IO_COUNTERS: usize = 21;
+pub const N_IO_COUNTERS: usize = 22;
 
 impl QueueInfo {
     /// The worker's I/O counters around the core, by name, in display
@@ -149,6 +153,8 @@ impl QueueInfo {
             ("tun_gso_rx", r(&io.tun_gso_rx)),
             ("gso_segments", r(&io.gso_segments)),
             ("tun_gro_tx", r(&io.tun_gro_tx)),
+            // Gateway mode: oversized TCP from the inside, cut.
+            ("inside_segmented", r(&io.inside_segmented)),
         ]
     }
 

@@ -434,3 +434,20 @@ fn garbage_never_panics() {
         }
     }
 }
+
+#[test]
+fn gateway_cuts_oversized_tcp_but_not_other_packets() {
+    let big = tcp(false, 77, 0x18, &[], &payload(1460));
+    let h = tso_header(&big, 1376).unwrap();
+    let segs = segments(&h, &big, 1376);
+    assert_eq!(segs.len(), 2);
+    assert!(segs.iter().all(|s| s.len() <= 1376 && l4_ok(s)));
+    assert_eq!(seq(&segs[1]), 77 + 1336);
+    assert_eq!(tcp_flags(&segs[0]), 0x10);
+    assert_eq!(tcp_flags(&segs[1]), 0x18);
+    assert_eq!(tso_header(&udp(false, &payload(1460)), 1376), None);
+    let mut frag = big.clone();
+    frag[6] |= 0x20;
+    assert_eq!(tso_header(&frag, 1376), None);
+    assert_eq!(tso_header(&big[..30], 1376), None);
+}
