@@ -12,6 +12,7 @@ use std::{
 use xdpsec_e2e::{
     Daemon, Lab,
     gateway::{GatewayLab, HOST_A, HOST_B},
+    queue_counter,
     tunnel::{BASE, Case, inner_addrs, tunnel_config},
 };
 
@@ -20,18 +21,6 @@ const SIZE: usize = 8 << 20;
 
 /// The file both sides hash: Python's Random(20) bytes.
 const DATA: &str = "import random; data = random.Random(20).randbytes(SIZE)";
-
-fn counter(d: &Daemon, name: &str) -> u64 {
-    let st = d
-        .cli_json("show platform hardware qfp active statistics")
-        .unwrap();
-    st["queues"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|q| q[name].as_u64().unwrap())
-        .sum()
-}
 
 fn encaps(d: &Daemon) -> u64 {
     let s = d.cli_json("show crypto ipsec sa").unwrap();
@@ -124,7 +113,10 @@ fn tcp_through_the_tunnel_with_offloads_is_segmented_coalesced_and_intact() {
         );
         let (sent, got) = transfer(&lab, v6);
         assert_eq!(sent, got, "v6 {v6}: the file arrives intact");
-        let (supers, segments) = (counter(&d1, "tun_gso_rx"), counter(&d1, "gso_segments"));
+        let (supers, segments) = (
+            queue_counter(&d1, "tun_gso_rx"),
+            queue_counter(&d1, "gso_segments"),
+        );
         // 8 MiB in writes of 64 KB: the sender's kernel hands over
         // super-packets, each cut into several segments.
         assert!(supers > 0, "v6 {v6}: super-packets read");
@@ -134,7 +126,7 @@ fn tcp_through_the_tunnel_with_offloads_is_segmented_coalesced_and_intact() {
         );
         // Each segment is one ESP packet (plus the packets read whole:
         // the handshake, and whatever the kernel did not aggregate).
-        let tun_rx = counter(&d1, "tun_rx");
+        let tun_rx = queue_counter(&d1, "tun_rx");
         assert_eq!(
             encaps(&d1),
             tun_rx - supers + segments,
@@ -142,16 +134,16 @@ fn tcp_through_the_tunnel_with_offloads_is_segmented_coalesced_and_intact() {
         );
         // The receiver wrote coalesced super-packets; tun_tx still counts
         // every decrypted packet.
-        let written = counter(&d2, "tun_gro_tx");
+        let written = queue_counter(&d2, "tun_gro_tx");
         eprintln!(
             "v6 {v6}: sender tun_rx {tun_rx}, tun_gso_rx {supers}, gso_segments {segments}; receiver tun_tx {}, tun_gro_tx {written}",
-            counter(&d2, "tun_tx")
+            queue_counter(&d2, "tun_tx")
         );
         assert!(written > 0, "v6 {v6}: super-packets written");
         let s = d2.cli_json("show crypto ipsec sa").unwrap();
         assert_eq!(
             s["sas"][0]["pkts_decaps"].as_u64(),
-            Some(counter(&d2, "tun_tx")),
+            Some(queue_counter(&d2, "tun_tx")),
             "v6 {v6}: every decrypted packet written"
         );
     }
@@ -166,10 +158,10 @@ fn offloads_off_reads_and_writes_one_packet_at_a_time() {
     assert_eq!(sent, got);
     for d in [&d1, &d2] {
         for k in ["tun_gso_rx", "gso_segments", "tun_gro_tx"] {
-            assert_eq!(counter(d, k), 0, "{k}");
+            assert_eq!(queue_counter(d, k), 0, "{k}");
         }
     }
-    assert_eq!(encaps(&d1), counter(&d1, "tun_rx"));
+    assert_eq!(encaps(&d1), queue_counter(&d1, "tun_rx"));
     assert!(!d1.log_text().contains("offloads on"));
 }
 
@@ -196,13 +188,13 @@ fn gateway_cuts_oversized_tcp_from_the_inside() {
     let (sent, got) = send_file([&g.hosts[0], HOST_A[0]], [&g.hosts[1], HOST_B[0]], false);
     assert_eq!(sent, got, "the file arrives intact");
     let (cut, segments) = (
-        counter(&d1, "inside_segmented"),
-        counter(&d1, "gso_segments"),
+        queue_counter(&d1, "inside_segmented"),
+        queue_counter(&d1, "gso_segments"),
     );
     eprintln!("gw1: inside_segmented {cut}, gso_segments {segments}");
     // 8 MiB in 1460-byte segments: nearly all of them were too large.
     assert!(cut as usize > SIZE / 1460 / 2, "{cut} cut");
     assert!(segments >= 2 * cut);
-    assert_eq!(counter(&d1, "inside_too_big"), 0);
+    assert_eq!(queue_counter(&d1, "inside_too_big"), 0);
     drop(d2);
 }
