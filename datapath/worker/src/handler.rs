@@ -524,6 +524,11 @@ impl DatapathHandler {
                 drop_frame(shared, DropReason::OutUnexpException, None);
                 continue;
             };
+            if hdr.gso() != offload::GSO_NONE && hdr.gso_size > 0 {
+                // The segments leave together: one kick for the burst.
+                let payload = pkt.len().saturating_sub(usize::from(hdr.hdr_len));
+                tx.reserve(payload.div_ceil(usize::from(hdr.gso_size)));
+            }
             let res = offload::prepare(&hdr, pkt, max_inner, &mut self.seg_buf, |seg| {
                 tally.add(route_and_encap(
                     ws, shared, ctx, handoff, &snap, &routes, seg, tx,
