@@ -651,6 +651,20 @@ pub fn run_gen(
     gen_report(spawn_gen(ns, config, args, timeout_s)?)
 }
 
+/// One per-queue counter of `show platform hardware qfp active
+/// statistics` (`--json`), summed over the queues.
+pub fn queue_counter(d: &Daemon, name: &str) -> u64 {
+    let st = d
+        .cli_json("show platform hardware qfp active statistics")
+        .unwrap();
+    st["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q[name].as_u64().unwrap())
+        .sum()
+}
+
 /// Packets decapsulated, summed over every SA of `show crypto ipsec sa`.
 pub fn sa_decaps(d: &Daemon) -> Result<u64> {
     let sa = d.cli_json("show crypto ipsec sa")?;

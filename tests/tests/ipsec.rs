@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use serde_json::{Value, json};
 use xdpsec_e2e::{
-    Daemon, Lab, scapy_peer, settle,
+    Daemon, Lab, queue_counter, scapy_peer, settle,
     tunnel::{BASE, Case, KEY_A, KEY_B, inner_addrs, tunnel_config},
 };
 
@@ -982,20 +982,6 @@ fn forget_sa_reproduces_the_invalid_spi_fault_and_clear_crypto_sa_peer_recovers(
     // A peer without tunnels is an error naming it.
     let err = d.cli("clear crypto sa peer 198.51.100.77").unwrap_err();
     assert!(err.contains("198.51.100.77"), "{err}");
-}
-
-/// Sum of one per-queue counter of `show platform hardware qfp active
-/// statistics` over the queues.
-fn queue_counter(d: &Daemon, name: &str) -> u64 {
-    let st = d
-        .cli_json("show platform hardware qfp active statistics")
-        .unwrap();
-    st["queues"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|q| q[name].as_u64().unwrap())
-        .sum()
 }
 
 /// BFD inside the tunnel (issue 8): an ESP packet from scapy carrying an

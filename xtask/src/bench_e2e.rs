@@ -267,6 +267,7 @@ pub fn run() -> Result<()> {
         &mut rows,
         &[
             crate::bench_iperf::InsideMode::Tun,
+            crate::bench_iperf::InsideMode::TunNoOffloads,
             crate::bench_iperf::InsideMode::Xdp,
         ],
     )?;

@@ -350,6 +350,15 @@ impl XskTx {
         }
     }
 
+    /// Make room for a burst of `n` frames (at most a batch) beside those
+    /// written and not yet on the ring: flush first when they would not
+    /// fit, so the burst (a super-packet's segments) leaves with one kick.
+    pub fn reserve(&mut self, n: usize) {
+        if self.pending.len + n.min(BATCH_SIZE) > BATCH_SIZE {
+            self.flush();
+        }
+    }
+
     /// Kick the kernel if frames are still on the tx ring (not completed):
     /// for a socket idle in receive, so the end of a burst does not wait
     /// on the ring for the next one.
