@@ -40,6 +40,8 @@ pub struct Options {
     pub rekey_every: Option<Duration>,
     /// An attempt not ended after this long ends as `TIMEOUT`.
     pub attempt_timeout: Duration,
+    /// Keep the cores' log lines for [`Engine::take_logs`].
+    pub keep_logs: bool,
 }
 
 impl Default for Options {
@@ -49,6 +51,7 @@ impl Default for Options {
             concurrency: 100,
             rekey_every: None,
             attempt_timeout: ATTEMPT_TIMEOUT,
+            keep_logs: false,
         }
     }
 }
@@ -126,6 +129,7 @@ pub struct Engine {
     byes: Vec<(usize, Send, usize, Instant)>,
     /// DELETEs never answered.
     pub byes_unanswered: u64,
+    logs: Vec<String>,
 }
 
 /// What `ike`'s log lines say about a negotiation that failed: the
@@ -212,6 +216,7 @@ impl Engine {
             bye_queue: std::collections::VecDeque::new(),
             byes: Vec::new(),
             byes_unanswered: 0,
+            logs: Vec::new(),
         }
     }
 
@@ -233,6 +238,11 @@ impl Engine {
     /// Whether every peer has had its attempt and every attempt has ended.
     pub fn setup_done(&self) -> bool {
         (self.next == self.peers.len() || self.stopping) && self.in_flight == 0
+    }
+
+    /// The cores' log lines since the last call (with `keep_logs`).
+    pub fn take_logs(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.logs)
     }
 
     /// The peers that came up since the last call.
@@ -450,6 +460,9 @@ impl Engine {
                 }
                 Action::RemoveOutbound { .. } => self.peers[i].outbound = None,
                 Action::Log { line, .. } => {
+                    if self.opts.keep_logs {
+                        self.logs.push(line.clone());
+                    }
                     if matches!(self.peers[i].state, State::Negotiating)
                         && let Some(f) = classify(&line)
                     {

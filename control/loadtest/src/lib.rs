@@ -60,6 +60,9 @@ pub struct IkeArgs {
     /// replies; gives time to first packet.
     #[arg(long, value_name = "PPS")]
     pub traffic: Option<f64>,
+    /// Print the IKE cores' log lines on stderr.
+    #[arg(long, short)]
+    pub verbose: bool,
     /// Print the figures as one JSON object.
     #[arg(long)]
     pub json: bool,

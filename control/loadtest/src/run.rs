@@ -54,6 +54,7 @@ fn check_args(a: &IkeArgs, cfg: &LoadtestConfig) -> Result<Options> {
         rate: a.rate,
         concurrency: a.concurrency,
         rekey_every,
+        keep_logs: a.verbose,
         ..Options::default()
     })
 }
@@ -69,6 +70,9 @@ struct Io {
 
 impl Io {
     fn flush(&mut self, e: &mut Engine) {
+        for l in e.take_logs() {
+            eprintln!("{:9.3} {l}", self.t0.elapsed().as_secs_f64());
+        }
         for s in e.take_sends() {
             let r = if s.local.port() == self.ike.port {
                 self.ike.send(s.local.ip(), s.remote, &[], &s.data)
