@@ -66,8 +66,8 @@ encap = "udp"
 /// one (AUTHENTICATION_FAILED, seen here with charon; an IKE core issue).
 const CONCURRENCY: &str = "8";
 
-/// Start the load tester in node 1 (bounded by `timeout`).
-fn spawn_loadtest(lab: &Lab, config: &Path) -> Child {
+/// Start the load tester in node 1 (bounded by `timeout`), `extra` arguments added.
+fn spawn_loadtest(lab: &Lab, config: &Path, extra: &[&str]) -> Child {
     Command::new("ip")
         .args(["netns", "exec", &lab.ns1, "timeout", "60"])
         .arg(xdpsec_bin())
@@ -80,6 +80,7 @@ fn spawn_loadtest(lab: &Lab, config: &Path) -> Child {
             CONCURRENCY,
         ])
         .args(["--duration", &HOLD_S.to_string(), "--json"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -100,8 +101,8 @@ fn loadtest_json(child: Child, gw_log: impl FnOnce() -> String) -> Value {
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
-/// All up, none failed, and the accounting adds up.
-fn check_json(v: &Value) {
+/// All up, none failed, and the accounting adds up; `ttfp_ms` with `--traffic` only.
+fn check_json(v: &Value, traffic: bool) {
     assert_eq!(v["tunnels"], TUNNELS, "{v}");
     assert_eq!(v["attempts"], TUNNELS, "{v}");
     assert_eq!(v["up"], TUNNELS, "{v}");
@@ -123,7 +124,16 @@ fn check_json(v: &Value) {
     );
     assert!(v["peak_tunnels_per_second"].as_f64().unwrap() >= tps, "{v}");
     assert!(v["cpu_seconds"].as_f64().unwrap() > 0.0, "{v}");
-    assert!(v.get("ttfp_ms").is_none(), "no --traffic, no ttfp_ms: {v}");
+    if traffic {
+        let q = &v["ttfp_ms"];
+        let p: Vec<f64> = ["p50", "p90", "p99", "max"]
+            .iter()
+            .map(|k| q[k].as_f64().unwrap_or_else(|| panic!("ttfp_ms.{k}: {v}")))
+            .collect();
+        assert!(p[0] > 0.0 && p.windows(2).all(|w| w[0] <= w[1]), "{v}");
+    } else {
+        assert!(v.get("ttfp_ms").is_none(), "no --traffic, no ttfp_ms: {v}");
+    }
 }
 
 /// Poll `count` (at most `within`) until it returns `want`; the last value.
@@ -173,16 +183,25 @@ fn fifty_tunnels_against_charon() {
     charon.load_conn(&conf).unwrap();
     let dir = scratch_dir("loadtest");
     let config = loadtest_config(&lab, &dir);
-    let child = spawn_loadtest(&lab, &config);
-    // While it holds them: charon has 50 established IKE SAs, each with
-    // its child installed, from 50 distinct source addresses.
+    let report = dir.join("report.html");
+    let child = spawn_loadtest(
+        &lab,
+        &config,
+        &["--traffic", "10", "--report", report.to_str().unwrap()],
+    );
+    // While it holds them: charon has 50 established IKE SAs from 50
+    // distinct source addresses, each with its child installed and ESP
+    // counted both ways by charon (the echo requests in, the replies out).
     let mut peers = BTreeSet::new();
     let up = poll(Duration::from_secs(HOLD_S.into()), TUNNELS, || {
         let sas = charon.list_sas().unwrap_or_default();
         peers = sas
             .iter()
             .filter(|s| {
-                s.state == "ESTABLISHED" && s.children.iter().any(|c| c.state == "INSTALLED")
+                s.state == "ESTABLISHED"
+                    && s.children
+                        .iter()
+                        .any(|c| c.state == "INSTALLED" && c.packets_in > 0 && c.packets_out > 0)
             })
             .map(|s| s.remote_host.parse::<IpAddr>().unwrap())
             .collect();
@@ -190,7 +209,23 @@ fn fifty_tunnels_against_charon() {
     });
     let v = loadtest_json(child, || charon.log_text());
     assert_eq!(up, TUNNELS, "charon's SAs: {:#?}", charon.list_sas());
-    check_json(&v);
+    check_json(&v, true);
+    // The report's embedded figures and its table are the JSON's; three plots.
+    let page = std::fs::read_to_string(&report).unwrap();
+    let embedded = page
+        .split("<script type=\"application/json\" id=\"summary\">")
+        .nth(1)
+        .and_then(|r| r.split("</script>").next())
+        .expect("the report embeds its figures");
+    let figures: Value = serde_json::from_str(embedded).unwrap();
+    assert_eq!(figures, v);
+    for k in ["up", "attempts", "tunnels_per_second", "seconds"] {
+        assert!(
+            page.contains(&format!("<td id=\"{k}\">{}</td>", v[k])),
+            "{k}"
+        );
+    }
+    assert_eq!(page.matches("<svg").count(), 3);
     // The load tester's DELETEs: charon has none left.
     let left = poll(Duration::from_secs(5), 0, || {
         charon.list_sas().map_or(usize::MAX, |s| s.len())
@@ -222,7 +257,7 @@ fn fifty_tunnels_against_xdpsec() {
     let d = Daemon::start(&lab.ns2, &conf).unwrap();
     let dir = scratch_dir("loadtest");
     let config = loadtest_config(&lab, &dir);
-    let child = spawn_loadtest(&lab, &config);
+    let child = spawn_loadtest(&lab, &config, &[]);
     let ready = |d: &Daemon| {
         d.cli_json("show crypto ikev2 sa").map_or(0, |v| {
             v["ike_sas"]
@@ -233,7 +268,7 @@ fn fifty_tunnels_against_xdpsec() {
     let up = poll(Duration::from_secs(HOLD_S.into()), TUNNELS, || ready(&d));
     let v = loadtest_json(child, || d.log_text());
     assert_eq!(up, TUNNELS, "{}", d.log_text());
-    check_json(&v);
+    check_json(&v, false);
     let left = poll(Duration::from_secs(5), 0, || ready(&d));
     assert_eq!(left, 0, "{}", d.log_text());
     assert_eq!(
