@@ -5,7 +5,7 @@
 //! so the two always agree.
 use std::{fmt::Write as _, time::Duration};
 
-use plotters::prelude::*;
+use plotters::{coord::types::RangedCoordf64, prelude::*};
 
 use crate::stats::{Accounting, Outcome, Summary};
 
@@ -17,24 +17,38 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// Draw into an SVG string of `w` x `h`.
-fn svg(
-    w: u32,
-    h: u32,
-    draw: impl FnOnce(&DrawingArea<SVGBackend, plotters::coord::Shift>) -> Result<(), String>,
+/// A chart on 0..`xmax` x 0..`ymax` as an SVG string, drawn by `draw`.
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+fn plot(
+    caption: &str,
+    (x_desc, y_desc): (&str, &str),
+    (xmax, ymax): (f64, f64),
+    draw: impl FnOnce(&mut Chart) -> Result<(), String>,
 ) -> String {
     let mut s = String::new();
-    {
-        let root = SVGBackend::with_string(&mut s, (w, h)).into_drawing_area();
-        let r = root
-            .fill(&WHITE)
-            .map_err(|e| e.to_string())
-            .and_then(|()| draw(&root));
-        if let Err(e) = r.and_then(|()| root.present().map_err(|e| e.to_string())) {
-            return format!("<p>(plot failed: {})</p>", esc(&e));
-        }
+    let r = (|| {
+        let root = SVGBackend::with_string(&mut s, (720, 300)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let mut c = ChartBuilder::on(&root)
+            .caption(caption, ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0f64..xmax, 0f64..ymax)
+            .map_err(|e| e.to_string())?;
+        c.configure_mesh()
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        draw(&mut c)?;
+        root.present().map_err(|e| e.to_string())
+    })();
+    match r {
+        Ok(()) => s,
+        Err(e) => format!("<p>(plot failed: {})</p>", esc(&e)),
     }
-    s
 }
 
 /// Tunnels up (cumulative) over time since the run's start.
@@ -90,87 +104,53 @@ pub fn html(s: &Summary, acc: &Accounting, title: &str, notes: &[String]) -> Str
         .max(Duration::from_millis(1));
     let xmax = end.as_secs_f64() * 1.05;
     let up_series = tunnels_up(acc);
-    let up_plot = svg(720, 300, |root| {
-        let ymax = (s.up as f64).max(1.0) * 1.05;
-        let mut c = ChartBuilder::on(root)
-            .caption("Tunnels up", ("sans-serif", 16))
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0f64..xmax, 0f64..ymax)
-            .map_err(|e| e.to_string())?;
-        c.configure_mesh()
-            .x_desc("seconds since start")
-            .y_desc("tunnels up")
-            .draw()
-            .map_err(|e| e.to_string())?;
-        c.draw_series(LineSeries::new(up_series, &BLUE))
-            .map_err(|e| e.to_string())?;
-        Ok(())
-    });
+    let up_plot = plot(
+        "Tunnels up",
+        ("seconds since start", "tunnels up"),
+        (xmax, (s.up as f64).max(1.0) * 1.05),
+        |c| {
+            c.draw_series(LineSeries::new(up_series, &BLUE))
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        },
+    );
     let lat = acc.setup_latencies();
     let buckets = latency_buckets(&lat);
-    let hist_plot = svg(720, 300, |root| {
-        let xmax = buckets.last().map_or(1.0, |b| b.0 + b.1);
-        let ymax = buckets.iter().map(|b| b.2).max().unwrap_or(1).max(1) as f64 * 1.1;
-        let mut c = ChartBuilder::on(root)
-            .caption(
-                "Setup latency (IKE_SA_INIT sent to child SA up)",
-                ("sans-serif", 16),
-            )
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0f64..xmax, 0f64..ymax)
+    let hist_xmax = buckets.last().map_or(1.0, |b| b.0 + b.1);
+    let hist_ymax = buckets.iter().map(|b| b.2).max().unwrap_or(1).max(1) as f64 * 1.1;
+    let hist_plot = plot(
+        "Setup latency (IKE_SA_INIT sent to child SA up)",
+        ("milliseconds", "tunnels"),
+        (hist_xmax, hist_ymax),
+        |c| {
+            c.draw_series(buckets.iter().map(|(x, w, n)| {
+                Rectangle::new(
+                    [(*x, 0.0), (x + w * 0.95, *n as f64)],
+                    BLUE.mix(0.6).filled(),
+                )
+            }))
             .map_err(|e| e.to_string())?;
-        c.configure_mesh()
-            .x_desc("milliseconds")
-            .y_desc("tunnels")
-            .draw()
-            .map_err(|e| e.to_string())?;
-        c.draw_series(buckets.iter().map(|(x, w, n)| {
-            Rectangle::new(
-                [(*x, 0.0), (x + w * 0.95, *n as f64)],
-                BLUE.mix(0.6).filled(),
-            )
-        }))
-        .map_err(|e| e.to_string())?;
-        Ok(())
-    });
+            Ok(())
+        },
+    );
     let per_s = acc.per_second(Duration::ZERO, end);
-    let fail_plot = svg(720, 300, |root| {
-        let ymax = per_s.iter().map(|b| b.0.max(b.1)).max().unwrap_or(1).max(1) as f64 * 1.1;
-        let mut c = ChartBuilder::on(root)
-            .caption(
-                "Per second: tunnels up (blue), failures (red)",
-                ("sans-serif", 16),
-            )
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0f64..(per_s.len() as f64).max(1.0), 0f64..ymax)
-            .map_err(|e| e.to_string())?;
-        c.configure_mesh()
-            .x_desc("second since start")
-            .y_desc("per second")
-            .draw()
-            .map_err(|e| e.to_string())?;
-        c.draw_series(per_s.iter().enumerate().map(|(k, b)| {
-            Rectangle::new(
-                [(k as f64, 0.0), (k as f64 + 0.45, b.0 as f64)],
-                BLUE.mix(0.6).filled(),
-            )
-        }))
-        .map_err(|e| e.to_string())?;
-        c.draw_series(per_s.iter().enumerate().map(|(k, b)| {
-            Rectangle::new(
-                [(k as f64 + 0.5, 0.0), (k as f64 + 0.95, b.1 as f64)],
-                RED.mix(0.6).filled(),
-            )
-        }))
-        .map_err(|e| e.to_string())?;
-        Ok(())
-    });
+    let fail_ymax = per_s.iter().map(|b| b.0.max(b.1)).max().unwrap_or(1).max(1) as f64 * 1.1;
+    let fail_plot = plot(
+        "Per second: tunnels up (blue), failures (red)",
+        ("second since start", "per second"),
+        ((per_s.len() as f64).max(1.0), fail_ymax),
+        |c| {
+            for (color, off) in [(BLUE, 0.0), (RED, 0.5)] {
+                c.draw_series(per_s.iter().enumerate().map(|(k, b)| {
+                    let n = if off == 0.0 { b.0 } else { b.1 };
+                    let x = k as f64 + off;
+                    Rectangle::new([(x, 0.0), (x + 0.45, n as f64)], color.mix(0.6).filled())
+                }))
+                .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        },
+    );
     let json = serde_json::to_string(s).unwrap_or_default();
     let mut rows = String::new();
     let mut row = |k: &str, v: String| {

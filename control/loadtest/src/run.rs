@@ -114,6 +114,16 @@ impl Io {
         }
     }
 
+    /// Wait for a datagram until `wake` (from `now`), then read what came.
+    fn wait(&mut self, e: &mut Engine, buf: &mut [u8], now: Instant, wake: Instant) {
+        let ms = wake
+            .saturating_duration_since(now)
+            .as_micros()
+            .div_ceil(1000) as i32;
+        net::poll_readable(&[self.ike.raw(), self.nat_t.raw()], ms);
+        self.receive(e, buf);
+    }
+
     /// Read what has come (at most a burst per socket) into the engine.
     fn receive(&mut self, e: &mut Engine, buf: &mut [u8]) {
         for nat_t in [false, true] {
@@ -224,7 +234,6 @@ pub fn ike(a: &IkeArgs) -> Result<Summary> {
     let mut setup_end: Option<Instant> = None;
     let mut next_progress = t0;
     let mut buf = vec![0u8; 65536];
-    let fds = [io.ike.raw(), io.nat_t.raw()];
     let interrupted = loop {
         if net::stop_requested() {
             break true;
@@ -255,12 +264,7 @@ pub fn ike(a: &IkeArgs) -> Result<Summary> {
         if let Some(t) = io.traffic.as_ref().and_then(|t| t.0.next_due()) {
             wake = wake.min(t);
         }
-        let ms = wake
-            .saturating_duration_since(now)
-            .as_micros()
-            .div_ceil(1000) as i32;
-        net::poll_readable(&fds, ms);
-        io.receive(&mut e, &mut buf);
+        io.wait(&mut e, &mut buf, now, wake);
         io.flush(&mut e);
     };
     let end = Instant::now();
@@ -279,12 +283,7 @@ pub fn ike(a: &IkeArgs) -> Result<Summary> {
             .next_wakeup()
             .unwrap_or(now + PROGRESS_EVERY)
             .min(now + PROGRESS_EVERY);
-        let ms = wake
-            .saturating_duration_since(now)
-            .as_micros()
-            .div_ceil(1000) as i32;
-        net::poll_readable(&fds, ms);
-        io.receive(&mut e, &mut buf);
+        io.wait(&mut e, &mut buf, now, wake);
     }
     io.flush(&mut e);
     if show {
