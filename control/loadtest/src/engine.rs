@@ -365,7 +365,18 @@ impl Engine {
         p.attempt = attempt;
         self.in_flight += 1;
         self.next_start_at = match self.opts.rate {
-            Some(r) if r > 0.0 => now.max(self.next_start_at) + Duration::from_secs_f64(1.0 / r),
+            // On the schedule, not from the (late) wake-up: a start up to
+            // one interval late does not slow the rate; later than that
+            // (held back by the concurrency cap) the schedule starts anew.
+            Some(r) if r > 0.0 => {
+                let interval = Duration::from_secs_f64(1.0 / r);
+                let base = if now.saturating_duration_since(self.next_start_at) > interval {
+                    now
+                } else {
+                    self.next_start_at
+                };
+                base + interval
+            }
             _ => now,
         };
         self.wakes.push(Reverse((

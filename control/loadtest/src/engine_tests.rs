@@ -368,3 +368,22 @@ fn deletes_are_paced_resent_and_answered() {
         end - t
     );
 }
+
+#[test]
+fn late_wakeups_keep_the_rate() {
+    // 100 a second, woken 3 ms late each time: still one start per 10 ms.
+    let opts = Options {
+        rate: Some(100.0),
+        ..Options::default()
+    };
+    let t0 = Instant::now();
+    let mut e = Engine::new(initiators(50), opts, t0);
+    let mut t = t0;
+    while e.accounting().attempts.len() < 50 {
+        e.tick(t);
+        e.take_sends();
+        t = e.next_wakeup().unwrap() + Duration::from_millis(3);
+    }
+    let last = e.accounting().attempts[49].start;
+    assert!(last < Duration::from_millis(500), "{last:?}");
+}
