@@ -38,7 +38,7 @@ pub struct IkeArgs {
     /// The config file: `[underlay]` and `[loadtest]` (README, "xdpsec loadtest").
     #[arg(long, short)]
     pub config: PathBuf,
-    /// Emulated peers, one attempt each (default: 1).
+    /// Emulated peers, one attempt each.
     #[arg(long, default_value_t = 1)]
     pub tunnels: u64,
     /// New IKE_SA_INIT exchanges per second (default: as fast as --concurrency allows).
