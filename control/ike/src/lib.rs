@@ -48,9 +48,9 @@ use std::{
 
 use zeroize::Zeroizing;
 
+mod core;
 pub mod crypto;
 pub mod proposal;
-mod sa;
 pub mod timers;
 pub mod wire;
 
@@ -510,7 +510,7 @@ pub struct Footprint {
 
 /// All IKE tunnels of a node.
 pub struct Ike {
-    core: sa::Core,
+    core: core::Core,
 }
 
 impl Ike {
@@ -518,7 +518,7 @@ impl Ike {
     /// (initiators start on their first `Timer`, which is due at once).
     pub fn new(peers: Vec<PeerConfig>) -> Ike {
         Ike {
-            core: sa::Core::new(peers),
+            core: core::Core::new(peers),
         }
     }
 
