@@ -53,20 +53,8 @@ impl Core {
             self.drop_sa(i, now, Some(FAILED_RETRY));
             return;
         }
-        let idr = m.payloads.iter().find_map(|p| {
-            if let Payload::IdR(t, d) = p {
-                Some((*t, d.clone()))
-            } else {
-                None
-            }
-        });
-        let auth = m.payloads.iter().find_map(|p| {
-            if let Payload::Auth(t, d) = p {
-                Some((*t, d.clone()))
-            } else {
-                None
-            }
-        });
+        let idr = m.id_r().map(|(t, d)| (t, d.to_vec()));
+        let auth = m.auth().map(|(t, d)| (t, d.to_vec()));
         let (Some((idt, idd)), Some((am, ad))) = (idr, auth) else {
             let e = m.error_notify().map(|n| n.ty).unwrap_or(0);
             self.log(p, false, format!("IKE_AUTH answered without IDr or AUTH (error notify {e}); IKE SA not established"));
@@ -242,20 +230,8 @@ impl Core {
         let p = self.sas[i].peer;
         let cfg = self.peers[p].clone();
         let msg_id = m.header.msg_id;
-        let idi = m.payloads.iter().find_map(|p| {
-            if let Payload::IdI(t, d) = p {
-                Some((*t, d.clone()))
-            } else {
-                None
-            }
-        });
-        let auth = m.payloads.iter().find_map(|p| {
-            if let Payload::Auth(t, d) = p {
-                Some((*t, d.clone()))
-            } else {
-                None
-            }
-        });
+        let idi = m.id_i().map(|(t, d)| (t, d.to_vec()));
+        let auth = m.auth().map(|(t, d)| (t, d.to_vec()));
         let fail = |s: &mut Core, why: String| {
             let from = s.sas[i].remote.ip();
             s.log_noise(

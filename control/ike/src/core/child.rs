@@ -305,13 +305,7 @@ impl Core {
         pfs: bool,
     ) -> Option<u32> {
         let p = self.sas[i].peer;
-        let props = m.payloads.iter().find_map(|p| {
-            if let Payload::Sa(x) = p {
-                Some(x)
-            } else {
-                None
-            }
-        });
+        let props = m.sa();
         let Some((spi_out, esp)) = props.and_then(|x| Self::accepted_esp(esp_list, x, pfs)) else {
             self.log(
                 p,
@@ -332,20 +326,8 @@ impl Core {
             };
         // Narrowing of what we offered is refused (the datapath's policy
         // is the configured subnets).
-        let tsi = m.payloads.iter().find_map(|p| {
-            if let Payload::TsI(x) = p {
-                Some(x.clone())
-            } else {
-                None
-            }
-        });
-        let tsr = m.payloads.iter().find_map(|p| {
-            if let Payload::TsR(x) = p {
-                Some(x.clone())
-            } else {
-                None
-            }
-        });
+        let tsi = m.ts_i().map(<[_]>::to_vec);
+        let tsr = m.ts_r().map(<[_]>::to_vec);
         let want_i: Vec<TsRepr> = local_ts.iter().map(|x| TsRepr::from_prefix(*x)).collect();
         let want_r: Vec<TsRepr> = remote_ts.iter().map(|x| TsRepr::from_prefix(*x)).collect();
         if tsi.as_ref() != Some(&want_i) || tsr.as_ref() != Some(&want_r) {
@@ -445,13 +427,7 @@ impl Core {
             }
             return;
         }
-        let nr = m.payloads.iter().find_map(|p| {
-            if let Payload::Nonce(n) = p {
-                Some(n.clone())
-            } else {
-                None
-            }
-        });
+        let nr = m.nonce().map(<[u8]>::to_vec);
         let Some(nr) = nr else {
             self.log(
                 p,
@@ -463,13 +439,7 @@ impl Core {
         };
         let shared = match dh {
             Some(d) => {
-                let ke = m.payloads.iter().find_map(|p| {
-                    if let Payload::Ke { data, .. } = p {
-                        Some(data.clone())
-                    } else {
-                        None
-                    }
-                });
+                let ke = m.ke().map(|(_, d)| d.to_vec());
                 match ke.map(|k| d.agree(&k)) {
                     Some(Ok(s)) => Some(s),
                     _ => {
@@ -498,13 +468,7 @@ impl Core {
                     false,
                     "simultaneous rekey: ours has the lowest nonce and is redundant; deleting it",
                 );
-                let props = m.payloads.iter().find_map(|p| {
-                    if let Payload::Sa(x) = p {
-                        Some(x)
-                    } else {
-                        None
-                    }
-                });
+                let props = m.sa();
                 // Never installed here: the SPI is free again either way.
                 self.used_spis.remove(&spi_in);
                 if props
@@ -574,13 +538,7 @@ impl Core {
     ) -> Result<(u8, u32, EspProposal, Vec<Prefix>, Vec<Prefix>), u16> {
         let p = self.sas[i].peer;
         let cfg = self.peers[p].clone();
-        let props = m.payloads.iter().find_map(|p| {
-            if let Payload::Sa(x) = p {
-                Some(x)
-            } else {
-                None
-            }
-        });
+        let props = m.sa();
         let ours = match rekeyed {
             Some(c) => Self::rekey_proposals(&cfg, &self.sas[i].children[c].esp),
             None => cfg.esp_proposals.clone(),
@@ -596,28 +554,8 @@ impl Core {
         if spi_out < 256 {
             return Err(notify::NO_PROPOSAL_CHOSEN);
         }
-        let tsi = m
-            .payloads
-            .iter()
-            .find_map(|p| {
-                if let Payload::TsI(x) = p {
-                    Some(x.clone())
-                } else {
-                    None
-                }
-            })
-            .unwrap_or_default();
-        let tsr = m
-            .payloads
-            .iter()
-            .find_map(|p| {
-                if let Payload::TsR(x) = p {
-                    Some(x.clone())
-                } else {
-                    None
-                }
-            })
-            .unwrap_or_default();
+        let tsi = m.ts_i().map(<[_]>::to_vec).unwrap_or_default();
+        let tsr = m.ts_r().map(<[_]>::to_vec).unwrap_or_default();
         let (lts, rts) = match rekeyed {
             Some(c) => (
                 self.sas[i].children[c].local_ts.clone(),
@@ -653,27 +591,9 @@ impl Core {
     pub(super) fn create_child_request(&mut self, i: usize, now: Instant, m: &Message) {
         let p = self.sas[i].peer;
         let msg_id = m.header.msg_id;
-        let props = m.payloads.iter().find_map(|p| {
-            if let Payload::Sa(x) = p {
-                Some(x.clone())
-            } else {
-                None
-            }
-        });
-        let ni = m.payloads.iter().find_map(|p| {
-            if let Payload::Nonce(n) = p {
-                Some(n.clone())
-            } else {
-                None
-            }
-        });
-        let ke = m.payloads.iter().find_map(|p| {
-            if let Payload::Ke { group, data } = p {
-                Some((*group, data.clone()))
-            } else {
-                None
-            }
-        });
+        let props = m.sa().map(<[_]>::to_vec);
+        let ni = m.nonce().map(<[u8]>::to_vec);
+        let ke = m.ke().map(|(g, d)| (g, d.to_vec()));
         let (Some(props), Some(ni)) = (props, ni) else {
             self.respond(
                 i,

@@ -28,31 +28,13 @@ impl Core {
             );
             return;
         }
-        let props = m.payloads.iter().find_map(|p| {
-            if let Payload::Sa(x) = p {
-                Some(x)
-            } else {
-                None
-            }
-        });
-        let nr = m.payloads.iter().find_map(|p| {
-            if let Payload::Nonce(n) = p {
-                Some(n.clone())
-            } else {
-                None
-            }
-        });
-        let ke = m.payloads.iter().find_map(|p| {
-            if let Payload::Ke { data, .. } = p {
-                Some(data.clone())
-            } else {
-                None
-            }
-        });
+        let props = m.sa();
+        let nr = m.nonce().map(<[u8]>::to_vec);
+        let ke = m.ke().map(|(_, d)| d.to_vec());
         let (Some(props), Some(nr), Some(ke), Some(dh)) = (props, nr, ke, dh) else {
             return;
         };
-        let [rp] = props.as_slice() else { return };
+        let [rp] = props else { return };
         if rp.spi.len() != 8 || Self::accepted_ike(std::slice::from_ref(&prop), props).is_none() {
             self.log(
                 p,

@@ -172,27 +172,9 @@ impl Core {
             );
             return;
         }
-        let props = m.payloads.iter().find_map(|p| {
-            if let Payload::Sa(x) = p {
-                Some(x)
-            } else {
-                None
-            }
-        });
-        let ke = m.payloads.iter().find_map(|p| {
-            if let Payload::Ke { group, data } = p {
-                Some((*group, data))
-            } else {
-                None
-            }
-        });
-        let nr = m.payloads.iter().find_map(|p| {
-            if let Payload::Nonce(n) = p {
-                Some(n.clone())
-            } else {
-                None
-            }
-        });
+        let props = m.sa();
+        let ke = m.ke();
+        let nr = m.nonce().map(<[u8]>::to_vec);
         let (Some(props), Some((group, ke)), Some(nr)) = (props, ke, nr) else {
             self.log_noise(
                 now,
@@ -321,27 +303,9 @@ impl Core {
             flags: FLAG_RESPONSE,
             msg_id: 0,
         };
-        let props = m.payloads.iter().find_map(|p| {
-            if let Payload::Sa(x) = p {
-                Some(x)
-            } else {
-                None
-            }
-        });
-        let ke = m.payloads.iter().find_map(|p| {
-            if let Payload::Ke { group, data } = p {
-                Some((*group, data))
-            } else {
-                None
-            }
-        });
-        let ni = m.payloads.iter().find_map(|p| {
-            if let Payload::Nonce(n) = p {
-                Some(n.clone())
-            } else {
-                None
-            }
-        });
+        let props = m.sa();
+        let ke = m.ke();
+        let ni = m.nonce().map(<[u8]>::to_vec);
         let (Some(props), Some((group, ke)), Some(ni)) = (props, ke, ni) else {
             self.log_noise(
                 now,
