@@ -244,7 +244,7 @@ impl Core {
             _ => pfs,
         };
         let dh = match pfs {
-            Some(g) => match Dh::generate(g, &self.rng) {
+            Some(g) => match Dh::generate(g, &*self.rng) {
                 Ok(d) => Some(d),
                 Err(_) => return,
             },
@@ -662,7 +662,7 @@ impl Core {
             else {
                 return;
             };
-            let Ok(dh) = Dh::generate(prop.dh, &self.rng) else {
+            let Ok(dh) = Dh::generate(prop.dh, &*self.rng) else {
                 return;
             };
             let public = dh.public().to_vec();
@@ -779,7 +779,7 @@ impl Core {
                 );
                 return;
             }
-            let Ok(dh) = Dh::generate(want, &self.rng) else {
+            let Ok(dh) = Dh::generate(want, &*self.rng) else {
                 return;
             };
             ke_out = Some(Payload::Ke {

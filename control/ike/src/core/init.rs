@@ -80,7 +80,7 @@ impl Core {
         let (dh, ni) = match reuse {
             Some(x) => x,
             None => {
-                let Ok(dh) = Dh::generate(group, &self.rng) else {
+                let Ok(dh) = Dh::generate(group, &*self.rng) else {
                     return;
                 };
                 (dh, self.nonce())
@@ -389,7 +389,7 @@ impl Core {
                 return;
             }
         }
-        let Ok(dh) = Dh::generate(prop.dh, &self.rng) else {
+        let Ok(dh) = Dh::generate(prop.dh, &*self.rng) else {
             return;
         };
         let public = dh.public().to_vec();

@@ -194,7 +194,7 @@ impl Core {
         let mut inner = Vec::new();
         let first = wire::emit_payloads(payloads, &mut inner);
         let inner = Zeroizing::new(inner);
-        keys.seal(sa.initiator, &h, first, &inner, &self.rng).ok()
+        keys.seal(sa.initiator, &h, first, &inner, &*self.rng).ok()
     }
 
     /// Send a request now (the window is free) and keep it for retransmission.

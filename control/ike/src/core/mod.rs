@@ -10,7 +10,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
 use crate::{
@@ -18,6 +17,7 @@ use crate::{
     IkeSaView, Input, PeerConfig, Prefix,
     crypto::{self, Dh, IkeKeys, Secret},
     proposal::{self, TRANS_DH, TRANS_ESN},
+    random::Random,
     timers::*,
     wire::{
         self, DeleteRepr, FLAG_INITIATOR, FLAG_RESPONSE, HeaderRepr, Message, NotifyRepr, Payload,
@@ -254,7 +254,8 @@ pub(crate) struct Core {
     peers: Vec<Arc<PeerConfig>>,
     tunnels: Vec<TunnelState>,
     sas: Vec<IkeSa>,
-    rng: SystemRandom,
+    /// Every random byte: SPIs, nonces, IVs, DH keys, jitter, the cookie key.
+    rng: Box<dyn Random>,
     reserved: HashSet<u32>,
     used_spis: HashSet<u32>,
     next_id: u32,
@@ -271,8 +272,10 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    pub(crate) fn new(peers: Vec<PeerConfig>) -> Core {
-        let epoch = Instant::now();
+    /// `now`: the clock's time at creation (initiators are due then);
+    /// `rng`: the source of every random byte.
+    pub(crate) fn new(peers: Vec<PeerConfig>, now: Instant, rng: Box<dyn Random>) -> Core {
+        let epoch = now;
         let tunnels = peers
             .iter()
             .map(|p| TunnelState {
@@ -284,18 +287,18 @@ impl Core {
             peers: peers.into_iter().map(Arc::new).collect(),
             tunnels,
             sas: Vec::new(),
-            rng: SystemRandom::new(),
+            cookie_secret: {
+                let mut k = [0u8; 32];
+                let _ = rng.fill(&mut k);
+                ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &k)
+            },
+            rng,
             reserved: HashSet::new(),
             used_spis: HashSet::new(),
             next_id: 1,
             fresh: true,
             stopped: false,
             noise: HashMap::new(),
-            cookie_secret: {
-                let mut k = [0u8; 32];
-                let _ = SystemRandom::new().fill(&mut k);
-                ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &k)
-            },
             out: Vec::new(),
         }
     }
@@ -370,7 +373,7 @@ impl Core {
 
     fn random_bytes(&self, n: usize) -> Vec<u8> {
         let mut v = vec![0u8; n];
-        // SystemRandom fails only without an OS RNG; the zeros would then
+        // The system's generator fails only without an OS RNG; the zeros would then
         // be refused by the peer rather than panic here.
         let _ = self.rng.fill(&mut v);
         v

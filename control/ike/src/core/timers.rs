@@ -331,7 +331,7 @@ impl Core {
                 };
                 let spi = self.random_u64();
                 let ni = self.nonce();
-                let Ok(dh) = Dh::generate(prop.dh, &self.rng) else {
+                let Ok(dh) = Dh::generate(prop.dh, &*self.rng) else {
                     return;
                 };
                 let p = vec![
