@@ -91,13 +91,15 @@ impl Core {
         if let Some(c) = sa.neg.as_ref().and_then(|n| n.cookie.clone()) {
             p.push(Self::notify_payload(notify::COOKIE, c));
         }
-        p.push(proposal::ike_sa_payload(&cfg.ike_proposals, None));
-        p.push(Payload::Ke {
-            group: group.id(),
-            data: dh.public().to_vec(),
-        });
-        p.push(Payload::Nonce(ni.clone()));
-        p.extend(self.nat_payloads(sa.spi_i, 0, sa.local, sa.remote, cfg.force_encap));
+        p.extend(self.init_body(
+            proposal::ike_sa_payload(&cfg.ike_proposals, None),
+            group,
+            dh.public(),
+            &ni,
+            (sa.spi_i, 0),
+            (sa.local, sa.remote),
+            cfg.force_encap,
+        ));
         let h = HeaderRepr {
             spi_i: sa.spi_i,
             spi_r: 0,
@@ -172,20 +174,12 @@ impl Core {
             );
             return;
         }
-        let props = m.sa();
-        let ke = m.ke();
-        let nr = m.nonce().map(<[u8]>::to_vec);
-        let (Some(props), Some((group, ke)), Some(nr)) = (props, ke, nr) else {
-            self.log_noise(
-                now,
-                remote.ip(),
-                Noise::Malformed,
-                Some(p),
-                "IKE_SA_INIT response without SA, KE or Nonce; ignored",
-            );
+        let Some((props, group, ke, nr)) =
+            self.init_payloads(now, m, remote, p, "IKE_SA_INIT response")
+        else {
             return;
         };
-        if !(16..=256).contains(&nr.len()) || m.header.spi_r == 0 {
+        if m.header.spi_r == 0 {
             return;
         }
         let Some(prop) = Self::accepted_ike(&cfg.ike_proposals, props) else {
@@ -229,10 +223,7 @@ impl Core {
         let neg = sa.neg.as_mut().expect("checked above");
         neg.nr = nr;
         neg.init_resp = raw.to_vec();
-        let seed = crypto::skeyseed(prop.prf, &neg.ni, &neg.nr, &shared);
-        sa.keys = Some(IkeKeys::derive(
-            &prop, &seed, &neg.ni, &neg.nr, sa.spi_i, spi_r,
-        ));
+        sa.keys = Some(init_keys(&prop, &neg.ni, &neg.nr, &shared, sa.spi_i, spi_r));
         sa.prop = Some(prop);
         sa.pending = None;
         sa.nat = cfg.force_encap || Self::nat_detected(m, sa.spi_i, spi_r, local, remote);
@@ -303,22 +294,10 @@ impl Core {
             flags: FLAG_RESPONSE,
             msg_id: 0,
         };
-        let props = m.sa();
-        let ke = m.ke();
-        let ni = m.nonce().map(<[u8]>::to_vec);
-        let (Some(props), Some((group, ke)), Some(ni)) = (props, ke, ni) else {
-            self.log_noise(
-                now,
-                remote.ip(),
-                Noise::Malformed,
-                Some(p),
-                "IKE_SA_INIT without SA, KE or Nonce; ignored",
-            );
+        let Some((props, group, ke, ni)) = self.init_payloads(now, m, remote, p, "IKE_SA_INIT")
+        else {
             return;
         };
-        if !(16..=256).contains(&ni.len()) {
-            return;
-        }
         let Some((num, prop)) = Self::select_ike(&cfg.ike_proposals, props) else {
             self.log_noise(
                 now,
@@ -411,18 +390,17 @@ impl Core {
         if let Payload::Sa(ps) = &mut sa_prop {
             ps[0].num = num;
         }
-        let mut pl = vec![
+        let pl = self.init_body(
             sa_prop,
-            Payload::Ke {
-                group: prop.dh.id(),
-                data: public,
-            },
-            Payload::Nonce(nr.clone()),
-        ];
-        pl.extend(self.nat_payloads(spi_i, spi_r, local, remote, cfg.force_encap));
+            prop.dh,
+            &public,
+            &nr,
+            (spi_i, spi_r),
+            (local, remote),
+            cfg.force_encap,
+        );
         let resp = wire::emit_message(&h(spi_r), &pl);
-        let seed = crypto::skeyseed(prop.prf, &ni, &nr, &shared);
-        let keys = IkeKeys::derive(&prop, &seed, &ni, &nr, spi_i, spi_r);
+        let keys = init_keys(&prop, &ni, &nr, &shared, spi_i, spi_r);
         let id = self.next_id;
         self.next_id += 1;
         self.sas.push(IkeSa {
@@ -480,6 +458,59 @@ impl Core {
         }
     }
 
+    /// The SA, KE and Nonce payloads every IKE_SA_INIT request and
+    /// response carries (RFC 7296 1.2): (proposals, KE group, KE data,
+    /// nonce). Without one, or with a nonce of the wrong size (2.10):
+    /// None, logged as `{what} without SA, KE or Nonce; ignored`.
+    pub(super) fn init_payloads<'m>(
+        &mut self,
+        now: Instant,
+        m: &'m Message,
+        remote: SocketAddr,
+        p: usize,
+        what: &str,
+    ) -> Option<(&'m [ProposalRepr], u16, &'m [u8], Vec<u8>)> {
+        let (Some(props), Some((group, ke)), Some(nonce)) = (m.sa(), m.ke(), m.nonce()) else {
+            self.log_noise(
+                now,
+                remote.ip(),
+                Noise::Malformed,
+                Some(p),
+                format!("{what} without SA, KE or Nonce; ignored"),
+            );
+            return None;
+        };
+        if !(16..=256).contains(&nonce.len()) {
+            return None;
+        }
+        Some((props, group, ke, nonce.to_vec()))
+    }
+
+    /// The body of an IKE_SA_INIT request or response: `sa`, our KE
+    /// (`group`, `public`) and nonce, the NAT detection notifies (`spis` (SPIi, SPIr), `addrs`
+    /// (ours, the peer's)).
+    pub(super) fn init_body(
+        &self,
+        sa: Payload,
+        group: DhGroup,
+        public: &[u8],
+        nonce: &[u8],
+        spis: (u64, u64),
+        addrs: (SocketAddr, SocketAddr),
+        force_encap: bool,
+    ) -> Vec<Payload> {
+        let mut p = vec![
+            sa,
+            Payload::Ke {
+                group: group.id(),
+                data: public.to_vec(),
+            },
+            Payload::Nonce(nonce.to_vec()),
+        ];
+        p.extend(self.nat_payloads(spis.0, spis.1, addrs.0, addrs.1, force_encap));
+        p
+    }
+
     /// Cookie = 0 (secret version) | HMAC-SHA256(secret, Ni | IPi | SPIi).
     pub(super) fn cookie(&self, ni: &[u8], ip: IpAddr, spi_i: u64) -> Vec<u8> {
         let mut c = ring::hmac::Context::with_key(&self.cookie_secret);
@@ -493,4 +524,18 @@ impl Core {
         v.extend_from_slice(c.sign().as_ref());
         v
     }
+}
+
+/// The IKE SA's keys from IKE_SA_INIT (RFC 7296 2.14), the same on both
+/// sides.
+fn init_keys(
+    prop: &IkeProposal,
+    ni: &[u8],
+    nr: &[u8],
+    shared: &[u8],
+    spi_i: u64,
+    spi_r: u64,
+) -> IkeKeys {
+    let seed = crypto::skeyseed(prop.prf, ni, nr, shared);
+    IkeKeys::derive(prop, &seed, ni, nr, spi_i, spi_r)
 }
