@@ -469,7 +469,7 @@ impl Core {
         remote: SocketAddr,
         p: usize,
         what: &str,
-    ) -> Option<(&'m [ProposalRepr], u16, &'m [u8], Vec<u8>)> {
+    ) -> Option<InitPayloads<'m>> {
         let (Some(props), Some((group, ke)), Some(nonce)) = (m.sa(), m.ke(), m.nonce()) else {
             self.log_noise(
                 now,
@@ -489,6 +489,7 @@ impl Core {
     /// The body of an IKE_SA_INIT request or response: `sa`, our KE
     /// (`group`, `public`) and nonce, the NAT detection notifies (`spis` (SPIi, SPIr), `addrs`
     /// (ours, the peer's)).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn init_body(
         &self,
         sa: Payload,
@@ -539,3 +540,6 @@ fn init_keys(
     let seed = crypto::skeyseed(prop.prf, ni, nr, shared);
     IkeKeys::derive(prop, &seed, ni, nr, spi_i, spi_r)
 }
+
+/// An IKE_SA_INIT's (proposals, KE group, KE data, nonce).
+type InitPayloads<'m> = (&'m [ProposalRepr], u16, &'m [u8], Vec<u8>);
