@@ -12,10 +12,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use xdpsec_e2e::{
     Lab,
-    sdwan::{self, EdgeSpec, Fabric, Timers},
+    sdwan::{self, Cert, EdgeSpec, Fabric, Timers},
     settle_for,
 };
 
@@ -540,94 +540,160 @@ fn controller_restart_keeps_traffic_then_reconverges() {
     ping_all_pairs(&f, &all, 3);
 }
 
+/// Each certificate check of the issue, refused on both sides with Cisco's
+/// code: a `%SDWAN-3-` log line each side and a row in each side's
+/// `show sdwan control connection-history` that Cisco's genieparser reads
+/// (LOCAL ERROR on the side that found it, REMOTE ERROR on the other); the
+/// refused edge retries with backoff (a growing REPEAT COUNT), never comes
+/// up, learns nothing; the hijacker of edge 1's system-ip leaves edge 1's
+/// connection untouched.
 #[test]
-fn wrong_psk_is_refused_with_a_log_line() {
-    let bad_psk = "not-the-fabric-psk";
-    let f = fabric(
-        vec![
-            EdgeSpec::new(&["biz-internet"]),
-            EdgeSpec::new(&["biz-internet"]),
-            EdgeSpec::new(&["lte"]).with_psk(bad_psk),
-        ],
-        Timers::fast(),
-    );
-    let good = [1, 2];
-    f.wait_converged(&good, Duration::from_secs(20)).unwrap();
-
-    let edge_log = || f.edge(3).cli("show logging").unwrap();
-    let refused = settle_for(true, Duration::ZERO, Duration::from_secs(10), || {
-        edge_log()
-            .lines()
-            .any(|l| l.contains("%SDWAN-3-CONTROL_AUTH_FAIL") && l.contains("PSK"))
-    });
-    assert!(refused, "no auth failure on the edge:\n{}", edge_log());
-    let ctrl_log = f.ctrl().cli("show logging").unwrap();
-    assert!(
-        ctrl_log
-            .lines()
-            .any(|l| l.contains("%SDWAN-3-CONTROL_AUTH_FAIL") && l.contains("192.0.2.3")),
-        "no auth failure naming 192.0.2.3 on the controller:\n{ctrl_log}"
-    );
-
-    // Until its next retry (backoff 1 s doubling) was refused too: never
-    // up, nothing learned either way.
-    let refusals = || {
-        edge_log()
-            .lines()
-            .filter(|l| l.contains("%SDWAN-3-CONTROL_AUTH_FAIL"))
-            .count()
-    };
-    let n0 = refusals();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while refusals() < n0 + 1 {
-        assert!(
-            Instant::now() < deadline,
-            "edge 3 did not retry in 30 s:\n{}",
-            edge_log()
-        );
-        let conns = f.control_state(3);
-        assert!(
-            !conns.iter().any(|(_, _, state)| state == "up"),
-            "the wrong-PSK edge is up: {conns:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
+fn refused_edges_get_ciscos_codes_on_both_sides() {
+    let cases = [
+        (2, Cert::ForeignCa, "CRTVERFL"),
+        (3, Cert::Expired, "CERTEXPRD"),
+        (4, Cert::OtherOrganization, "CTORGNMMIS"),
+        (5, Cert::NotAllowed, "SERNTPRES"),
+        (6, Cert::ClaimsSystemIpOf(1), "DUPSYSIPDEL"),
+    ];
+    let mut specs = vec![EdgeSpec::new(&["biz-internet"])];
+    for (_, cert, _) in &cases {
+        specs.push(EdgeSpec::new(&["lte"]).with_cert(cert.clone()));
     }
-    assert_eq!(
-        remote_tlocs(&f, 3),
-        BTreeMap::new(),
-        "the wrong-PSK edge learned TLOCs"
-    );
-    assert_eq!(f.bfd_sessions(3), Vec::<Value>::new());
-    for i in good {
-        let tlocs = remote_tlocs(&f, i);
-        assert!(
-            !tlocs.keys().any(|(s, _)| s == "192.0.2.3"),
-            "edge {i} learned the refused edge's TLOC: {tlocs:?}"
-        );
-        assert!(!remote_routes(&f, i).iter().any(|(_, o)| o == "192.0.2.3"));
-        assert_eq!(f.bfd_sessions(i).len(), 1, "edge {i}");
-    }
-    let ctrl_tlocs = f.ctrl().cli_json("show sdwan omp tlocs").unwrap();
-    assert!(
-        !ctrl_tlocs["tlocs"]
+    let f = fabric(specs, Timers::fast());
+    f.wait_converged(&[1], Duration::from_secs(20)).unwrap();
+    let up_since = |f: &Fabric| -> u64 {
+        let v = f.ctrl().cli_json("show sdwan control connections").unwrap();
+        v["connections"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|r| r["system_ip"] == "192.0.2.3"),
-        "{ctrl_tlocs}"
-    );
-    assert_eq!(f.ping(1, 2, 3, "0.2"), (3, 3));
-    assert_eq!(
-        f.ping(1, 3, 2, "0.2"),
-        (2, 0),
-        "no route to the refused edge"
-    );
-    // Neither key is ever logged.
-    for i in 1..=3 {
-        let log = f.edge(i).log_text() + &f.edge(i).cli("show logging").unwrap();
-        assert!(!log.contains(bad_psk) && !log.contains(xdpsec_e2e::sdwan::PSK));
+            .find(|r| r["system_ip"] == "192.0.2.1" && r["state"] == "up")
+            .and_then(|r| r["uptime_seconds"].as_u64())
+            .expect("edge 1 up on the controller")
+    };
+    let up0 = up_since(&f);
+    // Every refused edge has retried at least once (backoff 1 s, 2 s).
+    // genieparser keys the rows by DOWNTIME (rows of the same second would
+    // overwrite each other): each row is parsed on its own, under the header.
+    let rows_of = |text: &str| -> Vec<Value> {
+        let lines: Vec<&str> = text.lines().collect();
+        let Some(dash) = lines.iter().position(|l| l.starts_with("-----")) else {
+            return Vec::new();
+        };
+        let head = lines[..=dash].join("\n");
+        let cases: Vec<Value> = lines[dash + 1..]
+            .iter()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| json!({ "connection_history": format!("{head}\n{l}\n") }))
+            .collect();
+        if cases.is_empty() {
+            return Vec::new();
+        }
+        let g = xdpsec_e2e::genie_parse(&Value::Array(cases)).unwrap();
+        let mut v = Vec::new();
+        for c in g.as_array().unwrap() {
+            let parsed = &c["connection_history"]["parsed"];
+            for t in parsed["peer_type"]
+                .as_object()
+                .into_iter()
+                .flat_map(|m| m.values())
+            {
+                for r in t["downtime"]
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|m| m.values())
+                {
+                    v.push(r.clone());
+                }
+            }
+        }
+        v
+    };
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let mut missing = Vec::new();
+        let ctrl = f
+            .ctrl()
+            .cli("show sdwan control connection-history")
+            .unwrap();
+        let ctrl_rows = rows_of(&ctrl);
+        for (i, _, code) in &cases {
+            let ip = f.tloc_ip(*i, 0).to_string();
+            // The controller: its own finding, LOCAL ERROR.
+            if !ctrl_rows.iter().any(|r| {
+                r["peer_private_ip"] == ip.as_str()
+                    && r["local_error"] == *code
+                    && r["remote_error"] == "NOERR"
+            }) {
+                missing.push(format!("controller row for edge {i} {code}"));
+            }
+            // The edge: the controller's finding, REMOTE ERROR, repeated.
+            let text = f
+                .edge(*i)
+                .cli("show sdwan control connection-history")
+                .unwrap();
+            let rows = rows_of(&text);
+            if !rows.iter().any(|r| {
+                r["remote_error"] == *code
+                    && r["local_error"] == "NOERR"
+                    && r["local_color"] == "lte"
+                    && r["repeat_count"]
+                        .as_str()
+                        .and_then(|c| c.parse::<u32>().ok())
+                        >= Some(1)
+            }) {
+                missing.push(format!("edge {i} row {code} repeated:\n{text}"));
+            }
+        }
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "missing: {missing:#?}\ncontroller:\n{ctrl}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
     }
-    assert!(!f.ctrl().log_text().contains(bad_psk));
+    // Log lines on both sides, with the code.
+    let ctrl_log = f.ctrl().cli("show logging").unwrap();
+    for (i, _, code) in &cases {
+        let edge_log = f.edge(*i).cli("show logging").unwrap();
+        assert!(
+            edge_log
+                .lines()
+                .any(|l| l.contains("%SDWAN-3-") && l.contains(code)),
+            "edge {i}: no %SDWAN-3- line with {code}:\n{edge_log}"
+        );
+        assert!(
+            ctrl_log.lines().any(|l| l.contains("%SDWAN-3-")
+                && l.contains(code)
+                && l.contains(&f.tloc_ip(*i, 0).to_string())),
+            "controller: no %SDWAN-3- line with {code} for edge {i}:\n{ctrl_log}"
+        );
+        let conns = f.control_state(*i);
+        assert!(
+            !conns.iter().any(|(_, _, state)| state == "up"),
+            "refused edge {i} is up: {conns:?}"
+        );
+        // Learned TLOCs only (the hijacker's own TLOC carries edge 1's
+        // system-ip, so it is not filtered out as local by system-ip).
+        let learned: Vec<Value> = remote_tlocs(&f, *i)
+            .into_values()
+            .filter(|t| t["status"] != "C,Red,R")
+            .collect();
+        assert_eq!(
+            learned,
+            Vec::<Value>::new(),
+            "refused edge {i} learned TLOCs"
+        );
+    }
+    // Edge 1 was never disturbed by the hijacker of its system-ip.
+    assert!(up_since(&f) >= up0, "edge 1's connection was replaced");
+    let ctrl_tlocs = f.ctrl().cli_json("show sdwan omp tlocs").unwrap();
+    let tlocs = ctrl_tlocs["tlocs"].as_array().unwrap();
+    assert_eq!(tlocs.len(), 1, "only edge 1's TLOC: {ctrl_tlocs}");
+    assert_eq!(tlocs[0]["public_ip"], f.tloc_ip(1, 0).to_string().as_str());
 }
 
 #[test]

@@ -9,9 +9,10 @@ use std::{
 
 use serde::Deserialize;
 use toml::Spanned;
-use zeroize::Zeroizing;
 
-use crate::config::{Cidr, Inside, SecretText, psk_field};
+use xdpsec_omp::tls::TlsFiles;
+
+use crate::config::{Cidr, Inside, SecretText, read_psk_file};
 
 /// TLOC colors as Cisco SD-WAN names them.
 pub const COLORS: &[&str] = &[
@@ -74,8 +75,8 @@ pub struct SdwanConfig {
     pub site_id: u32,
     /// TCP address of `xdpsec controller`.
     pub controller: SocketAddr,
-    /// Pre-shared key of the control connections.
-    pub psk: Zeroizing<Vec<u8>>,
+    /// The control connections' TLS material and organization.
+    pub tls: TlsConfig,
     /// Each TLOC's key and SPI are replaced this often.
     pub rekey: Duration,
     /// Replay window of the inbound SAs.
@@ -101,7 +102,7 @@ impl std::fmt::Debug for SdwanConfig {
             .field("system_ip", &self.system_ip)
             .field("site_id", &self.site_id)
             .field("controller", &self.controller)
-            .field("psk", &"<redacted>")
+            .field("tls", &self.tls)
             .field("rekey", &self.rekey)
             .field("replay_window", &self.replay_window)
             .field("service_prefixes", &self.service_prefixes)
@@ -113,7 +114,7 @@ impl std::fmt::Debug for SdwanConfig {
 impl PartialEq for SdwanConfig {
     fn eq(&self, o: &Self) -> bool {
         format!("{self:?}") == format!("{o:?}")
-            && *self.psk == *o.psk
+            && self.tls == o.tls
             && self.rekey_grace == o.rekey_grace
             && self.bfd_hello == o.bfd_hello
             && self.bfd_multiplier == o.bfd_multiplier
@@ -131,6 +132,14 @@ pub(crate) struct RawSdwan {
     psk: Option<Spanned<SecretText>>,
     #[serde(default)]
     psk_file: Option<Spanned<String>>,
+    #[serde(default)]
+    ca_file: Option<Spanned<String>>,
+    #[serde(default)]
+    cert_file: Option<Spanned<String>>,
+    #[serde(default)]
+    key_file: Option<Spanned<String>>,
+    #[serde(default)]
+    organization: Option<Spanned<String>>,
     #[serde(default)]
     rekey_seconds: Option<Spanned<i64>>,
     #[serde(default)]
@@ -156,6 +165,122 @@ struct RawTloc {
     address: Spanned<String>,
     #[serde(default)]
     port_offset: Option<Spanned<i64>>,
+}
+
+/// The control connections' TLS side: the files as read (the key file
+/// mode 0600 or stricter) and the organization.
+#[derive(Clone, PartialEq)]
+pub struct TlsConfig {
+    /// CA, certificate and key (PEM).
+    pub files: TlsFiles,
+    /// The organization the peer's certificate must carry.
+    pub organization: String,
+    /// Where the files came from (for errors and shows).
+    pub paths: [String; 3],
+}
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key's contents never appear; a change of any file does show
+        // as a change of the config (PartialEq compares the contents).
+        f.debug_struct("TlsConfig")
+            .field("organization", &self.organization)
+            .field("ca_file", &self.paths[0])
+            .field("cert_file", &self.paths[1])
+            .field("key_file", &self.paths[2])
+            .finish()
+    }
+}
+
+impl TlsConfig {
+    /// The edge's rustls configuration (checked when the config was read,
+    /// so `None` only if the files became unusable in between).
+    pub fn client(&self) -> Option<std::sync::Arc<xdpsec_omp::tls::rustls::ClientConfig>> {
+        self.files.client_config().ok()
+    }
+
+    /// The controller's rustls configuration (see [`TlsConfig::client`]).
+    pub fn server(&self) -> Option<std::sync::Arc<xdpsec_omp::tls::rustls::ServerConfig>> {
+        self.files.server_config().ok()
+    }
+}
+
+/// The TLS fields of a config section (the edge's `[sdwan]` or the
+/// controller's top level); `prefix` is how errors name them.
+pub(crate) struct TlsFields<'a> {
+    pub prefix: &'a str,
+    pub psk: Option<std::ops::Range<usize>>,
+    pub psk_file: Option<std::ops::Range<usize>>,
+    pub ca_file: &'a Option<Spanned<String>>,
+    pub cert_file: &'a Option<Spanned<String>>,
+    pub key_file: &'a Option<Spanned<String>>,
+    pub organization: &'a Option<Spanned<String>>,
+    pub section: std::ops::Range<usize>,
+}
+
+/// Reads and checks the TLS fields: the files must exist, the key file be
+/// private, and the three make a usable TLS configuration (`server`: the
+/// controller's side). The retired `psk`/`psk_file` are an error naming the
+/// new fields.
+pub(crate) fn tls_fields(
+    f: &TlsFields,
+    server: bool,
+    at: &dyn Fn(std::ops::Range<usize>) -> usize,
+) -> Result<TlsConfig, String> {
+    let p = f.prefix;
+    let new_keys = format!(
+        "`{p}ca_file`, `{p}cert_file`, `{p}key_file` and `{p}organization` (make the CA and the certificates with `xdpsec pki`)"
+    );
+    for (name, span) in [("psk", &f.psk), ("psk_file", &f.psk_file)] {
+        if let Some(span) = span {
+            return Err(format!(
+                "line {}: field `{p}{name}` is no longer supported: control connections are TLS with certificates; give {new_keys}",
+                at(span.clone())
+            ));
+        }
+    }
+    let need = |v: &Option<Spanned<String>>, name: &str| -> Result<(String, usize), String> {
+        match v {
+            Some(s) if !s.get_ref().is_empty() => Ok((s.get_ref().clone(), at(s.span()))),
+            Some(s) => Err(format!("line {}: field `{p}{name}` is empty", at(s.span()))),
+            None => Err(format!(
+                "line {}: field `{p}{name}` is missing: the control connections need {new_keys}",
+                at(f.section.clone())
+            )),
+        }
+    };
+    let (ca, ca_line) = need(f.ca_file, "ca_file")?;
+    let (cert, cert_line) = need(f.cert_file, "cert_file")?;
+    let (key, key_line) = need(f.key_file, "key_file")?;
+    let (organization, org_line) = need(f.organization, "organization")?;
+    crate::pki::parse_organization(&organization)
+        .map_err(|e| format!("line {org_line}: field `{p}organization`: {e}"))?;
+    let read = |path: &str, name: &str, line: usize| {
+        std::fs::read(path)
+            .map_err(|e| format!("line {line}: field `{p}{name}` = {path:?}: cannot read it: {e}"))
+    };
+    let ca_pem = read(&ca, "ca_file", ca_line)?;
+    let cert_pem = read(&cert, "cert_file", cert_line)?;
+    let key_pem = read_psk_file(&key)
+        .map_err(|e| format!("line {key_line}: field `{p}key_file` = {key:?}: {e}"))?;
+    let files = TlsFiles {
+        ca_pem,
+        cert_pem,
+        key_pem,
+    };
+    let built = if server {
+        files.server_config().map(|_| ())
+    } else {
+        files.client_config().map(|_| ())
+    };
+    built.map_err(|e| {
+        format!("line {cert_line}: fields `{p}ca_file`, `{p}cert_file`, `{p}key_file`: {e}")
+    })?;
+    Ok(TlsConfig {
+        files,
+        organization,
+        paths: [ca, cert, key],
+    })
 }
 
 /// An integer field in `range`, or its default.
@@ -210,17 +335,18 @@ pub(crate) fn parse_sdwan(
             ));
         }
     };
-    let psk = psk_field(
-        &r.psk,
-        &r.psk_file,
-        "sdwan.",
-        "",
-        &|| {
-            format!(
-                "line {}: section `sdwan` needs `psk` or `psk_file` (the control connections' key)",
-                at(s.span())
-            )
+    let tls = tls_fields(
+        &TlsFields {
+            prefix: "sdwan.",
+            psk: r.psk.as_ref().map(|p| p.span()),
+            psk_file: r.psk_file.as_ref().map(|p| p.span()),
+            ca_file: &r.ca_file,
+            cert_file: &r.cert_file,
+            key_file: &r.key_file,
+            organization: &r.organization,
+            section: s.span(),
         },
+        false,
         at,
     )?;
     let rekey = int_field(
@@ -356,7 +482,7 @@ pub(crate) fn parse_sdwan(
         system_ip,
         site_id,
         controller,
-        psk,
+        tls,
         rekey: Duration::from_secs(rekey as u64),
         replay_window,
         service_prefixes,
