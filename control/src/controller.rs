@@ -12,7 +12,7 @@
 //! listener instead of spinning. The control socket's threads never touch
 //! the core: they pass each request to the owner thread over a channel and
 //! wake it through a socket pair, so the core stays single-owner.
-mod config;
+pub(crate) mod config;
 pub(crate) mod show;
 
 pub use config::ControllerConfig;
@@ -803,8 +803,11 @@ mod tests {
     fn commands_parse_abbreviated() {
         let p = cli::parse(COMMANDS, "sh sd omp tl").unwrap();
         assert_eq!(p.id, Cmd::ShowOmpTlocs);
-        let p = cli::parse(COMMANDS, "sh sdwan con conn").unwrap();
+        let p = cli::parse(COMMANDS, "sh sdwan con connections").unwrap();
         assert_eq!(p.id, Cmd::ShowControlConnections);
+        // `conn` alone is ambiguous now, as on IOS XE.
+        let p = cli::parse(COMMANDS, "sh sdwan con connection-h").unwrap();
+        assert_eq!(p.id, Cmd::ShowConnectionHistory);
         assert!(cli::parse(COMMANDS, "show sdwan omp").is_err());
     }
 }

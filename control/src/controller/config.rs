@@ -263,7 +263,7 @@ pub(crate) mod tests {
         let e = ControllerConfig::parse(&format!("{b}psk = \"k\"\n")).unwrap_err();
         assert!(
             e.contains("`ca_file`")
-                && e.contains("`allowed_edges_file`") == false
+                && !e.contains("`allowed_edges_file`")
                 && e.contains("`key_file`"),
             "{e}"
         );

@@ -499,11 +499,19 @@ mod tests {
     use crate::config::Config;
 
     const BASE: &str = "node = \"e1\"\n[underlay]\ninterface = \"e0\"\naddress = \"198.51.100.1\"\n[inside]\nmode = \"tun\"\nname = \"xs0\"\naddress = \"203.0.113.1/32\"\n";
-    const SDWAN: &str = "[sdwan]\nsystem_ip = \"192.0.2.1\"\nsite_id = 100\ncontroller = \"198.51.100.10:23456\"\npsk = \"not-a-real-secret\"\n[[sdwan.tloc]]\ncolor = \"biz-internet\"\naddress = \"198.51.100.1\"\n";
+    /// An `[sdwan]` section with TLS files from a fresh test PKI.
+    fn sdwan(tag: &str) -> String {
+        let d = crate::controller::config::tests::pki_dir(&format!("sdwan-{tag}"));
+        format!(
+            "[sdwan]\nsystem_ip = \"192.0.2.1\"\nsite_id = 100\ncontroller = \"198.51.100.10:23456\"\nca_file = \"{d}/ca/ca.crt\"\ncert_file = \"{d}/edge/device.crt\"\nkey_file = \"{d}/edge/device.key\"\norganization = \"xdpsec-test\"\n[[sdwan.tloc]]\ncolor = \"biz-internet\"\naddress = \"198.51.100.1\"\n",
+            d = d.display()
+        )
+    }
 
     #[test]
     fn defaults_follow_the_issue_contract() {
-        let c = Config::parse(&format!("{BASE}{SDWAN}")).unwrap();
+        let sdwan = sdwan("defaults");
+        let c = Config::parse(&format!("{BASE}{sdwan}")).unwrap();
         let s = c.sdwan.unwrap();
         assert_eq!(s.system_ip.to_string(), "192.0.2.1");
         assert_eq!(s.site_id, 100);
@@ -516,11 +524,13 @@ mod tests {
         // Default service prefix: the inside address, as a host route.
         assert_eq!(s.service_prefixes[0].to_string(), "203.0.113.1/32");
         assert_eq!(s.tlocs[0].port_offset, 0);
-        assert!(!format!("{s:?}").contains("not-a-real-secret"));
+        assert_eq!(s.tls.organization, "xdpsec-test");
+        assert!(!format!("{s:?}").contains("PRIVATE KEY"));
     }
 
     #[test]
     fn errors_name_the_field() {
+        let sdwan = sdwan("errors");
         let cases = [
             ("site_id = 100", "site_id = 0", "sdwan.site_id"),
             (
@@ -538,7 +548,21 @@ mod tests {
                 "controller = \"198.51.100.10\"",
                 "sdwan.controller",
             ),
-            ("psk = \"not-a-real-secret\"", "psk = \"\"", "sdwan.psk"),
+            (
+                "organization = \"xdpsec-test\"",
+                "organization = \"xdpsec-test\"\npsk = \"x\"",
+                "field `sdwan.psk` is no longer supported",
+            ),
+            (
+                "organization = \"xdpsec-test\"",
+                "organization = \"xdpsec-test\"\npsk_file = \"/x\"",
+                "`sdwan.ca_file`, `sdwan.cert_file`, `sdwan.key_file` and `sdwan.organization`",
+            ),
+            (
+                "organization = \"xdpsec-test\"\n",
+                "",
+                "field `sdwan.organization` is missing",
+            ),
             (
                 "site_id = 100",
                 "site_id = 100\nreplay_window = 100",
@@ -551,20 +575,20 @@ mod tests {
             ),
         ];
         for (from, to, want) in cases {
-            let text = format!("{BASE}{}", SDWAN.replacen(from, to, 1));
+            let text = format!("{BASE}{}", sdwan.replacen(from, to, 1));
             let e = Config::parse(&text).unwrap_err();
             assert!(e.contains(want), "{to}: {e}");
         }
         // Two TLOCs of one color.
         let e = Config::parse(&format!(
-            "{BASE}{SDWAN}[[sdwan.tloc]]\ncolor = \"biz-internet\"\naddress = \"198.51.100.21\"\nport_offset = 1\n"
+            "{BASE}{sdwan}[[sdwan.tloc]]\ncolor = \"biz-internet\"\naddress = \"198.51.100.21\"\nport_offset = 1\n"
         ))
         .unwrap_err();
         assert!(e.contains("already configured"), "{e}");
         // No TLOC at all.
         let e = Config::parse(&format!(
             "{BASE}{}",
-            SDWAN.split("[[sdwan.tloc]]").next().unwrap()
+            sdwan.split("[[sdwan.tloc]]").next().unwrap()
         ))
         .unwrap_err();
         assert!(e.contains("[[sdwan.tloc]]"), "{e}");

@@ -138,7 +138,7 @@ mod tests {
         }];
         let (text, v) = render(&rows, now, wall);
         assert!(
-            text.contains("SERNTPRES - Serial Number not present."),
+            text.contains("SERNTPRES  - Serial Number not present."),
             "{text}"
         );
         let line = text.lines().last().unwrap();

@@ -382,9 +382,7 @@ fn run(
                                 };
                                 let _ = events.send(e);
                             }
-                            if gone {
-                                closed.push(color.clone());
-                            } else if flush(c).is_err() {
+                            if gone || flush(c).is_err() {
                                 closed.push(color.clone());
                             }
                         }
