@@ -1013,3 +1013,266 @@ fn flows_share_equal_cost_paths_across_colors_and_fail_over() {
         "edge 1 -> edge 3 over biz-internet"
     );
 }
+
+/// The controller's link, captured by tshark across a `clear sdwan control
+/// connections` and a rekey (so every TLOC key crosses it while captured):
+/// every TCP segment with a payload is TLS (tshark's dissector), TLS 1.3
+/// handshakes were seen, and none of the SA keys the edges export for
+/// Wireshark (`show crypto ipsec sa export wireshark`) appears anywhere in
+/// the captured bytes.
+#[test]
+fn controller_link_carries_only_tls_and_no_key() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let f = fabric(three_edges(), Timers::fast());
+    let all = [1, 2, 3];
+    f.wait_converged(&all, Duration::from_secs(20)).unwrap();
+    let dir = xdpsec_e2e::scratch_dir("tlscap");
+    let cap = dir.join("controller.pcapng");
+    let mut child = Command::new("timeout")
+        .args([
+            "-s",
+            "INT",
+            "60",
+            "ip",
+            "netns",
+            "exec",
+            &f.controller_ns,
+            "tshark",
+        ])
+        .args(["-i", sdwan::EDGE_IF, "-f", "tcp port 23456", "-w"])
+        .arg(&cap)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("tshark (Debian tshark; xtask/setup.sh installs it)");
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "tshark ended");
+        if line.contains("Capturing on") {
+            break;
+        }
+    }
+    // Every connection reconnects (full TLS handshakes, every TLOC
+    // re-advertised with its key), then new keys everywhere.
+    for i in all {
+        f.edge(i).cli("clear sdwan control connections").unwrap();
+    }
+    f.wait_converged(&all, Duration::from_secs(20)).unwrap();
+    for i in all {
+        f.edge(i)
+            .cli("request platform software sdwan security ipsec-rekey")
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    f.wait_converged(&all, Duration::from_secs(20)).unwrap();
+    // SAFETY: signalling the `timeout` we spawned; it passes SIGINT on.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let _ = child.wait();
+    // The keys now in force, as Wireshark would be given them.
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    for i in all {
+        let path = dir.join(format!("esp_sa{i}"));
+        f.edge(i)
+            .cli(&format!(
+                "show crypto ipsec sa export wireshark {}",
+                path.display()
+            ))
+            .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for field in text.split('"') {
+            if let Some(hex) = field.strip_prefix("0x")
+                && hex.len() >= 32
+            {
+                let b: Vec<u8> = (0..hex.len() / 2)
+                    .map(|k| u8::from_str_radix(&hex[2 * k..2 * k + 2], 16).unwrap())
+                    .collect();
+                keys.push(b);
+            }
+        }
+    }
+    assert!(
+        keys.len() >= 12,
+        "every edge's SAs exported: {} keys",
+        keys.len()
+    );
+    let bytes = std::fs::read(&cap).unwrap();
+    for k in &keys {
+        // Any 12 bytes of a key would give it away; the first 12 stand in.
+        assert!(
+            !bytes.windows(12).any(|w| w == &k[..12]),
+            "a key's bytes are in the capture"
+        );
+    }
+    // tshark: every segment with a payload is TLS; TLS 1.3 handshakes seen.
+    let out = Command::new("tshark")
+        .args(["-r"])
+        .arg(&cap)
+        .args(["-d", "tcp.port==23456,tls", "-T", "fields"])
+        .args([
+            "-e",
+            "tcp.len",
+            "-e",
+            "frame.protocols",
+            "-e",
+            "tls.handshake.type",
+            "-e",
+            "tls.record.version",
+            "-e",
+            "tls.handshake.extensions.supported_version",
+        ])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout).to_string();
+    let rows: Vec<Vec<&str>> = shown.lines().map(|l| l.split('\t').collect()).collect();
+    let payload: Vec<&Vec<&str>> = rows
+        .iter()
+        .filter(|r| r[0].parse::<u32>().unwrap_or(0) > 0)
+        .collect();
+    assert!(payload.len() > 20, "segments captured:\n{shown}");
+    let not_tls: Vec<_> = payload.iter().filter(|r| !r[1].contains(":tls")).collect();
+    assert!(not_tls.is_empty(), "not TLS: {not_tls:?}");
+    let hellos = rows
+        .iter()
+        .filter(|r| r[2].split(',').any(|t| t == "1"))
+        .count();
+    assert!(
+        hellos >= 4,
+        "ClientHellos of the reconnections: {hellos}\n{shown}"
+    );
+    // TLS 1.3 (0x0304) offered and nothing older negotiated.
+    assert!(
+        rows.iter()
+            .any(|r| r.get(4).is_some_and(|v| v.contains("0x0304"))),
+        "{shown}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Seconds of CPU (user + system) process `pid` has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces): utime is the
+    // 14th field of the line, stime the 15th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// Seconds edge `i`'s connections take to be up again after `clear sdwan
+/// control connections`.
+fn reconnect_time(f: &Fabric, i: usize) -> Duration {
+    let t0 = Instant::now();
+    f.edge(i).cli("clear sdwan control connections").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    while Instant::now() < t0 + Duration::from_secs(30) {
+        let c = f.control_state(i);
+        if !c.is_empty() && c.iter().all(|(_, _, s)| s == "up") {
+            return t0.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    t0.elapsed()
+}
+
+/// 500 idle TCP connections to the controller (never a ClientHello), held
+/// from edge 2's namespace: a real edge's `clear sdwan control connections`
+/// reconnects within 10 s, the controller uses under 20% of a core
+/// meanwhile, and says what it refused. Then with its file limit lowered
+/// below what the idle connections need, accept() fails (EMFILE): the
+/// controller pauses its listener instead of spinning (CPU again under
+/// 20%), logs it, keeps answering, and edge 1 still reconnects once the
+/// idle connections are gone.
+#[test]
+fn idle_connections_and_the_file_limit_leave_real_edges_served() {
+    use std::net::{SocketAddr, TcpStream};
+    let mut f = fabric(
+        vec![
+            EdgeSpec::new(&["biz-internet"]),
+            EdgeSpec::new(&["biz-internet"]),
+        ],
+        Timers::fast(),
+    );
+    f.wait_converged(&[1, 2], Duration::from_secs(20)).unwrap();
+    // Edge 2's daemon goes: its namespace becomes the attacker's.
+    f.stop_edge(2);
+    let pid = f.controller.as_ref().unwrap().pid().unwrap();
+    let target = SocketAddr::new(sdwan::CONTROLLER_IP.into(), sdwan::CONTROLLER_PORT);
+    let open_idle = |n: usize| -> Vec<TcpStream> {
+        Lab::in_ns(&f.edge_ns[1], || {
+            (0..n)
+                .filter_map(|_| TcpStream::connect_timeout(&target, Duration::from_secs(2)).ok())
+                .collect::<Vec<_>>()
+        })
+        .unwrap()
+    };
+    let cpu0 = cpu_seconds(pid);
+    let t0 = Instant::now();
+    let idle = open_idle(500);
+    assert!(idle.len() >= 400, "{} connections opened", idle.len());
+    let took = reconnect_time(&f, 1);
+    assert!(
+        took < Duration::from_secs(10),
+        "edge 1 reconnected in {took:?}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let share = (cpu_seconds(pid) - cpu0) / t0.elapsed().as_secs_f64();
+    assert!(
+        share < 0.2,
+        "controller used {:.0}% of a core",
+        share * 100.0
+    );
+    let log = f.ctrl().cli("show logging").unwrap();
+    assert!(log.contains("%SDWAN-4-CONTROL_CONN_LIMIT"), "{log}");
+    drop(idle);
+
+    // The file limit: a few descriptors above what the controller holds.
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    let limit = fds + 4;
+    let st = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--nofile={limit}:{limit}"),
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success(), "prlimit");
+    let cpu1 = cpu_seconds(pid);
+    let t1 = Instant::now();
+    let idle = open_idle(50);
+    std::thread::sleep(Duration::from_secs(4));
+    let share = (cpu_seconds(pid) - cpu1) / t1.elapsed().as_secs_f64();
+    assert!(
+        share < 0.2,
+        "at the file limit the controller used {:.0}% of a core",
+        share * 100.0
+    );
+    // The idle connections go (their descriptors come back), then the
+    // controller answers and tells what happened.
+    drop(idle);
+    std::thread::sleep(Duration::from_secs(1));
+    let log = f.ctrl().cli("show logging").unwrap();
+    assert!(
+        log.contains("%SDWAN-4-CONTROL_ACCEPT_FAIL"),
+        "no accept failure logged:\n{log}"
+    );
+    let st = std::process::Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), "--nofile=1024:1024"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "prlimit");
+    // Idle connections closed by the peer (and by the handshake timeout).
+    std::thread::sleep(Duration::from_secs(1));
+    let took = reconnect_time(&f, 1);
+    assert!(
+        took < Duration::from_secs(10),
+        "edge 1 reconnected in {took:?} after the limit"
+    );
+}

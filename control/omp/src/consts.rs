@@ -72,3 +72,12 @@ pub const PROTOCOL_VERSION: u8 = 2;
 /// HKDF-SHA256 info prefix of the SD-WAN pairwise keys (see
 /// [`crate::pairwise_key`]).
 pub const PAIRWISE_INFO: &[u8] = b"xdpsec-omp pairwise-key v1";
+
+/// TLOCs (colors) one edge may have: Cisco's WAN edges take up to 8 TLOCs.
+/// More are refused by the controller (logged).
+pub const MAX_TLOCS_PER_EDGE: usize = 8;
+
+/// Service prefixes one edge may advertise (ours: far above a branch's
+/// inside networks, small enough that one edge cannot fill the
+/// controller's memory). More are refused (logged).
+pub const MAX_PREFIXES_PER_EDGE: usize = 4096;

@@ -172,6 +172,8 @@ struct EdgeState {
     /// Set while no connection of the edge is up: withdrawn at this time.
     stale_until: Option<Instant>,
     since: Instant,
+    /// A bound was hit and logged (once until the edge's next connection).
+    over_logged: bool,
 }
 
 /// `show sdwan omp peers` row.
@@ -617,6 +619,15 @@ impl Controller {
                 if e.tlocs.get(&t.color) == Some(&t) {
                     return;
                 }
+                if !e.tlocs.contains_key(&t.color) && e.tlocs.len() >= MAX_TLOCS_PER_EDGE {
+                    if !std::mem::replace(&mut e.over_logged, true) {
+                        out.push(Action::Log(format!(
+                            "%SDWAN-4-OMP_LIMIT: vedge {system_ip}: TLOC color {} refused: {MAX_TLOCS_PER_EDGE} TLOCs already",
+                            escape(&t.color)
+                        )));
+                    }
+                    return;
+                }
                 e.tlocs.insert(t.color.clone(), t.clone());
                 self.reflect(system_ip, &Message::TlocAdvertise(t), out);
             }
@@ -645,6 +656,16 @@ impl Controller {
                     return;
                 };
                 if e.services.get(&r.prefix) == Some(&r) {
+                    return;
+                }
+                if !e.services.contains_key(&r.prefix) && e.services.len() >= MAX_PREFIXES_PER_EDGE
+                {
+                    if !std::mem::replace(&mut e.over_logged, true) {
+                        out.push(Action::Log(format!(
+                            "%SDWAN-4-OMP_LIMIT: vedge {system_ip}: service route {} refused: {MAX_PREFIXES_PER_EDGE} routes already",
+                            r.prefix
+                        )));
+                    }
                     return;
                 }
                 e.services.insert(r.prefix, r.clone());
@@ -883,6 +904,7 @@ impl Controller {
             conns: BTreeSet::new(),
             stale_until: None,
             since: now,
+            over_logged: false,
         });
         if e.conns.is_empty() && e.stale_until.is_none() {
             e.since = now;
@@ -891,6 +913,7 @@ impl Controller {
             e.since = now;
         }
         e.site_id = site_id;
+        e.over_logged = false;
         e.conns.insert(conn);
         out.push(Action::Log(format!(
             "%SDWAN-5-CONTROL_CONN_UP: control connection from vedge {system_ip} site-id {site_id} color {color} ({remote}) up"

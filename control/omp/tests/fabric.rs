@@ -1028,3 +1028,86 @@ fn a_flap_while_tcp_connects_sends_nothing_on_that_connection() {
         );
     }
 }
+
+#[test]
+fn per_edge_bounds_refuse_tlocs_and_routes_past_them_with_one_log_line() {
+    use xdpsec_omp::consts::{MAX_PREFIXES_PER_EDGE, MAX_TLOCS_PER_EDGE};
+    use xdpsec_omp::wire::{Message, Role, ServiceRoute, TlocRoute};
+    let now = Instant::now();
+    let mut c = Controller::new(ctrl_cfg());
+    let remote: SocketAddr = "198.51.100.9:40000".parse().unwrap();
+    let peer = PeerCert {
+        organization: ORG.into(),
+        role: "edge".into(),
+        serial: "E1".into(),
+        system_ip: Some(sys(1)),
+    };
+    c.handle(
+        now,
+        controller::Input::Accepted {
+            conn: 1,
+            remote,
+            peer,
+        },
+    );
+    let hello = Message::Hello {
+        role: Role::Edge,
+        system_ip: sys(1),
+        site_id: 1,
+        color: "mpls".into(),
+        version: "x".into(),
+    };
+    c.handle(
+        now,
+        controller::Input::Bytes {
+            conn: 1,
+            data: &hello.encode(),
+        },
+    );
+    let mut data = Vec::new();
+    for k in 0..MAX_TLOCS_PER_EDGE + 3 {
+        data.extend_from_slice(
+            &Message::TlocAdvertise(TlocRoute {
+                system_ip: sys(1),
+                site_id: 1,
+                color: format!("custom{k}"),
+                public_ip: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)),
+                public_port: 12346,
+                spi: 1000 + k as u32,
+                key: xdpsec_omp::KeyMaterial::random(&ring::rand::SystemRandom::new()),
+            })
+            .encode(),
+        );
+    }
+    for k in 0..MAX_PREFIXES_PER_EDGE + 3 {
+        let a = Ipv4Addr::from(0x0a00_0000u32 + (k as u32) * 256);
+        data.extend_from_slice(
+            &Message::RouteAdvertise(ServiceRoute {
+                prefix: Prefix::new(IpAddr::V4(a), 24).unwrap(),
+                system_ip: sys(1),
+                site_id: 1,
+            })
+            .encode(),
+        );
+    }
+    let a = c.handle(
+        now,
+        controller::Input::Bytes {
+            conn: 1,
+            data: &data,
+        },
+    );
+    let limits: Vec<_> = a
+        .iter()
+        .filter(|x| matches!(x, controller::Action::Log(l) if l.starts_with("%SDWAN-4-OMP_LIMIT")))
+        .collect();
+    assert_eq!(
+        limits.len(),
+        1,
+        "one log line, not one per refusal: {limits:?}"
+    );
+    assert_eq!(c.tlocs().len(), MAX_TLOCS_PER_EDGE);
+    assert_eq!(c.routes().len(), MAX_PREFIXES_PER_EDGE);
+    // Still up: bounds refuse the excess, not the edge.
+    assert_eq!(c.control_connections(now)[0].state, "up");
+}
