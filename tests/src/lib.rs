@@ -282,13 +282,6 @@ pub fn scratch_dir(tag: &str) -> PathBuf {
 }
 
 impl Daemon {
-    /// The daemon's process id (`ip netns exec` execs it in place).
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-}
-
-impl Daemon {
     /// Write `config` (with `{socket}` replaced by a fresh socket path) and
     /// start `xdpsec run` in `ns`; wait until its control socket answers.
     pub fn start(ns: &str, config: &str) -> Result<Daemon> {

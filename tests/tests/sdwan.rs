@@ -1235,12 +1235,22 @@ fn idle_connections_and_the_file_limit_leave_real_edges_served() {
         .unwrap()
         .count();
     let limit = fds + 4;
-    let st = std::process::Command::new("prlimit")
+    let soft = std::process::Command::new("prlimit")
         .args([
             "--pid",
             &pid.to_string(),
-            &format!("--nofile={limit}:{limit}"),
+            "--nofile",
+            "--output",
+            "SOFT",
+            "--noheadings",
         ])
+        .output()
+        .unwrap();
+    let soft = String::from_utf8_lossy(&soft.stdout).trim().to_string();
+    // The soft limit only: a lowered hard limit could not be raised again
+    // without CAP_SYS_RESOURCE.
+    let st = std::process::Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), &format!("--nofile={limit}:")])
         .status()
         .unwrap();
     assert!(st.success(), "prlimit");
@@ -1264,7 +1274,7 @@ fn idle_connections_and_the_file_limit_leave_real_edges_served() {
         "no accept failure logged:\n{log}"
     );
     let st = std::process::Command::new("prlimit")
-        .args(["--pid", &pid.to_string(), "--nofile=1024:1024"])
+        .args(["--pid", &pid.to_string(), &format!("--nofile={soft}:")])
         .status()
         .unwrap();
     assert!(st.success(), "prlimit");
