@@ -41,24 +41,8 @@ impl Pki {
         let d = |p: PathBuf| p.display().to_string();
         let ca = d(dir.join("ca"));
         pki(&["ca", "--organization", ORG, "--out", &ca]);
-        pki(&[
-            "device",
-            "--ca",
-            &ca,
-            "--organization",
-            ORG,
-            "--serial",
-            "C0",
-            "--system-ip",
-            "198.51.100.10",
-            "--role",
-            "controller",
-            "--out",
-            &d(dir.join("vsmart")),
-        ]);
-        for i in 1..=9u8 {
-            let ip = format!("192.0.2.{i}");
-            let serial = format!("E{i:03}");
+        let device = |serial: &str, ip: &str, role: &str, out: PathBuf| {
+            let out = d(out);
             pki(&[
                 "device",
                 "--ca",
@@ -66,15 +50,22 @@ impl Pki {
                 "--organization",
                 ORG,
                 "--serial",
-                &serial,
+                serial,
                 "--system-ip",
-                &ip,
+                ip,
                 "--role",
-                "edge",
+                role,
                 "--out",
-                &d(dir.join(format!("edge{i}"))),
+                &out,
             ]);
+        };
+        device("C0", "198.51.100.10", "controller", dir.join("vsmart"));
+        for i in 1..=9u8 {
+            let ip = format!("192.0.2.{i}");
+            let serial = format!("E{i:03}");
+            device(&serial, &ip, "edge", dir.join(format!("edge{i}")));
             if i != 9 {
+                let allowed = d(dir.join("allowed.toml"));
                 pki(&[
                     "allow",
                     "--serial",
@@ -82,7 +73,7 @@ impl Pki {
                     "--system-ip",
                     &ip,
                     "--out",
-                    &d(dir.join("allowed.toml")),
+                    &allowed,
                 ]);
             }
         }

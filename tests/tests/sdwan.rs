@@ -1022,39 +1022,18 @@ fn flows_share_equal_cost_paths_across_colors_and_fail_over() {
 /// the captured bytes.
 #[test]
 fn controller_link_carries_only_tls_and_no_key() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     let f = fabric(three_edges(), Timers::fast());
     let all = [1, 2, 3];
     f.wait_converged(&all, Duration::from_secs(20)).unwrap();
     let dir = xdpsec_e2e::scratch_dir("tlscap");
     let cap = dir.join("controller.pcapng");
-    let mut child = Command::new("timeout")
-        .args([
-            "-s",
-            "INT",
-            "60",
-            "ip",
-            "netns",
-            "exec",
-            &f.controller_ns,
-            "tshark",
-        ])
-        .args(["-i", sdwan::EDGE_IF, "-f", "tcp port 23456", "-w"])
-        .arg(&cap)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("tshark (Debian tshark; xtask/setup.sh installs it)");
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "tshark ended");
-        if line.contains("Capturing on") {
-            break;
-        }
-    }
+    let mut child = xdpsec_e2e::start_tshark(
+        &f.controller_ns,
+        &["-i", sdwan::EDGE_IF, "-f", "tcp port 23456"],
+        &cap,
+        60,
+    );
     // Every connection reconnects (full TLS handshakes, every TLOC
     // re-advertised with its key), then new keys everywhere.
     for i in all {

@@ -39,6 +39,7 @@
 pub mod consts;
 pub mod controller;
 pub mod edge;
+mod edge_types;
 pub mod history;
 pub mod tls;
 pub mod wire;
