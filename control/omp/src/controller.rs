@@ -1028,3 +1028,17 @@ pub fn escape(s: &str) -> String {
 fn sanitize_color(c: &str) -> String {
     escape(c)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn peer_strings_are_escaped_and_bounded() {
+        assert_eq!(escape("biz-internet"), "biz-internet");
+        assert_eq!(escape("a\nb\u{1b}[2J\r"), "a\\nb\\u{1b}[2J\\r");
+        assert_eq!(escape("é"), "\\u{e9}");
+        let long = "x".repeat(100);
+        assert_eq!(escape(&long), format!("{}...", "x".repeat(64)));
+    }
+}
