@@ -589,6 +589,8 @@ impl Owner {
             // Resume above every number ever reserved under this key
             // (durable before the SA can send).
             let (last, limit) = seqstore::start(&mut self.seq, out_key);
+            // Derived from the peer's random TLOC key: prunable once unused.
+            self.seq.mark_ephemeral(out_key);
             changes.push(SaChange::SetOutbound(OutboundSaConfig {
                 spi: sa.outbound.spi,
                 tunnel: index,
