@@ -659,6 +659,19 @@ fn controller_reflects_edges_and_genie_reads_its_shows() {
         "no auth failure logged:\n{}",
         ctrl.cli("show logging").unwrap()
     );
+    // The edge was told why (Cisco's code inside TLS) and logged it.
+    let edge_told = || {
+        bad.seen
+            .lock()
+            .unwrap()
+            .logs
+            .iter()
+            .any(|l| l.starts_with("%SDWAN-3-") && l.contains("SERNTPRES"))
+    };
+    assert!(
+        settle_for(true, Duration::ZERO, Duration::from_secs(10), edge_told),
+        "the refused edge logged no SERNTPRES"
+    );
     bad.stop();
     assert!(
         !conn_rows(&ctrl)
@@ -669,15 +682,6 @@ fn controller_reflects_edges_and_genie_reads_its_shows() {
     assert!(
         bad.seen.lock().unwrap().sas.is_empty(),
         "the refused edge learned routes"
-    );
-    assert!(
-        bad.seen
-            .lock()
-            .unwrap()
-            .logs
-            .iter()
-            .any(|l| l.starts_with("%SDWAN-3-") && l.contains("SERNTPRES")),
-        "the refused edge logged no SERNTPRES"
     );
     let tlocs = ctrl.cli_json("show sdwan omp tlocs").unwrap();
     assert_eq!(tlocs["tlocs"].as_array().unwrap().len(), 4, "{tlocs}");
