@@ -811,7 +811,7 @@ impl Drop for Fabric {
 }
 
 /// `xdpsec pki ARGS` (the binary under test).
-fn pki(args: &[&str]) -> Result<()> {
+pub fn pki(args: &[&str]) -> Result<()> {
     let out = Command::new(xdpsec_bin())
         .arg("pki")
         .args(args)

@@ -1265,3 +1265,110 @@ fn idle_connections_and_the_file_limit_leave_real_edges_served() {
         "edge 1 reconnected in {took:?} after the limit"
     );
 }
+
+/// The edge checks the controller as the controller checks edges: a
+/// controller certificate of another organization (CTORGNMMIS), from
+/// another CA (CRTVERFL), or an edge's certificate posing as the
+/// controller (CRTVERFL: wrong role and key usage) is refused by the edge,
+/// its LOCAL ERROR in the edge's connection history and the same code as
+/// REMOTE ERROR in the controller's, `%SDWAN-3-` lines on both sides.
+#[test]
+fn edges_refuse_a_wrong_controller_with_ciscos_codes() {
+    let mut f = fabric(vec![EdgeSpec::new(&["biz-internet"])], Timers::fast());
+    f.wait_converged(&[1], Duration::from_secs(20)).unwrap();
+    let p = f.pki_dir().to_path_buf();
+    let d = |s: &str| p.join(s).display().to_string();
+    let ctl_ip = sdwan::CONTROLLER_IP.to_string();
+    let device = |ca: &str, org: &str, role: &str, out: &str| {
+        sdwan::pki(&[
+            "device",
+            "--ca",
+            &d(ca),
+            "--organization",
+            org,
+            "--serial",
+            "C0FFEE",
+            "--system-ip",
+            &ctl_ip,
+            "--role",
+            role,
+            "--out",
+            &d(out),
+        ])
+        .unwrap();
+    };
+    sdwan::pki(&[
+        "ca",
+        "--organization",
+        sdwan::ORGANIZATION,
+        "--out",
+        &d("rogue-ca"),
+    ])
+    .unwrap();
+    device("ca", "another-org", "controller", "ctl-org");
+    device("rogue-ca", sdwan::ORGANIZATION, "controller", "ctl-ca");
+    device("ca", sdwan::ORGANIZATION, "edge", "ctl-edge");
+    for (dir, code) in [
+        ("ctl-org", "CTORGNMMIS"),
+        ("ctl-ca", "CRTVERFL"),
+        ("ctl-edge", "CRTVERFL"),
+    ] {
+        f.stop_controller();
+        let cfg = f
+            .controller_config()
+            .replace("/vsmart/device.", &format!("/{dir}/device."));
+        f.controller = Some(
+            xdpsec_e2e::controller::Controller::start(&f.controller_ns, &cfg).expect("controller"),
+        );
+        let found = settle_for(true, Duration::ZERO, Duration::from_secs(40), || {
+            let e = f
+                .edge(1)
+                .cli_json("show sdwan control connection-history")
+                .unwrap();
+            let c = f
+                .ctrl()
+                .cli_json("show sdwan control connection-history")
+                .unwrap();
+            let has = |v: &Value, local: &str, remote: &str| {
+                v["history"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r["local_error"] == local && r["remote_error"] == remote)
+            };
+            has(&e, code, "NOERR") && has(&c, "NOERR", code)
+        });
+        let e = f
+            .edge(1)
+            .cli("show sdwan control connection-history")
+            .unwrap();
+        let c = f
+            .ctrl()
+            .cli("show sdwan control connection-history")
+            .unwrap();
+        assert!(
+            found,
+            "{dir}: {code} not on both sides:\nedge:\n{e}\ncontroller:\n{c}"
+        );
+        let el = f.edge(1).cli("show logging").unwrap();
+        assert!(
+            el.lines()
+                .any(|l| l.contains("%SDWAN-3-") && l.contains(code)),
+            "{dir}: edge log:\n{el}"
+        );
+        let cl = f.ctrl().cli("show logging").unwrap();
+        assert!(
+            cl.lines()
+                .any(|l| l.contains("%SDWAN-3-") && l.contains(code)),
+            "{dir}: controller log:\n{cl}"
+        );
+        let conns = f.control_state(1);
+        assert!(
+            !conns.iter().any(|(_, _, s)| s == "up"),
+            "{dir}: up: {conns:?}"
+        );
+        // The edge log per case: the next case finds its own lines (the
+        // controller is a new process each time, its history fresh).
+        f.edge(1).cli("clear logging").unwrap();
+    }
+}
