@@ -1200,6 +1200,10 @@ fn idle_connections_and_the_file_limit_leave_real_edges_served() {
     );
     std::thread::sleep(Duration::from_secs(3));
     let share = (cpu_seconds(pid) - cpu0) / t0.elapsed().as_secs_f64();
+    eprintln!(
+        "500 idle connections: edge 1 reconnected in {took:?}, controller CPU {:.1}% of a core",
+        share * 100.0
+    );
     assert!(
         share < 0.2,
         "controller used {:.0}% of a core",
@@ -1238,6 +1242,10 @@ fn idle_connections_and_the_file_limit_leave_real_edges_served() {
     let idle = open_idle(50);
     std::thread::sleep(Duration::from_secs(4));
     let share = (cpu_seconds(pid) - cpu1) / t1.elapsed().as_secs_f64();
+    eprintln!(
+        "at the file limit: controller CPU {:.1}% of a core",
+        share * 100.0
+    );
     assert!(
         share < 0.2,
         "at the file limit the controller used {:.0}% of a core",
