@@ -98,6 +98,8 @@ pub enum Cmd {
     ShowSdwanBfdSessions,
     /// `show sdwan control connections` (edge).
     ShowSdwanControlConnections,
+    /// `show sdwan control connection-history` (edge).
+    ShowSdwanControlConnectionHistory,
     /// `show sdwan omp tlocs` (edge).
     ShowSdwanOmpTlocs,
     /// `show sdwan omp routes` (edge).
@@ -307,6 +309,11 @@ pub const COMMANDS: &[CommandSpec<Cmd>] = &[
         pattern: "show sdwan control connections",
         id: Cmd::ShowSdwanControlConnections,
         help: "SD-WAN: control connections to the controller, one per local color",
+    },
+    CommandSpec {
+        pattern: "show sdwan control connection-history",
+        id: Cmd::ShowSdwanControlConnectionHistory,
+        help: "SD-WAN: refused and failed control connections, with Cisco's error codes",
     },
     CommandSpec {
         pattern: "show sdwan omp tlocs",
@@ -855,6 +862,7 @@ impl Owner {
             Cmd::ShowVersion => Ok(self.show_version()),
             Cmd::ShowSdwanBfdSessions => self.show_sdwan_bfd_sessions(),
             Cmd::ShowSdwanControlConnections => self.show_sdwan_control_connections(),
+            Cmd::ShowSdwanControlConnectionHistory => self.show_sdwan_control_connection_history(),
             Cmd::ShowSdwanOmpTlocs => self.show_sdwan_omp_tlocs(),
             Cmd::ShowSdwanOmpRoutes => self.show_sdwan_omp_routes(),
             Cmd::ShowSdwanOmpPeers => self.show_sdwan_omp_peers(),

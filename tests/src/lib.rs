@@ -918,6 +918,42 @@ pub fn ping(ns: &str, src: &str, dst: &str, count: u32, interval: &str) -> (u32,
     (num("packets transmitted"), num("received"))
 }
 
+/// tshark capturing in `ns` with `args` (interface, filter, count...) to
+/// `out`, stopped by SIGINT after `limit_s` seconds at most (`timeout`
+/// passes a SIGINT sent to the child on); returns once tshark says it is
+/// capturing.
+pub fn start_tshark(ns: &str, args: &[&str], out: &Path, limit_s: u32) -> Child {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new("timeout")
+        .args([
+            "-s",
+            "INT",
+            &limit_s.to_string(),
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "tshark",
+        ])
+        .args(args)
+        .arg("-w")
+        .arg(out)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("tshark (Debian tshark; xtask/setup.sh installs it)");
+    let mut err = BufReader::new(child.stderr.take().expect("piped"));
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap_or(0) > 0, "tshark ended");
+        if line.contains("Capturing on") {
+            break;
+        }
+    }
+    child
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
