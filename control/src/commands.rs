@@ -23,419 +23,13 @@ use xdpsec_ike::{DhGroup, IkeSaStatus, IkeSaView};
 use xdpsec_worker::stats::QUEUE_FIELDS;
 
 use crate::{
-    cli::{self, Arg, CommandSpec},
     config::{Encap, TunnelKind},
     ctlsock::{Reply, Request},
+    grammar::{self, COMMANDS, Command},
     owner::Owner,
     platform::loader::XdpSteering,
     state::crypto_map_tag,
 };
-
-/// Commands the daemon knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Cmd {
-    /// Steering and AF_XDP counters.
-    ShowQfpStatistics,
-    /// Zero them (as seen by `show`).
-    ClearQfpStatistics,
-    /// The steered UDP ports.
-    ShowUdpPorts,
-    /// Steer another UDP port.
-    UdpPortAdd,
-    /// Stop steering a UDP port.
-    UdpPortRemove,
-    /// `show platform hardware qfp active feature ipsec datapath drops`.
-    ShowDrops,
-    /// The same with `all`: zero rows too.
-    ShowDropsAll,
-    /// Zero the drop counters.
-    ClearDrops,
-    /// `show crypto ipsec sa`.
-    ShowCryptoSa,
-    /// `show crypto ipsec sa peer ADDR`.
-    ShowCryptoSaPeer,
-    /// `clear crypto sa counters`.
-    ClearSaCounters,
-    /// `clear crypto sa peer ADDR`.
-    ClearSaPeer,
-    /// `clear crypto sa`: every peer.
-    ClearSaAll,
-    /// Fault injection: the datapath forgets a peer's inbound SAs.
-    ForgetSa,
-    /// Start a CREATE_CHILD_SA rekey of a peer's child SAs now.
-    RekeyChild,
-    /// Start a CREATE_CHILD_SA rekey of a peer's IKE SA now.
-    RekeyIke,
-    /// `show logging`.
-    ShowLogging,
-    /// `clear logging`.
-    ClearLogging,
-    /// Re-read the config file and apply changed manual SAs.
-    Reload,
-    /// `show version`: software, node name, uptime.
-    ShowVersion,
-    /// `show crypto ikev2 sa`.
-    ShowIkev2Sa,
-    /// `show crypto ikev2 sa detailed`.
-    ShowIkev2SaDetailed,
-    /// `clear crypto ikev2 sa`.
-    ClearIkev2Sa,
-    /// `show crypto ikev2 proposal`.
-    ShowIkev2Proposal,
-    /// `show crypto ipsec transform-set`.
-    ShowIpsecTransformSet,
-    /// `clear crypto ikev2 sa remote ADDR`.
-    ClearIkev2SaRemote,
-    /// `show crypto session`.
-    ShowSession,
-    /// `show crypto session detail`.
-    ShowSessionDetail,
-    /// `clear crypto session`.
-    ClearSession,
-    /// `clear crypto session remote ADDR`.
-    ClearSessionRemote,
-    /// `show sdwan bfd sessions`.
-    ShowSdwanBfdSessions,
-    /// `show sdwan control connections` (edge).
-    ShowSdwanControlConnections,
-    /// `show sdwan control connection-history` (edge).
-    ShowSdwanControlConnectionHistory,
-    /// `show sdwan omp tlocs` (edge).
-    ShowSdwanOmpTlocs,
-    /// `show sdwan omp routes` (edge).
-    ShowSdwanOmpRoutes,
-    /// `show sdwan omp peers` (edge).
-    ShowSdwanOmpPeers,
-    /// `request platform software sdwan security ipsec-rekey`.
-    SdwanIpsecRekey,
-    /// `clear sdwan omp all`.
-    ClearSdwanOmp,
-    /// `request platform software sdwan port_hop COLOR`.
-    SdwanPortHop,
-    /// `clear sdwan control connections`.
-    ClearSdwanControl,
-    /// `show sdwan bfd summary`.
-    ShowSdwanBfdSummary,
-    /// `show sdwan ipsec inbound-connections`.
-    ShowSdwanIpsecInbound,
-    /// `show sdwan ipsec outbound-connections`.
-    ShowSdwanIpsecOutbound,
-    /// `show sdwan ipsec local-sa ADDR`.
-    ShowSdwanIpsecLocalSa,
-    /// `show sdwan tunnel statistics`.
-    ShowSdwanTunnelStatistics,
-    /// `show sdwan control local-properties`.
-    ShowSdwanLocalProperties,
-    /// `debug platform packet-trace packet N`.
-    DebugPacketTrace,
-    /// `debug platform packet-trace packet N drops-only`.
-    DebugPacketTraceDrops,
-    /// `clear platform packet-trace`.
-    ClearPacketTrace,
-    /// `show platform packet-trace summary`.
-    ShowPacketTraceSummary,
-    /// `show platform packet-trace packet K`.
-    ShowPacketTracePacket,
-    /// `monitor capture drops start file PATH`.
-    CaptureDropsStart,
-    /// `monitor capture drops start file PATH limit N`.
-    CaptureDropsStartLimit,
-    /// `monitor capture drops stop`.
-    CaptureDropsStop,
-    /// `show crypto ipsec sa export wireshark FILE`.
-    ExportWireshark,
-    /// The command list.
-    Help,
-}
-
-/// The command table.
-pub const COMMANDS: &[CommandSpec<Cmd>] = &[
-    CommandSpec {
-        pattern: "show platform hardware qfp active statistics",
-        id: Cmd::ShowQfpStatistics,
-        help: "XDP steering counters and AF_XDP queues (mode, frames received)",
-    },
-    CommandSpec {
-        pattern: "clear platform hardware qfp active statistics",
-        id: Cmd::ClearQfpStatistics,
-        help: "zero the counters shown by `show platform hardware qfp active statistics`",
-    },
-    CommandSpec {
-        pattern: "show platform software xdpsec udp-ports",
-        id: Cmd::ShowUdpPorts,
-        help: "UDP destination ports steered as UDP-encapsulated ESP",
-    },
-    CommandSpec {
-        pattern: "request platform software xdpsec udp-port add <port>",
-        id: Cmd::UdpPortAdd,
-        help: "steer UDP destination port <port> to the datapath",
-    },
-    CommandSpec {
-        pattern: "request platform software xdpsec udp-port remove <port>",
-        id: Cmd::UdpPortRemove,
-        help: "stop steering UDP destination port <port>",
-    },
-    CommandSpec {
-        pattern: "show platform hardware qfp active feature ipsec datapath drops",
-        id: Cmd::ShowDrops,
-        help: "IPsec datapath drops by QFP drop type (non-zero rows)",
-    },
-    CommandSpec {
-        pattern: "show platform hardware qfp active feature ipsec datapath drops all",
-        id: Cmd::ShowDropsAll,
-        help: "IPsec datapath drops, every drop type",
-    },
-    CommandSpec {
-        pattern: "clear platform hardware qfp active feature ipsec datapath drops",
-        id: Cmd::ClearDrops,
-        help: "zero the IPsec datapath drop counters",
-    },
-    CommandSpec {
-        pattern: "show crypto ipsec sa",
-        id: Cmd::ShowCryptoSa,
-        help: "IPsec SAs and their counters",
-    },
-    CommandSpec {
-        pattern: "show crypto ipsec sa peer <address>",
-        id: Cmd::ShowCryptoSaPeer,
-        help: "IPsec SAs with one peer",
-    },
-    CommandSpec {
-        pattern: "clear crypto sa counters",
-        id: Cmd::ClearSaCounters,
-        help: "zero the SA packet and error counters shown by `show crypto ipsec sa`",
-    },
-    CommandSpec {
-        pattern: "clear crypto sa peer <address>",
-        id: Cmd::ClearSaPeer,
-        help: "delete and re-create the SAs with one peer (manual tunnels: re-installed from the config)",
-    },
-    CommandSpec {
-        pattern: "clear crypto sa",
-        id: Cmd::ClearSaAll,
-        help: "delete and re-create the SAs with every peer",
-    },
-    CommandSpec {
-        pattern: "request platform software xdpsec fault forget-sa peer <address>",
-        id: Cmd::ForgetSa,
-        help: "fault injection: the datapath loses that peer's inbound SAs; the control plane and the peer are not told",
-    },
-    CommandSpec {
-        pattern: "request platform software xdpsec rekey child-sa peer <address>",
-        id: Cmd::RekeyChild,
-        help: "IKE tunnels: rekey that peer's child SAs now (CREATE_CHILD_SA, make-before-break), as their lifetime would",
-    },
-    CommandSpec {
-        pattern: "request platform software xdpsec rekey ike-sa peer <address>",
-        id: Cmd::RekeyIke,
-        help: "IKE tunnels: rekey that peer's IKE SA now (CREATE_CHILD_SA; its child SAs move to the new one), as its lifetime would",
-    },
-    CommandSpec {
-        pattern: "show logging",
-        id: Cmd::ShowLogging,
-        help: "the buffered log (IOS %CRYPTO/%IPSEC lines)",
-    },
-    CommandSpec {
-        pattern: "clear logging",
-        id: Cmd::ClearLogging,
-        help: "empty the log buffer",
-    },
-    CommandSpec {
-        pattern: "request platform software xdpsec reload",
-        id: Cmd::Reload,
-        help: "re-read the config file: apply changed manual SAs (SPIs, keys) without stopping traffic",
-    },
-    CommandSpec {
-        pattern: "show crypto ikev2 sa",
-        id: Cmd::ShowIkev2Sa,
-        help: "IKEv2 SAs: local and remote address/port, status, transforms, lifetime",
-    },
-    CommandSpec {
-        pattern: "show crypto ikev2 sa detailed",
-        id: Cmd::ShowIkev2SaDetailed,
-        help: "IKEv2 SAs with SPIs, identities, DPD and NAT-T state",
-    },
-    CommandSpec {
-        pattern: "show crypto ikev2 proposal",
-        id: Cmd::ShowIkev2Proposal,
-        help: "IKEv2 proposals of the IKE tunnels (`default`: IOS XE's, for tunnels without ike_proposals)",
-    },
-    CommandSpec {
-        pattern: "show crypto ipsec transform-set",
-        id: Cmd::ShowIpsecTransformSet,
-        help: "ESP transform sets of the IKE tunnels (`default`: esp-aes esp-sha-hmac, for tunnels without esp_proposals)",
-    },
-    CommandSpec {
-        pattern: "clear crypto ikev2 sa",
-        id: Cmd::ClearIkev2Sa,
-        help: "delete every IKEv2 SA (and its child SAs); initiators negotiate again",
-    },
-    CommandSpec {
-        pattern: "clear crypto ikev2 sa remote <address>",
-        id: Cmd::ClearIkev2SaRemote,
-        help: "delete the IKEv2 SA with one peer (and its child SAs)",
-    },
-    CommandSpec {
-        pattern: "show crypto session",
-        id: Cmd::ShowSession,
-        help: "crypto sessions: one per tunnel, with its IKE SA and flows",
-    },
-    CommandSpec {
-        pattern: "show crypto session detail",
-        id: Cmd::ShowSessionDetail,
-        help: "crypto sessions with per-flow packet counters",
-    },
-    CommandSpec {
-        pattern: "clear crypto session",
-        id: Cmd::ClearSession,
-        help: "delete every IKE session (as clear crypto ikev2 sa)",
-    },
-    CommandSpec {
-        pattern: "clear crypto session remote <address>",
-        id: Cmd::ClearSessionRemote,
-        help: "delete the IKE session with one peer",
-    },
-    CommandSpec {
-        pattern: "show version",
-        id: Cmd::ShowVersion,
-        help: "software version, node name and uptime",
-    },
-    CommandSpec {
-        pattern: "show sdwan bfd sessions",
-        id: Cmd::ShowSdwanBfdSessions,
-        help: "SD-WAN: BFD sessions inside the tunnels, one per local and remote TLOC",
-    },
-    CommandSpec {
-        pattern: "show sdwan control connections",
-        id: Cmd::ShowSdwanControlConnections,
-        help: "SD-WAN: control connections to the controller, one per local color",
-    },
-    CommandSpec {
-        pattern: "show sdwan control connection-history",
-        id: Cmd::ShowSdwanControlConnectionHistory,
-        help: "SD-WAN: refused and failed control connections, with Cisco's error codes",
-    },
-    CommandSpec {
-        pattern: "show sdwan omp tlocs",
-        id: Cmd::ShowSdwanOmpTlocs,
-        help: "SD-WAN: local and learned TLOCs (address, port, SPI; never a key)",
-    },
-    CommandSpec {
-        pattern: "show sdwan omp routes",
-        id: Cmd::ShowSdwanOmpRoutes,
-        help: "SD-WAN: learned service routes and the TLOC colors they resolve through",
-    },
-    CommandSpec {
-        pattern: "show sdwan omp peers",
-        id: Cmd::ShowSdwanOmpPeers,
-        help: "SD-WAN: OMP peers (the controller)",
-    },
-    CommandSpec {
-        pattern: "request platform software sdwan security ipsec-rekey",
-        id: Cmd::SdwanIpsecRekey,
-        help: "SD-WAN: new inbound SPI and key on every local TLOC now, advertised through the controller",
-    },
-    CommandSpec {
-        pattern: "clear sdwan omp all",
-        id: Cmd::ClearSdwanOmp,
-        help: "SD-WAN: withdraw and relearn every OMP route; every SD-WAN tunnel is rebuilt and every BFD session flaps",
-    },
-    CommandSpec {
-        pattern: "request platform software sdwan port_hop <color>",
-        id: Cmd::SdwanPortHop,
-        help: "SD-WAN: move the TLOC of <color> to its next port (12346, 12366, ... 12426, plus its offset); its control connection and BFD sessions flap",
-    },
-    CommandSpec {
-        pattern: "request platform software sdwan port-hop <color>",
-        id: Cmd::SdwanPortHop,
-        help: "the same as port_hop",
-    },
-    CommandSpec {
-        pattern: "clear sdwan control connections",
-        id: Cmd::ClearSdwanControl,
-        help: "SD-WAN: flap every control connection and every BFD session; everything is relearned",
-    },
-    CommandSpec {
-        pattern: "show sdwan bfd summary",
-        id: Cmd::ShowSdwanBfdSummary,
-        help: "SD-WAN: BFD sessions total, up, flaps",
-    },
-    CommandSpec {
-        pattern: "show sdwan ipsec inbound-connections",
-        id: Cmd::ShowSdwanIpsecInbound,
-        help: "SD-WAN: peers sending to our TLOCs (their address and port, SPIs in use)",
-    },
-    CommandSpec {
-        pattern: "show sdwan ipsec outbound-connections",
-        id: Cmd::ShowSdwanIpsecOutbound,
-        help: "SD-WAN: peers we send to (their SPI, a hash of the pairwise key)",
-    },
-    CommandSpec {
-        pattern: "show sdwan ipsec local-sa <address>",
-        id: Cmd::ShowSdwanIpsecLocalSa,
-        help: "SD-WAN: this edge's TLOC SPIs (give its system-ip or a TLOC address)",
-    },
-    CommandSpec {
-        pattern: "show sdwan tunnel statistics",
-        id: Cmd::ShowSdwanTunnelStatistics,
-        help: "SD-WAN: packets and octets per tunnel peer",
-    },
-    CommandSpec {
-        pattern: "show sdwan control local-properties",
-        id: Cmd::ShowSdwanLocalProperties,
-        help: "SD-WAN: system-ip, site-id and each TLOC's current port",
-    },
-    CommandSpec {
-        pattern: "debug platform packet-trace packet <count>",
-        id: Cmd::DebugPacketTrace,
-        help: "trace the path of the next <count> received frames (1-8192)",
-    },
-    CommandSpec {
-        pattern: "debug platform packet-trace packet <count> drops-only",
-        id: Cmd::DebugPacketTraceDrops,
-        help: "trace the path of the next <count> dropped frames",
-    },
-    CommandSpec {
-        pattern: "clear platform packet-trace",
-        id: Cmd::ClearPacketTrace,
-        help: "stop the packet trace and forget its frames",
-    },
-    CommandSpec {
-        pattern: "show platform packet-trace summary",
-        id: Cmd::ShowPacketTraceSummary,
-        help: "traced frames: input, output, state, drop reason",
-    },
-    CommandSpec {
-        pattern: "show platform packet-trace packet <number>",
-        id: Cmd::ShowPacketTracePacket,
-        help: "one traced frame's path (XDP, outer headers, SPI, SA, anti-replay, ICV, result)",
-    },
-    CommandSpec {
-        pattern: "monitor capture drops start file <file>",
-        id: Cmd::CaptureDropsStart,
-        help: "write dropped frames to a pcapng file, each with its drop type as a comment",
-    },
-    CommandSpec {
-        pattern: "monitor capture drops start file <file> limit <count>",
-        id: Cmd::CaptureDropsStartLimit,
-        help: "the same, at most <count> frames",
-    },
-    CommandSpec {
-        pattern: "monitor capture drops stop",
-        id: Cmd::CaptureDropsStop,
-        help: "stop the drop capture and close its file",
-    },
-    CommandSpec {
-        pattern: "show crypto ipsec sa export wireshark <file>",
-        id: Cmd::ExportWireshark,
-        help: "write the live SAs' keys as Wireshark's esp_sa table to <file> (mode 0600)",
-    },
-    CommandSpec {
-        pattern: "help",
-        id: Cmd::Help,
-        help: "list the commands",
-    },
-];
 
 /// One interface's SAs as `show crypto ipsec sa` shows them.
 pub(crate) struct SaEntry<'a> {
@@ -789,122 +383,74 @@ impl Owner {
     pub fn execute(&mut self, req: &Request) -> Reply {
         // The drop table's early-drop rows come from XDP.
         self.sync_xdp_drops();
-        let parsed = match cli::parse(COMMANDS, &req.command) {
-            Ok(p) => p,
-            Err(e) => {
-                return Reply {
-                    ok: false,
-                    output: e.0,
-                };
-            }
-        };
-        let result = match parsed.id {
-            Cmd::ShowQfpStatistics => self.show_qfp_statistics(),
-            Cmd::ClearQfpStatistics => self.clear_qfp_statistics(),
-            Cmd::ShowUdpPorts => self.show_udp_ports(),
-            Cmd::UdpPortAdd | Cmd::UdpPortRemove => {
-                let port = match parsed.args.first() {
-                    Some(Arg::Num(p)) => *p,
-                    _ => 0,
-                };
-                self.set_udp_port(port, parsed.id == Cmd::UdpPortAdd)
-            }
-            Cmd::ShowDrops => Ok(self.show_drops(false)),
-            Cmd::ShowDropsAll => Ok(self.show_drops(true)),
-            Cmd::ClearDrops => Ok(self.clear_drops()),
-            Cmd::ShowCryptoSa => Ok(self.show_crypto_sa(None)),
-            Cmd::ShowCryptoSaPeer => {
-                let peer = match parsed.args.first() {
-                    Some(Arg::Addr(a)) => Some(*a),
-                    _ => None,
-                };
-                Ok(self.show_crypto_sa(peer))
-            }
-            Cmd::ClearSaCounters => Ok(self.clear_sa_counters()),
-            Cmd::ClearSaPeer | Cmd::ClearSaAll | Cmd::ForgetSa => {
-                let peer = match parsed.args.first() {
-                    Some(Arg::Addr(a)) => Some(*a),
-                    _ => None,
-                };
-                if parsed.id == Cmd::ForgetSa {
-                    self.forget_sa(peer.expect("pattern has <address>"))
-                } else {
-                    self.clear_sa(peer)
-                }
-            }
-            Cmd::RekeyChild | Cmd::RekeyIke => match parsed.args.first() {
-                Some(Arg::Addr(a)) => self.rekey_now(*a, parsed.id == Cmd::RekeyIke),
-                _ => Err(anyhow::anyhow!("give the peer address")),
+        // The client sends the command parsed; a bare line is parsed here.
+        let command = match &req.cmd {
+            Some(c) => c.clone(),
+            None => match grammar::parse(&req.command) {
+                Ok(c) => c,
+                Err(e) => return Reply::error(e.0),
             },
-            Cmd::ShowLogging => Ok(self.show_logging()),
-            Cmd::ClearLogging => {
+        };
+        let result = match command {
+            Command::ShowQfpStatistics => self.show_qfp_statistics(),
+            Command::ClearQfpStatistics => self.clear_qfp_statistics(),
+            Command::ShowUdpPorts => self.show_udp_ports(),
+            Command::UdpPort { port, add } => self.set_udp_port(port, add),
+            Command::ShowDrops { all } => Ok(self.show_drops(all)),
+            Command::ClearDrops => Ok(self.clear_drops()),
+            Command::ShowCryptoSa { peer } => Ok(self.show_crypto_sa(peer)),
+            Command::ClearCryptoSaCounters => Ok(self.clear_sa_counters()),
+            Command::ClearCryptoSa { peer } => self.clear_sa(peer),
+            Command::ForgetSa { peer } => self.forget_sa(peer),
+            Command::Rekey { peer, ike } => self.rekey_now(peer, ike),
+            Command::ShowLogging => Ok(self.show_logging()),
+            Command::ClearLogging => {
                 self.log.clear();
                 Ok((String::new(), json!({"cleared": true})))
             }
-            Cmd::Reload => self.reload().map(|t| (t.clone(), json!({ "reloaded": t }))),
-            Cmd::ShowIkev2Sa | Cmd::ShowIkev2SaDetailed => {
-                Ok(self.show_ikev2_sa(parsed.id == Cmd::ShowIkev2SaDetailed))
-            }
-            Cmd::ShowSession | Cmd::ShowSessionDetail => {
-                Ok(self.show_session(parsed.id == Cmd::ShowSessionDetail))
-            }
-            Cmd::ShowIkev2Proposal => {
+            Command::Reload => self.reload().map(|t| (t.clone(), json!({ "reloaded": t }))),
+            Command::ShowIkev2Sa { detailed } => Ok(self.show_ikev2_sa(detailed)),
+            Command::ShowCryptoSession { detail } => Ok(self.show_session(detail)),
+            Command::ShowIkev2Proposal => {
                 Ok(crate::ike_show::ikev2_proposal(&self.ikev2_proposal_rows()))
             }
-            Cmd::ShowIpsecTransformSet => Ok(crate::ike_show::ipsec_transform_set(
+            Command::ShowIpsecTransformSet => Ok(crate::ike_show::ipsec_transform_set(
                 &self.transform_set_rows(),
             )),
-            Cmd::ClearIkev2Sa | Cmd::ClearSession => self.clear_ike(None),
-            Cmd::ClearIkev2SaRemote | Cmd::ClearSessionRemote => match parsed.args.first() {
-                Some(Arg::Addr(a)) => self.clear_ike(Some(*a)),
-                _ => Err(anyhow::anyhow!("give the remote address")),
-            },
-            Cmd::ShowVersion => Ok(self.show_version()),
-            Cmd::ShowSdwanBfdSessions => self.show_sdwan_bfd_sessions(),
-            Cmd::ShowSdwanControlConnections => self.show_sdwan_control_connections(),
-            Cmd::ShowSdwanControlConnectionHistory => self.show_sdwan_control_connection_history(),
-            Cmd::ShowSdwanOmpTlocs => self.show_sdwan_omp_tlocs(),
-            Cmd::ShowSdwanOmpRoutes => self.show_sdwan_omp_routes(),
-            Cmd::ShowSdwanOmpPeers => self.show_sdwan_omp_peers(),
-            Cmd::SdwanIpsecRekey => self.sdwan_ipsec_rekey(),
-            Cmd::ClearSdwanOmp => self.sdwan_clear_omp(),
-            Cmd::SdwanPortHop => match parsed.args.first() {
-                Some(Arg::Word(c)) => self.sdwan_port_hop(c),
-                _ => Err(anyhow::anyhow!("give the TLOC color")),
-            },
-            Cmd::ClearSdwanControl => self.sdwan_clear_control(),
-            Cmd::ShowSdwanBfdSummary => self.show_sdwan_bfd_summary(),
-            Cmd::ShowSdwanIpsecInbound => self.show_sdwan_ipsec_inbound(),
-            Cmd::ShowSdwanIpsecOutbound => self.show_sdwan_ipsec_outbound(),
-            Cmd::ShowSdwanIpsecLocalSa => match parsed.args.first() {
-                Some(Arg::Addr(a)) => self.show_sdwan_ipsec_local_sa(*a),
-                _ => Err(anyhow::anyhow!("give the TLOC address")),
-            },
-            Cmd::ShowSdwanTunnelStatistics => self.show_sdwan_tunnel_statistics(),
-            Cmd::ShowSdwanLocalProperties => self.show_sdwan_local_properties(),
-            Cmd::DebugPacketTrace | Cmd::DebugPacketTraceDrops => match parsed.args.first() {
-                Some(Arg::Num(n)) => {
-                    self.debug_packet_trace(*n, parsed.id == Cmd::DebugPacketTraceDrops)
-                }
-                _ => Err(anyhow::anyhow!("give the packet count")),
-            },
-            Cmd::ClearPacketTrace => Ok(self.clear_packet_trace()),
-            Cmd::ShowPacketTraceSummary => Ok(self.show_packet_trace_summary()),
-            Cmd::ShowPacketTracePacket => match parsed.args.first() {
-                Some(Arg::Num(k)) => self.show_packet_trace_packet(*k),
-                _ => Err(anyhow::anyhow!("give the packet number")),
-            },
-            Cmd::CaptureDropsStart | Cmd::CaptureDropsStartLimit => match parsed.args.as_slice() {
-                [Arg::Word(f)] => self.capture_start(f, None),
-                [Arg::Word(f), Arg::Num(n)] => self.capture_start(f, Some(u64::from(*n))),
-                _ => Err(anyhow::anyhow!("give the file")),
-            },
-            Cmd::CaptureDropsStop => self.capture_stop(),
-            Cmd::ExportWireshark => match parsed.args.first() {
-                Some(Arg::Word(f)) => self.export_wireshark(f),
-                _ => Err(anyhow::anyhow!("give the file")),
-            },
-            Cmd::Help => Ok(help()),
+            Command::ClearIkev2Sa { remote } | Command::ClearCryptoSession { remote } => {
+                self.clear_ike(remote)
+            }
+            Command::ShowVersion => Ok(self.show_version()),
+            Command::ShowSdwanBfdSessions => self.show_sdwan_bfd_sessions(),
+            Command::ShowSdwanControlConnections => self.show_sdwan_control_connections(),
+            Command::ShowSdwanControlConnectionHistory => {
+                self.show_sdwan_control_connection_history()
+            }
+            Command::ShowSdwanOmpTlocs => self.show_sdwan_omp_tlocs(),
+            Command::ShowSdwanOmpRoutes => self.show_sdwan_omp_routes(),
+            Command::ShowSdwanOmpPeers => self.show_sdwan_omp_peers(),
+            Command::SdwanIpsecRekey => self.sdwan_ipsec_rekey(),
+            Command::ClearSdwanOmpAll => self.sdwan_clear_omp(),
+            Command::SdwanPortHop { color } => self.sdwan_port_hop(&color),
+            Command::ClearSdwanControlConnections => self.sdwan_clear_control(),
+            Command::ShowSdwanBfdSummary => self.show_sdwan_bfd_summary(),
+            Command::ShowSdwanIpsecInbound => self.show_sdwan_ipsec_inbound(),
+            Command::ShowSdwanIpsecOutbound => self.show_sdwan_ipsec_outbound(),
+            Command::ShowSdwanIpsecLocalSa { address } => self.show_sdwan_ipsec_local_sa(address),
+            Command::ShowSdwanTunnelStatistics => self.show_sdwan_tunnel_statistics(),
+            Command::ShowSdwanLocalProperties => self.show_sdwan_local_properties(),
+            Command::DebugPacketTrace { count, drops_only } => {
+                self.debug_packet_trace(count, drops_only)
+            }
+            Command::ClearPacketTrace => Ok(self.clear_packet_trace()),
+            Command::ShowPacketTraceSummary => Ok(self.show_packet_trace_summary()),
+            Command::ShowPacketTracePacket { number } => self.show_packet_trace_packet(number),
+            Command::CaptureDropsStart { file, limit } => {
+                self.capture_start(&file, limit.map(u64::from))
+            }
+            Command::CaptureDropsStop => self.capture_stop(),
+            Command::ExportWireshark { file } => self.export_wireshark(&file),
+            Command::Help => Ok(help()),
         };
         match result {
             Ok((text, value)) => Reply {

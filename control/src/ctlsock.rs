@@ -20,6 +20,8 @@ use std::{
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::grammar::{self, Command};
+
 /// A request sent by `xdpsec cli`.
 #[derive(Serialize, Deserialize, Debug)]
 pub struct Request {
@@ -28,6 +30,10 @@ pub struct Request {
     /// Whether the reply should be JSON instead of IOS text.
     #[serde(default)]
     pub json: bool,
+    /// The line parsed by the client ([`crate::grammar::parse`]); the
+    /// daemon runs it as it is. Without it, the daemon parses `command`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<Command>,
 }
 
 /// The daemon's reply.
@@ -196,8 +202,14 @@ fn serve_one(stream: UnixStream, handle: &dyn Fn(Request) -> Reply) -> Result<()
     Ok(())
 }
 
-/// Send one command to the daemon at `path` and return its reply.
+/// Parse one command line and send it to the daemon at `path`; return its
+/// reply. A line the grammar rejects is answered here, with the error that
+/// names the word, without asking the daemon.
 pub fn request(path: &Path, command: &str, json: bool) -> Result<Reply> {
+    let cmd = match grammar::parse(command) {
+        Ok(c) => c,
+        Err(e) => return Ok(Reply::error(e.0)),
+    };
     let stream = UnixStream::connect(path).with_context(|| {
         format!(
             "connecting to the control socket {} (is `xdpsec run` running, and are you root?)",
@@ -212,6 +224,7 @@ pub fn request(path: &Path, command: &str, json: bool) -> Result<Reply> {
         &Request {
             command: command.to_string(),
             json,
+            cmd: Some(cmd),
         },
     )?;
     w.write_all(b"\n")?;

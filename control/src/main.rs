@@ -7,6 +7,7 @@ mod ctlsock;
 mod daemon;
 mod early_drop;
 mod filter;
+mod grammar;
 mod ike_show;
 mod metrics;
 mod owner;

@@ -18,8 +18,9 @@ use std::{
 
 use crate::{
     cli::{self, CommandSpec},
-    commands, ctlsock,
+    ctlsock,
     filter::{self, OutputFilter},
+    grammar,
 };
 
 /// Where the session is, as the prompt shows it.
@@ -265,7 +266,7 @@ impl Session {
     /// The command table for completion and `?` in the current mode.
     fn table(&self) -> Vec<CommandSpec<Local>> {
         match self.mode {
-            Mode::User | Mode::Exec => commands::COMMANDS
+            Mode::User | Mode::Exec => grammar::COMMANDS
                 .iter()
                 .map(|c| spec(c.pattern, Local::Remote, c.help))
                 .chain(EXEC_LOCAL.iter().copied())
