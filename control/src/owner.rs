@@ -9,9 +9,14 @@
 //! state, so there are no locks and no lock order to get wrong; workers
 //! only ever see published SA snapshots and read nothing the owner holds.
 //!
-//! IKE, OMP and BFD cores will be further producers of messages to it.
+//! The owner is a core: [`Owner::handle`] takes the time and one [`Input`]
+//! and returns [`Effects`] (sends, XDP and route work, the reply), which
+//! the [`Shell`] carries out; the owner does no I/O itself. The SA table
+//! changes of one input reach the workers as one published snapshot.
+pub mod effects;
+
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     net::IpAddr,
     path::PathBuf,
     sync::Arc,
@@ -20,6 +25,7 @@ use std::{
 
 use anyhow::{Context, Result, anyhow};
 use crossbeam::channel::{Receiver, Sender, select, tick};
+pub use effects::{Effects, Send, Shell, ShellEvent, ShellOp, ShellParts};
 use tracing::{error, info, warn};
 use xdpsec_common::XDP_COUNTER_COUNT;
 use xdpsec_datapath::{
@@ -30,7 +36,8 @@ use xdpsec_datapath::{
     worker::{SaCounters, WorkerShared},
 };
 use xdpsec_ike::{
-    Action, Encr, EspEncap, EspProposal, Identity, Ike, IkeOffer, Input, Integ, PeerConfig,
+    Action, Encr, EspEncap, EspProposal, Identity, Ike, IkeOffer, Input as IkeInput, Integ,
+    PeerConfig,
 };
 
 use arc_swap::ArcSwap;
@@ -43,7 +50,7 @@ use xdpsec_worker::{
 use crate::{
     config::{Cidr, Config, Tunnel, TunnelKind},
     ctlsock::{Reply, Request},
-    platform::kernelrx::{self, IkeDatagram, KernelRxStats},
+    platform::kernelrx::{IkeDatagram, KernelRxStats},
     platform::loader::XdpSteering,
     platform::neighbor::NextHops,
     seqstore::{self, KeyId, SeqStore},
@@ -67,6 +74,30 @@ pub enum Msg {
     StopIke(Sender<()>),
     /// A Prometheus scrape: the OpenMetrics text goes back on the channel.
     Metrics(Sender<String>),
+}
+
+/// One input of the owner core ([`Owner::handle`]).
+pub enum Input {
+    /// A control-socket command (the reply is in the effects).
+    Command(Request),
+    /// SIGHUP: re-read the config file.
+    Reload,
+    /// A Prometheus scrape (the text is the reply's output).
+    Metrics,
+    /// The daemon stops: delete every IKE SA (the DELETEs are sends).
+    StopIke,
+    /// An IKE message from the kernel sockets.
+    Ike(IkeDatagram),
+    /// An event of the SD-WAN I/O shell.
+    Sdwan(crate::sdwan::io::IoEvent),
+    /// The SD-WAN cores' timers.
+    Timers,
+    /// The periodic tick ([`TICK`]).
+    Tick,
+    /// Start the SD-WAN edge (ports, control connections).
+    Start,
+    /// What the owner's shell did.
+    Shell(ShellEvent),
 }
 
 /// One configured tunnel as the owner tracks it.
@@ -158,9 +189,15 @@ pub struct Owner {
     pub seq: SeqStore,
     /// What the kernel-socket shell received (reassembled fragments).
     pub kernel_rx: Arc<KernelRxStats>,
-    /// Tells the kernel-socket shell about UDP port changes and IKE
-    /// messages to send.
-    pub kernel_ctl: kernelrx::CtlHandle,
+    /// The time of the input being handled.
+    pub now: Instant,
+    /// What the input being handled asks of the shell.
+    pub(crate) fx: Effects,
+    /// The UDP ports XDP steers (its port map, as the shell keeps it).
+    pub steered: BTreeSet<u16>,
+    /// Ports the shell is told to stop steering: the datapath keeps them
+    /// until it says XDP did.
+    unsteering: BTreeSet<u16>,
     /// The IKEv2 core for every IKE tunnel (None without IKE tunnels).
     pub ike: Option<Ike>,
     /// Negotiated SAs: when they were installed and their lifetime (for
@@ -200,8 +237,8 @@ pub struct Started {
     pub config_path: PathBuf,
     /// The datapath's clock origin.
     pub epoch: Instant,
-    /// XDP steering.
-    pub steering: XdpSteering,
+    /// XDP steering (None in tests: counters read zero, early drop stays off).
+    pub steering: Option<XdpSteering>,
     /// Per-queue views.
     pub queues: Vec<QueueInfo>,
     /// The workers' shared parts.
@@ -210,8 +247,6 @@ pub struct Started {
     pub extra_drops: Vec<Arc<DropCounters>>,
     /// The kernel-socket shell's counters.
     pub kernel_rx: Arc<KernelRxStats>,
-    /// The kernel-socket shell's control channel.
-    pub kernel_ctl: kernelrx::CtlHandle,
     /// The SD-WAN edge, if configured.
     pub sdwan: Option<crate::sdwan::Sdwan>,
     /// The workers' route table.
@@ -325,6 +360,7 @@ impl Owner {
         tunnels: Vec<TunnelState>,
         seq: SeqStore,
         ike_peers: Vec<PeerConfig>,
+        now: Instant,
     ) -> Owner {
         let n = s.queues.len();
         let ike = (!ike_peers.is_empty()).then(|| {
@@ -334,12 +370,8 @@ impl Owner {
             ike
         });
         let mut log = LogBuffer::default();
-        if let Some(l) = &s.config.logging {
-            match crate::syslog::RemoteSyslog::new(l.clone(), &s.config.node) {
-                Ok(r) => log.remote = Some(r),
-                Err(e) => error!("remote syslog to {}: {e}", l.host),
-            }
-        }
+        // The shell sends the lines to the collector.
+        log.forward = s.config.logging.is_some();
         let mut events =
             EventLogger::new(s.config.tunnels.iter().map(|t| t.name.clone()).collect());
         for t in s.sdwan.iter().flat_map(|e| e.tlocs.iter()) {
@@ -350,22 +382,23 @@ impl Owner {
         // Before the owner serves anything: the SPI map complete, then
         // early drop armed (sync_early_drop below). Until then XDP sends
         // every SPI up, as without early drop.
-        let spi_sync = steering.take_spi_sync();
+        let spi_sync = steering.as_mut().and_then(|s| s.take_spi_sync());
         if let Some(sync) = spi_sync {
-            table.set_spi_observer(Box::new(sync), s.epoch.elapsed());
+            table.set_spi_observer(Box::new(sync), now.duration_since(s.epoch));
         }
+        let steered = s.config.underlay.udp_ports.clone();
         let mut owner = Owner {
             node: s.config.node.clone(),
             local: s.config.underlay.address,
             interface: s.config.underlay.interface.clone(),
-            started: Instant::now(),
+            started: now,
             epoch: s.epoch,
             events,
             config: s.config,
             config_path: s.config_path,
             tunnels,
             table,
-            steering: Some(steering),
+            steering,
             queues: s.queues,
             baseline: Baseline {
                 xdp: [0; XDP_COUNTER_COUNT as usize],
@@ -387,7 +420,10 @@ impl Owner {
             log,
             seq,
             kernel_rx: s.kernel_rx,
-            kernel_ctl: s.kernel_ctl,
+            now,
+            fx: Effects::default(),
+            steered,
+            unsteering: BTreeSet::new(),
             ike,
             lifetimes: HashMap::new(),
             seq_rekeyed: std::collections::HashSet::new(),
@@ -407,17 +443,21 @@ impl Owner {
     }
 
     /// Serve messages until [`Msg::Shutdown`] (or every sender is gone),
+    /// each handled as one [`Input`] whose effects `shell` carries out,
     /// then hand the state back for an orderly teardown.
     pub fn run(
         mut self,
+        mut shell: Shell,
         rx: Receiver<Msg>,
         mut ike_rx: Receiver<IkeDatagram>,
         mut sdwan_rx: Receiver<crate::sdwan::io::IoEvent>,
-    ) -> Owner {
+        mut shell_rx: Receiver<ShellEvent>,
+    ) -> (Owner, Shell) {
         let ticker = tick(TICK);
         if self.sdwan.is_some() {
             // Ports, control connections: the edge starts at once.
-            self.sdwan_omp(xdpsec_omp::edge::Input::Timer);
+            let fx = self.handle(Instant::now(), Input::Start);
+            shell.apply(fx, None);
         }
         loop {
             // The SD-WAN cores' next timer (BFD hellos need better than the tick).
@@ -425,58 +465,192 @@ impl Owner {
                 Some(t) => crossbeam::channel::at(t),
                 None => crossbeam::channel::never(),
             };
-            select! {
+            let mut reply = None;
+            let mut metrics = None;
+            let input = select! {
                 recv(sdwan_rx) -> m => match m {
-                    Ok(ev) => self.sdwan_io(ev),
-                    Err(_) => sdwan_rx = crossbeam::channel::never(),
+                    Ok(ev) => Input::Sdwan(ev),
+                    Err(_) => {
+                        sdwan_rx = crossbeam::channel::never();
+                        continue;
+                    }
                 },
-                recv(timer) -> _ => self.sdwan_timers(),
+                recv(timer) -> _ => Input::Timers,
                 recv(ike_rx) -> m => match m {
-                    Ok(d) => self.ike_input(Input::Datagram {
-                        local: d.local,
-                        remote: d.remote,
-                        data: &d.data,
-                    }),
+                    Ok(d) => Input::Ike(d),
                     // The kernel-socket thread has stopped: stop listening
                     // (a closed channel would be ready forever).
-                    Err(_) => ike_rx = crossbeam::channel::never(),
+                    Err(_) => {
+                        ike_rx = crossbeam::channel::never();
+                        continue;
+                    }
+                },
+                recv(shell_rx) -> m => match m {
+                    Ok(ev) => Input::Shell(ev),
+                    Err(_) => {
+                        shell_rx = crossbeam::channel::never();
+                        continue;
+                    }
                 },
                 recv(rx) -> m => match m {
-                    Ok(Msg::Command(req, reply)) => {
-                        let r = self.execute(&req);
-                        // The client may have gone; nothing to do then.
-                        let _ = reply.send(r);
+                    Ok(Msg::Command(req, tx)) => {
+                        reply = Some(tx);
+                        Input::Command(req)
                     }
-                    Ok(Msg::Reload) => match self.reload() {
-                        Ok(t) => info!("SIGHUP: {}", t.trim_end()),
-                        Err(e) => error!("SIGHUP: {e}"),
-                    },
-                    Ok(Msg::Metrics(reply)) => {
-                        let _ = reply.send(self.metrics_text());
+                    Ok(Msg::Reload) => Input::Reload,
+                    Ok(Msg::Metrics(tx)) => {
+                        metrics = Some(tx);
+                        Input::Metrics
                     }
-                    Ok(Msg::StopIke(reply)) => {
-                        self.ike_input(Input::Command(xdpsec_ike::Command::Shutdown));
-                        let _ = reply.send(());
+                    Ok(Msg::StopIke(tx)) => {
+                        // Replied once the DELETEs are queued for sending.
+                        let fx = self.handle(Instant::now(), Input::StopIke);
+                        shell.apply(fx, None);
+                        let _ = tx.send(());
+                        continue;
                     }
                     Ok(Msg::Shutdown) | Err(_) => break,
                 },
-                recv(ticker) -> _ => self.tick(),
+                recv(ticker) -> _ => Input::Tick,
+            };
+            let mut fx = self.handle(Instant::now(), input);
+            if let Some(tx) = metrics {
+                let _ = tx.send(fx.reply.take().map(|r| r.output).unwrap_or_default());
             }
+            shell.apply(fx, reply);
         }
         // Lines the workers queued before they stopped.
-        self.tick();
-        self
+        let fx = self.handle(Instant::now(), Input::Tick);
+        shell.apply(fx, None);
+        (self, shell)
+    }
+
+    /// Handle one input at `now`: the state changes, the SA table's
+    /// changes are published as one snapshot, and what the outside world
+    /// must do is returned (nothing here does I/O).
+    pub fn handle(&mut self, now: Instant, input: Input) -> Effects {
+        self.now = now;
+        let before = self.table.publishes();
+        self.table.hold();
+        match input {
+            Input::Command(req) => {
+                let r = self.execute(&req);
+                self.fx.reply = Some(r);
+            }
+            Input::Reload => match self.reload() {
+                Ok(t) => info!("SIGHUP: {}", t.trim_end()),
+                Err(e) => error!("SIGHUP: {e}"),
+            },
+            Input::Metrics => {
+                let text = self.metrics_text();
+                self.fx.reply = Some(Reply {
+                    ok: true,
+                    output: text,
+                });
+            }
+            Input::StopIke => {
+                self.ike_input(xdpsec_ike::Input::Command(xdpsec_ike::Command::Shutdown))
+            }
+            Input::Ike(d) => self.ike_input(xdpsec_ike::Input::Datagram {
+                local: d.local,
+                remote: d.remote,
+                data: &d.data,
+            }),
+            Input::Sdwan(ev) => self.sdwan_io(ev),
+            Input::Timers => self.sdwan_timers(),
+            Input::Tick => self.tick(),
+            Input::Start => self.sdwan_omp(xdpsec_omp::edge::Input::Timer),
+            Input::Shell(ShellEvent::PortsUnsteered(ports)) => self.ports_unsteered(&ports),
+        }
+        self.table.release(self.now.duration_since(self.epoch));
+        let lines = self.log.take_outbox();
+        self.fx.shell.extend(lines.into_iter().map(ShellOp::Syslog));
+        self.fx.publishes = self.table.publishes() - before;
+        std::mem::take(&mut self.fx)
+    }
+
+    /// Publish the UDP ports the datapath takes as ESP: those XDP steers,
+    /// and those it is being told to stop steering.
+    fn publish_udp_ports(&mut self) -> Result<()> {
+        let ports: BTreeSet<u16> = self.steered.union(&self.unsteering).copied().collect();
+        self.table
+            .apply(
+                vec![SaChange::SetUdpPorts(
+                    ports.iter().map(|&p| p..=p).collect(),
+                )],
+                self.now.duration_since(self.epoch),
+            )
+            .map(|_| ())
+            .map_err(|e| anyhow!("updating the datapath's UDP ports: {e}"))
+    }
+
+    /// Steer UDP ports `add` as ESP and stop steering `remove`: the
+    /// datapath learns a new port before XDP steers it (this input's
+    /// snapshot goes out before the shell's work), and forgets a removed
+    /// one only after XDP stopped steering it (the shell says so): a
+    /// steered frame always finds its port in the snapshot (never passed
+    /// back as "not ESP"). The kernel's fragment socket follows.
+    pub(crate) fn steer_udp_ports(&mut self, add: &[u16], remove: &[u16]) -> Result<()> {
+        let add: Vec<u16> = add
+            .iter()
+            .copied()
+            .filter(|p| !self.steered.contains(p))
+            .collect();
+        let remove: Vec<u16> = remove
+            .iter()
+            .copied()
+            .filter(|p| self.steered.contains(p) && !add.contains(p))
+            .collect();
+        if add.is_empty() && remove.is_empty() {
+            return Ok(());
+        }
+        self.steered.extend(add.iter().copied());
+        for p in &remove {
+            self.steered.remove(p);
+            self.unsteering.insert(*p);
+        }
+        self.publish_udp_ports()?;
+        self.fx
+            .shell
+            .extend(add.iter().map(|&p| ShellOp::SteerPort(p, true)));
+        if remove.is_empty() {
+            self.fx
+                .sends
+                .push(Send::KernelPorts(self.steered.iter().copied().collect()));
+        } else {
+            self.fx
+                .shell
+                .extend(remove.iter().map(|&p| ShellOp::SteerPort(p, false)));
+            self.fx
+                .shell
+                .push(ShellOp::Notify(ShellEvent::PortsUnsteered(remove)));
+        }
+        Ok(())
+    }
+
+    /// The shell stopped steering `ports` in XDP: the datapath forgets
+    /// them (unless steered again since), the kernel socket follows.
+    fn ports_unsteered(&mut self, ports: &[u16]) {
+        for p in ports {
+            self.unsteering.remove(p);
+        }
+        if let Err(e) = self.publish_udp_ports() {
+            error!("{e:#}");
+        }
+        self.fx
+            .sends
+            .push(Send::KernelPorts(self.steered.iter().copied().collect()));
     }
 
     /// Periodic work: datapath events into log lines, sequence reservations.
     pub fn tick(&mut self) {
-        let now = self.epoch.elapsed();
+        let now = self.now.duration_since(self.epoch);
         let mut unknown = self.events.drain(&self.workers, &mut self.log, now);
         self.early_drop_tick(&mut unknown);
         if self.ike.is_some() {
             // Samples, at most one per (peer, SPI) a tick: the core rate-limits further.
             for (peer, spi) in unknown {
-                self.ike_input(Input::UnknownSpi { peer, spi });
+                self.ike_input(IkeInput::UnknownSpi { peer, spi });
             }
         }
         self.extend_reservations();
@@ -486,9 +660,9 @@ impl Owner {
             .ike
             .as_ref()
             .and_then(|i| i.next_timeout())
-            .is_some_and(|t| t <= Instant::now())
+            .is_some_and(|t| t <= self.now)
         {
-            self.ike_input(Input::Timer);
+            self.ike_input(IkeInput::Timer);
         }
     }
 
@@ -517,11 +691,11 @@ impl Owner {
             .retain(|id| self.tunnels.iter().any(|t| t.outbound == Some(*id)));
         for peer in due {
             info!("{peer}: child SA used half its sequence numbers: rekeying now");
-            let actions =
-                self.ike
-                    .as_mut()
-                    .expect("checked above")
-                    .rekey_now(Instant::now(), peer, false);
+            let actions = self
+                .ike
+                .as_mut()
+                .expect("checked above")
+                .rekey_now(self.now, peer, false);
             for a in actions {
                 self.ike_action(a);
             }
@@ -560,7 +734,7 @@ impl Owner {
         {
             return Err(anyhow!("no IKE tunnel has peer {peer}"));
         }
-        let actions = core.rekey_now(Instant::now(), peer, ike_sa);
+        let actions = core.rekey_now(self.now, peer, ike_sa);
         let sent = actions
             .iter()
             .filter(|a| matches!(a, Action::Send { .. }))
@@ -576,11 +750,11 @@ impl Owner {
     }
 
     /// Feed the IKE core one input and carry out what it returns.
-    pub fn ike_input(&mut self, input: Input<'_>) {
+    pub fn ike_input(&mut self, input: IkeInput<'_>) {
         let Some(ike) = self.ike.as_mut() else {
             return;
         };
-        let actions = ike.handle(Instant::now(), input);
+        let actions = ike.handle(self.now, input);
         for a in actions {
             self.ike_action(a);
         }
@@ -588,13 +762,13 @@ impl Owner {
 
     /// Carry out one IKE action: a datagram to send, an SA change, a log line.
     fn ike_action(&mut self, a: Action) {
-        let now = self.epoch.elapsed();
+        let now = self.now.duration_since(self.epoch);
         match a {
             Action::Send {
                 local,
                 remote,
                 data,
-            } => self.kernel_ctl.send(kernelrx::Ctl::Send(IkeDatagram {
+            } => self.fx.sends.push(Send::Ike(IkeDatagram {
                 local,
                 remote,
                 data,
@@ -636,7 +810,7 @@ impl Owner {
                 match self.table.apply(vec![change], now) {
                     Ok(ids) => {
                         for &id in &ids {
-                            self.lifetimes.insert(id, (Instant::now(), lifetime));
+                            self.lifetimes.insert(id, (self.now, lifetime));
                         }
                         self.tunnels[tunnel as usize].inbound.extend(ids);
                     }
@@ -682,7 +856,7 @@ impl Owner {
                             self.lifetimes.remove(&old);
                         }
                         for &id in &ids {
-                            self.lifetimes.insert(id, (Instant::now(), lifetime));
+                            self.lifetimes.insert(id, (self.now, lifetime));
                         }
                         self.tunnels[tunnel as usize].outbound = ids.first().copied();
                     }
@@ -769,14 +943,13 @@ impl Owner {
             Err(e) => {
                 // The datapath stops at its current limit (counted as 45)
                 // rather than risk a nonce that is not on disk.
-                if self
-                    .seq_error_logged
-                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
-                {
+                if self.seq_error_logged.is_none_or(|t| {
+                    self.now.saturating_duration_since(t) >= Duration::from_secs(60)
+                }) {
                     error!(
                         "cannot extend outbound sequence reservations: {e:#}; tunnels stop sending when their reserved numbers run out"
                     );
-                    self.seq_error_logged = Some(Instant::now());
+                    self.seq_error_logged = Some(self.now);
                 }
             }
         }
@@ -930,7 +1103,7 @@ impl Owner {
             .map_err(|e| anyhow!("reload refused: recording sequence reservations: {e:#}"))?;
         let added = self
             .table
-            .apply(changes, self.epoch.elapsed())
+            .apply(changes, self.now.duration_since(self.epoch))
             .map_err(|e| anyhow!("reload refused by the SA table: {e}"))?;
         // `added` lists new SAs in change order: inbound before outbound per tunnel.
         let mut added = added.into_iter();
@@ -980,7 +1153,7 @@ impl Owner {
             return Err(anyhow!("no tunnel has peer {peer}"));
         }
         self.table
-            .apply(changes, self.epoch.elapsed())
+            .apply(changes, self.now.duration_since(self.epoch))
             .map_err(|e| anyhow!("forget-sa: {e}"))?;
         let mut text = String::new();
         for (t, spi) in &spis {
@@ -1043,14 +1216,14 @@ impl Owner {
         let kinds: Vec<&'static str> = cleared.iter().map(|t| t.cfg.kind.name()).collect();
         let ids: Vec<SaId> = cleared.iter().flat_map(|t| t.sa_ids()).collect();
         self.table
-            .apply(changes, self.epoch.elapsed())
+            .apply(changes, self.now.duration_since(self.epoch))
             .map_err(|e| anyhow!("clear crypto sa: {e}"))?;
         for id in ids {
             let now = xdpsec_datapath::worker::sa_counters(&self.workers, id);
             self.sa_baseline.insert(id, now);
         }
         for p in ike_peers {
-            self.ike_input(Input::Command(xdpsec_ike::Command::ClearChildSas(p)));
+            self.ike_input(IkeInput::Command(xdpsec_ike::Command::ClearChildSas(p)));
         }
         let sdwan_lines = self.sdwan_clear_sa(peer);
         let text = names
@@ -1085,9 +1258,15 @@ impl Owner {
     }
 
     /// Detach the XDP program's sockets and hand the steering back (the
-    /// workers have stopped); dropping it detaches the program.
-    pub fn shutdown(&mut self) -> Option<XdpSteering> {
-        let mut s = self.steering.take()?;
+    /// workers have stopped; dropping it detaches the program), with the
+    /// last effects (SD-WAN routes out of the kernel) for the shell.
+    pub fn shutdown(&mut self, now: Instant) -> (Option<XdpSteering>, Effects) {
+        self.now = now;
+        self.sdwan_shutdown();
+        let fx = std::mem::take(&mut self.fx);
+        let Some(mut s) = self.steering.take() else {
+            return (None, fx);
+        };
         for q in &self.queues {
             s.unset_socket(q.queue);
             if let Some(i) = s.inside() {
@@ -1103,8 +1282,7 @@ impl Owner {
         if let Err(e) = self.seq.commit() {
             warn!("writing sequence reservations at shutdown: {e:#}");
         }
-        self.sdwan_shutdown();
-        Some(s)
+        (Some(s), fx)
     }
 }
 
@@ -1248,3 +1426,6 @@ impl OwnerHandle {
             .unwrap_or_else(|_| Reply::error("% The daemon is shutting down"))
     }
 }
+
+#[cfg(test)]
+mod tests;

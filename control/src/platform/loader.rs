@@ -41,7 +41,8 @@ pub struct XdpSteering {
     ebpf: Ebpf,
     link: Option<XdpLinkId>,
     xsks: XskMap<MapData>,
-    udp_ports: Array<MapData, u8>,
+    /// The UDP port map until [`XdpSteering::take_port_map`] hands it to the owner's shell.
+    udp_ports: Option<PortMap>,
     counters: PerCpuArray<MapData, u64>,
     early_drop: Array<MapData, u32>,
     samples: RingBuf<MapData>,
@@ -56,6 +57,20 @@ pub struct XdpSteering {
     pub interface: String,
     /// "driver" or "generic".
     pub attach_mode: &'static str,
+}
+
+/// XDP's map of UDP destination ports steered as ESP (65536 entries).
+pub struct PortMap {
+    map: Array<MapData, u8>,
+}
+
+impl PortMap {
+    /// Steer (or stop steering) UDP destination port `port` as UDP-encapsulated ESP.
+    pub fn set(&mut self, port: u16, steer: bool) -> Result<()> {
+        self.map
+            .set(port as u32, u8::from(steer), 0)
+            .with_context(|| format!("updating UDP port {port} in the steering map"))
+    }
 }
 
 impl XdpSteering {
@@ -92,7 +107,7 @@ impl XdpSteering {
             ebpf,
             link: None,
             xsks,
-            udp_ports,
+            udp_ports: Some(PortMap { map: udp_ports }),
             counters,
             early_drop,
             samples,
@@ -150,20 +165,15 @@ impl XdpSteering {
 
     /// Steer (or stop steering) UDP destination port `port` as UDP-encapsulated ESP.
     pub fn set_udp_port(&mut self, port: u16, steer: bool) -> Result<()> {
-        self.udp_ports
-            .set(port as u32, u8::from(steer), 0)
-            .with_context(|| format!("updating UDP port {port} in the steering map"))
+        match self.udp_ports.as_mut() {
+            Some(m) => m.set(port, steer),
+            None => anyhow::bail!("the UDP port map was handed over"),
+        }
     }
 
-    /// The ports currently steered, read back from the kernel map.
-    pub fn udp_ports(&self) -> Result<BTreeSet<u16>> {
-        let mut set = BTreeSet::new();
-        for (i, v) in self.udp_ports.iter().enumerate() {
-            if v? != 0 {
-                set.insert(i as u16);
-            }
-        }
-        Ok(set)
+    /// The UDP port map, for the owner's shell (once; `None` after).
+    pub fn take_port_map(&mut self) -> Option<PortMap> {
+        self.udp_ports.take()
     }
 
     /// The SPI map's keeper, for [`xdpsec_datapath::SaTable::set_spi_observer`]
