@@ -387,6 +387,7 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
     let shell = Shell::spawn(
         ShellParts {
             ports: steering.take_port_map(),
+            inside_routes: steering.inside().and_then(|i| i.take_routes()),
             syslog,
         },
         kernel_ctl,

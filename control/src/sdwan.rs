@@ -881,13 +881,12 @@ impl Owner {
         let crate::config::Inside::Tun { name, .. } = &self.config.inside else {
             // Gateway mode: the inside XDP program steers exactly the
             // prefixes the datapath routes (configured and SD-WAN).
-            if let Some(i) = self.steering.as_mut().and_then(|st| st.inside()) {
+            // The shell writes the map (after this input's routes are published).
+            if matches!(self.config.inside, crate::config::Inside::Xdp { .. }) {
                 let mut prefixes: BTreeSet<Cidr> =
                     self.static_routes.iter().map(|(c, _)| *c).collect();
                 prefixes.extend(wanted.iter().copied());
-                if let Err(e) = i.sync_routes(&prefixes) {
-                    error!("updating the inside XDP route map: {e:#}");
-                }
+                self.fx.shell.push(ShellOp::InsideRoutes(prefixes));
             }
             s.kernel_routes = wanted;
             return;

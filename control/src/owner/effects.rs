@@ -14,7 +14,7 @@
 //!
 //! So no disk, netlink or map write can stall BFD on the owner's thread.
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     sync::Arc,
     thread::{self, JoinHandle},
 };
@@ -30,7 +30,7 @@ use crate::{
     ctlsock::Reply,
     platform::{
         kernelrx::{self, IkeDatagram},
-        loader::PortMap,
+        loader::{InsideRoutes, PortMap},
         route::DeviceRoutes,
     },
     sdwan::io::{IoCmd, IoHandle},
@@ -69,6 +69,9 @@ pub enum ShellOp {
         /// Add (replace) or delete.
         add: bool,
     },
+    /// Gateway mode: the prefixes the inside XDP program steers to the
+    /// datapath, exactly these.
+    InsideRoutes(BTreeSet<Cidr>),
     /// A line for the remote syslog collector.
     Syslog(String),
     /// Tell the owner what was done (after the ops before it).
@@ -118,6 +121,8 @@ pub struct Shell {
 pub struct ShellParts {
     /// XDP's UDP port map.
     pub ports: Option<PortMap>,
+    /// Gateway mode: the inside program's route tries.
+    pub inside_routes: Option<InsideRoutes>,
     /// The remote syslog collector (`[logging]`).
     pub syslog: Option<RemoteSyslog>,
 }
@@ -220,6 +225,13 @@ fn serve(mut parts: ShellParts, jobs: Receiver<Job>, events: Sender<ShellEvent>)
                     None => error!("steering UDP port {port}: no XDP port map"),
                 },
                 ShellOp::Route { dev, prefix, add } => route(&mut routes, &dev, prefix, add),
+                ShellOp::InsideRoutes(want) => {
+                    if let Some(r) = parts.inside_routes.as_mut()
+                        && let Err(e) = r.sync(&want)
+                    {
+                        error!("updating the inside XDP route map: {e:#}");
+                    }
+                }
                 ShellOp::Syslog(line) => {
                     if let Some(s) = parts.syslog.as_mut() {
                         s.send(&line);

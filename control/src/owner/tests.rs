@@ -377,6 +377,14 @@ fn sdwan_b() -> String {
         .replace("203.0.113.0/28", "203.0.113.16/28")
 }
 
+/// The OMP commands among `fx`'s sends.
+fn omp_sends(fx: &Effects) -> impl Iterator<Item = &IoCmd> {
+    fx.sends.iter().filter_map(|s| match s {
+        Send::Omp(c) => Some(c),
+        _ => None,
+    })
+}
+
 /// Two edge owners and the controller core, connected in memory.
 struct SdwanLab {
     now: Instant,
@@ -567,11 +575,7 @@ fn sdwan_recovery_commands_are_effects_with_one_publish_each() {
         ok(&fx)
     );
     assert!(fx.publishes <= 1);
-    assert!(
-        fx.sends
-            .iter()
-            .any(|s| matches!(s, Send::Omp(IoCmd::Send { .. })))
-    );
+    assert!(omp_sends(&fx).any(|c| matches!(c, IoCmd::Send { .. })));
     lab.effects(0, fx);
     lab.run(1);
     assert_ne!(lab.peers(1)[0].2, old, "B sends on A's new SPI");
@@ -621,11 +625,7 @@ fn sdwan_recovery_commands_are_effects_with_one_publish_each() {
     let fx = cmd(&mut lab.o[0], lab.now, "clear sdwan control connections");
     assert!(ok(&fx).contains("control connection(s)"), "{}", ok(&fx));
     assert!(fx.publishes <= 1);
-    assert!(
-        fx.sends
-            .iter()
-            .any(|s| matches!(s, Send::Omp(IoCmd::Close { .. })))
-    );
+    assert!(omp_sends(&fx).any(|c| matches!(c, IoCmd::Close { .. })));
     lab.effects(0, fx);
     lab.run(2);
     assert!(lab.installed(), "{:?}", lab.peers(0));

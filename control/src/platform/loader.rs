@@ -268,6 +268,48 @@ fn load_and_attach(
     );
 }
 
+/// The inside program's route tries: the destinations it steers to the
+/// queues' sockets.
+pub struct InsideRoutes {
+    v4: LpmTrie<MapData, [u8; 4], u8>,
+    v6: LpmTrie<MapData, [u8; 16], u8>,
+    /// The prefixes in the tries.
+    routes: BTreeSet<Cidr>,
+}
+
+impl InsideRoutes {
+    /// Make the route tries hold exactly `want` (SD-WAN routes come and go).
+    pub fn sync(&mut self, want: &BTreeSet<Cidr>) -> Result<()> {
+        for c in want.difference(&self.routes.clone()) {
+            let r = match c.addr {
+                IpAddr::V4(a) => self
+                    .v4
+                    .insert(&LpmKey::new(u32::from(c.len), a.octets()), 1, 0),
+                IpAddr::V6(a) => self
+                    .v6
+                    .insert(&LpmKey::new(u32::from(c.len), a.octets()), 1, 0),
+            };
+            r.with_context(|| format!("adding {c} to the inside route map"))?;
+            self.routes.insert(*c);
+        }
+        for c in self.routes.clone().difference(want) {
+            let r = match c.addr {
+                IpAddr::V4(a) => self.v4.remove(&LpmKey::new(u32::from(c.len), a.octets())),
+                IpAddr::V6(a) => self.v6.remove(&LpmKey::new(u32::from(c.len), a.octets())),
+            };
+            match r {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("removing {c} from the inside route map"));
+                }
+            }
+            self.routes.remove(c);
+        }
+        Ok(())
+    }
+}
+
 /// Gateway mode's XDP program on the inside interface (its own load of
 /// the object, so its own maps): inner packets whose destination a tunnel
 /// route covers go to the queue's AF_XDP socket, the rest to the kernel.
@@ -277,10 +319,9 @@ pub struct InsideSteering {
     _ebpf: Ebpf,
     xsks: XskMap<MapData>,
     counters: PerCpuArray<MapData, u64>,
-    v4: LpmTrie<MapData, [u8; 4], u8>,
-    v6: LpmTrie<MapData, [u8; 16], u8>,
-    /// The prefixes in the route tries.
-    routes: BTreeSet<Cidr>,
+    /// The route tries until [`InsideSteering::take_routes`] hands them to
+    /// the owner's shell.
+    routes: Option<InsideRoutes>,
     /// Interface it is attached to.
     pub interface: String,
     /// "driver" or "generic".
@@ -323,45 +364,23 @@ impl InsideSteering {
             _ebpf: ebpf,
             xsks,
             counters,
-            v4,
-            v6,
-            routes: BTreeSet::new(),
+            routes: Some(InsideRoutes {
+                v4,
+                v6,
+                routes: BTreeSet::new(),
+            }),
             interface: interface.to_string(),
             attach_mode,
         };
-        s.sync_routes(&prefixes.iter().copied().collect())?;
+        if let Some(r) = s.routes.as_mut() {
+            r.sync(&prefixes.iter().copied().collect())?;
+        }
         Ok(s)
     }
 
-    /// Make the route tries hold exactly `want` (SD-WAN routes come and go).
-    pub fn sync_routes(&mut self, want: &BTreeSet<Cidr>) -> Result<()> {
-        for c in want.difference(&self.routes.clone()) {
-            let r = match c.addr {
-                IpAddr::V4(a) => self
-                    .v4
-                    .insert(&LpmKey::new(u32::from(c.len), a.octets()), 1, 0),
-                IpAddr::V6(a) => self
-                    .v6
-                    .insert(&LpmKey::new(u32::from(c.len), a.octets()), 1, 0),
-            };
-            r.with_context(|| format!("adding {c} to the inside route map"))?;
-            self.routes.insert(*c);
-        }
-        for c in self.routes.clone().difference(want) {
-            let r = match c.addr {
-                IpAddr::V4(a) => self.v4.remove(&LpmKey::new(u32::from(c.len), a.octets())),
-                IpAddr::V6(a) => self.v6.remove(&LpmKey::new(u32::from(c.len), a.octets())),
-            };
-            match r {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => {
-                    return Err(e)
-                        .with_context(|| format!("removing {c} from the inside route map"));
-                }
-            }
-            self.routes.remove(c);
-        }
-        Ok(())
+    /// The route tries, for the owner's shell (once; `None` after).
+    pub fn take_routes(&mut self) -> Option<InsideRoutes> {
+        self.routes.take()
     }
 
     /// Put queue `queue`'s inside AF_XDP socket into the XSKMAP.
