@@ -107,6 +107,19 @@ fn ike_sends(fx: &Effects) -> Vec<IkeDatagram> {
         .collect()
 }
 
+/// `fault forget-sa peer` on the peer 198.51.100.2 of `o`: the datapath
+/// loses its inbound SAs in one snapshot, nobody is told.
+fn forget_sa(o: &mut Owner, now: Instant) {
+    let fx = cmd(
+        o,
+        now,
+        "request platform software xdpsec fault forget-sa peer 198.51.100.2",
+    );
+    assert!(ok(&fx).contains("Fault injected"), "{}", ok(&fx));
+    assert_eq!(fx.publishes, 1);
+    assert!(fx.sends.is_empty() && fx.shell.is_empty(), "nobody is told");
+}
+
 /// The SPIs of `o`'s SAs: (inbound, outbound) of tunnel `t`.
 fn spis(o: &Owner, t: usize) -> (Vec<u32>, Option<u32>) {
     let ts = &o.tunnels[t];
@@ -327,14 +340,7 @@ fn ike_recovery_commands_are_effects_with_one_publish_each() {
     assert_ne!(spis(&lab.o[0], 0).1, after_clear.1, "rekeyed outbound SA");
 
     // forget-sa on an IKE tunnel: the datapath loses the inbound SAs only.
-    let fx = cmd(
-        &mut lab.o[0],
-        lab.now,
-        "request platform software xdpsec fault forget-sa peer 198.51.100.2",
-    );
-    assert!(ok(&fx).contains("Fault injected"), "{}", ok(&fx));
-    assert_eq!(fx.publishes, 1);
-    assert!(fx.sends.is_empty(), "nobody is told");
+    forget_sa(&mut lab.o[0], lab.now);
 
     // clear crypto ikev2 sa: the IKE SA goes (a DELETE), and A, the
     // initiator, negotiates a new one with new child SAs.
@@ -552,14 +558,7 @@ fn sdwan_recovery_commands_are_effects_with_one_publish_each() {
     assert!(lab.installed(), "{:?}", lab.peers(0));
 
     // forget-sa: the inbound SAs leave the datapath, nobody is told.
-    let fx = cmd(
-        &mut lab.o[0],
-        lab.now,
-        "request platform software xdpsec fault forget-sa peer 198.51.100.2",
-    );
-    assert!(ok(&fx).contains("Fault injected"), "{}", ok(&fx));
-    assert_eq!(fx.publishes, 1);
-    assert!(fx.sends.is_empty());
+    forget_sa(&mut lab.o[0], lab.now);
 
     // ipsec-rekey: a new inbound SPI advertised (OMP bytes to the
     // controller); the old SA stays for the grace time.
