@@ -3,10 +3,8 @@
 //! Commands run on the owner of control state ([`Owner`]), one at a time:
 //! they read its state directly and change it only through its methods.
 use std::{
-    collections::BTreeSet,
     fmt::Write as _,
     sync::{Arc, atomic::Ordering},
-    time::Instant,
 };
 
 use serde_json::{Value, json};
@@ -14,7 +12,7 @@ use xdpsec_common::{InsideCounter, XdpCounter};
 
 use xdpsec_datapath::{
     DropReason,
-    sa::{SaChange, SaCold, SaId, SaTable},
+    sa::{SaCold, SaId},
     worker::{FrameClass, SaCounters, WorkerShared, sa_counters},
 };
 
@@ -309,7 +307,9 @@ impl Owner {
                 match self.lifetimes.get(id) {
                     // IOS: (kilobytes/seconds) left; no volume limit here.
                     Some((at, life)) => {
-                        let left = life.saturating_sub(at.elapsed()).as_secs();
+                        let left = life
+                            .saturating_sub(self.now.saturating_duration_since(*at))
+                            .as_secs();
                         let _ = writeln!(
                             text,
                             "        sa timing: remaining key lifetime (k/sec): (4608000/{left})"
@@ -493,7 +493,7 @@ impl Owner {
             text,
             "Node {}: XDP steering on {iface} ({mode} mode), up {}s",
             self.node,
-            self.started.elapsed().as_secs()
+            self.now.saturating_duration_since(self.started).as_secs()
         );
         let _ = writeln!(
             text,
@@ -690,7 +690,7 @@ impl Owner {
     }
 
     fn show_udp_ports(&mut self) -> anyhow::Result<(String, Value)> {
-        let ports = self.with_steering(|s| s.udp_ports())?;
+        let ports = &self.steered;
         let list: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
         Ok((
             format!(
@@ -710,40 +710,12 @@ impl Owner {
             anyhow::bail!("port {port}: give a UDP port 1-65535 other than 500 (IKE)");
         }
         let port = port as u16;
-        let mut ports = self.with_steering(|s| s.udp_ports())?;
-        let changed = if steer {
-            ports.insert(port)
+        if steer {
+            self.steer_udp_ports(&[port], &[])?;
         } else {
-            ports.remove(&port)
-        };
-        if changed {
-            // The datapath learns a new port before XDP steers it there, and
-            // forgets a removed one only after XDP stopped steering it: a
-            // steered frame always finds its port in the snapshot (never
-            // passed back as "not ESP").
-            let publish = |table: &mut SaTable, epoch: Instant, ports: &BTreeSet<u16>| {
-                table
-                    .apply(
-                        vec![SaChange::SetUdpPorts(
-                            ports.iter().map(|&p| p..=p).collect(),
-                        )],
-                        epoch.elapsed(),
-                    )
-                    .map_err(|e| anyhow::anyhow!("updating the datapath's UDP ports: {e}"))
-            };
-            if steer {
-                publish(&mut self.table, self.epoch, &ports)?;
-            }
-            self.with_steering(|s| s.set_udp_port(port, steer))?;
-            if !steer {
-                publish(&mut self.table, self.epoch, &ports)?;
-            }
-            // The kernel socket for fragmented ESP in UDP follows.
-            self.kernel_ctl
-                .send(crate::platform::kernelrx::Ctl::SetPorts(
-                    ports.iter().copied().collect(),
-                ));
+            self.steer_udp_ports(&[], &[port])?;
         }
+        // The reply goes out after the shell changed XDP's map.
         self.show_udp_ports()
     }
 }
@@ -776,7 +748,7 @@ impl Owner {
     fn ike_views(&self) -> Vec<IkeSaView> {
         self.ike
             .as_ref()
-            .map(|i| i.sas(std::time::Instant::now()))
+            .map(|i| i.sas(self.now))
             .unwrap_or_default()
     }
 
@@ -1036,7 +1008,7 @@ impl Owner {
     // commands, which this CLI does not have). Nothing here claims to be
     // Cisco software.
     fn show_version(&self) -> (String, Value) {
-        let up = self.started.elapsed().as_secs();
+        let up = self.now.saturating_duration_since(self.started).as_secs();
         let version = env!("CARGO_PKG_VERSION");
         let image = std::env::current_exe()
             .map(|p| p.display().to_string())

@@ -28,7 +28,7 @@ use xdpsec_worker::{
 use crate::{
     config::{Config, Inside},
     ctlsock::ControlSocket,
-    owner::{Msg, Owner, OwnerHandle, Started, build_tunnels},
+    owner::{Msg, Owner, OwnerHandle, Shell, ShellParts, Started, build_tunnels},
     platform::kernelrx::{self, CtlHandle, KernelRxStats},
     platform::loader::XdpSteering,
     platform::neighbor::{self, NextHops, inside},
@@ -379,24 +379,42 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
         Some(cfg) => {
             let (tx, rx) = crossbeam::channel::bounded(crate::sdwan::io::EVENT_QUEUE);
             let (io, h) = crate::sdwan::io::spawn(pool.punt(), tx, Arc::clone(&stop))?;
-            let edge =
-                crate::sdwan::Sdwan::new(cfg.clone(), n_tunnels, io, pool.punt(), Instant::now());
-            (Some(edge), rx, Some(h))
+            let edge = crate::sdwan::Sdwan::new(cfg.clone(), n_tunnels, Instant::now());
+            (Some((edge, io)), rx, Some(h))
         }
         None => (None, crossbeam::channel::never(), None),
     };
+    let (sdwan, sdwan_io) = sdwan.unzip();
+    // The owner's shell: XDP's port map, kernel routes, remote syslog.
+    let syslog = config.logging.as_ref().and_then(|l| {
+        crate::syslog::RemoteSyslog::new(l.clone(), &config.node)
+            .map_err(|e| error!("remote syslog to {}: {e}", l.host))
+            .ok()
+    });
+    let (shell_tx, shell_rx) = crossbeam::channel::unbounded();
+    let shell = Shell::spawn(
+        ShellParts {
+            ports: steering.take_port_map(),
+            inside_routes: steering.inside().and_then(|i| i.take_routes()),
+            syslog,
+        },
+        kernel_ctl,
+        sdwan_io,
+        Some(pool.punt()),
+        snap.clone(),
+        shell_tx,
+    )?;
 
     let owner = Owner::new(
         Started {
             config: config.clone(),
             config_path: config_path.to_path_buf(),
             epoch,
-            steering,
+            steering: Some(steering),
             queues: infos,
             workers: workers_shared,
             extra_drops: vec![kernel_drops],
             kernel_rx,
-            kernel_ctl,
             sdwan,
             routes: Arc::clone(&routes),
             static_routes,
@@ -407,11 +425,12 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
         tunnels,
         seq,
         ike_peers,
+        Instant::now(),
     );
     let (handle, inbox) = OwnerHandle::channel();
     let owner_thread = thread::Builder::new()
         .name("xdpsec-owner".into())
-        .spawn(move || owner.run(inbox, ike_rx, sdwan_rx))
+        .spawn(move || owner.run(shell, inbox, ike_rx, sdwan_rx, shell_rx))
         .context("spawning the control-state owner")?;
     let workers = Workers::spawn(queues, &stop)?;
     // Platform shell: keeps the peers' next-hop MACs fresh for the workers.
@@ -515,11 +534,15 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
         let _ = h.join();
     }
     handle.send(Msg::Shutdown);
-    let mut owner = owner_thread
+    let (mut owner, mut shell) = owner_thread
         .join()
         .map_err(|_| anyhow::anyhow!("the control-state owner panicked"))?;
+    // SD-WAN routes out of the kernel, then the shell stops.
+    let (steering, fx) = owner.shutdown(Instant::now());
+    shell.apply(fx, None);
+    shell.stop();
     // Dropping the steering detaches the XDP program.
-    drop(owner.shutdown());
+    drop(steering);
     drop(owner);
     drop(tun);
     info!("stopped: XDP program detached, sockets closed");

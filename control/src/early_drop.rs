@@ -123,7 +123,7 @@ impl Owner {
         if samples.is_empty() {
             return;
         }
-        let now = self.epoch.elapsed();
+        let now = self.now.duration_since(self.epoch);
         let snap = self.table.snapshot();
         for smp in &samples {
             let ev = sample_event(smp, &snap, now);

@@ -12,7 +12,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
     },
     thread::JoinHandle,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context, Result, anyhow};
@@ -256,7 +256,7 @@ impl Owner {
                 .filter(|t| matches!(t.cfg.kind, crate::config::TunnelKind::Ike(_)))
                 .map(|t| ((t.cfg.name.clone(), t.cfg.peer.to_string()), false))
                 .collect();
-            for v in ike.sas(Instant::now()) {
+            for v in ike.sas(self.now) {
                 *up.entry((v.tunnel.clone(), v.remote.ip().to_string()))
                     .or_default() |= v.status == xdpsec_ike::IkeSaStatus::Ready;
             }

@@ -9,9 +9,16 @@
 //! state, so there are no locks and no lock order to get wrong; workers
 //! only ever see published SA snapshots and read nothing the owner holds.
 //!
-//! IKE, OMP and BFD cores will be further producers of messages to it.
+//! The owner is a core: [`Owner::handle`] takes the time and one [`Input`]
+//! and returns [`Effects`] (sends, XDP and route work, the reply), which
+//! the [`Shell`] carries out; the owner does no I/O itself. The SA table
+//! changes of one input reach the workers as one published snapshot.
+pub mod effects;
+mod ike;
+mod reload;
+
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     net::IpAddr,
     path::PathBuf,
     sync::Arc,
@@ -20,6 +27,9 @@ use std::{
 
 use anyhow::{Context, Result, anyhow};
 use crossbeam::channel::{Receiver, Sender, select, tick};
+pub use effects::{Effects, Send, Shell, ShellEvent, ShellOp, ShellParts};
+pub(crate) use ike::esp_cipher;
+pub use ike::ike_peers;
 use tracing::{error, info, warn};
 use xdpsec_common::XDP_COUNTER_COUNT;
 use xdpsec_datapath::{
@@ -30,7 +40,8 @@ use xdpsec_datapath::{
     worker::{SaCounters, WorkerShared},
 };
 use xdpsec_ike::{
-    Action, Encr, EspEncap, EspProposal, Identity, Ike, IkeOffer, Input, Integ, PeerConfig,
+    Action, Encr, EspEncap, EspProposal, Identity, Ike, IkeOffer, Input as IkeInput, Integ,
+    PeerConfig,
 };
 
 use arc_swap::ArcSwap;
@@ -43,7 +54,7 @@ use xdpsec_worker::{
 use crate::{
     config::{Cidr, Config, Tunnel, TunnelKind},
     ctlsock::{Reply, Request},
-    platform::kernelrx::{self, IkeDatagram, KernelRxStats},
+    platform::kernelrx::{IkeDatagram, KernelRxStats},
     platform::loader::XdpSteering,
     platform::neighbor::NextHops,
     seqstore::{self, KeyId, SeqStore},
@@ -67,6 +78,30 @@ pub enum Msg {
     StopIke(Sender<()>),
     /// A Prometheus scrape: the OpenMetrics text goes back on the channel.
     Metrics(Sender<String>),
+}
+
+/// One input of the owner core ([`Owner::handle`]).
+pub enum Input {
+    /// A control-socket command (the reply is in the effects).
+    Command(Request),
+    /// SIGHUP: re-read the config file.
+    Reload,
+    /// A Prometheus scrape (the text is the reply's output).
+    Metrics,
+    /// The daemon stops: delete every IKE SA (the DELETEs are sends).
+    StopIke,
+    /// An IKE message from the kernel sockets.
+    Ike(IkeDatagram),
+    /// An event of the SD-WAN I/O shell.
+    Sdwan(crate::sdwan::io::IoEvent),
+    /// The SD-WAN cores' timers.
+    Timers,
+    /// The periodic tick ([`TICK`]).
+    Tick,
+    /// Start the SD-WAN edge (ports, control connections).
+    Start,
+    /// What the owner's shell did.
+    Shell(ShellEvent),
 }
 
 /// One configured tunnel as the owner tracks it.
@@ -158,9 +193,15 @@ pub struct Owner {
     pub seq: SeqStore,
     /// What the kernel-socket shell received (reassembled fragments).
     pub kernel_rx: Arc<KernelRxStats>,
-    /// Tells the kernel-socket shell about UDP port changes and IKE
-    /// messages to send.
-    pub kernel_ctl: kernelrx::CtlHandle,
+    /// The time of the input being handled.
+    pub now: Instant,
+    /// What the input being handled asks of the shell.
+    pub(crate) fx: Effects,
+    /// The UDP ports XDP steers (its port map, as the shell keeps it).
+    pub steered: BTreeSet<u16>,
+    /// Ports the shell is told to stop steering: the datapath keeps them
+    /// until it says XDP did.
+    unsteering: BTreeSet<u16>,
     /// The IKEv2 core for every IKE tunnel (None without IKE tunnels).
     pub ike: Option<Ike>,
     /// Negotiated SAs: when they were installed and their lifetime (for
@@ -200,8 +241,8 @@ pub struct Started {
     pub config_path: PathBuf,
     /// The datapath's clock origin.
     pub epoch: Instant,
-    /// XDP steering.
-    pub steering: XdpSteering,
+    /// XDP steering (None in tests: counters read zero, early drop stays off).
+    pub steering: Option<XdpSteering>,
     /// Per-queue views.
     pub queues: Vec<QueueInfo>,
     /// The workers' shared parts.
@@ -210,8 +251,6 @@ pub struct Started {
     pub extra_drops: Vec<Arc<DropCounters>>,
     /// The kernel-socket shell's counters.
     pub kernel_rx: Arc<KernelRxStats>,
-    /// The kernel-socket shell's control channel.
-    pub kernel_ctl: kernelrx::CtlHandle,
     /// The SD-WAN edge, if configured.
     pub sdwan: Option<crate::sdwan::Sdwan>,
     /// The workers' route table.
@@ -325,21 +364,18 @@ impl Owner {
         tunnels: Vec<TunnelState>,
         seq: SeqStore,
         ike_peers: Vec<PeerConfig>,
+        now: Instant,
     ) -> Owner {
         let n = s.queues.len();
         let ike = (!ike_peers.is_empty()).then(|| {
             let mut ike = Ike::new(ike_peers);
             // Negotiated SPIs never collide with manual ones.
-            ike.reserve_spis(tunnels_manual_spis(&s.config));
+            ike.reserve_spis(ike::tunnels_manual_spis(&s.config));
             ike
         });
         let mut log = LogBuffer::default();
-        if let Some(l) = &s.config.logging {
-            match crate::syslog::RemoteSyslog::new(l.clone(), &s.config.node) {
-                Ok(r) => log.remote = Some(r),
-                Err(e) => error!("remote syslog to {}: {e}", l.host),
-            }
-        }
+        // The shell sends the lines to the collector.
+        log.forward = s.config.logging.is_some();
         let mut events =
             EventLogger::new(s.config.tunnels.iter().map(|t| t.name.clone()).collect());
         for t in s.sdwan.iter().flat_map(|e| e.tlocs.iter()) {
@@ -350,22 +386,23 @@ impl Owner {
         // Before the owner serves anything: the SPI map complete, then
         // early drop armed (sync_early_drop below). Until then XDP sends
         // every SPI up, as without early drop.
-        let spi_sync = steering.take_spi_sync();
+        let spi_sync = steering.as_mut().and_then(|s| s.take_spi_sync());
         if let Some(sync) = spi_sync {
-            table.set_spi_observer(Box::new(sync), s.epoch.elapsed());
+            table.set_spi_observer(Box::new(sync), now.duration_since(s.epoch));
         }
+        let steered = s.config.underlay.udp_ports.clone();
         let mut owner = Owner {
             node: s.config.node.clone(),
             local: s.config.underlay.address,
             interface: s.config.underlay.interface.clone(),
-            started: Instant::now(),
+            started: now,
             epoch: s.epoch,
             events,
             config: s.config,
             config_path: s.config_path,
             tunnels,
             table,
-            steering: Some(steering),
+            steering,
             queues: s.queues,
             baseline: Baseline {
                 xdp: [0; XDP_COUNTER_COUNT as usize],
@@ -387,7 +424,10 @@ impl Owner {
             log,
             seq,
             kernel_rx: s.kernel_rx,
-            kernel_ctl: s.kernel_ctl,
+            now,
+            fx: Effects::default(),
+            steered,
+            unsteering: BTreeSet::new(),
             ike,
             lifetimes: HashMap::new(),
             seq_rekeyed: std::collections::HashSet::new(),
@@ -407,17 +447,21 @@ impl Owner {
     }
 
     /// Serve messages until [`Msg::Shutdown`] (or every sender is gone),
+    /// each handled as one [`Input`] whose effects `shell` carries out,
     /// then hand the state back for an orderly teardown.
     pub fn run(
         mut self,
+        mut shell: Shell,
         rx: Receiver<Msg>,
         mut ike_rx: Receiver<IkeDatagram>,
         mut sdwan_rx: Receiver<crate::sdwan::io::IoEvent>,
-    ) -> Owner {
+        mut shell_rx: Receiver<ShellEvent>,
+    ) -> (Owner, Shell) {
         let ticker = tick(TICK);
         if self.sdwan.is_some() {
             // Ports, control connections: the edge starts at once.
-            self.sdwan_omp(xdpsec_omp::edge::Input::Timer);
+            let fx = self.handle(Instant::now(), Input::Start);
+            shell.apply(fx, None);
         }
         loop {
             // The SD-WAN cores' next timer (BFD hellos need better than the tick).
@@ -425,58 +469,192 @@ impl Owner {
                 Some(t) => crossbeam::channel::at(t),
                 None => crossbeam::channel::never(),
             };
-            select! {
+            let mut reply = None;
+            let mut metrics = None;
+            let input = select! {
                 recv(sdwan_rx) -> m => match m {
-                    Ok(ev) => self.sdwan_io(ev),
-                    Err(_) => sdwan_rx = crossbeam::channel::never(),
+                    Ok(ev) => Input::Sdwan(ev),
+                    Err(_) => {
+                        sdwan_rx = crossbeam::channel::never();
+                        continue;
+                    }
                 },
-                recv(timer) -> _ => self.sdwan_timers(),
+                recv(timer) -> _ => Input::Timers,
                 recv(ike_rx) -> m => match m {
-                    Ok(d) => self.ike_input(Input::Datagram {
-                        local: d.local,
-                        remote: d.remote,
-                        data: &d.data,
-                    }),
+                    Ok(d) => Input::Ike(d),
                     // The kernel-socket thread has stopped: stop listening
                     // (a closed channel would be ready forever).
-                    Err(_) => ike_rx = crossbeam::channel::never(),
+                    Err(_) => {
+                        ike_rx = crossbeam::channel::never();
+                        continue;
+                    }
+                },
+                recv(shell_rx) -> m => match m {
+                    Ok(ev) => Input::Shell(ev),
+                    Err(_) => {
+                        shell_rx = crossbeam::channel::never();
+                        continue;
+                    }
                 },
                 recv(rx) -> m => match m {
-                    Ok(Msg::Command(req, reply)) => {
-                        let r = self.execute(&req);
-                        // The client may have gone; nothing to do then.
-                        let _ = reply.send(r);
+                    Ok(Msg::Command(req, tx)) => {
+                        reply = Some(tx);
+                        Input::Command(req)
                     }
-                    Ok(Msg::Reload) => match self.reload() {
-                        Ok(t) => info!("SIGHUP: {}", t.trim_end()),
-                        Err(e) => error!("SIGHUP: {e}"),
-                    },
-                    Ok(Msg::Metrics(reply)) => {
-                        let _ = reply.send(self.metrics_text());
+                    Ok(Msg::Reload) => Input::Reload,
+                    Ok(Msg::Metrics(tx)) => {
+                        metrics = Some(tx);
+                        Input::Metrics
                     }
-                    Ok(Msg::StopIke(reply)) => {
-                        self.ike_input(Input::Command(xdpsec_ike::Command::Shutdown));
-                        let _ = reply.send(());
+                    Ok(Msg::StopIke(tx)) => {
+                        // Replied once the DELETEs are queued for sending.
+                        let fx = self.handle(Instant::now(), Input::StopIke);
+                        shell.apply(fx, None);
+                        let _ = tx.send(());
+                        continue;
                     }
                     Ok(Msg::Shutdown) | Err(_) => break,
                 },
-                recv(ticker) -> _ => self.tick(),
+                recv(ticker) -> _ => Input::Tick,
+            };
+            let mut fx = self.handle(Instant::now(), input);
+            if let Some(tx) = metrics {
+                let _ = tx.send(fx.reply.take().map(|r| r.output).unwrap_or_default());
             }
+            shell.apply(fx, reply);
         }
         // Lines the workers queued before they stopped.
-        self.tick();
-        self
+        let fx = self.handle(Instant::now(), Input::Tick);
+        shell.apply(fx, None);
+        (self, shell)
+    }
+
+    /// Handle one input at `now`: the state changes, the SA table's
+    /// changes are published as one snapshot, and what the outside world
+    /// must do is returned (nothing here does I/O).
+    pub fn handle(&mut self, now: Instant, input: Input) -> Effects {
+        self.now = now;
+        let before = self.table.publishes();
+        self.table.hold();
+        match input {
+            Input::Command(req) => {
+                let r = self.execute(&req);
+                self.fx.reply = Some(r);
+            }
+            Input::Reload => match self.reload() {
+                Ok(t) => info!("SIGHUP: {}", t.trim_end()),
+                Err(e) => error!("SIGHUP: {e}"),
+            },
+            Input::Metrics => {
+                let text = self.metrics_text();
+                self.fx.reply = Some(Reply {
+                    ok: true,
+                    output: text,
+                });
+            }
+            Input::StopIke => {
+                self.ike_input(xdpsec_ike::Input::Command(xdpsec_ike::Command::Shutdown))
+            }
+            Input::Ike(d) => self.ike_input(xdpsec_ike::Input::Datagram {
+                local: d.local,
+                remote: d.remote,
+                data: &d.data,
+            }),
+            Input::Sdwan(ev) => self.sdwan_io(ev),
+            Input::Timers => self.sdwan_timers(),
+            Input::Tick => self.tick(),
+            Input::Start => self.sdwan_omp(xdpsec_omp::edge::Input::Timer),
+            Input::Shell(ShellEvent::PortsUnsteered(ports)) => self.ports_unsteered(&ports),
+        }
+        self.table.release(self.now.duration_since(self.epoch));
+        let lines = self.log.take_outbox();
+        self.fx.shell.extend(lines.into_iter().map(ShellOp::Syslog));
+        self.fx.publishes = self.table.publishes() - before;
+        std::mem::take(&mut self.fx)
+    }
+
+    /// Publish the UDP ports the datapath takes as ESP: those XDP steers,
+    /// and those it is being told to stop steering.
+    fn publish_udp_ports(&mut self) -> Result<()> {
+        let ports: BTreeSet<u16> = self.steered.union(&self.unsteering).copied().collect();
+        self.table
+            .apply(
+                vec![SaChange::SetUdpPorts(
+                    ports.iter().map(|&p| p..=p).collect(),
+                )],
+                self.now.duration_since(self.epoch),
+            )
+            .map(|_| ())
+            .map_err(|e| anyhow!("updating the datapath's UDP ports: {e}"))
+    }
+
+    /// Steer UDP ports `add` as ESP and stop steering `remove`: the
+    /// datapath learns a new port before XDP steers it (this input's
+    /// snapshot goes out before the shell's work), and forgets a removed
+    /// one only after XDP stopped steering it (the shell says so): a
+    /// steered frame always finds its port in the snapshot (never passed
+    /// back as "not ESP"). The kernel's fragment socket follows.
+    pub(crate) fn steer_udp_ports(&mut self, add: &[u16], remove: &[u16]) -> Result<()> {
+        let add: Vec<u16> = add
+            .iter()
+            .copied()
+            .filter(|p| !self.steered.contains(p))
+            .collect();
+        let remove: Vec<u16> = remove
+            .iter()
+            .copied()
+            .filter(|p| self.steered.contains(p) && !add.contains(p))
+            .collect();
+        if add.is_empty() && remove.is_empty() {
+            return Ok(());
+        }
+        self.steered.extend(add.iter().copied());
+        for p in &remove {
+            self.steered.remove(p);
+            self.unsteering.insert(*p);
+        }
+        self.publish_udp_ports()?;
+        self.fx
+            .shell
+            .extend(add.iter().map(|&p| ShellOp::SteerPort(p, true)));
+        if remove.is_empty() {
+            self.fx
+                .sends
+                .push(Send::KernelPorts(self.steered.iter().copied().collect()));
+        } else {
+            self.fx
+                .shell
+                .extend(remove.iter().map(|&p| ShellOp::SteerPort(p, false)));
+            self.fx
+                .shell
+                .push(ShellOp::Notify(ShellEvent::PortsUnsteered(remove)));
+        }
+        Ok(())
+    }
+
+    /// The shell stopped steering `ports` in XDP: the datapath forgets
+    /// them (unless steered again since), the kernel socket follows.
+    fn ports_unsteered(&mut self, ports: &[u16]) {
+        for p in ports {
+            self.unsteering.remove(p);
+        }
+        if let Err(e) = self.publish_udp_ports() {
+            error!("{e:#}");
+        }
+        self.fx
+            .sends
+            .push(Send::KernelPorts(self.steered.iter().copied().collect()));
     }
 
     /// Periodic work: datapath events into log lines, sequence reservations.
     pub fn tick(&mut self) {
-        let now = self.epoch.elapsed();
+        let now = self.now.duration_since(self.epoch);
         let mut unknown = self.events.drain(&self.workers, &mut self.log, now);
         self.early_drop_tick(&mut unknown);
         if self.ike.is_some() {
             // Samples, at most one per (peer, SPI) a tick: the core rate-limits further.
             for (peer, spi) in unknown {
-                self.ike_input(Input::UnknownSpi { peer, spi });
+                self.ike_input(IkeInput::UnknownSpi { peer, spi });
             }
         }
         self.extend_reservations();
@@ -486,243 +664,9 @@ impl Owner {
             .ike
             .as_ref()
             .and_then(|i| i.next_timeout())
-            .is_some_and(|t| t <= Instant::now())
+            .is_some_and(|t| t <= self.now)
         {
-            self.ike_input(Input::Timer);
-        }
-    }
-
-    /// Negotiated SAs rekey long before their 32-bit sequence numbers run
-    /// out (RFC 4303 3.3.3: they never wrap), whatever their lifetime: at
-    /// half the space, a new child SA is negotiated at once.
-    fn rekey_before_sequence_runs_out(&mut self) {
-        const REKEY_AT: u64 = 1 << 31;
-        if self.ike.is_none() {
-            return;
-        }
-        let snap = self.table.snapshot();
-        let mut due = Vec::new();
-        for (i, t) in self.tunnels.iter().enumerate() {
-            if t.out_key.is_some() {
-                continue; // manual keys: reservations instead
-            }
-            let Some(OutboundEntry::Active(sa)) = snap.outbound(i as u32) else {
-                continue;
-            };
-            if sa.last_seq() >= REKEY_AT && self.seq_rekeyed.insert(sa.id) {
-                due.push(t.cfg.peer);
-            }
-        }
-        self.seq_rekeyed
-            .retain(|id| self.tunnels.iter().any(|t| t.outbound == Some(*id)));
-        for peer in due {
-            info!("{peer}: child SA used half its sequence numbers: rekeying now");
-            let actions =
-                self.ike
-                    .as_mut()
-                    .expect("checked above")
-                    .rekey_now(Instant::now(), peer, false);
-            for a in actions {
-                self.ike_action(a);
-            }
-        }
-    }
-
-    /// The tunnel of a negotiated child SA and the datapath's cipher for its
-    /// transform (None, logged, when either is missing).
-    fn ike_child(
-        &self,
-        tunnel: u32,
-        keys: &xdpsec_ike::ChildKeys,
-    ) -> Option<(&TunnelState, Cipher)> {
-        let t = self.tunnels.get(tunnel as usize)?;
-        let Some(cipher) = esp_cipher(keys.encr, keys.integ) else {
-            error!(
-                "{}: negotiated ESP transform {:?}/{:?} is not in the datapath",
-                t.cfg.name, keys.encr, keys.integ
-            );
-            return None;
-        };
-        Some((t, cipher))
-    }
-
-    /// `request platform software xdpsec rekey child-sa|ike-sa peer ADDR`:
-    /// start the CREATE_CHILD_SA rekey that the lifetime would start, now.
-    pub fn rekey_now(&mut self, peer: IpAddr, ike_sa: bool) -> Result<(String, serde_json::Value)> {
-        let what = if ike_sa { "IKE SA" } else { "child SAs" };
-        let Some(core) = self.ike.as_mut() else {
-            return Err(anyhow!("no IKE tunnel"));
-        };
-        if !self
-            .tunnels
-            .iter()
-            .any(|t| t.cfg.peer == peer && matches!(t.cfg.kind, TunnelKind::Ike(_)))
-        {
-            return Err(anyhow!("no IKE tunnel has peer {peer}"));
-        }
-        let actions = core.rekey_now(Instant::now(), peer, ike_sa);
-        let sent = actions
-            .iter()
-            .filter(|a| matches!(a, Action::Send { .. }))
-            .count();
-        for a in actions {
-            self.ike_action(a);
-        }
-        info!("{peer}: rekeying the {what} on request");
-        Ok((
-            format!("Rekeying the {what} of peer {peer}: {sent} CREATE_CHILD_SA request(s) sent\n"),
-            serde_json::json!({"peer": peer.to_string(), "ike_sa": ike_sa, "requests": sent}),
-        ))
-    }
-
-    /// Feed the IKE core one input and carry out what it returns.
-    pub fn ike_input(&mut self, input: Input<'_>) {
-        let Some(ike) = self.ike.as_mut() else {
-            return;
-        };
-        let actions = ike.handle(Instant::now(), input);
-        for a in actions {
-            self.ike_action(a);
-        }
-    }
-
-    /// Carry out one IKE action: a datagram to send, an SA change, a log line.
-    fn ike_action(&mut self, a: Action) {
-        let now = self.epoch.elapsed();
-        match a {
-            Action::Send {
-                local,
-                remote,
-                data,
-            } => self.kernel_ctl.send(kernelrx::Ctl::Send(IkeDatagram {
-                local,
-                remote,
-                data,
-            })),
-            Action::Log { ios, line } => {
-                info!(target: "ike", "{line}");
-                if ios {
-                    self.log.push(format!(
-                        "{}{line}",
-                        crate::state::ios_timestamp(std::time::SystemTime::now())
-                    ));
-                }
-            }
-            Action::AddInbound {
-                tunnel,
-                encap: _,
-                keys,
-                replay_window,
-                local_ts,
-                remote_ts,
-                lifetime,
-                ..
-            } => {
-                let Some((t, cipher)) = self.ike_child(tunnel, &keys) else {
-                    return;
-                };
-                let change = SaChange::AddInbound(InboundSaConfig {
-                    spi: keys.spi,
-                    peer: None,
-                    tunnel,
-                    owner: t.cfg.worker as u16,
-                    cipher,
-                    key: KeyMaterial::new(keys.key.to_vec()),
-                    esn: false,
-                    window: replay_window,
-                    selectors: ts_selectors(&local_ts, &remote_ts),
-                    name: crate::state::crypto_map_tag(&t.cfg),
-                });
-                match self.table.apply(vec![change], now) {
-                    Ok(ids) => {
-                        for &id in &ids {
-                            self.lifetimes.insert(id, (Instant::now(), lifetime));
-                        }
-                        self.tunnels[tunnel as usize].inbound.extend(ids);
-                    }
-                    Err(e) => error!("installing an IKE inbound SA: {e}"),
-                }
-            }
-            Action::SetOutbound {
-                tunnel,
-                peer,
-                encap,
-                keys,
-                lifetime,
-            } => {
-                let Some((t, cipher)) = self.ike_child(tunnel, &keys) else {
-                    return;
-                };
-                let change = SaChange::SetOutbound(OutboundSaConfig {
-                    spi: keys.spi,
-                    tunnel,
-                    owner: t.cfg.worker as u16,
-                    cipher,
-                    key: KeyMaterial::new(keys.key.to_vec()),
-                    esn: false,
-                    outer: OuterHeader {
-                        src: self.local,
-                        dst: peer,
-                        udp: match encap {
-                            EspEncap::Esp => None,
-                            EspEncap::Udp(l, p) => Some((l, p)),
-                        },
-                        ethernet: None,
-                        ttl: 64,
-                    },
-                    // A fresh key per negotiated SA: its numbers start at 1.
-                    // The IKE core rekeys long before they run out.
-                    last_seq: 0,
-                    seq_limit: u64::MAX,
-                    name: crate::state::crypto_map_tag(&t.cfg),
-                });
-                match self.table.apply(vec![change], now) {
-                    Ok(ids) => {
-                        if let Some(old) = self.tunnels[tunnel as usize].outbound.take() {
-                            self.lifetimes.remove(&old);
-                        }
-                        for &id in &ids {
-                            self.lifetimes.insert(id, (Instant::now(), lifetime));
-                        }
-                        self.tunnels[tunnel as usize].outbound = ids.first().copied();
-                    }
-                    Err(e) => error!("installing an IKE outbound SA: {e}"),
-                }
-            }
-            Action::RemoveInbound { tunnel, spi } => {
-                let Some(t) = self.tunnels.get_mut(tunnel as usize) else {
-                    return;
-                };
-                let table = &self.table;
-                let Some(pos) = t
-                    .inbound
-                    .iter()
-                    .position(|&id| table.cold(id).is_some_and(|c| c.spi == spi))
-                else {
-                    return;
-                };
-                let id = t.inbound.remove(pos);
-                self.lifetimes.remove(&id);
-                if let Err(e) = self.table.apply(vec![SaChange::RemoveInbound(id)], now) {
-                    error!("removing an IKE inbound SA: {e}");
-                }
-            }
-            Action::RemoveOutbound { tunnel } => {
-                if let Some(id) = self
-                    .tunnels
-                    .get_mut(tunnel as usize)
-                    .and_then(|t| t.outbound.take())
-                {
-                    self.lifetimes.remove(&id);
-                }
-                let change = SaChange::RemoveOutbound {
-                    tunnel,
-                    keep_invalid: false,
-                };
-                if let Err(e) = self.table.apply(vec![change], now) {
-                    error!("removing an IKE outbound SA: {e}");
-                }
-            }
+            self.ike_input(IkeInput::Timer);
         }
     }
 
@@ -769,189 +713,16 @@ impl Owner {
             Err(e) => {
                 // The datapath stops at its current limit (counted as 45)
                 // rather than risk a nonce that is not on disk.
-                if self
-                    .seq_error_logged
-                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
-                {
+                if self.seq_error_logged.is_none_or(|t| {
+                    self.now.saturating_duration_since(t) >= Duration::from_secs(60)
+                }) {
                     error!(
                         "cannot extend outbound sequence reservations: {e:#}; tunnels stop sending when their reserved numbers run out"
                     );
-                    self.seq_error_logged = Some(Instant::now());
+                    self.seq_error_logged = Some(self.now);
                 }
             }
         }
-    }
-
-    /// Re-read the config file and apply what changed in the tunnels' SAs
-    /// as one atomic SA-table update. Anything else that changed needs a
-    /// restart and is refused, naming the field; nothing is half-applied.
-    pub fn reload(&mut self) -> Result<String> {
-        let new = Config::load(&self.config_path).map_err(|e| anyhow!("reload refused: {e}"))?;
-        let cur = &self.config;
-        let refuse = |field: &str, why: &str| -> Result<String> {
-            Err(anyhow!("reload refused: `{field}` changed; {why}"))
-        };
-        let restart = "restart xdpsec to apply it";
-        if new.node != cur.node {
-            return refuse("node", restart);
-        }
-        if new.socket != cur.socket {
-            return refuse("socket", restart);
-        }
-        if new.state_dir != cur.state_dir {
-            return refuse("state_dir", restart);
-        }
-        let (u, v) = (&new.underlay, &cur.underlay);
-        if u.interface != v.interface
-            || u.address != v.address
-            || u.queues != v.queues
-            || u.udp_ports != v.udp_ports
-            || u.xdp_mode != v.xdp_mode
-            || u.busy_poll_us != v.busy_poll_us
-        {
-            return refuse("underlay", restart);
-        }
-        if new.inside != cur.inside {
-            return refuse("inside", restart);
-        }
-        if new.metrics != cur.metrics {
-            return refuse("metrics", restart);
-        }
-        if new.logging != cur.logging {
-            return refuse("logging", restart);
-        }
-        if new.sdwan != cur.sdwan {
-            return refuse(
-                "sdwan",
-                "restart xdpsec to apply it (its TLOC keys come from the controller; `request platform software sdwan security ipsec-rekey` rekeys without a restart)",
-            );
-        }
-        if new.tunnels.len() != cur.tunnels.len() {
-            return refuse("tunnel (tunnels added or removed)", restart);
-        }
-        let mut changes = Vec::new();
-        let mut summary = Vec::new();
-        let mut replaced = Vec::with_capacity(new.tunnels.len());
-        for (i, (n, ts)) in new.tunnels.iter().zip(&self.tunnels).enumerate() {
-            let o = &ts.cfg;
-            if n.name != o.name {
-                return refuse("tunnel.name", restart);
-            }
-            if n.peer != o.peer
-                || n.encap != o.encap
-                || n.remote_subnets != o.remote_subnets
-                || n.local_subnets != o.local_subnets
-                || n.kind.name() != o.kind.name()
-            {
-                return refuse(
-                    &format!(
-                        "tunnel {} (kind, peer, encap, remote_subnets or local_subnets)",
-                        n.name
-                    ),
-                    restart,
-                );
-            }
-            let (TunnelKind::Manual(nm), TunnelKind::Manual(om)) = (&n.kind, &o.kind) else {
-                // IKE settings take effect when the tunnel next negotiates
-                // after a restart; nothing to swap here.
-                if format!("{:?}", n.kind) != format!("{:?}", o.kind)
-                    || *ike_psk(n) != *ike_psk(o)
-                    || n.replay_window != o.replay_window
-                    || n.worker != o.worker
-                {
-                    return refuse(&format!("tunnel {} (IKE settings)", n.name), restart);
-                }
-                replaced.push((false, false));
-                continue;
-            };
-            let same_params = nm.cipher == om.cipher && nm.esn == om.esn;
-            let in_key_same = *nm.inbound.key == *om.inbound.key;
-            let out_key_same = *nm.outbound.key == *om.outbound.key;
-            // A new SA under the same inbound key would start with an empty
-            // replay window: packets the old window rejected would be
-            // accepted again.
-            if in_key_same && n.replay_window != o.replay_window {
-                return refuse(
-                    &format!("tunnel.replay_window in tunnel {}", n.name),
-                    "with the same tunnel.inbound.key the replay window's state would be lost and old packets accepted again: change inbound.key with it",
-                );
-            }
-            if in_key_same && n.worker != o.worker {
-                return refuse(
-                    &format!("tunnel.worker in tunnel {}", n.name),
-                    "with the same tunnel.inbound.key the replay window's state would be lost and old packets accepted again: change inbound.key with it",
-                );
-            }
-            // The peer starts a new replay window for a new SPI; sequence
-            // numbers under the old key would have to start again at 1,
-            // reusing nonces. A new SPI needs a new key.
-            if out_key_same && nm.outbound.spi != om.outbound.spi {
-                return refuse(
-                    &format!("tunnel.outbound.spi in tunnel {}", n.name),
-                    "a new outbound SPI needs a new tunnel.outbound.key (sequence numbers restart for the peer, and AEAD nonces must never repeat under a key)",
-                );
-            }
-            let in_changed = !same_params || nm.inbound.spi != om.inbound.spi || !in_key_same;
-            let out_changed = !same_params || !out_key_same;
-            replaced.push((in_changed, out_changed));
-            if !(in_changed || out_changed) {
-                continue;
-            }
-            let out_key = KeyId::of(&nm.outbound.key);
-            let (last, limit) = if out_changed {
-                seqstore::start(&mut self.seq, out_key)
-            } else {
-                (0, 0)
-            };
-            let c = tunnel_sa_changes(&new, i as u32, last, limit).expect("a manual tunnel");
-            if in_changed {
-                changes.extend(ts.inbound.iter().map(|&id| SaChange::RemoveInbound(id)));
-                changes.push(c.inbound);
-                summary.push(format!(
-                    "{}: inbound SA 0x{:X} -> 0x{:X}",
-                    n.name, om.inbound.spi, nm.inbound.spi
-                ));
-            }
-            if out_changed {
-                changes.push(c.outbound);
-                summary.push(format!(
-                    "{}: outbound SA 0x{:X} -> 0x{:X}",
-                    n.name, om.outbound.spi, nm.outbound.spi
-                ));
-            }
-        }
-        if changes.is_empty() {
-            self.config = new;
-            self.sync_early_drop();
-            return Ok("Reloaded: no SA changed\n".into());
-        }
-        self.seq
-            .commit()
-            .map_err(|e| anyhow!("reload refused: recording sequence reservations: {e:#}"))?;
-        let added = self
-            .table
-            .apply(changes, self.epoch.elapsed())
-            .map_err(|e| anyhow!("reload refused by the SA table: {e}"))?;
-        // `added` lists new SAs in change order: inbound before outbound per tunnel.
-        let mut added = added.into_iter();
-        for (i, (inc, outc)) in replaced.into_iter().enumerate() {
-            let ts = &mut self.tunnels[i];
-            if inc {
-                ts.inbound = vec![added.next().expect("one id per added SA")];
-            }
-            if outc {
-                ts.outbound = Some(added.next().expect("one id per added SA"));
-                if let TunnelKind::Manual(m) = &new.tunnels[i].kind {
-                    ts.out_key = Some(KeyId::of(&m.outbound.key));
-                }
-            }
-            ts.cfg = new.tunnels[i].clone();
-        }
-        self.config = new;
-        self.sync_early_drop();
-        let text = format!("Reloaded: {}\n", summary.join("; "));
-        info!("{}", text.trim_end());
-        Ok(text)
     }
 
     /// `request platform software xdpsec fault forget-sa peer ADDR`: the
@@ -980,7 +751,7 @@ impl Owner {
             return Err(anyhow!("no tunnel has peer {peer}"));
         }
         self.table
-            .apply(changes, self.epoch.elapsed())
+            .apply(changes, self.now.duration_since(self.epoch))
             .map_err(|e| anyhow!("forget-sa: {e}"))?;
         let mut text = String::new();
         for (t, spi) in &spis {
@@ -1043,14 +814,14 @@ impl Owner {
         let kinds: Vec<&'static str> = cleared.iter().map(|t| t.cfg.kind.name()).collect();
         let ids: Vec<SaId> = cleared.iter().flat_map(|t| t.sa_ids()).collect();
         self.table
-            .apply(changes, self.epoch.elapsed())
+            .apply(changes, self.now.duration_since(self.epoch))
             .map_err(|e| anyhow!("clear crypto sa: {e}"))?;
         for id in ids {
             let now = xdpsec_datapath::worker::sa_counters(&self.workers, id);
             self.sa_baseline.insert(id, now);
         }
         for p in ike_peers {
-            self.ike_input(Input::Command(xdpsec_ike::Command::ClearChildSas(p)));
+            self.ike_input(IkeInput::Command(xdpsec_ike::Command::ClearChildSas(p)));
         }
         let sdwan_lines = self.sdwan_clear_sa(peer);
         let text = names
@@ -1085,9 +856,15 @@ impl Owner {
     }
 
     /// Detach the XDP program's sockets and hand the steering back (the
-    /// workers have stopped); dropping it detaches the program.
-    pub fn shutdown(&mut self) -> Option<XdpSteering> {
-        let mut s = self.steering.take()?;
+    /// workers have stopped; dropping it detaches the program), with the
+    /// last effects (SD-WAN routes out of the kernel) for the shell.
+    pub fn shutdown(&mut self, now: Instant) -> (Option<XdpSteering>, Effects) {
+        self.now = now;
+        self.sdwan_shutdown();
+        let fx = std::mem::take(&mut self.fx);
+        let Some(mut s) = self.steering.take() else {
+            return (None, fx);
+        };
         for q in &self.queues {
             s.unset_socket(q.queue);
             if let Some(i) = s.inside() {
@@ -1103,119 +880,7 @@ impl Owner {
         if let Err(e) = self.seq.commit() {
             warn!("writing sequence reservations at shutdown: {e:#}");
         }
-        self.sdwan_shutdown();
-        Some(s)
-    }
-}
-
-/// The datapath cipher for a negotiated ESP transform, if it has one.
-pub(crate) fn esp_cipher(encr: Encr, integ: Option<Integ>) -> Option<Cipher> {
-    use xdpsec_datapath::crypto::{AesKeySize, Integrity};
-    let integrity = |i: Integ| match i {
-        Integ::HmacSha1_96 => Integrity::HmacSha1_96,
-        Integ::HmacSha256_128 => Integrity::HmacSha256_128,
-        Integ::HmacSha384_192 => Integrity::HmacSha384_192,
-        Integ::HmacSha512_256 => Integrity::HmacSha512_256,
-    };
-    match (encr, integ) {
-        (Encr::AesGcm16_128, None) => Some(Cipher::Aes128Gcm),
-        (Encr::AesGcm16_256, None) => Some(Cipher::Aes256Gcm),
-        (Encr::ChaCha20Poly1305, None) => Some(Cipher::ChaCha20Poly1305),
-        (Encr::AesCbc128, Some(i)) => Some(Cipher::AesCbc(AesKeySize::Aes128, integrity(i))),
-        (Encr::AesCbc256, Some(i)) => Some(Cipher::AesCbc(AesKeySize::Aes256, integrity(i))),
-        _ => None,
-    }
-}
-
-/// The inbound policy for negotiated traffic selectors.
-fn ts_selectors(local: &[xdpsec_ike::Prefix], remote: &[xdpsec_ike::Prefix]) -> Arc<Selectors> {
-    let set = |l: &[xdpsec_ike::Prefix]| {
-        AddrSet::from_prefixes(l.iter().filter_map(|p| DpPrefix::new(p.addr, p.len)))
-    };
-    Arc::new(Selectors {
-        local: set(local),
-        remote: set(remote),
-    })
-}
-
-/// The inbound SPIs of the manual tunnels (IKE must not pick them).
-fn tunnels_manual_spis(cfg: &Config) -> Vec<u32> {
-    cfg.tunnels
-        .iter()
-        .filter_map(|t| match &t.kind {
-            TunnelKind::Manual(m) => Some(m.inbound.spi),
-            TunnelKind::Ike(_) => None,
-        })
-        .collect()
-}
-
-/// The IKE core's configuration of every `kind = "ike"` tunnel of `cfg`.
-pub fn ike_peers(cfg: &Config) -> Result<Vec<PeerConfig>> {
-    let mut peers = Vec::new();
-    for (i, t) in cfg.tunnels.iter().enumerate() {
-        let TunnelKind::Ike(k) = &t.kind else {
-            continue;
-        };
-        let id = |s: &Option<String>, default: IpAddr| match s {
-            None => Identity::Addr(default),
-            Some(v) => match v.parse::<IpAddr>() {
-                Ok(a) => Identity::Addr(a),
-                Err(_) if v.contains('@') && !v.starts_with('@') => Identity::Email(v.clone()),
-                Err(_) => Identity::Fqdn(v.trim_start_matches('@').to_string()),
-            },
-        };
-        // Each offer as its single proposals, in order of preference.
-        let ike_proposals = k
-            .ike_proposals
-            .iter()
-            .map(|p| IkeOffer::parse(p).map(|o| o.expand()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| anyhow!("tunnel {}: ike_proposals: {}", t.name, e.0))?
-            .concat();
-        let esp_proposals = k
-            .esp_proposals
-            .iter()
-            .map(|p| EspProposal::parse(p))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| anyhow!("tunnel {}: esp_proposals: {}", t.name, e.0))?;
-        let prefixes = |l: &[crate::config::Cidr]| {
-            l.iter()
-                .map(|c| xdpsec_ike::Prefix {
-                    addr: c.addr,
-                    len: c.len,
-                })
-                .collect::<Vec<_>>()
-        };
-        peers.push(PeerConfig {
-            tunnel: t.name.clone(),
-            tunnel_index: i as u32,
-            local: cfg.underlay.address,
-            remote: t.peer,
-            psk: k.psk.clone(),
-            local_id: id(&k.local_id, cfg.underlay.address),
-            remote_id: id(&k.remote_id, t.peer),
-            ike_proposals,
-            esp_proposals,
-            ike_lifetime: k.ike_lifetime,
-            child_lifetime: k.lifetime,
-            dpd: k.dpd,
-            initiate: k.initiate,
-            force_encap: matches!(t.encap, crate::config::Encap::Udp { .. }),
-            nat_t_port: k.nat_t_port,
-            local_ts: prefixes(&t.local_selectors(&cfg.inside)),
-            remote_ts: prefixes(&t.remote_subnets),
-            replay_window: t.replay_window,
-            invalid_spi_recovery: k.invalid_spi_recovery,
-        });
-    }
-    Ok(peers)
-}
-
-/// An IKE tunnel's pre-shared key (empty for other kinds).
-fn ike_psk(t: &Tunnel) -> &[u8] {
-    match &t.kind {
-        TunnelKind::Ike(i) => &i.psk,
-        TunnelKind::Manual(_) => &[],
+        (Some(s), fx)
     }
 }
 
@@ -1248,3 +913,6 @@ impl OwnerHandle {
             .unwrap_or_else(|_| Reply::error("% The daemon is shutting down"))
     }
 }
+
+#[cfg(test)]
+mod tests;

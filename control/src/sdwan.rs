@@ -45,15 +45,15 @@ use xdpsec_omp::{
     edge::{Action as OmpAction, Edge, EdgeConfig, Input as OmpInput, TlocConfig},
 };
 
-use xdpsec_worker::punt::{PuntHub, Punted};
+use xdpsec_worker::punt::Punted;
 
 use crate::{
     config::Cidr,
-    owner::Owner,
+    owner::{Owner, Send, ShellOp},
     seqstore::{self, KeyId},
 };
 use config::SdwanConfig;
-use io::{IoCmd, IoEvent, IoHandle};
+use io::{IoCmd, IoEvent};
 
 /// The first local TLOC's tunnel interface number (`Tunnel10001`).
 pub const TUNNEL_IF_BASE: u32 = 10_001;
@@ -108,7 +108,8 @@ pub struct BfdShellDrops {
     pub bad_ttl: u64,
     /// Arrived on a tunnel that has no peer any more.
     pub no_peer: u64,
-    /// Hellos not injected: no outbound SA yet, or the inject queue full.
+    /// Hellos not injected: no outbound SA yet (a full inject queue is
+    /// counted by the worker).
     pub tx_failed: u64,
 }
 
@@ -133,10 +134,6 @@ pub struct Sdwan {
     /// Next peer index to try (indices are reused only after a full round,
     /// so a removed session's last AdminDown packets never meet a new one).
     next_index: u32,
-    /// The I/O shell.
-    io: IoHandle,
-    /// Punt rings and the inject path.
-    punt: Arc<PuntHub>,
     /// Shell-side BFD discards.
     pub bfd_drops: BfdShellDrops,
     /// When a TLOC last moved port (`port_hop`).
@@ -153,13 +150,7 @@ impl Sdwan {
     /// The edge for `cfg`. Local TLOC `i` is named `Tunnel{10001+i}` and
     /// gets tunnel index `first_index + i`; peers take the `MAX_PEERS`
     /// indices after those.
-    pub fn new(
-        cfg: SdwanConfig,
-        first_index: u32,
-        io: IoHandle,
-        punt: Arc<PuntHub>,
-        now: Instant,
-    ) -> Sdwan {
+    pub fn new(cfg: SdwanConfig, first_index: u32, now: Instant) -> Sdwan {
         let tlocs: Vec<TlocIf> = cfg
             .tlocs
             .iter()
@@ -207,8 +198,6 @@ impl Sdwan {
             kernel_routes: BTreeSet::new(),
             peer_range: (start, start + MAX_PEERS),
             next_index: start,
-            io,
-            punt,
             bfd_drops: BfdShellDrops::default(),
             last_port_hop: None,
             bfd_transitions_before: BTreeMap::new(),
@@ -319,7 +308,7 @@ impl Owner {
         let Some(s) = self.sdwan.as_mut() else {
             return;
         };
-        let actions = s.edge.handle(Instant::now(), input);
+        let actions = s.edge.handle(self.now, input);
         self.sdwan_omp_actions(actions);
     }
 
@@ -343,21 +332,21 @@ impl Owner {
             OmpAction::Connect { color } => {
                 if let Some(t) = s.tloc(&color) {
                     let (local, remote) = (t.address, s.cfg.controller);
-                    s.io.send(IoCmd::Connect {
+                    self.fx.sends.push(Send::Omp(IoCmd::Connect {
                         color,
                         local,
                         remote,
                         tls: s.cfg.tls.client(),
-                    });
+                    }));
                 }
                 false
             }
             OmpAction::Send { color, data } => {
-                s.io.send(IoCmd::Send { color, data });
+                self.fx.sends.push(Send::Omp(IoCmd::Send { color, data }));
                 false
             }
             OmpAction::Close { color } => {
-                s.io.send(IoCmd::Close { color });
+                self.fx.sends.push(Send::Omp(IoCmd::Close { color }));
                 false
             }
             OmpAction::Log(line) => {
@@ -382,7 +371,11 @@ impl Owner {
                 let old = old_port.filter(|p| !still_used(*p, &s.tlocs));
                 info!("{color} TLOC {address} now on UDP port {port}");
                 let old = old.filter(|p| !self.config.underlay.udp_ports.contains(p));
-                if let Err(e) = self.sdwan_move_udp_port(port, old) {
+                // XDP's map is changed by the shell, off this thread: a
+                // port hop once blocked it ~450 ms reading the map back,
+                // long enough for other colors' BFD sessions to flap.
+                let remove: Vec<u16> = old.into_iter().filter(|&o| o != port).collect();
+                if let Err(e) = self.steer_udp_ports(&[port], &remove) {
                     error!("steering TLOC port {port} (from {old:?}): {e:#}");
                 }
                 self.publish_endpoints();
@@ -415,50 +408,6 @@ impl Owner {
         }
     }
 
-    /// Steer UDP port `new` as ESP and stop steering `old`: the datapath
-    /// learns the new port before XDP steers it, and forgets the old one
-    /// after XDP stopped; the kernel's fragment socket follows.
-    //
-    // Not two `set_udp_port` calls: each reads the whole 65536-entry port
-    // map back from the kernel (twice, with its show), about 100 ms each in
-    // a debug build; a port hop blocked this thread for ~450 ms, long
-    // enough for the other colors' BFD sessions (600 ms detection in the
-    // tests) to miss hellos and flap. One read here.
-    fn sdwan_move_udp_port(&mut self, new: u16, old: Option<u16>) -> anyhow::Result<()> {
-        let Some(steering) = self.steering.as_mut() else {
-            anyhow::bail!("the datapath is shutting down");
-        };
-        let mut ports = steering.udp_ports()?;
-        let publish = |o: &mut Owner, ports: &BTreeSet<u16>| -> anyhow::Result<()> {
-            o.table
-                .apply(
-                    vec![SaChange::SetUdpPorts(
-                        ports.iter().map(|&p| p..=p).collect(),
-                    )],
-                    o.epoch.elapsed(),
-                )
-                .map(|_| ())
-                .map_err(|e| anyhow::anyhow!("updating the datapath's UDP ports: {e}"))
-        };
-        ports.insert(new);
-        publish(self, &ports)?;
-        if let Some(s) = self.steering.as_mut() {
-            s.set_udp_port(new, true)?;
-        }
-        if let Some(o) = old.filter(|&o| o != new) {
-            if let Some(s) = self.steering.as_mut() {
-                s.set_udp_port(o, false)?;
-            }
-            ports.remove(&o);
-            publish(self, &ports)?;
-        }
-        self.kernel_ctl
-            .send(crate::platform::kernelrx::Ctl::SetPorts(
-                ports.iter().copied().collect(),
-            ));
-        Ok(())
-    }
-
     /// Endpoints of the configured tunnels and the local TLOCs, published.
     pub fn publish_endpoints(&mut self) {
         let mut eps: Vec<LocalEndpoint> = (0..self.config.tunnels.len())
@@ -467,10 +416,10 @@ impl Owner {
         if let Some(s) = &self.sdwan {
             eps.extend(s.endpoints());
         }
-        if let Err(e) = self
-            .table
-            .apply(vec![SaChange::SetEndpoints(eps)], self.epoch.elapsed())
-        {
+        if let Err(e) = self.table.apply(
+            vec![SaChange::SetEndpoints(eps)],
+            self.now.duration_since(self.epoch),
+        ) {
             error!("publishing tunnel endpoints: {e}");
         }
     }
@@ -478,7 +427,7 @@ impl Owner {
     /// Install or update the SA pair of an SD-WAN peer: new inbound SAs
     /// first, then the outbound SA, then inbound SAs no longer listed.
     fn sdwan_install(&mut self, sa: SdwanSa) {
-        let now = self.epoch.elapsed();
+        let now = self.now.duration_since(self.epoch);
         let queues = self.queues.len().max(1) as u32;
         let Some(s) = self.sdwan.as_mut() else {
             return;
@@ -511,7 +460,7 @@ impl Owner {
                 multiplier: s.cfg.bfd_multiplier,
             };
             let acts = s.bfd.handle(
-                Instant::now(),
+                self.now,
                 xdpsec_bfd::Input::Command(xdpsec_bfd::Command::Add {
                     session: u64::from(index),
                     config: cfg,
@@ -655,13 +604,13 @@ impl Owner {
         let Some(peer) = s.peers.remove(key) else {
             return;
         };
-        if let Some(v) = s.bfd.session(Instant::now(), u64::from(peer.index)) {
+        if let Some(v) = s.bfd.session(self.now, u64::from(peer.index)) {
             // Removing an up session takes it down: one transition more.
             let ended = u64::from(v.transitions) + u64::from(v.state == BfdState::Up);
             *s.bfd_transitions_before.entry(key.clone()).or_default() += ended;
         }
         let acts = s.bfd.handle(
-            Instant::now(),
+            self.now,
             xdpsec_bfd::Input::Command(xdpsec_bfd::Command::Remove {
                 session: u64::from(peer.index),
             }),
@@ -675,7 +624,10 @@ impl Owner {
             tunnel: peer.index,
             keep_invalid: false,
         });
-        if let Err(e) = self.table.apply(changes, self.epoch.elapsed()) {
+        if let Err(e) = self
+            .table
+            .apply(changes, self.now.duration_since(self.epoch))
+        {
             error!("removing the SAs of SD-WAN peer {}: {e}", key.1);
         }
         for id in peer
@@ -719,7 +671,7 @@ impl Owner {
     /// are ignored from now on); the tunnel and its BFD session stay, down.
     /// Returns a line per peer cleared.
     pub(crate) fn sdwan_clear_sa(&mut self, addr: Option<IpAddr>) -> Vec<String> {
-        let now = self.epoch.elapsed();
+        let now = self.now.duration_since(self.epoch);
         let Some(s) = self.sdwan.as_mut() else {
             return Vec::new();
         };
@@ -786,7 +738,7 @@ impl Owner {
         let Some(s) = self.sdwan.as_mut() else {
             return;
         };
-        let acts = s.bfd.handle(Instant::now(), input);
+        let acts = s.bfd.handle(self.now, input);
         self.sdwan_bfd_actions(acts);
     }
 
@@ -810,10 +762,11 @@ impl Owner {
                         continue;
                     }
                     let sport = 49152 + (p.index % 16384) as u16;
-                    let pkt = bfd_packet(src, dst, sport, &data);
-                    if !s.punt.inject(&snap, p.index, &pkt) {
-                        s.bfd_drops.tx_failed += 1;
-                    }
+                    // A full inject queue is counted by the worker.
+                    self.fx.sends.push(Send::Inject {
+                        tunnel: p.index,
+                        packet: bfd_packet(src, dst, sport, &data),
+                    });
                 }
                 xdpsec_bfd::Action::StateChange {
                     session,
@@ -826,7 +779,7 @@ impl Owner {
                         continue;
                     };
                     let was_up = p.up_since.is_some();
-                    p.up_since = (new == BfdState::Up).then(Instant::now);
+                    p.up_since = (new == BfdState::Up).then_some(self.now);
                     routes_changed |= was_up != p.up_since.is_some();
                     let name = s
                         .tlocs
@@ -908,7 +861,7 @@ impl Owner {
 
     /// Timers of both cores.
     pub fn sdwan_timers(&mut self) {
-        let now = Instant::now();
+        let now = self.now;
         let Some(s) = self.sdwan.as_ref() else {
             return;
         };
@@ -942,13 +895,12 @@ impl Owner {
         let crate::config::Inside::Tun { name, .. } = &self.config.inside else {
             // Gateway mode: the inside XDP program steers exactly the
             // prefixes the datapath routes (configured and SD-WAN).
-            if let Some(i) = self.steering.as_mut().and_then(|st| st.inside()) {
+            // The shell writes the map (after this input's routes are published).
+            if matches!(self.config.inside, crate::config::Inside::Xdp { .. }) {
                 let mut prefixes: BTreeSet<Cidr> =
                     self.static_routes.iter().map(|(c, _)| *c).collect();
                 prefixes.extend(wanted.iter().copied());
-                if let Err(e) = i.sync_routes(&prefixes) {
-                    error!("updating the inside XDP route map: {e:#}");
-                }
+                self.fx.shell.push(ShellOp::InsideRoutes(prefixes));
             }
             s.kernel_routes = wanted;
             return;
@@ -965,20 +917,14 @@ impl Owner {
             .filter(|c| !statics.contains(c))
             .copied()
             .collect();
-        for c in &add {
-            let p = c.to_string();
-            if let Err(e) = crate::platform::tun::ip(&["route", "replace", &p, "dev", name]) {
-                error!("routing {p} into {name}: {e:#}");
-            } else {
-                info!("SD-WAN route {p} via {name}");
-            }
-        }
-        for c in &del {
-            let p = c.to_string();
-            // Gone already (e.g. the device) is fine.
-            let _ = crate::platform::tun::ip(&["route", "del", &p, "dev", name]);
-            info!("SD-WAN route {p} removed (no BFD-up tunnel)");
-        }
+        // Over netlink, by the shell.
+        let route = |prefix: &Cidr, add| ShellOp::Route {
+            dev: name.clone(),
+            prefix: *prefix,
+            add,
+        };
+        self.fx.shell.extend(add.iter().map(|c| route(c, true)));
+        self.fx.shell.extend(del.iter().map(|c| route(c, false)));
         s.kernel_routes = wanted;
     }
 

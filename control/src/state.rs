@@ -136,8 +136,10 @@ pub struct LogBuffer {
     lines: VecDeque<String>,
     /// Lines logged since start (including those rotated out).
     pub logged: u64,
-    /// Where lines also go (`[logging] host`).
-    pub remote: Option<crate::syslog::RemoteSyslog>,
+    /// Lines also go to the remote collector (`[logging] host`): they
+    /// wait in the outbox for the owner's shell, which sends them.
+    pub forward: bool,
+    outbox: Vec<String>,
 }
 
 impl LogBuffer {
@@ -146,11 +148,16 @@ impl LogBuffer {
         if self.lines.len() == LOG_BUFFER_LINES {
             self.lines.pop_front();
         }
-        if let Some(r) = self.remote.as_mut() {
-            r.send(&line);
+        if self.forward {
+            self.outbox.push(line.clone());
         }
         self.lines.push_back(line);
         self.logged += 1;
+    }
+
+    /// The lines for the remote collector since the last call.
+    pub fn take_outbox(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.outbox)
     }
 
     /// The buffered lines, oldest first.

@@ -750,6 +750,12 @@ pub struct SaTable {
     spi_observer: Option<Box<dyn SpiObserver>>,
     /// SPIs touched by the batch being applied (reused).
     touched: Vec<u32>,
+    /// Publishing is held ([`SaTable::hold`]): batches collect in `current`.
+    held: bool,
+    /// `current` has changes not published yet.
+    dirty: bool,
+    /// Snapshots published so far.
+    publishes: u64,
 }
 
 impl core::fmt::Debug for SaTable {
@@ -779,7 +785,44 @@ impl SaTable {
             forgotten: HashMap::new(),
             spi_observer: None,
             touched: Vec::new(),
+            held: false,
+            dirty: false,
+            publishes: 0,
         }
+    }
+
+    /// Hold publishing: the batches applied until [`SaTable::release`]
+    /// change the master copy at once (ids, cold parts, [`SaTable::snapshot`])
+    /// and reach the workers as one snapshot when released.
+    pub fn hold(&mut self) {
+        self.held = true;
+    }
+
+    /// Publish what the batches applied since [`SaTable::hold`] changed (one
+    /// snapshot; none when nothing changed) and publish each batch again.
+    pub fn release(&mut self, now: Duration) {
+        self.held = false;
+        if self.dirty {
+            self.publish(now);
+        }
+    }
+
+    /// How many snapshots have been published.
+    pub fn publishes(&self) -> u64 {
+        self.publishes
+    }
+
+    /// Tell the SPI observer, then hand `current` to the workers.
+    fn publish(&mut self, now: Duration) {
+        if let Some(o) = self.spi_observer.as_mut()
+            && !self.touched.is_empty()
+        {
+            o.spis_changed(&self.current, &self.touched, now);
+        }
+        self.touched.clear();
+        self.dirty = false;
+        self.publishes += 1;
+        self.shared.store(Arc::new(self.current.clone()));
     }
 
     /// Install `o`: it is told every SPI known now at once, then the SPIs
@@ -800,8 +843,12 @@ impl SaTable {
         self.shared.clone()
     }
 
-    /// The latest published snapshot.
+    /// The latest snapshot: the published one, or while publishing is
+    /// held and batches were applied, the master copy as it stands.
     pub fn snapshot(&self) -> Arc<SaSnapshot> {
+        if self.dirty {
+            return Arc::new(self.current.clone());
+        }
         self.shared.load_full()
     }
 
@@ -899,7 +946,9 @@ impl SaTable {
     /// of SAs added, in order.
     pub fn apply(&mut self, changes: Vec<SaChange>, now: Duration) -> Result<Vec<SaId>, SaError> {
         let ciphers = self.validate(&changes)?;
-        self.touched.clear();
+        if !self.dirty {
+            self.touched.clear();
+        }
         let mut next = self.current.clone();
         let mut added = Vec::new();
         for (change, cipher) in changes.into_iter().zip(ciphers) {
@@ -1059,12 +1108,10 @@ impl SaTable {
         self.expire_deleted(&mut next, now);
         next.version = self.current.version + 1;
         self.current = next;
-        if let Some(o) = self.spi_observer.as_mut()
-            && !self.touched.is_empty()
-        {
-            o.spis_changed(&self.current, &self.touched, now);
+        self.dirty = true;
+        if !self.held {
+            self.publish(now);
         }
-        self.shared.store(Arc::new(self.current.clone()));
         Ok(added)
     }
 

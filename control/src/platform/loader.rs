@@ -41,7 +41,8 @@ pub struct XdpSteering {
     ebpf: Ebpf,
     link: Option<XdpLinkId>,
     xsks: XskMap<MapData>,
-    udp_ports: Array<MapData, u8>,
+    /// The UDP port map until [`XdpSteering::take_port_map`] hands it to the owner's shell.
+    udp_ports: Option<PortMap>,
     counters: PerCpuArray<MapData, u64>,
     early_drop: Array<MapData, u32>,
     samples: RingBuf<MapData>,
@@ -56,6 +57,20 @@ pub struct XdpSteering {
     pub interface: String,
     /// "driver" or "generic".
     pub attach_mode: &'static str,
+}
+
+/// XDP's map of UDP destination ports steered as ESP (65536 entries).
+pub struct PortMap {
+    map: Array<MapData, u8>,
+}
+
+impl PortMap {
+    /// Steer (or stop steering) UDP destination port `port` as UDP-encapsulated ESP.
+    pub fn set(&mut self, port: u16, steer: bool) -> Result<()> {
+        self.map
+            .set(port as u32, u8::from(steer), 0)
+            .with_context(|| format!("updating UDP port {port} in the steering map"))
+    }
 }
 
 impl XdpSteering {
@@ -92,7 +107,7 @@ impl XdpSteering {
             ebpf,
             link: None,
             xsks,
-            udp_ports,
+            udp_ports: Some(PortMap { map: udp_ports }),
             counters,
             early_drop,
             samples,
@@ -150,20 +165,15 @@ impl XdpSteering {
 
     /// Steer (or stop steering) UDP destination port `port` as UDP-encapsulated ESP.
     pub fn set_udp_port(&mut self, port: u16, steer: bool) -> Result<()> {
-        self.udp_ports
-            .set(port as u32, u8::from(steer), 0)
-            .with_context(|| format!("updating UDP port {port} in the steering map"))
+        match self.udp_ports.as_mut() {
+            Some(m) => m.set(port, steer),
+            None => anyhow::bail!("the UDP port map was handed over"),
+        }
     }
 
-    /// The ports currently steered, read back from the kernel map.
-    pub fn udp_ports(&self) -> Result<BTreeSet<u16>> {
-        let mut set = BTreeSet::new();
-        for (i, v) in self.udp_ports.iter().enumerate() {
-            if v? != 0 {
-                set.insert(i as u16);
-            }
-        }
-        Ok(set)
+    /// The UDP port map, for the owner's shell (once; `None` after).
+    pub fn take_port_map(&mut self) -> Option<PortMap> {
+        self.udp_ports.take()
     }
 
     /// The SPI map's keeper, for [`xdpsec_datapath::SaTable::set_spi_observer`]
@@ -258,6 +268,48 @@ fn load_and_attach(
     );
 }
 
+/// The inside program's route tries: the destinations it steers to the
+/// queues' sockets.
+pub struct InsideRoutes {
+    v4: LpmTrie<MapData, [u8; 4], u8>,
+    v6: LpmTrie<MapData, [u8; 16], u8>,
+    /// The prefixes in the tries.
+    routes: BTreeSet<Cidr>,
+}
+
+impl InsideRoutes {
+    /// Make the route tries hold exactly `want` (SD-WAN routes come and go).
+    pub fn sync(&mut self, want: &BTreeSet<Cidr>) -> Result<()> {
+        for c in want.difference(&self.routes.clone()) {
+            let r = match c.addr {
+                IpAddr::V4(a) => self
+                    .v4
+                    .insert(&LpmKey::new(u32::from(c.len), a.octets()), 1, 0),
+                IpAddr::V6(a) => self
+                    .v6
+                    .insert(&LpmKey::new(u32::from(c.len), a.octets()), 1, 0),
+            };
+            r.with_context(|| format!("adding {c} to the inside route map"))?;
+            self.routes.insert(*c);
+        }
+        for c in self.routes.clone().difference(want) {
+            let r = match c.addr {
+                IpAddr::V4(a) => self.v4.remove(&LpmKey::new(u32::from(c.len), a.octets())),
+                IpAddr::V6(a) => self.v6.remove(&LpmKey::new(u32::from(c.len), a.octets())),
+            };
+            match r {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("removing {c} from the inside route map"));
+                }
+            }
+            self.routes.remove(c);
+        }
+        Ok(())
+    }
+}
+
 /// Gateway mode's XDP program on the inside interface (its own load of
 /// the object, so its own maps): inner packets whose destination a tunnel
 /// route covers go to the queue's AF_XDP socket, the rest to the kernel.
@@ -267,10 +319,9 @@ pub struct InsideSteering {
     _ebpf: Ebpf,
     xsks: XskMap<MapData>,
     counters: PerCpuArray<MapData, u64>,
-    v4: LpmTrie<MapData, [u8; 4], u8>,
-    v6: LpmTrie<MapData, [u8; 16], u8>,
-    /// The prefixes in the route tries.
-    routes: BTreeSet<Cidr>,
+    /// The route tries until [`InsideSteering::take_routes`] hands them to
+    /// the owner's shell.
+    routes: Option<InsideRoutes>,
     /// Interface it is attached to.
     pub interface: String,
     /// "driver" or "generic".
@@ -313,45 +364,23 @@ impl InsideSteering {
             _ebpf: ebpf,
             xsks,
             counters,
-            v4,
-            v6,
-            routes: BTreeSet::new(),
+            routes: Some(InsideRoutes {
+                v4,
+                v6,
+                routes: BTreeSet::new(),
+            }),
             interface: interface.to_string(),
             attach_mode,
         };
-        s.sync_routes(&prefixes.iter().copied().collect())?;
+        if let Some(r) = s.routes.as_mut() {
+            r.sync(&prefixes.iter().copied().collect())?;
+        }
         Ok(s)
     }
 
-    /// Make the route tries hold exactly `want` (SD-WAN routes come and go).
-    pub fn sync_routes(&mut self, want: &BTreeSet<Cidr>) -> Result<()> {
-        for c in want.difference(&self.routes.clone()) {
-            let r = match c.addr {
-                IpAddr::V4(a) => self
-                    .v4
-                    .insert(&LpmKey::new(u32::from(c.len), a.octets()), 1, 0),
-                IpAddr::V6(a) => self
-                    .v6
-                    .insert(&LpmKey::new(u32::from(c.len), a.octets()), 1, 0),
-            };
-            r.with_context(|| format!("adding {c} to the inside route map"))?;
-            self.routes.insert(*c);
-        }
-        for c in self.routes.clone().difference(want) {
-            let r = match c.addr {
-                IpAddr::V4(a) => self.v4.remove(&LpmKey::new(u32::from(c.len), a.octets())),
-                IpAddr::V6(a) => self.v6.remove(&LpmKey::new(u32::from(c.len), a.octets())),
-            };
-            match r {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => {
-                    return Err(e)
-                        .with_context(|| format!("removing {c} from the inside route map"));
-                }
-            }
-            self.routes.remove(c);
-        }
-        Ok(())
+    /// The route tries, for the owner's shell (once; `None` after).
+    pub fn take_routes(&mut self) -> Option<InsideRoutes> {
+        self.routes.take()
     }
 
     /// Put queue `queue`'s inside AF_XDP socket into the XSKMAP.

@@ -6,6 +6,7 @@
 pub mod kernelrx;
 pub mod loader;
 pub mod neighbor;
+pub mod route;
 pub mod tun;
 
 /// The index of interface `name` in this network namespace, or why not

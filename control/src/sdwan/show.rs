@@ -1,5 +1,5 @@
 //! The SD-WAN edge's show and request commands, on the owner.
-use std::{net::IpAddr, time::Instant};
+use std::net::IpAddr;
 
 use anyhow::{Result, anyhow};
 use serde_json::{Value, json};
@@ -66,7 +66,7 @@ impl Owner {
     /// `show sdwan bfd sessions`.
     pub(crate) fn show_sdwan_bfd_sessions(&self) -> Result<(String, Value)> {
         let s = self.edge()?;
-        let now = Instant::now();
+        let now = self.now;
         let mut rows = Vec::new();
         for (key, p) in &s.peers {
             let Some(v) = s.bfd.session(now, u64::from(p.index)) else {
@@ -101,7 +101,7 @@ impl Owner {
         let s = self.edge()?;
         let rows: Vec<xdpsec_omp::controller::ConnectionView> = s
             .edge
-            .control_connections(Instant::now())
+            .control_connections(self.now)
             .into_iter()
             .map(|c| xdpsec_omp::controller::ConnectionView {
                 peer_type: c.peer_type,
@@ -119,7 +119,7 @@ impl Owner {
     /// `show sdwan control connection-history` on the edge.
     pub(crate) fn show_sdwan_control_connection_history(&self) -> Result<(String, Value)> {
         let rows = self.edge()?.edge.history();
-        let now = Instant::now();
+        let now = self.now;
         Ok(super::history::render(
             &rows,
             now,
@@ -177,7 +177,7 @@ impl Owner {
         let received = s.edge.tlocs().len() - s.tlocs.len() + s.edge.routes().len();
         let sent = s.tlocs.len() + s.cfg.service_prefixes.len();
         let mut rows = Vec::new();
-        for c in s.edge.control_connections(Instant::now()) {
+        for c in s.edge.control_connections(self.now) {
             let Some(sys) = c.system_ip else { continue };
             if rows
                 .iter()
@@ -210,7 +210,7 @@ impl Owner {
             .iter()
             .map(|t| (t.name.clone(), s.edge.local_spi(&t.color)))
             .collect();
-        let actions = s.edge.ipsec_rekey(Instant::now());
+        let actions = s.edge.ipsec_rekey(self.now);
         self.sdwan_omp_actions(actions);
         let s = self.sdwan.as_ref().expect("checked above");
         let mut text = String::new();
@@ -238,7 +238,7 @@ impl Owner {
         let n = self.edge()?.peers.len();
         self.sdwan_flap_peers(None);
         let s = self.sdwan.as_mut().expect("checked above");
-        let actions = s.edge.clear_omp(Instant::now());
+        let actions = s.edge.clear_omp(self.now);
         self.sdwan_omp_actions(actions);
         tracing::info!("clear sdwan omp all: {n} SD-WAN peer(s) rebuilt");
         Ok((
@@ -263,11 +263,8 @@ impl Owner {
         let (name, old) = (t.name.clone(), t.port);
         self.sdwan_flap_peers(Some(color));
         let s = self.sdwan.as_mut().expect("checked above");
-        let actions = s
-            .edge
-            .port_hop(Instant::now(), color)
-            .expect("the color exists");
-        s.last_port_hop = Some(Instant::now());
+        let actions = s.edge.port_hop(self.now, color).expect("the color exists");
+        s.last_port_hop = Some(self.now);
         self.sdwan_omp_actions(actions);
         let new = self.edge()?.tloc(color).map_or(0, |t| t.port);
         Ok((
@@ -284,7 +281,7 @@ impl Owner {
         let n = self.edge()?.tlocs.len();
         self.sdwan_flap_peers(None);
         let s = self.sdwan.as_mut().expect("checked above");
-        let actions = s.edge.clear_control_connections(Instant::now());
+        let actions = s.edge.clear_control_connections(self.now);
         self.sdwan_omp_actions(actions);
         Ok((
             format!(
@@ -297,7 +294,7 @@ impl Owner {
     /// `show sdwan bfd summary`.
     pub(crate) fn show_sdwan_bfd_summary(&self) -> Result<(String, Value)> {
         let s = self.edge()?;
-        let now = Instant::now();
+        let now = self.now;
         let views: Vec<_> = s
             .peers
             .iter()
@@ -447,7 +444,7 @@ impl Owner {
     /// TLOC's current port (after port hops).
     pub(crate) fn show_sdwan_local_properties(&self) -> Result<(String, Value)> {
         let s = self.edge()?;
-        let now = Instant::now();
+        let now = self.now;
         let conns = s.edge.control_connections(now);
         let tlocs = s
             .tlocs
@@ -483,7 +480,9 @@ impl Owner {
             retry_interval_seconds: 1,
             no_activity_exp_interval_seconds: 12,
             port_hopped: s.last_port_hop.is_some(),
-            time_since_last_port_hop_seconds: s.last_port_hop.map_or(0, |t| t.elapsed().as_secs()),
+            time_since_last_port_hop_seconds: s
+                .last_port_hop
+                .map_or(0, |t| self.now.saturating_duration_since(t).as_secs()),
             pairwise_keying: true,
             tlocs,
         }))

@@ -59,6 +59,35 @@ fn qualified_lookup_prefers_peer_then_falls_back() {
 }
 
 #[test]
+fn held_batches_reach_the_workers_as_one_snapshot() {
+    let mut t = SaTable::new();
+    let shared = t.shared();
+    t.apply(vec![inbound(1, None)], Duration::ZERO).unwrap();
+    assert_eq!(t.publishes(), 1);
+    t.hold();
+    let ids = t.apply(vec![inbound(2, None)], Duration::ZERO).unwrap();
+    t.apply(
+        vec![SaChange::RemoveInbound(ids[0]), inbound(3, None)],
+        Duration::ZERO,
+    )
+    .unwrap();
+    // The owner sees its batches at once; the workers see nothing yet.
+    assert!(t.snapshot().lookup_inbound(3, v4(1), 0).is_some());
+    assert!(shared.load().lookup_inbound(3, v4(1), 0).is_none());
+    assert_eq!(t.publishes(), 1);
+    t.release(Duration::ZERO);
+    assert_eq!(t.publishes(), 2, "one snapshot for both batches");
+    let s = shared.load();
+    assert!(s.lookup_inbound(1, v4(1), 0).is_some());
+    assert!(s.lookup_inbound(2, v4(1), 0).is_none());
+    assert!(s.lookup_inbound(3, v4(1), 0).is_some());
+    // Nothing applied while held: nothing published.
+    t.hold();
+    t.release(Duration::ZERO);
+    assert_eq!(t.publishes(), 2);
+}
+
+#[test]
 fn batch_is_atomic_and_validated() {
     let mut t = SaTable::new();
     t.apply(vec![inbound(1, None)], Duration::ZERO).unwrap();

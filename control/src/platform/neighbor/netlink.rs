@@ -1,5 +1,5 @@
-//! A small synchronous rtnetlink client for the next-hop refresh: one route
-//! dump and one neighbour dump.
+//! A small synchronous rtnetlink client: the next-hop refresh's route and
+//! neighbour dumps, and acknowledged requests (routes into the TUN device).
 //!
 //! Every receive is bounded: the socket has a receive timeout and each
 //! exchange a deadline, so a refresh never hangs on the kernel.
@@ -10,7 +10,8 @@ use std::{
 };
 
 use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload,
 };
 use netlink_packet_route::{RouteNetlinkMessage, neighbour::NeighbourMessage, route::RouteMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
@@ -125,30 +126,58 @@ impl Rtnl {
         Ok(())
     }
 
-    /// Dump a table: send `req` with NLM_F_DUMP and collect every answer until NLMSG_DONE.
-    pub fn dump(&mut self, req: RouteNetlinkMessage) -> io::Result<Dump> {
-        let seq = self.send(vec![req], NLM_F_REQUEST | NLM_F_DUMP)?;
+    /// Receive the answers to request `seq` (late answers to earlier
+    /// requests skipped) until `f` ends the exchange with its result.
+    fn answers(
+        &mut self,
+        seq: u32,
+        mut f: impl FnMut(Option<NetlinkPayload<RouteNetlinkMessage>>) -> Option<io::Result<()>>,
+    ) -> io::Result<()> {
         let deadline = Instant::now() + EXCHANGE_TIMEOUT;
-        let mut dump = Dump::default();
         let mut result: Option<io::Result<()>> = None;
         while result.is_none() {
             self.recv_each(deadline, |s, payload| {
-                if s != seq {
-                    return true; // a late answer to an earlier request
-                }
-                match payload {
-                    Some(NetlinkPayload::InnerMessage(m)) => dump.messages.push(m),
-                    Some(NetlinkPayload::Done(_)) => result = Some(Ok(())),
-                    Some(NetlinkPayload::Error(e)) if e.code.is_some() => {
-                        result = Some(Err(e.to_io()))
-                    }
-                    Some(_) => {}
-                    None => dump.unparsed += 1,
+                if s == seq {
+                    result = f(payload);
                 }
                 result.is_none()
             })?;
         }
-        result.unwrap_or(Ok(())).map(|()| dump)
+        result.unwrap_or(Ok(()))
+    }
+
+    /// Dump a table: send `req` with NLM_F_DUMP and collect every answer until NLMSG_DONE.
+    pub fn dump(&mut self, req: RouteNetlinkMessage) -> io::Result<Dump> {
+        let seq = self.send(vec![req], NLM_F_REQUEST | NLM_F_DUMP)?;
+        let mut dump = Dump::default();
+        self.answers(seq, |payload| match payload {
+            Some(NetlinkPayload::InnerMessage(m)) => {
+                dump.messages.push(m);
+                None
+            }
+            Some(NetlinkPayload::Done(_)) => Some(Ok(())),
+            Some(NetlinkPayload::Error(e)) if e.code.is_some() => Some(Err(e.to_io())),
+            Some(_) => None,
+            None => {
+                dump.unparsed += 1;
+                None
+            }
+        })?;
+        Ok(dump)
+    }
+
+    /// Send one request with `NLM_F_REQUEST | NLM_F_ACK | extra` and wait
+    /// for the kernel's acknowledgement (its error, if it refused).
+    pub fn exec(&mut self, req: RouteNetlinkMessage, extra: u16) -> io::Result<()> {
+        let seq = self.send(vec![req], NLM_F_REQUEST | NLM_F_ACK | extra)?;
+        self.answers(seq, |payload| match payload {
+            Some(NetlinkPayload::Error(e)) => Some(match e.code {
+                Some(_) => Err(e.to_io()),
+                None => Ok(()),
+            }),
+            Some(NetlinkPayload::Done(_)) => Some(Ok(())),
+            _ => None,
+        })
     }
 
     /// Every route of every table and family (one dump).

@@ -1,0 +1,351 @@
+//! The owner and the IKEv2 core: the core's actions carried out (SAs into
+//! the table, datagrams as effects), rekeys on request or before the
+//! sequence numbers run out, and the core's configuration from the tunnels.
+use super::*;
+
+impl Owner {
+    /// Negotiated SAs rekey long before their 32-bit sequence numbers run
+    /// out (RFC 4303 3.3.3: they never wrap), whatever their lifetime: at
+    /// half the space, a new child SA is negotiated at once.
+    pub(super) fn rekey_before_sequence_runs_out(&mut self) {
+        const REKEY_AT: u64 = 1 << 31;
+        if self.ike.is_none() {
+            return;
+        }
+        let snap = self.table.snapshot();
+        let mut due = Vec::new();
+        for (i, t) in self.tunnels.iter().enumerate() {
+            if t.out_key.is_some() {
+                continue; // manual keys: reservations instead
+            }
+            let Some(OutboundEntry::Active(sa)) = snap.outbound(i as u32) else {
+                continue;
+            };
+            if sa.last_seq() >= REKEY_AT && self.seq_rekeyed.insert(sa.id) {
+                due.push(t.cfg.peer);
+            }
+        }
+        self.seq_rekeyed
+            .retain(|id| self.tunnels.iter().any(|t| t.outbound == Some(*id)));
+        for peer in due {
+            info!("{peer}: child SA used half its sequence numbers: rekeying now");
+            let actions = self
+                .ike
+                .as_mut()
+                .expect("checked above")
+                .rekey_now(self.now, peer, false);
+            for a in actions {
+                self.ike_action(a);
+            }
+        }
+    }
+
+    /// The tunnel of a negotiated child SA and the datapath's cipher for its
+    /// transform (None, logged, when either is missing).
+    fn ike_child(
+        &self,
+        tunnel: u32,
+        keys: &xdpsec_ike::ChildKeys,
+    ) -> Option<(&TunnelState, Cipher)> {
+        let t = self.tunnels.get(tunnel as usize)?;
+        let Some(cipher) = esp_cipher(keys.encr, keys.integ) else {
+            error!(
+                "{}: negotiated ESP transform {:?}/{:?} is not in the datapath",
+                t.cfg.name, keys.encr, keys.integ
+            );
+            return None;
+        };
+        Some((t, cipher))
+    }
+
+    /// `request platform software xdpsec rekey child-sa|ike-sa peer ADDR`:
+    /// start the CREATE_CHILD_SA rekey that the lifetime would start, now.
+    pub fn rekey_now(&mut self, peer: IpAddr, ike_sa: bool) -> Result<(String, serde_json::Value)> {
+        let what = if ike_sa { "IKE SA" } else { "child SAs" };
+        let Some(core) = self.ike.as_mut() else {
+            return Err(anyhow!("no IKE tunnel"));
+        };
+        if !self
+            .tunnels
+            .iter()
+            .any(|t| t.cfg.peer == peer && matches!(t.cfg.kind, TunnelKind::Ike(_)))
+        {
+            return Err(anyhow!("no IKE tunnel has peer {peer}"));
+        }
+        let actions = core.rekey_now(self.now, peer, ike_sa);
+        let sent = actions
+            .iter()
+            .filter(|a| matches!(a, Action::Send { .. }))
+            .count();
+        for a in actions {
+            self.ike_action(a);
+        }
+        info!("{peer}: rekeying the {what} on request");
+        Ok((
+            format!("Rekeying the {what} of peer {peer}: {sent} CREATE_CHILD_SA request(s) sent\n"),
+            serde_json::json!({"peer": peer.to_string(), "ike_sa": ike_sa, "requests": sent}),
+        ))
+    }
+
+    /// Feed the IKE core one input and carry out what it returns.
+    pub fn ike_input(&mut self, input: IkeInput<'_>) {
+        let Some(ike) = self.ike.as_mut() else {
+            return;
+        };
+        let actions = ike.handle(self.now, input);
+        for a in actions {
+            self.ike_action(a);
+        }
+    }
+
+    /// Carry out one IKE action: a datagram to send, an SA change, a log line.
+    fn ike_action(&mut self, a: Action) {
+        let now = self.now.duration_since(self.epoch);
+        match a {
+            Action::Send {
+                local,
+                remote,
+                data,
+            } => self.fx.sends.push(Send::Ike(IkeDatagram {
+                local,
+                remote,
+                data,
+            })),
+            Action::Log { ios, line } => {
+                info!(target: "ike", "{line}");
+                if ios {
+                    self.log.push(format!(
+                        "{}{line}",
+                        crate::state::ios_timestamp(std::time::SystemTime::now())
+                    ));
+                }
+            }
+            Action::AddInbound {
+                tunnel,
+                encap: _,
+                keys,
+                replay_window,
+                local_ts,
+                remote_ts,
+                lifetime,
+                ..
+            } => {
+                let Some((t, cipher)) = self.ike_child(tunnel, &keys) else {
+                    return;
+                };
+                let change = SaChange::AddInbound(InboundSaConfig {
+                    spi: keys.spi,
+                    peer: None,
+                    tunnel,
+                    owner: t.cfg.worker as u16,
+                    cipher,
+                    key: KeyMaterial::new(keys.key.to_vec()),
+                    esn: false,
+                    window: replay_window,
+                    selectors: ts_selectors(&local_ts, &remote_ts),
+                    name: crate::state::crypto_map_tag(&t.cfg),
+                });
+                match self.table.apply(vec![change], now) {
+                    Ok(ids) => {
+                        for &id in &ids {
+                            self.lifetimes.insert(id, (self.now, lifetime));
+                        }
+                        self.tunnels[tunnel as usize].inbound.extend(ids);
+                    }
+                    Err(e) => error!("installing an IKE inbound SA: {e}"),
+                }
+            }
+            Action::SetOutbound {
+                tunnel,
+                peer,
+                encap,
+                keys,
+                lifetime,
+            } => {
+                let Some((t, cipher)) = self.ike_child(tunnel, &keys) else {
+                    return;
+                };
+                let change = SaChange::SetOutbound(OutboundSaConfig {
+                    spi: keys.spi,
+                    tunnel,
+                    owner: t.cfg.worker as u16,
+                    cipher,
+                    key: KeyMaterial::new(keys.key.to_vec()),
+                    esn: false,
+                    outer: OuterHeader {
+                        src: self.local,
+                        dst: peer,
+                        udp: match encap {
+                            EspEncap::Esp => None,
+                            EspEncap::Udp(l, p) => Some((l, p)),
+                        },
+                        ethernet: None,
+                        ttl: 64,
+                    },
+                    // A fresh key per negotiated SA: its numbers start at 1.
+                    // The IKE core rekeys long before they run out.
+                    last_seq: 0,
+                    seq_limit: u64::MAX,
+                    name: crate::state::crypto_map_tag(&t.cfg),
+                });
+                match self.table.apply(vec![change], now) {
+                    Ok(ids) => {
+                        if let Some(old) = self.tunnels[tunnel as usize].outbound.take() {
+                            self.lifetimes.remove(&old);
+                        }
+                        for &id in &ids {
+                            self.lifetimes.insert(id, (self.now, lifetime));
+                        }
+                        self.tunnels[tunnel as usize].outbound = ids.first().copied();
+                    }
+                    Err(e) => error!("installing an IKE outbound SA: {e}"),
+                }
+            }
+            Action::RemoveInbound { tunnel, spi } => {
+                let Some(t) = self.tunnels.get_mut(tunnel as usize) else {
+                    return;
+                };
+                let table = &self.table;
+                let Some(pos) = t
+                    .inbound
+                    .iter()
+                    .position(|&id| table.cold(id).is_some_and(|c| c.spi == spi))
+                else {
+                    return;
+                };
+                let id = t.inbound.remove(pos);
+                self.lifetimes.remove(&id);
+                if let Err(e) = self.table.apply(vec![SaChange::RemoveInbound(id)], now) {
+                    error!("removing an IKE inbound SA: {e}");
+                }
+            }
+            Action::RemoveOutbound { tunnel } => {
+                if let Some(id) = self
+                    .tunnels
+                    .get_mut(tunnel as usize)
+                    .and_then(|t| t.outbound.take())
+                {
+                    self.lifetimes.remove(&id);
+                }
+                let change = SaChange::RemoveOutbound {
+                    tunnel,
+                    keep_invalid: false,
+                };
+                if let Err(e) = self.table.apply(vec![change], now) {
+                    error!("removing an IKE outbound SA: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// The datapath cipher for a negotiated ESP transform, if it has one.
+pub(crate) fn esp_cipher(encr: Encr, integ: Option<Integ>) -> Option<Cipher> {
+    use xdpsec_datapath::crypto::{AesKeySize, Integrity};
+    let integrity = |i: Integ| match i {
+        Integ::HmacSha1_96 => Integrity::HmacSha1_96,
+        Integ::HmacSha256_128 => Integrity::HmacSha256_128,
+        Integ::HmacSha384_192 => Integrity::HmacSha384_192,
+        Integ::HmacSha512_256 => Integrity::HmacSha512_256,
+    };
+    match (encr, integ) {
+        (Encr::AesGcm16_128, None) => Some(Cipher::Aes128Gcm),
+        (Encr::AesGcm16_256, None) => Some(Cipher::Aes256Gcm),
+        (Encr::ChaCha20Poly1305, None) => Some(Cipher::ChaCha20Poly1305),
+        (Encr::AesCbc128, Some(i)) => Some(Cipher::AesCbc(AesKeySize::Aes128, integrity(i))),
+        (Encr::AesCbc256, Some(i)) => Some(Cipher::AesCbc(AesKeySize::Aes256, integrity(i))),
+        _ => None,
+    }
+}
+
+/// The inbound policy for negotiated traffic selectors.
+fn ts_selectors(local: &[xdpsec_ike::Prefix], remote: &[xdpsec_ike::Prefix]) -> Arc<Selectors> {
+    let set = |l: &[xdpsec_ike::Prefix]| {
+        AddrSet::from_prefixes(l.iter().filter_map(|p| DpPrefix::new(p.addr, p.len)))
+    };
+    Arc::new(Selectors {
+        local: set(local),
+        remote: set(remote),
+    })
+}
+
+/// The inbound SPIs of the manual tunnels (IKE must not pick them).
+pub(super) fn tunnels_manual_spis(cfg: &Config) -> Vec<u32> {
+    cfg.tunnels
+        .iter()
+        .filter_map(|t| match &t.kind {
+            TunnelKind::Manual(m) => Some(m.inbound.spi),
+            TunnelKind::Ike(_) => None,
+        })
+        .collect()
+}
+
+/// The IKE core's configuration of every `kind = "ike"` tunnel of `cfg`.
+pub fn ike_peers(cfg: &Config) -> Result<Vec<PeerConfig>> {
+    let mut peers = Vec::new();
+    for (i, t) in cfg.tunnels.iter().enumerate() {
+        let TunnelKind::Ike(k) = &t.kind else {
+            continue;
+        };
+        let id = |s: &Option<String>, default: IpAddr| match s {
+            None => Identity::Addr(default),
+            Some(v) => match v.parse::<IpAddr>() {
+                Ok(a) => Identity::Addr(a),
+                Err(_) if v.contains('@') && !v.starts_with('@') => Identity::Email(v.clone()),
+                Err(_) => Identity::Fqdn(v.trim_start_matches('@').to_string()),
+            },
+        };
+        // Each offer as its single proposals, in order of preference.
+        let ike_proposals = k
+            .ike_proposals
+            .iter()
+            .map(|p| IkeOffer::parse(p).map(|o| o.expand()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow!("tunnel {}: ike_proposals: {}", t.name, e.0))?
+            .concat();
+        let esp_proposals = k
+            .esp_proposals
+            .iter()
+            .map(|p| EspProposal::parse(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow!("tunnel {}: esp_proposals: {}", t.name, e.0))?;
+        let prefixes = |l: &[crate::config::Cidr]| {
+            l.iter()
+                .map(|c| xdpsec_ike::Prefix {
+                    addr: c.addr,
+                    len: c.len,
+                })
+                .collect::<Vec<_>>()
+        };
+        peers.push(PeerConfig {
+            tunnel: t.name.clone(),
+            tunnel_index: i as u32,
+            local: cfg.underlay.address,
+            remote: t.peer,
+            psk: k.psk.clone(),
+            local_id: id(&k.local_id, cfg.underlay.address),
+            remote_id: id(&k.remote_id, t.peer),
+            ike_proposals,
+            esp_proposals,
+            ike_lifetime: k.ike_lifetime,
+            child_lifetime: k.lifetime,
+            dpd: k.dpd,
+            initiate: k.initiate,
+            force_encap: matches!(t.encap, crate::config::Encap::Udp { .. }),
+            nat_t_port: k.nat_t_port,
+            local_ts: prefixes(&t.local_selectors(&cfg.inside)),
+            remote_ts: prefixes(&t.remote_subnets),
+            replay_window: t.replay_window,
+            invalid_spi_recovery: k.invalid_spi_recovery,
+        });
+    }
+    Ok(peers)
+}
+
+/// An IKE tunnel's pre-shared key (empty for other kinds).
+pub(super) fn ike_psk(t: &Tunnel) -> &[u8] {
+    match &t.kind {
+        TunnelKind::Ike(i) => &i.psk,
+        TunnelKind::Manual(_) => &[],
+    }
+}

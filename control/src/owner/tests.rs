@@ -1,0 +1,631 @@
+//! The owner core without root, XDP or sockets: each recovery command on
+//! each tunnel kind, asserted as effects. IKE runs two owners against each
+//! other in memory; SD-WAN runs two edge owners against the controller core.
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use arc_swap::ArcSwap;
+use xdpsec_datapath::{WorkerState, sa::OutboundEntry};
+use xdpsec_omp::controller::{self as omp, ConnId, Controller, ControllerConfig};
+use xdpsec_worker::{routes::RouteTable, taps::Taps};
+
+use super::*;
+use crate::{
+    config::Config,
+    ctlsock::Request,
+    platform::neighbor::NextHops,
+    sdwan::io::{IoCmd, IoEvent},
+};
+
+/// A fresh, empty state directory for one owner.
+fn state_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("xdpsec-owner-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// An owner for `text` (its state in a fresh directory named `name`),
+/// built as the daemon builds it but with no XDP program, workers or
+/// sockets behind it.
+fn owner(name: &str, text: &str, now: Instant) -> Owner {
+    let dir = state_dir(name);
+    let text = format!("state_dir = \"{}\"\n{text}", dir.display());
+    let config = Config::parse(&text).unwrap();
+    let mut seq = SeqStore::open(&config.state_dir).unwrap();
+    let (table, tunnels) = build_tunnels(&config, &mut seq, Duration::ZERO).unwrap();
+    let n = config.tunnels.len() as u32;
+    let workers = (0..config.underlay.queues)
+        .map(|q| WorkerState::new(q as u16).shared())
+        .collect();
+    let static_routes: Vec<_> = config
+        .tunnels
+        .iter()
+        .enumerate()
+        .flat_map(|(i, t)| t.remote_subnets.iter().map(move |s| (*s, i as u32)))
+        .collect();
+    let sdwan = config
+        .sdwan
+        .clone()
+        .map(|c| crate::sdwan::Sdwan::new(c, n, now));
+    let peers = ike_peers(&config).unwrap();
+    let started = Started {
+        config_path: dir.join("xdpsec.toml"),
+        epoch: now,
+        steering: None,
+        queues: Vec::new(),
+        workers,
+        extra_drops: Vec::new(),
+        kernel_rx: Arc::default(),
+        sdwan,
+        routes: Arc::new(ArcSwap::from_pointee(RouteTable::new(
+            static_routes.clone(),
+        ))),
+        static_routes,
+        next_hops: Arc::new(NextHops::new(
+            (0..n + 8 + crate::sdwan::MAX_PEERS)
+                .map(|i| config.tunnels.get(i as usize).map(|t| t.peer))
+                .collect(),
+        )),
+        taps: Arc::new(Taps::new(config.underlay.queues as usize)),
+        config,
+    };
+    Owner::new(started, table, tunnels, seq, peers, now)
+}
+
+/// Run `line` on `o` at `now`.
+fn cmd(o: &mut Owner, now: Instant, line: &str) -> Effects {
+    o.handle(
+        now,
+        Input::Command(Request {
+            command: line.into(),
+            json: false,
+        }),
+    )
+}
+
+/// The reply's text (asserting the command succeeded).
+fn ok(fx: &Effects) -> &str {
+    let r = fx.reply.as_ref().expect("a command has a reply");
+    assert!(r.ok, "{}", r.output);
+    &r.output
+}
+
+/// The IKE datagrams among `fx`'s sends.
+fn ike_sends(fx: &Effects) -> Vec<IkeDatagram> {
+    fx.sends
+        .iter()
+        .filter_map(|s| match s {
+            Send::Ike(d) => Some(d.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `fault forget-sa peer` on the peer 198.51.100.2 of `o`: the datapath
+/// loses its inbound SAs in one snapshot, nobody is told.
+fn forget_sa(o: &mut Owner, now: Instant) {
+    let fx = cmd(
+        o,
+        now,
+        "request platform software xdpsec fault forget-sa peer 198.51.100.2",
+    );
+    assert!(ok(&fx).contains("Fault injected"), "{}", ok(&fx));
+    assert_eq!(fx.publishes, 1);
+    assert!(fx.sends.is_empty() && fx.shell.is_empty(), "nobody is told");
+}
+
+/// The SPIs of `o`'s SAs: (inbound, outbound) of tunnel `t`.
+fn spis(o: &Owner, t: usize) -> (Vec<u32>, Option<u32>) {
+    let ts = &o.tunnels[t];
+    let spi = |id| o.table.cold(id).map(|c| c.spi).unwrap_or(0);
+    (
+        ts.inbound.iter().map(|&id| spi(id)).collect(),
+        ts.outbound.map(spi),
+    )
+}
+
+const PEER: &str = "198.51.100.2";
+
+const MANUAL: &str = r#"node = "edge1"
+socket = "/nonexistent/edge1.sock"
+[underlay]
+interface = "veth-e1"
+address = "198.51.100.1"
+queues = 2
+[[tunnel]]
+name = "Tunnel1"
+kind = "manual"
+peer = "198.51.100.2"
+cipher = "aes256-gcm"
+remote_subnets = ["203.0.113.0/26"]
+[tunnel.inbound]
+spi = 0x1001
+key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1fcafebabe"
+[tunnel.outbound]
+spi = 0x2001
+key = "101112131415161718191a1b1c1d1e1f000102030405060708090a0b0c0d0e0fdeadbeef"
+"#;
+
+#[test]
+fn manual_clear_crypto_sa_peer_publishes_one_snapshot_and_restores_a_forgotten_sa() {
+    let t0 = Instant::now();
+    let mut o = owner("manual", MANUAL, t0);
+    let peer = PEER;
+    let id = o.tunnels[0].inbound[0];
+    // forget-sa: the datapath loses the inbound SA; the owner's view keeps it.
+    let fx = cmd(
+        &mut o,
+        t0,
+        &format!("request platform software xdpsec fault forget-sa peer {peer}"),
+    );
+    assert!(
+        ok(&fx).contains("forgot inbound SA 0x00001001 of Tunnel1"),
+        "{}",
+        ok(&fx)
+    );
+    assert_eq!(fx.publishes, 1);
+    assert!(o.table.is_forgotten(id));
+    assert!(
+        o.table
+            .snapshot()
+            .lookup_inbound(0x1001, PEER.parse().unwrap(), 0)
+            .is_none()
+    );
+    assert_eq!(spis(&o, 0), (vec![0x1001], Some(0x2001)));
+    // clear crypto sa peer: the same SA is back, in one publish, and
+    // nothing is sent (manual keys: no peer to tell).
+    let fx = cmd(&mut o, t0, &format!("clear crypto sa peer {peer}"));
+    assert!(
+        ok(&fx).contains("Tunnel1: manual SAs re-installed"),
+        "{}",
+        ok(&fx)
+    );
+    assert_eq!(fx.publishes, 1, "one SA snapshot per command");
+    assert!(fx.sends.is_empty() && fx.shell.is_empty());
+    assert!(!o.table.is_forgotten(id));
+    assert!(
+        o.table
+            .snapshot()
+            .lookup_inbound(0x1001, PEER.parse().unwrap(), 0)
+            .is_some()
+    );
+    // An unknown peer changes nothing.
+    let fx = cmd(&mut o, t0, "clear crypto sa peer 198.51.100.9");
+    assert!(!fx.reply.as_ref().unwrap().ok);
+    assert_eq!(fx.publishes, 0);
+    // A show publishes nothing.
+    let fx = cmd(&mut o, t0, "show crypto ipsec sa");
+    assert!(ok(&fx).contains("spi: 0x1001"));
+    assert_eq!(fx.publishes, 0);
+}
+
+/// Two owners with one IKE tunnel between them (A initiates).
+const IKE_A: &str = r#"node = "a"
+socket = "/nonexistent/a.sock"
+[underlay]
+interface = "veth-a"
+address = "198.51.100.1"
+[[tunnel]]
+name = "Tunnel2"
+kind = "ike"
+peer = "198.51.100.2"
+psk = "not-a-real-secret"
+esp_proposals = ["aes256gcm16"]
+ike_proposals = ["aes256gcm16-prfsha256-x25519"]
+initiate = true
+local_subnets = ["203.0.113.1/32"]
+remote_subnets = ["203.0.113.2/32"]
+"#;
+
+fn ike_b() -> String {
+    IKE_A
+        .replace("node = \"a\"", "node = \"b\"")
+        .replace("198.51.100.1", "198.51.100.X")
+        .replace("198.51.100.2", "198.51.100.1")
+        .replace("198.51.100.X", "198.51.100.2")
+        .replace("203.0.113.1/32", "203.0.113.Y")
+        .replace("203.0.113.2/32", "203.0.113.1/32")
+        .replace("203.0.113.Y", "203.0.113.2/32")
+        .replace("initiate = true", "initiate = false")
+}
+
+/// Two owners and a clock; IKE datagrams go from one to the other.
+struct IkeLab {
+    now: Instant,
+    o: [Owner; 2],
+}
+
+impl IkeLab {
+    fn new() -> IkeLab {
+        let now = Instant::now();
+        IkeLab {
+            now,
+            o: [owner("ike-a", IKE_A, now), owner("ike-b", &ike_b(), now)],
+        }
+    }
+
+    /// Deliver `fx`'s IKE datagrams from owner `from` to the other, and
+    /// the answers back, until nothing is sent.
+    fn deliver(&mut self, from: usize, fx: Effects) {
+        let mut queue: Vec<(usize, IkeDatagram)> =
+            ike_sends(&fx).into_iter().map(|d| (1 - from, d)).collect();
+        for _ in 0..64 {
+            let Some((to, d)) = queue.pop() else {
+                return;
+            };
+            // As received: from the sender's address to ours.
+            let d = IkeDatagram {
+                local: d.remote,
+                remote: d.local,
+                data: d.data,
+            };
+            let fx = self.o[to].handle(self.now, Input::Ike(d));
+            queue.extend(ike_sends(&fx).into_iter().map(|d| (1 - to, d)));
+        }
+        panic!("IKE did not settle");
+    }
+
+    /// Tick both owners for `secs` seconds, delivering what they send.
+    fn run(&mut self, secs: u64) {
+        for _ in 0..secs * 10 {
+            self.now += TICK;
+            for i in 0..2 {
+                let fx = self.o[i].handle(self.now, Input::Tick);
+                self.deliver(i, fx);
+            }
+        }
+    }
+
+    /// Both sides have an outbound SA and each one's outbound SPI is an
+    /// inbound SPI of the other.
+    fn established(&self) -> bool {
+        let (a, b) = (spis(&self.o[0], 0), spis(&self.o[1], 0));
+        matches!((a.1, b.1), (Some(x), Some(y)) if b.0.contains(&x) && a.0.contains(&y))
+    }
+}
+
+#[test]
+fn ike_recovery_commands_are_effects_with_one_publish_each() {
+    let mut lab = IkeLab::new();
+    lab.run(2);
+    assert!(
+        lab.established(),
+        "{:?} {:?}",
+        spis(&lab.o[0], 0),
+        spis(&lab.o[1], 0)
+    );
+    let now = lab.now;
+    let before = spis(&lab.o[0], 0);
+
+    // clear crypto sa peer: the child SAs go (INFORMATIONAL DELETE to the
+    // peer), new ones are negotiated at once; one snapshot for the command.
+    let fx = cmd(&mut lab.o[0], now, "clear crypto sa peer 198.51.100.2");
+    assert!(
+        ok(&fx).contains("Tunnel2: child SAs deleted"),
+        "{}",
+        ok(&fx)
+    );
+    assert_eq!(fx.publishes, 1, "one SA snapshot per command");
+    assert!(!ike_sends(&fx).is_empty(), "the peer is told");
+    assert!(lab.o[0].tunnels[0].outbound.is_none() || spis(&lab.o[0], 0) != before);
+    lab.deliver(0, fx);
+    lab.run(1);
+    assert!(lab.established());
+    let after_clear = spis(&lab.o[0], 0);
+    assert_ne!(after_clear.1, before.1, "a new outbound SA");
+
+    // ipsec rekey child-sa: one CREATE_CHILD_SA request; nothing changes
+    // in the table until the answer.
+    let fx = cmd(
+        &mut lab.o[0],
+        now,
+        "request platform software xdpsec rekey child-sa peer 198.51.100.2",
+    );
+    assert!(
+        ok(&fx).contains("1 CREATE_CHILD_SA request(s) sent"),
+        "{}",
+        ok(&fx)
+    );
+    assert_eq!(ike_sends(&fx).len(), 1);
+    assert!(fx.publishes <= 1);
+    lab.deliver(0, fx);
+    lab.run(1);
+    assert!(lab.established());
+    assert_ne!(spis(&lab.o[0], 0).1, after_clear.1, "rekeyed outbound SA");
+
+    // forget-sa on an IKE tunnel: the datapath loses the inbound SAs only.
+    forget_sa(&mut lab.o[0], lab.now);
+
+    // clear crypto ikev2 sa: the IKE SA goes (a DELETE), and A, the
+    // initiator, negotiates a new one with new child SAs.
+    let fx = cmd(&mut lab.o[0], lab.now, "clear crypto ikev2 sa");
+    ok(&fx);
+    assert!(fx.publishes <= 1);
+    assert!(!ike_sends(&fx).is_empty());
+    let old_out = spis(&lab.o[0], 0).1;
+    lab.deliver(0, fx);
+    lab.run(3);
+    assert!(lab.established());
+    assert_ne!(spis(&lab.o[0], 0).1, old_out);
+}
+
+// ---------------------------------------------------------------- SD-WAN
+
+const SDWAN_A: &str = r#"node = "e1"
+socket = "/nonexistent/e1.sock"
+[underlay]
+interface = "veth-e1"
+address = "198.51.100.1"
+[sdwan]
+system_ip = "192.0.2.1"
+site_id = 100
+controller = "198.51.100.10:23456"
+psk = "not-a-real-secret"
+service_prefixes = ["203.0.113.0/28"]
+[[sdwan.tloc]]
+color = "biz-internet"
+address = "198.51.100.1"
+port_offset = 1
+"#;
+
+fn sdwan_b() -> String {
+    SDWAN_A
+        .replace("e1", "e2")
+        .replace("198.51.100.1\"", "198.51.100.2\"")
+        .replace("192.0.2.1", "192.0.2.2")
+        .replace("site_id = 100", "site_id = 200")
+        .replace("203.0.113.0/28", "203.0.113.16/28")
+}
+
+/// The OMP commands among `fx`'s sends.
+fn omp_sends(fx: &Effects) -> impl Iterator<Item = &IoCmd> {
+    fx.sends.iter().filter_map(|s| match s {
+        Send::Omp(c) => Some(c),
+        _ => None,
+    })
+}
+
+/// Two edge owners and the controller core, connected in memory.
+struct SdwanLab {
+    now: Instant,
+    o: [Owner; 2],
+    ctl: Controller,
+    /// (owner, color) -> controller connection, and back.
+    conns: BTreeMap<(usize, String), ConnId>,
+    next_conn: u64,
+}
+
+impl SdwanLab {
+    fn new() -> SdwanLab {
+        let now = Instant::now();
+        let ctl = Controller::new(ControllerConfig::new(
+            "192.0.2.10".parse().unwrap(),
+            b"not-a-real-secret",
+        ));
+        let mut lab = SdwanLab {
+            now,
+            o: [owner("sd-a", SDWAN_A, now), owner("sd-b", &sdwan_b(), now)],
+            ctl,
+            conns: BTreeMap::new(),
+            next_conn: 1,
+        };
+        for i in 0..2 {
+            let fx = lab.o[i].handle(now, Input::Start);
+            lab.effects(i, fx);
+        }
+        lab
+    }
+
+    /// Carry out owner `i`'s OMP sends through the controller core, and
+    /// what the controller answers, until both are quiet.
+    fn effects(&mut self, i: usize, fx: Effects) {
+        let mut pending = vec![(i, fx)];
+        for _ in 0..256 {
+            let Some((i, fx)) = pending.pop() else {
+                return;
+            };
+            for s in fx.sends {
+                let Send::Omp(c) = s else { continue };
+                let mut events = Vec::new();
+                match c {
+                    IoCmd::Connect { color, local, .. } => {
+                        let conn: ConnId = self.next_conn;
+                        self.next_conn += 1;
+                        self.conns.insert((i, color.clone()), conn);
+                        let remote = SocketAddr::new(local, 40000 + i as u16);
+                        events.push(omp::Input::Accepted { conn, remote });
+                        let fx =
+                            self.o[i].handle(self.now, Input::Sdwan(IoEvent::Connected(color)));
+                        pending.push((i, fx));
+                    }
+                    IoCmd::Send { color, data } => {
+                        if let Some(&conn) = self.conns.get(&(i, color)) {
+                            let acts = self
+                                .ctl
+                                .handle(self.now, omp::Input::Bytes { conn, data: &data });
+                            pending.extend(self.controller(acts));
+                        }
+                    }
+                    IoCmd::Close { color } => {
+                        if let Some(conn) = self.conns.remove(&(i, color)) {
+                            events.push(omp::Input::Closed { conn });
+                        }
+                    }
+                }
+                for e in events {
+                    let acts = self.ctl.handle(self.now, e);
+                    pending.extend(self.controller(acts));
+                }
+            }
+        }
+        panic!("OMP did not settle");
+    }
+
+    /// The controller's sends, delivered to the edges.
+    fn controller(&mut self, acts: Vec<omp::Action>) -> Vec<(usize, Effects)> {
+        let mut out = Vec::new();
+        for a in acts {
+            let omp::Action::Send { conn, data } = a else {
+                continue;
+            };
+            let Some(((i, color), _)) = self.conns.iter().find(|(_, c)| **c == conn) else {
+                continue;
+            };
+            let (i, color) = (*i, color.clone());
+            let fx = self.o[i].handle(self.now, Input::Sdwan(IoEvent::Bytes(color, data.to_vec())));
+            out.push((i, fx));
+        }
+        out
+    }
+
+    fn run(&mut self, secs: u64) {
+        for _ in 0..secs * 10 {
+            self.now += TICK;
+            let acts = self.ctl.handle(self.now, omp::Input::Timer);
+            for (i, fx) in self.controller(acts) {
+                self.effects(i, fx);
+            }
+            for i in 0..2 {
+                let fx = self.o[i].handle(self.now, Input::Tick);
+                self.effects(i, fx);
+            }
+        }
+    }
+
+    /// Owner `i`'s SD-WAN peers: (remote address, inbound SPIs, outbound SPI).
+    fn peers(&self, i: usize) -> Vec<(IpAddr, Vec<u32>, Option<u32>)> {
+        let s = self.o[i].sdwan.as_ref().unwrap();
+        s.peers
+            .values()
+            .map(|p| {
+                (
+                    p.sa.remote_ip,
+                    p.inbound.iter().map(|x| x.0).collect(),
+                    p.outbound.map(|x| x.0),
+                )
+            })
+            .collect()
+    }
+
+    /// Each edge has its peer's SAs installed, in the datapath too.
+    fn installed(&self) -> bool {
+        (0..2).all(|i| {
+            let snap = self.o[i].table.snapshot();
+            let s = self.o[i].sdwan.as_ref().unwrap();
+            s.peers.len() == 1
+                && s.peers.values().all(|p| {
+                    !p.inbound.is_empty()
+                        && matches!(snap.outbound(p.index), Some(OutboundEntry::Active(_)))
+                })
+        })
+    }
+}
+
+#[test]
+fn sdwan_recovery_commands_are_effects_with_one_publish_each() {
+    let mut lab = SdwanLab::new();
+    lab.run(2);
+    assert!(lab.installed(), "{:?} {:?}", lab.peers(0), lab.peers(1));
+    let b: IpAddr = "198.51.100.2".parse().unwrap();
+    let now = lab.now;
+
+    // clear crypto sa peer: the peer's SAs go, in one snapshot; nothing
+    // re-creates them (no IKE) until the peer is rebuilt.
+    let fx = cmd(&mut lab.o[0], now, "clear crypto sa peer 198.51.100.2");
+    assert!(ok(&fx).contains("SD-WAN has no IKE"), "{}", ok(&fx));
+    assert_eq!(fx.publishes, 1, "one SA snapshot per command");
+    assert_eq!(lab.peers(0), vec![(b, vec![], None)]);
+    lab.effects(0, fx);
+    lab.run(1);
+    assert_eq!(lab.peers(0), vec![(b, vec![], None)], "still cleared");
+
+    // clear sdwan omp all: the peer is rebuilt from OMP.
+    let fx = cmd(&mut lab.o[0], lab.now, "clear sdwan omp all");
+    assert!(
+        ok(&fx).contains("1 SD-WAN tunnel peer(s) rebuilt"),
+        "{}",
+        ok(&fx)
+    );
+    assert!(fx.publishes <= 1);
+    lab.effects(0, fx);
+    lab.run(1);
+    assert!(lab.installed(), "{:?}", lab.peers(0));
+
+    // forget-sa: the inbound SAs leave the datapath, nobody is told.
+    forget_sa(&mut lab.o[0], lab.now);
+
+    // ipsec-rekey: a new inbound SPI advertised (OMP bytes to the
+    // controller); the old SA stays for the grace time.
+    let old = lab.peers(1)[0].2;
+    let fx = cmd(
+        &mut lab.o[0],
+        lab.now,
+        "request platform software sdwan security ipsec-rekey",
+    );
+    assert!(
+        ok(&fx).contains("advertised to the controller"),
+        "{}",
+        ok(&fx)
+    );
+    assert!(fx.publishes <= 1);
+    assert!(omp_sends(&fx).any(|c| matches!(c, IoCmd::Send { .. })));
+    lab.effects(0, fx);
+    lab.run(1);
+    assert_ne!(lab.peers(1)[0].2, old, "B sends on A's new SPI");
+    assert!(
+        lab.peers(0)[0].1.len() >= 2,
+        "old and new inbound SAs during the grace time"
+    );
+
+    // port_hop: XDP steers the new port before the datapath forgets the
+    // old one (the shell says when), the control connection flaps.
+    let old_port = lab.o[0].sdwan.as_ref().unwrap().tlocs[0].port;
+    let fx = cmd(
+        &mut lab.o[0],
+        lab.now,
+        "request platform software sdwan port_hop biz-internet",
+    );
+    ok(&fx);
+    assert!(fx.publishes <= 1);
+    let new_port = lab.o[0].sdwan.as_ref().unwrap().tlocs[0].port;
+    assert_ne!(new_port, old_port);
+    assert_eq!(
+        fx.shell,
+        vec![
+            ShellOp::SteerPort(new_port, true),
+            ShellOp::SteerPort(old_port, false),
+            ShellOp::Notify(ShellEvent::PortsUnsteered(vec![old_port])),
+        ]
+    );
+    let snap = lab.o[0].table.snapshot();
+    assert!(snap.is_esp_udp_port(old_port) && snap.is_esp_udp_port(new_port));
+    let fx2 = lab.o[0].handle(
+        lab.now,
+        Input::Shell(ShellEvent::PortsUnsteered(vec![old_port])),
+    );
+    assert_eq!(fx2.publishes, 1);
+    assert!(!lab.o[0].table.snapshot().is_esp_udp_port(old_port));
+    assert!(lab.o[0].table.snapshot().is_esp_udp_port(new_port));
+    assert!(fx2.sends.iter().any(
+        |s| matches!(s, Send::KernelPorts(p) if p.contains(&new_port) && !p.contains(&old_port))
+    ));
+    lab.effects(0, fx);
+    lab.run(2);
+    assert!(lab.installed(), "{:?}", lab.peers(0));
+
+    // clear sdwan control connections: every connection closes and comes
+    // back; the peers are rebuilt.
+    let fx = cmd(&mut lab.o[0], lab.now, "clear sdwan control connections");
+    assert!(ok(&fx).contains("control connection(s)"), "{}", ok(&fx));
+    assert!(fx.publishes <= 1);
+    assert!(omp_sends(&fx).any(|c| matches!(c, IoCmd::Close { .. })));
+    lab.effects(0, fx);
+    lab.run(2);
+    assert!(lab.installed(), "{:?}", lab.peers(0));
+}
