@@ -85,6 +85,7 @@ fn cmd(o: &mut Owner, now: Instant, line: &str) -> Effects {
         Input::Command(Request {
             command: line.into(),
             json: false,
+            cmd: None,
         }),
     )
 }
@@ -366,7 +367,10 @@ address = "198.51.100.1"
 system_ip = "192.0.2.1"
 site_id = 100
 controller = "198.51.100.10:23456"
-psk = "not-a-real-secret"
+ca_file = "PKI/ca/ca.crt"
+cert_file = "PKI/e1/device.crt"
+key_file = "PKI/e1/device.key"
+organization = "xdpsec-test"
 service_prefixes = ["203.0.113.0/28"]
 [[sdwan.tloc]]
 color = "biz-internet"
@@ -374,8 +378,51 @@ address = "198.51.100.1"
 port_offset = 1
 "#;
 
+/// A CA, the controller's and both edges' certificates, made once per
+/// test process with `xdpsec pki`'s own functions.
+fn sdwan_pki() -> &'static std::path::Path {
+    use crate::pki::{DeviceSpec, Role, make_ca, make_device};
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = state_dir("pki");
+        make_ca("xdpsec-test", &dir.join("ca"), false).unwrap();
+        let (t0, t1) =
+            crate::pki::validity(time::OffsetDateTime::now_utc(), None, None, None).unwrap();
+        for (name, role, serial, ip) in [
+            ("ctl", Role::Controller, "C0", "192.0.2.10"),
+            ("e1", Role::Edge, "E1", "192.0.2.1"),
+            ("e2", Role::Edge, "E2", "192.0.2.2"),
+        ] {
+            let spec = DeviceSpec {
+                organization: "xdpsec-test",
+                serial,
+                system_ip: ip.parse().unwrap(),
+                role,
+                not_before: t0,
+                not_after: t1,
+            };
+            make_device(&dir.join("ca"), &spec, &dir.join(name), false).unwrap();
+        }
+        dir
+    })
+}
+
+fn sdwan_a() -> String {
+    SDWAN_A.replace("PKI", &sdwan_pki().display().to_string())
+}
+
+/// What a certificate of `xdpsec pki` says, as the TLS shell reads it.
+fn peer_cert(role: &str, serial: &str, system_ip: &str) -> xdpsec_omp::tls::PeerCert {
+    xdpsec_omp::tls::PeerCert {
+        organization: "xdpsec-test".into(),
+        role: role.into(),
+        serial: serial.into(),
+        system_ip: Some(system_ip.parse().unwrap()),
+    }
+}
+
 fn sdwan_b() -> String {
-    SDWAN_A
+    sdwan_a()
         .replace("e1", "e2")
         .replace("198.51.100.1\"", "198.51.100.2\"")
         .replace("192.0.2.1", "192.0.2.2")
@@ -404,13 +451,21 @@ struct SdwanLab {
 impl SdwanLab {
     fn new() -> SdwanLab {
         let now = Instant::now();
+        let allowed = [("E1", "192.0.2.1"), ("E2", "192.0.2.2")]
+            .into_iter()
+            .map(|(s, ip)| (s.to_string(), ip.parse().unwrap()))
+            .collect();
         let ctl = Controller::new(ControllerConfig::new(
             "192.0.2.10".parse().unwrap(),
-            b"not-a-real-secret",
+            "xdpsec-test",
+            allowed,
         ));
         let mut lab = SdwanLab {
             now,
-            o: [owner("sd-a", SDWAN_A, now), owner("sd-b", &sdwan_b(), now)],
+            o: [
+                owner("sd-a", &sdwan_a(), now),
+                owner("sd-b", &sdwan_b(), now),
+            ],
             ctl,
             conns: BTreeMap::new(),
             next_conn: 1,
@@ -439,9 +494,12 @@ impl SdwanLab {
                         self.next_conn += 1;
                         self.conns.insert((i, color.clone()), conn);
                         let remote = SocketAddr::new(local, 40000 + i as u16);
-                        events.push(omp::Input::Accepted { conn, remote });
-                        let fx =
-                            self.o[i].handle(self.now, Input::Sdwan(IoEvent::Connected(color)));
+                        let (serial, ip) = [("E1", "192.0.2.1"), ("E2", "192.0.2.2")][i];
+                        let peer = peer_cert("edge", serial, ip);
+                        events.push(omp::Input::Accepted { conn, remote, peer });
+                        let ctl = peer_cert("controller", "C0", "192.0.2.10");
+                        let fx = self.o[i]
+                            .handle(self.now, Input::Sdwan(IoEvent::Connected(color, ctl)));
                         pending.push((i, fx));
                     }
                     IoCmd::Send { color, data } => {
@@ -478,7 +536,10 @@ impl SdwanLab {
                 continue;
             };
             let (i, color) = (*i, color.clone());
-            let fx = self.o[i].handle(self.now, Input::Sdwan(IoEvent::Bytes(color, data.to_vec())));
+            let fx = self.o[i].handle(
+                self.now,
+                Input::Sdwan(IoEvent::Bytes(color, data.to_vec().into())),
+            );
             out.push((i, fx));
         }
         out
