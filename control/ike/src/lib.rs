@@ -48,7 +48,9 @@ use std::{
 
 use zeroize::Zeroizing;
 
+pub mod cert;
 pub mod crypto;
+pub mod frag;
 pub mod proposal;
 mod sa;
 pub mod timers;
@@ -70,6 +72,9 @@ pub enum Identity {
     Email(String),
     /// ID_KEY_ID (opaque bytes).
     KeyId(Vec<u8>),
+    /// ID_DER_ASN1_DN: a distinguished name, DER ([`cert::dn_from_text`]
+    /// makes one from `C=CH, O=Org, CN=moon`); compared by attributes.
+    Dn(Vec<u8>),
 }
 
 /// An IKE SA proposal, parsed from strongSwan notation such as
