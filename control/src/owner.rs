@@ -856,6 +856,7 @@ impl Owner {
                 // after a restart; nothing to swap here.
                 if format!("{:?}", n.kind) != format!("{:?}", o.kind)
                     || *ike_psk(n) != *ike_psk(o)
+                    || ike_cert_files(n) != ike_cert_files(o)
                     || n.replay_window != o.replay_window
                     || n.worker != o.worker
                 {
@@ -1158,11 +1159,7 @@ pub fn ike_peers(cfg: &Config) -> Result<Vec<PeerConfig>> {
         };
         let id = |s: &Option<String>, default: IpAddr| match s {
             None => Identity::Addr(default),
-            Some(v) => match v.parse::<IpAddr>() {
-                Ok(a) => Identity::Addr(a),
-                Err(_) if v.contains('@') && !v.starts_with('@') => Identity::Email(v.clone()),
-                Err(_) => Identity::Fqdn(v.trim_start_matches('@').to_string()),
-            },
+            Some(v) => crate::config::ike_identity(v),
         };
         // Each offer as its single proposals, in order of preference.
         let ike_proposals = k
@@ -1192,7 +1189,12 @@ pub fn ike_peers(cfg: &Config) -> Result<Vec<PeerConfig>> {
             local: cfg.underlay.address,
             remote: t.peer,
             psk: k.psk.clone(),
-            local_id: id(&k.local_id, cfg.underlay.address),
+            // With a certificate and no local_id: its subject DN.
+            local_id: match (&k.cert, &k.local_id) {
+                (Some(c), None) => Identity::Dn(c.subject_der()),
+                _ => id(&k.local_id, cfg.underlay.address),
+            },
+            cert: k.cert.clone(),
             remote_id: id(&k.remote_id, t.peer),
             ike_proposals,
             esp_proposals,
@@ -1216,6 +1218,14 @@ fn ike_psk(t: &Tunnel) -> &[u8] {
     match &t.kind {
         TunnelKind::Ike(i) => &i.psk,
         TunnelKind::Manual(_) => &[],
+    }
+}
+
+/// An IKE tunnel's certificate files (None for PSK and other kinds).
+fn ike_cert_files(t: &Tunnel) -> Option<&[String; 3]> {
+    match &t.kind {
+        TunnelKind::Ike(i) => i.cert_files.as_ref(),
+        TunnelKind::Manual(_) => None,
     }
 }
 

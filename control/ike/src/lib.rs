@@ -238,8 +238,11 @@ pub struct PeerConfig {
     pub local: IpAddr,
     /// The peer's address.
     pub remote: IpAddr,
-    /// Pre-shared key (zeroized on drop).
+    /// Pre-shared key (zeroized on drop); unused with `cert`.
     pub psk: Zeroizing<Vec<u8>>,
+    /// Certificate authentication (`auth = "cert"`): our certificate and
+    /// key and the CAs for the peer's; `None`: the PSK.
+    pub cert: Option<std::sync::Arc<cert::Credentials>>,
     /// Our identity (default: `Identity::Addr(local)`).
     pub local_id: Identity,
     /// The identity the peer must present (default: `Identity::Addr(remote)`).
@@ -281,6 +284,7 @@ impl std::fmt::Debug for PeerConfig {
             .field("local", &self.local)
             .field("remote", &self.remote)
             .field("psk", &format_args!("<{} bytes redacted>", self.psk.len()))
+            .field("cert", &self.cert)
             .field("local_id", &self.local_id)
             .field("remote_id", &self.remote_id)
             .field("ike_proposals", &self.ike_proposals)
