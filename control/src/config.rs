@@ -1851,4 +1851,117 @@ replay_window = 128
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn ike_cert_auth_fields() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("xdpsec-cert-cfg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ssl = |args: &[&str]| {
+            let ok = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "openssl {args:?}");
+        };
+        for k in ["ca", "me"] {
+            ssl(&[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                &format!("{k}.key"),
+            ]);
+        }
+        ssl(&[
+            "req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=ca", "-days", "3", "-out",
+            "ca.crt",
+        ]);
+        ssl(&[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "me.key",
+            "-subj",
+            "/C=CH/CN=me",
+            "-days",
+            "3",
+            "-out",
+            "me.crt",
+        ]);
+        let key = dir.join("me.key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let fields = format!(
+            "auth = \"cert\"\ncert_file = \"{d}/me.crt\"\nkey_file = \"{d}/me.key\"\nca_file = \"{d}/ca.crt\"",
+            d = dir.display()
+        );
+        let base = format!("{GOOD}{IKE}");
+        let cert = base
+            .replacen("psk = \"not-a-real-secret\"", &fields, 1)
+            .replacen("local_id = \"198.51.100.1\"\n", "", 1);
+        // The key file must be 0600: the error names it.
+        let e = Config::parse(&cert).unwrap_err();
+        assert!(
+            e.contains("tunnel.key_file") && e.contains("me.key") && e.contains("chmod 600"),
+            "{e}"
+        );
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = Config::parse(&cert).unwrap();
+        let TunnelKind::Ike(i) = &c.tunnels[0].kind else {
+            panic!()
+        };
+        let creds = i.cert.as_ref().unwrap();
+        assert_eq!(creds.subject_text(), "C=CH, CN=me");
+        assert!(i.psk.is_empty());
+        // A local_id the certificate does not carry, a malformed DN, a
+        // PSK beside the certificate, a missing file, an unknown method.
+        for (from, to, want) in [
+            (
+                "auth = \"cert\"",
+                "auth = \"cert\"\nlocal_id = \"C=CH, CN=other\"",
+                "does not carry it",
+            ),
+            (
+                "auth = \"cert\"",
+                "auth = \"cert\"\nremote_id = \"XX=1\"",
+                "tunnel.remote_id",
+            ),
+            (
+                "auth = \"cert\"",
+                "auth = \"cert\"\npsk = \"x\"",
+                "no `psk`",
+            ),
+            ("ca.crt", "missing.crt", "tunnel.ca_file"),
+            ("auth = \"cert\"", "auth = \"eap\"", "tunnel.auth"),
+        ] {
+            let e = Config::parse(&cert.replacen(from, to, 1)).unwrap_err();
+            assert!(e.contains(want), "{want}: {e}");
+        }
+        let dn = cert.replacen(
+            "auth = \"cert\"",
+            "auth = \"cert\"\nlocal_id = \"C=CH, CN=me\"",
+            1,
+        );
+        Config::parse(&dn).unwrap();
+        // Certificate fields need auth = "cert".
+        let e = Config::parse(&base.replacen(
+            "psk = \"not-a-real-secret\"",
+            "psk = \"x\"\nca_file = \"/x\"",
+            1,
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("tunnel.ca_file") && e.contains("auth = \"cert\""),
+            "{e}"
+        );
+        // The daemon refuses it until the exchanges use certificates.
+        assert!(crate::owner::ike_peers(&c).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -106,11 +106,11 @@ pub enum KeyKind {
 enum SigningKey {
     Ecdsa {
         /// DER signatures (RFC 7427).
-        asn1: EcdsaKeyPair,
+        asn1: Box<EcdsaKeyPair>,
         /// `r | s` signatures (RFC 4754).
-        fixed: EcdsaKeyPair,
+        fixed: Box<EcdsaKeyPair>,
     },
-    Rsa(RsaKeyPair),
+    Rsa(Box<RsaKeyPair>),
 }
 
 /// Our certificate, its private key and the CAs we trust for peers'
@@ -138,7 +138,7 @@ impl std::fmt::Debug for Credentials {
 
 fn parse_cert(der: &[u8]) -> Result<X509Certificate<'_>, String> {
     match X509Certificate::from_der(der) {
-        Ok((rest, c)) if rest.is_empty() => Ok(c),
+        Ok(([], c)) => Ok(c),
         Ok(_) => Err("trailing bytes after the certificate".into()),
         Err(e) => Err(format!("not an X.509 certificate ({e})")),
     }
@@ -225,7 +225,10 @@ impl Credentials {
                     EcdsaKeyPair::from_pkcs8(a, &der, &rng),
                     EcdsaKeyPair::from_pkcs8(f, &der, &rng),
                 ) {
-                    (Ok(asn1), Ok(fixed)) => Ok(SigningKey::Ecdsa { asn1, fixed }),
+                    (Ok(asn1), Ok(fixed)) => Ok(SigningKey::Ecdsa {
+                        asn1: Box::new(asn1),
+                        fixed: Box::new(fixed),
+                    }),
                     _ => Err(format!(
                         "key_file: not a PKCS#8 {kind:?} key (the certificate's key type)"
                     )),
@@ -237,7 +240,7 @@ impl Credentials {
                 } else {
                     RsaKeyPair::from_der(&der)
                 };
-                k.map(SigningKey::Rsa).map_err(|e| {
+                k.map(|k| SigningKey::Rsa(Box::new(k))).map_err(|e| {
                     format!("key_file: not a usable RSA key of 2048 bits or more ({e})")
                 })
             }

@@ -338,7 +338,7 @@ impl IkeKeys {
         } else {
             (&self.sk_er, &self.sk_ar)
         };
-        seal(
+        seal_payload(
             self.prop.encr,
             self.prop.integ,
             ek,
@@ -346,6 +346,7 @@ impl IkeKeys {
             h,
             first_inner,
             inner,
+            None,
             rng,
         )
     }
@@ -362,22 +363,8 @@ impl IkeKeys {
     }
 }
 
-/// SK payload, AES-GCM (RFC 5282) or AES-CBC + HMAC (RFC 7296 3.14).
-#[allow(clippy::too_many_arguments)]
-pub fn seal(
-    encr: Encr,
-    integ: Option<Integ>,
-    ek: &[u8],
-    ak: &[u8],
-    h: &HeaderRepr,
-    first_inner: u8,
-    inner: &[u8],
-    rng: &dyn SecureRandom,
-) -> Result<Vec<u8>, CryptoError> {
-    seal_payload(encr, integ, ek, ak, h, first_inner, inner, None, rng)
-}
-
-/// The SK payload, or with `frag = Some((number, total))` an Encrypted
+/// The SK payload, AES-GCM (RFC 5282) or AES-CBC + HMAC (RFC 7296
+/// 3.14), or with `frag = Some((number, total))` an Encrypted
 /// Fragment payload (RFC 7383 2.5: its Fragment Number and Total
 /// Fragments follow the generic header and are authenticated with it).
 #[allow(clippy::too_many_arguments)]

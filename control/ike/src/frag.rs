@@ -321,6 +321,22 @@ mod tests {
         (first, out)
     }
 
+    /// One Encrypted Fragment message with these fields, from the initiator.
+    fn skf(k: &IkeKeys, first: u8, data: &[u8], num: u16, total: u16) -> Vec<u8> {
+        crypto::seal_payload(
+            k.prop.encr,
+            k.prop.integ,
+            &k.sk_ei,
+            &k.sk_ai,
+            &header(),
+            first,
+            data,
+            Some((num, total)),
+            &SystemRandom::new(),
+        )
+        .unwrap()
+    }
+
     fn reassemble(
         r: &mut Reassembler,
         k: &IkeKeys,
@@ -421,35 +437,13 @@ mod tests {
         let (first, big) = inner(MAX_BYTES);
         assert!(seal_fragments(&k, true, &header(), first, &big, 600, &rng).is_err());
         let h = header();
-        let f = crypto::seal_payload(
-            k.prop.encr,
-            k.prop.integ,
-            &k.sk_ei,
-            &k.sk_ai,
-            &h,
-            first,
-            b"x",
-            Some((1, MAX_FRAGMENTS + 1)),
-            &rng,
-        )
-        .unwrap();
+        let f = skf(&k, first, b"x", 1, MAX_FRAGMENTS + 1);
         let mut r = Reassembler::default();
         let now = Instant::now();
         assert_eq!(r.accept(now, &k, true, &f).err(), Some(FragError::TooBig));
         // Fragment number 0 or above the total: malformed.
         for (n, t) in [(0u16, 2u16), (3, 2)] {
-            let f = crypto::seal_payload(
-                k.prop.encr,
-                k.prop.integ,
-                &k.sk_ei,
-                &k.sk_ai,
-                &h,
-                first,
-                b"x",
-                Some((n, t)),
-                &rng,
-            )
-            .unwrap();
+            let f = skf(&k, first, b"x", n, t);
             assert_eq!(
                 r.accept(now, &k, true, &f).err(),
                 Some(FragError::Malformed)
@@ -457,20 +451,7 @@ mod tests {
         }
         // More bytes than MAX_BYTES in total: given up, state dropped.
         let chunk = vec![0u8; 60_000];
-        let mk = |n| {
-            crypto::seal_payload(
-                k.prop.encr,
-                k.prop.integ,
-                &k.sk_ei,
-                &k.sk_ai,
-                &h,
-                first,
-                &chunk,
-                Some((n, 3)),
-                &rng,
-            )
-            .unwrap()
-        };
+        let mk = |n| skf(&k, first, &chunk, n, 3);
         assert!(matches!(
             r.accept(now, &k, true, &mk(1)),
             Ok(FragOutcome::Incomplete)
