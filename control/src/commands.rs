@@ -98,6 +98,8 @@ pub enum Cmd {
     ShowSdwanBfdSessions,
     /// `show sdwan control connections` (edge).
     ShowSdwanControlConnections,
+    /// `show sdwan control connection-history` (edge).
+    ShowSdwanControlConnectionHistory,
     /// `show sdwan omp tlocs` (edge).
     ShowSdwanOmpTlocs,
     /// `show sdwan omp routes` (edge).
@@ -307,6 +309,11 @@ pub const COMMANDS: &[CommandSpec<Cmd>] = &[
         pattern: "show sdwan control connections",
         id: Cmd::ShowSdwanControlConnections,
         help: "SD-WAN: control connections to the controller, one per local color",
+    },
+    CommandSpec {
+        pattern: "show sdwan control connection-history",
+        id: Cmd::ShowSdwanControlConnectionHistory,
+        help: "SD-WAN: refused and failed control connections, with Cisco's error codes",
     },
     CommandSpec {
         pattern: "show sdwan omp tlocs",
@@ -855,6 +862,7 @@ impl Owner {
             Cmd::ShowVersion => Ok(self.show_version()),
             Cmd::ShowSdwanBfdSessions => self.show_sdwan_bfd_sessions(),
             Cmd::ShowSdwanControlConnections => self.show_sdwan_control_connections(),
+            Cmd::ShowSdwanControlConnectionHistory => self.show_sdwan_control_connection_history(),
             Cmd::ShowSdwanOmpTlocs => self.show_sdwan_omp_tlocs(),
             Cmd::ShowSdwanOmpRoutes => self.show_sdwan_omp_routes(),
             Cmd::ShowSdwanOmpPeers => self.show_sdwan_omp_peers(),
@@ -1016,6 +1024,13 @@ impl Owner {
                     String::new()
                 }
             );
+            // Since start (not reset by `clear`): a test's "drained" signal.
+            let idle_polls = q.idle_polls();
+            obj.insert("idle_polls".into(), json!(idle_polls));
+            let _ = writeln!(
+                text,
+                "      idle polls: {idle_polls} (waits with nothing to do, since start)"
+            );
             let io = q.io_counters();
             let _ = writeln!(
                 text,
@@ -1088,6 +1103,12 @@ impl Owner {
             text,
             "\ndummy_packets {dummy} (ESP next header 59, discarded silently, RFC 4303 2.6)"
         );
+        // Since start (not reset by `clear`): a pass count, not traffic.
+        let next_hop_refreshes = self.next_hops.refreshes();
+        let _ = writeln!(
+            text,
+            "next_hop_refreshes {next_hop_refreshes} (passes resolving the peers' next hops over rtnetlink, since start)"
+        );
         let value = json!({
             "node": self.node,
             "interface": iface,
@@ -1098,6 +1119,7 @@ impl Owner {
             "kernel": kernel,
             "dummy_packets": dummy,
             "inside_xdp": inside_xdp,
+            "next_hop_refreshes": next_hop_refreshes,
         });
         Ok((text, value))
     }

@@ -57,6 +57,10 @@ pub enum Inside {
         name: String,
         /// Address (with prefix length) given to the device.
         address: Cidr,
+        /// Segmentation offloads (`offloads`, default on): the device
+        /// carries virtio-net headers, GSO super-packets are read and cut
+        /// here, decrypted TCP segments are coalesced before writing.
+        offloads: bool,
     },
     /// Counted and dropped after decrypt (benchmarks).
     Sink,
@@ -285,6 +289,8 @@ struct RawInside {
     address: Option<Spanned<String>>,
     #[serde(default)]
     interface: Option<Spanned<String>>,
+    #[serde(default)]
+    offloads: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -599,6 +605,12 @@ fn parse_inside(
     underlay: &str,
 ) -> Result<Inside, String> {
     let r = i.get_ref();
+    if r.offloads.is_some() && r.mode.get_ref() != "tun" {
+        return Err(format!(
+            "line {}: field `inside.offloads` applies to mode \"tun\" only",
+            at(i.span())
+        ));
+    }
     match r.mode.get_ref().as_str() {
         "sink" => Ok(Inside::Sink),
         "xdp" => {
@@ -652,6 +664,7 @@ fn parse_inside(
             Ok(Inside::Tun {
                 name: n.clone(),
                 address,
+                offloads: r.offloads.unwrap_or(true),
             })
         }
         other => Err(format!(
@@ -1492,9 +1505,21 @@ key = "101112131415161718191a1b1c1d1e1f000102030405060708090a0b0c0d0e0fdeadbeef"
             c.inside,
             Inside::Tun {
                 name: "xs0".into(),
-                address: "203.0.113.2/32".parse().unwrap()
+                address: "203.0.113.2/32".parse().unwrap(),
+                offloads: true,
             }
         );
+        let off = Config::parse(
+            &format!("{GOOD}{TUNNEL}").replace("[inside]\n", "[inside]\noffloads = false\n"),
+        )
+        .unwrap();
+        assert!(matches!(
+            off.inside,
+            Inside::Tun {
+                offloads: false,
+                ..
+            }
+        ));
         let t = &c.tunnels[0];
         assert_eq!(t.name, "Tunnel1");
         assert_eq!(
@@ -1694,6 +1719,7 @@ key = "101112131415161718191a1b1c1d1e1f000102030405060708090a0b0c0d0e0fdeadbeef"
         let wide = Inside::Tun {
             name: "xs0".into(),
             address: "2001:db8:200::2/64".parse().unwrap(),
+            offloads: true,
         };
         assert_eq!(
             t.local_selectors(&wide),

@@ -1,19 +1,24 @@
 //! `xdpsec controller`: a thin shell around the OMP controller core
 //! ([`xdpsec_omp::controller::Controller`]).
 //!
-//! One thread owns the core and every TCP connection: a non-blocking
-//! listener and non-blocking streams under poll(2), feeding the core
-//! `Accepted`/`Bytes`/`Closed`/`Timer` and carrying out its
-//! `Send`/`Close`/`Log` actions. The control socket's threads never touch
+//! One thread owns the core and every connection: a non-blocking listener
+//! and non-blocking streams under poll(2), each with its TLS state
+//! ([`Link`]; every OMP frame travels inside TLS 1.3). A connection reaches
+//! the core once its TLS handshake is done (`Accepted` with the edge's
+//! certificate); failed handshakes reach it as `Failed` (history, log).
+//! Connections still in the handshake are bounded apart from authorized
+//! ones ([`MAX_HANDSHAKING`], [`MAX_HANDSHAKING_PER_SOURCE`], the core's
+//! handshake timeout), and a failing `accept()` (EMFILE, ENFILE) pauses the
+//! listener instead of spinning. The control socket's threads never touch
 //! the core: they pass each request to the owner thread over a channel and
 //! wake it through a socket pair, so the core stays single-owner.
-mod config;
+pub(crate) mod config;
 pub(crate) mod show;
 
 pub use config::ControllerConfig;
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     io::{ErrorKind, Read, Write},
     net::{IpAddr, Ipv4Addr, Shutdown, TcpListener, TcpStream},
     os::{fd::AsRawFd, unix::net::UnixStream},
@@ -28,7 +33,12 @@ use std::{
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use tracing::{info, warn};
-use xdpsec_omp::controller::{self as core, Action, ConnId, Controller, Input};
+use xdpsec_omp::{
+    consts::HANDSHAKE_TIMEOUT,
+    controller::{self as core, Action, ConnId, Controller, Input, escape},
+    history::ErrorCode,
+    tls::{Link, error_codes, rustls::ServerConfig},
+};
 use zeroize::Zeroizing;
 
 use crate::{
@@ -39,6 +49,19 @@ use crate::{
 
 /// Edge control connections served at once; more are refused (logged).
 pub const MAX_CONNECTIONS: usize = 1024;
+/// Connections still in their TLS handshake at once (ours: far more than
+/// a fabric's edges reconnecting together; anything beyond is closed at
+/// accept).
+pub const MAX_HANDSHAKING: usize = 64;
+/// Connections in their TLS handshake from one source address (ours: an
+/// edge has one connection per color, at most a few colors).
+pub const MAX_HANDSHAKING_PER_SOURCE: usize = 8;
+/// How long the listener pauses after `accept()` failed for lack of file
+/// descriptors (EMFILE, ENFILE) instead of retrying at once.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(250);
+/// Log lines about one source's refused or failed connections: at most one
+/// a second (the rest are counted in the next line).
+const LOG_INTERVAL: Duration = Duration::from_secs(1);
 /// Bytes queued for one slow connection before it is dropped (ours: a full
 /// route table of a large lab is well under this).
 pub const MAX_PENDING_OUT: usize = 1 << 20;
@@ -57,6 +80,8 @@ enum Cmd {
     ShowOmpTlocs,
     ShowOmpRoutes,
     ShowControlConnections,
+    ShowConnectionHistory,
+    ClearConnectionHistory,
     ShowLogging,
     ClearLogging,
     ShowVersion,
@@ -84,6 +109,16 @@ const COMMANDS: &[CommandSpec<Cmd>] = &[
         pattern: "show sdwan control connections",
         id: Cmd::ShowControlConnections,
         help: "edge control connections (one per edge TLOC color)",
+    },
+    CommandSpec {
+        pattern: "show sdwan control connection-history",
+        id: Cmd::ShowConnectionHistory,
+        help: "refused and failed control connections, with Cisco's error codes",
+    },
+    CommandSpec {
+        pattern: "clear sdwan control connection-history",
+        id: Cmd::ClearConnectionHistory,
+        help: "empty the control connection history",
     },
     CommandSpec {
         pattern: "show logging",
@@ -116,14 +151,33 @@ struct CtlRequest {
 /// One edge control connection.
 struct Conn {
     stream: TcpStream,
-    /// Bytes not yet written (frames may carry key material).
+    remote: std::net::SocketAddr,
+    /// Its TLS state.
+    link: Link,
+    /// The handshake is done and the core knows the connection.
+    accepted: bool,
+    /// When it was accepted (the handshake timeout runs from here).
+    since: Instant,
+    /// TLS records not yet written.
     out: Zeroizing<Vec<u8>>,
+}
+
+/// Per-source log rate limit: when the last line was written and how many
+/// were suppressed since.
+#[derive(Default)]
+struct LogLimit {
+    last: Option<Instant>,
+    suppressed: u64,
 }
 
 /// The owner thread's state: the core, the connections, the log.
 struct Shell {
     core: Controller,
+    tls: Arc<ServerConfig>,
     conns: BTreeMap<ConnId, Conn>,
+    /// The listener is not polled until then (accept failed: EMFILE).
+    accept_paused_until: Option<Instant>,
+    limits: HashMap<IpAddr, LogLimit>,
     next_id: ConnId,
     log: LogBuffer,
     node: String,
@@ -164,11 +218,19 @@ pub fn run(cfg: ControllerConfig) -> Result<()> {
         IpAddr::V4(a) if !a.is_unspecified() => a,
         _ => Ipv4Addr::UNSPECIFIED,
     };
-    let mut core_cfg = core::ControllerConfig::new(system_ip, &cfg.psk);
+    let mut core_cfg =
+        core::ControllerConfig::new(system_ip, &cfg.tls.organization, cfg.allowed_edges.clone());
     core_cfg.graceful_restart = cfg.graceful_restart;
+    let tls = cfg
+        .tls
+        .server()
+        .context("the TLS files (ca_file, cert_file, key_file) are no longer usable")?;
     let mut shell = Shell {
         core: Controller::new(core_cfg),
+        tls,
         conns: BTreeMap::new(),
+        accept_paused_until: None,
+        limits: HashMap::new(),
         next_id: 1,
         log: LogBuffer::default(),
         node: cfg.node.clone(),
@@ -179,6 +241,9 @@ pub fn run(cfg: ControllerConfig) -> Result<()> {
         node = %cfg.node,
         listen = %cfg.listen,
         socket = %cfg.socket.display(),
+        organization = %cfg.tls.organization,
+        allowed_edges = cfg.allowed_edges.len(),
+        allowed_edges_file = %cfg.allowed_edges_file.display(),
         graceful_restart_seconds = cfg.graceful_restart.as_secs(),
         "xdpsec controller running; SIGINT or SIGTERM stops it"
     );
@@ -239,7 +304,17 @@ impl Shell {
         while !stop.load(Ordering::Acquire) {
             fds.clear();
             ids.clear();
-            for fd in [wake.as_raw_fd(), listener.as_raw_fd()] {
+            let now = Instant::now();
+            if self.accept_paused_until.is_some_and(|t| t <= now) {
+                self.accept_paused_until = None;
+            }
+            // A paused listener is left out of the poll (fd -1 is ignored).
+            let lfd = if self.accept_paused_until.is_some() {
+                -1
+            } else {
+                listener.as_raw_fd()
+            };
+            for fd in [wake.as_raw_fd(), lfd] {
                 fds.push(libc::pollfd {
                     fd,
                     events: libc::POLLIN,
@@ -258,12 +333,14 @@ impl Shell {
                 });
                 ids.push(*id);
             }
-            let now = Instant::now();
-            let wait = self
+            let mut wait = self
                 .core
                 .next_timeout()
                 .map_or(MAX_POLL_WAIT, |t| t.saturating_duration_since(now))
                 .min(MAX_POLL_WAIT);
+            if let Some(t) = self.accept_paused_until {
+                wait = wait.min(t.saturating_duration_since(now));
+            }
             // Round up so a timer a fraction of a millisecond away does
             // not spin.
             let ms = wait.as_micros().div_ceil(1000) as libc::c_int;
@@ -297,9 +374,10 @@ impl Shell {
                     self.read_conn(now, *id);
                 }
             }
-            if fds[1].revents != 0 {
+            if fds[1].fd >= 0 && fds[1].revents != 0 {
                 self.accept(now, listener);
             }
+            self.handshake_timeouts(now);
             if self.core.next_timeout().is_some_and(|t| t <= now) {
                 let a = self.core.handle(now, Input::Timer);
                 self.apply(now, a);
@@ -312,16 +390,45 @@ impl Shell {
         loop {
             match listener.accept() {
                 Ok((stream, remote)) => {
-                    if self.conns.len() >= MAX_CONNECTIONS {
-                        self.log_line(format!(
-                            "%SDWAN-4-CONTROL_CONN_LIMIT: control connection from {remote} refused: {MAX_CONNECTIONS} connections already"
-                        ));
+                    let handshaking: Vec<IpAddr> = self
+                        .conns
+                        .values()
+                        .filter(|c| !c.accepted)
+                        .map(|c| c.remote.ip())
+                        .collect();
+                    let from_source = handshaking.iter().filter(|ip| **ip == remote.ip()).count();
+                    let refuse = if self.conns.len() >= MAX_CONNECTIONS {
+                        Some(format!("{MAX_CONNECTIONS} connections already"))
+                    } else if handshaking.len() >= MAX_HANDSHAKING {
+                        Some(format!(
+                            "{MAX_HANDSHAKING} connections already in their TLS handshake"
+                        ))
+                    } else if from_source >= MAX_HANDSHAKING_PER_SOURCE {
+                        Some(format!(
+                            "{MAX_HANDSHAKING_PER_SOURCE} connections from {} already in their TLS handshake",
+                            remote.ip()
+                        ))
+                    } else {
+                        None
+                    };
+                    if let Some(why) = refuse {
+                        drop(stream);
+                        self.limited_log(now, remote.ip(), |n| {
+                            format!("%SDWAN-4-CONTROL_CONN_LIMIT: control connection from {remote} refused: {why}{n}")
+                        });
                         continue;
                     }
                     if let Err(e) = stream.set_nonblocking(true) {
                         warn!(%remote, error = %e, "control connection: cannot make it non-blocking");
                         continue;
                     }
+                    let link = match Link::server(Arc::clone(&self.tls)) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            warn!(%remote, error = %e, "control connection: TLS state");
+                            continue;
+                        }
+                    };
                     let _ = stream.set_nodelay(true);
                     let conn = self.next_id;
                     self.next_id += 1;
@@ -329,21 +436,108 @@ impl Shell {
                         conn,
                         Conn {
                             stream,
+                            remote,
+                            link,
+                            accepted: false,
+                            since: now,
                             out: Zeroizing::new(Vec::new()),
                         },
                     );
-                    let a = self.core.handle(now, Input::Accepted { conn, remote });
-                    self.apply(now, a);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // EMFILE and friends: try again on the next round.
-                    warn!(error = %e, "control connection accept failed");
+                    // EMFILE, ENFILE, ENOBUFS: the pending connection stays
+                    // in the backlog; pause the listener rather than spin.
+                    self.accept_paused_until = Some(now + ACCEPT_PAUSE);
+                    let ip = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+                    self.limited_log(now, ip, |n| {
+                        format!("%SDWAN-4-CONTROL_ACCEPT_FAIL: accepting control connections failed ({e}): listener paused {} ms{n}", ACCEPT_PAUSE.as_millis())
+                    });
                     return;
                 }
             }
         }
+    }
+
+    /// A log line about `source`, at most one per [`LOG_INTERVAL`]; `line`
+    /// gets the count of lines suppressed before it (or "").
+    fn limited_log(&mut self, now: Instant, source: IpAddr, line: impl FnOnce(String) -> String) {
+        if self.limits.len() > 4096 {
+            self.limits.retain(|_, l| {
+                l.last
+                    .is_some_and(|t| now.saturating_duration_since(t) < LOG_INTERVAL)
+            });
+        }
+        let l = self.limits.entry(source).or_default();
+        if l.last
+            .is_some_and(|t| now.saturating_duration_since(t) < LOG_INTERVAL)
+        {
+            l.suppressed += 1;
+            return;
+        }
+        let n = match std::mem::take(&mut l.suppressed) {
+            0 => String::new(),
+            k => format!(" ({k} more from this source suppressed)"),
+        };
+        l.last = Some(now);
+        self.log_line(line(n));
+    }
+
+    /// Connections whose TLS handshake takes too long are closed.
+    fn handshake_timeouts(&mut self, now: Instant) {
+        let late: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.accepted && c.since + HANDSHAKE_TIMEOUT <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            if let Some(c) = self.conns.remove(&id) {
+                let _ = c.stream.shutdown(Shutdown::Both);
+                self.failed(
+                    now,
+                    c.remote,
+                    ErrorCode::DhsTmo,
+                    ErrorCode::NoErr,
+                    "TLS handshake timeout".into(),
+                );
+            }
+        }
+    }
+
+    /// A connection that never reached the core: its history row and log
+    /// line come from the core, rate-limited per source here.
+    fn failed(
+        &mut self,
+        now: Instant,
+        remote: std::net::SocketAddr,
+        local: ErrorCode,
+        remote_error: ErrorCode,
+        detail: String,
+    ) {
+        let l = self.limits.entry(remote.ip()).or_default();
+        if l.last
+            .is_some_and(|t| now.saturating_duration_since(t) < LOG_INTERVAL)
+        {
+            l.suppressed += 1;
+            return;
+        }
+        l.last = Some(now);
+        let detail = match std::mem::take(&mut l.suppressed) {
+            0 => escape(&detail),
+            k => format!("{} ({k} more from this source suppressed)", escape(&detail)),
+        };
+        let a = self.core.handle(
+            now,
+            Input::Failed {
+                remote,
+                local,
+                remote_error,
+                detail,
+            },
+        );
+        self.apply(now, a);
     }
 
     /// Read what `id` has (up to [`READ_BUDGET`]) and feed it to the core.
@@ -359,14 +553,67 @@ impl Shell {
                 Ok(0) => return self.lost(now, id),
                 Ok(n) => {
                     total += n;
-                    let a = self.core.handle(
-                        now,
-                        Input::Bytes {
-                            conn: id,
-                            data: &buf[..n],
-                        },
-                    );
-                    self.apply(now, a);
+                    let got = match c.link.receive(&buf[..n]) {
+                        Ok(g) => g,
+                        Err(e) => {
+                            // The alert that says why goes out, best effort.
+                            c.link.pull(&mut c.out);
+                            let _ = write_some(c);
+                            if c.accepted {
+                                return self.lost(now, id);
+                            }
+                            let Some(c) = self.conns.remove(&id) else {
+                                return;
+                            };
+                            let _ = c.stream.shutdown(Shutdown::Both);
+                            let (local, remote_error) = error_codes(&e);
+                            return self.failed(now, c.remote, local, remote_error, e.to_string());
+                        }
+                    };
+                    c.link.pull(&mut c.out);
+                    if write_some(c).is_err() {
+                        return self.lost(now, id);
+                    }
+                    if !c.accepted && !c.link.is_handshaking() {
+                        c.accepted = true;
+                        let remote = c.remote;
+                        match c.link.peer() {
+                            Ok(peer) => {
+                                let a = self.core.handle(
+                                    now,
+                                    Input::Accepted {
+                                        conn: id,
+                                        remote,
+                                        peer,
+                                    },
+                                );
+                                self.apply(now, a);
+                            }
+                            Err(detail) => {
+                                self.conns.remove(&id);
+                                return self.failed(
+                                    now,
+                                    remote,
+                                    ErrorCode::CrtVerFl,
+                                    ErrorCode::NoErr,
+                                    detail,
+                                );
+                            }
+                        }
+                    }
+                    if !got.plain.is_empty() && self.conns.get(&id).is_some_and(|c| c.accepted) {
+                        let a = self.core.handle(
+                            now,
+                            Input::Bytes {
+                                conn: id,
+                                data: &got.plain,
+                            },
+                        );
+                        self.apply(now, a);
+                    }
+                    if got.closed {
+                        return self.lost(now, id);
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -377,7 +624,9 @@ impl Shell {
 
     /// The connection failed or the peer closed it: tell the core.
     fn lost(&mut self, now: Instant, id: ConnId) {
-        if self.conns.remove(&id).is_some() {
+        if let Some(c) = self.conns.remove(&id)
+            && c.accepted
+        {
             let a = self.core.handle(now, Input::Closed { conn: id });
             self.apply(now, a);
         }
@@ -403,7 +652,7 @@ impl Shell {
                         continue;
                     };
                     if c.out.len() + data.len() > MAX_PENDING_OUT {
-                        let remote = c.stream.peer_addr().map_or("?".into(), |a| a.to_string());
+                        let remote = c.remote;
                         self.conns.remove(&conn);
                         self.log_line(format!(
                             "%SDWAN-4-CONTROL_CONN_SLOW: control connection from {remote} dropped: more than {MAX_PENDING_OUT} bytes queued (the edge does not read)"
@@ -411,7 +660,8 @@ impl Shell {
                         queue.extend(self.core.handle(now, Input::Closed { conn }));
                         continue;
                     }
-                    c.out.extend_from_slice(&data);
+                    c.link.send(&data);
+                    c.link.pull(&mut c.out);
                     if write_some(c).is_err() {
                         self.conns.remove(&conn);
                         queue.extend(self.core.handle(now, Input::Closed { conn }));
@@ -419,7 +669,9 @@ impl Shell {
                 }
                 Action::Close { conn } => {
                     if let Some(mut c) = self.conns.remove(&conn) {
-                        // A Goodbye queued just before: best effort.
+                        // A Goodbye or Refuse queued just before: best effort.
+                        c.link.close();
+                        c.link.pull(&mut c.out);
                         let _ = write_some(&mut c);
                         let _ = c.stream.shutdown(Shutdown::Both);
                     }
@@ -437,6 +689,8 @@ impl Shell {
 
     fn close_all(&mut self) {
         for (_, mut c) in std::mem::take(&mut self.conns) {
+            c.link.close();
+            c.link.pull(&mut c.out);
             let _ = write_some(&mut c);
             let _ = c.stream.shutdown(Shutdown::Both);
         }
@@ -455,6 +709,13 @@ impl Shell {
             Cmd::ShowOmpRoutes => show::omp_routes(&self.core.routes()),
             Cmd::ShowControlConnections => {
                 show::control_connections(&self.core.control_connections(now))
+            }
+            Cmd::ShowConnectionHistory => {
+                crate::sdwan::history::render(&self.core.history(), now, SystemTime::now())
+            }
+            Cmd::ClearConnectionHistory => {
+                self.core.clear_history();
+                (String::new(), json!({}))
             }
             Cmd::ShowLogging => self.show_logging(),
             Cmd::ClearLogging => {
@@ -542,8 +803,11 @@ mod tests {
     fn commands_parse_abbreviated() {
         let p = cli::parse(COMMANDS, "sh sd omp tl").unwrap();
         assert_eq!(p.id, Cmd::ShowOmpTlocs);
-        let p = cli::parse(COMMANDS, "sh sdwan con conn").unwrap();
+        let p = cli::parse(COMMANDS, "sh sdwan con connections").unwrap();
         assert_eq!(p.id, Cmd::ShowControlConnections);
+        // `conn` alone is ambiguous now, as on IOS XE.
+        let p = cli::parse(COMMANDS, "sh sdwan con connection-h").unwrap();
+        assert_eq!(p.id, Cmd::ShowConnectionHistory);
         assert!(cli::parse(COMMANDS, "show sdwan omp").is_err());
     }
 }

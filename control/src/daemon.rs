@@ -180,8 +180,12 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
     let snap = table.shared();
 
     let tun = match &config.inside {
-        Inside::Tun { name, address } => {
-            let t = Tun::create(name, config.underlay.queues, *address)?;
+        Inside::Tun {
+            name,
+            address,
+            offloads,
+        } => {
+            let t = Tun::create(name, config.underlay.queues, *address, *offloads)?;
             let subnets: Vec<_> = config
                 .tunnels
                 .iter()
@@ -291,6 +295,10 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
             .map_err(|e| error!(queue = q, error = %e, "no AF_XDP ring counters for this queue"))
             .ok();
         let inside = match (&tun, &config.inside, &inside_neighbors) {
+            (Some(t), _, _) if t.vnet_hdr => InsideIo::TunVnet(xdpsec_worker::TunVnet {
+                fd: t.queue_fd(q as usize),
+                max_inner: crate::platform::tun::TUN_MTU as usize,
+            }),
             (Some(t), _, _) => InsideIo::Tun(t.queue_fd(q as usize)),
             (None, Inside::Xdp { interface }, Some(neighbors)) => {
                 let qcfg = QueueConfig {

@@ -95,6 +95,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Load tests against a gateway (`loadtest ike`: N emulated IKEv2 peers).
+    Loadtest {
+        #[command(subcommand)]
+        cmd: xdpsec_loadtest::LoadtestCommand,
+    },
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
     Completions {
         /// The shell.
@@ -210,6 +215,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Pki { cmd } => pki::main(cmd),
+        Command::Loadtest { cmd } => xdpsec_loadtest::main(cmd),
         Command::CheckConfig { config, quiet } => match config::Config::load(&config) {
             Ok(c) => {
                 if !quiet {

@@ -235,6 +235,13 @@ impl Owner {
                     .inc_by(raw[c as usize]);
             }
         }
+        let nh = Counter::<u64>::default();
+        nh.inc_by(self.next_hops.refreshes());
+        r.register(
+            "next_hop_refreshes",
+            "Passes resolving the peers' next hops over rtnetlink",
+            nh,
+        );
         if let Some(ike) = &self.ike {
             let g = gauges(&mut r, "ike_sa_up", "IKEv2 SAs: 1 when established");
             // One series per IKE tunnel and peer address (as configured:

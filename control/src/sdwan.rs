@@ -19,6 +19,7 @@
 //! resumes above them, so a key the remote still advertises never sees a
 //! nonce twice (and the remote's replay window keeps accepting).
 pub mod config;
+pub mod history;
 pub mod io;
 pub mod render;
 pub mod show;
@@ -174,7 +175,7 @@ impl Sdwan {
         let mut ec = EdgeConfig::new(
             cfg.system_ip,
             cfg.site_id,
-            &cfg.psk,
+            &cfg.tls.organization,
             cfg.tlocs
                 .iter()
                 .map(|t| TlocConfig {
@@ -189,6 +190,7 @@ impl Sdwan {
             .iter()
             .filter_map(|c| xdpsec_omp::Prefix::new(c.addr, c.len))
             .collect();
+        ec.controller = Some(cfg.controller);
         ec.rekey = cfg.rekey;
         ec.rekey_grace = cfg.rekey_grace;
         ec.graceful_restart = cfg.graceful_restart;
@@ -345,6 +347,7 @@ impl Owner {
                         color,
                         local,
                         remote,
+                        tls: s.cfg.tls.client(),
                     });
                 }
                 false
@@ -586,6 +589,8 @@ impl Owner {
             // Resume above every number ever reserved under this key
             // (durable before the SA can send).
             let (last, limit) = seqstore::start(&mut self.seq, out_key);
+            // Derived from the peer's random TLOC key: prunable once unused.
+            self.seq.mark_ephemeral(out_key);
             changes.push(SaChange::SetOutbound(OutboundSaConfig {
                 spi: sa.outbound.spi,
                 tunnel: index,
@@ -882,7 +887,16 @@ impl Owner {
     /// An event of the I/O shell.
     pub fn sdwan_io(&mut self, ev: IoEvent) {
         match ev {
-            IoEvent::Connected(c) => self.sdwan_omp(OmpInput::Connected { color: &c }),
+            IoEvent::Connected(c, peer) => self.sdwan_omp(OmpInput::Connected {
+                color: &c,
+                peer: &peer,
+            }),
+            IoEvent::Failed(c, f) => self.sdwan_omp(OmpInput::Failed {
+                color: &c,
+                local: f.local,
+                remote_error: f.remote,
+                detail: &f.detail,
+            }),
             IoEvent::Closed(c) => self.sdwan_omp(OmpInput::Closed { color: &c }),
             IoEvent::Bytes(c, data) => self.sdwan_omp(OmpInput::Bytes {
                 color: &c,

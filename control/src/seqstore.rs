@@ -15,7 +15,12 @@
 //!
 //! The file (`<state_dir>/sequences`) is one line per key,
 //! `<fingerprint hex> <reserved>`, replaced atomically (write a temporary
-//! file, fsync, rename, fsync the directory).
+//! file, fsync, rename, fsync the directory). An SD-WAN key (derived from a
+//! peer TLOC's random key, which the peer replaces at every rekey, at most
+//! every 14 days) is *ephemeral*: its line also carries `sdwan <unix time
+//! of its last reservation>`, and it is pruned once unused for
+//! [`EPHEMERAL_KEEP`], so daily rekeys do not grow the file without bound.
+//! Manual keys (from the config, which may come back) are never pruned.
 use std::{
     collections::HashMap,
     fs::{File, OpenOptions},
@@ -36,6 +41,13 @@ pub const BLOCK: u64 = 1 << 20;
 /// A new reservation is made when fewer than this many reserved numbers
 /// are left (the owner checks every tick), so the datapath never waits.
 pub const LOW_WATER: u64 = BLOCK / 2;
+
+/// An ephemeral (SD-WAN) key's reservation is dropped after this long
+/// without a new reservation: far beyond the longest rekey interval a peer
+/// may have (`rekey_seconds` at most 14 days) plus the longest graceful
+/// restart (7 days), so a key that could still be in use or come back is
+/// never pruned.
+pub const EPHEMERAL_KEEP: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
 
 /// Name of the reservation file inside `state_dir`.
 pub const FILE_NAME: &str = "sequences";
@@ -80,7 +92,15 @@ pub struct SeqStore {
     /// daemons sharing reservations would hand out the same numbers.
     _lock: File,
     reserved: HashMap<KeyId, u64>,
+    /// Ephemeral keys: unix time of their last reservation.
+    ephemeral: HashMap<KeyId, u64>,
     dirty: bool,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl SeqStore {
@@ -112,6 +132,7 @@ impl SeqStore {
         }
         let path = dir.join(FILE_NAME);
         let mut reserved = HashMap::new();
+        let mut ephemeral = HashMap::new();
         match std::fs::read_to_string(&path) {
             Ok(text) => {
                 for (n, line) in text.lines().enumerate() {
@@ -119,10 +140,22 @@ impl SeqStore {
                     if line.is_empty() || line.starts_with('#') {
                         continue;
                     }
-                    let parsed = line
-                        .split_once(' ')
-                        .and_then(|(k, v)| Some((KeyId::parse(k)?, v.trim().parse::<u64>().ok()?)));
-                    let Some((k, v)) = parsed else {
+                    let f: Vec<&str> = line.split_whitespace().collect();
+                    let parsed = match f.as_slice() {
+                        [k, v] => Some((KeyId::parse(k), v.parse::<u64>().ok(), None)),
+                        [k, v, "sdwan", t] => Some((
+                            KeyId::parse(k),
+                            v.parse::<u64>().ok(),
+                            t.parse::<u64>().ok(),
+                        )),
+                        _ => None,
+                    };
+                    let ok = parsed.and_then(|(k, v, t)| match (k, v, t, f.len()) {
+                        (Some(k), Some(v), None, 2) => Some((k, v, None)),
+                        (Some(k), Some(v), Some(t), 4) => Some((k, v, Some(t))),
+                        _ => None,
+                    });
+                    let Some((k, v, t)) = ok else {
                         bail!(
                             "{} line {}: not `<fingerprint> <sequence>`; the outbound sequence reservations are damaged: restore the file, or rekey every manual tunnel and remove it",
                             path.display(),
@@ -131,6 +164,9 @@ impl SeqStore {
                     };
                     let e = reserved.entry(k).or_insert(0);
                     *e = (*e).max(v);
+                    if let Some(t) = t {
+                        ephemeral.insert(k, t);
+                    }
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -142,6 +178,7 @@ impl SeqStore {
             dir: dir.to_path_buf(),
             _lock: lock,
             reserved,
+            ephemeral,
             dirty: false,
         })
     }
@@ -159,6 +196,31 @@ impl SeqStore {
         if upto > *e {
             *e = upto;
             self.dirty = true;
+            if let Some(t) = self.ephemeral.get_mut(&key) {
+                *t = unix_now();
+            }
+        }
+    }
+
+    /// Marks `key` ephemeral (an SD-WAN key): pruned once unused for
+    /// [`EPHEMERAL_KEEP`]. Its use starts now.
+    pub fn mark_ephemeral(&mut self, key: KeyId) {
+        self.ephemeral.insert(key, unix_now());
+        self.dirty = true;
+    }
+
+    /// Drops ephemeral keys unused since before `now - EPHEMERAL_KEEP`.
+    fn prune(&mut self, now: u64) {
+        let cutoff = now.saturating_sub(EPHEMERAL_KEEP.as_secs());
+        let old: Vec<KeyId> = self
+            .ephemeral
+            .iter()
+            .filter(|(_, t)| **t < cutoff)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in old {
+            self.ephemeral.remove(&k);
+            self.reserved.remove(&k);
         }
     }
 
@@ -167,6 +229,7 @@ impl SeqStore {
         if !self.dirty {
             return Ok(());
         }
+        self.prune(unix_now());
         let path = self.dir.join(FILE_NAME);
         let tmp = self.dir.join(format!("{FILE_NAME}.tmp"));
         let mut text = String::with_capacity(self.reserved.len() * 48 + 128);
@@ -179,6 +242,9 @@ impl SeqStore {
             text.push_str(&k.hex());
             text.push(' ');
             text.push_str(&v.to_string());
+            if let Some(t) = self.ephemeral.get(k) {
+                text.push_str(&format!(" sdwan {t}"));
+            }
             text.push('\n');
         }
         let write = || -> io::Result<()> {
@@ -257,6 +323,54 @@ mod tests {
         std::fs::write(d.join(FILE_NAME), "zz 12\n").unwrap();
         let e = SeqStore::open(&d).unwrap_err().to_string();
         assert!(e.contains("line 1") && e.contains("damaged"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn ephemeral_keys_are_pruned_after_long_disuse_manual_ones_never() {
+        let d = tmpdir("prune");
+        std::fs::create_dir_all(&d).unwrap();
+        let (manual, fresh, stale) = (
+            KeyId::of(&[1; 36]),
+            KeyId::of(&[2; 36]),
+            KeyId::of(&[3; 36]),
+        );
+        let now = unix_now();
+        let old = now - EPHEMERAL_KEEP.as_secs() - 10;
+        std::fs::write(
+            d.join(FILE_NAME),
+            format!(
+                "{} 100\n{} 200 sdwan {}\n{} 300 sdwan {old}\n",
+                manual.hex(),
+                fresh.hex(),
+                now - 3600,
+                stale.hex()
+            ),
+        )
+        .unwrap();
+        let mut s = SeqStore::open(&d).unwrap();
+        assert_eq!(s.reserved(stale), 300, "read back before pruning");
+        let k = KeyId::of(&[4; 36]);
+        start(&mut s, k);
+        s.mark_ephemeral(k);
+        s.commit().unwrap();
+        drop(s);
+        let s = SeqStore::open(&d).unwrap();
+        assert_eq!(s.reserved(manual), 100);
+        assert_eq!(s.reserved(fresh), 200);
+        assert_eq!(s.reserved(stale), 0, "pruned");
+        assert_eq!(s.reserved(k), BLOCK);
+        let text = std::fs::read_to_string(d.join(FILE_NAME)).unwrap();
+        assert_eq!(
+            text.lines().filter(|l| !l.starts_with('#')).count(),
+            3,
+            "{text}"
+        );
+        assert!(text.contains(&format!("{} 100\n", manual.hex())), "{text}");
+        // A damaged ephemeral line still stops start-up.
+        drop(s);
+        std::fs::write(d.join(FILE_NAME), format!("{} 1 sdwan\n", manual.hex())).unwrap();
+        assert!(SeqStore::open(&d).is_err());
         std::fs::remove_dir_all(&d).unwrap();
     }
 

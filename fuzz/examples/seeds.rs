@@ -127,9 +127,8 @@ fn main() {
             site_id: 100,
             color: "biz-internet".into(),
             version: "seed".into(),
-            nonce: [7; 32],
         },
-        Message::Auth { mac: [9; 32] },
+        Message::Refuse(xdpsec_omp::history::ErrorCode::SerNtPres),
         Message::AuthOk,
         Message::Keepalive,
         Message::RouteAdvertise(ServiceRoute {

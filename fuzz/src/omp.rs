@@ -1,6 +1,7 @@
 //! The OMP targets: the frame parser alone, and the controller and edge
-//! cores fed a byte stream by a peer that knows the pre-shared key (so the
-//! script gets past the challenge-response to the route handling), with
+//! cores fed a byte stream by a peer with a certificate the core accepts
+//! (the TLS shell's part; so the script gets past the checks to the route
+//! handling) or one it refuses, with
 //! raw bytes, well-formed messages and changed ones, closes, clock steps and
 //! operator commands. Checks: no panic; every frame a core sends decodes;
 //! a core only sends on connections that are open; its tables stay within
@@ -10,17 +11,26 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use ring::rand::SystemRandom;
-use xdpsec_omp::consts::NONCE_LEN;
 use xdpsec_omp::controller::{self, Controller, ControllerConfig};
 use xdpsec_omp::edge::{self, Edge, EdgeConfig, TlocConfig};
-use xdpsec_omp::wire::{
-    FrameReader, GoodbyeReason, Message, Role, ServiceRoute, TlocRoute, auth_mac,
-};
+use xdpsec_omp::tls::PeerCert;
+use xdpsec_omp::wire::{FrameReader, GoodbyeReason, Message, Role, ServiceRoute, TlocRoute};
 use xdpsec_omp::{KeyMaterial, Prefix};
 
 use crate::Script;
 
-const PSK: &[u8] = b"fuzz control psk";
+const ORG: &str = "fuzz-org";
+
+/// The certificate of system-ip `ip` (serial from its last octet), or a
+/// wrong one (`bad`: another organization).
+fn cert(ip: Ipv4Addr, role: &str, bad: bool) -> PeerCert {
+    PeerCert {
+        organization: if bad { "other".into() } else { ORG.into() },
+        role: role.into(),
+        serial: format!("{:02X}", ip.octets()[3]),
+        system_ip: Some(ip),
+    }
+}
 const COLORS: [&str; 4] = ["biz-internet", "mpls", "lte", ""];
 const CONTROLLER_IP: Ipv4Addr = Ipv4Addr::new(10, 255, 0, 1);
 
@@ -83,9 +93,8 @@ fn message(s: &mut Script<'_>, rng: &SystemRandom) -> Message {
             site_id: s.u32(),
             color: pick_color(s),
             version: "fuzz".into(),
-            nonce: [s.u8(); NONCE_LEN],
         },
-        1 => Message::Auth { mac: [s.u8(); 32] },
+        1 => Message::Refuse(xdpsec_omp::history::ErrorCode::CrtVerFl),
         2 => Message::AuthOk,
         3 => Message::Keepalive,
         4 => Message::TlocAdvertise(TlocRoute {
@@ -146,16 +155,12 @@ fn payload(s: &mut Script<'_>, rng: &SystemRandom, op: u8) -> Vec<u8> {
 struct Peer {
     open: bool,
     rx: FrameReader,
-    /// The core's Hello nonce on this connection.
-    their_nonce: Option<[u8; NONCE_LEN]>,
-    /// Our Hello's.
-    our_nonce: [u8; NONCE_LEN],
     system_ip: Option<Ipv4Addr>,
     color: String,
 }
 
 impl Peer {
-    /// Frames the core sent: each must decode; remembers its nonce.
+    /// Frames the core sent: each must decode.
     fn receive(&mut self, data: &[u8], who: &str) {
         assert!(self.open, "the {who} sent on a closed connection");
         self.rx.push(data);
@@ -164,9 +169,7 @@ impl Peer {
             .next_message()
             .unwrap_or_else(|e| panic!("the {who} sent a frame that does not decode: {e:?}"))
         {
-            if let Message::Hello { nonce, .. } = m {
-                self.their_nonce = Some(nonce);
-            }
+            let _ = m;
         }
     }
 }
@@ -176,7 +179,11 @@ pub fn controller(data: &[u8]) {
     let rng = SystemRandom::new();
     let mut s = Script::new(data);
     let mut now = Instant::now();
-    let mut c = Controller::new(ControllerConfig::new(CONTROLLER_IP, PSK));
+    // System-ips 10.0.0.1-3 are allowed (serials 01-03), 10.0.0.4 is not.
+    let allowed = (1..=3u8)
+        .map(|n| (format!("{n:02X}"), Ipv4Addr::new(10, 0, 0, n)))
+        .collect();
+    let mut c = Controller::new(ControllerConfig::new(CONTROLLER_IP, ORG, allowed));
     let mut peers: Vec<Peer> = (0..4).map(|_| Peer::default()).collect();
     let mut advertised = 0usize;
     let mut steps = 0;
@@ -193,11 +200,11 @@ pub fn controller(data: &[u8]) {
                 }
                 peers[k] = Peer {
                     open: true,
-                    our_nonce: [k as u8 + 1; NONCE_LEN],
                     ..Peer::default()
                 };
                 let remote = SocketAddr::new(IpAddr::from([198, 51, 100, k as u8 + 10]), 40000);
-                controller::Input::Accepted { conn, remote }
+                let peer = cert(pick_ip(&mut s), "edge", op & 0x40 != 0);
+                controller::Input::Accepted { conn, remote, peer }
             }
             1 => {
                 // Our Hello, as an edge.
@@ -211,7 +218,6 @@ pub fn controller(data: &[u8]) {
                     site_id: u32::from(s.u8()),
                     color,
                     version: "fuzz".into(),
-                    nonce: peers[k].our_nonce,
                 }
                 .encode()
                 .to_vec();
@@ -225,18 +231,13 @@ pub fn controller(data: &[u8]) {
                 }
             }
             2 => {
-                // Our Auth: right if we saw the controller's nonce.
-                let p = &peers[k];
-                let mac = match (p.their_nonce, p.system_ip) {
-                    (Some(n), Some(ip)) if op & 0x40 == 0 => {
-                        auth_mac(PSK, Role::Edge, &p.our_nonce, &n, ip, &p.color)
-                    }
-                    _ => [s.u8(); 32],
-                };
-                input_bytes = Message::Auth { mac }.encode().to_vec();
-                controller::Input::Bytes {
-                    conn,
-                    data: &input_bytes,
+                // A TLS failure before the core knew the connection.
+                let remote = SocketAddr::new(IpAddr::from([198, 51, 100, k as u8 + 10]), 40000);
+                controller::Input::Failed {
+                    remote,
+                    local: xdpsec_omp::history::ErrorCode::CrtVerFl,
+                    remote_error: xdpsec_omp::history::ErrorCode::NoErr,
+                    detail: "fuzz".into(),
                 }
             }
             3 | 4 => {
@@ -316,12 +317,11 @@ pub fn edge(data: &[u8]) {
             port_offset: 1,
         },
     ];
-    let mut cfg = EdgeConfig::new(system_ip, 100, PSK, tlocs);
+    let mut cfg = EdgeConfig::new(system_ip, 100, ORG, tlocs);
     cfg.service_prefixes = vec![Prefix::new(IpAddr::from([203, 0, 113, 128]), 25).expect("prefix")];
     let mut e = Edge::new(cfg, now);
     let mut peers: Vec<Peer> = (0..2)
         .map(|k| Peer {
-            our_nonce: [k as u8 + 0x40; NONCE_LEN],
             color: COLORS[k].into(),
             ..Peer::default()
         })
@@ -345,8 +345,8 @@ pub fn edge(data: &[u8]) {
                 connecting[k] = false;
                 peers[k].open = true;
                 peers[k].rx = FrameReader::default();
-                peers[k].their_nonce = None;
-                e.handle(now, edge::Input::Connected { color })
+                let peer = cert(CONTROLLER_IP, "controller", op & 0x40 != 0);
+                e.handle(now, edge::Input::Connected { color, peer: &peer })
             }
             1 => {
                 if !peers[k].open && !connecting[k] {
@@ -357,26 +357,17 @@ pub fn edge(data: &[u8]) {
                 e.handle(now, edge::Input::Closed { color })
             }
             2 => {
-                // Our Hello and Auth, as the controller: right if we saw
-                // the edge's nonce.
-                let p = &peers[k];
-                let mac = match p.their_nonce {
-                    Some(n) if op & 0x40 == 0 => {
-                        auth_mac(PSK, Role::Controller, &n, &p.our_nonce, system_ip, color)
-                    }
-                    _ => [s.u8(); 32],
-                };
+                // Our Hello and AuthOk, as the controller.
                 let mut b = Message::Hello {
                     role: Role::Controller,
                     system_ip: CONTROLLER_IP,
                     site_id: 0,
                     color: String::new(),
                     version: "fuzz".into(),
-                    nonce: p.our_nonce,
                 }
                 .encode()
                 .to_vec();
-                b.extend_from_slice(&Message::Auth { mac }.encode());
+                b.extend_from_slice(&Message::AuthOk.encode());
                 if op & 0x20 != 0 {
                     s.mutate(&mut b);
                 }

@@ -9,6 +9,10 @@ the kernel there answers, xdpsec encrypts the reply.
 
 Bounded: at most `count` packets sent, at most `timeout` seconds waited.
 
+`keep_inner`: also report every decrypted inner packet (hex, at most 64)
+in `inner`; `linger`: seconds to keep capturing after the last request
+(0.3 by default; with `count` 0, a pure capture of what xdpsec sends).
+
 Transforms: `cipher` is scapy's crypt_algo ('AES-GCM', 'CHACHA20-POLY1305',
 'AES-CBC'); with a non-AEAD cipher, `auth_algo` is scapy's ('SHA2-256-128',
 'HMAC-SHA1-96', ...) and each direction's `auth_key` its integrity key, and
@@ -56,7 +60,7 @@ count = cfg.get("count", 5)
 timeout = cfg.get("timeout", 5.0)
 ident = 0x4242
 report = {"sent": 0, "received_esp": 0, "decrypted": 0, "matched": [], "errors": [], "reply_seqs": [],
-          "udp_chksums": [], "ipv4_ids": []}
+          "udp_chksums": [], "ipv4_ids": [], "inner": []}
 
 sock = conf.L2socket(iface=cfg["iface"])
 eth = Ether(src=cfg["src_mac"], dst=cfg["dst_mac"])
@@ -93,6 +97,8 @@ def handle(frame):
         report["errors"].append("decrypt: %r" % (e,))
         return
     report["decrypted"] += 1
+    if cfg.get("keep_inner") and len(report["inner"]) < 64:
+        report["inner"].append(bytes(clear).hex())
     if v6_inner:
         if clear.haslayer(ICMPv6EchoReply) and clear[ICMPv6EchoReply].id == ident:
             report["matched"].append(clear[ICMPv6EchoReply].seq)
@@ -196,7 +202,7 @@ for i in range(count):
             if raw:
                 handle(raw)
 # Late replies (bounded).
-t_end = min(time.time() + 0.3, deadline)
+t_end = min(time.time() + cfg.get("linger", 0.3), deadline)
 while time.time() < t_end:
     ready, _, _ = select.select([sock.ins], [], [], 0.05)
     if ready:

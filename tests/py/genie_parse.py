@@ -26,6 +26,7 @@ from genie.libs.parser.iosxe.show_platform_hardware import (
 from genie.libs.parser.iosxe.show_sdwan import (
     ShowSdwanBfdSessions,
     ShowSdwanBfdSummary,
+    ShowSdwanControlConnectionHistory,
     ShowSdwanControlConnections,
     ShowSdwanControlLocalProperties,
     ShowSdwanIpsecInboundConnections,
@@ -65,6 +66,7 @@ PARSERS = {
     "omp_tlocs": via_device(ShowSdwanOmpTlocs),
     "omp_peers": via_device(ShowSdwanOmpPeers),
     "control_connections": ShowSdwanControlConnections,
+    "connection_history": ShowSdwanControlConnectionHistory,
     "bfd_sessions": ShowSdwanBfdSessions,
     "bfd_summary": ShowSdwanBfdSummary,
     "ipsec_inbound_connections": ShowSdwanIpsecInboundConnections,

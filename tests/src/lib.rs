@@ -651,6 +651,20 @@ pub fn run_gen(
     gen_report(spawn_gen(ns, config, args, timeout_s)?)
 }
 
+/// One per-queue counter of `show platform hardware qfp active
+/// statistics` (`--json`), summed over the queues.
+pub fn queue_counter(d: &Daemon, name: &str) -> u64 {
+    let st = d
+        .cli_json("show platform hardware qfp active statistics")
+        .unwrap();
+    st["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q[name].as_u64().unwrap())
+        .sum()
+}
+
 /// Packets decapsulated, summed over every SA of `show crypto ipsec sa`.
 pub fn sa_decaps(d: &Daemon) -> Result<u64> {
     let sa = d.cli_json("show crypto ipsec sa")?;
@@ -725,24 +739,107 @@ pub fn log_interval(log: &str, from: &str, to: &str) -> Option<Duration> {
     Some(Duration::from_millis((b + 86_400_000 - a) % 86_400_000))
 }
 
-/// How long a counter must stay unchanged before [`settle`] trusts it: long
-/// enough for frames still in a veth queue, an AF_XDP ring or a worker's batch.
-pub const QUIET: Duration = Duration::from_millis(500);
+/// How long [`settle`] waits for a counter to reach its expected value, and
+/// then for the datapath to drain (each its own deadline).
+pub const REACH: Duration = Duration::from_secs(5);
 
-/// Poll `f` until it returns `want` and has not changed for [`QUIET`]; give
-/// up (returning the last value) when `want` was not reached in 3 s, or after
-/// 5 s in all. Counters are read over the control socket while the datapath
-/// may still be working through frames the test just sent.
-//
-// Returning as soon as the value equals `want` would let a zero-count check
-// pass before a late frame arrives, and an exact count pass before an extra
-// one is counted: the value must also hold still. Settle a tuple of every
-// counter a step checks in one call, so the quiet period is paid once.
-pub fn settle<T: PartialEq>(want: T, f: impl FnMut() -> T) -> T {
-    settle_for(want, QUIET, Duration::from_secs(3), f)
+/// What one daemon's datapath has seen and done: the frames its XDP
+/// programs and kernel sockets counted (every frame bumps one XDP counter),
+/// and each worker's `idle_polls` (`show platform hardware qfp active
+/// statistics --json`).
+fn pipeline(d: &Daemon) -> (u64, Vec<u64>) {
+    let st = d
+        .cli_json("show platform hardware qfp active statistics")
+        .expect("show platform hardware qfp active statistics");
+    let sum = |v: &serde_json::Value| -> u64 {
+        v.as_object()
+            .map_or(0, |m| m.values().filter_map(|x| x.as_u64()).sum())
+    };
+    let seen = sum(&st["xdp"]) + sum(&st["kernel"]) + sum(&st["inside_xdp"]);
+    let idle = st["queues"]
+        .as_array()
+        .expect("queues in show platform hardware qfp active statistics")
+        .iter()
+        .map(|q| {
+            q["idle_polls"]
+                .as_u64()
+                .expect("idle_polls per queue (an older xdpsec binary?)")
+        })
+        .collect();
+    (seen, idle)
 }
 
-/// [`settle`] with its quiet period and reach time given.
+/// Wait until the datapath of every daemon in `ds` has drained: each worker
+/// finished an idle poll (100 ms with nothing on its rx ring, handoff queue
+/// or inside socket) that began after this call, so every frame queued to
+/// it before was handled; and no new frame reached XDP or a kernel socket
+/// meanwhile (else once more). Panics after [`REACH`], naming what kept
+/// moving (a test that settles under steady traffic cannot use this).
+///
+/// A frame the sender has handed to its veth but that the receiving side's
+/// softirq has not yet run for is not seen; the sender (scapy, `xdpsec gen`,
+/// a packet socket) has returned from every send by the time a test settles.
+pub fn drain(ds: &[&Daemon]) {
+    let deadline = Instant::now() + REACH;
+    loop {
+        let before: Vec<_> = ds.iter().map(|d| pipeline(d)).collect();
+        let mut now = before.clone();
+        while now
+            .iter()
+            .zip(&before)
+            .any(|((_, i1), (_, i0))| i1.iter().zip(i0).any(|(a, b)| a <= b))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the datapath did not drain within {REACH:?}: idle polls {before:?} -> {now:?} (frames seen, per-worker idle polls)"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+            now = ds.iter().map(|d| pipeline(d)).collect();
+        }
+        if now.iter().zip(&before).all(|((s1, _), (s0, _))| s1 == s0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the datapath did not drain within {REACH:?}: frames kept arriving ({before:?} -> {now:?})"
+        );
+    }
+}
+
+/// Poll `f` (every 20 ms, up to [`REACH`]) until it returns `want`, then
+/// wait until `d`'s datapath has drained ([`drain`]) and return `f` read
+/// once more: a frame the test sent that was still in a ring or a worker's
+/// batch when `want` was first seen is counted by then, so a zero-count
+/// check sees a late frame and an exact count an extra one. When `want` is
+/// never reached, the last value (the assertion shows the difference).
+/// Settle a tuple of every counter a step checks in one call.
+pub fn settle<T: PartialEq>(d: &Daemon, want: T, f: impl FnMut() -> T) -> T {
+    settle_on(&[d], want, f)
+}
+
+/// [`settle`], draining every daemon in `ds` (traffic that crosses from
+/// one to the other).
+pub fn settle_on<T: PartialEq>(ds: &[&Daemon], want: T, mut f: impl FnMut() -> T) -> T {
+    let deadline = Instant::now() + REACH;
+    let mut v = f();
+    while v != want {
+        if Instant::now() >= deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        v = f();
+    }
+    drain(ds);
+    f()
+}
+
+/// Poll `f` until it returns `want` and has not changed for `quiet`; give
+/// up (returning the last value) when `want` was not reached within
+/// `reach`, or after `reach + quiet + 1 s` in all. With `quiet` zero, a
+/// plain wait for a value. A non-zero `quiet` is for protocol state that
+/// must hold still (sessions that stay up, a counter that has stopped
+/// while traffic goes on), never for counting frames a test sent: that is
+/// [`settle`].
 pub fn settle_for<T: PartialEq>(
     want: T,
     quiet: Duration,
@@ -821,19 +918,58 @@ pub fn ping(ns: &str, src: &str, dst: &str, count: u32, interval: &str) -> (u32,
     (num("packets transmitted"), num("received"))
 }
 
+/// tshark capturing in `ns` with `args` (interface, filter, count...) to
+/// `out`, stopped by SIGINT after `limit_s` seconds at most (`timeout`
+/// passes a SIGINT sent to the child on); returns once tshark says it is
+/// capturing.
+pub fn start_tshark(ns: &str, args: &[&str], out: &Path, limit_s: u32) -> Child {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new("timeout")
+        .args([
+            "-s",
+            "INT",
+            &limit_s.to_string(),
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "tshark",
+        ])
+        .args(args)
+        .arg("-w")
+        .arg(out)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("tshark (Debian tshark; xtask/setup.sh installs it)");
+    let mut err = BufReader::new(child.stderr.take().expect("piped"));
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap_or(0) > 0, "tshark ended");
+        if line.contains("Capturing on") {
+            break;
+        }
+    }
+    child
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A counter that is 0 for 150 ms, then 1 (a late frame): a zero check must see the 1.
+    /// A counter that is 0 for 150 ms, then 1 (a late change): a zero check held still must see the 1.
     #[test]
-    fn settle_waits_for_a_late_change() {
+    fn settle_for_waits_for_a_late_change() {
+        let quiet = Duration::from_millis(500);
         let t0 = Instant::now();
         let late = || u32::from(t0.elapsed() > Duration::from_millis(150));
-        assert_eq!(settle_for(0, QUIET, Duration::from_secs(1), late), 1);
+        assert_eq!(settle_for(0, quiet, Duration::from_secs(1), late), 1);
         // A value that reaches `want` and holds returns after the quiet period, not at the cap.
         let t0 = Instant::now();
-        let v = settle(3, || (t0.elapsed().as_millis() / 100).min(3) as u32);
+        let v = settle_for(3, quiet, Duration::from_secs(3), || {
+            (t0.elapsed().as_millis() / 100).min(3) as u32
+        });
         assert_eq!(v, 3);
         let took = t0.elapsed();
         assert!(
@@ -842,7 +978,7 @@ mod tests {
         );
         // Never reached: give up after the reach time.
         let t0 = Instant::now();
-        assert_eq!(settle_for(1, QUIET, Duration::from_millis(300), || 0), 0);
+        assert_eq!(settle_for(1, quiet, Duration::from_millis(300), || 0), 0);
         assert!(t0.elapsed() < Duration::from_secs(1));
     }
 }

@@ -9,6 +9,12 @@
 //! order of its colors) is on 198.51.100.(20 k + i) with port offset `k`
 //! (port 12346 + k), the local tunnel Tunnel(10001 + k).
 //!
+//! The fabric makes its own PKI with `xdpsec pki` when it comes up: an
+//! enterprise root CA of [`ORGANIZATION`], the controller's certificate
+//! (serial [`CONTROLLER_SERIAL`]), one certificate per edge (serial
+//! `E00i`, its system-ip) and the controller's allowed edge list; an
+//! [`EdgeSpec`]'s [`Cert`] makes a deliberately wrong certificate instead.
+//!
 //! Everything is removed on drop, also when a test panics: the edges and
 //! the controller are stopped first, then every process left in the
 //! fabric's namespaces, then the namespaces (the veths and the bridge go
@@ -16,6 +22,7 @@
 use std::{
     collections::BTreeSet,
     net::Ipv4Addr,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::atomic::Ordering,
     time::{Duration, Instant},
@@ -24,14 +31,16 @@ use std::{
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::{Daemon, SEQ, controller::Controller, ip, settle_for};
+use crate::{Daemon, SEQ, controller::Controller, ip, settle_for, xdpsec_bin};
 
 /// The controller's underlay address.
 pub const CONTROLLER_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
 /// The controller's TCP port.
 pub const CONTROLLER_PORT: u16 = 23456;
-/// The fabric's pre-shared key (tests only).
-pub const PSK: &str = "fabric-lab-psk";
+/// The organization of the fabric's CA and certificates.
+pub const ORGANIZATION: &str = "xdpsec-lab";
+/// The controller certificate's serial.
+pub const CONTROLLER_SERIAL: &str = "C0FFEE";
 /// A TLOC's UDP port without offset (Cisco SD-WAN's 12346).
 pub const TLOC_BASE_PORT: u16 = 12346;
 /// The edges' end of their veth pair.
@@ -46,8 +55,26 @@ pub const MAX_COLORS: usize = 3;
 pub struct EdgeSpec {
     /// Its TLOCs' colors, in port-offset order.
     pub colors: Vec<String>,
-    /// Its PSK; `None`: the fabric's [`PSK`].
-    pub psk: Option<String>,
+    /// Its certificate.
+    pub cert: Cert,
+}
+
+/// Which certificate an edge gets (each wrong one for a refusal test).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cert {
+    /// From the fabric's CA, in the allowed list: accepted.
+    Good,
+    /// From another CA of the same organization (CRTVERFL).
+    ForeignCa,
+    /// From the fabric's CA but expired (CERTEXPRD).
+    Expired,
+    /// From the fabric's CA with another organization (CTORGNMMIS).
+    OtherOrganization,
+    /// From the fabric's CA, its serial not in the allowed list (SERNTPRES).
+    NotAllowed,
+    /// From the fabric's CA, allowed, but the edge claims edge `n`'s
+    /// system-ip in its config and certificate (DUPSYSIPDEL).
+    ClaimsSystemIpOf(usize),
 }
 
 impl EdgeSpec {
@@ -55,13 +82,13 @@ impl EdgeSpec {
     pub fn new(colors: &[&str]) -> EdgeSpec {
         EdgeSpec {
             colors: colors.iter().map(|c| c.to_string()).collect(),
-            psk: None,
+            cert: Cert::Good,
         }
     }
 
-    /// The same edge with another PSK.
-    pub fn with_psk(mut self, psk: &str) -> EdgeSpec {
-        self.psk = Some(psk.into());
+    /// The same edge with another certificate.
+    pub fn with_cert(mut self, cert: Cert) -> EdgeSpec {
+        self.cert = cert;
         self
     }
 }
@@ -128,6 +155,8 @@ pub struct Fabric {
     /// Edge `i`'s daemon is `edges[i - 1]` while it runs.
     pub edges: Vec<Option<Daemon>>,
     up: bool,
+    /// The fabric's CA, certificates and allowed list.
+    pki: PathBuf,
 }
 
 fn netns_del(ns: &str) {
@@ -216,7 +245,110 @@ impl Fabric {
             timers,
             controller: None,
             up: false,
+            pki: std::env::temp_dir().join(format!("{prefix}-pki")),
         }
+    }
+
+    /// Edge `i`'s certificate serial.
+    pub fn serial(i: usize) -> String {
+        format!("E{i:03}")
+    }
+
+    /// Where edge `i`'s certificate and key are.
+    pub fn edge_pki(&self, i: usize) -> PathBuf {
+        self.pki.join(format!("edge{i}"))
+    }
+
+    /// The fabric's PKI directory (CA in `ca/`, controller in `vsmart/`,
+    /// edge `i` in `edge{i}/`, the allowed list in `allowed-edges.toml`).
+    pub fn pki_dir(&self) -> &Path {
+        &self.pki
+    }
+
+    /// Make the CA, the certificates and the allowed list with `xdpsec pki`.
+    fn make_pki(&self) -> Result<()> {
+        let _ = std::fs::remove_dir_all(&self.pki);
+        let d = |p: &Path| p.display().to_string();
+        let ca = self.pki.join("ca");
+        pki(&["ca", "--organization", ORGANIZATION, "--out", &d(&ca)])?;
+        pki(&[
+            "device",
+            "--ca",
+            &d(&ca),
+            "--organization",
+            ORGANIZATION,
+            "--serial",
+            CONTROLLER_SERIAL,
+            "--system-ip",
+            &CONTROLLER_IP.to_string(),
+            "--role",
+            "controller",
+            "--out",
+            &d(&self.pki.join("vsmart")),
+        ])?;
+        let allowed = self.pki.join("allowed-edges.toml");
+        std::fs::write(&allowed, "")?;
+        let other_ca = self.pki.join("other-ca");
+        for i in 1..=self.len() {
+            let spec = &self.specs[i - 1];
+            let serial = Fabric::serial(i);
+            let sys = match spec.cert {
+                Cert::ClaimsSystemIpOf(n) => Fabric::system_ip(n),
+                _ => Fabric::system_ip(i),
+            };
+            let mut args: Vec<String> = [
+                "device",
+                "--serial",
+                &serial,
+                "--system-ip",
+                &sys,
+                "--role",
+                "edge",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            let (ca_dir, org) = match spec.cert {
+                Cert::ForeignCa => {
+                    if !other_ca.exists() {
+                        pki(&["ca", "--organization", ORGANIZATION, "--out", &d(&other_ca)])?;
+                    }
+                    (other_ca.clone(), ORGANIZATION)
+                }
+                Cert::OtherOrganization => (ca.clone(), "another-org"),
+                _ => (ca.clone(), ORGANIZATION),
+            };
+            args.extend([
+                "--ca".into(),
+                d(&ca_dir),
+                "--organization".into(),
+                org.into(),
+            ]);
+            if spec.cert == Cert::Expired {
+                args.extend([
+                    "--not-before".into(),
+                    "2020-01-01T00:00:00Z".into(),
+                    "--not-after".into(),
+                    "2021-01-01T00:00:00Z".into(),
+                ]);
+            }
+            args.extend(["--out".into(), d(&self.edge_pki(i))]);
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            pki(&refs)?;
+            if spec.cert != Cert::NotAllowed {
+                // A hijacker's serial is allowed with its own system-ip.
+                pki(&[
+                    "allow",
+                    "--serial",
+                    &serial,
+                    "--system-ip",
+                    &Fabric::system_ip(i),
+                    "--out",
+                    &d(&allowed),
+                ])?;
+            }
+        }
+        Ok(())
     }
 
     /// Every namespace of the fabric.
@@ -231,6 +363,7 @@ impl Fabric {
     pub fn up(mut self) -> Result<Fabric> {
         self.down();
         self.up = true; // from here on, Drop cleans up whatever exists
+        self.make_pki()?;
         let br = self.bridge_ns.clone();
         ip(&["netns", "add", &br])?;
         ip(&["-n", &br, "link", "set", "lo", "up"])?;
@@ -283,6 +416,7 @@ impl Fabric {
     /// 10 s) and remove the namespaces. Never fails.
     pub fn down(&self) {
         remove_namespaces(&self.namespaces());
+        let _ = std::fs::remove_dir_all(&self.pki);
     }
 
     /// Number of edges.
@@ -332,8 +466,12 @@ impl Fabric {
 
     /// The controller's config.
     pub fn controller_config(&self) -> String {
+        let p = self.pki.display();
         format!(
-            "node = \"vsmart\"\nsocket = \"{{socket}}\"\nlisten = \"{CONTROLLER_IP}:{CONTROLLER_PORT}\"\npsk = \"{PSK}\"\ngraceful_restart_seconds = {}\n",
+            "node = \"vsmart\"\nsocket = \"{{socket}}\"\nlisten = \"{CONTROLLER_IP}:{CONTROLLER_PORT}\"\n\
+             ca_file = \"{p}/ca/ca.crt\"\ncert_file = \"{p}/vsmart/device.crt\"\nkey_file = \"{p}/vsmart/device.key\"\n\
+             organization = \"{ORGANIZATION}\"\nallowed_edges_file = \"{p}/allowed-edges.toml\"\n\
+             graceful_restart_seconds = {}\n",
             self.timers.controller_graceful_restart_seconds
         )
     }
@@ -347,18 +485,23 @@ impl Fabric {
              [underlay]\ninterface = \"{EDGE_IF}\"\naddress = \"{}\"\nqueues = 1\n\
              [inside]\nmode = \"tun\"\nname = \"xs0\"\naddress = \"{}/32\"\n\
              [sdwan]\nsystem_ip = \"{}\"\nsite_id = {}\ncontroller = \"{CONTROLLER_IP}:{CONTROLLER_PORT}\"\n\
-             psk = \"{}\"\nrekey_seconds = {}\nrekey_grace_seconds = {}\nreplay_window = 512\n\
+             ca_file = \"{}/ca/ca.crt\"\ncert_file = \"{e}/device.crt\"\nkey_file = \"{e}/device.key\"\n\
+             organization = \"{ORGANIZATION}\"\nrekey_seconds = {}\nrekey_grace_seconds = {}\nreplay_window = 512\n\
              bfd_hello_ms = {}\nbfd_multiplier = {}\ngraceful_restart_seconds = {}\n",
             self.tloc_ip(i, 0),
             Fabric::inside_ip(i),
-            Fabric::system_ip(i),
+            match spec.cert {
+                Cert::ClaimsSystemIpOf(n) => Fabric::system_ip(n),
+                _ => Fabric::system_ip(i),
+            },
             Fabric::site_id(i),
-            spec.psk.as_deref().unwrap_or(PSK),
+            self.pki.display(),
             t.rekey_seconds,
             t.rekey_grace_seconds,
             t.bfd_hello_ms,
             t.bfd_multiplier,
             t.edge_graceful_restart_seconds,
+            e = self.edge_pki(i).display(),
         );
         for (k, color) in spec.colors.iter().enumerate() {
             c.push_str(&format!(
@@ -558,6 +701,8 @@ impl Fabric {
                 (conns, bfd)
             })
             .collect();
+        // Protocol states, not frame counts: the 300 ms hold only keeps a
+        // session passing through "up" on its way down from counting as up.
         let got = settle_for(want.clone(), Duration::from_millis(300), within, || {
             members
                 .iter()
@@ -667,6 +812,24 @@ impl Drop for Fabric {
     }
 }
 
+/// `xdpsec pki ARGS` (the binary under test).
+pub fn pki(args: &[&str]) -> Result<()> {
+    let out = Command::new(xdpsec_bin())
+        .arg("pki")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("running xdpsec pki")?;
+    if !out.status.success() {
+        bail!(
+            "xdpsec pki {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
 /// The edges of `cargo xtask lab up --sdwan` (the tests' three-edge fabric):
 /// edges 1 and 2 on biz-internet, edge 3 on biz-internet and mpls.
 pub fn lab_edges() -> Vec<EdgeSpec> {
@@ -725,6 +888,7 @@ pub fn lab_show(prefix: &str) -> Option<String> {
 /// remove them and the daemons' directories. Never fails; nothing to do
 /// when no such lab runs.
 pub fn lab_down(prefix: &str) {
+    let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("{prefix}-pki")));
     let list = Command::new("ip")
         .args(["netns", "list"])
         .output()

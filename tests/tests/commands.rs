@@ -71,7 +71,9 @@ fn rfc5424_syslog_is_read_back_by_an_independent_parser() {
             .map(|l| l.as_str().unwrap().to_string())
             .collect()
     };
-    assert_eq!(settle(4, || lines().len()), 4, "{:?}", lines());
+    // The owner turns the workers' events into lines every 100 ms tick; the
+    // drain ends with an idle poll as long, begun after the 4th line.
+    assert_eq!(settle(&d, 4, || lines().len()), 4, "{:?}", lines());
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     while got.len() < 4 {
@@ -156,7 +158,7 @@ fn metrics_counters_are_not_reset_by_clear_commands() {
     ]);
     scapy_peer(&lab.ns2, &peer).unwrap();
     let want: BTreeMap<u64, u64> = [(4, 2), (19, 1), (62, 1)].into_iter().collect();
-    assert_eq!(settle(want.clone(), || drop_rows(&d)), want);
+    assert_eq!(settle(&d, want.clone(), || drop_rows(&d)), want);
     let probes: [Probe; 6] = [
         ("xdpsec_qfp_drops_total", vec![("id", "4")], 2.0),
         ("xdpsec_qfp_drops_total", vec![("id", "19")], 1.0),
@@ -207,6 +209,18 @@ fn metrics_counters_are_not_reset_by_clear_commands() {
     );
     // ... /metrics does not.
     assert_eq!(read(), want, "after the clears");
+    // Next-hop refresh passes: a total since start in both, never behind
+    // the show read before the scrape.
+    let passes = st["next_hop_refreshes"]
+        .as_u64()
+        .expect("next_hop_refreshes");
+    assert!(passes >= 1, "{st}");
+    let s = scrape_metrics(&lab.ns2, &listen).unwrap();
+    let scraped = metric(&s, "xdpsec_next_hop_refreshes_total", &[]);
+    assert!(
+        scraped.is_some_and(|v| v >= passes as f64),
+        "{scraped:?} < {passes}"
+    );
 }
 
 /// `monitor capture drops start file F limit N`: the pcapng file holds the
@@ -238,7 +252,7 @@ fn tshark_reads_each_captured_frames_drop_reason_and_the_limit_holds() {
     ]);
     scapy_peer(&lab.ns2, &peer).unwrap();
     let want: BTreeMap<u64, u64> = [(4, 2), (19, 1), (23, 1), (62, 2)].into_iter().collect();
-    assert_eq!(settle(want.clone(), || drop_rows(&d)), want);
+    assert_eq!(settle(&d, want.clone(), || drop_rows(&d)), want);
     let stop = d.cli_json("monitor capture drops stop").unwrap();
     assert_eq!(
         (&stop["written"], &stop["lost"]),

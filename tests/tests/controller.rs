@@ -1,13 +1,16 @@
 //! `xdpsec controller` in a namespace, with fake edges: `xdpsec_omp::Edge`
-//! cores driven over real TCP from the other namespace by a small shell in
-//! this file. The controller's shows list the edges' connections, TLOCs and
+//! cores driven over real TLS (the omp crate's `tls::Link`, certificates
+//! from `xdpsec pki`) from the other namespace by a small shell in this
+//! file. The controller's shows list the edges' connections, TLOCs and
 //! peers (`--json`), Cisco's genieparser reads the text into the same
-//! values, a wrong PSK is refused with a log line, and a stopped edge's
-//! routes are held for the graceful-restart time and then withdrawn.
+//! values, an edge whose serial is not allowed is refused with a log line,
+//! and a stopped edge's routes are held for the graceful-restart time and
+//! then withdrawn.
 use std::{
     collections::{BTreeMap, BTreeSet},
     io::{ErrorKind, Read, Write},
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
+    path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -21,9 +24,95 @@ use xdpsec_e2e::{Lab, controller::Controller, genie_parse, settle_for};
 use xdpsec_omp::{
     Prefix, TlocId,
     edge::{Action, Edge, EdgeConfig, Input, TlocConfig},
+    tls::{Link, TlsFiles, error_codes},
 };
 
-const PSK: &str = "controller-test-psk";
+const ORG: &str = "controller-test";
+
+/// A CA, the controller's certificate and edges 1-9's (serial `E00n`),
+/// edges 1-8 allowed, under a fresh directory removed on drop.
+struct Pki(PathBuf);
+
+impl Pki {
+    fn new() -> Pki {
+        let n = std::process::id();
+        let t = Instant::now().elapsed().as_nanos();
+        let dir = std::env::temp_dir().join(format!("xdpsec-ctltest-{n}-{t}-{:p}", &n));
+        let d = |p: PathBuf| p.display().to_string();
+        let ca = d(dir.join("ca"));
+        pki(&["ca", "--organization", ORG, "--out", &ca]);
+        let device = |serial: &str, ip: &str, role: &str, out: PathBuf| {
+            let out = d(out);
+            pki(&[
+                "device",
+                "--ca",
+                &ca,
+                "--organization",
+                ORG,
+                "--serial",
+                serial,
+                "--system-ip",
+                ip,
+                "--role",
+                role,
+                "--out",
+                &out,
+            ]);
+        };
+        device("C0", "198.51.100.10", "controller", dir.join("vsmart"));
+        for i in 1..=9u8 {
+            let ip = format!("192.0.2.{i}");
+            let serial = format!("E{i:03}");
+            device(&serial, &ip, "edge", dir.join(format!("edge{i}")));
+            if i != 9 {
+                let allowed = d(dir.join("allowed.toml"));
+                pki(&[
+                    "allow",
+                    "--serial",
+                    &serial,
+                    "--system-ip",
+                    &ip,
+                    "--out",
+                    &allowed,
+                ]);
+            }
+        }
+        Pki(dir)
+    }
+
+    /// Edge `n`'s TLS files.
+    fn edge(&self, n: u8) -> TlsFiles {
+        let r = |p: &str| std::fs::read(self.0.join(p)).unwrap();
+        TlsFiles {
+            ca_pem: r("ca/ca.crt"),
+            cert_pem: r(&format!("edge{n}/device.crt")),
+            key_pem: r(&format!("edge{n}/device.key")).into(),
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn pki(args: &[&str]) {
+    let out = std::process::Command::new(xdpsec_e2e::xdpsec_bin())
+        .arg("pki")
+        .args(args)
+        .output()
+        .expect("xdpsec pki");
+    assert!(
+        out.status.success(),
+        "xdpsec pki {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
 const PORT: u16 = 23456;
 
 /// What a fake edge's shell saw, shared with the test thread.
@@ -47,7 +136,7 @@ struct FakeEdge {
 }
 
 impl FakeEdge {
-    fn start(ns: &str, controller: SocketAddr, n: u8, colors: &[&str], psk: &str) -> FakeEdge {
+    fn start(ns: &str, controller: SocketAddr, n: u8, colors: &[&str], pki: &Pki) -> FakeEdge {
         let tlocs = colors
             .iter()
             .enumerate()
@@ -57,19 +146,15 @@ impl FakeEdge {
                 port_offset: 0,
             })
             .collect();
-        let mut cfg = EdgeConfig::new(
-            Ipv4Addr::new(192, 0, 2, n),
-            n as u32 * 100,
-            psk.as_bytes(),
-            tlocs,
-        );
+        let mut cfg = EdgeConfig::new(Ipv4Addr::new(192, 0, 2, n), n as u32 * 100, ORG, tlocs);
+        let tls = pki.edge(n).client_config().expect("edge TLS config");
         cfg.service_prefixes =
             vec![Prefix::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, n)), 32).unwrap()];
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Seen::default()));
         let (stop2, seen2, ns) = (Arc::clone(&stop), Arc::clone(&seen), ns.to_string());
         let thread = std::thread::spawn(move || {
-            Lab::in_ns(&ns, || edge_loop(cfg, controller, &stop2, &seen2))
+            Lab::in_ns(&ns, || edge_loop(cfg, tls, controller, &stop2, &seen2))
                 .expect("entering the edge namespace");
         });
         FakeEdge {
@@ -96,11 +181,18 @@ impl Drop for FakeEdge {
 
 /// The edge shell: blocking sockets with a short read timeout, bounded to
 /// 120 s in all.
-fn edge_loop(cfg: EdgeConfig, controller: SocketAddr, stop: &AtomicBool, seen: &Mutex<Seen>) {
+fn edge_loop(
+    cfg: EdgeConfig,
+    tls: Arc<xdpsec_omp::tls::rustls::ClientConfig>,
+    controller: SocketAddr,
+    stop: &AtomicBool,
+    seen: &Mutex<Seen>,
+) {
     let colors: Vec<String> = cfg.tlocs.iter().map(|t| t.color.clone()).collect();
     let start = Instant::now();
     let mut edge = Edge::new(cfg, start);
-    let mut conns: BTreeMap<String, TcpStream> = BTreeMap::new();
+    // Each connection: the socket, its TLS, whether the handshake is done.
+    let mut conns: BTreeMap<String, (TcpStream, Link, bool)> = BTreeMap::new();
     let mut pending = edge.handle(start, Input::Timer);
     let mut buf = vec![0u8; 16 * 1024];
     while !stop.load(Ordering::Acquire) && start.elapsed() < Duration::from_secs(120) {
@@ -111,10 +203,14 @@ fn edge_loop(cfg: EdgeConfig, controller: SocketAddr, stop: &AtomicBool, seen: &
                 match a {
                     Action::Connect { color } => {
                         match TcpStream::connect_timeout(&controller, Duration::from_secs(2)) {
-                            Ok(s) => {
+                            Ok(mut s) => {
                                 s.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
-                                conns.insert(color.clone(), s);
-                                next.extend(edge.handle(now, Input::Connected { color: &color }));
+                                let mut link =
+                                    Link::client(Arc::clone(&tls), controller.ip()).unwrap();
+                                let mut out = Vec::new();
+                                link.pull(&mut out);
+                                let _ = s.write_all(&out);
+                                conns.insert(color.clone(), (s, link, false));
                             }
                             Err(_) => {
                                 next.extend(edge.handle(now, Input::Closed { color: &color }))
@@ -123,7 +219,12 @@ fn edge_loop(cfg: EdgeConfig, controller: SocketAddr, stop: &AtomicBool, seen: &
                     }
                     Action::Send { color, data } => {
                         let failed = match conns.get_mut(&color) {
-                            Some(s) => s.write_all(&data).is_err(),
+                            Some((s, link, _)) => {
+                                link.send(&data);
+                                let mut out = Vec::new();
+                                link.pull(&mut out);
+                                s.write_all(&out).is_err()
+                            }
                             None => false,
                         };
                         if failed {
@@ -132,7 +233,12 @@ fn edge_loop(cfg: EdgeConfig, controller: SocketAddr, stop: &AtomicBool, seen: &
                         }
                     }
                     Action::Close { color } => {
-                        conns.remove(&color);
+                        if let Some((mut s, mut link, _)) = conns.remove(&color) {
+                            link.close();
+                            let mut out = Vec::new();
+                            link.pull(&mut out);
+                            let _ = s.write_all(&out);
+                        }
                     }
                     Action::TlocPort { color, port, .. } => {
                         seen.lock().unwrap().ports.insert(color, port);
@@ -164,7 +270,7 @@ fn edge_loop(cfg: EdgeConfig, controller: SocketAddr, stop: &AtomicBool, seen: &
         let names: Vec<String> = conns.keys().cloned().collect();
         for color in names {
             let now = Instant::now();
-            let r = conns.get_mut(&color).map(|s| s.read(&mut buf));
+            let r = conns.get_mut(&color).map(|(s, _, _)| s.read(&mut buf));
             let n = match r {
                 None => continue,
                 Some(Ok(n)) if n > 0 => n,
@@ -183,13 +289,55 @@ fn edge_loop(cfg: EdgeConfig, controller: SocketAddr, stop: &AtomicBool, seen: &
                     continue;
                 }
             };
-            pending.extend(edge.handle(
-                now,
-                Input::Bytes {
-                    color: &color,
-                    data: &buf[..n],
-                },
-            ));
+            let Some((s, link, up)) = conns.get_mut(&color) else {
+                continue;
+            };
+            let got = link.receive(&buf[..n]);
+            let mut out = Vec::new();
+            link.pull(&mut out);
+            let _ = s.write_all(&out);
+            let got = match got {
+                Ok(g) => g,
+                Err(e) => {
+                    let (local, remote_error) = error_codes(&e);
+                    conns.remove(&color);
+                    let detail = e.to_string();
+                    pending.extend(edge.handle(
+                        now,
+                        Input::Failed {
+                            color: &color,
+                            local,
+                            remote_error,
+                            detail: &detail,
+                        },
+                    ));
+                    continue;
+                }
+            };
+            if !*up && !link.is_handshaking() {
+                *up = true;
+                let peer = link.peer().expect("controller certificate");
+                pending.extend(edge.handle(
+                    now,
+                    Input::Connected {
+                        color: &color,
+                        peer: &peer,
+                    },
+                ));
+            }
+            if !got.plain.is_empty() {
+                pending.extend(edge.handle(
+                    now,
+                    Input::Bytes {
+                        color: &color,
+                        data: &got.plain,
+                    },
+                ));
+            }
+            if got.closed {
+                conns.remove(&color);
+                pending.extend(edge.handle(now, Input::Closed { color: &color }));
+            }
         }
         if conns.is_empty() {
             std::thread::sleep(Duration::from_millis(10));
@@ -202,9 +350,12 @@ fn edge_loop(cfg: EdgeConfig, controller: SocketAddr, stop: &AtomicBool, seen: &
     // Dropping `conns` closes the TCP connections.
 }
 
-fn controller_config(listen: &str, gr: Option<u64>) -> String {
+fn controller_config(listen: &str, gr: Option<u64>, pki: &Pki) -> String {
+    let p = pki.dir().display();
     let mut c = format!(
-        "node = \"vsmart1\"\nsocket = \"{{socket}}\"\nlisten = \"{listen}\"\npsk = \"{PSK}\"\n"
+        "node = \"vsmart1\"\nsocket = \"{{socket}}\"\nlisten = \"{listen}\"\n\
+         ca_file = \"{p}/ca/ca.crt\"\ncert_file = \"{p}/vsmart/device.crt\"\nkey_file = \"{p}/vsmart/device.key\"\n\
+         organization = \"{ORG}\"\nallowed_edges_file = \"{p}/allowed.toml\"\n"
     );
     if let Some(g) = gr {
         c.push_str(&format!("graceful_restart_seconds = {g}\n"));
@@ -244,11 +395,12 @@ fn check(diff: &mut Vec<String>, what: String, got: &Value, want: Value) {
 fn controller_reflects_edges_and_genie_reads_its_shows() {
     let lab = Lab::unique().up(1).expect("lab");
     let addr = SocketAddr::new(lab.v4[0], PORT);
-    let ctrl = Controller::start(&lab.ns1, &controller_config(&addr.to_string(), None))
+    let pki = Pki::new();
+    let ctrl = Controller::start(&lab.ns1, &controller_config(&addr.to_string(), None, &pki))
         .expect("controller");
-    let e1 = FakeEdge::start(&lab.ns2, addr, 1, &["biz-internet", "mpls"], PSK);
-    let e2 = FakeEdge::start(&lab.ns2, addr, 2, &["biz-internet"], PSK);
-    let e3 = FakeEdge::start(&lab.ns2, addr, 3, &["mpls"], PSK);
+    let e1 = FakeEdge::start(&lab.ns2, addr, 1, &["biz-internet", "mpls"], &pki);
+    let e2 = FakeEdge::start(&lab.ns2, addr, 2, &["biz-internet"], &pki);
+    let e3 = FakeEdge::start(&lab.ns2, addr, 3, &["mpls"], &pki);
 
     let want: BTreeSet<_> = [
         up("192.0.2.1", "biz-internet"),
@@ -492,11 +644,14 @@ fn controller_reflects_edges_and_genie_reads_its_shows() {
         diff.join("\n")
     );
 
-    // A wrong PSK: refused, with a clear log line naming the edge.
-    let mut bad = FakeEdge::start(&lab.ns2, addr, 9, &["lte"], "not-the-psk");
+    // A serial not in the allowed list: refused, with a clear log line
+    // naming the edge and Cisco's code.
+    let mut bad = FakeEdge::start(&lab.ns2, addr, 9, &["lte"], &pki);
     let refused = || {
         ctrl.cli("show logging").unwrap().lines().any(|l| {
-            l.contains("%SDWAN-3-CONTROL_AUTH_FAIL") && l.contains("192.0.2.9") && l.contains("PSK")
+            l.contains("%SDWAN-3-SERIAL_NOT_PRESENT")
+                && l.contains("192.0.2.9")
+                && l.contains("SERNTPRES")
         })
     };
     assert!(
@@ -504,31 +659,48 @@ fn controller_reflects_edges_and_genie_reads_its_shows() {
         "no auth failure logged:\n{}",
         ctrl.cli("show logging").unwrap()
     );
+    // The edge was told why (Cisco's code inside TLS) and logged it.
+    let edge_told = || {
+        bad.seen
+            .lock()
+            .unwrap()
+            .logs
+            .iter()
+            .any(|l| l.starts_with("%SDWAN-3-") && l.contains("SERNTPRES"))
+    };
+    assert!(
+        settle_for(true, Duration::ZERO, Duration::from_secs(10), edge_told),
+        "the refused edge logged no SERNTPRES"
+    );
     bad.stop();
     assert!(
         !conn_rows(&ctrl)
             .iter()
             .any(|(s, _, st)| s == "192.0.2.9" && st == "up"),
-        "the wrong-PSK edge must never be up"
+        "the refused edge must never be up"
     );
     assert!(
         bad.seen.lock().unwrap().sas.is_empty(),
-        "the wrong-PSK edge learned routes"
+        "the refused edge learned routes"
     );
     let tlocs = ctrl.cli_json("show sdwan omp tlocs").unwrap();
     assert_eq!(tlocs["tlocs"].as_array().unwrap().len(), 4, "{tlocs}");
     // Keys never in the log.
-    assert!(!ctrl.log_text().contains(PSK));
+    assert!(!ctrl.log_text().contains("PRIVATE KEY"));
 }
 
 #[test]
 fn controller_holds_routes_for_graceful_restart_then_withdraws() {
     let lab = Lab::unique().up(1).expect("lab");
     let addr = SocketAddr::new(lab.v4[0], PORT);
-    let ctrl = Controller::start(&lab.ns1, &controller_config(&addr.to_string(), Some(3)))
-        .expect("controller");
-    let mut e1 = FakeEdge::start(&lab.ns2, addr, 1, &["biz-internet"], PSK);
-    let e2 = FakeEdge::start(&lab.ns2, addr, 2, &["biz-internet"], PSK);
+    let pki = Pki::new();
+    let ctrl = Controller::start(
+        &lab.ns1,
+        &controller_config(&addr.to_string(), Some(3), &pki),
+    )
+    .expect("controller");
+    let mut e1 = FakeEdge::start(&lab.ns2, addr, 1, &["biz-internet"], &pki);
+    let e2 = FakeEdge::start(&lab.ns2, addr, 2, &["biz-internet"], &pki);
     let sas = |e: &FakeEdge| e.seen.lock().unwrap().sas.len();
     assert_eq!(
         settle_for(

@@ -346,7 +346,7 @@ fn every_class_of_bad_esp_from_scapy_lands_in_its_drop_row_exactly_once() {
         }
         let sink: u64 = decaps.values().sum();
         println!("{what}: {total} frames sent, rows {rows:?}, {sink} delivered");
-        let got = settle((rows.clone(), sink), || {
+        let got = settle(d, (rows.clone(), sink), || {
             (xdpsec_e2e::drop_rows(d), stats(d, ["/queues/0/sink"])[0])
         });
         assert_eq!(

@@ -14,7 +14,7 @@ use serde_json::Value;
 use xdpsec_e2e::{
     Daemon, Lab, drop_rows,
     gateway::{GW1_INSIDE, GatewayLab, HOST_A, HOST_B},
-    ping, settle, venv_python,
+    ping, settle, settle_on, venv_python,
 };
 
 /// Send N UDP datagrams from argv[1] to argv[2] port 9999, each carrying
@@ -188,7 +188,7 @@ fn gateway(queues: u32) {
     }
     let none = std::collections::BTreeMap::new();
     for d in [&d1, &d2] {
-        assert_eq!(settle(none.clone(), || drop_rows(d)), none);
+        assert_eq!(settle(d, none.clone(), || drop_rows(d)), none);
     }
 
     // Too large to fit the underlay after ESP (inside MTU 1500, underlay
@@ -202,7 +202,7 @@ fn gateway(queues: u32) {
     )
     .unwrap();
     assert!(!out.status.success());
-    assert_eq!(settle(2, || queue(&d1, "inside_too_big")), 2);
+    assert_eq!(settle(&d1, 2, || queue(&d1, "inside_too_big")), 2);
     assert_eq!(sa_counts(&d1).0, before);
 
     // A jumbo inside MTU (the program declares multi-buffer support, so the
@@ -229,7 +229,10 @@ fn gateway(queues: u32) {
     )
     .unwrap();
     assert!(!out.status.success());
-    assert_eq!(settle(2, || inside_xdp(&d1, "inside_drop_multi_buffer")), 2);
+    assert_eq!(
+        settle(&d1, 2, || inside_xdp(&d1, "inside_drop_multi_buffer")),
+        2
+    );
     assert_eq!(sa_counts(&d1).0, before);
     for (ns, ifname) in [
         (&g.hosts[0], hif.as_str()),
@@ -251,9 +254,12 @@ fn gateway(queues: u32) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let want = no_neighbor_before + M;
-    assert_eq!(settle(want, || queue(&d2, "inside_no_neighbor")), want);
+    assert_eq!(
+        settle_on(&[&d1, &d2], want, || queue(&d2, "inside_no_neighbor")),
+        want
+    );
     assert_eq!(sa_counts(&d2).1, u64::from(N) + M);
-    assert_eq!(settle(none.clone(), || drop_rows(&d2)), none);
+    assert_eq!(settle(&d2, none.clone(), || drop_rows(&d2)), none);
 
     if queues == 2 {
         // gw1 sends on queue 0; gw2's SAs belong to worker 1.

@@ -203,7 +203,7 @@ fn an_xdpsec_receiver_counts_every_valid_and_mixed_frame_exactly() {
         n(&m["bad_icv"]),
         n(&m["unknown_spi"]),
     );
-    let got = settle(want, || {
+    let got = settle(&d, want, || {
         let sa = d.cli_json("show crypto ipsec sa").unwrap()["sas"][0].clone();
         let drops = d
             .cli_json("show platform hardware qfp active feature ipsec datapath drops")
@@ -293,7 +293,7 @@ fn metrics_are_scraped_and_parsed_with_exact_counters() {
         g["mixed"]["unknown_spi"].as_u64().unwrap(),
     );
     // Counted by the daemon before we scrape.
-    settle(valid, || {
+    settle(&d, valid, || {
         d.cli_json("show crypto ipsec sa").unwrap()["sas"][0]["pkts_decaps"]
             .as_u64()
             .unwrap()
@@ -405,7 +405,7 @@ fn two_queues_deal_frames_over_both_and_every_one_decrypts() {
         &["--count", "200", "--rate", "2000", "--queues", "2"],
     );
     assert_eq!(g["valid"], 200, "{g}");
-    let decaps = settle(200, || {
+    let decaps = settle(&d, 200, || {
         d.cli_json("show crypto ipsec sa").unwrap()["sas"][0]["pkts_decaps"]
             .as_u64()
             .unwrap()
@@ -457,7 +457,7 @@ fn two_generators_on_their_own_queues_need_no_handoff() {
             .find(|s| s["tunnel"] == t)
             .map(|s| s["pkts_decaps"].as_u64().unwrap())
     };
-    let got = settle((Some(1000), Some(1000)), || {
+    let got = settle(&d, (Some(1000), Some(1000)), || {
         (decaps("Tunnel1"), decaps("Tunnel2"))
     });
     assert_eq!(got, (Some(1000), Some(1000)), "(Tunnel1, Tunnel2) decaps");
@@ -565,11 +565,11 @@ fn an_unknown_spi_flood_is_dropped_in_xdp_counted_as_4_and_logged_once() {
         assert_eq!((valid, unknown), (300, 2700), "{g}");
         let want: std::collections::BTreeMap<u64, u64> = [(4, unknown)].into_iter().collect();
         assert_eq!(
-            settle(want.clone(), || drop_rows(&d)),
+            settle(&d, want.clone(), || drop_rows(&d)),
             want,
             "early {early}"
         );
-        settle(valid, || {
+        settle(&d, valid, || {
             d.cli_json("show crypto ipsec sa").unwrap()["sas"][0]["pkts_decaps"]
                 .as_u64()
                 .unwrap()
@@ -593,7 +593,7 @@ fn an_unknown_spi_flood_is_dropped_in_xdp_counted_as_4_and_logged_once() {
         );
         let count = || logged(&d, &line);
         assert_eq!(
-            settle(1, count),
+            settle(&d, 1, count),
             1,
             "early {early}: {}",
             d.cli("show logging").unwrap()
@@ -605,7 +605,7 @@ fn an_unknown_spi_flood_is_dropped_in_xdp_counted_as_4_and_logged_once() {
         );
         let want: std::collections::BTreeMap<u64, u64> = [(4, unknown + 90)].into_iter().collect();
         assert_eq!(
-            settle(want.clone(), || drop_rows(&d)),
+            settle(&d, want.clone(), || drop_rows(&d)),
             want,
             "early {early}"
         );
@@ -633,7 +633,7 @@ fn a_recently_deleted_spi_is_dropped_in_xdp_as_1() {
     );
     assert_eq!(g["valid"], 50, "{g}");
     let want: std::collections::BTreeMap<u64, u64> = [(1, 50)].into_iter().collect();
-    assert_eq!(settle(want.clone(), || drop_rows(&d)), want);
+    assert_eq!(settle(&d, want.clone(), || drop_rows(&d)), want);
     let (dropped, rx, armed) = xdp_and_rx(&d, "drop_deleted_spi_v4");
     assert_eq!((dropped, rx, armed), (50, 0, true));
     let line = format!(
@@ -641,7 +641,12 @@ fn a_recently_deleted_spi_is_dropped_in_xdp_as_1() {
         lab.v4[0], lab.v4[1]
     );
     let count = || logged(&d, &line);
-    assert_eq!(settle(1, count), 1, "{}", d.cli("show logging").unwrap());
+    assert_eq!(
+        settle(&d, 1, count),
+        1,
+        "{}",
+        d.cli("show logging").unwrap()
+    );
 }
 
 /// utime + stime of `pid` in clock ticks (/proc/PID/stat fields 14, 15).

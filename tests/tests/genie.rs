@@ -210,7 +210,10 @@ key = "{KEY_B128}"
         .into_iter()
         .collect();
     let want = (want_drops, (6, 6));
-    assert_eq!(settle(want.clone(), || (drops(&d), sa_counts(&d))), want);
+    assert_eq!(
+        settle(&d, want.clone(), || (drops(&d), sa_counts(&d))),
+        want
+    );
 
     let sa_text = d.cli(SA).unwrap();
     let drops_text = d.cli(DROPS_ALL).unwrap();

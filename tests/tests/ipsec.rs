@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use serde_json::{Value, json};
 use xdpsec_e2e::{
-    Daemon, Lab, scapy_peer, settle,
+    Daemon, Lab, queue_counter, scapy_peer, settle,
     tunnel::{BASE, Case, KEY_A, KEY_B, inner_addrs, tunnel_config},
 };
 
@@ -72,7 +72,7 @@ fn check_interop(lab: &Lab, d: &Daemon, c: &Case, cfg: &Value) {
     );
     assert_eq!(s["recv_errors"], 0, "{c:?}: {s}");
     let none = std::collections::BTreeMap::new();
-    assert_eq!(settle(none.clone(), || drops(d)), none, "{c:?}");
+    assert_eq!(settle(d, none.clone(), || drops(d)), none, "{c:?}");
 }
 
 /// An AES-CBC + HMAC transform for [`interop_cbc`]: xdpsec's cipher name,
@@ -304,7 +304,11 @@ fn cbc_bad_icv_and_padding_counted_exactly() {
     let r = scapy_peer(&lab.ns2, &cfg).unwrap();
     assert_eq!(r["sent"], 5);
     let want: std::collections::BTreeMap<u64, u64> = [(23, 1), (62, 1)].into_iter().collect();
-    assert_eq!(settle(want.clone(), || drops(&d)), want, "drop counters");
+    assert_eq!(
+        settle(&d, want.clone(), || drops(&d)),
+        want,
+        "drop counters"
+    );
     let s = sa(&d);
     assert_eq!(s["pkts_decaps"], 3, "{s}");
     assert_eq!(s["pkts_verify_failed"], 1, "{s}");
@@ -360,7 +364,11 @@ fn bad_packets_are_dropped_and_counted_exactly() {
     ]
     .into_iter()
     .collect();
-    assert_eq!(settle(want.clone(), || drops(&d)), want, "drop counters");
+    assert_eq!(
+        settle(&d, want.clone(), || drops(&d)),
+        want,
+        "drop counters"
+    );
     let s = sa(&d);
     assert_eq!(s["pkts_decaps"], 7, "{s}");
     assert_eq!(s["pkts_verify_failed"], 1, "{s}");
@@ -485,7 +493,7 @@ fn two_xdpsec_nodes_ping_across_manual_tunnels() {
                 "{c:?}: {s}"
             );
             let none = std::collections::BTreeMap::new();
-            assert_eq!(settle(none.clone(), || drops(d)), none, "{c:?}");
+            assert_eq!(settle(d, none.clone(), || drops(d)), none, "{c:?}");
         }
         let peer: IpAddr = if c.v6_outer { lab.v6[1] } else { lab.v4[1] };
         let text = d1
@@ -576,7 +584,7 @@ fn reload_rekeys_manual_sas_and_the_old_spi_counts_as_invalid_sa() {
 
     let want: std::collections::BTreeMap<u64, u64> = [(1, 2)].into_iter().collect();
     assert_eq!(
-        settle(want.clone(), || drops(&d)),
+        settle(&d, want.clone(), || drops(&d)),
         want,
         "IN_V4_PKT_HIT_INVALID_SA for the old SPI"
     );
@@ -616,7 +624,7 @@ fn frames_on_another_queue_are_handed_to_the_sa_owner() {
         );
         assert_eq!(sa(&d)["pkts_decaps"], 5);
         let none = std::collections::BTreeMap::new();
-        assert_eq!(settle(none.clone(), || drops(&d)), none);
+        assert_eq!(settle(&d, none.clone(), || drops(&d)), none);
         let v = d
             .cli_json("show platform hardware qfp active statistics")
             .unwrap();
@@ -654,7 +662,7 @@ fn packets_to_a_peer_without_a_next_hop_mac_are_counted() {
     assert!(!out.status.success());
     let want: std::collections::BTreeMap<u64, u64> = [(55, 3)].into_iter().collect();
     assert_eq!(
-        settle(want.clone(), || drops(&d)),
+        settle(&d, want.clone(), || drops(&d)),
         want,
         "OUT_SETTING_WRONG_L2_HDR"
     );
@@ -681,7 +689,7 @@ fn packets_to_a_peer_without_a_next_hop_mac_are_counted() {
     )
     .unwrap();
     let want: std::collections::BTreeMap<u64, u64> = [(55, 3), (111, 2)].into_iter().collect();
-    assert_eq!(settle(want.clone(), || drops(&d)), want);
+    assert_eq!(settle(&d, want.clone(), || drops(&d)), want);
 }
 
 #[test]
@@ -705,7 +713,7 @@ fn ipv6_outer_drops_use_the_ipv6_drop_types() {
     let want: std::collections::BTreeMap<u64, u64> =
         [(12, 2), (19, 1), (62, 1)].into_iter().collect();
     assert_eq!(
-        settle(want.clone(), || drops(&d)),
+        settle(&d, want.clone(), || drops(&d)),
         want,
         "IN_US_V6_PKT_SA_NOT_FOUND_SPI, replay, ICV"
     );
@@ -886,7 +894,7 @@ fn inner_packets_outside_the_tunnel_policy_are_dropped_and_logged() {
         assert_eq!(r["sent"], 5, "{c:?}: {r}");
         let want: std::collections::BTreeMap<u64, u64> = [(code, 2), (19, 1)].into_iter().collect();
         assert_eq!(
-            settle(want.clone(), || drops(&d)),
+            settle(&d, want.clone(), || drops(&d)),
             want,
             "{c:?}: POST_INPUT_POLICY_FAIL and the replay of a refused packet"
         );
@@ -925,7 +933,7 @@ fn forget_sa_reproduces_the_invalid_spi_fault_and_clear_crypto_sa_peer_recovers(
     let mut cfg = peer_cfg(&lab, &BASE);
     cfg["packets"] = json!([{"seq": 1}, {"seq": 2}]);
     scapy_peer(&lab.ns2, &cfg).unwrap();
-    assert_eq!(settle(json!(2), || sa(&d)["pkts_decaps"].clone()), 2);
+    assert_eq!(settle(&d, json!(2), || sa(&d)["pkts_decaps"].clone()), 2);
 
     let peer = lab.v4[1].to_string();
     let out = d
@@ -941,7 +949,7 @@ fn forget_sa_reproduces_the_invalid_spi_fault_and_clear_crypto_sa_peer_recovers(
     scapy_peer(&lab.ns2, &cfg).unwrap();
     let want: std::collections::BTreeMap<u64, u64> = [(4, 2)].into_iter().collect();
     assert_eq!(
-        settle(want.clone(), || drops(&d)),
+        settle(&d, want.clone(), || drops(&d)),
         want,
         "SA_NOT_FOUND_SPI, not HIT_INVALID_SA"
     );
@@ -964,30 +972,16 @@ fn forget_sa_reproduces_the_invalid_spi_fault_and_clear_crypto_sa_peer_recovers(
     assert_eq!(sa(&d)["pkts_decaps"], 0, "counters restart after the clear");
     cfg["packets"] = json!([{"seq": 5}, {"seq": 2}]);
     scapy_peer(&lab.ns2, &cfg).unwrap();
-    assert_eq!(settle(json!(1), || sa(&d)["pkts_decaps"].clone()), 1);
+    assert_eq!(settle(&d, json!(1), || sa(&d)["pkts_decaps"].clone()), 1);
     let want: std::collections::BTreeMap<u64, u64> = [(4, 2), (19, 1)].into_iter().collect();
     assert_eq!(
-        settle(want.clone(), || drops(&d)),
+        settle(&d, want.clone(), || drops(&d)),
         want,
         "seq 2 is still a replay"
     );
     // A peer without tunnels is an error naming it.
     let err = d.cli("clear crypto sa peer 198.51.100.77").unwrap_err();
     assert!(err.contains("198.51.100.77"), "{err}");
-}
-
-/// Sum of one per-queue counter of `show platform hardware qfp active
-/// statistics` over the queues.
-fn queue_counter(d: &Daemon, name: &str) -> u64 {
-    let st = d
-        .cli_json("show platform hardware qfp active statistics")
-        .unwrap();
-    st["queues"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|q| q[name].as_u64().unwrap())
-        .sum()
 }
 
 /// BFD inside the tunnel (issue 8): an ESP packet from scapy carrying an
@@ -1009,16 +1003,16 @@ fn bfd_inside_the_tunnel_is_punted_to_control_not_the_inside() {
     ]);
     let r = scapy_peer(&lab.ns2, &cfg).unwrap();
     assert_eq!(r["sent"], 3, "{r}");
-    assert_eq!(settle(1, || queue_counter(&d, "punted")), 1);
+    assert_eq!(settle(&d, 1, || queue_counter(&d, "punted")), 1);
     assert_eq!(
-        settle(1, || queue_counter(&d, "tun_tx")),
+        settle(&d, 1, || queue_counter(&d, "tun_tx")),
         1,
         "the echo only"
     );
     assert_eq!(queue_counter(&d, "punt_dropped"), 0);
     // Only the UDP/3785 datagram is a drop: POST_INPUT_POLICY_FAIL (30).
     let want: std::collections::BTreeMap<u64, u64> = [(30, 1)].into_iter().collect();
-    assert_eq!(settle(want.clone(), || drops(&d)), want);
+    assert_eq!(settle(&d, want.clone(), || drops(&d)), want);
     // The punted packet was decrypted: a decap of the SA.
     let s = sa(&d);
     assert_eq!(s["pkts_decaps"], 2, "{s}");
@@ -1070,5 +1064,5 @@ fn busy_polling_sockets_carry_the_option_and_traffic_flows() {
         "{s}"
     );
     let none = std::collections::BTreeMap::new();
-    assert_eq!(settle(none.clone(), || drops(&d1)), none);
+    assert_eq!(settle(&d1, none.clone(), || drops(&d1)), none);
 }

@@ -10,6 +10,7 @@ use std::{
 use xdpsec_e2e::{
     Daemon, Lab, scratch_dir,
     tunnel::{BASE, Case, inner_addrs, tunnel_config},
+    wait_for,
 };
 
 /// Run `ip` inside `ns` (through `ip -n`), failing the test on error.
@@ -143,6 +144,14 @@ fn gateway_lab(v6: bool) -> (Lab, [&'static str; 2]) {
     (lab, addrs)
 }
 
+/// Completed next-hop refresh passes (`show platform hardware qfp active statistics`).
+fn next_hop_refreshes(d: &Daemon) -> u64 {
+    d.cli_json("show platform hardware qfp active statistics")
+        .unwrap()["next_hop_refreshes"]
+        .as_u64()
+        .expect("next_hop_refreshes in show platform hardware qfp active statistics --json")
+}
+
 fn sa_counts(d: &Daemon) -> (Option<u64>, Option<u64>) {
     let v = d.cli_json("show crypto ipsec sa").unwrap();
     let s = &v["sas"][0];
@@ -202,9 +211,16 @@ fn peers_behind_ipv4_and_ipv6_link_local_gateways_are_reached_without_running_ip
         let neigh = String::from_utf8_lossy(&neigh.stdout);
         let gw = if v6 { "fe80::2 " } else { "198.51.100.2 " };
         assert!(neigh.contains(gw), "v6 {v6}: {neigh}");
-        // Let at least two periodic refreshes (every 2 s) pass: none runs `ip`,
-        // and neither did the start-up resolution.
-        std::thread::sleep(Duration::from_millis(4500));
+        // At least two periodic refreshes (every 2 s) on each node run after
+        // this point: none runs `ip`, and neither did the start-up resolution.
+        let at = [&d1, &d2].map(next_hop_refreshes);
+        for (d, at) in [&d1, &d2].into_iter().zip(at) {
+            wait_for(
+                &format!("v6 {v6}: two next-hop refreshes after {at}"),
+                Duration::from_secs(20),
+                || next_hop_refreshes(d) >= at + 2,
+            );
+        }
         let calls = ip_calls(&ip_log);
         assert_eq!(calls, started, "v6 {v6}: ip run after start-up");
         assert!(

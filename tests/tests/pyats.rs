@@ -65,7 +65,7 @@ fn pyats_unicon_connects_parses_filters_and_monitors() {
         )
     };
     let want = (json!(5), json!(5), 1);
-    assert_eq!(settle(want.clone(), counts), want);
+    assert_eq!(settle(&d, want.clone(), counts), want);
 
     let dir = scratch_dir("pyats");
     let marker = dir.join("monitor-on");

@@ -7,9 +7,9 @@ use std::{
 };
 
 use xdpsec_e2e::{
-    Daemon, Lab, base_config,
+    Daemon, Lab, REACH, base_config,
     frames::{PacketSocket, RawListener, esp, ipv4, ipv6, udp, udp_count, udp_listener},
-    settle, xdpsec_bin,
+    settle, wait_for, xdpsec_bin,
 };
 
 const WAIT: Duration = Duration::from_millis(400);
@@ -152,7 +152,7 @@ fn esp_and_udp_esp_go_to_userspace_not_to_the_kernel() {
     ];
     let want = vec![5, 5, 10, 5, 25, 5, 5, 10, 5, 0];
     assert_eq!(
-        settle(want.clone(), || counters(&daemon, &names, &fields)),
+        settle(&daemon, want.clone(), || counters(&daemon, &names, &fields)),
         want,
         "{names:?} {fields:?}"
     );
@@ -207,7 +207,7 @@ fn esp_and_udp_esp_go_to_userspace_not_to_the_kernel() {
         .cli("clear platform hardware qfp active statistics")
         .unwrap();
     assert_eq!(
-        settle(vec![0, 0], || counters(
+        settle(&daemon, vec![0, 0], || counters(
             &daemon,
             &["steered_udp_esp_v4"],
             &["rx_frames"]
@@ -245,14 +245,17 @@ fn other_traffic_reaches_the_kernel_untouched() {
     // Port 4500's kernel socket is xdpsec's own (shared with IKE): the
     // IKE-marked datagrams and keepalives arrive there.
     assert_eq!(
-        settle(3, || kernel_counter(&daemon, "kernel_ike")),
+        settle(&daemon, 3, || kernel_counter(&daemon, "kernel_ike")),
         3,
         "IKE marker on 4500 reaches the kernel"
     );
     // No IKE tunnel here: not handed on.
     assert_eq!(kernel_counter(&daemon, "kernel_ike_dropped"), 3);
     assert_eq!(
-        settle(3, || kernel_counter(&daemon, "kernel_nat_keepalive")),
+        settle(&daemon, 3, || kernel_counter(
+            &daemon,
+            "kernel_nat_keepalive"
+        )),
         3,
         "keepalives on 4500 reach the kernel"
     );
@@ -272,7 +275,11 @@ fn other_traffic_reaches_the_kernel_untouched() {
     ];
     let want = vec![3, 3, 0, 0, 0, 0, 0];
     assert_eq!(
-        settle(want.clone(), || counters(&daemon, &names, &["rx_frames"])),
+        settle(&daemon, want.clone(), || counters(
+            &daemon,
+            &names,
+            &["rx_frames"]
+        )),
         want,
         "{names:?} rx_frames"
     );
@@ -316,7 +323,10 @@ fn options_extension_headers_fragments_and_truncation() {
     tx.send_v4(&ipv4(s4, d4, 50, &[], 0x0005, &body)).unwrap(); // last, offset 40
     let frag = vec![0, 0, 0, 0x28, 0, 0, 0, 1]; // offset 5 (40 bytes), last
     tx.send_v6(&ipv6(s6, d6, &[(44, frag)], 50, &body)).unwrap();
-    assert_eq!(settle(3, || xdp_counter(&daemon, "pass_fragment")), 3);
+    assert_eq!(
+        settle(&daemon, 3, || xdp_counter(&daemon, "pass_fragment")),
+        3
+    );
 
     let names = [
         "steered_esp_v4",
@@ -325,7 +335,7 @@ fn options_extension_headers_fragments_and_truncation() {
         "steered_udp_esp_v6",
     ];
     assert_eq!(
-        settle(vec![1, 1, 1, 1], || counters(&daemon, &names, &[])),
+        settle(&daemon, vec![1, 1, 1, 1], || counters(&daemon, &names, &[])),
         vec![1, 1, 1, 1],
         "{names:?}"
     );
@@ -342,7 +352,7 @@ fn options_extension_headers_fragments_and_truncation() {
         .unwrap();
     tx.send(&tx_frame_header_only(&tx)).unwrap();
     assert_eq!(
-        settle(vec![before + 4, 4], || counters(
+        settle(&daemon, vec![before + 4, 4], || counters(
             &daemon,
             &["pass_truncated"],
             &["rx_frames"]
@@ -358,18 +368,21 @@ fn options_extension_headers_fragments_and_truncation() {
     ))
     .unwrap();
     assert_eq!(
-        settle(1, || xdp_counter(&daemon, "pass_not_ip") - before),
+        settle(&daemon, 1, || xdp_counter(&daemon, "pass_not_ip") - before),
         1
     );
     assert_eq!(
-        settle(vec![4], || counters(&daemon, &[], &["rx_frames"])),
+        settle(&daemon, vec![4], || counters(&daemon, &[], &["rx_frames"])),
         vec![4]
     );
     // The 5-byte ESP packet and the 6-byte UDP-ESP datagram XDP passed as
     // truncated reach the kernel, so xdpsec's raw ESP and UDP 4500
     // sockets, which feed them to the datapath: dropped there as 23
     // IN_PKT_HEADPAD_LEN_ERR. The lone fragments never complete.
-    assert_eq!(settle(1, || kernel_counter(&daemon, "kernel_esp_v4")), 1);
+    assert_eq!(
+        settle(&daemon, 1, || kernel_counter(&daemon, "kernel_esp_v4")),
+        1
+    );
     assert_eq!(kernel_counter(&daemon, "kernel_udp_esp_v4"), 1);
     let drops = daemon
         .cli_json("show platform hardware qfp active feature ipsec datapath drops")
@@ -401,7 +414,10 @@ fn udp_ports_change_at_run_time() {
         .unwrap();
     assert!(out.contains("5555"), "{out}");
     tx.send_v4(&udp_v4(&lab, 5555, &body)).unwrap();
-    assert_eq!(settle(1, || xdp_counter(&daemon, "steered_udp_esp_v4")), 1);
+    assert_eq!(
+        settle(&daemon, 1, || xdp_counter(&daemon, "steered_udp_esp_v4")),
+        1
+    );
     assert_eq!(udp_count(&u, Duration::ZERO), 0);
 
     daemon
@@ -488,7 +504,11 @@ fn two_queues_each_get_a_socket() {
     ];
     let want = vec![n / 3, n / 3, n / 3, 0, n];
     assert_eq!(
-        settle(want.clone(), || counters(&daemon, &names, &["rx_frames"])),
+        settle(&daemon, want.clone(), || counters(
+            &daemon,
+            &names,
+            &["rx_frames"]
+        )),
         want,
         "{names:?} rx_frames"
     );
@@ -520,7 +540,9 @@ fn a_queue_without_a_socket_shows_in_the_counters() {
     ];
     // Every frame is either steered or passed: settle on the total.
     assert_eq!(
-        settle(n, || counters(&daemon, &names, &[]).iter().sum::<u64>()),
+        settle(&daemon, n, || counters(&daemon, &names, &[])
+            .iter()
+            .sum::<u64>()),
         n,
         "{names:?}"
     );
@@ -735,7 +757,7 @@ fn early_drop_takes_only_what_userspace_would_count_as_unknown_spi() {
         "steered_esp_v6",
     ];
     assert_eq!(
-        settle(vec![2, 2, 2, 1, 3], || counters(
+        settle(&daemon, vec![2, 2, 2, 1, 3], || counters(
             &daemon,
             &names,
             &["rx_frames"]
@@ -841,7 +863,7 @@ fn multi_buffer_frames_with_a_jumbo_mtu() {
     tx.send_v4(&esp_v4(&lab, 1)).unwrap();
     let names = ["pass_multi_buffer", "steered_esp_v4", "steered_udp_esp_v4"];
     assert_eq!(
-        settle(vec![6, 1, 0, 1], || counters(
+        settle(&daemon, vec![6, 1, 0, 1], || counters(
             &daemon,
             &names,
             &["rx_frames"]
@@ -849,9 +871,12 @@ fn multi_buffer_frames_with_a_jumbo_mtu() {
         vec![6, 1, 0, 1],
         "{names:?} rx_frames"
     );
-    assert_eq!(settle(3, || kernel_counter(&daemon, "kernel_esp_v4")), 3);
     assert_eq!(
-        settle(3, || kernel_counter(&daemon, "kernel_udp_esp_v4")),
+        settle(&daemon, 3, || kernel_counter(&daemon, "kernel_esp_v4")),
+        3
+    );
+    assert_eq!(
+        settle(&daemon, 3, || kernel_counter(&daemon, "kernel_udp_esp_v4")),
         3
     );
 
@@ -897,10 +922,7 @@ fn generic_mode_keeps_the_peers_segmentation_offload() {
             "driver mode: the kernel turns the peer's TSO off"
         );
     }
-    assert!(
-        settle(true, || tso_on(&lab.ns2, &lab.if2)),
-        "TSO back after stop"
-    );
+    wait_for("TSO back after stop", REACH, || tso_on(&lab.ns2, &lab.if2));
 
     let generic = config.replace("[underlay]\n", "[underlay]\nxdp_mode = \"generic\"\n");
     let daemon = Daemon::start(&lab.ns1, &generic).expect("xdpsec starts in generic mode");
@@ -915,7 +937,7 @@ fn generic_mode_keeps_the_peers_segmentation_offload() {
         tx.send_v4(&esp_v4(&lab, seq)).unwrap();
     }
     assert_eq!(
-        settle(vec![3, 3], || counters(
+        settle(&daemon, vec![3, 3], || counters(
             &daemon,
             &["steered_esp_v4"],
             &["rx_frames"]

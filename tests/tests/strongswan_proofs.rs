@@ -201,10 +201,14 @@ fn rekeys_under_pings(by_xdpsec: bool) {
     // 250 pings at 100 ms (25 s): both rekeys, each done when the old SAs
     // are gone (xdpsec's old inbound SA after 5 s), finish well within.
     const COUNT: u32 = 250;
+    let decaps = xdpsec_e2e::sa_decaps(&p.d).unwrap();
     thread::scope(|s| {
         let ns = &p.lab.ns1;
         let pinger = s.spawn(|| ping(ns, INNER[0], INNER[1], COUNT, "0.1"));
-        thread::sleep(Duration::from_millis(500));
+        // The ping's answers come back through the tunnel before the rekeys.
+        xdpsec_e2e::wait_for("a ping answer decrypted", Duration::from_secs(10), || {
+            xdpsec_e2e::sa_decaps(&p.d).unwrap() > decaps
+        });
         rekey_and_check(&p, Rekey::Child, by_xdpsec);
         rekey_and_check(&p, Rekey::Ike, by_xdpsec);
         assert!(
@@ -243,16 +247,17 @@ fn xdpsec_starts_a_child_and_an_ike_rekey_under_pings_none_lost() {
 fn xdpsec_dpd_declares_a_killed_strongswan_dead() {
     let mut p = peers(false, true, "dpd_seconds = 1", |_| {});
     agreed(&p);
-    // Alive: idle for three DPD intervals, charon answers xdpsec's probes.
-    thread::sleep(Duration::from_secs(3));
-    let probes = xdpsec_e2e::strongswan::exchanges(&p.charon.log_text(), "INFORMATIONAL");
-    assert!(
-        probes
+    // Alive: idle, charon answers two of xdpsec's probes (one a second).
+    let answered = || {
+        xdpsec_e2e::strongswan::exchanges(&p.charon.log_text(), "INFORMATIONAL")
             .iter()
             .filter(|x| !x.initiator && x.payloads.is_empty())
             .count()
-            >= 2,
-        "charon answered no DPD of xdpsec's: {probes:#?}"
+    };
+    xdpsec_e2e::wait_for(
+        "charon answers two DPDs of xdpsec's",
+        Duration::from_secs(10),
+        || answered() >= 2,
     );
     let (ike, _, _) = agreed(&p);
     p.charon.kill();
@@ -295,9 +300,11 @@ fn xdpsec_dpd_declares_a_killed_strongswan_dead() {
 fn strongswan_dpd_clears_a_killed_xdpsec() {
     let mut p = peers(false, true, "", |c| c.dpd_delay = Some(1));
     agreed(&p);
-    thread::sleep(Duration::from_secs(3));
-    let probes = p.charon.log_text().matches("sending DPD request").count();
-    assert!(probes >= 2, "charon sent {probes} DPD requests in 3 s");
+    xdpsec_e2e::wait_for(
+        "charon sends two DPD requests (one a second)",
+        Duration::from_secs(10),
+        || p.charon.log_text().matches("sending DPD request").count() >= 2,
+    );
     assert_eq!(p.charon.list_sas().unwrap()[0].state, "ESTABLISHED");
     agreed(&p);
     p.d.kill();

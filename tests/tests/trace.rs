@@ -3,12 +3,7 @@
 //! ipsec sa export wireshark`), read back: the trace by its show commands,
 //! the capture with the `pcap-file` crate, the export by tshark decrypting a
 //! capture taken on the lab.
-use std::{
-    collections::BTreeMap,
-    io::{BufRead, BufReader},
-    path::Path,
-    process::{Command, Stdio},
-};
+use std::{collections::BTreeMap, path::Path, process::Command};
 
 use pcap_file::pcapng::{Block, PcapNgReader, blocks::enhanced_packet::EnhancedPacketOption};
 use serde_json::{Value, json};
@@ -70,7 +65,11 @@ fn packet_trace_shows_each_frames_path_and_the_capture_holds_each_drop() {
     let r = scapy_peer(&lab.ns2, &cfg).unwrap();
     assert_eq!(r["sent"], 5, "{r}");
     let want: BTreeMap<u64, u64> = [(4, 1), (19, 1), (62, 1)].into_iter().collect();
-    assert_eq!(settle(want.clone(), || drops(&d)), want, "drop counters");
+    assert_eq!(
+        settle(&d, want.clone(), || drops(&d)),
+        want,
+        "drop counters"
+    );
     assert!(before.is_empty(), "{before:?}");
 
     let s = d.cli_json("show platform packet-trace summary").unwrap();
@@ -165,7 +164,11 @@ fn packet_trace_shows_each_frames_path_and_the_capture_holds_each_drop() {
     cfg["packets"] = json!([{"seq": 10}, {"seq": 11, "spi": 0xBEEF}, {"seq": 12}, {"seq": 10}]);
     scapy_peer(&lab.ns2, &cfg).unwrap();
     let want: BTreeMap<u64, u64> = [(4, 2), (19, 2), (62, 1)].into_iter().collect();
-    assert_eq!(settle(want.clone(), || drops(&d)), want, "drop counters");
+    assert_eq!(
+        settle(&d, want.clone(), || drops(&d)),
+        want,
+        "drop counters"
+    );
     let s = d.cli_json("show platform packet-trace summary").unwrap();
     let ids: Vec<_> = s["packets"]
         .as_array()
@@ -228,24 +231,13 @@ fn tshark_decrypts_a_lab_capture_with_the_exported_sas() {
     // xdpsec: scapy's ESP leaves there (SPI 0x1001), xdpsec's arrives there
     // (0x1002; no XDP on the peer's side).
     let cap = dir.join("lab.pcapng");
-    let mut child = Command::new("timeout")
-        .args(["-s", "INT", "30", "ip", "netns", "exec", &lab.ns2, "tshark"])
-        // Stops by itself after the 10 ESP packets of the exchange below.
-        .args(["-i", &lab.if2, "-f", "ip proto 50", "-c", "10", "-w"])
-        .arg(&cap)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("tshark (Debian tshark; xtask/setup.sh installs it)");
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "tshark ended");
-        if line.contains("Capturing on") {
-            break;
-        }
-    }
+    // Stops by itself after the 10 ESP packets of the exchange below.
+    let mut child = xdpsec_e2e::start_tshark(
+        &lab.ns2,
+        &["-i", &lab.if2, "-f", "ip proto 50", "-c", "10"],
+        &cap,
+        30,
+    );
     let cfg = scapy_peer_config(&lab, &BASE).unwrap();
     let r = scapy_peer(&lab.ns2, &cfg).unwrap();
     assert_eq!(r["matched"], json!([0, 1, 2, 3, 4]), "{r}");

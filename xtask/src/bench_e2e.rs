@@ -17,16 +17,15 @@
 //!
 //! Generator and receiver share the machine's two cores. The table says
 //! for each row its target (issue 10, item 8) and whether it was met.
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use xdpsec_e2e::{
     Daemon, Lab, gen_report, sa_decaps, scratch_dir,
     tunnel::{BASE, tunnel_config, two_tunnel_receiver, two_tunnel_sender},
 };
+
+use crate::bench_table::{Row, Target, print_table};
 
 /// Seconds each generator run lasts.
 const SECONDS: &str = "3";
@@ -111,7 +110,8 @@ fn measure(
     let cfg = gen_config(lab, queues, &dir, state);
     let before = counters(d)?;
     let g = gen_report(spawn_gen(&lab.ns2, &cfg, size, queues, 0, flood)?)?;
-    std::thread::sleep(Duration::from_millis(300));
+    // The receiver has counted every frame the senders sent.
+    xdpsec_e2e::drain(&[d]);
     let after = counters(d)?;
     let secs = g["seconds"].as_f64().unwrap_or(1.0).max(0.1);
     let valid_share =
@@ -143,62 +143,14 @@ fn measure_two(lab: &Lab, d: &Daemon, size: u32, states: [&Path; 2]) -> Result<(
         sent += g["pps"].as_f64().unwrap_or(0.0);
         secs = secs.max(g["seconds"].as_f64().unwrap_or(1.0));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // The receiver has counted every frame the senders sent.
+    xdpsec_e2e::drain(&[d]);
     let after = counters(d)?;
     Ok((
         sent,
         (after.0 - before.0) as f64 / secs,
         (after.1 - before.1) as f64 / secs,
     ))
-}
-
-/// What a row's ratio should reach (issue 10, item 8).
-#[derive(Clone, Copy, Debug)]
-pub enum Target {
-    /// At least this ratio.
-    AtLeast(f64),
-    /// No target: shown for the record.
-    None,
-}
-
-/// One row of the table: a ratio of two figures measured in this run.
-pub struct Row {
-    /// What is compared with what.
-    pub what: String,
-    /// The two figures.
-    pub figures: String,
-    /// The first figure over the second.
-    pub ratio: f64,
-    /// Its target.
-    pub target: Target,
-}
-
-impl Row {
-    fn cells(&self) -> [String; 5] {
-        let (target, verdict) = match self.target {
-            Target::AtLeast(t) => (
-                format!(">= {t:.1}"),
-                if self.ratio >= t { "met" } else { "missed" },
-            ),
-            Target::None => ("-".into(), "-"),
-        };
-        [
-            self.what.clone(),
-            self.figures.clone(),
-            format!("{:.2}", self.ratio),
-            target,
-            verdict.into(),
-        ]
-    }
-}
-
-/// The rows as a Markdown table (what the README shows).
-fn print_table(rows: &[Row]) {
-    println!("| row | measured (this run) | ratio | target | |");
-    println!("| --- | --- | --- | --- | --- |");
-    for r in rows {
-        println!("| {} |", r.cells().join(" | "));
-    }
 }
 
 /// The honest multi-queue rows: two SAs, one generator each on its own
@@ -315,6 +267,7 @@ pub fn run() -> Result<()> {
         &mut rows,
         &[
             crate::bench_iperf::InsideMode::Tun,
+            crate::bench_iperf::InsideMode::TunNoOffloads,
             crate::bench_iperf::InsideMode::Xdp,
         ],
     )?;

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod bench_e2e;
 mod bench_iperf;
+mod bench_table;
 mod cost;
 mod demo;
 mod dist;
@@ -179,20 +180,13 @@ pub(crate) fn cargo() -> Command {
 
 /// Build the xdpsec binary (release) and return its path.
 pub fn build_xdpsec() -> Result<PathBuf> {
-    build_xdpsec_with(&[])
+    run(cargo().args(["build", "--release", "--bin", "xdpsec"]))?;
+    Ok(root().join("target/release/xdpsec"))
 }
 
 /// The suite's features: the test hooks (e.g. the soak's injected leak),
 /// never in a production build.
 const TEST_FEATURES: [&str; 2] = ["--features", "xdpsec-control/test-hooks"];
-
-/// Build the xdpsec binary (release) with `args` (e.g. features).
-fn build_xdpsec_with(args: &[&str]) -> Result<PathBuf> {
-    run(cargo()
-        .args(["build", "--release", "--bin", "xdpsec"])
-        .args(args))?;
-    Ok(root().join("target/release/xdpsec"))
-}
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -309,10 +303,23 @@ const CHECKED_TESTS: [&str; 7] = [
     "ike_core",
 ];
 
+/// The workspace's tests as [`test`] runs them (all but the fuzz crate,
+/// with [`TEST_FEATURES`]).
+const WORKSPACE: [&str; 3] = ["--workspace", "--exclude", "xdpsec-fuzz"];
+
 fn test(extra: &[String]) -> Result<()> {
-    // The same features for the binary and the workspace's tests, so
-    // xdpsec-control is built once.
-    let bin = build_xdpsec_with(&TEST_FEATURES)?;
+    // The binary as the workspace's test run builds it, so it is compiled
+    // once: control's integration test `pki` needs it, and this build
+    // resolves features over the same packages, dev-dependencies included.
+    // (`cargo build --bin xdpsec`, even with these features, unifies fewer
+    // features of serde, zerocopy, ... and so compiled xdpsec-control,
+    // xdpsec-ike, xdpsec-worker and their dependencies a second time.)
+    run(cargo()
+        .args(["test", "--release", "--no-run"])
+        .args(WORKSPACE)
+        .args(TEST_FEATURES)
+        .args(["--test", "pki"]))?;
+    let bin = root().join("target/release/xdpsec");
     let test = || {
         let mut c = cargo();
         c.args(["test", "--release"])
@@ -353,10 +360,7 @@ fn test(extra: &[String]) -> Result<()> {
             CHECKED.join(", ")
         );
     }
-    run(test()
-        .args(["--workspace", "--exclude", "xdpsec-fuzz"])
-        .args(TEST_FEATURES)
-        .args(extra))
+    run(test().args(WORKSPACE).args(TEST_FEATURES).args(extra))
 }
 
 /// Print each benchmark's mean time over its baseline's, from criterion's

@@ -198,7 +198,8 @@ fn tunnel_demo(lab: &Lab) -> Result<()> {
         !ping(lab, "3")?,
         "ping should fail while the SAs are out of sync"
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // Every dropped frame counted (the datapath drained) before the show.
+    xdpsec_e2e::drain(&[&d1]);
     let drops = show(
         "edge1",
         &d1,

@@ -8,11 +8,12 @@ use crypto_bigint::{
     modular::{FixedMontyForm, FixedMontyParams},
 };
 use p521::elliptic_curve::sec1::ToSec1Point;
-use ring::{aead, agreement, hmac, rand::SecureRandom};
+use ring::{aead, agreement, hmac};
 use zeroize::Zeroizing;
 
 use crate::{
     DhGroup, Encr, IkeProposal, Integ, Prf,
+    random::Random,
     wire::{HEADER_LEN, HeaderRepr, SkRef},
 };
 
@@ -96,7 +97,7 @@ fn modp2048_peer(peer: &[u8]) -> Result<U2048, CryptoError> {
 
 impl Dh {
     /// A fresh key pair.
-    pub fn generate(group: DhGroup, rng: &dyn SecureRandom) -> Result<Dh, CryptoError> {
+    pub fn generate(group: DhGroup, rng: &dyn Random) -> Result<Dh, CryptoError> {
         let (private, public) = match group {
             DhGroup::Ecp521 => {
                 // A uniform scalar in [1, n-1]: 521 random bits, retried
@@ -129,7 +130,7 @@ impl Dh {
             }
             _ => {
                 let alg = Self::alg(group);
-                let private = agreement::EphemeralPrivateKey::generate(alg, rng)
+                let private = agreement::EphemeralPrivateKey::generate(alg, rng.ring())
                     .map_err(|_| CryptoError::Rng)?;
                 let pk = private.compute_public_key().map_err(|_| CryptoError::Rng)?;
                 let pk = pk.as_ref();
@@ -331,7 +332,7 @@ impl IkeKeys {
         h: &HeaderRepr,
         first_inner: u8,
         inner: &[u8],
-        rng: &dyn SecureRandom,
+        rng: &dyn Random,
     ) -> Result<Vec<u8>, CryptoError> {
         let (ek, ak) = if from_initiator {
             (&self.sk_ei, &self.sk_ai)
@@ -377,7 +378,7 @@ pub fn seal_payload(
     first_inner: u8,
     inner: &[u8],
     frag: Option<(u16, u16)>,
-    rng: &dyn SecureRandom,
+    rng: &dyn Random,
 ) -> Result<Vec<u8>, CryptoError> {
     let (ptype, extra) = match frag {
         Some(_) => (crate::wire::payload_type::SKF, 4),

@@ -12,11 +12,10 @@
 
 use std::time::{Duration, Instant};
 
-use ring::rand::SecureRandom;
-
 use crate::{
     Encr,
     crypto::{self, CryptoError, IkeKeys, Secret},
+    random::Random,
     wire::{HEADER_LEN, Header, HeaderRepr, payload_type},
 };
 
@@ -61,7 +60,7 @@ pub fn seal_fragments(
     first_inner: u8,
     inner: &[u8],
     max_len: usize,
-    rng: &dyn SecureRandom,
+    rng: &dyn Random,
 ) -> Result<Vec<Vec<u8>>, CryptoError> {
     let (ek, ak) = if from_initiator {
         (&keys.sk_ei, &keys.sk_ai)

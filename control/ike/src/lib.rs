@@ -49,10 +49,11 @@ use std::{
 use zeroize::Zeroizing;
 
 pub mod cert;
+mod core;
 pub mod crypto;
 pub mod frag;
 pub mod proposal;
-mod sa;
+pub mod random;
 pub mod timers;
 pub mod wire;
 
@@ -519,15 +520,34 @@ pub struct Footprint {
 
 /// All IKE tunnels of a node.
 pub struct Ike {
-    core: sa::Core,
+    core: core::Core,
 }
 
 impl Ike {
     /// A core for these tunnels; nothing is sent until the first `handle`
     /// (initiators start on their first `Timer`, which is due at once).
+    /// The production core: the system's clock for the start and ring's
+    /// `SystemRandom` ([`Ike::with_clock_and_rng`]).
     pub fn new(peers: Vec<PeerConfig>) -> Ike {
+        Ike::with_clock_and_rng(
+            peers,
+            Instant::now(),
+            Box::new(ring::rand::SystemRandom::new()),
+        )
+    }
+
+    /// A core created at `now` of the caller's clock (initiators are due
+    /// then), drawing every random byte (SPIs, nonces, IVs, DH private
+    /// keys where the group's implementation allows, timer jitter) from
+    /// `rng`: with a [`random::SeededRandom`] and a mock clock, two runs
+    /// send the same bytes.
+    pub fn with_clock_and_rng(
+        peers: Vec<PeerConfig>,
+        now: Instant,
+        rng: Box<dyn random::Random>,
+    ) -> Ike {
         Ike {
-            core: sa::Core::new(peers),
+            core: core::Core::new(peers, now, rng),
         }
     }
 

@@ -662,6 +662,78 @@ impl Message {
         })
     }
 
+    /// The SA payload's proposals.
+    pub fn sa(&self) -> Option<&[ProposalRepr]> {
+        self.payloads.iter().find_map(|p| match p {
+            Payload::Sa(x) => Some(x.as_slice()),
+            _ => None,
+        })
+    }
+
+    /// The KE payload: DH group number and public value.
+    pub fn ke(&self) -> Option<(u16, &[u8])> {
+        self.payloads.iter().find_map(|p| match p {
+            Payload::Ke { group, data } => Some((*group, data.as_slice())),
+            _ => None,
+        })
+    }
+
+    /// The Nonce payload.
+    pub fn nonce(&self) -> Option<&[u8]> {
+        self.payloads.iter().find_map(|p| match p {
+            Payload::Nonce(n) => Some(n.as_slice()),
+            _ => None,
+        })
+    }
+
+    /// The IDi payload: type and data.
+    pub fn id_i(&self) -> Option<(u8, &[u8])> {
+        self.payloads.iter().find_map(|p| match p {
+            Payload::IdI(t, d) => Some((*t, d.as_slice())),
+            _ => None,
+        })
+    }
+
+    /// The IDr payload: type and data.
+    pub fn id_r(&self) -> Option<(u8, &[u8])> {
+        self.payloads.iter().find_map(|p| match p {
+            Payload::IdR(t, d) => Some((*t, d.as_slice())),
+            _ => None,
+        })
+    }
+
+    /// The AUTH payload: method and data.
+    pub fn auth(&self) -> Option<(u8, &[u8])> {
+        self.payloads.iter().find_map(|p| match p {
+            Payload::Auth(t, d) => Some((*t, d.as_slice())),
+            _ => None,
+        })
+    }
+
+    /// The TSi payload's selectors.
+    pub fn ts_i(&self) -> Option<&[TsRepr]> {
+        self.payloads.iter().find_map(|p| match p {
+            Payload::TsI(x) => Some(x.as_slice()),
+            _ => None,
+        })
+    }
+
+    /// The TSr payload's selectors.
+    pub fn ts_r(&self) -> Option<&[TsRepr]> {
+        self.payloads.iter().find_map(|p| match p {
+            Payload::TsR(x) => Some(x.as_slice()),
+            _ => None,
+        })
+    }
+
+    /// Every Delete payload, in order.
+    pub fn deletes(&self) -> impl Iterator<Item = &DeleteRepr> {
+        self.payloads.iter().filter_map(|p| match p {
+            Payload::Delete(d) => Some(d),
+            _ => None,
+        })
+    }
+
     /// The first Notify of this type.
     pub fn notify(&self, ty: u16) -> Option<&NotifyRepr> {
         self.payloads.iter().find_map(|p| match p {

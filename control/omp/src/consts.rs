@@ -41,7 +41,7 @@ pub const RECONNECT_INITIAL: Duration = Duration::from_secs(1);
 /// See [`RECONNECT_INITIAL`].
 pub const RECONNECT_MAX: Duration = Duration::from_secs(64);
 
-/// A TCP connect or handshake (Hello, Auth, AuthOk) that takes longer than
+/// A TCP connect or handshake (TLS, Hello, AuthOk) that takes longer than
 /// this is abandoned (ours).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -63,19 +63,21 @@ pub const MAX_FRAME: usize = 16 * 1024;
 /// reserved by IANA).
 pub const MIN_SPI: u32 = 256;
 
-/// Length of the random nonces of the authentication handshake.
-pub const NONCE_LEN: usize = 32;
-
 /// AES-256-GCM key material of a TLOC: 32-byte key || 4-byte salt (RFC 4106).
 pub const KEY_LEN: usize = 36;
 
 /// Protocol version in Hello; a peer with another version is refused.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// HKDF-SHA256 info prefix of the SD-WAN pairwise keys (see
 /// [`crate::pairwise_key`]).
 pub const PAIRWISE_INFO: &[u8] = b"xdpsec-omp pairwise-key v1";
 
-/// HMAC-SHA256 label of the authentication handshake (see
-/// [`crate::wire::auth_mac`]).
-pub const AUTH_LABEL: &[u8] = b"xdpsec-omp auth v1";
+/// TLOCs (colors) one edge may have: Cisco's WAN edges take up to 8 TLOCs.
+/// More are refused by the controller (logged).
+pub const MAX_TLOCS_PER_EDGE: usize = 8;
+
+/// Service prefixes one edge may advertise (ours: far above a branch's
+/// inside networks, small enough that one edge cannot fill the
+/// controller's memory). More are refused (logged).
+pub const MAX_PREFIXES_PER_EDGE: usize = 4096;

@@ -1,4 +1,6 @@
-//! The controller core (vSmart-like): authenticates edge connections and
+//! The controller core (vSmart-like): authorizes edge connections (their
+//! TLS certificate: organization, serial in the allowed list, the system-ip
+//! bound to that serial) and
 //! reflects each edge's TLOC and service routes to the other edges, holding
 //! the routes of an edge whose connections dropped for the graceful-restart
 //! time.
@@ -7,14 +9,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
 use crate::consts::*;
 use crate::edge::message_name;
-use crate::wire::{
-    FrameReader, GoodbyeReason, Message, Role, ServiceRoute, TlocRoute, auth_check, auth_mac,
-};
+use crate::history::{ErrorCode, History, HistoryRow};
+use crate::tls::PeerCert;
+use crate::wire::{FrameReader, GoodbyeReason, Message, Role, ServiceRoute, TlocRoute};
 use crate::{Prefix, SOFTWARE_VERSION};
 
 /// A connection as the shell numbers it (unique while the core runs).
@@ -25,8 +26,11 @@ pub type ConnId = u64;
 pub struct ControllerConfig {
     /// The controller's own system-ip (sent in Hello).
     pub system_ip: Ipv4Addr,
-    /// Pre-shared key of the control connections.
-    pub psk: Zeroizing<Vec<u8>>,
+    /// The organization every edge certificate must carry (subject O).
+    pub organization: String,
+    /// Authorized edges: certificate serial (upper-case hex) -> the
+    /// system-ip bound to it.
+    pub allowed: BTreeMap<String, Ipv4Addr>,
     /// Routes of an edge with no connection left are withdrawn after this.
     pub graceful_restart: Duration,
     /// Keepalive interval.
@@ -37,10 +41,15 @@ pub struct ControllerConfig {
 
 impl ControllerConfig {
     /// A configuration with the default timers.
-    pub fn new(system_ip: Ipv4Addr, psk: &[u8]) -> Self {
+    pub fn new(
+        system_ip: Ipv4Addr,
+        organization: &str,
+        allowed: BTreeMap<String, Ipv4Addr>,
+    ) -> Self {
         ControllerConfig {
             system_ip,
-            psk: Zeroizing::new(psk.to_vec()),
+            organization: organization.to_owned(),
+            allowed,
             graceful_restart: GRACEFUL_RESTART,
             keepalive: KEEPALIVE_INTERVAL,
             hold: KEEPALIVE_HOLD,
@@ -52,7 +61,8 @@ impl std::fmt::Debug for ControllerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ControllerConfig")
             .field("system_ip", &self.system_ip)
-            .field("psk", &"<redacted>")
+            .field("organization", &self.organization)
+            .field("allowed", &self.allowed.len())
             .field("graceful_restart", &self.graceful_restart)
             .finish()
     }
@@ -61,12 +71,27 @@ impl std::fmt::Debug for ControllerConfig {
 /// What the shell tells the controller core.
 #[derive(Debug)]
 pub enum Input<'a> {
-    /// A TCP connection was accepted.
+    /// A connection completed its TLS handshake: the edge's certificate
+    /// chains to the CA (the shell checked that); the core checks the rest.
     Accepted {
         /// The shell's number for it.
         conn: ConnId,
         /// The edge's address and port.
         remote: SocketAddr,
+        /// What its certificate says.
+        peer: PeerCert,
+    },
+    /// A connection failed before it was accepted (TLS handshake refused by
+    /// either side, or timed out): for the history and the log.
+    Failed {
+        /// The edge's address and port.
+        remote: SocketAddr,
+        /// What we found wrong.
+        local: ErrorCode,
+        /// What the edge told us it found wrong.
+        remote_error: ErrorCode,
+        /// A short reason (escaped by the caller).
+        detail: String,
     },
     /// Bytes arrived on it.
     Bytes {
@@ -117,17 +142,10 @@ impl std::fmt::Debug for Action {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum CState {
-    /// Waiting for the edge's Hello.
-    Hello,
-    /// Our Hello and Auth sent; waiting for the edge's Auth.
-    Challenge {
-        system_ip: Ipv4Addr,
-        site_id: u32,
-        color: String,
-        edge_nonce: [u8; NONCE_LEN],
-        our_nonce: [u8; NONCE_LEN],
-    },
-    /// Authenticated.
+    /// Certificate accepted; waiting for the edge's Hello, which must
+    /// claim the system-ip bound to the certificate's serial.
+    Hello { bound: Ipv4Addr },
+    /// Authorized.
     Up {
         system_ip: Ipv4Addr,
         site_id: u32,
@@ -138,6 +156,7 @@ enum CState {
 
 struct CConn {
     remote: SocketAddr,
+    peer: PeerCert,
     state: CState,
     frames: FrameReader,
     accepted: Instant,
@@ -153,6 +172,8 @@ struct EdgeState {
     /// Set while no connection of the edge is up: withdrawn at this time.
     stale_until: Option<Instant>,
     since: Instant,
+    /// A bound was hit and logged (once until the edge's next connection).
+    over_logged: bool,
 }
 
 /// `show sdwan omp peers` row.
@@ -231,8 +252,8 @@ pub struct ConnectionView {
 /// The controller protocol core.
 pub struct Controller {
     cfg: ControllerConfig,
-    rng: SystemRandom,
     conns: BTreeMap<ConnId, CConn>,
+    history: History,
     edges: BTreeMap<Ipv4Addr, EdgeState>,
 }
 
@@ -252,8 +273,8 @@ impl Controller {
     pub fn new(cfg: ControllerConfig) -> Controller {
         Controller {
             cfg,
-            rng: SystemRandom::new(),
             conns: BTreeMap::new(),
+            history: History::default(),
             edges: BTreeMap::new(),
         }
     }
@@ -262,18 +283,35 @@ impl Controller {
     pub fn handle(&mut self, now: Instant, input: Input<'_>) -> Vec<Action> {
         let mut out = Vec::new();
         match input {
-            Input::Accepted { conn, remote } => {
-                self.conns.insert(
-                    conn,
-                    CConn {
-                        remote,
-                        state: CState::Hello,
-                        frames: FrameReader::default(),
-                        accepted: now,
-                        last_rx: now,
-                        next_keepalive: now + self.cfg.keepalive,
-                    },
-                );
+            Input::Accepted { conn, remote, peer } => {
+                self.accepted(now, conn, remote, peer, &mut out)
+            }
+            Input::Failed {
+                remote,
+                local,
+                remote_error,
+                detail,
+            } => {
+                out.push(Action::Log(format!(
+                    "%SDWAN-3-{}: control connection from {remote} failed: local error {local} ({}), remote error {remote_error} ({}): {detail}",
+                    if local != ErrorCode::NoErr { local.mnemonic() } else { remote_error.mnemonic() },
+                    local.description(),
+                    remote_error.description(),
+                )));
+                self.history.push(HistoryRow {
+                    peer_type: "vedge",
+                    system_ip: None,
+                    site_id: 0,
+                    peer_ip: Some(remote.ip()),
+                    peer_port: remote.port(),
+                    color: "default".into(),
+                    state: "challenge",
+                    local_error: local,
+                    remote_error,
+                    repeat_count: 0,
+                    organization: String::new(),
+                    downtime: now,
+                });
             }
             Input::Closed { conn } => {
                 if self.conns.contains_key(&conn) {
@@ -412,19 +450,7 @@ impl Controller {
             .values()
             .map(|c| {
                 let (system_ip, site_id, color, state, up) = match &c.state {
-                    CState::Hello => (None, None, None, "challenge", 0),
-                    CState::Challenge {
-                        system_ip,
-                        site_id,
-                        color,
-                        ..
-                    } => (
-                        Some(*system_ip),
-                        Some(*site_id),
-                        Some(color.clone()),
-                        "challenge",
-                        0,
-                    ),
+                    CState::Hello { .. } => (c.peer.system_ip, None, None, "challenge", 0),
                     CState::Up {
                         system_ip,
                         site_id,
@@ -518,93 +544,67 @@ impl Controller {
         };
         let remote = c.remote;
         match (c.state.clone(), m) {
-            (state, Message::Goodbye(r)) => {
-                let why = match r {
-                    GoodbyeReason::AuthFailed => {
-                        let who = match &state {
-                            CState::Challenge {
-                                system_ip, color, ..
-                            } => format!("vedge {system_ip} color {color} ({remote})"),
-                            _ => format!("{remote}"),
-                        };
-                        out.push(Action::Log(format!(
-                            "%SDWAN-3-CONTROL_AUTH_FAIL: control connection from {who} refused: PSK authentication failed (the edge rejected our challenge response; the PSKs differ)"
-                        )));
-                        "authentication failed"
-                    }
-                    _ => "peer said goodbye",
+            (state, Message::Goodbye(_)) => {
+                let why = if matches!(state, CState::Up { .. }) {
+                    "peer said goodbye"
+                } else {
+                    "peer said goodbye before it was up"
                 };
                 self.drop_conn(now, conn, why, true, out);
             }
+            (CState::Up { .. } | CState::Hello { .. }, Message::Refuse(code)) => {
+                let who = self.who(conn);
+                out.push(Action::Log(format!(
+                    "%SDWAN-3-{}: control connection from {who} refused by the edge: {code} ({})",
+                    code.mnemonic(),
+                    code.description()
+                )));
+                self.record(now, conn, ErrorCode::NoErr, code);
+                self.drop_conn(now, conn, "refused by the edge", true, out);
+            }
             (
-                CState::Hello,
+                CState::Hello { bound },
                 Message::Hello {
                     role: Role::Edge,
                     system_ip,
                     site_id,
                     color,
-                    nonce,
                     ..
                 },
             ) => {
-                let mut our_nonce = [0u8; NONCE_LEN];
-                self.rng
-                    .fill(&mut our_nonce)
-                    .expect("system random source failed");
-                let mac = auth_mac(
-                    &self.cfg.psk,
-                    Role::Controller,
-                    &nonce,
-                    &our_nonce,
-                    system_ip,
-                    &color,
-                );
-                let mut data = Message::Hello {
-                    role: Role::Controller,
-                    system_ip: self.cfg.system_ip,
-                    site_id: 0,
-                    color: String::new(),
-                    version: SOFTWARE_VERSION.to_owned(),
-                    nonce: our_nonce,
-                }
-                .encode();
-                data.extend_from_slice(&Message::Auth { mac }.encode());
-                out.push(Action::Send { conn, data });
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    c.state = CState::Challenge {
-                        system_ip,
-                        site_id,
-                        color,
-                        edge_nonce: nonce,
-                        our_nonce,
+                let _ = remote;
+                let color = sanitize_color(&color);
+                let Some(cert_ip) = self.conns.get(&conn).and_then(|c| c.peer.system_ip) else {
+                    let detail = "the certificate carries no system-ip";
+                    return self.refuse(now, conn, ErrorCode::CrtVerFl, Some(&color), detail, out);
+                };
+                if system_ip != bound || cert_ip != bound {
+                    let claimed = if system_ip != bound {
+                        system_ip
+                    } else {
+                        cert_ip
                     };
-                }
-            }
-            (
-                CState::Challenge {
-                    system_ip,
-                    site_id,
-                    color,
-                    edge_nonce,
-                    our_nonce,
-                },
-                Message::Auth { mac },
-            ) => {
-                let ok = auth_check(
-                    &self.cfg.psk,
-                    Role::Edge,
-                    &edge_nonce,
-                    &our_nonce,
-                    system_ip,
-                    &color,
-                    &mac,
-                );
-                if !ok {
-                    out.push(Action::Log(format!(
-                        "%SDWAN-3-CONTROL_AUTH_FAIL: control connection from vedge {system_ip} color {color} ({remote}) refused: PSK authentication failed (challenge-response mismatch)"
-                    )));
-                    self.goodbye(conn, GoodbyeReason::AuthFailed, out);
-                    return self.drop_conn(now, conn, "authentication failed", true, out);
+                    let other = self
+                        .cfg
+                        .allowed
+                        .iter()
+                        .find(|(_, ip)| **ip == claimed)
+                        .map(|(s, _)| s.clone());
+                    let (code, detail) = match other {
+                        Some(other) => (
+                            ErrorCode::DupSysIpDel,
+                            format!(
+                                "system-ip {claimed} is bound to serial {other}, not to this certificate's"
+                            ),
+                        ),
+                        None => (
+                            ErrorCode::SysIpChng,
+                            format!(
+                                "system-ip {claimed} is not the one bound to this serial ({bound})"
+                            ),
+                        ),
+                    };
+                    return self.refuse(now, conn, code, Some(&color), &detail, out);
                 }
                 self.conn_up(now, conn, system_ip, site_id, color, out);
             }
@@ -617,6 +617,15 @@ impl Controller {
                     return;
                 };
                 if e.tlocs.get(&t.color) == Some(&t) {
+                    return;
+                }
+                if !e.tlocs.contains_key(&t.color) && e.tlocs.len() >= MAX_TLOCS_PER_EDGE {
+                    if !std::mem::replace(&mut e.over_logged, true) {
+                        out.push(Action::Log(format!(
+                            "%SDWAN-4-OMP_LIMIT: vedge {system_ip}: TLOC color {} refused: {MAX_TLOCS_PER_EDGE} TLOCs already",
+                            escape(&t.color)
+                        )));
+                    }
                     return;
                 }
                 e.tlocs.insert(t.color.clone(), t.clone());
@@ -649,6 +658,16 @@ impl Controller {
                 if e.services.get(&r.prefix) == Some(&r) {
                     return;
                 }
+                if !e.services.contains_key(&r.prefix) && e.services.len() >= MAX_PREFIXES_PER_EDGE
+                {
+                    if !std::mem::replace(&mut e.over_logged, true) {
+                        out.push(Action::Log(format!(
+                            "%SDWAN-4-OMP_LIMIT: vedge {system_ip}: service route {} refused: {MAX_PREFIXES_PER_EDGE} routes already",
+                            r.prefix
+                        )));
+                    }
+                    return;
+                }
                 e.services.insert(r.prefix, r.clone());
                 self.reflect(system_ip, &Message::RouteAdvertise(r), out);
             }
@@ -678,6 +697,164 @@ impl Controller {
                 self.protocol_error(now, conn, &why, out);
             }
         }
+    }
+
+    /// A TLS-authenticated connection: the certificate's organization and
+    /// serial decide whether it may speak at all.
+    fn accepted(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        remote: SocketAddr,
+        peer: PeerCert,
+        out: &mut Vec<Action>,
+    ) {
+        let bound = self.cfg.allowed.get(&peer.serial).copied();
+        let org_ok = peer.organization == self.cfg.organization;
+        let role_ok = peer.role == "edge";
+        self.conns.insert(
+            conn,
+            CConn {
+                remote,
+                peer: peer.clone(),
+                state: CState::Hello {
+                    bound: bound.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                },
+                frames: FrameReader::default(),
+                accepted: now,
+                last_rx: now,
+                next_keepalive: now + self.cfg.keepalive,
+            },
+        );
+        let (code, detail) = if !org_ok {
+            (
+                ErrorCode::CtOrgNmMis,
+                format!(
+                    "certificate organization {:?}, expected {:?}",
+                    escape(&peer.organization),
+                    self.cfg.organization
+                ),
+            )
+        } else if !role_ok {
+            (
+                ErrorCode::CrtVerFl,
+                format!(
+                    "certificate role {:?}, expected \"edge\"",
+                    escape(&peer.role)
+                ),
+            )
+        } else if bound.is_none() {
+            (
+                ErrorCode::SerNtPres,
+                format!(
+                    "serial {} is not in the allowed edge list",
+                    escape(&peer.serial)
+                ),
+            )
+        } else {
+            return;
+        };
+        self.refuse(now, conn, code, None, &detail, out);
+    }
+
+    /// `vedge SYSTEM-IP color COLOR (ADDR:PORT)` as far as known.
+    fn who(&self, conn: ConnId) -> String {
+        let Some(c) = self.conns.get(&conn) else {
+            return "?".into();
+        };
+        match (&c.state, c.peer.system_ip) {
+            (
+                CState::Up {
+                    system_ip, color, ..
+                },
+                _,
+            ) => {
+                format!("vedge {system_ip} color {color} ({})", c.remote)
+            }
+            (_, Some(ip)) => format!(
+                "vedge {ip} serial {} ({})",
+                escape(&c.peer.serial),
+                c.remote
+            ),
+            _ => format!("{}", c.remote),
+        }
+    }
+
+    fn record(&mut self, now: Instant, conn: ConnId, local: ErrorCode, remote: ErrorCode) {
+        self.record_color(now, conn, None, local, remote);
+    }
+
+    fn record_color(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        color: Option<&str>,
+        local: ErrorCode,
+        remote: ErrorCode,
+    ) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let (system_ip, site_id, color, state) = match &c.state {
+            CState::Up {
+                system_ip,
+                site_id,
+                color,
+                ..
+            } => (Some(*system_ip), *site_id, color.clone(), "up"),
+            CState::Hello { .. } => (
+                c.peer.system_ip,
+                0,
+                color.unwrap_or("default").to_owned(),
+                "challenge",
+            ),
+        };
+        self.history.push(HistoryRow {
+            peer_type: "vedge",
+            system_ip,
+            site_id,
+            peer_ip: Some(c.remote.ip()),
+            peer_port: c.remote.port(),
+            color,
+            state,
+            local_error: local,
+            remote_error: remote,
+            repeat_count: 0,
+            organization: escape(&c.peer.organization),
+            downtime: now,
+        });
+    }
+
+    /// Refuses `conn` with Cisco's code: a `Refuse` to the edge (inside
+    /// TLS), a log line, a history row, and the connection closed.
+    fn refuse(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        code: ErrorCode,
+        color: Option<&str>,
+        detail: &str,
+        out: &mut Vec<Action>,
+    ) {
+        let who = self.who(conn);
+        out.push(Action::Log(format!(
+            "%SDWAN-3-{}: control connection from {who} refused: {code} ({}): {detail}",
+            code.mnemonic(),
+            code.description()
+        )));
+        self.record_color(now, conn, color, code, ErrorCode::NoErr);
+        self.send(conn, &Message::Refuse(code), out);
+        self.drop_conn(now, conn, code.description(), true, out);
+    }
+
+    /// `show sdwan control connection-history`, newest first.
+    pub fn history(&self) -> Vec<HistoryRow> {
+        self.history.rows().cloned().collect()
+    }
+
+    /// `clear sdwan control connection-history`.
+    pub fn clear_history(&mut self) {
+        self.history.clear();
     }
 
     fn protocol_error(&mut self, now: Instant, conn: ConnId, why: &str, out: &mut Vec<Action>) {
@@ -727,6 +904,7 @@ impl Controller {
             conns: BTreeSet::new(),
             stale_until: None,
             since: now,
+            over_logged: false,
         });
         if e.conns.is_empty() && e.stale_until.is_none() {
             e.since = now;
@@ -735,13 +913,22 @@ impl Controller {
             e.since = now;
         }
         e.site_id = site_id;
+        e.over_logged = false;
         e.conns.insert(conn);
         out.push(Action::Log(format!(
             "%SDWAN-5-CONTROL_CONN_UP: control connection from vedge {system_ip} site-id {site_id} color {color} ({remote}) up"
         )));
-        // AuthOk, then every other edge's routes (held ones too: graceful
+        // Hello, AuthOk, then every other edge's routes (held ones too: graceful
         // restart keeps them usable).
-        let mut data = Message::AuthOk.encode();
+        let mut data = Message::Hello {
+            role: Role::Controller,
+            system_ip: self.cfg.system_ip,
+            site_id: 0,
+            color: String::new(),
+            version: SOFTWARE_VERSION.to_owned(),
+        }
+        .encode();
+        data.extend_from_slice(&Message::AuthOk.encode());
         for (ip, e) in &self.edges {
             if *ip == system_ip {
                 continue;
@@ -773,6 +960,7 @@ impl Controller {
                 }
                 _ => {
                     if c.accepted + HANDSHAKE_TIMEOUT <= now {
+                        self.record(now, id, ErrorCode::DhsTmo, ErrorCode::NoErr);
                         self.drop_conn(now, id, "handshake timeout", true, out);
                     }
                 }
@@ -814,5 +1002,43 @@ impl Controller {
                 );
             }
         }
+    }
+}
+
+/// A peer-sent string made safe for a log line or a show: control and
+/// non-ASCII characters escaped, at most 64 characters kept.
+pub fn escape(s: &str) -> String {
+    let mut o = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i == 64 {
+            o.push_str("...");
+            break;
+        }
+        if ch.is_ascii_graphic() || ch == ' ' {
+            o.push(ch);
+        } else {
+            o.extend(ch.escape_default());
+        }
+    }
+    o
+}
+
+/// A color as the edge sent it, made safe for logs and shows (see
+/// [`escape`]).
+fn sanitize_color(c: &str) -> String {
+    escape(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn peer_strings_are_escaped_and_bounded() {
+        assert_eq!(escape("biz-internet"), "biz-internet");
+        assert_eq!(escape("a\nb\u{1b}[2J\r"), "a\\nb\\u{1b}[2J\\r");
+        assert_eq!(escape("é"), "\\u{e9}");
+        let long = "x".repeat(100);
+        assert_eq!(escape(&long), format!("{}...", "x".repeat(64)));
     }
 }

@@ -2,221 +2,29 @@
 //! route advertisement, SA pairs and routes towards learned TLOCs, rekey.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
 use crate::consts::*;
-use crate::wire::{
-    FrameReader, GoodbyeReason, Message, Role, ServiceRoute, TlocRoute, auth_check, auth_mac,
-};
+use crate::controller::escape;
+use crate::history::{ErrorCode, History, HistoryRow};
+use crate::tls::PeerCert;
+use crate::wire::{FrameReader, GoodbyeReason, Message, Role, ServiceRoute, TlocRoute};
 use crate::{KeyMaterial, Prefix, SOFTWARE_VERSION, SaParams, SdwanSa, TlocId, pairwise_key};
 
-/// One local TLOC of the edge's configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlocConfig {
-    /// Color, e.g. `biz-internet`.
-    pub color: String,
-    /// Underlay address of the TLOC.
-    pub address: IpAddr,
-    /// Added to the TLOC port (12346 + hop * 20 + offset).
-    pub port_offset: u16,
-}
-
-/// The edge core's configuration.
-#[derive(Clone)]
-pub struct EdgeConfig {
-    /// System-ip (an identifier only).
-    pub system_ip: Ipv4Addr,
-    /// Site-id.
-    pub site_id: u32,
-    /// Pre-shared key of the control connections.
-    pub psk: Zeroizing<Vec<u8>>,
-    /// Local TLOCs.
-    pub tlocs: Vec<TlocConfig>,
-    /// Inside prefixes advertised as service routes.
-    pub service_prefixes: Vec<Prefix>,
-    /// Rekey interval of each TLOC's inbound key.
-    pub rekey: Duration,
-    /// Old inbound SA kept this long after a rekey.
-    pub rekey_grace: Duration,
-    /// Keepalive interval.
-    pub keepalive: Duration,
-    /// No message for this long: the connection is down.
-    pub hold: Duration,
-    /// Learned routes are kept this long after every connection that
-    /// carried them dropped.
-    pub graceful_restart: Duration,
-}
-
-impl EdgeConfig {
-    /// A configuration with the default timers.
-    pub fn new(system_ip: Ipv4Addr, site_id: u32, psk: &[u8], tlocs: Vec<TlocConfig>) -> Self {
-        EdgeConfig {
-            system_ip,
-            site_id,
-            psk: Zeroizing::new(psk.to_vec()),
-            tlocs,
-            service_prefixes: Vec::new(),
-            rekey: REKEY_INTERVAL,
-            rekey_grace: REKEY_GRACE,
-            keepalive: KEEPALIVE_INTERVAL,
-            hold: KEEPALIVE_HOLD,
-            graceful_restart: GRACEFUL_RESTART,
-        }
-    }
-}
-
-impl std::fmt::Debug for EdgeConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EdgeConfig")
-            .field("system_ip", &self.system_ip)
-            .field("site_id", &self.site_id)
-            .field("psk", &"<redacted>")
-            .field("tlocs", &self.tlocs)
-            .field("service_prefixes", &self.service_prefixes)
-            .field("rekey", &self.rekey)
-            .field("rekey_grace", &self.rekey_grace)
-            .finish()
-    }
-}
-
-/// What the shell tells the edge core.
-#[derive(Debug)]
-pub enum Input<'a> {
-    /// The TCP connection of this color to the controller is established.
-    Connected {
-        /// The TLOC color.
-        color: &'a str,
-    },
-    /// It failed to connect or was closed by the peer.
-    Closed {
-        /// The TLOC color.
-        color: &'a str,
-    },
-    /// Bytes arrived on it.
-    Bytes {
-        /// The TLOC color.
-        color: &'a str,
-        /// The bytes.
-        data: &'a [u8],
-    },
-    /// `next_timeout()` has passed.
-    Timer,
-}
-
-/// What the edge core asks the shell to do, in order.
-pub enum Action {
-    /// Open the TCP control connection of this TLOC to the controller
-    /// (from the TLOC's address); answer with `Connected` or `Closed`.
-    Connect {
-        /// The TLOC color.
-        color: String,
-    },
-    /// Write bytes to that connection.
-    Send {
-        /// The TLOC color.
-        color: String,
-        /// One or more frames (may carry key material: zeroized on drop).
-        data: Zeroizing<Vec<u8>>,
-    },
-    /// Close that connection (no `Closed` input is expected after it).
-    Close {
-        /// The TLOC color.
-        color: String,
-    },
-    /// The TLOC's IPsec/UDP port (at start and after a port hop): the XDP
-    /// port map and the TLOC's socket follow.
-    TlocPort {
-        /// The TLOC color.
-        color: String,
-        /// Address of the TLOC.
-        address: IpAddr,
-        /// The new port.
-        port: u16,
-        /// The previous port, if any.
-        old_port: Option<u16>,
-    },
-    /// Install or replace the SA pair to a remote TLOC (see [`SdwanSa`]).
-    SaInstall(SdwanSa),
-    /// Remove the SA pair of `local_color` to `remote`.
-    SaRemove {
-        /// Local TLOC color.
-        local_color: String,
-        /// The remote TLOC.
-        remote: TlocId,
-    },
-    /// Route a service prefix through the tunnels to a remote TLOC.
-    RouteAdd {
-        /// The prefix.
-        prefix: Prefix,
-        /// The remote TLOC.
-        via: TlocId,
-    },
-    /// Remove that route.
-    RouteRemove {
-        /// The prefix.
-        prefix: Prefix,
-        /// The remote TLOC.
-        via: TlocId,
-    },
-    /// A log line (IOS-style, never a key).
-    Log(String),
-}
-
-impl std::fmt::Debug for Action {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Action::Connect { color } => write!(f, "Connect {{ color: {color:?} }}"),
-            // Frames may carry key material: only their length is shown.
-            Action::Send { color, data } => {
-                write!(
-                    f,
-                    "Send {{ color: {color:?}, data: <{} bytes> }}",
-                    data.len()
-                )
-            }
-            Action::Close { color } => write!(f, "Close {{ color: {color:?} }}"),
-            Action::TlocPort {
-                color,
-                address,
-                port,
-                old_port,
-            } => write!(
-                f,
-                "TlocPort {{ color: {color:?}, address: {address}, port: {port}, old_port: {old_port:?} }}"
-            ),
-            Action::SaInstall(sa) => write!(f, "SaInstall({sa:?})"),
-            Action::SaRemove {
-                local_color,
-                remote,
-            } => write!(
-                f,
-                "SaRemove {{ local_color: {local_color:?}, remote: {remote} }}"
-            ),
-            Action::RouteAdd { prefix, via } => {
-                write!(f, "RouteAdd {{ prefix: {prefix}, via: {via} }}")
-            }
-            Action::RouteRemove { prefix, via } => {
-                write!(f, "RouteRemove {{ prefix: {prefix}, via: {via} }}")
-            }
-            Action::Log(l) => write!(f, "Log({l:?})"),
-        }
-    }
-}
+pub use crate::edge_types::{Action, ConnectionView, EdgeConfig, Input, TlocConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ConnState {
     /// Waiting to (re)connect at this time.
     Idle { retry_at: Instant },
-    /// Connect asked for; Hello sent once connected.
+    /// Connect asked for (TCP and TLS); Hello sent once connected.
     Connecting { deadline: Instant },
-    /// Hello sent, waiting for the controller's Hello and Auth.
+    /// Hello sent, waiting for the controller's Hello and AuthOk.
     Handshake { deadline: Instant },
-    /// Our Auth sent, waiting for AuthOk.
-    AuthSent { deadline: Instant },
     /// Up since.
     Up { since: Instant },
 }
@@ -225,9 +33,9 @@ struct Conn {
     state: ConnState,
     backoff: Duration,
     frames: FrameReader,
-    nonce: [u8; NONCE_LEN],
-    controller_nonce: Option<[u8; NONCE_LEN]>,
     controller: Option<(Ipv4Addr, u32)>,
+    /// The controller's certificate, once the TLS handshake is done.
+    peer: Option<PeerCert>,
     last_rx: Instant,
     next_keepalive: Instant,
 }
@@ -270,23 +78,6 @@ struct Learned<T> {
     stale_until: Option<Instant>,
 }
 
-/// A connection's view for `show sdwan control connections` on the edge.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectionView {
-    /// Always `vsmart` on an edge.
-    pub peer_type: &'static str,
-    /// The controller's system-ip once known.
-    pub system_ip: Option<Ipv4Addr>,
-    /// The controller's site-id once known.
-    pub site_id: Option<u32>,
-    /// Local TLOC color.
-    pub color: String,
-    /// `up`, `connect`, `challenge`, `down`.
-    pub state: &'static str,
-    /// Seconds up (0 unless up).
-    pub uptime_seconds: u64,
-}
-
 /// A TLOC as `show sdwan omp tlocs` lists it: the controller's view type.
 pub use crate::controller::TlocView;
 
@@ -298,6 +89,7 @@ pub struct Edge {
     tlocs: BTreeMap<TlocId, Learned<TlocRoute>>,
     routes: BTreeMap<(Prefix, Ipv4Addr), Learned<ServiceRoute>>,
     started: bool,
+    history: History,
 }
 
 impl std::fmt::Debug for Edge {
@@ -315,12 +107,6 @@ fn random_spi(rng: &SystemRandom, avoid: &BTreeSet<u32>) -> u32 {
             return spi;
         }
     }
-}
-
-fn random_nonce(rng: &SystemRandom) -> [u8; NONCE_LEN] {
-    let mut n = [0u8; NONCE_LEN];
-    rng.fill(&mut n).expect("system random source failed");
-    n
 }
 
 impl Edge {
@@ -347,9 +133,8 @@ impl Edge {
                     state: ConnState::Idle { retry_at: now },
                     backoff: RECONNECT_INITIAL,
                     frames: FrameReader::default(),
-                    nonce: [0; NONCE_LEN],
-                    controller_nonce: None,
                     controller: None,
+                    peer: None,
                     last_rx: now,
                     next_keepalive: now,
                 },
@@ -362,6 +147,7 @@ impl Edge {
             tlocs: BTreeMap::new(),
             routes: BTreeMap::new(),
             started: false,
+            history: History::default(),
         }
     }
 
@@ -380,14 +166,33 @@ impl Edge {
             }
         }
         match input {
-            Input::Connected { color } => {
+            Input::Failed {
+                color,
+                local,
+                remote_error,
+                detail,
+            } => {
+                if let Some(i) = self.local_index(color)
+                    && !matches!(self.locals[i].conn.state, ConnState::Idle { .. })
+                {
+                    out.push(Action::Log(format!(
+                        "%SDWAN-3-{}: control connection color {color} to vsmart failed: local error {local} ({}), remote error {remote_error} ({}): {}",
+                        if local != ErrorCode::NoErr { local.mnemonic() } else { remote_error.mnemonic() },
+                        local.description(),
+                        remote_error.description(),
+                        escape(detail),
+                    )));
+                    self.record(now, i, "connect", local, remote_error);
+                    self.conn_down(now, i, "TLS handshake failed", false, &mut out);
+                }
+            }
+            Input::Connected { color, peer } => {
                 if let Some(i) = self.local_index(color)
                     && matches!(self.locals[i].conn.state, ConnState::Connecting { .. })
                 {
-                    let nonce = random_nonce(&self.rng);
                     let l = &mut self.locals[i];
-                    l.conn.nonce = nonce;
-                    l.conn.controller_nonce = None;
+                    l.conn.peer = Some(peer.clone());
+                    l.conn.controller = peer.system_ip.map(|ip| (ip, 0));
                     l.conn.frames = FrameReader::default();
                     l.conn.last_rx = now;
                     l.conn.state = ConnState::Handshake {
@@ -399,12 +204,34 @@ impl Edge {
                         site_id: self.cfg.site_id,
                         color: color.to_owned(),
                         version: SOFTWARE_VERSION.to_owned(),
-                        nonce,
                     };
-                    out.push(Action::Send {
-                        color: color.to_owned(),
-                        data: hello.encode(),
-                    });
+                    let refusal = if peer.organization != self.cfg.organization {
+                        Some((
+                            ErrorCode::CtOrgNmMis,
+                            format!(
+                                "certificate organization {:?}, expected {:?}",
+                                escape(&peer.organization),
+                                self.cfg.organization
+                            ),
+                        ))
+                    } else if peer.role != "controller" {
+                        Some((
+                            ErrorCode::CrtVerFl,
+                            format!(
+                                "certificate role {:?}, expected \"controller\"",
+                                escape(&peer.role)
+                            ),
+                        ))
+                    } else {
+                        None
+                    };
+                    match refusal {
+                        Some((code, detail)) => self.refuse(now, i, code, &detail, &mut out),
+                        None => out.push(Action::Send {
+                            color: color.to_owned(),
+                            data: hello.encode(),
+                        }),
+                    }
                 }
             }
             Input::Closed { color } => {
@@ -460,9 +287,9 @@ impl Edge {
             }
             match l.conn.state {
                 ConnState::Idle { retry_at } => min(retry_at),
-                ConnState::Connecting { deadline }
-                | ConnState::Handshake { deadline }
-                | ConnState::AuthSent { deadline } => min(deadline),
+                ConnState::Connecting { deadline } | ConnState::Handshake { deadline } => {
+                    min(deadline)
+                }
                 ConnState::Up { .. } => {
                     min(l.conn.next_keepalive);
                     min(l.conn.last_rx + self.cfg.hold);
@@ -589,7 +416,7 @@ impl Edge {
                         ("up", now.saturating_duration_since(since).as_secs())
                     }
                     ConnState::Connecting { .. } => ("connect", 0),
-                    ConnState::Handshake { .. } | ConnState::AuthSent { .. } => ("challenge", 0),
+                    ConnState::Handshake { .. } => ("challenge", 0),
                     ConnState::Idle { .. } => ("down", 0),
                 };
                 ConnectionView {
@@ -740,6 +567,7 @@ impl Edge {
         };
         c.backoff = (c.backoff * 2).min(RECONNECT_MAX);
         c.frames = FrameReader::default();
+        c.peer = None;
         if was_up {
             out.push(Action::Log(format!(
                 "%SDWAN-5-CONTROL_CONN_DOWN: control connection to vsmart color {color} down: {why}"
@@ -763,17 +591,25 @@ impl Edge {
         match (self.locals[i].conn.state, m) {
             (_, Message::Goodbye(reason)) => {
                 let why = match reason {
-                    GoodbyeReason::AuthFailed => {
-                        out.push(Action::Log(format!(
-                            "%SDWAN-3-CONTROL_AUTH_FAIL: control connection color {color} refused by vsmart: PSK authentication failed (challenge-response mismatch; check the psk)"
-                        )));
-                        "authentication failed"
-                    }
+                    GoodbyeReason::AuthFailed => "authentication failed",
                     GoodbyeReason::Replaced => "replaced by a newer connection",
                     GoodbyeReason::ProtocolError => "protocol error reported by peer",
                     GoodbyeReason::Shutdown => "peer shut down",
                 };
                 self.conn_down(now, i, why, true, out);
+            }
+            (_, Message::Refuse(code)) => {
+                out.push(Action::Log(format!(
+                    "%SDWAN-3-{}: control connection color {color} refused by vsmart: {code} ({})",
+                    code.mnemonic(),
+                    code.description()
+                )));
+                let state = match self.locals[i].conn.state {
+                    ConnState::Up { .. } => "up",
+                    _ => "challenge",
+                };
+                self.record(now, i, state, ErrorCode::NoErr, code);
+                self.conn_down(now, i, "refused by vsmart", true, out);
             }
             (
                 ConnState::Handshake { deadline },
@@ -781,50 +617,14 @@ impl Edge {
                     role: Role::Controller,
                     system_ip,
                     site_id,
-                    nonce,
                     ..
                 },
             ) => {
                 let c = &mut self.locals[i].conn;
-                c.controller_nonce = Some(nonce);
                 c.controller = Some((system_ip, site_id));
                 c.state = ConnState::Handshake { deadline };
             }
-            (ConnState::Handshake { .. }, Message::Auth { mac }) => {
-                let c = &self.locals[i].conn;
-                let Some(cn) = c.controller_nonce else {
-                    return self.protocol_error(now, i, "Auth before Hello", out);
-                };
-                let ok = auth_check(
-                    &self.cfg.psk,
-                    Role::Controller,
-                    &c.nonce,
-                    &cn,
-                    self.cfg.system_ip,
-                    &color,
-                    &mac,
-                );
-                if !ok {
-                    out.push(Action::Log(format!(
-                        "%SDWAN-3-CONTROL_AUTH_FAIL: control connection color {color}: vsmart failed PSK authentication (challenge-response mismatch; check the psk)"
-                    )));
-                    self.send(i, &Message::Goodbye(GoodbyeReason::AuthFailed), out);
-                    return self.conn_down(now, i, "authentication failed", true, out);
-                }
-                let mine = auth_mac(
-                    &self.cfg.psk,
-                    Role::Edge,
-                    &c.nonce,
-                    &cn,
-                    self.cfg.system_ip,
-                    &color,
-                );
-                self.send(i, &Message::Auth { mac: mine }, out);
-                self.locals[i].conn.state = ConnState::AuthSent {
-                    deadline: now + HANDSHAKE_TIMEOUT,
-                };
-            }
-            (ConnState::AuthSent { .. }, Message::AuthOk) => {
+            (ConnState::Handshake { .. }, Message::AuthOk) => {
                 let grace = now + self.cfg.rekey_grace;
                 for l in &mut self.locals {
                     for (_, at) in &mut l.old {
@@ -886,6 +686,66 @@ impl Edge {
                 self.protocol_error(now, i, &why, out);
             }
         }
+    }
+
+    /// Refuses the controller of connection `i` with Cisco's code: a
+    /// `Refuse` to it (inside TLS), a log line, a history row, closed.
+    fn refuse(
+        &mut self,
+        now: Instant,
+        i: usize,
+        code: ErrorCode,
+        detail: &str,
+        out: &mut Vec<Action>,
+    ) {
+        let color = self.locals[i].cfg.color.clone();
+        out.push(Action::Log(format!(
+            "%SDWAN-3-{}: control connection color {color} to vsmart refused: {code} ({}): {detail}",
+            code.mnemonic(),
+            code.description()
+        )));
+        self.record(now, i, "challenge", code, ErrorCode::NoErr);
+        self.send(i, &Message::Refuse(code), out);
+        self.conn_down(now, i, code.description(), true, out);
+    }
+
+    fn record(
+        &mut self,
+        now: Instant,
+        i: usize,
+        state: &'static str,
+        local: ErrorCode,
+        remote: ErrorCode,
+    ) {
+        let c = &self.locals[i].conn;
+        let row = HistoryRow {
+            peer_type: "vsmart",
+            system_ip: c.controller.map(|c| c.0),
+            site_id: c.controller.map_or(0, |c| c.1),
+            peer_ip: self.cfg.controller.map(|a| a.ip()),
+            peer_port: self.cfg.controller.map_or(0, |a| a.port()),
+            color: self.locals[i].cfg.color.clone(),
+            state,
+            local_error: local,
+            remote_error: remote,
+            repeat_count: 0,
+            organization: c
+                .peer
+                .as_ref()
+                .map_or_else(String::new, |p| escape(&p.organization)),
+            downtime: now,
+        };
+        self.history.push(row);
+    }
+
+    /// `show sdwan control connection-history`, newest first.
+    pub fn history(&self) -> Vec<HistoryRow> {
+        self.history.rows().cloned().collect()
+    }
+
+    /// `clear sdwan control connection-history`.
+    pub fn clear_history(&mut self) {
+        self.history.clear();
     }
 
     fn protocol_error(&mut self, now: Instant, i: usize, why: &str, out: &mut Vec<Action>) {
@@ -1094,11 +954,14 @@ impl Edge {
                     };
                     out.push(Action::Connect { color });
                 }
-                ConnState::Connecting { deadline }
-                | ConnState::Handshake { deadline }
-                | ConnState::AuthSent { deadline }
+                ConnState::Connecting { deadline } | ConnState::Handshake { deadline }
                     if deadline <= now =>
                 {
+                    let state = match self.locals[i].conn.state {
+                        ConnState::Connecting { .. } => "connect",
+                        _ => "challenge",
+                    };
+                    self.record(now, i, state, ErrorCode::DhsTmo, ErrorCode::NoErr);
                     self.conn_down(now, i, "handshake timeout", true, out);
                 }
                 ConnState::Up { .. } => {
@@ -1140,7 +1003,7 @@ impl Edge {
 pub(crate) fn message_name(m: &Message) -> &'static str {
     match m {
         Message::Hello { .. } => "Hello",
-        Message::Auth { .. } => "Auth",
+        Message::Refuse(_) => "Refuse",
         Message::AuthOk => "AuthOk",
         Message::Keepalive => "Keepalive",
         Message::TlocAdvertise(_) => "TlocAdvertise",

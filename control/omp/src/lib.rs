@@ -1,27 +1,34 @@
 //! OMP-style SD-WAN control protocol core for xdpsec: no I/O, no clocks, no
 //! threads.
 //!
-//! Edges keep one TCP control connection per local TLOC (color) to a
-//! controller, authenticate with a pre-shared key (challenge-response), and
-//! advertise their TLOCs (public address, port, inbound SPI, AES-256-GCM key)
-//! and service prefixes; the controller reflects them to the other edges,
-//! which install SA pairs and routes. [`edge::Edge`] and
-//! [`controller::Controller`] are cores in the style of `xdpsec-ike`:
-//! `handle(now, input) -> Vec<Action>` and `next_timeout()`; a thin shell
-//! owns the sockets and the timer.
+//! Edges keep one TLS 1.3 control connection per local TLOC (color) to a
+//! controller, both ends authenticated by certificates from an enterprise
+//! root CA (`xdpsec pki`), and advertise their TLOCs (public address, port,
+//! inbound SPI, AES-256-GCM key) and service prefixes; the controller
+//! reflects them to the other edges, which install SA pairs and routes.
+//! [`edge::Edge`] and [`controller::Controller`] are cores in the style of
+//! `xdpsec-ike`: `handle(now, input) -> Vec<Action>` and `next_timeout()`;
+//! a thin shell owns the sockets, the timer and the TLS state
+//! ([`tls::Link`]).
 //!
 //! A control connection, edge to controller (see [`wire`] for the bytes):
 //!
-//! 1. edge: `Hello` (role edge, system-ip, site-id, color, version, nonce Ne);
-//! 2. controller: `Hello` (role controller, nonce Nc) and `Auth`
-//!    (HMAC-SHA256(PSK, label, role, Ne, Nc, edge system-ip, color));
-//! 3. edge checks it (a mismatch: log `%SDWAN-3-CONTROL_AUTH_FAIL`, `Goodbye`
-//!    AuthFailed, close), answers with its own `Auth` (role edge);
-//! 4. controller checks it (a mismatch: the same log and Goodbye) and sends
-//!    `AuthOk` and every other edge's routes; the edge sends all its TLOCs
-//!    and service routes on each of its connections;
+//! 1. TLS 1.3 handshake, each side's chain checked against the CA (expired
+//!    or not yet valid: CERTEXPRD; anything else: CRTVERFL);
+//! 2. each core checks the peer certificate's organization (CTORGNMMIS) and
+//!    role; the controller checks the serial against its allowed list
+//!    (SERNTPRES);
+//! 3. edge: `Hello` (role edge, system-ip, site-id, color, version); the
+//!    controller checks the system-ip is the one bound to the serial
+//!    (DUPSYSIPDEL when it is another serial's, SYSIPCHNG otherwise);
+//! 4. controller: `Hello` and `AuthOk` and every other edge's routes; the
+//!    edge sends all its TLOCs and service routes on each connection;
 //! 5. both send `Keepalive` every interval; routes flow as
 //!    advertise/withdraw; `Goodbye` before an orderly close.
+//!
+//! A refusal is a `Refuse` message with Cisco's code (inside TLS) or a TLS
+//! alert, a `%SDWAN-3-...` log line on each side and a row in each side's
+//! connection history ([`history`]).
 //!
 //! SA pairs use pairwise keys ([`pairwise_key`]): the key a sender encrypts
 //! with towards a TLOC is derived from that TLOC's advertised key and both
@@ -32,6 +39,9 @@
 pub mod consts;
 pub mod controller;
 pub mod edge;
+mod edge_types;
+pub mod history;
+pub mod tls;
 pub mod wire;
 
 use std::net::{IpAddr, Ipv4Addr};

@@ -1,4 +1,5 @@
-//! The control connection's wire format: length-prefixed frames over TCP.
+//! The control connection's wire format: length-prefixed frames, carried
+//! inside TLS 1.3 (see [`crate::tls`]).
 //!
 //! A frame is a 4-byte big-endian body length (1..=[`MAX_FRAME`]) and the
 //! body: one type byte, then the message's fields in order. Addresses are a
@@ -7,10 +8,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ring::hmac;
 use zeroize::Zeroizing;
 
-use crate::consts::{AUTH_LABEL, KEY_LEN, MAX_FRAME, NONCE_LEN};
+use crate::consts::{KEY_LEN, MAX_FRAME};
+use crate::history::ErrorCode;
 use crate::{KeyMaterial, Prefix};
 
 /// Why a frame could not be decoded.
@@ -124,7 +125,9 @@ pub struct ServiceRoute {
 /// One message of the control connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
-    /// First message of each side: identity and a fresh random nonce.
+    /// First message of each side after the TLS handshake: identity (the
+    /// certificate already proved who the sender is; the receiver checks
+    /// the Hello against it).
     Hello {
         /// Who sends it.
         role: Role,
@@ -136,16 +139,12 @@ pub enum Message {
         color: String,
         /// Software version string.
         version: String,
-        /// Random nonce for the challenge-response.
-        nonce: [u8; NONCE_LEN],
     },
-    /// Proof of the PSK: HMAC-SHA256 over both nonces (see [`auth_mac`]).
-    Auth {
-        /// The MAC.
-        mac: [u8; 32],
-    },
-    /// The controller accepted the edge's Auth: the connection is up.
+    /// The controller accepted the edge (certificate and Hello): the
+    /// connection is up.
     AuthOk,
+    /// The sender refuses the connection with Cisco's code and closes it.
+    Refuse(ErrorCode),
     /// Liveness, sent every keepalive interval by both sides.
     Keepalive,
     /// Advertise (or replace) a TLOC route.
@@ -171,7 +170,6 @@ pub enum Message {
 }
 
 const T_HELLO: u8 = 1;
-const T_AUTH: u8 = 2;
 const T_AUTH_OK: u8 = 3;
 const T_KEEPALIVE: u8 = 4;
 const T_TLOC_ADV: u8 = 5;
@@ -179,6 +177,7 @@ const T_TLOC_WDR: u8 = 6;
 const T_ROUTE_ADV: u8 = 7;
 const T_ROUTE_WDR: u8 = 8;
 const T_GOODBYE: u8 = 9;
+const T_REFUSE: u8 = 10;
 /// Encap code of IPsec (the only one).
 const ENCAP_IPSEC: u8 = 1;
 
@@ -195,7 +194,6 @@ impl Message {
                 site_id,
                 color,
                 version,
-                nonce,
             } => {
                 b.push(T_HELLO);
                 b.push(*role as u8);
@@ -203,11 +201,10 @@ impl Message {
                 b.extend_from_slice(&site_id.to_be_bytes());
                 put_str(&mut b, color);
                 put_str(&mut b, version);
-                b.extend_from_slice(nonce);
             }
-            Message::Auth { mac } => {
-                b.push(T_AUTH);
-                b.extend_from_slice(mac);
+            Message::Refuse(c) => {
+                b.push(T_REFUSE);
+                b.push(*c as u8);
             }
             Message::AuthOk => b.push(T_AUTH_OK),
             Message::Keepalive => b.push(T_KEEPALIVE),
@@ -266,10 +263,11 @@ impl Message {
                     site_id: r.u32()?,
                     color: r.string("color")?,
                     version: r.string("version")?,
-                    nonce: r.array()?,
                 }
             }
-            T_AUTH => Message::Auth { mac: r.array()? },
+            T_REFUSE => Message::Refuse(
+                ErrorCode::from_u8(r.u8()?).ok_or(WireError::BadField("error code"))?,
+            ),
             T_AUTH_OK => Message::AuthOk,
             T_KEEPALIVE => Message::Keepalive,
             T_TLOC_ADV => {
@@ -430,64 +428,4 @@ impl FrameReader {
         self.buf.drain(..4 + len);
         m.map(Some)
     }
-}
-
-/// The challenge-response MAC: HMAC-SHA256 keyed with the PSK over
-/// [`AUTH_LABEL`], the signer's role byte, the edge's nonce, the
-/// controller's nonce, the edge's system-ip and the connection's color
-/// (length byte, bytes). The PSK never crosses the wire; both nonces are
-/// fresh per connection, so a recorded Auth fails on any other connection;
-/// the role byte stops one side's MAC being reflected back as the other's.
-pub fn auth_mac(
-    psk: &[u8],
-    signer: Role,
-    edge_nonce: &[u8; NONCE_LEN],
-    controller_nonce: &[u8; NONCE_LEN],
-    edge_system_ip: Ipv4Addr,
-    color: &str,
-) -> [u8; 32] {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, psk);
-    let tag = hmac::sign(
-        &key,
-        &auth_input(signer, edge_nonce, controller_nonce, edge_system_ip, color),
-    );
-    let mut out = [0u8; 32];
-    out.copy_from_slice(tag.as_ref());
-    out
-}
-
-/// Checks a received [`auth_mac`] in constant time (`ring::hmac::verify`).
-pub fn auth_check(
-    psk: &[u8],
-    signer: Role,
-    edge_nonce: &[u8; NONCE_LEN],
-    controller_nonce: &[u8; NONCE_LEN],
-    edge_system_ip: Ipv4Addr,
-    color: &str,
-    received: &[u8; 32],
-) -> bool {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, psk);
-    hmac::verify(
-        &key,
-        &auth_input(signer, edge_nonce, controller_nonce, edge_system_ip, color),
-        received,
-    )
-    .is_ok()
-}
-
-fn auth_input(
-    signer: Role,
-    edge_nonce: &[u8; NONCE_LEN],
-    controller_nonce: &[u8; NONCE_LEN],
-    edge_system_ip: Ipv4Addr,
-    color: &str,
-) -> Vec<u8> {
-    let mut b = Vec::with_capacity(AUTH_LABEL.len() + 2 * NONCE_LEN + 8 + color.len());
-    b.extend_from_slice(AUTH_LABEL);
-    b.push(signer as u8);
-    b.extend_from_slice(edge_nonce);
-    b.extend_from_slice(controller_nonce);
-    b.extend_from_slice(&edge_system_ip.octets());
-    put_str(&mut b, color);
-    b
 }

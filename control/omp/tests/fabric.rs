@@ -7,9 +7,29 @@ use std::time::{Duration, Instant};
 use xdpsec_omp::consts::{GRACEFUL_RESTART, REKEY_GRACE};
 use xdpsec_omp::controller::{self, Controller, ControllerConfig};
 use xdpsec_omp::edge::{self, Edge, EdgeConfig, TlocConfig};
+use xdpsec_omp::history::ErrorCode;
 use xdpsec_omp::{Prefix, SdwanSa, TlocId};
 
-const PSK: &[u8] = b"fabric-test-psk";
+use xdpsec_omp::tls::PeerCert;
+
+/// The organization of the fabric's (simulated) certificates.
+const ORG: &str = "xdpsec-test";
+
+/// The controller's certificate as the edges' TLS would report it.
+fn controller_cert() -> PeerCert {
+    PeerCert {
+        organization: ORG.into(),
+        role: "controller".into(),
+        serial: "C0".into(),
+        system_ip: Some(sys(254)),
+    }
+}
+
+/// The controller's config: edges 1-8 allowed (serial `En`), 9 not.
+fn ctrl_cfg() -> ControllerConfig {
+    let allowed = (1..=8).map(|n| (format!("E{n}"), sys(n))).collect();
+    ControllerConfig::new(sys(254), ORG, allowed)
+}
 
 enum Ev {
     Ctrl(CtrlEv),
@@ -43,6 +63,8 @@ struct Fabric {
     ctrl_gr: Duration,
     ctrl_logs: Vec<String>,
     edges: Vec<Option<Edge>>,
+    /// Each edge's certificate, as the controller's TLS would report it.
+    certs: Vec<PeerCert>,
     state: Vec<EdgeState>,
     conns: BTreeMap<u64, (usize, String)>,
     next_conn: u64,
@@ -55,7 +77,7 @@ fn sys(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(192, 0, 2, n)
 }
 
-fn edge_cfg(n: u8, colors: &[&str], psk: &[u8]) -> EdgeConfig {
+fn edge_cfg(n: u8, colors: &[&str], org: &str) -> EdgeConfig {
     let tlocs = colors
         .iter()
         .enumerate()
@@ -65,7 +87,7 @@ fn edge_cfg(n: u8, colors: &[&str], psk: &[u8]) -> EdgeConfig {
             port_offset: 0,
         })
         .collect();
-    let mut c = EdgeConfig::new(sys(n), n as u32 * 100, psk, tlocs);
+    let mut c = EdgeConfig::new(sys(n), n as u32 * 100, org, tlocs);
     c.service_prefixes = vec![Prefix::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, n)), 32).unwrap()];
     c
 }
@@ -74,9 +96,9 @@ impl Fabric {
     /// Edge 1 has two colors; edges 2 and 3 one each.
     fn new() -> Fabric {
         Fabric::with(vec![
-            edge_cfg(1, &["biz-internet", "mpls"], PSK),
-            edge_cfg(2, &["biz-internet"], PSK),
-            edge_cfg(3, &["mpls"], PSK),
+            edge_cfg(1, &["biz-internet", "mpls"], ORG),
+            edge_cfg(2, &["biz-internet"], ORG),
+            edge_cfg(3, &["mpls"], ORG),
         ])
     }
 
@@ -88,6 +110,7 @@ impl Fabric {
             ctrl_gr: GRACEFUL_RESTART,
             ctrl_logs: Vec::new(),
             edges: Vec::new(),
+            certs: Vec::new(),
             state: Vec::new(),
             conns: BTreeMap::new(),
             next_conn: 1,
@@ -102,6 +125,12 @@ impl Fabric {
     }
 
     fn add_edge(&mut self, c: EdgeConfig) -> usize {
+        self.certs.push(PeerCert {
+            organization: c.organization.clone(),
+            role: "edge".into(),
+            serial: format!("E{}", c.system_ip.octets()[3]),
+            system_ip: Some(c.system_ip),
+        });
         self.edges.push(Some(Edge::new(c, self.now)));
         self.state.push(EdgeState::default());
         let i = self.edges.len() - 1;
@@ -115,7 +144,7 @@ impl Fabric {
     }
 
     fn start_controller(&mut self) {
-        let mut c = ControllerConfig::new(Ipv4Addr::new(192, 0, 2, 254), PSK);
+        let mut c = ctrl_cfg();
         c.graceful_restart = self.ctrl_gr;
         self.ctrl = Some(Controller::new(c));
     }
@@ -244,6 +273,14 @@ impl Fabric {
             let now = self.now;
             match ev {
                 Ev::Ctrl(e) => {
+                    let peer = match e {
+                        CtrlEv::Accepted(id) => self
+                            .conns
+                            .get(&id)
+                            .map(|(i, _)| self.certs[*i].clone())
+                            .unwrap_or_default(),
+                        _ => PeerCert::default(),
+                    };
                     let Some(c) = self.ctrl.as_mut() else {
                         continue;
                     };
@@ -256,6 +293,7 @@ impl Fabric {
                                     IpAddr::V4(Ipv4Addr::new(198, 51, 100, 200)),
                                     40000 + id as u16,
                                 ),
+                                peer,
                             },
                         ),
                         CtrlEv::Bytes(id, d) => {
@@ -270,7 +308,13 @@ impl Fabric {
                         continue;
                     };
                     let a = match &e {
-                        EdgeEv::Connected(c) => ed.handle(now, edge::Input::Connected { color: c }),
+                        EdgeEv::Connected(c) => ed.handle(
+                            now,
+                            edge::Input::Connected {
+                                color: c,
+                                peer: &controller_cert(),
+                            },
+                        ),
                         EdgeEv::Bytes(c, d) => {
                             ed.handle(now, edge::Input::Bytes { color: c, data: d })
                         }
@@ -474,8 +518,8 @@ fn rekey_is_make_before_break_and_old_inbound_goes_after_grace() {
 #[test]
 fn timed_rekey_follows_rekey_seconds() {
     let mut cfgs = vec![
-        edge_cfg(1, &["biz-internet"], PSK),
-        edge_cfg(2, &["biz-internet"], PSK),
+        edge_cfg(1, &["biz-internet"], ORG),
+        edge_cfg(2, &["biz-internet"], ORG),
     ];
     cfgs[0].rekey = Duration::from_secs(300);
     cfgs[0].rekey_grace = Duration::from_secs(10);
@@ -496,34 +540,50 @@ fn timed_rekey_follows_rekey_seconds() {
 }
 
 #[test]
-fn wrong_psk_is_refused_with_a_log_on_both_sides() {
+fn refusals_carry_ciscos_codes_on_both_sides() {
     let mut f = Fabric::new();
-    let bad = f.add_edge(edge_cfg(4, &["lte"], b"not-the-psk"));
+    // Edge 9's serial is not in the allowed list; edge 4's organization
+    // differs (each side refuses the other's certificate).
+    let bad = f.add_edge(edge_cfg(9, &["lte"], ORG));
+    let other = f.add_edge(edge_cfg(4, &["lte"], "other-org"));
     f.advance(Duration::from_secs(30));
+    let has = |logs: &[String], what: &str| {
+        logs.iter()
+            .any(|l| l.starts_with("%SDWAN-3-") && l.contains(what))
+    };
+    assert!(has(&f.ctrl_logs, "SERNTPRES"), "{:?}", f.ctrl_logs);
+    assert!(has(&f.ctrl_logs, "CTORGNMMIS"), "{:?}", f.ctrl_logs);
     assert!(
-        f.ctrl_logs
-            .iter()
-            .any(|l| l.starts_with("%SDWAN-3-CONTROL_AUTH_FAIL")
-                && l.contains("192.0.2.4")
-                && l.contains("refused")),
-        "{:?}",
-        f.ctrl_logs
-    );
-    assert!(
-        f.state[bad]
-            .logs
-            .iter()
-            .any(|l| l.starts_with("%SDWAN-3-CONTROL_AUTH_FAIL")),
+        has(&f.state[bad].logs, "SERNTPRES"),
         "{:?}",
         f.state[bad].logs
     );
+    assert!(
+        has(&f.state[other].logs, "CTORGNMMIS"),
+        "{:?}",
+        f.state[other].logs
+    );
+    let now = f.now;
+    let h = f.edge(bad).history();
+    assert_eq!(h[0].remote_error, ErrorCode::SerNtPres, "{h:?}");
+    assert_eq!(h[0].local_error, ErrorCode::NoErr);
+    // Retried with backoff (1, 2, 4, 8, 16 s): a handful of tries, counted.
+    assert!((3..=5).contains(&h[0].repeat_count), "{h:?}");
+    let ch = f.ctrl.as_ref().unwrap().history();
+    assert!(
+        ch.iter()
+            .any(|r| r.local_error == ErrorCode::SerNtPres && r.remote_error == ErrorCode::NoErr),
+        "{ch:?}"
+    );
     assert!(f.state[bad].sas.is_empty());
     let ctrl = f.ctrl.as_ref().unwrap();
-    assert!(ctrl.tlocs().iter().all(|t| t.system_ip != sys(4)));
-    assert!(f.state[0].sas.keys().all(|(_, r)| r.system_ip != sys(4)));
-    let now = f.now;
+    assert!(
+        ctrl.tlocs()
+            .iter()
+            .all(|t| t.system_ip != sys(9) && t.system_ip != sys(4))
+    );
+    assert!(f.state[0].sas.keys().all(|(_, r)| r.system_ip != sys(9)));
     assert_ne!(f.edge(bad).control_connections(now)[0].state, "up");
-    // It keeps retrying with backoff (1, 2, 4, 8, 16 s): a handful of tries, not 30.
     let tries = f.state[bad]
         .history
         .iter()
@@ -533,94 +593,120 @@ fn wrong_psk_is_refused_with_a_log_on_both_sides() {
 }
 
 #[test]
-fn a_replayed_auth_is_refused() {
-    use xdpsec_omp::wire::{FrameReader, Message, Role, auth_mac};
+fn a_hijacked_system_ip_is_refused_and_the_owner_untouched() {
+    use xdpsec_omp::wire::{Message, Role};
     let now = Instant::now();
-    let mut c = Controller::new(ControllerConfig::new(sys(254), PSK));
+    let mut c = Controller::new(ctrl_cfg());
     let remote: SocketAddr = "198.51.100.9:40000".parse().unwrap();
-    let hello = Message::Hello {
-        role: Role::Edge,
-        system_ip: sys(9),
-        site_id: 9,
-        color: "mpls".into(),
-        version: "x".into(),
-        nonce: [5; 32],
+    let cert = |n: u8| PeerCert {
+        organization: ORG.into(),
+        role: "edge".into(),
+        serial: format!("E{n}"),
+        system_ip: Some(sys(n)),
     };
-    let ctrl_nonce = |acts: &[controller::Action]| {
-        let controller::Action::Send { data, .. } = &acts[0] else {
-            panic!()
-        };
-        let mut r = FrameReader::default();
-        r.push(data);
-        let Some(Message::Hello { nonce, .. }) = r.next_message().unwrap() else {
-            panic!()
-        };
-        nonce
+    let hello = |n: u8| {
+        Message::Hello {
+            role: Role::Edge,
+            system_ip: sys(n),
+            site_id: 9,
+            color: "mpls".into(),
+            version: "x".into(),
+        }
+        .encode()
     };
-    c.handle(now, controller::Input::Accepted { conn: 1, remote });
-    let a = c.handle(
+    let logs = |a: &[controller::Action]| -> Vec<String> {
+        a.iter()
+            .filter_map(|x| match x {
+                controller::Action::Log(l) => Some(l.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    c.handle(
         now,
-        controller::Input::Bytes {
+        controller::Input::Accepted {
             conn: 1,
-            data: &hello.encode(),
+            remote,
+            peer: cert(1),
         },
     );
-    let cn = ctrl_nonce(&a);
-    let auth = Message::Auth {
-        mac: auth_mac(PSK, Role::Edge, &[5; 32], &cn, sys(9), "mpls"),
-    }
-    .encode();
     let a = c.handle(
         now,
         controller::Input::Bytes {
             conn: 1,
-            data: &auth,
+            data: &hello(1),
         },
     );
     assert!(
-        a.iter()
-            .any(|x| matches!(x, controller::Action::Log(l) if l.contains("CONTROL_CONN_UP"))),
+        logs(&a).iter().any(|l| l.contains("CONTROL_CONN_UP")),
         "{a:?}"
     );
-    // The same Hello and Auth replayed on a new connection: the
-    // controller's nonce differs, so the recorded MAC fails.
-    c.handle(now, controller::Input::Accepted { conn: 2, remote });
-    let a = c.handle(
+    // Edge 2's certificate claiming edge 1's system-ip in its Hello.
+    c.handle(
         now,
-        controller::Input::Bytes {
+        controller::Input::Accepted {
             conn: 2,
-            data: &hello.encode(),
+            remote,
+            peer: cert(2),
         },
     );
-    assert_ne!(ctrl_nonce(&a), cn);
     let a = c.handle(
         now,
         controller::Input::Bytes {
             conn: 2,
-            data: &auth,
+            data: &hello(1),
         },
     );
     assert!(
-        a.iter()
-            .any(|x| matches!(x, controller::Action::Log(l) if l.contains("CONTROL_AUTH_FAIL"))),
+        logs(&a)
+            .iter()
+            .any(|l| l.starts_with("%SDWAN-3-") && l.contains("DUPSYSIPDEL")),
         "{a:?}"
     );
     assert!(
         a.iter()
             .any(|x| matches!(x, controller::Action::Close { conn: 2 }))
     );
+    assert!(
+        !a.iter()
+            .any(|x| matches!(x, controller::Action::Close { conn: 1 }))
+    );
+    let conns = c.control_connections(now);
+    assert_eq!(conns.len(), 1);
+    assert_eq!((conns[0].system_ip, conns[0].state), (Some(sys(1)), "up"));
+    // A serial not in the list: refused at once.
+    let a = c.handle(
+        now,
+        controller::Input::Accepted {
+            conn: 3,
+            remote,
+            peer: cert(9),
+        },
+    );
+    assert!(logs(&a).iter().any(|l| l.contains("SERNTPRES")), "{a:?}");
+    assert!(
+        a.iter()
+            .any(|x| matches!(x, controller::Action::Close { conn: 3 }))
+    );
     // Garbage never panics and closes the connection.
-    c.handle(now, controller::Input::Accepted { conn: 3, remote });
+    c.handle(
+        now,
+        controller::Input::Accepted {
+            conn: 4,
+            remote,
+            peer: cert(3),
+        },
+    );
     let a = c.handle(
         now,
         controller::Input::Bytes {
-            conn: 3,
+            conn: 4,
             data: &[0, 0, 0, 2, 99, 1],
         },
     );
     assert!(
         a.iter()
-            .any(|x| matches!(x, controller::Action::Close { conn: 3 }))
+            .any(|x| matches!(x, controller::Action::Close { conn: 4 }))
     );
 }
 
@@ -660,7 +746,7 @@ fn a_dropped_edge_is_withdrawn_after_the_hold_time_not_before() {
 #[test]
 fn graceful_restart_hold_time_is_configurable() {
     let mut f = Fabric::new();
-    let mut c = ControllerConfig::new(sys(254), PSK);
+    let mut c = ctrl_cfg();
     c.graceful_restart = Duration::from_secs(30);
     f.ctrl = Some(Controller::new(c));
     f.clear_all_connections();
@@ -910,7 +996,7 @@ fn a_flap_while_tcp_connects_sends_nothing_on_that_connection() {
     // clear while the TCP connect is still in progress sent a Goodbye on a
     // connection nobody had accepted yet.
     let now = Instant::now();
-    let mut e = Edge::new(edge_cfg(1, &["biz-internet"], PSK), now);
+    let mut e = Edge::new(edge_cfg(1, &["biz-internet"], ORG), now);
     let start = e.handle(now, edge::Input::Timer);
     assert!(
         start
@@ -941,4 +1027,87 @@ fn a_flap_while_tcp_connects_sends_nothing_on_that_connection() {
             "{what}: {actions:?}"
         );
     }
+}
+
+#[test]
+fn per_edge_bounds_refuse_tlocs_and_routes_past_them_with_one_log_line() {
+    use xdpsec_omp::consts::{MAX_PREFIXES_PER_EDGE, MAX_TLOCS_PER_EDGE};
+    use xdpsec_omp::wire::{Message, Role, ServiceRoute, TlocRoute};
+    let now = Instant::now();
+    let mut c = Controller::new(ctrl_cfg());
+    let remote: SocketAddr = "198.51.100.9:40000".parse().unwrap();
+    let peer = PeerCert {
+        organization: ORG.into(),
+        role: "edge".into(),
+        serial: "E1".into(),
+        system_ip: Some(sys(1)),
+    };
+    c.handle(
+        now,
+        controller::Input::Accepted {
+            conn: 1,
+            remote,
+            peer,
+        },
+    );
+    let hello = Message::Hello {
+        role: Role::Edge,
+        system_ip: sys(1),
+        site_id: 1,
+        color: "mpls".into(),
+        version: "x".into(),
+    };
+    c.handle(
+        now,
+        controller::Input::Bytes {
+            conn: 1,
+            data: &hello.encode(),
+        },
+    );
+    let mut data = Vec::new();
+    for k in 0..MAX_TLOCS_PER_EDGE + 3 {
+        data.extend_from_slice(
+            &Message::TlocAdvertise(TlocRoute {
+                system_ip: sys(1),
+                site_id: 1,
+                color: format!("custom{k}"),
+                public_ip: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)),
+                public_port: 12346,
+                spi: 1000 + k as u32,
+                key: xdpsec_omp::KeyMaterial::random(&ring::rand::SystemRandom::new()),
+            })
+            .encode(),
+        );
+    }
+    for k in 0..MAX_PREFIXES_PER_EDGE + 3 {
+        let a = Ipv4Addr::from(0x0a00_0000u32 + (k as u32) * 256);
+        data.extend_from_slice(
+            &Message::RouteAdvertise(ServiceRoute {
+                prefix: Prefix::new(IpAddr::V4(a), 24).unwrap(),
+                system_ip: sys(1),
+                site_id: 1,
+            })
+            .encode(),
+        );
+    }
+    let a = c.handle(
+        now,
+        controller::Input::Bytes {
+            conn: 1,
+            data: &data,
+        },
+    );
+    let limits: Vec<_> = a
+        .iter()
+        .filter(|x| matches!(x, controller::Action::Log(l) if l.starts_with("%SDWAN-4-OMP_LIMIT")))
+        .collect();
+    assert_eq!(
+        limits.len(),
+        1,
+        "one log line, not one per refusal: {limits:?}"
+    );
+    assert_eq!(c.tlocs().len(), MAX_TLOCS_PER_EDGE);
+    assert_eq!(c.routes().len(), MAX_PREFIXES_PER_EDGE);
+    // Still up: bounds refuse the excess, not the edge.
+    assert_eq!(c.control_connections(now)[0].state, "up");
 }

@@ -4,9 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use proptest::prelude::*;
 use ring::rand::SystemRandom;
-use xdpsec_omp::wire::{
-    FrameReader, GoodbyeReason, Message, Role, ServiceRoute, TlocRoute, auth_check, auth_mac,
-};
+use xdpsec_omp::wire::{FrameReader, GoodbyeReason, Message, Role, ServiceRoute, TlocRoute};
 use xdpsec_omp::{KeyMaterial, Prefix, TlocId, pairwise_key};
 
 fn samples() -> Vec<Message> {
@@ -18,9 +16,8 @@ fn samples() -> Vec<Message> {
             site_id: 100,
             color: "biz-internet".into(),
             version: "xdpsec 0.1.0".into(),
-            nonce: [7; 32],
         },
-        Message::Auth { mac: [9; 32] },
+        Message::Refuse(xdpsec_omp::history::ErrorCode::SerNtPres),
         Message::AuthOk,
         Message::Keepalive,
         Message::TlocAdvertise(TlocRoute {
@@ -123,72 +120,21 @@ fn keys_never_in_debug_output() {
 }
 
 #[test]
-fn auth_mac_binds_both_nonces_role_and_psk() {
-    let ip = Ipv4Addr::new(192, 0, 2, 1);
-    let m = auth_mac(b"psk", Role::Edge, &[1; 32], &[2; 32], ip, "mpls");
-    assert!(auth_check(
-        b"psk",
-        Role::Edge,
-        &[1; 32],
-        &[2; 32],
-        ip,
-        "mpls",
-        &m
-    ));
-    assert!(!auth_check(
-        b"psk2",
-        Role::Edge,
-        &[1; 32],
-        &[2; 32],
-        ip,
-        "mpls",
-        &m
-    ));
-    assert!(!auth_check(
-        b"psk",
-        Role::Controller,
-        &[1; 32],
-        &[2; 32],
-        ip,
-        "mpls",
-        &m
-    ));
-    assert!(!auth_check(
-        b"psk",
-        Role::Edge,
-        &[1; 32],
-        &[3; 32],
-        ip,
-        "mpls",
-        &m
-    ));
-    assert!(!auth_check(
-        b"psk",
-        Role::Edge,
-        &[0; 32],
-        &[2; 32],
-        ip,
-        "mpls",
-        &m
-    ));
-    assert!(!auth_check(
-        b"psk",
-        Role::Edge,
-        &[1; 32],
-        &[2; 32],
-        ip,
-        "lte",
-        &m
-    ));
-    // HMAC-SHA256 of the documented input, computed independently.
-    let mut input = b"xdpsec-omp auth v1".to_vec();
-    input.push(1);
-    input.extend([1; 32]);
-    input.extend([2; 32]);
-    input.extend([192, 0, 2, 1, 4]);
-    input.extend(b"mpls");
-    let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"psk");
-    assert_eq!(ring::hmac::sign(&k, &input).as_ref(), &m[..]);
+fn refuse_carries_the_mib_number_of_the_code() {
+    use xdpsec_omp::history::ErrorCode;
+    // CISCO-SDWAN-SECURITY-MIB ConnFlagEnum: sERNTPRES(37), cRTVERFL(38),
+    // cTORGNMMIS(48), cERTEXPRD(53), dUPSYSIPDEL(65).
+    for (c, n) in [
+        (ErrorCode::SerNtPres, 37),
+        (ErrorCode::CrtVerFl, 38),
+        (ErrorCode::CtOrgNmMis, 48),
+        (ErrorCode::CertExprd, 53),
+        (ErrorCode::DupSysIpDel, 65),
+    ] {
+        assert_eq!(&Message::Refuse(c).encode()[..], &[0, 0, 0, 2, 10, n]);
+        assert_eq!(Message::decode(&[10, n]).unwrap(), Message::Refuse(c));
+    }
+    assert!(Message::decode(&[10, 200]).is_err());
 }
 
 #[test]
@@ -294,11 +240,29 @@ mod cores {
                     3 => Message::RouteWithdraw { prefix, system_ip },
                     4 => Message::Keepalive,
                     5 => Message::AuthOk,
-                    6 => Message::Auth { mac: [0; 32] },
+                    6 => Message::Refuse(xdpsec_omp::history::ErrorCode::CrtVerFl),
                     _ => Message::Goodbye(GoodbyeReason::Replaced),
                 }
             },
         )
+    }
+
+    fn edge_cert(n: u8) -> xdpsec_omp::tls::PeerCert {
+        xdpsec_omp::tls::PeerCert {
+            organization: "o".into(),
+            role: "edge".into(),
+            serial: format!("E{n}"),
+            system_ip: Some(Ipv4Addr::new(192, 0, 2, n)),
+        }
+    }
+
+    fn ctrl_cert() -> xdpsec_omp::tls::PeerCert {
+        xdpsec_omp::tls::PeerCert {
+            organization: "o".into(),
+            role: "controller".into(),
+            serial: "C0".into(),
+            system_ip: Some(Ipv4Addr::new(192, 0, 2, 254)),
+        }
     }
 
     fn frames(parts: &[(u8, Vec<u8>)]) -> Vec<u8> {
@@ -310,7 +274,7 @@ mod cores {
                 v.extend(body);
             } else {
                 v.extend(((body.len() + 1) as u32).to_be_bytes());
-                v.push(*t % 10);
+                v.push(*t % 11);
                 v.extend(body);
             }
         }
@@ -325,9 +289,9 @@ mod cores {
         ) {
             let now = Instant::now();
             let data = frames(&parts);
-            let mut c = Controller::new(ControllerConfig::new(Ipv4Addr::new(192, 0, 2, 254), b"k"));
+            let mut c = Controller::new(ControllerConfig::new(Ipv4Addr::new(192, 0, 2, 254), "o", (1..=2).map(|n| (format!("E{n}"), Ipv4Addr::new(192, 0, 2, n))).collect()));
             let remote: SocketAddr = "198.51.100.9:40000".parse().unwrap();
-            c.handle(now, controller::Input::Accepted { conn: 1, remote });
+            c.handle(now, controller::Input::Accepted { conn: 1, remote, peer: edge_cert(1) });
             for ch in data.chunks(split) {
                 c.handle(now, controller::Input::Bytes { conn: 1, data: ch });
             }
@@ -335,30 +299,27 @@ mod cores {
             let _ = c.tlocs();
             let _ = c.peers(now);
 
-            let cfg = EdgeConfig::new(Ipv4Addr::new(192, 0, 2, 1), 1, b"k", vec![TlocConfig {
+            let cfg = EdgeConfig::new(Ipv4Addr::new(192, 0, 2, 1), 1, "o", vec![TlocConfig {
                 color: "mpls".into(),
                 address: "198.51.100.1".parse().unwrap(),
                 port_offset: 0,
             }]);
             let mut e = Edge::new(cfg, now);
             e.handle(now, edge::Input::Timer);
-            let a = e.handle(now, edge::Input::Connected { color: "mpls" });
+            let a = e.handle(now, edge::Input::Connected { color: "mpls", peer: &ctrl_cert() });
             // Play the controller so the random frames reach an up connection.
             let edge::Action::Send { data: hello, .. } = &a[0] else { panic!("{a:?}") };
             let mut r = FrameReader::default();
             r.push(hello);
-            let Some(Message::Hello { nonce, .. }) = r.next_message().unwrap() else { panic!() };
-            let mac = auth_mac(b"k", Role::Controller, &nonce, &[3; 32], Ipv4Addr::new(192, 0, 2, 1), "mpls");
+            let Some(Message::Hello { .. }) = r.next_message().unwrap() else { panic!() };
             let mut reply = Message::Hello {
                 role: Role::Controller,
                 system_ip: Ipv4Addr::new(192, 0, 2, 254),
                 site_id: 0,
                 color: String::new(),
                 version: String::new(),
-                nonce: [3; 32],
             }
             .encode();
-            reply.extend_from_slice(&Message::Auth { mac }.encode());
             reply.extend_from_slice(&Message::AuthOk.encode());
             e.handle(now, edge::Input::Bytes { color: "mpls", data: &reply });
             prop_assert_eq!(e.control_connections(now)[0].state, "up");
@@ -372,29 +333,26 @@ mod cores {
         #[test]
         fn an_up_edge_never_panics_on_any_message_sequence(msgs in proptest::collection::vec(message(), 0..40)) {
             let now = Instant::now();
-            let cfg = EdgeConfig::new(Ipv4Addr::new(192, 0, 2, 1), 1, b"k", vec![TlocConfig {
+            let cfg = EdgeConfig::new(Ipv4Addr::new(192, 0, 2, 1), 1, "o", vec![TlocConfig {
                 color: "mpls".into(),
                 address: "198.51.100.1".parse().unwrap(),
                 port_offset: 0,
             }]);
             let mut e = Edge::new(cfg, now);
             e.handle(now, edge::Input::Timer);
-            let a = e.handle(now, edge::Input::Connected { color: "mpls" });
+            let a = e.handle(now, edge::Input::Connected { color: "mpls", peer: &ctrl_cert() });
             let edge::Action::Send { data: hello, .. } = &a[0] else { panic!("{a:?}") };
             let mut r = FrameReader::default();
             r.push(hello);
-            let Some(Message::Hello { nonce, .. }) = r.next_message().unwrap() else { panic!() };
-            let mac = auth_mac(b"k", Role::Controller, &nonce, &[3; 32], Ipv4Addr::new(192, 0, 2, 1), "mpls");
+            let Some(Message::Hello { .. }) = r.next_message().unwrap() else { panic!() };
             let mut reply = Message::Hello {
                 role: Role::Controller,
                 system_ip: Ipv4Addr::new(192, 0, 2, 254),
                 site_id: 0,
                 color: String::new(),
                 version: String::new(),
-                nonce: [3; 32],
             }
             .encode();
-            reply.extend_from_slice(&Message::Auth { mac }.encode());
             reply.extend_from_slice(&Message::AuthOk.encode());
             e.handle(now, edge::Input::Bytes { color: "mpls", data: &reply });
             let mut t = now;
@@ -413,20 +371,14 @@ mod cores {
         #[test]
         fn an_up_controller_never_panics_on_any_message_sequence(msgs in proptest::collection::vec(message(), 0..40)) {
             let now = Instant::now();
-            let mut c = Controller::new(ControllerConfig::new(Ipv4Addr::new(192, 0, 2, 254), b"k"));
+            let mut c = Controller::new(ControllerConfig::new(Ipv4Addr::new(192, 0, 2, 254), "o", (1..=2).map(|n| (format!("E{n}"), Ipv4Addr::new(192, 0, 2, n))).collect()));
             let remote: SocketAddr = "198.51.100.9:40000".parse().unwrap();
             let mut t = now;
             for conn in [1u64, 2] {
                 let s = Ipv4Addr::new(192, 0, 2, conn as u8);
-                c.handle(t, controller::Input::Accepted { conn, remote });
-                let hello = Message::Hello { role: Role::Edge, system_ip: s, site_id: 1, color: "mpls".into(), version: String::new(), nonce: [conn as u8; 32] };
-                let a = c.handle(t, controller::Input::Bytes { conn, data: &hello.encode() });
-                let controller::Action::Send { data, .. } = &a[0] else { panic!("{a:?}") };
-                let mut r = FrameReader::default();
-                r.push(data);
-                let Some(Message::Hello { nonce, .. }) = r.next_message().unwrap() else { panic!() };
-                let mac = auth_mac(b"k", Role::Edge, &[conn as u8; 32], &nonce, s, "mpls");
-                c.handle(t, controller::Input::Bytes { conn, data: &Message::Auth { mac }.encode() });
+                c.handle(t, controller::Input::Accepted { conn, remote, peer: edge_cert(conn as u8) });
+                let hello = Message::Hello { role: Role::Edge, system_ip: s, site_id: 1, color: "mpls".into(), version: String::new() };
+                c.handle(t, controller::Input::Bytes { conn, data: &hello.encode() });
             }
             prop_assert_eq!(c.control_connections(t).iter().filter(|x| x.state == "up").count(), 2);
             for (i, m) in msgs.into_iter().enumerate() {

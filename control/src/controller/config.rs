@@ -2,7 +2,8 @@
 //! parsed, then validated into [`ControllerConfig`]. Errors name the field
 //! and the line; nothing is used from a file that fails validation.
 use std::{
-    net::SocketAddr,
+    collections::BTreeMap,
+    net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -11,7 +12,8 @@ use serde::Deserialize;
 use toml::Spanned;
 use zeroize::Zeroizing;
 
-use crate::config::{LineIndex, SecretText, node_and_socket, parse_toml, psk_field};
+use crate::config::{LineIndex, SecretText, node_and_socket, parse_toml};
+use crate::sdwan::config::{TlsConfig, TlsFields, tls_fields};
 
 /// Default OMP graceful-restart time (Cisco SD-WAN `omp timers
 /// graceful-restart-timer` default, 43200 s).
@@ -28,8 +30,12 @@ pub struct ControllerConfig {
     pub socket: PathBuf,
     /// TCP address the edges' control connections arrive on.
     pub listen: SocketAddr,
-    /// Pre-shared key of the control connections; zeroized on drop.
-    pub psk: Zeroizing<Vec<u8>>,
+    /// TLS: the CA, the controller's certificate and key, the organization.
+    pub tls: TlsConfig,
+    /// Authorized edges (`allowed_edges_file`): serial -> system-ip.
+    pub allowed_edges: BTreeMap<String, Ipv4Addr>,
+    /// Where the allowed edges came from.
+    pub allowed_edges_file: PathBuf,
     /// Routes of an edge with no connection left are withdrawn after this.
     pub graceful_restart: Duration,
 }
@@ -41,7 +47,8 @@ impl std::fmt::Debug for ControllerConfig {
             .field("node", &self.node)
             .field("socket", &self.socket)
             .field("listen", &self.listen)
-            .field("psk", &"<redacted>")
+            .field("tls", &self.tls)
+            .field("allowed_edges", &self.allowed_edges.len())
             .field("graceful_restart", &self.graceful_restart)
             .finish()
     }
@@ -58,6 +65,16 @@ struct RawControllerConfig {
     psk: Option<Spanned<SecretText>>,
     #[serde(default)]
     psk_file: Option<Spanned<String>>,
+    #[serde(default)]
+    ca_file: Option<Spanned<String>>,
+    #[serde(default)]
+    cert_file: Option<Spanned<String>>,
+    #[serde(default)]
+    key_file: Option<Spanned<String>>,
+    #[serde(default)]
+    organization: Option<Spanned<String>>,
+    #[serde(default)]
+    allowed_edges_file: Option<Spanned<String>>,
     #[serde(default)]
     graceful_restart_seconds: Option<Spanned<i64>>,
 }
@@ -89,19 +106,36 @@ impl ControllerConfig {
                 ));
             }
         };
-        let psk = psk_field(
-            &raw.psk,
-            &raw.psk_file,
-            "",
-            "",
-            &|| {
-                format!(
-                    "line {}: the controller needs `psk` or `psk_file` (the edges' control-connection key)",
-                    at(raw.node.span())
-                )
+        let tls = tls_fields(
+            &TlsFields {
+                prefix: "",
+                psk: raw.psk.as_ref().map(|p| p.span()),
+                psk_file: raw.psk_file.as_ref().map(|p| p.span()),
+                ca_file: &raw.ca_file,
+                cert_file: &raw.cert_file,
+                key_file: &raw.key_file,
+                organization: &raw.organization,
+                section: raw.node.span(),
             },
+            true,
             &at,
         )?;
+        let Some(af) = &raw.allowed_edges_file else {
+            return Err(format!(
+                "line {}: field `allowed_edges_file` is missing: the controller needs the authorized edge list (`xdpsec pki allow`)",
+                at(raw.node.span())
+            ));
+        };
+        let allowed_edges = std::fs::read_to_string(af.get_ref())
+            .map_err(|e| e.to_string())
+            .and_then(|t| crate::pki::parse_allowed_edges(&t).map_err(|e| e.to_string()))
+            .map_err(|e| {
+                format!(
+                    "line {}: field `allowed_edges_file` = {:?}: {e}",
+                    at(af.span()),
+                    af.get_ref()
+                )
+            })?;
         let graceful_restart = match &raw.graceful_restart_seconds {
             None => Duration::from_secs(DEFAULT_GRACEFUL_RESTART_SECONDS),
             Some(g) => {
@@ -119,89 +153,134 @@ impl ControllerConfig {
             node,
             socket,
             listen,
-            psk,
+            tls,
+            allowed_edges,
+            allowed_edges_file: PathBuf::from(af.get_ref()),
             graceful_restart,
         })
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::pki::{DeviceSpec, Role, make_ca, make_device};
+
+    /// A CA, a controller and an edge certificate, an allowed list with
+    /// the edge, under a fresh temporary directory; returns the directory.
+    pub(crate) fn pki_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("xdpsec-ctlcfg-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        make_ca("xdpsec-test", &dir.join("ca"), false).unwrap();
+        let (t0, t1) =
+            crate::pki::validity(time::OffsetDateTime::now_utc(), None, None, None).unwrap();
+        for (name, role, serial, ip) in [
+            ("ctl", Role::Controller, "C0", "198.51.100.10"),
+            ("edge", Role::Edge, "E1", "192.0.2.1"),
+        ] {
+            let spec = DeviceSpec {
+                organization: "xdpsec-test",
+                serial,
+                system_ip: ip.parse().unwrap(),
+                role,
+                not_before: t0,
+                not_after: t1,
+            };
+            make_device(&dir.join("ca"), &spec, &dir.join(name), false).unwrap();
+        }
+        std::fs::write(
+            dir.join("allowed.toml"),
+            "[[edge]]\nserial = \"E1\"\nsystem_ip = \"192.0.2.1\"\n",
+        )
+        .unwrap();
+        dir
+    }
+
+    fn base(dir: &Path) -> String {
+        format!(
+            "node = \"vsmart1\"\nlisten = \"198.51.100.10:23456\"\nca_file = \"{d}/ca/ca.crt\"\ncert_file = \"{d}/ctl/device.crt\"\nkey_file = \"{d}/ctl/device.key\"\norganization = \"xdpsec-test\"\nallowed_edges_file = \"{d}/allowed.toml\"\n",
+            d = dir.display()
+        )
+    }
 
     #[test]
     fn minimal_config_takes_defaults() {
-        let c = ControllerConfig::parse(
-            "node = \"vsmart1\"\nlisten = \"198.51.100.10:23456\"\npsk = \"s3cret\"\n",
-        )
-        .unwrap();
+        let dir = pki_dir("min");
+        let c = ControllerConfig::parse(&base(&dir)).unwrap();
         assert_eq!(c.node, "vsmart1");
         assert_eq!(c.socket, PathBuf::from("/run/xdpsec/vsmart1.sock"));
         assert_eq!(c.listen, "198.51.100.10:23456".parse().unwrap());
-        assert_eq!(&c.psk[..], b"s3cret");
+        assert_eq!(c.tls.organization, "xdpsec-test");
+        assert_eq!(
+            c.allowed_edges["E1"],
+            "192.0.2.1".parse::<Ipv4Addr>().unwrap()
+        );
         assert_eq!(c.graceful_restart, Duration::from_secs(43_200));
-        // The PSK never shows in debug output.
-        assert!(!format!("{c:?}").contains("s3cret"));
+        // The key never shows in debug output.
+        assert!(!format!("{c:?}").contains("PRIVATE KEY"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn errors_name_field_and_line() {
+        let dir = pki_dir("err");
+        let b = base(&dir);
         let cases = [
             (
-                "node = \"c\"\nlisten = \"198.51.100.10\"\npsk = \"k\"\n",
-                "line 2: field `listen`",
+                b.replace("198.51.100.10:23456", "198.51.100.10"),
+                "line 2: field `listen`".to_string(),
             ),
             (
-                "node = \"c\"\nlisten = \"198.51.100.10:1\"\npsk = \"k\"\ngraceful_restart_seconds = 0\n",
-                "line 4: field `graceful_restart_seconds` = 0",
+                format!("{b}graceful_restart_seconds = 0\n"),
+                "line 8: field `graceful_restart_seconds` = 0".into(),
             ),
             (
-                "node = \"c\"\nlisten = \"198.51.100.10:1\"\npsk = \"\"\n",
-                "line 3: field `psk` is empty",
+                format!("{b}psk = \"k\"\n"),
+                "line 8: field `psk` is no longer supported".into(),
             ),
             (
-                "node = \"c\"\nlisten = \"198.51.100.10:1\"\n",
-                "needs `psk` or `psk_file`",
+                format!("{b}psk_file = \"/x\"\n"),
+                "line 8: field `psk_file` is no longer supported".into(),
             ),
             (
-                "node = \"c\"\nlisten = \"198.51.100.10:1\"\npsk = \"k\"\npsk_file = \"/x\"\n",
-                "line 4: fields `psk` and `psk_file`",
+                b.replace("organization = \"xdpsec-test\"\n", ""),
+                "field `organization` is missing".into(),
             ),
             (
-                "node = \"c\"\nlisten = \"198.51.100.10:1\"\npsk = \"k\"\nbogus = 1\n",
-                "line 4: unknown field `bogus`",
+                b.replace("ctl/device.key", "edge/device.key"),
+                "do not go together".into(),
             ),
             (
-                "node = \"a b\"\nlisten = \"198.51.100.10:1\"\npsk = \"k\"\n",
-                "line 1: field `node`",
+                format!("{b}bogus = 1\n"),
+                "line 8: unknown field `bogus`".into(),
             ),
+            (b.replace("vsmart1", "a b"), "line 1: field `node`".into()),
         ];
         for (text, want) in cases {
-            let e = ControllerConfig::parse(text).unwrap_err();
-            assert!(e.contains(want), "{text:?}: got {e:?}, want {want:?}");
+            let e = ControllerConfig::parse(&text).unwrap_err();
+            assert!(e.contains(&want), "{text:?}: got {e:?}, want {want:?}");
         }
+        let e = ControllerConfig::parse(&format!("{b}psk = \"k\"\n")).unwrap_err();
+        assert!(
+            e.contains("`ca_file`")
+                && !e.contains("`allowed_edges_file`")
+                && e.contains("`key_file`"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
-    fn psk_file_must_be_private() {
+    fn key_file_must_be_private() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("xdpsec-ctlcfg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let f = dir.join("psk");
-        std::fs::write(&f, "filekey\n").unwrap();
-        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let text = format!(
-            "node = \"c\"\nlisten = \"198.51.100.10:1\"\npsk_file = \"{}\"\n",
-            f.display()
-        );
-        let e = ControllerConfig::parse(&text).unwrap_err();
+        let dir = pki_dir("mode");
+        let key = dir.join("ctl/device.key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = ControllerConfig::parse(&base(&dir)).unwrap_err();
         assert!(
-            e.contains("line 3: field `psk_file`") && e.contains("chmod 600"),
+            e.contains("line 5: field `key_file`") && e.contains("chmod 600"),
             "{e}"
         );
-        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let c = ControllerConfig::parse(&text).unwrap();
-        assert_eq!(&c.psk[..], b"filekey");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -181,7 +181,7 @@ TYPE    PROT SYSTEM IP       ID         ID     PRIVATE IP              PORT  PUB
             t,
             "{:<7} {:<4} {:<15} {:<10} {:<6} {:<23} {:<5} {:<23} {:<5} {:<15} {:<5} {:<9} {:<11} 0",
             c.peer_type,
-            "tcp",
+            "tls",
             sys,
             c.site_id.unwrap_or(0),
             1,
@@ -196,6 +196,7 @@ TYPE    PROT SYSTEM IP       ID         ID     PRIVATE IP              PORT  PUB
         );
         list.push(json!({
             "peer_type": c.peer_type,
+            "peer_protocol": "tls",
             "system_ip": c.system_ip.map(|s| s.to_string()),
             "site_id": c.site_id,
             "color": c.color,

@@ -15,7 +15,7 @@ use std::{
     os::fd::AsRawFd,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -41,6 +41,8 @@ pub struct NextHops {
     macs: Arc<NextHopMacs>,
     peers: Mutex<Vec<Option<IpAddr>>>,
     poke: (Sender<()>, Receiver<()>),
+    /// Completed [`NextHops::refresh`] passes since start.
+    refreshes: AtomicU64,
 }
 
 impl NextHops {
@@ -50,6 +52,7 @@ impl NextHops {
             macs: Arc::new(NextHopMacs::new(peers.len())),
             peers: Mutex::new(peers),
             poke: crossbeam::channel::bounded(1),
+            refreshes: AtomicU64::new(0),
         }
     }
 
@@ -89,6 +92,14 @@ impl NextHops {
             .filter_map(|(p, m)| p.map(|p| (p, m)))
             .collect();
         refresh_next_hops(&pairs, ifname, wait);
+        self.refreshes.fetch_add(1, Ordering::Release);
+    }
+
+    /// Completed refresh passes since start (start-up's, a new peer's and
+    /// the periodic ones): `show platform hardware qfp active statistics`
+    /// shows it, so a test can wait for a pass instead of sleeping.
+    pub fn refreshes(&self) -> u64 {
+        self.refreshes.load(Ordering::Acquire)
     }
 
     /// Wait up to `d` for a new peer to resolve (true when poked).

@@ -9,9 +9,10 @@ use std::{
 
 use serde::Deserialize;
 use toml::Spanned;
-use zeroize::Zeroizing;
 
-use crate::config::{Cidr, Inside, SecretText, psk_field};
+use xdpsec_omp::tls::TlsFiles;
+
+use crate::config::{Cidr, Inside, SecretText, read_psk_file};
 
 /// TLOC colors as Cisco SD-WAN names them.
 pub const COLORS: &[&str] = &[
@@ -74,8 +75,8 @@ pub struct SdwanConfig {
     pub site_id: u32,
     /// TCP address of `xdpsec controller`.
     pub controller: SocketAddr,
-    /// Pre-shared key of the control connections.
-    pub psk: Zeroizing<Vec<u8>>,
+    /// The control connections' TLS material and organization.
+    pub tls: TlsConfig,
     /// Each TLOC's key and SPI are replaced this often.
     pub rekey: Duration,
     /// Replay window of the inbound SAs.
@@ -101,7 +102,7 @@ impl std::fmt::Debug for SdwanConfig {
             .field("system_ip", &self.system_ip)
             .field("site_id", &self.site_id)
             .field("controller", &self.controller)
-            .field("psk", &"<redacted>")
+            .field("tls", &self.tls)
             .field("rekey", &self.rekey)
             .field("replay_window", &self.replay_window)
             .field("service_prefixes", &self.service_prefixes)
@@ -113,7 +114,7 @@ impl std::fmt::Debug for SdwanConfig {
 impl PartialEq for SdwanConfig {
     fn eq(&self, o: &Self) -> bool {
         format!("{self:?}") == format!("{o:?}")
-            && *self.psk == *o.psk
+            && self.tls == o.tls
             && self.rekey_grace == o.rekey_grace
             && self.bfd_hello == o.bfd_hello
             && self.bfd_multiplier == o.bfd_multiplier
@@ -131,6 +132,14 @@ pub(crate) struct RawSdwan {
     psk: Option<Spanned<SecretText>>,
     #[serde(default)]
     psk_file: Option<Spanned<String>>,
+    #[serde(default)]
+    ca_file: Option<Spanned<String>>,
+    #[serde(default)]
+    cert_file: Option<Spanned<String>>,
+    #[serde(default)]
+    key_file: Option<Spanned<String>>,
+    #[serde(default)]
+    organization: Option<Spanned<String>>,
     #[serde(default)]
     rekey_seconds: Option<Spanned<i64>>,
     #[serde(default)]
@@ -156,6 +165,122 @@ struct RawTloc {
     address: Spanned<String>,
     #[serde(default)]
     port_offset: Option<Spanned<i64>>,
+}
+
+/// The control connections' TLS side: the files as read (the key file
+/// mode 0600 or stricter) and the organization.
+#[derive(Clone, PartialEq)]
+pub struct TlsConfig {
+    /// CA, certificate and key (PEM).
+    pub files: TlsFiles,
+    /// The organization the peer's certificate must carry.
+    pub organization: String,
+    /// Where the files came from (for errors and shows).
+    pub paths: [String; 3],
+}
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key's contents never appear; a change of any file does show
+        // as a change of the config (PartialEq compares the contents).
+        f.debug_struct("TlsConfig")
+            .field("organization", &self.organization)
+            .field("ca_file", &self.paths[0])
+            .field("cert_file", &self.paths[1])
+            .field("key_file", &self.paths[2])
+            .finish()
+    }
+}
+
+impl TlsConfig {
+    /// The edge's rustls configuration (checked when the config was read,
+    /// so `None` only if the files became unusable in between).
+    pub fn client(&self) -> Option<std::sync::Arc<xdpsec_omp::tls::rustls::ClientConfig>> {
+        self.files.client_config().ok()
+    }
+
+    /// The controller's rustls configuration (see [`TlsConfig::client`]).
+    pub fn server(&self) -> Option<std::sync::Arc<xdpsec_omp::tls::rustls::ServerConfig>> {
+        self.files.server_config().ok()
+    }
+}
+
+/// The TLS fields of a config section (the edge's `[sdwan]` or the
+/// controller's top level); `prefix` is how errors name them.
+pub(crate) struct TlsFields<'a> {
+    pub prefix: &'a str,
+    pub psk: Option<std::ops::Range<usize>>,
+    pub psk_file: Option<std::ops::Range<usize>>,
+    pub ca_file: &'a Option<Spanned<String>>,
+    pub cert_file: &'a Option<Spanned<String>>,
+    pub key_file: &'a Option<Spanned<String>>,
+    pub organization: &'a Option<Spanned<String>>,
+    pub section: std::ops::Range<usize>,
+}
+
+/// Reads and checks the TLS fields: the files must exist, the key file be
+/// private, and the three make a usable TLS configuration (`server`: the
+/// controller's side). The retired `psk`/`psk_file` are an error naming the
+/// new fields.
+pub(crate) fn tls_fields(
+    f: &TlsFields,
+    server: bool,
+    at: &dyn Fn(std::ops::Range<usize>) -> usize,
+) -> Result<TlsConfig, String> {
+    let p = f.prefix;
+    let new_keys = format!(
+        "`{p}ca_file`, `{p}cert_file`, `{p}key_file` and `{p}organization` (make the CA and the certificates with `xdpsec pki`)"
+    );
+    for (name, span) in [("psk", &f.psk), ("psk_file", &f.psk_file)] {
+        if let Some(span) = span {
+            return Err(format!(
+                "line {}: field `{p}{name}` is no longer supported: control connections are TLS with certificates; give {new_keys}",
+                at(span.clone())
+            ));
+        }
+    }
+    let need = |v: &Option<Spanned<String>>, name: &str| -> Result<(String, usize), String> {
+        match v {
+            Some(s) if !s.get_ref().is_empty() => Ok((s.get_ref().clone(), at(s.span()))),
+            Some(s) => Err(format!("line {}: field `{p}{name}` is empty", at(s.span()))),
+            None => Err(format!(
+                "line {}: field `{p}{name}` is missing: the control connections need {new_keys}",
+                at(f.section.clone())
+            )),
+        }
+    };
+    let (ca, ca_line) = need(f.ca_file, "ca_file")?;
+    let (cert, cert_line) = need(f.cert_file, "cert_file")?;
+    let (key, key_line) = need(f.key_file, "key_file")?;
+    let (organization, org_line) = need(f.organization, "organization")?;
+    crate::pki::parse_organization(&organization)
+        .map_err(|e| format!("line {org_line}: field `{p}organization`: {e}"))?;
+    let read = |path: &str, name: &str, line: usize| {
+        std::fs::read(path)
+            .map_err(|e| format!("line {line}: field `{p}{name}` = {path:?}: cannot read it: {e}"))
+    };
+    let ca_pem = read(&ca, "ca_file", ca_line)?;
+    let cert_pem = read(&cert, "cert_file", cert_line)?;
+    let key_pem = read_psk_file(&key)
+        .map_err(|e| format!("line {key_line}: field `{p}key_file` = {key:?}: {e}"))?;
+    let files = TlsFiles {
+        ca_pem,
+        cert_pem,
+        key_pem,
+    };
+    let built = if server {
+        files.server_config().map(|_| ())
+    } else {
+        files.client_config().map(|_| ())
+    };
+    built.map_err(|e| {
+        format!("line {cert_line}: fields `{p}ca_file`, `{p}cert_file`, `{p}key_file`: {e}")
+    })?;
+    Ok(TlsConfig {
+        files,
+        organization,
+        paths: [ca, cert, key],
+    })
 }
 
 /// An integer field in `range`, or its default.
@@ -210,17 +335,18 @@ pub(crate) fn parse_sdwan(
             ));
         }
     };
-    let psk = psk_field(
-        &r.psk,
-        &r.psk_file,
-        "sdwan.",
-        "",
-        &|| {
-            format!(
-                "line {}: section `sdwan` needs `psk` or `psk_file` (the control connections' key)",
-                at(s.span())
-            )
+    let tls = tls_fields(
+        &TlsFields {
+            prefix: "sdwan.",
+            psk: r.psk.as_ref().map(|p| p.span()),
+            psk_file: r.psk_file.as_ref().map(|p| p.span()),
+            ca_file: &r.ca_file,
+            cert_file: &r.cert_file,
+            key_file: &r.key_file,
+            organization: &r.organization,
+            section: s.span(),
         },
+        false,
         at,
     )?;
     let rekey = int_field(
@@ -356,7 +482,7 @@ pub(crate) fn parse_sdwan(
         system_ip,
         site_id,
         controller,
-        psk,
+        tls,
         rekey: Duration::from_secs(rekey as u64),
         replay_window,
         service_prefixes,
@@ -373,11 +499,19 @@ mod tests {
     use crate::config::Config;
 
     const BASE: &str = "node = \"e1\"\n[underlay]\ninterface = \"e0\"\naddress = \"198.51.100.1\"\n[inside]\nmode = \"tun\"\nname = \"xs0\"\naddress = \"203.0.113.1/32\"\n";
-    const SDWAN: &str = "[sdwan]\nsystem_ip = \"192.0.2.1\"\nsite_id = 100\ncontroller = \"198.51.100.10:23456\"\npsk = \"not-a-real-secret\"\n[[sdwan.tloc]]\ncolor = \"biz-internet\"\naddress = \"198.51.100.1\"\n";
+    /// An `[sdwan]` section with TLS files from a fresh test PKI.
+    fn sdwan(tag: &str) -> String {
+        let d = crate::controller::config::tests::pki_dir(&format!("sdwan-{tag}"));
+        format!(
+            "[sdwan]\nsystem_ip = \"192.0.2.1\"\nsite_id = 100\ncontroller = \"198.51.100.10:23456\"\nca_file = \"{d}/ca/ca.crt\"\ncert_file = \"{d}/edge/device.crt\"\nkey_file = \"{d}/edge/device.key\"\norganization = \"xdpsec-test\"\n[[sdwan.tloc]]\ncolor = \"biz-internet\"\naddress = \"198.51.100.1\"\n",
+            d = d.display()
+        )
+    }
 
     #[test]
     fn defaults_follow_the_issue_contract() {
-        let c = Config::parse(&format!("{BASE}{SDWAN}")).unwrap();
+        let sdwan = sdwan("defaults");
+        let c = Config::parse(&format!("{BASE}{sdwan}")).unwrap();
         let s = c.sdwan.unwrap();
         assert_eq!(s.system_ip.to_string(), "192.0.2.1");
         assert_eq!(s.site_id, 100);
@@ -390,11 +524,13 @@ mod tests {
         // Default service prefix: the inside address, as a host route.
         assert_eq!(s.service_prefixes[0].to_string(), "203.0.113.1/32");
         assert_eq!(s.tlocs[0].port_offset, 0);
-        assert!(!format!("{s:?}").contains("not-a-real-secret"));
+        assert_eq!(s.tls.organization, "xdpsec-test");
+        assert!(!format!("{s:?}").contains("PRIVATE KEY"));
     }
 
     #[test]
     fn errors_name_the_field() {
+        let sdwan = sdwan("errors");
         let cases = [
             ("site_id = 100", "site_id = 0", "sdwan.site_id"),
             (
@@ -412,7 +548,21 @@ mod tests {
                 "controller = \"198.51.100.10\"",
                 "sdwan.controller",
             ),
-            ("psk = \"not-a-real-secret\"", "psk = \"\"", "sdwan.psk"),
+            (
+                "organization = \"xdpsec-test\"",
+                "organization = \"xdpsec-test\"\npsk = \"x\"",
+                "field `sdwan.psk` is no longer supported",
+            ),
+            (
+                "organization = \"xdpsec-test\"",
+                "organization = \"xdpsec-test\"\npsk_file = \"/x\"",
+                "`sdwan.ca_file`, `sdwan.cert_file`, `sdwan.key_file` and `sdwan.organization`",
+            ),
+            (
+                "organization = \"xdpsec-test\"\n",
+                "",
+                "field `sdwan.organization` is missing",
+            ),
             (
                 "site_id = 100",
                 "site_id = 100\nreplay_window = 100",
@@ -425,20 +575,20 @@ mod tests {
             ),
         ];
         for (from, to, want) in cases {
-            let text = format!("{BASE}{}", SDWAN.replacen(from, to, 1));
+            let text = format!("{BASE}{}", sdwan.replacen(from, to, 1));
             let e = Config::parse(&text).unwrap_err();
             assert!(e.contains(want), "{to}: {e}");
         }
         // Two TLOCs of one color.
         let e = Config::parse(&format!(
-            "{BASE}{SDWAN}[[sdwan.tloc]]\ncolor = \"biz-internet\"\naddress = \"198.51.100.21\"\nport_offset = 1\n"
+            "{BASE}{sdwan}[[sdwan.tloc]]\ncolor = \"biz-internet\"\naddress = \"198.51.100.21\"\nport_offset = 1\n"
         ))
         .unwrap_err();
         assert!(e.contains("already configured"), "{e}");
         // No TLOC at all.
         let e = Config::parse(&format!(
             "{BASE}{}",
-            SDWAN.split("[[sdwan.tloc]]").next().unwrap()
+            sdwan.split("[[sdwan.tloc]]").next().unwrap()
         ))
         .unwrap_err();
         assert!(e.contains("[[sdwan.tloc]]"), "{e}");

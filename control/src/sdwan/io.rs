@@ -1,6 +1,7 @@
-//! The SD-WAN edge's I/O shell: one thread owns the TCP control
+//! The SD-WAN edge's I/O shell: one thread owns the TLS control
 //! connections to the controller (one per TLOC color, each from its TLOC's
-//! address) and waits on the punt rings' wake-up. It never touches the
+//! address; rustls through [`Link`], every OMP frame inside TLS) and waits
+//! on the punt rings' wake-up. It never touches the
 //! protocol cores: it carries out the owner's [`IoCmd`]s and reports
 //! [`IoEvent`]s back over a bounded channel (poll(2) on non-blocking sockets,
 //! as the controller's shell).
@@ -22,6 +23,10 @@ use crossbeam::channel::{Receiver, Sender};
 use tracing::{debug, warn};
 use zeroize::Zeroizing;
 
+use xdpsec_omp::{
+    history::ErrorCode,
+    tls::{Link, PeerCert, error_codes, rustls::ClientConfig},
+};
 use xdpsec_worker::{
     handoff::EventFd,
     punt::{PuntHub, Punted},
@@ -44,6 +49,8 @@ pub enum IoCmd {
         local: IpAddr,
         /// The controller.
         remote: SocketAddr,
+        /// The TLS configuration (`None`: unusable, the connection fails).
+        tls: Option<Arc<ClientConfig>>,
     },
     /// Write to that connection (frames may carry keys: zeroized).
     Send {
@@ -61,14 +68,26 @@ pub enum IoCmd {
 
 /// What the shell reports to the owner.
 pub enum IoEvent {
-    /// The connection of `color` is established.
-    Connected(String),
+    /// The connection of `color` completed its TLS handshake.
+    Connected(String, PeerCert),
+    /// Its TLS handshake failed (the connection is closed).
+    Failed(String, TlsFailure),
     /// It failed or was closed by the peer.
     Closed(String),
-    /// Bytes arrived on it.
-    Bytes(String, Vec<u8>),
+    /// Bytes arrived on it (decrypted; frames may carry keys: zeroized).
+    Bytes(String, Zeroizing<Vec<u8>>),
     /// Packets the workers punted (BFD inside the tunnels).
     Punted(Vec<Punted>),
+}
+
+/// Why a TLS handshake failed, in Cisco's codes.
+pub struct TlsFailure {
+    /// What we found wrong.
+    pub local: ErrorCode,
+    /// What the controller told us (its alert).
+    pub remote: ErrorCode,
+    /// rustls's reason.
+    pub detail: String,
 }
 
 /// The owner's side: commands in, a wake-up for the thread.
@@ -88,7 +107,12 @@ impl IoHandle {
 
 struct Conn {
     stream: TcpStream,
+    /// TCP connect in progress.
     connecting: bool,
+    /// TLS handshake done and reported.
+    up: bool,
+    link: Link,
+    /// TLS records to write.
     out: Vec<u8>,
 }
 
@@ -205,13 +229,20 @@ fn run(
                     color,
                     local,
                     remote,
-                } => match connect_from(local, remote) {
-                    Ok(stream) => {
+                    tls,
+                } => match tls
+                    .ok_or_else(|| std::io::Error::other("TLS configuration unusable"))
+                    .and_then(|t| Link::client(t, remote.ip()).map_err(std::io::Error::other))
+                    .and_then(|link| connect_from(local, remote).map(|s| (s, link)))
+                {
+                    Ok((stream, link)) => {
                         conns.insert(
                             color,
                             Conn {
                                 stream,
                                 connecting: true,
+                                up: false,
+                                link,
                                 out: Vec::new(),
                             },
                         );
@@ -228,7 +259,9 @@ fn run(
                             conns.remove(&color);
                             let _ = events.send(IoEvent::Closed(color));
                         } else {
-                            c.out.extend_from_slice(&data);
+                            // Encrypted now (or once the handshake allows).
+                            c.link.send(&data);
+                            c.link.pull(&mut c.out);
                         }
                     }
                 }
@@ -239,6 +272,8 @@ fn run(
                     if let Some(mut c) = conns.remove(&color)
                         && !c.connecting
                     {
+                        c.link.close();
+                        c.link.pull(&mut c.out);
                         let _ = flush(&mut c);
                     }
                 }
@@ -314,8 +349,12 @@ fn run(
                 }
                 match c.stream.take_error() {
                     Ok(None) if re & (libc::POLLERR | libc::POLLHUP) == 0 => {
+                        // TCP is up: the TLS ClientHello goes out.
                         c.connecting = false;
-                        let _ = events.send(IoEvent::Connected(color.clone()));
+                        c.link.pull(&mut c.out);
+                        if flush(c).is_err() {
+                            closed.push(color.clone());
+                        }
                     }
                     r => {
                         debug!(%color, result = ?r, "control connection refused or unreachable");
@@ -331,9 +370,30 @@ fn run(
             if re & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
                 match c.stream.read(&mut buf) {
                     Ok(0) => closed.push(color.clone()),
-                    Ok(n) => {
-                        let _ = events.send(IoEvent::Bytes(color.clone(), buf[..n].to_vec()));
-                    }
+                    Ok(n) => match tls_input(c, &buf[..n]) {
+                        Ok(evs) => {
+                            let mut gone = false;
+                            for ev in evs {
+                                gone |= matches!(ev, TlsEvent::Closed);
+                                let e = match ev {
+                                    TlsEvent::Up(p) => IoEvent::Connected(color.clone(), p),
+                                    TlsEvent::Plain(b) => IoEvent::Bytes(color.clone(), b),
+                                    TlsEvent::Closed => continue,
+                                };
+                                let _ = events.send(e);
+                            }
+                            if gone || flush(c).is_err() {
+                                closed.push(color.clone());
+                            }
+                        }
+                        Err(f) => {
+                            // The alert saying why goes out, best effort.
+                            let _ = flush(c);
+                            debug!(%color, detail = %f.detail, "control connection TLS failure");
+                            conns.remove(color);
+                            let _ = events.send(IoEvent::Failed(color.clone(), f));
+                        }
+                    },
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     Err(_) => closed.push(color.clone()),
@@ -345,6 +405,50 @@ fn run(
             let _ = events.send(IoEvent::Closed(color));
         }
     }
+}
+
+enum TlsEvent {
+    Up(PeerCert),
+    Plain(Zeroizing<Vec<u8>>),
+    Closed,
+}
+
+/// Bytes from the socket through TLS: the handshake's end (with the
+/// controller's certificate), application data, or the peer's close; an
+/// error is a failed handshake (or a broken session) in Cisco's codes.
+fn tls_input(c: &mut Conn, data: &[u8]) -> Result<Vec<TlsEvent>, TlsFailure> {
+    let mut evs = Vec::new();
+    let got = c.link.receive(data).map_err(|e| {
+        c.link.pull(&mut c.out);
+        let (local, remote) = error_codes(&e);
+        TlsFailure {
+            local,
+            remote,
+            detail: e.to_string(),
+        }
+    })?;
+    c.link.pull(&mut c.out);
+    if !c.up && !c.link.is_handshaking() {
+        c.up = true;
+        match c.link.peer() {
+            Ok(p) => evs.push(TlsEvent::Up(p)),
+            Err(detail) => {
+                return Err(TlsFailure {
+                    local: ErrorCode::CrtVerFl,
+                    remote: ErrorCode::NoErr,
+                    detail,
+                });
+            }
+        }
+    }
+    let closed = got.closed;
+    if !got.plain.is_empty() {
+        evs.push(TlsEvent::Plain(got.plain));
+    }
+    if closed {
+        evs.push(TlsEvent::Closed);
+    }
+    Ok(evs)
 }
 
 /// Write what is queued; Err when the connection is broken.

@@ -116,6 +116,17 @@ impl Owner {
         Ok(cshow::control_connections(&rows))
     }
 
+    /// `show sdwan control connection-history` on the edge.
+    pub(crate) fn show_sdwan_control_connection_history(&self) -> Result<(String, Value)> {
+        let rows = self.edge()?.edge.history();
+        let now = Instant::now();
+        Ok(super::history::render(
+            &rows,
+            now,
+            std::time::SystemTime::now(),
+        ))
+    }
+
     /// `show sdwan omp tlocs` on the edge: local TLOCs, then learned ones.
     pub(crate) fn show_sdwan_omp_tlocs(&self) -> Result<(String, Value)> {
         let s = self.edge()?;
@@ -466,7 +477,7 @@ impl Owner {
             system_ip: s.cfg.system_ip,
             site_id: s.cfg.site_id,
             dns_name: s.cfg.controller.ip().to_string(),
-            protocol: "tcp",
+            protocol: "tls",
             chassis_num: self.node.clone(),
             keygen_interval_seconds: s.cfg.rekey.as_secs(),
             retry_interval_seconds: 1,

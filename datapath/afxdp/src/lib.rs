@@ -126,6 +126,11 @@ pub struct QueueStats {
     pub fill_stashed: AtomicU64,
     /// Frames put on the tx ring.
     pub tx_frames: AtomicU64,
+    /// Waits of [`IDLE_POLL_MS`] in [`XskQueue::run`] that timed out with
+    /// nothing on any of the worker's inputs (rx ring, handoff, inside):
+    /// each one means every frame queued before it began was handled. A
+    /// test reads it to know the worker has drained what it was sent.
+    pub idle_polls: AtomicU64,
 }
 
 /// Add `n` to a counter only the calling worker writes: a relaxed load and
@@ -342,6 +347,15 @@ impl XskTx {
                 debug!(error = %e, "AF_XDP tx wakeup failed");
                 break;
             }
+        }
+    }
+
+    /// Make room for a burst of `n` frames (at most a batch) beside those
+    /// written and not yet on the ring: flush first when they would not
+    /// fit, so the burst (a super-packet's segments) leaves with one kick.
+    pub fn reserve(&mut self, n: usize) {
+        if self.pending.len + n.min(BATCH_SIZE) > BATCH_SIZE {
+            self.flush();
         }
     }
 
@@ -638,7 +652,11 @@ impl XskQueue {
                         handler.poll_handoff(self.queue, &mut self.tx);
                         self.tx.flush();
                     }
-                    Readable::Timeout => handler.on_idle(self.queue),
+                    Readable::Timeout => {
+                        add_single_writer(&self.stats.idle_polls, 1);
+                        handler.on_idle(self.queue)
+                    }
+                    Readable::Interrupted => handler.on_idle(self.queue),
                     Readable::Xsk => {}
                 }
                 continue;
@@ -692,6 +710,8 @@ enum Readable {
     Extra,
     Wake,
     Timeout,
+    /// A signal cut the wait short: served as a timeout, not counted idle.
+    Interrupted,
 }
 
 /// Wait until the AF_XDP socket, the extra fd or the wake-up fd is readable.
@@ -725,7 +745,7 @@ fn wait_readable(
     if rc < 0 {
         let e = io::Error::last_os_error();
         return if e.kind() == io::ErrorKind::Interrupted {
-            Ok(Readable::Timeout)
+            Ok(Readable::Interrupted)
         } else {
             Err(e)
         };

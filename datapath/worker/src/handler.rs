@@ -2,7 +2,7 @@
 //! (`xdpsec-datapath`), decrypted packets to the inside (TUN, sink, or in
 //! gateway mode the inside interface's AF_XDP socket), and packets read
 //! from the TUN or the inside socket encrypted and sent through AF_XDP TX.
-use std::{net::IpAddr, os::fd::RawFd, sync::Arc, time::Instant};
+use std::{net::IpAddr, ops::Range, os::fd::RawFd, sync::Arc, time::Instant};
 
 use arc_swap::ArcSwap;
 use xdpsec_afxdp::{BATCH_SIZE, BatchHandler, RxBatch, XskQueue, XskTx, add_single_writer};
@@ -15,6 +15,7 @@ use crate::{
     frame::{encap_frame, ethernet_frame, ip_packet},
     handoff::{HandoffQueue, HandoffSlot},
     neighbors::{InsideNeighbors, NextHopMacs},
+    offload::{self, VNET_HDR_LEN, VnetHdr, gro::Gro},
     punt::PuntHub,
     routes::{RouteTable, inner_dst},
     stats::IoStats,
@@ -26,11 +27,23 @@ use crate::{
 pub enum InsideIo {
     /// Write to this TUN queue fd (and read packets to encrypt from it).
     Tun(RawFd),
+    /// The same on a TUN queue opened with virtio-net headers and
+    /// segmentation offloads: GSO super-packets are read and cut here,
+    /// decrypted TCP segments coalesced before they are written.
+    TunVnet(TunVnet),
     /// Count and drop.
     Sink,
     /// Gateway mode: send as Ethernet frames on this AF_XDP socket of the
     /// inside interface (and receive packets to encrypt from it).
     Xdp(Box<InsideXdp>),
+}
+
+/// A TUN queue with virtio-net headers (`[inside] offloads`).
+pub struct TunVnet {
+    /// The queue's fd.
+    pub fd: RawFd,
+    /// Largest inner packet (the TUN's MTU): super-packets are cut to it.
+    pub max_inner: usize,
 }
 
 /// A worker's AF_XDP socket on the inside interface (gateway mode).
@@ -87,8 +100,18 @@ pub struct DatapathHandler {
     inside: InsideIo,
     verdicts: Vec<Verdict>,
     io: Arc<IoStats>,
-    /// One inner packet read from the TUN (max IP packet).
+    /// One inner packet read from the TUN (max IP packet, after a
+    /// virtio-net header with offloads).
     tun_buf: Box<[u8]>,
+    /// With offloads: one segment being cut from a super-packet.
+    seg_buf: Box<[u8]>,
+    /// With offloads: one coalesced super-packet being written.
+    gro_buf: Box<[u8]>,
+    /// With offloads: the batch's decrypted packets for the TUN (frame
+    /// index, inner packet), coalesced and written after the batch.
+    to_tun: Vec<(usize, Range<usize>)>,
+    /// With offloads: the coalescing scratch.
+    gro: Gro,
     /// `XDPSEC_BENCH_COUNT_ONLY=1`: receive and count, nothing else (the
     /// raw AF_XDP ceiling `cargo xtask bench --e2e` compares against).
     count_only: bool,
@@ -116,7 +139,11 @@ impl DatapathHandler {
             // Allocated once; reused for every batch.
             verdicts: vec![Verdict::Drop(DropReason::PktBufferUnavailable); BATCH_SIZE],
             io,
-            tun_buf: vec![0u8; 65536].into_boxed_slice(),
+            tun_buf: vec![0u8; 65536 + VNET_HDR_LEN].into_boxed_slice(),
+            seg_buf: vec![0u8; 65536].into_boxed_slice(),
+            gro_buf: vec![0u8; 65536 + 64].into_boxed_slice(),
+            to_tun: Vec::with_capacity(BATCH_SIZE),
+            gro: Gro::default(),
             count_only: std::env::var_os("XDPSEC_BENCH_COUNT_ONLY").is_some_and(|v| v == "1"),
             #[cfg(feature = "test-hooks")]
             leak_bytes: test_leak_bytes(),
@@ -186,6 +213,8 @@ impl DatapathHandler {
         for (i, frame) in frames[..n].iter_mut().enumerate() {
             match &self.verdicts[i] {
                 Verdict::Deliver { inner, .. } => match &mut self.inside {
+                    // Written after the batch, coalesced.
+                    InsideIo::TunVnet(_) => self.to_tun.push((i, inner.clone())),
                     InsideIo::Tun(fd) => {
                         let fd = *fd;
                         if tun::write_packet(fd, &frame.as_mut()[inner.clone()]) {
@@ -260,6 +289,11 @@ impl DatapathHandler {
                     }
                 }
             }
+        }
+        if !self.to_tun.is_empty() {
+            let (ok, err) = self.write_tun_vnet(&mut frames[..n]);
+            tun_ok += ok;
+            tun_err += err;
         }
         if armed {
             self.tap.after(
@@ -366,6 +400,7 @@ impl BatchHandler for DatapathHandler {
     fn extra_fd(&self) -> Option<RawFd> {
         match &self.inside {
             InsideIo::Tun(fd) => Some(*fd),
+            InsideIo::TunVnet(t) => Some(t.fd),
             InsideIo::Sink => None,
             InsideIo::Xdp(x) => Some(x.xsk.raw_fd()),
         }
@@ -374,6 +409,7 @@ impl BatchHandler for DatapathHandler {
     fn on_extra_readable(&mut self, _queue: u32, tx: &mut XskTx) {
         let fd = match &self.inside {
             InsideIo::Tun(fd) => *fd,
+            InsideIo::TunVnet(_) => return self.tun_vnet_rx(tx),
             InsideIo::Xdp(_) => return self.inside_xdp_rx(tx),
             InsideIo::Sink => return,
         };
@@ -405,6 +441,118 @@ impl BatchHandler for DatapathHandler {
 }
 
 impl DatapathHandler {
+    /// With offloads: write the batch's decrypted packets (`to_tun`) to
+    /// the TUN, in-order TCP segments of a flow coalesced into one
+    /// super-packet with a GSO header, everything else alone marked
+    /// `DATA_VALID`. Returns the packets written and refused (a
+    /// super-packet counts for each of its segments); the super-packets
+    /// written are counted in `tun_gro_tx`.
+    fn write_tun_vnet<F: AsMut<[u8]>>(&mut self, frames: &mut [F]) -> (u64, u64) {
+        let InsideIo::TunVnet(t) = &self.inside else {
+            return (0, 0);
+        };
+        let fd = t.fd;
+        // The packets, in batch order (to_tun's indices ascend).
+        let mut pkts: [&[u8]; BATCH_SIZE] = [&[]; BATCH_SIZE];
+        let mut n = 0;
+        let mut want = self.to_tun.iter().peekable();
+        for (i, f) in frames.iter_mut().enumerate() {
+            if let Some((j, r)) = want.peek()
+                && *j == i
+            {
+                let f: &[u8] = f.as_mut();
+                pkts[n] = f.get(r.clone()).unwrap_or(&[]);
+                n += 1;
+                want.next();
+            }
+        }
+        self.to_tun.clear();
+        self.gro.plan(pkts[..n].iter().copied());
+        let (mut ok, mut err, mut supers) = (0, 0, 0);
+        let data_valid = VnetHdr::DATA_VALID.emit();
+        for &o in self.gro.outputs() {
+            let count = u64::from(o.count);
+            let written = if o.count == 1 {
+                tun::write_vnet(fd, &data_valid, pkts[usize::from(o.first)])
+            } else {
+                let members = self.gro.members(o).map(|m| pkts[usize::from(m)]);
+                match offload::gro::build(members, &mut self.gro_buf) {
+                    Some((h, len)) => {
+                        let w = tun::write_vnet(fd, &h.emit(), &self.gro_buf[..len]);
+                        supers += u64::from(w);
+                        w
+                    }
+                    None => false,
+                }
+            };
+            if written {
+                ok += count;
+            } else {
+                err += count;
+            }
+        }
+        add_single_writer(&self.io.tun_gro_tx, supers);
+        (ok, err)
+    }
+
+    /// With offloads: a bounded batch of reads from the TUN, each a
+    /// virtio-net header and a packet; super-packets are cut into
+    /// segments of at most the TUN's MTU, each routed and sealed as one
+    /// packet read from a TUN (one ESP packet each, sequence numbers and
+    /// counters as for any packet), on this worker's TX (flushed once
+    /// after the batch) or handed to the SA's owner.
+    fn tun_vnet_rx(&mut self, tx: &mut XskTx) {
+        let InsideIo::TunVnet(t) = &self.inside else {
+            return;
+        };
+        let (fd, max_inner) = (t.fd, t.max_inner);
+        let snap = self.ctx.published.snap.load();
+        let routes = self.ctx.published.routes.load();
+        let (ws, shared, ctx, handoff) = (&mut self.ws, &self.shared, &self.ctx, &self.handoff);
+        let (mut read, mut supers, mut segments) = (0u64, 0u64, 0u64);
+        let mut tally = Tally::default();
+        // Bounded in reads and in segments (a super-packet makes up to 64
+        // KB / MSS of them), so received ESP is served in between and the
+        // TX frames last.
+        while read < BATCH_SIZE as u64 && segments < 4 * BATCH_SIZE as u64 {
+            let Some(len) = tun::read_packet(fd, &mut self.tun_buf) else {
+                break;
+            };
+            read += 1;
+            let (h, pkt) = self.tun_buf[..len].split_at_mut(len.min(VNET_HDR_LEN));
+            let Some(hdr) = VnetHdr::parse(h) else {
+                drop_frame(shared, DropReason::OutUnexpException, None);
+                continue;
+            };
+            if hdr.gso() != offload::GSO_NONE && hdr.gso_size > 0 {
+                // The segments leave together: one kick for the burst.
+                let payload = pkt.len().saturating_sub(usize::from(hdr.hdr_len));
+                tx.reserve(payload.div_ceil(usize::from(hdr.gso_size)));
+            }
+            let res = offload::prepare(&hdr, pkt, max_inner, &mut self.seg_buf, |seg| {
+                tally.add(route_and_encap(
+                    ws, shared, ctx, handoff, &snap, &routes, seg, tx,
+                ));
+            });
+            match res {
+                Ok((n, true)) => {
+                    supers += 1;
+                    segments += u64::from(n);
+                }
+                Ok((_, false)) => {}
+                // A super-packet the kernel should not have made: dropped,
+                // counted once.
+                Err(_) => {
+                    drop_frame(shared, DropReason::OutUnexpException, None);
+                }
+            }
+        }
+        add_single_writer(&self.io.tun_rx, read);
+        add_single_writer(&self.io.tun_gso_rx, supers);
+        add_single_writer(&self.io.gso_segments, segments);
+        tally.finish(&self.handoff, &self.io);
+    }
+
     /// Gateway mode: one batch of frames from the inside interface's
     /// AF_XDP socket (the XDP program steered only destinations a tunnel
     /// route covers), encrypted onto the underlay's `tx` or handed to the
@@ -416,7 +564,8 @@ impl DatapathHandler {
         let snap = self.ctx.published.snap.load();
         let routes = self.ctx.published.routes.load();
         let (ws, shared, ctx, handoff) = (&mut self.ws, &self.shared, &self.ctx, &self.handoff);
-        let mut too_big = 0;
+        let seg_buf = &mut self.seg_buf;
+        let (mut too_big, mut cut, mut segments) = (0, 0, 0);
         let mut tally = Tally::default();
         let max_inner = x.max_inner;
         let read = x.xsk.poll_batch(|batch, _inside_tx| {
@@ -426,7 +575,24 @@ impl DatapathHandler {
                 // counts 89).
                 let inner = f.as_mut().get(14..).map(ip_packet).unwrap_or(&[]);
                 if inner.len() > max_inner {
-                    too_big += 1;
+                    // TCP from a host whose MTU is larger than the
+                    // tunnel's: cut into segments that fit, as TSO would
+                    // have. Anything else does not fit.
+                    let done = offload::tso_header(inner, max_inner).and_then(|h| {
+                        offload::segment(&h, inner, max_inner, seg_buf, |seg| {
+                            tally.add(route_and_encap(
+                                ws, shared, ctx, handoff, &snap, &routes, seg, tx,
+                            ));
+                        })
+                        .ok()
+                    });
+                    match done {
+                        Some(s) => {
+                            cut += 1;
+                            segments += u64::from(s.segments);
+                        }
+                        None => too_big += 1,
+                    }
                     continue;
                 }
                 tally.add(route_and_encap(
@@ -436,6 +602,8 @@ impl DatapathHandler {
         });
         add_single_writer(&self.io.inside_rx, read as u64);
         add_single_writer(&self.io.inside_too_big, too_big);
+        add_single_writer(&self.io.inside_segmented, cut);
+        add_single_writer(&self.io.gso_segments, segments);
         tally.finish(&self.handoff, &self.io);
     }
 }

@@ -14,6 +14,8 @@
 //! - [`routes`], [`neighbors`]: the tables workers read and control fills
 //!   (inner routes into tunnels, next-hop MACs).
 //! - [`frame`], [`tun`]: Ethernet framing and the TUN queue's I/O.
+//! - [`offload`]: the TUN's virtio-net header, segmentation of GSO
+//!   super-packets and coalescing of decrypted TCP segments (no I/O).
 //! - [`traffic_gen`]: the traffic generator's framing.
 #![warn(missing_docs)]
 
@@ -21,6 +23,7 @@ pub mod frame;
 pub mod handler;
 pub mod handoff;
 pub mod neighbors;
+pub mod offload;
 pub mod punt;
 pub mod routes;
 pub mod stats;
@@ -32,5 +35,5 @@ mod workers;
 #[cfg(test)]
 mod testutil;
 
-pub use handler::{DatapathHandler, InsideIo, InsideXdp, Published};
+pub use handler::{DatapathHandler, InsideIo, InsideXdp, Published, TunVnet};
 pub use workers::Workers;

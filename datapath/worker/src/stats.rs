@@ -22,6 +22,14 @@ pub struct IoStats {
     pub sink: AtomicU64,
     /// Packets read from the TUN device (to encrypt).
     pub tun_rx: AtomicU64,
+    /// With offloads: GSO super-packets read from the TUN (part of tun_rx).
+    pub tun_gso_rx: AtomicU64,
+    /// With offloads: segments cut from them (each sealed as one ESP
+    /// packet, or handed to the SA's owner worker).
+    pub gso_segments: AtomicU64,
+    /// With offloads: coalesced super-packets written to the TUN (their
+    /// segments are counted in tun_tx).
+    pub tun_gro_tx: AtomicU64,
     /// Gateway mode: decrypted packets queued on the inside interface's
     /// AF_XDP TX as Ethernet frames.
     pub inside_tx: AtomicU64,
@@ -38,6 +46,10 @@ pub struct IoStats {
     /// larger than `InsideXdp::max_inner` (they would not fit the
     /// underlay's MTU after ESP; nothing fragments them).
     pub inside_too_big: AtomicU64,
+    /// Gateway mode: TCP packets from the inside interface larger than
+    /// `InsideXdp::max_inner`, cut into segments that fit (counted in
+    /// gso_segments) instead of dropped.
+    pub inside_segmented: AtomicU64,
     /// Encrypted frames handed to AF_XDP TX.
     pub encap_tx: AtomicU64,
     /// Frames handed to the worker owning their SA.
@@ -101,7 +113,7 @@ pub const QUEUE_FIELDS: [&str; N_QUEUE_FIELDS] = [
 ];
 
 /// Number of the worker's I/O counters in [`QueueInfo::io_counters`].
-pub const N_IO_COUNTERS: usize = 18;
+pub const N_IO_COUNTERS: usize = 22;
 
 impl QueueInfo {
     /// The worker's I/O counters around the core, by name, in display
@@ -136,7 +148,21 @@ impl QueueInfo {
             ("punt_dropped", r(&io.punt_dropped)),
             ("injected", r(&io.injected)),
             ("inject_dropped", r(&io.inject_dropped)),
+            // TUN offloads (`[inside] offloads`): super-packets read and
+            // the segments cut from them, super-packets written.
+            ("tun_gso_rx", r(&io.tun_gso_rx)),
+            ("gso_segments", r(&io.gso_segments)),
+            ("tun_gro_tx", r(&io.tun_gro_tx)),
+            // Gateway mode: oversized TCP from the inside, cut.
+            ("inside_segmented", r(&io.inside_segmented)),
         ]
+    }
+
+    /// Times the worker waited a whole idle poll with nothing to do (see
+    /// `QueueStats::idle_polls`): one more after a moment means the queue
+    /// had drained by then.
+    pub fn idle_polls(&self) -> u64 {
+        self.stats.idle_polls.load(Ordering::Relaxed)
     }
 
     /// The socket's `SO_BUSY_POLL` microseconds as the kernel has it (0:

@@ -1,0 +1,414 @@
+//! The load tester's configuration file: `node`, `state_dir`,
+//! `[underlay]` as for `xdpsec run`, and a `[loadtest]` section with the
+//! keys of a `kind = "ike"` tunnel plus the address ranges (README,
+//! "xdpsec loadtest").
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::Path,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::Deserialize;
+use xdpsec_ike::{EspProposal, Identity, IkeOffer, IkeProposal, PeerConfig, Prefix};
+use zeroize::Zeroizing;
+
+/// Default IKE SA lifetime, as a `kind = "ike"` tunnel's (86400 s).
+const DEFAULT_IKE_LIFETIME: u64 = 86400;
+/// Default child SA lifetime, as a `kind = "ike"` tunnel's (3600 s).
+const DEFAULT_CHILD_LIFETIME: u64 = 3600;
+
+#[derive(Deserialize)]
+struct RawFile {
+    #[allow(dead_code)]
+    node: Option<String>,
+    #[allow(dead_code)]
+    state_dir: Option<String>,
+    underlay: RawUnderlay,
+    loadtest: RawLoadtest,
+}
+
+#[derive(Deserialize)]
+struct RawUnderlay {
+    interface: String,
+    #[allow(dead_code)]
+    address: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLoadtest {
+    gateway: String,
+    source_range: String,
+    inside_range: String,
+    gateway_subnets: Vec<String>,
+    psk: Option<String>,
+    psk_file: Option<String>,
+    auth: Option<String>,
+    ike_proposals: Option<Vec<String>>,
+    esp_proposals: Option<Vec<String>>,
+    local_id: Option<String>,
+    remote_id: Option<String>,
+    encap: Option<String>,
+    ike_lifetime_seconds: Option<u64>,
+    lifetime_seconds: Option<u64>,
+    dpd_seconds: Option<u64>,
+    nat_t_port: Option<u16>,
+}
+
+/// An address range `ADDR/LEN`; peer `n` (from 0) gets its address `n + 1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    /// The range's first (network) address.
+    pub base: IpAddr,
+    /// Prefix length.
+    pub len: u8,
+}
+
+impl Range {
+    /// Parse `ADDR/LEN`; the address is masked to the prefix.
+    pub fn parse(s: &str) -> Result<Range> {
+        let (a, l) = s
+            .split_once('/')
+            .ok_or_else(|| anyhow!("{s:?}: give ADDR/LEN"))?;
+        let addr: IpAddr = a.parse().map_err(|_| anyhow!("{s:?}: bad address"))?;
+        let len: u8 = l.parse().map_err(|_| anyhow!("{s:?}: bad prefix length"))?;
+        let bits = if addr.is_ipv4() { 32 } else { 128 };
+        if len > bits {
+            bail!("{s:?}: prefix length above {bits}");
+        }
+        let base = match addr {
+            IpAddr::V4(v) => {
+                let m = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+                IpAddr::V4(Ipv4Addr::from(u32::from(v) & m))
+            }
+            IpAddr::V6(v) => {
+                let m = if len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - len)
+                };
+                IpAddr::V6(Ipv6Addr::from(u128::from(v) & m))
+            }
+        };
+        Ok(Range { base, len })
+    }
+
+    /// How many peers the range has room for: every address but the first
+    /// (and, for IPv4, the last, the broadcast address); capped at 2^32.
+    pub fn capacity(&self) -> u64 {
+        let host_bits = if self.base.is_ipv4() { 32 } else { 128 } - u32::from(self.len);
+        let all = if host_bits >= 32 {
+            1u64 << 32
+        } else {
+            1u64 << host_bits
+        };
+        let reserved = if self.base.is_ipv4() { 2 } else { 1 };
+        all.saturating_sub(reserved)
+    }
+
+    /// Peer `n`'s address (the range's address `n + 1`), if the range has it.
+    pub fn nth(&self, n: u64) -> Option<IpAddr> {
+        if n >= self.capacity() {
+            return None;
+        }
+        Some(match self.base {
+            IpAddr::V4(v) => IpAddr::V4(Ipv4Addr::from(u32::from(v) + n as u32 + 1)),
+            IpAddr::V6(v) => IpAddr::V6(Ipv6Addr::from(u128::from(v) + u128::from(n) + 1)),
+        })
+    }
+}
+
+/// How the load tester's child SAs carry ESP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encap {
+    /// ESP in UDP on the NAT-T port, forced (RFC 3948).
+    Udp,
+    /// Plain ESP unless a NAT is detected.
+    Esp,
+}
+
+/// A parsed load test configuration.
+#[derive(Debug)]
+pub struct LoadtestConfig {
+    /// The underlay interface the source addresses go on.
+    pub interface: String,
+    /// The gateway's IKE address.
+    pub gateway: IpAddr,
+    /// One source address per emulated peer.
+    pub source_range: Range,
+    /// One inside address (its traffic selector) per emulated peer.
+    pub inside_range: Range,
+    /// The remote traffic selectors; traffic goes to the first one's first address.
+    pub gateway_subnets: Vec<Prefix>,
+    psk: Zeroizing<Vec<u8>>,
+    ike_proposals: Vec<IkeProposal>,
+    esp_proposals: Vec<EspProposal>,
+    local_id: Option<String>,
+    remote_id: Option<String>,
+    /// ESP encapsulation.
+    pub encap: Encap,
+    ike_lifetime: Duration,
+    child_lifetime: Duration,
+    dpd: Option<Duration>,
+    /// The NAT-T port, ours and the gateway's.
+    pub nat_t_port: u16,
+}
+
+/// An identity as a `kind = "ike"` tunnel's `local_id` is read: an
+/// address, an email (`user@domain`), else an FQDN (a leading `@` dropped).
+pub fn identity(s: &str) -> Identity {
+    match s.parse::<IpAddr>() {
+        Ok(a) => Identity::Addr(a),
+        Err(_) if s.contains('@') && !s.starts_with('@') => Identity::Email(s.to_string()),
+        Err(_) => Identity::Fqdn(s.trim_start_matches('@').to_string()),
+    }
+}
+
+fn read_key_file(path: &str) -> Result<Zeroizing<Vec<u8>>> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).with_context(|| format!("psk_file {path:?}"))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        bail!("psk_file {path:?}: readable by others; chmod 600 it");
+    }
+    let mut key =
+        Zeroizing::new(std::fs::read(path).with_context(|| format!("psk_file {path:?}"))?);
+    if key.ends_with(b"\n") {
+        key.pop();
+    }
+    if key.is_empty() {
+        bail!("psk_file {path:?} is empty");
+    }
+    Ok(key)
+}
+
+impl LoadtestConfig {
+    /// Read and check the file.
+    pub fn load(path: &Path) -> Result<LoadtestConfig> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::parse(&text)
+    }
+
+    /// Parse and check the text of a config file.
+    pub fn parse(text: &str) -> Result<LoadtestConfig> {
+        let raw: RawFile = toml::from_str(text).map_err(|e| anyhow!("{e}"))?;
+        let l = raw.loadtest;
+        let gateway: IpAddr = l
+            .gateway
+            .parse()
+            .map_err(|_| anyhow!("loadtest.gateway {:?}: not an address", l.gateway))?;
+        let source_range = Range::parse(&l.source_range).context("loadtest.source_range")?;
+        let inside_range = Range::parse(&l.inside_range).context("loadtest.inside_range")?;
+        if source_range.base.is_ipv4() != gateway.is_ipv4() {
+            bail!("loadtest.source_range and loadtest.gateway: give addresses of one family");
+        }
+        let gateway_subnets = l
+            .gateway_subnets
+            .iter()
+            .map(|s| {
+                let r = Range::parse(s).context("loadtest.gateway_subnets")?;
+                Ok(Prefix {
+                    addr: r.base,
+                    len: r.len,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if gateway_subnets.is_empty() {
+            bail!("loadtest.gateway_subnets is empty: give the gateway's inside prefix");
+        }
+        match l.auth.as_deref() {
+            None | Some("psk") => {}
+            Some("cert") => {
+                bail!("loadtest.auth = \"cert\": IKE certificates are not supported yet; use psk")
+            }
+            Some(a) => bail!("loadtest.auth = {a:?}: give \"psk\""),
+        }
+        let psk = match (&l.psk, &l.psk_file) {
+            (Some(_), Some(_)) => bail!("loadtest: give psk or psk_file, not both"),
+            (Some(p), None) if p.is_empty() => bail!("loadtest.psk is empty"),
+            (Some(p), None) => Zeroizing::new(p.as_bytes().to_vec()),
+            (None, Some(f)) => read_key_file(f)?,
+            (None, None) => bail!("loadtest: give psk or psk_file"),
+        };
+        let ike_proposals = l
+            .ike_proposals
+            .clone()
+            .unwrap_or_else(|| vec![IkeOffer::IOS_DEFAULT.to_string()])
+            .iter()
+            .map(|p| IkeOffer::parse(p).map(|o| o.expand()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow!("loadtest.ike_proposals: {}", e.0))?
+            .concat();
+        let esp_proposals = l
+            .esp_proposals
+            .clone()
+            .unwrap_or_else(|| vec![EspProposal::IOS_DEFAULT.to_string()])
+            .iter()
+            .map(|p| EspProposal::parse(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow!("loadtest.esp_proposals: {}", e.0))?;
+        if ike_proposals.is_empty() || esp_proposals.is_empty() {
+            bail!("loadtest.ike_proposals and esp_proposals: give at least one proposal");
+        }
+        let encap = match l.encap.as_deref() {
+            None | Some("udp") => Encap::Udp,
+            Some("esp") => Encap::Esp,
+            Some(e) => bail!("loadtest.encap = {e:?}: give \"udp\" or \"esp\""),
+        };
+        Ok(LoadtestConfig {
+            interface: raw.underlay.interface,
+            gateway,
+            source_range,
+            inside_range,
+            gateway_subnets,
+            psk,
+            ike_proposals,
+            esp_proposals,
+            local_id: l.local_id,
+            remote_id: l.remote_id,
+            encap,
+            ike_lifetime: Duration::from_secs(
+                l.ike_lifetime_seconds.unwrap_or(DEFAULT_IKE_LIFETIME),
+            ),
+            child_lifetime: Duration::from_secs(
+                l.lifetime_seconds.unwrap_or(DEFAULT_CHILD_LIFETIME),
+            ),
+            dpd: l.dpd_seconds.filter(|s| *s > 0).map(Duration::from_secs),
+            nat_t_port: l.nat_t_port.unwrap_or(xdpsec_ike::NAT_T_PORT),
+        })
+    }
+
+    /// How many peers the ranges have room for.
+    pub fn capacity(&self) -> u64 {
+        self.source_range
+            .capacity()
+            .min(self.inside_range.capacity())
+    }
+
+    /// Peer `n`'s source address, inside address and IKE configuration.
+    pub fn peer(&self, n: u64) -> Result<(IpAddr, IpAddr, PeerConfig)> {
+        let source = self
+            .source_range
+            .nth(n)
+            .ok_or_else(|| anyhow!("loadtest.source_range has no room for peer {n}"))?;
+        let inside = self
+            .inside_range
+            .nth(n)
+            .ok_or_else(|| anyhow!("loadtest.inside_range has no room for peer {n}"))?;
+        let local_id = match &self.local_id {
+            Some(p) => identity(&p.replace("{n}", &n.to_string())),
+            None => Identity::Addr(source),
+        };
+        let remote_id = self
+            .remote_id
+            .as_deref()
+            .map_or(Identity::Addr(self.gateway), identity);
+        let host = if inside.is_ipv4() { 32 } else { 128 };
+        let cfg = PeerConfig {
+            tunnel: format!("peer{n}"),
+            tunnel_index: 0,
+            local: source,
+            remote: self.gateway,
+            psk: self.psk.clone(),
+            cert: None,
+            local_id,
+            remote_id,
+            ike_proposals: self.ike_proposals.clone(),
+            esp_proposals: self.esp_proposals.clone(),
+            ike_lifetime: self.ike_lifetime,
+            child_lifetime: self.child_lifetime,
+            dpd: self.dpd,
+            initiate: true,
+            force_encap: self.encap == Encap::Udp,
+            nat_t_port: self.nat_t_port,
+            local_ts: vec![Prefix {
+                addr: inside,
+                len: host,
+            }],
+            remote_ts: self.gateway_subnets.clone(),
+            replay_window: 64,
+            invalid_spi_recovery: false,
+        };
+        Ok((source, inside, cfg))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+node = "lt"
+state_dir = "/var/lib/xdpsec/lt"
+[underlay]
+interface = "eth0"
+address = "2001:db8::2"
+[loadtest]
+gateway = "2001:db8::1"
+source_range = "2001:db8::1000/116"
+inside_range = "2001:db8:1::/64"
+gateway_subnets = ["2001:db8:2::/64"]
+psk = "secret"
+ike_proposals = ["aes256gcm16-prfsha256-x25519"]
+esp_proposals = ["aes256gcm16"]
+local_id = "peer{n}.lt.example"
+encap = "udp"
+"#;
+
+    #[test]
+    fn the_issues_example_parses() {
+        let c = LoadtestConfig::parse(EXAMPLE).unwrap();
+        assert_eq!(c.interface, "eth0");
+        assert_eq!(c.capacity(), 4095);
+        let (src, inside, p) = c.peer(0).unwrap();
+        assert_eq!(src, "2001:db8::1001".parse::<IpAddr>().unwrap());
+        assert_eq!(inside, "2001:db8:1::1".parse::<IpAddr>().unwrap());
+        assert_eq!(p.local_id, Identity::Fqdn("peer0.lt.example".into()));
+        assert_eq!(p.remote_id, Identity::Addr("2001:db8::1".parse().unwrap()));
+        assert_eq!(p.local_ts[0].len, 128);
+        assert!(p.force_encap);
+        let (src, _, p) = c.peer(4094).unwrap();
+        assert_eq!(src, "2001:db8::1fff".parse::<IpAddr>().unwrap());
+        assert_eq!(p.local_id, Identity::Fqdn("peer4094.lt.example".into()));
+        assert!(c.peer(4095).is_err());
+    }
+
+    #[test]
+    fn ipv4_ranges_skip_network_and_broadcast() {
+        let r = Range::parse("198.51.100.77/24").unwrap();
+        assert_eq!(r.base, "198.51.100.0".parse::<IpAddr>().unwrap());
+        assert_eq!(r.capacity(), 254);
+        assert_eq!(r.nth(0), Some("198.51.100.1".parse().unwrap()));
+        assert_eq!(r.nth(253), Some("198.51.100.254".parse().unwrap()));
+        assert_eq!(r.nth(254), None);
+    }
+
+    #[test]
+    fn mistakes_are_refused() {
+        for (from, to, why) in [
+            ("encap = \"udp\"", "encap = \"gre\"", "encap"),
+            ("psk = \"secret\"", "", "psk"),
+            (
+                "gateway = \"2001:db8::1\"",
+                "gateway = \"198.51.100.1\"",
+                "family",
+            ),
+            (
+                "esp_proposals = [\"aes256gcm16\"]",
+                "esp_proposals = [\"rot13\"]",
+                "esp_proposals",
+            ),
+            (
+                "encap = \"udp\"",
+                "encap = \"udp\"\ntypo = 1",
+                "unknown field",
+            ),
+        ] {
+            let e = LoadtestConfig::parse(&EXAMPLE.replace(from, to))
+                .err()
+                .unwrap_or_else(|| panic!("{to:?} accepted"));
+            assert!(format!("{e:#}").contains(why), "{to}: {e:#}");
+        }
+    }
+}

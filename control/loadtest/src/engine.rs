@@ -1,0 +1,613 @@
+//! The load tester's engine, I/O-free: one IKE core ([`xdpsec_ike::Ike`])
+//! per emulated peer, paced starts (`--rate`), a cap on exchanges in
+//! flight (`--concurrency`), the attempts' accounting and scheduled child
+//! SA rekeys (`--rekey-every`). The shell feeds it datagrams and the time
+//! and sends what [`Engine::take_sends`] returns; tests run it against an
+//! in-memory xdpsec responder.
+use std::{
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap},
+    net::{IpAddr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use xdpsec_ike::{Action, ChildKeys, Command, EspEncap, Ike, Input, PeerConfig};
+
+use crate::stats::{Accounting, Outcome};
+
+/// How long an attempt may take before it counts as `TIMEOUT` if the core
+/// has not given up by itself (it does after 31 s without an answer to one
+/// request; IKE_SA_INIT then IKE_AUTH: 62 s).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(65);
+
+/// When a DELETE of a closed tunnel is sent again without an answer (after
+/// the first send); then it is given up.
+pub const BYE_RESEND: [Duration; 3] = [
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+];
+
+/// Engine options (from the command line).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// New attempts per second; `None`: as fast as `concurrency` allows.
+    pub rate: Option<f64>,
+    /// Exchanges (attempts not ended) in flight at most.
+    pub concurrency: usize,
+    /// Rekey each tunnel's child SA this long after it came up, and again
+    /// every so long.
+    pub rekey_every: Option<Duration>,
+    /// An attempt not ended after this long ends as `TIMEOUT`.
+    pub attempt_timeout: Duration,
+    /// Keep the cores' log lines for [`Engine::take_logs`].
+    pub keep_logs: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            rate: None,
+            concurrency: 100,
+            rekey_every: None,
+            attempt_timeout: ATTEMPT_TIMEOUT,
+            keep_logs: false,
+        }
+    }
+}
+
+/// An IKE datagram to send.
+#[derive(Debug)]
+pub struct Send {
+    /// From (source address and port).
+    pub local: SocketAddr,
+    /// To.
+    pub remote: SocketAddr,
+    /// The IKE message (the shell adds the non-ESP marker off port 500).
+    pub data: Vec<u8>,
+}
+
+/// A child SA's ESP state in one direction, for the traffic shell.
+#[derive(Debug, Clone)]
+pub struct ChildDir {
+    /// How ESP travels.
+    pub encap: EspEncap,
+    /// SPI and keys.
+    pub keys: ChildKeys,
+}
+
+/// Where a peer is.
+enum State {
+    /// Not started yet.
+    Waiting,
+    /// Negotiating its IKE SA and first child (attempt `attempt`).
+    Negotiating,
+    /// Its first child SA is installed.
+    Up,
+    /// Ended (failed, or shut down); its core is gone.
+    Done,
+}
+
+/// One emulated peer.
+struct Peer {
+    cfg: Option<PeerConfig>,
+    core: Option<Ike>,
+    state: State,
+    attempt: usize,
+    next_rekey: Option<Instant>,
+    rekeying: bool,
+    /// The child SA's current outbound direction.
+    outbound: Option<ChildDir>,
+    /// Inbound SAs (our SPI -> keys).
+    inbound: HashMap<u32, ChildDir>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Wake {
+    Core,
+    Rekey,
+    Deadline,
+}
+
+/// The engine: all peers, the pacing and the accounting.
+pub struct Engine {
+    opts: Options,
+    t0: Instant,
+    peers: Vec<Peer>,
+    by_addr: HashMap<IpAddr, usize>,
+    next: usize,
+    next_start_at: Instant,
+    in_flight: usize,
+    wakes: BinaryHeap<Reverse<(Instant, usize, Wake)>>,
+    sends: Vec<Send>,
+    acc: Accounting,
+    stopping: bool,
+    ups: Vec<usize>,
+    /// DELETEs of closed tunnels waiting for a slot (`concurrency` at a time).
+    bye_queue: std::collections::VecDeque<(usize, Send)>,
+    /// DELETEs sent, not answered yet: peer, message, tries, when to resend.
+    byes: Vec<(usize, Send, usize, Instant)>,
+    /// DELETEs never answered.
+    pub byes_unanswered: u64,
+    logs: Vec<String>,
+}
+
+/// What `ike`'s log lines say about a negotiation that failed: the
+/// failure's name, or `None` for lines that end nothing. These are the
+/// core's own lines (control/ike/src/sa.rs); the unit tests pin them.
+pub fn classify(line: &str) -> Option<&'static str> {
+    let named = |n: &str| -> &'static str {
+        match n.trim() {
+            "7" => "INVALID_SYNTAX",
+            "14" => "NO_PROPOSAL_CHOSEN",
+            "17" => "INVALID_KE_PAYLOAD",
+            "24" => "AUTHENTICATION_FAILED",
+            "34" => "SINGLE_PAIR_REQUIRED",
+            "35" => "NO_ADDITIONAL_SAS",
+            "36" => "INTERNAL_ADDRESS_FAILURE",
+            "37" => "FAILED_CP_REQUIRED",
+            "38" => "TS_UNACCEPTABLE",
+            "43" => "TEMPORARY_FAILURE",
+            _ => "OTHER_ERROR_NOTIFY",
+        }
+    };
+    let notify_in = |l: &str| -> &'static str {
+        l.split("error notify ")
+            .nth(1)
+            .map(|r| named(r.split(|c: char| !c.is_ascii_digit()).next().unwrap_or("")))
+            .unwrap_or("OTHER_ERROR_NOTIFY")
+    };
+    if line.contains("no answer to IKE_SA_INIT") || line.contains("no answer to IKE_AUTH") {
+        Some("TIMEOUT")
+    } else if line.contains("authentication failed") {
+        Some("AUTHENTICATION_FAILED")
+    } else if line.contains("(INVALID_KE_PAYLOAD); IKE SA not established") {
+        Some("INVALID_KE_PAYLOAD")
+    } else if line.contains("IKE_SA_INIT refused by the peer")
+        || line.contains("IKE_AUTH answered without IDr or AUTH")
+        || line.contains("first child SA refused by the peer")
+    {
+        Some(if line.contains("NO_PROPOSAL_CHOSEN") {
+            "NO_PROPOSAL_CHOSEN"
+        } else if line.contains("TS_UNACCEPTABLE") {
+            "TS_UNACCEPTABLE"
+        } else {
+            notify_in(line)
+        })
+    } else {
+        None
+    }
+}
+
+impl Engine {
+    /// An engine for these peers (one IKE configuration each, distinct
+    /// `local` addresses); the run's clock starts at `t0`.
+    pub fn new(peers: Vec<PeerConfig>, opts: Options, t0: Instant) -> Engine {
+        let by_addr = peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.local, i))
+            .collect();
+        Engine {
+            peers: peers
+                .into_iter()
+                .map(|cfg| Peer {
+                    cfg: Some(cfg),
+                    core: None,
+                    state: State::Waiting,
+                    attempt: usize::MAX,
+                    next_rekey: None,
+                    rekeying: false,
+                    outbound: None,
+                    inbound: HashMap::new(),
+                })
+                .collect(),
+            opts,
+            t0,
+            by_addr,
+            next: 0,
+            next_start_at: t0,
+            in_flight: 0,
+            wakes: BinaryHeap::new(),
+            sends: Vec::new(),
+            acc: Accounting::default(),
+            stopping: false,
+            ups: Vec::new(),
+            bye_queue: std::collections::VecDeque::new(),
+            byes: Vec::new(),
+            byes_unanswered: 0,
+            logs: Vec::new(),
+        }
+    }
+
+    /// The accounting so far.
+    pub fn accounting(&self) -> &Accounting {
+        &self.acc
+    }
+
+    /// The accounting, to record traffic results in.
+    pub fn accounting_mut(&mut self) -> &mut Accounting {
+        &mut self.acc
+    }
+
+    /// Attempts in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Whether every peer has had its attempt and every attempt has ended.
+    pub fn setup_done(&self) -> bool {
+        (self.next == self.peers.len() || self.stopping) && self.in_flight == 0
+    }
+
+    /// The cores' log lines since the last call (with `keep_logs`).
+    pub fn take_logs(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.logs)
+    }
+
+    /// The peers that came up since the last call.
+    pub fn take_ups(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.ups)
+    }
+
+    /// Datagrams to send, in order.
+    pub fn take_sends(&mut self) -> Vec<Send> {
+        std::mem::take(&mut self.sends)
+    }
+
+    /// When [`Engine::tick`] is next due (a start, a core timer, a rekey).
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        let start = (!self.stopping
+            && self.next < self.peers.len()
+            && self.in_flight < self.opts.concurrency)
+            .then_some(self.next_start_at);
+        let wake = self.wakes.peek().map(|Reverse((t, _, _))| *t);
+        let bye = if !self.bye_queue.is_empty() && self.byes.len() < self.opts.concurrency {
+            Some(self.t0)
+        } else {
+            self.byes.iter().map(|b| b.3).min()
+        };
+        [start, wake, bye].into_iter().flatten().min()
+    }
+
+    /// Whether every DELETE has been answered or given up.
+    pub fn closing_done(&self) -> bool {
+        self.bye_queue.is_empty() && self.byes.is_empty()
+    }
+
+    /// Send queued DELETEs while fewer than `concurrency` are unanswered;
+    /// resend or give up those due.
+    fn byes(&mut self, now: Instant) {
+        let mut k = 0;
+        while k < self.byes.len() {
+            let b = &mut self.byes[k];
+            if b.3 <= now {
+                if b.2 >= BYE_RESEND.len() {
+                    self.byes.swap_remove(k);
+                    self.byes_unanswered += 1;
+                    continue;
+                }
+                b.3 = now + BYE_RESEND[b.2];
+                b.2 += 1;
+                let again = Send {
+                    local: b.1.local,
+                    remote: b.1.remote,
+                    data: b.1.data.clone(),
+                };
+                self.sends.push(again);
+            }
+            k += 1;
+        }
+        while self.byes.len() < self.opts.concurrency
+            && let Some((i, s)) = self.bye_queue.pop_front()
+        {
+            self.sends.push(Send {
+                local: s.local,
+                remote: s.remote,
+                data: s.data.clone(),
+            });
+            self.byes.push((i, s, 0, now + BYE_RESEND[0]));
+        }
+    }
+
+    fn offset(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.t0)
+    }
+
+    /// Start what is due, run the cores' timers and rekeys that are due,
+    /// send the DELETEs of closed tunnels.
+    pub fn tick(&mut self, now: Instant) {
+        self.byes(now);
+        while !self.stopping
+            && self.next < self.peers.len()
+            && self.in_flight < self.opts.concurrency
+            && self.next_start_at <= now
+        {
+            self.start_next(now);
+        }
+        while let Some(Reverse((t, i, w))) = self.wakes.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.wakes.pop();
+            match w {
+                Wake::Core => {
+                    let due = self.peers[i].core.as_ref().and_then(Ike::next_timeout);
+                    if due == Some(t) {
+                        self.handle(i, now, Input::Timer);
+                    }
+                }
+                Wake::Rekey => {
+                    if self.peers[i].next_rekey == Some(t)
+                        && matches!(self.peers[i].state, State::Up)
+                    {
+                        self.rekey(i, now);
+                    }
+                }
+                Wake::Deadline => {
+                    if matches!(self.peers[i].state, State::Negotiating) {
+                        self.fail(i, now, "TIMEOUT");
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_next(&mut self, now: Instant) {
+        let i = self.next;
+        self.next += 1;
+        let cfg = self.peers[i].cfg.take().expect("each peer starts once");
+        let at = self.offset(now);
+        let attempt = self.acc.start(at);
+        let p = &mut self.peers[i];
+        p.core = Some(Ike::new(vec![cfg]));
+        p.state = State::Negotiating;
+        p.attempt = attempt;
+        self.in_flight += 1;
+        self.next_start_at = match self.opts.rate {
+            // On the schedule, not from the (late) wake-up: a start up to
+            // one interval late does not slow the rate; later than that
+            // (held back by the concurrency cap) the schedule starts anew.
+            Some(r) if r > 0.0 => {
+                let interval = Duration::from_secs_f64(1.0 / r);
+                let base = if now.saturating_duration_since(self.next_start_at) > interval {
+                    now
+                } else {
+                    self.next_start_at
+                };
+                base + interval
+            }
+            _ => now,
+        };
+        self.wakes.push(Reverse((
+            now + self.opts.attempt_timeout,
+            i,
+            Wake::Deadline,
+        )));
+        // The first handle starts the initiator.
+        self.handle(i, now, Input::Timer);
+    }
+
+    /// A datagram for the peer whose source address is `local`'s (others
+    /// are ignored: false).
+    pub fn datagram(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        data: &[u8],
+    ) -> bool {
+        let Some(&i) = self.by_addr.get(&local.ip()) else {
+            return false;
+        };
+        if self.peers[i].core.is_none() {
+            // An answer to a closed tunnel's DELETE (or anything from
+            // the gateway to it): done with it.
+            let before = self.byes.len();
+            self.byes.retain(|b| b.0 != i);
+            return self.byes.len() < before;
+        }
+        self.handle(
+            i,
+            now,
+            Input::Datagram {
+                local,
+                remote,
+                data,
+            },
+        );
+        true
+    }
+
+    fn handle(&mut self, i: usize, now: Instant, input: Input<'_>) {
+        let Some(core) = self.peers[i].core.as_mut() else {
+            return;
+        };
+        let actions = core.handle(now, input);
+        self.apply(i, now, actions);
+    }
+
+    fn apply(&mut self, i: usize, now: Instant, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Send {
+                    local,
+                    remote,
+                    data,
+                } => self.sends.push(Send {
+                    local,
+                    remote,
+                    data,
+                }),
+                Action::SetOutbound { encap, keys, .. } => {
+                    let at = self.offset(now);
+                    let p = &mut self.peers[i];
+                    p.outbound = Some(ChildDir { encap, keys });
+                    match p.state {
+                        State::Negotiating => {
+                            p.state = State::Up;
+                            self.in_flight -= 1;
+                            self.acc.end(p.attempt, at, Outcome::Up);
+                            self.ups.push(i);
+                            if let Some(e) = self.opts.rekey_every {
+                                p.next_rekey = Some(now + e);
+                                self.wakes.push(Reverse((now + e, i, Wake::Rekey)));
+                            }
+                        }
+                        State::Up if p.rekeying => {
+                            p.rekeying = false;
+                            self.acc.rekeys.push(at);
+                        }
+                        _ => {}
+                    }
+                }
+                Action::AddInbound { encap, keys, .. } => {
+                    self.peers[i]
+                        .inbound
+                        .insert(keys.spi, ChildDir { encap, keys });
+                }
+                Action::RemoveInbound { spi, .. } => {
+                    self.peers[i].inbound.remove(&spi);
+                }
+                Action::RemoveOutbound { .. } => self.peers[i].outbound = None,
+                Action::Log { line, .. } => {
+                    if self.opts.keep_logs {
+                        self.logs.push(line.clone());
+                    }
+                    if matches!(self.peers[i].state, State::Negotiating)
+                        && let Some(f) = classify(&line)
+                    {
+                        self.fail(i, now, f);
+                        return;
+                    }
+                    // A rekey the gateway refused is over (the core retries later).
+                    if self.peers[i].rekeying && line.contains("CREATE_CHILD_SA refused") {
+                        self.peers[i].rekeying = false;
+                    }
+                }
+            }
+        }
+        if let Some(t) = self.peers[i].core.as_ref().and_then(Ike::next_timeout) {
+            self.wakes.push(Reverse((t, i, Wake::Core)));
+        }
+    }
+
+    /// End peer `i`'s attempt as `why` and close its core (a DELETE where
+    /// the gateway may hold an IKE SA).
+    fn fail(&mut self, i: usize, now: Instant, why: &'static str) {
+        let at = self.offset(now);
+        let p = &mut self.peers[i];
+        if matches!(p.state, State::Negotiating) {
+            self.in_flight -= 1;
+            self.acc.end(p.attempt, at, Outcome::Failed(why));
+        }
+        self.close(i, now);
+    }
+
+    fn close(&mut self, i: usize, now: Instant) {
+        let p = &mut self.peers[i];
+        p.state = State::Done;
+        p.outbound = None;
+        p.inbound.clear();
+        p.next_rekey = None;
+        if let Some(mut core) = p.core.take() {
+            for a in core.handle(now, Input::Command(Command::Shutdown)) {
+                if let Action::Send {
+                    local,
+                    remote,
+                    data,
+                } = a
+                {
+                    self.bye_queue.push_back((
+                        i,
+                        Send {
+                            local,
+                            remote,
+                            data,
+                        },
+                    ));
+                }
+            }
+        }
+    }
+
+    fn rekey(&mut self, i: usize, now: Instant) {
+        let p = &mut self.peers[i];
+        let (Some(core), Some(e)) = (p.core.as_mut(), self.opts.rekey_every) else {
+            return;
+        };
+        let gw = core.sas(now).first().map(|s| s.remote.ip());
+        p.next_rekey = Some(now + e);
+        self.wakes.push(Reverse((now + e, i, Wake::Rekey)));
+        // One rekey at a time: one still under way skips this turn.
+        let (Some(gw), false) = (gw, p.rekeying) else {
+            return;
+        };
+        p.rekeying = true;
+        let actions = core.rekey_now(now, gw, false);
+        self.apply(i, now, actions);
+    }
+
+    /// Stop starting attempts (Ctrl-C or the end of the run).
+    pub fn stop_starting(&mut self) {
+        self.stopping = true;
+    }
+
+    /// End the run: attempts still in flight end as `INTERRUPTED`, every
+    /// tunnel is closed: its DELETE goes out with the next ticks,
+    /// `concurrency` unanswered at a time, resent after [`BYE_RESEND`]
+    /// ([`Engine::closing_done`] says when all are answered or given up).
+    pub fn finish(&mut self, now: Instant) {
+        self.stopping = true;
+        for i in 0..self.peers.len() {
+            match self.peers[i].state {
+                State::Negotiating => self.fail(i, now, "INTERRUPTED"),
+                State::Up => self.close(i, now),
+                State::Waiting | State::Done => {}
+            }
+        }
+        self.wakes.clear();
+        self.byes(now);
+    }
+
+    /// Tunnels up now.
+    pub fn up_now(&self) -> usize {
+        self.peers
+            .iter()
+            .filter(|p| matches!(p.state, State::Up))
+            .count()
+    }
+
+    /// Peer `i`'s outbound child SA while it is up.
+    pub fn outbound(&self, i: usize) -> Option<&ChildDir> {
+        match self.peers[i].state {
+            State::Up => self.peers[i].outbound.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The inbound SA with our SPI `spi` of the peer at `local`, if any: the peer's index and the SA.
+    pub fn inbound(&self, local: IpAddr, spi: u32) -> Option<(usize, &ChildDir)> {
+        let &i = self.by_addr.get(&local)?;
+        self.peers[i].inbound.get(&spi).map(|d| (i, d))
+    }
+
+    /// Whether peer `i` has a rekey under way.
+    pub fn rekeying(&self, i: usize) -> bool {
+        self.peers[i].rekeying
+    }
+
+    /// Peer `i`'s attempt (index into the accounting), once started.
+    pub fn attempt_of(&self, i: usize) -> Option<usize> {
+        (self.peers[i].attempt != usize::MAX).then_some(self.peers[i].attempt)
+    }
+
+    /// Number of peers.
+    pub fn peers(&self) -> usize {
+        self.peers.len()
+    }
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

@@ -1,0 +1,389 @@
+//! The engine against an in-memory xdpsec responder (the same IKE core,
+//! `initiate = false`, one tunnel per emulated peer) on a mock clock, with
+//! a one-way network delay.
+use std::{
+    collections::VecDeque,
+    net::{IpAddr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use xdpsec_ike::{Action, Ike, Input, PeerConfig};
+
+use super::*;
+use crate::{config::LoadtestConfig, stats::Summary};
+
+const CONFIG: &str = r#"
+[underlay]
+interface = "lt0"
+[loadtest]
+gateway = "2001:db8:100::1"
+source_range = "2001:db8:100::1000/116"
+inside_range = "2001:db8:1::/64"
+gateway_subnets = ["2001:db8:2::/64"]
+psk = "load test key"
+ike_proposals = ["aes256gcm16-prfsha256-x25519"]
+esp_proposals = ["aes256gcm16"]
+"#;
+
+const DELAY: Duration = Duration::from_millis(10);
+
+fn initiators(n: u64) -> Vec<PeerConfig> {
+    let c = LoadtestConfig::parse(CONFIG).unwrap();
+    (0..n).map(|k| c.peer(k).unwrap().2).collect()
+}
+
+/// The gateway's tunnel for each initiator, changed by `tweak(k, cfg)`;
+/// `None` from `tweak` leaves that peer out (the gateway ignores it).
+fn responder(ini: &[PeerConfig], tweak: impl Fn(usize, &mut PeerConfig) -> bool) -> Ike {
+    let peers = ini
+        .iter()
+        .enumerate()
+        .filter_map(|(k, p)| {
+            let mut r = p.clone();
+            r.tunnel = format!("Tunnel{k}");
+            r.tunnel_index = k as u32;
+            r.local = p.remote;
+            r.remote = p.local;
+            r.local_id = p.remote_id.clone();
+            r.remote_id = p.local_id.clone();
+            r.local_ts = p.remote_ts.clone();
+            r.remote_ts = p.local_ts.clone();
+            r.initiate = false;
+            tweak(k, &mut r).then_some(r)
+        })
+        .collect();
+    Ike::new(peers)
+}
+
+struct Net {
+    t: Instant,
+    /// (delivery time, to the gateway?, local, remote, data) with local = receiver.
+    wire: VecDeque<(Instant, bool, SocketAddr, SocketAddr, Vec<u8>)>,
+    max_in_flight: usize,
+    /// Run until the DELETEs are answered (after `finish`).
+    closing: bool,
+    /// Drop this many DELETE datagrams to the gateway first.
+    lose_deletes: usize,
+}
+
+impl Net {
+    /// Run until every attempt has ended, then `hold` more; the time it ended.
+    fn run(&mut self, e: &mut Engine, gw: &mut Ike, hold: Duration) -> Instant {
+        let mut end: Option<Instant> = None;
+        loop {
+            e.tick(self.t);
+            self.max_in_flight = self.max_in_flight.max(e.in_flight());
+            for s in e.take_sends() {
+                self.wire
+                    .push_back((self.t + DELAY, true, s.remote, s.local, s.data));
+            }
+            if let Some(t) = gw.next_timeout()
+                && t <= self.t
+            {
+                self.gw_actions(gw.handle(self.t, Input::Timer));
+            }
+            while let Some((at, _, _, _, _)) = self.wire.front()
+                && *at <= self.t
+            {
+                let (_, to_gw, local, remote, data) = self.wire.pop_front().unwrap();
+                if to_gw && self.closing && self.lose_deletes > 0 {
+                    self.lose_deletes -= 1;
+                    continue;
+                }
+                if to_gw {
+                    let a = gw.handle(
+                        self.t,
+                        Input::Datagram {
+                            local,
+                            remote,
+                            data: &data,
+                        },
+                    );
+                    self.gw_actions(a);
+                } else {
+                    e.datagram(self.t, local, remote, &data);
+                    for s in e.take_sends() {
+                        self.wire
+                            .push_back((self.t + DELAY, true, s.remote, s.local, s.data));
+                    }
+                }
+            }
+            if self.closing && e.closing_done() && self.wire.is_empty() {
+                return self.t;
+            }
+            if !self.closing && end.is_none() && e.setup_done() {
+                end = Some(self.t + hold);
+            }
+            if let Some(x) = end
+                && self.t >= x
+            {
+                return self.t;
+            }
+            let next = [
+                e.next_wakeup(),
+                gw.next_timeout(),
+                self.wire.front().map(|w| w.0),
+                end,
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .expect("something is due");
+            self.t = next.max(self.t);
+        }
+    }
+
+    fn gw_actions(&mut self, actions: Vec<Action>) {
+        for a in actions {
+            if let Action::Send {
+                local,
+                remote,
+                data,
+            } = a
+            {
+                self.wire
+                    .push_back((self.t + DELAY, false, remote, local, data));
+            }
+        }
+    }
+}
+
+fn run(
+    n: u64,
+    opts: Options,
+    tweak: impl Fn(usize, &mut PeerConfig) -> bool,
+    hold: Duration,
+) -> (Engine, Net, Ike, Instant) {
+    let ini = initiators(n);
+    let mut gw = responder(&ini, tweak);
+    let t0 = Instant::now();
+    let mut e = Engine::new(ini, opts, t0);
+    let mut net = Net {
+        t: t0,
+        wire: VecDeque::new(),
+        max_in_flight: 0,
+        closing: false,
+        lose_deletes: 0,
+    };
+    let end = net.run(&mut e, &mut gw, hold);
+    (e, net, gw, t0 + (end - t0))
+}
+
+#[test]
+fn all_up_paced_and_capped() {
+    let opts = Options {
+        rate: Some(50.0),
+        concurrency: 4,
+        ..Options::default()
+    };
+    let (e, net, _, _) = run(30, opts, |_, _| true, Duration::ZERO);
+    let s = Summary::of(e.accounting(), 30, Duration::ZERO, 0.0, false);
+    assert_eq!((s.attempts, s.up), (30, 30), "{s:?}");
+    assert!(s.failed.is_empty());
+    assert_eq!(e.up_now(), 30);
+    // Two round trips of 20 ms each: 40 ms per tunnel; at 50/s (20 ms
+    // apart) two are in flight at a time (three at the instant one starts
+    // as another's answer arrives), under the cap of 4.
+    let starts: Vec<Duration> = e.accounting().attempts.iter().map(|a| a.start).collect();
+    for (k, s) in starts.iter().enumerate() {
+        assert_eq!(*s, Duration::from_millis(20 * k as u64), "attempt {k}");
+    }
+    assert_eq!(e.accounting().setup_latencies()[29], 0.04);
+    assert_eq!(net.max_in_flight, 3);
+}
+
+#[test]
+fn concurrency_caps_exchanges_in_flight() {
+    let opts = Options {
+        rate: None,
+        concurrency: 7,
+        ..Options::default()
+    };
+    let (e, net, _, _) = run(40, opts, |_, _| true, Duration::ZERO);
+    assert_eq!(e.accounting().up(), 40);
+    assert_eq!(net.max_in_flight, 7);
+    // Flat out, seven at a time, 40 ms each: six rounds, the last of five.
+    let (from, to) = e.accounting().setup_span();
+    assert_eq!(to - from, Duration::from_millis(6 * 40));
+}
+
+#[test]
+fn every_failure_is_named_once() {
+    let opts = Options {
+        concurrency: 100,
+        ..Options::default()
+    };
+    // Peers 0-9 up; 10-14 wrong PSK; 15-19 another IKE proposal; 20-24
+    // another ESP proposal; 25-27 other traffic selectors; 28-29 unknown to the gateway.
+    let tweak = |k: usize, r: &mut PeerConfig| {
+        match k {
+            10..=14 => r.psk = zeroize::Zeroizing::new(b"another key".to_vec()),
+            15..=19 => {
+                r.ike_proposals =
+                    vec![xdpsec_ike::IkeProposal::parse("aes256-sha256-ecp256").unwrap()]
+            }
+            20..=24 => {
+                r.esp_proposals = vec![xdpsec_ike::EspProposal::parse("aes128-sha1").unwrap()]
+            }
+            25..=27 => r.local_ts[0].addr = "2001:db8:3::".parse().unwrap(),
+            28..=29 => return false,
+            _ => {}
+        }
+        true
+    };
+    let (e, _, _, end) = run(30, opts, tweak, Duration::ZERO);
+    let s = Summary::of(e.accounting(), 30, Duration::ZERO, 0.0, false);
+    assert_eq!(s.up, 10, "{s:?}");
+    let want: Vec<(&str, u64)> = vec![
+        ("AUTHENTICATION_FAILED", 5),
+        ("NO_PROPOSAL_CHOSEN", 10),
+        ("TIMEOUT", 2),
+        ("TS_UNACCEPTABLE", 3),
+    ];
+    let got: Vec<(&str, u64)> = s.failed.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    assert_eq!(got, want);
+    assert_eq!(s.up + s.failed.values().sum::<u64>(), s.attempts);
+    // The timeouts are the core's: 1+2+4+8+16 s after the first send.
+    let timeouts: Vec<Duration> = e.accounting().attempts[28..]
+        .iter()
+        .map(|a| a.end.as_ref().unwrap().0 - a.start)
+        .collect();
+    assert_eq!(timeouts, vec![Duration::from_secs(31); 2]);
+    assert!(end - e.t0 >= Duration::from_secs(31));
+}
+
+#[test]
+fn interrupted_attempts_are_counted() {
+    let ini = initiators(10);
+    let t0 = Instant::now();
+    let mut e = Engine::new(ini, Options::default(), t0);
+    e.tick(t0);
+    assert_eq!(e.in_flight(), 10);
+    assert_eq!(e.take_sends().len(), 10);
+    e.finish(t0 + Duration::from_millis(5));
+    let s = Summary::of(e.accounting(), 10, Duration::ZERO, 0.0, false);
+    assert_eq!(s.failed.get("INTERRUPTED"), Some(&10));
+    assert_eq!(s.attempts, 10);
+    assert!(e.setup_done());
+}
+
+#[test]
+fn rekeys_on_schedule() {
+    let opts = Options {
+        rekey_every: Some(Duration::from_secs(10)),
+        ..Options::default()
+    };
+    // Held 35 s: three rekeys of each of the five tunnels.
+    let (e, _, _, _) = run(5, opts, |_, _| true, Duration::from_secs(35));
+    assert_eq!(e.accounting().up(), 5);
+    assert_eq!(e.accounting().rekeys.len(), 15);
+    for i in 0..5 {
+        assert!(e.outbound(i).is_some());
+        assert!(!e.rekeying(i));
+    }
+}
+
+#[test]
+fn the_cores_failure_lines_are_recognised() {
+    let p = "Tunnel2: peer 2001:db8::1: ";
+    for (line, want) in [
+        (
+            "IKE_SA_INIT refused by the peer (NO_PROPOSAL_CHOSEN: no IKE proposal acceptable to the peer); IKE SA not established",
+            Some("NO_PROPOSAL_CHOSEN"),
+        ),
+        (
+            "IKE_SA_INIT refused by the peer (error notify 43); IKE SA not established",
+            Some("TEMPORARY_FAILURE"),
+        ),
+        (
+            "IKE_SA_INIT refused by the peer (error notify 9999); IKE SA not established",
+            Some("OTHER_ERROR_NOTIFY"),
+        ),
+        (
+            "IKE_AUTH answered without IDr or AUTH (error notify 24); IKE SA not established",
+            Some("AUTHENTICATION_FAILED"),
+        ),
+        (
+            "IKE_AUTH answered without IDr or AUTH (error notify 36); IKE SA not established",
+            Some("INTERNAL_ADDRESS_FAILURE"),
+        ),
+        (
+            "first child SA refused by the peer (error notify 35)",
+            Some("NO_ADDITIONAL_SAS"),
+        ),
+        (
+            "peer asks for a DH group we do not propose (INVALID_KE_PAYLOAD); IKE SA not established",
+            Some("INVALID_KE_PAYLOAD"),
+        ),
+        (
+            "no answer to IKE_AUTH after 4 retransmissions (31 s); deleting the IKE SA and its child SAs",
+            Some("TIMEOUT"),
+        ),
+        (
+            "peer asks for DH group 19 (INVALID_KE_PAYLOAD); retrying IKE_SA_INIT with it",
+            None,
+        ),
+        ("%IKEV2-5-SA_UP: SA UP (Tunnel2 peer 2001:db8::1)", None),
+    ] {
+        assert_eq!(classify(&format!("{p}{line}")), want, "{line}");
+    }
+}
+
+#[test]
+fn unknown_addresses_are_ignored() {
+    let ini = initiators(2);
+    let t0 = Instant::now();
+    let mut e = Engine::new(ini, Options::default(), t0);
+    let a: SocketAddr = "[2001:db8:100::9]:500".parse().unwrap();
+    let b: SocketAddr = "[2001:db8:100::1]:500".parse().unwrap();
+    assert!(!e.datagram(t0, a, b, &[0; 40]));
+    // A peer not started yet has no core: ignored too.
+    let first: IpAddr = "2001:db8:100::1001".parse().unwrap();
+    assert!(!e.datagram(t0, SocketAddr::new(first, 500), b, &[0; 40]));
+}
+
+#[test]
+fn deletes_are_paced_resent_and_answered() {
+    let opts = Options {
+        concurrency: 5,
+        ..Options::default()
+    };
+    let (mut e, mut net, mut gw, _) = run(20, opts, |_, _| true, Duration::ZERO);
+    assert_eq!(gw.sas(net.t).len(), 20);
+    e.finish(net.t);
+    // Five DELETEs out at once, the rest as they are answered.
+    assert_eq!(e.take_sends().len(), 5);
+    net.closing = true;
+    // The first three are lost: sent again after 0.5 s.
+    net.lose_deletes = 3;
+    let t = net.t;
+    // (The five taken above never reach the wire: they are resent too.)
+    let end = net.run(&mut e, &mut gw, Duration::ZERO);
+    assert!(e.closing_done());
+    assert_eq!(e.byes_unanswered, 0);
+    assert_eq!(gw.sas(end).len(), 0, "{:?}", gw.sas(end));
+    assert!(
+        end - t >= BYE_RESEND[0] && end - t < BYE_RESEND[0] * 3,
+        "{:?}",
+        end - t
+    );
+}
+
+#[test]
+fn late_wakeups_keep_the_rate() {
+    // 100 a second, woken 3 ms late each time: still one start per 10 ms.
+    let opts = Options {
+        rate: Some(100.0),
+        ..Options::default()
+    };
+    let t0 = Instant::now();
+    let mut e = Engine::new(initiators(50), opts, t0);
+    let mut t = t0;
+    while e.accounting().attempts.len() < 50 {
+        e.tick(t);
+        e.take_sends();
+        t = e.next_wakeup().unwrap() + Duration::from_millis(3);
+    }
+    let last = e.accounting().attempts[49].start;
+    assert!(last < Duration::from_millis(500), "{last:?}");
+}

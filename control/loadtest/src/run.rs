@@ -1,0 +1,376 @@
+//! The shell of `xdpsec loadtest ike`: sockets on the IKE ports, the
+//! source addresses, the loop that feeds the engine, the progress line
+//! and the summary.
+use std::{
+    io::{IsTerminal, Write},
+    net::{IpAddr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use xdpsec_ike::EspEncap;
+
+use crate::{
+    IkeArgs,
+    config::{Encap, LoadtestConfig, Range},
+    engine::{Engine, Options},
+    net::{self, AddedAddrs, Socket},
+    stats::{Summary, cpu_seconds},
+    traffic::Traffic,
+};
+
+/// Most datagrams read from one socket per pass of the loop (the timers
+/// get their turn in between).
+const RECV_BURST: usize = 256;
+/// How often the progress line is redrawn.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+fn check_args(a: &IkeArgs, cfg: &LoadtestConfig) -> Result<Options> {
+    if a.tunnels == 0 || a.tunnels > cfg.capacity() {
+        bail!(
+            "--tunnels {}: give 1 to {} (the room in source_range and inside_range)",
+            a.tunnels,
+            cfg.capacity()
+        );
+    }
+    if let Some(r) = a.rate
+        && !(r > 0.0 && r.is_finite())
+    {
+        bail!("--rate {r}: give attempts per second > 0");
+    }
+    if a.concurrency == 0 {
+        bail!("--concurrency 0: give at least 1");
+    }
+    if !(a.duration >= 0.0 && a.duration < 1e7) {
+        bail!("--duration {}: give seconds >= 0", a.duration);
+    }
+    let rekey_every = match a.rekey_every {
+        None => None,
+        Some(s) if (1.0..1e7).contains(&s) => Some(Duration::from_secs_f64(s)),
+        Some(s) => bail!("--rekey-every {s}: give seconds >= 1"),
+    };
+    Ok(Options {
+        rate: a.rate,
+        concurrency: a.concurrency,
+        rekey_every,
+        keep_logs: a.verbose,
+        ..Options::default()
+    })
+}
+
+struct Io {
+    ike: Socket,
+    nat_t: Socket,
+    send_errors: u64,
+    t0: Instant,
+    /// With --traffic: the probes, each peer's source and inside address, the target.
+    traffic: Option<(Traffic, Vec<IpAddr>, Vec<IpAddr>, IpAddr)>,
+}
+
+impl Io {
+    fn flush(&mut self, e: &mut Engine) {
+        for l in e.take_logs() {
+            eprintln!("{:9.3} {l}", self.t0.elapsed().as_secs_f64());
+        }
+        for s in e.take_sends() {
+            let r = if s.local.port() == self.ike.port {
+                self.ike.send(s.local.ip(), s.remote, &[], &s.data)
+            } else {
+                // RFC 3948 2.2: the non-ESP marker.
+                self.nat_t.send(s.local.ip(), s.remote, &[0; 4], &s.data)
+            };
+            if r.is_err() {
+                self.send_errors += 1;
+            }
+        }
+    }
+
+    /// Send the probes due (with --traffic).
+    fn probes(&mut self, e: &mut Engine, now: Instant, gateway: IpAddr) {
+        let Some((t, sources, insides, target)) = &mut self.traffic else {
+            return;
+        };
+        for i in e.take_ups() {
+            t.tunnel_up(i, now);
+        }
+        for i in t.take_due(now) {
+            let Some(out) = e.outbound(i) else {
+                t.forget(i);
+                continue;
+            };
+            let EspEncap::Udp(_, port) = out.encap else {
+                t.forget(i);
+                continue;
+            };
+            if let Some(esp) = t.probe(i, &out.keys, insides[i], *target, e.rekeying(i), now)
+                && self
+                    .nat_t
+                    .send(sources[i], SocketAddr::new(gateway, port), &[], &esp)
+                    .is_err()
+            {
+                self.send_errors += 1;
+            }
+        }
+    }
+
+    /// Wait for a datagram until `wake` (from `now`), then read what came.
+    fn wait(&mut self, e: &mut Engine, buf: &mut [u8], now: Instant, wake: Instant) {
+        let ms = wake
+            .saturating_duration_since(now)
+            .as_micros()
+            .div_ceil(1000) as i32;
+        net::poll_readable(&[self.ike.raw(), self.nat_t.raw()], ms);
+        self.receive(e, buf);
+    }
+
+    /// Read what has come (at most a burst per socket) into the engine.
+    fn receive(&mut self, e: &mut Engine, buf: &mut [u8]) {
+        for nat_t in [false, true] {
+            for _ in 0..RECV_BURST {
+                let s = if nat_t { &self.nat_t } else { &self.ike };
+                let Some((n, from, to)) = s.recv(buf) else {
+                    break;
+                };
+                let local = SocketAddr::new(to, s.port);
+                let now = Instant::now();
+                if !nat_t {
+                    e.datagram(now, local, from, &buf[..n]);
+                } else if n >= 4 && buf[..4] == [0; 4] {
+                    e.datagram(now, local, from, &buf[4..n]);
+                } else if n >= 8
+                    && let Some((t, _, insides, target)) = &mut self.traffic
+                {
+                    let spi = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+                    let Some((i, dir)) = e.inbound(to, spi) else {
+                        continue;
+                    };
+                    if t.reply(i, &dir.keys, &mut buf[..n], *target, insides[i])
+                        && let Some(a) = e.attempt_of(i)
+                    {
+                        e.accounting_mut().attempts[a].first_reply = Some(now - self.t0);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn progress(e: &Engine, tunnels: u64, t0: Instant, done: bool) {
+    let acc = e.accounting();
+    let up = acc.up();
+    let failed: u64 = acc.failed().values().sum();
+    let secs = t0.elapsed().as_secs_f64().max(1e-3);
+    let mut err = std::io::stderr().lock();
+    let _ = write!(
+        err,
+        "\r{:>6.1} s  attempts {}/{}  up {}  failed {}  in flight {}  {:.0} up/s   {}",
+        secs,
+        acc.attempts.len(),
+        tunnels,
+        up,
+        failed,
+        e.in_flight(),
+        up as f64 / secs,
+        if done { "\n" } else { "" }
+    );
+    let _ = err.flush();
+}
+
+/// Run `xdpsec loadtest ike`: the summary (printed too).
+pub fn ike(a: &IkeArgs) -> Result<Summary> {
+    let cfg = LoadtestConfig::load(&a.config)?;
+    let opts = check_args(a, &cfg)?;
+    let mut sources = Vec::new();
+    let mut peers = Vec::new();
+    for k in 0..a.tunnels {
+        let (src, _inside, p) = cfg.peer(k)?;
+        sources.push(src);
+        peers.push(p);
+    }
+    let traffic = match a.traffic {
+        None => None,
+        Some(pps) if !(pps > 0.0 && pps <= 10_000.0) => {
+            bail!("--traffic {pps}: give 0 < PPS <= 10000 (per tunnel)")
+        }
+        Some(_) if cfg.encap != Encap::Udp => {
+            bail!(
+                "--traffic needs encap = \"udp\" (ESP in UDP on the NAT-T socket; plain ESP is not supported yet)"
+            )
+        }
+        Some(pps) => {
+            let g = cfg.gateway_subnets[0];
+            let target = Range {
+                base: g.addr,
+                len: g.len,
+            }
+            .nth(0)
+            .ok_or_else(|| anyhow::anyhow!("gateway_subnets[0] has no address for traffic"))?;
+            let insides = (0..a.tunnels)
+                .map(|k| cfg.peer(k).map(|p| p.1))
+                .collect::<Result<Vec<_>>>()?;
+            Some((
+                Traffic::new(pps, a.tunnels as usize),
+                sources.clone(),
+                insides,
+                target,
+            ))
+        }
+    };
+    let v6 = cfg.gateway.is_ipv6();
+    let t0 = Instant::now();
+    let mut io = Io {
+        ike: Socket::bind(v6, xdpsec_ike::IKE_PORT)?,
+        nat_t: Socket::bind(v6, cfg.nat_t_port)?,
+        send_errors: 0,
+        t0,
+        traffic,
+    };
+    net::catch_stop_signals();
+    let addrs = AddedAddrs::add(&cfg.interface, &sources)?;
+    let show = std::io::stderr().is_terminal();
+    let mut e = Engine::new(peers, opts, t0);
+    let hold = Duration::from_secs_f64(a.duration);
+    let mut setup_end: Option<Instant> = None;
+    let mut next_progress = t0;
+    let mut buf = vec![0u8; 65536];
+    let interrupted = loop {
+        if net::stop_requested() {
+            break true;
+        }
+        let now = Instant::now();
+        e.tick(now);
+        io.flush(&mut e);
+        io.probes(&mut e, now, cfg.gateway);
+        if setup_end.is_none() && e.setup_done() {
+            setup_end = Some(now);
+        }
+        if let Some(s) = setup_end
+            && now >= s + hold
+        {
+            break false;
+        }
+        if show && now >= next_progress {
+            progress(&e, a.tunnels, t0, false);
+            next_progress = now + PROGRESS_EVERY;
+        }
+        let mut wake = now + PROGRESS_EVERY;
+        if let Some(w) = e.next_wakeup() {
+            wake = wake.min(w);
+        }
+        if let Some(s) = setup_end {
+            wake = wake.min(s + hold);
+        }
+        if let Some(t) = io.traffic.as_ref().and_then(|t| t.0.next_due()) {
+            wake = wake.min(t);
+        }
+        io.wait(&mut e, &mut buf, now, wake);
+        io.flush(&mut e);
+    };
+    let end = Instant::now();
+    e.finish(end);
+    // The DELETEs: until each is answered or given up (bounded by BYE_RESEND).
+    let linger = if interrupted {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(10)
+    };
+    while !e.closing_done() && end.elapsed() < linger {
+        let now = Instant::now();
+        e.tick(now);
+        io.flush(&mut e);
+        let wake = e
+            .next_wakeup()
+            .unwrap_or(now + PROGRESS_EVERY)
+            .min(now + PROGRESS_EVERY);
+        io.wait(&mut e, &mut buf, now, wake);
+    }
+    io.flush(&mut e);
+    if show {
+        progress(&e, a.tunnels, t0, true);
+    }
+    let held = setup_end.map_or(Duration::ZERO, |s| end.saturating_duration_since(s));
+    let totals = io.traffic.as_ref().map(|t| t.0.totals(end));
+    if let Some(t) = totals {
+        e.accounting_mut().lost_in_rekeys = t.lost_in_rekeys;
+    }
+    let summary = Summary::of(
+        e.accounting(),
+        a.tunnels,
+        held,
+        cpu_seconds(),
+        totals.is_some(),
+    );
+    drop(addrs);
+    if let Some(path) = &a.report {
+        let notes = vec![
+            format!(
+                "gateway {}, {} tunnels asked, --rate {}, --concurrency {}",
+                cfg.gateway,
+                a.tunnels,
+                a.rate.map_or("unlimited".to_string(), |r| r.to_string()),
+                a.concurrency
+            ),
+            format!("config {}", a.config.display()),
+        ];
+        let page = crate::report::html(&summary, e.accounting(), "xdpsec loadtest ike", &notes);
+        std::fs::write(path, page).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        print_text(&summary, io.send_errors, interrupted);
+        if let Some(t) = totals {
+            println!(
+                "traffic: {} probes sent, {} replies, {} of {} tunnels answered",
+                t.sent, t.replies, t.tunnels_answered, summary.up
+            );
+            if let Some(q) = summary.ttfp_ms {
+                println!(
+                    "time to first packet: p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
+                    q.p50, q.p90, q.p99, q.max
+                );
+            }
+        }
+    }
+    Ok(summary)
+}
+
+fn print_text(s: &Summary, send_errors: u64, interrupted: bool) {
+    println!(
+        "attempts {}  up {}  failed {}{}",
+        s.attempts,
+        s.up,
+        s.failed.values().sum::<u64>(),
+        if interrupted { "  (interrupted)" } else { "" }
+    );
+    for (k, v) in &s.failed {
+        println!("  {k}: {v}");
+    }
+    println!(
+        "setup {:.3} s: {:.1} tunnels/s sustained, {:.1} peak, {:.1} attempts/s",
+        s.seconds,
+        s.tunnels_per_second,
+        s.peak_tunnels_per_second,
+        if s.seconds > 0.0 {
+            s.attempts as f64 / s.seconds
+        } else {
+            0.0
+        }
+    );
+    if s.rekeys > 0 {
+        println!(
+            "rekeys {} ({:.1}/s), lost in rekeys {}",
+            s.rekeys, s.rekeys_per_second, s.lost_in_rekeys
+        );
+    }
+    let per = if s.up > 0 {
+        s.cpu_seconds / s.up as f64 * 1000.0
+    } else {
+        0.0
+    };
+    println!("cpu {:.3} s ({per:.3} ms per tunnel up)", s.cpu_seconds);
+    if send_errors > 0 {
+        println!("send errors {send_errors}");
+    }
+}
