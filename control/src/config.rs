@@ -111,8 +111,14 @@ pub struct ManualKeys {
 /// The IKEv2 settings of an `ike` tunnel.
 #[derive(Clone)]
 pub struct IkeTunnel {
-    /// Pre-shared key (from `psk` or `psk_file`); zeroized on drop.
+    /// Pre-shared key (from `psk` or `psk_file`); zeroized on drop. Empty
+    /// with `auth = "cert"`.
     pub psk: zeroize::Zeroizing<Vec<u8>>,
+    /// `auth = "cert"`: our certificate and key, the CAs trusted for the
+    /// peer's (`cert_file`, `key_file`, `ca_file`).
+    pub cert: Option<std::sync::Arc<xdpsec_ike::cert::Credentials>>,
+    /// The files the credentials came from (cert, key, CA), for reloads.
+    pub cert_files: Option<[String; 3]>,
     /// Our identity as configured (default: the underlay address).
     pub local_id: Option<String>,
     /// The peer's identity as configured (default: its address).
@@ -140,6 +146,7 @@ impl std::fmt::Debug for IkeTunnel {
         // The PSK never appears in logs or debug output.
         f.debug_struct("IkeTunnel")
             .field("psk", &format_args!("<{} bytes redacted>", self.psk.len()))
+            .field("cert", &self.cert)
             .field("local_id", &self.local_id)
             .field("remote_id", &self.remote_id)
             .field("ike_proposals", &self.ike_proposals)
@@ -319,6 +326,14 @@ struct RawTunnel {
     psk: Option<Spanned<SecretText>>,
     #[serde(default)]
     psk_file: Option<Spanned<String>>,
+    #[serde(default)]
+    auth: Option<Spanned<String>>,
+    #[serde(default)]
+    cert_file: Option<Spanned<String>>,
+    #[serde(default)]
+    key_file: Option<Spanned<String>>,
+    #[serde(default)]
+    ca_file: Option<Spanned<String>>,
     #[serde(default)]
     local_id: Option<Spanned<String>>,
     #[serde(default)]
@@ -694,9 +709,13 @@ fn parse_tunnel(
         ("inbound", t.inbound.as_ref().map(|v| v.span())),
         ("outbound", t.outbound.as_ref().map(|v| v.span())),
     ];
-    let ike_only: [(&str, Option<std::ops::Range<usize>>); 11] = [
+    let ike_only: [(&str, Option<std::ops::Range<usize>>); 15] = [
         ("psk", t.psk.as_ref().map(|v| v.span())),
         ("psk_file", t.psk_file.as_ref().map(|v| v.span())),
+        ("auth", t.auth.as_ref().map(|v| v.span())),
+        ("cert_file", t.cert_file.as_ref().map(|v| v.span())),
+        ("key_file", t.key_file.as_ref().map(|v| v.span())),
+        ("ca_file", t.ca_file.as_ref().map(|v| v.span())),
         ("local_id", t.local_id.as_ref().map(|v| v.span())),
         ("remote_id", t.remote_id.as_ref().map(|v| v.span())),
         ("ike_proposals", t.ike_proposals.as_ref().map(|v| v.span())),
@@ -934,19 +953,68 @@ fn parse_ike(
     name: &str,
     nat_t_port: u16,
 ) -> Result<IkeTunnel, String> {
-    let psk = psk_field(
-        &t.psk,
-        &t.psk_file,
-        "tunnel.",
-        &format!(" in tunnel {name}"),
-        &|| {
-            format!(
-                "line {}: tunnel {name} (kind = \"ike\") needs `psk` or `psk_file`",
-                at(t.name.span())
-            )
-        },
-        at,
-    )?;
+    let (psk, cert, cert_files) = match t.auth.as_ref().map(|a| (a.get_ref().as_str(), a.span())) {
+        None | Some(("psk", _)) => {
+            if let Some((f, span)) = [
+                ("cert_file", &t.cert_file),
+                ("key_file", &t.key_file),
+                ("ca_file", &t.ca_file),
+            ]
+            .into_iter()
+            .find_map(|(f, v)| v.as_ref().map(|v| (f, v.span())))
+            {
+                return Err(format!(
+                    "line {}: field `tunnel.{f}` in tunnel {name} needs auth = \"cert\"",
+                    at(span)
+                ));
+            }
+            let psk = psk_field(
+                &t.psk,
+                &t.psk_file,
+                "tunnel.",
+                &format!(" in tunnel {name}"),
+                &|| {
+                    format!(
+                        "line {}: tunnel {name} (kind = \"ike\") needs `psk` or `psk_file`",
+                        at(t.name.span())
+                    )
+                },
+                at,
+            )?;
+            (psk, None, None)
+        }
+        Some(("cert", span)) => {
+            let (c, files) = cert_fields(t, at, name, span)?;
+            (zeroize::Zeroizing::new(Vec::new()), Some(c), Some(files))
+        }
+        Some((other, span)) => {
+            return Err(format!(
+                "line {}: field `tunnel.auth` = {other:?} in tunnel {name}: give \"psk\" or \"cert\"",
+                at(span)
+            ));
+        }
+    };
+    for (field, v) in [("local_id", &t.local_id), ("remote_id", &t.remote_id)] {
+        if let Some(v) = v
+            && v.get_ref().contains('=')
+            && let Err(e) = xdpsec_ike::cert::dn_from_text(v.get_ref())
+        {
+            return Err(format!(
+                "line {}: field `tunnel.{field}` = {:?} in tunnel {name} is not a distinguished name: {e}",
+                at(v.span()),
+                v.get_ref()
+            ));
+        }
+    }
+    if let (Some(c), Some(v)) = (&cert, &t.local_id)
+        && let Err(e) = c.proves(&ike_identity(v.get_ref()))
+    {
+        return Err(format!(
+            "line {}: field `tunnel.local_id` = {:?} in tunnel {name}: our certificate does not carry it: {e}",
+            at(v.span()),
+            v.get_ref()
+        ));
+    }
     let proposals = |list: &Option<Spanned<Vec<Spanned<String>>>>,
                      field: &str,
                      default: &str|
@@ -1001,6 +1069,8 @@ fn parse_ike(
     let dpd = seconds(&t.dpd_seconds, "dpd_seconds", 0, 0)?;
     Ok(IkeTunnel {
         psk,
+        cert,
+        cert_files,
         local_id: t.local_id.as_ref().map(|v| v.get_ref().clone()),
         remote_id: t.remote_id.as_ref().map(|v| v.get_ref().clone()),
         ike_proposals: proposals(&t.ike_proposals, "ike_proposals", DEFAULT_IKE_PROPOSAL)?,
@@ -1015,6 +1085,82 @@ fn parse_ike(
             .as_ref()
             .is_some_and(|v| *v.get_ref()),
     })
+}
+
+/// `auth = "cert"`: `cert_file`, `key_file` (mode 0600) and `ca_file`
+/// loaded; no `psk`/`psk_file`.
+fn cert_fields(
+    t: &RawTunnel,
+    at: &dyn Fn(std::ops::Range<usize>) -> usize,
+    name: &str,
+    auth_span: std::ops::Range<usize>,
+) -> Result<(std::sync::Arc<xdpsec_ike::cert::Credentials>, [String; 3]), String> {
+    if let Some(span) = t
+        .psk
+        .as_ref()
+        .map(|v| v.span())
+        .or(t.psk_file.as_ref().map(|v| v.span()))
+    {
+        return Err(format!(
+            "line {}: tunnel {name} has auth = \"cert\": no `psk` or `psk_file` with it",
+            at(span)
+        ));
+    }
+    let field = |v: &Option<Spanned<String>>,
+                 f: &str|
+     -> Result<(String, std::ops::Range<usize>), String> {
+        v.as_ref()
+            .map(|v| (v.get_ref().clone(), v.span()))
+            .ok_or_else(|| {
+                format!(
+                    "line {}: tunnel {name} has auth = \"cert\" and needs `{f}`",
+                    at(auth_span.clone())
+                )
+            })
+    };
+    let (cert, cs) = field(&t.cert_file, "cert_file")?;
+    let (key, ks) = field(&t.key_file, "key_file")?;
+    let (ca, cas) = field(&t.ca_file, "ca_file")?;
+    let read = |path: &str, f: &str, span: std::ops::Range<usize>| {
+        std::fs::read(path).map_err(|e| {
+            format!(
+                "line {}: field `tunnel.{f}` = {path:?} in tunnel {name}: cannot read it: {e}",
+                at(span)
+            )
+        })
+    };
+    let cert_pem = read(&cert, "cert_file", cs)?;
+    let ca_pem = read(&ca, "ca_file", cas)?;
+    // The private key: the same rules as a PSK file (0600, owner only).
+    let key_pem = read_psk_file(&key).map_err(|e| {
+        format!(
+            "line {}: field `tunnel.key_file` = {key:?} in tunnel {name}: {e}",
+            at(ks.clone())
+        )
+    })?;
+    let c = xdpsec_ike::cert::Credentials::from_pem(&cert_pem, &key_pem, &ca_pem).map_err(|e| {
+        format!(
+            "line {}: tunnel {name} (auth = \"cert\"): {e}",
+            at(auth_span.clone())
+        )
+    })?;
+    Ok((std::sync::Arc::new(c), [cert, key, ca]))
+}
+
+/// The identity a `local_id`/`remote_id` string names: an address, a DN
+/// (has `=`: `C=CH, O=Org, CN=moon`), an e-mail address (has `@`), else
+/// an FQDN (a leading `@` dropped).
+pub fn ike_identity(v: &str) -> xdpsec_ike::Identity {
+    use xdpsec_ike::Identity;
+    match v.parse::<IpAddr>() {
+        Ok(a) => Identity::Addr(a),
+        Err(_) if v.contains('=') => match xdpsec_ike::cert::dn_from_text(v) {
+            Ok(d) => Identity::Dn(d),
+            Err(_) => Identity::Fqdn(v.to_string()),
+        },
+        Err(_) if v.contains('@') && !v.starts_with('@') => Identity::Email(v.to_string()),
+        Err(_) => Identity::Fqdn(v.trim_start_matches('@').to_string()),
+    }
 }
 
 /// Read a pre-shared key file: it must be a regular file of mode 0600 (or
@@ -1729,6 +1875,119 @@ replay_window = 128
             b"s3cret",
             "one trailing newline is not part of the key"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn ike_cert_auth_fields() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("xdpsec-cert-cfg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ssl = |args: &[&str]| {
+            let ok = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "openssl {args:?}");
+        };
+        for k in ["ca", "me"] {
+            ssl(&[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                &format!("{k}.key"),
+            ]);
+        }
+        ssl(&[
+            "req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=ca", "-days", "3", "-out",
+            "ca.crt",
+        ]);
+        ssl(&[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "me.key",
+            "-subj",
+            "/C=CH/CN=me",
+            "-days",
+            "3",
+            "-out",
+            "me.crt",
+        ]);
+        let key = dir.join("me.key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let fields = format!(
+            "auth = \"cert\"\ncert_file = \"{d}/me.crt\"\nkey_file = \"{d}/me.key\"\nca_file = \"{d}/ca.crt\"",
+            d = dir.display()
+        );
+        let base = format!("{GOOD}{IKE}");
+        let cert = base
+            .replacen("psk = \"not-a-real-secret\"", &fields, 1)
+            .replacen("local_id = \"198.51.100.1\"\n", "", 1);
+        // The key file must be 0600: the error names it.
+        let e = Config::parse(&cert).unwrap_err();
+        assert!(
+            e.contains("tunnel.key_file") && e.contains("me.key") && e.contains("chmod 600"),
+            "{e}"
+        );
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = Config::parse(&cert).unwrap();
+        let TunnelKind::Ike(i) = &c.tunnels[0].kind else {
+            panic!()
+        };
+        let creds = i.cert.as_ref().unwrap();
+        assert_eq!(creds.subject_text(), "C=CH, CN=me");
+        assert!(i.psk.is_empty());
+        // A local_id the certificate does not carry, a malformed DN, a
+        // PSK beside the certificate, a missing file, an unknown method.
+        for (from, to, want) in [
+            (
+                "auth = \"cert\"",
+                "auth = \"cert\"\nlocal_id = \"C=CH, CN=other\"",
+                "does not carry it",
+            ),
+            (
+                "auth = \"cert\"",
+                "auth = \"cert\"\nremote_id = \"XX=1\"",
+                "tunnel.remote_id",
+            ),
+            (
+                "auth = \"cert\"",
+                "auth = \"cert\"\npsk = \"x\"",
+                "no `psk`",
+            ),
+            ("ca.crt", "missing.crt", "tunnel.ca_file"),
+            ("auth = \"cert\"", "auth = \"eap\"", "tunnel.auth"),
+        ] {
+            let e = Config::parse(&cert.replacen(from, to, 1)).unwrap_err();
+            assert!(e.contains(want), "{want}: {e}");
+        }
+        let dn = cert.replacen(
+            "auth = \"cert\"",
+            "auth = \"cert\"\nlocal_id = \"C=CH, CN=me\"",
+            1,
+        );
+        Config::parse(&dn).unwrap();
+        // Certificate fields need auth = "cert".
+        let e = Config::parse(&base.replacen(
+            "psk = \"not-a-real-secret\"",
+            "psk = \"x\"\nca_file = \"/x\"",
+            1,
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("tunnel.ca_file") && e.contains("auth = \"cert\""),
+            "{e}"
+        );
+        // The daemon refuses it until the exchanges use certificates.
+        assert!(crate::owner::ike_peers(&c).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

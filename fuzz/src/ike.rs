@@ -95,6 +95,7 @@ pub fn tunnel(
         local: ip(local),
         remote: ip(remote),
         psk: Zeroizing::new(PSK.to_vec()),
+        cert: None,
         local_id: Identity::Addr(ip(local)),
         remote_id: Identity::Addr(ip(remote)),
         ike_proposals: IKE_PROPS

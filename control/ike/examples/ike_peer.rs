@@ -197,6 +197,7 @@ fn main() {
         local,
         remote,
         psk: Zeroizing::new(s("psk").into_bytes()),
+        cert: None,
         local_id: Identity::Addr(local),
         remote_id: Identity::Addr(remote),
         ike_proposals: vec![IkeProposal::parse(&s("ike")).unwrap()],

@@ -339,7 +339,7 @@ impl IkeKeys {
         } else {
             (&self.sk_er, &self.sk_ar)
         };
-        seal(
+        seal_payload(
             self.prop.encr,
             self.prop.integ,
             ek,
@@ -347,6 +347,7 @@ impl IkeKeys {
             h,
             first_inner,
             inner,
+            None,
             rng,
         )
     }
@@ -363,9 +364,12 @@ impl IkeKeys {
     }
 }
 
-/// SK payload, AES-GCM (RFC 5282) or AES-CBC + HMAC (RFC 7296 3.14).
+/// The SK payload, AES-GCM (RFC 5282) or AES-CBC + HMAC (RFC 7296
+/// 3.14), or with `frag = Some((number, total))` an Encrypted
+/// Fragment payload (RFC 7383 2.5: its Fragment Number and Total
+/// Fragments follow the generic header and are authenticated with it).
 #[allow(clippy::too_many_arguments)]
-pub fn seal(
+pub fn seal_payload(
     encr: Encr,
     integ: Option<Integ>,
     ek: &[u8],
@@ -373,8 +377,19 @@ pub fn seal(
     h: &HeaderRepr,
     first_inner: u8,
     inner: &[u8],
+    frag: Option<(u16, u16)>,
     rng: &dyn Random,
 ) -> Result<Vec<u8>, CryptoError> {
+    let (ptype, extra) = match frag {
+        Some(_) => (crate::wire::payload_type::SKF, 4),
+        None => (crate::wire::payload_type::SK, 0),
+    };
+    let frag_fields = |out: &mut Vec<u8>| {
+        if let Some((n, t)) = frag {
+            out.extend_from_slice(&n.to_be_bytes());
+            out.extend_from_slice(&t.to_be_bytes());
+        }
+    };
     let mut out = Vec::with_capacity(HEADER_LEN + 4 + 16 + inner.len() + 64);
     match (encr, integ) {
         (Encr::AesGcm16_128 | Encr::AesGcm16_256, None) => {
@@ -382,14 +397,11 @@ pub fn seal(
             // beyond the Pad Length byte itself.
             let mut iv = [0u8; 8];
             rng.fill(&mut iv).map_err(|_| CryptoError::Rng)?;
-            let body_len = 4 + 8 + inner.len() + 1 + 16;
-            h.emit(
-                crate::wire::payload_type::SK,
-                HEADER_LEN + body_len,
-                &mut out,
-            );
+            let body_len = 4 + extra + 8 + inner.len() + 1 + 16;
+            h.emit(ptype, HEADER_LEN + body_len, &mut out);
             out.extend_from_slice(&[first_inner, 0]);
             out.extend_from_slice(&(body_len as u16).to_be_bytes());
+            frag_fields(&mut out);
             let aad_end = out.len();
             out.extend_from_slice(&iv);
             let ct_start = out.len();
@@ -411,14 +423,11 @@ pub fn seal(
             // Pad to the block: inner | padding | pad length (RFC 7296 3.14).
             let pad = (16 - (inner.len() + 1) % 16) % 16;
             let ct_len = inner.len() + pad + 1;
-            let body_len = 4 + 16 + ct_len + integ.icv_len();
-            h.emit(
-                crate::wire::payload_type::SK,
-                HEADER_LEN + body_len,
-                &mut out,
-            );
+            let body_len = 4 + extra + 16 + ct_len + integ.icv_len();
+            h.emit(ptype, HEADER_LEN + body_len, &mut out);
             out.extend_from_slice(&[first_inner, 0]);
             out.extend_from_slice(&(body_len as u16).to_be_bytes());
+            frag_fields(&mut out);
             out.extend_from_slice(&iv);
             let ct_start = out.len();
             out.extend_from_slice(inner);
@@ -479,6 +488,20 @@ pub fn open(
     sk: SkRef,
 ) -> Result<Secret, CryptoError> {
     let body_start = sk.offset.checked_add(4).ok_or(CryptoError::Integrity)?;
+    open_at(encr, integ, ek, ak, msg, body_start)
+}
+
+/// Verify and decrypt the encrypted payload (SK, or SKF after its
+/// fragment fields) whose IV starts at `body_start` and which ends the
+/// message; everything before `body_start` is authenticated with it.
+pub fn open_at(
+    encr: Encr,
+    integ: Option<Integ>,
+    ek: &[u8],
+    ak: &[u8],
+    msg: &[u8],
+    body_start: usize,
+) -> Result<Secret, CryptoError> {
     if body_start > msg.len() {
         return Err(CryptoError::Integrity);
     }

@@ -48,8 +48,10 @@ use std::{
 
 use zeroize::Zeroizing;
 
+pub mod cert;
 mod core;
 pub mod crypto;
+pub mod frag;
 pub mod proposal;
 pub mod random;
 pub mod timers;
@@ -71,6 +73,9 @@ pub enum Identity {
     Email(String),
     /// ID_KEY_ID (opaque bytes).
     KeyId(Vec<u8>),
+    /// ID_DER_ASN1_DN: a distinguished name, DER ([`cert::dn_from_text`]
+    /// makes one from `C=CH, O=Org, CN=moon`); compared by attributes.
+    Dn(Vec<u8>),
 }
 
 /// An IKE SA proposal, parsed from strongSwan notation such as
@@ -234,8 +239,11 @@ pub struct PeerConfig {
     pub local: IpAddr,
     /// The peer's address.
     pub remote: IpAddr,
-    /// Pre-shared key (zeroized on drop).
+    /// Pre-shared key (zeroized on drop); unused with `cert`.
     pub psk: Zeroizing<Vec<u8>>,
+    /// Certificate authentication (`auth = "cert"`): our certificate and
+    /// key and the CAs for the peer's; `None`: the PSK.
+    pub cert: Option<std::sync::Arc<cert::Credentials>>,
     /// Our identity (default: `Identity::Addr(local)`).
     pub local_id: Identity,
     /// The identity the peer must present (default: `Identity::Addr(remote)`).
@@ -277,6 +285,7 @@ impl std::fmt::Debug for PeerConfig {
             .field("local", &self.local)
             .field("remote", &self.remote)
             .field("psk", &format_args!("<{} bytes redacted>", self.psk.len()))
+            .field("cert", &self.cert)
             .field("local_id", &self.local_id)
             .field("remote_id", &self.remote_id)
             .field("ike_proposals", &self.ike_proposals)

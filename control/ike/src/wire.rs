@@ -54,6 +54,8 @@ pub mod payload_type {
     pub const TSR: u8 = 45;
     /// Encrypted and Authenticated.
     pub const SK: u8 = 46;
+    /// Encrypted and Authenticated Fragment (RFC 7383 2.5).
+    pub const SKF: u8 = 53;
 }
 
 /// Notify message types (RFC 7296 3.10.1) this core sends or reads.
@@ -88,6 +90,11 @@ pub mod notify {
     pub const USE_TRANSPORT_MODE: u16 = 16391;
     /// Status: the child SA being rekeyed.
     pub const REKEY_SA: u16 = 16393;
+    /// Status: IKE fragmentation supported (RFC 7383 2.3).
+    pub const IKEV2_FRAGMENTATION_SUPPORTED: u16 = 16430;
+    /// Status: the hash algorithms the sender verifies digital signatures
+    /// with (RFC 7427 4); data: 2-byte hash numbers.
+    pub const SIGNATURE_HASH_ALGORITHMS: u16 = 16431;
 }
 
 /// Why a message could not be parsed.
@@ -300,6 +307,8 @@ pub mod id_type {
     pub const RFC822: u8 = 3;
     /// ID_IPV6_ADDR.
     pub const IPV6: u8 = 5;
+    /// ID_DER_ASN1_DN.
+    pub const DER_ASN1_DN: u8 = 9;
     /// ID_KEY_ID.
     pub const KEY_ID: u8 = 11;
 }
@@ -468,7 +477,11 @@ pub enum Payload {
     TsI(Vec<TsRepr>),
     /// TSr.
     TsR(Vec<TsRepr>),
-    /// CERTREQ and other non-critical payloads we skip (type kept).
+    /// CERT: encoding and data (RFC 7296 3.6).
+    Cert(u8, Vec<u8>),
+    /// CERTREQ: encoding and data (RFC 7296 3.7).
+    CertReq(u8, Vec<u8>),
+    /// Other non-critical payloads we skip (type kept).
     Skipped(u8),
 }
 
@@ -488,6 +501,8 @@ impl Payload {
             Payload::Vendor(_) => VENDOR,
             Payload::TsI(_) => TSI,
             Payload::TsR(_) => TSR,
+            Payload::Cert(..) => CERT,
+            Payload::CertReq(..) => CERTREQ,
             Payload::Skipped(t) => *t,
         }
     }
@@ -535,6 +550,10 @@ impl Payload {
             }
             Payload::Auth(m, d) => {
                 out.extend_from_slice(&[*m, 0, 0, 0]);
+                out.extend_from_slice(d);
+            }
+            Payload::Cert(e, d) | Payload::CertReq(e, d) => {
+                out.push(*e);
                 out.extend_from_slice(d);
             }
             Payload::Nonce(n) | Payload::Vendor(n) => out.extend_from_slice(n),
@@ -773,6 +792,16 @@ pub fn parse_chain(
                 }),
             ));
         }
+        if this == payload_type::SKF {
+            // RFC 7383 2.5: an Encrypted Fragment payload is the last (its
+            // Next Payload names the first inner payload); the fragment
+            // module reads it.
+            if !r.is_empty() {
+                return Err(WireError::BadLength);
+            }
+            payloads.push(Payload::Skipped(this));
+            return Ok((payloads, None));
+        }
         match parse_body(this, body)? {
             Some(p) => payloads.push(p),
             None if critical => return Err(WireError::UnsupportedCritical(this)),
@@ -949,7 +978,15 @@ fn parse_body(ty: u8, body: &[u8]) -> Result<Option<Payload>, WireError> {
                 Payload::TsR(ts)
             }
         }
-        CERTREQ | CERT => Payload::Skipped(ty),
+        CERT | CERTREQ => {
+            let e = r.u8()?;
+            let d = r.rest().to_vec();
+            if ty == CERT {
+                Payload::Cert(e, d)
+            } else {
+                Payload::CertReq(e, d)
+            }
+        }
         _ => return Ok(None),
     }))
 }

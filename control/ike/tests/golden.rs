@@ -55,6 +55,7 @@ fn cfg(local: &str, remote: &str, initiate: bool) -> PeerConfig {
         local: ip(local),
         remote: ip(remote),
         psk: Zeroizing::new(b"an example psk".to_vec()),
+        cert: None,
         local_id: Identity::Addr(ip(local)),
         remote_id: Identity::Addr(ip(remote)),
         ike_proposals: IkeOffer::parse("aes256-sha256-prfsha256-ecp521")

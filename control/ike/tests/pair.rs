@@ -43,6 +43,7 @@ fn cfg(local: &str, remote: &str, ike: &[&str], esp: &[&str], initiate: bool) ->
         local: ip(local),
         remote: ip(remote),
         psk: Zeroizing::new(b"an example psk".to_vec()),
+        cert: None,
         local_id: Identity::Addr(ip(local)),
         remote_id: Identity::Addr(ip(remote)),
         ike_proposals: ike

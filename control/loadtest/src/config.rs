@@ -311,6 +311,7 @@ impl LoadtestConfig {
             local: source,
             remote: self.gateway,
             psk: self.psk.clone(),
+            cert: None,
             local_id,
             remote_id,
             ike_proposals: self.ike_proposals.clone(),

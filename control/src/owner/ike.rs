@@ -287,13 +287,17 @@ pub fn ike_peers(cfg: &Config) -> Result<Vec<PeerConfig>> {
         let TunnelKind::Ike(k) = &t.kind else {
             continue;
         };
+        // Not wired into the exchanges yet: refuse rather than
+        // authenticate with an empty pre-shared key.
+        if k.cert.is_some() {
+            return Err(anyhow!(
+                "tunnel {}: auth = \"cert\" is not supported by the IKE exchanges yet (the certificate and key load, but only pre-shared keys authenticate)",
+                t.name
+            ));
+        }
         let id = |s: &Option<String>, default: IpAddr| match s {
             None => Identity::Addr(default),
-            Some(v) => match v.parse::<IpAddr>() {
-                Ok(a) => Identity::Addr(a),
-                Err(_) if v.contains('@') && !v.starts_with('@') => Identity::Email(v.clone()),
-                Err(_) => Identity::Fqdn(v.trim_start_matches('@').to_string()),
-            },
+            Some(v) => crate::config::ike_identity(v),
         };
         // Each offer as its single proposals, in order of preference.
         let ike_proposals = k
@@ -323,7 +327,12 @@ pub fn ike_peers(cfg: &Config) -> Result<Vec<PeerConfig>> {
             local: cfg.underlay.address,
             remote: t.peer,
             psk: k.psk.clone(),
-            local_id: id(&k.local_id, cfg.underlay.address),
+            // With a certificate and no local_id: its subject DN.
+            local_id: match (&k.cert, &k.local_id) {
+                (Some(c), None) => Identity::Dn(c.subject_der()),
+                _ => id(&k.local_id, cfg.underlay.address),
+            },
+            cert: k.cert.clone(),
             remote_id: id(&k.remote_id, t.peer),
             ike_proposals,
             esp_proposals,
@@ -340,6 +349,14 @@ pub fn ike_peers(cfg: &Config) -> Result<Vec<PeerConfig>> {
         });
     }
     Ok(peers)
+}
+
+/// An IKE tunnel's certificate files (None for PSK and other kinds).
+pub(super) fn ike_cert_files(t: &Tunnel) -> Option<&[String; 3]> {
+    match &t.kind {
+        TunnelKind::Ike(i) => i.cert_files.as_ref(),
+        TunnelKind::Manual(_) => None,
+    }
 }
 
 /// An IKE tunnel's pre-shared key (empty for other kinds).

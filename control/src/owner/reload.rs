@@ -1,6 +1,6 @@
 //! `request platform software xdpsec reload` and SIGHUP: the tunnels' SAs
 //! swapped as one batch, anything else refused by name.
-use super::ike::ike_psk;
+use super::ike::{ike_cert_files, ike_psk};
 use super::*;
 
 impl Owner {
@@ -78,6 +78,7 @@ impl Owner {
                 // after a restart; nothing to swap here.
                 if format!("{:?}", n.kind) != format!("{:?}", o.kind)
                     || *ike_psk(n) != *ike_psk(o)
+                    || ike_cert_files(n) != ike_cert_files(o)
                     || n.replay_window != o.replay_window
                     || n.worker != o.worker
                 {

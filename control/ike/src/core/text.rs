@@ -10,14 +10,7 @@ use crate::{
 };
 
 pub(super) fn id_payload(id: &crate::Identity) -> (u8, Vec<u8>) {
-    use crate::Identity;
-    match id {
-        Identity::Addr(IpAddr::V4(a)) => (wire::id_type::IPV4, a.octets().to_vec()),
-        Identity::Addr(IpAddr::V6(a)) => (wire::id_type::IPV6, a.octets().to_vec()),
-        Identity::Fqdn(s) => (wire::id_type::FQDN, s.as_bytes().to_vec()),
-        Identity::Email(s) => (wire::id_type::RFC822, s.as_bytes().to_vec()),
-        Identity::KeyId(b) => (wire::id_type::KEY_ID, b.clone()),
-    }
+    crate::cert::id_payload(id)
 }
 
 /// Addresses ordered as numbers (IPv4 before IPv6).
