@@ -665,6 +665,26 @@ fn allow(path: &Path, serial: &str, system_ip: Ipv4Addr) -> Result<()> {
         .with_context(|| format!("--out {}", path.display()))
 }
 
+/// For tests: a CA of organization `xdpsec-test` in `dir/ca` and, for each
+/// `(name, role, serial, system_ip)`, a device certificate valid from now
+/// in `dir/name`.
+#[cfg(test)]
+pub(crate) fn test_pki(dir: &Path, devices: &[(&str, Role, &str, &str)]) {
+    make_ca("xdpsec-test", &dir.join("ca"), false).unwrap();
+    let (t0, t1) = validity(OffsetDateTime::now_utc(), None, None, None).unwrap();
+    for &(name, role, serial, ip) in devices {
+        let spec = DeviceSpec {
+            organization: "xdpsec-test",
+            serial,
+            system_ip: ip.parse().unwrap(),
+            role,
+            not_before: t0,
+            not_after: t1,
+        };
+        make_device(&dir.join("ca"), &spec, &dir.join(name), false).unwrap();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -164,30 +164,20 @@ impl ControllerConfig {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::pki::{DeviceSpec, Role, make_ca, make_device};
+    use crate::pki::Role;
 
     /// A CA, a controller and an edge certificate, an allowed list with
     /// the edge, under a fresh temporary directory; returns the directory.
     pub(crate) fn pki_dir(tag: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("xdpsec-ctlcfg-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        make_ca("xdpsec-test", &dir.join("ca"), false).unwrap();
-        let (t0, t1) =
-            crate::pki::validity(time::OffsetDateTime::now_utc(), None, None, None).unwrap();
-        for (name, role, serial, ip) in [
-            ("ctl", Role::Controller, "C0", "198.51.100.10"),
-            ("edge", Role::Edge, "E1", "192.0.2.1"),
-        ] {
-            let spec = DeviceSpec {
-                organization: "xdpsec-test",
-                serial,
-                system_ip: ip.parse().unwrap(),
-                role,
-                not_before: t0,
-                not_after: t1,
-            };
-            make_device(&dir.join("ca"), &spec, &dir.join(name), false).unwrap();
-        }
+        crate::pki::test_pki(
+            &dir,
+            &[
+                ("ctl", Role::Controller, "C0", "198.51.100.10"),
+                ("edge", Role::Edge, "E1", "192.0.2.1"),
+            ],
+        );
         std::fs::write(
             dir.join("allowed.toml"),
             "[[edge]]\nserial = \"E1\"\nsystem_ip = \"192.0.2.1\"\n",

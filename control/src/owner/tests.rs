@@ -381,28 +381,18 @@ port_offset = 1
 /// A CA, the controller's and both edges' certificates, made once per
 /// test process with `xdpsec pki`'s own functions.
 fn sdwan_pki() -> &'static std::path::Path {
-    use crate::pki::{DeviceSpec, Role, make_ca, make_device};
+    use crate::pki::Role;
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
         let dir = state_dir("pki");
-        make_ca("xdpsec-test", &dir.join("ca"), false).unwrap();
-        let (t0, t1) =
-            crate::pki::validity(time::OffsetDateTime::now_utc(), None, None, None).unwrap();
-        for (name, role, serial, ip) in [
-            ("ctl", Role::Controller, "C0", "192.0.2.10"),
-            ("e1", Role::Edge, "E1", "192.0.2.1"),
-            ("e2", Role::Edge, "E2", "192.0.2.2"),
-        ] {
-            let spec = DeviceSpec {
-                organization: "xdpsec-test",
-                serial,
-                system_ip: ip.parse().unwrap(),
-                role,
-                not_before: t0,
-                not_after: t1,
-            };
-            make_device(&dir.join("ca"), &spec, &dir.join(name), false).unwrap();
-        }
+        crate::pki::test_pki(
+            &dir,
+            &[
+                ("ctl", Role::Controller, "C0", "192.0.2.10"),
+                ("e1", Role::Edge, "E1", "192.0.2.1"),
+                ("e2", Role::Edge, "E2", "192.0.2.2"),
+            ],
+        );
         dir
     })
 }
