@@ -75,20 +75,9 @@ impl Core {
             self.drop_sa(i, now, Some(FAILED_RETRY));
             return;
         }
-        let ok = {
-            let sa = &self.sas[i];
-            let (Some(neg), Some(keys)) = (sa.neg.as_ref(), sa.keys.as_ref()) else {
-                return;
-            };
-            let expect = crypto::psk_auth(
-                keys.prop.prf,
-                &cfg.psk,
-                &neg.init_resp,
-                &neg.ni,
-                &keys.sk_pr,
-                &Self::id_body(idt, &idd),
-            );
-            am == crypto::AUTH_PSK && ring_eq(&expect, &ad)
+        let Some(ok) = self.peer_psk_auth_ok(i, &cfg.psk, &Self::id_body(idt, &idd), am, &ad)
+        else {
+            return;
         };
         if !ok {
             self.log(p, false, "authentication failed: the peer's AUTH does not verify with our pre-shared key (AUTHENTICATION_FAILED)");
@@ -264,20 +253,9 @@ impl Core {
             );
             return;
         }
-        let ok = {
-            let sa = &self.sas[i];
-            let (Some(neg), Some(keys)) = (sa.neg.as_ref(), sa.keys.as_ref()) else {
-                return;
-            };
-            let expect = crypto::psk_auth(
-                keys.prop.prf,
-                &cfg.psk,
-                &neg.init_req,
-                &neg.nr,
-                &keys.sk_pi,
-                &Self::id_body(idt, &idd),
-            );
-            am == crypto::AUTH_PSK && ring_eq(&expect, &ad)
+        let Some(ok) = self.peer_psk_auth_ok(i, &cfg.psk, &Self::id_body(idt, &idd), am, &ad)
+        else {
+            return;
         };
         if !ok {
             fail(
@@ -340,5 +318,30 @@ impl Core {
                 self.drop_sa(j, now, None);
             }
         }
+    }
+}
+
+impl Core {
+    /// Whether the peer's AUTH payload (`method`, `data`) is the PSK AUTH
+    /// (RFC 7296 2.15) over its own signed octets: the initiator's are its
+    /// IKE_SA_INIT request, our nonce and SK_pi; the responder's, its
+    /// response, our nonce and SK_pr. None when SA `i` has no keys yet.
+    fn peer_psk_auth_ok(
+        &self,
+        i: usize,
+        psk: &[u8],
+        id_body: &[u8],
+        method: u8,
+        data: &[u8],
+    ) -> Option<bool> {
+        let sa = &self.sas[i];
+        let (neg, keys) = (sa.neg.as_ref()?, sa.keys.as_ref()?);
+        let (message, nonce, sk_p) = if sa.initiator {
+            (&neg.init_resp, &neg.ni, &keys.sk_pr)
+        } else {
+            (&neg.init_req, &neg.nr, &keys.sk_pi)
+        };
+        let expect = crypto::psk_auth(keys.prop.prf, psk, message, nonce, sk_p, id_body);
+        Some(method == crypto::AUTH_PSK && ring_eq(&expect, data))
     }
 }
