@@ -1193,9 +1193,6 @@ fn stalled_handshakes_are_dropped_with_dhstmo() {
     f.wait_converged(&[1], Duration::from_secs(20)).unwrap();
     // The edge's daemon goes: its namespace becomes the staller's.
     f.stop_edge(1);
-    f.ctrl()
-        .cli("clear sdwan control connection-history")
-        .unwrap();
     let ip = f.tloc_ip(1, 0).to_string();
     let t0 = Instant::now();
     let mut conns = open_to_controller(&f, 1, 4);

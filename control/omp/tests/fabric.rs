@@ -1145,6 +1145,10 @@ fn refusals_after_the_handshake_are_rate_limited_per_source() {
     let mut lines = Vec::new();
     let mut conn = 0u64;
     let mut codes = BTreeSet::new();
+    // A connection whose TLS handshake is done, with `peer`'s certificate.
+    let accept = |c: &mut Controller, t: Instant, conn: u64, remote: SocketAddr, peer: PeerCert| {
+        c.handle(t, controller::Input::Accepted { conn, remote, peer })
+    };
     for i in 0..100u64 {
         let now = t0 + Duration::from_millis(i * 9);
         conn += 1;
@@ -1159,8 +1163,7 @@ fn refusals_after_the_handshake_are_rate_limited_per_source() {
                 77,
             ),
         };
-        let remote = attacker;
-        let mut a = c.handle(now, controller::Input::Accepted { conn, remote, peer });
+        let mut a = accept(&mut c, now, conn, attacker, peer);
         if c.control_connections(now)
             .iter()
             .any(|v| v.remote == attacker)
@@ -1198,25 +1201,23 @@ fn refusals_after_the_handshake_are_rate_limited_per_source() {
     );
     // Another address in the same second: its own line.
     conn += 1;
-    let a = c.handle(
+    let a = accept(
+        &mut c,
         t0 + Duration::from_millis(500),
-        controller::Input::Accepted {
-            conn,
-            remote: other,
-            peer: edge_cert(9),
-        },
+        conn,
+        other,
+        edge_cert(9),
     );
     let l = ctrl_log_lines(&a);
     assert!(l.len() == 1 && l[0].contains("SERNTPRES"), "{l:?}");
     // After the interval, the attacker's next line counts the rest.
     conn += 1;
-    let a = c.handle(
+    let a = accept(
+        &mut c,
         t0 + Duration::from_secs(2),
-        controller::Input::Accepted {
-            conn,
-            remote: attacker,
-            peer: edge_cert(9),
-        },
+        conn,
+        attacker,
+        edge_cert(9),
     );
     let l = ctrl_log_lines(&a);
     assert!(
@@ -1231,14 +1232,7 @@ fn refusals_after_the_handshake_are_rate_limited_per_source() {
     let first = conn + 1;
     for _ in 0..5 {
         conn += 1;
-        c.handle(
-            t1,
-            controller::Input::Accepted {
-                conn,
-                remote: attacker,
-                peer: edge_cert(3),
-            },
-        );
+        accept(&mut c, t1, conn, attacker, edge_cert(3));
     }
     assert_eq!(c.next_timeout(), Some(t1 + HANDSHAKE_TIMEOUT));
     let a = c.handle(t1 + HANDSHAKE_TIMEOUT, controller::Input::Timer);
