@@ -72,6 +72,10 @@ fn cfg(local: &str, remote: &str, initiate: bool) -> PeerConfig {
         remote_ts: vec![pfx(rts)],
         replay_window: 64,
         invalid_spi_recovery: false,
+        // Off: the transcript is the one from before RFC 7383 support
+        // (fragmentation_transcript_is_reproducible covers it on).
+        fragmentation: false,
+        fragment_size: xdpsec_ike::frag::DEFAULT_FRAGMENT_SIZE,
     }
 }
 
