@@ -433,6 +433,25 @@ mod tests {
     }
 
     #[test]
+    fn sealed_len_is_the_length_seal_makes() {
+        let rng = SystemRandom::new();
+        for k in [
+            keys(Encr::AesGcm16_256, None),
+            keys(Encr::AesCbc256, Some(Integ::HmacSha256_128)),
+            keys(Encr::AesCbc128, Some(Integ::HmacSha1_96)),
+        ] {
+            for n in [0, 1, 14, 15, 16, 17, 100, 1500] {
+                let whole = k.seal(true, &header(), 0, &vec![7; n], &rng).unwrap();
+                assert_eq!(sealed_len(&k, n), whole.len(), "{:?} {n}", k.prop);
+            }
+        }
+        let v4: std::net::IpAddr = "198.51.100.1".parse().unwrap();
+        let v6: std::net::IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(max_message_len(1280, v4, false), 1252);
+        assert_eq!(max_message_len(1280, v6, true), MAX_DATAGRAM);
+    }
+
+    #[test]
     fn each_fragment_is_authenticated() {
         let rng = SystemRandom::new();
         let k = keys(Encr::AesGcm16_128, None);

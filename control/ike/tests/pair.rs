@@ -2293,23 +2293,36 @@ fn forged_fragments_are_ignored_and_order_does_not_matter() {
 }
 
 #[test]
-fn fragment_without_negotiation_is_dropped() {
-    // B does not do fragmentation; A (forced into it by a test peer that
-    // lies) sends fragments anyway: B drops them and counts them, and the
-    // exchange fails cleanly rather than half-processing anything.
+fn fragments_to_a_peer_that_did_not_negotiate_them_are_dropped() {
+    // B does not do fragmentation; its IKE_SA_INIT answer is altered on
+    // the way to say it does, so A sends its IKE_AUTH in fragments. B
+    // must not take them (nor answer): it counts them dropped.
     let mut b = many_ts(B, A, false, 576);
     b.fragmentation = false;
     let mut n = Net::new(many_ts(A, B, true, 576), b);
-    until_auth_request(&mut n);
-    // What A would send fragmented: A did not fragment (B did not
-    // announce it), so make fragments of A's whole IKE_AUTH by flipping
-    // its payload type to SKF: B must not take it.
-    let mut q = n.queue.pop_front().unwrap();
-    assert!(frag_of(&q.3).is_none());
-    q.3[16] = wire::payload_type::SKF;
-    n.queue.push_front(q);
+    n.timers();
+    assert!(n.deliver_one(), "A's IKE_SA_INIT");
+    let mut answer = n.queue.pop_front().unwrap();
+    let m = Message::parse(&answer.3).unwrap();
+    assert!(!announces_fragmentation(&answer.3));
+    let mut p = m.payloads.clone();
+    p.push(Payload::Notify(wire::NotifyRepr {
+        protocol: 0,
+        spi: vec![],
+        ty: wire::notify::IKEV2_FRAGMENTATION_SUPPORTED,
+        data: vec![],
+    }));
+    answer.3 = wire::emit_message(&m.header, &p);
+    n.queue.push_front(answer);
     assert!(n.deliver_one());
-    assert_eq!(n.nodes[1].ike.stats().fragments_dropped, 1);
+    let frags = n.queue.len();
+    assert!(frags >= 3 && n.queue.iter().all(|q| frag_of(&q.3).is_some()));
+    for _ in 0..frags {
+        assert!(n.deliver_one());
+    }
+    assert!(n.queue.is_empty(), "B answered nothing");
+    assert_eq!(n.nodes[1].ike.stats().fragments_dropped, frags as u64);
+    assert_eq!(n.nodes[1].ike.stats().messages_reassembled, 0);
     assert!(!n.ready(1));
 }
 
