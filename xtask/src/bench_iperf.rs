@@ -509,14 +509,41 @@ fn strongswan_tunnel() -> Result<(Path, Vec<Guard>)> {
 }
 
 /// The loads of the tunnel rows.
-const LOADS: [Load; 3] = [Load::Udp(64), Load::Udp(UDP_LARGE), Load::Tcp];
+pub const LOADS: [Load; 3] = [Load::Udp(64), Load::Udp(UDP_LARGE), Load::Tcp];
 
-fn measure_all(setup: impl FnOnce() -> Result<(Path, Vec<Guard>)>) -> Result<[Rate; LOADS.len()]> {
+fn measure_all(
+    setup: impl FnOnce() -> Result<(Path, Vec<Guard>)>,
+    loads: &[Load],
+) -> Result<Vec<Rate>> {
     let (path, guards) = setup()?;
-    let mut out = [Rate::default(); LOADS.len()];
+    let mut out = vec![Rate::default(); loads.len()];
     for _ in 0..ROUNDS {
-        for (i, load) in LOADS.into_iter().enumerate() {
+        for (i, &load) in loads.iter().enumerate() {
             out[i] = iperf(&path, load)?.best(out[i], load);
+        }
+    }
+    // The offload counters of each xdpsec node over all the runs: what
+    // segmentation and coalescing made of the traffic.
+    for (k, d) in guards
+        .iter()
+        .filter_map(|g| g.downcast_ref::<Daemon>())
+        .enumerate()
+    {
+        let c = |name| xdpsec_e2e::queue_counter(d, name);
+        let (supers, sealed) = (c("tun_gso_rx"), c("gso_segments"));
+        let (written, tun_tx) = (c("tun_gro_tx"), c("tun_tx"));
+        let coalesced = c("tun_gro_segments");
+        if supers + written > 0 || c("inside_segmented") > 0 {
+            eprintln!(
+                "  node {}: super-packets read {supers}, segments sealed {sealed} ({:.1} each), \
+                 super-packets written {written} ({:.1} segments each) of {tun_tx} packets to the TUN, \
+                 encap {}, gateway-cut {}",
+                k + 1,
+                sealed as f64 / supers.max(1) as f64,
+                coalesced as f64 / written.max(1) as f64,
+                c("encap_tx"),
+                c("inside_segmented"),
+            );
         }
     }
     // In order: daemons and charons before their namespaces.
@@ -526,22 +553,22 @@ fn measure_all(setup: impl FnOnce() -> Result<(Path, Vec<Guard>)>) -> Result<[Ra
     Ok(out)
 }
 
-/// The tunnel rows for xdpsec nodes in each of `modes`: vs plain
-/// forwarding and vs strongSwan (each measured once).
-pub fn tunnels(rows: &mut Vec<Row>, modes: &[InsideMode]) -> Result<()> {
+/// The tunnel rows of `loads` for xdpsec nodes in each of `modes`: vs
+/// plain forwarding and vs strongSwan (each measured once).
+pub fn tunnels(rows: &mut Vec<Row>, modes: &[InsideMode], loads: &[Load]) -> Result<()> {
     let mut xs = Vec::new();
     for &mode in modes {
-        xs.push((mode, measure_all(|| xdpsec_tunnel(mode))?));
+        xs.push((mode, measure_all(|| xdpsec_tunnel(mode), loads)?));
     }
-    let plain = measure_all(plain_forwarding)?;
-    let ss = match measure_all(strongswan_tunnel) {
+    let plain = measure_all(plain_forwarding, loads)?;
+    let ss = match measure_all(strongswan_tunnel, loads) {
         Ok(r) => Some(r),
         Err(e) => {
             eprintln!("strongSwan rows left out: {e:#}");
             None
         }
     };
-    for (i, load) in LOADS.into_iter().enumerate() {
+    for (i, &load) in loads.iter().enumerate() {
         let targets = |mode: InsideMode| match (load, mode) {
             (Load::Udp(_), _) => (Target::AtLeast(0.8), Target::AtLeast(4.0)),
             // With the TUN's offloads TCP rides GSO/GRO through the tunnel

@@ -468,7 +468,7 @@ impl DatapathHandler {
         }
         self.to_tun.clear();
         self.gro.plan(pkts[..n].iter().copied());
-        let (mut ok, mut err, mut supers) = (0, 0, 0);
+        let (mut ok, mut err, mut supers, mut coalesced) = (0, 0, 0, 0);
         let data_valid = VnetHdr::DATA_VALID.emit();
         for &o in self.gro.outputs() {
             let count = u64::from(o.count);
@@ -480,6 +480,7 @@ impl DatapathHandler {
                     Some((h, len)) => {
                         let w = tun::write_vnet(fd, &h.emit(), &self.gro_buf[..len]);
                         supers += u64::from(w);
+                        coalesced += if w { count } else { 0 };
                         w
                     }
                     None => false,
@@ -492,6 +493,7 @@ impl DatapathHandler {
             }
         }
         add_single_writer(&self.io.tun_gro_tx, supers);
+        add_single_writer(&self.io.tun_gro_segments, coalesced);
         (ok, err)
     }
 
