@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | lab up [--sdwan]|down|show | demo [--steering] | test | bench [--e2e|--callgrind|--memory|--scale-only] | dist | soak | fuzz`.
+//! Project tasks: `cargo xtask setup | lab up [--sdwan]|down|show | demo [--steering] | test | bench [--e2e [--tcp-only]|--callgrind|--memory|--scale-only] | dist | soak | fuzz`.
 use std::{
     path::{Path, PathBuf},
     process::{Command, ExitCode},
@@ -70,6 +70,10 @@ enum Cmd {
         /// traffic, a tunnel vs plain forwarding vs strongSwan).
         #[arg(long)]
         e2e: bool,
+        /// With `--e2e`: only the TCP rows of the tunnels (TUN inside with
+        /// offloads on and off, gateway mode, plain forwarding, strongSwan).
+        #[arg(long)]
+        tcp_only: bool,
         /// Tunnel counts for the scale benchmark.
         #[arg(long, value_delimiter = ',', default_values_t = [1_000u32, 10_000, 100_000])]
         tunnels: Vec<u32>,
@@ -230,11 +234,15 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Test { args } => setup().and_then(|_| test(&args)),
-        Cmd::Bench { e2e: true, .. } => {
+        Cmd::Bench {
+            e2e: true,
+            tcp_only,
+            ..
+        } => {
             setup().and_then(|_| build_xdpsec()).and_then(|bin| {
                 // SAFETY: set before any thread is started by the benchmark.
                 unsafe { std::env::set_var("XDPSEC_BIN", &bin) };
-                bench_e2e::run()
+                bench_e2e::run(tcp_only)
             })
         }
         Cmd::Bench {
