@@ -14,7 +14,7 @@ use xdpsec_ike::EspEncap;
 use crate::{
     IkeArgs,
     config::{Encap, LoadtestConfig, Range},
-    engine::{Engine, Options},
+    engine::{Engine, FaultKind, FaultSpec, Options},
     net::{self, AddedAddrs, Socket},
     stats::{Summary, cpu_seconds},
     traffic::Traffic,
@@ -25,6 +25,10 @@ use crate::{
 const RECV_BURST: usize = 256;
 /// How often the progress line is redrawn.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+/// With `--fault`: how long after the fault (and a silent peer's restart)
+/// the run waits for the tunnels to recover; the others count as not
+/// recovered (a gateway's DPD gives up after 31 s to 3 min by default).
+pub const FAILOVER_WAIT: Duration = Duration::from_secs(120);
 
 fn check_args(a: &IkeArgs, cfg: &LoadtestConfig) -> Result<Options> {
     if a.tunnels == 0 || a.tunnels > cfg.capacity() {
@@ -45,6 +49,28 @@ fn check_args(a: &IkeArgs, cfg: &LoadtestConfig) -> Result<Options> {
     if !(a.duration >= 0.0 && a.duration < 1e7) {
         bail!("--duration {}: give seconds >= 0", a.duration);
     }
+    let fault = match &a.fault {
+        None => None,
+        Some(f) => {
+            let spec = FaultSpec::parse(f).map_err(anyhow::Error::msg)?;
+            if spec.tunnels as u64 > a.tunnels {
+                bail!(
+                    "--fault {f}: {} tunnels, more than --tunnels {}",
+                    spec.tunnels,
+                    a.tunnels
+                );
+            }
+            if a.traffic.is_none() {
+                bail!(
+                    "--fault needs --traffic (recovery is the first reply through a new child SA)"
+                );
+            }
+            Some(spec)
+        }
+    };
+    if !(a.fault_after >= 0.0 && a.fault_after < 1e6) {
+        bail!("--fault-after {}: give seconds >= 0", a.fault_after);
+    }
     let rekey_every = match a.rekey_every {
         None => None,
         Some(s) if (1.0..1e7).contains(&s) => Some(Duration::from_secs_f64(s)),
@@ -55,6 +81,7 @@ fn check_args(a: &IkeArgs, cfg: &LoadtestConfig) -> Result<Options> {
         concurrency: a.concurrency,
         rekey_every,
         keep_logs: a.verbose,
+        fault,
         ..Options::default()
     })
 }
@@ -143,11 +170,16 @@ impl Io {
                 {
                     let spi = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
                     let Some((i, dir)) = e.inbound(to, spi) else {
+                        // (Only --fault forget-sa makes the core answer it.)
+                        e.unknown_spi(now, to, spi);
                         continue;
                     };
-                    if t.reply(i, &dir.keys, &mut buf[..n], *target, insides[i])
-                        && let Some(a) = e.attempt_of(i)
-                    {
+                    let Some(first) = t.reply(i, &dir.keys, &mut buf[..n], *target, insides[i])
+                    else {
+                        continue;
+                    };
+                    e.replied(i, now);
+                    if first && let Some(a) = e.attempt_of(i) {
                         e.accounting_mut().attempts[a].first_reply = Some(now - self.t0);
                     }
                 }
@@ -229,8 +261,13 @@ pub fn ike(a: &IkeArgs) -> Result<Summary> {
     net::catch_stop_signals();
     let addrs = AddedAddrs::add(&cfg.interface, &sources)?;
     let show = std::io::stderr().is_terminal();
+    let opts_fault = opts.fault;
     let mut e = Engine::new(peers, opts, t0);
     let hold = Duration::from_secs_f64(a.duration);
+    let fault_after = Duration::from_secs_f64(a.fault_after);
+    // With --fault: when it was injected and when the run stops waiting
+    // for the tunnels to recover.
+    let mut fault_at: Option<(Instant, Instant)> = None;
     let mut setup_end: Option<Instant> = None;
     let mut next_progress = t0;
     let mut buf = vec![0u8; 65536];
@@ -245,8 +282,23 @@ pub fn ike(a: &IkeArgs) -> Result<Summary> {
         if setup_end.is_none() && e.setup_done() {
             setup_end = Some(now);
         }
+        if let (Some(s), Some(spec), None) = (setup_end, opts_fault, fault_at)
+            && now >= s + fault_after
+        {
+            e.inject_fault(now);
+            let restart = match spec.kind {
+                FaultKind::Silent { restart_after } => restart_after,
+                FaultKind::ForgetSa => Duration::ZERO,
+            };
+            fault_at = Some((now, now + restart + FAILOVER_WAIT));
+        }
+        // The fault's part is over once it has been injected and every
+        // tunnel it hit recovered (or the wait ran out).
+        let fault_over = opts_fault.is_none()
+            || fault_at.is_some_and(|(_, until)| now >= until || e.all_recovered());
         if let Some(s) = setup_end
             && now >= s + hold
+            && fault_over
         {
             break false;
         }
@@ -260,6 +312,9 @@ pub fn ike(a: &IkeArgs) -> Result<Summary> {
         }
         if let Some(s) = setup_end {
             wake = wake.min(s + hold);
+            if fault_at.is_none() && opts_fault.is_some() {
+                wake = wake.min(s + fault_after);
+            }
         }
         if let Some(t) = io.traffic.as_ref().and_then(|t| t.0.next_due()) {
             wake = wake.min(t);
@@ -363,6 +418,23 @@ fn print_text(s: &Summary, send_errors: u64, interrupted: bool) {
             "rekeys {} ({:.1}/s), lost in rekeys {}",
             s.rekeys, s.rekeys_per_second, s.lost_in_rekeys
         );
+    }
+    if let Some(f) = &s.failover {
+        println!(
+            "fault {}: {} tunnels, {} recovered, {} not recovered, {} got a DPD request",
+            f.fault, f.tunnels, f.recovered, f.not_recovered, f.dpd_seen
+        );
+        for (what, q) in [
+            ("failover time", &s.failover_ms),
+            ("to the first DPD request", &s.dpd_ms),
+        ] {
+            if let Some(q) = q {
+                println!(
+                    "{what}: p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
+                    q.p50, q.p90, q.p99, q.max
+                );
+            }
+        }
     }
     let per = if s.up > 0 {
         s.cpu_seconds / s.up as f64 * 1000.0
