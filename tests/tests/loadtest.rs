@@ -159,10 +159,9 @@ fn source_addrs_left(lab: &Lab) -> usize {
         .count()
 }
 
-#[test]
-fn fifty_tunnels_against_charon() {
-    xdpsec_e2e::strongswan::require_5_9_8();
-    let lab = Lab::unique().up(1).unwrap();
+/// charon in node 2: one connection for any peer of the range, any
+/// identity; `dpd`: its `dpd_delay`.
+fn charon_gateway(lab: &Lab, dpd: Option<&str>) -> Charon {
     let opts = CharonOpts {
         log_levels: vec![("default", 1), ("ike", 1), ("cfg", 1)],
         ..CharonOpts::default()
@@ -178,10 +177,19 @@ fn fifty_tunnels_against_charon() {
     let charon = Charon::start(&lab.ns2, &opts).unwrap();
     // One connection for any peer of the range, any identity.
     let conf = format!(
-        "connections {{\n  lt {{\n    version = 2\n    local_addrs = {gw}\n    remote_addrs = {SOURCE_RANGE}\n    encap = yes\n    proposals = aes256gcm16-prfsha256-x25519\n    local {{\n      auth = psk\n      id = {gw}\n    }}\n    remote {{\n      auth = psk\n      id = %any\n    }}\n    children {{\n      lt {{\n        local_ts = {GATEWAY_SUBNET}\n        remote_ts = {INSIDE_RANGE}\n        esp_proposals = aes256gcm16\n      }}\n    }}\n  }}\n}}\nsecrets {{\n  ike-lt {{\n    secret = \"{PSK}\"\n  }}\n}}\n",
-        gw = lab.v6[1]
+        "connections {{\n  lt {{\n    version = 2\n    local_addrs = {gw}\n    remote_addrs = {SOURCE_RANGE}\n    encap = yes\n{dpd}    proposals = aes256gcm16-prfsha256-x25519\n    local {{\n      auth = psk\n      id = {gw}\n    }}\n    remote {{\n      auth = psk\n      id = %any\n    }}\n    children {{\n      lt {{\n        local_ts = {GATEWAY_SUBNET}\n        remote_ts = {INSIDE_RANGE}\n        esp_proposals = aes256gcm16\n      }}\n    }}\n  }}\n}}\nsecrets {{\n  ike-lt {{\n    secret = \"{PSK}\"\n  }}\n}}\n",
+        gw = lab.v6[1],
+        dpd = dpd.map_or(String::new(), |d| format!("    dpd_delay = {d}\n")),
     );
     charon.load_conn(&conf).unwrap();
+    charon
+}
+
+#[test]
+fn fifty_tunnels_against_charon() {
+    xdpsec_e2e::strongswan::require_5_9_8();
+    let lab = Lab::unique().up(1).unwrap();
+    let charon = charon_gateway(&lab, None);
     let dir = scratch_dir("loadtest");
     let config = loadtest_config(&lab, &dir);
     let report = dir.join("report.html");
@@ -241,10 +249,9 @@ fn fifty_tunnels_against_charon() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn fifty_tunnels_against_xdpsec() {
-    let lab = Lab::unique().up(1).unwrap();
-    // One kind = "ike" responder tunnel per emulated peer.
+/// An xdpsec responder in node 2: one `kind = "ike"` tunnel per emulated
+/// peer, `extra` lines added to each.
+fn xdpsec_gateway(lab: &Lab, extra: &str) -> Daemon {
     let mut conf = format!(
         "node = \"gw\"\nsocket = \"{{socket}}\"\n[underlay]\ninterface = \"{}\"\naddress = \"{}\"\n[inside]\nmode = \"tun\"\nname = \"xsltgw\"\naddress = \"2001:db8:2::1/128\"\n",
         lab.if2, lab.v6[1]
@@ -254,8 +261,15 @@ fn fifty_tunnels_against_xdpsec() {
             "[[tunnel]]\nname = \"Tunnel{k}\"\nkind = \"ike\"\npeer = \"2001:db8:100::{:x}\"\nencap = \"udp\"\npsk = \"{PSK}\"\nike_proposals = [\"aes256gcm16-prfsha256-x25519\"]\nesp_proposals = [\"aes256gcm16\"]\ninitiate = false\nlocal_subnets = [\"{GATEWAY_SUBNET}\"]\nremote_subnets = [\"2001:db8:1::{k:x}/128\"]\n",
             0x1000 + k
         ));
+        conf.push_str(extra);
     }
-    let d = Daemon::start(&lab.ns2, &conf).unwrap();
+    Daemon::start(&lab.ns2, &conf).unwrap()
+}
+
+#[test]
+fn fifty_tunnels_against_xdpsec() {
+    let lab = Lab::unique().up(1).unwrap();
+    let d = xdpsec_gateway(&lab, "");
     let dir = scratch_dir("loadtest");
     let config = loadtest_config(&lab, &dir);
     let child = spawn_loadtest(&lab, &config, &[]);
@@ -278,5 +292,106 @@ fn fifty_tunnels_against_xdpsec() {
         "source addresses left on {}",
         lab.if1
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The `failover` object and `failover_ms`: `n` tunnels hit by `fault`, all
+/// recovered, the failover times ordered; the report shows them.
+fn check_failover(v: &Value, fault: &str, n: u64, report: &Path) {
+    eprintln!("{v}");
+    let f = &v["failover"];
+    assert_eq!(f["fault"], fault, "{v}");
+    assert_eq!(f["tunnels"], n, "{v}");
+    assert_eq!(f["recovered"], n, "{v}");
+    assert_eq!(f["not_recovered"], 0, "{v}");
+    let q: Vec<f64> = ["p50", "p90", "p99", "max"]
+        .iter()
+        .map(|k| {
+            v["failover_ms"][k]
+                .as_f64()
+                .unwrap_or_else(|| panic!("failover_ms.{k}: {v}"))
+        })
+        .collect();
+    assert!(q[0] > 0.0 && q.windows(2).all(|w| w[0] <= w[1]), "{v}");
+    let page = std::fs::read_to_string(report).unwrap();
+    for k in ["failover.recovered", "failover_ms.max"] {
+        let (a, b) = k.split_once('.').unwrap();
+        assert!(
+            page.contains(&format!("<td id=\"{k}\">{}</td>", v[a][b])),
+            "{k} in the report"
+        );
+    }
+}
+
+/// `--fault forget-sa:10` against xdpsec: the load tester's datapath forgets
+/// ten inbound SAs; the gateway's echo replies then come on SPIs it does not
+/// know, it sends INVALID_SPI, and xdpsec's gateway (its own log says so)
+/// replaces each child SA: all ten carry traffic again.
+#[test]
+fn failover_after_forgotten_sas_against_xdpsec() {
+    let lab = Lab::unique().up(1).unwrap();
+    let d = xdpsec_gateway(&lab, "");
+    let dir = scratch_dir("loadtest");
+    let config = loadtest_config(&lab, &dir);
+    let report = dir.join("report.html");
+    let child = spawn_loadtest(
+        &lab,
+        &config,
+        &[
+            "--traffic",
+            "10",
+            "--fault",
+            "forget-sa:10",
+            "--report",
+            report.to_str().unwrap(),
+        ],
+    );
+    let v = loadtest_json(child, || d.log_text());
+    check_json(&v, true);
+    check_failover(&v, "forget-sa", 10, &report);
+    assert!(v.get("dpd_ms").is_none(), "{v}");
+    let log = d.log_text();
+    let replaced = log
+        .lines()
+        .filter(|l| l.contains("as invalid (INVALID_SPI); deleting that child SA"))
+        .count();
+    assert_eq!(replaced, 10, "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--fault silent:10:6` against charon with `dpd_delay = 2s`: ten peers
+/// die; charon's DPD requests reach them within the six seconds (timed,
+/// unanswered; charon logs them), then they restart with no memory of their
+/// SAs and carry traffic again through new ones.
+#[test]
+fn failover_after_silent_peers_against_charon() {
+    xdpsec_e2e::strongswan::require_5_9_8();
+    let lab = Lab::unique().up(1).unwrap();
+    let charon = charon_gateway(&lab, Some("2s"));
+    let dir = scratch_dir("loadtest");
+    let config = loadtest_config(&lab, &dir);
+    let report = dir.join("report.html");
+    let child = spawn_loadtest(
+        &lab,
+        &config,
+        &[
+            "--traffic",
+            "10",
+            "--fault",
+            "silent:10:6",
+            "--report",
+            report.to_str().unwrap(),
+        ],
+    );
+    let v = loadtest_json(child, || charon.log_text());
+    check_json(&v, true);
+    check_failover(&v, "silent", 10, &report);
+    assert_eq!(v["failover"]["dpd_seen"], 10, "{v}");
+    // DPD within the silence; recovery after it.
+    assert!(v["dpd_ms"]["max"].as_f64().unwrap() < 6000.0, "{v}");
+    assert!(v["failover_ms"]["p50"].as_f64().unwrap() >= 6000.0, "{v}");
+    let log = charon.log_text();
+    let dpd = log.matches("sending DPD request").count();
+    assert!(dpd >= 10, "{dpd} DPD requests in charon's log:\n{log}");
     let _ = std::fs::remove_dir_all(&dir);
 }
