@@ -311,7 +311,10 @@ pub fn ike(a: &IkeArgs) -> Result<Summary> {
             wake = wake.min(w);
         }
         if let Some(s) = setup_end {
-            wake = wake.min(s + hold);
+            // (Past ones are done with: a wait on them would spin.)
+            if now < s + hold {
+                wake = wake.min(s + hold);
+            }
             if fault_at.is_none() && opts_fault.is_some() {
                 wake = wake.min(s + fault_after);
             }
