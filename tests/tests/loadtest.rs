@@ -33,6 +33,11 @@ const GATEWAY_SUBNET: &str = "2001:db8:2::/64";
 const HOLD_S: u32 = 4;
 
 fn loadtest_config(lab: &Lab, dir: &Path) -> std::path::PathBuf {
+    loadtest_config_with(lab, dir, &format!("source_range = \"{SOURCE_RANGE}\""))
+}
+
+/// The config with `sources` (the `source_range` or `source_port_range` lines).
+fn loadtest_config_with(lab: &Lab, dir: &Path, sources: &str) -> std::path::PathBuf {
     let path = dir.join("loadtest.toml");
     let text = format!(
         r#"node = "lt"
@@ -42,7 +47,7 @@ interface = "{iface}"
 address = "{local}"
 [loadtest]
 gateway = "{gw}"
-source_range = "{SOURCE_RANGE}"
+{sources}
 inside_range = "{INSIDE_RANGE}"
 gateway_subnets = ["{GATEWAY_SUBNET}"]
 psk = "{PSK}"
@@ -162,6 +167,11 @@ fn source_addrs_left(lab: &Lab) -> usize {
 /// charon in node 2: one connection for any peer of the range, any
 /// identity; `dpd`: its `dpd_delay`.
 fn charon_gateway(lab: &Lab, dpd: Option<&str>) -> Charon {
+    charon_gateway_for(lab, SOURCE_RANGE, dpd)
+}
+
+/// charon for the peers at `remote_addrs`.
+fn charon_gateway_for(lab: &Lab, remote_addrs: &str, dpd: Option<&str>) -> Charon {
     let opts = CharonOpts {
         log_levels: vec![("default", 1), ("ike", 1), ("cfg", 1)],
         ..CharonOpts::default()
@@ -177,7 +187,7 @@ fn charon_gateway(lab: &Lab, dpd: Option<&str>) -> Charon {
     let charon = Charon::start(&lab.ns2, &opts).unwrap();
     // One connection for any peer of the range, any identity.
     let conf = format!(
-        "connections {{\n  lt {{\n    version = 2\n    local_addrs = {gw}\n    remote_addrs = {SOURCE_RANGE}\n    encap = yes\n{dpd}    proposals = aes256gcm16-prfsha256-x25519\n    local {{\n      auth = psk\n      id = {gw}\n    }}\n    remote {{\n      auth = psk\n      id = %any\n    }}\n    children {{\n      lt {{\n        local_ts = {GATEWAY_SUBNET}\n        remote_ts = {INSIDE_RANGE}\n        esp_proposals = aes256gcm16\n      }}\n    }}\n  }}\n}}\nsecrets {{\n  ike-lt {{\n    secret = \"{PSK}\"\n  }}\n}}\n",
+        "connections {{\n  lt {{\n    version = 2\n    local_addrs = {gw}\n    remote_addrs = {remote_addrs}\n    encap = yes\n{dpd}    proposals = aes256gcm16-prfsha256-x25519\n    local {{\n      auth = psk\n      id = {gw}\n    }}\n    remote {{\n      auth = psk\n      id = %any\n    }}\n    children {{\n      lt {{\n        local_ts = {GATEWAY_SUBNET}\n        remote_ts = {INSIDE_RANGE}\n        esp_proposals = aes256gcm16\n      }}\n    }}\n  }}\n}}\nsecrets {{\n  ike-lt {{\n    secret = \"{PSK}\"\n  }}\n}}\n",
         gw = lab.v6[1],
         dpd = dpd.map_or(String::new(), |d| format!("    dpd_delay = {d}\n")),
     );
@@ -393,5 +403,52 @@ fn failover_after_silent_peers_against_charon() {
     let log = charon.log_text();
     let dpd = log.matches("sending DPD request").count();
     assert!(dpd >= 10, "{dpd} DPD requests in charon's log:\n{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `source_port_range`: 50 peers from node 1's one address, each from its
+/// own UDP port, against charon: charon holds 50 IKE SAs from that address
+/// with 50 distinct remote ports (its own view), each child carrying the
+/// probes both ways, and the JSON says all 50 up and answered.
+#[test]
+fn fifty_tunnels_from_one_address_by_port_against_charon() {
+    xdpsec_e2e::strongswan::require_5_9_8();
+    let lab = Lab::unique().up(1).unwrap();
+    let charon = charon_gateway_for(&lab, &lab.v6[0].to_string(), None);
+    let dir = scratch_dir("loadtest");
+    let config = loadtest_config_with(
+        &lab,
+        &dir,
+        "source_port_range = \"20001-20100\"\nlocal_id = \"peer{n}.lt.example\"",
+    );
+    let child = spawn_loadtest(&lab, &config, &["--traffic", "10"]);
+    let mut ports = BTreeSet::new();
+    let up = poll(Duration::from_secs(20), TUNNELS, || {
+        let sas = charon.list_sas().unwrap_or_default();
+        ports = sas
+            .iter()
+            .filter(|s| {
+                s.state == "ESTABLISHED"
+                    && s.remote_host.parse::<IpAddr>().ok() == Some(lab.v6[0])
+                    && s.children
+                        .iter()
+                        .any(|c| c.state == "INSTALLED" && c.packets_in > 0 && c.packets_out > 0)
+            })
+            .map(|s| s.remote_port)
+            .collect();
+        ports.len()
+    });
+    let v = loadtest_json(child, || charon.log_text());
+    assert_eq!(up, TUNNELS, "charon's SAs: {:#?}", charon.list_sas());
+    assert_eq!(
+        ports,
+        (20001..=20050).collect::<BTreeSet<u16>>(),
+        "the remote ports charon saw"
+    );
+    check_json(&v, true);
+    let left = poll(Duration::from_secs(5), 0, || {
+        charon.list_sas().map_or(usize::MAX, |s| s.len())
+    });
+    assert_eq!(left, 0, "{:#?}", charon.list_sas());
     let _ = std::fs::remove_dir_all(&dir);
 }

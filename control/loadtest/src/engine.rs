@@ -139,7 +139,9 @@ impl Default for Options {
 /// An IKE datagram to send.
 #[derive(Debug)]
 pub struct Send {
-    /// From (source address and port).
+    /// The emulated peer sending it.
+    pub peer: usize,
+    /// From (source address and port, as its IKE core sees them).
     pub local: SocketAddr,
     /// To.
     pub remote: SocketAddr,
@@ -389,6 +391,7 @@ impl Engine {
                 b.3 = now + BYE_RESEND[b.2];
                 b.2 += 1;
                 let again = Send {
+                    peer: b.1.peer,
                     local: b.1.local,
                     remote: b.1.remote,
                     data: b.1.data.clone(),
@@ -401,6 +404,7 @@ impl Engine {
             && let Some((i, s)) = self.bye_queue.pop_front()
         {
             self.sends.push(Send {
+                peer: s.peer,
                 local: s.local,
                 remote: s.remote,
                 data: s.data.clone(),
@@ -488,6 +492,11 @@ impl Engine {
         self.handle(i, now, Input::Timer);
     }
 
+    /// The peer whose source address is `addr` (with one address per peer).
+    pub fn peer_at(&self, addr: IpAddr) -> Option<usize> {
+        self.by_addr.get(&addr).copied()
+    }
+
     /// A datagram for the peer whose source address is `local`'s (others
     /// are ignored: false).
     pub fn datagram(
@@ -497,9 +506,25 @@ impl Engine {
         remote: SocketAddr,
         data: &[u8],
     ) -> bool {
-        let Some(&i) = self.by_addr.get(&local.ip()) else {
+        match self.peer_at(local.ip()) {
+            Some(i) => self.datagram_to(i, now, local, remote, data),
+            None => false,
+        }
+    }
+
+    /// A datagram for peer `i` (`local`: where its core is, 500 or the
+    /// NAT-T port).
+    pub fn datagram_to(
+        &mut self,
+        i: usize,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        data: &[u8],
+    ) -> bool {
+        if i >= self.peers.len() {
             return false;
-        };
+        }
         if matches!(self.peers[i].state, State::Silent) {
             // Dead: unread; the first one (the gateway's DPD) is timed.
             let at = self.offset(now);
@@ -545,6 +570,7 @@ impl Engine {
                     remote,
                     data,
                 } => self.sends.push(Send {
+                    peer: i,
                     local,
                     remote,
                     data,
@@ -645,6 +671,7 @@ impl Engine {
                     self.bye_queue.push_back((
                         i,
                         Send {
+                            peer: i,
                             local,
                             remote,
                             data,
@@ -732,10 +759,7 @@ impl Engine {
     /// ESP came to `local` with an SPI it has no inbound SA for: tell that
     /// peer's core (it sends INVALID_SPI only with `invalid_spi_recovery`,
     /// i.e. `--fault forget-sa`, at most once per 10 s).
-    pub fn unknown_spi(&mut self, now: Instant, local: IpAddr, spi: u32) {
-        let Some(&i) = self.by_addr.get(&local) else {
-            return;
-        };
+    pub fn unknown_spi(&mut self, now: Instant, i: usize, spi: u32) {
         let Some(gw) = self.peers[i]
             .core
             .as_ref()
@@ -804,10 +828,9 @@ impl Engine {
         }
     }
 
-    /// The inbound SA with our SPI `spi` of the peer at `local`, if any: the peer's index and the SA.
-    pub fn inbound(&self, local: IpAddr, spi: u32) -> Option<(usize, &ChildDir)> {
-        let &i = self.by_addr.get(&local)?;
-        self.peers[i].inbound.get(&spi).map(|d| (i, d))
+    /// Peer `i`'s inbound SA with our SPI `spi`, if any.
+    pub fn inbound(&self, i: usize, spi: u32) -> Option<&ChildDir> {
+        self.peers.get(i)?.inbound.get(&spi)
     }
 
     /// Whether peer `i` has a rekey under way.

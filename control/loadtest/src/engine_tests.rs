@@ -491,12 +491,14 @@ fn forgotten_inbound_sas_are_replaced_through_invalid_spi() {
     assert!(e.outbound(0).is_some());
     // The gateway's ESP on the forgotten SPI: INVALID_SPI goes out.
     let local: IpAddr = "2001:db8:100::1001".parse().unwrap();
-    e.unknown_spi(net.t, local, old_in[0]);
+    let i = e.peer_at(local).unwrap();
+    assert_eq!(i, 0);
+    e.unknown_spi(net.t, i, old_in[0]);
     assert_eq!(e.take_sends().len(), 1);
     // Rate-limited: the next ones within 10 s send nothing.
-    e.unknown_spi(net.t, local, old_in[0]);
+    e.unknown_spi(net.t, i, old_in[0]);
     assert!(e.take_sends().is_empty());
-    e.unknown_spi(net.t, local, old_in[0]);
+    e.unknown_spi(net.t, i, old_in[0]);
     // The gateway deletes that child and makes a new one.
     e.tick(net.t);
     net.run(&mut e, &mut gw, Duration::from_secs(2));
@@ -514,8 +516,7 @@ fn forgotten_inbound_sas_are_replaced_through_invalid_spi() {
 #[test]
 fn without_forget_sa_unknown_spis_send_nothing() {
     let (mut e, net, _, _) = run(1, Options::default(), |_, _| true, Duration::from_secs(1));
-    let local: IpAddr = "2001:db8:100::1001".parse().unwrap();
-    e.unknown_spi(net.t, local, 0x1234_5678);
+    e.unknown_spi(net.t, 0, 0x1234_5678);
     assert!(e.take_sends().is_empty());
     assert_eq!(e.inject_fault(net.t), 0);
     assert!(!e.all_recovered());
