@@ -17,51 +17,20 @@ use std::{
 
 use serde_json::Value;
 use xdpsec_e2e::{
-    Daemon, Lab, scratch_dir,
-    strongswan::{Charon, CharonOpts},
-    write_file, xdpsec_bin,
+    Daemon, Lab,
+    loadtest::{self as lt, SOURCE_RANGE},
+    scratch_dir,
+    strongswan::Charon,
+    xdpsec_bin,
 };
 
-const PSK: &str = "xdpsec load test key";
 const TUNNELS: usize = 50;
-/// The peers' source addresses: inside the lab's underlay /64.
-const SOURCE_RANGE: &str = "2001:db8:100::1000/116";
-const INSIDE_RANGE: &str = "2001:db8:1::/64";
-const GATEWAY_SUBNET: &str = "2001:db8:2::/64";
 /// How long the load tester holds the tunnels once all are up (the checks
 /// poll meanwhile, up to 20 s from its start: setup may be slow on a loaded machine).
 const HOLD_S: u32 = 4;
 
 fn loadtest_config(lab: &Lab, dir: &Path) -> std::path::PathBuf {
-    loadtest_config_with(lab, dir, &format!("source_range = \"{SOURCE_RANGE}\""))
-}
-
-/// The config with `sources` (the `source_range` or `source_port_range` lines).
-fn loadtest_config_with(lab: &Lab, dir: &Path, sources: &str) -> std::path::PathBuf {
-    let path = dir.join("loadtest.toml");
-    let text = format!(
-        r#"node = "lt"
-state_dir = "{state}"
-[underlay]
-interface = "{iface}"
-address = "{local}"
-[loadtest]
-gateway = "{gw}"
-{sources}
-inside_range = "{INSIDE_RANGE}"
-gateway_subnets = ["{GATEWAY_SUBNET}"]
-psk = "{PSK}"
-ike_proposals = ["aes256gcm16-prfsha256-x25519"]
-esp_proposals = ["aes256gcm16"]
-encap = "udp"
-"#,
-        state = dir.join("state").display(),
-        iface = lab.if1,
-        local = lab.v6[0],
-        gw = lab.v6[1],
-    );
-    write_file(&path, text.as_bytes()).unwrap();
-    path
+    lt::config(lab, dir, &lt::source_range_line())
 }
 
 /// Exchanges in flight: below charon's `cookie_threshold` (10 half-open IKE
@@ -165,35 +134,8 @@ fn source_addrs_left(lab: &Lab) -> usize {
         .count()
 }
 
-/// charon in node 2: one connection for any peer of the range, any
-/// identity; `dpd`: its `dpd_delay`.
 fn charon_gateway(lab: &Lab, dpd: Option<&str>) -> Charon {
-    charon_gateway_for(lab, SOURCE_RANGE, dpd)
-}
-
-/// charon for the peers at `remote_addrs`.
-fn charon_gateway_for(lab: &Lab, remote_addrs: &str, dpd: Option<&str>) -> Charon {
-    let opts = CharonOpts {
-        log_levels: vec![("default", 1), ("ike", 1), ("cfg", 1)],
-        ..CharonOpts::default()
-    };
-    // charon (kernel-netlink) routes the peers' inside addresses with a
-    // source inside its local_ts: it needs one on the namespace.
-    let out = Lab::exec(
-        &lab.ns2,
-        &["ip", "addr", "add", "2001:db8:2::1/128", "dev", "lo"],
-    )
-    .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let charon = Charon::start(&lab.ns2, &opts).unwrap();
-    // One connection for any peer of the range, any identity.
-    let conf = format!(
-        "connections {{\n  lt {{\n    version = 2\n    local_addrs = {gw}\n    remote_addrs = {remote_addrs}\n    encap = yes\n{dpd}    proposals = aes256gcm16-prfsha256-x25519\n    local {{\n      auth = psk\n      id = {gw}\n    }}\n    remote {{\n      auth = psk\n      id = %any\n    }}\n    children {{\n      lt {{\n        local_ts = {GATEWAY_SUBNET}\n        remote_ts = {INSIDE_RANGE}\n        esp_proposals = aes256gcm16\n      }}\n    }}\n  }}\n}}\nsecrets {{\n  ike-lt {{\n    secret = \"{PSK}\"\n  }}\n}}\n",
-        gw = lab.v6[1],
-        dpd = dpd.map_or(String::new(), |d| format!("    dpd_delay = {d}\n")),
-    );
-    charon.load_conn(&conf).unwrap();
-    charon
+    lt::charon_gateway(lab, SOURCE_RANGE, dpd).unwrap()
 }
 
 #[test]
@@ -260,21 +202,8 @@ fn fifty_tunnels_against_charon() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// An xdpsec responder in node 2: one `kind = "ike"` tunnel per emulated
-/// peer, `extra` lines added to each.
 fn xdpsec_gateway(lab: &Lab, extra: &str) -> Daemon {
-    let mut conf = format!(
-        "node = \"gw\"\nsocket = \"{{socket}}\"\n[underlay]\ninterface = \"{}\"\naddress = \"{}\"\n[inside]\nmode = \"tun\"\nname = \"xsltgw\"\naddress = \"2001:db8:2::1/128\"\n",
-        lab.if2, lab.v6[1]
-    );
-    for k in 1..=TUNNELS {
-        conf.push_str(&format!(
-            "[[tunnel]]\nname = \"Tunnel{k}\"\nkind = \"ike\"\npeer = \"2001:db8:100::{:x}\"\nencap = \"udp\"\npsk = \"{PSK}\"\nike_proposals = [\"aes256gcm16-prfsha256-x25519\"]\nesp_proposals = [\"aes256gcm16\"]\ninitiate = false\nlocal_subnets = [\"{GATEWAY_SUBNET}\"]\nremote_subnets = [\"2001:db8:1::{k:x}/128\"]\n",
-            0x1000 + k
-        ));
-        conf.push_str(extra);
-    }
-    Daemon::start(&lab.ns2, &conf).unwrap()
+    lt::xdpsec_gateway(lab, TUNNELS, extra).unwrap()
 }
 
 #[test]
@@ -415,9 +344,9 @@ fn failover_after_silent_peers_against_charon() {
 fn fifty_tunnels_from_one_address_by_port_against_charon() {
     xdpsec_e2e::strongswan::require_5_9_8();
     let lab = Lab::unique().up(1).unwrap();
-    let charon = charon_gateway_for(&lab, &lab.v6[0].to_string(), None);
+    let charon = lt::charon_gateway(&lab, &lab.v6[0].to_string(), None).unwrap();
     let dir = scratch_dir("loadtest");
-    let config = loadtest_config_with(
+    let config = lt::config(
         &lab,
         &dir,
         "source_port_range = \"20001-20100\"\nlocal_id = \"peer{n}.lt.example\"",
@@ -454,4 +383,19 @@ fn fifty_tunnels_from_one_address_by_port_against_charon() {
     });
     assert_eq!(left, 0, "{:#?}", charon.list_sas());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `cargo xtask loadtest`'s measurement ([`lt::measure`]) with 20 tunnels
+/// against both gateways: all up, the gateway's CPU read from /proc (more
+/// than nothing: it did the other half of 20 handshakes).
+#[test]
+fn the_xtask_measurement_runs_small() {
+    xdpsec_e2e::strongswan::require_5_9_8();
+    for gw in [lt::Gateway::Charon, lt::Gateway::Xdpsec] {
+        let m = lt::measure(gw, 20, 8, &[]).unwrap();
+        assert_eq!(m.json["up"], 20, "{gw:?}: {}", m.json);
+        assert_eq!(m.json["attempts"], 20, "{gw:?}: {}", m.json);
+        assert!(m.json["tunnels_per_second"].as_f64().unwrap() > 0.0);
+        assert!(m.gateway_cpu > 0.0, "{gw:?}: gateway CPU {}", m.gateway_cpu);
+    }
 }
