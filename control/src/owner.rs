@@ -555,15 +555,11 @@ impl Owner {
             Input::StopIke => {
                 self.ike_input(xdpsec_ike::Input::Command(xdpsec_ike::Command::Shutdown))
             }
-            Input::Ike(d) => {
-                // A peer whose next hop is unknown: resolved while IKE runs.
-                self.next_hops.wanted(d.remote.ip());
-                self.ike_input(xdpsec_ike::Input::Datagram {
-                    local: d.local,
-                    remote: d.remote,
-                    data: &d.data,
-                })
-            }
+            Input::Ike(d) => self.ike_input(xdpsec_ike::Input::Datagram {
+                local: d.local,
+                remote: d.remote,
+                data: &d.data,
+            }),
             Input::Sdwan(ev) => self.sdwan_io(ev),
             Input::Timers => self.sdwan_timers(),
             Input::Tick => self.tick(),

@@ -83,23 +83,6 @@ impl NextHops {
         }
     }
 
-    /// IKE came from `peer`: if it is a tunnel's peer whose next hop is not
-    /// known yet (an on-link peer that appeared after the last pass), have
-    /// the next-hop thread resolve it now, before that tunnel's first ESP
-    /// goes out (else the datapath drops it: OUT_SETTING_WRONG_L2_HDR until
-    /// the periodic pass). True when it asked.
-    pub fn wanted(&self, peer: IpAddr) -> bool {
-        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        let unknown = peers
-            .iter()
-            .zip(self.macs.slots())
-            .any(|(p, m)| *p == Some(peer) && m.get().is_none());
-        if unknown {
-            let _ = self.poke.0.try_send(());
-        }
-        unknown
-    }
-
     /// Resolve every slot's peer on `ifname` (see [`refresh_next_hops`]).
     pub fn refresh(&self, ifname: &str, wait: Duration) {
         let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -366,8 +349,7 @@ pub(super) fn dump_next_hops(
 
 /// Resolve each peer's next-hop MAC on `ifname` into its slot. Per round it makes one route dump and one neighbour dump for
 /// all peers together, makes the kernel resolve the next hops it lacks,
-/// and repeats (after 5 ms, then every 100 ms: a neighbour on the link
-/// answers within a millisecond or two) until all are known or `wait` has passed
+/// and repeats every 100 ms until all are known or `wait` has passed
 /// (`Duration::ZERO`: one round). A MAC once known is kept while a lookup
 /// finds none. No subprocess.
 pub fn refresh_next_hops(peers: &[(IpAddr, &SharedMac)], ifname: &str, wait: Duration) {
@@ -375,9 +357,7 @@ pub fn refresh_next_hops(peers: &[(IpAddr, &SharedMac)], ifname: &str, wait: Dur
     let Some((ifindex, mut rtnl)) = open_dumps(&format!("interface {ifname}"), ifname) else {
         return;
     };
-    let mut round = 0u32;
     loop {
-        round += 1;
         let (table, known) = match dump_next_hops(&mut rtnl, ifindex) {
             Ok(d) => d,
             Err((what, e)) => return report(what, &e),
@@ -401,7 +381,7 @@ pub fn refresh_next_hops(peers: &[(IpAddr, &SharedMac)], ifname: &str, wait: Dur
         if missing.is_empty() || Instant::now() >= deadline {
             return;
         }
-        std::thread::sleep(Duration::from_millis(if round == 1 { 5 } else { 100 }));
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
