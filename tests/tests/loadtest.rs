@@ -10,7 +10,7 @@
 use std::{
     collections::BTreeSet,
     net::IpAddr,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -263,6 +263,23 @@ fn check_failover(v: &Value, fault: &str, n: u64, report: &Path) {
     }
 }
 
+/// A run with `--traffic 10 --fault FAULT` (its 10 tunnels) and a report:
+/// the JSON, checked ([`check_json`], [`check_failover`]), and the scratch
+/// directory.
+fn fault_run(lab: &Lab, fault: &str, gw_log: impl FnOnce() -> String) -> (Value, PathBuf) {
+    let dir = scratch_dir("loadtest");
+    let config = loadtest_config(lab, &dir);
+    let report = dir.join("report.html");
+    let args = ["--traffic", "10", "--fault", fault, "--report"];
+    let mut args: Vec<&str> = args.to_vec();
+    args.push(report.to_str().unwrap());
+    let v = loadtest_json(spawn_loadtest(lab, &config, &args), gw_log);
+    check_json(&v, true);
+    let name = fault.split(':').next().unwrap();
+    check_failover(&v, name, 10, &report);
+    (v, dir)
+}
+
 /// `--fault forget-sa:10` against xdpsec: the load tester's datapath forgets
 /// ten inbound SAs; the gateway's echo replies then come on SPIs it does not
 /// know, it sends INVALID_SPI, and xdpsec's gateway (its own log says so)
@@ -271,24 +288,7 @@ fn check_failover(v: &Value, fault: &str, n: u64, report: &Path) {
 fn failover_after_forgotten_sas_against_xdpsec() {
     let lab = Lab::unique().up(1).unwrap();
     let d = xdpsec_gateway(&lab, "");
-    let dir = scratch_dir("loadtest");
-    let config = loadtest_config(&lab, &dir);
-    let report = dir.join("report.html");
-    let child = spawn_loadtest(
-        &lab,
-        &config,
-        &[
-            "--traffic",
-            "10",
-            "--fault",
-            "forget-sa:10",
-            "--report",
-            report.to_str().unwrap(),
-        ],
-    );
-    let v = loadtest_json(child, || d.log_text());
-    check_json(&v, true);
-    check_failover(&v, "forget-sa", 10, &report);
+    let (v, dir) = fault_run(&lab, "forget-sa:10", || d.log_text());
     assert!(v.get("dpd_ms").is_none(), "{v}");
     let log = d.log_text();
     let replaced = log
@@ -308,24 +308,7 @@ fn failover_after_silent_peers_against_charon() {
     xdpsec_e2e::strongswan::require_5_9_8();
     let lab = Lab::unique().up(1).unwrap();
     let charon = charon_gateway(&lab, Some("2s"));
-    let dir = scratch_dir("loadtest");
-    let config = loadtest_config(&lab, &dir);
-    let report = dir.join("report.html");
-    let child = spawn_loadtest(
-        &lab,
-        &config,
-        &[
-            "--traffic",
-            "10",
-            "--fault",
-            "silent:10:6",
-            "--report",
-            report.to_str().unwrap(),
-        ],
-    );
-    let v = loadtest_json(child, || charon.log_text());
-    check_json(&v, true);
-    check_failover(&v, "silent", 10, &report);
+    let (v, dir) = fault_run(&lab, "silent:10:6", || charon.log_text());
     assert_eq!(v["failover"]["dpd_seen"], 10, "{v}");
     // DPD within the silence; recovery after it.
     assert!(v["dpd_ms"]["max"].as_f64().unwrap() < 6000.0, "{v}");
