@@ -361,23 +361,29 @@ fn fifty_tunnels_from_one_address_by_port_against_charon() {
         "the remote ports charon saw"
     );
     check_json(&v, true);
+    // Every established one deleted (a half-open IKE SA of a retransmitted
+    // IKE_SA_INIT, seen once under load, stays until charon's half-open
+    // timeout: not the load tester's to delete).
     let left = poll(Duration::from_secs(5), 0, || {
-        charon.list_sas().map_or(usize::MAX, |s| s.len())
+        charon.list_sas().map_or(usize::MAX, |s| {
+            s.iter().filter(|x| x.state == "ESTABLISHED").count()
+        })
     });
     assert_eq!(left, 0, "{:#?}", charon.list_sas());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `cargo xtask loadtest`'s measurement ([`lt::measure`]) with 20 tunnels
+/// `cargo xtask loadtest`'s measurement ([`lt::measure`]) with 100 tunnels
 /// against both gateways: all up, the gateway's CPU read from /proc (more
-/// than nothing: it did the other half of 20 handshakes).
+/// than nothing: it did the other half of 100 handshakes, about 50 ms of
+/// CPU even for xdpsec, several clock ticks; 20 could round to none).
 #[test]
 fn the_xtask_measurement_runs_small() {
     xdpsec_e2e::strongswan::require_5_9_8();
     for gw in [lt::Gateway::Charon, lt::Gateway::Xdpsec] {
-        let m = lt::measure(gw, 20, 8, &[]).unwrap();
-        assert_eq!(m.json["up"], 20, "{gw:?}: {}", m.json);
-        assert_eq!(m.json["attempts"], 20, "{gw:?}: {}", m.json);
+        let m = lt::measure(gw, 100, 8, &[]).unwrap();
+        assert_eq!(m.json["up"], 100, "{gw:?}: {}", m.json);
+        assert_eq!(m.json["attempts"], 100, "{gw:?}: {}", m.json);
         assert!(m.json["tunnels_per_second"].as_f64().unwrap() > 0.0);
         assert!(m.gateway_cpu > 0.0, "{gw:?}: gateway CPU {}", m.gateway_cpu);
     }

@@ -5,7 +5,7 @@
 //! peer of the range) and against an xdpsec responder (one `kind = "ike"`
 //! tunnel per peer); prints tunnels per second and both processes' CPU.
 //! The measurement itself is `xdpsec_e2e::loadtest::measure`, which the
-//! e2e test `the_xtask_measurement_runs_small` runs with 20 tunnels.
+//! e2e test `the_xtask_measurement_runs_small` runs with 100 tunnels.
 use anyhow::Result;
 use xdpsec_e2e::loadtest::{Gateway, measure};
 
