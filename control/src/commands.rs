@@ -13,7 +13,7 @@ use xdpsec_common::{InsideCounter, XdpCounter};
 use xdpsec_datapath::{
     DropReason,
     sa::{SaCold, SaId},
-    worker::{FrameClass, SaCounters, WorkerShared, sa_counters},
+    worker::{FrameClass, SaCounters, WorkerShared},
 };
 
 use xdpsec_ike::{DhGroup, IkeSaStatus, IkeSaView};
@@ -24,7 +24,7 @@ use crate::{
     config::{Encap, TunnelKind},
     ctlsock::{Reply, Request},
     grammar::{self, COMMANDS, Command},
-    owner::Owner,
+    owner::{Kind, Owner, TunnelEntry},
     platform::loader::XdpSteering,
     state::crypto_map_tag,
 };
@@ -96,28 +96,15 @@ impl Owner {
         (String::new(), json!({"cleared": true}))
     }
 
-    /// An SA's counters summed over workers, less the last clear.
-    fn sa_counters_since_clear(&self, id: SaId) -> SaCounters {
-        let now = sa_counters(&self.workers, id);
-        match self.sa_baseline.get(&id) {
-            Some(base) => now.saturating_sub(base),
-            None => now,
-        }
-    }
-
     /// A tunnel's counters since the last clear: (inbound, over all its
     /// inbound SAs, two during a rekey; outbound).
-    fn tunnel_counters(&self, ts: &crate::owner::TunnelState) -> (SaCounters, SaCounters) {
-        self.sa_pair_counters(ts.inbound.iter().copied(), ts.outbound)
+    pub(crate) fn tunnel_counters(&self, e: &TunnelEntry) -> (SaCounters, SaCounters) {
+        self.registry.counters(&self.workers, e)
     }
 
     /// `clear crypto sa counters`: every SA's counters read as zero from now on.
     fn clear_sa_counters(&mut self) -> (String, Value) {
-        let now: Vec<(SaId, SaCounters)> = self
-            .all_sas()
-            .map(|r| (r.id, sa_counters(&self.workers, r.id)))
-            .collect();
-        self.sa_baseline = now.into_iter().collect();
+        self.registry.clear_counters(&self.workers);
         (String::new(), json!({"cleared": true}))
     }
 
@@ -125,11 +112,20 @@ impl Owner {
         let mut text = String::new();
         let mut list = Vec::new();
         let table = &self.table;
-        for ts in &self.tunnels {
-            let t = &ts.cfg;
-            if peer.is_some_and(|p| p != t.peer) {
+        // An SD-WAN tunnel's peers are idents under one `interface:` and
+        // crypto map header, as IOS lists a crypto map's peers (a repeated
+        // header makes genieparser fold every peer into one ident).
+        let mut last: Option<&str> = None;
+        for ts in self.registry.matching(peer) {
+            if !ts.is_configured() {
+                if let Some(e) = self.sdwan_sa_entry(ts) {
+                    let header = last != Some(e.name);
+                    last = Some(e.name);
+                    list.push(self.render_sa_entry(&e, header, &mut text));
+                }
                 continue;
             }
+            let t = &self.config.tunnels[ts.index as usize];
             let (inb, outb) = self.tunnel_counters(ts);
             let port = match t.encap {
                 Encap::Esp => 500,
@@ -177,9 +173,9 @@ impl Owner {
                 inbound: ts
                     .inbound
                     .iter()
-                    .filter_map(|&id| Some((id, table.cold(id)?)))
+                    .filter_map(|s| Some((s.id, table.cold(s.id)?)))
                     .collect(),
-                outbound: ts.outbound.and_then(|id| Some((id, table.cold(id)?))),
+                outbound: ts.outbound.and_then(|s| Some((s.id, table.cold(s.id)?))),
                 inb,
                 outb,
                 udp: matches!(t.encap, Encap::Udp { .. }),
@@ -192,31 +188,7 @@ impl Owner {
             };
             list.push(self.render_sa_entry(&e, true, &mut text));
         }
-        // An SD-WAN tunnel's peers are idents under one `interface:` and
-        // crypto map header, as IOS lists a crypto map's peers (a repeated
-        // header makes genieparser fold every peer into one ident).
-        let mut last: Option<String> = None;
-        for e in self.sdwan_sa_entries(peer) {
-            let header = last.as_deref() != Some(e.name);
-            last = Some(e.name.to_string());
-            list.push(self.render_sa_entry(&e, header, &mut text));
-        }
         (text, json!({ "sas": list }))
-    }
-
-    /// Counters of a set of inbound SAs and an outbound SA since the last clear.
-    pub(crate) fn sa_pair_counters(
-        &self,
-        inbound: impl Iterator<Item = SaId>,
-        outbound: Option<SaId>,
-    ) -> (SaCounters, SaCounters) {
-        let inb = inbound.fold(SaCounters::default(), |a, id| {
-            a.plus(&self.sa_counters_since_clear(id))
-        });
-        let outb = outbound
-            .map(|id| self.sa_counters_since_clear(id))
-            .unwrap_or_default();
-        (inb, outb)
     }
 
     /// One interface's block of `show crypto ipsec sa` (without the
@@ -304,11 +276,11 @@ impl Owner {
                     text,
                     "        conn id: {conn}, flow_id: SW:{conn}, sibling_flags 80000000, crypto map: {tag}"
                 );
-                match self.lifetimes.get(id) {
+                match self.registry.lifetime(*id) {
                     // IOS: (kilobytes/seconds) left; no volume limit here.
                     Some((at, life)) => {
                         let left = life
-                            .saturating_sub(self.now.saturating_duration_since(*at))
+                            .saturating_sub(self.now.saturating_duration_since(at))
                             .as_secs();
                         let _ = writeln!(
                             text,
@@ -858,8 +830,10 @@ impl Owner {
         let views = self.ike_views();
         let mut text = String::from("Crypto session current status\n\n");
         let mut list = Vec::new();
-        for (i, ts) in self.tunnels.iter().enumerate() {
-            let t = &ts.cfg;
+        // A session per configured tunnel (SD-WAN peers have none).
+        for ts in self.registry.iter().filter(|e| e.is_configured()) {
+            let i = ts.index as usize;
+            let t = &self.config.tunnels[i];
             let ike = views.iter().find(|v| v.tunnel == t.name);
             let active_sas = ts.inbound.len() + usize::from(ts.outbound.is_some());
             let status = match (&t.kind, ike) {
@@ -944,10 +918,7 @@ impl Owner {
             anyhow::bail!("no IKEv2 tunnel is configured");
         }
         if let Some(p) = peer
-            && !self
-                .tunnels
-                .iter()
-                .any(|t| t.cfg.peer == p && matches!(t.cfg.kind, TunnelKind::Ike(_)))
+            && !self.registry.matching(Some(p)).any(|e| e.kind == Kind::Ike)
         {
             anyhow::bail!("no IKEv2 tunnel has peer {p}");
         }
