@@ -707,45 +707,19 @@ fn sdwan_recovery_commands_are_effects_with_one_publish_each() {
 
 // ------------------------------------------------ one registry, every kind
 
-/// A: a manual tunnel to .5, an IKE tunnel to B's underlay .2, and an
-/// SD-WAN peer at B's TLOC .3: three kinds, three peers, one node.
-const MIXED_TUNNELS_A: &str = r#"
-[[tunnel]]
-name = "Tunnel1"
-kind = "manual"
-peer = "198.51.100.5"
-cipher = "aes256-gcm"
-remote_subnets = ["203.0.113.128/26"]
-[tunnel.inbound]
-spi = 0x1001
-key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1fcafebabe"
-[tunnel.outbound]
-spi = 0x2001
-key = "101112131415161718191a1b1c1d1e1f000102030405060708090a0b0c0d0e0fdeadbeef"
-[[tunnel]]
-name = "Tunnel2"
-kind = "ike"
-peer = "198.51.100.2"
-psk = "not-a-real-secret"
-esp_proposals = ["aes256gcm16"]
-ike_proposals = ["aes256gcm16-prfsha256-x25519"]
-initiate = true
-local_subnets = ["203.0.113.64/32"]
-remote_subnets = ["203.0.113.65/32"]
-"#;
+/// The `[[tunnel]]` tables of a config.
+fn tunnel_tables(cfg: &str) -> &str {
+    &cfg[cfg.find("[[tunnel]]").unwrap()..]
+}
 
-const MIXED_TUNNELS_B: &str = r#"
-[[tunnel]]
-name = "Tunnel2"
-kind = "ike"
-peer = "198.51.100.1"
-psk = "not-a-real-secret"
-esp_proposals = ["aes256gcm16"]
-ike_proposals = ["aes256gcm16-prfsha256-x25519"]
-initiate = false
-local_subnets = ["203.0.113.65/32"]
-remote_subnets = ["203.0.113.64/32"]
-"#;
+/// A's tunnels: a manual tunnel to .5 and an IKE tunnel to B's underlay
+/// .2 (with its SD-WAN peer at B's TLOC .3: three kinds, three peers).
+fn mixed_tunnels_a() -> String {
+    let manual = tunnel_tables(MANUAL)
+        .replace(PEER, "198.51.100.5")
+        .replace("203.0.113.0/26", "203.0.113.128/26");
+    format!("{manual}{}", tunnel_tables(IKE_A))
+}
 
 /// Each registry entry of `o`: (index, inbound SPIs, outbound SPI).
 fn entries(o: &Owner) -> Vec<(u32, Vec<u32>, Option<u32>)> {
@@ -772,9 +746,9 @@ fn others(o: &Owner, index: u32) -> Vec<(u32, Vec<u32>, Option<u32>)> {
 /// SA snapshot; aimed at all it reaches every kind.
 #[test]
 fn sa_commands_walk_one_registry_of_manual_ike_and_sdwan_tunnels() {
-    let a = format!("{}{MIXED_TUNNELS_A}", sdwan_a());
+    let a = format!("{}{}", sdwan_a(), mixed_tunnels_a());
     // B: underlay .2 (its IKE tunnel), TLOC .3 (its SD-WAN peer).
-    let mut b = format!("{}{MIXED_TUNNELS_B}", sdwan_b());
+    let mut b = format!("{}{}", sdwan_b(), tunnel_tables(&ike_b()));
     let tloc = b.rfind("address = \"198.51.100.2\"").unwrap();
     b.replace_range(tloc..tloc + 24, "address = \"198.51.100.3\"");
     let mut lab = SdwanLab::with("mixed", &a, &b);
