@@ -4,13 +4,10 @@ use std::sync::{Arc, atomic::Ordering};
 
 use anyhow::Result;
 use serde_json::{Value, json};
-use xdpsec_datapath::{
-    sa::SaId,
-    worker::{SaCounters, WorkerShared, sa_counters},
-};
+use xdpsec_datapath::worker::{SaCounters, WorkerShared};
 
-use super::{Owner, TunnelState};
-use crate::{config::TunnelKind, platform::loader::XdpSteering, show};
+use super::{Kind, Owner, TunnelEntry};
+use crate::{platform::loader::XdpSteering, show};
 
 /// Dummy packets (ESP next header 59) summed over every worker.
 pub(crate) fn dummy_packets(workers: &[Arc<WorkerShared>]) -> u64 {
@@ -32,43 +29,15 @@ impl Owner {
         }
     }
 
-    /// An SA's counters summed over workers, less the last clear.
-    fn sa_counters_since_clear(&self, id: SaId) -> SaCounters {
-        let now = sa_counters(&self.workers, id);
-        match self.sa_baseline.get(&id) {
-            Some(base) => now.saturating_sub(base),
-            None => now,
-        }
-    }
-
     /// A tunnel's counters since the last clear: (inbound, over all its
     /// inbound SAs, two during a rekey; outbound).
-    pub(crate) fn tunnel_counters(&self, ts: &TunnelState) -> (SaCounters, SaCounters) {
-        self.sa_pair_counters(ts.inbound.iter().copied(), ts.outbound)
-    }
-
-    /// Counters of a set of inbound SAs and an outbound SA since the last clear.
-    pub(crate) fn sa_pair_counters(
-        &self,
-        inbound: impl Iterator<Item = SaId>,
-        outbound: Option<SaId>,
-    ) -> (SaCounters, SaCounters) {
-        let inb = inbound.fold(SaCounters::default(), |a, id| {
-            a.plus(&self.sa_counters_since_clear(id))
-        });
-        let outb = outbound
-            .map(|id| self.sa_counters_since_clear(id))
-            .unwrap_or_default();
-        (inb, outb)
+    pub(crate) fn tunnel_counters(&self, e: &TunnelEntry) -> (SaCounters, SaCounters) {
+        self.registry.counters(&self.workers, e)
     }
 
     /// `clear crypto sa counters`: every SA's counters read as zero from now on.
     pub(crate) fn clear_sa_counters(&mut self) -> (String, Value) {
-        let now: Vec<(SaId, SaCounters)> = self
-            .all_sas()
-            .map(|r| (r.id, sa_counters(&self.workers, r.id)))
-            .collect();
-        self.sa_baseline = now.into_iter().collect();
+        self.registry.clear_counters(&self.workers);
         (String::new(), json!({"cleared": true}))
     }
 
@@ -123,10 +92,7 @@ impl Owner {
             anyhow::bail!("no IKEv2 tunnel is configured");
         }
         if let Some(p) = peer
-            && !self
-                .tunnels
-                .iter()
-                .any(|t| t.cfg.peer == p && matches!(t.cfg.kind, TunnelKind::Ike(_)))
+            && !self.registry.matching(Some(p)).any(|e| e.kind == Kind::Ike)
         {
             anyhow::bail!("no IKEv2 tunnel has peer {p}");
         }

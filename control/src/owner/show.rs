@@ -66,22 +66,23 @@ impl Owner {
             spi: cold.spi,
             conn: id.index + 1,
             transform: cold.cipher.ios_transform(),
-            lifetime_left: self.lifetimes.get(&id).map(|(at, life)| {
-                life.saturating_sub(self.now.saturating_duration_since(*at))
+            lifetime_left: self.registry.lifetime(id).map(|(at, life)| {
+                life.saturating_sub(self.now.saturating_duration_since(at))
                     .as_secs()
             }),
         })
     }
 
-    /// `show crypto ipsec sa [peer ADDR]`: the manual and IKE tunnels, then
-    /// the SD-WAN peers.
+    /// `show crypto ipsec sa [peer ADDR]`: one walk of the registry, the
+    /// manual and IKE tunnels, then the SD-WAN peers.
     pub(crate) fn crypto_sa(&self, peer: Option<std::net::IpAddr>) -> CryptoSa {
         let mut rows = Vec::new();
-        for ts in &self.tunnels {
-            let t = &ts.cfg;
-            if peer.is_some_and(|p| p != t.peer) {
+        for ts in self.registry.matching(peer) {
+            if !ts.is_configured() {
+                rows.extend(self.sdwan_sa_row(ts));
                 continue;
             }
+            let t = &self.config.tunnels[ts.index as usize];
             let (inb, outb) = self.tunnel_counters(ts);
             let port = match t.encap {
                 Encap::Esp => 500,
@@ -118,9 +119,9 @@ impl Owner {
                 inbound: ts
                     .inbound
                     .iter()
-                    .filter_map(|&id| self.esp_sa_row(id))
+                    .filter_map(|s| self.esp_sa_row(s.id))
                     .collect(),
-                outbound: ts.outbound.and_then(|id| self.esp_sa_row(id)),
+                outbound: ts.outbound.and_then(|s| self.esp_sa_row(s.id)),
                 totals: SaTotals::new(&inb, &outb),
                 udp: matches!(t.encap, Encap::Udp { .. }),
                 keys_note: match &t.kind {
@@ -131,7 +132,6 @@ impl Owner {
                 replay: t.replay_window > 0,
             });
         }
-        rows.extend(self.sdwan_sa_rows(peer));
         CryptoSa {
             interface: self.interface.clone(),
             plaintext_mtu: crate::platform::tun::TUN_MTU,
@@ -159,8 +159,10 @@ impl Owner {
     pub(crate) fn sessions(&self, detail: bool) -> Sessions {
         let views = self.ike_views();
         let mut rows = Vec::new();
-        for (i, ts) in self.tunnels.iter().enumerate() {
-            let t = &ts.cfg;
+        // A session per configured tunnel (SD-WAN peers have none).
+        for ts in self.registry.iter().filter(|e| e.is_configured()) {
+            let i = ts.index as usize;
+            let t = &self.config.tunnels[i];
             let ike = views.iter().find(|v| v.tunnel == t.name);
             let active_sas = ts.inbound.len() + usize::from(ts.outbound.is_some());
             let ready = ike.is_some_and(|v| v.status == xdpsec_ike::IkeSaStatus::Ready);

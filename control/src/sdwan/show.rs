@@ -3,11 +3,10 @@ use std::net::IpAddr;
 
 use anyhow::{Result, anyhow};
 use serde_json::{Value, json};
-use xdpsec_datapath::sa::SaCold;
 
 use crate::{
     controller::show as cshow,
-    owner::Owner,
+    owner::{Owner, TunnelEntry},
     show::crypto_sa::{CryptoSaRow, SaTotals},
 };
 
@@ -29,68 +28,32 @@ impl Owner {
         })
     }
 
-    /// `show crypto ipsec sa` rows of the SD-WAN peers (with `peer`: only
-    /// that remote TLOC address's), each an ident under its TLOC's
-    /// interface.
-    pub(crate) fn sdwan_sa_rows(&self, peer: Option<IpAddr>) -> Vec<CryptoSaRow> {
-        let Some(s) = &self.sdwan else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for p in s.peers.values() {
-            if peer.is_some_and(|a| a != p.sa.remote_ip) {
-                continue;
-            }
-            let Some(t) = s.tloc(&p.sa.local_color) else {
-                continue;
-            };
-            let (inb, outb) =
-                self.sa_pair_counters(p.inbound.iter().map(|(_, id)| *id), p.outbound.map(|o| o.1));
-            out.push(CryptoSaRow {
-                name: t.name.clone(),
-                tag: format!("{}-vesen-head-0", t.name),
-                grouped: true,
-                local: p.sa.local_ip,
-                local_ident: host_ident(p.sa.local_ip, p.sa.local_port),
-                remote_ident: host_ident(p.sa.remote_ip, p.sa.remote_port),
-                peer: p.sa.remote_ip,
-                port: p.sa.remote_port,
-                inbound: p
-                    .inbound
-                    .iter()
-                    .filter_map(|(_, id)| self.esp_sa_row(*id))
-                    .collect(),
-                outbound: p.outbound.and_then(|o| self.esp_sa_row(o.1)),
-                totals: SaTotals::new(&inb, &outb),
-                udp: true,
-                keys_note: "keys from OMP",
-                pfs: None,
-                replay: true,
-            });
-        }
-        out
-    }
-
-    /// The SD-WAN peers' live SAs as (source, destination, SA): each
-    /// peer's outbound SA, then its inbound SAs.
-    pub(crate) fn sdwan_sa_colds(&self) -> Vec<(IpAddr, IpAddr, &SaCold)> {
-        let Some(s) = &self.sdwan else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for p in s.peers.values() {
-            if s.tloc(&p.sa.local_color).is_none() {
-                continue;
-            }
-            let (local, peer) = (p.sa.local_ip, p.sa.remote_ip);
-            if let Some(c) = p.outbound.and_then(|o| self.table.cold(o.1)) {
-                out.push((local, peer, c));
-            }
-            for c in p.inbound.iter().filter_map(|(_, id)| self.table.cold(*id)) {
-                out.push((peer, local, c));
-            }
-        }
-        out
+    /// The `show crypto ipsec sa` row of the SD-WAN peer registered as `e`,
+    /// an ident under its TLOC's interface.
+    pub(crate) fn sdwan_sa_row(&self, e: &TunnelEntry) -> Option<CryptoSaRow> {
+        let p = self.sdwan.as_ref()?.peer_by_index(e.index)?;
+        let (inb, outb) = self.tunnel_counters(e);
+        Some(CryptoSaRow {
+            name: e.name.clone(),
+            tag: format!("{}-vesen-head-0", e.name),
+            grouped: true,
+            local: p.sa.local_ip,
+            local_ident: host_ident(p.sa.local_ip, p.sa.local_port),
+            remote_ident: host_ident(p.sa.remote_ip, p.sa.remote_port),
+            peer: p.sa.remote_ip,
+            port: p.sa.remote_port,
+            inbound: e
+                .inbound
+                .iter()
+                .filter_map(|s| self.esp_sa_row(s.id))
+                .collect(),
+            outbound: e.outbound.and_then(|s| self.esp_sa_row(s.id)),
+            totals: SaTotals::new(&inb, &outb),
+            udp: true,
+            keys_note: "keys from OMP",
+            pfs: None,
+            replay: true,
+        })
     }
 
     /// `show sdwan bfd sessions`.
@@ -367,8 +330,9 @@ impl Owner {
         let rows: Vec<render::InboundConnectionRow> = s
             .peers
             .values()
-            .filter(|p| !p.inbound.is_empty())
-            .map(|p| render::InboundConnectionRow {
+            .filter_map(|p| Some((p, self.registry.by_index(p.index)?)))
+            .filter(|(_, e)| !e.inbound.is_empty())
+            .map(|(p, e)| render::InboundConnectionRow {
                 source_ip: p.sa.remote_ip,
                 source_port: p.sa.remote_port,
                 destination_ip: p.sa.local_ip,
@@ -378,7 +342,7 @@ impl Owner {
                 local_tloc: s.cfg.system_ip,
                 local_tloc_color: p.sa.local_color.clone(),
                 encryption_algorithm: "AES-GCM-256",
-                tc_spis: p.inbound.len() as u32,
+                tc_spis: e.inbound.len() as u32,
             })
             .collect();
         Ok(render::ipsec_inbound_connections(&rows))
@@ -391,7 +355,7 @@ impl Owner {
             .peers
             .values()
             .filter_map(|p| {
-                let (spi, _, _) = p.outbound?;
+                let spi = self.registry.by_index(p.index)?.outbound?.spi;
                 Some(render::OutboundConnectionRow {
                     source_ip: p.sa.local_ip,
                     source_port: p.sa.local_port,
@@ -446,9 +410,9 @@ impl Owner {
         let rows: Vec<render::TunnelStatisticsRow> = s
             .peers
             .values()
-            .map(|p| {
-                let (inb, outb) = self
-                    .sa_pair_counters(p.inbound.iter().map(|(_, id)| *id), p.outbound.map(|o| o.1));
+            .filter_map(|p| Some((p, self.registry.by_index(p.index)?)))
+            .map(|(p, e)| {
+                let (inb, outb) = self.tunnel_counters(e);
                 render::TunnelStatisticsRow {
                     protocol: "ipsec",
                     src_ip: p.sa.local_ip,
