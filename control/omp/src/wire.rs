@@ -429,3 +429,49 @@ impl FrameReader {
         m.map(Some)
     }
 }
+
+/// The read loop both cores run on a connection's application bytes:
+/// `data` appended to the connection's [`FrameReader`], then each whole
+/// message handed to `on_message`, in order, for as long as `reader`
+/// still finds the connection (a message may close it); a framing error
+/// (a length of 0 or over [`MAX_FRAME`], or a message that does not
+/// decode) goes to `on_error` and ends the loop, since framing is lost.
+///
+/// Bounds: a frame is at most [`MAX_FRAME`] bytes, so the reader holds at
+/// most one partial frame plus one read's bytes; each turn consumes a
+/// frame, so the loop ends with the bytes given.
+pub(crate) fn read_frames<S, O>(
+    s: &mut S,
+    out: &mut O,
+    data: &[u8],
+    reader: impl Fn(&mut S) -> Option<&mut FrameReader>,
+    mut on_message: impl FnMut(&mut S, &mut O, Message),
+    on_error: impl FnOnce(&mut S, &mut O, WireError),
+) {
+    let Some(r) = reader(s) else {
+        return;
+    };
+    r.push(data);
+    while let Some(r) = reader(s) {
+        match r.next_message() {
+            Ok(Some(m)) => on_message(s, out, m),
+            Ok(None) => return,
+            Err(e) => return on_error(s, out, e),
+        }
+    }
+}
+
+/// A message's name for logs (never its contents).
+pub(crate) fn message_name(m: &Message) -> &'static str {
+    match m {
+        Message::Hello { .. } => "Hello",
+        Message::Refuse(_) => "Refuse",
+        Message::AuthOk => "AuthOk",
+        Message::Keepalive => "Keepalive",
+        Message::TlocAdvertise(_) => "TlocAdvertise",
+        Message::TlocWithdraw { .. } => "TlocWithdraw",
+        Message::RouteAdvertise(_) => "RouteAdvertise",
+        Message::RouteWithdraw { .. } => "RouteWithdraw",
+        Message::Goodbye(_) => "Goodbye",
+    }
+}
