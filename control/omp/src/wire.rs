@@ -475,3 +475,80 @@ pub(crate) fn message_name(m: &Message) -> &'static str {
         Message::Goodbye(_) => "Goodbye",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection as the cores hold one: its reader, whether it is still
+    /// up, and what was dispatched.
+    #[derive(Default)]
+    struct Conn {
+        frames: FrameReader,
+        up: bool,
+        got: Vec<&'static str>,
+    }
+
+    fn feed(c: &mut Conn, data: &[u8], close_on: Option<&'static str>) -> Vec<String> {
+        let mut errors = Vec::new();
+        read_frames(
+            c,
+            &mut errors,
+            data,
+            |c| c.up.then_some(&mut c.frames),
+            |c, _, m| {
+                let name = message_name(&m);
+                c.got.push(name);
+                if Some(name) == close_on {
+                    c.up = false;
+                }
+            },
+            |c, errors, e| {
+                c.up = false;
+                errors.push(e.to_string());
+            },
+        );
+        errors
+    }
+
+    #[test]
+    fn read_frames_dispatches_in_order_and_stops_when_the_connection_goes() {
+        let mut c = Conn {
+            up: true,
+            ..Conn::default()
+        };
+        let mut b = Vec::new();
+        b.extend_from_slice(&Message::Keepalive.encode());
+        b.extend_from_slice(&Message::AuthOk.encode());
+        let split = Message::Goodbye(GoodbyeReason::ProtocolError).encode();
+        b.extend_from_slice(&split[..3]);
+        // Two whole messages, a partial third: two dispatched.
+        assert!(feed(&mut c, &b, None).is_empty());
+        assert_eq!(c.got, ["Keepalive", "AuthOk"]);
+        // The rest of the third, then one more: the third closes the
+        // connection, so the fourth is not dispatched.
+        let mut b = split[3..].to_vec();
+        b.extend_from_slice(&Message::Keepalive.encode());
+        assert!(feed(&mut c, &b, Some("Goodbye")).is_empty());
+        assert_eq!(c.got, ["Keepalive", "AuthOk", "Goodbye"]);
+        // A closed connection takes nothing.
+        assert!(feed(&mut c, &Message::AuthOk.encode(), None).is_empty());
+        assert_eq!(c.got.len(), 3);
+    }
+
+    #[test]
+    fn read_frames_ends_on_a_framing_error() {
+        let mut c = Conn {
+            up: true,
+            ..Conn::default()
+        };
+        let mut b = Message::Keepalive.encode().to_vec();
+        // A zero length: framing is lost, the keepalive after it unread.
+        b.extend_from_slice(&[0, 0, 0, 0]);
+        b.extend_from_slice(&Message::Keepalive.encode());
+        let errors = feed(&mut c, &b, None);
+        assert_eq!(c.got, ["Keepalive"]);
+        assert_eq!(errors, [WireError::BadLength.to_string()]);
+        assert!(!c.up);
+    }
+}
