@@ -105,6 +105,9 @@ pub struct CharonOpts {
     // Not `ike = 4`: that also dumps the PSK; put ("ike", 4) in `log_levels`
     // for the IKE SA's keys.
     pub log_keys: bool,
+    /// `charon.fragment_size`: the largest IP datagram of an IKE message
+    /// or fragment (RFC 7383); None: charon's default (1280).
+    pub fragment_size: Option<u32>,
 }
 
 impl Default for CharonOpts {
@@ -118,6 +121,7 @@ impl Default for CharonOpts {
             retransmit_timeout: 1.0,
             log_levels: vec![("default", 1), ("ike", 2), ("cfg", 2)],
             log_keys: false,
+            fragment_size: None,
         }
     }
 }
@@ -146,6 +150,7 @@ impl CharonOpts {
              \x20 port_nat_t = {port_nat_t}\n\
              \x20 retransmit_tries = {tries}\n\
              \x20 retransmit_timeout = {timeout}\n\
+             {fragment_size}\
              \x20 plugins {{\n\
              \x20   vici {{\n\
              \x20     socket = unix://{vici}\n\
@@ -174,6 +179,10 @@ impl CharonOpts {
             port_nat_t = self.port_nat_t,
             tries = self.retransmit_tries,
             timeout = self.retransmit_timeout,
+            fragment_size = self
+                .fragment_size
+                .map(|f| format!("  fragment_size = {f}\n"))
+                .unwrap_or_default(),
             vici = dir.join("charon.vici").display(),
             log = dir.join("charon.log").display(),
         )
@@ -219,6 +228,9 @@ pub struct Conn {
     pub dpd_delay: Option<u32>,
     /// What to do when loaded (`start_action`: `none`, `trap`, `start`).
     pub start_action: &'static str,
+    /// IKE fragmentation (`fragmentation`: `yes`, `accept`, `force`,
+    /// `no`); None: swanctl's default (`yes`).
+    pub fragmentation: Option<&'static str>,
 }
 
 impl Conn {
@@ -251,6 +263,7 @@ impl Conn {
             rand_time: None,
             dpd_delay: None,
             start_action: "none",
+            fragmentation: None,
         }
     }
 
@@ -307,6 +320,9 @@ impl Conn {
         }
         if let Some(t) = self.dpd_delay {
             let _ = writeln!(c, "    dpd_delay = {t}");
+        }
+        if let Some(f) = self.fragmentation {
+            let _ = writeln!(c, "    fragmentation = {f}");
         }
         let _ = writeln!(
             c,

@@ -138,6 +138,21 @@ pub(super) fn parse_ike(
         10,
     )?;
     let dpd = seconds(&t.dpd_seconds, "dpd_seconds", 0, 0)?;
+    let (lo, hi) = (
+        xdpsec_ike::frag::MIN_FRAGMENT_SIZE,
+        xdpsec_ike::frag::MAX_FRAGMENT_SIZE,
+    );
+    let fragment_size = match &t.fragment_size {
+        None => xdpsec_ike::frag::DEFAULT_FRAGMENT_SIZE,
+        Some(v) if (lo as i64..=hi as i64).contains(v.get_ref()) => *v.get_ref() as usize,
+        Some(v) => {
+            return Err(format!(
+                "line {}: field `tunnel.fragment_size` = {} in tunnel {name}: give {lo} to {hi} bytes (the largest IP datagram, headers included)",
+                at(v.span()),
+                v.get_ref()
+            ));
+        }
+    };
     Ok(IkeTunnel {
         psk,
         cert,
@@ -155,6 +170,8 @@ pub(super) fn parse_ike(
             .invalid_spi_recovery
             .as_ref()
             .is_some_and(|v| *v.get_ref()),
+        fragmentation: t.fragmentation.as_ref().is_none_or(|v| *v.get_ref()),
+        fragment_size,
     })
 }
 

@@ -155,6 +155,10 @@ pub struct IkeTunnel {
     pub nat_t_port: u16,
     /// Send INVALID_SPI for ESP with an unknown SPI from this peer.
     pub invalid_spi_recovery: bool,
+    /// IKE fragmentation (RFC 7383) offered and used when the peer offers it.
+    pub fragmentation: bool,
+    /// The largest IP datagram an IKE message or fragment fills, headers included.
+    pub fragment_size: usize,
 }
 
 impl std::fmt::Debug for IkeTunnel {
@@ -173,6 +177,8 @@ impl std::fmt::Debug for IkeTunnel {
             .field("initiate", &self.initiate)
             .field("nat_t_port", &self.nat_t_port)
             .field("invalid_spi_recovery", &self.invalid_spi_recovery)
+            .field("fragmentation", &self.fragmentation)
+            .field("fragment_size", &self.fragment_size)
             .finish()
     }
 }
@@ -368,6 +374,10 @@ struct RawTunnel {
     initiate: Option<Spanned<bool>>,
     #[serde(default)]
     invalid_spi_recovery: Option<Spanned<bool>>,
+    #[serde(default)]
+    fragmentation: Option<Spanned<bool>>,
+    #[serde(default)]
+    fragment_size: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]

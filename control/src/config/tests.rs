@@ -478,6 +478,31 @@ fn parses_the_ike_tunnel_contract() {
     );
     assert!(i.initiate && i.dpd.is_none() && !i.invalid_spi_recovery);
     assert_eq!(c.tunnels[0].encap, Encap::Esp);
+    assert!(i.fragmentation);
+    assert_eq!(i.fragment_size, 1280);
+    // fragmentation and fragment_size as given.
+    let c = Config::parse(&format!(
+        "{GOOD}{min}fragmentation = false\nfragment_size = 400\n"
+    ))
+    .unwrap();
+    let TunnelKind::Ike(i) = &c.tunnels[0].kind else {
+        panic!()
+    };
+    assert!(!i.fragmentation);
+    assert_eq!(i.fragment_size, 400);
+    for bad in [
+        "fragment_size = 255",
+        "fragment_size = 65536",
+        "fragment_size = -1",
+    ] {
+        let e = Config::parse(&format!("{GOOD}{min}{bad}\n")).unwrap_err();
+        assert!(
+            e.contains("tunnel.fragment_size") && e.contains("256 to 65535"),
+            "{bad}: {e}"
+        );
+    }
+    let e = Config::parse(&format!("{GOOD}{min}fragmentation = 1\n")).unwrap_err();
+    assert!(e.contains("fragmentation"), "{e}");
 }
 
 #[test]

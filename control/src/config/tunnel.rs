@@ -118,7 +118,7 @@ pub(super) fn parse_tunnel(
         ("inbound", t.inbound.as_ref().map(|v| v.span())),
         ("outbound", t.outbound.as_ref().map(|v| v.span())),
     ];
-    let ike_only: [(&str, Option<std::ops::Range<usize>>); 15] = [
+    let ike_only: [(&str, Option<std::ops::Range<usize>>); 17] = [
         ("psk", t.psk.as_ref().map(|v| v.span())),
         ("psk_file", t.psk_file.as_ref().map(|v| v.span())),
         ("auth", t.auth.as_ref().map(|v| v.span())),
@@ -143,6 +143,8 @@ pub(super) fn parse_tunnel(
             "invalid_spi_recovery",
             t.invalid_spi_recovery.as_ref().map(|v| v.span()),
         ),
+        ("fragmentation", t.fragmentation.as_ref().map(|v| v.span())),
+        ("fragment_size", t.fragment_size.as_ref().map(|v| v.span())),
     ];
     let (foreign, other_kind) = if ike {
         (&manual_only[..], "manual")

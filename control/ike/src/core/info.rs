@@ -160,7 +160,7 @@ impl Core {
             &[Payload::Delete(DeleteRepr::Ike)],
         ) {
             let (l, r) = (self.sas[i].local, self.sas[i].remote);
-            self.send(l, r, d);
+            self.send_all(l, r, &d);
         }
     }
 
