@@ -38,7 +38,7 @@ use xdpsec_omp::{
     controller::{self as core, Action, ConnId, Controller, Input, escape},
     history::ErrorCode,
     loglimit::LogLimiter,
-    tls::{Link, error_codes, rustls::ServerConfig},
+    tls::{Link, rustls::ServerConfig},
 };
 use zeroize::Zeroizing;
 
@@ -527,11 +527,10 @@ impl Shell {
                 Ok(0) => return self.lost(now, id),
                 Ok(n) => {
                     total += n;
-                    let got = match c.link.receive(&buf[..n]) {
+                    let got = match c.link.input(&buf[..n], &mut c.out) {
                         Ok(g) => g,
-                        Err(e) => {
+                        Err(f) => {
                             // The alert that says why goes out, best effort.
-                            c.link.pull(&mut c.out);
                             let _ = write_some(c);
                             if c.accepted {
                                 return self.lost(now, id);
@@ -540,40 +539,24 @@ impl Shell {
                                 return;
                             };
                             let _ = c.stream.shutdown(Shutdown::Both);
-                            let (local, remote_error) = error_codes(&e);
-                            return self.failed(now, c.remote, local, remote_error, e.to_string());
+                            return self.failed(now, c.remote, f.local, f.remote, f.detail);
                         }
                     };
-                    c.link.pull(&mut c.out);
                     if write_some(c).is_err() {
                         return self.lost(now, id);
                     }
-                    if !c.accepted && !c.link.is_handshaking() {
+                    if let Some(peer) = got.up {
                         c.accepted = true;
                         let remote = c.remote;
-                        match c.link.peer() {
-                            Ok(peer) => {
-                                let a = self.core.handle(
-                                    now,
-                                    Input::Accepted {
-                                        conn: id,
-                                        remote,
-                                        peer,
-                                    },
-                                );
-                                self.apply(now, a);
-                            }
-                            Err(detail) => {
-                                self.conns.remove(&id);
-                                return self.failed(
-                                    now,
-                                    remote,
-                                    ErrorCode::CrtVerFl,
-                                    ErrorCode::NoErr,
-                                    detail,
-                                );
-                            }
-                        }
+                        let a = self.core.handle(
+                            now,
+                            Input::Accepted {
+                                conn: id,
+                                remote,
+                                peer,
+                            },
+                        );
+                        self.apply(now, a);
                     }
                     if !got.plain.is_empty() && self.conns.get(&id).is_some_and(|c| c.accepted) {
                         let a = self.core.handle(

@@ -246,3 +246,24 @@ pub fn request(path: &Path, command: &str, json: bool) -> Result<Reply> {
         .context("reading the daemon's reply")?;
     serde_json::from_slice(&line).context("reading the daemon's reply")
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_bare_line_and_a_typed_command_read_the_same_on_the_wire() {
+        // Old clients (and test harnesses) send only the line.
+        let r: super::Request =
+            serde_json::from_str(r#"{"command":"show version","json":true}"#).unwrap();
+        assert!(r.cmd.is_none());
+        let r: super::Request = serde_json::from_str(
+            r#"{"command":"clear crypto sa peer 198.51.100.2","cmd":{"kind":"clear_crypto_sa","peer":"198.51.100.2"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r.cmd,
+            Some(crate::grammar::Command::ClearCryptoSa {
+                peer: Some("198.51.100.2".parse().unwrap())
+            })
+        );
+    }
+}

@@ -997,22 +997,4 @@ mod tests {
             "{e}"
         );
     }
-
-    #[test]
-    fn a_bare_line_and_a_typed_command_read_the_same_on_the_wire() {
-        // Old clients (and test harnesses) send only the line.
-        let r: crate::ctlsock::Request =
-            serde_json::from_str(r#"{"command":"show version","json":true}"#).unwrap();
-        assert!(r.cmd.is_none());
-        let r: crate::ctlsock::Request = serde_json::from_str(
-            r#"{"command":"clear crypto sa peer 198.51.100.2","cmd":{"kind":"clear_crypto_sa","peer":"198.51.100.2"}}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            r.cmd,
-            Some(Command::ClearCryptoSa {
-                peer: Some("198.51.100.2".parse().unwrap())
-            })
-        );
-    }
 }

@@ -12,11 +12,13 @@ use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 use crate::consts::*;
-use crate::edge::message_name;
+pub use crate::escape;
 use crate::history::{ErrorCode, History, HistoryRow};
 use crate::loglimit::LogLimiter;
 use crate::tls::PeerCert;
-use crate::wire::{FrameReader, GoodbyeReason, Message, Role, ServiceRoute, TlocRoute};
+use crate::wire::{
+    FrameReader, GoodbyeReason, Message, Role, ServiceRoute, TlocRoute, message_name, read_frames,
+};
 use crate::{Prefix, SOFTWARE_VERSION};
 
 /// A connection as the shell numbers it (unique while the core runs).
@@ -331,22 +333,21 @@ impl Controller {
             }
             Input::Bytes { conn, data } => {
                 if let Some(c) = self.conns.get_mut(&conn) {
-                    c.frames.push(data);
                     c.last_rx = now;
-                    // The connection may be dropped by a message: stop then.
-                    while let Some(c) = self.conns.get_mut(&conn) {
-                        match c.frames.next_message() {
-                            Ok(Some(m)) => self.on_message(now, conn, m, &mut out),
-                            Ok(None) => break,
-                            Err(e) => {
-                                let why = format!("protocol error: {e}");
-                                self.goodbye(conn, GoodbyeReason::ProtocolError, &mut out);
-                                self.drop_conn(now, conn, &why, true, &mut out);
-                                break;
-                            }
-                        }
-                    }
                 }
+                // The connection may be dropped by a message: stop then.
+                read_frames(
+                    self,
+                    &mut out,
+                    data,
+                    |s| s.conns.get_mut(&conn).map(|c| &mut c.frames),
+                    |s, out, m| s.on_message(now, conn, m, out),
+                    |s, out, e| {
+                        let why = format!("protocol error: {e}");
+                        s.goodbye(conn, GoodbyeReason::ProtocolError, out);
+                        s.drop_conn(now, conn, &why, true, out);
+                    },
+                );
             }
             Input::Timer => {}
         }
@@ -1040,40 +1041,8 @@ impl Controller {
     }
 }
 
-/// A peer-sent string made safe for a log line or a show: control and
-/// non-ASCII characters escaped, at most 64 characters kept.
-pub fn escape(s: &str) -> String {
-    let mut o = String::new();
-    for (i, ch) in s.chars().enumerate() {
-        if i == 64 {
-            o.push_str("...");
-            break;
-        }
-        if ch.is_ascii_graphic() || ch == ' ' {
-            o.push(ch);
-        } else {
-            o.extend(ch.escape_default());
-        }
-    }
-    o
-}
-
 /// A color as the edge sent it, made safe for logs and shows (see
 /// [`escape`]).
 fn sanitize_color(c: &str) -> String {
     escape(c)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::escape;
-
-    #[test]
-    fn peer_strings_are_escaped_and_bounded() {
-        assert_eq!(escape("biz-internet"), "biz-internet");
-        assert_eq!(escape("a\nb\u{1b}[2J\r"), "a\\nb\\u{1b}[2J\\r");
-        assert_eq!(escape("é"), "\\u{e9}");
-        let long = "x".repeat(100);
-        assert_eq!(escape(&long), format!("{}...", "x".repeat(64)));
-    }
 }

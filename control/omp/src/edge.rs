@@ -9,10 +9,12 @@ use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
 use crate::consts::*;
-use crate::controller::escape;
+use crate::escape;
 use crate::history::{ErrorCode, History, HistoryRow};
 use crate::tls::PeerCert;
-use crate::wire::{FrameReader, GoodbyeReason, Message, Role, ServiceRoute, TlocRoute};
+use crate::wire::{
+    FrameReader, GoodbyeReason, Message, Role, ServiceRoute, TlocRoute, message_name, read_frames,
+};
 use crate::{KeyMaterial, Prefix, SOFTWARE_VERSION, SaParams, SdwanSa, TlocId, pairwise_key};
 
 pub use crate::edge_types::{Action, ConnectionView, EdgeConfig, Input, TlocConfig};
@@ -245,27 +247,23 @@ impl Edge {
                 if let Some(i) = self.local_index(color)
                     && !matches!(self.locals[i].conn.state, ConnState::Idle { .. })
                 {
-                    self.locals[i].conn.frames.push(data);
                     self.locals[i].conn.last_rx = now;
-                    loop {
-                        if matches!(self.locals[i].conn.state, ConnState::Idle { .. }) {
-                            break;
-                        }
-                        match self.locals[i].conn.frames.next_message() {
-                            Ok(Some(m)) => self.on_message(now, i, m, &mut out),
-                            Ok(None) => break,
-                            Err(e) => {
-                                let why = format!("protocol error: {e}");
-                                self.send(
-                                    i,
-                                    &Message::Goodbye(GoodbyeReason::ProtocolError),
-                                    &mut out,
-                                );
-                                self.conn_down(now, i, &why, true, &mut out);
-                                break;
-                            }
-                        }
-                    }
+                    // A message may take the connection down: stop then.
+                    read_frames(
+                        self,
+                        &mut out,
+                        data,
+                        |s| {
+                            let c = &mut s.locals[i].conn;
+                            (!matches!(c.state, ConnState::Idle { .. })).then_some(&mut c.frames)
+                        },
+                        |s, out, m| s.on_message(now, i, m, out),
+                        |s, out, e| {
+                            let why = format!("protocol error: {e}");
+                            s.send(i, &Message::Goodbye(GoodbyeReason::ProtocolError), out);
+                            s.conn_down(now, i, &why, true, out);
+                        },
+                    );
                 }
             }
             Input::Timer => {}
@@ -1002,20 +1000,5 @@ impl Edge {
         for k in expired {
             self.remove_route(&k, out);
         }
-    }
-}
-
-/// A message's name for logs (never its contents).
-pub(crate) fn message_name(m: &Message) -> &'static str {
-    match m {
-        Message::Hello { .. } => "Hello",
-        Message::Refuse(_) => "Refuse",
-        Message::AuthOk => "AuthOk",
-        Message::Keepalive => "Keepalive",
-        Message::TlocAdvertise(_) => "TlocAdvertise",
-        Message::TlocWithdraw { .. } => "TlocWithdraw",
-        Message::RouteAdvertise(_) => "RouteAdvertise",
-        Message::RouteWithdraw { .. } => "RouteWithdraw",
-        Message::Goodbye(_) => "Goodbye",
     }
 }

@@ -219,3 +219,35 @@ pub struct SdwanSa {
 
 /// Software version sent in Hello.
 pub const SOFTWARE_VERSION: &str = concat!("xdpsec ", env!("CARGO_PKG_VERSION"));
+
+/// A peer-sent string made safe for a log line or a show: control and
+/// non-ASCII characters escaped, at most 64 characters kept.
+pub fn escape(s: &str) -> String {
+    let mut o = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i == 64 {
+            o.push_str("...");
+            break;
+        }
+        if ch.is_ascii_graphic() || ch == ' ' {
+            o.push(ch);
+        } else {
+            o.extend(ch.escape_default());
+        }
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn peer_strings_are_escaped_and_bounded() {
+        assert_eq!(escape("biz-internet"), "biz-internet");
+        assert_eq!(escape("a\nb\u{1b}[2J\r"), "a\\nb\\u{1b}[2J\\r");
+        assert_eq!(escape("é"), "\\u{e9}");
+        let long = "x".repeat(100);
+        assert_eq!(escape(&long), format!("{}...", "x".repeat(64)));
+    }
+}

@@ -337,6 +337,8 @@ impl PeerCert {
 /// One TLS connection's state, fed and drained by a shell.
 pub struct Link {
     conn: rustls::Connection,
+    /// The handshake's end was reported by [`Link::input`].
+    up: bool,
 }
 
 impl std::fmt::Debug for Link {
@@ -354,19 +356,81 @@ pub struct Received {
     pub closed: bool,
 }
 
+/// Why a TLS handshake failed (or a session broke), in Cisco's codes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFailure {
+    /// What we found wrong.
+    pub local: ErrorCode,
+    /// What the peer told us (its alert).
+    pub remote: ErrorCode,
+    /// rustls's reason (or the certificate's).
+    pub detail: String,
+}
+
+/// What bytes read from a control connection's socket came to, through
+/// [`Link::input`]: both shells' read path (TLS records → the handshake's
+/// end → application bytes for the core's [`FrameReader`](crate::wire::FrameReader)).
+#[derive(Default)]
+pub struct LinkInput {
+    /// The handshake ended with these bytes: the peer's certificate.
+    pub up: Option<PeerCert>,
+    /// Application data (frames may carry keys: zeroized on drop).
+    pub plain: Zeroizing<Vec<u8>>,
+    /// The peer closed its side (close_notify).
+    pub closed: bool,
+}
+
 impl Link {
+    /// Feeds bytes read from the socket and moves the records to send
+    /// (handshake, or the alert that says why on an error) into `out`.
+    /// The first call after the handshake ends reports the peer's
+    /// certificate in [`LinkInput::up`]; a certificate whose fields do not
+    /// parse is a failure (`CRTVERFL`). On an error the link is dead.
+    pub fn input(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<LinkInput, TlsFailure> {
+        let got = self.receive(data);
+        self.pull(out);
+        let got = got.map_err(|e| {
+            let (local, remote) = error_codes(&e);
+            TlsFailure {
+                local,
+                remote,
+                detail: e.to_string(),
+            }
+        })?;
+        let mut up = None;
+        if !self.up && !self.conn.is_handshaking() {
+            self.up = true;
+            up = Some(self.peer().map_err(|detail| TlsFailure {
+                local: ErrorCode::CrtVerFl,
+                remote: ErrorCode::NoErr,
+                detail,
+            })?);
+        }
+        Ok(LinkInput {
+            up,
+            plain: got.plain,
+            closed: got.closed,
+        })
+    }
+
     /// The edge's side of a connection to the controller at `peer`.
     pub fn client(cfg: Arc<ClientConfig>, peer: IpAddr) -> Result<Link, rustls::Error> {
         let mut conn = rustls::ClientConnection::new(cfg, ServerName::IpAddress(peer.into()))?;
         conn.set_buffer_limit(None);
-        Ok(Link { conn: conn.into() })
+        Ok(Link {
+            conn: conn.into(),
+            up: false,
+        })
     }
 
     /// The controller's side of an accepted connection.
     pub fn server(cfg: Arc<ServerConfig>) -> Result<Link, rustls::Error> {
         let mut conn = rustls::ServerConnection::new(cfg)?;
         conn.set_buffer_limit(None);
-        Ok(Link { conn: conn.into() })
+        Ok(Link {
+            conn: conn.into(),
+            up: false,
+        })
     }
 
     /// Feeds bytes read from the socket. On an error the link is dead;

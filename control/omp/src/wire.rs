@@ -429,3 +429,126 @@ impl FrameReader {
         m.map(Some)
     }
 }
+
+/// The read loop both cores run on a connection's application bytes:
+/// `data` appended to the connection's [`FrameReader`], then each whole
+/// message handed to `on_message`, in order, for as long as `reader`
+/// still finds the connection (a message may close it); a framing error
+/// (a length of 0 or over [`MAX_FRAME`], or a message that does not
+/// decode) goes to `on_error` and ends the loop, since framing is lost.
+///
+/// Bounds: a frame is at most [`MAX_FRAME`] bytes, so the reader holds at
+/// most one partial frame plus one read's bytes; each turn consumes a
+/// frame, so the loop ends with the bytes given.
+pub(crate) fn read_frames<S, O>(
+    s: &mut S,
+    out: &mut O,
+    data: &[u8],
+    reader: impl Fn(&mut S) -> Option<&mut FrameReader>,
+    mut on_message: impl FnMut(&mut S, &mut O, Message),
+    on_error: impl FnOnce(&mut S, &mut O, WireError),
+) {
+    let Some(r) = reader(s) else {
+        return;
+    };
+    r.push(data);
+    while let Some(r) = reader(s) {
+        match r.next_message() {
+            Ok(Some(m)) => on_message(s, out, m),
+            Ok(None) => return,
+            Err(e) => return on_error(s, out, e),
+        }
+    }
+}
+
+/// A message's name for logs (never its contents).
+pub(crate) fn message_name(m: &Message) -> &'static str {
+    match m {
+        Message::Hello { .. } => "Hello",
+        Message::Refuse(_) => "Refuse",
+        Message::AuthOk => "AuthOk",
+        Message::Keepalive => "Keepalive",
+        Message::TlocAdvertise(_) => "TlocAdvertise",
+        Message::TlocWithdraw { .. } => "TlocWithdraw",
+        Message::RouteAdvertise(_) => "RouteAdvertise",
+        Message::RouteWithdraw { .. } => "RouteWithdraw",
+        Message::Goodbye(_) => "Goodbye",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection as the cores hold one: its reader, whether it is still
+    /// up, and what was dispatched.
+    #[derive(Default)]
+    struct Conn {
+        frames: FrameReader,
+        up: bool,
+        got: Vec<&'static str>,
+    }
+
+    fn feed(c: &mut Conn, data: &[u8], close_on: Option<&'static str>) -> Vec<String> {
+        let mut errors = Vec::new();
+        read_frames(
+            c,
+            &mut errors,
+            data,
+            |c| c.up.then_some(&mut c.frames),
+            |c, _, m| {
+                let name = message_name(&m);
+                c.got.push(name);
+                if Some(name) == close_on {
+                    c.up = false;
+                }
+            },
+            |c, errors, e| {
+                c.up = false;
+                errors.push(e.to_string());
+            },
+        );
+        errors
+    }
+
+    #[test]
+    fn read_frames_dispatches_in_order_and_stops_when_the_connection_goes() {
+        let mut c = Conn {
+            up: true,
+            ..Conn::default()
+        };
+        let mut b = Vec::new();
+        b.extend_from_slice(&Message::Keepalive.encode());
+        b.extend_from_slice(&Message::AuthOk.encode());
+        let split = Message::Goodbye(GoodbyeReason::ProtocolError).encode();
+        b.extend_from_slice(&split[..3]);
+        // Two whole messages, a partial third: two dispatched.
+        assert!(feed(&mut c, &b, None).is_empty());
+        assert_eq!(c.got, ["Keepalive", "AuthOk"]);
+        // The rest of the third, then one more: the third closes the
+        // connection, so the fourth is not dispatched.
+        let mut b = split[3..].to_vec();
+        b.extend_from_slice(&Message::Keepalive.encode());
+        assert!(feed(&mut c, &b, Some("Goodbye")).is_empty());
+        assert_eq!(c.got, ["Keepalive", "AuthOk", "Goodbye"]);
+        // A closed connection takes nothing.
+        assert!(feed(&mut c, &Message::AuthOk.encode(), None).is_empty());
+        assert_eq!(c.got.len(), 3);
+    }
+
+    #[test]
+    fn read_frames_ends_on_a_framing_error() {
+        let mut c = Conn {
+            up: true,
+            ..Conn::default()
+        };
+        let mut b = Message::Keepalive.encode().to_vec();
+        // A zero length: framing is lost, the keepalive after it unread.
+        b.extend_from_slice(&[0, 0, 0, 0]);
+        b.extend_from_slice(&Message::Keepalive.encode());
+        let errors = feed(&mut c, &b, None);
+        assert_eq!(c.got, ["Keepalive"]);
+        assert_eq!(errors, [WireError::BadLength.to_string()]);
+        assert!(!c.up);
+    }
+}

@@ -4,6 +4,7 @@
 //! control state and the workers use these through small, explicit calls;
 //! nothing here holds control state.
 pub mod kernelrx;
+pub mod link;
 pub mod loader;
 pub mod neighbor;
 pub mod route;

@@ -97,15 +97,12 @@ impl DeviceRoutes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netlink_packet_core::{NLM_F_ACK, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage};
+    use netlink_packet_core::{NLM_F_ACK, NLM_F_REQUEST};
 
+    /// The request as `Rtnl` sends it (sequence number 0).
     fn bytes(m: RouteNetlinkMessage, flags: u16) -> Vec<u8> {
-        let mut hdr = NetlinkHeader::default();
-        hdr.flags = flags;
-        let mut p = NetlinkMessage::new(hdr, m.into());
-        p.finalize();
-        let mut b = vec![0; p.buffer_len()];
-        p.serialize(&mut b);
+        let mut b = Vec::new();
+        crate::platform::neighbor::netlink::serialize_into(&mut b, m, flags, 0);
         b
     }
 

@@ -8,7 +8,6 @@
 use std::{
     fs::OpenOptions,
     os::fd::{AsRawFd, OwnedFd, RawFd},
-    process::Command,
 };
 
 use anyhow::{Context, Result, bail};
@@ -65,22 +64,6 @@ struct IfReq {
     _pad: [u8; 22],
 }
 
-/// Run `ip` with `args`, naming the command on failure.
-pub fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .context("running ip (iproute2)")?;
-    if !out.status.success() {
-        bail!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
 impl Tun {
     /// Create `name` with `queues` queues, give it `address`, bring it up.
     /// With `offloads` (`[inside] offloads`), the queues carry virtio-net
@@ -103,19 +86,16 @@ impl Tun {
         if tun.vnet_hdr {
             tun.set_offloads();
         }
-        let mtu = TUN_MTU.to_string();
-        ip(&["link", "set", "dev", name, "mtu", &mtu])?;
+        // `ip link set mtu`, `addrgenmode none`, `ip addr add`, `ip link set
+        // up`, as rtnetlink requests on one socket (no `ip` process).
+        let mut link = crate::platform::link::DeviceLink::open(name)?;
+        link.set_mtu(TUN_MTU)?;
         // No IPv6 link-local address: the kernel would otherwise send router
         // solicitations and MLD reports into the tunnel (counted as drops).
-        ip(&["link", "set", "dev", name, "addrgenmode", "none"])?;
-        let addr = address.to_string();
-        let mut args = vec!["addr", "add", addr.as_str(), "dev", name];
-        if address.addr.is_ipv6() {
-            args.push("nodad");
-        }
-        ip(&args)
+        link.set_addrgenmode_none()?;
+        link.add_address(address)
             .with_context(|| format!("giving {name} the address {address} (inside.address)"))?;
-        ip(&["link", "set", "dev", name, "up"])?;
+        link.set_up()?;
         Ok(tun)
     }
 

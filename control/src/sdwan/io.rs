@@ -23,10 +23,7 @@ use crossbeam::channel::{Receiver, Sender};
 use tracing::{debug, warn};
 use zeroize::Zeroizing;
 
-use xdpsec_omp::{
-    history::ErrorCode,
-    tls::{Link, PeerCert, error_codes, rustls::ClientConfig},
-};
+use xdpsec_omp::tls::{Link, PeerCert, rustls::ClientConfig};
 use xdpsec_worker::{
     handoff::EventFd,
     punt::{PuntHub, Punted},
@@ -80,15 +77,7 @@ pub enum IoEvent {
     Punted(Vec<Punted>),
 }
 
-/// Why a TLS handshake failed, in Cisco's codes.
-pub struct TlsFailure {
-    /// What we found wrong.
-    pub local: ErrorCode,
-    /// What the controller told us (its alert).
-    pub remote: ErrorCode,
-    /// rustls's reason.
-    pub detail: String,
-}
+pub use xdpsec_omp::tls::TlsFailure;
 
 /// The owner's side: commands in, a wake-up for the thread.
 pub struct IoHandle {
@@ -109,8 +98,6 @@ struct Conn {
     stream: TcpStream,
     /// TCP connect in progress.
     connecting: bool,
-    /// TLS handshake done and reported.
-    up: bool,
     link: Link,
     /// TLS records to write.
     out: Vec<u8>,
@@ -241,7 +228,6 @@ fn run(
                             Conn {
                                 stream,
                                 connecting: true,
-                                up: false,
                                 link,
                                 out: Vec::new(),
                             },
@@ -370,19 +356,15 @@ fn run(
             if re & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
                 match c.stream.read(&mut buf) {
                     Ok(0) => closed.push(color.clone()),
-                    Ok(n) => match tls_input(c, &buf[..n]) {
-                        Ok(evs) => {
-                            let mut gone = false;
-                            for ev in evs {
-                                gone |= matches!(ev, TlsEvent::Closed);
-                                let e = match ev {
-                                    TlsEvent::Up(p) => IoEvent::Connected(color.clone(), p),
-                                    TlsEvent::Plain(b) => IoEvent::Bytes(color.clone(), b),
-                                    TlsEvent::Closed => continue,
-                                };
-                                let _ = events.send(e);
+                    Ok(n) => match c.link.input(&buf[..n], &mut c.out) {
+                        Ok(got) => {
+                            if let Some(p) = got.up {
+                                let _ = events.send(IoEvent::Connected(color.clone(), p));
                             }
-                            if gone || flush(c).is_err() {
+                            if !got.plain.is_empty() {
+                                let _ = events.send(IoEvent::Bytes(color.clone(), got.plain));
+                            }
+                            if got.closed || flush(c).is_err() {
                                 closed.push(color.clone());
                             }
                         }
@@ -405,50 +387,6 @@ fn run(
             let _ = events.send(IoEvent::Closed(color));
         }
     }
-}
-
-enum TlsEvent {
-    Up(PeerCert),
-    Plain(Zeroizing<Vec<u8>>),
-    Closed,
-}
-
-/// Bytes from the socket through TLS: the handshake's end (with the
-/// controller's certificate), application data, or the peer's close; an
-/// error is a failed handshake (or a broken session) in Cisco's codes.
-fn tls_input(c: &mut Conn, data: &[u8]) -> Result<Vec<TlsEvent>, TlsFailure> {
-    let mut evs = Vec::new();
-    let got = c.link.receive(data).map_err(|e| {
-        c.link.pull(&mut c.out);
-        let (local, remote) = error_codes(&e);
-        TlsFailure {
-            local,
-            remote,
-            detail: e.to_string(),
-        }
-    })?;
-    c.link.pull(&mut c.out);
-    if !c.up && !c.link.is_handshaking() {
-        c.up = true;
-        match c.link.peer() {
-            Ok(p) => evs.push(TlsEvent::Up(p)),
-            Err(detail) => {
-                return Err(TlsFailure {
-                    local: ErrorCode::CrtVerFl,
-                    remote: ErrorCode::NoErr,
-                    detail,
-                });
-            }
-        }
-    }
-    let closed = got.closed;
-    if !got.plain.is_empty() {
-        evs.push(TlsEvent::Plain(got.plain));
-    }
-    if closed {
-        evs.push(TlsEvent::Closed);
-    }
-    Ok(evs)
 }
 
 /// Write what is queued; Err when the connection is broken.

@@ -79,14 +79,8 @@ impl Rtnl {
         let first = self.seq.wrapping_add(1);
         let mut out = Vec::new();
         for m in msgs {
-            let mut hdr = NetlinkHeader::default();
-            hdr.flags = flags;
-            hdr.sequence_number = self.next_seq();
-            let mut packet = NetlinkMessage::new(hdr, NetlinkPayload::from(m));
-            packet.finalize();
-            let at = out.len();
-            out.resize(at + packet.buffer_len(), 0);
-            packet.serialize(&mut out[at..]);
+            let seq = self.next_seq();
+            serialize_into(&mut out, m, flags, seq);
         }
         self.sock.send(&out, 0)?;
         Ok(first)
@@ -191,6 +185,19 @@ impl Rtnl {
             NeighbourMessage::default(),
         ))
     }
+}
+
+/// Append request `m` with header `flags` and sequence number `seq` to
+/// `out`, as it goes on the socket.
+pub fn serialize_into(out: &mut Vec<u8>, m: RouteNetlinkMessage, flags: u16, seq: u32) {
+    let mut hdr = NetlinkHeader::default();
+    hdr.flags = flags;
+    hdr.sequence_number = seq;
+    let mut packet = NetlinkMessage::new(hdr, NetlinkPayload::from(m));
+    packet.finalize();
+    let at = out.len();
+    out.resize(at + packet.buffer_len(), 0);
+    packet.serialize(&mut out[at..]);
 }
 
 /// Split one datagram into its netlink messages: (sequence number, payload
