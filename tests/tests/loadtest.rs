@@ -62,9 +62,10 @@ encap = "udp"
 /// Exchanges in flight: all 50 at once, above charon's `cookie_threshold`
 /// (10 half-open IKE SAs) and xdpsec's (30), so gateways ask for COOKIEs.
 /// On a loaded machine a 1 s retransmission of an IKE_SA_INIT can cross the
-/// gateway's COOKIE and be the request the gateway answers; the initiator's
-/// AUTH signs that one (the IKE core counts COOKIE answers against copies
-/// sent; pair test `retransmission_crossing_a_cookie_signs_the_request_answered`).
+/// gateway's COOKIE and be the request the gateway answers, which the
+/// answer does not tell; so an initiator that gets a COOKIE after a
+/// retransmission starts over once with a new SPI (pair test
+/// `retransmission_crossing_a_cookie_signs_the_request_answered`).
 const CONCURRENCY: &str = "50";
 
 /// Start the load tester in node 1 (bounded by `timeout`), `extra` arguments added.
