@@ -1862,8 +1862,9 @@ replay_window = 128
                 "{bad}: {e}"
             );
         }
+        // (A wrong type is serde's error: the line, not the field name.)
         let e = Config::parse(&format!("{GOOD}{min}fragmentation = 1\n")).unwrap_err();
-        assert!(e.contains("fragmentation"), "{e}");
+        assert!(e.contains("expected a boolean"), "{e}");
     }
 
     #[test]

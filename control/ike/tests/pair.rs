@@ -2102,10 +2102,7 @@ type Recorded = std::rc::Rc<std::cell::RefCell<Vec<(Side, Vec<u8>)>>>;
 
 /// Every datagram sent (side, bytes), as the drop filter saw them; with
 /// `lose` deciding which are lost.
-fn record(
-    n: &mut Net,
-    mut lose: impl FnMut(Side, &[u8]) -> bool + 'static,
-) -> Recorded {
+fn record(n: &mut Net, mut lose: impl FnMut(Side, &[u8]) -> bool + 'static) -> Recorded {
     let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
     let s = seen.clone();
     n.drop = Box::new(move |side, _, data| {
