@@ -13,9 +13,11 @@
 //! and returns [`Effects`] (sends, XDP and route work, the reply), which
 //! the [`Shell`] carries out; the owner does no I/O itself. The SA table
 //! changes of one input reach the workers as one published snapshot.
+mod counters;
 pub mod effects;
 mod ike;
 mod reload;
+mod show;
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -82,8 +84,13 @@ pub enum Msg {
 
 /// One input of the owner core ([`Owner::handle`]).
 pub enum Input {
-    /// A control-socket command (the reply is in the effects).
-    Command(Request),
+    /// A control-socket command, parsed (the reply is in the effects).
+    Command {
+        /// The command.
+        command: crate::grammar::Command,
+        /// Reply with JSON instead of IOS text.
+        json: bool,
+    },
     /// SIGHUP: re-read the config file.
     Reload,
     /// A Prometheus scrape (the text is the reply's output).
@@ -497,10 +504,16 @@ impl Owner {
                     }
                 },
                 recv(rx) -> m => match m {
-                    Ok(Msg::Command(req, tx)) => {
-                        reply = Some(tx);
-                        Input::Command(req)
-                    }
+                    Ok(Msg::Command(req, tx)) => match req.parsed() {
+                        Ok(command) => {
+                            reply = Some(tx);
+                            Input::Command { command, json: req.json }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Reply::error(e));
+                            continue;
+                        }
+                    },
                     Ok(Msg::Reload) => Input::Reload,
                     Ok(Msg::Metrics(tx)) => {
                         metrics = Some(tx);
@@ -537,8 +550,8 @@ impl Owner {
         let before = self.table.publishes();
         self.table.hold();
         match input {
-            Input::Command(req) => {
-                let r = self.execute(&req);
+            Input::Command { command, json } => {
+                let r = self.execute(command, json);
                 self.fx.reply = Some(r);
             }
             Input::Reload => match self.reload() {

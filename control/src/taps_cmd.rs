@@ -179,14 +179,7 @@ impl Owner {
                 sas.push((peer, self.local, c));
             }
         }
-        for e in self.sdwan_sa_entries(None) {
-            if let Some((_, c)) = e.outbound {
-                sas.push((e.local, e.peer, c));
-            }
-            for (_, c) in &e.inbound {
-                sas.push((e.peer, e.local, c));
-            }
-        }
+        sas.extend(self.sdwan_sa_colds());
         let mut text = String::from(
             "# Wireshark esp_sa (Preferences > Protocols > ESP > ESP SAs), written by xdpsec.\n\
              # Holds live keys: keep it private.\n",

@@ -17,7 +17,6 @@ use xdpsec_worker::{routes::RouteTable, taps::Taps};
 use super::*;
 use crate::{
     config::Config,
-    ctlsock::Request,
     platform::neighbor::NextHops,
     sdwan::io::{IoCmd, IoEvent},
 };
@@ -82,11 +81,10 @@ fn owner(name: &str, text: &str, now: Instant) -> Owner {
 fn cmd(o: &mut Owner, now: Instant, line: &str) -> Effects {
     o.handle(
         now,
-        Input::Command(Request {
-            command: line.into(),
+        Input::Command {
+            command: crate::grammar::parse(line).unwrap(),
             json: false,
-            cmd: None,
-        }),
+        },
     )
 }
 

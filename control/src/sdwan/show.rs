@@ -3,9 +3,13 @@ use std::net::IpAddr;
 
 use anyhow::{Result, anyhow};
 use serde_json::{Value, json};
-use xdpsec_datapath::sa::{SaCold, SaId};
+use xdpsec_datapath::sa::SaCold;
 
-use crate::{commands::SaEntry, controller::show as cshow, owner::Owner};
+use crate::{
+    controller::show as cshow,
+    owner::Owner,
+    show::crypto_sa::{CryptoSaRow, SaTotals},
+};
 
 use super::{Sdwan, render};
 
@@ -26,8 +30,9 @@ impl Owner {
     }
 
     /// `show crypto ipsec sa` rows of the SD-WAN peers (with `peer`: only
-    /// that remote TLOC address's).
-    pub(crate) fn sdwan_sa_entries(&self, peer: Option<IpAddr>) -> Vec<SaEntry<'_>> {
+    /// that remote TLOC address's), each an ident under its TLOC's
+    /// interface.
+    pub(crate) fn sdwan_sa_rows(&self, peer: Option<IpAddr>) -> Vec<CryptoSaRow> {
         let Some(s) = &self.sdwan else {
             return Vec::new();
         };
@@ -39,26 +44,51 @@ impl Owner {
             let Some(t) = s.tloc(&p.sa.local_color) else {
                 continue;
             };
-            let cold = |id: SaId| -> Option<(SaId, &SaCold)> { Some((id, self.table.cold(id)?)) };
             let (inb, outb) =
                 self.sa_pair_counters(p.inbound.iter().map(|(_, id)| *id), p.outbound.map(|o| o.1));
-            out.push(SaEntry {
-                name: &t.name,
+            out.push(CryptoSaRow {
+                name: t.name.clone(),
                 tag: format!("{}-vesen-head-0", t.name),
+                grouped: true,
                 local: p.sa.local_ip,
                 local_ident: host_ident(p.sa.local_ip, p.sa.local_port),
                 remote_ident: host_ident(p.sa.remote_ip, p.sa.remote_port),
                 peer: p.sa.remote_ip,
                 port: p.sa.remote_port,
-                inbound: p.inbound.iter().filter_map(|(_, id)| cold(*id)).collect(),
-                outbound: p.outbound.and_then(|o| cold(o.1)),
-                inb,
-                outb,
+                inbound: p
+                    .inbound
+                    .iter()
+                    .filter_map(|(_, id)| self.esp_sa_row(*id))
+                    .collect(),
+                outbound: p.outbound.and_then(|o| self.esp_sa_row(o.1)),
+                totals: SaTotals::new(&inb, &outb),
                 udp: true,
                 keys_note: "keys from OMP",
                 pfs: None,
                 replay: true,
             });
+        }
+        out
+    }
+
+    /// The SD-WAN peers' live SAs as (source, destination, SA): each
+    /// peer's outbound SA, then its inbound SAs.
+    pub(crate) fn sdwan_sa_colds(&self) -> Vec<(IpAddr, IpAddr, &SaCold)> {
+        let Some(s) = &self.sdwan else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for p in s.peers.values() {
+            if s.tloc(&p.sa.local_color).is_none() {
+                continue;
+            }
+            let (local, peer) = (p.sa.local_ip, p.sa.remote_ip);
+            if let Some(c) = p.outbound.and_then(|o| self.table.cold(o.1)) {
+                out.push((local, peer, c));
+            }
+            for c in p.inbound.iter().filter_map(|(_, id)| self.table.cold(*id)) {
+                out.push((peer, local, c));
+            }
         }
         out
     }
