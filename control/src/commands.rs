@@ -75,6 +75,7 @@ impl Owner {
             Command::ClearSdwanOmpAll => self.sdwan_clear_omp(),
             Command::SdwanPortHop { color } => self.sdwan_port_hop(&color),
             Command::ClearSdwanControlConnections => self.sdwan_clear_control(),
+            Command::ClearSdwanControlConnectionHistory => self.sdwan_clear_control_history(),
             Command::ShowSdwanBfdSummary => self.show_sdwan_bfd_summary(),
             Command::ShowSdwanIpsecInbound => self.show_sdwan_ipsec_inbound(),
             Command::ShowSdwanIpsecOutbound => self.show_sdwan_ipsec_outbound(),

@@ -307,6 +307,17 @@ impl Owner {
 
     /// `clear sdwan control connections`: every control connection and
     /// every BFD session flaps; everything is relearned.
+    /// `clear sdwan control connection-history` on the edge.
+    pub(crate) fn sdwan_clear_control_history(&mut self) -> Result<(String, Value)> {
+        self.edge()?;
+        self.sdwan
+            .as_mut()
+            .expect("checked above")
+            .edge
+            .clear_history();
+        Ok((String::new(), json!({})))
+    }
+
     pub(crate) fn sdwan_clear_control(&mut self) -> Result<(String, Value)> {
         let n = self.edge()?.tlocs.len();
         self.sdwan_flap_peers(None);
