@@ -2097,12 +2097,12 @@ fn many_ts(local: &str, remote: &str, initiate: bool, fragment_size: usize) -> P
     c
 }
 
+/// The datagrams [`record`] saw: (sender, bytes).
+type Recorded = std::rc::Rc<std::cell::RefCell<Vec<(Side, Vec<u8>)>>>;
+
 /// Every datagram sent (side, bytes), as the drop filter saw them; with
 /// `lose` deciding which are lost.
-fn record(
-    n: &mut Net,
-    mut lose: impl FnMut(Side, &[u8]) -> bool + 'static,
-) -> std::rc::Rc<std::cell::RefCell<Vec<(Side, Vec<u8>)>>> {
+fn record(n: &mut Net, mut lose: impl FnMut(Side, &[u8]) -> bool + 'static) -> Recorded {
     let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
     let s = seen.clone();
     n.drop = Box::new(move |side, _, data| {
@@ -2334,7 +2334,10 @@ fn retransmission_crossing_a_cookie_signs_the_request_answered() {
     // out, the COOKIE reaches A (which sends the request with it), and B
     // answers the retransmission without the cookie (no longer loaded),
     // dropping the one with it (same SPI). A's AUTH must be over the
-    // request B answered: the one without the cookie.
+    // request B answered, which A cannot tell from the answer: so A,
+    // seeing a COOKIE after a retransmission, starts over with a new SPI
+    // (no cookie: the cookie is bound to the SPI); B's answer to the old
+    // SPI is ignored (that half-open SA of B's times out).
     let mut n = Net::new(gcm(A, B, true), gcm(B, A, false));
     let from = SocketAddr::new(ip(A), 500);
     for _ in 0..2 {
@@ -2360,13 +2363,13 @@ fn retransmission_crossing_a_cookie_signs_the_request_answered() {
         0,
         "the half-open SAs are gone"
     );
+    let spi1 = u64::from_be_bytes(cookie.3[..8].try_into().unwrap());
     n.queue.push_front(cookie);
     assert!(n.deliver_one());
-    assert_eq!(
-        n.queue.len(),
-        2,
-        "the retransmission, then the request with the cookie"
-    );
+    assert_eq!(n.queue.len(), 2, "the retransmission, then the new request");
+    let again = Message::parse(&n.queue[1].3).unwrap();
+    assert_ne!(again.header.spi_i, spi1, "a new SPI");
+    assert!(again.notify(wire::notify::COOKIE).is_none());
     n.run_for(Duration::from_secs(5));
     assert!(n.ready(0) && n.ready(1), "{}\n{}", n.logs(0), n.logs(1));
     n.assert_keys_match();
@@ -2375,13 +2378,13 @@ fn retransmission_crossing_a_cookie_signs_the_request_answered() {
         "{}",
         n.logs(1)
     );
+    assert_ne!(n.nodes[0].ike.sas(n.now)[0].spi_i, spi1);
 }
 
 #[test]
-fn cookie_answers_to_every_copy_sign_the_request_with_the_cookie() {
-    // The same, but B stays loaded and answers the retransmission with a
-    // COOKIE too (both copies accounted for): the answer that then comes
-    // is to the request with the cookie, which A's AUTH covers.
+fn cookie_after_a_retransmission_to_a_loaded_responder_still_gets_through() {
+    // The same, but B stays loaded: A's new request (new SPI, sent once)
+    // gets a COOKIE, A retries with it, and its AUTH covers that request.
     let mut n = Net::new(gcm(A, B, true), gcm(B, A, false));
     let from = SocketAddr::new(ip(A), 500);
     for _ in 0..2 {

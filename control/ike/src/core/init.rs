@@ -50,8 +50,7 @@ impl Core {
                 child_spi,
                 ke_retries: 0,
                 refused: false,
-                before_cookie: None,
-                cookie_answers: 0,
+                respins: 0,
             }),
             rekeyed: false,
             last_invalid_spi: None,
@@ -140,20 +139,28 @@ impl Core {
         let cfg = self.peers[self.sas[i].peer].clone();
         let p = self.sas[i].peer;
         if let Some(c) = m.notify(notify::COOKIE) {
-            // RFC 7296 2.6: retry with the cookie first.
+            // RFC 7296 2.6: retry with the cookie first. But if the
+            // request went out more than once, another copy may still
+            // reach the responder after it stops asking for cookies, and
+            // be the one it answers: the answer does not say which request
+            // it answers, and AUTH must sign that one (2.15). So start over
+            // once with a new SPI (the cookie is bound to the SPI, and an
+            // answer to the old one no longer matches this SA).
             let copies = self.sas[i].pending.as_ref().map_or(1, |p| p.tries + 1);
-            if let Some(n) = &mut self.sas[i].neg {
-                if n.cookie.is_none() {
+            let respin = copies > 1 && self.sas[i].neg.as_ref().is_some_and(|n| n.respins == 0);
+            let spi = if respin { self.random_u64() } else { 0 };
+            let sa = &mut self.sas[i];
+            if let Some(n) = &mut sa.neg
+                && n.cookie.is_none()
+            {
+                if respin {
+                    n.respins += 1;
+                    sa.spi_i = spi;
+                } else {
                     n.cookie = Some(c.data.clone());
-                    n.before_cookie = Some((n.init_req.clone(), copies));
-                    n.cookie_answers = 1;
-                    let g = n.dh.as_ref().map_or(cfg.ike_proposals[0].dh, |d| d.group);
-                    self.send_init(i, now, g);
-                } else if n.cookie.as_ref() == Some(&c.data) {
-                    // The COOKIE answer to a retransmission of the request
-                    // without it.
-                    n.cookie_answers += 1;
                 }
+                let g = n.dh.as_ref().map_or(cfg.ike_proposals[0].dh, |d| d.group);
+                self.send_init(i, now, g);
             }
             return;
         }
@@ -241,17 +248,6 @@ impl Core {
         let neg = sa.neg.as_mut().expect("checked above");
         neg.nr = nr;
         neg.init_resp = raw.to_vec();
-        // The signed octets are the request this answers (RFC 7296
-        // 2.15). After a COOKIE, a copy of the request without it that
-        // went out before the COOKIE came and got no COOKIE answer has
-        // crossed it: the responder answered that copy (before the one
-        // with the cookie, sent later), so this answers the request
-        // without the cookie.
-        if let Some((plain, copies)) = neg.before_cookie.take()
-            && neg.cookie_answers < copies
-        {
-            neg.init_req = plain;
-        }
         sa.keys = Some(init_keys(&prop, &neg.ni, &neg.nr, &shared, sa.spi_i, spi_r));
         sa.prop = Some(prop);
         sa.pending = None;
@@ -474,8 +470,7 @@ impl Core {
                 child_spi: 0,
                 ke_retries: 0,
                 refused: false,
-                before_cookie: None,
-                cookie_answers: 0,
+                respins: 0,
             }),
             rekeyed: false,
             last_invalid_spi: None,

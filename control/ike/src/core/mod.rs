@@ -119,12 +119,9 @@ struct Neg {
     ke_retries: usize,
     /// The peer answered IKE_SA_INIT with an error (logged once).
     refused: bool,
-    /// Initiator, after a COOKIE: the request without it and how many
-    /// times it went out, and how many COOKIE answers came. A copy not
-    /// answered with a COOKIE (a retransmission that crossed the COOKIE)
-    /// may be the one the responder answers: see `init_response`.
-    before_cookie: Option<(Vec<u8>, usize)>,
-    cookie_answers: usize,
+    /// Initiator: times we started over with a new SPI because a COOKIE
+    /// came after a retransmission (see `init_response`).
+    respins: u8,
 }
 
 /// A child SA (one pair of ESP SAs).
