@@ -21,7 +21,7 @@ use serde::{Serialize, Serializer};
 use xdpsec_datapath::worker::SaCounters;
 use xdpsec_ike::{IkeSaStatus, IkeSaView};
 
-use crate::config::Cidr;
+use xdpsec_worker::routes::Cidr;
 
 /// `show crypto ikev2 sa`.
 #[derive(Debug, Clone, Serialize)]
