@@ -48,6 +48,7 @@ impl Core {
                 child_spi,
                 ke_retries: 0,
                 refused: false,
+                peer_hashes: Vec::new(),
             }),
             rekeyed: false,
             last_invalid_spi: None,
@@ -100,6 +101,7 @@ impl Core {
             (sa.local, sa.remote),
             cfg.force_encap,
         ));
+        p.extend(Self::cert_init_payloads(&cfg));
         let h = HeaderRepr {
             spi_i: sa.spi_i,
             spi_r: 0,
@@ -223,6 +225,7 @@ impl Core {
         let neg = sa.neg.as_mut().expect("checked above");
         neg.nr = nr;
         neg.init_resp = raw.to_vec();
+        neg.peer_hashes = Self::peer_hashes(m);
         sa.keys = Some(init_keys(&prop, &neg.ni, &neg.nr, &shared, sa.spi_i, spi_r));
         sa.prop = Some(prop);
         sa.pending = None;
@@ -390,7 +393,7 @@ impl Core {
         if let Payload::Sa(ps) = &mut sa_prop {
             ps[0].num = num;
         }
-        let pl = self.init_body(
+        let mut pl = self.init_body(
             sa_prop,
             prop.dh,
             &public,
@@ -399,6 +402,7 @@ impl Core {
             (local, remote),
             cfg.force_encap,
         );
+        pl.extend(Self::cert_init_payloads(&cfg));
         let resp = wire::emit_message(&h(spi_r), &pl);
         let keys = init_keys(&prop, &ni, &nr, &shared, spi_i, spi_r);
         let id = self.next_id;
@@ -435,6 +439,7 @@ impl Core {
                 child_spi: 0,
                 ke_retries: 0,
                 refused: false,
+                peer_hashes: Self::peer_hashes(m),
             }),
             rekeyed: false,
             last_invalid_spi: None,
