@@ -2076,3 +2076,6 @@ fn shutdown_and_clear_send_a_delete_for_every_ike_sa() {
     assert_eq!(n.nodes[0].dp.sends.len(), sent, "{}", n.logs(0));
     assert_eq!(n.nodes[0].ike.next_timeout(), None);
 }
+
+#[path = "pair/cert.rs"]
+mod cert;

@@ -57,21 +57,17 @@ impl Core {
             self.drop_sa(i, now, Some(FAILED_RETRY));
             return;
         };
-        if !credentials::id_matches(&cfg.remote_id, idt, &idd) {
-            self.log(
-                p,
-                false,
-                format!(
-                    "authentication failed: peer identity {} is not the configured remote_id {}",
-                    id_text(idt, &idd),
-                    ident_text(&cfg.remote_id)
-                ),
-            );
-            self.drop_sa(i, now, Some(FAILED_RETRY));
-            return;
-        }
-        let Some(verdict) = self.peer_auth(i, &cfg, m, (idt, &idd), (am, &ad)) else {
-            return;
+        let verdict = if credentials::id_matches(&cfg.remote_id, idt, &idd) {
+            let Some(v) = self.peer_auth(i, &cfg, m, (idt, &idd), (am, &ad)) else {
+                return;
+            };
+            v
+        } else {
+            Err(format!(
+                "peer identity {} is not the configured remote_id {}",
+                id_text(idt, &idd),
+                ident_text(&cfg.remote_id)
+            ))
         };
         if let Err(why) = verdict {
             // RFC 7296 2.21.2: tell the peer with an INFORMATIONAL.
