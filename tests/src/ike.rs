@@ -14,8 +14,9 @@ use crate::{
 pub const INNER: [&str; 2] = ["203.0.113.1", "203.0.113.2"];
 
 /// An xdpsec config for node `side` (0 or 1) of `lab` with one IKE tunnel
-/// (`Tunnel2`, UDP-encapsulated unless `extra` has an `encap` line) to the
-/// other node, `extra` lines added to the tunnel (e.g. lifetimes). An empty
+/// (`Tunnel2`, UDP-encapsulated unless `extra` has an `encap` line; with
+/// `psk` unless `extra` has an `auth` line) to the other node, `extra`
+/// lines added to the tunnel (e.g. lifetimes). An empty
 /// proposal string leaves its key out
 /// ([`NO_PROPOSALS`](crate::strongswan::NO_PROPOSALS): xdpsec's defaults).
 pub fn ike_config(
@@ -55,18 +56,22 @@ address = "{inner_local}/32"
 name = "Tunnel2"
 kind = "ike"
 peer = "{peer}"
-{encap}psk = "{psk}"
-{ike}{esp}initiate = {initiate}
+{encap}{psk}{ike}{esp}initiate = {initiate}
 local_subnets = ["{inner_local}/32"]
 remote_subnets = ["{inner_peer}/32"]
 {extra}
 "#,
         n = side + 1,
         // UDP-encapsulated unless `extra` says otherwise.
-        encap = if extra.lines().any(|l| l.trim_start().starts_with("encap ")) {
+        encap = if has_key(extra, "encap") {
             ""
         } else {
             "encap = \"udp\"\n"
+        },
+        psk = if has_key(extra, "auth") {
+            String::new()
+        } else {
+            format!("psk = \"{psk}\"\n")
         },
         local = under[side],
         peer = under[1 - side],
@@ -75,6 +80,13 @@ remote_subnets = ["{inner_peer}/32"]
         ike = key_line("ike_proposals", proposals.ike),
         esp = key_line("esp_proposals", proposals.esp),
     )
+}
+
+/// Whether config lines `extra` set `key`.
+fn has_key(extra: &str, key: &str) -> bool {
+    extra
+        .lines()
+        .any(|l| l.trim_start().starts_with(&format!("{key} ")))
 }
 
 /// `key = ["value"]` and a newline, or nothing for an empty value.

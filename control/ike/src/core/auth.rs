@@ -69,10 +69,14 @@ impl Core {
                 ident_text(&cfg.remote_id)
             ))
         };
-        if let Err(why) = verdict {
-            // RFC 7296 2.21.2: tell the peer with an INFORMATIONAL.
-            self.initiator_auth_failed(i, now, &cfg, &why);
-            return;
+        match verdict {
+            Err(why) => {
+                // RFC 7296 2.21.2: tell the peer with an INFORMATIONAL.
+                self.initiator_auth_failed(i, now, &cfg, &why);
+                return;
+            }
+            Ok(Some(line)) => self.log(p, false, line),
+            Ok(None) => {}
         }
         self.established(i, now);
         // The first child.
@@ -244,9 +248,13 @@ impl Core {
         let Some(verdict) = self.peer_auth(i, &cfg, m, (idt, &idd), (am, &ad)) else {
             return;
         };
-        if let Err(why) = verdict {
-            fail(self, why);
-            return;
+        match verdict {
+            Err(why) => {
+                fail(self, why);
+                return;
+            }
+            Ok(Some(line)) => self.log(p, false, line),
+            Ok(None) => {}
         }
         // Our ID, CERT and AUTH.
         let Some(mut out) = self.own_auth_payloads(i, &cfg) else {

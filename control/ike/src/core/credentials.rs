@@ -82,10 +82,7 @@ impl Core {
             )),
             Some(c) => {
                 let signed = crypto::signed_octets(prf, msg, nonce, sk_p, &body);
-                let hashes = self.sas[i]
-                    .neg
-                    .as_ref()
-                    .map_or(&[][..], |n| &n.peer_hashes);
+                let hashes = self.sas[i].neg.as_ref().map_or(&[][..], |n| &n.peer_hashes);
                 c.sign(hashes, &signed, self.rng.ring())
             }
         };
@@ -119,8 +116,10 @@ impl Core {
     /// intermediates) lead to a CA of `ca_file`, every one valid now; the
     /// identity is bound to its certificate (a DN equal to its subject,
     /// or a subjectAltName); its AUTH is a signature with the
-    /// certificate's key over its signed octets. Err: why not (escaped
-    /// for a log line). None before IKE_SA_INIT is done.
+    /// certificate's key over its signed octets. Ok: with a certificate,
+    /// what authenticated the peer for the log (its subject and the AUTH
+    /// method); Err: why not. Both escaped for a log line. None before
+    /// IKE_SA_INIT is done.
     pub(super) fn peer_auth(
         &self,
         i: usize,
@@ -128,12 +127,12 @@ impl Core {
         m: &Message,
         id: (u8, &[u8]),
         auth: (u8, &[u8]),
-    ) -> Option<Result<(), String>> {
+    ) -> Option<Result<Option<String>, String>> {
         let body = Self::id_body(id.0, id.1);
         let Some(c) = &cfg.cert else {
             let ok = self.peer_psk_auth_ok(i, &cfg.psk, &body, auth.0, auth.1)?;
             return Some(if ok {
-                Ok(())
+                Ok(None)
             } else {
                 Err("the peer's AUTH does not verify with our pre-shared key".into())
             });
@@ -144,20 +143,28 @@ impl Core {
             .payloads
             .iter()
             .filter_map(|p| match p {
-                Payload::Cert(CERT_X509_SIGNATURE, d) if d.len() <= MAX_CERT_LEN => {
-                    Some(d.clone())
-                }
+                Payload::Cert(CERT_X509_SIGNATURE, d) if d.len() <= MAX_CERT_LEN => Some(d.clone()),
                 _ => None,
             })
             .take(1 + MAX_PEER_CERTS)
             .collect();
-        let check = || -> Result<(), String> {
+        let check = || -> Result<String, String> {
             let subject = c.verify_chain(&certs)?;
             cert::id_bound_to_cert(&certs[0], id.0, id.1)?;
             cert::verify_auth(&certs[0], auth.0, auth.1, &signed)
-                .map_err(|e| format!("the AUTH of certificate {subject}: {e}"))
+                .map_err(|e| format!("the AUTH of certificate {subject}: {e}"))?;
+            Ok(format!(
+                "peer authenticated by certificate {subject} (AUTH method {}{})",
+                auth.0,
+                match auth.0 {
+                    cert::AUTH_DIGITAL_SIGNATURE => ", RFC 7427 digital signature",
+                    cert::AUTH_ECDSA_256 | cert::AUTH_ECDSA_384 => ", ECDSA (RFC 4754)",
+                    _ => ", RSA PKCS#1 v1.5 SHA-1",
+                }
+            ))
         };
-        Some(check().map_err(|e| escape_text_max(e.as_bytes(), REASON_MAX)))
+        let esc = |e: String| escape_text_max(e.as_bytes(), REASON_MAX);
+        Some(check().map(|ok| Some(esc(ok))).map_err(esc))
     }
 
     /// We initiated and the responder's authentication failed (`why`):

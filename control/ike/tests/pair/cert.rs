@@ -35,10 +35,7 @@ fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
 fn tmpdir(name: &str) -> PathBuf {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let k = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let d = std::env::temp_dir().join(format!(
-        "xdpsec-ike-pair-{name}-{}-{k}",
-        std::process::id()
-    ));
+    let d = std::env::temp_dir().join(format!("xdpsec-ike-pair-{name}-{}-{k}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -154,9 +151,8 @@ fn cert_cfg(local: &str, c: Credentials, peer_cn: &str, initiate: bool) -> PeerC
     );
     p.psk = Zeroizing::new(Vec::new());
     p.local_id = Identity::Dn(c.subject_der());
-    p.remote_id = Identity::Dn(
-        cert::dn_from_text(&format!("C=CH, O=xdpsec test, CN={peer_cn}")).unwrap(),
-    );
+    p.remote_id =
+        Identity::Dn(cert::dn_from_text(&format!("C=CH, O=xdpsec test, CN={peer_cn}")).unwrap());
     p.cert = Some(Arc::new(c));
     p
 }
@@ -179,11 +175,15 @@ fn capture(n: &mut Net) -> Capture {
 fn ca_spki_sha1(d: &Path) -> Vec<u8> {
     openssl(
         d,
-        &["x509", "-in", "ca.crt", "-noout", "-pubkey", "-out", "ca.pub"],
+        &[
+            "x509", "-in", "ca.crt", "-noout", "-pubkey", "-out", "ca.pub",
+        ],
     );
     openssl(
         d,
-        &["pkey", "-pubin", "-in", "ca.pub", "-outform", "DER", "-out", "ca.spki"],
+        &[
+            "pkey", "-pubin", "-in", "ca.pub", "-outform", "DER", "-out", "ca.spki",
+        ],
     );
     let out = openssl(d, &["dgst", "-sha1", "-binary", "ca.spki"]);
     assert_eq!(out.len(), 20);
@@ -237,8 +237,13 @@ fn cert_auth_each_key_type_both_roles() {
             }
             // IKE_SA_INIT and IKE_AUTH, nothing more.
             assert_eq!(cap.len(), 4, "{ctx}");
-            for s in 0..2 {
+            for (s, peer) in [(0, "beta"), (1, "alpha")] {
                 assert!(!n.logs(s).contains("failed"), "{ctx}: {}", n.logs(s));
+                // Each announced SHA2: each signed with RFC 7427.
+                let line = format!(
+                    "peer authenticated by certificate C=CH, O=xdpsec test, CN={peer} (AUTH method 14, RFC 7427"
+                );
+                assert!(n.logs(s).contains(&line), "{ctx}: {}", n.logs(s));
             }
         }
         let _ = std::fs::remove_dir_all(&d);
@@ -302,7 +307,10 @@ fn refused(
         if a_initiates {
             // A checked the responder's answer: it says so to B, which
             // had taken the SA as established and now deletes it.
-            assert!(n.logs(1).contains("SA DOWN") || n.logs(1).contains("deleted"), "{ctx}");
+            assert!(
+                n.logs(1).contains("SA DOWN") || n.logs(1).contains("deleted"),
+                "{ctx}"
+            );
         } else {
             // A answered B's IKE_AUTH with AUTHENTICATION_FAILED.
             assert!(n.logs(1).contains("AUTHENTICATION_FAILED"), "{ctx}");
@@ -365,8 +373,7 @@ fn identity_not_in_the_cert_or_not_the_remote_id_refused() {
         &d,
         "beta",
         |a| {
-            a.remote_id =
-                Identity::Dn(cert::dn_from_text("C=CH, O=xdpsec test, CN=gamma").unwrap())
+            a.remote_id = Identity::Dn(cert::dn_from_text("C=CH, O=xdpsec test, CN=gamma").unwrap())
         },
         |_| {},
         "is not the configured remote_id C=CH, O=xdpsec test, CN=gamma",
