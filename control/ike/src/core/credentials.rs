@@ -21,20 +21,31 @@ const REASON_MAX: usize = 512;
 type AuthInputs<'a> = (&'a [u8], &'a [u8], &'a [u8], Prf);
 
 impl Core {
-    /// What an IKE_SA_INIT (request or response) carries when we
-    /// authenticate with a certificate: a CERTREQ naming our CAs (SHA-1
-    /// of each one's SubjectPublicKeyInfo, encoding 4) and
-    /// SIGNATURE_HASH_ALGORITHMS with the hashes we verify (RFC 7427 4).
-    /// Nothing with a pre-shared key.
-    pub(super) fn cert_init_payloads(cfg: &PeerConfig) -> Vec<Payload> {
+    /// What an IKE_SA_INIT carries when we authenticate with a
+    /// certificate: SIGNATURE_HASH_ALGORITHMS with the hashes we verify
+    /// (RFC 7427 4), and in the `response` our CERTREQ (RFC 7296 1.2: the
+    /// initiator's goes in IKE_AUTH; strongSwan refuses one in the
+    /// request). Nothing with a pre-shared key.
+    pub(super) fn cert_init_payloads(cfg: &PeerConfig, response: bool) -> Vec<Payload> {
         let Some(c) = &cfg.cert else {
             return Vec::new();
         };
         let hashes = OUR_HASHES.iter().flat_map(|h| h.to_be_bytes()).collect();
-        vec![
-            Payload::CertReq(CERT_X509_SIGNATURE, c.certreq_data()),
-            Self::notify_payload(notify::SIGNATURE_HASH_ALGORITHMS, hashes),
-        ]
+        let mut out = Vec::new();
+        if response {
+            out.push(Self::certreq(c));
+        }
+        out.push(Self::notify_payload(
+            notify::SIGNATURE_HASH_ALGORITHMS,
+            hashes,
+        ));
+        out
+    }
+
+    /// A CERTREQ naming our CAs: SHA-1 of each one's
+    /// SubjectPublicKeyInfo, encoding 4 (RFC 7296 3.7).
+    fn certreq(c: &cert::Credentials) -> Payload {
+        Payload::CertReq(CERT_X509_SIGNATURE, c.certreq_data())
     }
 
     /// The hashes a peer announced in its IKE_SA_INIT (RFC 7427 4; at
@@ -66,7 +77,8 @@ impl Core {
     }
 
     /// Our ID (IDi as initiator, IDr as responder), CERT (with a
-    /// certificate) and AUTH payloads for IKE_AUTH. With a certificate the
+    /// certificate; then as initiator our CERTREQ too) and AUTH payloads
+    /// for IKE_AUTH. With a certificate the
     /// AUTH is a signature: RFC 7427's (method 14) when the peer announced
     /// a hash we can use, else our key's classic method (9, 10), as IOS
     /// does. None before IKE_SA_INIT is done, or when signing failed
@@ -104,6 +116,9 @@ impl Core {
         }];
         if let Some(c) = &cfg.cert {
             out.push(Payload::Cert(CERT_X509_SIGNATURE, c.cert_der().to_vec()));
+            if self.sas[i].initiator {
+                out.push(Self::certreq(c));
+            }
         }
         out.push(Payload::Auth(method, data));
         Some(out)

@@ -101,7 +101,7 @@ impl Core {
             (sa.local, sa.remote),
             cfg.force_encap,
         ));
-        p.extend(Self::cert_init_payloads(&cfg));
+        p.extend(Self::cert_init_payloads(&cfg, false));
         let h = HeaderRepr {
             spi_i: sa.spi_i,
             spi_r: 0,
@@ -402,7 +402,7 @@ impl Core {
             (local, remote),
             cfg.force_encap,
         );
-        pl.extend(Self::cert_init_payloads(&cfg));
+        pl.extend(Self::cert_init_payloads(&cfg, true));
         let resp = wire::emit_message(&h(spi_r), &pl);
         let keys = init_keys(&prop, &ni, &nr, &shared, spi_i, spi_r);
         let id = self.next_id;
