@@ -120,7 +120,12 @@ impl Drop for Pki {
 /// xdpsec (node 1) and charon (node 2) authenticating with `pki`'s
 /// certificates (charon: its subject as its identity, xdpsec's DN
 /// expected); charon with `signature_authentication` (RFC 7427) or not.
-fn start(pki: &Pki, xdpsec_initiates: bool, rfc7427: bool) -> WithStrongswan {
+/// charon initiates unless `xdpsec_initiates`: Err if that fails.
+fn start(
+    pki: &Pki,
+    xdpsec_initiates: bool,
+    rfc7427: bool,
+) -> (WithStrongswan, Result<String, String>) {
     let opts = CharonOpts {
         creds: Some(pki.charon_creds()),
         signature_authentication: rfc7427,
@@ -139,10 +144,12 @@ fn start(pki: &Pki, xdpsec_initiates: bool, rfc7427: bool) -> WithStrongswan {
         },
     )
     .unwrap();
-    if !xdpsec_initiates {
-        p.charon.initiate("xs").unwrap();
-    }
-    p
+    let initiated = if xdpsec_initiates {
+        Ok(String::new())
+    } else {
+        p.charon.initiate("xs").map_err(|e| e.to_string())
+    };
+    (p, initiated)
 }
 
 /// The tunnel is up on both sides (one IKE SA and child, the same SPIs),
@@ -188,7 +195,7 @@ fn assert_up(p: &WithStrongswan, xdpsec_initiates: bool, charon_saw: &str, xdpse
 fn cert_auth_xdpsec_initiates_p256_against_rsa() {
     require_5_9_8();
     let pki = Pki::new("ecdsa-p256", "rsa-2048", &[]);
-    let p = start(&pki, true, true);
+    let (p, _) = start(&pki, true, true);
     // charon announced RFC 7427: xdpsec signs with ECDSA-SHA256 in
     // method 14; charon signs with RSA PKCS#1 v1.5 SHA-256 in method 14.
     assert_up(&p, true, "ECDSA_WITH_SHA256_DER", 14);
@@ -198,7 +205,8 @@ fn cert_auth_xdpsec_initiates_p256_against_rsa() {
 fn cert_auth_strongswan_initiates_p384_against_p256() {
     require_5_9_8();
     let pki = Pki::new("ecdsa-p384", "ecdsa-p256", &[]);
-    let p = start(&pki, false, true);
+    let (p, initiated) = start(&pki, false, true);
+    initiated.unwrap();
     assert_up(&p, false, "ECDSA_WITH_SHA384_DER", 14);
 }
 
@@ -209,7 +217,7 @@ fn cert_auth_classic_methods_when_the_peer_has_no_rfc7427() {
     // signs with the classic method: xdpsec signs with ECDSA-256 (9) and
     // verifies charon's ECDSA-384 (10), as with an IOS `ecdsa-sig` peer.
     let pki = Pki::new("ecdsa-p256", "ecdsa-p384", &[]);
-    let p = start(&pki, true, false);
+    let (p, _) = start(&pki, true, false);
     assert_up(&p, true, "ECDSA-256 signature", 10);
 }
 
@@ -238,7 +246,12 @@ fn cert_of_another_ca_or_expired_refused_both_ways() {
     let other = pki.dir.join("other");
     make_ca(&other);
     make_device(&other, &pki.dir.join("s"), "2", "ecdsa-p256", &["--force"]);
-    let p = start(&pki, false, true);
+    let (p, initiated) = start(&pki, false, true);
+    let e = initiated.unwrap_err();
+    assert!(
+        e.contains("received AUTHENTICATION_FAILED notify error"),
+        "{e}"
+    );
     wait_text(
         "xdpsec's log",
         || p.d.log_text(),
@@ -252,18 +265,21 @@ fn cert_of_another_ca_or_expired_refused_both_ways() {
     assert!(p.charon.list_sas().unwrap().is_empty());
     drop(p);
     // xdpsec initiating: charon takes xdpsec's certificate (its CA is
-    // charon's), xdpsec refuses charon's and tells it so.
-    let p = start(&pki, true, true);
+    // charon's), xdpsec refuses charon's and tells it so (RFC 7296
+    // 2.21.2: an INFORMATIONAL with AUTHENTICATION_FAILED and the DELETE),
+    // and charon deletes the IKE SA it had taken as established.
+    let (p, _) = start(&pki, true, true);
     wait_text(
         "xdpsec's log",
         || p.d.log_text(),
         "is not signed by a CA of ca_file",
     );
-    wait_text(
-        "charon's log",
-        || p.charon.log_text(),
-        "received AUTHENTICATION_FAILED notify error",
-    );
+    for line in [
+        "parsed INFORMATIONAL request 2 [ N(AUTH_FAILED) D ]",
+        "received DELETE for IKE_SA xs[1]",
+    ] {
+        wait_text("charon's log", || p.charon.log_text(), line);
+    }
     drop(p);
     drop(pki);
     // charon's certificate expired in 2020: xdpsec refuses it.
@@ -277,7 +293,12 @@ fn cert_of_another_ca_or_expired_refused_both_ways() {
             "2020-12-31T00:00:00Z",
         ],
     );
-    let p = start(&pki, false, true);
+    let (p, initiated) = start(&pki, false, true);
+    let e = initiated.unwrap_err();
+    assert!(
+        e.contains("received AUTHENTICATION_FAILED notify error"),
+        "{e}"
+    );
     wait_text("xdpsec's log", || p.d.log_text(), "is not valid now");
     wait_text(
         "charon's log",
