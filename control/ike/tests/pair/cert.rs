@@ -190,8 +190,11 @@ fn ca_spki_sha1(d: &Path) -> Vec<u8> {
     out
 }
 
+/// A CERTREQ payload: encoding and data.
+type CertReq = (u8, Vec<u8>);
+
 /// The CERTREQ and SIGNATURE_HASH_ALGORITHMS of an IKE_SA_INIT.
-fn init_cert_payloads(data: &[u8]) -> (Option<(u8, Vec<u8>)>, Option<Vec<u8>>) {
+fn init_cert_payloads(data: &[u8]) -> (Option<CertReq>, Option<Vec<u8>>) {
     let m = Message::parse(data).unwrap();
     assert_eq!(m.header.exchange, wire::IKE_SA_INIT);
     let req = m.payloads.iter().find_map(|p| match p {
