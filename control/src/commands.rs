@@ -414,6 +414,9 @@ impl Owner {
             Command::ShowIkev2Proposal => {
                 Ok(crate::ike_show::ikev2_proposal(&self.ikev2_proposal_rows()))
             }
+            Command::ShowIkev2StatsFragmentation => Ok(crate::ike_show::ikev2_fragmentation(
+                self.ike.as_ref().map(|i| i.stats()).unwrap_or_default(),
+            )),
             Command::ShowIpsecTransformSet => Ok(crate::ike_show::ipsec_transform_set(
                 &self.transform_set_rows(),
             )),

@@ -139,6 +139,10 @@ pub struct IkeTunnel {
     pub nat_t_port: u16,
     /// Send INVALID_SPI for ESP with an unknown SPI from this peer.
     pub invalid_spi_recovery: bool,
+    /// IKE fragmentation (RFC 7383) offered and used when the peer offers it.
+    pub fragmentation: bool,
+    /// The largest IP datagram an IKE message or fragment fills, headers included.
+    pub fragment_size: usize,
 }
 
 impl std::fmt::Debug for IkeTunnel {
@@ -157,6 +161,8 @@ impl std::fmt::Debug for IkeTunnel {
             .field("initiate", &self.initiate)
             .field("nat_t_port", &self.nat_t_port)
             .field("invalid_spi_recovery", &self.invalid_spi_recovery)
+            .field("fragmentation", &self.fragmentation)
+            .field("fragment_size", &self.fragment_size)
             .finish()
     }
 }
@@ -352,6 +358,10 @@ struct RawTunnel {
     initiate: Option<Spanned<bool>>,
     #[serde(default)]
     invalid_spi_recovery: Option<Spanned<bool>>,
+    #[serde(default)]
+    fragmentation: Option<Spanned<bool>>,
+    #[serde(default)]
+    fragment_size: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -709,7 +719,7 @@ fn parse_tunnel(
         ("inbound", t.inbound.as_ref().map(|v| v.span())),
         ("outbound", t.outbound.as_ref().map(|v| v.span())),
     ];
-    let ike_only: [(&str, Option<std::ops::Range<usize>>); 15] = [
+    let ike_only: [(&str, Option<std::ops::Range<usize>>); 17] = [
         ("psk", t.psk.as_ref().map(|v| v.span())),
         ("psk_file", t.psk_file.as_ref().map(|v| v.span())),
         ("auth", t.auth.as_ref().map(|v| v.span())),
@@ -734,6 +744,8 @@ fn parse_tunnel(
             "invalid_spi_recovery",
             t.invalid_spi_recovery.as_ref().map(|v| v.span()),
         ),
+        ("fragmentation", t.fragmentation.as_ref().map(|v| v.span())),
+        ("fragment_size", t.fragment_size.as_ref().map(|v| v.span())),
     ];
     let (foreign, other_kind) = if ike {
         (&manual_only[..], "manual")
@@ -1067,6 +1079,21 @@ fn parse_ike(
         10,
     )?;
     let dpd = seconds(&t.dpd_seconds, "dpd_seconds", 0, 0)?;
+    let (lo, hi) = (
+        xdpsec_ike::frag::MIN_FRAGMENT_SIZE,
+        xdpsec_ike::frag::MAX_FRAGMENT_SIZE,
+    );
+    let fragment_size = match &t.fragment_size {
+        None => xdpsec_ike::frag::DEFAULT_FRAGMENT_SIZE,
+        Some(v) if (lo as i64..=hi as i64).contains(v.get_ref()) => *v.get_ref() as usize,
+        Some(v) => {
+            return Err(format!(
+                "line {}: field `tunnel.fragment_size` = {} in tunnel {name}: give {lo} to {hi} bytes (the largest IP datagram, headers included)",
+                at(v.span()),
+                v.get_ref()
+            ));
+        }
+    };
     Ok(IkeTunnel {
         psk,
         cert,
@@ -1084,6 +1111,8 @@ fn parse_ike(
             .invalid_spi_recovery
             .as_ref()
             .is_some_and(|v| *v.get_ref()),
+        fragmentation: t.fragmentation.as_ref().is_none_or(|v| *v.get_ref()),
+        fragment_size,
     })
 }
 
@@ -1810,6 +1839,31 @@ replay_window = 128
         );
         assert!(i.initiate && i.dpd.is_none() && !i.invalid_spi_recovery);
         assert_eq!(c.tunnels[0].encap, Encap::Esp);
+        assert!(i.fragmentation);
+        assert_eq!(i.fragment_size, 1280);
+        // fragmentation and fragment_size as given.
+        let c = Config::parse(&format!(
+            "{GOOD}{min}fragmentation = false\nfragment_size = 400\n"
+        ))
+        .unwrap();
+        let TunnelKind::Ike(i) = &c.tunnels[0].kind else {
+            panic!()
+        };
+        assert!(!i.fragmentation);
+        assert_eq!(i.fragment_size, 400);
+        for bad in [
+            "fragment_size = 255",
+            "fragment_size = 65536",
+            "fragment_size = -1",
+        ] {
+            let e = Config::parse(&format!("{GOOD}{min}{bad}\n")).unwrap_err();
+            assert!(
+                e.contains("tunnel.fragment_size") && e.contains("256 to 65535"),
+                "{bad}: {e}"
+            );
+        }
+        let e = Config::parse(&format!("{GOOD}{min}fragmentation = 1\n")).unwrap_err();
+        assert!(e.contains("fragmentation"), "{e}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub(crate) mod show;
 pub use config::ControllerConfig;
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, VecDeque},
     io::{ErrorKind, Read, Write},
     net::{IpAddr, Ipv4Addr, Shutdown, TcpListener, TcpStream},
     os::{fd::AsRawFd, unix::net::UnixStream},
@@ -37,6 +37,7 @@ use xdpsec_omp::{
     consts::HANDSHAKE_TIMEOUT,
     controller::{self as core, Action, ConnId, Controller, Input, escape},
     history::ErrorCode,
+    loglimit::LogLimiter,
     tls::{Link, error_codes, rustls::ServerConfig},
 };
 use zeroize::Zeroizing;
@@ -59,9 +60,6 @@ pub const MAX_HANDSHAKING_PER_SOURCE: usize = 8;
 /// How long the listener pauses after `accept()` failed for lack of file
 /// descriptors (EMFILE, ENFILE) instead of retrying at once.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(250);
-/// Log lines about one source's refused or failed connections: at most one
-/// a second (the rest are counted in the next line).
-const LOG_INTERVAL: Duration = Duration::from_secs(1);
 /// Bytes queued for one slow connection before it is dropped (ours: a full
 /// route table of a large lab is well under this).
 pub const MAX_PENDING_OUT: usize = 1 << 20;
@@ -162,14 +160,6 @@ struct Conn {
     out: Zeroizing<Vec<u8>>,
 }
 
-/// Per-source log rate limit: when the last line was written and how many
-/// were suppressed since.
-#[derive(Default)]
-struct LogLimit {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
 /// The owner thread's state: the core, the connections, the log.
 struct Shell {
     core: Controller,
@@ -177,7 +167,9 @@ struct Shell {
     conns: BTreeMap<ConnId, Conn>,
     /// The listener is not polled until then (accept failed: EMFILE).
     accept_paused_until: Option<Instant>,
-    limits: HashMap<IpAddr, LogLimit>,
+    /// Per-source limit of the shell's own lines (connections refused at
+    /// accept, accept failures); the core limits its lines itself.
+    limits: LogLimiter,
     next_id: ConnId,
     log: LogBuffer,
     node: String,
@@ -230,7 +222,7 @@ pub fn run(cfg: ControllerConfig) -> Result<()> {
         tls,
         conns: BTreeMap::new(),
         accept_paused_until: None,
-        limits: HashMap::new(),
+        limits: LogLimiter::default(),
         next_id: 1,
         log: LogBuffer::default(),
         node: cfg.node.clone(),
@@ -339,6 +331,16 @@ impl Shell {
                 .map_or(MAX_POLL_WAIT, |t| t.saturating_duration_since(now))
                 .min(MAX_POLL_WAIT);
             if let Some(t) = self.accept_paused_until {
+                wait = wait.min(t.saturating_duration_since(now));
+            }
+            // The handshake timeouts are kept to the millisecond.
+            if let Some(t) = self
+                .conns
+                .values()
+                .filter(|c| !c.accepted)
+                .map(|c| c.since + HANDSHAKE_TIMEOUT)
+                .min()
+            {
                 wait = wait.min(t.saturating_duration_since(now));
             }
             // Round up so a timer a fraction of a millisecond away does
@@ -463,25 +465,9 @@ impl Shell {
     /// A log line about `source`, at most one per [`LOG_INTERVAL`]; `line`
     /// gets the count of lines suppressed before it (or "").
     fn limited_log(&mut self, now: Instant, source: IpAddr, line: impl FnOnce(String) -> String) {
-        if self.limits.len() > 4096 {
-            self.limits.retain(|_, l| {
-                l.last
-                    .is_some_and(|t| now.saturating_duration_since(t) < LOG_INTERVAL)
-            });
+        if let Some(n) = self.limits.allow(now, source) {
+            self.log_line(line(n));
         }
-        let l = self.limits.entry(source).or_default();
-        if l.last
-            .is_some_and(|t| now.saturating_duration_since(t) < LOG_INTERVAL)
-        {
-            l.suppressed += 1;
-            return;
-        }
-        let n = match std::mem::take(&mut l.suppressed) {
-            0 => String::new(),
-            k => format!(" ({k} more from this source suppressed)"),
-        };
-        l.last = Some(now);
-        self.log_line(line(n));
     }
 
     /// Connections whose TLS handshake takes too long are closed.
@@ -506,8 +492,8 @@ impl Shell {
         }
     }
 
-    /// A connection that never reached the core: its history row and log
-    /// line come from the core, rate-limited per source here.
+    /// A connection that never reached the core: its history row and its
+    /// log line (rate-limited per source) come from the core.
     fn failed(
         &mut self,
         now: Instant,
@@ -516,25 +502,13 @@ impl Shell {
         remote_error: ErrorCode,
         detail: String,
     ) {
-        let l = self.limits.entry(remote.ip()).or_default();
-        if l.last
-            .is_some_and(|t| now.saturating_duration_since(t) < LOG_INTERVAL)
-        {
-            l.suppressed += 1;
-            return;
-        }
-        l.last = Some(now);
-        let detail = match std::mem::take(&mut l.suppressed) {
-            0 => escape(&detail),
-            k => format!("{} ({k} more from this source suppressed)", escape(&detail)),
-        };
         let a = self.core.handle(
             now,
             Input::Failed {
                 remote,
                 local,
                 remote_error,
-                detail,
+                detail: escape(&detail),
             },
         );
         self.apply(now, a);

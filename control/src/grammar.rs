@@ -60,6 +60,8 @@ pub enum Cmd {
     ClearIkev2Sa,
     /// `show crypto ikev2 proposal`.
     ShowIkev2Proposal,
+    /// `show crypto ikev2 stats fragmentation`.
+    ShowIkev2StatsFragmentation,
     /// `show crypto ipsec transform-set`.
     ShowIpsecTransformSet,
     /// `clear crypto ikev2 sa remote ADDR`.
@@ -232,6 +234,11 @@ pub const COMMANDS: &[CommandSpec<Cmd>] = &[
         pattern: "show crypto ikev2 sa detailed",
         id: Cmd::ShowIkev2SaDetailed,
         help: "IKEv2 SAs with SPIs, identities, DPD and NAT-T state",
+    },
+    CommandSpec {
+        pattern: "show crypto ikev2 stats fragmentation",
+        id: Cmd::ShowIkev2StatsFragmentation,
+        help: "IKE fragmentation (RFC 7383) counters: fragments sent, received, messages reassembled, fragments dropped",
     },
     CommandSpec {
         pattern: "show crypto ikev2 proposal",
@@ -484,6 +491,8 @@ pub enum Command {
     },
     /// `show crypto ikev2 proposal`.
     ShowIkev2Proposal,
+    /// `show crypto ikev2 stats fragmentation`.
+    ShowIkev2StatsFragmentation,
     /// `show crypto ipsec transform-set`.
     ShowIpsecTransformSet,
     /// `show crypto session [detail]`.
@@ -625,6 +634,7 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
             remote: Some(addr(0).ok_or_else(missing)?),
         },
         Cmd::ShowIkev2Proposal => Command::ShowIkev2Proposal,
+        Cmd::ShowIkev2StatsFragmentation => Command::ShowIkev2StatsFragmentation,
         Cmd::ShowIpsecTransformSet => Command::ShowIpsecTransformSet,
         Cmd::ShowSession => Command::ShowCryptoSession { detail: false },
         Cmd::ShowSessionDetail => Command::ShowCryptoSession { detail: true },
@@ -728,6 +738,9 @@ impl std::fmt::Display for Command {
                 write!(f, "clear crypto ikev2 sa{}", opt("remote", remote))
             }
             Command::ShowIkev2Proposal => write!(f, "show crypto ikev2 proposal"),
+            Command::ShowIkev2StatsFragmentation => {
+                write!(f, "show crypto ikev2 stats fragmentation")
+            }
             Command::ShowIpsecTransformSet => write!(f, "show crypto ipsec transform-set"),
             Command::ShowCryptoSession { detail } => {
                 write!(f, "show crypto session{}", flag("detail", *detail))
@@ -833,6 +846,7 @@ mod tests {
             Command::ClearIkev2Sa { remote: None },
             Command::ClearIkev2Sa { remote: Some(v6) },
             Command::ShowIkev2Proposal,
+            Command::ShowIkev2StatsFragmentation,
             Command::ShowIpsecTransformSet,
             Command::ShowCryptoSession { detail: false },
             Command::ShowCryptoSession { detail: true },

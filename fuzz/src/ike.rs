@@ -116,6 +116,8 @@ pub fn tunnel(
         remote_ts: vec![prefix(rts)],
         replay_window: 64,
         invalid_spi_recovery: true,
+        fragmentation: true,
+        fragment_size: xdpsec_ike::frag::DEFAULT_FRAGMENT_SIZE,
     }
 }
 

@@ -16,7 +16,8 @@ pub const INNER: [&str; 2] = ["203.0.113.1", "203.0.113.2"];
 /// An xdpsec config for node `side` (0 or 1) of `lab` with one IKE tunnel
 /// (`Tunnel2`, UDP-encapsulated unless `extra` has an `encap` line; with
 /// `psk` unless `extra` has an `auth` line) to the other node, `extra`
-/// lines added to the tunnel (e.g. lifetimes). An empty
+/// lines added to the tunnel (e.g. lifetimes; a `local_subnets` or
+/// `remote_subnets` line there replaces the default). An empty
 /// proposal string leaves its key out
 /// ([`NO_PROPOSALS`](crate::strongswan::NO_PROPOSALS): xdpsec's defaults).
 pub fn ike_config(
@@ -57,36 +58,40 @@ name = "Tunnel2"
 kind = "ike"
 peer = "{peer}"
 {encap}{psk}{ike}{esp}initiate = {initiate}
-local_subnets = ["{inner_local}/32"]
-remote_subnets = ["{inner_peer}/32"]
-{extra}
+{local_subnets}{remote_subnets}{extra}
 "#,
         n = side + 1,
         // UDP-encapsulated unless `extra` says otherwise.
-        encap = if has_key(extra, "encap") {
-            ""
-        } else {
-            "encap = \"udp\"\n"
-        },
-        psk = if has_key(extra, "auth") {
-            String::new()
-        } else {
-            format!("psk = \"{psk}\"\n")
-        },
+        encap = unless_in(extra, "encap", "encap = \"udp\"\n"),
+        psk = unless_in(extra, "auth", &format!("psk = \"{psk}\"\n")),
         local = under[side],
         peer = under[1 - side],
         inner_local = INNER[side],
-        inner_peer = INNER[1 - side],
+        local_subnets = unless_in(
+            extra,
+            "local_subnets",
+            &format!("local_subnets = [\"{}/32\"]\n", INNER[side])
+        ),
+        remote_subnets = unless_in(
+            extra,
+            "remote_subnets",
+            &format!("remote_subnets = [\"{}/32\"]\n", INNER[1 - side])
+        ),
         ike = key_line("ike_proposals", proposals.ike),
         esp = key_line("esp_proposals", proposals.esp),
     )
 }
 
-/// Whether config lines `extra` set `key`.
-fn has_key(extra: &str, key: &str) -> bool {
-    extra
+/// `line`, unless `extra` has a line setting `key`.
+fn unless_in(extra: &str, key: &str, line: &str) -> String {
+    if extra
         .lines()
         .any(|l| l.trim_start().starts_with(&format!("{key} ")))
+    {
+        String::new()
+    } else {
+        line.to_string()
+    }
 }
 
 /// `key = ["value"]` and a newline, or nothing for an empty value.

@@ -75,6 +75,25 @@ pub enum Cert {
     /// From the fabric's CA, allowed, but the edge claims edge `n`'s
     /// system-ip in its config and certificate (DUPSYSIPDEL).
     ClaimsSystemIpOf(usize),
+    /// From the fabric's CA, allowed with its own system-ip, but the edge
+    /// now claims [`CHANGED_SYSTEM_IP`] (bound to no serial) in its config
+    /// and certificate (SYSIPCHNG).
+    SystemIpChanged,
+}
+
+/// The system-ip a [`Cert::SystemIpChanged`] edge claims.
+pub const CHANGED_SYSTEM_IP: &str = "192.0.2.200";
+
+impl Cert {
+    /// The system-ip edge `i` with this certificate claims (in its config
+    /// and its certificate).
+    pub fn claimed_system_ip(&self, i: usize) -> String {
+        match self {
+            Cert::ClaimsSystemIpOf(n) => Fabric::system_ip(*n),
+            Cert::SystemIpChanged => CHANGED_SYSTEM_IP.to_string(),
+            _ => Fabric::system_ip(i),
+        }
+    }
 }
 
 impl EdgeSpec {
@@ -292,10 +311,7 @@ impl Fabric {
         for i in 1..=self.len() {
             let spec = &self.specs[i - 1];
             let serial = Fabric::serial(i);
-            let sys = match spec.cert {
-                Cert::ClaimsSystemIpOf(n) => Fabric::system_ip(n),
-                _ => Fabric::system_ip(i),
-            };
+            let sys = spec.cert.claimed_system_ip(i);
             let mut args: Vec<String> = [
                 "device",
                 "--serial",
@@ -490,10 +506,7 @@ impl Fabric {
              bfd_hello_ms = {}\nbfd_multiplier = {}\ngraceful_restart_seconds = {}\n",
             self.tloc_ip(i, 0),
             Fabric::inside_ip(i),
-            match spec.cert {
-                Cert::ClaimsSystemIpOf(n) => Fabric::system_ip(n),
-                _ => Fabric::system_ip(i),
-            },
+            spec.cert.claimed_system_ip(i),
             Fabric::site_id(i),
             self.pki.display(),
             t.rekey_seconds,

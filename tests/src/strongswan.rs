@@ -129,6 +129,9 @@ pub struct CharonOpts {
     /// `charon.signature_authentication`: false makes charon neither
     /// announce nor use RFC 7427 (classic AUTH methods 1, 9, 10 only).
     pub signature_authentication: bool,
+    /// `charon.fragment_size`: the largest IP datagram of an IKE message
+    /// or fragment (RFC 7383); None: charon's default (1280).
+    pub fragment_size: Option<u32>,
 }
 
 impl Default for CharonOpts {
@@ -144,6 +147,7 @@ impl Default for CharonOpts {
             log_keys: false,
             creds: None,
             signature_authentication: true,
+            fragment_size: None,
         }
     }
 }
@@ -173,6 +177,7 @@ impl CharonOpts {
              \x20 retransmit_tries = {tries}\n\
              \x20 retransmit_timeout = {timeout}\n\
              \x20 signature_authentication = {sigauth}\n\
+             {fragment_size}\
              \x20 plugins {{\n\
              \x20   vici {{\n\
              \x20     socket = unix://{vici}\n\
@@ -210,6 +215,10 @@ impl CharonOpts {
             port_nat_t = self.port_nat_t,
             tries = self.retransmit_tries,
             timeout = self.retransmit_timeout,
+            fragment_size = self
+                .fragment_size
+                .map(|f| format!("  fragment_size = {f}\n"))
+                .unwrap_or_default(),
             vici = dir.join("charon.vici").display(),
             log = dir.join("charon.log").display(),
         )
@@ -258,6 +267,9 @@ pub struct Conn {
     /// Authenticate with charon's certificate (`auth = pubkey`, `certs =
     /// local.crt`: [`CharonOpts::creds`]) instead of the PSK, both ways.
     pub pubkey: bool,
+    /// IKE fragmentation (`fragmentation`: `yes`, `accept`, `force`,
+    /// `no`); None: swanctl's default (`yes`).
+    pub fragmentation: Option<&'static str>,
 }
 
 impl Conn {
@@ -291,6 +303,7 @@ impl Conn {
             dpd_delay: None,
             start_action: "none",
             pubkey: false,
+            fragmentation: None,
         }
     }
 
@@ -347,6 +360,9 @@ impl Conn {
         }
         if let Some(t) = self.dpd_delay {
             let _ = writeln!(c, "    dpd_delay = {t}");
+        }
+        if let Some(f) = self.fragmentation {
+            let _ = writeln!(c, "    fragmentation = {f}");
         }
         if self.pubkey {
             // Quoted: a DN has spaces and commas. Without a local id,

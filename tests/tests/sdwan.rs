@@ -540,6 +540,45 @@ fn controller_restart_keeps_traffic_then_reconverges() {
     ping_all_pairs(&f, &all, 3);
 }
 
+/// The rows of a `show sdwan control connection-history` text as Cisco's
+/// genieparser (`ShowSdwanControlConnectionHistory`) reads them.
+/// genieparser keys the rows by DOWNTIME (rows of the same second would
+/// overwrite each other): each row is parsed on its own, under the header.
+fn history_rows(text: &str) -> Vec<Value> {
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(dash) = lines.iter().position(|l| l.starts_with("-----")) else {
+        return Vec::new();
+    };
+    let head = lines[..=dash].join("\n");
+    let cases: Vec<Value> = lines[dash + 1..]
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| json!({ "connection_history": format!("{head}\n{l}\n") }))
+        .collect();
+    if cases.is_empty() {
+        return Vec::new();
+    }
+    let g = xdpsec_e2e::genie_parse(&Value::Array(cases)).unwrap();
+    let mut v = Vec::new();
+    for c in g.as_array().unwrap() {
+        let parsed = &c["connection_history"]["parsed"];
+        for t in parsed["peer_type"]
+            .as_object()
+            .into_iter()
+            .flat_map(|m| m.values())
+        {
+            for r in t["downtime"]
+                .as_object()
+                .into_iter()
+                .flat_map(|m| m.values())
+            {
+                v.push(r.clone());
+            }
+        }
+    }
+    v
+}
+
 /// Each certificate check of the issue, refused on both sides with Cisco's
 /// code: a `%SDWAN-3-` log line each side and a row in each side's
 /// `show sdwan control connection-history` that Cisco's genieparser reads
@@ -555,6 +594,7 @@ fn refused_edges_get_ciscos_codes_on_both_sides() {
         (4, Cert::OtherOrganization, "CTORGNMMIS"),
         (5, Cert::NotAllowed, "SERNTPRES"),
         (6, Cert::ClaimsSystemIpOf(1), "DUPSYSIPDEL"),
+        (7, Cert::SystemIpChanged, "SYSIPCHNG"),
     ];
     let mut specs = vec![EdgeSpec::new(&["biz-internet"])];
     for (_, cert, _) in &cases {
@@ -574,42 +614,6 @@ fn refused_edges_get_ciscos_codes_on_both_sides() {
     };
     let up0 = up_since(&f);
     // Every refused edge has retried at least once (backoff 1 s, 2 s).
-    // genieparser keys the rows by DOWNTIME (rows of the same second would
-    // overwrite each other): each row is parsed on its own, under the header.
-    let rows_of = |text: &str| -> Vec<Value> {
-        let lines: Vec<&str> = text.lines().collect();
-        let Some(dash) = lines.iter().position(|l| l.starts_with("-----")) else {
-            return Vec::new();
-        };
-        let head = lines[..=dash].join("\n");
-        let cases: Vec<Value> = lines[dash + 1..]
-            .iter()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| json!({ "connection_history": format!("{head}\n{l}\n") }))
-            .collect();
-        if cases.is_empty() {
-            return Vec::new();
-        }
-        let g = xdpsec_e2e::genie_parse(&Value::Array(cases)).unwrap();
-        let mut v = Vec::new();
-        for c in g.as_array().unwrap() {
-            let parsed = &c["connection_history"]["parsed"];
-            for t in parsed["peer_type"]
-                .as_object()
-                .into_iter()
-                .flat_map(|m| m.values())
-            {
-                for r in t["downtime"]
-                    .as_object()
-                    .into_iter()
-                    .flat_map(|m| m.values())
-                {
-                    v.push(r.clone());
-                }
-            }
-        }
-        v
-    };
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
         let mut missing = Vec::new();
@@ -617,7 +621,7 @@ fn refused_edges_get_ciscos_codes_on_both_sides() {
             .ctrl()
             .cli("show sdwan control connection-history")
             .unwrap();
-        let ctrl_rows = rows_of(&ctrl);
+        let ctrl_rows = history_rows(&ctrl);
         for (i, _, code) in &cases {
             let ip = f.tloc_ip(*i, 0).to_string();
             // The controller: its own finding, LOCAL ERROR.
@@ -633,7 +637,7 @@ fn refused_edges_get_ciscos_codes_on_both_sides() {
                 .edge(*i)
                 .cli("show sdwan control connection-history")
                 .unwrap();
-            let rows = rows_of(&text);
+            let rows = history_rows(&text);
             if !rows.iter().any(|r| {
                 r["remote_error"] == *code
                     && r["local_error"] == "NOERR"
@@ -1163,6 +1167,80 @@ fn reconnect_time(f: &Fabric, i: usize) -> Duration {
     t0.elapsed()
 }
 
+/// `n` TCP connections to the controller from edge `i`'s namespace (its
+/// TLOC address), as many as connect within 2 s each; nothing sent.
+fn open_to_controller(f: &Fabric, i: usize, n: usize) -> Vec<std::net::TcpStream> {
+    use std::net::{SocketAddr, TcpStream};
+    let target = SocketAddr::new(sdwan::CONTROLLER_IP.into(), sdwan::CONTROLLER_PORT);
+    Lab::in_ns(&f.edge_ns[i - 1], || {
+        (0..n)
+            .filter_map(|_| TcpStream::connect_timeout(&target, Duration::from_secs(2)).ok())
+            .collect::<Vec<_>>()
+    })
+    .unwrap()
+}
+
+/// Connections that never finish their TLS handshake (two send nothing,
+/// two stall after the first bytes of a ClientHello) are closed by the
+/// controller after the handshake timeout (10 s), each counted in one
+/// DHSTMO row of its connection history that genieparser reads (REPEAT
+/// COUNT 3), while the log has one line for the source (rate-limited per
+/// source).
+#[test]
+fn stalled_handshakes_are_dropped_with_dhstmo() {
+    use std::io::{ErrorKind, Read, Write};
+    let mut f = fabric(vec![EdgeSpec::new(&["biz-internet"])], Timers::fast());
+    f.wait_converged(&[1], Duration::from_secs(20)).unwrap();
+    // The edge's daemon goes: its namespace becomes the staller's.
+    f.stop_edge(1);
+    let ip = f.tloc_ip(1, 0).to_string();
+    let t0 = Instant::now();
+    let mut conns = open_to_controller(&f, 1, 4);
+    assert_eq!(conns.len(), 4);
+    for c in &mut conns[2..] {
+        // A handshake record announcing 512 bytes, a ClientHello's first 11.
+        c.write_all(&[0x16, 3, 1, 2, 0, 1, 0, 1, 0xfc, 3, 3])
+            .unwrap();
+    }
+    for (k, c) in conns.iter_mut().enumerate() {
+        c.set_read_timeout(Some(Duration::from_secs(25))).unwrap();
+        let mut b = [0u8; 64];
+        let r = c.read(&mut b);
+        let t = t0.elapsed();
+        assert!(
+            matches!(&r, Ok(0)) || matches!(&r, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+            "connection {k}: {r:?} after {t:?}"
+        );
+        assert!(
+            t >= Duration::from_secs(9),
+            "connection {k} closed after {t:?}, before the handshake timeout"
+        );
+    }
+    let text = f
+        .ctrl()
+        .cli("show sdwan control connection-history")
+        .unwrap();
+    let rows = history_rows(&text);
+    let count = |r: &Value| {
+        r["repeat_count"]
+            .as_u64()
+            .or_else(|| r["repeat_count"].as_str().and_then(|c| c.parse().ok()))
+    };
+    assert!(
+        rows.iter().any(|r| r["peer_private_ip"] == ip.as_str()
+            && r["local_error"] == "DHSTMO"
+            && r["remote_error"] == "NOERR"
+            && count(r) == Some(3)),
+        "no DHSTMO row for {ip} repeated 3 times:\n{text}\n{rows:#?}"
+    );
+    let log = f.ctrl().cli("show logging").unwrap();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("%SDWAN-3-") && l.contains("DHSTMO") && l.contains(&ip))
+        .collect();
+    assert_eq!(lines.len(), 1, "DHSTMO lines for {ip}:\n{log}");
+}
+
 /// 500 idle TCP connections to the controller (never a ClientHello), held
 /// from edge 2's namespace: a real edge's `clear sdwan control connections`
 /// reconnects within 10 s, the controller uses under 20% of a core
@@ -1173,7 +1251,6 @@ fn reconnect_time(f: &Fabric, i: usize) -> Duration {
 /// idle connections are gone.
 #[test]
 fn idle_connections_and_the_file_limit_leave_real_edges_served() {
-    use std::net::{SocketAddr, TcpStream};
     let mut f = fabric(
         vec![
             EdgeSpec::new(&["biz-internet"]),
@@ -1185,15 +1262,7 @@ fn idle_connections_and_the_file_limit_leave_real_edges_served() {
     // Edge 2's daemon goes: its namespace becomes the attacker's.
     f.stop_edge(2);
     let pid = f.controller.as_ref().unwrap().pid().unwrap();
-    let target = SocketAddr::new(sdwan::CONTROLLER_IP.into(), sdwan::CONTROLLER_PORT);
-    let open_idle = |n: usize| -> Vec<TcpStream> {
-        Lab::in_ns(&f.edge_ns[1], || {
-            (0..n)
-                .filter_map(|_| TcpStream::connect_timeout(&target, Duration::from_secs(2)).ok())
-                .collect::<Vec<_>>()
-        })
-        .unwrap()
-    };
+    let open_idle = |n: usize| open_to_controller(&f, 2, n);
     let cpu0 = cpu_seconds(pid);
     let t0 = Instant::now();
     let idle = open_idle(500);

@@ -519,3 +519,83 @@ fn plain_esp_falls_back_to_udp_when_strongswan_fakes_a_nat() {
     let (_, child, _) = agreed(&p);
     assert_eq!((child.packets_in, child.packets_out), (10, 10));
 }
+
+/// IKE fragmentation (RFC 7383) both ways: charon with `fragmentation =
+/// yes` and `charon.fragment_size = 400`, xdpsec with `fragment_size =
+/// 400`, and 20 extra /32 selectors each way so that IKE_AUTH (about 1 KB)
+/// cannot go whole. The tunnel comes up with `xdpsec_initiates` or charon
+/// initiating; charon's log shows it split its IKE_AUTH message and
+/// reassembled xdpsec's, and xdpsec's `show crypto ikev2 stats
+/// fragmentation` counts fragments sent and a message reassembled.
+fn fragmented_ike_auth(xdpsec_initiates: bool) {
+    require_5_9_8();
+    let ours: Vec<String> = std::iter::once(format!("{}/32", INNER[0]))
+        .chain((101..=120).map(|k| format!("203.0.113.{k}/32")))
+        .collect();
+    let theirs: Vec<String> = std::iter::once(format!("{}/32", INNER[1]))
+        .chain((201..=220).map(|k| format!("203.0.113.{k}/32")))
+        .collect();
+    let list = |v: &[String]| {
+        v.iter()
+            .map(|s| format!("\"{s}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let extra = format!(
+        "local_subnets = [{}]\nremote_subnets = [{}]\nfragment_size = 400",
+        list(&ours),
+        list(&theirs)
+    );
+    let (l, r) = (theirs.clone(), ours.clone());
+    let p = WithStrongswan::start(
+        false,
+        PSK,
+        GCM_X25519,
+        xdpsec_initiates,
+        &extra,
+        CharonOpts {
+            fragment_size: Some(400),
+            ..CharonOpts::default()
+        },
+        move |c| {
+            c.local_ts = l;
+            c.remote_ts = r;
+            c.fragmentation = Some("yes");
+        },
+    )
+    .unwrap();
+    if !xdpsec_initiates {
+        p.charon.initiate("xs").unwrap();
+    }
+    let (ike, _, _) = agreed(&p);
+    assert_eq!(ike.initiator, !xdpsec_initiates);
+    assert_eq!(ping(&p.lab.ns1, INNER[0], INNER[1], 3, "0.1"), (3, 3));
+    let log = p.charon.log_text();
+    assert!(
+        log.contains("splitting IKE message") && log.contains("reassembled fragmented IKE message"),
+        "charon did not fragment and reassemble:\n{log}"
+    );
+    let st =
+        p.d.cli_json("show crypto ikev2 stats fragmentation")
+            .unwrap();
+    let n = |k: &str| st[k].as_u64().unwrap_or_else(|| panic!("{k}: {st}"));
+    assert!(n("fragments_sent") >= 2, "{st}");
+    assert!(n("fragments_received") >= 2, "{st}");
+    assert!(n("messages_reassembled") >= 1, "{st}");
+    assert_eq!(n("fragments_dropped"), 0, "{st}");
+    let text = p.d.cli("show crypto ikev2 stats fragmentation").unwrap();
+    assert!(
+        text.contains(&format!("Fragments sent:       {}", n("fragments_sent"))),
+        "{text}"
+    );
+}
+
+#[test]
+fn xdpsec_initiates_with_ike_auth_fragmented_both_ways() {
+    fragmented_ike_auth(true);
+}
+
+#[test]
+fn strongswan_initiates_with_ike_auth_fragmented_both_ways() {
+    fragmented_ike_auth(false);
+}

@@ -212,6 +212,8 @@ fn main() {
         remote_ts: pfx("remote_ts"),
         replay_window: 64,
         invalid_spi_recovery: false,
+        fragmentation: true,
+        fragment_size: xdpsec_ike::frag::DEFAULT_FRAGMENT_SIZE,
     };
     let inner_src = cfg.local_ts[0].addr;
     let inner_dst = cfg.remote_ts[0].addr;

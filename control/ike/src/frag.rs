@@ -5,10 +5,12 @@
 //! inner payload chain once all have come.
 //!
 //! Used only when both sides announced IKEV2_FRAGMENTATION_SUPPORTED in
-//! IKE_SA_INIT, and only for messages longer than [`MAX_DATAGRAM`].
-//! Reassembly is bounded: at most [`MAX_FRAGMENTS`] fragments and
-//! [`MAX_BYTES`] of plaintext a message, [`MAX_MESSAGES`] messages at a
-//! time, each given up [`REASSEMBLY_TIME`] after its first fragment.
+//! IKE_SA_INIT, and only for encrypted messages longer than the tunnel's
+//! `fragment_size` allows ([`max_message_len`]). Reassembly is bounded:
+//! at most [`MAX_FRAGMENTS`] fragments and [`MAX_BYTES`] of plaintext a
+//! message, [`MAX_MESSAGES`] messages at a time per IKE SA, each given up
+//! [`REASSEMBLY_TIME`] after its first fragment, and [`MAX_TOTAL_BYTES`]
+//! held by all IKE SAs together (the core checks that one).
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +25,20 @@ use crate::{
 /// negotiated: a 1280-byte IPv6 minimum MTU less the IPv6 and UDP headers
 /// and the NAT-T port's 4-byte non-ESP marker (RFC 7383 2.5.1).
 pub const MAX_DATAGRAM: usize = 1280 - 40 - 8 - 4;
+/// The default `fragment_size`: the largest IP datagram a fragment
+/// travels in (strongSwan's `charon.fragment_size` default), headers
+/// included.
+pub const DEFAULT_FRAGMENT_SIZE: usize = 1280;
+/// The smallest `fragment_size` accepted: below it a fragment's
+/// overhead leaves too little room (and [`MAX_FRAGMENTS`] too little
+/// message).
+pub const MIN_FRAGMENT_SIZE: usize = 256;
+/// The largest `fragment_size` accepted (an IPv4 datagram's limit).
+pub const MAX_FRAGMENT_SIZE: usize = 65535;
+/// Plaintext bytes all IKE SAs together may hold in reassembly (a
+/// peer past IKE_SA_INIT, not yet authenticated, can send fragments
+/// that pass their integrity check).
+pub const MAX_TOTAL_BYTES: usize = 1024 * 1024;
 /// Most fragments a message may have.
 pub const MAX_FRAGMENTS: u16 = 32;
 /// Most plaintext bytes a reassembled message may have.
@@ -48,6 +64,27 @@ pub fn fragment_fields(msg: &[u8]) -> Option<(u16, u16)> {
         u16::from_be_bytes([f[0], f[1]]),
         u16::from_be_bytes([f[2], f[3]]),
     ))
+}
+
+/// The longest IKE message that fits in one IP datagram of
+/// `fragment_size` bytes to `remote`: less the IP header (20 or 40
+/// bytes), UDP's 8 and, off port 500 (NAT-T), the 4-byte non-ESP marker
+/// (as strongSwan reckons it, RFC 7383 2.5.1).
+pub fn max_message_len(fragment_size: usize, remote: std::net::IpAddr, nat_t: bool) -> usize {
+    let ip = if remote.is_ipv4() { 20 } else { 40 };
+    fragment_size.saturating_sub(ip + 8 + if nat_t { 4 } else { 0 })
+}
+
+/// The length of the whole message (SK payload) that
+/// [`IkeKeys::seal`] makes of `inner_len` bytes of payloads.
+pub fn sealed_len(keys: &IkeKeys, inner_len: usize) -> usize {
+    match keys.prop.encr {
+        Encr::AesGcm16_128 | Encr::AesGcm16_256 => HEADER_LEN + 4 + 8 + inner_len + 1 + 16,
+        _ => {
+            let icv = keys.prop.integ.map_or(0, |i| i.icv_len());
+            HEADER_LEN + 4 + 16 + (inner_len + 1).div_ceil(16) * 16 + icv
+        }
+    }
 }
 
 /// Seal an inner payload chain (starting with type `first_inner`) as
@@ -168,6 +205,11 @@ impl Reassembler {
     /// Messages in reassembly (for footprints).
     pub fn len(&self) -> usize {
         self.partial.len()
+    }
+
+    /// Plaintext bytes held.
+    pub fn bytes(&self) -> usize {
+        self.partial.iter().map(|p| p.bytes).sum()
     }
 
     /// Whether nothing is being reassembled.
@@ -388,6 +430,25 @@ mod tests {
             let got = reassemble(&mut r, &k, &frags, &[0, 0, 2, 2, 1, 1]).unwrap();
             assert_eq!(got.1, plain);
         }
+    }
+
+    #[test]
+    fn sealed_len_is_the_length_seal_makes() {
+        let rng = SystemRandom::new();
+        for k in [
+            keys(Encr::AesGcm16_256, None),
+            keys(Encr::AesCbc256, Some(Integ::HmacSha256_128)),
+            keys(Encr::AesCbc128, Some(Integ::HmacSha1_96)),
+        ] {
+            for n in [0, 1, 14, 15, 16, 17, 100, 1500] {
+                let whole = k.seal(true, &header(), 0, &vec![7; n], &rng).unwrap();
+                assert_eq!(sealed_len(&k, n), whole.len(), "{:?} {n}", k.prop);
+            }
+        }
+        let v4: std::net::IpAddr = "198.51.100.1".parse().unwrap();
+        let v6: std::net::IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(max_message_len(1280, v4, false), 1252);
+        assert_eq!(max_message_len(1280, v6, true), MAX_DATAGRAM);
     }
 
     #[test]

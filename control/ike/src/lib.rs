@@ -274,6 +274,14 @@ pub struct PeerConfig {
     /// sending INVALID_SPI in that IKE SA (rate-limited), as IOS's
     /// `crypto isakmp invalid-spi-recovery`.
     pub invalid_spi_recovery: bool,
+    /// IKE fragmentation (RFC 7383): announce IKEV2_FRAGMENTATION_SUPPORTED
+    /// in IKE_SA_INIT; when the peer does too, encrypted messages too long
+    /// for `fragment_size` go as Encrypted Fragment payloads.
+    pub fragmentation: bool,
+    /// The largest IP datagram an IKE message (or fragment) may fill,
+    /// headers included ([`frag::DEFAULT_FRAGMENT_SIZE`]; strongSwan's
+    /// `charon.fragment_size`).
+    pub fragment_size: usize,
 }
 
 impl std::fmt::Debug for PeerConfig {
@@ -300,6 +308,8 @@ impl std::fmt::Debug for PeerConfig {
             .field("remote_ts", &self.remote_ts)
             .field("replay_window", &self.replay_window)
             .field("invalid_spi_recovery", &self.invalid_spi_recovery)
+            .field("fragmentation", &self.fragmentation)
+            .field("fragment_size", &self.fragment_size)
             .finish()
     }
 }
@@ -518,6 +528,23 @@ pub struct Footprint {
     pub log_limits: usize,
 }
 
+/// Counters of IKE fragmentation (RFC 7383) since the core started, all
+/// tunnels together ([`Ike::stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IkeStats {
+    /// Encrypted Fragment messages sent (retransmissions included).
+    pub fragments_sent: u64,
+    /// Encrypted Fragment messages received that passed their integrity
+    /// check and were kept for reassembly.
+    pub fragments_received: u64,
+    /// Messages made whole from fragments (and then processed).
+    pub messages_reassembled: u64,
+    /// Encrypted Fragment messages dropped: failed integrity check,
+    /// malformed, beyond the bounds, duplicate or superseded, or from a
+    /// peer that did not negotiate fragmentation.
+    pub fragments_dropped: u64,
+}
+
 /// All IKE tunnels of a node.
 pub struct Ike {
     core: core::Core,
@@ -565,6 +592,11 @@ impl Ike {
     /// Sizes of the core's tables.
     pub fn footprint(&self) -> Footprint {
         self.core.footprint()
+    }
+
+    /// Fragmentation counters.
+    pub fn stats(&self) -> IkeStats {
+        self.core.stats()
     }
 
     /// When `handle(now, Input::Timer)` is next due, if ever.

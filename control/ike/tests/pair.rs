@@ -61,6 +61,8 @@ fn cfg(local: &str, remote: &str, ike: &[&str], esp: &[&str], initiate: bool) ->
         remote_ts: vec![pfx(rts)],
         replay_window: 64,
         invalid_spi_recovery: false,
+        fragmentation: true,
+        fragment_size: xdpsec_ike::frag::DEFAULT_FRAGMENT_SIZE,
     }
 }
 
@@ -2079,3 +2081,324 @@ fn shutdown_and_clear_send_a_delete_for_every_ike_sa() {
 
 #[path = "pair/cert.rs"]
 mod cert;
+// ---- IKE fragmentation (RFC 7383) ----------------------------------------
+
+/// A tunnel whose IKE_AUTH is large: 50 /32 selectors each way (about
+/// 2.5 KB of TSi and TSr), with `fragment_size` bytes per datagram.
+fn many_ts(local: &str, remote: &str, initiate: bool, fragment_size: usize) -> PeerConfig {
+    let mut c = gcm(local, remote, initiate);
+    let (l, r): (Vec<Prefix>, Vec<Prefix>) = (1..=50u8)
+        .map(|k| {
+            let x = pfx(&format!("203.0.113.{k}/32"));
+            let y = pfx(&format!("192.0.2.{k}/32"));
+            if local == A { (x, y) } else { (y, x) }
+        })
+        .unzip();
+    (c.local_ts, c.remote_ts) = (l, r);
+    c.fragment_size = fragment_size;
+    c
+}
+
+/// Every datagram sent (side, bytes), as the drop filter saw them; with
+/// `lose` deciding which are lost.
+fn record(
+    n: &mut Net,
+    mut lose: impl FnMut(Side, &[u8]) -> bool + 'static,
+) -> std::rc::Rc<std::cell::RefCell<Vec<(Side, Vec<u8>)>>> {
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let s = seen.clone();
+    n.drop = Box::new(move |side, _, data| {
+        s.borrow_mut().push((side, data.to_vec()));
+        lose(side, data)
+    });
+    seen
+}
+
+/// (Fragment Number, Total Fragments) of an Encrypted Fragment message.
+fn frag_of(data: &[u8]) -> Option<(u16, u16)> {
+    xdpsec_ike::frag::fragment_fields(data)
+}
+
+fn announces_fragmentation(data: &[u8]) -> bool {
+    Message::parse(data)
+        .unwrap()
+        .notify(wire::notify::IKEV2_FRAGMENTATION_SUPPORTED)
+        .is_some()
+}
+
+#[test]
+fn large_ike_auth_goes_in_fragments_both_roles() {
+    for a_initiates in [true, false] {
+        let mut n = Net::new(
+            many_ts(A, B, a_initiates, 576),
+            many_ts(B, A, !a_initiates, 576),
+        );
+        let seen = record(&mut n, |_, _| false);
+        n.run_for(Duration::from_secs(5));
+        assert!(n.ready(0) && n.ready(1), "{}\n{}", n.logs(0), n.logs(1));
+        n.assert_keys_match();
+        let seen = seen.borrow();
+        // IKE_SA_INIT both ways announces it.
+        let inits: Vec<&(Side, Vec<u8>)> = seen.iter().filter(|(_, d)| d[18] == 34).collect();
+        assert_eq!(inits.len(), 2);
+        assert!(inits.iter().all(|(_, d)| announces_fragmentation(d)));
+        // Each side's IKE_AUTH went as several fragments, each within an
+        // IPv4 datagram of 576 bytes (less 20 + 8 of headers), numbered 1..=total.
+        for side in 0..2 {
+            let frags: Vec<(u16, u16)> = seen
+                .iter()
+                .filter(|(s, d)| *s == side && d[18] == wire::IKE_AUTH)
+                .map(|(_, d)| {
+                    assert!(d.len() <= 576 - 28, "{} bytes", d.len());
+                    frag_of(d).expect("an Encrypted Fragment")
+                })
+                .collect();
+            let total = frags[0].1;
+            assert!(total >= 3, "{frags:?}");
+            assert_eq!(frags, (1..=total).map(|k| (k, total)).collect::<Vec<_>>());
+            let st = n.nodes[side].ike.stats();
+            assert_eq!(st.fragments_sent, u64::from(total));
+            assert_eq!(st.messages_reassembled, 1);
+            assert_eq!(st.fragments_dropped, 0);
+        }
+        assert_eq!(
+            n.nodes[0].ike.stats().fragments_received,
+            n.nodes[1].ike.stats().fragments_sent
+        );
+        // The child carries all 50 selectors each way.
+        let init = if a_initiates { 0 } else { 1 };
+        assert_eq!(n.nodes[init].ike.sas(n.now)[0].children.len(), 1);
+    }
+}
+
+#[test]
+fn peer_without_fragmentation_gets_whole_messages() {
+    for a_initiates in [true, false] {
+        let mut b = many_ts(B, A, !a_initiates, 576);
+        b.fragmentation = false;
+        let mut n = Net::new(many_ts(A, B, a_initiates, 576), b);
+        let seen = record(&mut n, |_, _| false);
+        n.run_for(Duration::from_secs(5));
+        assert!(n.ready(0) && n.ready(1), "{}\n{}", n.logs(0), n.logs(1));
+        n.assert_keys_match();
+        let seen = seen.borrow();
+        // B never announces it (as responder it does not answer A's
+        // notify); no fragment goes either way, IKE_AUTH goes whole.
+        assert!(
+            seen.iter()
+                .filter(|(s, d)| *s == 1 && d[18] == 34)
+                .all(|(_, d)| !announces_fragmentation(d))
+        );
+        assert!(seen.iter().all(|(_, d)| frag_of(d).is_none()));
+        assert!(
+            seen.iter()
+                .any(|(_, d)| d[18] == wire::IKE_AUTH && d.len() > 576)
+        );
+        assert_eq!(n.nodes[0].ike.stats(), Default::default());
+    }
+}
+
+#[test]
+fn lost_fragments_are_sent_again_and_the_cached_answer_is_all_fragments() {
+    let mut n = Net::new(many_ts(A, B, true, 576), many_ts(B, A, false, 576));
+    // Lose fragment 2 of A's IKE_AUTH the first time, and all of B's
+    // answer the first time.
+    let mut lost_req = false;
+    let mut lost_resp = 0;
+    let seen = record(&mut n, move |side, d| match (side, frag_of(d)) {
+        (0, Some((2, _))) if !lost_req => {
+            lost_req = true;
+            true
+        }
+        (1, Some((_, t))) if lost_resp < t => {
+            lost_resp += 1;
+            true
+        }
+        _ => false,
+    });
+    n.run_for(Duration::from_secs(10));
+    assert!(n.ready(0) && n.ready(1), "{}\n{}", n.logs(0), n.logs(1));
+    n.assert_keys_match();
+    let seen = seen.borrow();
+    let auth = |side: Side| -> Vec<(u16, u16)> {
+        seen.iter()
+            .filter(|(s, d)| *s == side && d[18] == wire::IKE_AUTH)
+            .map(|(_, d)| frag_of(d).unwrap())
+            .collect()
+    };
+    let (req, resp) = (auth(0), auth(1));
+    // A sent its fragments three times: the first with one lost, again
+    // (B then answers, all lost), again (B resends its cached answer).
+    let t = req[0].1;
+    assert_eq!(req.len(), 3 * usize::from(t), "{req:?}");
+    // B answered twice, each time all fragments once (the cached answer
+    // is resent on fragment 1 of the retransmission only, RFC 7383 2.6.1).
+    let rt = resp[0].1;
+    assert_eq!(resp.len(), 2 * usize::from(rt), "{resp:?}");
+    assert_eq!(resp[..usize::from(rt)], resp[usize::from(rt)..]);
+    // The repeated fragments of B's request were ignored, not counted twice.
+    assert_eq!(n.nodes[1].ike.stats().messages_reassembled, 1);
+    assert_eq!(n.nodes[0].ike.stats().messages_reassembled, 1);
+}
+
+/// Deliver datagrams until the next one queued is an IKE_AUTH request.
+fn until_auth_request(n: &mut Net) {
+    for _ in 0..50 {
+        n.timers();
+        if n.queue.front().is_some_and(|q| q.3[18] == wire::IKE_AUTH) {
+            return;
+        }
+        assert!(n.deliver_one(), "no IKE_AUTH");
+    }
+    panic!("no IKE_AUTH");
+}
+
+#[test]
+fn forged_fragments_are_ignored_and_order_does_not_matter() {
+    let mut n = Net::new(many_ts(A, B, true, 576), many_ts(B, A, false, 576));
+    until_auth_request(&mut n);
+    // A's fragments, all queued: reverse their order, and put before
+    // each a copy with one byte of its ciphertext flipped (a forgery with
+    // the right header), and a copy with its fragment number changed.
+    let mut frags: Vec<_> = n.queue.drain(..).collect();
+    assert!(frags.len() >= 3);
+    frags.reverse();
+    for f in frags {
+        let mut bad = f.clone();
+        let k = bad.3.len() - 20;
+        bad.3[k] ^= 0x40;
+        n.queue.push_back(bad);
+        let mut renumbered = f.clone();
+        renumbered.3[wire::HEADER_LEN + 5] ^= 1;
+        n.queue.push_back(renumbered);
+        n.queue.push_back(f);
+    }
+    let forged = 2 * (n.queue.len() / 3) as u64;
+    n.run_for(Duration::from_secs(5));
+    assert!(n.ready(0) && n.ready(1), "{}\n{}", n.logs(0), n.logs(1));
+    n.assert_keys_match();
+    let st = n.nodes[1].ike.stats();
+    assert_eq!(st.fragments_dropped, forged);
+    assert_eq!(st.messages_reassembled, 1);
+    // One rate-limited line for the failed checks, naming them.
+    assert!(
+        n.logs(1)
+            .contains("IKE fragment of message 1 failed its integrity check"),
+        "{}",
+        n.logs(1)
+    );
+    // A's exchange took one try: no retransmission was needed.
+    assert_eq!(
+        n.nodes[0].ike.stats().fragments_sent,
+        n.nodes[1].ike.stats().fragments_received
+    );
+}
+
+#[test]
+fn fragments_to_a_peer_that_did_not_negotiate_them_are_dropped() {
+    // B does not do fragmentation; its IKE_SA_INIT answer is altered on
+    // the way to say it does, so A sends its IKE_AUTH in fragments. B
+    // must not take them (nor answer): it counts them dropped.
+    let mut b = many_ts(B, A, false, 576);
+    b.fragmentation = false;
+    let mut n = Net::new(many_ts(A, B, true, 576), b);
+    n.timers();
+    assert!(n.deliver_one(), "A's IKE_SA_INIT");
+    let mut answer = n.queue.pop_front().unwrap();
+    let m = Message::parse(&answer.3).unwrap();
+    assert!(!announces_fragmentation(&answer.3));
+    let mut p = m.payloads.clone();
+    p.push(Payload::Notify(wire::NotifyRepr {
+        protocol: 0,
+        spi: vec![],
+        ty: wire::notify::IKEV2_FRAGMENTATION_SUPPORTED,
+        data: vec![],
+    }));
+    answer.3 = wire::emit_message(&m.header, &p);
+    n.queue.push_front(answer);
+    assert!(n.deliver_one());
+    let frags = n.queue.len();
+    assert!(frags >= 3 && n.queue.iter().all(|q| frag_of(&q.3).is_some()));
+    for _ in 0..frags {
+        assert!(n.deliver_one());
+    }
+    assert!(n.queue.is_empty(), "B answered nothing");
+    assert_eq!(n.nodes[1].ike.stats().fragments_dropped, frags as u64);
+    assert_eq!(n.nodes[1].ike.stats().messages_reassembled, 0);
+    assert!(!n.ready(1));
+}
+
+#[test]
+fn retransmission_crossing_a_cookie_signs_the_request_answered() {
+    // B asks A for a COOKIE (two half-open IKE SAs from A's address, made
+    // just under HALF_OPEN_TIMEOUT ago); the COOKIE is late, so A
+    // retransmits its request without it; then the half-open SAs time
+    // out, the COOKIE reaches A (which sends the request with it), and B
+    // answers the retransmission without the cookie (no longer loaded),
+    // dropping the one with it (same SPI). A's AUTH must be over the
+    // request B answered: the one without the cookie.
+    let mut n = Net::new(gcm(A, B, true), gcm(B, A, false));
+    let from = SocketAddr::new(ip(A), 500);
+    for _ in 0..2 {
+        let init = forged_init(A, B, n.now);
+        assert_eq!(sends_to(&inject(&mut n, 1, from, &init)), [from]);
+    }
+    n.now += Duration::from_millis(29_500);
+    n.timers();
+    assert!(n.deliver_one(), "A's IKE_SA_INIT");
+    let cookie = n.queue.pop_front().expect("B's answer");
+    assert!(
+        Message::parse(&cookie.3)
+            .unwrap()
+            .notify(wire::notify::COOKIE)
+            .is_some(),
+        "B asks for a cookie"
+    );
+    n.now += Duration::from_secs(1);
+    n.timers();
+    assert_eq!(n.queue.len(), 1, "A retransmitted");
+    assert_eq!(
+        n.nodes[1].ike.sas(n.now).len(),
+        0,
+        "the half-open SAs are gone"
+    );
+    n.queue.push_front(cookie);
+    assert!(n.deliver_one());
+    assert_eq!(
+        n.queue.len(),
+        2,
+        "the retransmission, then the request with the cookie"
+    );
+    n.run_for(Duration::from_secs(5));
+    assert!(n.ready(0) && n.ready(1), "{}\n{}", n.logs(0), n.logs(1));
+    n.assert_keys_match();
+    assert!(
+        !n.logs(1).contains("authentication failed"),
+        "{}",
+        n.logs(1)
+    );
+}
+
+#[test]
+fn cookie_answers_to_every_copy_sign_the_request_with_the_cookie() {
+    // The same, but B stays loaded and answers the retransmission with a
+    // COOKIE too (both copies accounted for): the answer that then comes
+    // is to the request with the cookie, which A's AUTH covers.
+    let mut n = Net::new(gcm(A, B, true), gcm(B, A, false));
+    let from = SocketAddr::new(ip(A), 500);
+    for _ in 0..2 {
+        let init = forged_init(A, B, n.now);
+        assert_eq!(sends_to(&inject(&mut n, 1, from, &init)), [from]);
+    }
+    n.timers();
+    assert!(n.deliver_one());
+    let cookie = n.queue.pop_front().unwrap();
+    n.now += Duration::from_secs(1);
+    n.timers();
+    // B answers the retransmission (a second COOKIE) before A sees the first.
+    assert!(n.deliver_one());
+    n.queue.push_front(cookie);
+    n.run_for(Duration::from_secs(5));
+    assert!(n.ready(0) && n.ready(1), "{}\n{}", n.logs(0), n.logs(1));
+    n.assert_keys_match();
+}

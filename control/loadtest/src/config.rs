@@ -329,6 +329,8 @@ impl LoadtestConfig {
             remote_ts: self.gateway_subnets.clone(),
             replay_window: 64,
             invalid_spi_recovery: false,
+            fragmentation: true,
+            fragment_size: xdpsec_ike::frag::DEFAULT_FRAGMENT_SIZE,
         };
         Ok((source, inside, cfg))
     }

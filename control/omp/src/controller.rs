@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 use crate::consts::*;
 use crate::edge::message_name;
 use crate::history::{ErrorCode, History, HistoryRow};
+use crate::loglimit::LogLimiter;
 use crate::tls::PeerCert;
 use crate::wire::{FrameReader, GoodbyeReason, Message, Role, ServiceRoute, TlocRoute};
 use crate::{Prefix, SOFTWARE_VERSION};
@@ -255,6 +256,10 @@ pub struct Controller {
     conns: BTreeMap<ConnId, CConn>,
     history: History,
     edges: BTreeMap<Ipv4Addr, EdgeState>,
+    /// Lines about what a peer did (refusals, failures, bounds hit) are
+    /// rate-limited per source address: a peer looping reconnects, with a
+    /// valid certificate or none, cannot flood the log.
+    limiter: LogLimiter,
 }
 
 impl std::fmt::Debug for Controller {
@@ -276,6 +281,7 @@ impl Controller {
             conns: BTreeMap::new(),
             history: History::default(),
             edges: BTreeMap::new(),
+            limiter: LogLimiter::default(),
         }
     }
 
@@ -292,12 +298,17 @@ impl Controller {
                 remote_error,
                 detail,
             } => {
-                out.push(Action::Log(format!(
+                let line = format!(
                     "%SDWAN-3-{}: control connection from {remote} failed: local error {local} ({}), remote error {remote_error} ({}): {detail}",
-                    if local != ErrorCode::NoErr { local.mnemonic() } else { remote_error.mnemonic() },
+                    if local != ErrorCode::NoErr {
+                        local.mnemonic()
+                    } else {
+                        remote_error.mnemonic()
+                    },
                     local.description(),
                     remote_error.description(),
-                )));
+                );
+                self.peer_log(now, remote.ip(), line, &mut out);
                 self.history.push(HistoryRow {
                     peer_type: "vedge",
                     system_ip: None,
@@ -553,12 +564,13 @@ impl Controller {
                 self.drop_conn(now, conn, why, true, out);
             }
             (CState::Up { .. } | CState::Hello { .. }, Message::Refuse(code)) => {
-                let who = self.who(conn);
-                out.push(Action::Log(format!(
-                    "%SDWAN-3-{}: control connection from {who} refused by the edge: {code} ({})",
+                let line = format!(
+                    "%SDWAN-3-{}: control connection from {} refused by the edge: {code} ({})",
                     code.mnemonic(),
+                    self.who(conn),
                     code.description()
-                )));
+                );
+                self.peer_log(now, remote.ip(), line, out);
                 self.record(now, conn, ErrorCode::NoErr, code);
                 self.drop_conn(now, conn, "refused by the edge", true, out);
             }
@@ -572,7 +584,6 @@ impl Controller {
                     ..
                 },
             ) => {
-                let _ = remote;
                 let color = sanitize_color(&color);
                 let Some(cert_ip) = self.conns.get(&conn).and_then(|c| c.peer.system_ip) else {
                     let detail = "the certificate carries no system-ip";
@@ -621,10 +632,11 @@ impl Controller {
                 }
                 if !e.tlocs.contains_key(&t.color) && e.tlocs.len() >= MAX_TLOCS_PER_EDGE {
                     if !std::mem::replace(&mut e.over_logged, true) {
-                        out.push(Action::Log(format!(
+                        let line = format!(
                             "%SDWAN-4-OMP_LIMIT: vedge {system_ip}: TLOC color {} refused: {MAX_TLOCS_PER_EDGE} TLOCs already",
                             escape(&t.color)
-                        )));
+                        );
+                        self.peer_log(now, remote.ip(), line, out);
                     }
                     return;
                 }
@@ -661,10 +673,11 @@ impl Controller {
                 if !e.services.contains_key(&r.prefix) && e.services.len() >= MAX_PREFIXES_PER_EDGE
                 {
                     if !std::mem::replace(&mut e.over_logged, true) {
-                        out.push(Action::Log(format!(
+                        let line = format!(
                             "%SDWAN-4-OMP_LIMIT: vedge {system_ip}: service route {} refused: {MAX_PREFIXES_PER_EDGE} routes already",
                             r.prefix
-                        )));
+                        );
+                        self.peer_log(now, remote.ip(), line, out);
                     }
                     return;
                 }
@@ -836,15 +849,27 @@ impl Controller {
         detail: &str,
         out: &mut Vec<Action>,
     ) {
-        let who = self.who(conn);
-        out.push(Action::Log(format!(
-            "%SDWAN-3-{}: control connection from {who} refused: {code} ({}): {detail}",
+        let line = format!(
+            "%SDWAN-3-{}: control connection from {} refused: {code} ({}): {detail}",
             code.mnemonic(),
+            self.who(conn),
             code.description()
-        )));
+        );
+        if let Some(c) = self.conns.get(&conn) {
+            self.peer_log(now, c.remote.ip(), line, out);
+        }
         self.record_color(now, conn, color, code, ErrorCode::NoErr);
         self.send(conn, &Message::Refuse(code), out);
         self.drop_conn(now, conn, code.description(), true, out);
+    }
+
+    /// A log line about what the peer at `source` did, at most one per
+    /// source per [`crate::loglimit::LOG_INTERVAL`] (the suppressed count
+    /// goes in the next one).
+    fn peer_log(&mut self, now: Instant, source: IpAddr, line: String, out: &mut Vec<Action>) {
+        if let Some(suffix) = self.limiter.allow(now, source) {
+            out.push(Action::Log(line + &suffix));
+        }
     }
 
     /// `show sdwan control connection-history`, newest first.
@@ -928,16 +953,16 @@ impl Controller {
             version: SOFTWARE_VERSION.to_owned(),
         }
         .encode();
-        data.extend_from_slice(&Message::AuthOk.encode());
+        crate::zbuf::extend(&mut data, &Message::AuthOk.encode());
         for (ip, e) in &self.edges {
             if *ip == system_ip {
                 continue;
             }
             for t in e.tlocs.values() {
-                data.extend_from_slice(&Message::TlocAdvertise(t.clone()).encode());
+                crate::zbuf::extend(&mut data, &Message::TlocAdvertise(t.clone()).encode());
             }
             for s in e.services.values() {
-                data.extend_from_slice(&Message::RouteAdvertise(s.clone()).encode());
+                crate::zbuf::extend(&mut data, &Message::RouteAdvertise(s.clone()).encode());
             }
         }
         out.push(Action::Send { conn, data });
@@ -960,7 +985,17 @@ impl Controller {
                 }
                 _ => {
                     if c.accepted + HANDSHAKE_TIMEOUT <= now {
-                        self.record(now, id, ErrorCode::DhsTmo, ErrorCode::NoErr);
+                        let source = c.remote.ip();
+                        let code = ErrorCode::DhsTmo;
+                        let line = format!(
+                            "%SDWAN-3-{}: control connection from {} closed: {code} ({}): no Hello {} s after the TLS handshake",
+                            code.mnemonic(),
+                            self.who(id),
+                            code.description(),
+                            HANDSHAKE_TIMEOUT.as_secs()
+                        );
+                        self.peer_log(now, source, line, out);
+                        self.record(now, id, code, ErrorCode::NoErr);
                         self.drop_conn(now, id, "handshake timeout", true, out);
                     }
                 }

@@ -327,7 +327,8 @@ impl Edge {
             if matches!(self.locals[i].conn.state, ConnState::Up { .. }) {
                 let mut data = Zeroizing::new(Vec::new());
                 for l in &self.locals {
-                    data.extend_from_slice(
+                    crate::zbuf::extend(
+                        &mut data,
                         &Message::TlocWithdraw {
                             system_ip: self.cfg.system_ip,
                             color: l.cfg.color.clone(),
@@ -336,7 +337,8 @@ impl Edge {
                     );
                 }
                 for p in &self.cfg.service_prefixes {
-                    data.extend_from_slice(
+                    crate::zbuf::extend(
+                        &mut data,
                         &Message::RouteWithdraw {
                             prefix: *p,
                             system_ip: self.cfg.system_ip,
@@ -643,10 +645,14 @@ impl Edge {
                 // connection, as each is an OMP session of its own here.
                 let mut data = Zeroizing::new(Vec::new());
                 for j in 0..self.locals.len() {
-                    data.extend_from_slice(&Message::TlocAdvertise(self.tloc_route(j)).encode());
+                    crate::zbuf::extend(
+                        &mut data,
+                        &Message::TlocAdvertise(self.tloc_route(j)).encode(),
+                    );
                 }
                 for p in &self.cfg.service_prefixes {
-                    data.extend_from_slice(
+                    crate::zbuf::extend(
+                        &mut data,
                         &Message::RouteAdvertise(ServiceRoute {
                             prefix: *p,
                             system_ip: self.cfg.system_ip,

@@ -69,7 +69,7 @@ impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::NoErr => "NOERR",
-            ErrorCode::HsFail => "HAFAIL",
+            ErrorCode::HsFail => "HSFAIL",
             ErrorCode::DConFail => "DCONFAIL",
             ErrorCode::DhsTmo => "DHSTMO",
             ErrorCode::NoSlPrCrt => "NOSLPRCRT",
@@ -202,5 +202,37 @@ impl History {
     /// Forget every row.
     pub fn clear(&mut self) {
         self.rows.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode;
+
+    /// Every code against `ConnFlagEnum` of Cisco's CISCO-SDWAN-SECURITY-MIB
+    /// (cisco/cisco-mibs, viptela-mibs/IOS-XE/17.12, the same numbers in
+    /// 17.6, 17.9 and VIPTELA-SECURITY 20.x): the name we show is the
+    /// MIB's label upper-cased, the number the MIB's.
+    #[test]
+    fn codes_are_the_mibs() {
+        let mib = [
+            ("noerr", 0),
+            ("hsfail", 3),
+            ("dconfail", 10),
+            ("dhstmo", 24),
+            ("noslprcrt", 35),
+            ("serntpres", 37),
+            ("crtverfl", 38),
+            ("unauthel", 46),
+            ("ctorgnmmis", 48),
+            ("certexprd", 53),
+            ("sysipchng", 54),
+            ("dupsysipdel", 65),
+        ];
+        assert_eq!(mib.len(), ErrorCode::ALL.len());
+        for (c, (name, n)) in ErrorCode::ALL.into_iter().zip(mib) {
+            assert_eq!((c.as_str().to_lowercase().as_str(), c as u8), (name, n));
+            assert_eq!(ErrorCode::from_u8(n), Some(c));
+        }
     }
 }

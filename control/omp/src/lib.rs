@@ -41,8 +41,10 @@ pub mod controller;
 pub mod edge;
 mod edge_types;
 pub mod history;
+pub mod loglimit;
 pub mod tls;
 pub mod wire;
+pub mod zbuf;
 
 use std::net::{IpAddr, Ipv4Addr};
 

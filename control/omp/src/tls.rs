@@ -385,7 +385,7 @@ impl Link {
                         got.closed = true;
                         break;
                     }
-                    Ok(n) => got.plain.extend_from_slice(&buf[..n]),
+                    Ok(n) => crate::zbuf::extend(&mut got.plain, &buf[..n]),
                     Err(_) => break,
                 }
             }

@@ -217,7 +217,7 @@ impl Message {
                 put_ip(&mut b, t.public_ip);
                 b.extend_from_slice(&t.public_port.to_be_bytes());
                 b.extend_from_slice(&t.spi.to_be_bytes());
-                b.extend_from_slice(t.key.bytes());
+                crate::zbuf::extend(&mut b, t.key.bytes());
             }
             Message::TlocWithdraw { system_ip, color } => {
                 b.push(T_TLOC_WDR);
@@ -408,7 +408,7 @@ impl std::fmt::Debug for FrameReader {
 impl FrameReader {
     /// Appends received bytes.
     pub fn push(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
+        crate::zbuf::extend(&mut self.buf, data);
     }
 
     /// The next whole message, `Ok(None)` when more bytes are needed, or an

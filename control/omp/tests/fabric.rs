@@ -273,13 +273,13 @@ impl Fabric {
             let now = self.now;
             match ev {
                 Ev::Ctrl(e) => {
-                    let peer = match e {
+                    let (peer, edge) = match e {
                         CtrlEv::Accepted(id) => self
                             .conns
                             .get(&id)
-                            .map(|(i, _)| self.certs[*i].clone())
+                            .map(|(i, _)| (self.certs[*i].clone(), *i as u8))
                             .unwrap_or_default(),
-                        _ => PeerCert::default(),
+                        _ => (PeerCert::default(), 0),
                     };
                     let Some(c) = self.ctrl.as_mut() else {
                         continue;
@@ -290,7 +290,8 @@ impl Fabric {
                             controller::Input::Accepted {
                                 conn: id,
                                 remote: SocketAddr::new(
-                                    IpAddr::V4(Ipv4Addr::new(198, 51, 100, 200)),
+                                    // Each edge from its own address.
+                                    IpAddr::V4(Ipv4Addr::new(198, 51, 100, 200 + edge)),
                                     40000 + id as u16,
                                 ),
                                 peer,
@@ -592,36 +593,48 @@ fn refusals_carry_ciscos_codes_on_both_sides() {
     assert!((4..=6).contains(&tries), "{tries}");
 }
 
-#[test]
-fn a_hijacked_system_ip_is_refused_and_the_owner_untouched() {
-    use xdpsec_omp::wire::{Message, Role};
-    let now = Instant::now();
-    let mut c = Controller::new(ctrl_cfg());
-    let remote: SocketAddr = "198.51.100.9:40000".parse().unwrap();
-    let cert = |n: u8| PeerCert {
+/// Edge `n`'s certificate (serial `En`, system-ip `sys(n)`) as the
+/// controller's TLS reports it.
+fn edge_cert(n: u8) -> PeerCert {
+    PeerCert {
         organization: ORG.into(),
         role: "edge".into(),
         serial: format!("E{n}"),
         system_ip: Some(sys(n)),
-    };
-    let hello = |n: u8| {
-        Message::Hello {
-            role: Role::Edge,
-            system_ip: sys(n),
-            site_id: 9,
-            color: "mpls".into(),
-            version: "x".into(),
-        }
-        .encode()
-    };
-    let logs = |a: &[controller::Action]| -> Vec<String> {
-        a.iter()
-            .filter_map(|x| match x {
-                controller::Action::Log(l) => Some(l.clone()),
-                _ => None,
-            })
-            .collect()
-    };
+    }
+}
+
+/// An edge's Hello claiming `sys(n)`, as one frame.
+fn edge_hello(n: u8) -> zeroize::Zeroizing<Vec<u8>> {
+    use xdpsec_omp::wire::{Message, Role};
+    Message::Hello {
+        role: Role::Edge,
+        system_ip: sys(n),
+        site_id: 9,
+        color: "mpls".into(),
+        version: "x".into(),
+    }
+    .encode()
+}
+
+/// The log lines among the controller's actions.
+fn ctrl_log_lines(a: &[controller::Action]) -> Vec<String> {
+    a.iter()
+        .filter_map(|x| match x {
+            controller::Action::Log(l) => Some(l.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_hijacked_system_ip_is_refused_and_the_owner_untouched() {
+    let now = Instant::now();
+    let mut c = Controller::new(ctrl_cfg());
+    let remote: SocketAddr = "198.51.100.9:40000".parse().unwrap();
+    let cert = edge_cert;
+    let hello = edge_hello;
+    let logs = ctrl_log_lines;
     c.handle(
         now,
         controller::Input::Accepted {
@@ -674,12 +687,13 @@ fn a_hijacked_system_ip_is_refused_and_the_owner_untouched() {
     let conns = c.control_connections(now);
     assert_eq!(conns.len(), 1);
     assert_eq!((conns[0].system_ip, conns[0].state), (Some(sys(1)), "up"));
-    // A serial not in the list: refused at once.
+    // A serial not in the list, from another address (lines about one
+    // address are rate-limited): refused at once.
     let a = c.handle(
         now,
         controller::Input::Accepted {
             conn: 3,
-            remote,
+            remote: "198.51.100.10:40000".parse().unwrap(),
             peer: cert(9),
         },
     );
@@ -1110,4 +1124,131 @@ fn per_edge_bounds_refuse_tlocs_and_routes_past_them_with_one_log_line() {
     assert_eq!(c.routes().len(), MAX_PREFIXES_PER_EDGE);
     // Still up: bounds refuse the excess, not the edge.
     assert_eq!(c.control_connections(now)[0].state, "up");
+}
+
+/// Refusals made after the TLS handshake (a certificate the CA signed, so
+/// the handshake succeeds) are rate-limited per source address: an
+/// attacker looping reconnects from one address, in turn hijacking edge
+/// 1's system-ip (DUPSYSIPDEL), with a serial not allowed (SERNTPRES), and
+/// claiming a system-ip its serial is not bound to (SYSIPCHNG), gets one
+/// log line a second, each try still refused and counted in the history;
+/// another address is not held back; the next line after the interval
+/// says how many were suppressed; stalled connections (TLS done, no Hello)
+/// closed by the handshake timeout (DHSTMO) are limited the same way.
+#[test]
+fn refusals_after_the_handshake_are_rate_limited_per_source() {
+    use xdpsec_omp::consts::HANDSHAKE_TIMEOUT;
+    let t0 = Instant::now();
+    let mut c = Controller::new(ctrl_cfg());
+    let attacker: SocketAddr = "198.51.100.66:40000".parse().unwrap();
+    let other: SocketAddr = "198.51.100.67:40000".parse().unwrap();
+    let mut lines = Vec::new();
+    let mut conn = 0u64;
+    let mut codes = BTreeSet::new();
+    // A connection whose TLS handshake is done, with `peer`'s certificate.
+    let accept = |c: &mut Controller, t: Instant, conn: u64, remote: SocketAddr, peer: PeerCert| {
+        c.handle(t, controller::Input::Accepted { conn, remote, peer })
+    };
+    for i in 0..100u64 {
+        let now = t0 + Duration::from_millis(i * 9);
+        conn += 1;
+        let (peer, claim) = match i % 3 {
+            0 => (edge_cert(2), 1),
+            1 => (edge_cert(9), 9),
+            _ => (
+                PeerCert {
+                    system_ip: Some(sys(77)),
+                    ..edge_cert(3)
+                },
+                77,
+            ),
+        };
+        let mut a = accept(&mut c, now, conn, attacker, peer);
+        if c.control_connections(now)
+            .iter()
+            .any(|v| v.remote == attacker)
+        {
+            let data = edge_hello(claim);
+            a.extend(c.handle(now, controller::Input::Bytes { conn, data: &data }));
+        }
+        assert!(
+            a.iter()
+                .any(|x| matches!(x, controller::Action::Close { conn: k } if *k == conn)),
+            "try {i} not refused: {a:?}"
+        );
+        lines.extend(ctrl_log_lines(&a));
+    }
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(lines[0].contains("DUPSYSIPDEL"), "{lines:?}");
+    // Every try is in the history (the log is limited, not the counting).
+    let tries: u32 = c
+        .history()
+        .iter()
+        .filter(|r| r.peer_ip == Some(attacker.ip()))
+        .map(|r| {
+            codes.insert(r.local_error);
+            r.repeat_count + 1
+        })
+        .sum();
+    assert_eq!(tries, 100);
+    assert_eq!(
+        codes,
+        BTreeSet::from([
+            ErrorCode::DupSysIpDel,
+            ErrorCode::SerNtPres,
+            ErrorCode::SysIpChng
+        ])
+    );
+    // Another address in the same second: its own line.
+    conn += 1;
+    let a = accept(
+        &mut c,
+        t0 + Duration::from_millis(500),
+        conn,
+        other,
+        edge_cert(9),
+    );
+    let l = ctrl_log_lines(&a);
+    assert!(l.len() == 1 && l[0].contains("SERNTPRES"), "{l:?}");
+    // After the interval, the attacker's next line counts the rest.
+    conn += 1;
+    let a = accept(
+        &mut c,
+        t0 + Duration::from_secs(2),
+        conn,
+        attacker,
+        edge_cert(9),
+    );
+    let l = ctrl_log_lines(&a);
+    assert!(
+        l.len() == 1
+            && l[0].contains("SERNTPRES")
+            && l[0].ends_with("(99 more from this source suppressed)"),
+        "{l:?}"
+    );
+    // Five connections that finished TLS with an allowed certificate and
+    // never sent their Hello: all closed at the timeout, one line.
+    let t1 = t0 + Duration::from_secs(3);
+    let first = conn + 1;
+    for _ in 0..5 {
+        conn += 1;
+        accept(&mut c, t1, conn, attacker, edge_cert(3));
+    }
+    assert_eq!(c.next_timeout(), Some(t1 + HANDSHAKE_TIMEOUT));
+    let a = c.handle(t1 + HANDSHAKE_TIMEOUT, controller::Input::Timer);
+    let closed = a
+        .iter()
+        .filter(
+            |x| matches!(x, controller::Action::Close { conn: k } if (first..=conn).contains(k)),
+        )
+        .count();
+    assert_eq!(closed, 5, "{a:?}");
+    let l = ctrl_log_lines(&a);
+    assert!(l.len() == 1 && l[0].contains("DHSTMO"), "{l:?}");
+    let h = c.history();
+    assert_eq!(
+        (h[0].local_error, h[0].repeat_count, h[0].peer_ip),
+        (ErrorCode::DhsTmo, 4, Some(attacker.ip())),
+        "{h:?}"
+    );
 }

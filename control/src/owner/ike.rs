@@ -338,6 +338,8 @@ pub fn ike_peers(cfg: &Config) -> Result<Vec<PeerConfig>> {
             remote_ts: prefixes(&t.remote_subnets),
             replay_window: t.replay_window,
             invalid_spi_recovery: k.invalid_spi_recovery,
+            fragmentation: k.fragmentation,
+            fragment_size: k.fragment_size,
         });
     }
     Ok(peers)

@@ -220,7 +220,7 @@ impl Core {
         let msg_id = self.sas[i].next_req_id;
         if let Some(d) = self.seal(i, wire::INFORMATIONAL, false, msg_id, payloads) {
             let (l, r) = (self.sas[i].local, self.sas[i].remote);
-            self.send(l, r, d);
+            self.send_all(l, r, &d);
         }
     }
 }

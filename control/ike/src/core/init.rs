@@ -36,6 +36,8 @@ impl Core {
             pending: None,
             queue: VecDeque::new(),
             last_response: None,
+            frag: false,
+            reasm: frag::Reassembler::default(),
             last_rx: now,
             children: Vec::new(),
             neg: Some(Neg {
@@ -49,6 +51,8 @@ impl Core {
                 ke_retries: 0,
                 refused: false,
                 peer_hashes: Vec::new(),
+                before_cookie: None,
+                cookie_answers: 0,
             }),
             rekeyed: false,
             last_invalid_spi: None,
@@ -102,6 +106,12 @@ impl Core {
             cfg.force_encap,
         ));
         p.extend(Self::cert_init_payloads(&cfg, false));
+        if cfg.fragmentation {
+            p.push(Self::notify_payload(
+                notify::IKEV2_FRAGMENTATION_SUPPORTED,
+                vec![],
+            ));
+        }
         let h = HeaderRepr {
             spi_i: sa.spi_i,
             spi_r: 0,
@@ -117,7 +127,7 @@ impl Core {
             n.init_req = data.clone();
         }
         sa.next_req_id = 1;
-        self.send_request_bytes(i, now, 0, data, Sent::Init);
+        self.send_request_bytes(i, now, 0, vec![data], Sent::Init);
     }
 
     pub(super) fn init_response(
@@ -133,12 +143,19 @@ impl Core {
         let p = self.sas[i].peer;
         if let Some(c) = m.notify(notify::COOKIE) {
             // RFC 7296 2.6: retry with the cookie first.
-            if let Some(n) = &mut self.sas[i].neg
-                && n.cookie.is_none()
-            {
-                n.cookie = Some(c.data.clone());
-                let g = n.dh.as_ref().map_or(cfg.ike_proposals[0].dh, |d| d.group);
-                self.send_init(i, now, g);
+            let copies = self.sas[i].pending.as_ref().map_or(1, |p| p.tries + 1);
+            if let Some(n) = &mut self.sas[i].neg {
+                if n.cookie.is_none() {
+                    n.cookie = Some(c.data.clone());
+                    n.before_cookie = Some((n.init_req.clone(), copies));
+                    n.cookie_answers = 1;
+                    let g = n.dh.as_ref().map_or(cfg.ike_proposals[0].dh, |d| d.group);
+                    self.send_init(i, now, g);
+                } else if n.cookie.as_ref() == Some(&c.data) {
+                    // The COOKIE answer to a retransmission of the request
+                    // without it.
+                    n.cookie_answers += 1;
+                }
             }
             return;
         }
@@ -222,10 +239,22 @@ impl Core {
         let spi_r = m.header.spi_r;
         let sa = &mut self.sas[i];
         sa.spi_r = spi_r;
+        sa.frag = cfg.fragmentation && m.notify(notify::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
         let neg = sa.neg.as_mut().expect("checked above");
         neg.nr = nr;
         neg.init_resp = raw.to_vec();
         neg.peer_hashes = Self::peer_hashes(m);
+        // The signed octets are the request this answers (RFC 7296
+        // 2.15). After a COOKIE, a copy of the request without it that
+        // went out before the COOKIE came and got no COOKIE answer has
+        // crossed it: the responder answered that copy (before the one
+        // with the cookie, sent later), so this answers the request
+        // without the cookie.
+        if let Some((plain, copies)) = neg.before_cookie.take()
+            && neg.cookie_answers < copies
+        {
+            neg.init_req = plain;
+        }
         sa.keys = Some(init_keys(&prop, &neg.ni, &neg.nr, &shared, sa.spi_i, spi_r));
         sa.prop = Some(prop);
         sa.pending = None;
@@ -275,7 +304,7 @@ impl Core {
                 && sa.neg.as_ref().is_some_and(|n| n.init_req == raw)
             {
                 let (l, r, d) = (*l, *r, data.clone());
-                self.send(l, r, d);
+                self.send_all(l, r, &d);
             }
             return;
         }
@@ -403,6 +432,14 @@ impl Core {
             cfg.force_encap,
         );
         pl.extend(Self::cert_init_payloads(&cfg, true));
+        // RFC 7383 2.3: announced only to an initiator that announced it.
+        let frag = cfg.fragmentation && m.notify(notify::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
+        if frag {
+            pl.push(Self::notify_payload(
+                notify::IKEV2_FRAGMENTATION_SUPPORTED,
+                vec![],
+            ));
+        }
         let resp = wire::emit_message(&h(spi_r), &pl);
         let keys = init_keys(&prop, &ni, &nr, &shared, spi_i, spi_r);
         let id = self.next_id;
@@ -426,7 +463,9 @@ impl Core {
             peer_req_id: 1,
             pending: None,
             queue: VecDeque::new(),
-            last_response: Some((0, resp.clone(), local, remote)),
+            last_response: Some((0, vec![resp.clone()], local, remote)),
+            frag,
+            reasm: frag::Reassembler::default(),
             last_rx: now,
             children: Vec::new(),
             neg: Some(Neg {
@@ -440,6 +479,8 @@ impl Core {
                 ke_retries: 0,
                 refused: false,
                 peer_hashes: Self::peer_hashes(m),
+                before_cookie: None,
+                cookie_answers: 0,
             }),
             rekeyed: false,
             last_invalid_spi: None,

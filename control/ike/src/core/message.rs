@@ -172,7 +172,10 @@ impl Core {
         })
     }
 
-    /// Encrypt `payloads` into a message of this SA.
+    /// Encrypt `payloads` into a message of this SA: one datagram, or
+    /// where fragmentation was negotiated and the message is longer than
+    /// the tunnel's `fragment_size` allows, its Encrypted Fragments (RFC
+    /// 7383 2.5).
     pub(super) fn seal(
         &self,
         i: usize,
@@ -180,7 +183,7 @@ impl Core {
         response: bool,
         msg_id: u32,
         payloads: &[Payload],
-    ) -> Option<Vec<u8>> {
+    ) -> Option<Vec<Vec<u8>>> {
         let sa = &self.sas[i];
         let keys = sa.keys.as_ref()?;
         let h = HeaderRepr {
@@ -194,7 +197,19 @@ impl Core {
         let mut inner = Vec::new();
         let first = wire::emit_payloads(payloads, &mut inner);
         let inner = Zeroizing::new(inner);
-        keys.seal(sa.initiator, &h, first, &inner, &*self.rng).ok()
+        let cfg = &self.peers[sa.peer];
+        let max = frag::max_message_len(
+            cfg.fragment_size,
+            sa.remote.ip(),
+            sa.local.port() != crate::IKE_PORT,
+        );
+        if sa.frag && frag::sealed_len(keys, inner.len()) > max {
+            return frag::seal_fragments(keys, sa.initiator, &h, first, &inner, max, &*self.rng)
+                .ok();
+        }
+        keys.seal(sa.initiator, &h, first, &inner, &*self.rng)
+            .ok()
+            .map(|d| vec![d])
     }
 
     /// Send a request now (the window is free) and keep it for retransmission.
@@ -219,11 +234,11 @@ impl Core {
         i: usize,
         now: Instant,
         msg_id: u32,
-        data: Vec<u8>,
+        data: Vec<Vec<u8>>,
         sent: Sent,
     ) {
         let (local, remote) = (self.sas[i].local, self.sas[i].remote);
-        self.send(local, remote, data.clone());
+        self.send_all(local, remote, &data);
         self.sas[i].pending = Some(Pending {
             msg_id,
             data,
@@ -239,7 +254,7 @@ impl Core {
             return;
         };
         let (local, remote) = (self.sas[i].local, self.sas[i].remote);
-        self.send(local, remote, data.clone());
+        self.send_all(local, remote, &data);
         self.sas[i].last_response = Some((msg_id, data, local, remote));
         self.sas[i].peer_req_id = msg_id.wrapping_add(1);
     }

@@ -14,8 +14,9 @@ use zeroize::Zeroizing;
 
 use crate::{
     Action, ChildKeys, Command, DhGroup, EspEncap, EspProposal, IkeProposal, IkeSaStatus,
-    IkeSaView, Input, PeerConfig, Prefix,
+    IkeSaView, IkeStats, Input, PeerConfig, Prefix,
     crypto::{self, Dh, IkeKeys, Secret},
+    frag::{self, FragError, FragOutcome},
     proposal::{self, TRANS_DH, TRANS_ESN},
     random::Random,
     timers::*,
@@ -98,7 +99,9 @@ enum Sent {
 
 struct Pending {
     msg_id: u32,
-    data: Vec<u8>,
+    /// The request's datagrams: one, or its Encrypted Fragments
+    /// (a retransmission sends them all, RFC 7383 2.6.1).
+    data: Vec<Vec<u8>>,
     tries: usize,
     next_at: Instant,
     sent: Sent,
@@ -120,6 +123,12 @@ struct Neg {
     /// The hashes the peer announced in SIGNATURE_HASH_ALGORITHMS (RFC
     /// 7427 4), for our AUTH with a certificate; empty: none announced.
     peer_hashes: Vec<u16>,
+    /// Initiator, after a COOKIE: the request without it and how many
+    /// times it went out, and how many COOKIE answers came. A copy not
+    /// answered with a COOKIE (a retransmission that crossed the COOKIE)
+    /// may be the one the responder answers: see `init_response`.
+    before_cookie: Option<(Vec<u8>, usize)>,
+    cookie_answers: usize,
 }
 
 /// A child SA (one pair of ESP SAs).
@@ -175,7 +184,12 @@ struct IkeSa {
     /// retransmissions, and the addresses it went between (ours, the
     /// peer's): a retransmission from anywhere else gets nothing (no
     /// reflection of an unauthenticated message to a spoofed source).
-    last_response: Option<(u32, Vec<u8>, SocketAddr, SocketAddr)>,
+    last_response: Option<(u32, Vec<Vec<u8>>, SocketAddr, SocketAddr)>,
+    /// Both sides announced IKE fragmentation in IKE_SA_INIT (RFC 7383
+    /// 2.3; a rekeyed IKE SA inherits it).
+    frag: bool,
+    /// The peer's messages being reassembled from fragments.
+    reasm: frag::Reassembler,
     last_rx: Instant,
     children: Vec<Child>,
     neg: Option<Neg>,
@@ -273,6 +287,8 @@ pub(crate) struct Core {
     fresh: bool,
     /// [`Command::Shutdown`] came: nothing is initiated or answered any more.
     stopped: bool,
+    /// Fragmentation counters.
+    stats: IkeStats,
 }
 
 impl Core {
@@ -302,6 +318,7 @@ impl Core {
             next_id: 1,
             fresh: true,
             stopped: false,
+            stats: IkeStats::default(),
             noise: HashMap::new(),
             out: Vec::new(),
         }
@@ -446,6 +463,20 @@ impl Core {
         });
     }
 
+    /// Send a message's datagrams (one, or its fragments), counting fragments.
+    fn send_all(&mut self, local: SocketAddr, remote: SocketAddr, data: &[Vec<u8>]) {
+        for d in data {
+            if frag::fragment_fields(d).is_some() {
+                self.stats.fragments_sent += 1;
+            }
+            self.send(local, remote, d.clone());
+        }
+    }
+
+    pub(crate) fn stats(&self) -> IkeStats {
+        self.stats
+    }
+
     fn id_body(t: u8, d: &[u8]) -> Vec<u8> {
         let mut v = vec![t, 0, 0, 0];
         v.extend_from_slice(d);
@@ -582,7 +613,13 @@ impl Core {
             // INVALID_IKE_SPI; we stay silent).
             return;
         };
-        let Some(sk) = m.sk else { return };
+        // An Encrypted Fragment (RFC 7383): (number, total), unchecked yet.
+        let fragment = frag::fragment_fields(data);
+        let sk = match (m.sk, fragment) {
+            (Some(sk), _) => Some(sk),
+            (None, Some(_)) => None,
+            (None, None) => return,
+        };
         // Our role decides whose keys the peer used.
         let from_initiator = h.flags & FLAG_INITIATOR != 0;
         if from_initiator == self.sas[i].initiator {
@@ -604,9 +641,14 @@ impl Core {
                 // checked (that would cost as much as answering), so it
                 // goes only where the original answer went: never to
                 // another source, which could be anyone's (a reflection).
-                if *r == remote && l.port() == local.port() {
+                // A fragmented request is answered on its first fragment
+                // only (RFC 7383 2.6.1), not once per fragment.
+                if *r == remote
+                    && l.port() == local.port()
+                    && fragment.is_none_or(|(num, _)| num == 1)
+                {
                     let (l, r, d) = (*l, *r, data.clone());
-                    self.send(l, r, d);
+                    self.send_all(l, r, &d);
                 }
                 return;
             }
@@ -614,29 +656,35 @@ impl Core {
                 return;
             }
         }
-        let plain = {
-            let Some(keys) = self.sas[i].keys.as_ref() else {
-                return;
-            };
-            match keys.open(from_initiator, data, sk) {
-                Ok(p) => p,
-                Err(_) => {
-                    let p = self.sas[i].peer;
-                    self.log_noise(
-                        now,
-                        remote.ip(),
-                        Noise::BadIntegrity,
-                        Some(p),
-                        format!(
-                            "IKE message {} failed its integrity check; dropped",
-                            h.msg_id
-                        ),
-                    );
+        let (first_inner, plain) = match sk {
+            Some(sk) => {
+                let Some(keys) = self.sas[i].keys.as_ref() else {
                     return;
+                };
+                match keys.open(from_initiator, data, sk) {
+                    Ok(p) => (sk.first_inner, p),
+                    Err(_) => {
+                        let p = self.sas[i].peer;
+                        self.log_noise(
+                            now,
+                            remote.ip(),
+                            Noise::BadIntegrity,
+                            Some(p),
+                            format!(
+                                "IKE message {} failed its integrity check; dropped",
+                                h.msg_id
+                            ),
+                        );
+                        return;
+                    }
                 }
             }
+            None => match self.reassemble(i, now, remote, from_initiator, data) {
+                Some(whole) => whole,
+                None => return,
+            },
         };
-        let inner = match wire::parse_chain(sk.first_inner, &plain, 0) {
+        let inner = match wire::parse_chain(first_inner, &plain, 0) {
             Ok((p, None)) => p,
             _ => {
                 let p = self.sas[i].peer;
@@ -670,6 +718,66 @@ impl Core {
         } else {
             self.request(i, now, &m, local, remote);
         }
+    }
+
+    /// Take one Encrypted Fragment of IKE SA `i` (its header already
+    /// matched to the SA's message ids): each is checked on its own
+    /// before it is kept (RFC 7383 2.6), within the per-SA bounds of
+    /// [`frag::Reassembler`] and [`frag::MAX_TOTAL_BYTES`] for all SAs;
+    /// a bad or duplicate one leaves the others as they were. Returns the
+    /// whole message's (first inner payload type, payload chain) once
+    /// its last fragment came.
+    fn reassemble(
+        &mut self,
+        i: usize,
+        now: Instant,
+        remote: SocketAddr,
+        from_initiator: bool,
+        data: &[u8],
+    ) -> Option<(u8, Secret)> {
+        let p = self.sas[i].peer;
+        let held: usize = self.sas.iter().map(|s| s.reasm.bytes()).sum();
+        let sa = &mut self.sas[i];
+        let outcome = match sa.keys.as_ref() {
+            _ if !sa.frag => Err(None),
+            None => Err(None),
+            Some(_) if held + data.len() > frag::MAX_TOTAL_BYTES => Err(Some(FragError::TooBig)),
+            Some(keys) => sa
+                .reasm
+                .accept(now, keys, from_initiator, data)
+                .map_err(Some),
+        };
+        let why = match outcome {
+            Ok(FragOutcome::Incomplete) => {
+                self.stats.fragments_received += 1;
+                return None;
+            }
+            Ok(FragOutcome::Complete { first_inner, plain }) => {
+                self.stats.fragments_received += 1;
+                self.stats.messages_reassembled += 1;
+                return Some((first_inner, plain));
+            }
+            Err(e) => e,
+        };
+        self.stats.fragments_dropped += 1;
+        let (kind, line) = match why {
+            None => (
+                Noise::Malformed,
+                "IKE fragment from a peer that did not negotiate fragmentation (RFC 7383); dropped"
+                    .to_string(),
+            ),
+            Some(FragError::Ignored) => return None,
+            Some(FragError::Integrity) => (
+                Noise::BadIntegrity,
+                format!(
+                    "IKE fragment of message {} failed its integrity check; dropped",
+                    Message::parse(data).map_or(0, |m| m.header.msg_id)
+                ),
+            ),
+            Some(e) => (Noise::Malformed, format!("{e}; dropped")),
+        };
+        self.log_noise(now, remote.ip(), kind, Some(p), line);
+        None
     }
 
     fn response(&mut self, i: usize, now: Instant, m: &Message, sent: Sent) {

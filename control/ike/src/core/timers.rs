@@ -220,8 +220,9 @@ impl Core {
             p.next_at = now + RETRANSMIT[p.tries];
             let data = p.data.clone();
             let (local, remote) = (self.sas[i].local, self.sas[i].remote);
-            self.send(local, remote, data);
+            self.send_all(local, remote, &data);
         }
+        self.sas[i].reasm.expire(now);
         if self.sas[i].state != State::Ready {
             return true;
         }
