@@ -307,3 +307,119 @@ fn cert_of_another_ca_or_expired_refused_both_ways() {
     );
     assert!(p.charon.list_sas().unwrap().is_empty());
 }
+
+/// Certificate authentication across a path with a 1280-byte MTU (both
+/// veth ends), RSA-2048 certificates on both sides so that IKE_AUTH is
+/// longer than a datagram may be: both sides split it in RFC 7383
+/// fragments (default fragment_size 1280 on both) and reassemble the
+/// other's, in both roles; every IKE datagram charon sent fits the path;
+/// the tunnel comes up and pings pass.
+fn cert_auth_fragmented_1280(xdpsec_initiates: bool) {
+    require_5_9_8();
+    let pki = Pki::new("rsa-2048", "rsa-2048", &[]);
+    let opts = CharonOpts {
+        creds: Some(pki.charon_creds()),
+        ..CharonOpts::default()
+    };
+    // 10 more /32 selectors each way: xdpsec's IKE_AUTH too is longer
+    // than the path (charon's is already, with its notifies).
+    let ours: Vec<String> = std::iter::once(format!("{}/32", INNER[0]))
+        .chain((101..=110).map(|k| format!("203.0.113.{k}/32")))
+        .collect();
+    let theirs: Vec<String> = std::iter::once(format!("{}/32", INNER[1]))
+        .chain((201..=210).map(|k| format!("203.0.113.{k}/32")))
+        .collect();
+    let list = |v: &[String]| {
+        v.iter()
+            .map(|s| format!("\"{s}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let lines = format!(
+        "{}local_subnets = [{}]\nremote_subnets = [{}]\n",
+        pki.xdpsec_lines(),
+        list(&ours),
+        list(&theirs)
+    );
+    let (l, r) = (theirs.clone(), ours.clone());
+    let p = WithStrongswan::start(
+        false,
+        "unused",
+        GCM_X25519,
+        xdpsec_initiates,
+        &lines,
+        opts,
+        move |c| {
+            c.pubkey = true;
+            c.remote_id = Some(dn("1"));
+            c.fragmentation = Some("yes");
+            c.local_ts = l;
+            c.remote_ts = r;
+        },
+    )
+    .unwrap();
+    for (ns, ifc) in [(&p.lab.ns1, &p.lab.if1), (&p.lab.ns2, &p.lab.if2)] {
+        let out =
+            xdpsec_e2e::Lab::exec(ns, &["ip", "link", "set", "dev", ifc, "mtu", "1280"]).unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    // charon routes with a local address inside its local_ts as source:
+    // give it the extra ones too.
+    for k in 201..=210 {
+        let a = format!("203.0.113.{k}/32");
+        let out =
+            xdpsec_e2e::Lab::exec(&p.lab.ns2, &["ip", "addr", "add", &a, "dev", "lo"]).unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    if xdpsec_initiates {
+        // xdpsec initiated at start, before the MTU and addresses were
+        // set: start over, wholly across the 1280-byte path.
+        p.d.cli(&format!("clear crypto session remote {}", p.peer()))
+            .unwrap();
+    } else {
+        p.charon.initiate("xs").unwrap();
+    }
+    let (ike, _, _) = p
+        .wait_agreed(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}\n--- charon's log ---\n{}", p.charon.log_text()));
+    assert_eq!(ike.initiator, !xdpsec_initiates, "{ike:#?}");
+    let log = p.charon.log_text();
+    assert!(
+        log.contains("splitting IKE message") && log.contains("reassembled fragmented IKE message"),
+        "charon did not fragment and reassemble:\n{log}"
+    );
+    // Every datagram charon sent fits 1280 bytes with IPv4 and UDP headers.
+    for l in log.lines().filter(|l| l.contains("sending packet:")) {
+        let n: usize = l
+            .rsplit('(')
+            .next()
+            .and_then(|t| t.split(' ').next())
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("{l}"));
+        assert!(n + 28 <= 1280, "{l}");
+    }
+    let st =
+        p.d.cli_json("show crypto ikev2 stats fragmentation")
+            .unwrap();
+    let n = |k: &str| st[k].as_u64().unwrap_or_else(|| panic!("{k}: {st}"));
+    assert!(n("fragments_sent") >= 2, "{st}");
+    assert!(n("messages_reassembled") >= 1, "{st}");
+    assert!(
+        p.d.log_text()
+            .contains(&format!("peer authenticated by certificate {}", dn("2"))),
+        "{}",
+        p.d.log_text()
+    );
+    let (sent, got) = ping(&p.lab.ns1, INNER[0], INNER[1], 3, "0.2");
+    assert_eq!((sent, got), (3, 3));
+}
+
+#[test]
+fn cert_auth_xdpsec_initiates_across_a_1280_mtu_with_fragmentation() {
+    cert_auth_fragmented_1280(true);
+}
+
+#[test]
+fn cert_auth_strongswan_initiates_across_a_1280_mtu_with_fragmentation() {
+    cert_auth_fragmented_1280(false);
+}
