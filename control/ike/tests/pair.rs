@@ -2099,12 +2099,12 @@ fn many_ts(local: &str, remote: &str, initiate: bool, fragment_size: usize) -> P
     c
 }
 
+/// Datagrams sent (side, bytes), shared with the drop filter.
+type Recorded = std::rc::Rc<std::cell::RefCell<Vec<(Side, Vec<u8>)>>>;
+
 /// Every datagram sent (side, bytes), as the drop filter saw them; with
 /// `lose` deciding which are lost.
-fn record(
-    n: &mut Net,
-    mut lose: impl FnMut(Side, &[u8]) -> bool + 'static,
-) -> std::rc::Rc<std::cell::RefCell<Vec<(Side, Vec<u8>)>>> {
+fn record(n: &mut Net, mut lose: impl FnMut(Side, &[u8]) -> bool + 'static) -> Recorded {
     let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
     let s = seen.clone();
     n.drop = Box::new(move |side, _, data| {

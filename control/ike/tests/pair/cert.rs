@@ -5,10 +5,8 @@
 //! certificate does not prove, an identity other than `remote_id`.
 
 use std::{
-    cell::RefCell,
     path::{Path, PathBuf},
     process::Command as Cmd,
-    rc::Rc,
     sync::Arc,
     time::SystemTime,
 };
@@ -157,19 +155,6 @@ fn cert_cfg(local: &str, c: Credentials, peer_cn: &str, initiate: bool) -> PeerC
     p
 }
 
-/// Every datagram sent, in order, with its sender.
-type Capture = Rc<RefCell<Vec<(Side, Vec<u8>)>>>;
-
-fn capture(n: &mut Net) -> Capture {
-    let cap: Capture = Rc::default();
-    let c = cap.clone();
-    n.drop = Box::new(move |s, _, d| {
-        c.borrow_mut().push((s, d.to_vec()));
-        false
-    });
-    cap
-}
-
 /// SHA-1 of the CA certificate's SubjectPublicKeyInfo, as openssl
 /// computes it.
 fn ca_spki_sha1(d: &Path) -> Vec<u8> {
@@ -216,7 +201,7 @@ fn cert_auth_each_key_type_both_roles() {
             let a = cert_cfg(A, creds(&d, "alpha"), "beta", a_initiates);
             let b = cert_cfg(B, creds(&d, "beta"), "alpha", !a_initiates);
             let mut n = Net::new(a, b);
-            let cap = capture(&mut n);
+            let cap = record(&mut n, |_, _| false);
             n.run_for(Duration::from_secs(5));
             let ctx = format!("{kind}, A initiates: {a_initiates}");
             assert!(
