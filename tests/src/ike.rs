@@ -94,6 +94,47 @@ fn unless_in(extra: &str, key: &str, line: &str) -> String {
     }
 }
 
+/// Selectors with `n` more /32s each way than the inner addresses, to
+/// make IKE_AUTH long: xdpsec's (node 1: [`INNER`]\[0\] and
+/// 203.0.113.101 on) as its tunnel's `local_subnets` and `remote_subnets`
+/// lines, and charon's `local_ts` and `remote_ts` (node 2: [`INNER`]\[1\]
+/// and 203.0.113.201 on).
+pub fn many_selectors(n: u8) -> (String, Vec<String>, Vec<String>) {
+    let ours: Vec<String> = std::iter::once(format!("{}/32", INNER[0]))
+        .chain((101..101 + n).map(|k| format!("203.0.113.{k}/32")))
+        .collect();
+    let theirs: Vec<String> = std::iter::once(format!("{}/32", INNER[1]))
+        .chain((201..201 + n).map(|k| format!("203.0.113.{k}/32")))
+        .collect();
+    let list = |v: &[String]| {
+        v.iter()
+            .map(|s| format!("\"{s}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let lines = format!(
+        "local_subnets = [{}]\nremote_subnets = [{}]\n",
+        list(&ours),
+        list(&theirs)
+    );
+    (lines, theirs, ours)
+}
+
+/// Put [`many_selectors`]' `n` extra addresses of charon's side on
+/// `lo` of node 2: charon routes to the remote selectors with a local
+/// address inside its `local_ts` as source, and refuses the child SA
+/// ("error installing route") where the first it picks is not there.
+pub fn charon_selector_addrs(lab: &Lab, n: u8) -> Result<()> {
+    for k in 201..201 + n {
+        let a = format!("203.0.113.{k}/32");
+        let out = Lab::exec(&lab.ns2, &["ip", "addr", "add", &a, "dev", "lo"])?;
+        if !out.status.success() {
+            bail!("adding {a} on lo in {}: {out:?}", lab.ns2);
+        }
+    }
+    Ok(())
+}
+
 /// `key = ["value"]` and a newline, or nothing for an empty value.
 fn key_line(key: &str, value: &str) -> String {
     if value.is_empty() {

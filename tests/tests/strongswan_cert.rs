@@ -14,7 +14,7 @@ use std::{
 };
 
 use xdpsec_e2e::{
-    ike::{INNER, WithStrongswan},
+    ike::{INNER, WithStrongswan, charon_selector_addrs, many_selectors},
     ping, scratch_dir,
     strongswan::{CharonCreds, CharonOpts, GCM_X25519, require_5_9_8},
     xdpsec_bin,
@@ -323,25 +323,8 @@ fn cert_auth_fragmented_1280(xdpsec_initiates: bool) {
     };
     // 10 more /32 selectors each way: xdpsec's IKE_AUTH too is longer
     // than the path (charon's is already, with its notifies).
-    let ours: Vec<String> = std::iter::once(format!("{}/32", INNER[0]))
-        .chain((101..=110).map(|k| format!("203.0.113.{k}/32")))
-        .collect();
-    let theirs: Vec<String> = std::iter::once(format!("{}/32", INNER[1]))
-        .chain((201..=210).map(|k| format!("203.0.113.{k}/32")))
-        .collect();
-    let list = |v: &[String]| {
-        v.iter()
-            .map(|s| format!("\"{s}\""))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let lines = format!(
-        "{}local_subnets = [{}]\nremote_subnets = [{}]\n",
-        pki.xdpsec_lines(),
-        list(&ours),
-        list(&theirs)
-    );
-    let (l, r) = (theirs.clone(), ours.clone());
+    let (ts, l, r) = many_selectors(10);
+    let lines = format!("{}{ts}", pki.xdpsec_lines());
     let p = WithStrongswan::start(
         false,
         "unused",
@@ -363,14 +346,7 @@ fn cert_auth_fragmented_1280(xdpsec_initiates: bool) {
             xdpsec_e2e::Lab::exec(ns, &["ip", "link", "set", "dev", ifc, "mtu", "1280"]).unwrap();
         assert!(out.status.success(), "{out:?}");
     }
-    // charon routes with a local address inside its local_ts as source:
-    // give it the extra ones too.
-    for k in 201..=210 {
-        let a = format!("203.0.113.{k}/32");
-        let out =
-            xdpsec_e2e::Lab::exec(&p.lab.ns2, &["ip", "addr", "add", &a, "dev", "lo"]).unwrap();
-        assert!(out.status.success(), "{out:?}");
-    }
+    charon_selector_addrs(&p.lab, 10).unwrap();
     if xdpsec_initiates {
         // xdpsec initiated at start, before the MTU and addresses were
         // set: start over, wholly across the 1280-byte path.

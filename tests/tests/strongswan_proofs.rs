@@ -27,7 +27,7 @@ use std::{
 
 use serde_json::Value;
 use xdpsec_e2e::{
-    ike::{INNER, WithStrongswan, spis},
+    ike::{INNER, WithStrongswan, charon_selector_addrs, many_selectors, spis},
     ping,
     strongswan::{CharonOpts, ChildSa, Conn, GCM_X25519, IkeSa, require_5_9_8},
 };
@@ -529,24 +529,8 @@ fn plain_esp_falls_back_to_udp_when_strongswan_fakes_a_nat() {
 /// fragmentation` counts fragments sent and a message reassembled.
 fn fragmented_ike_auth(xdpsec_initiates: bool) {
     require_5_9_8();
-    let ours: Vec<String> = std::iter::once(format!("{}/32", INNER[0]))
-        .chain((101..=120).map(|k| format!("203.0.113.{k}/32")))
-        .collect();
-    let theirs: Vec<String> = std::iter::once(format!("{}/32", INNER[1]))
-        .chain((201..=220).map(|k| format!("203.0.113.{k}/32")))
-        .collect();
-    let list = |v: &[String]| {
-        v.iter()
-            .map(|s| format!("\"{s}\""))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let extra = format!(
-        "local_subnets = [{}]\nremote_subnets = [{}]\nfragment_size = 400",
-        list(&ours),
-        list(&theirs)
-    );
-    let (l, r) = (theirs.clone(), ours.clone());
+    let (ts, l, r) = many_selectors(20);
+    let extra = format!("{ts}fragment_size = 400");
     let p = WithStrongswan::start(
         false,
         PSK,
@@ -564,6 +548,13 @@ fn fragmented_ike_auth(xdpsec_initiates: bool) {
         },
     )
     .unwrap();
+    charon_selector_addrs(&p.lab, 20).unwrap();
+    if xdpsec_initiates {
+        // xdpsec initiated at start, maybe before those addresses were
+        // there: start over.
+        p.d.cli(&format!("clear crypto session remote {}", p.peer()))
+            .unwrap();
+    }
     if !xdpsec_initiates {
         p.charon.initiate("xs").unwrap();
     }
