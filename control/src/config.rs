@@ -1272,7 +1272,37 @@ impl Tunnel {
 pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
     toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
-        format!("line {line}: {}", e.message().trim_end().replace('\n', " "))
+        let msg = e.message().trim_end().replace('\n', " ");
+        match e.span().and_then(|s| field_at(text, s.start)) {
+            // A value of the wrong type: name the field, as every other
+            // config error does.
+            Some(field) if !msg.contains('`') || !msg.contains(&field) => {
+                format!("line {line}: field `{field}`: {msg}")
+            }
+            _ => format!("line {line}: {msg}"),
+        }
+    })
+}
+
+/// The dotted name of the `key = value` line holding byte `pos` (its table
+/// header's name first, as `tunnel.fragment_size`), if that line is one.
+fn field_at(text: &str, pos: usize) -> Option<String> {
+    let pos = pos.min(text.len());
+    let start = text[..pos].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    if key.is_empty() || key.starts_with('#') || key.contains(['[', ' ']) {
+        return None;
+    }
+    let table = text[..start].lines().rev().find_map(|l| {
+        let l = l.trim();
+        l.starts_with('[')
+            .then(|| l.trim_matches(['[', ']']).trim().to_string())
+    });
+    Some(match table {
+        Some(t) if !t.is_empty() => format!("{t}.{key}"),
+        _ => key.to_string(),
     })
 }
 
@@ -1863,7 +1893,10 @@ replay_window = 128
             );
         }
         let e = Config::parse(&format!("{GOOD}{min}fragmentation = 1\n")).unwrap_err();
-        assert!(e.contains("fragmentation"), "{e}");
+        assert!(e.contains("field `tunnel.fragmentation`"), "{e}");
+        // Any value of the wrong type names its field.
+        let e = Config::parse(&GOOD.replace("queues = 2", "queues = \"two\"")).unwrap_err();
+        assert!(e.contains("field `underlay.queues`"), "{e}");
     }
 
     #[test]

@@ -784,4 +784,14 @@ mod tests {
         assert_eq!(p.id, Cmd::ShowConnectionHistory);
         assert!(cli::parse(COMMANDS, "show sdwan omp").is_err());
     }
+
+    /// The client parses every line with the shared grammar before it
+    /// asks any daemon, so each controller command must be in it too.
+    #[test]
+    fn the_client_grammar_takes_every_controller_command() {
+        for c in COMMANDS {
+            let typed = crate::grammar::parse(c.pattern);
+            assert!(typed.is_ok(), "{}: {:?}", c.pattern, typed.err());
+        }
+    }
 }

@@ -36,6 +36,17 @@ pub struct Request {
     pub cmd: Option<Command>,
 }
 
+impl Request {
+    /// The command: as the client parsed it, or the line parsed here (the
+    /// error names the word that did not parse).
+    pub fn parsed(&self) -> Result<Command, String> {
+        match &self.cmd {
+            Some(c) => Ok(c.clone()),
+            None => grammar::parse(&self.command).map_err(|e| e.0),
+        }
+    }
+}
+
 /// The daemon's reply.
 #[derive(Serialize, Deserialize, Debug)]
 pub struct Reply {

@@ -176,7 +176,7 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
             config.state_dir.display()
         )
     })?;
-    let (table, tunnels) = build_tunnels(&config, &mut seq, epoch.elapsed())?;
+    let (table, registry) = build_tunnels(&config, &mut seq, epoch.elapsed())?;
     let snap = table.shared();
 
     let tun = match &config.inside {
@@ -422,7 +422,7 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
             taps: pool.taps(),
         },
         table,
-        tunnels,
+        registry,
         seq,
         ike_peers,
         Instant::now(),

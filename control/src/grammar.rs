@@ -94,6 +94,8 @@ pub enum Cmd {
     SdwanPortHop,
     /// `clear sdwan control connections`.
     ClearSdwanControl,
+    /// `clear sdwan control connection-history`.
+    ClearSdwanControlHistory,
     /// `show sdwan bfd summary`.
     ShowSdwanBfdSummary,
     /// `show sdwan ipsec inbound-connections`.
@@ -341,6 +343,11 @@ pub const COMMANDS: &[CommandSpec<Cmd>] = &[
         help: "SD-WAN: flap every control connection and every BFD session; everything is relearned",
     },
     CommandSpec {
+        pattern: "clear sdwan control connection-history",
+        id: Cmd::ClearSdwanControlHistory,
+        help: "SD-WAN: empty the control connection history",
+    },
+    CommandSpec {
         pattern: "show sdwan bfd summary",
         id: Cmd::ShowSdwanBfdSummary,
         help: "SD-WAN: BFD sessions total, up, flaps",
@@ -528,6 +535,8 @@ pub enum Command {
     },
     /// `clear sdwan control connections`.
     ClearSdwanControlConnections,
+    /// `clear sdwan control connection-history`.
+    ClearSdwanControlConnectionHistory,
     /// `show sdwan bfd summary`.
     ShowSdwanBfdSummary,
     /// `show sdwan ipsec inbound-connections`.
@@ -654,6 +663,7 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
             color: word(0).ok_or_else(missing)?,
         },
         Cmd::ClearSdwanControl => Command::ClearSdwanControlConnections,
+        Cmd::ClearSdwanControlHistory => Command::ClearSdwanControlConnectionHistory,
         Cmd::ShowSdwanBfdSummary => Command::ShowSdwanBfdSummary,
         Cmd::ShowSdwanIpsecInbound => Command::ShowSdwanIpsecInbound,
         Cmd::ShowSdwanIpsecOutbound => Command::ShowSdwanIpsecOutbound,
@@ -766,6 +776,9 @@ impl std::fmt::Display for Command {
             Command::ClearSdwanControlConnections => {
                 write!(f, "clear sdwan control connections")
             }
+            Command::ClearSdwanControlConnectionHistory => {
+                write!(f, "clear sdwan control connection-history")
+            }
             Command::ShowSdwanBfdSummary => write!(f, "show sdwan bfd summary"),
             Command::ShowSdwanIpsecInbound => write!(f, "show sdwan ipsec inbound-connections"),
             Command::ShowSdwanIpsecOutbound => write!(f, "show sdwan ipsec outbound-connections"),
@@ -864,6 +877,7 @@ mod tests {
                 color: "biz-internet".into(),
             },
             Command::ClearSdwanControlConnections,
+            Command::ClearSdwanControlConnectionHistory,
             Command::ShowSdwanBfdSummary,
             Command::ShowSdwanIpsecInbound,
             Command::ShowSdwanIpsecOutbound,

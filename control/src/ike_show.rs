@@ -115,8 +115,8 @@ impl Owner {
         default_notation: &str,
     ) -> Vec<(String, String, Vec<String>)> {
         let mut out: Vec<(String, String, Vec<String>)> = Vec::new();
-        for ts in &self.tunnels {
-            let TunnelKind::Ike(k) = &ts.cfg.kind else {
+        for t in &self.config.tunnels {
+            let TunnelKind::Ike(k) = &t.kind else {
                 continue;
             };
             for p in if esp {
@@ -124,7 +124,7 @@ impl Owner {
             } else {
                 &k.ike_proposals
             } {
-                let tunnel = ts.cfg.name.clone();
+                let tunnel = t.name.clone();
                 match out.iter_mut().find(|r| &r.1 == p) {
                     Some(r) => r.2.push(tunnel),
                     None => {

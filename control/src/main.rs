@@ -16,6 +16,7 @@ mod platform;
 mod sdwan;
 mod seqstore;
 mod session;
+mod show;
 mod state;
 mod syslog;
 mod taps_cmd;

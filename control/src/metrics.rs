@@ -251,10 +251,10 @@ impl Owner {
             // 1 when any of its SAs is established (during a rekey or a
             // clear there are two).
             let mut up: std::collections::BTreeMap<(String, String), bool> = self
-                .tunnels
+                .registry
                 .iter()
-                .filter(|t| matches!(t.cfg.kind, crate::config::TunnelKind::Ike(_)))
-                .map(|t| ((t.cfg.name.clone(), t.cfg.peer.to_string()), false))
+                .filter(|e| e.kind == crate::owner::Kind::Ike)
+                .map(|e| ((e.name.clone(), e.peer.to_string()), false))
                 .collect();
             for v in ike.sas(self.now) {
                 *up.entry((v.tunnel.clone(), v.remote.ip().to_string()))

@@ -13,12 +13,16 @@
 //! and returns [`Effects`] (sends, XDP and route work, the reply), which
 //! the [`Shell`] carries out; the owner does no I/O itself. The SA table
 //! changes of one input reach the workers as one published snapshot.
+mod counters;
 pub mod effects;
 mod ike;
+pub mod registry;
 mod reload;
+mod sa_commands;
+mod show;
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::BTreeSet,
     net::IpAddr,
     path::PathBuf,
     sync::Arc,
@@ -30,6 +34,7 @@ use crossbeam::channel::{Receiver, Sender, select, tick};
 pub use effects::{Effects, Send, Shell, ShellEvent, ShellOp, ShellParts};
 pub(crate) use ike::esp_cipher;
 pub use ike::ike_peers;
+pub use registry::{Key, Kind, Registry, SaRef, SaSlot, TunnelEntry};
 use tracing::{error, info, warn};
 use xdpsec_common::XDP_COUNTER_COUNT;
 use xdpsec_datapath::{
@@ -37,7 +42,7 @@ use xdpsec_datapath::{
     crypto::{Cipher, KeyMaterial},
     sa::{AddrSet, InboundSaConfig, OutboundSaConfig, OuterHeader, Prefix as DpPrefix, Selectors},
     sa::{OutboundEntry, SaChange, SaId, SaTable},
-    worker::{SaCounters, WorkerShared},
+    worker::WorkerShared,
 };
 use xdpsec_ike::{
     Action, Encr, EspEncap, EspProposal, Identity, Ike, IkeOffer, Input as IkeInput, Integ,
@@ -82,8 +87,13 @@ pub enum Msg {
 
 /// One input of the owner core ([`Owner::handle`]).
 pub enum Input {
-    /// A control-socket command (the reply is in the effects).
-    Command(Request),
+    /// A control-socket command, parsed (the reply is in the effects).
+    Command {
+        /// The command.
+        command: crate::grammar::Command,
+        /// Reply with JSON instead of IOS text.
+        json: bool,
+    },
     /// SIGHUP: re-read the config file.
     Reload,
     /// A Prometheus scrape (the text is the reply's output).
@@ -102,41 +112,6 @@ pub enum Input {
     Start,
     /// What the owner's shell did.
     Shell(ShellEvent),
-}
-
-/// One configured tunnel as the owner tracks it.
-pub struct TunnelState {
-    /// The tunnel's configuration in force.
-    pub cfg: crate::config::Tunnel,
-    /// Its inbound SAs in the table (a manual tunnel has one; an IKE
-    /// tunnel none before negotiation, two during a rekey).
-    pub inbound: Vec<SaId>,
-    /// Its outbound SA in the table, if any.
-    pub outbound: Option<SaId>,
-    /// Manual tunnels: the fingerprint their outbound key's sequence
-    /// reservations are filed under.
-    pub out_key: Option<KeyId>,
-}
-
-impl TunnelState {
-    /// The tunnel's SAs, inbound first.
-    pub fn sa_ids(&self) -> impl Iterator<Item = SaId> + '_ {
-        self.inbound.iter().copied().chain(self.outbound)
-    }
-}
-
-/// One SA of the node, as [`Owner::all_sas`] lists them.
-pub struct SaRef<'a> {
-    /// Its tunnel's name (an SD-WAN peer's: its local TLOC's interface).
-    pub tunnel: &'a str,
-    /// Its peer: the address, or `address:port` for an SD-WAN peer.
-    pub peer: String,
-    /// True for an inbound SA.
-    pub inbound: bool,
-    /// Its id in the table.
-    pub id: SaId,
-    /// Its SPI (0 when the table no longer has it).
-    pub spi: u32,
 }
 
 /// Counter values at the last `clear platform hardware qfp active statistics`.
@@ -169,8 +144,8 @@ pub struct Owner {
     pub config: Config,
     /// The config file (re-read by reloads).
     pub config_path: PathBuf,
-    /// Tunnels, indexed as in the datapath.
-    pub tunnels: Vec<TunnelState>,
+    /// Every tunnel (manual, IKE, SD-WAN peer) and its SAs' bookkeeping.
+    pub registry: Registry,
     /// The SA table (control's master copy; publishes snapshots).
     pub table: SaTable,
     /// XDP steering (None once shut down).
@@ -181,8 +156,6 @@ pub struct Owner {
     pub baseline: Baseline,
     /// Drop counters over all workers, with the `clear` baseline.
     pub drops: DropStats,
-    /// Per-SA counters at the last `clear crypto sa counters`.
-    pub sa_baseline: HashMap<SaId, SaCounters>,
     /// Each worker's shared counters and events.
     pub workers: Vec<Arc<WorkerShared>>,
     /// The `show logging` buffer.
@@ -204,9 +177,6 @@ pub struct Owner {
     unsteering: BTreeSet<u16>,
     /// The IKEv2 core for every IKE tunnel (None without IKE tunnels).
     pub ike: Option<Ike>,
-    /// Negotiated SAs: when they were installed and their lifetime (for
-    /// `show crypto ipsec sa`'s remaining key lifetime).
-    pub lifetimes: HashMap<SaId, (Instant, Duration)>,
     /// Negotiated outbound SAs already asked to rekey for their sequence
     /// numbers (asked once each).
     seq_rekeyed: std::collections::HashSet<SaId>,
@@ -270,7 +240,7 @@ pub fn build_tunnels(
     cfg: &Config,
     seq: &mut SeqStore,
     now: Duration,
-) -> Result<(SaTable, Vec<TunnelState>)> {
+) -> Result<(SaTable, Registry)> {
     let mut table = SaTable::new();
     let mut changes = Vec::with_capacity(cfg.tunnels.len() * 2 + 2);
     let mut endpoints = Vec::with_capacity(cfg.tunnels.len());
@@ -300,68 +270,50 @@ pub fn build_tunnels(
         .map_err(|e| anyhow!("installing the configured SAs: {e}"))?;
     // `apply` returns the added SAs in order: inbound, outbound per manual tunnel.
     let mut ids = ids.into_iter();
-    let tunnels = cfg
-        .tunnels
-        .iter()
-        .zip(keys)
-        .map(|(t, out_key)| {
-            let (inbound, outbound) = match out_key {
-                Some(_) => (
-                    vec![ids.next().expect("one id per SA")],
-                    Some(ids.next().expect("one id per SA")),
-                ),
-                None => (Vec::new(), None),
-            };
-            TunnelState {
-                cfg: t.clone(),
-                inbound,
-                outbound,
-                out_key,
-            }
-        })
-        .collect();
-    Ok((table, tunnels))
+    let mut registry = Registry::default();
+    for (i, (t, out_key)) in cfg.tunnels.iter().zip(keys).enumerate() {
+        let (kind, inbound, outbound) = match &t.kind {
+            TunnelKind::Manual(m) => (
+                Kind::Manual,
+                vec![SaSlot {
+                    spi: m.inbound.spi,
+                    id: ids.next().expect("one id per SA"),
+                }],
+                Some(SaSlot {
+                    spi: m.outbound.spi,
+                    id: ids.next().expect("one id per SA"),
+                }),
+            ),
+            TunnelKind::Ike(_) => (Kind::Ike, Vec::new(), None),
+        };
+        registry.insert(TunnelEntry {
+            index: i as u32,
+            kind,
+            name: t.name.clone(),
+            local: cfg.underlay.address,
+            peer: t.peer,
+            peer_port: None,
+            worker: t.worker as u16,
+            inbound,
+            outbound,
+            out_key,
+        });
+    }
+    Ok((table, registry))
 }
 
 impl Owner {
     /// Every SA of the node: the configured tunnels' (inbound first), then
     /// the SD-WAN peers'.
     pub fn all_sas(&self) -> impl Iterator<Item = SaRef<'_>> + '_ {
-        let configured = self.tunnels.iter().flat_map(move |t| {
-            t.sa_ids().map(move |id| SaRef {
-                tunnel: &t.cfg.name,
-                peer: t.cfg.peer.to_string(),
-                inbound: t.inbound.contains(&id),
-                id,
-                spi: self.table.cold(id).map_or(0, |c| c.spi),
-            })
-        });
-        let sdwan = self.sdwan.iter().flat_map(|s| {
-            s.peers.values().flat_map(move |p| {
-                let tunnel = s.tloc(&p.sa.local_color).map_or("", |t| t.name.as_str());
-                let peer = format!("{}:{}", p.sa.remote_ip, p.sa.remote_port);
-                let sa = move |inbound, spi, id| SaRef {
-                    tunnel,
-                    peer: peer.clone(),
-                    inbound,
-                    id,
-                    spi,
-                };
-                let sa2 = sa.clone();
-                p.inbound
-                    .iter()
-                    .map(move |&(spi, id)| sa(true, spi, id))
-                    .chain(p.outbound.map(move |(spi, id, _)| sa2(false, spi, id)))
-            })
-        });
-        configured.chain(sdwan)
+        self.registry.sas()
     }
 
     /// Take over the started pieces and the SA table built for them.
     pub fn new(
         s: Started,
         mut table: SaTable,
-        tunnels: Vec<TunnelState>,
+        registry: Registry,
         seq: SeqStore,
         ike_peers: Vec<PeerConfig>,
         now: Instant,
@@ -400,7 +352,7 @@ impl Owner {
             events,
             config: s.config,
             config_path: s.config_path,
-            tunnels,
+            registry,
             table,
             steering,
             queues: s.queues,
@@ -419,7 +371,6 @@ impl Owner {
                     .chain([Arc::clone(&xdp_drops)])
                     .collect(),
             ),
-            sa_baseline: HashMap::new(),
             workers: s.workers,
             log,
             seq,
@@ -429,7 +380,6 @@ impl Owner {
             steered,
             unsteering: BTreeSet::new(),
             ike,
-            lifetimes: HashMap::new(),
             seq_rekeyed: std::collections::HashSet::new(),
             seq_error_logged: None,
             sdwan: s.sdwan,
@@ -497,10 +447,16 @@ impl Owner {
                     }
                 },
                 recv(rx) -> m => match m {
-                    Ok(Msg::Command(req, tx)) => {
-                        reply = Some(tx);
-                        Input::Command(req)
-                    }
+                    Ok(Msg::Command(req, tx)) => match req.parsed() {
+                        Ok(command) => {
+                            reply = Some(tx);
+                            Input::Command { command, json: req.json }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Reply::error(e));
+                            continue;
+                        }
+                    },
                     Ok(Msg::Reload) => Input::Reload,
                     Ok(Msg::Metrics(tx)) => {
                         metrics = Some(tx);
@@ -537,8 +493,8 @@ impl Owner {
         let before = self.table.publishes();
         self.table.hold();
         match input {
-            Input::Command(req) => {
-                let r = self.execute(&req);
+            Input::Command { command, json } => {
+                let r = self.execute(command, json);
                 self.fx.reply = Some(r);
             }
             Input::Reload => match self.reload() {
@@ -679,15 +635,9 @@ impl Owner {
         // Manual tunnels and SD-WAN peers (negotiated keys are rekeyed
         // long before the end instead).
         let reserved = self
-            .tunnels
+            .registry
             .iter()
-            .enumerate()
-            .filter_map(|(i, t)| Some((i as u32, t.out_key?)))
-            .chain(self.sdwan.iter().flat_map(|s| {
-                s.peers
-                    .values()
-                    .filter_map(|p| Some((p.index, p.outbound?.2)))
-            }));
+            .filter_map(|e| Some((e.index, e.out_key?)));
         for (i, out_key) in reserved {
             let Some(OutboundEntry::Active(sa)) = snap.outbound(i) else {
                 continue;
@@ -723,136 +673,6 @@ impl Owner {
                 }
             }
         }
-    }
-
-    /// `request platform software xdpsec fault forget-sa peer ADDR`: the
-    /// datapath loses every inbound SA with that peer. Nothing else is
-    /// told: the owner's view (and `show crypto ipsec sa`) keeps them and
-    /// the peer keeps sending on their SPIs, which now count as unknown
-    /// (4/12) with `%CRYPTO-4-RECVD_PKT_INV_SPI`, as in the seed.
-    pub fn forget_sa(&mut self, peer: IpAddr) -> Result<(String, serde_json::Value)> {
-        let mut changes = Vec::new();
-        let mut spis = Vec::new();
-        let mut any = false;
-        for t in self.tunnels.iter().filter(|t| t.cfg.peer == peer) {
-            any = true;
-            for &id in &t.inbound {
-                if !self.table.is_forgotten(id) {
-                    changes.push(SaChange::ForgetInbound(id));
-                    let spi = self.table.cold(id).map_or(0, |c| c.spi);
-                    spis.push((t.cfg.name.clone(), spi));
-                }
-            }
-        }
-        let (sd_any, sd_changes, sd_spis) = self.sdwan_forget(peer);
-        changes.extend(sd_changes);
-        spis.extend(sd_spis);
-        if !any && !sd_any {
-            return Err(anyhow!("no tunnel has peer {peer}"));
-        }
-        self.table
-            .apply(changes, self.now.duration_since(self.epoch))
-            .map_err(|e| anyhow!("forget-sa: {e}"))?;
-        let mut text = String::new();
-        for (t, spi) in &spis {
-            text.push_str(&format!(
-                "Fault injected: the datapath forgot inbound SA 0x{spi:08X} of {t} (peer {peer}); the control plane still lists it\n"
-            ));
-        }
-        if spis.is_empty() {
-            text = format!("The datapath has no inbound SA of peer {peer} left to forget\n");
-        }
-        warn!(
-            "fault injection: forget-sa peer {peer}: {} inbound SA(s)",
-            spis.len()
-        );
-        let json = serde_json::json!({
-            "peer": peer.to_string(),
-            "forgotten_spis": spis.iter().map(|(_, s)| s).collect::<Vec<_>>(),
-        });
-        Ok((text, json))
-    }
-
-    /// `clear crypto sa [peer ADDR]`: delete and re-create the SAs with
-    /// that peer (every peer without one). Manual tunnels re-install their
-    /// SAs from the config: an inbound SA the datapath lost comes back (the
-    /// same SA, so its replay window carries on), and the tunnel's SA
-    /// counters start again from zero, as after a clear on IOS.
-    pub fn clear_sa(&mut self, peer: Option<IpAddr>) -> Result<(String, serde_json::Value)> {
-        let mut changes = Vec::new();
-        let mut cleared = Vec::new();
-        let mut ike_peers = Vec::new();
-        for t in &self.tunnels {
-            if peer.is_some_and(|p| p != t.cfg.peer) {
-                continue;
-            }
-            if matches!(t.cfg.kind, TunnelKind::Ike(_)) {
-                // IKE deletes the child SAs (telling the peer) and
-                // negotiates new ones at once, with new SPIs.
-                ike_peers.push(t.cfg.peer);
-                cleared.push(t);
-                continue;
-            }
-            for &id in &t.inbound {
-                if self.table.is_forgotten(id) {
-                    changes.push(SaChange::RestoreInbound(id));
-                }
-            }
-            cleared.push(t);
-        }
-        let sdwan_has = |o: &Owner| {
-            o.sdwan.as_ref().is_some_and(|s| {
-                s.peers
-                    .values()
-                    .any(|x| peer.is_none_or(|a| a == x.sa.remote_ip))
-            })
-        };
-        if let (true, Some(p)) = (cleared.is_empty() && !sdwan_has(self), peer) {
-            return Err(anyhow!("no tunnel has peer {p}"));
-        }
-        let names: Vec<String> = cleared.iter().map(|t| t.cfg.name.clone()).collect();
-        let kinds: Vec<&'static str> = cleared.iter().map(|t| t.cfg.kind.name()).collect();
-        let ids: Vec<SaId> = cleared.iter().flat_map(|t| t.sa_ids()).collect();
-        self.table
-            .apply(changes, self.now.duration_since(self.epoch))
-            .map_err(|e| anyhow!("clear crypto sa: {e}"))?;
-        for id in ids {
-            let now = xdpsec_datapath::worker::sa_counters(&self.workers, id);
-            self.sa_baseline.insert(id, now);
-        }
-        for p in ike_peers {
-            self.ike_input(IkeInput::Command(xdpsec_ike::Command::ClearChildSas(p)));
-        }
-        let sdwan_lines = self.sdwan_clear_sa(peer);
-        let text = names
-            .iter()
-            .zip(&kinds)
-            .map(|(n, k)| match *k {
-                "ike" => format!("{n}: child SAs deleted; IKEv2 negotiates new ones\n"),
-                _ => format!("{n}: manual SAs re-installed from the configuration\n"),
-            })
-            .chain(sdwan_lines.iter().cloned())
-            .collect::<String>();
-        info!(
-            "clear crypto sa{}: {}",
-            peer.map(|p| format!(" peer {p}")).unwrap_or_default(),
-            names.join(", ")
-        );
-        let mut cleared_names = names;
-        if let Some(s) = &self.sdwan {
-            for p in s
-                .peers
-                .values()
-                .filter(|p| p.cleared && peer.is_none_or(|a| a == p.sa.remote_ip))
-            {
-                if let Some(t) = s.tloc(&p.sa.local_color)
-                    && !cleared_names.contains(&t.name)
-                {
-                    cleared_names.push(t.name.clone());
-                }
-            }
-        }
-        Ok((text, serde_json::json!({ "cleared": cleared_names })))
     }
 
     /// Detach the XDP program's sockets and hand the steering back (the

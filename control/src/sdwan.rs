@@ -49,7 +49,7 @@ use xdpsec_worker::punt::Punted;
 
 use crate::{
     config::Cidr,
-    owner::{Owner, Send, ShellOp},
+    owner::{Key, Kind, Owner, SaSlot, Send, ShellOp, TunnelEntry},
     seqstore::{self, KeyId},
 };
 use config::SdwanConfig;
@@ -82,14 +82,11 @@ pub struct TlocIf {
 /// One SD-WAN peer: a remote TLOC under a local TLOC.
 #[derive(Debug)]
 pub struct Peer {
-    /// Datapath tunnel index (outbound SA, inbound SAs, BFD session id).
+    /// Datapath tunnel index (BFD session id; its SAs are in the owner's
+    /// registry under the same index).
     pub index: u32,
     /// The SA pair's parameters as OMP gave them (keys included: zeroized on drop).
     pub sa: SdwanSa,
-    /// Installed inbound SAs: (SPI, id), newest first.
-    pub inbound: Vec<(u32, SaId)>,
-    /// Installed outbound SA: (SPI, id, key fingerprint).
-    pub outbound: Option<(u32, SaId, KeyId)>,
     /// BFD: up since (routes use the peer only then).
     pub up_since: Option<Instant>,
     /// `clear crypto sa` deleted its SAs: nothing re-creates them (OMP
@@ -449,12 +446,25 @@ impl Owner {
                 Peer {
                     index,
                     sa: sa.clone(),
-                    inbound: Vec::new(),
-                    outbound: None,
                     up_since: None,
                     cleared: false,
                 },
             );
+            self.registry.insert(TunnelEntry {
+                index,
+                kind: Kind::Sdwan {
+                    local_color: key.0.clone(),
+                    remote: key.1.clone(),
+                },
+                name: tloc.name.clone(),
+                local: sa.local_ip,
+                peer: sa.remote_ip,
+                peer_port: Some(sa.remote_port),
+                worker: (index % queues) as u16,
+                inbound: Vec::new(),
+                outbound: None,
+                out_key: None,
+            });
             let cfg = SessionConfig {
                 hello: s.cfg.bfd_hello,
                 multiplier: s.cfg.bfd_multiplier,
@@ -488,7 +498,10 @@ impl Owner {
             return;
         }
         let index = peer.index;
-        let owner = (index % queues) as u16;
+        let Some(entry) = self.registry.by_index(index) else {
+            return;
+        };
+        let owner = entry.worker;
         let moved = peer.sa.remote_ip != sa.remote_ip || peer.sa.remote_port != sa.remote_port;
         if moved {
             self.next_hops.set_peer(index as usize, Some(sa.remote_ip));
@@ -500,18 +513,18 @@ impl Owner {
         let mut changes = Vec::new();
         // Inbound: SAs for SPIs not installed yet (all of them again when
         // the peer moved: they are found by its address and port).
-        let mut keep: Vec<(u32, SaId)> = Vec::new();
+        let mut keep: Vec<SaSlot> = Vec::new();
         let mut remove: Vec<SaId> = Vec::new();
-        for (spi, id) in &peer.inbound {
-            if !moved && sa.inbound.iter().any(|p| p.spi == *spi) {
-                keep.push((*spi, *id));
+        for s in &entry.inbound {
+            if !moved && sa.inbound.iter().any(|p| p.spi == s.spi) {
+                keep.push(*s);
             } else {
-                remove.push(*id);
+                remove.push(s.id);
             }
         }
         let mut added_spis = Vec::new();
         for p in &sa.inbound {
-            if keep.iter().any(|(spi, _)| *spi == p.spi) {
+            if keep.iter().any(|s| s.spi == p.spi) {
                 continue;
             }
             added_spis.push(p.spi);
@@ -531,9 +544,9 @@ impl Owner {
         // Outbound: a new SA when the SPI, key or addressing changed.
         let out_key = KeyId::of(sa.outbound.key.bytes());
         let outer_same = peer.sa.local_port == sa.local_port && !moved;
-        let out_same = peer
-            .outbound
-            .is_some_and(|(spi, _, k)| spi == sa.outbound.spi && k == out_key && outer_same);
+        let out_same = entry.outbound.is_some_and(|o| o.spi == sa.outbound.spi)
+            && entry.out_key == Some(out_key)
+            && outer_same;
         if !out_same {
             // Resume above every number ever reserved under this key
             // (durable before the SA can send).
@@ -576,23 +589,33 @@ impl Owner {
         };
         // `apply` returns added SAs in change order: inbound, then outbound.
         let mut ids = ids.into_iter();
-        let s = self.sdwan.as_mut().expect("checked above");
-        let peer = s.peers.get_mut(&key).expect("inserted above");
-        let mut inbound: Vec<(u32, SaId)> = added_spis
+        for id in remove {
+            self.registry.forget(id);
+        }
+        let entry = self.registry.by_index_mut(index).expect("checked above");
+        let mut inbound: Vec<SaSlot> = added_spis
             .into_iter()
-            .map(|spi| (spi, ids.next().expect("one id per added SA")))
+            .map(|spi| SaSlot {
+                spi,
+                id: ids.next().expect("one id per added SA"),
+            })
             .collect();
         inbound.extend(keep);
         // Newest first, as OMP lists them.
-        inbound.sort_by_key(|(spi, _)| sa.inbound.iter().position(|p| p.spi == *spi));
-        peer.inbound = inbound;
+        inbound.sort_by_key(|s| sa.inbound.iter().position(|p| p.spi == s.spi));
+        entry.inbound = inbound;
         if !out_same {
             let id = ids.next().expect("one id per added SA");
-            peer.outbound = Some((sa.outbound.spi, id, out_key));
+            entry.outbound = Some(SaSlot {
+                spi: sa.outbound.spi,
+                id,
+            });
+            entry.out_key = Some(out_key);
         }
-        for id in remove {
-            self.sa_baseline.remove(&id);
-        }
+        (entry.local, entry.peer, entry.peer_port) =
+            (sa.local_ip, sa.remote_ip, Some(sa.remote_port));
+        let s = self.sdwan.as_mut().expect("checked above");
+        let peer = s.peers.get_mut(&key).expect("inserted above");
         peer.sa = sa;
     }
 
@@ -615,10 +638,13 @@ impl Owner {
                 session: u64::from(peer.index),
             }),
         );
-        let mut changes: Vec<SaChange> = peer
-            .inbound
+        let entry = self
+            .registry
+            .remove(&Key::Sdwan(key.0.clone(), key.1.clone()));
+        let mut changes: Vec<SaChange> = entry
             .iter()
-            .map(|(_, id)| SaChange::RemoveInbound(*id))
+            .flat_map(|e| &e.inbound)
+            .map(|s| SaChange::RemoveInbound(s.id))
             .collect();
         changes.push(SaChange::RemoveOutbound {
             tunnel: peer.index,
@@ -630,88 +656,24 @@ impl Owner {
         {
             error!("removing the SAs of SD-WAN peer {}: {e}", key.1);
         }
-        for id in peer
-            .inbound
-            .iter()
-            .map(|(_, id)| *id)
-            .chain(peer.outbound.map(|o| o.1))
-        {
-            self.sa_baseline.remove(&id);
-        }
         self.next_hops.set_peer(peer.index as usize, None);
         info!("{}: peer {} removed", key.0, key.1);
         // The session is gone: its AdminDown packets have no tunnel left.
         self.sdwan_bfd_actions(acts);
     }
 
-    /// `fault forget-sa peer ADDR` on SD-WAN peers at `addr`: whether any
-    /// peer has that address, the changes, and (interface, SPI) forgotten.
-    pub(crate) fn sdwan_forget(&self, addr: IpAddr) -> (bool, Vec<SaChange>, Vec<(String, u32)>) {
-        let Some(s) = &self.sdwan else {
-            return (false, Vec::new(), Vec::new());
+    /// `clear crypto sa` deleted the SAs of the peer under `key` (on
+    /// interface `name`): nothing re-creates them (OMP updates for it are
+    /// ignored from now on). The command's line for it.
+    pub(crate) fn sdwan_peer_cleared(&mut self, key: &(String, TlocId), name: &str) -> String {
+        let Some(p) = self.sdwan.as_mut().and_then(|s| s.peers.get_mut(key)) else {
+            return String::new();
         };
-        let mut any = false;
-        let mut changes = Vec::new();
-        let mut spis = Vec::new();
-        for p in s.peers.values().filter(|p| p.sa.remote_ip == addr) {
-            any = true;
-            let name = s.tloc(&p.sa.local_color).map_or("", |t| t.name.as_str());
-            for &(spi, id) in &p.inbound {
-                if !self.table.is_forgotten(id) {
-                    changes.push(SaChange::ForgetInbound(id));
-                    spis.push((name.to_string(), spi));
-                }
-            }
-        }
-        (any, changes, spis)
-    }
-
-    /// `clear crypto sa [peer ADDR]` on SD-WAN peers: their SAs are
-    /// deleted and nothing re-creates them (no IKE; OMP updates for them
-    /// are ignored from now on); the tunnel and its BFD session stay, down.
-    /// Returns a line per peer cleared.
-    pub(crate) fn sdwan_clear_sa(&mut self, addr: Option<IpAddr>) -> Vec<String> {
-        let now = self.now.duration_since(self.epoch);
-        let Some(s) = self.sdwan.as_mut() else {
-            return Vec::new();
-        };
-        let mut changes = Vec::new();
-        let mut lines = Vec::new();
-        let mut gone = Vec::new();
-        for p in s.peers.values_mut() {
-            if addr.is_some_and(|a| a != p.sa.remote_ip) {
-                continue;
-            }
-            let name = s
-                .tlocs
-                .iter()
-                .find(|t| t.color == p.sa.local_color)
-                .map_or("", |t| t.name.as_str());
-            p.cleared = true;
-            for (_, id) in p.inbound.drain(..) {
-                changes.push(SaChange::RemoveInbound(id));
-                gone.push(id);
-            }
-            if let Some((_, id, _)) = p.outbound.take() {
-                gone.push(id);
-                // Sending on it now counts OUT_V?_PKT_HIT_INVALID_SA.
-                changes.push(SaChange::RemoveOutbound {
-                    tunnel: p.index,
-                    keep_invalid: true,
-                });
-            }
-            lines.push(format!(
-                "{name}: SAs with peer {} ({} {}:{}) deleted; SD-WAN has no IKE: nothing negotiates new ones\n",
-                p.sa.remote.system_ip, p.sa.remote.color, p.sa.remote_ip, p.sa.remote_port
-            ));
-        }
-        if let Err(e) = self.table.apply(changes, now) {
-            error!("clear crypto sa (SD-WAN): {e}");
-        }
-        for id in gone {
-            self.sa_baseline.remove(&id);
-        }
-        lines
+        p.cleared = true;
+        format!(
+            "{name}: SAs with peer {} ({} {}:{}) deleted; SD-WAN has no IKE: nothing negotiates new ones\n",
+            p.sa.remote.system_ip, p.sa.remote.color, p.sa.remote_ip, p.sa.remote_port
+        )
     }
 
     /// Rebuild peers (all, or those under local TLOC `color`): their SAs

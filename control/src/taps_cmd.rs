@@ -58,9 +58,10 @@ impl Owner {
 
     /// The name of tunnel index `t` (the Output column).
     fn tunnel_name(&self, t: u32) -> String {
-        self.tunnels
+        self.config
+            .tunnels
             .get(t as usize)
-            .map(|ts| ts.cfg.name.clone())
+            .map(|c| c.name.clone())
             .unwrap_or_else(|| format!("tunnel{t}"))
     }
 
@@ -170,20 +171,11 @@ impl Owner {
     pub(crate) fn export_wireshark(&self, path: &str) -> Result<(String, Value)> {
         // (source, destination, cold SA) of every live SA.
         let mut sas: Vec<(IpAddr, IpAddr, &SaCold)> = Vec::new();
-        for ts in &self.tunnels {
-            let peer = ts.cfg.peer;
-            if let Some(c) = ts.outbound.and_then(|id| self.table.cold(id)) {
-                sas.push((self.local, peer, c));
-            }
-            for c in ts.inbound.iter().filter_map(|&id| self.table.cold(id)) {
-                sas.push((peer, self.local, c));
-            }
-        }
-        for e in self.sdwan_sa_entries(None) {
-            if let Some((_, c)) = e.outbound {
+        for e in self.registry.iter() {
+            if let Some(c) = e.outbound.and_then(|s| self.table.cold(s.id)) {
                 sas.push((e.local, e.peer, c));
             }
-            for (_, c) in &e.inbound {
+            for c in e.inbound.iter().filter_map(|s| self.table.cold(s.id)) {
                 sas.push((e.peer, e.local, c));
             }
         }

@@ -63,6 +63,10 @@ report = {"sent": 0, "received_esp": 0, "decrypted": 0, "matched": [], "errors":
           "udp_chksums": [], "ipv4_ids": [], "inner": []}
 
 sock = conf.L2socket(iface=cfg["iface"])
+# `ready_file`: created once the socket captures, for the caller to wait on
+# (importing scapy alone can take seconds on a loaded machine).
+if cfg.get("ready_file"):
+    open(cfg["ready_file"], "w").close()
 eth = Ether(src=cfg["src_mac"], dst=cfg["dst_mac"])
 
 def inner(i, src=None, dst=None):

@@ -20,6 +20,7 @@ pub mod controller;
 pub mod frames;
 pub mod gateway;
 pub mod ike;
+pub mod loadtest;
 pub mod sdwan;
 pub mod strongswan;
 pub mod tunnel;

@@ -6,14 +6,14 @@
 //! transfer with `[inside] offloads = false`, where those counters stay 0.
 use std::{
     process::{Command, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use serde_json::json;
 use xdpsec_e2e::{
     Daemon, Lab,
     gateway::{GatewayLab, HOST_A, HOST_B},
-    py_command, py_report, queue_counter,
+    py_command, py_report, queue_counter, scratch_dir,
     tunnel::{BASE, Case, inner_addrs, scapy_peer_config, tunnel_config},
 };
 
@@ -214,13 +214,22 @@ fn scapy_decrypts_the_esp_packets_a_super_packet_becomes() {
     cfg["count"] = json!(0);
     cfg["linger"] = json!(4.0);
     cfg["keep_inner"] = json!(true);
-    let peer = py_command(&lab.ns2, "esp_peer.py", &cfg)
+    let ready = scratch_dir("offload-peer").join("ready");
+    cfg["ready_file"] = json!(ready.to_str().unwrap());
+    let mut peer = py_command(&lab.ns2, "esp_peer.py", &cfg)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The peer captures for 4 s: send once it listens.
-    std::thread::sleep(Duration::from_millis(1500));
+    // The peer captures for 4 s once it listens: send then.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready.exists() {
+        if Instant::now() > deadline || peer.try_wait().unwrap().is_some() {
+            let _ = peer.kill();
+            panic!("the scapy peer never listened");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let [src, dst] = inner_addrs(false);
     let send = format!(
         "import socket\n\

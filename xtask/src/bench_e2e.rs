@@ -185,8 +185,24 @@ fn two_sa_rows(lab: &Lab, rows: &mut Vec<Row>, states: [&Path; 2]) -> Result<()>
 }
 
 /// Run every row and print the table.
-pub fn run() -> Result<()> {
+pub fn run(tcp_only: bool) -> Result<()> {
     let t0 = std::time::Instant::now();
+    let modes = [
+        crate::bench_iperf::InsideMode::Tun,
+        crate::bench_iperf::InsideMode::TunNoOffloads,
+        crate::bench_iperf::InsideMode::Xdp,
+    ];
+    if tcp_only {
+        let mut rows = Vec::new();
+        crate::bench_iperf::tunnels(&mut rows, &modes, &[crate::bench_iperf::Load::Tcp])?;
+        println!(
+            "\nTCP through the tunnels on veth in namespaces (iperf3 runs 3 s, best of 2 runs each); \
+             every ratio is between runs of this benchmark:\n"
+        );
+        print_table(&rows);
+        println!("\n(took {:.0} s)", t0.elapsed().as_secs_f64());
+        return Ok(());
+    }
     let state = scratch_dir("bench-e2e-state").join("state");
     // Tunnel2's key (the two-SA rows) has its own reservations.
     let state2 = scratch_dir("bench-e2e-state").join("state");
@@ -263,14 +279,7 @@ pub fn run() -> Result<()> {
         target: Target::AtLeast(0.9),
     });
     crate::bench_iperf::passed_traffic(&mut rows)?;
-    crate::bench_iperf::tunnels(
-        &mut rows,
-        &[
-            crate::bench_iperf::InsideMode::Tun,
-            crate::bench_iperf::InsideMode::TunNoOffloads,
-            crate::bench_iperf::InsideMode::Xdp,
-        ],
-    )?;
+    crate::bench_iperf::tunnels(&mut rows, &modes, &crate::bench_iperf::LOADS)?;
     println!(
         "\nEnd to end on veth in namespaces (2 vCPU shared by sender and receiver; copy-mode AF_XDP); \
          xdpsec gen runs {SECONDS} s, iperf3 runs 3 s (best of 2 runs each); every ratio is between runs of this benchmark:\n"

@@ -371,6 +371,26 @@ fn xdpsec_tunnel(mode: InsideMode) -> Result<(Path, Vec<Guard>)> {
             let udp = "encap = \"udp\"\nlocal_port = 4500\npeer_port = 4500";
             let d1 = Daemon::start(&g.lab.ns1, &g.config(0).replace("encap = \"esp\"", udp))?;
             let d2 = Daemon::start(&g.lab.ns2, &g.config(1).replace("encap = \"esp\"", udp))?;
+            // What the hosts' veths offer towards the gateways' programs
+            // (veth_fix_features: no GSO towards a peer with a driver-mode
+            // program, so the hosts segment in software before the veth).
+            for side in 0..2 {
+                let hif = format!("{}h", g.inside[side]);
+                let out = Command::new("ip")
+                    .args(["netns", "exec", &g.hosts[side], "ethtool", "-k", &hif])
+                    .output()?;
+                let k = String::from_utf8_lossy(&out.stdout);
+                let tso = k
+                    .lines()
+                    .filter(|l| {
+                        l.contains("tcp-segmentation-offload")
+                            || l.contains("generic-segmentation-offload")
+                    })
+                    .map(str::trim)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                eprintln!("  host {hif}: {tso}");
+            }
             // The first packets may find no neighbour yet (resolved then).
             let _ = ping(&g.hosts[1], HOST_B[0], HOST_A[0], 3, "0.2");
             let (_, got) = ping(&g.hosts[1], HOST_B[0], HOST_A[0], 3, "0.1");
@@ -509,14 +529,49 @@ fn strongswan_tunnel() -> Result<(Path, Vec<Guard>)> {
 }
 
 /// The loads of the tunnel rows.
-const LOADS: [Load; 3] = [Load::Udp(64), Load::Udp(UDP_LARGE), Load::Tcp];
+pub const LOADS: [Load; 3] = [Load::Udp(64), Load::Udp(UDP_LARGE), Load::Tcp];
 
-fn measure_all(setup: impl FnOnce() -> Result<(Path, Vec<Guard>)>) -> Result<[Rate; LOADS.len()]> {
+fn measure_all(
+    setup: impl FnOnce() -> Result<(Path, Vec<Guard>)>,
+    loads: &[Load],
+) -> Result<Vec<Rate>> {
     let (path, guards) = setup()?;
-    let mut out = [Rate::default(); LOADS.len()];
+    let mut out = vec![Rate::default(); loads.len()];
     for _ in 0..ROUNDS {
-        for (i, load) in LOADS.into_iter().enumerate() {
+        for (i, &load) in loads.iter().enumerate() {
             out[i] = iperf(&path, load)?.best(out[i], load);
+        }
+    }
+    // The offload counters of each xdpsec node over all the runs: what
+    // segmentation and coalescing made of the traffic.
+    for (k, d) in guards
+        .iter()
+        .filter_map(|g| g.downcast_ref::<Daemon>())
+        .enumerate()
+    {
+        let c = |name| xdpsec_e2e::queue_counter(d, name);
+        let (supers, sealed) = (c("tun_gso_rx"), c("gso_segments"));
+        let (written, tun_tx) = (c("tun_gro_tx"), c("tun_tx"));
+        let coalesced = c("tun_gro_segments");
+        if c("inside_rx") > 0 {
+            eprintln!(
+                "  node {}: inside frames {}, of which cut (larger than the inside room) {}, too big {}",
+                k + 1,
+                c("inside_rx"),
+                c("inside_segmented"),
+                c("inside_too_big"),
+            );
+        }
+        if supers + written > 0 {
+            eprintln!(
+                "  node {}: super-packets read {supers}, segments sealed {sealed} ({:.1} each), \
+                 super-packets written {written} ({:.1} segments each) of {tun_tx} packets to the TUN, \
+                 encap {}",
+                k + 1,
+                sealed as f64 / supers.max(1) as f64,
+                coalesced as f64 / written.max(1) as f64,
+                c("encap_tx"),
+            );
         }
     }
     // In order: daemons and charons before their namespaces.
@@ -526,22 +581,22 @@ fn measure_all(setup: impl FnOnce() -> Result<(Path, Vec<Guard>)>) -> Result<[Ra
     Ok(out)
 }
 
-/// The tunnel rows for xdpsec nodes in each of `modes`: vs plain
-/// forwarding and vs strongSwan (each measured once).
-pub fn tunnels(rows: &mut Vec<Row>, modes: &[InsideMode]) -> Result<()> {
+/// The tunnel rows of `loads` for xdpsec nodes in each of `modes`: vs
+/// plain forwarding and vs strongSwan (each measured once).
+pub fn tunnels(rows: &mut Vec<Row>, modes: &[InsideMode], loads: &[Load]) -> Result<()> {
     let mut xs = Vec::new();
     for &mode in modes {
-        xs.push((mode, measure_all(|| xdpsec_tunnel(mode))?));
+        xs.push((mode, measure_all(|| xdpsec_tunnel(mode), loads)?));
     }
-    let plain = measure_all(plain_forwarding)?;
-    let ss = match measure_all(strongswan_tunnel) {
+    let plain = measure_all(plain_forwarding, loads)?;
+    let ss = match measure_all(strongswan_tunnel, loads) {
         Ok(r) => Some(r),
         Err(e) => {
             eprintln!("strongSwan rows left out: {e:#}");
             None
         }
     };
-    for (i, load) in LOADS.into_iter().enumerate() {
+    for (i, &load) in loads.iter().enumerate() {
         let targets = |mode: InsideMode| match (load, mode) {
             (Load::Udp(_), _) => (Target::AtLeast(0.8), Target::AtLeast(4.0)),
             // With the TUN's offloads TCP rides GSO/GRO through the tunnel

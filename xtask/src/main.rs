@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | lab up [--sdwan]|down|show | demo [--steering] | test | bench [--e2e|--callgrind|--memory|--scale-only] | dist | soak | fuzz`.
+//! Project tasks: `cargo xtask setup | lab up [--sdwan]|down|show | demo [--steering] | test | bench [--e2e [--tcp-only]|--callgrind|--memory|--scale-only] | dist | soak | fuzz`.
 use std::{
     path::{Path, PathBuf},
     process::{Command, ExitCode},
@@ -14,6 +14,7 @@ mod cost;
 mod demo;
 mod dist;
 mod lab;
+mod loadtest;
 mod scale;
 mod soak;
 mod steering;
@@ -70,6 +71,10 @@ enum Cmd {
         /// traffic, a tunnel vs plain forwarding vs strongSwan).
         #[arg(long)]
         e2e: bool,
+        /// With `--e2e`: only the TCP rows of the tunnels (TUN inside with
+        /// offloads on and off, gateway mode, plain forwarding, strongSwan).
+        #[arg(long)]
+        tcp_only: bool,
         /// Tunnel counts for the scale benchmark.
         #[arg(long, value_delimiter = ',', default_values_t = [1_000u32, 10_000, 100_000])]
         tunnels: Vec<u32>,
@@ -116,6 +121,26 @@ enum Cmd {
         /// Skip setup and build; use `XDPSEC_BIN` or the newest build (for the tests).
         #[arg(long, hide = true)]
         no_build: bool,
+    },
+    /// The README's load tester figures (not in `test`: long): `xdpsec
+    /// loadtest ike` in a lab namespace pair against strongSwan's charon
+    /// and an xdpsec responder; tunnels per second and both processes' CPU.
+    Loadtest {
+        /// Emulated peers.
+        #[arg(long, default_value_t = 1000)]
+        tunnels: usize,
+        /// Exchanges in flight.
+        #[arg(long, default_value_t = 50)]
+        concurrency: usize,
+        /// Only against this gateway (charon or xdpsec).
+        #[arg(long)]
+        only: Option<String>,
+        /// Skip setup and build; use `XDPSEC_BIN` or the newest build.
+        #[arg(long)]
+        no_build: bool,
+        /// More arguments for `xdpsec loadtest ike` (e.g. `--traffic 5 --duration 3`).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
     },
     /// Fuzz every parser a network peer reaches (cargo-fuzz), each target
     /// for a bounded time.
@@ -230,11 +255,15 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Test { args } => setup().and_then(|_| test(&args)),
-        Cmd::Bench { e2e: true, .. } => {
+        Cmd::Bench {
+            e2e: true,
+            tcp_only,
+            ..
+        } => {
             setup().and_then(|_| build_xdpsec()).and_then(|bin| {
                 // SAFETY: set before any thread is started by the benchmark.
                 unsafe { std::env::set_var("XDPSEC_BIN", &bin) };
-                bench_e2e::run()
+                bench_e2e::run(tcp_only)
             })
         }
         Cmd::Bench {
@@ -270,6 +299,26 @@ fn main() -> ExitCode {
             soak::run(seconds.unwrap_or(minutes * 60), only)
         }),
         Cmd::Fuzz { seconds, only } => fuzz(seconds, only.as_deref()),
+        Cmd::Loadtest {
+            tunnels,
+            concurrency,
+            only,
+            no_build,
+            args,
+        } => (if no_build { Ok(()) } else { setup() }).and_then(|_| {
+            use xdpsec_e2e::loadtest::Gateway;
+            let gws = match only.as_deref() {
+                None => vec![Gateway::Charon, Gateway::Xdpsec],
+                Some("charon") => vec![Gateway::Charon],
+                Some("xdpsec") => vec![Gateway::Xdpsec],
+                Some(o) => anyhow::bail!("--only {o:?}: give charon or xdpsec"),
+            };
+            if !no_build {
+                // SAFETY: set before any thread is started; the harness reads it.
+                unsafe { std::env::set_var("XDPSEC_BIN", build_xdpsec()?) };
+            }
+            loadtest::run(tunnels, concurrency, &gws, &args)
+        }),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -31,7 +31,6 @@ struct RawFile {
 #[derive(Deserialize)]
 struct RawUnderlay {
     interface: String,
-    #[allow(dead_code)]
     address: Option<String>,
 }
 
@@ -39,7 +38,8 @@ struct RawUnderlay {
 #[serde(deny_unknown_fields)]
 struct RawLoadtest {
     gateway: String,
-    source_range: String,
+    source_range: Option<String>,
+    source_port_range: Option<String>,
     inside_range: String,
     gateway_subnets: Vec<String>,
     psk: Option<String>,
@@ -128,6 +128,67 @@ pub enum Encap {
     Esp,
 }
 
+/// Where the emulated peers send from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sources {
+    /// `source_range`: peer `n` has the range's address `n + 1`, ports
+    /// 500 and the NAT-T port.
+    Addrs(Range),
+    /// `source_port_range = "FIRST-LAST"`: every peer sends from `addr`
+    /// (`[underlay] address`), peer `n` from port `first + n` (IKE, then
+    /// NAT-T and ESP in UDP on the same port): the gateway sees N peers
+    /// behind one NAT.
+    Ports {
+        /// The peers' one address.
+        addr: IpAddr,
+        /// Peer 0's port.
+        first: u16,
+        /// How many ports.
+        count: u64,
+    },
+}
+
+impl Sources {
+    /// How many peers it has room for.
+    pub fn capacity(&self) -> u64 {
+        match self {
+            Sources::Addrs(r) => r.capacity(),
+            Sources::Ports { count, .. } => *count,
+        }
+    }
+
+    /// Peer `n`'s source address and, in port mode, its port.
+    pub fn nth(&self, n: u64) -> Option<(IpAddr, Option<u16>)> {
+        match self {
+            Sources::Addrs(r) => r.nth(n).map(|a| (a, None)),
+            Sources::Ports { addr, first, count } => {
+                (n < *count).then(|| (*addr, Some(*first + n as u16)))
+            }
+        }
+    }
+}
+
+/// Parse `source_port_range` (`FIRST-LAST`, inclusive): not 0, not 500
+/// nor the NAT-T port (the gateway's ports; the peers' cores think they
+/// use those).
+fn port_range(s: &str, nat_t_port: u16) -> Result<(u16, u64)> {
+    let bad = || anyhow!("loadtest.source_port_range {s:?}: give FIRST-LAST, ports 1 to 65535");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let first: u16 = a.trim().parse().map_err(|_| bad())?;
+    let last: u16 = b.trim().parse().map_err(|_| bad())?;
+    if first == 0 || last < first {
+        return Err(bad());
+    }
+    for p in [xdpsec_ike::IKE_PORT, nat_t_port] {
+        if (first..=last).contains(&p) {
+            bail!(
+                "loadtest.source_port_range {s:?} includes port {p} (IKE's or NAT-T's): give other ports"
+            );
+        }
+    }
+    Ok((first, u64::from(last - first) + 1))
+}
+
 /// A parsed load test configuration.
 #[derive(Debug)]
 pub struct LoadtestConfig {
@@ -135,8 +196,8 @@ pub struct LoadtestConfig {
     pub interface: String,
     /// The gateway's IKE address.
     pub gateway: IpAddr,
-    /// One source address per emulated peer.
-    pub source_range: Range,
+    /// One source address (or one source port) per emulated peer.
+    pub sources: Sources,
     /// One inside address (its traffic selector) per emulated peer.
     pub inside_range: Range,
     /// The remote traffic selectors; traffic goes to the first one's first address.
@@ -198,11 +259,46 @@ impl LoadtestConfig {
             .gateway
             .parse()
             .map_err(|_| anyhow!("loadtest.gateway {:?}: not an address", l.gateway))?;
-        let source_range = Range::parse(&l.source_range).context("loadtest.source_range")?;
+        let nat_t_port = l.nat_t_port.unwrap_or(xdpsec_ike::NAT_T_PORT);
+        let sources = match (&l.source_range, &l.source_port_range) {
+            (Some(r), None) => {
+                let r = Range::parse(r).context("loadtest.source_range")?;
+                if r.base.is_ipv4() != gateway.is_ipv4() {
+                    bail!(
+                        "loadtest.source_range and loadtest.gateway: give addresses of one family"
+                    );
+                }
+                Sources::Addrs(r)
+            }
+            (None, Some(p)) => {
+                let (first, count) = port_range(p, nat_t_port)?;
+                let a = raw.underlay.address.as_deref().ok_or_else(|| {
+                    anyhow!("loadtest.source_port_range: give [underlay] address (the peers' one source address)")
+                })?;
+                let addr: IpAddr = a
+                    .split('/')
+                    .next()
+                    .unwrap_or("")
+                    .parse()
+                    .map_err(|_| anyhow!("underlay.address {a:?}: not an address"))?;
+                if addr.is_ipv4() != gateway.is_ipv4() {
+                    bail!("underlay.address and loadtest.gateway: give addresses of one family");
+                }
+                if !l.local_id.as_deref().is_some_and(|i| i.contains("{n}")) {
+                    bail!(
+                        "loadtest.local_id: with source_port_range the peers share one address; give an identity pattern with {{n}} (e.g. \"peer{{n}}.lt.example\") so each has its own"
+                    );
+                }
+                Sources::Ports { addr, first, count }
+            }
+            (Some(_), Some(_)) => {
+                bail!("loadtest: give source_range or source_port_range, not both")
+            }
+            (None, None) => bail!(
+                "loadtest: give source_range (one address per peer) or source_port_range (one port per peer)"
+            ),
+        };
         let inside_range = Range::parse(&l.inside_range).context("loadtest.inside_range")?;
-        if source_range.base.is_ipv4() != gateway.is_ipv4() {
-            bail!("loadtest.source_range and loadtest.gateway: give addresses of one family");
-        }
         let gateway_subnets = l
             .gateway_subnets
             .iter()
@@ -259,7 +355,7 @@ impl LoadtestConfig {
         Ok(LoadtestConfig {
             interface: raw.underlay.interface,
             gateway,
-            source_range,
+            sources,
             inside_range,
             gateway_subnets,
             psk,
@@ -275,21 +371,19 @@ impl LoadtestConfig {
                 l.lifetime_seconds.unwrap_or(DEFAULT_CHILD_LIFETIME),
             ),
             dpd: l.dpd_seconds.filter(|s| *s > 0).map(Duration::from_secs),
-            nat_t_port: l.nat_t_port.unwrap_or(xdpsec_ike::NAT_T_PORT),
+            nat_t_port,
         })
     }
 
     /// How many peers the ranges have room for.
     pub fn capacity(&self) -> u64 {
-        self.source_range
-            .capacity()
-            .min(self.inside_range.capacity())
+        self.sources.capacity().min(self.inside_range.capacity())
     }
 
     /// Peer `n`'s source address, inside address and IKE configuration.
     pub fn peer(&self, n: u64) -> Result<(IpAddr, IpAddr, PeerConfig)> {
-        let source = self
-            .source_range
+        let (source, _) = self
+            .sources
             .nth(n)
             .ok_or_else(|| anyhow!("loadtest.source_range has no room for peer {n}"))?;
         let inside = self
@@ -374,6 +468,45 @@ encap = "udp"
         assert_eq!(src, "2001:db8::1fff".parse::<IpAddr>().unwrap());
         assert_eq!(p.local_id, Identity::Fqdn("peer4094.lt.example".into()));
         assert!(c.peer(4095).is_err());
+    }
+
+    #[test]
+    fn source_ports_give_each_peer_its_own_port() {
+        let text = EXAMPLE.replace(
+            "source_range = \"2001:db8::1000/116\"",
+            "source_port_range = \"20000-20999\"",
+        );
+        let c = LoadtestConfig::parse(&text).unwrap();
+        assert_eq!(c.capacity(), 1000);
+        let a: IpAddr = "2001:db8::2".parse().unwrap();
+        assert_eq!(c.sources.nth(0), Some((a, Some(20000))));
+        assert_eq!(c.sources.nth(999), Some((a, Some(20999))));
+        assert_eq!(c.sources.nth(1000), None);
+        let (src, _, p) = c.peer(7).unwrap();
+        assert_eq!((src, p.local), (a, a));
+        assert_eq!(p.local_id, Identity::Fqdn("peer7.lt.example".into()));
+        for (from, to, why) in [
+            ("20000-20999", "20999-20000", "FIRST-LAST"),
+            ("20000-20999", "0-10", "FIRST-LAST"),
+            ("20000-20999", "400-600", "port 500"),
+            ("20000-20999", "4000-5000", "port 4500"),
+            ("20000-20999", "x", "FIRST-LAST"),
+            ("local_id = \"peer{n}.lt.example\"", "", "local_id"),
+            ("address = \"2001:db8::2\"", "", "[underlay] address"),
+            (
+                "source_port_range",
+                "source_range = \"2001:db8::1000/116\"\nsource_port_range",
+                "not both",
+            ),
+        ] {
+            let e = LoadtestConfig::parse(&text.replace(from, to))
+                .err()
+                .unwrap_or_else(|| panic!("{to:?} accepted"));
+            assert!(format!("{e:#}").contains(why), "{to}: {e:#}");
+        }
+        let none = EXAMPLE.replace("source_range = \"2001:db8::1000/116\"", "");
+        let e = LoadtestConfig::parse(&none).err().unwrap();
+        assert!(format!("{e:#}").contains("source_port_range"), "{e:#}");
     }
 
     #[test]

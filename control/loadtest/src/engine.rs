@@ -13,7 +13,7 @@ use std::{
 
 use xdpsec_ike::{Action, ChildKeys, Command, EspEncap, Ike, Input, PeerConfig};
 
-use crate::stats::{Accounting, Outcome};
+use crate::stats::{Accounting, Fault, Outcome};
 
 /// How long an attempt may take before it counts as `TIMEOUT` if the core
 /// has not given up by itself (it does after 31 s without an answer to one
@@ -42,6 +42,85 @@ pub struct Options {
     pub attempt_timeout: Duration,
     /// Keep the cores' log lines for [`Engine::take_logs`].
     pub keep_logs: bool,
+    /// `--fault`: what [`Engine::inject_fault`] does.
+    pub fault: Option<FaultSpec>,
+}
+
+/// `--fault KIND:N`: what happens to N tunnels once they are up, to time
+/// how the gateway recovers (the Tunnel Failover Time).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FaultKind {
+    /// `silent:N[:S]`: the peers die: everything the gateway sends them is
+    /// dropped unread (its DPD requests are timed), they send nothing; S
+    /// seconds later they restart with no memory of their SAs (no DELETE)
+    /// and negotiate anew.
+    Silent {
+        /// How long the peers stay dead.
+        restart_after: Duration,
+    },
+    /// `forget-sa:N`: the peers' datapath forgets their inbound child SAs
+    /// (the IKE SA and the outbound SA stay): the gateway's ESP then comes
+    /// with SPIs the peer does not know, it answers with INVALID_SPI (RFC
+    /// 7296 2.21.4; `invalid_spi_recovery`) and the gateway must replace
+    /// the child SA.
+    ForgetSa,
+}
+
+/// `--fault` as given.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FaultSpec {
+    /// What happens.
+    pub kind: FaultKind,
+    /// To how many tunnels (the first ones up, by peer index).
+    pub tunnels: usize,
+}
+
+impl FaultSpec {
+    /// The fault's name in the summary.
+    pub fn name(&self) -> &'static str {
+        match self.kind {
+            FaultKind::Silent { .. } => "silent",
+            FaultKind::ForgetSa => "forget-sa",
+        }
+    }
+
+    /// Parse `silent:N[:S]` or `forget-sa:N` (S default 10 s).
+    pub fn parse(s: &str) -> Result<FaultSpec, String> {
+        let mut w = s.split(':');
+        let kind = w.next().unwrap_or("");
+        let n: usize = w
+            .next()
+            .and_then(|n| n.parse().ok())
+            .filter(|n| *n > 0)
+            .ok_or_else(|| {
+                format!("--fault {s:?}: give silent:N[:S] or forget-sa:N with N >= 1 tunnels")
+            })?;
+        let kind = match (kind, w.next()) {
+            ("silent", s_opt) => {
+                let secs = match s_opt {
+                    None => 10.0,
+                    Some(x) => x
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|v| (0.0..1e6).contains(v))
+                        .ok_or_else(|| {
+                            format!("--fault {s:?}: S is the seconds the peers stay silent (>= 0)")
+                        })?,
+                };
+                FaultKind::Silent {
+                    restart_after: Duration::from_secs_f64(secs),
+                }
+            }
+            ("forget-sa", None) => FaultKind::ForgetSa,
+            _ => {
+                return Err(format!("--fault {s:?}: give silent:N[:S] or forget-sa:N"));
+            }
+        };
+        if w.next().is_some() {
+            return Err(format!("--fault {s:?}: give silent:N[:S] or forget-sa:N"));
+        }
+        Ok(FaultSpec { kind, tunnels: n })
+    }
 }
 
 impl Default for Options {
@@ -52,6 +131,7 @@ impl Default for Options {
             rekey_every: None,
             attempt_timeout: ATTEMPT_TIMEOUT,
             keep_logs: false,
+            fault: None,
         }
     }
 }
@@ -59,7 +139,9 @@ impl Default for Options {
 /// An IKE datagram to send.
 #[derive(Debug)]
 pub struct Send {
-    /// From (source address and port).
+    /// The emulated peer sending it.
+    pub peer: usize,
+    /// From (source address and port, as its IKE core sees them).
     pub local: SocketAddr,
     /// To.
     pub remote: SocketAddr,
@@ -84,6 +166,10 @@ enum State {
     Negotiating,
     /// Its first child SA is installed.
     Up,
+    /// Dead (`--fault silent`): its core is gone, it hears nothing.
+    Silent,
+    /// Restarted after `Silent`: negotiating anew.
+    Restarting,
     /// Ended (failed, or shut down); its core is gone.
     Done,
 }
@@ -100,6 +186,10 @@ struct Peer {
     outbound: Option<ChildDir>,
     /// Inbound SAs (our SPI -> keys).
     inbound: HashMap<u32, ChildDir>,
+    /// A copy of its configuration, to restart it (`--fault silent`).
+    restart_cfg: Option<PeerConfig>,
+    /// Its record in the accounting's faults.
+    fault: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -107,6 +197,7 @@ enum Wake {
     Core,
     Rekey,
     Deadline,
+    Restart,
 }
 
 /// The engine: all peers, the pacing and the accounting.
@@ -182,7 +273,14 @@ pub fn classify(line: &str) -> Option<&'static str> {
 impl Engine {
     /// An engine for these peers (one IKE configuration each, distinct
     /// `local` addresses); the run's clock starts at `t0`.
-    pub fn new(peers: Vec<PeerConfig>, opts: Options, t0: Instant) -> Engine {
+    pub fn new(mut peers: Vec<PeerConfig>, opts: Options, t0: Instant) -> Engine {
+        let fault = opts.fault.map(|f| f.kind);
+        if fault == Some(FaultKind::ForgetSa) {
+            // The peers tell the gateway about ESP with unknown SPIs.
+            for p in &mut peers {
+                p.invalid_spi_recovery = true;
+            }
+        }
         let by_addr = peers
             .iter()
             .enumerate()
@@ -192,6 +290,9 @@ impl Engine {
             peers: peers
                 .into_iter()
                 .map(|cfg| Peer {
+                    restart_cfg: matches!(fault, Some(FaultKind::Silent { .. }))
+                        .then(|| cfg.clone()),
+                    fault: None,
                     cfg: Some(cfg),
                     core: None,
                     state: State::Waiting,
@@ -290,6 +391,7 @@ impl Engine {
                 b.3 = now + BYE_RESEND[b.2];
                 b.2 += 1;
                 let again = Send {
+                    peer: b.1.peer,
                     local: b.1.local,
                     remote: b.1.remote,
                     data: b.1.data.clone(),
@@ -302,6 +404,7 @@ impl Engine {
             && let Some((i, s)) = self.bye_queue.pop_front()
         {
             self.sends.push(Send {
+                peer: s.peer,
                 local: s.local,
                 remote: s.remote,
                 data: s.data.clone(),
@@ -349,6 +452,7 @@ impl Engine {
                         self.fail(i, now, "TIMEOUT");
                     }
                 }
+                Wake::Restart => self.restart(i, now),
             }
         }
     }
@@ -388,6 +492,11 @@ impl Engine {
         self.handle(i, now, Input::Timer);
     }
 
+    /// The peer whose source address is `addr` (with one address per peer).
+    pub fn peer_at(&self, addr: IpAddr) -> Option<usize> {
+        self.by_addr.get(&addr).copied()
+    }
+
     /// A datagram for the peer whose source address is `local`'s (others
     /// are ignored: false).
     pub fn datagram(
@@ -397,9 +506,35 @@ impl Engine {
         remote: SocketAddr,
         data: &[u8],
     ) -> bool {
-        let Some(&i) = self.by_addr.get(&local.ip()) else {
+        match self.peer_at(local.ip()) {
+            Some(i) => self.datagram_to(i, now, local, remote, data),
+            None => false,
+        }
+    }
+
+    /// A datagram for peer `i` (`local`: where its core is, 500 or the
+    /// NAT-T port).
+    pub fn datagram_to(
+        &mut self,
+        i: usize,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        data: &[u8],
+    ) -> bool {
+        if i >= self.peers.len() {
             return false;
-        };
+        }
+        if matches!(self.peers[i].state, State::Silent) {
+            // Dead: unread; the first one (the gateway's DPD) is timed.
+            let at = self.offset(now);
+            if let (Some(f), Some((_, faults))) = (self.peers[i].fault, &mut self.acc.fault)
+                && faults[f].dpd.is_none()
+            {
+                faults[f].dpd = Some(at);
+            }
+            return true;
+        }
         if self.peers[i].core.is_none() {
             // An answer to a closed tunnel's DELETE (or anything from
             // the gateway to it): done with it.
@@ -435,6 +570,7 @@ impl Engine {
                     remote,
                     data,
                 } => self.sends.push(Send {
+                    peer: i,
                     local,
                     remote,
                     data,
@@ -442,7 +578,7 @@ impl Engine {
                 Action::SetOutbound { encap, keys, .. } => {
                     let at = self.offset(now);
                     let p = &mut self.peers[i];
-                    p.outbound = Some(ChildDir { encap, keys });
+                    let had = p.outbound.replace(ChildDir { encap, keys }).is_some();
                     match p.state {
                         State::Negotiating => {
                             p.state = State::Up;
@@ -457,6 +593,14 @@ impl Engine {
                         State::Up if p.rekeying => {
                             p.rekeying = false;
                             self.acc.rekeys.push(at);
+                        }
+                        // A new child SA after the old one went (the
+                        // gateway replaced it): traffic goes on.
+                        State::Up if !had => self.ups.push(i),
+                        // Restarted after `--fault silent`: up again.
+                        State::Restarting => {
+                            p.state = State::Up;
+                            self.ups.push(i);
                         }
                         _ => {}
                     }
@@ -478,6 +622,12 @@ impl Engine {
                         && let Some(f) = classify(&line)
                     {
                         self.fail(i, now, f);
+                        return;
+                    }
+                    // A restart that failed: that tunnel does not recover.
+                    if matches!(self.peers[i].state, State::Restarting) && classify(&line).is_some()
+                    {
+                        self.close(i, now);
                         return;
                     }
                     // A rekey the gateway refused is over (the core retries later).
@@ -521,6 +671,7 @@ impl Engine {
                     self.bye_queue.push_back((
                         i,
                         Send {
+                            peer: i,
                             local,
                             remote,
                             data,
@@ -548,6 +699,97 @@ impl Engine {
         self.apply(i, now, actions);
     }
 
+    /// `--fault`: hit the first `tunnels` peers up now (by index); how
+    /// many it hit (fewer when fewer are up; none without `--fault`).
+    pub fn inject_fault(&mut self, now: Instant) -> usize {
+        let Some(spec) = self.opts.fault else {
+            return 0;
+        };
+        let at = self.offset(now);
+        let mut hit = Vec::new();
+        for i in 0..self.peers.len() {
+            if hit.len() == spec.tunnels {
+                break;
+            }
+            if !matches!(self.peers[i].state, State::Up) || self.peers[i].fault.is_some() {
+                continue;
+            }
+            let p = &mut self.peers[i];
+            match spec.kind {
+                FaultKind::Silent { restart_after } => {
+                    // Forgotten at once: no DELETE, no more timers.
+                    p.core = None;
+                    p.state = State::Silent;
+                    p.outbound = None;
+                    p.inbound.clear();
+                    p.next_rekey = None;
+                    p.rekeying = false;
+                    self.wakes
+                        .push(Reverse((now + restart_after, i, Wake::Restart)));
+                }
+                FaultKind::ForgetSa => p.inbound.clear(),
+            }
+            hit.push(Fault {
+                peer: i,
+                at,
+                dpd: None,
+                recovered: None,
+            });
+            p.fault = Some(hit.len() - 1);
+        }
+        let n = hit.len();
+        self.acc.fault = Some((spec.name(), hit));
+        n
+    }
+
+    /// A silent peer's restart: a new core with the same configuration.
+    fn restart(&mut self, i: usize, now: Instant) {
+        let p = &mut self.peers[i];
+        if !matches!(p.state, State::Silent) || self.stopping {
+            return;
+        }
+        let Some(cfg) = p.restart_cfg.clone() else {
+            return;
+        };
+        p.core = Some(Ike::new(vec![cfg]));
+        p.state = State::Restarting;
+        self.handle(i, now, Input::Timer);
+    }
+
+    /// ESP came to `local` with an SPI it has no inbound SA for: tell that
+    /// peer's core (it sends INVALID_SPI only with `invalid_spi_recovery`,
+    /// i.e. `--fault forget-sa`, at most once per 10 s).
+    pub fn unknown_spi(&mut self, now: Instant, i: usize, spi: u32) {
+        let Some(gw) = self.peers[i]
+            .core
+            .as_ref()
+            .and_then(|c| c.sas(now).first().map(|s| s.remote.ip()))
+        else {
+            return;
+        };
+        self.handle(i, now, Input::UnknownSpi { peer: gw, spi });
+    }
+
+    /// A decrypted reply through peer `i`'s tunnel at `now`: the first
+    /// after its fault is its recovery (only new child SAs are left to
+    /// decrypt one).
+    pub fn replied(&mut self, i: usize, now: Instant) {
+        let at = self.offset(now);
+        if let (Some(f), Some((_, faults))) = (self.peers[i].fault, &mut self.acc.fault)
+            && faults[f].recovered.is_none()
+        {
+            faults[f].recovered = Some(at);
+        }
+    }
+
+    /// Whether every tunnel `--fault` hit has recovered (false before it).
+    pub fn all_recovered(&self) -> bool {
+        self.acc
+            .fault
+            .as_ref()
+            .is_some_and(|(_, f)| f.iter().all(|x| x.recovered.is_some()))
+    }
+
     /// Stop starting attempts (Ctrl-C or the end of the run).
     pub fn stop_starting(&mut self) {
         self.stopping = true;
@@ -562,8 +804,8 @@ impl Engine {
         for i in 0..self.peers.len() {
             match self.peers[i].state {
                 State::Negotiating => self.fail(i, now, "INTERRUPTED"),
-                State::Up => self.close(i, now),
-                State::Waiting | State::Done => {}
+                State::Up | State::Restarting => self.close(i, now),
+                State::Waiting | State::Done | State::Silent => {}
             }
         }
         self.wakes.clear();
@@ -586,10 +828,9 @@ impl Engine {
         }
     }
 
-    /// The inbound SA with our SPI `spi` of the peer at `local`, if any: the peer's index and the SA.
-    pub fn inbound(&self, local: IpAddr, spi: u32) -> Option<(usize, &ChildDir)> {
-        let &i = self.by_addr.get(&local)?;
-        self.peers[i].inbound.get(&spi).map(|d| (i, d))
+    /// Peer `i`'s inbound SA with our SPI `spi`, if any.
+    pub fn inbound(&self, i: usize, spi: u32) -> Option<&ChildDir> {
+        self.peers.get(i)?.inbound.get(&spi)
     }
 
     /// Whether peer `i` has a rekey under way.

@@ -10,7 +10,10 @@ use std::{
 use xdpsec_ike::{Action, Ike, Input, PeerConfig};
 
 use super::*;
-use crate::{config::LoadtestConfig, stats::Summary};
+use crate::{
+    config::LoadtestConfig,
+    stats::{Summary, round3},
+};
 
 const CONFIG: &str = r#"
 [underlay]
@@ -386,4 +389,174 @@ fn late_wakeups_keep_the_rate() {
     }
     let last = e.accounting().attempts[49].start;
     assert!(last < Duration::from_millis(500), "{last:?}");
+}
+
+/// Peer `i`'s inbound SPIs, sorted.
+fn inbound_spis(e: &Engine, i: usize) -> Vec<u32> {
+    let mut v: Vec<u32> = e.peers[i].inbound.keys().copied().collect();
+    v.sort_unstable();
+    v
+}
+
+#[test]
+fn silent_peers_get_dpd_then_restart_and_replace_their_sas() {
+    let opts = Options {
+        fault: Some(FaultSpec {
+            kind: FaultKind::Silent {
+                restart_after: Duration::from_secs(6),
+            },
+            tunnels: 2,
+        }),
+        ..Options::default()
+    };
+    // The gateway runs DPD every 2 s.
+    let tweak = |_: usize, r: &mut PeerConfig| {
+        r.dpd = Some(Duration::from_secs(2));
+        true
+    };
+    let (mut e, mut net, mut gw, _) = run(4, opts, tweak, Duration::from_secs(1));
+    assert_eq!(e.up_now(), 4);
+    e.take_ups();
+    let before: Vec<u32> = (0..4).map(|i| e.outbound(i).unwrap().keys.spi).collect();
+    let fault_t = net.t;
+    assert_eq!(e.inject_fault(fault_t), 2);
+    // Peers 0 and 1 are dead: no SA, nothing to send with.
+    assert!(e.outbound(0).is_none() && e.outbound(1).is_none());
+    assert!(inbound_spis(&e, 0).is_empty());
+    assert_eq!(e.up_now(), 2);
+    // 4 s: the gateway's DPD reached both, unanswered; nothing restarted yet.
+    net.run(&mut e, &mut gw, Duration::from_secs(4));
+    let faults = e.accounting().fault.clone().unwrap().1;
+    assert_eq!(
+        faults.iter().map(|f| f.peer).collect::<Vec<_>>(),
+        vec![0, 1]
+    );
+    for f in &faults {
+        let d = f.dpd.expect("the gateway's DPD request was seen") - f.at;
+        assert!(d <= Duration::from_secs(3), "{d:?}");
+        assert_eq!(f.recovered, None);
+    }
+    assert_eq!(e.up_now(), 2);
+    // 6 s after the fault they restart: up again on new SAs, and the
+    // gateway keeps one IKE SA for each (INITIAL_CONTACT replaced the old).
+    let end = net.run(&mut e, &mut gw, Duration::from_secs(4));
+    assert_eq!(e.up_now(), 4);
+    let mut ups = e.take_ups();
+    ups.sort_unstable();
+    assert_eq!(ups, vec![0, 1]);
+    for (i, old) in before.iter().enumerate() {
+        let now = e.outbound(i).unwrap().keys.spi;
+        assert_eq!(now != *old, i < 2, "peer {i}");
+    }
+    let sas = gw.sas(end);
+    assert_eq!(sas.len(), 4, "{sas:?}");
+    // Recovered once a reply comes through (the shell says so).
+    e.replied(1, end);
+    e.replied(1, end + Duration::from_secs(1));
+    e.replied(2, end);
+    let s = Summary::of(e.accounting(), 4, Duration::ZERO, 0.0, true);
+    let f = s.failover.unwrap();
+    assert_eq!(
+        (
+            f.fault.as_str(),
+            f.tunnels,
+            f.recovered,
+            f.not_recovered,
+            f.dpd_seen
+        ),
+        ("silent", 2, 1, 1, 2)
+    );
+    let ms = (end - fault_t).as_secs_f64() * 1000.0;
+    assert_eq!(s.failover_ms.unwrap().max, round3(ms));
+    assert!(!e.all_recovered());
+}
+
+#[test]
+fn forgotten_inbound_sas_are_replaced_through_invalid_spi() {
+    let opts = Options {
+        fault: Some(FaultSpec {
+            kind: FaultKind::ForgetSa,
+            tunnels: 1,
+        }),
+        ..Options::default()
+    };
+    let (mut e, mut net, mut gw, _) = run(3, opts, |_, _| true, Duration::from_secs(1));
+    e.take_ups();
+    let old_in = inbound_spis(&e, 0);
+    let old_out = e.outbound(0).unwrap().keys.spi;
+    assert_eq!(old_in.len(), 1);
+    assert_eq!(e.inject_fault(net.t), 1);
+    // Its datapath forgot the inbound SA; the IKE SA and outbound stay.
+    assert!(inbound_spis(&e, 0).is_empty());
+    assert!(e.outbound(0).is_some());
+    // The gateway's ESP on the forgotten SPI: INVALID_SPI goes out.
+    let local: IpAddr = "2001:db8:100::1001".parse().unwrap();
+    let i = e.peer_at(local).unwrap();
+    assert_eq!(i, 0);
+    e.unknown_spi(net.t, i, old_in[0]);
+    assert_eq!(e.take_sends().len(), 1);
+    // Rate-limited: the next ones within 10 s send nothing.
+    e.unknown_spi(net.t, i, old_in[0]);
+    assert!(e.take_sends().is_empty());
+    e.unknown_spi(net.t, i, old_in[0]);
+    // The gateway deletes that child and makes a new one.
+    e.tick(net.t);
+    net.run(&mut e, &mut gw, Duration::from_secs(2));
+    let new_in = inbound_spis(&e, 0);
+    assert_eq!(new_in.len(), 1);
+    assert_ne!(new_in, old_in);
+    assert_ne!(e.outbound(0).unwrap().keys.spi, old_out);
+    assert_eq!(e.take_ups(), vec![0]);
+    // The others kept theirs.
+    assert_eq!(inbound_spis(&e, 1).len(), 1);
+    e.replied(0, net.t);
+    assert!(e.all_recovered());
+}
+
+#[test]
+fn without_forget_sa_unknown_spis_send_nothing() {
+    let (mut e, net, _, _) = run(1, Options::default(), |_, _| true, Duration::from_secs(1));
+    e.unknown_spi(net.t, 0, 0x1234_5678);
+    assert!(e.take_sends().is_empty());
+    assert_eq!(e.inject_fault(net.t), 0);
+    assert!(!e.all_recovered());
+}
+
+#[test]
+fn fault_specs_parse() {
+    assert_eq!(
+        FaultSpec::parse("silent:5:2.5"),
+        Ok(FaultSpec {
+            kind: FaultKind::Silent {
+                restart_after: Duration::from_millis(2500)
+            },
+            tunnels: 5
+        })
+    );
+    assert_eq!(
+        FaultSpec::parse("silent:3").map(|f| f.kind),
+        Ok(FaultKind::Silent {
+            restart_after: Duration::from_secs(10)
+        })
+    );
+    assert_eq!(
+        FaultSpec::parse("forget-sa:7"),
+        Ok(FaultSpec {
+            kind: FaultKind::ForgetSa,
+            tunnels: 7
+        })
+    );
+    for bad in [
+        "silent",
+        "silent:0",
+        "silent:x",
+        "silent:2:-1",
+        "forget-sa:2:3",
+        "dead:2",
+        "",
+        "silent:2:1:1",
+    ] {
+        let e = FaultSpec::parse(bad).expect_err(bad);
+        assert!(e.contains("--fault"), "{e}");
+    }
 }

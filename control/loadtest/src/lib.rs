@@ -60,6 +60,18 @@ pub struct IkeArgs {
     /// replies; gives time to first packet.
     #[arg(long, value_name = "PPS")]
     pub traffic: Option<f64>,
+    /// Tunnel Failover Time: once every attempt has ended (and
+    /// --fault-after more), `silent:N[:S]` kills the first N tunnels up
+    /// (nothing answered, nothing sent; they restart S seconds later,
+    /// default 10, with no memory of their SAs) or `forget-sa:N` makes
+    /// their datapath forget the inbound child SAs (INVALID_SPI to the
+    /// gateway's ESP); the time until traffic flows again through a new
+    /// child SA is timed. Needs --traffic.
+    #[arg(long, value_name = "KIND:N[:S]")]
+    pub fault: Option<String>,
+    /// Seconds between the end of the setup phase and the fault.
+    #[arg(long, default_value_t = 1.0, value_name = "S")]
+    pub fault_after: f64,
     /// Print the IKE cores' log lines on stderr.
     #[arg(long, short)]
     pub verbose: bool,

@@ -43,6 +43,17 @@ fn setopt(fd: RawFd, level: i32, name: i32, v: i32) -> io::Result<()> {
 impl Socket {
     /// Bind `port` on every address of `v6`'s family, non-blocking.
     pub fn bind(v6: bool, port: u16) -> Result<Socket> {
+        let any = if v6 {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        };
+        Self::bind_on(SocketAddr::new(any, port))
+    }
+
+    /// Bind `at` (an address of ours, or the unspecified address), non-blocking.
+    pub fn bind_on(at: SocketAddr) -> Result<Socket> {
+        let (v6, port) = (at.is_ipv6(), at.port());
         let family = if v6 { libc::AF_INET6 } else { libc::AF_INET };
         // SAFETY: plain socket(2).
         let raw = unsafe {
@@ -68,6 +79,9 @@ impl Socket {
             let mut sa: libc::sockaddr_in6 = unsafe { zeroed() };
             sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
             sa.sin6_port = port.to_be();
+            if let IpAddr::V6(a) = at.ip() {
+                sa.sin6_addr.s6_addr = a.octets();
+            }
             // SAFETY: bind to a valid sockaddr_in6.
             unsafe {
                 libc::bind(
@@ -82,6 +96,9 @@ impl Socket {
             let mut sa: libc::sockaddr_in = unsafe { zeroed() };
             sa.sin_family = libc::AF_INET as libc::sa_family_t;
             sa.sin_port = port.to_be();
+            if let IpAddr::V4(a) = at.ip() {
+                sa.sin_addr.s_addr = u32::from(a).to_be();
+            }
             // SAFETY: bind to a valid sockaddr_in.
             unsafe {
                 libc::bind(
@@ -92,8 +109,7 @@ impl Socket {
             }
         };
         if r < 0 {
-            return Err(io::Error::last_os_error())
-                .with_context(|| format!("binding UDP port {port}"));
+            return Err(io::Error::last_os_error()).with_context(|| format!("binding UDP {at}"));
         }
         Ok(Socket { fd, port })
     }
@@ -246,6 +262,33 @@ impl Socket {
             }
         }
     }
+}
+
+/// Room for `n` more descriptors: the soft limit on open files raised
+/// (up to the hard limit) if it is lower.
+pub fn room_for_files(n: u64) -> Result<()> {
+    // SAFETY: getrlimit/setrlimit on a zeroed struct we own.
+    unsafe {
+        let mut r: libc::rlimit = zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return Err(io::Error::last_os_error()).context("getrlimit");
+        }
+        let want = n.saturating_add(64);
+        if r.rlim_cur >= want {
+            return Ok(());
+        }
+        if r.rlim_max < want {
+            bail!(
+                "{n} sockets need {want} open files; the hard limit is {} (ulimit -Hn)",
+                r.rlim_max
+            );
+        }
+        r.rlim_cur = want;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+            return Err(io::Error::last_os_error()).context("setrlimit");
+        }
+    }
+    Ok(())
 }
 
 /// Wait until one of `fds` is readable or `timeout_ms` passes; which are readable.

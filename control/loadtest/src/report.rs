@@ -180,16 +180,29 @@ pub fn html(s: &Summary, acc: &Accounting, title: &str, notes: &[String]) -> Str
         0.0
     };
     row("attempts per second", format!("{attempts_ps:.3}"));
-    if let Some(q) = &s.ttfp_ms {
-        row("ttfp_ms.p50", q.p50.to_string());
-        row("ttfp_ms.p90", q.p90.to_string());
-        row("ttfp_ms.p99", q.p99.to_string());
-        row("ttfp_ms.max", q.max.to_string());
-    }
     row("rekeys", s.rekeys.to_string());
     row("rekeys_per_second", s.rekeys_per_second.to_string());
     row("lost_in_rekeys", s.lost_in_rekeys.to_string());
     row("cpu_seconds", s.cpu_seconds.to_string());
+    if let Some(f) = &s.failover {
+        row("failover.fault", f.fault.clone());
+        row("failover.tunnels", f.tunnels.to_string());
+        row("failover.recovered", f.recovered.to_string());
+        row("failover.not_recovered", f.not_recovered.to_string());
+        row("failover.dpd_seen", f.dpd_seen.to_string());
+    }
+    for (name, q) in [
+        ("ttfp_ms", &s.ttfp_ms),
+        ("failover_ms", &s.failover_ms),
+        ("dpd_ms", &s.dpd_ms),
+    ] {
+        if let Some(q) = q {
+            row(&format!("{name}.p50"), q.p50.to_string());
+            row(&format!("{name}.p90"), q.p90.to_string());
+            row(&format!("{name}.p99"), q.p99.to_string());
+            row(&format!("{name}.max"), q.max.to_string());
+        }
+    }
     let per = if s.up > 0 {
         s.cpu_seconds / s.up as f64 * 1000.0
     } else {

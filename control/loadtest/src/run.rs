@@ -13,8 +13,8 @@ use xdpsec_ike::EspEncap;
 
 use crate::{
     IkeArgs,
-    config::{Encap, LoadtestConfig, Range},
-    engine::{Engine, Options},
+    config::{Encap, LoadtestConfig, Range, Sources},
+    engine::{Engine, FaultKind, FaultSpec, Options},
     net::{self, AddedAddrs, Socket},
     stats::{Summary, cpu_seconds},
     traffic::Traffic,
@@ -25,6 +25,10 @@ use crate::{
 const RECV_BURST: usize = 256;
 /// How often the progress line is redrawn.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+/// With `--fault`: how long after the fault (and a silent peer's restart)
+/// the run waits for the tunnels to recover; the others count as not
+/// recovered (a gateway's DPD gives up after 31 s to 3 min by default).
+pub const FAILOVER_WAIT: Duration = Duration::from_secs(120);
 
 fn check_args(a: &IkeArgs, cfg: &LoadtestConfig) -> Result<Options> {
     if a.tunnels == 0 || a.tunnels > cfg.capacity() {
@@ -45,6 +49,28 @@ fn check_args(a: &IkeArgs, cfg: &LoadtestConfig) -> Result<Options> {
     if !(a.duration >= 0.0 && a.duration < 1e7) {
         bail!("--duration {}: give seconds >= 0", a.duration);
     }
+    let fault = match &a.fault {
+        None => None,
+        Some(f) => {
+            let spec = FaultSpec::parse(f).map_err(anyhow::Error::msg)?;
+            if spec.tunnels as u64 > a.tunnels {
+                bail!(
+                    "--fault {f}: {} tunnels, more than --tunnels {}",
+                    spec.tunnels,
+                    a.tunnels
+                );
+            }
+            if a.traffic.is_none() {
+                bail!(
+                    "--fault needs --traffic (recovery is the first reply through a new child SA)"
+                );
+            }
+            Some(spec)
+        }
+    };
+    if !(a.fault_after >= 0.0 && a.fault_after < 1e6) {
+        bail!("--fault-after {}: give seconds >= 0", a.fault_after);
+    }
     let rekey_every = match a.rekey_every {
         None => None,
         Some(s) if (1.0..1e7).contains(&s) => Some(Duration::from_secs_f64(s)),
@@ -55,32 +81,53 @@ fn check_args(a: &IkeArgs, cfg: &LoadtestConfig) -> Result<Options> {
         concurrency: a.concurrency,
         rekey_every,
         keep_logs: a.verbose,
+        fault,
         ..Options::default()
     })
 }
 
+/// The sockets: two bound to any address (one source address per peer,
+/// ports 500 and NAT-T), or one per peer (one source port per peer: the
+/// peer's IKE, NAT-T and ESP all on it, as seen behind a NAT).
+enum Wire {
+    Shared { ike: Socket, nat_t: Socket },
+    PerPeer(Vec<Socket>),
+}
+
+/// With --traffic: the probes, each peer's source and inside address, the target.
+type TrafficState = (Traffic, Vec<IpAddr>, Vec<IpAddr>, IpAddr);
+
 struct Io {
-    ike: Socket,
-    nat_t: Socket,
+    wire: Wire,
+    nat_t_port: u16,
     send_errors: u64,
     t0: Instant,
-    /// With --traffic: the probes, each peer's source and inside address, the target.
-    traffic: Option<(Traffic, Vec<IpAddr>, Vec<IpAddr>, IpAddr)>,
+    traffic: Option<TrafficState>,
 }
 
 impl Io {
+    /// The socket peer `i` sends from: for IKE on port 500 (`ike`) or not.
+    fn socket(&self, i: usize, ike: bool) -> &Socket {
+        match &self.wire {
+            Wire::Shared { ike: s, .. } if ike => s,
+            Wire::Shared { nat_t, .. } => nat_t,
+            Wire::PerPeer(v) => &v[i],
+        }
+    }
+
     fn flush(&mut self, e: &mut Engine) {
         for l in e.take_logs() {
             eprintln!("{:9.3} {l}", self.t0.elapsed().as_secs_f64());
         }
         for s in e.take_sends() {
-            let r = if s.local.port() == self.ike.port {
-                self.ike.send(s.local.ip(), s.remote, &[], &s.data)
-            } else {
-                // RFC 3948 2.2: the non-ESP marker.
-                self.nat_t.send(s.local.ip(), s.remote, &[0; 4], &s.data)
-            };
-            if r.is_err() {
+            let ike = s.local.port() == xdpsec_ike::IKE_PORT;
+            // RFC 3948 2.2: the non-ESP marker off port 500.
+            let marker: &[u8] = if ike { &[] } else { &[0; 4] };
+            if self
+                .socket(s.peer, ike)
+                .send(s.local.ip(), s.remote, marker, &s.data)
+                .is_err()
+            {
                 self.send_errors += 1;
             }
         }
@@ -88,7 +135,7 @@ impl Io {
 
     /// Send the probes due (with --traffic).
     fn probes(&mut self, e: &mut Engine, now: Instant, gateway: IpAddr) {
-        let Some((t, sources, insides, target)) = &mut self.traffic else {
+        let Some((mut t, sources, insides, target)) = self.traffic.take() else {
             return;
         };
         for i in e.take_ups() {
@@ -103,15 +150,16 @@ impl Io {
                 t.forget(i);
                 continue;
             };
-            if let Some(esp) = t.probe(i, &out.keys, insides[i], *target, e.rekeying(i), now)
+            if let Some(esp) = t.probe(i, &out.keys, insides[i], target, e.rekeying(i), now)
                 && self
-                    .nat_t
+                    .socket(i, false)
                     .send(sources[i], SocketAddr::new(gateway, port), &[], &esp)
                     .is_err()
             {
                 self.send_errors += 1;
             }
         }
+        self.traffic = Some((t, sources, insides, target));
     }
 
     /// Wait for a datagram until `wake` (from `now`), then read what came.
@@ -120,37 +168,85 @@ impl Io {
             .saturating_duration_since(now)
             .as_micros()
             .div_ceil(1000) as i32;
-        net::poll_readable(&[self.ike.raw(), self.nat_t.raw()], ms);
-        self.receive(e, buf);
+        let fds: Vec<_> = match &self.wire {
+            Wire::Shared { ike, nat_t } => vec![ike.raw(), nat_t.raw()],
+            Wire::PerPeer(v) => v.iter().map(Socket::raw).collect(),
+        };
+        let ready = net::poll_readable(&fds, ms);
+        self.receive(e, buf, &ready);
     }
 
-    /// Read what has come (at most a burst per socket) into the engine.
-    fn receive(&mut self, e: &mut Engine, buf: &mut [u8]) {
-        for nat_t in [false, true] {
+    /// Read what has come (at most a burst per socket) on the sockets
+    /// `ready` marks into the engine.
+    fn receive(&mut self, e: &mut Engine, buf: &mut [u8], ready: &[bool]) {
+        for (k, _) in ready.iter().enumerate().filter(|r| *r.1) {
             for _ in 0..RECV_BURST {
-                let s = if nat_t { &self.nat_t } else { &self.ike };
+                let (s, shared_nat_t) = match &self.wire {
+                    Wire::Shared { ike, nat_t } => {
+                        if k == 0 {
+                            (ike, false)
+                        } else {
+                            (nat_t, true)
+                        }
+                    }
+                    Wire::PerPeer(v) => (&v[k], false),
+                };
                 let Some((n, from, to)) = s.recv(buf) else {
                     break;
                 };
-                let local = SocketAddr::new(to, s.port);
-                let now = Instant::now();
-                if !nat_t {
-                    e.datagram(now, local, from, &buf[..n]);
-                } else if n >= 4 && buf[..4] == [0; 4] {
-                    e.datagram(now, local, from, &buf[4..n]);
-                } else if n >= 8
-                    && let Some((t, _, insides, target)) = &mut self.traffic
-                {
-                    let spi = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
-                    let Some((i, dir)) = e.inbound(to, spi) else {
-                        continue;
-                    };
-                    if t.reply(i, &dir.keys, &mut buf[..n], *target, insides[i])
-                        && let Some(a) = e.attempt_of(i)
-                    {
-                        e.accounting_mut().attempts[a].first_reply = Some(now - self.t0);
+                let (peer, nat_t, local) = match &self.wire {
+                    Wire::Shared { .. } => {
+                        (e.peer_at(to), shared_nat_t, SocketAddr::new(to, s.port))
                     }
-                }
+                    Wire::PerPeer(_) => {
+                        // Where the peer's core is: 500, or NAT-T once it floated.
+                        let nat_t = from.port() != xdpsec_ike::IKE_PORT;
+                        let port = if nat_t {
+                            self.nat_t_port
+                        } else {
+                            xdpsec_ike::IKE_PORT
+                        };
+                        (Some(k), nat_t, SocketAddr::new(to, port))
+                    }
+                };
+                let Some(i) = peer else {
+                    continue;
+                };
+                self.deliver(e, i, local, from, &mut buf[..n], nat_t);
+            }
+        }
+    }
+
+    /// One datagram for peer `i`: IKE to its core, ESP to the traffic counters.
+    fn deliver(
+        &mut self,
+        e: &mut Engine,
+        i: usize,
+        local: SocketAddr,
+        from: SocketAddr,
+        d: &mut [u8],
+        nat_t: bool,
+    ) {
+        let now = Instant::now();
+        if !nat_t {
+            e.datagram_to(i, now, local, from, d);
+        } else if d.len() >= 4 && d[..4] == [0; 4] {
+            e.datagram_to(i, now, local, from, &d[4..]);
+        } else if d.len() >= 8
+            && let Some((t, _, insides, target)) = &mut self.traffic
+        {
+            let spi = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
+            let Some(dir) = e.inbound(i, spi) else {
+                // (Only --fault forget-sa makes the core answer it.)
+                e.unknown_spi(now, i, spi);
+                return;
+            };
+            let Some(first) = t.reply(i, &dir.keys, d, *target, insides[i]) else {
+                return;
+            };
+            e.replied(i, now);
+            if first && let Some(a) = e.attempt_of(i) {
+                e.accounting_mut().attempts[a].first_reply = Some(now - self.t0);
             }
         }
     }
@@ -218,19 +314,44 @@ pub fn ike(a: &IkeArgs) -> Result<Summary> {
         }
     };
     let v6 = cfg.gateway.is_ipv6();
+    net::catch_stop_signals();
+    // Each address once (one for all peers with source_port_range).
+    let mut unique = sources.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    let addrs = AddedAddrs::add(&cfg.interface, &unique)?;
+    let wire = match cfg.sources {
+        Sources::Addrs(_) => Wire::Shared {
+            ike: Socket::bind(v6, xdpsec_ike::IKE_PORT)?,
+            nat_t: Socket::bind(v6, cfg.nat_t_port)?,
+        },
+        Sources::Ports { .. } => {
+            net::room_for_files(a.tunnels)?;
+            (0..a.tunnels)
+                .map(|k| {
+                    let (ip, port) = cfg.sources.nth(k).expect("checked against capacity");
+                    Socket::bind_on(SocketAddr::new(ip, port.unwrap_or(0)))
+                })
+                .collect::<Result<Vec<_>>>()
+                .map(Wire::PerPeer)?
+        }
+    };
     let t0 = Instant::now();
     let mut io = Io {
-        ike: Socket::bind(v6, xdpsec_ike::IKE_PORT)?,
-        nat_t: Socket::bind(v6, cfg.nat_t_port)?,
+        wire,
+        nat_t_port: cfg.nat_t_port,
         send_errors: 0,
         t0,
         traffic,
     };
-    net::catch_stop_signals();
-    let addrs = AddedAddrs::add(&cfg.interface, &sources)?;
     let show = std::io::stderr().is_terminal();
+    let opts_fault = opts.fault;
     let mut e = Engine::new(peers, opts, t0);
     let hold = Duration::from_secs_f64(a.duration);
+    let fault_after = Duration::from_secs_f64(a.fault_after);
+    // With --fault: when it was injected and when the run stops waiting
+    // for the tunnels to recover.
+    let mut fault_at: Option<(Instant, Instant)> = None;
     let mut setup_end: Option<Instant> = None;
     let mut next_progress = t0;
     let mut buf = vec![0u8; 65536];
@@ -245,8 +366,23 @@ pub fn ike(a: &IkeArgs) -> Result<Summary> {
         if setup_end.is_none() && e.setup_done() {
             setup_end = Some(now);
         }
+        if let (Some(s), Some(spec), None) = (setup_end, opts_fault, fault_at)
+            && now >= s + fault_after
+        {
+            e.inject_fault(now);
+            let restart = match spec.kind {
+                FaultKind::Silent { restart_after } => restart_after,
+                FaultKind::ForgetSa => Duration::ZERO,
+            };
+            fault_at = Some((now, now + restart + FAILOVER_WAIT));
+        }
+        // The fault's part is over once it has been injected and every
+        // tunnel it hit recovered (or the wait ran out).
+        let fault_over = opts_fault.is_none()
+            || fault_at.is_some_and(|(_, until)| now >= until || e.all_recovered());
         if let Some(s) = setup_end
             && now >= s + hold
+            && fault_over
         {
             break false;
         }
@@ -259,7 +395,13 @@ pub fn ike(a: &IkeArgs) -> Result<Summary> {
             wake = wake.min(w);
         }
         if let Some(s) = setup_end {
-            wake = wake.min(s + hold);
+            // (Past ones are done with: a wait on them would spin.)
+            if now < s + hold {
+                wake = wake.min(s + hold);
+            }
+            if fault_at.is_none() && opts_fault.is_some() {
+                wake = wake.min(s + fault_after);
+            }
         }
         if let Some(t) = io.traffic.as_ref().and_then(|t| t.0.next_due()) {
             wake = wake.min(t);
@@ -363,6 +505,23 @@ fn print_text(s: &Summary, send_errors: u64, interrupted: bool) {
             "rekeys {} ({:.1}/s), lost in rekeys {}",
             s.rekeys, s.rekeys_per_second, s.lost_in_rekeys
         );
+    }
+    if let Some(f) = &s.failover {
+        println!(
+            "fault {}: {} tunnels, {} recovered, {} not recovered, {} got a DPD request",
+            f.fault, f.tunnels, f.recovered, f.not_recovered, f.dpd_seen
+        );
+        for (what, q) in [
+            ("failover time", &s.failover_ms),
+            ("to the first DPD request", &s.dpd_ms),
+        ] {
+            if let Some(q) = q {
+                println!(
+                    "{what}: p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
+                    q.p50, q.p90, q.p99, q.max
+                );
+            }
+        }
     }
     let per = if s.up > 0 {
         s.cpu_seconds / s.up as f64 * 1000.0

@@ -37,6 +37,22 @@ pub struct Accounting {
     pub rekeys: Vec<Duration>,
     /// Probes that got no reply while a rekey of their tunnel was under way.
     pub lost_in_rekeys: u64,
+    /// With `--fault`: its name (`silent`, `forget-sa`) and one record per
+    /// faulted tunnel.
+    pub fault: Option<(&'static str, Vec<Fault>)>,
+}
+
+/// One tunnel hit by `--fault` (offsets from the start of the run).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    /// The emulated peer.
+    pub peer: usize,
+    /// When the fault began.
+    pub at: Duration,
+    /// The gateway's first IKE message to a silent peer (its DPD).
+    pub dpd: Option<Duration>,
+    /// The first decrypted reply through a child SA made after the fault.
+    pub recovered: Option<Duration>,
 }
 
 impl Accounting {
@@ -130,6 +146,21 @@ impl Accounting {
         (first, last.max(first))
     }
 
+    /// Failover times (fault to recovery) of the tunnels that recovered,
+    /// milliseconds, sorted; and the fault to the gateway's first DPD
+    /// request likewise.
+    pub fn failover_ms(&self) -> (Vec<f64>, Vec<f64>) {
+        let Some((_, faults)) = &self.fault else {
+            return (Vec::new(), Vec::new());
+        };
+        let ms = |f: &Fault, t: Option<Duration>| t.map(|t| (t - f.at).as_secs_f64() * 1000.0);
+        let mut rec: Vec<f64> = faults.iter().filter_map(|f| ms(f, f.recovered)).collect();
+        let mut dpd: Vec<f64> = faults.iter().filter_map(|f| ms(f, f.dpd)).collect();
+        rec.sort_by(f64::total_cmp);
+        dpd.sort_by(f64::total_cmp);
+        (rec, dpd)
+    }
+
     /// Per whole second from `from` (bucket k = [from + k s, from + k + 1 s)),
     /// how many attempts came up and how many failed, up to `to`.
     pub fn per_second(&self, from: Duration, to: Duration) -> Vec<(u64, u64)> {
@@ -217,6 +248,32 @@ pub struct Summary {
     pub lost_in_rekeys: u64,
     /// CPU time of this process (user + system).
     pub cpu_seconds: f64,
+    /// With `--fault`: how many tunnels it hit and how many recovered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failover: Option<FailoverCounts>,
+    /// With `--fault`: the Tunnel Failover Time of the tunnels that
+    /// recovered (fault to the first reply through a new child SA).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failover_ms: Option<Quantiles>,
+    /// With `--fault silent`: the fault to the gateway's first DPD request
+    /// (of the silent tunnels that got one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dpd_ms: Option<Quantiles>,
+}
+
+/// The `--json` `failover` object.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FailoverCounts {
+    /// `silent` or `forget-sa`.
+    pub fault: String,
+    /// Tunnels the fault hit.
+    pub tunnels: u64,
+    /// Of them, those that carried traffic again through a new child SA.
+    pub recovered: u64,
+    /// The others (`recovered` + `not_recovered` = `tunnels`).
+    pub not_recovered: u64,
+    /// Silent tunnels the gateway sent a DPD request (any IKE message) to.
+    pub dpd_seen: u64,
 }
 
 impl Summary {
@@ -265,6 +322,24 @@ impl Summary {
             },
             lost_in_rekeys: acc.lost_in_rekeys,
             cpu_seconds: round3(cpu_seconds),
+            failover: acc.fault.as_ref().map(|(name, f)| {
+                let recovered = f.iter().filter(|x| x.recovered.is_some()).count() as u64;
+                FailoverCounts {
+                    fault: (*name).to_string(),
+                    tunnels: f.len() as u64,
+                    recovered,
+                    not_recovered: f.len() as u64 - recovered,
+                    dpd_seen: f.iter().filter(|x| x.dpd.is_some()).count() as u64,
+                }
+            }),
+            failover_ms: acc
+                .fault
+                .as_ref()
+                .and_then(|_| Quantiles::of(&acc.failover_ms().0)),
+            dpd_ms: acc
+                .fault
+                .as_ref()
+                .and_then(|_| Quantiles::of(&acc.failover_ms().1)),
         }
     }
 }

@@ -133,6 +133,8 @@ struct Flow {
     /// Probes sent during a rekey, not answered yet (probe seq -> sent at).
     in_rekey: HashMap<u16, Instant>,
     answered: HashSet<u16>,
+    /// Scheduled (in `due`).
+    active: bool,
 }
 
 /// Every tunnel's traffic: the schedule and the counters.
@@ -170,9 +172,13 @@ impl Traffic {
         }
     }
 
-    /// Tunnel `i` came up at `now`: its first probe is due at once.
+    /// Tunnel `i` came up at `now` (or has a child SA again): its first
+    /// probe is due at once (unless it is being probed already).
     pub fn tunnel_up(&mut self, i: usize, now: Instant) {
-        self.due.push(Reverse((now, i)));
+        if !self.flows[i].active {
+            self.flows[i].active = true;
+            self.due.push(Reverse((now, i)));
+        }
     }
 
     /// When the next probe is due.
@@ -197,6 +203,7 @@ impl Traffic {
 
     /// Stop probing tunnel `i` (it went down): its next due entry is dropped when taken.
     pub fn forget(&mut self, i: usize) {
+        self.flows[i].active = false;
         self.due.retain(|Reverse((_, j))| *j != i);
     }
 
@@ -235,8 +242,8 @@ impl Traffic {
     }
 
     /// An ESP packet (SPI to ICV) for tunnel `i`'s inbound SA `keys`: open
-    /// it and count it if it is the echo reply from `from` to `to`. True
-    /// for the tunnel's first reply.
+    /// it and count it if it is the echo reply from `from` to `to`:
+    /// `Some(first)` when counted (`first`: the tunnel's first reply).
     pub fn reply(
         &mut self,
         i: usize,
@@ -244,31 +251,31 @@ impl Traffic {
         esp: &mut [u8],
         from: IpAddr,
         to: IpAddr,
-    ) -> bool {
+    ) -> Option<bool> {
         if !self.ciphers.contains_key(&(i, keys.spi)) {
             let Some(c) = cipher_of(keys) else {
                 self.bad += 1;
-                return false;
+                return None;
             };
             self.ciphers.insert((i, keys.spi), c);
         }
         let c = &self.ciphers[&(i, keys.spi)];
         let Ok(opened) = c.open_in_place(esp, None) else {
             self.bad += 1;
-            return false;
+            return None;
         };
         let Some((id, n)) = echo_reply(&esp[opened.payload], from, to) else {
             self.bad += 1;
-            return false;
+            return None;
         };
         let f = &mut self.flows[i];
         if id != i as u16 || !f.answered.insert(n) {
             self.bad += 1;
-            return false;
+            return None;
         }
         f.in_rekey.remove(&n);
         f.replies += 1;
-        f.replies == 1
+        Some(f.replies == 1)
     }
 
     /// Totals at `end` (probes of a rekey sent within [`REPLY_GRACE`] of
@@ -361,11 +368,11 @@ mod tests {
             .unwrap();
         assert_eq!(e[o.payload].len(), 64);
         assert_eq!(t.totals(now + Duration::from_secs(5)).lost_in_rekeys, 1);
-        assert!(t.reply(1, &keys, &mut back.clone(), b, a));
-        assert!(!t.reply(1, &keys, &mut back.clone(), b, a));
+        assert_eq!(t.reply(1, &keys, &mut back.clone(), b, a), Some(true));
+        assert_eq!(t.reply(1, &keys, &mut back.clone(), b, a), None);
         let mut bad = back.clone();
         bad[20] ^= 1;
-        assert!(!t.reply(1, &keys, &mut bad, b, a));
+        assert_eq!(t.reply(1, &keys, &mut bad, b, a), None);
         let tot = t.totals(now + Duration::from_secs(5));
         assert_eq!(
             (

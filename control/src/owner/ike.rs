@@ -14,19 +14,19 @@ impl Owner {
         }
         let snap = self.table.snapshot();
         let mut due = Vec::new();
-        for (i, t) in self.tunnels.iter().enumerate() {
-            if t.out_key.is_some() {
-                continue; // manual keys: reservations instead
-            }
-            let Some(OutboundEntry::Active(sa)) = snap.outbound(i as u32) else {
+        // Manual and SD-WAN keys: reservations instead.
+        let negotiated = || self.registry.iter().filter(|e| e.kind == Kind::Ike);
+        for e in negotiated() {
+            let Some(OutboundEntry::Active(sa)) = snap.outbound(e.index) else {
                 continue;
             };
             if sa.last_seq() >= REKEY_AT && self.seq_rekeyed.insert(sa.id) {
-                due.push(t.cfg.peer);
+                due.push(e.peer);
             }
         }
-        self.seq_rekeyed
-            .retain(|id| self.tunnels.iter().any(|t| t.outbound == Some(*id)));
+        let live: std::collections::HashSet<SaId> =
+            negotiated().filter_map(|e| Some(e.outbound?.id)).collect();
+        self.seq_rekeyed.retain(|id| live.contains(id));
         for peer in due {
             info!("{peer}: child SA used half its sequence numbers: rekeying now");
             let actions = self
@@ -40,22 +40,27 @@ impl Owner {
         }
     }
 
-    /// The tunnel of a negotiated child SA and the datapath's cipher for its
-    /// transform (None, logged, when either is missing).
+    /// The tunnel of a negotiated child SA (its owner worker and crypto
+    /// map tag) and the datapath's cipher for its transform (None, logged,
+    /// when either is missing).
     fn ike_child(
         &self,
         tunnel: u32,
         keys: &xdpsec_ike::ChildKeys,
-    ) -> Option<(&TunnelState, Cipher)> {
-        let t = self.tunnels.get(tunnel as usize)?;
+    ) -> Option<(u16, String, Cipher)> {
+        let e = self
+            .registry
+            .by_index(tunnel)
+            .filter(|e| e.kind == Kind::Ike)?;
+        let t = self.config.tunnels.get(tunnel as usize)?;
         let Some(cipher) = esp_cipher(keys.encr, keys.integ) else {
             error!(
                 "{}: negotiated ESP transform {:?}/{:?} is not in the datapath",
-                t.cfg.name, keys.encr, keys.integ
+                e.name, keys.encr, keys.integ
             );
             return None;
         };
-        Some((t, cipher))
+        Some((e.worker, crate::state::crypto_map_tag(t), cipher))
     }
 
     /// `request platform software xdpsec rekey child-sa|ike-sa peer ADDR`:
@@ -66,9 +71,9 @@ impl Owner {
             return Err(anyhow!("no IKE tunnel"));
         };
         if !self
-            .tunnels
-            .iter()
-            .any(|t| t.cfg.peer == peer && matches!(t.cfg.kind, TunnelKind::Ike(_)))
+            .registry
+            .matching(Some(peer))
+            .any(|e| e.kind == Kind::Ike)
         {
             return Err(anyhow!("no IKE tunnel has peer {peer}"));
         }
@@ -130,27 +135,29 @@ impl Owner {
                 lifetime,
                 ..
             } => {
-                let Some((t, cipher)) = self.ike_child(tunnel, &keys) else {
+                let Some((owner, tag, cipher)) = self.ike_child(tunnel, &keys) else {
                     return;
                 };
                 let change = SaChange::AddInbound(InboundSaConfig {
                     spi: keys.spi,
                     peer: None,
                     tunnel,
-                    owner: t.cfg.worker as u16,
+                    owner,
                     cipher,
                     key: KeyMaterial::new(keys.key.to_vec()),
                     esn: false,
                     window: replay_window,
                     selectors: ts_selectors(&local_ts, &remote_ts),
-                    name: crate::state::crypto_map_tag(&t.cfg),
+                    name: tag,
                 });
                 match self.table.apply(vec![change], now) {
                     Ok(ids) => {
                         for &id in &ids {
-                            self.lifetimes.insert(id, (self.now, lifetime));
+                            self.registry.set_lifetime(id, self.now, lifetime);
                         }
-                        self.tunnels[tunnel as usize].inbound.extend(ids);
+                        let e = self.registry.by_index_mut(tunnel).expect("checked above");
+                        e.inbound
+                            .extend(ids.into_iter().map(|id| SaSlot { spi: keys.spi, id }));
                     }
                     Err(e) => error!("installing an IKE inbound SA: {e}"),
                 }
@@ -162,13 +169,13 @@ impl Owner {
                 keys,
                 lifetime,
             } => {
-                let Some((t, cipher)) = self.ike_child(tunnel, &keys) else {
+                let Some((owner, tag, cipher)) = self.ike_child(tunnel, &keys) else {
                     return;
                 };
                 let change = SaChange::SetOutbound(OutboundSaConfig {
                     spi: keys.spi,
                     tunnel,
-                    owner: t.cfg.worker as u16,
+                    owner,
                     cipher,
                     key: KeyMaterial::new(keys.key.to_vec()),
                     esn: false,
@@ -186,46 +193,43 @@ impl Owner {
                     // The IKE core rekeys long before they run out.
                     last_seq: 0,
                     seq_limit: u64::MAX,
-                    name: crate::state::crypto_map_tag(&t.cfg),
+                    name: tag,
                 });
                 match self.table.apply(vec![change], now) {
                     Ok(ids) => {
-                        if let Some(old) = self.tunnels[tunnel as usize].outbound.take() {
-                            self.lifetimes.remove(&old);
+                        let e = self.registry.by_index_mut(tunnel).expect("checked above");
+                        let old = e.outbound.take();
+                        e.outbound = ids.first().map(|&id| SaSlot { spi: keys.spi, id });
+                        if let Some(old) = old {
+                            self.registry.forget(old.id);
                         }
                         for &id in &ids {
-                            self.lifetimes.insert(id, (self.now, lifetime));
+                            self.registry.set_lifetime(id, self.now, lifetime);
                         }
-                        self.tunnels[tunnel as usize].outbound = ids.first().copied();
                     }
                     Err(e) => error!("installing an IKE outbound SA: {e}"),
                 }
             }
             Action::RemoveInbound { tunnel, spi } => {
-                let Some(t) = self.tunnels.get_mut(tunnel as usize) else {
+                let Some(e) = self.registry.by_index_mut(tunnel) else {
                     return;
                 };
-                let table = &self.table;
-                let Some(pos) = t
-                    .inbound
-                    .iter()
-                    .position(|&id| table.cold(id).is_some_and(|c| c.spi == spi))
-                else {
+                let Some(pos) = e.inbound.iter().position(|s| s.spi == spi) else {
                     return;
                 };
-                let id = t.inbound.remove(pos);
-                self.lifetimes.remove(&id);
+                let id = e.inbound.remove(pos).id;
+                self.registry.forget(id);
                 if let Err(e) = self.table.apply(vec![SaChange::RemoveInbound(id)], now) {
                     error!("removing an IKE inbound SA: {e}");
                 }
             }
             Action::RemoveOutbound { tunnel } => {
-                if let Some(id) = self
-                    .tunnels
-                    .get_mut(tunnel as usize)
-                    .and_then(|t| t.outbound.take())
+                if let Some(s) = self
+                    .registry
+                    .by_index_mut(tunnel)
+                    .and_then(|e| e.outbound.take())
                 {
-                    self.lifetimes.remove(&id);
+                    self.registry.forget(s.id);
                 }
                 let change = SaChange::RemoveOutbound {
                     tunnel,

@@ -54,8 +54,10 @@ impl Owner {
         let mut changes = Vec::new();
         let mut summary = Vec::new();
         let mut replaced = Vec::with_capacity(new.tunnels.len());
-        for (i, (n, ts)) in new.tunnels.iter().zip(&self.tunnels).enumerate() {
-            let o = &ts.cfg;
+        for (i, (n, o)) in new.tunnels.iter().zip(&cur.tunnels).enumerate() {
+            let Some(ts) = self.registry.by_index(i as u32) else {
+                continue;
+            };
             if n.name != o.name {
                 return refuse("tunnel.name", restart);
             }
@@ -128,7 +130,7 @@ impl Owner {
             };
             let c = tunnel_sa_changes(&new, i as u32, last, limit).expect("a manual tunnel");
             if in_changed {
-                changes.extend(ts.inbound.iter().map(|&id| SaChange::RemoveInbound(id)));
+                changes.extend(ts.inbound.iter().map(|s| SaChange::RemoveInbound(s.id)));
                 changes.push(c.inbound);
                 summary.push(format!(
                     "{}: inbound SA 0x{:X} -> 0x{:X}",
@@ -158,17 +160,32 @@ impl Owner {
         // `added` lists new SAs in change order: inbound before outbound per tunnel.
         let mut added = added.into_iter();
         for (i, (inc, outc)) in replaced.into_iter().enumerate() {
-            let ts = &mut self.tunnels[i];
+            let TunnelKind::Manual(m) = &new.tunnels[i].kind else {
+                continue;
+            };
+            let Some(ts) = self.registry.by_index_mut(i as u32) else {
+                continue;
+            };
+            let mut gone = Vec::new();
             if inc {
-                ts.inbound = vec![added.next().expect("one id per added SA")];
+                gone.extend(ts.inbound.iter().map(|s| s.id));
+                ts.inbound = vec![SaSlot {
+                    spi: m.inbound.spi,
+                    id: added.next().expect("one id per added SA"),
+                }];
             }
             if outc {
-                ts.outbound = Some(added.next().expect("one id per added SA"));
-                if let TunnelKind::Manual(m) = &new.tunnels[i].kind {
-                    ts.out_key = Some(KeyId::of(&m.outbound.key));
-                }
+                gone.extend(ts.outbound.map(|s| s.id));
+                ts.outbound = Some(SaSlot {
+                    spi: m.outbound.spi,
+                    id: added.next().expect("one id per added SA"),
+                });
+                ts.out_key = Some(KeyId::of(&m.outbound.key));
             }
-            ts.cfg = new.tunnels[i].clone();
+            ts.worker = new.tunnels[i].worker as u16;
+            for id in gone {
+                self.registry.forget(id);
+            }
         }
         self.config = new;
         self.sync_early_drop();

@@ -17,7 +17,6 @@ use xdpsec_worker::{routes::RouteTable, taps::Taps};
 use super::*;
 use crate::{
     config::Config,
-    ctlsock::Request,
     platform::neighbor::NextHops,
     sdwan::io::{IoCmd, IoEvent},
 };
@@ -38,7 +37,7 @@ fn owner(name: &str, text: &str, now: Instant) -> Owner {
     let text = format!("state_dir = \"{}\"\n{text}", dir.display());
     let config = Config::parse(&text).unwrap();
     let mut seq = SeqStore::open(&config.state_dir).unwrap();
-    let (table, tunnels) = build_tunnels(&config, &mut seq, Duration::ZERO).unwrap();
+    let (table, registry) = build_tunnels(&config, &mut seq, Duration::ZERO).unwrap();
     let n = config.tunnels.len() as u32;
     let workers = (0..config.underlay.queues)
         .map(|q| WorkerState::new(q as u16).shared())
@@ -75,18 +74,17 @@ fn owner(name: &str, text: &str, now: Instant) -> Owner {
         taps: Arc::new(Taps::new(config.underlay.queues as usize)),
         config,
     };
-    Owner::new(started, table, tunnels, seq, peers, now)
+    Owner::new(started, table, registry, seq, peers, now)
 }
 
 /// Run `line` on `o` at `now`.
 fn cmd(o: &mut Owner, now: Instant, line: &str) -> Effects {
     o.handle(
         now,
-        Input::Command(Request {
-            command: line.into(),
+        Input::Command {
+            command: crate::grammar::parse(line).unwrap(),
             json: false,
-            cmd: None,
-        }),
+        },
     )
 }
 
@@ -123,11 +121,11 @@ fn forget_sa(o: &mut Owner, now: Instant) {
 
 /// The SPIs of `o`'s SAs: (inbound, outbound) of tunnel `t`.
 fn spis(o: &Owner, t: usize) -> (Vec<u32>, Option<u32>) {
-    let ts = &o.tunnels[t];
-    let spi = |id| o.table.cold(id).map(|c| c.spi).unwrap_or(0);
+    let e = o.registry.by_index(t as u32).unwrap();
+    let spi = |s: &SaSlot| o.table.cold(s.id).map(|c| c.spi).unwrap_or(0);
     (
-        ts.inbound.iter().map(|&id| spi(id)).collect(),
-        ts.outbound.map(spi),
+        e.inbound.iter().map(spi).collect(),
+        e.outbound.as_ref().map(spi),
     )
 }
 
@@ -158,7 +156,7 @@ fn manual_clear_crypto_sa_peer_publishes_one_snapshot_and_restores_a_forgotten_s
     let t0 = Instant::now();
     let mut o = owner("manual", MANUAL, t0);
     let peer = PEER;
-    let id = o.tunnels[0].inbound[0];
+    let id = o.registry.by_index(0).unwrap().inbound[0].id;
     // forget-sa: the datapath loses the inbound SA; the owner's view keeps it.
     let fx = cmd(
         &mut o,
@@ -314,7 +312,9 @@ fn ike_recovery_commands_are_effects_with_one_publish_each() {
     );
     assert_eq!(fx.publishes, 1, "one SA snapshot per command");
     assert!(!ike_sends(&fx).is_empty(), "the peer is told");
-    assert!(lab.o[0].tunnels[0].outbound.is_none() || spis(&lab.o[0], 0) != before);
+    assert!(
+        lab.o[0].registry.by_index(0).unwrap().outbound.is_none() || spis(&lab.o[0], 0) != before
+    );
     lab.deliver(0, fx);
     lab.run(1);
     assert!(lab.established());
@@ -440,6 +440,12 @@ struct SdwanLab {
 
 impl SdwanLab {
     fn new() -> SdwanLab {
+        SdwanLab::with("sd", &sdwan_a(), &sdwan_b())
+    }
+
+    /// Two edges with these configs (A is `a`, B is `b`), their state
+    /// directories named after `name`.
+    fn with(name: &str, a: &str, b: &str) -> SdwanLab {
         let now = Instant::now();
         let allowed = [("E1", "192.0.2.1"), ("E2", "192.0.2.2")]
             .into_iter()
@@ -453,8 +459,8 @@ impl SdwanLab {
         let mut lab = SdwanLab {
             now,
             o: [
-                owner("sd-a", &sdwan_a(), now),
-                owner("sd-b", &sdwan_b(), now),
+                owner(&format!("{name}-a"), a, now),
+                owner(&format!("{name}-b"), b, now),
             ],
             ctl,
             conns: BTreeMap::new(),
@@ -476,7 +482,21 @@ impl SdwanLab {
                 return;
             };
             for s in fx.sends {
-                let Send::Omp(c) = s else { continue };
+                let c = match s {
+                    Send::Omp(c) => c,
+                    // IKE tunnels between the edges: as received by the other.
+                    Send::Ike(d) => {
+                        let d = IkeDatagram {
+                            local: d.remote,
+                            remote: d.local,
+                            data: d.data,
+                        };
+                        let fx = self.o[1 - i].handle(self.now, Input::Ike(d));
+                        pending.push((1 - i, fx));
+                        continue;
+                    }
+                    _ => continue,
+                };
                 let mut events = Vec::new();
                 match c {
                     IoCmd::Connect { color, local, .. } => {
@@ -551,14 +571,15 @@ impl SdwanLab {
 
     /// Owner `i`'s SD-WAN peers: (remote address, inbound SPIs, outbound SPI).
     fn peers(&self, i: usize) -> Vec<(IpAddr, Vec<u32>, Option<u32>)> {
-        let s = self.o[i].sdwan.as_ref().unwrap();
-        s.peers
-            .values()
-            .map(|p| {
+        self.o[i]
+            .registry
+            .iter()
+            .filter(|e| !e.is_configured())
+            .map(|e| {
                 (
-                    p.sa.remote_ip,
-                    p.inbound.iter().map(|x| x.0).collect(),
-                    p.outbound.map(|x| x.0),
+                    e.peer,
+                    e.inbound.iter().map(|x| x.spi).collect(),
+                    e.outbound.map(|x| x.spi),
                 )
             })
             .collect()
@@ -571,7 +592,8 @@ impl SdwanLab {
             let s = self.o[i].sdwan.as_ref().unwrap();
             s.peers.len() == 1
                 && s.peers.values().all(|p| {
-                    !p.inbound.is_empty()
+                    let e = self.o[i].registry.by_index(p.index).unwrap();
+                    !e.inbound.is_empty()
                         && matches!(snap.outbound(p.index), Some(OutboundEntry::Active(_)))
                 })
         })
@@ -679,4 +701,187 @@ fn sdwan_recovery_commands_are_effects_with_one_publish_each() {
     lab.effects(0, fx);
     lab.run(2);
     assert!(lab.installed(), "{:?}", lab.peers(0));
+}
+
+// ------------------------------------------------ one registry, every kind
+
+/// The `[[tunnel]]` tables of a config.
+fn tunnel_tables(cfg: &str) -> &str {
+    &cfg[cfg.find("[[tunnel]]").unwrap()..]
+}
+
+/// A's tunnels: a manual tunnel to .5 and an IKE tunnel to B's underlay
+/// .2 (with its SD-WAN peer at B's TLOC .3: three kinds, three peers).
+fn mixed_tunnels_a() -> String {
+    let manual = tunnel_tables(MANUAL)
+        .replace(PEER, "198.51.100.5")
+        .replace("203.0.113.0/26", "203.0.113.128/26");
+    format!("{manual}{}", tunnel_tables(IKE_A))
+}
+
+/// Each registry entry of `o`: (index, inbound SPIs, outbound SPI).
+fn entries(o: &Owner) -> Vec<(u32, Vec<u32>, Option<u32>)> {
+    o.registry
+        .iter()
+        .map(|e| {
+            (
+                e.index,
+                e.inbound.iter().map(|s| s.spi).collect(),
+                e.outbound.map(|s| s.spi),
+            )
+        })
+        .collect()
+}
+
+/// The registry of `o` with entry `index` left out.
+fn others(o: &Owner, index: u32) -> Vec<(u32, Vec<u32>, Option<u32>)> {
+    entries(o).into_iter().filter(|e| e.0 != index).collect()
+}
+
+/// A mixed node: a manual tunnel, an IKE tunnel and an SD-WAN peer, each
+/// with its own peer. Every SA command walks the one registry: aimed at
+/// one peer it touches only that peer's entry, whatever its kind, in one
+/// SA snapshot; aimed at all it reaches every kind.
+#[test]
+fn sa_commands_walk_one_registry_of_manual_ike_and_sdwan_tunnels() {
+    let a = format!("{}{}", sdwan_a(), mixed_tunnels_a());
+    // B: underlay .2 (its IKE tunnel), TLOC .3 (its SD-WAN peer).
+    let mut b = format!("{}{}", sdwan_b(), tunnel_tables(&ike_b()));
+    let tloc = b.rfind("address = \"198.51.100.2\"").unwrap();
+    b.replace_range(tloc..tloc + 24, "address = \"198.51.100.3\"");
+    let mut lab = SdwanLab::with("mixed", &a, &b);
+    lab.run(3);
+    assert!(lab.installed(), "{:?} {:?}", lab.peers(0), lab.peers(1));
+    let (ike_a, ike_b) = (spis(&lab.o[0], 1), spis(&lab.o[1], 0));
+    assert!(
+        matches!((ike_a.1, ike_b.1), (Some(x), Some(y)) if ike_b.0.contains(&x) && ike_a.0.contains(&y)),
+        "IKE established: {ike_a:?} {ike_b:?}"
+    );
+    // One list: manual (0), IKE (1), then the SD-WAN peer (after the TLOC's index 2).
+    let kinds: Vec<(u32, &str)> = lab.o[0]
+        .registry
+        .iter()
+        .map(|e| {
+            let k = match e.kind {
+                Kind::Manual => "manual",
+                Kind::Ike => "ike",
+                Kind::Sdwan { .. } => "sdwan",
+            };
+            (e.index, k)
+        })
+        .collect();
+    assert_eq!(kinds[..2], [(0, "manual"), (1, "ike")]);
+    assert_eq!(kinds.len(), 3);
+    assert_eq!(kinds[2].1, "sdwan");
+    let sd = kinds[2].0;
+    let now = lab.now;
+    let o = &mut lab.o[0];
+    let manual_in = o.registry.by_index(0).unwrap().inbound[0].id;
+    let ids =
+        |o: &Owner, i: u32| -> Vec<SaId> { o.registry.by_index(i).unwrap().sa_ids().collect() };
+
+    // forget-sa on the manual peer: only its inbound SA leaves the datapath.
+    let fx = cmd(
+        o,
+        now,
+        "request platform software xdpsec fault forget-sa peer 198.51.100.5",
+    );
+    assert_eq!(ok(&fx).lines().count(), 1, "{}", ok(&fx));
+    assert!(ok(&fx).contains("0x00001001 of Tunnel1"), "{}", ok(&fx));
+    assert_eq!(fx.publishes, 1);
+    let forgotten: Vec<SaId> = o
+        .registry
+        .iter()
+        .flat_map(|e| e.inbound.iter().map(|s| s.id))
+        .filter(|&id| o.table.is_forgotten(id))
+        .collect();
+    assert_eq!(forgotten, vec![manual_in]);
+
+    // clear crypto sa peer (manual): restored, counters rebased, nobody told;
+    // the IKE and SD-WAN entries untouched.
+    let before = entries(o);
+    let fx = cmd(o, now, "clear crypto sa peer 198.51.100.5");
+    assert_eq!(
+        ok(&fx),
+        "Tunnel1: manual SAs re-installed from the configuration\n"
+    );
+    assert_eq!(fx.publishes, 1, "one SA snapshot for the command");
+    assert!(fx.sends.is_empty() && fx.shell.is_empty());
+    assert!(!o.table.is_forgotten(manual_in));
+    assert_eq!(entries(o), before);
+    assert!(ids(o, 0).iter().all(|&id| o.registry.has_baseline(id)));
+    assert!(
+        ids(o, 1)
+            .iter()
+            .chain(&ids(o, sd))
+            .all(|&id| !o.registry.has_baseline(id)),
+        "other kinds' counters not rebased"
+    );
+
+    // clear crypto sa peer (SD-WAN): its SAs go, nobody is told, the
+    // manual and IKE entries are untouched.
+    let before = others(o, sd);
+    let fx = cmd(o, now, "clear crypto sa peer 198.51.100.3");
+    assert!(
+        ok(&fx).starts_with("Tunnel10001: SAs with peer 192.0.2.2"),
+        "{}",
+        ok(&fx)
+    );
+    assert_eq!(ok(&fx).lines().count(), 1, "{}", ok(&fx));
+    assert_eq!(fx.publishes, 1, "one SA snapshot for the command");
+    assert!(ike_sends(&fx).is_empty());
+    assert_eq!(
+        entries(o).iter().find(|e| e.0 == sd),
+        Some(&(sd, vec![], None))
+    );
+    assert_eq!(others(o, sd), before);
+    assert!(matches!(
+        o.table.snapshot().outbound(sd),
+        Some(OutboundEntry::Invalid)
+    ));
+
+    // clear crypto sa peer (IKE): a DELETE to the peer, the manual and
+    // (cleared) SD-WAN entries untouched.
+    let before = others(o, 1);
+    let fx = cmd(o, now, "clear crypto sa peer 198.51.100.2");
+    assert_eq!(
+        ok(&fx),
+        "Tunnel2: child SAs deleted; IKEv2 negotiates new ones\n"
+    );
+    assert_eq!(fx.publishes, 1, "one SA snapshot for the command");
+    assert!(!ike_sends(&fx).is_empty(), "the IKE peer is told");
+    assert_eq!(others(o, 1), before);
+    lab.effects(0, fx);
+    lab.run(1);
+    let o = &mut lab.o[0];
+    assert!(
+        spis(o, 1).1.is_some_and(|s| Some(s) != ike_a.1),
+        "new child SAs"
+    );
+
+    // clear crypto sa counters: every SA of every kind rebased.
+    let fx = cmd(o, lab.now, "clear crypto sa counters");
+    assert_eq!(fx.publishes, 0);
+    let all: Vec<SaId> = o.registry.iter().flat_map(|e| e.sa_ids()).collect();
+    assert!(all.len() >= 4, "{:?}", entries(o));
+    assert!(all.iter().all(|&id| o.registry.has_baseline(id)));
+    assert_eq!(o.all_sas().count(), all.len());
+
+    // show crypto ipsec sa: every kind, in registry order.
+    let fx = cmd(o, lab.now, "show crypto ipsec sa");
+    let text = ok(&fx);
+    let at = |s: &str| text.find(s).unwrap_or_else(|| panic!("{s} in {text}"));
+    assert!(at("interface: Tunnel1") < at("interface: Tunnel2"));
+    assert!(at("interface: Tunnel2") < at("interface: Tunnel10001"));
+    assert_eq!(fx.publishes, 0);
+
+    // clear crypto sa: every kind, one snapshot.
+    let fx = cmd(o, lab.now, "clear crypto sa");
+    let text = ok(&fx);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].starts_with("Tunnel1: manual SAs"), "{text}");
+    assert!(lines[1].starts_with("Tunnel2: child SAs deleted"), "{text}");
+    assert!(lines[2].starts_with("Tunnel10001: SAs with peer"), "{text}");
+    assert_eq!(fx.publishes, 1, "one SA snapshot for the command");
 }

@@ -3,9 +3,12 @@ use std::net::IpAddr;
 
 use anyhow::{Result, anyhow};
 use serde_json::{Value, json};
-use xdpsec_datapath::sa::{SaCold, SaId};
 
-use crate::{commands::SaEntry, controller::show as cshow, owner::Owner};
+use crate::{
+    controller::show as cshow,
+    owner::{Owner, TunnelEntry},
+    show::crypto_sa::{CryptoSaRow, SaTotals},
+};
 
 use super::{Sdwan, render};
 
@@ -25,42 +28,32 @@ impl Owner {
         })
     }
 
-    /// `show crypto ipsec sa` rows of the SD-WAN peers (with `peer`: only
-    /// that remote TLOC address's).
-    pub(crate) fn sdwan_sa_entries(&self, peer: Option<IpAddr>) -> Vec<SaEntry<'_>> {
-        let Some(s) = &self.sdwan else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for p in s.peers.values() {
-            if peer.is_some_and(|a| a != p.sa.remote_ip) {
-                continue;
-            }
-            let Some(t) = s.tloc(&p.sa.local_color) else {
-                continue;
-            };
-            let cold = |id: SaId| -> Option<(SaId, &SaCold)> { Some((id, self.table.cold(id)?)) };
-            let (inb, outb) =
-                self.sa_pair_counters(p.inbound.iter().map(|(_, id)| *id), p.outbound.map(|o| o.1));
-            out.push(SaEntry {
-                name: &t.name,
-                tag: format!("{}-vesen-head-0", t.name),
-                local: p.sa.local_ip,
-                local_ident: host_ident(p.sa.local_ip, p.sa.local_port),
-                remote_ident: host_ident(p.sa.remote_ip, p.sa.remote_port),
-                peer: p.sa.remote_ip,
-                port: p.sa.remote_port,
-                inbound: p.inbound.iter().filter_map(|(_, id)| cold(*id)).collect(),
-                outbound: p.outbound.and_then(|o| cold(o.1)),
-                inb,
-                outb,
-                udp: true,
-                keys_note: "keys from OMP",
-                pfs: None,
-                replay: true,
-            });
-        }
-        out
+    /// The `show crypto ipsec sa` row of the SD-WAN peer registered as `e`,
+    /// an ident under its TLOC's interface.
+    pub(crate) fn sdwan_sa_row(&self, e: &TunnelEntry) -> Option<CryptoSaRow> {
+        let p = self.sdwan.as_ref()?.peer_by_index(e.index)?;
+        let (inb, outb) = self.tunnel_counters(e);
+        Some(CryptoSaRow {
+            name: e.name.clone(),
+            tag: format!("{}-vesen-head-0", e.name),
+            grouped: true,
+            local: p.sa.local_ip,
+            local_ident: host_ident(p.sa.local_ip, p.sa.local_port),
+            remote_ident: host_ident(p.sa.remote_ip, p.sa.remote_port),
+            peer: p.sa.remote_ip,
+            port: p.sa.remote_port,
+            inbound: e
+                .inbound
+                .iter()
+                .filter_map(|s| self.esp_sa_row(s.id))
+                .collect(),
+            outbound: e.outbound.and_then(|s| self.esp_sa_row(s.id)),
+            totals: SaTotals::new(&inb, &outb),
+            udp: true,
+            keys_note: "keys from OMP",
+            pfs: None,
+            replay: true,
+        })
     }
 
     /// `show sdwan bfd sessions`.
@@ -277,6 +270,17 @@ impl Owner {
 
     /// `clear sdwan control connections`: every control connection and
     /// every BFD session flaps; everything is relearned.
+    /// `clear sdwan control connection-history` on the edge.
+    pub(crate) fn sdwan_clear_control_history(&mut self) -> Result<(String, Value)> {
+        self.edge()?;
+        self.sdwan
+            .as_mut()
+            .expect("checked above")
+            .edge
+            .clear_history();
+        Ok((String::new(), json!({})))
+    }
+
     pub(crate) fn sdwan_clear_control(&mut self) -> Result<(String, Value)> {
         let n = self.edge()?.tlocs.len();
         self.sdwan_flap_peers(None);
@@ -326,8 +330,9 @@ impl Owner {
         let rows: Vec<render::InboundConnectionRow> = s
             .peers
             .values()
-            .filter(|p| !p.inbound.is_empty())
-            .map(|p| render::InboundConnectionRow {
+            .filter_map(|p| Some((p, self.registry.by_index(p.index)?)))
+            .filter(|(_, e)| !e.inbound.is_empty())
+            .map(|(p, e)| render::InboundConnectionRow {
                 source_ip: p.sa.remote_ip,
                 source_port: p.sa.remote_port,
                 destination_ip: p.sa.local_ip,
@@ -337,7 +342,7 @@ impl Owner {
                 local_tloc: s.cfg.system_ip,
                 local_tloc_color: p.sa.local_color.clone(),
                 encryption_algorithm: "AES-GCM-256",
-                tc_spis: p.inbound.len() as u32,
+                tc_spis: e.inbound.len() as u32,
             })
             .collect();
         Ok(render::ipsec_inbound_connections(&rows))
@@ -350,7 +355,7 @@ impl Owner {
             .peers
             .values()
             .filter_map(|p| {
-                let (spi, _, _) = p.outbound?;
+                let spi = self.registry.by_index(p.index)?.outbound?.spi;
                 Some(render::OutboundConnectionRow {
                     source_ip: p.sa.local_ip,
                     source_port: p.sa.local_port,
@@ -405,9 +410,9 @@ impl Owner {
         let rows: Vec<render::TunnelStatisticsRow> = s
             .peers
             .values()
-            .map(|p| {
-                let (inb, outb) = self
-                    .sa_pair_counters(p.inbound.iter().map(|(_, id)| *id), p.outbound.map(|o| o.1));
+            .filter_map(|p| Some((p, self.registry.by_index(p.index)?)))
+            .map(|(p, e)| {
+                let (inb, outb) = self.tunnel_counters(e);
                 render::TunnelStatisticsRow {
                     protocol: "ipsec",
                     src_ip: p.sa.local_ip,

@@ -244,6 +244,10 @@ pub trait BatchHandler {
     fn poll_handoff(&mut self, _queue: u32, _tx: &mut XskTx) {}
     /// Called when the worker has been idle for a poll interval (timers, flushing).
     fn on_idle(&mut self, _queue: u32) {}
+    /// The receive ring was found empty (before the worker spins or
+    /// waits): the end of a burst, where work held over batches (GRO)
+    /// goes. Also once when the worker stops.
+    fn on_rx_empty(&mut self, _queue: u32) {}
 }
 
 /// One AF_XDP socket bound to one rx queue, with its UMEM and rings.
@@ -617,6 +621,9 @@ impl XskQueue {
             }
             // SAFETY: descs are overwritten with frames of this UMEM.
             let n = unsafe { self.rx.consume(&mut descs) };
+            if n == 0 {
+                handler.on_rx_empty(self.queue);
+            }
             if n == 0
                 && self.busy_poll
                 && spin_since.get_or_insert_with(Instant::now).elapsed() < BUSY_SPIN
@@ -700,6 +707,7 @@ impl XskQueue {
                 add_single_writer(&self.stats.fill_stashed, 1);
             }
         }
+        handler.on_rx_empty(self.queue);
         info!(queue = self.queue, "AF_XDP worker stopped");
         Ok(())
     }

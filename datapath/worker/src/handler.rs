@@ -2,7 +2,7 @@
 //! (`xdpsec-datapath`), decrypted packets to the inside (TUN, sink, or in
 //! gateway mode the inside interface's AF_XDP socket), and packets read
 //! from the TUN or the inside socket encrypted and sent through AF_XDP TX.
-use std::{net::IpAddr, ops::Range, os::fd::RawFd, sync::Arc, time::Instant};
+use std::{net::IpAddr, os::fd::RawFd, sync::Arc, time::Instant};
 
 use arc_swap::ArcSwap;
 use xdpsec_afxdp::{BATCH_SIZE, BatchHandler, RxBatch, XskQueue, XskTx, add_single_writer};
@@ -15,7 +15,10 @@ use crate::{
     frame::{encap_frame, ethernet_frame, ip_packet},
     handoff::{HandoffQueue, HandoffSlot},
     neighbors::{InsideNeighbors, NextHopMacs},
-    offload::{self, VNET_HDR_LEN, VnetHdr, gro::Gro},
+    offload::{
+        self, VNET_HDR_LEN, VnetHdr,
+        gro::{Gro, GroOut},
+    },
     punt::PuntHub,
     routes::{RouteTable, inner_dst},
     stats::IoStats,
@@ -105,12 +108,8 @@ pub struct DatapathHandler {
     tun_buf: Box<[u8]>,
     /// With offloads: one segment being cut from a super-packet.
     seg_buf: Box<[u8]>,
-    /// With offloads: one coalesced super-packet being written.
-    gro_buf: Box<[u8]>,
-    /// With offloads: the batch's decrypted packets for the TUN (frame
-    /// index, inner packet), coalesced and written after the batch.
-    to_tun: Vec<(usize, Range<usize>)>,
-    /// With offloads: the coalescing scratch.
+    /// With offloads: the decrypted TCP segments being coalesced (open
+    /// groups are written when the receive ring is empty).
     gro: Gro,
     /// `XDPSEC_BENCH_COUNT_ONLY=1`: receive and count, nothing else (the
     /// raw AF_XDP ceiling `cargo xtask bench --e2e` compares against).
@@ -141,8 +140,6 @@ impl DatapathHandler {
             io,
             tun_buf: vec![0u8; 65536 + VNET_HDR_LEN].into_boxed_slice(),
             seg_buf: vec![0u8; 65536].into_boxed_slice(),
-            gro_buf: vec![0u8; 65536 + 64].into_boxed_slice(),
-            to_tun: Vec::with_capacity(BATCH_SIZE),
             gro: Gro::default(),
             count_only: std::env::var_os("XDPSEC_BENCH_COUNT_ONLY").is_some_and(|v| v == "1"),
             #[cfg(feature = "test-hooks")]
@@ -210,11 +207,15 @@ impl DatapathHandler {
         };
         let mut last_request = None;
         let mut woken = 0u64; // bit per owner worker to notify once
+        let mut vnet = VnetWrites::new(&self.inside);
         for (i, frame) in frames[..n].iter_mut().enumerate() {
             match &self.verdicts[i] {
                 Verdict::Deliver { inner, .. } => match &mut self.inside {
-                    // Written after the batch, coalesced.
-                    InsideIo::TunVnet(_) => self.to_tun.push((i, inner.clone())),
+                    // Coalesced: written now, or when its group closes.
+                    InsideIo::TunVnet(_) => {
+                        let pkt = &frame.as_mut()[inner.clone()];
+                        self.gro.push(pkt, i as u32, &mut |o| vnet.write(o));
+                    }
                     InsideIo::Tun(fd) => {
                         let fd = *fd;
                         if tun::write_packet(fd, &frame.as_mut()[inner.clone()]) {
@@ -290,10 +291,9 @@ impl DatapathHandler {
                 }
             }
         }
-        if !self.to_tun.is_empty() {
-            let (ok, err) = self.write_tun_vnet(&mut frames[..n]);
-            tun_ok += ok;
-            tun_err += err;
+        if vnet.fd >= 0 {
+            self.gro.end_batch(&mut |o| vnet.write(o));
+            vnet.count(&self.io);
         }
         if armed {
             self.tap.after(
@@ -390,6 +390,16 @@ impl BatchHandler for DatapathHandler {
         }
     }
 
+    fn on_rx_empty(&mut self, _queue: u32) {
+        // With offloads: the open groups go (as NAPI flushes GRO at the
+        // end of a poll), whatever their age.
+        if !self.gro.is_empty() {
+            let mut vnet = VnetWrites::new(&self.inside);
+            self.gro.flush(&mut |o| vnet.write(o));
+            vnet.count(&self.io);
+        }
+    }
+
     fn on_idle(&mut self, _queue: u32) {
         // Gateway mode: frames a kick left on the inside tx ring go now.
         if let InsideIo::Xdp(x) = &mut self.inside {
@@ -441,60 +451,6 @@ impl BatchHandler for DatapathHandler {
 }
 
 impl DatapathHandler {
-    /// With offloads: write the batch's decrypted packets (`to_tun`) to
-    /// the TUN, in-order TCP segments of a flow coalesced into one
-    /// super-packet with a GSO header, everything else alone marked
-    /// `DATA_VALID`. Returns the packets written and refused (a
-    /// super-packet counts for each of its segments); the super-packets
-    /// written are counted in `tun_gro_tx`.
-    fn write_tun_vnet<F: AsMut<[u8]>>(&mut self, frames: &mut [F]) -> (u64, u64) {
-        let InsideIo::TunVnet(t) = &self.inside else {
-            return (0, 0);
-        };
-        let fd = t.fd;
-        // The packets, in batch order (to_tun's indices ascend).
-        let mut pkts: [&[u8]; BATCH_SIZE] = [&[]; BATCH_SIZE];
-        let mut n = 0;
-        let mut want = self.to_tun.iter().peekable();
-        for (i, f) in frames.iter_mut().enumerate() {
-            if let Some((j, r)) = want.peek()
-                && *j == i
-            {
-                let f: &[u8] = f.as_mut();
-                pkts[n] = f.get(r.clone()).unwrap_or(&[]);
-                n += 1;
-                want.next();
-            }
-        }
-        self.to_tun.clear();
-        self.gro.plan(pkts[..n].iter().copied());
-        let (mut ok, mut err, mut supers) = (0, 0, 0);
-        let data_valid = VnetHdr::DATA_VALID.emit();
-        for &o in self.gro.outputs() {
-            let count = u64::from(o.count);
-            let written = if o.count == 1 {
-                tun::write_vnet(fd, &data_valid, pkts[usize::from(o.first)])
-            } else {
-                let members = self.gro.members(o).map(|m| pkts[usize::from(m)]);
-                match offload::gro::build(members, &mut self.gro_buf) {
-                    Some((h, len)) => {
-                        let w = tun::write_vnet(fd, &h.emit(), &self.gro_buf[..len]);
-                        supers += u64::from(w);
-                        w
-                    }
-                    None => false,
-                }
-            };
-            if written {
-                ok += count;
-            } else {
-                err += count;
-            }
-        }
-        add_single_writer(&self.io.tun_gro_tx, supers);
-        (ok, err)
-    }
-
     /// With offloads: a bounded batch of reads from the TUN, each a
     /// virtio-net header and a packet; super-packets are cut into
     /// segments of at most the TUN's MTU, each routed and sealed as one
@@ -605,6 +561,54 @@ impl DatapathHandler {
         add_single_writer(&self.io.inside_segmented, cut);
         add_single_writer(&self.io.gso_segments, segments);
         tally.finish(&self.handoff, &self.io);
+    }
+}
+
+/// With offloads: the writes of coalesced and single packets to the TUN
+/// and their counts (a super-packet counts once in `tun_gro_tx` and for
+/// each of its segments in `tun_tx` or `tun_tx_errors`).
+struct VnetWrites {
+    /// The TUN queue; -1 when the inside is not a TUN with offloads.
+    fd: RawFd,
+    ok: u64,
+    err: u64,
+    supers: u64,
+    coalesced: u64,
+}
+
+impl VnetWrites {
+    fn new(inside: &InsideIo) -> Self {
+        VnetWrites {
+            fd: match inside {
+                InsideIo::TunVnet(t) => t.fd,
+                _ => -1,
+            },
+            ok: 0,
+            err: 0,
+            supers: 0,
+            coalesced: 0,
+        }
+    }
+
+    /// One packet, after its virtio-net header, in one system call.
+    fn write(&mut self, o: GroOut<'_>) {
+        let n = o.tags.len() as u64;
+        if tun::write_vnet(self.fd, &o.hdr.emit(), o.pkt) {
+            self.ok += n;
+            if o.hdr.gso() != offload::GSO_NONE {
+                self.supers += 1;
+                self.coalesced += n;
+            }
+        } else {
+            self.err += n;
+        }
+    }
+
+    fn count(&self, io: &IoStats) {
+        add_single_writer(&io.tun_tx, self.ok);
+        add_single_writer(&io.tun_tx_errors, self.err);
+        add_single_writer(&io.tun_gro_tx, self.supers);
+        add_single_writer(&io.tun_gro_segments, self.coalesced);
     }
 }
 

@@ -30,6 +30,9 @@ pub struct IoStats {
     /// With offloads: coalesced super-packets written to the TUN (their
     /// segments are counted in tun_tx).
     pub tun_gro_tx: AtomicU64,
+    /// With offloads: the segments those super-packets carried (part of
+    /// tun_tx; tun_gro_segments / tun_gro_tx is the average coalesced).
+    pub tun_gro_segments: AtomicU64,
     /// Gateway mode: decrypted packets queued on the inside interface's
     /// AF_XDP TX as Ethernet frames.
     pub inside_tx: AtomicU64,
@@ -113,7 +116,7 @@ pub const QUEUE_FIELDS: [&str; N_QUEUE_FIELDS] = [
 ];
 
 /// Number of the worker's I/O counters in [`QueueInfo::io_counters`].
-pub const N_IO_COUNTERS: usize = 22;
+pub const N_IO_COUNTERS: usize = 23;
 
 impl QueueInfo {
     /// The worker's I/O counters around the core, by name, in display
@@ -153,6 +156,7 @@ impl QueueInfo {
             ("tun_gso_rx", r(&io.tun_gso_rx)),
             ("gso_segments", r(&io.gso_segments)),
             ("tun_gro_tx", r(&io.tun_gro_tx)),
+            ("tun_gro_segments", r(&io.tun_gro_segments)),
             // Gateway mode: oversized TCP from the inside, cut.
             ("inside_segmented", r(&io.inside_segmented)),
         ]

@@ -253,10 +253,44 @@ fn partial_checksums_are_completed() {
     }
 }
 
-fn plan(pkts: &[Vec<u8>]) -> Vec<Vec<u16>> {
+/// What the coalescer writes, in order: header, packet, tags.
+type Written = Vec<(VnetHdr, Vec<u8>, Vec<u16>)>;
+
+/// Push `pkts` (tagged with their indices) into `g`, the batches ending
+/// after the indices in `ends`, and collect what is written.
+fn push_batches(g: &mut Gro, pkts: &[Vec<u8>], ends: &[usize], out: &mut Written) {
+    let mut w = |o: GroOut<'_>| record(out, o);
+    for (i, p) in pkts.iter().enumerate() {
+        g.push(p, i as u32, &mut w);
+        if ends.contains(&i) {
+            g.end_batch(&mut w);
+        }
+    }
+}
+
+fn record(out: &mut Written, o: GroOut<'_>) {
+    out.push((
+        o.hdr,
+        o.pkt.to_vec(),
+        o.tags.iter().map(|&t| t as u16).collect(),
+    ))
+}
+
+/// Everything written for `pkts` pushed as one batch and flushed.
+fn written(pkts: &[Vec<u8>]) -> Written {
     let mut g = Gro::default();
-    let outs = g.plan(pkts.iter().map(|p| p.as_slice())).to_vec();
-    let groups: Vec<Vec<u16>> = outs.iter().map(|o| g.members(*o).collect()).collect();
+    let mut out = Vec::new();
+    push_batches(&mut g, pkts, &[pkts.len()], &mut out);
+    g.flush(&mut |o| record(&mut out, o));
+    assert!(g.is_empty());
+    out
+}
+
+/// The packets (indices) of each packet written for `pkts`, checking
+/// that each is written once and a packet written alone is unchanged.
+fn plan(pkts: &[Vec<u8>]) -> Vec<Vec<u16>> {
+    let out = written(pkts);
+    let groups: Vec<Vec<u16>> = out.iter().map(|(_, _, t)| t.clone()).collect();
     let mut all: Vec<u16> = groups.iter().flatten().copied().collect();
     all.sort();
     assert_eq!(
@@ -264,21 +298,24 @@ fn plan(pkts: &[Vec<u8>]) -> Vec<Vec<u16>> {
         (0..pkts.len() as u16).collect::<Vec<_>>(),
         "each packet once"
     );
-    for (o, m) in outs.iter().zip(&groups) {
-        assert_eq!(usize::from(o.count), m.len());
+    for (h, p, t) in &out {
+        if let [one] = t[..] {
+            assert_eq!((h, p), (&VnetHdr::DATA_VALID, &pkts[usize::from(one)]));
+        }
     }
     groups
 }
 
+/// The one super-packet the packets `members` of `pkts` make.
 fn coalesce(pkts: &[Vec<u8>], members: &[u16]) -> (VnetHdr, Vec<u8>) {
-    let mut out = vec![0u8; 70000];
-    let (h, n) = build(
-        members.iter().map(|&i| pkts[usize::from(i)].as_slice()),
-        &mut out,
-    )
-    .unwrap();
-    out.truncate(n);
-    (h, out)
+    let sel: Vec<Vec<u8>> = members
+        .iter()
+        .map(|&i| pkts[usize::from(i)].clone())
+        .collect();
+    let mut out = written(&sel);
+    assert_eq!(out.len(), 1);
+    let (h, p, _) = out.remove(0);
+    (h, p)
 }
 
 #[test]
@@ -395,6 +432,67 @@ fn super_packets_stay_within_64k() {
 }
 
 #[test]
+fn groups_stay_open_across_batches_until_flushed() {
+    for v6 in [false, true] {
+        let data = payload(9000);
+        let (hdr, p) = gso_tcp(v6, 0x10, &[], &data, 1000);
+        let segs = segments(&hdr, &p, 1376);
+        assert_eq!(segs.len(), 9);
+        let mut g = Gro::default();
+        let mut out = Vec::new();
+        // Three batches: nothing is written at their ends.
+        push_batches(&mut g, &segs, &[2, 5, 8], &mut out);
+        assert!(out.is_empty() && !g.is_empty());
+        // The receive ring is empty: one super-packet of all nine.
+        g.flush(&mut |o| record(&mut out, o));
+        assert_eq!(out.len(), 1);
+        let (h, mut sup, tags) = out.remove(0);
+        assert_eq!(tags, (0..9).collect::<Vec<u16>>());
+        assert_eq!((h.gso_size, h.flags), (1000, F_NEEDS_CSUM));
+        complete_checksum(&h, &mut sup).unwrap();
+        let mut want = tcp(v6, 1000, 0x10, &[], &data);
+        if !v6 {
+            want[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+        }
+        assert_eq!(sup, want);
+    }
+}
+
+#[test]
+fn a_group_is_written_when_it_closes_or_grows_old() {
+    let seg = |seq: u32, flags: u8| tcp(false, seq, flags, &[], &payload(100));
+    // PSH closes the group: written at once, before any flush.
+    let mut g = Gro::default();
+    let mut out = Vec::new();
+    let p = vec![seg(1000, 0x10), seg(1100, 0x10), seg(1200, 0x18)];
+    push_batches(&mut g, &p, &[], &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].2, vec![0, 1, 2]);
+    assert!(g.is_empty());
+    // An open group is written after MAX_AGE batch ends, not before.
+    let mut out = Vec::new();
+    push_batches(&mut g, &p[..1], &[], &mut out);
+    for _ in 1..MAX_AGE {
+        g.end_batch(&mut |_| panic!("written too early"));
+    }
+    g.end_batch(&mut |o| record(&mut out, o));
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].0, &out[0].1), (VnetHdr::DATA_VALID, &p[0]));
+    // One flow more than MAX_GROUPS: the oldest group is written.
+    let flows: Vec<Vec<u8>> = (0..=MAX_GROUPS)
+        .map(|i| {
+            let mut s = seg(1000, 0x10);
+            s[21] = i as u8; // the source port
+            s
+        })
+        .collect();
+    let mut out = Vec::new();
+    push_batches(&mut g, &flows, &[], &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].2, vec![0]);
+}
+
+#[test]
 fn garbage_never_panics() {
     let mut g = Gro::default();
     let mut scratch = vec![0u8; 4000];
@@ -412,14 +510,12 @@ fn garbage_never_panics() {
         if let Some(b) = p.first_mut() {
             *b = if n % 2 == 0 { 0x45 } else { 0x60 };
         }
-        let pkts = [p.clone(), p.clone()];
-        let outs = g.plan(pkts.iter().map(|p| p.as_slice())).to_vec();
-        for o in outs {
-            let members: Vec<u16> = g.members(o).collect();
-            let _ = build(
-                members.iter().map(|&i| pkts[usize::from(i)].as_slice()),
-                &mut scratch,
-            );
+        let mut n_out = 0;
+        g.push(&p, 0, &mut |_| n_out += 1);
+        g.push(&p, 1, &mut |_| n_out += 1);
+        g.end_batch(&mut |_| n_out += 1);
+        if n % 3 == 0 {
+            g.flush(&mut |_| n_out += 1);
         }
         for t in [GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, GSO_NONE] {
             let h = VnetHdr {
