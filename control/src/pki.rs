@@ -13,7 +13,9 @@
 //!   application check;
 //! - an IP-address subjectAltName = the system-ip.
 //!
-//! Keys are ECDSA P-256. Key files are created with mode 0600 (never wider,
+//! Keys are ECDSA P-256; a device's may be ECDSA P-384 or RSA-2048
+//! (`--key-type`; an RSA key is imported with `--key`: ring, rcgen's
+//! backend here, cannot generate RSA keys). Key files are created with mode 0600 (never wider,
 //! not even while being written), every file is written to a temporary name
 //! in the target directory and renamed, and key material in memory is
 //! zeroized after writing.
@@ -32,7 +34,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
-    SanType, SerialNumber, string::PrintableString,
+    PKCS_ECDSA_P384_SHA384, PKCS_RSA_SHA256, SanType, SerialNumber, SignatureAlgorithm,
+    string::PrintableString,
 };
 use time::{Duration, OffsetDateTime, format_description::well_known::Rfc3339};
 use zeroize::{Zeroize, Zeroizing};
@@ -74,6 +77,32 @@ impl fmt::Display for Role {
     }
 }
 
+/// A device key's type (`--key-type`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyType {
+    /// ECDSA on P-256, signing with SHA-256.
+    #[default]
+    #[value(name = "ecdsa-p256")]
+    EcdsaP256,
+    /// ECDSA on P-384, signing with SHA-384.
+    #[value(name = "ecdsa-p384")]
+    EcdsaP384,
+    /// RSA of 2048 bits or more (PKCS#1 v1.5 with SHA-256); imported with
+    /// `--key`, never generated.
+    #[value(name = "rsa-2048")]
+    Rsa2048,
+}
+
+impl KeyType {
+    fn algorithm(self) -> &'static SignatureAlgorithm {
+        match self {
+            KeyType::EcdsaP256 => &PKCS_ECDSA_P256_SHA256,
+            KeyType::EcdsaP384 => &PKCS_ECDSA_P384_SHA384,
+            KeyType::Rsa2048 => &PKCS_RSA_SHA256,
+        }
+    }
+}
+
 /// `xdpsec pki ...`
 #[derive(clap::Subcommand)]
 pub enum PkiCommand {
@@ -107,6 +136,15 @@ pub enum PkiCommand {
         /// an edge, serverAuth for a controller).
         #[arg(long, value_enum)]
         role: Role,
+        /// The device key's type. ring (the crypto library here) cannot
+        /// generate RSA keys: with rsa-2048 give the key with --key (e.g.
+        /// `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048`).
+        #[arg(long, value_enum, default_value_t = KeyType::EcdsaP256)]
+        key_type: KeyType,
+        /// Certify this PKCS#8 PEM private key (of --key-type) instead of
+        /// generating one; it is written to DIR/device.key (0600) too.
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
         /// Validity in days from now, or from --not-before [default: 365].
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=36500), conflicts_with = "not_after")]
         days: Option<u32>,
@@ -154,12 +192,20 @@ pub fn main(cmd: PkiCommand) -> ExitCode {
             serial,
             system_ip,
             role,
+            key_type,
+            key,
             days,
             not_before,
             not_after,
             out,
             force,
         } => validity(now_seconds(), days, not_before, not_after).and_then(|(nb, na)| {
+            let key_pem = match &key {
+                Some(f) => Some(Zeroizing::new(
+                    std::fs::read_to_string(f).with_context(|| format!("--key {}", f.display()))?,
+                )),
+                None => None,
+            };
             let dev = DeviceSpec {
                 organization: &organization,
                 serial: &serial,
@@ -167,6 +213,8 @@ pub fn main(cmd: PkiCommand) -> ExitCode {
                 role,
                 not_before: nb,
                 not_after: na,
+                key_type,
+                key_pem: key_pem.as_ref().map(|k| k.as_str()),
             };
             make_device(&ca, &dev, &out, force)
                 .map(|()| println!("{}", out.join("device.crt").display()))
@@ -309,6 +357,10 @@ pub struct DeviceSpec<'a> {
     pub role: Role,
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
+    /// The key's type.
+    pub key_type: KeyType,
+    /// A PKCS#8 PEM key to certify (`--key`); None: generate one.
+    pub key_pem: Option<&'a str>,
 }
 
 /// Issues a device certificate in `out`, signed by the CA in `ca_dir`.
@@ -376,7 +428,16 @@ fn issue_device(
     params.not_before = dev.not_before;
     params.not_after = dev.not_after;
     params.serial_number = Some(random_serial()?);
-    let mut key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).context("generating the key")?;
+    let alg = dev.key_type.algorithm();
+    let mut key = match (dev.key_pem, dev.key_type) {
+        (Some(pem), t) => KeyPair::from_pem_and_sign_algo(pem, alg).map_err(|e| {
+            anyhow!("--key: not a PKCS#8 PEM private key of --key-type {t:?} ({e})")
+        })?,
+        (None, KeyType::Rsa2048) => bail!(
+            "--key-type rsa-2048 needs --key FILE: ring cannot generate RSA keys (make one with `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out FILE`)"
+        ),
+        (None, _) => KeyPair::generate_for(alg).context("generating the key")?,
+    };
     let cert = params.signed_by(&key, &issuer);
     let key_pem = Zeroizing::new(key.serialize_pem());
     key.zeroize();
@@ -680,6 +741,8 @@ pub(crate) fn test_pki(dir: &Path, devices: &[(&str, Role, &str, &str)]) {
             role,
             not_before: t0,
             not_after: t1,
+            key_type: KeyType::EcdsaP256,
+            key_pem: None,
         };
         make_device(&dir.join("ca"), &spec, &dir.join(name), false).unwrap();
     }
@@ -688,6 +751,79 @@ pub(crate) fn test_pki(dir: &Path, devices: &[(&str, Role, &str, &str)]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A device certificate of each key type: the IKE core loads it with
+    /// its key and reports the type; RSA needs an imported key (openssl's).
+    #[test]
+    fn device_key_types() {
+        let dir = std::env::temp_dir().join(format!("xdpsec-pki-keytypes-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        make_ca("xdpsec-test", &dir.join("ca"), false).unwrap();
+        let (t0, t1) = validity(OffsetDateTime::now_utc(), None, None, None).unwrap();
+        let rsa = dir.join("rsa.pem");
+        let out = std::process::Command::new("openssl")
+            .args([
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+            ])
+            .arg(&rsa)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let rsa_pem = std::fs::read_to_string(&rsa).unwrap();
+        use xdpsec_ike::cert::{Credentials, KeyKind};
+        for (t, pem, kind) in [
+            (KeyType::EcdsaP256, None, KeyKind::EcdsaP256),
+            (KeyType::EcdsaP384, None, KeyKind::EcdsaP384),
+            (KeyType::Rsa2048, Some(rsa_pem.as_str()), KeyKind::Rsa),
+        ] {
+            let spec = DeviceSpec {
+                organization: "xdpsec-test",
+                serial: "1A",
+                system_ip: "10.0.0.1".parse().unwrap(),
+                role: Role::Edge,
+                not_before: t0,
+                not_after: t1,
+                key_type: t,
+                key_pem: pem,
+            };
+            let out = dir.join(format!("{t:?}"));
+            make_device(&dir.join("ca"), &spec, &out, false).unwrap();
+            let read = |f: &str| std::fs::read(f).unwrap();
+            let c = Credentials::from_pem(
+                &read(out.join("device.crt").to_str().unwrap()),
+                &read(out.join("device.key").to_str().unwrap()),
+                &read(dir.join("ca/ca.crt").to_str().unwrap()),
+            )
+            .unwrap();
+            assert_eq!(c.kind(), kind);
+            assert!(c.verify_chain(&[c.cert_der().to_vec()]).is_ok());
+        }
+        // RSA without a key, and a key of another type, are refused
+        // with the flag named; nothing is written.
+        let mut spec = DeviceSpec {
+            organization: "xdpsec-test",
+            serial: "1B",
+            system_ip: "10.0.0.2".parse().unwrap(),
+            role: Role::Edge,
+            not_before: t0,
+            not_after: t1,
+            key_type: KeyType::Rsa2048,
+            key_pem: None,
+        };
+        let e = make_device(&dir.join("ca"), &spec, &dir.join("bad"), false).unwrap_err();
+        assert!(format!("{e:#}").contains("--key"), "{e:#}");
+        spec.key_type = KeyType::EcdsaP384;
+        spec.key_pem = Some(&rsa_pem);
+        let e = make_device(&dir.join("ca"), &spec, &dir.join("bad"), false).unwrap_err();
+        assert!(format!("{e:#}").contains("--key"), "{e:#}");
+        assert!(!dir.join("bad").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn serial_is_hex_upper_cased() {

@@ -14,9 +14,10 @@ use crate::{
 pub const INNER: [&str; 2] = ["203.0.113.1", "203.0.113.2"];
 
 /// An xdpsec config for node `side` (0 or 1) of `lab` with one IKE tunnel
-/// (`Tunnel2`, UDP-encapsulated unless `extra` has an `encap` line) to the
-/// other node, `extra` lines added to the tunnel (e.g. lifetimes; a
-/// `local_subnets` or `remote_subnets` line there replaces the default). An empty
+/// (`Tunnel2`, UDP-encapsulated unless `extra` has an `encap` line; with
+/// `psk` unless `extra` has an `auth` line) to the other node, `extra`
+/// lines added to the tunnel (e.g. lifetimes; a `local_subnets` or
+/// `remote_subnets` line there replaces the default). An empty
 /// proposal string leaves its key out
 /// ([`NO_PROPOSALS`](crate::strongswan::NO_PROPOSALS): xdpsec's defaults).
 pub fn ike_config(
@@ -56,17 +57,13 @@ address = "{inner_local}/32"
 name = "Tunnel2"
 kind = "ike"
 peer = "{peer}"
-{encap}psk = "{psk}"
-{ike}{esp}initiate = {initiate}
+{encap}{psk}{ike}{esp}initiate = {initiate}
 {local_subnets}{remote_subnets}{extra}
 "#,
         n = side + 1,
         // UDP-encapsulated unless `extra` says otherwise.
-        encap = if extra.lines().any(|l| l.trim_start().starts_with("encap ")) {
-            ""
-        } else {
-            "encap = \"udp\"\n"
-        },
+        encap = unless_in(extra, "encap", "encap = \"udp\"\n"),
+        psk = unless_in(extra, "auth", &format!("psk = \"{psk}\"\n")),
         local = under[side],
         peer = under[1 - side],
         inner_local = INNER[side],
@@ -95,6 +92,47 @@ fn unless_in(extra: &str, key: &str, line: &str) -> String {
     } else {
         line.to_string()
     }
+}
+
+/// Selectors with `n` more /32s each way than the inner addresses, to
+/// make IKE_AUTH long: xdpsec's (node 1: [`INNER`]\[0\] and
+/// 203.0.113.101 on) as its tunnel's `local_subnets` and `remote_subnets`
+/// lines, and charon's `local_ts` and `remote_ts` (node 2: [`INNER`]\[1\]
+/// and 203.0.113.201 on).
+pub fn many_selectors(n: u8) -> (String, Vec<String>, Vec<String>) {
+    let ours: Vec<String> = std::iter::once(format!("{}/32", INNER[0]))
+        .chain((101..101 + n).map(|k| format!("203.0.113.{k}/32")))
+        .collect();
+    let theirs: Vec<String> = std::iter::once(format!("{}/32", INNER[1]))
+        .chain((201..201 + n).map(|k| format!("203.0.113.{k}/32")))
+        .collect();
+    let list = |v: &[String]| {
+        v.iter()
+            .map(|s| format!("\"{s}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let lines = format!(
+        "local_subnets = [{}]\nremote_subnets = [{}]\n",
+        list(&ours),
+        list(&theirs)
+    );
+    (lines, theirs, ours)
+}
+
+/// Put [`many_selectors`]' `n` extra addresses of charon's side on
+/// `lo` of node 2: charon routes to the remote selectors with a local
+/// address inside its `local_ts` as source, and refuses the child SA
+/// ("error installing route") where the first it picks is not there.
+pub fn charon_selector_addrs(lab: &Lab, n: u8) -> Result<()> {
+    for k in 201..201 + n {
+        let a = format!("203.0.113.{k}/32");
+        let out = Lab::exec(&lab.ns2, &["ip", "addr", "add", &a, "dev", "lo"])?;
+        if !out.status.success() {
+            bail!("adding {a} on lo in {}: {out:?}", lab.ns2);
+        }
+    }
+    Ok(())
 }
 
 /// `key = ["value"]` and a newline, or nothing for an empty value.

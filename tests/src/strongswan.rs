@@ -53,6 +53,24 @@ pub const PLUGINS: &[&str] = &[
     "kdf",
 ];
 
+/// The plugins added for certificate authentication
+/// ([`CharonOpts::creds`]): X.509 and PEM parsing, PKCS#1/#8 keys, public
+/// keys, and the path checks.
+pub const CERT_PLUGINS: &[&str] = &["x509", "pem", "pkcs1", "pkcs8", "pubkey", "constraints"];
+
+/// charon's own certificate, key and CA for certificate authentication
+/// (PEM files, copied into its swanctl directories as `x509/local.crt`,
+/// `private/local.key` and `x509ca/ca.crt`).
+#[derive(Clone, Debug)]
+pub struct CharonCreds {
+    /// Its certificate.
+    pub cert: PathBuf,
+    /// Its private key (PKCS#8).
+    pub key: PathBuf,
+    /// The CA it trusts for the peer's certificate.
+    pub ca: PathBuf,
+}
+
 /// IKE and ESP proposals: AES-256-GCM with PRF HMAC-SHA2-256 and X25519.
 pub const GCM_X25519: Proposals = Proposals {
     ike: "aes256gcm16-prfsha256-x25519",
@@ -105,6 +123,12 @@ pub struct CharonOpts {
     // Not `ike = 4`: that also dumps the PSK; put ("ike", 4) in `log_levels`
     // for the IKE SA's keys.
     pub log_keys: bool,
+    /// Certificate authentication: these credentials, and the
+    /// [`CERT_PLUGINS`] loaded.
+    pub creds: Option<CharonCreds>,
+    /// `charon.signature_authentication`: false makes charon neither
+    /// announce nor use RFC 7427 (classic AUTH methods 1, 9, 10 only).
+    pub signature_authentication: bool,
     /// `charon.fragment_size`: the largest IP datagram of an IKE message
     /// or fragment (RFC 7383); None: charon's default (1280).
     pub fragment_size: Option<u32>,
@@ -121,6 +145,8 @@ impl Default for CharonOpts {
             retransmit_timeout: 1.0,
             log_levels: vec![("default", 1), ("ike", 2), ("cfg", 2)],
             log_keys: false,
+            creds: None,
+            signature_authentication: true,
             fragment_size: None,
         }
     }
@@ -150,6 +176,7 @@ impl CharonOpts {
              \x20 port_nat_t = {port_nat_t}\n\
              \x20 retransmit_tries = {tries}\n\
              \x20 retransmit_timeout = {timeout}\n\
+             \x20 signature_authentication = {sigauth}\n\
              {fragment_size}\
              \x20 plugins {{\n\
              \x20   vici {{\n\
@@ -172,9 +199,18 @@ impl CharonOpts {
              \x20 }}\n\
              }}\n\
              swanctl {{\n\
-             \x20 load = pem pkcs1 openssl nonce\n\
+             \x20 load = pem pkcs1 pkcs8 x509 openssl nonce\n\
              }}\n",
-            plugins = PLUGINS.join(" "),
+            plugins = if self.creds.is_some() {
+                [PLUGINS, CERT_PLUGINS].concat().join(" ")
+            } else {
+                PLUGINS.join(" ")
+            },
+            sigauth = if self.signature_authentication {
+                "yes"
+            } else {
+                "no"
+            },
             port = self.port,
             port_nat_t = self.port_nat_t,
             tries = self.retransmit_tries,
@@ -228,6 +264,9 @@ pub struct Conn {
     pub dpd_delay: Option<u32>,
     /// What to do when loaded (`start_action`: `none`, `trap`, `start`).
     pub start_action: &'static str,
+    /// Authenticate with charon's certificate (`auth = pubkey`, `certs =
+    /// local.crt`: [`CharonOpts::creds`]) instead of the PSK, both ways.
+    pub pubkey: bool,
     /// IKE fragmentation (`fragmentation`: `yes`, `accept`, `force`,
     /// `no`); None: swanctl's default (`yes`).
     pub fragmentation: Option<&'static str>,
@@ -263,6 +302,7 @@ impl Conn {
             rand_time: None,
             dpd_delay: None,
             start_action: "none",
+            pubkey: false,
             fragmentation: None,
         }
     }
@@ -324,16 +364,35 @@ impl Conn {
         if let Some(f) = self.fragmentation {
             let _ = writeln!(c, "    fragmentation = {f}");
         }
-        let _ = writeln!(
-            c,
-            "    local {{\n      auth = psk\n      id = {}\n    }}",
-            self.local_identity()
-        );
-        let _ = writeln!(
-            c,
-            "    remote {{\n      auth = psk\n      id = {}\n    }}",
-            self.remote_identity()
-        );
+        if self.pubkey {
+            // Quoted: a DN has spaces and commas. Without a local id,
+            // charon's is its certificate's subject.
+            let id = |i: &Option<String>| match i {
+                Some(i) => format!("\n      id = \"{i}\""),
+                None => String::new(),
+            };
+            let _ = writeln!(
+                c,
+                "    local {{\n      auth = pubkey\n      certs = local.crt{}\n    }}",
+                id(&self.local_id)
+            );
+            let _ = writeln!(
+                c,
+                "    remote {{\n      auth = pubkey{}\n    }}",
+                id(&self.remote_id)
+            );
+        } else {
+            let _ = writeln!(
+                c,
+                "    local {{\n      auth = psk\n      id = {}\n    }}",
+                self.local_identity()
+            );
+            let _ = writeln!(
+                c,
+                "    remote {{\n      auth = psk\n      id = {}\n    }}",
+                self.remote_identity()
+            );
+        }
         let _ = writeln!(c, "    children {{\n      {n} {{");
         let _ = writeln!(c, "        mode = tunnel");
         let _ = writeln!(c, "        local_ts = {}", self.local_ts.join(","));
@@ -350,6 +409,9 @@ impl Conn {
         }
         let _ = writeln!(c, "        start_action = {}", self.start_action);
         let _ = writeln!(c, "      }}\n    }}\n  }}\n}}");
+        if self.pubkey {
+            return c;
+        }
         // Hex, so that quotes, spaces or any byte in a test's PSK need no escaping.
         let hex: String = self.psk.bytes().map(|b| format!("{b:02x}")).collect();
         let _ = writeln!(
@@ -422,6 +484,16 @@ impl Charon {
             "rsa", "ecdsa", "bliss", "pkcs8", "pkcs12",
         ] {
             std::fs::create_dir_all(swanctl.join(sub))?;
+        }
+        if let Some(cr) = &opts.creds {
+            for (from, to) in [
+                (&cr.cert, "x509/local.crt"),
+                (&cr.key, "private/local.key"),
+                (&cr.ca, "x509ca/ca.crt"),
+            ] {
+                std::fs::copy(from, swanctl.join(to))
+                    .with_context(|| format!("copying {}", from.display()))?;
+            }
         }
         let conf = dir.join("strongswan.conf");
         std::fs::write(&conf, opts.strongswan_conf(&dir))?;

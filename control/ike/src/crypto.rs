@@ -611,10 +611,24 @@ pub fn psk_auth(
     sk_p: &[u8],
     id_body: &[u8],
 ) -> Secret {
-    let mac_id = prf(p, sk_p, id_body);
-    let octets = [real_message, peer_nonce, &mac_id].concat();
+    let octets = signed_octets(p, real_message, peer_nonce, sk_p, id_body);
     let k = prf(p, psk, KEY_PAD);
     prf(p, &k, &octets)
+}
+
+/// The octets an AUTH payload covers (RFC 7296 2.15): RealMessage |
+/// Nonce | prf(SK_p, ID'), ID' being the ID payload's body (type,
+/// reserved, data). A PSK AUTH is a MAC of them, a certificate's AUTH a
+/// signature.
+pub fn signed_octets(
+    p: Prf,
+    real_message: &[u8],
+    peer_nonce: &[u8],
+    sk_p: &[u8],
+    id_body: &[u8],
+) -> Vec<u8> {
+    let mac_id = prf(p, sk_p, id_body);
+    [real_message, peer_nonce, &mac_id].concat()
 }
 
 /// NAT detection hash SHA1(SPIi | SPIr | IP | Port) (RFC 7296 2.23).

@@ -2079,6 +2079,8 @@ fn shutdown_and_clear_send_a_delete_for_every_ike_sa() {
     assert_eq!(n.nodes[0].ike.next_timeout(), None);
 }
 
+#[path = "pair/cert.rs"]
+mod cert;
 // ---- IKE fragmentation (RFC 7383) ----------------------------------------
 
 /// A tunnel whose IKE_AUTH is large: 50 /32 selectors each way (about

@@ -681,7 +681,13 @@ fn ike_cert_auth_fields() {
         e.contains("tunnel.ca_file") && e.contains("auth = \"cert\""),
         "{e}"
     );
-    // The daemon refuses it until the exchanges use certificates.
-    assert!(crate::owner::ike_peers(&c).is_err());
+    // The daemon takes it: our identity is the certificate's subject,
+    // the credentials go to the IKE core.
+    let peers = crate::owner::ike_peers(&c).unwrap();
+    assert_eq!(
+        peers[0].local_id,
+        xdpsec_ike::Identity::Dn(creds.subject_der())
+    );
+    assert!(peers[0].cert.is_some());
     std::fs::remove_dir_all(&dir).unwrap();
 }

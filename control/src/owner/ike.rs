@@ -291,14 +291,6 @@ pub fn ike_peers(cfg: &Config) -> Result<Vec<PeerConfig>> {
         let TunnelKind::Ike(k) = &t.kind else {
             continue;
         };
-        // Not wired into the exchanges yet: refuse rather than
-        // authenticate with an empty pre-shared key.
-        if k.cert.is_some() {
-            return Err(anyhow!(
-                "tunnel {}: auth = \"cert\" is not supported by the IKE exchanges yet (the certificate and key load, but only pre-shared keys authenticate)",
-                t.name
-            ));
-        }
         let id = |s: &Option<String>, default: IpAddr| match s {
             None => Identity::Addr(default),
             Some(v) => crate::config::ike_identity(v),

@@ -1,6 +1,7 @@
 //! IKE_AUTH (RFC 7296 1.2, 2.15): authentication of both ends and the
 //! first child SA; an IKE SA becoming established, duplicate IKE SAs.
-//! Authentication methods are handled here.
+//! The authentication payloads themselves (PSK or certificate) are
+//! `credentials.rs`'s.
 
 #[allow(unused_imports)]
 use super::*;
@@ -8,23 +9,13 @@ use super::*;
 impl Core {
     pub(super) fn send_auth(&mut self, i: usize, now: Instant) {
         let cfg = self.peers[self.sas[i].peer].clone();
-        let sa = &self.sas[i];
-        let (Some(neg), Some(keys)) = (sa.neg.as_ref(), sa.keys.as_ref()) else {
+        let Some(mut p) = self.own_auth_payloads(i, &cfg) else {
             return;
         };
-        let (idt, idd) = id_payload(&cfg.local_id);
-        let auth = crypto::psk_auth(
-            keys.prop.prf,
-            &cfg.psk,
-            &neg.init_req,
-            &neg.nr,
-            &keys.sk_pi,
-            &Self::id_body(idt, &idd),
-        );
-        let mut p = vec![
-            Payload::IdI(idt, idd),
-            Payload::Auth(crypto::AUTH_PSK, auth.to_vec()),
-        ];
+        let sa = &self.sas[i];
+        let Some(neg) = sa.neg.as_ref() else {
+            return;
+        };
         // INITIAL_CONTACT: the peer may drop IKE SAs left from our past
         // (only when we have no other established one with it).
         let peer = sa.peer;
@@ -49,7 +40,12 @@ impl Core {
         let p = self.sas[i].peer;
         let cfg = self.peers[p].clone();
         if m.notify(notify::AUTHENTICATION_FAILED).is_some() {
-            self.log(p, false, "authentication failed: peer refused our authentication (AUTHENTICATION_FAILED): check the pre-shared key and local_id");
+            let check = if cfg.cert.is_some() {
+                "our certificate (is its CA in the peer's trust?), its validity and local_id"
+            } else {
+                "the pre-shared key and local_id"
+            };
+            self.log(p, false, format!("authentication failed: peer refused our authentication (AUTHENTICATION_FAILED): check {check}"));
             self.drop_sa(i, now, Some(FAILED_RETRY));
             return;
         }
@@ -61,30 +57,26 @@ impl Core {
             self.drop_sa(i, now, Some(FAILED_RETRY));
             return;
         };
-        let want = id_payload(&cfg.remote_id);
-        if (idt, idd.clone()) != want {
-            self.log(
-                p,
-                false,
-                format!(
-                    "authentication failed: peer identity {} is not the configured remote_id {}",
-                    id_text(idt, &idd),
-                    ident_text(&cfg.remote_id)
-                ),
-            );
-            self.drop_sa(i, now, Some(FAILED_RETRY));
-            return;
-        }
-        let Some(ok) = self.peer_psk_auth_ok(i, &cfg.psk, &Self::id_body(idt, &idd), am, &ad)
-        else {
-            return;
+        let verdict = if credentials::id_matches(&cfg.remote_id, idt, &idd) {
+            let Some(v) = self.peer_auth(i, &cfg, m, (idt, &idd), (am, &ad)) else {
+                return;
+            };
+            v
+        } else {
+            Err(format!(
+                "peer identity {} is not the configured remote_id {}",
+                id_text(idt, &idd),
+                ident_text(&cfg.remote_id)
+            ))
         };
-        if !ok {
-            self.log(p, false, "authentication failed: the peer's AUTH does not verify with our pre-shared key (AUTHENTICATION_FAILED)");
-            // RFC 7296 2.21.2: delete the IKE SA with an INFORMATIONAL.
-            self.send_delete_ike(i);
-            self.drop_sa(i, now, Some(FAILED_RETRY));
-            return;
+        match verdict {
+            Err(why) => {
+                // RFC 7296 2.21.2: tell the peer with an INFORMATIONAL.
+                self.initiator_auth_failed(i, now, &cfg, &why);
+                return;
+            }
+            Ok(Some(line)) => self.log(p, false, line),
+            Ok(None) => {}
         }
         self.established(i, now);
         // The first child.
@@ -242,7 +234,7 @@ impl Core {
             fail(self, "IKE_AUTH without IDi or AUTH".into());
             return;
         };
-        if (idt, idd.clone()) != id_payload(&cfg.remote_id) {
+        if !credentials::id_matches(&cfg.remote_id, idt, &idd) {
             fail(
                 self,
                 format!(
@@ -253,40 +245,30 @@ impl Core {
             );
             return;
         }
-        let Some(ok) = self.peer_psk_auth_ok(i, &cfg.psk, &Self::id_body(idt, &idd), am, &ad)
+        let Some(verdict) = self.peer_auth(i, &cfg, m, (idt, &idd), (am, &ad)) else {
+            return;
+        };
+        match verdict {
+            Err(why) => {
+                fail(self, why);
+                return;
+            }
+            Ok(Some(line)) => self.log(p, false, line),
+            Ok(None) => {}
+        }
+        // Our ID, CERT and AUTH.
+        let Some(mut out) = self.own_auth_payloads(i, &cfg) else {
+            return;
+        };
+        let Some((ni, nr)) = self.sas[i]
+            .neg
+            .as_ref()
+            .map(|n| (n.ni.clone(), n.nr.clone()))
         else {
             return;
         };
-        if !ok {
-            fail(
-                self,
-                "the peer's AUTH does not verify with our pre-shared key".into(),
-            );
-            return;
-        }
-        // Our AUTH.
-        let (idt, idd) = id_payload(&cfg.local_id);
-        let (ni, nr, our_auth) = {
-            let sa = &self.sas[i];
-            let (Some(neg), Some(keys)) = (sa.neg.as_ref(), sa.keys.as_ref()) else {
-                return;
-            };
-            let a = crypto::psk_auth(
-                keys.prop.prf,
-                &cfg.psk,
-                &neg.init_resp,
-                &neg.ni,
-                &keys.sk_pr,
-                &Self::id_body(idt, &idd),
-            );
-            (neg.ni.clone(), neg.nr.clone(), a)
-        };
         self.established(i, now);
         self.sas[i].neg = None;
-        let mut out = vec![
-            Payload::IdR(idt, idd),
-            Payload::Auth(crypto::AUTH_PSK, our_auth.to_vec()),
-        ];
         match self.child_offer(i, m, false, None) {
             Ok((num, spi_out, esp, local_ts, remote_ts)) => {
                 let spi_in = self.alloc_spi();
@@ -326,7 +308,7 @@ impl Core {
     /// (RFC 7296 2.15) over its own signed octets: the initiator's are its
     /// IKE_SA_INIT request, our nonce and SK_pi; the responder's, its
     /// response, our nonce and SK_pr. None when SA `i` has no keys yet.
-    fn peer_psk_auth_ok(
+    pub(super) fn peer_psk_auth_ok(
         &self,
         i: usize,
         psk: &[u8],
@@ -334,14 +316,8 @@ impl Core {
         method: u8,
         data: &[u8],
     ) -> Option<bool> {
-        let sa = &self.sas[i];
-        let (neg, keys) = (sa.neg.as_ref()?, sa.keys.as_ref()?);
-        let (message, nonce, sk_p) = if sa.initiator {
-            (&neg.init_resp, &neg.ni, &keys.sk_pr)
-        } else {
-            (&neg.init_req, &neg.nr, &keys.sk_pi)
-        };
-        let expect = crypto::psk_auth(keys.prop.prf, psk, message, nonce, sk_p, id_body);
+        let (message, nonce, sk_p, prf) = self.auth_inputs(i, false)?;
+        let expect = crypto::psk_auth(prf, psk, message, nonce, sk_p, id_body);
         Some(method == crypto::AUTH_PSK && ring_eq(&expect, data))
     }
 }

@@ -151,17 +151,7 @@ impl Core {
     /// A DELETE of IKE SA `i`, fire and forget (the SA goes locally at
     /// once; no retransmission).
     pub(super) fn send_delete_ike(&mut self, i: usize) {
-        let msg_id = self.sas[i].next_req_id;
-        if let Some(d) = self.seal(
-            i,
-            wire::INFORMATIONAL,
-            false,
-            msg_id,
-            &[Payload::Delete(DeleteRepr::Ike)],
-        ) {
-            let (l, r) = (self.sas[i].local, self.sas[i].remote);
-            self.send_all(l, r, &d);
-        }
+        self.send_info_once(i, &[Payload::Delete(DeleteRepr::Ike)]);
     }
 
     /// Delete the IKE SAs of `peer` (all with None) and their children

@@ -51,6 +51,7 @@ impl Core {
                 ke_retries: 0,
                 refused: false,
                 respins: 0,
+                peer_hashes: Vec::new(),
             }),
             rekeyed: false,
             last_invalid_spi: None,
@@ -103,6 +104,7 @@ impl Core {
             (sa.local, sa.remote),
             cfg.force_encap,
         ));
+        p.extend(Self::cert_init_payloads(&cfg, false));
         if cfg.fragmentation {
             p.push(Self::notify_payload(
                 notify::IKEV2_FRAGMENTATION_SUPPORTED,
@@ -248,6 +250,7 @@ impl Core {
         let neg = sa.neg.as_mut().expect("checked above");
         neg.nr = nr;
         neg.init_resp = raw.to_vec();
+        neg.peer_hashes = Self::peer_hashes(m);
         sa.keys = Some(init_keys(&prop, &neg.ni, &neg.nr, &shared, sa.spi_i, spi_r));
         sa.prop = Some(prop);
         sa.pending = None;
@@ -424,6 +427,7 @@ impl Core {
             (local, remote),
             cfg.force_encap,
         );
+        pl.extend(Self::cert_init_payloads(&cfg, true));
         // RFC 7383 2.3: announced only to an initiator that announced it.
         let frag = cfg.fragmentation && m.notify(notify::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
         if frag {
@@ -471,6 +475,7 @@ impl Core {
                 ke_retries: 0,
                 refused: false,
                 respins: 0,
+                peer_hashes: Self::peer_hashes(m),
             }),
             rekeyed: false,
             last_invalid_spi: None,

@@ -1,5 +1,5 @@
 //! The IKE SA and child SA state machines (RFC 7296): IKE_SA_INIT,
-//! IKE_AUTH with PSK, CREATE_CHILD_SA (new child, child rekey, IKE rekey),
+//! IKE_AUTH with PSK or certificates, CREATE_CHILD_SA (new child, child rekey, IKE rekey),
 //! INFORMATIONAL (DELETE, DPD, INVALID_SPI), with window size 1,
 //! retransmission and cached responses.
 
@@ -28,6 +28,7 @@ use crate::{
 
 mod auth;
 mod child;
+mod credentials;
 mod ike_rekey;
 mod info;
 mod init;
@@ -122,6 +123,9 @@ struct Neg {
     /// Initiator: times we started over with a new SPI because a COOKIE
     /// came after a retransmission (see `init_response`).
     respins: u8,
+    /// The hashes the peer announced in SIGNATURE_HASH_ALGORITHMS (RFC
+    /// 7427 4), for our AUTH with a certificate; empty: none announced.
+    peer_hashes: Vec<u16>,
 }
 
 /// A child SA (one pair of ESP SAs).

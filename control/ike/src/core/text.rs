@@ -34,6 +34,9 @@ pub(super) fn id_text(t: u8, d: &[u8]) -> String {
             IpAddr::from(<[u8; 16]>::try_from(d).unwrap_or([0; 16])).to_string()
         }
         (wire::id_type::FQDN | wire::id_type::RFC822, _) => escape_text(d),
+        (wire::id_type::DER_ASN1_DN, _) => {
+            escape_text_max(crate::cert::dn_text(d).as_bytes(), 2 * LOG_TEXT_MAX)
+        }
         _ => format!("(type {t}, {} bytes)", d.len()),
     }
 }
@@ -43,6 +46,11 @@ pub(super) fn id_text(t: u8, d: &[u8]) -> String {
 /// terminal escapes, newlines that would forge log lines, invalid or
 /// look-alike UTF-8), cut to [`LOG_TEXT_MAX`] characters.
 pub(super) fn escape_text(d: &[u8]) -> String {
+    escape_text_max(d, LOG_TEXT_MAX)
+}
+
+/// [`escape_text`], cut to `max` characters.
+pub(super) fn escape_text_max(d: &[u8], max: usize) -> String {
     let mut out = String::new();
     for &b in d {
         let piece = match b {
@@ -50,7 +58,7 @@ pub(super) fn escape_text(d: &[u8]) -> String {
             0x20..=0x7e => char::from(b).to_string(),
             _ => format!("\\x{b:02x}"),
         };
-        if out.len() + piece.len() > LOG_TEXT_MAX {
+        if out.len() + piece.len() > max {
             out.push_str(&format!("...({} bytes)", d.len()));
             break;
         }
