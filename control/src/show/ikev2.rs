@@ -73,9 +73,9 @@ pub struct Ikev2SaRow {
     pub hash: &'static str,
     /// IANA number of the DH group.
     pub dh_group: u32,
-    /// Always `PSK`.
+    /// How we authenticated: `PSK`, `RSA` or `ECDSA`.
     pub auth_sign: &'static str,
-    /// Always `PSK`.
+    /// How the peer authenticated: `PSK`, `RSA` or `ECDSA`.
     pub auth_verify: &'static str,
     /// Initiator's IKE SPI, 16 lower-case hex digits.
     pub initiator_spi: String,
@@ -134,8 +134,8 @@ impl Ikev2SaRow {
             prf: v.prf.ios_name(),
             hash: v.integ.map_or("None", |i| i.ios_name()),
             dh_group: u32::from(v.dh.id()),
-            auth_sign: "PSK",
-            auth_verify: "PSK",
+            auth_sign: v.auth_sign.ios_name(),
+            auth_verify: v.auth_verify.ios_name(),
             initiator_spi: format!("{:016x}", v.spi_i),
             responder_spi: format!("{:016x}", v.spi_r),
             local_spi,
