@@ -442,7 +442,12 @@ mod tests {
             r = P(device=mock.Mock()).parse(output=sys.stdin.read())\n\
             print(json.dumps(r['tunnel_id'][1]))\n";
         let mut child = std::process::Command::new("timeout")
-            .args(["120".as_ref(), py.as_os_str(), "-c".as_ref(), script.as_ref()])
+            .args([
+                "120".as_ref(),
+                py.as_os_str(),
+                "-c".as_ref(),
+                script.as_ref(),
+            ])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())

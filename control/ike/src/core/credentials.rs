@@ -239,7 +239,9 @@ impl Core {
 /// our key's kind both ways (the peer's is known once its AUTH is
 /// verified).
 pub(super) fn configured_auth(cfg: &PeerConfig) -> AuthMethod {
-    cfg.cert.as_ref().map_or(AuthMethod::Psk, |c| c.kind().into())
+    cfg.cert
+        .as_ref()
+        .map_or(AuthMethod::Psk, |c| c.kind().into())
 }
 
 /// Whether an ID payload (type `t`, data `d`) is the identity `want`: DNs

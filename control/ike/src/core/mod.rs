@@ -13,8 +13,8 @@ use std::{
 use zeroize::Zeroizing;
 
 use crate::{
-    Action, AuthMethod, ChildKeys, Command, DhGroup, EspEncap, EspProposal, IkeProposal, IkeSaStatus,
-    IkeSaView, IkeStats, Input, PeerConfig, Prefix,
+    Action, AuthMethod, ChildKeys, Command, DhGroup, EspEncap, EspProposal, IkeProposal,
+    IkeSaStatus, IkeSaView, IkeStats, Input, PeerConfig, Prefix,
     crypto::{self, Dh, IkeKeys, Secret},
     frag::{self, FragError, FragOutcome},
     proposal::{self, TRANS_DH, TRANS_ESN},
