@@ -451,8 +451,8 @@ fn rfc7427(alg: &[u8], sig: &[u8]) -> Vec<u8> {
 }
 
 /// Check AUTH `data` of `method` over `octets` with the public key of
-/// certificate `cert` (DER).
-pub fn verify_auth(cert: &[u8], method: u8, data: &[u8], octets: &[u8]) -> Result<(), String> {
+/// certificate `cert` (DER). Ok: the kind of that key (what signed).
+pub fn verify_auth(cert: &[u8], method: u8, data: &[u8], octets: &[u8]) -> Result<KeyKind, String> {
     let c = parse_cert(cert)?;
     let spki = c.public_key();
     let kind = spki_kind(spki).ok_or("the certificate's key type is not supported")?;
@@ -493,6 +493,7 @@ pub fn verify_auth(cert: &[u8], method: u8, data: &[u8], octets: &[u8]) -> Resul
     };
     signature::UnparsedPublicKey::new(alg, &spki.subject_public_key.data)
         .verify(octets, sig)
+        .map(|()| kind)
         .map_err(|_| "the signature does not verify with the certificate's key".to_string())
 }
 

@@ -475,6 +475,38 @@ pub enum IkeSaStatus {
     Deleting,
 }
 
+/// How one side of an IKE SA authenticated, as `show crypto ikev2 sa
+/// detailed` names it (`Auth sign: PSK`, `RSA`, `ECDSA`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// A pre-shared key (AUTH method 2).
+    Psk,
+    /// An RSA signature (method 1, or 14 with an RSA key).
+    Rsa,
+    /// An ECDSA signature (methods 9, 10, or 14 with an ECDSA key).
+    Ecdsa,
+}
+
+impl AuthMethod {
+    /// The name IOS prints.
+    pub fn ios_name(self) -> &'static str {
+        match self {
+            AuthMethod::Psk => "PSK",
+            AuthMethod::Rsa => "RSA",
+            AuthMethod::Ecdsa => "ECDSA",
+        }
+    }
+}
+
+impl From<cert::KeyKind> for AuthMethod {
+    fn from(k: cert::KeyKind) -> AuthMethod {
+        match k {
+            cert::KeyKind::Rsa => AuthMethod::Rsa,
+            cert::KeyKind::EcdsaP256 | cert::KeyKind::EcdsaP384 => AuthMethod::Ecdsa,
+        }
+    }
+}
+
 /// One IKE SA as the show commands see it.
 #[derive(Debug, Clone)]
 pub struct IkeSaView {
@@ -510,6 +542,13 @@ pub struct IkeSaView {
     pub nat: bool,
     /// Its child SAs: (our inbound SPI, the peer's SPI).
     pub children: Vec<(u32, u32)>,
+    /// How we authenticated (signed our AUTH); before our AUTH is made,
+    /// what our credentials would make.
+    pub auth_sign: AuthMethod,
+    /// How the peer authenticated (the AUTH we verified); before it is
+    /// verified, what we expect: PSK with a pre-shared key, else the kind
+    /// of our own key.
+    pub auth_verify: AuthMethod,
 }
 
 /// Sizes of the core's own tables ([`Ike::footprint`]): what a peer's

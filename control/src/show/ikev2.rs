@@ -73,9 +73,9 @@ pub struct Ikev2SaRow {
     pub hash: &'static str,
     /// IANA number of the DH group.
     pub dh_group: u32,
-    /// Always `PSK`.
+    /// How we authenticated: `PSK`, `RSA` or `ECDSA`.
     pub auth_sign: &'static str,
-    /// Always `PSK`.
+    /// How the peer authenticated: `PSK`, `RSA` or `ECDSA`.
     pub auth_verify: &'static str,
     /// Initiator's IKE SPI, 16 lower-case hex digits.
     pub initiator_spi: String,
@@ -134,8 +134,8 @@ impl Ikev2SaRow {
             prf: v.prf.ios_name(),
             hash: v.integ.map_or("None", |i| i.ios_name()),
             dh_group: u32::from(v.dh.id()),
-            auth_sign: "PSK",
-            auth_verify: "PSK",
+            auth_sign: v.auth_sign.ios_name(),
+            auth_verify: v.auth_verify.ios_name(),
             initiator_spi: format!("{:016x}", v.spi_i),
             responder_spi: format!("{:016x}", v.spi_r),
             local_spi,
@@ -357,7 +357,7 @@ mod tests {
     use std::time::Duration;
 
     use serde_json::json;
-    use xdpsec_ike::{DhGroup, Encr, Integ, Prf};
+    use xdpsec_ike::{AuthMethod, DhGroup, Encr, Integ, Prf};
 
     use super::*;
 
@@ -379,6 +379,8 @@ mod tests {
             active: Duration::from_secs(1),
             nat: false,
             children: vec![(3_836_254_157, 1_965_014_762)],
+            auth_sign: AuthMethod::Psk,
+            auth_verify: AuthMethod::Psk,
         }
     }
 
@@ -410,6 +412,60 @@ mod tests {
             serde_json::to_string(&json).unwrap(),
             r#"{"ike_sas":[{"active_seconds":1,"auth_sign":"PSK","auth_verify":"PSK","child_sas":[{"inbound_spi":3836254157,"outbound_spi":1965014762}],"dh_group":31,"encryption":"AES-GCM","hash":"None","initiator":true,"initiator_spi":"24bf5fc251bee6ef","keysize":256,"life_seconds":86400,"local":"198.51.100.1","local_port":500,"nat_detected":false,"prf":"SHA256","remote":"198.51.100.2","remote_port":500,"responder_spi":"433c796b8f595cf8","status":"READY","tunnel":"Tunnel2","tunnel_id":1}]}"#
         );
+    }
+
+    /// An IKE SA authenticated by certificates: ours ECDSA, the peer's
+    /// RSA. The text and the JSON name them, and Cisco's genieparser
+    /// (`ShowCryptoIkev2SaDetail`, the venv's; fails when it is missing)
+    /// reads the text's line into the same (it lower-cases them).
+    #[test]
+    fn ikev2_sa_detailed_names_certificate_methods() {
+        let mut v = view("198.51.100.1:500", "198.51.100.2:500", false);
+        v.auth_sign = AuthMethod::Ecdsa;
+        v.auth_verify = AuthMethod::Rsa;
+        let s = Ikev2Sas {
+            detailed: true,
+            rows: ikev2_sa_rows(&[v]),
+        };
+        let (text, json) = super::super::reply(&s, render_ikev2_sa);
+        let line = "      Encr: AES-GCM, keysize: 256, PRF: SHA256, Hash: None, DH Grp:31, Auth sign: ECDSA, Auth verify: RSA\n";
+        assert!(text.contains(line), "{text}");
+        assert_eq!(json["ike_sas"][0]["auth_sign"], "ECDSA");
+        assert_eq!(json["ike_sas"][0]["auth_verify"], "RSA");
+        let workspace = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let py = std::env::var("XDPSEC_VENV")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|_| workspace.join(".venv"))
+            .join("bin/python");
+        let script = "import json, sys\nfrom unittest import mock\n\
+            from genie.libs.parser.iosxe.show_crypto import ShowCryptoIkev2SaDetail as P\n\
+            r = P(device=mock.Mock()).parse(output=sys.stdin.read())\n\
+            print(json.dumps(r['tunnel_id'][1]))\n";
+        let mut child = std::process::Command::new("timeout")
+            .args([
+                "120".as_ref(),
+                py.as_os_str(),
+                "-c".as_ref(),
+                script.as_ref(),
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("running {}: {e}", py.display()));
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "genie with {} failed ({}): is genie in the venv?\n{}",
+            py.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(got["auth_sign"], "ecdsa", "{got}");
+        assert_eq!(got["auth_verify"], "rsa", "{got}");
+        assert_eq!(got["status"], "ready", "{got}");
     }
 
     /// IPv6 SAs come after the IPv4 ones in the text and the JSON, in

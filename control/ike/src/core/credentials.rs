@@ -99,7 +99,10 @@ impl Core {
             }
         };
         let (method, data) = match auth {
-            Ok(a) => a,
+            Ok(a) => {
+                self.sas[i].auth_sign = configured_auth(cfg);
+                a
+            }
             Err(e) => {
                 self.log(
                     self.sas[i].peer,
@@ -136,7 +139,7 @@ impl Core {
     /// method); Err: why not. Both escaped for a log line. None before
     /// IKE_SA_INIT is done.
     pub(super) fn peer_auth(
-        &self,
+        &mut self,
         i: usize,
         cfg: &PeerConfig,
         m: &Message,
@@ -147,6 +150,7 @@ impl Core {
         let Some(c) = &cfg.cert else {
             let ok = self.peer_psk_auth_ok(i, &cfg.psk, &body, auth.0, auth.1)?;
             return Some(if ok {
+                self.sas[i].auth_verify = AuthMethod::Psk;
                 Ok(None)
             } else {
                 Err("the peer's AUTH does not verify with our pre-shared key".into())
@@ -163,12 +167,12 @@ impl Core {
             })
             .take(1 + MAX_PEER_CERTS)
             .collect();
-        let check = || -> Result<String, String> {
+        let check = || -> Result<(String, AuthMethod), String> {
             let subject = c.verify_chain(&certs)?;
             cert::id_bound_to_cert(&certs[0], id.0, id.1)?;
-            cert::verify_auth(&certs[0], auth.0, auth.1, &signed)
+            let kind = cert::verify_auth(&certs[0], auth.0, auth.1, &signed)
                 .map_err(|e| format!("the AUTH of certificate {subject}: {e}"))?;
-            Ok(format!(
+            let line = format!(
                 "peer authenticated by certificate {subject} (AUTH method {}{})",
                 auth.0,
                 match auth.0 {
@@ -176,10 +180,15 @@ impl Core {
                     cert::AUTH_ECDSA_256 | cert::AUTH_ECDSA_384 => ", ECDSA (RFC 4754)",
                     _ => ", RSA PKCS#1 v1.5 SHA-1",
                 }
-            ))
+            );
+            Ok((line, kind.into()))
         };
         let esc = |e: String| escape_text_max(e.as_bytes(), REASON_MAX);
-        Some(check().map(|ok| Some(esc(ok))).map_err(esc))
+        let verdict = check();
+        if let Ok((_, m)) = verdict {
+            self.sas[i].auth_verify = m;
+        }
+        Some(verdict.map(|(ok, _)| Some(esc(ok))).map_err(esc))
     }
 
     /// We initiated and the responder's authentication failed (`why`):
@@ -223,6 +232,16 @@ impl Core {
             self.send_all(l, r, &d);
         }
     }
+}
+
+/// How SA's of `cfg` authenticate before their AUTH payloads are made
+/// or checked: with a pre-shared key PSK both ways, with a certificate
+/// our key's kind both ways (the peer's is known once its AUTH is
+/// verified).
+pub(super) fn configured_auth(cfg: &PeerConfig) -> AuthMethod {
+    cfg.cert
+        .as_ref()
+        .map_or(AuthMethod::Psk, |c| c.kind().into())
 }
 
 /// Whether an ID payload (type `t`, data `d`) is the identity `want`: DNs

@@ -90,6 +90,8 @@ impl Core {
             keys: Some(keys),
             nat: old_sa.nat,
             frag: old_sa.frag,
+            auth_sign: old_sa.auth_sign,
+            auth_verify: old_sa.auth_verify,
             created: now,
             established: Some(now),
             rekey_at: Some(now + self.jitter(cfg.ike_lifetime, REKEY_SOFT_MIN, REKEY_SOFT_MAX)),

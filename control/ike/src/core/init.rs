@@ -54,6 +54,8 @@ impl Core {
                 peer_hashes: Vec::new(),
             }),
             rekeyed: false,
+            auth_sign: credentials::configured_auth(&cfg),
+            auth_verify: credentials::configured_auth(&cfg),
             last_invalid_spi: None,
             peer_ike_rekey: None,
         };
@@ -478,6 +480,8 @@ impl Core {
                 peer_hashes: Self::peer_hashes(m),
             }),
             rekeyed: false,
+            auth_sign: credentials::configured_auth(&cfg),
+            auth_verify: credentials::configured_auth(&cfg),
             last_invalid_spi: None,
             peer_ike_rekey: None,
         });

@@ -13,8 +13,8 @@ use std::{
 use zeroize::Zeroizing;
 
 use crate::{
-    Action, ChildKeys, Command, DhGroup, EspEncap, EspProposal, IkeProposal, IkeSaStatus,
-    IkeSaView, IkeStats, Input, PeerConfig, Prefix,
+    Action, AuthMethod, ChildKeys, Command, DhGroup, EspEncap, EspProposal, IkeProposal,
+    IkeSaStatus, IkeSaView, IkeStats, Input, PeerConfig, Prefix,
     crypto::{self, Dh, IkeKeys, Secret},
     frag::{self, FragError, FragOutcome},
     proposal::{self, TRANS_DH, TRANS_ESN},
@@ -192,6 +192,10 @@ struct IkeSa {
     neg: Option<Neg>,
     /// Set when this SA was replaced by a rekey and waits for deletion.
     rekeyed: bool,
+    /// How we signed our AUTH and how the peer's was made (for `show`;
+    /// a rekeyed IKE SA keeps its predecessor's).
+    auth_sign: AuthMethod,
+    auth_verify: AuthMethod,
     /// Last INVALID_SPI sent (rate limit).
     last_invalid_spi: Option<Instant>,
     /// A simultaneous IKE SA rekey (RFC 7296 2.8.2): the nonces (Ni, Nr)
@@ -540,6 +544,8 @@ impl Core {
                         .established
                         .map_or(Duration::ZERO, |e| now.saturating_duration_since(e)),
                     nat: sa.nat,
+                    auth_sign: sa.auth_sign,
+                    auth_verify: sa.auth_verify,
                     children: sa
                         .children
                         .iter()

@@ -379,3 +379,64 @@ fn identity_not_in_the_cert_or_not_the_remote_id_refused() {
     );
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// What `show crypto ikev2 sa detailed` prints as `Auth sign` and `Auth
+/// verify`: the method each side signed its AUTH with and the one the
+/// peer's AUTH used (RFC 7427's method 14 named by the key's type), with
+/// A holding an ECDSA certificate and B an RSA one, in both roles; a
+/// rekeyed IKE SA keeps them; with a pre-shared key both stay PSK.
+#[test]
+fn auth_methods_in_the_view_ecdsa_and_rsa_both_roles() {
+    use xdpsec_ike::AuthMethod::{Ecdsa, Psk, Rsa};
+    let (ec, rsa) = (pki("p256"), pki("rsa"));
+    // Our certificate and key from `own`, trusting the peer's CA.
+    let creds_of = |own: &Path, leaf: &str, peer: &Path| {
+        let r = |d: &Path, f: String| std::fs::read(d.join(f)).unwrap();
+        Credentials::from_pem(
+            &r(own, format!("{leaf}.crt")),
+            &r(own, format!("{leaf}.key")),
+            &r(peer, "ca.crt".into()),
+        )
+        .unwrap()
+    };
+    let auth = |n: &Net, s: usize| {
+        let v = n.nodes[s].ike.sas(n.now);
+        assert_eq!(v.len(), 1, "{}", n.logs(s));
+        (v[0].auth_sign, v[0].auth_verify, v[0].spi_i)
+    };
+    for a_initiates in [true, false] {
+        let a = cert_cfg(A, creds_of(&ec, "alpha", &rsa), "beta", a_initiates);
+        let b = cert_cfg(B, creds_of(&rsa, "beta", &ec), "alpha", !a_initiates);
+        let mut n = Net::new(a, b);
+        n.run_for(Duration::from_secs(5));
+        let ctx = format!("A initiates: {a_initiates}");
+        assert!(
+            n.ready(0) && n.ready(1),
+            "{ctx}\nA: {}\nB: {}",
+            n.logs(0),
+            n.logs(1)
+        );
+        let (a0, b0) = (auth(&n, 0), auth(&n, 1));
+        assert_eq!((a0.0, a0.1), (Ecdsa, Rsa), "{ctx}");
+        assert_eq!((b0.0, b0.1), (Rsa, Ecdsa), "{ctx}");
+        // Rekey the IKE SA (from the initiator's side): same methods.
+        let side = usize::from(!a_initiates);
+        let peer = n.nodes[1 - side].addr;
+        let acts = n.nodes[side].ike.rekey_now(n.now, peer, true);
+        n.apply(side, acts);
+        n.run_for(Duration::from_secs(2));
+        let (a1, b1) = (auth(&n, 0), auth(&n, 1));
+        assert_ne!(a1.2, a0.2, "{ctx}: IKE SA not rekeyed: {}", n.logs(0));
+        assert_eq!((a1.0, a1.1), (Ecdsa, Rsa), "{ctx} after the rekey");
+        assert_eq!((b1.0, b1.1), (Rsa, Ecdsa), "{ctx} after the rekey");
+    }
+    let mut n = pair(&["aes256gcm16-prfsha256-x25519"], &["aes256gcm16"]);
+    n.run_for(Duration::from_secs(3));
+    assert!(n.ready(0) && n.ready(1));
+    for s in 0..2 {
+        let v = auth(&n, s);
+        assert_eq!((v.0, v.1), (Psk, Psk), "node {s}");
+    }
+    let _ = std::fs::remove_dir_all(&ec);
+    let _ = std::fs::remove_dir_all(&rsa);
+}
