@@ -719,7 +719,7 @@ impl Core {
             };
             self.response(i, now, &m, p.sent);
         } else {
-            self.request(i, now, &m, local, remote);
+            self.request(i, now, &m);
         }
     }
 
@@ -822,24 +822,15 @@ impl Core {
         }
     }
 
-    fn request(
-        &mut self,
-        i: usize,
-        now: Instant,
-        m: &Message,
-        local: SocketAddr,
-        remote: SocketAddr,
-    ) {
-        let _ = (local, remote);
+    fn request(&mut self, i: usize, now: Instant, m: &Message) {
         match m.header.exchange {
             wire::IKE_AUTH if self.sas[i].state == State::InitDone => self.auth_request(i, now, m),
             wire::CREATE_CHILD_SA if self.sas[i].state == State::Ready => {
                 self.create_child_request(i, now, m)
             }
             wire::INFORMATIONAL => self.informational_request(i, now, m),
-            x => {
+            _ => {
                 // Not valid in this state: answer so the peer's window moves.
-                let _ = x;
                 let id = m.header.msg_id;
                 self.respond(
                     i,
