@@ -8,7 +8,6 @@ mod daemon;
 mod early_drop;
 mod filter;
 mod grammar;
-mod ike_show;
 mod metrics;
 mod owner;
 mod pki;
@@ -19,8 +18,6 @@ mod session;
 mod show;
 mod state;
 mod syslog;
-mod taps_cmd;
-mod taps_render;
 mod traffic_gen;
 
 use std::{path::PathBuf, process::ExitCode};

@@ -16,10 +16,12 @@
 mod counters;
 pub mod effects;
 mod ike;
+mod metrics;
 pub mod registry;
 mod reload;
 mod sa_commands;
 mod show;
+mod taps;
 
 use std::{
     collections::BTreeSet,
