@@ -584,7 +584,7 @@ pub(crate) fn cert_config(dir: &std::path::Path) -> String {
     let ssl = |args: &[&str]| {
         let ok = std::process::Command::new("openssl")
             .args(args)
-            .current_dir(&dir)
+            .current_dir(dir)
             .status()
             .unwrap()
             .success();
