@@ -28,8 +28,10 @@ use netlink_packet_route::{
     route::{RouteAddress, RouteAttribute, RouteMessage, RouteType, RouteVia},
 };
 use tracing::{debug, warn};
+use xdpsec_datapath::DropCounters;
 use xdpsec_worker::neighbors::{NextHopMacs, NextHopTable, RouteEntry, SharedMac};
 
+pub mod held;
 pub mod inside;
 pub mod netlink;
 
@@ -43,6 +45,21 @@ pub struct NextHops {
     poke: (Sender<()>, Receiver<()>),
     /// Completed [`NextHops::refresh`] passes since start.
     refreshes: AtomicU64,
+    /// Held frames (see [`held`]) sent once their next hop was resolved.
+    held_sent: AtomicU64,
+    /// Held frames dropped (single writer: the next-hop thread).
+    held_drops: Arc<DropCounters>,
+}
+
+/// What woke the next-hop thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// A new peer to resolve.
+    Poke,
+    /// Workers held frames for a next hop without a MAC.
+    Held,
+    /// Nothing before the timeout.
+    Timeout,
 }
 
 impl NextHops {
@@ -53,6 +70,8 @@ impl NextHops {
             peers: Mutex::new(peers),
             poke: crossbeam::channel::bounded(1),
             refreshes: AtomicU64::new(0),
+            held_sent: AtomicU64::new(0),
+            held_drops: Arc::new(DropCounters::new()),
         }
     }
 
@@ -102,9 +121,48 @@ impl NextHops {
         self.refreshes.load(Ordering::Acquire)
     }
 
-    /// Wait up to `d` for a new peer to resolve (true when poked).
-    pub fn wait_poke(&self, d: Duration) -> bool {
-        self.poke.1.recv_timeout(d).is_ok()
+    /// One round (a dump, solicitations) over the peers of `tunnels` only:
+    /// the next hops held frames wait for. Not counted as a pass.
+    pub fn refresh_some(&self, ifname: &str, tunnels: &[u32]) {
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let pairs: Vec<(IpAddr, &SharedMac)> = tunnels
+            .iter()
+            .filter_map(|&t| Some((peers.get(t as usize).copied()??, self.macs.get(t as usize)?)))
+            .collect();
+        refresh_next_hops(&pairs, ifname, Duration::ZERO);
+    }
+
+    /// Wait up to `d` for a new peer to resolve or held frames (which
+    /// stay queued for [`held::HeldFrames::serve`]).
+    pub fn wait(&self, d: Duration) -> Wake {
+        if self.poke.1.try_recv().is_ok() {
+            return Wake::Poke;
+        }
+        if !self.macs.held().is_empty() {
+            return Wake::Held;
+        }
+        let mut sel = crossbeam::channel::Select::new();
+        let poke = sel.recv(&self.poke.1);
+        sel.recv(self.macs.held());
+        match sel.ready_timeout(d) {
+            Ok(i) if i == poke => {
+                let _ = self.poke.1.try_recv();
+                Wake::Poke
+            }
+            Ok(_) => Wake::Held,
+            Err(_) => Wake::Timeout,
+        }
+    }
+
+    /// Held frames sent once their next hop was resolved, since start.
+    pub fn held_sent(&self) -> u64 {
+        self.held_sent.load(Ordering::Relaxed)
+    }
+
+    /// The drops of held frames (OUT_SETTING_WRONG_L2_HDR), for the drop
+    /// counters' totals.
+    pub fn held_drops(&self) -> Arc<DropCounters> {
+        Arc::clone(&self.held_drops)
     }
 }
 
