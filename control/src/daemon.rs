@@ -369,8 +369,9 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
         Arc::clone(&stop),
     )
     .context("spawning the kernel-socket thread")?;
-    // Learn the peers' next hops before traffic flows (bounded wait).
-    next_hops.refresh(iface, Duration::from_secs(2));
+    // The peers' next hops the kernel knows already (read only: one it
+    // lacks is resolved when traffic needs it, see `NextHops::refresh`).
+    next_hops.refresh(iface, Duration::ZERO);
     if let Some(n) = &inside_neighbors {
         inside::refresh(n, Duration::ZERO);
     }

@@ -97,12 +97,20 @@ impl HeldFrames {
             .collect();
         tunnels.sort_unstable();
         tunnels.dedup();
-        if !tunnels.is_empty() {
-            nh.refresh_some(&self.ifname, &tunnels);
-        }
+        let found = if tunnels.is_empty() {
+            Vec::new()
+        } else {
+            nh.resolve_some(&self.ifname, &tunnels)
+        };
+        let mac_of = |t: u32| {
+            found
+                .iter()
+                .find_map(|&(x, m)| (x == t).then_some(m))
+                .or_else(|| nh.get(t as usize).and_then(|m| m.get()))
+        };
         let frames = std::mem::take(&mut self.frames);
         for (deadline, mut f) in frames {
-            let mac = nh.get(f.tunnel as usize).and_then(|m| m.get());
+            let mac = mac_of(f.tunnel);
             match mac {
                 Some(mac) => {
                     if self.send(&mut f.frame, mac) {
@@ -118,6 +126,13 @@ impl HeldFrames {
                     nh.macs.release(f.tunnel);
                 }
                 None => self.frames.push((deadline, f)),
+            }
+        }
+        // Published after the held frames left: the workers' next frames
+        // go straight through AF_XDP, behind them.
+        for (t, mac) in found {
+            if let Some(slot) = nh.get(t as usize) {
+                slot.set(Some(mac));
             }
         }
         if self.frames.is_empty() {
