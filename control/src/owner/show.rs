@@ -349,6 +349,7 @@ impl Owner {
             dummy_packets: dummy.saturating_sub(base.dummy_packets),
             inside_xdp,
             next_hop_refreshes: self.next_hops.refreshes(),
+            next_hop_held_sent: self.next_hops.held_sent(),
         })
     }
 
