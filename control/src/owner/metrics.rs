@@ -144,6 +144,12 @@ impl Owner {
             kind: MetricKind::Total,
             series: vec![Series::new(&[], self.next_hops.refreshes())],
         });
+        m.families.push(MetricFamily {
+            name: "next_hop_held_sent",
+            help: "Frames held for a next hop without a MAC, sent once it was resolved",
+            kind: MetricKind::Total,
+            series: vec![Series::new(&[], self.next_hops.held_sent())],
+        });
         if let Some(ike) = &self.ike {
             // One series per IKE tunnel and peer address (as configured:
             // not the port, which moves from 500 to the NAT-T port), there
