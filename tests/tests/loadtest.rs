@@ -49,7 +49,12 @@ fn spawn_loadtest(lab: &Lab, config: &Path, extra: &[&str]) -> Child {
         .arg(xdpsec_bin())
         .args(["loadtest", "ike", "--config"])
         .arg(config)
-        .args(["--tunnels", &TUNNELS.to_string()])
+        .args(
+            (!extra.contains(&"--tunnels"))
+                .then(|| ["--tunnels".to_string(), TUNNELS.to_string()])
+                .into_iter()
+                .flatten(),
+        )
         .args(
             (!extra.contains(&"--concurrency"))
                 .then_some(["--concurrency", CONCURRENCY])
@@ -135,6 +140,26 @@ fn source_addrs_left(lab: &Lab) -> usize {
         .count()
 }
 
+/// While the load tester holds its tunnels (polled up to 20 s): how many
+/// established IKE SAs charon has from distinct source addresses, each
+/// with its child installed and ESP counted both ways by charon (the echo
+/// requests in, the replies out).
+fn charon_tunnels_with_traffic(charon: &Charon) -> usize {
+    poll(Duration::from_secs(20), TUNNELS, || {
+        let sas = charon.list_sas().unwrap_or_default();
+        sas.iter()
+            .filter(|s| {
+                s.state == "ESTABLISHED"
+                    && s.children
+                        .iter()
+                        .any(|c| c.state == "INSTALLED" && c.packets_in > 0 && c.packets_out > 0)
+            })
+            .map(|s| s.remote_host.parse::<IpAddr>().unwrap())
+            .collect::<BTreeSet<_>>()
+            .len()
+    })
+}
+
 fn charon_gateway(lab: &Lab, dpd: Option<&str>) -> Charon {
     lt::charon_gateway(lab, SOURCE_RANGE, dpd).unwrap()
 }
@@ -152,24 +177,7 @@ fn fifty_tunnels_against_charon() {
         &config,
         &["--traffic", "10", "--report", report.to_str().unwrap()],
     );
-    // While it holds them: charon has 50 established IKE SAs from 50
-    // distinct source addresses, each with its child installed and ESP
-    // counted both ways by charon (the echo requests in, the replies out).
-    let mut peers = BTreeSet::new();
-    let up = poll(Duration::from_secs(20), TUNNELS, || {
-        let sas = charon.list_sas().unwrap_or_default();
-        peers = sas
-            .iter()
-            .filter(|s| {
-                s.state == "ESTABLISHED"
-                    && s.children
-                        .iter()
-                        .any(|c| c.state == "INSTALLED" && c.packets_in > 0 && c.packets_out > 0)
-            })
-            .map(|s| s.remote_host.parse::<IpAddr>().unwrap())
-            .collect();
-        peers.len()
-    });
+    let up = charon_tunnels_with_traffic(&charon);
     let v = loadtest_json(child, || charon.log_text());
     assert_eq!(up, TUNNELS, "charon's SAs: {:#?}", charon.list_sas());
     check_json(&v, true);
@@ -205,6 +213,92 @@ fn fifty_tunnels_against_charon() {
         0,
         "source addresses left on {}",
         lab.if1
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `auth = "cert"`: 50 peers, one device certificate for all (`xdpsec
+/// pki`, ECDSA P-256), against charon with `remote.auth = pubkey` and the
+/// CA: all 50 up and carrying the probes both ways (charon's counters),
+/// the JSON's accounting exact, and charon's log shows it authenticated
+/// each by that certificate's DN with an ECDSA signature, and itself to
+/// them by its own certificate.
+#[test]
+fn fifty_tunnels_with_certificates_against_charon() {
+    xdpsec_e2e::strongswan::require_5_9_8();
+    let lab = Lab::unique().up(1).unwrap();
+    let pki = lt::CertPki::new().unwrap();
+    let charon = lt::charon_gateway_auth(&lab, SOURCE_RANGE, None, Some(&pki)).unwrap();
+    let dir = scratch_dir("loadtest");
+    let config = lt::config_auth(
+        &lab,
+        &dir,
+        &lt::source_range_line(),
+        &pki.loadtest_lines("peers"),
+    );
+    let child = spawn_loadtest(&lab, &config, &["--traffic", "10"]);
+    let up = charon_tunnels_with_traffic(&charon);
+    let v = loadtest_json(child, || charon.log_text());
+    assert_eq!(up, TUNNELS, "charon's SAs: {:#?}", charon.list_sas());
+    check_json(&v, true);
+    let log = charon.log_text();
+    let peers = format!(
+        "authentication of '{}' with ECDSA",
+        lt::device_dn(lt::PEERS_SERIAL)
+    );
+    let ok = log
+        .lines()
+        .filter(|l| l.contains(&peers) && l.ends_with("successful"))
+        .count();
+    assert!(
+        ok >= TUNNELS,
+        "{ok} lines {peers:?} in charon's log:\n{log}"
+    );
+    let me = format!(
+        "authentication of '{}' (myself) with ECDSA",
+        lt::device_dn(lt::GATEWAY_SERIAL)
+    );
+    assert!(log.contains(&me), "charon's log lacks {me:?}:\n{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The same with the peers' certificate from another CA (same
+/// organization, same subject): charon finds no trusted key for it and
+/// answers AUTHENTICATION_FAILED; the JSON counts every attempt so, none
+/// up, none a timeout.
+#[test]
+fn certificates_of_another_ca_fail_as_authentication_failed_against_charon() {
+    xdpsec_e2e::strongswan::require_5_9_8();
+    let lab = Lab::unique().up(1).unwrap();
+    let pki = lt::CertPki::new().unwrap();
+    let charon = lt::charon_gateway_auth(&lab, SOURCE_RANGE, None, Some(&pki)).unwrap();
+    let dir = scratch_dir("loadtest");
+    let config = lt::config_auth(
+        &lab,
+        &dir,
+        &lt::source_range_line(),
+        &pki.loadtest_lines("stranger"),
+    );
+    let child = spawn_loadtest(&lab, &config, &["--tunnels", "10"]);
+    let v = loadtest_json(child, || charon.log_text());
+    assert_eq!(
+        (v["attempts"].as_u64(), v["up"].as_u64()),
+        (Some(10), Some(0)),
+        "{v}"
+    );
+    assert_eq!(
+        v["failed"],
+        serde_json::json!({"AUTHENTICATION_FAILED": 10}),
+        "{v}"
+    );
+    let log = charon.log_text();
+    let line = format!(
+        "no trusted ECDSA public key found for '{}'",
+        lt::device_dn(lt::PEERS_SERIAL)
+    );
+    assert!(
+        log.matches(&line).count() >= 10,
+        "charon's log lacks 10 x {line:?}:\n{log}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -383,14 +477,20 @@ fn fifty_tunnels_from_one_address_by_port_against_charon() {
 /// `cargo xtask loadtest`'s measurement ([`lt::measure`]) with 100 tunnels
 /// against both gateways: all up, the gateway's CPU read from /proc (more
 /// than nothing: it did the other half of 100 handshakes, about 50 ms of
-/// CPU even for xdpsec, several clock ticks; 20 could round to none).
+/// CPU even for xdpsec, several clock ticks; 20 could round to none); its
+/// certificate variant (`--auth cert`) against both too.
 #[test]
 fn the_xtask_measurement_runs_small() {
     xdpsec_e2e::strongswan::require_5_9_8();
-    for gw in [lt::Gateway::Charon, lt::Gateway::Xdpsec] {
-        let m = lt::measure(gw, 100, 8, &[]).unwrap();
-        assert_eq!(m.json["up"], 100, "{gw:?}: {}", m.json);
-        assert_eq!(m.json["attempts"], 100, "{gw:?}: {}", m.json);
+    for (gw, auth) in [
+        (lt::Gateway::Charon, lt::Auth::Psk),
+        (lt::Gateway::Xdpsec, lt::Auth::Psk),
+        (lt::Gateway::Charon, lt::Auth::Cert),
+        (lt::Gateway::Xdpsec, lt::Auth::Cert),
+    ] {
+        let m = lt::measure(gw, auth, 100, 8, &[]).unwrap();
+        assert_eq!(m.json["up"], 100, "{gw:?} {auth:?}: {}", m.json);
+        assert_eq!(m.json["attempts"], 100, "{gw:?} {auth:?}: {}", m.json);
         assert!(m.json["tunnels_per_second"].as_f64().unwrap() > 0.0);
         assert!(m.gateway_cpu > 0.0, "{gw:?}: gateway CPU {}", m.gateway_cpu);
     }
