@@ -39,10 +39,15 @@ pub enum Auth {
 /// The organization of the certificates (no spaces: swanctl's raw output
 /// of identities is split at spaces).
 pub const ORG: &str = "xdpsec-lt";
-/// The serial of the load tester's one device certificate (all peers).
-pub const PEERS_SERIAL: &str = "1A0001";
 /// The serial of the gateway's certificate.
-pub const GATEWAY_SERIAL: &str = "1A0002";
+pub const GATEWAY_SERIAL: &str = "2B0001";
+/// The serial of the one certificate of another CA (`stranger/`).
+pub const STRANGER_SERIAL: &str = "3C0001";
+
+/// The serial of peer `n`'s own certificate.
+pub fn peer_serial(n: usize) -> String {
+    format!("1A{n:04X}")
+}
 
 /// The subject of `xdpsec pki device --serial SERIAL --organization ORG`.
 pub fn device_dn(serial: &str) -> String {
@@ -63,19 +68,21 @@ fn run_ok(cmd: &mut Command) -> Result<()> {
 }
 
 /// The certificates of a run with [`Auth::Cert`], made by `xdpsec pki`
-/// (ECDSA P-256): CA `ca` and, signed by it, the peers' one device
-/// certificate (`peers/`, serial [`PEERS_SERIAL`]) and the gateway's
+/// (ECDSA P-256): CA `ca` and, signed by it, each peer's own device
+/// certificate (`peers/N/`, serial [`peer_serial`]`(N)`: the load
+/// tester's `cert_file = ".../peers/{n}/device.crt"`) and the gateway's
 /// (`gw/`, [`GATEWAY_SERIAL`]); a second CA `other` of the same
-/// organization and a peers' certificate it signed (`stranger/`) for
-/// failures. Removed on drop.
+/// organization and one certificate it signed (`stranger/`,
+/// [`STRANGER_SERIAL`]) for failures. Removed on drop.
 pub struct CertPki {
     /// Where the files are.
     pub dir: PathBuf,
 }
 
 impl CertPki {
-    /// Make them in a scratch directory.
-    pub fn new() -> Result<CertPki> {
+    /// Make them, for `peers` peers, in a scratch directory (`xdpsec pki
+    /// device` takes about 40 ms each here).
+    pub fn new(peers: usize) -> Result<CertPki> {
         let dir = scratch_dir("lt-pki");
         let pki = CertPki { dir };
         for ca in ["ca", "other"] {
@@ -85,16 +92,18 @@ impl CertPki {
                     .arg(pki.dir.join(ca)),
             )?;
         }
-        for (ca, out, serial) in [
-            ("ca", "peers", PEERS_SERIAL),
-            ("ca", "gw", GATEWAY_SERIAL),
-            ("other", "stranger", PEERS_SERIAL),
-        ] {
+        let devices = [
+            ("ca", "gw".to_string(), GATEWAY_SERIAL.to_string()),
+            ("other", "stranger".into(), STRANGER_SERIAL.into()),
+        ]
+        .into_iter()
+        .chain((0..peers).map(|n| ("ca", format!("peers/{n}"), peer_serial(n))));
+        for (ca, out, serial) in devices {
             run_ok(
                 Command::new(xdpsec_bin())
                     .args(["pki", "device", "--ca"])
                     .arg(pki.dir.join(ca))
-                    .args(["--organization", ORG, "--serial", serial])
+                    .args(["--organization", ORG, "--serial", &serial])
                     .args(["--system-ip", "10.255.0.1", "--role", "edge"])
                     .args(["--key-type", "ecdsa-p256", "--out"])
                     .arg(pki.dir.join(out)),
@@ -103,9 +112,9 @@ impl CertPki {
         Ok(pki)
     }
 
-    /// The load tester's `[loadtest]` lines: `auth = "cert"`, the device
-    /// certificate in `device` (`peers` or `stranger`) for every peer,
-    /// the CA `ca`, the gateway's DN as `remote_id`.
+    /// The load tester's `[loadtest]` lines: `auth = "cert"`, each peer
+    /// its own certificate (`device` = `peers/{n}`) or one for all
+    /// (`stranger`), the CA `ca`, the gateway's DN as `remote_id`.
     pub fn loadtest_lines(&self, device: &str) -> String {
         let d = self.dir.display();
         format!(
@@ -114,13 +123,13 @@ impl CertPki {
         )
     }
 
-    /// An xdpsec gateway tunnel's lines: its certificate, the CA, the
-    /// peers' DN as `remote_id`.
-    pub fn gateway_lines(&self) -> String {
+    /// An xdpsec gateway tunnel's lines for peer `n`: its certificate,
+    /// the CA, the peer's DN as `remote_id`.
+    pub fn gateway_lines(&self, n: usize) -> String {
         let d = self.dir.display();
         format!(
             "auth = \"cert\"\ncert_file = \"{d}/gw/device.crt\"\nkey_file = \"{d}/gw/device.key\"\nca_file = \"{d}/ca/ca.crt\"\nremote_id = \"{}\"\n",
-            device_dn(PEERS_SERIAL)
+            device_dn(&peer_serial(n))
         )
     }
 
@@ -248,15 +257,16 @@ pub fn xdpsec_gateway_auth(
     extra: &str,
     pki: Option<&CertPki>,
 ) -> Result<Daemon> {
-    let auth = pki.map_or(format!("psk = \"{PSK}\"\n"), CertPki::gateway_lines);
+    let auth = |k: usize| pki.map_or(format!("psk = \"{PSK}\"\n"), |p| p.gateway_lines(k - 1));
     let mut conf = format!(
         "node = \"gw\"\nsocket = \"{{socket}}\"\n[underlay]\ninterface = \"{}\"\naddress = \"{}\"\n[inside]\nmode = \"tun\"\nname = \"xsltgw\"\naddress = \"2001:db8:2::1/128\"\n",
         lab.if2, lab.v6[1]
     );
     for k in 1..=tunnels {
         conf.push_str(&format!(
-            "[[tunnel]]\nname = \"Tunnel{k}\"\nkind = \"ike\"\npeer = \"2001:db8:100::{:x}\"\nencap = \"udp\"\n{auth}ike_proposals = [\"aes256gcm16-prfsha256-x25519\"]\nesp_proposals = [\"aes256gcm16\"]\ninitiate = false\nlocal_subnets = [\"{GATEWAY_SUBNET}\"]\nremote_subnets = [\"2001:db8:1::{k:x}/128\"]\n",
-            0x1000 + k
+            "[[tunnel]]\nname = \"Tunnel{k}\"\nkind = \"ike\"\npeer = \"2001:db8:100::{:x}\"\nencap = \"udp\"\n{}ike_proposals = [\"aes256gcm16-prfsha256-x25519\"]\nesp_proposals = [\"aes256gcm16\"]\ninitiate = false\nlocal_subnets = [\"{GATEWAY_SUBNET}\"]\nremote_subnets = [\"2001:db8:1::{k:x}/128\"]\n",
+            0x1000 + k,
+            auth(k)
         ));
         conf.push_str(extra);
     }
@@ -313,11 +323,16 @@ pub fn measure(
     let dir = scratch_dir("loadtest");
     let pki = match auth {
         Auth::Psk => None,
-        Auth::Cert => Some(CertPki::new()?),
+        Auth::Cert => Some(CertPki::new(tunnels)?),
     };
     let cfg = match &pki {
         None => config(&lab, &dir, &source_range_line()),
-        Some(p) => config_auth(&lab, &dir, &source_range_line(), &p.loadtest_lines("peers")),
+        Some(p) => config_auth(
+            &lab,
+            &dir,
+            &source_range_line(),
+            &p.loadtest_lines("peers/{n}"),
+        ),
     };
     let (charon, daemon) = match gw {
         Gateway::Charon => (

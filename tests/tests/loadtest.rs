@@ -217,24 +217,25 @@ fn fifty_tunnels_against_charon() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `auth = "cert"`: 50 peers, one device certificate for all (`xdpsec
-/// pki`, ECDSA P-256), against charon with `remote.auth = pubkey` and the
-/// CA: all 50 up and carrying the probes both ways (charon's counters),
-/// the JSON's accounting exact, and charon's log shows it authenticated
-/// each by that certificate's DN with an ECDSA signature, and itself to
-/// them by its own certificate.
+/// `auth = "cert"`: 50 peers, each with its own device certificate
+/// (`cert_file = ".../peers/{n}/device.crt"`, `xdpsec pki`, ECDSA P-256),
+/// against charon with `remote.auth = pubkey` and the CA: all 50 up and
+/// carrying the probes both ways (charon's counters), the JSON's
+/// accounting exact, and charon's log shows it authenticated each of the
+/// 50 DNs with an ECDSA signature, and itself to them by its own
+/// certificate.
 #[test]
 fn fifty_tunnels_with_certificates_against_charon() {
     xdpsec_e2e::strongswan::require_5_9_8();
     let lab = Lab::unique().up(1).unwrap();
-    let pki = lt::CertPki::new().unwrap();
+    let pki = lt::CertPki::new(TUNNELS).unwrap();
     let charon = lt::charon_gateway_auth(&lab, SOURCE_RANGE, None, Some(&pki)).unwrap();
     let dir = scratch_dir("loadtest");
     let config = lt::config_auth(
         &lab,
         &dir,
         &lt::source_range_line(),
-        &pki.loadtest_lines("peers"),
+        &pki.loadtest_lines("peers/{n}"),
     );
     let child = spawn_loadtest(&lab, &config, &["--traffic", "10"]);
     let up = charon_tunnels_with_traffic(&charon);
@@ -242,18 +243,17 @@ fn fifty_tunnels_with_certificates_against_charon() {
     assert_eq!(up, TUNNELS, "charon's SAs: {:#?}", charon.list_sas());
     check_json(&v, true);
     let log = charon.log_text();
-    let peers = format!(
-        "authentication of '{}' with ECDSA",
-        lt::device_dn(lt::PEERS_SERIAL)
-    );
-    let ok = log
-        .lines()
-        .filter(|l| l.contains(&peers) && l.ends_with("successful"))
-        .count();
-    assert!(
-        ok >= TUNNELS,
-        "{ok} lines {peers:?} in charon's log:\n{log}"
-    );
+    for n in 0..TUNNELS {
+        let peer = format!(
+            "authentication of '{}' with ECDSA",
+            lt::device_dn(&lt::peer_serial(n))
+        );
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&peer) && l.ends_with("successful")),
+            "charon's log lacks {peer:?} ... successful:\n{log}"
+        );
+    }
     let me = format!(
         "authentication of '{}' (myself) with ECDSA",
         lt::device_dn(lt::GATEWAY_SERIAL)
@@ -262,15 +262,15 @@ fn fifty_tunnels_with_certificates_against_charon() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The same with the peers' certificate from another CA (same
-/// organization, same subject): charon finds no trusted key for it and
-/// answers AUTHENTICATION_FAILED; the JSON counts every attempt so, none
-/// up, none a timeout.
+/// The peers with one certificate of another CA (same organization):
+/// charon finds no trusted key for it and answers AUTHENTICATION_FAILED;
+/// the JSON counts every attempt so, none up, none a timeout, and the
+/// load tester exits 1.
 #[test]
 fn certificates_of_another_ca_fail_as_authentication_failed_against_charon() {
     xdpsec_e2e::strongswan::require_5_9_8();
     let lab = Lab::unique().up(1).unwrap();
-    let pki = lt::CertPki::new().unwrap();
+    let pki = lt::CertPki::new(0).unwrap();
     let charon = lt::charon_gateway_auth(&lab, SOURCE_RANGE, None, Some(&pki)).unwrap();
     let dir = scratch_dir("loadtest");
     let config = lt::config_auth(
@@ -279,8 +279,12 @@ fn certificates_of_another_ca_fail_as_authentication_failed_against_charon() {
         &lt::source_range_line(),
         &pki.loadtest_lines("stranger"),
     );
-    let child = spawn_loadtest(&lab, &config, &["--tunnels", "10"]);
-    let v = loadtest_json(child, || charon.log_text());
+    let out = spawn_loadtest(&lab, &config, &["--tunnels", "10"])
+        .wait_with_output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(
         (v["attempts"].as_u64(), v["up"].as_u64()),
         (Some(10), Some(0)),
@@ -294,7 +298,7 @@ fn certificates_of_another_ca_fail_as_authentication_failed_against_charon() {
     let log = charon.log_text();
     let line = format!(
         "no trusted ECDSA public key found for '{}'",
-        lt::device_dn(lt::PEERS_SERIAL)
+        lt::device_dn(lt::STRANGER_SERIAL)
     );
     assert!(
         log.matches(&line).count() >= 10,
