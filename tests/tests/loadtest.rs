@@ -242,6 +242,8 @@ fn fifty_tunnels_with_certificates_against_charon() {
     let v = loadtest_json(child, || charon.log_text());
     assert_eq!(up, TUNNELS, "charon's SAs: {:#?}", charon.list_sas());
     check_json(&v, true);
+    // The load tester's own count: every tunnel had a decrypted reply.
+    assert_eq!(v["tunnels_answered"], TUNNELS, "{v}");
     let log = charon.log_text();
     for n in 0..TUNNELS {
         let peer = format!(

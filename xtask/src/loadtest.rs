@@ -49,6 +49,21 @@ pub fn run(
             f("cpu_seconds"),
             per(f("cpu_seconds")),
         );
+        if let Some(n) = v["tunnels_answered"].as_u64() {
+            println!(
+                "  (--traffic: {n} of {up} tunnels answered; time to first packet {})",
+                v["ttfp_ms"]
+            );
+        }
+        println!("  machine load: {}", load_average());
     }
     Ok(())
+}
+
+/// The machine's load averages (1, 5, 15 minutes), as uptime prints them.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg").map_or_else(
+        |e| format!("/proc/loadavg: {e}"),
+        |l| l.split_whitespace().take(3).collect::<Vec<_>>().join(", "),
+    )
 }
