@@ -222,6 +222,10 @@ pub struct LoadtestConfig {
     pub nat_t_port: u16,
 }
 
+/// A peer's pre-shared key (empty with certificates) and certificate
+/// credentials.
+type PeerCredentials = (Zeroizing<Vec<u8>>, Option<Arc<Credentials>>);
+
 /// How the emulated peers authenticate (`auth`).
 enum Auth {
     /// `psk` or `psk_file`: one key for all.
@@ -500,7 +504,7 @@ impl LoadtestConfig {
 
     /// Peer `n`'s pre-shared key (empty with certificates) and
     /// certificate credentials (with `{n}` in `cert_file`: read now).
-    fn credentials(&self, n: u64) -> Result<(Zeroizing<Vec<u8>>, Option<Arc<Credentials>>)> {
+    fn credentials(&self, n: u64) -> Result<PeerCredentials> {
         Ok(match &self.auth {
             Auth::Psk(k) => (k.clone(), None),
             Auth::Cert(c) => (Zeroizing::new(Vec::new()), Some(c.clone())),
