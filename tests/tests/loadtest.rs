@@ -217,6 +217,21 @@ fn fifty_tunnels_against_charon() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A lab, certificates for `peers` peers ([`lt::CertPki`]), charon with
+/// certificates in node 2, and the load tester's config with the
+/// certificate `device` (`peers/{n}` or `stranger`): the scratch
+/// directory and the config's path.
+fn cert_setup(peers: usize, device: &str) -> (Lab, lt::CertPki, Charon, PathBuf, PathBuf) {
+    xdpsec_e2e::strongswan::require_5_9_8();
+    let lab = Lab::unique().up(1).unwrap();
+    let pki = lt::CertPki::new(peers).unwrap();
+    let charon = lt::charon_gateway_auth(&lab, SOURCE_RANGE, None, Some(&pki)).unwrap();
+    let dir = scratch_dir("loadtest");
+    let lines = pki.loadtest_lines(device);
+    let config = lt::config_auth(&lab, &dir, &lt::source_range_line(), &lines);
+    (lab, pki, charon, dir, config)
+}
+
 /// `auth = "cert"`: 50 peers, each with its own device certificate
 /// (`cert_file = ".../peers/{n}/device.crt"`, `xdpsec pki`, ECDSA P-256),
 /// against charon with `remote.auth = pubkey` and the CA: all 50 up and
@@ -226,17 +241,7 @@ fn fifty_tunnels_against_charon() {
 /// certificate.
 #[test]
 fn fifty_tunnels_with_certificates_against_charon() {
-    xdpsec_e2e::strongswan::require_5_9_8();
-    let lab = Lab::unique().up(1).unwrap();
-    let pki = lt::CertPki::new(TUNNELS).unwrap();
-    let charon = lt::charon_gateway_auth(&lab, SOURCE_RANGE, None, Some(&pki)).unwrap();
-    let dir = scratch_dir("loadtest");
-    let config = lt::config_auth(
-        &lab,
-        &dir,
-        &lt::source_range_line(),
-        &pki.loadtest_lines("peers/{n}"),
-    );
+    let (lab, _pki, charon, dir, config) = cert_setup(TUNNELS, "peers/{n}");
     let child = spawn_loadtest(&lab, &config, &["--traffic", "10"]);
     let up = charon_tunnels_with_traffic(&charon);
     let v = loadtest_json(child, || charon.log_text());
@@ -270,17 +275,7 @@ fn fifty_tunnels_with_certificates_against_charon() {
 /// load tester exits 1.
 #[test]
 fn certificates_of_another_ca_fail_as_authentication_failed_against_charon() {
-    xdpsec_e2e::strongswan::require_5_9_8();
-    let lab = Lab::unique().up(1).unwrap();
-    let pki = lt::CertPki::new(0).unwrap();
-    let charon = lt::charon_gateway_auth(&lab, SOURCE_RANGE, None, Some(&pki)).unwrap();
-    let dir = scratch_dir("loadtest");
-    let config = lt::config_auth(
-        &lab,
-        &dir,
-        &lt::source_range_line(),
-        &pki.loadtest_lines("stranger"),
-    );
+    let (lab, _pki, charon, dir, config) = cert_setup(0, "stranger");
     let out = spawn_loadtest(&lab, &config, &["--tunnels", "10"])
         .wait_with_output()
         .unwrap();

@@ -601,6 +601,17 @@ local_id = "peer{n}.lt.example"
 encap = "udp"
 "#;
 
+    /// Each `(from, to, why)`: `text` with `from` replaced by `to` is
+    /// refused with an error that says `why`.
+    fn refused(text: &str, cases: &[(&str, &str, &str)]) {
+        for (from, to, why) in cases {
+            let e = LoadtestConfig::parse(&text.replace(from, to))
+                .err()
+                .unwrap_or_else(|| panic!("{to:?} accepted"));
+            assert!(format!("{e:#}").contains(why), "{to}: {e:#}");
+        }
+    }
+
     #[test]
     fn the_issues_example_parses() {
         let c = LoadtestConfig::parse(EXAMPLE).unwrap();
@@ -634,25 +645,23 @@ encap = "udp"
         let (src, _, p) = c.peer(7).unwrap();
         assert_eq!((src, p.local), (a, a));
         assert_eq!(p.local_id, Identity::Fqdn("peer7.lt.example".into()));
-        for (from, to, why) in [
-            ("20000-20999", "20999-20000", "FIRST-LAST"),
-            ("20000-20999", "0-10", "FIRST-LAST"),
-            ("20000-20999", "400-600", "port 500"),
-            ("20000-20999", "4000-5000", "port 4500"),
-            ("20000-20999", "x", "FIRST-LAST"),
-            ("local_id = \"peer{n}.lt.example\"", "", "local_id"),
-            ("address = \"2001:db8::2\"", "", "[underlay] address"),
-            (
-                "source_port_range",
-                "source_range = \"2001:db8::1000/116\"\nsource_port_range",
-                "not both",
-            ),
-        ] {
-            let e = LoadtestConfig::parse(&text.replace(from, to))
-                .err()
-                .unwrap_or_else(|| panic!("{to:?} accepted"));
-            assert!(format!("{e:#}").contains(why), "{to}: {e:#}");
-        }
+        refused(
+            &text,
+            &[
+                ("20000-20999", "20999-20000", "FIRST-LAST"),
+                ("20000-20999", "0-10", "FIRST-LAST"),
+                ("20000-20999", "400-600", "port 500"),
+                ("20000-20999", "4000-5000", "port 4500"),
+                ("20000-20999", "x", "FIRST-LAST"),
+                ("local_id = \"peer{n}.lt.example\"", "", "local_id"),
+                ("address = \"2001:db8::2\"", "", "[underlay] address"),
+                (
+                    "source_port_range",
+                    "source_range = \"2001:db8::1000/116\"\nsource_port_range",
+                    "not both",
+                ),
+            ],
+        );
         let none = EXAMPLE.replace("source_range = \"2001:db8::1000/116\"", "");
         let e = LoadtestConfig::parse(&none).err().unwrap();
         assert!(format!("{e:#}").contains("source_port_range"), "{e:#}");
@@ -670,30 +679,28 @@ encap = "udp"
 
     #[test]
     fn mistakes_are_refused() {
-        for (from, to, why) in [
-            ("encap = \"udp\"", "encap = \"gre\"", "encap"),
-            ("psk = \"secret\"", "", "psk"),
-            (
-                "gateway = \"2001:db8::1\"",
-                "gateway = \"198.51.100.1\"",
-                "family",
-            ),
-            (
-                "esp_proposals = [\"aes256gcm16\"]",
-                "esp_proposals = [\"rot13\"]",
-                "esp_proposals",
-            ),
-            (
-                "encap = \"udp\"",
-                "encap = \"udp\"\ntypo = 1",
-                "unknown field",
-            ),
-        ] {
-            let e = LoadtestConfig::parse(&EXAMPLE.replace(from, to))
-                .err()
-                .unwrap_or_else(|| panic!("{to:?} accepted"));
-            assert!(format!("{e:#}").contains(why), "{to}: {e:#}");
-        }
+        refused(
+            EXAMPLE,
+            &[
+                ("encap = \"udp\"", "encap = \"gre\"", "encap"),
+                ("psk = \"secret\"", "", "psk"),
+                (
+                    "gateway = \"2001:db8::1\"",
+                    "gateway = \"198.51.100.1\"",
+                    "family",
+                ),
+                (
+                    "esp_proposals = [\"aes256gcm16\"]",
+                    "esp_proposals = [\"rot13\"]",
+                    "esp_proposals",
+                ),
+                (
+                    "encap = \"udp\"",
+                    "encap = \"udp\"\ntypo = 1",
+                    "unknown field",
+                ),
+            ],
+        );
     }
 
     /// Run openssl in `d`.
@@ -885,37 +892,35 @@ encap = "udp"
         let d = pki("bad");
         let text = cert_config(&d, "peer0.crt", "peer0.key");
         let ds = d.display().to_string();
-        for (from, to, why) in [
-            ("auth = \"cert\"", "auth = \"cert\"\npsk = \"x\"", "no psk"),
-            (
-                &format!("ca_file = \"{ds}/ca.crt\""),
-                "",
-                "needs loadtest.ca_file",
-            ),
-            ("peer0.key", "peer1.key", "key_file"),
-            ("peer0.key", "peer{n}.key", "in both"),
-            ("peer0.crt", "nothere.crt", "loadtest.cert_file"),
-            (
-                "auth = \"cert\"",
-                "auth = \"rsa\"",
-                "give \"psk\" or \"cert\"",
-            ),
-            (
-                "auth = \"cert\"",
-                "auth = \"cert\"\nremote_id = \"XX=gw\"",
-                "not a distinguished name",
-            ),
-            (
-                "source_range = \"2001:db8::1000/116\"",
-                "source_port_range = \"20000-20999\"",
-                "loadtest.local_id",
-            ),
-        ] {
-            let e = LoadtestConfig::parse(&text.replace(from, to))
-                .err()
-                .unwrap_or_else(|| panic!("{to:?} accepted"));
-            assert!(format!("{e:#}").contains(why), "{to}: {e:#}");
-        }
+        refused(
+            &text,
+            &[
+                ("auth = \"cert\"", "auth = \"cert\"\npsk = \"x\"", "no psk"),
+                (
+                    &format!("ca_file = \"{ds}/ca.crt\""),
+                    "",
+                    "needs loadtest.ca_file",
+                ),
+                ("peer0.key", "peer1.key", "key_file"),
+                ("peer0.key", "peer{n}.key", "in both"),
+                ("peer0.crt", "nothere.crt", "loadtest.cert_file"),
+                (
+                    "auth = \"cert\"",
+                    "auth = \"rsa\"",
+                    "give \"psk\" or \"cert\"",
+                ),
+                (
+                    "auth = \"cert\"",
+                    "auth = \"cert\"\nremote_id = \"XX=gw\"",
+                    "not a distinguished name",
+                ),
+                (
+                    "source_range = \"2001:db8::1000/116\"",
+                    "source_port_range = \"20000-20999\"",
+                    "loadtest.local_id",
+                ),
+            ],
+        );
         // The certificate keys without auth = "cert".
         let psk = EXAMPLE.replace(
             "psk = \"secret\"",
