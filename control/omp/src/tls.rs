@@ -28,7 +28,7 @@ use rustls::{
     AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore,
     ServerConfig, SignatureScheme,
 };
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::history::ErrorCode;
 
@@ -347,6 +347,21 @@ impl std::fmt::Debug for Link {
     }
 }
 
+/// Reads from a byte slice into rustls's input buffer, zeroing the whole
+/// free part rustls offers first. rustls decrypts each record in place in
+/// that buffer and, once processed, only moves the unprocessed bytes to its
+/// front: the plaintext of earlier records (TLOC keys) would stay behind
+/// them for the connection's life, as long as no later input is as long.
+/// Every read wipes it, so plaintext lasts until the next read at most.
+struct WipingReader<'a, 'b>(&'a mut &'b [u8]);
+
+impl std::io::Read for WipingReader<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        buf.zeroize();
+        self.0.read(buf)
+    }
+}
+
 /// What [`Link::receive`] got out of the bytes.
 #[derive(Default)]
 pub struct Received {
@@ -439,7 +454,7 @@ impl Link {
         let mut got = Received::default();
         let mut buf = Zeroizing::new([0u8; 4096]);
         while !data.is_empty() {
-            if self.conn.read_tls(&mut data).is_err() {
+            if self.conn.read_tls(&mut WipingReader(&mut data)).is_err() {
                 return Err(rustls::Error::General("TLS input buffer full".into()));
             }
             let state = self.conn.process_new_packets()?;
