@@ -1,5 +1,5 @@
 //! A retired SD-WAN key leaves no copy in any process's memory: after an
-//! edge's rekey and the end of the old SA's grace time, the old TLOC key
+//! edge's reconnection, its rekey and the end of the old SA's grace time, the old TLOC key
 //! is nowhere in the controller's writable memory (heap, freed blocks,
 //! thread stacks, rustls's buffers) nor in the edges', and the old SA key
 //! is nowhere in the edges'; the current ones are found (the search
@@ -65,6 +65,35 @@ fn describe(hits: &[(u64, String)]) -> String {
         .collect()
 }
 
+/// The bytes around each hit (the 36 key bytes themselves masked), to
+/// tell what holds it: 128 before, 64 after, as hex rows of 16.
+fn surroundings(regions: &[Region], hits: &[(u64, String)]) -> String {
+    let mut s = String::new();
+    for (a, _) in hits {
+        let Some(r) = regions
+            .iter()
+            .find(|r| (r.start..r.start + r.bytes.len() as u64).contains(a))
+        else {
+            continue;
+        };
+        let at = (a - r.start) as usize;
+        let from = at.saturating_sub(128) & !15;
+        let to = (at + 36 + 64).min(r.bytes.len());
+        for row in (from..to).step_by(16) {
+            s.push_str(&format!("  {:#x}:", r.start + row as u64));
+            for i in row..(row + 16).min(to) {
+                if (at..at + 36).contains(&i) {
+                    s.push_str(" **");
+                } else {
+                    s.push_str(&format!(" {:02x}", r.bytes[i]));
+                }
+            }
+            s.push('\n');
+        }
+    }
+    s
+}
+
 /// Searches process `pid` (`who`) for the old and the current key: the TLOC
 /// keys by their pairwise keys `tloc` = [(info, old), (info, current)],
 /// and, if `sa` is given, the SA keys' AES key bytes themselves.
@@ -85,9 +114,10 @@ fn check(who: &str, pid: u32, tloc: &[(Vec<u8>, [u8; 36])], sa: Option<[&[u8]; 2
     );
     assert!(
         hits[0].is_empty(),
-        "{who}: the retired TLOC key is still in memory:\n{}(current at\n{})",
+        "{who}: the retired TLOC key is still in memory:\n{}(current at\n{})\n{}",
         describe(&hits[0]),
-        describe(&hits[1])
+        describe(&hits[1]),
+        surroundings(&regions, &hits[0])
     );
     if let Some([old, current]) = sa {
         // The AES-256 key (the salt alone is only 4 bytes).
@@ -96,9 +126,10 @@ fn check(who: &str, pid: u32, tloc: &[(Vec<u8>, [u8; 36])], sa: Option<[&[u8]; 2
         let then = memscan::find(&regions, &old[..32]);
         assert!(
             then.is_empty(),
-            "{who}: the deleted SA's key is still in memory:\n{}(current at\n{})",
+            "{who}: the deleted SA's key is still in memory:\n{}(current at\n{})\n{}",
             describe(&then),
-            describe(&now)
+            describe(&now),
+            surroundings(&regions, &then)
         );
     }
 }
@@ -114,6 +145,10 @@ fn retired_keys_leave_no_copy_in_controller_or_edge_memory() {
         .expect("fabric namespaces");
     f.start().expect("controller and edges");
     let all = [1, 2, 3];
+    f.wait_converged(&all, Duration::from_secs(20)).unwrap();
+    // Edge 1 reconnects first: its TLOC key crosses a new connection and
+    // the old connection's buffers (rustls's too) are freed with it.
+    f.edge(1).cli("clear sdwan control connections").unwrap();
     f.wait_converged(&all, Duration::from_secs(20)).unwrap();
     let dir = xdpsec_e2e::scratch_dir("keymem");
     let (old_spi, old_key) = sa_from_2(&f, &dir, "old");

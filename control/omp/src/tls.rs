@@ -358,7 +358,7 @@ struct WipingReader<'a, 'b>(&'a mut &'b [u8]);
 impl std::io::Read for WipingReader<'_, '_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         buf.zeroize();
-        self.0.read(buf)
+        Read::read(self.0, buf)
     }
 }
 
@@ -510,5 +510,28 @@ impl Link {
     /// Queues a close_notify.
     pub fn close(&mut self) {
         self.conn.send_close_notify();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::WipingReader;
+
+    #[test]
+    fn the_reader_zeroes_all_of_the_free_space_it_is_offered() {
+        // rustls offers the free part of its input buffer, where the
+        // plaintext of records it already processed lies (decrypted in
+        // place, then left behind the unprocessed bytes it moved forward).
+        let mut buf = [0x5cu8; 4096];
+        let input = [1u8, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+        let mut data = &input[..];
+        let n = WipingReader(&mut data).read(&mut buf[100..]).unwrap();
+        assert_eq!(n, 10);
+        assert_eq!(&buf[100..110], &input);
+        assert!(buf[110..].iter().all(|&b| b == 0), "stale bytes left");
+        assert!(buf[..100].iter().all(|&b| b == 0x5c), "outside the offer");
+        assert!(data.is_empty());
     }
 }

@@ -48,7 +48,7 @@ fn grow(a: &dyn Alloc, size: usize) -> f64 {
 fn main() {
     let z = ZeroOnFree(System);
     println!(
-        "{:<28} {:>10} {:>10} {:>7}",
+        "{:<34} {:>10} {:>10} {:>7}",
         "case", "system ns", "zeroing ns", "ratio"
     );
     for size in [128usize, 4096, 16 * 1024, 64 * 1024] {
@@ -62,7 +62,7 @@ fn main() {
                 best_z = best_z.min(f(&z as &dyn Alloc, size));
             }
             println!(
-                "{:<28} {:>10.0} {:>10.0} {:>7.2}",
+                "{:<34} {:>10.0} {:>10.0} {:>7.2}",
                 format!("{name} {size}"),
                 best_s,
                 best_z,
