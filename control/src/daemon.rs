@@ -478,11 +478,14 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
             .context("spawning the control thread")?
     };
     let metrics_thread = match metrics_server {
-        Some(server) => Some(crate::metrics::spawn(
-            server,
-            handle.clone(),
-            Arc::clone(&stop),
-        )?),
+        Some(server) => {
+            let owner = handle.clone();
+            Some(crate::metrics::spawn(
+                server,
+                move || owner.scrape(),
+                Arc::clone(&stop),
+            )?)
+        }
         None => None,
     };
     info!(

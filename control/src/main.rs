@@ -1,14 +1,11 @@
 //! `xdpsec`: the daemon (`run`) and the IOS-style client (`cli`).
 mod cli;
-mod commands;
 mod config;
 mod controller;
 mod ctlsock;
 mod daemon;
-mod early_drop;
 mod filter;
 mod grammar;
-mod ike_show;
 mod metrics;
 mod owner;
 mod pki;
@@ -19,8 +16,6 @@ mod session;
 mod show;
 mod state;
 mod syslog;
-mod taps_cmd;
-mod taps_render;
 mod traffic_gen;
 
 use std::{path::PathBuf, process::ExitCode};

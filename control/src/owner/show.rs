@@ -4,6 +4,7 @@ use anyhow::Result;
 use xdpsec_common::{InsideCounter, XdpCounter};
 use xdpsec_datapath::worker::FrameClass;
 use xdpsec_datapath::{DropReason, sa::SaId};
+use xdpsec_ike::{EspProposal, IkeOffer};
 use xdpsec_worker::stats::QUEUE_FIELDS;
 
 use super::Owner;
@@ -13,8 +14,11 @@ use crate::{
         Counters,
         crypto_sa::{CryptoSa, CryptoSaRow, EspSaRow, SaTotals},
         ikev2::{Ikev2Sas, SessionIkeSa, SessionRow, Sessions, ike_status},
+        proposals::{
+            Ikev2Fragmentation, Ikev2ProposalRow, Ikev2Proposals, TransformSetRow, TransformSets,
+        },
         qfp::{InsideXdp, QfpStatistics, QueueRow},
-        system::{DropRow, Drops, Logging, RateLimited, UdpPorts, Version},
+        system::{DropRow, Drops, LogLimits, Logging, RateLimited, UdpPorts, Version},
     },
     state::crypto_map_tag,
 };
@@ -75,7 +79,7 @@ impl Owner {
 
     /// `show crypto ipsec sa [peer ADDR]`: one walk of the registry, the
     /// manual and IKE tunnels, then the SD-WAN peers.
-    pub(crate) fn crypto_sa(&self, peer: Option<std::net::IpAddr>) -> CryptoSa {
+    pub(super) fn crypto_sa(&self, peer: Option<std::net::IpAddr>) -> CryptoSa {
         let mut rows = Vec::new();
         for ts in self.registry.matching(peer) {
             if !ts.is_configured() {
@@ -148,7 +152,7 @@ impl Owner {
     }
 
     /// `show crypto ikev2 sa [detailed]`.
-    pub(crate) fn ikev2_sas(&self, detailed: bool) -> Ikev2Sas {
+    pub(super) fn ikev2_sas(&self, detailed: bool) -> Ikev2Sas {
         Ikev2Sas {
             detailed,
             rows: crate::show::ikev2::ikev2_sa_rows(&self.ike_views()),
@@ -156,7 +160,7 @@ impl Owner {
     }
 
     /// `show crypto session [detail]`: a session per tunnel.
-    pub(crate) fn sessions(&self, detail: bool) -> Sessions {
+    pub(super) fn sessions(&self, detail: bool) -> Sessions {
         let views = self.ike_views();
         let mut rows = Vec::new();
         // A session per configured tunnel (SD-WAN peers have none).
@@ -202,7 +206,7 @@ impl Owner {
     }
 
     /// `show version`.
-    pub(crate) fn version(&self) -> Version {
+    pub(super) fn version(&self) -> Version {
         Version {
             version: env!("CARGO_PKG_VERSION"),
             node: self.node.clone(),
@@ -218,32 +222,34 @@ impl Owner {
     }
 
     /// `show logging`.
-    pub(crate) fn logging(&self) -> Logging {
+    pub(super) fn logging(&self) -> Logging {
         Logging {
             lines: self.log.lines().cloned().collect(),
-            rate_limited: self
-                .events
-                .suppressed()
-                .iter()
-                .map(|(k, n)| RateLimited {
-                    kind: format!("{k:?}"),
-                    suppressed: *n,
-                })
-                .collect(),
-            events_lost: self.events.lost,
+            limits: Some(LogLimits {
+                rate_limited: self
+                    .events
+                    .suppressed()
+                    .iter()
+                    .map(|(k, n)| RateLimited {
+                        kind: format!("{k:?}"),
+                        suppressed: *n,
+                    })
+                    .collect(),
+                events_lost: self.events.lost,
+            }),
             logged: self.log.logged,
         }
     }
 
     /// `show platform software xdpsec udp-ports`.
-    pub(crate) fn udp_ports(&self) -> UdpPorts {
+    pub(super) fn udp_ports(&self) -> UdpPorts {
         UdpPorts {
             udp_ports: self.steered.iter().copied().collect(),
         }
     }
 
     /// `show platform hardware qfp active feature ipsec datapath drops [all]`.
-    pub(crate) fn drops(&self, all: bool) -> Drops {
+    pub(super) fn drops(&self, all: bool) -> Drops {
         let t = self.drops.totals();
         Drops {
             all,
@@ -260,7 +266,7 @@ impl Owner {
 
     /// `show platform hardware qfp active statistics`: each counter less
     /// its value at the last clear.
-    pub(crate) fn qfp_statistics(&mut self) -> Result<QfpStatistics> {
+    pub(super) fn qfp_statistics(&mut self) -> Result<QfpStatistics> {
         let (interface, attach_mode, raw, early_drop) = self.with_steering(|s| {
             Ok((
                 s.interface.clone(),
@@ -344,5 +350,86 @@ impl Owner {
             inside_xdp,
             next_hop_refreshes: self.next_hops.refreshes(),
         })
+    }
+
+    /// The proposals of the IKE tunnels (`esp`: `esp_proposals`, else
+    /// `ike_proposals`), each once: (name, notation, tunnels). The name is
+    /// `default` for `default_notation`, else the notation.
+    fn proposals_in_use(
+        &self,
+        esp: bool,
+        default_notation: &str,
+    ) -> Vec<(String, String, Vec<String>)> {
+        let mut out: Vec<(String, String, Vec<String>)> = Vec::new();
+        for t in &self.config.tunnels {
+            let TunnelKind::Ike(k) = &t.kind else {
+                continue;
+            };
+            for p in if esp {
+                &k.esp_proposals
+            } else {
+                &k.ike_proposals
+            } {
+                let tunnel = t.name.clone();
+                match out.iter_mut().find(|r| &r.1 == p) {
+                    Some(r) => r.2.push(tunnel),
+                    None => {
+                        let name = if p == default_notation { "default" } else { p };
+                        out.push((name.to_string(), p.clone(), vec![tunnel]));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// `show crypto ikev2 proposal`: the IKEv2 proposals of the configured
+    /// tunnels (checked when the config was read, so none is left out).
+    pub(crate) fn ikev2_proposals(&self) -> Ikev2Proposals {
+        Ikev2Proposals {
+            proposals: self
+                .proposals_in_use(false, IkeOffer::IOS_DEFAULT)
+                .into_iter()
+                .filter_map(|(name, p, tunnels)| {
+                    Some(Ikev2ProposalRow::new(
+                        name,
+                        &IkeOffer::parse(&p).ok()?,
+                        tunnels,
+                    ))
+                })
+                .collect(),
+        }
+    }
+
+    /// `show crypto ipsec transform-set`: the transform sets of the
+    /// configured tunnels.
+    pub(crate) fn transform_sets(&self) -> TransformSets {
+        TransformSets {
+            transform_sets: self
+                .proposals_in_use(true, EspProposal::IOS_DEFAULT)
+                .into_iter()
+                .filter_map(|(name, p, tunnels)| {
+                    let e = EspProposal::parse(&p).ok()?;
+                    Some(TransformSetRow {
+                        name,
+                        transform: super::esp_cipher(e.encr, e.integ)?
+                            .ios_transform()
+                            .to_string(),
+                        mode: "Tunnel",
+                        pfs: e.dh,
+                        tunnels,
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// `show crypto ikev2 stats fragmentation`: all tunnels' counters.
+    pub(crate) fn ikev2_fragmentation(&self) -> Ikev2Fragmentation {
+        self.ike
+            .as_ref()
+            .map(|i| i.stats())
+            .unwrap_or_default()
+            .into()
     }
 }

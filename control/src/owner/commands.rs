@@ -1,5 +1,6 @@
 //! The IOS-style commands the daemon answers on its control socket: the
-//! dispatch of a parsed [`Command`] to the owner ([`Owner`]).
+//! dispatch of a parsed [`Command`] to the owner ([`Owner`]), as
+//! [`Input::Command`](super::Input::Command) asks.
 //!
 //! Commands run on the owner of control state one at a time: they read its
 //! state directly and change it only through its methods. Shows build rows
@@ -8,17 +9,17 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
+use super::Owner;
 use crate::{
     ctlsock::Reply,
     grammar::{COMMANDS, Command},
-    owner::Owner,
-    show::{self, crypto_sa, ikev2, qfp, system},
+    show::{self, crypto_sa, ikev2, proposals, qfp, system, trace},
 };
 
 impl Owner {
     /// Run one command from the control socket; the reply is IOS text, or
     /// with `json` the same rows as JSON.
-    pub fn execute(&mut self, command: Command, json: bool) -> Reply {
+    pub(super) fn execute(&mut self, command: Command, json: bool) -> Reply {
         // The drop table's early-drop rows come from XDP.
         self.sync_xdp_drops();
         let result = match command {
@@ -50,14 +51,17 @@ impl Owner {
             Command::ShowCryptoSession { detail } => {
                 Ok(show::reply(&self.sessions(detail), ikev2::render_session))
             }
-            Command::ShowIkev2Proposal => {
-                Ok(crate::ike_show::ikev2_proposal(&self.ikev2_proposal_rows()))
-            }
-            Command::ShowIkev2StatsFragmentation => Ok(crate::ike_show::ikev2_fragmentation(
-                self.ike.as_ref().map(|i| i.stats()).unwrap_or_default(),
+            Command::ShowIkev2Proposal => Ok(show::reply(
+                &self.ikev2_proposals(),
+                proposals::render_ikev2_proposal,
             )),
-            Command::ShowIpsecTransformSet => Ok(crate::ike_show::ipsec_transform_set(
-                &self.transform_set_rows(),
+            Command::ShowIkev2StatsFragmentation => Ok(show::reply(
+                &self.ikev2_fragmentation(),
+                proposals::render_fragmentation,
+            )),
+            Command::ShowIpsecTransformSet => Ok(show::reply(
+                &self.transform_sets(),
+                proposals::render_transform_set,
             )),
             Command::ClearIkev2Sa { remote } | Command::ClearCryptoSession { remote } => {
                 self.clear_ike(remote)
@@ -86,8 +90,13 @@ impl Owner {
                 self.debug_packet_trace(count, drops_only)
             }
             Command::ClearPacketTrace => Ok(self.clear_packet_trace()),
-            Command::ShowPacketTraceSummary => Ok(self.show_packet_trace_summary()),
-            Command::ShowPacketTracePacket { number } => self.show_packet_trace_packet(number),
+            Command::ShowPacketTraceSummary => Ok(show::reply(
+                &self.packet_trace_summary(),
+                trace::render_summary,
+            )),
+            Command::ShowPacketTracePacket { number } => self
+                .packet_trace_packet(number)
+                .map(|p| show::reply(&p, trace::render_packet)),
             Command::CaptureDropsStart { file, limit } => {
                 self.capture_start(&file, limit.map(u64::from))
             }
