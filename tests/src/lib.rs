@@ -21,6 +21,7 @@ pub mod frames;
 pub mod gateway;
 pub mod ike;
 pub mod loadtest;
+pub mod memscan;
 pub mod sdwan;
 pub mod strongswan;
 pub mod tunnel;
