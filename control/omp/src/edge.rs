@@ -944,9 +944,11 @@ impl Edge {
                 self.rekey(now, i, out);
             }
             let before = self.locals[i].old.len();
-            self.locals[i]
-                .old
-                .retain(|(_, at)| at.is_none_or(|at| at > now));
+            let old = &mut self.locals[i].old;
+            old.retain(|(_, at)| at.is_none_or(|at| at > now));
+            // `retain` moved the kept entries down: the slots past the new
+            // length still hold their bytes (keys included).
+            zero_spare(old);
             if self.locals[i].old.len() != before {
                 self.refresh_local_sas(i, out);
             }
@@ -1001,4 +1003,14 @@ impl Edge {
             self.remove_route(&k, out);
         }
     }
+}
+
+/// Zero a vector's unused capacity (the bytes of elements moved or removed).
+fn zero_spare<T>(v: &mut Vec<T>) {
+    for slot in v.spare_capacity_mut() {
+        // SAFETY: the slot is past the length: no live value is there, and
+        // zero bytes are a valid `MaybeUninit`.
+        unsafe { std::ptr::write_bytes(slot.as_mut_ptr(), 0, 1) };
+    }
+    std::hint::black_box(&v);
 }

@@ -54,25 +54,33 @@ use zeroize::Zeroizing;
 use consts::{KEY_LEN, PAIRWISE_INFO};
 
 /// AES-256-GCM key material: 32-byte key || 4-byte salt (RFC 4106).
-/// Zeroized on drop; never printed.
+/// Zeroized on drop; never printed. The bytes live in their own heap
+/// block, written there and nowhere else: moving the value (into a
+/// `Vec`, out with `mem::replace`, inside an enum) moves a pointer, so no
+/// stale copy of a key is left in a dead stack frame (where a later move
+/// of an enum's unused bytes could carry it into the heap).
 #[derive(Clone, PartialEq, Eq)]
-pub struct KeyMaterial(Zeroizing<[u8; KEY_LEN]>);
+pub struct KeyMaterial(Box<Zeroizing<[u8; KEY_LEN]>>);
 
 impl KeyMaterial {
+    fn zeroed() -> Self {
+        KeyMaterial(Box::new(Zeroizing::new([0u8; KEY_LEN])))
+    }
+
     /// Wraps exactly [`KEY_LEN`] bytes (the caller checked the length).
     pub(crate) fn from_slice(b: &[u8]) -> Self {
-        let mut k = Zeroizing::new([0u8; KEY_LEN]);
-        k.copy_from_slice(b);
-        KeyMaterial(k)
+        let mut k = KeyMaterial::zeroed();
+        k.0.copy_from_slice(b);
+        k
     }
 
     /// Fresh random key material.
     pub fn random(rng: &dyn ring::rand::SecureRandom) -> Self {
-        let mut k = Zeroizing::new([0u8; KEY_LEN]);
+        let mut k = KeyMaterial::zeroed();
         // SystemRandom only fails where the OS has no randomness at all; a
         // core that cannot make keys must not run.
-        rng.fill(&mut k[..]).expect("system random source failed");
-        KeyMaterial(k)
+        rng.fill(&mut k.0[..]).expect("system random source failed");
+        k
     }
 
     /// The key || salt bytes, for the datapath's SA.
@@ -161,13 +169,30 @@ pub fn pairwise_key(
         info.extend_from_slice(c);
     }
     info.extend_from_slice(&receiver_spi.to_be_bytes());
+    let mut out = KeyMaterial::zeroed();
+    derive(receiver_key, &info, &mut out);
+    // ring's SHA-256 contexts held the TLOC key (HMAC's message block) and
+    // the output in stack frames that are dead now: overwrite them.
+    wipe_stack();
+    out
+}
+
+#[inline(never)]
+fn derive(receiver_key: &KeyMaterial, info: &[u8], out: &mut KeyMaterial) {
     let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, &[]).extract(receiver_key.bytes());
-    let mut out = Zeroizing::new([0u8; KEY_LEN]);
     // 36 bytes is far below HKDF-SHA256's 255 * 32 limit: cannot fail.
-    prk.expand(&[&info], Len(KEY_LEN))
-        .and_then(|okm| okm.fill(&mut out[..]))
+    prk.expand(&[info], Len(KEY_LEN))
+        .and_then(|okm| okm.fill(&mut out.0[..]))
         .expect("HKDF output length within limits");
-    KeyMaterial(out)
+}
+
+/// Zero the stack below the caller's frame, where the frames of the
+/// functions it called (ring's HMAC and SHA-256) were.
+#[inline(never)]
+fn wipe_stack() {
+    let mut scratch = [0u8; 8192];
+    zeroize::Zeroize::zeroize(&mut scratch[..]);
+    std::hint::black_box(&scratch);
 }
 
 /// One direction's SA parameters (AES-256-GCM, UDP-encapsulated ESP).
