@@ -345,6 +345,8 @@ impl Owner {
             table.set_spi_observer(Box::new(sync), now.duration_since(s.epoch));
         }
         let steered = s.config.underlay.udp_ports.clone();
+        // What start-up wrote (`build_tunnels`) is on disk.
+        let durable = seq.committed();
         let mut owner = Owner {
             node: s.config.node.clone(),
             local: s.config.underlay.address,
@@ -383,7 +385,7 @@ impl Owner {
             unsteering: BTreeSet::new(),
             ike,
             seq_rekeyed: std::collections::HashSet::new(),
-            seq_wait: reserve::SeqWait::default(),
+            seq_wait: reserve::SeqWait::new(durable),
             sdwan: s.sdwan,
             routes: s.routes,
             static_routes: s.static_routes,

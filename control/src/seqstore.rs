@@ -105,6 +105,8 @@ pub struct SeqStore {
     /// Counts in-memory changes: a [`SeqWrite`] of generation `g` holds
     /// every reservation made up to `g`.
     generation: u64,
+    /// The generation [`SeqStore::commit`] last wrote.
+    committed: u64,
 }
 
 /// The whole reservation file at one generation, to be written durably
@@ -233,6 +235,7 @@ impl SeqStore {
             ephemeral,
             dirty: false,
             generation: 0,
+            committed: 0,
         })
     }
 
@@ -312,7 +315,15 @@ impl SeqStore {
         let Some(w) = self.take_write() else {
             return Ok(());
         };
-        w.write().inspect_err(|_| self.write_failed())
+        w.write().inspect_err(|_| self.write_failed())?;
+        self.committed = w.generation;
+        Ok(())
+    }
+
+    /// The generation [`SeqStore::commit`] last wrote (what start-up made
+    /// durable before anything was published).
+    pub fn committed(&self) -> u64 {
+        self.committed
     }
 
     /// The file's text.

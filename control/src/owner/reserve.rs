@@ -32,9 +32,9 @@ const ERROR_EVERY: Duration = Duration::from_secs(60);
 
 /// Outbound SAs waiting for their reservation to be on disk.
 #[derive(Default)]
-pub(crate) struct SeqWait {
+pub(super) struct SeqWait {
     /// (generation that holds the reservation, the SA, its new limit).
-    raises: Vec<(u64, Arc<OutboundSa>, u64)>,
+    pub(super) raises: Vec<(u64, Arc<OutboundSa>, u64)>,
     /// The highest generation reported on disk.
     durable: u64,
     /// When the last write was handed to the shell, while unreported.
@@ -46,7 +46,17 @@ pub(crate) struct SeqWait {
     /// The last write failed: try again at the next tick.
     failed: bool,
     /// When the last failed write was logged (rate limit).
-    error_logged: Option<Instant>,
+    pub(super) error_logged: Option<Instant>,
+}
+
+impl SeqWait {
+    /// Nothing waits yet; `durable` is the generation start-up wrote.
+    pub(super) fn new(durable: u64) -> SeqWait {
+        SeqWait {
+            durable,
+            ..SeqWait::default()
+        }
+    }
 }
 
 impl Owner {
