@@ -6,7 +6,6 @@ mod ctlsock;
 mod daemon;
 mod filter;
 mod grammar;
-mod ike_show;
 mod metrics;
 mod owner;
 mod pki;
@@ -17,8 +16,6 @@ mod session;
 mod show;
 mod state;
 mod syslog;
-mod taps_cmd;
-mod taps_render;
 mod traffic_gen;
 
 use std::{path::PathBuf, process::ExitCode};
