@@ -21,6 +21,7 @@ mod ike;
 mod metrics;
 pub mod registry;
 mod reload;
+mod reserve;
 mod sa_commands;
 mod show;
 mod taps;
@@ -45,7 +46,7 @@ use xdpsec_datapath::{
     DropCounters, DropStats,
     crypto::{Cipher, KeyMaterial},
     sa::{AddrSet, InboundSaConfig, OutboundSaConfig, OuterHeader, Prefix as DpPrefix, Selectors},
-    sa::{OutboundEntry, SaChange, SaId, SaTable},
+    sa::{OutboundEntry, OutboundSa, SaChange, SaId, SaTable},
     worker::WorkerShared,
 };
 use xdpsec_ike::{
@@ -176,7 +177,8 @@ pub struct Owner {
     /// Turns datapath events into rate-limited log lines.
     pub(crate) events: EventLogger,
     // TODO(issue 17): moves under owner/ (read by sdwan.rs).
-    /// Outbound sequence reservations on disk.
+    /// Outbound sequence reservations (in memory; the shell writes them,
+    /// see `reserve`).
     pub(crate) seq: SeqStore,
     /// What the kernel-socket shell received (reassembled fragments).
     kernel_rx: Arc<KernelRxStats>,
@@ -196,8 +198,8 @@ pub struct Owner {
     /// Negotiated outbound SAs already asked to rekey for their sequence
     /// numbers (asked once each).
     seq_rekeyed: std::collections::HashSet<SaId>,
-    /// When the last failed reservation write was logged (rate limit).
-    seq_error_logged: Option<Instant>,
+    /// Outbound SAs waiting for their reservation to be on disk.
+    seq_wait: reserve::SeqWait,
     // TODO(issue 17): moves under owner/ (read by sdwan.rs, sdwan/show.rs).
     /// The SD-WAN edge (`[sdwan]`), if this node is one.
     pub(crate) sdwan: Option<crate::sdwan::Sdwan>,
@@ -364,6 +366,8 @@ impl Owner {
             table.set_spi_observer(Box::new(sync), now.duration_since(s.epoch));
         }
         let steered = s.config.underlay.udp_ports.clone();
+        // What start-up wrote (`build_tunnels`) is on disk.
+        let durable = seq.committed();
         let mut owner = Owner {
             node: s.config.node.clone(),
             local: s.config.underlay.address,
@@ -402,7 +406,7 @@ impl Owner {
             unsteering: BTreeSet::new(),
             ike,
             seq_rekeyed: std::collections::HashSet::new(),
-            seq_error_logged: None,
+            seq_wait: reserve::SeqWait::new(durable),
             sdwan: s.sdwan,
             routes: s.routes,
             static_routes: s.static_routes,
@@ -542,8 +546,14 @@ impl Owner {
             Input::Tick => self.tick(),
             Input::Start => self.sdwan_omp(xdpsec_omp::edge::Input::Timer),
             Input::Shell(ShellEvent::PortsUnsteered(ports)) => self.ports_unsteered(&ports),
+            Input::Shell(ShellEvent::Reserved { generation, error }) => {
+                self.reservations_written(generation, error)
+            }
         }
-        self.table.release(self.now.duration_since(self.epoch));
+        self.flush_reservations();
+        if !self.hold_publish() {
+            self.table.release(self.now.duration_since(self.epoch));
+        }
         let lines = self.log.take_outbox();
         self.fx.shell.extend(lines.into_iter().map(ShellOp::Syslog));
         self.fx.publishes = self.table.publishes() - before;
@@ -553,6 +563,8 @@ impl Owner {
     /// Publish the UDP ports the datapath takes as ESP: those XDP steers,
     /// and those it is being told to stop steering.
     fn publish_udp_ports(&mut self) -> Result<()> {
+        // XDP must not steer a port before the workers know it.
+        self.publish_now();
         let ports: BTreeSet<u16> = self.steered.union(&self.unsteering).copied().collect();
         self.table
             .apply(
@@ -634,6 +646,7 @@ impl Owner {
                 self.ike_input(IkeInput::UnknownSpi { peer, spi });
             }
         }
+        self.retry_reservations();
         self.extend_reservations();
         self.rekey_before_sequence_runs_out();
         self.sdwan_timers();
@@ -647,61 +660,14 @@ impl Owner {
         }
     }
 
-    /// Reserve the next block for every outbound SA that has used half of
-    /// its current one: one durable write for all of them, then the new
-    /// limits are handed to the datapath.
-    fn extend_reservations(&mut self) {
-        let snap = self.table.snapshot();
-        let mut raise = Vec::new();
-        // Manual tunnels and SD-WAN peers (negotiated keys are rekeyed
-        // long before the end instead).
-        let reserved = self
-            .registry
-            .iter()
-            .filter_map(|e| Some((e.index, e.out_key?)));
-        for (i, out_key) in reserved {
-            let Some(OutboundEntry::Active(sa)) = snap.outbound(i) else {
-                continue;
-            };
-            let limit = sa.seq_limit();
-            let end = sa.max_seq();
-            if limit >= end || limit.saturating_sub(sa.last_seq()) >= seqstore::LOW_WATER {
-                continue;
-            }
-            let next = limit.saturating_add(seqstore::BLOCK).min(end);
-            self.seq.reserve(out_key, next);
-            raise.push((Arc::clone(sa), next));
-        }
-        if raise.is_empty() {
-            return;
-        }
-        match self.seq.commit() {
-            Ok(()) => {
-                for (sa, limit) in raise {
-                    sa.raise_limit(limit);
-                }
-            }
-            Err(e) => {
-                // The datapath stops at its current limit (counted as 45)
-                // rather than risk a nonce that is not on disk.
-                if self.seq_error_logged.is_none_or(|t| {
-                    self.now.saturating_duration_since(t) >= Duration::from_secs(60)
-                }) {
-                    error!(
-                        "cannot extend outbound sequence reservations: {e:#}; tunnels stop sending when their reserved numbers run out"
-                    );
-                    self.seq_error_logged = Some(self.now);
-                }
-            }
-        }
-    }
-
     /// Detach the XDP program's sockets and hand the steering back (the
     /// workers have stopped; dropping it detaches the program), with the
     /// last effects (SD-WAN routes out of the kernel) for the shell.
     pub fn shutdown(&mut self, now: Instant) -> (Option<XdpSteering>, Effects) {
         self.now = now;
         self.sdwan_shutdown();
+        // What is reserved in memory goes to disk before the shell stops.
+        self.flush_reservations();
         let fx = std::mem::take(&mut self.fx);
         let Some(mut s) = self.steering.take() else {
             return (None, fx);
@@ -717,9 +683,6 @@ impl Owner {
             && let Err(e) = c.stop(&self.taps)
         {
             warn!("closing the drop capture at shutdown: {e:#}");
-        }
-        if let Err(e) = self.seq.commit() {
-            warn!("writing sequence reservations at shutdown: {e:#}");
         }
         (Some(s), fx)
     }

@@ -546,10 +546,12 @@ impl Owner {
         let out_same = entry.outbound.is_some_and(|o| o.spi == sa.outbound.spi)
             && entry.out_key == Some(out_key)
             && outer_same;
+        let mut staged = None;
         if !out_same {
-            // Resume above every number ever reserved under this key
-            // (durable before the SA can send).
+            // Resume above every number ever reserved under this key; no
+            // number usable until the reservation is on disk (`reserve`).
             let (last, limit) = seqstore::start(&mut self.seq, out_key);
+            staged = Some(limit);
             // Derived from the peer's random TLOC key: prunable once unused.
             self.seq.mark_ephemeral(out_key);
             changes.push(SaChange::SetOutbound(OutboundSaConfig {
@@ -567,18 +569,11 @@ impl Owner {
                     ttl: 64,
                 },
                 last_seq: last,
-                seq_limit: limit,
+                seq_limit: last,
                 name: tloc.name.clone(),
             }));
         }
         changes.extend(remove.iter().map(|&id| SaChange::RemoveInbound(id)));
-        if !out_same && let Err(e) = self.seq.commit() {
-            error!(
-                "{}: cannot record sequence reservations: {e:#}; peer {} not installed",
-                tloc.name, sa.remote
-            );
-            return;
-        }
         let ids = match self.table.apply(changes, now) {
             Ok(ids) => ids,
             Err(e) => {
@@ -616,6 +611,9 @@ impl Owner {
         let s = self.sdwan.as_mut().expect("checked above");
         let peer = s.peers.get_mut(&key).expect("inserted above");
         peer.sa = sa;
+        if let Some(limit) = staged {
+            self.stage_outbound(index, limit);
+        }
     }
 
     /// Remove a peer: its SAs, its BFD session, its routes.

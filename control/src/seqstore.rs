@@ -21,6 +21,13 @@
 //! of its last reservation>`, and it is pruned once unused for
 //! [`EPHEMERAL_KEEP`], so daily rekeys do not grow the file without bound.
 //! Manual keys (from the config, which may come back) are never pruned.
+//!
+//! The daemon's owner thread never writes the file itself: it changes the
+//! reservations in memory and hands a [`SeqWrite`] (the whole file at one
+//! generation) to its shell, which writes it on its own thread and reports
+//! the generation back; only then does the owner let SAs use the numbers
+//! (see `owner/reserve.rs`). Start-up writes synchronously
+//! ([`SeqStore::commit`]) before anything is published.
 use std::{
     collections::HashMap,
     fs::{File, OpenOptions},
@@ -95,6 +102,53 @@ pub struct SeqStore {
     /// Ephemeral keys: unix time of their last reservation.
     ephemeral: HashMap<KeyId, u64>,
     dirty: bool,
+    /// Counts in-memory changes: a [`SeqWrite`] of generation `g` holds
+    /// every reservation made up to `g`.
+    generation: u64,
+    /// The generation [`SeqStore::commit`] last wrote.
+    committed: u64,
+}
+
+/// The whole reservation file at one generation, to be written durably
+/// (by the owner's shell, off the owner's thread).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SeqWrite {
+    /// The in-memory generation this text holds.
+    pub generation: u64,
+    dir: PathBuf,
+    text: String,
+}
+
+impl std::fmt::Debug for SeqWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeqWrite")
+            .field("generation", &self.generation)
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SeqWrite {
+    /// Replace the file atomically and durably (temporary file, fsync,
+    /// rename, fsync the directory). Writes of one store must be done in
+    /// generation order, by one thread at a time.
+    pub fn write(&self) -> Result<()> {
+        let path = self.dir.join(FILE_NAME);
+        let tmp = self.dir.join(format!("{FILE_NAME}.tmp"));
+        let write = || -> io::Result<()> {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(self.text.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            File::open(&self.dir)?.sync_all()
+        };
+        write().with_context(|| format!("writing {}", path.display()))
+    }
 }
 
 fn unix_now() -> u64 {
@@ -180,6 +234,8 @@ impl SeqStore {
             reserved,
             ephemeral,
             dirty: false,
+            generation: 0,
+            committed: 0,
         })
     }
 
@@ -196,6 +252,7 @@ impl SeqStore {
         if upto > *e {
             *e = upto;
             self.dirty = true;
+            self.generation += 1;
             if let Some(t) = self.ephemeral.get_mut(&key) {
                 *t = unix_now();
             }
@@ -206,6 +263,34 @@ impl SeqStore {
     /// [`EPHEMERAL_KEEP`]. Its use starts now.
     pub fn mark_ephemeral(&mut self, key: KeyId) {
         self.ephemeral.insert(key, unix_now());
+        self.dirty = true;
+        self.generation += 1;
+    }
+
+    /// The generation of the latest in-memory change.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The file as it stands, if anything changed since the last
+    /// [`SeqStore::take_write`] (the caller must write it, or call
+    /// [`SeqStore::write_failed`]).
+    pub fn take_write(&mut self) -> Option<SeqWrite> {
+        if !self.dirty {
+            return None;
+        }
+        self.prune(unix_now());
+        self.dirty = false;
+        Some(SeqWrite {
+            generation: self.generation,
+            dir: self.dir.clone(),
+            text: self.render(),
+        })
+    }
+
+    /// A write handed out by [`SeqStore::take_write`] failed: the next
+    /// [`SeqStore::take_write`] tries again.
+    pub fn write_failed(&mut self) {
         self.dirty = true;
     }
 
@@ -224,14 +309,25 @@ impl SeqStore {
         }
     }
 
-    /// Write the reservations durably (a no-op when nothing changed).
+    /// Write the reservations durably on this thread (a no-op when
+    /// nothing changed): start-up, before anything is published.
     pub fn commit(&mut self) -> Result<()> {
-        if !self.dirty {
+        let Some(w) = self.take_write() else {
             return Ok(());
-        }
-        self.prune(unix_now());
-        let path = self.dir.join(FILE_NAME);
-        let tmp = self.dir.join(format!("{FILE_NAME}.tmp"));
+        };
+        w.write().inspect_err(|_| self.write_failed())?;
+        self.committed = w.generation;
+        Ok(())
+    }
+
+    /// The generation [`SeqStore::commit`] last wrote (what start-up made
+    /// durable before anything was published).
+    pub fn committed(&self) -> u64 {
+        self.committed
+    }
+
+    /// The file's text.
+    fn render(&self) -> String {
         let mut text = String::with_capacity(self.reserved.len() * 48 + 128);
         text.push_str(
             "# xdpsec outbound sequence reservations: <key fingerprint> <highest reserved>\n# Do not edit: lowering a number makes AEAD nonces repeat.\n",
@@ -247,21 +343,7 @@ impl SeqStore {
             }
             text.push('\n');
         }
-        let write = || -> io::Result<()> {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            File::open(&self.dir)?.sync_all()
-        };
-        write().with_context(|| format!("writing {}", path.display()))?;
-        self.dirty = false;
-        Ok(())
+        text
     }
 }
 

@@ -18,6 +18,7 @@ mod loadtest;
 mod scale;
 mod soak;
 mod steering;
+mod unpriv;
 
 #[derive(Parser)]
 #[command(name = "xtask")]
@@ -60,6 +61,10 @@ enum Cmd {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// Only the owner core's unit tests, as uid 65534 with no capabilities
+    /// (part of `test`).
+    #[command(hide = true)]
+    OwnerTests,
     /// Run the criterion benchmarks (ratios against baselines measured in
     /// the same run), then the control-plane scale benchmark.
     Bench {
@@ -222,6 +227,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let r = match args.cmd {
         Cmd::Setup => setup(),
+        Cmd::OwnerTests => unpriv::owner_tests(),
         Cmd::Dist { bin } => match bin {
             Some(b) => Ok(b),
             None => setup().and_then(|_| build_xdpsec()),
@@ -409,6 +415,8 @@ fn test(extra: &[String]) -> Result<()> {
         }
     }
     if extra.is_empty() {
+        // The owner core needs no root, XDP or sockets: proven as nobody.
+        unpriv::owner_tests()?;
         println!(
             "[test] {} with overflow checks and debug assertions",
             CHECKED.join(", ")

@@ -8,9 +8,10 @@
 //!   socket's ports) on the owner's thread: each is a push into a bounded
 //!   queue that never blocks;
 //! - everything that can take time (XDP port-map edits, kernel routes over
-//!   netlink, remote syslog) on the shell's own thread, then the reply to
-//!   the command that asked for them. What the owner must learn back (a
-//!   port XDP no longer steers) comes back as [`Input::Shell`].
+//!   netlink, remote syslog, the sequence reservation file) on the shell's
+//!   own thread, then the reply to the command that asked for them. What
+//!   the owner must learn back (a port XDP no longer steers, a reservation
+//!   now on disk) comes back as [`Input::Shell`].
 //!
 //! So no disk, netlink or map write can stall BFD on the owner's thread.
 use std::{
@@ -34,6 +35,7 @@ use crate::{
         route::DeviceRoutes,
     },
     sdwan::io::{IoCmd, IoHandle},
+    seqstore::SeqWrite,
     syslog::RemoteSyslog,
 };
 
@@ -74,6 +76,9 @@ pub enum ShellOp {
     InsideRoutes(BTreeSet<Cidr>),
     /// A line for the remote syslog collector.
     Syslog(String),
+    /// Write the outbound sequence reservations durably, then tell the
+    /// owner ([`ShellEvent::Reserved`]).
+    Reserve(SeqWrite),
     /// Tell the owner what was done (after the ops before it).
     Notify(ShellEvent),
 }
@@ -83,6 +88,14 @@ pub enum ShellOp {
 pub enum ShellEvent {
     /// XDP stopped steering these ports: the datapath may forget them.
     PortsUnsteered(Vec<u16>),
+    /// The reservations of this generation are on disk (`error: None`),
+    /// or could not be written.
+    Reserved {
+        /// The [`SeqWrite::generation`] written.
+        generation: u64,
+        /// Why the write failed.
+        error: Option<String>,
+    },
 }
 
 /// What one input asks for.
@@ -236,6 +249,13 @@ fn serve(mut parts: ShellParts, jobs: Receiver<Job>, events: Sender<ShellEvent>)
                     if let Some(s) = parts.syslog.as_mut() {
                         s.send(&line);
                     }
+                }
+                ShellOp::Reserve(w) => {
+                    let error = w.write().err().map(|e| format!("{e:#}"));
+                    let _ = events.send(ShellEvent::Reserved {
+                        generation: w.generation,
+                        error,
+                    });
                 }
                 ShellOp::Notify(ev) => {
                     let _ = events.send(ev);

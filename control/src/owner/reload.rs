@@ -54,6 +54,8 @@ impl Owner {
         let mut changes = Vec::new();
         let mut summary = Vec::new();
         let mut replaced = Vec::with_capacity(new.tunnels.len());
+        // (tunnel, limit) of each new outbound SA, raised once on disk.
+        let mut staged = Vec::new();
         for (i, (n, o)) in new.tunnels.iter().zip(&cur.tunnels).enumerate() {
             let Some(ts) = self.registry.by_index(i as u32) else {
                 continue;
@@ -123,12 +125,15 @@ impl Owner {
                 continue;
             }
             let out_key = KeyId::of(&nm.outbound.key);
-            let (last, limit) = if out_changed {
-                seqstore::start(&mut self.seq, out_key)
+            let last = if out_changed {
+                let (last, limit) = seqstore::start(&mut self.seq, out_key);
+                staged.push((i as u32, limit));
+                last
             } else {
-                (0, 0)
+                0
             };
-            let c = tunnel_sa_changes(&new, i as u32, last, limit).expect("a manual tunnel");
+            // No number usable until the reservation is on disk (`reserve`).
+            let c = tunnel_sa_changes(&new, i as u32, last, last).expect("a manual tunnel");
             if in_changed {
                 changes.extend(ts.inbound.iter().map(|s| SaChange::RemoveInbound(s.id)));
                 changes.push(c.inbound);
@@ -150,9 +155,6 @@ impl Owner {
             self.sync_early_drop();
             return Ok("Reloaded: no SA changed\n".into());
         }
-        self.seq
-            .commit()
-            .map_err(|e| anyhow!("reload refused: recording sequence reservations: {e:#}"))?;
         let added = self
             .table
             .apply(changes, self.now.duration_since(self.epoch))
@@ -186,6 +188,9 @@ impl Owner {
             for id in gone {
                 self.registry.forget(id);
             }
+        }
+        for (i, limit) in staged {
+            self.stage_outbound(i, limit);
         }
         self.config = new;
         self.sync_early_drop();

@@ -33,7 +33,11 @@ fn state_dir(name: &str) -> PathBuf {
 /// built as the daemon builds it but with no XDP program, workers or
 /// sockets behind it.
 fn owner(name: &str, text: &str, now: Instant) -> Owner {
-    let dir = state_dir(name);
+    owner_at(&state_dir(name), text, now)
+}
+
+/// An owner for `text` with its state in `dir` (as found there: a restart).
+fn owner_at(dir: &std::path::Path, text: &str, now: Instant) -> Owner {
     let text = format!("state_dir = \"{}\"\n{text}", dir.display());
     let config = Config::parse(&text).unwrap();
     let mut seq = SeqStore::open(&config.state_dir).unwrap();
@@ -481,6 +485,16 @@ impl SdwanLab {
             let Some((i, fx)) = pending.pop() else {
                 return;
             };
+            // The shell's reservation writes, reported back.
+            for op in &fx.shell {
+                if let ShellOp::Reserve(w) = op {
+                    let error = w.write().err().map(|e| format!("{e:#}"));
+                    let generation = w.generation;
+                    let ev = ShellEvent::Reserved { generation, error };
+                    let fx = self.o[i].handle(self.now, Input::Shell(ev));
+                    pending.push((i, fx));
+                }
+            }
             for s in fx.sends {
                 let c = match s {
                     Send::Omp(c) => c,
@@ -668,8 +682,17 @@ fn sdwan_recovery_commands_are_effects_with_one_publish_each() {
     assert!(fx.publishes <= 1);
     let new_port = lab.o[0].sdwan.as_ref().unwrap().tlocs[0].port;
     assert_ne!(new_port, old_port);
+    // The peer's outbound SA on the new port: a new reservation, written
+    // by the shell after the port work.
+    let (reserve, ports): (Vec<_>, Vec<_>) = fx
+        .shell
+        .iter()
+        .cloned()
+        .partition(|op| matches!(op, ShellOp::Reserve(_)));
+    assert_eq!(reserve.len(), 1, "{:?}", fx.shell);
+    assert!(matches!(fx.shell.last(), Some(ShellOp::Reserve(_))));
     assert_eq!(
-        fx.shell,
+        ports,
         vec![
             ShellOp::SteerPort(new_port, true),
             ShellOp::SteerPort(old_port, false),
@@ -907,3 +930,5 @@ fn ike_peers_take_the_certificate_identity() {
     assert!(peers[0].cert.is_some());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+mod reservations;
