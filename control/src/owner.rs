@@ -19,6 +19,9 @@ mod ike;
 pub mod registry;
 mod reload;
 mod sa_commands;
+mod sdwan;
+mod sdwan_commands;
+mod sdwan_show;
 mod show;
 
 use std::{

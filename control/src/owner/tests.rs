@@ -591,10 +591,10 @@ impl SdwanLab {
             let snap = self.o[i].table.snapshot();
             let s = self.o[i].sdwan.as_ref().unwrap();
             s.peers.len() == 1
-                && s.peers.values().all(|p| {
-                    let e = self.o[i].registry.by_index(p.index).unwrap();
+                && self.o[i].sdwan_peers().count() == 1
+                && self.o[i].sdwan_peers().all(|(_, e, _)| {
                     !e.inbound.is_empty()
-                        && matches!(snap.outbound(p.index), Some(OutboundEntry::Active(_)))
+                        && matches!(snap.outbound(e.index), Some(OutboundEntry::Active(_)))
                 })
         })
     }
