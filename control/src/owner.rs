@@ -494,6 +494,7 @@ impl Owner {
     pub fn handle(&mut self, now: Instant, input: Input) -> Effects {
         self.now = now;
         let before = self.table.publishes();
+        let batches = self.table.batches();
         self.table.hold();
         match input {
             Input::Command { command, json } => {
@@ -529,6 +530,7 @@ impl Owner {
         let lines = self.log.take_outbox();
         self.fx.shell.extend(lines.into_iter().map(ShellOp::Syslog));
         self.fx.publishes = self.table.publishes() - before;
+        self.fx.batches = self.table.batches() - batches;
         std::mem::take(&mut self.fx)
     }
 
