@@ -1,4 +1,4 @@
-//! The SD-WAN edge's show and request commands, on the owner: the rows of
+//! The SD-WAN edge's show commands, on the owner: the rows of
 //! its peers are built from one walk of the tunnel registry
 //! ([`Owner::sdwan_peers`]), rendered by [`crate::sdwan::render`].
 use std::net::IpAddr;
@@ -23,6 +23,7 @@ fn host_ident(a: IpAddr, port: u16) -> String {
 }
 
 impl Owner {
+    /// The SD-WAN edge, or the error of a node that is none.
     pub(super) fn edge(&self) -> Result<&Sdwan> {
         self.sdwan.as_ref().ok_or_else(|| {
             anyhow!("this node is not an SD-WAN edge (no [sdwan] section in its config)")
