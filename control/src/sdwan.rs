@@ -21,7 +21,6 @@
 //! under the pairwise key's fingerprint, as for manual keys: a restart
 //! resumes above them, so a key the remote still advertises never sees a
 //! nonce twice (and the remote's replay window keeps accepting).
-pub mod config;
 pub mod history;
 pub mod io;
 pub mod render;
@@ -39,8 +38,7 @@ use xdpsec_omp::{
     edge::{Edge, EdgeConfig, TlocConfig},
 };
 
-use crate::config::Cidr;
-use config::SdwanConfig;
+use crate::config::{Cidr, sdwan::SdwanConfig};
 
 /// The first local TLOC's tunnel interface number (`Tunnel10001`).
 pub const TUNNEL_IF_BASE: u32 = 10_001;

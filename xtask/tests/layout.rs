@@ -40,29 +40,18 @@ const TODO_SPLIT: &[&str] = &[
 /// Reported, not failed; any other cycle fails, and so does a listed one
 /// that grows.
 const TODO_CYCLES: &[(&str, &str, &[&str])] = &[
-    // TODO(issue 17): the owner and the SD-WAN edge import each other
-    // (`owner` holds `sdwan::Sdwan`, `sdwan.rs` runs on `owner::Owner`), and
-    // `config` reads the `[sdwan]` and `[metrics]` sections from
-    // `sdwan/config.rs` and `metrics.rs` (which import the owner): moving
-    // those sections under `config/` and the SD-WAN edge's state under the
-    // owner break it. (`commands` and `ike_show` left it when the shows
-    // became rows and renderers in `show/`.)
-    (
-        "control/src/main.rs",
-        "",
-        &[
-            "config",
-            "controller",
-            "metrics",
-            "owner",
-            "platform",
-            "sdwan",
-            "state",
-        ],
-    ),
-    // TODO(issue 17): `events` names `sa::SaId`, `worker` the event ring's
-    // default capacity, and `sa`'s tests build a `WorkerState`.
-    ("datapath/src/lib.rs", "", &["events", "sa", "worker"]),
+    // TODO(issue 17): `ike_show.rs` runs on `owner::Owner` (`impl Owner`)
+    // while the owner's dispatch (`owner/commands.rs`) calls its
+    // renderers; moving that block under `owner/` (the shows-as-rows
+    // work) breaks it. (`sdwan` left it when its `impl Owner` blocks moved
+    // to `owner/sdwan*.rs`; `config` when the `[sdwan]`, `[logging]` and
+    // `[metrics]` sections moved under `config/`.)
+    ("control/src/main.rs", "", &["ike_show", "owner"]),
+    // TODO(issue 17): `controller.rs` renders its connection history with
+    // `sdwan::history` while `sdwan/render/` uses `controller::show`: the
+    // renderers both SD-WAN sides share, out of `sdwan/` and `controller/`
+    // (into `show/`), break it.
+    ("control/src/main.rs", "", &["controller", "sdwan"]),
 ];
 
 /// The crate roots checked for cycles (workspace-relative).
