@@ -991,6 +991,24 @@ fn closed(fx: &Effects) -> Vec<String> {
         .collect()
 }
 
+/// Run `line`, a command that rebuilds every SD-WAN peer, on `o`: it
+/// replies `reply`; every peer goes, their SAs in one batch (one
+/// snapshot); nothing to an IKE peer; manual and IKE entries untouched.
+fn rebuild_all(o: &mut Owner, now: Instant, line: &str, reply: &str) -> Effects {
+    let conf = configured(o);
+    let fx = cmd(o, now, line);
+    assert_eq!(ok(&fx), reply);
+    assert_eq!(
+        (fx.batches, fx.publishes),
+        (1, 1),
+        "{line}: one SA batch, one snapshot"
+    );
+    assert!(ike_sends(&fx).is_empty());
+    assert_eq!(o.sdwan_peers().count(), 0);
+    assert_eq!(configured(o), conf, "{line}");
+    fx
+}
+
 /// Each recovery command on a node with every tunnel kind (manual, IKE,
 /// two SD-WAN peers): what it does to the kinds it applies to, as effects
 /// (SA batches, one snapshot, sends, shell work, log lines), and that it
@@ -1046,21 +1064,13 @@ fn recovery_commands_touch_only_the_kinds_they_apply_to() {
     // forgotten SAs and all; manual and IKE untouched.
     let before = prints(o);
     let gone: Vec<u32> = before.iter().skip(2).map(|p| p.index).collect();
-    let conf = configured(o);
-    let fx = cmd(o, lab.now, "clear sdwan omp all");
-    assert_eq!(
-        ok(&fx),
-        "OMP routes withdrawn and relearned; 2 SD-WAN tunnel peer(s) rebuilt, their BFD sessions flap\n"
+    let fx = rebuild_all(
+        o,
+        lab.now,
+        "clear sdwan omp all",
+        "OMP routes withdrawn and relearned; 2 SD-WAN tunnel peer(s) rebuilt, their BFD sessions flap\n",
     );
-    assert_eq!(
-        (fx.batches, fx.publishes),
-        (1, 1),
-        "one SA batch, one snapshot"
-    );
-    assert!(ike_sends(&fx).is_empty());
     assert!(omp_sends(&fx).any(|c| matches!(c, IoCmd::Send { .. })));
-    assert_eq!(configured(o), conf);
-    assert_eq!(o.sdwan_peers().count(), 0);
     assert!(o.sdwan.as_ref().unwrap().peers.is_empty());
     for i in &gone {
         assert!(o.registry.by_index(*i).is_none());
@@ -1143,24 +1153,16 @@ fn recovery_commands_touch_only_the_kinds_they_apply_to() {
     // clear sdwan control connections: both connections close, both
     // peers go in one SA batch; manual and IKE untouched.
     let o = &mut lab.o[0];
-    let conf = configured(o);
     let lines = o.log.lines().count();
-    let fx = cmd(o, lab.now, "clear sdwan control connections");
-    assert_eq!(
-        ok(&fx),
-        "2 control connection(s) and every BFD session flapped; routes are relearned\n"
-    );
-    assert_eq!(
-        (fx.batches, fx.publishes),
-        (1, 1),
-        "one SA batch, one snapshot"
+    let fx = rebuild_all(
+        o,
+        lab.now,
+        "clear sdwan control connections",
+        "2 control connection(s) and every BFD session flapped; routes are relearned\n",
     );
     let mut c = closed(&fx);
     c.sort();
     assert_eq!(c, COLORS.map(String::from).to_vec());
-    assert!(ike_sends(&fx).is_empty());
-    assert_eq!(o.sdwan_peers().count(), 0);
-    assert_eq!(configured(o), conf);
     assert!(
         o.log.lines().skip(lines).any(|l| l.contains("%")),
         "the connections' log lines: {:?}",
