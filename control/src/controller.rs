@@ -13,7 +13,6 @@
 //! the core: they pass each request to the owner thread over a channel and
 //! wake it through a socket pair, so the core stays single-owner.
 pub(crate) mod config;
-pub(crate) mod show;
 
 pub use config::ControllerConfig;
 
@@ -45,7 +44,10 @@ use zeroize::Zeroizing;
 use crate::{
     cli::{self, CommandSpec},
     ctlsock::{ControlSocket, Reply, Request},
-    show::system::{self, ControllerVersion, Logging},
+    show::{
+        self,
+        system::{self, ControllerVersion, Logging},
+    },
     state::{LogBuffer, ios_timestamp},
 };
 
@@ -662,27 +664,25 @@ impl Shell {
         };
         let now = Instant::now();
         let (text, value) = match parsed.id {
-            Cmd::ShowOmpPeers => show::omp_peers(&self.core.peers(now)),
-            Cmd::ShowOmpTlocs => show::omp_tlocs(&self.core.tlocs()),
-            Cmd::ShowOmpRoutes => show::omp_routes(&self.core.routes()),
+            Cmd::ShowOmpPeers => show::omp::omp_peers(&self.core.peers(now)),
+            Cmd::ShowOmpTlocs => show::omp::omp_tlocs(&self.core.tlocs()),
+            Cmd::ShowOmpRoutes => show::omp::omp_routes(&self.core.routes()),
             Cmd::ShowControlConnections => {
-                show::control_connections(&self.core.control_connections(now))
+                show::omp::control_connections(&self.core.control_connections(now))
             }
             Cmd::ShowConnectionHistory => {
-                crate::sdwan::history::render(&self.core.history(), now, SystemTime::now())
+                show::history::render(&self.core.history(), now, SystemTime::now())
             }
             Cmd::ClearConnectionHistory => {
                 self.core.clear_history();
                 (String::new(), json!({}))
             }
-            Cmd::ShowLogging => crate::show::reply(&self.logging(), system::render_logging),
+            Cmd::ShowLogging => show::reply(&self.logging(), system::render_logging),
             Cmd::ClearLogging => {
                 self.log.clear();
                 (String::new(), json!({}))
             }
-            Cmd::ShowVersion => {
-                crate::show::reply(&self.version(now), system::render_controller_version)
-            }
+            Cmd::ShowVersion => show::reply(&self.version(now), system::render_controller_version),
             Cmd::Help => {
                 let text: String = COMMANDS
                     .iter()

@@ -23,6 +23,9 @@ pub mod registry;
 mod reload;
 mod reserve;
 mod sa_commands;
+mod sdwan;
+mod sdwan_commands;
+mod sdwan_show;
 mod show;
 mod taps;
 
@@ -516,6 +519,7 @@ impl Owner {
     pub fn handle(&mut self, now: Instant, input: Input) -> Effects {
         self.now = now;
         let before = self.table.publishes();
+        let batches = self.table.batches();
         self.table.hold();
         match input {
             Input::Command { command, json } => {
@@ -557,6 +561,7 @@ impl Owner {
         let lines = self.log.take_outbox();
         self.fx.shell.extend(lines.into_iter().map(ShellOp::Syslog));
         self.fx.publishes = self.table.publishes() - before;
+        self.fx.batches = self.table.batches() - batches;
         std::mem::take(&mut self.fx)
     }
 

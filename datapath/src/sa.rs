@@ -756,6 +756,8 @@ pub struct SaTable {
     dirty: bool,
     /// Snapshots published so far.
     publishes: u64,
+    /// Batches applied so far (each one copies the snapshot).
+    batches: u64,
 }
 
 impl core::fmt::Debug for SaTable {
@@ -788,6 +790,7 @@ impl SaTable {
             held: false,
             dirty: false,
             publishes: 0,
+            batches: 0,
         }
     }
 
@@ -810,6 +813,12 @@ impl SaTable {
     /// How many snapshots have been published.
     pub fn publishes(&self) -> u64 {
         self.publishes
+    }
+
+    /// How many batches have been applied (a held input's batches are
+    /// published as one snapshot, but each one copies the snapshot).
+    pub fn batches(&self) -> u64 {
+        self.batches
     }
 
     /// Tell the SPI observer, then hand `current` to the workers.
@@ -1109,6 +1118,7 @@ impl SaTable {
         next.version = self.current.version + 1;
         self.current = next;
         self.dirty = true;
+        self.batches += 1;
         if !self.held {
             self.publish(now);
         }

@@ -103,6 +103,8 @@ pub enum ShellEvent {
 pub struct Effects {
     /// SA snapshots published for this input (at most one).
     pub publishes: u64,
+    /// SA table batches applied for this input (published together).
+    pub batches: u64,
     /// Messages for other threads.
     pub sends: Vec<Send>,
     /// Slow work for the shell's thread.

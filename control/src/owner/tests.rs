@@ -605,10 +605,10 @@ impl SdwanLab {
             let snap = self.o[i].table.snapshot();
             let s = self.o[i].sdwan.as_ref().unwrap();
             s.peers.len() == 1
-                && s.peers.values().all(|p| {
-                    let e = self.o[i].registry.by_index(p.index).unwrap();
+                && self.o[i].sdwan_peers().count() == 1
+                && self.o[i].sdwan_peers().all(|(_, e, _)| {
                     !e.inbound.is_empty()
-                        && matches!(snap.outbound(p.index), Some(OutboundEntry::Active(_)))
+                        && matches!(snap.outbound(e.index), Some(OutboundEntry::Active(_)))
                 })
         })
     }
@@ -761,6 +761,14 @@ fn others(o: &Owner, index: u32) -> Vec<(u32, Vec<u32>, Option<u32>)> {
     entries(o).into_iter().filter(|e| e.0 != index).collect()
 }
 
+/// B of a mixed lab: underlay .2 (its IKE tunnel to A), TLOC .3 (A's SD-WAN peer).
+fn mixed_b() -> String {
+    let mut b = format!("{}{}", sdwan_b(), tunnel_tables(&ike_b()));
+    let tloc = b.rfind("address = \"198.51.100.2\"").unwrap();
+    b.replace_range(tloc..tloc + 24, "address = \"198.51.100.3\"");
+    b
+}
+
 /// A mixed node: a manual tunnel, an IKE tunnel and an SD-WAN peer, each
 /// with its own peer. Every SA command walks the one registry: aimed at
 /// one peer it touches only that peer's entry, whatever its kind, in one
@@ -768,11 +776,7 @@ fn others(o: &Owner, index: u32) -> Vec<(u32, Vec<u32>, Option<u32>)> {
 #[test]
 fn sa_commands_walk_one_registry_of_manual_ike_and_sdwan_tunnels() {
     let a = format!("{}{}", sdwan_a(), mixed_tunnels_a());
-    // B: underlay .2 (its IKE tunnel), TLOC .3 (its SD-WAN peer).
-    let mut b = format!("{}{}", sdwan_b(), tunnel_tables(&ike_b()));
-    let tloc = b.rfind("address = \"198.51.100.2\"").unwrap();
-    b.replace_range(tloc..tloc + 24, "address = \"198.51.100.3\"");
-    let mut lab = SdwanLab::with("mixed", &a, &b);
+    let mut lab = SdwanLab::with("mixed", &a, &mixed_b());
     lab.run(3);
     assert!(lab.installed(), "{:?} {:?}", lab.peers(0), lab.peers(1));
     let (ike_a, ike_b) = (spis(&lab.o[0], 1), spis(&lab.o[1], 0));
@@ -907,6 +911,314 @@ fn sa_commands_walk_one_registry_of_manual_ike_and_sdwan_tunnels() {
     assert!(lines[1].starts_with("Tunnel2: child SAs deleted"), "{text}");
     assert!(lines[2].starts_with("Tunnel10001: SAs with peer"), "{text}");
     assert_eq!(fx.publishes, 1, "one SA snapshot for the command");
+}
+
+// ------------------------------- every recovery command on every kind
+
+/// What a command can change of one registry entry.
+#[derive(Debug, Clone, PartialEq)]
+struct Print {
+    index: u32,
+    kind: Kind,
+    /// Inbound SAs: (SPI, in the datapath, counter baseline).
+    inbound: Vec<(u32, bool, bool)>,
+    outbound: Option<u32>,
+    /// The datapath's outbound entry for the tunnel.
+    datapath_out: &'static str,
+    /// Its BFD session (SD-WAN): state and transitions.
+    bfd: Option<String>,
+}
+
+/// Each registry entry of `o`, in walk order.
+fn prints(o: &Owner) -> Vec<Print> {
+    let snap = o.table.snapshot();
+    o.registry
+        .iter()
+        .map(|e| Print {
+            index: e.index,
+            kind: e.kind.clone(),
+            inbound: e
+                .inbound
+                .iter()
+                .map(|s| {
+                    let live = o.table.cold(s.id).is_some() && !o.table.is_forgotten(s.id);
+                    (s.spi, live, o.registry.has_baseline(s.id))
+                })
+                .collect(),
+            outbound: e.outbound.map(|s| s.spi),
+            datapath_out: match snap.outbound(e.index) {
+                Some(OutboundEntry::Active(_)) => "active",
+                Some(OutboundEntry::Invalid) => "invalid",
+                None => "none",
+            },
+            bfd: o.sdwan.as_ref().and_then(|s| {
+                let v = s.bfd.session(o.now, u64::from(e.index))?;
+                Some(format!("{:?} {}", v.state, v.transitions))
+            }),
+        })
+        .collect()
+}
+
+/// The entries of `o` that are configured tunnels (manual and IKE).
+fn configured(o: &Owner) -> Vec<Print> {
+    prints(o)
+        .into_iter()
+        .filter(|p| matches!(p.kind, Kind::Manual | Kind::Ike))
+        .collect()
+}
+
+/// The SD-WAN entries of `o` under local color `color`.
+fn sdwan_of(o: &Owner, color: &str) -> Vec<Print> {
+    prints(o)
+        .into_iter()
+        .filter(|p| matches!(&p.kind, Kind::Sdwan { local_color, .. } if local_color == color))
+        .collect()
+}
+
+/// The entries of `o` of `kind` (manual, IKE) as `prints` lists them.
+fn of_kind(o: &Owner, kind: Kind) -> Vec<Print> {
+    prints(o).into_iter().filter(|p| p.kind == kind).collect()
+}
+
+/// A's two local colors: its SD-WAN peers are B's TLOC under each.
+const COLORS: [&str; 2] = ["biz-internet", "mpls"];
+
+/// A with a manual tunnel, an IKE tunnel and two local TLOCs (so two
+/// SD-WAN peers, one per color), B as in the mixed lab: both settled.
+fn two_color_lab(name: &str) -> SdwanLab {
+    let mpls = "[[sdwan.tloc]]\ncolor = \"mpls\"\naddress = \"198.51.100.6\"\nport_offset = 2\n";
+    let a = format!("{}{mpls}{}", sdwan_a(), mixed_tunnels_a());
+    let mut lab = SdwanLab::with(name, &a, &mixed_b());
+    lab.run(3);
+    assert!(settled(&lab), "{:?}", prints(&lab.o[0]));
+    lab
+}
+
+/// A has every tunnel up: the manual and IKE tunnels' SAs, and an SD-WAN
+/// peer per color with SAs in the datapath.
+fn settled(lab: &SdwanLab) -> bool {
+    let p = prints(&lab.o[0]);
+    let up = |p: &Print| {
+        !p.inbound.is_empty() && p.inbound.iter().all(|s| s.1) && p.datapath_out == "active"
+    };
+    p.len() == 4 && p.iter().all(up) && COLORS.iter().all(|c| sdwan_of(&lab.o[0], c).len() == 1)
+}
+
+/// The OMP connections (colors) `fx` closes.
+fn closed(fx: &Effects) -> Vec<String> {
+    omp_sends(fx)
+        .filter_map(|c| match c {
+            IoCmd::Close { color } => Some(color.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Run `line`, a command that rebuilds every SD-WAN peer, on `o`: it
+/// replies `reply`; every peer goes, their SAs in one batch (one
+/// snapshot); nothing to an IKE peer; manual and IKE entries untouched.
+fn rebuild_all(o: &mut Owner, now: Instant, line: &str, reply: &str) -> Effects {
+    let conf = configured(o);
+    let fx = cmd(o, now, line);
+    assert_eq!(ok(&fx), reply);
+    assert_eq!(
+        (fx.batches, fx.publishes),
+        (1, 1),
+        "{line}: one SA batch, one snapshot"
+    );
+    assert!(ike_sends(&fx).is_empty());
+    assert_eq!(o.sdwan_peers().count(), 0);
+    assert_eq!(configured(o), conf, "{line}");
+    fx
+}
+
+/// Each recovery command on a node with every tunnel kind (manual, IKE,
+/// two SD-WAN peers): what it does to the kinds it applies to, as effects
+/// (SA batches, one snapshot, sends, shell work, log lines), and that it
+/// leaves every other kind's entries untouched (SAs in the datapath,
+/// counter baselines, BFD sessions). `clear crypto sa peer` and
+/// `forget-sa` on manual and IKE tunnels are in the tests above.
+#[test]
+fn recovery_commands_touch_only_the_kinds_they_apply_to() {
+    let mut lab = two_color_lab("kinds");
+    let b3: IpAddr = "198.51.100.3".parse().unwrap();
+
+    // clear crypto ikev2 sa: the IKE tunnel only (a DELETE to its peer);
+    // manual and SD-WAN entries untouched, nothing to the controller.
+    let o = &mut lab.o[0];
+    let (manual, sdwan) = (of_kind(o, Kind::Manual), sdwan_of(o, COLORS[0]));
+    let mpls = sdwan_of(o, COLORS[1]);
+    let fx = cmd(o, lab.now, "clear crypto ikev2 sa");
+    ok(&fx);
+    assert!(fx.publishes <= 1);
+    assert!(!ike_sends(&fx).is_empty(), "the IKE peer is told");
+    assert_eq!(omp_sends(&fx).count(), 0);
+    assert_eq!(of_kind(o, Kind::Manual), manual);
+    assert_eq!(sdwan_of(o, COLORS[0]), sdwan);
+    assert_eq!(sdwan_of(o, COLORS[1]), mpls);
+    lab.effects(0, fx);
+    lab.run(3);
+    assert!(settled(&lab), "{:?}", prints(&lab.o[0]));
+
+    // forget-sa on the SD-WAN peer (B's TLOC, under both colors): both
+    // peers' inbound SAs leave the datapath in one batch, nobody is told;
+    // manual and IKE untouched.
+    let o = &mut lab.o[0];
+    let conf = configured(o);
+    let fx = cmd(
+        o,
+        lab.now,
+        "request platform software xdpsec fault forget-sa peer 198.51.100.3",
+    );
+    assert_eq!(ok(&fx).lines().count(), 2, "{}", ok(&fx));
+    assert!(ok(&fx).contains("of Tunnel10001 (peer 198.51.100.3)"));
+    assert!(ok(&fx).contains("of Tunnel10002 (peer 198.51.100.3)"));
+    assert_eq!((fx.batches, fx.publishes), (1, 1));
+    assert!(fx.sends.is_empty() && fx.shell.is_empty(), "nobody is told");
+    for c in COLORS {
+        let p = &sdwan_of(o, c)[0];
+        assert!(p.inbound.iter().all(|s| !s.1), "{c}: {p:?}");
+        assert_eq!(p.datapath_out, "active", "{c}: sending goes on");
+    }
+    assert_eq!(configured(o), conf);
+
+    // clear sdwan omp all: both SD-WAN peers go (registry, OMP and BFD
+    // state; their SAs in one batch, one snapshot) and OMP rebuilds them,
+    // forgotten SAs and all; manual and IKE untouched.
+    let before = prints(o);
+    let gone: Vec<u32> = before.iter().skip(2).map(|p| p.index).collect();
+    let fx = rebuild_all(
+        o,
+        lab.now,
+        "clear sdwan omp all",
+        "OMP routes withdrawn and relearned; 2 SD-WAN tunnel peer(s) rebuilt, their BFD sessions flap\n",
+    );
+    assert!(omp_sends(&fx).any(|c| matches!(c, IoCmd::Send { .. })));
+    assert!(o.sdwan.as_ref().unwrap().peers.is_empty());
+    for i in &gone {
+        assert!(o.registry.by_index(*i).is_none());
+        assert!(o.table.snapshot().outbound(*i).is_none());
+        let s = o.sdwan.as_ref().unwrap();
+        assert!(s.bfd.session(o.now, u64::from(*i)).is_none(), "session {i}");
+    }
+    lab.effects(0, fx);
+    lab.run(2);
+    assert!(settled(&lab), "{:?}", prints(&lab.o[0]));
+    assert_eq!(configured(&lab.o[0]), conf);
+
+    // ipsec-rekey: a new SPI per local TLOC, advertised to the
+    // controller; manual and IKE untouched, nothing to the IKE peer.
+    let o = &mut lab.o[0];
+    let conf = configured(o);
+    let fx = cmd(
+        o,
+        lab.now,
+        "request platform software sdwan security ipsec-rekey",
+    );
+    let text = ok(&fx).to_string();
+    assert!(
+        text.starts_with("Tunnel10001 (biz-internet): inbound SPI"),
+        "{text}"
+    );
+    assert!(text.contains("\nTunnel10002 (mpls): inbound SPI"), "{text}");
+    assert!(fx.publishes <= 1);
+    assert!(omp_sends(&fx).any(|c| matches!(c, IoCmd::Send { .. })));
+    assert!(ike_sends(&fx).is_empty());
+    assert_eq!(configured(o), conf);
+    lab.effects(0, fx);
+    lab.run(1);
+    assert!(settled(&lab), "{:?}", prints(&lab.o[0]));
+    assert!(
+        COLORS
+            .iter()
+            .all(|c| sdwan_of(&lab.o[0], c)[0].inbound.len() >= 2),
+        "old and new inbound SAs: {:?}",
+        prints(&lab.o[0])
+    );
+
+    // port_hop mpls: the mpls TLOC moves, its control connection and
+    // peer flap; the biz-internet peer, manual and IKE untouched.
+    let o = &mut lab.o[0];
+    let (conf, biz) = (configured(o), sdwan_of(o, COLORS[0]));
+    let mpls_index = sdwan_of(o, COLORS[1])[0].index;
+    let old_port = o.sdwan.as_ref().unwrap().tlocs[1].port;
+    let fx = cmd(o, lab.now, "request platform software sdwan port_hop mpls");
+    let new_port = o.sdwan.as_ref().unwrap().tlocs[1].port;
+    assert_eq!(
+        ok(&fx),
+        format!(
+            "Tunnel10002 (mpls): TLOC port {old_port} -> {new_port}; control connection and BFD sessions of mpls flap\n"
+        )
+    );
+    assert_eq!(fx.publishes, 1);
+    assert_eq!(closed(&fx), vec!["mpls".to_string()]);
+    assert!(fx.shell.contains(&ShellOp::SteerPort(new_port, true)));
+    assert!(ike_sends(&fx).is_empty());
+    // Rebuilt at once (the edge installs it again from the port's new
+    // SA parameters): a new tunnel index and BFD session.
+    let mpls = sdwan_of(o, COLORS[1]);
+    assert!(mpls.iter().all(|p| p.index != mpls_index), "{mpls:?}");
+    assert!(o.registry.by_index(mpls_index).is_none());
+    assert!(
+        o.sdwan
+            .as_ref()
+            .unwrap()
+            .bfd
+            .session(o.now, u64::from(mpls_index))
+            .is_none()
+    );
+    assert_eq!(sdwan_of(o, COLORS[0]), biz);
+    assert_eq!(configured(o), conf);
+    lab.effects(0, fx);
+    lab.run(2);
+    assert!(settled(&lab), "{:?}", prints(&lab.o[0]));
+
+    // clear sdwan control connections: both connections close, both
+    // peers go in one SA batch; manual and IKE untouched.
+    let o = &mut lab.o[0];
+    let lines = o.log.lines().count();
+    let fx = rebuild_all(
+        o,
+        lab.now,
+        "clear sdwan control connections",
+        "2 control connection(s) and every BFD session flapped; routes are relearned\n",
+    );
+    let mut c = closed(&fx);
+    c.sort();
+    assert_eq!(c, COLORS.map(String::from).to_vec());
+    assert!(
+        o.log.lines().skip(lines).any(|l| l.contains("%")),
+        "the connections' log lines: {:?}",
+        o.log.lines().skip(lines).collect::<Vec<_>>()
+    );
+    lab.effects(0, fx);
+    lab.run(2);
+    assert!(settled(&lab), "{:?}", prints(&lab.o[0]));
+
+    // The BFD and SD-WAN show rows come from the registry walk: a row
+    // per peer, with its registry entry's outbound SPI.
+    let o = &lab.o[0];
+    let (_, bfd) = o.show_sdwan_bfd_sessions().unwrap();
+    let colors: Vec<&str> = bfd["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["source_color"].as_str().unwrap())
+        .collect();
+    assert_eq!(colors, COLORS);
+    let (_, out) = o.show_sdwan_ipsec_outbound().unwrap();
+    let spis: Vec<u64> = out["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["spi"].as_u64().unwrap())
+        .collect();
+    let want: Vec<u64> = o
+        .sdwan_peers()
+        .map(|(_, e, _)| u64::from(e.outbound.unwrap().spi))
+        .collect();
+    assert_eq!(spis, want);
+    assert!(o.sdwan_peers().all(|(_, e, _)| e.peer == b3));
 }
 
 /// A certificate-authenticated IKE tunnel: our identity is the

@@ -1,7 +1,7 @@
 //! The SD-WAN edge's show commands: IOS text in the layouts Cisco's
 //! genieparser iosxe parsers read, and the `--json` values. Pure functions
 //! of plain row structs the owner fills from live state, so they are tested
-//! without sockets (as `controller::show` does for the controller).
+//! without sockets (as `show::omp` does for the controller).
 //!
 //! Each function returns `(text, json)`. JSON field names are genieparser's
 //! keys for that parser, flattened into lists of rows; durations carry a

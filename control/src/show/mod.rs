@@ -7,7 +7,9 @@ use serde::{Serialize, Serializer, ser::SerializeMap};
 use serde_json::Value;
 
 pub mod crypto_sa;
+pub mod history;
 pub mod ikev2;
+pub mod omp;
 pub mod proposals;
 pub mod qfp;
 pub mod system;

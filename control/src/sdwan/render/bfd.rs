@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use serde_json::{Value, json};
 
 use super::{dashes, table_line};
-use crate::controller::show::uptime;
+use crate::show::omp::uptime;
 
 /// One BFD session, as `show sdwan bfd sessions` lists it: from a local
 /// TLOC (color) to a remote TLOC.

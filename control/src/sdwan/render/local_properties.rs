@@ -7,7 +7,7 @@ use std::{
 use serde_json::{Value, json};
 
 use super::{dashes, table_line};
-use crate::controller::show::uptime;
+use crate::show::omp::uptime;
 
 /// One local TLOC (WAN interface) in `show sdwan control local-properties`.
 #[derive(Debug, Clone)]

@@ -8,7 +8,7 @@ use std::{
 use serde_json::{Value, json};
 
 use super::*;
-use crate::controller::show::uptime;
+use crate::show::omp::uptime;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()

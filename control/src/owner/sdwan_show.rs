@@ -1,16 +1,19 @@
-//! The SD-WAN edge's show and request commands, on the owner.
+//! The SD-WAN edge's show commands, on the owner: the rows of
+//! its peers are built from one walk of the tunnel registry
+//! ([`Owner::sdwan_peers`]), rendered by [`crate::sdwan::render`].
 use std::net::IpAddr;
 
 use anyhow::{Result, anyhow};
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use super::{Owner, TunnelEntry};
 use crate::{
-    controller::show as cshow,
-    owner::{Owner, TunnelEntry},
-    show::crypto_sa::{CryptoSaRow, SaTotals},
+    sdwan::{MAX_PEERS, Sdwan, TlocIf, render},
+    show::{
+        crypto_sa::{CryptoSaRow, SaTotals},
+        history, omp as cshow,
+    },
 };
-
-use super::{Sdwan, render};
 
 /// `addr/255.255.255.255/0/port` (IPv4) or `addr/128/0/port`, as IOS XE
 /// shows an SD-WAN tunnel's idents.
@@ -22,7 +25,8 @@ fn host_ident(a: IpAddr, port: u16) -> String {
 }
 
 impl Owner {
-    fn edge(&self) -> Result<&Sdwan> {
+    /// The SD-WAN edge, or the error of a node that is none.
+    pub(super) fn edge(&self) -> Result<&Sdwan> {
         self.sdwan.as_ref().ok_or_else(|| {
             anyhow!("this node is not an SD-WAN edge (no [sdwan] section in its config)")
         })
@@ -31,7 +35,7 @@ impl Owner {
     /// The `show crypto ipsec sa` row of the SD-WAN peer registered as `e`,
     /// an ident under its TLOC's interface.
     pub(crate) fn sdwan_sa_row(&self, e: &TunnelEntry) -> Option<CryptoSaRow> {
-        let p = self.sdwan.as_ref()?.peer_by_index(e.index)?;
+        let p = self.sdwan_peer(e)?;
         let (inb, outb) = self.tunnel_counters(e);
         Some(CryptoSaRow {
             name: e.name.clone(),
@@ -61,11 +65,11 @@ impl Owner {
         let s = self.edge()?;
         let now = self.now;
         let mut rows = Vec::new();
-        for (key, p) in &s.peers {
-            let Some(v) = s.bfd.session(now, u64::from(p.index)) else {
+        for (name, e, p) in self.sdwan_peers() {
+            let Some(v) = s.bfd.session(now, u64::from(e.index)) else {
                 continue;
             };
-            let before = s.bfd_transitions_before.get(key).copied().unwrap_or(0);
+            let before = s.bfd_transitions_before.get(&name).copied().unwrap_or(0);
             rows.push(render::BfdSessionRow {
                 system_ip: p.sa.remote.system_ip,
                 site_id: p.sa.remote_site_id,
@@ -113,11 +117,7 @@ impl Owner {
     pub(crate) fn show_sdwan_control_connection_history(&self) -> Result<(String, Value)> {
         let rows = self.edge()?.edge.history();
         let now = self.now;
-        Ok(super::history::render(
-            &rows,
-            now,
-            std::time::SystemTime::now(),
-        ))
+        Ok(history::render(&rows, now, std::time::SystemTime::now()))
     }
 
     /// `show sdwan omp tlocs` on the edge: local TLOCs, then learned ones.
@@ -131,8 +131,11 @@ impl Owner {
     /// BFD-up tunnel carries them), `R` otherwise.
     pub(crate) fn show_sdwan_omp_routes(&self) -> Result<(String, Value)> {
         let s = self.edge()?;
-        let installed: std::collections::BTreeSet<crate::config::Cidr> =
-            s.datapath_routes().into_iter().map(|(c, _)| c).collect();
+        let installed: std::collections::BTreeSet<crate::config::Cidr> = self
+            .sdwan_datapath_routes()
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect();
         let rows: Vec<xdpsec_omp::controller::RouteView> = s
             .edge
             .routes()
@@ -191,120 +194,15 @@ impl Owner {
         Ok(cshow::omp_peers(&rows))
     }
 
-    /// `request platform software sdwan security ipsec-rekey`: a new
-    /// inbound SPI and key on every local TLOC now, advertised through the
-    /// controller; the old SAs still decrypt for the grace time.
-    pub(crate) fn sdwan_ipsec_rekey(&mut self) -> Result<(String, Value)> {
-        let s = self.sdwan.as_mut().ok_or_else(|| {
-            anyhow!("this node is not an SD-WAN edge (no [sdwan] section in its config)")
-        })?;
-        let before: Vec<(String, Option<u32>)> = s
-            .tlocs
-            .iter()
-            .map(|t| (t.name.clone(), s.edge.local_spi(&t.color)))
-            .collect();
-        let actions = s.edge.ipsec_rekey(self.now);
-        self.sdwan_omp_actions(actions);
-        let s = self.sdwan.as_ref().expect("checked above");
-        let mut text = String::new();
-        let mut list = Vec::new();
-        for ((name, old), t) in before.iter().zip(&s.tlocs) {
-            let new = s.edge.local_spi(&t.color);
-            text.push_str(&format!(
-                "{name} ({}): inbound SPI 0x{:08X} -> 0x{:08X}; advertised to the controller\n",
-                t.color,
-                old.unwrap_or(0),
-                new.unwrap_or(0)
-            ));
-            list.push(json!({"tunnel": name, "color": t.color, "old_spi": old, "new_spi": new}));
-        }
-        tracing::info!("ipsec-rekey: {}", text.trim_end().replace('\n', "; "));
-        Ok((text, json!({ "rekeyed": list })))
-    }
-}
-
-/// The seed's recovery commands and the remaining SD-WAN show commands.
-impl Owner {
-    /// `clear sdwan omp all`: every OMP route withdrawn and relearned, so
-    /// every SD-WAN tunnel is rebuilt and every BFD session flaps.
-    pub(crate) fn sdwan_clear_omp(&mut self) -> Result<(String, Value)> {
-        let n = self.edge()?.peers.len();
-        self.sdwan_flap_peers(None);
-        let s = self.sdwan.as_mut().expect("checked above");
-        let actions = s.edge.clear_omp(self.now);
-        self.sdwan_omp_actions(actions);
-        tracing::info!("clear sdwan omp all: {n} SD-WAN peer(s) rebuilt");
-        Ok((
-            format!(
-                "OMP routes withdrawn and relearned; {n} SD-WAN tunnel peer(s) rebuilt, their BFD sessions flap\n"
-            ),
-            json!({ "rebuilt_peers": n }),
-        ))
-    }
-
-    /// `request platform software sdwan port_hop COLOR`: that TLOC moves to
-    /// its next port; its control connection and its BFD sessions flap.
-    pub(crate) fn sdwan_port_hop(&mut self, color: &str) -> Result<(String, Value)> {
-        let s = self.edge()?;
-        let Some(t) = s.tloc(color) else {
-            let colors: Vec<&str> = s.tlocs.iter().map(|t| t.color.as_str()).collect();
-            return Err(anyhow!(
-                "no local TLOC has color {color}: give one of {}",
-                colors.join(", ")
-            ));
-        };
-        let (name, old) = (t.name.clone(), t.port);
-        self.sdwan_flap_peers(Some(color));
-        let s = self.sdwan.as_mut().expect("checked above");
-        let actions = s.edge.port_hop(self.now, color).expect("the color exists");
-        s.last_port_hop = Some(self.now);
-        self.sdwan_omp_actions(actions);
-        let new = self.edge()?.tloc(color).map_or(0, |t| t.port);
-        Ok((
-            format!(
-                "{name} ({color}): TLOC port {old} -> {new}; control connection and BFD sessions of {color} flap\n"
-            ),
-            json!({ "tunnel": name, "color": color, "old_port": old, "new_port": new }),
-        ))
-    }
-
-    /// `clear sdwan control connections`: every control connection and
-    /// every BFD session flaps; everything is relearned.
-    /// `clear sdwan control connection-history` on the edge.
-    pub(crate) fn sdwan_clear_control_history(&mut self) -> Result<(String, Value)> {
-        self.edge()?;
-        self.sdwan
-            .as_mut()
-            .expect("checked above")
-            .edge
-            .clear_history();
-        Ok((String::new(), json!({})))
-    }
-
-    pub(crate) fn sdwan_clear_control(&mut self) -> Result<(String, Value)> {
-        let n = self.edge()?.tlocs.len();
-        self.sdwan_flap_peers(None);
-        let s = self.sdwan.as_mut().expect("checked above");
-        let actions = s.edge.clear_control_connections(self.now);
-        self.sdwan_omp_actions(actions);
-        Ok((
-            format!(
-                "{n} control connection(s) and every BFD session flapped; routes are relearned\n"
-            ),
-            json!({ "flapped_connections": n }),
-        ))
-    }
-
     /// `show sdwan bfd summary`.
     pub(crate) fn show_sdwan_bfd_summary(&self) -> Result<(String, Value)> {
         let s = self.edge()?;
         let now = self.now;
-        let views: Vec<_> = s
-            .peers
-            .iter()
-            .filter_map(|(key, p)| {
-                let v = s.bfd.session(now, u64::from(p.index))?;
-                let before = s.bfd_transitions_before.get(key).copied().unwrap_or(0);
+        let views: Vec<_> = self
+            .sdwan_peers()
+            .filter_map(|(name, e, _)| {
+                let v = s.bfd.session(now, u64::from(e.index))?;
+                let before = s.bfd_transitions_before.get(&name).copied().unwrap_or(0);
                 Some((v.state, before + u64::from(v.transitions)))
             })
             .collect();
@@ -318,7 +216,7 @@ impl Owner {
         Ok(render::bfd_summary(&render::BfdSummary {
             sessions_total: views.len() as u64,
             sessions_up: up,
-            sessions_max: u64::from(super::MAX_PEERS),
+            sessions_max: u64::from(MAX_PEERS),
             sessions_flap: flaps,
             poll_interval_ms: 600_000,
         }))
@@ -327,12 +225,10 @@ impl Owner {
     /// `show sdwan ipsec inbound-connections`: one row per peer sending to us.
     pub(crate) fn show_sdwan_ipsec_inbound(&self) -> Result<(String, Value)> {
         let s = self.edge()?;
-        let rows: Vec<render::InboundConnectionRow> = s
-            .peers
-            .values()
-            .filter_map(|p| Some((p, self.registry.by_index(p.index)?)))
-            .filter(|(_, e)| !e.inbound.is_empty())
-            .map(|(p, e)| render::InboundConnectionRow {
+        let rows: Vec<render::InboundConnectionRow> = self
+            .sdwan_peers()
+            .filter(|(_, e, _)| !e.inbound.is_empty())
+            .map(|(_, e, p)| render::InboundConnectionRow {
                 source_ip: p.sa.remote_ip,
                 source_port: p.sa.remote_port,
                 destination_ip: p.sa.local_ip,
@@ -350,12 +246,11 @@ impl Owner {
 
     /// `show sdwan ipsec outbound-connections`: one row per peer we send to.
     pub(crate) fn show_sdwan_ipsec_outbound(&self) -> Result<(String, Value)> {
-        let s = self.edge()?;
-        let rows: Vec<render::OutboundConnectionRow> = s
-            .peers
-            .values()
-            .filter_map(|p| {
-                let spi = self.registry.by_index(p.index)?.outbound?.spi;
+        self.edge()?;
+        let rows: Vec<render::OutboundConnectionRow> = self
+            .sdwan_peers()
+            .filter_map(|(_, e, p)| {
+                let spi = e.outbound?.spi;
                 Some(render::OutboundConnectionRow {
                     source_ip: p.sa.local_ip,
                     source_port: p.sa.local_port,
@@ -379,8 +274,7 @@ impl Owner {
     /// (current, and old ones within the rekey grace), never a key.
     pub(crate) fn show_sdwan_ipsec_local_sa(&self, tloc: IpAddr) -> Result<(String, Value)> {
         let s = self.edge()?;
-        let matches_tloc =
-            |t: &super::TlocIf| tloc == IpAddr::V4(s.cfg.system_ip) || tloc == t.address;
+        let matches_tloc = |t: &TlocIf| tloc == IpAddr::V4(s.cfg.system_ip) || tloc == t.address;
         let mut rows = Vec::new();
         for t in s.tlocs.iter().filter(|t| matches_tloc(t)) {
             for (spi, key) in s.edge.local_sas(&t.color) {
@@ -406,12 +300,10 @@ impl Owner {
     /// `show sdwan tunnel statistics`: per peer, packets and plaintext
     /// octets since the last `clear crypto sa counters`.
     pub(crate) fn show_sdwan_tunnel_statistics(&self) -> Result<(String, Value)> {
-        let s = self.edge()?;
-        let rows: Vec<render::TunnelStatisticsRow> = s
-            .peers
-            .values()
-            .filter_map(|p| Some((p, self.registry.by_index(p.index)?)))
-            .map(|(p, e)| {
+        self.edge()?;
+        let rows: Vec<render::TunnelStatisticsRow> = self
+            .sdwan_peers()
+            .map(|(_, e, p)| {
                 let (inb, outb) = self.tunnel_counters(e);
                 render::TunnelStatisticsRow {
                     protocol: "ipsec",

@@ -1,4 +1,4 @@
-//! The controller's show commands: IOS text in the layouts Cisco's
+//! The OMP shows of the controller (and the edge's, which reuse them): IOS text in the layouts Cisco's
 //! genieparser reads (`ShowSdwanOmpPeers`, `ShowSdwanOmpTlocs`,
 //! `ShowSdwanControlConnections`) and the `--json` values. Pure functions
 //! of the core's views, so they are tested without sockets.
@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use xdpsec_omp::controller::{ConnectionView, PeerView, RouteView, TlocView};
 
 /// `D:HH:MM:SS`, as SD-WAN shows uptimes.
-pub use crate::show::system::dhms_uptime as uptime;
+pub use super::system::dhms_uptime as uptime;
 
 /// `show sdwan omp peers`. The controller installs nothing itself, so
 /// `I` is always 0 (as a vSmart shows).
