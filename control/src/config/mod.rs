@@ -86,6 +86,10 @@ pub enum Inside {
     Xdp {
         /// The inside interface (never the underlay's).
         interface: String,
+        /// How the inside program is attached (`inside.xdp_mode`, default
+        /// "driver"). Generic keeps a veth host's TSO: its 64 KB
+        /// super-packets arrive whole, in chained frames, and are cut here.
+        xdp_mode: XdpAttach,
     },
 }
 
@@ -313,6 +317,8 @@ struct RawInside {
     interface: Option<Spanned<String>>,
     #[serde(default)]
     offloads: Option<bool>,
+    #[serde(default)]
+    xdp_mode: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

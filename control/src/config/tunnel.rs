@@ -5,7 +5,7 @@ use toml::Spanned;
 
 use super::{
     Cidr, CipherName, Encap, Inside, MAX_QUEUES, ManualKeys, ManualSa, RawInside, RawSa, RawTunnel,
-    Tunnel, TunnelKind, ike::parse_ike, text::decode_hex,
+    Tunnel, TunnelKind, XdpAttach, ike::parse_ike, text::decode_hex,
 };
 
 pub(super) fn parse_inside(
@@ -17,6 +17,12 @@ pub(super) fn parse_inside(
     if r.offloads.is_some() && r.mode.get_ref() != "tun" {
         return Err(format!(
             "line {}: field `inside.offloads` applies to mode \"tun\" only",
+            at(i.span())
+        ));
+    }
+    if r.xdp_mode.is_some() && r.mode.get_ref() != "xdp" {
+        return Err(format!(
+            "line {}: field `inside.xdp_mode` applies to mode \"xdp\" only",
             at(i.span())
         ));
     }
@@ -42,8 +48,23 @@ pub(super) fn parse_inside(
                     at(name.span())
                 ));
             }
+            let xdp_mode = match r
+                .xdp_mode
+                .as_ref()
+                .map(|m| (m.get_ref().as_str(), m.span()))
+            {
+                None | Some(("driver", _)) => XdpAttach::Driver,
+                Some(("generic", _)) => XdpAttach::Generic,
+                Some((other, span)) => {
+                    return Err(format!(
+                        "line {}: field `inside.xdp_mode` = {other:?}: give \"driver\" (the default) or \"generic\"",
+                        at(span)
+                    ));
+                }
+            };
             Ok(Inside::Xdp {
                 interface: n.clone(),
+                xdp_mode,
             })
         }
         "tun" => {
