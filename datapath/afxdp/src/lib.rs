@@ -551,6 +551,13 @@ impl XskQueue {
         self.mode
     }
 
+    /// Whether [`XskQueue::poll_batch`] is holding back: recycled frames
+    /// the fill ring had no room for are still waiting, so a call that
+    /// received nothing did not look at the rx ring.
+    pub fn refill_pending(&self) -> bool {
+        !self.stash.is_empty()
+    }
+
     /// Whether the socket was bound with `XDP_USE_SG` (takes chained frames).
     pub fn multi_buffer(&self) -> bool {
         self.multi_buffer

@@ -560,7 +560,10 @@ impl DatapathHandler {
                 }
             }
         });
-        if read == 0 && chain.abandon() {
+        // Nothing received and the ring was looked at: it is empty, so an
+        // open chain's end will not come (the kernel publishes a packet's
+        // descriptors together).
+        if read == 0 && !x.xsk.refill_pending() && chain.abandon() {
             out.n.unterminated += 1;
         }
         let n = out.n;
