@@ -578,7 +578,8 @@ fn measure_all(
         if c("inside_rx") > 0 {
             eprintln!(
                 "  node {}: inside frames {}, of which cut (larger than the inside room) {}, too big {}; \
-                 super-packets read whole (chained frames) {}, segments sealed {}, partial checksums completed {}",
+                 super-packets read whole (chained frames) {}, segments sealed {}, partial checksums completed {}; \
+                 inside socket's kernel drops {} (ring full {}, fill ring empty {})",
                 k + 1,
                 c("inside_rx"),
                 c("inside_segmented"),
@@ -586,6 +587,9 @@ fn measure_all(
                 c("inside_gso_rx"),
                 sealed,
                 c("inside_csum_completed"),
+                c("inside_xdp_rx_dropped"),
+                c("inside_xdp_rx_ring_full"),
+                c("inside_xdp_rx_fill_ring_empty_descs"),
             );
         }
         if supers + written > 0 && c("inside_rx") == 0 {

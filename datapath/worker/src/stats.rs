@@ -42,8 +42,8 @@ pub struct IoStats {
     /// Gateway mode: decrypted packets dropped because the inside socket
     /// had no free TX frame (or its ring no room).
     pub inside_tx_errors: AtomicU64,
-    /// Gateway mode: frames received on the inside interface's AF_XDP
-    /// socket (inner packets to encrypt).
+    /// Gateway mode: UMEM frames received on the inside interface's AF_XDP
+    /// socket (inner packets to encrypt; each piece of a chained frame counts).
     pub inside_rx: AtomicU64,
     /// Gateway mode: inner packets from the inside interface dropped as
     /// larger than `InsideXdp::max_inner` (they would not fit the
