@@ -63,6 +63,23 @@ pub enum XdpAttach {
     Generic,
 }
 
+/// An `xdp_mode` field (`underlay.xdp_mode`, `inside.xdp_mode`): "driver"
+/// (the default, also when absent) or "generic".
+pub(super) fn parse_xdp_mode(
+    v: Option<&Spanned<String>>,
+    field: &str,
+    at: &dyn Fn(std::ops::Range<usize>) -> usize,
+) -> Result<XdpAttach, String> {
+    match v.map(|m| (m.get_ref().as_str(), m.span())) {
+        None | Some(("driver", _)) => Ok(XdpAttach::Driver),
+        Some(("generic", _)) => Ok(XdpAttach::Generic),
+        Some((other, span)) => Err(format!(
+            "line {}: field `{field}` = {other:?}: give \"driver\" (the default) or \"generic\"",
+            at(span)
+        )),
+    }
+}
+
 /// Where decrypted inner packets go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Inside {
@@ -499,20 +516,7 @@ impl Config {
                 v as u32
             }
         };
-        let xdp_mode = match u
-            .xdp_mode
-            .as_ref()
-            .map(|m| (m.get_ref().as_str(), m.span()))
-        {
-            None | Some(("driver", _)) => XdpAttach::Driver,
-            Some(("generic", _)) => XdpAttach::Generic,
-            Some((other, span)) => {
-                return Err(format!(
-                    "line {}: field `underlay.xdp_mode` = {other:?}: give \"driver\" (the default) or \"generic\"",
-                    at(span)
-                ));
-            }
-        };
+        let xdp_mode = parse_xdp_mode(u.xdp_mode.as_ref(), "underlay.xdp_mode", at)?;
         let udp_ports = match &u.udp_ports {
             None => xdpsec_common::DEFAULT_UDP_ENCAP_PORTS.into_iter().collect(),
             Some(list) => {

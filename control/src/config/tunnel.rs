@@ -5,7 +5,7 @@ use toml::Spanned;
 
 use super::{
     Cidr, CipherName, Encap, Inside, MAX_QUEUES, ManualKeys, ManualSa, RawInside, RawSa, RawTunnel,
-    Tunnel, TunnelKind, XdpAttach, ike::parse_ike, text::decode_hex,
+    Tunnel, TunnelKind, ike::parse_ike, parse_xdp_mode, text::decode_hex,
 };
 
 pub(super) fn parse_inside(
@@ -48,20 +48,7 @@ pub(super) fn parse_inside(
                     at(name.span())
                 ));
             }
-            let xdp_mode = match r
-                .xdp_mode
-                .as_ref()
-                .map(|m| (m.get_ref().as_str(), m.span()))
-            {
-                None | Some(("driver", _)) => XdpAttach::Driver,
-                Some(("generic", _)) => XdpAttach::Generic,
-                Some((other, span)) => {
-                    return Err(format!(
-                        "line {}: field `inside.xdp_mode` = {other:?}: give \"driver\" (the default) or \"generic\"",
-                        at(span)
-                    ));
-                }
-            };
+            let xdp_mode = parse_xdp_mode(r.xdp_mode.as_ref(), "inside.xdp_mode", at)?;
             Ok(Inside::Xdp {
                 interface: n.clone(),
                 xdp_mode,
