@@ -1,11 +1,9 @@
 //! `xdpsec`: the daemon (`run`) and the IOS-style client (`cli`).
 mod cli;
-mod commands;
 mod config;
 mod controller;
 mod ctlsock;
 mod daemon;
-mod early_drop;
 mod filter;
 mod grammar;
 mod ike_show;

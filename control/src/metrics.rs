@@ -6,7 +6,6 @@
 //! totals since start: `clear` commands do not reset them (Prometheus
 //! computes rates).
 use std::{
-    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -21,41 +20,13 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-use serde::Deserialize;
-use toml::Spanned;
 use xdpsec_common::XdpCounter;
 use xdpsec_datapath::{DropReason, sa::SaId, worker::sa_counters};
 
-use crate::owner::{Msg, Owner, OwnerHandle};
-
-/// A validated `[metrics]` section.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MetricsConfig {
-    /// Where `/metrics` is served.
-    pub listen: SocketAddr,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawMetrics {
-    listen: Spanned<String>,
-}
-
-/// Validate `[metrics]`.
-pub(crate) fn parse_metrics(
-    m: &Spanned<RawMetrics>,
-    at: &dyn Fn(std::ops::Range<usize>) -> usize,
-) -> Result<MetricsConfig, String> {
-    let l = &m.get_ref().listen;
-    match l.get_ref().parse::<SocketAddr>() {
-        Ok(a) if a.port() != 0 => Ok(MetricsConfig { listen: a }),
-        _ => Err(format!(
-            "line {}: field `metrics.listen` = {:?}: give ADDR:PORT, e.g. \"198.51.100.1:9273\"",
-            at(l.span()),
-            l.get_ref()
-        )),
-    }
-}
+use crate::{
+    config::metrics::MetricsConfig,
+    owner::{Msg, Owner, OwnerHandle},
+};
 
 /// Bind the HTTP listener (at start-up: a failure stops the daemon with a
 /// clear error before anything is attached).

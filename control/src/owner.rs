@@ -13,7 +13,9 @@
 //! and returns [`Effects`] (sends, XDP and route work, the reply), which
 //! the [`Shell`] carries out; the owner does no I/O itself. The SA table
 //! changes of one input reach the workers as one published snapshot.
+mod commands;
 mod counters;
+mod early_drop;
 pub mod effects;
 mod ike;
 pub mod registry;
@@ -130,77 +132,100 @@ pub struct Baseline {
 
 /// The control state and its single owner.
 pub struct Owner {
+    // TODO(issue 17): moves under owner/ (read by sdwan/show.rs).
     /// Node name.
-    pub node: String,
+    pub(crate) node: String,
     /// Local underlay address.
-    pub local: IpAddr,
+    local: IpAddr,
+    // TODO(issue 17): moves under owner/ (read by sdwan/show.rs, taps_cmd.rs).
     /// Underlay interface.
-    pub interface: String,
+    pub(crate) interface: String,
     /// When the daemon started (uptime).
-    pub started: Instant,
+    started: Instant,
+    // TODO(issue 17): moves under owner/ (read by sdwan.rs).
     /// The datapath's clock origin (`now` for the SA table).
-    pub epoch: Instant,
+    pub(crate) epoch: Instant,
+    // TODO(issue 17): moves under owner/ (read by ike_show.rs, sdwan.rs, taps_cmd.rs).
     /// The config in force.
-    pub config: Config,
+    pub(crate) config: Config,
     /// The config file (re-read by reloads).
-    pub config_path: PathBuf,
+    config_path: PathBuf,
+    // TODO(issue 17): moves under owner/ (read by metrics.rs, sdwan.rs, sdwan/show.rs, taps_cmd.rs).
     /// Every tunnel (manual, IKE, SD-WAN peer) and its SAs' bookkeeping.
-    pub registry: Registry,
+    pub(crate) registry: Registry,
+    // TODO(issue 17): moves under owner/ (read by sdwan.rs, taps_cmd.rs).
     /// The SA table (control's master copy; publishes snapshots).
-    pub table: SaTable,
+    pub(crate) table: SaTable,
+    // TODO(issue 17): moves under owner/ (read by metrics.rs).
     /// XDP steering (None once shut down).
-    pub steering: Option<XdpSteering>,
+    pub(crate) steering: Option<XdpSteering>,
+    // TODO(issue 17): moves under owner/ (read by metrics.rs, sdwan.rs).
     /// What control knows of each queue.
-    pub queues: Vec<QueueInfo>,
+    pub(crate) queues: Vec<QueueInfo>,
     /// `clear platform hardware qfp active statistics` baseline.
-    pub baseline: Baseline,
+    baseline: Baseline,
+    // TODO(issue 17): moves under owner/ (read by metrics.rs).
     /// Drop counters over all workers, with the `clear` baseline.
-    pub drops: DropStats,
+    pub(crate) drops: DropStats,
+    // TODO(issue 17): moves under owner/ (read by metrics.rs).
     /// Each worker's shared counters and events.
-    pub workers: Vec<Arc<WorkerShared>>,
+    pub(crate) workers: Vec<Arc<WorkerShared>>,
+    // TODO(issue 17): moves under owner/ (read by sdwan.rs).
     /// The `show logging` buffer.
-    pub log: LogBuffer,
+    pub(crate) log: LogBuffer,
+    // TODO(issue 17): moves under owner/ (read by sdwan.rs).
     /// Turns datapath events into rate-limited log lines.
-    pub events: EventLogger,
+    pub(crate) events: EventLogger,
+    // TODO(issue 17): moves under owner/ (read by sdwan.rs).
     /// Outbound sequence reservations on disk.
-    pub seq: SeqStore,
+    pub(crate) seq: SeqStore,
     /// What the kernel-socket shell received (reassembled fragments).
-    pub kernel_rx: Arc<KernelRxStats>,
+    kernel_rx: Arc<KernelRxStats>,
+    // TODO(issue 17): moves under owner/ (read by metrics.rs, sdwan.rs, sdwan/show.rs).
     /// The time of the input being handled.
-    pub now: Instant,
+    pub(crate) now: Instant,
+    // TODO(issue 17): moves under owner/ (read by sdwan.rs).
     /// What the input being handled asks of the shell.
     pub(crate) fx: Effects,
     /// The UDP ports XDP steers (its port map, as the shell keeps it).
-    pub steered: BTreeSet<u16>,
+    steered: BTreeSet<u16>,
     /// Ports the shell is told to stop steering: the datapath keeps them
     /// until it says XDP did.
     unsteering: BTreeSet<u16>,
+    // TODO(issue 17): moves under owner/ (read by metrics.rs).
     /// The IKEv2 core for every IKE tunnel (None without IKE tunnels).
-    pub ike: Option<Ike>,
+    pub(crate) ike: Option<Ike>,
     /// Negotiated outbound SAs already asked to rekey for their sequence
     /// numbers (asked once each).
     seq_rekeyed: std::collections::HashSet<SaId>,
     /// When the last failed reservation write was logged (rate limit).
     seq_error_logged: Option<Instant>,
+    // TODO(issue 17): moves under owner/ (read by metrics.rs, sdwan.rs, sdwan/show.rs).
     /// The SD-WAN edge (`[sdwan]`), if this node is one.
-    pub sdwan: Option<crate::sdwan::Sdwan>,
+    pub(crate) sdwan: Option<crate::sdwan::Sdwan>,
+    // TODO(issue 17): moves under owner/ (read by sdwan.rs).
     /// The workers' inner route table (republished on SD-WAN route changes).
-    pub routes: Arc<ArcSwap<RouteTable>>,
+    pub(crate) routes: Arc<ArcSwap<RouteTable>>,
+    // TODO(issue 17): moves under owner/ (read by sdwan.rs).
     /// Routes of the configured tunnels (`remote_subnets`).
-    pub static_routes: Vec<(Cidr, u32)>,
+    pub(crate) static_routes: Vec<(Cidr, u32)>,
+    // TODO(issue 17): moves under owner/ (read by metrics.rs, sdwan.rs).
     /// Next-hop MACs per tunnel index, and the peers they resolve.
-    pub next_hops: Arc<NextHops>,
+    pub(crate) next_hops: Arc<NextHops>,
     /// The XDP program's early drops, mirrored into the drop table (part of `drops`).
-    pub xdp_drops: Arc<DropCounters>,
+    xdp_drops: Arc<DropCounters>,
+    // TODO(issue 17): moves under owner/ (read by taps_cmd.rs).
     /// A drop capture or packet trace is armed: early drop stays off so
     /// they see every frame (set it, then call `sync_early_drop`).
-    pub early_drop_hold: bool,
+    pub(crate) early_drop_hold: bool,
     /// Whether early drop is armed in XDP now.
-    pub early_drop_armed: bool,
+    early_drop_armed: bool,
+    // TODO(issue 17): moves under owner/ (read by taps_cmd.rs).
     /// Packet trace and drop capture, shared with the workers.
-    pub taps: Arc<Taps>,
+    pub(crate) taps: Arc<Taps>,
+    // TODO(issue 17): moves under owner/ (read by taps_cmd.rs).
     /// The running `monitor capture drops` writer, if any.
-    pub capture: Option<Capture>,
+    pub(crate) capture: Option<Capture>,
 }
 
 /// The pieces `Owner::start` needs from start-up.
@@ -303,9 +328,10 @@ pub fn build_tunnels(
 }
 
 impl Owner {
+    // TODO(issue 17): private once metrics.rs's `impl Owner` moves under owner/.
     /// Every SA of the node: the configured tunnels' (inbound first), then
     /// the SD-WAN peers'.
-    pub fn all_sas(&self) -> impl Iterator<Item = SaRef<'_>> + '_ {
+    pub(crate) fn all_sas(&self) -> impl Iterator<Item = SaRef<'_>> + '_ {
         self.registry.sas()
     }
 
@@ -603,7 +629,7 @@ impl Owner {
     }
 
     /// Periodic work: datapath events into log lines, sequence reservations.
-    pub fn tick(&mut self) {
+    fn tick(&mut self) {
         let now = self.now.duration_since(self.epoch);
         let mut unknown = self.events.drain(&self.workers, &mut self.log, now);
         self.early_drop_tick(&mut unknown);

@@ -726,6 +726,27 @@ fn allow(path: &Path, serial: &str, system_ip: Ipv4Addr) -> Result<()> {
         .with_context(|| format!("--out {}", path.display()))
 }
 
+/// For tests: a CA, a controller and an edge certificate, an allowed list
+/// with the edge, under a fresh temporary directory; returns the directory.
+#[cfg(test)]
+pub(crate) fn test_pki_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("xdpsec-ctlcfg-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    test_pki(
+        &dir,
+        &[
+            ("ctl", Role::Controller, "C0", "198.51.100.10"),
+            ("edge", Role::Edge, "E1", "192.0.2.1"),
+        ],
+    );
+    std::fs::write(
+        dir.join("allowed.toml"),
+        "[[edge]]\nserial = \"E1\"\nsystem_ip = \"192.0.2.1\"\n",
+    )
+    .unwrap();
+    dir
+}
+
 /// For tests: a CA of organization `xdpsec-test` in `dir/ca` and, for each
 /// `(name, role, serial, system_ip)`, a device certificate valid from now
 /// in `dir/name`.

@@ -18,7 +18,6 @@
 //! under the pairwise key's fingerprint, as for manual keys: a restart
 //! resumes above them, so a key the remote still advertises never sees a
 //! nonce twice (and the remote's replay window keeps accepting).
-pub mod config;
 pub mod history;
 pub mod io;
 pub mod render;
@@ -47,12 +46,12 @@ use xdpsec_omp::{
 
 use xdpsec_worker::punt::Punted;
 
+use crate::config::sdwan::SdwanConfig;
 use crate::{
     config::Cidr,
     owner::{Key, Kind, Owner, SaSlot, Send, ShellOp, TunnelEntry},
     seqstore::{self, KeyId},
 };
-use config::SdwanConfig;
 use io::{IoCmd, IoEvent};
 
 /// The first local TLOC's tunnel interface number (`Tunnel10001`).

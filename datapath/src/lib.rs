@@ -33,6 +33,8 @@ pub mod worker;
 #[cfg(test)]
 mod kat;
 #[cfg(test)]
+mod memory_tests;
+#[cfg(test)]
 mod pipeline_tests;
 #[cfg(test)]
 mod testutil;

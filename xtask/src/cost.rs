@@ -134,7 +134,7 @@ pub fn memory(sizes: &[u32]) -> Result<()> {
                 "-p",
                 "xdpsec-datapath",
                 "--lib",
-                "sa::tests::rss_per_inbound_sa",
+                "memory_tests::rss_per_inbound_sa",
                 "--",
                 "--ignored",
                 "--exact",

@@ -10,20 +10,19 @@
 //! own generator).
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     time::{Duration, Instant},
 };
 
 use ring::digest;
 use xdpsec_ike::{
-    Action, EspProposal, Identity, Ike, IkeOffer, IkeSaStatus, Input, PeerConfig, Prefix,
+    Action, Ike, IkeSaStatus, Input, PeerConfig,
     random::SeededRandom,
     wire::{self, Message},
 };
-use zeroize::Zeroizing;
 
-const A: &str = "198.51.100.1";
-const B: &str = "198.51.100.2";
+mod common;
+use common::{A, B, ip};
 
 /// SHA-256 of the transcript of [`run`], captured once. A deliberate
 /// change of the wire format or of the randomness drawn changes it:
@@ -31,52 +30,20 @@ const B: &str = "198.51.100.2";
 /// (tests/reference.rs, tests/strongswan.rs).
 const GOLDEN: &str = "860b08864ea9fe4486fd10de0c3ef9ad51e8de933c1934bf31b45a2ef74f0145";
 
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-fn pfx(s: &str) -> Prefix {
-    let (a, l) = s.split_once('/').unwrap();
-    Prefix {
-        addr: ip(a),
-        len: l.parse().unwrap(),
-    }
-}
-
 /// `fragment_size`: None for fragmentation off.
 fn cfg(local: &str, remote: &str, initiate: bool, fragment_size: Option<usize>) -> PeerConfig {
-    let (lts, rts) = if local == A {
-        ("203.0.113.1/32", "203.0.113.2/32")
-    } else {
-        ("203.0.113.2/32", "203.0.113.1/32")
-    };
     PeerConfig {
-        tunnel: "Tunnel2".into(),
-        tunnel_index: 7,
-        local: ip(local),
-        remote: ip(remote),
-        psk: Zeroizing::new(b"an example psk".to_vec()),
-        cert: None,
-        local_id: Identity::Addr(ip(local)),
-        remote_id: Identity::Addr(ip(remote)),
-        ike_proposals: IkeOffer::parse("aes256-sha256-prfsha256-ecp521")
-            .unwrap()
-            .expand(),
-        esp_proposals: vec![EspProposal::parse("aes256gcm16-modp2048").unwrap()],
-        ike_lifetime: Duration::from_secs(86400),
-        child_lifetime: Duration::from_secs(3600),
-        dpd: None,
-        initiate,
-        force_encap: false,
-        nat_t_port: 4500,
-        local_ts: vec![pfx(lts)],
-        remote_ts: vec![pfx(rts)],
-        replay_window: 64,
-        invalid_spi_recovery: false,
         // Off: the transcript is the one from before RFC 7383 support
         // (fragmented_exchange_is_reproducible covers it on).
         fragmentation: fragment_size.is_some(),
         fragment_size: fragment_size.unwrap_or(xdpsec_ike::frag::DEFAULT_FRAGMENT_SIZE),
+        ..common::cfg(
+            local,
+            remote,
+            &["aes256-sha256-prfsha256-ecp521"],
+            &["aes256gcm16-modp2048"],
+            initiate,
+        )
     }
 }
 

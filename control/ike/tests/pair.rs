@@ -16,55 +16,8 @@ use xdpsec_ike::{
 };
 use zeroize::Zeroizing;
 
-const A: &str = "198.51.100.1";
-const B: &str = "198.51.100.2";
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-fn pfx(s: &str) -> Prefix {
-    let (a, l) = s.split_once('/').unwrap();
-    Prefix {
-        addr: ip(a),
-        len: l.parse().unwrap(),
-    }
-}
-
-fn cfg(local: &str, remote: &str, ike: &[&str], esp: &[&str], initiate: bool) -> PeerConfig {
-    let (lts, rts) = if local == A {
-        ("203.0.113.1/32", "203.0.113.2/32")
-    } else {
-        ("203.0.113.2/32", "203.0.113.1/32")
-    };
-    PeerConfig {
-        tunnel: "Tunnel2".into(),
-        tunnel_index: 7,
-        local: ip(local),
-        remote: ip(remote),
-        psk: Zeroizing::new(b"an example psk".to_vec()),
-        cert: None,
-        local_id: Identity::Addr(ip(local)),
-        remote_id: Identity::Addr(ip(remote)),
-        ike_proposals: ike
-            .iter()
-            .flat_map(|s| IkeOffer::parse(s).unwrap().expand())
-            .collect(),
-        esp_proposals: esp.iter().map(|s| EspProposal::parse(s).unwrap()).collect(),
-        ike_lifetime: Duration::from_secs(86400),
-        child_lifetime: Duration::from_secs(3600),
-        dpd: None,
-        initiate,
-        force_encap: false,
-        nat_t_port: 4500,
-        local_ts: vec![pfx(lts)],
-        remote_ts: vec![pfx(rts)],
-        replay_window: 64,
-        invalid_spi_recovery: false,
-        fragmentation: true,
-        fragment_size: xdpsec_ike::frag::DEFAULT_FRAGMENT_SIZE,
-    }
-}
+mod common;
+use common::{A, B, cfg, ip, pfx};
 
 /// What one node's datapath holds, as the actions built it.
 #[derive(Default)]

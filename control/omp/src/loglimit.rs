@@ -3,9 +3,10 @@
 //! claims another edge's system-ip) gets at most one line per interval; the
 //! lines it did not get are counted in its next one.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
+
+use xdpsec_common::limiter::KeyedLimiter;
 
 /// Log lines about one source: at most one a second (ours; a refused edge
 /// retries after 1 s at the earliest, so an honest one loses no line).
@@ -17,18 +18,9 @@ pub const LOG_INTERVAL: Duration = Duration::from_secs(1);
 /// address.
 pub const MAX_SOURCES: usize = 4096;
 
-#[derive(Debug, Clone, Copy)]
-struct Slot {
-    last: Instant,
-    suppressed: u64,
-}
-
-/// The limiter: bounded memory ([`MAX_SOURCES`] slots), no I/O.
+/// The limiter: bounded memory ([`MAX_SOURCES`] sources), no I/O.
 #[derive(Debug)]
-pub struct LogLimiter {
-    interval: Duration,
-    slots: HashMap<IpAddr, Slot>,
-}
+pub struct LogLimiter(KeyedLimiter<IpAddr>);
 
 impl Default for LogLimiter {
     fn default() -> Self {
@@ -39,55 +31,25 @@ impl Default for LogLimiter {
 impl LogLimiter {
     /// At most one line per source per `interval`.
     pub fn new(interval: Duration) -> LogLimiter {
-        LogLimiter {
-            interval,
-            slots: HashMap::new(),
-        }
+        LogLimiter(KeyedLimiter::new(interval, MAX_SOURCES))
     }
 
     /// Whether a line about `source` may be written at `now`: `Some` with
     /// the suffix to append (empty, or how many lines were suppressed
     /// since the last one), `None` when it is suppressed (and counted).
     pub fn allow(&mut self, now: Instant, source: IpAddr) -> Option<String> {
-        let interval = self.interval;
-        let recent = move |s: &Slot| now.saturating_duration_since(s.last) < interval;
-        let mut key = source;
-        if !self.slots.contains_key(&key) && self.slots.len() >= MAX_SOURCES {
-            self.slots.retain(|_, s| recent(s));
-            if self.slots.len() >= MAX_SOURCES {
-                key = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
-            }
-        }
-        match self.slots.get_mut(&key) {
-            Some(s) if recent(s) => {
-                s.suppressed = s.suppressed.saturating_add(1);
-                None
-            }
-            Some(s) => {
-                s.last = now;
-                Some(suffix(std::mem::take(&mut s.suppressed)))
-            }
-            None => {
-                self.slots.insert(
-                    key,
-                    Slot {
-                        last: now,
-                        suppressed: 0,
-                    },
-                );
-                Some(String::new())
-            }
-        }
+        let unspecified = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        self.0.allow(now, source, || unspecified).map(suffix)
     }
 
     /// Sources tracked now.
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.0.len()
     }
 
     /// No source tracked.
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.0.is_empty()
     }
 }
 

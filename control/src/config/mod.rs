@@ -5,8 +5,12 @@
 //!
 //! Here: the validated types, the raw (deserialized) sections and
 //! [`Config::parse`]; `tunnel.rs` the `[inside]` section and the tunnels,
-//! `ike.rs` a tunnel's IKEv2 fields and key files, `text.rs` TOML, line
-//! numbers and hex.
+//! `ike.rs` a tunnel's IKEv2 fields and key files, `sdwan.rs` the `[sdwan]`
+//! section (and the TLS fields the controller's config shares),
+//! `logging.rs` `[logging]`, `metrics.rs` `[metrics]`, `text.rs` TOML, line
+//! numbers and hex. Nothing here imports the owner or a feature module
+//! (only `seqstore`'s key fingerprint and `pki`'s organization check): the
+//! modules that run a section (`sdwan`, `syslog`, `metrics`) import it.
 use std::{
     collections::{BTreeSet, HashMap},
     net::IpAddr,
@@ -17,8 +21,11 @@ use serde::Deserialize;
 use toml::Spanned;
 
 mod ike;
+pub mod logging;
+pub mod metrics;
+pub mod sdwan;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod text;
 mod tunnel;
 
@@ -44,11 +51,11 @@ pub struct Config {
     /// Configured tunnels, in file order.
     pub tunnels: Vec<Tunnel>,
     /// The SD-WAN edge (`[sdwan]`), if this node is one.
-    pub sdwan: Option<crate::sdwan::config::SdwanConfig>,
+    pub sdwan: Option<sdwan::SdwanConfig>,
     /// Remote syslog (`[logging]`).
-    pub logging: Option<crate::syslog::LoggingConfig>,
+    pub logging: Option<logging::LoggingConfig>,
     /// Prometheus `/metrics` (`[metrics]`).
-    pub metrics: Option<crate::metrics::MetricsConfig>,
+    pub metrics: Option<metrics::MetricsConfig>,
 }
 
 /// How the XDP program is attached to the underlay (`underlay.xdp_mode`).
@@ -315,11 +322,11 @@ struct RawConfig {
     #[serde(default)]
     tunnel: Vec<Spanned<RawTunnel>>,
     #[serde(default)]
-    sdwan: Option<Spanned<crate::sdwan::config::RawSdwan>>,
+    sdwan: Option<Spanned<sdwan::RawSdwan>>,
     #[serde(default)]
-    logging: Option<Spanned<crate::syslog::RawLogging>>,
+    logging: Option<Spanned<logging::RawLogging>>,
     #[serde(default)]
-    metrics: Option<Spanned<crate::metrics::RawMetrics>>,
+    metrics: Option<Spanned<metrics::RawMetrics>>,
 }
 
 #[derive(Deserialize)]
@@ -601,17 +608,17 @@ impl Config {
         let metrics = raw
             .metrics
             .as_ref()
-            .map(|m| crate::metrics::parse_metrics(m, &at))
+            .map(|m| metrics::parse_metrics(m, &at))
             .transpose()?;
         let logging = raw
             .logging
             .as_ref()
-            .map(|l| crate::syslog::parse_logging(l, &at))
+            .map(|l| logging::parse_logging(l, &at))
             .transpose()?;
         let sdwan = raw
             .sdwan
             .as_ref()
-            .map(|s| crate::sdwan::config::parse_sdwan(s, &inside, &at))
+            .map(|s| sdwan::parse_sdwan(s, &inside, &at))
             .transpose()?;
         Ok(Config {
             node,

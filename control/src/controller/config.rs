@@ -12,8 +12,8 @@ use serde::Deserialize;
 use toml::Spanned;
 use zeroize::Zeroizing;
 
+use crate::config::sdwan::{TlsConfig, TlsFields, tls_fields};
 use crate::config::{LineIndex, SecretText, node_and_socket, parse_toml};
-use crate::sdwan::config::{TlsConfig, TlsFields, tls_fields};
 
 /// Default OMP graceful-restart time (Cisco SD-WAN `omp timers
 /// graceful-restart-timer` default, 43200 s).
@@ -164,27 +164,6 @@ impl ControllerConfig {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::pki::Role;
-
-    /// A CA, a controller and an edge certificate, an allowed list with
-    /// the edge, under a fresh temporary directory; returns the directory.
-    pub(crate) fn pki_dir(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("xdpsec-ctlcfg-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        crate::pki::test_pki(
-            &dir,
-            &[
-                ("ctl", Role::Controller, "C0", "198.51.100.10"),
-                ("edge", Role::Edge, "E1", "192.0.2.1"),
-            ],
-        );
-        std::fs::write(
-            dir.join("allowed.toml"),
-            "[[edge]]\nserial = \"E1\"\nsystem_ip = \"192.0.2.1\"\n",
-        )
-        .unwrap();
-        dir
-    }
 
     fn base(dir: &Path) -> String {
         format!(
@@ -195,7 +174,7 @@ pub(crate) mod tests {
 
     #[test]
     fn minimal_config_takes_defaults() {
-        let dir = pki_dir("min");
+        let dir = crate::pki::test_pki_dir("min");
         let c = ControllerConfig::parse(&base(&dir)).unwrap();
         assert_eq!(c.node, "vsmart1");
         assert_eq!(c.socket, PathBuf::from("/run/xdpsec/vsmart1.sock"));
@@ -213,7 +192,7 @@ pub(crate) mod tests {
 
     #[test]
     fn errors_name_field_and_line() {
-        let dir = pki_dir("err");
+        let dir = crate::pki::test_pki_dir("err");
         let b = base(&dir);
         let cases = [
             (
@@ -263,7 +242,7 @@ pub(crate) mod tests {
     #[test]
     fn key_file_must_be_private() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = pki_dir("mode");
+        let dir = crate::pki::test_pki_dir("mode");
         let key = dir.join("ctl/device.key");
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = ControllerConfig::parse(&base(&dir)).unwrap_err();

@@ -19,7 +19,7 @@ pub(crate) fn dummy_packets(workers: &[Arc<WorkerShared>]) -> u64 {
 
 impl Owner {
     /// `f` on the XDP steering (an error once the datapath is stopping).
-    pub(crate) fn with_steering<T>(
+    pub(super) fn with_steering<T>(
         &mut self,
         f: impl FnOnce(&mut XdpSteering) -> Result<T>,
     ) -> Result<T> {
@@ -36,19 +36,19 @@ impl Owner {
     }
 
     /// `clear crypto sa counters`: every SA's counters read as zero from now on.
-    pub(crate) fn clear_sa_counters(&mut self) -> (String, Value) {
+    pub(super) fn clear_sa_counters(&mut self) -> (String, Value) {
         self.registry.clear_counters(&self.workers);
         (String::new(), json!({"cleared": true}))
     }
 
     /// `clear platform hardware qfp active feature ipsec datapath drops`.
-    pub(crate) fn clear_drops(&self) -> (String, Value) {
+    pub(super) fn clear_drops(&self) -> (String, Value) {
         self.drops.clear();
         (String::new(), json!({"cleared": true}))
     }
 
     /// `clear platform hardware qfp active statistics`.
-    pub(crate) fn clear_qfp_statistics(&mut self) -> Result<(String, Value)> {
+    pub(super) fn clear_qfp_statistics(&mut self) -> Result<(String, Value)> {
         let raw = self.with_steering(|s| s.counters())?;
         let inside = self.with_steering(|s| match s.inside() {
             Some(i) => i.counters().map(Some),
@@ -70,7 +70,7 @@ impl Owner {
     /// `request platform software xdpsec udp-port add|remove PORT`: the
     /// reply (`show platform software xdpsec udp-ports`) goes out after the
     /// shell changed XDP's map.
-    pub(crate) fn set_udp_port(&mut self, port: u32, steer: bool) -> Result<(String, Value)> {
+    pub(super) fn set_udp_port(&mut self, port: u32, steer: bool) -> Result<(String, Value)> {
         if port == 0 || port > 65535 || port == 500 {
             anyhow::bail!("port {port}: give a UDP port 1-65535 other than 500 (IKE)");
         }
@@ -87,7 +87,7 @@ impl Owner {
     }
 
     /// `clear crypto ikev2 sa [remote ADDR]` / `clear crypto session [remote ADDR]`.
-    pub(crate) fn clear_ike(&mut self, peer: Option<std::net::IpAddr>) -> Result<(String, Value)> {
+    pub(super) fn clear_ike(&mut self, peer: Option<std::net::IpAddr>) -> Result<(String, Value)> {
         if self.ike.is_none() {
             anyhow::bail!("no IKEv2 tunnel is configured");
         }

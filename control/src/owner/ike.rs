@@ -65,7 +65,11 @@ impl Owner {
 
     /// `request platform software xdpsec rekey child-sa|ike-sa peer ADDR`:
     /// start the CREATE_CHILD_SA rekey that the lifetime would start, now.
-    pub fn rekey_now(&mut self, peer: IpAddr, ike_sa: bool) -> Result<(String, serde_json::Value)> {
+    pub(super) fn rekey_now(
+        &mut self,
+        peer: IpAddr,
+        ike_sa: bool,
+    ) -> Result<(String, serde_json::Value)> {
         let what = if ike_sa { "IKE SA" } else { "child SAs" };
         let Some(core) = self.ike.as_mut() else {
             return Err(anyhow!("no IKE tunnel"));
@@ -93,7 +97,7 @@ impl Owner {
     }
 
     /// Feed the IKE core one input and carry out what it returns.
-    pub fn ike_input(&mut self, input: IkeInput<'_>) {
+    pub(super) fn ike_input(&mut self, input: IkeInput<'_>) {
         let Some(ike) = self.ike.as_mut() else {
             return;
         };

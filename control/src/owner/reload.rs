@@ -7,7 +7,7 @@ impl Owner {
     /// Re-read the config file and apply what changed in the tunnels' SAs
     /// as one atomic SA-table update. Anything else that changed needs a
     /// restart and is refused, naming the field; nothing is half-applied.
-    pub fn reload(&mut self) -> Result<String> {
+    pub(super) fn reload(&mut self) -> Result<String> {
         let new = Config::load(&self.config_path).map_err(|e| anyhow!("reload refused: {e}"))?;
         let cur = &self.config;
         let refuse = |field: &str, why: &str| -> Result<String> {

@@ -9,7 +9,7 @@ impl Owner {
     /// told: the owner's view (and `show crypto ipsec sa`) keeps them and
     /// the peer keeps sending on their SPIs, which now count as unknown
     /// (4/12) with `%CRYPTO-4-RECVD_PKT_INV_SPI`, as in the seed.
-    pub fn forget_sa(&mut self, peer: IpAddr) -> Result<(String, serde_json::Value)> {
+    pub(super) fn forget_sa(&mut self, peer: IpAddr) -> Result<(String, serde_json::Value)> {
         let mut changes = Vec::new();
         let mut spis = Vec::new();
         let mut any = false;
@@ -59,7 +59,7 @@ impl Owner {
     /// - SD-WAN peers lose their SAs and nothing re-creates them (no IKE;
     ///   OMP updates for them are ignored from now on); the tunnel and its
     ///   BFD session stay, down.
-    pub fn clear_sa(&mut self, peer: Option<IpAddr>) -> Result<(String, serde_json::Value)> {
+    pub(super) fn clear_sa(&mut self, peer: Option<IpAddr>) -> Result<(String, serde_json::Value)> {
         let keys: Vec<Key> = self.registry.matching(peer).map(|e| e.key()).collect();
         if let (true, Some(p)) = (keys.is_empty(), peer) {
             return Err(anyhow!("no tunnel has peer {p}"));

@@ -75,7 +75,7 @@ impl Owner {
 
     /// `show crypto ipsec sa [peer ADDR]`: one walk of the registry, the
     /// manual and IKE tunnels, then the SD-WAN peers.
-    pub(crate) fn crypto_sa(&self, peer: Option<std::net::IpAddr>) -> CryptoSa {
+    pub(super) fn crypto_sa(&self, peer: Option<std::net::IpAddr>) -> CryptoSa {
         let mut rows = Vec::new();
         for ts in self.registry.matching(peer) {
             if !ts.is_configured() {
@@ -148,7 +148,7 @@ impl Owner {
     }
 
     /// `show crypto ikev2 sa [detailed]`.
-    pub(crate) fn ikev2_sas(&self, detailed: bool) -> Ikev2Sas {
+    pub(super) fn ikev2_sas(&self, detailed: bool) -> Ikev2Sas {
         Ikev2Sas {
             detailed,
             rows: crate::show::ikev2::ikev2_sa_rows(&self.ike_views()),
@@ -156,7 +156,7 @@ impl Owner {
     }
 
     /// `show crypto session [detail]`: a session per tunnel.
-    pub(crate) fn sessions(&self, detail: bool) -> Sessions {
+    pub(super) fn sessions(&self, detail: bool) -> Sessions {
         let views = self.ike_views();
         let mut rows = Vec::new();
         // A session per configured tunnel (SD-WAN peers have none).
@@ -202,7 +202,7 @@ impl Owner {
     }
 
     /// `show version`.
-    pub(crate) fn version(&self) -> Version {
+    pub(super) fn version(&self) -> Version {
         Version {
             version: env!("CARGO_PKG_VERSION"),
             node: self.node.clone(),
@@ -218,7 +218,7 @@ impl Owner {
     }
 
     /// `show logging`.
-    pub(crate) fn logging(&self) -> Logging {
+    pub(super) fn logging(&self) -> Logging {
         Logging {
             lines: self.log.lines().cloned().collect(),
             rate_limited: self
@@ -236,14 +236,14 @@ impl Owner {
     }
 
     /// `show platform software xdpsec udp-ports`.
-    pub(crate) fn udp_ports(&self) -> UdpPorts {
+    pub(super) fn udp_ports(&self) -> UdpPorts {
         UdpPorts {
             udp_ports: self.steered.iter().copied().collect(),
         }
     }
 
     /// `show platform hardware qfp active feature ipsec datapath drops [all]`.
-    pub(crate) fn drops(&self, all: bool) -> Drops {
+    pub(super) fn drops(&self, all: bool) -> Drops {
         let t = self.drops.totals();
         Drops {
             all,
@@ -260,7 +260,7 @@ impl Owner {
 
     /// `show platform hardware qfp active statistics`: each counter less
     /// its value at the last clear.
-    pub(crate) fn qfp_statistics(&mut self) -> Result<QfpStatistics> {
+    pub(super) fn qfp_statistics(&mut self) -> Result<QfpStatistics> {
         let (interface, attach_mode, raw, early_drop) = self.with_steering(|s| {
             Ok((
                 s.interface.clone(),

@@ -885,3 +885,25 @@ fn sa_commands_walk_one_registry_of_manual_ike_and_sdwan_tunnels() {
     assert!(lines[2].starts_with("Tunnel10001: SAs with peer"), "{text}");
     assert_eq!(fx.publishes, 1, "one SA snapshot for the command");
 }
+
+/// A certificate-authenticated IKE tunnel: our identity is the
+/// certificate's subject, the credentials go to the IKE core.
+#[test]
+fn ike_peers_take_the_certificate_identity() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("xdpsec-owner-cert-{}", std::process::id()));
+    let text = crate::config::tests::cert_config(&dir);
+    std::fs::set_permissions(dir.join("me.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let c = Config::parse(&text).unwrap();
+    let crate::config::TunnelKind::Ike(i) = &c.tunnels[0].kind else {
+        panic!("an IKE tunnel")
+    };
+    let creds = i.cert.as_ref().unwrap();
+    let peers = ike_peers(&c).unwrap();
+    assert_eq!(
+        peers[0].local_id,
+        xdpsec_ike::Identity::Dn(creds.subject_der())
+    );
+    assert!(peers[0].cert.is_some());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -2,8 +2,17 @@
 //!
 //! Everything here is `no_std`, `#[repr(C)]` or plain constants, so both the
 //! BPF target and the host agree on map names, sizes and counter slots.
+//! The `std` feature adds userspace-only helpers (`limiter`).
 #![no_std]
 #![deny(unsafe_code)]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+/// A per-key log rate limit (feature `std`, userspace only: the IKE and
+/// OMP cores).
+#[cfg(feature = "std")]
+pub mod limiter;
 
 /// Name of the XSKMAP holding one AF_XDP socket per rx queue.
 pub const MAP_XSKS: &str = "XSKS";

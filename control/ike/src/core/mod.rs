@@ -10,6 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use xdpsec_common::limiter::KeyedLimiter;
 use zeroize::Zeroizing;
 
 use crate::{
@@ -252,14 +253,6 @@ enum Noise {
     AuthFailed,
 }
 
-/// The rate limit of one (sender, kind).
-struct NoiseState {
-    /// When the last line was logged.
-    last: Instant,
-    /// Lines suppressed since.
-    suppressed: u64,
-}
-
 struct TunnelState {
     /// When to (re)initiate, for initiators without an IKE SA serving the
     /// tunnel ([`Core::served`]).
@@ -282,7 +275,7 @@ pub(crate) struct Core {
     /// Key of the responder's stateless cookies (RFC 7296 2.6).
     cookie_secret: ring::hmac::Key,
     /// Rate limits of the log lines unauthenticated senders can cause.
-    noise: HashMap<(IpAddr, Noise), NoiseState>,
+    noise: KeyedLimiter<(IpAddr, Noise)>,
     /// No `handle` yet: initiators start at the first one, whatever its
     /// `now` (a mock clock may be behind the `Instant` of `new`).
     fresh: bool,
@@ -320,7 +313,7 @@ impl Core {
             fresh: true,
             stopped: false,
             stats: IkeStats::default(),
-            noise: HashMap::new(),
+            noise: KeyedLimiter::new(LOG_INTERVAL, LOG_LIMIT_SENDERS),
             out: Vec::new(),
         }
     }
@@ -352,31 +345,12 @@ impl Core {
         tunnel: Option<usize>,
         msg: impl std::fmt::Display,
     ) {
-        let mut key = (from, kind);
-        if !self.noise.contains_key(&key) && self.noise.len() >= LOG_LIMIT_SENDERS {
-            // Many senders (spoofed, say): forget those whose interval
-            // passed (their suppressed counts go unreported); if all are
-            // recent, the newcomers share one limit per kind.
-            self.noise.retain(|_, v| now < v.last + LOG_INTERVAL);
-            if self.noise.len() >= LOG_LIMIT_SENDERS {
-                key = (IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), kind);
-            }
-        }
-        let suppressed = match self.noise.get_mut(&key) {
-            Some(e) if now < e.last + LOG_INTERVAL => {
-                e.suppressed += 1;
-                return;
-            }
-            Some(e) => std::mem::take(&mut e.suppressed),
-            None => 0,
+        // Many senders (spoofed, say): once LOG_LIMIT_SENDERS are recent,
+        // the newcomers share one limit per kind.
+        let unspecified = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+        let Some(suppressed) = self.noise.allow(now, (from, kind), || (unspecified, kind)) else {
+            return;
         };
-        self.noise.insert(
-            key,
-            NoiseState {
-                last: now,
-                suppressed: 0,
-            },
-        );
         let msg = if suppressed > 0 {
             format!(
                 "{msg} ({suppressed} more such line(s) suppressed since the last one; at most one a minute per sender)"

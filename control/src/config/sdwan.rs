@@ -501,7 +501,7 @@ mod tests {
     const BASE: &str = "node = \"e1\"\n[underlay]\ninterface = \"e0\"\naddress = \"198.51.100.1\"\n[inside]\nmode = \"tun\"\nname = \"xs0\"\naddress = \"203.0.113.1/32\"\n";
     /// An `[sdwan]` section with TLS files from a fresh test PKI.
     fn sdwan(tag: &str) -> String {
-        let d = crate::controller::config::tests::pki_dir(&format!("sdwan-{tag}"));
+        let d = crate::pki::test_pki_dir(&format!("sdwan-{tag}"));
         format!(
             "[sdwan]\nsystem_ip = \"192.0.2.1\"\nsite_id = 100\ncontroller = \"198.51.100.10:23456\"\nca_file = \"{d}/ca/ca.crt\"\ncert_file = \"{d}/edge/device.crt\"\nkey_file = \"{d}/edge/device.key\"\norganization = \"xdpsec-test\"\n[[sdwan.tloc]]\ncolor = \"biz-internet\"\naddress = \"198.51.100.1\"\n",
             d = d.display()

@@ -14,7 +14,7 @@ use tracing::error;
 use xdpsec_common::{SpiSample, XdpCounter};
 use xdpsec_datapath::{DropReason, SaSnapshot, events::DropEvent};
 
-use crate::owner::Owner;
+use super::Owner;
 
 /// Samples taken from the ring per tick at most (the program sends at most
 /// 1000 a second per CPU; the ring holds about 1400).
@@ -77,13 +77,14 @@ impl Owner {
     /// Whether early drop should be armed now: configured
     /// (`underlay.early_drop`) and no drop capture or packet trace armed
     /// ([`Owner::early_drop_hold`]), which must see every frame.
-    pub fn early_drop_wanted(&self) -> bool {
+    pub(super) fn early_drop_wanted(&self) -> bool {
         self.config.underlay.early_drop && !self.early_drop_hold
     }
 
+    // TODO(issue 17): private once taps_cmd.rs's `impl Owner` moves under owner/.
     /// Arm or disarm early drop as [`Owner::early_drop_wanted`] says (a
     /// no-op when nothing changed). Call after changing `early_drop_hold`.
-    pub fn sync_early_drop(&mut self) {
+    pub(crate) fn sync_early_drop(&mut self) {
         let want = self.early_drop_wanted();
         let Some(s) = self.steering.as_mut() else {
             return;
@@ -94,9 +95,10 @@ impl Owner {
         }
     }
 
+    // TODO(issue 17): private once metrics.rs's `impl Owner` moves under owner/.
     /// Copy the XDP program's early-drop counters into the drop table's
     /// mirror row (before anything reads the table).
-    pub fn sync_xdp_drops(&mut self) {
+    pub(crate) fn sync_xdp_drops(&mut self) {
         let Some(Ok(raw)) = self.steering.as_ref().map(|s| s.counters()) else {
             return;
         };
@@ -108,7 +110,7 @@ impl Owner {
     /// Tick work: re-check the switch (the SPI map may have failed), mirror
     /// the counters, and log the sampled drops. Returns the (peer, SPI)
     /// pairs of unknown SPIs seen, for IKE.
-    pub fn early_drop_tick(&mut self, unknown: &mut Vec<(IpAddr, u32)>) {
+    pub(super) fn early_drop_tick(&mut self, unknown: &mut Vec<(IpAddr, u32)>) {
         // A trace that filled up ends by itself: early drop comes back.
         if self.early_drop_hold != self.taps.wants_every_frame() {
             self.taps_changed();

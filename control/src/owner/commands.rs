@@ -1,5 +1,6 @@
 //! The IOS-style commands the daemon answers on its control socket: the
-//! dispatch of a parsed [`Command`] to the owner ([`Owner`]).
+//! dispatch of a parsed [`Command`] to the owner ([`Owner`]), as
+//! [`Input::Command`](super::Input::Command) asks.
 //!
 //! Commands run on the owner of control state one at a time: they read its
 //! state directly and change it only through its methods. Shows build rows
@@ -8,17 +9,17 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
+use super::Owner;
 use crate::{
     ctlsock::Reply,
     grammar::{COMMANDS, Command},
-    owner::Owner,
     show::{self, crypto_sa, ikev2, qfp, system},
 };
 
 impl Owner {
     /// Run one command from the control socket; the reply is IOS text, or
     /// with `json` the same rows as JSON.
-    pub fn execute(&mut self, command: Command, json: bool) -> Reply {
+    pub(super) fn execute(&mut self, command: Command, json: bool) -> Reply {
         // The drop table's early-drop rows come from XDP.
         self.sync_xdp_drops();
         let result = match command {
