@@ -523,7 +523,7 @@ impl Config {
                 v as u32
             }
         };
-        let xdp_mode = parse_xdp_mode(u.xdp_mode.as_ref(), "underlay.xdp_mode", at)?;
+        let xdp_mode = parse_xdp_mode(u.xdp_mode.as_ref(), "underlay.xdp_mode", &at)?;
         let udp_ports = match &u.udp_ports {
             None => xdpsec_common::DEFAULT_UDP_ENCAP_PORTS.into_iter().collect(),
             Some(list) => {
