@@ -45,6 +45,7 @@ use zeroize::Zeroizing;
 use crate::{
     cli::{self, CommandSpec},
     ctlsock::{ControlSocket, Reply, Request},
+    show::system::{self, ControllerVersion, Logging},
     state::{LogBuffer, ios_timestamp},
 };
 
@@ -674,12 +675,14 @@ impl Shell {
                 self.core.clear_history();
                 (String::new(), json!({}))
             }
-            Cmd::ShowLogging => self.show_logging(),
+            Cmd::ShowLogging => crate::show::reply(&self.logging(), system::render_logging),
             Cmd::ClearLogging => {
                 self.log.clear();
                 (String::new(), json!({}))
             }
-            Cmd::ShowVersion => self.show_version(now),
+            Cmd::ShowVersion => {
+                crate::show::reply(&self.version(now), system::render_controller_version)
+            }
             Cmd::Help => {
                 let text: String = COMMANDS
                     .iter()
@@ -702,37 +705,24 @@ impl Shell {
         }
     }
 
-    fn show_logging(&self) -> (String, Value) {
-        let lines: Vec<&String> = self.log.lines().collect();
-        let mut text = format!(
-            "Syslog logging: enabled ({} messages logged)\n\nLog Buffer ({} lines):\n",
-            self.log.logged,
-            lines.len()
-        );
-        for l in &lines {
-            text.push_str(l);
-            text.push('\n');
+    /// `show logging`: the log buffer (no rate limit or event rings here).
+    fn logging(&self) -> Logging {
+        Logging {
+            lines: self.log.lines().cloned().collect(),
+            limits: None,
+            logged: self.log.logged,
         }
-        (text, json!({ "lines": lines, "logged": self.log.logged }))
     }
 
-    fn show_version(&self, now: Instant) -> (String, Value) {
-        let up = now.saturating_duration_since(self.started).as_secs();
-        let version = env!("CARGO_PKG_VERSION");
-        let text = format!(
-            "xdpsec controller, Version {version}\n{} uptime is {}\nOMP control connections on tcp {}\n",
-            self.node,
-            show::uptime(up),
-            self.listen
-        );
-        let value = json!({
-            "node": self.node,
-            "version": version,
-            "role": "controller",
-            "uptime_seconds": up,
-            "listen": self.listen.to_string(),
-        });
-        (text, value)
+    /// `show version`.
+    fn version(&self, now: Instant) -> ControllerVersion {
+        ControllerVersion {
+            node: self.node.clone(),
+            version: env!("CARGO_PKG_VERSION"),
+            role: "controller",
+            uptime_seconds: now.saturating_duration_since(self.started).as_secs(),
+            listen: self.listen,
+        }
     }
 }
 

@@ -383,8 +383,9 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
         Arc::clone(&stop),
     )
     .context("spawning the kernel-socket thread")?;
-    // Learn the peers' next hops before traffic flows (bounded wait).
-    next_hops.refresh(iface, Duration::from_secs(2));
+    // The peers' next hops the kernel knows already (read only: one it
+    // lacks is resolved when traffic needs it, see `NextHops::refresh`).
+    next_hops.refresh(iface, Duration::ZERO);
     if let Some(n) = &inside_neighbors {
         inside::refresh(n, Duration::ZERO);
     }
@@ -427,7 +428,7 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
             steering: Some(steering),
             queues: infos,
             workers: workers_shared,
-            extra_drops: vec![kernel_drops],
+            extra_drops: vec![kernel_drops, next_hops.held_drops()],
             kernel_rx,
             sdwan,
             routes: Arc::clone(&routes),
@@ -457,6 +458,8 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
             .name("xdpsec-nh".into())
             .spawn(move || {
                 let mut last = Instant::now();
+                // Frames the workers encrypted before their next hop had a MAC.
+                let mut held = neighbor::held::HeldFrames::new(&iface);
                 while !stop.load(Ordering::Relaxed) {
                     // Gateway mode: inside next hops workers found no MAC
                     // for are resolved now; all are re-read with the rest.
@@ -471,15 +474,20 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
                         inside::refresh(n, wait);
                     }
                     // A new peer (SD-WAN) is resolved at once, waiting up
-                    // to a second for the kernel's answer.
-                    if next_hops.wait_poke(Duration::from_millis(100)) {
+                    // to a second for the kernel's answer; held frames are
+                    // sent as soon as their next hop is known.
+                    let wait = held.wait(Instant::now(), Duration::from_millis(100));
+                    if next_hops.wait(wait) == neighbor::Wake::Poke {
                         next_hops.refresh(&iface, Duration::from_secs(1));
                         last = Instant::now();
-                    } else if last.elapsed() >= NEXT_HOP_REFRESH {
+                    }
+                    held.serve(&next_hops, Instant::now());
+                    if last.elapsed() >= NEXT_HOP_REFRESH {
                         next_hops.refresh(&iface, Duration::ZERO);
                         last = Instant::now();
                     }
                 }
+                held.drop_all(&next_hops);
             })
             .context("spawning the next-hop thread")?
     };
@@ -492,11 +500,14 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
             .context("spawning the control thread")?
     };
     let metrics_thread = match metrics_server {
-        Some(server) => Some(crate::metrics::spawn(
-            server,
-            handle.clone(),
-            Arc::clone(&stop),
-        )?),
+        Some(server) => {
+            let owner = handle.clone();
+            Some(crate::metrics::spawn(
+                server,
+                move || owner.scrape(),
+                Arc::clone(&stop),
+            )?)
+        }
         None => None,
     };
     info!(

@@ -6,7 +6,6 @@ mod ctlsock;
 mod daemon;
 mod filter;
 mod grammar;
-mod ike_show;
 mod metrics;
 mod owner;
 mod pki;
@@ -17,13 +16,19 @@ mod session;
 mod show;
 mod state;
 mod syslog;
-mod taps_cmd;
-mod taps_render;
 mod traffic_gen;
 
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
+
+/// Every heap block is wiped before it is freed, and a reallocation never
+/// leaves the old block unwiped (`xdpsec-zalloc`): keys that pass through
+/// memory we do not own (rustls's record buffers, ring's key schedules,
+/// a `Vec` that grew) are gone once their owner frees it.
+#[global_allocator]
+static ALLOCATOR: xdpsec_zalloc::ZeroOnFree<std::alloc::System> =
+    xdpsec_zalloc::ZeroOnFree(std::alloc::System);
 
 /// A userspace IPsec ESP datapath on XDP and AF_XDP, with an IOS-style control plane.
 #[derive(Parser)]

@@ -1,10 +1,11 @@
 //! Prometheus: `[metrics] listen = "ADDR:PORT"` serves `GET /metrics` in
 //! the OpenMetrics text format (the `prometheus-client` crate's encoder,
 //! `tiny_http` for HTTP). A scrape asks the owner of control state for one
-//! snapshot; the owner reads the counters the workers already keep (as
-//! `show` does), so scraping costs the datapath nothing. Counters are raw
-//! totals since start: `clear` commands do not reset them (Prometheus
-//! computes rates).
+//! snapshot, [`Metrics`] (filled in `owner/metrics.rs`); the owner reads the
+//! counters the workers already keep (as `show` does), so scraping costs
+//! the datapath nothing. [`render`] encodes the snapshot, a pure function.
+//! Counters are raw totals since start: `clear` commands do not reset them
+//! (Prometheus computes rates).
 use std::{
     sync::{
         Arc,
@@ -20,13 +21,9 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-use xdpsec_common::XdpCounter;
-use xdpsec_datapath::{DropReason, sa::SaId, worker::sa_counters};
+use serde::Serialize;
 
-use crate::{
-    config::metrics::MetricsConfig,
-    owner::{Msg, Owner, OwnerHandle},
-};
+use crate::config::metrics::MetricsConfig;
 
 /// Bind the HTTP listener (at start-up: a failure stops the daemon with a
 /// clear error before anything is attached).
@@ -39,10 +36,11 @@ pub fn bind(cfg: &MetricsConfig) -> Result<tiny_http::Server> {
     })
 }
 
-/// Serve scrapes until `stop`.
+/// Serve scrapes until `stop`; `scrape` asks the owner for one (None: the
+/// daemon is busy or stopping).
 pub fn spawn(
     server: tiny_http::Server,
-    owner: OwnerHandle,
+    scrape: impl Fn() -> Option<String> + Send + 'static,
     stop: Arc<AtomicBool>,
 ) -> Result<JoinHandle<()>> {
     std::thread::Builder::new()
@@ -54,13 +52,7 @@ pub fn spawn(
                 };
                 let path = req.url().split('?').next().unwrap_or("").to_string();
                 let resp = if req.method() == &tiny_http::Method::Get && path == "/metrics" {
-                    let (tx, rx) = crossbeam::channel::bounded(1);
-                    let body = if owner.send(Msg::Metrics(tx)) {
-                        rx.recv_timeout(Duration::from_secs(5)).ok()
-                    } else {
-                        None
-                    };
-                    match body {
+                    match scrape() {
                         Some(b) => tiny_http::Response::from_string(b).with_header(
                             "Content-Type: application/openmetrics-text; version=1.0.0; charset=utf-8"
                                 .parse::<tiny_http::Header>()
@@ -79,182 +71,204 @@ pub fn spawn(
         .context("spawning the metrics thread")
 }
 
-type Labels = Vec<(String, String)>;
-
-fn labels(kv: &[(&str, String)]) -> Labels {
-    kv.iter()
-        .map(|(k, v)| ((*k).to_string(), v.clone()))
-        .collect()
+/// One scrape's values: the metric families in the order they are
+/// encoded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Metrics {
+    /// The families, registered in this order.
+    pub families: Vec<MetricFamily>,
 }
 
-/// A counter family registered under `name`.
-fn counters(r: &mut Registry, name: &str, help: &str) -> Family<Labels, Counter> {
-    let f = Family::<Labels, Counter>::default();
-    r.register(name, help, f.clone());
-    f
+/// What a family is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum MetricKind {
+    /// Labelled counters (`NAME_total{..}`).
+    Counter,
+    /// Labelled gauges.
+    Gauge,
+    /// One counter without labels: the sum of the series.
+    Total,
 }
 
-/// A gauge family registered under `name`.
-fn gauges(r: &mut Registry, name: &str, help: &str) -> Family<Labels, Gauge> {
-    let f = Family::<Labels, Gauge>::default();
-    r.register(name, help, f.clone());
-    f
+/// One metric family: its name (after the `xdpsec_` prefix), help text and
+/// series.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MetricFamily {
+    /// The name, without the `xdpsec_` prefix or the `_total` suffix.
+    pub name: &'static str,
+    /// The `# HELP` text.
+    pub help: &'static str,
+    /// Counter, gauge or a single total.
+    pub kind: MetricKind,
+    /// The series; two with the same labels add up (counters) or the last
+    /// counts (gauges).
+    pub series: Vec<Series>,
 }
 
-impl Owner {
-    /// One scrape: every metric, encoded.
-    pub fn metrics_text(&mut self) -> String {
-        self.sync_xdp_drops();
-        let mut r = Registry::with_prefix("xdpsec");
-        let drops = counters(&mut r, "qfp_drops", "IPsec datapath drops by QFP drop type");
-        let totals = self.drops.raw_totals();
-        for reason in DropReason::ALL {
-            drops
-                .get_or_create(&labels(&[
-                    ("id", reason.id().to_string()),
-                    ("name", reason.name().to_string()),
-                ]))
-                .inc_by(totals[reason.index()]);
+impl MetricFamily {
+    /// A counter family.
+    pub fn counters(
+        name: &'static str,
+        help: &'static str,
+        series: impl IntoIterator<Item = Series>,
+    ) -> MetricFamily {
+        MetricFamily {
+            name,
+            help,
+            kind: MetricKind::Counter,
+            series: series.into_iter().collect(),
         }
+    }
 
-        let pkts = counters(
-            &mut r,
-            "sa_packets",
-            "Packets per SA (encaps outbound, decaps inbound)",
-        );
-        let octets = counters(&mut r, "sa_octets", "Plaintext octets per SA");
-        let errs = counters(&mut r, "sa_errors", "Errors per SA by kind");
-        let sa = |tunnel: &str, peer: String, dir: &str, id: SaId, spi: u32| {
-            let c = sa_counters(&self.workers, id);
-            let l = |extra: Option<(&str, &str)>| {
-                let mut v = labels(&[
-                    ("tunnel", tunnel.to_string()),
-                    ("peer", peer.clone()),
-                    ("direction", dir.to_string()),
-                    ("spi", format!("0x{spi:08X}")),
-                ]);
-                if let Some((k, val)) = extra {
-                    v.push((k.to_string(), val.to_string()));
-                }
-                v
-            };
-            let (p, o) = if dir == "outbound" {
-                (c.encaps, c.encap_octets)
-            } else {
-                (c.decaps, c.decap_octets)
-            };
-            pkts.get_or_create(&l(None)).inc_by(p);
-            octets.get_or_create(&l(None)).inc_by(o);
-            for (kind, v) in [
-                ("verify_failed", c.verify_failed),
-                ("replay_too_old", c.replay_too_old),
-                ("replay_duplicate", c.replay_duplicate),
-                ("send", c.send_errors),
-                ("recv", c.recv_errors),
-            ] {
-                errs.get_or_create(&l(Some(("kind", kind)))).inc_by(v);
-            }
-        };
-        for r in self.all_sas() {
-            let dir = if r.inbound { "inbound" } else { "outbound" };
-            sa(r.tunnel, r.peer, dir, r.id, r.spi);
+    /// A gauge family.
+    pub fn gauges(
+        name: &'static str,
+        help: &'static str,
+        series: impl IntoIterator<Item = Series>,
+    ) -> MetricFamily {
+        MetricFamily {
+            kind: MetricKind::Gauge,
+            ..MetricFamily::counters(name, help, series)
         }
+    }
+}
 
-        let q = counters(&mut r, "afxdp", "AF_XDP per-queue counters");
-        for info in &self.queues {
-            for (name, v) in xdpsec_worker::stats::QUEUE_FIELDS.iter().zip(info.values()) {
-                q.get_or_create(&labels(&[
-                    ("queue", info.queue.to_string()),
-                    ("counter", (*name).to_string()),
-                ]))
-                .inc_by(v);
-            }
-        }
-        let w = counters(
-            &mut r,
-            "worker_io",
-            "Per-queue worker I/O around the datapath core (TUN, inside socket, handoff, punt/inject)",
-        );
-        for info in &self.queues {
-            for (name, v) in info.io_counters() {
-                w.get_or_create(&labels(&[
-                    ("queue", info.queue.to_string()),
-                    ("counter", name.to_string()),
-                ]))
-                .inc_by(v);
-            }
-        }
-        if let Some(inside) = self.steering.as_mut().and_then(|st| st.inside())
-            && let Ok(raw) = inside.counters()
-        {
-            let x = counters(
-                &mut r,
-                "inside_xdp",
-                "Gateway mode: the inside XDP program's counters",
-            );
-            for c in xdpsec_common::InsideCounter::ALL {
-                x.get_or_create(&labels(&[("counter", c.name().to_string())]))
-                    .inc_by(raw[c as usize]);
-            }
-        }
-        if let Some(st) = self.steering.as_ref()
-            && let Ok(raw) = st.counters()
-        {
-            let x = counters(&mut r, "xdp_steering", "XDP steering counters");
-            for c in XdpCounter::ALL {
-                x.get_or_create(&labels(&[("counter", c.name().to_string())]))
-                    .inc_by(raw[c as usize]);
-            }
-        }
-        let nh = Counter::<u64>::default();
-        nh.inc_by(self.next_hops.refreshes());
-        r.register(
-            "next_hop_refreshes",
-            "Passes resolving the peers' next hops over rtnetlink",
-            nh,
-        );
-        if let Some(ike) = &self.ike {
-            let g = gauges(&mut r, "ike_sa_up", "IKEv2 SAs: 1 when established");
-            // One series per IKE tunnel and peer address (as configured:
-            // not the port, which moves from 500 to the NAT-T port), there
-            // while the tunnel has no IKE SA at all too (0, as while
-            // negotiating): a peer that is down must read 0, not vanish.
-            // 1 when any of its SAs is established (during a rekey or a
-            // clear there are two).
-            let mut up: std::collections::BTreeMap<(String, String), bool> = self
-                .registry
+/// One series: its labels in order and its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Series {
+    /// (label, value) pairs.
+    pub labels: Vec<(String, String)>,
+    /// The counter's total or the gauge's value.
+    pub value: u64,
+}
+
+impl Series {
+    /// A series labelled `kv`.
+    pub fn new(kv: &[(&str, String)], value: u64) -> Series {
+        Series {
+            labels: kv
                 .iter()
-                .filter(|e| e.kind == crate::owner::Kind::Ike)
-                .map(|e| ((e.name.clone(), e.peer.to_string()), false))
-                .collect();
-            for v in ike.sas(self.now) {
-                *up.entry((v.tunnel.clone(), v.remote.ip().to_string()))
-                    .or_default() |= v.status == xdpsec_ike::IkeSaStatus::Ready;
+                .map(|(k, v)| ((*k).to_string(), v.clone()))
+                .collect(),
+            value,
+        }
+    }
+}
+
+/// The OpenMetrics text of `m` (the series of one family in the encoder's
+/// order).
+pub fn render(m: &Metrics) -> String {
+    type Labels = Vec<(String, String)>;
+    let mut r = Registry::with_prefix("xdpsec");
+    for f in &m.families {
+        match f.kind {
+            MetricKind::Counter => {
+                let fam = Family::<Labels, Counter>::default();
+                r.register(f.name, f.help, fam.clone());
+                for s in &f.series {
+                    fam.get_or_create(&s.labels).inc_by(s.value);
+                }
             }
-            for ((tunnel, peer), up) in up {
-                g.get_or_create(&labels(&[("tunnel", tunnel), ("peer", peer)]))
-                    .set(i64::from(up));
+            MetricKind::Gauge => {
+                let fam = Family::<Labels, Gauge>::default();
+                r.register(f.name, f.help, fam.clone());
+                for s in &f.series {
+                    fam.get_or_create(&s.labels)
+                        .set(i64::try_from(s.value).unwrap_or(i64::MAX));
+                }
+            }
+            MetricKind::Total => {
+                let c = Counter::<u64>::default();
+                c.inc_by(f.series.iter().map(|s| s.value).sum());
+                r.register(f.name, f.help, c);
             }
         }
-        if let Some(s) = &self.sdwan {
-            let g = gauges(&mut r, "bfd_session_up", "SD-WAN BFD sessions: 1 when up");
-            for p in s.peers.values() {
-                g.get_or_create(&labels(&[
-                    ("system_ip", p.sa.remote.system_ip.to_string()),
-                    ("local_color", p.sa.local_color.clone()),
-                    ("remote_color", p.sa.remote.color.clone()),
-                    (
-                        "destination",
-                        format!("{}:{}", p.sa.remote_ip, p.sa.remote_port),
-                    ),
-                ]))
-                .set(i64::from(p.up_since.is_some()));
-            }
-        }
-        let mut out = String::new();
-        if let Err(e) = encode(&mut out, &r) {
-            tracing::error!("encoding metrics: {e}");
-        }
-        out
+    }
+    let mut out = String::new();
+    if let Err(e) = encode(&mut out, &r) {
+        tracing::error!("encoding metrics: {e}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kind of family, in order, as Prometheus scrapes it: counters
+    /// end in `_total`, the labels in the order given, a family without
+    /// series leaves no line at all.
+    #[test]
+    fn render_encodes_each_family_in_order() {
+        let m = Metrics {
+            families: vec![
+                MetricFamily::counters(
+                    "qfp_drops",
+                    "IPsec datapath drops by QFP drop type",
+                    [Series::new(
+                        &[
+                            ("id", "19".into()),
+                            ("name", "IN_OCT_ANTI_REPLAY_FAIL".into()),
+                        ],
+                        7,
+                    )],
+                ),
+                MetricFamily::counters("sa_packets", "Packets per SA", []),
+                MetricFamily {
+                    name: "next_hop_refreshes",
+                    help: "Passes",
+                    kind: MetricKind::Total,
+                    series: vec![Series::new(&[], 3)],
+                },
+                MetricFamily::gauges(
+                    "ike_sa_up",
+                    "IKEv2 SAs: 1 when established",
+                    [Series::new(
+                        &[
+                            ("tunnel", "Tunnel2".into()),
+                            ("peer", "198.51.100.2".into()),
+                        ],
+                        1,
+                    )],
+                ),
+            ],
+        };
+        assert_eq!(
+            render(&m),
+            "# HELP xdpsec_qfp_drops IPsec datapath drops by QFP drop type.\n\
+             # TYPE xdpsec_qfp_drops counter\n\
+             xdpsec_qfp_drops_total{id=\"19\",name=\"IN_OCT_ANTI_REPLAY_FAIL\"} 7\n\
+             # HELP xdpsec_next_hop_refreshes Passes.\n\
+             # TYPE xdpsec_next_hop_refreshes counter\n\
+             xdpsec_next_hop_refreshes_total 3\n\
+             # HELP xdpsec_ike_sa_up IKEv2 SAs: 1 when established.\n\
+             # TYPE xdpsec_ike_sa_up gauge\n\
+             xdpsec_ike_sa_up{tunnel=\"Tunnel2\",peer=\"198.51.100.2\"} 1\n\
+             # EOF\n"
+        );
+    }
+
+    /// Series with the same labels add up in a counter family; the last
+    /// one counts in a gauge family; the others each get a line.
+    #[test]
+    fn render_sums_counters_and_keeps_the_last_gauge() {
+        let s = |v: &str, n| Series::new(&[("counter", v.to_string())], n);
+        let m = Metrics {
+            families: vec![
+                MetricFamily::counters("afxdp", "AF_XDP", [s("rx", 2), s("tx", 5), s("rx", 3)]),
+                MetricFamily::gauges("bfd_session_up", "BFD", [s("a", 1), s("a", 0)]),
+            ],
+        };
+        let text = render(&m);
+        let mut lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        lines.sort();
+        assert_eq!(
+            lines,
+            [
+                "xdpsec_afxdp_total{counter=\"rx\"} 5",
+                "xdpsec_afxdp_total{counter=\"tx\"} 5",
+                "xdpsec_bfd_session_up{counter=\"a\"} 0",
+            ]
+        );
     }
 }

@@ -18,10 +18,12 @@ mod counters;
 mod early_drop;
 pub mod effects;
 mod ike;
+mod metrics;
 pub mod registry;
 mod reload;
 mod sa_commands;
 mod show;
+mod taps;
 
 use std::{
     collections::BTreeSet,
@@ -137,7 +139,7 @@ pub struct Owner {
     pub(crate) node: String,
     /// Local underlay address.
     local: IpAddr,
-    // TODO(issue 17): moves under owner/ (read by sdwan/show.rs, taps_cmd.rs).
+    // TODO(issue 17): moves under owner/ (read by sdwan/show.rs).
     /// Underlay interface.
     pub(crate) interface: String,
     /// When the daemon started (uptime).
@@ -145,31 +147,28 @@ pub struct Owner {
     // TODO(issue 17): moves under owner/ (read by sdwan.rs).
     /// The datapath's clock origin (`now` for the SA table).
     pub(crate) epoch: Instant,
-    // TODO(issue 17): moves under owner/ (read by ike_show.rs, sdwan.rs, taps_cmd.rs).
+    // TODO(issue 17): moves under owner/ (read by sdwan.rs).
     /// The config in force.
     pub(crate) config: Config,
     /// The config file (re-read by reloads).
     config_path: PathBuf,
-    // TODO(issue 17): moves under owner/ (read by metrics.rs, sdwan.rs, sdwan/show.rs, taps_cmd.rs).
+    // TODO(issue 17): moves under owner/ (read by sdwan.rs, sdwan/show.rs).
     /// Every tunnel (manual, IKE, SD-WAN peer) and its SAs' bookkeeping.
     pub(crate) registry: Registry,
-    // TODO(issue 17): moves under owner/ (read by sdwan.rs, taps_cmd.rs).
+    // TODO(issue 17): moves under owner/ (read by sdwan.rs).
     /// The SA table (control's master copy; publishes snapshots).
     pub(crate) table: SaTable,
-    // TODO(issue 17): moves under owner/ (read by metrics.rs).
     /// XDP steering (None once shut down).
-    pub(crate) steering: Option<XdpSteering>,
-    // TODO(issue 17): moves under owner/ (read by metrics.rs, sdwan.rs).
+    steering: Option<XdpSteering>,
+    // TODO(issue 17): moves under owner/ (read by sdwan.rs).
     /// What control knows of each queue.
     pub(crate) queues: Vec<QueueInfo>,
     /// `clear platform hardware qfp active statistics` baseline.
     baseline: Baseline,
-    // TODO(issue 17): moves under owner/ (read by metrics.rs).
     /// Drop counters over all workers, with the `clear` baseline.
-    pub(crate) drops: DropStats,
-    // TODO(issue 17): moves under owner/ (read by metrics.rs).
+    drops: DropStats,
     /// Each worker's shared counters and events.
-    pub(crate) workers: Vec<Arc<WorkerShared>>,
+    workers: Vec<Arc<WorkerShared>>,
     // TODO(issue 17): moves under owner/ (read by sdwan.rs).
     /// The `show logging` buffer.
     pub(crate) log: LogBuffer,
@@ -181,7 +180,7 @@ pub struct Owner {
     pub(crate) seq: SeqStore,
     /// What the kernel-socket shell received (reassembled fragments).
     kernel_rx: Arc<KernelRxStats>,
-    // TODO(issue 17): moves under owner/ (read by metrics.rs, sdwan.rs, sdwan/show.rs).
+    // TODO(issue 17): moves under owner/ (read by sdwan.rs, sdwan/show.rs).
     /// The time of the input being handled.
     pub(crate) now: Instant,
     // TODO(issue 17): moves under owner/ (read by sdwan.rs).
@@ -192,15 +191,14 @@ pub struct Owner {
     /// Ports the shell is told to stop steering: the datapath keeps them
     /// until it says XDP did.
     unsteering: BTreeSet<u16>,
-    // TODO(issue 17): moves under owner/ (read by metrics.rs).
     /// The IKEv2 core for every IKE tunnel (None without IKE tunnels).
-    pub(crate) ike: Option<Ike>,
+    ike: Option<Ike>,
     /// Negotiated outbound SAs already asked to rekey for their sequence
     /// numbers (asked once each).
     seq_rekeyed: std::collections::HashSet<SaId>,
     /// When the last failed reservation write was logged (rate limit).
     seq_error_logged: Option<Instant>,
-    // TODO(issue 17): moves under owner/ (read by metrics.rs, sdwan.rs, sdwan/show.rs).
+    // TODO(issue 17): moves under owner/ (read by sdwan.rs, sdwan/show.rs).
     /// The SD-WAN edge (`[sdwan]`), if this node is one.
     pub(crate) sdwan: Option<crate::sdwan::Sdwan>,
     // TODO(issue 17): moves under owner/ (read by sdwan.rs).
@@ -209,23 +207,20 @@ pub struct Owner {
     // TODO(issue 17): moves under owner/ (read by sdwan.rs).
     /// Routes of the configured tunnels (`remote_subnets`).
     pub(crate) static_routes: Vec<(Cidr, u32)>,
-    // TODO(issue 17): moves under owner/ (read by metrics.rs, sdwan.rs).
+    // TODO(issue 17): moves under owner/ (read by sdwan.rs).
     /// Next-hop MACs per tunnel index, and the peers they resolve.
     pub(crate) next_hops: Arc<NextHops>,
     /// The XDP program's early drops, mirrored into the drop table (part of `drops`).
     xdp_drops: Arc<DropCounters>,
-    // TODO(issue 17): moves under owner/ (read by taps_cmd.rs).
     /// A drop capture or packet trace is armed: early drop stays off so
     /// they see every frame (set it, then call `sync_early_drop`).
-    pub(crate) early_drop_hold: bool,
+    early_drop_hold: bool,
     /// Whether early drop is armed in XDP now.
     early_drop_armed: bool,
-    // TODO(issue 17): moves under owner/ (read by taps_cmd.rs).
     /// Packet trace and drop capture, shared with the workers.
-    pub(crate) taps: Arc<Taps>,
-    // TODO(issue 17): moves under owner/ (read by taps_cmd.rs).
+    taps: Arc<Taps>,
     /// The running `monitor capture drops` writer, if any.
-    pub(crate) capture: Option<Capture>,
+    capture: Option<Capture>,
 }
 
 /// The pieces `Owner::start` needs from start-up.

@@ -21,6 +21,7 @@ pub mod frames;
 pub mod gateway;
 pub mod ike;
 pub mod loadtest;
+pub mod memscan;
 pub mod sdwan;
 pub mod strongswan;
 pub mod tunnel;
@@ -136,6 +137,18 @@ impl Lab {
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
             ip(&["-n", ns, "addr", "add", &v4, "dev", ifname])?;
             ip(&["-n", ns, "addr", "add", &v6, "dev", ifname, "nodad"])?;
+            // No duplicate address detection for the link-local address
+            // either: while it is tentative (about a second after the link
+            // comes up) the kernel cannot resolve neighbours, so an IKE
+            // started then waited for a 1 s retransmission.
+            ip(&[
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.{ifname}.accept_dad=0"),
+            ])?;
             ip(&["-n", ns, "link", "set", ifname, "up"])?;
         }
         Ok(self)

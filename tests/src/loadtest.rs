@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::{
     Daemon, Lab, scratch_dir,
-    strongswan::{Charon, CharonOpts},
+    strongswan::{Charon, CharonCreds, CharonOpts},
     write_file, xdpsec_bin,
 };
 
@@ -26,9 +26,138 @@ pub const INSIDE_RANGE: &str = "2001:db8:1::/64";
 /// The gateway's inside prefix (its first address answers the probes).
 pub const GATEWAY_SUBNET: &str = "2001:db8:2::/64";
 
+/// How the peers and the gateway authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// The pre-shared key [`PSK`].
+    Psk,
+    /// Certificates ([`CertPki`]): one device certificate for every
+    /// emulated peer, the gateway its own; `remote.auth = pubkey`.
+    Cert,
+}
+
+/// The organization of the certificates (no spaces: swanctl's raw output
+/// of identities is split at spaces).
+pub const ORG: &str = "xdpsec-lt";
+/// The serial of the gateway's certificate.
+pub const GATEWAY_SERIAL: &str = "2B0001";
+/// The serial of the one certificate of another CA (`stranger/`).
+pub const STRANGER_SERIAL: &str = "3C0001";
+
+/// The serial of peer `n`'s own certificate.
+pub fn peer_serial(n: usize) -> String {
+    format!("1A{n:04X}")
+}
+
+/// The subject of `xdpsec pki device --serial SERIAL --organization ORG`.
+pub fn device_dn(serial: &str) -> String {
+    format!("O={ORG}, OU=edge, CN=edge-{serial}, serialNumber={serial}")
+}
+
+/// Run a command; Err with its output unless it succeeded.
+fn run_ok(cmd: &mut Command) -> Result<()> {
+    let out = cmd.output().with_context(|| format!("{cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// The certificates of a run with [`Auth::Cert`], made by `xdpsec pki`
+/// (ECDSA P-256): CA `ca` and, signed by it, each peer's own device
+/// certificate (`peers/N/`, serial [`peer_serial`]`(N)`: the load
+/// tester's `cert_file = ".../peers/{n}/device.crt"`) and the gateway's
+/// (`gw/`, [`GATEWAY_SERIAL`]); a second CA `other` of the same
+/// organization and one certificate it signed (`stranger/`,
+/// [`STRANGER_SERIAL`]) for failures. Removed on drop.
+pub struct CertPki {
+    /// Where the files are.
+    pub dir: PathBuf,
+}
+
+impl CertPki {
+    /// Make them, for `peers` peers, in a scratch directory (`xdpsec pki
+    /// device` takes about 40 ms each here).
+    pub fn new(peers: usize) -> Result<CertPki> {
+        let dir = scratch_dir("lt-pki");
+        let pki = CertPki { dir };
+        for ca in ["ca", "other"] {
+            run_ok(
+                Command::new(xdpsec_bin())
+                    .args(["pki", "ca", "--organization", ORG, "--out"])
+                    .arg(pki.dir.join(ca)),
+            )?;
+        }
+        let devices = [
+            ("ca", "gw".to_string(), GATEWAY_SERIAL.to_string()),
+            ("other", "stranger".into(), STRANGER_SERIAL.into()),
+        ]
+        .into_iter()
+        .chain((0..peers).map(|n| ("ca", format!("peers/{n}"), peer_serial(n))));
+        for (ca, out, serial) in devices {
+            run_ok(
+                Command::new(xdpsec_bin())
+                    .args(["pki", "device", "--ca"])
+                    .arg(pki.dir.join(ca))
+                    .args(["--organization", ORG, "--serial", &serial])
+                    .args(["--system-ip", "10.255.0.1", "--role", "edge"])
+                    .args(["--key-type", "ecdsa-p256", "--out"])
+                    .arg(pki.dir.join(out)),
+            )?;
+        }
+        Ok(pki)
+    }
+
+    /// The load tester's `[loadtest]` lines: `auth = "cert"`, each peer
+    /// its own certificate (`device` = `peers/{n}`) or one for all
+    /// (`stranger`), the CA `ca`, the gateway's DN as `remote_id`.
+    pub fn loadtest_lines(&self, device: &str) -> String {
+        let d = self.dir.display();
+        format!(
+            "auth = \"cert\"\ncert_file = \"{d}/{device}/device.crt\"\nkey_file = \"{d}/{device}/device.key\"\nca_file = \"{d}/ca/ca.crt\"\nremote_id = \"{}\"",
+            device_dn(GATEWAY_SERIAL)
+        )
+    }
+
+    /// An xdpsec gateway tunnel's lines for peer `n`: its certificate,
+    /// the CA, the peer's DN as `remote_id`.
+    pub fn gateway_lines(&self, n: usize) -> String {
+        let d = self.dir.display();
+        format!(
+            "auth = \"cert\"\ncert_file = \"{d}/gw/device.crt\"\nkey_file = \"{d}/gw/device.key\"\nca_file = \"{d}/ca/ca.crt\"\nremote_id = \"{}\"\n",
+            device_dn(&peer_serial(n))
+        )
+    }
+
+    /// charon's credentials: the gateway's certificate and key, the CA.
+    pub fn charon_creds(&self) -> CharonCreds {
+        CharonCreds {
+            cert: self.dir.join("gw/device.crt"),
+            key: self.dir.join("gw/device.key"),
+            ca: self.dir.join("ca/ca.crt"),
+        }
+    }
+}
+
+impl Drop for CertPki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// The load tester's config in `dir` for node 1 against node 2, `sources`
-/// its `source_range` or `source_port_range` line(s).
+/// its `source_range` or `source_port_range` line(s), with the PSK.
 pub fn config(lab: &Lab, dir: &Path, sources: &str) -> PathBuf {
+    config_auth(lab, dir, sources, &format!("psk = \"{PSK}\""))
+}
+
+/// [`config`] with these authentication lines (`psk = ...` or
+/// [`CertPki::loadtest_lines`]).
+pub fn config_auth(lab: &Lab, dir: &Path, sources: &str, auth: &str) -> PathBuf {
     let path = dir.join("loadtest.toml");
     let text = format!(
         r#"node = "lt"
@@ -41,7 +170,7 @@ gateway = "{gw}"
 {sources}
 inside_range = "{INSIDE_RANGE}"
 gateway_subnets = ["{GATEWAY_SUBNET}"]
-psk = "{PSK}"
+{auth}
 ike_proposals = ["aes256gcm16-prfsha256-x25519"]
 esp_proposals = ["aes256gcm16"]
 encap = "udp"
@@ -63,8 +192,21 @@ pub fn source_range_line() -> String {
 /// charon in node 2 for the peers at `remote_addrs` (any identity, the
 /// PSK), kernel-libipsec; `dpd`: its `dpd_delay` (e.g. `"2s"`).
 pub fn charon_gateway(lab: &Lab, remote_addrs: &str, dpd: Option<&str>) -> Result<Charon> {
+    charon_gateway_auth(lab, remote_addrs, dpd, None)
+}
+
+/// [`charon_gateway`], with certificates when `pki` is given: charon's
+/// own (`local.auth = pubkey`), and any peer whose certificate leads to
+/// the CA (`remote.auth = pubkey`, `id = %any`).
+pub fn charon_gateway_auth(
+    lab: &Lab,
+    remote_addrs: &str,
+    dpd: Option<&str>,
+    pki: Option<&CertPki>,
+) -> Result<Charon> {
     let opts = CharonOpts {
         log_levels: vec![("default", 1), ("ike", 1), ("cfg", 1)],
+        creds: pki.map(CertPki::charon_creds),
         ..CharonOpts::default()
     };
     // charon (kernel-netlink) routes the peers' inside addresses with a
@@ -78,8 +220,22 @@ pub fn charon_gateway(lab: &Lab, remote_addrs: &str, dpd: Option<&str>) -> Resul
     }
     let charon = Charon::start(&lab.ns2, &opts)?;
     // One connection for any peer of the range, any identity.
+    let (local, remote, secrets) = if pki.is_some() {
+        // Its identity: its certificate's subject.
+        (
+            "auth = pubkey\n      certs = local.crt".to_string(),
+            "auth = pubkey",
+            String::new(),
+        )
+    } else {
+        (
+            format!("auth = psk\n      id = {}", lab.v6[1]),
+            "auth = psk",
+            format!("secrets {{\n  ike-lt {{\n    secret = \"{PSK}\"\n  }}\n}}\n"),
+        )
+    };
     let conf = format!(
-        "connections {{\n  lt {{\n    version = 2\n    local_addrs = {gw}\n    remote_addrs = {remote_addrs}\n    encap = yes\n{dpd}    proposals = aes256gcm16-prfsha256-x25519\n    local {{\n      auth = psk\n      id = {gw}\n    }}\n    remote {{\n      auth = psk\n      id = %any\n    }}\n    children {{\n      lt {{\n        local_ts = {GATEWAY_SUBNET}\n        remote_ts = {INSIDE_RANGE}\n        esp_proposals = aes256gcm16\n      }}\n    }}\n  }}\n}}\nsecrets {{\n  ike-lt {{\n    secret = \"{PSK}\"\n  }}\n}}\n",
+        "connections {{\n  lt {{\n    version = 2\n    local_addrs = {gw}\n    remote_addrs = {remote_addrs}\n    encap = yes\n{dpd}    proposals = aes256gcm16-prfsha256-x25519\n    local {{\n      {local}\n    }}\n    remote {{\n      {remote}\n      id = %any\n    }}\n    children {{\n      lt {{\n        local_ts = {GATEWAY_SUBNET}\n        remote_ts = {INSIDE_RANGE}\n        esp_proposals = aes256gcm16\n      }}\n    }}\n  }}\n}}\n{secrets}",
         gw = lab.v6[1],
         dpd = dpd.map_or(String::new(), |d| format!("    dpd_delay = {d}\n")),
     );
@@ -90,14 +246,27 @@ pub fn charon_gateway(lab: &Lab, remote_addrs: &str, dpd: Option<&str>) -> Resul
 /// An xdpsec responder in node 2: one `kind = "ike"` tunnel for each of
 /// the first `tunnels` peers of [`SOURCE_RANGE`], `extra` lines added to each.
 pub fn xdpsec_gateway(lab: &Lab, tunnels: usize, extra: &str) -> Result<Daemon> {
+    xdpsec_gateway_auth(lab, tunnels, extra, None)
+}
+
+/// [`xdpsec_gateway`], with certificates when `pki` is given
+/// ([`CertPki::gateway_lines`]) instead of the PSK.
+pub fn xdpsec_gateway_auth(
+    lab: &Lab,
+    tunnels: usize,
+    extra: &str,
+    pki: Option<&CertPki>,
+) -> Result<Daemon> {
+    let auth = |k: usize| pki.map_or(format!("psk = \"{PSK}\"\n"), |p| p.gateway_lines(k - 1));
     let mut conf = format!(
         "node = \"gw\"\nsocket = \"{{socket}}\"\n[underlay]\ninterface = \"{}\"\naddress = \"{}\"\n[inside]\nmode = \"tun\"\nname = \"xsltgw\"\naddress = \"2001:db8:2::1/128\"\n",
         lab.if2, lab.v6[1]
     );
     for k in 1..=tunnels {
         conf.push_str(&format!(
-            "[[tunnel]]\nname = \"Tunnel{k}\"\nkind = \"ike\"\npeer = \"2001:db8:100::{:x}\"\nencap = \"udp\"\npsk = \"{PSK}\"\nike_proposals = [\"aes256gcm16-prfsha256-x25519\"]\nesp_proposals = [\"aes256gcm16\"]\ninitiate = false\nlocal_subnets = [\"{GATEWAY_SUBNET}\"]\nremote_subnets = [\"2001:db8:1::{k:x}/128\"]\n",
-            0x1000 + k
+            "[[tunnel]]\nname = \"Tunnel{k}\"\nkind = \"ike\"\npeer = \"2001:db8:100::{:x}\"\nencap = \"udp\"\n{}ike_proposals = [\"aes256gcm16-prfsha256-x25519\"]\nesp_proposals = [\"aes256gcm16\"]\ninitiate = false\nlocal_subnets = [\"{GATEWAY_SUBNET}\"]\nremote_subnets = [\"2001:db8:1::{k:x}/128\"]\n",
+            0x1000 + k,
+            auth(k)
         ));
         conf.push_str(extra);
     }
@@ -140,20 +309,40 @@ pub struct Measurement {
 }
 
 /// Set up a lab, start `gw` in node 2 and run `xdpsec loadtest ike
-/// --tunnels N --concurrency C --json` (plus `extra`) in node 1; its JSON
-/// and the gateway's CPU over the run. The lab goes when it returns.
+/// --tunnels N --concurrency C --json` (plus `extra`) in node 1, both
+/// authenticating with `auth`; its JSON and the gateway's CPU over the
+/// run. The lab goes when it returns.
 pub fn measure(
     gw: Gateway,
+    auth: Auth,
     tunnels: usize,
     concurrency: usize,
     extra: &[&str],
 ) -> Result<Measurement> {
     let lab = Lab::unique().up(1)?;
     let dir = scratch_dir("loadtest");
-    let cfg = config(&lab, &dir, &source_range_line());
+    let pki = match auth {
+        Auth::Psk => None,
+        Auth::Cert => Some(CertPki::new(tunnels)?),
+    };
+    let cfg = match &pki {
+        None => config(&lab, &dir, &source_range_line()),
+        Some(p) => config_auth(
+            &lab,
+            &dir,
+            &source_range_line(),
+            &p.loadtest_lines("peers/{n}"),
+        ),
+    };
     let (charon, daemon) = match gw {
-        Gateway::Charon => (Some(charon_gateway(&lab, SOURCE_RANGE, None)?), None),
-        Gateway::Xdpsec => (None, Some(xdpsec_gateway(&lab, tunnels, "")?)),
+        Gateway::Charon => (
+            Some(charon_gateway_auth(&lab, SOURCE_RANGE, None, pki.as_ref())?),
+            None,
+        ),
+        Gateway::Xdpsec => (
+            None,
+            Some(xdpsec_gateway_auth(&lab, tunnels, "", pki.as_ref())?),
+        ),
     };
     let pid = charon
         .as_ref()

@@ -221,6 +221,15 @@ fn metrics_counters_are_not_reset_by_clear_commands() {
         scraped.is_some_and(|v| v >= passes as f64),
         "{scraped:?} < {passes}"
     );
+    // Frames held for a next hop's MAC and sent: in both, the same total.
+    let held = st["next_hop_held_sent"]
+        .as_u64()
+        .expect("next_hop_held_sent");
+    let scraped = metric(&s, "xdpsec_next_hop_held_sent_total", &[]);
+    assert!(
+        scraped.is_some_and(|v| v >= held as f64),
+        "{scraped:?} < {held}"
+    );
 }
 
 /// `monitor capture drops start file F limit N`: the pcapng file holds the

@@ -7,12 +7,14 @@
 //! The measurement itself is `xdpsec_e2e::loadtest::measure`, which the
 //! e2e test `the_xtask_measurement_runs_small` runs with 100 tunnels.
 use anyhow::Result;
-use xdpsec_e2e::loadtest::{Gateway, measure};
+use xdpsec_e2e::loadtest::{Auth, Gateway, measure};
 
-/// Run against each of `gateways`; print one table row each.
+/// Run against each of `gateways`, authenticating with `auth`; print one
+/// table row each.
 pub fn run(
     tunnels: usize,
     concurrency: usize,
+    auth: Auth,
     gateways: &[Gateway],
     extra: &[String],
 ) -> Result<()> {
@@ -22,7 +24,7 @@ pub fn run(
     );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     for gw in gateways {
-        let m = measure(*gw, tunnels, concurrency, &extra)?;
+        let m = measure(*gw, auth, tunnels, concurrency, &extra)?;
         let v = &m.json;
         let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
         let up = f("up");
@@ -31,10 +33,14 @@ pub fn run(
             .as_object()
             .map_or(0, |o| o.values().filter_map(|x| x.as_u64()).sum());
         println!(
-            "| {} | {tunnels}, --concurrency {concurrency} | {up} | {failed} | {:.0} ({:.0}) | {:.2} s ({:.2} ms/tunnel) | {:.2} s ({:.2} ms/tunnel) |",
+            "| {}, {} | {tunnels}, --concurrency {concurrency} | {up} | {failed} | {:.0} ({:.0}) | {:.2} s ({:.2} ms/tunnel) | {:.2} s ({:.2} ms/tunnel) |",
             match gw {
                 Gateway::Charon => "strongSwan charon, kernel-libipsec",
                 Gateway::Xdpsec => "xdpsec run, kind = \"ike\" tunnels",
+            },
+            match auth {
+                Auth::Psk => "PSK",
+                Auth::Cert => "certificates (ECDSA P-256)",
             },
             f("tunnels_per_second"),
             f("peak_tunnels_per_second"),
@@ -43,6 +49,21 @@ pub fn run(
             f("cpu_seconds"),
             per(f("cpu_seconds")),
         );
+        if let Some(n) = v["tunnels_answered"].as_u64() {
+            println!(
+                "  (--traffic: {n} of {up} tunnels answered; time to first packet {})",
+                v["ttfp_ms"]
+            );
+        }
+        println!("  machine load: {}", load_average());
     }
     Ok(())
+}
+
+/// The machine's load averages (1, 5, 15 minutes), as uptime prints them.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg").map_or_else(
+        |e| format!("/proc/loadavg: {e}"),
+        |l| l.split_whitespace().take(3).collect::<Vec<_>>().join(", "),
+    )
 }

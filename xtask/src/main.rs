@@ -135,6 +135,11 @@ enum Cmd {
         /// Only against this gateway (charon or xdpsec).
         #[arg(long)]
         only: Option<String>,
+        /// How the peers and the gateway authenticate: psk, or cert (one
+        /// device certificate for every peer, the gateway its own, one CA;
+        /// made by `xdpsec pki`).
+        #[arg(long, default_value = "psk")]
+        auth: String,
         /// Skip setup and build; use `XDPSEC_BIN` or the newest build.
         #[arg(long)]
         no_build: bool,
@@ -303,10 +308,16 @@ fn main() -> ExitCode {
             tunnels,
             concurrency,
             only,
+            auth,
             no_build,
             args,
         } => (if no_build { Ok(()) } else { setup() }).and_then(|_| {
-            use xdpsec_e2e::loadtest::Gateway;
+            use xdpsec_e2e::loadtest::{Auth, Gateway};
+            let auth = match auth.as_str() {
+                "psk" => Auth::Psk,
+                "cert" => Auth::Cert,
+                o => anyhow::bail!("--auth {o:?}: give psk or cert"),
+            };
             let gws = match only.as_deref() {
                 None => vec![Gateway::Charon, Gateway::Xdpsec],
                 Some("charon") => vec![Gateway::Charon],
@@ -317,7 +328,7 @@ fn main() -> ExitCode {
                 // SAFETY: set before any thread is started; the harness reads it.
                 unsafe { std::env::set_var("XDPSEC_BIN", build_xdpsec()?) };
             }
-            loadtest::run(tunnels, concurrency, &gws, &args)
+            loadtest::run(tunnels, concurrency, auth, &gws, &args)
         }),
     };
     match r {

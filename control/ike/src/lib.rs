@@ -78,6 +78,26 @@ pub enum Identity {
     Dn(Vec<u8>),
 }
 
+impl Identity {
+    /// The identity a `local_id`/`remote_id` string of a configuration
+    /// names (the daemon's `kind = "ike"` tunnels and the load tester read
+    /// it alike): an address, a DN (has `=`: `C=CH, O=Org, CN=moon`), an
+    /// e-mail address (has `@`), else an FQDN (a leading `@` dropped). A
+    /// text with `=` that is no DN is an FQDN here; configurations refuse
+    /// it first ([`cert::dn_from_text`]'s error).
+    pub fn from_config(v: &str) -> Identity {
+        match v.parse::<IpAddr>() {
+            Ok(a) => Identity::Addr(a),
+            Err(_) if v.contains('=') => match cert::dn_from_text(v) {
+                Ok(d) => Identity::Dn(d),
+                Err(_) => Identity::Fqdn(v.to_string()),
+            },
+            Err(_) if v.contains('@') && !v.starts_with('@') => Identity::Email(v.to_string()),
+            Err(_) => Identity::Fqdn(v.trim_start_matches('@').to_string()),
+        }
+    }
+}
+
 /// An IKE SA proposal, parsed from strongSwan notation such as
 /// `aes256gcm16-prfsha256-x25519` or `aes256-sha256-ecp256` ([`IkeProposal::parse`]).
 #[derive(Debug, Clone, PartialEq, Eq)]

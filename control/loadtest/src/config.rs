@@ -5,12 +5,15 @@
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::Path,
+    sync::Arc,
     time::Duration,
 };
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Deserialize;
-use xdpsec_ike::{EspProposal, Identity, IkeOffer, IkeProposal, PeerConfig, Prefix};
+use xdpsec_ike::{
+    EspProposal, Identity, IkeOffer, IkeProposal, PeerConfig, Prefix, cert::Credentials,
+};
 use zeroize::Zeroizing;
 
 /// Default IKE SA lifetime, as a `kind = "ike"` tunnel's (86400 s).
@@ -45,6 +48,9 @@ struct RawLoadtest {
     psk: Option<String>,
     psk_file: Option<String>,
     auth: Option<String>,
+    cert_file: Option<String>,
+    key_file: Option<String>,
+    ca_file: Option<String>,
     ike_proposals: Option<Vec<String>>,
     esp_proposals: Option<Vec<String>>,
     local_id: Option<String>,
@@ -202,7 +208,7 @@ pub struct LoadtestConfig {
     pub inside_range: Range,
     /// The remote traffic selectors; traffic goes to the first one's first address.
     pub gateway_subnets: Vec<Prefix>,
-    psk: Zeroizing<Vec<u8>>,
+    auth: Auth,
     ike_proposals: Vec<IkeProposal>,
     esp_proposals: Vec<EspProposal>,
     local_id: Option<String>,
@@ -216,29 +222,118 @@ pub struct LoadtestConfig {
     pub nat_t_port: u16,
 }
 
-/// An identity as a `kind = "ike"` tunnel's `local_id` is read: an
-/// address, an email (`user@domain`), else an FQDN (a leading `@` dropped).
-pub fn identity(s: &str) -> Identity {
-    match s.parse::<IpAddr>() {
-        Ok(a) => Identity::Addr(a),
-        Err(_) if s.contains('@') && !s.starts_with('@') => Identity::Email(s.to_string()),
-        Err(_) => Identity::Fqdn(s.trim_start_matches('@').to_string()),
+/// A peer's pre-shared key (empty with certificates) and certificate
+/// credentials.
+type PeerCredentials = (Zeroizing<Vec<u8>>, Option<Arc<Credentials>>);
+
+/// How the emulated peers authenticate (`auth`).
+enum Auth {
+    /// `psk` or `psk_file`: one key for all.
+    Psk(Zeroizing<Vec<u8>>),
+    /// `auth = "cert"`, `cert_file` and `key_file` without `{n}`: one
+    /// certificate for every peer.
+    Cert(Arc<Credentials>),
+    /// `auth = "cert"`, `{n}` in `cert_file` and `key_file`: peer `n`'s
+    /// own certificate and key, read when its configuration is made; the
+    /// CAs (`ca_file`) of all.
+    PerPeer {
+        cert_file: String,
+        key_file: String,
+        ca_pem: Vec<u8>,
+    },
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::Psk(_) => f.write_str("Psk(..)"),
+            Auth::Cert(c) => f.debug_tuple("Cert").field(c).finish(),
+            Auth::PerPeer {
+                cert_file,
+                key_file,
+                ..
+            } => write!(f, "PerPeer({cert_file:?}, {key_file:?})"),
+        }
     }
 }
 
-fn read_key_file(path: &str) -> Result<Zeroizing<Vec<u8>>> {
+/// An identity as a `kind = "ike"` tunnel's `local_id` is read
+/// ([`Identity::from_config`]: an address, a DN, an email, else an FQDN).
+pub fn identity(s: &str) -> Identity {
+    Identity::from_config(s)
+}
+
+/// Refuse a `local_id`/`remote_id` with `=` that is no DN, as the daemon does.
+fn check_dn(field: &str, v: &Option<String>) -> Result<()> {
+    if let Some(v) = v
+        && v.contains('=')
+        && let Err(e) = xdpsec_ike::cert::dn_from_text(v)
+    {
+        bail!("loadtest.{field} = {v:?} is not a distinguished name: {e}");
+    }
+    Ok(())
+}
+
+/// Certificate credentials from `cert_file` and `key_file` (mode 0600, as
+/// the daemon's) and the CAs' PEM.
+fn load_credentials(cert_file: &str, key_file: &str, ca_pem: &[u8]) -> Result<Credentials> {
+    let cert_pem = std::fs::read(cert_file)
+        .with_context(|| format!("loadtest.cert_file {cert_file:?}: cannot read it"))?;
+    let key_pem = read_key_file("key_file", key_file)?;
+    Credentials::from_pem(&cert_pem, &key_pem, ca_pem)
+        .map_err(|e| anyhow!("loadtest (auth = \"cert\", {cert_file:?} and {key_file:?}): {e}"))
+}
+
+/// Read and check the certificate keys of `auth = "cert"` (`l`'s
+/// `cert_file`, `key_file`, `ca_file`; no `psk`/`psk_file`).
+fn cert_auth(l: &RawLoadtest) -> Result<Auth> {
+    if l.psk.is_some() || l.psk_file.is_some() {
+        bail!("loadtest.auth = \"cert\": no psk or psk_file with it");
+    }
+    let need = |v: &Option<String>, f: &str| {
+        v.clone()
+            .ok_or_else(|| anyhow!("loadtest.auth = \"cert\" needs loadtest.{f}"))
+    };
+    let (cert_file, key_file, ca_file) = (
+        need(&l.cert_file, "cert_file")?,
+        need(&l.key_file, "key_file")?,
+        need(&l.ca_file, "ca_file")?,
+    );
+    let ca_pem = std::fs::read(&ca_file)
+        .with_context(|| format!("loadtest.ca_file {ca_file:?}: cannot read it"))?;
+    match (cert_file.contains("{n}"), key_file.contains("{n}")) {
+        (false, false) => Ok(Auth::Cert(Arc::new(load_credentials(
+            &cert_file, &key_file, &ca_pem,
+        )?))),
+        (true, true) => Ok(Auth::PerPeer {
+            cert_file,
+            key_file,
+            ca_pem,
+        }),
+        _ => bail!(
+            "loadtest.cert_file and loadtest.key_file: give {{n}} in both (each peer its own certificate and key) or in neither (one for all)"
+        ),
+    }
+}
+
+/// Read a key file (`psk_file`, `key_file`) as the daemon does: a regular
+/// file of mode 0600 or stricter; one trailing newline is not part of it.
+fn read_key_file(field: &str, path: &str) -> Result<Zeroizing<Vec<u8>>> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).with_context(|| format!("psk_file {path:?}"))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        bail!("psk_file {path:?}: readable by others; chmod 600 it");
+    let meta = std::fs::metadata(path).with_context(|| format!("loadtest.{field} {path:?}"))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if !meta.is_file() || mode & 0o077 != 0 {
+        bail!(
+            "loadtest.{field} {path:?}: mode {mode:04o}: a key file must be readable by its owner only (chmod 600)"
+        );
     }
     let mut key =
-        Zeroizing::new(std::fs::read(path).with_context(|| format!("psk_file {path:?}"))?);
+        Zeroizing::new(std::fs::read(path).with_context(|| format!("loadtest.{field} {path:?}"))?);
     if key.ends_with(b"\n") {
         key.pop();
     }
     if key.is_empty() {
-        bail!("psk_file {path:?} is empty");
+        bail!("loadtest.{field} {path:?} is empty");
     }
     Ok(key)
 }
@@ -284,9 +379,11 @@ impl LoadtestConfig {
                 if addr.is_ipv4() != gateway.is_ipv4() {
                     bail!("underlay.address and loadtest.gateway: give addresses of one family");
                 }
-                if !l.local_id.as_deref().is_some_and(|i| i.contains("{n}")) {
+                let own_cert = l.auth.as_deref() == Some("cert")
+                    && l.cert_file.as_deref().is_some_and(|c| c.contains("{n}"));
+                if !own_cert && !l.local_id.as_deref().is_some_and(|i| i.contains("{n}")) {
                     bail!(
-                        "loadtest.local_id: with source_port_range the peers share one address; give an identity pattern with {{n}} (e.g. \"peer{{n}}.lt.example\") so each has its own"
+                        "loadtest.local_id: with source_port_range the peers share one address; give an identity pattern with {{n}} (e.g. \"peer{{n}}.lt.example\") so each has its own (or, with auth = \"cert\", {{n}} in cert_file and key_file: each its own certificate)"
                     );
                 }
                 Sources::Ports { addr, first, count }
@@ -313,19 +410,30 @@ impl LoadtestConfig {
         if gateway_subnets.is_empty() {
             bail!("loadtest.gateway_subnets is empty: give the gateway's inside prefix");
         }
-        match l.auth.as_deref() {
-            None | Some("psk") => {}
-            Some("cert") => {
-                bail!("loadtest.auth = \"cert\": IKE certificates are not supported yet; use psk")
+        check_dn("local_id", &l.local_id)?;
+        check_dn("remote_id", &l.remote_id)?;
+        let auth = match l.auth.as_deref() {
+            None | Some("psk") => {
+                if let Some(f) = [
+                    ("cert_file", &l.cert_file),
+                    ("key_file", &l.key_file),
+                    ("ca_file", &l.ca_file),
+                ]
+                .iter()
+                .find_map(|(f, v)| v.as_ref().map(|_| f))
+                {
+                    bail!("loadtest.{f} needs auth = \"cert\"");
+                }
+                Auth::Psk(match (&l.psk, &l.psk_file) {
+                    (Some(_), Some(_)) => bail!("loadtest: give psk or psk_file, not both"),
+                    (Some(p), None) if p.is_empty() => bail!("loadtest.psk is empty"),
+                    (Some(p), None) => Zeroizing::new(p.as_bytes().to_vec()),
+                    (None, Some(f)) => read_key_file("psk_file", f)?,
+                    (None, None) => bail!("loadtest: give psk or psk_file (or auth = \"cert\")"),
+                })
             }
-            Some(a) => bail!("loadtest.auth = {a:?}: give \"psk\""),
-        }
-        let psk = match (&l.psk, &l.psk_file) {
-            (Some(_), Some(_)) => bail!("loadtest: give psk or psk_file, not both"),
-            (Some(p), None) if p.is_empty() => bail!("loadtest.psk is empty"),
-            (Some(p), None) => Zeroizing::new(p.as_bytes().to_vec()),
-            (None, Some(f)) => read_key_file(f)?,
-            (None, None) => bail!("loadtest: give psk or psk_file"),
+            Some("cert") => cert_auth(&l)?,
+            Some(a) => bail!("loadtest.auth = {a:?}: give \"psk\" or \"cert\""),
         };
         let ike_proposals = l
             .ike_proposals
@@ -352,13 +460,13 @@ impl LoadtestConfig {
             Some("esp") => Encap::Esp,
             Some(e) => bail!("loadtest.encap = {e:?}: give \"udp\" or \"esp\""),
         };
-        Ok(LoadtestConfig {
+        let c = LoadtestConfig {
             interface: raw.underlay.interface,
             gateway,
             sources,
             inside_range,
             gateway_subnets,
-            psk,
+            auth,
             ike_proposals,
             esp_proposals,
             local_id: l.local_id,
@@ -372,12 +480,48 @@ impl LoadtestConfig {
             ),
             dpd: l.dpd_seconds.filter(|s| *s > 0).map(Duration::from_secs),
             nat_t_port,
-        })
+        };
+        // With certificates peer 0 is made now: its certificate read and
+        // its identity checked against it (peer n's when the run makes
+        // it, before the first exchange).
+        if !matches!(c.auth, Auth::Psk(_)) {
+            c.peer(0)?;
+        }
+        Ok(c)
     }
 
     /// How many peers the ranges have room for.
     pub fn capacity(&self) -> u64 {
         self.sources.capacity().min(self.inside_range.capacity())
+    }
+
+    /// Peer `n`'s inside address.
+    pub fn inside(&self, n: u64) -> Result<IpAddr> {
+        self.inside_range
+            .nth(n)
+            .ok_or_else(|| anyhow!("loadtest.inside_range has no room for peer {n}"))
+    }
+
+    /// Peer `n`'s pre-shared key (empty with certificates) and
+    /// certificate credentials (with `{n}` in `cert_file`: read now).
+    fn credentials(&self, n: u64) -> Result<PeerCredentials> {
+        Ok(match &self.auth {
+            Auth::Psk(k) => (k.clone(), None),
+            Auth::Cert(c) => (Zeroizing::new(Vec::new()), Some(c.clone())),
+            Auth::PerPeer {
+                cert_file,
+                key_file,
+                ca_pem,
+            } => {
+                let n = n.to_string();
+                let c = load_credentials(
+                    &cert_file.replace("{n}", &n),
+                    &key_file.replace("{n}", &n),
+                    ca_pem,
+                )?;
+                (Zeroizing::new(Vec::new()), Some(Arc::new(c)))
+            }
+        })
     }
 
     /// Peer `n`'s source address, inside address and IKE configuration.
@@ -386,14 +530,19 @@ impl LoadtestConfig {
             .sources
             .nth(n)
             .ok_or_else(|| anyhow!("loadtest.source_range has no room for peer {n}"))?;
-        let inside = self
-            .inside_range
-            .nth(n)
-            .ok_or_else(|| anyhow!("loadtest.inside_range has no room for peer {n}"))?;
-        let local_id = match &self.local_id {
-            Some(p) => identity(&p.replace("{n}", &n.to_string())),
-            None => Identity::Addr(source),
+        let inside = self.inside(n)?;
+        let (psk, cert) = self.credentials(n)?;
+        let local_id = match (&self.local_id, &cert) {
+            (Some(p), _) => identity(&p.replace("{n}", &n.to_string())),
+            // With a certificate, as a `kind = "ike"` tunnel: its subject DN.
+            (None, Some(c)) => Identity::Dn(c.subject_der()),
+            (None, None) => Identity::Addr(source),
         };
+        if let Some(c) = &cert {
+            c.proves(&local_id).map_err(|e| {
+                anyhow!("loadtest.local_id of peer {n}: its certificate does not carry it: {e}")
+            })?;
+        }
         let remote_id = self
             .remote_id
             .as_deref()
@@ -404,8 +553,8 @@ impl LoadtestConfig {
             tunnel_index: 0,
             local: source,
             remote: self.gateway,
-            psk: self.psk.clone(),
-            cert: None,
+            psk,
+            cert,
             local_id,
             remote_id,
             ike_proposals: self.ike_proposals.clone(),
@@ -431,7 +580,7 @@ impl LoadtestConfig {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const EXAMPLE: &str = r#"
@@ -451,6 +600,17 @@ esp_proposals = ["aes256gcm16"]
 local_id = "peer{n}.lt.example"
 encap = "udp"
 "#;
+
+    /// Each `(from, to, why)`: `text` with `from` replaced by `to` is
+    /// refused with an error that says `why`.
+    fn refused(text: &str, cases: &[(&str, &str, &str)]) {
+        for (from, to, why) in cases {
+            let e = LoadtestConfig::parse(&text.replace(from, to))
+                .err()
+                .unwrap_or_else(|| panic!("{to:?} accepted"));
+            assert!(format!("{e:#}").contains(why), "{to}: {e:#}");
+        }
+    }
 
     #[test]
     fn the_issues_example_parses() {
@@ -485,25 +645,23 @@ encap = "udp"
         let (src, _, p) = c.peer(7).unwrap();
         assert_eq!((src, p.local), (a, a));
         assert_eq!(p.local_id, Identity::Fqdn("peer7.lt.example".into()));
-        for (from, to, why) in [
-            ("20000-20999", "20999-20000", "FIRST-LAST"),
-            ("20000-20999", "0-10", "FIRST-LAST"),
-            ("20000-20999", "400-600", "port 500"),
-            ("20000-20999", "4000-5000", "port 4500"),
-            ("20000-20999", "x", "FIRST-LAST"),
-            ("local_id = \"peer{n}.lt.example\"", "", "local_id"),
-            ("address = \"2001:db8::2\"", "", "[underlay] address"),
-            (
-                "source_port_range",
-                "source_range = \"2001:db8::1000/116\"\nsource_port_range",
-                "not both",
-            ),
-        ] {
-            let e = LoadtestConfig::parse(&text.replace(from, to))
-                .err()
-                .unwrap_or_else(|| panic!("{to:?} accepted"));
-            assert!(format!("{e:#}").contains(why), "{to}: {e:#}");
-        }
+        refused(
+            &text,
+            &[
+                ("20000-20999", "20999-20000", "FIRST-LAST"),
+                ("20000-20999", "0-10", "FIRST-LAST"),
+                ("20000-20999", "400-600", "port 500"),
+                ("20000-20999", "4000-5000", "port 4500"),
+                ("20000-20999", "x", "FIRST-LAST"),
+                ("local_id = \"peer{n}.lt.example\"", "", "local_id"),
+                ("address = \"2001:db8::2\"", "", "[underlay] address"),
+                (
+                    "source_port_range",
+                    "source_range = \"2001:db8::1000/116\"\nsource_port_range",
+                    "not both",
+                ),
+            ],
+        );
         let none = EXAMPLE.replace("source_range = \"2001:db8::1000/116\"", "");
         let e = LoadtestConfig::parse(&none).err().unwrap();
         assert!(format!("{e:#}").contains("source_port_range"), "{e:#}");
@@ -521,29 +679,260 @@ encap = "udp"
 
     #[test]
     fn mistakes_are_refused() {
-        for (from, to, why) in [
-            ("encap = \"udp\"", "encap = \"gre\"", "encap"),
-            ("psk = \"secret\"", "", "psk"),
-            (
-                "gateway = \"2001:db8::1\"",
-                "gateway = \"198.51.100.1\"",
-                "family",
-            ),
-            (
-                "esp_proposals = [\"aes256gcm16\"]",
-                "esp_proposals = [\"rot13\"]",
-                "esp_proposals",
-            ),
-            (
-                "encap = \"udp\"",
-                "encap = \"udp\"\ntypo = 1",
-                "unknown field",
-            ),
-        ] {
-            let e = LoadtestConfig::parse(&EXAMPLE.replace(from, to))
-                .err()
-                .unwrap_or_else(|| panic!("{to:?} accepted"));
-            assert!(format!("{e:#}").contains(why), "{to}: {e:#}");
+        refused(
+            EXAMPLE,
+            &[
+                ("encap = \"udp\"", "encap = \"gre\"", "encap"),
+                ("psk = \"secret\"", "", "psk"),
+                (
+                    "gateway = \"2001:db8::1\"",
+                    "gateway = \"198.51.100.1\"",
+                    "family",
+                ),
+                (
+                    "esp_proposals = [\"aes256gcm16\"]",
+                    "esp_proposals = [\"rot13\"]",
+                    "esp_proposals",
+                ),
+                (
+                    "encap = \"udp\"",
+                    "encap = \"udp\"\ntypo = 1",
+                    "unknown field",
+                ),
+            ],
+        );
+    }
+
+    /// Run openssl in `d`.
+    fn openssl(d: &Path, args: &[&str]) {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .output()
+            .expect("the openssl command");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A CA (`ca.crt`), another CA (`other.crt`) and leaves of the first
+    /// `peer0`, `peer1` (`peerK.crt`, `peerK.key` mode 0600; subject
+    /// `O=lt, CN=peerK`, SAN `peerK.lt.example`), ECDSA P-256, in a fresh
+    /// directory.
+    pub(crate) fn pki(name: &str) -> std::path::PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let d = std::env::temp_dir().join(format!("xdpsec-lt-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let ec = ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"];
+        for ca in ["ca", "other"] {
+            let (key, crt, subj) = (
+                format!("{ca}.key"),
+                format!("{ca}.crt"),
+                format!("/O=lt/CN=lt {ca} CA"),
+            );
+            openssl(&d, &[&["genpkey"][..], &ec, &["-out", &key]].concat());
+            openssl(
+                &d,
+                &[
+                    "req", "-x509", "-new", "-key", &key, "-subj", &subj, "-days", "2", "-out",
+                    &crt,
+                ],
+            );
         }
+        for k in 0..2 {
+            let (key, csr, crt) = (
+                format!("peer{k}.key"),
+                format!("peer{k}.csr"),
+                format!("peer{k}.crt"),
+            );
+            openssl(&d, &[&["genpkey"][..], &ec, &["-out", &key]].concat());
+            std::fs::set_permissions(d.join(&key), std::fs::Permissions::from_mode(0o600)).unwrap();
+            let ext = format!("ext{k}.cnf");
+            std::fs::write(
+                d.join(&ext),
+                format!("subjectAltName=DNS:peer{k}.lt.example\nkeyUsage=digitalSignature\n"),
+            )
+            .unwrap();
+            let subj = format!("/O=lt/CN=peer{k}");
+            openssl(
+                &d,
+                &["req", "-new", "-key", &key, "-subj", &subj, "-out", &csr],
+            );
+            openssl(
+                &d,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    "ca.crt",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-days",
+                    "2",
+                    "-extfile",
+                    &ext,
+                    "-out",
+                    &crt,
+                ],
+            );
+        }
+        d
+    }
+
+    /// The issue's example with `auth = "cert"` and the files `cert`,
+    /// `key` in `d` (the CA `ca.crt`), without `local_id`.
+    fn cert_config(d: &Path, cert: &str, key: &str) -> String {
+        let d = d.display();
+        EXAMPLE
+            .replace("local_id = \"peer{n}.lt.example\"\n", "")
+            .replace(
+                "psk = \"secret\"",
+                &format!(
+                    "auth = \"cert\"\ncert_file = \"{d}/{cert}\"\nkey_file = \"{d}/{key}\"\nca_file = \"{d}/ca.crt\""
+                ),
+            )
+    }
+
+    fn dn(s: &str) -> Identity {
+        Identity::Dn(xdpsec_ike::cert::dn_from_text(s).unwrap())
+    }
+
+    #[test]
+    fn one_certificate_for_every_peer() {
+        let d = pki("one");
+        let text = cert_config(&d, "peer0.crt", "peer0.key");
+        let c = LoadtestConfig::parse(&text).unwrap();
+        let (_, _, p0) = c.peer(0).unwrap();
+        let (_, _, p9) = c.peer(9).unwrap();
+        // The same credentials; the identity its subject DN, as a
+        // `kind = "ike"` tunnel's default; no PSK.
+        assert!(std::sync::Arc::ptr_eq(
+            p0.cert.as_ref().unwrap(),
+            p9.cert.as_ref().unwrap()
+        ));
+        assert_eq!(p0.local_id, dn("O=lt, CN=peer0"));
+        assert_eq!(p9.local_id, p0.local_id);
+        assert!(p0.psk.is_empty());
+        // local_id: one its certificate carries (its SAN), or refused.
+        let with_san = text.replace(
+            "encap = \"udp\"",
+            "encap = \"udp\"\nlocal_id = \"peer0.lt.example\"",
+        );
+        let (_, _, p) = LoadtestConfig::parse(&with_san).unwrap().peer(3).unwrap();
+        assert_eq!(p.local_id, Identity::Fqdn("peer0.lt.example".into()));
+        for id in ["peer1.lt.example", "O=lt, CN=peer1"] {
+            let t = text.replace(
+                "encap = \"udp\"",
+                &format!("encap = \"udp\"\nlocal_id = \"{id}\""),
+            );
+            let e = LoadtestConfig::parse(&t).err().unwrap();
+            assert!(
+                format!("{e:#}").contains("does not carry it"),
+                "{id}: {e:#}"
+            );
+        }
+        // A pattern: peer 0's identity is in the certificate, peer 1's not.
+        let t = text.replace(
+            "encap = \"udp\"",
+            "encap = \"udp\"\nlocal_id = \"peer{n}.lt.example\"",
+        );
+        let c = LoadtestConfig::parse(&t).unwrap();
+        let e = c.peer(1).err().unwrap();
+        assert!(format!("{e:#}").contains("peer 1"), "{e:#}");
+        // remote_id as the daemon reads it: a DN.
+        let t = text.replace(
+            "encap = \"udp\"",
+            "encap = \"udp\"\nremote_id = \"O=gw, CN=gateway\"",
+        );
+        let (_, _, p) = LoadtestConfig::parse(&t).unwrap().peer(0).unwrap();
+        assert_eq!(p.remote_id, dn("O=gw, CN=gateway"));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn n_in_cert_file_gives_each_peer_its_own() {
+        let d = pki("own");
+        let text = cert_config(&d, "peer{n}.crt", "peer{n}.key");
+        let c = LoadtestConfig::parse(&text).unwrap();
+        let (_, _, p0) = c.peer(0).unwrap();
+        let (_, _, p1) = c.peer(1).unwrap();
+        assert_eq!(p0.local_id, dn("O=lt, CN=peer0"));
+        assert_eq!(p1.local_id, dn("O=lt, CN=peer1"));
+        // A pattern identity is checked against each peer's own certificate.
+        let t = text.replace(
+            "encap = \"udp\"",
+            "encap = \"udp\"\nlocal_id = \"peer{n}.lt.example\"",
+        );
+        let c2 = LoadtestConfig::parse(&t).unwrap();
+        assert_eq!(
+            c2.peer(1).unwrap().2.local_id,
+            Identity::Fqdn("peer1.lt.example".into())
+        );
+        // Peer 2 has no files: the error names the file.
+        let e = c.peer(2).err().unwrap();
+        assert!(format!("{e:#}").contains("peer2.crt"), "{e:#}");
+        // Ports: each peer's own certificate is its own identity, enough.
+        let ports = text.replace(
+            "source_range = \"2001:db8::1000/116\"",
+            "source_port_range = \"20000-20999\"",
+        );
+        assert!(LoadtestConfig::parse(&ports).is_ok());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn certificate_mistakes_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = pki("bad");
+        let text = cert_config(&d, "peer0.crt", "peer0.key");
+        let ds = d.display().to_string();
+        refused(
+            &text,
+            &[
+                ("auth = \"cert\"", "auth = \"cert\"\npsk = \"x\"", "no psk"),
+                (
+                    &format!("ca_file = \"{ds}/ca.crt\""),
+                    "",
+                    "needs loadtest.ca_file",
+                ),
+                ("peer0.key", "peer1.key", "key_file"),
+                ("peer0.key", "peer{n}.key", "in both"),
+                ("peer0.crt", "nothere.crt", "loadtest.cert_file"),
+                (
+                    "auth = \"cert\"",
+                    "auth = \"rsa\"",
+                    "give \"psk\" or \"cert\"",
+                ),
+                (
+                    "auth = \"cert\"",
+                    "auth = \"cert\"\nremote_id = \"XX=gw\"",
+                    "not a distinguished name",
+                ),
+                (
+                    "source_range = \"2001:db8::1000/116\"",
+                    "source_port_range = \"20000-20999\"",
+                    "loadtest.local_id",
+                ),
+            ],
+        );
+        // The certificate keys without auth = "cert".
+        let psk = EXAMPLE.replace(
+            "psk = \"secret\"",
+            &format!("psk = \"secret\"\nca_file = \"{ds}/ca.crt\""),
+        );
+        let e = LoadtestConfig::parse(&psk).err().unwrap();
+        assert!(format!("{e:#}").contains("ca_file needs auth"), "{e:#}");
+        // A key readable by others.
+        std::fs::set_permissions(d.join("peer0.key"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        let e = LoadtestConfig::parse(&text).err().unwrap();
+        assert!(format!("{e:#}").contains("chmod 600"), "{e:#}");
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

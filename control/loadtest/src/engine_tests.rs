@@ -157,7 +157,16 @@ fn run(
     tweak: impl Fn(usize, &mut PeerConfig) -> bool,
     hold: Duration,
 ) -> (Engine, Net, Ike, Instant) {
-    let ini = initiators(n);
+    run_peers(initiators(n), opts, tweak, hold)
+}
+
+/// [`run`] with these initiators.
+fn run_peers(
+    ini: Vec<PeerConfig>,
+    opts: Options,
+    tweak: impl Fn(usize, &mut PeerConfig) -> bool,
+    hold: Duration,
+) -> (Engine, Net, Ike, Instant) {
     let mut gw = responder(&ini, tweak);
     let t0 = Instant::now();
     let mut e = Engine::new(ini, opts, t0);
@@ -253,6 +262,84 @@ fn every_failure_is_named_once() {
         .collect();
     assert_eq!(timeouts, vec![Duration::from_secs(31); 2]);
     assert!(end - e.t0 >= Duration::from_secs(31));
+}
+
+/// `auth = "cert"` with one certificate for every peer (`peer0` of
+/// [`crate::config::tests::pki`]) against a gateway with its own (`peer1`,
+/// the loadtest's `remote_id` its DN): all up; a gateway that trusts
+/// another CA refuses peers 0-2 (its AUTHENTICATION_FAILED notify), and a
+/// gateway certificate of another CA is refused by the peers: every
+/// attempt then ends as AUTHENTICATION_FAILED, none as a timeout.
+#[test]
+fn certificates_authenticate_and_wrong_cas_fail_as_authentication_failed() {
+    use std::sync::Arc;
+    use xdpsec_ike::cert::Credentials;
+    let d = crate::config::tests::pki("engine");
+    let f = |n: &str| std::fs::read(d.join(n)).unwrap();
+    let ds = d.display();
+    let text = CONFIG.replace(
+        "psk = \"load test key\"",
+        &format!(
+            "auth = \"cert\"\ncert_file = \"{ds}/peer0.crt\"\nkey_file = \"{ds}/peer0.key\"\nca_file = \"{ds}/ca.crt\"\nremote_id = \"O=lt, CN=peer1\""
+        ),
+    );
+    let peers = |text: &str, n: u64| {
+        let c = LoadtestConfig::parse(text).unwrap();
+        (0..n).map(|k| c.peer(k).unwrap().2).collect::<Vec<_>>()
+    };
+    let gw_cert = |ca: &str| {
+        Some(Arc::new(
+            Credentials::from_pem(&f("peer1.crt"), &f("peer1.key"), &f(ca)).unwrap(),
+        ))
+    };
+    let opts = || Options {
+        concurrency: 100,
+        ..Options::default()
+    };
+    let summary = |e: &Engine, n| Summary::of(e.accounting(), n, Duration::ZERO, 0.0, false);
+    // All up, both sides authenticated by certificate.
+    let (e, _, _, _) = run_peers(
+        peers(&text, 10),
+        opts(),
+        |_, r| {
+            r.cert = gw_cert("ca.crt");
+            true
+        },
+        Duration::ZERO,
+    );
+    let s = summary(&e, 10);
+    assert_eq!((s.attempts, s.up), (10, 10), "{s:?}");
+    assert!(s.failed.is_empty(), "{s:?}");
+    // The gateway trusts another CA for peers 0-2.
+    let (e, _, _, _) = run_peers(
+        peers(&text, 10),
+        opts(),
+        |k, r| {
+            r.cert = gw_cert(if k < 3 { "other.crt" } else { "ca.crt" });
+            true
+        },
+        Duration::ZERO,
+    );
+    let s = summary(&e, 10);
+    assert_eq!(s.up, 7, "{s:?}");
+    let got: Vec<(&str, u64)> = s.failed.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    assert_eq!(got, vec![("AUTHENTICATION_FAILED", 3)]);
+    // The peers trust another CA: the gateway's certificate is refused.
+    let wrong = text.replace("ca.crt", "other.crt");
+    let (e, _, _, _) = run_peers(
+        peers(&wrong, 5),
+        opts(),
+        |_, r| {
+            r.cert = gw_cert("ca.crt");
+            true
+        },
+        Duration::ZERO,
+    );
+    let s = summary(&e, 5);
+    assert_eq!(s.up, 0, "{s:?}");
+    let got: Vec<(&str, u64)> = s.failed.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    assert_eq!(got, vec![("AUTHENTICATION_FAILED", 5)]);
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]

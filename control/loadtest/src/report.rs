@@ -184,6 +184,9 @@ pub fn html(s: &Summary, acc: &Accounting, title: &str, notes: &[String]) -> Str
     row("rekeys_per_second", s.rekeys_per_second.to_string());
     row("lost_in_rekeys", s.lost_in_rekeys.to_string());
     row("cpu_seconds", s.cpu_seconds.to_string());
+    if let Some(n) = s.tunnels_answered {
+        row("tunnels_answered", n.to_string());
+    }
     if let Some(f) = &s.failover {
         row("failover.fault", f.fault.clone());
         row("failover.tunnels", f.tunnels.to_string());

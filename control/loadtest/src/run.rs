@@ -303,7 +303,7 @@ pub fn ike(a: &IkeArgs) -> Result<Summary> {
             .nth(0)
             .ok_or_else(|| anyhow::anyhow!("gateway_subnets[0] has no address for traffic"))?;
             let insides = (0..a.tunnels)
-                .map(|k| cfg.peer(k).map(|p| p.1))
+                .map(|k| cfg.inside(k))
                 .collect::<Result<Vec<_>>>()?;
             Some((
                 Traffic::new(pps, a.tunnels as usize),

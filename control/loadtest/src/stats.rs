@@ -240,6 +240,9 @@ pub struct Summary {
     /// Time to first packet (with `--traffic`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ttfp_ms: Option<Quantiles>,
+    /// With `--traffic`: the tunnels with at least one decrypted reply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnels_answered: Option<u64>,
     /// Child SA rekeys completed.
     pub rekeys: u64,
     /// Rekeys per second over the hold phase (`--duration`).
@@ -314,6 +317,7 @@ impl Summary {
             } else {
                 None
             },
+            tunnels_answered: ttfp.then(|| acc.ttfp_ms().len() as u64),
             rekeys,
             rekeys_per_second: if h > 0.0 {
                 round3(rekeys as f64 / h)
@@ -463,7 +467,8 @@ mod tests {
         let s = Summary::of(&a, 8, Duration::from_secs(2), 0.0, true);
         assert_eq!(s.tunnels_per_second, 3.2);
         assert_eq!(s.peak_tunnels_per_second, 5.0);
-        // Traffic asked, no reply: no TTFP figures.
+        // Traffic asked, no reply: no TTFP figures, no tunnel answered.
         assert_eq!(s.ttfp_ms, None);
+        assert_eq!(s.tunnels_answered, Some(0));
     }
 }

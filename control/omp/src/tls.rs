@@ -28,7 +28,7 @@ use rustls::{
     AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore,
     ServerConfig, SignatureScheme,
 };
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::history::ErrorCode;
 
@@ -347,6 +347,21 @@ impl std::fmt::Debug for Link {
     }
 }
 
+/// Reads from a byte slice into rustls's input buffer, zeroing the whole
+/// free part rustls offers first. rustls decrypts each record in place in
+/// that buffer and, once processed, only moves the unprocessed bytes to its
+/// front: the plaintext of earlier records (TLOC keys) would stay behind
+/// them for the connection's life, as long as no later input is as long.
+/// Every read wipes it, so plaintext lasts until the next read at most.
+struct WipingReader<'a, 'b>(&'a mut &'b [u8]);
+
+impl std::io::Read for WipingReader<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        buf.zeroize();
+        Read::read(self.0, buf)
+    }
+}
+
 /// What [`Link::receive`] got out of the bytes.
 #[derive(Default)]
 pub struct Received {
@@ -439,7 +454,7 @@ impl Link {
         let mut got = Received::default();
         let mut buf = Zeroizing::new([0u8; 4096]);
         while !data.is_empty() {
-            if self.conn.read_tls(&mut data).is_err() {
+            if self.conn.read_tls(&mut WipingReader(&mut data)).is_err() {
                 return Err(rustls::Error::General("TLS input buffer full".into()));
             }
             let state = self.conn.process_new_packets()?;
@@ -495,5 +510,28 @@ impl Link {
     /// Queues a close_notify.
     pub fn close(&mut self) {
         self.conn.send_close_notify();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::WipingReader;
+
+    #[test]
+    fn the_reader_zeroes_all_of_the_free_space_it_is_offered() {
+        // rustls offers the free part of its input buffer, where the
+        // plaintext of records it already processed lies (decrypted in
+        // place, then left behind the unprocessed bytes it moved forward).
+        let mut buf = [0x5cu8; 4096];
+        let input = [1u8, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+        let mut data = &input[..];
+        let n = WipingReader(&mut data).read(&mut buf[100..]).unwrap();
+        assert_eq!(n, 10);
+        assert_eq!(&buf[100..110], &input);
+        assert!(buf[110..].iter().all(|&b| b == 0), "stale bytes left");
+        assert!(buf[..100].iter().all(|&b| b == 0x5c), "outside the offer");
+        assert!(data.is_empty());
     }
 }

@@ -1,6 +1,5 @@
 //! A tunnel's IKEv2 fields (`kind = "ike"`): proposals, lifetimes,
 //! identities, the pre-shared key or certificates, and key files.
-use std::net::IpAddr;
 
 use toml::Spanned;
 
@@ -235,20 +234,10 @@ fn cert_fields(
     Ok((std::sync::Arc::new(c), [cert, key, ca]))
 }
 
-/// The identity a `local_id`/`remote_id` string names: an address, a DN
-/// (has `=`: `C=CH, O=Org, CN=moon`), an e-mail address (has `@`), else
-/// an FQDN (a leading `@` dropped).
+/// The identity a `local_id`/`remote_id` string names
+/// ([`xdpsec_ike::Identity::from_config`], which the load tester shares).
 pub fn ike_identity(v: &str) -> xdpsec_ike::Identity {
-    use xdpsec_ike::Identity;
-    match v.parse::<IpAddr>() {
-        Ok(a) => Identity::Addr(a),
-        Err(_) if v.contains('=') => match xdpsec_ike::cert::dn_from_text(v) {
-            Ok(d) => Identity::Dn(d),
-            Err(_) => Identity::Fqdn(v.to_string()),
-        },
-        Err(_) if v.contains('@') && !v.starts_with('@') => Identity::Email(v.to_string()),
-        Err(_) => Identity::Fqdn(v.trim_start_matches('@').to_string()),
-    }
+    xdpsec_ike::Identity::from_config(v)
 }
 
 /// Read a pre-shared key file: it must be a regular file of mode 0600 (or

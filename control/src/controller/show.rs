@@ -8,15 +8,7 @@ use serde_json::{Value, json};
 use xdpsec_omp::controller::{ConnectionView, PeerView, RouteView, TlocView};
 
 /// `D:HH:MM:SS`, as SD-WAN shows uptimes.
-pub fn uptime(secs: u64) -> String {
-    format!(
-        "{}:{:02}:{:02}:{:02}",
-        secs / 86_400,
-        secs / 3600 % 24,
-        secs / 60 % 60,
-        secs % 60
-    )
-}
+pub use crate::show::system::dhms_uptime as uptime;
 
 /// `show sdwan omp peers`. The controller installs nothing itself, so
 /// `I` is always 0 (as a vSmart shows).

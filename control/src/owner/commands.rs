@@ -13,7 +13,7 @@ use super::Owner;
 use crate::{
     ctlsock::Reply,
     grammar::{COMMANDS, Command},
-    show::{self, crypto_sa, ikev2, qfp, system},
+    show::{self, crypto_sa, ikev2, proposals, qfp, system, trace},
 };
 
 impl Owner {
@@ -51,14 +51,17 @@ impl Owner {
             Command::ShowCryptoSession { detail } => {
                 Ok(show::reply(&self.sessions(detail), ikev2::render_session))
             }
-            Command::ShowIkev2Proposal => {
-                Ok(crate::ike_show::ikev2_proposal(&self.ikev2_proposal_rows()))
-            }
-            Command::ShowIkev2StatsFragmentation => Ok(crate::ike_show::ikev2_fragmentation(
-                self.ike.as_ref().map(|i| i.stats()).unwrap_or_default(),
+            Command::ShowIkev2Proposal => Ok(show::reply(
+                &self.ikev2_proposals(),
+                proposals::render_ikev2_proposal,
             )),
-            Command::ShowIpsecTransformSet => Ok(crate::ike_show::ipsec_transform_set(
-                &self.transform_set_rows(),
+            Command::ShowIkev2StatsFragmentation => Ok(show::reply(
+                &self.ikev2_fragmentation(),
+                proposals::render_fragmentation,
+            )),
+            Command::ShowIpsecTransformSet => Ok(show::reply(
+                &self.transform_sets(),
+                proposals::render_transform_set,
             )),
             Command::ClearIkev2Sa { remote } | Command::ClearCryptoSession { remote } => {
                 self.clear_ike(remote)
@@ -87,8 +90,13 @@ impl Owner {
                 self.debug_packet_trace(count, drops_only)
             }
             Command::ClearPacketTrace => Ok(self.clear_packet_trace()),
-            Command::ShowPacketTraceSummary => Ok(self.show_packet_trace_summary()),
-            Command::ShowPacketTracePacket { number } => self.show_packet_trace_packet(number),
+            Command::ShowPacketTraceSummary => Ok(show::reply(
+                &self.packet_trace_summary(),
+                trace::render_summary,
+            )),
+            Command::ShowPacketTracePacket { number } => self
+                .packet_trace_packet(number)
+                .map(|p| show::reply(&p, trace::render_packet)),
             Command::CaptureDropsStart { file, limit } => {
                 self.capture_start(&file, limit.map(u64::from))
             }

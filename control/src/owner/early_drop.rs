@@ -81,10 +81,9 @@ impl Owner {
         self.config.underlay.early_drop && !self.early_drop_hold
     }
 
-    // TODO(issue 17): private once taps_cmd.rs's `impl Owner` moves under owner/.
     /// Arm or disarm early drop as [`Owner::early_drop_wanted`] says (a
     /// no-op when nothing changed). Call after changing `early_drop_hold`.
-    pub(crate) fn sync_early_drop(&mut self) {
+    pub(super) fn sync_early_drop(&mut self) {
         let want = self.early_drop_wanted();
         let Some(s) = self.steering.as_mut() else {
             return;

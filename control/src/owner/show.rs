@@ -4,6 +4,7 @@ use anyhow::Result;
 use xdpsec_common::{InsideCounter, XdpCounter};
 use xdpsec_datapath::worker::FrameClass;
 use xdpsec_datapath::{DropReason, sa::SaId};
+use xdpsec_ike::{EspProposal, IkeOffer};
 use xdpsec_worker::stats::QUEUE_FIELDS;
 
 use super::Owner;
@@ -13,8 +14,11 @@ use crate::{
         Counters,
         crypto_sa::{CryptoSa, CryptoSaRow, EspSaRow, SaTotals},
         ikev2::{Ikev2Sas, SessionIkeSa, SessionRow, Sessions, ike_status},
+        proposals::{
+            Ikev2Fragmentation, Ikev2ProposalRow, Ikev2Proposals, TransformSetRow, TransformSets,
+        },
         qfp::{InsideXdp, QfpStatistics, QueueRow},
-        system::{DropRow, Drops, Logging, RateLimited, UdpPorts, Version},
+        system::{DropRow, Drops, LogLimits, Logging, RateLimited, UdpPorts, Version},
     },
     state::crypto_map_tag,
 };
@@ -221,16 +225,18 @@ impl Owner {
     pub(super) fn logging(&self) -> Logging {
         Logging {
             lines: self.log.lines().cloned().collect(),
-            rate_limited: self
-                .events
-                .suppressed()
-                .iter()
-                .map(|(k, n)| RateLimited {
-                    kind: format!("{k:?}"),
-                    suppressed: *n,
-                })
-                .collect(),
-            events_lost: self.events.lost,
+            limits: Some(LogLimits {
+                rate_limited: self
+                    .events
+                    .suppressed()
+                    .iter()
+                    .map(|(k, n)| RateLimited {
+                        kind: format!("{k:?}"),
+                        suppressed: *n,
+                    })
+                    .collect(),
+                events_lost: self.events.lost,
+            }),
             logged: self.log.logged,
         }
     }
@@ -343,6 +349,88 @@ impl Owner {
             dummy_packets: dummy.saturating_sub(base.dummy_packets),
             inside_xdp,
             next_hop_refreshes: self.next_hops.refreshes(),
+            next_hop_held_sent: self.next_hops.held_sent(),
         })
+    }
+
+    /// The proposals of the IKE tunnels (`esp`: `esp_proposals`, else
+    /// `ike_proposals`), each once: (name, notation, tunnels). The name is
+    /// `default` for `default_notation`, else the notation.
+    fn proposals_in_use(
+        &self,
+        esp: bool,
+        default_notation: &str,
+    ) -> Vec<(String, String, Vec<String>)> {
+        let mut out: Vec<(String, String, Vec<String>)> = Vec::new();
+        for t in &self.config.tunnels {
+            let TunnelKind::Ike(k) = &t.kind else {
+                continue;
+            };
+            for p in if esp {
+                &k.esp_proposals
+            } else {
+                &k.ike_proposals
+            } {
+                let tunnel = t.name.clone();
+                match out.iter_mut().find(|r| &r.1 == p) {
+                    Some(r) => r.2.push(tunnel),
+                    None => {
+                        let name = if p == default_notation { "default" } else { p };
+                        out.push((name.to_string(), p.clone(), vec![tunnel]));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// `show crypto ikev2 proposal`: the IKEv2 proposals of the configured
+    /// tunnels (checked when the config was read, so none is left out).
+    pub(crate) fn ikev2_proposals(&self) -> Ikev2Proposals {
+        Ikev2Proposals {
+            proposals: self
+                .proposals_in_use(false, IkeOffer::IOS_DEFAULT)
+                .into_iter()
+                .filter_map(|(name, p, tunnels)| {
+                    Some(Ikev2ProposalRow::new(
+                        name,
+                        &IkeOffer::parse(&p).ok()?,
+                        tunnels,
+                    ))
+                })
+                .collect(),
+        }
+    }
+
+    /// `show crypto ipsec transform-set`: the transform sets of the
+    /// configured tunnels.
+    pub(crate) fn transform_sets(&self) -> TransformSets {
+        TransformSets {
+            transform_sets: self
+                .proposals_in_use(true, EspProposal::IOS_DEFAULT)
+                .into_iter()
+                .filter_map(|(name, p, tunnels)| {
+                    let e = EspProposal::parse(&p).ok()?;
+                    Some(TransformSetRow {
+                        name,
+                        transform: super::esp_cipher(e.encr, e.integ)?
+                            .ios_transform()
+                            .to_string(),
+                        mode: "Tunnel",
+                        pfs: e.dh,
+                        tunnels,
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// `show crypto ikev2 stats fragmentation`: all tunnels' counters.
+    pub(crate) fn ikev2_fragmentation(&self) -> Ikev2Fragmentation {
+        self.ike
+            .as_ref()
+            .map(|i| i.stats())
+            .unwrap_or_default()
+            .into()
     }
 }

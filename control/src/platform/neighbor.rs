@@ -5,8 +5,9 @@
 //! matching route out of the underlay interface gives the gateway (or the
 //! peer itself when on-link), the neighbour table of that interface (by
 //! interface index, so IPv6 link-local gateways work) gives the MAC. A
-//! missing entry is resolved by the kernel when an empty UDP datagram to
-//! the next hop's discard port leaves through the interface. The MAC is
+//! missing entry a frame waits for (see [`held`]) is resolved by the kernel
+//! when an empty UDP datagram to the next hop's discard port leaves through
+//! the interface; start-up's and the periodic passes only read. The MAC is
 //! published in an atomic the workers read per packet
 //! (`xdpsec_worker::neighbors`); workers never wait on this.
 use std::{
@@ -28,8 +29,10 @@ use netlink_packet_route::{
     route::{RouteAddress, RouteAttribute, RouteMessage, RouteType, RouteVia},
 };
 use tracing::{debug, warn};
+use xdpsec_datapath::DropCounters;
 use xdpsec_worker::neighbors::{NextHopMacs, NextHopTable, RouteEntry, SharedMac};
 
+pub mod held;
 pub mod inside;
 pub mod netlink;
 
@@ -43,6 +46,21 @@ pub struct NextHops {
     poke: (Sender<()>, Receiver<()>),
     /// Completed [`NextHops::refresh`] passes since start.
     refreshes: AtomicU64,
+    /// Held frames (see [`held`]) sent once their next hop was resolved.
+    held_sent: AtomicU64,
+    /// Held frames dropped (single writer: the next-hop thread).
+    held_drops: Arc<DropCounters>,
+}
+
+/// What woke the next-hop thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// A new peer to resolve.
+    Poke,
+    /// Workers held frames for a next hop without a MAC.
+    Held,
+    /// Nothing before the timeout.
+    Timeout,
 }
 
 impl NextHops {
@@ -53,6 +71,8 @@ impl NextHops {
             peers: Mutex::new(peers),
             poke: crossbeam::channel::bounded(1),
             refreshes: AtomicU64::new(0),
+            held_sent: AtomicU64::new(0),
+            held_drops: Arc::new(DropCounters::new()),
         }
     }
 
@@ -83,7 +103,16 @@ impl NextHops {
         }
     }
 
-    /// Resolve every slot's peer on `ifname` (see [`refresh_next_hops`]).
+    /// Resolve every slot's peer on `ifname` (see [`refresh_next_hops`]):
+    /// with a `wait`, next hops the kernel lacks are solicited; without
+    /// (`Duration::ZERO`: start-up's and the periodic passes) the kernel's
+    /// tables are only read. Soliciting a peer that is not on the link yet
+    /// would leave its neighbour entry incomplete for the kernel's three
+    /// probes (3 s), during which the kernel holds its replies to that
+    /// peer's first IKE until the next probe, up to a second, or drops
+    /// them; a next hop left alone is resolved by the kernel at once for
+    /// its first reply, and by the held-frame path ([`held`]) for the
+    /// first ESP.
     pub fn refresh(&self, ifname: &str, wait: Duration) {
         let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let pairs: Vec<(IpAddr, &SharedMac)> = peers
@@ -91,7 +120,7 @@ impl NextHops {
             .zip(self.macs.slots())
             .filter_map(|(p, m)| p.map(|p| (p, m)))
             .collect();
-        refresh_next_hops(&pairs, ifname, wait);
+        refresh_next_hops(&pairs, ifname, wait, !wait.is_zero());
         self.refreshes.fetch_add(1, Ordering::Release);
     }
 
@@ -102,9 +131,56 @@ impl NextHops {
         self.refreshes.load(Ordering::Acquire)
     }
 
-    /// Wait up to `d` for a new peer to resolve (true when poked).
-    pub fn wait_poke(&self, d: Duration) -> bool {
-        self.poke.1.recv_timeout(d).is_ok()
+    /// One round (a dump, solicitations of those the kernel lacks) over
+    /// the peers of `tunnels` only, the next hops held frames wait for:
+    /// the MAC of each found, not published yet (the held frames go
+    /// first, so a frame sent later does not overtake them). Not counted
+    /// as a pass.
+    pub fn resolve_some(&self, ifname: &str, tunnels: &[u32]) -> Vec<(u32, [u8; 6])> {
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let found: Vec<(u32, IpAddr, SharedMac)> = tunnels
+            .iter()
+            .filter_map(|&t| Some((t, peers.get(t as usize).copied()??, SharedMac::default())))
+            .collect();
+        let pairs: Vec<(IpAddr, &SharedMac)> = found.iter().map(|(_, p, m)| (*p, m)).collect();
+        refresh_next_hops(&pairs, ifname, Duration::ZERO, true);
+        found
+            .iter()
+            .filter_map(|(t, _, m)| Some((*t, m.get()?)))
+            .collect()
+    }
+
+    /// Wait up to `d` for a new peer to resolve or held frames (which
+    /// stay queued for [`held::HeldFrames::serve`]).
+    pub fn wait(&self, d: Duration) -> Wake {
+        if self.poke.1.try_recv().is_ok() {
+            return Wake::Poke;
+        }
+        if !self.macs.held().is_empty() {
+            return Wake::Held;
+        }
+        let mut sel = crossbeam::channel::Select::new();
+        let poke = sel.recv(&self.poke.1);
+        sel.recv(self.macs.held());
+        match sel.ready_timeout(d) {
+            Ok(i) if i == poke => {
+                let _ = self.poke.1.try_recv();
+                Wake::Poke
+            }
+            Ok(_) => Wake::Held,
+            Err(_) => Wake::Timeout,
+        }
+    }
+
+    /// Held frames sent once their next hop was resolved, since start.
+    pub fn held_sent(&self) -> u64 {
+        self.held_sent.load(Ordering::Relaxed)
+    }
+
+    /// The drops of held frames (OUT_SETTING_WRONG_L2_HDR), for the drop
+    /// counters' totals.
+    pub fn held_drops(&self) -> Arc<DropCounters> {
+        Arc::clone(&self.held_drops)
     }
 }
 
@@ -348,11 +424,16 @@ pub(super) fn dump_next_hops(
 }
 
 /// Resolve each peer's next-hop MAC on `ifname` into its slot. Per round it makes one route dump and one neighbour dump for
-/// all peers together, makes the kernel resolve the next hops it lacks,
-/// and repeats every 100 ms until all are known or `wait` has passed
-/// (`Duration::ZERO`: one round). A MAC once known is kept while a lookup
-/// finds none. No subprocess.
-pub fn refresh_next_hops(peers: &[(IpAddr, &SharedMac)], ifname: &str, wait: Duration) {
+/// all peers together, makes the kernel resolve the next hops it lacks
+/// (when `solicit`), and repeats every 100 ms until all are known or
+/// `wait` has passed (`Duration::ZERO`: one round). A MAC once known is
+/// kept while a lookup finds none. No subprocess.
+pub fn refresh_next_hops(
+    peers: &[(IpAddr, &SharedMac)],
+    ifname: &str,
+    wait: Duration,
+    solicit_missing: bool,
+) {
     let deadline = Instant::now() + wait;
     let Some((ifindex, mut rtnl)) = open_dumps(&format!("interface {ifname}"), ifname) else {
         return;
@@ -377,7 +458,9 @@ pub fn refresh_next_hops(peers: &[(IpAddr, &SharedMac)], ifname: &str, wait: Dur
                 slot.set(mac);
             }
         }
-        solicit(ifname, ifindex, &missing);
+        if solicit_missing {
+            solicit(ifname, ifindex, &missing);
+        }
         if missing.is_empty() || Instant::now() >= deadline {
             return;
         }
@@ -587,7 +670,7 @@ mod tests {
             let macs: Vec<SharedMac> = peers.iter().map(|_| SharedMac::default()).collect();
             let pairs: Vec<_> = peers.iter().copied().zip(&macs).collect();
             let t = Instant::now();
-            refresh_next_hops(&pairs, &ifname, Duration::ZERO);
+            refresh_next_hops(&pairs, &ifname, Duration::ZERO, true);
             let e = t.elapsed();
             assert!(macs.iter().all(|m| m.get().is_some()));
             println!("{n} peers: one refresh {e:?}");

@@ -28,17 +28,35 @@ fn downtime(at: Instant, now: Instant, wall: SystemTime) -> String {
     )
 }
 
+/// The width of the LOCAL ERROR and REMOTE ERROR columns: IOS's 10,
+/// widened to the longest code (DUPSYSIPDEL has 11) so every row lines up.
+fn code_width() -> usize {
+    ErrorCode::ALL
+        .iter()
+        .map(|c| c.as_str().len())
+        .max()
+        .unwrap_or(0)
+        .max(10)
+}
+
 /// The legend IOS prints above the table, for the codes xdpsec uses.
 fn legend() -> String {
     let mut t = String::from("Legend for Errors\n");
     let codes = ErrorCode::ALL;
+    let w = code_width();
     let half = codes.len().div_ceil(2);
     for i in 0..half {
         let l = codes[i];
-        let left = format!("{:<10} - {}", l.as_str(), l.description());
+        let left = format!("{:<w$} - {}", l.as_str(), l.description());
         match codes.get(i + half) {
             Some(r) => {
-                let _ = writeln!(t, "{left:<51} {:<10}- {}", r.as_str(), r.description());
+                let _ = writeln!(
+                    t,
+                    "{left:<lw$} {:<w$} - {}",
+                    r.as_str(),
+                    r.description(),
+                    lw = w + 41
+                );
             }
             None => {
                 let _ = writeln!(t, "{left}");
@@ -52,12 +70,15 @@ fn legend() -> String {
 /// moment on the monotonic and the wall clock (DOWNTIME is wall time).
 pub fn render(rows: &[HistoryRow], now: Instant, wall: SystemTime) -> (String, Value) {
     let mut t = legend();
-    t.push_str(
+    let w = code_width();
+    let _ = write!(
+        t,
         "\n                                                                       PEER                      PEER\n\
-PEER     PEER     PEER             SITE        DOMAIN PEER             PRIVATE  PEER             PUBLIC                                   LOCAL      REMOTE     REPEAT\n\
-TYPE     PROTOCOL SYSTEM IP        ID          ID     PRIVATE IP       PORT     PUBLIC IP        PORT    LOCAL COLOR      STATE           ERROR      ERROR      COUNT ORGANIZATION            DOWNTIME\n",
+PEER     PEER     PEER             SITE        DOMAIN PEER             PRIVATE  PEER             PUBLIC                                   {:<w$} {:<w$} REPEAT\n\
+TYPE     PROTOCOL SYSTEM IP        ID          ID     PRIVATE IP       PORT     PUBLIC IP        PORT    LOCAL COLOR      STATE           {:<w$} {:<w$} COUNT ORGANIZATION            DOWNTIME\n",
+        "LOCAL", "REMOTE", "ERROR", "ERROR"
     );
-    t.push_str(&"-".repeat(186));
+    t.push_str(&"-".repeat(166 + 2 * w));
     t.push('\n');
     let mut list = Vec::new();
     for r in rows {
@@ -73,7 +94,7 @@ TYPE     PROTOCOL SYSTEM IP        ID          ID     PRIVATE IP       PORT     
         };
         let _ = writeln!(
             t,
-            "{:<8} {:<8} {:<16} {:<11} {:<6} {:<16} {:<8} {:<16} {:<7} {:<16} {:<15} {:<10} {:<10} {:<5} {:<23} {}",
+            "{:<8} {:<8} {:<16} {:<11} {:<6} {:<16} {:<8} {:<16} {:<7} {:<16} {:<15} {:<w$} {:<w$} {:<5} {:<23} {}",
             r.peer_type,
             "tls",
             sys,
@@ -138,7 +159,7 @@ mod tests {
         }];
         let (text, v) = render(&rows, now, wall);
         assert!(
-            text.contains("SERNTPRES  - Serial Number not present."),
+            text.contains("SERNTPRES   - Serial Number not present."),
             "{text}"
         );
         let line = text.lines().last().unwrap();
@@ -147,10 +168,55 @@ mod tests {
             "{line}"
         );
         assert!(
-            line.contains(" NOERR      SERNTPRES  3     xdpsec-lab"),
+            line.contains(" NOERR       SERNTPRES   3     xdpsec-lab"),
             "{line}"
         );
         assert!(line.ends_with("2022-01-19T06:18:57+0000"), "{line}");
         assert_eq!(v["history"][0]["remote_error"], "SERNTPRES");
+    }
+
+    #[test]
+    fn the_longest_code_fits_its_column() {
+        let now = Instant::now();
+        let row = |local, remote| HistoryRow {
+            peer_type: "vedge",
+            system_ip: Some(Ipv4Addr::new(192, 0, 2, 1)),
+            site_id: 100,
+            peer_ip: Some("198.51.100.21".parse().unwrap()),
+            peer_port: 12346,
+            color: "biz-internet".into(),
+            state: "tear_down",
+            local_error: local,
+            remote_error: remote,
+            repeat_count: 12,
+            organization: "xdpsec-lab".into(),
+            downtime: now,
+        };
+        let rows = [
+            row(ErrorCode::DupSysIpDel, ErrorCode::NoErr),
+            row(ErrorCode::NoErr, ErrorCode::DupSysIpDel),
+            row(ErrorCode::SerNtPres, ErrorCode::CtOrgNmMis),
+        ];
+        let (text, _) = render(&rows, now, SystemTime::UNIX_EPOCH);
+        let lines: Vec<&str> = text.lines().collect();
+        let header = lines.iter().find(|l| l.contains("COUNT")).unwrap();
+        // REMOTE ERROR, REPEAT COUNT and ORGANIZATION start under their
+        // headers in every row.
+        let col = |l: &str, word: &str, nth: usize| l.match_indices(word).nth(nth).unwrap().0;
+        let (remote, count, org) = (
+            col(header, "ERROR", 1),
+            col(header, "COUNT", 0),
+            col(header, "ORGANIZATION", 0),
+        );
+        for (l, r) in lines[lines.len() - 3..].iter().zip(&rows) {
+            assert_eq!(
+                &l[remote..remote + r.remote_error.as_str().len()],
+                r.remote_error.as_str(),
+                "{l}"
+            );
+            assert_eq!(&l[count..count + 2], "12", "{l}");
+            assert_eq!(&l[org..org + 10], "xdpsec-lab", "{l}");
+        }
+        assert!(text.contains("DUPSYSIPDEL - "), "{text}");
     }
 }

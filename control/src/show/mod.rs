@@ -8,8 +8,10 @@ use serde_json::Value;
 
 pub mod crypto_sa;
 pub mod ikev2;
+pub mod proposals;
 pub mod qfp;
 pub mod system;
+pub mod trace;
 
 /// A show's reply: the IOS text `render` makes of `rows`, and the
 /// `--json` value, serde of the same rows.

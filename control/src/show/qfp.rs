@@ -6,7 +6,7 @@
 //! n},"queues":[{"queue","mode",<queue fields>,"busy_poll_us",
 //! "idle_polls",<inside I/O counters>,<inside_ kernel counters>}],
 //! "kernel":{counter: n},"dummy_packets","inside_xdp":{"interface",
-//! "attach_mode",counter: n} or null,"next_hop_refreshes"}`.
+//! "attach_mode",counter: n} or null,"next_hop_refreshes","next_hop_held_sent"}`.
 use std::fmt::Write as _;
 
 use serde::Serialize;
@@ -39,6 +39,9 @@ pub struct QfpStatistics {
     pub inside_xdp: Option<InsideXdp>,
     /// Passes resolving the peers' next hops, since start.
     pub next_hop_refreshes: u64,
+    /// Frames held because their next hop had no MAC yet (the queues'
+    /// `next_hop_held`), sent once it was resolved, since start.
+    pub next_hop_held_sent: u64,
 }
 
 /// One AF_XDP queue.
@@ -186,6 +189,11 @@ pub fn render(s: &QfpStatistics) -> String {
         "next_hop_refreshes {} (passes resolving the peers' next hops over rtnetlink, since start)",
         s.next_hop_refreshes
     );
+    let _ = writeln!(
+        text,
+        "next_hop_held_sent {} (frames held for a next hop without a MAC, sent once resolved)",
+        s.next_hop_held_sent
+    );
     text
 }
 
@@ -236,6 +244,7 @@ mod tests {
                 counters: counters(&[("to_xsk", 8)]),
             }),
             next_hop_refreshes: 6,
+            next_hop_held_sent: 2,
         }
     }
 
@@ -257,7 +266,8 @@ mod tests {
              Kernel sockets (reassembled fragments, ESP that XDP passed)\n{}\n\
              \n\
              dummy_packets 1 (ESP next header 59, discarded silently, RFC 4303 2.6)\n\
-             next_hop_refreshes 6 (passes resolving the peers' next hops over rtnetlink, since start)\n",
+             next_hop_refreshes 6 (passes resolving the peers' next hops over rtnetlink, since start)\n\
+             next_hop_held_sent 2 (frames held for a next hop without a MAC, sent once resolved)\n",
             c("Counter", 0).replace("               0", "         Packets"),
             c("esp_to_xsk", 5),
             c("pass", 1),

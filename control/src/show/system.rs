@@ -1,7 +1,10 @@
 //! `show version`, `show logging`, `show platform software xdpsec
 //! udp-ports` and `show platform hardware qfp active feature ipsec datapath
-//! drops [all]`.
-use std::{fmt::Write as _, net::IpAddr};
+//! drops [all]`; the controller's `show version` and `show logging` too.
+use std::{
+    fmt::Write as _,
+    net::{IpAddr, SocketAddr},
+};
 
 use serde::Serialize;
 
@@ -77,21 +80,79 @@ pub fn render_version(v: &Version) -> String {
     )
 }
 
-/// `show logging`.
+/// SD-WAN's uptime: `D:HH:MM:SS` (the controller's `show version`, and
+/// SD-WAN's shows).
+pub fn dhms_uptime(secs: u64) -> String {
+    format!(
+        "{}:{:02}:{:02}:{:02}",
+        secs / 86_400,
+        secs / 3600 % 24,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// The controller's `show version`.
+///
+/// JSON: `{"node","version","role","uptime_seconds","listen"}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ControllerVersion {
+    /// The controller's name.
+    pub node: String,
+    /// xdpsec's version.
+    pub version: &'static str,
+    /// Always `controller`.
+    pub role: &'static str,
+    /// Seconds since start.
+    pub uptime_seconds: u64,
+    /// Where edges connect (OMP over TLS).
+    #[serde(serialize_with = "serialize_display")]
+    pub listen: SocketAddr,
+}
+
+fn serialize_display<S: serde::Serializer>(
+    v: &impl std::fmt::Display,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+/// The text of the controller's `show version`.
+pub fn render_controller_version(v: &ControllerVersion) -> String {
+    format!(
+        "xdpsec {}, Version {}\n{} uptime is {}\nOMP control connections on tcp {}\n",
+        v.role,
+        v.version,
+        v.node,
+        dhms_uptime(v.uptime_seconds),
+        v.listen
+    )
+}
+
+/// `show logging` (the node's and the controller's).
 ///
 /// JSON: `{"lines":[..],"rate_limited":[{"kind","suppressed"}],
-/// "events_lost","logged"}`.
+/// "events_lost","logged"}`; the controller's: `{"lines":[..],"logged"}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Logging {
     /// The log buffer, oldest first.
     pub lines: Vec<String>,
+    /// The node's rate limit and datapath event rings (None: the
+    /// controller, which has neither).
+    #[serde(flatten)]
+    pub limits: Option<LogLimits>,
+    /// Lines logged since start, rotated out or cleared included:
+    /// `terminal monitor` prints the lines it has not seen.
+    pub logged: u64,
+}
+
+/// What the node's log held back or lost.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogLimits {
     /// Messages the rate limit held back, per kind.
     pub rate_limited: Vec<RateLimited>,
     /// Datapath events lost (the rings were full).
     pub events_lost: u64,
-    /// Lines logged since start, rotated out or cleared included:
-    /// `terminal monitor` prints the lines it has not seen.
-    pub logged: u64,
 }
 
 /// Messages of one kind the rate limit held back.
@@ -105,11 +166,18 @@ pub struct RateLimited {
 
 /// The text of `show logging`.
 pub fn render_logging(l: &Logging) -> String {
-    let suppressed: u64 = l.rate_limited.iter().map(|r| r.suppressed).sum();
-    let mut text = format!(
-        "Syslog logging: enabled ({} messages rate-limited, {} events lost, {} messages logged)\n\nLog Buffer ({} lines):\n",
-        suppressed,
-        l.events_lost,
+    let mut text = String::from("Syslog logging: enabled (");
+    if let Some(m) = &l.limits {
+        let suppressed: u64 = m.rate_limited.iter().map(|r| r.suppressed).sum();
+        let _ = write!(
+            text,
+            "{suppressed} messages rate-limited, {} events lost, ",
+            m.events_lost
+        );
+    }
+    let _ = write!(
+        text,
+        "{} messages logged)\n\nLog Buffer ({} lines):\n",
         l.logged,
         l.lines.len()
     );
@@ -237,17 +305,19 @@ mod tests {
             lines: vec![
                 "*Dec  6 03:24:42.452: %IKEV2-5-SA_UP: SA UP (Tunnel2 peer 198.51.100.2)".into(),
             ],
-            rate_limited: vec![
-                RateLimited {
-                    kind: "InvalidSpi".into(),
-                    suppressed: 3,
-                },
-                RateLimited {
-                    kind: "Replay".into(),
-                    suppressed: 4,
-                },
-            ],
-            events_lost: 2,
+            limits: Some(LogLimits {
+                rate_limited: vec![
+                    RateLimited {
+                        kind: "InvalidSpi".into(),
+                        suppressed: 3,
+                    },
+                    RateLimited {
+                        kind: "Replay".into(),
+                        suppressed: 4,
+                    },
+                ],
+                events_lost: 2,
+            }),
             logged: 9,
         };
         let (text, json) = super::super::reply(&l, render_logging);
@@ -260,6 +330,50 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&json).unwrap(),
             r#"{"events_lost":2,"lines":["*Dec  6 03:24:42.452: %IKEV2-5-SA_UP: SA UP (Tunnel2 peer 198.51.100.2)"],"logged":9,"rate_limited":[{"kind":"InvalidSpi","suppressed":3},{"kind":"Replay","suppressed":4}]}"#
+        );
+    }
+
+    /// The controller's: no rate limit or event rings, so neither in the
+    /// text nor in the JSON.
+    #[test]
+    fn controller_logging_text_and_json() {
+        let l = Logging {
+            lines: vec!["*Dec  6 03:24:42.452: %OMP-5-PEER_UP: 192.0.2.1 up".into()],
+            limits: None,
+            logged: 4,
+        };
+        let (text, json) = super::super::reply(&l, render_logging);
+        assert_eq!(
+            text,
+            "Syslog logging: enabled (4 messages logged)\n\n\
+             Log Buffer (1 lines):\n\
+             *Dec  6 03:24:42.452: %OMP-5-PEER_UP: 192.0.2.1 up\n"
+        );
+        assert_eq!(
+            serde_json::to_string(&json).unwrap(),
+            r#"{"lines":["*Dec  6 03:24:42.452: %OMP-5-PEER_UP: 192.0.2.1 up"],"logged":4}"#
+        );
+    }
+
+    #[test]
+    fn controller_version_text_and_json() {
+        let v = ControllerVersion {
+            node: "vsmart".into(),
+            version: "0.1.0",
+            role: "controller",
+            uptime_seconds: 6 * 86_400 + 13 * 3_600 + 57 * 60 + 28,
+            listen: "198.51.100.10:12346".parse().unwrap(),
+        };
+        let (text, json) = super::super::reply(&v, render_controller_version);
+        assert_eq!(
+            text,
+            "xdpsec controller, Version 0.1.0\n\
+             vsmart uptime is 6:13:57:28\n\
+             OMP control connections on tcp 198.51.100.10:12346\n"
+        );
+        assert_eq!(
+            serde_json::to_string(&json).unwrap(),
+            r#"{"listen":"198.51.100.10:12346","node":"vsmart","role":"controller","uptime_seconds":568648,"version":"0.1.0"}"#
         );
     }
 

@@ -15,7 +15,7 @@ use crate::{
     chain::{Chain, Step},
     frame::{encap_frame, ethernet_frame, ip_packet},
     handoff::{HandoffQueue, HandoffSlot},
-    neighbors::{InsideNeighbors, NextHopMacs},
+    neighbors::{Hold, InsideNeighbors, NextHopMacs},
     offload::{
         self, VNET_HDR_LEN, VnetHdr,
         gro::{Gro, GroOut},
@@ -159,15 +159,16 @@ impl DatapathHandler {
 
 impl DatapathHandler {
     /// Encrypt and send the inner packets in `slots` on their tunnels
-    /// (counted in `encap_tx`); returns how many were sent.
+    /// (counted in `encap_tx`, or `next_hop_held` for those waiting for
+    /// their next hop's MAC); returns how many were queued on `tx`.
     fn encap_slots(&mut self, slots: &[HandoffSlot], tx: &mut XskTx) -> u64 {
         if slots.is_empty() {
             return 0;
         }
         let snap = self.ctx.published.snap.load();
-        let mut sent = 0;
+        let (mut sent, mut held) = (0, 0);
         for s in slots {
-            if encap_and_send(
+            match encap_and_send(
                 &mut self.ws,
                 &self.shared,
                 &self.ctx,
@@ -176,10 +177,13 @@ impl DatapathHandler {
                 s.bytes(),
                 tx,
             ) {
-                sent += 1;
+                Sent::Xdp => sent += 1,
+                Sent::Held => held += 1,
+                Sent::Dropped => {}
             }
         }
         add_single_writer(&self.io.encap_tx, sent);
+        add_single_writer(&self.io.next_hop_held, held);
         sent
     }
 
@@ -720,6 +724,8 @@ impl VnetWrites {
 #[derive(Default, Clone, Copy)]
 struct Tally {
     sent: u64,
+    /// Held for the next-hop thread (no next-hop MAC yet).
+    held: u64,
     handed: u64,
     /// A bit per owner worker to notify once.
     woken: u64,
@@ -728,7 +734,9 @@ struct Tally {
 impl Tally {
     fn add(&mut self, o: Outbound) {
         match o {
-            Outbound::Sent => self.sent += 1,
+            Outbound::Sent(Sent::Xdp) => self.sent += 1,
+            Outbound::Sent(Sent::Held) => self.held += 1,
+            Outbound::Sent(Sent::Dropped) => {}
             Outbound::Handed(owner) => {
                 self.handed += 1;
                 self.woken |= 1 << (owner % 64);
@@ -745,16 +753,28 @@ impl Tally {
             }
         }
         add_single_writer(&io.encap_tx, self.sent);
+        add_single_writer(&io.next_hop_held, self.held);
         add_single_writer(&io.handoff_out, self.handed);
     }
 }
 
 /// What became of an inner packet to encrypt.
 enum Outbound {
-    /// Encrypted and queued on the underlay's AF_XDP TX.
-    Sent,
+    /// Encrypted here (see [`Sent`]).
+    Sent(Sent),
     /// Handed to this worker, which owns its tunnel's outbound SA.
     Handed(u16),
+    /// Dropped and counted once (by the core, or 110 here).
+    Dropped,
+}
+
+/// What became of a packet this worker encrypted (or tried to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// Queued on the underlay's AF_XDP TX.
+    Xdp,
+    /// Held for the next-hop thread: its next hop had no MAC yet.
+    Held,
     /// Dropped and counted once (by the core, or 55/110 here).
     Dropped,
 }
@@ -791,19 +811,19 @@ fn route_and_encap(
                 Outbound::Dropped
             }
         },
-        _ => {
-            if encap_and_send(ws, shared, ctx, snap, tunnel, inner, tx) {
-                Outbound::Sent
-            } else {
-                Outbound::Dropped
-            }
-        }
+        _ => Outbound::Sent(encap_and_send(ws, shared, ctx, snap, tunnel, inner, tx)),
     }
 }
 
-/// Encrypt `inner` for `tunnel` and queue the frame on `tx`. True when a
-/// frame was queued; otherwise exactly one drop was counted (by the core, or
-/// here: 55 no next-hop MAC, 110 no free TX frame).
+/// Room for the encapsulation around an inner packet in a held frame:
+/// Ethernet, outer IPv6, UDP, ESP header and IV, padding, trailer, ICV.
+const HELD_OVERHEAD: usize = 512;
+
+/// Encrypt `inner` for `tunnel` and queue the frame on `tx`, or, when the
+/// tunnel's next hop has no MAC yet, hold the frame for the next-hop thread
+/// (which sends it once the kernel resolved the MAC, or counts 55). When
+/// neither, exactly one drop was counted (by the core, or here: 55 no room
+/// to hold a frame without a next-hop MAC, 110 no free TX frame).
 fn encap_and_send(
     ws: &mut WorkerState,
     shared: &WorkerShared,
@@ -812,16 +832,10 @@ fn encap_and_send(
     tunnel: u32,
     inner: &[u8],
     tx: &mut XskTx,
-) -> bool {
-    let Some(dst_mac) = ctx
-        .published
-        .next_hops
-        .get(tunnel as usize)
-        .and_then(|m| m.get())
-    else {
-        // No next-hop MAC yet (control is resolving it).
-        drop_frame(shared, DropReason::OutSettingWrongL2Hdr, None);
-        return false;
+) -> Sent {
+    let next_hops = &ctx.published.next_hops;
+    let Some(dst_mac) = next_hops.get(tunnel as usize).and_then(|m| m.get()) else {
+        return hold_for_next_hop(ws, shared, ctx, snap, tunnel, inner);
     };
     let mut built = false;
     let ok = tx.send_with(|buf| {
@@ -839,7 +853,33 @@ fn encap_and_send(
         // No free AF_XDP frame to transmit from.
         drop_frame(shared, DropReason::PktBufferUnavailable, None);
     }
-    ok
+    if ok { Sent::Xdp } else { Sent::Dropped }
+}
+
+/// `tunnel`'s next hop has no MAC yet: encrypt `inner` now, in sequence,
+/// and hold the frame while control resolves the MAC (it writes the
+/// destination MAC then and sends the frame, or counts 55). No room to
+/// hold it: 55 here.
+fn hold_for_next_hop(
+    ws: &mut WorkerState,
+    shared: &WorkerShared,
+    ctx: &WorkerCtx,
+    snap: &SaSnapshot,
+    tunnel: u32,
+    inner: &[u8],
+) -> Sent {
+    let src = ctx.published.local_mac;
+    let len = inner.len() + HELD_OVERHEAD;
+    match ctx.published.next_hops.hold(tunnel, len, |buf| {
+        encap_frame(ws, snap, tunnel, inner, [[0; 6], src], buf)
+    }) {
+        Hold::Held => Sent::Held,
+        Hold::Refused => Sent::Dropped,
+        Hold::Full => {
+            drop_frame(shared, DropReason::OutSettingWrongL2Hdr, None);
+            Sent::Dropped
+        }
+    }
 }
 
 #[cfg(test)]

@@ -3,13 +3,16 @@
 //! "xdp"`) the inside interface's routes and neighbour MACs. Control reads
 //! them from the kernel (rtnetlink) and publishes them here; workers only
 //! load them (once per batch) and, for an inside next hop without a MAC,
-//! ask for it without waiting.
+//! ask for it without waiting. An encrypted frame whose underlay next hop
+//! has no MAC yet is held for the next-hop thread (as a router holds a
+//! packet while ARP or ND resolves), which sends it once the MAC is known
+//! or counts its drop.
 use std::{
     collections::HashMap,
     net::IpAddr,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU32, AtomicU64, Ordering},
     },
 };
 
@@ -45,26 +48,113 @@ impl SharedMac {
     }
 }
 
-/// The next-hop MAC of every tunnel index (index = tunnel index), sized
-/// once at start-up: control publishes, workers read.
+/// Frames held for the next-hop thread, all tunnels together.
+pub const HELD_QUEUE: usize = 512;
+/// Frames held per tunnel at most (the kernel's ARP queue keeps about as
+/// many per neighbour): one peer that never answers cannot crowd out the
+/// first frames of the others.
+pub const HELD_PER_TUNNEL: u32 = 16;
+
+/// An encrypted Ethernet frame for `tunnel` whose next hop had no MAC:
+/// its destination MAC (bytes 0..6) is written when the MAC is known.
 #[derive(Debug)]
-pub struct NextHopMacs(Vec<SharedMac>);
+pub struct HeldFrame {
+    /// The tunnel index (its next-hop slot).
+    pub tunnel: u32,
+    /// The whole frame.
+    pub frame: Vec<u8>,
+}
+
+/// What became of a frame offered to [`NextHopMacs::hold`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// Held for the next-hop thread (which sends it or counts its drop).
+    Held,
+    /// Not held: the queue or the tunnel's share of it is full (the
+    /// caller counts the drop).
+    Full,
+    /// The core refused to build the frame (and counted the drop).
+    Refused,
+}
+
+/// The next-hop MAC of every tunnel index (index = tunnel index), sized
+/// once at start-up: control publishes, workers read. Frames encrypted
+/// while a slot has no MAC wait in a bounded queue for the next-hop thread.
+#[derive(Debug)]
+pub struct NextHopMacs {
+    macs: Vec<SharedMac>,
+    /// Frames held per slot and not yet sent or dropped.
+    pending: Vec<AtomicU32>,
+    held: (Sender<HeldFrame>, Receiver<HeldFrame>),
+}
 
 impl NextHopMacs {
     /// `n` slots, all unknown.
     pub fn new(n: usize) -> NextHopMacs {
-        NextHopMacs((0..n).map(|_| SharedMac::default()).collect())
+        NextHopMacs {
+            macs: (0..n).map(|_| SharedMac::default()).collect(),
+            pending: (0..n).map(|_| AtomicU32::new(0)).collect(),
+            held: crossbeam::channel::bounded(HELD_QUEUE),
+        }
     }
 
     /// Tunnel `i`'s next-hop MAC slot.
     #[inline]
     pub fn get(&self, i: usize) -> Option<&SharedMac> {
-        self.0.get(i)
+        self.macs.get(i)
     }
 
     /// Every slot, by tunnel index.
     pub fn slots(&self) -> &[SharedMac] {
-        &self.0
+        &self.macs
+    }
+
+    /// Hold a frame for `tunnel`, whose next hop has no MAC: `build` writes
+    /// it into the buffer it is given (the length, or `None` when the core
+    /// refused and counted the drop). Never blocks; the frame is built
+    /// only when there is room for it.
+    pub fn hold(
+        &self,
+        tunnel: u32,
+        len: usize,
+        build: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> Hold {
+        let Some(pending) = self.pending.get(tunnel as usize) else {
+            return Hold::Full;
+        };
+        if self.held.0.is_full() {
+            return Hold::Full;
+        }
+        if pending.fetch_add(1, Ordering::AcqRel) >= HELD_PER_TUNNEL {
+            pending.fetch_sub(1, Ordering::AcqRel);
+            return Hold::Full;
+        }
+        let mut frame = vec![0u8; len];
+        let Some(n) = build(&mut frame) else {
+            pending.fetch_sub(1, Ordering::AcqRel);
+            return Hold::Refused;
+        };
+        frame.truncate(n);
+        match self.held.0.try_send(HeldFrame { tunnel, frame }) {
+            Ok(()) => Hold::Held,
+            Err(_) => {
+                pending.fetch_sub(1, Ordering::AcqRel);
+                Hold::Full
+            }
+        }
+    }
+
+    /// The held frames (the next-hop thread: select on it, take from it).
+    pub fn held(&self) -> &Receiver<HeldFrame> {
+        &self.held.1
+    }
+
+    /// The next-hop thread is done with one of `tunnel`'s held frames
+    /// (sent or dropped).
+    pub fn release(&self, tunnel: u32) {
+        if let Some(p) = self.pending.get(tunnel as usize) {
+            let _ = p.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1));
+        }
     }
 }
 

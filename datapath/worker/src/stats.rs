@@ -69,6 +69,10 @@ pub struct IoStats {
     pub inside_csum_completed: AtomicU64,
     /// Encrypted frames handed to AF_XDP TX.
     pub encap_tx: AtomicU64,
+    /// Encrypted frames whose tunnel's next hop had no MAC yet, held for
+    /// the next-hop thread (which sends each once the MAC is known or
+    /// counts it as OUT_SETTING_WRONG_L2_HDR).
+    pub next_hop_held: AtomicU64,
     /// Frames handed to the worker owning their SA.
     pub handoff: AtomicU64,
     /// Inner packets read from the TUN and handed to the worker owning
@@ -130,7 +134,7 @@ pub const QUEUE_FIELDS: [&str; N_QUEUE_FIELDS] = [
 ];
 
 /// Number of the worker's I/O counters in [`QueueInfo::io_counters`].
-pub const N_IO_COUNTERS: usize = 27;
+pub const N_IO_COUNTERS: usize = 28;
 
 impl QueueInfo {
     /// The worker's I/O counters around the core, by name, in display
@@ -155,6 +159,7 @@ impl QueueInfo {
             ("inside_no_neighbor", r(&io.inside_no_neighbor)),
             ("inside_tx_errors", r(&io.inside_tx_errors)),
             ("encap_tx", r(&io.encap_tx)),
+            ("next_hop_held", r(&io.next_hop_held)),
             ("handoff", r(&io.handoff)),
             ("handoff_out", r(&io.handoff_out)),
             ("not_esp", r(&io.not_esp)),

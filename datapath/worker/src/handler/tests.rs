@@ -248,7 +248,7 @@ fn injected_packets_are_encrypted_on_the_tunnel_by_the_owner() {
     )
     .unwrap();
     q.recycle_inject(&mut slots);
-    let mut out = buf[..n].to_vec();
+    let out = buf[..n].to_vec();
     // Ethernet to the next hop, UDP-ESP with the tunnel's SPI, and the
     // plaintext nowhere in the frame.
     assert_eq!(&out[..12], &[2, 0, 0, 0, 0, 0xb, 2, 0, 0, 0, 0, 0xa]);
@@ -257,18 +257,23 @@ fn injected_packets_are_encrypted_on_the_tunnel_by_the_owner() {
     assert_eq!(&out[42..46], &0x2001u32.to_be_bytes());
     assert!(!out.windows(hello.len()).any(|w| w == hello));
     // It decrypts back to the packet (loopback SA).
+    assert_eq!(decrypt(&mut h, &snap, out), hello);
+}
+
+/// The inner packet of `frame`, a frame on the loopback tunnel 0.
+fn decrypt(h: &mut DatapathHandler, snap: &SaSnapshot, mut frame: Vec<u8>) -> Vec<u8> {
     let mut v = [Verdict::Drop(DropReason::PktBufferUnavailable)];
     decap_batch(
         &mut h.ws,
-        &snap,
-        std::slice::from_mut(&mut out),
+        snap,
+        std::slice::from_mut(&mut frame),
         &mut v,
         std::time::Duration::ZERO,
     );
     let Verdict::Deliver { tunnel: 0, inner } = v[0].clone() else {
         panic!("{:?}", v[0])
     };
-    assert_eq!(&out[inner], &hello[..]);
+    frame[inner].to_vec()
 }
 
 #[test]
@@ -313,4 +318,47 @@ fn a_full_handoff_queue_drops_each_frame_once_as_110_and_the_trace_sees_it() {
             )
         );
     }
+}
+
+#[test]
+fn frames_without_a_next_hop_mac_are_held_in_sequence_up_to_a_bound() {
+    use crate::neighbors::HELD_PER_TUNNEL;
+    let (t, mut h, _punt) = setup();
+    let nh = Arc::clone(&h.ctx.published.next_hops);
+    nh.get(0).unwrap().set(None);
+    let snap = t.snapshot();
+    let hello = udp("198.51.100.1", 7);
+    let extra = 3;
+    let sent: Vec<Sent> = (0..HELD_PER_TUNNEL as usize + extra)
+        .map(|_| hold_for_next_hop(&mut h.ws, &h.shared, &h.ctx, &snap, 0, &hello))
+        .collect();
+    let held = HELD_PER_TUNNEL as usize;
+    assert!(sent[..held].iter().all(|s| *s == Sent::Held), "{sent:?}");
+    assert!(sent[held..].iter().all(|s| *s == Sent::Dropped), "{sent:?}");
+    // Each frame past the tunnel's share: one OUT_SETTING_WRONG_L2_HDR.
+    assert_eq!(
+        h.shared.drops.get(DropReason::OutSettingWrongL2Hdr),
+        extra as u64
+    );
+    assert_eq!(h.shared.drops.total(), extra as u64);
+    let frames: Vec<_> = nh.held().try_iter().collect();
+    assert_eq!(frames.len(), held);
+    for (i, f) in frames.into_iter().enumerate() {
+        assert_eq!(f.tunnel, 0);
+        let out = f.frame;
+        // No destination MAC yet; from the underlay's MAC; UDP-ESP with the
+        // tunnel's SPI and sequence numbers in order.
+        assert_eq!(&out[..12], &[0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0xa]);
+        assert_eq!(&out[12..14], &[0x08, 0x00]);
+        assert_eq!(&out[42..46], &0x2001u32.to_be_bytes());
+        assert_eq!(&out[46..50], &(i as u32 + 1).to_be_bytes());
+        assert_eq!(decrypt(&mut h, &snap, out), hello);
+        nh.release(0);
+    }
+    // Released: the tunnel may hold frames again.
+    assert_eq!(
+        hold_for_next_hop(&mut h.ws, &h.shared, &h.ctx, &snap, 0, &hello),
+        Sent::Held
+    );
+    assert_eq!(h.shared.drops.total(), extra as u64);
 }

@@ -1,7 +1,7 @@
 //! The commands of the packet trace, the drop capture and the Wireshark key
 //! export (`debug platform packet-trace ...`, `show platform packet-trace
 //! ...`, `monitor capture drops ...`, `show crypto ipsec sa export
-//! wireshark FILE`).
+//! wireshark FILE`). The trace's rows are rendered by `crate::show::trace`.
 use std::{fmt::Write as _, io::Write as _, net::IpAddr, os::unix::fs::OpenOptionsExt, path::Path};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -10,10 +10,10 @@ use xdpsec_datapath::{
     crypto::{Cipher, Integrity},
     sa::SaCold,
 };
+use xdpsec_worker::taps::{Capture, TRACE_MAX_PACKETS};
 
-use xdpsec_worker::taps::{Capture, TRACE_MAX_PACKETS, TraceRecord};
-
-use crate::{owner::Owner, taps_render::TraceRender};
+use super::Owner;
+use crate::show::trace::{TracePacket, TraceSummary};
 
 impl Owner {
     /// Called after every change of the trace or the capture (armed,
@@ -66,66 +66,31 @@ impl Owner {
     }
 
     /// `show platform packet-trace summary`.
-    pub(crate) fn show_packet_trace_summary(&self) -> (String, Value) {
-        let recs = self.taps.trace_records();
-        let (left, drops_only) = self.taps.trace_status();
+    pub(crate) fn packet_trace_summary(&self) -> TraceSummary {
+        let (remaining, drops_only) = self.taps.trace_status();
         let name = |t: u32| self.tunnel_name(t);
-        let mut text = format!(
-            "{:<6}{:<24}{:<24}{:<7}{}\n",
-            "Pkt", "Input", "Output", "State", "Reason"
-        );
-        let mut rows = Vec::new();
-        for r in &recs {
-            let input = r.input_name(&self.interface);
-            let output = r.output_name(&name);
-            let _ = writeln!(
-                text,
-                "{:<6}{:<24}{:<24}{:<7}{}",
-                r.pkt,
-                input,
-                output,
-                r.state,
-                r.reason()
-            )
-            .map(|_| ());
-            let mut v = r.to_json(&self.interface);
-            v["output"] = json!(output);
-            rows.push(v);
+        TraceSummary {
+            packets: self
+                .taps
+                .trace_records()
+                .iter()
+                .map(|r| TracePacket::new(r, &self.interface, &name))
+                .collect(),
+            remaining,
+            drops_only,
         }
-        // Trailing spaces of the empty Reason column are noise.
-        let text = text
-            .lines()
-            .map(str::trim_end)
-            .collect::<Vec<_>>()
-            .join("\n")
-            + "\n";
-        (
-            text,
-            json!({"packets": rows, "remaining": left, "drops_only": drops_only}),
-        )
     }
 
     /// `show platform packet-trace packet K`.
-    pub(crate) fn show_packet_trace_packet(&self, k: u32) -> Result<(String, Value)> {
+    pub(crate) fn packet_trace_packet(&self, k: u32) -> Result<TracePacket> {
         let recs = self.taps.trace_records();
-        let r: &TraceRecord = recs
+        let r = recs
             .iter()
             .find(|r| r.pkt == k)
             .ok_or_else(|| anyhow!("packet {k} is not in the trace ({} packets)", recs.len()))?;
-        let name = |t: u32| self.tunnel_name(t);
-        let mut text = String::new();
-        let _ = writeln!(text, "Packet: {:<12}CBUG ID: {}", r.pkt, r.pkt);
-        let _ = writeln!(text, "Summary");
-        let _ = writeln!(text, "  Input     : {}", r.input_name(&self.interface));
-        let _ = writeln!(text, "  Output    : {}", r.output_name(&name));
-        let _ = writeln!(text, "  State     : {} {}", r.state, r.reason());
-        let _ = writeln!(text, "  Timestamp");
-        let _ = writeln!(text, "    Start   : {} ns", r.timestamp_ns);
-        let _ = writeln!(text, "  Length    : {}", r.len);
-        r.render_path(&mut text);
-        let mut v = r.to_json(&self.interface);
-        v["output"] = json!(r.output_name(&name));
-        Ok((text, v))
+        Ok(TracePacket::new(r, &self.interface, &|t| {
+            self.tunnel_name(t)
+        }))
     }
 
     /// `monitor capture drops start file PATH [limit N]`.
