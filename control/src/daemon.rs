@@ -200,7 +200,7 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
     // Gateway mode: the inside interface must exist, and its MAC is the
     // source of every frame sent there.
     let inside_neighbors = match &config.inside {
-        Inside::Xdp { interface } => {
+        Inside::Xdp { interface, .. } => {
             if crate::platform::ifindex(interface).is_err() {
                 bail!(
                     "interface {interface} (inside.interface) does not exist in this network namespace: create it or fix the config"
@@ -219,7 +219,7 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
         let overhead = 1500 - crate::platform::tun::TUN_MTU;
         let underlay_mtu = inside::interface_mtu(iface).unwrap_or(1500);
         let max = underlay_mtu.saturating_sub(overhead);
-        if let Inside::Xdp { interface } = &config.inside
+        if let Inside::Xdp { interface, .. } = &config.inside
             && let Some(mtu) = inside::interface_mtu(interface)
             && mtu > max
         {
@@ -254,12 +254,16 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
 
     let mut steering =
         XdpSteering::attach(iface, &config.underlay.udp_ports, config.underlay.xdp_mode)?;
-    if let Inside::Xdp { interface } = &config.inside {
+    if let Inside::Xdp {
+        interface,
+        xdp_mode,
+    } = &config.inside
+    {
         // Only destinations a tunnel route covers are taken from the
         // kernel: the gateway's own and unrouted traffic stay there.
         let prefixes: Vec<_> = static_routes.iter().map(|(c, _)| *c).collect();
         steering
-            .attach_inside(interface, &prefixes)
+            .attach_inside(interface, &prefixes, *xdp_mode)
             .with_context(|| format!("attaching the inside XDP program to {interface}"))?;
     }
 
@@ -300,9 +304,12 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
                 max_inner: crate::platform::tun::TUN_MTU as usize,
             }),
             (Some(t), _, _) => InsideIo::Tun(t.queue_fd(q as usize)),
-            (None, Inside::Xdp { interface }, Some(neighbors)) => {
+            (None, Inside::Xdp { interface, .. }, Some(neighbors)) => {
+                // Chained frames: a host's super-packets (generic mode on
+                // veth) and frames over a UMEM frame (a jumbo inside MTU).
                 let qcfg = QueueConfig {
                     busy_poll_us: config.underlay.busy_poll_us,
+                    multi_buffer: true,
                     ..QueueConfig::new(interface, q)
                 };
                 let xsk = XskQueue::open(&qcfg).with_context(|| {
@@ -313,12 +320,19 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
                 })?;
                 if let Some(i) = steering.inside() {
                     i.set_socket(q, xsk.raw_fd())?;
+                    // Every queue asks the same of the same kernel: the
+                    // last one's answer stands for all.
+                    i.set_multi_buffer(xsk.multi_buffer())?;
                 }
-                info!(queue = q, interface = %interface, mode = xsk.mode().as_str(), "inside AF_XDP socket bound");
+                info!(queue = q, interface = %interface, mode = xsk.mode().as_str(), multi_buffer = xsk.multi_buffer(), "inside AF_XDP socket bound");
+                let seg_max = inside::interface_mtu(interface)
+                    .map_or(max_inner, |m| (m as usize).min(max_inner));
                 InsideIo::Xdp(Box::new(InsideXdp {
                     xsk,
                     neighbors: Arc::clone(neighbors),
                     max_inner,
+                    seg_max,
+                    chain: xdpsec_worker::chain::Chain::new(),
                 }))
             }
             _ => InsideIo::Sink,

@@ -206,9 +206,14 @@ fn gateway(queues: u32) {
     assert_eq!(sa_counts(&d1).0, before);
 
     // A jumbo inside MTU (the program declares multi-buffer support, so the
-    // MTU can go up with it attached): a 5000-byte packet to hostB cannot
-    // go to the socket and must not go to gw1's kernel, which would route
-    // it in clear; dropped in XDP and counted once each, nothing sent.
+    // MTU can go up with it attached): a 5000-byte packet to hostB must not
+    // go to gw1's kernel, which would route it in clear. The inside socket
+    // takes chained frames (XDP_USE_SG), so it arrives in two UMEM frames,
+    // is put back together (inside_gso_rx), and, not being TCP, is too big
+    // for the tunnel: counted once each as inside_too_big, nothing sent,
+    // nothing dropped in XDP.
+    let too_big = queue(&d1, "inside_too_big");
+    let chained = queue(&d1, "inside_gso_rx");
     let hif = format!("{}h", g.inside[0]);
     Lab::exec(&g.hosts[0], &["ip", "link", "set", &hif, "mtu", "9000"]).unwrap();
     let set = Lab::exec(
@@ -230,9 +235,11 @@ fn gateway(queues: u32) {
     .unwrap();
     assert!(!out.status.success());
     assert_eq!(
-        settle(&d1, 2, || inside_xdp(&d1, "inside_drop_multi_buffer")),
-        2
+        settle(&d1, too_big + 2, || queue(&d1, "inside_too_big")),
+        too_big + 2
     );
+    assert_eq!(queue(&d1, "inside_gso_rx"), chained + 2);
+    assert_eq!(inside_xdp(&d1, "inside_drop_multi_buffer"), 0);
     assert_eq!(sa_counts(&d1).0, before);
     for (ns, ifname) in [
         (&g.hosts[0], hif.as_str()),

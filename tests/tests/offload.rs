@@ -200,6 +200,83 @@ fn gateway_cuts_oversized_tcp_from_the_inside() {
     drop(d2);
 }
 
+/// Whether `ifname` in `ns` has TCP segmentation offload on (ethtool -k).
+fn tso_on(ns: &str, ifname: &str) -> bool {
+    let out = Lab::exec(ns, &["ethtool", "-k", ifname]).unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.trim() == "tcp-segmentation-offload: on")
+}
+
+/// Gateway mode with the inside program in generic mode
+/// (`inside.xdp_mode = "generic"`): the hosts keep TSO and transmit
+/// checksum offload (veth takes TSO away only from the peer of a
+/// driver-mode program), so hostA's TCP leaves as 64 KB GSO
+/// super-packets with partial checksums. gw1's inside socket (bound with
+/// `XDP_USE_SG`) receives each whole in chained frames, puts it back
+/// together, cuts it into segments that fit the tunnel and seals them
+/// (`inside_gso_rx`, `gso_segments`); single packets get their partial
+/// checksums completed (`inside_csum_completed`). The file arrives
+/// intact over IPv4 and IPv6, nothing too big or broken.
+#[test]
+fn gateway_reads_the_hosts_super_packets_whole_in_generic_mode() {
+    let g = GatewayLab::up(1).unwrap();
+    let generic = |side| {
+        g.config(side).replace(
+            "mode = \"xdp\"\n",
+            "mode = \"xdp\"\nxdp_mode = \"generic\"\n",
+        )
+    };
+    let d1 = Daemon::start(&g.lab.ns1, &generic(0)).unwrap();
+    let d2 = Daemon::start(&g.lab.ns2, &generic(1)).unwrap();
+    for side in 0..2 {
+        let hif = format!("{}h", g.inside[side]);
+        assert!(tso_on(&g.hosts[side], &hif), "host {hif} keeps TSO");
+    }
+    for d in [&d1, &d2] {
+        let st = d
+            .cli_json("show platform hardware qfp active statistics")
+            .unwrap();
+        assert_eq!(st["inside_xdp"]["attach_mode"], "generic", "{st}");
+    }
+    for v6 in [false, true] {
+        let i = usize::from(v6);
+        // The first packets may find no neighbour yet.
+        let _ = Lab::exec(
+            &g.hosts[0],
+            &["ping", "-c", "3", "-i", "0.2", "-W", "1", HOST_B[i]],
+        );
+        let before = queue_counter(&d1, "inside_gso_rx");
+        let (sent, got) = send_file([&g.hosts[0], HOST_A[i]], [&g.hosts[1], HOST_B[i]], v6);
+        assert_eq!(sent, got, "v6 {v6}: the file arrives intact");
+        let supers = queue_counter(&d1, "inside_gso_rx") - before;
+        eprintln!(
+            "v6 {v6}: gw1 inside_rx {}, inside_gso_rx {supers}, gso_segments {}, inside_csum_completed {}",
+            queue_counter(&d1, "inside_rx"),
+            queue_counter(&d1, "gso_segments"),
+            queue_counter(&d1, "inside_csum_completed"),
+        );
+        assert!(supers > 0, "v6 {v6}: super-packets read whole");
+    }
+    let (supers, segments) = (
+        queue_counter(&d1, "inside_gso_rx"),
+        queue_counter(&d1, "gso_segments"),
+    );
+    // Every super-packet is at least two segments.
+    assert!(segments >= 2 * supers, "{segments} segments of {supers}");
+    // hostB's ACKs (and hostA's small packets) came with partial checksums.
+    assert!(queue_counter(&d2, "inside_csum_completed") > 0);
+    for d in [&d1, &d2] {
+        for k in [
+            "inside_too_big",
+            "inside_chain_too_long",
+            "inside_chain_unterminated",
+        ] {
+            assert_eq!(queue_counter(d, k), 0, "{k}");
+        }
+    }
+}
+
 /// What the segments become on the wire, decrypted by scapy (an
 /// independent ESP implementation as xdpsec's peer): a local UDP GSO send
 /// of 5000 bytes in 1000-byte segments (`UDP_SEGMENT`) reaches xdpsec as

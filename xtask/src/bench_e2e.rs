@@ -191,6 +191,7 @@ pub fn run(tcp_only: bool) -> Result<()> {
         crate::bench_iperf::InsideMode::Tun,
         crate::bench_iperf::InsideMode::TunNoOffloads,
         crate::bench_iperf::InsideMode::Xdp,
+        crate::bench_iperf::InsideMode::XdpGeneric,
     ];
     if tcp_only {
         let mut rows = Vec::new();

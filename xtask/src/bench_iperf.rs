@@ -302,6 +302,10 @@ pub enum InsideMode {
     /// Gateway mode (`[inside] mode = "xdp"`): hostA —veth— gw1 ==ESP==
     /// gw2 —veth— hostB, iperf3 between the hosts.
     Xdp,
+    /// The same with `inside.xdp_mode = "generic"` and the hosts' offloads
+    /// left on: they keep TSO, and the gateways read their super-packets
+    /// whole (chained frames) and cut them.
+    XdpGeneric,
 }
 
 impl InsideMode {
@@ -310,6 +314,7 @@ impl InsideMode {
             InsideMode::Tun => "TUN inside",
             InsideMode::TunNoOffloads => "TUN inside, offloads off",
             InsideMode::Xdp => "gateway mode, inside \"xdp\"",
+            InsideMode::XdpGeneric => "gateway mode, inside \"xdp\" in generic mode, hosts' TSO on",
         }
     }
 }
@@ -354,26 +359,43 @@ fn xdpsec_tunnel(mode: InsideMode) -> Result<(Path, Vec<Guard>)> {
             // Daemons first, then the namespaces.
             Ok((path, vec![Box::new(d1), Box::new(d2), Box::new(lab)]))
         }
-        InsideMode::Xdp => {
+        InsideMode::Xdp | InsideMode::XdpGeneric => {
             let g = GatewayLab::up(1)?;
+            let generic = matches!(mode, InsideMode::XdpGeneric);
             // The hosts' MTU is the gateways' inside room after ESP (1376:
-            // larger packets are counted as inside_too_big), and their
-            // transmit checksum offload is off: XDP forwarding never
-            // completes a veth's partial checksums (README, gateway mode).
+            // larger packets are counted as inside_too_big). With a
+            // driver-mode program their transmit checksum offload is off
+            // (the gateways would get partial checksums in TSO's absence
+            // anyway); in generic mode it stays on, as TSO needs it, and
+            // the gateways complete the partial checksums.
             for side in 0..2 {
                 let hif = format!("{}h", g.inside[side]);
-                sh(
-                    &g.hosts[side],
-                    &format!("ip link set {hif} mtu 1376; ethtool -K {hif} tx off >/dev/null"),
-                )?;
+                let tx = if generic {
+                    String::new()
+                } else {
+                    format!("; ethtool -K {hif} tx off >/dev/null")
+                };
+                sh(&g.hosts[side], &format!("ip link set {hif} mtu 1376{tx}"))?;
             }
             // UDP 4500 as in the TUN row and strongSwan's.
             let udp = "encap = \"udp\"\nlocal_port = 4500\npeer_port = 4500";
-            let d1 = Daemon::start(&g.lab.ns1, &g.config(0).replace("encap = \"esp\"", udp))?;
-            let d2 = Daemon::start(&g.lab.ns2, &g.config(1).replace("encap = \"esp\"", udp))?;
+            let config = |side| {
+                let c = g.config(side).replace("encap = \"esp\"", udp);
+                if generic {
+                    c.replace(
+                        "mode = \"xdp\"\n",
+                        "mode = \"xdp\"\nxdp_mode = \"generic\"\n",
+                    )
+                } else {
+                    c
+                }
+            };
+            let d1 = Daemon::start(&g.lab.ns1, &config(0))?;
+            let d2 = Daemon::start(&g.lab.ns2, &config(1))?;
             // What the hosts' veths offer towards the gateways' programs
-            // (veth_fix_features: no GSO towards a peer with a driver-mode
-            // program, so the hosts segment in software before the veth).
+            // (veth_fix_features: no TSO towards a peer with a driver-mode
+            // program, so the hosts segment in software before the veth;
+            // a generic-mode program leaves it on).
             for side in 0..2 {
                 let hif = format!("{}h", g.inside[side]);
                 let out = Command::new("ip")
@@ -555,14 +577,22 @@ fn measure_all(
         let coalesced = c("tun_gro_segments");
         if c("inside_rx") > 0 {
             eprintln!(
-                "  node {}: inside frames {}, of which cut (larger than the inside room) {}, too big {}",
+                "  node {}: inside frames {}, of which cut (larger than the inside room) {}, too big {}; \
+                 super-packets read whole (chained frames) {}, segments sealed {}, partial checksums completed {}; \
+                 inside socket's kernel drops {} (ring full {}, fill ring empty {})",
                 k + 1,
                 c("inside_rx"),
                 c("inside_segmented"),
                 c("inside_too_big"),
+                c("inside_gso_rx"),
+                sealed,
+                c("inside_csum_completed"),
+                c("inside_xdp_rx_dropped"),
+                c("inside_xdp_rx_ring_full"),
+                c("inside_xdp_rx_fill_ring_empty_descs"),
             );
         }
-        if supers + written > 0 {
+        if supers + written > 0 && c("inside_rx") == 0 {
             eprintln!(
                 "  node {}: super-packets read {supers}, segments sealed {sealed} ({:.1} each), \
                  super-packets written {written} ({:.1} segments each) of {tun_tx} packets to the TUN, \
@@ -618,6 +648,18 @@ pub fn tunnels(rows: &mut Vec<Row>, modes: &[InsideMode], loads: &[Load]) -> Res
                     off[i],
                     load,
                     Target::AtLeast(2.5),
+                ));
+            }
+            let generic = xs.iter().find(|(m, _)| matches!(m, InsideMode::XdpGeneric));
+            let drv = xs.iter().find(|(m, _)| matches!(m, InsideMode::Xdp));
+            if let (Some((_, generic)), Some((_, drv))) = (generic, drv) {
+                rows.push(row(
+                    "xdpsec gateway, inside program generic (hosts' TSO on) vs driver mode, TCP"
+                        .into(),
+                    generic[i],
+                    drv[i],
+                    load,
+                    Target::None,
                 ));
             }
         }

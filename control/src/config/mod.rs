@@ -70,6 +70,23 @@ pub enum XdpAttach {
     Generic,
 }
 
+/// An `xdp_mode` field (`underlay.xdp_mode`, `inside.xdp_mode`): "driver"
+/// (the default, also when absent) or "generic".
+pub(super) fn parse_xdp_mode(
+    v: Option<&Spanned<String>>,
+    field: &str,
+    at: &dyn Fn(std::ops::Range<usize>) -> usize,
+) -> Result<XdpAttach, String> {
+    match v.map(|m| (m.get_ref().as_str(), m.span())) {
+        None | Some(("driver", _)) => Ok(XdpAttach::Driver),
+        Some(("generic", _)) => Ok(XdpAttach::Generic),
+        Some((other, span)) => Err(format!(
+            "line {}: field `{field}` = {other:?}: give \"driver\" (the default) or \"generic\"",
+            at(span)
+        )),
+    }
+}
+
 /// Where decrypted inner packets go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Inside {
@@ -93,6 +110,10 @@ pub enum Inside {
     Xdp {
         /// The inside interface (never the underlay's).
         interface: String,
+        /// How the inside program is attached (`inside.xdp_mode`, default
+        /// "driver"). Generic keeps a veth host's TSO: its 64 KB
+        /// super-packets arrive whole, in chained frames, and are cut here.
+        xdp_mode: XdpAttach,
     },
 }
 
@@ -320,6 +341,8 @@ struct RawInside {
     interface: Option<Spanned<String>>,
     #[serde(default)]
     offloads: Option<bool>,
+    #[serde(default)]
+    xdp_mode: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -500,20 +523,7 @@ impl Config {
                 v as u32
             }
         };
-        let xdp_mode = match u
-            .xdp_mode
-            .as_ref()
-            .map(|m| (m.get_ref().as_str(), m.span()))
-        {
-            None | Some(("driver", _)) => XdpAttach::Driver,
-            Some(("generic", _)) => XdpAttach::Generic,
-            Some((other, span)) => {
-                return Err(format!(
-                    "line {}: field `underlay.xdp_mode` = {other:?}: give \"driver\" (the default) or \"generic\"",
-                    at(span)
-                ));
-            }
-        };
+        let xdp_mode = parse_xdp_mode(u.xdp_mode.as_ref(), "underlay.xdp_mode", &at)?;
         let udp_ports = match &u.udp_ports {
             None => xdpsec_common::DEFAULT_UDP_ENCAP_PORTS.into_iter().collect(),
             Some(list) => {

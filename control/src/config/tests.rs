@@ -54,9 +54,21 @@ fn inside_xdp_mode_needs_a_valid_interface_other_than_the_underlay() {
     assert_eq!(
         c.inside,
         Inside::Xdp {
-            interface: "veth-in".into()
+            interface: "veth-in".into(),
+            xdp_mode: XdpAttach::Driver,
         }
     );
+    let g = Config::parse(&format!(
+        "{GOOD}[inside]\nmode = \"xdp\"\ninterface = \"veth-in\"\nxdp_mode = \"generic\"\n"
+    ))
+    .unwrap();
+    assert!(matches!(
+        g.inside,
+        Inside::Xdp {
+            xdp_mode: XdpAttach::Generic,
+            ..
+        }
+    ));
     // Any destination is allowed by default (no single inside address).
     assert!(c.tunnels.is_empty() || c.tunnels[0].local_selectors(&c.inside).is_empty());
     let err = |inside: &str| Config::parse(&format!("{GOOD}[inside]\n{inside}")).unwrap_err();
@@ -82,6 +94,16 @@ fn inside_xdp_mode_needs_a_valid_interface_other_than_the_underlay() {
     // in meaning, and an unknown key is still refused.
     let e = err("mode = \"xdp\"\ninterface = \"veth-in\"\nifname = \"x\"\n");
     assert!(e.contains("ifname"), "{e}");
+    let e = err("mode = \"xdp\"\ninterface = \"veth-in\"\nxdp_mode = \"skb\"\n");
+    assert!(
+        e.contains("line 10") && e.contains("`inside.xdp_mode` = \"skb\"") && e.contains("generic"),
+        "{e}"
+    );
+    let e = err("mode = \"sink\"\nxdp_mode = \"generic\"\n");
+    assert!(
+        e.contains("`inside.xdp_mode` applies to mode \"xdp\" only"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -5,7 +5,7 @@ use toml::Spanned;
 
 use super::{
     Cidr, CipherName, Encap, Inside, MAX_QUEUES, ManualKeys, ManualSa, RawInside, RawSa, RawTunnel,
-    Tunnel, TunnelKind, ike::parse_ike, text::decode_hex,
+    Tunnel, TunnelKind, ike::parse_ike, parse_xdp_mode, text::decode_hex,
 };
 
 pub(super) fn parse_inside(
@@ -17,6 +17,12 @@ pub(super) fn parse_inside(
     if r.offloads.is_some() && r.mode.get_ref() != "tun" {
         return Err(format!(
             "line {}: field `inside.offloads` applies to mode \"tun\" only",
+            at(i.span())
+        ));
+    }
+    if r.xdp_mode.is_some() && r.mode.get_ref() != "xdp" {
+        return Err(format!(
+            "line {}: field `inside.xdp_mode` applies to mode \"xdp\" only",
             at(i.span())
         ));
     }
@@ -42,8 +48,10 @@ pub(super) fn parse_inside(
                     at(name.span())
                 ));
             }
+            let xdp_mode = parse_xdp_mode(r.xdp_mode.as_ref(), "inside.xdp_mode", at)?;
             Ok(Inside::Xdp {
                 interface: n.clone(),
+                xdp_mode,
             })
         }
         "tun" => {

@@ -25,8 +25,9 @@ use aya::{
 use tracing::{error, info};
 use xdpsec_common::{
     INSIDE_COUNTER_COUNT, InsideCounter, MAP_COUNTERS, MAP_EARLY_DROP, MAP_INSIDE_COUNTERS,
-    MAP_INSIDE_ROUTES_V4, MAP_INSIDE_ROUTES_V6, MAP_SPI_SAMPLES, MAP_SPIS, MAP_UDP_PORTS, MAP_XSKS,
-    PROG_NAME, PROG_NAME_INSIDE, SPI_LIVE, SpiSample, XDP_COUNTER_COUNT, XdpCounter,
+    MAP_INSIDE_MULTI_BUFFER, MAP_INSIDE_ROUTES_V4, MAP_INSIDE_ROUTES_V6, MAP_SPI_SAMPLES, MAP_SPIS,
+    MAP_UDP_PORTS, MAP_XSKS, PROG_NAME, PROG_NAME_INSIDE, SPI_LIVE, SpiSample, XDP_COUNTER_COUNT,
+    XdpCounter,
 };
 use xdpsec_datapath::sa::{SaSnapshot, SpiObserver, SpiState};
 
@@ -134,9 +135,15 @@ impl XdpSteering {
 
     /// Gateway mode: load the inside-role program on `interface`, steering
     /// inner packets towards `prefixes` (the tunnels' remote subnets) to
-    /// the queues' sockets. It stays attached as long as this steering.
-    pub fn attach_inside(&mut self, interface: &str, prefixes: &[Cidr]) -> Result<()> {
-        self.inside = Some(InsideSteering::attach(interface, prefixes)?);
+    /// the queues' sockets, in `mode` (`inside.xdp_mode`). It stays
+    /// attached as long as this steering.
+    pub fn attach_inside(
+        &mut self,
+        interface: &str,
+        prefixes: &[Cidr],
+        mode: XdpAttach,
+    ) -> Result<()> {
+        self.inside = Some(InsideSteering::attach(interface, prefixes, mode)?);
         Ok(())
     }
 
@@ -319,6 +326,7 @@ pub struct InsideSteering {
     _ebpf: Ebpf,
     xsks: XskMap<MapData>,
     counters: PerCpuArray<MapData, u64>,
+    multi_buffer: Array<MapData, u32>,
     /// The route tries until [`InsideSteering::take_routes`] hands them to
     /// the owner's shell.
     routes: Option<InsideRoutes>,
@@ -330,8 +338,9 @@ pub struct InsideSteering {
 
 impl InsideSteering {
     /// Load the inside-role program, fill its route tries with `prefixes`,
-    /// and attach it to `interface`.
-    pub fn attach(interface: &str, prefixes: &[Cidr]) -> Result<InsideSteering> {
+    /// and attach it to `interface` in `mode` (driver mode falls back to
+    /// generic where the driver has none).
+    pub fn attach(interface: &str, prefixes: &[Cidr], mode: XdpAttach) -> Result<InsideSteering> {
         let mut ebpf = Ebpf::load(XDP_OBJECT).context("loading the XDP object into the kernel")?;
         let xsks: XskMap<MapData> = XskMap::try_from(
             ebpf.take_map(MAP_XSKS)
@@ -349,11 +358,15 @@ impl InsideSteering {
             ebpf.take_map(MAP_INSIDE_ROUTES_V6)
                 .context("XDP object has no INSIDE_ROUTES_V6 map")?,
         )?;
+        let multi_buffer: Array<MapData, u32> = Array::try_from(
+            ebpf.take_map(MAP_INSIDE_MULTI_BUFFER)
+                .context("XDP object has no INSIDE_MULTI_BUFFER map")?,
+        )?;
         let prog: &mut Xdp = ebpf
             .program_mut(PROG_NAME_INSIDE)
             .context("XDP object has no xdpsec_inside program")?
             .try_into()?;
-        let (_link, attach_mode) = load_and_attach(prog, interface, XdpAttach::Driver)?;
+        let (_link, attach_mode) = load_and_attach(prog, interface, mode)?;
         info!(
             interface,
             mode = attach_mode,
@@ -364,6 +377,7 @@ impl InsideSteering {
             _ebpf: ebpf,
             xsks,
             counters,
+            multi_buffer,
             routes: Some(InsideRoutes {
                 v4,
                 v6,
@@ -388,6 +402,15 @@ impl InsideSteering {
         self.xsks.set(queue, RawFdRef(fd), 0).with_context(|| {
             format!("putting queue {queue}'s inside AF_XDP socket into the XSKMAP")
         })
+    }
+
+    /// Tell the program whether the sockets take chained frames
+    /// (`XDP_USE_SG`): multi-buffer frames are then redirected whole, up
+    /// to `INSIDE_MAX_FRAME`; otherwise they are dropped and counted.
+    pub fn set_multi_buffer(&mut self, on: bool) -> Result<()> {
+        self.multi_buffer
+            .set(0, u32::from(on), 0)
+            .context("updating the inside program's multi-buffer switch")
     }
 
     /// Remove queue `queue`'s inside socket (its frames pass to the kernel).

@@ -65,6 +65,12 @@ pub struct QueueConfig {
     /// `SO_PREFER_BUSY_POLL` and a budget of one batch) on the socket, and
     /// a worker that spins instead of sleeping while it has work; 0 is off.
     pub busy_poll_us: u32,
+    /// Ask for multi-buffer receive (`XDP_USE_SG`): a frame longer than a
+    /// UMEM frame arrives as a chain of descriptors, each but the last
+    /// marked [`FrameBuf::continues`]. Refused by the kernel (before 6.6,
+    /// or zero-copy drivers without it), the socket binds without it
+    /// ([`XskQueue::multi_buffer`] says which).
+    pub multi_buffer: bool,
 }
 
 impl QueueConfig {
@@ -76,6 +82,7 @@ impl QueueConfig {
             frames: 4096,
             ring_size: 2048,
             busy_poll_us: 0,
+            multi_buffer: false,
         }
     }
 }
@@ -157,6 +164,8 @@ pub fn add_single_writer(counter: &AtomicU64, n: u64) {
 pub struct FrameBuf<'a> {
     ptr: *mut u8,
     len: usize,
+    /// `XDP_PKT_CONTD`: the packet goes on in the next descriptor.
+    more: bool,
     _frame: PhantomData<&'a mut [u8]>,
 }
 
@@ -166,6 +175,7 @@ impl Default for FrameBuf<'_> {
         FrameBuf {
             ptr: std::ptr::NonNull::dangling().as_ptr(),
             len: 0,
+            more: false,
             _frame: PhantomData,
         }
     }
@@ -174,13 +184,21 @@ impl Default for FrameBuf<'_> {
 impl<'a> FrameBuf<'a> {
     /// The bytes of `data`, for as long as `data`'s borrow of the UMEM and
     /// of the descriptor lasts.
-    fn new(mut data: DataMut<'a>) -> Self {
+    fn new(mut data: DataMut<'a>, more: bool) -> Self {
         let c: &mut [u8] = data.contents_mut();
         FrameBuf {
             ptr: c.as_mut_ptr(),
             len: c.len(),
+            more,
             _frame: PhantomData,
         }
+    }
+
+    /// Whether the packet goes on in the next frame of the batch (or of
+    /// the next batch): `XDP_PKT_CONTD`, only on a socket bound with
+    /// `XDP_USE_SG`.
+    pub fn continues(&self) -> bool {
+        self.more
     }
 }
 
@@ -254,6 +272,8 @@ pub trait BatchHandler {
 pub struct XskQueue {
     queue: u32,
     mode: BindMode,
+    /// Bound with `XDP_USE_SG`.
+    multi_buffer: bool,
     umem: Umem,
     rx: RxQueue,
     fill: FillQueue,
@@ -431,15 +451,29 @@ impl XskQueue {
             .map_err(|e: std::ffi::NulError| config_err(e.to_string()))?;
 
         let mut last_err = String::new();
-        for (mode, flags) in [
+        // With multi-buffer asked for: each mode with XDP_USE_SG first,
+        // then without (a kernel or driver that refuses it).
+        let sg = if cfg.multi_buffer {
+            &[true, false][..]
+        } else {
+            &[false][..]
+        };
+        let attempts = [
             (BindMode::ZeroCopy, BindFlags::XDP_ZEROCOPY),
             (BindMode::Copy, BindFlags::XDP_COPY),
-        ] {
+        ]
+        .into_iter()
+        .flat_map(|(m, f)| sg.iter().map(move |&sg| (m, f, sg)));
+        for (mode, flags, sg) in attempts {
+            let mut flags = flags | BindFlags::XDP_USE_NEED_WAKEUP;
+            if sg {
+                flags |= BindFlags::XDP_USE_SG;
+            }
             let sock_cfg = SocketConfig::builder()
                 .rx_queue_size(ring)
                 .tx_queue_size(ring)
                 .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
-                .bind_flags(flags | BindFlags::XDP_USE_NEED_WAKEUP)
+                .bind_flags(flags)
                 .build();
             // SAFETY: the UMEM is fresh and not shared; the pair (interface,
             // queue) is bound once; libxdp's program load is inhibited.
@@ -462,6 +496,7 @@ impl XskQueue {
                     let mut q = XskQueue {
                         queue,
                         mode: actual,
+                        multi_buffer: sg,
                         umem: umem.clone(),
                         rx,
                         fill,
@@ -486,7 +521,7 @@ impl XskQueue {
                     last_err = "the UMEM came back without fill/completion rings".into();
                 }
                 Err(e) => {
-                    debug!(queue, mode = mode.as_str(), error = %e, "AF_XDP bind failed");
+                    debug!(queue, mode = mode.as_str(), sg, error = %e, "AF_XDP bind failed");
                     last_err = format!("{e} (asked for {})", mode.as_str());
                 }
             }
@@ -514,6 +549,18 @@ impl XskQueue {
     /// The mode the kernel granted.
     pub fn mode(&self) -> BindMode {
         self.mode
+    }
+
+    /// Whether [`XskQueue::poll_batch`] is holding back: recycled frames
+    /// the fill ring had no room for are still waiting, so a call that
+    /// received nothing did not look at the rx ring.
+    pub fn refill_pending(&self) -> bool {
+        !self.stash.is_empty()
+    }
+
+    /// Whether the socket was bound with `XDP_USE_SG` (takes chained frames).
+    pub fn multi_buffer(&self) -> bool {
+        self.multi_buffer
     }
 
     /// The socket's file descriptor, for the XSKMAP.
@@ -574,9 +621,10 @@ impl XskQueue {
             let umem = &self.umem;
             let mut bufs: [FrameBuf<'_>; BATCH_SIZE] = std::array::from_fn(|_| FrameBuf::default());
             for (buf, desc) in bufs.iter_mut().zip(descs[..n].iter_mut()) {
+                let more = desc.has_more_frames();
                 // SAFETY: the descriptor came from this UMEM's rx ring and
                 // is owned by userspace until it goes back on the fill ring.
-                *buf = FrameBuf::new(unsafe { umem.data_mut(desc) });
+                *buf = FrameBuf::new(unsafe { umem.data_mut(desc) }, more);
             }
             let mut batch = RxBatch {
                 frames: &mut bufs[..n],
@@ -680,9 +728,10 @@ impl XskQueue {
                 let mut bufs: [FrameBuf<'_>; BATCH_SIZE] =
                     std::array::from_fn(|_| FrameBuf::default());
                 for (buf, desc) in bufs.iter_mut().zip(descs[..n].iter_mut()) {
+                    let more = desc.has_more_frames();
                     // SAFETY: the descriptor came from this UMEM's rx ring and
                     // is owned by userspace until it goes back on the fill ring.
-                    *buf = FrameBuf::new(unsafe { umem.data_mut(desc) });
+                    *buf = FrameBuf::new(unsafe { umem.data_mut(desc) }, more);
                 }
                 let mut batch = RxBatch {
                     frames: &mut bufs[..n],

@@ -12,6 +12,7 @@ use xdpsec_datapath::{
 };
 
 use crate::{
+    chain::{Chain, Step},
     frame::{encap_frame, ethernet_frame, ip_packet},
     handoff::{HandoffQueue, HandoffSlot},
     neighbors::{Hold, InsideNeighbors, NextHopMacs},
@@ -58,6 +59,13 @@ pub struct InsideXdp {
     /// Largest inner packet encrypted: larger ones would exceed the
     /// underlay's MTU once encapsulated (counted as `inside_too_big`).
     pub max_inner: usize,
+    /// Largest segment a chained frame (a host's GSO super-packet) is cut
+    /// into: `max_inner`, or the inside interface's MTU when smaller (the
+    /// hosts' MTU: AF_XDP carries no `gso_size`, and segments larger than
+    /// the hosts' own would not fit the far side's hosts).
+    pub seg_max: usize,
+    /// A frame arriving in several UMEM frames, being put together.
+    pub chain: Chain,
 }
 
 /// What control publishes to every worker.
@@ -516,55 +524,151 @@ impl DatapathHandler {
     /// Gateway mode: one batch of frames from the inside interface's
     /// AF_XDP socket (the XDP program steered only destinations a tunnel
     /// route covers), encrypted onto the underlay's `tx` or handed to the
-    /// worker owning their tunnel's outbound SA, as packets read from a TUN.
+    /// worker owning their tunnel's outbound SA, as packets read from a
+    /// TUN. A frame in several UMEM frames (`XDP_USE_SG`: a host's GSO
+    /// super-packet) is put together first and cut into segments.
     fn inside_xdp_rx(&mut self, tx: &mut XskTx) {
         let InsideIo::Xdp(x) = &mut self.inside else {
             return;
         };
         let snap = self.ctx.published.snap.load();
         let routes = self.ctx.published.routes.load();
-        let (ws, shared, ctx, handoff) = (&mut self.ws, &self.shared, &self.ctx, &self.handoff);
-        let seg_buf = &mut self.seg_buf;
-        let (mut too_big, mut cut, mut segments) = (0, 0, 0);
-        let mut tally = Tally::default();
-        let max_inner = x.max_inner;
+        let mut out = InsideOut {
+            ws: &mut self.ws,
+            shared: &self.shared,
+            ctx: &self.ctx,
+            handoff: &self.handoff,
+            snap: &snap,
+            routes: &routes,
+            seg_buf: &mut self.seg_buf,
+            max_inner: x.max_inner,
+            seg_max: x.seg_max,
+            n: InsideCounts::default(),
+        };
+        let chain = &mut x.chain;
         let read = x.xsk.poll_batch(|batch, _inside_tx| {
             for f in batch.frames_mut() {
-                // The inner packet after the Ethernet header, without the
-                // padding of a short frame; a runt is empty (the core
-                // counts 89).
-                let inner = f.as_mut().get(14..).map(ip_packet).unwrap_or(&[]);
-                if inner.len() > max_inner {
-                    // TCP from a host whose MTU is larger than the
-                    // tunnel's: cut into segments that fit, as TSO would
-                    // have. Anything else does not fit.
-                    let done = offload::tso_header(inner, max_inner).and_then(|h| {
-                        offload::segment(&h, inner, max_inner, seg_buf, |seg| {
-                            tally.add(route_and_encap(
-                                ws, shared, ctx, handoff, &snap, &routes, seg, tx,
-                            ));
-                        })
-                        .ok()
-                    });
-                    match done {
-                        Some(s) => {
-                            cut += 1;
-                            segments += u64::from(s.segments);
-                        }
-                        None => too_big += 1,
-                    }
+                let more = f.continues();
+                if !more && !chain.is_open() {
+                    // One frame, the common case: no copy.
+                    out.frame(f.as_mut(), tx, false);
                     continue;
                 }
-                tally.add(route_and_encap(
-                    ws, shared, ctx, handoff, &snap, &routes, inner, tx,
-                ));
+                match chain.push(f.as_mut(), more) {
+                    Step::More => {}
+                    Step::Whole(frame) => {
+                        out.n.supers += 1;
+                        out.frame(frame, tx, true);
+                    }
+                    Step::TooLong => out.n.too_long += 1,
+                }
             }
         });
-        add_single_writer(&self.io.inside_rx, read as u64);
-        add_single_writer(&self.io.inside_too_big, too_big);
-        add_single_writer(&self.io.inside_segmented, cut);
-        add_single_writer(&self.io.gso_segments, segments);
-        tally.finish(&self.handoff, &self.io);
+        // Nothing received and the ring was looked at: it is empty, so an
+        // open chain's end will not come (the kernel publishes a packet's
+        // descriptors together).
+        if read == 0 && !x.xsk.refill_pending() && chain.abandon() {
+            out.n.unterminated += 1;
+        }
+        let n = out.n;
+        let io = &self.io;
+        add_single_writer(&io.inside_rx, read as u64);
+        add_single_writer(&io.inside_too_big, n.too_big);
+        add_single_writer(&io.inside_segmented, n.cut);
+        add_single_writer(&io.gso_segments, n.segments);
+        add_single_writer(&io.inside_gso_rx, n.supers);
+        add_single_writer(&io.inside_chain_too_long, n.too_long);
+        add_single_writer(&io.inside_chain_unterminated, n.unterminated);
+        add_single_writer(&io.inside_csum_completed, n.csum);
+        n.tally.finish(&self.handoff, &self.io);
+    }
+}
+
+/// Gateway mode: what [`DatapathHandler::inside_xdp_rx`] needs to send
+/// one frame from the inside on, and what it counts.
+struct InsideOut<'a> {
+    ws: &'a mut WorkerState,
+    shared: &'a WorkerShared,
+    ctx: &'a WorkerCtx,
+    handoff: &'a [Arc<HandoffQueue>],
+    snap: &'a SaSnapshot,
+    routes: &'a RouteTable,
+    seg_buf: &'a mut [u8],
+    max_inner: usize,
+    seg_max: usize,
+    n: InsideCounts,
+}
+
+/// Gateway mode: the counts of one inside batch.
+#[derive(Default, Clone, Copy)]
+struct InsideCounts {
+    tally: Tally,
+    too_big: u64,
+    cut: u64,
+    segments: u64,
+    supers: u64,
+    too_long: u64,
+    unterminated: u64,
+    csum: u64,
+}
+
+impl InsideOut<'_> {
+    /// One Ethernet frame from the inside (`chained`: put together from
+    /// several UMEM frames): its inner packet completed (a partial
+    /// checksum), cut into segments when too large for the tunnel (TCP
+    /// only; a chained frame at `seg_max`), routed and encrypted.
+    fn frame(&mut self, frame: &mut [u8], tx: &mut XskTx, chained: bool) {
+        // The inner packet after the Ethernet header, without the padding
+        // of a short frame; a runt is empty (the core counts 89).
+        let inner_len = frame.get(14..).map_or(0, |b| ip_packet(b).len());
+        let inner: &mut [u8] = match frame.get_mut(14..14 + inner_len) {
+            Some(b) => b,
+            None => &mut [],
+        };
+        let cut_at = if chained {
+            self.seg_max.min(self.max_inner)
+        } else {
+            self.max_inner
+        };
+        if inner.len() > cut_at {
+            // A host's super-packet, or TCP from a host whose MTU is
+            // larger than the tunnel's: cut into segments that fit, as
+            // TSO would have (every checksum computed anew). Anything
+            // else does not fit.
+            let (ws, shared, ctx, handoff) = (&mut *self.ws, self.shared, self.ctx, self.handoff);
+            let (snap, routes, tally) = (self.snap, self.routes, &mut self.n.tally);
+            let done = offload::tso_header(inner, cut_at).and_then(|h| {
+                offload::segment(&h, inner, cut_at, self.seg_buf, |seg| {
+                    tally.add(route_and_encap(
+                        ws, shared, ctx, handoff, snap, routes, seg, tx,
+                    ));
+                })
+                .ok()
+            });
+            match done {
+                Some(s) => {
+                    if !chained {
+                        self.n.cut += 1;
+                    }
+                    self.n.segments += u64::from(s.segments);
+                }
+                None => self.n.too_big += 1,
+            }
+            return;
+        }
+        if offload::complete_partial(inner) {
+            self.n.csum += 1;
+        }
+        self.n.tally.add(route_and_encap(
+            self.ws,
+            self.shared,
+            self.ctx,
+            self.handoff,
+            self.snap,
+            self.routes,
+            inner,
+            tx,
+        ));
     }
 }
 
@@ -617,7 +721,7 @@ impl VnetWrites {
 }
 
 /// What became of a batch of inner packets to encrypt.
-#[derive(Default)]
+#[derive(Default, Clone, Copy)]
 struct Tally {
     sent: u64,
     /// Held for the next-hop thread (no next-hop MAC yet).

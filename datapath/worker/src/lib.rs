@@ -19,6 +19,7 @@
 //! - [`traffic_gen`]: the traffic generator's framing.
 #![warn(missing_docs)]
 
+pub mod chain;
 pub mod frame;
 pub mod handler;
 pub mod handoff;

@@ -213,6 +213,49 @@ pub fn complete_checksum(hdr: &VnetHdr, pkt: &mut [u8]) -> Result<(), OffloadErr
     Ok(())
 }
 
+/// Gateway mode: complete the TCP or UDP checksum of `pkt` (an IP packet
+/// read from the inside interface) if it is in the partial form a host
+/// with transmit checksum offload leaves for the device (the field holds
+/// the pseudo-header sum only; AF_XDP carries no `CHECKSUM_PARTIAL` to
+/// say so). A checksum that already adds up, or that is wrong in any
+/// other way, is left as it is (the receiver judges it). True when one
+/// was completed. Not for fragments or IPv6 extension headers.
+pub fn complete_partial(pkt: &mut [u8]) -> bool {
+    let Some(l3) = l3(pkt) else {
+        return false;
+    };
+    let field = match l3.proto {
+        TCP => 16,
+        UDP => 6,
+        _ => return false,
+    };
+    if !l3.v6 && u16::from_be_bytes([pkt[6], pkt[7]]) & 0x3fff != 0 {
+        return false;
+    }
+    let at = l3.l4 + field;
+    let Some(cur) = pkt.get(at..at + 2) else {
+        return false;
+    };
+    let cur = u16::from_be_bytes([cur[0], cur[1]]);
+    let pseudo = pseudo_sum(pkt, l3.v6, l3.proto, pkt.len() - l3.l4);
+    if cur != fold(pseudo) {
+        return false;
+    }
+    // The field holds the pseudo-header sum: the sum over the L4 bytes
+    // as they are is pseudo-header plus data. All ones (with the pseudo
+    // header added once more) means it was already right.
+    let l4 = sum_words(&pkt[l3.l4..], 0);
+    if fold(l4 + pseudo) == 0xffff {
+        return false;
+    }
+    let mut c = !fold(l4);
+    if c == 0 && l3.proto == UDP {
+        c = 0xffff;
+    }
+    pkt[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    true
+}
+
 /// Write a full L4 checksum into `seg` (whose L4 header starts at `l3.l4`;
 /// the field at `l4 + field`).
 fn l4_checksum(seg: &mut [u8], l3: L3, field: usize) {

@@ -42,8 +42,8 @@ pub struct IoStats {
     /// Gateway mode: decrypted packets dropped because the inside socket
     /// had no free TX frame (or its ring no room).
     pub inside_tx_errors: AtomicU64,
-    /// Gateway mode: frames received on the inside interface's AF_XDP
-    /// socket (inner packets to encrypt).
+    /// Gateway mode: UMEM frames received on the inside interface's AF_XDP
+    /// socket (inner packets to encrypt; each piece of a chained frame counts).
     pub inside_rx: AtomicU64,
     /// Gateway mode: inner packets from the inside interface dropped as
     /// larger than `InsideXdp::max_inner` (they would not fit the
@@ -53,6 +53,20 @@ pub struct IoStats {
     /// `InsideXdp::max_inner`, cut into segments that fit (counted in
     /// gso_segments) instead of dropped.
     pub inside_segmented: AtomicU64,
+    /// Gateway mode: frames the inside socket received in several UMEM
+    /// frames (`XDP_USE_SG`) and put back together: on veth with
+    /// `inside.xdp_mode = "generic"`, a host's GSO super-packets (TSO),
+    /// each cut into segments (counted in gso_segments).
+    pub inside_gso_rx: AtomicU64,
+    /// Gateway mode: chained frames dropped as longer than 64 KB (an
+    /// Ethernet header and the largest IP packet), counted once each.
+    pub inside_chain_too_long: AtomicU64,
+    /// Gateway mode: chained frames dropped because their last piece never
+    /// came (the ring was empty with the chain open).
+    pub inside_chain_unterminated: AtomicU64,
+    /// Gateway mode: TCP/UDP checksums from the inside completed here
+    /// (partial, as a host with transmit checksum offload leaves them).
+    pub inside_csum_completed: AtomicU64,
     /// Encrypted frames handed to AF_XDP TX.
     pub encap_tx: AtomicU64,
     /// Encrypted frames whose tunnel's next hop had no MAC yet, held for
@@ -120,7 +134,7 @@ pub const QUEUE_FIELDS: [&str; N_QUEUE_FIELDS] = [
 ];
 
 /// Number of the worker's I/O counters in [`QueueInfo::io_counters`].
-pub const N_IO_COUNTERS: usize = 24;
+pub const N_IO_COUNTERS: usize = 28;
 
 impl QueueInfo {
     /// The worker's I/O counters around the core, by name, in display
@@ -164,6 +178,15 @@ impl QueueInfo {
             ("tun_gro_segments", r(&io.tun_gro_segments)),
             // Gateway mode: oversized TCP from the inside, cut.
             ("inside_segmented", r(&io.inside_segmented)),
+            // Gateway mode: chained frames (a host's super-packets), the
+            // two ways one is dropped, and completed partial checksums.
+            ("inside_gso_rx", r(&io.inside_gso_rx)),
+            ("inside_chain_too_long", r(&io.inside_chain_too_long)),
+            (
+                "inside_chain_unterminated",
+                r(&io.inside_chain_unterminated),
+            ),
+            ("inside_csum_completed", r(&io.inside_csum_completed)),
         ]
     }
 

@@ -105,6 +105,14 @@ pub const MAP_INSIDE_ROUTES_V6: &str = "INSIDE_ROUTES_V6";
 pub const MAP_INSIDE_COUNTERS: &str = "INSIDE_COUNTERS";
 /// Most prefixes each inside route trie holds.
 pub const MAX_INSIDE_ROUTES: u32 = 1 << 16;
+/// Name of the inside-role program's one-slot switch: non-zero once the
+/// inside sockets are bound with `XDP_USE_SG` (they take a frame in a
+/// chain of UMEM frames), so multi-buffer frames are redirected whole.
+pub const MAP_INSIDE_MULTI_BUFFER: &str = "INSIDE_MULTI_BUFFER";
+/// Longest frame the inside program redirects to a multi-buffer socket:
+/// an Ethernet header and the largest IP packet (a host's 64 KB GSO
+/// super-packet, seen whole by a generic-mode program).
+pub const INSIDE_MAX_FRAME: u32 = 14 + 65535;
 
 /// What the inside-role XDP program did with a frame. Every frame bumps
 /// exactly one slot.
@@ -125,8 +133,9 @@ pub enum InsideCounter {
     /// Too short to read the destination address: passed.
     PassTruncated = 5,
     /// To a tunnel-routed prefix, but in several buffers or longer than a
-    /// socket frame (a jumbo inside MTU): dropped, never passed to the
-    /// kernel, which would forward it unencrypted.
+    /// socket frame while the sockets take one frame each (bound without
+    /// `XDP_USE_SG`), or longer than [`INSIDE_MAX_FRAME`]: dropped, never
+    /// passed to the kernel, which would forward it unencrypted.
     DropMultiBuffer = 6,
 }
 

@@ -35,7 +35,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use xdpsec_common::{
-    INSIDE_COUNTER_COUNT, IPPROTO_ESP, IPPROTO_UDP, InsideCounter, MAX_INSIDE_ROUTES, MAX_QUEUES,
+    INSIDE_COUNTER_COUNT, INSIDE_MAX_FRAME, IPPROTO_ESP, IPPROTO_UDP, InsideCounter, MAX_INSIDE_ROUTES, MAX_QUEUES,
     MAX_SPIS, SAMPLE_GAP_NS, SPI_LIVE, SPI_SAMPLES_BYTES, SpiSample, UDP_PORT_SLOTS,
     XDP_COUNTER_COUNT, XSK_FRAME_ROOM, XdpCounter,
 };
@@ -75,6 +75,11 @@ static INSIDE_ROUTES_V4: LpmTrie<[u8; 4], u8> =
 #[map(name = "INSIDE_ROUTES_V6")]
 static INSIDE_ROUTES_V6: LpmTrie<[u8; 16], u8> =
     LpmTrie::with_max_entries(MAX_INSIDE_ROUTES, BPF_F_NO_PREALLOC);
+
+/// Inside role: slot 0 non-zero once the sockets take chained frames
+/// (`XDP_USE_SG`); set by control after binding them.
+#[map(name = "INSIDE_MULTI_BUFFER")]
+static INSIDE_MULTI_BUFFER: Array<u32> = Array::with_max_entries(1, 0);
 
 #[map(name = "INSIDE_COUNTERS")]
 static INSIDE_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(INSIDE_COUNTER_COUNT, 0);
@@ -172,10 +177,9 @@ pub fn xdpsec_inside(ctx: XdpContext) -> u32 {
         count_inside(counter);
         return xdp_action::XDP_PASS;
     }
-    if !fits_socket(&ctx) {
+    if !fits_inside_socket(&ctx) {
         // Our socket cannot take it, and the kernel would route it in
-        // clear: dropped, counted. (Anything this large is over the
-        // tunnel's MTU anyway.)
+        // clear: dropped, counted.
         count_inside(InsideCounter::DropMultiBuffer);
         return xdp_action::XDP_DROP;
     }
@@ -190,6 +194,22 @@ pub fn xdpsec_inside(ctx: XdpContext) -> u32 {
             count_inside(InsideCounter::PassNoSocket);
             xdp_action::XDP_PASS
         }
+    }
+}
+
+/// Whether the inside socket can take the frame: any frame up to
+/// [`INSIDE_MAX_FRAME`] once the sockets take chained frames (a host's
+/// GSO super-packet, which a generic-mode program sees whole on veth),
+/// else one that fits a single UMEM frame.
+#[inline(always)]
+fn fits_inside_socket(ctx: &XdpContext) -> bool {
+    match INSIDE_MULTI_BUFFER.get(0) {
+        Some(on) if *on != 0 => {
+            // SAFETY: ctx.ctx is the kernel's xdp_md for this invocation.
+            let total = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
+            total <= INSIDE_MAX_FRAME as usize
+        }
+        _ => fits_socket(ctx),
     }
 }
 

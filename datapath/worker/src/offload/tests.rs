@@ -253,6 +253,41 @@ fn partial_checksums_are_completed() {
     }
 }
 
+#[test]
+fn gateway_completes_partial_checksums_only() {
+    for v6 in [false, true] {
+        // TCP in the partial form a host with tx checksum offload leaves.
+        let (_, mut p) = gso_tcp(v6, 0x18, &[], &payload(777), 1300);
+        assert!(!l4_ok(&p));
+        assert!(complete_partial(&mut p));
+        assert!(l4_ok(&p));
+        assert_eq!(p, tcp(v6, 1000, 0x18, &[], &payload(777)));
+        // Already complete: untouched.
+        assert!(!complete_partial(&mut p));
+        assert_eq!(p, tcp(v6, 1000, 0x18, &[], &payload(777)));
+        // Wrong in another way: untouched (the receiver drops it).
+        let mut bad = p.clone();
+        let l = l3(&bad).unwrap().l4;
+        bad[l + 16] ^= 0x55;
+        let before = bad.clone();
+        assert!(!complete_partial(&mut bad));
+        assert_eq!(bad, before);
+        // UDP the same way.
+        let mut u = udp(v6, &payload(333));
+        let want = u.clone();
+        let partial = fold(pseudo_sum(&u, v6, UDP, u.len() - l));
+        u[l + 6..l + 8].copy_from_slice(&partial.to_be_bytes());
+        assert!(complete_partial(&mut u));
+        assert_eq!(u, want);
+    }
+    // Truncated or not IP: nothing, no panic.
+    for n in 0..60 {
+        let mut p = tcp(false, 1, 0x10, &[], &payload(20));
+        p.truncate(n);
+        let _ = complete_partial(&mut p);
+    }
+}
+
 /// What the coalescer writes, in order: header, packet, tags.
 type Written = Vec<(VnetHdr, Vec<u8>, Vec<u16>)>;
 
