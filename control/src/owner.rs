@@ -138,59 +138,47 @@ pub struct Baseline {
 
 /// The control state and its single owner.
 pub struct Owner {
-    // TODO(issue 17): moves under owner/ (read by sdwan/show.rs).
     /// Node name.
-    pub(crate) node: String,
+    node: String,
     /// Local underlay address.
     local: IpAddr,
-    // TODO(issue 17): moves under owner/ (read by sdwan/show.rs).
     /// Underlay interface.
-    pub(crate) interface: String,
+    interface: String,
     /// When the daemon started (uptime).
     started: Instant,
-    // TODO(issue 17): moves under owner/ (read by sdwan.rs).
     /// The datapath's clock origin (`now` for the SA table).
-    pub(crate) epoch: Instant,
-    // TODO(issue 17): moves under owner/ (read by sdwan.rs).
+    epoch: Instant,
     /// The config in force.
-    pub(crate) config: Config,
+    config: Config,
     /// The config file (re-read by reloads).
     config_path: PathBuf,
-    // TODO(issue 17): moves under owner/ (read by sdwan.rs, sdwan/show.rs).
     /// Every tunnel (manual, IKE, SD-WAN peer) and its SAs' bookkeeping.
-    pub(crate) registry: Registry,
-    // TODO(issue 17): moves under owner/ (read by sdwan.rs).
+    registry: Registry,
     /// The SA table (control's master copy; publishes snapshots).
-    pub(crate) table: SaTable,
+    table: SaTable,
     /// XDP steering (None once shut down).
     steering: Option<XdpSteering>,
-    // TODO(issue 17): moves under owner/ (read by sdwan.rs).
     /// What control knows of each queue.
-    pub(crate) queues: Vec<QueueInfo>,
+    queues: Vec<QueueInfo>,
     /// `clear platform hardware qfp active statistics` baseline.
     baseline: Baseline,
     /// Drop counters over all workers, with the `clear` baseline.
     drops: DropStats,
     /// Each worker's shared counters and events.
     workers: Vec<Arc<WorkerShared>>,
-    // TODO(issue 17): moves under owner/ (read by sdwan.rs).
     /// The `show logging` buffer.
-    pub(crate) log: LogBuffer,
-    // TODO(issue 17): moves under owner/ (read by sdwan.rs).
+    log: LogBuffer,
     /// Turns datapath events into rate-limited log lines.
-    pub(crate) events: EventLogger,
-    // TODO(issue 17): moves under owner/ (read by sdwan.rs).
+    events: EventLogger,
     /// Outbound sequence reservations (in memory; the shell writes them,
     /// see `reserve`).
-    pub(crate) seq: SeqStore,
+    seq: SeqStore,
     /// What the kernel-socket shell received (reassembled fragments).
     kernel_rx: Arc<KernelRxStats>,
-    // TODO(issue 17): moves under owner/ (read by sdwan.rs, sdwan/show.rs).
     /// The time of the input being handled.
-    pub(crate) now: Instant,
-    // TODO(issue 17): moves under owner/ (read by sdwan.rs).
+    now: Instant,
     /// What the input being handled asks of the shell.
-    pub(crate) fx: Effects,
+    fx: Effects,
     /// The UDP ports XDP steers (its port map, as the shell keeps it).
     steered: BTreeSet<u16>,
     /// Ports the shell is told to stop steering: the datapath keeps them
@@ -203,18 +191,14 @@ pub struct Owner {
     seq_rekeyed: std::collections::HashSet<SaId>,
     /// Outbound SAs waiting for their reservation to be on disk.
     seq_wait: reserve::SeqWait,
-    // TODO(issue 17): moves under owner/ (read by sdwan.rs, sdwan/show.rs).
     /// The SD-WAN edge (`[sdwan]`), if this node is one.
-    pub(crate) sdwan: Option<crate::sdwan::Sdwan>,
-    // TODO(issue 17): moves under owner/ (read by sdwan.rs).
+    sdwan: Option<crate::sdwan::Sdwan>,
     /// The workers' inner route table (republished on SD-WAN route changes).
-    pub(crate) routes: Arc<ArcSwap<RouteTable>>,
-    // TODO(issue 17): moves under owner/ (read by sdwan.rs).
+    routes: Arc<ArcSwap<RouteTable>>,
     /// Routes of the configured tunnels (`remote_subnets`).
-    pub(crate) static_routes: Vec<(Cidr, u32)>,
-    // TODO(issue 17): moves under owner/ (read by sdwan.rs).
+    static_routes: Vec<(Cidr, u32)>,
     /// Next-hop MACs per tunnel index, and the peers they resolve.
-    pub(crate) next_hops: Arc<NextHops>,
+    next_hops: Arc<NextHops>,
     /// The XDP program's early drops, mirrored into the drop table (part of `drops`).
     xdp_drops: Arc<DropCounters>,
     /// A drop capture or packet trace is armed: early drop stays off so
@@ -328,10 +312,9 @@ pub fn build_tunnels(
 }
 
 impl Owner {
-    // TODO(issue 17): private once metrics.rs's `impl Owner` moves under owner/.
     /// Every SA of the node: the configured tunnels' (inbound first), then
     /// the SD-WAN peers'.
-    pub(crate) fn all_sas(&self) -> impl Iterator<Item = SaRef<'_>> + '_ {
+    fn all_sas(&self) -> impl Iterator<Item = SaRef<'_>> + '_ {
         self.registry.sas()
     }
 

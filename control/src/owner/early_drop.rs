@@ -94,10 +94,9 @@ impl Owner {
         }
     }
 
-    // TODO(issue 17): private once metrics.rs's `impl Owner` moves under owner/.
     /// Copy the XDP program's early-drop counters into the drop table's
     /// mirror row (before anything reads the table).
-    pub(crate) fn sync_xdp_drops(&mut self) {
+    pub(super) fn sync_xdp_drops(&mut self) {
         let Some(Ok(raw)) = self.steering.as_ref().map(|s| s.counters()) else {
             return;
         };
