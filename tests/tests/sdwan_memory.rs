@@ -3,8 +3,7 @@
 //! the old TLOC key is nowhere in the controller's writable memory (heap,
 //! freed blocks, thread stacks, rustls's buffers), and the old SA key is
 //! nowhere in the edges'; the current ones are found (the search works).
-//! The edges' TLOC keys are held to the same standard in an ignored test
-//! (a known residue). The edge's keys come from `show crypto ipsec sa export
+//! The edges' TLOC keys are held to the same standard. The edge's keys come from `show crypto ipsec sa export
 //! wireshark`; a TLOC key is found by the pairwise keys it gives (see
 //! tests/src/memscan.rs).
 use std::{
@@ -220,14 +219,11 @@ fn retired_keys_leave_no_copy_in_controller_or_edge_memory() {
     retired_keys_leave_no_copy(false);
 }
 
-/// The edges held to the same standard for TLOC keys. Known to fail about
-/// one run in three (README, "What is zeroized"): edge 1 keeps its retired
-/// TLOC key, after its old SPI, in its main heap (a 656-byte block next to
-/// the `xdpsec-shell` thread's name, holding stack and code addresses: a
-/// stack residue copied into the heap, e.g. in the unused bytes of a moved
-/// enum). The SA keys pass.
+/// The edges held to the same standard for TLOC keys: the old TLOC key
+/// is nowhere in edge 1's memory. It used to stay, about one run in three,
+/// as a stack residue (a moved `Inbound`, ring's HKDF frames) carried into
+/// the heap in an enum's unused bytes (README, "What is zeroized").
 #[test]
-#[ignore = "known: edge 1 keeps its retired TLOC key in a stack residue copied to its heap, about one run in three"]
 fn retired_tloc_keys_leave_no_copy_in_edge_memory() {
     retired_keys_leave_no_copy(true);
 }
