@@ -137,18 +137,6 @@ impl Lab {
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
             ip(&["-n", ns, "addr", "add", &v4, "dev", ifname])?;
             ip(&["-n", ns, "addr", "add", &v6, "dev", ifname, "nodad"])?;
-            // No duplicate address detection for the link-local address
-            // either: while it is tentative (about a second after the link
-            // comes up) the kernel cannot resolve neighbours, so an IKE
-            // started then waited for a 1 s retransmission.
-            ip(&[
-                "netns",
-                "exec",
-                ns,
-                "sysctl",
-                "-qw",
-                &format!("net.ipv6.conf.{ifname}.accept_dad=0"),
-            ])?;
             ip(&["-n", ns, "link", "set", ifname, "up"])?;
         }
         Ok(self)
