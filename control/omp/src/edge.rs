@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use ring::rand::{SecureRandom, SystemRandom};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::consts::*;
 use crate::escape;
@@ -948,7 +948,7 @@ impl Edge {
             old.retain(|(_, at)| at.is_none_or(|at| at > now));
             // `retain` moved the kept entries down: the slots past the new
             // length still hold their bytes (keys included).
-            zero_spare(old);
+            old.spare_capacity_mut().zeroize();
             if self.locals[i].old.len() != before {
                 self.refresh_local_sas(i, out);
             }
@@ -1003,14 +1003,4 @@ impl Edge {
             self.remove_route(&k, out);
         }
     }
-}
-
-/// Zero a vector's unused capacity (the bytes of elements moved or removed).
-fn zero_spare<T>(v: &mut Vec<T>) {
-    for slot in v.spare_capacity_mut() {
-        // SAFETY: the slot is past the length: no live value is there, and
-        // zero bytes are a valid `MaybeUninit`.
-        unsafe { std::ptr::write_bytes(slot.as_mut_ptr(), 0, 1) };
-    }
-    std::hint::black_box(&v);
 }
