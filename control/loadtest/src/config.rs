@@ -703,19 +703,7 @@ encap = "udp"
         );
     }
 
-    /// Run openssl in `d`.
-    fn openssl(d: &Path, args: &[&str]) {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(d)
-            .output()
-            .expect("the openssl command");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    use xdpsec_testenv::openssl;
 
     /// A CA (`ca.crt`), another CA (`other.crt`) and leaves of the first
     /// `peer0`, `peer1` (`peerK.crt`, `peerK.key` mode 0600; subject

@@ -604,13 +604,7 @@ pub(crate) fn cert_config(dir: &std::path::Path) -> String {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).unwrap();
     let ssl = |args: &[&str]| {
-        let ok = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "openssl {args:?}");
+        xdpsec_testenv::openssl(dir, args);
     };
     for k in ["ca", "me"] {
         ssl(&[

@@ -139,6 +139,23 @@ pub fn main(trials: Vec<Trial>) {
     libtest_mimic::run(&Arguments::from_args(), trials).exit()
 }
 
+/// Run `openssl ARGS` in `dir` (the tests make their keys and certificates
+/// with it, an independent implementation); panics naming the arguments and
+/// openssl's error output when it fails. Returns what it wrote to stdout.
+pub fn openssl(dir: &std::path::Path, args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the openssl command");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

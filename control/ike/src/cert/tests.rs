@@ -2,23 +2,11 @@
 //! signatures made by the openssl command, checked here, and ours checked
 //! by openssl.
 
-use std::{path::Path, process::Command};
+use std::path::Path;
 
 use super::*;
 use ring::rand::SystemRandom;
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("the openssl command");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use xdpsec_testenv::openssl;
 
 fn tmpdir(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("xdpsec-ike-cert-{name}-{}", std::process::id()));

@@ -6,28 +6,14 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::Command as Cmd,
     sync::Arc,
     time::SystemTime,
 };
 
 use xdpsec_ike::cert::{self, Credentials};
+use xdpsec_testenv::openssl;
 
 use super::*;
-
-fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
-    let out = Cmd::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("the openssl command");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
 
 /// A scratch directory of this test process.
 fn tmpdir(name: &str) -> PathBuf {
