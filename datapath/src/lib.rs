@@ -22,6 +22,7 @@ pub mod drop;
 pub mod events;
 pub mod ioslog;
 mod layout;
+pub mod outer;
 pub mod pipeline;
 mod pmap;
 mod prefetch;

@@ -26,10 +26,11 @@ use std::time::Duration;
 use crate::crypto::OpenError;
 use crate::drop::DropReason;
 use crate::events::{DropEvent, InnerFlow};
+use crate::outer::{EspLocation, NotEsp, locate_esp};
 use crate::replay::{ReplayError, ReplayWindow};
 use crate::sa::{InboundSa, OutboundEntry, SaId, SaSnapshot, SeqError};
 use crate::wire::esp::Trailer;
-use crate::wire::{checksum, ecn, esp, ethernet, ip_proto, ipv4, ipv6, udp};
+use crate::wire::{checksum, ecn, esp, ip_proto, ipv4, ipv6, udp};
 use crate::worker::{FrameClass, SaCounter, WorkerShared, WorkerState};
 
 /// Frames processed per pass; longer slices are processed in chunks.
@@ -192,130 +193,6 @@ impl Early {
     }
 }
 
-/// Where a frame's ESP bytes are.
-struct EspLocation {
-    esp: Range<usize>,
-    src: IpAddr,
-    dst: IpAddr,
-    /// UDP (source, destination) ports for ESP in UDP.
-    ports: Option<(u16, u16)>,
-    /// ECN bits of the outer IPv4 TOS / IPv6 traffic class.
-    outer_ecn: u8,
-}
-
-/// Locate the ESP bytes of a frame; `class` is set as soon as the outer
-/// protocol is known (the same classes the XDP program counts).
-fn locate_esp(
-    snap: &SaSnapshot,
-    frame: &[u8],
-    class: &mut FrameClass,
-) -> Result<EspLocation, Early> {
-    let eth = ethernet::Frame::new_checked(frame)
-        .map_err(|_| Early::drop(DropReason::InHeadPadLenErr))?;
-    let l3 = eth.payload_offset();
-    let ip_bytes = &frame[l3..];
-    let l3_fields = match eth.payload_ethertype() {
-        ethernet::ethertype::IPV4 => {
-            match ip_bytes.first() {
-                None => return Err(Early::drop(DropReason::InHeadPadLenErr)),
-                Some(b) if b >> 4 != 4 => return Err(Early::drop(DropReason::InIpVerInvalid)),
-                _ => {}
-            }
-            let ip = ipv4::Packet::new_checked(ip_bytes)
-                .map_err(|_| Early::drop(DropReason::InHeadPadLenErr))?;
-            *class = match ip.protocol() {
-                ip_proto::ESP => FrameClass::EspV4,
-                ip_proto::UDP => FrameClass::UdpEspV4,
-                _ => FrameClass::Other,
-            };
-            // Before anything else of the header is trusted.
-            if !ip.verify_checksum() {
-                return Err(Early::drop(DropReason::InV4ChecksumErr));
-            }
-            if ip.is_fragment() {
-                return Err(Early::drop(DropReason::InV4FragErr));
-            }
-            let start = l3 + ip.header_len() as usize;
-            let end = l3 + ip.total_len() as usize;
-            (
-                ip.protocol(),
-                start..end,
-                IpAddr::V4(ip.src_addr()),
-                IpAddr::V4(ip.dst_addr()),
-                ip.dscp_ecn() & ecn::MASK,
-            )
-        }
-        ethernet::ethertype::IPV6 => {
-            match ip_bytes.first() {
-                None => return Err(Early::drop(DropReason::InHeadPadLenErr)),
-                Some(b) if b >> 4 != 6 => return Err(Early::drop(DropReason::InIpVerInvalid)),
-                _ => {}
-            }
-            let ip = ipv6::Packet::new_checked(ip_bytes)
-                .map_err(|_| Early::drop(DropReason::InHeadPadLenErr))?;
-            let ul = ipv6::walk_extension_headers(ip.next_header(), ip.payload())
-                .map_err(|_| Early::drop(DropReason::InHeadPadLenErr))?;
-            *class = match ul.protocol {
-                ip_proto::ESP => FrameClass::EspV6,
-                ip_proto::UDP => FrameClass::UdpEspV6,
-                _ => FrameClass::Other,
-            };
-            if ul.fragment {
-                // IOS has no IPv6 form of 70; the same reason covers both.
-                return Err(Early::drop(DropReason::InV4FragErr));
-            }
-            let base = l3 + ipv6::HEADER_LEN;
-            let end = base + ip.payload_len() as usize;
-            (
-                ul.protocol,
-                base + ul.offset..end,
-                IpAddr::V6(ip.src_addr()),
-                IpAddr::V6(ip.dst_addr()),
-                ip.traffic_class() & ecn::MASK,
-            )
-        }
-        _ => return Err(Early::pass(PassReason::NotIp)),
-    };
-    let (proto, l4, src, dst, outer_ecn) = l3_fields;
-    match proto {
-        ip_proto::ESP => Ok(EspLocation {
-            esp: l4,
-            src,
-            dst,
-            ports: None,
-            outer_ecn,
-        }),
-        ip_proto::UDP => {
-            let u = udp::Packet::new_checked(&frame[l4.clone()])
-                .map_err(|_| Early::drop(DropReason::InHeadPadLenErr))?;
-            // What XDP steers as UDP-ESP: an ESP port, neither keepalive
-            // nor IKE. The rest is "other" there too.
-            if !snap.is_esp_udp_port(u.dst_port()) {
-                *class = FrameClass::Other;
-                return Err(Early::pass(PassReason::NotEsp));
-            }
-            let payload = u.payload();
-            if payload == [0xff] {
-                *class = FrameClass::Other;
-                return Err(Early::pass(PassReason::NatKeepalive));
-            }
-            if payload.len() >= 4 && payload[..4] == [0; 4] {
-                *class = FrameClass::Other;
-                return Err(Early::pass(PassReason::IkeMarker));
-            }
-            let start = l4.start + udp::HEADER_LEN;
-            Ok(EspLocation {
-                esp: start..start + payload.len(),
-                src,
-                dst,
-                ports: Some((u.src_port(), u.dst_port())),
-                outer_ecn,
-            })
-        }
-        _ => Err(Early::pass(PassReason::NotEsp)),
-    }
-}
-
 /// Pass 1 result: where the frame's ESP is, and its SPI and sequence
 /// number (low half).
 struct Located {
@@ -335,7 +212,13 @@ impl Located {
 /// Pass 1 for one frame: parse the outer headers and the ESP header.
 fn parse(snap: &SaSnapshot, frame: &[u8]) -> Result<Located, (Early, FrameClass)> {
     let mut class = FrameClass::Other;
-    let loc = locate_esp(snap, frame, &mut class).map_err(|e| (e, class))?;
+    let loc = locate_esp(frame, |p| snap.is_esp_udp_port(p), &mut class).map_err(|e| {
+        let e = match e {
+            NotEsp::Pass(p) => Early::pass(p),
+            NotEsp::Drop(r) => Early::drop(r),
+        };
+        (e, class)
+    })?;
     let esp = esp::Packet::new_checked(&frame[loc.esp.clone()])
         .map_err(|_| (Early::drop(DropReason::InHeadPadLenErr), class))?;
     Ok(Located {
@@ -995,26 +878,10 @@ pub fn encap(
         return fail(DropReason::OutUnexpException);
     }
     let o = &sa.outer;
-    let eth_len = if o.ethernet.is_some() {
-        ethernet::HEADER_LEN
-    } else {
-        0
-    };
-    let ip_len = if o.dst.is_ipv6() {
-        ipv6::HEADER_LEN
-    } else {
-        ipv4::HEADER_LEN
-    };
-    let udp_len = if o.udp.is_some() { udp::HEADER_LEN } else { 0 };
     let esp_len = sa.cipher.sealed_len(inner.len());
-    let ip_payload = udp_len + esp_len;
-    let total = eth_len + ip_len + ip_payload;
-    let too_big = if o.dst.is_ipv6() {
-        ip_payload > usize::from(u16::MAX)
-    } else {
-        ip_len + ip_payload > usize::from(u16::MAX)
-    };
-    if total > out.len() || too_big {
+    let head = o.header_len();
+    let total = head + esp_len;
+    if total > out.len() || o.too_long(esp_len) {
         ws.count(sa.id, SaCounter::SendErrors);
         return fail(DropReason::PktBufferUnavailable);
     }
@@ -1034,61 +901,8 @@ pub fn encap(
     // DSCP copied, ECN per RFC 6040 4.1 normal mode (a copy as well).
     let tos = inner_tos(inner, inner_v6);
     let tos = (tos & !ecn::MASK) | ecn::encap(tos);
-    if let Some(e) = o.ethernet {
-        let ethertype = if o.dst.is_ipv6() {
-            ethernet::ethertype::IPV6
-        } else {
-            ethernet::ethertype::IPV4
-        };
-        ethernet::Repr {
-            src_addr: e.src,
-            dst_addr: e.dst,
-            ethertype,
-        }
-        .emit(&mut ethernet::Frame::new_unchecked(&mut out[..eth_len]));
-    }
-    let proto = if o.udp.is_some() {
-        ip_proto::UDP
-    } else {
-        ip_proto::ESP
-    };
-    let ip_buf = &mut out[eth_len..eth_len + ip_len];
-    match (o.src, o.dst) {
-        (IpAddr::V4(src), IpAddr::V4(dst)) => ipv4::Repr {
-            src_addr: src,
-            dst_addr: dst,
-            protocol: proto,
-            payload_len: ip_payload,
-            ttl: o.ttl,
-            dscp_ecn: tos,
-            dont_frag: false,
-            ident: seq as u16,
-        }
-        .emit(&mut ipv4::Packet::new_unchecked(ip_buf)),
-        (IpAddr::V6(src), IpAddr::V6(dst)) => ipv6::Repr {
-            src_addr: src,
-            dst_addr: dst,
-            next_header: proto,
-            payload_len: ip_payload,
-            hop_limit: o.ttl,
-            traffic_class: tos,
-        }
-        .emit(&mut ipv6::Packet::new_unchecked(ip_buf)),
-        // Refused by SaTable::apply.
-        _ => unreachable!("outer address families validated at install"),
-    }
-    if let Some((sport, dport)) = o.udp {
-        let at = eth_len + ip_len;
-        udp::Repr {
-            src_port: sport,
-            dst_port: dport,
-            payload_len: esp_len,
-        }
-        .emit(&mut udp::Packet::new_unchecked(
-            &mut out[at..at + udp::HEADER_LEN],
-        ));
-    }
-    let esp_buf = &mut out[eth_len + ip_len + udp_len..];
+    o.emit(out, esp_len, tos, seq as u16);
+    let esp_buf = &mut out[head..];
     let offset = sa.cipher.ciphertext_offset();
     esp_buf[offset..offset + inner.len()].copy_from_slice(inner);
     if sa
@@ -1100,11 +914,7 @@ pub fn encap(
         ws.count(sa.id, SaCounter::SendErrors);
         return fail(DropReason::PktBufferUnavailable);
     }
-    if let (Some(_), IpAddr::V6(src), IpAddr::V6(dst)) = (o.udp, o.src, o.dst) {
-        // Over the finished ciphertext: it is the UDP payload.
-        let at = eth_len + ip_len;
-        udp::Packet::new_unchecked(&mut out[at..]).fill_checksum_v6(&src, &dst);
-    }
+    o.finish(out);
     ws.count(sa.id, SaCounter::Encaps);
     ws.count_n(sa.id, SaCounter::EncapOctets, inner.len() as u64);
     Ok(EncapOutput {
