@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod frames;
 pub mod net;
 pub mod report;
 pub mod run;
