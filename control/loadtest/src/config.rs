@@ -14,6 +14,7 @@ use serde::Deserialize;
 use xdpsec_ike::{
     EspProposal, Identity, IkeOffer, IkeProposal, PeerConfig, Prefix, cert::Credentials,
 };
+use xdpsec_platform::XdpAttach;
 use zeroize::Zeroizing;
 
 /// Default IKE SA lifetime, as a `kind = "ike"` tunnel's (86400 s).
@@ -35,6 +36,7 @@ struct RawFile {
 struct RawUnderlay {
     interface: String,
     address: Option<String>,
+    xdp_mode: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -200,6 +202,10 @@ fn port_range(s: &str, nat_t_port: u16) -> Result<(u16, u64)> {
 pub struct LoadtestConfig {
     /// The underlay interface the source addresses go on.
     pub interface: String,
+    /// How the XDP program goes on it with `--traffic`
+    /// (`underlay.xdp_mode`, as for `xdpsec run`: "driver", the default,
+    /// or "generic").
+    pub xdp_mode: XdpAttach,
     /// The gateway's IKE address.
     pub gateway: IpAddr,
     /// One source address (or one source port) per emulated peer.
@@ -460,8 +466,16 @@ impl LoadtestConfig {
             Some("esp") => Encap::Esp,
             Some(e) => bail!("loadtest.encap = {e:?}: give \"udp\" or \"esp\""),
         };
+        let xdp_mode = match raw.underlay.xdp_mode.as_deref() {
+            None | Some("driver") => XdpAttach::Driver,
+            Some("generic") => XdpAttach::Generic,
+            Some(m) => {
+                bail!("underlay.xdp_mode = {m:?}: give \"driver\" (the default) or \"generic\"")
+            }
+        };
         let c = LoadtestConfig {
             interface: raw.underlay.interface,
+            xdp_mode,
             gateway,
             sources,
             inside_range,
@@ -616,6 +630,23 @@ encap = "udp"
     fn the_issues_example_parses() {
         let c = LoadtestConfig::parse(EXAMPLE).unwrap();
         assert_eq!(c.interface, "eth0");
+        assert_eq!(c.xdp_mode, XdpAttach::Driver);
+        let g = EXAMPLE.replace(
+            "interface = \"eth0\"",
+            "interface = \"eth0\"\nxdp_mode = \"generic\"",
+        );
+        assert_eq!(
+            LoadtestConfig::parse(&g).unwrap().xdp_mode,
+            XdpAttach::Generic
+        );
+        refused(
+            &g,
+            &[(
+                "\"generic\"",
+                "\"native\"",
+                "underlay.xdp_mode = \"native\": give \"driver\"",
+            )],
+        );
         assert_eq!(c.capacity(), 4095);
         let (src, inside, p) = c.peer(0).unwrap();
         assert_eq!(src, "2001:db8::1001".parse::<IpAddr>().unwrap());

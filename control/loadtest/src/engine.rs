@@ -206,6 +206,8 @@ pub struct Engine {
     t0: Instant,
     peers: Vec<Peer>,
     by_addr: HashMap<IpAddr, usize>,
+    /// The peer of each inbound SPI (the replies' lookup).
+    spi_owner: HashMap<u32, usize>,
     next: usize,
     next_start_at: Instant,
     in_flight: usize,
@@ -306,6 +308,7 @@ impl Engine {
             opts,
             t0,
             by_addr,
+            spi_owner: HashMap::new(),
             next: 0,
             next_start_at: t0,
             in_flight: 0,
@@ -606,12 +609,16 @@ impl Engine {
                     }
                 }
                 Action::AddInbound { encap, keys, .. } => {
+                    self.spi_owner.insert(keys.spi, i);
                     self.peers[i]
                         .inbound
                         .insert(keys.spi, ChildDir { encap, keys });
                 }
                 Action::RemoveInbound { spi, .. } => {
                     self.peers[i].inbound.remove(&spi);
+                    if self.spi_owner.get(&spi) == Some(&i) {
+                        self.spi_owner.remove(&spi);
+                    }
                 }
                 Action::RemoveOutbound { .. } => self.peers[i].outbound = None,
                 Action::Log { line, .. } => {
@@ -654,11 +661,20 @@ impl Engine {
         self.close(i, now);
     }
 
+    /// Peer `i`'s inbound SAs forgotten (and their SPIs' owner).
+    fn forget_inbound(&mut self, i: usize) {
+        for (spi, _) in self.peers[i].inbound.drain() {
+            if self.spi_owner.get(&spi) == Some(&i) {
+                self.spi_owner.remove(&spi);
+            }
+        }
+    }
+
     fn close(&mut self, i: usize, now: Instant) {
+        self.forget_inbound(i);
         let p = &mut self.peers[i];
         p.state = State::Done;
         p.outbound = None;
-        p.inbound.clear();
         p.next_rekey = None;
         if let Some(mut core) = p.core.take() {
             for a in core.handle(now, Input::Command(Command::Shutdown)) {
@@ -714,6 +730,8 @@ impl Engine {
             if !matches!(self.peers[i].state, State::Up) || self.peers[i].fault.is_some() {
                 continue;
             }
+            // Either kind: the datapath knows none of its inbound SAs.
+            self.forget_inbound(i);
             let p = &mut self.peers[i];
             match spec.kind {
                 FaultKind::Silent { restart_after } => {
@@ -721,13 +739,12 @@ impl Engine {
                     p.core = None;
                     p.state = State::Silent;
                     p.outbound = None;
-                    p.inbound.clear();
                     p.next_rekey = None;
                     p.rekeying = false;
                     self.wakes
                         .push(Reverse((now + restart_after, i, Wake::Restart)));
                 }
-                FaultKind::ForgetSa => p.inbound.clear(),
+                FaultKind::ForgetSa => {}
             }
             hit.push(Fault {
                 peer: i,
@@ -826,6 +843,11 @@ impl Engine {
             State::Up => self.peers[i].outbound.as_ref(),
             _ => None,
         }
+    }
+
+    /// The peer with an inbound SA of SPI `spi`, if any.
+    pub fn peer_of_spi(&self, spi: u32) -> Option<usize> {
+        self.spi_owner.get(&spi).copied()
     }
 
     /// Peer `i`'s inbound SA with our SPI `spi`, if any.

@@ -572,9 +572,14 @@ fn forgotten_inbound_sas_are_replaced_through_invalid_spi() {
     let old_in = inbound_spis(&e, 0);
     let old_out = e.outbound(0).unwrap().keys.spi;
     assert_eq!(old_in.len(), 1);
+    // The replies find their tunnel by SPI.
+    assert_eq!(e.peer_of_spi(old_in[0]), Some(0));
+    let spi1 = inbound_spis(&e, 1)[0];
+    assert_eq!(e.peer_of_spi(spi1), Some(1));
     assert_eq!(e.inject_fault(net.t), 1);
     // Its datapath forgot the inbound SA; the IKE SA and outbound stay.
     assert!(inbound_spis(&e, 0).is_empty());
+    assert_eq!(e.peer_of_spi(old_in[0]), None);
     assert!(e.outbound(0).is_some());
     // The gateway's ESP on the forgotten SPI: INVALID_SPI goes out.
     let local: IpAddr = "2001:db8:100::1001".parse().unwrap();
@@ -592,6 +597,7 @@ fn forgotten_inbound_sas_are_replaced_through_invalid_spi() {
     let new_in = inbound_spis(&e, 0);
     assert_eq!(new_in.len(), 1);
     assert_ne!(new_in, old_in);
+    assert_eq!(e.peer_of_spi(new_in[0]), Some(0));
     assert_ne!(e.outbound(0).unwrap().keys.spi, old_out);
     assert_eq!(e.take_ups(), vec![0]);
     // The others kept theirs.

@@ -9,6 +9,8 @@
 //! - [`traffic`]: `--traffic`: echo requests through each tunnel, replies
 //!   counted, time to first packet.
 //! - [`report`]: `--report`: an offline HTML page with plots.
+//! - [`frames`]: the probes' and replies' Ethernet frames (the datapath's framing).
+//! - [`xsk`]: `--traffic`'s wire: the XDP program and AF_XDP sockets for the run.
 //! - [`net`]: sockets, the source addresses on the interface, signals.
 //! - [`run`]: the shell's loop and the progress line.
 #![deny(unsafe_code)]
@@ -21,6 +23,7 @@ pub mod report;
 pub mod run;
 pub mod stats;
 pub mod traffic;
+pub mod xsk;
 
 use std::path::PathBuf;
 
@@ -57,8 +60,9 @@ pub struct IkeArgs {
     #[arg(long)]
     pub rekey_every: Option<f64>,
     /// Send this many ICMP echo requests a second through each tunnel once
-    /// its child SA is up (ESP in UDP; needs encap = "udp") and count the
-    /// replies; gives time to first packet.
+    /// its child SA is up (over AF_XDP: xdpsec's XDP program goes on the
+    /// interface for the run; ESP in UDP or plain ESP, as `encap` says)
+    /// and count the replies; gives time to first packet.
     #[arg(long, value_name = "PPS")]
     pub traffic: Option<f64>,
     /// Tunnel Failover Time: once every attempt has ended (and

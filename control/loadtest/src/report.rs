@@ -187,6 +187,10 @@ pub fn html(s: &Summary, acc: &Accounting, title: &str, notes: &[String]) -> Str
     if let Some(n) = s.tunnels_answered {
         row("tunnels_answered", n.to_string());
     }
+    if let Some(o) = s.traffic_other.as_ref().filter(|o| !o.is_empty()) {
+        let v: Vec<String> = o.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        row("traffic_other", v.join(", "));
+    }
     if let Some(f) = &s.failover {
         row("failover.fault", f.fault.clone());
         row("failover.tunnels", f.tunnels.to_string());

@@ -2,6 +2,7 @@
 //! source addresses, the loop that feeds the engine, the progress line
 //! and the summary.
 use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
     io::{IsTerminal, Write},
     net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
@@ -13,16 +14,20 @@ use xdpsec_ike::EspEncap;
 
 use crate::{
     IkeArgs,
-    config::{Encap, LoadtestConfig, Range, Sources},
+    config::{LoadtestConfig, Range, Sources},
     engine::{Engine, FaultKind, FaultSpec, Options},
+    frames::{Other, probe_frame, probe_outer, reply_esp},
     net::{self, AddedAddrs, Socket},
     stats::{Summary, cpu_seconds},
     traffic::Traffic,
+    xsk::EspWire,
 };
 
 /// Most datagrams read from one socket per pass of the loop (the timers
 /// get their turn in between).
 const RECV_BURST: usize = 256;
+/// Most batches read from one AF_XDP socket per pass of the loop.
+const XSK_BATCHES: usize = 8;
 /// How often the progress line is redrawn.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// With `--fault`: how long after the fault (and a silent peer's restart)
@@ -94,15 +99,119 @@ enum Wire {
     PerPeer(Vec<Socket>),
 }
 
-/// With --traffic: the probes, each peer's source and inside address, the target.
-type TrafficState = (Traffic, Vec<IpAddr>, Vec<IpAddr>, IpAddr);
+/// With --traffic: the probes and the replies, on the AF_XDP wire.
+struct Probes {
+    t: Traffic,
+    /// Each peer's source address, and UDP source port for ESP in UDP.
+    sources: Vec<IpAddr>,
+    ports: Vec<u16>,
+    /// Each peer's inside address, and where the probes go.
+    insides: Vec<IpAddr>,
+    target: IpAddr,
+    gateway: IpAddr,
+    /// The UDP ports steered as ESP; with `source_port_range` each port's peer.
+    steered: BTreeSet<u16>,
+    port_peer: HashMap<u16, usize>,
+    /// Received frames that were no reply, by name.
+    other: Other,
+    /// Probes not sent: no transmit frame was free.
+    tx_full: u64,
+}
+
+impl Probes {
+    /// Send the probes due (to tunnels whose child SA is up).
+    fn send_due(&mut self, e: &mut Engine, wire: &mut EspWire, now: Instant) {
+        for i in e.take_ups() {
+            self.t.tunnel_up(i, now);
+        }
+        let mut queued = false;
+        for i in self.t.take_due(now) {
+            let Some(out) = e.outbound(i) else {
+                self.t.forget(i);
+                continue;
+            };
+            let udp = match out.encap {
+                EspEncap::Esp => None,
+                EspEncap::Udp(_, port) => Some((self.ports[i], port)),
+            };
+            let outer = probe_outer(self.sources[i], self.gateway, udp, wire.macs);
+            let Some(esp) = self.t.probe(
+                i,
+                &out.keys,
+                self.insides[i],
+                self.target,
+                e.rekeying(i),
+                now,
+            ) else {
+                continue;
+            };
+            if wire.send(|buf| probe_frame(buf, &outer, &esp)) {
+                queued = true;
+            } else {
+                self.tx_full += 1;
+            }
+        }
+        if queued {
+            wire.flush();
+        }
+    }
+
+    /// A frame from the AF_XDP sockets: a reply is opened and counted
+    /// (its tunnel found by its SPI, else by its destination: ESP on a
+    /// forgotten SPI is reported to that peer's core); anything else is
+    /// counted by name.
+    fn frame(&mut self, e: &mut Engine, f: &mut [u8], t0: Instant) {
+        let r = match reply_esp(f, |p| self.steered.contains(&p)) {
+            Ok(r) => r,
+            Err(what) => return self.other.count(what),
+        };
+        let by_dst = match r.dport {
+            Some(p) if !self.port_peer.is_empty() => self.port_peer.get(&p).copied(),
+            _ => e.peer_at(r.dst),
+        };
+        let Some(i) = e.peer_of_spi(r.spi).or(by_dst) else {
+            return self.other.count("no_peer");
+        };
+        let now = Instant::now();
+        let Some(dir) = e.inbound(i, r.spi) else {
+            // (Only --fault forget-sa makes the core answer it.)
+            e.unknown_spi(now, i, r.spi);
+            return self.other.count("unknown_spi");
+        };
+        let Some(first) = self
+            .t
+            .reply(i, &dir.keys, &mut f[r.esp], self.target, self.insides[i])
+        else {
+            return;
+        };
+        e.replied(i, now);
+        if first && let Some(a) = e.attempt_of(i) {
+            e.accounting_mut().attempts[a].first_reply = Some(now - t0);
+        }
+    }
+
+    /// The frames counted as no reply (the replies that did not open or
+    /// were no fresh echo reply as `bad_reply`).
+    fn other(&self) -> BTreeMap<String, u64> {
+        let mut m: BTreeMap<String, u64> = self
+            .other
+            .0
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), *v))
+            .collect();
+        if self.t.bad > 0 {
+            m.insert("bad_reply".into(), self.t.bad);
+        }
+        m
+    }
+}
 
 struct Io {
     wire: Wire,
     nat_t_port: u16,
     send_errors: u64,
     t0: Instant,
-    traffic: Option<TrafficState>,
+    traffic: Option<(Probes, EspWire)>,
 }
 
 impl Io {
@@ -134,32 +243,10 @@ impl Io {
     }
 
     /// Send the probes due (with --traffic).
-    fn probes(&mut self, e: &mut Engine, now: Instant, gateway: IpAddr) {
-        let Some((mut t, sources, insides, target)) = self.traffic.take() else {
-            return;
-        };
-        for i in e.take_ups() {
-            t.tunnel_up(i, now);
+    fn probes(&mut self, e: &mut Engine, now: Instant) {
+        if let Some((p, wire)) = &mut self.traffic {
+            p.send_due(e, wire, now);
         }
-        for i in t.take_due(now) {
-            let Some(out) = e.outbound(i) else {
-                t.forget(i);
-                continue;
-            };
-            let EspEncap::Udp(_, port) = out.encap else {
-                t.forget(i);
-                continue;
-            };
-            if let Some(esp) = t.probe(i, &out.keys, insides[i], target, e.rekeying(i), now)
-                && self
-                    .socket(i, false)
-                    .send(sources[i], SocketAddr::new(gateway, port), &[], &esp)
-                    .is_err()
-            {
-                self.send_errors += 1;
-            }
-        }
-        self.traffic = Some((t, sources, insides, target));
     }
 
     /// Wait for a datagram until `wake` (from `now`), then read what came.
@@ -168,12 +255,20 @@ impl Io {
             .saturating_duration_since(now)
             .as_micros()
             .div_ceil(1000) as i32;
-        let fds: Vec<_> = match &self.wire {
+        let mut fds: Vec<_> = match &self.wire {
             Wire::Shared { ike, nat_t } => vec![ike.raw(), nat_t.raw()],
             Wire::PerPeer(v) => v.iter().map(Socket::raw).collect(),
         };
+        let sockets = fds.len();
+        if let Some((_, wire)) = &self.traffic {
+            fds.extend(wire.fds());
+        }
         let ready = net::poll_readable(&fds, ms);
-        self.receive(e, buf, &ready);
+        self.receive(e, buf, &ready[..sockets]);
+        if let Some((p, wire)) = &mut self.traffic {
+            let t0 = self.t0;
+            wire.receive(XSK_BATCHES, |f| p.frame(e, f, t0));
+        }
     }
 
     /// Read what has come (at most a burst per socket) on the sockets
@@ -217,7 +312,9 @@ impl Io {
         }
     }
 
-    /// One datagram for peer `i`: IKE to its core, ESP to the traffic counters.
+    /// One datagram for peer `i`: IKE to its core. (ESP in UDP goes to
+    /// the AF_XDP sockets with --traffic; without, or when it reaches the
+    /// kernel's socket all the same, it is not read.)
     fn deliver(
         &mut self,
         e: &mut Engine,
@@ -232,22 +329,8 @@ impl Io {
             e.datagram_to(i, now, local, from, d);
         } else if d.len() >= 4 && d[..4] == [0; 4] {
             e.datagram_to(i, now, local, from, &d[4..]);
-        } else if d.len() >= 8
-            && let Some((t, _, insides, target)) = &mut self.traffic
-        {
-            let spi = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
-            let Some(dir) = e.inbound(i, spi) else {
-                // (Only --fault forget-sa makes the core answer it.)
-                e.unknown_spi(now, i, spi);
-                return;
-            };
-            let Some(first) = t.reply(i, &dir.keys, d, *target, insides[i]) else {
-                return;
-            };
-            e.replied(i, now);
-            if first && let Some(a) = e.attempt_of(i) {
-                e.accounting_mut().attempts[a].first_reply = Some(now - self.t0);
-            }
+        } else if let Some((p, _)) = &mut self.traffic {
+            p.other.count("udp_to_kernel_socket");
         }
     }
 }
@@ -289,11 +372,6 @@ pub fn ike(a: &IkeArgs) -> Result<Summary> {
         Some(pps) if !(pps > 0.0 && pps <= 10_000.0) => {
             bail!("--traffic {pps}: give 0 < PPS <= 10000 (per tunnel)")
         }
-        Some(_) if cfg.encap != Encap::Udp => {
-            bail!(
-                "--traffic needs encap = \"udp\" (ESP in UDP on the NAT-T socket; plain ESP is not supported yet)"
-            )
-        }
         Some(pps) => {
             let g = cfg.gateway_subnets[0];
             let target = Range {
@@ -305,12 +383,31 @@ pub fn ike(a: &IkeArgs) -> Result<Summary> {
             let insides = (0..a.tunnels)
                 .map(|k| cfg.inside(k))
                 .collect::<Result<Vec<_>>>()?;
-            Some((
-                Traffic::new(pps, a.tunnels as usize),
-                sources.clone(),
+            // ESP in UDP from the peer's own port (source_port_range) or NAT-T's.
+            let ports: Vec<u16> = (0..a.tunnels)
+                .map(|k| {
+                    cfg.sources
+                        .nth(k)
+                        .and_then(|s| s.1)
+                        .unwrap_or(cfg.nat_t_port)
+                })
+                .collect();
+            let port_peer = match cfg.sources {
+                Sources::Ports { .. } => ports.iter().enumerate().map(|(i, p)| (*p, i)).collect(),
+                Sources::Addrs(_) => HashMap::new(),
+            };
+            Some(Probes {
+                t: Traffic::new(pps, a.tunnels as usize),
+                sources: sources.clone(),
+                steered: ports.iter().copied().chain([cfg.nat_t_port]).collect(),
+                ports,
                 insides,
                 target,
-            ))
+                gateway: cfg.gateway,
+                port_peer,
+                other: Other::default(),
+                tx_full: 0,
+            })
         }
     };
     let v6 = cfg.gateway.is_ipv6();
@@ -334,6 +431,15 @@ pub fn ike(a: &IkeArgs) -> Result<Summary> {
                 })
                 .collect::<Result<Vec<_>>>()
                 .map(Wire::PerPeer)?
+        }
+    };
+    // With --traffic: the XDP program on the interface and the AF_XDP
+    // sockets, until `io` is dropped (the addresses go after them).
+    let traffic = match traffic {
+        None => None,
+        Some(p) => {
+            let w = EspWire::open(&cfg.interface, cfg.xdp_mode, &p.steered, cfg.gateway)?;
+            Some((p, w))
         }
     };
     let t0 = Instant::now();
@@ -362,7 +468,7 @@ pub fn ike(a: &IkeArgs) -> Result<Summary> {
         let now = Instant::now();
         e.tick(now);
         io.flush(&mut e);
-        io.probes(&mut e, now, cfg.gateway);
+        io.probes(&mut e, now);
         if setup_end.is_none() && e.setup_done() {
             setup_end = Some(now);
         }
@@ -403,7 +509,7 @@ pub fn ike(a: &IkeArgs) -> Result<Summary> {
                 wake = wake.min(s + fault_after);
             }
         }
-        if let Some(t) = io.traffic.as_ref().and_then(|t| t.0.next_due()) {
+        if let Some(t) = io.traffic.as_ref().and_then(|t| t.0.t.next_due()) {
             wake = wake.min(t);
         }
         io.wait(&mut e, &mut buf, now, wake);
@@ -432,17 +538,25 @@ pub fn ike(a: &IkeArgs) -> Result<Summary> {
         progress(&e, a.tunnels, t0, true);
     }
     let held = setup_end.map_or(Duration::ZERO, |s| end.saturating_duration_since(s));
-    let totals = io.traffic.as_ref().map(|t| t.0.totals(end));
+    let totals = io.traffic.as_ref().map(|t| t.0.t.totals(end));
     if let Some(t) = totals {
         e.accounting_mut().lost_in_rekeys = t.lost_in_rekeys;
     }
-    let summary = Summary::of(
+    let mut summary = Summary::of(
         e.accounting(),
         a.tunnels,
         held,
         cpu_seconds(),
         totals.is_some(),
     );
+    // The AF_XDP sockets close and the XDP program comes off; then the addresses.
+    let (tx_full, xdp_mode) = match io.traffic.take() {
+        Some((p, wire)) => {
+            summary.traffic_other = Some(p.other());
+            (p.tx_full, wire.attach_mode)
+        }
+        None => (0, ""),
+    };
     drop(addrs);
     if let Some(path) = &a.report {
         let notes = vec![
@@ -464,9 +578,16 @@ pub fn ike(a: &IkeArgs) -> Result<Summary> {
         print_text(&summary, io.send_errors, interrupted);
         if let Some(t) = totals {
             println!(
-                "traffic: {} probes sent, {} replies, {} of {} tunnels answered",
-                t.sent, t.replies, t.tunnels_answered, summary.up
+                "traffic: {} probes sent, {} replies, {} of {} tunnels answered (AF_XDP on {}, XDP {xdp_mode} mode)",
+                t.sent, t.replies, t.tunnels_answered, summary.up, cfg.interface
             );
+            if let Some(o) = summary.traffic_other.as_ref().filter(|o| !o.is_empty()) {
+                let v: Vec<String> = o.iter().map(|(k, n)| format!("{k} {n}")).collect();
+                println!("traffic: received, not a reply: {}", v.join(", "));
+            }
+            if tx_full > 0 {
+                println!("traffic: {tx_full} probes not sent (no AF_XDP transmit frame free)");
+            }
             if let Some(q) = summary.ttfp_ms {
                 println!(
                     "time to first packet: p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",

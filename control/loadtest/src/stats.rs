@@ -243,6 +243,11 @@ pub struct Summary {
     /// With `--traffic`: the tunnels with at least one decrypted reply.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tunnels_answered: Option<u64>,
+    /// With `--traffic`: frames the AF_XDP sockets received that counted
+    /// as no reply, by name (`no_peer`, `unknown_spi`, `bad_reply`, a
+    /// framing drop reason, ...); empty when every one was a reply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traffic_other: Option<BTreeMap<String, u64>>,
     /// Child SA rekeys completed.
     pub rekeys: u64,
     /// Rekeys per second over the hold phase (`--duration`).
@@ -318,6 +323,7 @@ impl Summary {
                 None
             },
             tunnels_answered: ttfp.then(|| acc.ttfp_ms().len() as u64),
+            traffic_other: None,
             rekeys,
             rekeys_per_second: if h > 0.0 {
                 round3(rekeys as f64 / h)
