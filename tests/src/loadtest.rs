@@ -257,6 +257,17 @@ pub fn xdpsec_gateway_auth(
     extra: &str,
     pki: Option<&CertPki>,
 ) -> Result<Daemon> {
+    xdpsec_gateway_encap(lab, tunnels, extra, pki, "udp")
+}
+
+/// [`xdpsec_gateway_auth`] with the tunnels' `encap` (`"udp"` or `"esp"`).
+pub fn xdpsec_gateway_encap(
+    lab: &Lab,
+    tunnels: usize,
+    extra: &str,
+    pki: Option<&CertPki>,
+    encap: &str,
+) -> Result<Daemon> {
     let auth = |k: usize| pki.map_or(format!("psk = \"{PSK}\"\n"), |p| p.gateway_lines(k - 1));
     let mut conf = format!(
         "node = \"gw\"\nsocket = \"{{socket}}\"\n[underlay]\ninterface = \"{}\"\naddress = \"{}\"\n[inside]\nmode = \"tun\"\nname = \"xsltgw\"\naddress = \"2001:db8:2::1/128\"\n",
@@ -264,7 +275,7 @@ pub fn xdpsec_gateway_auth(
     );
     for k in 1..=tunnels {
         conf.push_str(&format!(
-            "[[tunnel]]\nname = \"Tunnel{k}\"\nkind = \"ike\"\npeer = \"2001:db8:100::{:x}\"\nencap = \"udp\"\n{}ike_proposals = [\"aes256gcm16-prfsha256-x25519\"]\nesp_proposals = [\"aes256gcm16\"]\ninitiate = false\nlocal_subnets = [\"{GATEWAY_SUBNET}\"]\nremote_subnets = [\"2001:db8:1::{k:x}/128\"]\n",
+            "[[tunnel]]\nname = \"Tunnel{k}\"\nkind = \"ike\"\npeer = \"2001:db8:100::{:x}\"\nencap = \"{encap}\"\n{}ike_proposals = [\"aes256gcm16-prfsha256-x25519\"]\nesp_proposals = [\"aes256gcm16\"]\ninitiate = false\nlocal_subnets = [\"{GATEWAY_SUBNET}\"]\nremote_subnets = [\"2001:db8:1::{k:x}/128\"]\n",
             0x1000 + k,
             auth(k)
         ));

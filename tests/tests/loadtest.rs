@@ -140,6 +140,13 @@ fn source_addrs_left(lab: &Lab) -> usize {
         .count()
 }
 
+/// Whether node 1's interface has an XDP program on it (the load
+/// tester's, with --traffic, for the run only).
+fn xdp_on_if1(lab: &Lab) -> bool {
+    let out = Lab::exec(&lab.ns1, &["ip", "-d", "link", "show", "dev", &lab.if1]).unwrap();
+    String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+}
+
 /// While the load tester holds its tunnels (polled up to 20 s): how many
 /// established IKE SAs charon has from distinct source addresses, each
 /// with its child installed and ESP counted both ways by charon (the echo
@@ -214,6 +221,9 @@ fn fifty_tunnels_against_charon() {
         "source addresses left on {}",
         lab.if1
     );
+    // Every frame the AF_XDP sockets got was a reply; the program is off.
+    assert_eq!(v["traffic_other"], serde_json::json!({}), "{v}");
+    assert!(!xdp_on_if1(&lab), "XDP left on {}", lab.if1);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -334,6 +344,96 @@ fn fifty_tunnels_against_xdpsec() {
         "source addresses left on {}",
         lab.if1
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `encap = "esp"` on both sides, `--traffic 10` against xdpsec: every
+/// tunnel carries the probes as plain ESP (IP protocol 50) over the load
+/// tester's AF_XDP sockets and is answered. Independent of the load
+/// tester's own count: the gateway's per-SA counters show each of the 50
+/// child SAs decapsulating and encapsulating, its SAs say no UDP
+/// encapsulation (`in use settings ={Tunnel, }`), and its XDP program
+/// steered the probes as plain ESP over IPv6, none as ESP in UDP.
+#[test]
+fn fifty_tunnels_of_plain_esp_against_xdpsec() {
+    let lab = Lab::unique().up(1).unwrap();
+    let d = lt::xdpsec_gateway_encap(&lab, TUNNELS, "", None, "esp").unwrap();
+    let dir = scratch_dir("loadtest");
+    let config = loadtest_config(&lab, &dir);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("encap = \"udp\"", "encap = \"esp\"")).unwrap();
+    let child = spawn_loadtest(&lab, &config, &["--traffic", "10"]);
+    // While it holds them: the gateway's child SAs with ESP both ways.
+    let both_ways = poll(Duration::from_secs(20), TUNNELS, || {
+        d.cli_json("show crypto ipsec sa").map_or(0, |v| {
+            v["sas"].as_array().map_or(0, |a| {
+                a.iter()
+                    .filter(|s| {
+                        s["pkts_decaps"].as_u64().unwrap_or(0) > 0
+                            && s["pkts_encaps"].as_u64().unwrap_or(0) > 0
+                    })
+                    .count()
+            })
+        })
+    });
+    let sa_text = d.cli("show crypto ipsec sa").unwrap_or_default();
+    let v = loadtest_json(child, || d.log_text());
+    assert_eq!(both_ways, TUNNELS, "{sa_text}\n{}", d.log_text());
+    assert!(
+        sa_text.contains("in use settings ={Tunnel, }")
+            && !sa_text.contains("UDP-Encaps"),
+        "{sa_text}"
+    );
+    check_json(&v, true);
+    assert_eq!(v["tunnels_answered"], TUNNELS, "{v}");
+    assert_eq!(v["traffic_other"], serde_json::json!({}), "{v}");
+    let st = d
+        .cli_json("show platform hardware qfp active statistics")
+        .unwrap();
+    let steered = |k: &str| {
+        st["xdp"][k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {k}: {st}"))
+    };
+    assert!(steered("steered_esp_v6") >= TUNNELS as u64, "{st}");
+    assert_eq!(steered("steered_udp_esp_v6"), 0, "{st}");
+    assert!(!xdp_on_if1(&lab), "XDP left on {}", lab.if1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Ctrl-C (SIGINT) while the load tester holds ten tunnels with
+/// --traffic: it stops, prints its figures (interrupted), and its XDP
+/// program, AF_XDP sockets and source addresses are gone from node 1's
+/// interface.
+#[test]
+fn ctrl_c_takes_the_xdp_program_and_the_addresses_off() {
+    let lab = Lab::unique().up(1).unwrap();
+    let d = xdpsec_gateway(&lab, "");
+    let dir = scratch_dir("loadtest");
+    let config = loadtest_config(&lab, &dir);
+    let child = spawn_loadtest(&lab, &config, &["--tunnels", "10", "--traffic", "10", "--duration", "50"]);
+    // Up and answered: the gateway's SAs count ESP both ways.
+    let answered = poll(Duration::from_secs(20), 10, || {
+        d.cli_json("show crypto ipsec sa").map_or(0, |v| {
+            v["sas"].as_array().map_or(0, |a| {
+                a.iter()
+                    .filter(|s| s["pkts_encaps"].as_u64().unwrap_or(0) > 0)
+                    .count()
+            })
+        })
+    });
+    assert_eq!(answered, 10, "{}", d.log_text());
+    assert!(xdp_on_if1(&lab), "no XDP on {} during the run", lab.if1);
+    assert!(source_addrs_left(&lab) >= 10);
+    // `timeout` (the child) passes SIGINT on to the load tester.
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(v["up"], 10, "{v}");
+    assert!(!xdp_on_if1(&lab), "XDP left on {} after Ctrl-C", lab.if1);
+    assert_eq!(source_addrs_left(&lab), 0, "source addresses left on {}", lab.if1);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
