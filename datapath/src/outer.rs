@@ -14,10 +14,10 @@ use crate::wire::{ecn, ethernet, ip_proto, ipv4, ipv6, udp};
 use crate::worker::FrameClass;
 
 impl OuterHeader {
-    /// Bytes of the headers in front of the ESP packet: Ethernet (when
-    /// set), IPv4 or IPv6, UDP (when set).
+    /// The lengths of its Ethernet (0 when unset), IP and UDP (0 when
+    /// unset) headers.
     #[inline]
-    pub fn header_len(&self) -> usize {
+    fn lens(&self) -> (usize, usize, usize) {
         let eth = if self.ethernet.is_some() {
             ethernet::HEADER_LEN
         } else {
@@ -28,12 +28,23 @@ impl OuterHeader {
         } else {
             ipv4::HEADER_LEN
         };
-        eth + ip
-            + if self.udp.is_some() {
+        (
+            eth,
+            ip,
+            if self.udp.is_some() {
                 udp::HEADER_LEN
             } else {
                 0
-            }
+            },
+        )
+    }
+
+    /// Bytes of the headers in front of the ESP packet: Ethernet (when
+    /// set), IPv4 or IPv6, UDP (when set).
+    #[inline]
+    pub fn header_len(&self) -> usize {
+        let (eth, ip, udp) = self.lens();
+        eth + ip + udp
     }
 
     /// Whether an ESP packet of `esp_len` bytes overflows the outer
@@ -61,17 +72,8 @@ impl OuterHeader {
     /// once the ESP packet is in place.
     #[inline]
     pub fn emit(&self, out: &mut [u8], esp_len: usize, tos: u8, ident: u16) {
-        let eth_len = if self.ethernet.is_some() {
-            ethernet::HEADER_LEN
-        } else {
-            0
-        };
+        let (eth_len, ip_len, udp_len) = self.lens();
         let v6 = self.dst.is_ipv6();
-        let ip_len = if v6 {
-            ipv6::HEADER_LEN
-        } else {
-            ipv4::HEADER_LEN
-        };
         if let Some(e) = self.ethernet {
             let ethertype = if v6 {
                 ethernet::ethertype::IPV6
@@ -85,11 +87,6 @@ impl OuterHeader {
             }
             .emit(&mut ethernet::Frame::new_unchecked(&mut out[..eth_len]));
         }
-        let udp_len = if self.udp.is_some() {
-            udp::HEADER_LEN
-        } else {
-            0
-        };
         let proto = if self.udp.is_some() {
             ip_proto::UDP
         } else {
@@ -140,12 +137,8 @@ impl OuterHeader {
     #[inline]
     pub fn finish(&self, out: &mut [u8]) {
         if let (Some(_), IpAddr::V6(src), IpAddr::V6(dst)) = (self.udp, self.src, self.dst) {
-            let eth_len = if self.ethernet.is_some() {
-                ethernet::HEADER_LEN
-            } else {
-                0
-            };
-            let at = eth_len + ipv6::HEADER_LEN;
+            let (eth_len, ip_len, _) = self.lens();
+            let at = eth_len + ip_len;
             udp::Packet::new_unchecked(&mut out[at..]).fill_checksum_v6(&src, &dst);
         }
     }

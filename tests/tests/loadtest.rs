@@ -140,6 +140,19 @@ fn source_addrs_left(lab: &Lab) -> usize {
         .count()
 }
 
+/// How many of an xdpsec gateway's child SAs decapsulated and
+/// encapsulated ESP (its `show crypto ipsec sa` counters).
+fn sas_with_esp_both_ways(d: &Daemon) -> usize {
+    d.cli_json("show crypto ipsec sa").map_or(0, |v| {
+        v["sas"].as_array().map_or(0, |a| {
+            let n = |s: &Value, k: &str| s[k].as_u64().unwrap_or(0);
+            a.iter()
+                .filter(|s| n(s, "pkts_decaps") > 0 && n(s, "pkts_encaps") > 0)
+                .count()
+        })
+    })
+}
+
 /// Whether node 1's interface has an XDP program on it (the load
 /// tester's, with --traffic, for the run only).
 fn xdp_on_if1(lab: &Lab) -> bool {
@@ -365,23 +378,13 @@ fn fifty_tunnels_of_plain_esp_against_xdpsec() {
     let child = spawn_loadtest(&lab, &config, &["--traffic", "10"]);
     // While it holds them: the gateway's child SAs with ESP both ways.
     let both_ways = poll(Duration::from_secs(20), TUNNELS, || {
-        d.cli_json("show crypto ipsec sa").map_or(0, |v| {
-            v["sas"].as_array().map_or(0, |a| {
-                a.iter()
-                    .filter(|s| {
-                        s["pkts_decaps"].as_u64().unwrap_or(0) > 0
-                            && s["pkts_encaps"].as_u64().unwrap_or(0) > 0
-                    })
-                    .count()
-            })
-        })
+        sas_with_esp_both_ways(&d)
     });
     let sa_text = d.cli("show crypto ipsec sa").unwrap_or_default();
     let v = loadtest_json(child, || d.log_text());
     assert_eq!(both_ways, TUNNELS, "{sa_text}\n{}", d.log_text());
     assert!(
-        sa_text.contains("in use settings ={Tunnel, }")
-            && !sa_text.contains("UDP-Encaps"),
+        sa_text.contains("in use settings ={Tunnel, }") && !sa_text.contains("UDP-Encaps"),
         "{sa_text}"
     );
     check_json(&v, true);
@@ -411,17 +414,13 @@ fn ctrl_c_takes_the_xdp_program_and_the_addresses_off() {
     let d = xdpsec_gateway(&lab, "");
     let dir = scratch_dir("loadtest");
     let config = loadtest_config(&lab, &dir);
-    let child = spawn_loadtest(&lab, &config, &["--tunnels", "10", "--traffic", "10", "--duration", "50"]);
+    let child = spawn_loadtest(
+        &lab,
+        &config,
+        &["--tunnels", "10", "--traffic", "10", "--duration", "50"],
+    );
     // Up and answered: the gateway's SAs count ESP both ways.
-    let answered = poll(Duration::from_secs(20), 10, || {
-        d.cli_json("show crypto ipsec sa").map_or(0, |v| {
-            v["sas"].as_array().map_or(0, |a| {
-                a.iter()
-                    .filter(|s| s["pkts_encaps"].as_u64().unwrap_or(0) > 0)
-                    .count()
-            })
-        })
-    });
+    let answered = poll(Duration::from_secs(20), 10, || sas_with_esp_both_ways(&d));
     assert_eq!(answered, 10, "{}", d.log_text());
     assert!(xdp_on_if1(&lab), "no XDP on {} during the run", lab.if1);
     assert!(source_addrs_left(&lab) >= 10);
@@ -433,7 +432,12 @@ fn ctrl_c_takes_the_xdp_program_and_the_addresses_off() {
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(v["up"], 10, "{v}");
     assert!(!xdp_on_if1(&lab), "XDP left on {} after Ctrl-C", lab.if1);
-    assert_eq!(source_addrs_left(&lab), 0, "source addresses left on {}", lab.if1);
+    assert_eq!(
+        source_addrs_left(&lab),
+        0,
+        "source addresses left on {}",
+        lab.if1
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

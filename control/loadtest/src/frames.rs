@@ -122,16 +122,31 @@ mod tests {
         e
     }
 
-    #[test]
-    fn probes_are_ethernet_ip_udp_esp_with_valid_checksums() {
-        let e = esp(64);
-        // IPv6 in UDP: the UDP checksum over the pseudo-header verifies.
-        let o = probe_outer(
+    /// IPv6, ESP in UDP from and to 4500.
+    fn v6_udp() -> OuterHeader {
+        probe_outer(
             "2001:db8::1000".parse().unwrap(),
             "2001:db8::1".parse().unwrap(),
             Some((4500, 4500)),
             MACS,
-        );
+        )
+    }
+
+    /// IPv4, plain ESP.
+    fn v4_plain() -> OuterHeader {
+        probe_outer(
+            "198.51.100.10".parse().unwrap(),
+            "198.51.100.1".parse().unwrap(),
+            None,
+            MACS,
+        )
+    }
+
+    #[test]
+    fn probes_are_ethernet_ip_udp_esp_with_valid_checksums() {
+        let e = esp(64);
+        // IPv6 in UDP: the UDP checksum over the pseudo-header verifies.
+        let o = v6_udp();
         let mut buf = [0u8; 256];
         let n = probe_frame(&mut buf, &o, &e).unwrap();
         let f = &buf[..n];
@@ -161,12 +176,7 @@ mod tests {
 
         // IPv4, plain ESP: protocol 50, the header checksum verifies, the
         // identification is the sequence number's low half.
-        let o = probe_outer(
-            "198.51.100.10".parse().unwrap(),
-            "198.51.100.1".parse().unwrap(),
-            None,
-            MACS,
-        );
+        let o = v4_plain();
         let n = probe_frame(&mut buf, &o, &e).unwrap();
         let f = &buf[..n];
         assert_eq!(n, 14 + 20 + 64);
@@ -188,12 +198,7 @@ mod tests {
     #[test]
     fn anything_else_is_named_and_never_panics() {
         let e = esp(32);
-        let o = probe_outer(
-            "2001:db8::1000".parse().unwrap(),
-            "2001:db8::1".parse().unwrap(),
-            Some((4500, 4500)),
-            MACS,
-        );
+        let o = v6_udp();
         let mut buf = [0u8; 256];
         let n = probe_frame(&mut buf, &o, &e).unwrap();
         let f = buf[..n].to_vec();
@@ -211,12 +216,7 @@ mod tests {
         let mut arp = f.clone();
         arp[12..14].copy_from_slice(&[0x08, 0x06]);
         assert_eq!(reply_esp(&arp, |_| true), Err("not_ip"));
-        let o4 = probe_outer(
-            "198.51.100.10".parse().unwrap(),
-            "198.51.100.1".parse().unwrap(),
-            None,
-            MACS,
-        );
+        let o4 = v4_plain();
         let n4 = probe_frame(&mut buf, &o4, &e).unwrap();
         let mut bad = buf[..n4].to_vec();
         bad[24] ^= 1;

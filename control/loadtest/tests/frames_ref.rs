@@ -4,44 +4,16 @@
 //! the replies xdpsec locates (SPI, destination, port, ESP bytes).
 //! Without the venv: ignored, or a failure under `cargo xtask test` and
 //! CI (`xdpsec_testenv`).
-use std::{io::Write, net::IpAddr, path::PathBuf, process::Command};
+use std::{net::IpAddr, path::PathBuf};
 
 use serde_json::{Value, json};
 use xdpsec_loadtest::frames::{PROBE_TTL, probe_frame, probe_outer, reply_esp};
-use xdpsec_testenv::{Need, trial};
+use xdpsec_testenv::{Need, hex, trial, unhex};
 
 fn scapy(reqs: Vec<Value>) -> Vec<Value> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/frames_ref.py");
-    let mut child = Command::new(xdpsec_testenv::venv_python())
-        .arg(script)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("python");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(Value::from(reqs).to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "frames_ref.py: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len() / 2)
-        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
-        .collect()
+    let out = xdpsec_testenv::venv_script(&script, Value::from(reqs).to_string().as_bytes());
+    serde_json::from_slice::<Vec<Value>>(&out).unwrap()
 }
 
 const MACS: [[u8; 6]; 2] = [[2, 0, 0, 0, 0, 0x11], [2, 0, 0, 0, 0, 0x22]];

@@ -3,46 +3,22 @@
 //! them, scapy parses the results (lengths, IPv4 IDs, sequence numbers,
 //! flags, payloads) and recomputes every checksum. Without the venv:
 //! ignored, or a failure under `cargo xtask test` and CI (`xdpsec_testenv`).
-use std::{io::Write, path::PathBuf, process::Command};
+use std::path::PathBuf;
 
 use serde_json::{Value, json};
+use xdpsec_testenv::hex;
 use xdpsec_worker::offload::{
     F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, VnetHdr, complete_checksum, gro, segment,
 };
 
 fn scapy(reqs: Vec<Value>) -> Vec<Value> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/offload_ref.py");
-    let mut child = Command::new(xdpsec_testenv::venv_python())
-        .arg(script)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("python");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(Value::from(reqs).to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "offload_ref.py: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    let out = xdpsec_testenv::venv_script(&script, Value::from(reqs).to_string().as_bytes());
+    serde_json::from_slice::<Vec<Value>>(&out).unwrap()
 }
 
 fn unhex(s: &Value) -> Vec<u8> {
-    let s = s.as_str().unwrap();
-    (0..s.len() / 2)
-        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
-        .collect()
+    xdpsec_testenv::unhex(s.as_str().unwrap())
 }
 
 fn built(reqs: Vec<Value>) -> Vec<Vec<u8>> {

@@ -156,6 +156,47 @@ pub fn openssl(dir: &std::path::Path, args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
+/// Run the venv's python on `script` (a reference implementation the
+/// tests compare against: scapy, ...) with `input` on its stdin; what it
+/// wrote to stdout. Panics naming the script and its error output when it
+/// fails.
+pub fn venv_script(script: &Path, input: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = std::process::Command::new(venv_python())
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the venv's python");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(input)
+        .expect("writing to python");
+    let out = child.wait_with_output().expect("python's output");
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Bytes as lowercase hex (what the reference scripts read and write).
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Hex (even length) as bytes; panics on anything else.
+pub fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
