@@ -61,7 +61,13 @@ fn spawn_loadtest(lab: &Lab, config: &Path, extra: &[&str]) -> Child {
                 .into_iter()
                 .flatten(),
         )
-        .args(["--duration", &HOLD_S.to_string(), "--json"])
+        .args(
+            (!extra.contains(&"--duration"))
+                .then(|| ["--duration".to_string(), HOLD_S.to_string()])
+                .into_iter()
+                .flatten(),
+        )
+        .arg("--json")
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -153,6 +159,18 @@ fn sas_with_esp_both_ways(d: &Daemon) -> usize {
     })
 }
 
+/// Every frame the load tester's AF_XDP sockets got was a reply, but for
+/// replies that came after their tunnel was deleted (`unknown_spi`: a
+/// probe in flight at the end, one per tunnel at most).
+fn only_late_replies(v: &Value) {
+    let other = v["traffic_other"].as_object().expect("traffic_other");
+    assert!(
+        other.keys().all(|k| k == "unknown_spi")
+            && other.get("unknown_spi").map_or(0, |n| n.as_u64().unwrap()) <= TUNNELS as u64,
+        "{v}"
+    );
+}
+
 /// Whether node 1's interface has an XDP program on it (the load
 /// tester's, with --traffic, for the run only).
 fn xdp_on_if1(lab: &Lab) -> bool {
@@ -235,7 +253,7 @@ fn fifty_tunnels_against_charon() {
         lab.if1
     );
     // Every frame the AF_XDP sockets got was a reply; the program is off.
-    assert_eq!(v["traffic_other"], serde_json::json!({}), "{v}");
+    only_late_replies(&v);
     assert!(!xdp_on_if1(&lab), "XDP left on {}", lab.if1);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -389,7 +407,7 @@ fn fifty_tunnels_of_plain_esp_against_xdpsec() {
     );
     check_json(&v, true);
     assert_eq!(v["tunnels_answered"], TUNNELS, "{v}");
-    assert_eq!(v["traffic_other"], serde_json::json!({}), "{v}");
+    only_late_replies(&v);
     let st = d
         .cli_json("show platform hardware qfp active statistics")
         .unwrap();

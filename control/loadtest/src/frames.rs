@@ -66,6 +66,9 @@ pub struct ReplyEsp {
     pub src: IpAddr,
     /// UDP destination port for ESP in UDP.
     pub dport: Option<u16>,
+    /// The UDP source port (IKE's 500: IKE sent before NAT-T floated,
+    /// without the non-ESP marker).
+    pub sport: Option<u16>,
     /// The SPI.
     pub spi: u32,
 }
@@ -92,6 +95,7 @@ pub fn reply_esp(frame: &[u8], esp_port: impl Fn(u16) -> bool) -> Result<ReplyEs
         dst: loc.dst,
         src: loc.src,
         dport: loc.ports.map(|p| p.1),
+        sport: loc.ports.map(|p| p.0),
     })
 }
 
@@ -172,7 +176,10 @@ mod tests {
         // Located again as what it is.
         let r = reply_esp(f, |p| p == 4500).unwrap();
         assert_eq!(&f[r.esp.clone()], &e[..]);
-        assert_eq!((r.spi, r.dport, r.dst), (0xc0de_0001, Some(4500), o.dst));
+        assert_eq!(
+            (r.spi, r.dport, r.sport, r.dst),
+            (0xc0de_0001, Some(4500), Some(4500), o.dst)
+        );
 
         // IPv4, plain ESP: protocol 50, the header checksum verifies, the
         // identification is the sequence number's low half.

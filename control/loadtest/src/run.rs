@@ -158,13 +158,26 @@ impl Probes {
 
     /// A frame from the AF_XDP sockets: a reply is opened and counted
     /// (its tunnel found by its SPI, else by its destination: ESP on a
-    /// forgotten SPI is reported to that peer's core); anything else is
-    /// counted by name.
+    /// forgotten SPI is reported to that peer's core); IKE without the
+    /// non-ESP marker to a peer's own port goes to its core; anything
+    /// else is counted by name.
     fn frame(&mut self, e: &mut Engine, f: &mut [u8], t0: Instant) {
         let r = match reply_esp(f, |p| self.steered.contains(&p)) {
             Ok(r) => r,
             Err(what) => return self.other.count(what),
         };
+        if r.sport == Some(xdpsec_ike::IKE_PORT)
+            && let Some(i) = r.dport.and_then(|p| self.port_peer.get(&p).copied())
+        {
+            // IKE from the gateway's port 500 to a peer's own port
+            // (source_port_range, before NAT-T floated) has no non-ESP
+            // marker, so XDP took it for ESP: to that peer's core, as
+            // its socket would have.
+            let local = SocketAddr::new(r.dst, xdpsec_ike::IKE_PORT);
+            let from = SocketAddr::new(r.src, xdpsec_ike::IKE_PORT);
+            e.datagram_to(i, Instant::now(), local, from, &f[r.esp]);
+            return;
+        }
         let by_dst = match r.dport {
             Some(p) if !self.port_peer.is_empty() => self.port_peer.get(&p).copied(),
             _ => e.peer_at(r.dst),

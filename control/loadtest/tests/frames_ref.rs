@@ -137,6 +137,7 @@ fn replies_scapy_built_are_located() {
         assert_eq!(r.src, s.parse::<IpAddr>().unwrap());
         assert_eq!(r.dst, d.parse::<IpAddr>().unwrap());
         assert_eq!(r.dport, p);
+        assert_eq!(r.sport, p.map(|_| 4500));
         let e = &f[r.esp.clone()];
         assert_eq!(e.len(), 48 + k);
         assert_eq!(&e[4..8], &(7 + k as u32).to_be_bytes());
