@@ -422,6 +422,43 @@ fn fifty_tunnels_of_plain_esp_against_xdpsec() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `--rekey-every 2` with `--traffic 10` against xdpsec, ten tunnels held
+/// 5 s: every tunnel rekeys at least twice (CREATE_CHILD_SA; the
+/// gateway's log shows each rekey), the probes go on through the new child
+/// SAs over AF_XDP (their replies found by the new inbound SPIs), and
+/// none sent during a rekey is lost (xdpsec installs the new inbound SA
+/// before it answers, and keeps the old one until the DELETE).
+#[test]
+fn rekeys_under_traffic_lose_nothing_against_xdpsec() {
+    let lab = Lab::unique().up(1).unwrap();
+    let d = xdpsec_gateway(&lab, "");
+    let dir = scratch_dir("loadtest");
+    let config = loadtest_config(&lab, &dir);
+    let args = [
+        "--tunnels",
+        "10",
+        "--traffic",
+        "10",
+        "--rekey-every",
+        "2",
+        "--duration",
+        "5",
+    ];
+    let v = loadtest_json(spawn_loadtest(&lab, &config, &args), || d.log_text());
+    eprintln!("{v}");
+    assert_eq!(
+        (v["up"].as_u64(), v["tunnels_answered"].as_u64()),
+        (Some(10), Some(10)),
+        "{v}"
+    );
+    assert!(v["rekeys"].as_u64().unwrap() >= 20, "{v}");
+    assert_eq!(v["lost_in_rekeys"], 0, "{v}");
+    // No reply went unmatched but the late ones after the DELETEs.
+    let other = v["traffic_other"].as_object().unwrap();
+    assert!(other.keys().all(|k| k == "unknown_spi"), "{v}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Ctrl-C (SIGINT) while the load tester holds ten tunnels with
 /// --traffic: it stops, prints its figures (interrupted), and its XDP
 /// program, AF_XDP sockets and source addresses are gone from node 1's
