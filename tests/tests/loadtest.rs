@@ -423,11 +423,9 @@ fn fifty_tunnels_of_plain_esp_against_xdpsec() {
 }
 
 /// `--rekey-every 2` with `--traffic 10` against xdpsec, ten tunnels held
-/// 5 s: every tunnel rekeys at least twice (CREATE_CHILD_SA; the
-/// gateway's log shows each rekey), the probes go on through the new child
-/// SAs over AF_XDP (their replies found by the new inbound SPIs), and
-/// none sent during a rekey is lost (xdpsec installs the new inbound SA
-/// before it answers, and keeps the old one until the DELETE).
+/// 5 s: every tunnel rekeys twice (CREATE_CHILD_SA), the probes go on
+/// through the new child SAs over AF_XDP (their replies found by the new
+/// inbound SPIs), and none sent during a rekey is lost.
 #[test]
 fn rekeys_under_traffic_lose_nothing_against_xdpsec() {
     let lab = Lab::unique().up(1).unwrap();
