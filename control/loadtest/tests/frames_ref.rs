@@ -16,6 +16,9 @@ fn scapy(reqs: Vec<Value>) -> Vec<Value> {
     serde_json::from_slice::<Vec<Value>>(&out).unwrap()
 }
 
+/// Source, destination, UDP ports (none: plain ESP).
+type Case = (&'static str, &'static str, Option<(u16, u16)>);
+
 const MACS: [[u8; 6]; 2] = [[2, 0, 0, 0, 0, 0x11], [2, 0, 0, 0, 0, 0x22]];
 
 /// An ESP packet's bytes as the seal leaves them: SPI, sequence, the rest.
@@ -29,7 +32,7 @@ fn esp(spi: u32, seq: u32, len: usize) -> Vec<u8> {
 /// Probes over IPv4 and IPv6, in UDP (from 4500 and from a peer's own
 /// port) and plain: every field and checksum as scapy reads them.
 fn probes_parse_in_scapy() {
-    let cases: [(&str, &str, Option<(u16, u16)>); 4] = [
+    let cases: [Case; 4] = [
         ("2001:db8::1000", "2001:db8::1", Some((4500, 4500))),
         ("2001:db8::2", "2001:db8::1", Some((20001, 4500))),
         ("2001:db8::1000", "2001:db8::1", None),
