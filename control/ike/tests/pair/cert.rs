@@ -11,7 +11,7 @@ use std::{
 };
 
 use xdpsec_ike::cert::{self, Credentials};
-use xdpsec_testenv::{openssl, pki as openssl_pki};
+use xdpsec_testenv::pki as openssl_pki;
 
 use super::*;
 
