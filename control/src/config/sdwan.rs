@@ -583,6 +583,16 @@ mod tests {
             let e = Config::parse(&text).unwrap_err();
             assert!(e.contains(want), "{to}: {e}");
         }
+        // The ADDR:PORT error, whole (`text::addr_port_field`).
+        for bad in ["198.51.100.10", "198.51.100.10:0", "controller:23456"] {
+            let text = format!("{BASE}{}", sdwan.replacen("198.51.100.10:23456", bad, 1));
+            assert_eq!(
+                Config::parse(&text).unwrap_err(),
+                format!(
+                    "line 12: field `sdwan.controller` = {bad:?}: give the controller's ADDR:PORT, e.g. \"198.51.100.10:23456\""
+                )
+            );
+        }
         // Two TLOCs of one color.
         let e = Config::parse(&format!(
             "{BASE}{sdwan}[[sdwan.tloc]]\ncolor = \"biz-internet\"\naddress = \"198.51.100.21\"\nport_offset = 1\n"

@@ -212,6 +212,15 @@ pub(crate) mod tests {
             let e = ControllerConfig::parse(&text).unwrap_err();
             assert!(e.contains(&want), "{text:?}: got {e:?}, want {want:?}");
         }
+        // The ADDR:PORT error, whole (`text::addr_port_field`).
+        for bad in ["198.51.100.10", "198.51.100.10:0", "[2001:db8::10]"] {
+            assert_eq!(
+                ControllerConfig::parse(&b.replace("198.51.100.10:23456", bad)).unwrap_err(),
+                format!(
+                    "line 2: field `listen` = {bad:?}: give ADDR:PORT with a port 1-65535, e.g. \"198.51.100.10:23456\" or \"[2001:db8::10]:23456\""
+                )
+            );
+        }
         let e = ControllerConfig::parse(&format!("{b}psk = \"k\"\n")).unwrap_err();
         assert!(
             e.contains("`ca_file`")
