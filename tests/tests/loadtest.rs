@@ -464,7 +464,8 @@ fn rekeys_under_traffic_lose_nothing_against_xdpsec() {
 }
 
 /// Ctrl-C (SIGINT) while the load tester holds ten tunnels with
-/// --traffic: it stops, prints its figures (interrupted), and its XDP
+/// --traffic and `underlay.xdp_mode = "generic"` (the program is on in
+/// generic mode meanwhile): it stops, prints its figures, and its XDP
 /// program, AF_XDP sockets and source addresses are gone from node 1's
 /// interface.
 #[test]
@@ -473,6 +474,13 @@ fn ctrl_c_takes_the_xdp_program_and_the_addresses_off() {
     let d = xdpsec_gateway(&lab, "");
     let dir = scratch_dir("loadtest");
     let config = loadtest_config(&lab, &dir);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let iface = format!("interface = \"{}\"", lab.if1);
+    std::fs::write(
+        &config,
+        text.replace(&iface, &format!("{iface}\nxdp_mode = \"generic\"")),
+    )
+    .unwrap();
     let child = spawn_loadtest(
         &lab,
         &config,
@@ -482,6 +490,9 @@ fn ctrl_c_takes_the_xdp_program_and_the_addresses_off() {
     let answered = poll(Duration::from_secs(20), 10, || sas_with_esp_both_ways(&d));
     assert_eq!(answered, 10, "{}", d.log_text());
     assert!(xdp_on_if1(&lab), "no XDP on {} during the run", lab.if1);
+    let link = Lab::exec(&lab.ns1, &["ip", "link", "show", "dev", &lab.if1]).unwrap();
+    let link = String::from_utf8_lossy(&link.stdout);
+    assert!(link.contains("xdpgeneric"), "not in generic mode: {link}");
     assert!(source_addrs_left(&lab) >= 10);
     // `timeout` (the child) passes SIGINT on to the load tester.
     // SAFETY: kill(2) on our own child's pid.
