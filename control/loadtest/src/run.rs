@@ -141,6 +141,9 @@ impl Io {
         for i in e.take_ups() {
             t.tunnel_up(i, now);
         }
+        for i in e.take_gone() {
+            t.tunnel_gone(i);
+        }
         for i in t.take_due(now) {
             let Some(out) = e.outbound(i) else {
                 t.forget(i);
@@ -411,11 +414,12 @@ pub fn ike(a: &IkeArgs) -> Result<Summary> {
     };
     let end = Instant::now();
     e.finish(end);
-    // The DELETEs: until each is answered or given up (bounded by BYE_RESEND).
+    // The DELETEs: until each is answered or given up (bounded by
+    // BYE_RESEND, `concurrency` at a time); those left count as unanswered.
     let linger = if interrupted {
         Duration::from_secs(1)
     } else {
-        Duration::from_secs(10)
+        (e.closing_bound() + Duration::from_secs(1)).max(Duration::from_secs(10))
     };
     while !e.closing_done() && end.elapsed() < linger {
         let now = Instant::now();
@@ -428,6 +432,7 @@ pub fn ike(a: &IkeArgs) -> Result<Summary> {
         io.wait(&mut e, &mut buf, now, wake);
     }
     io.flush(&mut e);
+    e.end_closing();
     if show {
         progress(&e, a.tunnels, t0, true);
     }
@@ -523,6 +528,10 @@ fn print_text(s: &Summary, send_errors: u64, interrupted: bool) {
             }
         }
     }
+    println!(
+        "gone during the run: {} deleted by the gateway, {} dead (no answer to our requests); at the end {} DELETEs unanswered",
+        s.deleted_by_gateway, s.dead_by_dpd, s.unanswered_deletes
+    );
     let per = if s.up > 0 {
         s.cpu_seconds / s.up as f64 * 1000.0
     } else {
