@@ -61,7 +61,13 @@ fn spawn_loadtest(lab: &Lab, config: &Path, extra: &[&str]) -> Child {
                 .into_iter()
                 .flatten(),
         )
-        .args(["--duration", &HOLD_S.to_string(), "--json"])
+        .args(
+            (!extra.contains(&"--duration"))
+                .then(|| ["--duration".to_string(), HOLD_S.to_string()])
+                .into_iter()
+                .flatten(),
+        )
+        .arg("--json")
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -555,5 +561,147 @@ fn the_first_echo_through_xdpsec_is_answered() {
     );
     assert!(held > 0, "no reply waited for its next hop: {s}");
     assert_eq!(s["next_hop_held_sent"], held, "{s}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Established IKE SAs charon holds now.
+fn charon_established(charon: &Charon) -> usize {
+    charon.list_sas().map_or(usize::MAX, |s| {
+        s.iter().filter(|s| s.state == "ESTABLISHED").count()
+    })
+}
+
+/// The JSON's fields about tunnels gone: (`deleted_by_gateway`,
+/// `dead_by_dpd`, `unanswered_deletes`).
+fn gone_fields(v: &Value) -> (u64, u64, u64) {
+    let f = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k}: {v}"));
+    (
+        f("deleted_by_gateway"),
+        f("dead_by_dpd"),
+        f("unanswered_deletes"),
+    )
+}
+
+/// 50 peers with ONE certificate (one identity, its subject DN) against
+/// charon with the connection's `unique` policy: charon's own view (the
+/// IKE SAs it holds once it authenticated all 50, `swanctl --list-sas`),
+/// the load tester's JSON and charon's log.
+fn one_certificate_run(unique: Option<&str>) -> (usize, Value, String) {
+    xdpsec_e2e::strongswan::require_5_9_8();
+    let lab = Lab::unique().up(1).unwrap();
+    let pki = lt::CertPki::new(1).unwrap();
+    let charon = lt::charon_gateway_unique(&lab, SOURCE_RANGE, None, Some(&pki), unique).unwrap();
+    let dir = scratch_dir("loadtest");
+    let config = lt::config_auth(
+        &lab,
+        &dir,
+        &lt::source_range_line(),
+        &pki.loadtest_lines("peers/0"),
+    );
+    let child = spawn_loadtest(&lab, &config, &["--duration", "6"]);
+    // Once charon authenticated all 50, no IKE SA comes any more: what it
+    // holds then only shrinks to what its uniqueness policy leaves.
+    let dn = lt::device_dn(&lt::peer_serial(0));
+    let authenticated = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains(&format!("authentication of '{dn}' with ECDSA")))
+            .filter(|l| l.ends_with("successful"))
+            .count()
+    };
+    xdpsec_e2e::wait_for(
+        "charon authenticated the 50 peers",
+        Duration::from_secs(20),
+        || authenticated(&charon.log_text()) == TUNNELS,
+    );
+    let want = if unique == Some("never") { TUNNELS } else { 1 };
+    let held = poll(Duration::from_secs(3), want, || charon_established(&charon));
+    let v = loadtest_json(child, || charon.log_text());
+    eprintln!("{v}");
+    let left = poll(Duration::from_secs(5), 0, || charon_established(&charon));
+    assert_eq!(left, 0, "{:#?}", charon.list_sas());
+    let log = charon.log_text();
+    let _ = std::fs::remove_dir_all(&dir);
+    (held, v, log)
+}
+
+/// charon's default uniqueness (`unique = no`) and one certificate for 50
+/// peers: each IKE_AUTH carries INITIAL_CONTACT, and charon destroys the
+/// IKE SAs it holds for that identity without a DELETE (its log:
+/// `destroying duplicate IKE_SA for peer '...', received INITIAL_CONTACT`;
+/// strongSwan's ike_sa_manager.c check_uniqueness: checkin_and_destroy).
+/// charon holds one IKE SA of 50; the load tester counts 50 up, learns of
+/// nothing during the run (no DELETE came, no request of its own went
+/// unanswered), and its final DELETEs to the other 49 go unanswered:
+/// `unanswered_deletes` = 50 - what charon held.
+#[test]
+fn one_certificate_for_fifty_peers_leaves_charon_one_ike_sa() {
+    let (held, v, log) = one_certificate_run(None);
+    assert_eq!(held, 1, "IKE SAs charon held:\n{log}");
+    assert_eq!(v["up"], TUNNELS, "{v}");
+    assert_eq!(v["attempts"], TUNNELS, "{v}");
+    assert_eq!(gone_fields(&v), (0, 0, (TUNNELS - held) as u64), "{v}");
+    let destroyed = log.matches("received INITIAL_CONTACT").count();
+    assert_eq!(destroyed, TUNNELS - 1, "charon's log:\n{log}");
+    // Nothing of the 49 DELETEs for IKE SAs it no longer has shows in
+    // charon's log but its silence (no INVALID_IKE_SPI notify either).
+    assert!(!log.contains("INVALID_IKE_SPI"), "{log}");
+}
+
+/// The same with `unique = never`: charon keeps all 50 IKE SAs, and every
+/// final DELETE is answered.
+#[test]
+fn one_certificate_for_fifty_peers_with_unique_never_keeps_fifty() {
+    let (held, v, log) = one_certificate_run(Some("never"));
+    assert_eq!(held, TUNNELS, "IKE SAs charon held:\n{log}");
+    assert_eq!(v["up"], TUNNELS, "{v}");
+    assert_eq!(gone_fields(&v), (0, 0, 0), "{v}");
+    assert!(!log.contains("received INITIAL_CONTACT"), "{log}");
+}
+
+/// charon deletes 5 of the 50 IKE SAs while the load tester holds them
+/// (`swanctl --terminate --ike-id`: a DELETE to the peer): the JSON counts
+/// exactly those 5 in `deleted_by_gateway` (the attempts stay up), the
+/// rest are deleted by the load tester at the end, all answered; the
+/// probes of the 5 stop (they are not counted lost).
+#[test]
+fn ike_sas_charon_deletes_count_as_deleted_by_gateway() {
+    xdpsec_e2e::strongswan::require_5_9_8();
+    let lab = Lab::unique().up(1).unwrap();
+    let charon = charon_gateway(&lab, None);
+    let dir = scratch_dir("loadtest");
+    let config = loadtest_config(&lab, &dir);
+    let child = spawn_loadtest(&lab, &config, &["--traffic", "5", "--duration", "8"]);
+    let up = poll(Duration::from_secs(20), TUNNELS, || {
+        charon_established(&charon)
+    });
+    assert_eq!(up, TUNNELS, "{:#?}", charon.list_sas());
+    let ids: Vec<u32> = charon
+        .list_sas()
+        .unwrap()
+        .iter()
+        .filter(|s| s.state == "ESTABLISHED")
+        .map(|s| s.uniqueid)
+        .take(5)
+        .collect();
+    for id in &ids {
+        charon
+            .swanctl(&[
+                "--terminate",
+                "--ike-id",
+                &id.to_string(),
+                "--timeout",
+                "10",
+            ])
+            .unwrap();
+    }
+    let held = charon_established(&charon);
+    let v = loadtest_json(child, || charon.log_text());
+    eprintln!("{v}");
+    assert_eq!(held, TUNNELS - 5, "{:#?}", charon.list_sas());
+    check_json(&v, true);
+    assert_eq!(gone_fields(&v), (5, 0, 0), "{v}");
+    assert_eq!(v["lost_in_rekeys"], 0, "{v}");
+    let left = poll(Duration::from_secs(5), 0, || charon_established(&charon));
+    assert_eq!(left, 0, "{:#?}", charon.list_sas());
     let _ = std::fs::remove_dir_all(&dir);
 }
