@@ -768,3 +768,44 @@ fn ike_sas_charon_deletes_count_as_deleted_by_gateway() {
     assert_eq!(left, 0, "{:#?}", charon.list_sas());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// charon crashes (SIGKILL: no DELETE to anyone) while the load tester
+/// holds 50 tunnels: `dpd_seconds = 1` on the peers, so each one's
+/// liveness check goes unanswered through the core's retransmissions
+/// (1+2+4+8+16 s) during the hold: `dead_by_dpd` 50; without it, the
+/// run learns only from its final DELETEs: `unanswered_deletes` 50.
+fn crashed_charon_run(dpd: bool) -> Value {
+    xdpsec_e2e::strongswan::require_5_9_8();
+    let lab = Lab::unique().up(1).unwrap();
+    let mut charon = charon_gateway(&lab, None);
+    let dir = scratch_dir("loadtest");
+    let mut sources = lt::source_range_line();
+    if dpd {
+        sources.push_str("\ndpd_seconds = 1");
+    }
+    let config = lt::config(&lab, &dir, &sources);
+    let hold = if dpd { "40" } else { "4" };
+    let child = spawn_loadtest(&lab, &config, &["--duration", hold]);
+    let up = poll(Duration::from_secs(20), TUNNELS, || {
+        charon_established(&charon)
+    });
+    assert_eq!(up, TUNNELS, "{:#?}", charon.list_sas());
+    charon.kill();
+    let v = loadtest_json(child, String::new);
+    eprintln!("{v}");
+    assert_eq!(v["up"], TUNNELS, "{v}");
+    let _ = std::fs::remove_dir_all(&dir);
+    v
+}
+
+#[test]
+fn a_crashed_charon_leaves_every_final_delete_unanswered() {
+    let v = crashed_charon_run(false);
+    assert_eq!(gone_fields(&v), (0, 0, TUNNELS as u64), "{v}");
+}
+
+#[test]
+fn a_crashed_charon_is_found_dead_by_dpd() {
+    let v = crashed_charon_run(true);
+    assert_eq!(gone_fields(&v), (0, TUNNELS as u64, 0), "{v}");
+}
