@@ -29,10 +29,11 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// the run waits for the tunnels to recover; the others count as not
 /// recovered (a gateway's DPD gives up after 31 s to 3 min by default).
 pub const FAILOVER_WAIT: Duration = Duration::from_secs(120);
-/// How long the run waits for its DELETEs at the end: at least, and at
-/// most (enough for `--concurrency` rounds of unanswered ones, each given
-/// up after 3.5 s, up to this); those left count as unanswered.
+/// How long the run waits for its DELETEs at the end at least; longer
+/// when `--concurrency` rounds of unanswered ones (each given up after
+/// 3.5 s) need it.
 const CLOSING_MIN: Duration = Duration::from_secs(10);
+/// ... and at most; those left then count as unanswered.
 const CLOSING_MAX: Duration = Duration::from_secs(120);
 
 fn check_args(a: &IkeArgs, cfg: &LoadtestConfig) -> Result<Options> {
