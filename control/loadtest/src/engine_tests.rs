@@ -835,3 +835,30 @@ fn liveness_checks_unanswered_count_as_dead_by_dpd() {
     e.end_closing();
     assert_eq!(summary(&e, 2).unanswered_deletes, 0);
 }
+
+/// A tunnel gone (the shell is told by [`Engine::take_gone`]) is probed no
+/// more, and the probes it sent during a rekey are not counted lost.
+#[test]
+fn gone_tunnels_are_not_probed_and_lose_nothing_in_rekeys() {
+    let (e, net, _, _) = run(2, Options::default(), |_, _| true, Duration::from_secs(1));
+    let mut t = crate::traffic::Traffic::new(10.0, 2);
+    let src: IpAddr = "2001:db8:1::1".parse().unwrap();
+    let dst: IpAddr = "2001:db8:2::1".parse().unwrap();
+    for i in 0..2 {
+        t.tunnel_up(i, net.t);
+    }
+    let mut due = t.take_due(net.t);
+    due.sort_unstable();
+    assert_eq!(due, vec![0, 1]);
+    for i in due {
+        let keys = &e.outbound(i).unwrap().keys;
+        // Both sent while a rekey was under way, neither answered.
+        assert!(t.probe(i, keys, src, dst, true, net.t).is_some());
+    }
+    t.tunnel_gone(1);
+    let later = net.t + Duration::from_secs(5);
+    let due = t.take_due(later);
+    assert!(due.contains(&0) && !due.contains(&1), "{due:?}");
+    let tot = t.totals(later);
+    assert_eq!((tot.sent, tot.lost_in_rekeys), (2, 1));
+}
