@@ -220,6 +220,8 @@ pub struct Engine {
     byes: Vec<(usize, Send, usize, Instant)>,
     /// DELETEs never answered.
     pub byes_unanswered: u64,
+    /// IKE requests resent by the cores already closed or forgotten.
+    retransmitted: u64,
     logs: Vec<String>,
 }
 
@@ -317,6 +319,7 @@ impl Engine {
             bye_queue: std::collections::VecDeque::new(),
             byes: Vec::new(),
             byes_unanswered: 0,
+            retransmitted: 0,
             logs: Vec::new(),
         }
     }
@@ -329,6 +332,18 @@ impl Engine {
     /// The accounting, to record traffic results in.
     pub fn accounting_mut(&mut self) -> &mut Accounting {
         &mut self.acc
+    }
+
+    /// IKE requests the peers' cores resent for want of a response, all
+    /// cores of the run (closed ones included).
+    pub fn retransmissions(&self) -> u64 {
+        let live: u64 = self
+            .peers
+            .iter()
+            .filter_map(|p| p.core.as_ref())
+            .map(|c| c.stats().retransmissions)
+            .sum();
+        self.retransmitted + live
     }
 
     /// Attempts in flight.
@@ -661,6 +676,7 @@ impl Engine {
         p.inbound.clear();
         p.next_rekey = None;
         if let Some(mut core) = p.core.take() {
+            self.retransmitted += core.stats().retransmissions;
             for a in core.handle(now, Input::Command(Command::Shutdown)) {
                 if let Action::Send {
                     local,
@@ -718,7 +734,9 @@ impl Engine {
             match spec.kind {
                 FaultKind::Silent { restart_after } => {
                     // Forgotten at once: no DELETE, no more timers.
-                    p.core = None;
+                    if let Some(c) = p.core.take() {
+                        self.retransmitted += c.stats().retransmissions;
+                    }
                     p.state = State::Silent;
                     p.outbound = None;
                     p.inbound.clear();

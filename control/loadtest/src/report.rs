@@ -184,6 +184,7 @@ pub fn html(s: &Summary, acc: &Accounting, title: &str, notes: &[String]) -> Str
     row("rekeys_per_second", s.rekeys_per_second.to_string());
     row("lost_in_rekeys", s.lost_in_rekeys.to_string());
     row("cpu_seconds", s.cpu_seconds.to_string());
+    row("retransmissions", s.retransmissions.to_string());
     if let Some(n) = s.tunnels_answered {
         row("tunnels_answered", n.to_string());
     }
@@ -244,6 +245,7 @@ mod tests {
             let i = acc.start(Duration::from_millis(10 * k as u64));
             acc.end(i, Duration::from_millis(10 * k as u64 + 35), o);
         }
+        acc.retransmissions = 7;
         let s = Summary::of(&acc, 3, Duration::ZERO, 0.25, false);
         let page = html(&s, &acc, "run <1>", &["gateway 2001:db8::1".into()]);
         assert!(page.contains("<title>run &lt;1&gt;</title>"));
@@ -264,6 +266,7 @@ mod tests {
             ("failed.TIMEOUT", "1"),
             ("seconds", "0.055"),
             ("cpu_seconds", "0.25"),
+            ("retransmissions", "7"),
         ] {
             assert!(page.contains(&format!("<td id=\"{k}\">{v}</td>")), "{k}");
         }

@@ -37,6 +37,8 @@ pub struct Accounting {
     pub rekeys: Vec<Duration>,
     /// Probes that got no reply while a rekey of their tunnel was under way.
     pub lost_in_rekeys: u64,
+    /// IKE requests the peers' cores resent for want of a response.
+    pub retransmissions: u64,
     /// With `--fault`: its name (`silent`, `forget-sa`) and one record per
     /// faulted tunnel.
     pub fault: Option<(&'static str, Vec<Fault>)>,
@@ -251,6 +253,9 @@ pub struct Summary {
     pub lost_in_rekeys: u64,
     /// CPU time of this process (user + system).
     pub cpu_seconds: f64,
+    /// IKE requests the peers' cores resent for want of a response (0 on
+    /// a link that loses nothing).
+    pub retransmissions: u64,
     /// With `--fault`: how many tunnels it hit and how many recovered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failover: Option<FailoverCounts>,
@@ -326,6 +331,7 @@ impl Summary {
             },
             lost_in_rekeys: acc.lost_in_rekeys,
             cpu_seconds: round3(cpu_seconds),
+            retransmissions: acc.retransmissions,
             failover: acc.fault.as_ref().map(|(name, f)| {
                 let recovered = f.iter().filter(|x| x.recovered.is_some()).count() as u64;
                 FailoverCounts {
@@ -447,7 +453,8 @@ mod tests {
                 "rekeys",
                 "rekeys_per_second",
                 "lost_in_rekeys",
-                "cpu_seconds"
+                "cpu_seconds",
+                "retransmissions"
             ]
         );
     }
