@@ -100,8 +100,8 @@ impl GatewayLab {
             }
             ip(&["-n", gw, "link", "set", &g.inside[side], "up"])?;
             ip(&["-n", host, "link", "set", &hif, "up"])?;
-            link_ready(gw, &g.inside[side])?;
-            link_ready(host, &hif)?;
+            link_ready(gw, &g.inside[side], gw_addr[1])?;
+            link_ready(host, &hif, host_addr[1])?;
             ip(&["-n", host, "route", "add", "default", "via", gw_addr[0]])?;
             ip(&[
                 "-n", host, "-6", "route", "add", "default", "via", gw_addr[1],

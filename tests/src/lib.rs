@@ -63,7 +63,10 @@ fn ip(args: &[&str]) -> Result<()> {
 }
 
 /// Wait (up to 5 s) until the veth end `ifname` in `ns` is operationally
-/// up and IPv6 has configured it (its `ff00::/8` multicast route exists).
+/// up and IPv6 has configured it: its `ff00::/8` multicast route exists,
+/// and the local route of its address `v6` (added with `nodad`: a source
+/// at once, but accepted as a destination only once the address worker
+/// inserted that route).
 ///
 /// Until then a Neighbour Solicitation to the end's addresses is dropped
 /// on arrival (`kfree_skb` reason `IP_INNOROUTES`: no route for the
@@ -76,7 +79,7 @@ fn ip(args: &[&str]) -> Result<()> {
 /// operstate, the qdisc and IPv6's configuration of the end all wait for
 /// it. An `ip link show dev` (RTM_GETLINK) runs the pending event at once
 /// on recent kernels (`linkwatch_sync_dev`); on others this waits it out.
-fn link_ready(ns: &str, ifname: &str) -> Result<()> {
+fn link_ready(ns: &str, ifname: &str, v6: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let show = |args: &[&str]| {
@@ -88,8 +91,10 @@ fn link_ready(ns: &str, ifname: &str) -> Result<()> {
                 .unwrap_or_default()
         };
         let link = show(&["-o", "link", "show", "dev", ifname]);
+        let routes = show(&["-6", "route", "show", "table", "local", "dev", ifname]);
         if link.contains("state UP")
-            && show(&["-6", "route", "show", "table", "local", "dev", ifname]).contains("ff00::/8")
+            && routes.contains("ff00::/8")
+            && routes.contains(&format!("local {v6} "))
         {
             return Ok(());
         }
@@ -180,8 +185,8 @@ impl Lab {
             ip(&["-n", ns, "addr", "add", &v6, "dev", ifname, "nodad"])?;
             ip(&["-n", ns, "link", "set", ifname, "up"])?;
         }
-        for (ns, ifname) in [(&self.ns1, &self.if1), (&self.ns2, &self.if2)] {
-            link_ready(ns, ifname)?;
+        for (ns, ifname, i) in [(&self.ns1, &self.if1, 0), (&self.ns2, &self.if2, 1)] {
+            link_ready(ns, ifname, &self.v6[i].to_string())?;
         }
         Ok(self)
     }
