@@ -31,7 +31,7 @@ mod tunnel;
 
 pub use ike::ike_identity;
 pub(crate) use ike::read_psk_file;
-pub(crate) use text::{LineIndex, node_and_socket, parse_toml};
+pub(crate) use text::{LineIndex, addr_port_field, node_and_socket, parse_toml};
 use tunnel::{parse_inside, parse_tunnel};
 
 /// A validated configuration.
