@@ -72,6 +72,19 @@ struct Net {
 }
 
 impl Net {
+    /// An empty network at `t0` that loses the first `lose_setup`
+    /// datagrams to the gateway.
+    fn at(t0: Instant, lose_setup: usize) -> Net {
+        Net {
+            t: t0,
+            wire: VecDeque::new(),
+            max_in_flight: 0,
+            closing: false,
+            lose_deletes: 0,
+            lose_setup,
+        }
+    }
+
     /// Run until every attempt has ended, then `hold` more; the time it ended.
     fn run(&mut self, e: &mut Engine, gw: &mut Ike, hold: Duration) -> Instant {
         let mut end: Option<Instant> = None;
@@ -176,14 +189,7 @@ fn run_peers(
     let mut gw = responder(&ini, tweak);
     let t0 = Instant::now();
     let mut e = Engine::new(ini, opts, t0);
-    let mut net = Net {
-        t: t0,
-        wire: VecDeque::new(),
-        max_in_flight: 0,
-        closing: false,
-        lose_deletes: 0,
-        lose_setup: 0,
-    };
+    let mut net = Net::at(t0, 0);
     let end = net.run(&mut e, &mut gw, hold);
     (e, net, gw, t0 + (end - t0))
 }
@@ -479,14 +485,7 @@ fn lost_requests_count_as_retransmissions() {
         ..Options::default()
     };
     let mut e = Engine::new(ini, opts.clone(), t0);
-    let mut net = Net {
-        t: t0,
-        wire: VecDeque::new(),
-        max_in_flight: 0,
-        closing: false,
-        lose_deletes: 0,
-        lose_setup: 5,
-    };
+    let mut net = Net::at(t0, 5);
     net.run(&mut e, &mut gw, Duration::ZERO);
     assert_eq!(e.accounting().up(), 5);
     assert_eq!(e.accounting().setup_latencies()[0], 1.04);
