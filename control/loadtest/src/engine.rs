@@ -283,6 +283,8 @@ pub struct Engine {
     byes: Vec<Bye>,
     /// Peers gone (see [`Gone`]) since the last [`Engine::take_gone`].
     gone: Vec<usize>,
+    /// IKE requests resent by the cores already closed or forgotten.
+    retransmitted: u64,
     logs: Vec<String>,
 }
 
@@ -380,6 +382,7 @@ impl Engine {
             bye_queue: std::collections::VecDeque::new(),
             byes: Vec::new(),
             gone: Vec::new(),
+            retransmitted: 0,
             logs: Vec::new(),
         }
     }
@@ -392,6 +395,18 @@ impl Engine {
     /// The accounting, to record traffic results in.
     pub fn accounting_mut(&mut self) -> &mut Accounting {
         &mut self.acc
+    }
+
+    /// IKE requests the peers' cores resent for want of a response, all
+    /// cores of the run (closed ones included).
+    pub fn retransmissions(&self) -> u64 {
+        let live: u64 = self
+            .peers
+            .iter()
+            .filter_map(|p| p.core.as_ref())
+            .map(|c| c.stats().retransmissions)
+            .sum();
+        self.retransmitted + live
     }
 
     /// Attempts in flight.
@@ -792,8 +807,10 @@ impl Engine {
         p.inbound.clear();
         p.next_rekey = None;
         p.rekeying = false;
-        if sas.is_empty() {
-            p.core = None;
+        if sas.is_empty()
+            && let Some(c) = p.core.take()
+        {
+            self.retransmitted += c.stats().retransmissions;
         }
         self.gone.push(i);
     }
@@ -820,6 +837,7 @@ impl Engine {
         p.inbound.clear();
         p.next_rekey = None;
         if let Some(mut core) = p.core.take() {
+            self.retransmitted += core.stats().retransmissions;
             for a in core.handle(now, Input::Command(Command::Shutdown)) {
                 if let Action::Send {
                     local,
@@ -880,7 +898,9 @@ impl Engine {
             match spec.kind {
                 FaultKind::Silent { restart_after } => {
                     // Forgotten at once: no DELETE, no more timers.
-                    p.core = None;
+                    if let Some(c) = p.core.take() {
+                        self.retransmitted += c.stats().retransmissions;
+                    }
                     p.state = State::Silent;
                     p.outbound = None;
                     p.inbound.clear();

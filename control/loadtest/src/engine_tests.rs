@@ -67,9 +67,24 @@ struct Net {
     closing: bool,
     /// Drop this many DELETE datagrams to the gateway first.
     lose_deletes: usize,
+    /// Drop this many datagrams to the gateway first (setup).
+    lose_setup: usize,
 }
 
 impl Net {
+    /// An empty network at `t0` that loses the first `lose_setup`
+    /// datagrams to the gateway.
+    fn at(t0: Instant, lose_setup: usize) -> Net {
+        Net {
+            t: t0,
+            wire: VecDeque::new(),
+            max_in_flight: 0,
+            closing: false,
+            lose_deletes: 0,
+            lose_setup,
+        }
+    }
+
     /// Run until every attempt has ended, then `hold` more; the time it ended.
     fn run(&mut self, e: &mut Engine, gw: &mut Ike, hold: Duration) -> Instant {
         let mut end: Option<Instant> = None;
@@ -91,6 +106,10 @@ impl Net {
                 let (_, to_gw, local, remote, data) = self.wire.pop_front().unwrap();
                 if to_gw && self.closing && self.lose_deletes > 0 {
                     self.lose_deletes -= 1;
+                    continue;
+                }
+                if to_gw && !self.closing && self.lose_setup > 0 {
+                    self.lose_setup -= 1;
                     continue;
                 }
                 if to_gw {
@@ -170,13 +189,7 @@ fn run_peers(
     let mut gw = responder(&ini, tweak);
     let t0 = Instant::now();
     let mut e = Engine::new(ini, opts, t0);
-    let mut net = Net {
-        t: t0,
-        wire: VecDeque::new(),
-        max_in_flight: 0,
-        closing: false,
-        lose_deletes: 0,
-    };
+    let mut net = Net::at(t0, 0);
     let end = net.run(&mut e, &mut gw, hold);
     (e, net, gw, t0 + (end - t0))
 }
@@ -458,6 +471,35 @@ fn deletes_are_paced_resent_and_answered() {
         "{:?}",
         end - t
     );
+}
+
+/// The first IKE_SA_INIT of each of five peers is lost: each core resends
+/// it once, 1 s later, and the engine counts those five, also once the
+/// cores are closed (the engine's own DELETE resends are not the cores').
+#[test]
+fn lost_requests_count_as_retransmissions() {
+    let ini = initiators(5);
+    let mut gw = responder(&ini, |_, _| true);
+    let t0 = Instant::now();
+    let opts = Options {
+        concurrency: 5,
+        ..Options::default()
+    };
+    let mut e = Engine::new(ini, opts.clone(), t0);
+    let mut net = Net::at(t0, 5);
+    net.run(&mut e, &mut gw, Duration::ZERO);
+    assert_eq!(e.accounting().up(), 5);
+    assert_eq!(e.accounting().setup_latencies()[0], 1.04);
+    assert_eq!(e.retransmissions(), 5);
+    e.finish(net.t);
+    net.closing = true;
+    net.lose_deletes = 2;
+    net.run(&mut e, &mut gw, Duration::ZERO);
+    assert!(e.closing_done());
+    assert_eq!(e.retransmissions(), 5);
+    // Nothing lost, nothing resent.
+    let (e, ..) = run(5, opts, |_, _| true, Duration::ZERO);
+    assert_eq!((e.accounting().up(), e.retransmissions()), (5, 0));
 }
 
 #[test]

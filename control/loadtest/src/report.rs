@@ -184,6 +184,7 @@ pub fn html(s: &Summary, acc: &Accounting, title: &str, notes: &[String]) -> Str
     row("rekeys_per_second", s.rekeys_per_second.to_string());
     row("lost_in_rekeys", s.lost_in_rekeys.to_string());
     row("cpu_seconds", s.cpu_seconds.to_string());
+    row("retransmissions", s.retransmissions.to_string());
     row("deleted_by_gateway", s.deleted_by_gateway.to_string());
     row("dead_by_dpd", s.dead_by_dpd.to_string());
     row("unanswered_deletes", s.unanswered_deletes.to_string());
@@ -247,6 +248,7 @@ mod tests {
             let i = acc.start(Duration::from_millis(10 * k as u64));
             acc.end(i, Duration::from_millis(10 * k as u64 + 35), o);
         }
+        acc.retransmissions = 7;
         // One tunnel up went away (the gateway deleted it), the other's
         // final DELETE went unanswered.
         assert!(acc.gone(
@@ -275,6 +277,7 @@ mod tests {
             ("failed.TIMEOUT", "1"),
             ("seconds", "0.055"),
             ("cpu_seconds", "0.25"),
+            ("retransmissions", "7"),
             ("deleted_by_gateway", "1"),
             ("dead_by_dpd", "0"),
             ("unanswered_deletes", "1"),

@@ -447,6 +447,7 @@ pub fn ike(a: &IkeArgs) -> Result<Summary> {
     if let Some(t) = totals {
         e.accounting_mut().lost_in_rekeys = t.lost_in_rekeys;
     }
+    e.accounting_mut().retransmissions = e.retransmissions();
     let summary = Summary::of(
         e.accounting(),
         a.tunnels,
@@ -544,6 +545,7 @@ fn print_text(s: &Summary, send_errors: u64, interrupted: bool) {
         0.0
     };
     println!("cpu {:.3} s ({per:.3} ms per tunnel up)", s.cpu_seconds);
+    println!("IKE retransmissions {}", s.retransmissions);
     if send_errors > 0 {
         println!("send errors {send_errors}");
     }

@@ -51,6 +51,8 @@ pub struct Accounting {
     pub rekeys: Vec<Duration>,
     /// Probes that got no reply while a rekey of their tunnel was under way.
     pub lost_in_rekeys: u64,
+    /// IKE requests the peers' cores resent for want of a response.
+    pub retransmissions: u64,
     /// With `--fault`: its name (`silent`, `forget-sa`) and one record per
     /// faulted tunnel.
     pub fault: Option<(&'static str, Vec<Fault>)>,
@@ -288,6 +290,9 @@ pub struct Summary {
     pub lost_in_rekeys: u64,
     /// CPU time of this process (user + system).
     pub cpu_seconds: f64,
+    /// IKE requests the peers' cores resent for want of a response (0 on
+    /// a link that loses nothing).
+    pub retransmissions: u64,
     /// Tunnels up whose IKE SA, or last child SA outside a rekey, the
     /// gateway deleted (an authenticated DELETE) during the run, before
     /// the run's own DELETEs.
@@ -375,6 +380,7 @@ impl Summary {
             },
             lost_in_rekeys: acc.lost_in_rekeys,
             cpu_seconds: round3(cpu_seconds),
+            retransmissions: acc.retransmissions,
             deleted_by_gateway: acc.gone_count(Gone::DeletedByGateway),
             dead_by_dpd: acc.gone_count(Gone::DeadByDpd),
             unanswered_deletes: acc.unanswered_deletes,
@@ -500,6 +506,7 @@ mod tests {
                 "rekeys_per_second",
                 "lost_in_rekeys",
                 "cpu_seconds",
+                "retransmissions",
                 "deleted_by_gateway",
                 "dead_by_dpd",
                 "unanswered_deletes"
