@@ -4,7 +4,9 @@
 //! fields. Without the venv: ignored, or a failure under `cargo xtask test` and CI
 //! (`xdpsec_testenv`).
 
-use std::{io::Write, path::PathBuf, process::Command, time::Duration};
+use std::{path::PathBuf, time::Duration};
+
+use xdpsec_testenv::hex;
 
 mod common;
 
@@ -14,32 +16,13 @@ use xdpsec_bfd::{
     wire::{Packet, Repr},
 };
 
-fn run(py: &PathBuf, req: serde_json::Value) -> serde_json::Value {
+fn run(req: serde_json::Value) -> serde_json::Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/bfd_ref.py");
-    let mut child = Command::new(py)
-        .arg(script)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("python");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(req.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "bfd_ref.py: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    serde_json::from_slice(&xdpsec_testenv::venv_script(
+        &script,
+        req.to_string().as_bytes(),
+    ))
+    .unwrap()
 }
 
 fn flags(r: &Repr) -> String {
@@ -91,7 +74,6 @@ fn core_packets() -> Vec<Vec<u8>> {
 }
 
 fn scapy_parses_what_we_emit_and_builds_the_same_bytes() {
-    let py = xdpsec_testenv::venv_python();
     let fixed = Repr {
         diag: Diag::ControlDetectionTimeExpired,
         state: State::Down,
@@ -120,7 +102,7 @@ fn scapy_parses_what_we_emit_and_builds_the_same_bytes() {
         .zip(&reprs)
         .map(|(p, r)| serde_json::json!({"hex": hex(p), "fields": fields(r)}))
         .collect();
-    let resp = run(&py, serde_json::Value::Array(req));
+    let resp = run(serde_json::Value::Array(req));
     for ((p, r), got) in pkts.iter().zip(&reprs).zip(resp.as_array().unwrap()) {
         assert_eq!(
             got["built"],

@@ -4,7 +4,9 @@
 //! Without the venv: ignored, or a failure under `cargo xtask test` and CI
 //! (`xdpsec_testenv`).
 
-use std::{io::Write, path::PathBuf, process::Command};
+use std::path::PathBuf;
+
+use xdpsec_testenv::{hex, unhex};
 
 use ring::rand::SystemRandom;
 use xdpsec_ike::{
@@ -16,43 +18,16 @@ use xdpsec_ike::{
     },
 };
 
-fn run(py: &PathBuf, req: serde_json::Value) -> serde_json::Value {
+fn run(req: serde_json::Value) -> serde_json::Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/ike_ref.py");
-    let mut child = Command::new(py)
-        .arg(script)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("python");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(req.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "ike_ref.py: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+    serde_json::from_slice(&xdpsec_testenv::venv_script(
+        &script,
+        req.to_string().as_bytes(),
+    ))
+    .unwrap()
 }
 
 fn scapy_parses_what_we_emit() {
-    let py = xdpsec_testenv::venv_python();
     let h = HeaderRepr {
         spi_i: 0x9c1d3f0a12345678,
         spi_r: 0,
@@ -136,7 +111,7 @@ fn scapy_parses_what_we_emit() {
         Payload::Delete(DeleteRepr::Esp(vec![0xc0ffee01, 0x1000])),
     ];
     let bytes = wire::emit_message(&h, &p);
-    let v = run(&py, serde_json::json!({"op": "parse", "hex": hex(&bytes)}));
+    let v = run(serde_json::json!({"op": "parse", "hex": hex(&bytes)}));
     assert_eq!(v["init_spi"], "9c1d3f0a12345678");
     assert_eq!(v["exch"], 34);
     assert_eq!(v["length"], bytes.len());
@@ -177,8 +152,7 @@ fn scapy_parses_what_we_emit() {
 }
 
 fn we_parse_what_scapy_builds() {
-    let py = xdpsec_testenv::venv_python();
-    let v = run(&py, serde_json::json!({"op": "build"}));
+    let v = run(serde_json::json!({"op": "build"}));
     let bytes = unhex(v["hex"].as_str().unwrap());
     let m = Message::parse(&bytes).expect("parse scapy's message");
     assert_eq!(m.header.spi_i, 0x0011223344556677);
@@ -242,7 +216,6 @@ fn we_parse_what_scapy_builds() {
 }
 
 fn key_derivation_matches_python() {
-    let py = xdpsec_testenv::venv_python();
     let rng = SystemRandom::new();
     for group in [DhGroup::Curve25519, DhGroup::Ecp256] {
         let prop = IkeProposal {
@@ -258,7 +231,6 @@ fn key_derivation_matches_python() {
         let msg = b"the responder's IKE_SA_INIT message";
         let id = [1u8, 0, 0, 0, 198, 51, 100, 2];
         let v = run(
-            &py,
             serde_json::json!({"op": "keys", "group": group.id(), "peer_ke": hex(dh.public()),
                 "ni": hex(&ni), "nr": hex(&nr), "spi_i": format!("{spi_i:016x}"), "spi_r": format!("{spi_r:016x}"),
                 "lens": lens, "child_len": 72, "psk": "an example psk", "msg": hex(msg), "id": hex(&id)}),
@@ -304,10 +276,8 @@ fn key_derivation_matches_python() {
         let mut inner = vec![];
         let first = wire::emit_payloads(&[Payload::Nonce(vec![9; 20])], &mut inner);
         let sealed = k.seal(true, &h, first, &inner, &rng).unwrap();
-        let o = run(
-            &py,
-            serde_json::json!({"op": "gcm_open", "hex": hex(&sealed), "ek": hex(&k.sk_ei)}),
-        );
+        let o =
+            run(serde_json::json!({"op": "gcm_open", "hex": hex(&sealed), "ek": hex(&k.sk_ei)}));
         assert_eq!(o["plain"], hex(&inner));
     }
 }
