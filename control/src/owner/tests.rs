@@ -1244,3 +1244,5 @@ fn ike_peers_take_the_certificate_identity() {
 }
 
 mod reservations;
+
+mod template;
