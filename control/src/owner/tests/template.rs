@@ -267,3 +267,64 @@ fn peers_of_the_range_become_instances_within_max_peers() {
     assert!(lab.up(2), "18 untouched");
     assert!(lab.up(1) ^ lab.up(4), "{:?}", lab.instances());
 }
+
+#[test]
+fn a_reload_keeps_an_unchanged_template_s_instances_and_drops_a_changed_one_s() {
+    let mut lab = Lab::new("tpl-reload", &[17, 18]);
+    lab.run(2);
+    assert!(lab.up(1) && lab.up(2), "{:?}", lab.instances());
+    let before = lab.instances();
+    let dir = state_dir("tpl-reload-gw");
+    let path = lab.o[0].config_path.clone();
+    let write = |text: &str| {
+        std::fs::write(&path, format!("state_dir = \"{}\"\n{text}", dir.display())).unwrap()
+    };
+    let reload = |lab: &mut Lab| {
+        let now = lab.now;
+        let fx = cmd(
+            &mut lab.o[0],
+            now,
+            "request platform software xdpsec reload",
+        );
+        let text = ok(&fx).to_string();
+        (text, fx)
+    };
+    // Unchanged: the instances and their SAs stay.
+    write(GATEWAY);
+    let (text, fx) = reload(&mut lab);
+    assert_eq!(text, "Reloaded: no SA changed\n");
+    assert!(ike_sends(&fx).is_empty());
+    assert_eq!(lab.instances(), before);
+    // max_peers or peer_range changed: a restart, nothing applied.
+    write(&GATEWAY.replace("max_peers = 2", "max_peers = 3"));
+    let now = lab.now;
+    let fx = cmd(
+        &mut lab.o[0],
+        now,
+        "request platform software xdpsec reload",
+    );
+    let r = fx.reply.unwrap();
+    assert!(
+        !r.ok && r.output.contains("peer_range, max_peers"),
+        "{}",
+        r.output
+    );
+    assert_eq!(lab.instances(), before);
+    // Another key: the instances go (a DELETE to each peer), in one
+    // snapshot; the peers come back only with the new key.
+    write(&GATEWAY.replace("not-a-real-secret", "another-secret"));
+    let (text, fx) = reload(&mut lab);
+    assert!(
+        text.contains("Tunnel1: template changed, 2 instance(s) deleted"),
+        "{text}"
+    );
+    assert_eq!(fx.publishes, 1);
+    assert_eq!(ike_sends(&fx).len(), 2, "a DELETE to each peer");
+    assert!(lab.instances().is_empty(), "{:?}", lab.instances());
+    lab.deliver(fx);
+    lab.run(3);
+    assert!(
+        lab.instances().is_empty(),
+        "the old key no longer authenticates"
+    );
+}
