@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::config::addr_port_field;
+
 /// A validated `[metrics]` section.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MetricsConfig {
@@ -22,13 +24,11 @@ pub(crate) fn parse_metrics(
     m: &Spanned<RawMetrics>,
     at: &dyn Fn(std::ops::Range<usize>) -> usize,
 ) -> Result<MetricsConfig, String> {
-    let l = &m.get_ref().listen;
-    match l.get_ref().parse::<SocketAddr>() {
-        Ok(a) if a.port() != 0 => Ok(MetricsConfig { listen: a }),
-        _ => Err(format!(
-            "line {}: field `metrics.listen` = {:?}: give ADDR:PORT, e.g. \"198.51.100.1:9273\"",
-            at(l.span()),
-            l.get_ref()
-        )),
-    }
+    let listen = addr_port_field(
+        &m.get_ref().listen,
+        "metrics.listen",
+        "give ADDR:PORT, e.g. \"198.51.100.1:9273\"",
+        at,
+    )?;
+    Ok(MetricsConfig { listen })
 }

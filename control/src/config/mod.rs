@@ -31,7 +31,7 @@ mod tunnel;
 
 pub use ike::ike_identity;
 pub(crate) use ike::read_psk_file;
-pub(crate) use text::{LineIndex, node_and_socket, parse_toml};
+pub(crate) use text::{LineIndex, addr_port_field, node_and_socket, parse_toml};
 use tunnel::{parse_inside, parse_tunnel};
 
 /// A validated configuration.
@@ -58,17 +58,9 @@ pub struct Config {
     pub metrics: Option<metrics::MetricsConfig>,
 }
 
-/// How the XDP program is attached to the underlay (`underlay.xdp_mode`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum XdpAttach {
-    /// Driver (native) mode, generic if the driver has no XDP (the default).
-    Driver,
-    /// Generic (SKB) mode only. On veth this keeps the peer's TSO/GSO
-    /// (veth turns them off for a driver-mode program, frags or not), so
-    /// traffic passed to the kernel keeps its speed; ESP then reaches
-    /// AF_XDP after the kernel built an skb for it.
-    Generic,
-}
+/// How the XDP program is attached (`underlay.xdp_mode`, `inside.xdp_mode`):
+/// the platform crate's, so the loader and the load tester share it.
+pub use xdpsec_platform::XdpAttach;
 
 /// An `xdp_mode` field (`underlay.xdp_mode`, `inside.xdp_mode`): "driver"
 /// (the default, also when absent) or "generic".

@@ -12,7 +12,7 @@ use toml::Spanned;
 
 use xdpsec_omp::tls::TlsFiles;
 
-use crate::config::{Cidr, Inside, SecretText, read_psk_file};
+use crate::config::{Cidr, Inside, SecretText, addr_port_field, read_psk_file};
 
 /// TLOC colors as Cisco SD-WAN names them.
 pub const COLORS: &[&str] = &[
@@ -218,6 +218,27 @@ pub(crate) struct TlsFields<'a> {
     pub section: std::ops::Range<usize>,
 }
 
+/// The [`TlsFields`] of a raw config section `$raw`, a struct with the
+/// fields `psk`, `psk_file`, `ca_file`, `cert_file`, `key_file` and
+/// `organization` (the edge's `[sdwan]`, the controller's top level):
+/// errors name them with `$prefix`, a missing one at the line of
+/// `$section` (a span).
+macro_rules! tls_fields_of {
+    ($raw:expr, $prefix:expr, $section:expr) => {
+        $crate::config::sdwan::TlsFields {
+            prefix: $prefix,
+            psk: $raw.psk.as_ref().map(|p| p.span()),
+            psk_file: $raw.psk_file.as_ref().map(|p| p.span()),
+            ca_file: &$raw.ca_file,
+            cert_file: &$raw.cert_file,
+            key_file: &$raw.key_file,
+            organization: &$raw.organization,
+            section: $section,
+        }
+    };
+}
+pub(crate) use tls_fields_of;
+
 /// Reads and checks the TLS fields: the files must exist, the key file be
 /// private, and the three make a usable TLS configuration (`server`: the
 /// controller's side). The retired `psk`/`psk_file` are an error naming the
@@ -325,30 +346,13 @@ pub(crate) fn parse_sdwan(
         0,
         at,
     )? as u32;
-    let controller: SocketAddr = match r.controller.get_ref().parse::<SocketAddr>() {
-        Ok(a) if a.port() != 0 => a,
-        _ => {
-            return Err(format!(
-                "line {}: field `sdwan.controller` = {:?}: give the controller's ADDR:PORT, e.g. \"198.51.100.10:23456\"",
-                at(r.controller.span()),
-                r.controller.get_ref()
-            ));
-        }
-    };
-    let tls = tls_fields(
-        &TlsFields {
-            prefix: "sdwan.",
-            psk: r.psk.as_ref().map(|p| p.span()),
-            psk_file: r.psk_file.as_ref().map(|p| p.span()),
-            ca_file: &r.ca_file,
-            cert_file: &r.cert_file,
-            key_file: &r.key_file,
-            organization: &r.organization,
-            section: s.span(),
-        },
-        false,
+    let controller = addr_port_field(
+        &r.controller,
+        "sdwan.controller",
+        "give the controller's ADDR:PORT, e.g. \"198.51.100.10:23456\"",
         at,
     )?;
+    let tls = tls_fields(&tls_fields_of!(r, "sdwan.", s.span()), false, at)?;
     let rekey = int_field(
         &r.rekey_seconds,
         "rekey_seconds",
@@ -578,6 +582,16 @@ mod tests {
             let text = format!("{BASE}{}", sdwan.replacen(from, to, 1));
             let e = Config::parse(&text).unwrap_err();
             assert!(e.contains(want), "{to}: {e}");
+        }
+        // The ADDR:PORT error, whole (`text::addr_port_field`).
+        for bad in ["198.51.100.10", "198.51.100.10:0", "controller:23456"] {
+            let text = format!("{BASE}{}", sdwan.replacen("198.51.100.10:23456", bad, 1));
+            assert_eq!(
+                Config::parse(&text).unwrap_err(),
+                format!(
+                    "line 12: field `sdwan.controller` = {bad:?}: give the controller's ADDR:PORT, e.g. \"198.51.100.10:23456\""
+                )
+            );
         }
         // Two TLOCs of one color.
         let e = Config::parse(&format!(

@@ -709,6 +709,27 @@ fn ike_cert_auth_fields() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `metrics.listen`: ADDR:PORT with a port 1-65535; the error whole, as
+/// every ADDR:PORT field words it (`text::addr_port_field`; the
+/// `sdwan.controller` and controller `listen` tests check theirs).
+#[test]
+fn metrics_listen_is_addr_port_and_its_error_is_exact() {
+    let with = |listen: &str| Config::parse(&format!("{GOOD}[metrics]\nlisten = \"{listen}\"\n"));
+    for bad in ["198.51.100.1", "198.51.100.1:0", "metrics:9273", ""] {
+        assert_eq!(
+            with(bad).unwrap_err(),
+            format!(
+                "line 8: field `metrics.listen` = {bad:?}: give ADDR:PORT, e.g. \"198.51.100.1:9273\""
+            )
+        );
+    }
+    let c = with("[2001:db8::1]:9273").unwrap();
+    assert_eq!(
+        c.metrics.unwrap().listen,
+        "[2001:db8::1]:9273".parse().unwrap()
+    );
+}
+
 /// A template: `peer_range` instead of `peer` (IPv4 underlay).
 const TEMPLATE: &str = r#"
 [[tunnel]]

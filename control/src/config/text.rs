@@ -1,6 +1,7 @@
 //! Config text: TOML with the line of an error, the `node` and `socket`
-//! fields every config starts with, line numbers, hex keys.
-use std::path::PathBuf;
+//! fields every config starts with, ADDR:PORT fields, line numbers, hex
+//! keys.
+use std::{net::SocketAddr, path::PathBuf};
 
 use toml::Spanned;
 
@@ -73,6 +74,24 @@ pub(crate) fn node_and_socket(
         None => PathBuf::from(format!("/run/xdpsec/{name}.sock")),
     };
     Ok((name, socket))
+}
+
+/// An ADDR:PORT field (a port 1-65535): the error is `line N: field
+/// `FIELD` = "VALUE": HINT`.
+pub(crate) fn addr_port_field(
+    v: &Spanned<String>,
+    field: &str,
+    hint: &str,
+    at: &dyn Fn(std::ops::Range<usize>) -> usize,
+) -> Result<SocketAddr, String> {
+    match v.get_ref().parse::<SocketAddr>() {
+        Ok(a) if a.port() != 0 => Ok(a),
+        _ => Err(format!(
+            "line {}: field `{field}` = {:?}: {hint}",
+            at(v.span()),
+            v.get_ref()
+        )),
+    }
 }
 
 /// Decode hex digits (an optional 0x prefix, no separators) into zeroizing bytes.

@@ -12,8 +12,8 @@ use serde::Deserialize;
 use toml::Spanned;
 use zeroize::Zeroizing;
 
-use crate::config::sdwan::{TlsConfig, TlsFields, tls_fields};
-use crate::config::{LineIndex, SecretText, node_and_socket, parse_toml};
+use crate::config::sdwan::{TlsConfig, tls_fields, tls_fields_of};
+use crate::config::{LineIndex, SecretText, addr_port_field, node_and_socket, parse_toml};
 
 /// Default OMP graceful-restart time (Cisco SD-WAN `omp timers
 /// graceful-restart-timer` default, 43200 s).
@@ -96,30 +96,13 @@ impl ControllerConfig {
         let lines = LineIndex::new(text);
         let at = |span: std::ops::Range<usize>| lines.line(span.start);
         let (node, socket) = node_and_socket(&raw.node, &raw.socket, &at)?;
-        let listen: SocketAddr = match raw.listen.get_ref().parse::<SocketAddr>() {
-            Ok(a) if a.port() != 0 => a,
-            _ => {
-                return Err(format!(
-                    "line {}: field `listen` = {:?}: give ADDR:PORT with a port 1-65535, e.g. \"198.51.100.10:23456\" or \"[2001:db8::10]:23456\"",
-                    at(raw.listen.span()),
-                    raw.listen.get_ref()
-                ));
-            }
-        };
-        let tls = tls_fields(
-            &TlsFields {
-                prefix: "",
-                psk: raw.psk.as_ref().map(|p| p.span()),
-                psk_file: raw.psk_file.as_ref().map(|p| p.span()),
-                ca_file: &raw.ca_file,
-                cert_file: &raw.cert_file,
-                key_file: &raw.key_file,
-                organization: &raw.organization,
-                section: raw.node.span(),
-            },
-            true,
+        let listen = addr_port_field(
+            &raw.listen,
+            "listen",
+            "give ADDR:PORT with a port 1-65535, e.g. \"198.51.100.10:23456\" or \"[2001:db8::10]:23456\"",
             &at,
         )?;
+        let tls = tls_fields(&tls_fields_of!(raw, "", raw.node.span()), true, &at)?;
         let Some(af) = &raw.allowed_edges_file else {
             return Err(format!(
                 "line {}: field `allowed_edges_file` is missing: the controller needs the authorized edge list (`xdpsec pki allow`)",
@@ -228,6 +211,15 @@ pub(crate) mod tests {
         for (text, want) in cases {
             let e = ControllerConfig::parse(&text).unwrap_err();
             assert!(e.contains(&want), "{text:?}: got {e:?}, want {want:?}");
+        }
+        // The ADDR:PORT error, whole (`text::addr_port_field`).
+        for bad in ["198.51.100.10", "198.51.100.10:0", "[2001:db8::10]"] {
+            assert_eq!(
+                ControllerConfig::parse(&b.replace("198.51.100.10:23456", bad)).unwrap_err(),
+                format!(
+                    "line 2: field `listen` = {bad:?}: give ADDR:PORT with a port 1-65535, e.g. \"198.51.100.10:23456\" or \"[2001:db8::10]:23456\""
+                )
+            );
         }
         let e = ControllerConfig::parse(&format!("{b}psk = \"k\"\n")).unwrap_err();
         assert!(

@@ -1,7 +1,8 @@
 //! `show platform packet-trace summary` and `show platform packet-trace
 //! packet K`: the frames the workers traced (the worker crate records a
-//! [`TraceRecord`], control makes it a row, [`TracePacket`], and renders
-//! it: the columns, the path view).
+//! [`TraceRecord`], control makes it a row, [`TracePacket`]: the record
+//! and what control adds to it; and renders it: the columns, the path
+//! view).
 //!
 //! JSON of the summary: `{"packets":[PACKET..],"remaining","drops_only"}`;
 //! of a packet: `{"pkt","worker","input","xdp_verdict","queue",
@@ -11,7 +12,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 use xdpsec_datapath::{pipeline::PassReason, wire::ip_proto};
-use xdpsec_worker::taps::{Fate, Input, Outer, Step, TraceRecord};
+use xdpsec_worker::taps::{Fate, Input, Step, TraceRecord};
 
 /// `show platform packet-trace summary`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -33,39 +34,21 @@ pub struct TraceDrop {
     pub name: &'static str,
 }
 
-/// One traced frame (`show platform packet-trace packet K`).
+/// One traced frame (`show platform packet-trace packet K`): the worker's
+/// record, its fields as they are (`pkt`, `worker`, `timestamp_ns`,
+/// `len`, `outer`, `spi`, `seq`, `sa`, `tunnel`, `replay`, `icv`,
+/// `state`), and what control makes of the rest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TracePacket {
-    /// Packet number (IOS `Pkt`).
-    pub pkt: u32,
-    /// Worker (queue) that processed it.
-    pub worker: u16,
+    /// The record as the worker made it.
+    #[serde(flatten)]
+    pub record: TraceRecord,
     /// The `Input` column: the interface and queue, or the handoff queue.
     pub input: String,
     /// `XDP_REDIRECT`, or `handoff` (not from XDP).
     pub xdp_verdict: &'static str,
     /// The AF_XDP queue XDP redirected it to (None: the handoff queue).
     pub queue: Option<u32>,
-    /// Wall-clock time of its batch (ns since the Unix epoch).
-    pub timestamp_ns: u64,
-    /// Frame length.
-    pub len: u32,
-    /// Outer headers, as far as they parsed.
-    pub outer: Option<Outer>,
-    /// ESP SPI.
-    pub spi: Option<u32>,
-    /// ESP sequence number (low 32 bits).
-    pub seq: Option<u32>,
-    /// SA lookup.
-    pub sa: Step,
-    /// Tunnel of the SA found.
-    pub tunnel: Option<u32>,
-    /// Anti-replay check.
-    pub replay: Step,
-    /// ICV check.
-    pub icv: Step,
-    /// IOS state: FWD, DROP, PUNT or CONS.
-    pub state: &'static str,
     /// The drop type (DROP only).
     pub drop: Option<TraceDrop>,
     /// What happened, in words.
@@ -104,21 +87,10 @@ impl TracePacket {
             Input::Handoff => (format!("handoff:w{}", r.worker), "handoff", None),
         };
         TracePacket {
-            pkt: r.pkt,
-            worker: r.worker,
+            record: r.clone(),
             input,
             xdp_verdict,
             queue,
-            timestamp_ns: r.timestamp_ns,
-            len: r.len,
-            outer: r.outer,
-            spi: r.spi,
-            seq: r.seq,
-            sa: r.sa,
-            tunnel: r.tunnel,
-            replay: r.replay,
-            icv: r.icv,
-            state: r.state,
             drop: r.drop.map(|d| TraceDrop {
                 id: d.id(),
                 name: d.name(),
@@ -149,7 +121,13 @@ pub fn render_summary(s: &TraceSummary) -> String {
     };
     line(&"Pkt", "Input", "Output", "State", "Reason".into());
     for p in &s.packets {
-        line(&p.pkt, &p.input, &p.output, p.state, p.reason());
+        line(
+            &p.record.pkt,
+            &p.input,
+            &p.output,
+            p.record.state,
+            p.reason(),
+        );
     }
     text
 }
@@ -157,15 +135,16 @@ pub fn render_summary(s: &TraceSummary) -> String {
 /// The text of `show platform packet-trace packet K`: the summary, then
 /// the path, one feature a block.
 pub fn render_packet(p: &TracePacket) -> String {
+    let r = &p.record;
     let mut out = String::new();
-    let _ = writeln!(out, "Packet: {:<12}CBUG ID: {}", p.pkt, p.pkt);
+    let _ = writeln!(out, "Packet: {:<12}CBUG ID: {}", r.pkt, r.pkt);
     let _ = writeln!(out, "Summary");
     let _ = writeln!(out, "  Input     : {}", p.input);
     let _ = writeln!(out, "  Output    : {}", p.output);
-    let _ = writeln!(out, "  State     : {} {}", p.state, p.reason());
+    let _ = writeln!(out, "  State     : {} {}", r.state, p.reason());
     let _ = writeln!(out, "  Timestamp");
-    let _ = writeln!(out, "    Start   : {} ns", p.timestamp_ns);
-    let _ = writeln!(out, "  Length    : {}", p.len);
+    let _ = writeln!(out, "    Start   : {} ns", r.timestamp_ns);
+    let _ = writeln!(out, "  Length    : {}", r.len);
     let _ = writeln!(out, "Path Trace");
     let _ = writeln!(out, "  Feature: XDP");
     let _ = writeln!(
@@ -177,7 +156,7 @@ pub fn render_packet(p: &TracePacket) -> String {
         }
     );
     let _ = writeln!(out, "  Feature: IPV4/IPV6 (outer)");
-    match p.outer {
+    match r.outer {
         Some(o) => {
             let _ = writeln!(out, "    Source      : {}", o.src);
             let _ = writeln!(out, "    Destination : {}", o.dst);
@@ -197,21 +176,21 @@ pub fn render_packet(p: &TracePacket) -> String {
         }
     }
     let _ = writeln!(out, "  Feature: IPSec");
-    if let Some(spi) = p.spi {
+    if let Some(spi) = r.spi {
         let _ = writeln!(out, "    SPI         : 0x{spi:08X}");
     }
-    if let Some(seq) = p.seq {
+    if let Some(seq) = r.seq {
         let _ = writeln!(out, "    Sequence    : {seq}");
     }
-    let sa = match (p.sa, p.tunnel) {
+    let sa = match (r.sa, r.tunnel) {
         (Step::Pass, Some(t)) => format!("FOUND (tunnel {t})"),
         (Step::Pass, None) => "FOUND".into(),
         (Step::Fail, _) => "NOT FOUND".into(),
         (Step::NotReached, _) => "-".into(),
     };
     let _ = writeln!(out, "    SA          : {sa}");
-    let _ = writeln!(out, "    Anti-replay : {}", p.replay.as_str());
-    let _ = writeln!(out, "    ICV         : {}", p.icv.as_str());
+    let _ = writeln!(out, "    Anti-replay : {}", r.replay.as_str());
+    let _ = writeln!(out, "    ICV         : {}", r.icv.as_str());
     let _ = writeln!(out, "    Result      : {}", p.result);
     out
 }
@@ -219,6 +198,7 @@ pub fn render_packet(p: &TracePacket) -> String {
 #[cfg(test)]
 mod tests {
     use xdpsec_datapath::DropReason;
+    use xdpsec_worker::taps::Outer;
 
     use super::*;
     use crate::show::reply;

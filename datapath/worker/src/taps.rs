@@ -33,7 +33,6 @@ use pcap_file::{
         },
     },
 };
-use serde::Serialize;
 use xdpsec_datapath::{
     DropReason, SaSnapshot, Verdict,
     pipeline::PassReason,
@@ -54,8 +53,7 @@ const ARM_TRACE: u8 = 1;
 const ARM_CAPTURE: u8 = 2;
 
 /// Where a traced frame came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Input {
     /// The XDP program redirected it (XDP_REDIRECT) to this AF_XDP queue.
     Xdp(u32),
@@ -66,8 +64,9 @@ pub enum Input {
 }
 
 /// Outcome of one step of a frame's path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum Step {
     /// Not reached (the frame left the path earlier).
     NotReached,
@@ -89,7 +88,8 @@ impl Step {
 }
 
 /// Outer headers of a traced frame, as far as they parse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Outer {
     /// Outer source address.
     pub src: IpAddr,
@@ -101,14 +101,19 @@ pub struct Outer {
     pub ports: Option<(u16, u16)>,
 }
 
-/// One traced frame.
-#[derive(Debug, Clone)]
+/// One traced frame. Serialized (feature `serde`) as the fields a
+/// `show platform packet-trace` row shows as they are: without `input`,
+/// `drop` and `fate`, which control shows in its own terms (the
+/// interface's name, the drop type's id and name, the result in words).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct TraceRecord {
     /// Packet number (IOS `Pkt`), from 0 in the order frames were claimed.
     pub pkt: u32,
     /// Worker (queue) that processed it.
     pub worker: u16,
     /// Where it came from.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub input: Input,
     /// Wall-clock time of its batch (ns since the Unix epoch).
     pub timestamp_ns: u64,
@@ -131,8 +136,10 @@ pub struct TraceRecord {
     /// IOS state: FWD, DROP, PUNT or CONS.
     pub state: &'static str,
     /// The drop type (DROP only).
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub drop: Option<DropReason>,
     /// What became of it.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub fate: Fate,
 }
 

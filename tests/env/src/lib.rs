@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
+pub mod pki;
+
 /// The command that installs every tool, package and the venv.
 pub const SETUP: &str = "cargo xtask setup";
 

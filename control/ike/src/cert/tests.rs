@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::*;
 use ring::rand::SystemRandom;
-use xdpsec_testenv::openssl;
+use xdpsec_testenv::{openssl, pki as openssl_pki};
 
 fn tmpdir(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("xdpsec-ike-cert-{name}-{}", std::process::id()));
@@ -15,81 +15,20 @@ fn tmpdir(name: &str) -> std::path::PathBuf {
     d
 }
 
-/// `genpkey` arguments of a key type.
-fn keyargs(kind: &str) -> Vec<&'static str> {
-    match kind {
-        "p256" => vec!["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
-        "p384" => vec!["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"],
-        _ => vec!["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
-    }
-}
-
 /// A CA (`ca.crt`) and a leaf (`leaf.crt`, `leaf.key`, subject
 /// `C=CH, O=xdpsec test, CN=moon`, SANs moon.example and 198.51.100.1)
 /// of key type `kind`, in `d`; and `other.crt`, a second CA.
 fn pki(d: &Path, kind: &str) {
-    for name in ["ca", "leaf", "other"] {
-        let mut a = vec!["genpkey"];
-        a.extend(keyargs(kind));
-        let out = format!("{name}.key");
-        a.extend(["-out", &out]);
-        openssl(d, &a);
-    }
-    for name in ["ca", "other"] {
-        openssl(
-            d,
-            &[
-                "req",
-                "-x509",
-                "-new",
-                "-key",
-                &format!("{name}.key"),
-                "-subj",
-                &format!("/C=CH/O=xdpsec test/CN={name} CA"),
-                "-days",
-                "30",
-                "-out",
-                &format!("{name}.crt"),
-            ],
-        );
-    }
-    std::fs::write(
-        d.join("ext.cnf"),
+    openssl_pki::keys(d, kind, &["ca", "leaf", "other"]);
+    openssl_pki::ca(d, "ca");
+    openssl_pki::ca(d, "other");
+    openssl_pki::leaf(
+        d,
+        "leaf",
+        "/C=CH/O=xdpsec test/CN=moon",
         "subjectAltName=DNS:moon.example,IP:198.51.100.1,email:moon@example.org\nkeyUsage=digitalSignature\n",
-    )
-    .unwrap();
-    openssl(
-        d,
-        &[
-            "req",
-            "-new",
-            "-key",
-            "leaf.key",
-            "-subj",
-            "/C=CH/O=xdpsec test/CN=moon",
-            "-out",
-            "leaf.csr",
-        ],
-    );
-    openssl(
-        d,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "30",
-            "-extfile",
-            "ext.cnf",
-            "-out",
-            "leaf.crt",
-        ],
+        "ca",
+        30,
     );
 }
 
@@ -325,36 +264,7 @@ fn chain_and_ids(d: &Path) {
     assert!(c.proves(&Identity::Fqdn("sun.example".into())).is_err());
     assert_eq!(dn_text(&dn), "C=CH, O=xdpsec test, CN=MOON");
     // CERTREQ: SHA-1 of the CA's SubjectPublicKeyInfo, as openssl computes it.
-    openssl(
-        d,
-        &[
-            "x509",
-            "-in",
-            "ca.crt",
-            "-pubkey",
-            "-noout",
-            "-out",
-            "capub.pem",
-        ],
-    );
-    openssl(
-        d,
-        &[
-            "pkey",
-            "-pubin",
-            "-in",
-            "capub.pem",
-            "-outform",
-            "DER",
-            "-out",
-            "capub.der",
-        ],
-    );
-    let want = ring::digest::digest(
-        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
-        &read(d, "capub.der"),
-    );
-    assert_eq!(c.certreq_data(), want.as_ref());
+    assert_eq!(c.certreq_data(), openssl_pki::spki_sha1(d, "ca"));
 }
 
 fn for_kind(kind: &str) {

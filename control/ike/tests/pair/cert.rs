@@ -11,7 +11,7 @@ use std::{
 };
 
 use xdpsec_ike::cert::{self, Credentials};
-use xdpsec_testenv::openssl;
+use xdpsec_testenv::pki as openssl_pki;
 
 use super::*;
 
@@ -33,79 +33,26 @@ fn tmpdir(name: &str) -> PathBuf {
 /// `ca`, valid one day).
 fn pki(kind: &str) -> PathBuf {
     let d = tmpdir(kind);
-    let keyargs: &[&str] = match kind {
-        "p256" => &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
-        "p384" => &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"],
-        _ => &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
-    };
-    for name in ["ca", "other", "alpha", "beta", "intruder", "short"] {
-        let out = format!("{name}.key");
-        let mut a = vec!["genpkey"];
-        a.extend(keyargs);
-        a.extend(["-out", &out]);
-        openssl(&d, &a);
-    }
-    for name in ["ca", "other"] {
-        openssl(
-            &d,
-            &[
-                "req",
-                "-x509",
-                "-new",
-                "-key",
-                &format!("{name}.key"),
-                "-subj",
-                &format!("/C=CH/O=xdpsec test/CN={name} CA"),
-                "-days",
-                "30",
-                "-out",
-                &format!("{name}.crt"),
-            ],
-        );
-    }
+    openssl_pki::keys(
+        &d,
+        kind,
+        &["ca", "other", "alpha", "beta", "intruder", "short"],
+    );
+    openssl_pki::ca(&d, "ca");
+    openssl_pki::ca(&d, "other");
     for (name, cn, addr, ca, days) in [
-        ("alpha", "alpha", A, "ca", "30"),
-        ("beta", "beta", B, "ca", "30"),
-        ("intruder", "beta", B, "other", "30"),
-        ("short", "beta", B, "ca", "1"),
+        ("alpha", "alpha", A, "ca", 30),
+        ("beta", "beta", B, "ca", 30),
+        ("intruder", "beta", B, "other", 30),
+        ("short", "beta", B, "ca", 1),
     ] {
-        std::fs::write(
-            d.join(format!("{name}.ext")),
-            format!("subjectAltName=DNS:{cn}.example,IP:{addr}\nkeyUsage=digitalSignature\n"),
-        )
-        .unwrap();
-        openssl(
+        openssl_pki::leaf(
             &d,
-            &[
-                "req",
-                "-new",
-                "-key",
-                &format!("{name}.key"),
-                "-subj",
-                &format!("/C=CH/O=xdpsec test/CN={cn}"),
-                "-out",
-                &format!("{name}.csr"),
-            ],
-        );
-        openssl(
-            &d,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                &format!("{ca}.crt"),
-                "-CAkey",
-                &format!("{ca}.key"),
-                "-CAcreateserial",
-                "-days",
-                days,
-                "-extfile",
-                &format!("{name}.ext"),
-                "-out",
-                &format!("{name}.crt"),
-            ],
+            name,
+            &format!("/C=CH/O=xdpsec test/CN={cn}"),
+            &format!("subjectAltName=DNS:{cn}.example,IP:{addr}\nkeyUsage=digitalSignature\n"),
+            ca,
+            days,
         );
     }
     d
@@ -141,26 +88,6 @@ fn cert_cfg(local: &str, c: Credentials, peer_cn: &str, initiate: bool) -> PeerC
     p
 }
 
-/// SHA-1 of the CA certificate's SubjectPublicKeyInfo, as openssl
-/// computes it.
-fn ca_spki_sha1(d: &Path) -> Vec<u8> {
-    openssl(
-        d,
-        &[
-            "x509", "-in", "ca.crt", "-noout", "-pubkey", "-out", "ca.pub",
-        ],
-    );
-    openssl(
-        d,
-        &[
-            "pkey", "-pubin", "-in", "ca.pub", "-outform", "DER", "-out", "ca.spki",
-        ],
-    );
-    let out = openssl(d, &["dgst", "-sha1", "-binary", "ca.spki"]);
-    assert_eq!(out.len(), 20);
-    out
-}
-
 /// A CERTREQ payload: encoding and data.
 type CertReq = (u8, Vec<u8>);
 
@@ -182,7 +109,7 @@ fn init_cert_payloads(data: &[u8]) -> (Option<CertReq>, Option<Vec<u8>>) {
 fn cert_auth_each_key_type_both_roles() {
     for kind in ["p256", "p384", "rsa"] {
         let d = pki(kind);
-        let want_req = ca_spki_sha1(&d);
+        let want_req = openssl_pki::spki_sha1(&d, "ca");
         for a_initiates in [true, false] {
             let a = cert_cfg(A, creds(&d, "alpha"), "beta", a_initiates);
             let b = cert_cfg(B, creds(&d, "beta"), "alpha", !a_initiates);

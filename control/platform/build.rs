@@ -12,7 +12,12 @@ use std::{
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
-    let root = manifest.parent().unwrap().to_path_buf();
+    // control/platform: the workspace root is two levels up.
+    let root = manifest
+        .parent()
+        .and_then(Path::parent)
+        .expect("control/platform sits two levels below the workspace root")
+        .to_path_buf();
     let ebpf = root.join("ebpf/xdp");
     let common = root.join("ebpf/common");
     for p in [

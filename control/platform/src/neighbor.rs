@@ -381,7 +381,7 @@ pub(super) type NeighbourMacs = HashMap<IpAddr, [u8; 6]>;
 /// The index of `ifname` and an rtnetlink socket for [`dump_next_hops`];
 /// `None` (reported once, as `what`) when either is missing.
 pub(super) fn open_dumps(what: &str, ifname: &str) -> Option<(u32, netlink::Rtnl)> {
-    let ifindex = match crate::platform::ifindex(ifname) {
+    let ifindex = match crate::ifindex(ifname) {
         Ok(i) => i,
         Err(e) => {
             report(what, &e);

@@ -11,8 +11,9 @@ use netlink_packet_route::{
     link::{AfSpecInet6, AfSpecUnspec, In6AddrGenMode, LinkAttribute, LinkFlags, LinkMessage},
 };
 
-use super::neighbor::netlink::Rtnl;
-use crate::config::Cidr;
+use xdpsec_worker::routes::Cidr;
+
+use crate::neighbor::netlink::Rtnl;
 
 /// `ip link set dev DEV mtu MTU`.
 pub fn mtu_message(ifindex: u32, mtu: u32) -> LinkMessage {
@@ -71,7 +72,7 @@ pub struct DeviceLink {
 impl DeviceLink {
     /// Configure `dev` (which must exist).
     pub fn open(dev: &str) -> Result<DeviceLink> {
-        let ifindex = super::ifindex(dev).with_context(|| format!("device {dev}"))?;
+        let ifindex = crate::ifindex(dev).with_context(|| format!("device {dev}"))?;
         let rtnl = Rtnl::open().context("opening rtnetlink")?;
         Ok(DeviceLink {
             rtnl,
@@ -128,7 +129,7 @@ mod tests {
     /// The request as `Rtnl` sends it (sequence number 0).
     fn bytes(m: RouteNetlinkMessage, flags: u16) -> Vec<u8> {
         let mut b = Vec::new();
-        crate::platform::neighbor::netlink::serialize_into(&mut b, m, flags, 0);
+        crate::neighbor::netlink::serialize_into(&mut b, m, flags, 0);
         b
     }
 

@@ -31,7 +31,9 @@ use xdpsec_common::{
 };
 use xdpsec_datapath::sa::{SaSnapshot, SpiObserver, SpiState};
 
-use crate::config::{Cidr, XdpAttach};
+use xdpsec_worker::routes::Cidr;
+
+use crate::XdpAttach;
 
 /// The XDP object built by build.rs.
 static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdpsec.bpf.o"));

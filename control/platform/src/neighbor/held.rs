@@ -46,7 +46,7 @@ pub struct HeldFrames {
 impl HeldFrames {
     /// For the underlay interface `ifname`.
     pub fn new(ifname: &str) -> HeldFrames {
-        let ifindex = crate::platform::ifindex(ifname).unwrap_or(0);
+        let ifindex = crate::ifindex(ifname).unwrap_or(0);
         // SAFETY: plain socket(2); the fd is owned below.
         let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         let sock = if fd >= 0 {
@@ -115,15 +115,14 @@ impl HeldFrames {
                 Some(mac) => {
                     if self.send(&mut f.frame, mac) {
                         nh.held_sent.fetch_add(1, Ordering::Relaxed);
+                        nh.macs.release(f.tunnel);
                     } else {
-                        nh.held_drops.bump(DropReason::OutSettingWrongL2Hdr);
+                        drop_held(nh, f.tunnel);
                     }
-                    nh.macs.release(f.tunnel);
                 }
                 None if now >= deadline => {
                     debug!(tunnel = f.tunnel, "held frame dropped: no next-hop MAC");
-                    nh.held_drops.bump(DropReason::OutSettingWrongL2Hdr);
-                    nh.macs.release(f.tunnel);
+                    drop_held(nh, f.tunnel);
                 }
                 None => self.frames.push((deadline, f)),
             }
@@ -148,8 +147,7 @@ impl HeldFrames {
     pub fn drop_all(&mut self, nh: &NextHops) {
         self.serve(nh, Instant::now());
         for (_, f) in self.frames.drain(..) {
-            nh.held_drops.bump(DropReason::OutSettingWrongL2Hdr);
-            nh.macs.release(f.tunnel);
+            drop_held(nh, f.tunnel);
         }
     }
 
@@ -182,4 +180,11 @@ impl HeldFrames {
         }
         n == frame.len() as isize
     }
+}
+
+/// A held frame of `tunnel` given up: counted once as
+/// OUT_SETTING_WRONG_L2_HDR, and the tunnel's hold slot released.
+fn drop_held(nh: &NextHops, tunnel: u32) {
+    nh.held_drops.bump(DropReason::OutSettingWrongL2Hdr);
+    nh.macs.release(tunnel);
 }
