@@ -173,7 +173,7 @@ pub(super) fn parse_ike(
             .is_some_and(|v| *v.get_ref()),
         fragmentation: t.fragmentation.as_ref().is_none_or(|v| *v.get_ref()),
         fragment_size,
-        template,
+        template: template.map(Box::new),
     })
 }
 
@@ -257,7 +257,7 @@ fn parse_template(
         }
         return Ok(None);
     };
-    if !t.initiate.as_ref().is_some_and(|v| !*v.get_ref()) {
+    if t.initiate.as_ref().is_none_or(|v| *v.get_ref()) {
         let span = t.initiate.as_ref().map_or(t.name.span(), |v| v.span());
         return Err(format!(
             "line {}: field `tunnel.initiate` in tunnel {name}: a template (`peer_range`) only answers its peers: give initiate = false",

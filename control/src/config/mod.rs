@@ -180,7 +180,7 @@ pub struct IkeTunnel {
     /// The largest IP datagram an IKE message or fragment fills, headers included.
     pub fragment_size: usize,
     /// `peer_range`: a responder template answering any peer of a range.
-    pub template: Option<IkeTemplate>,
+    pub template: Option<Box<IkeTemplate>>,
 }
 
 /// A responder template (`peer_range` instead of `peer`): any peer of

@@ -748,7 +748,7 @@ fn parses_the_template_contract() {
     let TunnelKind::Ike(i) = &t.kind else {
         panic!("{:?}", t.kind)
     };
-    let tpl = i.template.expect("a template");
+    let tpl = *i.template.clone().expect("a template");
     assert_eq!(tpl.range, "198.51.100.128/25".parse::<Cidr>().unwrap());
     // The default, at most the range's size: 128 addresses.
     assert_eq!(tpl.max_peers, 128);
@@ -766,13 +766,16 @@ fn parses_the_template_contract() {
     let TunnelKind::Ike(i) = &c.tunnels[0].kind else {
         panic!()
     };
-    assert_eq!(i.template.unwrap().max_peers, ike::DEFAULT_MAX_PEERS);
+    assert_eq!(
+        i.template.as_ref().unwrap().max_peers,
+        ike::DEFAULT_MAX_PEERS
+    );
     let c = Config::parse(&v6.replace("initiate = false", "initiate = false\nmax_peers = 4096"))
         .unwrap();
     let TunnelKind::Ike(i) = &c.tunnels[0].kind else {
         panic!()
     };
-    assert_eq!(i.template.unwrap().max_peers, 4096);
+    assert_eq!(i.template.as_ref().unwrap().max_peers, 4096);
     // A normal tunnel has none.
     let c = Config::parse(&format!("{GOOD}{IKE}")).unwrap();
     let TunnelKind::Ike(i) = &c.tunnels[0].kind else {

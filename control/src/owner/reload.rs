@@ -261,7 +261,7 @@ impl Owner {
 /// A tunnel's template settings (`peer_range`, `max_peers`), if it is one.
 fn ike_template(t: &Tunnel) -> Option<crate::config::IkeTemplate> {
     match &t.kind {
-        TunnelKind::Ike(k) => k.template,
+        TunnelKind::Ike(k) => k.template.as_deref().copied(),
         TunnelKind::Manual(_) => None,
     }
 }

@@ -73,12 +73,7 @@ impl Lab {
             let Some(to) = self.o.iter().position(|o| o.local == d.remote.ip()) else {
                 continue;
             };
-            let d = IkeDatagram {
-                local: d.remote,
-                remote: d.local,
-                data: d.data,
-            };
-            let fx = self.o[to].handle(self.now, Input::Ike(d));
+            let fx = self.o[to].handle(self.now, Input::Ike(as_received(d)));
             queue.extend(ike_sends(&fx));
         }
         panic!("IKE did not settle");
@@ -204,12 +199,7 @@ fn peers_of_the_range_become_instances_within_max_peers() {
         lab.now += TICK;
         let fx = lab.o[4].handle(lab.now, Input::Tick);
         for d in ike_sends(&fx) {
-            let d = IkeDatagram {
-                local: d.remote,
-                remote: d.local,
-                data: d.data,
-            };
-            for r in ike_sends(&lab.o[0].handle(lab.now, Input::Ike(d))) {
+            for r in ike_sends(&lab.o[0].handle(lab.now, Input::Ike(as_received(d)))) {
                 let m = xdpsec_ike::wire::Message::parse(&r.data).unwrap();
                 refused |= m
                     .notify(xdpsec_ike::wire::notify::NO_ADDITIONAL_SAS)
