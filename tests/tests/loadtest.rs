@@ -640,6 +640,20 @@ fn fifty_peers_against_one_xdpsec_template() {
     let with_traffic = poll(Duration::from_secs(20), TUNNELS, || {
         instances_with_traffic(&d)
     });
+    // The IOS text of `show crypto session` parses with Cisco's
+    // genieparser: each instance an interface of its own. (genie's `show
+    // crypto ipsec sa` parser fails on this IPv6 text whatever the
+    // interface names, with an UnboundLocalError; the JSON is checked.)
+    let session = d.cli("show crypto session").unwrap();
+    let parsed = xdpsec_e2e::genie_parse(&serde_json::json!([{ "session": session }])).unwrap();
+    let names: BTreeSet<String> = parsed[0]["session"]["parsed"]["interface"]
+        .as_object()
+        .unwrap_or_else(|| panic!("genie: {}", parsed[0]))
+        .keys()
+        .filter(|i| i.starts_with("Tunnel1/2001:db8:100::"))
+        .cloned()
+        .collect();
+    assert_eq!(names.len(), TUNNELS, "genie: {names:?}");
     let v = loadtest_json(child, || d.log_text());
     eprintln!("{v}");
     assert_eq!(up, TUNNELS, "{:?}\n{}", instances(&d), d.log_text());
