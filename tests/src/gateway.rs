@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::Result;
 
-use crate::{Lab, ip, tunnel::KEY_A, tunnel::KEY_B};
+use crate::{Lab, ip, link_ready, tunnel::KEY_A, tunnel::KEY_B};
 
 /// Inside addressing: hostA's side is 203.0.113.0/25 and 2001:db8:a::/64,
 /// hostB's 203.0.113.128/25 and 2001:db8:b::/64.
@@ -100,6 +100,8 @@ impl GatewayLab {
             }
             ip(&["-n", gw, "link", "set", &g.inside[side], "up"])?;
             ip(&["-n", host, "link", "set", &hif, "up"])?;
+            link_ready(gw, &g.inside[side], gw_addr[1])?;
+            link_ready(host, &hif, host_addr[1])?;
             ip(&["-n", host, "route", "add", "default", "via", gw_addr[0]])?;
             ip(&[
                 "-n", host, "-6", "route", "add", "default", "via", gw_addr[1],

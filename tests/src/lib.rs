@@ -62,6 +62,52 @@ fn ip(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Wait (up to 5 s) until the veth end `ifname` in `ns` is operationally
+/// up and IPv6 has configured it: its `ff00::/8` multicast route exists,
+/// and the local route of its address `v6` (added with `nodad`: a source
+/// at once, but accepted as a destination only once the address worker
+/// inserted that route).
+///
+/// Until then a Neighbour Solicitation to the end's addresses is dropped
+/// on arrival (`kfree_skb` reason `IP_INNOROUTES`: no route for the
+/// solicited-node multicast address), so the first packet to them waits
+/// a second in the sender's neighbour queue, for the next solicitation.
+/// The end set up second gets its carrier in its own open, before its
+/// qdisc is attached, and both ends have the same ifindex in their new
+/// namespaces, so linkwatch takes that carrier change as not urgent and
+/// defers it to a second after its previous run, the pair's creation;
+/// operstate, the qdisc and IPv6's configuration of the end all wait for
+/// it. An `ip link show dev` (RTM_GETLINK) runs the pending event at once
+/// on recent kernels (`linkwatch_sync_dev`); on others this waits it out.
+fn link_ready(ns: &str, ifname: &str, v6: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let show = |args: &[&str]| {
+            Command::new("ip")
+                .args(["-n", ns])
+                .args(args)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+        };
+        let link = show(&["-o", "link", "show", "dev", ifname]);
+        let routes = show(&["-6", "route", "show", "table", "local", "dev", ifname]);
+        if link.contains("state UP")
+            && routes.contains("ff00::/8")
+            && routes.contains(&format!("local {v6} "))
+        {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{ifname} in {ns} not up with IPv6 within 5 s: {}",
+                link.trim()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 impl Lab {
@@ -138,6 +184,9 @@ impl Lab {
             ip(&["-n", ns, "addr", "add", &v4, "dev", ifname])?;
             ip(&["-n", ns, "addr", "add", &v6, "dev", ifname, "nodad"])?;
             ip(&["-n", ns, "link", "set", ifname, "up"])?;
+        }
+        for (ns, ifname, i) in [(&self.ns1, &self.if1, 0), (&self.ns2, &self.if2, 1)] {
+            link_ready(ns, ifname, &self.v6[i].to_string())?;
         }
         Ok(self)
     }

@@ -204,6 +204,18 @@ pub fn charon_gateway_auth(
     dpd: Option<&str>,
     pki: Option<&CertPki>,
 ) -> Result<Charon> {
+    charon_gateway_unique(lab, remote_addrs, dpd, pki, None)
+}
+
+/// [`charon_gateway_auth`] with the connection's `unique` policy
+/// (`never`, `no`, `replace`, `keep`; `None`: charon's default, `no`).
+pub fn charon_gateway_unique(
+    lab: &Lab,
+    remote_addrs: &str,
+    dpd: Option<&str>,
+    pki: Option<&CertPki>,
+    unique: Option<&str>,
+) -> Result<Charon> {
     let opts = CharonOpts {
         log_levels: vec![("default", 1), ("ike", 1), ("cfg", 1)],
         creds: pki.map(CertPki::charon_creds),
@@ -235,9 +247,10 @@ pub fn charon_gateway_auth(
         )
     };
     let conf = format!(
-        "connections {{\n  lt {{\n    version = 2\n    local_addrs = {gw}\n    remote_addrs = {remote_addrs}\n    encap = yes\n{dpd}    proposals = aes256gcm16-prfsha256-x25519\n    local {{\n      {local}\n    }}\n    remote {{\n      {remote}\n      id = %any\n    }}\n    children {{\n      lt {{\n        local_ts = {GATEWAY_SUBNET}\n        remote_ts = {INSIDE_RANGE}\n        esp_proposals = aes256gcm16\n      }}\n    }}\n  }}\n}}\n{secrets}",
+        "connections {{\n  lt {{\n    version = 2\n    local_addrs = {gw}\n    remote_addrs = {remote_addrs}\n    encap = yes\n{dpd}{unique}    proposals = aes256gcm16-prfsha256-x25519\n    local {{\n      {local}\n    }}\n    remote {{\n      {remote}\n      id = %any\n    }}\n    children {{\n      lt {{\n        local_ts = {GATEWAY_SUBNET}\n        remote_ts = {INSIDE_RANGE}\n        esp_proposals = aes256gcm16\n      }}\n    }}\n  }}\n}}\n{secrets}",
         gw = lab.v6[1],
         dpd = dpd.map_or(String::new(), |d| format!("    dpd_delay = {d}\n")),
+        unique = unique.map_or(String::new(), |u| format!("    unique = {u}\n")),
     );
     charon.load_conn(&conf)?;
     Ok(charon)

@@ -630,8 +630,8 @@ pub struct Footprint {
     pub log_limits: usize,
 }
 
-/// Counters of IKE fragmentation (RFC 7383) since the core started, all
-/// tunnels together ([`Ike::stats`]).
+/// Counters of IKE fragmentation (RFC 7383) and retransmission since the
+/// core started, all tunnels together ([`Ike::stats`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct IkeStats {
     /// Encrypted Fragment messages sent (retransmissions included).
@@ -645,6 +645,10 @@ pub struct IkeStats {
     /// malformed, beyond the bounds, duplicate or superseded, or from a
     /// peer that did not negotiate fragmentation.
     pub fragments_dropped: u64,
+    /// Requests of this core sent again for want of a response (RFC 7296
+    /// 2.1; each resend of one message counts once, however many
+    /// fragments it has).
+    pub retransmissions: u64,
 }
 
 /// All IKE tunnels of a node.
@@ -725,7 +729,7 @@ impl Ike {
         self.core.footprint()
     }
 
-    /// Fragmentation counters.
+    /// Fragmentation and retransmission counters.
     pub fn stats(&self) -> IkeStats {
         self.core.stats()
     }

@@ -653,12 +653,22 @@ fn retransmission_backoff_then_give_up() {
     assert_eq!(sends[..5], [0, 1, 3, 7, 15]);
     // The next attempt comes 5 s after giving up.
     assert_eq!(sends[5], 36);
+    // Every send but the two attempts' first IKE_SA_INITs was a
+    // retransmission (1, 3, 7, 15, 37, 39 s).
+    assert_eq!(sends.len(), 8, "{sends:?}");
+    assert_eq!(n.nodes[0].ike.stats().retransmissions, 6);
+    assert_eq!(n.nodes[1].ike.stats().retransmissions, 0);
     assert!(
         n.logs(0)
             .contains("no answer to IKE_SA_INIT after 4 retransmissions (31 s)"),
         "{}",
         n.logs(0)
     );
+    // Nothing lost, nothing resent.
+    let n = established("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+    for node in &n.nodes {
+        assert_eq!(node.ike.stats().retransmissions, 0);
+    }
 }
 
 #[test]

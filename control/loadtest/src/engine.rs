@@ -11,9 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use xdpsec_ike::{Action, ChildKeys, Command, EspEncap, Ike, Input, PeerConfig};
+use xdpsec_ike::{Action, ChildKeys, Command, EspEncap, Ike, IkeSaStatus, Input, PeerConfig};
 
-use crate::stats::{Accounting, Fault, Outcome};
+use crate::stats::{Accounting, Fault, Gone, Outcome};
 
 /// How long an attempt may take before it counts as `TIMEOUT` if the core
 /// has not given up by itself (it does after 31 s without an answer to one
@@ -170,6 +170,10 @@ enum State {
     Silent,
     /// Restarted after `Silent`: negotiating anew.
     Restarting,
+    /// Up once, then gone during the run (see [`Gone`]): not probed, not
+    /// rekeyed; its core is kept only while it holds an IKE SA (the
+    /// gateway deleted the last child SA only), for the final DELETE.
+    Gone,
     /// Ended (failed, or shut down); its core is gone.
     Done,
 }
@@ -200,6 +204,65 @@ enum Wake {
     Restart,
 }
 
+/// A DELETE of a closed tunnel's IKE SA (the run's own, or of a failed
+/// attempt) until it is answered or given up.
+struct Bye {
+    peer: usize,
+    send: Send,
+    /// Sends so far beyond the first.
+    tries: usize,
+    /// When to resend (or give up).
+    next: Instant,
+    /// It counts in `unanswered_deletes` (a tunnel up at the end).
+    counts: bool,
+}
+
+/// What a log line of a tunnel up says happened to it (the core's own
+/// lines, control/ike/src/core/{info,timers}.rs; the unit tests pin them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Event {
+    /// An authenticated DELETE of the IKE SA from the gateway (also the old
+    /// IKE SA after the gateway rekeyed it: the state check tells).
+    IkeDeleted,
+    /// An authenticated DELETE of a child SA outside a rekey.
+    ChildDeleted,
+    /// A request of ours went unanswered through every retransmission.
+    Dead,
+}
+
+fn event_of(line: &str) -> Option<Event> {
+    if line.contains("peer deleted the IKE SA") {
+        Some(Event::IkeDeleted)
+    } else if line.contains("peer deleted child SA") {
+        Some(Event::ChildDeleted)
+    } else if line.contains("peer dead: no answer") {
+        Some(Event::Dead)
+    } else {
+        None
+    }
+}
+
+/// Whether `reply` is the response to the INFORMATIONAL request `req` in
+/// the same IKE SA (both SPIs, exchange type 37, the response flag, the
+/// message ID): `Some(true)` when it is protected (its first payload is
+/// Encrypted or Encrypted Fragment, RFC 7296 3.14, RFC 7383), `Some(false)`
+/// when not (an unprotected notify such as INVALID_IKE_SPI: the gateway
+/// does not hold that IKE SA), `None` when it is no response to it. Its
+/// integrity is not checked: the IKE SA's keys went with it (only a party
+/// that saw both SPIs, which are random, can make one).
+pub fn answers(req: &[u8], reply: &[u8]) -> Option<bool> {
+    const INFORMATIONAL: u8 = 37;
+    const RESPONSE: u8 = 0x20;
+    if req.len() < 28 || reply.len() < 28 {
+        return None;
+    }
+    let same = reply[..16] == req[..16]
+        && reply[18] == INFORMATIONAL
+        && reply[19] & RESPONSE != 0
+        && reply[20..24] == req[20..24];
+    same.then_some(matches!(reply[16], 46 | 53))
+}
+
 /// The engine: all peers, the pacing and the accounting.
 pub struct Engine {
     opts: Options,
@@ -215,11 +278,13 @@ pub struct Engine {
     stopping: bool,
     ups: Vec<usize>,
     /// DELETEs of closed tunnels waiting for a slot (`concurrency` at a time).
-    bye_queue: std::collections::VecDeque<(usize, Send)>,
-    /// DELETEs sent, not answered yet: peer, message, tries, when to resend.
-    byes: Vec<(usize, Send, usize, Instant)>,
-    /// DELETEs never answered.
-    pub byes_unanswered: u64,
+    bye_queue: std::collections::VecDeque<Bye>,
+    /// DELETEs sent, not answered yet.
+    byes: Vec<Bye>,
+    /// Peers gone (see [`Gone`]) since the last [`Engine::take_gone`].
+    gone: Vec<usize>,
+    /// IKE requests resent by the cores already closed or forgotten.
+    retransmitted: u64,
     logs: Vec<String>,
 }
 
@@ -316,7 +381,8 @@ impl Engine {
             ups: Vec::new(),
             bye_queue: std::collections::VecDeque::new(),
             byes: Vec::new(),
-            byes_unanswered: 0,
+            gone: Vec::new(),
+            retransmitted: 0,
             logs: Vec::new(),
         }
     }
@@ -329,6 +395,18 @@ impl Engine {
     /// The accounting, to record traffic results in.
     pub fn accounting_mut(&mut self) -> &mut Accounting {
         &mut self.acc
+    }
+
+    /// IKE requests the peers' cores resent for want of a response, all
+    /// cores of the run (closed ones included).
+    pub fn retransmissions(&self) -> u64 {
+        let live: u64 = self
+            .peers
+            .iter()
+            .filter_map(|p| p.core.as_ref())
+            .map(|c| c.stats().retransmissions)
+            .sum();
+        self.retransmitted + live
     }
 
     /// Attempts in flight.
@@ -351,6 +429,12 @@ impl Engine {
         std::mem::take(&mut self.ups)
     }
 
+    /// The peers gone during the run (see [`Gone`]) since the last call:
+    /// their probes stop.
+    pub fn take_gone(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.gone)
+    }
+
     /// Datagrams to send, in order.
     pub fn take_sends(&mut self) -> Vec<Send> {
         std::mem::take(&mut self.sends)
@@ -366,7 +450,7 @@ impl Engine {
         let bye = if !self.bye_queue.is_empty() && self.byes.len() < self.opts.concurrency {
             Some(self.t0)
         } else {
-            self.byes.iter().map(|b| b.3).min()
+            self.byes.iter().map(|b| b.next).min()
         };
         [start, wake, bye].into_iter().flatten().min()
     }
@@ -376,40 +460,64 @@ impl Engine {
         self.bye_queue.is_empty() && self.byes.is_empty()
     }
 
+    /// How long the DELETEs queued now take at most if none is answered:
+    /// `concurrency` at a time, each given up after [`BYE_RESEND`].
+    pub fn closing_bound(&self) -> Duration {
+        let n = self.bye_queue.len() + self.byes.len();
+        let rounds = n.div_ceil(self.opts.concurrency.max(1)) as u32;
+        BYE_RESEND.iter().sum::<Duration>() * rounds
+    }
+
+    /// The DELETEs of tunnels up at the end not answered by now (given up,
+    /// still unanswered or never sent) count as unanswered; the rest are
+    /// dropped. Call once the run stops waiting for them.
+    pub fn end_closing(&mut self) {
+        let left = self.byes.drain(..).chain(self.bye_queue.drain(..));
+        self.acc.unanswered_deletes += left.filter(|b| b.counts).count() as u64;
+    }
+
+    /// A DELETE ended without an answer (given up, or refused unprotected).
+    fn bye_unanswered(&mut self, b: &Bye) {
+        if b.counts {
+            self.acc.unanswered_deletes += 1;
+        }
+    }
+
     /// Send queued DELETEs while fewer than `concurrency` are unanswered;
     /// resend or give up those due.
     fn byes(&mut self, now: Instant) {
         let mut k = 0;
         while k < self.byes.len() {
             let b = &mut self.byes[k];
-            if b.3 <= now {
-                if b.2 >= BYE_RESEND.len() {
-                    self.byes.swap_remove(k);
-                    self.byes_unanswered += 1;
+            if b.next <= now {
+                if b.tries >= BYE_RESEND.len() {
+                    let b = self.byes.swap_remove(k);
+                    self.bye_unanswered(&b);
                     continue;
                 }
-                b.3 = now + BYE_RESEND[b.2];
-                b.2 += 1;
+                b.next = now + BYE_RESEND[b.tries];
+                b.tries += 1;
                 let again = Send {
-                    peer: b.1.peer,
-                    local: b.1.local,
-                    remote: b.1.remote,
-                    data: b.1.data.clone(),
+                    peer: b.send.peer,
+                    local: b.send.local,
+                    remote: b.send.remote,
+                    data: b.send.data.clone(),
                 };
                 self.sends.push(again);
             }
             k += 1;
         }
         while self.byes.len() < self.opts.concurrency
-            && let Some((i, s)) = self.bye_queue.pop_front()
+            && let Some(mut b) = self.bye_queue.pop_front()
         {
             self.sends.push(Send {
-                peer: s.peer,
-                local: s.local,
-                remote: s.remote,
-                data: s.data.clone(),
+                peer: b.send.peer,
+                local: b.send.local,
+                remote: b.send.remote,
+                data: b.send.data.clone(),
             });
-            self.byes.push((i, s, 0, now + BYE_RESEND[0]));
+            b.next = now + BYE_RESEND[0];
+            self.byes.push(b);
         }
     }
 
@@ -536,11 +644,20 @@ impl Engine {
             return true;
         }
         if self.peers[i].core.is_none() {
-            // An answer to a closed tunnel's DELETE (or anything from
-            // the gateway to it): done with it.
-            let before = self.byes.len();
-            self.byes.retain(|b| b.0 != i);
-            return self.byes.len() < before;
+            // The answer to a closed tunnel's DELETE ends it; anything
+            // else from the gateway to it is ignored.
+            let Some((k, protected)) =
+                self.byes.iter().enumerate().find_map(|(k, b)| {
+                    Some((k, answers(&b.send.data, data)?)).filter(|_| b.peer == i)
+                })
+            else {
+                return false;
+            };
+            let b = self.byes.swap_remove(k);
+            if !protected {
+                self.bye_unanswered(&b);
+            }
+            return true;
         }
         self.handle(
             i,
@@ -563,6 +680,7 @@ impl Engine {
     }
 
     fn apply(&mut self, i: usize, now: Instant, actions: Vec<Action>) {
+        let mut events = Vec::new();
         for a in actions {
             match a {
                 Action::Send {
@@ -634,12 +752,67 @@ impl Engine {
                     if self.peers[i].rekeying && line.contains("CREATE_CHILD_SA refused") {
                         self.peers[i].rekeying = false;
                     }
+                    if matches!(self.peers[i].state, State::Up)
+                        && let Some(ev) = event_of(&line)
+                    {
+                        events.push(ev);
+                    }
                 }
             }
+        }
+        if !events.is_empty() {
+            self.check_gone(i, now, &events);
         }
         if let Some(t) = self.peers[i].core.as_ref().and_then(Ike::next_timeout) {
             self.wakes.push(Reverse((t, i, Wake::Core)));
         }
+    }
+
+    /// After `events` of tunnel `i` (up): if its core has no established
+    /// IKE SA with a child SA left, the tunnel is gone (counted once): not
+    /// probed or rekeyed any more, and its core is dropped unless it still
+    /// holds an IKE SA (so it does not negotiate anew; that one gets the
+    /// final DELETE). A DELETE of the old IKE or child SA of a rekey leaves
+    /// the new one: nothing is gone.
+    fn check_gone(&mut self, i: usize, now: Instant, events: &[Event]) {
+        let p = &mut self.peers[i];
+        let Some(core) = p.core.as_ref() else {
+            return;
+        };
+        let sas = core.sas(now);
+        let alive = sas
+            .iter()
+            .any(|s| s.status == IkeSaStatus::Ready && !s.children.is_empty());
+        // Under `--fault forget-sa` the gateway deletes the child SA we
+        // reported with INVALID_SPI and makes a new one: asked for, not
+        // a removal.
+        let asked = self
+            .opts
+            .fault
+            .is_some_and(|f| f.kind == FaultKind::ForgetSa)
+            && p.fault.is_some()
+            && !events.iter().any(|e| *e != Event::ChildDeleted);
+        if alive || asked {
+            return;
+        }
+        let how = if events.contains(&Event::Dead) {
+            Gone::DeadByDpd
+        } else {
+            Gone::DeletedByGateway
+        };
+        self.acc.gone(p.attempt, self.offset(now), how);
+        let p = &mut self.peers[i];
+        p.state = State::Gone;
+        p.outbound = None;
+        p.inbound.clear();
+        p.next_rekey = None;
+        p.rekeying = false;
+        if sas.is_empty()
+            && let Some(c) = p.core.take()
+        {
+            self.retransmitted += c.stats().retransmissions;
+        }
+        self.gone.push(i);
     }
 
     /// End peer `i`'s attempt as `why` and close its core (a DELETE where
@@ -654,13 +827,17 @@ impl Engine {
         self.close(i, now);
     }
 
+    /// Close peer `i`'s core: its DELETEs are queued (`counts`: in
+    /// `unanswered_deletes` if never answered).
     fn close(&mut self, i: usize, now: Instant) {
+        let counts = matches!(self.peers[i].state, State::Up);
         let p = &mut self.peers[i];
         p.state = State::Done;
         p.outbound = None;
         p.inbound.clear();
         p.next_rekey = None;
         if let Some(mut core) = p.core.take() {
+            self.retransmitted += core.stats().retransmissions;
             for a in core.handle(now, Input::Command(Command::Shutdown)) {
                 if let Action::Send {
                     local,
@@ -668,15 +845,18 @@ impl Engine {
                     data,
                 } = a
                 {
-                    self.bye_queue.push_back((
-                        i,
-                        Send {
+                    self.bye_queue.push_back(Bye {
+                        peer: i,
+                        send: Send {
                             peer: i,
                             local,
                             remote,
                             data,
                         },
-                    ));
+                        tries: 0,
+                        next: now,
+                        counts,
+                    });
                 }
             }
         }
@@ -718,7 +898,9 @@ impl Engine {
             match spec.kind {
                 FaultKind::Silent { restart_after } => {
                     // Forgotten at once: no DELETE, no more timers.
-                    p.core = None;
+                    if let Some(c) = p.core.take() {
+                        self.retransmitted += c.stats().retransmissions;
+                    }
                     p.state = State::Silent;
                     p.outbound = None;
                     p.inbound.clear();
@@ -804,7 +986,7 @@ impl Engine {
         for i in 0..self.peers.len() {
             match self.peers[i].state {
                 State::Negotiating => self.fail(i, now, "INTERRUPTED"),
-                State::Up | State::Restarting => self.close(i, now),
+                State::Up | State::Restarting | State::Gone => self.close(i, now),
                 State::Waiting | State::Done | State::Silent => {}
             }
         }

@@ -67,9 +67,24 @@ struct Net {
     closing: bool,
     /// Drop this many DELETE datagrams to the gateway first.
     lose_deletes: usize,
+    /// Drop this many datagrams to the gateway first (setup).
+    lose_setup: usize,
 }
 
 impl Net {
+    /// An empty network at `t0` that loses the first `lose_setup`
+    /// datagrams to the gateway.
+    fn at(t0: Instant, lose_setup: usize) -> Net {
+        Net {
+            t: t0,
+            wire: VecDeque::new(),
+            max_in_flight: 0,
+            closing: false,
+            lose_deletes: 0,
+            lose_setup,
+        }
+    }
+
     /// Run until every attempt has ended, then `hold` more; the time it ended.
     fn run(&mut self, e: &mut Engine, gw: &mut Ike, hold: Duration) -> Instant {
         let mut end: Option<Instant> = None;
@@ -91,6 +106,10 @@ impl Net {
                 let (_, to_gw, local, remote, data) = self.wire.pop_front().unwrap();
                 if to_gw && self.closing && self.lose_deletes > 0 {
                     self.lose_deletes -= 1;
+                    continue;
+                }
+                if to_gw && !self.closing && self.lose_setup > 0 {
+                    self.lose_setup -= 1;
                     continue;
                 }
                 if to_gw {
@@ -170,13 +189,7 @@ fn run_peers(
     let mut gw = responder(&ini, tweak);
     let t0 = Instant::now();
     let mut e = Engine::new(ini, opts, t0);
-    let mut net = Net {
-        t: t0,
-        wire: VecDeque::new(),
-        max_in_flight: 0,
-        closing: false,
-        lose_deletes: 0,
-    };
+    let mut net = Net::at(t0, 0);
     let end = net.run(&mut e, &mut gw, hold);
     (e, net, gw, t0 + (end - t0))
 }
@@ -450,13 +463,43 @@ fn deletes_are_paced_resent_and_answered() {
     // (The five taken above never reach the wire: they are resent too.)
     let end = net.run(&mut e, &mut gw, Duration::ZERO);
     assert!(e.closing_done());
-    assert_eq!(e.byes_unanswered, 0);
+    e.end_closing();
+    assert_eq!(e.accounting().unanswered_deletes, 0);
     assert_eq!(gw.sas(end).len(), 0, "{:?}", gw.sas(end));
     assert!(
         end - t >= BYE_RESEND[0] && end - t < BYE_RESEND[0] * 3,
         "{:?}",
         end - t
     );
+}
+
+/// The first IKE_SA_INIT of each of five peers is lost: each core resends
+/// it once, 1 s later, and the engine counts those five, also once the
+/// cores are closed (the engine's own DELETE resends are not the cores').
+#[test]
+fn lost_requests_count_as_retransmissions() {
+    let ini = initiators(5);
+    let mut gw = responder(&ini, |_, _| true);
+    let t0 = Instant::now();
+    let opts = Options {
+        concurrency: 5,
+        ..Options::default()
+    };
+    let mut e = Engine::new(ini, opts.clone(), t0);
+    let mut net = Net::at(t0, 5);
+    net.run(&mut e, &mut gw, Duration::ZERO);
+    assert_eq!(e.accounting().up(), 5);
+    assert_eq!(e.accounting().setup_latencies()[0], 1.04);
+    assert_eq!(e.retransmissions(), 5);
+    e.finish(net.t);
+    net.closing = true;
+    net.lose_deletes = 2;
+    net.run(&mut e, &mut gw, Duration::ZERO);
+    assert!(e.closing_done());
+    assert_eq!(e.retransmissions(), 5);
+    // Nothing lost, nothing resent.
+    let (e, ..) = run(5, opts, |_, _| true, Duration::ZERO);
+    assert_eq!((e.accounting().up(), e.retransmissions()), (5, 0));
 }
 
 #[test]
@@ -646,4 +689,218 @@ fn fault_specs_parse() {
         let e = FaultSpec::parse(bad).expect_err(bad);
         assert!(e.contains("--fault"), "{e}");
     }
+}
+
+/// Peer `k`'s source address (the gateway's name for it).
+fn addr_of(k: u64) -> IpAddr {
+    initiators(k + 1)[k as usize].local
+}
+
+fn summary(e: &Engine, n: u64) -> Summary {
+    Summary::of(e.accounting(), n, Duration::ZERO, 0.0, false)
+}
+
+/// The gateway deletes peer 1's IKE SA (an authenticated DELETE, its
+/// `clear crypto ikev2 sa remote`): that tunnel counts once in
+/// `deleted_by_gateway`, loses its child SA, is reported gone (its probes
+/// stop), and does not negotiate again; the attempts' outcomes stay; the
+/// final DELETEs go to the other two only, all answered.
+#[test]
+fn a_gateway_delete_of_the_ike_sa_counts_once() {
+    let (mut e, mut net, mut gw, _) =
+        run(3, Options::default(), |_, _| true, Duration::from_secs(1));
+    assert_eq!(e.up_now(), 3);
+    let a = gw.handle(
+        net.t,
+        Input::Command(Command::ClearIkeSas(Some(addr_of(1)))),
+    );
+    net.gw_actions(a);
+    net.run(&mut e, &mut gw, Duration::from_secs(2));
+    let s = summary(&e, 3);
+    assert_eq!((s.attempts, s.up, s.deleted_by_gateway), (3, 3, 1), "{s:?}");
+    assert_eq!((s.dead_by_dpd, s.unanswered_deletes), (0, 0), "{s:?}");
+    assert_eq!(e.take_gone(), vec![1]);
+    assert!(e.outbound(1).is_none() && inbound_spis(&e, 1).is_empty());
+    assert_eq!(e.up_now(), 2);
+    // The core would have negotiated anew after 5 s: it is gone, so the
+    // gateway keeps two IKE SAs, and the count stays one.
+    let end = net.run(&mut e, &mut gw, Duration::from_secs(20));
+    assert_eq!(gw.sas(end).len(), 2, "{:?}", gw.sas(end));
+    assert_eq!(summary(&e, 3).deleted_by_gateway, 1);
+    assert!(e.take_gone().is_empty());
+    e.finish(end);
+    assert_eq!(e.take_sends().len(), 2);
+    net.closing = true;
+    let end = net.run(&mut e, &mut gw, Duration::ZERO);
+    e.end_closing();
+    let s = summary(&e, 3);
+    assert_eq!(
+        (s.deleted_by_gateway, s.unanswered_deletes),
+        (1, 0),
+        "{s:?}"
+    );
+    assert_eq!(s.up + s.failed.values().sum::<u64>(), s.attempts);
+    assert!(gw.sas(end).is_empty());
+}
+
+/// The gateway rekeys peer 0's child SA (CREATE_CHILD_SA, then a DELETE of
+/// the old one) and peer 1's IKE SA (then a DELETE of the old IKE SA):
+/// neither is a removal; both tunnels stay up, on new SAs.
+#[test]
+fn a_gateway_rekey_deleting_the_old_sa_is_no_removal() {
+    let opts = Options {
+        keep_logs: true,
+        ..Options::default()
+    };
+    let (mut e, mut net, mut gw, _) = run(2, opts, |_, _| true, Duration::from_secs(1));
+    let old_out = e.outbound(0).unwrap().keys.spi;
+    let old_ike = gw.sas(net.t).iter().map(|s| s.spi_i).collect::<Vec<_>>();
+    let a = gw.rekey_now(net.t, addr_of(0), false);
+    net.gw_actions(a);
+    let a = gw.rekey_now(net.t, addr_of(1), true);
+    net.gw_actions(a);
+    let end = net.run(&mut e, &mut gw, Duration::from_secs(10));
+    let s = summary(&e, 2);
+    assert_eq!((s.deleted_by_gateway, s.dead_by_dpd), (0, 0), "{s:?}");
+    assert!(e.take_gone().is_empty());
+    assert_eq!(e.up_now(), 2);
+    assert_ne!(e.outbound(0).unwrap().keys.spi, old_out);
+    // Peer 1's IKE SA is a new one (the gateway's SPI as its initiator);
+    // the old one is gone on both sides, deleted by the gateway.
+    let sas = gw.sas(end);
+    assert_eq!(sas.len(), 2, "{sas:?}");
+    let p1 = sas.iter().find(|s| s.remote.ip() == addr_of(1)).unwrap();
+    assert!(!old_ike.contains(&p1.spi_i), "{sas:?}");
+    let logs = e.take_logs();
+    let deleted = logs
+        .iter()
+        .filter(|l| l.contains("peer deleted the IKE SA"))
+        .count();
+    assert_eq!(deleted, 1, "{logs:#?}");
+}
+
+/// The gateway deletes peer 0's only child SA (keeping the IKE SA): the
+/// tunnel is gone (no child to carry traffic) and counts once; its IKE
+/// SA still gets the final DELETE, answered, and not counted.
+#[test]
+fn a_gateway_delete_of_the_last_child_sa_counts() {
+    let (mut e, mut net, mut gw, _) =
+        run(2, Options::default(), |_, _| true, Duration::from_secs(1));
+    let a = gw.handle(net.t, Input::Command(Command::ClearChildSas(addr_of(0))));
+    net.gw_actions(a);
+    let end = net.run(&mut e, &mut gw, Duration::from_secs(3));
+    let s = summary(&e, 2);
+    assert_eq!(s.deleted_by_gateway, 1, "{s:?}");
+    assert_eq!(e.take_gone(), vec![0]);
+    assert!(e.outbound(0).is_none());
+    e.finish(end);
+    net.closing = true;
+    let end = net.run(&mut e, &mut gw, Duration::ZERO);
+    e.end_closing();
+    assert_eq!(summary(&e, 2).unanswered_deletes, 0);
+    assert!(gw.sas(end).is_empty(), "{:?}", gw.sas(end));
+}
+
+/// A gateway that lost every IKE SA without telling (crashed and back,
+/// or charon's INITIAL_CONTACT of another peer with the same identity):
+/// the final DELETEs go unanswered, each sent 4 times (0.5, 1, 2 s), and
+/// count in `unanswered_deletes`, 3 of 3; not as removals.
+#[test]
+fn final_deletes_unanswered_are_counted() {
+    let ini = initiators(3);
+    let (mut e, mut net, _, _) = run(3, Options::default(), |_, _| true, Duration::from_secs(1));
+    let mut fresh = responder(&ini, |_, _| true);
+    let t = net.t;
+    e.finish(t);
+    net.closing = true;
+    let end = net.run(&mut e, &mut fresh, Duration::ZERO);
+    e.end_closing();
+    let s = summary(&e, 3);
+    assert_eq!((s.up, s.unanswered_deletes), (3, 3), "{s:?}");
+    assert_eq!((s.deleted_by_gateway, s.dead_by_dpd), (0, 0), "{s:?}");
+    assert!(
+        end - t >= BYE_RESEND.iter().sum::<Duration>(),
+        "{:?}",
+        end - t
+    );
+}
+
+/// The matching of a DELETE's response: both SPIs, INFORMATIONAL, the
+/// response flag, the message ID; protected (SK) or not (a notify).
+#[test]
+fn delete_answers_are_matched_by_header() {
+    let mut req = vec![0u8; 40];
+    req[..16].copy_from_slice(&[7; 16]);
+    req[16] = 46;
+    req[18] = 37;
+    req[19] = 0x08;
+    req[20..24].copy_from_slice(&5u32.to_be_bytes());
+    let mut resp = req.clone();
+    resp[19] = 0x20;
+    assert_eq!(answers(&req, &resp), Some(true));
+    let mut notify = resp.clone();
+    notify[16] = 41;
+    assert_eq!(answers(&req, &notify), Some(false));
+    for (k, v) in [(3usize, 8u8), (12, 9), (18, 36), (19, 0x08), (23, 6)] {
+        let mut other = resp.clone();
+        other[k] = v;
+        assert_eq!(answers(&req, &other), None, "byte {k}");
+    }
+    assert_eq!(answers(&req, &resp[..27]), None);
+}
+
+/// `dpd_seconds` on the peers, and the gateway loses their IKE SAs
+/// silently: each peer's liveness check goes unanswered through the
+/// core's retransmissions (2 s + 31 s): `dead_by_dpd` 2, not probed, no
+/// final DELETE (nothing left to delete), nothing else counted.
+#[test]
+fn liveness_checks_unanswered_count_as_dead_by_dpd() {
+    let mut ini = initiators(2);
+    for p in &mut ini {
+        p.dpd = Some(Duration::from_secs(2));
+    }
+    let (mut e, mut net, _, _) = run_peers(
+        ini.clone(),
+        Options::default(),
+        |_, _| true,
+        Duration::from_secs(1),
+    );
+    let mut fresh = responder(&ini, |_, _| true);
+    let end = net.run(&mut e, &mut fresh, Duration::from_secs(40));
+    let s = summary(&e, 2);
+    assert_eq!((s.dead_by_dpd, s.deleted_by_gateway), (2, 0), "{s:?}");
+    let mut gone = e.take_gone();
+    gone.sort_unstable();
+    assert_eq!(gone, vec![0, 1]);
+    e.finish(end);
+    assert!(e.take_sends().is_empty());
+    e.end_closing();
+    assert_eq!(summary(&e, 2).unanswered_deletes, 0);
+}
+
+/// A tunnel gone (the shell is told by [`Engine::take_gone`]) is probed no
+/// more, and the probes it sent during a rekey are not counted lost.
+#[test]
+fn gone_tunnels_are_not_probed_and_lose_nothing_in_rekeys() {
+    let (e, net, _, _) = run(2, Options::default(), |_, _| true, Duration::from_secs(1));
+    let mut t = crate::traffic::Traffic::new(10.0, 2);
+    let src: IpAddr = "2001:db8:1::1".parse().unwrap();
+    let dst: IpAddr = "2001:db8:2::1".parse().unwrap();
+    for i in 0..2 {
+        t.tunnel_up(i, net.t);
+    }
+    let mut due = t.take_due(net.t);
+    due.sort_unstable();
+    assert_eq!(due, vec![0, 1]);
+    for i in due {
+        let keys = &e.outbound(i).unwrap().keys;
+        // Both sent while a rekey was under way, neither answered.
+        assert!(t.probe(i, keys, src, dst, true, net.t).is_some());
+    }
+    t.tunnel_gone(1);
+    let later = net.t + Duration::from_secs(5);
+    let due = t.take_due(later);
+    assert!(due.contains(&0) && !due.contains(&1), "{due:?}");
+    let tot = t.totals(later);
+    assert_eq!((tot.sent, tot.lost_in_rekeys), (2, 1));
 }

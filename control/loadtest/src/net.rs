@@ -308,6 +308,9 @@ pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> Vec<bool> {
         .collect()
 }
 
+/// How long the source addresses may take to become usable.
+const USABLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Addresses added to an interface for the run: removed on drop (also on
 /// a panic or after Ctrl-C). Addresses the interface had before are
 /// used, not added, and stay.
@@ -381,7 +384,63 @@ impl AddedAddrs {
             return Err(e.context(format!("adding source addresses to {interface}")));
         }
         me.added.shrink_to_fit();
+        me.wait_usable()?;
         Ok(me)
+    }
+
+    /// Wait (up to [`USABLE_WITHIN`]) until every IPv6 address added has
+    /// its local route. Linux makes an address without duplicate address
+    /// detection a source at once, but inserts the route that makes it
+    /// accept packets to it later, from its address-configuration worker
+    /// (the end of "DAD"); on a busy machine that took long enough for the
+    /// gateway's first answers (its Neighbour Advertisement, its
+    /// IKE_SA_INIT response) to be dropped as not ours (`kfree_skb`
+    /// `IP_INADDRERRORS` in `ip6_forward`) and every first exchange to
+    /// cost the core's 1 s retransmission.
+    fn wait_usable(&self) -> Result<()> {
+        let want: Vec<IpAddr> = self.added.iter().copied().filter(IpAddr::is_ipv6).collect();
+        if want.is_empty() {
+            return Ok(());
+        }
+        let deadline = std::time::Instant::now() + USABLE_WITHIN;
+        loop {
+            let out = Command::new("ip")
+                .args([
+                    "-6",
+                    "route",
+                    "show",
+                    "table",
+                    "local",
+                    "dev",
+                    &self.interface,
+                ])
+                .output()
+                .context("running ip (iproute2)")?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            let routed: std::collections::HashSet<IpAddr> = text
+                .lines()
+                .filter_map(|l| {
+                    l.strip_prefix("local ")?
+                        .split_whitespace()
+                        .next()?
+                        .parse()
+                        .ok()
+                })
+                .collect();
+            let missing = want.iter().filter(|a| !routed.contains(a)).count();
+            if missing == 0 {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                bail!(
+                    "{missing} of the {} source addresses added to {} have no local route after {} s",
+                    want.len(),
+                    self.interface,
+                    USABLE_WITHIN.as_secs()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     /// How many were added (not there before).

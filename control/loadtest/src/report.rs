@@ -184,6 +184,10 @@ pub fn html(s: &Summary, acc: &Accounting, title: &str, notes: &[String]) -> Str
     row("rekeys_per_second", s.rekeys_per_second.to_string());
     row("lost_in_rekeys", s.lost_in_rekeys.to_string());
     row("cpu_seconds", s.cpu_seconds.to_string());
+    row("retransmissions", s.retransmissions.to_string());
+    row("deleted_by_gateway", s.deleted_by_gateway.to_string());
+    row("dead_by_dpd", s.dead_by_dpd.to_string());
+    row("unanswered_deletes", s.unanswered_deletes.to_string());
     if let Some(n) = s.tunnels_answered {
         row("tunnels_answered", n.to_string());
     }
@@ -244,6 +248,15 @@ mod tests {
             let i = acc.start(Duration::from_millis(10 * k as u64));
             acc.end(i, Duration::from_millis(10 * k as u64 + 35), o);
         }
+        acc.retransmissions = 7;
+        // One tunnel up went away (the gateway deleted it), the other's
+        // final DELETE went unanswered.
+        assert!(acc.gone(
+            0,
+            Duration::from_millis(80),
+            crate::stats::Gone::DeletedByGateway
+        ));
+        acc.unanswered_deletes = 1;
         let s = Summary::of(&acc, 3, Duration::ZERO, 0.25, false);
         let page = html(&s, &acc, "run <1>", &["gateway 2001:db8::1".into()]);
         assert!(page.contains("<title>run &lt;1&gt;</title>"));
@@ -264,6 +277,10 @@ mod tests {
             ("failed.TIMEOUT", "1"),
             ("seconds", "0.055"),
             ("cpu_seconds", "0.25"),
+            ("retransmissions", "7"),
+            ("deleted_by_gateway", "1"),
+            ("dead_by_dpd", "0"),
+            ("unanswered_deletes", "1"),
         ] {
             assert!(page.contains(&format!("<td id=\"{k}\">{v}</td>")), "{k}");
         }

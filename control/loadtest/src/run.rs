@@ -29,6 +29,12 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// the run waits for the tunnels to recover; the others count as not
 /// recovered (a gateway's DPD gives up after 31 s to 3 min by default).
 pub const FAILOVER_WAIT: Duration = Duration::from_secs(120);
+/// How long the run waits for its DELETEs at the end at least; longer
+/// when `--concurrency` rounds of unanswered ones (each given up after
+/// 3.5 s) need it.
+const CLOSING_MIN: Duration = Duration::from_secs(10);
+/// ... and at most; those left then count as unanswered.
+const CLOSING_MAX: Duration = Duration::from_secs(120);
 
 fn check_args(a: &IkeArgs, cfg: &LoadtestConfig) -> Result<Options> {
     if a.tunnels == 0 || a.tunnels > cfg.capacity() {
@@ -140,6 +146,9 @@ impl Io {
         };
         for i in e.take_ups() {
             t.tunnel_up(i, now);
+        }
+        for i in e.take_gone() {
+            t.tunnel_gone(i);
         }
         for i in t.take_due(now) {
             let Some(out) = e.outbound(i) else {
@@ -411,11 +420,12 @@ pub fn ike(a: &IkeArgs) -> Result<Summary> {
     };
     let end = Instant::now();
     e.finish(end);
-    // The DELETEs: until each is answered or given up (bounded by BYE_RESEND).
+    // The DELETEs: until each is answered or given up (bounded by
+    // BYE_RESEND, `concurrency` at a time); those left count as unanswered.
     let linger = if interrupted {
         Duration::from_secs(1)
     } else {
-        Duration::from_secs(10)
+        (e.closing_bound() + Duration::from_secs(1)).clamp(CLOSING_MIN, CLOSING_MAX)
     };
     while !e.closing_done() && end.elapsed() < linger {
         let now = Instant::now();
@@ -428,6 +438,7 @@ pub fn ike(a: &IkeArgs) -> Result<Summary> {
         io.wait(&mut e, &mut buf, now, wake);
     }
     io.flush(&mut e);
+    e.end_closing();
     if show {
         progress(&e, a.tunnels, t0, true);
     }
@@ -436,6 +447,7 @@ pub fn ike(a: &IkeArgs) -> Result<Summary> {
     if let Some(t) = totals {
         e.accounting_mut().lost_in_rekeys = t.lost_in_rekeys;
     }
+    e.accounting_mut().retransmissions = e.retransmissions();
     let summary = Summary::of(
         e.accounting(),
         a.tunnels,
@@ -523,12 +535,17 @@ fn print_text(s: &Summary, send_errors: u64, interrupted: bool) {
             }
         }
     }
+    println!(
+        "gone during the run: {} deleted by the gateway, {} dead (no answer to our requests); at the end {} DELETEs unanswered",
+        s.deleted_by_gateway, s.dead_by_dpd, s.unanswered_deletes
+    );
     let per = if s.up > 0 {
         s.cpu_seconds / s.up as f64 * 1000.0
     } else {
         0.0
     };
     println!("cpu {:.3} s ({per:.3} ms per tunnel up)", s.cpu_seconds);
+    println!("IKE retransmissions {}", s.retransmissions);
     if send_errors > 0 {
         println!("send errors {send_errors}");
     }

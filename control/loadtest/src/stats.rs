@@ -16,6 +16,18 @@ pub enum Outcome {
     Failed(&'static str),
 }
 
+/// How a tunnel that came up went away during the run, before the run's
+/// own DELETEs (its attempt's outcome stays `Up`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gone {
+    /// The gateway deleted its IKE SA, or its last child SA outside a
+    /// rekey, with an authenticated DELETE (`deleted_by_gateway`).
+    DeletedByGateway,
+    /// A request of ours in its IKE SA (a DPD liveness check, a rekey) went
+    /// unanswered through all the core's retransmissions (`dead_by_dpd`).
+    DeadByDpd,
+}
+
 /// One attempt: when it started and how and when it ended (offsets from
 /// the start of the run).
 #[derive(Debug, Clone)]
@@ -26,6 +38,8 @@ pub struct Attempt {
     pub end: Option<(Duration, Outcome)>,
     /// The first decrypted reply through the tunnel (with `--traffic`).
     pub first_reply: Option<Duration>,
+    /// An attempt up whose tunnel went away during the run: when and how.
+    pub gone: Option<(Duration, Gone)>,
 }
 
 /// All attempts of a run, plus rekeys and traffic counters.
@@ -37,9 +51,14 @@ pub struct Accounting {
     pub rekeys: Vec<Duration>,
     /// Probes that got no reply while a rekey of their tunnel was under way.
     pub lost_in_rekeys: u64,
+    /// IKE requests the peers' cores resent for want of a response.
+    pub retransmissions: u64,
     /// With `--fault`: its name (`silent`, `forget-sa`) and one record per
     /// faulted tunnel.
     pub fault: Option<(&'static str, Vec<Fault>)>,
+    /// Tunnels up at the end whose DELETE (the run's own) was never
+    /// answered by a response in their IKE SA.
+    pub unanswered_deletes: u64,
 }
 
 /// One tunnel hit by `--fault` (offsets from the start of the run).
@@ -62,6 +81,7 @@ impl Accounting {
             start: at,
             end: None,
             first_reply: None,
+            gone: None,
         });
         self.attempts.len() - 1
     }
@@ -75,6 +95,25 @@ impl Accounting {
         }
         a.end = Some((at, outcome));
         true
+    }
+
+    /// Record that attempt `i` (up) went away at `at` as `how`, unless it
+    /// went before (the first counts; false then, or if it was not up).
+    pub fn gone(&mut self, i: usize, at: Duration, how: Gone) -> bool {
+        let a = &mut self.attempts[i];
+        if a.gone.is_some() || !matches!(a.end, Some((_, Outcome::Up))) {
+            return false;
+        }
+        a.gone = Some((at, how));
+        true
+    }
+
+    /// Tunnels that went away as `how`.
+    pub fn gone_count(&self, how: Gone) -> u64 {
+        self.attempts
+            .iter()
+            .filter(|a| a.gone.is_some_and(|g| g.1 == how))
+            .count() as u64
     }
 
     /// Attempts not ended yet.
@@ -251,6 +290,21 @@ pub struct Summary {
     pub lost_in_rekeys: u64,
     /// CPU time of this process (user + system).
     pub cpu_seconds: f64,
+    /// IKE requests the peers' cores resent for want of a response (0 on
+    /// a link that loses nothing).
+    pub retransmissions: u64,
+    /// Tunnels up whose IKE SA, or last child SA outside a rekey, the
+    /// gateway deleted (an authenticated DELETE) during the run, before
+    /// the run's own DELETEs.
+    pub deleted_by_gateway: u64,
+    /// Tunnels up whose IKE SA died during the run because a request of
+    /// ours (a DPD liveness check, a rekey) went unanswered through all the
+    /// core's retransmissions.
+    pub dead_by_dpd: u64,
+    /// Tunnels up at the end whose DELETE (one per IKE SA, resent after
+    /// 0.5, 1 and 2 s) got no response in that IKE SA: the gateway no
+    /// longer held it, or is gone.
+    pub unanswered_deletes: u64,
     /// With `--fault`: how many tunnels it hit and how many recovered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failover: Option<FailoverCounts>,
@@ -326,6 +380,10 @@ impl Summary {
             },
             lost_in_rekeys: acc.lost_in_rekeys,
             cpu_seconds: round3(cpu_seconds),
+            retransmissions: acc.retransmissions,
+            deleted_by_gateway: acc.gone_count(Gone::DeletedByGateway),
+            dead_by_dpd: acc.gone_count(Gone::DeadByDpd),
+            unanswered_deletes: acc.unanswered_deletes,
             failover: acc.fault.as_ref().map(|(name, f)| {
                 let recovered = f.iter().filter(|x| x.recovered.is_some()).count() as u64;
                 FailoverCounts {
@@ -447,9 +505,38 @@ mod tests {
                 "rekeys",
                 "rekeys_per_second",
                 "lost_in_rekeys",
-                "cpu_seconds"
+                "cpu_seconds",
+                "retransmissions",
+                "deleted_by_gateway",
+                "dead_by_dpd",
+                "unanswered_deletes"
             ]
         );
+    }
+
+    #[test]
+    fn a_tunnel_goes_once_and_only_when_up() {
+        let mut a = Accounting::default();
+        for o in [Outcome::Up, Outcome::Up, Outcome::Failed("TIMEOUT")] {
+            let i = a.start(ms(0));
+            a.end(i, ms(10), o);
+        }
+        a.start(ms(20));
+        assert!(a.gone(0, ms(100), Gone::DeletedByGateway));
+        // Once: a later death does not count it again.
+        assert!(!a.gone(0, ms(200), Gone::DeadByDpd));
+        assert!(a.gone(1, ms(300), Gone::DeadByDpd));
+        // Not up (failed, in flight): never gone.
+        assert!(!a.gone(2, ms(300), Gone::DeletedByGateway));
+        assert!(!a.gone(3, ms(300), Gone::DeletedByGateway));
+        a.unanswered_deletes = 4;
+        let s = Summary::of(&a, 4, Duration::ZERO, 0.0, false);
+        assert_eq!(
+            (s.deleted_by_gateway, s.dead_by_dpd, s.unanswered_deletes),
+            (1, 1, 4)
+        );
+        // The attempts' outcomes are untouched.
+        assert_eq!((s.up, s.failed.values().sum::<u64>()), (2, 1));
     }
 
     #[test]

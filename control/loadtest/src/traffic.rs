@@ -207,6 +207,14 @@ impl Traffic {
         self.due.retain(|Reverse((_, j))| *j != i);
     }
 
+    /// Tunnel `i` went away during the run (the gateway deleted it, or it
+    /// died): no more probes, and those it sent during a rekey are not
+    /// counted lost in rekeys.
+    pub fn tunnel_gone(&mut self, i: usize) {
+        self.forget(i);
+        self.flows[i].in_rekey.clear();
+    }
+
     /// Seal tunnel `i`'s next probe from `src` (its inside address) to `dst`
     /// with `keys`; the ESP packet (SPI to ICV). `rekeying` marks it for the
     /// loss count.

@@ -219,6 +219,7 @@ impl Core {
                 return false;
             }
             p.next_at = now + RETRANSMIT[p.tries];
+            self.stats.retransmissions += 1;
             let data = p.data.clone();
             let (local, remote) = (self.sas[i].local, self.sas[i].remote);
             self.send_all(local, remote, &data);
