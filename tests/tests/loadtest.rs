@@ -691,6 +691,10 @@ fn fifty_peers_against_one_xdpsec_template() {
     );
     check_json(&v, true);
     assert_eq!(v["tunnels_answered"], TUNNELS, "{v}");
+    // Every DELETE of the run answered by its instance; none of the
+    // gateway's own.
+    assert_eq!(v["unanswered_deletes"], 0, "{v}");
+    assert_eq!(v["deleted_by_gateway"], 0, "{v}");
     let left = poll(Duration::from_secs(5), 0, || instances(&d).len());
     assert_eq!(left, 0, "{:?}\n{}", instances(&d), d.log_text());
     assert_eq!(
