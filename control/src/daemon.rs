@@ -240,12 +240,9 @@ pub fn run(config: Config, config_path: &std::path::Path) -> Result<()> {
     let local_mac = neighbor::interface_mac(iface)
         .with_context(|| format!("reading the MAC address of {iface}"))?;
     // Tunnel indices: the configured tunnels, then the SD-WAN TLOCs and
-    // room for their peers.
+    // room for their peers, then the templates' instances.
     let n_tunnels = config.tunnels.len() as u32;
-    let index_end = match &config.sdwan {
-        Some(s) => n_tunnels + s.tlocs.len() as u32 + crate::sdwan::MAX_PEERS,
-        None => n_tunnels,
-    };
+    let index_end = crate::owner::index_end(&config);
     let next_hops = Arc::new(NextHops::new(
         (0..index_end)
             .map(|i| config.tunnels.get(i as usize).map(|t| t.peer))

@@ -41,7 +41,7 @@ use anyhow::{Context, Result, anyhow};
 use crossbeam::channel::{Receiver, Sender, select, tick};
 pub use effects::{Effects, Send, Shell, ShellEvent, ShellOp, ShellParts};
 pub(crate) use ike::esp_cipher;
-pub use ike::ike_peers;
+pub use ike::{ike_peers, ike_templates, index_end};
 pub use registry::{Key, Kind, Registry, SaRef, SaSlot, TunnelEntry};
 use tracing::{error, info, warn};
 use xdpsec_common::XDP_COUNTER_COUNT;
@@ -53,8 +53,8 @@ use xdpsec_datapath::{
     worker::WorkerShared,
 };
 use xdpsec_ike::{
-    Action, Encr, EspEncap, EspProposal, Identity, Ike, IkeOffer, Input as IkeInput, Integ,
-    PeerConfig,
+    Action, Encr, EspEncap, EspProposal, Identity, Ike, IkeOffer, Input as IkeInput,
+    InstanceChange, Integ, PeerConfig, TemplateConfig,
 };
 
 use arc_swap::ArcSwap;
@@ -293,6 +293,9 @@ pub fn build_tunnels(
                     id: ids.next().expect("one id per SA"),
                 }),
             ),
+            // A template (`peer_range`) is no tunnel of its own: its
+            // instances come with their peers.
+            TunnelKind::Ike(k) if k.template.is_some() => continue,
             TunnelKind::Ike(_) => (Kind::Ike, Vec::new(), None),
         };
         registry.insert(TunnelEntry {
@@ -306,6 +309,7 @@ pub fn build_tunnels(
             inbound,
             outbound,
             out_key,
+            instance: None,
         });
     }
     Ok((table, registry))
@@ -332,6 +336,11 @@ impl Owner {
             let mut ike = Ike::new(ike_peers);
             // Negotiated SPIs never collide with manual ones.
             ike.reserve_spis(ike::tunnels_manual_spis(&s.config));
+            for (i, t) in ike_templates(&s.config) {
+                ike.set_template(i, t);
+                // A template has no peer of its own to resolve.
+                s.next_hops.set_peer(i as usize, None);
+            }
             ike
         });
         let mut log = LogBuffer::default();

@@ -334,6 +334,49 @@ impl std::fmt::Debug for PeerConfig {
     }
 }
 
+/// A responder template ([`Ike::set_template`]): its tunnel answers any
+/// peer of `range` that no other tunnel has, and each peer that
+/// authenticates becomes an instance, a tunnel of its own named
+/// `TEMPLATE/ADDR` with datapath index `first_index + slot`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateConfig {
+    /// The peers' addresses.
+    pub range: Prefix,
+    /// At most this many instances at once (slots `0..max_peers`); a new
+    /// peer beyond them is refused with NO_ADDITIONAL_SAS.
+    pub max_peers: usize,
+    /// The datapath index of slot 0.
+    pub first_index: u32,
+    /// Any identity that authenticates (no `remote_id` configured).
+    pub any_remote_id: bool,
+}
+
+/// An instance of a template came or went ([`Ike::take_instance_changes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstanceChange {
+    /// A peer of the range authenticated: its tunnel exists from now on
+    /// (before the actions that install its child SAs).
+    Up {
+        /// The template's tunnel index.
+        template: u32,
+        /// The instance's tunnel index.
+        tunnel: u32,
+        /// Its name, `TEMPLATE/ADDR`.
+        name: String,
+        /// Its peer's address.
+        peer: IpAddr,
+        /// Its remote traffic selectors (the peer's, narrowed to the template's).
+        remote_ts: Vec<Prefix>,
+    },
+    /// Its last IKE SA went (after the actions that removed its child SAs).
+    Down {
+        /// The template's tunnel index.
+        template: u32,
+        /// The instance's tunnel index.
+        tunnel: u32,
+    },
+}
+
 /// What the daemon tells the core.
 #[derive(Debug)]
 pub enum Input<'a> {
@@ -650,6 +693,35 @@ impl Ike {
     /// Process one input at `now` and return what to do.
     pub fn handle(&mut self, now: Instant, input: Input<'_>) -> Vec<Action> {
         self.core.handle(now, input)
+    }
+
+    /// Make the tunnel with `tunnel_index` a responder template (its
+    /// `initiate` is ignored); false if no tunnel has that index.
+    pub fn set_template(&mut self, tunnel_index: u32, template: TemplateConfig) -> bool {
+        self.core.set_template(tunnel_index, template)
+    }
+
+    /// The instances that came and went during the calls since the last
+    /// one, each with its position in the actions of the call that made
+    /// it: an `Up` at position `k` comes before action `k` (its SAs'
+    /// installs follow), a `Down` after the actions before `k` (its SAs'
+    /// removals).
+    pub fn take_instance_changes(&mut self) -> Vec<(usize, InstanceChange)> {
+        self.core.take_instance_changes()
+    }
+
+    /// Delete every instance of template `tunnel_index` and its half-open
+    /// IKE SAs now (a DELETE to each instance's peer), then give the
+    /// template configuration `new` if any (its configuration changed):
+    /// (the number of instances deleted, what to do).
+    pub fn drop_template_instances(
+        &mut self,
+        now: Instant,
+        tunnel_index: u32,
+        new: Option<PeerConfig>,
+    ) -> (usize, Vec<Action>) {
+        let n = self.core.drop_template_instances(now, tunnel_index, new);
+        (n, self.core.handle(now, Input::Timer))
     }
 
     /// Sizes of the core's tables.

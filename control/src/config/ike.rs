@@ -3,7 +3,7 @@
 
 use toml::Spanned;
 
-use super::{IkeTunnel, RawTunnel, SecretText};
+use super::{Cidr, IkeTemplate, IkeTunnel, RawTunnel, SecretText};
 
 /// Default IKE SA lifetime (IOS IKEv2 profile default: 86400 s).
 const DEFAULT_IKE_LIFETIME: u64 = 86400;
@@ -22,7 +22,9 @@ pub(super) fn parse_ike(
     at: &dyn Fn(std::ops::Range<usize>) -> usize,
     name: &str,
     nat_t_port: u16,
+    range: Option<Cidr>,
 ) -> Result<IkeTunnel, String> {
+    let template = parse_template(t, at, name, range)?;
     let (psk, cert, cert_files) = match t.auth.as_ref().map(|a| (a.get_ref().as_str(), a.span())) {
         None | Some(("psk", _)) => {
             if let Some((f, span)) = [
@@ -171,7 +173,120 @@ pub(super) fn parse_ike(
             .is_some_and(|v| *v.get_ref()),
         fragmentation: t.fragmentation.as_ref().is_none_or(|v| *v.get_ref()),
         fragment_size,
+        template: template.map(Box::new),
     })
+}
+
+/// The default `max_peers` of a template (at most its range's size).
+pub const DEFAULT_MAX_PEERS: u32 = 1024;
+/// The largest `max_peers`: each instance holds state (an IKE SA, child
+/// SAs, a datapath index and next-hop slot) that a peer of the range
+/// makes by authenticating.
+pub const MAX_TEMPLATE_PEERS: u32 = 16384;
+
+/// `peer_range`: a network address with its prefix length, of the
+/// underlay's family.
+pub(super) fn parse_peer_range(
+    r: &Spanned<String>,
+    at: &dyn Fn(std::ops::Range<usize>) -> usize,
+    name: &str,
+    local: std::net::IpAddr,
+) -> Result<Cidr, String> {
+    let bad = |why: &str| {
+        format!(
+            "line {}: field `tunnel.peer_range` = {:?} in tunnel {name}: {why}",
+            at(r.span()),
+            r.get_ref()
+        )
+    };
+    let c: Cidr = r
+        .get_ref()
+        .parse()
+        .map_err(|_| bad("give an IPv4 or IPv6 prefix, e.g. \"2001:db8::1000/116\""))?;
+    if c.addr.is_ipv4() != local.is_ipv4() {
+        return Err(bad(&format!(
+            "not of the same family as underlay.address {local}"
+        )));
+    }
+    if masked(c.addr, c.len) != masked(c.addr, if c.addr.is_ipv4() { 32 } else { 128 }) {
+        return Err(bad("give the network address (no host bits set)"));
+    }
+    Ok(c)
+}
+
+/// `addr` with the bits beyond `len` cleared, as a u128.
+pub(super) fn masked(addr: std::net::IpAddr, len: u8) -> u128 {
+    match addr {
+        std::net::IpAddr::V4(a) => {
+            let keep = u32::MAX
+                .checked_shl(32 - u32::from(len.min(32)))
+                .unwrap_or(0);
+            u128::from(u32::from(a) & keep)
+        }
+        std::net::IpAddr::V6(a) => {
+            u128::from(a)
+                & u128::MAX
+                    .checked_shl(128 - u32::from(len.min(128)))
+                    .unwrap_or(0)
+        }
+    }
+}
+
+/// The number of addresses of `c` (saturating).
+pub fn range_size(c: &Cidr) -> u64 {
+    let bits = u32::from(if c.addr.is_ipv4() { 32 } else { 128 } - c.len);
+    1u64.checked_shl(bits)
+        .filter(|_| bits < 64)
+        .unwrap_or(u64::MAX)
+}
+
+/// A template's `max_peers`, `initiate = false` and `remote_subnets`
+/// (None without `peer_range`).
+fn parse_template(
+    t: &RawTunnel,
+    at: &dyn Fn(std::ops::Range<usize>) -> usize,
+    name: &str,
+    range: Option<Cidr>,
+) -> Result<Option<IkeTemplate>, String> {
+    let Some(range) = range else {
+        if let Some(m) = &t.max_peers {
+            return Err(format!(
+                "line {}: field `tunnel.max_peers` in tunnel {name} applies to a template (`peer_range`) only",
+                at(m.span())
+            ));
+        }
+        return Ok(None);
+    };
+    if t.initiate.as_ref().is_none_or(|v| *v.get_ref()) {
+        let span = t.initiate.as_ref().map_or(t.name.span(), |v| v.span());
+        return Err(format!(
+            "line {}: field `tunnel.initiate` in tunnel {name}: a template (`peer_range`) only answers its peers: give initiate = false",
+            at(span)
+        ));
+    }
+    if t.remote_subnets
+        .as_ref()
+        .is_none_or(|l| l.get_ref().is_empty())
+    {
+        return Err(format!(
+            "line {}: field `tunnel.remote_subnets` in tunnel {name}: a template (`peer_range`) needs it: the prefixes its peers' traffic selectors must fall within",
+            at(t.name.span())
+        ));
+    }
+    let size = range_size(&range);
+    let most = size.min(u64::from(MAX_TEMPLATE_PEERS));
+    let max_peers = match &t.max_peers {
+        None => u64::from(DEFAULT_MAX_PEERS).min(size) as u32,
+        Some(m) if (1..=most as i64).contains(m.get_ref()) => *m.get_ref() as u32,
+        Some(m) => {
+            return Err(format!(
+                "line {}: field `tunnel.max_peers` = {} in tunnel {name}: give 1 to {most} (at most the {size} address(es) of peer_range {range} and at most {MAX_TEMPLATE_PEERS})",
+                at(m.span()),
+                m.get_ref()
+            ));
+        }
+    };
+    Ok(Some(IkeTemplate { range, max_peers }))
 }
 
 /// `auth = "cert"`: `cert_file`, `key_file` (mode 0600) and `ca_file`

@@ -179,6 +179,18 @@ pub struct IkeTunnel {
     pub fragmentation: bool,
     /// The largest IP datagram an IKE message or fragment fills, headers included.
     pub fragment_size: usize,
+    /// `peer_range`: a responder template answering any peer of a range.
+    pub template: Option<Box<IkeTemplate>>,
+}
+
+/// A responder template (`peer_range` instead of `peer`): any peer of
+/// `range` that authenticates becomes an instance of the tunnel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IkeTemplate {
+    /// The peers' addresses (`peer_range`, a network address with its length).
+    pub range: Cidr,
+    /// At most this many instances at once (`max_peers`).
+    pub max_peers: u32,
 }
 
 impl std::fmt::Debug for IkeTunnel {
@@ -199,6 +211,7 @@ impl std::fmt::Debug for IkeTunnel {
             .field("invalid_spi_recovery", &self.invalid_spi_recovery)
             .field("fragmentation", &self.fragmentation)
             .field("fragment_size", &self.fragment_size)
+            .field("template", &self.template)
             .finish()
     }
 }
@@ -342,7 +355,8 @@ struct RawInside {
 struct RawTunnel {
     name: Spanned<String>,
     kind: Spanned<String>,
-    peer: Spanned<String>,
+    #[serde(default)]
+    peer: Option<Spanned<String>>,
     #[serde(default)]
     encap: Option<Spanned<String>>,
     #[serde(default)]
@@ -400,6 +414,10 @@ struct RawTunnel {
     fragmentation: Option<Spanned<bool>>,
     #[serde(default)]
     fragment_size: Option<Spanned<i64>>,
+    #[serde(default)]
+    peer_range: Option<Spanned<String>>,
+    #[serde(default)]
+    max_peers: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -563,6 +581,31 @@ impl Config {
                     at(t.span()),
                     tun.name
                 ));
+            }
+            if let TunnelKind::Ike(IkeTunnel {
+                template: Some(tpl),
+                ..
+            }) = &tun.kind
+            {
+                let within = |a: &Cidr, b: &Cidr| {
+                    a.len >= b.len
+                        && a.addr.is_ipv4() == b.addr.is_ipv4()
+                        && ike::masked(a.addr, b.len) == ike::masked(b.addr, b.len)
+                };
+                if let Some(o) = tunnels.iter().find(|o| match &o.kind {
+                    TunnelKind::Ike(IkeTunnel {
+                        template: Some(x), ..
+                    }) => within(&tpl.range, &x.range) || within(&x.range, &tpl.range),
+                    _ => false,
+                }) {
+                    return Err(format!(
+                        "line {}: field `tunnel.peer_range` = {} in tunnel {} overlaps the peer_range of {}: a peer must belong to one template",
+                        at(r.peer_range.as_ref().expect("a template").span()),
+                        tpl.range,
+                        tun.name,
+                        o.name
+                    ));
+                }
             }
             if let TunnelKind::Manual(m) = &tun.kind {
                 let (ri, ro) = (

@@ -729,3 +729,185 @@ fn metrics_listen_is_addr_port_and_its_error_is_exact() {
         "[2001:db8::1]:9273".parse().unwrap()
     );
 }
+
+/// A template: `peer_range` instead of `peer` (IPv4 underlay).
+const TEMPLATE: &str = r#"
+[[tunnel]]
+name = "Tunnel9"
+kind = "ike"
+peer_range = "198.51.100.128/25"
+psk = "not-a-real-secret"
+initiate = false
+remote_subnets = ["203.0.113.0/24"]
+"#;
+
+#[test]
+fn parses_the_template_contract() {
+    let c = Config::parse(&format!("{GOOD}{TEMPLATE}")).unwrap();
+    let t = &c.tunnels[0];
+    let TunnelKind::Ike(i) = &t.kind else {
+        panic!("{:?}", t.kind)
+    };
+    let tpl = *i.template.clone().expect("a template");
+    assert_eq!(tpl.range, "198.51.100.128/25".parse::<Cidr>().unwrap());
+    // The default, at most the range's size: 128 addresses.
+    assert_eq!(tpl.max_peers, 128);
+    assert_eq!(t.peer, "198.51.100.128".parse::<IpAddr>().unwrap());
+    assert!(!i.initiate && i.remote_id.is_none());
+    // A large range: the default 1024.
+    let v6 = format!(
+        "{}{}",
+        GOOD.replace("198.51.100.1", "2001:db8::1"),
+        TEMPLATE
+            .replace("198.51.100.128/25", "2001:db8::1000/116")
+            .replace("203.0.113.0/24", "2001:db8:1::/64")
+    );
+    let c = Config::parse(&v6).unwrap();
+    let TunnelKind::Ike(i) = &c.tunnels[0].kind else {
+        panic!()
+    };
+    assert_eq!(
+        i.template.as_ref().unwrap().max_peers,
+        ike::DEFAULT_MAX_PEERS
+    );
+    let c = Config::parse(&v6.replace("initiate = false", "initiate = false\nmax_peers = 4096"))
+        .unwrap();
+    let TunnelKind::Ike(i) = &c.tunnels[0].kind else {
+        panic!()
+    };
+    assert_eq!(i.template.as_ref().unwrap().max_peers, 4096);
+    // A normal tunnel has none.
+    let c = Config::parse(&format!("{GOOD}{IKE}")).unwrap();
+    let TunnelKind::Ike(i) = &c.tunnels[0].kind else {
+        panic!()
+    };
+    assert!(i.template.is_none());
+}
+
+#[test]
+fn template_errors_name_the_field() {
+    let full = format!("{GOOD}{TEMPLATE}");
+    let v6 = format!(
+        "{}{}",
+        GOOD.replace("198.51.100.1", "2001:db8::1"),
+        TEMPLATE
+            .replace("198.51.100.128/25", "2001:db8::/32")
+            .replace("203.0.113.0/24", "2001:db8:1::/64")
+    );
+    for (text, from, to, want) in [
+        // Both, or neither.
+        (
+            &full,
+            "peer_range = ",
+            "peer = \"198.51.100.2\"\npeer_range = ",
+            &[
+                "line 12",
+                "`tunnel.peer` and `tunnel.peer_range`",
+                "one of them",
+            ][..],
+        ),
+        (
+            &full,
+            "peer_range = \"198.51.100.128/25\"\n",
+            "",
+            &["tunnel Tunnel9 needs `peer`", "`peer_range`"],
+        ),
+        // Not a prefix, another family, host bits.
+        (
+            &full,
+            "\"198.51.100.128/25\"",
+            "\"198.51.100.128\"",
+            &["line 11", "field `tunnel.peer_range`", "prefix"],
+        ),
+        (
+            &full,
+            "\"198.51.100.128/25\"",
+            "\"2001:db8::/64\"",
+            &["field `tunnel.peer_range`", "family"],
+        ),
+        (
+            &full,
+            "\"198.51.100.128/25\"",
+            "\"198.51.100.129/25\"",
+            &["field `tunnel.peer_range`", "network address"],
+        ),
+        // initiate = false is required.
+        (
+            &full,
+            "initiate = false",
+            "initiate = true",
+            &["line 13", "field `tunnel.initiate`", "initiate = false"],
+        ),
+        (
+            &full,
+            "initiate = false\n",
+            "",
+            &["field `tunnel.initiate`", "initiate = false"],
+        ),
+        // max_peers: 1 to the range's size, and the hard cap.
+        (
+            &full,
+            "initiate = false",
+            "initiate = false\nmax_peers = 129",
+            &["line 14", "field `tunnel.max_peers` = 129", "1 to 128"],
+        ),
+        (
+            &full,
+            "initiate = false",
+            "initiate = false\nmax_peers = 0",
+            &["field `tunnel.max_peers` = 0", "1 to 128"],
+        ),
+        (
+            &v6,
+            "initiate = false",
+            "initiate = false\nmax_peers = 16385",
+            &["field `tunnel.max_peers` = 16385", "1 to 16384"],
+        ),
+        // remote_subnets are required.
+        (
+            &full,
+            "remote_subnets = [\"203.0.113.0/24\"]\n",
+            "",
+            &["field `tunnel.remote_subnets`", "Tunnel9", "template"],
+        ),
+    ] {
+        let e = Config::parse(&text.replacen(from, to, 1)).unwrap_err();
+        for w in want {
+            assert!(e.contains(w), "{to:?}: want {w:?} in: {e}");
+        }
+    }
+    // max_peers needs peer_range.
+    let e = Config::parse(&format!("{GOOD}{IKE}").replacen(
+        "initiate = false",
+        "initiate = false\nmax_peers = 4",
+        1,
+    ))
+    .unwrap_err();
+    assert!(
+        e.contains("field `tunnel.max_peers`") && e.contains("peer_range"),
+        "{e}"
+    );
+    // A manual tunnel has no peer_range.
+    let manual = format!("{GOOD}{TUNNEL}").replacen(
+        "esn = false",
+        "esn = false\npeer_range = \"198.51.100.0/24\"",
+        1,
+    );
+    let e = Config::parse(&manual).unwrap_err();
+    assert!(e.contains("tunnel.peer_range") && e.contains("ike"), "{e}");
+    // Two templates' ranges may not overlap.
+    let two = format!(
+        "{full}{}",
+        TEMPLATE
+            .replace("Tunnel9", "Tunnel10")
+            .replace("198.51.100.128/25", "198.51.100.192/26")
+    );
+    let e = Config::parse(&two).unwrap_err();
+    assert!(
+        e.contains("field `tunnel.peer_range` = 198.51.100.192/26")
+            && e.contains("overlaps the peer_range of Tunnel9"),
+        "{e}"
+    );
+    let apart = two.replace("198.51.100.192/26", "198.51.100.0/26");
+    Config::parse(&apart).unwrap();
+}

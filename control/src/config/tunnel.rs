@@ -126,7 +126,9 @@ pub(super) fn parse_tunnel(
         ("inbound", t.inbound.as_ref().map(|v| v.span())),
         ("outbound", t.outbound.as_ref().map(|v| v.span())),
     ];
-    let ike_only: [(&str, Option<std::ops::Range<usize>>); 17] = [
+    let ike_only: [(&str, Option<std::ops::Range<usize>>); 19] = [
+        ("peer_range", t.peer_range.as_ref().map(|v| v.span())),
+        ("max_peers", t.max_peers.as_ref().map(|v| v.span())),
         ("psk", t.psk.as_ref().map(|v| v.span())),
         ("psk_file", t.psk_file.as_ref().map(|v| v.span())),
         ("auth", t.auth.as_ref().map(|v| v.span())),
@@ -165,19 +167,45 @@ pub(super) fn parse_tunnel(
             at(span.clone())
         ));
     }
-    let peer: IpAddr = t.peer.get_ref().parse().map_err(|_| {
-        format!(
-            "line {}: field `tunnel.peer` = {:?} in tunnel {name} is not an IPv4 or IPv6 address",
-            at(t.peer.span()),
-            t.peer.get_ref()
-        )
-    })?;
-    if peer.is_ipv4() != local.is_ipv4() {
-        return Err(format!(
-            "line {}: field `tunnel.peer` = {peer} in tunnel {name} is not of the same family as underlay.address {local}",
-            at(t.peer.span())
-        ));
-    }
+    let (peer, range) = match (&t.peer, &t.peer_range) {
+        (Some(_), Some(r)) => {
+            return Err(format!(
+                "line {}: fields `tunnel.peer` and `tunnel.peer_range` in tunnel {name}: give one of them (`peer_range`: a template answering any peer of the range)",
+                at(r.span())
+            ));
+        }
+        (None, None) => {
+            return Err(format!(
+                "line {}: tunnel {name} needs `peer`, the peer's address{}",
+                at(t.name.span()),
+                if ike {
+                    " (or `peer_range`, a range of peers' addresses, for a template)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        (Some(p), None) => {
+            let peer: IpAddr = p.get_ref().parse().map_err(|_| {
+                format!(
+                    "line {}: field `tunnel.peer` = {:?} in tunnel {name} is not an IPv4 or IPv6 address",
+                    at(p.span()),
+                    p.get_ref()
+                )
+            })?;
+            if peer.is_ipv4() != local.is_ipv4() {
+                return Err(format!(
+                    "line {}: field `tunnel.peer` = {peer} in tunnel {name} is not of the same family as underlay.address {local}",
+                    at(p.span())
+                ));
+            }
+            (peer, None)
+        }
+        (None, Some(r)) => {
+            let range = super::ike::parse_peer_range(r, at, &name, local)?;
+            (range.addr, Some(range))
+        }
+    };
     let port = |f: &Option<Spanned<i64>>, field: &str| -> Result<Option<u16>, String> {
         match f {
             None => Ok(None),
@@ -308,7 +336,7 @@ pub(super) fn parse_tunnel(
         })
     };
     let kind = if ike {
-        TunnelKind::Ike(parse_ike(t, at, &name, local_port.unwrap_or(4500))?)
+        TunnelKind::Ike(parse_ike(t, at, &name, local_port.unwrap_or(4500), range)?)
     } else {
         fn need<'r>(
             raw: &'r Option<Spanned<RawSa>>,

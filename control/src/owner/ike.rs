@@ -34,9 +34,7 @@ impl Owner {
                 .as_mut()
                 .expect("checked above")
                 .rekey_now(self.now, peer, false);
-            for a in actions {
-                self.ike_action(a);
-            }
+            self.ike_actions(actions);
         }
     }
 
@@ -52,7 +50,7 @@ impl Owner {
             .registry
             .by_index(tunnel)
             .filter(|e| e.kind == Kind::Ike)?;
-        let t = self.config.tunnels.get(tunnel as usize)?;
+        let t = self.config.tunnels.get(e.config_index())?;
         let Some(cipher) = esp_cipher(keys.encr, keys.integ) else {
             error!(
                 "{}: negotiated ESP transform {:?}/{:?} is not in the datapath",
@@ -60,7 +58,11 @@ impl Owner {
             );
             return None;
         };
-        Some((e.worker, crate::state::crypto_map_tag(t), cipher))
+        let tag = match e.instance {
+            Some(_) => format!("{}-head-0", e.name),
+            None => crate::state::crypto_map_tag(t),
+        };
+        Some((e.worker, tag, cipher))
     }
 
     /// `request platform software xdpsec rekey child-sa|ike-sa peer ADDR`:
@@ -86,9 +88,7 @@ impl Owner {
             .iter()
             .filter(|a| matches!(a, Action::Send { .. }))
             .count();
-        for a in actions {
-            self.ike_action(a);
-        }
+        self.ike_actions(actions);
         info!("{peer}: rekeying the {what} on request");
         Ok((
             format!("Rekeying the {what} of peer {peer}: {sent} CREATE_CHILD_SA request(s) sent\n"),
@@ -102,9 +102,120 @@ impl Owner {
             return;
         };
         let actions = ike.handle(self.now, input);
-        for a in actions {
+        self.ike_actions(actions);
+    }
+
+    /// Carry out the IKE core's actions in order, with the templates'
+    /// instances that came (before the actions installing their SAs) and
+    /// went (after those removing them) among them.
+    pub(super) fn ike_actions(&mut self, actions: Vec<Action>) {
+        let mut changes = self
+            .ike
+            .as_mut()
+            .map(|i| i.take_instance_changes())
+            .unwrap_or_default()
+            .into_iter()
+            .peekable();
+        let mut routes = false;
+        for (k, a) in actions.into_iter().enumerate() {
+            while let Some((_, c)) = changes.next_if(|(at, _)| *at <= k) {
+                routes |= self.instance_change(c);
+            }
             self.ike_action(a);
         }
+        for (_, c) in changes {
+            routes |= self.instance_change(c);
+        }
+        if routes {
+            self.sdwan_publish_routes();
+        }
+    }
+
+    /// An instance of a template came (a registry entry, its name for the
+    /// datapath's logs, its next hop) or went (its entry, whose SAs the
+    /// core's actions removed before). True: its routes changed.
+    fn instance_change(&mut self, c: InstanceChange) -> bool {
+        match c {
+            InstanceChange::Up {
+                template,
+                tunnel,
+                name,
+                peer,
+                remote_ts,
+            } => {
+                let Some(t) = self.config.tunnels.get(template as usize) else {
+                    return false;
+                };
+                let remote: Vec<Cidr> = remote_ts
+                    .iter()
+                    .map(|p| Cidr {
+                        addr: p.addr,
+                        len: p.len,
+                    })
+                    .collect();
+                info!(
+                    "{name}: instance of template {} up (routes {})",
+                    t.name,
+                    remote
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                self.events.set_name(tunnel, name.clone());
+                self.next_hops.set_peer(tunnel as usize, Some(peer));
+                self.registry.insert(TunnelEntry {
+                    index: tunnel,
+                    kind: Kind::Ike,
+                    name,
+                    local: self.local,
+                    peer,
+                    peer_port: None,
+                    worker: t.worker as u16,
+                    inbound: Vec::new(),
+                    outbound: None,
+                    out_key: None,
+                    instance: Some(registry::InstanceOf { template, remote }),
+                });
+                true
+            }
+            InstanceChange::Down { tunnel, .. } => {
+                let Some(e) = self.registry.remove(&Key::Configured(tunnel)) else {
+                    return false;
+                };
+                // The core removed its child SAs before; anything left
+                // (none expected) goes now, in this input's snapshot.
+                let mut left: Vec<SaChange> = e
+                    .inbound
+                    .iter()
+                    .map(|s| SaChange::RemoveInbound(s.id))
+                    .collect();
+                if e.outbound.is_some() {
+                    left.push(SaChange::RemoveOutbound {
+                        tunnel,
+                        keep_invalid: false,
+                    });
+                }
+                if !left.is_empty()
+                    && let Err(err) = self.table.apply(left, self.now.duration_since(self.epoch))
+                {
+                    error!("{}: removing the instance's SAs: {err}", e.name);
+                }
+                self.next_hops.set_peer(tunnel as usize, None);
+                info!("{}: instance down", e.name);
+                true
+            }
+        }
+    }
+
+    /// The datapath routes of the templates' instances: each one's
+    /// remote selectors into it.
+    pub(super) fn instance_routes(&self) -> Vec<(Cidr, Vec<u32>)> {
+        self.registry
+            .iter()
+            .filter_map(|e| Some((e.index, e.instance.as_ref()?)))
+            .flat_map(|(i, inst)| inst.remote.iter().map(move |c| (*c, vec![i])))
+            .collect()
     }
 
     /// Carry out one IKE action: a datagram to send, an SA change, a log line.
@@ -286,6 +397,56 @@ pub(super) fn tunnels_manual_spis(cfg: &Config) -> Vec<u32> {
             TunnelKind::Ike(_) => None,
         })
         .collect()
+}
+
+/// The first datapath index of the templates' instances: after the
+/// configured tunnels, the SD-WAN TLOCs and their peers.
+fn instance_index_base(cfg: &Config) -> u32 {
+    let n = cfg.tunnels.len() as u32;
+    match &cfg.sdwan {
+        Some(s) => n + s.tlocs.len() as u32 + crate::sdwan::MAX_PEERS,
+        None => n,
+    }
+}
+
+/// Each template of `cfg` (tunnel index, the core's template): their
+/// instances' indices follow one another from [`instance_index_base`].
+pub fn ike_templates(cfg: &Config) -> Vec<(u32, TemplateConfig)> {
+    let mut next = instance_index_base(cfg);
+    let mut out = Vec::new();
+    for (i, t) in cfg.tunnels.iter().enumerate() {
+        let TunnelKind::Ike(k) = &t.kind else {
+            continue;
+        };
+        let Some(tpl) = &k.template else {
+            continue;
+        };
+        out.push((
+            i as u32,
+            TemplateConfig {
+                range: xdpsec_ike::Prefix {
+                    addr: tpl.range.addr,
+                    len: tpl.range.len,
+                },
+                max_peers: tpl.max_peers as usize,
+                first_index: next,
+                any_remote_id: k.remote_id.is_none(),
+            },
+        ));
+        next += tpl.max_peers;
+    }
+    out
+}
+
+/// One past the last datapath index of `cfg`: the configured tunnels, the
+/// SD-WAN TLOCs and peers, the templates' instances (the size of the
+/// next-hop table).
+pub fn index_end(cfg: &Config) -> u32 {
+    ike_templates(cfg)
+        .last()
+        .map_or(instance_index_base(cfg), |(_, t)| {
+            t.first_index + t.max_peers as u32
+        })
 }
 
 /// The IKE core's configuration of every `kind = "ike"` tunnel of `cfg`.

@@ -88,6 +88,19 @@ pub struct TunnelEntry {
     /// Manual and SD-WAN: the fingerprint its outbound key's sequence
     /// reservations are filed under (negotiated keys are rekeyed instead).
     pub out_key: Option<KeyId>,
+    /// An instance of a responder template (`peer_range`): its template
+    /// and its routes.
+    pub instance: Option<InstanceOf>,
+}
+
+/// What an instance of a template (`peer_range`) has of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceOf {
+    /// The template's index (`config.tunnels[template]`).
+    pub template: u32,
+    /// Its remote traffic selectors (the peer's, narrowed to the
+    /// template's `remote_subnets`): the inner destinations routed to it.
+    pub remote: Vec<crate::config::Cidr>,
 }
 
 impl TunnelEntry {
@@ -124,9 +137,16 @@ impl TunnelEntry {
         }
     }
 
-    /// A configured tunnel (manual or IKE), not an SD-WAN peer.
+    /// A configured tunnel (manual or IKE, or an instance of a template),
+    /// not an SD-WAN peer.
     pub fn is_configured(&self) -> bool {
         matches!(self.kind, Kind::Manual | Kind::Ike)
+    }
+
+    /// The index of its configuration (`config.tunnels[i]`): its own, or
+    /// an instance's template's.
+    pub fn config_index(&self) -> usize {
+        self.instance.as_ref().map_or(self.index, |i| i.template) as usize
     }
 }
 
@@ -333,6 +353,7 @@ mod tests {
                 id: id(2 * index + 1),
             }),
             out_key: None,
+            instance: None,
         }
     }
 

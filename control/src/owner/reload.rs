@@ -56,7 +56,34 @@ impl Owner {
         let mut replaced = Vec::with_capacity(new.tunnels.len());
         // (tunnel, limit) of each new outbound SA, raised once on disk.
         let mut staged = Vec::new();
+        // Templates whose settings changed: their instances go.
+        let mut templates = Vec::new();
         for (i, (n, o)) in new.tunnels.iter().zip(&cur.tunnels).enumerate() {
+            let (nt, ot) = (ike_template(n), ike_template(o));
+            if nt.is_some() || ot.is_some() {
+                if n.name != o.name {
+                    return refuse("tunnel.name", restart);
+                }
+                if nt != ot || n.encap != o.encap || n.worker != o.worker {
+                    return refuse(
+                        &format!(
+                            "tunnel {} (peer, peer_range, max_peers, encap or worker of a template)",
+                            n.name
+                        ),
+                        restart,
+                    );
+                }
+                if format!("{:?}", n.kind) != format!("{:?}", o.kind)
+                    || *ike_psk(n) != *ike_psk(o)
+                    || ike_cert_files(n) != ike_cert_files(o)
+                    || n.replay_window != o.replay_window
+                    || n.remote_subnets != o.remote_subnets
+                    || n.local_subnets != o.local_subnets
+                {
+                    templates.push(i);
+                }
+                continue;
+            }
             let Some(ts) = self.registry.by_index(i as u32) else {
                 continue;
             };
@@ -152,8 +179,14 @@ impl Owner {
         }
         if changes.is_empty() {
             self.config = new;
+            let t = self.reload_templates(&templates)?;
             self.sync_early_drop();
-            return Ok("Reloaded: no SA changed\n".into());
+            if t.is_empty() {
+                return Ok("Reloaded: no SA changed\n".into());
+            }
+            let text = format!("Reloaded: {}\n", t.join("; "));
+            info!("{}", text.trim_end());
+            return Ok(text);
         }
         let added = self
             .table
@@ -193,9 +226,42 @@ impl Owner {
             self.stage_outbound(i, limit);
         }
         self.config = new;
+        summary.extend(self.reload_templates(&templates)?);
         self.sync_early_drop();
         let text = format!("Reloaded: {}\n", summary.join("; "));
         info!("{}", text.trim_end());
         Ok(text)
+    }
+
+    /// Templates `changed` (indices into the config now in force): their
+    /// instances deleted (a DELETE to each peer), the core given their
+    /// new settings. One summary line each.
+    fn reload_templates(&mut self, changed: &[usize]) -> Result<Vec<String>> {
+        if changed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let peers = ike_peers(&self.config)?;
+        let mut lines = Vec::new();
+        for &i in changed {
+            let new = peers.iter().find(|p| p.tunnel_index == i as u32).cloned();
+            let Some(core) = self.ike.as_mut() else {
+                continue;
+            };
+            let (n, actions) = core.drop_template_instances(self.now, i as u32, new);
+            self.ike_actions(actions);
+            lines.push(format!(
+                "{}: template changed, {n} instance(s) deleted",
+                self.config.tunnels[i].name
+            ));
+        }
+        Ok(lines)
+    }
+}
+
+/// A tunnel's template settings (`peer_range`, `max_peers`), if it is one.
+fn ike_template(t: &Tunnel) -> Option<crate::config::IkeTemplate> {
+    match &t.kind {
+        TunnelKind::Ike(k) => k.template.as_deref().copied(),
+        TunnelKind::Manual(_) => None,
     }
 }

@@ -256,6 +256,7 @@ impl Owner {
                 inbound: Vec::new(),
                 outbound: None,
                 out_key: None,
+                instance: None,
             });
             let cfg = SessionConfig {
                 hello: s.cfg.bfd_hello,
@@ -655,22 +656,23 @@ impl Owner {
         }
     }
 
-    /// Republish the datapath's route table (configured tunnels' routes,
-    /// then SD-WAN routes over BFD-up peers) and follow in the kernel.
+    /// Republish the datapath's route table (the templates' instances'
+    /// routes, configured tunnels' routes, then SD-WAN routes over BFD-up
+    /// peers) and follow in the kernel (SD-WAN routes; an instance's are
+    /// within its template's `remote_subnets`, routed into the TUN or
+    /// steered already).
     pub fn sdwan_publish_routes(&mut self) {
         let dyn_routes = self.sdwan_datapath_routes();
-        let Some(s) = self.sdwan.as_mut() else {
-            return;
-        };
+        // Instances first: one may hold its template's whole prefix.
+        let mut all: Vec<(Cidr, Vec<u32>)> = self.instance_routes();
+        all.extend(self.static_routes.iter().map(|(c, t)| (*c, vec![*t])));
         let wanted: BTreeSet<Cidr> = dyn_routes.iter().map(|(c, _)| *c).collect();
-        let mut all: Vec<(Cidr, Vec<u32>)> = self
-            .static_routes
-            .iter()
-            .map(|(c, t)| (*c, vec![*t]))
-            .collect();
         all.extend(dyn_routes);
         self.routes
             .store(Arc::new(xdpsec_worker::routes::RouteTable::with_ecmp(all)));
+        let Some(s) = self.sdwan.as_mut() else {
+            return;
+        };
         let crate::config::Inside::Tun { name, .. } = &self.config.inside else {
             // Gateway mode: the inside XDP program steers exactly the
             // prefixes the datapath routes (configured and SD-WAN).

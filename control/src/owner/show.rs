@@ -86,15 +86,14 @@ impl Owner {
                 rows.extend(self.sdwan_sa_row(ts));
                 continue;
             }
-            let t = &self.config.tunnels[ts.index as usize];
+            let t = &self.config.tunnels[ts.config_index()];
             let (inb, outb) = self.tunnel_counters(ts);
             let port = match t.encap {
                 Encap::Esp => 500,
                 Encap::Udp { peer_port, .. } => peer_port,
             };
-            let remote = t
-                .remote_subnets
-                .first()
+            let remote = remote_flow(ts, t)
+                .as_ref()
                 .map(ident_mask)
                 .unwrap_or_else(|| "0.0.0.0/0.0.0.0".into());
             let any = if t.peer.is_ipv4() {
@@ -112,13 +111,16 @@ impl Owner {
                 TunnelKind::Manual(_) => None,
             };
             rows.push(CryptoSaRow {
-                name: t.name.clone(),
-                tag: crypto_map_tag(t),
+                name: ts.name.clone(),
+                tag: match ts.instance {
+                    Some(_) => format!("{}-head-0", ts.name),
+                    None => crypto_map_tag(t),
+                },
                 grouped: false,
                 local: self.local,
                 local_ident: format!("{any}/0/0"),
                 remote_ident: format!("{remote}/0/0"),
-                peer: t.peer,
+                peer: ts.peer,
                 port,
                 inbound: ts
                     .inbound
@@ -166,8 +168,8 @@ impl Owner {
         // A session per configured tunnel (SD-WAN peers have none).
         for ts in self.registry.iter().filter(|e| e.is_configured()) {
             let i = ts.index as usize;
-            let t = &self.config.tunnels[i];
-            let ike = views.iter().find(|v| v.tunnel == t.name);
+            let t = &self.config.tunnels[ts.config_index()];
+            let ike = views.iter().find(|v| v.tunnel == ts.name);
             let active_sas = ts.inbound.len() + usize::from(ts.outbound.is_some());
             let ready = ike.is_some_and(|v| v.status == xdpsec_ike::IkeSaStatus::Ready);
             let status = match (&t.kind, ike) {
@@ -183,9 +185,9 @@ impl Owner {
             });
             let (inbound, outbound) = self.tunnel_counters(ts);
             rows.push(SessionRow {
-                interface: t.name.clone(),
+                interface: ts.name.clone(),
                 session_status: status,
-                peer: t.peer,
+                peer: ts.peer,
                 peer_port,
                 session_id: i,
                 kind: t.kind.name(),
@@ -197,7 +199,7 @@ impl Owner {
                 }),
                 active_sas,
                 local_flow: t.local_selectors(&self.config.inside).first().copied(),
-                remote_flow: t.remote_subnets.first().copied(),
+                remote_flow: remote_flow(ts, t),
                 inbound,
                 outbound,
             });
@@ -432,5 +434,14 @@ impl Owner {
             .map(|i| i.stats())
             .unwrap_or_default()
             .into()
+    }
+}
+
+/// The remote flow a tunnel's rows show: an instance's own selectors,
+/// else the tunnel's first `remote_subnets`.
+fn remote_flow(e: &super::TunnelEntry, t: &crate::config::Tunnel) -> Option<crate::config::Cidr> {
+    match &e.instance {
+        Some(i) => i.remote.first().copied(),
+        None => t.remote_subnets.first().copied(),
     }
 }

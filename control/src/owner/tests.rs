@@ -110,6 +110,16 @@ fn ike_sends(fx: &Effects) -> Vec<IkeDatagram> {
         .collect()
 }
 
+/// A datagram `d` sent, as its receiver gets it: from the sender's
+/// address to ours.
+fn as_received(d: IkeDatagram) -> IkeDatagram {
+    IkeDatagram {
+        local: d.remote,
+        remote: d.local,
+        data: d.data,
+    }
+}
+
 /// `fault forget-sa peer` on the peer 198.51.100.2 of `o`: the datapath
 /// loses its inbound SAs in one snapshot, nobody is told.
 fn forget_sa(o: &mut Owner, now: Instant) {
@@ -262,13 +272,7 @@ impl IkeLab {
             let Some((to, d)) = queue.pop() else {
                 return;
             };
-            // As received: from the sender's address to ours.
-            let d = IkeDatagram {
-                local: d.remote,
-                remote: d.local,
-                data: d.data,
-            };
-            let fx = self.o[to].handle(self.now, Input::Ike(d));
+            let fx = self.o[to].handle(self.now, Input::Ike(as_received(d)));
             queue.extend(ike_sends(&fx).into_iter().map(|d| (1 - to, d)));
         }
         panic!("IKE did not settle");
@@ -1244,3 +1248,5 @@ fn ike_peers_take_the_certificate_identity() {
 }
 
 mod reservations;
+
+mod template;

@@ -208,8 +208,8 @@ impl Core {
     }
 
     pub(super) fn auth_request(&mut self, i: usize, now: Instant, m: &Message) {
-        let p = self.sas[i].peer;
-        let cfg = self.peers[p].clone();
+        let mut p = self.sas[i].peer;
+        let mut cfg = self.peers[p].clone();
         let msg_id = m.header.msg_id;
         let idi = m.id_i().map(|(t, d)| (t, d.to_vec()));
         let auth = m.auth().map(|(t, d)| (t, d.to_vec()));
@@ -234,7 +234,7 @@ impl Core {
             fail(self, "IKE_AUTH without IDi or AUTH".into());
             return;
         };
-        if !credentials::id_matches(&cfg.remote_id, idt, &idd) {
+        if !self.any_remote_id(p) && !credentials::id_matches(&cfg.remote_id, idt, &idd) {
             fail(
                 self,
                 format!(
@@ -255,6 +255,29 @@ impl Core {
             }
             Ok(Some(line)) => self.log(p, false, line),
             Ok(None) => {}
+        }
+        if self.is_template(p) {
+            // Authenticated: only now may the peer become an instance.
+            if let Err((n, why)) = self.instantiate(i, m) {
+                let from = self.sas[i].remote;
+                self.log_noise(
+                    now,
+                    from.ip(),
+                    Noise::TemplateRefused,
+                    Some(p),
+                    format!("new peer {from} refused: {why}"),
+                );
+                self.respond(
+                    i,
+                    wire::IKE_AUTH,
+                    msg_id,
+                    &[Self::notify_payload(n, vec![])],
+                );
+                self.drop_sa(i, now, None);
+                return;
+            }
+            p = self.sas[i].peer;
+            cfg = self.peers[p].clone();
         }
         // Our ID, CERT and AUTH.
         let Some(mut out) = self.own_auth_payloads(i, &cfg) else {

@@ -324,6 +324,26 @@ impl Core {
             flags: FLAG_RESPONSE,
             msg_id: 0,
         };
+        if self.template_full(p) {
+            // A new peer of a full template: refused before any state or
+            // DH computation (and again at IKE_AUTH, for peers that were
+            // half-open when the last slot went).
+            self.log_noise(
+                now,
+                remote.ip(),
+                Noise::TemplateRefused,
+                Some(p),
+                format!(
+                    "IKE_SA_INIT from {remote}: max_peers instances up; answered NO_ADDITIONAL_SAS"
+                ),
+            );
+            let d = wire::emit_message(
+                &h(0),
+                &[Self::notify_payload(notify::NO_ADDITIONAL_SAS, vec![])],
+            );
+            self.send(local, remote, d);
+            return;
+        }
         let Some((props, group, ke, ni)) = self.init_payloads(now, m, remote, p, "IKE_SA_INIT")
         else {
             return;
@@ -373,10 +393,16 @@ impl Core {
             .iter()
             .filter(|s| s.state == State::InitDone)
             .count();
+        // A template's half-open SAs are many peers': counted per address.
+        let template = self.is_template(p);
         let half_open_peer = self
             .sas
             .iter()
-            .filter(|s| s.state == State::InitDone && s.peer == p)
+            .filter(|s| {
+                s.state == State::InitDone
+                    && s.peer == p
+                    && (!template || s.remote.ip() == remote.ip())
+            })
             .count();
         if half_open >= HALF_OPEN_MAX || half_open_peer >= HALF_OPEN_MAX_PER_PEER {
             self.log_noise(

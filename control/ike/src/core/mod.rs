@@ -34,6 +34,7 @@ mod ike_rekey;
 mod info;
 mod init;
 mod message;
+mod template;
 mod text;
 mod timers;
 
@@ -249,6 +250,8 @@ enum Noise {
     InitRefused,
     /// A half-open IKE SA that timed out.
     HalfOpen,
+    /// A new peer of a template refused (max_peers, its selectors).
+    TemplateRefused,
     /// An IKE_AUTH that failed authentication.
     AuthFailed,
 }
@@ -259,6 +262,10 @@ struct TunnelState {
     initiate_at: Option<Instant>,
     /// Our attempts in a row that ended without an IKE SA (the backoff).
     failures: u32,
+    /// Datagrams from its peer's address come to it: false for a
+    /// template (its range is matched after every such tunnel) and for a
+    /// retired instance's slot.
+    matchable: bool,
 }
 
 /// The core behind [`crate::Ike`].
@@ -283,6 +290,14 @@ pub(crate) struct Core {
     stopped: bool,
     /// Fragmentation counters.
     stats: IkeStats,
+    /// Responder templates, by their tunnel's position.
+    templates: HashMap<usize, template::Template>,
+    /// Instances of templates: position -> (its template's, its slot).
+    instances: HashMap<usize, (usize, usize)>,
+    /// Positions of retired instances, for the next one.
+    free_peers: Vec<usize>,
+    /// Instances that came and went, with their position in `out`.
+    instance_changes: Vec<(usize, crate::InstanceChange)>,
 }
 
 impl Core {
@@ -295,6 +310,7 @@ impl Core {
             .map(|p| TunnelState {
                 initiate_at: if p.initiate { Some(epoch) } else { None },
                 failures: 0,
+                matchable: true,
             })
             .collect();
         Core {
@@ -313,6 +329,10 @@ impl Core {
             fresh: true,
             stopped: false,
             stats: IkeStats::default(),
+            templates: HashMap::new(),
+            instances: HashMap::new(),
+            free_peers: Vec::new(),
+            instance_changes: Vec::new(),
             noise: KeyedLimiter::new(LOG_INTERVAL, LOG_LIMIT_SENDERS),
             out: Vec::new(),
         }
@@ -324,10 +344,16 @@ impl Core {
 
     fn log(&mut self, sa_peer: usize, ios: bool, msg: impl std::fmt::Display) {
         let cfg = &self.peers[sa_peer];
+        // A template's lines name its range (its half-open SAs' peers
+        // are named in the message).
+        let remote = match self.templates.get(&sa_peer) {
+            Some(t) => format!("range {}/{}", t.cfg.range.addr, t.cfg.range.len),
+            None => cfg.remote.to_string(),
+        };
         let line = if ios {
-            format!("{msg} ({} peer {})", cfg.tunnel, cfg.remote)
+            format!("{msg} ({} peer {remote})", cfg.tunnel)
         } else {
-            format!("{}: peer {}: {msg}", cfg.tunnel, cfg.remote)
+            format!("{}: peer {remote}: {msg}", cfg.tunnel)
         };
         self.out.push(Action::Log { ios, line });
     }
@@ -414,8 +440,14 @@ impl Core {
             .position(|s| s.spi_i == spi_i && s.spi_r == spi_r)
     }
 
+    /// The tunnel whose peer `remote` is: a configured tunnel or an
+    /// instance with that address, else a template whose range has it.
     fn tunnel_for(&self, remote: IpAddr) -> Option<usize> {
-        self.peers.iter().position(|p| p.remote == remote)
+        self.peers
+            .iter()
+            .zip(&self.tunnels)
+            .position(|(p, t)| t.matchable && p.remote == remote)
+            .or_else(|| self.template_for(remote))
     }
 
     fn ike_port_addr(cfg: &PeerConfig, ip: IpAddr, nat: bool) -> SocketAddr {

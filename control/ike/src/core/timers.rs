@@ -61,6 +61,7 @@ impl Core {
             let at = now + reinitiate.unwrap_or_else(|| Self::backoff(t.failures));
             t.initiate_at = Some(t.initiate_at.map_or(at, |x| x.min(at)));
         }
+        self.retire_if_unused(sa.peer);
     }
 
     /// At most [`MAX_IKE_SAS_PER_PEER`] established IKE SAs per tunnel: a
