@@ -8,7 +8,6 @@ use core::net::IpAddr;
 use core::ops::Range;
 
 use crate::drop::DropReason;
-use crate::pipeline::PassReason;
 use crate::sa::OuterHeader;
 use crate::wire::{ecn, ethernet, ip_proto, ipv4, ipv6, udp};
 use crate::worker::FrameClass;
@@ -157,6 +156,19 @@ pub struct EspLocation {
     pub ports: Option<(u16, u16)>,
     /// ECN bits of the outer IPv4 TOS / IPv6 traffic class.
     pub outer_ecn: u8,
+}
+
+/// Why a frame was handed back untouched (it is not ESP for us).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassReason {
+    /// Ethernet type is neither IPv4 nor IPv6.
+    NotIp,
+    /// IP protocol is neither ESP nor UDP on an ESP port.
+    NotEsp,
+    /// RFC 3948 NAT keepalive (one 0xFF byte).
+    NatKeepalive,
+    /// RFC 3948 non-ESP marker (4 zero bytes): IKE on the NAT-T port.
+    IkeMarker,
 }
 
 /// Why a frame has no ESP to open.

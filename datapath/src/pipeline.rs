@@ -26,6 +26,7 @@ use std::time::Duration;
 use crate::crypto::OpenError;
 use crate::drop::DropReason;
 use crate::events::{DropEvent, InnerFlow};
+pub use crate::outer::PassReason;
 use crate::outer::{EspLocation, NotEsp, locate_esp};
 use crate::replay::{ReplayError, ReplayWindow};
 use crate::sa::{InboundSa, OutboundEntry, SaId, SaSnapshot, SeqError};
@@ -39,19 +40,6 @@ pub const MAX_BATCH: usize = 64;
 /// Inbound SAs above which pass 1 prefetches. Below, the SA state stays in
 /// the caches and the prefetch stages only cost instructions.
 const PREFETCH_MIN_SAS: usize = 4096;
-
-/// Why a frame was handed back untouched (it is not ESP for us).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PassReason {
-    /// Ethernet type is neither IPv4 nor IPv6.
-    NotIp,
-    /// IP protocol is neither ESP nor UDP on an ESP port.
-    NotEsp,
-    /// RFC 3948 NAT keepalive (one 0xFF byte).
-    NatKeepalive,
-    /// RFC 3948 non-ESP marker (4 zero bytes): IKE on the NAT-T port.
-    IkeMarker,
-}
 
 /// What to do with a frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
