@@ -15,6 +15,11 @@ use xdpsec_ike::{Action, ChildKeys, Command, EspEncap, Ike, IkeSaStatus, Input, 
 
 use crate::stats::{Accounting, Fault, Gone, Outcome};
 
+/// After a rekey's new child SA is installed, probes sent for this long
+/// still count as sent across the rekey (`lost_in_rekeys` when never
+/// answered): the switch to the new SAs and the old one's DELETE.
+pub const REKEY_SETTLE: Duration = Duration::from_secs(1);
+
 /// How long an attempt may take before it counts as `TIMEOUT` if the core
 /// has not given up by itself (it does after 31 s without an answer to one
 /// request; IKE_SA_INIT then IKE_AUTH: 62 s).
@@ -186,6 +191,9 @@ struct Peer {
     attempt: usize,
     next_rekey: Option<Instant>,
     rekeying: bool,
+    /// After a rekey: until when probes still count as sent across it
+    /// ([`REKEY_SETTLE`] after the new child SA was installed).
+    settling_until: Option<Instant>,
     /// The child SA's current outbound direction.
     outbound: Option<ChildDir>,
     /// Inbound SAs (our SPI -> keys).
@@ -366,6 +374,7 @@ impl Engine {
                     attempt: usize::MAX,
                     next_rekey: None,
                     rekeying: false,
+                    settling_until: None,
                     outbound: None,
                     inbound: HashMap::new(),
                 })
@@ -713,6 +722,7 @@ impl Engine {
                         }
                         State::Up if p.rekeying => {
                             p.rekeying = false;
+                            p.settling_until = Some(now + REKEY_SETTLE);
                             self.acc.rekeys.push(at);
                         }
                         // A new child SA after the old one went (the
@@ -814,6 +824,7 @@ impl Engine {
         p.outbound = None;
         p.next_rekey = None;
         p.rekeying = false;
+        p.settling_until = None;
         if sas.is_empty()
             && let Some(c) = p.core.take()
         {
@@ -1037,9 +1048,12 @@ impl Engine {
         self.peers.get(i)?.inbound.get(&spi)
     }
 
-    /// Whether peer `i` has a rekey under way.
-    pub fn rekeying(&self, i: usize) -> bool {
-        self.peers[i].rekeying
+    /// Whether a probe of peer `i` sent at `now` goes across a rekey: its
+    /// CREATE_CHILD_SA is under way, or the new child SA came less than
+    /// [`REKEY_SETTLE`] ago (the gateway may not use or know it yet).
+    pub fn rekeying(&self, i: usize, now: Instant) -> bool {
+        let p = &self.peers[i];
+        p.rekeying || p.settling_until.is_some_and(|t| now < t)
     }
 
     /// Peer `i`'s attempt (index into the accounting), once started.

@@ -377,13 +377,31 @@ fn rekeys_on_schedule() {
         ..Options::default()
     };
     // Held 35 s: three rekeys of each of the five tunnels.
-    let (e, _, _, _) = run(5, opts, |_, _| true, Duration::from_secs(35));
+    let (e, _, _, end) = run(5, opts, |_, _| true, Duration::from_secs(35));
     assert_eq!(e.accounting().up(), 5);
     assert_eq!(e.accounting().rekeys.len(), 15);
     for i in 0..5 {
         assert!(e.outbound(i).is_some());
-        assert!(!e.rekeying(i));
+        assert!(!e.rekeying(i, end));
     }
+}
+
+#[test]
+fn probes_count_across_a_rekey_until_it_settles() {
+    let opts = Options {
+        rekey_every: Some(Duration::from_secs(10)),
+        ..Options::default()
+    };
+    // One tunnel held 25 s: rekeyed at about 10 and 20 s.
+    let (e, _, _, end) = run(1, opts, |_, _| true, Duration::from_secs(25));
+    let rekeys = &e.accounting().rekeys;
+    assert_eq!(rekeys.len(), 2);
+    let last = e.t0 + rekeys[1];
+    // The new child SA is in use, but the switch has not settled yet.
+    assert!(e.rekeying(0, last));
+    assert!(e.rekeying(0, last + REKEY_SETTLE - Duration::from_millis(1)));
+    assert!(!e.rekeying(0, last + REKEY_SETTLE));
+    assert!(!e.rekeying(0, end));
 }
 
 #[test]

@@ -149,7 +149,7 @@ impl Probes {
                 &out.keys,
                 self.insides[i],
                 self.target,
-                e.rekeying(i),
+                e.rekeying(i, now),
                 now,
             ) else {
                 continue;
