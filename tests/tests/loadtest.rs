@@ -497,6 +497,20 @@ fn rekeys_under_traffic_lose_nothing_against_xdpsec() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Start the load tester with ten tunnels, `--traffic 10` and
+/// `--duration` `hold` against the xdpsec gateway `d`, and wait until all
+/// ten are up and answered: the gateway's SAs count ESP both ways.
+fn ten_answered(lab: &Lab, d: &Daemon, config: &Path, hold: &str) -> Child {
+    let child = spawn_loadtest(
+        lab,
+        config,
+        &["--tunnels", "10", "--traffic", "10", "--duration", hold],
+    );
+    let answered = poll(Duration::from_secs(20), 10, || sas_with_esp_both_ways(d));
+    assert_eq!(answered, 10, "{}", d.log_text());
+    child
+}
+
 /// Ctrl-C (SIGINT) while the load tester holds ten tunnels with
 /// --traffic and `underlay.xdp_mode = "generic"` (the program is on in
 /// generic mode meanwhile): it stops, prints its figures, and its XDP
@@ -515,14 +529,7 @@ fn ctrl_c_takes_the_xdp_program_and_the_addresses_off() {
         text.replace(&iface, &format!("{iface}\nxdp_mode = \"generic\"")),
     )
     .unwrap();
-    let child = spawn_loadtest(
-        &lab,
-        &config,
-        &["--tunnels", "10", "--traffic", "10", "--duration", "50"],
-    );
-    // Up and answered: the gateway's SAs count ESP both ways.
-    let answered = poll(Duration::from_secs(20), 10, || sas_with_esp_both_ways(&d));
-    assert_eq!(answered, 10, "{}", d.log_text());
+    let child = ten_answered(&lab, &d, &config, "50");
     assert!(xdp_on_if1(&lab), "no XDP on {} during the run", lab.if1);
     let link = Lab::exec(&lab.ns1, &["ip", "link", "show", "dev", &lab.if1]).unwrap();
     let link = String::from_utf8_lossy(&link.stdout);
@@ -1143,13 +1150,7 @@ fn probes_follow_the_gateway_to_a_new_mac() {
     let d = xdpsec_gateway(&lab, "");
     let dir = scratch_dir("loadtest");
     let config = loadtest_config(&lab, &dir);
-    let child = spawn_loadtest(
-        &lab,
-        &config,
-        &["--tunnels", "10", "--traffic", "10", "--duration", "15"],
-    );
-    let answered = poll(Duration::from_secs(20), 10, || sas_with_esp_both_ways(&d));
-    assert_eq!(answered, 10, "{}", d.log_text());
+    let child = ten_answered(&lab, &d, &config, "15");
     let before = gateway_mac_in_ns1(&lab);
     assert!(!before.contains(NEW_MAC), "{before}");
     let sysctl = format!("net.ipv6.conf.{}.ndisc_notify=1", lab.if2);
