@@ -297,6 +297,18 @@ pub fn xdpsec_gateway_encap(
     Daemon::start(&lab.ns2, &conf)
 }
 
+/// An xdpsec responder in node 2 with ONE `kind = "ike"` tunnel for all
+/// peers: a responder template (`peer_range` [`SOURCE_RANGE`], up to
+/// `max_peers` instances, PSK), each peer's child SA narrowed to its own
+/// inside address within `remote_subnets` ([`INSIDE_RANGE`]).
+pub fn xdpsec_template_gateway(lab: &Lab, max_peers: usize) -> Result<Daemon> {
+    let conf = format!(
+        "node = \"gw\"\nsocket = \"{{socket}}\"\n[underlay]\ninterface = \"{}\"\naddress = \"{}\"\n[inside]\nmode = \"tun\"\nname = \"xsltgw\"\naddress = \"2001:db8:2::1/128\"\n[[tunnel]]\nname = \"Tunnel1\"\nkind = \"ike\"\npeer_range = \"{SOURCE_RANGE}\"\nmax_peers = {max_peers}\nencap = \"udp\"\npsk = \"{PSK}\"\nike_proposals = [\"aes256gcm16-prfsha256-x25519\"]\nesp_proposals = [\"aes256gcm16\"]\ninitiate = false\nlocal_subnets = [\"{GATEWAY_SUBNET}\"]\nremote_subnets = [\"{INSIDE_RANGE}\"]\n",
+        lab.if2, lab.v6[1],
+    );
+    Daemon::start(&lab.ns2, &conf)
+}
+
 /// User + system CPU seconds of process `pid` so far (/proc/PID/stat).
 pub fn cpu_seconds(pid: u32) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -321,6 +333,9 @@ pub enum Gateway {
     Charon,
     /// `xdpsec run` with one `kind = "ike"` tunnel per peer.
     Xdpsec,
+    /// `xdpsec run` with ONE `kind = "ike"` tunnel for all peers, a
+    /// responder template ([`xdpsec_template_gateway`]); PSK only.
+    XdpsecTemplate,
 }
 
 /// One run's figures.
@@ -367,6 +382,10 @@ pub fn measure(
             None,
             Some(xdpsec_gateway_auth(&lab, tunnels, "", pki.as_ref())?),
         ),
+        Gateway::XdpsecTemplate if pki.is_some() => {
+            bail!("the xdpsec template gateway authenticates with a PSK only")
+        }
+        Gateway::XdpsecTemplate => (None, Some(xdpsec_template_gateway(&lab, tunnels)?)),
     };
     let pid = charon
         .as_ref()

@@ -497,6 +497,20 @@ fn rekeys_under_traffic_lose_nothing_against_xdpsec() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Start the load tester with ten tunnels, `--traffic 10` and
+/// `--duration` `hold` against the xdpsec gateway `d`, and wait until all
+/// ten are up and answered: the gateway's SAs count ESP both ways.
+fn ten_answered(lab: &Lab, d: &Daemon, config: &Path, hold: &str) -> Child {
+    let child = spawn_loadtest(
+        lab,
+        config,
+        &["--tunnels", "10", "--traffic", "10", "--duration", hold],
+    );
+    let answered = poll(Duration::from_secs(20), 10, || sas_with_esp_both_ways(d));
+    assert_eq!(answered, 10, "{}", d.log_text());
+    child
+}
+
 /// Ctrl-C (SIGINT) while the load tester holds ten tunnels with
 /// --traffic and `underlay.xdp_mode = "generic"` (the program is on in
 /// generic mode meanwhile): it stops, prints its figures, and its XDP
@@ -515,14 +529,7 @@ fn ctrl_c_takes_the_xdp_program_and_the_addresses_off() {
         text.replace(&iface, &format!("{iface}\nxdp_mode = \"generic\"")),
     )
     .unwrap();
-    let child = spawn_loadtest(
-        &lab,
-        &config,
-        &["--tunnels", "10", "--traffic", "10", "--duration", "50"],
-    );
-    // Up and answered: the gateway's SAs count ESP both ways.
-    let answered = poll(Duration::from_secs(20), 10, || sas_with_esp_both_ways(&d));
-    assert_eq!(answered, 10, "{}", d.log_text());
+    let child = ten_answered(&lab, &d, &config, "50");
     assert!(xdp_on_if1(&lab), "no XDP on {} during the run", lab.if1);
     let link = Lab::exec(&lab.ns1, &["ip", "link", "show", "dev", &lab.if1]).unwrap();
     let link = String::from_utf8_lossy(&link.stdout);
@@ -684,16 +691,19 @@ fn fifty_tunnels_from_one_address_by_port_against_charon() {
 }
 
 /// `cargo xtask loadtest`'s measurement ([`lt::measure`]) with 100 tunnels
-/// against both gateways: all up, the gateway's CPU read from /proc (more
+/// against each gateway (charon, xdpsec's per-peer tunnels, xdpsec's one
+/// responder template): all up, the gateway's CPU read from /proc (more
 /// than nothing: it did the other half of 100 handshakes, about 50 ms of
 /// CPU even for xdpsec, several clock ticks; 20 could round to none); its
-/// certificate variant (`--auth cert`) against both too.
+/// certificate variant (`--auth cert`) against charon and the per-peer
+/// tunnels too.
 #[test]
 fn the_xtask_measurement_runs_small() {
     xdpsec_e2e::strongswan::require_5_9_8();
     for (gw, auth) in [
         (lt::Gateway::Charon, lt::Auth::Psk),
         (lt::Gateway::Xdpsec, lt::Auth::Psk),
+        (lt::Gateway::XdpsecTemplate, lt::Auth::Psk),
         (lt::Gateway::Charon, lt::Auth::Cert),
         (lt::Gateway::Xdpsec, lt::Auth::Cert),
     ] {
@@ -752,20 +762,8 @@ fn the_first_echo_through_xdpsec_is_answered() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// An xdpsec gateway with ONE `kind = "ike"` tunnel for all peers: a
-/// responder template (`peer_range`, the load tester's source range), each
-/// peer's child SA narrowed to its own inside address within
-/// `remote_subnets`.
 fn xdpsec_template_gateway(lab: &Lab) -> Daemon {
-    let conf = format!(
-        "node = \"gw\"\nsocket = \"{{socket}}\"\n[underlay]\ninterface = \"{}\"\naddress = \"{}\"\n[inside]\nmode = \"tun\"\nname = \"xsltgw\"\naddress = \"2001:db8:2::1/128\"\n[[tunnel]]\nname = \"Tunnel1\"\nkind = \"ike\"\npeer_range = \"{SOURCE_RANGE}\"\nmax_peers = {TUNNELS}\nencap = \"udp\"\npsk = \"{}\"\nike_proposals = [\"aes256gcm16-prfsha256-x25519\"]\nesp_proposals = [\"aes256gcm16\"]\ninitiate = false\nlocal_subnets = [\"{}\"]\nremote_subnets = [\"{}\"]\n",
-        lab.if2,
-        lab.v6[1],
-        lt::PSK,
-        lt::GATEWAY_SUBNET,
-        lt::INSIDE_RANGE
-    );
-    Daemon::start(&lab.ns2, &conf).unwrap()
+    lt::xdpsec_template_gateway(lab, TUNNELS).unwrap()
 }
 
 /// The gateway's `show crypto session` rows of the template's instances
@@ -1104,4 +1102,86 @@ fn a_crashed_charon_leaves_every_final_delete_unanswered() {
 fn a_crashed_charon_is_found_dead_by_dpd() {
     let v = crashed_charon_run(true);
     assert_eq!(gone_fields(&v), (0, TUNNELS as u64, 0), "{v}");
+}
+
+/// Each of an xdpsec gateway's SAs (by `tunnel`): its (decaps, encaps).
+fn sa_counts(d: &Daemon) -> std::collections::BTreeMap<String, (u64, u64)> {
+    d.cli_json("show crypto ipsec sa").map_or_else(
+        |_| Default::default(),
+        |v| {
+            v["sas"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| {
+                    let n = |k: &str| s[k].as_u64().unwrap_or(0);
+                    (
+                        s["tunnel"].as_str().unwrap_or("").to_string(),
+                        (n("pkts_decaps"), n("pkts_encaps")),
+                    )
+                })
+                .collect()
+        },
+    )
+}
+
+/// The MAC node 1's kernel has for the gateway's address (`ip -6 neigh`).
+fn gateway_mac_in_ns1(lab: &Lab) -> String {
+    let gw = lab.v6[1].to_string();
+    let out = Lab::exec(
+        &lab.ns1,
+        &["ip", "-6", "neigh", "show", "to", &gw, "dev", &lab.if1],
+    )
+    .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Issue 21: a gateway failover during a --traffic run. While the load
+/// tester holds ten tunnels, the gateway's underlay interface takes a new
+/// MAC and announces it as a real failover would: the kernel's own
+/// unsolicited NA (`ndisc_notify`), which node 1's kernel takes into its
+/// neighbour table. The tester follows it (`next_hop_changes` 1) and
+/// every tunnel goes on carrying probes and replies after the change (the
+/// gateway's per-SA counters grow both ways).
+#[test]
+fn probes_follow_the_gateway_to_a_new_mac() {
+    const NEW_MAC: &str = "02:00:00:00:21:01";
+    let lab = Lab::unique().up(1).unwrap();
+    let d = xdpsec_gateway(&lab, "");
+    let dir = scratch_dir("loadtest");
+    let config = loadtest_config(&lab, &dir);
+    let child = ten_answered(&lab, &d, &config, "15");
+    let before = gateway_mac_in_ns1(&lab);
+    assert!(!before.contains(NEW_MAC), "{before}");
+    let sysctl = format!("net.ipv6.conf.{}.ndisc_notify=1", lab.if2);
+    for cmd in [
+        &["sysctl", "-qw", &sysctl][..],
+        &["ip", "link", "set", "dev", &lab.if2, "address", NEW_MAC],
+    ] {
+        let out = Lab::exec(&lab.ns2, cmd).unwrap();
+        assert!(out.status.success(), "{cmd:?}: {out:?}");
+    }
+    // Node 1's kernel learns the new MAC from the gateway's NA.
+    let learned = poll(Duration::from_secs(5), 1, || {
+        gateway_mac_in_ns1(&lab).contains(NEW_MAC) as usize
+    });
+    assert_eq!(learned, 1, "no NA taken: {}", gateway_mac_in_ns1(&lab));
+    // Every tunnel carries ESP both ways after the change.
+    // (The gateway has 50 tunnels, the run uses the first 10.)
+    let mut after = sa_counts(&d);
+    after.retain(|_, (de, _)| *de > 0);
+    assert_eq!(after.len(), 10, "{after:?}");
+    let grown = poll(Duration::from_secs(10), 10, || {
+        let now = sa_counts(&d);
+        after
+            .iter()
+            .filter(|(t, (de, en))| now.get(*t).is_some_and(|n| n.0 > *de && n.1 > *en))
+            .count()
+    });
+    assert_eq!(grown, 10, "{after:?} then {:?}", sa_counts(&d));
+    let v = loadtest_json(child, || d.log_text());
+    assert_eq!(v["up"], 10, "{v}");
+    assert_eq!(v["tunnels_answered"], 10, "{v}");
+    assert_eq!(v["next_hop_changes"], 1, "{v}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -3,7 +3,9 @@
 //! namespace pair, `xdpsec loadtest ike --tunnels N --concurrency C`
 //! against strongSwan's charon (kernel-libipsec, one connection for any
 //! peer of the range) and against an xdpsec responder (one `kind = "ike"`
-//! tunnel per peer); prints tunnels per second and both processes' CPU.
+//! tunnel per peer), or with `--only xdpsec-template` against an xdpsec
+//! responder with ONE template tunnel (`peer_range`) for all peers; prints
+//! tunnels per second and both processes' CPU.
 //! The measurement itself is `xdpsec_e2e::loadtest::measure`, which the
 //! e2e test `the_xtask_measurement_runs_small` runs with 100 tunnels.
 use anyhow::Result;
@@ -37,6 +39,9 @@ pub fn run(
             match gw {
                 Gateway::Charon => "strongSwan charon, kernel-libipsec",
                 Gateway::Xdpsec => "xdpsec run, kind = \"ike\" tunnels",
+                Gateway::XdpsecTemplate => {
+                    "xdpsec run, one responder template (peer_range)"
+                }
             },
             match auth {
                 Auth::Psk => "PSK",

@@ -137,7 +137,9 @@ enum Cmd {
         /// Exchanges in flight.
         #[arg(long, default_value_t = 50)]
         concurrency: usize,
-        /// Only against this gateway (charon or xdpsec).
+        /// Only against this gateway: charon, xdpsec (one `kind = "ike"`
+        /// tunnel per peer) or xdpsec-template (one responder template for
+        /// all peers; PSK only). Without it: charon and xdpsec.
         #[arg(long)]
         only: Option<String>,
         /// How the peers and the gateway authenticate: psk, or cert (one
@@ -328,7 +330,10 @@ fn main() -> ExitCode {
                 None => vec![Gateway::Charon, Gateway::Xdpsec],
                 Some("charon") => vec![Gateway::Charon],
                 Some("xdpsec") => vec![Gateway::Xdpsec],
-                Some(o) => anyhow::bail!("--only {o:?}: give charon or xdpsec"),
+                Some("xdpsec-template") => vec![Gateway::XdpsecTemplate],
+                Some(o) => {
+                    anyhow::bail!("--only {o:?}: give charon, xdpsec or xdpsec-template")
+                }
             };
             if !no_build {
                 // SAFETY: set before any thread is started; the harness reads it.

@@ -267,6 +267,7 @@ impl Io {
     /// Send the probes due (with --traffic).
     fn probes(&mut self, e: &mut Engine, now: Instant) {
         if let Some((p, wire)) = &mut self.traffic {
+            wire.follow_next_hop(now);
             p.send_due(e, wire, now);
         }
     }
@@ -531,8 +532,11 @@ pub fn ike(a: &IkeArgs) -> Result<Summary> {
                 wake = wake.min(s + fault_after);
             }
         }
-        if let Some(t) = io.traffic.as_ref().and_then(|t| t.0.t.next_due()) {
-            wake = wake.min(t);
+        if let Some((p, wire)) = &io.traffic {
+            wake = wake.min(wire.next_hop_at());
+            if let Some(t) = p.t.next_due() {
+                wake = wake.min(t);
+            }
         }
         io.wait(&mut e, &mut buf, now, wake);
         io.flush(&mut e);
@@ -575,12 +579,13 @@ pub fn ike(a: &IkeArgs) -> Result<Summary> {
         totals.is_some(),
     );
     // The AF_XDP sockets close and the XDP program comes off; then the addresses.
-    let (tx_full, xdp_mode) = match io.traffic.take() {
+    let (tx_full, xdp_mode, next_hop_changes) = match io.traffic.take() {
         Some((p, wire)) => {
             summary.traffic_other = Some(p.other());
-            (p.tx_full, wire.attach_mode)
+            summary.next_hop_changes = Some(wire.next_hop_changes);
+            (p.tx_full, wire.attach_mode, wire.next_hop_changes)
         }
-        None => (0, ""),
+        None => (0, "", 0),
     };
     drop(addrs);
     if let Some(path) = &a.report {
@@ -603,7 +608,7 @@ pub fn ike(a: &IkeArgs) -> Result<Summary> {
         print_text(&summary, io.send_errors, interrupted);
         if let Some(t) = totals {
             println!(
-                "traffic: {} probes sent, {} replies, {} of {} tunnels answered (AF_XDP on {}, XDP {xdp_mode} mode)",
+                "traffic: {} probes sent, {} replies, {} of {} tunnels answered (AF_XDP on {}, XDP {xdp_mode} mode), next_hop_changes {next_hop_changes}",
                 t.sent, t.replies, t.tunnels_answered, summary.up, cfg.interface
             );
             if let Some(o) = summary.traffic_other.as_ref().filter(|o| !o.is_empty()) {

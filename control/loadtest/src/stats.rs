@@ -287,6 +287,11 @@ pub struct Summary {
     /// framing drop reason, ...); empty when every one was a reply.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub traffic_other: Option<BTreeMap<String, u64>>,
+    /// With --traffic: how often the next hop's MAC toward the gateway
+    /// changed during the run (read from the kernel's neighbour table
+    /// about once a second).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_hop_changes: Option<u64>,
     /// Child SA rekeys completed.
     pub rekeys: u64,
     /// Rekeys per second over the hold phase (`--duration`).
@@ -378,6 +383,7 @@ impl Summary {
             },
             tunnels_answered: ttfp.then(|| acc.ttfp_ms().len() as u64),
             traffic_other: None,
+            next_hop_changes: None,
             rekeys,
             rekeys_per_second: if h > 0.0 {
                 round3(rekeys as f64 / h)

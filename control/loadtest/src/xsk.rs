@@ -7,7 +7,12 @@
 //! closes the sockets and detaches the program (also on an error, a
 //! panic's unwinding or after Ctrl-C; the kernel detaches it too when the
 //! process dies: it holds the program by a BPF link).
-use std::{collections::BTreeSet, net::IpAddr, os::fd::RawFd, time::Duration};
+use std::{
+    collections::BTreeSet,
+    net::IpAddr,
+    os::fd::RawFd,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result, anyhow};
 use xdpsec_afxdp::{QueueConfig, XskQueue};
@@ -19,6 +24,10 @@ use xdpsec_platform::{
 
 /// How long the gateway's next hop may take to resolve at the start.
 const NEXT_HOP_WAIT: Duration = Duration::from_secs(3);
+/// How often the run reads the kernel's neighbour table again (without
+/// soliciting) to follow a next hop whose MAC changed (a gateway failover
+/// announced by an unsolicited NA or a gratuitous ARP).
+const NEXT_HOP_EVERY: Duration = Duration::from_secs(1);
 /// UMEM frames per socket (half receive, half transmit) and ring size:
 /// room for bursts of a few hundred probes and replies.
 const FRAMES: u32 = 2048;
@@ -31,6 +40,12 @@ pub struct EspWire {
     _steering: XdpSteering,
     /// The next hop's MAC toward the gateway, then the interface's own.
     pub macs: [[u8; 6]; 2],
+    /// The next hop toward the gateway, read again every [`NEXT_HOP_EVERY`].
+    hops: NextHops,
+    interface: String,
+    next_hop_at: Instant,
+    /// How often the next hop's MAC changed during the run.
+    pub next_hop_changes: u64,
     /// "driver" or "generic", as the kernel took the program.
     pub attach_mode: &'static str,
 }
@@ -87,7 +102,34 @@ impl EspWire {
             attach_mode: steering.attach_mode,
             _steering: steering,
             macs: [hop, own],
+            hops,
+            interface: interface.to_string(),
+            next_hop_at: Instant::now() + NEXT_HOP_EVERY,
+            next_hop_changes: 0,
         })
+    }
+
+    /// Every [`NEXT_HOP_EVERY`]: one route and one neighbour dump of the
+    /// kernel's tables (no solicitation, no wait), taking the next hop's
+    /// MAC when it changed for the probes that follow. A next hop the
+    /// kernel lost keeps its last MAC.
+    pub fn follow_next_hop(&mut self, now: Instant) {
+        if now < self.next_hop_at {
+            return;
+        }
+        self.next_hop_at = now + NEXT_HOP_EVERY;
+        self.hops.refresh(&self.interface, Duration::ZERO);
+        if let Some(mac) = self.hops.get(0).and_then(|m| m.get())
+            && mac != self.macs[0]
+        {
+            self.macs[0] = mac;
+            self.next_hop_changes += 1;
+        }
+    }
+
+    /// When [`EspWire::follow_next_hop`] reads the kernel's tables next.
+    pub fn next_hop_at(&self) -> Instant {
+        self.next_hop_at
     }
 
     /// The sockets' descriptors, to wait on.
