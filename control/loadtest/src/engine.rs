@@ -204,6 +204,26 @@ struct Peer {
     fault: Option<usize>,
 }
 
+impl Peer {
+    /// Its tunnel stops (in `state`): no outbound SA, no rekey under way,
+    /// settling or due.
+    fn stop(&mut self, state: State) {
+        self.state = state;
+        self.outbound = None;
+        self.next_rekey = None;
+        self.rekeying = false;
+        self.settling_until = None;
+    }
+
+    /// Its core, taken to be dropped or shut down; its resends stay
+    /// counted in `retransmitted`.
+    fn take_core(&mut self, retransmitted: &mut u64) -> Option<Ike> {
+        let core = self.core.take()?;
+        *retransmitted += core.stats().retransmissions;
+        Some(core)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Wake {
     Core,
@@ -820,15 +840,9 @@ impl Engine {
         self.acc.gone(p.attempt, self.offset(now), how);
         self.forget_inbound(i);
         let p = &mut self.peers[i];
-        p.state = State::Gone;
-        p.outbound = None;
-        p.next_rekey = None;
-        p.rekeying = false;
-        p.settling_until = None;
-        if sas.is_empty()
-            && let Some(c) = p.core.take()
-        {
-            self.retransmitted += c.stats().retransmissions;
+        p.stop(State::Gone);
+        if sas.is_empty() {
+            p.take_core(&mut self.retransmitted);
         }
         self.gone.push(i);
     }
@@ -860,11 +874,8 @@ impl Engine {
         let counts = matches!(self.peers[i].state, State::Up);
         self.forget_inbound(i);
         let p = &mut self.peers[i];
-        p.state = State::Done;
-        p.outbound = None;
-        p.next_rekey = None;
-        if let Some(mut core) = p.core.take() {
-            self.retransmitted += core.stats().retransmissions;
+        p.stop(State::Done);
+        if let Some(mut core) = p.take_core(&mut self.retransmitted) {
             for a in core.handle(now, Input::Command(Command::Shutdown)) {
                 if let Action::Send {
                     local,
@@ -927,13 +938,8 @@ impl Engine {
             match spec.kind {
                 FaultKind::Silent { restart_after } => {
                     // Forgotten at once: no DELETE, no more timers.
-                    if let Some(c) = p.core.take() {
-                        self.retransmitted += c.stats().retransmissions;
-                    }
-                    p.state = State::Silent;
-                    p.outbound = None;
-                    p.next_rekey = None;
-                    p.rekeying = false;
+                    p.take_core(&mut self.retransmitted);
+                    p.stop(State::Silent);
                     self.wakes
                         .push(Reverse((now + restart_after, i, Wake::Restart)));
                 }
