@@ -52,21 +52,9 @@ pub struct GenArgs {
 
 /// How many queues `iface` has that an AF_XDP socket can bind to (the
 /// smaller of its rx and tx counts in sysfs); `None` when sysfs does not
-/// show the interface (for example a namespace entered without `ip netns
-/// exec`, which remounts /sys): then the bind itself tells.
+/// show the interface: then the bind itself tells.
 fn interface_queues(iface: &str) -> Option<u32> {
-    let dir = std::fs::read_dir(format!("/sys/class/net/{iface}/queues")).ok()?;
-    let (mut rx, mut tx) = (0u32, 0u32);
-    for e in dir.flatten() {
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with("rx-") {
-            rx += 1;
-        } else if name.starts_with("tx-") {
-            tx += 1;
-        }
-    }
-    Some(rx.min(tx))
+    xdpsec_platform::queue_counts(iface).map(|(rx, tx)| rx.min(tx))
 }
 
 /// The queues `--first-queue first --queues n` sends on, checked against

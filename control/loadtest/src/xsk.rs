@@ -53,14 +53,7 @@ pub struct EspWire {
 /// The receive queues of `interface` (its `queues/rx-N` in sysfs; 1 when
 /// sysfs does not say).
 fn rx_queues(interface: &str) -> u32 {
-    std::fs::read_dir(format!("/sys/class/net/{interface}/queues"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-                .count() as u32
-        })
-        .unwrap_or(0)
-        .max(1)
+    xdpsec_platform::queue_counts(interface).map_or(1, |(rx, _)| rx.max(1))
 }
 
 impl EspWire {

@@ -19,6 +19,25 @@ pub fn ifindex(name: &str) -> std::io::Result<u32> {
     }
 }
 
+/// How many receive and transmit queues `iface` has (its `queues/rx-N`
+/// and `queues/tx-N` in sysfs); `None` when sysfs does not show the
+/// interface (for example a namespace entered without `ip netns exec`,
+/// which remounts /sys).
+pub fn queue_counts(iface: &str) -> Option<(u32, u32)> {
+    let dir = std::fs::read_dir(format!("/sys/class/net/{iface}/queues")).ok()?;
+    let (mut rx, mut tx) = (0u32, 0u32);
+    for e in dir.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("rx-") {
+            rx += 1;
+        } else if name.starts_with("tx-") {
+            tx += 1;
+        }
+    }
+    Some((rx, tx))
+}
+
 /// How the XDP program is attached to an interface (`underlay.xdp_mode`,
 /// `inside.xdp_mode` in the daemon's config).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
