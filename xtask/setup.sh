@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
 # Idempotent fresh-machine setup for xdpsec (Debian 12, root, rustup stable).
 # Installs only what is missing and says what it installs.
+# `setup.sh` does all; `setup.sh system` all but the Python venv;
+# `setup.sh venv` the venv alone (`cargo xtask test` runs it beside its
+# first build: pip waits on the network, the build on the CPUs).
 set -euo pipefail
 say() { echo "[setup] $*"; }
+part=${1:-all}
+case "$part" in all | system | venv) ;; *) echo "setup.sh: unknown part '$part' (all, system or venv)" >&2; exit 2 ;; esac
+
+system_tools() {
 
 need_apt=()
 for p in clang binutils libelf-dev m4 zlib1g-dev pkg-config iproute2 iputils-ping python3-venv tshark iperf3 ethtool valgrind openssl; do
@@ -34,12 +41,17 @@ if ! bpf-linker --version >/dev/null 2>&1; then
   LLVM_PREFIX=$P cargo install bpf-linker --version 0.13.0 --locked \
     --no-default-features --features "llvm-$MAJOR"
 fi
+}
+
+python_venv() {
+# pip --no-compile: no bytecode for the thousands of modules genie ships;
+# Python writes it for the few the tests import, on first import.
 # scapy (an independent ESP implementation) for the interop tests, in the project's own venv.
 VENV="$(cd "$(dirname "$0")/.." && pwd)/.venv"
 if ! "$VENV/bin/python" -c 'import scapy, cryptography; assert scapy.__version__ == "2.8.0"' >/dev/null 2>&1; then
   say "python venv $VENV with scapy 2.8.0 and cryptography (ESP interop tests)"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check scapy==2.8.0 cryptography
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-compile scapy==2.8.0 cryptography
 fi
 # Cisco's genieparser (pyATS) reads our IOS-style show output in tests/tests/genie.rs;
 # pyATS/Unicon (its iosxe plugin) drives `xdpsec cli` in tests/tests/pyats.rs.
@@ -49,19 +61,22 @@ import genie.libs.parser.iosxe.show_crypto as c, genie.libs.parser.iosxe.show_pl
 import pyats.topology, unicon.plugins.iosxe
 c.ShowCryptoIpsecSa, p.ShowPlatformHardwareQfpActiveFeatureIpsecDatapathDropsAll' >/dev/null 2>&1; then
   say "pip install pyats, unicon, genie, genie.libs.parser $GENIE_VERSION into $VENV (genie and pyATS tests; 1.5-3 minutes)"
-  "$VENV/bin/pip" install -q --disable-pip-version-check \
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-compile \
     "pyats==$GENIE_VERSION" "unicon==$GENIE_VERSION" "genie==$GENIE_VERSION" "genie.libs.parser==$GENIE_VERSION"
 fi
 # The Prometheus project's own OpenMetrics parser reads `/metrics` in tests/tests/gen.rs.
 if ! "$VENV/bin/python" -c 'import prometheus_client.openmetrics.parser' >/dev/null 2>&1; then
   say "pip install prometheus-client 0.21.1 into $VENV (the metrics test's parser)"
-  "$VENV/bin/pip" install -q --disable-pip-version-check prometheus-client==0.21.1
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-compile prometheus-client==0.21.1
 fi
 # An RFC 5424 syslog parser from PyPI (not ours) reads the remote syslog lines in tests/tests/commands.rs.
 if ! "$VENV/bin/python" -c 'import syslog_rfc5424_parser' >/dev/null 2>&1; then
   say "pip install syslog-rfc5424-parser 0.3.2 into $VENV (the RFC 5424 syslog test's parser)"
-  "$VENV/bin/pip" install -q --disable-pip-version-check syslog-rfc5424-parser==0.3.2
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-compile syslog-rfc5424-parser==0.3.2
 fi
+}
+
+strongswan() {
 # strongSwan 5.9.8 (Debian), an independent IKEv2/ESP peer for tests/tests/strongswan.rs.
 # The tests run their own charons in namespaces (kernel-libipsec: ESP in
 # userspace, this kernel has no ESP); the system service is not wanted.
@@ -109,4 +124,13 @@ elif [ -x /etc/init.d/ipsec ]; then
     update-rc.d ipsec disable >/dev/null 2>&1 || true
   fi
 fi
-say "ok"
+}
+
+if [ "$part" != venv ]; then
+  system_tools
+  strongswan
+fi
+if [ "$part" != system ]; then
+  python_venv
+fi
+if [ "$part" = all ]; then say ok; else say "ok ($part)"; fi

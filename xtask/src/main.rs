@@ -209,6 +209,53 @@ pub(crate) fn setup() -> Result<()> {
     run(Command::new("bash").arg(root().join("xtask/setup.sh")))
 }
 
+/// `setup.sh venv` running beside the test build, its output kept in a
+/// file until it is waited for (then printed), so that it does not
+/// interleave with cargo's. Dropped unwaited (a build failed), it is still
+/// waited for: a pip killed midway could leave a package the next run's
+/// import checks take for installed.
+struct VenvSetup {
+    child: Option<std::process::Child>,
+    log: PathBuf,
+}
+
+impl VenvSetup {
+    fn spawn() -> Result<Self> {
+        let log = root().join("target/xtask-setup-venv.log");
+        std::fs::create_dir_all(root().join("target"))?;
+        let out = std::fs::File::create(&log)
+            .with_context(|| format!("creating {}", log.display()))?;
+        let child = Command::new("bash")
+            .arg(root().join("xtask/setup.sh"))
+            .arg("venv")
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("running xtask/setup.sh venv")?;
+        Ok(Self {
+            child: Some(child),
+            log,
+        })
+    }
+
+    fn wait(mut self) -> Result<()> {
+        let status = self.child.take().map(|mut c| c.wait()).transpose()?;
+        print!("{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+        match status {
+            Some(s) if !s.success() => bail!("xtask/setup.sh venv failed: {s}"),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for VenvSetup {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+    }
+}
+
 pub(crate) fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root());
@@ -267,7 +314,10 @@ fn main() -> ExitCode {
                 setup().and_then(|_| demo::run(&opts, true))
             }
         }
-        Cmd::Test { args } => setup().and_then(|_| test(&args)),
+        Cmd::Test { args } => run(Command::new("bash")
+            .arg(root().join("xtask/setup.sh"))
+            .arg("system"))
+        .and_then(|_| test(&args)),
         Cmd::Bench {
             e2e: true,
             tcp_only,
@@ -352,8 +402,11 @@ fn main() -> ExitCode {
 }
 
 /// The protocol and datapath crates whose unit and known-answer tests run
-/// a second time with integer overflow checks and `debug_assert!` on, and
-/// their test targets that do (all but the strongSwan interop, an e2e test).
+/// with integer overflow checks and `debug_assert!` on, and their test
+/// targets that do (all but xdpsec-ike's strongSwan interop, an e2e test
+/// that builds its peer with the plain release profile). Those of
+/// [`CHECKED_ONLY`] run so only: the plain run would compile their test
+/// builds a second time to run the same tests without the checks.
 /// `xdpsec-fuzz` is among them: every fuzz target over its corpus, then
 /// 2 s of seeded mutations each, and the fuzz findings' named tests, run
 /// against the checked builds of the crates they fuzz.
@@ -364,32 +417,66 @@ const CHECKED: [&str; 5] = [
     "xdpsec-bfd",
     "xdpsec-fuzz",
 ];
-const CHECKED_TESTS: [&str; 7] = [
+const CHECKED_TESTS: [&str; 8] = [
     "pair",
     "reference",
     "single",
+    "scale",
     "fabric",
     "wire",
     "corpus",
     "ike_core",
 ];
+/// The crates of [`CHECKED`] whose every test target is in the checked run
+/// (xdpsec-fuzz is outside [`WORKSPACE`] anyway; xdpsec-ike keeps its
+/// strongSwan interop in the plain run).
+const CHECKED_ONLY: [&str; 3] = ["xdpsec-datapath", "xdpsec-omp", "xdpsec-bfd"];
+
+/// Tests run at once in each test binary of the plain run (libtest's
+/// default is one per CPU: 2 here). The end-to-end tests mostly wait (on
+/// timers, handshakes, retransmissions): with 2 at a time the machine was
+/// 85 % idle through them; 4 at a time took the e2e binaries from 624 s to
+/// 488 s. `RUST_TEST_THREADS` set by the caller wins, as does
+/// `--test-threads` given after `--`.
+const PLAIN_TEST_THREADS: usize = 4;
 
 /// The workspace's tests as [`test`] runs them (all but the fuzz crate,
 /// with [`TEST_FEATURES`]).
 const WORKSPACE: [&str; 3] = ["--workspace", "--exclude", "xdpsec-fuzz"];
 
+/// The packages and features of the plain (unchecked) test run: the
+/// workspace with [`TEST_FEATURES`], without the crates [`CHECKED_ONLY`]
+/// when the checked run has their tests (`checked_ran`).
+pub(crate) fn plain_packages(c: &mut Command, checked_ran: bool) {
+    c.args(WORKSPACE).args(TEST_FEATURES);
+    if checked_ran {
+        for p in CHECKED_ONLY {
+            c.args(["--exclude", p]);
+        }
+    }
+}
+
 fn test(extra: &[String]) -> Result<()> {
+    // The Python venv (pip: mostly waiting on the network) is set up while
+    // everything is compiled; the tests run once both are done.
+    let venv = VenvSetup::spawn()?;
     // The binary as the workspace's test run builds it, so it is compiled
     // once: control's integration test `pki` needs it, and this build
     // resolves features over the same packages, dev-dependencies included.
     // (`cargo build --bin xdpsec`, even with these features, unifies fewer
     // features of serde, zerocopy, ... and so compiled xdpsec-control,
     // xdpsec-ike, xdpsec-worker and their dependencies a second time.)
-    run(cargo()
-        .args(["test", "--release", "--no-run"])
-        .args(WORKSPACE)
-        .args(TEST_FEATURES)
-        .args(["--test", "pki"]))?;
+    // With no arguments every test target of the plain run is built here,
+    // beside the venv, with the plain run's packages (so that features
+    // resolve alike and nothing is compiled again).
+    let plain_packages = |c: &mut Command| plain_packages(c, extra.is_empty());
+    let mut build = cargo();
+    build.args(["test", "--release", "--no-run"]);
+    plain_packages(&mut build);
+    if !extra.is_empty() {
+        build.args(["--test", "pki"]);
+    }
+    run(&mut build)?;
     let bin = root().join("target/release/xdpsec");
     let test = || {
         let mut c = cargo();
@@ -419,21 +506,30 @@ fn test(extra: &[String]) -> Result<()> {
             ]);
         }
     }
+    let mut plain = test();
+    plain_packages(&mut plain);
+    plain.args(extra);
+    if std::env::var_os("RUST_TEST_THREADS").is_none() {
+        plain.env("RUST_TEST_THREADS", PLAIN_TEST_THREADS.to_string());
+    }
     if extra.is_empty() {
-        // The owner core needs no root, XDP or sockets: proven as nobody.
+        run(cargo().args(checked.get_args()).arg("--no-run"))?;
+        // The owner core needs no root, XDP, sockets or venv: proven as nobody.
         unpriv::owner_tests()?;
+        venv.wait()?;
         println!(
             "[test] {} with overflow checks and debug assertions",
             CHECKED.join(", ")
         );
         run(&mut checked)?;
     } else {
+        venv.wait()?;
         println!(
             "[test] arguments given: not running {} with overflow checks (`cargo xtask test` alone does)",
             CHECKED.join(", ")
         );
     }
-    run(test().args(WORKSPACE).args(TEST_FEATURES).args(extra))
+    run(&mut plain)
 }
 
 /// Print each benchmark's mean time over its baseline's, from criterion's

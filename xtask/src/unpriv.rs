@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::{TEST_FEATURES, WORKSPACE, cargo};
+use crate::{cargo, plain_packages};
 
 /// `nobody`.
 const NOBODY: u32 = 65534;
@@ -21,15 +21,15 @@ const NOBODY: u32 = 65534;
 /// The test filter: the owner core's tests.
 const FILTER: &str = "owner::";
 
-/// Build control's unit-test binary as the workspace's test run builds it
-/// (same packages and features, so nothing is compiled twice) and return
+/// Build control's unit-test binary as the workspace's plain test run builds
+/// it (same packages and features, so nothing is compiled twice) and return
 /// its path.
 fn unit_test_binary() -> Result<PathBuf> {
-    let out = cargo()
-        .args(["test", "--release", "--no-run"])
+    let mut build = cargo();
+    build.args(["test", "--release", "--no-run"]);
+    plain_packages(&mut build, true);
+    let out = build
         .args(["--message-format", "json-render-diagnostics"])
-        .args(WORKSPACE)
-        .args(TEST_FEATURES)
         .args(["--bin", "xdpsec"])
         .stderr(Stdio::inherit())
         .output()
