@@ -552,7 +552,8 @@ fn test(extra: &[String]) -> Result<()> {
     }
     let mut plain = test();
     plain_packages(&mut plain);
-    plain.args(extra);
+    // Every failing test binary reported, not only the first.
+    plain.arg("--no-fail-fast").args(extra);
     if std::env::var_os("RUST_TEST_THREADS").is_none() {
         plain.env("RUST_TEST_THREADS", PLAIN_TEST_THREADS.to_string());
     }
