@@ -200,7 +200,11 @@ fn charon_tunnels_with_traffic(charon: &Charon) -> usize {
 }
 
 fn charon_gateway(lab: &Lab, dpd: Option<&str>) -> Charon {
-    lt::charon_gateway(lab, SOURCE_RANGE, dpd).unwrap()
+    let o = lt::CharonGateway {
+        dpd,
+        ..Default::default()
+    };
+    lt::charon_gateway(lab, SOURCE_RANGE, o).unwrap()
 }
 
 /// A run started right after `Lab::up` against charon resends no IKE
@@ -300,7 +304,11 @@ fn cert_setup(peers: usize, device: &str) -> (Lab, lt::CertPki, Charon, PathBuf,
     xdpsec_e2e::strongswan::require_5_9_8();
     let lab = Lab::unique().up(1).unwrap();
     let pki = lt::CertPki::new(peers).unwrap();
-    let charon = lt::charon_gateway_auth(&lab, SOURCE_RANGE, None, Some(&pki)).unwrap();
+    let o = lt::CharonGateway {
+        pki: Some(&pki),
+        ..Default::default()
+    };
+    let charon = lt::charon_gateway(&lab, SOURCE_RANGE, o).unwrap();
     let dir = scratch_dir("loadtest");
     let lines = pki.loadtest_lines(device);
     let config = lt::config_auth(&lab, &dir, &lt::source_range_line(), &lines);
@@ -380,7 +388,11 @@ fn certificates_of_another_ca_fail_as_authentication_failed_against_charon() {
 }
 
 fn xdpsec_gateway(lab: &Lab, extra: &str) -> Daemon {
-    lt::xdpsec_gateway(lab, TUNNELS, extra).unwrap()
+    let o = lt::XdpsecGateway {
+        extra,
+        ..Default::default()
+    };
+    lt::xdpsec_gateway(lab, TUNNELS, o).unwrap()
 }
 
 #[test]
@@ -422,7 +434,11 @@ fn fifty_tunnels_against_xdpsec() {
 #[test]
 fn fifty_tunnels_of_plain_esp_against_xdpsec() {
     let lab = Lab::unique().up(1).unwrap();
-    let d = lt::xdpsec_gateway_encap(&lab, TUNNELS, "", None, "esp").unwrap();
+    let o = lt::XdpsecGateway {
+        encap: "esp",
+        ..Default::default()
+    };
+    let d = lt::xdpsec_gateway(&lab, TUNNELS, o).unwrap();
     let dir = scratch_dir("loadtest");
     let config = loadtest_config(&lab, &dir);
     let text = std::fs::read_to_string(&config).unwrap();
@@ -644,7 +660,7 @@ fn failover_after_silent_peers_against_charon() {
 fn fifty_tunnels_from_one_address_by_port_against_charon() {
     xdpsec_e2e::strongswan::require_5_9_8();
     let lab = Lab::unique().up(1).unwrap();
-    let charon = lt::charon_gateway(&lab, &lab.v6[0].to_string(), None).unwrap();
+    let charon = lt::charon_gateway(&lab, &lab.v6[0].to_string(), Default::default()).unwrap();
     let dir = scratch_dir("loadtest");
     let config = lt::config(
         &lab,
@@ -905,7 +921,12 @@ fn one_certificate_run(unique: Option<&str>) -> (usize, Value, String, Vec<Strin
     xdpsec_e2e::strongswan::require_5_9_8();
     let lab = Lab::unique().up(1).unwrap();
     let pki = lt::CertPki::new(1).unwrap();
-    let charon = lt::charon_gateway_unique(&lab, SOURCE_RANGE, None, Some(&pki), unique).unwrap();
+    let o = lt::CharonGateway {
+        pki: Some(&pki),
+        unique,
+        ..Default::default()
+    };
+    let charon = lt::charon_gateway(&lab, SOURCE_RANGE, o).unwrap();
     let dir = scratch_dir("loadtest");
     let config = lt::config_auth(
         &lab,
