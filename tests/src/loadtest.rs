@@ -133,6 +133,15 @@ impl CertPki {
         )
     }
 
+    /// An xdpsec responder template's lines: the gateway's certificate,
+    /// the CA, no `remote_id` (any peer whose certificate leads to the CA).
+    pub fn template_lines(&self) -> String {
+        let d = self.dir.display();
+        format!(
+            "auth = \"cert\"\ncert_file = \"{d}/gw/device.crt\"\nkey_file = \"{d}/gw/device.key\"\nca_file = \"{d}/ca/ca.crt\"\n"
+        )
+    }
+
     /// charon's credentials: the gateway's certificate and key, the CA.
     pub fn charon_creds(&self) -> CharonCreds {
         CharonCreds {
@@ -292,11 +301,17 @@ pub fn xdpsec_gateway(lab: &Lab, tunnels: usize, o: XdpsecGateway) -> Result<Dae
 
 /// An xdpsec responder in node 2 with ONE `kind = "ike"` tunnel for all
 /// peers: a responder template (`peer_range` [`SOURCE_RANGE`], up to
-/// `max_peers` instances, PSK), each peer's child SA narrowed to its own
+/// `max_peers` instances, the PSK or, given `pki`, certificates:
+/// [`CertPki::template_lines`]), each peer's child SA narrowed to its own
 /// inside address within `remote_subnets` ([`INSIDE_RANGE`]).
-pub fn xdpsec_template_gateway(lab: &Lab, max_peers: usize) -> Result<Daemon> {
+pub fn xdpsec_template_gateway(
+    lab: &Lab,
+    max_peers: usize,
+    pki: Option<&CertPki>,
+) -> Result<Daemon> {
+    let auth = pki.map_or(format!("psk = \"{PSK}\"\n"), CertPki::template_lines);
     let conf = format!(
-        "node = \"gw\"\nsocket = \"{{socket}}\"\n[underlay]\ninterface = \"{}\"\naddress = \"{}\"\n[inside]\nmode = \"tun\"\nname = \"xsltgw\"\naddress = \"2001:db8:2::1/128\"\n[[tunnel]]\nname = \"Tunnel1\"\nkind = \"ike\"\npeer_range = \"{SOURCE_RANGE}\"\nmax_peers = {max_peers}\nencap = \"udp\"\npsk = \"{PSK}\"\nike_proposals = [\"aes256gcm16-prfsha256-x25519\"]\nesp_proposals = [\"aes256gcm16\"]\ninitiate = false\nlocal_subnets = [\"{GATEWAY_SUBNET}\"]\nremote_subnets = [\"{INSIDE_RANGE}\"]\n",
+        "node = \"gw\"\nsocket = \"{{socket}}\"\n[underlay]\ninterface = \"{}\"\naddress = \"{}\"\n[inside]\nmode = \"tun\"\nname = \"xsltgw\"\naddress = \"2001:db8:2::1/128\"\n[[tunnel]]\nname = \"Tunnel1\"\nkind = \"ike\"\npeer_range = \"{SOURCE_RANGE}\"\nmax_peers = {max_peers}\nencap = \"udp\"\n{auth}ike_proposals = [\"aes256gcm16-prfsha256-x25519\"]\nesp_proposals = [\"aes256gcm16\"]\ninitiate = false\nlocal_subnets = [\"{GATEWAY_SUBNET}\"]\nremote_subnets = [\"{INSIDE_RANGE}\"]\n",
         lab.if2, lab.v6[1],
     );
     Daemon::start(&lab.ns2, &conf)
@@ -327,7 +342,7 @@ pub enum Gateway {
     /// `xdpsec run` with one `kind = "ike"` tunnel per peer.
     Xdpsec,
     /// `xdpsec run` with ONE `kind = "ike"` tunnel for all peers, a
-    /// responder template ([`xdpsec_template_gateway`]); PSK only.
+    /// responder template ([`xdpsec_template_gateway`]).
     XdpsecTemplate,
 }
 
@@ -389,10 +404,10 @@ pub fn measure(
                 },
             )?),
         ),
-        Gateway::XdpsecTemplate if pki.is_some() => {
-            bail!("the xdpsec template gateway authenticates with a PSK only")
-        }
-        Gateway::XdpsecTemplate => (None, Some(xdpsec_template_gateway(&lab, tunnels)?)),
+        Gateway::XdpsecTemplate => (
+            None,
+            Some(xdpsec_template_gateway(&lab, tunnels, pki.as_ref())?),
+        ),
     };
     let pid = charon
         .as_ref()
