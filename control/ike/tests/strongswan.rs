@@ -169,7 +169,7 @@ impl Lab {
         eprintln!("strongswan interop: running ike_peer {cfg}");
         let out = Command::new("timeout")
             .args(["120", "ip", "netns", "exec", &self.a])
-            .arg(&bin)
+            .arg(bin)
             .arg(cfg.to_string())
             .stdin(Stdio::null())
             .output()
