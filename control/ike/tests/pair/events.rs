@@ -22,66 +22,62 @@ const IKE_DELETED: TunnelEvent = TunnelEvent::Removed(Removal::DeletedByPeer { i
 const CHILD_DELETED: TunnelEvent = TunnelEvent::Removed(Removal::DeletedByPeer { ike: false });
 const DEAD: TunnelEvent = TunnelEvent::Removed(Removal::DeadPeer);
 
-#[test]
-fn peer_delete_of_the_ike_sa_is_one_event() {
-    let mut n = established("aes256gcm16-prfsha256-x25519", "aes256gcm16");
+const IKE: &str = "aes256gcm16-prfsha256-x25519";
+
+/// A's and B's tunnels (IKE proposal `b_ike` at B); `a_initiates`, or B.
+fn cfgs(a_initiates: bool, b_ike: &str) -> (PeerConfig, PeerConfig) {
+    (
+        cfg(A, B, &[IKE], &["aes256gcm16"], a_initiates),
+        cfg(B, A, &[b_ike], &["aes256gcm16"], !a_initiates),
+    )
+}
+
+/// Established, then B's command `c` (given A's address) makes A see
+/// exactly one event, `want` (its log line saying `line`); B none.
+fn one_delete(c: fn(IpAddr) -> Command, want: TunnelEvent, line: &str) {
+    let mut n = established(IKE, "aes256gcm16");
     assert!(n.nodes[0].dp.events.is_empty() && n.nodes[1].dp.events.is_empty());
     n.check_mbb = false;
-    n.command(1, Command::ClearIkeSas(None));
+    let a = n.nodes[0].addr;
+    n.command(1, c(a));
     n.run_for(Duration::from_secs(10));
     assert!(n.ready(0) && n.ready(1), "{}", n.logs(0));
-    assert_eq!(count(&n, 0, IKE_DELETED), 1, "{:?}", n.nodes[0].dp.events);
+    assert!(n.logs(0).contains(line), "{}", n.logs(0));
+    assert_eq!(count(&n, 0, want), 1, "{:?}", n.nodes[0].dp.events);
     assert_eq!(n.nodes[0].dp.events.len(), 1, "{:?}", n.nodes[0].dp.events);
     // The side that deleted was told nothing.
-    assert!(
-        n.nodes[1].dp.events.is_empty(),
-        "{:?}",
-        n.nodes[1].dp.events
+    let b = &n.nodes[1].dp.events;
+    assert!(b.is_empty(), "{b:?}");
+}
+
+#[test]
+fn peer_delete_of_the_ike_sa_is_one_event() {
+    one_delete(
+        |_| Command::ClearIkeSas(None),
+        IKE_DELETED,
+        "peer deleted the IKE SA",
     );
 }
 
 #[test]
 fn peer_delete_of_the_last_child_sa_is_one_event() {
-    let mut n = established("aes256gcm16-prfsha256-x25519", "aes256gcm16");
-    let a = n.nodes[0].addr;
-    n.command(1, Command::ClearChildSas(a));
-    n.run_for(Duration::from_secs(2));
-    assert!(n.logs(0).contains("peer deleted child SA"), "{}", n.logs(0));
-    assert_eq!(count(&n, 0, CHILD_DELETED), 1, "{:?}", n.nodes[0].dp.events);
-    assert_eq!(n.nodes[0].dp.events.len(), 1, "{:?}", n.nodes[0].dp.events);
-    assert!(
-        n.nodes[1].dp.events.is_empty(),
-        "{:?}",
-        n.nodes[1].dp.events
+    one_delete(
+        Command::ClearChildSas,
+        CHILD_DELETED,
+        "peer deleted child SA",
     );
 }
 
 #[test]
 fn dpd_death_is_one_event() {
-    let mut a = cfg(
-        A,
-        B,
-        &["aes256gcm16-prfsha256-x25519"],
-        &["aes256gcm16"],
-        false,
-    );
+    let (mut a, b) = cfgs(false, IKE);
     a.dpd = Some(Duration::from_secs(10));
-    let b = cfg(
-        B,
-        A,
-        &["aes256gcm16-prfsha256-x25519"],
-        &["aes256gcm16"],
-        true,
-    );
     let mut n = Net::new(a, b);
     n.run_for(Duration::from_secs(3));
     assert!(n.ready(0) && n.ready(1));
     n.run_for(Duration::from_secs(30));
-    assert!(
-        n.nodes[0].dp.events.is_empty(),
-        "{:?}",
-        n.nodes[0].dp.events
-    );
+    let a = &n.nodes[0].dp.events;
+    assert!(a.is_empty(), "{a:?}");
     // B goes silent: A's DPD gives up (bounded: 10 minutes).
     n.drop = Box::new(|side, _, _| side == 1);
     for _ in 0..600 {
@@ -98,20 +94,7 @@ fn dpd_death_is_one_event() {
 
 #[test]
 fn authentication_failure_is_one_event_on_each_side() {
-    let a = cfg(
-        A,
-        B,
-        &["aes256gcm16-prfsha256-x25519"],
-        &["aes256gcm16"],
-        true,
-    );
-    let mut b = cfg(
-        B,
-        A,
-        &["aes256gcm16-prfsha256-x25519"],
-        &["aes256gcm16"],
-        false,
-    );
+    let (a, mut b) = cfgs(true, IKE);
     b.psk = Zeroizing::new(b"another psk".to_vec());
     let mut n = Net::new(a, b);
     n.run_for(Duration::from_secs(5));
@@ -126,14 +109,7 @@ fn authentication_failure_is_one_event_on_each_side() {
 
 #[test]
 fn no_proposal_chosen_is_one_event() {
-    let a = cfg(
-        A,
-        B,
-        &["aes256gcm16-prfsha256-x25519"],
-        &["aes256gcm16"],
-        true,
-    );
-    let b = cfg(B, A, &["aes256-sha256-ecp256"], &["aes256gcm16"], false);
+    let (a, b) = cfgs(true, "aes256-sha256-ecp256");
     let mut n = Net::new(a, b);
     n.run_for(Duration::from_secs(5));
     assert!(!n.ready(0) && !n.ready(1));
@@ -153,7 +129,7 @@ fn no_proposal_chosen_is_one_event() {
 
 #[test]
 fn no_answer_to_ike_sa_init_is_one_event() {
-    let mut n = pair(&["aes256gcm16-prfsha256-x25519"], &["aes256gcm16"]);
+    let mut n = pair(&[IKE], &["aes256gcm16"]);
     n.drop = Box::new(|_, _, _| true);
     // Given up after 31 s; the next attempt (36 s) is not given up yet.
     n.run_for(Duration::from_secs(30));
