@@ -298,6 +298,8 @@ fn main() {
                     outbound = None;
                 }
                 Action::Log { line, ios } => emit(json!({"ev": "log", "ios": ios, "line": line})),
+                // The typed twin of a log line emitted above.
+                Action::Event { .. } => {}
             }
         }
         let now = Instant::now();

@@ -525,6 +525,87 @@ pub enum Action {
         /// The text (never a key).
         line: String,
     },
+    /// What happened to a tunnel, typed: emitted once per occurrence next
+    /// to the log line that tells it (the line stays for people; this is
+    /// for programs that count, such as the load tester).
+    Event {
+        /// Tunnel index.
+        tunnel: u32,
+        /// The peer's address.
+        peer: IpAddr,
+        /// What happened.
+        event: TunnelEvent,
+    },
+}
+
+/// See [`Action::Event`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunnelEvent {
+    /// Setting up the IKE SA or its first child SA failed.
+    Failure(Failure),
+    /// An established IKE SA or a child SA went without us asking.
+    Removed(Removal),
+    /// The peer refused our CREATE_CHILD_SA (the line "CREATE_CHILD_SA
+    /// refused by the peer"; the core retries later).
+    RekeyRefused,
+}
+
+/// Why a negotiation failed (see [`TunnelEvent::Failure`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No answer to IKE_SA_INIT or IKE_AUTH through every retransmission.
+    NoAnswer,
+    /// Authentication failed: the peer refused ours, or we refused its.
+    Authentication,
+    /// The peer asks for a DH group we do not propose (INVALID_KE_PAYLOAD).
+    DhGroup,
+    /// The peer refused IKE_SA_INIT, IKE_AUTH or the first child SA with
+    /// this error notify type (0: it named none).
+    Refused {
+        /// The notify message type (RFC 7296 3.10.1).
+        notify: u16,
+    },
+}
+
+impl Failure {
+    /// Its name: `TIMEOUT`, `AUTHENTICATION_FAILED`, `INVALID_KE_PAYLOAD`,
+    /// or the refusal's notify name (`OTHER_ERROR_NOTIFY` for a type
+    /// without one here).
+    pub fn name(self) -> &'static str {
+        match self {
+            Failure::NoAnswer => "TIMEOUT",
+            Failure::Authentication => "AUTHENTICATION_FAILED",
+            Failure::DhGroup => "INVALID_KE_PAYLOAD",
+            Failure::Refused { notify } => match notify {
+                7 => "INVALID_SYNTAX",
+                14 => "NO_PROPOSAL_CHOSEN",
+                17 => "INVALID_KE_PAYLOAD",
+                24 => "AUTHENTICATION_FAILED",
+                34 => "SINGLE_PAIR_REQUIRED",
+                35 => "NO_ADDITIONAL_SAS",
+                36 => "INTERNAL_ADDRESS_FAILURE",
+                37 => "FAILED_CP_REQUIRED",
+                38 => "TS_UNACCEPTABLE",
+                43 => "TEMPORARY_FAILURE",
+                _ => "OTHER_ERROR_NOTIFY",
+            },
+        }
+    }
+}
+
+/// How an SA went (see [`TunnelEvent::Removed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// The peer deleted it with an authenticated DELETE: the IKE SA
+    /// (`ike`, also the old one after the peer rekeyed it) or a child SA
+    /// outside a rekey.
+    DeletedByPeer {
+        /// The IKE SA (else a child SA).
+        ike: bool,
+    },
+    /// A request of ours on the established IKE SA went unanswered
+    /// through every retransmission: the IKE SA and its children are gone.
+    DeadPeer,
 }
 
 /// State of an IKE SA as `show crypto ikev2 sa` prints it.

@@ -11,7 +11,7 @@ use std::{
 
 use xdpsec_ike::{
     Action, Command, DhGroup, Encr, EspEncap, EspProposal, Identity, Ike, IkeOffer, IkeProposal,
-    IkeSaStatus, Input, Integ, PeerConfig, Prefix, Prf,
+    IkeSaStatus, Input, Integ, PeerConfig, Prefix, Prf, TunnelEvent,
     wire::{self, Message, Payload},
 };
 use zeroize::Zeroizing;
@@ -26,6 +26,8 @@ struct Datapath {
     outbound: Option<(u32, Vec<u8>, EspEncap)>,
     inbound_encap: BTreeMap<u32, EspEncap>,
     logs: Vec<String>,
+    /// The typed events (tunnel, peer, event), in order.
+    events: Vec<(u32, IpAddr, TunnelEvent)>,
     sends: Vec<Instant>,
 }
 
@@ -166,6 +168,12 @@ impl Net {
                     );
                 }
                 Action::RemoveOutbound { .. } => self.nodes[side].dp.outbound = None,
+                // The typed twins of log lines (tests/pair/events.rs).
+                Action::Event {
+                    tunnel,
+                    peer,
+                    event,
+                } => self.nodes[side].dp.events.push((tunnel, peer, event)),
                 Action::Log { line, .. } => {
                     assert!(
                         line.contains("Tunnel2")
@@ -2044,6 +2052,8 @@ fn shutdown_and_clear_send_a_delete_for_every_ike_sa() {
 
 #[path = "pair/cert.rs"]
 mod cert;
+#[path = "pair/events.rs"]
+mod events;
 // ---- IKE fragmentation (RFC 7383) ----------------------------------------
 
 /// A tunnel whose IKE_AUTH is large: 50 /32 selectors each way (about

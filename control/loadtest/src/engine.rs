@@ -11,7 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use xdpsec_ike::{Action, ChildKeys, Command, EspEncap, Ike, IkeSaStatus, Input, PeerConfig};
+use xdpsec_ike::{
+    Action, ChildKeys, Command, EspEncap, Ike, IkeSaStatus, Input, PeerConfig, Removal, TunnelEvent,
+};
 
 use crate::stats::{Accounting, Fault, Gone, Outcome};
 
@@ -45,7 +47,8 @@ pub struct Options {
     pub rekey_every: Option<Duration>,
     /// An attempt not ended after this long ends as `TIMEOUT`.
     pub attempt_timeout: Duration,
-    /// Keep the cores' log lines for [`Engine::take_logs`].
+    /// Keep the cores' log lines for [`Engine::take_logs`] and their
+    /// events for [`Engine::take_events`].
     pub keep_logs: bool,
     /// `--fault`: what [`Engine::inject_fault`] does.
     pub fault: Option<FaultSpec>,
@@ -245,31 +248,6 @@ struct Bye {
     counts: bool,
 }
 
-/// What a log line of a tunnel up says happened to it (the core's own
-/// lines, control/ike/src/core/{info,timers}.rs; the unit tests pin them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Event {
-    /// An authenticated DELETE of the IKE SA from the gateway (also the old
-    /// IKE SA after the gateway rekeyed it: the state check tells).
-    IkeDeleted,
-    /// An authenticated DELETE of a child SA outside a rekey.
-    ChildDeleted,
-    /// A request of ours went unanswered through every retransmission.
-    Dead,
-}
-
-fn event_of(line: &str) -> Option<Event> {
-    if line.contains("peer deleted the IKE SA") {
-        Some(Event::IkeDeleted)
-    } else if line.contains("peer deleted child SA") {
-        Some(Event::ChildDeleted)
-    } else if line.contains("peer dead: no answer") {
-        Some(Event::Dead)
-    } else {
-        None
-    }
-}
-
 /// Whether `reply` is the response to the INFORMATIONAL request `req` in
 /// the same IKE SA (both SPIs, exchange type 37, the response flag, the
 /// message ID): `Some(true)` when it is protected (its first payload is
@@ -316,53 +294,8 @@ pub struct Engine {
     /// IKE requests resent by the cores already closed or forgotten.
     retransmitted: u64,
     logs: Vec<String>,
-}
-
-/// What `ike`'s log lines say about a negotiation that failed: the
-/// failure's name, or `None` for lines that end nothing. These are the
-/// core's own lines (control/ike/src/sa.rs); the unit tests pin them.
-pub fn classify(line: &str) -> Option<&'static str> {
-    let named = |n: &str| -> &'static str {
-        match n.trim() {
-            "7" => "INVALID_SYNTAX",
-            "14" => "NO_PROPOSAL_CHOSEN",
-            "17" => "INVALID_KE_PAYLOAD",
-            "24" => "AUTHENTICATION_FAILED",
-            "34" => "SINGLE_PAIR_REQUIRED",
-            "35" => "NO_ADDITIONAL_SAS",
-            "36" => "INTERNAL_ADDRESS_FAILURE",
-            "37" => "FAILED_CP_REQUIRED",
-            "38" => "TS_UNACCEPTABLE",
-            "43" => "TEMPORARY_FAILURE",
-            _ => "OTHER_ERROR_NOTIFY",
-        }
-    };
-    let notify_in = |l: &str| -> &'static str {
-        l.split("error notify ")
-            .nth(1)
-            .map(|r| named(r.split(|c: char| !c.is_ascii_digit()).next().unwrap_or("")))
-            .unwrap_or("OTHER_ERROR_NOTIFY")
-    };
-    if line.contains("no answer to IKE_SA_INIT") || line.contains("no answer to IKE_AUTH") {
-        Some("TIMEOUT")
-    } else if line.contains("authentication failed") {
-        Some("AUTHENTICATION_FAILED")
-    } else if line.contains("(INVALID_KE_PAYLOAD); IKE SA not established") {
-        Some("INVALID_KE_PAYLOAD")
-    } else if line.contains("IKE_SA_INIT refused by the peer")
-        || line.contains("IKE_AUTH answered without IDr or AUTH")
-        || line.contains("first child SA refused by the peer")
-    {
-        Some(if line.contains("NO_PROPOSAL_CHOSEN") {
-            "NO_PROPOSAL_CHOSEN"
-        } else if line.contains("TS_UNACCEPTABLE") {
-            "TS_UNACCEPTABLE"
-        } else {
-            notify_in(line)
-        })
-    } else {
-        None
-    }
+    /// The cores' events (peer, event), with `keep_logs`.
+    events: Vec<(usize, TunnelEvent)>,
 }
 
 impl Engine {
@@ -416,6 +349,7 @@ impl Engine {
             gone: Vec::new(),
             retransmitted: 0,
             logs: Vec::new(),
+            events: Vec::new(),
         }
     }
 
@@ -454,6 +388,12 @@ impl Engine {
     /// The cores' log lines since the last call (with `keep_logs`).
     pub fn take_logs(&mut self) -> Vec<String> {
         std::mem::take(&mut self.logs)
+    }
+
+    /// The cores' events (peer, event) since the last call (with
+    /// `keep_logs`).
+    pub fn take_events(&mut self) -> Vec<(usize, TunnelEvent)> {
+        std::mem::take(&mut self.events)
     }
 
     /// The peers that came up since the last call.
@@ -712,7 +652,7 @@ impl Engine {
     }
 
     fn apply(&mut self, i: usize, now: Instant, actions: Vec<Action>) {
-        let mut events = Vec::new();
+        let mut removed = Vec::new();
         for a in actions {
             match a {
                 Action::Send {
@@ -771,47 +711,47 @@ impl Engine {
                 Action::RemoveOutbound { .. } => self.peers[i].outbound = None,
                 Action::Log { line, .. } => {
                     if self.opts.keep_logs {
-                        self.logs.push(line.clone());
+                        self.logs.push(line);
                     }
-                    if matches!(self.peers[i].state, State::Negotiating)
-                        && let Some(f) = classify(&line)
-                    {
-                        self.fail(i, now, f);
-                        return;
+                }
+                Action::Event { event, .. } => {
+                    if self.opts.keep_logs {
+                        self.events.push((i, event));
                     }
-                    // A restart that failed: that tunnel does not recover.
-                    if matches!(self.peers[i].state, State::Restarting) && classify(&line).is_some()
-                    {
-                        self.close(i, now);
-                        return;
-                    }
-                    // A rekey the gateway refused is over (the core retries later).
-                    if self.peers[i].rekeying && line.contains("CREATE_CHILD_SA refused") {
-                        self.peers[i].rekeying = false;
-                    }
-                    if matches!(self.peers[i].state, State::Up)
-                        && let Some(ev) = event_of(&line)
-                    {
-                        events.push(ev);
+                    match (event, &self.peers[i].state) {
+                        (TunnelEvent::Failure(f), State::Negotiating) => {
+                            self.fail(i, now, f.name());
+                            return;
+                        }
+                        // A restart that failed: that tunnel does not recover.
+                        (TunnelEvent::Failure(_), State::Restarting) => {
+                            self.close(i, now);
+                            return;
+                        }
+                        // A rekey the gateway refused is over (the core
+                        // retries later).
+                        (TunnelEvent::RekeyRefused, _) => self.peers[i].rekeying = false,
+                        (TunnelEvent::Removed(r), State::Up) => removed.push(r),
+                        _ => {}
                     }
                 }
             }
         }
-        if !events.is_empty() {
-            self.check_gone(i, now, &events);
+        if !removed.is_empty() {
+            self.check_gone(i, now, &removed);
         }
         if let Some(t) = self.peers[i].core.as_ref().and_then(Ike::next_timeout) {
             self.wakes.push(Reverse((t, i, Wake::Core)));
         }
     }
 
-    /// After `events` of tunnel `i` (up): if its core has no established
+    /// After `removed` of tunnel `i` (up; the core's events): if its core has no established
     /// IKE SA with a child SA left, the tunnel is gone (counted once): not
     /// probed or rekeyed any more, and its core is dropped unless it still
     /// holds an IKE SA (so it does not negotiate anew; that one gets the
     /// final DELETE). A DELETE of the old IKE or child SA of a rekey leaves
     /// the new one: nothing is gone.
-    fn check_gone(&mut self, i: usize, now: Instant, events: &[Event]) {
+    fn check_gone(&mut self, i: usize, now: Instant, removed: &[Removal]) {
         let p = &mut self.peers[i];
         let Some(core) = p.core.as_ref() else {
             return;
@@ -828,11 +768,13 @@ impl Engine {
             .fault
             .is_some_and(|f| f.kind == FaultKind::ForgetSa)
             && p.fault.is_some()
-            && !events.iter().any(|e| *e != Event::ChildDeleted);
+            && removed
+                .iter()
+                .all(|r| *r == Removal::DeletedByPeer { ike: false });
         if alive || asked {
             return;
         }
-        let how = if events.contains(&Event::Dead) {
+        let how = if removed.contains(&Removal::DeadPeer) {
             Gone::DeadByDpd
         } else {
             Gone::DeletedByGateway

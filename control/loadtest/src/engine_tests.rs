@@ -404,50 +404,60 @@ fn probes_count_across_a_rekey_until_it_settles() {
     assert!(!e.rekeying(0, end));
 }
 
+/// Each failure event of a core ends its attempt under that failure's
+/// name, once; events that end nothing (a refused rekey while
+/// negotiating, a removal before the tunnel was up) end nothing.
 #[test]
-fn the_cores_failure_lines_are_recognised() {
-    let p = "Tunnel2: peer 2001:db8::1: ";
-    for (line, want) in [
-        (
-            "IKE_SA_INIT refused by the peer (NO_PROPOSAL_CHOSEN: no IKE proposal acceptable to the peer); IKE SA not established",
-            Some("NO_PROPOSAL_CHOSEN"),
-        ),
-        (
-            "IKE_SA_INIT refused by the peer (error notify 43); IKE SA not established",
-            Some("TEMPORARY_FAILURE"),
-        ),
-        (
-            "IKE_SA_INIT refused by the peer (error notify 9999); IKE SA not established",
-            Some("OTHER_ERROR_NOTIFY"),
-        ),
-        (
-            "IKE_AUTH answered without IDr or AUTH (error notify 24); IKE SA not established",
-            Some("AUTHENTICATION_FAILED"),
-        ),
-        (
-            "IKE_AUTH answered without IDr or AUTH (error notify 36); IKE SA not established",
-            Some("INTERNAL_ADDRESS_FAILURE"),
-        ),
-        (
-            "first child SA refused by the peer (error notify 35)",
-            Some("NO_ADDITIONAL_SAS"),
-        ),
-        (
-            "peer asks for a DH group we do not propose (INVALID_KE_PAYLOAD); IKE SA not established",
-            Some("INVALID_KE_PAYLOAD"),
-        ),
-        (
-            "no answer to IKE_AUTH after 4 retransmissions (31 s); deleting the IKE SA and its child SAs",
-            Some("TIMEOUT"),
-        ),
-        (
-            "peer asks for DH group 19 (INVALID_KE_PAYLOAD); retrying IKE_SA_INIT with it",
-            None,
-        ),
-        ("%IKEV2-5-SA_UP: SA UP (Tunnel2 peer 2001:db8::1)", None),
-    ] {
-        assert_eq!(classify(&format!("{p}{line}")), want, "{line}");
+fn the_cores_failure_events_end_attempts_by_name() {
+    use xdpsec_ike::Failure;
+    let cases = [
+        (Failure::Refused { notify: 14 }, "NO_PROPOSAL_CHOSEN"),
+        (Failure::Refused { notify: 43 }, "TEMPORARY_FAILURE"),
+        (Failure::Refused { notify: 9999 }, "OTHER_ERROR_NOTIFY"),
+        (Failure::Refused { notify: 0 }, "OTHER_ERROR_NOTIFY"),
+        (Failure::Refused { notify: 24 }, "AUTHENTICATION_FAILED"),
+        (Failure::Refused { notify: 36 }, "INTERNAL_ADDRESS_FAILURE"),
+        (Failure::Refused { notify: 35 }, "NO_ADDITIONAL_SAS"),
+        (Failure::Refused { notify: 38 }, "TS_UNACCEPTABLE"),
+        (Failure::DhGroup, "INVALID_KE_PAYLOAD"),
+        (Failure::NoAnswer, "TIMEOUT"),
+        (Failure::Authentication, "AUTHENTICATION_FAILED"),
+    ];
+    let n = cases.len() as u64;
+    let t0 = Instant::now();
+    let opts = Options {
+        concurrency: cases.len(),
+        ..Options::default()
+    };
+    let mut e = Engine::new(initiators(n), opts, t0);
+    e.tick(t0);
+    assert_eq!(e.in_flight(), cases.len());
+    let ev = |event| Action::Event {
+        tunnel: 1,
+        peer: "2001:db8:100::1".parse().unwrap(),
+        event,
+    };
+    for (i, (f, _)) in cases.iter().enumerate() {
+        e.apply(
+            i,
+            t0,
+            vec![
+                ev(TunnelEvent::RekeyRefused),
+                ev(TunnelEvent::Removed(Removal::DeadPeer)),
+            ],
+        );
+        assert_eq!(e.in_flight(), cases.len() - i, "ended by a non-failure");
+        e.apply(i, t0, vec![ev(TunnelEvent::Failure(*f))]);
+        // Once ended, a second failure counts nothing.
+        e.apply(i, t0, vec![ev(TunnelEvent::Failure(*f))]);
     }
+    let s = summary(&e, n);
+    let mut want = std::collections::BTreeMap::new();
+    for (_, name) in cases {
+        *want.entry(name.to_string()).or_insert(0u64) += 1;
+    }
+    assert_eq!(s.failed, want, "{s:?}");
+    assert_eq!((s.up, s.deleted_by_gateway, s.dead_by_dpd), (0, 0, 0));
 }
 
 #[test]
@@ -795,12 +805,11 @@ fn a_gateway_rekey_deleting_the_old_sa_is_no_removal() {
     assert_eq!(sas.len(), 2, "{sas:?}");
     let p1 = sas.iter().find(|s| s.remote.ip() == addr_of(1)).unwrap();
     assert!(!old_ike.contains(&p1.spi_i), "{sas:?}");
-    let logs = e.take_logs();
-    let deleted = logs
-        .iter()
-        .filter(|l| l.contains("peer deleted the IKE SA"))
-        .count();
-    assert_eq!(deleted, 1, "{logs:#?}");
+    // Peer 1 saw the old IKE SA's DELETE (one event), which removed
+    // nothing: the new one carries on.
+    let events = e.take_events();
+    let deleted = TunnelEvent::Removed(Removal::DeletedByPeer { ike: true });
+    assert_eq!(events, vec![(1, deleted)], "{events:?}");
 }
 
 /// The gateway deletes peer 0's only child SA (keeping the IKE SA): the

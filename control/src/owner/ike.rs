@@ -234,6 +234,9 @@ impl Owner {
                     ));
                 }
             }
+            // The typed twin of a log line already logged above: the
+            // daemon acts on the SA changes, not on these.
+            Action::Event { .. } => {}
             Action::AddInbound {
                 tunnel,
                 encap: _,

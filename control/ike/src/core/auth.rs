@@ -46,6 +46,7 @@ impl Core {
                 "the pre-shared key and local_id"
             };
             self.log(p, false, format!("authentication failed: peer refused our authentication (AUTHENTICATION_FAILED): check {check}"));
+            self.event(i, TunnelEvent::Failure(Failure::Authentication));
             self.drop_sa(i, now, Some(FAILED_RETRY));
             return;
         }
@@ -54,6 +55,7 @@ impl Core {
         let (Some((idt, idd)), Some((am, ad))) = (idr, auth) else {
             let e = m.error_notify().map(|n| n.ty).unwrap_or(0);
             self.log(p, false, format!("IKE_AUTH answered without IDr or AUTH (error notify {e}); IKE SA not established"));
+            self.event(i, TunnelEvent::Failure(Failure::Refused { notify: e }));
             self.drop_sa(i, now, Some(FAILED_RETRY));
             return;
         };
@@ -95,6 +97,7 @@ impl Core {
                 false,
                 format!("first child SA refused by the peer ({why})"),
             );
+            self.event(i, TunnelEvent::Failure(Failure::Refused { notify: e.ty }));
             return;
         }
         let child_spi = self.sas[i].neg.as_ref().map_or(0, |n| n.child_spi);
@@ -222,6 +225,7 @@ impl Core {
                 Some(p),
                 format!("authentication failed: {why}; answered AUTHENTICATION_FAILED"),
             );
+            s.event(i, TunnelEvent::Failure(Failure::Authentication));
             s.respond(
                 i,
                 wire::IKE_AUTH,

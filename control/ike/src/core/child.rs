@@ -424,6 +424,7 @@ impl Core {
                     false,
                     format!("CREATE_CHILD_SA refused by the peer (error notify {t})"),
                 );
+                self.event(i, TunnelEvent::RekeyRefused);
             }
             return;
         }

@@ -220,6 +220,7 @@ impl Core {
             self.log(p, false, line);
             self.send_delete_ike(i);
         }
+        self.event(i, TunnelEvent::Failure(Failure::Authentication));
         self.drop_sa(i, now, Some(FAILED_RETRY));
     }
 

@@ -43,6 +43,10 @@ impl Core {
                             c.remove_at = Some(now + INBOUND_GRACE);
                         } else {
                             self.log(p, false, format!("peer deleted child SA (inbound SPI 0x{spi_in:08x}, outbound SPI 0x{s:08x})"));
+                            self.event(
+                                i,
+                                TunnelEvent::Removed(Removal::DeletedByPeer { ike: false }),
+                            );
                             self.remove_child(i, spi_in);
                         }
                     }
@@ -94,6 +98,10 @@ impl Core {
                 return;
             }
             self.log(p, false, "peer deleted the IKE SA");
+            self.event(
+                i,
+                TunnelEvent::Removed(Removal::DeletedByPeer { ike: true }),
+            );
             let re = if self.sas[i].rekeyed {
                 None
             } else {

@@ -186,6 +186,7 @@ impl Core {
                 _ => self.init_refused(
                     i,
                     "peer asks for a DH group we do not propose (INVALID_KE_PAYLOAD); IKE SA not established",
+                    Some(Failure::DhGroup),
                 ),
             }
             return;
@@ -199,6 +200,7 @@ impl Core {
             self.init_refused(
                 i,
                 format!("IKE_SA_INIT refused by the peer ({what}); IKE SA not established"),
+                Some(Failure::Refused { notify: e.ty }),
             );
             return;
         }
@@ -214,6 +216,7 @@ impl Core {
             self.init_refused(
                 i,
                 "peer chose an IKE proposal we did not offer; IKE SA not established",
+                None,
             );
             return;
         };
@@ -224,6 +227,7 @@ impl Core {
             self.init_refused(
                 i,
                 "peer's KE group differs from the chosen proposal; IKE SA not established",
+                None,
             );
             return;
         }
@@ -269,14 +273,23 @@ impl Core {
     /// a forged or damaged answer must not end the exchange (RFC 7296
     /// 2.21.1). Keep retransmitting and waiting for a valid answer, give
     /// up when the retransmissions end (then retry after
-    /// [`FAILED_RETRY`]); the line is logged once per exchange.
-    pub(super) fn init_refused(&mut self, i: usize, line: impl std::fmt::Display) {
+    /// [`FAILED_RETRY`]); the line is logged once per exchange, with
+    /// `failure`'s event where it is a refusal of the setup.
+    pub(super) fn init_refused(
+        &mut self,
+        i: usize,
+        line: impl std::fmt::Display,
+        failure: Option<Failure>,
+    ) {
         let first = self.sas[i]
             .neg
             .as_mut()
             .is_some_and(|n| !std::mem::replace(&mut n.refused, true));
         if first {
             self.log(self.sas[i].peer, false, line);
+            if let Some(f) = failure {
+                self.event(i, TunnelEvent::Failure(f));
+            }
         }
     }
 

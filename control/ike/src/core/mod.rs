@@ -14,8 +14,8 @@ use xdpsec_common::limiter::KeyedLimiter;
 use zeroize::Zeroizing;
 
 use crate::{
-    Action, AuthMethod, ChildKeys, Command, DhGroup, EspEncap, EspProposal, IkeProposal,
-    IkeSaStatus, IkeSaView, IkeStats, Input, PeerConfig, Prefix,
+    Action, AuthMethod, ChildKeys, Command, DhGroup, EspEncap, EspProposal, Failure, IkeProposal,
+    IkeSaStatus, IkeSaView, IkeStats, Input, PeerConfig, Prefix, Removal, TunnelEvent,
     crypto::{self, Dh, IkeKeys, Secret},
     frag::{self, FragError, FragOutcome},
     proposal::{self, TRANS_DH, TRANS_ESN},
@@ -356,6 +356,26 @@ impl Core {
             format!("{}: peer {remote}: {msg}", cfg.tunnel)
         };
         self.out.push(Action::Log { ios, line });
+    }
+
+    /// The typed event of the SA at `i`'s tunnel (next to its log line).
+    fn event(&mut self, i: usize, event: TunnelEvent) {
+        let sa = &self.sas[i];
+        self.out.push(Action::Event {
+            tunnel: self.peers[sa.peer].tunnel_index,
+            peer: sa.remote.ip(),
+            event,
+        });
+    }
+
+    /// The event of the SA at `i` given up unanswered: a failed setup, or
+    /// a dead peer once established.
+    fn no_answer(&mut self, i: usize) {
+        let e = match self.sas[i].state {
+            State::InitSent | State::AuthSent => TunnelEvent::Failure(Failure::NoAnswer),
+            _ => TunnelEvent::Removed(Removal::DeadPeer),
+        };
+        self.event(i, e);
     }
 
     /// Log a line an unauthenticated sender `from` can cause at will (an

@@ -214,6 +214,7 @@ impl Core {
                     false,
                     format!("{what} after {} retransmissions ({} s); deleting the IKE SA and its child SAs", RETRANSMIT.len() - 1, total.as_secs()),
                 );
+                self.no_answer(i);
                 let refused = self.sas[i].neg.as_ref().is_some_and(|n| n.refused);
                 self.drop_sa(i, now, if refused { Some(FAILED_RETRY) } else { None });
                 return false;
