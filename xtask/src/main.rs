@@ -223,8 +223,8 @@ impl VenvSetup {
     fn spawn() -> Result<Self> {
         let log = root().join("target/xtask-setup-venv.log");
         std::fs::create_dir_all(root().join("target"))?;
-        let out = std::fs::File::create(&log)
-            .with_context(|| format!("creating {}", log.display()))?;
+        let out =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let child = Command::new("bash")
             .arg(root().join("xtask/setup.sh"))
             .arg("venv")

@@ -26,6 +26,8 @@ struct Datapath {
     outbound: Option<(u32, Vec<u8>, EspEncap)>,
     inbound_encap: BTreeMap<u32, EspEncap>,
     logs: Vec<String>,
+    /// When each of `logs` was logged.
+    log_times: Vec<Instant>,
     sends: Vec<Instant>,
 }
 
@@ -173,6 +175,7 @@ impl Net {
                             || line.contains("IKE_SA_INIT from"),
                         "{line}"
                     );
+                    self.nodes[side].dp.log_times.push(self.now);
                     self.nodes[side].dp.logs.push(line)
                 }
             }
@@ -2044,6 +2047,8 @@ fn shutdown_and_clear_send_a_delete_for_every_ike_sa() {
 
 #[path = "pair/cert.rs"]
 mod cert;
+#[path = "pair/dpd.rs"]
+mod dpd;
 // ---- IKE fragmentation (RFC 7383) ----------------------------------------
 
 /// A tunnel whose IKE_AUTH is large: 50 /32 selectors each way (about

@@ -148,6 +148,10 @@ pub(super) fn parse_tunnel(
             t.lifetime_seconds.as_ref().map(|v| v.span()),
         ),
         ("dpd_seconds", t.dpd_seconds.as_ref().map(|v| v.span())),
+        (
+            "dpd_retry_seconds",
+            t.dpd_retry_seconds.as_ref().map(|v| v.span()),
+        ),
         ("initiate", t.initiate.as_ref().map(|v| v.span())),
         (
             "invalid_spi_recovery",
