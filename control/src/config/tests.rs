@@ -552,38 +552,25 @@ fn dpd_retry_seconds_contract() {
         ike(&Config::parse(&format!("{GOOD}{IKE}")).unwrap()),
         (secs(10), None)
     );
-    for (from, to, why) in [
-        (
-            "dpd_retry_seconds = 2",
-            "dpd_retry_seconds = 1",
-            "field `tunnel.dpd_retry_seconds` = 1 in tunnel Tunnel2: give 2 to 60 seconds",
-        ),
-        (
-            "dpd_retry_seconds = 2",
-            "dpd_retry_seconds = 61",
-            "field `tunnel.dpd_retry_seconds` = 61 in tunnel Tunnel2: give 2 to 60 seconds",
-        ),
-        (
-            "dpd_retry_seconds = 2",
-            "dpd_retry_seconds = -2",
-            "field `tunnel.dpd_retry_seconds` = -2",
-        ),
-        (
-            "dpd_seconds = 10\n",
-            "",
-            "field `tunnel.dpd_retry_seconds` in tunnel Tunnel2 needs `dpd_seconds` > 0",
-        ),
-        (
-            "dpd_seconds = 10\n",
-            "dpd_seconds = 0\n",
-            "field `tunnel.dpd_retry_seconds` in tunnel Tunnel2 needs `dpd_seconds` > 0",
-        ),
-    ] {
+    // Each refusal names the field, and why.
+    let refused = |from: &str, to: &str, why: &str| {
         let e = Config::parse(&with.replacen(from, to, 1)).unwrap_err();
-        assert!(e.contains(why), "{to:?}: {e}");
-    }
+        assert!(
+            e.contains("field `tunnel.dpd_retry_seconds`") && e.contains(why),
+            "{to:?}: {e}"
+        );
+    };
+    let (retry, dpd) = ("dpd_retry_seconds = 2", "dpd_seconds = 10\n");
+    let range = "in tunnel Tunnel2: give 2 to 60 seconds";
+    refused(retry, "dpd_retry_seconds = 1", &format!("= 1 {range}"));
+    refused(retry, "dpd_retry_seconds = 61", &format!("= 61 {range}"));
+    refused(retry, "dpd_retry_seconds = -2", &format!("= -2 {range}"));
+    let needs = "in tunnel Tunnel2 needs `dpd_seconds` > 0";
+    refused(dpd, "", needs);
+    refused(dpd, "dpd_seconds = 0\n", needs);
+    // Not on a manual tunnel.
     let manual =
-        format!("{GOOD}{TUNNEL}").replacen("esn = false", "esn = false\ndpd_retry_seconds = 2", 1);
+        format!("{GOOD}{TUNNEL}").replacen("esn = false", &format!("esn = false\n{retry}"), 1);
     let e = Config::parse(&manual).unwrap_err();
     assert!(
         e.contains("tunnel.dpd_retry_seconds") && e.contains("ike"),

@@ -47,30 +47,30 @@ fn secs(s: &[u64]) -> Vec<Duration> {
     s.iter().map(|&s| Duration::from_secs(s)).collect()
 }
 
+/// `retry` for A: its sends after B went silent (from the first, in s),
+/// and the peer declared dead `dead` s after the first, as the line says.
+fn assert_schedule(retry: Option<u64>, sends: &[u64], dead: u64) {
+    let (got, at, line) = silent_peer(retry);
+    assert_eq!(got, secs(sends), "{line}");
+    assert_eq!(at, Duration::from_secs(dead), "{line}");
+    let says = format!(
+        "peer dead: no answer after 4 retransmissions ({dead} s); deleting the IKE SA and its child SAs"
+    );
+    assert!(line.contains(&says), "{line}");
+}
+
 /// `dpd_retry` 2 s: resent at +2, +4, +6, +8 s, dead at +10 s, and the
 /// log line says so.
 #[test]
 fn dpd_retry_interval_resends_every_interval_and_gives_up_one_later() {
-    let (sends, dead, line) = silent_peer(Some(2));
-    assert_eq!(sends, secs(&[0, 2, 4, 6, 8]), "{line}");
-    assert_eq!(dead, Duration::from_secs(10), "{line}");
-    assert!(
-        line.contains("peer dead: no answer after 4 retransmissions (10 s); deleting the IKE SA and its child SAs"),
-        "{line}"
-    );
+    assert_schedule(Some(2), &[0, 2, 4, 6, 8], 10);
 }
 
 /// Without `dpd_retry`: the default schedule, resent at +1, +3, +7, +15
 /// s (intervals 1, 2, 4, 8), dead 16 s after the last: +31 s.
 #[test]
 fn dpd_without_retry_interval_keeps_the_default_schedule() {
-    let (sends, dead, line) = silent_peer(None);
-    assert_eq!(sends, secs(&[0, 1, 3, 7, 15]), "{line}");
-    assert_eq!(dead, Duration::from_secs(31), "{line}");
-    assert!(
-        line.contains("peer dead: no answer after 4 retransmissions (31 s); deleting the IKE SA and its child SAs"),
-        "{line}"
-    );
+    assert_schedule(None, &[0, 1, 3, 7, 15], 31);
 }
 
 /// Only liveness checks use the retry interval: an IKE_SA_INIT that goes
