@@ -150,7 +150,7 @@ pub(super) fn parse_ike(
         Some(v) => {
             let r = xdpsec_ike::timers::DPD_RETRY_SECONDS;
             match u64::try_from(*v.get_ref()) {
-                Ok(s) if r.contains(&s) => Some(std::time::Duration::from_secs(s)),
+                Ok(s) if r.contains(&s) => u8::try_from(s).ok(),
                 _ => {
                     return Err(format!(
                         "line {}: field `tunnel.dpd_retry_seconds` = {} in tunnel {name}: give {} to {} seconds (IOS's DPD retry interval)",

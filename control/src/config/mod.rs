@@ -171,8 +171,9 @@ pub struct IkeTunnel {
     pub dpd: Option<std::time::Duration>,
     /// The interval between resends of an unanswered DPD check
     /// (`dpd_retry_seconds`, IOS's retry interval; None: the IKE core's
-    /// default schedule).
-    pub dpd_retry: Option<std::time::Duration>,
+    /// default schedule). Seconds (2 to 60) in a byte: the enum of tunnel
+    /// kinds stays as large as it was.
+    pub dpd_retry: Option<u8>,
     /// Start the negotiation (else wait for the peer).
     pub initiate: bool,
     /// The NAT-T port (ours and the peer's).
