@@ -133,6 +133,15 @@ impl CertPki {
         )
     }
 
+    /// An xdpsec responder template's lines: the gateway's certificate,
+    /// the CA, no `remote_id` (any peer whose certificate leads to the CA).
+    pub fn template_lines(&self) -> String {
+        let d = self.dir.display();
+        format!(
+            "auth = \"cert\"\ncert_file = \"{d}/gw/device.crt\"\nkey_file = \"{d}/gw/device.key\"\nca_file = \"{d}/ca/ca.crt\"\n"
+        )
+    }
+
     /// charon's credentials: the gateway's certificate and key, the CA.
     pub fn charon_creds(&self) -> CharonCreds {
         CharonCreds {
@@ -189,33 +198,25 @@ pub fn source_range_line() -> String {
     format!("source_range = \"{SOURCE_RANGE}\"")
 }
 
-/// charon in node 2 for the peers at `remote_addrs` (any identity, the
-/// PSK), kernel-libipsec; `dpd`: its `dpd_delay` (e.g. `"2s"`).
-pub fn charon_gateway(lab: &Lab, remote_addrs: &str, dpd: Option<&str>) -> Result<Charon> {
-    charon_gateway_auth(lab, remote_addrs, dpd, None)
+/// How a gateway charon is set up ([`charon_gateway`]); the default: the
+/// PSK, no DPD, charon's default `unique` policy.
+#[derive(Clone, Copy, Default)]
+pub struct CharonGateway<'a> {
+    /// Its `dpd_delay` (e.g. `"2s"`).
+    pub dpd: Option<&'a str>,
+    /// Certificates instead of the PSK: charon's own (`local.auth =
+    /// pubkey`), and any peer whose certificate leads to the CA
+    /// (`remote.auth = pubkey`, `id = %any`).
+    pub pki: Option<&'a CertPki>,
+    /// The connection's `unique` policy (`never`, `no`, `replace`, `keep`;
+    /// `None`: charon's default, `no`).
+    pub unique: Option<&'a str>,
 }
 
-/// [`charon_gateway`], with certificates when `pki` is given: charon's
-/// own (`local.auth = pubkey`), and any peer whose certificate leads to
-/// the CA (`remote.auth = pubkey`, `id = %any`).
-pub fn charon_gateway_auth(
-    lab: &Lab,
-    remote_addrs: &str,
-    dpd: Option<&str>,
-    pki: Option<&CertPki>,
-) -> Result<Charon> {
-    charon_gateway_unique(lab, remote_addrs, dpd, pki, None)
-}
-
-/// [`charon_gateway_auth`] with the connection's `unique` policy
-/// (`never`, `no`, `replace`, `keep`; `None`: charon's default, `no`).
-pub fn charon_gateway_unique(
-    lab: &Lab,
-    remote_addrs: &str,
-    dpd: Option<&str>,
-    pki: Option<&CertPki>,
-    unique: Option<&str>,
-) -> Result<Charon> {
+/// charon in node 2 for the peers at `remote_addrs` (any identity),
+/// kernel-libipsec, set up as `o` says.
+pub fn charon_gateway(lab: &Lab, remote_addrs: &str, o: CharonGateway) -> Result<Charon> {
+    let CharonGateway { dpd, pki, unique } = o;
     let opts = CharonOpts {
         log_levels: vec![("default", 1), ("ike", 1), ("cfg", 1)],
         creds: pki.map(CertPki::charon_creds),
@@ -256,31 +257,32 @@ pub fn charon_gateway_unique(
     Ok(charon)
 }
 
+/// How a gateway xdpsec is set up ([`xdpsec_gateway`]); the default: the
+/// PSK, ESP in UDP, nothing added.
+#[derive(Clone, Copy)]
+pub struct XdpsecGateway<'a> {
+    /// Lines added to each tunnel.
+    pub extra: &'a str,
+    /// Certificates ([`CertPki::gateway_lines`]) instead of the PSK.
+    pub pki: Option<&'a CertPki>,
+    /// The tunnels' `encap` (`"udp"` or `"esp"`).
+    pub encap: &'a str,
+}
+
+impl Default for XdpsecGateway<'_> {
+    fn default() -> Self {
+        XdpsecGateway {
+            extra: "",
+            pki: None,
+            encap: "udp",
+        }
+    }
+}
+
 /// An xdpsec responder in node 2: one `kind = "ike"` tunnel for each of
-/// the first `tunnels` peers of [`SOURCE_RANGE`], `extra` lines added to each.
-pub fn xdpsec_gateway(lab: &Lab, tunnels: usize, extra: &str) -> Result<Daemon> {
-    xdpsec_gateway_auth(lab, tunnels, extra, None)
-}
-
-/// [`xdpsec_gateway`], with certificates when `pki` is given
-/// ([`CertPki::gateway_lines`]) instead of the PSK.
-pub fn xdpsec_gateway_auth(
-    lab: &Lab,
-    tunnels: usize,
-    extra: &str,
-    pki: Option<&CertPki>,
-) -> Result<Daemon> {
-    xdpsec_gateway_encap(lab, tunnels, extra, pki, "udp")
-}
-
-/// [`xdpsec_gateway_auth`] with the tunnels' `encap` (`"udp"` or `"esp"`).
-pub fn xdpsec_gateway_encap(
-    lab: &Lab,
-    tunnels: usize,
-    extra: &str,
-    pki: Option<&CertPki>,
-    encap: &str,
-) -> Result<Daemon> {
+/// the first `tunnels` peers of [`SOURCE_RANGE`], set up as `o` says.
+pub fn xdpsec_gateway(lab: &Lab, tunnels: usize, o: XdpsecGateway) -> Result<Daemon> {
+    let XdpsecGateway { extra, pki, encap } = o;
     let auth = |k: usize| pki.map_or(format!("psk = \"{PSK}\"\n"), |p| p.gateway_lines(k - 1));
     let mut conf = format!(
         "node = \"gw\"\nsocket = \"{{socket}}\"\n[underlay]\ninterface = \"{}\"\naddress = \"{}\"\n[inside]\nmode = \"tun\"\nname = \"xsltgw\"\naddress = \"2001:db8:2::1/128\"\n",
@@ -299,11 +301,17 @@ pub fn xdpsec_gateway_encap(
 
 /// An xdpsec responder in node 2 with ONE `kind = "ike"` tunnel for all
 /// peers: a responder template (`peer_range` [`SOURCE_RANGE`], up to
-/// `max_peers` instances, PSK), each peer's child SA narrowed to its own
+/// `max_peers` instances, the PSK or, given `pki`, certificates:
+/// [`CertPki::template_lines`]), each peer's child SA narrowed to its own
 /// inside address within `remote_subnets` ([`INSIDE_RANGE`]).
-pub fn xdpsec_template_gateway(lab: &Lab, max_peers: usize) -> Result<Daemon> {
+pub fn xdpsec_template_gateway(
+    lab: &Lab,
+    max_peers: usize,
+    pki: Option<&CertPki>,
+) -> Result<Daemon> {
+    let auth = pki.map_or(format!("psk = \"{PSK}\"\n"), CertPki::template_lines);
     let conf = format!(
-        "node = \"gw\"\nsocket = \"{{socket}}\"\n[underlay]\ninterface = \"{}\"\naddress = \"{}\"\n[inside]\nmode = \"tun\"\nname = \"xsltgw\"\naddress = \"2001:db8:2::1/128\"\n[[tunnel]]\nname = \"Tunnel1\"\nkind = \"ike\"\npeer_range = \"{SOURCE_RANGE}\"\nmax_peers = {max_peers}\nencap = \"udp\"\npsk = \"{PSK}\"\nike_proposals = [\"aes256gcm16-prfsha256-x25519\"]\nesp_proposals = [\"aes256gcm16\"]\ninitiate = false\nlocal_subnets = [\"{GATEWAY_SUBNET}\"]\nremote_subnets = [\"{INSIDE_RANGE}\"]\n",
+        "node = \"gw\"\nsocket = \"{{socket}}\"\n[underlay]\ninterface = \"{}\"\naddress = \"{}\"\n[inside]\nmode = \"tun\"\nname = \"xsltgw\"\naddress = \"2001:db8:2::1/128\"\n[[tunnel]]\nname = \"Tunnel1\"\nkind = \"ike\"\npeer_range = \"{SOURCE_RANGE}\"\nmax_peers = {max_peers}\nencap = \"udp\"\n{auth}ike_proposals = [\"aes256gcm16-prfsha256-x25519\"]\nesp_proposals = [\"aes256gcm16\"]\ninitiate = false\nlocal_subnets = [\"{GATEWAY_SUBNET}\"]\nremote_subnets = [\"{INSIDE_RANGE}\"]\n",
         lab.if2, lab.v6[1],
     );
     Daemon::start(&lab.ns2, &conf)
@@ -334,7 +342,7 @@ pub enum Gateway {
     /// `xdpsec run` with one `kind = "ike"` tunnel per peer.
     Xdpsec,
     /// `xdpsec run` with ONE `kind = "ike"` tunnel for all peers, a
-    /// responder template ([`xdpsec_template_gateway`]); PSK only.
+    /// responder template ([`xdpsec_template_gateway`]).
     XdpsecTemplate,
 }
 
@@ -375,17 +383,31 @@ pub fn measure(
     };
     let (charon, daemon) = match gw {
         Gateway::Charon => (
-            Some(charon_gateway_auth(&lab, SOURCE_RANGE, None, pki.as_ref())?),
+            Some(charon_gateway(
+                &lab,
+                SOURCE_RANGE,
+                CharonGateway {
+                    pki: pki.as_ref(),
+                    ..Default::default()
+                },
+            )?),
             None,
         ),
         Gateway::Xdpsec => (
             None,
-            Some(xdpsec_gateway_auth(&lab, tunnels, "", pki.as_ref())?),
+            Some(xdpsec_gateway(
+                &lab,
+                tunnels,
+                XdpsecGateway {
+                    pki: pki.as_ref(),
+                    ..Default::default()
+                },
+            )?),
         ),
-        Gateway::XdpsecTemplate if pki.is_some() => {
-            bail!("the xdpsec template gateway authenticates with a PSK only")
-        }
-        Gateway::XdpsecTemplate => (None, Some(xdpsec_template_gateway(&lab, tunnels)?)),
+        Gateway::XdpsecTemplate => (
+            None,
+            Some(xdpsec_template_gateway(&lab, tunnels, pki.as_ref())?),
+        ),
     };
     let pid = charon
         .as_ref()

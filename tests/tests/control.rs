@@ -73,7 +73,13 @@ fn every_request_is_answered_under_concurrent_shows_reloads_and_clears() {
         s.spawn(|| {
             for k in 0..10 {
                 let cfg = if k % 2 == 0 { &other } else { &text };
-                std::fs::write(&d.config, cfg).unwrap();
+                // Replaced whole (written aside, renamed over it): a reload
+                // that read a file being written in place would find it
+                // cut short and be refused, rightly, as the clients' own
+                // `reload` requests were when this wrote in place.
+                let tmp = d.config.with_extension("toml.new");
+                std::fs::write(&tmp, cfg).unwrap();
+                std::fs::rename(&tmp, &d.config).unwrap();
                 d.signal(libc::SIGHUP);
                 std::thread::sleep(Duration::from_millis(50));
             }

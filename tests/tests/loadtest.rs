@@ -200,7 +200,11 @@ fn charon_tunnels_with_traffic(charon: &Charon) -> usize {
 }
 
 fn charon_gateway(lab: &Lab, dpd: Option<&str>) -> Charon {
-    lt::charon_gateway(lab, SOURCE_RANGE, dpd).unwrap()
+    let o = lt::CharonGateway {
+        dpd,
+        ..Default::default()
+    };
+    lt::charon_gateway(lab, SOURCE_RANGE, o).unwrap()
 }
 
 /// A run started right after `Lab::up` against charon resends no IKE
@@ -300,7 +304,11 @@ fn cert_setup(peers: usize, device: &str) -> (Lab, lt::CertPki, Charon, PathBuf,
     xdpsec_e2e::strongswan::require_5_9_8();
     let lab = Lab::unique().up(1).unwrap();
     let pki = lt::CertPki::new(peers).unwrap();
-    let charon = lt::charon_gateway_auth(&lab, SOURCE_RANGE, None, Some(&pki)).unwrap();
+    let o = lt::CharonGateway {
+        pki: Some(&pki),
+        ..Default::default()
+    };
+    let charon = lt::charon_gateway(&lab, SOURCE_RANGE, o).unwrap();
     let dir = scratch_dir("loadtest");
     let lines = pki.loadtest_lines(device);
     let config = lt::config_auth(&lab, &dir, &lt::source_range_line(), &lines);
@@ -380,7 +388,11 @@ fn certificates_of_another_ca_fail_as_authentication_failed_against_charon() {
 }
 
 fn xdpsec_gateway(lab: &Lab, extra: &str) -> Daemon {
-    lt::xdpsec_gateway(lab, TUNNELS, extra).unwrap()
+    let o = lt::XdpsecGateway {
+        extra,
+        ..Default::default()
+    };
+    lt::xdpsec_gateway(lab, TUNNELS, o).unwrap()
 }
 
 #[test]
@@ -422,7 +434,11 @@ fn fifty_tunnels_against_xdpsec() {
 #[test]
 fn fifty_tunnels_of_plain_esp_against_xdpsec() {
     let lab = Lab::unique().up(1).unwrap();
-    let d = lt::xdpsec_gateway_encap(&lab, TUNNELS, "", None, "esp").unwrap();
+    let o = lt::XdpsecGateway {
+        encap: "esp",
+        ..Default::default()
+    };
+    let d = lt::xdpsec_gateway(&lab, TUNNELS, o).unwrap();
     let dir = scratch_dir("loadtest");
     let config = loadtest_config(&lab, &dir);
     let text = std::fs::read_to_string(&config).unwrap();
@@ -644,7 +660,7 @@ fn failover_after_silent_peers_against_charon() {
 fn fifty_tunnels_from_one_address_by_port_against_charon() {
     xdpsec_e2e::strongswan::require_5_9_8();
     let lab = Lab::unique().up(1).unwrap();
-    let charon = lt::charon_gateway(&lab, &lab.v6[0].to_string(), None).unwrap();
+    let charon = lt::charon_gateway(&lab, &lab.v6[0].to_string(), Default::default()).unwrap();
     let dir = scratch_dir("loadtest");
     let config = lt::config(
         &lab,
@@ -763,7 +779,7 @@ fn the_first_echo_through_xdpsec_is_answered() {
 }
 
 fn xdpsec_template_gateway(lab: &Lab) -> Daemon {
-    lt::xdpsec_template_gateway(lab, TUNNELS).unwrap()
+    lt::xdpsec_template_gateway(lab, TUNNELS, None).unwrap()
 }
 
 /// The gateway's `show crypto session` rows of the template's instances
@@ -872,6 +888,65 @@ fn fifty_peers_against_one_xdpsec_template() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Issue 21, the template with certificates: an xdpsec responder template
+/// with its certificate and the CA and no `remote_id` makes an instance of
+/// each of 10 peers whose own certificates the CA signed (each answers
+/// probes), and none of 3 peers with a certificate of another CA of the
+/// same organization: they fail as AUTHENTICATION_FAILED, and the gateway
+/// never lists an instance of theirs.
+#[test]
+fn certified_peers_make_template_instances_and_strangers_none() {
+    const PEERS: usize = 10;
+    let lab = Lab::unique().up(1).unwrap();
+    let pki = lt::CertPki::new(PEERS).unwrap();
+    let d = lt::xdpsec_template_gateway(&lab, TUNNELS, Some(&pki)).unwrap();
+    let dir = scratch_dir("loadtest");
+    let run = |device: &str, tunnels: usize, traffic: &str| {
+        let lines = pki.loadtest_lines(device);
+        let config = lt::config_auth(&lab, &dir, &lt::source_range_line(), &lines);
+        let n = tunnels.to_string();
+        spawn_loadtest(&lab, &config, &["--tunnels", &n, "--traffic", traffic])
+    };
+    let child = run("peers/{n}", PEERS, "5");
+    let up = poll(Duration::from_secs(20), PEERS, || {
+        instances(&d)
+            .iter()
+            .filter(|(_, s)| s == "UP-ACTIVE")
+            .count()
+    });
+    let v = loadtest_json(child, || d.log_text());
+    assert_eq!(up, PEERS, "{:?}\n{}", instances(&d), d.log_text());
+    assert_eq!(
+        (v["up"].as_u64(), v["tunnels_answered"].as_u64()),
+        (Some(PEERS as u64), Some(PEERS as u64)),
+        "{v}"
+    );
+    assert_eq!(v["unanswered_deletes"], 0, "{v}");
+    let left = poll(Duration::from_secs(5), 0, || instances(&d).len());
+    assert_eq!(left, 0, "{:?}", instances(&d));
+
+    let mut child = run("stranger", 3, "1");
+    let mut seen = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        seen = seen.max(instances(&d).len());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(seen, 0, "instances listed during the strangers' run");
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        v["failed"],
+        serde_json::json!({"AUTHENTICATION_FAILED": 3}),
+        "{v}\n{}",
+        d.log_text()
+    );
+    assert!(instances(&d).is_empty(), "{:?}", instances(&d));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The DELETEs of IKE SAs charon's log says it received.
 fn log_deletes(log: &str) -> usize {
     log.matches("received DELETE for IKE_SA").count()
@@ -905,7 +980,12 @@ fn one_certificate_run(unique: Option<&str>) -> (usize, Value, String, Vec<Strin
     xdpsec_e2e::strongswan::require_5_9_8();
     let lab = Lab::unique().up(1).unwrap();
     let pki = lt::CertPki::new(1).unwrap();
-    let charon = lt::charon_gateway_unique(&lab, SOURCE_RANGE, None, Some(&pki), unique).unwrap();
+    let o = lt::CharonGateway {
+        pki: Some(&pki),
+        unique,
+        ..Default::default()
+    };
+    let charon = lt::charon_gateway(&lab, SOURCE_RANGE, o).unwrap();
     let dir = scratch_dir("loadtest");
     let config = lt::config_auth(
         &lab,

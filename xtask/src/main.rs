@@ -444,6 +444,42 @@ const PLAIN_TEST_THREADS: usize = 4;
 /// with [`TEST_FEATURES`]).
 const WORKSPACE: [&str; 3] = ["--workspace", "--exclude", "xdpsec-fuzz"];
 
+/// Run a cargo build (`cmd`) with its messages as JSON (diagnostics still
+/// rendered on stderr) and return the executables it built or found fresh:
+/// (package name, target name, built as a test, path).
+pub(crate) fn built_executables(cmd: &mut Command) -> Result<Vec<(String, String, bool, PathBuf)>> {
+    let out = cmd
+        .args(["--message-format", "json-render-diagnostics"])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", out.status);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["reason"] == "compiler-artifact")
+        .filter_map(|v| {
+            // package_id: "path+file:///.../control/ike#xdpsec-ike@0.1.0",
+            // or ".../xtask#0.1.0" when the directory has the package's name.
+            let (url, fragment) = v["package_id"].as_str()?.rsplit_once('#')?;
+            let package = match fragment.split_once('@') {
+                Some((name, _)) => name,
+                None => url.rsplit('/').next()?,
+            }
+            .to_string();
+            Some((
+                package,
+                v["target"]["name"].as_str()?.to_string(),
+                v["profile"]["test"] == true,
+                PathBuf::from(v["executable"].as_str()?),
+            ))
+        })
+        .collect())
+}
+
 /// The packages and features of the plain (unchecked) test run: the
 /// workspace with [`TEST_FEATURES`], without the crates [`CHECKED_ONLY`]
 /// when the checked run has their tests (`checked_ran`).
@@ -476,7 +512,12 @@ fn test(extra: &[String]) -> Result<()> {
     if !extra.is_empty() {
         build.args(["--test", "pki"]);
     }
-    run(&mut build)?;
+    // xdpsec-ike's strongSwan interop runs the `ike_peer` example this
+    // build compiles (else it builds one itself, with other features).
+    let ike_peer = built_executables(&mut build)?
+        .into_iter()
+        .find(|(p, t, test, _)| p == "xdpsec-ike" && t == "ike_peer" && !test)
+        .map(|(.., path)| path);
     let bin = root().join("target/release/xdpsec");
     let test = || {
         let mut c = cargo();
@@ -486,6 +527,9 @@ fn test(extra: &[String]) -> Result<()> {
             // A test whose tool, venv or privilege is missing fails here
             // (xdpsec-testenv), instead of being reported as ignored.
             .env("XDPSEC_REQUIRE_ALL", "1");
+        if let Some(p) = &ike_peer {
+            c.env("XDPSEC_IKE_PEER", p);
+        }
         c
     };
     // Release with overflow checks and debug assertions for these crates
@@ -508,7 +552,8 @@ fn test(extra: &[String]) -> Result<()> {
     }
     let mut plain = test();
     plain_packages(&mut plain);
-    plain.args(extra);
+    // Every failing test binary reported, not only the first.
+    plain.arg("--no-fail-fast").args(extra);
     if std::env::var_os("RUST_TEST_THREADS").is_none() {
         plain.env("RUST_TEST_THREADS", PLAIN_TEST_THREADS.to_string());
     }

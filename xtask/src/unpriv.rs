@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::{cargo, plain_packages};
+use crate::{built_executables, cargo, plain_packages};
 
 /// `nobody`.
 const NOBODY: u32 = 65534;
@@ -28,33 +28,13 @@ fn unit_test_binary() -> Result<PathBuf> {
     let mut build = cargo();
     build.args(["test", "--release", "--no-run"]);
     plain_packages(&mut build, true);
-    let out = build
-        .args(["--message-format", "json-render-diagnostics"])
-        .args(["--bin", "xdpsec"])
-        .stderr(Stdio::inherit())
-        .output()
-        .context("building control's unit tests")?;
-    if !out.status.success() {
-        bail!("building control's unit tests failed: {}", out.status);
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        let control = v["package_id"]
-            .as_str()
-            .is_some_and(|p| p.contains("xdpsec-control"));
-        if v["reason"] == "compiler-artifact"
-            && control
-            && v["target"]["name"] == "xdpsec"
-            && v["profile"]["test"] == true
-            && let Some(exe) = v["executable"].as_str()
-        {
-            return Ok(PathBuf::from(exe));
-        }
-    }
-    bail!("cargo named no unit-test binary of xdpsec-control")
+    build.args(["--bin", "xdpsec"]);
+    built_executables(&mut build)
+        .context("building control's unit tests")?
+        .into_iter()
+        .find(|(p, t, test, _)| p == "xdpsec-control" && t == "xdpsec" && *test)
+        .map(|(.., path)| path)
+        .context("cargo named no unit-test binary of xdpsec-control")
 }
 
 /// The owner's unit tests as `nobody` (or as this user when not root).

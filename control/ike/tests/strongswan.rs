@@ -163,15 +163,8 @@ impl Lab {
         }
     }
 
-    /// Run the example shell in namespace a; returns its events.
-    fn run_peer(&self, cfg: Value) -> Vec<Value> {
-        let exe = std::env::current_exe().unwrap();
-        let bin = exe
-            .parent()
-            .unwrap()
-            .parent()
-            .unwrap()
-            .join("examples/ike_peer");
+    /// Run the example shell `bin` in namespace a; returns its events.
+    fn run_peer(&self, bin: &Path, cfg: Value) -> Vec<Value> {
         assert!(bin.exists(), "{} missing", bin.display());
         eprintln!("strongswan interop: running ike_peer {cfg}");
         let out = Command::new("timeout")
@@ -291,8 +284,23 @@ fn lines(ev: &[Value]) -> String {
         .join("\n")
 }
 
-/// Build the example shell with this test's profile (`cargo test --test
-/// strongswan` alone does not build examples; a stale one would test old code).
+/// The example shell: the one `XDPSEC_IKE_PEER` names (`cargo xtask test`
+/// passes the one its workspace build just compiled), else built here with
+/// this test's profile (`cargo test --test strongswan` alone does not build
+/// examples; a stale one would test old code).
+fn peer() -> PathBuf {
+    if let Some(p) = std::env::var_os("XDPSEC_IKE_PEER") {
+        return PathBuf::from(p);
+    }
+    build_peer();
+    let exe = std::env::current_exe().unwrap();
+    exe.parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/ike_peer")
+}
+
 fn build_peer() {
     let mut c = Command::new(env!("CARGO"));
     c.args([
@@ -316,7 +324,7 @@ fn build_peer() {
 
 fn strongswan_interop() {
     let mut lab = Lab::new();
-    build_peer();
+    let peer = peer();
 
     // 1. We initiate (AES-GCM-256, X25519); our rekeys of the child and
     //    the IKE SA, and `clear crypto sa peer`, with pings between.
@@ -335,13 +343,16 @@ fn strongswan_interop() {
         [6, "clear-child"],
         [7, "ping"]
     ]);
-    let ev = lab.run_peer(peer_cfg(
-        "aes256gcm16-prfsha256-x25519",
-        "aes256gcm16",
-        true,
-        8,
-        sched,
-    ));
+    let ev = lab.run_peer(
+        &peer,
+        peer_cfg(
+            "aes256gcm16-prfsha256-x25519",
+            "aes256gcm16",
+            true,
+            8,
+            sched,
+        ),
+    );
     let log = lines(&ev);
     check_pings(&ev, &lab.charon_log());
     assert!(
@@ -371,13 +382,10 @@ fn strongswan_interop() {
         "start_action = start\n        rekey_time = 4s\n        rand_time = 0\n        life_time = 30s",
     ));
     let sched = json!([[2, "ping"], [6, "ping"], [11, "ping"], [13, "ping"]]);
-    let ev = lab.run_peer(peer_cfg(
-        "aes256-sha256-ecp256",
-        "aes256-sha256",
-        false,
-        14,
-        sched,
-    ));
+    let ev = lab.run_peer(
+        &peer,
+        peer_cfg("aes256-sha256-ecp256", "aes256-sha256", false, 14, sched),
+    );
     let log = lines(&ev);
     check_pings(&ev, &lab.charon_log());
     assert!(
@@ -398,13 +406,16 @@ fn strongswan_interop() {
         )
         .replace("an example psk", "another psk"),
     );
-    let ev = lab.run_peer(peer_cfg(
-        "aes256gcm16-prfsha256-x25519",
-        "aes256gcm16",
-        true,
-        3,
-        json!([]),
-    ));
+    let ev = lab.run_peer(
+        &peer,
+        peer_cfg(
+            "aes256gcm16-prfsha256-x25519",
+            "aes256gcm16",
+            true,
+            3,
+            json!([]),
+        ),
+    );
     let log = lines(&ev);
     assert!(log.contains("AUTHENTICATION_FAILED"), "{log}");
     assert!(!ev.iter().any(|e| e["ev"] == "add_inbound"));

@@ -799,71 +799,34 @@ encap = "udp"
         );
     }
 
-    use xdpsec_testenv::openssl;
-
     /// A CA (`ca.crt`), another CA (`other.crt`) and leaves of the first
     /// `peer0`, `peer1` (`peerK.crt`, `peerK.key` mode 0600; subject
     /// `O=lt, CN=peerK`, SAN `peerK.lt.example`), ECDSA P-256, in a fresh
-    /// directory.
+    /// directory (`xdpsec_testenv::pki`, the openssl command's).
     pub(crate) fn pki(name: &str) -> std::path::PathBuf {
         use std::os::unix::fs::PermissionsExt;
+        use xdpsec_testenv::pki;
         let d = std::env::temp_dir().join(format!("xdpsec-lt-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
-        let ec = ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"];
+        pki::keys(&d, "p256", &["ca", "other", "peer0", "peer1"]);
         for ca in ["ca", "other"] {
-            let (key, crt, subj) = (
-                format!("{ca}.key"),
-                format!("{ca}.crt"),
-                format!("/O=lt/CN=lt {ca} CA"),
-            );
-            openssl(&d, &[&["genpkey"][..], &ec, &["-out", &key]].concat());
-            openssl(
-                &d,
-                &[
-                    "req", "-x509", "-new", "-key", &key, "-subj", &subj, "-days", "2", "-out",
-                    &crt,
-                ],
-            );
+            pki::ca(&d, ca);
         }
         for k in 0..2 {
-            let (key, csr, crt) = (
-                format!("peer{k}.key"),
-                format!("peer{k}.csr"),
-                format!("peer{k}.crt"),
-            );
-            openssl(&d, &[&["genpkey"][..], &ec, &["-out", &key]].concat());
-            std::fs::set_permissions(d.join(&key), std::fs::Permissions::from_mode(0o600)).unwrap();
-            let ext = format!("ext{k}.cnf");
-            std::fs::write(
-                d.join(&ext),
-                format!("subjectAltName=DNS:peer{k}.lt.example\nkeyUsage=digitalSignature\n"),
+            let peer = format!("peer{k}");
+            std::fs::set_permissions(
+                d.join(format!("{peer}.key")),
+                std::fs::Permissions::from_mode(0o600),
             )
             .unwrap();
-            let subj = format!("/O=lt/CN=peer{k}");
-            openssl(
+            pki::leaf(
                 &d,
-                &["req", "-new", "-key", &key, "-subj", &subj, "-out", &csr],
-            );
-            openssl(
-                &d,
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    &csr,
-                    "-CA",
-                    "ca.crt",
-                    "-CAkey",
-                    "ca.key",
-                    "-CAcreateserial",
-                    "-days",
-                    "2",
-                    "-extfile",
-                    &ext,
-                    "-out",
-                    &crt,
-                ],
+                &peer,
+                &format!("/O=lt/CN={peer}"),
+                &format!("subjectAltName=DNS:{peer}.lt.example\nkeyUsage=digitalSignature\n"),
+                "ca",
+                2,
             );
         }
         d

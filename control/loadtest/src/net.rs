@@ -402,31 +402,15 @@ impl AddedAddrs {
         if want.is_empty() {
             return Ok(());
         }
+        let ifindex = xdpsec_platform::ifindex(&self.interface)
+            .with_context(|| format!("interface {}", self.interface))?;
+        let mut rtnl = xdpsec_platform::neighbor::netlink::Rtnl::open()
+            .context("opening a route netlink socket")?;
         let deadline = std::time::Instant::now() + USABLE_WITHIN;
         loop {
-            let out = Command::new("ip")
-                .args([
-                    "-6",
-                    "route",
-                    "show",
-                    "table",
-                    "local",
-                    "dev",
-                    &self.interface,
-                ])
-                .output()
-                .context("running ip (iproute2)")?;
-            let text = String::from_utf8_lossy(&out.stdout);
-            let routed: std::collections::HashSet<IpAddr> = text
-                .lines()
-                .filter_map(|l| {
-                    l.strip_prefix("local ")?
-                        .split_whitespace()
-                        .next()?
-                        .parse()
-                        .ok()
-                })
-                .collect();
+            // One route dump (no process started): the local routes.
+            let dump = rtnl.dump_routes().context("dumping routes")?;
+            let routed = xdpsec_platform::neighbor::local_addresses(&dump.messages, ifindex);
             let missing = want.iter().filter(|a| !routed.contains(a)).count();
             if missing == 0 {
                 return Ok(());

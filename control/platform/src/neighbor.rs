@@ -257,6 +257,27 @@ pub fn route_entries(m: &RouteMessage) -> Vec<RouteEntry> {
     out
 }
 
+/// The addresses with a local route (table local, type local: the kernel
+/// accepts packets to them) on interface `ifindex`, from route messages.
+pub fn local_addresses<'a>(
+    msgs: impl IntoIterator<Item = &'a RouteNetlinkMessage>,
+    ifindex: u32,
+) -> HashSet<IpAddr> {
+    msgs.into_iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewRoute(r) if r.header.kind == RouteType::Local => Some(r),
+            _ => None,
+        })
+        .filter(|r| r.attributes.contains(&RouteAttribute::Oif(ifindex)))
+        .filter_map(|r| {
+            r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Destination(d) => route_addr(d),
+                _ => None,
+            })
+        })
+        .collect()
+}
+
 /// Whether a neighbour entry in `state` has a usable link-layer address.
 fn usable(state: NeighbourState) -> bool {
     const VALID: u16 = 0x02 | 0x04 | 0x08 | 0x10 | 0x40 | 0x80; // REACHABLE..PROBE, NOARP, PERMANENT
@@ -552,6 +573,33 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    /// The load tester's wait for usable source addresses: the captured
+    /// dump's local routes by interface (not the broadcast, anycast or
+    /// multicast routes of table local, not another interface's).
+    #[test]
+    fn local_addresses_from_a_captured_route_dump() {
+        let msgs = messages(include_str!("neighbor/testdata/route_dump.hex"));
+        let got = |i| {
+            let mut v: Vec<IpAddr> = local_addresses(&msgs, i).into_iter().collect();
+            v.sort();
+            v
+        };
+        // With the link-local addresses the kernel gave each end.
+        assert_eq!(
+            got(XC0),
+            [
+                ip("198.51.100.1"),
+                ip("2001:db8:100::1"),
+                ip("fe80::1"),
+                ip("fe80::a84d:cfff:fecb:3e94")
+            ]
+        );
+        assert_eq!(
+            got(XC1),
+            [ip("2001:db8:400::1"), ip("fe80::f0c7:42ff:fe48:bca5")]
+        );
     }
 
     #[test]

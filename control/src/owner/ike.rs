@@ -146,13 +146,7 @@ impl Owner {
                 let Some(t) = self.config.tunnels.get(template as usize) else {
                     return false;
                 };
-                let remote: Vec<Cidr> = remote_ts
-                    .iter()
-                    .map(|p| Cidr {
-                        addr: p.addr,
-                        len: p.len,
-                    })
-                    .collect();
+                let remote: Vec<Cidr> = remote_ts.iter().map(cidr_of).collect();
                 info!(
                     "{name}: instance of template {} up (routes {})",
                     t.name,
@@ -378,6 +372,22 @@ pub(crate) fn esp_cipher(encr: Encr, integ: Option<Integ>) -> Option<Cipher> {
 }
 
 /// The inbound policy for negotiated traffic selectors.
+/// A config prefix as the IKE core's (the same two fields).
+fn prefix_of(c: &Cidr) -> xdpsec_ike::Prefix {
+    xdpsec_ike::Prefix {
+        addr: c.addr,
+        len: c.len,
+    }
+}
+
+/// An IKE core prefix as the config's.
+fn cidr_of(p: &xdpsec_ike::Prefix) -> Cidr {
+    Cidr {
+        addr: p.addr,
+        len: p.len,
+    }
+}
+
 fn ts_selectors(local: &[xdpsec_ike::Prefix], remote: &[xdpsec_ike::Prefix]) -> Arc<Selectors> {
     let set = |l: &[xdpsec_ike::Prefix]| {
         AddrSet::from_prefixes(l.iter().filter_map(|p| DpPrefix::new(p.addr, p.len)))
@@ -424,10 +434,7 @@ pub fn ike_templates(cfg: &Config) -> Vec<(u32, TemplateConfig)> {
         out.push((
             i as u32,
             TemplateConfig {
-                range: xdpsec_ike::Prefix {
-                    addr: tpl.range.addr,
-                    len: tpl.range.len,
-                },
+                range: prefix_of(&tpl.range),
                 max_peers: tpl.max_peers as usize,
                 first_index: next,
                 any_remote_id: k.remote_id.is_none(),
@@ -474,14 +481,7 @@ pub fn ike_peers(cfg: &Config) -> Result<Vec<PeerConfig>> {
             .map(|p| EspProposal::parse(p))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| anyhow!("tunnel {}: esp_proposals: {}", t.name, e.0))?;
-        let prefixes = |l: &[crate::config::Cidr]| {
-            l.iter()
-                .map(|c| xdpsec_ike::Prefix {
-                    addr: c.addr,
-                    len: c.len,
-                })
-                .collect::<Vec<_>>()
-        };
+        let prefixes = |l: &[Cidr]| l.iter().map(prefix_of).collect::<Vec<_>>();
         peers.push(PeerConfig {
             tunnel: t.name.clone(),
             tunnel_index: i as u32,
