@@ -109,6 +109,7 @@ pub fn tunnel(
         ike_lifetime: Duration::from_secs(3600),
         child_lifetime: Duration::from_secs(600),
         dpd: Some(Duration::from_secs(10)),
+        dpd_retry: None,
         initiate,
         force_encap: false,
         nat_t_port: 4500,

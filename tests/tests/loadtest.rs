@@ -1152,20 +1152,36 @@ fn ike_sas_charon_deletes_count_as_deleted_by_gateway() {
 }
 
 /// charon crashes (SIGKILL: no DELETE to anyone) while the load tester
-/// holds 50 tunnels: `dpd_seconds = 1` on the peers, so each one's
-/// liveness check goes unanswered through the core's retransmissions
-/// (1+2+4+8+16 s) during the hold: `dead_by_dpd` 50; without it, the
-/// run learns only from its final DELETEs: `unanswered_deletes` 50.
+/// holds 50 tunnels: `dpd_seconds = 1` and `dpd_retry_seconds = 2` on the
+/// peers, so each one's liveness check goes unanswered through 4 resends
+/// 2 s apart and is given up 2 s after the last (10 s) during the hold:
+/// `dead_by_dpd` 50, all before the default schedule (1+2+4+8+16 = 31 s)
+/// could have found one; without DPD, the run learns only from its final
+/// DELETEs: `unanswered_deletes` 50.
 fn crashed_charon_run(dpd: bool) -> Value {
-    let (lab, mut charon, dir, config) = charon_setup(if dpd { "\ndpd_seconds = 1" } else { "" });
-    let hold = if dpd { "40" } else { "4" };
+    let (lab, mut charon, dir, config) = charon_setup(if dpd {
+        "\ndpd_seconds = 1\ndpd_retry_seconds = 2"
+    } else {
+        ""
+    });
+    let hold = if dpd { "25" } else { "4" };
     let child = spawn_loadtest(&lab, &config, &["--duration", hold]);
     let up = poll(Duration::from_secs(20), TUNNELS, || {
         charon_established(&charon)
     });
     assert_eq!(up, TUNNELS, "{:#?}", charon.list_sas());
     charon.kill();
+    let killed = Instant::now();
     let v = loadtest_json(child, String::new);
+    if dpd {
+        // The run's end came less than the default schedule's 31 s after
+        // the kill: its dead_by_dpd needed the 2 s retries.
+        let took = killed.elapsed();
+        assert!(
+            took < Duration::from_secs(31),
+            "the run ended {took:?} after the kill"
+        );
+    }
     eprintln!("{v}");
     assert_eq!(v["up"], TUNNELS, "{v}");
     let _ = std::fs::remove_dir_all(&dir);

@@ -205,6 +205,7 @@ fn main() {
         ike_lifetime: secs("ike_lifetime", 86400),
         child_lifetime: secs("child_lifetime", 3600),
         dpd: c["dpd"].as_u64().map(Duration::from_secs),
+        dpd_retry: c["dpd_retry"].as_u64().map(Duration::from_secs),
         initiate: c["initiate"].as_bool().unwrap_or(true),
         force_encap: c["force_encap"].as_bool().unwrap_or(true),
         nat_t_port: 4500,

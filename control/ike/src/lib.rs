@@ -278,6 +278,12 @@ pub struct PeerConfig {
     pub child_lifetime: Duration,
     /// Dead peer detection interval; `None` = off.
     pub dpd: Option<Duration>,
+    /// The interval between resends of an unanswered liveness check (IOS's
+    /// `crypto ikev2 dpd INTERVAL RETRY on-demand`): resent every `RETRY`,
+    /// as many times as [`timers::RETRANSMIT`] resends, the peer dead one
+    /// more `RETRY` after the last; `None`: [`timers::RETRANSMIT`]'s
+    /// schedule. Other requests always use [`timers::RETRANSMIT`].
+    pub dpd_retry: Option<Duration>,
     /// Start the exchange ourselves (else wait for the peer).
     pub initiate: bool,
     /// Always encapsulate in UDP on the NAT-T port (as if a NAT were there).
@@ -321,6 +327,7 @@ impl std::fmt::Debug for PeerConfig {
             .field("ike_lifetime", &self.ike_lifetime)
             .field("child_lifetime", &self.child_lifetime)
             .field("dpd", &self.dpd)
+            .field("dpd_retry", &self.dpd_retry)
             .field("initiate", &self.initiate)
             .field("force_encap", &self.force_encap)
             .field("nat_t_port", &self.nat_t_port)
@@ -693,6 +700,10 @@ pub struct IkeSaView {
     /// verified, what we expect: PSK with a pre-shared key, else the kind
     /// of our own key.
     pub auth_verify: AuthMethod,
+    /// The tunnel's DPD interval ([`PeerConfig::dpd`]).
+    pub dpd: Option<Duration>,
+    /// The tunnel's DPD retry interval ([`PeerConfig::dpd_retry`]).
+    pub dpd_retry: Option<Duration>,
 }
 
 /// Sizes of the core's own tables ([`Ike::footprint`]): what a peer's

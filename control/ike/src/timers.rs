@@ -14,6 +14,11 @@ pub const RETRANSMIT: [Duration; 5] = [
     Duration::from_secs(16),
 ];
 
+/// The DPD retry intervals a tunnel may configure (`dpd_retry_seconds`),
+/// in seconds: IOS's `crypto ikev2 dpd INTERVAL RETRY on-demand` takes a
+/// retry interval of 2 to 60 s.
+pub const DPD_RETRY_SECONDS: std::ops::RangeInclusive<u64> = 2..=60;
+
 /// Nonce length: 32 bytes (RFC 7296 2.10: at least half the PRF's key size,
 /// at least 16; 32 covers PRF-HMAC-SHA2-512's half).
 pub const NONCE_LEN: usize = 32;

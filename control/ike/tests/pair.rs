@@ -28,6 +28,8 @@ struct Datapath {
     logs: Vec<String>,
     /// The typed events (tunnel, peer, event), in order.
     events: Vec<(u32, IpAddr, TunnelEvent)>,
+    /// When each of `logs` was logged.
+    log_times: Vec<Instant>,
     sends: Vec<Instant>,
 }
 
@@ -181,6 +183,7 @@ impl Net {
                             || line.contains("IKE_SA_INIT from"),
                         "{line}"
                     );
+                    self.nodes[side].dp.log_times.push(self.now);
                     self.nodes[side].dp.logs.push(line)
                 }
             }
@@ -2054,6 +2057,8 @@ fn shutdown_and_clear_send_a_delete_for_every_ike_sa() {
 mod cert;
 #[path = "pair/events.rs"]
 mod events;
+#[path = "pair/dpd.rs"]
+mod dpd;
 // ---- IKE fragmentation (RFC 7383) ----------------------------------------
 
 /// A tunnel whose IKE_AUTH is large: 50 /32 selectors each way (about

@@ -61,6 +61,7 @@ struct RawLoadtest {
     ike_lifetime_seconds: Option<u64>,
     lifetime_seconds: Option<u64>,
     dpd_seconds: Option<u64>,
+    dpd_retry_seconds: Option<u64>,
     nat_t_port: Option<u16>,
 }
 
@@ -179,6 +180,27 @@ impl Sources {
 /// Parse `source_port_range` (`FIRST-LAST`, inclusive): not 0, not 500
 /// nor the NAT-T port (the gateway's ports; the peers' cores think they
 /// use those).
+/// `dpd_retry_seconds`: IOS's range, and only with `dpd_seconds` > 0.
+fn dpd_retry(dpd: Option<u64>, retry: Option<u64>) -> Result<Option<Duration>> {
+    let Some(r) = retry else {
+        return Ok(None);
+    };
+    let range = xdpsec_ike::timers::DPD_RETRY_SECONDS;
+    if dpd.unwrap_or(0) == 0 {
+        bail!(
+            "loadtest.dpd_retry_seconds needs loadtest.dpd_seconds > 0 (the retry interval of DPD's liveness checks)"
+        );
+    }
+    if !range.contains(&r) {
+        bail!(
+            "loadtest.dpd_retry_seconds = {r}: give {} to {} seconds (IOS's DPD retry interval)",
+            range.start(),
+            range.end()
+        );
+    }
+    Ok(Some(Duration::from_secs(r)))
+}
+
 fn port_range(s: &str, nat_t_port: u16) -> Result<(u16, u64)> {
     let bad = || anyhow!("loadtest.source_port_range {s:?}: give FIRST-LAST, ports 1 to 65535");
     let (a, b) = s.split_once('-').ok_or_else(bad)?;
@@ -224,6 +246,8 @@ pub struct LoadtestConfig {
     ike_lifetime: Duration,
     child_lifetime: Duration,
     dpd: Option<Duration>,
+    /// The DPD retry interval (`dpd_retry_seconds`; None: the default schedule).
+    dpd_retry: Option<Duration>,
     /// The NAT-T port, ours and the gateway's.
     pub nat_t_port: u16,
 }
@@ -493,6 +517,7 @@ impl LoadtestConfig {
                 l.lifetime_seconds.unwrap_or(DEFAULT_CHILD_LIFETIME),
             ),
             dpd: l.dpd_seconds.filter(|s| *s > 0).map(Duration::from_secs),
+            dpd_retry: dpd_retry(l.dpd_seconds, l.dpd_retry_seconds)?,
             nat_t_port,
         };
         // With certificates peer 0 is made now: its certificate read and
@@ -576,6 +601,7 @@ impl LoadtestConfig {
             ike_lifetime: self.ike_lifetime,
             child_lifetime: self.child_lifetime,
             dpd: self.dpd,
+            dpd_retry: self.dpd_retry,
             initiate: true,
             force_encap: self.encap == Encap::Udp,
             nat_t_port: self.nat_t_port,
@@ -729,6 +755,45 @@ encap = "udp"
                     "encap = \"udp\"",
                     "encap = \"udp\"\ntypo = 1",
                     "unknown field",
+                ),
+            ],
+        );
+    }
+
+    /// `dpd_retry_seconds`: the peers' cores get it; out of IOS's 2 to 60
+    /// or without `dpd_seconds` it is refused, naming the field.
+    #[test]
+    fn dpd_retry_seconds_reaches_the_peers() {
+        let e = "encap = \"udp\"";
+        let text = EXAMPLE.replace(e, &format!("{e}\ndpd_seconds = 10\ndpd_retry_seconds = 2"));
+        let (_, _, p) = LoadtestConfig::parse(&text).unwrap().peer(3).unwrap();
+        assert_eq!(p.dpd, Some(Duration::from_secs(10)));
+        assert_eq!(p.dpd_retry, Some(Duration::from_secs(2)));
+        let (_, _, p) = LoadtestConfig::parse(EXAMPLE).unwrap().peer(0).unwrap();
+        assert_eq!((p.dpd, p.dpd_retry), (None, None));
+        let retry = "dpd_retry_seconds = 2";
+        refused(
+            &text,
+            &[
+                (
+                    retry,
+                    "dpd_retry_seconds = 1",
+                    "loadtest.dpd_retry_seconds = 1: give 2 to 60",
+                ),
+                (
+                    retry,
+                    "dpd_retry_seconds = 61",
+                    "loadtest.dpd_retry_seconds = 61: give 2 to 60",
+                ),
+                (
+                    "dpd_seconds = 10",
+                    "",
+                    "loadtest.dpd_retry_seconds needs loadtest.dpd_seconds",
+                ),
+                (
+                    "dpd_seconds = 10",
+                    "dpd_seconds = 0",
+                    "loadtest.dpd_retry_seconds needs",
                 ),
             ],
         );

@@ -139,6 +139,30 @@ pub(super) fn parse_ike(
         10,
     )?;
     let dpd = seconds(&t.dpd_seconds, "dpd_seconds", 0, 0)?;
+    let dpd_retry = match &t.dpd_retry_seconds {
+        None => None,
+        Some(v) if dpd == 0 => {
+            return Err(format!(
+                "line {}: field `tunnel.dpd_retry_seconds` in tunnel {name} needs `dpd_seconds` > 0 (the retry interval of DPD's liveness checks)",
+                at(v.span())
+            ));
+        }
+        Some(v) => {
+            let r = xdpsec_ike::timers::DPD_RETRY_SECONDS;
+            match u64::try_from(*v.get_ref()) {
+                Ok(s) if r.contains(&s) => u8::try_from(s).ok(),
+                _ => {
+                    return Err(format!(
+                        "line {}: field `tunnel.dpd_retry_seconds` = {} in tunnel {name}: give {} to {} seconds (IOS's DPD retry interval)",
+                        at(v.span()),
+                        v.get_ref(),
+                        r.start(),
+                        r.end()
+                    ));
+                }
+            }
+        }
+    };
     let (lo, hi) = (
         xdpsec_ike::frag::MIN_FRAGMENT_SIZE,
         xdpsec_ike::frag::MAX_FRAGMENT_SIZE,
@@ -165,6 +189,7 @@ pub(super) fn parse_ike(
         ike_lifetime: std::time::Duration::from_secs(ike_lifetime),
         lifetime: std::time::Duration::from_secs(lifetime),
         dpd: (dpd > 0).then(|| std::time::Duration::from_secs(dpd)),
+        dpd_retry,
         initiate: t.initiate.as_ref().is_none_or(|v| *v.get_ref()),
         nat_t_port,
         invalid_spi_recovery: t

@@ -530,6 +530,54 @@ fn parses_the_ike_tunnel_contract() {
     assert!(e.contains("field `underlay.queues`"), "{e}");
 }
 
+/// `dpd_retry_seconds` (IOS's `crypto ikev2 dpd 10 2 on-demand`): parsed
+/// into the tunnel, absent = none; refused out of 2..=60, without
+/// `dpd_seconds` > 0 and on a manual tunnel, each naming the field.
+#[test]
+fn dpd_retry_seconds_contract() {
+    let ike = |c: &Config| match &c.tunnels[0].kind {
+        TunnelKind::Ike(i) => (i.dpd, i.dpd_retry),
+        k => panic!("{k:?}"),
+    };
+    let with = format!("{GOOD}{IKE}").replacen(
+        "dpd_seconds = 10",
+        "dpd_seconds = 10\ndpd_retry_seconds = 2",
+        1,
+    );
+    let secs = |s| Some(std::time::Duration::from_secs(s));
+    assert_eq!(ike(&Config::parse(&with).unwrap()), (secs(10), Some(2)));
+    let top = with.replacen("dpd_retry_seconds = 2", "dpd_retry_seconds = 60", 1);
+    assert_eq!(ike(&Config::parse(&top).unwrap()), (secs(10), Some(60)));
+    assert_eq!(
+        ike(&Config::parse(&format!("{GOOD}{IKE}")).unwrap()),
+        (secs(10), None)
+    );
+    // Each refusal names the field, and why.
+    let refused = |from: &str, to: &str, why: &str| {
+        let e = Config::parse(&with.replacen(from, to, 1)).unwrap_err();
+        assert!(
+            e.contains("field `tunnel.dpd_retry_seconds`") && e.contains(why),
+            "{to:?}: {e}"
+        );
+    };
+    let (retry, dpd) = ("dpd_retry_seconds = 2", "dpd_seconds = 10\n");
+    let range = "in tunnel Tunnel2: give 2 to 60 seconds";
+    refused(retry, "dpd_retry_seconds = 1", &format!("= 1 {range}"));
+    refused(retry, "dpd_retry_seconds = 61", &format!("= 61 {range}"));
+    refused(retry, "dpd_retry_seconds = -2", &format!("= -2 {range}"));
+    let needs = "in tunnel Tunnel2 needs `dpd_seconds` > 0";
+    refused(dpd, "", needs);
+    refused(dpd, "dpd_seconds = 0\n", needs);
+    // Not on a manual tunnel.
+    let manual =
+        format!("{GOOD}{TUNNEL}").replacen("esn = false", &format!("esn = false\n{retry}"), 1);
+    let e = Config::parse(&manual).unwrap_err();
+    assert!(
+        e.contains("tunnel.dpd_retry_seconds") && e.contains("ike"),
+        "{e}"
+    );
+}
+
 #[test]
 fn ike_tunnel_errors_name_the_field() {
     let full = format!("{GOOD}{IKE}");

@@ -126,7 +126,7 @@ pub(super) fn parse_tunnel(
         ("inbound", t.inbound.as_ref().map(|v| v.span())),
         ("outbound", t.outbound.as_ref().map(|v| v.span())),
     ];
-    let ike_only: [(&str, Option<std::ops::Range<usize>>); 19] = [
+    let ike_only: [(&str, Option<std::ops::Range<usize>>); 20] = [
         ("peer_range", t.peer_range.as_ref().map(|v| v.span())),
         ("max_peers", t.max_peers.as_ref().map(|v| v.span())),
         ("psk", t.psk.as_ref().map(|v| v.span())),
@@ -148,6 +148,10 @@ pub(super) fn parse_tunnel(
             t.lifetime_seconds.as_ref().map(|v| v.span()),
         ),
         ("dpd_seconds", t.dpd_seconds.as_ref().map(|v| v.span())),
+        (
+            "dpd_retry_seconds",
+            t.dpd_retry_seconds.as_ref().map(|v| v.span()),
+        ),
         ("initiate", t.initiate.as_ref().map(|v| v.span())),
         (
             "invalid_spi_recovery",

@@ -503,6 +503,9 @@ pub fn ike_peers(cfg: &Config) -> Result<Vec<PeerConfig>> {
             ike_lifetime: k.ike_lifetime,
             child_lifetime: k.lifetime,
             dpd: k.dpd,
+            dpd_retry: k
+                .dpd_retry
+                .map(|s| std::time::Duration::from_secs(s.into())),
             initiate: k.initiate,
             force_encap: matches!(t.encap, crate::config::Encap::Udp { .. }),
             nat_t_port: k.nat_t_port,

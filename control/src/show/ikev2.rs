@@ -6,7 +6,8 @@
 //! "local","local_port","remote","remote_port","status","encryption",
 //! "keysize","prf","hash","dh_group","auth_sign","auth_verify",
 //! "initiator_spi","responder_spi","life_seconds","active_seconds",
-//! "nat_detected","initiator","child_sas":[{"inbound_spi","outbound_spi"}]}]}`.
+//! "nat_detected","initiator","child_sas":[{"inbound_spi","outbound_spi"}],
+//! "dpd_seconds","dpd_retry_seconds"}]}`.
 //!
 //! JSON of `show crypto session`: `{"sessions":[{"interface",
 //! "session_status","peer","peer_port","session_id","kind",
@@ -97,6 +98,11 @@ pub struct Ikev2SaRow {
     pub initiator: bool,
     /// Its child SAs.
     pub child_sas: Vec<ChildSaRow>,
+    /// The DPD interval, 0: off (`dpd_seconds`).
+    pub dpd_seconds: u64,
+    /// The DPD retry interval (`dpd_retry_seconds`); null: the default
+    /// schedule (1, 2, 4, 8, 16 s).
+    pub dpd_retry_seconds: Option<u64>,
 }
 
 /// IOS's status word of an IKE SA.
@@ -152,6 +158,18 @@ impl Ikev2SaRow {
                     outbound_spi,
                 })
                 .collect(),
+            dpd_seconds: v.dpd.map_or(0, |d| d.as_secs()),
+            dpd_retry_seconds: v.dpd_retry.map(|d| d.as_secs()),
+        }
+    }
+
+    /// The `retry` of IOS's DPD line: the configured retry interval, else
+    /// the default schedule's first interval; 0 with DPD off (as IOS).
+    fn dpd_retry_shown(&self) -> u64 {
+        match self.dpd_retry_seconds {
+            _ if self.dpd_seconds == 0 => 0,
+            Some(r) => r,
+            None => xdpsec_ike::timers::RETRANSMIT[0].as_secs(),
         }
     }
 }
@@ -206,6 +224,12 @@ pub fn render_ikev2_sa(s: &Ikev2Sas) -> String {
                     r.local_spi, r.remote_spi
                 );
                 let _ = writeln!(text, "      Status Description: {}", r.status_description);
+                let _ = writeln!(
+                    text,
+                    "      DPD configured for {} seconds, retry {}",
+                    r.dpd_seconds,
+                    r.dpd_retry_shown()
+                );
                 let _ = writeln!(
                     text,
                     "      NAT-T is {}",
@@ -381,6 +405,8 @@ mod tests {
             children: vec![(3_836_254_157, 1_965_014_762)],
             auth_sign: AuthMethod::Psk,
             auth_verify: AuthMethod::Psk,
+            dpd: Some(Duration::from_secs(10)),
+            dpd_retry: Some(Duration::from_secs(2)),
         }
     }
 
@@ -403,6 +429,7 @@ mod tests {
              \x20     CE id: 0, Session-id: 1\n\
              \x20     Local spi: 24BF5FC251BEE6EF       Remote spi: 433C796B8F595CF8\n\
              \x20     Status Description: Negotiation done\n\
+             \x20     DPD configured for 10 seconds, retry 2\n\
              \x20     NAT-T is not detected\n\
              \x20     Initiator of SA : Yes\n\
              \x20     Tunnel: Tunnel2\n\n\
@@ -410,7 +437,7 @@ mod tests {
         );
         assert_eq!(
             serde_json::to_string(&json).unwrap(),
-            r#"{"ike_sas":[{"active_seconds":1,"auth_sign":"PSK","auth_verify":"PSK","child_sas":[{"inbound_spi":3836254157,"outbound_spi":1965014762}],"dh_group":31,"encryption":"AES-GCM","hash":"None","initiator":true,"initiator_spi":"24bf5fc251bee6ef","keysize":256,"life_seconds":86400,"local":"198.51.100.1","local_port":500,"nat_detected":false,"prf":"SHA256","remote":"198.51.100.2","remote_port":500,"responder_spi":"433c796b8f595cf8","status":"READY","tunnel":"Tunnel2","tunnel_id":1}]}"#
+            r#"{"ike_sas":[{"active_seconds":1,"auth_sign":"PSK","auth_verify":"PSK","child_sas":[{"inbound_spi":3836254157,"outbound_spi":1965014762}],"dh_group":31,"dpd_retry_seconds":2,"dpd_seconds":10,"encryption":"AES-GCM","hash":"None","initiator":true,"initiator_spi":"24bf5fc251bee6ef","keysize":256,"life_seconds":86400,"local":"198.51.100.1","local_port":500,"nat_detected":false,"prf":"SHA256","remote":"198.51.100.2","remote_port":500,"responder_spi":"433c796b8f595cf8","status":"READY","tunnel":"Tunnel2","tunnel_id":1}]}"#
         );
     }
 
@@ -466,6 +493,35 @@ mod tests {
         assert_eq!(got["auth_sign"], "ecdsa", "{got}");
         assert_eq!(got["auth_verify"], "rsa", "{got}");
         assert_eq!(got["status"], "ready", "{got}");
+        // IOS's DPD line: `dpd_seconds = 10`, `dpd_retry_seconds = 2`.
+        assert_eq!(got["dpd_configured_time"], 10, "{got}");
+        assert_eq!(got["retry"], 2, "{got}");
+    }
+
+    /// The DPD line with DPD off (IOS: 0 and 0) and with the default
+    /// schedule (its first interval, 1 s); the JSON's retry is null then.
+    #[test]
+    fn ikev2_sa_detailed_dpd_line_off_and_default() {
+        for (dpd, line, retry) in [
+            (None, "DPD configured for 0 seconds, retry 0\n", json!(null)),
+            (
+                Some(10),
+                "DPD configured for 10 seconds, retry 1\n",
+                json!(null),
+            ),
+        ] {
+            let mut v = view("198.51.100.1:500", "198.51.100.2:500", true);
+            v.dpd = dpd.map(Duration::from_secs);
+            v.dpd_retry = None;
+            let s = Ikev2Sas {
+                detailed: true,
+                rows: ikev2_sa_rows(&[v]),
+            };
+            let (text, json) = super::super::reply(&s, render_ikev2_sa);
+            assert!(text.contains(line), "{text}");
+            assert_eq!(json["ike_sas"][0]["dpd_retry_seconds"], retry);
+            assert_eq!(json["ike_sas"][0]["dpd_seconds"], dpd.unwrap_or(0));
+        }
     }
 
     /// IPv6 SAs come after the IPv4 ones in the text and the JSON, in

@@ -239,11 +239,12 @@ impl Core {
     ) {
         let (local, remote) = (self.sas[i].local, self.sas[i].remote);
         self.send_all(local, remote, &data);
+        let next_at = now + self.resend_delay(i, matches!(sent, Sent::Dpd), 0);
         self.sas[i].pending = Some(Pending {
             msg_id,
             data,
             tries: 0,
-            next_at: now + RETRANSMIT[0],
+            next_at,
             sent,
         });
     }

@@ -572,6 +572,8 @@ impl Core {
                     nat: sa.nat,
                     auth_sign: sa.auth_sign,
                     auth_verify: sa.auth_verify,
+                    dpd: cfg.dpd,
+                    dpd_retry: cfg.dpd_retry,
                     children: sa
                         .children
                         .iter()

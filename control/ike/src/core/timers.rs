@@ -183,6 +183,17 @@ impl Core {
         }
     }
 
+    /// How long after its `tries`-th sending (0: the first) the request
+    /// pending on SA `i` is sent again (or, after the last, given up):
+    /// the tunnel's `dpd_retry` for a liveness check (`dpd`) when it has
+    /// one, else [`RETRANSMIT`].
+    pub(super) fn resend_delay(&self, i: usize, dpd: bool, tries: usize) -> Duration {
+        match self.peers[self.sas[i].peer].dpd_retry {
+            Some(r) if dpd => r,
+            _ => RETRANSMIT[tries],
+        }
+    }
+
     /// Returns false when the SA at `i` was removed.
     pub(super) fn sa_timers(&mut self, i: usize, now: Instant) -> bool {
         if self.sas[i].state == State::InitDone && now >= self.sas[i].created + HALF_OPEN_TIMEOUT {
@@ -202,13 +213,16 @@ impl Core {
             && p.next_at <= now
         {
             p.tries += 1;
+            let dpd = matches!(p.sent, Sent::Dpd);
             if p.tries >= RETRANSMIT.len() {
                 let what = match self.sas[i].state {
                     State::InitSent => "no answer to IKE_SA_INIT",
                     State::AuthSent => "no answer to IKE_AUTH",
                     _ => "peer dead: no answer",
                 };
-                let total: Duration = RETRANSMIT.iter().sum();
+                let total: Duration = (0..RETRANSMIT.len())
+                    .map(|t| self.resend_delay(i, dpd, t))
+                    .sum();
                 self.log(
                     self.sas[i].peer,
                     false,
@@ -219,7 +233,12 @@ impl Core {
                 self.drop_sa(i, now, if refused { Some(FAILED_RETRY) } else { None });
                 return false;
             }
-            p.next_at = now + RETRANSMIT[p.tries];
+            let tries = p.tries;
+            let next_at = now + self.resend_delay(i, dpd, tries);
+            let Some(p) = &mut self.sas[i].pending else {
+                return true;
+            };
+            p.next_at = next_at;
             self.stats.retransmissions += 1;
             let data = p.data.clone();
             let (local, remote) = (self.sas[i].local, self.sas[i].remote);

@@ -49,6 +49,7 @@ pub fn cfg(local: &str, remote: &str, ike: &[&str], esp: &[&str], initiate: bool
         ike_lifetime: Duration::from_secs(86400),
         child_lifetime: Duration::from_secs(3600),
         dpd: None,
+        dpd_retry: None,
         initiate,
         force_encap: false,
         nat_t_port: 4500,

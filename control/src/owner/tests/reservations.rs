@@ -214,3 +214,36 @@ fn a_crash_before_the_write_resumes_above_what_was_on_disk() {
     assert_eq!((sa.last_seq(), sa.seq_limit()), (BLOCK, 2 * BLOCK));
     assert!(sa.last_seq() >= usable);
 }
+
+/// A reload that adds `dpd_retry_seconds` to an IKE tunnel is refused as
+/// a change of `dpd_seconds` is (an IKE setting: restart to apply it), and
+/// nothing of it is applied.
+#[test]
+fn a_reload_refuses_a_changed_dpd_retry_interval() {
+    let t0 = Instant::now();
+    let with_dpd = IKE_A.replace("initiate = true", "initiate = true\ndpd_seconds = 10");
+    let mut o = owner("reload-dpd-retry", &with_dpd, t0);
+    for changed in [
+        with_dpd.replace(
+            "dpd_seconds = 10",
+            "dpd_seconds = 10\ndpd_retry_seconds = 2",
+        ),
+        with_dpd.replace("dpd_seconds = 10", "dpd_seconds = 20"),
+    ] {
+        config_file(&o, &changed);
+        let fx = cmd(&mut o, t0, "request platform software xdpsec reload");
+        let r = fx.reply.unwrap();
+        assert!(
+            !r.ok
+                && r.output.contains(
+                    "`tunnel Tunnel2 (IKE settings)` changed; restart xdpsec to apply it"
+                ),
+            "{}",
+            r.output
+        );
+        let crate::config::TunnelKind::Ike(k) = &o.config.tunnels[0].kind else {
+            panic!("not IKE")
+        };
+        assert_eq!((k.dpd, k.dpd_retry), (Some(Duration::from_secs(10)), None));
+    }
+}
