@@ -2055,10 +2055,10 @@ fn shutdown_and_clear_send_a_delete_for_every_ike_sa() {
 
 #[path = "pair/cert.rs"]
 mod cert;
-#[path = "pair/events.rs"]
-mod events;
 #[path = "pair/dpd.rs"]
 mod dpd;
+#[path = "pair/events.rs"]
+mod events;
 // ---- IKE fragmentation (RFC 7383) ----------------------------------------
 
 /// A tunnel whose IKE_AUTH is large: 50 /32 selectors each way (about
