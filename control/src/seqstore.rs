@@ -157,6 +157,9 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// How long [`SeqStore::open`] tries to take the state directory's lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl SeqStore {
     /// Open (creating, mode 0700) `dir` and read its reservations. A file
     /// that cannot be read is an error: starting anyway could reuse nonces.
@@ -177,8 +180,18 @@ impl SeqStore {
             .mode(0o600)
             .open(&lock_path)
             .with_context(|| format!("opening {}", lock_path.display()))?;
+        // A lock this process let go of can stay held a moment longer: a
+        // child that a thread of ours (or of the daemon that held it)
+        // was starting then shares the open file until its exec closes it
+        // (CLOEXEC). So "in use" only after LOCK_WAIT of trying; a daemon
+        // that really holds it holds it longer.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
         // SAFETY: flock on a file descriptor we own.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        while unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            if std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                continue;
+            }
             bail!(
                 "state_dir {} is in use by another xdpsec: give each daemon its own `state_dir` (sharing sequence reservations would repeat AEAD nonces)",
                 dir.display()
@@ -364,6 +377,52 @@ mod tests {
         let d = std::env::temp_dir().join(format!("xdpsec-seq-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
+    }
+
+    /// A store dropped while another thread was starting a child (which
+    /// shares the lock's open file from fork until its exec) opens again:
+    /// the lock is waited for, not refused at once (seen in CI: the owner
+    /// test that reopens the store after a "crash" failed with "in use"
+    /// while another test spawned a process).
+    #[test]
+    fn a_lock_held_by_a_starting_child_is_waited_for() {
+        use std::os::unix::process::CommandExt;
+        let d = tmpdir("child");
+        let s = SeqStore::open(&d).unwrap();
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills the array we own.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        let [rd, wr] = fds;
+        let child = std::thread::spawn(move || {
+            let mut c = std::process::Command::new("true");
+            // SAFETY: between fork and exec only write and nanosleep,
+            // both async-signal-safe: tell the parent, then hold the fds
+            // (the lock's among them) 300 ms before the exec.
+            unsafe {
+                c.pre_exec(move || {
+                    libc::write(wr, b"x".as_ptr().cast(), 1);
+                    let t = libc::timespec {
+                        tv_sec: 0,
+                        tv_nsec: 300_000_000,
+                    };
+                    libc::nanosleep(&t, std::ptr::null_mut());
+                    Ok(())
+                });
+            }
+            c.status().unwrap()
+        });
+        let mut b = [0u8; 1];
+        // SAFETY: reading one byte into our buffer.
+        assert_eq!(unsafe { libc::read(rd, b.as_mut_ptr().cast(), 1) }, 1);
+        drop(s);
+        let again = SeqStore::open(&d);
+        assert!(child.join().unwrap().success());
+        // SAFETY: closing the pipe's ends, ours.
+        unsafe {
+            libc::close(rd);
+            libc::close(wr);
+        }
+        again.unwrap();
     }
 
     #[test]
