@@ -32,6 +32,8 @@ struct Lab {
     b: String,
     dir: PathBuf,
     charon: Option<Child>,
+    /// The example shell ([`peer`]).
+    peer: PathBuf,
 }
 
 impl Lab {
@@ -46,6 +48,7 @@ impl Lab {
             b: b.clone(),
             dir,
             charon: None,
+            peer: peer(),
         };
         let (va, vb) = (format!("xike{id}va"), format!("xike{id}vb"));
         for cmd in [
@@ -163,8 +166,9 @@ impl Lab {
         }
     }
 
-    /// Run the example shell `bin` in namespace a; returns its events.
-    fn run_peer(&self, bin: &Path, cfg: Value) -> Vec<Value> {
+    /// Run the example shell in namespace a; returns its events.
+    fn run_peer(&self, cfg: Value) -> Vec<Value> {
+        let bin = &self.peer;
         assert!(bin.exists(), "{} missing", bin.display());
         eprintln!("strongswan interop: running ike_peer {cfg}");
         let out = Command::new("timeout")
@@ -324,7 +328,6 @@ fn build_peer() {
 
 fn strongswan_interop() {
     let mut lab = Lab::new();
-    let peer = peer();
 
     // 1. We initiate (AES-GCM-256, X25519); our rekeys of the child and
     //    the IKE SA, and `clear crypto sa peer`, with pings between.
@@ -343,16 +346,13 @@ fn strongswan_interop() {
         [6, "clear-child"],
         [7, "ping"]
     ]);
-    let ev = lab.run_peer(
-        &peer,
-        peer_cfg(
-            "aes256gcm16-prfsha256-x25519",
-            "aes256gcm16",
-            true,
-            8,
-            sched,
-        ),
-    );
+    let ev = lab.run_peer(peer_cfg(
+        "aes256gcm16-prfsha256-x25519",
+        "aes256gcm16",
+        true,
+        8,
+        sched,
+    ));
     let log = lines(&ev);
     check_pings(&ev, &lab.charon_log());
     assert!(
@@ -382,10 +382,13 @@ fn strongswan_interop() {
         "start_action = start\n        rekey_time = 4s\n        rand_time = 0\n        life_time = 30s",
     ));
     let sched = json!([[2, "ping"], [6, "ping"], [11, "ping"], [13, "ping"]]);
-    let ev = lab.run_peer(
-        &peer,
-        peer_cfg("aes256-sha256-ecp256", "aes256-sha256", false, 14, sched),
-    );
+    let ev = lab.run_peer(peer_cfg(
+        "aes256-sha256-ecp256",
+        "aes256-sha256",
+        false,
+        14,
+        sched,
+    ));
     let log = lines(&ev);
     check_pings(&ev, &lab.charon_log());
     assert!(
@@ -406,16 +409,13 @@ fn strongswan_interop() {
         )
         .replace("an example psk", "another psk"),
     );
-    let ev = lab.run_peer(
-        &peer,
-        peer_cfg(
-            "aes256gcm16-prfsha256-x25519",
-            "aes256gcm16",
-            true,
-            3,
-            json!([]),
-        ),
-    );
+    let ev = lab.run_peer(peer_cfg(
+        "aes256gcm16-prfsha256-x25519",
+        "aes256gcm16",
+        true,
+        3,
+        json!([]),
+    ));
     let log = lines(&ev);
     assert!(log.contains("AUTHENTICATION_FAILED"), "{log}");
     assert!(!ev.iter().any(|e| e["ev"] == "add_inbound"));
