@@ -239,7 +239,8 @@ impl Core {
     ) {
         let (local, remote) = (self.sas[i].local, self.sas[i].remote);
         self.send_all(local, remote, &data);
-        let next_at = now + self.resend_delay(i, matches!(sent, Sent::Dpd), 0);
+        let dpd_retry = self.peers[self.sas[i].peer].dpd_retry;
+        let next_at = now + timers::resend_delay(dpd_retry, matches!(sent, Sent::Dpd), 0);
         self.sas[i].pending = Some(Pending {
             msg_id,
             data,

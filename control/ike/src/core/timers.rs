@@ -183,17 +183,6 @@ impl Core {
         }
     }
 
-    /// How long after its `tries`-th sending (0: the first) the request
-    /// pending on SA `i` is sent again (or, after the last, given up):
-    /// the tunnel's `dpd_retry` for a liveness check (`dpd`) when it has
-    /// one, else [`RETRANSMIT`].
-    pub(super) fn resend_delay(&self, i: usize, dpd: bool, tries: usize) -> Duration {
-        match self.peers[self.sas[i].peer].dpd_retry {
-            Some(r) if dpd => r,
-            _ => RETRANSMIT[tries],
-        }
-    }
-
     /// Returns false when the SA at `i` was removed.
     pub(super) fn sa_timers(&mut self, i: usize, now: Instant) -> bool {
         if self.sas[i].state == State::InitDone && now >= self.sas[i].created + HALF_OPEN_TIMEOUT {
@@ -209,20 +198,20 @@ impl Core {
             return false;
         }
         // Retransmissions (RFC 7296 2.1, 2.4).
+        let dpd_retry = self.peers[self.sas[i].peer].dpd_retry;
         if let Some(p) = &mut self.sas[i].pending
             && p.next_at <= now
         {
             p.tries += 1;
             let dpd = matches!(p.sent, Sent::Dpd);
+            let delay = |tries| resend_delay(dpd_retry, dpd, tries);
             if p.tries >= RETRANSMIT.len() {
                 let what = match self.sas[i].state {
                     State::InitSent => "no answer to IKE_SA_INIT",
                     State::AuthSent => "no answer to IKE_AUTH",
                     _ => "peer dead: no answer",
                 };
-                let total: Duration = (0..RETRANSMIT.len())
-                    .map(|t| self.resend_delay(i, dpd, t))
-                    .sum();
+                let total: Duration = (0..RETRANSMIT.len()).map(delay).sum();
                 self.log(
                     self.sas[i].peer,
                     false,
@@ -233,12 +222,7 @@ impl Core {
                 self.drop_sa(i, now, if refused { Some(FAILED_RETRY) } else { None });
                 return false;
             }
-            let tries = p.tries;
-            let next_at = now + self.resend_delay(i, dpd, tries);
-            let Some(p) = &mut self.sas[i].pending else {
-                return true;
-            };
-            p.next_at = next_at;
+            p.next_at = now + delay(p.tries);
             self.stats.retransmissions += 1;
             let data = p.data.clone();
             let (local, remote) = (self.sas[i].local, self.sas[i].remote);
@@ -398,5 +382,15 @@ impl Core {
                 self.send_request(i, now, wire::INFORMATIONAL, &p, Sent::InvalidSpi);
             }
         }
+    }
+}
+
+/// How long after its `tries`-th sending (0: the first) a pending request
+/// is sent again (or, after the last, given up): the tunnel's `dpd_retry`
+/// for a liveness check (`dpd`) when it has one, else [`RETRANSMIT`].
+pub(super) fn resend_delay(dpd_retry: Option<Duration>, dpd: bool, tries: usize) -> Duration {
+    match dpd_retry {
+        Some(r) if dpd => r,
+        _ => RETRANSMIT[tries],
     }
 }
