@@ -47,9 +47,11 @@ pub struct Options {
     pub rekey_every: Option<Duration>,
     /// An attempt not ended after this long ends as `TIMEOUT`.
     pub attempt_timeout: Duration,
-    /// Keep the cores' log lines for [`Engine::take_logs`] and their
-    /// events for [`Engine::take_events`].
+    /// Keep the cores' log lines for [`Engine::take_logs`].
     pub keep_logs: bool,
+    /// Keep the cores' events (counted as they come) for
+    /// [`Engine::take_events`], for a caller that wants them too.
+    pub keep_events: bool,
     /// `--fault`: what [`Engine::inject_fault`] does.
     pub fault: Option<FaultSpec>,
 }
@@ -139,6 +141,7 @@ impl Default for Options {
             rekey_every: None,
             attempt_timeout: ATTEMPT_TIMEOUT,
             keep_logs: false,
+            keep_events: false,
             fault: None,
         }
     }
@@ -294,7 +297,7 @@ pub struct Engine {
     /// IKE requests resent by the cores already closed or forgotten.
     retransmitted: u64,
     logs: Vec<String>,
-    /// The cores' events (peer, event), with `keep_logs`.
+    /// The cores' events (peer, event), with `keep_events`.
     events: Vec<(usize, TunnelEvent)>,
 }
 
@@ -391,7 +394,7 @@ impl Engine {
     }
 
     /// The cores' events (peer, event) since the last call (with
-    /// `keep_logs`).
+    /// `keep_events`).
     pub fn take_events(&mut self) -> Vec<(usize, TunnelEvent)> {
         std::mem::take(&mut self.events)
     }
@@ -715,7 +718,7 @@ impl Engine {
                     }
                 }
                 Action::Event { event, .. } => {
-                    if self.opts.keep_logs {
+                    if self.opts.keep_events {
                         self.events.push((i, event));
                     }
                     match (event, &self.peers[i].state) {

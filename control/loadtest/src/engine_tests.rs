@@ -783,7 +783,7 @@ fn a_gateway_delete_of_the_ike_sa_counts_once() {
 #[test]
 fn a_gateway_rekey_deleting_the_old_sa_is_no_removal() {
     let opts = Options {
-        keep_logs: true,
+        keep_events: true,
         ..Options::default()
     };
     let (mut e, mut net, mut gw, _) = run(2, opts, |_, _| true, Duration::from_secs(1));

@@ -250,9 +250,6 @@ impl Io {
         for l in e.take_logs() {
             eprintln!("{:9.3} {l}", self.t0.elapsed().as_secs_f64());
         }
-        // Their events are counted already (kept with the lines for the
-        // unit tests): drop them, so `-v` holds no more than a flush's.
-        e.take_events();
         for s in e.take_sends() {
             let ike = s.local.port() == xdpsec_ike::IKE_PORT;
             // RFC 3948 2.2: the non-ESP marker off port 500.
