@@ -19,6 +19,28 @@ pub const RETRANSMIT: [Duration; 5] = [
 /// retry interval of 2 to 60 s.
 pub const DPD_RETRY_SECONDS: std::ops::RangeInclusive<u64> = 2..=60;
 
+/// Why a DPD retry interval is refused ([`dpd_retry`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DpdRetryRefused {
+    /// DPD is off (`dpd_seconds` 0 or absent): nothing to retry.
+    NoDpd,
+    /// Outside [`DPD_RETRY_SECONDS`].
+    OutOfRange,
+}
+
+/// The rule of a configured DPD retry interval, for every config that
+/// takes one: only with DPD on (`dpd_seconds` > 0), within
+/// [`DPD_RETRY_SECONDS`].
+pub fn dpd_retry(dpd_seconds: u64, retry_seconds: i64) -> Result<Duration, DpdRetryRefused> {
+    if dpd_seconds == 0 {
+        return Err(DpdRetryRefused::NoDpd);
+    }
+    match u64::try_from(retry_seconds) {
+        Ok(s) if DPD_RETRY_SECONDS.contains(&s) => Ok(Duration::from_secs(s)),
+        _ => Err(DpdRetryRefused::OutOfRange),
+    }
+}
+
 /// Nonce length: 32 bytes (RFC 7296 2.10: at least half the PRF's key size,
 /// at least 16; 32 covers PRF-HMAC-SHA2-512's half).
 pub const NONCE_LEN: usize = 32;

@@ -177,30 +177,28 @@ impl Sources {
     }
 }
 
-/// Parse `source_port_range` (`FIRST-LAST`, inclusive): not 0, not 500
-/// nor the NAT-T port (the gateway's ports; the peers' cores think they
-/// use those).
 /// `dpd_retry_seconds`: IOS's range, and only with `dpd_seconds` > 0.
 fn dpd_retry(dpd: Option<u64>, retry: Option<u64>) -> Result<Option<Duration>> {
+    use xdpsec_ike::timers::{DPD_RETRY_SECONDS as R, DpdRetryRefused};
     let Some(r) = retry else {
         return Ok(None);
     };
-    let range = xdpsec_ike::timers::DPD_RETRY_SECONDS;
-    if dpd.unwrap_or(0) == 0 {
-        bail!(
+    match xdpsec_ike::timers::dpd_retry(dpd.unwrap_or(0), i64::try_from(r).unwrap_or(i64::MAX)) {
+        Ok(d) => Ok(Some(d)),
+        Err(DpdRetryRefused::NoDpd) => bail!(
             "loadtest.dpd_retry_seconds needs loadtest.dpd_seconds > 0 (the retry interval of DPD's liveness checks)"
-        );
-    }
-    if !range.contains(&r) {
-        bail!(
+        ),
+        Err(DpdRetryRefused::OutOfRange) => bail!(
             "loadtest.dpd_retry_seconds = {r}: give {} to {} seconds (IOS's DPD retry interval)",
-            range.start(),
-            range.end()
-        );
+            R.start(),
+            R.end()
+        ),
     }
-    Ok(Some(Duration::from_secs(r)))
 }
 
+/// Parse `source_port_range` (`FIRST-LAST`, inclusive): not 0, not 500
+/// nor the NAT-T port (the gateway's ports; the peers' cores think they
+/// use those).
 fn port_range(s: &str, nat_t_port: u16) -> Result<(u16, u64)> {
     let bad = || anyhow!("loadtest.source_port_range {s:?}: give FIRST-LAST, ports 1 to 65535");
     let (a, b) = s.split_once('-').ok_or_else(bad)?;

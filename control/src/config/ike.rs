@@ -141,23 +141,23 @@ pub(super) fn parse_ike(
     let dpd = seconds(&t.dpd_seconds, "dpd_seconds", 0, 0)?;
     let dpd_retry = match &t.dpd_retry_seconds {
         None => None,
-        Some(v) if dpd == 0 => {
-            return Err(format!(
-                "line {}: field `tunnel.dpd_retry_seconds` in tunnel {name} needs `dpd_seconds` > 0 (the retry interval of DPD's liveness checks)",
-                at(v.span())
-            ));
-        }
         Some(v) => {
-            let r = xdpsec_ike::timers::DPD_RETRY_SECONDS;
-            match u64::try_from(*v.get_ref()) {
-                Ok(s) if r.contains(&s) => u8::try_from(s).ok(),
-                _ => {
+            use xdpsec_ike::timers::{DPD_RETRY_SECONDS as R, DpdRetryRefused};
+            match xdpsec_ike::timers::dpd_retry(dpd, *v.get_ref()) {
+                Ok(d) => u8::try_from(d.as_secs()).ok(),
+                Err(DpdRetryRefused::NoDpd) => {
+                    return Err(format!(
+                        "line {}: field `tunnel.dpd_retry_seconds` in tunnel {name} needs `dpd_seconds` > 0 (the retry interval of DPD's liveness checks)",
+                        at(v.span())
+                    ));
+                }
+                Err(DpdRetryRefused::OutOfRange) => {
                     return Err(format!(
                         "line {}: field `tunnel.dpd_retry_seconds` = {} in tunnel {name}: give {} to {} seconds (IOS's DPD retry interval)",
                         at(v.span()),
                         v.get_ref(),
-                        r.start(),
-                        r.end()
+                        R.start(),
+                        R.end()
                     ));
                 }
             }
